@@ -1,0 +1,34 @@
+# The two set-up commands (README.md): `make run` and `make test`.
+PY := .venv/bin/python
+export HF_HUB_OFFLINE := 1
+PORT ?= 8765
+LAB_PORT ?= 8888
+DATA ?= data
+
+.PHONY: run serve lab test test-fast bench bootstrap bootstrap-test
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+bootstrap-test:
+	@scripts/bootstrap.sh --test
+
+## Main job: recording server + JupyterLab on notebooks/ (Ctrl-C stops both).
+run: bootstrap
+	@scripts/run.sh $(PORT) $(LAB_PORT) $(DATA)
+
+## The recording server alone.
+serve: bootstrap
+	$(PY) -m server --host 127.0.0.1 --port $(PORT) --data-dir $(DATA)
+
+## The whole test suite (unit, functional, models, notebooks, browser).
+test: bootstrap-test
+	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env tests notebooks
+
+## Quick subset: no models, no notebooks, no browser.
+test-fast: bootstrap-test
+	$(PY) -m pytest -p no:cacheprovider -m "not models and not browser" tests
+
+## Benchmarks: print figures and write benchmarks/results/*.json
+bench: bootstrap-test
+	$(PY) -m benchmarks

@@ -1,0 +1,30 @@
+"""``python -m server [--host 127.0.0.1] [--port 8765] [--data-dir data]``"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from aiohttp import web
+
+from .app import create_app
+from .config import parse_args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    config = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    app = create_app(config)
+    print(f"Serving on http://{config.host}:{config.port} (data: {config.data_dir})", flush=True)
+    web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=5.0,
+                handle_signals=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

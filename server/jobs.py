@@ -1,0 +1,256 @@
+"""Processing jobs: a persistent queue of runs and worker processes that execute them.
+
+The queue *is* the ``runs`` table: a run is ``queued`` until a worker takes it,
+``running`` while it works, then ``completed`` or ``failed``.  On start-up, runs
+that were ``running`` when the server died are queued again, so no accepted
+work is lost.  Workers are separate processes (CPU-bound models never touch the
+event loop); a worker that dies is replaced and its run retried once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+
+from .sessions import Run, SessionStore, TransitionError
+from .worker import worker_main
+
+log = logging.getLogger("server.jobs")
+
+Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+MAX_ATTEMPTS = 2
+RESULT_FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
+
+
+@dataclass
+class _Worker:
+    process: Any
+    tasks: Any
+    run_id: Optional[str] = None
+
+
+class JobQueue:
+    """Runs queued runs on a bounded pool of worker processes and reports their events."""
+
+    def __init__(self, store: SessionStore, notify: Notify, *, workers: int = 1,
+                 pipeline: str = "full", log_level: str = "INFO") -> None:
+        self.store = store
+        self.notify = notify
+        self.size = workers
+        self.pipeline = pipeline
+        self.log_level = log_level
+        self._ctx = mp.get_context("spawn")
+        self._events: Any = None
+        self._workers: list[_Worker] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reader: Optional[threading.Thread] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._last_progress: dict[str, float] = {}
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._events = self._ctx.Queue()
+        for run in await asyncio.to_thread(self.store.runs_in, "running"):
+            log.info("Requeueing run %s of session %s interrupted by a restart", run.id,
+                     run.session_id)
+            await asyncio.to_thread(self.store.update_run, run.id, status="queued", stage=None,
+                                    progress=0.0)
+        self._workers = [self._spawn() for _ in range(self.size)]
+        self._reader = threading.Thread(target=self._read_events, name="job-events", daemon=True)
+        self._reader.start()
+        self._tasks = [asyncio.create_task(self._dispatch(), name="job-dispatch")]
+        self._wake.set()
+
+    def _spawn(self) -> _Worker:
+        tasks = self._ctx.Queue()
+        proc = self._ctx.Process(target=worker_main, args=(tasks, self._events, self.log_level),
+                                 name="workbench-worker", daemon=True)
+        proc.start()
+        return _Worker(proc, tasks)
+
+    async def close(self) -> None:
+        self._closing = True
+        for t in self._tasks:
+            t.cancel()
+        for w in self._workers:
+            try:
+                w.tasks.put(None)
+            except Exception:  # pragma: no cover - queue already broken
+                pass
+
+        def _join() -> None:
+            deadline = time.monotonic() + 5
+            for w in self._workers:
+                w.process.join(max(0.1, deadline - time.monotonic()))
+                if w.process.is_alive():
+                    w.process.terminate()
+                    w.process.join(2)
+            self._events.put(None)
+            if self._reader is not None:
+                self._reader.join(2)
+
+        await asyncio.to_thread(_join)
+
+    # ------------------------------------------------------------------ submitting
+    async def submit(self, session_id: str, config: dict[str, Any]) -> Run:
+        """Queue a new run of ``session_id`` with ``config``; returns it (status ``queued``)."""
+        run = await asyncio.to_thread(self.store.create_run, session_id, config)
+        log.info("Queued run %s for session %s", run.id, session_id)
+        self._wake.set()
+        return run
+
+    def busy(self) -> int:
+        return sum(1 for w in self._workers if w.run_id is not None)
+
+    # ------------------------------------------------------------------ dispatching
+    async def _dispatch(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self._reap_dead_workers()
+            free = [w for w in self._workers if w.run_id is None]
+            if not free:
+                continue
+            queued = await asyncio.to_thread(self.store.runs_in, "queued")
+            for worker, run in zip(free, queued):
+                await self._assign(worker, run)
+
+    async def _assign(self, worker: _Worker, run: Run) -> None:
+        session = await asyncio.to_thread(self.store.get_session, run.session_id)
+        if session is None:  # deleted meanwhile
+            await asyncio.to_thread(self.store.update_run, run.id, status="failed",
+                                    error="Session was deleted")
+            return
+        await asyncio.to_thread(self.store.update_run, run.id, status="running",
+                                started_at=time.time(), attempts=run.attempts + 1,
+                                stage="queued", progress=0.0)
+        try:
+            await asyncio.to_thread(self.store.set_status, run.session_id, "processing")
+        except TransitionError:
+            pass
+        task = {
+            "run_id": run.id,
+            "session_id": run.session_id,
+            "session_dir": str(self.store.session_dir(run.session_id)),
+            "run_dir": str(self.store.run_dir(run.session_id, run.id)),
+            "data_dir": str(self.store.data_dir),
+            "format": session.format,
+            "config": run.config,
+            "pipeline": run.config.get("pipeline", self.pipeline),
+        }
+        worker.run_id = run.id
+        worker.tasks.put(task)
+
+    async def _reap_dead_workers(self) -> None:
+        for i, w in enumerate(self._workers):
+            if w.process.is_alive() or self._closing:
+                continue
+            log.error("Worker process %s died (exit code %s)", w.process.pid, w.process.exitcode)
+            if w.run_id is not None:
+                run = await asyncio.to_thread(self.store.get_run, w.run_id)
+                if run is not None and run.status == "running":
+                    if run.attempts < MAX_ATTEMPTS:
+                        await asyncio.to_thread(self.store.update_run, run.id, status="queued")
+                    else:
+                        await self._finish(run.id, ok=False,
+                                           message="The worker process died while processing")
+            self._workers[i] = self._spawn()
+            self._wake.set()
+
+    # ------------------------------------------------------------------ events
+    def _read_events(self) -> None:
+        while True:
+            event = self._events.get()
+            if event is None:
+                return
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(
+                lambda ev=event: asyncio.ensure_future(self._on_event(ev)))
+
+    async def _on_event(self, event: tuple[Any, ...]) -> None:
+        kind, run_id = event[0], event[1]
+        try:
+            if kind == "progress":
+                await self._progress(run_id, event[2], float(event[3]))
+            elif kind == "done":
+                await self._finish(run_id, ok=True, summary=event[2])
+            elif kind == "failed":
+                await self._finish(run_id, ok=False, message=event[2])
+        except Exception:  # keep the dispatcher alive whatever a bad event does
+            log.exception("Handling job event %r failed", kind)
+
+    async def _progress(self, run_id: str, stage: str, progress: float) -> None:
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if run is None:
+            return
+        now = time.monotonic()
+        if now - self._last_progress.get(run_id, 0.0) >= 1.0 or progress >= 1.0:
+            self._last_progress[run_id] = now
+            await asyncio.to_thread(self.store.update_run, run_id, stage=stage, progress=progress)
+        await self.notify(run.session_id, {
+            "type": "processing_progress", "session_id": run.session_id, "run_id": run_id,
+            "stage": stage, "progress": round(min(max(progress, 0.0), 1.0), 4),
+        })
+
+    async def _finish(self, run_id: str, *, ok: bool, summary: Optional[dict[str, Any]] = None,
+                      message: str = "") -> None:
+        for w in self._workers:
+            if w.run_id == run_id:
+                w.run_id = None
+        self._last_progress.pop(run_id, None)
+        self._wake.set()
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if run is None:
+            return
+        sid = run.session_id
+        fields: dict[str, Any] = {"finished_at": time.time()}
+        if ok:
+            await asyncio.to_thread(self.store.update_run, run_id, status="completed",
+                                    stage="done", progress=1.0, summary=summary or {}, **fields)
+        else:
+            await asyncio.to_thread(self.store.update_run, run_id, status="failed", error=message,
+                                    **fields)
+        pending = [r for r in await asyncio.to_thread(self.store.runs_in, "queued", "running")
+                   if r.session_id == sid]
+        if not pending:
+            try:
+                await asyncio.to_thread(self.store.set_status, sid, "completed" if ok else "failed",
+                                        error=None if ok else message)
+            except (TransitionError, KeyError):
+                pass
+        if ok:
+            summary = summary or {}
+            log.info("Run %s of session %s completed", run_id, sid)
+            await self.notify(sid, {
+                "type": "processing_complete", "session_id": sid, "run_id": run_id,
+                "speakers": summary.get("speakers"),
+                "duration_seconds": summary.get("duration_seconds"),
+                "word_count": summary.get("word_count"),
+                "results": result_links(sid, run_id) if "word_count" in summary else {},
+                "audio": audio_links(sid),
+            })
+        else:
+            log.warning("Run %s of session %s failed: %s", run_id, sid, message)
+            await self.notify(sid, {"type": "processing_failed", "session_id": sid,
+                                    "run_id": run_id, "message": message})
+
+
+def result_links(session_id: str, run_id: str) -> dict[str, str]:
+    return {fmt: f"/api/sessions/{session_id}/transcript?format={fmt}&run={run_id}"
+            for fmt in RESULT_FORMATS}
+
+
+def audio_links(session_id: str) -> dict[str, str]:
+    return {fmt: f"/api/sessions/{session_id}/audio?format={fmt}" for fmt in ("wav", "mp4")}

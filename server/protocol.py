@@ -1,0 +1,200 @@
+"""The recording protocol: client actions, server messages and the seed's exact error texts.
+
+Client -> server (JSON text frames unless noted)::
+
+    {"action": "start", "format": "wav"|"mp4", ...options}
+    {"action": "audio_chunk", "data": "<base64>"}     (or a binary frame: the raw chunk)
+    {"action": "stop"}
+
+Server -> client: ``recording_started``, ``progress``, ``recording_stopped``,
+``processing_started``, ``processing_progress``, ``processing_complete``,
+``processing_failed`` and ``error`` (``{"type": "error", "code": N, "message": ...}``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Optional
+
+from workbench.audio import CONTAINERS, InputFormat
+
+from .config import Limits
+
+OUTPUT_FORMATS = ("wav", "mp4")
+
+
+class ErrorCode(IntEnum):
+    """Numeric codes sent with every ``error`` message."""
+
+    UNKNOWN_ACTION = 4000
+    INVALID_FORMAT = 4001
+    NOT_STARTED = 4002
+    CHUNK_TOO_LARGE = 4003
+    TOTAL_SIZE_EXCEEDED = 4004
+    DURATION_EXCEEDED = 4005
+    INVALID_ENCODING = 4006
+    INVALID_MESSAGE = 4007
+    UNDECODABLE_AUDIO = 4008
+    ALREADY_RECORDING = 4009
+    INVALID_FIELD = 4010
+    SESSION_BUSY = 4011
+    INTERNAL = 5000
+
+
+def _plural(n: float, unit: str) -> str:
+    n_txt = f"{n:g}"
+    return f"{n_txt} {unit}" + ("" if n == 1 else "s")
+
+
+def human_duration(seconds: float) -> str:
+    """3600 -> '1 hour', 90 -> '90 seconds', 1800 -> '30 minutes'."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return _plural(seconds / 3600, "hour")
+    if seconds >= 60 and seconds % 60 == 0:
+        return _plural(seconds / 60, "minute")
+    return _plural(seconds, "second")
+
+
+def human_bytes(n: int) -> str:
+    """1048576 -> '1MB' (the seed's spelling of MiB), 524288000 -> '500MB', 1000 -> '1000 bytes'."""
+    mib = 1024 * 1024
+    if n >= mib and n % mib == 0:
+        return f"{n // mib}MB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024}KB"
+    return f"{n} bytes"
+
+
+class Messages:
+    """The seed's error texts, word for word (limits spelled from the configuration)."""
+
+    UNKNOWN_ACTION = "Unknown action"
+    INVALID_FORMAT = "Invalid format. Use 'wav' or 'mp4'"
+    NOT_STARTED = "Recording not started. Send 'start' action first"
+    INVALID_ENCODING = "Invalid audio data encoding"
+
+    @staticmethod
+    def chunk_too_large(limits: Limits) -> str:
+        return f"Chunk size exceeds limit ({human_bytes(limits.max_chunk_bytes)})"
+
+    @staticmethod
+    def total_size_exceeded(limits: Limits) -> str:
+        return f"Total data size exceeds limit ({human_bytes(limits.max_total_bytes)})"
+
+    @staticmethod
+    def duration_exceeded(limits: Limits) -> str:
+        return f"Recording duration exceeds limit ({human_duration(limits.max_duration_seconds)})"
+
+    @staticmethod
+    def internal(details: str) -> str:
+        return f"Erro interno: {details}"
+
+
+class ProtocolError(Exception):
+    """A client mistake: becomes an ``error`` message; the connection goes on."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/'\"]+){2,}/?")
+
+
+def safe_details(exc: BaseException, limit: int = 120) -> str:
+    """A short description of an exception with file paths removed (for clients)."""
+    text = _PATHLIKE.sub("<path>", str(exc).splitlines()[0] if str(exc) else "")
+    text = text[:limit]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "error", "code": int(code), "message": message, **extra}
+
+
+def decode_chunk(data: Any) -> bytes:
+    """Decode the base64 ``data`` of an ``audio_chunk`` (strict alphabet and padding)."""
+    if not isinstance(data, str) or not data:
+        raise ProtocolError(ErrorCode.INVALID_ENCODING, Messages.INVALID_ENCODING)
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(ErrorCode.INVALID_ENCODING, Messages.INVALID_ENCODING) from None
+
+
+# Processing options a client may put in `start`; they are stored with the
+# session and become the configuration of the run started at `stop`.
+RUN_OPTION_FIELDS = {
+    "language": str,
+    "num_speakers": int,
+    "min_speakers": int,
+    "max_speakers": int,
+    "asr_model": str,
+    "clustering_threshold": float,
+    "vad_filter": bool,
+}
+
+_INPUT_ALIASES = {"pcm": "pcm_s16le", "s16le": "pcm_s16le", "m4a": "mp4", "aac": "mp4",
+                  "opus": "ogg", "matroska": "webm", "mkv": "webm"}
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A validated ``start`` action."""
+
+    format: str
+    input: InputFormat
+    options: dict[str, Any] = field(default_factory=dict)
+    live: bool = False
+
+
+def _field_error(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_FIELD, message)
+
+
+def parse_start(msg: dict[str, Any]) -> StartRequest:
+    """Validate a ``start`` message; raises :class:`ProtocolError` with a clear message."""
+    fmt = msg.get("format", "wav")
+    if fmt not in OUTPUT_FORMATS:
+        raise ProtocolError(ErrorCode.INVALID_FORMAT, Messages.INVALID_FORMAT)
+
+    container = msg.get("input_format")
+    if container is not None:
+        if not isinstance(container, str):
+            raise _field_error("'input_format' must be a string")
+        container = _INPUT_ALIASES.get(container.lower(), container.lower())
+        if container not in CONTAINERS:
+            raise _field_error(f"Invalid input_format. Use one of: {', '.join(CONTAINERS)}")
+    rate = msg.get("sample_rate", 16000)
+    channels = msg.get("channels", 1)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not 4000 <= rate <= 192000:
+        raise _field_error("'sample_rate' must be an integer between 4000 and 192000")
+    if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 8:
+        raise _field_error("'channels' must be an integer between 1 and 8")
+
+    options: dict[str, Any] = {}
+    for name, kind in RUN_OPTION_FIELDS.items():
+        if msg.get(name) is None:
+            continue
+        value = msg[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _field_error(f"'{name}' must be of type {kind.__name__}")
+        if kind is str and len(value) > 200:
+            raise _field_error(f"'{name}' is too long")
+        if kind is int and not 1 <= value <= 64:
+            raise _field_error(f"'{name}' must be between 1 and 64")
+        if kind is float and not math.isfinite(value):
+            raise _field_error(f"'{name}' must be a finite number")
+        options[name] = value
+    live = msg.get("live", False)
+    if not isinstance(live, bool):
+        raise _field_error("'live' must be true or false")
+    return StartRequest(fmt, InputFormat(container, rate, channels), options, live)

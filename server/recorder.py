@@ -1,0 +1,141 @@
+"""Recording: received audio bytes appended to disk as they arrive, and finalisation.
+
+Each ``start``..``stop`` span of a session is one *part*: its bytes go, exactly
+as received, to ``part-NNN.raw`` (append, flush per chunk, fsync on a cadence
+and before every confirmation the client sees).  Finalising decodes all parts
+in order into the canonical 16 kHz mono ``audio.wav``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO, Optional
+
+from workbench.audio import (
+    AudioDecodeError,
+    InputFormat,
+    decode_parts,
+    detect_container,
+    parse_wav_header,
+    write_wav,
+)
+
+from .sessions import Part, Session, SessionStore, iter_part_paths
+
+log = logging.getLogger("server.recorder")
+
+_HEAD_BYTES = 64  # enough to recognise every supported container
+
+
+class Recording:
+    """One part being recorded: appends chunks and knows how much audio it holds."""
+
+    def __init__(self, path: Path, part: Part, fsync_interval: float = 1.0) -> None:
+        self.path = path
+        self.part = part
+        self.fsync_interval = fsync_interval
+        self.started = time.monotonic()
+        self._file: Optional[BinaryIO] = None
+        self._head = b""
+        self._wav_bytes_per_second: Optional[int] = None
+        self._wav_offset = 0
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        self._inspecting = True
+
+    @property
+    def input_format(self) -> InputFormat:
+        return self.part.input_format
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab")
+
+    def append(self, data: bytes) -> None:
+        """Append one chunk (blocking: call from a thread)."""
+        assert self._file is not None, "recording is closed"
+        self._file.write(data)
+        self._file.flush()
+        self.part.bytes += len(data)
+        self._dirty = True
+        if self._inspecting:
+            self._inspect(data)
+        if time.monotonic() - self._last_sync >= self.fsync_interval:
+            self.sync()
+
+    def _inspect(self, data: bytes) -> None:
+        """Detect the container and, for WAV, the byte rate from the first bytes."""
+        self._head += data[: (1 << 12) - len(self._head)]
+        if self.part.container is None:
+            if len(self._head) < _HEAD_BYTES:
+                return
+            self.part = replace(self.part, container=detect_container(self._head))
+        if self.part.container == "wav":
+            try:
+                header = parse_wav_header(self._head)
+            except AudioDecodeError:
+                header = None
+                self._inspecting = False
+            if header is not None:
+                self._wav_bytes_per_second = header.sample_rate * header.channels * header.sample_width
+                self._wav_offset = header.data_offset
+                self._inspecting = False
+            elif len(self._head) >= 1 << 12:
+                self._inspecting = False
+        else:
+            self._inspecting = False
+
+    def sync(self) -> None:
+        """Flush to stable storage (blocking)."""
+        if self._file is not None and self._dirty:
+            os.fsync(self._file.fileno())
+            self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def close(self) -> Part:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+            self._file = None
+        return self.part
+
+    def audio_seconds(self) -> Optional[float]:
+        """Seconds of audio received, when the byte count tells (PCM and WAV), else None."""
+        rate = self.input_format.bytes_per_second
+        if rate:
+            return self.part.bytes / rate
+        if self._wav_bytes_per_second:
+            return max(0, self.part.bytes - self._wav_offset) / self._wav_bytes_per_second
+        return None
+
+    def elapsed(self) -> float:
+        """Recording duration for limits: audio seconds when known, else wall-clock seconds."""
+        audio = self.audio_seconds()
+        return audio if audio is not None else time.monotonic() - self.started
+
+
+def finalise(store: SessionStore, session: Session) -> float:
+    """Decode every part of ``session`` into ``audio.wav``; returns its duration in seconds.
+
+    Blocking (decoding); run it in a thread or a worker.  Raises
+    :class:`AudioDecodeError` with a client-safe message when nothing decodes;
+    the raw parts stay on disk either way.
+    """
+    directory = store.session_dir(session.id)
+    parts = [(p, f) for p, f in iter_part_paths(store, session) if p.exists()]
+    samples = decode_parts(parts)
+    write_wav(directory / "audio.wav", samples)
+    (directory / "audio.mp4").unlink(missing_ok=True)  # stale rendition of older audio
+    duration = len(samples) / 16000
+    log.info("Finalised audio for session %s: %.2f s from %d part(s)", session.id, duration,
+             len(parts))
+    return duration
+
+
+async def finalise_async(store: SessionStore, session: Session) -> float:
+    return await asyncio.to_thread(finalise, store, session)

@@ -1,0 +1,257 @@
+"""The WebSocket endpoint ``/ws/{session_id}``: one connection's side of the recording protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Optional
+
+from aiohttp import WSMsgType, web
+
+from workbench.audio import AudioDecodeError
+
+from .protocol import (
+    ErrorCode,
+    Messages,
+    ProtocolError,
+    StartRequest,
+    decode_chunk,
+    error,
+    parse_start,
+    safe_details,
+)
+from .recorder import Recording, finalise_async
+from .sessions import Session, TransitionError, valid_id
+from .state import AppState, STATE
+
+log = logging.getLogger("server.recording")
+
+RESUMABLE = ("idle", "interrupted", "completed", "failed")
+
+
+class Connection:
+    """State of one WebSocket connection: the session it is bound to and the recording it runs."""
+
+    def __init__(self, state: AppState, ws: web.WebSocketResponse, path_id: str) -> None:
+        self.state = state
+        self.ws = ws
+        self.path_id = path_id
+        self.session_id: Optional[str] = None
+        self.recording: Optional[Recording] = None
+        self.chunks = 0
+        self.bytes = 0
+        self.prior_duration = 0.0
+
+    @property
+    def limits(self):  # type: ignore[no-untyped-def]
+        return self.state.config.limits
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if not self.ws.closed:
+            try:
+                await self.ws.send_json(message)
+            except (ConnectionError, RuntimeError):
+                pass  # the client is gone; nothing accepted depends on this reply
+
+    async def bind_existing(self) -> None:
+        """Subscribe to events of the path's session when it already exists."""
+        if valid_id(self.path_id):
+            session = await asyncio.to_thread(self.state.store.get_session, self.path_id)
+            if session is not None:
+                self._bind(session.id)
+
+    def _bind(self, session_id: str) -> None:
+        if self.session_id != session_id:
+            if self.session_id:
+                self.state.unsubscribe(self.session_id, self.ws)
+            self.session_id = session_id
+            self.state.subscribe(session_id, self.ws)
+
+    # ------------------------------------------------------------------ dispatch
+    async def handle(self, msg: Any) -> None:
+        try:
+            if msg.type == WSMsgType.BINARY:
+                await self.on_chunk(bytes(msg.data))
+            elif msg.type == WSMsgType.TEXT:
+                await self.on_text(msg.data)
+        except ProtocolError as exc:
+            await self.send(error(exc.code, exc.message))
+        except Exception as exc:
+            log.exception("Internal error on session %s", self.session_id or self.path_id)
+            await self.send(error(ErrorCode.INTERNAL, Messages.internal(safe_details(exc))))
+
+    async def on_text(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                                "Invalid message: expected a JSON object with an 'action'") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                                "Invalid message: expected a JSON object with an 'action'")
+        action = msg.get("action")
+        if action == "start":
+            await self.on_start(parse_start(msg))
+        elif action == "audio_chunk":
+            if self.recording is None:
+                raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
+            await self.on_chunk(decode_chunk(msg.get("data")))
+        elif action == "stop":
+            if self.recording is None:
+                raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
+            await self.finish("stop")
+        else:
+            raise ProtocolError(ErrorCode.UNKNOWN_ACTION, Messages.UNKNOWN_ACTION)
+
+    # ------------------------------------------------------------------ start
+    async def on_start(self, req: StartRequest) -> None:
+        if self.recording is not None:
+            raise ProtocolError(ErrorCode.ALREADY_RECORDING,
+                                "Recording already started. Send 'stop' first")
+        store = self.state.store
+        candidate = self.session_id or self.path_id
+        session: Optional[Session] = None
+        if valid_id(candidate):
+            session = await asyncio.to_thread(store.get_session, candidate)
+        if session is None:
+            session = await asyncio.to_thread(store.create_session, None, req.format, req.options)
+            log.info("✅ Created session: %s", session.id)
+        else:
+            if session.id in self.state.recording:
+                raise ProtocolError(ErrorCode.SESSION_BUSY,
+                                    "Session is already recording on another connection")
+            if session.status not in RESUMABLE:
+                raise ProtocolError(ErrorCode.SESSION_BUSY,
+                                    f"Session is {session.status}; wait until it has finished")
+        if self.state.limits_reached(session):
+            raise ProtocolError(ErrorCode.TOTAL_SIZE_EXCEEDED,
+                                Messages.total_size_exceeded(self.limits))
+        self._bind(session.id)
+        self.state.recording[session.id] = self
+        try:
+            part = await asyncio.to_thread(store.add_part, session.id, req.input)
+            rec = Recording(store.session_dir(session.id) / part.filename, part,
+                            self.state.config.fsync_interval)
+            await asyncio.to_thread(rec.open)
+            options = {**session.options, **req.options}
+            await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
+                                    options=options)
+        except BaseException:
+            self.state.recording.pop(session.id, None)
+            raise
+        self.recording = rec
+        self.chunks = session.chunks_received
+        self.bytes = session.bytes_received
+        self.prior_duration = session.duration_seconds if session.parts else 0.0
+        log.info("▶️ Starting recording for session %s (part %d, input %s)", session.id,
+                 part.index, part.container or "auto")
+        await self.send({"type": "recording_started", "session_id": session.id,
+                         "format": req.format, "part": part.index,
+                         "resumed": bool(session.parts)})
+
+    # ------------------------------------------------------------------ chunks
+    async def on_chunk(self, data: bytes) -> None:
+        rec = self.recording
+        if rec is None:
+            raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
+        limits = self.limits
+        if len(data) > limits.max_chunk_bytes:
+            raise ProtocolError(ErrorCode.CHUNK_TOO_LARGE, Messages.chunk_too_large(limits))
+        if self.bytes + len(data) > limits.max_total_bytes:
+            await self.send(error(ErrorCode.TOTAL_SIZE_EXCEEDED,
+                                  Messages.total_size_exceeded(limits)))
+            await self.finish("limit")
+            return
+        if not data:
+            return
+        await asyncio.to_thread(rec.append, data)
+        self.chunks += 1
+        self.bytes += len(data)
+        if self.chunks % self.state.config.progress_every == 0:
+            # Confirmed chunks must survive a crash: sync before saying so.
+            await asyncio.to_thread(rec.sync)
+            await asyncio.to_thread(self.state.store.update_session, self.session_id,
+                                    chunks_received=self.chunks, bytes_received=self.bytes)
+            await asyncio.to_thread(self.state.store.update_part, self.session_id, rec.part)
+            await self.send({"type": "progress", "chunks_received": self.chunks,
+                             "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
+        if self.prior_duration + rec.elapsed() >= limits.max_duration_seconds:
+            await self.send(error(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(limits)))
+            await self.finish("limit")
+
+    # ------------------------------------------------------------------ stop / interrupt
+    async def finish(self, reason: str) -> None:
+        """End the recording: ``stop``/``limit`` finalise and queue processing;
+        ``disconnect``/``shutdown`` finalise and leave the session ``interrupted``."""
+        rec = self.recording
+        if rec is None or self.session_id is None:
+            return
+        sid = self.session_id
+        store = self.state.store
+        self.recording = None
+        try:
+            part = await asyncio.to_thread(rec.close)
+            await asyncio.to_thread(store.update_part, sid, part)
+            await asyncio.to_thread(store.update_session, sid, chunks_received=self.chunks,
+                                    bytes_received=self.bytes)
+            session = await asyncio.to_thread(store.get_session, sid)
+            assert session is not None
+            decode_error: Optional[str] = None
+            try:
+                duration = await finalise_async(store, session)
+            except AudioDecodeError as exc:
+                decode_error, duration = str(exc), 0.0
+            interrupted = reason in ("disconnect", "shutdown")
+            log.info("⏹️ Stopping recording for session %s (%s): %.2f s, %d chunks, %d bytes",
+                     sid, reason, duration, self.chunks, self.bytes)
+            if interrupted:
+                await asyncio.to_thread(store.set_status, sid, "interrupted",
+                                        duration_seconds=duration, error=decode_error)
+                return
+            await self.send({"type": "recording_stopped", "duration_seconds": round(duration, 3),
+                             "session_id": sid, "chunks_received": self.chunks,
+                             "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
+            if decode_error is not None:
+                await asyncio.to_thread(store.set_status, sid, "failed",
+                                        duration_seconds=duration, error=decode_error)
+                await self.send(error(ErrorCode.UNDECODABLE_AUDIO,
+                                      f"{decode_error}. The received bytes are kept."))
+                return
+            await asyncio.to_thread(store.set_status, sid, "processing", duration_seconds=duration)
+            run = await self.state.jobs.submit(sid, self.state.run_config(session))
+            message = ("Transcription and diarization started" if self.state.config.pipeline == "full"
+                       else "Audio processing started")
+            await self.send({"type": "processing_started", "message": message,
+                             "session_id": sid, "run_id": run.id})
+        except TransitionError:
+            log.exception("Unexpected state change on session %s", sid)
+        finally:
+            self.state.recording.pop(sid, None)
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    state = request.app[STATE]
+    cfg = state.config
+    ws = web.WebSocketResponse(heartbeat=cfg.heartbeat or None, compress=False,
+                               max_msg_size=cfg.limits.max_message_bytes)
+    await ws.prepare(request)
+    path_id = request.match_info.get("session_id", "")
+    state.sockets.add(ws)
+    conn = Connection(state, ws, path_id)
+    log.info("WebSocket connected: %s", path_id[:80])
+    try:
+        await conn.bind_existing()
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await conn.handle(msg)
+            elif msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        # Whatever ended the connection, everything accepted is finalised and kept.
+        await asyncio.shield(conn.finish("shutdown" if state.closing else "disconnect"))
+        if conn.session_id:
+            state.unsubscribe(conn.session_id, ws)
+        log.info("WebSocket disconnected: %s (close code %s)", conn.session_id or path_id[:80],
+                 ws.close_code)
+    return ws

@@ -1,0 +1,454 @@
+"""Sessions, their recorded parts and their processing runs, in an embedded SQLite store.
+
+One SQLite database (``DATA/workbench.sqlite3``) holds the metadata; each session
+owns a directory ``DATA/sessions/<id>/`` with the raw parts it received, the
+canonical ``audio.wav``, an optional ``audio.mp4`` and one folder per run.
+Every write is a transaction, so a crash leaves the store consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from workbench.audio import InputFormat
+
+SESSION_STATES = ("idle", "recording", "interrupted", "processing", "completed", "failed")
+RUN_STATES = ("queued", "running", "completed", "failed")
+
+# States a session may move to from each state.  `recording` is re-entered
+# from `interrupted` (resume) and from a finished session (append more audio).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "idle": frozenset({"recording"}),
+    "recording": frozenset({"interrupted", "processing", "failed"}),
+    "interrupted": frozenset({"recording", "processing", "failed"}),
+    "processing": frozenset({"completed", "failed", "processing"}),
+    "completed": frozenset({"processing", "recording"}),
+    "failed": frozenset({"processing", "recording"}),
+}
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def valid_id(value: str) -> bool:
+    """True for ids safe to use as a directory name (letters, digits, '-', '_')."""
+    return bool(_ID_RE.match(value))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: Optional[float]) -> Optional[str]:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+@dataclass
+class Part:
+    """One contiguous span of received bytes (start..stop) and how they are encoded."""
+
+    index: int
+    container: Optional[str]
+    sample_rate: int
+    channels: int
+    bytes: int
+
+    @property
+    def filename(self) -> str:
+        return f"part-{self.index:03d}.raw"
+
+    @property
+    def input_format(self) -> InputFormat:
+        return InputFormat(self.container, self.sample_rate, self.channels)
+
+
+@dataclass
+class Run:
+    """One processing run of a session: a configuration, its state and its outputs."""
+
+    id: str
+    session_id: str
+    status: str
+    config: dict[str, Any]
+    created_at: float
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    stage: Optional[str] = None
+    progress: float = 0.0
+    error: Optional[str] = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "status": self.status,
+            "config": self.config,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "stage": self.stage,
+            "progress": round(self.progress, 4),
+            "error": self.error,
+            "summary": self.summary,
+        }
+
+
+@dataclass
+class Session:
+    """A recording session: its state, its audio and its runs."""
+
+    id: str
+    status: str
+    created_at: float
+    updated_at: float
+    format: str = "wav"
+    duration_seconds: float = 0.0
+    bytes_received: int = 0
+    chunks_received: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+    parts: list[Part] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def serialize(self) -> dict[str, Any]:
+        latest = next((r for r in reversed(self.runs) if r.status == "completed"), None)
+        return {
+            "id": self.id,
+            "status": self.status,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "format": self.format,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "bytes_received": self.bytes_received,
+            "chunks_received": self.chunks_received,
+            "options": self.options,
+            "error": self.error,
+            "parts": [
+                {"index": p.index, "container": p.container, "bytes": p.bytes} for p in self.parts
+            ],
+            "files": self.files,
+            "runs": [r.serialize() for r in self.runs],
+            "speakers": (latest.summary.get("speakers") if latest else None),
+        }
+
+    def _repr_html_(self) -> str:  # pragma: no cover - notebook display
+        rows = "".join(
+            f"<tr><td>{r.id[:8]}</td><td>{r.status}</td><td>{r.stage or ''}</td>"
+            f"<td>{r.summary.get('speakers', '')}</td></tr>"
+            for r in self.runs
+        )
+        return (
+            f"<b>Session {self.id}</b> — {self.status}, {self.duration_seconds:.1f} s, "
+            f"format {self.format}<table><tr><th>run</th><th>status</th><th>stage</th>"
+            f"<th>speakers</th></tr>{rows}</table>"
+        )
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    format TEXT NOT NULL DEFAULT 'wav',
+    duration_seconds REAL NOT NULL DEFAULT 0,
+    bytes_received INTEGER NOT NULL DEFAULT 0,
+    chunks_received INTEGER NOT NULL DEFAULT 0,
+    options TEXT NOT NULL DEFAULT '{}',
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS parts (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    container TEXT,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (session_id, idx)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    stage TEXT,
+    progress REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    summary TEXT NOT NULL DEFAULT '{}',
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status, seq);
+CREATE INDEX IF NOT EXISTS runs_by_session ON runs(session_id, seq);
+"""
+
+
+class TransitionError(ValueError):
+    """A session was asked to move to a state its current state does not allow."""
+
+
+class SessionStore:
+    """Thread-safe store of sessions, parts and runs (SQLite in WAL mode).
+
+    Methods are synchronous and short; the server calls them from a thread
+    (``asyncio.to_thread``) so the event loop never waits on the disk.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.sessions_dir = self.data_dir / "sessions"
+        self.sessions_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.data_dir / "workbench.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self)
+
+    def session_dir(self, session_id: str) -> Path:
+        if not valid_id(session_id):
+            raise ValueError("invalid session id")
+        return self.sessions_dir / session_id
+
+    def run_dir(self, session_id: str, run_id: str) -> Path:
+        return self.session_dir(session_id) / "runs" / run_id
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self, session_id: Optional[str] = None, fmt: str = "wav",
+                       options: Optional[dict[str, Any]] = None) -> Session:
+        sid = session_id or new_id()
+        now = _now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions (id, status, created_at, updated_at, format, options)"
+                " VALUES (?, 'idle', ?, ?, ?, ?)",
+                (sid, now, now, fmt, json.dumps(options or {})),
+            )
+        (self.session_dir(sid) / "runs").mkdir(parents=True, exist_ok=True)
+        session = self.get_session(sid)
+        assert session is not None
+        return session
+
+    def get_session(self, session_id: str) -> Optional[Session]:
+        if not valid_id(session_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                return None
+            return self._load(row)
+
+    def list_sessions(self) -> list[Session]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM sessions ORDER BY created_at DESC").fetchall()
+            return [self._load(row) for row in rows]
+
+    def sessions_in(self, *states: str) -> list[Session]:
+        with self._lock:
+            marks = ",".join("?" * len(states))
+            rows = self._db.execute(
+                f"SELECT * FROM sessions WHERE status IN ({marks}) ORDER BY created_at", states
+            ).fetchall()
+            return [self._load(row) for row in rows]
+
+    def _load(self, row: sqlite3.Row) -> Session:
+        sid = row["id"]
+        parts = [
+            Part(p["idx"], p["container"], p["sample_rate"], p["channels"], p["bytes"])
+            for p in self._db.execute(
+                "SELECT * FROM parts WHERE session_id = ? ORDER BY idx", (sid,)
+            )
+        ]
+        runs = [self._run(r) for r in self._db.execute(
+            "SELECT * FROM runs WHERE session_id = ? ORDER BY seq", (sid,)
+        )]
+        directory = self.sessions_dir / sid
+        files = {
+            name: f"/api/sessions/{sid}/audio?format={name}"
+            for name, fname in (("wav", "audio.wav"), ("mp4", "audio.mp4"))
+            if (directory / fname).exists()
+        }
+        return Session(
+            id=sid,
+            status=row["status"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            format=row["format"],
+            duration_seconds=row["duration_seconds"],
+            bytes_received=row["bytes_received"],
+            chunks_received=row["chunks_received"],
+            options=json.loads(row["options"]),
+            error=row["error"],
+            parts=parts,
+            runs=runs,
+            files=files,
+        )
+
+    def set_status(self, session_id: str, status: str, *, error: Optional[str] = None,
+                   **fields: Any) -> None:
+        """Move a session to `status` along an allowed transition, updating `fields`."""
+        if status not in SESSION_STATES:
+            raise ValueError(status)
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise KeyError(session_id)
+            if status != row["status"] and status not in TRANSITIONS[row["status"]]:
+                raise TransitionError(f"{row['status']} -> {status}")
+            self._update(db, session_id, status=status, error=error, **fields)
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        with self._tx() as db:
+            self._update(db, session_id, **fields)
+
+    @staticmethod
+    def _update(db: sqlite3.Connection, session_id: str, **fields: Any) -> None:
+        allowed = {"status", "format", "duration_seconds", "bytes_received", "chunks_received",
+                   "options", "error"}
+        if "options" in fields:
+            fields["options"] = json.dumps(fields["options"])
+        cols = [k for k in fields if k in allowed]
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        db.execute(
+            f"UPDATE sessions SET {sets}{', ' if sets else ''}updated_at = ? WHERE id = ?",
+            [fields[k] for k in cols] + [_now(), session_id],
+        )
+
+    def delete_session(self, session_id: str) -> bool:
+        import shutil
+
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        if cur.rowcount:
+            shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
+        return bool(cur.rowcount)
+
+    # ------------------------------------------------------------------ parts
+    def add_part(self, session_id: str, fmt: InputFormat) -> Part:
+        with self._tx() as db:
+            (idx,) = db.execute(
+                "SELECT COALESCE(MAX(idx) + 1, 0) FROM parts WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO parts (session_id, idx, container, sample_rate, channels)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (session_id, idx, fmt.container, fmt.sample_rate, fmt.channels),
+            )
+        return Part(idx, fmt.container, fmt.sample_rate, fmt.channels, 0)
+
+    def update_part(self, session_id: str, part: Part) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE parts SET container = ?, sample_rate = ?, channels = ?, bytes = ?"
+                " WHERE session_id = ? AND idx = ?",
+                (part.container, part.sample_rate, part.channels, part.bytes, session_id,
+                 part.index),
+            )
+
+    # ------------------------------------------------------------------ runs
+    def create_run(self, session_id: str, config: dict[str, Any]) -> Run:
+        rid = new_id()
+        now = _now()
+        with self._tx() as db:
+            (seq,) = db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM runs").fetchone()
+            db.execute(
+                "INSERT INTO runs (id, session_id, seq, status, config, created_at)"
+                " VALUES (?, ?, ?, 'queued', ?, ?)",
+                (rid, session_id, seq, json.dumps(config), now),
+            )
+        return Run(rid, session_id, "queued", config, now)
+
+    def get_run(self, run_id: str) -> Optional[Run]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return self._run(row) if row else None
+
+    def runs_in(self, *states: str) -> list[Run]:
+        with self._lock:
+            marks = ",".join("?" * len(states))
+            rows = self._db.execute(
+                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY seq", states
+            ).fetchall()
+            return [self._run(r) for r in rows]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        allowed = {"status", "started_at", "finished_at", "stage", "progress", "error",
+                   "summary", "attempts"}
+        if "summary" in fields:
+            fields["summary"] = json.dumps(fields["summary"])
+        cols = [k for k in fields if k in allowed]
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE runs SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
+                [fields[k] for k in cols] + [run_id],
+            )
+
+    @staticmethod
+    def _run(row: sqlite3.Row) -> Run:
+        return Run(
+            id=row["id"],
+            session_id=row["session_id"],
+            status=row["status"],
+            config=json.loads(row["config"]),
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            stage=row["stage"],
+            progress=row["progress"],
+            error=row["error"],
+            summary=json.loads(row["summary"]),
+            attempts=row["attempts"],
+        )
+
+
+class _Transaction:
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        self.store._db.execute("BEGIN IMMEDIATE")
+        return self.store._db
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store._lock.release()
+
+
+def iter_part_paths(store: SessionStore, session: Session) -> Iterator[tuple[Path, InputFormat]]:
+    """The on-disk files of a session's parts, in order, with their formats."""
+    directory = store.session_dir(session.id)
+    for part in session.parts:
+        yield directory / part.filename, part.input_format

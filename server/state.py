@@ -1,0 +1,61 @@
+"""Application state shared by the handlers (one typed ``web.AppKey``)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .config import ServerConfig
+from .sessions import Session, SessionStore
+
+if TYPE_CHECKING:
+    from .jobs import JobQueue
+    from .recording import Connection
+
+
+@dataclass
+class AppState:
+    """The store, the job queue and the open connections of a running server."""
+
+    config: ServerConfig
+    store: SessionStore
+    jobs: "JobQueue" = field(init=False)
+    sockets: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
+    subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
+    recording: dict[str, "Connection"] = field(default_factory=dict)
+    closing: bool = False
+
+    def subscribe(self, session_id: str, ws: web.WebSocketResponse) -> None:
+        self.subscribers.setdefault(session_id, weakref.WeakSet()).add(ws)
+
+    def unsubscribe(self, session_id: str, ws: web.WebSocketResponse) -> None:
+        subs = self.subscribers.get(session_id)
+        if subs is not None:
+            subs.discard(ws)
+            if not subs:
+                self.subscribers.pop(session_id, None)
+
+    async def notify(self, session_id: str, message: dict[str, Any]) -> None:
+        """Push an event to every connection bound to ``session_id``."""
+        for ws in list(self.subscribers.get(session_id, ())):
+            if not ws.closed:
+                try:
+                    await ws.send_json(message)
+                except (ConnectionError, RuntimeError):
+                    pass
+
+    def limits_reached(self, session: Session) -> bool:
+        return session.bytes_received >= self.config.limits.max_total_bytes
+
+    def run_config(self, session: Session) -> dict[str, Any]:
+        """Configuration of the run queued at ``stop``: server defaults + the session's options."""
+        return {**self.config.default_run_config, **session.options}
+
+
+STATE = web.AppKey("state", AppState)
+
+__all__ = ["AppState", "STATE", "asyncio"]

@@ -1,0 +1,77 @@
+"""What a processing worker process does with one run.
+
+Runs in a worker process (never on the event loop).  Models stay loaded in the
+process between runs (see :mod:`workbench.pipeline`'s cache), so only the first
+run of a configuration pays for loading them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from workbench.audio import AudioDecodeError, encode_mp4, wav_duration
+
+Emit = Callable[[tuple[Any, ...]], None]
+
+log = logging.getLogger("server.worker")
+
+
+class RunFailed(Exception):
+    """A run failed for a reason that is safe and useful to show the client."""
+
+
+def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    """Do the work of one run; returns its summary (speakers, duration, word count...)."""
+    run_id = task["run_id"]
+    session_dir = Path(task["session_dir"])
+    wav = session_dir / "audio.wav"
+    if not wav.exists():
+        raise RunFailed("The session has no decoded audio to process")
+
+    def hook(stage: str, completed: float = 0, total: float = 1) -> None:
+        emit(("progress", run_id, stage, (completed / total) if total else 0.0))
+
+    hook("renditions", 0, 1)
+    if task.get("format") == "mp4" and not (session_dir / "audio.mp4").exists():
+        encode_mp4(wav, session_dir / "audio.mp4")
+    hook("renditions", 1, 1)
+    summary: dict[str, Any] = {"duration_seconds": round(wav_duration(wav), 3)}
+
+    if task.get("pipeline", "full") == "full":
+        from workbench.pipeline import PipelineConfig, get_pipeline
+
+        config = PipelineConfig.from_dict(task.get("config") or {})
+        pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
+        result = pipeline(wav, hook=hook)
+        out_dir = Path(task["run_dir"])
+        result.save(out_dir)
+        summary.update(result.summary())
+    return summary
+
+
+def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO") -> None:
+    """Entry point of a worker process: take runs from ``task_queue`` until ``None``."""
+    logging.basicConfig(level=log_level, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    emit: Emit = event_queue.put
+    while True:
+        task = task_queue.get()
+        if task is None:
+            return
+        run_id = task["run_id"]
+        emit(("started", run_id, os.getpid()))
+        started = time.monotonic()
+        try:
+            summary = process_run(task, emit)
+            summary["processing_seconds"] = round(time.monotonic() - started, 3)
+            emit(("done", run_id, summary))
+        except (RunFailed, AudioDecodeError) as exc:
+            emit(("failed", run_id, str(exc)))
+        except Exception as exc:  # report, keep the worker alive for the next run
+            log.error("Run %s failed:\n%s", run_id, traceback.format_exc())
+            emit(("failed", run_id, f"{type(exc).__name__}: {str(exc)[:200]}"))

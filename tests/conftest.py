@@ -1,0 +1,86 @@
+"""Shared fixtures: real servers on free loopback ports and real speech made with espeak-ng."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from workbench.audio import decode_file, write_wav
+from workbench.local_server import LocalServer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+]
+
+
+def espeak(text: str, path: Path, voice: str = "en-us", speed: int = 160) -> Path:
+    """Speak `text` to a WAV file with espeak-ng (22.05 kHz mono)."""
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+                   check=True, capture_output=True)
+    return path
+
+
+def ffmpeg(src: Path, dst: Path, *args: str) -> Path:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), *args, str(dst)],
+                   check=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One espeak-ng utterance (~5 s) in every input container the protocol accepts."""
+    d = tmp_path_factory.mktemp("speech")
+    raw = espeak(" ".join(SENTENCES), d / "espeak.wav")
+    ref = decode_file(raw)  # 16 kHz mono float
+    write_wav(d / "reference.wav", ref)
+    ffmpeg(raw, d / "speech.wav", "-ar", "44100", "-ac", "2", "-c:a", "pcm_s16le")
+    ffmpeg(raw, d / "speech.pcm", "-ar", "16000", "-ac", "1", "-f", "s16le")
+    ffmpeg(raw, d / "speech.webm", "-c:a", "libopus", "-b:a", "48k")
+    ffmpeg(raw, d / "speech.ogg", "-c:a", "libopus", "-b:a", "48k")
+    ffmpeg(raw, d / "speech.m4a", "-c:a", "aac", "-b:a", "96k")
+    return d
+
+
+@pytest.fixture(scope="session")
+def reference_audio(speech_dir: Path) -> np.ndarray:
+    return decode_file(speech_dir / "reference.wav")
+
+
+ServerFactory = Callable[..., LocalServer]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start real servers (`python -m server`) on free loopback ports; all stopped at the end."""
+    servers: list[LocalServer] = []
+
+    def _start(*args: str, data_dir: Path | None = None) -> LocalServer:
+        srv = LocalServer(data_dir or tmp_path / "data", args=["--pipeline", "renditions", *args])
+        servers.append(srv.start())
+        return srv
+
+    yield _start
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A module-wide server with default limits that only makes audio renditions after stop."""
+    srv = LocalServer(tmp_path_factory.mktemp("data"), args=["--pipeline", "renditions"])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None

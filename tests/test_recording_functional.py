@@ -1,0 +1,504 @@
+"""The recording protocol end to end: a real server process and a real WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import socket
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from server.protocol import ErrorCode
+from workbench.audio import decode_file
+from workbench.local_server import LocalServer
+
+TIMEOUT = 30
+
+
+async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = TIMEOUT) -> dict[str, Any]:
+    msg = await asyncio.wait_for(ws.receive(), timeout)
+    assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type}"
+    return json.loads(msg.data)
+
+
+async def recv_until(ws: aiohttp.ClientWebSocketResponse, *types: str,
+                     timeout: float = TIMEOUT) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read messages until one of `types` arrives; returns it and everything before it."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        m = await recv(ws, timeout)
+        if m["type"] in types:
+            return m, seen
+        seen.append(m)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def stream(ws: aiohttp.ClientWebSocketResponse, data: bytes, chunk: int = 4000,
+                 binary: bool = False) -> int:
+    n = 0
+    for i in range(0, len(data), chunk):
+        piece = data[i : i + chunk]
+        if binary:
+            await ws.send_bytes(piece)
+        else:
+            await ws.send_json({"action": "audio_chunk", "data": b64(piece)})
+        n += 1
+    return n
+
+
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, await r.json()
+
+
+def correlation(a: np.ndarray, b: np.ndarray, max_lag: int = 1600) -> float:
+    """Best normalised cross-correlation of two signals within +-max_lag samples."""
+    from scipy.signal import correlate
+
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    xc = correlate(a, b, mode="full", method="fft")
+    mid = n - 1
+    window = xc[mid - max_lag : mid + max_lag + 1]
+    return float(window.max() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+async def record(server: LocalServer, data: bytes, *, start: Optional[dict[str, Any]] = None,
+                 path_id: str = "new", binary: bool = False, chunk: int = 4000,
+                 wait_processing: bool = True) -> list[dict[str, Any]]:
+    """Record `data` as one session; returns every message the server sent."""
+    msgs: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{server.ws_url}/ws/{path_id}") as ws:
+        await ws.send_json({"action": "start", "format": "wav", **(start or {})})
+        msgs.append(await recv(ws))
+        assert msgs[-1]["type"] == "recording_started", msgs[-1]
+        await stream(ws, data, chunk, binary)
+        await ws.send_json({"action": "stop"})
+        last, before = await recv_until(ws, "processing_started", "error")
+        msgs += before + [last]
+        if wait_processing and last["type"] == "processing_started":
+            done, before = await recv_until(ws, "processing_complete", "processing_failed")
+            msgs += before + [done]
+    return msgs
+
+
+def by_type(msgs: list[dict[str, Any]], t: str) -> list[dict[str, Any]]:
+    return [m for m in msgs if m["type"] == t]
+
+
+# ---------------------------------------------------------------------- the seed's flows
+
+
+async def test_seed_complete_flow(server: LocalServer, speech_dir: Path,
+                                  reference_audio: np.ndarray) -> None:
+    """start -> chunks -> stop -> invalid action, as in the seed's manual test, with real audio."""
+    data = (speech_dir / "speech.webm").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{server.ws_url}/ws/test-session-123") as ws:
+            await ws.send_json({"action": "start", "format": "wav"})
+            started = await recv(ws)
+            assert started["type"] == "recording_started"
+            assert started["format"] == "wav"
+            sid = started["session_id"]
+            assert sid != "test-session-123" and len(sid) == 36  # fresh UUID, as in the seed log
+            await stream(ws, data, 4000)
+            await ws.send_json({"action": "stop"})
+            stopped = await recv(ws)
+            assert stopped["type"] == "recording_stopped"
+            assert stopped["duration_seconds"] == pytest.approx(len(reference_audio) / 16000, abs=0.05)
+            processing = await recv(ws)
+            assert processing["type"] == "processing_started"
+            assert isinstance(processing["message"], str) and processing["message"]
+            done, _ = await recv_until(ws, "processing_complete", "processing_failed")
+            assert done["type"] == "processing_complete"
+            await ws.send_json({"action": "invalid_action"})
+            err = await recv(ws)
+            assert err == {"type": "error", "code": ErrorCode.UNKNOWN_ACTION,
+                           "message": "Unknown action"}
+    status, session = await get_json(f"{server.url}/api/sessions/{sid}")
+    assert status == 200 and session["status"] == "completed"
+
+
+async def test_seed_zeros_chunk_gives_clear_decode_error(server: LocalServer) -> None:
+    """The seed sends 1 KB of zeros: a clear error (not 'Erro interno'), raw bytes kept."""
+    msgs = await record(server, bytes(1024))
+    err = by_type(msgs, "error")
+    assert len(err) == 1 and err[0]["code"] == ErrorCode.UNDECODABLE_AUDIO
+    assert "could not be decoded" in err[0]["message"]
+    assert "Erro interno" not in err[0]["message"] and "Traceback" not in err[0]["message"]
+    sid = msgs[0]["session_id"]
+    status, session = await get_json(f"{server.url}/api/sessions/{sid}")
+    assert session["status"] == "failed" and session["bytes_received"] == 1024
+    raw = server.data_dir / "sessions" / sid / "part-000.raw"
+    assert raw.read_bytes() == bytes(1024)
+
+
+async def test_seed_format_validation(server: LocalServer) -> None:
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{server.ws_url}/ws/fmt") as ws:
+        await ws.send_json({"action": "start", "format": "ogg"})
+        assert await recv(ws) == {"type": "error", "code": ErrorCode.INVALID_FORMAT,
+                                  "message": "Invalid format. Use 'wav' or 'mp4'"}
+        await ws.send_json({"action": "start", "format": "mp4"})
+        started = await recv(ws)
+        assert started["type"] == "recording_started" and started["format"] == "mp4"
+
+
+# ---------------------------------------------------------------------- error scenarios
+
+
+async def test_chunk_before_start_and_bad_encoding(server: LocalServer) -> None:
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{server.ws_url}/ws/e") as ws:
+        await ws.send_json({"action": "audio_chunk", "data": b64(b"abc")})
+        assert await recv(ws) == {"type": "error", "code": ErrorCode.NOT_STARTED,
+                                  "message": "Recording not started. Send 'start' action first"}
+        await ws.send_bytes(b"\x00" * 10)
+        assert (await recv(ws))["code"] == ErrorCode.NOT_STARTED
+        await ws.send_json({"action": "stop"})
+        assert (await recv(ws))["code"] == ErrorCode.NOT_STARTED
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+        assert (await recv(ws))["type"] == "recording_started"
+        for bad in ("not base64 !!", 12345, None, "QUJ", "QU=D", ""):
+            await ws.send_json({"action": "audio_chunk", "data": bad})
+            assert await recv(ws) == {"type": "error", "code": ErrorCode.INVALID_ENCODING,
+                                      "message": "Invalid audio data encoding"}
+        await ws.send_str("{not json")
+        assert (await recv(ws))["code"] == ErrorCode.INVALID_MESSAGE
+        await ws.send_str("[1, 2]")
+        assert (await recv(ws))["code"] == ErrorCode.INVALID_MESSAGE
+        await ws.send_json({"action": "start"})
+        assert (await recv(ws))["code"] == ErrorCode.ALREADY_RECORDING
+        # The recording went on through all of that.
+        await ws.send_json({"action": "audio_chunk", "data": b64(b"\x01\x00" * 1600)})
+        await ws.send_json({"action": "stop"})
+        stopped = await recv(ws)
+        assert stopped["type"] == "recording_stopped"
+        assert stopped["duration_seconds"] == pytest.approx(0.1, abs=0.001)
+
+
+async def test_internal_error_is_short_and_safe(server: LocalServer) -> None:
+    """A failure inside the server -> 'Erro interno: ...' without paths; the server goes on."""
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{server.url}/api/sessions", json={}) as r:
+            sid = (await r.json())["id"]
+        # Sabotage the session's directory so opening the part file fails.
+        directory = server.data_dir / "sessions" / sid
+        for child in directory.iterdir():
+            child.rmdir()
+        directory.rmdir()
+        directory.write_bytes(b"not a directory")
+        async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start", "format": "wav"})
+            err = await recv(ws)
+            assert err["type"] == "error" and err["code"] == ErrorCode.INTERNAL
+            assert err["message"].startswith("Erro interno: ")
+            assert str(server.data_dir) not in err["message"] and "Traceback" not in err["message"]
+            assert "/" not in err["message"].split(":", 1)[1].replace("<path>", "")
+        async with s.get(f"{server.url}/api/health") as r:
+            assert r.status == 200
+
+
+async def test_limits(start_server, speech_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--max-chunk-bytes", "8192", "--max-total-bytes", "65536")
+    srv_short = start_server("--max-duration", "1.5", data_dir=srv.data_dir.parent / "short")
+    pcm = (speech_dir / "speech.pcm").read_bytes()  # 16 kHz s16le: 32000 bytes per second
+    async with aiohttp.ClientSession() as s:
+        # Over-size chunk: refused on its own; the recording goes on.
+        async with s.ws_connect(f"{srv.ws_url}/ws/a") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            await recv(ws)
+            await ws.send_json({"action": "audio_chunk", "data": b64(pcm[:8000])})
+            await ws.send_bytes(pcm[8000:8000 + 8194])
+            assert await recv(ws) == {"type": "error", "code": ErrorCode.CHUNK_TOO_LARGE,
+                                      "message": "Chunk size exceeds limit (8KB)"}
+            await ws.send_json({"action": "audio_chunk", "data": b64(pcm[8000:16000])})
+            await ws.send_json({"action": "stop"})
+            stopped = await recv(ws)
+            assert stopped["type"] == "recording_stopped"
+            assert stopped["duration_seconds"] == pytest.approx(0.5, abs=0.001)
+
+        # Total size: the chunk that would cross is refused, the recording ends with all
+        # earlier chunks kept, and processing starts.
+        async with s.ws_connect(f"{srv.ws_url}/ws/b") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            for i in range(0, 64000, 8000):  # 8 chunks = 64000 bytes accepted
+                await ws.send_bytes(pcm[i : i + 8000])
+            await ws.send_bytes(pcm[64000:72000])  # would make 72000 > 65536
+            err = await recv(ws)
+            assert err == {"type": "error", "code": ErrorCode.TOTAL_SIZE_EXCEEDED,
+                           "message": "Total data size exceeds limit (64KB)"}
+            stopped = await recv(ws)
+            assert stopped["type"] == "recording_stopped"
+            assert stopped["duration_seconds"] == pytest.approx(2.0, abs=0.001)
+            assert (await recv(ws))["type"] == "processing_started"
+        wav = decode_file(srv.data_dir / "sessions" / sid / "audio.wav")
+        expected = np.frombuffer(pcm[:64000], "<i2").astype(np.float32) / 32768
+        np.testing.assert_allclose(wav, expected, atol=1e-4)
+
+        # Duration: ends the recording gracefully at the limit, keeping what was accepted.
+        async with s.ws_connect(f"{srv_short.ws_url}/ws/c") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            await recv(ws)
+            sent = 0
+            for i in range(0, 8000 * 8, 8000):  # 0.25 s per chunk
+                await ws.send_bytes(pcm[i : i + 8000])
+                sent += 1
+            err, _ = await recv_until(ws, "error")
+            assert err["code"] == ErrorCode.DURATION_EXCEEDED
+            assert err["message"] == "Recording duration exceeds limit (1.5 seconds)"
+            stopped, _ = await recv_until(ws, "recording_stopped")
+            assert stopped["duration_seconds"] == pytest.approx(1.5, abs=0.001)
+            # The two chunks sent after the limit: not recording any more.
+            assert (await recv_until(ws, "error"))[0]["code"] == ErrorCode.NOT_STARTED
+
+
+def test_default_limit_messages_match_the_seed() -> None:
+    from server.config import Limits
+    from server.protocol import Messages
+
+    lim = Limits()
+    assert Messages.chunk_too_large(lim) == "Chunk size exceeds limit (1MB)"
+    assert Messages.total_size_exceeded(lim) == "Total data size exceeds limit (500MB)"
+    assert Messages.duration_exceeded(lim) == "Recording duration exceeds limit (1 hour)"
+    assert Messages.internal("x") == "Erro interno: x"
+
+
+async def test_progress_every_100_chunks(server: LocalServer) -> None:
+    chunk = b"\x00\x01" * 160  # 10 ms of PCM
+    msgs = await record(server, chunk * 250, start={"input_format": "pcm_s16le"},
+                        chunk=len(chunk), wait_processing=False)
+    progress = by_type(msgs, "progress")
+    assert [p["chunks_received"] for p in progress] == [100, 200]
+    assert progress[1]["total_size_mb"] == round(200 * 320 / 1048576, 2)
+    assert by_type(msgs, "recording_stopped")[0]["duration_seconds"] == pytest.approx(2.5)
+
+
+# ---------------------------------------------------------------------- input containers
+
+
+@pytest.mark.parametrize("name,start,binary", [
+    ("speech.wav", {}, False),
+    ("speech.pcm", {"input_format": "pcm_s16le", "sample_rate": 16000, "channels": 1}, True),
+    ("speech.webm", {}, True),
+    ("speech.ogg", {}, False),
+    ("speech.m4a", {}, True),
+    ("speech.webm", {"input_format": "webm"}, False),
+])
+async def test_each_input_container(server: LocalServer, speech_dir: Path,
+                                    reference_audio: np.ndarray, name: str,
+                                    start: dict[str, Any], binary: bool) -> None:
+    data = (speech_dir / name).read_bytes()
+    msgs = await record(server, data, start=start, binary=binary, chunk=3000,
+                        wait_processing=False)
+    stopped = by_type(msgs, "recording_stopped")[0]
+    sid = msgs[0]["session_id"]
+    wav_path = server.data_dir / "sessions" / sid / "audio.wav"
+    info = sf.info(wav_path)
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    audio = decode_file(wav_path)
+    ref_seconds = len(reference_audio) / 16000
+    assert abs(len(audio) / 16000 - ref_seconds) <= 0.05
+    assert stopped["duration_seconds"] == pytest.approx(len(audio) / 16000, abs=0.002)
+    lossless = name.endswith((".wav", ".pcm"))
+    assert correlation(audio, reference_audio) > (0.99 if lossless else 0.9)
+    raw = b"".join(p.read_bytes() for p in sorted(wav_path.parent.glob("part-*.raw")))
+    assert raw == data  # every byte received is on disk as sent
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+async def test_disconnect_interrupts_and_start_resumes(server: LocalServer, speech_dir: Path) -> None:
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    half = 32000 * 2  # 2 s
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{server.ws_url}/ws/drop") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await stream(ws, pcm[:half], 3200, binary=True)
+            await ws.send_json({"action": "nop"})  # round trip: all chunks are handled
+            await recv(ws)
+        # Connection dropped while recording.
+        for _ in range(50):
+            status, session = await get_json(f"{server.url}/api/sessions/{sid}")
+            if session["status"] == "interrupted":
+                break
+            await asyncio.sleep(0.1)
+        assert session["status"] == "interrupted"
+        assert session["duration_seconds"] == pytest.approx(2.0, abs=0.001)
+        assert session["files"]["wav"].endswith("format=wav")
+        # A later start on the same id appends.
+        async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            started = await recv(ws)
+            assert started["session_id"] == sid and started["resumed"] is True
+            await stream(ws, pcm[half:], 3200, binary=True)
+            await ws.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws, "recording_stopped")
+            assert stopped["duration_seconds"] == pytest.approx(len(pcm) / 32000, abs=0.001)
+            await recv_until(ws, "processing_complete")
+        async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=wav") as r:
+            body = await r.read()
+    audio, sr = sf.read(io.BytesIO(body), dtype="int16")
+    assert sr == 16000
+    np.testing.assert_array_equal(audio, np.frombuffer(pcm, "<i2"))
+
+
+async def test_precreated_session_is_used(server: LocalServer, speech_dir: Path) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{server.url}/api/sessions", json={"format": "mp4"}) as r:
+            assert r.status == 201
+            created = await r.json()
+    assert created["status"] == "idle"
+    for key in ("id", "status", "created_at", "format", "duration_seconds", "files", "runs"):
+        assert key in created
+    msgs = await record(server, (speech_dir / "speech.ogg").read_bytes(), path_id=created["id"],
+                        start={"format": "mp4"})
+    assert msgs[0]["session_id"] == created["id"]
+    assert msgs[-1]["type"] == "processing_complete"
+
+
+async def test_rest_api_and_downloads(server: LocalServer, speech_dir: Path) -> None:
+    msgs = await record(server, (speech_dir / "speech.webm").read_bytes(), start={"format": "mp4"})
+    sid = msgs[0]["session_id"]
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{server.url}/api/health") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ok"
+        async with s.get(f"{server.url}/api/sessions") as r:
+            listed = (await r.json())["sessions"]
+            assert sid in [x["id"] for x in listed]
+        async with s.get(f"{server.url}/api/sessions/{sid}") as r:
+            session = await r.json()
+        assert session["status"] == "completed" and len(session["runs"]) == 1
+        assert set(session["files"]) == {"wav", "mp4"}
+        async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=wav") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "audio/wav"
+            wav = await r.read()
+        async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=mp4") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "audio/mp4"
+            mp4 = await r.read()
+        data, sr = sf.read(io.BytesIO(wav))
+        assert sr == 16000 and abs(len(data) / sr - msgs[1]["duration_seconds"]) < 0.01
+        (tmp := speech_dir / f"dl-{sid}.mp4").write_bytes(mp4)
+        import av
+
+        with av.open(str(tmp)) as c:
+            assert c.streams.audio[0].codec_context.name == "aac"
+        assert abs(len(decode_file(tmp)) / 16000 - len(data) / sr) < 0.1
+        # Errors are JSON with 4xx statuses.
+        for url, code in [(f"/api/sessions/{'0' * 8}", 404),
+                          (f"/api/sessions/{sid}/audio?format=flac", 400),
+                          (f"/api/sessions/{sid}/transcript?format=doc", 400),
+                          (f"/api/sessions/{sid}/runs/nope", 404)]:
+            async with s.get(server.url + url) as r:
+                assert r.status == code and "error" in await r.json()
+        async with s.post(f"{server.url}/api/sessions", data=b"[1]") as r:
+            assert r.status == 400 and "error" in await r.json()
+        async with s.delete(f"{server.url}/api/sessions/{sid}") as r:
+            assert r.status == 204
+        async with s.get(f"{server.url}/api/sessions/{sid}") as r:
+            assert r.status == 404
+    assert not (server.data_dir / "sessions" / sid).exists()
+
+
+def raw_http(port: int, target: str) -> tuple[int, bytes]:
+    """Send a request line exactly as written (no client-side normalisation)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                     .encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+@pytest.mark.parametrize("target", [
+    "/api/sessions/../workbench.sqlite3/audio",
+    "/api/sessions/..%2Fworkbench.sqlite3/audio",
+    "/api/sessions/%2e%2e%2f%2e%2e%2fetc%2fpasswd/audio?format=wav",
+    "/api/sessions/..%252f..%252fetc%252fpasswd/audio",
+    "/api/sessions/....//....//etc/passwd/audio",
+    "/static/../server/app.py",
+    "/static/..%2f..%2fworkbench.sqlite3",
+    "/static/%2e%2e/%2e%2e/etc/passwd",
+    "/ws/..%2f..%2fetc",
+])
+def test_traversal_is_refused(server: LocalServer, target: str) -> None:
+    status, body = raw_http(server.port, target)
+    assert status in (400, 403, 404), (target, status)
+    assert b"SQLite format" not in body and b"root:" not in body and b"import" not in body
+
+
+async def test_sessions_and_files_survive_restart(start_server, speech_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server()
+    msgs = await record(srv, (speech_dir / "speech.webm").read_bytes(), start={"format": "mp4"})
+    sid = msgs[0]["session_id"]
+    _, before = await get_json(f"{srv.url}/api/sessions/{sid}")
+    assert srv.stop() == 0
+    srv2 = start_server(data_dir=srv.data_dir)
+    status, after = await get_json(f"{srv2.url}/api/sessions/{sid}")
+    assert status == 200
+    assert after["status"] == before["status"] == "completed"
+    assert after["runs"] == before["runs"] and after["files"] == before["files"]
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{srv2.url}/api/sessions/{sid}/audio?format=mp4") as r:
+            assert r.status == 200 and len(await r.read()) > 1000
+
+
+async def test_crash_while_recording_keeps_audio(start_server, speech_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL mid-recording: after restart the session is interrupted with what was confirmed."""
+    srv = start_server("--progress-every", "10")
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/crash") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+        sid = (await recv(ws))["session_id"]
+        await stream(ws, pcm[: 3200 * 25], 3200, binary=True)
+        confirmed, _ = await recv_until(ws, "progress")
+        confirmed, _ = await recv_until(ws, "progress")
+        assert confirmed["chunks_received"] == 20
+        srv.kill()
+    srv2 = start_server(data_dir=srv.data_dir)
+    _, session = await get_json(f"{srv2.url}/api/sessions/{sid}")
+    assert session["status"] == "interrupted"
+    assert session["duration_seconds"] >= 20 * 0.1 - 1e-6
+    audio = decode_file(srv2.data_dir / "sessions" / sid / "audio.wav")
+    n = len(audio)
+    np.testing.assert_allclose(audio, np.frombuffer(pcm[: n * 2], "<i2") / 32768, atol=1e-4)
+
+
+async def test_queued_and_running_runs_resume_after_restart(start_server, speech_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from server.sessions import SessionStore
+
+    srv = start_server()
+    msgs = await record(srv, (speech_dir / "speech.ogg").read_bytes(), start={"format": "mp4"})
+    sid = msgs[0]["session_id"]
+    srv.stop()
+    # As if the server died with one run mid-way and one still queued.
+    store = SessionStore(srv.data_dir)
+    (srv.data_dir / "sessions" / sid / "audio.mp4").unlink()
+    running = store.create_run(sid, {})
+    store.update_run(running.id, status="running", stage="renditions")
+    queued = store.create_run(sid, {})
+    store.set_status(sid, "processing")
+    store.close()
+    srv2 = start_server(data_dir=srv.data_dir)
+    for _ in range(100):
+        _, session = await get_json(f"{srv2.url}/api/sessions/{sid}")
+        states = {r["id"]: r["status"] for r in session["runs"]}
+        if states[running.id] == states[queued.id] == "completed":
+            break
+        await asyncio.sleep(0.2)
+    assert states[running.id] == states[queued.id] == "completed"
+    assert session["status"] == "completed"
+    assert (srv2.data_dir / "sessions" / sid / "audio.mp4").exists()

@@ -1,0 +1,325 @@
+"""Audio input and output: container detection, decoding to the canonical form, renditions.
+
+The canonical form of every recording and every file the pipeline reads is
+16 kHz, mono, 16-bit PCM (:data:`SAMPLE_RATE`).  What counts as audio input is
+:data:`AudioInput`: a path to a file any FFmpeg build can decode, or a NumPy
+array already at 16 kHz.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+"""Sample rate of canonical audio (Hz)."""
+
+AudioInput = Union[str, os.PathLike, np.ndarray]
+"""Audio the workbench accepts: a file path (any container FFmpeg decodes) or a
+mono float32/int16 NumPy array sampled at :data:`SAMPLE_RATE`."""
+
+CONTAINERS = ("wav", "pcm_s16le", "webm", "ogg", "mp4", "mp3", "flac")
+"""Input containers a recording may declare in ``start`` (``input_format``)."""
+
+
+class AudioDecodeError(ValueError):
+    """Raised when bytes cannot be decoded as audio; the message is safe to show a client."""
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How the bytes of a recording are encoded.
+
+    ``container`` is one of :data:`CONTAINERS` or ``None`` when it is still
+    unknown (detected from the first bytes).  ``sample_rate`` and ``channels``
+    matter only for raw PCM.
+    """
+
+    container: Optional[str] = None
+    sample_rate: int = SAMPLE_RATE
+    channels: int = 1
+
+    @property
+    def bytes_per_second(self) -> Optional[int]:
+        """Byte rate when the duration follows from the byte count (raw PCM), else None."""
+        if self.container == "pcm_s16le":
+            return self.sample_rate * self.channels * 2
+        return None
+
+
+def detect_container(head: bytes) -> Optional[str]:
+    """Guess the container from the first bytes of a stream (None when unknown)."""
+    if len(head) >= 12 and head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm"  # EBML: WebM or Matroska
+    if head[:4] == b"OggS":
+        return "ogg"
+    if len(head) >= 8 and head[4:8] == b"ftyp":
+        return "mp4"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
+                              and (head[1] & 0x06) != 0):
+        return "mp3"
+    return None
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(frames, channels) float32 -> mono float32 at SAMPLE_RATE."""
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    samples = samples.astype(np.float32, copy=False)
+    if sample_rate != SAMPLE_RATE and samples.size:
+        import soxr
+
+        samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return samples
+
+
+def _pcm_bytes_to_float(data: bytes, sample_width: int, channels: int, is_float: bool) -> np.ndarray:
+    frame = sample_width * channels
+    data = data[: len(data) - len(data) % frame]
+    if is_float:
+        dtype = "<f4" if sample_width == 4 else "<f8"
+        x = np.frombuffer(data, dtype=dtype).astype(np.float32)
+    elif sample_width == 1:
+        x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif sample_width == 2:
+        x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    elif sample_width == 3:
+        b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = np.where(v & 0x800000, v - 0x1000000, v)
+        x = v.astype(np.float32) / 8388608.0
+    elif sample_width == 4:
+        x = np.frombuffer(data, dtype="<i4").astype(np.float32) / 2147483648.0
+    else:
+        raise AudioDecodeError(f"Unsupported WAV sample width: {sample_width * 8} bits")
+    return x.reshape(-1, channels)
+
+
+@dataclass(frozen=True)
+class WavHeader:
+    """The parts of a RIFF/WAVE header needed to read its PCM payload."""
+
+    sample_rate: int
+    channels: int
+    sample_width: int
+    is_float: bool
+    data_offset: int
+
+
+def parse_wav_header(head: bytes) -> Optional[WavHeader]:
+    """Parse a streamed WAV header, tolerating the bogus sizes live writers put there.
+
+    Returns None while ``head`` does not yet reach the ``data`` chunk; raises
+    :class:`AudioDecodeError` for a header that cannot be PCM.
+    """
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise AudioDecodeError("Not a RIFF/WAVE stream")
+    pos = 12
+    fmt: Optional[tuple[int, int, int, int]] = None
+    while pos + 8 <= len(head):
+        cid = head[pos : pos + 4]
+        (size,) = struct.unpack("<I", head[pos + 4 : pos + 8])
+        body = pos + 8
+        if cid == b"fmt ":
+            if body + 16 > len(head):
+                return None
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", head[body : body + 16])
+            if tag == 0xFFFE and body + 26 <= len(head):  # WAVE_FORMAT_EXTENSIBLE
+                (tag,) = struct.unpack("<H", head[body + 24 : body + 26])
+            fmt = (tag, channels, rate, bits)
+        elif cid == b"data":
+            if fmt is None:
+                raise AudioDecodeError("WAV stream has no 'fmt ' chunk before its data")
+            tag, channels, rate, bits = fmt
+            if tag not in (1, 3) or channels < 1 or rate < 1000 or bits not in (8, 16, 24, 32, 64):
+                raise AudioDecodeError(f"Unsupported WAV encoding (format tag {tag}, {bits} bits)")
+            return WavHeader(rate, channels, bits // 8, tag == 3, body)
+        pos = body + size + (size & 1)
+    return None
+
+
+def _decode_wav_file(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        header = parse_wav_header(head)
+        if header is None:
+            raise AudioDecodeError("WAV stream ended before its audio data began")
+        f.seek(header.data_offset)
+        data = f.read()  # the data chunk runs to the end of what was received
+    x = _pcm_bytes_to_float(data, header.sample_width, header.channels, header.is_float)
+    return _to_mono_16k(x, header.sample_rate)
+
+
+def _decode_pcm_file(path: Path, fmt: InputFormat) -> np.ndarray:
+    data = Path(path).read_bytes()
+    x = _pcm_bytes_to_float(data, 2, fmt.channels, False)
+    return _to_mono_16k(x, fmt.sample_rate)
+
+
+def _decode_with_ffmpeg(path: Path) -> np.ndarray:
+    """Decode any container with PyAV (FFmpeg), keeping what decodes from a truncated file."""
+    import av
+
+    chunks: list[np.ndarray] = []
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioDecodeError("The stream contains no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+        except (av.error.FFmpegError, ValueError) as exc:
+            # A recording cut by a dropped connection or a crash ends mid-packet:
+            # keep everything decoded so far, fail only when nothing was.
+            if not chunks:
+                raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    if not chunks:
+        raise AudioDecodeError("The stream contains no decodable audio")
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return str(reason).rstrip(".")
+
+
+def decode_file(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None) -> np.ndarray:
+    """Decode one file to mono float32 at :data:`SAMPLE_RATE`.
+
+    ``fmt`` describes the bytes when known (raw PCM needs it); otherwise the
+    container is detected from the first bytes.
+    """
+    path = Path(path)
+    fmt = fmt or InputFormat()
+    container = fmt.container
+    if container is None:
+        with open(path, "rb") as f:
+            container = detect_container(f.read(64))
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=np.float32)
+    if container == "pcm_s16le":
+        return _decode_pcm_file(path, fmt)
+    if container == "wav":
+        return _decode_wav_file(path)
+    if container is None:
+        raise AudioDecodeError(
+            "Audio could not be decoded: unrecognised container (send WAV, WebM/Opus, "
+            "Ogg/Opus, MP4/AAC, or declare raw PCM with input_format 'pcm_s16le')"
+        )
+    return _decode_with_ffmpeg(path)
+
+
+def decode_parts(parts: Iterable[tuple[Path, InputFormat]]) -> np.ndarray:
+    """Decode the parts of a recording (one per start..stop span) and join them in order."""
+    decoded = [decode_file(path, fmt) for path, fmt in parts]
+    if not decoded:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(decoded)
+
+
+def load_audio(audio: AudioInput) -> np.ndarray:
+    """Return :data:`AudioInput` as mono float32 samples at :data:`SAMPLE_RATE`."""
+    if isinstance(audio, np.ndarray):
+        x = audio
+        if x.dtype == np.int16:
+            x = x.astype(np.float32) / 32768.0
+        if x.ndim == 2:
+            x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return decode_file(audio)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] to 16-bit PCM (clipped)."""
+    return (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2")
+
+
+def write_wav(path: Union[str, os.PathLike], samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono 16-bit PCM WAV atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    pcm = samples if samples.dtype == np.int16 else to_int16(samples)
+    data = pcm.astype("<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
+        sample_rate * 2, 2, 16, b"data", len(data),
+    )
+    _atomic_write(path, header + data)
+    return path
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def wav_duration(path: Union[str, os.PathLike]) -> float:
+    """Duration in seconds of a PCM WAV file, read from its header and size."""
+    with open(path, "rb") as f:
+        header = parse_wav_header(f.read(1 << 16))
+    if header is None:
+        return 0.0
+    payload = Path(path).stat().st_size - header.data_offset
+    return payload / (header.sample_rate * header.channels * header.sample_width)
+
+
+def encode_mp4(wav_path: Union[str, os.PathLike], mp4_path: Union[str, os.PathLike],
+               bitrate: int = 64000) -> Path:
+    """Encode a canonical WAV as MP4 (AAC-LC, mono, 16 kHz), atomically."""
+    import av
+
+    samples = decode_file(wav_path)
+    mp4_path = Path(mp4_path)
+    tmp = mp4_path.with_name(f".{mp4_path.stem}.tmp.mp4")
+    with av.open(str(tmp), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        stream.bit_rate = bitrate
+        frame_size = 1024
+        for i in range(0, max(len(samples), 1), frame_size * 16):
+            block = samples[i : i + frame_size * 16]
+            if not block.size:
+                break
+            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, mp4_path)
+    return mp4_path

@@ -1,0 +1,117 @@
+"""Start the recording server as a subprocess on a free loopback port (for notebooks and tests).
+
+``LocalServer`` is the one place where the workbench reaches for the server: it
+runs ``python -m server`` in a child process, waits until ``/api/health``
+answers, and stops it cleanly.  ``connect_or_start()`` uses the server named by
+``WORKBENCH_SERVER_URL`` when set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalServer:
+    """A server process on 127.0.0.1; use as a context manager or call start()/stop()."""
+
+    def __init__(self, data_dir: Union[str, os.PathLike], *, port: Optional[int] = None,
+                 args: Sequence[str] = (), env: Optional[dict[str, str]] = None,
+                 log_path: Optional[Union[str, os.PathLike]] = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.args = list(args)
+        self.env = env or {}
+        self.log_path = Path(log_path) if log_path else self.data_dir / "server.log"
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "LocalServer":
+        """Start the process and wait until it is healthy."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT),
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with code {self.process.returncode}; "
+                                   f"see {self.log_path}")
+            if self.healthy():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"server did not become healthy within {timeout} s")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/api/health", timeout=1) as r:
+                return json.load(r).get("status") == "ok"
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def stop(self, timeout: float = 15.0) -> Optional[int]:
+        """SIGTERM, wait for a clean exit (SIGKILL after ``timeout``); returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def connect_or_start(data_dir: Union[str, os.PathLike] = "data", **kwargs: object) -> Union[str, LocalServer]:
+    """The URL in ``WORKBENCH_SERVER_URL`` if set, else a freshly started :class:`LocalServer`."""
+    url = os.environ.get("WORKBENCH_SERVER_URL")
+    if url:
+        return url.rstrip("/")
+    return LocalServer(data_dir, **kwargs).start()  # type: ignore[arg-type]
