@@ -53,6 +53,7 @@ class JobQueue:
         self._reader: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._last_progress: dict[str, float] = {}
+        self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -67,7 +68,8 @@ class JobQueue:
         self._workers = [self._spawn() for _ in range(self.size)]
         self._reader = threading.Thread(target=self._read_events, name="job-events", daemon=True)
         self._reader.start()
-        self._tasks = [asyncio.create_task(self._dispatch(), name="job-dispatch")]
+        self._tasks = [asyncio.create_task(self._dispatch(), name="job-dispatch"),
+                       asyncio.create_task(self._consume(), name="job-events")]
         self._wake.set()
 
     def _spawn(self) -> _Worker:
@@ -176,14 +178,18 @@ class JobQueue:
             if event is None:
                 return
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(
-                lambda ev=event: asyncio.ensure_future(self._on_event(ev)))
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, event)
+
+    async def _consume(self) -> None:
+        """Handle worker events one at a time, in the order the workers sent them."""
+        while True:
+            await self._on_event(await self._inbox.get())
 
     async def _on_event(self, event: tuple[Any, ...]) -> None:
         kind, run_id = event[0], event[1]
         try:
             if kind == "progress":
-                await self._progress(run_id, event[2], float(event[3]))
+                await self._progress(run_id, event[2], float(event[3]), float(event[4]))
             elif kind == "done":
                 await self._finish(run_id, ok=True, summary=event[2])
             elif kind == "failed":
@@ -191,17 +197,18 @@ class JobQueue:
         except Exception:  # keep the dispatcher alive whatever a bad event does
             log.exception("Handling job event %r failed", kind)
 
-    async def _progress(self, run_id: str, stage: str, progress: float) -> None:
+    async def _progress(self, run_id: str, stage: str, progress: float, overall: float) -> None:
         run = await asyncio.to_thread(self.store.get_run, run_id)
         if run is None:
             return
         now = time.monotonic()
         if now - self._last_progress.get(run_id, 0.0) >= 1.0 or progress >= 1.0:
             self._last_progress[run_id] = now
-            await asyncio.to_thread(self.store.update_run, run_id, stage=stage, progress=progress)
+            await asyncio.to_thread(self.store.update_run, run_id, stage=stage, progress=overall)
         await self.notify(run.session_id, {
             "type": "processing_progress", "session_id": run.session_id, "run_id": run_id,
             "stage": stage, "progress": round(min(max(progress, 0.0), 1.0), 4),
+            "overall": overall,
         })
 
     async def _finish(self, run_id: str, *, ok: bool, summary: Optional[dict[str, Any]] = None,

@@ -6,8 +6,9 @@ ASR, diarization, merge and export code, the server and the notebooks.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Optional
+import heapq
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,181 @@ class TranscriptSegment:
             "text": self.text,
             "words": [w.serialize() for w in self.words],
         }
+
+
+# --------------------------------------------------------------------------- words to speakers
+
+
+def assign_speakers(words: Iterable[Word], turns: Iterable[Turn], *,
+                    tolerance: float = 0.5) -> list[Word]:
+    """Give each word the speaker whose turn overlaps it most.
+
+    Pass exclusive turns (one speaker at a time) for the cleanest result;
+    overlapping turns work too (the largest overlap wins, ties go to the turn
+    that started first).  A word that overlaps no turn goes to the nearest turn
+    within ``tolerance`` seconds, else keeps ``speaker=None``.
+
+    A sweep over words and turns sorted by time, with a heap of the turns
+    active at the current word: O((W + T) log T), not W x T.
+    """
+    ordered = sorted(enumerate(words), key=lambda iw: (iw[1].start, iw[1].end))
+    pending = sorted(turns, key=lambda t: (t.start, t.end))
+    active: list[tuple[float, int, Turn]] = []  # heap by end time
+    out: list[Optional[Word]] = [None] * len(ordered)
+    nxt = 0
+    last_ended: Optional[Turn] = None  # latest-ending turn already behind the sweep
+    for index, word in ordered:
+        while nxt < len(pending) and pending[nxt].start < word.end:
+            heapq.heappush(active, (pending[nxt].end, nxt, pending[nxt]))
+            nxt += 1
+        while active and active[0][0] <= word.start:
+            _, _, gone = heapq.heappop(active)
+            if last_ended is None or gone.end > last_ended.end:
+                last_ended = gone
+        best: Optional[Turn] = None
+        best_overlap = 0.0
+        for _, order, turn in sorted(active, key=lambda a: a[1]):
+            overlap = min(turn.end, word.end) - max(turn.start, word.start)
+            if overlap > best_overlap:
+                best, best_overlap = turn, overlap
+        if best is None:
+            # In a gap (or a zero-length word): nearest turn on either side.
+            candidates = []
+            if last_ended is not None:
+                candidates.append((word.start - last_ended.end, last_ended))
+            for _, _, turn in active:  # zero-length word inside a turn
+                candidates.append((0.0, turn))
+            if nxt < len(pending):
+                candidates.append((pending[nxt].start - word.end, pending[nxt]))
+            candidates = [c for c in candidates if c[0] <= tolerance]
+            if candidates:
+                best = min(candidates, key=lambda c: c[0])[1]
+        out[index] = word.with_speaker(best.speaker if best else None)
+    return [w for w in out if w is not None]
+
+
+def build_segments(words: Sequence[Word], *, max_pause: float = 1.0,
+                   max_duration: float = 30.0) -> list[TranscriptSegment]:
+    """Group speaker-attributed words into segments, split at speaker changes, pauses
+    longer than ``max_pause`` and segments longer than ``max_duration`` seconds."""
+    segments: list[TranscriptSegment] = []
+    current: list[Word] = []
+
+    def flush() -> None:
+        if current:
+            # faster-whisper words carry their leading space; others get one.
+            text = "".join(w.word if w.word[:1].isspace() else " " + w.word
+                           for w in current).strip()
+            segments.append(TranscriptSegment(current[0].start, current[-1].end,
+                                              current[0].speaker, text, tuple(current)))
+            current.clear()
+
+    for w in sorted(words, key=lambda w: (w.start, w.end)):
+        if current and (w.speaker != current[-1].speaker
+                        or w.start - current[-1].end > max_pause
+                        or w.end - current[0].start > max_duration):
+            flush()
+        current.append(w)
+    flush()
+    return segments
+
+
+# --------------------------------------------------------------------------- the result
+
+
+@dataclass
+class Transcript:
+    """A speaker-attributed transcript: what one pipeline run produced, and how.
+
+    ``turns`` is the diarization (overlap allowed); ``config`` holds everything
+    needed to reproduce the run (options, model identities and checksums,
+    package versions); ``timings`` the seconds spent per stage.
+    """
+
+    segments: list[TranscriptSegment]
+    turns: list[Turn]
+    duration: float
+    language: Optional[str] = None
+    config: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    uri: str = "audio"
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+    @property
+    def speakers(self) -> list[str]:
+        """Speakers in order of first appearance (diarization first, then words)."""
+        seen: dict[str, None] = {}
+        for t in sorted(self.turns, key=lambda t: t.start):
+            seen.setdefault(t.speaker, None)
+        for s in self.segments:
+            if s.speaker is not None:
+                seen.setdefault(s.speaker, None)
+        return list(seen)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "speakers": len(self.speakers),
+            "speaker_labels": self.speakers,
+            "duration_seconds": round(self.duration, 3),
+            "word_count": len(self.words),
+            "segments": len(self.segments),
+            "language": self.language,
+            "timings": self.timings,
+        }
+
+    def save(self, out_dir: Any) -> dict[str, Any]:
+        """Write ``out_dir/transcript.{json,srt,vtt,txt,rttm,csv}``; returns the paths."""
+        from .export import save
+
+        return save(self, out_dir)
+
+    def serialize(self) -> dict[str, Any]:
+        """The ``transcript.json`` document."""
+        return {
+            "uri": self.uri,
+            "duration": round(self.duration, 3),
+            "language": self.language,
+            "speakers": self.speakers,
+            "segments": [s.serialize() for s in self.segments],
+            "diarization": [t.serialize() for t in self.turns],
+            "config": self.config,
+            "timings": self.timings,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Transcript":
+        segments = [
+            TranscriptSegment(s["start"], s["end"], s.get("speaker"), s["text"],
+                              tuple(Word(**w) for w in s.get("words", [])))
+            for s in doc.get("segments", [])
+        ]
+        turns = [Turn(t["start"], t["end"], t["speaker"]) for t in doc.get("diarization", [])]
+        return cls(segments, turns, doc.get("duration", 0.0), doc.get("language"),
+                   doc.get("config", {}), doc.get("timings", {}), doc.get("uri", "audio"))
+
+    def _repr_html_(self) -> str:  # notebook display
+        import html
+
+        colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
+        index = {s: i for i, s in enumerate(self.speakers)}
+        rows = "".join(
+            f"<div><span style='color:#888'>[{_clock(s.start)}–{_clock(s.end)}]</span> "
+            f"<b style='color:{colours[index.get(s.speaker, 0) % len(colours)]}'>"
+            f"{html.escape(str(s.speaker))}</b>: {html.escape(s.text)}</div>"
+            for s in self.segments
+        )
+        head = (f"<b>Transcript</b> — {self.duration:.1f} s, {len(self.speakers)} speaker(s), "
+                f"{len(self.words)} words")
+        return head + rows
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m):02d}:{s:05.2f}"

