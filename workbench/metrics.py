@@ -22,7 +22,6 @@ import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 
 import jiwer

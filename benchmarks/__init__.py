@@ -1,0 +1,89 @@
+"""Benchmarks: scripts that measure the server and print figures (not tests).
+
+Run ``python -m benchmarks`` for every registered benchmark, or
+``python -m benchmarks NAME [flags]`` for one (see :mod:`benchmarks.__main__`).
+Each benchmark module has ``main(argv) -> int``; results go to
+``benchmarks/results/<name>.json`` with :func:`machine_info` and the parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+
+if str(REPO_ROOT) not in sys.path:  # `server` and `workbench` from any working directory
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str | None:
+    """The checked-out commit (read-only ``git rev-parse``); None outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and when the figures were measured."""
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+    }
+    try:
+        import psutil
+
+        info["cpu_count_physical"] = psutil.cpu_count(logical=False)
+        info["memory_total_mb"] = round(psutil.virtual_memory().total / 1e6)
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    except (ImportError, OSError):
+        pass
+    try:
+        import aiohttp
+
+        info["aiohttp"] = aiohttp.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def write_results(path: str | os.PathLike[str], results: dict[str, Any]) -> Path:
+    """Write ``results`` as indented JSON (directories created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "machine_info", "write_results"]

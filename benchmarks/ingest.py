@@ -1,0 +1,848 @@
+"""Ingest benchmark: how fast and how cheaply the server takes audio in over the WebSocket.
+
+``python -m benchmarks ingest [--streams 50] [--seconds 60] [--fast-mb 200]
+[--encoding binary|base64] [--out benchmarks/results/ingest.json]``
+
+Two phases, each against its own fresh server process (``--pipeline renditions``, on a
+free 127.0.0.1 port, data in a temporary directory removed afterwards):
+
+1. **fast** — one client streams ``--fast-mb`` MB (10^6 bytes) of deterministic 16 kHz mono
+   s16le PCM in 64 KiB chunks as fast as the server takes them, once as base64 JSON
+   ``audio_chunk`` messages and once as binary frames.  The clock runs from the first
+   chunk to the server's reply to a ``{"action": "nop"}`` sent after the last chunk (the
+   server handles a connection's messages in order and answers an unknown action with an
+   ``error``, so that reply confirms every chunk).  ``stop`` (which decodes the part into
+   ``audio.wav``) is timed separately.
+2. **realtime** — ``--streams`` clients, each streaming ``--seconds`` of PCM in real time
+   (250 ms = 8000-byte chunks on absolute deadlines, start phases spread evenly over one
+   chunk period).  psutil measures the server process (and separately its children, the
+   processing workers): CPU seconds over the streaming window / wall time, resident
+   memory before the clients connect and at peak (sampled every 0.5 s).  Clients time
+   each ``progress`` reply from the send of the chunk it counts.  After ``stop`` every
+   session's ``part-000.raw`` and ``audio.wav`` are compared byte for byte with what its
+   client sent.
+
+Prints the figures and a markdown table (``--table results.json`` re-prints the table
+of an earlier run without measuring) and writes everything to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import aiohttp
+import numpy as np
+import psutil
+
+from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, write_results
+from workbench.local_server import LocalServer
+
+NAME = "ingest"
+SAMPLE_RATE = 16000
+BYTES_PER_SECOND = SAMPLE_RATE * 2  # mono s16le
+MB = 1_000_000  # figures use decimal megabytes
+FAST_CHUNK = 64 * 1024
+RT_CHUNK_SECONDS = 0.25
+RT_CHUNK = int(BYTES_PER_SECOND * RT_CHUNK_SECONDS)  # 8000 bytes
+WAV_HEADER = 44  # workbench.audio.write_wav writes the canonical 44-byte header
+SAMPLE_EVERY = 0.5
+DEFAULT_SERVER_MAX_DURATION = 3600.0
+DEFAULT_SERVER_MAX_TOTAL = 500 * 1024 * 1024
+
+START = {"action": "start", "format": "wav", "input_format": "pcm_s16le",
+         "sample_rate": SAMPLE_RATE, "channels": 1}
+NOP = json.dumps({"action": "nop"})
+STOP = json.dumps({"action": "stop"})
+UNKNOWN_ACTION = 4000
+
+TARGETS = {"cpu_percent_of_one_core": 25.0, "rss_growth_mb_per_stream": 2.0, "lost_bytes": 0}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def pcm_signal(n_bytes: int, seed: int) -> bytes:
+    """Deterministic mono s16le noise (seeded uniform int16 in ±8192), ``n_bytes`` long."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(-8192, 8192, size=n_bytes // 2, dtype=np.int16).astype("<i2").tobytes()
+
+
+def chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def payloads(data: bytes, size: int, encoding: str) -> list[Any]:
+    """What goes on the wire per chunk: raw bytes, or a ready JSON ``audio_chunk`` text."""
+    if encoding == "binary":
+        return chunks(data, size)
+    return [json.dumps({"action": "audio_chunk", "data": base64.b64encode(c).decode("ascii")})
+            for c in chunks(data, size)]
+
+
+async def send(ws: aiohttp.ClientWebSocketResponse, payload: Any) -> None:
+    if isinstance(payload, bytes):
+        await ws.send_bytes(payload)
+    else:
+        await ws.send_str(payload)
+
+
+def percentile(values: Sequence[float], q: float) -> Optional[float]:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
+    return s[k]
+
+
+def ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def mb(n_bytes: float) -> float:
+    return round(n_bytes / MB, 2)
+
+
+def common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    x = np.frombuffer(a[:n], dtype=np.uint8)
+    y = np.frombuffer(b[:n], dtype=np.uint8)
+    return int(np.argmax(x != y))
+
+
+def verify_on_disk(session_dir: Path, sent: bytes) -> dict[str, Any]:
+    """Compare a session's raw part and decoded WAV with what its client sent."""
+    raw_path = session_dir / "part-000.raw"
+    raw = raw_path.read_bytes() if raw_path.exists() else b""
+    ok_raw = raw == sent
+    kept = len(sent) if ok_raw else common_prefix(raw, sent)
+    wav_path = session_dir / "audio.wav"
+    wav = wav_path.read_bytes() if wav_path.exists() else b""
+    ok_wav = wav[WAV_HEADER:] == sent and len(wav) == WAV_HEADER + len(sent)
+    extra_parts = sorted(p.name for p in session_dir.glob("part-*.raw") if p.name != "part-000.raw")
+    return {"sent_bytes": len(sent), "raw_bytes": len(raw), "raw_exact": ok_raw,
+            "lost_bytes": len(sent) - kept, "wav_exact": ok_wav, "extra_parts": extra_parts}
+
+
+# ---------------------------------------------------------------------------- server probes
+
+
+@dataclass
+class CpuSnapshot:
+    main: float
+    children: dict[int, float]
+    at: float
+    main_system: float = 0.0
+
+
+def cpu_snapshot(proc: psutil.Process) -> CpuSnapshot:
+    t = proc.cpu_times()
+    kids: dict[int, float] = {}
+    for child in proc.children(recursive=True):
+        try:
+            ct = child.cpu_times()
+            kids[child.pid] = ct.user + ct.system
+        except psutil.Error:
+            pass
+    return CpuSnapshot(t.user + t.system, kids, time.perf_counter(), t.system)
+
+
+def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
+    """CPU seconds used between two snapshots: the server and (summed) its children.
+
+    A child that exited inside the window is not counted (its time is gone with it)."""
+    kids = sum(v - a.children.get(pid, 0.0) for pid, v in b.children.items())
+    return {"server_cpu_s": b.main - a.main, "server_system_cpu_s": b.main_system - a.main_system,
+            "children_cpu_s": kids, "wall_s": b.at - a.at}
+
+
+class Monitor:
+    """Samples the server's resident memory (and its children's) every ``interval`` s in a thread."""
+
+    def __init__(self, pid: int, interval: float = SAMPLE_EVERY) -> None:
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int, int, int]] = []  # (t, rss, children rss, threads)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-monitor", daemon=True)
+
+    def sample(self) -> tuple[float, int, int, int]:
+        """Take one sample now (also called at the edges of each measured window)."""
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> tuple[float, int, int, int]:
+        try:
+            rss = self.proc.memory_info().rss
+            threads = self.proc.num_threads()
+            kids = 0
+            for c in self.proc.children(recursive=True):
+                try:
+                    kids += c.memory_info().rss
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            rss = kids = threads = 0
+        s = (time.perf_counter(), rss, kids, threads)
+        self.samples.append(s)
+        return s
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "Monitor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def window(self, t0: float, t1: float) -> list[tuple[float, int, int, int]]:
+        return [s for s in self.samples if t0 <= s[0] <= t1]
+
+    def peak(self, t0: float, t1: float) -> dict[str, Any]:
+        w = self.window(t0, t1)
+        if not w:
+            return {"rss_mb": None, "children_rss_mb": None, "threads": None, "samples": 0}
+        return {"rss_mb": mb(max(s[1] for s in w)), "children_rss_mb": mb(max(s[2] for s in w)),
+                "threads": max(s[3] for s in w), "samples": len(w)}
+
+    def settled_rss(self, n: int = 4, pause: float = 0.25) -> int:
+        """Median of ``n`` fresh samples (the baseline)."""
+        values = []
+        for i in range(n):
+            values.append(self.sample()[1])
+            if i + 1 < n:
+                time.sleep(pause)
+        return int(statistics.median(values))
+
+
+def system_cpu_busy(a: Any, b: Any) -> float:
+    """Whole-machine CPU busy % (all cores, 100 = every core busy) between two cpu_times()."""
+    idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
+    total = sum(b) - sum(a)
+    return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------- client
+
+
+class ProtocolFailure(RuntimeError):
+    pass
+
+
+class Client:
+    """One WebSocket client: a reader task that timestamps replies as they arrive."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, index: int = 0) -> None:
+        self.ws = ws
+        self.index = index
+        self.sent_at: dict[int, float] = {}  # chunk number (1-based) -> send time, for progress
+        self.progress_latency: list[float] = []
+        self.progress_counts: list[int] = []
+        self.errors: list[dict[str, Any]] = []  # every error except the nop's
+        self.control: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+        self.session_id: Optional[str] = None
+        self.closed: Optional[str] = None
+        self._reader = asyncio.create_task(self._read(), name=f"reader-{index}")
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:  # answers the server's pings (autoping)
+                now = time.perf_counter()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                m = json.loads(msg.data)
+                if m.get("type") == "progress":
+                    n = int(m.get("chunks_received", -1))
+                    self.progress_counts.append(n)
+                    sent = self.sent_at.get(n)
+                    if sent is not None:
+                        self.progress_latency.append(now - sent)
+                    continue
+                if m.get("type") == "error" and m.get("code") != UNKNOWN_ACTION:
+                    self.errors.append(m)
+                await self.control.put((now, m))
+        finally:
+            self.closed = f"closed (code {self.ws.close_code})"
+            await self.control.put((time.perf_counter(), {"type": "_closed"}))
+
+    async def expect(self, kind: str | tuple[str, ...], timeout: float,
+                     code: Optional[int] = None) -> tuple[float, dict[str, Any]]:
+        """The next control message of type ``kind`` (one of them, with ``code``); skips others."""
+        kinds = (kind,) if isinstance(kind, str) else kind
+        deadline = time.perf_counter() + timeout
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise ProtocolFailure(f"client {self.index}: no {kind!r} within {timeout:.0f} s")
+            try:
+                at, m = await asyncio.wait_for(self.control.get(), left)
+            except asyncio.TimeoutError:
+                continue
+            if m["type"] == "_closed":
+                raise ProtocolFailure(f"client {self.index}: connection {self.closed} while "
+                                      f"waiting for {kind!r}; errors: {self.errors[-3:]}")
+            if m["type"] in kinds and (code is None or m.get("code") == code):
+                return at, m
+
+    async def start(self, timeout: float = 30) -> dict[str, Any]:
+        await self.ws.send_json(START)
+        _, m = await self.expect("recording_started", timeout)
+        self.session_id = m["session_id"]
+        return m
+
+    async def confirm(self, timeout: float) -> float:
+        """Send a nop and wait for its error reply: every earlier chunk has been handled."""
+        await self.ws.send_str(NOP)
+        at, _ = await self.expect("error", timeout, code=UNKNOWN_ACTION)
+        return at
+
+    async def stop(self, timeout: float) -> dict[str, Any]:
+        t = time.perf_counter()
+        await self.ws.send_str(STOP)
+        at, stopped = await self.expect("recording_stopped", timeout)
+        at2, processing = await self.expect("processing_started", timeout)
+        return {"stop_s": at - t, "processing_started_s": at2 - t, "stopped": stopped,
+                "processing": processing}
+
+    async def close(self) -> None:
+        await self.ws.close()
+        try:
+            await asyncio.wait_for(self._reader, 10)
+        except (asyncio.TimeoutError, Exception):
+            self._reader.cancel()
+
+
+# ---------------------------------------------------------------------------- phase 1: fast
+
+
+def server_env(streams: int = 1) -> dict[str, str]:
+    """Limits switched off through WORKBENCH_* variables (ignored by servers without them).
+
+    Every benchmark client comes from 127.0.0.1, so the per-address connection limit
+    would refuse the real-time clients: it is switched off; the server-wide cap on open
+    recordings is raised only when ``streams`` exceeds its default (100)."""
+    env = {"WORKBENCH_MAX_CONNECTIONS_PER_CLIENT": "0"}
+    if streams > 100:
+        env["WORKBENCH_MAX_RECORDINGS"] = str(streams)
+    return env
+
+
+def server_source_digest() -> str:
+    """SHA-1 of server/*.py: which server code was measured (the tree may be uncommitted)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for path in sorted((REPO_ROOT / "server").glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def server_args_for(total_bytes: int) -> list[str]:
+    """``--pipeline renditions``, plus limits raised when one recording would exceed them."""
+    args = ["--pipeline", "renditions"]
+    seconds = total_bytes / BYTES_PER_SECOND
+    if seconds >= DEFAULT_SERVER_MAX_DURATION:
+        args += ["--max-duration", str(math.ceil(seconds * 1.1))]
+    if total_bytes > DEFAULT_SERVER_MAX_TOTAL:
+        args += ["--max-total-bytes", str(math.ceil(total_bytes * 1.1))]
+    return args
+
+
+async def fast_phase(server: LocalServer, monitor: Monitor, data: bytes, wire: list[Any],
+                     encoding: str, timeout: float, rep: int) -> dict[str, Any]:
+    wire_bytes = sum(len(p) for p in wire)
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"{server.ws_url}/ws/bench-fast-{encoding}-{rep}",
+                                      max_msg_size=0, compress=0)
+        client = Client(ws)
+        try:
+            await client.start()
+            proc = psutil.Process(monitor.proc.pid)  # not shared with the sampling thread
+            cpu0, sys0, client0 = cpu_snapshot(proc), psutil.cpu_times(), time.process_time()
+            monitor.sample()
+            t0 = time.perf_counter()
+            for i, p in enumerate(wire, 1):
+                if i % 100 == 0:
+                    client.sent_at[i] = time.perf_counter()
+                await send(ws, p)
+            t_sent = time.perf_counter()
+            t_confirmed = await client.confirm(timeout)
+            cpu1, sys1, client1 = cpu_snapshot(proc), psutil.cpu_times(), time.process_time()
+            monitor.sample()
+            t_before_stop = time.perf_counter()
+            stop = await client.stop(timeout)
+            monitor.sample()
+            t_stopped = time.perf_counter()
+            # let the (light) renditions run finish so the next repetition starts on a quiet server
+            _, done = await client.expect(("processing_complete", "processing_failed"), timeout)
+        finally:
+            await client.close()
+    cpu = cpu_delta(cpu0, cpu1)
+    elapsed = t_confirmed - t0
+    assert client.session_id is not None
+    check = verify_on_disk(server.data_dir / "sessions" / client.session_id, data)
+    lat = client.progress_latency
+    return {
+        "encoding": encoding,
+        "payload_bytes": len(data),
+        "wire_bytes": wire_bytes,
+        "chunk_bytes": FAST_CHUNK,
+        "chunks": len(wire),
+        "seconds_to_confirmation": round(elapsed, 3),
+        "seconds_client_sending": round(t_sent - t0, 3),
+        "mb_per_s": round(len(data) / MB / elapsed, 1),
+        "wire_mb_per_s": round(wire_bytes / MB / elapsed, 1),
+        "audio_x_realtime": round(len(data) / BYTES_PER_SECOND / elapsed),
+        "server_cpu_s": round(cpu["server_cpu_s"], 2),
+        "server_system_cpu_s": round(cpu["server_system_cpu_s"], 2),
+        "server_cpu_percent_of_one_core": round(100 * cpu["server_cpu_s"] / elapsed, 1),
+        "server_cpu_ms_per_mb": round(1000 * cpu["server_cpu_s"] / (len(data) / MB), 2),
+        "children_cpu_s": round(cpu["children_cpu_s"], 2),
+        "client_cpu_s": round(client1 - client0, 2),
+        "system_cpu_busy_percent": system_cpu_busy(sys0, sys1),
+        "progress_latency_ms": {"n": len(lat), "p50": ms(percentile(lat, 50)),
+                                "p99": ms(percentile(lat, 99)), "max": ms(max(lat) if lat else None)},
+        "stop_to_recording_stopped_s": round(stop["stop_s"], 3),
+        "mb_per_s_including_stop": round(len(data) / MB / (elapsed + stop["stop_s"]), 1),
+        "stop_to_processing_started_s": round(stop["processing_started_s"], 3),
+        "recording_stopped": stop["stopped"],
+        "processing": done["type"],
+        "rss_mb_peak_streaming": monitor.peak(t0 - 0.1, t_before_stop)["rss_mb"],
+        "rss_mb_peak_stop": monitor.peak(t_before_stop, t_stopped)["rss_mb"],
+        "server_errors": client.errors,
+        "verify": check,
+    }
+
+
+def run_fast(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
+    n_bytes = int(args.fast_mb * MB) // 2 * 2
+    print(f"[fast] generating {mb(n_bytes)} MB of PCM (seed {args.seed}); "
+          f"{args.fast_repeat} run(s) per encoding", flush=True)
+    data = pcm_signal(n_bytes, args.seed)
+    out: dict[str, Any] = {"server_args": server_args_for(n_bytes), "server_env": server_env(),
+                           "repeat": args.fast_repeat}
+    timeout = max(300.0, args.fast_mb * 3.0)
+    for encoding in ("base64", "binary"):
+        wire = payloads(data, FAST_CHUNK, encoding)  # built before the clock starts
+        server = LocalServer(data_root / f"fast-{encoding}", args=out["server_args"],
+                             env=out["server_env"])
+        server.start()
+        runs: list[dict[str, Any]] = []
+        try:
+            assert server.process is not None
+            with Monitor(server.process.pid) as monitor:
+                time.sleep(1.0)  # let the worker process finish starting
+                rss0 = monitor.settled_rss()
+                for rep in range(args.fast_repeat):
+                    r = asyncio.run(asyncio.wait_for(
+                        fast_phase(server, monitor, data, wire, encoding, timeout, rep),
+                        timeout * 3))
+                    v = r["verify"]
+                    print(f"[fast] {encoding:>6} #{rep + 1}: {r['mb_per_s']} MB/s of audio "
+                          f"({r['seconds_to_confirmation']} s, server CPU "
+                          f"{r['server_cpu_percent_of_one_core']} % of a core, "
+                          f"{r['server_cpu_ms_per_mb']} ms/MB, machine busy "
+                          f"{r['system_cpu_busy_percent']} %); stop "
+                          f"{r['stop_to_recording_stopped_s']} s; RSS peak streaming "
+                          f"{r['rss_mb_peak_streaming']} MB, at stop {r['rss_mb_peak_stop']} MB; "
+                          f"raw exact {v['raw_exact']}, wav exact {v['wav_exact']}", flush=True)
+                    runs.append(r)
+        finally:
+            server.stop()
+        del wire
+        rates = [r["mb_per_s"] for r in runs]
+        median_run = sorted(runs, key=lambda r: r["mb_per_s"])[(len(runs) - 1) // 2]
+        out[encoding] = {
+            **median_run,  # the figures of the median run (by rate)
+            "mb_per_s": round(statistics.median(rates), 1),
+            "mb_per_s_runs": rates,
+            "mb_per_s_best": max(rates),
+            "rss_mb_baseline": mb(rss0),
+            "rss_mb_peak_streaming_first_run": runs[0]["rss_mb_peak_streaming"],
+            "rss_mb_peak_stop_first_run": runs[0]["rss_mb_peak_stop"],
+            "stop_to_recording_stopped_s_runs": [r["stop_to_recording_stopped_s"] for r in runs],
+            "verify": {"raw_exact": all(r["verify"]["raw_exact"] for r in runs),
+                       "wav_exact": all(r["verify"]["wav_exact"] for r in runs),
+                       "lost_bytes": sum(r["verify"]["lost_bytes"] for r in runs),
+                       "runs": [r["verify"] for r in runs]},
+            "server_errors": [e for r in runs for e in r["server_errors"]],
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------- phase 2: realtime
+
+
+async def realtime_client(session: aiohttp.ClientSession, server: LocalServer, index: int
+                          ) -> Client:
+    ws = await session.ws_connect(f"{server.ws_url}/ws/bench-rt-{index}", max_msg_size=0,
+                                  compress=0)
+    client = Client(ws, index)
+    await client.start()
+    return client
+
+
+async def stream_realtime(client: Client, wire: list[Any], first_deadline: float,
+                          lags: list[float], timeout: float) -> float:
+    """Send chunk k at ``first_deadline + k * 250 ms`` (absolute: no drift); returns the
+    time the server confirmed the last chunk."""
+    for k, p in enumerate(wire):
+        deadline = first_deadline + k * RT_CHUNK_SECONDS
+        delay = deadline - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.perf_counter()
+        lags.append(now - deadline)
+        n = k + 1
+        if n % 100 == 0:
+            client.sent_at[n] = now
+        await send(client.ws, p)
+    return await client.confirm(timeout)
+
+
+async def realtime_phase(server: LocalServer, monitor: Monitor, datas: list[bytes],
+                         encoding: str, seconds: float) -> dict[str, Any]:
+    streams = len(datas)
+    wires = [payloads(d, RT_CHUNK, encoding) for d in datas]
+    timeout = 60.0
+    t_connect = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        clients: list[Client] = []
+        try:
+            for i in range(streams):  # one after another: a clean "after connect" figure
+                clients.append(await realtime_client(session, server, i))
+            connected_s = time.perf_counter() - t_connect
+            await asyncio.sleep(1.0)
+            rss_connected = monitor.settled_rss(n=2, pause=0.2)
+            lags: list[float] = []
+            t0 = time.perf_counter() + 0.5
+            await asyncio.sleep(0.45)
+            proc = psutil.Process(monitor.proc.pid)  # not shared with the sampling thread
+            cpu0, sys0, client0 = cpu_snapshot(proc), psutil.cpu_times(), time.process_time()
+            monitor.sample()
+            phase = RT_CHUNK_SECONDS / streams
+            confirmed = await asyncio.wait_for(asyncio.gather(*(
+                stream_realtime(c, w, t0 + i * phase, lags, timeout)
+                for i, (c, w) in enumerate(zip(clients, wires)))), seconds + timeout)
+            t1 = time.perf_counter()
+            cpu1, sys1, client1 = cpu_snapshot(proc), psutil.cpu_times(), time.process_time()
+            monitor.sample()
+            t_before_stop = time.perf_counter()
+            stops = await asyncio.wait_for(asyncio.gather(*(c.stop(timeout) for c in clients)),
+                                           timeout * 2)
+            monitor.sample()
+            t_stopped = time.perf_counter()
+        finally:
+            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    cpu = cpu_delta(cpu0, cpu1)
+    wall = cpu["wall_s"]
+    checks = [verify_on_disk(server.data_dir / "sessions" / c.session_id, d)  # type: ignore[operator]
+              for c, d in zip(clients, datas)]
+    latencies = [x for c in clients for x in c.progress_latency]
+    expected_progress = streams * (len(wires[0]) // 100)
+    stop_s = [s["stop_s"] for s in stops]
+    expected_chunks = len(wires[0])
+    return {
+        "connect_all_s": round(connected_s, 2),
+        "rss_mb_after_connect": mb(rss_connected),
+        "window_s": round(wall, 2),
+        "server_cpu_s": round(cpu["server_cpu_s"], 2),
+        "server_system_cpu_s": round(cpu["server_system_cpu_s"], 2),
+        "server_cpu_percent_of_one_core": round(100 * cpu["server_cpu_s"] / wall, 2),
+        "server_cpu_ms_per_chunk": round(1000 * cpu["server_cpu_s"] / sum(len(w) for w in wires), 3),
+        "children_cpu_s": round(cpu["children_cpu_s"], 2),
+        "children_cpu_percent_of_one_core": round(100 * cpu["children_cpu_s"] / wall, 2),
+        "client_cpu_percent_of_one_core": round(100 * (client1 - client0) / wall, 1),
+        "system_cpu_busy_percent": system_cpu_busy(sys0, sys1),
+        "peak_streaming": monitor.peak(t0 - 0.1, t_before_stop),
+        "peak_stop": monitor.peak(t_before_stop, t_stopped),
+        "last_confirmation_after_window_start_s": round(max(confirmed) - t0, 2),
+        "progress_latency_ms": {
+            "n": len(latencies), "expected": expected_progress,
+            "p50": ms(percentile(latencies, 50)), "p99": ms(percentile(latencies, 99)),
+            "max": ms(max(latencies) if latencies else None)},
+        "send_lag_ms": {"p50": ms(percentile(lags, 50)), "p99": ms(percentile(lags, 99)),
+                        "max": ms(max(lags) if lags else None)},
+        "stop_to_recording_stopped_s": {"p50": round(percentile(stop_s, 50) or 0, 3),
+                                        "max": round(max(stop_s), 3)},
+        "sent_bytes": sum(len(d) for d in datas),
+        "raw_bytes_on_disk": sum(c["raw_bytes"] for c in checks),
+        "lost_bytes": sum(c["lost_bytes"] for c in checks),
+        "raw_exact_streams": sum(c["raw_exact"] for c in checks),
+        "wav_exact_streams": sum(c["wav_exact"] for c in checks),
+        "stopped_chunk_counts_ok": sum(s["stopped"].get("chunks_received") == expected_chunks
+                                       for s in stops),
+        "stopped_duration_ok": sum(abs(s["stopped"].get("duration_seconds", -1) - len(d) /
+                                       BYTES_PER_SECOND) < 1e-3 for s, d in zip(stops, datas)),
+        "server_errors": [e for c in clients for e in c.errors][:20],
+        "server_error_count": sum(len(c.errors) for c in clients),
+        "failed_streams": [i for i, c in enumerate(checks) if not (c["raw_exact"] and c["wav_exact"])
+                           or c["extra_parts"]],
+    }
+
+
+def run_realtime(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
+    n_chunks = max(1, round(args.seconds / RT_CHUNK_SECONDS))
+    print(f"[realtime] {args.streams} streams x {n_chunks * RT_CHUNK_SECONDS:g} s "
+          f"({args.encoding}, {RT_CHUNK}-byte chunks every {RT_CHUNK_SECONDS * 1000:g} ms)",
+          flush=True)
+    datas = [pcm_signal(n_chunks * RT_CHUNK, args.seed + 1 + i) for i in range(args.streams)]
+    server_args = server_args_for(n_chunks * RT_CHUNK)
+    env = server_env(args.streams)
+    server = LocalServer(data_root / "realtime", args=server_args, env=env)
+    server.start()
+    try:
+        assert server.process is not None
+        with Monitor(server.process.pid) as monitor:
+            time.sleep(1.0)  # let the worker process finish starting
+            rss0 = monitor.settled_rss()
+            kids0 = monitor.samples[-1][2]
+            r = asyncio.run(realtime_phase(server, monitor, datas, args.encoding,
+                                           n_chunks * RT_CHUNK_SECONDS))
+    finally:
+        server.stop()
+    r = {"server_args": server_args, "server_env": env, "encoding": args.encoding, "streams": args.streams,
+         "seconds": n_chunks * RT_CHUNK_SECONDS, "chunk_bytes": RT_CHUNK,
+         "chunks_per_stream": n_chunks, "rss_mb_baseline": mb(rss0),
+         "children_rss_mb_baseline": mb(kids0), **r}
+    peak = r["peak_streaming"]["rss_mb"]
+    r["rss_growth_mb_per_stream"] = (round((peak - r["rss_mb_baseline"]) / args.streams, 3)
+                                     if peak is not None else None)
+    lat = r["progress_latency_ms"]
+    print(f"[realtime] server CPU {r['server_cpu_percent_of_one_core']} % of one core "
+          f"(children {r['children_cpu_percent_of_one_core']} %) over {r['window_s']} s; "
+          f"RSS {r['rss_mb_baseline']} MB -> {peak} MB peak "
+          f"({r['rss_growth_mb_per_stream']} MB/stream); progress latency p50 {lat['p50']} ms, "
+          f"p99 {lat['p99']} ms (n={lat['n']}); lost {r['lost_bytes']} bytes, "
+          f"{r['raw_exact_streams']}/{args.streams} raw exact, "
+          f"{r['wav_exact_streams']}/{args.streams} wav exact", flush=True)
+    return r
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    return f"{v:g}{unit}" if isinstance(v, (int, float)) else f"{v}{unit}"
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+    fast = results.get("fast")
+    if fast:
+        for enc, label in (("base64", "base64 JSON"), ("binary", "binary frames")):
+            r = fast.get(enc)
+            if not r:
+                continue
+            size = f"{mb(r['payload_bytes']):g} MB"
+            runs = ", ".join(_fmt(x) for x in r.get("mb_per_s_runs", [r["mb_per_s"]]))
+            rows.append((f"Fast, 1 client, {label}, 64 KiB chunks: audio ingest rate "
+                         f"(median of {len(r.get('mb_per_s_runs', [1]))})",
+                         f"**{_fmt(r['mb_per_s'], ' MB/s')}** (runs {runs}; median run: {size} in "
+                         f"{_fmt(r['seconds_to_confirmation'], ' s')}, "
+                         f"{_fmt(r['audio_x_realtime'])}× real time, machine "
+                         f"{_fmt(r['system_cpu_busy_percent'], ' %')} busy)", ""))
+            rows.append((f"Fast, {label}: server CPU per MB / during the run",
+                         f"{_fmt(r['server_cpu_ms_per_mb'], ' ms/MB')} / "
+                         f"{_fmt(r['server_cpu_percent_of_one_core'], ' %')} of one core", ""))
+            rows.append((f"Fast, {label}: server RSS baseline → peak streaming → peak at stop "
+                         "(first run)",
+                         f"{_fmt(r['rss_mb_baseline'])} → "
+                         f"{_fmt(r.get('rss_mb_peak_streaming_first_run'))} → "
+                         f"{_fmt(r.get('rss_mb_peak_stop_first_run'), ' MB')}", ""))
+            stops = r.get("stop_to_recording_stopped_s_runs", [r["stop_to_recording_stopped_s"]])
+            rows.append((f"Fast, {label}: `stop` → `recording_stopped` (decodes {size} to "
+                         "audio.wav), each run", ", ".join(_fmt(x) for x in stops) + " s", ""))
+            v = r["verify"]
+            rows.append((f"Fast, {label}: bytes on disk", "part-000.raw " +
+                         ("exact" if v["raw_exact"] else f"**differs, {v['lost_bytes']} lost**") +
+                         ", audio.wav " + ("exact" if v["wav_exact"] else "**differs**"), "exact"))
+    rt = results.get("realtime")
+    if rt:
+        n = rt["streams"]
+        t = results.get("targets", TARGETS)
+        lat = rt["progress_latency_ms"]
+        lag = rt["send_lag_ms"]
+        rows += [
+            (f"Real time: {n} streams × {rt['seconds']:g} s, {rt['encoding']}, 8000-byte chunks / 250 ms",
+             f"{_fmt(rt['window_s'], ' s')} window", ""),
+            ("Real time: server CPU (% of one core)", f"**{_fmt(rt['server_cpu_percent_of_one_core'], ' %')}**"
+             f" ({_fmt(rt['server_cpu_s'], ' CPU-s')}, of which kernel "
+             f"{_fmt(rt.get('server_system_cpu_s'), ' s')}; "
+             f"{_fmt(rt.get('server_cpu_ms_per_chunk'), ' ms')} per chunk)",
+             f"< {t['cpu_percent_of_one_core']:g} %"),
+            ("Real time: worker children CPU (% of one core)",
+             _fmt(rt["children_cpu_percent_of_one_core"], " %"), ""),
+            ("Real time: server RSS before connect → after connect → peak streaming",
+             f"{_fmt(rt['rss_mb_baseline'])} → {_fmt(rt['rss_mb_after_connect'])} → "
+             f"{_fmt(rt['peak_streaming']['rss_mb'], ' MB')}", ""),
+            ("Real time: RSS growth per stream ((peak − baseline) / streams)",
+             f"**{_fmt(rt['rss_growth_mb_per_stream'], ' MB')}**",
+             f"< {t['rss_growth_mb_per_stream']:g} MB"),
+            ("Real time: server RSS peak during the concurrent stops",
+             _fmt(rt["peak_stop"]["rss_mb"], " MB"), ""),
+            ("Real time: `progress` latency after the 100th/200th chunk, p50 / p99 / max",
+             f"{_fmt(lat['p50'])} / {_fmt(lat['p99'])} / {_fmt(lat['max'], ' ms')} "
+             f"(n = {lat['n']} of {lat['expected']})", ""),
+            ("Real time: `stop` → `recording_stopped`, p50 / max",
+             f"{_fmt(rt['stop_to_recording_stopped_s']['p50'])} / "
+             f"{_fmt(rt['stop_to_recording_stopped_s']['max'], ' s')}", ""),
+            ("Real time: bytes lost / streams byte-exact (raw, wav)",
+             f"**{rt['lost_bytes']}** / {rt['raw_exact_streams']}/{n}, {rt['wav_exact_streams']}/{n} "
+             f"({mb(rt['raw_bytes_on_disk']):g} of {mb(rt['sent_bytes']):g} MB on disk)",
+             f"{t['lost_bytes']}, {n}/{n}"),
+            ("Real time: server error messages", _fmt(rt["server_error_count"]), "0"),
+            ("Real time: client send lag behind deadline, p99 / max",
+             f"{_fmt(lag['p99'])} / {_fmt(lag['max'], ' ms')}", ""),
+            ("Real time: whole machine CPU busy during the window (all cores; other load included)",
+             _fmt(rt["system_cpu_busy_percent"], " %"), ""),
+        ]
+    m = results.get("machine", {})
+    head = (f"Measured {m.get('date', '?')} on {m.get('cpu_count', '?')} CPU(s) "
+            f"({m.get('cpu_model', '?')}), Python {m.get('python', '?')}, "
+            f"{m.get('platform', '?')}, commit {m.get('git_commit', '?')} "
+            f"(server/*.py SHA-1 {results.get('server_source_sha1', '?')}). "
+            f"Command: `{results.get('command', 'python -m benchmarks ingest')}`. "
+            f"MB = 10^6 bytes.")
+    lines = [head, "", "| Figure | Measured | Target |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    verdict = results.get("verdict")
+    if verdict:
+        lines += ["", "Targets: " + ", ".join(f"{k} {'met' if ok else '**missed**'}"
+                                             for k, ok in verdict.items())]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks ingest",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--streams", type=int, default=50, help="concurrent real-time clients (0: skip)")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds of audio per real-time stream")
+    p.add_argument("--fast-mb", type=float, default=200.0,
+                   help="MB (10^6 bytes) for the one-client fast run (0: skip)")
+    p.add_argument("--fast-repeat", type=int, default=3,
+                   help="fast runs per encoding (the median rate is reported)")
+    p.add_argument("--encoding", choices=("binary", "base64"), default="binary",
+                   help="how the real-time clients send chunks (default: binary frames)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json",
+                   help="results file (JSON)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="parent of the servers' data directories (default: a temporary one)")
+    p.add_argument("--keep-data", action="store_true", help="keep the servers' data directories")
+    p.add_argument("--table", type=Path, metavar="RESULTS_JSON",
+                   help="only print the markdown table of an earlier results file")
+    a = p.parse_args(list(argv))
+    if a.streams < 0 or a.seconds <= 0 or a.fast_mb < 0 or not 1 <= a.fast_repeat <= 10:
+        p.error("--streams and --fast-mb must be >= 0, --seconds > 0, --fast-repeat 1..10")
+    if a.streams > 1000 or a.seconds > 3600 or a.fast_mb > 2000:
+        p.error("bounded: at most 1000 streams, 3600 s, 2000 MB")
+    return a
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    args = parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
+    command = "python -m benchmarks ingest " + " ".join(argv) if argv else "python -m benchmarks"
+    results: dict[str, Any] = {
+        "benchmark": NAME,
+        "command": command.strip(),
+        "machine": machine_info(),
+        "server_source_sha1": server_source_digest(),
+        "parameters": {"streams": args.streams, "seconds": args.seconds, "fast_mb": args.fast_mb,
+                       "fast_repeat": args.fast_repeat, "encoding": args.encoding, "seed": args.seed, "fast_chunk_bytes": FAST_CHUNK,
+                       "realtime_chunk_bytes": RT_CHUNK, "sample_rate": SAMPLE_RATE,
+                       "rss_sample_interval_s": SAMPLE_EVERY, "mb": MB},
+        "targets": TARGETS,
+        "caveats": [
+            "Client and server share the machine's CPUs (loopback); other jobs may run at the same "
+            "time: see system_cpu_busy_percent and load averages.",
+            "Server CPU excludes the client; children (processing workers) are reported separately.",
+            "RSS is sampled every 0.5 s (and at the edges of each window), so short peaks can be "
+            "missed.",
+            "Server limits adjusted for the benchmark (see server_args / server_env): the per-address "
+            "connection limit is off (every client is 127.0.0.1) and --max-duration is raised when "
+            "the fast upload holds more than 1 h of 16 kHz mono audio.",
+            "Fast-run rates depend strongly on concurrent load; server CPU per MB is the steadier "
+            "figure.",
+        ],
+    }
+    own_root = args.data_dir is None
+    root = Path(tempfile.mkdtemp(prefix="bench-ingest-")) if own_root else args.data_dir
+    root.mkdir(parents=True, exist_ok=True)
+    status = 0
+    try:
+        if args.fast_mb > 0:
+            results["fast"] = run_fast(args, root)
+        if args.streams > 0:
+            results["realtime"] = run_realtime(args, root)
+    except Exception as exc:
+        status = 1
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        for log in sorted(root.glob("*/server.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- {log} (tail)\n" + "\n".join(tail), file=sys.stderr)
+    finally:
+        if own_root and not args.keep_data:
+            shutil.rmtree(root, ignore_errors=True)
+        elif args.keep_data:
+            print(f"data kept in {root}")
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+
+    verdict: dict[str, bool] = {}
+    rt = results.get("realtime")
+    if rt:
+        verdict["cpu < 25 % of one core"] = rt["server_cpu_percent_of_one_core"] < TARGETS[
+            "cpu_percent_of_one_core"]
+        growth = rt["rss_growth_mb_per_stream"]
+        verdict["memory < 2 MB per stream"] = growth is not None and growth < TARGETS[
+            "rss_growth_mb_per_stream"]
+        verdict["nothing lost"] = (rt["lost_bytes"] == 0 and not rt["failed_streams"]
+                                   and rt["raw_exact_streams"] == rt["streams"])
+    for enc, r in (results.get("fast") or {}).items():
+        if isinstance(r, dict) and "verify" in r:
+            verdict[f"fast {enc} byte-exact"] = r["verify"]["raw_exact"] and r["verify"]["wav_exact"]
+    results["verdict"] = verdict
+    if not all(v for k, v in verdict.items() if "exact" in k or "lost" in k):
+        status = 1
+    out = write_results(args.out, results)
+    print(f"results written to {out}\n")
+    print(markdown_table(results))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

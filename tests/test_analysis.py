@@ -1,0 +1,67 @@
+"""Analysis of a session: tables, annotation, speaker statistics and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+from workbench.analysis import from_transcript, load_session, speaker_stats
+from workbench.audio import write_wav
+from workbench.client import Client
+from workbench.local_server import LocalServer
+from workbench.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+
+
+def make_transcript() -> Transcript:
+    turns = [Turn(0.0, 4.0, "A"), Turn(3.0, 6.0, "B"), Turn(7.0, 9.0, "A")]
+    exclusive = [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "B"), Turn(7.0, 9.0, "A")]
+    words = [Word(0.5, 1.0, " one"), Word(1.2, 1.6, " two"), Word(3.5, 4.0, " three"),
+             Word(7.5, 8.0, " four")]
+    return Transcript(build_segments(assign_speakers(words, exclusive)), turns, 10.0)
+
+
+def test_speaker_stats_by_hand() -> None:
+    stats = speaker_stats(make_transcript())
+    assert stats.loc["A", "talk_time"] == pytest.approx(6.0)   # 0-4 and 7-9
+    assert stats.loc["B", "talk_time"] == pytest.approx(3.0)
+    assert stats.loc["A", "turns"] == 2 and stats.loc["B", "turns"] == 1
+    assert stats.loc["A", "overlap"] == pytest.approx(1.0)     # 3-4 with B
+    assert stats.loc["B", "overlap"] == pytest.approx(1.0)
+    assert stats.loc["A", "words"] == 3 and stats.loc["B", "words"] == 1
+    assert stats.loc["A", "words_per_minute"] == pytest.approx(30.0)
+    assert stats["share"].sum() == pytest.approx(1.0)
+
+
+def test_offline_session_tables_and_plot(tmp_path: Path) -> None:
+    audio = (0.1 * np.sin(np.arange(16000 * 10) * 0.05)).astype(np.float32)
+    wav = write_wav(tmp_path / "a.wav", audio)
+    data = from_transcript(wav, make_transcript())
+    assert data.duration == pytest.approx(10.0)
+    assert list(data.segments["speaker"]) == ["A", "B", "A"]
+    assert list(data.words["word"]) == ["one", "two", "three", "four"]
+    assert data.annotation.labels() == ["A", "B"]
+    fig = data.plot(0, 10)
+    assert len(fig.axes) >= 3
+    fig.savefig(tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 10000
+    assert "speaker" in data._repr_html_()
+
+
+def test_load_session_over_rest_and_from_data_dir(server: LocalServer, speech_dir: Path,
+                                                  tmp_path: Path) -> None:
+    with Client(server) as client:
+        rec = client.record(speech_dir / "speech.wav")
+        remote = load_session(rec.session_id, server=client, cache_dir=tmp_path)
+    assert remote.sample_rate == 16000 and remote.duration > 5
+    assert remote.transcript is None  # this server makes renditions only
+    assert len(remote.runs) == 1
+    local = load_session(rec.session_id, data_dir=server.data_dir)
+    np.testing.assert_allclose(local.audio, remote.audio)
+    with pytest.raises(ValueError, match="no completed transcript"):
+        local.segments

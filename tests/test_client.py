@@ -1,0 +1,77 @@
+"""The protocol client against a real server: sources, pacing, framing, REST helpers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench.audio import decode_file
+from workbench.client import Client, ServerError
+from workbench.local_server import LocalServer
+
+
+@pytest.fixture(scope="module")
+def client(server: LocalServer):  # type: ignore[no-untyped-def]
+    with Client(server) as c:
+        yield c
+
+
+def test_record_file_array_and_generator(client: Client, server: LocalServer,
+                                         speech_dir: Path, reference_audio: np.ndarray) -> None:
+    events: list[dict] = []
+    rec = client.record(speech_dir / "speech.ogg", on_event=events.append, binary=False)
+    assert rec.result is not None and rec.result["type"] == "processing_complete"
+    assert [e["type"] for e in events][:2] == ["recording_started", "recording_stopped"]
+    assert rec.seconds_sent == pytest.approx(len(reference_audio) / 16000, abs=0.06)
+    wav = client.download(rec.session_id, "audio", "wav")
+    assert isinstance(wav, bytes) and wav[:4] == b"RIFF"
+
+    rec2 = client.record(reference_audio, options={"num_speakers": 2}, wait=False)
+    assert rec2.last("processing_started") is not None
+    session = client.get_session(rec2.session_id)
+    assert session["options"] == {"num_speakers": 2}
+    audio = decode_file(server.data_dir / "sessions" / rec2.session_id / "audio.wav")
+    np.testing.assert_allclose(audio, reference_audio, atol=1 / 16384)
+
+    data = (speech_dir / "speech.webm").read_bytes()
+    chunks = (data[i : i + 2000] for i in range(0, len(data), 2000))
+    rec3 = client.record(chunks, input_format="webm")
+    assert rec3.chunks_sent == -(-len(data) // 2000)
+    raw = (server.data_dir / "sessions" / rec3.session_id / "part-000.raw").read_bytes()
+    assert raw == data
+
+
+def test_realtime_pacing(client: Client) -> None:
+    tone = (0.1 * np.sin(np.arange(16000 * 2) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+    t0 = time.monotonic()
+    rec = client.record(tone, realtime=True, chunk_seconds=0.1, wait=False)
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 1.9  # two seconds of audio took (at least) two seconds to send
+    assert rec.last("recording_stopped")["duration_seconds"] == pytest.approx(2.0, abs=0.001)
+
+
+def test_rest_helpers_and_errors(client: Client, server: LocalServer, tmp_path: Path) -> None:
+    assert client.health()["status"] == "ok"
+    created = client.create_session("mp4", {"language": "en"})
+    assert created["id"] in [s["id"] for s in client.list_sessions()]
+    with pytest.raises(ServerError) as info:
+        client.download(created["id"], "audio", "wav")
+    assert info.value.status == 404
+    with pytest.raises(ServerError) as info:
+        client.start_run(created["id"], {})
+    assert info.value.status == 409
+    client.delete_session(created["id"])
+    with pytest.raises(ServerError):
+        client.get_session(created["id"])
+
+
+def test_start_run_and_wait(client: Client, speech_dir: Path) -> None:
+    rec = client.record(speech_dir / "speech.wav")
+    run = client.start_run(rec.session_id, {})
+    seen: list[dict] = []
+    done = client.wait_for_run(rec.session_id, run["id"], on_event=seen.append)
+    assert done["status"] == "completed"
+    assert [r["id"] for r in client.runs(rec.session_id)][-1] == run["id"]

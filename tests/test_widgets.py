@@ -1,0 +1,63 @@
+"""SessionPanel driven programmatically (no browser) against a real server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench.client import Client
+from workbench.local_server import LocalServer
+from workbench.widgets import SessionPanel
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_panel_stream_stop_refresh_and_process_again(server: LocalServer, speech_dir: Path) -> None:
+    with Client(server) as client:
+        panel = SessionPanel(client, audio_dir=speech_dir)
+        assert str(speech_dir / "speech.wav") in panel.file_picker.options
+        before = len(panel.sessions)
+
+        # Stream in real time and stop half-way, as a user clicking "Stop".
+        panel.file_picker.value = str(speech_dir / "speech.wav")
+        panel.realtime.value = True
+        panel.stream_button.click()
+        wait_until(lambda: panel.recording is not None)
+        time.sleep(1.5)
+        panel.stop_button.click()
+        rec = panel.last_action.result(timeout=60)
+        stopped = rec.last("recording_stopped")
+        assert 1.0 < stopped["duration_seconds"] < 4.0  # the clip is ~8.6 s
+        assert rec.result["type"] == "processing_complete"
+        assert panel.progress.value == 1.0
+
+        # The table and picker show the new session, and it is selected.
+        assert len(panel.sessions) == before + 1
+        assert panel.selected == rec.session_id == panel.session_picker.value
+        assert rec.session_id[:8] in panel.table.value and "completed" in panel.table.value
+
+        # Process again with other settings: a second run with those options.
+        panel.num_speakers.value = 2
+        panel.threshold.value = 0.6
+        panel.process_button.click()
+        run = panel.last_action.result(timeout=60)
+        assert run["status"] == "completed"
+        assert run["config"]["num_speakers"] == 2
+        assert run["config"]["clustering_threshold"] == pytest.approx(0.6)
+        runs = client.runs(rec.session_id)
+        assert len(runs) == 2
+        assert any(e["type"] == "processing_progress" for e in panel.events)
+
+        # A bad file gives a visible message, not a traceback.
+        with pytest.raises(FileNotFoundError):
+            panel.stream(speech_dir / "missing.wav")
+        assert "no such file" in panel.status.value

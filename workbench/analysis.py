@@ -1,0 +1,256 @@
+"""Inspecting a recorded session: audio (librosa), transcript tables, diarization, plots, statistics.
+
+``load_session`` gathers everything about one session — from a running server
+(by REST) or straight from a data directory — into a :class:`SessionData`::
+
+    data = load_session(session_id, server="http://127.0.0.1:8765")
+    data.segments          # pandas DataFrame, one row per speaker segment
+    data.words             # pandas DataFrame, one row per word
+    data.annotation        # pyannote.core.Annotation of the diarization
+    data.speaker_stats()   # talk time, turns, overlap, words per minute
+    data.plot()            # waveform + spectrogram + speaker timeline + words
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from .audio import SAMPLE_RATE
+from .transcript import Transcript, Turn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+    from pyannote.core import Annotation
+
+    from .client import Client
+
+SPEAKER_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+                   "#8c564b", "#e377c2"]
+
+
+def speaker_colours(speakers: Sequence[str]) -> dict[str, str]:
+    """A stable colour per speaker label (in order of first appearance)."""
+    return {s: SPEAKER_COLOURS[i % len(SPEAKER_COLOURS)] for i, s in enumerate(speakers)}
+
+
+def turns_to_annotation(turns: Sequence[Turn], uri: str = "audio") -> "Annotation":
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation(uri=uri)
+    for i, t in enumerate(turns):
+        ann[Segment(t.start, t.end), i] = t.speaker
+    return ann
+
+
+def segments_frame(t: Transcript) -> pd.DataFrame:
+    """One row per segment: start, end, duration, speaker, text, words."""
+    return pd.DataFrame(
+        [{"start": s.start, "end": s.end, "duration": s.end - s.start, "speaker": s.speaker,
+          "text": s.text, "words": len(s.words)} for s in t.segments],
+        columns=["start", "end", "duration", "speaker", "text", "words"],
+    )
+
+
+def words_frame(t: Transcript) -> pd.DataFrame:
+    """One row per word: start, end, word, probability, speaker."""
+    return pd.DataFrame(
+        [{"start": w.start, "end": w.end, "word": w.word.strip(), "probability": w.probability,
+          "speaker": w.speaker} for w in t.words],
+        columns=["start", "end", "word", "probability", "speaker"],
+    )
+
+
+def speaker_stats(t: Transcript) -> pd.DataFrame:
+    """Per speaker: talk time (s), share of talk, turns, overlap (s), words, words per minute."""
+    ann = turns_to_annotation(t.turns)
+    rows = []
+    words = words_frame(t)
+    overlap_tl = ann.get_overlap()
+    total_talk = 0.0
+    for speaker in t.speakers:
+        timeline = ann.label_timeline(speaker, copy=True).support()
+        talk = timeline.duration()
+        total_talk += talk
+        overlap = timeline.crop(overlap_tl, mode="intersection").support().duration() \
+            if len(overlap_tl) else 0.0
+        n_words = int((words["speaker"] == speaker).sum()) if len(words) else 0
+        rows.append({"speaker": speaker, "talk_time": talk, "turns": len(timeline),
+                     "overlap": overlap, "words": n_words,
+                     "words_per_minute": (60 * n_words / talk) if talk > 0 else 0.0})
+    frame = pd.DataFrame(rows, columns=["speaker", "talk_time", "turns", "overlap", "words",
+                                        "words_per_minute"])
+    frame.insert(2, "share", frame["talk_time"] / total_talk if total_talk else 0.0)
+    return frame.set_index("speaker")
+
+
+@dataclass
+class SessionData:
+    """One session's audio (loaded by librosa), runs and transcript, ready for analysis."""
+
+    session_id: str
+    audio: np.ndarray
+    sample_rate: int
+    transcript: Optional[Transcript]
+    session: dict[str, Any] = field(default_factory=dict)
+    audio_path: Optional[Path] = None
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return list(self.session.get("runs", []))
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    def _need(self) -> Transcript:
+        if self.transcript is None:
+            raise ValueError(f"session {self.session_id} has no completed transcript yet")
+        return self.transcript
+
+    @property
+    def segments(self) -> pd.DataFrame:
+        return segments_frame(self._need())
+
+    @property
+    def words(self) -> pd.DataFrame:
+        return words_frame(self._need())
+
+    @property
+    def annotation(self) -> "Annotation":
+        return turns_to_annotation(self._need().turns, uri=self.session_id)
+
+    def speaker_stats(self) -> pd.DataFrame:
+        return speaker_stats(self._need())
+
+    def plot(self, start: float = 0.0, end: Optional[float] = None, **kwargs: Any) -> "Figure":
+        return plot_session(self, start=start, end=end, **kwargs)
+
+    def _repr_html_(self) -> str:
+        head = (f"<b>Session {self.session_id}</b> — {self.duration:.1f} s at "
+                f"{self.sample_rate} Hz, status {self.session.get('status', '?')}, "
+                f"{len(self.runs)} run(s)")
+        if self.transcript is None:
+            return head + "<br><i>no transcript yet</i>"
+        stats = self.speaker_stats().round(2).to_html()
+        return head + "<br>" + stats + self.transcript._repr_html_()
+
+
+def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
+                 data_dir: Union[str, os.PathLike, None] = None, run: Optional[str] = None,
+                 cache_dir: Union[str, os.PathLike, None] = None) -> SessionData:
+    """Load a session's audio with librosa plus its latest (or named) completed transcript.
+
+    Give ``server`` (a URL or :class:`~workbench.client.Client`) to load over
+    REST (files are cached under ``cache_dir``), or ``data_dir`` to read the
+    server's data directory directly.
+    """
+    import librosa
+
+    transcript: Optional[Transcript] = None
+    if server is not None:
+        from .client import Client, ServerError
+
+        client = server if isinstance(server, Client) else Client(server)
+        session = client.get_session(session_id)
+        cache = Path(cache_dir or Path("data") / "cache" / "sessions") / session_id
+        wav = client.download(session_id, "audio", "wav", dest=cache / "audio.wav")
+        assert isinstance(wav, Path)
+        try:
+            transcript = client.transcript(session_id, run=run)
+        except ServerError as exc:
+            if exc.status not in (404, 409):
+                raise
+    elif data_dir is not None:
+        # Read the files only (the store belongs to the server): runs by completion time.
+        directory = Path(data_dir) / "sessions" / session_id
+        wav = directory / "audio.wav"
+        if not wav.exists():
+            raise KeyError(f"no recorded audio for session {session_id} in {data_dir}")
+        outputs = sorted((directory / "runs").glob("*/transcript.json"),
+                         key=lambda p: p.stat().st_mtime)
+        if run is not None:
+            outputs = [p for p in outputs if p.parent.name == run]
+        if outputs:
+            transcript = Transcript.from_dict(json.loads(outputs[-1].read_text()))
+        session = {"id": session_id, "status": "on disk",
+                   "runs": [{"id": p.parent.name, "status": "completed"} for p in outputs]}
+    else:
+        raise ValueError("give server= or data_dir=")
+    audio, sr = librosa.load(str(wav), sr=SAMPLE_RATE, mono=True)
+    return SessionData(session_id, audio, int(sr), transcript, session, Path(wav))
+
+
+def from_transcript(audio_path: Union[str, os.PathLike], transcript: Transcript,
+                    session_id: Optional[str] = None) -> SessionData:
+    """A :class:`SessionData` for an audio file and a transcript made without the server."""
+    import librosa
+
+    audio, sr = librosa.load(str(audio_path), sr=SAMPLE_RATE, mono=True)
+    return SessionData(session_id or Path(audio_path).stem, audio, int(sr), transcript,
+                       {"status": "offline", "runs": []}, Path(audio_path))
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_timeline(ax: Any, turns: Sequence[Turn], speakers: Sequence[str],
+                  start: float = 0.0, end: Optional[float] = None) -> None:
+    """Draw diarization turns as one coloured lane per speaker."""
+    colours = speaker_colours(speakers)
+    for lane, speaker in enumerate(speakers):
+        spans = [(t.start, t.end - t.start) for t in turns if t.speaker == speaker]
+        ax.broken_barh(spans, (lane - 0.4, 0.8), color=colours[speaker], alpha=0.85)
+    ax.set_yticks(range(len(speakers)), labels=list(speakers))
+    ax.set_ylim(-0.6, len(speakers) - 0.4)
+    ax.set_xlim(start, end if end is not None else max((t.end for t in turns), default=1.0))
+    ax.set_xlabel("time (s)")
+
+
+def plot_session(data: SessionData, start: float = 0.0, end: Optional[float] = None,
+                 show_words: bool = True, figsize: tuple[float, float] = (14, 7)) -> "Figure":
+    """Waveform and spectrogram (librosa.display) aligned with the speaker timeline and words."""
+    import librosa
+    import librosa.display
+    import matplotlib.pyplot as plt
+
+    end = data.duration if end is None else min(end, data.duration)
+    a, b = int(start * data.sample_rate), int(end * data.sample_rate)
+    clip = data.audio[a:b]
+    fig, axes = plt.subplots(3, 1, figsize=figsize, sharex=True,
+                             gridspec_kw={"height_ratios": [1, 1.4, 0.9]})
+    librosa.display.waveshow(clip, sr=data.sample_rate, ax=axes[0], offset=start, color="#555")
+    axes[0].set_ylabel("amplitude")
+    spec = librosa.amplitude_to_db(np.abs(librosa.stft(clip, n_fft=512, hop_length=160)),
+                                   ref=np.max)
+    librosa.display.specshow(spec, sr=data.sample_rate, hop_length=160, x_axis="time",
+                             y_axis="hz", ax=axes[1], x_coords=None, cmap="magma")
+    # specshow draws from t=0: shift its extent to `start`
+    for img in axes[1].images + axes[1].collections:
+        if hasattr(img, "get_extent"):
+            x0, x1, y0, y1 = img.get_extent()
+            img.set_extent((x0 + start, x1 + start, y0, y1))
+    axes[1].set_ylim(0, 8000)
+    if data.transcript is not None:
+        t = data.transcript
+        turns = [x for x in t.turns if x.end > start and x.start < end]
+        plot_timeline(axes[2], turns, t.speakers, start, end)
+        if show_words:
+            colours = speaker_colours(t.speakers)
+            lanes = {s: i for i, s in enumerate(t.speakers)}
+            for i, w in enumerate(x for x in t.words if start <= x.start < end):
+                lane = lanes.get(w.speaker, 0) if w.speaker else -0.5
+                axes[2].text(w.start, lane + (0.25 if i % 2 else -0.25), w.word.strip(),
+                             fontsize=7, color="black" if w.speaker else "#888",
+                             bbox={"facecolor": colours.get(w.speaker or "", "#eee"),
+                                   "alpha": 0.25, "pad": 0.5, "linewidth": 0})
+    axes[2].set_xlim(start, end)
+    axes[0].set_title(f"{data.session_id}: {start:.1f}–{end:.1f} s")
+    fig.tight_layout()
+    return fig
