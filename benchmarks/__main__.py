@@ -17,6 +17,9 @@ from typing import Optional, Sequence
 # name -> module (imported lazily, so one benchmark's imports never slow another down)
 BENCHMARKS: dict[str, str] = {
     "ingest": "benchmarks.ingest",
+    "load": "benchmarks.load",
+    "pipeline": "benchmarks.pipeline",
+    "accuracy": "benchmarks.accuracy",
 }
 
 

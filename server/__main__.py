@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 from aiohttp import web
 
 from .app import create_app
-from .config import parse_args
+from .config import is_loopback, parse_args
+from .security import RedactingAccessLogger
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -18,11 +19,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO if config.access_log
+                                                 else logging.WARNING)
     app = create_app(config)
-    print(f"Serving on http://{config.host}:{config.port} (data: {config.data_dir})", flush=True)
+    auth = "token required" if config.token else "no token"
+    if not is_loopback(config.host) and not config.token:
+        logging.getLogger("server").warning(
+            "--insecure: serving %s without authentication to everyone who can reach it",
+            config.host)
+    print(f"Serving on http://{config.host}:{config.port} (data: {config.data_dir}, {auth})",
+          flush=True)
     web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=5.0,
-                handle_signals=True)
+                handle_signals=True, access_log_class=RedactingAccessLogger)
     return 0
 
 

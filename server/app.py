@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 from pathlib import Path
@@ -12,11 +13,12 @@ from aiohttp import WSCloseCode, web
 
 from workbench.audio import AudioDecodeError, encode_mp4
 
-from .config import ServerConfig
+from .config import ServerConfig, check
 from .jobs import RESULT_FORMATS, JobQueue
 from .protocol import safe_details
-from .recorder import finalise
+from .recorder import finalise, wav_intact
 from .recording import websocket_handler
+from .security import AUTHENTICATED, make_middleware
 from .sessions import SessionStore, valid_id
 from .state import STATE, AppState
 
@@ -85,7 +87,10 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness for anyone; the figures only for a request that carries the token."""
     state = _state(request)
+    if not request.get(AUTHENTICATED, False):
+        return web.json_response({"status": "ok"})
     return web.json_response({
         "status": "ok",
         "recording": len(state.recording),
@@ -227,9 +232,13 @@ def recover(store: SessionStore) -> list[str]:
     """After a crash: finalise recordings that were open and mark them ``interrupted``.
 
     Part sizes are taken from the files (the store is updated on a cadence);
-    the WAV is rebuilt from the raw parts, so a torn header cannot survive.
+    the WAV is rebuilt from the raw parts, so a torn header cannot survive.  A
+    finished session whose ``audio.wav`` is torn or missing gets it rebuilt too,
+    and half-written temporary files are removed.
     """
     recovered = []
+    for stale in store.sessions_dir.glob("*/.audio.*"):
+        stale.unlink(missing_ok=True)  # an atomic write cut short (audio.wav / audio.mp4)
     for session in store.sessions_in("recording"):
         directory = store.session_dir(session.id)
         total = 0
@@ -248,20 +257,67 @@ def recover(store: SessionStore) -> list[str]:
         log.warning("Recovered session %s after a crash: %.2f s kept, now interrupted",
                     session.id, duration)
         recovered.append(session.id)
+    for session in store.sessions_in("interrupted", "processing", "completed"):
+        wav = store.session_dir(session.id) / "audio.wav"
+        if not session.parts or (wav.exists() and wav_intact(wav)):
+            continue
+        try:
+            duration = finalise(store, session)
+        except AudioDecodeError as exc:
+            log.warning("Session %s: audio.wav is damaged and cannot be rebuilt: %s",
+                        session.id, exc)
+            continue
+        store.update_session(session.id, duration_seconds=duration)
+        log.warning("Rebuilt the damaged audio.wav of session %s from its raw parts", session.id)
+        recovered.append(session.id)
     return recovered
+
+
+def requeue_orphans(store: SessionStore, config_for: Callable[[Any], dict[str, Any]]) -> list[str]:
+    """Sessions left ``processing`` without a queued or running run get what the crash
+    denied them: the outcome of their last run when it finished after the session entered
+    ``processing`` (a crash before the status was updated), else a new run (a crash
+    between ``stop`` and queueing the run)."""
+    orphans = []
+    for session in store.sessions_in("processing"):
+        if any(r.status in ("queued", "running") for r in session.runs):
+            continue
+        last = session.runs[-1] if session.runs else None
+        if last is not None and last.finished_at and last.finished_at >= session.updated_at:
+            ok = last.status == "completed"
+            store.set_status(session.id, "completed" if ok else "failed",
+                             error=None if ok else last.error)
+            log.warning("Session %s: marked %s after its last run, as a crash left it",
+                        session.id, "completed" if ok else "failed")
+        else:
+            run = store.create_run(session.id, config_for(session))
+            log.warning("Queued run %s for session %s, left processing by a crash", run.id,
+                        session.id)
+            orphans.append(session.id)
+    return orphans
+
+
+# Threads for blocking file and SQLite work (asyncio.to_thread).  The default pool has
+# cpu_count + 4 threads; with hundreds of recordings their fsyncs queue up behind each
+# other and reply latency suffers (benchmarks/load.py), so allow more to wait on the disk.
+IO_THREADS = 32
 
 
 async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
     await asyncio.to_thread(recover, state.store)
+    await asyncio.to_thread(requeue_orphans, state.store, state.run_config)
     await state.jobs.start()
 
 
 async def _on_shutdown(app: web.Application) -> None:
     state = app[STATE]
     state.closing = True
-    for ws in list(state.sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
+    # Concurrently: one client slow to answer the close must not hold up the others.
+    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
+                           for ws in list(state.sockets)), return_exceptions=True)
 
 
 async def _on_cleanup(app: web.Application) -> None:
@@ -269,14 +325,19 @@ async def _on_cleanup(app: web.Application) -> None:
     # Recordings whose handler did not get to run its `finally:` yet.
     for conn in list(state.recording.values()):
         await conn.finish("shutdown")
+    # Finalisations started by handlers that were cancelled meanwhile.
+    while state.finishing:
+        await asyncio.gather(*list(state.finishing), return_exceptions=True)
     await state.jobs.close()
     state.store.close()
 
 
 def create_app(config: ServerConfig) -> web.Application:
     """Build the application for ``config`` (the data directory is created if missing)."""
+    check(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[error_middleware, make_middleware(config)],
+                          client_max_size=config.limits.max_body_bytes)
     state = AppState(config, SessionStore(config.data_dir))
     state.jobs = JobQueue(state.store, state.notify, workers=config.workers,
                           pipeline=config.pipeline, log_level=config.log_level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -13,7 +14,10 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-recording limits of the recording protocol (seed defaults)."""
+    """Limits of the recording protocol (seed defaults first) and of what one client may use.
+
+    A limit of 0 switches that limit off (where noted).
+    """
 
     max_duration_seconds: float = 3600.0
     max_chunk_bytes: int = 1 * MiB
@@ -22,6 +26,29 @@ class Limits:
     # connection with 1009.  Room for a base64 chunk a little over the limit so
     # that one gets the seed's "Chunk size exceeds limit" error instead.
     max_message_bytes: int = 4 * MiB
+    # Recordings open at once on the whole server (0: no limit).
+    max_recordings: int = 100
+    # Open WebSocket connections per client address (0: no limit).
+    max_connections_per_client: int = 20
+    # Seconds without a message from a recording client before its recording is
+    # finalised as `interrupted` and the connection closed (0: never).
+    idle_timeout_seconds: float = 60.0
+    # Largest HTTP request body (REST JSON).
+    max_body_bytes: int = 1 * MiB
+    # A client that declares `"live": true` may send audio at most this many
+    # times faster than real time once its burst allowance is used up (0: off).
+    live_max_speed: float = 2.0
+    # Seconds of audio a live client may send ahead of that pace (its burst).
+    live_burst_seconds: float = 10.0
+
+
+# Origins a browser page may connect from when --allowed-origins is not given
+# (besides the server's own origin, which is always allowed); "*" is any port.
+DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = (
+    "http://localhost:*", "https://localhost:*",
+    "http://127.0.0.1:*", "https://127.0.0.1:*",
+    "http://[::1]:*", "https://[::1]:*",
+)
 
 
 @dataclass(frozen=True)
@@ -41,11 +68,49 @@ class ServerConfig:
     heartbeat: float = 30.0
     log_level: str = "INFO"
     default_run_config: dict[str, Any] = field(default_factory=dict)
+    # Shared secret required on the REST API and the WebSocket (None: no authentication,
+    # allowed only on a loopback address unless `insecure`).
+    token: Optional[str] = field(default=None, repr=False)
+    insecure: bool = False
+    # Browser origins allowed besides the server's own ("*": any origin).
+    allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
+    # Host header names accepted (DNS-rebinding guard); empty: automatic (see security.py).
+    allowed_hosts: tuple[str, ...] = ()
+    # Take the client address from the last X-Forwarded-For entry (behind a reverse proxy).
+    trust_proxy: bool = False
+    access_log: bool = False
 
     def serialize(self) -> dict[str, Any]:
         out = asdict(self)
         out["data_dir"] = str(self.data_dir)
+        out["token"] = "***" if self.token else None
         return out
+
+
+class ConfigError(ValueError):
+    """A configuration the server refuses to start with."""
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names only the local machine (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check(config: ServerConfig) -> None:
+    """Refuse configurations that would expose recordings: a public bind without a token."""
+    if not is_loopback(config.host) and not config.token and not config.insecure:
+        raise ConfigError(
+            f"Refusing to listen on {config.host!r} without authentication: set a token with "
+            "--token or WORKBENCH_TOKEN (clients then send 'Authorization: Bearer <token>' or "
+            "'?token=<token>'), or pass --insecure to serve everyone on the network anyway.")
+    if config.token is not None and not config.token.strip():
+        raise ConfigError("The token must not be empty")
 
 
 _ENV = "WORKBENCH_"
@@ -53,6 +118,14 @@ _ENV = "WORKBENCH_"
 
 def _env(name: str, default: Any) -> Any:
     return os.environ.get(_ENV + name.upper(), default)
+
+
+def _env_flag(name: str) -> bool:
+    return str(_env(name, "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
@@ -77,21 +150,80 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
                    default=int(_env("max_total_bytes", lim.max_total_bytes)))
     p.add_argument("--max-message-bytes", type=int,
                    default=int(_env("max_message_bytes", lim.max_message_bytes)))
+    p.add_argument("--max-recordings", type=int,
+                   default=int(_env("max_recordings", lim.max_recordings)),
+                   help="recordings open at once (0: no limit)")
+    p.add_argument("--max-connections-per-client", type=int,
+                   default=int(_env("max_connections_per_client", lim.max_connections_per_client)),
+                   help="open WebSockets per client address (0: no limit)")
+    p.add_argument("--idle-timeout", type=float,
+                   default=float(_env("idle_timeout", lim.idle_timeout_seconds)),
+                   help="seconds of silence from a recording client before it is "
+                        "interrupted (0: never)")
+    p.add_argument("--max-body-bytes", type=int,
+                   default=int(_env("max_body_bytes", lim.max_body_bytes)),
+                   help="largest HTTP request body")
+    p.add_argument("--live-max-speed", type=float,
+                   default=float(_env("live_max_speed", lim.live_max_speed)),
+                   help="how much faster than real time a 'live' client may send (0: no check)")
+    p.add_argument("--live-burst", type=float,
+                   default=float(_env("live_burst", lim.live_burst_seconds)),
+                   help="seconds of audio a 'live' client may send ahead of that pace")
     p.add_argument("--progress-every", type=int, default=int(_env("progress_every", d.progress_every)))
     p.add_argument("--heartbeat", type=float, default=float(_env("heartbeat", d.heartbeat)))
     p.add_argument("--log-level", default=_env("log_level", d.log_level))
+    p.add_argument("--token", default=_env("token", None),
+                   help="require this token on the REST API and the WebSocket (prefer the "
+                        "WORKBENCH_TOKEN variable: flags show in process lists)")
+    p.add_argument("--insecure", action="store_true", default=_env_flag("insecure"),
+                   help="allow a non-loopback --host without a token")
+    p.add_argument("--allowed-origins", type=_csv,
+                   default=_csv(_env("allowed_origins", ",".join(DEFAULT_ALLOWED_ORIGINS))),
+                   help="comma-separated browser origins allowed besides the server's own "
+                        "(scheme://host[:port|:*]; '*' for any)")
+    p.add_argument("--allowed-hosts", type=_csv, default=_csv(_env("allowed_hosts", "")),
+                   help="comma-separated Host header names accepted ('*' for any); default: "
+                        "loopback names when there is no token, any host with a token")
+    p.add_argument("--trust-proxy", action="store_true", default=_env_flag("trust_proxy"),
+                   help="behind a reverse proxy: the client address is the last "
+                        "X-Forwarded-For entry")
+    p.add_argument("--access-log", action="store_true", default=_env_flag("access_log"),
+                   help="log every HTTP request (tokens redacted)")
     a = p.parse_args(argv)
-    return ServerConfig(
+    config = ServerConfig(
         host=a.host,
         port=a.port,
         data_dir=a.data_dir,
-        limits=Limits(a.max_duration, a.max_chunk_bytes, a.max_total_bytes, a.max_message_bytes),
+        limits=Limits(
+            max_duration_seconds=a.max_duration,
+            max_chunk_bytes=a.max_chunk_bytes,
+            max_total_bytes=a.max_total_bytes,
+            max_message_bytes=a.max_message_bytes,
+            max_recordings=max(0, a.max_recordings),
+            max_connections_per_client=max(0, a.max_connections_per_client),
+            idle_timeout_seconds=max(0.0, a.idle_timeout),
+            max_body_bytes=max(1024, a.max_body_bytes),
+            live_max_speed=max(0.0, a.live_max_speed),
+            live_burst_seconds=max(0.0, a.live_burst),
+        ),
         pipeline=a.pipeline,
         workers=max(1, a.workers),
         progress_every=max(1, a.progress_every),
         heartbeat=a.heartbeat,
         log_level=a.log_level.upper(),
+        token=a.token or None,
+        insecure=a.insecure,
+        allowed_origins=a.allowed_origins,
+        allowed_hosts=a.allowed_hosts,
+        trust_proxy=a.trust_proxy,
+        access_log=a.access_log,
     )
+    try:
+        check(config)
+    except ConfigError as exc:
+        p.error(str(exc))
+    return config
 
 
-__all__ = ["Limits", "ServerConfig", "parse_args", "MiB", "fields"]
+__all__ = ["Limits", "ServerConfig", "ConfigError", "DEFAULT_ALLOWED_ORIGINS", "check",
+           "is_loopback", "parse_args", "MiB", "fields"]

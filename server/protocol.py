@@ -43,6 +43,9 @@ class ErrorCode(IntEnum):
     ALREADY_RECORDING = 4009
     INVALID_FIELD = 4010
     SESSION_BUSY = 4011
+    TOO_MANY_RECORDINGS = 4012
+    TOO_FAST = 4013
+    IDLE_TIMEOUT = 4014
     INTERNAL = 5000
 
 
@@ -89,6 +92,22 @@ class Messages:
     @staticmethod
     def duration_exceeded(limits: Limits) -> str:
         return f"Recording duration exceeds limit ({human_duration(limits.max_duration_seconds)})"
+
+    @staticmethod
+    def too_many_recordings(limits: Limits) -> str:
+        return (f"Too many recordings in progress (limit {limits.max_recordings}); "
+                "try again later")
+
+    @staticmethod
+    def too_fast(limits: Limits) -> str:
+        return (f"Audio arrives faster than real time: a live recording may send at most "
+                f"{limits.live_max_speed:g}x real time after a {limits.live_burst_seconds:g} s "
+                "burst. Chunk refused; slow down")
+
+    @staticmethod
+    def idle_timeout(limits: Limits) -> str:
+        return (f"No message for {human_duration(limits.idle_timeout_seconds)}: recording "
+                "interrupted (audio kept) and connection closed")
 
     @staticmethod
     def internal(details: str) -> str:
@@ -144,6 +163,11 @@ _INPUT_ALIASES = {"pcm": "pcm_s16le", "s16le": "pcm_s16le", "m4a": "mp4", "aac":
                   "opus": "ogg", "matroska": "webm", "mkv": "webm"}
 
 
+START_FIELDS = frozenset({"action", "format", "input_format", "sample_rate", "channels", "live",
+                          *RUN_OPTION_FIELDS})
+MAX_REPORTED_FIELDS = 20
+
+
 @dataclass(frozen=True)
 class StartRequest:
     """A validated ``start`` action."""
@@ -152,6 +176,8 @@ class StartRequest:
     input: InputFormat
     options: dict[str, Any] = field(default_factory=dict)
     live: bool = False
+    # Fields the server does not know (ignored; echoed in ``recording_started``).
+    ignored: tuple[str, ...] = ()
 
 
 def _field_error(message: str) -> ProtocolError:
@@ -197,4 +223,5 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
     live = msg.get("live", False)
     if not isinstance(live, bool):
         raise _field_error("'live' must be true or false")
-    return StartRequest(fmt, InputFormat(container, rate, channels), options, live)
+    ignored = tuple(sorted(k[:40] for k in msg if k not in START_FIELDS))[:MAX_REPORTED_FIELDS]
+    return StartRequest(fmt, InputFormat(container, rate, channels), options, live, ignored)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from workbench.audio import (
     write_wav,
 )
 
+from .limits import chunk_seconds
 from .sessions import Part, Session, SessionStore, iter_part_paths
 
 log = logging.getLogger("server.recorder")
@@ -56,8 +58,9 @@ class Recording:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")
 
-    def append(self, data: bytes) -> None:
-        """Append one chunk (blocking: call from a thread)."""
+    def append(self, data: bytes, sync: bool = False) -> None:
+        """Append one chunk, on stable storage before returning when ``sync`` (blocking:
+        call from a thread)."""
         assert self._file is not None, "recording is closed"
         self._file.write(data)
         self._file.flush()
@@ -65,7 +68,7 @@ class Recording:
         self._dirty = True
         if self._inspecting:
             self._inspect(data)
-        if time.monotonic() - self._last_sync >= self.fsync_interval:
+        if sync or time.monotonic() - self._last_sync >= self.fsync_interval:
             self.sync()
 
     def _inspect(self, data: bytes) -> None:
@@ -113,10 +116,67 @@ class Recording:
             return max(0, self.part.bytes - self._wav_offset) / self._wav_bytes_per_second
         return None
 
+    def seconds_for(self, n_bytes: int) -> float:
+        """Audio seconds in a chunk of ``n_bytes``: exact for PCM and WAV, a ceiling otherwise."""
+        rate = self.input_format.bytes_per_second or self._wav_bytes_per_second
+        return chunk_seconds(n_bytes, rate, self.part.container)
+
     def elapsed(self) -> float:
         """Recording duration for limits: audio seconds when known, else wall-clock seconds."""
         audio = self.audio_seconds()
         return audio if audio is not None else time.monotonic() - self.started
+
+
+# First bytes a declared container must start with.  Bytes that do not are never
+# handed to FFmpeg's format probing, which would otherwise pick whatever demuxer
+# matches them (a text playlist such as ffconcat reads other files).
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "webm": (b"\x1a\x45\xdf\xa3",),
+    "ogg": (b"OggS",),
+    "flac": (b"fLaC",),
+}
+
+
+def _signature_ok(head: bytes, container: str) -> bool:
+    detected = detect_container(head)
+    if container == "mp4":
+        # MP4/M4A ('ftyp' box), or raw ADTS AAC (declared as "aac").
+        return detected == "mp4" or (len(head) >= 2 and head[0] == 0xFF
+                                     and (head[1] & 0xF6) == 0xF0)
+    if container == "mp3":
+        return detected == "mp3"
+    prefixes = _SIGNATURES.get(container)
+    return prefixes is None or head.startswith(prefixes)
+
+
+def check_signatures(parts: list[tuple[Path, InputFormat]]) -> None:
+    """Raise :class:`AudioDecodeError` when a part's bytes are not the container it declared."""
+    for path, fmt in parts:
+        if fmt.container in (None, "wav", "pcm_s16le"):
+            continue  # detected from the bytes, or decoded without FFmpeg
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if head and not _signature_ok(head, fmt.container):
+            raise AudioDecodeError(f"Audio could not be decoded: the bytes are not "
+                                   f"{fmt.container} (the declared input_format)")
+
+
+def wav_intact(path: Path) -> bool:
+    """True when ``path`` is a complete canonical WAV: its header sizes match the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 12)
+        size = path.stat().st_size
+        header = parse_wav_header(head)
+    except (OSError, AudioDecodeError):
+        return False
+    if header is None:
+        return False
+    (data_size,) = struct.unpack("<I", head[header.data_offset - 4 : header.data_offset])
+    (riff_size,) = struct.unpack("<I", head[4:8])
+    frame = header.channels * header.sample_width
+    return (size == header.data_offset + data_size and riff_size == size - 8
+            and data_size % frame == 0)
 
 
 def finalise(store: SessionStore, session: Session) -> float:
@@ -128,6 +188,7 @@ def finalise(store: SessionStore, session: Session) -> float:
     """
     directory = store.session_dir(session.id)
     parts = [(p, f) for p, f in iter_part_paths(store, session) if p.exists()]
+    check_signatures(parts)
     samples = decode_parts(parts)
     write_wav(directory / "audio.wav", samples)
     (directory / "audio.mp4").unlink(missing_ok=True)  # stale rendition of older audio

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any, Optional
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from workbench.audio import AudioDecodeError
 
@@ -21,13 +21,23 @@ from .protocol import (
     parse_start,
     safe_details,
 )
+from .limits import LivePacer
 from .recorder import Recording, finalise_async
+from .security import client_address
 from .sessions import Session, TransitionError, valid_id
 from .state import AppState, STATE
 
 log = logging.getLogger("server.recording")
 
 RESUMABLE = ("idle", "interrupted", "completed", "failed")
+# Reasons a recording ends without `stop`: the session is left `interrupted`.
+INTERRUPTIONS = ("disconnect", "shutdown", "idle")
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """A client-chosen string made safe for one log line (no control characters)."""
+    text = text[:limit]
+    return text if text.isprintable() else repr(text)
 
 
 class Connection:
@@ -42,6 +52,7 @@ class Connection:
         self.chunks = 0
         self.bytes = 0
         self.prior_duration = 0.0
+        self.pacer: Optional[LivePacer] = None
 
     @property
     def limits(self):  # type: ignore[no-untyped-def]
@@ -109,6 +120,16 @@ class Connection:
         if self.recording is not None:
             raise ProtocolError(ErrorCode.ALREADY_RECORDING,
                                 "Recording already started. Send 'stop' first")
+        if not self.state.recording_slot_free():
+            raise ProtocolError(ErrorCode.TOO_MANY_RECORDINGS,
+                                Messages.too_many_recordings(self.limits))
+        self.state.starting += 1  # holds a slot while the session is looked up
+        try:
+            await self._start(req)
+        finally:
+            self.state.starting -= 1
+
+    async def _start(self, req: StartRequest) -> None:
         store = self.state.store
         candidate = self.session_id or self.path_id
         session: Optional[Session] = None
@@ -144,11 +165,17 @@ class Connection:
         self.chunks = session.chunks_received
         self.bytes = session.bytes_received
         self.prior_duration = session.duration_seconds if session.parts else 0.0
-        log.info("▶️ Starting recording for session %s (part %d, input %s)", session.id,
-                 part.index, part.container or "auto")
-        await self.send({"type": "recording_started", "session_id": session.id,
-                         "format": req.format, "part": part.index,
-                         "resumed": bool(session.parts)})
+        limits = self.limits
+        self.pacer = (LivePacer(limits.live_max_speed, limits.live_burst_seconds)
+                      if req.live and limits.live_max_speed > 0 else None)
+        log.info("▶️ Starting recording for session %s (part %d, input %s%s)", session.id,
+                 part.index, part.container or "auto", ", live" if req.live else "")
+        started: dict[str, Any] = {"type": "recording_started", "session_id": session.id,
+                                   "format": req.format, "part": part.index,
+                                   "resumed": bool(session.parts)}
+        if req.ignored:
+            started["ignored_fields"] = list(req.ignored)
+        await self.send(started)
 
     # ------------------------------------------------------------------ chunks
     async def on_chunk(self, data: bytes) -> None:
@@ -165,17 +192,20 @@ class Connection:
             return
         if not data:
             return
-        await asyncio.to_thread(rec.append, data)
+        if self.pacer is not None and not self.pacer.admit(rec.seconds_for(len(data))):
+            raise ProtocolError(ErrorCode.TOO_FAST, Messages.too_fast(limits))
+        # Confirmed chunks must survive a crash: the chunk a `progress` counts is synced.
+        confirm = (self.chunks + 1) % self.state.config.progress_every == 0
+        await asyncio.to_thread(rec.append, data, confirm)
         self.chunks += 1
         self.bytes += len(data)
-        if self.chunks % self.state.config.progress_every == 0:
-            # Confirmed chunks must survive a crash: sync before saying so.
-            await asyncio.to_thread(rec.sync)
-            await asyncio.to_thread(self.state.store.update_session, self.session_id,
-                                    chunks_received=self.chunks, bytes_received=self.bytes)
-            await asyncio.to_thread(self.state.store.update_part, self.session_id, rec.part)
+        if confirm:
             await self.send({"type": "progress", "chunks_received": self.chunks,
                              "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
+            # Bookkeeping only (start-up recovery takes sizes from the files), so after
+            # the reply: the client does not wait for a SQLite commit.
+            await asyncio.to_thread(self.state.store.update_part, self.session_id, rec.part,
+                                    chunks_received=self.chunks, bytes_received=self.bytes)
         if self.prior_duration + rec.elapsed() >= limits.max_duration_seconds:
             await self.send(error(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(limits)))
             await self.finish("limit")
@@ -183,17 +213,26 @@ class Connection:
     # ------------------------------------------------------------------ stop / interrupt
     async def finish(self, reason: str) -> None:
         """End the recording: ``stop``/``limit`` finalise and queue processing;
-        ``disconnect``/``shutdown`` finalise and leave the session ``interrupted``."""
+        ``disconnect``/``shutdown``/``idle`` finalise and leave the session ``interrupted``.
+
+        The work runs in its own task that the caller's cancellation does not stop
+        (shutdown waits for it), so an accepted recording is always finalised.
+        """
         rec = self.recording
         if rec is None or self.session_id is None:
             return
-        sid = self.session_id
-        store = self.state.store
         self.recording = None
+        self.pacer = None
+        task = asyncio.ensure_future(self._finish(rec, self.session_id, reason))
+        self.state.finishing.add(task)
+        task.add_done_callback(self.state.finishing.discard)
+        await asyncio.shield(task)
+
+    async def _finish(self, rec: Recording, sid: str, reason: str) -> None:
+        store = self.state.store
         try:
             part = await asyncio.to_thread(rec.close)
-            await asyncio.to_thread(store.update_part, sid, part)
-            await asyncio.to_thread(store.update_session, sid, chunks_received=self.chunks,
+            await asyncio.to_thread(store.update_part, sid, part, chunks_received=self.chunks,
                                     bytes_received=self.bytes)
             session = await asyncio.to_thread(store.get_session, sid)
             assert session is not None
@@ -202,23 +241,26 @@ class Connection:
                 duration = await finalise_async(store, session)
             except AudioDecodeError as exc:
                 decode_error, duration = str(exc), 0.0
-            interrupted = reason in ("disconnect", "shutdown")
+            interrupted = reason in INTERRUPTIONS
             log.info("⏹️ Stopping recording for session %s (%s): %.2f s, %d chunks, %d bytes",
                      sid, reason, duration, self.chunks, self.bytes)
             if interrupted:
                 await asyncio.to_thread(store.set_status, sid, "interrupted",
                                         duration_seconds=duration, error=decode_error)
                 return
+            # The outcome is durable before the client hears of it: a crash after
+            # `recording_stopped` finds the session processing (its run is queued at
+            # start-up if the crash came first, see app.requeue_orphans) or failed.
+            await asyncio.to_thread(store.set_status, sid,
+                                    "failed" if decode_error is not None else "processing",
+                                    duration_seconds=duration, error=decode_error)
             await self.send({"type": "recording_stopped", "duration_seconds": round(duration, 3),
                              "session_id": sid, "chunks_received": self.chunks,
                              "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
             if decode_error is not None:
-                await asyncio.to_thread(store.set_status, sid, "failed",
-                                        duration_seconds=duration, error=decode_error)
                 await self.send(error(ErrorCode.UNDECODABLE_AUDIO,
                                       f"{decode_error}. The received bytes are kept."))
                 return
-            await asyncio.to_thread(store.set_status, sid, "processing", duration_seconds=duration)
             run = await self.state.jobs.submit(sid, self.state.run_config(session))
             message = ("Transcription and diarization started" if self.state.config.pipeline == "full"
                        else "Audio processing started")
@@ -229,9 +271,34 @@ class Connection:
         finally:
             self.state.recording.pop(sid, None)
 
+    async def on_idle(self) -> None:
+        """No message for the idle timeout while recording: tell the client, finalise, close."""
+        log.warning("Session %s idle for %.0f s: interrupting its recording", self.session_id,
+                    self.limits.idle_timeout_seconds)
+        await self.send(error(ErrorCode.IDLE_TIMEOUT, Messages.idle_timeout(self.limits)))
+        await self.finish("idle")
+        await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Idle timeout")
 
-async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    cfg = state.config
+    if state.closing:
+        return web.json_response({"error": "Server is shutting down"}, status=503)
+    address = client_address(request, cfg.trust_proxy)
+    if not state.connections.acquire(address):
+        log.warning("Refused a WebSocket from %s: %d connections open", printable(address),
+                    cfg.limits.max_connections_per_client)
+        return web.json_response(
+            {"error": "Too many connections from your address (limit "
+                      f"{cfg.limits.max_connections_per_client})"}, status=429)
+    try:
+        return await _serve(request, state)
+    finally:
+        state.connections.release(address)
+
+
+async def _serve(request: web.Request, state: AppState) -> web.WebSocketResponse:
     cfg = state.config
     ws = web.WebSocketResponse(heartbeat=cfg.heartbeat or None, compress=False,
                                max_msg_size=cfg.limits.max_message_bytes)
@@ -239,19 +306,35 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     path_id = request.match_info.get("session_id", "")
     state.sockets.add(ws)
     conn = Connection(state, ws, path_id)
-    log.info("WebSocket connected: %s", path_id[:80])
+    log.info("WebSocket connected: %s", printable(path_id))
+    idle = cfg.limits.idle_timeout_seconds
     try:
         await conn.bind_existing()
-        async for msg in ws:
+        last = asyncio.get_running_loop().time()
+        while True:
+            # While recording, the client must send something at least every `idle` seconds
+            # (pings do not count: they keep a dead recording's slot forever).
+            if conn.recording is not None and idle:
+                remaining = last + idle - asyncio.get_running_loop().time()
+                try:
+                    async with asyncio.timeout(max(remaining, 0.0)):
+                        msg = await ws.receive()
+                except TimeoutError:
+                    await conn.on_idle()
+                    break
+            else:
+                msg = await ws.receive()
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 await conn.handle(msg)
-            elif msg.type == WSMsgType.ERROR:
+                last = asyncio.get_running_loop().time()
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                              WSMsgType.ERROR):
                 break
     finally:
         # Whatever ended the connection, everything accepted is finalised and kept.
-        await asyncio.shield(conn.finish("shutdown" if state.closing else "disconnect"))
+        await conn.finish("shutdown" if state.closing else "disconnect")
         if conn.session_id:
             state.unsubscribe(conn.session_id, ws)
-        log.info("WebSocket disconnected: %s (close code %s)", conn.session_id or path_id[:80],
-                 ws.close_code)
+        log.info("WebSocket disconnected: %s (close code %s)",
+                 conn.session_id or printable(path_id), ws.close_code)
     return ws

@@ -366,7 +366,9 @@ class SessionStore:
             )
         return Part(idx, fmt.container, fmt.sample_rate, fmt.channels, 0)
 
-    def update_part(self, session_id: str, part: Part) -> None:
+    def update_part(self, session_id: str, part: Part, **session_fields: Any) -> None:
+        """Store a part's size and format, and ``session_fields`` of its session, in one
+        transaction (one commit: the hot path while recording)."""
         with self._tx() as db:
             db.execute(
                 "UPDATE parts SET container = ?, sample_rate = ?, channels = ?, bytes = ?"
@@ -374,6 +376,8 @@ class SessionStore:
                 (part.container, part.sample_rate, part.channels, part.bytes, session_id,
                  part.index),
             )
+            if session_fields:
+                self._update(db, session_id, **session_fields)
 
     # ------------------------------------------------------------------ runs
     def create_run(self, session_id: str, config: dict[str, Any]) -> Run:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .config import ServerConfig
+from .limits import ConnectionCounter
 from .sessions import Session, SessionStore
 
 if TYPE_CHECKING:
@@ -27,7 +28,19 @@ class AppState:
     sockets: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
     subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
     recording: dict[str, "Connection"] = field(default_factory=dict)
+    # Recordings being started (counted against the limit before their session is known).
+    starting: int = 0
+    # Finalisations in flight; shutdown waits for them before closing the store.
+    finishing: "set[asyncio.Task[None]]" = field(default_factory=set)
+    connections: ConnectionCounter = field(init=False)
     closing: bool = False
+
+    def __post_init__(self) -> None:
+        self.connections = ConnectionCounter(self.config.limits.max_connections_per_client)
+
+    def recording_slot_free(self) -> bool:
+        limit = self.config.limits.max_recordings
+        return not limit or len(self.recording) + self.starting < limit
 
     def subscribe(self, session_id: str, ws: web.WebSocketResponse) -> None:
         self.subscribers.setdefault(session_id, weakref.WeakSet()).add(ws)
@@ -58,4 +71,4 @@ class AppState:
 
 STATE = web.AppKey("state", AppState)
 
-__all__ = ["AppState", "STATE", "asyncio"]
+__all__ = ["AppState", "STATE"]

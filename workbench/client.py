@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import time
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Optional, TypeVar, Union
@@ -196,7 +197,7 @@ class AsyncClient:
     # ------------------------------------------------------------------ WebSocket
     def _ws_url(self, session_id: str) -> str:
         url = f"{self.ws_base}/ws/{session_id}"
-        return url + (f"?token={self.token}" if self.token else "")
+        return url + (f"?token={quote(self.token, safe='')}" if self.token else "")
 
     async def record(self, source: Source, *, session_id: str = "new", format: str = "wav",
                      options: Optional[dict[str, Any]] = None, realtime: bool = False,

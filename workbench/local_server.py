@@ -36,7 +36,7 @@ class LocalServer:
     def __init__(self, data_dir: Union[str, os.PathLike], *, port: Optional[int] = None,
                  args: Sequence[str] = (), env: Optional[dict[str, str]] = None,
                  log_path: Optional[Union[str, os.PathLike]] = None) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.args = list(args)
         self.env = env or {}

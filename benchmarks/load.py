@@ -1,0 +1,340 @@
+"""Load benchmark: many concurrent real-time recordings against one server, on loopback.
+
+``python -m benchmarks load [--streams 200] [--seconds 60] [--chunk-ms 250]
+[--progress-every 20] [--nop-every 5] [--spread S] [--out benchmarks/results/load.json]``
+
+One fresh server process (``--pipeline renditions``, a free 127.0.0.1 port, data in a
+temporary directory removed afterwards; the per-client connection limit and the
+recording limit are lifted because every client shares the loopback address).
+``--streams`` clients each declare a ``live`` 16 kHz mono s16le recording and send
+``--seconds`` of deterministic noise in ``--chunk-ms`` binary chunks on absolute
+deadlines, like browsers with MediaRecorder time slices.  Start phases are spread evenly
+over ``--spread`` seconds (default: one ``progress`` period, as if the clients had started
+at independent moments; ``--spread 0.25`` makes every client's confirmations fall in the
+same quarter second, a thundering herd).  Measured:
+
+* **lost bytes**: after ``stop`` every session's ``part-000.raw`` and the payload of its
+  ``audio.wav`` are hashed and compared with what its client sent (SHA-256 and length);
+* **reply latency**: time from sending the chunk a ``progress`` message counts to that
+  message's arrival, and the round trip of a ``{"action": "nop"}`` (answered with an
+  ``Unknown action`` error) sent every ``--nop-every`` seconds: p50/p90/p99/max;
+* **send lateness**: how far behind its schedule the load generator itself ran (if this is
+  large, the client machine, not the server, was the bottleneck);
+* **server resources** (psutil): CPU seconds over the streaming window / wall time, as % of
+  one core, for the server process and its worker children; resident memory before the
+  clients connect, at peak while streaming and at peak including every ``stop``'s
+  finalisation (sampled every 0.5 s); the same for this client process.
+
+Prints the figures and writes them with the machine description to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import aiohttp
+import numpy as np
+import psutil
+
+from benchmarks import RESULTS_DIR, machine_info, write_results
+from workbench.local_server import LocalServer
+
+NAME = "load"
+SAMPLE_RATE = 16000
+BYTES_PER_SECOND = SAMPLE_RATE * 2
+UNKNOWN_ACTION = 4000
+WAV_HEADER = 44  # workbench.audio.write_wav: the canonical 44-byte header
+MB = 1_000_000
+
+
+def percentiles(values: Sequence[float]) -> dict[str, Optional[float]]:
+    """p50/p90/p99/max in milliseconds (nearest rank); None without values."""
+    if not values:
+        return {"n": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    s = sorted(values)
+
+    def rank(q: float) -> float:
+        return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
+
+    return {"n": len(s), "p50_ms": round(rank(50) * 1000, 2), "p90_ms": round(rank(90) * 1000, 2),
+            "p99_ms": round(rank(99) * 1000, 2), "max_ms": round(s[-1] * 1000, 2)}
+
+
+@dataclass
+class Stream:
+    """One client: what it sent (as a running hash) and what it measured."""
+
+    index: int
+    session_id: Optional[str] = None
+    sent_bytes: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+    chunk_sent_at: dict[int, float] = field(default_factory=dict)
+    progress_latency: list[float] = field(default_factory=list)
+    nop_latency: list[float] = field(default_factory=list)
+    lateness: list[float] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    stop_latency: Optional[float] = None
+    failure: Optional[str] = None
+
+
+def chunk_source(index: int, chunk_bytes: int):  # type: ignore[no-untyped-def]
+    """Deterministic noise for stream ``index``, one chunk at a time (nothing kept in memory)."""
+    rng = np.random.default_rng(1000 + index)
+    while True:
+        yield rng.integers(-8192, 8192, size=chunk_bytes // 2, dtype=np.int16).astype("<i2").tobytes()
+
+
+async def run_stream(url: str, st: Stream, args: argparse.Namespace, t0: float,
+                     phase: float) -> None:
+    chunk_s = args.chunk_ms / 1000
+    chunk_bytes = int(BYTES_PER_SECOND * chunk_s)
+    n_chunks = int(round(args.seconds / chunk_s))
+    nop_every = max(1, int(round(args.nop_every / chunk_s)))
+    source = chunk_source(st.index, chunk_bytes)
+    nops: list[float] = []
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            now = loop.time()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            m = json.loads(msg.data)
+            kind = m.get("type")
+            if kind == "progress":
+                sent = st.chunk_sent_at.pop(m["chunks_received"], None)
+                if sent is not None:
+                    st.progress_latency.append(now - sent)
+            elif kind == "error" and m.get("code") == UNKNOWN_ACTION and nops:
+                st.nop_latency.append(now - nops.pop(0))
+            elif kind == "error":
+                st.errors.append(m)
+            elif kind == "recording_stopped":
+                st.stop_latency = now - stop_sent
+                stopped.set()
+
+    stop_sent = 0.0
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, heartbeat=None, max_msg_size=0) as ws:
+                await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le",
+                                    "sample_rate": SAMPLE_RATE, "channels": 1, "live": True})
+                started = json.loads((await ws.receive(timeout=60)).data)
+                if started.get("type") != "recording_started":
+                    raise RuntimeError(f"start refused: {started}")
+                st.session_id = started["session_id"]
+                reader = asyncio.create_task(read(ws))
+                start_at = t0 + phase
+                for i in range(n_chunks):
+                    due = start_at + i * chunk_s
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    st.lateness.append(max(0.0, loop.time() - due))
+                    data = next(source)
+                    st.digest.update(data)
+                    st.sent_bytes += len(data)
+                    if (i + 1) % args.progress_every == 0:  # the chunks `progress` counts
+                        st.chunk_sent_at[i + 1] = loop.time()
+                    await ws.send_bytes(data)
+                    if (i + 1) % nop_every == nop_every // 2:  # between confirmations
+                        nops.append(loop.time())
+                        await ws.send_str('{"action": "nop"}')
+                stop_sent = loop.time()
+                await ws.send_str('{"action": "stop"}')
+                await asyncio.wait_for(stopped.wait(), 120)
+                await ws.close()
+                await asyncio.wait_for(reader, 30)
+    except Exception as exc:  # recorded, reported as a failed stream
+        st.failure = f"{type(exc).__name__}: {exc}"
+
+
+class Sampler:
+    """Resident memory of the server (+ children) and of this process every 0.5 s."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = psutil.Process(server_pid)
+        self.me = psutil.Process()
+        self.samples: list[tuple[float, int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> tuple[float, int, int, int]:
+        try:
+            rss = self.server.memory_info().rss
+            kids = sum(c.memory_info().rss for c in self.server.children(recursive=True))
+        except psutil.Error:
+            rss = kids = 0
+        s = (time.monotonic(), rss, kids, self.me.memory_info().rss)
+        self.samples.append(s)
+        return s
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def cpu_seconds(proc: psutil.Process, children: bool) -> float:
+    try:
+        procs = proc.children(recursive=True) if children else [proc]
+        return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+    except psutil.Error:
+        return 0.0
+
+
+def verify(data_dir: Path, st: Stream) -> dict[str, Any]:
+    """Hash the session's raw part and WAV payload; compare with what was sent."""
+    if st.session_id is None:
+        return {"raw_exact": False, "wav_exact": False, "lost_bytes": st.sent_bytes}
+    d = data_dir / "sessions" / st.session_id
+    raw = (d / "part-000.raw").read_bytes() if (d / "part-000.raw").exists() else b""
+    wav = (d / "audio.wav").read_bytes() if (d / "audio.wav").exists() else b""
+    want = st.digest.hexdigest()
+    raw_exact = len(raw) == st.sent_bytes and hashlib.sha256(raw).hexdigest() == want
+    wav_exact = (len(wav) == WAV_HEADER + st.sent_bytes
+                 and hashlib.sha256(wav[WAV_HEADER:]).hexdigest() == want)
+    # Not byte-exact: count what is missing, or everything when the content differs.
+    lost = 0 if raw_exact else (st.sent_bytes - len(raw) if len(raw) < st.sent_bytes
+                                else st.sent_bytes)
+    return {"raw_exact": raw_exact, "wav_exact": wav_exact, "lost_bytes": lost}
+
+
+async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    me = psutil.Process()
+    streams = [Stream(i) for i in range(args.streams)]
+    loop = asyncio.get_running_loop()
+    chunk_s = args.chunk_ms / 1000
+    with Sampler(srv.process.pid) as sampler:
+        time.sleep(1.0)
+        baseline = sampler.sample()
+        t0 = loop.time() + 3.0  # connect everyone first, then stream on the same clock
+        cpu0 = (cpu_seconds(server, False), cpu_seconds(server, True), cpu_seconds(me, False))
+        w0 = time.monotonic()
+        tasks = [asyncio.create_task(run_stream(f"{srv.ws_url}/ws/load-{st.index}", st, args, t0,
+                                                args.spread * st.index / max(1, args.streams)))
+                 for st in streams]
+        # Window: to the scheduled end of the last stream.
+        await asyncio.sleep(max(0.0, t0 + args.spread + args.seconds - loop.time()))
+        cpu1 = (cpu_seconds(server, False), cpu_seconds(server, True), cpu_seconds(me, False))
+        w1 = time.monotonic()
+        streaming = [s for s in sampler.samples if s[0] <= w1]
+        await asyncio.gather(*tasks)
+        peak = max(streaming, key=lambda s: s[1])
+        peak_all = max(s[1] for s in sampler.samples)  # with every stop's finalisation
+        peak_kids = max(s[2] for s in sampler.samples)
+        peak_me = max(s[3] for s in sampler.samples)
+    wall = w1 - w0
+    checks = [verify(srv.data_dir, st) for st in streams]
+    failed = [st for st in streams if st.failure]
+    all_lat = [x for st in streams for x in st.progress_latency]
+    all_nop = [x for st in streams for x in st.nop_latency]
+    all_late = [x for st in streams for x in st.lateness]
+    stop_lat = [st.stop_latency for st in streams if st.stop_latency is not None]
+    total = sum(st.sent_bytes for st in streams)
+    return {
+        "streams_ok": sum(1 for c, st in zip(checks, streams) if c["raw_exact"] and c["wav_exact"]
+                          and not st.failure),
+        "streams_failed": len(failed),
+        "failures": [st.failure for st in failed][:5],
+        "protocol_errors": sum(len(st.errors) for st in streams),
+        "sent_mb": round(total / MB, 2),
+        "lost_bytes": sum(c["lost_bytes"] for c in checks),
+        "raw_exact": sum(c["raw_exact"] for c in checks),
+        "wav_exact": sum(c["wav_exact"] for c in checks),
+        "progress_latency": percentiles(all_lat),
+        "nop_round_trip": percentiles(all_nop),
+        "stop_to_recording_stopped": percentiles(stop_lat),
+        "client_send_lateness": {**percentiles(all_late),
+                                 "over_50_ms": sum(1 for x in all_late if x > 0.05)},
+        "server": {
+            # The CPU window includes the 3 s of connecting and starting before t0, and the
+            # start/end ramps of the spread.
+            "cpu_percent_of_one_core": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
+            "workers_cpu_percent_of_one_core": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
+            "rss_mb_before": round(baseline[1] / MB, 1),
+            "rss_mb_peak_streaming": round(peak[1] / MB, 1),
+            "rss_mb_per_stream": round((peak[1] - baseline[1]) / MB / max(1, args.streams), 3),
+            "rss_mb_peak_with_stops": round(peak_all / MB, 1),
+            "workers_rss_mb_peak": round(peak_kids / MB, 1),
+        },
+        "client": {"cpu_percent_of_one_core": round(100 * (cpu1[2] - cpu0[2]) / wall, 1),
+                   "rss_mb_peak": round(peak_me / MB, 1)},
+        "window_seconds": round(wall, 2),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--streams", type=int, default=200)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--chunk-ms", type=int, default=250)
+    p.add_argument("--progress-every", type=int, default=20, help="server flag (chunks)")
+    p.add_argument("--nop-every", type=float, default=5.0, help="seconds between nop probes")
+    p.add_argument("--spread", type=float, default=None,
+                   help="seconds over which stream start phases are spread "
+                        "(default: progress-every x chunk-ms)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    p.add_argument("--keep-data", action="store_true", help="keep the server's data directory")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if args.spread is None:
+        args.spread = args.progress_every * args.chunk_ms / 1000
+
+    data_dir = Path(tempfile.mkdtemp(prefix="workbench-load-"))
+    server_args = ["--pipeline", "renditions", "--progress-every", str(args.progress_every),
+                   "--max-recordings", "0", "--max-connections-per-client", "0",
+                   "--max-duration", str(max(3600, int(args.seconds * 2))), "--log-level",
+                   "WARNING"]
+    print(f"[load] {args.streams} live streams x {args.seconds:g} s of 16 kHz PCM in "
+          f"{args.chunk_ms} ms chunks; server: {' '.join(server_args)}", flush=True)
+    srv = LocalServer(data_dir / "data", args=server_args)
+    try:
+        srv.start()
+        results = asyncio.run(measure(args, srv))
+        srv.stop()
+    finally:
+        srv.stop()
+        if not args.keep_data:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    out = {"benchmark": NAME, "machine": machine_info(),
+           "parameters": {**{k: (str(v) if isinstance(v, Path) else v)
+                             for k, v in vars(args).items()}, "server_args": server_args},
+           "results": results}
+    write_results(args.out, out)
+    r = results
+    print(json.dumps(r, indent=2))
+    print(f"[load] {r['streams_ok']}/{args.streams} streams byte-exact, lost bytes "
+          f"{r['lost_bytes']}; progress p50/p99 {r['progress_latency']['p50_ms']}/"
+          f"{r['progress_latency']['p99_ms']} ms; nop p50/p99 {r['nop_round_trip']['p50_ms']}/"
+          f"{r['nop_round_trip']['p99_ms']} ms; server CPU "
+          f"{r['server']['cpu_percent_of_one_core']}% of a core, RSS "
+          f"{r['server']['rss_mb_before']} -> {r['server']['rss_mb_peak_streaming']} MB "
+          f"streaming ({r['server']['rss_mb_peak_with_stops']} MB with the stops); "
+          f"written to {args.out}")
+    return 0 if r["lost_bytes"] == 0 and r["streams_failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Abuse limits that need state: connections per client address and the pace of live audio.
+
+The static limits (sizes, durations, counts) live in :class:`server.config.Limits`;
+this module holds the small counters that enforce the ones that change over time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Callable, Optional
+
+# Bytes per second of audio assumed for a compressed stream whose duration the
+# server cannot read from its byte count: the highest bit rate its codec allows
+# in practice, so an honest live client is never refused (Opus <= 510 kbit/s,
+# AAC-LC <= 576 kbit/s stereo 48 kHz, MP3 <= 320 kbit/s).  FLAC and an unknown
+# container are assumed as big as 48 kHz stereo 16-bit PCM.  A ceiling, not a
+# measurement: a low-bit-rate stream can go that many times faster unnoticed.
+COMPRESSED_BYTES_PER_SECOND = {"webm": 72_000, "ogg": 72_000, "mp4": 72_000, "mp3": 40_000}
+UNKNOWN_BYTES_PER_SECOND = 192_000
+
+
+class ConnectionCounter:
+    """Open connections per client address, refused beyond ``limit`` (0: unlimited)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+
+    def acquire(self, address: str) -> bool:
+        """Count a new connection from ``address``; False (nothing counted) when over the limit."""
+        if self.limit and self._open[address] >= self.limit:
+            return False
+        self._open[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._open[address] -= 1
+        if self._open[address] <= 0:
+            del self._open[address]
+
+    def __len__(self) -> int:
+        return sum(self._open.values())
+
+
+class LivePacer:
+    """Token bucket on audio seconds: at most ``speed`` x real time after a ``burst``.
+
+    The bucket holds up to ``burst`` seconds of audio and refills at ``speed``
+    audio seconds per wall-clock second.  A chunk is admitted unless the bucket is
+    in debt (so a chunk longer than the burst still gets through once); audio sent
+    at ``rate`` > ``speed`` x real time empties it after ``burst / (rate - speed)``
+    seconds.
+    """
+
+    def __init__(self, speed: float, burst: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.speed = speed
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self._last = clock()
+
+    def admit(self, seconds: float) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.speed)
+        self._last = now
+        if self.tokens < 0:
+            return False
+        self.tokens -= seconds
+        return True
+
+
+def chunk_seconds(n_bytes: int, bytes_per_second: Optional[float], container: Optional[str]) -> float:
+    """Audio seconds in ``n_bytes``: exact for PCM/WAV (``bytes_per_second``), else a ceiling."""
+    if bytes_per_second:
+        return n_bytes / bytes_per_second
+    rate = COMPRESSED_BYTES_PER_SECOND.get(container or "", UNKNOWN_BYTES_PER_SECOND)
+    return n_bytes / rate
+
+
+__all__ = ["ConnectionCounter", "LivePacer", "chunk_seconds"]

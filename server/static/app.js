@@ -1,0 +1,636 @@
+// The recorder page: microphone and options, a live recording, its processing and
+// result, and the list of past sessions.  Recording logic lives in recorder.js, REST
+// and the token in api.js; this module wires them to the page.
+
+import {
+  api, ApiError, AuthRequired, ServerUnreachable, getToken, setToken, withToken,
+  recordingSocketUrl, audioUrl, transcriptUrl, RESULT_FORMATS, AUDIO_FORMATS,
+} from './api.js';
+import { LiveRecording, pickRecordingFormat } from './recorder.js';
+import { LevelMeter } from './meter.js';
+import { formatTime, renderTranscript } from './transcript.js';
+
+const $ = (id) => document.getElementById(id);
+const MIC_KEY = 'workbench.microphone';
+const CAPTURING = ['connecting', 'recording', 'reconnecting'];
+const STAGES = {
+  queued: 'Queued', renditions: 'Preparing audio', decode: 'Decoding audio',
+  asr: 'Transcribing', segmentation: 'Finding speech', embeddings: 'Telling voices apart',
+  clustering: 'Grouping speakers', merge: 'Assembling the transcript', done: 'Done',
+};
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function shortId(id) {
+  return id ? id.slice(0, 8) : '';
+}
+
+function when(iso) {
+  return new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+function seconds(value) {
+  return value || value === 0 ? `${Number(value).toFixed(1)} s` : '';
+}
+
+// ---------------------------------------------------------------------- notices
+
+/** Show (or replace) the notice `key`: kind is error | warning | info. */
+function notify(key, kind, title, detail = '', { actions = [], timeout = 0 } = {}) {
+  let box = document.querySelector(`#notices .notice[data-key="${key}"]`);
+  if (!box) {
+    box = el('div');
+    box.dataset.key = key;
+    $('notices').append(box);
+  }
+  box.className = `notice ${kind}`;
+  box.setAttribute('role', kind === 'error' ? 'alert' : 'status');
+  const close = el('button', { type: 'button', className: 'close', title: 'Dismiss', textContent: '×' });
+  close.addEventListener('click', () => box.remove());
+  const buttons = actions.map(({ label, run }) => {
+    const b = el('button', { type: 'button', className: 'small-button', textContent: label });
+    b.addEventListener('click', () => { box.remove(); run(); });
+    return b;
+  });
+  box.replaceChildren(
+    el('div', { className: 'notice-text' }, el('strong', { textContent: title }),
+      detail ? el('span', { textContent: ` ${detail}` }) : null),
+    ...buttons, close);
+  const stamp = String(Math.random());
+  box.dataset.stamp = stamp;
+  if (timeout) setTimeout(() => { if (box.dataset.stamp === stamp) box.remove(); }, timeout);
+}
+
+function dismiss(...keys) {
+  for (const key of keys) document.querySelector(`#notices .notice[data-key="${key}"]`)?.remove();
+}
+
+/** A failed REST call as a notice that says what to do about it. */
+function reportError(err, what, retry = null) {
+  const actions = retry ? [{ label: 'Try again', run: retry }] : [];
+  if (err instanceof ServerUnreachable) {
+    notify('server', 'error', 'Cannot reach the server.',
+      `${what} failed: nothing answers at ${location.origin}. Check that the server is running `
+      + '(python -m server) and that this machine can reach it, then try again.', { actions });
+  } else {
+    notify('server', 'error', `${what} failed.`, err.message || String(err), { actions });
+  }
+}
+
+// ---------------------------------------------------------------------- access token
+
+let tokenPrompt = null;
+
+/** Show the token form; resolves once a token was entered. */
+function askForToken(reason) {
+  if (!tokenPrompt) {
+    tokenPrompt = new Promise((resolve) => {
+      const form = $('auth-form');
+      $('auth-message').textContent = getToken()
+        ? `The server did not accept the token (${reason}). Enter the right one.`
+        : `This server asks for an access token (${reason}). Enter the token it was started with.`;
+      $('auth').hidden = false;
+      $('auth-token').value = '';
+      $('auth-token').focus();
+      form.onsubmit = (ev) => {
+        ev.preventDefault();
+        setToken($('auth-token').value.trim());
+        $('auth').hidden = true;
+        tokenPrompt = null;
+        resolve();
+      };
+    });
+  }
+  return tokenPrompt;
+}
+
+/** `api()` that asks for a token whenever the server answers 401, then tries again. */
+async function request(path, options) {
+  for (;;) {
+    try {
+      return await api(path, options);
+    } catch (err) {
+      if (!(err instanceof AuthRequired)) throw err;
+      await askForToken(err.message);
+    }
+  }
+}
+
+function fetchSession(id) {
+  return request(`/api/sessions/${encodeURIComponent(id)}`);
+}
+
+// ---------------------------------------------------------------------- microphones
+
+async function refreshDevices() {
+  const select = $('mic');
+  const hint = $('mic-hint');
+  if (!navigator.mediaDevices?.enumerateDevices) {
+    select.replaceChildren(new Option('No microphone access on this page', ''));
+    hint.textContent = 'Browsers allow microphones only on https:// or http://localhost pages.';
+    return;
+  }
+  let inputs = [];
+  try {
+    inputs = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === 'audioinput');
+  } catch {
+    inputs = [];
+  }
+  const wanted = select.value || localStorage.getItem(MIC_KEY) || '';
+  const options = [new Option('Default microphone', '')];
+  let unnamed = 0;
+  for (const d of inputs) {
+    if (!d.deviceId || d.deviceId === 'default' || d.deviceId === 'communications') continue;
+    unnamed += 1;
+    options.push(new Option(d.label || `Microphone ${unnamed}`, d.deviceId));
+  }
+  select.replaceChildren(...options);
+  select.value = options.some((o) => o.value === wanted) ? wanted : '';
+  if (!inputs.length) hint.textContent = 'No microphone found.';
+  else if (!inputs.some((d) => d.label)) hint.textContent = 'Names appear once microphone access is allowed.';
+  else hint.textContent = '';
+}
+
+/** Title and advice for a getUserMedia failure. */
+function microphoneProblem(err) {
+  switch (err?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return ['Microphone access was denied.',
+        'Allow the microphone for this page (the microphone icon in the address bar, or the '
+        + "browser's site settings), then press Start again."];
+    case 'NotFoundError':
+      return ['No microphone was found.', 'Connect a microphone (or enable it in the system '
+        + 'settings) and press Start again.'];
+    case 'OverconstrainedError':
+      return ['The selected microphone is not available.', 'Pick another one in the list and press '
+        + 'Start again.'];
+    case 'NotReadableError':
+    case 'AbortError':
+      return ['The microphone could not be opened.', 'Another application may be using it; close '
+        + 'that application and press Start again.'];
+    default:
+      return ['The microphone could not be used.', `${err?.name || 'Error'}: ${err?.message || err}`];
+  }
+}
+
+// ---------------------------------------------------------------------- recording
+
+const meter = new LevelMeter($('level'), $('level-label'));
+let current = null;
+let starting = false; // between the click on Start and the recording's first state
+let clock = 0;
+
+function selectedFormat() {
+  return document.querySelector('input[name="format"]:checked')?.value || 'wav';
+}
+
+function log(text, kind = '') {
+  const list = $('log');
+  const time = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  list.append(el('li', { className: kind }, el('time', { textContent: time }), ` ${text}`));
+  while (list.children.length > 60) list.firstElementChild.remove();
+  list.scrollTop = list.scrollHeight;
+}
+
+async function startRecording() {
+  if (current && [...CAPTURING, 'stopping'].includes(current.state)) return;
+  dismiss('mic', 'server', 'connection', 'limit', 'recording', 'warning');
+  starting = true;
+  $('start').disabled = true;
+  try {
+    // The server first: reachable, and the token if it wants one.
+    try {
+      renderSessions((await request('/api/sessions')).sessions);
+      dismiss('server');
+    } catch (err) {
+      reportError(err, 'Starting the recording', startRecording);
+      return;
+    }
+    if (!navigator.mediaDevices?.getUserMedia) {
+      notify('mic', 'error', 'This page cannot use a microphone.',
+        'Browsers allow microphones only on https:// pages or on http://localhost.');
+      return;
+    }
+    const recordingFormat = pickRecordingFormat();
+    if (!recordingFormat) {
+      notify('mic', 'error', 'This browser cannot record audio for the server.',
+        'It supports none of WebM/Opus, Ogg/Opus or MP4 recording (MediaRecorder).');
+      return;
+    }
+    const processing = $('browser-processing').checked;
+    const audio = { channelCount: 1, echoCancellation: processing, noiseSuppression: processing,
+      autoGainControl: processing };
+    const deviceId = $('mic').value;
+    if (deviceId) audio.deviceId = { exact: deviceId };
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio });
+    } catch (err) {
+      const [title, detail] = microphoneProblem(err);
+      notify('mic', 'error', title, detail);
+      return;
+    }
+    refreshDevices(); // labels are known once access is granted
+
+    const start = { format: selectedFormat() };
+    const speakers = $('num-speakers').value;
+    if (speakers) start.num_speakers = Number(speakers);
+    const rec = new LiveRecording(stream, {
+      socketUrl: recordingSocketUrl, start, recordingFormat, fetchSession,
+    });
+    current = rec;
+    window.__recorder = rec; // for tests and for poking at it from the console
+    $('log').replaceChildren();
+    hideResult();
+    wire(rec);
+    meter.attach(stream);
+    rec.start();
+    clearInterval(clock);
+    clock = setInterval(() => {
+      $('elapsed').textContent = formatClock(rec.elapsed);
+      if (rec.state === 'recording') {
+        // A stalled connection shows as audio piling up in the socket before it closes.
+        const kb = rec.unsentBytes / 1024;
+        $('connection').textContent = kb > 32 ? `slow connection: ${kb.toFixed(0)} kB waiting to be sent`
+          : 'live: streaming to the server';
+      }
+    }, 200);
+  } finally {
+    starting = false;
+    renderRecorder();
+  }
+}
+
+function formatClock(s) {
+  const total = Math.floor(s);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = String(total % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+function wire(rec) {
+  rec.addEventListener('state', () => renderRecorder());
+  rec.addEventListener('server', (ev) => onServerMessage(rec, ev.detail));
+  rec.addEventListener('started', (ev) => {
+    if (!ev.detail.resumed) refreshSessions();
+    if (ev.detail.resumed && rec.reconnects) {
+      notify('connection', 'info', 'Reconnected.', `Recording resumed as part ${ev.detail.part + 1} of `
+        + 'the same session; the audio kept during the outage is being sent.', { timeout: 8000 });
+    }
+  });
+  rec.addEventListener('reconnecting', (ev) => {
+    const { delay, attempt, code, pendingBytes } = ev.detail;
+    const kept = pendingBytes ? ` (${(pendingBytes / 1024).toFixed(0)} kB waiting to be sent)` : '';
+    notify('connection', 'warning', 'Connection to the server lost.',
+      `${rec.userStopped ? 'The recording is stopped' : 'Recording goes on'} in this page${kept}; `
+      + `reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt}). Nothing is lost while `
+      + 'this page stays open.');
+    log(`Connection lost${code ? ` (code ${code})` : ''}; reconnecting in ${(delay / 1000).toFixed(1)} s`,
+      'warning');
+  });
+  rec.addEventListener('limit', (ev) => {
+    notify('limit', 'warning', 'The server ended the recording at its limit.',
+      `${ev.detail.message}. Everything recorded up to the limit is kept and is being processed.`);
+  });
+  rec.addEventListener('warning', (ev) => {
+    notify('warning', 'warning', 'Warning.', ev.detail.message);
+    log(ev.detail.message, 'warning');
+  });
+  rec.addEventListener('complete', (ev) => {
+    dismiss('connection');
+    showResult(rec.sessionId, { runId: ev.detail.run_id, summary: ev.detail });
+    refreshSessions();
+  });
+  rec.addEventListener('failed', async (ev) => {
+    const { message, sessionId, connect, processing } = ev.detail;
+    dismiss('connection');
+    if (connect) {
+      await explainConnectFailure(message);
+    } else {
+      notify('recording', 'error', processing ? 'Processing failed.' : 'The recording failed.',
+        processing ? `${message.replace(/^Processing failed: /, '').replace(/\.$/, '')}. The audio is kept: download it `
+          + 'or process it again below.' : message);
+      log(message, 'error');
+    }
+    if (sessionId) openSession(sessionId);
+    refreshSessions();
+  });
+  rec.addEventListener('detached', (ev) => {
+    log('Connection closed during processing; following it over the REST API');
+    watchSession(ev.detail.sessionId);
+  });
+}
+
+/** The WebSocket would not open: ask REST why (down? token?) and say so. */
+async function explainConnectFailure(message) {
+  try {
+    await api('/api/sessions');
+    notify('recording', 'error', 'The server refused the recording connection.',
+      `${message} The REST API answers, so a proxy or the server's origin check may block `
+      + 'WebSockets from this page.');
+  } catch (err) {
+    if (err instanceof AuthRequired) {
+      notify('recording', 'error', 'The server wants an access token.', 'Enter it, then press Start again.');
+      askForToken(err.message);
+    } else {
+      reportError(err, 'Starting the recording', startRecording);
+    }
+  }
+}
+
+function onServerMessage(rec, msg) {
+  switch (msg.type) {
+    case 'recording_started':
+      log(msg.resumed ? `Resumed: part ${msg.part + 1} of session ${shortId(msg.session_id)}`
+        : `Recording started: session ${msg.session_id}`);
+      break;
+    case 'progress':
+      log(`Server has stored ${msg.chunks_received} chunks (${msg.total_size_mb} MB)`);
+      break;
+    case 'recording_stopped':
+      log(`Recording stopped: ${seconds(msg.duration_seconds)} of audio received`);
+      showProcessing(rec.sessionId, 'Waiting for the server…', 0);
+      break;
+    case 'processing_started':
+      log(msg.message || 'Processing started');
+      showProcessing(rec.sessionId, 'Queued', 0);
+      break;
+    case 'processing_progress': {
+      const label = STAGES[msg.stage] || msg.stage;
+      if ($('stage').dataset.stage !== msg.stage) log(`Processing: ${label}`);
+      showProcessing(rec.sessionId, label, msg.overall ?? 0, msg.stage);
+      break;
+    }
+    case 'processing_complete':
+      log(msg.word_count == null ? `Done: ${seconds(msg.duration_seconds)} of audio ready`
+        : `Done: ${msg.speakers} speaker(s), ${msg.word_count} words, ${seconds(msg.duration_seconds)}`);
+      showProcessing(rec.sessionId, 'Done', 1, 'done');
+      break;
+    case 'processing_failed':
+      log(`Processing failed: ${msg.message}`, 'error');
+      break;
+    case 'error':
+      log(`Server error ${msg.code}: ${msg.message}`, 'error');
+      break;
+    default:
+      break;
+  }
+}
+
+function renderRecorder() {
+  const state = current?.state || 'idle';
+  $('recorder').dataset.state = state;
+  const capturing = CAPTURING.includes(state);
+  const busy = capturing || state === 'stopping';
+  $('start').disabled = busy || starting;
+  $('stop').disabled = !capturing;
+  for (const input of $('record-form').querySelectorAll('input, select')) input.disabled = busy;
+  $('live').hidden = !busy;
+  $('connection').textContent = {
+    connecting: 'connecting…',
+    recording: 'live: streaming to the server',
+    reconnecting: 'reconnecting… (audio kept in this page)',
+    stopping: current?.ready ? 'sending the last audio…' : 'waiting for the server…',
+  }[state] || '';
+  $('live').dataset.state = state;
+  if (!capturing) meter.detach();
+  if (!busy) {
+    clearInterval(clock);
+    if (current) $('elapsed').textContent = formatClock(current.elapsed);
+  }
+}
+
+async function stopRecording() {
+  if (!current) return;
+  await current.stop();
+}
+
+// ---------------------------------------------------------------------- processing and results
+
+let watchToken = 0;
+
+function hideResult() {
+  watchToken += 1;
+  $('result').hidden = true;
+  $('player').removeAttribute('src');
+}
+
+function showProcessing(sessionId, label, overall, stage = '') {
+  const card = $('result');
+  if (card.dataset.sessionId !== sessionId || card.hidden) {
+    card.hidden = false;
+    card.dataset.sessionId = sessionId;
+    card.dataset.state = 'processing';
+    $('result-status').textContent = 'processing';
+    $('result-status').className = 'badge status-processing';
+    $('result-summary').textContent = `Session ${sessionId}`;
+    $('result-actions').replaceChildren();
+    $('downloads').replaceChildren();
+    $('transcript').replaceChildren();
+    $('player').hidden = true;
+    $('player').removeAttribute('src');
+  }
+  $('processing').hidden = false;
+  $('stage').textContent = label;
+  $('stage').dataset.stage = stage;
+  $('progress').value = Math.max(0, Math.min(1, overall || 0));
+  $('percent').textContent = `${Math.round(($('progress').value) * 100)} %`;
+}
+
+/** Follow a session being processed over REST until it is done (used after a lost socket). */
+async function watchSession(sessionId) {
+  const token = ++watchToken;
+  for (;;) {
+    let session;
+    try {
+      session = await fetchSession(sessionId);
+      dismiss('server');
+    } catch (err) {
+      reportError(err, 'Following the processing');
+      session = null;
+    }
+    if (token !== watchToken) return;
+    if (session && session.status !== 'processing') {
+      showResult(sessionId, { session });
+      refreshSessions();
+      return;
+    }
+    const run = session?.runs?.[session.runs.length - 1];
+    if (session) showProcessing(sessionId, STAGES[run?.stage] || run?.stage || 'Queued', run?.progress ?? 0, run?.stage);
+    await new Promise((r) => setTimeout(r, 1500));
+    if (token !== watchToken) return;
+  }
+}
+
+async function openSession(sessionId) {
+  let session;
+  try {
+    session = await fetchSession(sessionId);
+  } catch (err) {
+    reportError(err, 'Opening the session', () => openSession(sessionId));
+    return;
+  }
+  if (session.status === 'processing') {
+    showProcessing(sessionId, 'Processing', 0);
+    watchSession(sessionId);
+  } else {
+    showResult(sessionId, { session });
+  }
+  $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
+}
+
+function link(href, text, filename, format) {
+  const a = el('a', { href: withToken(href), textContent: text, className: 'download' });
+  a.download = filename;
+  a.dataset.format = format;
+  return a;
+}
+
+async function processAgain(sessionId, options = {}) {
+  try {
+    // The session's own options (e.g. num_speakers from Start) configure the new run too.
+    await request(`/api/sessions/${encodeURIComponent(sessionId)}/runs`, { method: 'POST', body: options });
+    dismiss('recording');
+    showProcessing(sessionId, 'Queued', 0);
+    watchSession(sessionId);
+  } catch (err) {
+    reportError(err, 'Starting processing');
+  }
+}
+
+/** The result card for a session: summary, audio player, downloads and the transcript. */
+async function showResult(sessionId, { runId = null, summary = null, session = null } = {}) {
+  watchToken += 1;
+  const card = $('result');
+  card.hidden = false;
+  card.dataset.sessionId = sessionId;
+  card.dataset.state = 'loading';
+  try {
+    session ??= await fetchSession(sessionId);
+  } catch (err) {
+    reportError(err, 'Loading the result', () => showResult(sessionId, { runId, summary }));
+    return;
+  }
+  const runs = session.runs || [];
+  const run = runId ? runs.find((r) => r.id === runId)
+    : [...runs].reverse().find((r) => r.status === 'completed');
+  summary ??= run?.summary || {};
+  const status = session.status;
+  $('processing').hidden = true;
+  $('result-status').textContent = status;
+  $('result-status').className = `badge status-${status}`;
+  const facts = [`Session ${shortId(sessionId)}`, seconds(session.duration_seconds)];
+  if (summary.speakers != null) facts.push(`${summary.speakers} speaker${summary.speakers === 1 ? '' : 's'}`);
+  if (summary.word_count != null) facts.push(`${summary.word_count} words`);
+  if (session.created_at) facts.push(when(session.created_at));
+  $('result-summary').textContent = facts.filter(Boolean).join(' · ');
+  $('result-summary').title = sessionId;
+
+  const actions = [];
+  if (status === 'failed' || status === 'interrupted') {
+    const why = status === 'failed' ? `Processing failed: ${session.error || 'unknown error'}.`
+      : 'The recording was interrupted (connection lost); its audio is kept.';
+    actions.push(el('p', { className: status === 'failed' ? 'error-text' : 'muted', textContent: why }));
+  }
+  if (['failed', 'interrupted', 'completed'].includes(status) && session.duration_seconds > 0) {
+    const b = el('button', { type: 'button', className: 'small-button',
+      textContent: status === 'completed' ? 'Process again' : 'Process now' });
+    b.addEventListener('click', () => processAgain(sessionId, session.options || {}));
+    actions.push(b);
+  }
+  if (status === 'recording') actions.push(el('p', { className: 'muted', textContent: 'This session is being recorded right now.' }));
+  $('result-actions').replaceChildren(...actions);
+
+  const hasAudio = session.duration_seconds > 0;
+  const player = $('player');
+  player.hidden = !hasAudio;
+  if (hasAudio) {
+    const src = withToken(audioUrl(sessionId, 'wav'));
+    if (player.getAttribute('src') !== src) player.src = src;
+  } else {
+    player.removeAttribute('src');
+  }
+
+  const groups = [];
+  if (hasAudio) {
+    groups.push(el('div', { className: 'download-group' }, el('span', { className: 'group-label', textContent: 'Audio' }),
+      ...AUDIO_FORMATS.map((f) => link(audioUrl(sessionId, f), f.toUpperCase(), `${sessionId}.${f}`, f))));
+  }
+  const transcript = $('transcript');
+  transcript.replaceChildren();
+  if (run && status !== 'recording') {
+    try {
+      const doc = await request(transcriptUrl(sessionId, 'json', run.id));
+      renderTranscript(transcript, doc, { onSeek: (t) => { player.currentTime = t; player.play().catch(() => {}); } });
+      groups.push(el('div', { className: 'download-group' }, el('span', { className: 'group-label', textContent: 'Transcript' }),
+        ...RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, run.id), f.toUpperCase(), `${sessionId}.${f}`, f))));
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        transcript.append(el('p', { className: 'muted', textContent: 'No transcript: this server only '
+          + 'made audio files for this run (pipeline "renditions").' }));
+      } else {
+        transcript.append(el('p', { className: 'error-text', textContent: `The transcript could not be loaded: ${err.message}` }));
+      }
+    }
+  } else if (status === 'completed') {
+    transcript.append(el('p', { className: 'muted', textContent: 'No transcript for this session.' }));
+  }
+  $('downloads').replaceChildren(...groups);
+  card.dataset.state = 'ready';
+}
+
+// ---------------------------------------------------------------------- sessions list
+
+async function refreshSessions() {
+  try {
+    renderSessions((await request('/api/sessions')).sessions);
+    dismiss('server');
+  } catch (err) {
+    reportError(err, 'Loading the sessions', () => refreshSessions());
+  }
+}
+
+function renderSessions(sessions) {
+  const list = $('session-list');
+  const open = $('result').hidden ? null : $('result').dataset.sessionId;
+  list.replaceChildren(...sessions.map((s) => {
+    const meta = [seconds(s.duration_seconds), s.speakers ? `${s.speakers} speakers` : '', s.format.toUpperCase()];
+    const button = el('button', { type: 'button', className: 'session', title: s.id },
+      el('span', { className: 'when', textContent: when(s.created_at) }),
+      el('span', { className: `badge status-${s.status}`, textContent: s.status }),
+      el('span', { className: 'meta', textContent: meta.filter(Boolean).join(' · ') }),
+      el('span', { className: 'id', textContent: shortId(s.id) }));
+    button.addEventListener('click', () => openSession(s.id));
+    const item = el('li', {}, button);
+    item.dataset.sessionId = s.id;
+    if (s.id === open) item.classList.add('current');
+    return item;
+  }));
+  $('sessions-empty').hidden = sessions.length > 0;
+}
+
+// ---------------------------------------------------------------------- start-up
+
+$('start').addEventListener('click', () => startRecording());
+$('stop').addEventListener('click', () => stopRecording());
+$('refresh').addEventListener('click', () => refreshSessions());
+$('mic').addEventListener('change', () => localStorage.setItem(MIC_KEY, $('mic').value));
+navigator.mediaDevices?.addEventListener?.('devicechange', refreshDevices);
+window.addEventListener('beforeunload', (ev) => {
+  if (current && [...CAPTURING, 'stopping'].includes(current.state)) {
+    ev.preventDefault();
+    ev.returnValue = ''; // the recording would be cut short
+  }
+});
+
+refreshDevices();
+refreshSessions();
+renderRecorder();
+document.body.dataset.ready = '1';

@@ -1,0 +1,518 @@
+"""The recorder page (server/static) in Debian's Chromium, driven by Playwright.
+
+Chromium's fake capture device plays a WAV file as the microphone, in real time,
+from the moment the page opens it; everything else is real: the server process,
+its pipeline, MediaRecorder, the WebSocket and the REST API.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from workbench.audio import decode_file
+from workbench.export import read_rttm_turns, read_srt, read_vtt
+from workbench.local_server import LocalServer
+
+from .conftest import espeak
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"),
+]
+
+# The conversation: two clearly different espeak-ng voices taking turns.
+TURNS = [
+    ("en-us+m3", "Good morning. Did you bring the quarterly report for the meeting?"),
+    ("en+f4", "Yes, I printed three copies and left them on the kitchen table."),
+    ("en-us+m3", "Great. Please send the budget numbers to Stella before lunch."),
+    ("en+f4", "Sure, I will email the spreadsheet this afternoon."),
+]
+EXPECTED_WORDS = ["morning", "report", "meeting", "copies", "kitchen", "table", "stella", "lunch",
+                  "spreadsheet", "afternoon"]
+
+# The resume test's microphone: a sine sweep whose frequency tells the time it was played.
+SWEEP_START_HZ = 200.0
+SWEEP_HZ_PER_S = 90.0
+SWEEP_SECONDS = 20.0
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+def _write_48k(path: Path, samples: np.ndarray, rate: int = 48000) -> Path:
+    sf.write(path, samples.astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A ~20 s two-speaker WAV (48 kHz) and its duration."""
+    import soxr
+
+    d = tmp_path_factory.mktemp("conversation")
+    rate = 48000
+    pieces = [np.zeros(rate // 2, np.float32)]
+    for i, (voice, text) in enumerate(TURNS):
+        x, r = sf.read(espeak(text, d / f"turn{i}.wav", voice=voice, speed=150), dtype="float32")
+        pieces += [soxr.resample(x, r, rate), np.zeros(int(0.6 * rate), np.float32)]
+    audio = np.concatenate(pieces)
+    return _write_48k(d / "conversation.wav", audio), len(audio) / rate
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rate = 48000
+    t = np.arange(int(SWEEP_SECONDS * rate)) / rate
+    phase = 2 * np.pi * np.cumsum(SWEEP_START_HZ + SWEEP_HZ_PER_S * t) / rate
+    return _write_48k(tmp_path_factory.mktemp("sweep") / "sweep.wav", 0.3 * np.sin(phase))
+
+
+@pytest.fixture(scope="module")
+def pw() -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        yield p
+
+
+def launch(pw: Any, audio: Optional[Path] = None, *, grant: bool = True,
+           microphone: bool = True) -> Any:
+    """Chromium with a fake microphone playing `audio` (permission granted unless `grant=False`)."""
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]
+    if grant:
+        args.append("--use-fake-ui-for-media-stream")
+    if microphone:
+        args.append("--use-fake-device-for-media-stream")
+        if audio is not None:
+            args.append(f"--use-file-for-fake-audio-capture={audio}%noloop")
+    return pw.chromium.launch(executable_path=CHROMIUM, args=args)
+
+
+def open_page(browser: Any, srv: LocalServer) -> tuple[Any, list[str]]:
+    """The recorder page of `srv`, and the list its uncaught exceptions are collected in."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(srv.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    return page, errors
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.status, r.headers.get("Content-Type", ""), r.read()
+
+
+def get_json(url: str) -> Any:
+    return json.loads(fetch(url)[2])
+
+
+def recorder(page: Any, expr: str) -> Any:
+    return page.evaluate(f"() => {{ const r = window.__recorder; return {expr}; }}")
+
+
+def notice(page: Any, key: str) -> Any:
+    return page.locator(f"#notices .notice[data-key='{key}']")
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Save the whole page to tests/artifacts/ (git-ignored) for a human to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def wait_result(page: Any, timeout: float = 60) -> None:
+    page.wait_for_selector("#result[data-state='ready']", timeout=timeout * 1000)
+
+
+# ---------------------------------------------------------------------- end to end
+
+
+@pytest.mark.timeout(240)
+def test_record_conversation_end_to_end(pw: Any, conversation: tuple[Path, float],
+                                        tmp_path: Path) -> None:
+    """Record a two-speaker conversation through the page with the full pipeline."""
+    wav, seconds = conversation
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "full"]).start()
+    browser = launch(pw, wav)
+    try:
+        page, errors = open_page(browser, srv)
+        page.evaluate("""() => {
+            window.__stages = [];
+            new MutationObserver(() => {
+                const s = document.getElementById('stage').dataset.stage;
+                if (s && !window.__stages.includes(s)) window.__stages.push(s);
+            }).observe(document.getElementById('stage'), {attributes: true, childList: true});
+        }""")
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        levels, clock = [], set()
+        deadline = time.monotonic() + seconds + 1.0
+        while time.monotonic() < deadline:  # the clip plays in real time
+            levels.append(float(page.get_attribute("#level", "data-db") or "-inf"))
+            clock.add(page.inner_text("#elapsed"))
+            time.sleep(0.25)
+        page.click("#stop")
+        page.wait_for_selector("#result[data-state='processing']", timeout=20_000)
+        wait_result(page, timeout=180)
+        sid = page.get_attribute("#result", "data-session-id")
+        assert errors == []
+
+        # While recording: the level meter moved and the clock ran.
+        assert max(levels) > -30, levels
+        assert len(clock) >= int(seconds) - 1
+        # After stop: processing progress with stage names.
+        stages = page.evaluate("window.__stages")
+        assert "asr" in stages and "done" in stages, stages
+
+        # The transcript: speaker-coloured turns holding the words that were spoken.
+        turns = page.locator("#transcript .turn")
+        assert turns.count() >= 2
+        speakers = set(page.eval_on_selector_all("#transcript .turn", "els => els.map(e => e.dataset.speaker)"))
+        assert len(speakers) >= 2, speakers
+        colours = set(page.eval_on_selector_all(
+            "#transcript .turn", "els => els.map(e => getComputedStyle(e).borderLeftColor)"))
+        assert len(colours) >= 2
+        text = page.inner_text("#transcript").lower()
+        found = [w for w in EXPECTED_WORDS if w in text]
+        assert len(found) >= 7, (found, text)
+        assert page.locator("#transcript .turn .time").first.inner_text().startswith("0:0")
+
+        # The player and every download link.
+        player_src = page.get_attribute("#player", "src")
+        assert player_src == f"/api/sessions/{sid}/audio?format=wav"
+        links = dict(page.eval_on_selector_all(
+            "#downloads a.download", "els => els.map(a => [a.dataset.format, a.href])"))
+        assert sorted(links) == sorted(["wav", "mp4", "json", "srt", "vtt", "txt", "rttm", "csv"])
+        files = {fmt: fetch(url) for fmt, url in links.items()}
+        assert all(status == 200 for status, _, _ in files.values())
+        audio, rate = sf.read(io.BytesIO(files["wav"][2]))
+        assert rate == 16000 and len(audio) / rate == pytest.approx(seconds + 1.0, abs=1.5)
+        mp4 = tmp_path / "audio.mp4"
+        mp4.write_bytes(files["mp4"][2])
+        probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                                "stream=codec_name", "-of", "csv=p=0", str(mp4)],
+                               capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() == "aac"
+        doc = json.loads(files["json"][2])
+        assert len({s["speaker"] for s in doc["segments"]}) >= 2
+        srt = read_srt(files["srt"][2].decode())
+        vtt_text = files["vtt"][2].decode()
+        assert vtt_text.startswith("WEBVTT") and read_vtt(vtt_text)
+        assert len(srt) == len(doc["segments"])
+        assert "stella" in files["txt"][2].decode().lower()
+        assert len({t.speaker for t in read_rttm_turns(files["rttm"][2].decode())}) >= 2
+        rows = list(csv.reader(io.StringIO(files["csv"][2].decode())))
+        assert rows[0][:2] == ["segment", "speaker"] and len(rows) > 10
+
+        # The session is in the list, and opening it from there shows the same result.
+        item = page.locator(f"#session-list li[data-session-id='{sid}']")
+        item.wait_for()
+        assert "completed" in item.inner_text().lower()
+        page.evaluate("document.getElementById('result').hidden = true")
+        item.locator("button").click()
+        wait_result(page)
+        assert page.locator("#transcript .turn").count() == turns.count()
+
+        screenshot(page, "browser_result.png")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and session["parts"][0]["container"] == "webm"
+    finally:
+        browser.close()
+        srv.stop()
+
+
+# ---------------------------------------------------------------------- dropped connection
+
+
+def sweep_positions(samples: np.ndarray, rate: int = 16000, frame: float = 0.05) -> np.ndarray:
+    """For each `frame`-long window of a recorded sweep: the sweep time it holds (nan: silence)."""
+    n = int(rate * frame)
+    window = np.hanning(n)
+    out = []
+    for i in range(0, len(samples) - n + 1, n):
+        seg = samples[i:i + n]
+        if np.sqrt(np.mean(seg ** 2)) < 0.02:
+            out.append(np.nan)
+            continue
+        spectrum = np.abs(np.fft.rfft(seg * window, 16 * n))
+        freq = np.argmax(spectrum) * rate / (16 * n)
+        out.append((freq - SWEEP_START_HZ) / SWEEP_HZ_PER_S)
+    return np.array(out)
+
+
+@pytest.mark.timeout(120)
+def test_dropped_connection_resumes_without_losing_the_outage(pw: Any, sweep: Path,
+                                                              tmp_path: Path) -> None:
+    """The server goes away mid-recording and comes back: the page keeps recording,
+    resumes the same session, and the final audio has no gap as long as the outage."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        time.sleep(3)
+
+        outage_started = time.monotonic()
+        srv.stop()  # SIGTERM: the server closes the socket (going away) and exits
+        page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+        assert "Connection to the server lost" in notice(page, "connection").inner_text()
+        screenshot(page, "browser_reconnecting.png")
+        time.sleep(2)
+        srv = LocalServer(srv.data_dir, port=srv.port, args=["--pipeline", "renditions"]).start()
+        outage = time.monotonic() - outage_started
+        page.wait_for_function("window.__recorder.parts === 2 && window.__recorder.state === 'recording'",
+                               timeout=20_000)
+        assert "Reconnected" in notice(page, "connection").inner_text()
+        time.sleep(2)
+        page.click("#stop")
+        wait_result(page)
+        assert errors == []
+
+        sid, wall, dropped = recorder(page, "[r.sessionId, r.elapsed, r.bytesDropped]")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert [p["index"] for p in session["parts"]] == [0, 1]
+        assert all(p["container"] == "webm" and p["bytes"] > 0 for p in session["parts"])
+        _, _, body = fetch(f"{srv.url}/api/sessions/{sid}/audio?format=wav")
+        audio = decode_file(_bytes_file(tmp_path / "final.wav", body))
+        duration = len(audio) / 16000
+
+        # Everything captured during the outage is in the recording: the final audio
+        # is (nearly) as long as the wall-clock recording, not shorter by the outage.
+        assert outage > 2.5
+        assert duration > wall - 0.8, (duration, wall, outage, dropped)
+        positions = sweep_positions(audio)
+        voiced = positions[~np.isnan(positions)]
+        assert np.isnan(positions[5:-5]).sum() * 0.05 < 0.3  # no silent stretch inside
+        steps = np.diff(voiced)
+        # The sweep moves on 0.05 s per 0.05 s frame; a jump is audio that never arrived.
+        gap = float(steps.max() - 0.05)
+        assert gap < 0.6, (gap, outage)
+        assert steps.min() > -0.1  # nothing played twice either
+        assert voiced[-1] - voiced[0] == pytest.approx(duration, abs=0.8)
+    finally:
+        browser.close()
+        srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_stop_during_an_outage_delivers_the_rest_later(pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """Stop pressed while the server is away: the audio waits in the page and is sent,
+    followed by `stop`, once the server is back."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        page.check("input[name='format'][value='mp4']")
+        page.click("#record-form details summary")
+        page.select_option("#num-speakers", "2")
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        time.sleep(2)
+        srv.stop()
+        page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+        time.sleep(1)
+        page.click("#stop")
+        page.wait_for_function("window.__recorder.state === 'stopping'")
+        assert recorder(page, "r.pendingBytes") > 0  # the audio since the drop waits here
+        assert page.is_disabled("#stop")
+        srv = LocalServer(srv.data_dir, port=srv.port, args=["--pipeline", "renditions"]).start()
+        wait_result(page, timeout=30)
+        assert errors == []
+        sid, wall = recorder(page, "[r.sessionId, r.elapsed]")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and len(session["parts"]) == 2
+        assert session["format"] == "mp4" and session["options"]["num_speakers"] == 2
+        assert session["duration_seconds"] == pytest.approx(wall, abs=0.8)
+    finally:
+        browser.close()
+        srv.stop()
+
+
+def _bytes_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------------- failures on the page
+
+
+def test_microphone_denied_is_explained(pw: Any, server: LocalServer, sweep: Path) -> None:
+    before = len(get_json(f"{server.url}/api/sessions")["sessions"])
+    browser = launch(pw, sweep, grant=False)
+    try:
+        page, errors = open_page(browser, server)
+        page.click("#start")
+        box = notice(page, "mic")
+        box.wait_for()
+        assert "Microphone access was denied" in box.inner_text()
+        screenshot(page, "browser_microphone_denied.png")
+        assert "allow the microphone" in box.inner_text().lower()
+        assert page.get_attribute("#start", "disabled") is None  # one can try again
+        assert page.is_hidden("#live")
+        assert len(get_json(f"{server.url}/api/sessions")["sessions"]) == before
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_missing_microphone_is_explained(pw: Any, server: LocalServer) -> None:
+    browser = launch(pw, microphone=False)
+    try:
+        page, errors = open_page(browser, server)
+        page.click("#start")
+        box = notice(page, "mic")
+        box.wait_for()
+        assert "No microphone was found" in box.inner_text()
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_server_unreachable_is_explained(pw: Any, sweep: Path, tmp_path: Path) -> None:
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        srv.stop()
+        page.click("#start")
+        box = notice(page, "server")
+        box.wait_for()
+        assert "Cannot reach the server" in box.inner_text()
+        assert "running" in box.inner_text()
+        assert page.is_hidden("#live")  # no recording was started into the void
+        page.click("#refresh")
+        assert "Cannot reach the server" in notice(page, "server").inner_text()
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
+
+
+def test_limit_reached_is_explained(pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """The server ends a recording at its duration limit: the page says so and shows what was kept."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions", "--max-duration", "2"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        page.click("#start")
+        box = notice(page, "limit")
+        box.wait_for(timeout=15_000)
+        text = box.inner_text()
+        assert "Recording duration exceeds limit (2 seconds)" in text
+        assert "kept" in text
+        wait_result(page, timeout=30)
+        assert page.get_attribute("#stop", "disabled") is not None
+        sid = page.get_attribute("#result", "data-session-id")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and 1.5 < session["duration_seconds"] < 3.5
+        assert page.locator("#downloads a[data-format='wav']").count() == 1
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
+
+
+def test_processing_failure_is_explained(pw: Any, server: LocalServer, sweep: Path) -> None:
+    """A `processing_failed` event (from a scripted stand-in for the socket) is shown plainly."""
+    sid = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{server.url}/api/sessions", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"}), timeout=10).read())["id"]
+    browser = launch(pw, sweep)
+    try:
+        page = browser.new_page()
+
+        def fake_server(ws: Any) -> None:
+            def on_message(message: Any) -> None:
+                if not isinstance(message, str):
+                    return
+                action = json.loads(message)["action"]
+                if action == "start":
+                    ws.send(json.dumps({"type": "recording_started", "session_id": sid,
+                                        "format": "wav", "part": 0, "resumed": False}))
+                elif action == "stop":
+                    for event in [
+                        {"type": "recording_stopped", "duration_seconds": 1.2},
+                        {"type": "processing_started", "message": "Transcription started"},
+                        {"type": "processing_progress", "stage": "asr", "progress": 0.5,
+                         "overall": 0.25},
+                        {"type": "processing_failed", "message": "ASR model could not be loaded"},
+                    ]:
+                        ws.send(json.dumps({**event, "session_id": sid}))
+            ws.on_message(on_message)
+
+        page.route_web_socket("**/ws/**", fake_server)
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        time.sleep(1)
+        page.click("#stop")
+        box = notice(page, "recording")
+        box.wait_for()
+        text = box.inner_text()
+        assert "Processing failed" in text and "ASR model could not be loaded" in text
+        assert "ASR model could not be loaded" in page.inner_text("#log")
+    finally:
+        browser.close()
+
+
+def test_access_token_is_asked_for_and_used(pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """A server with a token: the page asks for it once, then uses it everywhere."""
+    token = "correct horse battery"
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"],
+                      env={"WORKBENCH_TOKEN": token})
+    srv.start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        page.wait_for_selector("#auth:not([hidden])")
+        page.fill("#auth-token", "wrong")
+        page.click("#auth button[type='submit']")
+        page.wait_for_function("document.getElementById('auth-message').textContent.includes('did not accept')")
+        assert page.is_visible("#auth")
+        page.fill("#auth-token", token)
+        page.click("#auth button[type='submit']")
+        page.wait_for_selector("#sessions-empty:not([hidden])")
+        assert page.is_hidden("#auth")
+        assert page.evaluate("sessionStorage.getItem('workbench.token')") == token
+
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        time.sleep(1.5)
+        page.click("#stop")
+        wait_result(page)
+        assert errors == []
+        src = page.get_attribute("#player", "src")
+        assert "token=" in src
+        for href in page.eval_on_selector_all("#downloads a.download", "els => els.map(a => a.href)"):
+            assert "token=" in href
+            status, _, body = fetch(href)  # the link alone carries the token
+            assert status == 200 and body
+        assert page.evaluate(f"fetch('{src}').then(r => r.status)") == 200
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            fetch(f"{srv.url}/api/sessions")
+        assert exc.value.code == 401
+    finally:
+        browser.close()
+        srv.stop()

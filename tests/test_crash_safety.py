@@ -1,0 +1,374 @@
+"""Crash safety against real server processes: SIGKILL at random moments while several clients
+record, SIGKILL while a run is processing, and SIGTERM with recordings open.
+
+The promise under test: every chunk the server confirmed (a ``progress`` message covers all
+chunks up to ``chunks_received``; ``recording_stopped`` covers everything) is in the
+session's ``audio.wav`` after a restart, byte for byte, in a valid WAV; and the store is
+intact.  Set CRASH_TEST_SEED to replay one sequence of kill offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+import numpy as np
+import pytest
+
+from server.recorder import wav_intact
+from server.sessions import SessionStore
+from workbench.local_server import LocalServer
+
+REPETITIONS = 20
+CLIENTS = 4
+PROGRESS_EVERY = 5
+WAV_HEADER = 44  # workbench.audio.write_wav writes the canonical header
+
+
+def server_args(*extra: str) -> list[str]:
+    return ["--pipeline", "renditions", "--progress-every", str(PROGRESS_EVERY), *extra]
+
+
+@dataclass
+class Stream:
+    """One client's recording: what it sent and what the server confirmed."""
+
+    chunk: int
+    stop_after: Optional[int]
+    rng: random.Random
+    session_id: Optional[str] = None
+    sent: list[bytes] = field(default_factory=list)
+    confirmed_chunks: int = 0
+    stop_confirmed: bool = False
+    stop_sent: bool = False
+    close_code: Optional[int] = None
+    closed_at: Optional[float] = None
+
+    @property
+    def sent_bytes(self) -> bytes:
+        return b"".join(self.sent)
+
+    @property
+    def confirmed_bytes(self) -> int:
+        if self.stop_confirmed:
+            return len(self.sent_bytes)
+        return sum(len(c) for c in self.sent[: self.confirmed_chunks])
+
+
+async def run_stream(url: str, stream: Stream, max_chunks: int = 100_000) -> None:
+    """Stream PCM until the server goes away (or `stop_after` chunks, then `stop`)."""
+    try:
+        async with aiohttp.ClientSession() as s, s.ws_connect(url, autoping=True) as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return  # killed before the recording started
+            started = json.loads(msg.data)
+            assert started["type"] == "recording_started", started
+            stream.session_id = started["session_id"]
+            reader = asyncio.create_task(read_replies(ws, stream))
+            try:
+                for i in range(max_chunks):
+                    if ws.closed:
+                        break
+                    if stream.stop_after is not None and i == stream.stop_after:
+                        await ws.send_json({"action": "stop"})
+                        stream.stop_sent = True
+                        break
+                    data = stream.rng.randbytes(stream.chunk)
+                    stream.sent.append(data)  # before sending: it may be received and kept
+                    await ws.send_bytes(data)
+                    await asyncio.sleep(0.002)
+                await asyncio.wait_for(reader, 30)
+            finally:
+                reader.cancel()
+    except (aiohttp.ClientError, ConnectionError, RuntimeError, asyncio.TimeoutError,
+            asyncio.CancelledError):
+        pass  # the server died under us: what counts is what it confirmed
+
+
+async def read_replies(ws: aiohttp.ClientWebSocketResponse, stream: Stream) -> None:
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            continue
+        m = json.loads(msg.data)
+        if m["type"] == "progress":
+            stream.confirmed_chunks = max(stream.confirmed_chunks, m["chunks_received"])
+        elif m["type"] == "recording_stopped":
+            stream.stop_confirmed = True
+        elif m["type"] == "error":
+            raise AssertionError(f"unexpected error {m}")
+    stream.close_code = ws.close_code
+    stream.closed_at = time.monotonic()
+
+
+def wav_data(path: Path) -> bytes:
+    """The PCM payload of a canonical WAV, after checking its header is whole and true."""
+    assert wav_intact(path), f"{path} is not a valid WAV"
+    blob = path.read_bytes()
+    riff, _, wave, fmt, _, tag, channels, rate, _, _, bits, data, size = struct.unpack(
+        "<4sI4s4sIHHIIHH4sI", blob[:WAV_HEADER])
+    assert (riff, wave, fmt, data) == (b"RIFF", b"WAVE", b"fmt ", b"data")
+    assert (tag, channels, rate, bits) == (1, 1, 16000, 16)
+    assert size == len(blob) - WAV_HEADER
+    return blob[WAV_HEADER:]
+
+
+def check_kept(store_dir: Path, stream: Stream, context: str) -> None:
+    """Everything confirmed is on disk and in audio.wav, nothing that was not sent."""
+    directory = store_dir / "sessions" / stream.session_id  # type: ignore[operator]
+    sent = stream.sent_bytes
+    confirmed = stream.confirmed_bytes
+    raw = b"".join(p.read_bytes() for p in sorted(directory.glob("part-*.raw")))
+    assert sent.startswith(raw), f"{context}: raw part is not a prefix of what was sent"
+    assert len(raw) >= confirmed, f"{context}: {confirmed - len(raw)} confirmed bytes lost"
+    pcm = wav_data(directory / "audio.wav")
+    usable = len(raw) - len(raw) % 2  # a chunk cut mid-sample loses its last byte
+    assert pcm == raw[:usable], f"{context}: audio.wav differs from the raw bytes"
+    assert len(pcm) >= confirmed - confirmed % 2, f"{context}: confirmed audio missing"
+
+
+def integrity(data_dir: Path) -> None:
+    db = sqlite3.connect(data_dir / "workbench.sqlite3")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        db.close()
+
+
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return await r.json()
+
+
+async def wait_until(predicate: Any, timeout: float = 20, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(every)
+
+
+# ---------------------------------------------------------------------- SIGKILL while recording
+
+
+async def test_sigkill_at_random_moments_keeps_every_confirmed_chunk(tmp_path: Path) -> None:
+    seed = int(os.environ.get("CRASH_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    data_dir = tmp_path / "data"
+    srv = LocalServer(data_dir, args=server_args()).start()
+    streams: list[Stream] = []
+    try:
+        for rep in range(REPETITIONS):
+            context = f"seed {seed}, repetition {rep}"
+            batch = [Stream(chunk=rng.choice([320, 999, 3200, 4001]),
+                            stop_after=rng.choice([None, None, rng.randrange(5, 60)]),
+                            rng=random.Random(rng.random()))
+                     for _ in range(CLIENTS)]
+            tasks = [asyncio.create_task(run_stream(f"{srv.ws_url}/ws/crash-{rep}-{i}", st))
+                     for i, st in enumerate(batch)]
+            await asyncio.sleep(rng.uniform(0.05, 0.8))
+            srv.kill()
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+            # Now and then the crash also leaves a torn audio.wav and a half-written temp file.
+            torn = None
+            if rep % 4 == 3 and streams:
+                torn = rng.choice([st for st in streams if st.session_id])
+                wav = data_dir / "sessions" / torn.session_id / "audio.wav"  # type: ignore[operator]
+                blob = wav.read_bytes()
+                wav.write_bytes(blob[: rng.randrange(0, len(blob) + 1)] + b"\x00garbage")
+                (wav.parent / ".audio.wav.x1y2z3").write_bytes(b"RIFF....half")
+
+            srv = LocalServer(data_dir, args=server_args()).start()
+            for st in batch:
+                if st.session_id is None:
+                    continue  # killed before the session existed
+                session = await get_json(f"{srv.url}/api/sessions/{st.session_id}")
+                if st.stop_confirmed:
+                    assert session["status"] in ("processing", "completed"), (context, session)
+                elif not st.stop_sent:
+                    assert session["status"] == "interrupted", (context, session)
+                else:
+                    assert session["status"] in ("interrupted", "processing", "completed")
+                check_kept(data_dir, st, context)
+            if torn is not None:
+                check_kept(data_dir, torn, f"{context} (torn audio.wav repaired)")
+                assert not list(data_dir.glob("sessions/*/.audio.*"))
+            streams += batch
+            integrity(data_dir)
+
+        # No session is left recording, nothing is stuck processing, and all kept bytes hold.
+        async def settled() -> Any:
+            sessions = (await get_json(f"{srv.url}/api/sessions"))["sessions"]
+            busy = [s for s in sessions if s["status"] in ("recording", "processing")]
+            return sessions if not busy else None
+
+        sessions = await wait_until(settled, timeout=30)
+        assert sessions, "some sessions are still recording or processing"
+        for s in sessions:
+            # `idle`: killed between creating the session and starting its recording.
+            assert s["status"] in ("interrupted", "completed") or (
+                s["status"] == "idle" and s["bytes_received"] == 0), s
+            assert all(r["status"] == "completed" for r in s["runs"]), s
+        for st in streams:
+            if st.session_id:
+                check_kept(data_dir, st, f"seed {seed}, final check")
+        assert sum(st.confirmed_bytes for st in streams) > 0
+        print(f"seed {seed}: {len(streams)} recordings, "
+              f"{sum(1 for st in streams if st.confirmed_chunks)} with confirmed chunks, "
+              f"{sum(st.stop_confirmed for st in streams)} stops confirmed, "
+              f"{sum(st.confirmed_bytes for st in streams)} confirmed bytes kept")
+    finally:
+        srv.stop()
+    integrity(data_dir)
+
+
+# ---------------------------------------------------------------------- SIGKILL while processing
+
+
+async def test_sigkill_during_processing_resumes_the_run(tmp_path: Path) -> None:
+    """A run killed mid-way is queued again at start-up and completes; no temp file is left."""
+    data_dir = tmp_path / "data"
+    srv = LocalServer(data_dir, args=server_args()).start()
+    seconds = 600  # MP4 encoding of 10 min takes a few seconds: time enough to kill it
+    pcm = (np.random.default_rng(1).standard_normal(16000 * seconds) * 2000).astype("<i2").tobytes()
+    try:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/long") as ws:
+            await ws.send_json({"action": "start", "format": "mp4", "input_format": "pcm_s16le"})
+            sid = json.loads((await ws.receive(timeout=10)).data)["session_id"]
+            for i in range(0, len(pcm), 1 << 20):
+                await ws.send_bytes(pcm[i:i + (1 << 20)])
+            await ws.send_json({"action": "stop"})
+            while (m := json.loads((await ws.receive(timeout=30)).data))["type"] != "processing_started":
+                pass
+            run_id = m["run_id"]
+
+            async def running() -> bool:
+                session = await get_json(f"{srv.url}/api/sessions/{sid}")
+                run = session["runs"][0]
+                return run["status"] == "running" and run["stage"] == "renditions"
+
+            assert await wait_until(running, timeout=30, every=0.05)
+            await asyncio.sleep(0.3)
+        srv.kill()
+        session = SessionStore(data_dir)
+        try:
+            assert session.get_run(run_id).status == "running"  # type: ignore[union-attr]
+        finally:
+            session.close()
+
+        srv = LocalServer(data_dir, args=server_args()).start()
+
+        async def done() -> Any:
+            session = await get_json(f"{srv.url}/api/sessions/{sid}")
+            return session if session["runs"][0]["status"] in ("completed", "failed") else None
+
+        session = await wait_until(done, timeout=60)
+        assert session and session["runs"][0]["status"] == "completed", session
+        assert session["status"] == "completed" and len(session["runs"]) == 1
+        directory = data_dir / "sessions" / sid
+        assert not list(directory.glob(".audio.*"))
+        assert wav_data(directory / "audio.wav") == pcm
+        import av
+
+        with av.open(str(directory / "audio.mp4")) as c:
+            assert c.streams.audio[0].codec_context.name == "aac"
+            assert abs(float(c.duration) / 1e6 - seconds) < 0.5  # type: ignore[arg-type]
+    finally:
+        srv.stop()
+    integrity(data_dir)
+
+
+# ---------------------------------------------------------------------- SIGTERM
+
+
+async def test_sigterm_finalises_open_recordings_and_says_going_away(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    srv = LocalServer(data_dir, args=server_args()).start()
+    streams = [Stream(chunk=3200, stop_after=None, rng=random.Random(i)) for i in range(3)]
+    tasks = [asyncio.create_task(run_stream(f"{srv.ws_url}/ws/term-{i}", st))
+             for i, st in enumerate(streams)]
+
+    async def all_confirmed() -> bool:
+        return all(st.confirmed_chunks >= 2 * PROGRESS_EVERY for st in streams)
+
+    assert await wait_until(all_confirmed, timeout=20, every=0.02)
+    terminated = time.monotonic()
+    code = await asyncio.to_thread(srv.stop)
+    await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    assert code == 0
+    for st in streams:
+        assert st.close_code == 1001, st.close_code  # GOING_AWAY
+        assert st.closed_at is not None and st.closed_at - terminated < 5
+    # Finalised by the server itself (not by the next start's recovery).
+    store = SessionStore(data_dir)
+    try:
+        for st in streams:
+            session = store.get_session(st.session_id)  # type: ignore[arg-type]
+            assert session is not None and session.status == "interrupted"
+            assert session.bytes_received == sum(p.bytes for p in session.parts)
+            check_kept(data_dir, st, "SIGTERM")
+            assert len(wav_data(data_dir / "sessions" / st.session_id / "audio.wav")) \
+                == session.bytes_received // 2 * 2  # type: ignore[operator]
+    finally:
+        store.close()
+    log = srv.log_path.read_text()
+    assert "Recovered session" not in log
+    integrity(data_dir)
+
+
+async def test_session_left_processing_without_a_run_gets_one(tmp_path: Path) -> None:
+    """A crash between `recording_stopped` (status processing) and queueing the run: the run
+    is queued at start-up, so the session does not stay `processing` forever."""
+    data_dir = tmp_path / "data"
+    srv = LocalServer(data_dir, args=server_args()).start()
+    pcm = random.Random(7).randbytes(32000)
+    sids = []
+    for _ in range(2):
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/orphan") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le", "language": "en"})
+            sids.append(json.loads((await ws.receive(timeout=10)).data)["session_id"])
+            await ws.send_bytes(pcm)
+            await ws.send_json({"action": "stop"})
+            while json.loads((await ws.receive(timeout=30)).data)["type"] != "processing_complete":
+                pass
+    srv.stop()
+    sid, finished = sids
+    store = SessionStore(data_dir)
+    db = store._db
+    # `sid`: stopped, but the crash came before its run was queued.
+    db.execute("DELETE FROM runs WHERE session_id = ?", (sid,))
+    db.execute("UPDATE sessions SET status = 'processing' WHERE id = ?", (sid,))
+    # `finished`: its run completed, but the crash came before the session was updated.
+    db.execute("UPDATE sessions SET status = 'processing', updated_at = "
+               "(SELECT finished_at - 1 FROM runs WHERE session_id = ?) WHERE id = ?",
+               (finished, finished))
+    store.close()
+
+    srv = LocalServer(data_dir, args=server_args()).start()
+    try:
+        async def completed() -> Any:
+            session = await get_json(f"{srv.url}/api/sessions/{sid}")
+            return session if session["status"] == "completed" else None
+
+        session = await wait_until(completed, timeout=30)
+        assert session, "the orphaned session was not processed"
+        assert len(session["runs"]) == 1 and session["runs"][0]["status"] == "completed"
+        assert session["runs"][0]["config"]["language"] == "en"  # the session's options
+        assert wav_data(data_dir / "sessions" / sid / "audio.wav") == pcm
+        other = await get_json(f"{srv.url}/api/sessions/{finished}")
+        assert other["status"] == "completed" and len(other["runs"]) == 1  # no second run
+    finally:
+        srv.stop()

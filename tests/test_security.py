@@ -1,0 +1,657 @@
+"""Who may talk to the server and how much: token, Origin and Host checks, abuse limits,
+hostile input and session ids (several over a raw socket, which no client library normalises)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+import pytest
+
+from server.config import ConfigError, ServerConfig, check, is_loopback
+from server.limits import LivePacer, chunk_seconds
+from server.protocol import ErrorCode
+from server.security import origin_allowed
+from workbench.local_server import REPO_ROOT, LocalServer, free_port
+
+TIMEOUT = 20
+TOKEN = "s3cret-T0ken-for-tests"
+PCM_SECOND = b"\x01\x00" * 16000  # 1 s of 16 kHz mono s16le
+START_PCM = {"action": "start", "format": "wav", "input_format": "pcm_s16le"}
+
+
+async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = TIMEOUT) -> dict[str, Any]:
+    msg = await asyncio.wait_for(ws.receive(), timeout)
+    assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data}"
+    return json.loads(msg.data)
+
+
+async def sync(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
+    """Round trip: every reply to earlier messages, up to the answer to an unknown action."""
+    await ws.send_json({"action": "nop"})
+    seen = []
+    while True:
+        m = await recv(ws)
+        if m.get("code") == ErrorCode.UNKNOWN_ACTION:
+            return seen
+        seen.append(m)
+
+
+async def http(method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
+    async with aiohttp.ClientSession() as s, s.request(method, url, **kwargs) as r:
+        try:
+            body = await r.json(content_type=None)
+        except ValueError:
+            body = None
+        return r.status, body, r.headers
+
+
+async def session_status(srv: LocalServer, sid: str, want: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, session, _ = await http("GET", f"{srv.url}/api/sessions/{sid}")
+        if session["status"] == want or time.monotonic() > deadline:
+            return session
+        await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- raw sockets
+
+
+def raw_request(port: int, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """Send a request exactly as written; returns the status and the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1", "surrogateescape") + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+class RawWebSocket:
+    """A minimal WebSocket client over a plain socket: the path goes out byte for byte."""
+
+    def __init__(self, port: int, target: bytes, headers: str = "") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(b"GET " + target + (
+            f" HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade"
+            f"\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+        ).encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1]) if head else 0
+        self.head = head
+
+    def send(self, payload: bytes, opcode: int = 0x1) -> None:
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x80 | opcode])
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 65536:
+            header += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self) -> tuple[int, bytes]:
+        b0, b1 = self._read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack(">H", self._read(2))
+        elif n == 127:
+            (n,) = struct.unpack(">Q", self._read(8))
+        return b0 & 0x0F, self._read(n)
+
+    def recv_json(self) -> dict[str, Any]:
+        opcode, data = self.recv()
+        assert opcode == 0x1, (opcode, data)
+        return json.loads(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+def test_loopback_detection_and_public_bind_check() -> None:
+    for host in ("127.0.0.1", "127.5.0.1", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.org", ""):
+        assert not is_loopback(host), host
+    check(ServerConfig(host="127.0.0.1"))
+    check(ServerConfig(host="0.0.0.0", token=TOKEN))
+    check(ServerConfig(host="0.0.0.0", insecure=True))
+    with pytest.raises(ConfigError, match="--token"):
+        check(ServerConfig(host="0.0.0.0"))
+    assert "s3cret" not in repr(ServerConfig(token=TOKEN))
+    assert ServerConfig(token=TOKEN).serialize()["token"] == "***"
+
+
+def test_public_bind_without_token_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--host", "0.0.0.0", "--port", str(port),
+         "--data-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "WORKBENCH_TOKEN": "", "WORKBENCH_INSECURE": ""})
+    assert proc.returncode == 2
+    assert "without authentication" in proc.stderr and "--insecure" in proc.stderr
+
+
+async def test_public_bind_with_a_token_starts(tmp_path: Path) -> None:
+    # (--insecure is checked by test_loopback_detection_and_public_bind_check: a test
+    # should not serve an unauthenticated server on every interface, even briefly.)
+    srv = LocalServer(tmp_path, args=["--pipeline", "renditions", "--host", "0.0.0.0"],
+                      env={"WORKBENCH_TOKEN": TOKEN})
+    with srv:
+        status, body, _ = await http("GET", f"{srv.url}/api/sessions",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and "sessions" in body
+        assert (await http("GET", f"{srv.url}/api/sessions"))[0] == 401
+
+
+# ---------------------------------------------------------------------- token
+
+
+async def test_token_required_on_rest_and_websocket(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--token", TOKEN, "--access-log")
+    base = srv.url
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    for method, path in [("GET", "/api/sessions"), ("POST", "/api/sessions"),
+                         ("GET", "/api/sessions/abc"), ("DELETE", "/api/sessions/abc"),
+                         ("GET", "/api/sessions/abc/audio"), ("GET", "/api/nothing-here")]:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                        {"Authorization": f"Basic {TOKEN}"}):
+            status, body, resp_headers = await http(method, base + path, headers=headers)
+            assert status == 401, (method, path, headers)
+            assert body == {"error": "Missing or invalid token"}
+            assert resp_headers["WWW-Authenticate"] == "Bearer"
+        status, body, _ = await http("GET", f"{base}/api/sessions?token=wrong{TOKEN}")
+        assert status == 401
+    status, body, _ = await http("POST", f"{base}/api/sessions", headers=bearer)
+    assert status == 201
+    sid = body["id"]
+    status, body, _ = await http("GET", f"{base}/api/sessions/{sid}?token={TOKEN}")
+    assert status == 200 and body["id"] == sid
+
+    # Health: open, but details only with the token.
+    status, body, _ = await http("GET", f"{base}/api/health")
+    assert status == 200 and body == {"status": "ok"}
+    status, body, _ = await http("GET", f"{base}/api/health", headers=bearer)
+    assert body["status"] == "ok" and "recording" in body and "workers" in body
+    # The recorder page is public (it holds no data); it asks for the token itself.
+    status, _, _ = await http("GET", f"{base}/")
+    assert status != 401
+
+    async with aiohttp.ClientSession() as s:
+        for url, headers in ((f"{srv.ws_url}/ws/x", {}),
+                             (f"{srv.ws_url}/ws/x?token=nope", {}),
+                             (f"{srv.ws_url}/ws/x", {"Authorization": "Bearer nope"})):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(url, headers=headers)
+            assert exc.value.status == 401
+        for url, headers, want in ((f"{srv.ws_url}/ws/{sid}?token={TOKEN}", {}, sid),
+                                   (f"{srv.ws_url}/ws/new", bearer, None)):
+            async with s.ws_connect(url, headers=headers) as ws:
+                await ws.send_json(START_PCM)
+                started = await recv(ws)
+                assert started["type"] == "recording_started"
+                assert started["session_id"] == want or want is None
+                await ws.send_bytes(PCM_SECOND)
+                await ws.send_json({"action": "stop"})
+                assert (await recv(ws))["type"] == "recording_stopped"
+
+    # The access log shows requests but never the token.
+    srv.stop()
+    log = srv.log_path.read_text()
+    assert '"GET /api/sessions/' in log and "token=***" in log
+    assert TOKEN not in log
+
+
+async def test_token_from_environment(tmp_path: Path) -> None:
+    with LocalServer(tmp_path, args=["--pipeline", "renditions"],
+                     env={"WORKBENCH_TOKEN": TOKEN}) as srv:
+        assert (await http("GET", f"{srv.url}/api/sessions"))[0] == 401
+        assert (await http("GET", f"{srv.url}/api/sessions?token={TOKEN}"))[0] == 200
+
+
+# ---------------------------------------------------------------------- origin and host
+
+
+def test_origin_rules() -> None:
+    from server.config import DEFAULT_ALLOWED_ORIGINS as D
+
+    assert origin_allowed("http://127.0.0.1:8765", "127.0.0.1:8765", ())
+    assert origin_allowed("https://rec.example.org", "rec.example.org", ())  # TLS at a proxy
+    assert not origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8765", ())
+    assert not origin_allowed("https://evil.example", "127.0.0.1:8765", D)
+    assert not origin_allowed("null", "127.0.0.1:8765", D)
+    assert not origin_allowed("http://localhost.evil.example:80", "127.0.0.1:8765", D)
+    assert origin_allowed("http://localhost:3000", "127.0.0.1:8765", D)
+    assert origin_allowed("https://[::1]:8888", "127.0.0.1:8765", D)
+    assert origin_allowed("https://app.example.org", "x:1", ("https://app.example.org",))
+    assert not origin_allowed("http://app.example.org", "x:1", ("https://app.example.org",))
+    assert origin_allowed("https://anything.example", "x:1", ("*",))
+
+
+async def test_websocket_origin_check(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server()
+    strict = start_server("--allowed-origins", "https://app.example.org",
+                          "--allowed-hosts", "rec.example.org",
+                          data_dir=srv.data_dir.parent / "strict")
+
+    async def status_for(server: LocalServer, origin: Optional[str]) -> int:
+        headers = {"Origin": origin} if origin else {}
+        async with aiohttp.ClientSession() as s:
+            try:
+                async with s.ws_connect(f"{server.ws_url}/ws/o", headers=headers) as ws:
+                    await ws.send_json({"action": "nop"})
+                    assert (await recv(ws))["code"] == ErrorCode.UNKNOWN_ACTION
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+
+    own = f"http://127.0.0.1:{srv.port}"
+    assert await status_for(srv, None) == 101           # not a browser
+    assert await status_for(srv, own) == 101            # same origin
+    assert await status_for(srv, "http://localhost:3000") == 101   # default allowlist
+    assert await status_for(srv, "https://evil.example") == 403
+    assert await status_for(srv, "null") == 403
+    assert await status_for(strict, "https://app.example.org") == 101
+    assert await status_for(strict, f"http://127.0.0.1:{strict.port}") == 101
+    assert await status_for(strict, "http://localhost:3000") == 403
+    # --allowed-hosts adds names (a reverse proxy forwarding its own Host); loopback stays.
+    for host, want in (("rec.example.org", 200), (f"127.0.0.1:{strict.port}", 200),
+                       ("other.example.org", 403)):
+        status, _ = raw_request(strict.port, f"GET /api/sessions HTTP/1.1\r\nHost: {host}\r\n"
+                                             "Connection: close\r\n\r\n")
+        assert status == want, host
+    # Cross-site REST writes (CSRF) are refused the same way, with a JSON error.
+    status, body, _ = await http("POST", f"{srv.url}/api/sessions",
+                                 headers={"Origin": "https://evil.example"})
+    assert status == 403 and "Origin" in body["error"]
+
+
+def test_dns_rebinding_host_check(server: LocalServer) -> None:
+    """No token on loopback: a Host header naming another site (a rebound domain) is refused."""
+    for host in ("evil.example", f"evil.example:{server.port}", "192.168.1.5"):
+        status, data = raw_request(server.port, f"GET /api/sessions HTTP/1.1\r\nHost: {host}\r\n"
+                                                f"Connection: close\r\n\r\n")
+        assert status == 403 and b"Host not allowed" in data
+    for host in ("localhost", f"127.0.0.1:{server.port}", f"[::1]:{server.port}"):
+        status, _ = raw_request(server.port, f"GET /api/sessions HTTP/1.1\r\nHost: {host}\r\n"
+                                             f"Connection: close\r\n\r\n")
+        assert status == 200, host
+
+
+# ---------------------------------------------------------------------- abuse limits
+
+
+async def test_max_concurrent_recordings(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--max-recordings", "2")
+    async with aiohttp.ClientSession() as s:
+        a = await s.ws_connect(f"{srv.ws_url}/ws/a")
+        b = await s.ws_connect(f"{srv.ws_url}/ws/b")
+        c = await s.ws_connect(f"{srv.ws_url}/ws/c")
+        for ws in (a, b):
+            await ws.send_json(START_PCM)
+            assert (await recv(ws))["type"] == "recording_started"
+        await c.send_json(START_PCM)
+        assert await recv(c) == {"type": "error", "code": ErrorCode.TOO_MANY_RECORDINGS,
+                                 "message": "Too many recordings in progress (limit 2); "
+                                            "try again later"}
+        await a.send_json({"action": "stop"})
+        assert (await recv(a))["type"] == "recording_stopped"
+        assert (await recv(a))["type"] == "processing_started"  # the slot is free
+        await c.send_json(START_PCM)
+        assert (await recv(c))["type"] == "recording_started"
+        for ws in (a, b, c):
+            await ws.close()
+
+
+async def test_idle_recording_is_interrupted(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--idle-timeout", "1")
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/idle") as watcher:
+            # A connection that is not recording may stay quiet.
+            async with s.ws_connect(f"{srv.ws_url}/ws/idle") as ws:
+                await ws.send_json(START_PCM)
+                sid = (await recv(ws))["session_id"]
+                await ws.send_bytes(PCM_SECOND)
+                t0 = time.monotonic()
+                err = await recv(ws, timeout=5)
+                assert err == {"type": "error", "code": ErrorCode.IDLE_TIMEOUT,
+                               "message": "No message for 1 second: recording interrupted "
+                                          "(audio kept) and connection closed"}
+                closing = await ws.receive(timeout=5)
+                assert closing.type == aiohttp.WSMsgType.CLOSE
+                assert ws.close_code == 1008 and 0.9 < time.monotonic() - t0 < 4
+            await asyncio.sleep(1.5)
+            await watcher.send_json({"action": "nop"})
+            assert (await recv(watcher))["code"] == ErrorCode.UNKNOWN_ACTION
+    session = await session_status(srv, sid, "interrupted")
+    assert session["status"] == "interrupted"
+    assert session["duration_seconds"] == pytest.approx(1.0)
+
+
+async def test_message_size_limit_closes_1009(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--max-message-bytes", "65536")
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/big") as ws:
+            await ws.send_json(START_PCM)
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(PCM_SECOND)          # 32000 bytes: accepted
+            await ws.send_bytes(bytes(70000))        # over the message limit
+            msg = await ws.receive(timeout=TIMEOUT)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1009
+        session = await session_status(srv, sid, "interrupted")
+        assert session["status"] == "interrupted" and session["bytes_received"] == 32000
+        async with s.ws_connect(f"{srv.ws_url}/ws/next") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            assert (await recv(ws))["type"] == "recording_started"
+
+
+async def test_http_body_limit(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--max-body-bytes", "2048")
+    big = json.dumps({"format": "wav", "options": {"note": "x" * 4000}})
+    status, body, _ = await http("POST", f"{srv.url}/api/sessions", data=big,
+                                 headers={"Content-Type": "application/json"})
+    assert status == 413 and "error" in body
+    status, body, _ = await http("POST", f"{srv.url}/api/sessions", json={"format": "wav"})
+    assert status == 201
+
+
+async def test_connections_per_client(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--max-connections-per-client", "3")
+    proxied = start_server("--max-connections-per-client", "1", "--trust-proxy",
+                           data_dir=srv.data_dir.parent / "proxied")
+    async with aiohttp.ClientSession() as s:
+        open_ = [await s.ws_connect(f"{srv.ws_url}/ws/c{i}") for i in range(3)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await s.ws_connect(f"{srv.ws_url}/ws/c3")
+        assert exc.value.status == 429
+        status, body, _ = await http("GET", f"{srv.url}/ws/c3", headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode()})
+        assert status == 429 and body == {"error": "Too many connections from your address "
+                                                   "(limit 3)"}
+        await open_[0].close()
+        for _ in range(50):  # a slot is freed once the server has finished with that socket
+            try:
+                again = await s.ws_connect(f"{srv.ws_url}/ws/c4")
+                break
+            except aiohttp.WSServerHandshakeError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the closed connection's slot was not freed")
+        for ws in (*open_[1:], again):
+            await ws.close()
+        # Behind a proxy each forwarded client address has its own budget.
+        one = await s.ws_connect(f"{proxied.ws_url}/ws/p",
+                                 headers={"X-Forwarded-For": "203.0.113.7"})
+        two = await s.ws_connect(f"{proxied.ws_url}/ws/p",
+                                 headers={"X-Forwarded-For": "1.2.3.4, 203.0.113.8"})
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await s.ws_connect(f"{proxied.ws_url}/ws/p",
+                               headers={"X-Forwarded-For": "9.9.9.9, 203.0.113.7"})
+        await one.close()
+        await two.close()
+
+
+def test_live_pacer_token_bucket() -> None:
+    now = [0.0]
+    pacer = LivePacer(2.0, 10.0, clock=lambda: now[0])
+    assert all(pacer.admit(1.0) for _ in range(11))  # the burst (the last one goes into debt)
+    assert not pacer.admit(1.0)
+    now[0] += 1.0  # 2 s of credit per second: back to +1
+    assert pacer.admit(1.0) and pacer.admit(1.0) and not pacer.admit(1.0)
+    # Sustained 3x real time is refused after about burst / (3 - 2) = 10 s.
+    now[0] = 0.0
+    pacer = LivePacer(2.0, 10.0, clock=lambda: now[0])
+    while pacer.admit(0.3):
+        now[0] += 0.1
+    assert 9.0 <= now[0] <= 11.0
+    # Real time is never refused.
+    pacer = LivePacer(2.0, 0.0, clock=lambda: now[0])
+    for _ in range(100):
+        now[0] += 0.25
+        assert pacer.admit(0.25)
+    assert chunk_seconds(32000, 32000, "pcm_s16le") == 1.0
+    assert chunk_seconds(72000, None, "webm") == 1.0
+    assert chunk_seconds(192000, None, None) == 1.0
+
+
+async def test_live_audio_faster_than_real_time(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--live-max-speed", "2", "--live-burst", "1")
+    half = PCM_SECOND[:16000]  # 0.5 s
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/live") as ws:
+            await ws.send_json({**START_PCM, "live": True})
+            sid = (await recv(ws))["session_id"]
+            for _ in range(6):  # 3 s of audio at once: the 1 s burst (+ one chunk of debt) only
+                await ws.send_bytes(half)
+            replies = await sync(ws)
+            assert replies and all(r["code"] == ErrorCode.TOO_FAST for r in replies)
+            assert replies[0]["message"] == (
+                "Audio arrives faster than real time: a live recording may send at most 2x "
+                "real time after a 1 s burst. Chunk refused; slow down")
+            accepted = 6 - len(replies)
+            assert 2 <= accepted <= 5
+            await asyncio.sleep(0.5)  # credit for another 1 s of audio
+            await ws.send_bytes(half)
+            assert await sync(ws) == []
+            await ws.send_json({"action": "stop"})
+            stopped = await recv(ws)
+            assert stopped["duration_seconds"] == pytest.approx(0.5 * (accepted + 1))
+        raw = (srv.data_dir / "sessions" / sid / "part-000.raw").read_bytes()
+        assert raw == half * (accepted + 1)
+        # The same speed without "live" is a file upload: never refused.
+        async with s.ws_connect(f"{srv.ws_url}/ws/upload") as ws:
+            await ws.send_json(START_PCM)
+            await recv(ws)
+            for _ in range(20):
+                await ws.send_bytes(half)
+            assert await sync(ws) == []
+
+
+async def test_compression_off_and_heartbeat(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--heartbeat", "0.3")
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/hb", compress=15, autoping=False) as ws:
+            assert ws.compress == 0  # permessage-deflate declined (no zip bombs, no CPU)
+            msg = await ws.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.PING
+
+
+# ---------------------------------------------------------------------- input validation
+
+
+async def test_hostile_messages_get_clear_errors(server: LocalServer) -> None:
+    """Each bad message gets its error; a bystander's recording is untouched throughout."""
+    async with aiohttp.ClientSession() as s:
+        bystander = await s.ws_connect(f"{server.ws_url}/ws/bystander")
+        await bystander.send_json(START_PCM)
+        bsid = (await recv(bystander))["session_id"]
+        async with s.ws_connect(f"{server.ws_url}/ws/hostile") as ws:
+            cases: list[tuple[Any, int]] = [
+                ("42", ErrorCode.INVALID_MESSAGE), ('"start"', ErrorCode.INVALID_MESSAGE),
+                ("null", ErrorCode.INVALID_MESSAGE), ("[]", ErrorCode.INVALID_MESSAGE),
+                ("{", ErrorCode.INVALID_MESSAGE), ("[" * 100000, ErrorCode.INVALID_MESSAGE),
+                ('{"a": ' + "9" * 5000 + "}", ErrorCode.INVALID_MESSAGE),
+                ({"action": 1}, ErrorCode.UNKNOWN_ACTION),
+                ({"action": ["start"]}, ErrorCode.UNKNOWN_ACTION),
+                ({"action": "x" * 1_000_000}, ErrorCode.UNKNOWN_ACTION),
+                ({"no_action": True}, ErrorCode.UNKNOWN_ACTION),
+                ({"action": "audio_chunk", "data": "AAAA"}, ErrorCode.NOT_STARTED),
+                ({"action": "stop"}, ErrorCode.NOT_STARTED),
+                ({"action": "start", "format": 1}, ErrorCode.INVALID_FORMAT),
+                ({"action": "start", "format": {"x": 1}}, ErrorCode.INVALID_FORMAT),
+                ({"action": "start", "format": "w" * 100000}, ErrorCode.INVALID_FORMAT),
+                ({"action": "start", "input_format": 7}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "input_format": "exe"}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "sample_rate": "16000"}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "sample_rate": 10 ** 30}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "sample_rate": 16000.0}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "channels": True}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "language": "x" * 10000}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "language": ["en"]}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "num_speakers": 0}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "num_speakers": 2.5}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "clustering_threshold": "NaN"}, ErrorCode.INVALID_FIELD),
+                ('{"action": "start", "clustering_threshold": NaN}', ErrorCode.INVALID_FIELD),
+                ('{"action": "start", "clustering_threshold": Infinity}',
+                 ErrorCode.INVALID_FIELD),
+                ({"action": "start", "vad_filter": "yes"}, ErrorCode.INVALID_FIELD),
+                ({"action": "start", "live": 1}, ErrorCode.INVALID_FIELD),
+            ]
+            for message, code in cases:
+                await ws.send_str(message if isinstance(message, str) else json.dumps(message))
+                reply = await recv(ws)
+                assert reply["type"] == "error" and reply["code"] == code, (str(message)[:80], reply)
+                assert len(reply["message"]) < 300 and "Traceback" not in reply["message"]
+            await ws.send_bytes(b"\x00\x01")  # binary before start
+            assert (await recv(ws))["code"] == ErrorCode.NOT_STARTED
+            # Unknown fields are ignored, and named in the reply.
+            await ws.send_json({**START_PCM, "colour": "blue", "sample_rate": 16000,
+                                "z" * 500: 1})
+            started = await recv(ws)
+            assert started["type"] == "recording_started"
+            assert started["ignored_fields"] == ["colour", "z" * 40]
+            await ws.send_json(START_PCM)  # start twice
+            assert (await recv(ws))["code"] == ErrorCode.ALREADY_RECORDING
+            await bystander.send_bytes(PCM_SECOND)
+            await ws.send_bytes(PCM_SECOND)
+            await ws.send_json({"action": "stop"})
+            assert (await recv(ws))["type"] == "recording_stopped"
+            await ws.send_json({"action": "stop"})  # stop twice
+            reply, _ = await _until_error(ws)
+            assert reply["code"] == ErrorCode.NOT_STARTED
+            await ws.send_bytes(PCM_SECOND)  # chunks after stop
+            assert (await _until_error(ws))[0]["code"] == ErrorCode.NOT_STARTED
+            await ws.send_json({"action": "audio_chunk", "data": "AAAA"})
+            assert (await _until_error(ws))[0]["code"] == ErrorCode.NOT_STARTED
+        await bystander.send_bytes(PCM_SECOND)
+        await bystander.send_json({"action": "stop"})
+        stopped = await recv(bystander)
+        assert stopped["type"] == "recording_stopped"
+        assert stopped["duration_seconds"] == pytest.approx(2.0)
+        await bystander.close()
+    raw = (server.data_dir / "sessions" / bsid / "part-000.raw").read_bytes()
+    assert raw == PCM_SECOND * 2
+
+
+async def _until_error(ws: aiohttp.ClientWebSocketResponse) -> tuple[dict[str, Any], list[Any]]:
+    seen = []
+    while (m := await recv(ws))["type"] != "error":
+        seen.append(m)
+    return m, seen
+
+
+def test_invalid_utf8_text_frame_closes_1007(server: LocalServer) -> None:
+    ws = RawWebSocket(server.port, b"/ws/utf8")
+    try:
+        assert ws.status == 101
+        ws.send(json.dumps(START_PCM).encode())
+        started = ws.recv_json()
+        assert started["type"] == "recording_started"
+        ws.send(PCM_SECOND, opcode=0x2)
+        ws.send(b'{"action": "\xff\xfe"}')
+        while True:
+            opcode, data = ws.recv()
+            if opcode == 0x8:
+                break
+        assert struct.unpack(">H", data[:2])[0] == 1007  # "invalid frame payload data"
+    finally:
+        ws.close()
+    sid = started["session_id"]
+    for _ in range(100):
+        session = json.loads(raw_request(server.port, f"GET /api/sessions/{sid} HTTP/1.1\r\n"
+                                         f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")[1]
+                             .split(b"\r\n\r\n", 1)[1])
+        if session["status"] == "interrupted":
+            break
+        time.sleep(0.05)
+    assert session["status"] == "interrupted" and session["bytes_received"] == 32000
+
+
+HOSTILE_IDS = [
+    b"..", b"%2e%2e", b"..%2F..%2Fetc", b"..%252f..%252f", b"%00", b"abc%00def",
+    b"%E2%98%83snow", b"\xe2\x98\x83", b"a" * 4000, b"con", b"..%5c..%5cwindows",
+    b"%0d%0aX-Injected:%201", b"session%0a2025-01-01 - server - ERROR - forged",
+    b"x" * 64, b"-leading-dash", b".hidden", b"%2F", b"%252e%252e",
+]
+
+
+@pytest.mark.parametrize("path_id", HOSTILE_IDS, ids=lambda b: b[:20].decode("latin-1"))
+def test_hostile_session_ids_over_raw_socket(server: LocalServer, path_id: bytes) -> None:
+    """Odd or hostile path ids: a fresh session (UUID) is recorded, nothing outside it is touched."""
+    before = sorted(p.name for p in server.data_dir.iterdir())
+    ws = RawWebSocket(server.port, b"/ws/" + path_id)
+    try:
+        if ws.status != 101:  # refused before the upgrade: fine, as long as it is a 4xx
+            assert 400 <= ws.status < 500, ws.head
+            return
+        ws.send(json.dumps(START_PCM).encode())
+        started = ws.recv_json()
+        assert started["type"] == "recording_started"
+        sid = started["session_id"]
+        assert len(sid) == 36  # a fresh UUID: only an existing session's id is used as is
+        ws.send(PCM_SECOND, opcode=0x2)
+        ws.send(b'{"action": "stop"}')
+        assert ws.recv_json()["type"] == "recording_stopped"
+    finally:
+        ws.close()
+    assert (server.data_dir / "sessions" / sid / "part-000.raw").read_bytes() == PCM_SECOND
+    assert sorted(p.name for p in server.data_dir.iterdir()) == before
+    # No line of the log was forged by the id.
+    for line in server.log_path.read_text().splitlines():
+        assert not line.startswith(("2025-01-01 - server", "X-Injected")), line
+
+
+@pytest.mark.parametrize("target", [
+    "/api/sessions/%00", "/api/sessions/..%00", "/api/sessions/" + "a" * 3000,
+    "/api/sessions/%E2%98%83", "/api/sessions/%2e%2e/runs", "/api/sessions/x/runs/..%2f..%2f",
+    "/api/sessions/x/transcript?run=../../workbench.sqlite3",
+])
+def test_hostile_rest_ids(server: LocalServer, target: str) -> None:
+    status, data = raw_request(server.port, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                            f"Connection: close\r\n\r\n")
+    assert status in (400, 404), (target, status)
+    assert b"SQLite format" not in data and b'"error"' in data
+
+
+def test_overlong_request_line_is_refused(server: LocalServer) -> None:
+    status, _ = raw_request(server.port, f"GET /api/sessions/{'a' * 20000} HTTP/1.1\r\n"
+                                         f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert status in (400, 414)
+    status, _ = raw_request(server.port, "GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                         "Connection: close\r\n\r\n")
+    assert status == 200
