@@ -1,6 +1,7 @@
 # The two set-up commands (README.md): `make run` and `make test`.
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
+export PYANNOTE_METRICS_ENABLED := false
 PORT ?= 8765
 LAB_PORT ?= 8888
 DATA ?= data

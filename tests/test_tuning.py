@@ -1,0 +1,34 @@
+"""Threshold sweep: cached segmentation/embeddings give the same DER as fresh runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from workbench.datasets import sample_call
+from workbench.diarization import DiarizationConfig, Diarizer
+from workbench.metrics import diarization_error
+from workbench.tuning import best_config, load_config, save_config, sweep_diarization
+
+pytestmark = pytest.mark.models
+
+
+def test_sweep_matches_independent_runs_and_saves_best(tmp_path: Path) -> None:
+    item = sample_call()
+    table = sweep_diarization([item], thresholds=[0.5, 0.9], min_duration_offs=[0.0, 0.5])
+    assert len(table) == 4 and table["der"].between(0, 1).all()
+    # The cached sweep agrees with a fresh Diarizer at one grid point.
+    config = replace(DiarizationConfig(), clustering_threshold=0.9, min_duration_off=0.5)
+    fresh = Diarizer(config)(item.load_audio())
+    expected = diarization_error(item.reference(), fresh.annotation).der
+    row = table[(table.clustering_threshold == 0.9) & (table.min_duration_off == 0.5)].iloc[0]
+    assert row["der"] == pytest.approx(expected, abs=1e-6)
+    best = best_config(table)
+    assert best.clustering_threshold in (0.5, 0.9)
+    assert table["der"].min() == pytest.approx(
+        table[(table.clustering_threshold == best.clustering_threshold)
+              & (table.min_duration_off == best.min_duration_off)]["der"].iloc[0])
+    path = save_config(best, tmp_path / "best.json", evidence=table)
+    assert load_config(path) == best
