@@ -169,22 +169,27 @@ def _decode_pcm_file(path: Path, fmt: InputFormat) -> np.ndarray:
     return _to_mono_16k(x, fmt.sample_rate)
 
 
-def _decode_with_ffmpeg(path: Path) -> np.ndarray:
+# FFmpeg demuxer per container: naming it stops FFmpeg from probing the bytes as
+# something else (e.g. an `ffconcat` script that would open other files).
+_DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
+
+
+def _decode_with_ffmpeg(path: Path, container: Optional[str] = None) -> np.ndarray:
     """Decode any container with PyAV (FFmpeg), keeping what decodes from a truncated file."""
     import av
 
     chunks: list[np.ndarray] = []
     try:
-        container = av.open(str(path))
+        media = av.open(str(path), format=_DEMUXERS.get(container or ""))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
-    with container:
-        if not container.streams.audio:
+    with media:
+        if not media.streams.audio:
             raise AudioDecodeError("The stream contains no audio track")
-        stream = container.streams.audio[0]
+        stream = media.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         try:
-            for frame in container.decode(stream):
+            for frame in media.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
         except (av.error.FFmpegError, ValueError) as exc:
@@ -227,7 +232,7 @@ def decode_file(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None
             "Audio could not be decoded: unrecognised container (send WAV, WebM/Opus, "
             "Ogg/Opus, MP4/AAC, or declare raw PCM with input_format 'pcm_s16le')"
         )
-    return _decode_with_ffmpeg(path)
+    return _decode_with_ffmpeg(path, container)
 
 
 def decode_parts(parts: Iterable[tuple[Path, InputFormat]]) -> np.ndarray:
