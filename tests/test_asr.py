@@ -286,3 +286,25 @@ def test_small_needs_its_packages(tmp_path: Path) -> None:
         resolve_model("small", tmp_path)
     assert "small" not in available_models(tmp_path)
     assert not (tmp_path / "models" / "whisper-small").exists()
+
+
+def test_long_audio_is_transcribed_in_windows_cut_at_quiet_points() -> None:
+    """Windows bound the feature memory; words keep absolute, increasing times."""
+    from workbench.asr import ASRConfig, Transcriber, _windows
+    from workbench.datasets import sample_call
+    from workbench.metrics import stm_text, word_error_rate
+
+    audio = sample_call().load_audio()
+    spans = _windows(audio, 8.0)
+    assert len(spans) >= 3 and spans[0][0] == 0 and spans[-1][1] == audio.size
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    frame = 1600
+    for _, cut in spans[:-1]:  # each cut sits in a quiet 100 ms
+        local = audio[cut - frame // 2 : cut + frame // 2]
+        assert (local ** 2).mean() <= np.percentile(
+            [(audio[i : i + frame] ** 2).mean() for i in range(0, audio.size - frame, frame)], 25)
+    result = Transcriber(ASRConfig(cpu_threads=1)).transcribe(audio, window_seconds=8.0)
+    starts = [w.start for w in result.words]
+    assert starts == sorted(starts) and result.words[-1].end <= audio.size / 16000 + 0.01
+    assert word_error_rate(stm_text(sample_call().stm), result.text).wer <= 0.30
+    assert result.duration == pytest.approx(audio.size / 16000)

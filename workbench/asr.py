@@ -742,6 +742,10 @@ def _as_waveform(waveform: np.ndarray) -> np.ndarray:
     return samples
 
 
+WINDOW_SECONDS = 600.0
+"""Length of the windows long audio is transcribed in (see `Transcriber.transcribe`)."""
+
+
 class Transcriber:
     """A loaded Whisper model; `transcribe` can be called any number of times.
 
@@ -786,8 +790,15 @@ class Transcriber:
         """Name, path, origin, sha256 and faster-whisper/ctranslate2 versions."""
         return {**self.source.serialize(), "versions": _versions()}
 
-    def transcribe(self, waveform: np.ndarray, *, hook: Optional[ProgressHook] = None) -> ASRResult:
-        """Transcribe 16 kHz mono float audio, reporting ``hook("asr", seconds_done, seconds)``."""
+    def transcribe(self, waveform: np.ndarray, *, hook: Optional[ProgressHook] = None,
+                   window_seconds: float = WINDOW_SECONDS) -> ASRResult:
+        """Transcribe 16 kHz mono float audio, reporting ``hook("asr", seconds_done, seconds)``.
+
+        Audio longer than 1.5 x ``window_seconds`` is transcribed window by window,
+        cut at the quietest 100 ms near each boundary: faster-whisper computes the
+        features of its whole input at once, which for 30 min of audio alone takes
+        ~1.7 GB.  Later windows keep the language detected in the first.
+        """
         samples = _as_waveform(waveform)
         duration = samples.size / SAMPLE_RATE
         total = int(duration)
@@ -798,30 +809,40 @@ class Transcriber:
 
         started = time.perf_counter()
         report(0)
-        generator, info = self._model.transcribe(
-            samples,
-            language=self.config.language,
-            beam_size=self.config.beam_size,
-            vad_filter=self.config.vad_filter,
-            word_timestamps=True,
-        )
         segments: list[ASRSegment] = []
         words: list[Word] = []
-        for raw in generator:  # decoding happens while iterating
-            seg_words = tuple(
-                Word(start=float(w.start), end=float(w.end), word=w.word,
-                     probability=float(w.probability))
-                for w in (raw.words or ())
+        info = None
+        language = self.config.language
+        after_vad = 0.0
+        for begin, end in _windows(samples, window_seconds):
+            offset = begin / SAMPLE_RATE
+            generator, window_info = self._model.transcribe(
+                samples[begin:end],
+                language=language,
+                beam_size=self.config.beam_size,
+                vad_filter=self.config.vad_filter,
+                word_timestamps=True,
             )
-            words.extend(seg_words)
-            segments.append(ASRSegment(
-                start=float(raw.start), end=float(raw.end), text=raw.text,
-                avg_logprob=float(raw.avg_logprob), no_speech_prob=float(raw.no_speech_prob),
-                compression_ratio=float(raw.compression_ratio),
-                temperature=None if raw.temperature is None else float(raw.temperature),
-                words=seg_words,
-            ))
-            report(raw.end)
+            if info is None:
+                info = window_info
+                language = language or window_info.language
+            after_vad += float(window_info.duration_after_vad)
+            for raw in generator:  # decoding happens while iterating
+                seg_words = tuple(
+                    Word(start=offset + float(w.start), end=offset + float(w.end), word=w.word,
+                         probability=float(w.probability))
+                    for w in (raw.words or ())
+                )
+                words.extend(seg_words)
+                segments.append(ASRSegment(
+                    start=offset + float(raw.start), end=offset + float(raw.end), text=raw.text,
+                    avg_logprob=float(raw.avg_logprob), no_speech_prob=float(raw.no_speech_prob),
+                    compression_ratio=float(raw.compression_ratio),
+                    temperature=None if raw.temperature is None else float(raw.temperature),
+                    words=seg_words,
+                ))
+                report(offset + raw.end)
+        assert info is not None
         elapsed = time.perf_counter() - started
         report(duration)
 
@@ -836,8 +857,8 @@ class Transcriber:
             language=info.language,
             language_probability=float(info.language_probability),
             language_probabilities={lang: float(p) for lang, p in probabilities},
-            duration=float(info.duration),
-            duration_after_vad=float(info.duration_after_vad),
+            duration=duration,
+            duration_after_vad=after_vad,
             options={
                 "transcription": _jsonable(asdict(info.transcription_options)),
                 "vad": _jsonable(asdict(info.vad_options)) if self.config.vad_filter else None,
@@ -851,6 +872,26 @@ class Transcriber:
             timings=timings,
             config=self.config.serialize(),
         )
+
+
+def _windows(samples: np.ndarray, window_seconds: float) -> list[tuple[int, int]]:
+    """Sample ranges covering ``samples``: one range, or windows cut at quiet points."""
+    n = samples.size
+    window = int(window_seconds * SAMPLE_RATE)
+    if window <= 0 or n <= 1.5 * window:
+        return [(0, n)]
+    frame = SAMPLE_RATE // 10
+    search = min(10 * SAMPLE_RATE, window // 4)
+    cuts = [0]
+    while n - cuts[-1] > 1.5 * window:
+        target = cuts[-1] + window
+        lo, hi = max(cuts[-1] + frame, target - search), min(n - frame, target + search)
+        region = samples[lo:hi]
+        usable = (region.size // frame) * frame
+        energy = (region[:usable].reshape(-1, frame) ** 2).mean(axis=1)
+        cuts.append(lo + int(np.argmin(energy)) * frame + frame // 2)
+    cuts.append(n)
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _jsonable(value: Any) -> Any:
