@@ -340,6 +340,7 @@ def create_app(config: ServerConfig) -> web.Application:
                           client_max_size=config.limits.max_body_bytes)
     state = AppState(config, SessionStore(config.data_dir))
     state.jobs = JobQueue(state.store, state.notify, workers=config.workers,
+                          dask_scheduler=config.dask_scheduler,
                           pipeline=config.pipeline, log_level=config.log_level)
     app[STATE] = state
     app.router.add_get("/api/health", health)

@@ -63,6 +63,9 @@ class ServerConfig:
     # "renditions": audio renditions only (fast; used by protocol tests).
     pipeline: str = "full"
     workers: int = 1
+    # A Dask scheduler address ("tcp://host:8786"): runs go to that cluster instead
+    # of local worker processes (its workers must see the data directory).
+    dask_scheduler: Optional[str] = None
     progress_every: int = 100
     fsync_interval: float = 1.0
     heartbeat: float = 30.0
@@ -140,7 +143,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     p.add_argument("--pipeline", choices=("full", "renditions"), default=_env("pipeline", d.pipeline),
                    help="work done after stop (default: full)")
     p.add_argument("--workers", type=int, default=int(_env("workers", d.workers)),
-                   help="processing worker processes (bounded concurrency)")
+                   help="processing worker processes, or runs in flight on Dask (bounded)")
+    p.add_argument("--dask-scheduler", default=_env("dask_scheduler", None) or None,
+                   help="run processing jobs on this Dask cluster (tcp://host:port)")
     p.add_argument("--max-duration", type=float,
                    default=float(_env("max_duration", lim.max_duration_seconds)),
                    help="seconds per recording")
@@ -208,6 +213,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
         ),
         pipeline=a.pipeline,
         workers=max(1, a.workers),
+        dask_scheduler=a.dask_scheduler,
         progress_every=max(1, a.progress_every),
         heartbeat=a.heartbeat,
         log_level=a.log_level.upper(),

@@ -39,7 +39,8 @@ class JobQueue:
     """Runs queued runs on a bounded pool of worker processes and reports their events."""
 
     def __init__(self, store: SessionStore, notify: Notify, *, workers: int = 1,
-                 pipeline: str = "full", log_level: str = "INFO") -> None:
+                 pipeline: str = "full", log_level: str = "INFO",
+                 dask_scheduler: Optional[str] = None) -> None:
         self.store = store
         self.notify = notify
         self.size = workers
@@ -55,6 +56,8 @@ class JobQueue:
         self._last_progress: dict[str, float] = {}
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._closing = False
+        self.dask_scheduler = dask_scheduler
+        self._dask: Any = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -65,9 +68,18 @@ class JobQueue:
                      run.session_id)
             await asyncio.to_thread(self.store.update_run, run.id, status="queued", stage=None,
                                     progress=0.0)
-        self._workers = [self._spawn() for _ in range(self.size)]
-        self._reader = threading.Thread(target=self._read_events, name="job-events", daemon=True)
-        self._reader.start()
+        if self.dask_scheduler:
+            # Runs go to a Dask cluster; `size` bounds how many are in flight.
+            from distributed import Client
+
+            self._dask = await Client(self.dask_scheduler, asynchronous=True)
+            log.info("Processing runs on the Dask cluster at %s", self.dask_scheduler)
+            self._workers = [_Worker(None, None) for _ in range(self.size)]
+        else:
+            self._workers = [self._spawn() for _ in range(self.size)]
+            self._reader = threading.Thread(target=self._read_events, name="job-events",
+                                            daemon=True)
+            self._reader.start()
         self._tasks = [asyncio.create_task(self._dispatch(), name="job-dispatch"),
                        asyncio.create_task(self._consume(), name="job-events")]
         self._wake.set()
@@ -83,6 +95,9 @@ class JobQueue:
         self._closing = True
         for t in self._tasks:
             t.cancel()
+        if self._dask is not None:
+            await self._dask.close()
+            return
         for w in self._workers:
             try:
                 w.tasks.put(None)
@@ -153,11 +168,26 @@ class JobQueue:
             "pipeline": run.config.get("pipeline", self.pipeline),
         }
         worker.run_id = run.id
-        worker.tasks.put(task)
+        if self._dask is not None:
+            from .worker import run_on_dask
+
+            future = self._dask.submit(run_on_dask, task, pure=False,
+                                       key=f"workbench-run-{run.id}-{run.attempts + 1}")
+            asyncio.create_task(self._await_dask(run.id, future))
+        else:
+            worker.tasks.put(task)
+
+    async def _await_dask(self, run_id: str, future: Any) -> None:
+        try:
+            event = await future
+        except Exception as exc:  # the task or its worker failed
+            event = ("failed", run_id, f"Dask task failed: {type(exc).__name__}: "
+                     f"{str(exc)[:200]}")
+        await self._inbox.put(tuple(event))
 
     async def _reap_dead_workers(self) -> None:
         for i, w in enumerate(self._workers):
-            if w.process.is_alive() or self._closing:
+            if w.process is None or w.process.is_alive() or self._closing:
                 continue
             log.error("Worker process %s died (exit code %s)", w.process.pid, w.process.exitcode)
             if w.run_id is not None:

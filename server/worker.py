@@ -70,6 +70,23 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     return summary
 
 
+def execute(task: dict[str, Any], emit: Emit) -> tuple[Any, ...]:
+    """Run one task; returns its final event, ``("done", run_id, summary)`` or
+    ``("failed", run_id, message)``.  Never raises for a failing run."""
+    run_id = task["run_id"]
+    started = time.monotonic()
+    try:
+        summary = process_run(task, emit)
+        summary["processing_seconds"] = round(time.monotonic() - started, 3)
+        summary["worker_pid"] = os.getpid()
+        return ("done", run_id, summary)
+    except (RunFailed, AudioDecodeError) as exc:
+        return ("failed", run_id, str(exc))
+    except Exception as exc:  # report; the worker stays alive for the next run
+        log.error("Run %s failed:\n%s", run_id, traceback.format_exc())
+        return ("failed", run_id, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
 def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO") -> None:
     """Entry point of a worker process: take runs from ``task_queue`` until ``None``."""
     logging.basicConfig(level=log_level, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
@@ -79,15 +96,18 @@ def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO") -> N
         task = task_queue.get()
         if task is None:
             return
-        run_id = task["run_id"]
-        emit(("started", run_id, os.getpid()))
-        started = time.monotonic()
-        try:
-            summary = process_run(task, emit)
-            summary["processing_seconds"] = round(time.monotonic() - started, 3)
-            emit(("done", run_id, summary))
-        except (RunFailed, AudioDecodeError) as exc:
-            emit(("failed", run_id, str(exc)))
-        except Exception as exc:  # report, keep the worker alive for the next run
-            log.error("Run %s failed:\n%s", run_id, traceback.format_exc())
-            emit(("failed", run_id, f"{type(exc).__name__}: {str(exc)[:200]}"))
+        emit(("started", task["run_id"], os.getpid()))
+        emit(execute(task, emit))
+
+
+def run_on_dask(task: dict[str, Any]) -> tuple[Any, ...]:
+    """The task a Dask worker runs for one run (models stay warm in the worker process).
+
+    Progress events are not streamed back from Dask workers; the final event is
+    the task's result.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    event = execute(task, lambda _event: None)
+    if event[0] == "done":
+        event[2]["executor"] = "dask"
+    return event
