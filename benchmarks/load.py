@@ -286,6 +286,25 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
     }
 
 
+def markdown_table(doc: dict[str, Any]) -> str:
+    """The figures of a results file as a markdown table."""
+    r, prm = doc["results"], doc["parameters"]
+    srv = r["server"]
+    rows = [
+        ("streams × seconds", f"{prm['streams']} × {prm['seconds']:g}"),
+        ("sent / lost", f"{r['sent_mb']} MB / {r['lost_bytes']} bytes "
+                        f"({r['raw_exact']}/{prm['streams']} byte-exact)"),
+        ("chunk → progress (p50 / p99 / max)",
+         "{p50_ms} / {p99_ms} / {max_ms} ms".format(**r["progress_latency"])),
+        ("nop round trip (p50 / p99)", "{p50_ms} / {p99_ms} ms".format(**r["nop_round_trip"])),
+        ("server CPU (% of one core)", f"{srv['cpu_percent_of_one_core']}"),
+        ("server RSS before → peak (per stream)",
+         f"{srv['rss_mb_before']} → {srv['rss_mb_peak_streaming']} MB "
+         f"({srv['rss_mb_per_stream']} MB)"),
+    ]
+    return "| figure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks load", description=__doc__.split("\n\n")[0])
     p.add_argument("--streams", type=int, default=200)
@@ -298,7 +317,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "(default: progress-every x chunk-ms)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
     p.add_argument("--keep-data", action="store_true", help="keep the server's data directory")
+    p.add_argument("--table", type=Path, default=None,
+                   help="print the markdown table of an earlier results file and exit")
     args = p.parse_args(list(argv) if argv is not None else None)
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     if args.spread is None:
         args.spread = args.progress_every * args.chunk_ms / 1000
 
