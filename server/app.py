@@ -206,12 +206,15 @@ async def create_run(request: web.Request) -> web.Response:
         raise web.HTTPConflict(text="Session is recording; stop it first")
     if not (state.store.session_dir(session.id) / "audio.wav").exists():
         raise web.HTTPConflict(text="This session has no recorded audio to process")
+    if config.get("pipeline", "full") not in ("full", "renditions"):
+        raise web.HTTPBadRequest(text="Invalid run configuration: 'pipeline' must be "
+                                      "'full' or 'renditions'")
     try:
+        # Imported here: it pulls in torch and the models' libraries, which the
+        # server process itself never needs until a run is configured over REST.
         from workbench.pipeline import PipelineConfig
 
         PipelineConfig.from_dict(config)
-    except ImportError:  # pragma: no cover - the pipeline is part of the package
-        pass
     except (TypeError, ValueError) as exc:
         raise web.HTTPBadRequest(text=f"Invalid run configuration: {exc}") from None
     run = await state.jobs.submit(session.id, {**state.config.default_run_config, **config})

@@ -165,7 +165,9 @@ class JobQueue:
             "data_dir": str(self.store.data_dir),
             "format": session.format,
             "config": run.config,
-            "pipeline": run.config.get("pipeline", self.pipeline),
+            # A run may ask for less than the server does (renditions only), never more.
+            "pipeline": ("renditions" if self.pipeline == "renditions"
+                         else run.config.get("pipeline", self.pipeline)),
         }
         worker.run_id = run.id
         if self._dask is not None:

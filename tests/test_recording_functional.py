@@ -404,6 +404,19 @@ async def test_rest_api_and_downloads(server: LocalServer, speech_dir: Path) -> 
                 assert r.status == code and "error" in await r.json()
         async with s.post(f"{server.url}/api/sessions", data=b"[1]") as r:
             assert r.status == 400 and "error" in await r.json()
+        async with s.post(f"{server.url}/api/sessions/{sid}/runs", json={"pipeline": "x"}) as r:
+            assert r.status == 400 and "pipeline" in (await r.json())["error"]
+        # A renditions-only server never runs the full pipeline, whatever a run asks.
+        async with s.post(f"{server.url}/api/sessions/{sid}/runs", json={"pipeline": "full"}) as r:
+            assert r.status == 202
+            asked = await r.json()
+        for _ in range(100):
+            async with s.get(f"{server.url}/api/sessions/{sid}/runs/{asked['id']}") as r:
+                run = await r.json()
+            if run["status"] in ("completed", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert run["status"] == "completed" and "word_count" not in run["summary"]
         async with s.delete(f"{server.url}/api/sessions/{sid}") as r:
             assert r.status == 204
         async with s.get(f"{server.url}/api/sessions/{sid}") as r:
