@@ -13,7 +13,7 @@ need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
-[ "$want_test" = 1 ] && { [ -x /usr/bin/chromium ] || need+=(chromium); }
+if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ]; then need+=(chromium); fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing Debian packages: ${need[*]}"
@@ -31,8 +31,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 extra=""
-[ "$want_test" = 1 ] && extra="[test]"
-stamp=".bootstrap-stamp$([ "$want_test" = 1 ] && echo -test)"
+stamp=".bootstrap-stamp"
+if [ "$want_test" = 1 ]; then
+  extra="[test]"
+  stamp=".bootstrap-stamp-test"
+fi
 digest=$(sha256sum pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "bootstrap: installing Python packages (first run takes several minutes)"
