@@ -336,6 +336,17 @@ class DiarizationConfig:
         """Plain-JSON form of the configuration."""
         return asdict(self)
 
+    def pipeline_parameters(self) -> dict[str, Any]:
+        """The hyper-parameters of the bundled pyannote pipeline (for ``instantiate``)."""
+        return {
+            "segmentation": {"min_duration_off": self.min_duration_off},
+            "clustering": {
+                "method": self.clustering_method,
+                "min_cluster_size": self.min_cluster_size,
+                "threshold": self.clustering_threshold,
+            },
+        }
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DiarizationConfig":
         """Inverse of `serialize`; unknown keys are an error."""
@@ -509,16 +520,7 @@ class Diarizer:
             embedding_batch_size=config.embedding_batch_size,
             segmentation_batch_size=config.segmentation_batch_size,
         )
-        pipeline.instantiate(
-            {
-                "segmentation": {"min_duration_off": config.min_duration_off},
-                "clustering": {
-                    "method": config.clustering_method,
-                    "min_cluster_size": config.min_cluster_size,
-                    "threshold": config.clustering_threshold,
-                },
-            }
-        )
+        pipeline.instantiate(config.pipeline_parameters())
         return pipeline
 
     def __call__(

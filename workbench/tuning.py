@@ -55,12 +55,8 @@ def sweep_diarization(items: Sequence[CorpusItem], *, thresholds: Sequence[float
     for step, (threshold, mdo) in enumerate(grid):
         if hook:
             hook("sweep", step, len(grid))
-        pipeline.instantiate({
-            "segmentation": {"min_duration_off": float(mdo)},
-            "clustering": {"method": base.clustering_method,
-                           "min_cluster_size": base.min_cluster_size,
-                           "threshold": float(threshold)},
-        })
+        pipeline.instantiate(replace(base, clustering_threshold=float(threshold),
+                                     min_duration_off=float(mdo)).pipeline_parameters())
         totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "total": 0.0}
         row: dict[str, Any] = {"clustering_threshold": threshold, "min_duration_off": mdo,
                                "right_speaker_count": 0}
