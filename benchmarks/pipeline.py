@@ -1,7 +1,7 @@
 """Pipeline benchmark: real-time factor per stage and peak memory, against senko.
 
 ``python -m benchmarks pipeline [--inputs 30s,5min,30min] [--asr-model tiny.en]
-[--threads N] [--no-senko] [--bench-dir data/bench] [--out benchmarks/results/pipeline.json]``
+[--config JSON] [--threads N] [--no-senko] [--bench-dir data/bench] [--out benchmarks/results/pipeline.json]``
 
 Inputs (cached under ``--bench-dir``; the same seed gives the same files):
 
@@ -80,7 +80,7 @@ def prepare_input(name: str, bench_dir: Path) -> Any:
 
 
 def _worker(system: str, audio: str, out: str, asr_model: str, threads: Optional[int],
-            data_dir: str) -> int:
+            data_dir: str, config: Optional[str] = None) -> int:
     """Run one system once in this (fresh) process and write its figures to `out`."""
     t0 = time.perf_counter()
     import psutil
@@ -96,8 +96,8 @@ def _worker(system: str, audio: str, out: str, asr_model: str, threads: Optional
     if system == "senko":
         runner: Any = SenkoBaseline.shared()
     else:
-        runner = get_pipeline(PipelineConfig.from_dict({"asr_model": asr_model}),
-                              data_dir=data_dir)
+        options = {"asr_model": asr_model, **json.loads(config or "{}")}
+        runner = get_pipeline(PipelineConfig.from_dict(options), data_dir=data_dir)
     load = time.perf_counter() - t1
     rss_loaded = psutil.Process().memory_info().rss
     t2 = time.perf_counter()
@@ -130,7 +130,7 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> 
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.pipeline", "--worker", system,
                str(item.audio), str(out), "--asr-model", args.asr_model,
-               "--data-dir", str(args.data_dir)]
+               "--data-dir", str(args.data_dir), "--config", args.config or "{}"]
     if args.threads:
         command += ["--threads", str(args.threads)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -227,6 +227,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--inputs", default=",".join(INPUTS),
                         help=f"comma-separated subset of {','.join(INPUTS)}")
     parser.add_argument("--asr-model", default="tiny.en")
+    parser.add_argument("--config", default=None,
+                        help="extra pipeline options as JSON, e.g. '{\"split_threshold\": null}'")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: torch's own choice)")
     parser.add_argument("--no-senko", action="store_true", help="skip the senko baseline")
@@ -251,7 +253,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
     if args.worker:
-        return _worker(*args.worker, args.asr_model, args.threads, str(args.data_dir))
+        return _worker(*args.worker, args.asr_model, args.threads, str(args.data_dir),
+                       args.config)
     if args.table:
         print(markdown_table(json.loads(args.table.read_text())))
         return 0
@@ -262,6 +265,7 @@ def main(argv: Sequence[str] = ()) -> int:
         "command": command.strip(),
         "machine": machine_info(),
         "parameters": {"inputs": args.input_names, "asr_model": args.asr_model,
+                       "config": json.loads(args.config or "{}"),
                        "threads": args.threads, "systems": systems,
                        "generated_inputs": {k: v for k, v in GENERATED.items()
                                             if k in args.input_names},

@@ -27,13 +27,19 @@ STAGE_WEIGHTS = {"renditions": 0.02, "decode": 0.01, "asr": 0.40, "segmentation"
                  "embeddings": 0.35, "clustering": 0.05, "merge": 0.02}
 
 
-def overall_progress(stage: str, fraction: float) -> float:
-    done = 0.0
-    for name, weight in STAGE_WEIGHTS.items():
-        if name == stage:
-            return round(min(1.0, done + weight * fraction), 4)
-        done += weight
-    return 0.0
+class OverallProgress:
+    """One overall figure (0..1) from per-stage progress: the sum over stages of
+    ``weight x fraction done``. Stages may run concurrently (ASR and diarization do);
+    the figure never goes down."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float) -> float:
+        if stage in STAGE_WEIGHTS:
+            self._done[stage] = max(self._done.get(stage, 0.0), min(max(fraction, 0.0), 1.0))
+        total = sum(STAGE_WEIGHTS[name] * done for name, done in self._done.items())
+        return round(min(1.0, total), 4)
 
 
 class RunFailed(Exception):
@@ -48,9 +54,11 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     if not wav.exists():
         raise RunFailed("The session has no decoded audio to process")
 
+    overall = OverallProgress()
+
     def hook(stage: str, completed: float = 0, total: float = 1) -> None:
         fraction = min(max((completed / total) if total else 0.0, 0.0), 1.0)
-        emit(("progress", run_id, stage, fraction, overall_progress(stage, fraction)))
+        emit(("progress", run_id, stage, fraction, overall(stage, fraction)))
 
     hook("renditions", 0, 1)
     if task.get("format") == "mp4" and not (session_dir / "audio.mp4").exists():

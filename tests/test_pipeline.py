@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,33 @@ def test_cli_writes_every_format(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "workbench", "transcribe", "nope.wav", "--out",
                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_concurrent_and_sequential_runs_agree(sample_result: tuple[Transcript, list],
+                                              tmp_path: Path) -> None:
+    # ASR and diarization run in two threads by default; one after the other must give
+    # the same transcript, and the hook is never entered from two threads at once
+    transcript, stages = sample_result
+    assert {"asr", "segmentation"} <= {s[0] for s in stages}
+    busy, overlapping = [], []
+
+    def hook(stage: str, completed: float, total: float) -> None:
+        overlapping.append(bool(busy))
+        busy.append(stage)
+        time.sleep(0.001)
+        busy.pop()
+
+    pipeline = get_pipeline(PipelineConfig(), data_dir=tmp_path)
+    pipeline.concurrent = False
+    sequential = pipeline(sample_call().audio)
+    assert sequential.turns == transcript.turns
+    assert sequential.words == transcript.words
+    pipeline.concurrent = True
+    threads: dict[str, set[int]] = {}
+    pipeline(sample_call().audio,
+             hook=lambda *a: (threads.setdefault(a[0], set()).add(threading.get_ident()),
+                              hook(*a)))
+    assert not any(overlapping) and len(overlapping) > 10
+    # diarization reported from its own thread, ASR from the caller's
+    assert threads["asr"] == {threading.get_ident()}
+    assert threads["segmentation"] == threads["embeddings"] != threads["asr"]

@@ -11,6 +11,7 @@ import pytest
 
 from workbench.audio import to_int16
 from workbench.datasets import sample_call
+from server.worker import STAGE_WEIGHTS, OverallProgress
 from workbench.local_server import LocalServer
 
 from .test_recording_functional import recv, recv_until, stream
@@ -84,3 +85,17 @@ async def test_record_process_and_run_again(full_server: LocalServer) -> None:
         # Bad configurations are refused up front.
         async with s.post(f"{srv.url}/api/sessions/{sid}/runs", json={"bogus": 1}) as r:
             assert r.status == 400 and "bogus" in (await r.json())["error"]
+
+
+def test_overall_progress_never_goes_down_when_stages_interleave() -> None:
+    # ASR and diarization progress at the same time in the worker
+    overall = OverallProgress()
+    figures = [overall("decode", 1.0), overall("asr", 0.2), overall("segmentation", 0.5),
+               overall("asr", 0.6), overall("embeddings", 0.3), overall("asr", 0.5),
+               overall("segmentation", 1.0), overall("asr", 1.0), overall("embeddings", 1.0),
+               overall("clustering", 1.0), overall("merge", 1.0), overall("renditions", 1.0),
+               overall("unknown stage", 1.0)]
+    assert figures == sorted(figures)
+    assert figures[-1] == pytest.approx(1.0)
+    assert figures[3] == pytest.approx(STAGE_WEIGHTS["decode"] + 0.6 * STAGE_WEIGHTS["asr"]
+                                       + 0.5 * STAGE_WEIGHTS["segmentation"])

@@ -11,31 +11,30 @@ from typing import Any, Optional, Sequence
 
 
 class _Progress:
-    """A tqdm bar per stage, fed by the pipeline's hook."""
+    """A tqdm bar per stage, fed by the pipeline's hook. Stages may progress at the same
+    time (ASR and diarization run concurrently), so each keeps its own line."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
 
         self._tqdm = tqdm
-        self.bar: Any = None
-        self.stage: Optional[str] = None
+        self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, completed: float, total: float) -> None:
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = self._tqdm(total=float(total) or 1.0, desc=f"{stage:>12}", unit="",
-                                  leave=True, file=sys.stderr,
-                                  bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}")
-        if self.bar is not None:
-            self.bar.total = float(total) or 1.0
-            self.bar.n = float(completed)
-            self.bar.refresh()
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = self._tqdm(
+                total=float(total) or 1.0, desc=f"{stage:>12}", unit="", leave=True,
+                file=sys.stderr, position=len(self.bars),
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}")
+        bar.total = float(total) or 1.0
+        bar.n = float(completed)
+        bar.refresh()
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
 
 
 def _transcribe(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ One call, the same with or without the server::
     transcript.save("out/")     # transcript.{json,srt,vtt,txt,rttm,csv}
 
 Progress goes through ``hook(stage, completed, total)``; stages are ``decode``,
-``asr``, ``segmentation``, ``embeddings``, ``clustering`` and ``merge``.
+``asr``, ``segmentation``, ``embeddings``, ``clustering`` and ``merge``. ASR and
+diarization run at the same time (two threads: CTranslate2 and torch release the GIL),
+so their stages' calls interleave; the hook is never called from two threads at once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
@@ -155,9 +159,11 @@ class Pipeline:
     """
 
     def __init__(self, config: Optional[PipelineConfig] = None, *,
-                 data_dir: Union[str, Path] = DEFAULT_DATA_DIR) -> None:
+                 data_dir: Union[str, Path] = DEFAULT_DATA_DIR, concurrent: bool = True) -> None:
         self.config = config or PipelineConfig()
         self.data_dir = Path(data_dir)
+        # run diarization in a second thread while ASR runs (results are the same)
+        self.concurrent = concurrent
         self._transcriber: Optional[Transcriber] = None
         self._diarizer: Optional[Diarizer] = None
 
@@ -186,7 +192,13 @@ class Pipeline:
     def __call__(self, audio: AudioInput, *, hook: Optional[Hook] = None,
                  uri: Optional[str] = None) -> Transcript:
         """Transcribe and diarize ``audio``; returns a speaker-attributed :class:`Transcript`."""
-        emit: Hook = hook or (lambda stage, completed, total: None)
+        user_hook: Hook = hook or (lambda stage, completed, total: None)
+        lock = threading.Lock()
+
+        def emit(stage: str, completed: float, total: float) -> None:
+            with lock:
+                user_hook(stage, completed, total)
+
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         emit("decode", 0, 1)
@@ -197,23 +209,35 @@ class Pipeline:
         if uri is None:
             uri = Path(audio).stem if not isinstance(audio, np.ndarray) else "audio"
 
-        words, language = [], None
-        if self.config.transcribe:
-            t = time.perf_counter()
-            asr = self.transcriber.transcribe(samples, hook=emit)
-            words, language = list(asr.words), asr.language
-            timings["asr"] = time.perf_counter() - t
+        def diarize() -> Any:
+            d = self.config.diarization
+            return self.diarizer(samples, SAMPLE_RATE, num_speakers=d.num_speakers,
+                                 min_speakers=d.min_speakers, max_speakers=d.max_speakers,
+                                 hook=emit)
+
+        words, language, diarization = [], None, None
+        with ThreadPoolExecutor(1, thread_name_prefix="diarization") as pool:
+            both = self.config.transcribe and self.config.diarize and self.concurrent
+            if both:
+                self.diarizer  # load the models here, not in the thread
+                pending = pool.submit(diarize)
+            if self.config.transcribe:
+                t = time.perf_counter()
+                asr = self.transcriber.transcribe(samples, hook=emit)
+                words, language = list(asr.words), asr.language
+                timings["asr"] = time.perf_counter() - t
+            if both:
+                diarization = pending.result()
+            elif self.config.diarize:
+                diarization = diarize()
 
         turns: list[Turn] = []
         exclusive: list[Turn] = []
-        if self.config.diarize:
-            d = self.config.diarization
-            result = self.diarizer(samples, SAMPLE_RATE, num_speakers=d.num_speakers,
-                                   min_speakers=d.min_speakers, max_speakers=d.max_speakers,
-                                   hook=emit)
-            turns, exclusive = list(result.turns), list(result.exclusive_turns)
+        if diarization is not None:
+            turns, exclusive = list(diarization.turns), list(diarization.exclusive_turns)
             for stage in ("segmentation", "embeddings", "clustering"):
-                timings[stage] = float(result.timings.get(stage, 0.0))
+                timings[stage] = float(diarization.timings.get(stage, 0.0))
+        timings["asr_and_diarization"] = time.perf_counter() - t0 - timings["decode"]
 
         t = time.perf_counter()
         emit("merge", 0, 1)
