@@ -150,7 +150,7 @@ def test_concurrent_and_sequential_runs_agree(sample_result: tuple[Transcript, l
     sequential = pipeline(sample_call().audio)
     assert sequential.turns == transcript.turns
     assert sequential.words == transcript.words
-    pipeline.concurrent = True
+    pipeline.concurrent = None  # the default: concurrent for audio up to 15 min
     threads: dict[str, set[int]] = {}
     pipeline(sample_call().audio,
              hook=lambda *a: (threads.setdefault(a[0], set()).add(threading.get_ident()),

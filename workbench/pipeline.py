@@ -8,8 +8,9 @@ One call, the same with or without the server::
 
 Progress goes through ``hook(stage, completed, total)``; stages are ``decode``,
 ``asr``, ``segmentation``, ``embeddings``, ``clustering`` and ``merge``. ASR and
-diarization run at the same time (two threads: CTranslate2 and torch release the GIL),
-so their stages' calls interleave; the hook is never called from two threads at once.
+diarization of audio up to `CONCURRENT_MAX_SECONDS` long run at the same time (two
+threads: CTranslate2 and torch release the GIL), so their stages' calls interleave; the
+hook is never called from two threads at once.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ Hook = Callable[[str, float, float], None]
 STAGES = ("decode", "asr", "segmentation", "embeddings", "clustering", "merge")
 
 DEFAULT_DATA_DIR = Path("data")
+
+CONCURRENT_MAX_SECONDS = 900.0
+"""Longest audio whose ASR and diarization run concurrently by default. Measured on the
+2-core machine: 5 min of audio RTF 0.143 concurrently instead of ~0.21 one after the other;
+but on 30 min the two memory peaks add up (peak RSS 3563 MB instead of ~2150 MB), so
+longer audio runs one stage after the other. See BENCHMARKS.md."""
 
 
 @dataclass(frozen=True)
@@ -159,10 +166,12 @@ class Pipeline:
     """
 
     def __init__(self, config: Optional[PipelineConfig] = None, *,
-                 data_dir: Union[str, Path] = DEFAULT_DATA_DIR, concurrent: bool = True) -> None:
+                 data_dir: Union[str, Path] = DEFAULT_DATA_DIR,
+                 concurrent: Optional[bool] = None) -> None:
         self.config = config or PipelineConfig()
         self.data_dir = Path(data_dir)
-        # run diarization in a second thread while ASR runs (results are the same)
+        # run diarization in a second thread while ASR runs (the results are the same);
+        # None: when the audio is at most CONCURRENT_MAX_SECONDS long
         self.concurrent = concurrent
         self._transcriber: Optional[Transcriber] = None
         self._diarizer: Optional[Diarizer] = None
@@ -217,7 +226,9 @@ class Pipeline:
 
         words, language, diarization = [], None, None
         with ThreadPoolExecutor(1, thread_name_prefix="diarization") as pool:
-            both = self.config.transcribe and self.config.diarize and self.concurrent
+            concurrent = (duration <= CONCURRENT_MAX_SECONDS if self.concurrent is None
+                          else self.concurrent)
+            both = self.config.transcribe and self.config.diarize and concurrent
             if both:
                 self.diarizer  # load the models here, not in the thread
                 pending = pool.submit(diarize)
