@@ -15,13 +15,17 @@ hook is never called from two threads at once.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import os
 import platform
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
@@ -43,9 +47,10 @@ DEFAULT_DATA_DIR = Path("data")
 
 CONCURRENT_MAX_SECONDS = 900.0
 """Longest audio whose ASR and diarization run concurrently by default. Measured on the
-2-core machine: 5 min of audio RTF 0.143 concurrently instead of ~0.21 one after the other;
-but on 30 min the two memory peaks add up (peak RSS 3563 MB instead of ~2150 MB), so
-longer audio runs one stage after the other. See BENCHMARKS.md."""
+2-core machine: 5 min of audio RTF 0.143 concurrently instead of ~0.21 one after the other.
+On 30 min both at once peaked at 3563 MB (before the mmap-threshold fix below, which
+took the sequential run from 3471 MB to ~1.8 GB; concurrency on long audio has not been
+re-measured since), so longer audio runs one stage after the other. See BENCHMARKS.md."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,30 @@ def _versions() -> dict[str, Optional[str]]:
     return out
 
 
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD = 1 << 20
+
+
+@lru_cache(maxsize=1)
+def _fix_mmap_threshold() -> bool:
+    """Keep glibc from growing the heap with the pipeline's large temporary buffers.
+
+    glibc raises its mmap threshold (up to 32 MB) each time a large mmapped block is
+    freed. After ASR has done that, the 20 MB waveform batches of the embedding stage
+    come from the heap instead, which then grows by ~5 MB a batch: 30 min of audio
+    peaked at 3471 MB instead of ~2.1 GB. A fixed 1 MiB threshold (which also turns the
+    dynamic adjustment off) returns such buffers to the system when they are freed.
+    Does nothing where glibc is absent or the environment sets MALLOC_MMAP_THRESHOLD_.
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 class Pipeline:
     """ASR + diarization + merge with models loaded once; call it on audio.
 
@@ -170,6 +199,7 @@ class Pipeline:
                  concurrent: Optional[bool] = None) -> None:
         self.config = config or PipelineConfig()
         self.data_dir = Path(data_dir)
+        _fix_mmap_threshold()
         # run diarization in a second thread while ASR runs (the results are the same);
         # None: when the audio is at most CONCURRENT_MAX_SECONDS long
         self.concurrent = concurrent
