@@ -335,12 +335,13 @@ def group_runs(
     """
     num_chunks, num_frames, _ = runs.shape
     lengths = np.nan_to_num(runs, nan=0.0).sum(axis=1)  # (chunks, runs)
+    embedded = ~np.isnan(embeddings).any(axis=2)  # (chunks, runs)
     groups: list[list[list[int]]] = []
     for c, chunk_owners in enumerate(owners):
         chunk_groups: list[list[int]] = []
         for k in dict.fromkeys(chunk_owners):
             members = [j for j, owner in enumerate(chunk_owners) if owner == k]
-            valid = [j for j in members if not np.isnan(embeddings[c, j]).any()]
+            valid = [j for j in members if embedded[c, j]]
             if len(valid) < 2:
                 chunk_groups.append(members)
                 continue
@@ -360,7 +361,7 @@ def group_runs(
     for c, chunk_groups in enumerate(groups):
         for g, members in enumerate(chunk_groups):
             grouped[c, :, g] = runs[c, :, members].sum(axis=0)
-            valid = [j for j in members if not np.isnan(embeddings[c, j]).any()]
+            valid = [j for j in members if embedded[c, j]]
             if valid:
                 unit = embeddings[c, valid] / np.linalg.norm(embeddings[c, valid], axis=1,
                                                              keepdims=True)

@@ -37,7 +37,7 @@ from .asr import model_identity as asr_identity
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .diarization import DiarizationConfig, Diarizer
 from .diarization import model_identity as diarization_identity
-from .transcript import Transcript, Turn, assign_speakers, build_segments
+from .transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 Hook = Callable[[str, float, float], None]
 
@@ -256,22 +256,26 @@ class Pipeline:
                                  min_speakers=d.min_speakers, max_speakers=d.max_speakers,
                                  hook=emit)
 
-        words, language, diarization = [], None, None
-        with ThreadPoolExecutor(1, thread_name_prefix="diarization") as pool:
-            concurrent = (duration <= CONCURRENT_MAX_SECONDS if self.concurrent is None
-                          else self.concurrent)
-            both = self.config.transcribe and self.config.diarize and concurrent
-            if both:
-                self.diarizer  # load the models here, not in the thread
+        def transcribe() -> tuple[list[Word], Optional[str]]:
+            if not self.config.transcribe:
+                return [], None
+            t = time.perf_counter()
+            asr = self.transcriber.transcribe(samples, hook=emit)
+            timings["asr"] = time.perf_counter() - t
+            return list(asr.words), asr.language
+
+        concurrent = (duration <= CONCURRENT_MAX_SECONDS if self.concurrent is None
+                      else self.concurrent)
+        diarization = None
+        if self.config.transcribe and self.config.diarize and concurrent:
+            _ = self.diarizer  # load the models here, not in the thread
+            with ThreadPoolExecutor(1, thread_name_prefix="diarization") as pool:
                 pending = pool.submit(diarize)
-            if self.config.transcribe:
-                t = time.perf_counter()
-                asr = self.transcriber.transcribe(samples, hook=emit)
-                words, language = list(asr.words), asr.language
-                timings["asr"] = time.perf_counter() - t
-            if both:
+                words, language = transcribe()
                 diarization = pending.result()
-            elif self.config.diarize:
+        else:
+            words, language = transcribe()
+            if self.config.diarize:
                 diarization = diarize()
 
         turns: list[Turn] = []
