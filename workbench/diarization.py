@@ -50,8 +50,13 @@ from pyannote.audio.core.plda import PLDA  # noqa: E402
 from pyannote.audio.core.task import Problem, Resolution, Specifications  # noqa: E402
 from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
 from pyannote.core import Annotation, SlidingWindowFeature  # noqa: E402
-from scipy.cluster.hierarchy import fcluster, linkage  # noqa: E402
 
+from workbench.clustering import (  # noqa: E402
+    RUN_OWNERS,
+    SPEAKER_COUNT_RULES,
+    RunClustering,
+    group_runs,
+)
 from workbench.transcript import Turn  # noqa: E402
 
 __all__ = [
@@ -217,6 +222,60 @@ class CAMPPlusEmbedding(Model):
         features = features - features.mean(dim=1, keepdim=True)
         return self.campplus(features)
 
+    def frame_features(self, fbank: torch.Tensor) -> torch.Tensor:
+        """``(frames, mel_bins)`` raw log fbank -> ``(channels, ceil(frames / 2))`` frame
+        features: the network up to its statistics pooling, on mean-normalised input."""
+        x = (fbank - fbank.mean(dim=0, keepdim=True))[None].transpose(1, 2)
+        x = self.campplus.head(x)
+        for name, layer in self.campplus.xvector.named_children():
+            if name == "stats":
+                break
+            x = layer(x)
+        return x[0]
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """``(channels, n)`` frame features -> ``(dimension,)`` embedding (statistics
+        pooling and the embedding layer); ``pool(frame_features(f))`` embeds all of `f`."""
+        stats = self.campplus.xvector.stats(features[None])
+        return self.campplus.xvector.dense(stats)[0]
+
+    def _to_fbank_frames(self, masks: torch.Tensor, num_frames: int) -> torch.Tensor:
+        # (frames, n) segmentation-frame masks -> (num_frames, n) fbank-frame masks
+        return F.interpolate(masks.T[None].float(), size=num_frames, mode="nearest")[0].T > 0.5
+
+    def embed_parts(
+        self, waveform: torch.Tensor, speakers: np.ndarray, parts: np.ndarray,
+        owners: list[int],
+    ) -> torch.Tensor:
+        """Embed parts of speakers in one chunk, each speaker's frames going through the
+        network once.
+
+        `waveform` is the ``(1, samples)`` chunk; `speakers` ``(frames, speakers)`` marks
+        the frames to embed for each speaker and `parts` ``(frames, parts)`` the frames of
+        each part (frames at the rate of a segmentation, spread over the chunk), part
+        ``j`` belonging to speaker ``owners[j]``. A part's embedding pools its speaker's
+        frame features over the part's frames; it is NaN when fewer than two feature
+        frames (40 ms) remain. Returns ``(parts, dimension)``.
+        """
+        fbank = self.compute_fbank(waveform.reshape(1, -1))
+        num_frames = fbank.shape[0]
+        speaker_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(speakers)), num_frames)
+        part_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(parts)), num_frames)
+        out = torch.full((part_frames.shape[1], self.dimension), math.nan)
+        for k in dict.fromkeys(owners):
+            selected = speaker_frames[:, k]
+            if not selected.any():
+                continue
+            features = self.frame_features(fbank[selected])
+            position = torch.cumsum(selected.long(), 0) - 1  # fbank frame -> selected index
+            for j, owner in enumerate(owners):
+                if owner != k:
+                    continue
+                index = torch.unique(position[part_frames[:, j] & selected] // 2)
+                if len(index) >= 2:
+                    out[j] = self.pool(features[:, index])
+        return out
+
     def forward(
         self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
@@ -287,16 +346,20 @@ class SpeakerDiarizationWithoutPLDA(SpeakerDiarization):
 
 
 def split_into_runs(
-    activity: np.ndarray, min_gap_frames: int
+    activity: np.ndarray, min_gap_frames: int, piece_frames: Optional[int] = None
 ) -> tuple[np.ndarray, list[list[int]]]:
     """Split each local speaker of each chunk into runs of speech.
 
     `activity` is a ``(chunks, frames, speakers)`` binary segmentation. A run ends where
-    the speaker is silent for at least `min_gap_frames` frames. Returns the
-    ``(chunks, frames, max_runs)`` segmentation of the runs (each frame of a run keeps
-    its value, so runs partition the activity exactly and per-frame speaker counts do
-    not change) and, per chunk, the local speaker each run came from.
+    the speaker is silent for at least `min_gap_frames` frames; with `piece_frames`, a
+    longer run is then cut into ``round(length / piece_frames)`` equal pieces (at least
+    one), so that two voices without a pause between them fall in different runs.
+    Returns the ``(chunks, frames, max_runs)`` segmentation of the runs (each frame of a
+    run keeps its value, so runs partition the activity exactly and per-frame speaker
+    counts do not change) and, per chunk, the local speaker each run came from.
     """
+    if piece_frames is not None and piece_frames < 1:
+        raise ValueError("piece_frames must be >= 1 (or None)")
     active = np.nan_to_num(activity, nan=0.0) > 0.5
     num_chunks, num_frames, num_speakers = active.shape
     spans: list[list[tuple[int, int, int]]] = []
@@ -309,7 +372,10 @@ def split_into_runs(
             breaks = np.flatnonzero(np.diff(frames) > min_gap_frames)
             starts = np.concatenate(([frames[0]], frames[breaks + 1]))
             ends = np.concatenate((frames[breaks], [frames[-1]])) + 1
-            chunk_spans.extend((k, int(s), int(e)) for s, e in zip(starts, ends))
+            for start, end in zip(starts.tolist(), ends.tolist()):
+                pieces = 1 if piece_frames is None else max(1, round((end - start) / piece_frames))
+                bounds = np.linspace(start, end, pieces + 1).round().astype(int)
+                chunk_spans.extend((k, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
         spans.append(chunk_spans)
     runs = np.zeros((num_chunks, num_frames, max(1, max(map(len, spans), default=0))),
                     dtype=activity.dtype)
@@ -321,79 +387,47 @@ def split_into_runs(
     return runs, owners
 
 
-def group_runs(
-    runs: np.ndarray, owners: list[list[int]], embeddings: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Regroup the runs of each local speaker whose voices match.
-
-    Within one local speaker of one chunk, runs whose embeddings are within cosine
-    distance `threshold` (average linkage) form one group; runs without an embedding
-    (too short or all overlapped) join the longest group. Returns the ``(chunks, frames,
-    max_groups)`` segmentation of the groups and their ``(chunks, max_groups, dim)``
-    embeddings: the mean of the groups' unit-norm run embeddings weighted by run length
-    (NaN for a group with no embedded run).
-    """
-    num_chunks, num_frames, _ = runs.shape
-    lengths = np.nan_to_num(runs, nan=0.0).sum(axis=1)  # (chunks, runs)
-    embedded = ~np.isnan(embeddings).any(axis=2)  # (chunks, runs)
-    groups: list[list[list[int]]] = []
-    for c, chunk_owners in enumerate(owners):
-        chunk_groups: list[list[int]] = []
-        for k in dict.fromkeys(chunk_owners):
-            members = [j for j, owner in enumerate(chunk_owners) if owner == k]
-            valid = [j for j in members if embedded[c, j]]
-            if len(valid) < 2:
-                chunk_groups.append(members)
-                continue
-            labels = fcluster(linkage(embeddings[c, valid], method="average", metric="cosine"),
-                              threshold, criterion="distance")
-            parts: dict[int, list[int]] = {}
-            for j, label in zip(valid, labels):
-                parts.setdefault(int(label), []).append(j)
-            longest = max(parts.values(), key=lambda part: lengths[c, part].sum())
-            longest.extend(j for j in members if j not in valid)
-            chunk_groups.extend(parts.values())
-        groups.append(chunk_groups)
-
-    width = max(1, max(map(len, groups), default=0))
-    grouped = np.zeros((num_chunks, num_frames, width), dtype=runs.dtype)
-    grouped_embeddings = np.full((num_chunks, width, embeddings.shape[2]), np.nan)
-    for c, chunk_groups in enumerate(groups):
-        for g, members in enumerate(chunk_groups):
-            grouped[c, :, g] = runs[c, :, members].sum(axis=0)
-            valid = [j for j in members if embedded[c, j]]
-            if valid:
-                unit = embeddings[c, valid] / np.linalg.norm(embeddings[c, valid], axis=1,
-                                                             keepdims=True)
-                weights = lengths[c, valid][:, None]
-                grouped_embeddings[c, g] = (unit * weights).sum(axis=0) / weights.sum()
-    return grouped, grouped_embeddings
-
-
 class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
-    """`SpeakerDiarization` that splits local speakers whose runs sound different.
+    """`SpeakerDiarization` that splits local speakers into runs and assigns each run.
 
     segmentation-3.0 sometimes gives two voices one local speaker in a 10 s chunk
-    (consecutive turns of similar voices: it happens on synthetic speech all the time),
-    and pyannote then embeds and clusters the mixture as one speaker. Here each local
-    speaker is cut into runs at silences of at least `split_min_gap` seconds, every run
-    is embedded, and the runs of a local speaker are regrouped when their embeddings are
-    within cosine distance `split_threshold`. The groups then go through pyannote's
-    clustering and reconstruction in place of the local speakers. The runs partition
-    the activity, so speaker counts and overlap handling are unchanged; the embeddings
-    cost about the same (the same frames are embedded, in more calls).
+    (consecutive turns of similar voices, often with no pause between them: it happens
+    on synthetic speech all the time), and pyannote then embeds and clusters the mixture
+    as one speaker. Here each local speaker is cut into runs at silences of at least
+    `split_min_gap` seconds, and runs longer than about `split_piece_duration` seconds
+    into equal pieces. Each local speaker goes through CAM++ once and each run's
+    embedding pools that pass's frame features over the run's frames
+    (`CAMPPlusEmbedding.embed_parts`), so runs cost no more than local speakers.
+    The clustering (`workbench.clustering.RunClustering`) groups the runs of a local
+    speaker that are within cosine distance `split_threshold`, clusters the groups and
+    gives every run the speaker nearest its own embedding; the runs then replace the
+    local speakers in pyannote's reconstruction. Runs partition the activity, so speaker
+    counts and overlap handling are unchanged.
 
-    ``split_threshold=None`` gives pyannote's behaviour. Needs a powerset segmentation
-    model (like segmentation-3.0), whose binarized output is what apply() reconstructs.
+    `speaker_count` is the clustering's rule for the number of speakers
+    (``"silhouette"`` or pyannote's ``"threshold"``). ``split_threshold=None`` embeds and
+    clusters local speakers as pyannote does. Splitting needs a powerset segmentation
+    model (like segmentation-3.0), whose binarized output is what apply() reconstructs,
+    and a `CAMPPlusEmbedding`.
     """
 
     def __init__(
-        self, *args: Any, split_threshold: Optional[float] = None, split_min_gap: float = 0.2,
+        self, *args: Any, split_threshold: Optional[float] = None, split_min_gap: float = 0.1,
+        split_piece_duration: Optional[float] = None, speaker_count: str = "silhouette",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.split_threshold = split_threshold
         self.split_min_gap = split_min_gap
+        self.split_piece_duration = split_piece_duration
+        if self.klustering != "AgglomerativeClustering":
+            raise ValueError("SplittingSpeakerDiarization clusters agglomeratively")
+        self.clustering = RunClustering(metric=self._embedding.metric,
+                                        speaker_count=speaker_count,
+                                        group_threshold=split_threshold)
+        model = getattr(self._embedding, "model_", None)
+        if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
+            raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
         segmentations = super().get_segmentations(file, hook=hook)
@@ -410,18 +444,58 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     ) -> np.ndarray:
         if self.split_threshold is None or not self._segmentation.model.specifications.powerset:
             return super().get_embeddings(file, binary_segmentations, exclude_overlap, hook)
-        num_frames = binary_segmentations.data.shape[1]
-        min_gap_frames = max(1, round(
-            self.split_min_gap * num_frames / binary_segmentations.sliding_window.duration))
-        runs, owners = split_into_runs(binary_segmentations.data, min_gap_frames)
-        run_embeddings = super().get_embeddings(
-            file, SlidingWindowFeature(runs, binary_segmentations.sliding_window),
-            exclude_overlap, hook)
-        grouped, embeddings = group_runs(runs, owners, run_embeddings, self.split_threshold)
+        window = binary_segmentations.sliding_window
+        activity = np.nan_to_num(binary_segmentations.data, nan=0.0)
+        num_chunks, num_frames, _ = activity.shape
+        cached = file.get(_RUNS_CACHE) if self.training else None
+        if cached is None:
+            frames_per_second = num_frames / window.duration
+            runs, owners = split_into_runs(
+                activity, max(1, round(self.split_min_gap * frames_per_second)),
+                None if self.split_piece_duration is None
+                else max(1, round(self.split_piece_duration * frames_per_second)))
+            embeddings = self._embed_runs(file, binary_segmentations, runs, owners,
+                                          exclude_overlap, hook)
+            if self.training:  # tuning: the next trial reuses them (see pyannote's cache)
+                file[_RUNS_CACHE] = (runs, owners, embeddings)
+        else:
+            runs, owners, embeddings = cached
+        file[RUN_OWNERS] = owners
         # apply() passes this same object on to the clustering and, for powerset models,
-        # to the reconstruction: the groups replace the local speakers from here on
-        binary_segmentations.data = grouped
+        # to the reconstruction: the runs replace the local speakers from here on
+        binary_segmentations.data = runs
         return embeddings
+
+    def _embed_runs(self, file: Any, binary_segmentations: SlidingWindowFeature,
+                    runs: np.ndarray, owners: list[list[int]], exclude_overlap: bool,
+                    hook: Any) -> np.ndarray:
+        model: CAMPPlusEmbedding = self._embedding.model_
+        activity = np.nan_to_num(binary_segmentations.data, nan=0.0) > 0.5
+        num_chunks, num_frames, _ = activity.shape
+        # as pyannote's get_embeddings: a speaker's overlapped frames are left out of its
+        # embedding unless too few clean frames remain
+        min_frames = -1
+        if exclude_overlap:
+            num_samples = binary_segmentations.sliding_window.duration * self._embedding.sample_rate
+            min_frames = math.ceil(num_frames * self._embedding.min_num_samples / num_samples)
+        clean = activity & (activity.sum(axis=2, keepdims=True) < 2)
+        use_clean = clean.sum(axis=1) > min_frames  # (chunks, speakers)
+        embedded = np.where(use_clean[:, None, :], clean, activity)
+        parts = runs > 0.5
+        out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
+        if hook is not None:
+            hook("embeddings", None, total=num_chunks, completed=0)
+        for c, (chunk, _) in enumerate(binary_segmentations):
+            waveform, _ = self._audio.crop(file, chunk, mode="pad")
+            with torch.inference_mode():
+                out[c] = model.embed_parts(waveform.to(model.device), embedded[c], parts[c],
+                                           owners[c]).cpu().numpy()
+            if hook is not None:
+                hook("embeddings", None, total=num_chunks, completed=c + 1)
+        return out
+
+
+_RUNS_CACHE = "training_cache/workbench_runs"
 
 
 # --------------------------------------------------------------------------- public API
@@ -437,32 +511,36 @@ class DiarizationConfig:
     batch sizes, `device` and speaker counts below apply.
     """
 
-    # Measured before local-speaker splitting (step 0.1) on the pyannote sample call and
-    # espeak-ng conversations of 2 and 3 voices (0.55-0.65 give the same DER with it): with centroid linkage and min_cluster_size 4-8, every file whose
-    # voices segmentation-3.0 tells apart gets the right speaker count for thresholds
-    # 0.58-0.61 (the real call alone: 0.52-0.80). At 0.60: sample 5.2 %, 2-voice
-    # conversations 1.6-3.9 %, 3-voice 2.6-8.3 %. Over 63 synthetic files, 0.60 got 39
-    # right and 0.65 got 36. min_cluster_size 12 (pyannote 3.1's value) loses a speaker
-    # in 50 s conversations; 1-2 over-split the real call.
-    clustering_threshold: float = 0.60
-    clustering_method: str = "centroid"
-    min_cluster_size: int = 6
+    # Chosen on the development set of BENCHMARKS.md ("Diarization": the sample call, the
+    # 5-minute benchmark input, 8 generated conversations and 3 espeak-ng test files) and
+    # checked on 16 other generated conversations and 10 single-speaker recordings.
+    # speaker_count "silhouette": the number of speakers is the dendrogram cut (average
+    # linkage, cosine) with the best silhouette, at most the clusters still apart at
+    # clustering_threshold. One speaker's groups merged below 0.11 in every
+    # single-speaker file, two speakers' above 0.39 in every other file; 0.2-0.3 give
+    # every count right. "threshold" with centroid linkage, 0.6 and min_cluster_size 6
+    # (the earlier default, pyannote's rule) sits between a real speaker's spread (0.60)
+    # and two synthetic voices (0.67). min_cluster_size > 1 loses voices of short
+    # conversations under the silhouette rule.
+    speaker_count: str = "silhouette"
+    clustering_threshold: float = 0.25
+    clustering_method: str = "average"
+    min_cluster_size: int = 1
     min_duration_off: float = 0.0
-    # 0.2 (a 2 s step for 10 s windows) halves the embedding work of pyannote's 0.1; with
-    # splitting, the sample call is at 4.2 % either way
+    # 0.2 (a 2 s step for 10 s windows) halves the embedding work of pyannote's 0.1
     segmentation_step: float = 0.2
-    # Local speakers are cut into runs at silences >= split_min_gap s and regrouped by
-    # voice (SplittingSpeakerDiarization); None turns that off (pyannote's behaviour).
-    # Measured (DER, collar 0, step 0.2, split_min_gap 0.1) on the sample call, the 4
-    # conversations of data/corpus and the 5-minute benchmark input. Without splitting
-    # the generated conversations get 32-59 % (a voice lost in most). With 0.4: sample
-    # 4.2 %, corpus 19.0 / 21.2 / 13.9 / 16.1 %, 5 min 15.4 % (senko: 22.7 %; 19.1 /
-    # 32.9 / 18.1 / 17.1 %; 12.5 %). 0.3 does better on the generated files (13.6 % on
-    # the second, 12.0 % on 5 min) but splits one voice of a 3-voice espeak-ng test
-    # conversation in two; 0.5 loses voices again; 0.2 over-splits the real call
-    # (18.4 %, 3 speakers). A 0.2 s minimum gap instead of 0.1 s: 5 min 17.0 %.
-    split_threshold: Optional[float] = 0.4
+    # Local speakers are cut into runs at silences >= split_min_gap s and into pieces of
+    # about split_piece_duration s (SplittingSpeakerDiarization); runs of one local
+    # speaker within split_threshold (cosine) are grouped to train the clustering, and
+    # each run gets the speaker nearest its own embedding. split_threshold None turns
+    # splitting off (pyannote's behaviour); split_piece_duration None cuts at silences only.
+    # segmentation-3.0 gives two synthetic voices one local speaker, often with no pause
+    # between them: cutting at silences alone left 32.8 s of confusion on the 5-minute
+    # input (15.4 % DER), pieces of 1.5 s 5 s. 1 s pieces or split_threshold 0.35 over-
+    # or under-split some development files; 0.25-0.3 get every count right.
+    split_threshold: Optional[float] = 0.3
     split_min_gap: float = 0.1
+    split_piece_duration: Optional[float] = 1.5
     embedding_exclude_overlap: bool = True  # sample: 5.2 % DER, 5.6 % without
     num_speakers: Optional[int] = None
     min_speakers: Optional[int] = None
@@ -491,6 +569,10 @@ class DiarizationConfig:
             raise ValueError("split_threshold must be in (0, 2] (or None: no splitting)")
         if self.split_min_gap <= 0:
             raise ValueError("split_min_gap must be > 0 (seconds)")
+        if self.split_piece_duration is not None and self.split_piece_duration <= 0:
+            raise ValueError("split_piece_duration must be > 0 (seconds, or None)")
+        if self.speaker_count not in SPEAKER_COUNT_RULES:
+            raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError("num_threads must be >= 1 (or None)")
         if self.embedding_batch_size < 1 or self.segmentation_batch_size < 1:
@@ -678,6 +760,8 @@ class Diarizer:
         pipeline = SplittingSpeakerDiarization(
             split_threshold=config.split_threshold,
             split_min_gap=config.split_min_gap,
+            split_piece_duration=config.split_piece_duration,
+            speaker_count=config.speaker_count,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
             embedding=CAMPPlusEmbedding.from_state_dict_file(),

@@ -1,0 +1,219 @@
+"""Clustering speaker embeddings into speakers: how many, and who said each run.
+
+`RunClustering` is pyannote.audio's `AgglomerativeClustering` with two changes, both
+measured on the development set of BENCHMARKS.md ("Diarization"):
+
+- **Speaker count by silhouette** (``speaker_count="silhouette"``, the default). A fixed
+  distance threshold has to sit between the spread of one speaker's embeddings and the
+  distance between two speakers, and CAM++ puts both close together here: on the real
+  sample call one speaker's groups merge at 0.60 (centroid linkage) while two synthetic
+  voices merge at 0.67. The dendrogram is cut instead at the number of clusters with the
+  best mean silhouette, searched from 2 up to the number of clusters that
+  `threshold` leaves apart (a distance below which embeddings are one speaker: one
+  speaker's recordings merged below 0.11 here, different speakers above 0.39, in
+  average-linkage cosine distance). ``speaker_count="threshold"`` is pyannote's rule.
+- **Runs.** When the pipeline splits local speakers into runs (see
+  `workbench.diarization.SplittingSpeakerDiarization`), the runs of one local speaker
+  whose voices match are grouped (`group_runs`) and the groups train the clustering;
+  then every run goes to the speaker whose centroid is closest to its own embedding, so
+  a local speaker that mixes two voices is divided between them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from pyannote.audio.pipelines.clustering import AgglomerativeClustering
+from pyannote.core import SlidingWindowFeature
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import cdist
+
+__all__ = ["RUN_OWNERS", "SPEAKER_COUNT_RULES", "RunClustering", "group_members", "group_runs",
+           "silhouette_score"]
+
+RUN_OWNERS = "workbench/run_owners"
+"""Key of the pipeline's file dict under which the local speaker of each run is kept."""
+
+SPEAKER_COUNT_RULES = ("silhouette", "threshold")
+
+
+def silhouette_score(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of a partition, from a square matrix of pairwise distances.
+
+    A member of a singleton cluster scores 0 (as in scikit-learn); a single cluster
+    scores 0 too.
+    """
+    labels = np.unique(labels, return_inverse=True)[1]
+    n, k = len(labels), int(labels.max()) + 1 if len(labels) else 0
+    if k < 2:
+        return 0.0
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), labels] = 1.0
+    sizes = onehot.sum(axis=0)
+    sums = distances @ onehot  # (n, k): summed distance from each point to each cluster
+    own = sizes[labels]
+    a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
+    mean_to = sums / sizes
+    mean_to[np.arange(n), labels] = np.inf
+    b = mean_to.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.where(own > 1, (b - a) / np.maximum(a, b), 0.0)
+    return float(np.nan_to_num(s).mean())
+
+
+def group_members(
+    runs: np.ndarray, owners: list[list[int]], embeddings: np.ndarray, threshold: float
+) -> list[list[list[int]]]:
+    """Per chunk, the groups (lists of run indices) of `group_runs`."""
+    lengths = np.nan_to_num(runs, nan=0.0).sum(axis=1)  # (chunks, runs)
+    embedded = ~np.isnan(embeddings).any(axis=2)  # (chunks, runs)
+    groups: list[list[list[int]]] = []
+    for c, chunk_owners in enumerate(owners):
+        chunk_groups: list[list[int]] = []
+        for k in dict.fromkeys(chunk_owners):
+            members = [j for j, owner in enumerate(chunk_owners) if owner == k]
+            valid = [j for j in members if embedded[c, j]]
+            if len(valid) < 2:
+                chunk_groups.append(members)
+                continue
+            labels = fcluster(linkage(embeddings[c, valid], method="average", metric="cosine"),
+                              threshold, criterion="distance")
+            parts: dict[int, list[int]] = {}
+            for j, label in zip(valid, labels):
+                parts.setdefault(int(label), []).append(j)
+            longest = max(parts.values(), key=lambda part: lengths[c, part].sum())
+            longest.extend(j for j in members if j not in valid)
+            chunk_groups.extend(parts.values())
+        groups.append(chunk_groups)
+    return groups
+
+
+def group_runs(
+    runs: np.ndarray, owners: list[list[int]], embeddings: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regroup the runs of each local speaker whose voices match.
+
+    Within one local speaker of one chunk, runs whose embeddings are within cosine
+    distance `threshold` (average linkage) form one group; runs without an embedding
+    (too short or all overlapped) join the longest group. Returns the ``(chunks, frames,
+    max_groups)`` segmentation of the groups and their ``(chunks, max_groups, dim)``
+    embeddings: the mean of the groups' unit-norm run embeddings weighted by run length
+    (NaN for a group with no embedded run).
+    """
+    groups = group_members(runs, owners, embeddings, threshold)
+    return _group_layout(runs, embeddings, groups)
+
+
+def _group_layout(runs: np.ndarray, embeddings: np.ndarray, groups: list[list[list[int]]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    num_chunks, num_frames, _ = runs.shape
+    lengths = np.nan_to_num(runs, nan=0.0).sum(axis=1)
+    embedded = ~np.isnan(embeddings).any(axis=2)
+    width = max(1, max(map(len, groups), default=0))
+    grouped = np.zeros((num_chunks, num_frames, width), dtype=runs.dtype)
+    grouped_embeddings = np.full((num_chunks, width, embeddings.shape[2]), np.nan)
+    for c, chunk_groups in enumerate(groups):
+        for g, members in enumerate(chunk_groups):
+            grouped[c, :, g] = runs[c, :, members].sum(axis=0)
+            valid = [j for j in members if embedded[c, j]]
+            if valid:
+                unit = embeddings[c, valid] / np.linalg.norm(embeddings[c, valid], axis=1,
+                                                             keepdims=True)
+                weights = lengths[c, valid][:, None]
+                grouped_embeddings[c, g] = (unit * weights).sum(axis=0) / weights.sum()
+    return grouped, grouped_embeddings
+
+
+class RunClustering(AgglomerativeClustering):
+    """Agglomerative clustering that picks the speaker count by silhouette and assigns runs.
+
+    Hyper-parameters are pyannote's (``method``, ``threshold``, ``min_cluster_size``).
+    `speaker_count` is ``"silhouette"`` (see the module docstring) or ``"threshold"``
+    (pyannote's rule: clusters still apart at `threshold` with at least
+    `min_cluster_size` members are the speakers). `group_threshold` is the cosine
+    distance within which runs of one local speaker are grouped before clustering (None:
+    runs are clustered as they come).
+    """
+
+    def __init__(self, metric: str = "cosine", speaker_count: str = "silhouette",
+                 group_threshold: Optional[float] = None) -> None:
+        super().__init__(metric=metric)
+        if speaker_count not in SPEAKER_COUNT_RULES:
+            raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
+        self.speaker_count = speaker_count
+        self.group_threshold = group_threshold
+
+    # ------------------------------------------------------------------ speaker count
+
+    def _dendrogram(self, embeddings: np.ndarray) -> np.ndarray:
+        # the same metric handling as pyannote's AgglomerativeClustering.cluster
+        if self.metric == "cosine" and self.method in ("centroid", "median", "ward"):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                embeddings = embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True)
+            return linkage(embeddings, method=self.method, metric="euclidean")
+        return linkage(embeddings, method=self.method, metric=self.metric)
+
+    def cluster(self, embeddings: np.ndarray, min_clusters: int, max_clusters: int,
+                num_clusters: Optional[int] = None) -> np.ndarray:
+        """0-indexed cluster of each embedding (see the class docstring for the count)."""
+        if self.speaker_count == "threshold":
+            return super().cluster(embeddings, min_clusters=min_clusters,
+                                   max_clusters=max_clusters, num_clusters=num_clusters)
+        n = len(embeddings)
+        if n < 2:
+            return np.zeros(n, dtype=int)
+        dendrogram = self._dendrogram(embeddings)
+        if num_clusters is None:
+            num_clusters = self._best_count(embeddings, dendrogram, min_clusters, max_clusters)
+        labels = fcluster(dendrogram, num_clusters, criterion="maxclust")
+        return np.unique(labels, return_inverse=True)[1]
+
+    def _best_count(self, embeddings: np.ndarray, dendrogram: np.ndarray,
+                    min_clusters: int, max_clusters: int) -> int:
+        n = len(embeddings)
+        # pyannote's heuristic for small inputs: at most a tenth of the embeddings
+        min_size = min(self.min_cluster_size, max(1, round(0.1 * n)))
+        apart = fcluster(dendrogram, self.threshold, criterion="distance")
+        most = int((np.bincount(apart) >= min_size).sum())
+        most = max(min_clusters, min(most, max_clusters))
+        if most <= 1:
+            return 1
+        low = max(2, min_clusters)
+        if low >= most or n <= 2:
+            return max(low, min(most, n))
+        unit = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
+        distances = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+        np.fill_diagonal(distances, 0.0)
+        scores = {k: silhouette_score(distances, fcluster(dendrogram, k, criterion="maxclust"))
+                  for k in range(low, min(most, n - 1) + 1)}
+        return max(scores, key=lambda k: (scores[k], -k))
+
+    # ------------------------------------------------------------------ runs
+
+    def __call__(self, embeddings: np.ndarray, segmentations: Optional[SlidingWindowFeature] = None,
+                 num_clusters: Optional[int] = None, min_clusters: Optional[int] = None,
+                 max_clusters: Optional[int] = None, file: Any = None, **kwargs: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        owners = file.get(RUN_OWNERS) if isinstance(file, Mapping) else None
+        if owners is None or self.group_threshold is None or segmentations is None:
+            return super().__call__(embeddings, segmentations, num_clusters=num_clusters,
+                                    min_clusters=min_clusters, max_clusters=max_clusters)
+        groups = group_members(segmentations.data, owners, embeddings, self.group_threshold)
+        grouped, group_embeddings = _group_layout(segmentations.data, embeddings, groups)
+        group_hard, group_soft, centroids = super().__call__(
+            group_embeddings, SlidingWindowFeature(grouped, segmentations.sliding_window),
+            num_clusters=num_clusters, min_clusters=min_clusters, max_clusters=max_clusters)
+        num_chunks, num_runs, dimension = embeddings.shape
+        # each run goes to the centroid nearest its own embedding; runs without one
+        # (too short, or all in overlap) take their group's scores
+        soft = (2.0 - cdist(embeddings.reshape(-1, dimension), centroids, metric=self.metric)
+                ).reshape(num_chunks, num_runs, -1)
+        for c, chunk_groups in enumerate(groups):
+            for g, members in enumerate(chunk_groups):
+                for j in members:
+                    if np.isnan(soft[c, j]).any():
+                        soft[c, j] = group_soft[c, g]
+        filled = np.nan_to_num(soft, nan=np.nanmin(soft) if np.isfinite(soft).any() else 0.0)
+        hard = np.argmax(filled, axis=2).astype(np.int8)
+        return hard, soft, centroids
