@@ -76,28 +76,13 @@ def make_systems(names: Sequence[str], asr_model: str) -> list[Any]:
 def corpus(args: argparse.Namespace) -> list[Any]:
     """The first ``--n`` items of the corpus in ``--corpus``, built when missing or when
     its parameters differ."""
-    from workbench.datasets import GENERATOR_VERSION, MANIFEST_NAME, build_corpus, \
-        load_manifest
+    from workbench.datasets import ensure_corpus
 
-    manifest = args.corpus / MANIFEST_NAME
-    wanted = {"seed": args.seed, "minutes": [float(m) for m in args.minutes],
-              "generator_version": GENERATOR_VERSION}
-    if manifest.is_file():
-        meta = json.loads(manifest.read_text())
-        have = {"seed": meta.get("seed"), "minutes": [float(m) for m in meta.get("minutes", [])],
-                "generator_version": meta.get("generator_version")}
-        if have == wanted and int(meta.get("n", 0)) >= args.n and \
-                list(meta.get("speakers", [])) == [2, 5] and \
-                [float(x) for x in meta.get("overlap_choices", [])] == [0.0, 0.1] and \
-                meta.get("noise_db") is None:
-            items = load_manifest(manifest)[: args.n]
-            if all(Path(i.audio).is_file() for i in items):
-                print(f"corpus: reusing {len(items)} item(s) of {manifest}", flush=True)
-                return items
     t0 = time.perf_counter()
-    build_corpus(args.corpus, n=args.n, minutes=tuple(args.minutes), seed=args.seed)
-    print(f"corpus: built {args.n} item(s) in {time.perf_counter() - t0:.1f} s", flush=True)
-    return load_manifest(manifest)
+    items = ensure_corpus(args.corpus, n=args.n, minutes=tuple(args.minutes), seed=args.seed)
+    print(f"corpus: {len(items)} item(s) of {args.corpus} ready in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return items
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from pyannote.core import Annotation
+from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 from workbench.datasets import (
@@ -19,11 +19,13 @@ from workbench.datasets import (
     CorpusItem,
     available_voices,
     build_corpus,
+    ensure_corpus,
     generate_conversation,
     load_manifest,
     load_pyannote_protocol,
     main,
     sample_call,
+    speaker_clips,
 )
 from workbench.transcript import Turn
 
@@ -323,3 +325,53 @@ def test_command_line_builds_a_corpus(tmp_path: Path, capsys: pytest.CaptureFixt
     [item] = load_manifest(tmp_path / "c" / "manifest.json")
     assert item.info["duration"] == 15.0
     assert main(["generate", "--out", str(tmp_path), "--voices", "nobody"]) == 2
+
+
+def test_ensure_corpus_reuses_a_matching_corpus(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    first = ensure_corpus(out, n=2, minutes=(0.25, 0.3), seed=5)
+    assert [i.uri for i in first] == ["conv000", "conv001"]
+    stamp = first[0].audio.stat().st_mtime_ns
+    assert ensure_corpus(out, n=1, minutes=(0.25, 0.3), seed=5) == first[:1]
+    assert first[0].audio.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    # another seed (or more items than there are) builds it anew
+    other = ensure_corpus(out, n=2, minutes=(0.25, 0.3), seed=6)
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 6
+    assert other[0].info["seed"] != first[0].info["seed"]
+
+
+def test_speaker_clips_cut_each_speaker_alone(tmp_path: Path) -> None:
+    call = sample_call()
+    turns = call.reference_turns()
+    clips = speaker_clips(call, tmp_path, gap=0.5)
+    assert sorted(c.info["speaker"] for c in clips) == sorted({t.speaker for t in turns})
+    for clip in clips:
+        speaker = clip.info["speaker"]
+        reference = clip.reference()
+        assert reference.labels() == [speaker]
+        own = [t for t in turns if t.speaker == speaker]
+        others = Annotation()
+        for i, t in enumerate(turns):
+            if t.speaker != speaker:
+                others[Segment(t.start, t.end), i] = t.speaker
+        alone = sum((Timeline([Segment(t.start, t.end)]).extrude(others.get_timeline())
+                     .duration()) for t in own)
+        # the clip holds the speaker's speech without the overlapped parts, plus the gaps
+        assert reference.get_timeline().duration() == pytest.approx(alone, abs=0.01 * len(own))
+        assert clip.duration == pytest.approx(alone + 0.5 * len(reference), abs=0.01 * len(own))
+        starts = [t.start for t in clip.reference_turns()]
+        ends = [t.end for t in clip.reference_turns()]
+        assert all(s - e == pytest.approx(0.5, abs=1e-3) for e, s in zip(ends, starts[1:]))
+
+
+def test_workbench_command_line_builds_a_corpus(tmp_path: Path) -> None:
+    # the README's command: python -m workbench build-corpus --out DIR --n N --seed S
+    from workbench.__main__ import main as workbench_main
+
+    out = tmp_path / "c"
+    assert workbench_main(["build-corpus", "--out", str(out), "--n", "1", "--seed", "3",
+                           "--speakers", "2", "2", "--minutes", "0.25", "0.25"]) == 0
+    [item] = load_manifest(out / "manifest.json")
+    assert item.info["num_speakers"] == 2
+    with pytest.raises(SystemExit):
+        workbench_main(["transcribe", "x.wav", "--out", str(out), "--no-such-flag"])

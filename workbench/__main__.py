@@ -89,11 +89,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t.add_argument("--config", help="JSON pipeline configuration (nested or flat options)")
     t.add_argument("--data-dir", default="data", help="where assembled models are kept")
     t.set_defaults(func=_transcribe)
-    c = sub.add_parser("build-corpus", help="generate the standard evaluation corpus")
-    c.add_argument("rest", nargs=argparse.REMAINDER)
-    c.set_defaults(func=lambda a: __import__("workbench.datasets", fromlist=["main"]).main(
-        ["build-corpus", *a.rest]))
-    args = p.parse_args(argv)
+    # build-corpus's flags belong to workbench.datasets (python -m workbench build-corpus -h)
+    sub.add_parser("build-corpus", help="generate the standard evaluation corpus",
+                   add_help=False)
+    args, rest = p.parse_known_args(argv)
+    if args.command == "build-corpus":
+        from .datasets import main as datasets_main
+
+        return int(datasets_main(["build-corpus", *rest]) or 0)
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args) or 0)
 
 

@@ -53,12 +53,14 @@ __all__ = [
     "Voice",
     "available_voices",
     "build_corpus",
+    "ensure_corpus",
     "generate_conversation",
     "load_manifest",
     "load_pyannote_protocol",
     "main",
     "measure_overlap_ratio",
     "sample_call",
+    "speaker_clips",
     "write_manifest",
 ]
 
@@ -882,6 +884,52 @@ def generate_conversation(
     return CorpusItem(uri, paths["wav"], paths["rttm"], paths["stm"], paths["uem"], info)
 
 
+def speaker_clips(item: CorpusItem, out_dir: PathLike, gap: float = 0.5) -> list[CorpusItem]:
+    """Single-speaker recordings cut from a conversation with a reference.
+
+    For each reference speaker of `item`, its turns, less the time another speaker
+    overlaps them, are joined with `gap` seconds of silence between them into
+    ``<uri>_<speaker>.wav`` with its RTTM and UEM in `out_dir` (e.g. a real speaker of
+    the sample call alone, to check that one voice gives one speaker).
+    """
+    samples = item.load_audio()
+    turns = item.reference_turns()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    silence = np.zeros(int(round(gap * SAMPLE_RATE)), np.float32)
+    clips = []
+    for speaker in dict.fromkeys(t.speaker for t in turns):
+        others = [t for t in turns if t.speaker != speaker]
+        pieces: list[np.ndarray] = []
+        clip_turns: list[Turn] = []
+        t0 = 0.0
+        for turn in (t for t in turns if t.speaker == speaker):
+            a, b = int(round(turn.start * SAMPLE_RATE)), int(round(turn.end * SAMPLE_RATE))
+            keep = np.ones(max(0, b - a), bool)
+            for other in others:
+                lo = max(a, int(round(other.start * SAMPLE_RATE)))
+                hi = min(b, int(round(other.end * SAMPLE_RATE)))
+                if hi > lo:
+                    keep[lo - a:hi - a] = False
+            piece = samples[a:b][keep[: len(samples[a:b])]]
+            if piece.size == 0:
+                continue
+            pieces += [piece, silence]
+            clip_turns.append(Turn(round(t0, 3), round(t0 + piece.size / SAMPLE_RATE, 3), speaker))
+            t0 += (piece.size + silence.size) / SAMPLE_RATE
+        if not pieces:
+            continue
+        uri = f"{item.uri}_{speaker}"
+        audio = np.concatenate(pieces)
+        paths = {ext: out / f"{uri}.{ext}" for ext in ("wav", "rttm", "uem")}
+        write_wav(paths["wav"], audio)
+        paths["rttm"].write_text(_rttm_text(uri, clip_turns), encoding="utf-8")
+        paths["uem"].write_text(_uem_text(uri, 0.0, audio.size / SAMPLE_RATE), encoding="utf-8")
+        clips.append(CorpusItem(uri, paths["wav"], paths["rttm"], None, paths["uem"],
+                                {"source": item.uri, "speaker": speaker, "num_speakers": 1}))
+    return clips
+
+
 # =========================================================================== corpora & manifests
 
 MANIFEST_NAME = "manifest.json"
@@ -923,6 +971,26 @@ def build_corpus(
         "generator": "workbench.datasets.build_corpus", "generator_version": GENERATOR_VERSION,
         "seed": seed, "n": n, "speakers": list(speakers), "minutes": list(minutes),
         "overlap_choices": list(overlap_choices), "noise_db": noise_db})
+
+
+def ensure_corpus(out_dir: PathLike, n: int = 20, minutes: tuple[float, float] = (1, 5),
+                  seed: int = 0) -> list[CorpusItem]:
+    """The first `n` items of ``build_corpus(out_dir, n, minutes=minutes, seed=seed)``
+    (default speakers and overlap): reused when `out_dir` holds a matching corpus of at
+    least `n` items, built otherwise."""
+    manifest = Path(out_dir) / MANIFEST_NAME
+    if manifest.is_file():
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        if (meta.get("seed") == seed and meta.get("generator_version") == GENERATOR_VERSION
+                and [float(m) for m in meta.get("minutes", [])] == [float(m) for m in minutes]
+                and int(meta.get("n", 0)) >= n and list(meta.get("speakers", [])) == [2, 5]
+                and [float(x) for x in meta.get("overlap_choices", [])] == [0.0, 0.1]
+                and meta.get("noise_db") is None):
+            items = load_manifest(manifest)[:n]
+            if all(Path(i.audio).is_file() for i in items):
+                return items
+    build_corpus(out_dir, n=n, minutes=minutes, seed=seed)
+    return load_manifest(manifest)
 
 
 _ITEM_KEYS = ("uri", "num_speakers", "duration", "overlap_ratio_requested",
