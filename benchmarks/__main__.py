@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "load": "benchmarks.load",
     "pipeline": "benchmarks.pipeline",
     "accuracy": "benchmarks.accuracy",
+    "diarization": "benchmarks.diarization",
 }
 
 

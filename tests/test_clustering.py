@@ -57,8 +57,14 @@ def test_silhouette_matches_its_definition() -> None:
 @pytest.mark.parametrize("speakers", [2, 3, 5])
 def test_silhouette_count_finds_the_speakers(speakers: int) -> None:
     x = blobs(voices(speakers), per=12, spread=0.4)
-    labels = clustering().cluster(x.copy(), min_clusters=1, max_clusters=len(x))
+    c = clustering()
+    labels = c.cluster(x.copy(), min_clusters=1, max_clusters=len(x))
     assert len(set(labels)) == speakers
+    evidence = c.count_evidence
+    assert evidence["rule"] == "silhouette" and evidence["speakers"] == speakers
+    assert evidence["embeddings"] == len(x) and evidence["most"] >= speakers
+    if evidence["silhouettes"]:  # more than one candidate count
+        assert max(evidence["silhouettes"], key=evidence["silhouettes"].get) == speakers
     # each cluster is one voice
     for k in range(speakers):
         assert len(set(labels[k * 12:(k + 1) * 12])) == 1

@@ -23,7 +23,7 @@ import lightning  # noqa: E402
 import pyannote.audio  # noqa: E402
 from pyannote.audio import sample as pyannote_sample  # noqa: E402
 from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
-from pyannote.core import Annotation, Segment, Timeline  # noqa: E402
+from pyannote.core import Annotation, Segment, SlidingWindowFeature, Timeline  # noqa: E402
 from pyannote.database.util import load_rttm  # noqa: E402
 from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
 
@@ -151,6 +151,11 @@ def test_result_turns_and_labels(sample_run) -> None:
     serialized = result.serialize()
     assert serialized["speakers"] == result.speakers
     assert serialized["turns"][0] == result.turns[0].serialize()
+    # why two: the groups of the two voices merge last, above the threshold
+    evidence = serialized["speaker_count"]
+    assert evidence["rule"] == "silhouette" and evidence["speakers"] == 2
+    assert evidence["embeddings"] >= 2 and evidence["most"] >= 2
+    assert evidence["merge_distances"][-1] > evidence["threshold"]
 
 
 def test_hook_reports_stages_and_timings(sample_run) -> None:
@@ -182,6 +187,26 @@ def test_three_speaker_espeak_conversation(diarizer: Diarizer, tmp_path: Path) -
     result = diarizer(waveform)
     assert result.num_speakers == 3
     assert der(reference, result.annotation, len(waveform) / 16000) <= 0.15
+
+
+def test_overlapped_frames_in_embeddings_is_an_option(
+    diarizer: Diarizer, sample_audio: tuple[np.ndarray, int, Annotation]
+) -> None:
+    waveform, rate, reference = sample_audio
+    with_overlap = Diarizer(replace(diarizer.config, embedding_exclude_overlap=False))
+    result = with_overlap(waveform, rate)
+    assert result.num_speakers == 2
+    assert der(reference, result.annotation, len(waveform) / rate) <= 0.10
+    # the overlapped frames do reach the embeddings: they are not those of the default
+    default = diarizer.pipeline.get_embeddings
+    file = {"waveform": torch.from_numpy(waveform)[None], "sample_rate": rate, "uri": "s"}
+    segmentation = diarizer.pipeline.get_segmentations(file)
+    clean = default(file, SlidingWindowFeature(segmentation.data, segmentation.sliding_window),
+                    exclude_overlap=True)
+    full = default(file, SlidingWindowFeature(segmentation.data, segmentation.sliding_window),
+                   exclude_overlap=False)
+    both = ~np.isnan(clean).any(axis=2) & ~np.isnan(full).any(axis=2)
+    assert both.any() and not np.allclose(clean[both], full[both], atol=1e-3)
 
 
 def test_speaker_count_arguments_override(diarizer: Diarizer, sample_audio) -> None:
@@ -540,3 +565,6 @@ def test_one_voice_is_one_speaker(diarizer: Diarizer, tmp_path: Path) -> None:
                                  voices=["fay"])
     result = diarizer(item.load_audio())
     assert result.speakers == ["SPEAKER_00"]
+    # every group of the one voice merges below the threshold: no count to choose
+    assert result.speaker_count["most"] == 1
+    assert result.speaker_count["merge_distances"][-1] < result.speaker_count["threshold"]

@@ -10,7 +10,7 @@ import pytest
 from workbench.datasets import sample_call
 from workbench.diarization import DiarizationConfig, Diarizer
 from workbench.metrics import diarization_error
-from workbench.tuning import best_config, load_config, save_config, sweep_diarization
+from workbench.tuning import best_config, load_config, save_config, sweep_configs, sweep_diarization
 
 pytestmark = pytest.mark.models
 
@@ -32,3 +32,22 @@ def test_sweep_matches_independent_runs_and_saves_best(tmp_path: Path) -> None:
               & (table.min_duration_off == best.min_duration_off)]["der"].iloc[0])
     path = save_config(best, tmp_path / "best.json", evidence=table)
     assert load_config(path) == best
+
+
+def test_config_sweep_shares_embeddings_and_matches_fresh_runs() -> None:
+    item = sample_call()
+    base = DiarizationConfig()
+    configs = [base,
+               replace(base, split_threshold=0.2, speaker_count="threshold",
+                       clustering_method="centroid", clustering_threshold=0.6,
+                       min_cluster_size=6),
+               replace(base, split_piece_duration=None)]  # another embedding pass
+    table = sweep_configs([item], configs)
+    assert len(table) == 3 and table["der"].nunique() > 1
+    assert {"split_threshold", "speaker_count", "split_piece_duration", "clustering_method",
+            "clustering_threshold", "min_cluster_size"} <= set(table.columns)
+    for config, (_, row) in zip(configs, table.iterrows()):
+        fresh = Diarizer(config)(item.load_audio())
+        assert row["der"] == pytest.approx(
+            diarization_error(item.reference(), fresh.annotation).der, abs=1e-6)
+        assert row["right_speaker_count"] == int(fresh.num_speakers == 2)

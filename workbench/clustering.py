@@ -143,6 +143,11 @@ class RunClustering(AgglomerativeClustering):
             raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
         self.speaker_count = speaker_count
         self.group_threshold = group_threshold
+        self.count_evidence: dict[str, Any] = {}
+        """How the last call chose the number of speakers: ``rule``, ``embeddings`` (how
+        many trained the clustering), ``speakers``; for the silhouette rule also
+        ``most`` (clusters apart at the threshold), ``silhouettes`` (per candidate
+        count) and ``merge_distances`` (the dendrogram's last merges, highest last)."""
 
     # ------------------------------------------------------------------ speaker count
 
@@ -157,17 +162,27 @@ class RunClustering(AgglomerativeClustering):
     def cluster(self, embeddings: np.ndarray, min_clusters: int, max_clusters: int,
                 num_clusters: Optional[int] = None) -> np.ndarray:
         """0-indexed cluster of each embedding (see the class docstring for the count)."""
-        if self.speaker_count == "threshold":
-            return super().cluster(embeddings, min_clusters=min_clusters,
-                                   max_clusters=max_clusters, num_clusters=num_clusters)
         n = len(embeddings)
+        if self.speaker_count == "threshold":
+            labels = super().cluster(embeddings, min_clusters=min_clusters,
+                                     max_clusters=max_clusters, num_clusters=num_clusters)
+            self.count_evidence = {"rule": "threshold", "embeddings": n,
+                                   "speakers": len(set(labels.tolist()))}
+            return labels
         if n < 2:
+            self.count_evidence = {"rule": "silhouette", "embeddings": n, "speakers": 1}
             return np.zeros(n, dtype=int)
         dendrogram = self._dendrogram(embeddings)
+        self.count_evidence = {"rule": "given" if num_clusters else "silhouette",
+                               "embeddings": n,
+                               "merge_distances": [round(float(d), 4)
+                                                   for d in dendrogram[-5:, 2]]}
         if num_clusters is None:
             num_clusters = self._best_count(embeddings, dendrogram, min_clusters, max_clusters)
-        labels = fcluster(dendrogram, num_clusters, criterion="maxclust")
-        return np.unique(labels, return_inverse=True)[1]
+        labels = np.unique(fcluster(dendrogram, num_clusters, criterion="maxclust"),
+                           return_inverse=True)[1]
+        self.count_evidence["speakers"] = len(set(labels.tolist()))
+        return labels
 
     def _best_count(self, embeddings: np.ndarray, dendrogram: np.ndarray,
                     min_clusters: int, max_clusters: int) -> int:
@@ -177,6 +192,7 @@ class RunClustering(AgglomerativeClustering):
         apart = fcluster(dendrogram, self.threshold, criterion="distance")
         most = int((np.bincount(apart) >= min_size).sum())
         most = max(min_clusters, min(most, max_clusters))
+        self.count_evidence.update(threshold=float(self.threshold), most=most, silhouettes={})
         if most <= 1:
             return 1
         low = max(2, min_clusters)
@@ -187,6 +203,7 @@ class RunClustering(AgglomerativeClustering):
         np.fill_diagonal(distances, 0.0)
         scores = {k: silhouette_score(distances, fcluster(dendrogram, k, criterion="maxclust"))
                   for k in range(low, min(most, n - 1) + 1)}
+        self.count_evidence["silhouettes"] = {k: round(v, 4) for k, v in scores.items()}
         return max(scores, key=lambda k: (scores[k], -k))
 
     # ------------------------------------------------------------------ runs
@@ -195,6 +212,8 @@ class RunClustering(AgglomerativeClustering):
                  num_clusters: Optional[int] = None, min_clusters: Optional[int] = None,
                  max_clusters: Optional[int] = None, file: Any = None, **kwargs: Any
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # pyannote skips the clustering with fewer than two embeddings or one speaker at most
+        self.count_evidence = {"rule": "none", "embeddings": 0, "speakers": 1}
         owners = file.get(RUN_OWNERS) if isinstance(file, Mapping) else None
         if owners is None or self.group_threshold is None or segmentations is None:
             return super().__call__(embeddings, segmentations, num_clusters=num_clusters,

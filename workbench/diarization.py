@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import math
 import os
@@ -446,7 +447,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             return super().get_embeddings(file, binary_segmentations, exclude_overlap, hook)
         window = binary_segmentations.sliding_window
         activity = np.nan_to_num(binary_segmentations.data, nan=0.0)
-        num_chunks, num_frames, _ = activity.shape
+        num_frames = activity.shape[1]
         cached = file.get(_RUNS_CACHE) if self.training else None
         if cached is None:
             frames_per_second = num_frames / window.duration
@@ -472,15 +473,15 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         model: CAMPPlusEmbedding = self._embedding.model_
         activity = np.nan_to_num(binary_segmentations.data, nan=0.0) > 0.5
         num_chunks, num_frames, _ = activity.shape
-        # as pyannote's get_embeddings: a speaker's overlapped frames are left out of its
-        # embedding unless too few clean frames remain
-        min_frames = -1
+        embedded = activity
         if exclude_overlap:
+            # as pyannote's get_embeddings: a speaker's overlapped frames are left out of
+            # its embedding unless too few clean frames remain
             num_samples = binary_segmentations.sliding_window.duration * self._embedding.sample_rate
             min_frames = math.ceil(num_frames * self._embedding.min_num_samples / num_samples)
-        clean = activity & (activity.sum(axis=2, keepdims=True) < 2)
-        use_clean = clean.sum(axis=1) > min_frames  # (chunks, speakers)
-        embedded = np.where(use_clean[:, None, :], clean, activity)
+            clean = activity & (activity.sum(axis=2, keepdims=True) < 2)
+            use_clean = clean.sum(axis=1) > min_frames  # (chunks, speakers)
+            embedded = np.where(use_clean[:, None, :], clean, activity)
         parts = runs > 0.5
         out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
         if hook is not None:
@@ -635,6 +636,9 @@ class DiarizationResult:
     speakers: list[str]
     timings: dict[str, float]
     speaker_embeddings: Optional[np.ndarray] = field(default=None, repr=False)
+    speaker_count: dict[str, Any] = field(default_factory=dict)
+    """How the clustering chose the number of speakers (`RunClustering.count_evidence`;
+    empty for a local pyannote pipeline or audio without speech)."""
 
     @property
     def num_speakers(self) -> int:
@@ -642,12 +646,14 @@ class DiarizationResult:
         return len(self.speakers)
 
     def serialize(self) -> dict[str, Any]:
-        """Plain-JSON form (turns, speakers and timings; not the embeddings)."""
+        """Plain-JSON form (turns, speakers, timings and the speaker-count evidence; not
+        the embeddings)."""
         return {
             "speakers": list(self.speakers),
             "turns": [t.serialize() for t in self.turns],
             "exclusive_turns": [t.serialize() for t in self.exclusive_turns],
             "timings": dict(self.timings),
+            "speaker_count": json.loads(json.dumps(self.speaker_count)),
         }
 
 
@@ -813,6 +819,9 @@ class Diarizer:
             "sample_rate": int(sample_rate),
             "uri": "waveform",
         }
+        clustering = self.pipeline.clustering
+        if isinstance(clustering, RunClustering):
+            clustering.count_evidence = {}  # audio without speech never reaches it
         threads = torch.get_num_threads()
         if self.config.num_threads is not None:
             torch.set_num_threads(self.config.num_threads)
@@ -849,6 +858,7 @@ class Diarizer:
             speakers=speakers,
             timings=clock.finish(),
             speaker_embeddings=embeddings,
+            speaker_count=dict(getattr(clustering, "count_evidence", None) or {}),
         )
 
 

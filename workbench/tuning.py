@@ -1,19 +1,23 @@
-"""Tuning diarization: sweep clustering threshold and ``min_duration_off`` on a development set.
+"""Tuning diarization: sweep configurations on a development set.
 
 DER per configuration is pooled over the items (summed error seconds over
 summed reference seconds), so long recordings weigh what they should::
 
-    table = sweep_diarization(items, thresholds=[0.6, 0.7, 0.8], min_duration_offs=[0.0, 0.5])
+    table = sweep_diarization(items, thresholds=[0.15, 0.25, 0.35], min_duration_offs=[0.0, 0.5])
     best = best_config(table)            # a DiarizationConfig
     save_config(best, "data/best_diarization.json")
+
+    # any set of configurations; those that differ only after the embeddings share them
+    table = sweep_configs(items, [replace(base, split_threshold=t) for t in (0.2, 0.3, 0.4)])
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -24,6 +28,110 @@ from .diarization import DiarizationConfig, Diarizer
 from .metrics import diarization_error
 
 Progress = Callable[[str, int, int], None]
+
+
+# Fields that change the segmentation or the embeddings: configurations that agree on
+# them share one pass of both per file; the others act in the clustering and after it.
+_EMBEDDING_FIELDS = ("segmentation_step", "embedding_exclude_overlap", "split_min_gap",
+                     "split_piece_duration", "embedding_batch_size",
+                     "segmentation_batch_size", "device", "pipeline_path")
+
+
+def _embedding_key(config: DiarizationConfig) -> tuple[Any, ...]:
+    return (*(getattr(config, name) for name in _EMBEDDING_FIELDS),
+            config.split_threshold is None)
+
+
+def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConfig], *,
+                  collar: float = 0.0, oracle_speakers: bool = False,
+                  hook: Optional[Progress] = None) -> pd.DataFrame:
+    """DER (pooled over ``items``) of each diarization configuration.
+
+    Configurations that differ only after the embeddings (clustering, speaker count,
+    grouping threshold, ``min_duration_off``) share one segmentation and embedding pass
+    per file. Returns one row per configuration: the fields that differ between the
+    configurations, ``der``, its components in seconds, the number of items whose
+    speaker count was right, the items' summed speaker-count errors, and per item its DER
+    (``der[URI]``), speaker count (``speakers[URI]``) and the distance of the last merge
+    of the clustering's dendrogram (``last_merge[URI]``: where the two most different
+    groups of voices joined; NaN without one).
+    """
+    import torch
+
+    if any(c.pipeline_path is not None for c in configs):
+        raise ValueError("sweeps tune the bundled pipeline; pipeline_path is not supported")
+    references = {item.uri: item.reference() for item in items}
+    varying = [f.name for f in fields(DiarizationConfig)
+               if len({json.dumps(getattr(c, f.name)) for c in configs}) > 1]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(_embedding_key(config), []).append(i)
+    rows: list[dict[str, Any]] = [{} for _ in configs]
+    done = 0
+    for indices in groups.values():
+        # One pipeline in pyannote's training mode: segmentation and embeddings are
+        # computed once per file and cached in its dict; each configuration then only
+        # re-runs clustering and post-processing.
+        pipeline = Diarizer(configs[indices[0]]).pipeline
+        pipeline.training = True
+        files = {item.uri: {"waveform": torch.from_numpy(item.load_audio())[None],
+                            "sample_rate": 16000, "uri": item.uri} for item in items}
+        for i in indices:
+            if hook:
+                hook("sweep", done, len(configs))
+            config = configs[i]
+            pipeline.instantiate(config.pipeline_parameters())
+            if hasattr(pipeline.clustering, "group_threshold"):
+                pipeline.clustering.group_threshold = config.split_threshold
+                pipeline.clustering.speaker_count = config.speaker_count
+            rows[i] = _score_config(pipeline, config, items, files, references, collar,
+                                    oracle_speakers)
+            rows[i].update({name: getattr(config, name) for name in varying})
+            done += 1
+    if hook:
+        hook("sweep", len(configs), len(configs))
+    front = [*varying, "der", "missed", "false_alarm", "confusion", "total",
+             "right_speaker_count", "speaker_count_error"]
+    frame = pd.DataFrame(rows)
+    return frame[front + [c for c in frame.columns if c not in front]]
+
+
+def _score_config(pipeline: Any, config: DiarizationConfig, items: Sequence[CorpusItem],
+                  files: dict[str, Any], references: dict[str, Any], collar: float,
+                  oracle_speakers: bool) -> dict[str, Any]:
+    import torch
+
+    totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "total": 0.0}
+    row: dict[str, Any] = {"right_speaker_count": 0, "speaker_count_error": 0}
+    threads = torch.get_num_threads()
+    if config.num_threads is not None:  # as Diarizer does (see DiarizationConfig)
+        torch.set_num_threads(config.num_threads)
+    try:
+        for item in items:
+            ref = references[item.uri]
+            n_ref = len(ref.labels())
+            with torch.inference_mode():
+                output = pipeline(files[item.uri],
+                                  num_speakers=n_ref if oracle_speakers else config.num_speakers,
+                                  min_speakers=config.min_speakers,
+                                  max_speakers=config.max_speakers)
+            hypothesis = output.speaker_diarization
+            der = diarization_error(ref, hypothesis, collar=collar)
+            for key in totals:
+                totals[key] += getattr(der, key)
+            row[f"der[{item.uri}]"] = der.der
+            n_hyp = len(hypothesis.labels())
+            row[f"speakers[{item.uri}]"] = n_hyp
+            merges = getattr(pipeline.clustering, "count_evidence", {}).get("merge_distances")
+            row[f"last_merge[{item.uri}]"] = merges[-1] if merges else math.nan
+            row["right_speaker_count"] += int(n_hyp == n_ref)
+            row["speaker_count_error"] += abs(n_hyp - n_ref)
+    finally:
+        torch.set_num_threads(threads)
+    row.update(totals)
+    row["der"] = (totals["missed"] + totals["false_alarm"] + totals["confusion"]) / \
+        max(totals["total"], 1e-9)
+    return row
 
 
 def sweep_diarization(items: Sequence[CorpusItem], *, thresholds: Sequence[float],
@@ -37,51 +145,17 @@ def sweep_diarization(items: Sequence[CorpusItem], *, thresholds: Sequence[float
     ``min_duration_off``, ``der``, its components in seconds, the number of items
     whose speaker count was right, and a per-item DER column for each item.
     """
-    import torch
-
     base = base or DiarizationConfig()
-    if base.pipeline_path is not None:
-        raise ValueError("sweeps tune the bundled pipeline; pipeline_path is not supported")
-    references = {item.uri: item.reference() for item in items}
-    # One pipeline in pyannote's training mode: segmentation and embeddings are
-    # computed once per file and cached in its dict; each configuration then only
-    # re-runs clustering and post-processing (both parameters act only there).
-    pipeline = Diarizer(base).pipeline
-    pipeline.training = True
-    files = {item.uri: {"waveform": torch.from_numpy(item.load_audio())[None],
-                        "sample_rate": 16000, "uri": item.uri} for item in items}
     grid = list(itertools.product(thresholds, min_duration_offs))
-    rows = []
-    for step, (threshold, mdo) in enumerate(grid):
-        if hook:
-            hook("sweep", step, len(grid))
-        pipeline.instantiate(replace(base, clustering_threshold=float(threshold),
-                                     min_duration_off=float(mdo)).pipeline_parameters())
-        totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "total": 0.0}
-        row: dict[str, Any] = {"clustering_threshold": threshold, "min_duration_off": mdo,
-                               "right_speaker_count": 0}
-        for item in items:
-            ref = references[item.uri]
-            n_ref = len(ref.labels())
-            with torch.inference_mode():
-                output = pipeline(files[item.uri],
-                                  num_speakers=n_ref if oracle_speakers else None)
-            hypothesis = output.speaker_diarization
-            der = diarization_error(ref, hypothesis, collar=collar)
-            for key in totals:
-                totals[key] += getattr(der, key)
-            row[f"der[{item.uri}]"] = der.der
-            row["right_speaker_count"] += int(len(hypothesis.labels()) == n_ref)
-        row.update(totals)
-        row["der"] = (totals["missed"] + totals["false_alarm"] + totals["confusion"]) / \
-            max(totals["total"], 1e-9)
-        rows.append(row)
-    if hook:
-        hook("sweep", len(grid), len(grid))
-    front = ["clustering_threshold", "min_duration_off", "der", "missed", "false_alarm",
-             "confusion", "total", "right_speaker_count"]
-    frame = pd.DataFrame(rows)
-    return frame[front + [c for c in frame.columns if c not in front]]
+    configs = [replace(base, clustering_threshold=float(t), min_duration_off=float(m))
+               for t, m in grid]
+    table = sweep_configs(items, configs, collar=collar, oracle_speakers=oracle_speakers,
+                          hook=hook)
+    # both columns, even when one of them does not vary
+    table["clustering_threshold"] = [t for t, _ in grid]
+    table["min_duration_off"] = [m for _, m in grid]
+    front = ["clustering_threshold", "min_duration_off"]
+    return table[front + [c for c in table.columns if c not in front]]
 
 
 def best_config(table: pd.DataFrame, base: Optional[DiarizationConfig] = None

