@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -549,7 +549,6 @@ async def realtime_phase(server: LocalServer, monitor: Monitor, datas: list[byte
             confirmed = await asyncio.wait_for(asyncio.gather(*(
                 stream_realtime(c, w, t0 + i * phase, lags, timeout)
                 for i, (c, w) in enumerate(zip(clients, wires)))), seconds + timeout)
-            t1 = time.perf_counter()
             cpu1, sys1, client1 = cpu_snapshot(proc), psutil.cpu_times(), time.process_time()
             monitor.sample()
             t_before_stop = time.perf_counter()

@@ -226,7 +226,6 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
     me = psutil.Process()
     streams = [Stream(i) for i in range(args.streams)]
     loop = asyncio.get_running_loop()
-    chunk_s = args.chunk_ms / 1000
     with Sampler(srv.process.pid) as sampler:
         time.sleep(1.0)
         baseline = sampler.sample()

@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Optional
+from typing import Any
 
 from workbench.audio import CONTAINERS, InputFormat
 

@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 import aiohttp
 import numpy as np
-import pytest
 
 from server.recorder import wav_intact
 from server.sessions import SessionStore

@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import aiohttp
