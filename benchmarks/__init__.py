@@ -86,4 +86,13 @@ def write_results(path: str | os.PathLike[str], results: dict[str, Any]) -> Path
     return path
 
 
-__all__ = ["REPO_ROOT", "RESULTS_DIR", "machine_info", "write_results"]
+def finish(path: str | os.PathLike[str], results: dict[str, Any], table: str) -> None:
+    """End a run: note the load average, write `results` to `path`, print `table`."""
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write_results(path, results)
+    print()
+    print(table)
+    print(f"\nwritten to {path}")
+
+
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "finish", "machine_info", "write_results"]

@@ -35,7 +35,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, write_results
+from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, write_results
 
 NAME = "pipeline"
 MB = 1_000_000
@@ -300,12 +300,8 @@ def main(argv: Sequence[str] = ()) -> int:
         status = 1
         results["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["verdict"] = verdicts(results["runs"])
-    write_results(args.out, results)
-    print()
-    print(markdown_table(results))
-    print(f"\nwritten to {args.out}")
+    finish(args.out, results, markdown_table(results))
     return status
 
 

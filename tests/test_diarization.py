@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -460,6 +460,17 @@ def test_model_identity() -> None:
 # --------------------------------------------------------------------------- splitting
 
 
+def der_against_variant(diarizer: Diarizer, item: Any, **change: Any
+                        ) -> tuple[DiarizationResult, float, float]:
+    """The default's result on `item`, its DER and the DER of the default with `change`."""
+    waveform = item.load_audio()
+    duration = len(waveform) / 16000
+    result = diarizer(waveform)
+    variant = Diarizer(replace(diarizer.config, **change))(waveform)
+    return (result, der(item.reference(), result.annotation, duration),
+            der(item.reference(), variant.annotation, duration))
+
+
 def test_split_into_runs_partitions_activity() -> None:
     activity = np.zeros((2, 20, 2), np.float32)
     activity[0, 0:4, 0] = 1  # speaker 0: run, 2-frame gap, run, 5-frame gap, run
@@ -526,13 +537,7 @@ def test_splitting_separates_voices_segmentation_merges(
     # segmentation-3.0 gives these two espeak-ng voices (en-us+rob, en-gb+m3) one local
     # speaker in most 10 s windows; pyannote's own pipeline then clusters mixtures of them
     item = generate_conversation(tmp_path, num_speakers=2, duration=30.0, seed=100)
-    waveform = item.load_audio()
-    duration = len(waveform) / 16000
-    reference = item.reference()
-    result = diarizer(waveform)
-    unsplit = Diarizer(replace(diarizer.config, split_threshold=None))(waveform)
-    split_der = der(reference, result.annotation, duration)
-    unsplit_der = der(reference, unsplit.annotation, duration)
+    result, split_der, unsplit_der = der_against_variant(diarizer, item, split_threshold=None)
     print(f"DER with splitting {split_der:.3f}, without {unsplit_der:.3f}")
     assert result.num_speakers == 2
     assert split_der <= 0.15
@@ -547,13 +552,8 @@ def test_pieces_divide_voices_that_follow_each_other_without_a_pause(
     # silences alone leaves those mixtures whole
     item = generate_conversation(tmp_path, num_speakers=2, duration=45.0, overlap_ratio=0.1,
                                  seed=4)
-    waveform = item.load_audio()
-    duration = len(waveform) / 16000
-    reference = item.reference()
-    result = diarizer(waveform)
-    silences_only = Diarizer(replace(diarizer.config, split_piece_duration=None))(waveform)
-    pieces_der = der(reference, result.annotation, duration)
-    silences_der = der(reference, silences_only.annotation, duration)
+    result, pieces_der, silences_der = der_against_variant(diarizer, item,
+                                                           split_piece_duration=None)
     print(f"DER with pieces {pieces_der:.3f}, cut at silences only {silences_der:.3f}")
     assert result.num_speakers == 2
     assert pieces_der <= 0.10
