@@ -121,7 +121,8 @@ def run_set(name: str, items: Sequence[Any], configs: Sequence[tuple[str, Any]],
     t0 = time.perf_counter()
     tables = [sweep_configs(group, [c for _, c in configs],
                             hook=lambda stage, done, total: print(
-                                f"  {name}: configuration {done}/{total} on {len(group)} recordings", flush=True))
+                                f"  {name}: configuration {done}/{total} on "
+                                f"{len(group)} recordings", flush=True))
               if group else None for group in (multi, single)]
     print(f"  {name}: {len(configs)} configurations in {time.perf_counter() - t0:.0f} s",
           flush=True)

@@ -513,16 +513,15 @@ class DiarizationConfig:
     """
 
     # Chosen on the development set of BENCHMARKS.md ("Diarization": the sample call, the
-    # 5-minute benchmark input, 8 generated conversations and 3 espeak-ng test files) and
-    # checked on 16 other generated conversations and 10 single-speaker recordings.
+    # 5-minute benchmark input and 8 generated conversations) and checked on 16 other
+    # conversations and 10 single-speaker recordings (python -m benchmarks diarization).
     # speaker_count "silhouette": the number of speakers is the dendrogram cut (average
     # linkage, cosine) with the best silhouette, at most the clusters still apart at
-    # clustering_threshold. One speaker's groups merged below 0.11 in every
-    # single-speaker file, two speakers' above 0.39 in every other file; 0.2-0.3 give
-    # every count right. "threshold" with centroid linkage, 0.6 and min_cluster_size 6
-    # (the earlier default, pyannote's rule) sits between a real speaker's spread (0.60)
-    # and two synthetic voices (0.67). min_cluster_size > 1 loses voices of short
-    # conversations under the silhouette rule.
+    # clustering_threshold. The last merge came at <= 0.109 with one voice and >= 0.396
+    # with more; every count is right for 0.25-0.3 on dev, 0.15-0.35 held out. pyannote's
+    # "threshold" rule (centroid linkage, 0.6, min_cluster_size 6: the earlier default)
+    # must sit between a real speaker's spread (0.60) and two synthetic voices (0.67) and
+    # loses a voice of short 5-voice conversations; so does min_cluster_size > 1 here.
     speaker_count: str = "silhouette"
     clustering_threshold: float = 0.25
     clustering_method: str = "average"
@@ -536,9 +535,10 @@ class DiarizationConfig:
     # each run gets the speaker nearest its own embedding. split_threshold None turns
     # splitting off (pyannote's behaviour); split_piece_duration None cuts at silences only.
     # segmentation-3.0 gives two synthetic voices one local speaker, often with no pause
-    # between them: cutting at silences alone left 32.8 s of confusion on the 5-minute
-    # input (15.4 % DER), pieces of 1.5 s 5 s. 1 s pieces or split_threshold 0.35 over-
-    # or under-split some development files; 0.25-0.3 get every count right.
+    # between them: cutting at silences only gives dev 11.5 % DER (98 s of confusion),
+    # 1.5 s pieces 5.6 % (22 s). split_threshold 0.3 is the only value of 0.2-0.4 with
+    # every dev count right (held out: 0.2-0.35; 0.2 over-splits the real call); 1 s
+    # pieces do slightly better here (5.1 %), on synthetic voices only: 1.5 s stays.
     split_threshold: Optional[float] = 0.3
     split_min_gap: float = 0.1
     split_piece_duration: Optional[float] = 1.5
