@@ -23,8 +23,8 @@ Usage::
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.util
+import json
 import math
 import os
 import sys
