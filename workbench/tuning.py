@@ -67,6 +67,7 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
     for i, config in enumerate(configs):
         groups.setdefault(_embedding_key(config), []).append(i)
     rows: list[dict[str, Any]] = [{} for _ in configs]
+    waveforms = {item.uri: torch.from_numpy(item.load_audio())[None] for item in items}
     done = 0
     for indices in groups.values():
         # One pipeline in pyannote's training mode: segmentation and embeddings are
@@ -74,8 +75,8 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
         # re-runs clustering and post-processing.
         pipeline = Diarizer(configs[indices[0]]).pipeline
         pipeline.training = True
-        files = {item.uri: {"waveform": torch.from_numpy(item.load_audio())[None],
-                            "sample_rate": 16000, "uri": item.uri} for item in items}
+        files = {uri: {"waveform": waveform, "sample_rate": 16000, "uri": uri}
+                 for uri, waveform in waveforms.items()}
         for i in indices:
             if hook:
                 hook("sweep", done, len(configs))
