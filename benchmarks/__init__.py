@@ -34,6 +34,42 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The vector extensions that decide which kernels CTranslate2, oneDNN and MKL pick: tables
+# from machines that differ here must never be mixed (a 2-core AVX2 EPYC ran the 5-minute
+# pipeline 3.6x slower than an AVX-512 one).
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+                "avx_vnni", "amx_tile")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector extensions among :data:`VECTOR_FLAGS` (from /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in VECTOR_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def machine_stamp(info: dict[str, Any] | None = None) -> str:
+    """One line naming the CPU, its vector flags and core count, for every table."""
+    info = info or machine_info()
+    flags = " ".join(info.get("cpu_flags") or []) or "no flags read"
+    caps = {k: v for k, v in os.environ.items() if k in ISA_CAPS}
+    capped = (" (capped: " + " ".join(f"{k}={v}" for k, v in sorted(caps.items())) + ")"
+              if caps else "")
+    return (f"{info.get('cpu_model', 'unknown CPU')}, {info.get('cpu_count')} cores, "
+            f"flags: {flags}{capped}")
+
+
+# Environment variables that cap the instruction set the libraries use (to see roughly
+# what an AVX2-only CPU gets on an AVX-512 machine); echoed into every stamp.
+ISA_CAPS = ("CT2_FORCE_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+            "MKL_ENABLE_INSTRUCTIONS")
+
+
 def _git_commit() -> str | None:
     """The checked-out commit (read-only ``git rev-parse``); None outside a checkout."""
     try:
@@ -54,6 +90,8 @@ def machine_info() -> dict[str, Any]:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
@@ -95,4 +133,5 @@ def finish(path: str | os.PathLike[str], results: dict[str, Any], table: str) ->
     print(f"\nwritten to {path}")
 
 
-__all__ = ["REPO_ROOT", "RESULTS_DIR", "finish", "machine_info", "write_results"]
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "cpu_flags", "finish", "machine_info", "machine_stamp",
+           "write_results"]
