@@ -84,6 +84,16 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+# A full `python -m benchmarks` run sets this variable to its run id for every benchmark it
+# runs; `machine_info()` records it, and the document takes only one run's results.
+RUN_ID_ENV = "BENCHMARKS_RUN_ID"
+
+
+def new_run_id() -> str:
+    """A run id: the UTC start time, so that ids sort by age (``20261202T171500Z``)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
 def machine_info() -> dict[str, Any]:
     """Where and when the figures were measured."""
     info: dict[str, Any] = {
@@ -96,6 +106,8 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "git_commit": _git_commit(),
+        # Set by a full `python -m benchmarks` run: which results belong together.
+        "run_id": os.environ.get(RUN_ID_ENV),
     }
     try:
         import psutil
@@ -133,5 +145,5 @@ def finish(path: str | os.PathLike[str], results: dict[str, Any], table: str) ->
     print(f"\nwritten to {path}")
 
 
-__all__ = ["REPO_ROOT", "RESULTS_DIR", "cpu_flags", "finish", "machine_info", "machine_stamp",
-           "write_results"]
+__all__ = ["REPO_ROOT", "RESULTS_DIR", "RUN_ID_ENV", "cpu_flags", "finish", "machine_info",
+           "machine_stamp", "new_run_id", "write_results"]

@@ -1,9 +1,11 @@
 """``python -m benchmarks [NAME [flags...]]``
 
-* no arguments: run every registered benchmark with its defaults, in order;
+* no arguments: run every registered benchmark with its defaults, in order, as one run
+  (a run id in every results file), then write that run's tables into BENCHMARKS.md;
 * ``NAME [flags]``: run one (``python -m benchmarks ingest --help`` for its flags);
 * ``--list``: the registered names;
-* ``--write-document``: (re)write the latest tables into BENCHMARKS.md (a full run does).
+* ``--write-document``: (re)write BENCHMARKS.md's latest block from the newest run's
+  results files (files of other runs or machines are left out, with a line saying so).
 
 To add a benchmark, write ``benchmarks/<name>.py`` with ``main(argv: list[str]) -> int``
 and register it in :data:`BENCHMARKS`.
@@ -14,11 +16,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
+import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+from benchmarks import RUN_ID_ENV, machine_info, new_run_id
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,24 +45,109 @@ def run(name: str, argv: Sequence[str]) -> int:
     return int(module.main(list(argv)) or 0)
 
 
-def tables(names: Sequence[str]) -> str:
-    """Markdown tables of the latest results file of each benchmark in ``names``."""
-    parts = [f"Written by `python -m benchmarks` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."]
+def _machine_key(machine: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two machines' figures comparable: CPU model, cores, vector flags, ISA caps."""
+    return (machine.get("cpu_model"), machine.get("cpu_count"),
+            tuple(machine.get("cpu_flags") or ()),
+            tuple(sorted((machine.get("isa_caps") or {}).items())))
+
+
+def results_stamp(machine: dict[str, Any]) -> str:
+    """:func:`benchmarks.machine_stamp` of a results file's machine (its own ISA caps,
+    not those of the current environment)."""
+    flags = " ".join(machine.get("cpu_flags") or []) or "no flags recorded"
+    caps = machine.get("isa_caps") or {}
+    capped = (" (capped: " + " ".join(f"{k}={v}" for k, v in sorted(caps.items())) + ")"
+              if caps else "")
+    return (f"{machine.get('cpu_model', 'unknown CPU')}, {machine.get('cpu_count')} cores, "
+            f"flags: {flags}{capped}")
+
+
+def _heading(results: dict[str, Any]) -> str:
+    machine = results.get("machine") or {}
+    parameters = json.dumps(results.get("parameters") or {}, sort_keys=True, default=str)
+    return (f"Machine: {results_stamp(machine)}. Measured {machine.get('date', '?')}, commit "
+            f"{machine.get('git_commit', '?')}. Command: "
+            f"`{results.get('command') or 'python -m benchmarks'}`. "
+            f"Parameters: `{parameters}`.")
+
+
+def _load(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) else None
+
+
+def tables(names: Sequence[str], run_id: Optional[str] = None,
+           machine: Optional[dict[str, Any]] = None,
+           results_dir: Optional[Path] = None) -> str:
+    """Markdown tables of one run's results: ``results_dir/<name>.json`` for each name.
+
+    Only files whose ``machine.run_id`` is ``run_id`` (default: the newest run id among
+    the files) and whose machine matches ``machine`` (default: that of the run's first
+    file) are shown, each headed by its machine stamp, date and parameters; every other
+    file gets a line saying why it was left out, so a block never mixes runs or machines.
+    """
+    results_dir = RESULTS if results_dir is None else results_dir
+    loaded = {name: _load(results_dir / f"{name}.json") for name in names}
+    if run_id is None:
+        run_ids = [r["machine"].get("run_id") for r in loaded.values()
+                   if r and isinstance(r.get("machine"), dict) and r["machine"].get("run_id")]
+        run_id = max(run_ids) if run_ids else None
+    if machine is None:
+        machine = next((r["machine"] for r in loaded.values() if r and run_id is not None
+                        and (r.get("machine") or {}).get("run_id") == run_id), None)
+    written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if run_id is None or machine is None:
+        head = (f"Written by `python -m benchmarks` on {written}: no results file here comes "
+                "from a full `python -m benchmarks` run (none carries a run id), so there is "
+                "nothing to show; the next `make bench` fills this block.")
+    else:
+        head = (f"Written by `python -m benchmarks` on {written}: run `{run_id}` on "
+                f"{results_stamp(machine)}. Only that run's results on that machine are shown.")
+    shown, left_out = [], []
     for name in names:
-        results = RESULTS / f"{name}.json"
-        if not results.exists():
+        results = loaded[name]
+        path = f"`benchmarks/results/{name}.json`"
+        if results is None:
+            left_out.append(f"- {name}: left out, {path} is missing or unreadable.")
+            continue
+        other = results.get("machine") or {}
+        if run_id is None or other.get("run_id") != run_id:
+            origin = (f"comes from another run (run id {other['run_id']}"
+                      if other.get("run_id") else
+                      "was not written by a full `python -m benchmarks` run (no run id")
+            left_out.append(f"- {name}: left out, {path} {origin}, measured "
+                            f"{other.get('date', '?')} on {results_stamp(other)}).")
+            continue
+        if machine is not None and _machine_key(other) != _machine_key(machine):
+            left_out.append(f"- {name}: left out, {path} was measured on another machine "
+                            f"({results_stamp(other)}).")
             continue
         buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            run(name, ["--table", str(results)])
-        parts.append(f"### {name}\n\n{buf.getvalue().strip()}")
-    return "\n\n".join(parts)
+        try:
+            with contextlib.redirect_stdout(buf):
+                run(name, ["--table", str(results_dir / f"{name}.json")])
+        except Exception as exc:  # one broken table must not lose the others of a long run
+            left_out.append(f"- {name}: left out, its table could not be rendered "
+                            f"({type(exc).__name__}: {exc}).")
+            continue
+        shown.append(f"### {name}\n\n{_heading(results)}\n\n{buf.getvalue().strip()}")
+    parts = [head]
+    if left_out:
+        parts.append("\n".join(left_out))
+    return "\n\n".join(parts + shown)
 
 
-def write_document(names: Sequence[str], document: Path = DOCUMENT) -> None:
-    """Put the latest tables into the benchmarks document between the run markers."""
+def write_document(names: Sequence[str], document: Optional[Path] = None,
+                   run_id: Optional[str] = None, machine: Optional[dict[str, Any]] = None,
+                   results_dir: Optional[Path] = None) -> None:
+    """Put one run's tables (see :func:`tables`) into the document between the run markers."""
+    document = DOCUMENT if document is None else document
     text = document.read_text() if document.exists() else "# Benchmarks\n"
-    block = f"{START}\n{tables(names)}\n{END}"
+    block = f"{START}\n{tables(names, run_id, machine, results_dir)}\n{END}"
     if START in text and END in text:
         text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text,
                       flags=re.S)
@@ -79,11 +170,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n".join(BENCHMARKS))
         return 0
     if not args:
+        run_id = new_run_id()
+        machine = machine_info()
+        before = os.environ.get(RUN_ID_ENV)
+        os.environ[RUN_ID_ENV] = run_id  # machine_info() puts it into every results file
         worst = 0
-        for name in BENCHMARKS:
-            print(f"=== benchmark: {name}", flush=True)
-            worst = max(worst, run(name, []))
-        write_document(list(BENCHMARKS))
+        try:
+            for name in BENCHMARKS:
+                print(f"=== benchmark: {name} (run {run_id})", flush=True)
+                worst = max(worst, run(name, []))
+        finally:
+            if before is None:
+                os.environ.pop(RUN_ID_ENV, None)
+            else:
+                os.environ[RUN_ID_ENV] = before
+        write_document(list(BENCHMARKS), run_id=run_id, machine=machine)
         return worst
     name, rest = args[0], args[1:]
     if name not in BENCHMARKS:
