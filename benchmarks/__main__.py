@@ -118,7 +118,7 @@ def tables(names: Sequence[str], run_id: Optional[str] = None,
         if run_id is None or other.get("run_id") != run_id:
             origin = (f"comes from another run (run id {other['run_id']}"
                       if other.get("run_id") else
-                      "was not written by a full `python -m benchmarks` run (no run id")
+                      "has no run id (one benchmark run alone, or older than run ids")
             left_out.append(f"- {name}: left out, {path} {origin}, measured "
                             f"{other.get('date', '?')} on {results_stamp(other)}).")
             continue

@@ -142,8 +142,8 @@ def test_write_document_alone_takes_the_newest_run_only(bench: Path) -> None:
     assert "| gamma figure | 3.5 |" in text
     assert "1.5" not in text and "2.5" not in text
     assert "- alpha: left out" in text and "(run id 20261201T090000Z" in text
-    assert ("- beta: left out, `benchmarks/results/beta.json` was not written by a full "
-            "`python -m benchmarks` run (no run id, measured 2026-11-25T12:00:00+00:00") in text
+    assert ("- beta: left out, `benchmarks/results/beta.json` has no run id (one benchmark "
+            "run alone, or older than run ids, measured 2026-11-25T12:00:00+00:00") in text
 
 
 def test_no_full_run_leaves_the_block_empty_with_a_note(bench: Path) -> None:
