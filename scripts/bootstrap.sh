@@ -40,7 +40,7 @@ digest=$(sha256sum pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "bootstrap: installing Python packages (first run takes several minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
-  # torch first and alone, so no resolver ever picks another build (DESIGN.md).
+  # torch first and alone, so no resolver ever picks another build (pyproject.toml's comment).
   .venv/bin/python -m pip install -q torch==2.14.1 torchaudio==2.11.0
   .venv/bin/python -m pip install -q -e ".${extra}"
   echo "$digest" > "$stamp"
