@@ -21,9 +21,10 @@ Emit = Callable[[tuple[Any, ...]], None]
 log = logging.getLogger("server.worker")
 
 
-# Rough share of a run's work per stage (measured on the 5-minute benchmark input with
-# tiny.en: ASR 30 %, segmentation 9 %, embeddings 61 % of the stage seconds), to turn
-# per-stage progress into one overall figure for progress bars.
+# Rough share of a run's work per stage, to turn per-stage progress into one overall
+# figure for progress bars: the 5-minute pipeline benchmark with tiny.en (BENCHMARKS.md,
+# 2026-12-01) spent ASR 0.050, segmentation 0.016 and embeddings 0.064 s per audio second,
+# about 38 / 12 / 49 % of the stage seconds. The shares differ between CPUs.
 STAGE_WEIGHTS = {"renditions": 0.02, "decode": 0.01, "asr": 0.36, "segmentation": 0.10,
                  "embeddings": 0.47, "clustering": 0.02, "merge": 0.02}
 

@@ -46,11 +46,12 @@ STAGES = ("decode", "asr", "segmentation", "embeddings", "clustering", "merge")
 DEFAULT_DATA_DIR = Path("data")
 
 CONCURRENT_MAX_SECONDS = 900.0
-"""Longest audio whose ASR and diarization run concurrently by default. Measured on the
-2-core machine: 5 min of audio RTF 0.143 concurrently instead of ~0.21 one after the other.
-On 30 min both at once peaked at 3563 MB (before the mmap-threshold fix below, which
-took the sequential run from 3471 MB to ~1.8 GB; concurrency on long audio has not been
-re-measured since), so longer audio runs one stage after the other. See BENCHMARKS.md."""
+"""Longest audio whose ASR and diarization run concurrently by default. Their memory peaks
+add up: on 30 min both at once peaked at 3563 MB (2026-11-25, before the mmap-threshold fix
+below; one after the other then peaked at 3471 MB, and at 2188 MB with the fix and the code
+of 2026-12-01). Concurrency on long audio has not been re-measured since, so longer audio
+runs one stage after the other. BENCHMARKS.md ("Pipeline") has the figures and their
+machines."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,11 @@ def _fix_mmap_threshold() -> bool:
     glibc raises its mmap threshold (up to 32 MB) each time a large mmapped block is
     freed. After ASR has done that, the 20 MB waveform batches of the embedding stage
     come from the heap instead, which then grows by ~5 MB a batch: 30 min of audio
-    peaked at 3471 MB instead of ~2.1 GB. A fixed threshold (which also turns the dynamic
-    adjustment off) below those batches returns them to the system when they are freed.
-    8 MiB rather than 1 MiB: with 1 MiB the many mid-sized buffers are mapped and unmapped
-    each time, and 30 min took RTF 0.270 instead of 0.219.
+    peaked at 3471 MB (2026-11-25); with the fix it peaks at 2188 MB (2026-12-01; see
+    BENCHMARKS.md). A fixed threshold (which also turns the dynamic adjustment off) below
+    those batches returns them to the system when they are freed. 8 MiB rather than
+    1 MiB: with 1 MiB the many mid-sized buffers are mapped and unmapped each time, and
+    30 min took RTF 0.270 instead of 0.219 (2026-11-25, one machine).
     Does nothing where glibc is absent or the environment sets MALLOC_MMAP_THRESHOLD_.
     """
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not sys.platform.startswith("linux"):
