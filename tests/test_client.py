@@ -53,6 +53,23 @@ def test_realtime_pacing(client: Client) -> None:
     assert rec.last("recording_stopped")["duration_seconds"] == pytest.approx(2.0, abs=0.001)
 
 
+def test_realtime_speed(start_server) -> None:  # type: ignore[no-untyped-def]
+    # The server's live check (2x real time after a 0.5 s burst) is the referee.
+    srv = start_server("--live-max-speed", "2", "--live-burst", "0.5")
+    tone = (0.1 * np.sin(np.arange(16000 * 3) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+    with Client(srv) as client:
+        t0 = time.monotonic()
+        rec = client.record(tone, realtime=True, speed=1.5, chunk_seconds=0.1, wait=False)
+        assert time.monotonic() - t0 >= 1.9  # three seconds of audio at 1.5x took two
+        assert rec.errors == []
+        assert rec.last("recording_stopped")["duration_seconds"] == pytest.approx(3.0, abs=0.001)
+
+        fast = client.record(tone, realtime=True, speed=4, chunk_seconds=0.1, wait=False)
+        assert fast.errors and {e["code"] for e in fast.errors} == {4013}
+        with pytest.raises(ValueError):
+            client.record(tone, realtime=True, speed=0)
+
+
 def test_rest_helpers_and_errors(client: Client, server: LocalServer, tmp_path: Path) -> None:
     assert client.health()["status"] == "ok"
     created = client.create_session("mp4", {"language": "en"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
@@ -195,6 +196,23 @@ def from_transcript(audio_path: Union[str, os.PathLike], transcript: Transcript,
     audio, sr = librosa.load(str(audio_path), sr=SAMPLE_RATE, mono=True)
     return SessionData(session_id or Path(audio_path).stem, audio, int(sr), transcript,
                        {"status": "offline", "runs": []}, Path(audio_path))
+
+
+def notebook_data_dir(name: str, path: Union[str, os.PathLike, None] = None) -> Path:
+    """The folder a notebook writes its data to (server data, corpora, caches, results).
+
+    ``path`` when given; else ``$WORKBENCH_NOTEBOOK_DATA/<name>`` when that variable is
+    set (the test suite sets it); else a new temporary directory.  Never the
+    repository's ``data/`` unless asked for.  The folder exists on return.
+    """
+    if path is not None:
+        folder = Path(path)
+    elif os.environ.get("WORKBENCH_NOTEBOOK_DATA"):
+        folder = Path(os.environ["WORKBENCH_NOTEBOOK_DATA"]) / name
+    else:
+        return Path(tempfile.mkdtemp(prefix=f"workbench-{name}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 # --------------------------------------------------------------------------- plots

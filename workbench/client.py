@@ -201,16 +201,20 @@ class AsyncClient:
 
     async def record(self, source: Source, *, session_id: str = "new", format: str = "wav",
                      options: Optional[dict[str, Any]] = None, realtime: bool = False,
-                     binary: bool = True, chunk_seconds: float = 0.25,
+                     speed: float = 1.0, binary: bool = True, chunk_seconds: float = 0.25,
                      wait: bool = True, on_event: Optional[EventCallback] = None,
                      input_format: Optional[str] = None,
                      stop_event: Optional[threading.Event] = None) -> Recording:
         """Stream ``source`` as one recording; with ``wait``, return once processing ended.
 
-        ``realtime`` paces chunks at the audio's own speed (when it is known);
-        otherwise they go as fast as the server takes them.  ``on_event`` sees
+        ``realtime`` paces chunks at the audio's own speed (when it is known), or
+        ``speed`` times faster, and marks the recording ``live`` (the server refuses
+        chunks that come faster than its ``--live-max-speed``); otherwise they go as
+        fast as the server takes them.  ``on_event`` sees
         every server message.  Setting ``stop_event`` stops early (as a user would).
         """
+        if not speed > 0:
+            raise ValueError("speed must be positive")
         start: dict[str, Any] = {"action": "start", "format": format, **(options or {})}
         if input_format:
             start["input_format"] = input_format
@@ -256,7 +260,7 @@ class AsyncClient:
                     if seconds_per_byte:
                         rec.seconds_sent = rec.bytes_sent * seconds_per_byte
                         if realtime:
-                            delay = t0 + rec.seconds_sent - time.monotonic()
+                            delay = t0 + rec.seconds_sent / speed - time.monotonic()
                             if delay > 0:
                                 await asyncio.sleep(delay)
                 if not any(m.get("type") == "recording_stopped" for m in rec.messages):

@@ -181,9 +181,10 @@ class SessionPanel:
         elif kind in ("processing_failed", "error"):
             self._say(event.get("message", "failed"), error=True)
 
-    def stream(self, path: Optional[Union[str, Path]] = None,
-               realtime: Optional[bool] = None) -> "concurrent.futures.Future[Any]":
-        """Stream a WAV file as a new live session (returns a future of the Recording)."""
+    def stream(self, path: Optional[Union[str, Path]] = None, realtime: Optional[bool] = None,
+               speed: float = 1.0) -> "concurrent.futures.Future[Any]":
+        """Stream a WAV file as a new live session (returns a future of the Recording);
+        in real time, ``speed`` times the audio's own pace."""
         source = Path(path or self.file_picker.value)
         if not source.exists():
             self._say(f"no such file: {source}", error=True)
@@ -195,7 +196,7 @@ class SessionPanel:
 
         def job() -> Any:
             try:
-                rec = self.client.record(source, realtime=pace, options=options,
+                rec = self.client.record(source, realtime=pace, speed=speed, options=options,
                                          on_event=self._on_event, stop_event=self._stop)
             except Exception as exc:
                 self._say(f"recording failed: {exc}", error=True)
