@@ -55,6 +55,15 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     if not wav.exists():
         raise RunFailed("The session has no decoded audio to process")
 
+    full = task.get("pipeline", "full") == "full"
+    if full:  # a bad configuration fails the run before any work (workbench.config: no torch)
+        from workbench.config import ConfigError, RunConfig
+
+        try:
+            config = RunConfig.from_dict(task.get("config") or {})
+        except ConfigError as exc:
+            raise RunFailed(f"Invalid run configuration: {exc}") from None
+
     overall = OverallProgress()
 
     def hook(stage: str, completed: float = 0, total: float = 1) -> None:
@@ -67,10 +76,9 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     hook("renditions", 1, 1)
     summary: dict[str, Any] = {"duration_seconds": round(wav_duration(wav), 3)}
 
-    if task.get("pipeline", "full") == "full":
-        from workbench.pipeline import PipelineConfig, get_pipeline
+    if full:
+        from workbench.pipeline import get_pipeline
 
-        config = PipelineConfig.from_dict(task.get("config") or {})
         pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
         result = pipeline(wav, hook=hook)
         out_dir = Path(task["run_dir"])
