@@ -50,11 +50,13 @@ import asyncio
 import hashlib
 import json
 import math
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -340,11 +342,13 @@ async def run_probe(url: str, probe: Probe, done: asyncio.Event) -> None:
                 await asyncio.sleep(max(0.0, sent + probe.interval - loop.time()))
 
 
-def upload_and_stop(url: str, seconds: float, marks: dict[str, float],
-                    clock: Any) -> dict[str, Any]:
-    """In its own thread and event loop (so that the probe's client side is not held up):
-    record ``seconds`` of PCM as fast as possible, then ``stop``; ``marks`` get the times
-    (on ``clock``) of the upload's start, the ``stop`` and ``recording_stopped``."""
+def upload_and_stop(url: str, seconds: float) -> dict[str, Any]:
+    """In a process of its own (so that the probe's client side never waits for this one's
+    GIL): record ``seconds`` of PCM as fast as possible, then ``stop``. ``marks`` holds the
+    times (``time.monotonic``, the clock of asyncio's loop, shared by every process) of the
+    upload's start, the ``stop`` and ``recording_stopped``."""
+    marks: dict[str, float] = {}
+    clock = time.monotonic
 
     async def go() -> dict[str, Any]:
         chunk = bytes(np.random.default_rng(7).integers(-8192, 8192, 256 * 1024, dtype=np.int16)
@@ -374,7 +378,7 @@ def upload_and_stop(url: str, seconds: float, marks: dict[str, float],
                     if m.get("type") == "recording_stopped":
                         marks["stopped"] = clock()
                         return {"sent_mb": round(sent / MB, 1),
-                                "duration_seconds": m["duration_seconds"]}
+                                "duration_seconds": m["duration_seconds"], "marks": marks}
                     if m.get("type") == "error":
                         raise RuntimeError(f"upload refused: {m}")
 
@@ -417,9 +421,11 @@ async def measure_stalls(args: argparse.Namespace, srv: LocalServer) -> dict[str
         await asyncio.sleep(0.5)
         out["rest_run"] = probe.window(t, loop.time())
 
-        marks: dict[str, float] = {}
-        upload = await asyncio.to_thread(upload_and_stop, f"{srv.ws_url}/ws/stall-upload",
-                                         args.stall_seconds, marks, loop.time)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            upload = await loop.run_in_executor(pool, upload_and_stop,
+                                                f"{srv.ws_url}/ws/stall-upload",
+                                                args.stall_seconds)
+        marks = upload.pop("marks")
         out["upload"] = {**upload, **probe.window(marks["upload"], marks["stop"])}
         out["stop"] = probe.window(marks["stop"], marks["stopped"])
         done.set()
