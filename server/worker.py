@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.audio import AudioDecodeError, encode_mp4, wav_duration
+from workbench.config import ConfigError, RunConfig
 
 Emit = Callable[[tuple[Any, ...]], None]
 
@@ -47,6 +48,14 @@ class RunFailed(Exception):
     """A run failed for a reason that is safe and useful to show the client."""
 
 
+def run_config(task: dict[str, Any]) -> RunConfig:
+    """The pipeline configuration of a task (its ``config`` holds no server switch)."""
+    try:
+        return RunConfig.from_dict(task.get("config") or {})
+    except ConfigError as exc:
+        raise RunFailed(f"Invalid run configuration: {exc}") from None
+
+
 def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Do the work of one run; returns its summary (speakers, duration, word count...)."""
     run_id = task["run_id"]
@@ -55,14 +64,8 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     if not wav.exists():
         raise RunFailed("The session has no decoded audio to process")
 
-    full = task.get("pipeline", "full") == "full"
-    if full:  # a bad configuration fails the run before any work (workbench.config: no torch)
-        from workbench.config import ConfigError, RunConfig
-
-        try:
-            config = RunConfig.from_dict(task.get("config") or {})
-        except ConfigError as exc:
-            raise RunFailed(f"Invalid run configuration: {exc}") from None
+    # A bad configuration (one stored before it was checked) fails before any work.
+    config = run_config(task) if task.get("pipeline", "full") == "full" else None
 
     overall = OverallProgress()
 
@@ -76,7 +79,7 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     hook("renditions", 1, 1)
     summary: dict[str, Any] = {"duration_seconds": round(wav_duration(wav), 3)}
 
-    if full:
+    if config is not None:
         from workbench.pipeline import get_pipeline
 
         pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
