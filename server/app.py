@@ -12,10 +12,9 @@ from typing import Any, Awaitable, Callable
 from aiohttp import WSCloseCode, web
 
 from workbench.audio import AudioDecodeError, encode_mp4
-
-from .config import ServerConfig, check
 from workbench.config import ConfigError
 
+from .config import ServerConfig, check
 from .jobs import RESULT_FORMATS, JobQueue, check_run_config
 from .protocol import safe_details
 from .recorder import finalise, wav_intact
@@ -227,9 +226,10 @@ async def create_run(request: web.Request) -> web.Response:
         raise web.HTTPConflict(text="Session is recording; stop it first")
     if not await asyncio.to_thread((state.store.session_dir(session.id) / "audio.wav").exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
-    # workbench.config, not the pipeline: the server process never imports torch.
-    _checked_run_config({**state.config.default_run_config, **config}, "run configuration")
-    run = await state.jobs.submit(session.id, {**state.config.default_run_config, **config})
+    # Checked with workbench.config, not the pipeline: the server never imports torch.
+    config = _checked_run_config({**state.config.default_run_config, **config},
+                                 "run configuration")
+    run = await state.jobs.submit(session.id, config)
     return web.json_response(run.serialize(), status=202)
 
 

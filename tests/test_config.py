@@ -74,6 +74,15 @@ def test_integer_for_a_number_and_null_for_optional() -> None:
     assert config.diarization.num_speakers is None and config.diarization.split_threshold is None
 
 
+def test_numpy_numbers_are_numbers() -> None:
+    config = RunConfig.from_dict({"num_speakers": np.int64(3),
+                                  "clustering_threshold": np.float32(0.5)})
+    assert config.diarization.num_speakers == 3 and type(config.diarization.num_speakers) is int
+    assert type(config.diarization.clustering_threshold) is float
+    with pytest.raises(ConfigError, match="'num_speakers' must be an integer"):
+        RunConfig.from_dict({"num_speakers": np.float64(2.0)})
+
+
 BAD = [
     # wrong types
     ({"num_speakers": "two"}, "'num_speakers' must be an integer"),
@@ -332,3 +341,4 @@ async def test_server_checks_every_entry_without_importing_torch(start_server) -
     maps = mapped_libraries(pid)
     assert "libtorch" not in maps and "/torch/" not in maps
     assert "libc" in maps  # the check reads the right thing
+

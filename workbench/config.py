@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
@@ -88,8 +89,11 @@ def check_value(cls: type, name: str, value: Any, label: Optional[str] = None) -
         if optional:
             return None
         raise ConfigError(label, f"'{label}' must be {_KIND_NAMES[kind]}, not null")
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if not isinstance(value, bool):  # NumPy scalars too (sweeps, counts from arrays)
+        if kind is float and isinstance(value, numbers.Real):
+            value = float(value)
+        elif kind is int and isinstance(value, numbers.Integral):
+            value = int(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ConfigError(label, f"'{label}' must be {_KIND_NAMES[kind]}"
                                  f"{' or null' if optional else ''} (got {_show(value)})")
