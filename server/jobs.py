@@ -103,7 +103,7 @@ class JobQueue:
             log.info("Processing runs on the Dask cluster at %s", self.dask_scheduler)
             self._workers = [_Worker(None, None) for _ in range(self.size)]
         else:
-            self._workers = [self._spawn() for _ in range(self.size)]
+            self._workers = [await asyncio.to_thread(self._spawn) for _ in range(self.size)]
             self._reader = threading.Thread(target=self._read_events, name="job-events",
                                             daemon=True)
             self._reader.start()
@@ -112,6 +112,7 @@ class JobQueue:
         self._wake.set()
 
     def _spawn(self) -> _Worker:
+        """Start a worker process (fork + exec + handing it its queues: from a thread)."""
         tasks = self._ctx.Queue()
         proc = self._ctx.Process(target=worker_main, args=(tasks, self._events, self.log_level),
                                  name="workbench-worker", daemon=True)
@@ -228,7 +229,7 @@ class JobQueue:
                     else:
                         await self._finish(run.id, ok=False,
                                            message="The worker process died while processing")
-            self._workers[i] = self._spawn()
+            self._workers[i] = await asyncio.to_thread(self._spawn)
             self._wake.set()
 
     # ------------------------------------------------------------------ events
