@@ -95,6 +95,8 @@ BAD = [
     ({"clustering_threshold": "0.3"}, "'clustering_threshold' must be a number"),
     ({"clustering_threshold": math.nan}, "'clustering_threshold' must be a finite number"),
     ({"clustering_threshold": math.inf}, "'clustering_threshold' must be a finite number"),
+    ({"clustering_threshold": 10 ** 400}, "'clustering_threshold' must be a finite number"),
+    ({"num_speakers": 10 ** 400}, "'num_speakers' must be >= 1 and <= 64"),
     ({"diarization": {"num_speakers": "2"}}, "'diarization.num_speakers' must be an integer"),
     ({"merge": {"tolerance": "x"}}, "'merge.tolerance' must be a number"),
     ({"transcribe": "no"}, "'transcribe' must be true or false"),

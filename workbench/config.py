@@ -23,7 +23,8 @@ from functools import lru_cache
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 __all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "MergeConfig",
-           "RunConfig", "check_speaker_counts", "flat_option_type"]
+           "RunConfig", "check_speaker_counts", "check_value", "flat_option_default",
+           "flat_option_type"]
 
 # faster-whisper / CTranslate2
 ASR_DEVICES = ("cpu", "cuda", "auto")
@@ -47,11 +48,10 @@ class ConfigError(ValueError):
 
 def _option(default: Any, *, lo: Optional[float] = None, hi: Optional[float] = None,
             lo_open: bool = False, choices: Optional[tuple[str, ...]] = None,
-            max_len: int = MAX_TEXT, empty: bool = False) -> Any:
+            max_len: int = MAX_TEXT) -> Any:
     """A dataclass field with its allowed range (numbers) or choices / length (text)."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open,
-                                            "choices": choices, "max_len": max_len,
-                                            "empty": empty})
+                                            "choices": choices, "max_len": max_len})
 
 
 def _show(value: Any) -> str:
@@ -91,7 +91,11 @@ def check_value(cls: type, name: str, value: Any, label: Optional[str] = None) -
         raise ConfigError(label, f"'{label}' must be {_KIND_NAMES[kind]}, not null")
     if not isinstance(value, bool):  # NumPy scalars too (sweeps, counts from arrays)
         if kind is float and isinstance(value, numbers.Real):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer too large for a float
+                raise ConfigError(label, f"'{label}' must be a finite number "
+                                         f"(got {_show(value)})") from None
         elif kind is int and isinstance(value, numbers.Integral):
             value = int(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
@@ -111,7 +115,7 @@ def check_value(cls: type, name: str, value: Any, label: Optional[str] = None) -
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(label, f"'{label}' must be one of {', '.join(meta['choices'])} "
                                      f"(got {_show(value)})")
-        if not value.strip() and not meta.get("empty"):
+        if not value.strip():
             raise ConfigError(label, f"'{label}' must not be empty")
         if len(value) > meta.get("max_len", MAX_TEXT):
             raise ConfigError(label, f"'{label}' is too long (at most "
