@@ -322,6 +322,7 @@ async def test_server_checks_every_entry_without_importing_torch(start_server) -
             assert r.status == 202, await r.text()
         for config, message in (({"num_speakers": "two"}, "'num_speakers' must be an integer"),
                                 ({"clustering_threshold": 5}, "'clustering_threshold' must be"),
+                                ({"clustering_threshold": 10 ** 400}, "must be a finite number"),
                                 ({"bogus": 1}, "unknown option(s): bogus"),
                                 ({"pipeline": "x"}, "'pipeline' must be one of"),
                                 ({"transcribe": False, "diarize": False}, "transcribe, diarize")):
