@@ -25,6 +25,21 @@ same quarter second, a thundering herd).  Measured:
   clients connect, at peak while streaming and at peak including every ``stop``'s
   finalisation (sampled every 0.5 s); the same for this client process.
 
+Then, on a second fresh server (``--stalls``, the default; ``--stalls-only`` skips the
+streams), the **largest gap in a live stream's replies** while the server does something
+heavy: a probe WebSocket sends ``{"action": "nop"}`` every ``--probe-ms`` and times each
+``Unknown action`` reply, through
+
+* **a REST run**: ``POST /api/sessions/{id}/runs`` with a configuration, the first one
+  in that server (a run configuration once imported torch in the handler), plus a bad
+  one that must get a 400;
+* **a long upload and its ``stop``**: ``--stall-seconds`` (default one hour) of 16 kHz
+  PCM sent as fast as the loopback takes it, then ``stop`` (which decodes it all into
+  ``audio.wav``) until ``recording_stopped``.
+
+For each window: the largest gap between two replies, the largest round trip and the
+number of probes (target: gap <= 50 ms).
+
 Prints the figures and writes them with the machine description to ``--out``.
 """
 
@@ -35,11 +50,13 @@ import asyncio
 import hashlib
 import json
 import math
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -48,7 +65,7 @@ import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks import RESULTS_DIR, machine_info, write_results
+from benchmarks import RESULTS_DIR, machine_info, machine_stamp, write_results
 from workbench.local_server import LocalServer
 
 NAME = "load"
@@ -285,11 +302,159 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- stalls
+
+
+@dataclass
+class Probe:
+    """Replies to ``nop`` probes sent every ``interval`` seconds: (sent, received) pairs."""
+
+    interval: float
+    replies: list[tuple[float, float]] = field(default_factory=list)
+
+    def window(self, start: float, end: float) -> dict[str, Any]:
+        """Largest gap between replies and largest round trip of probes sent in [start, end]."""
+        inside = [(s, r) for s, r in self.replies if start <= s <= end]
+        if not inside:
+            return {"probes": 0, "max_gap_ms": None, "max_round_trip_ms": None,
+                    "seconds": round(end - start, 3)}
+        arrivals = [start] + [r for _, r in inside] + [max(end, inside[-1][1])]
+        gap = max(b - a for a, b in zip(arrivals, arrivals[1:]))
+        return {"probes": len(inside), "max_gap_ms": round(gap * 1000, 1),
+                "max_round_trip_ms": round(max(r - s for s, r in inside) * 1000, 1),
+                "p50_round_trip_ms": percentiles([r - s for s, r in inside])["p50_ms"],
+                "seconds": round(end - start, 3)}
+
+
+async def run_probe(url: str, probe: Probe, done: asyncio.Event) -> None:
+    """One WebSocket that sends a ``nop`` every ``probe.interval`` s and times the replies
+    (one in flight at most: a frozen server shows as one long round trip)."""
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, heartbeat=None) as ws:
+            while not done.is_set():
+                sent = loop.time()
+                await ws.send_str('{"action": "nop"}')
+                msg = await ws.receive(timeout=120)
+                probe.replies.append((sent, loop.time()))
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise RuntimeError(f"probe connection ended: {msg.type}")
+                await asyncio.sleep(max(0.0, sent + probe.interval - loop.time()))
+
+
+def upload_and_stop(url: str, seconds: float) -> dict[str, Any]:
+    """In a process of its own (so that the probe's client side never waits for this one's
+    GIL): record ``seconds`` of PCM as fast as possible, then ``stop``. ``marks`` holds the
+    times (``time.monotonic``, the clock of asyncio's loop, shared by every process) of the
+    upload's start, the ``stop`` and ``recording_stopped``."""
+    marks: dict[str, float] = {}
+    clock = time.monotonic
+
+    async def go() -> dict[str, Any]:
+        chunk = bytes(np.random.default_rng(7).integers(-8192, 8192, 256 * 1024, dtype=np.int16)
+                      .astype("<i2").tobytes())  # 512 KiB, 16 s of audio
+        total = int(seconds * BYTES_PER_SECOND)
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, heartbeat=None, max_msg_size=0) as ws:
+                await ws.send_json({"action": "start", "format": "wav",
+                                    "input_format": "pcm_s16le", "sample_rate": SAMPLE_RATE,
+                                    "channels": 1})
+                started = json.loads((await ws.receive(timeout=60)).data)
+                if started.get("type") != "recording_started":
+                    raise RuntimeError(f"start refused: {started}")
+                marks["upload"] = clock()
+                sent = 0
+                while sent < total:
+                    data = chunk[:min(len(chunk), total - sent)]
+                    await ws.send_bytes(data)
+                    sent += len(data)
+                marks["stop"] = clock()
+                await ws.send_str('{"action": "stop"}')
+                while True:
+                    msg = await ws.receive(timeout=900)
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        raise RuntimeError(f"connection ended before recording_stopped: {msg.type}")
+                    m = json.loads(msg.data)
+                    if m.get("type") == "recording_stopped":
+                        marks["stopped"] = clock()
+                        return {"sent_mb": round(sent / MB, 1),
+                                "duration_seconds": m["duration_seconds"], "marks": marks}
+                    if m.get("type") == "error":
+                        raise RuntimeError(f"upload refused: {m}")
+
+    return asyncio.run(go())
+
+
+async def measure_stalls(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
+    """The largest reply gaps of a probe stream during a first REST run and a long stop."""
+    loop = asyncio.get_running_loop()
+    out: dict[str, Any] = {"probe_ms": args.probe_ms}
+    async with aiohttp.ClientSession() as http:
+        # A short recording to run on (its own run is renditions only: fast).
+        async with http.ws_connect(f"{srv.ws_url}/ws/stall-target") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le",
+                                "sample_rate": SAMPLE_RATE, "channels": 1})
+            sid = json.loads((await ws.receive(timeout=60)).data)["session_id"]
+            await ws.send_bytes(next(chunk_source(0, BYTES_PER_SECOND)))
+            await ws.send_str('{"action": "stop"}')
+            async for msg in ws:
+                if json.loads(msg.data).get("type") in ("processing_complete",
+                                                       "processing_failed"):
+                    break
+        probe = Probe(args.probe_ms / 1000)
+        done = asyncio.Event()
+        prober = asyncio.create_task(run_probe(f"{srv.ws_url}/ws/stall-probe", probe, done))
+        await asyncio.sleep(1.0)
+        t = loop.time()
+        await asyncio.sleep(1.0)
+        out["idle"] = probe.window(t, loop.time())
+
+        t = loop.time()
+        async with http.post(f"{srv.url}/api/sessions/{sid}/runs",
+                             json={"num_speakers": 2, "language": "en"}) as r:
+            out["rest_run_status"] = r.status
+        out["rest_run_seconds"] = round(loop.time() - t, 3)
+        async with http.post(f"{srv.url}/api/sessions/{sid}/runs",
+                             json={"num_speakers": "two"}) as r:
+            out["bad_run_status"] = r.status
+            out["bad_run_error"] = (await r.json()).get("error")
+        await asyncio.sleep(0.5)
+        out["rest_run"] = probe.window(t, loop.time())
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            upload = await loop.run_in_executor(pool, upload_and_stop,
+                                                f"{srv.ws_url}/ws/stall-upload",
+                                                args.stall_seconds)
+        marks = upload.pop("marks")
+        out["upload"] = {**upload, **probe.window(marks["upload"], marks["stop"])}
+        out["stop"] = probe.window(marks["stop"], marks["stopped"])
+        done.set()
+        await prober
+    windows = [out[k]["max_gap_ms"] for k in ("rest_run", "upload", "stop")]
+    out["max_gap_ms"] = max((w for w in windows if w is not None), default=None)
+    return out
+
+
+def run_stalls(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    server_args = ["--pipeline", "renditions", "--max-duration",
+                   str(max(3600, int(args.stall_seconds * 2))), "--log-level", "WARNING"]
+    print(f"[load] stalls: probe every {args.probe_ms:g} ms during a first REST run and a "
+          f"{args.stall_seconds:g} s upload + stop; server: {' '.join(server_args)}", flush=True)
+    srv = LocalServer(data_dir / "stalls", args=server_args)
+    try:
+        srv.start()
+        return asyncio.run(measure_stalls(args, srv))
+    finally:
+        srv.stop()
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """The figures of a results file as a markdown table."""
     r, prm = doc["results"], doc["parameters"]
-    srv = r["server"]
-    rows = [
+    rows: list[tuple[str, str]] = []
+    if "server" in r:
+        srv = r["server"]
+        rows += [
         ("streams × seconds", f"{prm['streams']} × {prm['seconds']:g}"),
         ("sent / lost", f"{r['sent_mb']} MB / {r['lost_bytes']} bytes "
                         f"({r['raw_exact']}/{prm['streams']} byte-exact)"),
@@ -300,8 +465,23 @@ def markdown_table(doc: dict[str, Any]) -> str:
         ("server RSS before → peak (per stream)",
          f"{srv['rss_mb_before']} → {srv['rss_mb_peak_streaming']} MB "
          f"({srv['rss_mb_per_stream']} MB)"),
-    ]
-    return "| figure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+        ]
+    stalls = r.get("stalls")
+    if stalls:
+        def gap(w: dict[str, Any]) -> str:
+            return f"{w['max_gap_ms']} / {w['max_round_trip_ms']} ms ({w['probes']} probes)"
+
+        rows += [
+            (f"probe every {stalls['probe_ms']:g} ms, idle: largest reply gap / round trip",
+             gap(stalls["idle"])),
+            ("… during the first REST run (`POST .../runs`)", gap(stalls["rest_run"])),
+            (f"… during a {stalls['upload']['duration_seconds']:g} s PCM upload "
+             f"({stalls['upload']['sent_mb']} MB)", gap(stalls["upload"])),
+            ("… during its `stop` (decode) until `recording_stopped`"
+             f" ({stalls['stop']['seconds']:g} s)", gap(stalls["stop"])),
+        ]
+    return (f"Machine: {machine_stamp(doc.get('machine') or {})}\n\n| figure | value |\n"
+            "|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -316,6 +496,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "(default: progress-every x chunk-ms)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
     p.add_argument("--keep-data", action="store_true", help="keep the server's data directory")
+    p.add_argument("--stalls", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure reply gaps during a first REST run and a long stop")
+    p.add_argument("--stalls-only", action="store_true",
+                   help="only the reply-gap measurement (results: load-stalls.json)")
+    p.add_argument("--stall-seconds", type=float, default=3600.0,
+                   help="seconds of 16 kHz PCM uploaded before the measured stop")
+    p.add_argument("--probe-ms", type=float, default=15.0, help="ms between probe messages")
     p.add_argument("--table", type=Path, default=None,
                    help="print the markdown table of an earlier results file and exit")
     args = p.parse_args(list(argv) if argv is not None else None)
@@ -324,6 +511,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.spread is None:
         args.spread = args.progress_every * args.chunk_ms / 1000
+    if args.stalls_only and args.out == RESULTS_DIR / f"{NAME}.json":
+        args.out = RESULTS_DIR / f"{NAME}-stalls.json"
 
     data_dir = Path(tempfile.mkdtemp(prefix="workbench-load-"))
     server_args = ["--pipeline", "renditions", "--progress-every", str(args.progress_every),
@@ -332,13 +521,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    "WARNING"]
     print(f"[load] {args.streams} live streams x {args.seconds:g} s of 16 kHz PCM in "
           f"{args.chunk_ms} ms chunks; server: {' '.join(server_args)}", flush=True)
-    srv = LocalServer(data_dir / "data", args=server_args)
+    results: dict[str, Any] = {}
     try:
-        srv.start()
-        results = asyncio.run(measure(args, srv))
-        srv.stop()
+        if not args.stalls_only:
+            srv = LocalServer(data_dir / "data", args=server_args)
+            try:
+                srv.start()
+                results = asyncio.run(measure(args, srv))
+            finally:
+                srv.stop()
+        if args.stalls or args.stalls_only:
+            results["stalls"] = run_stalls(args, data_dir)
     finally:
-        srv.stop()
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
     out = {"benchmark": NAME, "machine": machine_info(),
@@ -348,6 +542,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_results(args.out, out)
     r = results
     print(json.dumps(r, indent=2))
+    print(markdown_table(out))
+    if "stalls" in r:
+        st = r["stalls"]
+        print(f"[load] largest reply gap {st['max_gap_ms']} ms (first REST run "
+              f"{st['rest_run']['max_gap_ms']} ms, upload {st['upload']['max_gap_ms']} ms, "
+              f"stop {st['stop']['max_gap_ms']} ms; target <= 50 ms); bad run -> "
+              f"{st['bad_run_status']}")
+    if args.stalls_only:
+        return 0
     print(f"[load] {r['streams_ok']}/{args.streams} streams byte-exact, lost bytes "
           f"{r['lost_bytes']}; progress p50/p99 {r['progress_latency']['p50_ms']}/"
           f"{r['progress_latency']['p99_ms']} ms; nop p50/p99 {r['nop_round_trip']['p50_ms']}/"

@@ -12,9 +12,10 @@ from typing import Any, Awaitable, Callable
 from aiohttp import WSCloseCode, web
 
 from workbench.audio import AudioDecodeError, encode_mp4
+from workbench.config import ConfigError
 
 from .config import ServerConfig, check
-from .jobs import RESULT_FORMATS, JobQueue
+from .jobs import RESULT_FORMATS, JobQueue, check_run_config
 from .protocol import safe_details
 from .recorder import finalise, wav_intact
 from .recording import websocket_handler
@@ -74,13 +75,28 @@ async def _session_or_404(request: web.Request) -> Any:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    raw = await request.read()
+    try:  # in a thread: a body may be up to --max-body-bytes of JSON
+        body = await asyncio.to_thread(json.loads, raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise web.HTTPBadRequest(text="Request body must be a JSON object") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="Request body must be a JSON object")
     return body
+
+
+async def _json_response(payload: Any, status: int = 200) -> web.Response:
+    """A JSON response encoded in a thread (session lists grow with every run)."""
+    text = await asyncio.to_thread(json.dumps, payload)
+    return web.json_response(text=text, status=status)
+
+
+def _checked_run_config(config: Any, what: str) -> dict[str, Any]:
+    """``config`` checked with workbench.config (no model library is imported), or a 400."""
+    try:
+        return check_run_config(config)
+    except ConfigError as exc:
+        raise web.HTTPBadRequest(text=f"Invalid {what}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- handlers
@@ -109,6 +125,7 @@ async def create_session(request: web.Request) -> web.Response:
     options = body.get("options", {})
     if not isinstance(options, dict):
         raise web.HTTPBadRequest(text="'options' must be a JSON object")
+    _checked_run_config(options, "session options")
     session = await asyncio.to_thread(_state(request).store.create_session, None, fmt, options)
     log.info("✅ Created session: %s", session.id)
     return web.json_response(session.serialize(), status=201)
@@ -116,7 +133,7 @@ async def create_session(request: web.Request) -> web.Response:
 
 async def list_sessions(request: web.Request) -> web.Response:
     sessions = await asyncio.to_thread(_state(request).store.list_sessions)
-    return web.json_response({"sessions": [s.serialize() for s in sessions]})
+    return await _json_response({"sessions": [s.serialize() for s in sessions]})
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -171,13 +188,16 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
         if run.status != "completed":
             raise web.HTTPConflict(text=f"Run is {run.status}")
     else:
-        done = [r for r in session.runs if r.status == "completed"
-                and (store.run_dir(session.id, r.id) / "transcript.json").exists()]
-        if not done:
+        def latest() -> Any:
+            return next((r for r in reversed(session.runs) if r.status == "completed"
+                         and (store.run_dir(session.id, r.id) / "transcript.json").exists()),
+                        None)
+
+        run = await asyncio.to_thread(latest)
+        if run is None:
             raise web.HTTPNotFound(text="No completed transcript for this session yet")
-        run = done[-1]
     path = store.run_dir(session.id, run.id) / f"transcript.{fmt}"
-    if not path.exists():
+    if not await asyncio.to_thread(path.exists):
         raise web.HTTPNotFound(text="This run produced no transcript")
     return web.FileResponse(path, headers={
         "Content-Type": f"{CONTENT_TYPES[fmt]}; charset=utf-8",
@@ -187,7 +207,7 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
 
 async def list_runs(request: web.Request) -> web.Response:
     session = await _session_or_404(request)
-    return web.json_response({"runs": [r.serialize() for r in session.runs]})
+    return await _json_response({"runs": [r.serialize() for r in session.runs]})
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -204,26 +224,18 @@ async def create_run(request: web.Request) -> web.Response:
     config = await _json_body(request)
     if session.id in state.recording or session.status == "recording":
         raise web.HTTPConflict(text="Session is recording; stop it first")
-    if not (state.store.session_dir(session.id) / "audio.wav").exists():
+    if not await asyncio.to_thread((state.store.session_dir(session.id) / "audio.wav").exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
-    if config.get("pipeline", "full") not in ("full", "renditions"):
-        raise web.HTTPBadRequest(text="Invalid run configuration: 'pipeline' must be "
-                                      "'full' or 'renditions'")
-    try:
-        # Imported here: it pulls in torch and the models' libraries, which the
-        # server process itself never needs until a run is configured over REST.
-        from workbench.pipeline import PipelineConfig
-
-        PipelineConfig.from_dict(config)
-    except (TypeError, ValueError) as exc:
-        raise web.HTTPBadRequest(text=f"Invalid run configuration: {exc}") from None
-    run = await state.jobs.submit(session.id, {**state.config.default_run_config, **config})
+    # Checked with workbench.config, not the pipeline: the server never imports torch.
+    config = _checked_run_config({**state.config.default_run_config, **config},
+                                 "run configuration")
+    run = await state.jobs.submit(session.id, config)
     return web.json_response(run.serialize(), status=202)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
     page = STATIC_DIR / "index.html"
-    if not page.exists():
+    if not await asyncio.to_thread(page.exists):
         raise web.HTTPNotFound(text="No recorder page installed")
     return web.FileResponse(page)
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
+from workbench.config import ConfigError, RunConfig
+
 from .sessions import Run, SessionStore, TransitionError
 from .worker import worker_main
 
@@ -26,6 +28,31 @@ Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_ATTEMPTS = 2
 RESULT_FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
+
+# A run's stored configuration is the pipeline's options (workbench.config.RunConfig) plus
+# one server switch, `pipeline`: the work a run does ("renditions": audio renditions only).
+PIPELINE_SWITCH = "pipeline"
+PIPELINES = ("full", "renditions")
+
+
+def split_run_config(config: dict[str, Any]) -> tuple[Optional[str], dict[str, Any]]:
+    """(the ``pipeline`` switch or None, the pipeline options) of a stored run configuration."""
+    options = dict(config)
+    return options.pop(PIPELINE_SWITCH, None), options
+
+
+def check_run_config(config: Any, *, switch: bool = True) -> dict[str, Any]:
+    """Check a run configuration where it enters the server (REST bodies, session options,
+    ``start`` fields) without loading any model; returns a copy. ``switch``: the
+    ``pipeline`` switch is allowed. Raises `ConfigError` naming the bad field."""
+    if not isinstance(config, dict):
+        raise ConfigError(None, "a run configuration must be a JSON object")
+    pipeline, options = split_run_config(config) if switch else (None, config)
+    if pipeline is not None and pipeline not in PIPELINES:
+        raise ConfigError(PIPELINE_SWITCH,
+                          f"'{PIPELINE_SWITCH}' must be one of {', '.join(PIPELINES)}")
+    RunConfig.from_dict(options)
+    return dict(config)
 
 
 @dataclass
@@ -76,7 +103,7 @@ class JobQueue:
             log.info("Processing runs on the Dask cluster at %s", self.dask_scheduler)
             self._workers = [_Worker(None, None) for _ in range(self.size)]
         else:
-            self._workers = [self._spawn() for _ in range(self.size)]
+            self._workers = [await asyncio.to_thread(self._spawn) for _ in range(self.size)]
             self._reader = threading.Thread(target=self._read_events, name="job-events",
                                             daemon=True)
             self._reader.start()
@@ -85,6 +112,7 @@ class JobQueue:
         self._wake.set()
 
     def _spawn(self) -> _Worker:
+        """Start a worker process (fork + exec + handing it its queues: from a thread)."""
         tasks = self._ctx.Queue()
         proc = self._ctx.Process(target=worker_main, args=(tasks, self._events, self.log_level),
                                  name="workbench-worker", daemon=True)
@@ -157,6 +185,7 @@ class JobQueue:
             await asyncio.to_thread(self.store.set_status, run.session_id, "processing")
         except TransitionError:
             pass
+        switch, options = split_run_config(run.config)
         task = {
             "run_id": run.id,
             "session_id": run.session_id,
@@ -164,10 +193,10 @@ class JobQueue:
             "run_dir": str(self.store.run_dir(run.session_id, run.id)),
             "data_dir": str(self.store.data_dir),
             "format": session.format,
-            "config": run.config,
+            "config": options,
             # A run may ask for less than the server does (renditions only), never more.
             "pipeline": ("renditions" if self.pipeline == "renditions"
-                         else run.config.get("pipeline", self.pipeline)),
+                         else switch or self.pipeline),
         }
         worker.run_id = run.id
         if self._dask is not None:
@@ -200,7 +229,7 @@ class JobQueue:
                     else:
                         await self._finish(run.id, ok=False,
                                            message="The worker process died while processing")
-            self._workers[i] = self._spawn()
+            self._workers[i] = await asyncio.to_thread(self._spawn)
             self._wake.set()
 
     # ------------------------------------------------------------------ events

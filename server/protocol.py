@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 from workbench.audio import CONTAINERS, InputFormat
+from workbench.config import FLAT_OPTIONS, ConfigError
 
 from .config import Limits
+from .jobs import check_run_config
 
 OUTPUT_FORMATS = ("wav", "mp4")
 
@@ -147,17 +148,10 @@ def decode_chunk(data: Any) -> bytes:
         raise ProtocolError(ErrorCode.INVALID_ENCODING, Messages.INVALID_ENCODING) from None
 
 
-# Processing options a client may put in `start`; they are stored with the
-# session and become the configuration of the run started at `stop`.
-RUN_OPTION_FIELDS = {
-    "language": str,
-    "num_speakers": int,
-    "min_speakers": int,
-    "max_speakers": int,
-    "asr_model": str,
-    "clustering_threshold": float,
-    "vad_filter": bool,
-}
+# Processing options a client may put in `start` (flat names; see workbench.config):
+# they are stored with the session and become the configuration of the run started at
+# `stop`.
+RUN_OPTION_FIELDS: tuple[str, ...] = tuple(FLAT_OPTIONS)
 
 _INPUT_ALIASES = {"pcm": "pcm_s16le", "s16le": "pcm_s16le", "m4a": "mp4", "aac": "mp4",
                   "opus": "ogg", "matroska": "webm", "mkv": "webm"}
@@ -204,22 +198,11 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
     if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 8:
         raise _field_error("'channels' must be an integer between 1 and 8")
 
-    options: dict[str, Any] = {}
-    for name, kind in RUN_OPTION_FIELDS.items():
-        if msg.get(name) is None:
-            continue
-        value = msg[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise _field_error(f"'{name}' must be of type {kind.__name__}")
-        if kind is str and len(value) > 200:
-            raise _field_error(f"'{name}' is too long")
-        if kind is int and not 1 <= value <= 64:
-            raise _field_error(f"'{name}' must be between 1 and 64")
-        if kind is float and not math.isfinite(value):
-            raise _field_error(f"'{name}' must be a finite number")
-        options[name] = value
+    options = {name: msg[name] for name in RUN_OPTION_FIELDS if msg.get(name) is not None}
+    try:
+        options = check_run_config(options, switch=False)
+    except ConfigError as exc:
+        raise _field_error(f"Invalid field in 'start': {exc}") from None
     live = msg.get("live", False)
     if not isinstance(live, bool):
         raise _field_error("'live' must be true or false")

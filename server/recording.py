@@ -10,6 +10,7 @@ from typing import Any, Optional
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from workbench.audio import AudioDecodeError
+from workbench.config import ConfigError
 
 from .protocol import (
     ErrorCode,
@@ -21,6 +22,7 @@ from .protocol import (
     parse_start,
     safe_details,
 )
+from .jobs import check_run_config
 from .limits import LivePacer
 from .recorder import Recording, finalise_async
 from .security import client_address
@@ -30,6 +32,8 @@ from .state import AppState, STATE
 log = logging.getLogger("server.recording")
 
 RESUMABLE = ("idle", "interrupted", "completed", "failed")
+# Text frames from this size on are parsed (and their base64 decoded) in a thread.
+LARGE_TEXT = 64 * 1024
 # Reasons a recording ends without `stop`: the session is left `interrupted`.
 INTERRUPTIONS = ("disconnect", "shutdown", "idle")
 
@@ -94,7 +98,9 @@ class Connection:
 
     async def on_text(self, text: str) -> None:
         try:
-            msg = json.loads(text)
+            # A base64 chunk near the limit takes ~10 ms to parse and decode: in a thread.
+            msg = (json.loads(text) if len(text) < LARGE_TEXT
+                   else await asyncio.to_thread(json.loads, text))
         except (ValueError, RecursionError):
             raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                                 "Invalid message: expected a JSON object with an 'action'") from None
@@ -107,7 +113,10 @@ class Connection:
         elif action == "audio_chunk":
             if self.recording is None:
                 raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
-            await self.on_chunk(decode_chunk(msg.get("data")))
+            data = msg.get("data")
+            await self.on_chunk(decode_chunk(data) if not isinstance(data, str)
+                                or len(data) < LARGE_TEXT
+                                else await asyncio.to_thread(decode_chunk, data))
         elif action == "stop":
             if self.recording is None:
                 raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
@@ -145,6 +154,13 @@ class Connection:
             if session.status not in RESUMABLE:
                 raise ProtocolError(ErrorCode.SESSION_BUSY,
                                     f"Session is {session.status}; wait until it has finished")
+        options = {**session.options, **req.options}
+        try:  # each field was checked in parse_start; here they meet the session's options
+            check_run_config({**self.state.config.default_run_config, **options})
+        except ConfigError as exc:
+            raise ProtocolError(ErrorCode.INVALID_FIELD,
+                                f"Invalid field in 'start': {exc} (with the session's "
+                                "options)") from None
         if self.state.limits_reached(session):
             raise ProtocolError(ErrorCode.TOTAL_SIZE_EXCEEDED,
                                 Messages.total_size_exceeded(self.limits))
@@ -155,7 +171,6 @@ class Connection:
             rec = Recording(store.session_dir(session.id) / part.filename, part,
                             self.state.config.fsync_interval)
             await asyncio.to_thread(rec.open)
-            options = {**session.options, **req.options}
             await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
                                     options=options)
         except BaseException:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.audio import AudioDecodeError, encode_mp4, wav_duration
+from workbench.config import ConfigError, RunConfig
 
 Emit = Callable[[tuple[Any, ...]], None]
 
@@ -48,6 +49,14 @@ class RunFailed(Exception):
     """A run failed for a reason that is safe and useful to show the client."""
 
 
+def run_config(task: dict[str, Any]) -> RunConfig:
+    """The pipeline configuration of a task (its ``config`` holds no server switch)."""
+    try:
+        return RunConfig.from_dict(task.get("config") or {})
+    except ConfigError as exc:
+        raise RunFailed(f"Invalid run configuration: {exc}") from None
+
+
 def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Do the work of one run; returns its summary (speakers, duration, word count...)."""
     run_id = task["run_id"]
@@ -55,6 +64,9 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     wav = session_dir / "audio.wav"
     if not wav.exists():
         raise RunFailed("The session has no decoded audio to process")
+
+    # A bad configuration (one stored before it was checked) fails before any work.
+    config = run_config(task) if task.get("pipeline", "full") == "full" else None
 
     overall = OverallProgress()
 
@@ -68,10 +80,9 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     hook("renditions", 1, 1)
     summary: dict[str, Any] = {"duration_seconds": round(wav_duration(wav), 3)}
 
-    if task.get("pipeline", "full") == "full":
-        from workbench.pipeline import PipelineConfig, get_pipeline
+    if config is not None:
+        from workbench.pipeline import get_pipeline
 
-        config = PipelineConfig.from_dict(task.get("config") or {})
         pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
         result = pipeline(wav, hook=hook)
         out_dir = Path(task["run_dir"])

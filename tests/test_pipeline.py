@@ -159,3 +159,18 @@ def test_concurrent_and_sequential_runs_agree(sample_result: tuple[Transcript, l
     # diarization reported from its own thread, ASR from the caller's
     assert threads["asr"] == {threading.get_ident()}
     assert threads["segmentation"] == threads["embeddings"] != threads["asr"]
+
+
+def test_cli_turns_vad_off_and_echoes_it(tmp_path: Path, speech_dir: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "transcribe", str(speech_dir / "reference.wav"),
+         "--out", str(out), "--no-vad-filter", "--no-diarization", "--data-dir",
+         str(tmp_path / "data")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    options = json.loads((out / "transcript.json").read_text())["config"]["options"]
+    assert options["asr"]["vad_filter"] is False and options["diarize"] is False
+    assert PipelineConfig.from_dict(options).asr.vad_filter is False

@@ -515,3 +515,39 @@ async def test_queued_and_running_runs_resume_after_restart(start_server, speech
     assert states[running.id] == states[queued.id] == "completed"
     assert session["status"] == "completed"
     assert (srv2.data_dir / "sessions" / sid / "audio.mp4").exists()
+
+
+async def test_a_dead_worker_process_is_replaced(start_server) -> None:  # type: ignore[no-untyped-def]
+    """A worker killed between runs is spawned again (off the event loop) and serves the next."""
+    import os
+    import signal
+
+    import psutil
+
+    srv = start_server()
+    pcm = b"\x01\x00" * 16000
+    first = await record(srv, pcm, start={"input_format": "pcm_s16le"}, binary=True)
+    assert first[-1]["type"] == "processing_complete", first[-1]
+    server = psutil.Process(srv.process.pid)
+
+    def workers() -> list[psutil.Process]:  # not multiprocessing's resource tracker
+        found = []
+        for p in server.children():
+            try:
+                if "spawn_main" in " ".join(p.cmdline()):
+                    found.append(p)
+            except psutil.Error:  # a zombie: killed, not yet reaped
+                pass
+        return found
+
+    (worker,) = workers()
+    os.kill(worker.pid, signal.SIGKILL)
+    for _ in range(100):  # the dispatcher looks at its workers every 0.5 s
+        spawned = [p for p in workers() if p.pid != worker.pid]
+        if spawned:
+            break
+        await asyncio.sleep(0.1)
+    assert spawned, "no new worker process"
+    second = await record(srv, pcm, start={"input_format": "pcm_s16le"}, binary=True)
+    assert second[-1]["type"] == "processing_complete", second[-1]
+    assert second[-1]["duration_seconds"] == pytest.approx(1.0)

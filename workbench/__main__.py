@@ -37,28 +37,41 @@ class _Progress:
         self.bars.clear()
 
 
-def _transcribe(args: argparse.Namespace) -> int:
-    from .pipeline import PipelineConfig, get_pipeline
+def _run_config(args: argparse.Namespace) -> Any:
+    """The `RunConfig` of ``transcribe``'s flags over ``--config``; ConfigError if bad."""
+    from .config import FLAT_OPTIONS, ConfigError, RunConfig
 
-    options: dict[str, Any] = json.loads(args.config) if args.config else {}
-    for key in ("asr_model", "language", "num_speakers", "min_speakers", "max_speakers",
-                "clustering_threshold"):
+    try:
+        options = json.loads(args.config) if args.config else {}
+    except ValueError as exc:
+        raise ConfigError("config", f"--config is not JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise ConfigError("config", "--config must be a JSON object")
+    for key, (section, attr) in FLAT_OPTIONS.items():
         value = getattr(args, key)
-        if value is not None:
+        if value is not None:  # a flag wins over the same option in --config
+            if isinstance(options.get(section), dict):
+                options[section] = {k: v for k, v in options[section].items() if k != attr}
             options[key] = value
-    if args.vad_filter:
-        options["vad_filter"] = True
     if args.no_diarization:
         options["diarize"] = False
-    try:
-        config = PipelineConfig.from_dict(options)
-    except (TypeError, ValueError) as exc:
+    return RunConfig.from_dict(options)
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+
+    try:  # before the pipeline (torch, models) is imported
+        config = _run_config(args)
+    except ConfigError as exc:
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return 2
     audio = Path(args.audio)
     if not audio.exists():
         print(f"error: no such file: {audio}", file=sys.stderr)
         return 2
+    from .pipeline import get_pipeline
+
     progress = _Progress()
     pipeline = get_pipeline(config, data_dir=args.data_dir)
     transcript = pipeline(audio, hook=progress)
@@ -71,20 +84,39 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_FLAG_HELP = {
+    "asr_model": "tiny.en (default), base, small, a CTranslate2 folder...",
+    "language": "language code (default: detected)",
+    "vad_filter": "skip non-speech with Silero VAD before ASR (default: on)",
+    "num_speakers": "exact number of speakers (default: estimated)",
+    "pipeline_path": "a local pyannote pipeline (folder with config.yaml) for diarization",
+}
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per flat run option of workbench.config (``--num-speakers N``...);
+    booleans get ``--x/--no-x``. Unset flags leave the configuration's default."""
+    from .config import FLAT_OPTIONS, flat_option_default, flat_option_type
+
+    for name in FLAT_OPTIONS:
+        kind = flat_option_type(name)
+        flag = "--" + name.replace("_", "-")
+        help_text = _FLAG_HELP.get(name) or f"default: {flat_option_default(name)}"
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (``transcribe``'s option flags come from workbench.config)."""
     p = argparse.ArgumentParser(prog="python -m workbench")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("transcribe", help="transcribe and diarize an audio file")
     t.add_argument("audio")
     t.add_argument("--out", required=True, help="output directory")
-    t.add_argument("--asr-model", help="tiny.en (default), base, small, a CTranslate2 folder...")
-    t.add_argument("--language")
-    t.add_argument("--num-speakers", type=int)
-    t.add_argument("--min-speakers", type=int)
-    t.add_argument("--max-speakers", type=int)
-    t.add_argument("--clustering-threshold", type=float)
-    t.add_argument("--vad-filter", action="store_true")
+    _add_option_flags(t)
     t.add_argument("--no-diarization", action="store_true", help="ASR alone")
     t.add_argument("--config", help="JSON pipeline configuration (nested or flat options)")
     t.add_argument("--data-dir", default="data", help="where assembled models are kept")
@@ -92,6 +124,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # build-corpus's flags belong to workbench.datasets (python -m workbench build-corpus -h)
     sub.add_parser("build-corpus", help="generate the standard evaluation corpus",
                    add_help=False)
+    return p
+
+
+def transcribe_config(argv: Sequence[str]) -> Any:
+    """The `RunConfig` that ``python -m workbench transcribe ARGV`` would run with."""
+    return _run_config(build_parser().parse_args(["transcribe", *argv]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = build_parser()
     args, rest = p.parse_known_args(argv)
     if args.command == "build-corpus":
         from .datasets import main as datasets_main

@@ -33,15 +33,16 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Protocol, Union
+from typing import Any, Iterator, Optional, Protocol, Union
 
 import numpy as np
 
+from workbench.config import ASRConfig
 from workbench.transcript import Word
 
 __all__ = [
@@ -577,61 +578,7 @@ def available_models(data_dir: Optional[PathLike] = "data") -> list[str]:
 # --------------------------------------------------------------------------- config
 
 
-_DEVICES = ("cpu", "cuda", "auto")
-
-
-@dataclass(frozen=True)
-class ASRConfig:
-    """Everything that determines a transcription run.
-
-    `model` is resolved by `resolve_model`. `language` None lets Whisper detect it
-    (English-only models always use ``en``). `vad_filter` skips non-speech with
-    faster-whisper's Silero VAD before decoding (measured on the pyannote sample call:
-    tiny.en WER 16.0 % with it, 18.5 % without; base 21.0 % with, 14.8 % without, but
-    1.5x slower). `beam_size` 5 is faster-whisper's default. `cpu_threads` 0 lets
-    CTranslate2 choose (``OMP_NUM_THREADS``, else 4). Word timestamps are always on.
-    """
-
-    model: str = "tiny.en"
-    compute_type: str = "int8"
-    device: str = "cpu"
-    language: Optional[str] = None
-    vad_filter: bool = True
-    beam_size: int = 5
-    cpu_threads: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError("model must be a non-empty name or path")
-        if self.device not in _DEVICES:
-            raise ValueError(f"device must be one of {', '.join(_DEVICES)}")
-        if self.beam_size < 1:
-            raise ValueError("beam_size must be >= 1")
-        if self.cpu_threads < 0:
-            raise ValueError("cpu_threads must be >= 0 (0: CTranslate2's default)")
-        if self.language is not None and (not isinstance(self.language, str) or not self.language):
-            raise ValueError("language must be a language code such as 'en', or None")
-
-    @property
-    def word_timestamps(self) -> bool:
-        """Always True: words with times are what the merge with diarization needs."""
-        return True
-
-    def serialize(self) -> dict[str, Any]:
-        """Plain-JSON form of the configuration."""
-        return {**asdict(self), "word_timestamps": True}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ASRConfig":
-        """Inverse of `serialize`; unknown keys are an error."""
-        data = dict(data)
-        if data.pop("word_timestamps", True) is not True:
-            raise ValueError("word_timestamps cannot be turned off")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ASR option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+# ASRConfig lives in workbench.config (torch-free, shared with the server).
 
 
 # --------------------------------------------------------------------------- results

