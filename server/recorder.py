@@ -184,8 +184,9 @@ def finalise_audio(store: SessionStore, session: Session,
                    max_seconds: Optional[float] = None) -> DecodedWav:
     """Decode every part of ``session`` into ``audio.wav``, block by block.
 
-    ``audio.wav`` holds at most ``max_seconds`` of audio (``truncated`` tells when
-    the parts hold more; they stay on disk untouched).  Blocking (decoding): run it
+    ``audio.wav`` holds at most ``max_seconds`` of audio (``truncated``, also stored
+    as the session's ``audio_truncated``, tells when the parts hold more; they stay
+    on disk untouched).  Blocking (decoding): run it
     in a thread or a worker.  Raises :class:`AudioDecodeError` with a client-safe
     message when nothing decodes; the raw parts stay on disk either way.
     """
@@ -194,6 +195,8 @@ def finalise_audio(store: SessionStore, session: Session,
     check_signatures(parts)
     decoded = decode_to_wav(parts, directory / "audio.wav", max_seconds)
     (directory / "audio.mp4").unlink(missing_ok=True)  # stale rendition of older audio
+    if decoded.truncated or session.audio_truncated:
+        store.update_session(session.id, audio_truncated=decoded.truncated)
     log.info("Finalised audio for session %s: %.2f s from %d part(s)%s", session.id,
              decoded.duration_seconds, len(parts),
              f", cut at the {max_seconds:g} s limit" if decoded.truncated else "")
