@@ -351,3 +351,49 @@ def test_store_from_before_the_audio_truncated_column_opens(tmp_path: Path) -> N
     store.update_session("old", audio_truncated=True)
     assert store.get_session("old").serialize()["audio_truncated"] is True  # type: ignore[union-attr]
     store.close()
+
+
+# ---------------------------------------------------------------------------- fuzz
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from workbench.audio import AudioDecodeError  # noqa: E402
+
+
+def _wav_header(tag: int, channels: int, rate: int, bits: int) -> bytes:
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 0xFFFFFFFF, b"WAVE", b"fmt ", 16, tag,
+                       channels, rate, (rate * channels * bits // 8) & 0xFFFFFFFF,
+                       (channels * bits // 8) & 0xFFFF, bits,
+                       b"data", 0xFFFFFFFF)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tag=st.sampled_from([1, 3]), channels=st.sampled_from([1, 2, 3, 7, 255, 65535]),
+       rate=st.sampled_from([1000, 8000, 16000, 22050, 44100, 48000, 96000, 192001]),
+       bits=st.sampled_from([8, 16, 24, 32, 64]), payload=st.binary(max_size=9000),
+       block_frames=st.sampled_from([1, 7, 1024, 65536]), raw_pcm=st.booleans())
+def test_streamed_decode_of_odd_pcm_matches_whole_file(tmp_path: Path, tag: int, channels: int,
+                                                        rate: int, bits: int, payload: bytes,
+                                                        block_frames: int, raw_pcm: bool) -> None:
+    """Headers and payloads of every shape (odd channel counts, partial frames, NaN floats):
+    the block-streamed decode fails exactly when the whole-file decode does, with a clean
+    AudioDecodeError, and otherwise writes the same WAV."""
+    src = tmp_path / "in.raw"
+    if raw_pcm:
+        fmt = InputFormat("pcm_s16le", rate, min(channels, 8))
+        src.write_bytes(payload)
+    else:
+        fmt = InputFormat()
+        src.write_bytes(_wav_header(tag, channels, rate, bits) + payload)
+    try:
+        whole = decode_file(src, fmt)
+    except AudioDecodeError:
+        with pytest.raises(AudioDecodeError):
+            decode_to_wav([(src, fmt)], tmp_path / "audio.wav", block_frames=block_frames)
+        return
+    decoded = decode_to_wav([(src, fmt)], tmp_path / "audio.wav", block_frames=block_frames)
+    assert decoded.frames == len(whole)
+    with np.errstate(invalid="ignore"):
+        expected = write_wav(tmp_path / "ref.wav", whole).read_bytes()
+    assert (tmp_path / "audio.wav").read_bytes() == expected

@@ -119,6 +119,10 @@ class WavHeader:
     data_offset: int
 
 
+# Sample sizes readable per WAV format tag: integer PCM (1) and IEEE float (3).
+_WAV_BITS = {1: (8, 16, 24, 32), 3: (32, 64)}
+
+
 def parse_wav_header(head: bytes) -> Optional[WavHeader]:
     """Parse a streamed WAV header, tolerating the bogus sizes live writers put there.
 
@@ -144,7 +148,7 @@ def parse_wav_header(head: bytes) -> Optional[WavHeader]:
             if fmt is None:
                 raise AudioDecodeError("WAV stream has no 'fmt ' chunk before its data")
             tag, channels, rate, bits = fmt
-            if tag not in (1, 3) or channels < 1 or rate < 1000 or bits not in (8, 16, 24, 32, 64):
+            if channels < 1 or rate < 1000 or bits not in _WAV_BITS.get(tag, ()):
                 raise AudioDecodeError(f"Unsupported WAV encoding (format tag {tag}, {bits} bits)")
             return WavHeader(rate, channels, bits // 8, tag == 3, body)
         pos = body + size + (size & 1)
@@ -262,6 +266,8 @@ def _iter_pcm(f: BinaryIO, sample_width: int, channels: int, is_float: bool, sam
               block_frames: int) -> Iterator[np.ndarray]:
     """PCM from the current position of ``f`` to its end, as mono float32 blocks at 16 kHz."""
     frame = sample_width * channels
+    # A header may claim thousands of channels: bound the bytes read at once too.
+    block_bytes = frame * max(1, min(block_frames, (1 << 22) // frame))
     resampler = None
     if sample_rate != SAMPLE_RATE:
         import soxr
@@ -269,7 +275,7 @@ def _iter_pcm(f: BinaryIO, sample_width: int, channels: int, is_float: bool, sam
         resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32",
                                         quality="HQ")
     while True:
-        data = f.read(block_frames * frame)
+        data = f.read(block_bytes)
         x = _pcm_bytes_to_float(data, sample_width, channels, is_float)
         mono = x.mean(axis=1).astype(np.float32, copy=False)
         if resampler is None:
