@@ -1,9 +1,9 @@
 """Ingest benchmark: how fast and how cheaply the server takes audio in over the WebSocket.
 
 ``python -m benchmarks ingest [--streams 50] [--seconds 60] [--fast-mb 200]
-[--encoding binary|base64] [--out benchmarks/results/ingest.json]``
+[--stop-seconds 3600] [--encoding binary|base64] [--out benchmarks/results/ingest.json]``
 
-Two phases, each against its own fresh server process (``--pipeline renditions``, on a
+Three phases, each against its own fresh server process (``--pipeline renditions``, on a
 free 127.0.0.1 port, data in a temporary directory removed afterwards):
 
 1. **fast** — one client streams ``--fast-mb`` MB (10^6 bytes) of deterministic 16 kHz mono
@@ -21,6 +21,13 @@ free 127.0.0.1 port, data in a temporary directory removed afterwards):
    each ``progress`` reply from the send of the chunk it counts.  After ``stop`` every
    session's ``part-000.raw`` and ``audio.wav`` are compared byte for byte with what its
    client sent.
+3. **stop** — one client sends ``--stop-seconds`` (default 1 hour) of 16 kHz mono PCM as
+   binary frames, then ``stop``: the server process's resident memory just before
+   ``stop`` and its peak until ``recording_stopped`` (the kernel's high-water mark
+   ``VmHWM``, reset through ``/proc/PID/clear_refs`` before ``stop``; a 0.05 s sampler
+   where that is refused) give the growth a ``stop`` costs.  Then the MP4 rendition is
+   requested (``GET .../audio?format=mp4``, made on demand by the server) and measured
+   the same way.  Target: growth at most 64 MB, whatever the recording's length.
 
 Prints the figures and a markdown table (``--table results.json`` re-prints the table
 of an earlier run without measuring) and writes everything to ``--out``.
@@ -49,7 +56,7 @@ import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, write_results
+from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, machine_stamp, write_results
 from workbench.local_server import LocalServer
 
 NAME = "ingest"
@@ -70,7 +77,8 @@ NOP = json.dumps({"action": "nop"})
 STOP = json.dumps({"action": "stop"})
 UNKNOWN_ACTION = 4000
 
-TARGETS = {"cpu_percent_of_one_core": 25.0, "rss_growth_mb_per_stream": 2.0, "lost_bytes": 0}
+TARGETS = {"cpu_percent_of_one_core": 25.0, "rss_growth_mb_per_stream": 2.0, "lost_bytes": 0,
+           "stop_rss_growth_mb": 64.0}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -643,6 +651,127 @@ def run_realtime(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
     return r
 
 
+# ---------------------------------------------------------------------------- phase 3: stop
+
+
+def _proc_status_kb(pid: int, field: str) -> Optional[int]:
+    """A ``kB`` field of /proc/PID/status (``VmRSS``, ``VmHWM``), None where unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset the kernel's resident high-water mark (VmHWM) of ``pid``; False when refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _proc_status_kb(pid, "VmHWM") is not None
+
+
+class PeakWindow:
+    """Peak resident memory of a process over a window: the kernel's exact high-water mark
+    when it can be reset, else a 0.05 s sampler."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.monitor = Monitor(pid, interval=0.05)
+
+    def __enter__(self) -> "PeakWindow":
+        self.rss_before = Monitor(self.pid).settled_rss(n=3, pause=0.2)
+        self.exact = reset_peak_rss(self.pid)
+        self.t0 = time.perf_counter()
+        self.monitor.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.monitor.__exit__()
+        self.t1 = time.perf_counter()
+        hwm = _proc_status_kb(self.pid, "VmHWM") if self.exact else None
+        sampled = self.monitor.peak(self.t0, self.t1)["rss_mb"]
+        self.peak_mb = mb(hwm * 1024) if hwm is not None else sampled
+        self.method = "VmHWM" if hwm is not None else "sampled every 0.05 s"
+
+    def figures(self) -> dict[str, Any]:
+        return {"rss_mb_before": mb(self.rss_before), "rss_mb_peak": self.peak_mb,
+                "rss_growth_mb": (round(self.peak_mb - mb(self.rss_before), 2)
+                                  if self.peak_mb is not None else None),
+                "peak_method": self.method, "seconds": round(self.t1 - self.t0, 3)}
+
+
+async def stop_phase(server: LocalServer, data: bytes, timeout: float, mp4: bool) -> dict[str, Any]:
+    assert server.process is not None
+    pid = server.process.pid
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"{server.ws_url}/ws/bench-stop", max_msg_size=0,
+                                      compress=0)
+        client = Client(ws)
+        try:
+            await client.start()
+            for p in chunks(data, FAST_CHUNK):
+                await ws.send_bytes(p)
+            await client.confirm(timeout)
+            await asyncio.sleep(1.0)  # settle: the append thread idle, buffers returned
+            with PeakWindow(pid) as window:
+                stop = await client.stop(timeout)
+            out["stop"] = {**window.figures(), "recording_stopped": stop["stopped"]}
+            await client.expect(("processing_complete", "processing_failed"), timeout)
+        finally:
+            await client.close()
+        assert client.session_id is not None
+        out["verify"] = verify_on_disk(server.data_dir / "sessions" / client.session_id, data)
+        if mp4:
+            url = f"{server.url}/api/sessions/{client.session_id}/audio?format=mp4"
+            rendition = server.data_dir / "sessions" / client.session_id / "audio.mp4"
+            for key in ("mp4", "mp4_again"):
+                # The first request also loads PyAV/FFmpeg into the server (a fixed cost);
+                # the second, after the rendition is removed, encodes with them loaded.
+                rendition.unlink(missing_ok=True)
+                await asyncio.sleep(1.0)
+                with PeakWindow(pid) as window:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                        size = 0
+                        async for block in r.content.iter_chunked(1 << 16):
+                            size += len(block)
+                        status = r.status
+                out[key] = {**window.figures(), "status": status, "bytes": size}
+    return out
+
+
+def run_stop(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
+    n_bytes = int(args.stop_seconds * BYTES_PER_SECOND)
+    print(f"[stop] {args.stop_seconds:g} s of 16 kHz mono PCM ({mb(n_bytes)} MB), then stop"
+          + (" and the MP4 rendition" if args.stop_mp4 else ""), flush=True)
+    data = pcm_signal(n_bytes, args.seed + 10_000)
+    server_args = server_args_for(n_bytes)
+    env = server_env()
+    server = LocalServer(data_root / "stop", args=server_args, env=env)
+    server.start()
+    try:
+        time.sleep(1.0)  # let the worker process finish starting
+        r = asyncio.run(stop_phase(server, data, max(300.0, args.stop_seconds / 10), args.stop_mp4))
+    finally:
+        server.stop()
+    r = {"server_args": server_args, "server_env": env, "seconds": args.stop_seconds,
+         "payload_bytes": n_bytes, **r}
+    st = r["stop"]
+    print(f"[stop] server RSS {st['rss_mb_before']} MB before stop -> {st['rss_mb_peak']} MB peak "
+          f"({st['peak_method']}): growth {st['rss_growth_mb']} MB; stop -> recording_stopped "
+          f"{st['seconds']} s; audio.wav exact {r['verify']['wav_exact']}", flush=True)
+    for key, label in (("mp4", "first"), ("mp4_again", "again")):
+        if key in r:
+            m = r[key]
+            print(f"[stop] MP4 rendition ({label}): HTTP {m['status']}, {mb(m['bytes'])} MB in "
+                  f"{m['seconds']} s; server RSS growth {m['rss_growth_mb']} MB", flush=True)
+    return r
+
+
 # ---------------------------------------------------------------------------- table
 
 
@@ -723,13 +852,37 @@ def markdown_table(results: dict[str, Any]) -> str:
             ("Real time: whole machine CPU busy during the window (all cores; other load included)",
              _fmt(rt["system_cpu_busy_percent"], " %"), ""),
         ]
+    sp = results.get("stop")
+    if sp:
+        t = results.get("targets", TARGETS)
+        st = sp["stop"]
+        size = f"{sp['seconds'] / 3600:g} h of 16 kHz mono PCM, {mb(sp['payload_bytes']):g} MB"
+        rows += [
+            (f"Stop of one recording ({size}): server RSS before `stop` → peak until "
+             "`recording_stopped`", f"{_fmt(st['rss_mb_before'])} → {_fmt(st['rss_mb_peak'], ' MB')}"
+             f" ({st['peak_method']})", ""),
+            ("Stop: server RSS growth", f"**{_fmt(st['rss_growth_mb'], ' MB')}**",
+             f"≤ {t.get('stop_rss_growth_mb', 64):g} MB"),
+            ("Stop: `stop` → `recording_stopped` + `processing_started`, audio.wav",
+             f"{_fmt(st['seconds'], ' s')}, audio.wav "
+             + ("exact" if sp["verify"]["wav_exact"] else "**differs**"), "exact"),
+        ]
+        for key, label in (("mp4", "first request, loads PyAV/FFmpeg into the server"),
+                           ("mp4_again", "made again, libraries loaded")):
+            m4 = sp.get(key)
+            if m4:
+                rows.append((f"Stop: MP4 rendition on demand (`GET .../audio?format=mp4`, {label}): "
+                             "server RSS growth, time", f"**{_fmt(m4['rss_growth_mb'], ' MB')}**, "
+                             f"{_fmt(m4['seconds'], ' s')} (HTTP {m4['status']}, "
+                             f"{_fmt(mb(m4['bytes']), ' MB')})",
+                             f"≤ {t.get('stop_rss_growth_mb', 64):g} MB"))
     m = results.get("machine", {})
     head = (f"Measured {m.get('date', '?')} on {m.get('cpu_count', '?')} CPU(s) "
             f"({m.get('cpu_model', '?')}), Python {m.get('python', '?')}, "
             f"{m.get('platform', '?')}, commit {m.get('git_commit', '?')} "
             f"(server/*.py SHA-1 {results.get('server_source_sha1', '?')}). "
             f"Command: `{results.get('command', 'python -m benchmarks ingest')}`. "
-            f"MB = 10^6 bytes.")
+            f"MB = 10^6 bytes.\n\nMachine: {machine_stamp(m) if m else '?'}.")
     lines = [head, "", "| Figure | Measured | Target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     verdict = results.get("verdict")
@@ -751,6 +904,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="MB (10^6 bytes) for the one-client fast run (0: skip)")
     p.add_argument("--fast-repeat", type=int, default=3,
                    help="fast runs per encoding (the median rate is reported)")
+    p.add_argument("--stop-seconds", type=float, default=3600.0,
+                   help="seconds of 16 kHz PCM in the recording whose `stop` is measured (0: skip)")
+    p.add_argument("--no-stop-mp4", dest="stop_mp4", action="store_false",
+                   help="skip measuring the on-demand MP4 rendition of that recording")
     p.add_argument("--encoding", choices=("binary", "base64"), default="binary",
                    help="how the real-time clients send chunks (default: binary frames)")
     p.add_argument("--seed", type=int, default=1234)
@@ -762,10 +919,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--table", type=Path, metavar="RESULTS_JSON",
                    help="only print the markdown table of an earlier results file")
     a = p.parse_args(list(argv))
-    if a.streams < 0 or a.seconds <= 0 or a.fast_mb < 0 or not 1 <= a.fast_repeat <= 10:
-        p.error("--streams and --fast-mb must be >= 0, --seconds > 0, --fast-repeat 1..10")
-    if a.streams > 1000 or a.seconds > 3600 or a.fast_mb > 2000:
-        p.error("bounded: at most 1000 streams, 3600 s, 2000 MB")
+    if (a.streams < 0 or a.seconds <= 0 or a.fast_mb < 0 or not 1 <= a.fast_repeat <= 10
+            or a.stop_seconds < 0):
+        p.error("--streams, --fast-mb and --stop-seconds must be >= 0, --seconds > 0, "
+                "--fast-repeat 1..10")
+    if a.streams > 1000 or a.seconds > 3600 or a.fast_mb > 2000 or a.stop_seconds > 4 * 3600:
+        p.error("bounded: at most 1000 streams, 3600 s, 2000 MB, --stop-seconds 14400")
     return a
 
 
@@ -781,7 +940,8 @@ def main(argv: Sequence[str] = ()) -> int:
         "machine": machine_info(),
         "server_source_sha1": server_source_digest(),
         "parameters": {"streams": args.streams, "seconds": args.seconds, "fast_mb": args.fast_mb,
-                       "fast_repeat": args.fast_repeat, "encoding": args.encoding, "seed": args.seed, "fast_chunk_bytes": FAST_CHUNK,
+                       "fast_repeat": args.fast_repeat, "stop_seconds": args.stop_seconds,
+                       "stop_mp4": args.stop_mp4, "encoding": args.encoding, "seed": args.seed, "fast_chunk_bytes": FAST_CHUNK,
                        "realtime_chunk_bytes": RT_CHUNK, "sample_rate": SAMPLE_RATE,
                        "rss_sample_interval_s": SAMPLE_EVERY, "mb": MB},
         "targets": TARGETS,
@@ -807,6 +967,8 @@ def main(argv: Sequence[str] = ()) -> int:
             results["fast"] = run_fast(args, root)
         if args.streams > 0:
             results["realtime"] = run_realtime(args, root)
+        if args.stop_seconds > 0:
+            results["stop"] = run_stop(args, root)
     except Exception as exc:
         status = 1
         results["error"] = f"{type(exc).__name__}: {exc}"
@@ -831,6 +993,16 @@ def main(argv: Sequence[str] = ()) -> int:
             "rss_growth_mb_per_stream"]
         verdict["nothing lost"] = (rt["lost_bytes"] == 0 and not rt["failed_streams"]
                                    and rt["raw_exact_streams"] == rt["streams"])
+    sp = results.get("stop")
+    if sp:
+        growth = sp["stop"]["rss_growth_mb"]
+        verdict["stop growth ≤ 64 MB"] = growth is not None and growth <= TARGETS["stop_rss_growth_mb"]
+        for key in ("mp4", "mp4_again"):
+            if key in sp:
+                g = sp[key]["rss_growth_mb"]
+                verdict[f"{key} rendition growth ≤ 64 MB"] = (
+                    g is not None and g <= TARGETS["stop_rss_growth_mb"])
+        verdict["stop byte-exact"] = sp["verify"]["raw_exact"] and sp["verify"]["wav_exact"]
     for enc, r in (results.get("fast") or {}).items():
         if isinstance(r, dict) and "verify" in r:
             verdict[f"fast {enc} byte-exact"] = r["verify"]["raw_exact"] and r["verify"]["wav_exact"]

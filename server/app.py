@@ -243,7 +243,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 # ---------------------------------------------------------------------- lifecycle
 
 
-def recover(store: SessionStore) -> list[str]:
+def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
     """After a crash: finalise recordings that were open and mark them ``interrupted``.
 
     Part sizes are taken from the files (the store is updated on a cadence);
@@ -264,7 +264,7 @@ def recover(store: SessionStore) -> list[str]:
             store.update_part(session.id, part)
         error = None
         try:
-            duration = finalise(store, store.get_session(session.id) or session)
+            duration = finalise(store, store.get_session(session.id) or session, max_seconds)
         except AudioDecodeError as exc:
             duration, error = 0.0, str(exc)
         store.set_status(session.id, "interrupted", duration_seconds=duration,
@@ -277,7 +277,7 @@ def recover(store: SessionStore) -> list[str]:
         if not session.parts or (wav.exists() and wav_intact(wav)):
             continue
         try:
-            duration = finalise(store, session)
+            duration = finalise(store, session, max_seconds)
         except AudioDecodeError as exc:
             log.warning("Session %s: audio.wav is damaged and cannot be rebuilt: %s",
                         session.id, exc)
@@ -322,7 +322,7 @@ async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
-    await asyncio.to_thread(recover, state.store)
+    await asyncio.to_thread(recover, state.store, state.config.limits.max_duration_seconds)
     await asyncio.to_thread(requeue_orphans, state.store, state.run_config)
     await state.jobs.start()
 

@@ -3,7 +3,8 @@
 Each ``start``..``stop`` span of a session is one *part*: its bytes go, exactly
 as received, to ``part-NNN.raw`` (append, flush per chunk, fsync on a cadence
 and before every confirmation the client sees).  Finalising decodes all parts
-in order into the canonical 16 kHz mono ``audio.wav``.
+in order into the canonical 16 kHz mono ``audio.wav``, block by block (memory
+independent of the recording's length), holding at most the duration limit.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import BinaryIO, Optional
 
 from workbench.audio import (
     AudioDecodeError,
+    DecodedWav,
     InputFormat,
-    decode_parts,
+    decode_to_wav,
     detect_container,
     parse_wav_header,
-    write_wav,
 )
 
 from .limits import chunk_seconds
@@ -179,24 +180,35 @@ def wav_intact(path: Path) -> bool:
             and data_size % frame == 0)
 
 
-def finalise(store: SessionStore, session: Session) -> float:
-    """Decode every part of ``session`` into ``audio.wav``; returns its duration in seconds.
+def finalise_audio(store: SessionStore, session: Session,
+                   max_seconds: Optional[float] = None) -> DecodedWav:
+    """Decode every part of ``session`` into ``audio.wav``, block by block.
 
-    Blocking (decoding); run it in a thread or a worker.  Raises
-    :class:`AudioDecodeError` with a client-safe message when nothing decodes;
-    the raw parts stay on disk either way.
+    ``audio.wav`` holds at most ``max_seconds`` of audio (``truncated``, also stored
+    as the session's ``audio_truncated``, tells when the parts hold more; they stay
+    on disk untouched).  Blocking (decoding): run it
+    in a thread or a worker.  Raises :class:`AudioDecodeError` with a client-safe
+    message when nothing decodes; the raw parts stay on disk either way.
     """
     directory = store.session_dir(session.id)
     parts = [(p, f) for p, f in iter_part_paths(store, session) if p.exists()]
     check_signatures(parts)
-    samples = decode_parts(parts)
-    write_wav(directory / "audio.wav", samples)
+    decoded = decode_to_wav(parts, directory / "audio.wav", max_seconds)
     (directory / "audio.mp4").unlink(missing_ok=True)  # stale rendition of older audio
-    duration = len(samples) / 16000
-    log.info("Finalised audio for session %s: %.2f s from %d part(s)", session.id, duration,
-             len(parts))
-    return duration
+    if decoded.truncated or session.audio_truncated:
+        store.update_session(session.id, audio_truncated=decoded.truncated)
+    log.info("Finalised audio for session %s: %.2f s from %d part(s)%s", session.id,
+             decoded.duration_seconds, len(parts),
+             f", cut at the {max_seconds:g} s limit" if decoded.truncated else "")
+    return decoded
 
 
-async def finalise_async(store: SessionStore, session: Session) -> float:
-    return await asyncio.to_thread(finalise, store, session)
+def finalise(store: SessionStore, session: Session, max_seconds: Optional[float] = None) -> float:
+    """:func:`finalise_audio`, returning only the duration of ``audio.wav`` in seconds."""
+    return finalise_audio(store, session, max_seconds).duration_seconds
+
+
+async def finalise_async(store: SessionStore, session: Session,
+                         max_seconds: Optional[float] = None) -> DecodedWav:
+    """:func:`finalise_audio` in a thread: the event loop keeps serving while it decodes."""
+    return await asyncio.to_thread(finalise_audio, store, session, max_seconds)

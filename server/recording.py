@@ -57,6 +57,7 @@ class Connection:
         self.bytes = 0
         self.prior_duration = 0.0
         self.pacer: Optional[LivePacer] = None
+        self.duration_limit_told = False  # the wall-clock/byte-count 4005 was sent
 
     @property
     def limits(self):  # type: ignore[no-untyped-def]
@@ -177,6 +178,7 @@ class Connection:
             self.state.recording.pop(session.id, None)
             raise
         self.recording = rec
+        self.duration_limit_told = False
         self.chunks = session.chunks_received
         self.bytes = session.bytes_received
         self.prior_duration = session.duration_seconds if session.parts else 0.0
@@ -222,6 +224,7 @@ class Connection:
             await asyncio.to_thread(self.state.store.update_part, self.session_id, rec.part,
                                     chunks_received=self.chunks, bytes_received=self.bytes)
         if self.prior_duration + rec.elapsed() >= limits.max_duration_seconds:
+            self.duration_limit_told = True
             await self.send(error(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(limits)))
             await self.finish("limit")
 
@@ -252,8 +255,11 @@ class Connection:
             session = await asyncio.to_thread(store.get_session, sid)
             assert session is not None
             decode_error: Optional[str] = None
+            max_seconds = self.limits.max_duration_seconds
+            truncated = False
             try:
-                duration = await finalise_async(store, session)
+                decoded = await finalise_async(store, session, max_seconds)
+                duration, truncated = decoded.duration_seconds, decoded.truncated
             except AudioDecodeError as exc:
                 decode_error, duration = str(exc), 0.0
             interrupted = reason in INTERRUPTIONS
@@ -271,7 +277,15 @@ class Connection:
                                     duration_seconds=duration, error=decode_error)
             await self.send({"type": "recording_stopped", "duration_seconds": round(duration, 3),
                              "session_id": sid, "chunks_received": self.chunks,
-                             "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
+                             "total_size_mb": round(self.bytes / (1024 * 1024), 2),
+                             "truncated": truncated})
+            # Audio whose byte count does not tell its length (compressed containers) can
+            # decode to more than the limit; a wall-clock 4005 already told the client.
+            if truncated and not self.duration_limit_told:
+                await self.send(error(ErrorCode.DURATION_EXCEEDED,
+                                      Messages.duration_exceeded(self.limits)
+                                      + ": the decoded audio stops there; the received bytes "
+                                      "are kept"))
             if decode_error is not None:
                 await self.send(error(ErrorCode.UNDECODABLE_AUDIO,
                                       f"{decode_error}. The received bytes are kept."))

@@ -122,6 +122,7 @@ class Session:
     chunks_received: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
+    audio_truncated: bool = False  # audio.wav stops at the duration limit; the parts hold more
     parts: list[Part] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
@@ -139,6 +140,7 @@ class Session:
             "chunks_received": self.chunks_received,
             "options": self.options,
             "error": self.error,
+            "audio_truncated": self.audio_truncated,
             "parts": [
                 {"index": p.index, "container": p.container, "bytes": p.bytes} for p in self.parts
             ],
@@ -171,7 +173,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     bytes_received INTEGER NOT NULL DEFAULT 0,
     chunks_received INTEGER NOT NULL DEFAULT 0,
     options TEXT NOT NULL DEFAULT '{}',
-    error TEXT
+    error TEXT,
+    audio_truncated INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS parts (
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -226,6 +229,10 @@ class SessionStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        if "audio_truncated" not in columns:  # a store made before the column existed
+            self._db.execute("ALTER TABLE sessions ADD COLUMN audio_truncated INTEGER NOT NULL "
+                             "DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -309,6 +316,7 @@ class SessionStore:
             chunks_received=row["chunks_received"],
             options=json.loads(row["options"]),
             error=row["error"],
+            audio_truncated=bool(row["audio_truncated"]),
             parts=parts,
             runs=runs,
             files=files,
@@ -334,7 +342,7 @@ class SessionStore:
     @staticmethod
     def _update(db: sqlite3.Connection, session_id: str, **fields: Any) -> None:
         allowed = {"status", "format", "duration_seconds", "bytes_received", "chunks_received",
-                   "options", "error"}
+                   "options", "error", "audio_truncated"}
         if "options" in fields:
             fields["options"] = json.dumps(fields["options"])
         cols = [k for k in fields if k in allowed]

@@ -13,7 +13,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import BinaryIO, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -119,6 +119,10 @@ class WavHeader:
     data_offset: int
 
 
+# Sample sizes readable per WAV format tag: integer PCM (1) and IEEE float (3).
+_WAV_BITS = {1: (8, 16, 24, 32), 3: (32, 64)}
+
+
 def parse_wav_header(head: bytes) -> Optional[WavHeader]:
     """Parse a streamed WAV header, tolerating the bogus sizes live writers put there.
 
@@ -144,7 +148,7 @@ def parse_wav_header(head: bytes) -> Optional[WavHeader]:
             if fmt is None:
                 raise AudioDecodeError("WAV stream has no 'fmt ' chunk before its data")
             tag, channels, rate, bits = fmt
-            if tag not in (1, 3) or channels < 1 or rate < 1000 or bits not in (8, 16, 24, 32, 64):
+            if channels < 1 or rate < 1000 or bits not in _WAV_BITS.get(tag, ()):
                 raise AudioDecodeError(f"Unsupported WAV encoding (format tag {tag}, {bits} bits)")
             return WavHeader(rate, channels, bits // 8, tag == 3, body)
         pos = body + size + (size & 1)
@@ -176,37 +180,16 @@ _DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac
 
 def _decode_with_ffmpeg(path: Path, container: Optional[str] = None) -> np.ndarray:
     """Decode any container with PyAV (FFmpeg), keeping what decodes from a truncated file."""
-    import av
-
-    chunks: list[np.ndarray] = []
-    try:
-        media = av.open(str(path), format=_DEMUXERS.get(container or ""))
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
-    with media:
-        if not media.streams.audio:
-            raise AudioDecodeError("The stream contains no audio track")
-        stream = media.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        try:
-            for frame in media.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-        except (av.error.FFmpegError, ValueError) as exc:
-            # A recording cut by a dropped connection or a crash ends mid-packet:
-            # keep everything decoded so far, fail only when nothing was.
-            if not chunks:
-                raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    if not chunks:
-        raise AudioDecodeError("The stream contains no decodable audio")
-    return np.concatenate(chunks).astype(np.float32)
+    return np.concatenate(list(_iter_ffmpeg(path, container))).astype(np.float32)
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:
     reason = getattr(exc, "strerror", None) or type(exc).__name__
     return str(reason).rstrip(".")
+
+
+_UNRECOGNISED = ("Audio could not be decoded: unrecognised container (send WAV, WebM/Opus, "
+                 "Ogg/Opus, MP4/AAC, or declare raw PCM with input_format 'pcm_s16le')")
 
 
 def decode_file(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None) -> np.ndarray:
@@ -228,10 +211,7 @@ def decode_file(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None
     if container == "wav":
         return _decode_wav_file(path)
     if container is None:
-        raise AudioDecodeError(
-            "Audio could not be decoded: unrecognised container (send WAV, WebM/Opus, "
-            "Ogg/Opus, MP4/AAC, or declare raw PCM with input_format 'pcm_s16le')"
-        )
+        raise AudioDecodeError(_UNRECOGNISED)
     return _decode_with_ffmpeg(path, container)
 
 
@@ -241,6 +221,148 @@ def decode_parts(parts: Iterable[tuple[Path, InputFormat]]) -> np.ndarray:
     if not decoded:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(decoded)
+
+
+# --------------------------------------------------------------------------- streamed decoding
+
+BLOCK_FRAMES = 1 << 16
+"""Input frames read per block when decoding a file block by block (:func:`iter_decode`)."""
+
+
+def iter_decode(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None,
+                block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Decode one file block by block: mono float32 blocks at :data:`SAMPLE_RATE`.
+
+    Memory stays independent of the file's length, and the blocks joined are
+    exactly what :func:`decode_file` returns (soxr's streaming resampler gives
+    the same samples as its one-shot form; FFmpeg decodes frame by frame anyway).
+    """
+    path = Path(path)
+    fmt = fmt or InputFormat()
+    container = fmt.container
+    if container is None:
+        with open(path, "rb") as f:
+            container = detect_container(f.read(64))
+    if path.stat().st_size == 0:
+        return
+    if container == "pcm_s16le":
+        with open(path, "rb") as f:
+            yield from _iter_pcm(f, 2, fmt.channels, False, fmt.sample_rate, block_frames)
+    elif container == "wav":
+        with open(path, "rb") as f:
+            header = parse_wav_header(f.read(1 << 16))
+            if header is None:
+                raise AudioDecodeError("WAV stream ended before its audio data began")
+            f.seek(header.data_offset)
+            yield from _iter_pcm(f, header.sample_width, header.channels, header.is_float,
+                                 header.sample_rate, block_frames)
+    elif container is None:
+        raise AudioDecodeError(_UNRECOGNISED)
+    else:
+        yield from _iter_ffmpeg(path, container)
+
+
+def _iter_pcm(f: BinaryIO, sample_width: int, channels: int, is_float: bool, sample_rate: int,
+              block_frames: int) -> Iterator[np.ndarray]:
+    """PCM from the current position of ``f`` to its end, as mono float32 blocks at 16 kHz."""
+    frame = sample_width * channels
+    # A header may claim thousands of channels: bound the bytes read at once too.
+    block_bytes = frame * max(1, min(block_frames, (1 << 22) // frame))
+    resampler = None
+    if sample_rate != SAMPLE_RATE:
+        import soxr
+
+        resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32",
+                                        quality="HQ")
+    while True:
+        data = f.read(block_bytes)
+        x = _pcm_bytes_to_float(data, sample_width, channels, is_float)
+        mono = x.mean(axis=1).astype(np.float32, copy=False)
+        if resampler is None:
+            if mono.size:
+                yield mono
+        else:
+            out = resampler.resample_chunk(mono, last=not data)
+            if out.size:
+                yield out
+        if not data:
+            return
+
+
+def _iter_ffmpeg(path: Path, container: Optional[str] = None) -> Iterator[np.ndarray]:
+    """Decode any container with PyAV (FFmpeg) frame by frame, keeping what decodes from a
+    truncated file."""
+    import av
+
+    try:
+        media = av.open(str(path), format=_DEMUXERS.get(container or ""))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
+    decoded = False
+    with media:
+        if not media.streams.audio:
+            raise AudioDecodeError("The stream contains no audio track")
+        stream = media.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        try:
+            for frame in media.decode(stream):
+                for out in resampler.resample(frame):
+                    decoded = True
+                    yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        except (av.error.FFmpegError, ValueError) as exc:
+            # A recording cut by a dropped connection or a crash ends mid-packet:
+            # keep everything decoded so far, fail only when nothing was.
+            if not decoded:
+                raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
+        for out in resampler.resample(None):
+            decoded = True
+            yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+    if not decoded:
+        raise AudioDecodeError("The stream contains no decodable audio")
+
+
+@dataclass(frozen=True)
+class DecodedWav:
+    """What :func:`decode_to_wav` wrote: ``frames`` samples at :data:`SAMPLE_RATE`, and
+    whether the duration limit cut the decoded audio short (``truncated``)."""
+
+    frames: int
+    truncated: bool
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.frames / SAMPLE_RATE
+
+
+def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os.PathLike],
+                  max_seconds: Optional[float] = None,
+                  block_frames: int = BLOCK_FRAMES) -> DecodedWav:
+    """Decode the parts of a recording in order into one canonical WAV, block by block.
+
+    The bytes are those of ``write_wav(path, decode_parts(parts))``, in memory
+    independent of the recording's length.  With ``max_seconds`` the WAV holds at
+    most that much audio (the rest is not decoded) and ``truncated`` says whether
+    anything was left out.  Atomic: on an error the previous ``path`` is untouched.
+    """
+    limit = None if max_seconds is None else max(0, int(max_seconds * SAMPLE_RATE))
+    frames = 0
+    truncated = False
+    with WavWriter(path) as out:
+        for part, fmt in parts:
+            blocks = iter_decode(part, fmt, block_frames)
+            try:
+                for block in blocks:
+                    if limit is not None and frames + len(block) > limit:
+                        out.write(block[: limit - frames])
+                        frames, truncated = limit, True
+                        break
+                    out.write(block)
+                    frames += len(block)
+            finally:
+                blocks.close()  # closes the FFmpeg demuxer of a part left early
+            if truncated:
+                break
+    return DecodedWav(frames, truncated)
 
 
 def load_audio(audio: AudioInput) -> np.ndarray:
@@ -263,18 +385,82 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2")
 
 
+def _wav_header(data_bytes: int, sample_rate: int) -> bytes:
+    """The canonical 44-byte header of mono 16-bit PCM holding ``data_bytes``."""
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
+        sample_rate * 2, 2, 16, b"data", data_bytes,
+    )
+
+
 def write_wav(path: Union[str, os.PathLike], samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write mono 16-bit PCM WAV atomically (temp file, fsync, rename)."""
     path = Path(path)
     pcm = samples if samples.dtype == np.int16 else to_int16(samples)
     data = pcm.astype("<i2").tobytes()
-    header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, 1, sample_rate,
-        sample_rate * 2, 2, 16, b"data", len(data),
-    )
-    _atomic_write(path, header + data)
+    _atomic_write(path, _wav_header(len(data), sample_rate) + data)
     return path
+
+
+class WavWriter:
+    """A mono 16-bit PCM WAV written block by block, atomically.
+
+    Blocks go to a temporary file beside ``path`` behind a placeholder header;
+    :meth:`commit` fixes the header's sizes, fsyncs and renames.  As a context
+    manager it commits on success and removes the temporary file on an error.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], sample_rate: int = SAMPLE_RATE) -> None:
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.data_bytes = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        self._tmp = Path(tmp)
+        self._file: Optional[BinaryIO] = os.fdopen(fd, "wb")
+        self._file.write(_wav_header(0, sample_rate))
+
+    def write(self, samples: np.ndarray) -> None:
+        """Append float samples in [-1, 1] (or int16 PCM)."""
+        assert self._file is not None, "WavWriter is closed"
+        pcm = samples if samples.dtype == np.int16 else to_int16(samples)
+        data = pcm.astype("<i2", copy=False).tobytes()
+        self._file.write(data)
+        self.data_bytes += len(data)
+
+    def commit(self) -> Path:
+        """Finish the header, fsync and move the file into place."""
+        assert self._file is not None, "WavWriter is closed"
+        f, self._file = self._file, None
+        try:
+            f.seek(0)
+            f.write(_wav_header(self.data_bytes, self.sample_rate))
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            f.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` keeps its previous content."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "WavWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -301,30 +487,53 @@ def wav_duration(path: Union[str, os.PathLike]) -> float:
     return payload / (header.sample_rate * header.channels * header.sample_width)
 
 
+def _blocks_of(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Re-cut a stream of 1-D blocks into blocks of exactly ``size`` (the last may be shorter)."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += len(block)
+        if held < size:
+            continue
+        joined = np.concatenate(pending)
+        cut = len(joined) - len(joined) % size
+        for i in range(0, cut, size):
+            yield joined[i : i + size]
+        pending, held = [joined[cut:]], len(joined) - cut
+    if held:
+        yield np.concatenate(pending)
+
+
 def encode_mp4(wav_path: Union[str, os.PathLike], mp4_path: Union[str, os.PathLike],
                bitrate: int = 64000) -> Path:
-    """Encode a canonical WAV as MP4 (AAC-LC, mono, 16 kHz), atomically."""
+    """Encode a canonical WAV as MP4 (AAC-LC, mono, 16 kHz), atomically, block by block
+    (memory independent of the recording's length)."""
     import av
 
-    samples = decode_file(wav_path)
     mp4_path = Path(mp4_path)
-    tmp = mp4_path.with_name(f".{mp4_path.stem}.tmp.mp4")
-    with av.open(str(tmp), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        stream.bit_rate = bitrate
-        frame_size = 1024
-        for i in range(0, max(len(samples), 1), frame_size * 16):
-            block = samples[i : i + frame_size * 16]
-            if not block.size:
-                break
-            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = i
-            for packet in stream.encode(frame):
+    frame_size = 1024
+    fd, name = tempfile.mkstemp(dir=mp4_path.parent, prefix=f".{mp4_path.stem}.", suffix=".tmp.mp4")
+    os.close(fd)
+    tmp = Path(name)  # unique: concurrent requests for one rendition never share a file
+    try:
+        with av.open(str(tmp), "w", format="mp4") as out:
+            stream = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+            stream.bit_rate = bitrate
+            pts = 0
+            for block in _blocks_of(iter_decode(wav_path), frame_size * 16):
+                frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
+                frame.sample_rate = SAMPLE_RATE
+                frame.pts = pts
+                pts += len(block)
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
                 out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, mp4_path)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, mp4_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return mp4_path
