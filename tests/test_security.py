@@ -208,8 +208,15 @@ async def test_token_required_on_rest_and_websocket(start_server) -> None:  # ty
     status, body, _ = await http("GET", f"{base}/api/health", headers=bearer)
     assert body["status"] == "ok" and "recording" in body and "workers" in body
     # The recorder page is public (it holds no data); it asks for the token itself.
-    status, _, _ = await http("GET", f"{base}/")
-    assert status != 401
+    page = (REPO_ROOT / "server" / "static" / "index.html").read_bytes()
+    style = (REPO_ROOT / "server" / "static" / "style.css").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        for path, want in (("/", page), ("/static/index.html", page), ("/static/style.css", style)):
+            async with s.get(base + path) as r:
+                assert r.status == 200, path
+                assert await r.read() == want, path
+        async with s.get(f"{base}/static/no-such-file.js") as r:
+            assert r.status == 404
 
     async with aiohttp.ClientSession() as s:
         for url, headers in ((f"{srv.ws_url}/ws/x", {}),
@@ -310,6 +317,29 @@ def test_dns_rebinding_host_check(server: LocalServer) -> None:
         status, _ = raw_request(server.port, f"GET /api/sessions HTTP/1.1\r\nHost: {host}\r\n"
                                              f"Connection: close\r\n\r\n")
         assert status == 200, host
+
+
+def test_static_files_do_not_follow_symlinks(server: LocalServer, tmp_path: Path) -> None:
+    """A symlink in the static directory pointing outside it is not served (file or folder)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret outside the static dir")
+    static = REPO_ROOT / "server" / "static"
+    links = [static / f"_test_link_{os.getpid()}.txt", static / f"_test_dir_{os.getpid()}"]
+    links[0].symlink_to(secret)
+    links[1].symlink_to(tmp_path, target_is_directory=True)
+    try:
+        for target in (f"/static/{links[0].name}", f"/static/{links[1].name}/secret.txt"):
+            status, data = raw_request(server.port, f"GET {target} HTTP/1.1\r\n"
+                                                    f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert status in (403, 404), (target, status)
+            assert b"top secret" not in data
+        # A regular file beside the links is served: the refusals are about the links.
+        status, data = raw_request(server.port, "GET /static/style.css HTTP/1.1\r\n"
+                                                "Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert status == 200
+    finally:
+        for link in links:
+            link.unlink()
 
 
 # ---------------------------------------------------------------------- abuse limits
