@@ -293,6 +293,10 @@ async def test_progress_every_100_chunks(server: LocalServer) -> None:
     ("speech.ogg", {}, False),
     ("speech.m4a", {}, True),
     ("speech.webm", {"input_format": "webm"}, False),
+    ("speech.mp3", {}, True),
+    ("speech.mp3", {"input_format": "mp3"}, False),
+    ("speech.flac", {}, False),
+    ("speech.flac", {"input_format": "flac"}, True),
 ])
 async def test_each_input_container(server: LocalServer, speech_dir: Path,
                                     reference_audio: np.ndarray, name: str,
@@ -309,7 +313,7 @@ async def test_each_input_container(server: LocalServer, speech_dir: Path,
     ref_seconds = len(reference_audio) / 16000
     assert abs(len(audio) / 16000 - ref_seconds) <= 0.05
     assert stopped["duration_seconds"] == pytest.approx(len(audio) / 16000, abs=0.002)
-    lossless = name.endswith((".wav", ".pcm"))
+    lossless = name.endswith((".wav", ".pcm", ".flac"))
     assert correlation(audio, reference_audio) > (0.99 if lossless else 0.9)
     raw = b"".join(p.read_bytes() for p in sorted(wav_path.parent.glob("part-*.raw")))
     assert raw == data  # every byte received is on disk as sent
