@@ -678,6 +678,54 @@ def test_hostile_rest_ids(server: LocalServer, target: str) -> None:
     assert b"SQLite format" not in data and b'"error"' in data
 
 
+def playlists(outside: Path) -> dict[str, bytes]:
+    """Text playlists that make FFmpeg open `outside` when its format probing picks them."""
+    return {
+        "ffconcat": f"ffconcat version 1.0\nfile '{outside}'\n".encode(),
+        "hls": (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                f"#EXTINF:5.0,\nfile://{outside}\n#EXT-X-ENDLIST\n").encode(),
+    }
+
+
+@pytest.mark.parametrize("kind", ["ffconcat", "hls"])
+@pytest.mark.parametrize("input_format", ["webm", "ogg", "mp4", "mp3", "flac", None])
+async def test_playlists_disguised_as_audio_are_refused(
+        server: LocalServer, speech_dir: Path, kind: str, input_format: Optional[str]) -> None:
+    """A part whose bytes are an ffconcat or HLS playlist naming a real audio file outside
+    the session directory: error 4008, nothing of that file is decoded, the bytes are kept."""
+    from .test_recording_functional import by_type, record
+
+    outside = speech_dir / ("speech.mp3" if kind == "hls" else "speech.flac")
+    payload = playlists(outside)[kind]
+    if kind == "hls":
+        # The threat is real: FFmpeg's HLS demuxer, once picked, reads the outside file.
+        import av
+
+        probe = speech_dir / f"hls-{input_format}.raw"
+        probe.write_bytes(payload)
+        with av.open(str(probe), format="hls") as media:
+            assert sum(1 for _ in media.decode(audio=0)) > 10
+    start = {"input_format": input_format} if input_format else {}
+    msgs = await record(server, payload, start=start, binary=True, wait_processing=False)
+    sid = msgs[0]["session_id"]
+    errors = by_type(msgs, "error")
+    assert [e["code"] for e in errors] == [ErrorCode.UNDECODABLE_AUDIO], msgs
+    message = errors[0]["message"]
+    if input_format:
+        # Refused by the signature check before FFmpeg sees the bytes.
+        assert f"the bytes are not {input_format} (the declared input_format)" in message
+    else:
+        assert "unrecognised container" in message
+    assert str(outside) not in message and "speech" not in message
+    assert by_type(msgs, "recording_stopped")[0]["duration_seconds"] == 0
+    assert not by_type(msgs, "processing_started")
+    session = await session_status(server, sid, "failed")
+    assert session["status"] == "failed" and session["duration_seconds"] == 0
+    session_dir = server.data_dir / "sessions" / sid
+    assert (session_dir / "part-000.raw").read_bytes() == payload
+    assert not (session_dir / "audio.wav").exists()
+
+
 def test_overlong_request_line_is_refused(server: LocalServer) -> None:
     status, _ = raw_request(server.port, f"GET /api/sessions/{'a' * 20000} HTTP/1.1\r\n"
                                          f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
