@@ -521,6 +521,42 @@ async def test_compression_off_and_heartbeat(start_server) -> None:  # type: ign
             assert msg.type == aiohttp.WSMsgType.PING
 
 
+async def test_heartbeat_drops_a_dead_peer_and_finalises_its_recording(
+        start_server) -> None:  # type: ignore[no-untyped-def]
+    """A raw client that records, then stops answering pings (but keeps its TCP connection
+    open): the server drops it after one missed pong and the session is `interrupted`
+    with every accepted byte in audio.wav."""
+    srv = start_server("--heartbeat", "0.5", "--idle-timeout", "0")
+    ws = RawWebSocket(srv.port, b"/ws/dead-peer")
+    try:
+        assert ws.status == 101
+        ws.send(json.dumps(START_PCM).encode())
+        started = ws.recv_json()
+        assert started["type"] == "recording_started"
+        sid = started["session_id"]
+        for _ in range(3):
+            ws.send(PCM_SECOND, opcode=0x2)
+        # From here on the peer reads nothing and answers nothing.
+        session = await session_status(srv, sid, "interrupted", timeout=15)
+        assert session["status"] == "interrupted"
+        # The server closed the TCP connection itself: what is left to read ends in EOF.
+        ws.sock.settimeout(10)
+        opcodes = []
+        try:
+            while True:
+                opcode, _ = ws.recv()
+                opcodes.append(opcode)
+        except ConnectionError:
+            pass
+        assert 0x9 in opcodes  # it did ping before giving up
+    finally:
+        ws.close()
+    assert session["bytes_received"] == 3 * len(PCM_SECOND)
+    assert session["duration_seconds"] == pytest.approx(3.0, abs=0.001)
+    wav = srv.data_dir / "sessions" / sid / "audio.wav"
+    assert wav.read_bytes()[44:] == 3 * PCM_SECOND
+
+
 # ---------------------------------------------------------------------- input validation
 
 
