@@ -557,6 +557,48 @@ async def test_heartbeat_drops_a_dead_peer_and_finalises_its_recording(
     assert wav.read_bytes()[44:] == 3 * PCM_SECOND
 
 
+async def test_websocket_upgrade_gets_503_while_shutting_down(tmp_path: Path) -> None:
+    """Once shutdown has begun, open recordings are closed with 1001 (their audio kept) and
+    a WebSocket upgrade that still reaches the server is refused with 503 before the upgrade.
+
+    The application runs in process: in a server process the listening socket closes
+    before shutdown starts, so a late upgrade can only arrive on a connection that was
+    already being served; here the shutdown is started while the site still listens."""
+    from aiohttp import web
+
+    from server.app import create_app
+    from server.config import parse_args
+
+    port = free_port()
+    app = create_app(parse_args(["--port", str(port), "--data-dir", str(tmp_path / "data"),
+                                 "--pipeline", "renditions"]))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/open")
+            await ws.send_json(START_PCM)
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(PCM_SECOND)
+            await sync(ws)
+            await app.shutdown()  # what SIGTERM starts: state.closing, close every socket
+            closed = await ws.receive(timeout=TIMEOUT)
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1001
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(f"ws://127.0.0.1:{port}/ws/late")
+            assert exc.value.status == 503
+            async with s.get(f"http://127.0.0.1:{port}/ws/late") as r:
+                assert r.status == 503
+                assert await r.json() == {"error": "Server is shutting down"}
+    finally:
+        await runner.cleanup()
+    wav = tmp_path / "data" / "sessions" / sid / "audio.wav"
+    assert wav.read_bytes()[44:] == PCM_SECOND
+    assert [p.name for p in (tmp_path / "data" / "sessions").iterdir()] == [sid]
+
+
 # ---------------------------------------------------------------------- input validation
 
 
