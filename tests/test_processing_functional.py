@@ -123,6 +123,12 @@ async def wait_run(srv: LocalServer, sid: str, run_id: str, timeout: float = 300
             await asyncio.sleep(0.2)
 
 
+async def get_json_status(url: str) -> tuple[str, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        body = await r.json()
+    return body["status"], body
+
+
 async def test_a_run_that_fails_in_the_worker_is_reported_and_the_server_goes_on(
         full_server: LocalServer, speech_dir: Path) -> None:
     """An ASR model that does not exist passes validation but fails inside the worker:
@@ -164,12 +170,6 @@ async def test_a_run_that_fails_in_the_worker_is_reported_and_the_server_goes_on
     assert run["summary"]["word_count"] > 10
     status, _ = await get_json_status(f"{srv.url}/api/sessions/{sid}")
     assert status == "completed"
-
-
-async def get_json_status(url: str) -> tuple[str, dict[str, Any]]:
-    async with aiohttp.ClientSession() as s, s.get(url) as r:
-        body = await r.json()
-    return body["status"], body
 
 
 async def test_two_workers_run_two_sessions_at_once(
