@@ -29,7 +29,8 @@ log = logging.getLogger("server.security")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-AUTHENTICATED = "authenticated"  # request key: True when the request carried the token
+# True when the request carried the token (a typed key: a plain string key warns).
+AUTHENTICATED = web.RequestKey("authenticated", bool)
 
 _OPEN_PATHS = ("/", "/api/health")
 _OPEN_PREFIXES = ("/static/",)

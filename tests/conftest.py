@@ -47,6 +47,8 @@ def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ffmpeg(raw, d / "speech.webm", "-c:a", "libopus", "-b:a", "48k")
     ffmpeg(raw, d / "speech.ogg", "-c:a", "libopus", "-b:a", "48k")
     ffmpeg(raw, d / "speech.m4a", "-c:a", "aac", "-b:a", "96k")
+    ffmpeg(raw, d / "speech.mp3", "-c:a", "libmp3lame", "-b:a", "64k")
+    ffmpeg(raw, d / "speech.flac", "-c:a", "flac")
     return d
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from pyannote.core import Annotation, Segment, Timeline
+from pyannote.database.util import load_rttm, load_uem
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 from workbench.datasets import (
@@ -104,13 +105,37 @@ def test_sample_call_loads_with_its_references() -> None:
 
 
 @pytest.mark.parametrize("name", ["two", "three", "clean", "sample"])
-def test_reference_scored_against_itself_has_zero_der(
+def test_reference_agrees_with_pyannotes_own_loaders(
         conversations: dict[str, CorpusItem], name: str) -> None:
+    """The references as the workbench reads them are what pyannote.database reads from
+    the same files, and every turn lies inside the region to score."""
     item = sample_call() if name == "sample" else conversations[name]
+    assert item.rttm is not None
     reference = item.reference()
     assert reference.get_timeline().duration() > 5
-    der = DiarizationErrorRate(collar=0.0)(reference, reference, uem=item.annotated())
-    assert der == 0.0
+    theirs = load_rttm(item.rttm)[item.uri]
+
+    def tracks(annotation: Annotation) -> list[tuple[float, float, str]]:
+        return sorted((round(s.start, 3), round(s.end, 3), str(label))
+                      for s, _, label in annotation.itertracks(yield_label=True))
+
+    assert tracks(reference) == tracks(theirs)
+    assert len(reference.labels()) == len(theirs.labels())
+    annotated = item.annotated()
+    if item.uem is not None:
+        assert list(annotated) == list(load_uem(item.uem)[item.uri])
+    else:
+        assert list(annotated) == [Segment(0, item.duration)]
+    assert annotated.support().duration() == pytest.approx(annotated.duration())
+    for segment in reference.get_timeline():
+        assert any(segment in region for region in annotated), segment
+    # Scoring is sensitive to what was loaded: moving one turn's boundary by 0.5 s is seen.
+    first = next(iter(reference.itertracks(yield_label=True)))
+    moved = reference.copy()
+    del moved[first[0], first[1]]
+    moved[Segment(first[0].start, first[0].end - 0.5), first[1]] = first[2]
+    der = DiarizationErrorRate(collar=0.0)(reference, moved, uem=annotated)
+    assert der > 0.0
 
 
 @pytest.mark.parametrize("name, num_speakers", [("two", 2), ("three", 3), ("clean", 3)])

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
+import math
+import re
 from pathlib import Path
 
+import pandas as pd
+import pysubs2
 import pytest
+import webvtt
+from pyannote.database.util import load_rttm as pyannote_load_rttm
 
 from workbench.export import FORMATS, load, read_rttm_turns, read_srt, read_vtt
 from workbench.metrics import load_rttm
@@ -50,6 +57,101 @@ def check_exports_agree(directory: Path) -> Transcript:
     return t
 
 
+# --------------------------------------------------------------------------- independent readers
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_json_schema(doc: dict) -> None:
+    """transcript.json against the documented shape (DESIGN.md, README): segments with
+    words, diarization turns, config and timings, with the documented types."""
+    assert isinstance(doc["segments"], list) and isinstance(doc["diarization"], list)
+    assert isinstance(doc["config"], dict) and doc["config"]
+    assert isinstance(doc["timings"], dict)
+    assert all(isinstance(k, str) and _number(v) and v >= 0 for k, v in doc["timings"].items())
+    for seg in doc["segments"]:
+        assert _number(seg["start"]) and _number(seg["end"]) and seg["start"] <= seg["end"]
+        assert seg["speaker"] is None or isinstance(seg["speaker"], str)
+        assert isinstance(seg["text"], str) and isinstance(seg["words"], list) and seg["words"]
+        for w in seg["words"]:
+            assert _number(w["start"]) and _number(w["end"]) and w["start"] <= w["end"]
+            assert seg["start"] <= w["start"] and w["end"] <= seg["end"]
+            assert isinstance(w["word"], str) and _number(w["probability"])
+            assert 0 <= w["probability"] <= 1 and w["speaker"] == seg["speaker"]
+        assert seg["text"] == "".join(w["word"] for w in seg["words"]).strip()
+    for turn in doc["diarization"]:
+        assert _number(turn["start"]) and _number(turn["end"]) and turn["start"] <= turn["end"]
+        assert isinstance(turn["speaker"], str)
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def check_exports_independently(directory: Path) -> dict:
+    """Parse every transcript.* in `directory` with readers that are not the workbench's
+    (pysubs2, webvtt-py, pyannote.database, pandas) and compare with transcript.json as the
+    json module reads it; returns that document."""
+    doc = json.loads((directory / "transcript.json").read_text(encoding="utf-8"))
+    check_json_schema(doc)
+    segments = doc["segments"]
+    speaker = [s["speaker"] if s["speaker"] is not None else "UNKNOWN" for s in segments]
+
+    srt = pysubs2.load(str(directory / "transcript.srt"), encoding="utf-8", format_="srt")
+    assert len(srt) == len(segments)
+    for event, seg, spk in zip(srt, segments, speaker):
+        assert (event.start, event.end) == (_ms(seg["start"]), _ms(seg["end"]))
+        # SRT has no escaping: readers take anything in angle brackets for a tag.
+        assert event.plaintext == re.sub(r"<[^>]*>", "", f"[{spk}] {seg['text']}")
+
+    vtt = webvtt.read(str(directory / "transcript.vtt"))
+    assert len(vtt.captions) == len(segments)
+    for cue, seg, spk in zip(vtt.captions, segments, speaker):
+        for stamp, seconds in ((cue.start_time, seg["start"]), (cue.end_time, seg["end"])):
+            assert ((stamp.hours * 60 + stamp.minutes) * 60 + stamp.seconds) * 1000 \
+                + stamp.milliseconds == _ms(seconds)
+        assert cue.voice == spk
+        assert html.unescape(cue.text) == seg["text"]
+
+    rttm = pyannote_load_rttm(directory / "transcript.rttm")
+    if doc["diarization"]:
+        assert list(rttm) == [re.sub(r"\s+", "_", doc["uri"]) or "_"]
+        annotation = rttm[list(rttm)[0]]
+        got = sorted((round(seg.start, 3), round(seg.end, 3), label)
+                     for seg, _, label in annotation.itertracks(yield_label=True))
+        want = sorted((round(t["start"], 3), round(t["end"], 3), t["speaker"])
+                      for t in doc["diarization"])
+        assert len(got) == len(want)
+        for (s1, e1, l1), (s2, e2, l2) in zip(got, want):
+            assert (s1, l1) == (s2, l2) and e1 == pytest.approx(e2, abs=0.002)
+    else:
+        assert rttm == {}
+
+    table = pd.read_csv(directory / "transcript.csv", dtype={"speaker": str, "word": str},
+                        keep_default_na=False)
+    assert list(table.columns) == ["segment", "speaker", "start", "end", "word", "probability"]
+    words = [(i, spk, w) for i, (seg, spk) in enumerate(zip(segments, speaker))
+             for w in seg["words"]]
+    assert len(table) == len(words)
+    for row, (i, spk, w) in zip(table.itertuples(index=False), words):
+        assert (row.segment, row.speaker, row.word) == (i, spk, w["word"].strip())
+        assert row.start == pytest.approx(w["start"], abs=0.0005)
+        assert row.end == pytest.approx(w["end"], abs=0.0005)
+        assert row.probability == pytest.approx(w["probability"], abs=0.00005)
+
+    lines = (directory / "transcript.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(segments)
+    for line, seg, spk in zip(lines, segments, speaker):
+        m = re.fullmatch(r"\[(\d\d):(\d\d):(\d\d)\.(\d{3})\] (.*)", line)
+        assert m, line
+        h, mi, se, ms = map(int, m.groups()[:4])
+        assert ((h * 60 + mi) * 60 + se) * 1000 + ms == _ms(seg["start"])
+        assert m.group(5) == f"{spk}: {seg['text']}"
+    return doc
+
+
 def test_all_formats_round_trip(tmp_path: Path) -> None:
     turns = [Turn(0.0, 1.5, "SPEAKER_00"), Turn(1.6, 3.2, "SPEAKER_01"), Turn(3.0, 3.5, "SPEAKER_00")]
     words = [Word(0.1, 0.4, " Hello,", 0.9), Word(0.5, 1.2, " <world> & co.", 0.8),
@@ -63,5 +165,21 @@ def test_all_formats_round_trip(tmp_path: Path) -> None:
     assert set(paths) == set(FORMATS)
     back = check_exports_agree(tmp_path)
     assert back.serialize() == t.serialize()
+    assert check_exports_independently(tmp_path) == t.serialize()
     assert [s.speaker for s in back.segments] == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_00"]
     assert "my_call" in (tmp_path / "transcript.rttm").read_text()
+
+
+def test_unknown_speakers_unicode_and_long_times_survive_independent_readers(
+        tmp_path: Path) -> None:
+    """No diarization (speaker None -> UNKNOWN), non-ASCII text, times past one hour."""
+    words = [Word(1.001, 1.5, " Oui.", 0.99),  # 1.001 * 1000 < 1001 in binary floating point
+             Word(3725.004, 3725.5, " Café", 0.91), Word(3725.6, 3726.25, " naïve —", 0.5),
+             Word(3727.0, 3727.999, " 日本語", 0.3333)]
+    t = Transcript(build_segments(words), [], 3728.0, "fr", {"options": {"diarize": False}},
+                   {"asr": 1.25}, uri="long")
+    t.save(tmp_path)
+    doc = check_exports_independently(tmp_path)
+    assert doc["diarization"] == [] and {s["speaker"] for s in doc["segments"]} == {None}
+    assert "00:00:01,001 --> " in (tmp_path / "transcript.srt").read_text(encoding="utf-8")
+    assert "01:02:05,004 --> " in (tmp_path / "transcript.srt").read_text(encoding="utf-8")

@@ -17,6 +17,7 @@ import base64
 import concurrent.futures
 import json
 import multiprocessing
+import struct
 import tempfile
 import time
 from typing import Any, Iterator, Optional
@@ -37,7 +38,13 @@ from hypothesis.stateful import (
 from server.protocol import ErrorCode, ProtocolError, decode_chunk, parse_start
 from server.recorder import wav_intact
 from server.sessions import SESSION_STATES, TRANSITIONS
-from workbench.audio import AudioDecodeError, InputFormat, detect_container, parse_wav_header
+from workbench.audio import (
+    AudioDecodeError,
+    InputFormat,
+    detect_container,
+    parse_wav_header,
+    write_wav,
+)
 from workbench.local_server import LocalServer
 
 from .conftest import espeak, ffmpeg
@@ -178,9 +185,34 @@ def test_header_parsers_on_random_bytes(head: bytes) -> None:
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(max_size=256))
 def test_wav_intact_on_random_files(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    # Random bytes after "RIFF" are never a complete canonical WAV (that would need "WAVE",
+    # a PCM "fmt " chunk and a "data" chunk whose size matches the file to the byte).
     path = tmp_path_factory.getbasetemp() / "intact.wav"
     path.write_bytes(b"RIFF" + data)
-    assert wav_intact(path) in (True, False)
+    assert wav_intact(path) is False
+
+
+@settings(max_examples=100, deadline=None)
+@given(samples=st.lists(st.integers(-32768, 32767), max_size=400),
+       cut=st.integers(1, 500), extra=st.binary(min_size=1, max_size=64),
+       field=st.sampled_from([4, 40]), delta=st.integers(1, 1000))
+def test_wav_intact_tells_complete_files_from_torn_ones(
+        tmp_path_factory: pytest.TempPathFactory, samples: list[int], cut: int, extra: bytes,
+        field: int, delta: int) -> None:
+    """A complete canonical WAV is intact; cut short, grown, or with a wrong size field it is not."""
+    path = tmp_path_factory.getbasetemp() / "canonical.wav"
+    write_wav(path, np.array(samples, dtype=np.int16))
+    whole = path.read_bytes()
+    assert len(whole) == 44 + 2 * len(samples)
+    assert wav_intact(path) is True
+    path.write_bytes(whole[: max(len(whole) - cut, 0)])  # a torn write
+    assert wav_intact(path) is False
+    path.write_bytes(whole + extra)  # bytes past the declared data
+    assert wav_intact(path) is False
+    # The RIFF size (offset 4) or the data size (offset 40) disagreeing with the file.
+    (size,) = struct.unpack("<I", whole[field : field + 4])
+    path.write_bytes(whole[:field] + struct.pack("<I", (size + delta) % 2**32) + whole[field + 4 :])
+    assert wav_intact(path) is False
 
 
 # ---------------------------------------------------------------------- message parser

@@ -9,6 +9,7 @@ import pyannote.audio
 import pytest
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.database.util import load_rttm as pyannote_load_rttm
+from meeteval.wer.api import cpwer as meeteval_cpwer
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
 from workbench.metrics import (
@@ -266,7 +267,55 @@ def test_load_stm_on_the_sample() -> None:
     by_speaker = stm_by_speaker(SAMPLE / "sample.stm")
     assert sorted(by_speaker) == ["Diane", "Sheila"]
     assert by_speaker["Sheila"].startswith("Hello? Neither did I. And I'm Sheila in Texas")
-    assert cp_wer(by_speaker, by_speaker).cpwer == 0.0
+    assert len(normalize_text(by_speaker["Diane"]).split()) == 46
+    assert len(normalize_text(by_speaker["Sheila"]).split()) == 35
+
+
+def sample_hypothesis() -> dict[str, str]:
+    """The sample call's speakers under other labels with three known word errors:
+    Sheila's "yankee" substituted, Diane's first "hello" deleted and an "um" inserted."""
+    by_speaker = {k: normalize_text(v) for k, v in stm_by_speaker(SAMPLE / "sample.stm").items()}
+    sheila = by_speaker["Sheila"].replace("yankee", "banana")
+    assert sheila != by_speaker["Sheila"]
+    diane = by_speaker["Diane"].split()
+    assert diane[0] == "hello"
+    return {"x": sheila, "y": " ".join(diane[1:] + ["um"])}
+
+
+def test_cp_wer_on_the_sample_with_errors_counted_by_hand() -> None:
+    by_speaker = stm_by_speaker(SAMPLE / "sample.stm")
+    result = cp_wer(by_speaker, sample_hypothesis())
+    assert (result.substitutions, result.deletions, result.insertions) == (1, 1, 1)
+    assert result.reference_words == 81 and result.errors == 3
+    assert result.cpwer == pytest.approx(3 / 81)
+    assert set(result.assignment) == {("Diane", "y"), ("Sheila", "x")}
+    # One hypothesis speaker holding only Diane's words: all 35 of Sheila's are deleted.
+    one = cp_wer(by_speaker, {"x": by_speaker["Diane"]})
+    assert (one.deletions, one.insertions, one.substitutions) == (35, 0, 0)
+    assert one.missed_speakers == 1 and one.cpwer == pytest.approx(35 / 81)
+    # Both speakers' words given to one: Diane's 46 match, Sheila's 35 are deleted from
+    # her stream and inserted into Diane's.
+    merged = cp_wer(by_speaker, {"x": by_speaker["Diane"] + " " + by_speaker["Sheila"]})
+    assert (merged.deletions, merged.insertions, merged.substitutions) == (35, 35, 0)
+    assert merged.cpwer == pytest.approx(70 / 81)
+
+
+def test_cp_wer_agrees_with_meeteval_reading_stm_files(tmp_path: Path) -> None:
+    """The same figures as meeteval's own STM pipeline (texts normalised beforehand, since
+    meeteval does not strip punctuation or case)."""
+    reference = tmp_path / "ref.stm"
+    reference.write_text("".join(f"sample 1 {e.speaker} {e.start} {e.end} {normalize_text(e.text)}\n"
+                                 for e in load_stm(SAMPLE / "sample.stm")))
+    hypothesis = tmp_path / "hyp.stm"
+    hypothesis.write_text("".join(f"sample 1 {spk} 0.0 30.0 {text}\n"
+                                  for spk, text in sample_hypothesis().items()))
+    theirs = meeteval_cpwer(reference=str(reference), hypothesis=str(hypothesis),
+                            reference_sort="segment", hypothesis_sort="segment")["sample"]
+    ours = cp_wer(stm_by_speaker(reference), stm_by_speaker(hypothesis))
+    assert (ours.errors, ours.reference_words) == (theirs.errors, theirs.length) == (3, 81)
+    assert (ours.substitutions, ours.deletions, ours.insertions) == (
+        theirs.substitutions, theirs.deletions, theirs.insertions)
+    assert ours.cpwer == pytest.approx(float(theirs.error_rate))
 
 
 def test_load_stm_sorts_skips_labels_and_ignored_segments(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from workbench.metrics import diarization_error, stm_text, word_error_rate
 from workbench.pipeline import PipelineConfig, get_pipeline
 from workbench.transcript import Transcript
 
-from .test_export import check_exports_agree
+from .test_export import check_exports_agree, check_exports_independently
 
 pytestmark = pytest.mark.models
 
@@ -86,6 +86,7 @@ def test_exports_agree_with_json(sample_result: tuple[Transcript, list], tmp_pat
     transcript.save(tmp_path)
     back = check_exports_agree(tmp_path)
     assert back.text == transcript.text
+    assert check_exports_independently(tmp_path) == transcript.serialize()
 
 
 def test_config_from_flat_and_nested_options() -> None:

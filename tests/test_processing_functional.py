@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+
+from server.app import CONTENT_TYPES
 
 from workbench.audio import to_int16
 from workbench.datasets import sample_call
 from server.worker import STAGE_WEIGHTS, OverallProgress
 from workbench.local_server import LocalServer
 
+from .test_export import check_exports_independently
 from .test_recording_functional import recv, recv_until, stream
 
 pytestmark = pytest.mark.models
@@ -24,7 +31,7 @@ def full_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     srv.stop()
 
 
-async def test_record_process_and_run_again(full_server: LocalServer) -> None:
+async def test_record_process_and_run_again(full_server: LocalServer, tmp_path: Path) -> None:
     srv = full_server
     pcm = to_int16(sample_call().load_audio()).tobytes()
     async with aiohttp.ClientSession() as s:
@@ -49,13 +56,22 @@ async def test_record_process_and_run_again(full_server: LocalServer) -> None:
         assert {"asr", "segmentation", "embeddings", "clustering", "merge"} <= stages
         overall = [p["overall"] for p in progress if p["type"] == "processing_progress"]
         assert overall == sorted(overall) and all(0 <= p["progress"] <= 1 for p in progress)
+        # Every format as downloaded, read by independent parsers, agrees with the JSON.
+        assert set(done["results"]) == {"json", "srt", "vtt", "txt", "rttm", "csv"}
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
         for fmt, link in done["results"].items():
             async with s.get(srv.url + link) as r:
                 assert r.status == 200, (fmt, await r.text())
-                body = await r.text()
-                assert body.strip()
+                assert r.headers["Content-Type"].startswith(CONTENT_TYPES[fmt])
+                (downloads / f"transcript.{fmt}").write_bytes(await r.read())
+        parsed = check_exports_independently(downloads)
         async with s.get(f"{srv.url}/api/sessions/{sid}/transcript?format=json") as r:
             first = await r.json()
+        assert parsed == first
+        words = [w for seg in first["segments"] for w in seg["words"]]
+        assert len(words) == done["word_count"] and len(first["speakers"]) == done["speakers"]
+        assert first["duration"] == pytest.approx(done["duration_seconds"], abs=0.01)
         assert first["config"]["options"]["diarization"]["num_speakers"] == 2
         assert {seg["speaker"] for seg in first["segments"]} == {"SPEAKER_00", "SPEAKER_01"}
         async with s.get(f"{srv.url}/api/sessions/{sid}/audio?format=mp4") as r:
@@ -82,6 +98,109 @@ async def test_record_process_and_run_again(full_server: LocalServer) -> None:
         # Bad configurations are refused up front.
         async with s.post(f"{srv.url}/api/sessions/{sid}/runs", json={"bogus": 1}) as r:
             assert r.status == 400 and "bogus" in (await r.json())["error"]
+
+
+async def record_pcm(srv: LocalServer, pcm: bytes, **options: Any) -> tuple[str, str]:
+    """Record `pcm` (16 kHz mono s16le) as a new session; returns its id and its run's id."""
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le",
+                            **options})
+        sid = (await recv(ws))["session_id"]
+        await stream(ws, pcm, 32000, binary=True)
+        await ws.send_json({"action": "stop"})
+        started, _ = await recv_until(ws, "processing_started")
+    return sid, started["run_id"]
+
+
+async def wait_run(srv: LocalServer, sid: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            async with s.get(f"{srv.url}/api/sessions/{sid}/runs/{run_id}") as r:
+                run = await r.json()
+            if run["status"] in ("completed", "failed") or time.monotonic() > deadline:
+                return run
+            await asyncio.sleep(0.2)
+
+
+async def get_json_status(url: str) -> tuple[str, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        body = await r.json()
+    return body["status"], body
+
+
+async def test_a_run_that_fails_in_the_worker_is_reported_and_the_server_goes_on(
+        full_server: LocalServer, speech_dir: Path) -> None:
+    """An ASR model that does not exist passes validation but fails inside the worker:
+    processing_failed with a clear message, the session and run are `failed`, and the
+    same server then completes a good run of the same session."""
+    srv = full_server
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    missing = "/nonexistent/whisper-model"
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le",
+                                "asr_model": missing})
+            sid = (await recv(ws))["session_id"]
+            await stream(ws, pcm, 32000, binary=True)
+            await ws.send_json({"action": "stop"})
+            started, _ = await recv_until(ws, "processing_started")
+            failed, _ = await recv_until(ws, "processing_complete", "processing_failed",
+                                         timeout=300)
+        assert failed["type"] == "processing_failed", failed
+        assert failed["run_id"] == started["run_id"] and failed["session_id"] == sid
+        message = failed["message"]
+        assert "no model folder at /nonexistent/whisper-model" in message
+        assert "Traceback" not in message and len(message) < 500
+        async with s.get(f"{srv.url}/api/sessions/{sid}") as r:
+            session = await r.json()
+        assert session["status"] == "failed"
+        run = session["runs"][0]
+        assert run["status"] == "failed" and run["error"] == message
+        assert run["config"]["asr_model"] == missing
+        async with s.get(f"{srv.url}/api/health") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ok"
+        # The session keeps its audio and can be processed again.
+        async with s.post(f"{srv.url}/api/sessions/{sid}/runs",
+                          json={"asr_model": "tiny.en", "diarize": False}) as r:
+            assert r.status == 202
+            good = await r.json()
+    run = await wait_run(srv, sid, good["id"])
+    assert run["status"] == "completed", run
+    assert run["summary"]["word_count"] > 10
+    status, _ = await get_json_status(f"{srv.url}/api/sessions/{sid}")
+    assert status == "completed"
+
+
+async def test_two_workers_run_two_sessions_at_once(
+        tmp_path: Path, speech_dir: Path) -> None:
+    """With --workers 2, the runs of two sessions are in flight at the same time."""
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    with LocalServer(tmp_path / "data", args=["--pipeline", "full", "--workers", "2"]) as srv:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{srv.url}/api/health") as r:
+                assert (await r.json())["workers"] == 2
+        first, second = await asyncio.gather(record_pcm(srv, pcm), record_pcm(srv, pcm))
+        busy_seen = 0
+
+        async def watch_health() -> None:
+            nonlocal busy_seen
+            async with aiohttp.ClientSession() as s:
+                while True:
+                    async with s.get(f"{srv.url}/api/health") as r:
+                        busy_seen = max(busy_seen, (await r.json())["busy_workers"])
+                    await asyncio.sleep(0.05)
+
+        watcher = asyncio.ensure_future(watch_health())
+        try:
+            runs = await asyncio.gather(wait_run(srv, *first), wait_run(srv, *second))
+        finally:
+            watcher.cancel()
+    assert [r["status"] for r in runs] == ["completed", "completed"], runs
+    assert busy_seen == 2
+    # Each run started before the other finished.
+    a, b = runs
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
 
 
 def test_overall_progress_never_goes_down_when_stages_interleave() -> None:

@@ -293,6 +293,10 @@ async def test_progress_every_100_chunks(server: LocalServer) -> None:
     ("speech.ogg", {}, False),
     ("speech.m4a", {}, True),
     ("speech.webm", {"input_format": "webm"}, False),
+    ("speech.mp3", {}, True),
+    ("speech.mp3", {"input_format": "mp3"}, False),
+    ("speech.flac", {}, False),
+    ("speech.flac", {"input_format": "flac"}, True),
 ])
 async def test_each_input_container(server: LocalServer, speech_dir: Path,
                                     reference_audio: np.ndarray, name: str,
@@ -309,7 +313,7 @@ async def test_each_input_container(server: LocalServer, speech_dir: Path,
     ref_seconds = len(reference_audio) / 16000
     assert abs(len(audio) / 16000 - ref_seconds) <= 0.05
     assert stopped["duration_seconds"] == pytest.approx(len(audio) / 16000, abs=0.002)
-    lossless = name.endswith((".wav", ".pcm"))
+    lossless = name.endswith((".wav", ".pcm", ".flac"))
     assert correlation(audio, reference_audio) > (0.99 if lossless else 0.9)
     raw = b"".join(p.read_bytes() for p in sorted(wav_path.parent.glob("part-*.raw")))
     assert raw == data  # every byte received is on disk as sent
@@ -352,6 +356,63 @@ async def test_disconnect_interrupts_and_start_resumes(server: LocalServer, spee
     audio, sr = sf.read(io.BytesIO(body), dtype="int16")
     assert sr == 16000
     np.testing.assert_array_equal(audio, np.frombuffer(pcm, "<i2"))
+
+
+async def test_second_connection_to_a_recording_session_is_busy(
+        server: LocalServer, speech_dir: Path) -> None:
+    """While one connection records a session, a `start` on it from another gets 4011;
+    the first recording is unaffected, and once it is stopped the session is free again."""
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    start = {"action": "start", "input_format": "pcm_s16le"}
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{server.ws_url}/ws/busy") as first:
+            await first.send_json(start)
+            sid = (await recv(first))["session_id"]
+            await stream(first, pcm[:32000], 3200, binary=True)
+            async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as second:
+                await second.send_json(start)
+                refused = await recv(second)
+                assert refused["type"] == "error" and refused["code"] == ErrorCode.SESSION_BUSY
+                assert refused["code"] == 4011 and "recording" in refused["message"]
+                await second.send_bytes(pcm[32000:64000])  # not recording on this connection
+                assert (await recv(second))["code"] == ErrorCode.NOT_STARTED
+            await stream(first, pcm[32000:], 3200, binary=True)
+            await first.send_json({"action": "stop"})
+            stopped, _ = await recv_until(first, "recording_stopped")
+            assert stopped["duration_seconds"] == pytest.approx(len(pcm) / 32000, abs=0.001)
+            await recv_until(first, "processing_complete")
+        session_dir = server.data_dir / "sessions" / sid
+        assert [p.name for p in sorted(session_dir.glob("part-*.raw"))] == ["part-000.raw"]
+        assert (session_dir / "part-000.raw").read_bytes() == pcm
+        async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as again:
+            await again.send_json(start)
+            resumed = await recv(again)
+            assert resumed["type"] == "recording_started" and resumed["session_id"] == sid
+
+
+async def test_delete_of_a_recording_session_is_refused(server: LocalServer,
+                                                        speech_dir: Path) -> None:
+    """DELETE while recording answers 409 and keeps everything; after `stop` it deletes."""
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{server.ws_url}/ws/del") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await stream(ws, pcm[:32000], 3200, binary=True)
+            async with s.delete(f"{server.url}/api/sessions/{sid}") as r:
+                assert r.status == 409
+                assert (await r.json()) == {"error": "Session is recording; stop it first"}
+            await stream(ws, pcm[32000:], 3200, binary=True)
+            await ws.send_json({"action": "stop"})
+            await recv_until(ws, "processing_complete")
+        session_dir = server.data_dir / "sessions" / sid
+        assert (session_dir / "part-000.raw").read_bytes() == pcm
+        status, session = await get_json(f"{server.url}/api/sessions/{sid}")
+        assert session["status"] == "completed"
+        assert session["duration_seconds"] == pytest.approx(len(pcm) / 32000, abs=0.001)
+        async with s.delete(f"{server.url}/api/sessions/{sid}") as r:
+            assert r.status == 204
+    assert not session_dir.exists()
 
 
 async def test_precreated_session_is_used(server: LocalServer, speech_dir: Path) -> None:

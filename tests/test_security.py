@@ -208,8 +208,15 @@ async def test_token_required_on_rest_and_websocket(start_server) -> None:  # ty
     status, body, _ = await http("GET", f"{base}/api/health", headers=bearer)
     assert body["status"] == "ok" and "recording" in body and "workers" in body
     # The recorder page is public (it holds no data); it asks for the token itself.
-    status, _, _ = await http("GET", f"{base}/")
-    assert status != 401
+    page = (REPO_ROOT / "server" / "static" / "index.html").read_bytes()
+    style = (REPO_ROOT / "server" / "static" / "style.css").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        for path, want in (("/", page), ("/static/index.html", page), ("/static/style.css", style)):
+            async with s.get(base + path) as r:
+                assert r.status == 200, path
+                assert await r.read() == want, path
+        async with s.get(f"{base}/static/no-such-file.js") as r:
+            assert r.status == 404
 
     async with aiohttp.ClientSession() as s:
         for url, headers in ((f"{srv.ws_url}/ws/x", {}),
@@ -310,6 +317,29 @@ def test_dns_rebinding_host_check(server: LocalServer) -> None:
         status, _ = raw_request(server.port, f"GET /api/sessions HTTP/1.1\r\nHost: {host}\r\n"
                                              f"Connection: close\r\n\r\n")
         assert status == 200, host
+
+
+def test_static_files_do_not_follow_symlinks(server: LocalServer, tmp_path: Path) -> None:
+    """A symlink in the static directory pointing outside it is not served (file or folder)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret outside the static dir")
+    static = REPO_ROOT / "server" / "static"
+    links = [static / f"_test_link_{os.getpid()}.txt", static / f"_test_dir_{os.getpid()}"]
+    links[0].symlink_to(secret)
+    links[1].symlink_to(tmp_path, target_is_directory=True)
+    try:
+        for target in (f"/static/{links[0].name}", f"/static/{links[1].name}/secret.txt"):
+            status, data = raw_request(server.port, f"GET {target} HTTP/1.1\r\n"
+                                                    f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert status in (403, 404), (target, status)
+            assert b"top secret" not in data
+        # A regular file beside the links is served: the refusals are about the links.
+        status, data = raw_request(server.port, "GET /static/style.css HTTP/1.1\r\n"
+                                                "Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert status == 200
+    finally:
+        for link in links:
+            link.unlink()
 
 
 # ---------------------------------------------------------------------- abuse limits
@@ -491,6 +521,84 @@ async def test_compression_off_and_heartbeat(start_server) -> None:  # type: ign
             assert msg.type == aiohttp.WSMsgType.PING
 
 
+async def test_heartbeat_drops_a_dead_peer_and_finalises_its_recording(
+        start_server) -> None:  # type: ignore[no-untyped-def]
+    """A raw client that records, then stops answering pings (but keeps its TCP connection
+    open): the server drops it after one missed pong and the session is `interrupted`
+    with every accepted byte in audio.wav."""
+    srv = start_server("--heartbeat", "0.5", "--idle-timeout", "0")
+    ws = RawWebSocket(srv.port, b"/ws/dead-peer")
+    try:
+        assert ws.status == 101
+        ws.send(json.dumps(START_PCM).encode())
+        started = ws.recv_json()
+        assert started["type"] == "recording_started"
+        sid = started["session_id"]
+        for _ in range(3):
+            ws.send(PCM_SECOND, opcode=0x2)
+        # From here on the peer reads nothing and answers nothing.
+        session = await session_status(srv, sid, "interrupted", timeout=15)
+        assert session["status"] == "interrupted"
+        # The server closed the TCP connection itself: what is left to read ends in EOF.
+        ws.sock.settimeout(10)
+        opcodes = []
+        try:
+            while True:
+                opcode, _ = ws.recv()
+                opcodes.append(opcode)
+        except ConnectionError:
+            pass
+        assert 0x9 in opcodes  # it did ping before giving up
+    finally:
+        ws.close()
+    assert session["bytes_received"] == 3 * len(PCM_SECOND)
+    assert session["duration_seconds"] == pytest.approx(3.0, abs=0.001)
+    wav = srv.data_dir / "sessions" / sid / "audio.wav"
+    assert wav.read_bytes()[44:] == 3 * PCM_SECOND
+
+
+async def test_websocket_upgrade_gets_503_while_shutting_down(tmp_path: Path) -> None:
+    """Once shutdown has begun, open recordings are closed with 1001 (their audio kept) and
+    a WebSocket upgrade that still reaches the server is refused with 503 before the upgrade.
+
+    The application runs in process: in a server process the listening socket closes
+    before shutdown starts, so a late upgrade can only arrive on a connection that was
+    already being served; here the shutdown is started while the site still listens."""
+    from aiohttp import web
+
+    from server.app import create_app
+    from server.config import parse_args
+
+    port = free_port()
+    app = create_app(parse_args(["--port", str(port), "--data-dir", str(tmp_path / "data"),
+                                 "--pipeline", "renditions"]))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/open")
+            await ws.send_json(START_PCM)
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(PCM_SECOND)
+            await sync(ws)
+            await app.shutdown()  # what SIGTERM starts: state.closing, close every socket
+            closed = await ws.receive(timeout=TIMEOUT)
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1001
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(f"ws://127.0.0.1:{port}/ws/late")
+            assert exc.value.status == 503
+            async with s.get(f"http://127.0.0.1:{port}/ws/late") as r:
+                assert r.status == 503
+                assert await r.json() == {"error": "Server is shutting down"}
+    finally:
+        await runner.cleanup()
+    wav = tmp_path / "data" / "sessions" / sid / "audio.wav"
+    assert wav.read_bytes()[44:] == PCM_SECOND
+    assert [p.name for p in (tmp_path / "data" / "sessions").iterdir()] == [sid]
+
+
 # ---------------------------------------------------------------------- input validation
 
 
@@ -646,6 +754,54 @@ def test_hostile_rest_ids(server: LocalServer, target: str) -> None:
                                             f"Connection: close\r\n\r\n")
     assert status in (400, 404), (target, status)
     assert b"SQLite format" not in data and b'"error"' in data
+
+
+def playlists(outside: Path) -> dict[str, bytes]:
+    """Text playlists that make FFmpeg open `outside` when its format probing picks them."""
+    return {
+        "ffconcat": f"ffconcat version 1.0\nfile '{outside}'\n".encode(),
+        "hls": (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                f"#EXTINF:5.0,\nfile://{outside}\n#EXT-X-ENDLIST\n").encode(),
+    }
+
+
+@pytest.mark.parametrize("kind", ["ffconcat", "hls"])
+@pytest.mark.parametrize("input_format", ["webm", "ogg", "mp4", "mp3", "flac", None])
+async def test_playlists_disguised_as_audio_are_refused(
+        server: LocalServer, speech_dir: Path, kind: str, input_format: Optional[str]) -> None:
+    """A part whose bytes are an ffconcat or HLS playlist naming a real audio file outside
+    the session directory: error 4008, nothing of that file is decoded, the bytes are kept."""
+    from .test_recording_functional import by_type, record
+
+    outside = speech_dir / ("speech.mp3" if kind == "hls" else "speech.flac")
+    payload = playlists(outside)[kind]
+    if kind == "hls":
+        # The threat is real: FFmpeg's HLS demuxer, once picked, reads the outside file.
+        import av
+
+        probe = speech_dir / f"hls-{input_format}.raw"
+        probe.write_bytes(payload)
+        with av.open(str(probe), format="hls") as media:
+            assert sum(1 for _ in media.decode(audio=0)) > 10
+    start = {"input_format": input_format} if input_format else {}
+    msgs = await record(server, payload, start=start, binary=True, wait_processing=False)
+    sid = msgs[0]["session_id"]
+    errors = by_type(msgs, "error")
+    assert [e["code"] for e in errors] == [ErrorCode.UNDECODABLE_AUDIO], msgs
+    message = errors[0]["message"]
+    if input_format:
+        # Refused by the signature check before FFmpeg sees the bytes.
+        assert f"the bytes are not {input_format} (the declared input_format)" in message
+    else:
+        assert "unrecognised container" in message
+    assert str(outside) not in message and "speech" not in message
+    assert by_type(msgs, "recording_stopped")[0]["duration_seconds"] == 0
+    assert not by_type(msgs, "processing_started")
+    session = await session_status(server, sid, "failed")
+    assert session["status"] == "failed" and session["duration_seconds"] == 0
+    session_dir = server.data_dir / "sessions" / sid
+    assert (session_dir / "part-000.raw").read_bytes() == payload
+    assert not (session_dir / "audio.wav").exists()
 
 
 def test_overlong_request_line_is_refused(server: LocalServer) -> None:
