@@ -19,7 +19,9 @@ with its configuration, package versions and stage timings) next to
 ``provenance.json`` (system, item, host, worker, wall time), and logged to
 ``cache_dir/cells.jsonl``.  A run that is interrupted resumes where it stopped: cells
 whose ``transcript.json`` exists are read back, not recomputed.  The system *name* is not
-part of the key, so renaming a system reuses its results.
+part of the key, so renaming a system reuses its results.  senko runs in a child process
+(`workbench.baselines`); where it cannot run (its native code built for another CPU),
+its cells are rows with ``status == "unavailable"`` and the ``reason``, cached nowhere.
 """
 
 from __future__ import annotations
