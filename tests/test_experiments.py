@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -230,16 +231,22 @@ void free_fbank_features(Features *f) { (void)f; }
 """
 
 
-def test_senko_probe_reports_native_code_that_dies_of_sigill(tmp_path: Path) -> None:
-    assert senko_availability()  # the installed library runs on this CPU
+def build_trapping_library(folder: Path) -> Path:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         pytest.skip("no C compiler to build a library that traps")
-    source = tmp_path / "trap.c"
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "trap.c"
     source.write_text(TRAPPING_FBANK)
-    library = tmp_path / "libfbank_extractor.so"
+    library = folder / "libfbank_extractor.so"
     subprocess.run([compiler, "-shared", "-fPIC", "-O0", "-o", str(library), str(source)],
                    check=True)
+    return library
+
+
+def test_senko_probe_reports_native_code_that_dies_of_sigill(tmp_path: Path) -> None:
+    assert senko_availability()  # the installed library runs on this CPU
+    library = build_trapping_library(tmp_path)
     verdict = senko_availability(library)
     assert not verdict
     assert "crashed with SIGILL (illegal instruction): it was built for another CPU; " \
@@ -249,6 +256,40 @@ def test_senko_probe_reports_native_code_that_dies_of_sigill(tmp_path: Path) -> 
     (tmp_path / "junk.so").write_text("not ELF")
     assert "cannot be loaded" in senko_availability(tmp_path / "junk.so").reason
     assert "missing" in senko_availability(tmp_path / "absent.so").reason
+
+
+GRID_WITH_BROKEN_SENKO = """
+import json, os, sys
+from workbench.datasets import sample_call
+from workbench.experiments import System, run_grid
+table = run_grid([System.senko()], [sample_call()], cache_dir=sys.argv[1], progress=False)
+print(json.dumps({"unavailable": table.unavailable, "rows": table.records(),
+                  "pid": os.getpid()}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_grid_with_a_senko_built_for_another_cpu_gives_unavailable_rows(tmp_path: Path) -> None:
+    """A senko package whose native library dies of SIGILL (what the AVX-512 wheel does on
+    an AVX2-only CPU): run_grid on local worker processes returns unavailable rows with
+    the reason; no worker pool breaks, the process ends normally."""
+    overlay = tmp_path / "overlay"
+    build_trapping_library(overlay / "senko")
+    (overlay / "senko" / "__init__.py").write_text("")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(overlay), str(root)])}
+    done = subprocess.run([sys.executable, "-c", GRID_WITH_BROKEN_SENKO, str(tmp_path / "cache")],
+                          env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    reason = report["unavailable"]["senko"]
+    assert "senko's native fbank library" in reason and str(overlay / "senko") in reason
+    assert "crashed with SIGILL (illegal instruction): it was built for another CPU; " \
+           "reinstall senko from source (make bootstrap)" in reason
+    (row, aggregate) = report["rows"]
+    assert row["status"] == "unavailable" and row["der"] is None and row["reason"] == reason
+    assert aggregate["uri"] == ALL and aggregate["status"] == "unavailable"
+    assert not list((tmp_path / "cache").glob("*/*/transcript.json"))
 
 
 def kill_senko_child(sig: int, stop: threading.Event) -> threading.Thread:

