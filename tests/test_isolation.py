@@ -1,0 +1,47 @@
+"""Child processes for foreign native code: real crashes there, a live caller here."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+
+import pytest
+
+from workbench.isolation import ChildCrashed, IsolatedProcess, run_isolated
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_segfault_in_native_code_is_an_exception_and_the_next_call_gets_a_new_child() -> None:
+    with IsolatedProcess("crashy") as child:
+        first = child.call(os.getpid)
+        assert first != os.getpid() and child.pid == first
+        with pytest.raises(ChildCrashed, match=r"crashy: the child process died of SIGSEGV "
+                                               r"\(segmentation fault\)") as crash:
+            child.call(ctypes.string_at, 0)  # reads address 0 in C
+        assert crash.value.signal == signal.SIGSEGV and crash.value.exitcode == -11
+        assert "string_at" in crash.value.log  # faulthandler's traceback from the child
+        assert child.pid is None
+        second = child.call(os.getpid)
+        assert second not in (first, os.getpid())
+    assert child.pid is None
+
+
+def test_sigill_is_named_and_exceptions_and_timeouts_come_back() -> None:
+    with pytest.raises(ChildCrashed, match=r"SIGILL \(illegal instruction\)") as crash:
+        run_isolated(signal.raise_signal, signal.SIGILL)
+    assert crash.value.signal_name == "SIGILL"
+    with pytest.raises(ChildCrashed, match="exited with status 3"):
+        run_isolated(os._exit, 3)
+    with IsolatedProcess("calls") as child:
+        with pytest.raises(ValueError, match="invalid literal") as error:
+            child.call(int, "not a number")
+        assert any("in the isolated child process (calls)" in n for n in error.value.__notes__)
+        assert child.call(sum, [1, 2, 3]) == 6  # the same child goes on after an exception
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="no answer within 0.5 s"):
+            child.call(time.sleep, 30, timeout=0.5)
+        assert time.monotonic() - t0 < 10
+        assert child.call(divmod, 7, 2) == (3, 1)
