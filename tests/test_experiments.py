@@ -21,7 +21,7 @@ from workbench.audio import load_audio, write_wav
 from workbench.baselines import SenkoBaseline, senko_availability
 from workbench.datasets import CorpusItem, generate_conversation, sample_call
 from workbench.evaluation import ALL, ComparisonTable, score
-from workbench.experiments import System, cell_path, run_grid
+from workbench.experiments import System, cell_path, code_version, run_grid
 from workbench.pipeline import PipelineConfig
 
 torch.set_num_threads(1)
@@ -131,7 +131,10 @@ def test_grid_scores_every_cell_and_caches_it_with_provenance(
     assert document["timings"]["total"] > 0 and document["segments"]
     provenance = json.loads((cell / "provenance.json").read_text())
     assert provenance["system"]["name"] == "default"
-    assert cell.parent.name.endswith(provenance["item"]["sha256"][:12])
+    assert cell.parent.parent.name.endswith(provenance["item"]["sha256"][:12])
+    assert cell.parent.name == SYSTEMS[0].key()
+    assert provenance["environment"]["code"] == code_version()
+    assert provenance["environment"]["models"]["diarization"]["segmentation"]["sha256"]
     # the cached transcript scores to the row in the table
     from workbench.transcript import Transcript
 
@@ -343,3 +346,84 @@ def test_grid_marks_senko_unavailable_when_its_process_crashes_and_computes_it_l
     assert row["status"] == "ok" and 0 <= row["der"] < 0.6 and not row["cached"]
     assert not again.unavailable and "status" not in again.style().columns
     assert (cell_path(cache, items[0], systems[-1]) / "transcript.json").is_file()
+
+
+# ----------------------------------------------------------------- reproducible cells
+
+def test_code_version_changes_with_the_source(tmp_path: Path) -> None:
+    import workbench
+    from workbench.experiments import code_version, source_version
+
+    package = Path(workbench.__file__).parent
+    copy = tmp_path / "workbench"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_version(copy) == source_version(package) == code_version()
+    (copy / "pipeline.py").write_text((copy / "pipeline.py").read_text() + "\n# changed\n")
+    changed = source_version(copy)
+    assert changed != code_version()
+    (copy / "extra.py").write_text("")
+    assert source_version(copy) != changed  # a new module counts too
+
+
+def test_cell_key_follows_the_models(tmp_path: Path) -> None:
+    """Two copies of the tiny.en model folder that differ in one byte of the weights
+    give different cells; identical copies in different places give the same one."""
+    from workbench.asr import resolve_model
+    from workbench.experiments import environment
+
+    source = resolve_model("tiny.en").path
+    copies = []
+    for name in ("a", "b", "c"):
+        shutil.copytree(source, tmp_path / name)
+        copies.append(tmp_path / name)
+    with open(copies[2] / "model.bin", "r+b") as handle:  # one byte of the weights
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    # (the configuration names the folder, so compare the environment part of the key)
+    envs = [environment(System("asr", PipelineConfig.from_dict(
+        {"asr_model": str(c), "diarize": False})))["models"]["asr"]["sha256"]
+        for c in copies]
+    assert envs[0] == envs[1] != envs[2]
+
+
+@pytest.mark.models
+def test_stale_cells_are_rerun_or_reused_and_say_so(tmp_path: Path, monkeypatch) -> None:
+    import workbench.experiments as experiments
+
+    item = excerpt(sample_call(), 4.0, tmp_path / "item")
+    system = System.asr_only()
+    cache = tmp_path / "cache"
+    first = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    row = first.recordings.iloc[0]
+    assert not row["cached"] and not row["stale"]
+    assert row["code_version"] == experiments.code_version()
+    assert first.cells.columns.tolist() == ["status", "cached", "stale", "code_version"]
+
+    # The same code: read back.
+    again = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    assert again.recordings.iloc[0]["cached"] and not again.recordings.iloc[0]["stale"]
+
+    # Other code: the cell's key changes, so it is computed again by default ...
+    original = experiments.code_version()
+    monkeypatch.setattr(experiments, "code_version", lambda: "0123456789ab")
+    monkeypatch.setattr(experiments, "_ENVIRONMENTS", {})
+    assert cell_path(cache, item, system) != first_cell(cache)
+    reused = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False,
+                      stale="reuse")
+    row = reused.recordings.iloc[0]
+    assert row["cached"] and row["stale"] and row["code_version"] == original
+    assert "stale" in repr(reused) and original in repr(reused)
+    rerun = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    row = rerun.recordings.iloc[0]
+    assert not row["cached"] and not row["stale"] and row["code_version"] == "0123456789ab"
+    assert rerun.recordings.iloc[0]["wer"] == first.recordings.iloc[0]["wer"]
+    with pytest.raises(ValueError, match="stale"):
+        run_grid([system], [item], cache_dir=cache, executor="inline", stale="maybe")
+
+
+def first_cell(cache: Path) -> Path:
+    """The one finished cell under `cache`."""
+    (found,) = [p.parent for p in cache.glob("*/*/*/transcript.json")]
+    return found

@@ -378,9 +378,27 @@ class ComparisonTable:
         return {str(system): str(summary.loc[system, "reason"] or "no reason given")
                 for system in summary.index if summary.loc[system, "status"] != "ok"}
 
+    @property
+    def cells(self) -> pd.DataFrame:
+        """Where each recording x system row came from (the columns `run_grid` adds):
+        ``cached`` (read back from an earlier run), ``stale`` (computed by other code,
+        models or packages and served because of ``stale="reuse"``) and the
+        ``code_version`` of the workbench code that computed it."""
+        cols = [c for c in ("status", "cached", "stale", "code_version")
+                if c in self.frame.columns]
+        return self.recordings[cols]
+
     def _notes(self) -> list[str]:
-        return [f"{system} {self.summary.loc[system, 'status']}: {reason}"
-                for system, reason in self.unavailable.items()]
+        notes = [f"{system} {self.summary.loc[system, 'status']}: {reason}"
+                 for system, reason in self.unavailable.items()]
+        if "stale" in self.frame.columns:
+            stale = self.recordings[self.recordings["stale"].fillna(False).astype(bool)]
+            if len(stale):
+                versions = ", ".join(sorted(map(str, set(stale["code_version"]))))
+                notes.append(f"{len(stale)} cell(s) stale: computed by other code, models or "
+                             f"packages (code {versions}); run_grid(stale='rerun') "
+                             "computes them again")
+        return notes
 
     def best(self, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
         """Boolean frame: True where a value is the best of its column among the systems

