@@ -45,3 +45,24 @@ def test_sigill_is_named_and_exceptions_and_timeouts_come_back() -> None:
             child.call(time.sleep, 30, timeout=0.5)
         assert time.monotonic() - t0 < 10
         assert child.call(divmod, 7, 2) == (3, 1)
+
+
+def test_an_interrupted_call_never_hands_its_reply_to_the_next_call() -> None:
+    """Ctrl-C while the child works: the child goes, so the next calls get their own
+    answers (a child left at work would answer the next call with the old result)."""
+    import _thread
+    import threading
+
+    with IsolatedProcess("interrupted") as child:
+        first = child.call(os.getpid)
+        timer = threading.Timer(0.3, _thread.interrupt_main)
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                child.call(time.sleep, 2)
+        finally:
+            timer.cancel()
+        assert child.pid is None  # the busy child was ended
+        assert child.call(divmod, 7, 2) == (3, 1)
+        assert child.call(abs, -5) == 5
+        assert child.pid not in (None, first)

@@ -132,6 +132,11 @@ class IsolatedProcess:
                 [sys.executable, "-c", _BOOT, str(theirs.fileno()), self.name],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self._log,
                 stderr=subprocess.STDOUT, env={**os.environ, **self.env}, close_fds=True)
+        except BaseException:
+            ours.close()
+            self._log.close()
+            self._log = None
+            raise
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
@@ -151,6 +156,25 @@ class IsolatedProcess:
         except (BrokenPipeError, ConnectionResetError):
             raise self._crashed() from None
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            status, payload, text = self._await_reply(deadline, timeout)
+        except BaseException:
+            # Interrupted (Ctrl-C in a notebook) or crashed: a child still at work would
+            # hand this call's reply to the next call, so it goes.
+            if self._process is not None and self._process.poll() is None:
+                self._process.kill()
+                self._process.wait()
+                self._discard()
+            raise
+        if status == "ok":
+            return payload
+        if text:
+            payload.add_note(f"in the isolated child process ({self.name}):\n{text}")
+        raise payload
+
+    def _await_reply(self, deadline: Optional[float], timeout: Optional[float]
+                     ) -> tuple[str, Any, str]:
+        assert self._conn is not None and self._process is not None
         while True:
             # A grandchild may hold the socket open after the child died: look at the
             # child itself now and then, not only at the socket.
@@ -166,20 +190,12 @@ class IsolatedProcess:
                 except Exception as exc:  # noqa: BLE001 - a reply this process cannot load
                     raise RuntimeError(f"{self.name}: the child's reply could not be read: "
                                        f"{type(exc).__name__}: {exc}") from exc
-                break
+                return status, payload, text
             if self._process.poll() is not None:
                 raise self._crashed()
             if deadline is not None and time.monotonic() > deadline:
-                self._process.kill()
-                self._process.wait()
-                self._discard()
                 raise TimeoutError(f"{self.name}: no answer within {timeout:g} s; "
                                    "the child process was killed")
-        if status == "ok":
-            return payload
-        if text:
-            payload.add_note(f"in the isolated child process ({self.name}):\n{text}")
-        raise payload
 
     def _crashed(self) -> ChildCrashed:
         assert self._process is not None
