@@ -91,10 +91,14 @@ async def _json_response(payload: Any, status: int = 200) -> web.Response:
     return web.json_response(text=text, status=status)
 
 
-def _checked_run_config(config: Any, what: str) -> dict[str, Any]:
-    """``config`` checked with workbench.config (no model library is imported), or a 400."""
+def _checked_run_config(request: web.Request, config: Any, what: str) -> dict[str, Any]:
+    """The client's ``config`` over the server's default run configuration, checked with
+    workbench.config (no model library is imported), or a 400.  Model or pipeline folders
+    named by the client are refused unless the server runs with --allow-local-models."""
+    state = _state(request)
     try:
-        return check_run_config(config)
+        check_run_config(config, local_models=state.config.allow_local_models)
+        return check_run_config({**state.config.default_run_config, **config})
     except ConfigError as exc:
         raise web.HTTPBadRequest(text=f"Invalid {what}: {exc}") from None
 
@@ -125,7 +129,7 @@ async def create_session(request: web.Request) -> web.Response:
     options = body.get("options", {})
     if not isinstance(options, dict):
         raise web.HTTPBadRequest(text="'options' must be a JSON object")
-    _checked_run_config(options, "session options")
+    _checked_run_config(request, options, "session options")
     session = await asyncio.to_thread(_state(request).store.create_session, None, fmt, options)
     log.info("✅ Created session: %s", session.id)
     return web.json_response(session.serialize(), status=201)
@@ -227,8 +231,7 @@ async def create_run(request: web.Request) -> web.Response:
     if not await asyncio.to_thread((state.store.session_dir(session.id) / "audio.wav").exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
     # Checked with workbench.config, not the pipeline: the server never imports torch.
-    config = _checked_run_config({**state.config.default_run_config, **config},
-                                 "run configuration")
+    config = _checked_run_config(request, config, "run configuration")
     run = await state.jobs.submit(session.id, config)
     return web.json_response(run.serialize(), status=202)
 

@@ -81,6 +81,9 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] = ()
     # Take the client address from the last X-Forwarded-For entry (behind a reverse proxy).
     trust_proxy: bool = False
+    # Run options that name files on the server (an ASR model folder, a pyannote pipeline
+    # folder) are refused from clients unless this is set: such a folder is code to load.
+    allow_local_models: bool = False
     access_log: bool = False
 
     def serialize(self) -> dict[str, Any]:
@@ -189,6 +192,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     p.add_argument("--allowed-hosts", type=_csv, default=_csv(_env("allowed_hosts", "")),
                    help="comma-separated Host header names accepted ('*' for any); default: "
                         "loopback names when there is no token, any host with a token")
+    p.add_argument("--allow-local-models", action="store_true",
+                   default=_env_flag("allow_local_models"),
+                   help="let clients name model or pyannote pipeline folders on this machine "
+                        "(asr_model / pipeline_path paths) in run options")
     p.add_argument("--trust-proxy", action="store_true", default=_env_flag("trust_proxy"),
                    help="behind a reverse proxy: the client address is the last "
                         "X-Forwarded-For entry")
@@ -222,6 +229,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
         allowed_origins=a.allowed_origins,
         allowed_hosts=a.allowed_hosts,
         trust_proxy=a.trust_proxy,
+        allow_local_models=a.allow_local_models,
         access_log=a.access_log,
     )
     try:

@@ -15,6 +15,7 @@ import multiprocessing as mp
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from workbench.config import ConfigError, RunConfig
@@ -41,18 +42,43 @@ def split_run_config(config: dict[str, Any]) -> tuple[Optional[str], dict[str, A
     return options.pop(PIPELINE_SWITCH, None), options
 
 
-def check_run_config(config: Any, *, switch: bool = True) -> dict[str, Any]:
+def check_run_config(config: Any, *, switch: bool = True, local_models: bool = True
+                     ) -> dict[str, Any]:
     """Check a run configuration where it enters the server (REST bodies, session options,
     ``start`` fields) without loading any model; returns a copy. ``switch``: the
-    ``pipeline`` switch is allowed. Raises `ConfigError` naming the bad field."""
+    ``pipeline`` switch is allowed; ``local_models``: options may name model or pipeline
+    folders on this machine (`local_model_fields`). Raises `ConfigError` naming the bad
+    field."""
     if not isinstance(config, dict):
         raise ConfigError(None, "a run configuration must be a JSON object")
     pipeline, options = split_run_config(config) if switch else (None, config)
     if pipeline is not None and pipeline not in PIPELINES:
         raise ConfigError(PIPELINE_SWITCH,
                           f"'{PIPELINE_SWITCH}' must be one of {', '.join(PIPELINES)}")
-    RunConfig.from_dict(options)
+    parsed = RunConfig.from_dict(options)
+    if not local_models:
+        for name in local_model_fields(parsed):
+            raise ConfigError(name, f"'{name}' names a folder on the server; clients may "
+                                    "not load models from paths unless the server runs "
+                                    "with --allow-local-models")
     return dict(config)
+
+
+def _names_a_path(name: str) -> bool:
+    # as workbench.asr resolves names: a path unless a bundled name or an owner/repo hub id
+    return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+            or ("/" in name and Path(name).exists()))
+
+
+def local_model_fields(config: RunConfig) -> list[str]:
+    """The options of `config` that name files on this machine: a pyannote pipeline
+    folder, or an ASR model given by path (loading either runs code from that folder)."""
+    fields = []
+    if config.transcribe and _names_a_path(config.asr.model):
+        fields.append("asr_model")
+    if config.diarize and config.diarization.pipeline_path is not None:
+        fields.append("pipeline_path")
+    return fields
 
 
 @dataclass

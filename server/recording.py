@@ -158,6 +158,8 @@ class Connection:
         options = {**session.options, **req.options}
         try:  # each field was checked in parse_start; here they meet the session's options
             check_run_config({**self.state.config.default_run_config, **options})
+            check_run_config(options, switch=False,
+                             local_models=self.state.config.allow_local_models)
         except ConfigError as exc:
             raise ProtocolError(ErrorCode.INVALID_FIELD,
                                 f"Invalid field in 'start': {exc} (with the session's "

@@ -345,3 +345,46 @@ async def test_server_checks_every_entry_without_importing_torch(start_server) -
     assert "libtorch" not in maps and "/torch/" not in maps
     assert "libc" in maps  # the check reads the right thing
 
+
+
+async def test_clients_may_not_name_model_folders_unless_the_server_allows_it(
+        start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A pyannote pipeline folder or an ASR model path is code the worker would load:
+    refused at every entry point by default, accepted with --allow-local-models."""
+    folder = tmp_path / "models" / "whisper"
+    folder.mkdir(parents=True)
+    refused = [({"pipeline_path": str(folder)}, "pipeline_path"),
+               ({"diarization": {"pipeline_path": "/etc"}}, "pipeline_path"),
+               ({"asr_model": str(folder)}, "asr_model"),
+               ({"asr_model": "./models/whisper"}, "asr_model"),
+               ({"asr_model": "~/whisper"}, "asr_model")]
+    srv: LocalServer = start_server(data_dir=tmp_path / "closed")
+    async with aiohttp.ClientSession() as s:
+        for options, name in refused:
+            async with s.post(f"{srv.url}/api/sessions", json={"options": options}) as r:
+                body = await r.json()
+                assert r.status == 400 and f"'{name}' names a folder on the server" in \
+                    body["error"] and "--allow-local-models" in body["error"], body
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({**START_PCM, "asr_model": str(folder)})
+            reply = await recv(ws)
+            assert reply["code"] == ErrorCode.INVALID_FIELD and "asr_model" in reply["message"]
+            # bundled names and owner/repo hub ids are no paths
+            await ws.send_json({**START_PCM, "asr_model": "Systran/faster-whisper-tiny"})
+            started = await recv(ws)
+            assert started["type"] == "recording_started", started
+            sid = started["session_id"]
+            await ws.send_bytes(PCM_SECOND)
+            await ws.send_json({"action": "stop"})
+            await recv_until(ws, "processing_complete", "processing_failed")
+        async with s.post(f"{srv.url}/api/sessions/{sid}/runs",
+                          json={"pipeline_path": str(folder)}) as r:
+            assert r.status == 400 and "pipeline_path" in (await r.json())["error"]
+        async with s.post(f"{srv.url}/api/sessions/{sid}/runs",
+                          json={"asr_model": "base"}) as r:
+            assert r.status == 202
+    opened: LocalServer = start_server("--allow-local-models", data_dir=tmp_path / "open")
+    async with aiohttp.ClientSession() as s:
+        for options, _ in refused:
+            async with s.post(f"{opened.url}/api/sessions", json={"options": options}) as r:
+                assert r.status == 201, await r.text()

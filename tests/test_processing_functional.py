@@ -25,7 +25,8 @@ pytestmark = pytest.mark.models
 
 @pytest.fixture(scope="module")
 def full_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    srv = LocalServer(tmp_path_factory.mktemp("data"), args=["--pipeline", "full"])
+    srv = LocalServer(tmp_path_factory.mktemp("data"),
+                      args=["--pipeline", "full", "--allow-local-models"])
     srv.start()
     yield srv
     srv.stop()
