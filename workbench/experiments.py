@@ -499,10 +499,15 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
 
     cells: dict[tuple[str, str], Path] = {}
     work: dict[Path, tuple[CorpusItem, System]] = {}  # one computation per distinct cell
+    failures: list[str] = []
     for item in items:
         for system in systems:
             resolved = system.for_item(item)
-            path = cell_path(cache, item, resolved, data_dir)
+            try:  # resolves the system's models: a missing one fails its cells alone
+                path = cell_path(cache, item, resolved, data_dir)
+            except Exception as exc:  # noqa: BLE001 - reported with the cells below
+                failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
+                continue
             cells[(item.uri, system.name)] = path
             work.setdefault(path, (item, resolved))
     results: dict[Path, dict[str, Any]] = {}
@@ -529,7 +534,6 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(work), initial=len(results), desc="cells", unit="cell")
-    failures: list[str] = []
     pool, close = _executor(executor, len(pending), max_workers, threads_per_worker) \
         if pending else (None, lambda: None)
     local_pool = executor is None or (isinstance(executor, str) and executor == "processes")
@@ -568,7 +572,8 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
         if bar is not None:
             bar.close()
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(work)} cell(s) failed (the others are "
+        raise RuntimeError(f"{len(failures)} of {len(items) * len(systems)} cell(s) failed "
+                           f"(the others are "
                            f"cached in {cache}):\n" + "\n".join(failures))
 
     rows = []
