@@ -160,22 +160,46 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "wav")
     if fmt not in ("wav", "mp4"):
         raise web.HTTPBadRequest(text="Invalid format. Use 'wav' or 'mp4'")
-    directory = _state(request).store.session_dir(session.id)
+    state = _state(request)
+    directory = state.store.session_dir(session.id)
     wav = directory / "audio.wav"
-    if not wav.exists():
+    if not await asyncio.to_thread(wav.exists):
         raise web.HTTPNotFound(text="This session has no recorded audio yet")
     path = wav
     if fmt == "mp4":
         path = directory / "audio.mp4"
-        if not path.exists():
+        if not await asyncio.to_thread(_rendition_current, wav, path):
+            encode = state.encoding.get(session.id)
+            if encode is None:  # one encode per session, whoever asks meanwhile
+                encode = asyncio.ensure_future(asyncio.to_thread(_encode_current, wav, path))
+                state.encoding[session.id] = encode
+                encode.add_done_callback(lambda _: state.encoding.pop(session.id, None))
             try:
-                await asyncio.to_thread(encode_mp4, wav, path)
+                await asyncio.shield(encode)
             except AudioDecodeError as exc:
                 raise web.HTTPUnprocessableEntity(text=str(exc)) from None
     return web.FileResponse(path, headers={
         "Content-Type": "audio/wav" if fmt == "wav" else "audio/mp4",
         "Content-Disposition": f'attachment; filename="{session.id}.{fmt}"',
     })
+
+
+def _rendition_current(wav: Path, rendition: Path) -> bool:
+    """The rendition exists and was made after the WAV was last written."""
+    try:
+        return rendition.stat().st_mtime_ns >= wav.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+
+
+def _encode_current(wav: Path, rendition: Path) -> None:
+    """Encode the MP4 rendition of `wav`; again if `wav` was rewritten meanwhile (a
+    resumed recording stopped during the encode), so a stale rendition never stays."""
+    while True:
+        before = wav.stat().st_mtime_ns
+        encode_mp4(wav, rendition)
+        if wav.stat().st_mtime_ns == before:
+            return
 
 
 async def get_transcript(request: web.Request) -> web.StreamResponse:

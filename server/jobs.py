@@ -42,6 +42,14 @@ def split_run_config(config: dict[str, Any]) -> tuple[Optional[str], dict[str, A
     return options.pop(PIPELINE_SWITCH, None), options
 
 
+def _terminate_spawned(future: "asyncio.Future[_Worker]") -> None:
+    """Stop a worker process whose start finished after the queue was closed."""
+    if not future.cancelled() and future.exception() is None:
+        process = future.result().process
+        process.terminate()
+        process.join(5)
+
+
 def check_run_config(config: Any, *, switch: bool = True, local_models: bool = True
                      ) -> dict[str, Any]:
     """Check a run configuration where it enters the server (REST bodies, session options,
@@ -255,7 +263,12 @@ class JobQueue:
                     else:
                         await self._finish(run.id, ok=False,
                                            message="The worker process died while processing")
-            self._workers[i] = await asyncio.to_thread(self._spawn)
+            spawning = asyncio.ensure_future(asyncio.to_thread(self._spawn))
+            try:
+                self._workers[i] = await asyncio.shield(spawning)
+            except asyncio.CancelledError:  # close() began: the new process must not linger
+                spawning.add_done_callback(_terminate_spawned)
+                raise
             self._wake.set()
 
     # ------------------------------------------------------------------ events

@@ -32,6 +32,8 @@ class AppState:
     starting: int = 0
     # Finalisations in flight; shutdown waits for them before closing the store.
     finishing: "set[asyncio.Task[None]]" = field(default_factory=set)
+    # MP4 renditions being encoded, by session: concurrent requests share one encode
+    encoding: "dict[str, asyncio.Future[None]]" = field(default_factory=dict)
     connections: ConnectionCounter = field(init=False)
     closing: bool = False
 

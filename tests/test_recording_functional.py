@@ -612,3 +612,29 @@ async def test_a_dead_worker_process_is_replaced(start_server) -> None:  # type:
     second = await record(srv, pcm, start={"input_format": "pcm_s16le"}, binary=True)
     assert second[-1]["type"] == "processing_complete", second[-1]
     assert second[-1]["duration_seconds"] == pytest.approx(1.0)
+
+
+async def test_mp4_rendition_is_shared_and_follows_a_resumed_recording(
+        server: LocalServer, tmp_path: Path) -> None:
+    """Concurrent MP4 requests get the same file (one encode); after the session is
+    resumed and stopped again, the MP4 has the longer audio, never the stale one."""
+    tone = (np.sin(np.arange(32000) * 2 * np.pi * 440 / 16000) * 8000).astype("<i2").tobytes()
+    start = {"input_format": "pcm_s16le"}
+    msgs = await record(server, tone, start=start)
+    sid = msgs[0]["session_id"]
+    url = f"{server.url}/api/sessions/{sid}/audio?format=mp4"
+
+    async def fetch() -> bytes:
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "audio/mp4"
+            return await r.read()
+
+    def seconds(data: bytes) -> float:
+        (tmp_path / "a.mp4").write_bytes(data)
+        return len(decode_file(tmp_path / "a.mp4")) / 16000
+
+    first = await asyncio.gather(*(fetch() for _ in range(3)))
+    assert first[0] == first[1] == first[2]
+    assert abs(seconds(first[0]) - 2.0) < 0.1
+    await record(server, tone + tone, start=start, path_id=sid)
+    assert abs(seconds(await fetch()) - 6.0) < 0.1
