@@ -17,8 +17,8 @@ from workbench.config import ConfigError
 from .config import ServerConfig, check
 from .jobs import RESULT_FORMATS, JobQueue, check_run_config
 from .protocol import safe_details
-from .recorder import finalise, wav_intact
-from .recording import websocket_handler
+from .finalise import finalise, wav_intact
+from .connection import websocket_handler
 from .security import AUTHENTICATED, make_middleware
 from .sessions import SessionStore, valid_id
 from .state import STATE, AppState

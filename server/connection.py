@@ -24,12 +24,13 @@ from .protocol import (
 )
 from .jobs import check_run_config
 from .limits import LivePacer
-from .recorder import Recording, finalise_async
+from .part_writer import PartWriter
+from .finalise import finalise_async
 from .security import client_address
 from .sessions import Session, TransitionError, valid_id
 from .state import AppState, STATE
 
-log = logging.getLogger("server.recording")
+log = logging.getLogger("server.connection")
 
 RESUMABLE = ("idle", "interrupted", "completed", "failed")
 # Text frames from this size on are parsed (and their base64 decoded) in a thread.
@@ -45,14 +46,14 @@ def printable(text: str, limit: int = 80) -> str:
 
 
 class Connection:
-    """State of one WebSocket connection: the session it is bound to and the recording it runs."""
+    """State of one WebSocket connection: the session it is bound to and the part it writes."""
 
     def __init__(self, state: AppState, ws: web.WebSocketResponse, path_id: str) -> None:
         self.state = state
         self.ws = ws
         self.path_id = path_id
         self.session_id: Optional[str] = None
-        self.recording: Optional[Recording] = None
+        self.writer: Optional[PartWriter] = None
         self.chunks = 0
         self.bytes = 0
         self.prior_duration = 0.0
@@ -112,14 +113,14 @@ class Connection:
         if action == "start":
             await self.on_start(parse_start(msg))
         elif action == "audio_chunk":
-            if self.recording is None:
+            if self.writer is None:
                 raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
             data = msg.get("data")
             await self.on_chunk(decode_chunk(data) if not isinstance(data, str)
                                 or len(data) < LARGE_TEXT
                                 else await asyncio.to_thread(decode_chunk, data))
         elif action == "stop":
-            if self.recording is None:
+            if self.writer is None:
                 raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
             await self.finish("stop")
         else:
@@ -127,7 +128,7 @@ class Connection:
 
     # ------------------------------------------------------------------ start
     async def on_start(self, req: StartRequest) -> None:
-        if self.recording is not None:
+        if self.writer is not None:
             raise ProtocolError(ErrorCode.ALREADY_RECORDING,
                                 "Recording already started. Send 'stop' first")
         if not self.state.recording_slot_free():
@@ -169,7 +170,7 @@ class Connection:
         self.state.recording[session.id] = self
         try:
             part = await asyncio.to_thread(store.add_part, session.id, req.input)
-            rec = Recording(store.session_dir(session.id) / part.filename, part,
+            rec = PartWriter(store.session_dir(session.id) / part.filename, part,
                             self.state.config.fsync_interval)
             await asyncio.to_thread(rec.open)
             await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
@@ -177,7 +178,7 @@ class Connection:
         except BaseException:
             self.state.recording.pop(session.id, None)
             raise
-        self.recording = rec
+        self.writer = rec
         self.duration_limit_told = False
         self.chunks = session.chunks_received
         self.bytes = session.bytes_received
@@ -196,7 +197,7 @@ class Connection:
 
     # ------------------------------------------------------------------ chunks
     async def on_chunk(self, data: bytes) -> None:
-        rec = self.recording
+        rec = self.writer
         if rec is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
         limits = self.limits
@@ -236,17 +237,17 @@ class Connection:
         The work runs in its own task that the caller's cancellation does not stop
         (shutdown waits for it), so an accepted recording is always finalised.
         """
-        rec = self.recording
+        rec = self.writer
         if rec is None or self.session_id is None:
             return
-        self.recording = None
+        self.writer = None
         self.pacer = None
         task = asyncio.ensure_future(self._finish(rec, self.session_id, reason))
         self.state.finishing.add(task)
         task.add_done_callback(self.state.finishing.discard)
         await asyncio.shield(task)
 
-    async def _finish(self, rec: Recording, sid: str, reason: str) -> None:
+    async def _finish(self, rec: PartWriter, sid: str, reason: str) -> None:
         store = self.state.store
         try:
             part = await asyncio.to_thread(rec.close)
@@ -343,7 +344,7 @@ async def _serve(request: web.Request, state: AppState) -> web.WebSocketResponse
         while True:
             # While recording, the client must send something at least every `idle` seconds
             # (pings do not count: they keep a dead recording's slot forever).
-            if conn.recording is not None and idle:
+            if conn.writer is not None and idle:
                 remaining = last + idle - asyncio.get_running_loop().time()
                 try:
                     async with asyncio.timeout(max(remaining, 0.0)):
