@@ -14,19 +14,22 @@ from aiohttp import WSCloseCode, web
 from workbench.audio import AudioDecodeError, encode_mp4
 from workbench.config import ConfigError
 
+from . import routes
 from .config import ServerConfig, check
-from .jobs import RESULT_FORMATS, JobQueue, check_run_config
+from .jobs import JobQueue, check_run_config
 from .protocol import safe_details
 from .finalise import finalise, wav_intact
 from .connection import websocket_handler
 from .security import AUTHENTICATED, make_middleware
-from .sessions import SessionStore, valid_id
+from .routes import RESULT_FORMATS, session_json
+from .sessions import AUDIO_FORMATS, SessionStore, valid_id
 from .state import STATE, AppState
 
 log = logging.getLogger("server")
 
 STATIC_DIR = Path(__file__).parent / "static"
 
+# Content type of each result format (routes.RESULT_FORMATS).
 CONTENT_TYPES = {
     "json": "application/json",
     "srt": "application/x-subrip",
@@ -120,7 +123,7 @@ async def health(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     body = await _json_body(request)
     fmt = body.get("format", "wav")
-    if fmt not in ("wav", "mp4"):
+    if fmt not in AUDIO_FORMATS:
         raise web.HTTPBadRequest(text="Invalid format. Use 'wav' or 'mp4'")
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -128,17 +131,17 @@ async def create_session(request: web.Request) -> web.Response:
     _checked_run_config(options, "session options")
     session = await asyncio.to_thread(_state(request).store.create_session, None, fmt, options)
     log.info("✅ Created session: %s", session.id)
-    return web.json_response(session.serialize(), status=201)
+    return web.json_response(session_json(session), status=201)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     sessions = await asyncio.to_thread(_state(request).store.list_sessions)
-    return await _json_response({"sessions": [s.serialize() for s in sessions]})
+    return await _json_response({"sessions": [session_json(s) for s in sessions]})
 
 
 async def get_session(request: web.Request) -> web.Response:
     session = await _session_or_404(request)
-    return web.json_response(session.serialize())
+    return web.json_response(session_json(session))
 
 
 async def delete_session(request: web.Request) -> web.Response:
@@ -154,22 +157,21 @@ async def delete_session(request: web.Request) -> web.Response:
 async def get_audio(request: web.Request) -> web.StreamResponse:
     session = await _session_or_404(request)
     fmt = request.query.get("format", "wav")
-    if fmt not in ("wav", "mp4"):
+    if fmt not in AUDIO_FORMATS:
         raise web.HTTPBadRequest(text="Invalid format. Use 'wav' or 'mp4'")
-    directory = _state(request).store.session_dir(session.id)
-    wav = directory / "audio.wav"
+    store = _state(request).store
+    wav = store.audio_path(session.id, "wav")
     if not wav.exists():
         raise web.HTTPNotFound(text="This session has no recorded audio yet")
-    path = wav
+    path = store.audio_path(session.id, fmt)
     if fmt == "mp4":
-        path = directory / "audio.mp4"
         if not path.exists():
             try:
                 await asyncio.to_thread(encode_mp4, wav, path)
             except AudioDecodeError as exc:
                 raise web.HTTPUnprocessableEntity(text=str(exc)) from None
     return web.FileResponse(path, headers={
-        "Content-Type": "audio/wav" if fmt == "wav" else "audio/mp4",
+        "Content-Type": f"audio/{fmt}",
         "Content-Disposition": f'attachment; filename="{session.id}.{fmt}"',
     })
 
@@ -224,7 +226,7 @@ async def create_run(request: web.Request) -> web.Response:
     config = await _json_body(request)
     if session.id in state.recording or session.status == "recording":
         raise web.HTTPConflict(text="Session is recording; stop it first")
-    if not await asyncio.to_thread((state.store.session_dir(session.id) / "audio.wav").exists):
+    if not await asyncio.to_thread(state.store.audio_path(session.id).exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
     # Checked with workbench.config, not the pipeline: the server never imports torch.
     config = _checked_run_config({**state.config.default_run_config, **config},
@@ -273,7 +275,7 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
                     session.id, duration)
         recovered.append(session.id)
     for session in store.sessions_in("interrupted", "processing", "completed"):
-        wav = store.session_dir(session.id) / "audio.wav"
+        wav = store.audio_path(session.id)
         if not session.parts or (wav.exists() and wav_intact(wav)):
             continue
         try:
@@ -358,20 +360,20 @@ def create_app(config: ServerConfig) -> web.Application:
                           dask_scheduler=config.dask_scheduler,
                           pipeline=config.pipeline, log_level=config.log_level)
     app[STATE] = state
-    app.router.add_get("/api/health", health)
-    app.router.add_post("/api/sessions", create_session)
-    app.router.add_get("/api/sessions", list_sessions)
-    app.router.add_get("/api/sessions/{session_id}", get_session)
-    app.router.add_delete("/api/sessions/{session_id}", delete_session)
-    app.router.add_get("/api/sessions/{session_id}/audio", get_audio)
-    app.router.add_get("/api/sessions/{session_id}/transcript", get_transcript)
-    app.router.add_get("/api/sessions/{session_id}/runs", list_runs)
-    app.router.add_post("/api/sessions/{session_id}/runs", create_run)
-    app.router.add_get("/api/sessions/{session_id}/runs/{run_id}", get_run)
-    app.router.add_get("/ws/{session_id}", websocket_handler)
-    app.router.add_get("/", index)
+    app.router.add_get(routes.HEALTH, health)
+    app.router.add_post(routes.SESSIONS, create_session)
+    app.router.add_get(routes.SESSIONS, list_sessions)
+    app.router.add_get(routes.SESSION, get_session)
+    app.router.add_delete(routes.SESSION, delete_session)
+    app.router.add_get(routes.SESSION_AUDIO, get_audio)
+    app.router.add_get(routes.SESSION_TRANSCRIPT, get_transcript)
+    app.router.add_get(routes.SESSION_RUNS, list_runs)
+    app.router.add_post(routes.SESSION_RUNS, create_run)
+    app.router.add_get(routes.SESSION_RUN, get_run)
+    app.router.add_get(routes.WEBSOCKET, websocket_handler)
+    app.router.add_get(routes.INDEX, index)
     if STATIC_DIR.exists():
-        app.router.add_static("/static", STATIC_DIR, follow_symlinks=False)
+        app.router.add_static(routes.STATIC, STATIC_DIR, follow_symlinks=False)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

@@ -23,7 +23,7 @@ from .protocol import (
     safe_details,
 )
 from .jobs import check_run_config
-from .limits import LivePacer
+from .limits import Limits, LivePacer
 from .part_writer import PartWriter
 from .finalise import finalise_async
 from .security import client_address
@@ -61,7 +61,7 @@ class Connection:
         self.duration_limit_told = False  # the wall-clock/byte-count 4005 was sent
 
     @property
-    def limits(self):  # type: ignore[no-untyped-def]
+    def limits(self) -> Limits:
         return self.state.config.limits
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -170,15 +170,15 @@ class Connection:
         self.state.recording[session.id] = self
         try:
             part = await asyncio.to_thread(store.add_part, session.id, req.input)
-            rec = PartWriter(store.session_dir(session.id) / part.filename, part,
-                            self.state.config.fsync_interval)
-            await asyncio.to_thread(rec.open)
+            writer = PartWriter(store.session_dir(session.id) / part.filename, part,
+                                self.state.config.fsync_interval)
+            await asyncio.to_thread(writer.open)
             await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
                                     options=options)
         except BaseException:
             self.state.recording.pop(session.id, None)
             raise
-        self.writer = rec
+        self.writer = writer
         self.duration_limit_told = False
         self.chunks = session.chunks_received
         self.bytes = session.bytes_received
@@ -197,8 +197,8 @@ class Connection:
 
     # ------------------------------------------------------------------ chunks
     async def on_chunk(self, data: bytes) -> None:
-        rec = self.writer
-        if rec is None:
+        writer = self.writer
+        if writer is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
         limits = self.limits
         if len(data) > limits.max_chunk_bytes:
@@ -210,11 +210,11 @@ class Connection:
             return
         if not data:
             return
-        if self.pacer is not None and not self.pacer.admit(rec.seconds_for(len(data))):
+        if self.pacer is not None and not self.pacer.admit(writer.seconds_for(len(data))):
             raise ProtocolError(ErrorCode.TOO_FAST, Messages.too_fast(limits))
         # Confirmed chunks must survive a crash: the chunk a `progress` counts is synced.
         confirm = (self.chunks + 1) % self.state.config.progress_every == 0
-        await asyncio.to_thread(rec.append, data, confirm)
+        await asyncio.to_thread(writer.append, data, confirm)
         self.chunks += 1
         self.bytes += len(data)
         if confirm:
@@ -222,9 +222,9 @@ class Connection:
                              "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
             # Bookkeeping only (start-up recovery takes sizes from the files), so after
             # the reply: the client does not wait for a SQLite commit.
-            await asyncio.to_thread(self.state.store.update_part, self.session_id, rec.part,
+            await asyncio.to_thread(self.state.store.update_part, self.session_id, writer.part,
                                     chunks_received=self.chunks, bytes_received=self.bytes)
-        if self.prior_duration + rec.elapsed() >= limits.max_duration_seconds:
+        if self.prior_duration + writer.elapsed() >= limits.max_duration_seconds:
             self.duration_limit_told = True
             await self.send(error(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(limits)))
             await self.finish("limit")
@@ -237,20 +237,20 @@ class Connection:
         The work runs in its own task that the caller's cancellation does not stop
         (shutdown waits for it), so an accepted recording is always finalised.
         """
-        rec = self.writer
-        if rec is None or self.session_id is None:
+        writer = self.writer
+        if writer is None or self.session_id is None:
             return
         self.writer = None
         self.pacer = None
-        task = asyncio.ensure_future(self._finish(rec, self.session_id, reason))
+        task = asyncio.ensure_future(self._finish(writer, self.session_id, reason))
         self.state.finishing.add(task)
         task.add_done_callback(self.state.finishing.discard)
         await asyncio.shield(task)
 
-    async def _finish(self, rec: PartWriter, sid: str, reason: str) -> None:
+    async def _finish(self, writer: PartWriter, sid: str, reason: str) -> None:
         store = self.state.store
         try:
-            part = await asyncio.to_thread(rec.close)
+            part = await asyncio.to_thread(writer.close)
             await asyncio.to_thread(store.update_part, sid, part, chunks_received=self.chunks,
                                     bytes_received=self.bytes)
             session = await asyncio.to_thread(store.get_session, sid)

@@ -89,11 +89,10 @@ def finalise_audio(store: SessionStore, session: Session,
     in a thread or a worker.  Raises :class:`AudioDecodeError` with a client-safe
     message when nothing decodes; the raw parts stay on disk either way.
     """
-    directory = store.session_dir(session.id)
     parts = [(p, f) for p, f in iter_part_paths(store, session) if p.exists()]
     check_signatures(parts)
-    decoded = decode_to_wav(parts, directory / "audio.wav", max_seconds)
-    (directory / "audio.mp4").unlink(missing_ok=True)  # stale rendition of older audio
+    decoded = decode_to_wav(parts, store.audio_path(session.id, "wav"), max_seconds)
+    store.audio_path(session.id, "mp4").unlink(missing_ok=True)  # stale rendition of older audio
     if decoded.truncated or session.audio_truncated:
         store.update_session(session.id, audio_truncated=decoded.truncated)
     log.info("Finalised audio for session %s: %.2f s from %d part(s)%s", session.id,
