@@ -272,7 +272,7 @@ class Connection:
                 return
             # The outcome is durable before the client hears of it: a crash after
             # `recording_stopped` finds the session processing (its run is queued at
-            # start-up if the crash came first, see app.requeue_orphans) or failed.
+            # start-up if the crash came first, see recovery.requeue_orphans) or failed.
             await asyncio.to_thread(store.set_status, sid,
                                     "failed" if decode_error is not None else "processing",
                                     duration_seconds=duration, error=decode_error)
