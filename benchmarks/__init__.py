@@ -4,6 +4,9 @@ Run ``python -m benchmarks`` for every registered benchmark, or
 ``python -m benchmarks NAME [flags]`` for one (see :mod:`benchmarks.__main__`).
 Each benchmark module has ``main(argv) -> int``; results go to
 ``benchmarks/results/<name>.json`` with :func:`machine_info` and the parameters.
+What they measure with (percentiles, CPU time, memory samplers, peak RSS) is in
+:mod:`benchmarks.measure`; clients talk to the server through :mod:`workbench.client`
+unless a figure needs a raw socket.
 """
 
 from __future__ import annotations

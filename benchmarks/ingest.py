@@ -45,10 +45,8 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -57,12 +55,22 @@ import numpy as np
 import psutil
 
 from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, machine_stamp, write_results
+from benchmarks.measure import (
+    MB,
+    MemorySampler,
+    PeakWindow,
+    cpu_delta,
+    cpu_snapshot,
+    mb,
+    ms,
+    percentile,
+    system_cpu_busy,
+)
+from workbench.audio import SAMPLE_RATE
 from workbench.local_server import LocalServer
 
 NAME = "ingest"
-SAMPLE_RATE = 16000
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # mono s16le
-MB = 1_000_000  # figures use decimal megabytes
 FAST_CHUNK = 64 * 1024
 RT_CHUNK_SECONDS = 0.25
 RT_CHUNK = int(BYTES_PER_SECOND * RT_CHUNK_SECONDS)  # 8000 bytes
@@ -109,23 +117,6 @@ async def send(ws: aiohttp.ClientWebSocketResponse, payload: Any) -> None:
         await ws.send_str(payload)
 
 
-def percentile(values: Sequence[float], q: float) -> Optional[float]:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
-    return s[k]
-
-
-def ms(seconds: Optional[float]) -> Optional[float]:
-    return None if seconds is None else round(seconds * 1000, 2)
-
-
-def mb(n_bytes: float) -> float:
-    return round(n_bytes / MB, 2)
-
-
 def common_prefix(a: bytes, b: bytes) -> int:
     """Length of the longest common prefix of ``a`` and ``b``."""
     n = min(len(a), len(b))
@@ -150,110 +141,6 @@ def verify_on_disk(session_dir: Path, sent: bytes) -> dict[str, Any]:
             "lost_bytes": len(sent) - kept, "wav_exact": ok_wav, "extra_parts": extra_parts}
 
 
-# ---------------------------------------------------------------------------- server probes
-
-
-@dataclass
-class CpuSnapshot:
-    main: float
-    children: dict[int, float]
-    at: float
-    main_system: float = 0.0
-
-
-def cpu_snapshot(proc: psutil.Process) -> CpuSnapshot:
-    t = proc.cpu_times()
-    kids: dict[int, float] = {}
-    for child in proc.children(recursive=True):
-        try:
-            ct = child.cpu_times()
-            kids[child.pid] = ct.user + ct.system
-        except psutil.Error:
-            pass
-    return CpuSnapshot(t.user + t.system, kids, time.perf_counter(), t.system)
-
-
-def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
-    """CPU seconds used between two snapshots: the server and (summed) its children.
-
-    A child that exited inside the window is not counted (its time is gone with it)."""
-    kids = sum(v - a.children.get(pid, 0.0) for pid, v in b.children.items())
-    return {"server_cpu_s": b.main - a.main, "server_system_cpu_s": b.main_system - a.main_system,
-            "children_cpu_s": kids, "wall_s": b.at - a.at}
-
-
-class Monitor:
-    """Samples the server's resident memory (and its children's) every ``interval`` s in a thread."""
-
-    def __init__(self, pid: int, interval: float = SAMPLE_EVERY) -> None:
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.samples: list[tuple[float, int, int, int]] = []  # (t, rss, children rss, threads)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-monitor", daemon=True)
-
-    def sample(self) -> tuple[float, int, int, int]:
-        """Take one sample now (also called at the edges of each measured window)."""
-        with self._lock:
-            return self._sample()
-
-    def _sample(self) -> tuple[float, int, int, int]:
-        try:
-            rss = self.proc.memory_info().rss
-            threads = self.proc.num_threads()
-            kids = 0
-            for c in self.proc.children(recursive=True):
-                try:
-                    kids += c.memory_info().rss
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            rss = kids = threads = 0
-        s = (time.perf_counter(), rss, kids, threads)
-        self.samples.append(s)
-        return s
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "Monitor":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def window(self, t0: float, t1: float) -> list[tuple[float, int, int, int]]:
-        return [s for s in self.samples if t0 <= s[0] <= t1]
-
-    def peak(self, t0: float, t1: float) -> dict[str, Any]:
-        w = self.window(t0, t1)
-        if not w:
-            return {"rss_mb": None, "children_rss_mb": None, "threads": None, "samples": 0}
-        return {"rss_mb": mb(max(s[1] for s in w)), "children_rss_mb": mb(max(s[2] for s in w)),
-                "threads": max(s[3] for s in w), "samples": len(w)}
-
-    def settled_rss(self, n: int = 4, pause: float = 0.25) -> int:
-        """Median of ``n`` fresh samples (the baseline)."""
-        values = []
-        for i in range(n):
-            values.append(self.sample()[1])
-            if i + 1 < n:
-                time.sleep(pause)
-        return int(statistics.median(values))
-
-
-def system_cpu_busy(a: Any, b: Any) -> float:
-    """Whole-machine CPU busy % (all cores, 100 = every core busy) between two cpu_times()."""
-    idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
-    total = sum(b) - sum(a)
-    return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
-
-
 # ---------------------------------------------------------------------------- client
 
 
@@ -261,8 +148,13 @@ class ProtocolFailure(RuntimeError):
     pass
 
 
-class Client:
-    """One WebSocket client: a reader task that timestamps replies as they arrive."""
+class TimingClient:
+    """One WebSocket client: a reader task that timestamps replies as they arrive.
+
+    Hand-written rather than :mod:`workbench.client`: the figures need what that client
+    does not expose -- the send time of the chunk each ``progress`` counts, ``nop``
+    round trips that confirm every earlier chunk, and sends on absolute deadlines.
+    """
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, index: int = 0) -> None:
         self.ws = ws
@@ -380,13 +272,13 @@ def server_args_for(total_bytes: int) -> list[str]:
     return args
 
 
-async def fast_phase(server: LocalServer, monitor: Monitor, data: bytes, wire: list[Any],
+async def fast_phase(server: LocalServer, monitor: MemorySampler, data: bytes, wire: list[Any],
                      encoding: str, timeout: float, rep: int) -> dict[str, Any]:
     wire_bytes = sum(len(p) for p in wire)
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(f"{server.ws_url}/ws/bench-fast-{encoding}-{rep}",
                                       max_msg_size=0, compress=0)
-        client = Client(ws)
+        client = TimingClient(ws)
         try:
             await client.start()
             proc = psutil.Process(monitor.proc.pid)  # not shared with the sampling thread
@@ -462,7 +354,7 @@ def run_fast(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
         runs: list[dict[str, Any]] = []
         try:
             assert server.process is not None
-            with Monitor(server.process.pid) as monitor:
+            with MemorySampler(server.process.pid, SAMPLE_EVERY) as monitor:
                 time.sleep(1.0)  # let the worker process finish starting
                 rss0 = monitor.settled_rss()
                 for rep in range(args.fast_repeat):
@@ -506,15 +398,15 @@ def run_fast(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
 
 
 async def realtime_client(session: aiohttp.ClientSession, server: LocalServer, index: int
-                          ) -> Client:
+                          ) -> TimingClient:
     ws = await session.ws_connect(f"{server.ws_url}/ws/bench-rt-{index}", max_msg_size=0,
                                   compress=0)
-    client = Client(ws, index)
+    client = TimingClient(ws, index)
     await client.start()
     return client
 
 
-async def stream_realtime(client: Client, wire: list[Any], first_deadline: float,
+async def stream_realtime(client: TimingClient, wire: list[Any], first_deadline: float,
                           lags: list[float], timeout: float) -> float:
     """Send chunk k at ``first_deadline + k * 250 ms`` (absolute: no drift); returns the
     time the server confirmed the last chunk."""
@@ -532,7 +424,7 @@ async def stream_realtime(client: Client, wire: list[Any], first_deadline: float
     return await client.confirm(timeout)
 
 
-async def realtime_phase(server: LocalServer, monitor: Monitor, datas: list[bytes],
+async def realtime_phase(server: LocalServer, monitor: MemorySampler, datas: list[bytes],
                          encoding: str, seconds: float) -> dict[str, Any]:
     streams = len(datas)
     wires = [payloads(d, RT_CHUNK, encoding) for d in datas]
@@ -540,7 +432,7 @@ async def realtime_phase(server: LocalServer, monitor: Monitor, datas: list[byte
     t_connect = time.perf_counter()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        clients: list[Client] = []
+        clients: list[TimingClient] = []
         try:
             for i in range(streams):  # one after another: a clean "after connect" figure
                 clients.append(await realtime_client(session, server, i))
@@ -625,7 +517,7 @@ def run_realtime(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
     server.start()
     try:
         assert server.process is not None
-        with Monitor(server.process.pid) as monitor:
+        with MemorySampler(server.process.pid, SAMPLE_EVERY) as monitor:
             time.sleep(1.0)  # let the worker process finish starting
             rss0 = monitor.settled_rss()
             kids0 = monitor.samples[-1][2]
@@ -654,56 +546,6 @@ def run_realtime(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- phase 3: stop
 
 
-def _proc_status_kb(pid: int, field: str) -> Optional[int]:
-    """A ``kB`` field of /proc/PID/status (``VmRSS``, ``VmHWM``), None where unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset the kernel's resident high-water mark (VmHWM) of ``pid``; False when refused."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _proc_status_kb(pid, "VmHWM") is not None
-
-
-class PeakWindow:
-    """Peak resident memory of a process over a window: the kernel's exact high-water mark
-    when it can be reset, else a 0.05 s sampler."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.monitor = Monitor(pid, interval=0.05)
-
-    def __enter__(self) -> "PeakWindow":
-        self.rss_before = Monitor(self.pid).settled_rss(n=3, pause=0.2)
-        self.exact = reset_peak_rss(self.pid)
-        self.t0 = time.perf_counter()
-        self.monitor.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.monitor.__exit__()
-        self.t1 = time.perf_counter()
-        hwm = _proc_status_kb(self.pid, "VmHWM") if self.exact else None
-        sampled = self.monitor.peak(self.t0, self.t1)["rss_mb"]
-        self.peak_mb = mb(hwm * 1024) if hwm is not None else sampled
-        self.method = "VmHWM" if hwm is not None else "sampled every 0.05 s"
-
-    def figures(self) -> dict[str, Any]:
-        return {"rss_mb_before": mb(self.rss_before), "rss_mb_peak": self.peak_mb,
-                "rss_growth_mb": (round(self.peak_mb - mb(self.rss_before), 2)
-                                  if self.peak_mb is not None else None),
-                "peak_method": self.method, "seconds": round(self.t1 - self.t0, 3)}
-
-
 async def stop_phase(server: LocalServer, data: bytes, timeout: float, mp4: bool) -> dict[str, Any]:
     assert server.process is not None
     pid = server.process.pid
@@ -711,7 +553,7 @@ async def stop_phase(server: LocalServer, data: bytes, timeout: float, mp4: bool
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(f"{server.ws_url}/ws/bench-stop", max_msg_size=0,
                                       compress=0)
-        client = Client(ws)
+        client = TimingClient(ws)
         try:
             await client.start()
             for p in chunks(data, FAST_CHUNK):

@@ -49,44 +49,30 @@ import argparse
 import asyncio
 import hashlib
 import json
-import math
 import multiprocessing
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import aiohttp
 import numpy as np
 import psutil
 
 from benchmarks import RESULTS_DIR, machine_info, machine_stamp, write_results
+from benchmarks.measure import MB, MemorySampler, cpu_seconds, latency_summary
+from workbench.audio import SAMPLE_RATE
+from workbench.client import AsyncClient
 from workbench.local_server import LocalServer
 
 NAME = "load"
-SAMPLE_RATE = 16000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
 UNKNOWN_ACTION = 4000
 WAV_HEADER = 44  # workbench.audio.write_wav: the canonical 44-byte header
-MB = 1_000_000
-
-
-def percentiles(values: Sequence[float]) -> dict[str, Optional[float]]:
-    """p50/p90/p99/max in milliseconds (nearest rank); None without values."""
-    if not values:
-        return {"n": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
-    s = sorted(values)
-
-    def rank(q: float) -> float:
-        return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
-
-    return {"n": len(s), "p50_ms": round(rank(50) * 1000, 2), "p90_ms": round(rank(90) * 1000, 2),
-            "p99_ms": round(rank(99) * 1000, 2), "max_ms": round(s[-1] * 1000, 2)}
 
 
 @dataclass
@@ -115,6 +101,10 @@ def chunk_source(index: int, chunk_bytes: int):  # type: ignore[no-untyped-def]
 
 async def run_stream(url: str, st: Stream, args: argparse.Namespace, t0: float,
                      phase: float) -> None:
+    """One live stream on its own WebSocket.  Hand-written rather than
+    :mod:`workbench.client`: it sends on absolute deadlines shifted by ``phase``, times the
+    ``progress`` of chunks it sent and interleaves ``nop`` probes, none of which that
+    client exposes."""
     chunk_s = args.chunk_ms / 1000
     chunk_bytes = int(BYTES_PER_SECOND * chunk_s)
     n_chunks = int(round(args.seconds / chunk_s))
@@ -179,47 +169,6 @@ async def run_stream(url: str, st: Stream, args: argparse.Namespace, t0: float,
         st.failure = f"{type(exc).__name__}: {exc}"
 
 
-class Sampler:
-    """Resident memory of the server (+ children) and of this process every 0.5 s."""
-
-    def __init__(self, server_pid: int) -> None:
-        self.server = psutil.Process(server_pid)
-        self.me = psutil.Process()
-        self.samples: list[tuple[float, int, int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> tuple[float, int, int, int]:
-        try:
-            rss = self.server.memory_info().rss
-            kids = sum(c.memory_info().rss for c in self.server.children(recursive=True))
-        except psutil.Error:
-            rss = kids = 0
-        s = (time.monotonic(), rss, kids, self.me.memory_info().rss)
-        self.samples.append(s)
-        return s
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self.sample()
-
-    def __enter__(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def cpu_seconds(proc: psutil.Process, children: bool) -> float:
-    try:
-        procs = proc.children(recursive=True) if children else [proc]
-        return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
-    except psutil.Error:
-        return 0.0
-
-
 def verify(data_dir: Path, st: Stream) -> dict[str, Any]:
     """Hash the session's raw part and WAV payload; compare with what was sent."""
     if st.session_id is None:
@@ -243,7 +192,7 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
     me = psutil.Process()
     streams = [Stream(i) for i in range(args.streams)]
     loop = asyncio.get_running_loop()
-    with Sampler(srv.process.pid) as sampler:
+    with MemorySampler(srv.process.pid, clock=time.monotonic) as sampler:
         time.sleep(1.0)
         baseline = sampler.sample()
         t0 = loop.time() + 3.0  # connect everyone first, then stream on the same clock
@@ -256,12 +205,12 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, t0 + args.spread + args.seconds - loop.time()))
         cpu1 = (cpu_seconds(server, False), cpu_seconds(server, True), cpu_seconds(me, False))
         w1 = time.monotonic()
-        streaming = [s for s in sampler.samples if s[0] <= w1]
+        streaming = [s for s in sampler.samples if s.t <= w1]
         await asyncio.gather(*tasks)
-        peak = max(streaming, key=lambda s: s[1])
-        peak_all = max(s[1] for s in sampler.samples)  # with every stop's finalisation
-        peak_kids = max(s[2] for s in sampler.samples)
-        peak_me = max(s[3] for s in sampler.samples)
+        peak = max(streaming, key=lambda s: s.rss)
+        peak_all = max(s.rss for s in sampler.samples)  # with every stop's finalisation
+        peak_kids = max(s.children_rss for s in sampler.samples)
+        peak_me = max(s.own_rss for s in sampler.samples)
     wall = w1 - w0
     checks = [verify(srv.data_dir, st) for st in streams]
     failed = [st for st in streams if st.failure]
@@ -280,19 +229,19 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
         "lost_bytes": sum(c["lost_bytes"] for c in checks),
         "raw_exact": sum(c["raw_exact"] for c in checks),
         "wav_exact": sum(c["wav_exact"] for c in checks),
-        "progress_latency": percentiles(all_lat),
-        "nop_round_trip": percentiles(all_nop),
-        "stop_to_recording_stopped": percentiles(stop_lat),
-        "client_send_lateness": {**percentiles(all_late),
+        "progress_latency": latency_summary(all_lat),
+        "nop_round_trip": latency_summary(all_nop),
+        "stop_to_recording_stopped": latency_summary(stop_lat),
+        "client_send_lateness": {**latency_summary(all_late),
                                  "over_50_ms": sum(1 for x in all_late if x > 0.05)},
         "server": {
             # The CPU window includes the 3 s of connecting and starting before t0, and the
             # start/end ramps of the spread.
             "cpu_percent_of_one_core": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
             "workers_cpu_percent_of_one_core": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
-            "rss_mb_before": round(baseline[1] / MB, 1),
-            "rss_mb_peak_streaming": round(peak[1] / MB, 1),
-            "rss_mb_per_stream": round((peak[1] - baseline[1]) / MB / max(1, args.streams), 3),
+            "rss_mb_before": round(baseline.rss / MB, 1),
+            "rss_mb_peak_streaming": round(peak.rss / MB, 1),
+            "rss_mb_per_stream": round((peak.rss - baseline.rss) / MB / max(1, args.streams), 3),
             "rss_mb_peak_with_stops": round(peak_all / MB, 1),
             "workers_rss_mb_peak": round(peak_kids / MB, 1),
         },
@@ -322,13 +271,14 @@ class Probe:
         gap = max(b - a for a, b in zip(arrivals, arrivals[1:]))
         return {"probes": len(inside), "max_gap_ms": round(gap * 1000, 1),
                 "max_round_trip_ms": round(max(r - s for s, r in inside) * 1000, 1),
-                "p50_round_trip_ms": percentiles([r - s for s, r in inside])["p50_ms"],
+                "p50_round_trip_ms": latency_summary([r - s for s, r in inside])["p50_ms"],
                 "seconds": round(end - start, 3)}
 
 
 async def run_probe(url: str, probe: Probe, done: asyncio.Event) -> None:
     """One WebSocket that sends a ``nop`` every ``probe.interval`` s and times the replies
-    (one in flight at most: a frozen server shows as one long round trip)."""
+    (one in flight at most: a frozen server shows as one long round trip).  A raw socket:
+    ``nop`` is no action of the protocol client."""
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, heartbeat=None) as ws:
@@ -342,45 +292,41 @@ async def run_probe(url: str, probe: Probe, done: asyncio.Event) -> None:
                 await asyncio.sleep(max(0.0, sent + probe.interval - loop.time()))
 
 
-def upload_and_stop(url: str, seconds: float) -> dict[str, Any]:
+def upload_and_stop(base_url: str, session_id: str, seconds: float) -> dict[str, Any]:
     """In a process of its own (so that the probe's client side never waits for this one's
     GIL): record ``seconds`` of PCM as fast as possible, then ``stop``. ``marks`` holds the
     times (``time.monotonic``, the clock of asyncio's loop, shared by every process) of the
     upload's start, the ``stop`` and ``recording_stopped``."""
     marks: dict[str, float] = {}
     clock = time.monotonic
+    chunk = bytes(np.random.default_rng(7).integers(-8192, 8192, 256 * 1024, dtype=np.int16)
+                  .astype("<i2").tobytes())  # 512 KiB, 16 s of audio
+    total = int(seconds * BYTES_PER_SECOND)
+
+    def chunks() -> Iterator[bytes]:
+        sent = 0
+        while sent < total:
+            data = chunk[:min(len(chunk), total - sent)]
+            yield data
+            sent += len(data)
+        marks["stop"] = clock()  # the client sends `stop` as soon as the chunks run out
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("type") == "recording_started":
+            marks["upload"] = clock()
+        elif event.get("type") == "recording_stopped":
+            marks["stopped"] = clock()
 
     async def go() -> dict[str, Any]:
-        chunk = bytes(np.random.default_rng(7).integers(-8192, 8192, 256 * 1024, dtype=np.int16)
-                      .astype("<i2").tobytes())  # 512 KiB, 16 s of audio
-        total = int(seconds * BYTES_PER_SECOND)
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(url, heartbeat=None, max_msg_size=0) as ws:
-                await ws.send_json({"action": "start", "format": "wav",
-                                    "input_format": "pcm_s16le", "sample_rate": SAMPLE_RATE,
-                                    "channels": 1})
-                started = json.loads((await ws.receive(timeout=60)).data)
-                if started.get("type") != "recording_started":
-                    raise RuntimeError(f"start refused: {started}")
-                marks["upload"] = clock()
-                sent = 0
-                while sent < total:
-                    data = chunk[:min(len(chunk), total - sent)]
-                    await ws.send_bytes(data)
-                    sent += len(data)
-                marks["stop"] = clock()
-                await ws.send_str('{"action": "stop"}')
-                while True:
-                    msg = await ws.receive(timeout=900)
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        raise RuntimeError(f"connection ended before recording_stopped: {msg.type}")
-                    m = json.loads(msg.data)
-                    if m.get("type") == "recording_stopped":
-                        marks["stopped"] = clock()
-                        return {"sent_mb": round(sent / MB, 1),
-                                "duration_seconds": m["duration_seconds"], "marks": marks}
-                    if m.get("type") == "error":
-                        raise RuntimeError(f"upload refused: {m}")
+        async with AsyncClient(base_url, timeout=900) as client:
+            rec = await client.record(chunks(), session_id=session_id, input_format="pcm_s16le",
+                                      options={"sample_rate": SAMPLE_RATE, "channels": 1},
+                                      wait=False, on_event=on_event)
+        stopped = rec.last("recording_stopped")
+        if rec.errors or stopped is None:
+            raise RuntimeError(f"upload refused: {rec.errors[:1] or rec.messages[-1:]}")
+        return {"sent_mb": round(rec.bytes_sent / MB, 1),
+                "duration_seconds": stopped["duration_seconds"], "marks": marks}
 
     return asyncio.run(go())
 
@@ -389,18 +335,15 @@ async def measure_stalls(args: argparse.Namespace, srv: LocalServer) -> dict[str
     """The largest reply gaps of a probe stream during a first REST run and a long stop."""
     loop = asyncio.get_running_loop()
     out: dict[str, Any] = {"probe_ms": args.probe_ms}
+    # A short recording to run on (its own run is renditions only: fast).
+    async with AsyncClient(srv.url) as client:
+        target = await client.record([next(chunk_source(0, BYTES_PER_SECOND))],
+                                     session_id="stall-target", input_format="pcm_s16le",
+                                     options={"sample_rate": SAMPLE_RATE, "channels": 1})
+    sid = target.session_id
+    # Raw requests: the figures are the answers' statuses and error text, which the
+    # protocol client turns into exceptions.
     async with aiohttp.ClientSession() as http:
-        # A short recording to run on (its own run is renditions only: fast).
-        async with http.ws_connect(f"{srv.ws_url}/ws/stall-target") as ws:
-            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le",
-                                "sample_rate": SAMPLE_RATE, "channels": 1})
-            sid = json.loads((await ws.receive(timeout=60)).data)["session_id"]
-            await ws.send_bytes(next(chunk_source(0, BYTES_PER_SECOND)))
-            await ws.send_str('{"action": "stop"}')
-            async for msg in ws:
-                if json.loads(msg.data).get("type") in ("processing_complete",
-                                                       "processing_failed"):
-                    break
         probe = Probe(args.probe_ms / 1000)
         done = asyncio.Event()
         prober = asyncio.create_task(run_probe(f"{srv.ws_url}/ws/stall-probe", probe, done))
@@ -422,9 +365,8 @@ async def measure_stalls(args: argparse.Namespace, srv: LocalServer) -> dict[str
         out["rest_run"] = probe.window(t, loop.time())
 
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            upload = await loop.run_in_executor(pool, upload_and_stop,
-                                                f"{srv.ws_url}/ws/stall-upload",
-                                                args.stall_seconds)
+            upload = await loop.run_in_executor(pool, upload_and_stop, srv.url,
+                                                "stall-upload", args.stall_seconds)
         marks = upload.pop("marks")
         out["upload"] = {**upload, **probe.window(marks["upload"], marks["stop"])}
         out["stop"] = probe.window(marks["stop"], marks["stopped"])

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -40,9 +39,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, write_results
+from benchmarks.measure import MB, Timer, own_cpu_seconds, own_peak_rss_bytes
 
 NAME = "pipeline"
-MB = 1_000_000
 INPUTS = ("30s", "5min", "30min")
 GENERATED = {  # name -> generate_conversation arguments
     "5min": {"num_speakers": 3, "duration": 300.0, "overlap_ratio": 0.05, "seed": 5},
@@ -109,13 +108,12 @@ def _worker(system: str, audio: str, out: str, asr_model: str, threads: Optional
         runner = get_pipeline(PipelineConfig.from_dict(options), data_dir=data_dir)
     load = time.perf_counter() - t1
     rss_loaded = psutil.Process().memory_info().rss
-    t2 = time.perf_counter()
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    transcript = runner(audio, uri=Path(audio).stem)
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    run = time.perf_counter() - t2
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    cpu0 = own_cpu_seconds()
+    with Timer() as running:
+        transcript = runner(audio, uri=Path(audio).stem)
+    cpu = own_cpu_seconds() - cpu0
+    run = running.seconds
+    peak = own_peak_rss_bytes()
     Path(out).write_text(json.dumps({
         "transcript": transcript.serialize(),
         "import_seconds": round(t_import, 3),

@@ -1,4 +1,5 @@
-"""The aiohttp application: REST API, WebSocket recording endpoint, start-up recovery, shutdown."""
+"""The aiohttp application: the REST handlers, the route table, start-up (with crash
+recovery, see :mod:`server.recovery`) and shutdown."""
 
 from __future__ import annotations
 
@@ -14,19 +15,22 @@ from aiohttp import WSCloseCode, web
 from workbench.audio import AudioDecodeError, encode_mp4
 from workbench.config import ConfigError
 
+from . import routes
 from .config import ServerConfig, check
-from .jobs import RESULT_FORMATS, JobQueue, check_run_config
+from .connection import websocket_handler
+from .jobs import JobQueue, check_run_config
 from .protocol import safe_details
-from .recorder import finalise, wav_intact
-from .recording import websocket_handler
+from .recovery import recover, requeue_orphans
+from .routes import RESULT_FORMATS, session_json
 from .security import AUTHENTICATED, make_middleware
-from .sessions import SessionStore, valid_id
+from .sessions import AUDIO_FORMATS, SessionStore, valid_id
 from .state import STATE, AppState
 
 log = logging.getLogger("server")
 
 STATIC_DIR = Path(__file__).parent / "static"
 
+# Content type of each result format (routes.RESULT_FORMATS).
 CONTENT_TYPES = {
     "json": "application/json",
     "srt": "application/x-subrip",
@@ -124,7 +128,7 @@ async def health(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     body = await _json_body(request)
     fmt = body.get("format", "wav")
-    if fmt not in ("wav", "mp4"):
+    if fmt not in AUDIO_FORMATS:
         raise web.HTTPBadRequest(text="Invalid format. Use 'wav' or 'mp4'")
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -132,17 +136,17 @@ async def create_session(request: web.Request) -> web.Response:
     _checked_run_config(request, options, "session options")
     session = await asyncio.to_thread(_state(request).store.create_session, None, fmt, options)
     log.info("✅ Created session: %s", session.id)
-    return web.json_response(session.serialize(), status=201)
+    return web.json_response(session_json(session), status=201)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     sessions = await asyncio.to_thread(_state(request).store.list_sessions)
-    return await _json_response({"sessions": [s.serialize() for s in sessions]})
+    return await _json_response({"sessions": [session_json(s) for s in sessions]})
 
 
 async def get_session(request: web.Request) -> web.Response:
     session = await _session_or_404(request)
-    return web.json_response(session.serialize())
+    return web.json_response(session_json(session))
 
 
 async def delete_session(request: web.Request) -> web.Response:
@@ -158,16 +162,15 @@ async def delete_session(request: web.Request) -> web.Response:
 async def get_audio(request: web.Request) -> web.StreamResponse:
     session = await _session_or_404(request)
     fmt = request.query.get("format", "wav")
-    if fmt not in ("wav", "mp4"):
+    if fmt not in AUDIO_FORMATS:
         raise web.HTTPBadRequest(text="Invalid format. Use 'wav' or 'mp4'")
     state = _state(request)
-    directory = state.store.session_dir(session.id)
-    wav = directory / "audio.wav"
+    store = state.store
+    wav = store.audio_path(session.id, "wav")
     if not await asyncio.to_thread(wav.exists):
         raise web.HTTPNotFound(text="This session has no recorded audio yet")
-    path = wav
+    path = store.audio_path(session.id, fmt)
     if fmt == "mp4":
-        path = directory / "audio.mp4"
         if not await asyncio.to_thread(_rendition_current, wav, path):
             encode = state.encoding.get(session.id)
             if encode is None:  # one encode per session, whoever asks meanwhile
@@ -179,7 +182,7 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
             except AudioDecodeError as exc:
                 raise web.HTTPUnprocessableEntity(text=str(exc)) from None
     return web.FileResponse(path, headers={
-        "Content-Type": "audio/wav" if fmt == "wav" else "audio/mp4",
+        "Content-Type": f"audio/{fmt}",
         "Content-Disposition": f'attachment; filename="{session.id}.{fmt}"',
     })
 
@@ -252,7 +255,7 @@ async def create_run(request: web.Request) -> web.Response:
     config = await _json_body(request)
     if session.id in state.recording or session.status == "recording":
         raise web.HTTPConflict(text="Session is recording; stop it first")
-    if not await asyncio.to_thread((state.store.session_dir(session.id) / "audio.wav").exists):
+    if not await asyncio.to_thread(state.store.audio_path(session.id).exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
     # Checked with workbench.config, not the pipeline: the server never imports torch.
     config = _checked_run_config(request, config, "run configuration")
@@ -268,75 +271,6 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 # ---------------------------------------------------------------------- lifecycle
-
-
-def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
-    """After a crash: finalise recordings that were open and mark them ``interrupted``.
-
-    Part sizes are taken from the files (the store is updated on a cadence);
-    the WAV is rebuilt from the raw parts, so a torn header cannot survive.  A
-    finished session whose ``audio.wav`` is torn or missing gets it rebuilt too,
-    and half-written temporary files are removed.
-    """
-    recovered = []
-    for stale in store.sessions_dir.glob("*/.audio.*"):
-        stale.unlink(missing_ok=True)  # an atomic write cut short (audio.wav / audio.mp4)
-    for session in store.sessions_in("recording"):
-        directory = store.session_dir(session.id)
-        total = 0
-        for part in session.parts:
-            path = directory / part.filename
-            part.bytes = path.stat().st_size if path.exists() else 0
-            total += part.bytes
-            store.update_part(session.id, part)
-        error = None
-        try:
-            duration = finalise(store, store.get_session(session.id) or session, max_seconds)
-        except AudioDecodeError as exc:
-            duration, error = 0.0, str(exc)
-        store.set_status(session.id, "interrupted", duration_seconds=duration,
-                         bytes_received=total, error=error)
-        log.warning("Recovered session %s after a crash: %.2f s kept, now interrupted",
-                    session.id, duration)
-        recovered.append(session.id)
-    for session in store.sessions_in("interrupted", "processing", "completed"):
-        wav = store.session_dir(session.id) / "audio.wav"
-        if not session.parts or (wav.exists() and wav_intact(wav)):
-            continue
-        try:
-            duration = finalise(store, session, max_seconds)
-        except AudioDecodeError as exc:
-            log.warning("Session %s: audio.wav is damaged and cannot be rebuilt: %s",
-                        session.id, exc)
-            continue
-        store.update_session(session.id, duration_seconds=duration)
-        log.warning("Rebuilt the damaged audio.wav of session %s from its raw parts", session.id)
-        recovered.append(session.id)
-    return recovered
-
-
-def requeue_orphans(store: SessionStore, config_for: Callable[[Any], dict[str, Any]]) -> list[str]:
-    """Sessions left ``processing`` without a queued or running run get what the crash
-    denied them: the outcome of their last run when it finished after the session entered
-    ``processing`` (a crash before the status was updated), else a new run (a crash
-    between ``stop`` and queueing the run)."""
-    orphans = []
-    for session in store.sessions_in("processing"):
-        if any(r.status in ("queued", "running") for r in session.runs):
-            continue
-        last = session.runs[-1] if session.runs else None
-        if last is not None and last.finished_at and last.finished_at >= session.updated_at:
-            ok = last.status == "completed"
-            store.set_status(session.id, "completed" if ok else "failed",
-                             error=None if ok else last.error)
-            log.warning("Session %s: marked %s after its last run, as a crash left it",
-                        session.id, "completed" if ok else "failed")
-        else:
-            run = store.create_run(session.id, config_for(session))
-            log.warning("Queued run %s for session %s, left processing by a crash", run.id,
-                        session.id)
-            orphans.append(session.id)
-    return orphans
 
 
 # Threads for blocking file and SQLite work (asyncio.to_thread).  The default pool has
@@ -385,24 +319,24 @@ def create_app(config: ServerConfig) -> web.Application:
                           dask_scheduler=config.dask_scheduler,
                           pipeline=config.pipeline, log_level=config.log_level)
     app[STATE] = state
-    app.router.add_get("/api/health", health)
-    app.router.add_post("/api/sessions", create_session)
-    app.router.add_get("/api/sessions", list_sessions)
-    app.router.add_get("/api/sessions/{session_id}", get_session)
-    app.router.add_delete("/api/sessions/{session_id}", delete_session)
-    app.router.add_get("/api/sessions/{session_id}/audio", get_audio)
-    app.router.add_get("/api/sessions/{session_id}/transcript", get_transcript)
-    app.router.add_get("/api/sessions/{session_id}/runs", list_runs)
-    app.router.add_post("/api/sessions/{session_id}/runs", create_run)
-    app.router.add_get("/api/sessions/{session_id}/runs/{run_id}", get_run)
-    app.router.add_get("/ws/{session_id}", websocket_handler)
-    app.router.add_get("/", index)
+    app.router.add_get(routes.HEALTH, health)
+    app.router.add_post(routes.SESSIONS, create_session)
+    app.router.add_get(routes.SESSIONS, list_sessions)
+    app.router.add_get(routes.SESSION, get_session)
+    app.router.add_delete(routes.SESSION, delete_session)
+    app.router.add_get(routes.SESSION_AUDIO, get_audio)
+    app.router.add_get(routes.SESSION_TRANSCRIPT, get_transcript)
+    app.router.add_get(routes.SESSION_RUNS, list_runs)
+    app.router.add_post(routes.SESSION_RUNS, create_run)
+    app.router.add_get(routes.SESSION_RUN, get_run)
+    app.router.add_get(routes.WEBSOCKET, websocket_handler)
+    app.router.add_get(routes.INDEX, index)
     if STATIC_DIR.exists():
-        app.router.add_static("/static", STATIC_DIR, follow_symlinks=False)
+        app.router.add_static(routes.STATIC, STATIC_DIR, follow_symlinks=False)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
 
 
-__all__ = ["create_app", "recover", "json"]
+__all__ = ["create_app", "json"]

@@ -9,38 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-MiB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Limits of the recording protocol (seed defaults first) and of what one client may use.
-
-    A limit of 0 switches that limit off (where noted).
-    """
-
-    max_duration_seconds: float = 3600.0
-    max_chunk_bytes: int = 1 * MiB
-    max_total_bytes: int = 500 * MiB
-    # Largest WebSocket message accepted at all; bigger frames close the
-    # connection with 1009.  Room for a base64 chunk a little over the limit so
-    # that one gets the seed's "Chunk size exceeds limit" error instead.
-    max_message_bytes: int = 4 * MiB
-    # Recordings open at once on the whole server (0: no limit).
-    max_recordings: int = 100
-    # Open WebSocket connections per client address (0: no limit).
-    max_connections_per_client: int = 20
-    # Seconds without a message from a recording client before its recording is
-    # finalised as `interrupted` and the connection closed (0: never).
-    idle_timeout_seconds: float = 60.0
-    # Largest HTTP request body (REST JSON).
-    max_body_bytes: int = 1 * MiB
-    # A client that declares `"live": true` may send audio at most this many
-    # times faster than real time once its burst allowance is used up (0: off).
-    live_max_speed: float = 2.0
-    # Seconds of audio a live client may send ahead of that pace (its burst).
-    live_burst_seconds: float = 10.0
-
+from .limits import Limits, MiB
 
 # Origins a browser page may connect from when --allowed-origins is not given
 # (besides the server's own origin, which is always allowed); "*" is any port.

@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from workbench.config import ConfigError, RunConfig
 
+from .routes import audio_links, result_links
 from .sessions import Run, SessionStore, TransitionError
 from .worker import worker_main
 
@@ -28,7 +29,6 @@ log = logging.getLogger("server.jobs")
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_ATTEMPTS = 2
-RESULT_FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
 
 # A run's stored configuration is the pipeline's options (workbench.config.RunConfig) plus
 # one server switch, `pipeline`: the work a run does ("renditions": audio renditions only).
@@ -352,12 +352,3 @@ class JobQueue:
             log.warning("Run %s of session %s failed: %s", run_id, sid, message)
             await self.notify(sid, {"type": "processing_failed", "session_id": sid,
                                     "run_id": run_id, "message": message})
-
-
-def result_links(session_id: str, run_id: str) -> dict[str, str]:
-    return {fmt: f"/api/sessions/{session_id}/transcript?format={fmt}&run={run_id}"
-            for fmt in RESULT_FORMATS}
-
-
-def audio_links(session_id: str) -> dict[str, str]:
-    return {fmt: f"/api/sessions/{session_id}/audio?format={fmt}" for fmt in ("wav", "mp4")}

@@ -1,14 +1,47 @@
-"""Abuse limits that need state: connections per client address and the pace of live audio.
-
-The static limits (sizes, durations, counts) live in :class:`server.config.Limits`;
-this module holds the small counters that enforce the ones that change over time.
+"""Limits: what one recording and one client may use (:class:`Limits`, part of the
+server's configuration), and the small counters that enforce the limits that change
+over time (connections per client address, the pace of live audio).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable, Optional
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits of the recording protocol (seed defaults first) and of what one client may use.
+
+    A limit of 0 switches that limit off (where noted).
+    """
+
+    max_duration_seconds: float = 3600.0
+    max_chunk_bytes: int = 1 * MiB
+    max_total_bytes: int = 500 * MiB
+    # Largest WebSocket message accepted at all; bigger frames close the
+    # connection with 1009.  Room for a base64 chunk a little over the limit so
+    # that one gets the seed's "Chunk size exceeds limit" error instead.
+    max_message_bytes: int = 4 * MiB
+    # Recordings open at once on the whole server (0: no limit).
+    max_recordings: int = 100
+    # Open WebSocket connections per client address (0: no limit).
+    max_connections_per_client: int = 20
+    # Seconds without a message from a recording client before its recording is
+    # finalised as `interrupted` and the connection closed (0: never).
+    idle_timeout_seconds: float = 60.0
+    # Largest HTTP request body (REST JSON).
+    max_body_bytes: int = 1 * MiB
+    # A client that declares `"live": true` may send audio at most this many
+    # times faster than real time once its burst allowance is used up (0: off).
+    live_max_speed: float = 2.0
+    # Seconds of audio a live client may send ahead of that pace (its burst).
+    live_burst_seconds: float = 10.0
+
 
 # Bytes per second of audio assumed for a compressed stream whose duration the
 # server cannot read from its byte count: the highest bit rate its codec allows
@@ -79,4 +112,4 @@ def chunk_seconds(n_bytes: int, bytes_per_second: Optional[float], container: Op
     return n_bytes / rate
 
 
-__all__ = ["ConnectionCounter", "LivePacer", "chunk_seconds"]
+__all__ = ["ConnectionCounter", "Limits", "LivePacer", "MiB", "chunk_seconds"]

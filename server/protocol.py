@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from workbench.audio import CONTAINERS, InputFormat
+from workbench.audio import CONTAINERS, SAMPLE_RATE, InputFormat
 from workbench.config import FLAT_OPTIONS, ConfigError
 
-from .config import Limits
+from .limits import Limits
 from .jobs import check_run_config
-
-OUTPUT_FORMATS = ("wav", "mp4")
+from .sessions import AUDIO_FORMATS
 
 
 class ErrorCode(IntEnum):
@@ -181,7 +180,7 @@ def _field_error(message: str) -> ProtocolError:
 def parse_start(msg: dict[str, Any]) -> StartRequest:
     """Validate a ``start`` message; raises :class:`ProtocolError` with a clear message."""
     fmt = msg.get("format", "wav")
-    if fmt not in OUTPUT_FORMATS:
+    if fmt not in AUDIO_FORMATS:
         raise ProtocolError(ErrorCode.INVALID_FORMAT, Messages.INVALID_FORMAT)
 
     container = msg.get("input_format")
@@ -191,7 +190,7 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
         container = _INPUT_ALIASES.get(container.lower(), container.lower())
         if container not in CONTAINERS:
             raise _field_error(f"Invalid input_format. Use one of: {', '.join(CONTAINERS)}")
-    rate = msg.get("sample_rate", 16000)
+    rate = msg.get("sample_rate", SAMPLE_RATE)
     channels = msg.get("channels", 1)
     if not isinstance(rate, int) or isinstance(rate, bool) or not 4000 <= rate <= 192000:
         raise _field_error("'sample_rate' must be an integer between 4000 and 192000")

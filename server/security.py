@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from . import routes
 from .config import ServerConfig, is_loopback
 
 log = logging.getLogger("server.security")
@@ -32,8 +33,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # True when the request carried the token (a typed key: a plain string key warns).
 AUTHENTICATED = web.RequestKey("authenticated", bool)
 
-_OPEN_PATHS = ("/", "/api/health")
-_OPEN_PREFIXES = ("/static/",)
+_OPEN_PATHS = (routes.INDEX, routes.HEALTH)
+_OPEN_PREFIXES = (routes.STATIC + "/",)
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 

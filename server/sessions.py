@@ -3,7 +3,8 @@
 One SQLite database (``DATA/workbench.sqlite3``) holds the metadata; each session
 owns a directory ``DATA/sessions/<id>/`` with the raw parts it received, the
 canonical ``audio.wav``, an optional ``audio.mp4`` and one folder per run.
-Every write is a transaction, so a crash leaves the store consistent.
+Every write is a transaction, so a crash leaves the store consistent.  The store
+returns data; the URLs clients see are made in :mod:`server.routes`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from workbench.audio import InputFormat
+
+# The renditions of a session's audio, each a file ``audio.<format>`` in its directory:
+# the canonical WAV (made at ``stop``) and an MP4 (AAC) made on demand.
+AUDIO_FORMATS = ("wav", "mp4")
 
 SESSION_STATES = ("idle", "recording", "interrupted", "processing", "completed", "failed")
 RUN_STATES = ("queued", "running", "completed", "failed")
@@ -125,9 +130,12 @@ class Session:
     audio_truncated: bool = False  # audio.wav stops at the duration limit; the parts hold more
     parts: list[Part] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)
+    # Formats of AUDIO_FORMATS whose file is on disk.
+    renditions: tuple[str, ...] = ()
 
     def serialize(self) -> dict[str, Any]:
+        """The session's data as JSON values (the REST object adds links: see
+        :func:`server.routes.session_json`)."""
         latest = next((r for r in reversed(self.runs) if r.status == "completed"), None)
         return {
             "id": self.id,
@@ -144,7 +152,6 @@ class Session:
             "parts": [
                 {"index": p.index, "container": p.container, "bytes": p.bytes} for p in self.parts
             ],
-            "files": self.files,
             "runs": [r.serialize() for r in self.runs],
             "speakers": (latest.summary.get("speakers") if latest else None),
         }
@@ -247,6 +254,12 @@ class SessionStore:
             raise ValueError("invalid session id")
         return self.sessions_dir / session_id
 
+    def audio_path(self, session_id: str, fmt: str = "wav") -> Path:
+        """The file of one rendition (see :data:`AUDIO_FORMATS`) of a session's audio."""
+        if fmt not in AUDIO_FORMATS:
+            raise ValueError(f"unknown audio format {fmt!r}")
+        return self.session_dir(session_id) / f"audio.{fmt}"
+
     def run_dir(self, session_id: str, run_id: str) -> Path:
         return self.session_dir(session_id) / "runs" / run_id
 
@@ -300,11 +313,8 @@ class SessionStore:
             "SELECT * FROM runs WHERE session_id = ? ORDER BY seq", (sid,)
         )]
         directory = self.sessions_dir / sid
-        files = {
-            name: f"/api/sessions/{sid}/audio?format={name}"
-            for name, fname in (("wav", "audio.wav"), ("mp4", "audio.mp4"))
-            if (directory / fname).exists()
-        }
+        renditions = tuple(fmt for fmt in AUDIO_FORMATS
+                           if (directory / f"audio.{fmt}").exists())
         return Session(
             id=sid,
             status=row["status"],
@@ -319,7 +329,7 @@ class SessionStore:
             audio_truncated=bool(row["audio_truncated"]),
             parts=parts,
             runs=runs,
-            files=files,
+            renditions=renditions,
         )
 
     def set_status(self, session_id: str, status: str, *, error: Optional[str] = None,

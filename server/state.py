@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -15,7 +15,13 @@ from .sessions import Session, SessionStore
 
 if TYPE_CHECKING:
     from .jobs import JobQueue
-    from .recording import Connection
+
+
+class OpenRecording(Protocol):
+    """A connection that is recording (a :class:`server.connection.Connection`), as the
+    state sees it: something to finish at shutdown."""
+
+    async def finish(self, reason: str) -> None: ...
 
 
 @dataclass
@@ -27,7 +33,7 @@ class AppState:
     jobs: "JobQueue" = field(init=False)
     sockets: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
     subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
-    recording: dict[str, "Connection"] = field(default_factory=dict)
+    recording: dict[str, OpenRecording] = field(default_factory=dict)
     # Recordings being started (counted against the limit before their session is known).
     starting: int = 0
     # Finalisations in flight; shutdown waits for them before closing the store.
@@ -73,4 +79,4 @@ class AppState:
 
 STATE = web.AppKey("state", AppState)
 
-__all__ = ["AppState", "STATE"]
+__all__ = ["AppState", "OpenRecording", "STATE"]

@@ -24,7 +24,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from server.app import recover
+from server.recovery import recover
 from server.protocol import ErrorCode
 from server.sessions import SessionStore
 from workbench.audio import (

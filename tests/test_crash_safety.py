@@ -23,7 +23,7 @@ from typing import Any, Optional
 import aiohttp
 import numpy as np
 
-from server.recorder import wav_intact
+from server.finalise import wav_intact
 from server.sessions import SessionStore
 from workbench.local_server import LocalServer
 

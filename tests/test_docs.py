@@ -20,7 +20,7 @@ from unittest import mock
 import pytest
 
 from server import config as server_config
-from server.config import Limits
+from server.limits import Limits
 from server.protocol import ErrorCode, Messages
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 )
 
 from server.protocol import ErrorCode, ProtocolError, decode_chunk, parse_start
-from server.recorder import wav_intact
+from server.finalise import wav_intact
 from server.sessions import SESSION_STATES, TRANSITIONS
 from workbench.audio import (
     AudioDecodeError,

@@ -263,7 +263,7 @@ async def test_limits(start_server, speech_dir: Path) -> None:  # type: ignore[n
 
 
 def test_default_limit_messages_match_the_seed() -> None:
-    from server.config import Limits
+    from server.limits import Limits
     from server.protocol import Messages
 
     lim = Limits()

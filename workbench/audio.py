@@ -91,7 +91,11 @@ def _pcm_bytes_to_float(data: bytes, sample_width: int, channels: int, is_float:
     data = data[: len(data) - len(data) % frame]
     if is_float:
         dtype = "<f4" if sample_width == 4 else "<f8"
-        x = np.frombuffer(data, dtype=dtype).astype(np.float32)
+        x = np.frombuffer(data, dtype=dtype)
+        if sample_width == 8:  # a float64 beyond float32's range would overflow to inf
+            finite = np.finfo(np.float32).max
+            x = np.clip(x, -finite, finite)
+        x = x.astype(np.float32)
     elif sample_width == 1:
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif sample_width == 2:

@@ -50,7 +50,7 @@ class ServerError(RuntimeError):
 
 
 @dataclass
-class Recording:
+class RecordingReport:
     """What happened during one :meth:`AsyncClient.record` call."""
 
     session_id: str
@@ -204,7 +204,7 @@ class AsyncClient:
                      speed: float = 1.0, binary: bool = True, chunk_seconds: float = 0.25,
                      wait: bool = True, on_event: Optional[EventCallback] = None,
                      input_format: Optional[str] = None,
-                     stop_event: Optional[threading.Event] = None) -> Recording:
+                     stop_event: Optional[threading.Event] = None) -> RecordingReport:
         """Stream ``source`` as one recording; with ``wait``, return once processing ended.
 
         ``realtime`` paces chunks at the audio's own speed (when it is known), or
@@ -223,7 +223,7 @@ class AsyncClient:
             start.setdefault("live", True)
         http = await self._http()
         async with http.ws_connect(self._ws_url(session_id), max_msg_size=0) as ws:
-            rec = Recording(session_id)
+            rec = RecordingReport(session_id)
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
             async def reader() -> None:
@@ -274,7 +274,7 @@ class AsyncClient:
             return rec
 
     async def _next(self, inbox: "asyncio.Queue[dict[str, Any]]", kinds: tuple[str, ...],
-                    rec: Optional[Recording] = None) -> dict[str, Any]:
+                    rec: Optional[RecordingReport] = None) -> dict[str, Any]:
         """The next message of one of ``kinds`` (messages are consumed in order)."""
         deadline = time.monotonic() + self.timeout
         while True:
@@ -372,7 +372,7 @@ class Client:
     def transcript(self, session_id: str, run: Optional[str] = None) -> Transcript:
         return self._run(self.aio.transcript(session_id, run))
 
-    def record(self, source: Source, **kwargs: Any) -> Recording:
+    def record(self, source: Source, **kwargs: Any) -> RecordingReport:
         """See :meth:`AsyncClient.record`."""
         return self._run(self.aio.record(source, **kwargs))
 

@@ -183,7 +183,7 @@ class SessionPanel:
 
     def stream(self, path: Optional[Union[str, Path]] = None, realtime: Optional[bool] = None,
                speed: float = 1.0) -> "concurrent.futures.Future[Any]":
-        """Stream a WAV file as a new live session (returns a future of the Recording);
+        """Stream a WAV file as a new live session (returns a future of the RecordingReport);
         in real time, ``speed`` times the audio's own pace."""
         source = Path(path or self.file_picker.value)
         if not source.exists():

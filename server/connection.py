@@ -23,13 +23,14 @@ from .protocol import (
     safe_details,
 )
 from .jobs import check_run_config
-from .limits import LivePacer
-from .recorder import Recording, finalise_async
+from .limits import Limits, LivePacer
+from .part_writer import PartWriter
+from .finalise import finalise_async
 from .security import client_address
 from .sessions import Session, TransitionError, valid_id
 from .state import AppState, STATE
 
-log = logging.getLogger("server.recording")
+log = logging.getLogger("server.connection")
 
 RESUMABLE = ("idle", "interrupted", "completed", "failed")
 # Text frames from this size on are parsed (and their base64 decoded) in a thread.
@@ -45,14 +46,14 @@ def printable(text: str, limit: int = 80) -> str:
 
 
 class Connection:
-    """State of one WebSocket connection: the session it is bound to and the recording it runs."""
+    """State of one WebSocket connection: the session it is bound to and the part it writes."""
 
     def __init__(self, state: AppState, ws: web.WebSocketResponse, path_id: str) -> None:
         self.state = state
         self.ws = ws
         self.path_id = path_id
         self.session_id: Optional[str] = None
-        self.recording: Optional[Recording] = None
+        self.writer: Optional[PartWriter] = None
         self.chunks = 0
         self.bytes = 0
         self.prior_duration = 0.0
@@ -60,7 +61,7 @@ class Connection:
         self.duration_limit_told = False  # the wall-clock/byte-count 4005 was sent
 
     @property
-    def limits(self):  # type: ignore[no-untyped-def]
+    def limits(self) -> Limits:
         return self.state.config.limits
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -112,14 +113,14 @@ class Connection:
         if action == "start":
             await self.on_start(parse_start(msg))
         elif action == "audio_chunk":
-            if self.recording is None:
+            if self.writer is None:
                 raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
             data = msg.get("data")
             await self.on_chunk(decode_chunk(data) if not isinstance(data, str)
                                 or len(data) < LARGE_TEXT
                                 else await asyncio.to_thread(decode_chunk, data))
         elif action == "stop":
-            if self.recording is None:
+            if self.writer is None:
                 raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
             await self.finish("stop")
         else:
@@ -127,7 +128,7 @@ class Connection:
 
     # ------------------------------------------------------------------ start
     async def on_start(self, req: StartRequest) -> None:
-        if self.recording is not None:
+        if self.writer is not None:
             raise ProtocolError(ErrorCode.ALREADY_RECORDING,
                                 "Recording already started. Send 'stop' first")
         if not self.state.recording_slot_free():
@@ -171,15 +172,15 @@ class Connection:
         self.state.recording[session.id] = self
         try:
             part = await asyncio.to_thread(store.add_part, session.id, req.input)
-            rec = Recording(store.session_dir(session.id) / part.filename, part,
-                            self.state.config.fsync_interval)
-            await asyncio.to_thread(rec.open)
+            writer = PartWriter(store.session_dir(session.id) / part.filename, part,
+                                self.state.config.fsync_interval)
+            await asyncio.to_thread(writer.open)
             await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
                                     options=options)
         except BaseException:
             self.state.recording.pop(session.id, None)
             raise
-        self.recording = rec
+        self.writer = writer
         self.duration_limit_told = False
         self.chunks = session.chunks_received
         self.bytes = session.bytes_received
@@ -198,8 +199,8 @@ class Connection:
 
     # ------------------------------------------------------------------ chunks
     async def on_chunk(self, data: bytes) -> None:
-        rec = self.recording
-        if rec is None:
+        writer = self.writer
+        if writer is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
         limits = self.limits
         if len(data) > limits.max_chunk_bytes:
@@ -211,11 +212,11 @@ class Connection:
             return
         if not data:
             return
-        if self.pacer is not None and not self.pacer.admit(rec.seconds_for(len(data))):
+        if self.pacer is not None and not self.pacer.admit(writer.seconds_for(len(data))):
             raise ProtocolError(ErrorCode.TOO_FAST, Messages.too_fast(limits))
         # Confirmed chunks must survive a crash: the chunk a `progress` counts is synced.
         confirm = (self.chunks + 1) % self.state.config.progress_every == 0
-        await asyncio.to_thread(rec.append, data, confirm)
+        await asyncio.to_thread(writer.append, data, confirm)
         self.chunks += 1
         self.bytes += len(data)
         if confirm:
@@ -223,9 +224,9 @@ class Connection:
                              "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
             # Bookkeeping only (start-up recovery takes sizes from the files), so after
             # the reply: the client does not wait for a SQLite commit.
-            await asyncio.to_thread(self.state.store.update_part, self.session_id, rec.part,
+            await asyncio.to_thread(self.state.store.update_part, self.session_id, writer.part,
                                     chunks_received=self.chunks, bytes_received=self.bytes)
-        if self.prior_duration + rec.elapsed() >= limits.max_duration_seconds:
+        if self.prior_duration + writer.elapsed() >= limits.max_duration_seconds:
             self.duration_limit_told = True
             await self.send(error(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(limits)))
             await self.finish("limit")
@@ -238,20 +239,20 @@ class Connection:
         The work runs in its own task that the caller's cancellation does not stop
         (shutdown waits for it), so an accepted recording is always finalised.
         """
-        rec = self.recording
-        if rec is None or self.session_id is None:
+        writer = self.writer
+        if writer is None or self.session_id is None:
             return
-        self.recording = None
+        self.writer = None
         self.pacer = None
-        task = asyncio.ensure_future(self._finish(rec, self.session_id, reason))
+        task = asyncio.ensure_future(self._finish(writer, self.session_id, reason))
         self.state.finishing.add(task)
         task.add_done_callback(self.state.finishing.discard)
         await asyncio.shield(task)
 
-    async def _finish(self, rec: Recording, sid: str, reason: str) -> None:
+    async def _finish(self, writer: PartWriter, sid: str, reason: str) -> None:
         store = self.state.store
         try:
-            part = await asyncio.to_thread(rec.close)
+            part = await asyncio.to_thread(writer.close)
             await asyncio.to_thread(store.update_part, sid, part, chunks_received=self.chunks,
                                     bytes_received=self.bytes)
             session = await asyncio.to_thread(store.get_session, sid)
@@ -273,7 +274,7 @@ class Connection:
                 return
             # The outcome is durable before the client hears of it: a crash after
             # `recording_stopped` finds the session processing (its run is queued at
-            # start-up if the crash came first, see app.requeue_orphans) or failed.
+            # start-up if the crash came first, see recovery.requeue_orphans) or failed.
             await asyncio.to_thread(store.set_status, sid,
                                     "failed" if decode_error is not None else "processing",
                                     duration_seconds=duration, error=decode_error)
@@ -345,7 +346,7 @@ async def _serve(request: web.Request, state: AppState) -> web.WebSocketResponse
         while True:
             # While recording, the client must send something at least every `idle` seconds
             # (pings do not count: they keep a dead recording's slot forever).
-            if conn.recording is not None and idle:
+            if conn.writer is not None and idle:
                 remaining = last + idle - asyncio.get_running_loop().time()
                 try:
                     async with asyncio.timeout(max(remaining, 0.0)):

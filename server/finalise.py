@@ -1,0 +1,112 @@
+"""Finalisation: a session's raw parts decoded into its canonical ``audio.wav``.
+
+Finalising decodes all parts in order into the canonical 16 kHz mono ``audio.wav``,
+block by block (memory independent of the recording's length), holding at most the
+duration limit.  :func:`wav_intact` tells whether an ``audio.wav`` survived a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from pathlib import Path
+from typing import Optional
+
+from workbench.audio import (
+    AudioDecodeError,
+    DecodedWav,
+    InputFormat,
+    decode_to_wav,
+    detect_container,
+    parse_wav_header,
+)
+
+from .sessions import Session, SessionStore, iter_part_paths
+
+log = logging.getLogger("server.finalise")
+
+
+# First bytes a declared container must start with.  Bytes that do not are never
+# handed to FFmpeg's format probing, which would otherwise pick whatever demuxer
+# matches them (a text playlist such as ffconcat reads other files).
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "webm": (b"\x1a\x45\xdf\xa3",),
+    "ogg": (b"OggS",),
+    "flac": (b"fLaC",),
+}
+
+
+def _signature_ok(head: bytes, container: str) -> bool:
+    detected = detect_container(head)
+    if container == "mp4":
+        # MP4/M4A ('ftyp' box), or raw ADTS AAC (declared as "aac").
+        return detected == "mp4" or (len(head) >= 2 and head[0] == 0xFF
+                                     and (head[1] & 0xF6) == 0xF0)
+    if container == "mp3":
+        return detected == "mp3"
+    prefixes = _SIGNATURES.get(container)
+    return prefixes is None or head.startswith(prefixes)
+
+
+def check_signatures(parts: list[tuple[Path, InputFormat]]) -> None:
+    """Raise :class:`AudioDecodeError` when a part's bytes are not the container it declared."""
+    for path, fmt in parts:
+        if fmt.container in (None, "wav", "pcm_s16le"):
+            continue  # detected from the bytes, or decoded without FFmpeg
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if head and not _signature_ok(head, fmt.container):
+            raise AudioDecodeError(f"Audio could not be decoded: the bytes are not "
+                                   f"{fmt.container} (the declared input_format)")
+
+
+def wav_intact(path: Path) -> bool:
+    """True when ``path`` is a complete canonical WAV: its header sizes match the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 12)
+        size = path.stat().st_size
+        header = parse_wav_header(head)
+    except (OSError, AudioDecodeError):
+        return False
+    if header is None:
+        return False
+    (data_size,) = struct.unpack("<I", head[header.data_offset - 4 : header.data_offset])
+    (riff_size,) = struct.unpack("<I", head[4:8])
+    frame = header.channels * header.sample_width
+    return (size == header.data_offset + data_size and riff_size == size - 8
+            and data_size % frame == 0)
+
+
+def finalise_audio(store: SessionStore, session: Session,
+                   max_seconds: Optional[float] = None) -> DecodedWav:
+    """Decode every part of ``session`` into ``audio.wav``, block by block.
+
+    ``audio.wav`` holds at most ``max_seconds`` of audio (``truncated``, also stored
+    as the session's ``audio_truncated``, tells when the parts hold more; they stay
+    on disk untouched).  Blocking (decoding): run it
+    in a thread or a worker.  Raises :class:`AudioDecodeError` with a client-safe
+    message when nothing decodes; the raw parts stay on disk either way.
+    """
+    parts = [(p, f) for p, f in iter_part_paths(store, session) if p.exists()]
+    check_signatures(parts)
+    decoded = decode_to_wav(parts, store.audio_path(session.id, "wav"), max_seconds)
+    store.audio_path(session.id, "mp4").unlink(missing_ok=True)  # stale rendition of older audio
+    if decoded.truncated or session.audio_truncated:
+        store.update_session(session.id, audio_truncated=decoded.truncated)
+    log.info("Finalised audio for session %s: %.2f s from %d part(s)%s", session.id,
+             decoded.duration_seconds, len(parts),
+             f", cut at the {max_seconds:g} s limit" if decoded.truncated else "")
+    return decoded
+
+
+def finalise(store: SessionStore, session: Session, max_seconds: Optional[float] = None) -> float:
+    """:func:`finalise_audio`, returning only the duration of ``audio.wav`` in seconds."""
+    return finalise_audio(store, session, max_seconds).duration_seconds
+
+
+async def finalise_async(store: SessionStore, session: Session,
+                         max_seconds: Optional[float] = None) -> DecodedWav:
+    """:func:`finalise_audio` in a thread: the event loop keeps serving while it decodes."""
+    return await asyncio.to_thread(finalise_audio, store, session, max_seconds)

@@ -1,0 +1,115 @@
+"""The part writer: received audio bytes appended to disk as they arrive.
+
+Each ``start``..``stop`` span of a session is one *part*: its bytes go, exactly
+as received, to ``part-NNN.raw`` (append, flush per chunk, fsync on a cadence
+and before every confirmation the client sees).  Turning the parts into
+``audio.wav`` is :mod:`server.finalise`'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO, Optional
+
+from workbench.audio import AudioDecodeError, InputFormat, detect_container, parse_wav_header
+
+from .limits import chunk_seconds
+from .sessions import Part
+
+_HEAD_BYTES = 64  # enough to recognise every supported container
+
+
+class PartWriter:
+    """Writes one part of a recording: appends chunks and knows how much audio it holds."""
+
+    def __init__(self, path: Path, part: Part, fsync_interval: float = 1.0) -> None:
+        self.path = path
+        self.part = part
+        self.fsync_interval = fsync_interval
+        self.started = time.monotonic()
+        self._file: Optional[BinaryIO] = None
+        self._head = b""
+        self._wav_bytes_per_second: Optional[int] = None
+        self._wav_offset = 0
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        self._inspecting = True
+
+    @property
+    def input_format(self) -> InputFormat:
+        return self.part.input_format
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab")
+
+    def append(self, data: bytes, sync: bool = False) -> None:
+        """Append one chunk, on stable storage before returning when ``sync`` (blocking:
+        call from a thread)."""
+        assert self._file is not None, "part writer is closed"
+        self._file.write(data)
+        self._file.flush()
+        self.part.bytes += len(data)
+        self._dirty = True
+        if self._inspecting:
+            self._inspect(data)
+        if sync or time.monotonic() - self._last_sync >= self.fsync_interval:
+            self.sync()
+
+    def _inspect(self, data: bytes) -> None:
+        """Detect the container and, for WAV, the byte rate from the first bytes."""
+        self._head += data[: (1 << 12) - len(self._head)]
+        if self.part.container is None:
+            if len(self._head) < _HEAD_BYTES:
+                return
+            self.part = replace(self.part, container=detect_container(self._head))
+        if self.part.container == "wav":
+            try:
+                header = parse_wav_header(self._head)
+            except AudioDecodeError:
+                header = None
+                self._inspecting = False
+            if header is not None:
+                self._wav_bytes_per_second = header.sample_rate * header.channels * header.sample_width
+                self._wav_offset = header.data_offset
+                self._inspecting = False
+            elif len(self._head) >= 1 << 12:
+                self._inspecting = False
+        else:
+            self._inspecting = False
+
+    def sync(self) -> None:
+        """Flush to stable storage (blocking)."""
+        if self._file is not None and self._dirty:
+            os.fsync(self._file.fileno())
+            self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def close(self) -> Part:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+            self._file = None
+        return self.part
+
+    def audio_seconds(self) -> Optional[float]:
+        """Seconds of audio received, when the byte count tells (PCM and WAV), else None."""
+        rate = self.input_format.bytes_per_second
+        if rate:
+            return self.part.bytes / rate
+        if self._wav_bytes_per_second:
+            return max(0, self.part.bytes - self._wav_offset) / self._wav_bytes_per_second
+        return None
+
+    def seconds_for(self, n_bytes: int) -> float:
+        """Audio seconds in a chunk of ``n_bytes``: exact for PCM and WAV, a ceiling otherwise."""
+        rate = self.input_format.bytes_per_second or self._wav_bytes_per_second
+        return chunk_seconds(n_bytes, rate, self.part.container)
+
+    def elapsed(self) -> float:
+        """Recording duration for limits: audio seconds when known, else wall-clock seconds."""
+        audio = self.audio_seconds()
+        return audio if audio is not None else time.monotonic() - self.started

@@ -1,0 +1,90 @@
+"""Start-up recovery after a crash: recordings that were open are finalised, torn
+``audio.wav`` files rebuilt from their raw parts, and sessions left ``processing``
+without a run get the run (or the outcome) the crash denied them.
+
+Blocking (decoding, SQLite): the application runs these in a thread at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from workbench.audio import AudioDecodeError
+
+from .finalise import finalise, wav_intact
+from .sessions import SessionStore
+
+log = logging.getLogger("server.recovery")
+
+
+def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
+    """After a crash: finalise recordings that were open and mark them ``interrupted``.
+
+    Part sizes are taken from the files (the store is updated on a cadence);
+    the WAV is rebuilt from the raw parts, so a torn header cannot survive.  A
+    finished session whose ``audio.wav`` is torn or missing gets it rebuilt too,
+    and half-written temporary files are removed.
+    """
+    recovered = []
+    for stale in store.sessions_dir.glob("*/.audio.*"):
+        stale.unlink(missing_ok=True)  # an atomic write cut short (audio.wav / audio.mp4)
+    for session in store.sessions_in("recording"):
+        directory = store.session_dir(session.id)
+        total = 0
+        for part in session.parts:
+            path = directory / part.filename
+            part.bytes = path.stat().st_size if path.exists() else 0
+            total += part.bytes
+            store.update_part(session.id, part)
+        error = None
+        try:
+            duration = finalise(store, store.get_session(session.id) or session, max_seconds)
+        except AudioDecodeError as exc:
+            duration, error = 0.0, str(exc)
+        store.set_status(session.id, "interrupted", duration_seconds=duration,
+                         bytes_received=total, error=error)
+        log.warning("Recovered session %s after a crash: %.2f s kept, now interrupted",
+                    session.id, duration)
+        recovered.append(session.id)
+    for session in store.sessions_in("interrupted", "processing", "completed"):
+        wav = store.audio_path(session.id)
+        if not session.parts or (wav.exists() and wav_intact(wav)):
+            continue
+        try:
+            duration = finalise(store, session, max_seconds)
+        except AudioDecodeError as exc:
+            log.warning("Session %s: audio.wav is damaged and cannot be rebuilt: %s",
+                        session.id, exc)
+            continue
+        store.update_session(session.id, duration_seconds=duration)
+        log.warning("Rebuilt the damaged audio.wav of session %s from its raw parts", session.id)
+        recovered.append(session.id)
+    return recovered
+
+
+def requeue_orphans(store: SessionStore, config_for: Callable[[Any], dict[str, Any]]) -> list[str]:
+    """Sessions left ``processing`` without a queued or running run get what the crash
+    denied them: the outcome of their last run when it finished after the session entered
+    ``processing`` (a crash before the status was updated), else a new run (a crash
+    between ``stop`` and queueing the run)."""
+    orphans = []
+    for session in store.sessions_in("processing"):
+        if any(r.status in ("queued", "running") for r in session.runs):
+            continue
+        last = session.runs[-1] if session.runs else None
+        if last is not None and last.finished_at and last.finished_at >= session.updated_at:
+            ok = last.status == "completed"
+            store.set_status(session.id, "completed" if ok else "failed",
+                             error=None if ok else last.error)
+            log.warning("Session %s: marked %s after its last run, as a crash left it",
+                        session.id, "completed" if ok else "failed")
+        else:
+            run = store.create_run(session.id, config_for(session))
+            log.warning("Queued run %s for session %s, left processing by a crash", run.id,
+                        session.id)
+            orphans.append(session.id)
+    return orphans
+
+
+__all__ = ["recover", "requeue_orphans"]
