@@ -57,7 +57,7 @@ import numpy as np
 import psutil
 
 from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, machine_stamp, write_results
-from workbench.local_server import LocalServer
+from workbench.notebook.local_server import LocalServer
 
 NAME = "ingest"
 SAMPLE_RATE = 16000
@@ -66,7 +66,7 @@ MB = 1_000_000  # figures use decimal megabytes
 FAST_CHUNK = 64 * 1024
 RT_CHUNK_SECONDS = 0.25
 RT_CHUNK = int(BYTES_PER_SECOND * RT_CHUNK_SECONDS)  # 8000 bytes
-WAV_HEADER = 44  # workbench.audio.write_wav writes the canonical 44-byte header
+WAV_HEADER = 44  # workbench.engine.audio.write_wav writes the canonical 44-byte header
 SAMPLE_EVERY = 0.5
 DEFAULT_SERVER_MAX_DURATION = 3600.0
 DEFAULT_SERVER_MAX_TOTAL = 500 * 1024 * 1024

@@ -66,13 +66,13 @@ import numpy as np
 import psutil
 
 from benchmarks import RESULTS_DIR, machine_info, machine_stamp, write_results
-from workbench.local_server import LocalServer
+from workbench.notebook.local_server import LocalServer
 
 NAME = "load"
 SAMPLE_RATE = 16000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
 UNKNOWN_ACTION = 4000
-WAV_HEADER = 44  # workbench.audio.write_wav: the canonical 44-byte header
+WAV_HEADER = 44  # workbench.engine.audio.write_wav: the canonical 44-byte header
 MB = 1_000_000
 
 

@@ -11,8 +11,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
 
-from workbench.audio import AudioDecodeError, encode_mp4
-from workbench.config import ConfigError
+from workbench.engine.audio import AudioDecodeError, encode_mp4
+from workbench.engine.config import ConfigError
 
 from .config import ServerConfig, check
 from .jobs import RESULT_FORMATS, JobQueue, check_run_config
@@ -92,7 +92,7 @@ async def _json_response(payload: Any, status: int = 200) -> web.Response:
 
 
 def _checked_run_config(config: Any, what: str) -> dict[str, Any]:
-    """``config`` checked with workbench.config (no model library is imported), or a 400."""
+    """``config`` checked with workbench.engine.config (no model library is imported), or a 400."""
     try:
         return check_run_config(config)
     except ConfigError as exc:
@@ -226,7 +226,7 @@ async def create_run(request: web.Request) -> web.Response:
         raise web.HTTPConflict(text="Session is recording; stop it first")
     if not await asyncio.to_thread((state.store.session_dir(session.id) / "audio.wav").exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
-    # Checked with workbench.config, not the pipeline: the server never imports torch.
+    # Checked with workbench.engine.config, not the pipeline: the server never imports torch.
     config = _checked_run_config({**state.config.default_run_config, **config},
                                  "run configuration")
     run = await state.jobs.submit(session.id, config)

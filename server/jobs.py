@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
-from workbench.config import ConfigError, RunConfig
+from workbench.engine.config import ConfigError, RunConfig
 
 from .sessions import Run, SessionStore, TransitionError
 from .worker import worker_main
@@ -29,7 +29,7 @@ Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 MAX_ATTEMPTS = 2
 RESULT_FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
 
-# A run's stored configuration is the pipeline's options (workbench.config.RunConfig) plus
+# A run's stored configuration is the pipeline's options (workbench.engine.config.RunConfig) plus
 # one server switch, `pipeline`: the work a run does ("renditions": audio renditions only).
 PIPELINE_SWITCH = "pipeline"
 PIPELINES = ("full", "renditions")

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from workbench.audio import (
+from workbench.engine.audio import (
     AudioDecodeError,
     DecodedWav,
     InputFormat,

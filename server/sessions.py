@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from workbench.audio import InputFormat
+from workbench.engine.audio import InputFormat
 
 SESSION_STATES = ("idle", "recording", "interrupted", "processing", "completed", "failed")
 RUN_STATES = ("queued", "running", "completed", "failed")

