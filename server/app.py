@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, web
 
 from workbench.engine.audio import AudioDecodeError, encode_mp4
 from workbench.engine.config import ConfigError
+from workbench.engine.formats import AUDIO_FORMATS
 
 from .config import ServerConfig, check
 from .jobs import RESULT_FORMATS, JobQueue, check_run_config
@@ -120,7 +121,7 @@ async def health(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     body = await _json_body(request)
     fmt = body.get("format", "wav")
-    if fmt not in ("wav", "mp4"):
+    if fmt not in AUDIO_FORMATS:
         raise web.HTTPBadRequest(text="Invalid format. Use 'wav' or 'mp4'")
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -154,7 +155,7 @@ async def delete_session(request: web.Request) -> web.Response:
 async def get_audio(request: web.Request) -> web.StreamResponse:
     session = await _session_or_404(request)
     fmt = request.query.get("format", "wav")
-    if fmt not in ("wav", "mp4"):
+    if fmt not in AUDIO_FORMATS:
         raise web.HTTPBadRequest(text="Invalid format. Use 'wav' or 'mp4'")
     directory = _state(request).store.session_dir(session.id)
     wav = directory / "audio.wav"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
 from workbench.engine.config import ConfigError, RunConfig
+from workbench.engine.formats import AUDIO_FORMATS, RESULT_FORMATS
 
 from .sessions import Run, SessionStore, TransitionError
 from .worker import worker_main
@@ -27,7 +28,6 @@ log = logging.getLogger("server.jobs")
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_ATTEMPTS = 2
-RESULT_FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
 
 # A run's stored configuration is the pipeline's options (workbench.engine.config.RunConfig) plus
 # one server switch, `pipeline`: the work a run does ("renditions": audio renditions only).
@@ -321,4 +321,4 @@ def result_links(session_id: str, run_id: str) -> dict[str, str]:
 
 
 def audio_links(session_id: str) -> dict[str, str]:
-    return {fmt: f"/api/sessions/{session_id}/audio?format={fmt}" for fmt in ("wav", "mp4")}
+    return {fmt: f"/api/sessions/{session_id}/audio?format={fmt}" for fmt in AUDIO_FORMATS}

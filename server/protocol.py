@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from workbench.engine.audio import CONTAINERS, InputFormat
+from workbench.engine.audio import CONTAINERS, SAMPLE_RATE, InputFormat
 from workbench.engine.config import FLAT_OPTIONS, ConfigError
+from workbench.engine.formats import AUDIO_FORMATS
 
 from .config import Limits
 from .jobs import check_run_config
 
-OUTPUT_FORMATS = ("wav", "mp4")
+OUTPUT_FORMATS = AUDIO_FORMATS
 
 
 class ErrorCode(IntEnum):
@@ -191,7 +192,7 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
         container = _INPUT_ALIASES.get(container.lower(), container.lower())
         if container not in CONTAINERS:
             raise _field_error(f"Invalid input_format. Use one of: {', '.join(CONTAINERS)}")
-    rate = msg.get("sample_rate", 16000)
+    rate = msg.get("sample_rate", SAMPLE_RATE)
     channels = msg.get("channels", 1)
     if not isinstance(rate, int) or isinstance(rate, bool) or not 4000 <= rate <= 192000:
         raise _field_error("'sample_rate' must be an integer between 4000 and 192000")

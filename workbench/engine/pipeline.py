@@ -25,9 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -37,12 +36,14 @@ from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
 from workbench.engine.config import ASRConfig, DiarizationConfig, MergeConfig, RunConfig
 from workbench.engine.diarization.diarizer import Diarizer
 from workbench.engine.diarization.diarizer import model_identity as diarization_identity
+from workbench.engine.progress import ProgressHook
+from workbench.engine.provenance import package_versions
 from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 __all__ = ["ASRConfig", "CONCURRENT_MAX_SECONDS", "DEFAULT_DATA_DIR", "DiarizationConfig", "Hook",
            "MergeConfig", "Pipeline", "PipelineConfig", "STAGES", "get_pipeline", "transcribe"]
 
-Hook = Callable[[str, float, float], None]
+Hook = ProgressHook
 
 STAGES = ("decode", "asr", "segmentation", "embeddings", "clustering", "merge")
 
@@ -63,14 +64,9 @@ PipelineConfig = RunConfig
 
 
 def _versions() -> dict[str, Optional[str]]:
-    out: dict[str, Optional[str]] = {"python": platform.python_version()}
-    for dist in ("speech-workbench", "faster-whisper", "ctranslate2", "pyannote.audio",
-                 "senko", "torch", "torchaudio", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return {"python": platform.python_version(),
+            **package_versions(("speech-workbench", "faster-whisper", "ctranslate2", "pyannote.audio",
+                                "senko", "torch", "torchaudio", "numpy"))}
 
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter

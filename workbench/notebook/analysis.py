@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.formats import to_annotation
 from workbench.engine.transcript import Transcript, Turn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,15 +40,6 @@ SPEAKER_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17be
 def speaker_colours(speakers: Sequence[str]) -> dict[str, str]:
     """A stable colour per speaker label (in order of first appearance)."""
     return {s: SPEAKER_COLOURS[i % len(SPEAKER_COLOURS)] for i, s in enumerate(speakers)}
-
-
-def turns_to_annotation(turns: Sequence[Turn], uri: str = "audio") -> "Annotation":
-    from pyannote.core import Annotation, Segment
-
-    ann = Annotation(uri=uri)
-    for i, t in enumerate(turns):
-        ann[Segment(t.start, t.end), i] = t.speaker
-    return ann
 
 
 def segments_frame(t: Transcript) -> pd.DataFrame:
@@ -70,7 +62,7 @@ def words_frame(t: Transcript) -> pd.DataFrame:
 
 def speaker_stats(t: Transcript) -> pd.DataFrame:
     """Per speaker: talk time (s), share of talk, turns, overlap (s), words, words per minute."""
-    ann = turns_to_annotation(t.turns)
+    ann = to_annotation(t.turns, uri="audio")
     rows = []
     words = words_frame(t)
     overlap_tl = ann.get_overlap()
@@ -125,7 +117,7 @@ class SessionData:
 
     @property
     def annotation(self) -> "Annotation":
-        return turns_to_annotation(self._need().turns, uri=self.session_id)
+        return to_annotation(self._need().turns, uri=self.session_id)
 
     def speaker_stats(self) -> pd.DataFrame:
         return speaker_stats(self._need())

