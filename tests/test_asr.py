@@ -14,17 +14,16 @@ import pyannote.audio
 import pytest
 
 from workbench.engine.asr.models import (
-    ASRConfig,
-    ASRResult,
     ModelIntegrityError,
     ModelNotFoundError,
-    Transcriber,
     available_models,
     model_identity,
     resolve_model,
     verify_model_dir,
 )
+from workbench.engine.asr.transcribe import ASRResult, Transcriber
 from workbench.engine.audio import decode_file
+from workbench.engine.config import ASRConfig
 from workbench.research.metrics import stm_text, word_error_rate
 from workbench.engine.transcript import Word
 
@@ -290,7 +289,7 @@ def test_small_needs_its_packages(tmp_path: Path) -> None:
 
 def test_long_audio_is_transcribed_in_windows_cut_at_quiet_points() -> None:
     """Windows bound the feature memory; words keep absolute, increasing times."""
-    from workbench.engine.asr.models import ASRConfig, Transcriber, _windows
+    from workbench.engine.asr.transcribe import Transcriber, _windows
     from workbench.research.datasets import sample_call
     from workbench.research.metrics import stm_text, word_error_rate
 

@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from workbench.engine.asr.models import Transcriber
+from workbench.engine.asr.transcribe import Transcriber
 from workbench.engine.asr.models import model_identity as asr_identity
 from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
 from workbench.engine.config import ASRConfig, DiarizationConfig, MergeConfig, RunConfig
