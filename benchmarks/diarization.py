@@ -93,7 +93,7 @@ def heldout_set(bench_dir: Path) -> list[Any]:
 def configurations(system_names: Sequence[str], sweep_names: Sequence[str]
                    ) -> list[tuple[str, Any]]:
     """(name, DiarizationConfig) of the named systems, then of each sweep's values."""
-    from workbench.engine.diarization.diarizer import DiarizationConfig
+    from workbench.engine.config import DiarizationConfig
 
     base = DiarizationConfig()
     out = [(name, replace(base, **SYSTEMS[name])) for name in system_names]

