@@ -137,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = build_parser()
     args, rest = p.parse_known_args(argv)
     if args.command == "build-corpus":
-        from workbench.research.datasets import main as datasets_main
+        from workbench.research.datasets.cli import main as datasets_main
 
         return int(datasets_main(["build-corpus", *rest]) or 0)
     if rest:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 import numpy as np
 import pandas as pd
 
-from workbench.research.datasets import CorpusItem
+from workbench.research.datasets.items import CorpusItem
 from workbench.research.metrics import (
     as_annotation,
     concatenated_minimum_permutation_wer,

@@ -43,7 +43,7 @@ from workbench.engine.audio import AudioInput
 from workbench.engine.provenance import file_sha256
 from workbench.research.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
     senko_availability
-from workbench.research.datasets import CorpusItem
+from workbench.research.datasets.items import CorpusItem
 from workbench.research.evaluation import COLUMNS, ComparisonTable, compare, score
 from workbench.engine.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
 from workbench.engine.transcript import Transcript

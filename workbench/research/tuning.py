@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence, Union
 
 import pandas as pd
 
-from workbench.research.datasets import CorpusItem
+from workbench.research.datasets.items import CorpusItem
 from workbench.engine.config import DiarizationConfig
 from workbench.engine.diarization.diarizer import Diarizer
 from workbench.engine.audio import SAMPLE_RATE
