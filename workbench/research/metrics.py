@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import math
-import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from meeteval.wer import cp_word_error_rate
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
-from workbench.engine.formats import read_rttm, read_stm, read_uem, to_annotation
+from workbench.engine.formats import PathLike, read_rttm, read_stm, read_uem, to_annotation
 from workbench.engine.transcript import Turn
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
     "word_error_rate",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 # --------------------------------------------------------------------------- text
 

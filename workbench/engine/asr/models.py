@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional
 
+from workbench.engine.formats import PathLike
 from workbench.engine.config import ASRConfig
 from workbench.engine.provenance import file_sha256, package_versions
 
@@ -54,9 +55,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = 1
-
-PathLike = Union[str, "os.PathLike[str]"]
-
 
 class ModelError(RuntimeError):
     """A Whisper model cannot be found, assembled, verified or loaded."""

@@ -15,10 +15,10 @@ import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, write_wav
 from workbench.engine.progress import ProgressHook
-from workbench.engine.formats import format_rttm, format_uem
+from workbench.engine.formats import PathLike, format_rttm, format_uem
 from workbench.engine.transcript import Turn
 
-from workbench.research.datasets.items import CorpusItem, PathLike
+from workbench.research.datasets.items import CorpusItem
 from workbench.research.datasets.synthesis import GENERATOR_VERSION, generate_conversation
 
 

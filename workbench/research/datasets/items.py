@@ -6,19 +6,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from workbench.engine.audio import wav_duration
-from workbench.engine.formats import read_rttm, read_stm, read_uem, to_annotation
+from workbench.engine.formats import PathLike, read_rttm, read_stm, read_uem, to_annotation
 from workbench.engine.transcript import TranscriptSegment, Turn
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyannote.core import Annotation, Timeline
-
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 # =========================================================================== items

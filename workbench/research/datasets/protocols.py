@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 
-from workbench.engine.formats import format_rttm, format_uem, from_annotation
+from workbench.engine.formats import PathLike, format_rttm, format_uem, from_annotation
 
-from workbench.research.datasets.items import CorpusItem, PathLike
+from workbench.research.datasets.items import CorpusItem
 
 
 # =========================================================================== pyannote protocols

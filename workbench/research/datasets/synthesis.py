@@ -12,10 +12,10 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, write_wav
-from workbench.engine.formats import format_rttm, format_stm, format_uem
+from workbench.engine.formats import PathLike, format_rttm, format_stm, format_uem
 from workbench.engine.transcript import TranscriptSegment, Turn
 
-from workbench.research.datasets.items import CorpusItem, PathLike
+from workbench.research.datasets.items import CorpusItem
 from workbench.research.datasets.voices import SENTENCES, Voice, _resolve_voices
 from workbench.research.datasets.speech import MAX_INTERNAL_PAUSE, SPEECH_LEVEL_DBFS, _speech_regions
 
