@@ -7,7 +7,7 @@ generated corpus.
 [--corpus data/corpus] [--cache data/experiments/accuracy]
 [--out benchmarks/results/accuracy.json]``
 
-The corpus is `workbench.datasets.build_corpus` (2-5 speakers, 0 or 10 % overlapped
+The corpus is `workbench.research.datasets.build_corpus` (2-5 speakers, 0 or 10 % overlapped
 speech, ``--minutes`` long each), built once into ``--corpus`` and reused while its
 parameters match (a corpus of more items with the same seed serves its first ``--n``).
 Systems (``--systems``, comma-separated):
@@ -19,7 +19,7 @@ Systems (``--systems``, comma-separated):
 * ``senko`` -- senko's own ``Diarizer`` on the CPU (diarization only); where its native
   code cannot run (built for another CPU), its rows say unavailable with the reason.
 
-Cells run through `workbench.experiments.run_grid` and are cached under ``--cache``, so
+Cells run through `workbench.research.experiments.run_grid` and are cached under ``--cache``, so
 a second run (or an interrupted one) only computes what is missing.  Prints the
 aggregate and per-recording markdown tables and writes ``--out``.
 """
@@ -49,8 +49,8 @@ def make_systems(names: Sequence[str], asr_model: str) -> list[Any]:
     """The named systems (see the module docstring) on ASR model `asr_model`."""
     from dataclasses import replace
 
-    from workbench.experiments import System
-    from workbench.pipeline import PipelineConfig
+    from workbench.research.experiments import System
+    from workbench.engine.pipeline import PipelineConfig
 
     base = PipelineConfig.from_dict({"asr_model": asr_model})
     threshold = base.diarization.clustering_threshold
@@ -77,7 +77,7 @@ def make_systems(names: Sequence[str], asr_model: str) -> list[Any]:
 def corpus(args: argparse.Namespace) -> list[Any]:
     """The first ``--n`` items of the corpus in ``--corpus``, built when missing or when
     its parameters differ."""
-    from workbench.datasets import ensure_corpus
+    from workbench.research.datasets import ensure_corpus
 
     t0 = time.perf_counter()
     items = ensure_corpus(args.corpus, n=args.n, minutes=tuple(args.minutes), seed=args.seed)
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] = ()) -> int:
         print(results.get("markdown", {}).get("recordings", ""))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from workbench.experiments import run_grid
+    from workbench.research.experiments import run_grid
 
     results: dict[str, Any] = {
         "benchmark": NAME,

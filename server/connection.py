@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from workbench.audio import AudioDecodeError
-from workbench.config import ConfigError
+from workbench.engine.audio import AudioDecodeError
+from workbench.engine.config import ConfigError
 
 from .protocol import (
     ErrorCode,

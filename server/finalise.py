@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Optional
 
-from workbench.audio import (
+from workbench.engine.audio import (
     AudioDecodeError,
     DecodedWav,
     InputFormat,

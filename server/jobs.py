@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
-from workbench.config import ConfigError, RunConfig
+from workbench.engine.config import ConfigError, RunConfig
 
 from .routes import audio_links, result_links
 from .sessions import Run, SessionStore, TransitionError
@@ -30,7 +30,7 @@ Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_ATTEMPTS = 2
 
-# A run's stored configuration is the pipeline's options (workbench.config.RunConfig) plus
+# A run's stored configuration is the pipeline's options (workbench.engine.config.RunConfig) plus
 # one server switch, `pipeline`: the work a run does ("renditions": audio renditions only).
 PIPELINE_SWITCH = "pipeline"
 PIPELINES = ("full", "renditions")
@@ -73,7 +73,7 @@ def check_run_config(config: Any, *, switch: bool = True, local_models: bool = T
 
 
 def _names_a_path(name: str) -> bool:
-    # as workbench.asr resolves names: a path unless a bundled name or an owner/repo hub id
+    # as workbench.engine.asr.models resolves names: a path unless a bundled name or an owner/repo hub id
     return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
             or ("/" in name and Path(name).exists()))
 

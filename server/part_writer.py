@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from workbench.audio import AudioDecodeError, InputFormat, detect_container, parse_wav_header
+from workbench.engine.audio import AudioDecodeError, InputFormat, detect_container, parse_wav_header
 
 from .limits import chunk_seconds
 from .sessions import Part

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from workbench.audio import CONTAINERS, SAMPLE_RATE, InputFormat
-from workbench.config import FLAT_OPTIONS, ConfigError
+from workbench.engine.audio import CONTAINERS, SAMPLE_RATE, InputFormat
+from workbench.engine.config import FLAT_OPTIONS, ConfigError
 
 from .limits import Limits
 from .jobs import check_run_config
@@ -147,7 +147,7 @@ def decode_chunk(data: Any) -> bytes:
         raise ProtocolError(ErrorCode.INVALID_ENCODING, Messages.INVALID_ENCODING) from None
 
 
-# Processing options a client may put in `start` (flat names; see workbench.config):
+# Processing options a client may put in `start` (flat names; see workbench.engine.config):
 # they are stored with the session and become the configuration of the run started at
 # `stop`.
 RUN_OPTION_FIELDS: tuple[str, ...] = tuple(FLAT_OPTIONS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from workbench.audio import AudioDecodeError
+from workbench.engine.audio import AudioDecodeError
 
 from .finalise import finalise, wav_intact
 from .sessions import SessionStore

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from workbench.export import FORMATS as RESULT_FORMATS
+from workbench.engine.formats import RESULT_FORMATS
 
 from .sessions import AUDIO_FORMATS, Session
 

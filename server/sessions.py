@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from workbench.audio import InputFormat
-
+from workbench.engine.audio import InputFormat
 # The renditions of a session's audio, each a file ``audio.<format>`` in its directory:
 # the canonical WAV (made at ``stop``) and an MP4 (AAC) made on demand.
-AUDIO_FORMATS = ("wav", "mp4")
+from workbench.engine.formats import AUDIO_FORMATS
 
 SESSION_STATES = ("idle", "recording", "interrupted", "processing", "completed", "failed")
 RUN_STATES = ("queued", "running", "completed", "failed")

@@ -1,7 +1,7 @@
 """What a processing worker process does with one run.
 
 Runs in a worker process (never on the event loop).  Models stay loaded in the
-process between runs (see :mod:`workbench.pipeline`'s cache), so only the first
+process between runs (see :mod:`workbench.engine.pipeline`'s cache), so only the first
 run of a configuration pays for loading them.
 """
 
@@ -14,8 +14,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from workbench.audio import AudioDecodeError, encode_mp4, wav_duration
-from workbench.config import ConfigError, RunConfig
+from workbench.engine.audio import AudioDecodeError, encode_mp4, wav_duration
+from workbench.engine.config import ConfigError, RunConfig
 
 Emit = Callable[[tuple[Any, ...]], None]
 
@@ -81,7 +81,7 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     summary: dict[str, Any] = {"duration_seconds": round(wav_duration(wav), 3)}
 
     if config is not None:
-        from workbench.pipeline import get_pipeline
+        from workbench.engine.pipeline import get_pipeline
 
         pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
         result = pipeline(wav, hook=hook)

@@ -11,8 +11,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 
-from workbench.audio import decode_file, write_wav
-from workbench.local_server import LocalServer
+from workbench.engine.audio import decode_file, write_wav
+from workbench.notebook.local_server import LocalServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -11,11 +11,11 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from workbench.analysis import from_transcript, load_session, speaker_stats
-from workbench.audio import write_wav
-from workbench.client import Client
-from workbench.local_server import LocalServer
-from workbench.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.notebook.analysis import from_transcript, load_session, speaker_stats
+from workbench.engine.audio import write_wav
+from workbench.notebook.client import Client
+from workbench.notebook.local_server import LocalServer
+from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 
 def make_transcript() -> Transcript:

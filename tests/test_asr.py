@@ -13,20 +13,19 @@ import numpy as np
 import pyannote.audio
 import pytest
 
-from workbench.asr import (
-    ASRConfig,
-    ASRResult,
+from workbench.engine.asr.models import (
     ModelIntegrityError,
     ModelNotFoundError,
-    Transcriber,
     available_models,
     model_identity,
     resolve_model,
     verify_model_dir,
 )
-from workbench.audio import decode_file
-from workbench.metrics import stm_text, word_error_rate
-from workbench.transcript import Word
+from workbench.engine.asr.transcribe import ASRResult, Transcriber
+from workbench.engine.audio import decode_file
+from workbench.engine.config import ASRConfig
+from workbench.research.metrics import stm_text, word_error_rate
+from workbench.engine.transcript import Word
 
 pytestmark = pytest.mark.models
 
@@ -242,7 +241,7 @@ def test_a_corrupted_assembled_model_is_rebuilt_from_the_packages(
     data_dir = tmp_path / "data"
     folder = shutil.copytree(base_data_dir / "models" / "whisper-base", data_dir / "models" / "whisper-base")
     flip_byte(folder / "model.bin", 1_000_000)
-    with caplog.at_level(logging.WARNING, logger="workbench.asr"):
+    with caplog.at_level(logging.WARNING, logger="workbench.engine.asr.models"):
         source = resolve_model("base", data_dir)
     assert "does not match its sha256" in caplog.text
     assert source.sha256 == good == verify_model_dir(folder)
@@ -290,9 +289,9 @@ def test_small_needs_its_packages(tmp_path: Path) -> None:
 
 def test_long_audio_is_transcribed_in_windows_cut_at_quiet_points() -> None:
     """Windows bound the feature memory; words keep absolute, increasing times."""
-    from workbench.asr import ASRConfig, Transcriber, _windows
-    from workbench.datasets import sample_call
-    from workbench.metrics import stm_text, word_error_rate
+    from workbench.engine.asr.transcribe import Transcriber, _windows
+    from workbench.research.datasets import sample_call
+    from workbench.research.metrics import stm_text, word_error_rate
 
     audio = sample_call().load_audio()
     spans = _windows(audio, 8.0)

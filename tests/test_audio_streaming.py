@@ -27,7 +27,7 @@ import pytest
 from server.recovery import recover
 from server.protocol import ErrorCode
 from server.sessions import SessionStore
-from workbench.audio import (
+from workbench.engine.audio import (
     SAMPLE_RATE,
     InputFormat,
     decode_file,
@@ -169,7 +169,7 @@ _MEMORY_PROBE = textwrap.dedent("""
     import resource, struct, sys
     import numpy as np
     from pathlib import Path
-    from workbench.audio import InputFormat, decode_to_wav, encode_mp4, write_wav
+    from workbench.engine.audio import InputFormat, decode_to_wav, encode_mp4, write_wav
 
     what, d = sys.argv[1], Path(sys.argv[2])
     rate, channels, seconds = (44100, 2, 600) if what == "decode" else (16000, 1, 600)
@@ -358,7 +358,7 @@ def test_store_from_before_the_audio_truncated_column_opens(tmp_path: Path) -> N
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from workbench.audio import AudioDecodeError  # noqa: E402
+from workbench.engine.audio import AudioDecodeError  # noqa: E402
 
 
 def _wav_header(tag: int, channels: int, rate: int, bits: int) -> bytes:

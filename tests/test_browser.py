@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from workbench.audio import decode_file
-from workbench.export import read_rttm_turns, read_srt, read_vtt
-from workbench.local_server import LocalServer
+from workbench.engine.audio import decode_file
+from workbench.engine.formats import read_rttm_turns, read_srt, read_vtt
+from workbench.notebook.local_server import LocalServer
 
 from .conftest import espeak
 

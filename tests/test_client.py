@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.audio import decode_file
-from workbench.client import Client, ServerError
-from workbench.local_server import LocalServer
+from workbench.engine.audio import decode_file
+from workbench.notebook.client import Client, ServerError
+from workbench.notebook.local_server import LocalServer
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 
-from workbench.clustering import RUN_OWNERS, RunClustering, group_runs, silhouette_score
+from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering, group_runs, silhouette_score
 
 
 def blobs(centres: list[np.ndarray], per: int, spread: float, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Run configurations (workbench.config) and every place one enters: the library, the
+"""Run configurations (workbench.engine.config) and every place one enters: the library, the
 command line, the WebSocket ``start``, ``POST /api/sessions`` and ``POST .../runs`` (on a
 real server process, which must never import torch to check one)."""
 
@@ -19,8 +19,8 @@ from server.jobs import check_run_config, split_run_config
 from server.protocol import RUN_OPTION_FIELDS, ErrorCode, ProtocolError, parse_start
 from server.worker import execute
 from workbench.__main__ import build_parser, transcribe_config
-from workbench.audio import write_wav
-from workbench.config import (
+from workbench.engine.audio import write_wav
+from workbench.engine.config import (
     FLAT_OPTIONS,
     ASRConfig,
     ConfigError,
@@ -29,7 +29,7 @@ from workbench.config import (
     RunConfig,
     flat_option_type,
 )
-from workbench.local_server import REPO_ROOT, LocalServer
+from workbench.notebook.local_server import REPO_ROOT, LocalServer
 
 TIMEOUT = 30
 PCM_SECOND = b"\x01\x00" * 16000
@@ -153,7 +153,7 @@ def test_sections_check_themselves_when_built_directly() -> None:
 
 
 def test_config_module_imports_no_model_library() -> None:
-    code = ("import sys, workbench.config, server.jobs, server.protocol, server.app; "
+    code = ("import sys, workbench.engine.config, server.jobs, server.protocol, server.app; "
             "print(sorted(m for m in ('torch', 'pyannote', 'faster_whisper', 'ctranslate2') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,

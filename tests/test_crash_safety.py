@@ -25,12 +25,12 @@ import numpy as np
 
 from server.finalise import wav_intact
 from server.sessions import SessionStore
-from workbench.local_server import LocalServer
+from workbench.notebook.local_server import LocalServer
 
 REPETITIONS = 20
 CLIENTS = 4
 PROGRESS_EVERY = 5
-WAV_HEADER = 44  # workbench.audio.write_wav writes the canonical header
+WAV_HEADER = 44  # workbench.engine.audio.write_wav writes the canonical header
 
 
 def server_args(*extra: str) -> list[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.client import Client
-from workbench.local_server import LocalServer
+from workbench.notebook.client import Client
+from workbench.notebook.local_server import LocalServer
 
 
 @pytest.fixture(scope="module")

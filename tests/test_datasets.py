@@ -1,4 +1,4 @@
-"""Tests of workbench.datasets: the sample call, the conversation generator, manifests."""
+"""Tests of workbench.research.datasets: the sample call, the conversation generator, manifests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pyannote.core import Annotation, Segment, Timeline
 from pyannote.database.util import load_rttm, load_uem
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from workbench.datasets import (
+from workbench.research.datasets import (
     SENTENCES,
     VOICES,
     CorpusItem,
@@ -28,7 +28,7 @@ from workbench.datasets import (
     sample_call,
     speaker_clips,
 )
-from workbench.transcript import Turn
+from workbench.engine.transcript import Turn
 
 pytestmark = pytest.mark.timeout(120)
 

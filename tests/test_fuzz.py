@@ -1,6 +1,6 @@
 """Property-based tests: random and mutated input must only ever get clean errors.
 
-* the audio decoding path (``workbench.audio``) on random bytes and on mutated real
+* the audio decoding path (``workbench.engine.audio``) on random bytes and on mutated real
   WAV/WebM/Ogg/MP4/MP3/FLAC files: a result or :class:`AudioDecodeError`, nothing else,
   never a hang (each decode runs in a worker process under a time limit);
 * the message parser (``server.protocol``) in process, and ``Connection.on_text`` through
@@ -38,14 +38,14 @@ from hypothesis.stateful import (
 from server.protocol import ErrorCode, ProtocolError, decode_chunk, parse_start
 from server.finalise import wav_intact
 from server.sessions import SESSION_STATES, TRANSITIONS
-from workbench.audio import (
+from workbench.engine.audio import (
     AudioDecodeError,
     InputFormat,
     detect_container,
     parse_wav_header,
     write_wav,
 )
-from workbench.local_server import LocalServer
+from workbench.notebook.local_server import LocalServer
 
 from .conftest import espeak, ffmpeg
 
@@ -60,7 +60,7 @@ KNOWN_CODES = {int(c) for c in ErrorCode}
 
 def decode_in_worker(data: bytes, container: Optional[str]) -> tuple[str, int]:
     """Runs in the worker process: decode ``data`` as a file; ('ok', samples) or ('error', 0)."""
-    from workbench.audio import decode_file
+    from workbench.engine.audio import decode_file
 
     with tempfile.NamedTemporaryFile(suffix=".raw") as f:
         f.write(data)

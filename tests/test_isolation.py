@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from workbench.isolation import ChildCrashed, IsolatedProcess, run_isolated
+from workbench.research.isolation import ChildCrashed, IsolatedProcess, run_isolated
 
 pytestmark = pytest.mark.timeout(120)
 

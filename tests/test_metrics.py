@@ -12,7 +12,7 @@ from pyannote.database.util import load_rttm as pyannote_load_rttm
 from meeteval.wer.api import cpwer as meeteval_cpwer
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
-from workbench.metrics import (
+from workbench.research.metrics import (
     STMEntry,
     as_annotation,
     cp_wer,
@@ -26,7 +26,7 @@ from workbench.metrics import (
     stm_text,
     word_error_rate,
 )
-from workbench.transcript import Turn
+from workbench.engine.transcript import Turn
 
 SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
 

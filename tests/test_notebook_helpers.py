@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.analysis import notebook_data_dir
-from workbench.local_server import REPO_ROOT
+from workbench.notebook.analysis import notebook_data_dir
+from workbench.notebook.local_server import REPO_ROOT
 
 
 def test_notebook_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from workbench.datasets import sample_call
-from workbench.metrics import diarization_error, stm_text, word_error_rate
-from workbench.pipeline import PipelineConfig, get_pipeline
-from workbench.transcript import Transcript
+from workbench.research.datasets import sample_call
+from workbench.research.metrics import diarization_error, stm_text, word_error_rate
+from workbench.engine.pipeline import PipelineConfig, get_pipeline
+from workbench.engine.transcript import Transcript
 
 from .test_export import check_exports_agree, check_exports_independently
 
@@ -37,7 +37,7 @@ def test_sample_call_der_and_wer(sample_result: tuple[Transcript, list]) -> None
     item = sample_call()
     der = diarization_error(item.reference(), transcript.turns, collar=0.0, skip_overlap=False)
     assert der.der <= 0.08, der
-    # WER after workbench.metrics.normalize_text (lower case, no punctuation).
+    # WER after workbench.research.metrics.normalize_text (lower case, no punctuation).
     wer = word_error_rate(stm_text(item.stm), transcript.text)
     assert wer.wer <= 0.22, wer
     assert len(transcript.speakers) == 2

@@ -12,10 +12,10 @@ import pytest
 
 from server.app import CONTENT_TYPES
 
-from workbench.audio import to_int16
-from workbench.datasets import sample_call
+from workbench.engine.audio import to_int16
+from workbench.research.datasets import sample_call
 from server.worker import STAGE_WEIGHTS, OverallProgress
-from workbench.local_server import LocalServer
+from workbench.notebook.local_server import LocalServer
 
 from .test_export import check_exports_independently
 from .test_recording_functional import recv, recv_until, stream

@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 
 from server.protocol import ErrorCode
-from workbench.audio import decode_file
-from workbench.local_server import LocalServer
+from workbench.engine.audio import decode_file
+from workbench.notebook.local_server import LocalServer
 
 TIMEOUT = 30
 

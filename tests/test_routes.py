@@ -11,7 +11,7 @@ from server.routes import (
     session_json,
 )
 from server.sessions import AUDIO_FORMATS, SessionStore
-from workbench.export import FORMATS
+from workbench.engine.formats import RESULT_FORMATS as FORMATS
 
 
 def test_result_formats_are_the_exporters() -> None:

@@ -22,7 +22,7 @@ from server.config import ConfigError, ServerConfig, check, is_loopback
 from server.limits import LivePacer, chunk_seconds
 from server.protocol import ErrorCode
 from server.security import origin_allowed
-from workbench.local_server import REPO_ROOT, LocalServer, free_port
+from workbench.notebook.local_server import REPO_ROOT, LocalServer, free_port
 
 TIMEOUT = 20
 TOKEN = "s3cret-T0ken-for-tests"

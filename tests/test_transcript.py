@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from workbench.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 
 def w(start: float, end: float, text: str = "x") -> Word:

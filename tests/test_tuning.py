@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from workbench.datasets import sample_call
-from workbench.diarization import DiarizationConfig, Diarizer
-from workbench.metrics import diarization_error
-from workbench.tuning import best_config, load_config, save_config, sweep_configs, sweep_diarization
+from workbench.research.datasets import sample_call
+from workbench.engine.config import DiarizationConfig
+from workbench.engine.diarization.diarizer import Diarizer
+from workbench.research.metrics import diarization_error
+from workbench.research.tuning import best_config, load_config, save_config, sweep_configs, sweep_diarization
 
 pytestmark = pytest.mark.models
 

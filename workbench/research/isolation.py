@@ -42,7 +42,7 @@ _BOOT = (
     "faulthandler.enable()\n"
     "conn = Connection(int(sys.argv[1]))\n"
     "sys.path[:] = conn.recv()\n"
-    "from workbench.isolation import _serve\n"
+    "from workbench.research.isolation import _serve\n"
     "_serve(conn)\n"
 )
 _LOG_TAIL = 4000  # characters of the child's output kept with a crash

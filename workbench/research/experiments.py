@@ -27,7 +27,7 @@ anyway (marked ``stale`` with the ``code_version`` they came from).  A run that 
 interrupted resumes where it stopped: cells whose ``transcript.json`` exists are read
 back, not recomputed.  The system *name* is not part of the key, so renaming a system
 reuses its results.  senko runs in a child process
-(`workbench.baselines`); where it cannot run (its native code built for another CPU),
+(`workbench.research.baselines`); where it cannot run (its native code built for another CPU),
 its cells are rows with ``status == "unavailable"`` and the ``reason``, cached nowhere.
 """
 
@@ -45,21 +45,21 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from workbench.audio import AudioInput
-from workbench.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
-    _version as _distribution_version, \
+from workbench.engine.formats import PathLike
+from workbench.engine.audio import AudioInput
+from workbench.engine.provenance import file_sha256, package_version as _distribution_version
+from workbench.research.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
     senko_availability
-from workbench.datasets import CorpusItem
-from workbench.evaluation import COLUMNS, ComparisonTable, compare, score
-from workbench.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
-from workbench.transcript import Transcript
+from workbench.research.datasets.items import CorpusItem
+from workbench.research.evaluation import COLUMNS, ComparisonTable, compare, score
+from workbench.engine.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
+from workbench.engine.transcript import Transcript
 
 __all__ = ["BASELINES", "BaselineUnavailable", "SenkoBaseline", "System", "cell_path",
            "code_version", "environment", "run_cell", "run_grid", "source_version"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 BASELINES = ("senko",)
 """Baseline systems that are not a `PipelineConfig`."""
@@ -179,7 +179,7 @@ class System:
 
     def availability(self) -> Availability:
         """Can the system run on this machine?  Pipelines can; a baseline is probed
-        (`workbench.baselines.senko_availability`; cheap after the first call)."""
+        (`workbench.research.baselines.senko_availability`; cheap after the first call)."""
         if self.baseline == "senko":
             return senko_availability()
         return Availability(True)
@@ -201,39 +201,34 @@ class System:
 # --------------------------------------------------------------------------- cache
 
 
-_CHECKSUMS: dict[tuple[str, int, int], str] = {}
-
-
 def _audio_checksum(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _CHECKSUMS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _CHECKSUMS[key] = digest.hexdigest()
-    return _CHECKSUMS[key]
+    return file_sha256(path)
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "item"
 
 
+# The rooms whose code computes results; the notebook room (client, widgets, plots) and
+# the short entry-point modules do not, so editing them leaves every cached cell valid.
+RESULT_ROOMS = ("engine", "research")
+
+
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """A short hash of the workbench package's source (`source_version` of the package
-    folder), so that results computed by other code are told apart."""
-    return source_version(Path(__file__).resolve().parent)
+    """A short hash of the workbench code that computes results (`source_version` of the
+    package's `RESULT_ROOMS`), so that results computed by other code are told apart."""
+    return source_version(Path(__file__).resolve().parent.parent)
 
 
-def source_version(root: Path) -> str:
-    """A short hash of every ``.py`` file below `root`: its relative path and its bytes."""
+def source_version(package: Path, rooms: Sequence[str] = RESULT_ROOMS) -> str:
+    """A short hash of every ``.py`` file in the `rooms` of `package`: its path in the
+    package and its bytes."""
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(p for room in rooms for p in (package / room).rglob("*.py")):
         if "__pycache__" in path.parts:
             continue
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(str(path.relative_to(package)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 

@@ -193,7 +193,7 @@ class Transcript:
 
     def save(self, out_dir: Any) -> dict[str, Any]:
         """Write ``out_dir/transcript.{json,srt,vtt,txt,rttm,csv}``; returns the paths."""
-        from .export import save
+        from workbench.engine.formats import save
 
         return save(self, out_dir)
 

@@ -32,15 +32,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 import numpy as np
 import pandas as pd
 
-from workbench.datasets import CorpusItem
-from workbench.metrics import (
+from workbench.research.datasets.items import CorpusItem
+from workbench.research.metrics import (
     as_annotation,
     concatenated_minimum_permutation_wer,
     diarization_error,
     jaccard_error_rate,
     word_error_rate,
 )
-from workbench.transcript import Transcript, TranscriptSegment
+from workbench.engine.transcript import Transcript, TranscriptSegment
 
 if TYPE_CHECKING:  # pragma: no cover
     from pandas.io.formats.style import Styler

@@ -19,15 +19,18 @@ import math
 import os
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import pandas as pd
 
-from .datasets import CorpusItem
-from .diarization import DiarizationConfig, Diarizer
-from .metrics import diarization_error
+from workbench.research.datasets.items import CorpusItem
+from workbench.engine.config import DiarizationConfig
+from workbench.engine.diarization.diarizer import Diarizer
+from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.progress import ProgressHook
+from workbench.engine.provenance import torch_threads
+from workbench.research.metrics import diarization_error
 
-Progress = Callable[[str, int, int], None]
 
 
 # Fields that change the segmentation or the embeddings: configurations that agree on
@@ -44,7 +47,7 @@ def _embedding_key(config: DiarizationConfig) -> tuple[Any, ...]:
 
 def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConfig], *,
                   collar: float = 0.0, oracle_speakers: bool = False,
-                  hook: Optional[Progress] = None) -> pd.DataFrame:
+                  hook: Optional[ProgressHook] = None) -> pd.DataFrame:
     """DER (pooled over ``items``) of each diarization configuration.
 
     Configurations that differ only after the embeddings (clustering, speaker count,
@@ -75,7 +78,7 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
         # re-runs clustering and post-processing.
         pipeline = Diarizer(configs[indices[0]]).pipeline
         pipeline.training = True
-        files = {uri: {"waveform": waveform, "sample_rate": 16000, "uri": uri}
+        files = {uri: {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": uri}
                  for uri, waveform in waveforms.items()}
         for i in indices:
             if hook:
@@ -104,10 +107,7 @@ def _score_config(pipeline: Any, config: DiarizationConfig, items: Sequence[Corp
 
     totals = {"missed": 0.0, "false_alarm": 0.0, "confusion": 0.0, "total": 0.0}
     row: dict[str, Any] = {"right_speaker_count": 0, "speaker_count_error": 0}
-    threads = torch.get_num_threads()
-    if config.num_threads is not None:  # as Diarizer does (see DiarizationConfig)
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):  # as Diarizer does (see DiarizationConfig)
         for item in items:
             ref = references[item.uri]
             n_ref = len(ref.labels())
@@ -127,8 +127,6 @@ def _score_config(pipeline: Any, config: DiarizationConfig, items: Sequence[Corp
             row[f"last_merge[{item.uri}]"] = merges[-1] if merges else math.nan
             row["right_speaker_count"] += int(n_hyp == n_ref)
             row["speaker_count_error"] += abs(n_hyp - n_ref)
-    finally:
-        torch.set_num_threads(threads)
     row.update(totals)
     row["der"] = (totals["missed"] + totals["false_alarm"] + totals["confusion"]) / \
         max(totals["total"], 1e-9)
@@ -139,7 +137,7 @@ def sweep_diarization(items: Sequence[CorpusItem], *, thresholds: Sequence[float
                       min_duration_offs: Sequence[float] = (0.0,),
                       base: Optional[DiarizationConfig] = None, collar: float = 0.0,
                       oracle_speakers: bool = False,
-                      hook: Optional[Progress] = None) -> pd.DataFrame:
+                      hook: Optional[ProgressHook] = None) -> pd.DataFrame:
     """DER (pooled over ``items``) for every (threshold, min_duration_off) pair.
 
     Returns one row per configuration: ``clustering_threshold``,

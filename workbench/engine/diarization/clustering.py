@@ -13,7 +13,7 @@ measured on the development set of BENCHMARKS.md ("Diarization"):
   speaker's recordings merged below 0.11 here, different speakers above 0.39, in
   average-linkage cosine distance). ``speaker_count="threshold"`` is pyannote's rule.
 - **Runs.** When the pipeline splits local speakers into runs (see
-  `workbench.diarization.SplittingSpeakerDiarization`), the runs of one local speaker
+  `workbench.engine.diarization.pipelines.SplittingSpeakerDiarization`), the runs of one local speaker
   whose voices match are grouped (`group_runs`) and the groups train the clustering;
   then every run goes to the speaker whose centroid is closest to its own embedding, so
   a local speaker that mixes two voices is divided between them.
@@ -29,7 +29,7 @@ from pyannote.core import SlidingWindowFeature
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import cdist
 
-from workbench.config import SPEAKER_COUNT_RULES
+from workbench.engine.config import SPEAKER_COUNT_RULES
 
 __all__ = ["RUN_OWNERS", "SPEAKER_COUNT_RULES", "RunClustering", "group_members", "group_runs",
            "silhouette_score"]

@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import math
-import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
@@ -29,7 +28,8 @@ from meeteval.wer import cp_word_error_rate
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
-from workbench.transcript import Turn
+from workbench.engine.formats import PathLike, read_rttm, read_stm, read_uem, to_annotation
+from workbench.engine.transcript import Turn
 
 __all__ = [
     "CPWERResult",
@@ -51,7 +51,6 @@ __all__ = [
     "word_error_rate",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 # --------------------------------------------------------------------------- text
 
@@ -229,14 +228,8 @@ cp_wer = concatenated_minimum_permutation_wer
 Turns = Union[Annotation, Iterable[Turn]]
 
 
-def as_annotation(turns: Turns, uri: Optional[str] = None) -> Annotation:
-    """A pyannote `Annotation` from an `Annotation` (returned as is) or `Turn`s."""
-    if isinstance(turns, Annotation):
-        return turns
-    annotation = Annotation(uri=uri)
-    for track, turn in enumerate(turns):
-        annotation[Segment(turn.start, turn.end), track] = turn.speaker
-    return annotation
+as_annotation = to_annotation
+"""A pyannote `Annotation` from an `Annotation` (returned as is) or `Turn`s."""
 
 
 def _as_uem(uem: Union[Timeline, Segment, None], reference: Annotation, hypothesis: Annotation) -> Timeline:
@@ -350,31 +343,13 @@ def jaccard_error_rate(
 # --------------------------------------------------------------------------- readers
 
 
-def _records(path: PathLike) -> Iterable[tuple[int, list[str]]]:
-    """Non-empty, non-comment lines (``;;`` or ``#``) of a text file, split on whitespace."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            stripped = line.strip()
-            if stripped and not stripped.startswith((";;", "#")):
-                yield number, stripped.split()
-
-
 def load_rttm(path: PathLike) -> dict[str, Annotation]:
-    """Read ``SPEAKER`` lines of an RTTM file into one `Annotation` per file id (uri).
-
-    Fields: ``SPEAKER uri channel start duration <NA> <NA> speaker <NA> <NA>``. Speaker
-    names are kept as written (``NA`` or ``<NA>`` is a name here, never a missing value).
-    """
-    annotations: dict[str, Annotation] = {}
-    for number, fields in _records(path):
-        if fields[0] != "SPEAKER":
-            continue
-        if len(fields) < 8:
-            raise ValueError(f"{path}:{number}: an RTTM SPEAKER line has at least 8 fields")
-        uri, start, duration, speaker = fields[1], float(fields[3]), float(fields[4]), fields[7]
-        annotation = annotations.setdefault(uri, Annotation(uri=uri))
-        annotation[Segment(start, start + duration), len(annotation)] = speaker
-    return annotations
+    """Read ``SPEAKER`` lines of an RTTM file into one `Annotation` per file id (uri)
+    (see `workbench.engine.formats.read_rttm`)."""
+    turns: dict[str, list[Turn]] = {}
+    for uri, turn in read_rttm(path):
+        turns.setdefault(uri, []).append(turn)
+    return {uri: to_annotation(mine, uri=uri) for uri, mine in turns.items()}
 
 
 class STMEntry(NamedTuple):
@@ -393,19 +368,8 @@ def load_stm(path: PathLike, uri: Optional[str] = None) -> list[STMEntry]:
     after the times is skipped; segments whose text is ``ignore_time_segment_in_scoring``
     are dropped.
     """
-    entries: list[STMEntry] = []
-    for number, fields in _records(path):
-        if len(fields) < 5:
-            raise ValueError(f"{path}:{number}: an STM line has at least 5 fields")
-        if uri is not None and fields[0] != uri:
-            continue
-        words = fields[5:]
-        if words and words[0].startswith("<") and words[0].endswith(">"):
-            words = words[1:]
-        text = " ".join(words)
-        if text.lower() == "ignore_time_segment_in_scoring":
-            continue
-        entries.append(STMEntry(fields[2], float(fields[3]), float(fields[4]), text))
+    entries = [STMEntry(segment.speaker, segment.start, segment.end, segment.text)
+               for u, segment in read_stm(path) if uri is None or u == uri]
     entries.sort(key=lambda entry: (entry.start, entry.end))
     return entries
 
@@ -428,10 +392,6 @@ def stm_by_speaker(path: PathLike, uri: Optional[str] = None) -> dict[str, str]:
 def load_uem(path: PathLike) -> dict[str, Timeline]:
     """Read a UEM file (``uri channel start end``) into one `Timeline` per uri."""
     timelines: dict[str, Timeline] = {}
-    for number, fields in _records(path):
-        if len(fields) < 4:
-            raise ValueError(f"{path}:{number}: a UEM line has 4 fields")
-        uri = fields[0]
-        timeline = timelines.setdefault(uri, Timeline(uri=uri))
-        timeline.add(Segment(float(fields[2]), float(fields[3])))
+    for uri, (start, end) in read_uem(path):
+        timelines.setdefault(uri, Timeline(uri=uri)).add(Segment(start, end))
     return timelines

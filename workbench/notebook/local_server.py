@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

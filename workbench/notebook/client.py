@@ -1,0 +1,385 @@
+"""Protocol client: record sessions over the WebSocket protocol and use the REST API.
+
+:class:`AsyncClient` is the asyncio client; :class:`Client` is the same API for
+plain (and Jupyter) code, running the async client on a background event loop.
+
+A recording source is a file path, a NumPy array (16 kHz mono), or an iterable
+of byte chunks (sent as they come; declare their ``input_format``)::
+
+    client = Client("http://127.0.0.1:8765")
+    rec = client.record("call.wav", realtime=False, options={"num_speakers": 2})
+    transcript = client.transcript(rec.session_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import threading
+import time
+from urllib.parse import quote
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Optional, TypeVar, Union
+
+import aiohttp
+import numpy as np
+
+from workbench.engine.audio import SAMPLE_RATE, decode_file, to_int16
+from workbench.engine.transcript import Transcript
+
+Source = Union[str, os.PathLike, np.ndarray, Iterable[bytes]]
+"""What :meth:`AsyncClient.record` streams: a file, a 16 kHz mono array, or byte chunks."""
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+T = TypeVar("T")
+
+TERMINAL = ("processing_complete", "processing_failed")
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error (REST ``{"error"}`` or protocol ``error``)."""
+
+    def __init__(self, message: str, status: Optional[int] = None, code: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class RecordingReport:
+    """What happened during one :meth:`AsyncClient.record` call."""
+
+    session_id: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    chunks_sent: int = 0
+    bytes_sent: int = 0
+    seconds_sent: float = 0.0
+
+    def last(self, kind: str) -> Optional[dict[str, Any]]:
+        return next((m for m in reversed(self.messages) if m.get("type") == kind), None)
+
+    @property
+    def run_id(self) -> Optional[str]:
+        started = self.last("processing_started")
+        return started.get("run_id") if started else None
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == "error"]
+
+    @property
+    def result(self) -> Optional[dict[str, Any]]:
+        """The ``processing_complete`` or ``processing_failed`` event, if it arrived."""
+        return next((m for m in reversed(self.messages) if m.get("type") in TERMINAL), None)
+
+
+def _pcm_chunks(samples: np.ndarray, chunk_seconds: float) -> Iterable[bytes]:
+    pcm = to_int16(samples).tobytes()
+    step = max(2, int(SAMPLE_RATE * chunk_seconds) * 2)
+    return (pcm[i : i + step] for i in range(0, len(pcm), step))
+
+
+def _prepare(source: Source, chunk_seconds: float, start: dict[str, Any]
+             ) -> tuple[Iterable[bytes], Optional[float]]:
+    """Chunks to send and the seconds of audio per byte (for real-time pacing) if known."""
+    if isinstance(source, np.ndarray):
+        samples = source.astype(np.float32) / 32768.0 if source.dtype == np.int16 else source
+        start.update(input_format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1)
+        return _pcm_chunks(np.asarray(samples, dtype=np.float32).reshape(-1), chunk_seconds), \
+            1 / (2 * SAMPLE_RATE)
+    if isinstance(source, (str, os.PathLike)):
+        samples = decode_file(source)
+        start.update(input_format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1)
+        return _pcm_chunks(samples, chunk_seconds), 1 / (2 * SAMPLE_RATE)
+    pace = None
+    if start.get("input_format") == "pcm_s16le":
+        pace = 1 / (2 * int(start.get("sample_rate", SAMPLE_RATE)) * int(start.get("channels", 1)))
+    return source, pace
+
+
+class AsyncClient:
+    """Asyncio client for one server (``base_url`` like ``http://127.0.0.1:8765``)."""
+
+    def __init__(self, base_url: str, *, token: Optional[str] = None,
+                 timeout: float = 600.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    @property
+    def ws_base(self) -> str:
+        return "ws" + self.base_url[len("http"):]
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(headers=headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ REST
+    async def request(self, method: str, path: str, *, json_body: Any = None,
+                      expect_json: bool = True) -> Any:
+        http = await self._http()
+        async with http.request(method, self.base_url + path, json=json_body) as r:
+            if r.status >= 400:
+                try:
+                    message = (await r.json()).get("error", r.reason)
+                except (aiohttp.ContentTypeError, ValueError):
+                    message = r.reason or "error"
+                raise ServerError(f"{method} {path}: {message}", status=r.status)
+            if r.status == 204 or not expect_json:
+                return await r.read()
+            return await r.json()
+
+    async def health(self) -> dict[str, Any]:
+        return await self.request("GET", "/api/health")
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/api/sessions"))["sessions"]
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/sessions/{session_id}")
+
+    async def create_session(self, format: str = "wav",
+                             options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        return await self.request("POST", "/api/sessions",
+                                  json_body={"format": format, "options": options or {}})
+
+    async def delete_session(self, session_id: str) -> None:
+        await self.request("DELETE", f"/api/sessions/{session_id}")
+
+    async def start_run(self, session_id: str, config: Optional[dict[str, Any]] = None
+                        ) -> dict[str, Any]:
+        return await self.request("POST", f"/api/sessions/{session_id}/runs",
+                                  json_body=config or {})
+
+    async def runs(self, session_id: str) -> list[dict[str, Any]]:
+        return (await self.request("GET", f"/api/sessions/{session_id}/runs"))["runs"]
+
+    async def download(self, session_id: str, what: str = "audio", format: str = "wav",
+                       run: Optional[str] = None,
+                       dest: Optional[Union[str, os.PathLike]] = None) -> Union[bytes, Path]:
+        """Fetch ``audio`` (wav/mp4) or ``transcript`` (json/srt/vtt/txt/rttm/csv) bytes,
+        or save them to ``dest`` and return its path."""
+        if what not in ("audio", "transcript"):
+            raise ValueError("what must be 'audio' or 'transcript'")
+        path = f"/api/sessions/{session_id}/{what}?format={format}"
+        if run:
+            path += f"&run={run}"
+        data = await self.request("GET", path, expect_json=False)
+        if dest is None:
+            return data
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return dest
+
+    async def transcript(self, session_id: str, run: Optional[str] = None) -> Transcript:
+        data = await self.download(session_id, "transcript", "json", run=run)
+        assert isinstance(data, bytes)
+        return Transcript.from_dict(json.loads(data))
+
+    # ------------------------------------------------------------------ WebSocket
+    def _ws_url(self, session_id: str) -> str:
+        url = f"{self.ws_base}/ws/{session_id}"
+        return url + (f"?token={quote(self.token, safe='')}" if self.token else "")
+
+    async def record(self, source: Source, *, session_id: str = "new", format: str = "wav",
+                     options: Optional[dict[str, Any]] = None, realtime: bool = False,
+                     speed: float = 1.0, binary: bool = True, chunk_seconds: float = 0.25,
+                     wait: bool = True, on_event: Optional[EventCallback] = None,
+                     input_format: Optional[str] = None,
+                     stop_event: Optional[threading.Event] = None) -> RecordingReport:
+        """Stream ``source`` as one recording; with ``wait``, return once processing ended.
+
+        ``realtime`` paces chunks at the audio's own speed (when it is known), or
+        ``speed`` times faster, and marks the recording ``live`` (the server refuses
+        chunks that come faster than its ``--live-max-speed``); otherwise they go as
+        fast as the server takes them.  ``on_event`` sees
+        every server message.  Setting ``stop_event`` stops early (as a user would).
+        """
+        if not speed > 0:
+            raise ValueError("speed must be positive")
+        start: dict[str, Any] = {"action": "start", "format": format, **(options or {})}
+        if input_format:
+            start["input_format"] = input_format
+        chunks, seconds_per_byte = _prepare(source, chunk_seconds, start)
+        if realtime and seconds_per_byte:
+            start.setdefault("live", True)
+        http = await self._http()
+        async with http.ws_connect(self._ws_url(session_id), max_msg_size=0) as ws:
+            rec = RecordingReport(session_id)
+            inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+            async def reader() -> None:
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        event = json.loads(msg.data)
+                        rec.messages.append(event)
+                        if on_event is not None:
+                            on_event(event)
+                        await inbox.put(event)
+                await inbox.put({"type": "closed"})
+
+            reading = asyncio.create_task(reader())
+            try:
+                await ws.send_json(start)
+                first = await self._next(inbox, ("recording_started", "error", "closed"))
+                if first["type"] != "recording_started":
+                    raise ServerError(first.get("message", "connection closed"),
+                                      code=first.get("code"))
+                rec.session_id = first["session_id"]
+                t0 = time.monotonic()
+                for chunk in chunks:
+                    if stop_event is not None and stop_event.is_set():
+                        break
+                    if ws.closed or any(m.get("type") == "recording_stopped" for m in rec.messages):
+                        break  # the server ended the recording (a limit)
+                    if binary:
+                        await ws.send_bytes(chunk)
+                    else:
+                        await ws.send_json({"action": "audio_chunk",
+                                            "data": base64.b64encode(chunk).decode()})
+                    rec.chunks_sent += 1
+                    rec.bytes_sent += len(chunk)
+                    if seconds_per_byte:
+                        rec.seconds_sent = rec.bytes_sent * seconds_per_byte
+                        if realtime:
+                            delay = t0 + rec.seconds_sent / speed - time.monotonic()
+                            if delay > 0:
+                                await asyncio.sleep(delay)
+                if not any(m.get("type") == "recording_stopped" for m in rec.messages):
+                    await ws.send_json({"action": "stop"})
+                await self._next(inbox, ("recording_stopped", "closed"), rec)
+                after = await self._next(inbox, ("processing_started", "error", "closed"), rec)
+                if wait and after["type"] == "processing_started":
+                    await self._next(inbox, TERMINAL + ("closed",), rec)
+            finally:
+                reading.cancel()
+            return rec
+
+    async def _next(self, inbox: "asyncio.Queue[dict[str, Any]]", kinds: tuple[str, ...],
+                    rec: Optional[RecordingReport] = None) -> dict[str, Any]:
+        """The next message of one of ``kinds`` (messages are consumed in order)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            event = await asyncio.wait_for(inbox.get(), max(0.1, deadline - time.monotonic()))
+            if event.get("type") in kinds:
+                return event
+
+    async def events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Server events of an existing session (subscribe by connecting to its id)."""
+        http = await self._http()
+        async with http.ws_connect(self._ws_url(session_id)) as ws:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    yield json.loads(msg.data)
+
+    async def wait_for_run(self, session_id: str, run_id: str,
+                           on_event: Optional[EventCallback] = None,
+                           poll: float = 0.5) -> dict[str, Any]:
+        """Wait until run ``run_id`` ends; ``on_event`` sees its progress events."""
+        http = await self._http()
+        async with http.ws_connect(self._ws_url(session_id)) as ws:
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                run = next((r for r in await self.runs(session_id) if r["id"] == run_id), None)
+                if run is None:
+                    raise ServerError(f"no run {run_id} in session {session_id}", status=404)
+                if run["status"] in ("completed", "failed"):
+                    return run
+                try:
+                    msg = await ws.receive(timeout=poll)
+                except asyncio.TimeoutError:
+                    continue
+                if msg.type == aiohttp.WSMsgType.TEXT and on_event is not None:
+                    event = json.loads(msg.data)
+                    if event.get("run_id") == run_id:
+                        on_event(event)
+            raise TimeoutError(f"run {run_id} did not finish within {self.timeout} s")
+
+
+class Client:
+    """Synchronous facade of :class:`AsyncClient` (safe inside Jupyter's running loop)."""
+
+    def __init__(self, base_url: Any, *, token: Optional[str] = None, timeout: float = 600.0):
+        url = getattr(base_url, "url", base_url)  # accepts a LocalServer
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="workbench-client")
+        self._thread.start()
+        self.aio = AsyncClient(str(url), token=token, timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self.aio.base_url
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        self._run(self.aio.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def health(self) -> dict[str, Any]:
+        return self._run(self.aio.health())
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        return self._run(self.aio.list_sessions())
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        return self._run(self.aio.get_session(session_id))
+
+    def create_session(self, format: str = "wav", options: Optional[dict[str, Any]] = None
+                       ) -> dict[str, Any]:
+        return self._run(self.aio.create_session(format, options))
+
+    def delete_session(self, session_id: str) -> None:
+        self._run(self.aio.delete_session(session_id))
+
+    def start_run(self, session_id: str, config: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        return self._run(self.aio.start_run(session_id, config))
+
+    def runs(self, session_id: str) -> list[dict[str, Any]]:
+        return self._run(self.aio.runs(session_id))
+
+    def download(self, session_id: str, what: str = "audio", format: str = "wav",
+                 run: Optional[str] = None, dest: Optional[Union[str, os.PathLike]] = None
+                 ) -> Union[bytes, Path]:
+        return self._run(self.aio.download(session_id, what, format, run, dest))
+
+    def transcript(self, session_id: str, run: Optional[str] = None) -> Transcript:
+        return self._run(self.aio.transcript(session_id, run))
+
+    def record(self, source: Source, **kwargs: Any) -> RecordingReport:
+        """See :meth:`AsyncClient.record`."""
+        return self._run(self.aio.record(source, **kwargs))
+
+    def wait_for_run(self, session_id: str, run_id: str,
+                     on_event: Optional[EventCallback] = None) -> dict[str, Any]:
+        return self._run(self.aio.wait_for_run(session_id, run_id, on_event))
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Future[T]":
+        """Run a coroutine of :attr:`aio` in the background; returns a concurrent future."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[return-value]

@@ -1,0 +1,280 @@
+"""ipywidgets panels: control and inspect sessions of a running server from a notebook.
+
+``SessionPanel(client)`` shows a live table of sessions; streams a WAV file as a
+new live session (real time or as fast as possible); stops it; processes a
+session again with other settings (ASR model, speaker count, clustering
+threshold) with a progress bar fed by the server's events; and shows the
+selected session's audio player, speaker-coloured transcript and timeline.
+Every button has a method of the same name, so the panel's logic can be driven
+(and tested) without a browser.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import html
+import io
+import threading
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import ipywidgets as w
+
+from workbench.notebook.analysis import speaker_colours
+from workbench.notebook.client import Client, ServerError
+from workbench.engine.transcript import Transcript
+
+ASR_MODELS = ["tiny.en", "base"]
+
+
+def _fmt_time(iso: Optional[str]) -> str:
+    return (iso or "")[:19].replace("T", " ")
+
+
+def sessions_table_html(sessions: list[dict[str, Any]], selected: Optional[str] = None) -> str:
+    """The session list as an HTML table (newest first)."""
+    rows = []
+    for s in sessions:
+        style = " style='background:#eef5ff'" if s["id"] == selected else ""
+        runs = s.get("runs", [])
+        stage = next((f"{r['stage']} {100 * r['progress']:.0f}%" for r in reversed(runs)
+                      if r["status"] == "running"), "")
+        rows.append(
+            f"<tr{style}><td><code>{s['id'][:8]}</code></td><td>{html.escape(s['status'])}</td>"
+            f"<td>{s['duration_seconds']:.1f}</td><td>{s.get('speakers') or ''}</td>"
+            f"<td>{len(runs)}</td><td>{html.escape(stage)}</td>"
+            f"<td>{_fmt_time(s['created_at'])}</td></tr>")
+    return ("<table style='border-collapse:collapse'><tr><th>session</th><th>status</th>"
+            "<th>duration (s)</th><th>speakers</th><th>runs</th><th>running</th><th>created</th>"
+            "</tr>" + "".join(rows) + "</table>")
+
+
+def transcript_html(t: Transcript) -> str:
+    """Speaker-coloured transcript turns with timestamps."""
+    colours = speaker_colours(t.speakers)
+    lines = []
+    for s in t.segments:
+        c = colours.get(s.speaker or "", "#666")
+        lines.append(f"<div style='margin:2px 0'><span style='color:#888'>{s.start:7.2f}s</span> "
+                     f"<b style='color:{c}'>{html.escape(str(s.speaker))}</b> "
+                     f"{html.escape(s.text)}</div>")
+    return "".join(lines) or "<i>(no words)</i>"
+
+
+class SessionPanel:
+    """A live session table plus stream / stop / process-again / inspect controls."""
+
+    def __init__(self, client: Union[Client, str, Any], *,
+                 audio_dir: Union[str, Path, None] = None) -> None:
+        self.client = client if isinstance(client, Client) else Client(client)
+        self.sessions: list[dict[str, Any]] = []
+        self.selected: Optional[str] = None
+        self.recording: Optional[str] = None
+        self.last_action: Optional[concurrent.futures.Future[Any]] = None
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._auto: Optional[threading.Timer] = None
+        # Long actions run here, off the notebook's thread and off the client's loop.
+        self._actions = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="panel")
+
+        files = sorted(str(p) for p in Path(audio_dir).glob("*.wav")) if audio_dir else []
+        self.table = w.HTML()
+        self.session_picker = w.Dropdown(description="Session", options=[], layout={"width": "420px"})
+        self.file_picker = w.Combobox(description="WAV file", options=files,
+                                      value=files[0] if files else "", layout={"width": "420px"})
+        self.realtime = w.ToggleButtons(options=[("real time", True), ("fast", False)],
+                                        value=False, description="Pace")
+        self.stream_button = w.Button(description="Stream as new session", icon="microphone",
+                                      button_style="primary")
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger")
+        self.asr_model = w.Dropdown(options=ASR_MODELS, value="tiny.en", description="ASR model")
+        self.num_speakers = w.BoundedIntText(value=0, min=0, max=20,
+                                             description="Speakers", tooltip="0 = automatic")
+        # DiarizationConfig.clustering_threshold's default (not imported: it pulls in torch)
+        self.threshold = w.FloatSlider(value=0.25, min=0.05, max=1.0, step=0.05,
+                                       description="Threshold", readout_format=".2f",
+                                       tooltip="least cosine distance between two speakers")
+        self.process_button = w.Button(description="Process again", icon="refresh")
+        self.refresh_button = w.Button(description="Refresh", icon="sync")
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress")
+        self.status = w.HTML()
+        self.detail = w.Output()
+
+        self.stream_button.on_click(lambda _: self.stream())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.process_button.on_click(lambda _: self.process_again())
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.session_picker.observe(self._on_pick, names="value")
+        self.widget = w.VBox([
+            w.HBox([self.refresh_button, self.status]),
+            self.table,
+            w.HBox([self.file_picker, self.realtime]),
+            w.HBox([self.stream_button, self.stop_button]),
+            w.HBox([self.session_picker]),
+            w.HBox([self.asr_model, self.num_speakers, self.threshold, self.process_button]),
+            self.progress,
+            self.detail,
+        ])
+        self.refresh()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ------------------------------------------------------------------ refresh
+    def refresh(self) -> list[dict[str, Any]]:
+        """Reload the session list (table and picker)."""
+        try:
+            self.sessions = self.client.list_sessions()
+        except (ServerError, OSError) as exc:
+            self._say(f"cannot reach the server: {exc}", error=True)
+            return self.sessions
+        self.table.value = sessions_table_html(self.sessions, self.selected)
+        options = [(f"{s['id'][:8]} · {s['status']} · {s['duration_seconds']:.1f}s", s["id"])
+                   for s in self.sessions]
+        current = self.session_picker.value
+        self.session_picker.options = options
+        if current in [o[1] for o in options]:
+            self.session_picker.value = current
+        return self.sessions
+
+    def auto_refresh(self, every: float = 2.0) -> None:
+        """Refresh the table every ``every`` seconds until :meth:`stop_auto_refresh`."""
+        def tick() -> None:
+            self.refresh()
+            self._auto = threading.Timer(every, tick)
+            self._auto.daemon = True
+            self._auto.start()
+        self.stop_auto_refresh()
+        tick()
+
+    def stop_auto_refresh(self) -> None:
+        if self._auto is not None:
+            self._auto.cancel()
+            self._auto = None
+
+    def _say(self, text: str, error: bool = False) -> None:
+        colour = "#b00" if error else "#333"
+        self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
+
+    # ------------------------------------------------------------------ actions
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        kind = event.get("type")
+        if kind == "recording_started":
+            self.recording = event["session_id"]
+            self._say(f"recording {event['session_id'][:8]}…")
+        elif kind == "progress":
+            self._say(f"recording: {event['chunks_received']} chunks, "
+                      f"{event['total_size_mb']} MB")
+        elif kind == "recording_stopped":
+            self._say(f"recorded {event['duration_seconds']:.1f} s; processing…")
+        elif kind == "processing_progress":
+            self.progress.value = float(event.get("overall", event.get("progress", 0.0)))
+            self.progress.description = str(event.get("stage", ""))[:12]
+        elif kind == "processing_complete":
+            self.progress.value = 1.0
+            self.progress.description = "done"
+            self._say(f"done: {event.get('speakers')} speaker(s), "
+                      f"{event.get('word_count')} words")
+        elif kind in ("processing_failed", "error"):
+            self._say(event.get("message", "failed"), error=True)
+
+    def stream(self, path: Optional[Union[str, Path]] = None, realtime: Optional[bool] = None,
+               speed: float = 1.0) -> "concurrent.futures.Future[Any]":
+        """Stream a WAV file as a new live session (returns a future of the RecordingReport);
+        in real time, ``speed`` times the audio's own pace."""
+        source = Path(path or self.file_picker.value)
+        if not source.exists():
+            self._say(f"no such file: {source}", error=True)
+            raise FileNotFoundError(source)
+        self._stop.clear()
+        self.progress.value = 0.0
+        options = self._options()
+        pace = self.realtime.value if realtime is None else realtime
+
+        def job() -> Any:
+            try:
+                rec = self.client.record(source, realtime=pace, speed=speed, options=options,
+                                         on_event=self._on_event, stop_event=self._stop)
+            except Exception as exc:
+                self._say(f"recording failed: {exc}", error=True)
+                raise
+            finally:
+                self.recording = None
+            self.refresh()
+            self.select(rec.session_id)
+            return rec
+
+        self.last_action = self._actions.submit(job)
+        return self.last_action
+
+    def stop(self) -> None:
+        """Stop the recording in progress (the server finalises and processes it)."""
+        self._stop.set()
+
+    def _options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"asr_model": self.asr_model.value,
+                                "clustering_threshold": float(self.threshold.value)}
+        if self.num_speakers.value:
+            opts["num_speakers"] = int(self.num_speakers.value)
+        return opts
+
+    def process_again(self, session_id: Optional[str] = None) -> "concurrent.futures.Future[Any]":
+        """Queue a new run of the selected session with the panel's settings."""
+        sid = session_id or self.selected
+        if sid is None:
+            self._say("select a session first", error=True)
+            raise ValueError("no session selected")
+        self.progress.value = 0.0
+        run = self.client.start_run(sid, self._options())
+        self._say(f"run {run['id'][:8]} queued")
+        def job() -> Any:
+            done = self.client.wait_for_run(sid, run["id"], self._on_event)
+            self.refresh()
+            self.select(sid)
+            return done
+
+        self.last_action = self._actions.submit(job)
+        return self.last_action
+
+    # ------------------------------------------------------------------ details
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        if change.get("new") and change["new"] != self.selected:
+            self.select(change["new"])
+
+    def select(self, session_id: str) -> None:
+        """Show a session: audio player, speaker-coloured transcript, diarization timeline."""
+        self.selected = session_id
+        if self.session_picker.value != session_id and session_id in [
+                o[1] for o in self.session_picker.options]:
+            self.session_picker.value = session_id
+        self.table.value = sessions_table_html(self.sessions, self.selected)
+        self.detail.clear_output()
+        with self.detail:
+            from IPython.display import HTML, display
+
+            try:
+                wav = self.client.download(session_id, "audio", "wav")
+                assert isinstance(wav, bytes)
+                display(w.Audio(value=wav, format="wav", autoplay=False))
+            except ServerError as exc:
+                display(HTML(f"<i>{html.escape(str(exc))}</i>"))
+            try:
+                t = self.client.transcript(session_id)
+            except ServerError:
+                display(HTML("<i>no transcript yet</i>"))
+                return
+            display(HTML(transcript_html(t)))
+            if t.turns:
+                import matplotlib.pyplot as plt
+
+                from workbench.notebook.analysis import plot_timeline
+
+                fig, ax = plt.subplots(figsize=(12, 0.5 + 0.4 * len(t.speakers)))
+                plot_timeline(ax, t.turns, t.speakers, 0.0, t.duration)
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", bbox_inches="tight")
+                plt.close(fig)
+                display(w.Image(value=buf.getvalue(), format="png"))

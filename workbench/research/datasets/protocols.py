@@ -1,0 +1,68 @@
+"""pyannote.database protocols as corpus items."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+
+from workbench.engine.formats import PathLike, format_rttm, format_uem, from_annotation
+
+from workbench.research.datasets.items import CorpusItem
+
+
+# =========================================================================== pyannote protocols
+
+
+def load_pyannote_protocol(name: str, subset: str = "test",
+                           out_dir: Optional[PathLike] = None) -> list[CorpusItem]:
+    """Items of a pyannote.database protocol (e.g. ``"AMI.SpeakerDiarization.mini"``).
+
+    The protocol's reference annotations are written as RTTM/UEM files into `out_dir`
+    (default: a new temporary folder) so that each item looks like any other.  Needs
+    pyannote.database with the protocol registered (``database.yml``).
+    """
+    try:
+        from pyannote.database import FileFinder, registry
+    except ImportError as exc:  # pragma: no cover - pyannote.database is a dependency
+        raise RuntimeError("load_pyannote_protocol needs pyannote.database "
+                           "(pip install pyannote.database)") from exc
+    if subset not in ("train", "development", "test"):
+        raise ValueError(f"subset must be train, development or test, not {subset!r}")
+    if name.count(".") != 2:
+        raise ValueError(f"protocol name {name!r} must look like Database.Task.Protocol")
+    try:
+        # FileFinder resolves "audio" from the `Databases:` section of database.yml.
+        protocol = registry.get_protocol(name, preprocessors={"audio": FileFinder()})
+    except Exception as exc:
+        raise ValueError(
+            f"pyannote.database protocol {name!r} is not available: {exc} (register it in a "
+            "database.yml: pyannote.database.registry.load_database(path) or "
+            "PYANNOTE_DATABASE_CONFIG)") from exc
+    out = Path(out_dir) if out_dir is not None else Path(
+        tempfile.mkdtemp(prefix="workbench-protocol-"))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        files = list(getattr(protocol, subset)())
+    except Exception as exc:
+        raise ValueError(f"{name} has no usable {subset!r} subset: {exc}") from exc
+    items = []
+    for file in files:
+        uri = str(file["uri"])
+        try:
+            audio = Path(str(file["audio"]))
+        except Exception as exc:
+            raise ValueError(f"{name}: no audio path for {uri!r}; add it to the database's "
+                             "'preprocessors' / database.yml") from exc
+        rttm = uem = None
+        if "annotation" in file:
+            rttm = out / f"{uri}.rttm"
+            rttm.write_text(format_rttm(uri, from_annotation(file["annotation"])), encoding="utf-8")
+        if "annotated" in file:
+            uem = out / f"{uri}.uem"
+            uem.write_text(format_uem(uri, [(s.start, s.end) for s in file["annotated"]]),
+                           encoding="utf-8")
+        items.append(CorpusItem(uri, audio, rttm, None, uem,
+                                {"protocol": name, "subset": subset}))
+    return items
