@@ -244,7 +244,7 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
     memo = (system.key(), str(Path(data_dir).resolve()))
     if memo not in _ENVIRONMENTS:
         if system.config is not None:
-            from workbench.pipeline import Pipeline
+            from workbench.engine.pipeline import Pipeline
 
             provenance = Pipeline(system.config, data_dir=data_dir).provenance()
             models, packages = provenance["models"], provenance["versions"]
