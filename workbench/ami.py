@@ -226,8 +226,13 @@ def register_ami_protocol(data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) 
     from pyannote.database import registry
 
     path = fetch_ami(data_dir, **fetch) / "database.yml"
-    registry.load_database(str(path))
+    if path.resolve() not in _REGISTERED:  # loading it again only warns that it replaces
+        registry.load_database(str(path))
+        _REGISTERED.add(path.resolve())
     return path
+
+
+_REGISTERED: set[Path] = set()
 
 
 def ami_items(subset: str, data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any
