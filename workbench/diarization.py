@@ -22,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -50,6 +51,7 @@ from pyannote.audio import Model, Pipeline  # noqa: E402
 from pyannote.audio.core.plda import PLDA  # noqa: E402
 from pyannote.audio.core.task import Problem, Resolution, Specifications  # noqa: E402
 from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
+from pyannote.audio.utils.powerset import Powerset  # noqa: E402
 from pyannote.core import Annotation, SlidingWindowFeature  # noqa: E402
 
 from workbench.clustering import (  # noqa: E402
@@ -415,26 +417,56 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     def __init__(
         self, *args: Any, split_threshold: Optional[float] = None, split_min_gap: float = 0.1,
         split_piece_duration: Optional[float] = None, speaker_count: str = "silhouette",
-        **kwargs: Any,
+        segmentation_onset: Optional[float] = None, min_active_ratio: float = 0.2,
+        run_margin: float = 0.0, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.split_threshold = split_threshold
         self.split_min_gap = split_min_gap
         self.split_piece_duration = split_piece_duration
+        self.segmentation_onset = segmentation_onset
         if self.klustering != "AgglomerativeClustering":
             raise ValueError("SplittingSpeakerDiarization clusters agglomeratively")
         self.clustering = RunClustering(metric=self._embedding.metric,
                                         speaker_count=speaker_count,
-                                        group_threshold=split_threshold)
+                                        group_threshold=split_threshold,
+                                        min_active_ratio=min_active_ratio,
+                                        run_margin=run_margin)
+        if segmentation_onset is not None and not self._segmentation.model.specifications.powerset:
+            raise ValueError("segmentation_onset needs a powerset segmentation model")
         model = getattr(self._embedding, "model_", None)
         if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
             raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
-        segmentations = super().get_segmentations(file, hook=hook)
-        # a fresh wrapper, so that get_embeddings can rebind its data without touching
-        # the copy pyannote caches in the file while tuning
-        return SlidingWindowFeature(segmentations.data, segmentations.sliding_window)
+        if self.segmentation_onset is None:
+            segmentations = super().get_segmentations(file, hook=hook)
+            # a fresh wrapper, so that get_embeddings can rebind its data without touching
+            # the copy pyannote caches in the file while tuning
+            return SlidingWindowFeature(segmentations.data, segmentations.sliding_window)
+        soft = file.get(_SOFT_CACHE) if self.training else None
+        if soft is None:
+            soft = self._soft_segmentations(file, hook)
+            if self.training:
+                file[_SOFT_CACHE] = soft
+        return SlidingWindowFeature((soft.data > self.segmentation_onset).astype(np.float32),
+                                    soft.sliding_window)
+
+    def _soft_segmentations(self, file: Any, hook: Any) -> SlidingWindowFeature:
+        """Per-speaker probabilities (the sums of the powerset classes each speaker is
+        in) instead of the most likely class: thresholded at `segmentation_onset` they
+        keep speech, and second voices, whose class is not the single most likely one."""
+        inference = self._segmentation
+        hard = inference.conversion
+        powerset = hard if isinstance(hard, Powerset) else None
+        if powerset is None:
+            raise TypeError("segmentation_onset needs pyannote's Powerset conversion")
+        inference.conversion = _SoftPowerset(powerset)
+        try:
+            return inference(file, hook=None if hook is None
+                             else functools.partial(hook, "segmentation", None))
+        finally:
+            inference.conversion = hard
 
     def get_embeddings(
         self,
@@ -497,6 +529,18 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
+_SOFT_CACHE = "training_cache/workbench_soft_segmentation"
+
+
+class _SoftPowerset(torch.nn.Module):
+    """Powerset log-probabilities -> per-speaker probabilities."""
+
+    def __init__(self, powerset: Powerset) -> None:
+        super().__init__()
+        self.powerset = powerset
+
+    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.powerset.to_multilabel(outputs, soft=True)
 
 
 # --------------------------------------------------------------------------- public API
@@ -543,6 +587,16 @@ class DiarizationConfig:
     split_min_gap: float = 0.1
     split_piece_duration: Optional[float] = 1.5
     embedding_exclude_overlap: bool = True  # sample: 5.2 % DER, 5.6 % without
+    # None: segmentation-3.0's most likely powerset class per frame (pyannote). A value:
+    # each local speaker is active where its probability (summed over the classes it is
+    # in) exceeds it, which keeps quiet and overlapped speech the argmax drops.
+    segmentation_onset: Optional[float] = None
+    # Share of a 10 s window a local speaker must speak alone for its embedding to train
+    # the clustering (pyannote: 0.2); others are only assigned to the speakers found.
+    clustering_min_active: float = 0.2
+    # A run leaves the speaker its whole local speaker goes to only for one this much
+    # closer (cosine); 0: each run goes to the speaker nearest its own embedding.
+    split_run_margin: float = 0.0
     num_speakers: Optional[int] = None
     min_speakers: Optional[int] = None
     max_speakers: Optional[int] = None
@@ -574,6 +628,12 @@ class DiarizationConfig:
             raise ValueError("split_piece_duration must be > 0 (seconds, or None)")
         if self.speaker_count not in SPEAKER_COUNT_RULES:
             raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
+        if self.segmentation_onset is not None and not 0.0 < self.segmentation_onset < 1.0:
+            raise ValueError("segmentation_onset must be in (0, 1) (or None: powerset argmax)")
+        if self.split_run_margin < 0:
+            raise ValueError("split_run_margin must be >= 0")
+        if not 0.0 <= self.clustering_min_active <= 1.0:
+            raise ValueError("clustering_min_active must be in [0, 1]")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError("num_threads must be >= 1 (or None)")
         if self.embedding_batch_size < 1 or self.segmentation_batch_size < 1:
@@ -768,6 +828,9 @@ class Diarizer:
             split_min_gap=config.split_min_gap,
             split_piece_duration=config.split_piece_duration,
             speaker_count=config.speaker_count,
+            segmentation_onset=config.segmentation_onset,
+            min_active_ratio=config.clustering_min_active,
+            run_margin=config.split_run_margin,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
             embedding=CAMPPlusEmbedding.from_state_dict_file(),

@@ -32,7 +32,8 @@ Progress = Callable[[str, int, int], None]
 
 # Fields that change the segmentation or the embeddings: configurations that agree on
 # them share one pass of both per file; the others act in the clustering and after it.
-_EMBEDDING_FIELDS = ("segmentation_step", "embedding_exclude_overlap", "split_min_gap",
+_EMBEDDING_FIELDS = ("segmentation_step", "segmentation_onset", "embedding_exclude_overlap",
+                     "split_min_gap",
                      "split_piece_duration", "embedding_batch_size",
                      "segmentation_batch_size", "device", "pipeline_path")
 
@@ -85,6 +86,8 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
             if hasattr(pipeline.clustering, "group_threshold"):
                 pipeline.clustering.group_threshold = config.split_threshold
                 pipeline.clustering.speaker_count = config.speaker_count
+                pipeline.clustering.min_active_ratio = config.clustering_min_active
+                pipeline.clustering.run_margin = config.split_run_margin
             rows[i] = _score_config(pipeline, config, items, files, references, collar,
                                     oracle_speakers)
             rows[i].update({name: getattr(config, name) for name in varying})
