@@ -32,6 +32,11 @@ AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "default": ({}, False),
     "threshold-count": (THRESHOLD_COUNT, False),
     "oracle-count": ({}, True),
+    # the defaults before the AMI excerpts (argmax segmentation, 2 s of clean speech)
+    "previous-default": ({"segmentation_onset": None, "clustering_min_active": 0.2,
+                          "count_min_active": None}, False),
+    "previous-default-oracle": ({"segmentation_onset": None, "clustering_min_active": 0.2,
+                                 "count_min_active": None}, True),
 }
 _COMPONENTS = ("missed", "false_alarm", "confusion", "total")
 
@@ -64,7 +69,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
                 clustering.group_threshold = config.split_threshold
                 clustering.speaker_count = config.speaker_count
                 clustering.min_active_ratio = config.clustering_min_active
-                clustering.run_margin = config.split_run_margin
+                clustering.count_min_active_ratio = config.count_min_active
             threads = torch.get_num_threads()
             torch.set_num_threads(config.num_threads or threads)
             try:

@@ -86,3 +86,23 @@ def test_protocol_registered_with_pyannote_database(ami: Path, tmp_path: Path) -
     train = ami_protocol_items("train", DATA_DIR, out_dir=tmp_path / "train")
     assert [item.uri for item in train] == sorted(TRAIN_SPEAKERS)
     assert {item.uri: len(item.reference().labels()) for item in train} == TRAIN_SPEAKERS
+
+
+@pytest.fixture(scope="module")
+def diarizer():  # type: ignore[no-untyped-def]
+    from workbench.diarization import DiarizationConfig, Diarizer
+
+    return Diarizer(DiarizationConfig())
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("uri", ["trn08", "trn00"])
+def test_given_speaker_count_is_honoured(ami: Path, diarizer, uri: str) -> None:  # type: ignore[no-untyped-def]
+    # 4 and 3 speakers talking over each other in 30 s; before, a forced count could end
+    # with fewer speakers ("The detected number of speakers (1) ... is outside the given
+    # bounds [4, 4]") and more confusion than estimating the count
+    item = next(i for i in ami_items("train", DATA_DIR) if i.uri == uri)
+    count = item.info["num_speakers"]
+    result = diarizer(item.load_audio(), num_speakers=count)
+    assert result.num_speakers == count
+    assert result.speaker_count["rule"] == "given"

@@ -138,7 +138,7 @@ class RunClustering(AgglomerativeClustering):
 
     def __init__(self, metric: str = "cosine", speaker_count: str = "silhouette",
                  group_threshold: Optional[float] = None, min_active_ratio: float = 0.2,
-                 run_margin: float = 0.0) -> None:
+                 count_min_active_ratio: Optional[float] = None) -> None:
         super().__init__(metric=metric)
         if speaker_count not in SPEAKER_COUNT_RULES:
             raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
@@ -147,10 +147,11 @@ class RunClustering(AgglomerativeClustering):
         self.min_active_ratio = min_active_ratio
         """Share of a chunk a local speaker (or group of runs) must speak alone for its
         embedding to train the clustering (pyannote: 0.2, i.e. 2 s of a 10 s window)."""
-        self.run_margin = run_margin
-        """A run leaves the speaker of its local speaker (the one nearest the mean of
-        the local speaker's runs) only for a speaker this much closer (cosine)."""
+        self.count_min_active_ratio = count_min_active_ratio
+        """The same share for the embeddings that estimate the number of speakers (None:
+        `min_active_ratio`); the clusters are then formed on all of the first kind."""
         self._wanted_clusters = 1
+        self._count_rows: Optional[np.ndarray] = None
         self.count_evidence: dict[str, Any] = {}
         """How the last call chose the number of speakers: ``rule``, ``embeddings`` (how
         many trained the clustering), ``speakers``; for the silhouette rule also
@@ -169,6 +170,14 @@ class RunClustering(AgglomerativeClustering):
         ratio = self.min_active_ratio if min_active_ratio is None else min_active_ratio
         chosen = super().filter_embeddings(embeddings, segmentations=segmentations,
                                            min_active_ratio=ratio)
+        self._count_rows = None
+        strict = self.count_min_active_ratio
+        if strict is not None and strict > ratio and self._wanted_clusters < 2:
+            _, chunk_idx, speaker_idx = super().filter_embeddings(
+                embeddings, segmentations=segmentations, min_active_ratio=strict)
+            counted = set(zip(chunk_idx.tolist(), speaker_idx.tolist()))
+            self._count_rows = np.array([(c, s) in counted for c, s in
+                                         zip(chosen[1].tolist(), chosen[2].tolist())], bool)
         if self._wanted_clusters >= 2 and len(chosen[0]) < self._wanted_clusters:
             # In meetings with much overlapped speech few local speakers talk alone for
             # 2 s; without a fallback a forced count of 4 found 1 speaker (AMI trn07).
@@ -205,7 +214,16 @@ class RunClustering(AgglomerativeClustering):
                                "embeddings": n,
                                "merge_distances": [round(float(d), 4)
                                                    for d in dendrogram[-5:, 2]]}
-        if num_clusters is None:
+        rows = self._count_rows
+        if num_clusters is None and rows is not None and len(rows) == n and not rows.all():
+            # the count from the embeddings of speakers who talk alone long enough, the
+            # clusters from all
+            counted = embeddings[rows]
+            found = 1 if len(counted) < 2 else self._best_count(
+                counted, self._dendrogram(counted), min_clusters, max_clusters)
+            self.count_evidence.update(counted_embeddings=len(counted))
+            labels = self._forced_cut(embeddings, dendrogram, max(found, min_clusters))
+        elif num_clusters is None:
             num_clusters = self._best_count(embeddings, dendrogram, min_clusters, max_clusters)
             labels = np.unique(fcluster(dendrogram, num_clusters, criterion="maxclust"),
                                return_inverse=True)[1]
@@ -264,33 +282,6 @@ class RunClustering(AgglomerativeClustering):
 
     # ------------------------------------------------------------------ runs
 
-    def _keep_with_local_speaker(self, hard: np.ndarray, scores: np.ndarray,
-                                 embeddings: np.ndarray, runs: np.ndarray,
-                                 owners: list[list[int]], centroids: np.ndarray
-                                 ) -> np.ndarray:
-        # Pieces of a real voice scatter more than those of a synthetic one: assigned one
-        # by one they hop between speakers (AMI train: confusion 12 % with 1.5 s pieces,
-        # 5.5 % cutting at silences only). A run stays with the speaker of its whole local
-        # speaker unless another one is `run_margin` closer: two voices that
-        # segmentation-3.0 merged still part, a noisy piece does not.
-        hard = hard.copy()
-        lengths = np.nan_to_num(runs, nan=0.0).sum(axis=1)  # (chunks, runs)
-        valid = ~np.isnan(embeddings).any(axis=2)
-        for c, chunk_owners in enumerate(owners):
-            for k in dict.fromkeys(chunk_owners):
-                members = [j for j, owner in enumerate(chunk_owners)
-                           if owner == k and valid[c, j]]
-                if len(members) < 2:
-                    continue
-                weights = lengths[c, members][:, None]
-                mean = (_unit(embeddings[c, members]) * weights).sum(axis=0) / weights.sum()
-                base = int(np.argmax(2.0 - cdist(mean[None], centroids,
-                                                 metric=self.metric)[0]))
-                for j in members:
-                    if scores[c, j, hard[c, j]] - scores[c, j, base] < self.run_margin:
-                        hard[c, j] = base
-        return hard
-
     def __call__(self, embeddings: np.ndarray, segmentations: Optional[SlidingWindowFeature] = None,
                  num_clusters: Optional[int] = None, min_clusters: Optional[int] = None,
                  max_clusters: Optional[int] = None, file: Any = None, **kwargs: Any
@@ -323,16 +314,9 @@ class RunClustering(AgglomerativeClustering):
                         soft[c, j] = group_soft[c, g]
         filled = np.nan_to_num(soft, nan=np.nanmin(soft) if np.isfinite(soft).any() else 0.0)
         hard = np.argmax(filled, axis=2).astype(np.int8)
-        if self.run_margin > 0:
-            hard = self._keep_with_local_speaker(hard, filled, embeddings, segmentations.data,
-                                                 owners, centroids)
         if num_clusters:
             hard = _every_cluster_used(hard, soft, segmentations.data)
         return hard, soft, centroids
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def _every_cluster_used(hard: np.ndarray, soft: np.ndarray, segmentations: np.ndarray
