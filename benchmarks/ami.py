@@ -32,11 +32,11 @@ AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "default": ({}, False),
     "threshold-count": (THRESHOLD_COUNT, False),
     "oracle-count": ({}, True),
-    # the defaults before the AMI excerpts (argmax segmentation, 2 s of clean speech)
-    "previous-default": ({"segmentation_onset": None, "clustering_min_active": 0.2,
-                          "count_min_active": None}, False),
-    "previous-default-oracle": ({"segmentation_onset": None, "clustering_min_active": 0.2,
-                                 "count_min_active": None}, True),
+    # the best options on train (see DiarizationConfig): they fail on development
+    "train-tuned": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
+                     "count_min_active": 0.15}, False),
+    "train-tuned-oracle-count": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
+                                  "count_min_active": 0.15}, True),
 }
 _COMPONENTS = ("missed", "false_alarm", "confusion", "total")
 
@@ -70,6 +70,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
                 clustering.speaker_count = config.speaker_count
                 clustering.min_active_ratio = config.clustering_min_active
                 clustering.count_min_active_ratio = config.count_min_active
+                clustering.given_count_min_active_ratio = config.given_count_min_active
             threads = torch.get_num_threads()
             torch.set_num_threads(config.num_threads or threads)
             try:

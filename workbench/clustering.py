@@ -138,7 +138,8 @@ class RunClustering(AgglomerativeClustering):
 
     def __init__(self, metric: str = "cosine", speaker_count: str = "silhouette",
                  group_threshold: Optional[float] = None, min_active_ratio: float = 0.2,
-                 count_min_active_ratio: Optional[float] = None) -> None:
+                 count_min_active_ratio: Optional[float] = None,
+                 given_count_min_active_ratio: Optional[float] = None) -> None:
         super().__init__(metric=metric)
         if speaker_count not in SPEAKER_COUNT_RULES:
             raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
@@ -150,6 +151,9 @@ class RunClustering(AgglomerativeClustering):
         self.count_min_active_ratio = count_min_active_ratio
         """The same share for the embeddings that estimate the number of speakers (None:
         `min_active_ratio`); the clusters are then formed on all of the first kind."""
+        self.given_count_min_active_ratio = given_count_min_active_ratio
+        """`min_active_ratio` when the number of speakers (or a minimum of two or more) is
+        given (None: the same)."""
         self._wanted_clusters = 1
         self._count_rows: Optional[np.ndarray] = None
         self.count_evidence: dict[str, Any] = {}
@@ -168,6 +172,8 @@ class RunClustering(AgglomerativeClustering):
         alone for `min_active_ratio` of the chunk; all valid embeddings when that leaves
         fewer than the clusters asked for (a given count or minimum of 2 or more)."""
         ratio = self.min_active_ratio if min_active_ratio is None else min_active_ratio
+        if self._wanted_clusters >= 2 and self.given_count_min_active_ratio is not None:
+            ratio = self.given_count_min_active_ratio
         chosen = super().filter_embeddings(embeddings, segmentations=segmentations,
                                            min_active_ratio=ratio)
         self._count_rows = None

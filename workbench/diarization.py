@@ -419,7 +419,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         split_piece_duration: Optional[float] = None, speaker_count: str = "silhouette",
         segmentation_onset: Optional[float] = None, min_active_ratio: float = 0.2,
         count_min_active_ratio: Optional[float] = None,
-        **kwargs: Any,
+        given_count_min_active_ratio: Optional[float] = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.split_threshold = split_threshold
@@ -432,7 +432,9 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                                         speaker_count=speaker_count,
                                         group_threshold=split_threshold,
                                         min_active_ratio=min_active_ratio,
-                                        count_min_active_ratio=count_min_active_ratio)
+                                        count_min_active_ratio=count_min_active_ratio,
+                                        given_count_min_active_ratio=(
+                                            given_count_min_active_ratio))
         if segmentation_onset is not None and not self._segmentation.model.specifications.powerset:
             raise ValueError("segmentation_onset needs a powerset segmentation model")
         model = getattr(self._embedding, "model_", None)
@@ -588,24 +590,31 @@ class DiarizationConfig:
     split_min_gap: float = 0.1
     split_piece_duration: Optional[float] = 1.5
     embedding_exclude_overlap: bool = True  # sample: 5.2 % DER, 5.6 % without
-    # Real meetings (chosen on the AMI train excerpts, workbench.ami; python -m
-    # benchmarks diarization --sets ami): segmentation_onset, clustering_min_active and
-    # count_min_active. Missed speech is most of the error there (22 % of the speech on
-    # train, overlap and quiet words): each local speaker is active where its probability
-    # (summed over the powerset classes it is in) exceeds segmentation_onset, instead of
-    # where its class is the most likely one (None: pyannote's argmax). 0.3: missed
-    # 22.1 -> 16.7 %, false alarm 1.4 -> 3.3 %; 0.4 keeps most of the misses (20.8 %).
-    segmentation_onset: Optional[float] = 0.3
+    # Options for real meetings, measured on the AMI excerpts (workbench.ami; python -m
+    # benchmarks diarization --sets ami) and off by default: the best of them on AMI
+    # train (onset 0.3, clustering_min_active 0.1, count_min_active 0.15: 28.4 % DER vs
+    # 35.7 %) over-counted the development excerpts (14 speakers for 4: 66.7 % vs 48.0 %)
+    # and cost the real phone call (pyannote sample) 6.7 points.
+    # segmentation_onset: each local speaker is active where its probability (summed
+    # over the powerset classes it is in) exceeds it, instead of where its class is the
+    # most likely (None: pyannote's argmax). 0.3 on AMI train: missed 22.1 -> 16.7 % of
+    # the speech, false alarm 1.4 -> 3.3 %; on the sample call false alarm 2.0 -> 7.0 %.
+    segmentation_onset: Optional[float] = None
     # Share of a 10 s window a local speaker must speak alone for its embedding to form
-    # the clusters (pyannote: 0.2, i.e. 2 s); speakers of meetings who say a few words
-    # between others never reach it, and a given count then split the main voice
-    # (train, count given: 50 % DER at 0.2, 29 % at 0.1).
-    clustering_min_active: float = 0.1
-    # The same share for the embeddings that estimate the number of speakers when no
-    # count is given (None: clustering_min_active): short embeddings scatter and inflated
-    # the count (up to 12 speakers on train at 0.1). 0.15: train 28.4 % DER, 4/10 counts
-    # right; 0.2: 28.6 %, 2/10.
-    count_min_active: Optional[float] = 0.15
+    # the clusters (pyannote: 0.2, i.e. 2 s); count_min_active the same for the
+    # embeddings that estimate the number of speakers (None: clustering_min_active).
+    # AMI train (with onset 0.3): 0.1 / 0.15 gave 28.4 % DER; 0.1 alone inflated the
+    # count (up to 12 speakers); the sample call got a third speaker from either.
+    # (count_min_active: the count comes from those embeddings, the clusters from all.)
+    clustering_min_active: float = 0.2
+    count_min_active: Optional[float] = None
+    # clustering_min_active when the number of speakers (or a minimum of 2 or more) is
+    # given (chosen on AMI train): meeting participants who say a few words between
+    # others never speak 2 s alone, and the given count then split the main voice. AMI
+    # train, true count given: 31.3 % DER at 0.1, 43.8 % at 0.2 (50.3 % before the
+    # forced cut of RunClustering), 35.7 % estimating; development: 30.0 % at 0.1,
+    # 22.7 % at 0.2, 48.0 % estimating. Without a given count nothing changes.
+    given_count_min_active: Optional[float] = 0.1
     num_speakers: Optional[int] = None
     min_speakers: Optional[int] = None
     max_speakers: Optional[int] = None
@@ -639,8 +648,10 @@ class DiarizationConfig:
             raise ValueError(f"speaker_count must be one of {', '.join(SPEAKER_COUNT_RULES)}")
         if self.segmentation_onset is not None and not 0.0 < self.segmentation_onset < 1.0:
             raise ValueError("segmentation_onset must be in (0, 1) (or None: powerset argmax)")
-        if self.count_min_active is not None and not 0.0 <= self.count_min_active <= 1.0:
-            raise ValueError("count_min_active must be in [0, 1] (or None)")
+        for name in ("count_min_active", "given_count_min_active"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] (or None)")
         if not 0.0 <= self.clustering_min_active <= 1.0:
             raise ValueError("clustering_min_active must be in [0, 1]")
         if self.num_threads is not None and self.num_threads < 1:
@@ -840,6 +851,7 @@ class Diarizer:
             segmentation_onset=config.segmentation_onset,
             min_active_ratio=config.clustering_min_active,
             count_min_active_ratio=config.count_min_active,
+            given_count_min_active_ratio=config.given_count_min_active,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
             embedding=CAMPPlusEmbedding.from_state_dict_file(),

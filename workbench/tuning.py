@@ -88,6 +88,7 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
                 pipeline.clustering.speaker_count = config.speaker_count
                 pipeline.clustering.min_active_ratio = config.clustering_min_active
                 pipeline.clustering.count_min_active_ratio = config.count_min_active
+                pipeline.clustering.given_count_min_active_ratio = config.given_count_min_active
             rows[i] = _score_config(pipeline, config, items, files, references, collar,
                                     oracle_speakers)
             rows[i].update({name: getattr(config, name) for name in varying})
