@@ -17,6 +17,12 @@ measured on the development set of BENCHMARKS.md ("Diarization"):
   whose voices match are grouped (`group_runs`) and the groups train the clustering;
   then every run goes to the speaker whose centroid is closest to its own embedding, so
   a local speaker that mixes two voices is divided between them.
+- **A given count** (``num_clusters``, measured on the AMI excerpts of `workbench.ami`)
+  keeps the clusters the silhouette finds, at most that many, and makes the most
+  outlying embeddings the missing speakers (`_forced_cut`) instead of cutting the
+  dendrogram into that many clusters, which split the main voice of a meeting whose
+  other participants hardly speak; each given cluster then keeps at least one local
+  speaker or run, and `given_count_min_active_ratio` lets shorter clean speech train it.
 """
 
 from __future__ import annotations
@@ -160,7 +166,9 @@ class RunClustering(AgglomerativeClustering):
         """How the last call chose the number of speakers: ``rule``, ``embeddings`` (how
         many trained the clustering), ``speakers``; for the silhouette rule also
         ``most`` (clusters apart at the threshold), ``silhouettes`` (per candidate
-        count) and ``merge_distances`` (the dendrogram's last merges, highest last)."""
+        count) and ``merge_distances`` (the dendrogram's last merges, highest last); with
+        a given count ``found`` (the clusters the silhouette kept) and, with
+        `count_min_active_ratio`, ``counted_embeddings``."""
 
     # ------------------------------------------------------------------ training set
 
