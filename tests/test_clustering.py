@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering
 from pyannote.core import SlidingWindow, SlidingWindowFeature
+from scipy.cluster.hierarchy import fcluster, linkage
 
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering, group_runs, silhouette_score
 
@@ -167,3 +168,34 @@ def test_runs_of_a_mixed_group_are_divided_between_its_voices() -> None:
                               num_clusters=3)
     assert all(grouped[chunk, 0:14, 0].all() for chunk in range(6, 12))
     assert len({group_hard[chunk, 0] for chunk in range(6, 12)}) == 1
+
+
+def test_given_count_does_not_split_the_main_voice() -> None:
+    # A meeting excerpt: one voice talks most (two sub-groups of embeddings), a second
+    # one clearly apart, a third says a few words (one embedding near the first voice).
+    # Cutting the dendrogram into three clusters splits the main voice in two (AMI
+    # train: a forced count did worse than estimating); the given count must not.
+    rng = np.random.default_rng(3)
+    main, other = voices(2, seed=7)
+    halves = [main + 0.3 * rng.normal(size=main.size) for _ in range(2)]
+    x = np.vstack([h + 0.12 * rng.normal(size=(10, main.size)) for h in halves]
+                  + [other + 0.12 * rng.normal(size=(10, main.size)),
+                     main + 0.35 * rng.normal(size=(1, main.size))])
+    naive = fcluster(linkage(x, "average", "cosine"), 3, criterion="maxclust")
+    assert len(set(naive[:20].tolist())) == 2  # the trap
+    c = clustering()
+    labels = c.cluster(x.copy(), min_clusters=3, max_clusters=3, num_clusters=3)
+    assert len(set(labels.tolist())) == 3
+    assert len(set(labels[:20].tolist())) == 1  # the main voice stays whole
+    assert len({labels[0], labels[20], labels[30]}) == 3
+
+
+def test_count_from_clean_embeddings_clusters_all() -> None:
+    # count_min_active_ratio: the count is estimated on the embeddings marked as clean,
+    # the clusters are made of all of them
+    x = blobs(voices(2), per=8, spread=0.3)
+    c = clustering()
+    c._count_rows = np.array([True] * 4 + [False] * 4 + [True] * 4 + [False] * 4)
+    labels = c.cluster(x.copy(), min_clusters=1, max_clusters=len(x))
+    assert len(set(labels.tolist())) == 2
+    assert c.count_evidence["counted_embeddings"] == 8

@@ -35,7 +35,8 @@ from workbench.research.metrics import diarization_error
 
 # Fields that change the segmentation or the embeddings: configurations that agree on
 # them share one pass of both per file; the others act in the clustering and after it.
-_EMBEDDING_FIELDS = ("segmentation_step", "embedding_exclude_overlap", "split_min_gap",
+_EMBEDDING_FIELDS = ("segmentation_step", "segmentation_onset", "embedding_exclude_overlap",
+                     "split_min_gap",
                      "split_piece_duration", "embedding_batch_size",
                      "segmentation_batch_size", "device", "pipeline_path")
 
@@ -88,6 +89,9 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
             if hasattr(pipeline.clustering, "group_threshold"):
                 pipeline.clustering.group_threshold = config.split_threshold
                 pipeline.clustering.speaker_count = config.speaker_count
+                pipeline.clustering.min_active_ratio = config.clustering_min_active
+                pipeline.clustering.count_min_active_ratio = config.count_min_active
+                pipeline.clustering.given_count_min_active_ratio = config.given_count_min_active
             rows[i] = _score_config(pipeline, config, items, files, references, collar,
                                     oracle_speakers)
             rows[i].update({name: getattr(config, name) for name in varying})

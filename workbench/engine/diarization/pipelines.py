@@ -8,6 +8,7 @@ by one (see `workbench.engine.diarization.clustering`).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.audio.utils.powerset import Powerset
 from pyannote.core import SlidingWindowFeature
 
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
@@ -130,26 +132,59 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     def __init__(
         self, *args: Any, split_threshold: Optional[float] = None, split_min_gap: float = 0.1,
         split_piece_duration: Optional[float] = None, speaker_count: str = "silhouette",
-        **kwargs: Any,
+        segmentation_onset: Optional[float] = None, min_active_ratio: float = 0.2,
+        count_min_active_ratio: Optional[float] = None,
+        given_count_min_active_ratio: Optional[float] = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.split_threshold = split_threshold
         self.split_min_gap = split_min_gap
         self.split_piece_duration = split_piece_duration
+        self.segmentation_onset = segmentation_onset
         if self.klustering != "AgglomerativeClustering":
             raise ValueError("SplittingSpeakerDiarization clusters agglomeratively")
         self.clustering = RunClustering(metric=self._embedding.metric,
                                         speaker_count=speaker_count,
-                                        group_threshold=split_threshold)
+                                        group_threshold=split_threshold,
+                                        min_active_ratio=min_active_ratio,
+                                        count_min_active_ratio=count_min_active_ratio,
+                                        given_count_min_active_ratio=(
+                                            given_count_min_active_ratio))
+        if segmentation_onset is not None and not self._segmentation.model.specifications.powerset:
+            raise ValueError("segmentation_onset needs a powerset segmentation model")
         model = getattr(self._embedding, "model_", None)
         if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
             raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
-        segmentations = super().get_segmentations(file, hook=hook)
-        # a fresh wrapper, so that get_embeddings can rebind its data without touching
-        # the copy pyannote caches in the file while tuning
-        return SlidingWindowFeature(segmentations.data, segmentations.sliding_window)
+        if self.segmentation_onset is None:
+            segmentations = super().get_segmentations(file, hook=hook)
+            # a fresh wrapper, so that get_embeddings can rebind its data without touching
+            # the copy pyannote caches in the file while tuning
+            return SlidingWindowFeature(segmentations.data, segmentations.sliding_window)
+        soft = file.get(_SOFT_CACHE) if self.training else None
+        if soft is None:
+            soft = self._soft_segmentations(file, hook)
+            if self.training:
+                file[_SOFT_CACHE] = soft
+        return SlidingWindowFeature((soft.data > self.segmentation_onset).astype(np.float32),
+                                    soft.sliding_window)
+
+    def _soft_segmentations(self, file: Any, hook: Any) -> SlidingWindowFeature:
+        """Per-speaker probabilities (the sums of the powerset classes each speaker is
+        in) instead of the most likely class: thresholded at `segmentation_onset` they
+        keep speech, and second voices, whose class is not the single most likely one."""
+        inference = self._segmentation
+        hard = inference.conversion
+        powerset = hard if isinstance(hard, Powerset) else None
+        if powerset is None:
+            raise TypeError("segmentation_onset needs pyannote's Powerset conversion")
+        inference.conversion = _SoftPowerset(powerset)
+        try:
+            return inference(file, hook=None if hook is None
+                             else functools.partial(hook, "segmentation", None))
+        finally:
+            inference.conversion = hard
 
     def get_embeddings(
         self,
@@ -212,3 +247,15 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
+_SOFT_CACHE = "training_cache/workbench_soft_segmentation"
+
+
+class _SoftPowerset(torch.nn.Module):
+    """Powerset log-probabilities -> per-speaker probabilities."""
+
+    def __init__(self, powerset: Powerset) -> None:
+        super().__init__()
+        self.powerset = powerset
+
+    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.powerset.to_multilabel(outputs, soft=True)
