@@ -182,8 +182,7 @@ class StreamingTranscriber:
         return spoke_since_pass and new >= self.config.min_step
 
     def _clip(self, upto: Optional[float]) -> float:
-        end = self.received if upto is None else min(upto, self.received)
-        return min(end, self.vad.scored_until) if end < self.received else end
+        return self.received if upto is None else max(0.0, min(upto, self.received))
 
     def step(self, upto: Optional[float] = None) -> Optional[PassResult]:
         """Run one pass on the buffer up to `upto` if `due`; None otherwise."""
@@ -193,13 +192,20 @@ class StreamingTranscriber:
         return self._pass(self._clip(upto), final=False)
 
     def flush(self) -> Optional[PassResult]:
-        """Commit everything (end of stream): a last pass over the uncommitted speech."""
-        end = self.received
-        start = self._buffer_start / SAMPLE_RATE
-        if not [r for r in self._speech(start, end) if r[1] > start]:
-            self._hypothesis = []
+        """Commit everything (end of stream): last passes over the uncommitted speech."""
+        results = []
+        while True:
+            end = self.received
+            start = self._buffer_start / SAMPLE_RATE
+            if end - start < 0.05 or not [r for r in self._speech(start, end) if r[1] > start]:
+                break
+            results.append(self._pass(end, final=True))
+        self._hypothesis = []
+        if not results:
             return None
-        return self._pass(end, final=True)
+        return PassResult(tuple(w for r in results for w in r.committed), (), results[-1].upto,
+                          max(r.buffer_seconds for r in results),
+                          sum(r.seconds for r in results), "flush")
 
     # ---------------------------------------------------------------- a pass
 
@@ -219,8 +225,11 @@ class StreamingTranscriber:
     def _pass(self, end_s: float, final: bool) -> PassResult:
         cfg = self.config
         started = time.perf_counter()
-        end = int(round(end_s * SAMPLE_RATE))
         start = self._buffer_start
+        # never more than max_buffer: a late pass takes the first max_buffer s (and the
+        # force rule commits most of it), the rest waits for the next pass
+        end = min(int(round(end_s * SAMPLE_RATE)), start + int(cfg.max_buffer * SAMPLE_RATE))
+        end_s = end / SAMPLE_RATE
         words = self._decode(start, end)
         seconds = time.perf_counter() - started
         self.passes += 1
@@ -331,7 +340,7 @@ class StreamingTranscriber:
         if sample <= self._buffer_start:
             return
         self._buffer_start = sample
-        self._last_pass_end = max(self._last_pass_end, min(sample, self._last_pass_end))
+        self._last_pass_end = max(self._last_pass_end, sample)
         drop = self._buffer_start - self._offset
         if drop > 0:
             self._audio = self._audio[drop:]

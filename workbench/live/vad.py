@@ -1,9 +1,10 @@
 """Voice activity of a growing stream: faster-whisper's Silero VAD, frame by frame.
 
-faster-whisper runs Silero on whole files; its model scores 512-sample (32 ms) frames
-with a 64-sample left context and no state carried between the frames of one batch, so
-scoring only the frames that arrived since the last call gives the same probabilities
-as scoring the whole stream at once (checked in tests/test_live_vad.py). Speech regions
+faster-whisper runs Silero on whole files; its model scores 512-sample (32 ms) frames,
+each with the 64 samples before it as context, carrying its recurrent state (h, c)
+from frame to frame. Scoring the frames that arrived since the last call, starting from
+the state the previous call left, gives the probabilities of scoring the whole stream at
+once (checked in tests/test_live_vad.py). Speech regions
 follow faster-whisper's hysteresis: a region starts at a frame >= `threshold`, and ends
 after `min_silence` seconds of frames below ``threshold - 0.15``.
 """
@@ -38,6 +39,8 @@ class StreamingVAD:
         self._pending = np.zeros(0, dtype=np.float32)
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
         self._probs: list[np.ndarray] = []
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._num_frames = 0
         self.seconds = 0.0  # time spent in the model
 
@@ -64,9 +67,8 @@ class StreamingVAD:
         contexts = np.concatenate([self._context[None], frames[:-1, -_CONTEXT:]])
         batch = np.concatenate([contexts, frames], axis=1)
         started = time.perf_counter()
-        h = np.zeros((1, 1, 128), dtype=np.float32)
-        c = np.zeros((1, 1, 128), dtype=np.float32)
-        out, _, _ = self._model.session.run(None, {"input": batch, "h": h, "c": c})
+        out, self._h, self._c = self._model.session.run(
+            None, {"input": batch, "h": self._h, "c": self._c})
         self.seconds += time.perf_counter() - started
         self._context = frames[-1, -_CONTEXT:].copy()
         probs = np.asarray(out, dtype=np.float32).reshape(-1)
