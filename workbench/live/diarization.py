@@ -13,6 +13,9 @@ speaker when every centroid is further than ``delta_new``. Here:
 * only a local speaker with enough speech in the window (``rho_update`` of it) may open a
   new speaker; a short one that matches nobody goes to the nearest free speaker, so brief
   noises, laughs and overlaps do not create speakers;
+* local speakers are cut into runs at pauses and ~1.5 s pieces, each assigned on its own
+  (segmentation-3.0 sometimes gives two voices one local speaker), cannot-link between
+  overlapping runs of different local speakers;
 * embeddings skip overlapped frames when enough clean ones remain;
 * windows are weighted by a Hann-shaped profile when aggregated (edges count less);
 * when the worker falls behind it skips steps (never more than keeps every frame covered
@@ -60,6 +63,8 @@ class OnlineDiarizationConfig:
     delta_new: float = 0.45
     max_speakers: int = 20
     min_active: float = 0.2
+    split_min_gap: float = 0.1
+    split_piece: Optional[float] = 1.5
     device: str = "cpu"
     num_threads: Optional[int] = 1
 
@@ -115,45 +120,39 @@ class OnlineSpeakerClustering:
         e = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
         return 1.0 - e @ c.T
 
-    def assign(self, embeddings: np.ndarray, long: np.ndarray) -> list[int]:
-        """Global speaker of each local speaker (distinct within the window).
+    def assign(self, embeddings: np.ndarray, long: np.ndarray,
+               cannot_link: Optional[np.ndarray] = None) -> list[int]:
+        """Global speaker of each item (a local speaker or a run of one).
 
-        A local speaker within `delta_new` of a free speaker takes the best such one
-        (Hungarian on distances); a long one farther from all opens a new speaker; a
-        short one takes the nearest free speaker (or opens the first one).
+        Items go longest-first (``long`` ones before the others, then in order). Each
+        takes the nearest speaker not already given to an item it cannot share one with
+        (`cannot_link`, ``(k, k)`` bool; default: all pairs, diart's constraint for local
+        speakers of one window). Within `delta_new` it joins it (and, if long, moves its
+        centroid); farther, a long item opens a new speaker (up to `max_speakers`) and a
+        short one joins the nearest allowed speaker anyway (or opens the first one).
         """
-        from scipy.optimize import linear_sum_assignment
-
         k = len(embeddings)
         if k == 0:
             return []
+        if cannot_link is None:
+            cannot_link = ~np.eye(k, dtype=bool)
         unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-        dist = self.distances(embeddings)
-        g = dist.shape[1]
-        # columns: existing speakers, then one "new speaker" option per local speaker
-        cost = np.concatenate([dist, np.full((k, k), self.delta_new)], axis=1)
-        rows, cols = linear_sum_assignment(cost)
         out = [-1] * k
-        taken: set[int] = set()
-        for r, c in zip(rows, cols):
-            if c < g:
-                out[r] = int(c)
-                taken.add(int(c))
-        for r in range(k):
-            if out[r] >= 0:
-                continue
-            if (long[r] or g == 0) and len(self.centroids) < self.max_speakers:
+        for r in sorted(range(k), key=lambda i: (not long[i], i)):
+            banned = {out[j] for j in range(k) if cannot_link[r, j] and out[j] >= 0}
+            dist = self.distances(unit[r][None])[0]
+            allowed = [int(c) for c in np.argsort(dist) if int(c) not in banned]
+            if allowed and dist[allowed[0]] <= self.delta_new:
+                out[r] = allowed[0]
+            elif (long[r] or not self.centroids) and len(self.centroids) < self.max_speakers:
                 self.centroids.append(np.zeros_like(unit[r]))
                 out[r] = len(self.centroids) - 1
-                taken.add(out[r])
+            elif allowed:
+                out[r] = allowed[0]
+            else:
                 continue
-            free = [c for c in np.argsort(dist[r]) if int(c) not in taken] if g else []
-            if free:
-                out[r] = int(free[0])
-                taken.add(out[r])
-        for r in range(k):
-            # new speakers always learn their first embedding; others only from long ones
-            if out[r] >= 0 and (long[r] or not self.centroids[out[r]].any()):
+            # new speakers always learn their first embedding; others only from long items
+            if long[r] or not self.centroids[out[r]].any():
                 self.centroids[out[r]] = self.centroids[out[r]] + unit[r]
         return out
 
@@ -283,15 +282,27 @@ class OnlineDiarizer:
             with torch.inference_mode():
                 audio, start = self._window(end)
                 active = self._segment(audio)  # (frames, local speakers) binary
-                local, embeddings, long = self._embed(audio, active)
+                runs, owners, embeddings, long, cannot = self._embed(audio, active)
         finally:
             torch.set_num_threads(threads)
-        speakers = self.clustering.assign(embeddings, long) if len(local) else []
+        ok = np.isfinite(embeddings).all(axis=1) if len(owners) else np.zeros(0, bool)
+        speakers = [-1] * len(owners)
+        if ok.any():
+            idx = np.flatnonzero(ok)
+            for i, g in zip(idx, self.clustering.assign(embeddings[idx], long[idx],
+                                                        cannot[np.ix_(idx, idx)])):
+                speakers[i] = g
+        # runs too short to embed follow the longest embedded run of their local speaker
+        for i, o in enumerate(owners):
+            if speakers[i] < 0:
+                same = [j for j in range(len(owners)) if owners[j] == o and speakers[j] >= 0]
+                if same:
+                    speakers[i] = speakers[max(same, key=lambda j: runs[:, j].sum())]
         frames = active.shape[0]
         glob = np.zeros((frames, cfg.max_speakers))
-        for k, g in zip(local, speakers):
+        for i, g in enumerate(speakers):
             if g >= 0:
-                glob[:, g] = np.maximum(glob[:, g], active[:, k])
+                glob[:, g] = np.maximum(glob[:, g], runs[:, i])
         self._accumulate(start, glob)
         self._last_end = end
         self.steps += 1
@@ -312,26 +323,44 @@ class OnlineDiarizer:
         return multi.astype(np.float64)
 
     def _embed(self, audio: np.ndarray, active: np.ndarray
-               ) -> tuple[list[int], np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]:
+        """Runs of the local speakers and their embeddings.
+
+        As the offline pipeline does (`workbench.diarization.split_into_runs`), each
+        local speaker is cut into runs at silences >= `split_min_gap` and into pieces of
+        about `split_piece` s, because segmentation-3.0 sometimes gives two voices one
+        local speaker; each local speaker goes through CAM++ once and each run pools its
+        frames (`CAMPPlusEmbedding.embed_parts`). Returns the runs ``(frames, runs)``,
+        their owners, embeddings ``(runs, dim)`` (NaN rows: too short), which are long,
+        and which pairs cannot share a speaker (overlapping runs of different owners).
+        """
         import torch
-        import torch.nn.functional as F
+
+        from workbench.diarization import split_into_runs
 
         cfg = self.config
         frames = active.shape[0]
         min_frames = cfg.min_active / self.frame_step
-        local = [k for k in range(active.shape[1]) if active[:, k].sum() >= min_frames]
-        if not local:
-            return [], np.zeros((0, self.embedding.dimension)), np.zeros(0, dtype=bool)
-        fbank = self.embedding.compute_fbank(torch.from_numpy(np.ascontiguousarray(audio)))
-        clean = active * (active.sum(axis=1, keepdims=True) < 2)
-        embeddings, long = [], []
-        for k in local:
-            mask = clean[:, k] if clean[:, k].sum() >= min_frames else active[:, k]
-            m = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=fbank.shape[0],
-                              mode="nearest")[0, 0] > 0.5
-            embeddings.append(self.embedding.embed_features(fbank[m][None])[0].cpu().numpy())
-            long.append(active[:, k].sum() >= cfg.rho_update * frames)
-        return local, np.stack(embeddings).astype(np.float64), np.asarray(long)
+        keep = active * (active.sum(axis=0, keepdims=True) >= min_frames)
+        runs, owners = split_into_runs(
+            keep[None], max(1, round(cfg.split_min_gap / self.frame_step)),
+            max(1, round(cfg.split_piece / self.frame_step)) if cfg.split_piece else None)
+        runs, owners_list = runs[0] > 0.5, owners[0]
+        if not owners_list:
+            empty = np.zeros((0, 0), dtype=bool)
+            return runs[:, :0], [], np.zeros((0, self.embedding.dimension)), np.zeros(0, bool), empty
+        runs = runs[:, :len(owners_list)]
+        clean = keep * (keep.sum(axis=1, keepdims=True) < 2)
+        use_clean = clean.sum(axis=0) >= min_frames
+        speakers = np.where(use_clean[None, :], clean, keep) > 0.5
+        waveform = torch.from_numpy(np.ascontiguousarray(audio))[None]
+        embeddings = self.embedding.embed_parts(waveform, speakers, runs, owners_list)
+        lengths = runs.sum(axis=0)
+        long = lengths >= cfg.rho_update * frames
+        owner = np.asarray(owners_list)
+        overlap = (runs.T.astype(np.int32) @ runs.astype(np.int32)) > 0
+        cannot = overlap & (owner[:, None] != owner[None, :])
+        return runs, owners_list, embeddings.cpu().numpy().astype(np.float64), long, cannot
 
     def _accumulate(self, start: float, glob: np.ndarray) -> None:
         first = int(round((start + self._frame_offset) / self.frame_step))
