@@ -37,15 +37,28 @@ def test_clustering_opens_keeps_and_constrains_speakers() -> None:
     c = _unit(rng.standard_normal(16))
     # a short stretch of an unknown voice does not open a speaker; a long one does
     assert clustering.assign(near(c)[None], np.array([False])) in ([0], [1])
-    assert clustering.num_speakers == 2
+    assert len(clustering.centroids) == 2
     assert clustering.assign(near(c)[None], np.array([True])) == [2]
+
+
+def test_a_new_voice_becomes_a_speaker_after_confirm_windows() -> None:
+    rng = np.random.default_rng(2)
+    a, c = np.eye(16)[0], np.eye(16)[1]
+    near = lambda v: _unit(v + 0.05 * rng.standard_normal(16))  # noqa: E731
+    clustering = OnlineSpeakerClustering(delta_new=0.5, confirm_windows=3)
+    assert clustering.speakers(near(a)[None], np.array([True])) == [0]  # the first at once
+    assert clustering.speakers(near(c)[None], np.array([True])) == [0]  # not yet
+    assert clustering.speakers(near(c)[None], np.array([True])) == [0]
+    assert clustering.speakers(near(c)[None], np.array([True])) == [1]  # third window
+    assert clustering.speakers(np.stack([near(c), near(a)]), np.array([True, True])) == [1, 0]
+    assert clustering.num_speakers == 2
 
 
 def test_speaker_cap_is_a_parameter() -> None:
     rng = np.random.default_rng(1)
     clustering = OnlineSpeakerClustering(delta_new=0.5, max_speakers=25)
     for _ in range(22):
-        clustering.assign(_unit(rng.standard_normal(64))[None] * 1.0, np.array([True]))
+        clustering.speakers(_unit(rng.standard_normal(64))[None], np.array([True]))
     assert clustering.num_speakers == 22
 
 
@@ -76,7 +89,8 @@ def _majority(reference: list[Turn], hypothesis: list[Turn]) -> dict[str, Counte
 @pytest.mark.models
 @pytest.mark.timeout(600)
 def test_two_voices_get_two_labels_and_each_keeps_one(tmp_path: Path) -> None:
-    item = generate_conversation(tmp_path, num_speakers=2, duration=20.0, seed=100)
+    item = generate_conversation(tmp_path, num_speakers=2, duration=20.0, seed=100,
+                                 voices=["rob", "fay"])
     diarizer, results = _run(item, OnlineDiarizationConfig(latency=2.0))
     finals = [r.final_until for r in results]
     assert finals == sorted(finals) and finals[-1] == pytest.approx(item.duration, abs=0.02)

@@ -44,7 +44,7 @@ def models():
 def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     d = tmp_path_factory.mktemp("live")
     a = decode_file(espeak(SENTENCES[0], d / "a.wav"))
-    b = decode_file(espeak(SENTENCES[1], d / "b.wav", voice="en-us+m3"))
+    b = decode_file(espeak(SENTENCES[1], d / "b.wav", voice="en-us+f5"))
     pause = np.zeros(SAMPLE_RATE, np.float32)
     return np.concatenate([pause[:8000], a, pause, b, pause])
 

@@ -16,6 +16,8 @@ speaker when every centroid is further than ``delta_new``. Here:
 * local speakers are cut into runs at pauses and ~1.5 s pieces, each assigned on its own
   (segmentation-3.0 sometimes gives two voices one local speaker), cannot-link between
   overlapping runs of different local speakers;
+* a new centroid becomes a speaker only once long runs joined it in `confirm_windows`
+  windows; until then its runs go to the nearest speaker (no short-lived speakers);
 * embeddings skip overlapped frames when enough clean ones remain;
 * windows are weighted by a Hann-shaped profile when aggregated (edges count less);
 * when the worker falls behind it skips steps (never more than keeps every frame covered
@@ -62,6 +64,7 @@ class OnlineDiarizationConfig:
     rho_update: float = 0.3
     delta_new: float = 0.45
     max_speakers: int = 20
+    confirm_windows: int = 3
     min_active: float = 0.2
     split_min_gap: float = 0.1
     split_piece: Optional[float] = 1.5
@@ -77,6 +80,8 @@ class OnlineDiarizationConfig:
             raise ValueError("tau_active must be in (0, 1), rho_update in [0, 1)")
         if not 0 < self.delta_new <= 2:
             raise ValueError("delta_new must be in (0, 2] (cosine distance)")
+        if self.confirm_windows < 1:
+            raise ValueError("confirm_windows must be >= 1")
         if self.max_speakers < 1:
             raise ValueError("max_speakers must be >= 1")
 
@@ -102,14 +107,19 @@ class OnlineDiarizationConfig:
 class OnlineSpeakerClustering:
     """Global speakers as centroids (sums of unit CAM++ embeddings), assigned per window."""
 
-    def __init__(self, delta_new: float, max_speakers: int = 20) -> None:
+    def __init__(self, delta_new: float, max_speakers: int = 20, confirm_windows: int = 1
+                 ) -> None:
         self.delta_new = delta_new
         self.max_speakers = max_speakers
+        self.confirm_windows = confirm_windows
         self.centroids: list[np.ndarray] = []
+        self.hits: list[int] = []  # windows in which a long item joined each centroid
+        self.labels: list[Optional[int]] = []  # output speaker of each confirmed centroid
 
     @property
     def num_speakers(self) -> int:
-        return len(self.centroids)
+        """Confirmed speakers (those that have an output label)."""
+        return sum(label is not None for label in self.labels)
 
     def distances(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine distances ``(local, global)``."""
@@ -144,8 +154,10 @@ class OnlineSpeakerClustering:
             allowed = [int(c) for c in np.argsort(dist) if int(c) not in banned]
             if allowed and dist[allowed[0]] <= self.delta_new:
                 out[r] = allowed[0]
-            elif (long[r] or not self.centroids) and len(self.centroids) < self.max_speakers:
+            elif (long[r] or not self.centroids) and len(self.centroids) < 4 * self.max_speakers:
                 self.centroids.append(np.zeros_like(unit[r]))
+                self.hits.append(0)
+                self.labels.append(None)
                 out[r] = len(self.centroids) - 1
             elif allowed:
                 out[r] = allowed[0]
@@ -154,6 +166,31 @@ class OnlineSpeakerClustering:
             # new speakers always learn their first embedding; others only from long items
             if long[r] or not self.centroids[out[r]].any():
                 self.centroids[out[r]] = self.centroids[out[r]] + unit[r]
+        return out
+
+    def speakers(self, embeddings: np.ndarray, long: np.ndarray,
+                 cannot_link: Optional[np.ndarray] = None) -> list[int]:
+        """Output speaker (0, 1, ...) of each item: `assign`, then a centroid becomes a
+        speaker once long items joined it in `confirm_windows` windows (the first one at
+        once); until then its items go to the confirmed speaker nearest to it, so a
+        stray voice-like noise never shows up as a speaker. -1: none."""
+        centroid = self.assign(embeddings, long, cannot_link)
+        for c in set(centroid) - {-1}:
+            if any(long[i] for i, x in enumerate(centroid) if x == c):
+                self.hits[c] += 1
+            if (self.labels[c] is None and self.num_speakers < self.max_speakers
+                    and (self.hits[c] >= self.confirm_windows or self.num_speakers == 0)):
+                self.labels[c] = self.num_speakers
+        out = []
+        for c in centroid:
+            if c < 0:
+                out.append(-1)
+            elif self.labels[c] is not None:
+                out.append(int(self.labels[c]))
+            else:
+                confirmed = [i for i, label in enumerate(self.labels) if label is not None]
+                d = self.distances(self.centroids[c][None])[0]
+                out.append(int(self.labels[min(confirmed, key=lambda i: d[i])]))
         return out
 
 
@@ -195,7 +232,8 @@ class OnlineDiarizer:
         rf = self.segmentation.receptive_field
         self.frame_step = float(rf.step)
         self._frame_offset = float(rf.duration) / 2
-        self.clustering = OnlineSpeakerClustering(self.config.delta_new, self.config.max_speakers)
+        self.clustering = OnlineSpeakerClustering(self.config.delta_new, self.config.max_speakers,
+                                                  self.config.confirm_windows)
         self._window_samples = int(round(self.config.window * SAMPLE_RATE))
         self._audio = np.zeros(0, dtype=np.float32)
         self._offset = 0  # absolute sample index of _audio[0]
@@ -289,8 +327,8 @@ class OnlineDiarizer:
         speakers = [-1] * len(owners)
         if ok.any():
             idx = np.flatnonzero(ok)
-            for i, g in zip(idx, self.clustering.assign(embeddings[idx], long[idx],
-                                                        cannot[np.ix_(idx, idx)])):
+            for i, g in zip(idx, self.clustering.speakers(embeddings[idx], long[idx],
+                                                          cannot[np.ix_(idx, idx)])):
                 speakers[i] = g
         # runs too short to embed follow the longest embedded run of their local speaker
         for i, o in enumerate(owners):

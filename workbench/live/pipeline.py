@@ -285,7 +285,7 @@ class LiveSession:
                     continue
                 if t >= audio - 1e-9:
                     break
-                self._free[name] = min(audio, (np.floor(t / self.poll + 1e-9) + 1) * self.poll)
+                self._free[name] = float(min(audio, (np.floor(t / self.poll + 1e-9) + 1) * self.poll))
             if end_of_audio is not None:
                 self._job(name, engine, max(self._free[name], end_of_audio), flush=True)
         self._pending.sort(key=lambda p: (p[0], p[1]))
