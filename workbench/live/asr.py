@@ -287,7 +287,7 @@ class StreamingTranscriber:
         commit = words[:n]
         self.committed.extend(commit)
         self._hypothesis = words[n:]
-        self._trim(end_s, speech, final)
+        self._trim(end_s, speech, final, len(commit))
         return PassResult(tuple(commit), tuple(self._hypothesis), end_s, buffer_seconds,
                           seconds, "+".join(rules))
 
@@ -325,13 +325,20 @@ class StreamingTranscriber:
                 cut = max(cut, k)
         return cut
 
-    def _trim(self, end_s: float, speech: list[tuple[float, float]], final: bool) -> None:
+    def _trim(self, end_s: float, speech: list[tuple[float, float]], final: bool,
+              committed_now: int = 0) -> None:
         cfg = self.config
         start_s = self._buffer_start / SAMPLE_RATE
         cut: Optional[float] = None
-        if not self._hypothesis:
-            # all committed: the next pass starts at the next speech
-            cut = max(self._committed_end(), end_s - 0.3 if not final else end_s)
+        if final:
+            cut = end_s
+        elif not self._hypothesis:
+            over = not speech or end_s - speech[-1][1] >= cfg.end_silence
+            if committed_now and not over:
+                cut = self._committed_end()  # the tail may hold a word not decoded yet
+            elif over or end_s + cfg.min_step - start_s > cfg.max_buffer:
+                # utterance over (or no words in a full buffer): what is left is noise
+                cut = max(self._committed_end(), end_s - 0.3)
         else:
             in_buffer = [w for w in self.committed if w.end > start_s]
             if in_buffer:

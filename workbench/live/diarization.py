@@ -16,8 +16,8 @@ speaker when every centroid is further than ``delta_new``. Here:
 * local speakers are cut into runs at pauses and ~1.5 s pieces, each assigned on its own
   (segmentation-3.0 sometimes gives two voices one local speaker), cannot-link between
   overlapping runs of different local speakers;
-* a new centroid becomes a speaker only once long runs joined it in `confirm_windows`
-  windows; until then its runs go to the nearest speaker (no short-lived speakers);
+* optionally (`confirm_windows` > 1) a new centroid becomes a speaker only once long
+  runs joined it in that many windows; until then its runs go to the nearest speaker;
 * embeddings skip overlapped frames when enough clean ones remain;
 * windows are weighted by a Hann-shaped profile when aggregated (edges count less);
 * when the worker falls behind it skips steps (never more than keeps every frame covered
@@ -64,7 +64,9 @@ class OnlineDiarizationConfig:
     rho_update: float = 0.3
     delta_new: float = 0.45
     max_speakers: int = 20
-    confirm_windows: int = 3
+    # 3 (a new voice waits 3 windows before it is a speaker) measured worse on the sample
+    # call at latency 2 s, step 1 s: DER 29.5 % vs 16.0 % with 1 (3 speakers either way)
+    confirm_windows: int = 1
     min_active: float = 0.2
     split_min_gap: float = 0.1
     split_piece: Optional[float] = 1.5
