@@ -115,7 +115,7 @@ def test_events_words_and_transcript(dialogue, models, tmp_path: Path) -> None:
     doc = json.loads(paths["json"].read_text())
     assert doc["config"]["kind"] == "live"
     assert doc["config"]["options"]["diarization"]["latency"] == 2.0
-    assert paths["rttm"].read_text().count("SPEAKER") == len(result.transcript.turns)
+    assert len(paths["rttm"].read_text().splitlines()) == len(result.transcript.turns)
 
 
 def test_int16_chunks_give_the_same_result_as_float(speech: np.ndarray, models) -> None:

@@ -456,8 +456,9 @@ class LiveSession:
         return out
 
 
-def _join(turns: Iterable[Turn], gap: float = 1e-3) -> list[Turn]:
-    """Same-speaker turns that touch (final spans cut them) joined again."""
+def _join(turns: Iterable[Turn], gap: float = 0.04) -> list[Turn]:
+    """Same-speaker turns that touch (final spans cut them; up to two 17 ms frames of
+    rounding apart) joined again."""
     out: list[Turn] = []
     last: dict[str, int] = {}
     for t in sorted(turns, key=lambda t: (t.start, t.end, t.speaker)):
