@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "pipeline": "benchmarks.pipeline",
     "accuracy": "benchmarks.accuracy",
     "diarization": "benchmarks.diarization",
+    "live": "benchmarks.live",
 }
 
 

@@ -1,0 +1,287 @@
+"""Live benchmark: latency, accuracy and cost of `workbench.live` against the offline pipeline.
+
+``python -m benchmarks live [--quick] [--latencies 0.5,1,2,5] [--inputs sample,conv2,conv3,ami]
+[--costs measured|ASR_SECONDS,DIAR_SECONDS] [--bench-dir data/bench] [--out benchmarks/results/live.json]``
+
+Every input is streamed through `workbench.live.stream_file` once per latency (the
+diarization latency: `OnlineDiarizationConfig.for_latency`, 5 s windows, a 0.5 s step
+below 2 s of latency, 1 s from there), on the simulated clock: as fast as the machine
+goes, each job's events appearing its measured wall time later in audio time, as if ASR
+and diarization each had a core (``--costs A,D`` fixes the seconds per ASR pass and per
+diarization step instead). Figures per run:
+
+* word latency: audio time when a word was committed minus the word's end (p50, p95);
+* speaker latency: the same for the moment the word got its speaker;
+* WER and DER (collar 0, overlap scored) of the live transcript, beside the offline
+  pipeline's (`workbench.pipeline.transcribe`, default configuration) on the same file;
+* CPU seconds per audio second of the live stream (process CPU time, both workers);
+* the fraction of the final words committed before the audio ended; ASR passes, and
+  diarization steps skipped to keep up.
+
+Inputs: ``sample`` (the pyannote sample call, 30 s), ``conv2`` / ``conv3`` (generated
+60 s conversations of 2 and 3 voices, cached under ``--bench-dir``) and ``ami`` (AMI
+train excerpts through `workbench.ami.ami_items`, when that module exists). ``--quick``:
+the sample call at latencies 1 and 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, write_results
+
+NAME = "live"
+LATENCIES = (0.5, 1.0, 2.0, 5.0)
+INPUTS = ("sample", "conv2", "conv3", "ami")
+GENERATED = {
+    "conv2": {"num_speakers": 2, "duration": 60.0, "overlap_ratio": 0.0, "seed": 21},
+    "conv3": {"num_speakers": 3, "duration": 60.0, "overlap_ratio": 0.05, "seed": 31},
+}
+
+
+def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
+    from workbench.datasets import CorpusItem, generate_conversation, sample_call
+
+    items = []
+    for name in names:
+        if name == "sample":
+            items.append(sample_call())
+        elif name in GENERATED:
+            uri = f"live_{name}"
+            wav = bench_dir / f"{uri}.wav"
+            if wav.is_file() and (bench_dir / f"{uri}.stm").is_file():
+                items.append(CorpusItem(uri, wav, bench_dir / f"{uri}.rttm",
+                                        bench_dir / f"{uri}.stm", bench_dir / f"{uri}.uem"))
+            else:
+                items.append(generate_conversation(bench_dir, uri=uri, **GENERATED[name]))
+        elif name == "ami":
+            if importlib.util.find_spec("workbench.ami") is None:
+                print("ami: workbench.ami is not there yet; skipped", flush=True)
+                continue
+            from workbench.ami import ami_items  # type: ignore[import-not-found]
+
+            items.extend(ami_items("train"))
+    return items
+
+
+def _num(value: Any, digits: int = 4) -> Optional[float]:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else round(value, digits)
+
+
+def _pct(values: np.ndarray, q: float) -> Optional[float]:
+    return _num(np.percentile(values, q), 3) if len(values) else None
+
+
+def run_live(item: Any, latency: float, costs: Any, models: Any) -> dict[str, Any]:
+    from workbench.evaluation import score
+    from workbench.live import LiveConfig, stream_file
+
+    config = LiveConfig.for_latency(latency)
+    t0 = time.perf_counter()
+    result = stream_file(item.audio, config=config, costs=costs, models=models, uri=item.uri)
+    wall = time.perf_counter() - t0
+    row = score(item, result.transcript)
+    words, speakers = result.word_latencies(), result.speaker_latencies()
+    stats = result.stats
+    return {
+        "uri": item.uri, "system": "live", "latency": latency,
+        "duration": round(result.duration, 3),
+        "wer": _num(row["wer"]), "wer_errors": _num(row["wer_errors"]),
+        "ref_words": _num(row["ref_words"]),
+        "der": _num(row["der"]), "der_errors": _num(row["missed"] + row["false_alarm"]
+                                                    + row["confusion"]),
+        "speech": _num(row["speech"]), "hyp_speakers": _num(row["hyp_speakers"]),
+        "ref_speakers": _num(row["ref_speakers"]),
+        "word_latency_p50": _pct(words, 50), "word_latency_p95": _pct(words, 95),
+        "speaker_latency_p50": _pct(speakers, 50), "speaker_latency_p95": _pct(speakers, 95),
+        "cpu_per_audio_second": _num(stats["cpu_seconds"] / max(result.duration, 1e-9)),
+        "committed_before_end": _num(result.committed_before_end()),
+        "asr_passes": stats["asr"]["passes"],
+        "asr_seconds_per_pass": _num(stats["asr"]["pass_seconds"] / max(1, stats["asr"]["passes"])),
+        "max_buffer_seconds": stats["asr"]["max_buffer_seconds"],
+        "diarization_steps": stats["diarization"]["steps"],
+        "diarization_skipped_steps": stats["diarization"]["skipped_steps"],
+        "diarization_seconds_per_step": _num(stats["diarization"]["step_seconds"]
+                                             / max(1, stats["diarization"]["steps"])),
+        "wall_seconds": round(wall, 2),
+        "config": config.serialize(),
+    }
+
+
+def run_offline(item: Any) -> dict[str, Any]:
+    from workbench.evaluation import score
+    from workbench.pipeline import transcribe
+
+    cpu = time.process_time()
+    transcript = transcribe(item.audio)
+    cpu = time.process_time() - cpu
+    row = score(item, transcript)
+    return {"uri": item.uri, "system": "offline", "duration": round(item.duration, 3),
+            "wer": _num(row["wer"]), "wer_errors": _num(row["wer_errors"]),
+            "ref_words": _num(row["ref_words"]), "der": _num(row["der"]),
+            "der_errors": _num(row["missed"] + row["false_alarm"] + row["confusion"]),
+            "speech": _num(row["speech"]), "hyp_speakers": _num(row["hyp_speakers"]),
+            "ref_speakers": _num(row["ref_speakers"]),
+            "cpu_per_audio_second": _num(cpu / item.duration),
+            "rtf": _num(transcript.timings["total"] / item.duration)}
+
+
+def _pooled(rows: list[dict[str, Any]], errors: str, total: str) -> Optional[float]:
+    e = sum(r[errors] or 0 for r in rows if r.get(errors) is not None)
+    t = sum(r[total] or 0 for r in rows if r.get(total) is not None)
+    return _num(e / t) if t else None
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per latency over all inputs: pooled WER/DER, latency percentiles of runs."""
+    live = [r for r in results["runs"] if r["system"] == "live"]
+    offline = [r for r in results["runs"] if r["system"] == "offline"]
+    rows = []
+    for latency in sorted({r["latency"] for r in live}):
+        runs = [r for r in live if r["latency"] == latency]
+        rows.append({
+            "latency": latency, "inputs": len(runs),
+            "wer": _pooled(runs, "wer_errors", "ref_words"),
+            "der": _pooled(runs, "der_errors", "speech"),
+            "offline_wer": _pooled(offline, "wer_errors", "ref_words"),
+            "offline_der": _pooled(offline, "der_errors", "speech"),
+            **{k: _num(np.median([r[k] for r in runs if r[k] is not None]), 3)
+               for k in ("word_latency_p50", "word_latency_p95", "speaker_latency_p50",
+                         "speaker_latency_p95", "cpu_per_audio_second",
+                         "committed_before_end")},
+        })
+    return rows
+
+
+def _f(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    head = (f"Live results ({machine_stamp(results['machine'])}; "
+            f"costs: {results['parameters']['costs']}; load average at start "
+            f"{results['machine'].get('load_average_at_start')})\n\n")
+    lines = ["| input | latency (s) | WER live | WER offline | DER live | DER offline | "
+             "word lag p50 / p95 (s) | speaker lag p50 / p95 (s) | CPU s / audio s | "
+             "committed before end | passes | skipped steps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    offline = {r["uri"]: r for r in results["runs"] if r["system"] == "offline"}
+    for r in results["runs"]:
+        if r["system"] != "live":
+            continue
+        o = offline.get(r["uri"], {})
+        lines.append(
+            f"| {r['uri']} | {r['latency']:g} | {_f(r['wer'], '.1%')} | {_f(o.get('wer'), '.1%')} "
+            f"| {_f(r['der'], '.1%')} | {_f(o.get('der'), '.1%')} "
+            f"| {_f(r['word_latency_p50'], '.2f')} / {_f(r['word_latency_p95'], '.2f')} "
+            f"| {_f(r['speaker_latency_p50'], '.2f')} / {_f(r['speaker_latency_p95'], '.2f')} "
+            f"| {_f(r['cpu_per_audio_second'], '.2f')} | {_f(r['committed_before_end'], '.0%')} "
+            f"| {r['asr_passes']} | {r['diarization_skipped_steps']} |")
+    for s in results.get("summary", []):
+        lines.append(
+            f"| **all** | {s['latency']:g} | {_f(s['wer'], '.1%')} | {_f(s['offline_wer'], '.1%')} "
+            f"| {_f(s['der'], '.1%')} | {_f(s['offline_der'], '.1%')} "
+            f"| {_f(s['word_latency_p50'], '.2f')} / {_f(s['word_latency_p95'], '.2f')} "
+            f"| {_f(s['speaker_latency_p50'], '.2f')} / {_f(s['speaker_latency_p95'], '.2f')} "
+            f"| {_f(s['cpu_per_audio_second'], '.2f')} | {_f(s['committed_before_end'], '.0%')} "
+            f"| | |")
+    return head + "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks live",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="the sample call at latencies 1 and 2 s")
+    parser.add_argument("--latencies", default=",".join(f"{x:g}" for x in LATENCIES))
+    parser.add_argument("--inputs", default=",".join(INPUTS))
+    parser.add_argument("--costs", default="measured",
+                        help="'measured' or fixed 'ASR_PASS_SECONDS,DIARIZATION_STEP_SECONDS'")
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline pipeline")
+    parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="re-print the table of an earlier results file and exit")
+    args = parser.parse_args(list(argv))
+    if args.quick:
+        args.latencies, args.inputs = "1,2", "sample"
+    args.latency_values = [float(x) for x in args.latencies.split(",") if x.strip()]
+    args.input_names = [n.strip() for n in args.inputs.split(",") if n.strip()]
+    unknown = [n for n in args.input_names if n not in INPUTS]
+    if unknown:
+        parser.error(f"--inputs: unknown {', '.join(unknown)}; choose from {','.join(INPUTS)}")
+    return args
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    args = parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
+    from workbench.live import JobCosts, LiveConfig, load_models
+
+    costs = None
+    if args.costs != "measured":
+        asr, diar = (float(x) for x in args.costs.split(","))
+        costs = JobCosts(asr_pass=asr, diarization_step=diar)
+    results: dict[str, Any] = {
+        "benchmark": NAME,
+        "command": ("python -m benchmarks live " + " ".join(argv)).strip(),
+        "machine": machine_info(),
+        "parameters": {"latencies": args.latency_values, "inputs": args.input_names,
+                       "costs": args.costs, "generated_inputs": GENERATED,
+                       "der": {"collar": 0.0, "skip_overlap": False},
+                       "chunk_seconds": 0.25},
+        "caveats": [
+            "Simulated clock: ASR and diarization each act as a thread with a core of its "
+            "own; each job's events appear its measured wall time later (in audio time). "
+            "Other jobs on the machine inflate those times, and so the lags: see the load "
+            "averages in machine.",
+            "CPU s / audio s is the process CPU time (both workers) over the audio duration.",
+            "Offline: workbench.pipeline.transcribe with the default configuration.",
+        ],
+        "runs": [],
+    }
+    status = 0
+    try:
+        args.bench_dir.mkdir(parents=True, exist_ok=True)
+        items = prepare_inputs(args.input_names, args.bench_dir)
+        models = load_models(LiveConfig())
+        for item in items:
+            if not args.no_offline:
+                print(f"{item.uri}: offline ...", end=" ", flush=True)
+                run = run_offline(item)
+                results["runs"].append(run)
+                print(f"WER {_f(run['wer'], '.1%')} DER {_f(run['der'], '.1%')}", flush=True)
+            for latency in args.latency_values:
+                print(f"{item.uri}: live, latency {latency:g} s ...", end=" ", flush=True)
+                run = run_live(item, latency, costs, models)
+                results["runs"].append(run)
+                print(f"WER {_f(run['wer'], '.1%')} DER {_f(run['der'], '.1%')} word lag p50 "
+                      f"{_f(run['word_latency_p50'], '.2f')} s", flush=True)
+                write_results(args.out, results)
+    except Exception as exc:  # noqa: BLE001 - reported in the results file
+        status = 1
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    results["summary"] = summarize(results)
+    finish(args.out, results, markdown_table(results))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

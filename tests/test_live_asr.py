@@ -1,0 +1,69 @@
+"""Streaming ASR (workbench.live.asr) with the real tiny.en model on espeak-ng speech."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SENTENCES, espeak
+from workbench.audio import SAMPLE_RATE, decode_file
+from workbench.live.asr import StreamingASRConfig, StreamingTranscriber
+from workbench.metrics import word_error_rate
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+    from workbench.asr import Transcriber
+
+    return Transcriber(StreamingASRConfig().asr_config())
+
+
+def _speech(tmp_path: Path) -> np.ndarray:
+    """Two sentences with a 1.2 s pause between them (~9 s)."""
+    a = decode_file(espeak(SENTENCES[0], tmp_path / "a.wav"))
+    b = decode_file(espeak(SENTENCES[1], tmp_path / "b.wav"))
+    pause = np.zeros(int(1.2 * SAMPLE_RATE), np.float32)
+    return np.concatenate([pause[:SAMPLE_RATE // 2], a, pause, b, pause[:SAMPLE_RATE // 4]])
+
+
+def test_committed_words_never_change_arrive_in_order_and_before_the_end(
+        tmp_path: Path, transcriber) -> None:
+    audio = _speech(tmp_path)
+    config = StreamingASRConfig(max_buffer=6.0, trim_buffer=4.0, force_margin=2.0)
+    asr = StreamingTranscriber(config, transcriber=transcriber)
+    chunk = int(0.3 * SAMPLE_RATE)
+    snapshots = []
+    for i in range(0, audio.size, chunk):
+        asr.append(audio[i:i + chunk])
+        asr.step()
+        snapshots.append(list(asr.committed))
+        assert asr.buffer_seconds <= config.max_buffer + 0.3 + 1e-6
+    before_flush = len(asr.committed)
+    asr.flush()
+    final = asr.committed
+    for snap in snapshots:  # every earlier state is a prefix of the final one
+        assert final[:len(snap)] == snap
+    starts = [w.start for w in final]
+    assert starts == sorted(starts)
+    assert all(w.end >= w.start for w in final)
+    assert before_flush > 0, "nothing was committed while audio was still arriving"
+    assert asr.max_buffer_seen <= config.max_buffer + 1e-6
+    text = "".join(w.word for w in final)
+    assert word_error_rate(" ".join(SENTENCES), text).wer < 0.3, text
+
+
+def test_silence_and_low_noise_give_no_pass_and_no_words(transcriber) -> None:
+    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=transcriber)
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32),
+                            (0.003 * rng.standard_normal(3 * SAMPLE_RATE)).astype(np.float32)])
+    for i in range(0, audio.size, 4000):
+        asr.append(audio[i:i + 4000])
+        assert asr.step() is None
+    assert asr.flush() is None
+    assert asr.committed == [] and asr.passes == 0
+    assert asr.buffer_seconds < 1.0  # silence does not pile up in the buffer

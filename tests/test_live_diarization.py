@@ -1,0 +1,117 @@
+"""Online diarization (workbench.live.diarization): the clustering alone, then the real
+segmentation-3.0 + CAM++ models on generated espeak-ng conversations."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench.datasets import generate_conversation
+from workbench.live.diarization import (
+    OnlineDiarizationConfig,
+    OnlineDiarizer,
+    OnlineSpeakerClustering,
+)
+from workbench.transcript import Turn
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def test_clustering_opens_keeps_and_constrains_speakers() -> None:
+    rng = np.random.default_rng(0)
+    a, b = _unit(rng.standard_normal(16)), _unit(rng.standard_normal(16))
+    near = lambda v: _unit(v + 0.1 * rng.standard_normal(16))  # noqa: E731
+    clustering = OnlineSpeakerClustering(delta_new=0.5)
+    assert clustering.assign(np.stack([near(a), near(b)]), np.array([True, True])) == [0, 1]
+    for _ in range(5):  # the same voices keep their labels, in either order
+        assert clustering.assign(np.stack([near(b), near(a)]), np.array([True, True])) == [1, 0]
+    # two local speakers of one window never share a speaker, even if both sound like a
+    two = clustering.assign(np.stack([near(a), near(a)]), np.array([True, False]))
+    assert len(set(two)) == 2 and 0 in two
+    clustering.centroids = clustering.centroids[:2]  # forget what that test opened
+    c = _unit(rng.standard_normal(16))
+    # a short stretch of an unknown voice does not open a speaker; a long one does
+    assert clustering.assign(near(c)[None], np.array([False])) in ([0], [1])
+    assert len(clustering.centroids) == 2
+    assert clustering.assign(near(c)[None], np.array([True])) == [2]
+
+
+def test_a_new_voice_becomes_a_speaker_after_confirm_windows() -> None:
+    rng = np.random.default_rng(2)
+    a, c = np.eye(16)[0], np.eye(16)[1]
+    near = lambda v: _unit(v + 0.05 * rng.standard_normal(16))  # noqa: E731
+    clustering = OnlineSpeakerClustering(delta_new=0.5, confirm_windows=3)
+    assert clustering.speakers(near(a)[None], np.array([True])) == [0]  # the first at once
+    assert clustering.speakers(near(c)[None], np.array([True])) == [0]  # not yet
+    assert clustering.speakers(near(c)[None], np.array([True])) == [0]
+    assert clustering.speakers(near(c)[None], np.array([True])) == [1]  # third window
+    assert clustering.speakers(np.stack([near(c), near(a)]), np.array([True, True])) == [1, 0]
+    assert clustering.num_speakers == 2
+
+
+def test_speaker_cap_is_a_parameter() -> None:
+    rng = np.random.default_rng(1)
+    clustering = OnlineSpeakerClustering(delta_new=0.5, max_speakers=25)
+    for _ in range(22):
+        clustering.speakers(_unit(rng.standard_normal(64))[None], np.array([True]))
+    assert clustering.num_speakers == 22
+
+
+def _run(item, config: OnlineDiarizationConfig, models=None):
+    audio = item.load_audio()
+    diarizer = OnlineDiarizer(config, models=models)
+    results = []
+    for i in range(0, audio.size, 4000):
+        diarizer.append(audio[i:i + 4000])
+        r = diarizer.step()
+        if r is not None:
+            results.append(r)
+    results.append(diarizer.flush())
+    return diarizer, results
+
+
+def _majority(reference: list[Turn], hypothesis: list[Turn]) -> dict[str, Counter]:
+    """Seconds of each reference speaker covered by each hypothesis speaker."""
+    out: dict[str, Counter] = {}
+    for r in reference:
+        for h in hypothesis:
+            overlap = min(r.end, h.end) - max(r.start, h.start)
+            if overlap > 0:
+                out.setdefault(r.speaker, Counter())[h.speaker] += overlap
+    return out
+
+
+@pytest.mark.models
+@pytest.mark.timeout(600)
+def test_two_voices_get_two_labels_and_each_keeps_one(tmp_path: Path) -> None:
+    item = generate_conversation(tmp_path, num_speakers=2, duration=20.0, seed=100,
+                                 voices=["rob", "fay"])
+    diarizer, results = _run(item, OnlineDiarizationConfig(latency=2.0))
+    finals = [r.final_until for r in results]
+    assert finals == sorted(finals) and finals[-1] == pytest.approx(item.duration, abs=0.02)
+    for previous, r in zip([0.0] + finals, results):  # each update covers its own span only
+        assert all(previous - 1e-6 <= t.start < t.end <= r.final_until + 1e-6 for t in r.turns)
+    turns = [t for r in results for t in r.turns]
+    cover = _majority(item.reference_turns(), turns)
+    assert len(cover) == 2
+    labels = {ref: c.most_common(1)[0][0] for ref, c in cover.items()}
+    assert len(set(labels.values())) == 2, cover  # two voices, two labels
+    for ref, c in cover.items():  # one voice, (mostly) one label
+        assert c[labels[ref]] >= 0.8 * sum(c.values()), cover
+
+
+@pytest.mark.models
+@pytest.mark.timeout(600)
+def test_one_voice_keeps_one_label(tmp_path: Path) -> None:
+    item = generate_conversation(tmp_path, num_speakers=1, duration=15.0, seed=3)
+    diarizer, results = _run(item, OnlineDiarizationConfig(latency=2.0, step=1.0))
+    speakers = Counter()
+    for r in results:
+        for t in r.turns:
+            speakers[t.speaker] += t.end - t.start
+    assert speakers and speakers.most_common(1)[0][1] >= 0.95 * sum(speakers.values()), speakers

@@ -1,0 +1,42 @@
+"""Live event wire forms and the small pure helpers of workbench.live (no models)."""
+
+from __future__ import annotations
+
+import json
+
+from workbench.live.asr import _cut_loop
+from workbench.live.events import DiarizationUpdate, SpeakerLabels, TranscriptFinal, TranscriptPartial
+from workbench.live.pipeline import _join
+from workbench.transcript import Turn, Word
+
+
+def _words(text: str) -> list[Word]:
+    return [Word(float(i), i + 0.5, " " + t, 0.9) for i, t in enumerate(text.split())]
+
+
+def test_events_serialize_to_json_with_lag() -> None:
+    words = tuple(_words("hello there"))
+    final = TranscriptFinal(words, first_index=3, at=4.0)
+    doc = json.loads(json.dumps(final.serialize()))
+    assert doc["type"] == "transcript_final" and doc["text"] == "hello there"
+    assert [w["index"] for w in doc["words"]] == [3, 4]
+    assert doc["lag_seconds"] == 2.5  # 4.0 - end of "there" (1.5)
+    partial = TranscriptPartial("and", 2.0, 2.4, at=3.0).serialize()
+    assert partial["lag_seconds"] == 0.6
+    assert TranscriptPartial("", 3.0, 3.0, at=3.5).lag_seconds == 0.0
+    update = DiarizationUpdate((Turn(0.0, 1.0, "SPEAKER_00"),), final_until=1.0, at=3.0).serialize()
+    assert update["lag_seconds"] == 2.0 and update["turns"][0]["speaker"] == "SPEAKER_00"
+    labels = SpeakerLabels(((3, words[0].with_speaker("SPEAKER_01")),), at=2.0).serialize()
+    assert labels["words"][0] == {**labels["words"][0], "index": 3, "speaker": "SPEAKER_01"}
+
+
+def test_cut_loop_keeps_text_until_a_loop() -> None:
+    looped = _cut_loop(_words("so I do I do I do I do I do"))
+    assert [w.word.strip() for w in looped] == ["so", "I", "do"]
+    plain = _words("no no way it is fine")
+    assert _cut_loop(plain) == plain
+
+
+def test_join_merges_touching_turns_of_one_speaker_only() -> None:
+    turns = [Turn(0.0, 0.996, "A"), Turn(1.0, 2.0, "A"), Turn(1.5, 2.5, "B"), Turn(3.0, 4.0, "A")]
+    assert _join(turns) == [Turn(0.0, 2.0, "A"), Turn(1.5, 2.5, "B"), Turn(3.0, 4.0, "A")]

@@ -1,0 +1,177 @@
+"""The live pipeline (workbench.live.pipeline) end to end with the real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SENTENCES, espeak
+from workbench.audio import SAMPLE_RATE, decode_file, to_int16
+from workbench.datasets import generate_conversation, sample_call
+from workbench.evaluation import score
+from workbench.export import FORMATS
+from workbench.live import (
+    DiarizationUpdate,
+    JobCosts,
+    LiveConfig,
+    LiveSession,
+    SpeakerLabels,
+    TranscriptFinal,
+    TranscriptPartial,
+    load_models,
+    stream_file,
+)
+from workbench.live.asr import StreamingASRConfig
+from workbench.live.diarization import OnlineDiarizationConfig
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(900)]
+
+# fixed simulated job costs: runs are deterministic and lags those of a quiet machine
+COSTS = JobCosts(asr_pass=1.8, diarization_step=0.2)
+CONFIG = LiveConfig(asr=StreamingASRConfig(),
+                    diarization=OnlineDiarizationConfig(latency=2.0, step=1.0))
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    d = tmp_path_factory.mktemp("live")
+    a = decode_file(espeak(SENTENCES[0], d / "a.wav"))
+    b = decode_file(espeak(SENTENCES[1], d / "b.wav"))
+    pause = np.zeros(SAMPLE_RATE, np.float32)
+    return np.concatenate([pause[:8000], a, pause, b, pause])
+
+
+@pytest.fixture(scope="module")
+def dialogue(tmp_path_factory: pytest.TempPathFactory):
+    """Two clearly different voices (a US male and a US female espeak-ng voice), 16 s."""
+    return generate_conversation(tmp_path_factory.mktemp("dialogue"), num_speakers=2,
+                                 duration=16.0, seed=100, voices=["rob", "fay"])
+
+
+def _wire(events) -> list[dict]:
+    return [e.serialize() for e in events]
+
+
+def test_stream_file_equals_feeding_the_same_chunks(speech: np.ndarray, models) -> None:
+    streamed = stream_file(speech, config=CONFIG, costs=COSTS, chunk_seconds=0.25,
+                           models=models)
+    session = LiveSession(CONFIG, costs=COSTS, models=models, uri="audio")
+    during = []
+    for i in range(0, speech.size, 4000):
+        during += session.feed(speech[i:i + 4000])
+    manual = session.finish()
+    assert _wire(streamed.events) == _wire(manual.events)
+    assert streamed.transcript.segments == manual.transcript.segments
+    assert streamed.transcript.turns == manual.transcript.turns
+    # events returned by feed() are the session's events made before finish()
+    assert _wire(during) == _wire(manual.events[:len(during)])
+
+
+def test_events_words_and_transcript(dialogue, models, tmp_path: Path) -> None:
+    speech = dialogue.load_audio()
+    seen = []
+    session = LiveSession(CONFIG, costs=COSTS, models=models, hook=seen.append, uri="clip")
+    fed_all = False
+    for i in range(0, speech.size, 3000):
+        session.feed(speech[i:i + 3000])
+    fed_all = len(seen)
+    result = session.finish()
+    assert [e.serialize() for e in seen] == _wire(result.events)  # the hook saw everything
+    finals = [e for e in result.events if isinstance(e, TranscriptFinal)]
+    assert any(isinstance(e, TranscriptPartial) for e in result.events)
+    assert any(isinstance(e, DiarizationUpdate) for e in result.events)
+    # committed words arrive in order, indexed consecutively, some before finish()
+    words = [w for e in finals for w in e.words]
+    assert [e.first_index for e in finals] == list(np.cumsum([0] + [len(e.words) for e in finals])[:-1])
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert any(isinstance(e, TranscriptFinal) for e in seen[:fed_all])
+    ats = [e.at for e in result.events]
+    assert ats == sorted(ats)
+    assert all(e.lag_seconds >= 0 for e in result.events)
+    # the final transcript holds exactly the committed words (with speakers now)
+    final_words = result.transcript.words
+    assert [(w.start, w.end, w.word) for w in final_words] == [(w.start, w.end, w.word) for w in words]
+    labelled = {i: w.speaker for e in result.events if isinstance(e, SpeakerLabels)
+                for i, w in e.labels}
+    for i, (w_event, w_final) in enumerate(zip(words, final_words)):
+        assert w_final.speaker == (w_event.speaker or labelled.get(i))
+    assert all(w.speaker is not None for w in final_words)
+    assert len(result.transcript.speakers) == 2
+    text = result.transcript.text
+    from workbench.metrics import word_error_rate
+
+    assert word_error_rate(dialogue.reference_text(), text).wer < 0.3, text
+    # exports in every format the project has
+    paths = result.transcript.save(tmp_path / "out")
+    assert set(paths) == set(FORMATS)
+    doc = json.loads(paths["json"].read_text())
+    assert doc["config"]["kind"] == "live"
+    assert doc["config"]["options"]["diarization"]["latency"] == 2.0
+    assert len(paths["rttm"].read_text().splitlines()) == len(result.transcript.turns)
+
+
+def test_int16_chunks_give_the_same_result_as_float(speech: np.ndarray, models) -> None:
+    pcm = to_int16(speech)
+    a = stream_file(pcm.astype(np.float32) / 32768.0, config=CONFIG, costs=COSTS, models=models)
+    session = LiveSession(CONFIG, costs=COSTS, models=models, uri="audio")
+    for i in range(0, pcm.size, 5000):
+        session.feed(pcm[i:i + 5000])
+    b = session.finish()
+    assert _wire(a.events) == _wire(b.events)
+
+
+def test_silence_and_noise_give_no_words(models) -> None:
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32),
+                            (0.003 * rng.standard_normal(3 * SAMPLE_RATE)).astype(np.float32)])
+    result = stream_file(audio, config=CONFIG, costs=COSTS, models=models)
+    assert result.transcript.words == []
+    assert not any(isinstance(e, TranscriptFinal) for e in result.events)
+    assert result.stats["asr"]["passes"] == 0
+
+
+def test_threaded_session_gives_the_words(speech: np.ndarray, models) -> None:
+    session = LiveSession(CONFIG, threaded=True, models=models)
+    for i in range(0, speech.size, 4000):
+        assert session.feed(speech[i:i + 4000]) == []  # returns at once
+    result = session.finish()
+    assert result.transcript.words
+    assert [e.at for e in result.events] == sorted(e.at for e in result.events)
+    from workbench.metrics import word_error_rate
+
+    assert word_error_rate(" ".join(SENTENCES), result.transcript.text).wer < 0.3
+
+
+def test_sample_call_live(models) -> None:
+    item = sample_call()
+    result = stream_file(item.audio, config=CONFIG, costs=COSTS, models=models)
+    row = score(item, result.transcript)
+    # measured 2026-12-02 (these costs): WER 17.3 %, DER 16 %, 3 labels of which 2 hold
+    # nearly all the speech (offline pipeline: 16.1 %, 5.5 %, 2 speakers)
+    assert row["wer"] < 0.30, row
+    assert row["der"] < 0.25, row
+    talk: dict[str, float] = {}
+    for t in result.transcript.turns:
+        talk[t.speaker] = talk.get(t.speaker, 0.0) + t.end - t.start
+    top = sorted(talk, key=talk.get, reverse=True)[:2]
+    assert len(top) == 2 and sum(talk[s] for s in top) >= 0.9 * sum(talk.values()), talk
+    # the two main live speakers are the two people of the call
+    reference = item.reference_turns()
+    owner = {}
+    for s in top:
+        cover: dict[str, float] = {}
+        for h in (t for t in result.transcript.turns if t.speaker == s):
+            for r in reference:
+                cover[r.speaker] = cover.get(r.speaker, 0.0) + max(
+                    0.0, min(h.end, r.end) - max(h.start, r.start))
+        owner[s] = max(cover, key=cover.get)
+    assert len(set(owner.values())) == 2, owner
+    assert result.committed_before_end() > 0.5

@@ -1,0 +1,32 @@
+"""Live results: streaming transcription and online diarization of audio as it arrives.
+
+* `workbench.live.asr` — `StreamingTranscriber`: faster-whisper on a bounded buffer,
+  VAD-gated passes, words committed by LocalAgreement-2, pauses and utterance ends;
+* `workbench.live.diarization` — `OnlineDiarizer`: segmentation-3.0 on a rolling window,
+  CAM++ per local speaker, incremental clustering; turns final up to ``final_until``;
+* `workbench.live.pipeline` — `LiveSession` (``feed``/``finish``, events through a hook,
+  threaded or on a simulated clock) and `stream_file`;
+* `workbench.live.events` — the event types (``serialize()`` gives the wire form).
+"""
+
+from workbench.live.events import (
+    DiarizationUpdate,
+    EventHook,
+    LiveEvent,
+    SpeakerLabels,
+    TranscriptFinal,
+    TranscriptPartial,
+)
+from workbench.live.pipeline import (
+    JobCosts,
+    LiveConfig,
+    LiveModels,
+    LiveResult,
+    LiveSession,
+    load_models,
+    stream_file,
+)
+
+__all__ = ["DiarizationUpdate", "EventHook", "JobCosts", "LiveConfig", "LiveEvent",
+           "LiveModels", "LiveResult", "LiveSession", "SpeakerLabels", "TranscriptFinal",
+           "TranscriptPartial", "load_models", "stream_file"]

