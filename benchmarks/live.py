@@ -50,7 +50,7 @@ GENERATED = {
 
 
 def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
-    from workbench.datasets import CorpusItem, generate_conversation, sample_call
+    from workbench.research.datasets import CorpusItem, generate_conversation, sample_call
 
     items = []
     for name in names:
@@ -87,7 +87,7 @@ def _pct(values: np.ndarray, q: float) -> Optional[float]:
 
 
 def run_live(item: Any, latency: float, costs: Any, models: Any) -> dict[str, Any]:
-    from workbench.evaluation import score
+    from workbench.research.evaluation import score
     from workbench.live import LiveConfig, stream_file
 
     config = LiveConfig.for_latency(latency)
@@ -123,8 +123,8 @@ def run_live(item: Any, latency: float, costs: Any, models: Any) -> dict[str, An
 
 
 def run_offline(item: Any) -> dict[str, Any]:
-    from workbench.evaluation import score
-    from workbench.pipeline import transcribe
+    from workbench.research.evaluation import score
+    from workbench.engine.pipeline import transcribe
 
     cpu = time.process_time()
     transcript = transcribe(item.audio)

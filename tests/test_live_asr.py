@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from tests.conftest import SENTENCES, espeak
-from workbench.audio import SAMPLE_RATE, decode_file
+from workbench.engine.audio import SAMPLE_RATE, decode_file
 from workbench.live.asr import StreamingASRConfig, StreamingTranscriber
-from workbench.metrics import word_error_rate
+from workbench.research.metrics import word_error_rate
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def transcriber():
-    from workbench.asr import Transcriber
+    from workbench.engine.asr.transcribe import Transcriber
 
     return Transcriber(StreamingASRConfig().asr_config())
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.datasets import generate_conversation
+from workbench.research.datasets import generate_conversation
 from workbench.live.diarization import (
     OnlineDiarizationConfig,
     OnlineDiarizer,
     OnlineSpeakerClustering,
 )
-from workbench.transcript import Turn
+from workbench.engine.transcript import Turn
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import json
 from workbench.live.asr import _cut_loop
 from workbench.live.events import DiarizationUpdate, SpeakerLabels, TranscriptFinal, TranscriptPartial
 from workbench.live.pipeline import _join
-from workbench.transcript import Turn, Word
+from workbench.engine.transcript import Turn, Word
 
 
 def _words(text: str) -> list[Word]:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import SENTENCES, espeak
-from workbench.audio import SAMPLE_RATE, decode_file, to_int16
-from workbench.datasets import generate_conversation, sample_call
-from workbench.evaluation import score
-from workbench.export import FORMATS
+from workbench.engine.audio import SAMPLE_RATE, decode_file, to_int16
+from workbench.research.datasets import generate_conversation, sample_call
+from workbench.research.evaluation import score
+from workbench.engine.formats import RESULT_FORMATS as FORMATS
 from workbench.live import (
     DiarizationUpdate,
     JobCosts,
@@ -106,7 +106,7 @@ def test_events_words_and_transcript(dialogue, models, tmp_path: Path) -> None:
     assert all(w.speaker is not None for w in final_words)
     assert len(result.transcript.speakers) == 2
     text = result.transcript.text
-    from workbench.metrics import word_error_rate
+    from workbench.research.metrics import word_error_rate
 
     assert word_error_rate(dialogue.reference_text(), text).wer < 0.3, text
     # exports in every format the project has
@@ -145,7 +145,7 @@ def test_threaded_session_gives_the_words(speech: np.ndarray, models) -> None:
     result = session.finish()
     assert result.transcript.words
     assert [e.at for e in result.events] == sorted(e.at for e in result.events)
-    from workbench.metrics import word_error_rate
+    from workbench.research.metrics import word_error_rate
 
     assert word_error_rate(" ".join(SENTENCES), result.transcript.text).wer < 0.3
 

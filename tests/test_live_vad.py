@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import SENTENCES, espeak
-from workbench.audio import SAMPLE_RATE, decode_file
+from workbench.engine.audio import SAMPLE_RATE, decode_file
 from workbench.live.vad import FRAME, StreamingVAD
 
 

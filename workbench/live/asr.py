@@ -40,10 +40,11 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from workbench.asr import ASRConfig, Transcriber
-from workbench.audio import SAMPLE_RATE
+from workbench.engine.asr.transcribe import Transcriber
+from workbench.engine.config import ASRConfig
+from workbench.engine.audio import SAMPLE_RATE
 from workbench.live.vad import StreamingVAD
-from workbench.transcript import Word
+from workbench.engine.transcript import Word
 
 __all__ = ["PassResult", "StreamingASRConfig", "StreamingTranscriber"]
 

@@ -35,8 +35,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from workbench.audio import SAMPLE_RATE
-from workbench.transcript import Turn
+from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.transcript import Turn
 
 __all__ = ["OnlineDiarizationConfig", "OnlineDiarizer", "OnlineSpeakerClustering", "StepResult"]
 
@@ -219,7 +219,7 @@ class OnlineDiarizer:
                  models: Optional[tuple[Any, Any]] = None) -> None:
         import torch
 
-        from workbench.diarization import CAMPPlusEmbedding, load_segmentation_model
+        from workbench.engine.diarization.embedding import CAMPPlusEmbedding, load_segmentation_model
 
         self.config = config or OnlineDiarizationConfig()
         if models is None:
@@ -366,7 +366,7 @@ class OnlineDiarizer:
                ) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]:
         """Runs of the local speakers and their embeddings.
 
-        As the offline pipeline does (`workbench.diarization.split_into_runs`), each
+        As the offline pipeline does (`workbench.engine.diarization.pipelines.split_into_runs`), each
         local speaker is cut into runs at silences >= `split_min_gap` and into pieces of
         about `split_piece` s, because segmentation-3.0 sometimes gives two voices one
         local speaker; each local speaker goes through CAM++ once and each run pools its
@@ -376,7 +376,7 @@ class OnlineDiarizer:
         """
         import torch
 
-        from workbench.diarization import split_into_runs
+        from workbench.engine.diarization.pipelines import split_into_runs
 
         cfg = self.config
         frames = active.shape[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
-from workbench.transcript import Turn, Word
+from workbench.engine.transcript import Turn, Word
 
 __all__ = [
     "DiarizationUpdate",

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
-from workbench.audio import SAMPLE_RATE, AudioInput, load_audio
+from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
 from workbench.live.asr import PassResult, StreamingASRConfig, StreamingTranscriber
 from workbench.live.diarization import OnlineDiarizationConfig, OnlineDiarizer, StepResult
 from workbench.live.events import (
@@ -44,7 +44,7 @@ from workbench.live.events import (
     TranscriptFinal,
     TranscriptPartial,
 )
-from workbench.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 __all__ = ["JobCosts", "LiveConfig", "LiveModels", "LiveResult", "LiveSession",
            "load_models", "stream_file"]
@@ -109,7 +109,7 @@ _MODELS: dict[tuple[Any, ...], LiveModels] = {}
 
 def load_models(config: Optional[LiveConfig] = None, data_dir: Any = "data") -> LiveModels:
     """Load (once per process) the models `config` needs."""
-    from workbench.asr import Transcriber
+    from workbench.engine.asr.transcribe import Transcriber
 
     config = config or LiveConfig()
     a = config.asr
@@ -118,7 +118,7 @@ def load_models(config: Optional[LiveConfig] = None, data_dir: Any = "data") -> 
     if config.transcribe and models.transcriber is None:
         models.transcriber = Transcriber(a.asr_config(), data_dir=data_dir)
     if config.diarize and models.segmentation is None:
-        from workbench.diarization import CAMPPlusEmbedding, load_segmentation_model
+        from workbench.engine.diarization.embedding import CAMPPlusEmbedding, load_segmentation_model
 
         models.segmentation = load_segmentation_model()
         models.embedding = CAMPPlusEmbedding.from_state_dict_file()
@@ -437,7 +437,7 @@ class LiveSession:
         if self.asr is not None:
             out["asr"] = self.asr.transcriber.model_identity
         if self.diarizer is not None:
-            from workbench.diarization import model_identity
+            from workbench.engine.diarization.diarizer import model_identity
 
             identity = model_identity()
             identity["clustering"] = "workbench.live.OnlineSpeakerClustering"

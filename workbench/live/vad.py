@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from workbench.audio import SAMPLE_RATE
+from workbench.engine.audio import SAMPLE_RATE
 
 __all__ = ["FRAME", "StreamingVAD"]
 
