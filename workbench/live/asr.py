@@ -43,6 +43,7 @@ import numpy as np
 from workbench.engine.asr.transcribe import Transcriber
 from workbench.engine.config import ASRConfig
 from workbench.engine.audio import SAMPLE_RATE
+from workbench.live.buffer import AudioBuffer
 from workbench.live.vad import StreamingVAD
 from workbench.engine.transcript import Word
 
@@ -156,9 +157,7 @@ class StreamingTranscriber:
         self._model = self.transcriber._model
         self.language = self.config.language or (None if self.transcriber.multilingual else "en")
         self.vad = StreamingVAD(threshold=self.config.vad_threshold)
-        self._audio = np.zeros(0, dtype=np.float32)  # samples from _offset on
-        self._offset = 0  # absolute sample index of _audio[0]
-        self._received = 0  # samples appended
+        self._buffer = AudioBuffer()
         self._buffer_start = 0  # absolute sample where the next pass starts
         self._last_pass_end = 0  # absolute sample the last pass saw up to
         self._hypothesis: list[Word] = []  # uncommitted words of the last pass
@@ -172,14 +171,11 @@ class StreamingTranscriber:
     @property
     def received(self) -> float:
         """Audio appended so far (s)."""
-        return self._received / SAMPLE_RATE
+        return self._buffer.seconds
 
     def append(self, samples: np.ndarray) -> None:
         """Add 16 kHz mono float32 samples to the stream."""
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._audio = np.concatenate([self._audio, samples])
-        self._received += samples.size
-        self.vad.append(samples)
+        self.vad.append(self._buffer.append(samples))
 
     def _committed_end(self) -> float:
         return self.committed[-1].end if self.committed else 0.0
@@ -231,7 +227,7 @@ class StreamingTranscriber:
     # ---------------------------------------------------------------- a pass
 
     def _decode(self, start: int, end: int) -> list[Word]:
-        audio = self._audio[start - self._offset:end - self._offset]
+        audio = self._buffer.slice(start, end)
         prompt = _text(w for w in self.committed if w.end <= start / SAMPLE_RATE + 0.01)
         prompt = prompt[-self.config.prompt_chars:] if self.config.prompt_chars else ""
         segments, _ = self._model.transcribe(
@@ -380,15 +376,12 @@ class StreamingTranscriber:
             self._move_start(max(target, self._committed_end()))
 
     def _move_start(self, seconds: float) -> None:
-        sample = min(self._received, int(round(seconds * SAMPLE_RATE)))
+        sample = min(self._buffer.received, int(round(seconds * SAMPLE_RATE)))
         if sample <= self._buffer_start:
             return
         self._buffer_start = sample
         self._last_pass_end = max(self._last_pass_end, sample)
-        drop = self._buffer_start - self._offset
-        if drop > 0:
-            self._audio = self._audio[drop:]
-            self._offset = self._buffer_start
+        self._buffer.forget(self._buffer_start)
 
     # ---------------------------------------------------------------- state
 
@@ -399,7 +392,7 @@ class StreamingTranscriber:
 
     @property
     def buffer_seconds(self) -> float:
-        return (self._received - self._buffer_start) / SAMPLE_RATE
+        return (self._buffer.received - self._buffer_start) / SAMPLE_RATE
 
     def stats(self) -> dict[str, Any]:
         return {"passes": self.passes, "pass_seconds": round(self.pass_seconds, 3),

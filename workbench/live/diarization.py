@@ -36,6 +36,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE
+from workbench.live.buffer import AudioBuffer
 from workbench.engine.transcript import Turn
 
 __all__ = ["OnlineDiarizationConfig", "OnlineDiarizer", "OnlineSpeakerClustering", "StepResult"]
@@ -237,9 +238,7 @@ class OnlineDiarizer:
         self.clustering = OnlineSpeakerClustering(self.config.delta_new, self.config.max_speakers,
                                                   self.config.confirm_windows)
         self._window_samples = int(round(self.config.window * SAMPLE_RATE))
-        self._audio = np.zeros(0, dtype=np.float32)
-        self._offset = 0  # absolute sample index of _audio[0]
-        self._received = 0
+        self._buffer = AudioBuffer()
         # aggregation over global frames [_base, _base + len)
         self._base = 0
         self._sum = np.zeros((0, self.config.max_speakers), dtype=np.float64)
@@ -254,12 +253,10 @@ class OnlineDiarizer:
 
     @property
     def received(self) -> float:
-        return self._received / SAMPLE_RATE
+        return self._buffer.seconds
 
     def append(self, samples: np.ndarray) -> None:
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._audio = np.concatenate([self._audio, samples])
-        self._received += samples.size
+        self._buffer.append(samples)
 
     def _next_end(self, upto: float) -> Optional[float]:
         cfg = self.config
@@ -303,8 +300,8 @@ class OnlineDiarizer:
     def _window(self, end: float) -> tuple[np.ndarray, float]:
         stop = int(round(end * SAMPLE_RATE))
         start = stop - self._window_samples
-        lo = max(start, self._offset)
-        audio = self._audio[lo - self._offset:stop - self._offset]
+        lo = max(start, self._buffer.start)
+        audio = self._buffer.slice(lo, stop)
         if lo > start:
             audio = np.concatenate([np.zeros(lo - start, dtype=np.float32), audio])
         return audio, start / SAMPLE_RATE
@@ -422,10 +419,7 @@ class OnlineDiarizer:
 
     def _forget(self, end: float) -> None:
         stop = int(round(end * SAMPLE_RATE)) - self._window_samples
-        drop = stop - self._offset
-        if drop > 0:
-            self._audio = self._audio[drop:]
-            self._offset += drop
+        self._buffer.forget(stop)
 
     def _activations(self, lo: int, hi: int) -> np.ndarray:
         """Binary ``(hi - lo, speakers)`` activations of global frames [lo, hi)."""

@@ -1,0 +1,44 @@
+"""The recent audio of a growing stream, addressed by absolute sample index."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.engine.audio import SAMPLE_RATE
+
+__all__ = ["AudioBuffer"]
+
+
+class AudioBuffer:
+    """16 kHz mono float32 samples appended as they arrive; what lies before `start`
+    has been forgotten, so memory stays bounded by what the reader still needs."""
+
+    def __init__(self) -> None:
+        self._audio = np.zeros(0, dtype=np.float32)
+        self.start = 0  # absolute sample index of the first sample kept
+        self.received = 0  # samples appended in all
+
+    @property
+    def seconds(self) -> float:
+        """Audio appended so far (s)."""
+        return self.received / SAMPLE_RATE
+
+    def append(self, samples: np.ndarray) -> np.ndarray:
+        """Add samples at the end; returns them as a flat float32 array."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._audio = np.concatenate([self._audio, samples])
+        self.received += samples.size
+        return samples
+
+    def slice(self, lo: int, hi: int) -> np.ndarray:
+        """Samples ``lo`` (at least `start`) up to ``hi`` (absolute indices)."""
+        if lo < self.start:
+            raise ValueError(f"sample {lo} was forgotten (the buffer starts at {self.start})")
+        return self._audio[lo - self.start:hi - self.start]
+
+    def forget(self, before: int) -> None:
+        """Drop the samples before absolute index `before`."""
+        drop = before - self.start
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self.start = before
