@@ -322,21 +322,8 @@ class JobQueue:
         if run is None:
             return
         sid = run.session_id
-        fields: dict[str, Any] = {"finished_at": time.time()}
-        if ok:
-            await asyncio.to_thread(self.store.update_run, run_id, status="completed",
-                                    stage="done", progress=1.0, summary=summary or {}, **fields)
-        else:
-            await asyncio.to_thread(self.store.update_run, run_id, status="failed", error=message,
-                                    **fields)
-        pending = [r for r in await asyncio.to_thread(self.store.runs_in, "queued", "running")
-                   if r.session_id == sid]
-        if not pending:
-            try:
-                await asyncio.to_thread(self.store.set_status, sid, "completed" if ok else "failed",
-                                        error=None if ok else message)
-            except (TransitionError, KeyError):
-                pass
+        await asyncio.to_thread(self.store.finish_run, run_id, ok=ok, summary=summary,
+                                error=None if ok else message, finished_at=time.time())
         if ok:
             summary = summary or {}
             log.info("Run %s of session %s completed", run_id, sid)

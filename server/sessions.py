@@ -434,6 +434,37 @@ class SessionStore:
                 [fields[k] for k in cols] + [run_id],
             )
 
+    def finish_run(self, run_id: str, *, ok: bool, summary: Optional[dict[str, Any]] = None,
+                   error: Optional[str] = None, finished_at: Optional[float] = None) -> bool:
+        """End a run and, when it was its session's last queued or running one, move the
+        session to ``completed``/``failed`` in the same transaction, so no reader sees every
+        run finished while the session still says ``processing``.  Returns whether the
+        session's status was moved."""
+        fields: dict[str, Any] = {"finished_at": finished_at if finished_at is not None
+                                  else _now()}
+        if ok:
+            fields.update(status="completed", stage="done", progress=1.0,
+                          summary=json.dumps(summary or {}))
+        else:
+            fields.update(status="failed", error=error)
+        with self._tx() as db:
+            row = db.execute("SELECT session_id FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return False
+            sid = row["session_id"]
+            db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                       [*fields.values(), run_id])
+            (pending,) = db.execute(
+                "SELECT COUNT(*) FROM runs WHERE session_id = ? AND status IN ('queued', 'running')",
+                (sid,)).fetchone()
+            current = db.execute("SELECT status FROM sessions WHERE id = ?", (sid,)).fetchone()
+            status = "completed" if ok else "failed"
+            if pending or current is None or (status != current["status"]
+                                              and status not in TRANSITIONS[current["status"]]):
+                return False
+            self._update(db, sid, status=status, error=None if ok else error)
+            return True
+
     @staticmethod
     def _run(row: sqlite3.Row) -> Run:
         return Run(

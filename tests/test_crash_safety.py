@@ -371,3 +371,26 @@ async def test_session_left_processing_without_a_run_gets_one(tmp_path: Path) ->
         assert other["status"] == "completed" and len(other["runs"]) == 1  # no second run
     finally:
         srv.stop()
+
+
+def test_the_last_run_ending_moves_its_session_in_the_same_transaction(tmp_path: Path) -> None:
+    """A reader never sees every run of a session finished while the session still says
+    `processing` (CI saw that window once): the store ends the run and moves the session in
+    one commit, and only when no other run is queued or running."""
+    store = SessionStore(tmp_path / "data")
+    try:
+        sid = store.create_session().id
+        for status in ("recording", "processing"):
+            store.set_status(sid, status)
+        first, second = store.create_run(sid, {}), store.create_run(sid, {})
+        assert store.finish_run(first.id, ok=True, summary={"speakers": 2}) is False
+        assert store.get_session(sid).status == "processing"  # second is still queued
+        assert store.finish_run(second.id, ok=False, error="boom") is True
+        session = store.get_session(sid)
+        assert (session.status, session.error) == ("failed", "boom")
+        runs = {r.id: r for r in session.runs}
+        assert runs[first.id].status == "completed" and runs[first.id].summary == {"speakers": 2}
+        assert runs[second.id].status == "failed" and runs[second.id].error == "boom"
+        assert store.finish_run("nosuchrun", ok=True) is False
+    finally:
+        store.close()
