@@ -196,18 +196,25 @@ _UNRECOGNISED = ("Audio could not be decoded: unrecognised container (send WAV, 
                  "Ogg/Opus, MP4/AAC, or declare raw PCM with input_format 'pcm_s16le')")
 
 
+def _file_container(path: Union[str, os.PathLike], fmt: Optional[InputFormat]
+                    ) -> tuple[Path, InputFormat, Optional[str]]:
+    """The file's path, its format (declared or empty) and its container: declared, else
+    detected from the first bytes (None when unrecognised)."""
+    path, fmt = Path(path), fmt or InputFormat()
+    container = fmt.container
+    if container is None:
+        with open(path, "rb") as f:
+            container = detect_container(f.read(64))
+    return path, fmt, container
+
+
 def decode_file(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None) -> np.ndarray:
     """Decode one file to mono float32 at :data:`SAMPLE_RATE`.
 
     ``fmt`` describes the bytes when known (raw PCM needs it); otherwise the
     container is detected from the first bytes.
     """
-    path = Path(path)
-    fmt = fmt or InputFormat()
-    container = fmt.container
-    if container is None:
-        with open(path, "rb") as f:
-            container = detect_container(f.read(64))
+    path, fmt, container = _file_container(path, fmt)
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=np.float32)
     if container == "pcm_s16le":
@@ -241,12 +248,7 @@ def iter_decode(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None
     exactly what :func:`decode_file` returns (soxr's streaming resampler gives
     the same samples as its one-shot form; FFmpeg decodes frame by frame anyway).
     """
-    path = Path(path)
-    fmt = fmt or InputFormat()
-    container = fmt.container
-    if container is None:
-        with open(path, "rb") as f:
-            container = detect_container(f.read(64))
+    path, fmt, container = _file_container(path, fmt)
     if path.stat().st_size == 0:
         return
     if container == "pcm_s16le":
