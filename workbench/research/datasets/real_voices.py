@@ -13,9 +13,9 @@ UEM only (DER, not WER)::
     voices = real_voices()                       # every AMI speaker with a stretch
     generate_conversation(out, num_speakers=3, voices=["ami:FEE083", "ami:MEE075", "ami:FEE078"])
 
-The excerpts hold little speech without overlap: 6 speakers have a stretch at the
-default margins (from 1.6 s to 25 s of speech each), so longer conversations repeat
-stretches.
+The excerpts hold little speech without overlap: 7 speakers have a stretch at the
+default margins (from 2.2 s to 36 s of clips each), so longer conversations repeat
+clips.
 """
 
 from __future__ import annotations
