@@ -20,8 +20,6 @@ clips.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -32,6 +30,7 @@ from workbench.engine.formats import PathLike
 
 from workbench.research.datasets import ami
 from workbench.research.datasets.speech import _speech_regions
+from workbench.research.datasets.voices import RealClip, RealVoice, _recording
 
 __all__ = ["AMI_VOICE_URIS", "MIN_STRETCH", "RealClip", "RealVoice", "ami_stretches",
            "ami_voices", "real_voice", "real_voices"]
@@ -49,64 +48,6 @@ MAX_CLIP = 8.0
 """Longer stretches are cut into clips of at most this (s) in their pauses (measured by
 the speech detector; AMI references often make one turn of a long monologue)."""
 _DEFAULT_DATA_DIR = Path("data")
-
-
-@dataclass(frozen=True)
-class RealClip:
-    """One cut of a recording: `source` (uri) from `start` to `end` (s, margins
-    included), its `text` when a transcript exists."""
-
-    source: str
-    start: float
-    end: float
-    text: Optional[str] = None
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-    def serialize(self) -> dict[str, Any]:
-        return {"source": self.source, "start": self.start, "end": self.end, "text": self.text}
-
-
-@dataclass(frozen=True)
-class RealVoice:
-    """A real speaker: recorded clips of one person (``engine`` names the source,
-    ``model`` the speaker's label there)."""
-
-    name: str
-    engine: str
-    model: str
-    clips: tuple[RealClip, ...]
-    audio_dir: Path
-    description: str = ""
-    source: str = ""
-    licence: str = ""
-
-    def available(self) -> bool:
-        """Whether every clip's recording is on this machine."""
-        return all((self.audio_dir / f"{c.source}.wav").is_file() for c in self.clips)
-
-    def clip_audio(self, index: int) -> np.ndarray:
-        """The samples of clip `index` (16 kHz mono float32, as recorded)."""
-        clip = self.clips[index]
-        samples = _recording(str(self.audio_dir / f"{clip.source}.wav"))
-        a, b = int(round(clip.start * SAMPLE_RATE)), int(round(clip.end * SAMPLE_RATE))
-        return samples[a:b].copy()
-
-    def serialize(self) -> dict[str, Any]:
-        return {"name": self.name, "engine": self.engine, "model": self.model,
-                "source": self.source, "licence": self.licence,
-                "clips": [c.serialize() for c in self.clips]}
-
-
-@lru_cache(maxsize=16)
-def _recording(path: str) -> np.ndarray:
-    from workbench.engine.audio import load_audio
-
-    samples = load_audio(path)
-    samples.setflags(write=False)
-    return samples
 
 
 def _subtract(spans: list[tuple[float, float]], cuts: Sequence[tuple[float, float]]
