@@ -29,10 +29,11 @@ from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.formats import PathLike
 
 from workbench.research.datasets import ami
+from workbench.research.datasets.fillets import FILLETS_LANGUAGES, fillets_voices
 from workbench.research.datasets.speech import _speech_regions
 from workbench.research.datasets.voices import RealClip, RealVoice, _recording
 
-__all__ = ["AMI_VOICE_URIS", "MIN_STRETCH", "RealClip", "RealVoice", "ami_stretches",
+__all__ = ["AMI_VOICE_URIS", "MIN_STRETCH", "REAL_VOICE_SOURCES", "RealClip", "RealVoice", "ami_stretches",
            "ami_voices", "real_voice", "real_voices"]
 
 AMI_VOICE_URIS = tuple(f"trn{i:02d}" for i in range(10))
@@ -142,16 +143,25 @@ def ami_voices(data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) -> list[Rea
     return voices
 
 
+REAL_VOICE_SOURCES = ("ami", *(f"fillets-{lang}" for lang in FILLETS_LANGUAGES))
+"""Sources of real voices: the AMI train excerpts (no transcripts) and the acted
+dialogue of Fish Fillets NG in Czech and Dutch (transcribed, see `fillets`)."""
+
+
 def real_voices(source: str = "ami", data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any
                 ) -> list[RealVoice]:
-    """The real voices of `source` (``"ami"``), fetched on first use."""
+    """The real voices of `source` (one of `REAL_VOICE_SOURCES`), fetched on first use;
+    `fetch` goes to `fetch_ami`."""
     if source == "ami":
         return ami_voices(data_dir, **fetch)
-    raise ValueError(f"unknown real voice source {source!r}; known: ami")
+    if source.startswith("fillets-") and source[len("fillets-"):] in FILLETS_LANGUAGES:
+        return fillets_voices(source[len("fillets-"):], data_dir)
+    raise ValueError(f"unknown real voice source {source!r}; known: "
+                     f"{', '.join(REAL_VOICE_SOURCES)}")
 
 
 def real_voice(name: str, data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) -> RealVoice:
-    """One real voice by name, e.g. ``"ami:FEE083"``."""
+    """One real voice by name, e.g. ``"ami:FEE083"`` or ``"fillets-cs:small"``."""
     source, _, _label = name.partition(":")
     pool = {v.name: v for v in real_voices(source, data_dir, **fetch)}
     if name not in pool:
@@ -161,4 +171,4 @@ def real_voice(name: str, data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) 
 
 def is_real_voice_name(name: str) -> bool:
     """Whether `name` names a real voice (``<source>:<speaker>``)."""
-    return name.startswith("ami:")
+    return name.partition(":")[0] in REAL_VOICE_SOURCES and ":" in name
