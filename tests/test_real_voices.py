@@ -1,7 +1,7 @@
 """Tests of workbench.research.datasets.real_voices: real recorded speakers (AMI train
-excerpts) in generated conversations.
+excerpts; Fish Fillets NG's Czech lines) in generated conversations.
 
-Only the train subset is used (voices are never cut from development or test).
+Only the AMI train subset is used (voices are never cut from development or test).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from workbench.engine.transcript import Turn
 from workbench.research.datasets import (CorpusItem, RealVoice, build_corpus, generate_conversation,
                                          load_manifest, real_voice, real_voices)
 from workbench.research.datasets.ami import ami_items, fetch_ami
+from workbench.research.datasets.fillets import fetch_fillets
+from workbench.research.datasets.synthesis import measure_overlap_ratio
 from workbench.research.datasets.real_voices import (AMI_VOICE_URIS, MAX_CLIP, MIN_STRETCH,
                                                      STRETCH_MARGIN)
 
@@ -217,3 +219,94 @@ def test_manifest_records_sources_and_licences(ami: Path, tmp_path: Path,
             assert "CC BY 4.0" in source["licence"] and "pyannote.audio 4.0.7" in source["source"]
             assert "train" in source["source"]
         assert item.info["sources"] == entry["sources"]
+
+
+# --------------------------------------------------------------------------- Fish Fillets
+
+
+@pytest.fixture(scope="module")
+def fillets() -> Path:
+    """The Czech lines in the repository's data folder (``apt-get download`` on first use)."""
+    try:
+        return fetch_fillets("cs", DATA_DIR)
+    except RuntimeError as exc:
+        if "could not download" in str(exc):
+            pytest.skip(f"the Debian packages are out of reach: {exc}")
+        raise
+
+
+def _script_line(root: Path, source: str) -> str:
+    """The text the game's own script gives line `source` (sound/<level>/cs/<id>)."""
+    _, level, lang, line_id = source.split("/")
+    script = (root / "script" / level / f"dialogs_{lang}.lua").read_text(encoding="utf-8")
+    after = script[script.index(f'dialogId("{line_id}"'):]
+    rest = after[after.index("dialogStr(") + len("dialogStr("):].lstrip()
+    assert rest[0] == '"'
+    text, i = "", 1
+    while rest[i] != '"':  # a Lua string: backslash escapes the next character
+        if rest[i] == "\\":
+            i += 1
+            text += {"n": "\n", "t": "\t"}.get(rest[i], rest[i])
+        else:
+            text += rest[i]
+        i += 1
+    return " ".join(text.split())
+
+
+def test_fillets_manifest_records_packages_licence_and_lines(fillets: Path) -> None:
+    manifest = json.loads((fillets / "manifest.json").read_text(encoding="utf-8"))
+    packages = manifest["source"]["packages"]
+    assert set(packages) == {"fillets-ng-data", "fillets-ng-data-cs"}
+    assert all(p["version"] == "1.0.1-1.1" and len(p["sha256"]) == 64 for p in packages.values())
+    assert "GPL v2" in manifest["licences"]["audio and scripts"]
+    for package in packages:
+        assert "GNU General Public License" in (fillets / f"copyright-{package}").read_text()
+    lines = manifest["lines"]
+    assert {line["speaker"] for line in lines} == {"small", "big"}
+    assert len(lines) > 1000
+    for n, line in enumerate(lines):
+        assert line["text"] == _script_line(fillets, line["audio"]), line
+        if n % 20:
+            continue
+        assert sf.info(str(fillets / f"{line['audio']}.ogg")).duration == pytest.approx(
+            line["duration"], abs=1e-3)
+
+
+def test_fillets_conversation_has_the_script_as_stm_and_tight_turns(
+        fillets: Path, tmp_path: Path) -> None:
+    voices = real_voices("fillets-cs", DATA_DIR)
+    assert [v.name for v in voices] == ["fillets-cs:small", "fillets-cs:big"]
+    item = generate_conversation(tmp_path, num_speakers=2, duration=40, overlap_ratio=0.1,
+                                 seed=1, voices=voices)
+    assert item.stm is not None
+    segments = item.reference_segments()
+    utterances = item.info["utterances"]
+    assert len(segments) == len(utterances) == item.info["num_utterances"] >= 6
+    for segment, u in zip(segments, utterances):
+        # the STM text is the package's script line of the clip that was laid there
+        assert segment.speaker == u["speaker"]
+        assert segment.text == u["text"] == _script_line(fillets, u["source"])
+        assert u["start"] - 1e-3 <= segment.start < segment.end <= u["end"] + 1e-3
+    for source in item.info["sources"].values():
+        assert "GPL v2" in source["licence"] and "fillets-ng-data-cs" in source["source"]
+    # The turns are the speech measured in the rendered audio (studio recordings: the
+    # tolerances of the synthetic voices' test, a little looser outside the turns).
+    mix, _ = sf.read(str(item.audio), dtype="float64")
+    times, energy = _energy(mix)
+    turns = item.reference_turns()
+
+    def near(pad: float) -> np.ndarray:
+        out = np.zeros(len(times), bool)
+        for t in turns:
+            out |= (times >= t.start - pad) & (times <= t.end + pad)
+        return out
+
+    inside, outside = near(-0.02), ~near(0.03)
+    assert (energy[inside] > -60).mean() >= 0.9
+    assert outside.sum() > 50 and (energy[outside] < -45).all()
+    assert (energy[outside] < -60).mean() > 0.9
+    for t in turns:
+        head = (times >= t.start) & (times <= t.start + 0.05)
+        tail = (times >= t.end - 0.05) & (times <= t.end)
+        assert energy[head].max() > -60 and energy[tail].max() > -60, t
+    assert measure_overlap_ratio(turns) == pytest.approx(0.1, abs=0.05)
