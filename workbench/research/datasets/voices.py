@@ -322,7 +322,7 @@ class RealVoice:
     def serialize(self) -> dict[str, Any]:
         return {"name": self.name, "engine": self.engine, "model": self.model,
                 "source": self.source, "licence": self.licence,
-                "clips": [c.serialize() for c in self.clips]}
+                "clips": len(self.clips)}  # the clips used are in a conversation's "utterances"
 
 
 @lru_cache(maxsize=64)
