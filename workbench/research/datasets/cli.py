@@ -34,6 +34,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b.add_argument("--overlap", type=float, nargs="+", default=(0.0, 0.1),
                    help="overlap ratios to choose from")
     b.add_argument("--noise-db", type=float, default=None, help="SNR of added noise (dB)")
+    b.add_argument("--voices", nargs="+", default=None,
+                   help="voice pool: synthetic names or real voices such as ami:FEE083")
 
     g = sub.add_parser("generate", help="generate one conversation")
     g.add_argument("--out", required=True, type=Path)
@@ -43,7 +45,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--noise-db", type=float, default=None)
     g.add_argument("--voices", nargs="+", default=None,
-                   help=f"voice pool ({', '.join(v.name for v in VOICES)})")
+                   help=f"voice pool ({', '.join(v.name for v in VOICES)}, or real "
+                        "voices such as ami:FEE083)")
     g.add_argument("--uri", default=None)
 
     sub.add_parser("sample", help="print the paths of the pyannote sample call")
@@ -58,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             manifest = build_corpus(args.out, n=args.n, speakers=tuple(args.speakers),
                                     minutes=tuple(args.minutes), overlap_choices=args.overlap,
-                                    seed=args.seed, noise_db=args.noise_db, hook=progress)
+                                    seed=args.seed, noise_db=args.noise_db, voices=args.voices,
+                                    hook=progress)
             print(file=sys.stderr)
             print(f"{manifest} ({args.n} conversations, {time.perf_counter() - t0:.1f} s)")
         elif args.command == "generate":

@@ -111,14 +111,17 @@ def build_corpus(
     seed: int = 0,
     *,
     noise_db: Optional[float] = None,
+    voices: Optional[Sequence[str]] = None,
     hook: Optional[ProgressHook] = None,
 ) -> Path:
     """Generate `n` conversations into `out_dir` and write ``manifest.json``; return its path.
 
     Each conversation draws its speaker count from `speakers` (inclusive), its length
     from `minutes` (whole seconds), its overlap ratio from `overlap_choices` and its own
-    seed, all from a RNG seeded with `seed`.  `hook("conversations", done, n)` reports
-    progress.
+    seed, all from a RNG seeded with `seed`.  `voices` is the pool of voice names
+    (synthetic or real, e.g. ``"ami:FEE083"``; default: the synthetic catalogue); each
+    item records the ``sources`` and licences of its real voices.
+    `hook("conversations", done, n)` reports progress.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,13 +134,14 @@ def build_corpus(
         item_seed = int(rng.integers(2**31))
         items.append(generate_conversation(
             out, num_speakers=num_speakers, duration=duration, overlap_ratio=overlap,
-            noise_db=noise_db, seed=item_seed, uri=f"conv{i:03d}"))
+            noise_db=noise_db, seed=item_seed, voices=voices, uri=f"conv{i:03d}"))
         if hook is not None:
             hook("conversations", i + 1, n)
     return write_manifest(out / MANIFEST_NAME, items, corpus={
         "generator": "workbench.datasets.build_corpus", "generator_version": GENERATOR_VERSION,
         "seed": seed, "n": n, "speakers": list(speakers), "minutes": list(minutes),
-        "overlap_choices": list(overlap_choices), "noise_db": noise_db})
+        "overlap_choices": list(overlap_choices), "noise_db": noise_db,
+        **({"voices": list(voices)} if voices is not None else {})})
 
 
 def ensure_corpus(out_dir: PathLike, n: int = 20, minutes: tuple[float, float] = (1, 5),
@@ -152,7 +156,7 @@ def ensure_corpus(out_dir: PathLike, n: int = 20, minutes: tuple[float, float] =
                 and [float(m) for m in meta.get("minutes", [])] == [float(m) for m in minutes]
                 and int(meta.get("n", 0)) >= n and list(meta.get("speakers", [])) == [2, 5]
                 and [float(x) for x in meta.get("overlap_choices", [])] == [0.0, 0.1]
-                and meta.get("noise_db") is None):
+                and meta.get("noise_db") is None and meta.get("voices") is None):
             items = load_manifest(manifest)[:n]
             if all(Path(i.audio).is_file() for i in items):
                 return items
@@ -161,7 +165,7 @@ def ensure_corpus(out_dir: PathLike, n: int = 20, minutes: tuple[float, float] =
 
 
 _ITEM_KEYS = ("uri", "num_speakers", "duration", "overlap_ratio_requested",
-              "overlap_ratio_achieved", "seed", "noise_db", "generator_version")
+              "overlap_ratio_achieved", "seed", "noise_db", "generator_version", "sources")
 
 
 def write_manifest(path: PathLike, items: Sequence[CorpusItem],

