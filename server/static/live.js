@@ -40,8 +40,11 @@ export class LiveTranscript {
     this.lag = null;        // the last transcript_final's lag_seconds
     this.paused = null;     // the reason while live work is paused
     this.colours = new Map();
+    this.events = 0;        // live events drawn (for tests)
     this.linesNode.replaceChildren();
     this.lanesNode.replaceChildren();
+    this.root.dataset.events = '0';
+    this.root.dataset.words = '0';
     this._renderPartial();
     this._renderStatus();
   }
@@ -89,6 +92,8 @@ export class LiveTranscript {
       default:
         break;
     }
+    this.events += 1;
+    this.root.dataset.events = String(this.events);
     this.root.dataset.words = String(this.wordCount);
     this.root.dataset.paused = this.paused ? '1' : '';
     this._renderStatus();
