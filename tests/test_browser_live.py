@@ -203,3 +203,114 @@ def test_live_view_draws_the_librarys_events(pw: Any, server: LocalServer, sweep
         assert errors == []
     finally:
         browser.close()
+
+
+# ---------------------------------------------------------------------- against a real server
+
+
+@pytest.fixture(scope="module")
+def sample_call_48k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The sample call (a real 30 s phone call of two people) as the fake microphone plays it."""
+    import soundfile as sf
+    import soxr
+
+    from workbench.research.datasets import sample_call
+
+    audio, rate = sf.read(sample_call().audio, dtype="float32")
+    audio = soxr.resample(audio, rate, 48000)
+    path = tmp_path_factory.mktemp("call") / "sample48k.wav"
+    sf.write(path, audio, 48000, subtype="PCM_16")
+    return path, len(audio) / 48000
+
+
+def words_of(text: str) -> list[str]:
+    return [w for w in (t.strip(".,?!;:\"'").lower() for t in text.split()) if w]
+
+
+@pytest.mark.timeout(600)
+def test_live_words_before_stop_then_the_refined_transcript(
+        pw: Any, sample_call_48k: tuple[Path, float], tmp_path: Path) -> None:
+    wav, seconds = sample_call_48k
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "full", "--max-live-sessions", "1"]).start()
+    browser = launch(pw, wav)
+    try:
+        page, errors = open_page(browser, srv, live=True)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        started = time.monotonic()
+        page.wait_for_selector("#live-view:not([hidden])", timeout=10_000)
+        # Live words while the call is still playing, well before Stop.
+        page.wait_for_function("Number(document.getElementById('live-view').dataset.words) >= 5",
+                               timeout=(seconds + 30) * 1000)
+        first_words_after = time.monotonic() - started
+        time.sleep(max(0.0, seconds + 1.5 - (time.monotonic() - started)))  # the whole call
+        assert page.evaluate("window.__recorder.state") == "recording"
+        before_stop = page.evaluate(SNAPSHOT)
+        screenshot(page, "browser_live_recording.png")
+        page.click("#stop")
+        page.wait_for_selector("#result[data-state='processing']", timeout=20_000)
+        assert page.is_visible("#live-view")  # kept in view until the refined one is ready
+        wait_result(page, timeout=300)
+        sid = page.get_attribute("#result", "data-session-id")
+        assert errors == []
+
+        shown = [w for _, w, _ in before_stop["words"]]
+        assert len(shown) >= 20, (first_words_after, shown)
+        # (the first words follow the live worker's model loading: 10-50 s on a busy 2-core box)
+        print(f"first live words {first_words_after:.1f} s after start; {len(shown)} words before Stop")
+        assert any(s for _, _, s in before_stop["words"])  # speakers while recording
+
+        # The refined speaker-attributed transcript replaced the live one, and says so.
+        assert page.is_hidden("#live-view")
+        note = page.inner_text("#live-note")
+        assert "refined transcript replaces the live one" in note
+        speakers = set(page.eval_on_selector_all("#transcript .turn", "els => els.map(e => e.dataset.speaker)"))
+        assert len(speakers) >= 2, speakers
+        runs = get_json(f"{srv.url}/api/sessions/{sid}/runs")["runs"]
+        live = [r for r in runs if r["kind"] == "live"]
+        refined = [r for r in runs if r["kind"] == "refined"]
+        assert len(live) == 1 and len(refined) == 1 and refined[0]["supersedes"] == live[0]["id"]
+        assert live[0]["id"][:8] in note
+
+        # Both transcripts download in every format; the live one holds the words shown live.
+        links = page.eval_on_selector_all(
+            "#downloads a.download", "els => els.map(a => [a.dataset.kind || '', a.dataset.format, a.href])")
+        live_links = {fmt: href for kind, fmt, href in links if kind == "live"}
+        assert sorted(live_links) == sorted(["json", "srt", "vtt", "txt", "rttm", "csv"])
+        assert all(f"run={live[0]['id']}" in href for href in live_links.values())
+        live_doc = get_json(live_links["json"])
+        live_words = [w for seg in live_doc["segments"] for w in words_of(seg["text"])]
+        shown_words = words_of(" ".join(shown))
+        assert live_words[:len(shown_words)] == shown_words  # committed words never changed
+        refined_text = page.inner_text("#transcript").lower()
+        assert sum(w in refined_text for w in set(shown_words)) >= 0.6 * len(set(shown_words))
+        screenshot(page, "browser_live_refined.png")
+    finally:
+        browser.close()
+        srv.stop()
+
+
+def test_live_results_over_budget_are_explained(pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """A server with live results off: the page says so, and records as usual."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions", "--max-live-sessions", "0"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv, live=True)
+        page.click("#start")
+        box = notice(page, "live")
+        box.wait_for(timeout=15_000)
+        assert "No live transcript for this recording" in box.inner_text()
+        assert "recording itself goes on" in box.inner_text()
+        assert page.is_hidden("#live-view")
+        time.sleep(1.5)
+        page.click("#stop")
+        wait_result(page, timeout=30)
+        sid = page.get_attribute("#result", "data-session-id")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and session["duration_seconds"] > 1
+        assert [r["kind"] for r in session["runs"]] == ["refined"]
+        assert page.is_hidden("#live-view") and page.is_hidden("#live-note")
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
