@@ -200,7 +200,10 @@ function onServerMessage(rec, msg) {
     case 'recording_started':
       log(msg.resumed ? `Resumed: part ${msg.part + 1} of session ${shortId(msg.session_id)}`
         : `Recording started: session ${msg.session_id}`);
-      if (!msg.resumed && rec.startFields.live_results) startLive(msg);
+      // A resumed part goes on in the same live view (word indexes continue the recording's).
+      if (rec.startFields.live_results && (!msg.resumed || (msg.live_results && $('live-view').hidden))) {
+        startLive(msg, { keep: msg.resumed });
+      }
       break;
     case 'progress':
       log(`Server has stored ${msg.chunks_received} chunks (${msg.total_size_mb} MB)`);
@@ -268,8 +271,8 @@ async function stopRecording() {
 
 const liveView = new LiveTranscript($('live-view'));
 
-/** `recording_started` of a recording that asked for live results. */
-function startLive(msg) {
+/** `recording_started` of a recording that asked for live results (`keep`: its words so far). */
+function startLive(msg, { keep = false } = {}) {
   dismiss('live');
   if (msg.live_results === undefined) {
     notify('live', 'info', 'No live transcript from this server.',
@@ -287,7 +290,7 @@ function startLive(msg) {
   for (const id of ['result-actions', 'downloads', 'transcript']) $(id).replaceChildren();
   $('player').hidden = true;
   $('processing').hidden = true;
-  liveView.reset();
+  if (!keep) liveView.reset();
   $('live-view').dataset.sessionId = msg.session_id;
   $('live-view').hidden = false;
   $('live-note').hidden = true;
