@@ -106,13 +106,20 @@ def launch(pw: Any, audio: Optional[Path] = None, *, grant: bool = True,
     return pw.chromium.launch(executable_path=CHROMIUM, args=args)
 
 
-def open_page(browser: Any, srv: LocalServer) -> tuple[Any, list[str]]:
-    """The recorder page of `srv`, and the list its uncaught exceptions are collected in."""
+def open_page(browser: Any, srv: LocalServer, *, live: bool = False) -> tuple[Any, list[str]]:
+    """The recorder page of `srv`, and the list its uncaught exceptions are collected in.
+
+    "Live transcript while recording" is unticked unless `live` (the tests here are
+    about recording and the refined result; tests/test_browser_live.py is about live).
+    """
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(srv.url + "/")
     page.wait_for_selector("body[data-ready='1']")
+    assert page.is_checked("#live-results")  # on by default
+    if not live:
+        page.uncheck("#live-results")
     return page, errors
 
 

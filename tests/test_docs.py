@@ -202,3 +202,53 @@ def test_flags_table_environment_variables_set_their_option(
             value = "7"
         changed = _options(server_parser(monkeypatch, {name: value}))[flag].default
         assert changed != action.default, f"{name}={value} does not change {flag}"
+
+
+# ----------------------------------------------------------------------- recorder page
+
+STATIC = ROOT / "server" / "static"
+
+
+def _readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else None]
+
+
+def test_recorder_page_section_names_every_live_event_the_page_draws() -> None:
+    source = (STATIC / "live.js").read_text()
+    match = re.search(r"LIVE_EVENTS = new Set\(\[(.*?)\]\)", source, re.S)
+    assert match, "live.js: LIVE_EVENTS not found"
+    events = re.findall(r"'([a-z_]+)'", match.group(1))
+    assert {"transcript_partial", "transcript_final", "speaker_labels", "diarization_update",
+            "live_paused", "live_resumed"} <= set(events)
+    section = _readme_section("Recorder page")
+    missing = [e for e in events if f"`{e}`" not in section]
+    assert not missing, f"README's recorder page section does not mention {missing}"
+
+
+def test_recorder_page_section_names_the_live_checkbox_and_what_it_sends() -> None:
+    html = (STATIC / "index.html").read_text()
+    match = re.search(r'<input type="checkbox" id="live-results"[^>]*>\s*([^<]+?)\s*</label>', html)
+    assert match, "index.html: the live-results checkbox not found"
+    label = " ".join(match.group(1).split())
+    section = _readme_section("Recorder page")
+    assert f'"{label}"' in section
+    assert "checked" in match.group(0) and "(the default" in section
+    assert "start.live_results = true" in (STATIC / "app.js").read_text()
+    assert '`"live_results": true`' in section
+
+
+def test_recorder_page_section_names_every_static_module() -> None:
+    section = _readme_section("Recorder page")
+    modules = sorted(p.name for p in STATIC.glob("*.js"))
+    missing = [m for m in modules if f"`{m}`" not in section]
+    assert not missing, f"README's recorder page section does not name {missing}"
+
+
+def test_page_modules_stay_small() -> None:
+    """The layout rule (no module over 600 lines) for the page's scripts too."""
+    long = {p.name: n for p in STATIC.glob("*.js")
+            if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long

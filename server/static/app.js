@@ -1,183 +1,28 @@
-// The recorder page: microphone and options, a live recording, its processing and
-// result, and the list of past sessions.  Recording logic lives in recorder.js, REST
-// and the token in api.js; this module wires them to the page.
+// The recorder page: microphone and options, a live recording, its live transcript,
+// its processing and result, and the list of past sessions.  Recording logic lives in
+// recorder.js, REST in api.js (the token form in auth.js), the live transcript view in
+// live.js, notices in notices.js; this module wires them to the page.
 
 import {
-  api, ApiError, AuthRequired, ServerUnreachable, getToken, setToken, withToken,
-  recordingSocketUrl, audioUrl, transcriptUrl, RESULT_FORMATS, AUDIO_FORMATS,
+  api, ApiError, AuthRequired, withToken, recordingSocketUrl, audioUrl, transcriptUrl,
+  RESULT_FORMATS, AUDIO_FORMATS,
 } from './api.js';
+import { askForToken, fetchSession, request } from './auth.js';
+import { $, el, seconds, shortId, when } from './dom.js';
+import { LiveTranscript } from './live.js';
 import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
-import { formatTime, renderTranscript } from './transcript.js';
+import { MIC_KEY, microphoneProblem, refreshDevices } from './microphones.js';
+import { dismiss, notify, reportError } from './notices.js';
+import { renderTranscript } from './transcript.js';
 
-const $ = (id) => document.getElementById(id);
-const MIC_KEY = 'workbench.microphone';
+const LIVE_KEY = 'workbench.liveResults';
 const CAPTURING = ['connecting', 'recording', 'reconnecting'];
 const STAGES = {
   queued: 'Queued', renditions: 'Preparing audio', decode: 'Decoding audio',
   asr: 'Transcribing', segmentation: 'Finding speech', embeddings: 'Telling voices apart',
   clustering: 'Grouping speakers', merge: 'Assembling the transcript', done: 'Done',
 };
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
-
-function shortId(id) {
-  return id ? id.slice(0, 8) : '';
-}
-
-function when(iso) {
-  return new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
-}
-
-function seconds(value) {
-  return value || value === 0 ? `${Number(value).toFixed(1)} s` : '';
-}
-
-// ---------------------------------------------------------------------- notices
-
-/** Show (or replace) the notice `key`: kind is error | warning | info. */
-function notify(key, kind, title, detail = '', { actions = [], timeout = 0 } = {}) {
-  let box = document.querySelector(`#notices .notice[data-key="${key}"]`);
-  if (!box) {
-    box = el('div');
-    box.dataset.key = key;
-    $('notices').append(box);
-  }
-  box.className = `notice ${kind}`;
-  box.setAttribute('role', kind === 'error' ? 'alert' : 'status');
-  const close = el('button', { type: 'button', className: 'close', title: 'Dismiss', textContent: '×' });
-  close.addEventListener('click', () => box.remove());
-  const buttons = actions.map(({ label, run }) => {
-    const b = el('button', { type: 'button', className: 'small-button', textContent: label });
-    b.addEventListener('click', () => { box.remove(); run(); });
-    return b;
-  });
-  box.replaceChildren(
-    el('div', { className: 'notice-text' }, el('strong', { textContent: title }),
-      detail ? el('span', { textContent: ` ${detail}` }) : null),
-    ...buttons, close);
-  const stamp = String(Math.random());
-  box.dataset.stamp = stamp;
-  if (timeout) setTimeout(() => { if (box.dataset.stamp === stamp) box.remove(); }, timeout);
-}
-
-function dismiss(...keys) {
-  for (const key of keys) document.querySelector(`#notices .notice[data-key="${key}"]`)?.remove();
-}
-
-/** A failed REST call as a notice that says what to do about it. */
-function reportError(err, what, retry = null) {
-  const actions = retry ? [{ label: 'Try again', run: retry }] : [];
-  if (err instanceof ServerUnreachable) {
-    notify('server', 'error', 'Cannot reach the server.',
-      `${what} failed: nothing answers at ${location.origin}. Check that the server is running `
-      + '(python -m server) and that this machine can reach it, then try again.', { actions });
-  } else {
-    notify('server', 'error', `${what} failed.`, err.message || String(err), { actions });
-  }
-}
-
-// ---------------------------------------------------------------------- access token
-
-let tokenPrompt = null;
-
-/** Show the token form; resolves once a token was entered. */
-function askForToken(reason) {
-  if (!tokenPrompt) {
-    tokenPrompt = new Promise((resolve) => {
-      const form = $('auth-form');
-      $('auth-message').textContent = getToken()
-        ? `The server did not accept the token (${reason}). Enter the right one.`
-        : `This server asks for an access token (${reason}). Enter the token it was started with.`;
-      $('auth').hidden = false;
-      $('auth-token').value = '';
-      $('auth-token').focus();
-      form.onsubmit = (ev) => {
-        ev.preventDefault();
-        setToken($('auth-token').value.trim());
-        $('auth').hidden = true;
-        tokenPrompt = null;
-        resolve();
-      };
-    });
-  }
-  return tokenPrompt;
-}
-
-/** `api()` that asks for a token whenever the server answers 401, then tries again. */
-async function request(path, options) {
-  for (;;) {
-    try {
-      return await api(path, options);
-    } catch (err) {
-      if (!(err instanceof AuthRequired)) throw err;
-      await askForToken(err.message);
-    }
-  }
-}
-
-function fetchSession(id) {
-  return request(`/api/sessions/${encodeURIComponent(id)}`);
-}
-
-// ---------------------------------------------------------------------- microphones
-
-async function refreshDevices() {
-  const select = $('mic');
-  const hint = $('mic-hint');
-  if (!navigator.mediaDevices?.enumerateDevices) {
-    select.replaceChildren(new Option('No microphone access on this page', ''));
-    hint.textContent = 'Browsers allow microphones only on https:// or http://localhost pages.';
-    return;
-  }
-  let inputs = [];
-  try {
-    inputs = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === 'audioinput');
-  } catch {
-    inputs = [];
-  }
-  const wanted = select.value || localStorage.getItem(MIC_KEY) || '';
-  const options = [new Option('Default microphone', '')];
-  let unnamed = 0;
-  for (const d of inputs) {
-    if (!d.deviceId || d.deviceId === 'default' || d.deviceId === 'communications') continue;
-    unnamed += 1;
-    options.push(new Option(d.label || `Microphone ${unnamed}`, d.deviceId));
-  }
-  select.replaceChildren(...options);
-  select.value = options.some((o) => o.value === wanted) ? wanted : '';
-  if (!inputs.length) hint.textContent = 'No microphone found.';
-  else if (!inputs.some((d) => d.label)) hint.textContent = 'Names appear once microphone access is allowed.';
-  else hint.textContent = '';
-}
-
-/** Title and advice for a getUserMedia failure. */
-function microphoneProblem(err) {
-  switch (err?.name) {
-    case 'NotAllowedError':
-    case 'SecurityError':
-      return ['Microphone access was denied.',
-        'Allow the microphone for this page (the microphone icon in the address bar, or the '
-        + "browser's site settings), then press Start again."];
-    case 'NotFoundError':
-      return ['No microphone was found.', 'Connect a microphone (or enable it in the system '
-        + 'settings) and press Start again.'];
-    case 'OverconstrainedError':
-      return ['The selected microphone is not available.', 'Pick another one in the list and press '
-        + 'Start again.'];
-    case 'NotReadableError':
-    case 'AbortError':
-      return ['The microphone could not be opened.', 'Another application may be using it; close '
-        + 'that application and press Start again.'];
-    default:
-      return ['The microphone could not be used.', `${err?.name || 'Error'}: ${err?.message || err}`];
-  }
-}
 
 // ---------------------------------------------------------------------- recording
 
@@ -241,6 +86,7 @@ async function startRecording() {
     const start = { format: selectedFormat() };
     const speakers = $('num-speakers').value;
     if (speakers) start.num_speakers = Number(speakers);
+    if ($('live-results').checked) start.live_results = true;
     const rec = new LiveRecording(stream, {
       socketUrl: recordingSocketUrl, start, recordingFormat, fetchSession,
     });
@@ -346,16 +192,25 @@ async function explainConnectFailure(message) {
 }
 
 function onServerMessage(rec, msg) {
+  if (liveView.handle(msg)) {
+    onLiveEvent(msg);
+    return;
+  }
   switch (msg.type) {
     case 'recording_started':
       log(msg.resumed ? `Resumed: part ${msg.part + 1} of session ${shortId(msg.session_id)}`
         : `Recording started: session ${msg.session_id}`);
+      // A resumed part goes on in the same live view (word indexes continue the recording's).
+      if (rec.startFields.live_results && (!msg.resumed || (msg.live_results && $('live-view').hidden))) {
+        startLive(msg, { keep: msg.resumed });
+      }
       break;
     case 'progress':
       log(`Server has stored ${msg.chunks_received} chunks (${msg.total_size_mb} MB)`);
       break;
     case 'recording_stopped':
       log(`Recording stopped: ${seconds(msg.duration_seconds)} of audio received`);
+      if (msg.live_run_id) $('live-view').dataset.runId = msg.live_run_id;
       showProcessing(rec.sessionId, 'Waiting for the server…', 0);
       break;
     case 'processing_started':
@@ -412,6 +267,61 @@ async function stopRecording() {
   await current.stop();
 }
 
+// ---------------------------------------------------------------------- live transcript
+
+const liveView = new LiveTranscript($('live-view'));
+
+/** `recording_started` of a recording that asked for live results (`keep`: its words so far). */
+function startLive(msg, { keep = false } = {}) {
+  dismiss('live');
+  if (msg.live_results === undefined) {
+    notify('live', 'info', 'No live transcript from this server.',
+      'It does not offer live results; the transcript comes after Stop.', { timeout: 10000 });
+    return;
+  }
+  if (!msg.live_results) return; // refused (over budget): a live_paused {reason} says why
+  const card = $('result');
+  card.hidden = false;
+  card.dataset.sessionId = msg.session_id;
+  card.dataset.state = 'live';
+  $('result-status').textContent = 'live';
+  $('result-status').className = 'badge status-recording';
+  $('result-summary').textContent = `Session ${shortId(msg.session_id)} · live transcript while recording`;
+  for (const id of ['result-actions', 'downloads', 'transcript']) $(id).replaceChildren();
+  $('player').hidden = true;
+  $('processing').hidden = true;
+  if (!keep) liveView.reset();
+  $('live-view').dataset.sessionId = msg.session_id;
+  $('live-view').hidden = false;
+  $('live-note').hidden = true;
+}
+
+function onLiveEvent(msg) {
+  if (msg.type === 'live_paused') {
+    const refused = $('live-view').hidden; // recording_started said live_results: false
+    notify('live', 'warning', refused ? 'No live transcript for this recording.' : 'Live transcript paused.',
+      `${String(msg.reason || '').replace(/\.$/, '')}. The recording itself goes on and loses nothing; `
+      + 'the full transcript comes after Stop.');
+    log(`Live transcript paused: ${msg.reason}`, 'warning');
+  } else if (msg.type === 'live_resumed') {
+    notify('live', 'info', 'Live transcript resumed.', '', { timeout: 8000 });
+    log('Live transcript resumed');
+  }
+}
+
+/** Hide the live transcript, saying that `run` (the refined one) supersedes it. */
+function supersedeLive(sessionId, run, liveRun) {
+  const view = $('live-view');
+  const shown = !view.hidden && view.dataset.sessionId === sessionId;
+  view.hidden = true;
+  const note = $('live-note');
+  note.hidden = !liveRun || !run || run.id === liveRun.id;
+  if (note.hidden) return;
+  note.textContent = `${shown ? 'The refined transcript replaces the live one shown while recording'
+    : 'This refined transcript supersedes the live one made while recording'} (live run `
+    + `${shortId(liveRun.id)}: its files are under "Live transcript").`;
+}
+
 // ---------------------------------------------------------------------- processing and results
 
 let watchToken = 0;
@@ -420,6 +330,9 @@ function hideResult() {
   watchToken += 1;
   $('result').hidden = true;
   $('player').removeAttribute('src');
+  $('live-view').hidden = true;
+  $('live-note').hidden = true;
+  liveView.reset();
 }
 
 function showProcessing(sessionId, label, overall, stage = '') {
@@ -427,15 +340,22 @@ function showProcessing(sessionId, label, overall, stage = '') {
   if (card.dataset.sessionId !== sessionId || card.hidden) {
     card.hidden = false;
     card.dataset.sessionId = sessionId;
-    card.dataset.state = 'processing';
-    $('result-status').textContent = 'processing';
-    $('result-status').className = 'badge status-processing';
     $('result-summary').textContent = `Session ${sessionId}`;
     $('result-actions').replaceChildren();
     $('downloads').replaceChildren();
     $('transcript').replaceChildren();
     $('player').hidden = true;
     $('player').removeAttribute('src');
+    $('live-view').hidden = true;
+    $('live-note').hidden = true;
+  }
+  // A live transcript of this session stays in view until the refined one replaces it.
+  card.dataset.state = 'processing';
+  $('result-status').textContent = 'processing';
+  $('result-status').className = 'badge status-processing';
+  if (!$('live-view').hidden) {
+    $('result-summary').textContent = `Session ${shortId(sessionId)} · live transcript; the refined `
+      + 'one replaces it when processing is done';
   }
   $('processing').hidden = false;
   $('stage').textContent = label;
@@ -486,10 +406,11 @@ async function openSession(sessionId) {
   $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
 }
 
-function link(href, text, filename, format) {
+function link(href, text, filename, format, kind = '') {
   const a = el('a', { href: withToken(href), textContent: text, className: 'download' });
   a.download = filename;
   a.dataset.format = format;
+  if (kind) a.dataset.kind = kind;
   return a;
 }
 
@@ -519,11 +440,16 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
     return;
   }
   const runs = session.runs || [];
+  const done = [...runs].reverse().filter((r) => r.status === 'completed');
+  // The refined run by default; the live run (kind "live") only when there is no other.
   const run = runId ? runs.find((r) => r.id === runId)
-    : [...runs].reverse().find((r) => r.status === 'completed');
+    : done.find((r) => r.kind !== 'live') || done[0];
+  const liveRun = runs.find((r) => r.id && r.id === summary?.supersedes)
+    || done.find((r) => r.kind === 'live');
   summary ??= run?.summary || {};
   const status = session.status;
   $('processing').hidden = true;
+  supersedeLive(sessionId, run, liveRun);
   $('result-status').textContent = status;
   $('result-status').className = `badge status-${status}`;
   const facts = [`Session ${shortId(sessionId)}`, seconds(session.duration_seconds)];
@@ -571,6 +497,10 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
       renderTranscript(transcript, doc, { onSeek: (t) => { player.currentTime = t; player.play().catch(() => {}); } });
       groups.push(el('div', { className: 'download-group' }, el('span', { className: 'group-label', textContent: 'Transcript' }),
         ...RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, run.id), f.toUpperCase(), `${sessionId}.${f}`, f))));
+      if (run.kind === 'live') {
+        transcript.prepend(el('p', { className: 'muted', textContent: 'This is the live transcript made while '
+          + 'recording; there is no refined one (yet).' }));
+      }
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
         transcript.append(el('p', { className: 'muted', textContent: 'No transcript: this server only '
@@ -581,6 +511,12 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
     }
   } else if (status === 'completed') {
     transcript.append(el('p', { className: 'muted', textContent: 'No transcript for this session.' }));
+  }
+  if (liveRun && run && liveRun.id !== run.id) {
+    groups.push(el('div', { className: 'download-group live-run' },
+      el('span', { className: 'group-label', textContent: 'Live transcript' }),
+      ...RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, liveRun.id), f.toUpperCase(),
+        `${sessionId}.live.${f}`, f, 'live'))));
   }
   $('downloads').replaceChildren(...groups);
   card.dataset.state = 'ready';
@@ -622,6 +558,8 @@ $('start').addEventListener('click', () => startRecording());
 $('stop').addEventListener('click', () => stopRecording());
 $('refresh').addEventListener('click', () => refreshSessions());
 $('mic').addEventListener('change', () => localStorage.setItem(MIC_KEY, $('mic').value));
+$('live-results').checked = localStorage.getItem(LIVE_KEY) !== 'off';
+$('live-results').addEventListener('change', () => localStorage.setItem(LIVE_KEY, $('live-results').checked ? 'on' : 'off'));
 navigator.mediaDevices?.addEventListener?.('devicechange', refreshDevices);
 window.addEventListener('beforeunload', (ev) => {
   if (current && [...CAPTURING, 'stopping'].includes(current.state)) {

@@ -1,6 +1,6 @@
 // A speaker-attributed transcript (`transcript.json`) drawn as coloured speaker turns.
 
-const PALETTE = ['#2563eb', '#d9480f', '#0f9d58', '#9c36b5', '#c2255c', '#0b7285', '#b08800',
+export const PALETTE = ['#2563eb', '#d9480f', '#0f9d58', '#9c36b5', '#c2255c', '#0b7285', '#b08800',
   '#5c7cfa'];
 
 /** 75.3 -> "1:15.3"; 3725 -> "1:02:05.0". */

@@ -1,0 +1,27 @@
+// Small DOM helpers shared by the page's modules.
+
+/** The element with id `id`. */
+export const $ = (id) => document.getElementById(id);
+
+/** A new `tag` element with `props` assigned and `children` appended (null/undefined skipped). */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+/** The first 8 characters of an id (session or run). */
+export function shortId(id) {
+  return id ? id.slice(0, 8) : '';
+}
+
+/** An ISO date as a short local date and time. */
+export function when(iso) {
+  return new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+/** 12.34 -> "12.3 s"; null -> "". */
+export function seconds(value) {
+  return value || value === 0 ? `${Number(value).toFixed(1)} s` : '';
+}

@@ -1,0 +1,316 @@
+"""The recorder page's live transcript in Debian's Chromium, driven by Playwright.
+
+* `test_live_view_draws_the_librarys_events`: the events `workbench.live.stream_file`
+  makes for the sample call (real models) are played to the page, one at a time, by a
+  scripted stand-in for the recording socket; after each one the page must show exactly
+  the committed words so far, in their speakers' lines, and the latest partial.
+* `test_live_words_before_stop_then_the_refined_transcript`: a real server, a fake
+  microphone playing real speech: live words appear before Stop, then the refined
+  speaker-attributed transcript replaces them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from workbench.notebook.local_server import LocalServer
+
+from .test_browser import (  # noqa: F401  (fixtures)
+    CHROMIUM,
+    conversation,
+    get_json,
+    launch,
+    notice,
+    open_page,
+    pw,
+    screenshot,
+    sweep,
+    wait_result,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.models,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
+
+# The page's palette (transcript.js), as computed styles give it.
+FIRST_COLOURS = ["rgb(37, 99, 235)", "rgb(217, 72, 15)", "rgb(15, 157, 88)"]
+
+SNAPSHOT = """() => {
+  const view = document.getElementById('live-view');
+  const words = [...view.querySelectorAll('.live-line .word')].map((w) => [
+    Number(w.dataset.index), w.textContent, w.closest('.live-line').dataset.speaker]);
+  const lines = [...view.querySelectorAll('.live-line')].map((l) => [
+    l.dataset.speaker, getComputedStyle(l).borderLeftColor]);
+  const lanes = [...view.querySelectorAll('.lane-row')].map((r) => [
+    r.dataset.speaker, getComputedStyle(r.querySelector('.swatch')).backgroundColor,
+    r.querySelectorAll('.seg:not(.tentative)').length, r.querySelectorAll('.seg.tentative').length]);
+  const partial = view.querySelector('.live-partial');
+  return {words, lines, lanes, partial: partial.hidden ? null : partial.textContent,
+          partialColour: getComputedStyle(partial).color,
+          status: view.querySelector('.live-status').textContent, hidden: view.hidden};
+}"""
+
+
+@pytest.fixture(scope="module")
+def library_events(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The wire form of every event a live session makes for the sample call (speakers 5 s
+    behind: many words are committed before their speaker is known)."""
+    from workbench.live import JobCosts, LiveConfig, stream_file
+    from workbench.live.asr import StreamingASRConfig
+    from workbench.live.diarization import OnlineDiarizationConfig
+    from workbench.research.datasets import sample_call
+
+    config = LiveConfig(asr=StreamingASRConfig(),
+                        diarization=OnlineDiarizationConfig(latency=5.0, step=1.0))
+    result = stream_file(sample_call().audio, config=config,
+                         costs=JobCosts(asr_pass=1.8, diarization_step=0.2),
+                         data_dir=tmp_path_factory.mktemp("live"))
+    return [e.serialize() for e in result.events]
+
+
+class Expected:
+    """What the page must show after the events so far: the contract, applied in Python."""
+
+    def __init__(self) -> None:
+        self.words: dict[int, list[Any]] = {}  # index -> [text, speaker]
+        self.partial: Optional[str] = None
+        self.speakers: list[str] = []  # by order of appearance
+
+    def _seen(self, speaker: Optional[str]) -> None:
+        if speaker is not None and speaker not in self.speakers:
+            self.speakers.append(speaker)
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "transcript_final":
+            for w in event["words"]:
+                self.words.setdefault(w["index"], [w["word"].strip(), w["speaker"]])
+                self._seen(w["speaker"])
+        elif kind == "speaker_labels":
+            for w in event["words"]:
+                if w["index"] in self.words and w["speaker"] is not None:
+                    self.words[w["index"]][1] = w["speaker"]
+                    self._seen(w["speaker"])
+        elif kind == "transcript_partial":
+            self.partial = event["text"] or None
+        elif kind == "diarization_update":
+            for t in [*event["turns"], *event["tentative"]]:
+                self._seen(t["speaker"])
+
+    def word_rows(self) -> list[list[Any]]:
+        return [[i, text, speaker or ""] for i, (text, speaker) in sorted(self.words.items())]
+
+
+@pytest.mark.timeout(600)
+def test_live_view_draws_the_librarys_events(pw: Any, server: LocalServer, sweep: Path,
+                                             library_events: list[dict[str, Any]]) -> None:
+    kinds = {e["type"] for e in library_events}
+    assert {"transcript_partial", "transcript_final", "speaker_labels",
+            "diarization_update"} <= kinds
+    sid = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{server.url}/api/sessions", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"}), timeout=10).read())["id"]
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server, live=True)
+        sockets: list[Any] = []
+        starts: list[dict[str, Any]] = []
+
+        def fake_server(ws: Any) -> None:
+            def on_message(message: Any) -> None:
+                if not isinstance(message, str):
+                    return
+                msg = json.loads(message)
+                if msg["action"] == "start":
+                    starts.append(msg)
+                    ws.send(json.dumps({"type": "recording_started", "session_id": sid,
+                                        "format": "wav", "part": 0, "resumed": False,
+                                        "live_results": True}))
+                elif msg["action"] == "stop":
+                    for event in [{"type": "recording_stopped", "duration_seconds": 30.0,
+                                   "live_run_id": "live-run"},
+                                  {"type": "processing_started", "message": "Transcription started"}]:
+                        ws.send(json.dumps({**event, "session_id": sid}))
+            ws.on_message(on_message)
+            sockets.append(ws)
+
+        page.route_web_socket("**/ws/**", fake_server)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        assert starts[0]["live_results"] is True  # the checkbox, on by default
+        page.wait_for_selector("#live-view:not([hidden])")
+        assert page.get_attribute("#result", "data-state") == "live"
+        ws = sockets[0]
+
+        expected = Expected()
+        half = len(library_events) // 2
+        shown: list[list[Any]] = []
+        handled = 0
+        for n, event in enumerate(library_events):
+            ws.send(json.dumps({**event, "session_id": sid}))
+            expected.apply(event)
+            want = expected.word_rows()
+            handled += 1
+            page.wait_for_function(
+                "n => Number(document.getElementById('live-view').dataset.events) === n", arg=handled)
+            snap = page.evaluate(SNAPSHOT)
+            assert snap["words"] == want, (n, event)
+            assert snap["partial"] == expected.partial, (n, event)
+            # committed words never change: what was shown before is still there, as it was
+            assert [w[:2] for w in snap["words"][:len(shown)]] == [w[:2] for w in shown]
+            shown = snap["words"]
+            # one line per run of one speaker; each line in its speaker's lane colour
+            speakers = [s for s, _ in snap["lines"]]
+            assert all(a != b for a, b in zip(speakers, speakers[1:])), speakers
+            lane_colour = {s: c for s, c, _, _ in snap["lanes"]}
+            for speaker, colour in snap["lines"]:
+                if speaker:
+                    assert colour == lane_colour[speaker]
+            assert [s for s, *_ in snap["lanes"]] == expected.speakers
+            if n == half:
+                ws.send(json.dumps({"type": "live_paused", "session_id": sid,
+                                    "reason": "Live work is 9.0 s behind the audio"}))
+                box = notice(page, "live")
+                box.wait_for()
+                assert "Live transcript paused" in box.inner_text()
+                assert "9.0 s behind" in box.inner_text() and "loses nothing" in box.inner_text()
+                assert "paused" in page.inner_text("#live-view .live-status")
+                ws.send(json.dumps({"type": "live_resumed", "session_id": sid}))
+                handled += 2
+                page.wait_for_function("document.querySelector('#notices .notice[data-key=live]')"
+                                       ".textContent.includes('resumed')")
+                assert "paused" not in page.inner_text("#live-view .live-status")
+
+        # At the end: every word has a speaker, coloured by order of appearance.
+        snap = page.evaluate(SNAPSHOT)
+        assert len(snap["words"]) >= 40 and all(s for _, _, s in snap["words"])
+        assert [c for _, c, _, _ in snap["lanes"]][:3] == FIRST_COLOURS[:len(snap["lanes"][:3])]
+        assert sum(final for *_, final, _ in snap["lanes"]) > 0
+        text = " ".join(w for _, w, _ in snap["words"]).lower()
+        assert "hello" in text
+        screenshot(page, "browser_live_view.png")
+
+        # Stop: the live transcript stays in view while the refined run is made.
+        page.click("#stop")
+        page.wait_for_selector("#result[data-state='processing']")
+        assert page.is_visible("#live-view")
+        assert page.get_attribute("#live-view", "data-run-id") == "live-run"
+        assert errors == []
+    finally:
+        browser.close()
+
+
+# ---------------------------------------------------------------------- against a real server
+
+
+@pytest.fixture(scope="module")
+def sample_call_48k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The sample call (a real 30 s phone call of two people) as the fake microphone plays it."""
+    import soundfile as sf
+    import soxr
+
+    from workbench.research.datasets import sample_call
+
+    audio, rate = sf.read(sample_call().audio, dtype="float32")
+    audio = soxr.resample(audio, rate, 48000)
+    path = tmp_path_factory.mktemp("call") / "sample48k.wav"
+    sf.write(path, audio, 48000, subtype="PCM_16")
+    return path, len(audio) / 48000
+
+
+def words_of(text: str) -> list[str]:
+    return [w for w in (t.strip(".,?!;:\"'").lower() for t in text.split()) if w]
+
+
+@pytest.mark.timeout(600)
+def test_live_words_before_stop_then_the_refined_transcript(
+        pw: Any, sample_call_48k: tuple[Path, float], tmp_path: Path) -> None:
+    wav, seconds = sample_call_48k
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "full", "--max-live-sessions", "1"]).start()
+    browser = launch(pw, wav)
+    try:
+        page, errors = open_page(browser, srv, live=True)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        started = time.monotonic()
+        page.wait_for_selector("#live-view:not([hidden])", timeout=10_000)
+        # Live words while the call is still playing, well before Stop.
+        page.wait_for_function("Number(document.getElementById('live-view').dataset.words) >= 5",
+                               timeout=(seconds + 90) * 1000)
+        first_words_after = time.monotonic() - started
+        time.sleep(max(0.0, seconds + 1.5 - (time.monotonic() - started)))  # the whole call
+        assert page.evaluate("window.__recorder.state") == "recording"
+        before_stop = page.evaluate(SNAPSHOT)
+        screenshot(page, "browser_live_recording.png")
+        page.click("#stop")
+        page.wait_for_selector("#result[data-state='processing']", timeout=20_000)
+        assert page.is_visible("#live-view")  # kept in view until the refined one is ready
+        wait_result(page, timeout=300)
+        sid = page.get_attribute("#result", "data-session-id")
+        assert errors == []
+
+        shown = [w for _, w, _ in before_stop["words"]]
+        assert len(shown) >= 20, (first_words_after, shown)
+        # (the first words follow the live worker's model loading: 10-50 s on a busy 2-core box)
+        print(f"first live words {first_words_after:.1f} s after start; {len(shown)} words before Stop")
+        assert any(s for _, _, s in before_stop["words"])  # speakers while recording
+
+        # The refined speaker-attributed transcript replaced the live one, and says so.
+        assert page.is_hidden("#live-view")
+        note = page.inner_text("#live-note")
+        assert "refined transcript replaces the live one" in note
+        speakers = set(page.eval_on_selector_all("#transcript .turn", "els => els.map(e => e.dataset.speaker)"))
+        assert len(speakers) >= 2, speakers
+        runs = get_json(f"{srv.url}/api/sessions/{sid}/runs")["runs"]
+        live = [r for r in runs if r["kind"] == "live"]
+        refined = [r for r in runs if r["kind"] == "refined"]
+        assert len(live) == 1 and len(refined) == 1 and refined[0]["supersedes"] == live[0]["id"]
+        assert live[0]["id"][:8] in note
+
+        # Both transcripts download in every format; the live one holds the words shown live.
+        links = page.eval_on_selector_all(
+            "#downloads a.download", "els => els.map(a => [a.dataset.kind || '', a.dataset.format, a.href])")
+        live_links = {fmt: href for kind, fmt, href in links if kind == "live"}
+        assert sorted(live_links) == sorted(["json", "srt", "vtt", "txt", "rttm", "csv"])
+        assert all(f"run={live[0]['id']}" in href for href in live_links.values())
+        live_doc = get_json(live_links["json"])
+        live_words = [w for seg in live_doc["segments"] for w in words_of(seg["text"])]
+        shown_words = words_of(" ".join(shown))
+        assert live_words[:len(shown_words)] == shown_words  # committed words never changed
+        refined_text = page.inner_text("#transcript").lower()
+        assert sum(w in refined_text for w in set(shown_words)) >= 0.6 * len(set(shown_words))
+        screenshot(page, "browser_live_refined.png")
+    finally:
+        browser.close()
+        srv.stop()
+
+
+def test_live_results_over_budget_are_explained(pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """A server with live results off: the page says so, and records as usual."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions", "--max-live-sessions", "0"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv, live=True)
+        page.click("#start")
+        box = notice(page, "live")
+        box.wait_for(timeout=15_000)
+        assert "No live transcript for this recording" in box.inner_text()
+        assert "recording itself goes on" in box.inner_text()
+        assert page.is_hidden("#live-view")
+        time.sleep(1.5)
+        page.click("#stop")
+        wait_result(page, timeout=30)
+        sid = page.get_attribute("#result", "data-session-id")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and session["duration_seconds"] > 1
+        assert [r["kind"] for r in session["runs"]] == ["refined"]
+        assert page.is_hidden("#live-view") and page.is_hidden("#live-note")
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
