@@ -19,8 +19,9 @@ from . import routes
 from .config import ServerConfig, check
 from .connection import websocket_handler
 from .jobs import JobQueue, check_run_config
+from .live import LiveHub
 from .protocol import safe_details
-from .recovery import recover, requeue_orphans
+from .recovery import fail_live_runs, recover, requeue_orphans
 from .routes import RESULT_FORMATS, session_json
 from .security import AUTHENTICATED, make_middleware
 from .sessions import AUDIO_FORMATS, SessionStore, valid_id
@@ -122,6 +123,7 @@ async def health(request: web.Request) -> web.Response:
         "workers": state.jobs.size,
         "busy_workers": state.jobs.busy(),
         "pipeline": state.config.pipeline,
+        "live": state.live.status(),
     })
 
 
@@ -219,10 +221,9 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
         if run.status != "completed":
             raise web.HTTPConflict(text=f"Run is {run.status}")
     else:
-        def latest() -> Any:
-            return next((r for r in reversed(session.runs) if r.status == "completed"
-                         and (store.run_dir(session.id, r.id) / "transcript.json").exists()),
-                        None)
+        def latest() -> Any:  # a refined result before a live one
+            return session.latest_completed(
+                lambda r: (store.run_dir(session.id, r.id) / "transcript.json").exists())
 
         run = await asyncio.to_thread(latest)
         if run is None:
@@ -285,6 +286,7 @@ async def _on_startup(app: web.Application) -> None:
         concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
     await asyncio.to_thread(recover, state.store, state.config.limits.max_duration_seconds)
     await asyncio.to_thread(requeue_orphans, state.store, state.run_config)
+    await asyncio.to_thread(fail_live_runs, state.store)
     await state.jobs.start()
 
 
@@ -304,6 +306,7 @@ async def _on_cleanup(app: web.Application) -> None:
     # Finalisations started by handlers that were cancelled meanwhile.
     while state.finishing:
         await asyncio.gather(*list(state.finishing), return_exceptions=True)
+    await state.live.close()
     await state.jobs.close()
     state.store.close()
 
@@ -318,6 +321,8 @@ def create_app(config: ServerConfig) -> web.Application:
     state.jobs = JobQueue(state.store, state.notify, workers=config.workers,
                           dask_scheduler=config.dask_scheduler,
                           pipeline=config.pipeline, log_level=config.log_level)
+    state.live = LiveHub(state.store, state.notify, max_streams=config.max_live_sessions,
+                         data_dir=str(config.data_dir), log_level=config.log_level)
     app[STATE] = state
     app.router.add_get(routes.HEALTH, health)
     app.router.add_post(routes.SESSIONS, create_session)

@@ -20,6 +20,25 @@ DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = (
 )
 
 
+def auto_live_sessions() -> int:
+    """The default budget of live recordings: one per core but one (for the recording
+    itself and the refined runs), at least one."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def live_sessions(value: str) -> int:
+    """``--max-live-sessions``: ``auto`` or a count (0: live results off)."""
+    if str(value).strip().lower() == "auto":
+        return auto_live_sessions()
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 'auto' or >= 0")
+    return n
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the server can be told at start-up."""
@@ -32,6 +51,8 @@ class ServerConfig:
     # "renditions": audio renditions only (fast; used by protocol tests).
     pipeline: str = "full"
     workers: int = 1
+    # Recordings with live results at once (each one live worker process; 0: off).
+    max_live_sessions: int = field(default_factory=auto_live_sessions)
     # A Dask scheduler address ("tcp://host:8786"): runs go to that cluster instead
     # of local worker processes (its workers must see the data directory).
     dask_scheduler: Optional[str] = None
@@ -116,6 +137,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
                    help="work done after stop (default: full)")
     p.add_argument("--workers", type=int, default=int(_env("workers", d.workers)),
                    help="processing worker processes, or runs in flight on Dask (bounded)")
+    p.add_argument("--max-live-sessions", type=live_sessions,
+                   default=_env("max_live_sessions", "auto"),
+                   help="recordings with live results at once ('auto': cores - 1, at least 1; "
+                        "0: live results off)")
     p.add_argument("--dask-scheduler", default=_env("dask_scheduler", None) or None,
                    help="run processing jobs on this Dask cluster (tcp://host:port)")
     p.add_argument("--max-duration", type=float,
@@ -189,6 +214,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
         ),
         pipeline=a.pipeline,
         workers=max(1, a.workers),
+        max_live_sessions=a.max_live_sessions,
         dask_scheduler=a.dask_scheduler,
         progress_every=max(1, a.progress_every),
         heartbeat=a.heartbeat,

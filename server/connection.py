@@ -24,6 +24,7 @@ from .protocol import (
 )
 from .jobs import check_run_config
 from .limits import Limits, LivePacer
+from .live import LiveStream, next_word_index
 from .part_writer import PartWriter
 from .finalise import finalise_async
 from .security import client_address
@@ -59,6 +60,8 @@ class Connection:
         self.prior_duration = 0.0
         self.pacer: Optional[LivePacer] = None
         self.duration_limit_told = False  # the wall-clock/byte-count 4005 was sent
+        self.live_results = False  # the recording's `start` asked for live results
+        self.live: Optional[LiveStream] = None  # its live stream, while it runs
 
     @property
     def limits(self) -> Limits:
@@ -195,7 +198,31 @@ class Connection:
                                    "resumed": bool(session.parts)}
         if req.ignored:
             started["ignored_fields"] = list(req.ignored)
+        refusal = await self._start_live(req, session, part)
+        if req.live_results:
+            started["live_results"] = self.live is not None
         await self.send(started)
+        if refusal is not None:
+            await self.send({"type": "live_paused", "session_id": session.id,
+                             "reason": refusal})
+
+    async def _start_live(self, req: StartRequest, session: Session, part: Any
+                          ) -> Optional[str]:
+        """Live results for this part when `start` asked for them: the session's live
+        stream continues (a resume) or a new one starts; returns why not, or None."""
+        self.live_results, self.live = req.live_results, None
+        hub = self.state.live
+        if not req.live_results:
+            await hub.end(session.id)  # a live stream waiting for a resume: save it now
+            return None
+        try:
+            self.live, refusal = await hub.attach(session.id, part.input_format,
+                                                  self.prior_duration, next_word_index(session))
+        except Exception as exc:  # the recording goes on without live results
+            log.exception("Live results for session %s could not start", session.id)
+            refusal = (f"Live results could not start ({safe_details(exc)}); recording "
+                       "normally")
+        return refusal
 
     # ------------------------------------------------------------------ chunks
     async def on_chunk(self, data: bytes) -> None:
@@ -219,6 +246,8 @@ class Connection:
         await asyncio.to_thread(writer.append, data, confirm)
         self.chunks += 1
         self.bytes += len(data)
+        if self.live is not None:  # written: now the live worker may have it (never waits)
+            self.live.feed(data)
         if confirm:
             await self.send({"type": "progress", "chunks_received": self.chunks,
                              "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
@@ -251,10 +280,18 @@ class Connection:
 
     async def _finish(self, writer: PartWriter, sid: str, reason: str) -> None:
         store = self.state.store
+        interrupted = reason in INTERRUPTIONS
+        live_run_id: Optional[str] = None
         try:
             part = await asyncio.to_thread(writer.close)
             await asyncio.to_thread(store.update_part, sid, part, chunks_received=self.chunks,
                                     bytes_received=self.bytes)
+            if self.live is not None:
+                self.live = None
+                if interrupted:  # its worker waits a while for a resume
+                    self.state.live.detach(sid)
+                else:  # it flushes and saves the live run while the audio is finalised
+                    live_run_id = await self.state.live.end(sid)
             session = await asyncio.to_thread(store.get_session, sid)
             assert session is not None
             decode_error: Optional[str] = None
@@ -265,7 +302,6 @@ class Connection:
                 duration, truncated = decoded.duration_seconds, decoded.truncated
             except AudioDecodeError as exc:
                 decode_error, duration = str(exc), 0.0
-            interrupted = reason in INTERRUPTIONS
             log.info("⏹️ Stopping recording for session %s (%s): %.2f s, %d chunks, %d bytes",
                      sid, reason, duration, self.chunks, self.bytes)
             if interrupted:
@@ -278,10 +314,13 @@ class Connection:
             await asyncio.to_thread(store.set_status, sid,
                                     "failed" if decode_error is not None else "processing",
                                     duration_seconds=duration, error=decode_error)
-            await self.send({"type": "recording_stopped", "duration_seconds": round(duration, 3),
-                             "session_id": sid, "chunks_received": self.chunks,
-                             "total_size_mb": round(self.bytes / (1024 * 1024), 2),
-                             "truncated": truncated})
+            stopped = {"type": "recording_stopped", "duration_seconds": round(duration, 3),
+                       "session_id": sid, "chunks_received": self.chunks,
+                       "total_size_mb": round(self.bytes / (1024 * 1024), 2),
+                       "truncated": truncated}
+            if self.live_results:
+                stopped["live_run_id"] = live_run_id
+            await self.send(stopped)
             # Audio whose byte count does not tell its length (compressed containers) can
             # decode to more than the limit; a wall-clock 4005 already told the client.
             if truncated and not self.duration_limit_told:
@@ -293,7 +332,8 @@ class Connection:
                 await self.send(error(ErrorCode.UNDECODABLE_AUDIO,
                                       f"{decode_error}. The received bytes are kept."))
                 return
-            run = await self.state.jobs.submit(sid, self.state.run_config(session))
+            run = await self.state.jobs.submit(sid, self.state.run_config(session),
+                                               supersedes=live_run_id)
             message = ("Transcription and diarization started" if self.state.config.pipeline == "full"
                        else "Audio processing started")
             await self.send({"type": "processing_started", "message": message,

@@ -180,9 +180,12 @@ class JobQueue:
         await asyncio.to_thread(_join)
 
     # ------------------------------------------------------------------ submitting
-    async def submit(self, session_id: str, config: dict[str, Any]) -> Run:
-        """Queue a new run of ``session_id`` with ``config``; returns it (status ``queued``)."""
-        run = await asyncio.to_thread(self.store.create_run, session_id, config)
+    async def submit(self, session_id: str, config: dict[str, Any],
+                     supersedes: Optional[str] = None) -> Run:
+        """Queue a new run of ``session_id`` with ``config``; returns it (status ``queued``).
+        ``supersedes``: the live run it will replace (its ``processing_complete`` says so)."""
+        run = await asyncio.to_thread(self.store.create_run, session_id, config,
+                                      supersedes=supersedes)
         log.info("Queued run %s for session %s", run.id, session_id)
         self._wake.set()
         return run
@@ -327,14 +330,17 @@ class JobQueue:
         if ok:
             summary = summary or {}
             log.info("Run %s of session %s completed", run_id, sid)
-            await self.notify(sid, {
+            complete = {
                 "type": "processing_complete", "session_id": sid, "run_id": run_id,
                 "speakers": summary.get("speakers"),
                 "duration_seconds": summary.get("duration_seconds"),
                 "word_count": summary.get("word_count"),
                 "results": result_links(sid, run_id) if "word_count" in summary else {},
                 "audio": audio_links(sid),
-            })
+            }
+            if run.supersedes is not None:
+                complete["supersedes"] = run.supersedes
+            await self.notify(sid, complete)
         else:
             log.warning("Run %s of session %s failed: %s", run_id, sid, message)
             await self.notify(sid, {"type": "processing_failed", "session_id": sid,

@@ -8,7 +8,8 @@ Client -> server (JSON text frames unless noted)::
 
 Server -> client: ``recording_started``, ``progress``, ``recording_stopped``,
 ``processing_started``, ``processing_progress``, ``processing_complete``,
-``processing_failed`` and ``error`` (``{"type": "error", "code": N, "message": ...}``).
+``processing_failed`` and ``error`` (``{"type": "error", "code": N, "message": ...}``);
+with ``"live_results": true`` in ``start`` also the live events of :mod:`server.live`.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ _INPUT_ALIASES = {"pcm": "pcm_s16le", "s16le": "pcm_s16le", "m4a": "mp4", "aac":
 
 
 START_FIELDS = frozenset({"action", "format", "input_format", "sample_rate", "channels", "live",
-                          *RUN_OPTION_FIELDS})
+                          "live_results", *RUN_OPTION_FIELDS})
 MAX_REPORTED_FIELDS = 20
 
 
@@ -169,6 +170,8 @@ class StartRequest:
     input: InputFormat
     options: dict[str, Any] = field(default_factory=dict)
     live: bool = False
+    # Words and speakers pushed while recording (`server.live`); a live run saved at the end.
+    live_results: bool = False
     # Fields the server does not know (ignored; echoed in ``recording_started``).
     ignored: tuple[str, ...] = ()
 
@@ -205,5 +208,9 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
     live = msg.get("live", False)
     if not isinstance(live, bool):
         raise _field_error("'live' must be true or false")
+    live_results = msg.get("live_results", False)
+    if not isinstance(live_results, bool):
+        raise _field_error("'live_results' must be true or false")
     ignored = tuple(sorted(k[:40] for k in msg if k not in START_FIELDS))[:MAX_REPORTED_FIELDS]
-    return StartRequest(fmt, InputFormat(container, rate, channels), options, live, ignored)
+    return StartRequest(fmt, InputFormat(container, rate, channels), options, live,
+                        live_results, ignored)

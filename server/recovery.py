@@ -70,9 +70,10 @@ def requeue_orphans(store: SessionStore, config_for: Callable[[Any], dict[str, A
     between ``stop`` and queueing the run)."""
     orphans = []
     for session in store.sessions_in("processing"):
-        if any(r.status in ("queued", "running") for r in session.runs):
+        refined = [r for r in session.runs if r.kind == "refined"]
+        if any(r.status in ("queued", "running") for r in refined):
             continue
-        last = session.runs[-1] if session.runs else None
+        last = refined[-1] if refined else None
         if last is not None and last.finished_at and last.finished_at >= session.updated_at:
             ok = last.status == "completed"
             store.set_status(session.id, "completed" if ok else "failed",
@@ -87,4 +88,17 @@ def requeue_orphans(store: SessionStore, config_for: Callable[[Any], dict[str, A
     return orphans
 
 
-__all__ = ["recover", "requeue_orphans"]
+def fail_live_runs(store: SessionStore) -> list[str]:
+    """Live runs a crash left ``running`` (their live worker died with the server) are
+    ``failed``: the audio is kept, and the refined run is the result."""
+    failed = []
+    for run in store.runs_in("running", kind="live"):
+        store.finish_run(run.id, ok=False, error="The server stopped before the live result "
+                                                   "was saved")
+        log.warning("Live run %s of session %s failed: the server stopped", run.id,
+                    run.session_id)
+        failed.append(run.id)
+    return failed
+
+
+__all__ = ["fail_live_runs", "recover", "requeue_orphans"]

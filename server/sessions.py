@@ -26,6 +26,10 @@ from workbench.engine.formats import AUDIO_FORMATS
 
 SESSION_STATES = ("idle", "recording", "interrupted", "processing", "completed", "failed")
 RUN_STATES = ("queued", "running", "completed", "failed")
+# What made a run: "refined" (the processing pipeline, queued at `stop` or by REST) or
+# "live" (the live result of a recording with `live_results`, saved at its end). A
+# session's status follows its refined runs only.
+RUN_KINDS = ("refined", "live")
 
 # States a session may move to from each state.  `recording` is re-entered
 # from `interrupted` (resume) and from a finished session (append more audio).
@@ -95,11 +99,16 @@ class Run:
     error: Optional[str] = None
     summary: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    kind: str = "refined"
+    # The live run this refined run replaces (the one saved at the same `stop`).
+    supersedes: Optional[str] = None
 
     def serialize(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "session_id": self.session_id,
+            "kind": self.kind,
+            "supersedes": self.supersedes,
             "status": self.status,
             "config": self.config,
             "created_at": _iso(self.created_at),
@@ -135,7 +144,7 @@ class Session:
     def serialize(self) -> dict[str, Any]:
         """The session's data as JSON values (the REST object adds links: see
         :func:`server.routes.session_json`)."""
-        latest = next((r for r in reversed(self.runs) if r.status == "completed"), None)
+        latest = self.latest_completed()
         return {
             "id": self.id,
             "status": self.status,
@@ -154,6 +163,13 @@ class Session:
             "runs": [r.serialize() for r in self.runs],
             "speakers": (latest.summary.get("speakers") if latest else None),
         }
+
+    def latest_completed(self, where: Any = None) -> Optional[Run]:
+        """The newest completed refined run (``where(run)`` true, if given), else the newest
+        completed live run: a refined result supersedes a live one."""
+        done = [r for r in reversed(self.runs) if r.status == "completed"
+                and (where is None or where(r))]
+        return next((r for r in done if r.kind == "refined"), done[0] if done else None)
 
     def _repr_html_(self) -> str:  # pragma: no cover - notebook display
         rows = "".join(
@@ -204,7 +220,9 @@ CREATE TABLE IF NOT EXISTS runs (
     progress REAL NOT NULL DEFAULT 0,
     error TEXT,
     summary TEXT NOT NULL DEFAULT '{}',
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'refined',
+    supersedes TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status, seq);
 CREATE INDEX IF NOT EXISTS runs_by_session ON runs(session_id, seq);
@@ -239,6 +257,11 @@ class SessionStore:
         if "audio_truncated" not in columns:  # a store made before the column existed
             self._db.execute("ALTER TABLE sessions ADD COLUMN audio_truncated INTEGER NOT NULL "
                              "DEFAULT 0")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "kind" not in columns:  # a store made before live runs: every run was refined
+            self._db.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'refined'")
+        if "supersedes" not in columns:
+            self._db.execute("ALTER TABLE runs ADD COLUMN supersedes TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -397,29 +420,39 @@ class SessionStore:
                 self._update(db, session_id, **session_fields)
 
     # ------------------------------------------------------------------ runs
-    def create_run(self, session_id: str, config: dict[str, Any]) -> Run:
+    def create_run(self, session_id: str, config: dict[str, Any], *, kind: str = "refined",
+                   supersedes: Optional[str] = None) -> Run:
+        """A new run: a refined run is ``queued`` (the job queue takes it); a live run is
+        ``running`` until its live worker has saved it."""
+        if kind not in RUN_KINDS:
+            raise ValueError(kind)
         rid = new_id()
         now = _now()
+        status = "queued" if kind == "refined" else "running"
+        started = None if kind == "refined" else now
         with self._tx() as db:
             (seq,) = db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM runs").fetchone()
             db.execute(
-                "INSERT INTO runs (id, session_id, seq, status, config, created_at)"
-                " VALUES (?, ?, ?, 'queued', ?, ?)",
-                (rid, session_id, seq, json.dumps(config), now),
+                "INSERT INTO runs (id, session_id, seq, status, config, created_at, started_at,"
+                " kind, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rid, session_id, seq, status, json.dumps(config), now, started, kind,
+                 supersedes),
             )
-        return Run(rid, session_id, "queued", config, now)
+        return Run(rid, session_id, status, config, now, started_at=started, kind=kind,
+                   supersedes=supersedes)
 
     def get_run(self, run_id: str) -> Optional[Run]:
         with self._lock:
             row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             return self._run(row) if row else None
 
-    def runs_in(self, *states: str) -> list[Run]:
+    def runs_in(self, *states: str, kind: str = "refined") -> list[Run]:
+        """Runs of one ``kind`` (the processing queue's by default) in ``states``."""
         with self._lock:
             marks = ",".join("?" * len(states))
             rows = self._db.execute(
-                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY seq", states
-            ).fetchall()
+                f"SELECT * FROM runs WHERE status IN ({marks}) AND kind = ? ORDER BY seq",
+                (*states, kind)).fetchall()
             return [self._run(r) for r in rows]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -436,9 +469,10 @@ class SessionStore:
 
     def finish_run(self, run_id: str, *, ok: bool, summary: Optional[dict[str, Any]] = None,
                    error: Optional[str] = None, finished_at: Optional[float] = None) -> bool:
-        """End a run and, when it was its session's last queued or running one, move the
-        session to ``completed``/``failed`` in the same transaction, so no reader sees every
-        run finished while the session still says ``processing``.  Returns whether the
+        """End a run and, when it was its session's last queued or running refined one, move
+        the session to ``completed``/``failed`` in the same transaction, so no reader sees
+        every run finished while the session still says ``processing``.  Live runs never
+        move the session (its status follows the refined run).  Returns whether the
         session's status was moved."""
         fields: dict[str, Any] = {"finished_at": finished_at if finished_at is not None
                                   else _now()}
@@ -448,15 +482,18 @@ class SessionStore:
         else:
             fields.update(status="failed", error=error)
         with self._tx() as db:
-            row = db.execute("SELECT session_id FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute("SELECT session_id, kind FROM runs WHERE id = ?",
+                             (run_id,)).fetchone()
             if row is None:
                 return False
             sid = row["session_id"]
             db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
                        [*fields.values(), run_id])
+            if row["kind"] != "refined":
+                return False
             (pending,) = db.execute(
-                "SELECT COUNT(*) FROM runs WHERE session_id = ? AND status IN ('queued', 'running')",
-                (sid,)).fetchone()
+                "SELECT COUNT(*) FROM runs WHERE session_id = ? AND kind = 'refined'"
+                " AND status IN ('queued', 'running')", (sid,)).fetchone()
             current = db.execute("SELECT status FROM sessions WHERE id = ?", (sid,)).fetchone()
             status = "completed" if ok else "failed"
             if pending or current is None or (status != current["status"]
@@ -480,6 +517,8 @@ class SessionStore:
             error=row["error"],
             summary=json.loads(row["summary"]),
             attempts=row["attempts"],
+            kind=row["kind"],
+            supersedes=row["supersedes"],
         )
 
 

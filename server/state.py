@@ -15,6 +15,7 @@ from .sessions import Session, SessionStore
 
 if TYPE_CHECKING:
     from .jobs import JobQueue
+    from .live import LiveHub
 
 
 class OpenRecording(Protocol):
@@ -31,6 +32,7 @@ class AppState:
     config: ServerConfig
     store: SessionStore
     jobs: "JobQueue" = field(init=False)
+    live: "LiveHub" = field(init=False)
     sockets: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
     subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
     recording: dict[str, OpenRecording] = field(default_factory=dict)

@@ -157,5 +157,22 @@ def test_the_server_imports_no_model_library_module() -> None:
                "workbench.engine.formats", "workbench.engine.transcript",
                "workbench.engine.pipeline"}  # worker.py, inside the worker process
     used = {t for name, targets in graph.items() if name.startswith("server")
-            for t in targets if t.startswith("workbench")}
+            and name != LIVE_WORKER for t in targets if t.startswith("workbench")}
     assert used <= allowed, used - allowed
+
+
+LIVE_WORKER = "server.live_worker"
+
+
+def test_the_server_uses_the_live_room_only_inside_the_live_worker() -> None:
+    """`workbench.live` (torch, faster-whisper) is imported by server.live_worker alone,
+    and only inside functions (its process), so importing the module (the server does, to
+    name the process's entry point) loads no model library."""
+    modules = _modules()
+    live = {"workbench.live"} | {m for m in modules if m.startswith("workbench.live.")}
+    users = {name for name, targets in _graph().items()
+             if name.startswith("server") and targets & live}
+    assert users == {LIVE_WORKER}
+    edges = _imports(LIVE_WORKER, modules[LIVE_WORKER], modules)
+    top = {t for t, deferred in edges if not deferred and t.startswith("workbench")}
+    assert top <= {"workbench.engine.audio"}, top

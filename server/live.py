@@ -1,0 +1,436 @@
+"""Live results over the recording protocol: a live worker process per recording that
+asked for them (``"live_results": true`` in ``start``), its events forwarded to every
+connection subscribed to the session, its result saved as a run of kind ``live``.
+
+`LiveHub` (one per server) holds the budget (``--max-live-sessions``) and the live
+streams by session; `LiveStream` is one recording's: it hands the worker
+(:mod:`server.live_worker`) each accepted chunk after the chunk was written, without ever
+waiting for it, and turns what the worker says into protocol messages:
+
+* the worker's events (``transcript_partial``, ``transcript_final``, ``speaker_labels``,
+  ``diarization_update``) with ``session_id``, in the order it made them;
+* ``live_paused {reason}`` when the audio received but not yet taken up by the live
+  engines exceeds `PAUSE_BACKLOG` seconds, ``live_resumed`` once it is back under
+  `RESUME_BACKLOG`;
+* ``live_paused {reason}`` that ends live results for the rest of the recording when
+  the worker dies, cannot decode the stream, or falls `OFF_BACKLOG` seconds behind.
+
+The recording never waits for live work and never depends on it: the bytes go to a queue
+a thread drains into the worker's pipe; if the worker is gone the bytes are dropped from
+the queue, never from the recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from workbench.engine.audio import InputFormat
+
+from .limits import chunk_seconds
+from .live_worker import live_worker_main
+from .sessions import Session, SessionStore
+
+log = logging.getLogger("server.live")
+
+Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+PAUSE_BACKLOG = 10.0  # s of audio behind: live_paused
+RESUME_BACKLOG = 3.0  # s: live_resumed
+OFF_BACKLOG = 120.0  # s: live results off for the rest of the recording
+LINGER_SECONDS = 30.0  # a dropped recording's live worker waits this long for a resume
+FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
+CHECK_INTERVAL = 0.5
+# Bytes waiting for the worker beyond which live results end at once (a fast upload
+# outruns any live worker; memory stays bounded whatever the client sends).
+MAX_PENDING_BYTES = 32 * 1024 * 1024
+
+
+def next_word_index(session: Session) -> int:
+    """The ``index`` of the next committed word of a session whose earlier parts had
+    live results (0 when none was saved): indexes count over the whole recording."""
+    live = [r for r in session.runs if r.kind == "live" and r.status == "completed"]
+    if not live:
+        return 0
+    summary = live[-1].summary
+    return int(summary.get("first_index", 0)) + int(summary.get("word_count", 0))
+
+
+class LiveStream:
+    """One recording's live worker and what the server knows of its progress."""
+
+    def __init__(self, hub: "LiveHub", session_id: str, offset: float, first_index: int) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self.offset = offset
+        self.first_index = first_index
+        self.state = "starting"  # running, lingering, finishing, off, done
+        self.paused = False
+        self.loaded = False  # the worker's models are loaded
+        self.ready = False  # and it has reported its position since
+        self.overflow = False
+        self.process: Any = None
+        self.forwarded = 0  # bytes handed to the worker's queue
+        self.taken = 0  # bytes the worker read
+        self.decoded = 0.0  # s of audio it decoded
+        self.engines = 0.0  # s of audio its live engines took up
+        self.bytes_per_second: Optional[float] = None  # of the current part, when known
+        self.container: Optional[str] = None
+        self._outbox: "queue.Queue[Optional[tuple[Any, ...]]]" = queue.Queue()
+        self._inbox: "asyncio.Queue[tuple[Any, ...]]" = asyncio.Queue()
+        self._conn_out: Any = None
+        self._conn_in: Any = None
+        self._threads: list[threading.Thread] = []
+        self._task: Optional[asyncio.Task[None]] = None
+        self._linger: Optional[asyncio.TimerHandle] = None
+        self._result: "asyncio.Future[tuple[Any, ...]]" = asyncio.get_running_loop().create_future()
+
+    # ------------------------------------------------------------------ process
+    def spawn(self, spec: dict[str, Any]) -> None:
+        """Start the worker process and its two pipe threads (blocking: from a thread)."""
+        ctx = mp.get_context("spawn")
+        to_child, from_server = ctx.Pipe(duplex=False)
+        from_child, to_server = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=live_worker_main, args=(to_child, to_server, spec),
+                                   name="workbench-live", daemon=True)
+        self.process.start()
+        to_child.close()  # the child's ends: EOF here when the child is gone
+        to_server.close()
+        self._conn_out, self._conn_in = from_server, from_child
+        loop = self.hub.loop
+        self._threads = [
+            threading.Thread(target=self._send_loop, name="live-send", daemon=True),
+            threading.Thread(target=self._recv_loop, args=(loop,), name="live-recv",
+                             daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                break
+            try:
+                self._conn_out.send(item)
+            except (BrokenPipeError, OSError):
+                break  # the worker is gone: the reader reports it
+        while True:  # drop what is left (the recording has it on disk)
+            try:
+                self._outbox.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self._conn_out.close()
+        except OSError:
+            pass
+
+    def _recv_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            try:
+                msg = self._conn_in.recv()
+            except (EOFError, OSError):
+                msg = ("eof",)
+            except Exception as exc:  # noqa: BLE001 - a garbled message: treat as gone
+                msg = ("error", f"The live worker sent an unreadable message ({exc!r})")
+            try:
+                loop.call_soon_threadsafe(self._inbox.put_nowait, msg)
+            except RuntimeError:  # the loop is closed: the server is gone
+                return
+            if msg[0] == "eof":
+                return
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def _kill(self) -> None:
+        self._outbox.put(None)
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+
+    # ------------------------------------------------------------------ audio in
+    def begin_part(self, fmt: InputFormat) -> None:
+        """A part of the recording begins (at start and at each resume)."""
+        self.container = fmt.container
+        self.bytes_per_second = fmt.bytes_per_second
+        if self.state == "lingering":
+            self.state = "running"
+            if self._linger is not None:
+                self._linger.cancel()
+                self._linger = None
+        self._outbox.put(("part", fmt.container, fmt.sample_rate, fmt.channels))
+
+    def feed(self, data: bytes) -> None:
+        """Hand an accepted (already written) chunk to the worker; never waits."""
+        if self.state != "running" or not data or self.overflow:
+            return
+        if self.forwarded - self.taken + len(data) > MAX_PENDING_BYTES:
+            self.overflow = True  # `_check` ends live results
+            return
+        self.forwarded += len(data)
+        self._outbox.put(("bytes", data))
+
+    def backlog(self) -> float:
+        """Seconds of audio received but not yet taken up by the live engines."""
+        pending = self.forwarded - self.taken
+        if self.taken and self.decoded:
+            per_byte = self.decoded / self.taken
+        elif self.bytes_per_second:
+            per_byte = 1.0 / self.bytes_per_second
+        else:  # compressed, nothing decoded yet: the server's ceiling for its codec
+            per_byte = chunk_seconds(1, None, self.container)
+        return pending * per_byte + max(0.0, self.decoded - self.engines)
+
+    # ------------------------------------------------------------------ events out
+    async def _say(self, message: dict[str, Any]) -> None:
+        await self.hub.notify(self.session_id, {**message, "session_id": self.session_id})
+
+    async def pause(self, reason: str) -> None:
+        self.paused = True
+        await self._say({"type": "live_paused", "reason": reason})
+
+    async def off(self, reason: str) -> None:
+        """Live results end for the rest of this recording (the recording goes on)."""
+        if self.state in ("off", "done"):
+            return
+        was = self.state
+        self.state = "off"
+        self._kill()
+        if not self._result.done():
+            self._result.set_result(("failed", reason))
+        log.warning("Live results off for session %s: %s", self.session_id, reason)
+        if was in ("starting", "running"):
+            await self.pause(reason + ". Live results are off for the rest of this "
+                                      "recording; the recording goes on")
+
+    async def run(self) -> None:
+        """Forward the worker's messages, in order, and watch its backlog and health."""
+        try:
+            while self.state not in ("off", "done"):
+                try:
+                    msg = await asyncio.wait_for(self._inbox.get(), CHECK_INTERVAL)
+                except asyncio.TimeoutError:
+                    msg = None
+                if msg is not None:
+                    await self._handle(msg)
+                await self._check()
+        except Exception:  # the recording must never suffer from live work
+            log.exception("Live stream of session %s failed", self.session_id)
+            self._kill()
+            self.state = "off"
+        finally:
+            if not self._result.done():
+                self._result.set_result(("failed", "The live worker stopped"))
+            self.hub.stream_ended(self)
+
+    async def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "event":
+            if self.state in ("running", "lingering", "finishing"):
+                await self._say(msg[1])
+        elif kind == "pos":
+            self.taken, self.decoded, self.engines = int(msg[1]), float(msg[2]), float(msg[3])
+            self.ready = self.loaded
+        elif kind == "ready":
+            self.loaded = True
+            log.info("Live worker of session %s ready (pid %s)", self.session_id,
+                     self.process.pid)
+        elif kind == "error":
+            await self.off(str(msg[1]))
+        elif kind in ("done", "failed"):
+            if not self._result.done():
+                self._result.set_result(msg)
+            self.state = "done"
+        elif kind == "eof":
+            code = self.process.exitcode if self.process is not None else None
+            if self.process is not None and code is None:
+                await asyncio.to_thread(self.process.join, 5)
+                code = self.process.exitcode
+            await self.off(f"The live worker stopped (exit code {code})")
+
+    async def _check(self) -> None:
+        if self.state not in ("starting", "running"):
+            return
+        if self.process is not None and not self.process.is_alive():
+            await self.off(f"The live worker stopped (exit code {self.process.exitcode})")
+            return
+        behind = self.backlog()
+        if self.overflow:
+            await self.off(f"Live results fell too far behind the audio ({behind:.0f} s, "
+                           f"{(self.forwarded - self.taken) / 1048576:.0f} MiB waiting)")
+        elif behind > OFF_BACKLOG:
+            await self.off(f"Live results fell {behind:.0f} s behind the audio")
+        elif not self.ready:
+            return  # models loading: the audio waits for them
+        elif not self.paused and behind > PAUSE_BACKLOG:
+            await self.pause(f"Live results are {behind:.0f} s behind the audio (more than "
+                             f"{PAUSE_BACKLOG:g} s); they catch up when they can, the "
+                             "recording goes on")
+        elif self.paused and behind < RESUME_BACKLOG:
+            self.paused = False
+            await self._say({"type": "live_resumed"})
+
+    # ------------------------------------------------------------------ the end
+    def linger(self, expire: Callable[[], None]) -> None:
+        """The recording was interrupted: wait `LINGER_SECONDS` for a resume."""
+        if self.state == "running":
+            self.state = "lingering"
+            self._linger = self.hub.loop.call_later(LINGER_SECONDS, expire)
+
+    async def finish(self, store: SessionStore) -> Optional[str]:
+        """The recording ended: the worker flushes and saves into a new live run, whose
+        id is returned at once (None when live results were off); the run is completed
+        or failed in the background."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self.state not in ("starting", "running", "lingering") or not self.alive():
+            if self.state not in ("off", "done"):
+                await self.off("The live worker stopped")
+            return None
+        self.state = "finishing"
+        run = await asyncio.to_thread(store.create_run, self.session_id, {}, kind="live")
+        self._outbox.put(("finish", str(store.run_dir(self.session_id, run.id))))
+        self._outbox.put(None)
+        task = asyncio.ensure_future(self._save(store, run.id))
+        self.hub.saving.add(task)
+        task.add_done_callback(self.hub.saving.discard)
+        log.info("Live run %s of session %s: saving", run.id, self.session_id)
+        return run.id
+
+    async def _save(self, store: SessionStore, run_id: str) -> None:
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(self._result), FINISH_TIMEOUT)
+        except asyncio.TimeoutError:
+            outcome = ("failed", f"The live worker did not finish within {FINISH_TIMEOUT:g} s")
+            self._kill()
+        ok = outcome[0] == "done"
+        summary = outcome[1] if ok else None
+        await asyncio.to_thread(store.finish_run, run_id, ok=ok, summary=summary,
+                                error=None if ok else str(outcome[1]), finished_at=time.time())
+        log.info("Live run %s of session %s %s", run_id, self.session_id,
+                 "completed" if ok else f"failed: {outcome[1]}")
+        if self.process is not None:
+            await asyncio.to_thread(self.process.join, 10)
+            if self.process.is_alive():
+                self.process.kill()
+        self.state = "done"
+
+    def close(self) -> None:
+        """Server shutdown: stop the worker now."""
+        if self._linger is not None:
+            self._linger.cancel()
+        self.state = "done"
+        self._kill()
+
+
+class LiveHub:
+    """The server's live streams, one per recording with live results, within a budget."""
+
+    def __init__(self, store: SessionStore, notify: Notify, *, max_streams: int,
+                 data_dir: str, log_level: str = "INFO") -> None:
+        self.store = store
+        self.notify = notify
+        self.max_streams = max_streams
+        self.data_dir = data_dir
+        self.log_level = log_level
+        # the current stream of each session, and every stream whose worker may be alive
+        self.streams: dict[str, LiveStream] = {}
+        self.alive: set[LiveStream] = set()
+        self.saving: "set[asyncio.Task[None]]" = set()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    def active(self) -> int:
+        """Live worker processes alive (recording, waiting for a resume, or saving)."""
+        return sum(1 for s in self.alive if s.state not in ("off", "done"))
+
+    def status(self) -> dict[str, int]:
+        return {"active": self.active(), "max": self.max_streams}
+
+    def refusal(self) -> Optional[str]:
+        """Why a new live stream cannot start now, or None."""
+        if self.max_streams <= 0:
+            return "Live results are off on this server (--max-live-sessions 0); recording " \
+                   "normally"
+        if self.active() >= self.max_streams:
+            return (f"Live results are busy: {self.max_streams} live recording(s) at once on "
+                    "this server (--max-live-sessions); recording normally, the refined "
+                    "transcript follows after stop")
+        return None
+
+    async def attach(self, session_id: str, fmt: InputFormat, offset: float,
+                     first_index: int) -> tuple[Optional[LiveStream], Optional[str]]:
+        """The live stream of a recording that begins a part: the one waiting for this
+        session's resume, else a new one (time `offset`, word indexes from
+        `first_index`); or (None, reason) when over budget."""
+        self.loop = asyncio.get_running_loop()
+        stream = self.streams.get(session_id)
+        if stream is not None and stream.state == "lingering" and stream.alive():
+            stream.begin_part(fmt)
+            log.info("Live results of session %s continue", session_id)
+            return stream, None
+        if stream is not None and stream.state == "lingering":
+            await stream.finish(self.store)  # its worker died meanwhile
+        reason = self.refusal()
+        if reason is not None:
+            return None, reason
+        stream = LiveStream(self, session_id, offset, first_index)
+        self.streams[session_id] = stream
+        self.alive.add(stream)
+        spec = {"session_id": session_id, "data_dir": self.data_dir, "offset": offset,
+                "first_index": first_index, "log_level": self.log_level, "config": {}}
+        try:
+            await asyncio.to_thread(stream.spawn, spec)
+        except BaseException:
+            stream.state = "done"
+            self.stream_ended(stream)
+            raise
+        stream.state = "running"
+        stream.begin_part(fmt)
+        stream._task = asyncio.create_task(stream.run(), name=f"live-{session_id}")
+        log.info("Live results for session %s (worker pid %s, offset %.1f s)", session_id,
+                 stream.process.pid, offset)
+        return stream, None
+
+    def stream_ended(self, stream: LiveStream) -> None:
+        self.alive.discard(stream)
+        if self.streams.get(stream.session_id) is stream:
+            self.streams.pop(stream.session_id, None)
+
+    def detach(self, session_id: str) -> None:
+        """The recording was interrupted (disconnect, idle): keep its worker for a resume."""
+        stream = self.streams.get(session_id)
+        if stream is not None:
+            stream.linger(lambda: asyncio.ensure_future(self._expire(stream)))
+
+    async def _expire(self, stream: LiveStream) -> None:
+        if stream.state == "lingering":
+            log.info("Session %s not resumed within %g s: saving its live result",
+                     stream.session_id, LINGER_SECONDS)
+            await stream.finish(self.store)
+
+    async def end(self, session_id: str) -> Optional[str]:
+        """The recording ended (stop, a limit) or will not continue live: save its live
+        result; returns the live run's id or None."""
+        stream = self.streams.get(session_id)
+        if stream is None or stream.state in ("finishing", "off", "done"):
+            return None
+        return await stream.finish(self.store)
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Server shutdown: live runs being saved get `grace` seconds, then every live
+        worker stops (a live run left unsaved is marked failed at the next start)."""
+        if self.saving:
+            await asyncio.wait(list(self.saving), timeout=grace)
+        for stream in list(self.alive):
+            stream.close()
+        for task in list(self.saving):
+            task.cancel()
+
+
+__all__ = ["LINGER_SECONDS", "LiveHub", "next_word_index", "LiveStream", "OFF_BACKLOG", "PAUSE_BACKLOG",
+           "RESUME_BACKLOG"]

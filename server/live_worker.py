@@ -1,0 +1,419 @@
+"""The live worker: one process per recording with live results.
+
+The server (:mod:`server.live`) spawns it niced, hands it the accepted bytes of the
+recording as they are written, and forwards the events it sends back. The worker decodes
+the bytes itself (PCM and WAV here, WebM/Ogg/MP3/FLAC/MP4 through an FFmpeg process fed
+as they come) and runs a `workbench.live.LiveSession` (threaded) on the audio. At the end
+it saves the live `Transcript` into the live run's folder. This is the only server module
+that uses `workbench.live` (and so torch): only inside this process, never in the
+server's.
+
+Messages from the server (a pipe): ``("part", container, sample_rate, channels)`` a new
+part of the recording begins; ``("bytes", data)``; ``("finish", run_dir)`` the recording
+ended: flush, save, exit; ``("close",)`` exit without saving.
+
+Messages to the server: ``("ready",)`` models loaded; ``("event", dict)`` a live event
+(times from the recording's start); ``("pos", bytes_taken, decoded_seconds,
+taken_seconds)`` twice a second (bytes read from the pipe, audio decoded, audio the live
+engines have taken up); ``("error", message)`` live results cannot go on; ``("done",
+summary)`` or ``("failed", message)`` after ``finish``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from workbench.engine.audio import (
+    SAMPLE_RATE,
+    AudioDecodeError,
+    detect_container,
+    parse_wav_header,
+)
+
+log = logging.getLogger("server.live_worker")
+
+Samples = Callable[[np.ndarray], None]
+
+POS_INTERVAL = 0.5
+# FFmpeg demuxer per container (naming it: FFmpeg never probes client bytes as another
+# format); raw ADTS AAC declared as mp4 is read with the `aac` demuxer.
+DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
+
+
+# ---------------------------------------------------------------------- decoders
+
+
+class PcmDecoder:
+    """Interleaved PCM bytes to 16 kHz mono float32 as they come (any rate, 1-8 channels,
+    16-bit integer, 32-bit float)."""
+
+    def __init__(self, out: Samples, sample_rate: int, channels: int, sample_width: int = 2,
+                 is_float: bool = False) -> None:
+        if (sample_width, is_float) not in ((2, False), (4, True), (4, False), (1, False)):
+            raise AudioDecodeError(f"Live results cannot decode {8 * sample_width}-bit PCM")
+        self.out = out
+        self.channels = channels
+        self.width = sample_width
+        self.is_float = is_float
+        self.frame = sample_width * channels
+        self._rest = b""
+        self._resampler: Any = None
+        if sample_rate != SAMPLE_RATE:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32",
+                                                  quality="HQ")
+
+    def _convert(self, data: bytes) -> np.ndarray:
+        if self.is_float:
+            x = np.frombuffer(data, "<f4").astype(np.float32)
+        elif self.width == 2:
+            x = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+        elif self.width == 4:
+            x = (np.frombuffer(data, "<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
+        else:
+            x = (np.frombuffer(data, np.uint8).astype(np.float32) - 128.0) / 128.0
+        return x.reshape(-1, self.channels).mean(axis=1).astype(np.float32)
+
+    def feed(self, data: bytes) -> None:
+        data = self._rest + data
+        usable = len(data) - len(data) % self.frame
+        self._rest = data[usable:]
+        if usable:
+            self._emit(self._convert(data[:usable]), last=False)
+
+    def _emit(self, mono: np.ndarray, last: bool) -> None:
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono, last=last)
+        if mono.size:
+            self.out(np.clip(mono, -1.0, 1.0))
+
+    def close(self) -> None:
+        if self._resampler is not None:
+            self._emit(np.zeros(0, np.float32), last=True)
+
+
+class WavDecoder:
+    """A WAV stream: the header first, then its PCM."""
+
+    def __init__(self, out: Samples) -> None:
+        self.out = out
+        self._head = b""
+        self._pcm: Optional[PcmDecoder] = None
+
+    def feed(self, data: bytes) -> None:
+        if self._pcm is not None:
+            self._pcm.feed(data)
+            return
+        self._head += data
+        if len(self._head) < 12:
+            return
+        header = parse_wav_header(self._head)  # raises AudioDecodeError when malformed
+        if header is None:
+            if len(self._head) > 1 << 16:
+                raise AudioDecodeError("WAV stream has no audio data within its first 64 KiB")
+            return
+        self._pcm = PcmDecoder(self.out, header.sample_rate, header.channels,
+                               header.sample_width, header.is_float)
+        rest, self._head = self._head[header.data_offset:], b""
+        self._pcm.feed(rest)
+
+    def close(self) -> None:
+        if self._pcm is not None:
+            self._pcm.close()
+
+
+class FfmpegDecoder:
+    """A compressed stream decoded by an FFmpeg process fed as the bytes come; a thread
+    reads its 16 kHz mono float32 output."""
+
+    def __init__(self, out: Samples, container: str, head: bytes) -> None:
+        demuxer = DEMUXERS[container]
+        if container == "mp4" and len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0:
+            demuxer = "aac"
+        self.out = out
+        self._errors = tempfile.TemporaryFile()
+        self._decoded = 0
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", demuxer,
+             "-i", "pipe:0", "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE),
+             "pipe:1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors)
+        self._reader = threading.Thread(target=self._read, name="live-ffmpeg", daemon=True)
+        self._reader.start()
+        self._failure: Optional[BaseException] = None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        rest = b""
+        try:
+            while True:
+                data = os.read(self.proc.stdout.fileno(), 1 << 16)
+                if not data:
+                    return
+                data = rest + data
+                usable = len(data) - len(data) % 4
+                rest = data[usable:]
+                if usable:
+                    self._decoded += usable // 4
+                    self.out(np.frombuffer(data[:usable], "<f4").copy())
+        except BaseException as exc:  # noqa: BLE001 - reported by feed()/close()
+            self._failure = exc
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"live decoding failed: {self._failure!r}")
+        if self.proc.poll() not in (None, 0) and self._decoded == 0:
+            raise AudioDecodeError(f"Audio could not be decoded for live results "
+                                   f"({self._reason()})")
+
+    def _reason(self) -> str:
+        self._errors.seek(0)
+        text = self._errors.read(2000).decode(errors="replace").strip().splitlines()
+        return text[-1][:200] if text else f"ffmpeg exit code {self.proc.returncode}"
+
+    def feed(self, data: bytes) -> None:
+        self._check()
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.proc.wait(5)
+            self._check()
+
+    def close(self) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        self._reader.join()
+        self.proc.wait()
+        self._check()
+        self._errors.close()
+
+
+class StreamDecoder:
+    """One part's bytes in the declared container (``None``: detected from its first
+    bytes) to 16 kHz mono float32."""
+
+    def __init__(self, out: Samples, container: Optional[str], sample_rate: int,
+                 channels: int) -> None:
+        self.out = out
+        self.container = container
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self._head = b""
+        self._inner: Any = None
+
+    def _open(self, head: bytes) -> Any:
+        container = self.container or detect_container(head)
+        if container == "pcm_s16le":
+            return PcmDecoder(self.out, self.sample_rate, self.channels)
+        if container == "wav":
+            return WavDecoder(self.out)
+        if container in DEMUXERS:
+            return FfmpegDecoder(self.out, container, head)
+        raise AudioDecodeError("Audio could not be decoded for live results: unrecognised "
+                               "container")
+
+    def feed(self, data: bytes) -> None:
+        if self._inner is None:
+            self._head += data
+            if len(self._head) < 64 and self.container is None:
+                return  # detection needs the first bytes
+            self._inner = self._open(self._head)
+            data, self._head = self._head, b""
+        self._inner.feed(data)
+
+    def close(self) -> None:
+        if self._inner is None and self._head:
+            self._inner = self._open(self._head)
+            self._inner.feed(self._head)
+        if self._inner is not None:
+            self._inner.close()
+
+
+# ---------------------------------------------------------------------- times
+
+
+def shift_event(event: dict[str, Any], offset: float, first_index: int) -> dict[str, Any]:
+    """A serialized live event with its times moved by ``offset`` seconds and its word
+    indexes by ``first_index`` (a live session that began after an earlier part)."""
+    if not offset and not first_index:
+        return event
+    out = dict(event)
+    for key in ("start", "end", "at", "final_until"):
+        if key in out:
+            out[key] = round(out[key] + offset, 3)
+    for key in ("turns", "tentative", "words"):
+        if key in out:
+            items = []
+            for item in out[key]:
+                item = {**item, "start": round(item["start"] + offset, 3),
+                        "end": round(item["end"] + offset, 3)}
+                if "index" in item:
+                    item["index"] += first_index
+                items.append(item)
+            out[key] = items
+    return out
+
+
+def shift_transcript(transcript: Any, offset: float) -> Any:
+    """A `Transcript` with every time moved by ``offset`` seconds."""
+    if not offset:
+        return transcript
+
+    def word(w: Any) -> Any:
+        return replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3))
+
+    segments = [replace(s, start=round(s.start + offset, 3), end=round(s.end + offset, 3),
+                        words=tuple(word(w) for w in s.words)) for s in transcript.segments]
+    turns = [replace(t, start=round(t.start + offset, 3), end=round(t.end + offset, 3))
+             for t in transcript.turns]
+    return replace(transcript, segments=segments, turns=turns,
+                   duration=transcript.duration + offset)
+
+
+# ---------------------------------------------------------------------- the process
+
+
+class _Outbox:
+    """Messages to the server from any thread of the worker, one at a time."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.conn.send(message)
+            except (BrokenPipeError, EOFError, OSError):
+                self.closed = True  # the server is gone; the main loop sees EOF
+
+
+def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None:
+    """Entry point of a live worker process (see the module docstring). ``spec``:
+    ``session_id``, ``data_dir``, ``offset`` (seconds of the recording before this live
+    session), ``first_index`` (words committed before it), ``log_level``, ``config``
+    (`workbench.live.LiveConfig` as a dict)."""
+    logging.basicConfig(level=spec.get("log_level", "INFO"),
+                        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        os.nice(10)  # the recording and the refined runs come first
+    except OSError:
+        pass
+    outbox = _Outbox(outbox_conn)
+    offset = float(spec.get("offset", 0.0))
+    first_index = int(spec.get("first_index", 0))
+    try:
+        from workbench.live import LiveConfig, LiveSession
+
+        session = LiveSession(
+            LiveConfig.from_dict(spec.get("config") or {}), threaded=True,
+            hook=lambda e: outbox.send(("event", shift_event(e.serialize(), offset,
+                                                             first_index))),
+            data_dir=spec["data_dir"], uri=spec["session_id"])
+    except Exception as exc:  # noqa: BLE001 - reported; the recording goes on
+        log.exception("Live models could not be loaded")
+        outbox.send(("error", f"The live models could not be loaded ({type(exc).__name__})"))
+        return
+    outbox.send(("ready",))
+    Worker(session, inbox, outbox, offset, first_index).run()
+
+
+class Worker:
+    """The main loop of a live worker: bytes in, decoded audio into the session."""
+
+    def __init__(self, session: Any, inbox: Any, outbox: _Outbox, offset: float,
+                 first_index: int = 0) -> None:
+        self.first_index = first_index
+        self.session = session
+        self.inbox = inbox
+        self.outbox = outbox
+        self.offset = offset
+        self.taken_bytes = 0
+        self.decoded = 0
+        self.decoder: Optional[StreamDecoder] = None
+        self._stop = threading.Event()
+
+    def _feed(self, samples: np.ndarray) -> None:
+        self.decoded += samples.size
+        self.session.feed(samples)
+
+    def _report(self) -> None:
+        engines = [e for e in (self.session.asr, self.session.diarizer) if e is not None]
+        while not self._stop.wait(POS_INTERVAL):
+            taken = min(e.received for e in engines)
+            self.outbox.send(("pos", self.taken_bytes, self.decoded / SAMPLE_RATE, taken))
+
+    def run(self) -> None:
+        reporter = threading.Thread(target=self._report, name="live-pos", daemon=True)
+        reporter.start()
+        try:
+            while True:
+                try:
+                    msg = self.inbox.recv()
+                except (EOFError, OSError):
+                    return  # the server is gone or closed the pipe
+                kind = msg[0]
+                if kind == "bytes":
+                    self.taken_bytes += len(msg[1])
+                    if self.decoder is not None:
+                        self.decoder.feed(msg[1])
+                elif kind == "part":
+                    self._close_decoder()
+                    self.decoder = StreamDecoder(self._feed, msg[1], msg[2], msg[3])
+                elif kind == "finish":
+                    self._finish(msg[1])
+                    return
+                else:  # "close"
+                    return
+        except Exception as exc:  # noqa: BLE001 - undecodable audio, a failed live engine
+            log.warning("Live results stopped: %s", exc)
+            reason = (str(exc) if isinstance(exc, AudioDecodeError)
+                      else f"The live pipeline failed ({type(exc).__name__}: {str(exc)[:120]})")
+            self.outbox.send(("error", reason))
+        finally:
+            self._stop.set()
+
+    def _close_decoder(self) -> None:
+        if self.decoder is not None:
+            decoder, self.decoder = self.decoder, None
+            decoder.close()
+
+    def _finish(self, run_dir: str) -> None:
+        started = time.monotonic()
+        try:
+            self._close_decoder()
+            result = self.session.finish()
+            transcript = shift_transcript(result.transcript, self.offset)
+            transcript.save(run_dir)
+            summary = transcript.summary()
+            summary["offset_seconds"] = round(self.offset, 3)
+            summary["first_index"] = self.first_index
+            summary["finish_seconds"] = round(time.monotonic() - started, 3)
+            summary["cpu_seconds"] = result.stats.get("cpu_seconds")
+            self.outbox.send(("done", summary))
+        except Exception as exc:  # noqa: BLE001 - the live run fails, nothing else
+            log.exception("Saving the live result failed")
+            self.outbox.send(("failed", f"{type(exc).__name__}: {str(exc)[:200]}"))
+
+
+__all__ = ["FfmpegDecoder", "PcmDecoder", "StreamDecoder", "WavDecoder", "live_worker_main",
+           "shift_event", "shift_transcript"]
