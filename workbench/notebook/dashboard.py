@@ -142,7 +142,14 @@ class Dashboard:
 
     # ------------------------------------------------------------------ results
     def _show_and_list(self, session_id: str) -> Optional[RunComparison]:
+        """Show the result at once; once the session's other runs (the live run saving
+        its result) have ended, show it again with them in the comparison."""
         comparison = self.show(session_id)
+        pending = [r for r in self.client.runs(session_id) if r["status"] in ("queued", "running")]
+        for run in pending:
+            self.client.wait_for_run(session_id, run["id"])
+        if pending:
+            comparison = self.show(session_id)
         self.panel.refresh()
         return comparison
 
@@ -188,7 +195,10 @@ class Dashboard:
         self.player.show(transcript, self.url(session_id, "audio", "wav"))
         self.downloads.value = self._downloads_html(session_id, completed)
         self.comparison = self._compare(session_id, completed)
-        self.comparison_html.value = self.comparison.html() if self.comparison else ""
+        waiting = [run_label(r) for r in runs if r["status"] in ("queued", "running")]
+        note = (f"<div class='dashboard-waiting' style='color:#888'>still running: "
+                f"{html.escape(', '.join(waiting))}</div>" if waiting else "")
+        self.comparison_html.value = (self.comparison.html() if self.comparison else "") + note
         return self.comparison
 
     def _compare(self, session_id: str, runs: list[dict[str, Any]]) -> Optional[RunComparison]:
