@@ -381,3 +381,63 @@ async def test_live_results_off_and_bad_flag(start_server: ServerFactory,
                                 "recording normally"}
     assert stopped["live_run_id"] is None and not seen
     assert await recorded_pcm(srv, started["session_id"]) == pcm
+
+
+def test_a_store_made_before_live_runs_gets_the_kind_column(tmp_path: Path) -> None:
+    """An existing database (runs without `kind`/`supersedes`) opens with every run refined."""
+    import sqlite3
+
+    from server.sessions import SessionStore
+
+    db = sqlite3.connect(tmp_path / "workbench.sqlite3")
+    db.executescript("""
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, format TEXT NOT NULL DEFAULT 'wav',
+            duration_seconds REAL NOT NULL DEFAULT 0, bytes_received INTEGER NOT NULL DEFAULT 0,
+            chunks_received INTEGER NOT NULL DEFAULT 0, options TEXT NOT NULL DEFAULT '{}',
+            error TEXT);
+        CREATE TABLE runs (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            status TEXT NOT NULL, config TEXT NOT NULL, created_at REAL NOT NULL,
+            started_at REAL, finished_at REAL, stage TEXT, progress REAL NOT NULL DEFAULT 0,
+            error TEXT, summary TEXT NOT NULL DEFAULT '{}', attempts INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO sessions (id, status, created_at, updated_at) VALUES ('s1', 'completed', 1, 1);
+        INSERT INTO runs (id, session_id, seq, status, config, created_at)
+            VALUES ('r1', 's1', 0, 'completed', '{}', 1);
+    """)
+    db.commit()
+    db.close()
+    store = SessionStore(tmp_path)
+    try:
+        session = store.get_session("s1")
+        assert session is not None
+        run = session.runs[0].serialize()
+        assert (run["kind"], run["supersedes"]) == ("refined", None)
+        assert store.runs_in("completed")[0].id == "r1" and not store.runs_in("completed",
+                                                                              kind="live")
+    finally:
+        store.close()
+
+
+def test_a_live_run_never_moves_its_session(tmp_path: Path) -> None:
+    """The session's status follows its refined runs: a live run saved before or after
+    the refined run completes leaves it as the refined run says."""
+    from server.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        store.set_status(sid, "recording")
+        store.set_status(sid, "processing")
+        live = store.create_run(sid, {}, kind="live")
+        refined = store.create_run(sid, {}, supersedes=live.id)
+        assert (live.status, refined.status) == ("running", "queued")
+        assert [r.id for r in store.runs_in("queued", "running")] == [refined.id]
+        assert store.finish_run(refined.id, ok=True, summary={}) is True  # live still running
+        assert store.get_session(sid).status == "completed"
+        assert store.finish_run(live.id, ok=False, error="gone") is False
+        session = store.get_session(sid)
+        assert session.status == "completed" and session.error is None
+        assert [(r.kind, r.status, r.supersedes) for r in session.runs] == [
+            ("live", "failed", None), ("refined", "completed", live.id)]
+    finally:
+        store.close()
