@@ -422,8 +422,12 @@ class LiveHub:
         return await stream.finish(self.store)
 
     async def close(self, grace: float = 10.0) -> None:
-        """Server shutdown: live runs being saved get `grace` seconds, then every live
-        worker stops (a live run left unsaved is marked failed at the next start)."""
+        """Server shutdown: the live results of recordings it interrupted are saved (as
+        at `stop`) and live runs being saved get `grace` seconds, then every live worker
+        stops (a live run left unsaved is marked failed at the next start)."""
+        for stream in list(self.alive):
+            if stream.state == "lingering":
+                await stream.finish(self.store)
         if self.saving:
             await asyncio.wait(list(self.saving), timeout=grace)
         for stream in list(self.alive):

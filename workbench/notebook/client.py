@@ -39,6 +39,10 @@ T = TypeVar("T")
 
 TERMINAL = ("processing_complete", "processing_failed")
 
+LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diarization_update",
+               "live_paused", "live_resumed")
+"""Messages of a recording with ``live_results`` (README, "Live results over the protocol")."""
+
 
 class ServerError(RuntimeError):
     """The server answered with an error (REST ``{"error"}`` or protocol ``error``)."""
@@ -58,6 +62,31 @@ class RecordingReport:
     chunks_sent: int = 0
     bytes_sent: int = 0
     seconds_sent: float = 0.0
+    live_events: list[dict[str, Any]] = field(default_factory=list)
+    # Committed live words by index, each with its speaker once known (a
+    # ``speaker_labels`` event fills in words committed without one).
+    live_words: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_live(self, event: dict[str, Any]) -> None:
+        """Take in one live event (in arrival order)."""
+        self.live_events.append(event)
+        if event.get("type") not in ("transcript_final", "speaker_labels"):
+            return
+        for word in event.get("words", []):
+            i = word["index"]
+            if i >= len(self.live_words):
+                self.live_words.extend({} for _ in range(i + 1 - len(self.live_words)))
+            self.live_words[i] = {**self.live_words[i], **word}
+
+    @property
+    def live_run_id(self) -> Optional[str]:
+        """The run that stores the live result (``recording_stopped.live_run_id``)."""
+        stopped = self.last("recording_stopped")
+        return stopped.get("live_run_id") if stopped else None
+
+    @property
+    def live_text(self) -> str:
+        return "".join(w.get("word", "") for w in self.live_words).strip()
 
     def last(self, kind: str) -> Optional[dict[str, Any]]:
         return next((m for m in reversed(self.messages) if m.get("type") == kind), None)
@@ -204,8 +233,14 @@ class AsyncClient:
                      speed: float = 1.0, binary: bool = True, chunk_seconds: float = 0.25,
                      wait: bool = True, on_event: Optional[EventCallback] = None,
                      input_format: Optional[str] = None,
-                     stop_event: Optional[threading.Event] = None) -> RecordingReport:
+                     stop_event: Optional[threading.Event] = None,
+                     live_results: bool = False,
+                     on_live: Optional[EventCallback] = None) -> RecordingReport:
         """Stream ``source`` as one recording; with ``wait``, return once processing ended.
+
+        ``live_results`` asks for words and speakers while recording: ``on_live`` sees each
+        live event as it arrives, and the report keeps them (``live_events``,
+        ``live_words``, ``live_run_id``).
 
         ``realtime`` paces chunks at the audio's own speed (when it is known), or
         ``speed`` times faster, and marks the recording ``live`` (the server refuses
@@ -218,6 +253,8 @@ class AsyncClient:
         start: dict[str, Any] = {"action": "start", "format": format, **(options or {})}
         if input_format:
             start["input_format"] = input_format
+        if live_results:
+            start["live_results"] = True
         chunks, seconds_per_byte = _prepare(source, chunk_seconds, start)
         if realtime and seconds_per_byte:
             start.setdefault("live", True)
@@ -231,6 +268,10 @@ class AsyncClient:
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         event = json.loads(msg.data)
                         rec.messages.append(event)
+                        if event.get("type") in LIVE_EVENTS:
+                            rec.add_live(event)
+                            if on_live is not None:
+                                on_live(event)
                         if on_event is not None:
                             on_event(event)
                         await inbox.put(event)

@@ -1,0 +1,443 @@
+"""Live results over the recording protocol (issue #16, server side) against a real server
+with the real live models (tiny.en, segmentation-3.0, CAM++) in its live worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import psutil
+import pytest
+
+from server.app import CONTENT_TYPES
+from workbench.engine.audio import SAMPLE_RATE, to_int16
+from workbench.notebook.client import LIVE_EVENTS, AsyncClient
+from workbench.notebook.local_server import LocalServer
+from workbench.research.datasets import sample_call
+
+from .conftest import ServerFactory
+from .test_export import check_exports_independently
+from .test_recording_functional import recv, recv_until
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(600)]
+
+FORMATS = ("json", "srt", "vtt", "txt", "rttm", "csv")
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One live recording at a time, renditions only after stop (the refined run is quick)."""
+    srv = LocalServer(tmp_path_factory.mktemp("data"),
+                      args=["--pipeline", "renditions", "--max-live-sessions", "1"])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def call_pcm() -> bytes:
+    return to_int16(sample_call().load_audio()).tobytes()
+
+
+async def get(url: str) -> Any:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        assert r.status == 200, (url, r.status, await r.text())
+        return await r.json()
+
+
+async def wait_live_run(srv: LocalServer, sid: str, run_id: str, timeout: float = 240
+                        ) -> dict[str, Any]:
+    """The live run once saved; then waits until no live worker is left (budget free)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await get(f"{srv.url}/api/sessions/{sid}/runs/{run_id}")
+        if run["status"] in ("completed", "failed"):
+            break
+        assert time.monotonic() < deadline, f"live run still {run['status']}"
+        await asyncio.sleep(0.5)
+    await wait_no_live(srv)
+    return run
+
+
+async def wait_no_live(srv: LocalServer, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (await get(srv.url + "/api/health"))["live"]["active"]:
+        assert time.monotonic() < deadline, "a live worker outlived its recording"
+        await asyncio.sleep(0.2)
+
+
+async def recorded_pcm(srv: LocalServer, sid: str) -> bytes:
+    async with aiohttp.ClientSession() as s, s.get(f"{srv.url}/api/sessions/{sid}/audio") as r:
+        wav = await r.read()
+    assert wav[36:40] == b"data"
+    return wav[44:]
+
+
+def check_live_sequence(events: list[dict[str, Any]], first: int = 0
+                        ) -> dict[int, dict[str, Any]]:
+    """The protocol's promises on one connection's live events (its first committed word
+    has index `first`); returns the committed words by index (with the speakers given
+    later)."""
+    words: dict[int, dict[str, Any]] = {}
+    last_at = 0.0
+    for e in events:
+        assert e["type"] in LIVE_EVENTS and e["session_id"]
+        if "at" in e:
+            assert e["at"] >= last_at - 1e-6, "live events out of time order"
+            last_at = e["at"]
+            assert e["lag_seconds"] >= 0
+        if e["type"] == "transcript_final":
+            n = first + len(words)
+            assert [w["index"] for w in e["words"]] == list(range(n, n + len(e["words"])))
+            assert e["text"] == "".join(w["word"] for w in e["words"]).strip()
+            for w in e["words"]:
+                words[w["index"]] = dict(w)
+        elif e["type"] == "speaker_labels":
+            for w in e["words"]:
+                before = words[w["index"]]  # a committed word, never changed
+                assert before["speaker"] is None and w["speaker"] is not None
+                assert {k: v for k, v in w.items() if k != "speaker"} == \
+                    {k: v for k, v in before.items() if k != "speaker"}
+                before["speaker"] = w["speaker"]
+        elif e["type"] == "diarization_update":
+            assert all(t["end"] <= e["final_until"] + 1e-3 for t in e["turns"])
+        elif e["type"] == "transcript_partial":
+            assert set(e) >= {"text", "start", "end"}
+    return words
+
+
+async def test_live_words_and_speakers_while_recording(live_server: LocalServer,
+                                                       call_pcm: bytes, tmp_path: Path) -> None:
+    """The sample call streamed in real time with live results: words and speakers arrive
+    before stop, in order, never changed, on the recording's connection and on a second
+    subscriber; a second live recording is over the budget of 1 and records normally;
+    the live run is stored and served in every format, and the refined run supersedes it
+    while the session's status follows the refined run alone."""
+    srv = live_server
+    client = AsyncClient(srv.url, timeout=300)
+    seen: list[dict[str, Any]] = []
+    try:
+        sid = (await client.create_session())["id"]
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/{sid}") as sub:
+            recording = asyncio.create_task(client.record(
+                np.frombuffer(call_pcm, np.int16), session_id=sid, realtime=True,
+                live_results=True, on_live=seen.append))
+            while not any(e["type"] == "transcript_final" for e in seen):
+                assert not recording.done(), recording.result().messages
+                await asyncio.sleep(0.2)
+            # Meanwhile another recording asks for live results: over budget, it records
+            # normally and is told why.
+            other = call_pcm[: 5 * 32000]
+            async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws2:
+                await ws2.send_json({"action": "start", "input_format": "pcm_s16le",
+                                     "live_results": True})
+                started2 = await recv(ws2)
+                paused2 = await recv(ws2)
+                for i in range(0, len(other), 4000):
+                    await ws2.send_bytes(other[i:i + 4000])
+                await ws2.send_json({"action": "stop"})
+                stopped2, before2 = await recv_until(ws2, "recording_stopped")
+                done2, _ = await recv_until(ws2, "processing_complete")
+            assert started2["type"] == "recording_started" and started2["live_results"] is False
+            assert paused2["type"] == "live_paused" and "--max-live-sessions" in paused2["reason"]
+            assert stopped2["live_run_id"] is None and "supersedes" not in done2
+            assert not [m for m in before2 if m["type"] in LIVE_EVENTS]
+            assert await recorded_pcm(srv, started2["session_id"]) == other
+
+            report = await recording
+            subscribed: list[dict[str, Any]] = []
+            while True:  # what the second socket got up to the refined result
+                m = await recv(sub)
+                if m["type"] in LIVE_EVENTS:
+                    subscribed.append(m)
+                if m["type"] == "processing_complete":
+                    break
+        session = await get(f"{srv.url}/api/sessions/{sid}")
+    finally:
+        await client.close()
+
+    types = [m["type"] for m in report.messages]
+    stop_at = types.index("recording_stopped")
+    assert report.last("recording_started")["live_results"] is True
+    finals_before_stop = [m for m in report.messages[:stop_at] if m["type"] == "transcript_final"]
+    assert finals_before_stop, "no committed words before stop"
+    assert "diarization_update" in types[:stop_at]
+    live_on_conn = [m for m in report.messages if m["type"] in LIVE_EVENTS]
+    assert live_on_conn == report.live_events == seen
+    words = check_live_sequence(live_on_conn)
+    upto = types.index("processing_complete")
+    assert subscribed == [m for m in report.messages[:upto] if m["type"] in LIVE_EVENTS]
+    assert len(words) >= 15
+    assert [w["word"] for w in report.live_words[:len(words)]] == \
+        [words[i]["word"] for i in range(len(words))]
+
+    # Runs: the refined one supersedes the live one; the session followed the refined run.
+    live_id = report.live_run_id
+    assert isinstance(live_id, str)
+    complete = report.last("processing_complete")
+    assert complete["supersedes"] == live_id and complete["run_id"] != live_id
+    assert session["status"] == "completed"
+    assert await recorded_pcm(srv, sid) == call_pcm
+    live_run = await wait_live_run(srv, sid, live_id)
+    assert live_run["status"] == "completed", live_run
+    runs = (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
+    kinds = {r["id"]: (r["kind"], r["supersedes"]) for r in runs}
+    assert kinds == {live_id: ("live", None), complete["run_id"]: ("refined", live_id)}
+    assert (await get(f"{srv.url}/api/sessions/{sid}"))["status"] == "completed"
+
+    # Every format of the live run, read by independent parsers.
+    out = tmp_path / "live"
+    out.mkdir()
+    async with aiohttp.ClientSession() as s:
+        for fmt in FORMATS:
+            url = f"{srv.url}/api/sessions/{sid}/transcript?format={fmt}&run={live_id}"
+            async with s.get(url) as r:
+                assert r.status == 200, (fmt, await r.text())
+                assert r.headers["Content-Type"].startswith(CONTENT_TYPES[fmt])
+                (out / f"transcript.{fmt}").write_bytes(await r.read())
+        # With renditions only, the live run is the session's transcript.
+        async with s.get(f"{srv.url}/api/sessions/{sid}/transcript") as r:
+            latest = await r.json()
+    doc = check_exports_independently(out)
+    assert doc == latest and doc["config"]["kind"] == "live"
+    saved = [w for seg in doc["segments"] for w in seg["words"]]
+    # The saved words are the committed ones (flushed words after the last event too).
+    assert [w["word"] for w in saved[:len(words)]] == [words[i]["word"] for i in range(len(words))]
+    assert live_run["summary"]["word_count"] == len(saved)
+    assert doc["duration"] == pytest.approx(len(call_pcm) / 32000, abs=0.05)
+    assert len(doc["speakers"]) >= 2
+
+
+async def test_silence_gives_no_words(live_server: LocalServer) -> None:
+    """Ten seconds of near silence (quiet noise) with live results, uploaded at once:
+    diarization reports, ASR commits nothing, and the live run holds no words."""
+    srv = live_server
+    await wait_no_live(srv)
+    noise = (np.random.default_rng(0).standard_normal(10 * SAMPLE_RATE) * 1e-3).astype(np.float32)
+    async with AsyncClient(srv.url, timeout=120) as client:
+        report = await client.record(noise, live_results=True)
+    assert report.last("recording_started")["live_results"] is True
+    run = await wait_live_run(srv, report.session_id, report.live_run_id)
+    assert run["status"] == "completed" and run["summary"]["word_count"] == 0
+    assert run["summary"]["duration_seconds"] == pytest.approx(10.0, abs=0.05)
+    assert not any(e["type"] == "transcript_final" for e in report.live_events)
+
+
+async def live_worker(srv: LocalServer, known: set[int]) -> psutil.Process:
+    """The server's new live worker process: a child that is not in `known` and that
+    niced itself (it does so first thing)."""
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    deadline = time.monotonic() + 30
+    while True:
+        found = [p for p in server.children() if p.pid not in known
+                 and p.nice() >= server.nice() + 10]
+        if found:
+            assert len(found) == 1
+            return found[0]
+        assert time.monotonic() < deadline, "no live worker process"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_live_worker_costs_the_recording_nothing(live_server: LocalServer,
+                                                                call_pcm: bytes) -> None:
+    """SIGKILL of the live worker mid-recording: `live_paused` says live results are off,
+    every chunk is still confirmed, the recording completes byte for byte, no live run."""
+    srv = live_server
+    await wait_no_live(srv)
+    pcm = call_pcm[: 12 * 32000]
+    chunk = 3200  # 0.1 s
+    assert live_server.process is not None
+    known = {p.pid for p in psutil.Process(live_server.process.pid).children()}
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": True})
+        started = await recv(ws)
+        assert started["live_results"] is True
+        worker = await live_worker(srv, known)
+        half = len(pcm) // 2
+        for i in range(0, half, chunk):
+            await ws.send_bytes(pcm[i:i + chunk])
+        os.kill(worker.pid, signal.SIGKILL)
+        for i in range(half, len(pcm), chunk):
+            await ws.send_bytes(pcm[i:i + chunk])
+            await asyncio.sleep(0.01)
+        paused, before = await recv_until(ws, "live_paused", timeout=30)
+        await ws.send_json({"action": "stop"})
+        stopped, seen = await recv_until(ws, "recording_stopped")
+        seen = before + seen
+        done, _ = await recv_until(ws, "processing_complete")
+    assert "stopped" in paused["reason"] and "off for the rest" in paused["reason"]
+    assert stopped["chunks_received"] == -(-len(pcm) // chunk)
+    assert [m["chunks_received"] for m in seen if m["type"] == "progress"] == [100]
+    assert stopped["live_run_id"] is None and "supersedes" not in done
+    assert await recorded_pcm(srv, started["session_id"]) == pcm
+    assert (await get(f"{srv.url}/api/sessions/{started['session_id']}"))["status"] == "completed"
+    await wait_no_live(srv)
+
+
+async def test_compressed_audio_resumed_continues_the_live_session(
+        live_server: LocalServer, speech_dir: Path) -> None:
+    """WebM/Opus decoded by the live worker as it arrives; a dropped connection resumed
+    within the linger time continues the same live session (indexes go on), and the one
+    live run covers both parts."""
+    srv = live_server
+    await wait_no_live(srv)
+    webm = (speech_dir / "speech.webm").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "input_format": "webm", "live_results": True})
+            started = await recv(ws)
+            sid = started["session_id"]
+            for i in range(0, len(webm), 4000):
+                await ws.send_bytes(webm[i:i + 4000])
+        # dropped: the session is interrupted; its live worker waits for a resume
+        deadline = time.monotonic() + 30
+        while (await get(f"{srv.url}/api/sessions/{sid}"))["status"] != "interrupted":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start", "input_format": "webm", "live_results": True})
+            resumed = await recv(ws)
+            assert resumed["resumed"] is True and resumed["live_results"] is True
+            for i in range(0, len(webm), 4000):
+                await ws.send_bytes(webm[i:i + 4000])
+            await ws.send_json({"action": "stop"})
+            stopped, live = await recv_until(ws, "recording_stopped", timeout=60)
+            done, after = await recv_until(ws, "processing_complete")
+            live += after
+    assert done["supersedes"] == stopped["live_run_id"]
+    run = await wait_live_run(srv, sid, stopped["live_run_id"])
+    assert run["status"] == "completed", run
+    async with aiohttp.ClientSession() as s:
+        url = f"{srv.url}/api/sessions/{sid}/transcript?format=json&run={run['id']}"
+        async with s.get(url) as r:
+            doc = json.loads(await r.read())
+    words = [w for seg in doc["segments"] for w in seg["words"]]
+    text = " ".join(w["word"] for w in words).lower()
+    assert text.count("river") + text.count("quick") >= 3, text
+    # the first part's words are there: the same live session went on over both parts
+    part = stopped["duration_seconds"] / 2
+    assert words[0]["start"] < part < words[-1]["end"] <= stopped["duration_seconds"] + 0.1
+    events = [m for m in live if m["type"] in LIVE_EVENTS]
+    finals = [m for m in events if m["type"] == "transcript_final"]
+    check_live_sequence(events, finals[0]["words"][0]["index"] if finals else 0)
+
+
+async def test_seed_clients_see_nothing_new(live_server: LocalServer, call_pcm: bytes) -> None:
+    """Without `live_results` nothing changes: no new field, no live event, no live run."""
+    srv = live_server
+    pcm = call_pcm[: 3 * 32000]
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+        started = await recv(ws)
+        for i in range(0, len(pcm), 4000):
+            await ws.send_bytes(pcm[i:i + 4000])
+        await ws.send_json({"action": "stop"})
+        done, seen = await recv_until(ws, "processing_complete")
+    assert set(started) == {"type", "session_id", "format", "part", "resumed"}
+    stopped = next(m for m in seen if m["type"] == "recording_stopped")
+    assert set(stopped) == {"type", "duration_seconds", "session_id", "chunks_received",
+                            "total_size_mb", "truncated"}
+    assert "supersedes" not in done
+    assert [m["type"] for m in seen] == ["recording_stopped", "processing_started",
+                                         "processing_progress", "processing_progress"]
+    runs = (await get(f"{srv.url}/api/sessions/{started['session_id']}/runs"))["runs"]
+    assert [(r["kind"], r["supersedes"]) for r in runs] == [("refined", None)]
+
+
+async def test_live_results_off_and_bad_flag(start_server: ServerFactory,
+                                             call_pcm: bytes) -> None:
+    """--max-live-sessions 0: a clear refusal, the recording intact; a non-boolean flag is
+    an invalid field."""
+    srv = start_server("--max-live-sessions", "0")
+    assert (await get(srv.url + "/api/health"))["live"] == {"active": 0, "max": 0}
+    pcm = call_pcm[: 4 * 32000]
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": "yes"})
+        bad = await recv(ws)
+        assert bad == {"type": "error", "code": 4010,
+                       "message": "'live_results' must be true or false"}
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": True})
+        started = await recv(ws)
+        paused = await recv(ws)
+        for i in range(0, len(pcm), 4000):
+            await ws.send_bytes(pcm[i:i + 4000])
+        await ws.send_json({"action": "stop"})
+        stopped, seen = await recv_until(ws, "recording_stopped")
+    assert started["live_results"] is False
+    assert paused == {"type": "live_paused", "session_id": started["session_id"],
+                      "reason": "Live results are off on this server (--max-live-sessions 0); "
+                                "recording normally"}
+    assert stopped["live_run_id"] is None and not seen
+    assert await recorded_pcm(srv, started["session_id"]) == pcm
+
+
+def test_a_store_made_before_live_runs_gets_the_kind_column(tmp_path: Path) -> None:
+    """An existing database (runs without `kind`/`supersedes`) opens with every run refined."""
+    import sqlite3
+
+    from server.sessions import SessionStore
+
+    db = sqlite3.connect(tmp_path / "workbench.sqlite3")
+    db.executescript("""
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, format TEXT NOT NULL DEFAULT 'wav',
+            duration_seconds REAL NOT NULL DEFAULT 0, bytes_received INTEGER NOT NULL DEFAULT 0,
+            chunks_received INTEGER NOT NULL DEFAULT 0, options TEXT NOT NULL DEFAULT '{}',
+            error TEXT);
+        CREATE TABLE runs (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            status TEXT NOT NULL, config TEXT NOT NULL, created_at REAL NOT NULL,
+            started_at REAL, finished_at REAL, stage TEXT, progress REAL NOT NULL DEFAULT 0,
+            error TEXT, summary TEXT NOT NULL DEFAULT '{}', attempts INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO sessions (id, status, created_at, updated_at) VALUES ('s1', 'completed', 1, 1);
+        INSERT INTO runs (id, session_id, seq, status, config, created_at)
+            VALUES ('r1', 's1', 0, 'completed', '{}', 1);
+    """)
+    db.commit()
+    db.close()
+    store = SessionStore(tmp_path)
+    try:
+        session = store.get_session("s1")
+        assert session is not None
+        run = session.runs[0].serialize()
+        assert (run["kind"], run["supersedes"]) == ("refined", None)
+        assert store.runs_in("completed")[0].id == "r1" and not store.runs_in("completed",
+                                                                              kind="live")
+    finally:
+        store.close()
+
+
+def test_a_live_run_never_moves_its_session(tmp_path: Path) -> None:
+    """The session's status follows its refined runs: a live run saved before or after
+    the refined run completes leaves it as the refined run says."""
+    from server.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        store.set_status(sid, "recording")
+        store.set_status(sid, "processing")
+        live = store.create_run(sid, {}, kind="live")
+        refined = store.create_run(sid, {}, supersedes=live.id)
+        assert (live.status, refined.status) == ("running", "queued")
+        assert [r.id for r in store.runs_in("queued", "running")] == [refined.id]
+        assert store.finish_run(refined.id, ok=True, summary={}) is True  # live still running
+        assert store.get_session(sid).status == "completed"
+        assert store.finish_run(live.id, ok=False, error="gone") is False
+        session = store.get_session(sid)
+        assert session.status == "completed" and session.error is None
+        assert [(r.kind, r.status, r.supersedes) for r in session.runs] == [
+            ("live", "failed", None), ("refined", "completed", live.id)]
+    finally:
+        store.close()
