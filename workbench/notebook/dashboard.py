@@ -59,14 +59,15 @@ class Dashboard:
         """`server`: a `Client`, a URL or a `LocalServer` (for the kernel's REST calls);
         `browser_url`: the server as the browser reaches it (default: the same URL);
         `options`: run options sent with every recording (e.g. ``num_speakers``);
-        `reference`: a `CorpusItem` to score recordings against (else runs are
-        compared with the refined run)."""
+        `reference`: a `CorpusItem` to score every recording against (e.g. a script read
+        aloud; else a session's runs are compared with its refined run)."""
         self.client = server if isinstance(server, Client) else Client(server, token=token)
         self.token = token or self.client.aio.token
         self.browser_url = (browser_url or self.client.base_url).rstrip("/")
         self.options = dict(options or {})
         self.reference = reference
-        self.references: dict[str, CorpusItem] = {}
+        self.references: dict[str, CorpusItem] = {}  # by session
+        self._next_reference: Optional[CorpusItem] = None
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="workbench-dashboard-"))
         self.events: list[dict[str, Any]] = []
         self.session_id: Optional[str] = None
@@ -112,6 +113,9 @@ class Dashboard:
         if kind == "recording_started":
             self.events = [message]
             self.session_id = message.get("session_id")
+            reference, self._next_reference = self._next_reference or self.reference, None
+            if reference is not None and self.session_id:
+                self.references[self.session_id] = reference
             self.result_title.value = (f"<i>recording session {html.escape(str(self.session_id))[:8]}"
                                        "…</i>")
         self.live.update(message)
@@ -128,14 +132,12 @@ class Dashboard:
     def play(self, audio: Union[str, os.PathLike], *, speed: float = 1.0,
              reference: Optional[CorpusItem] = None, timeout: float = 900.0) -> RecordingReport:
         """Send a file as if it were the microphone: live, at `speed` times its pace, with
-        live results, through :meth:`on_event`; returns once the result is shown."""
-        options = {**self.options, "live_results": True}
-        if reference is not None:
-            self.reference = reference
-        report = self.client.record(Path(audio), realtime=True, speed=speed, options=options,
+        live results, through :meth:`on_event`; returns once the result is shown.
+        `reference` (e.g. the `CorpusItem` the file comes from) scores this recording."""
+        self._next_reference = reference
+        report = self.client.record(Path(audio), realtime=True, speed=speed,
+                                    options=self.options, live_results=True,
                                     on_event=self.on_event)
-        if reference is not None:
-            self.references[report.session_id] = reference
         if self.last_show is not None:
             self.last_show.result(timeout=timeout)
         return report

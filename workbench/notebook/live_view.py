@@ -24,12 +24,9 @@ from typing import Any, Mapping, Optional
 import ipywidgets as w
 
 from workbench.notebook.analysis import speaker_colours
+from workbench.notebook.client import LIVE_EVENTS
 
 __all__ = ["LIVE_EVENTS", "LiveView"]
-
-LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels",
-               "diarization_update", "live_paused", "live_resumed")
-"""Server messages a `LiveView` draws."""
 
 UNKNOWN_COLOUR = "#888"
 _JOIN_GAP = 0.04  # s: same-speaker turns this close are one turn (events.DiarizationUpdate)

@@ -222,7 +222,8 @@ class Recording {
     if (!msg || typeof msg !== 'object') return;
     this.log.received.push(msg);
     this.model.send({ type: 'server', message: msg });
-    const line = describe(msg);
+    const line = msg.type === 'processing_progress' && msg.stage === this.stage ? null : describe(msg);
+    if (msg.type === 'processing_progress') this.stage = msg.stage; // one line per stage
     if (line) this.ui.say(line, msg.type === 'error' || msg.type === 'processing_failed');
     switch (msg.type) {
       case 'recording_started':
