@@ -6,7 +6,8 @@ PORT=${1:-8765}; DEMO_PORT=${2:-8866}; DATA=${3:-data}
 export HF_HUB_OFFLINE=1
 .venv/bin/python -m server --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" &
 server_pid=$!
-trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null' EXIT INT TERM
+voila_pid=
+trap 'kill $server_pid $voila_pid 2>/dev/null; wait $server_pid $voila_pid 2>/dev/null' EXIT INT TERM
 export WORKBENCH_SERVER_URL="http://127.0.0.1:$PORT"
 # the dashboard records from the microphone (no file is played)
 export WORKBENCH_DASHBOARD_PLAY=
@@ -18,4 +19,6 @@ for _ in $(seq 100); do  # the kernel reaches the server as the page opens: wait
 done
 echo "Dashboard: http://127.0.0.1:$DEMO_PORT/   Recorder page: $WORKBENCH_SERVER_URL/"
 .venv/bin/voila notebooks/dashboard.ipynb --no-browser --Voila.ip=127.0.0.1 --port="$DEMO_PORT" \
-  --Voila.port_retries=0
+  --Voila.port_retries=0 &
+voila_pid=$!
+wait $voila_pid  # in the background, so that a signal to this script reaches the trap at once
