@@ -156,8 +156,8 @@ class Dashboard:
         return comparison
 
     def _on_select(self, session_id: str) -> None:
-        if session_id != self.session_id or self.comparison is None:
-            self.last_show = self._work.submit(self.show, session_id)
+        # a session picked in the list, or one whose "process again" run has ended
+        self.last_show = self._work.submit(self.show, session_id)
 
     def url(self, session_id: str, what: str, format: str, run: Optional[str] = None) -> str:
         """A link the browser can follow to the session's audio or transcript."""
