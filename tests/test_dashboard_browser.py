@@ -121,21 +121,28 @@ def test_record_live_words_then_the_refined_transcript(
             record.click()
             page.wait_for_selector(".workbench-microphone[data-state='recording']", timeout=30_000)
             started = time.monotonic()
-            levels = []
+            levels, clock = [], set()
+
+            def look() -> None:  # the level meter and the elapsed time while recording
+                levels.append(page.get_attribute(".mic-level", "data-db") or "")
+                clock.add(page.inner_text(".mic-elapsed"))
+                time.sleep(0.5)
+
             while page.locator(".workbench-live-view .live-word").count() < 5:
                 assert time.monotonic() - started < 150, "no live words while recording"
                 assert page.get_attribute(".workbench-microphone", "data-state") == "recording"
-                levels.append(page.get_attribute(".mic-level", "data-db") or "")
-                time.sleep(0.5)
+                look()
             live_before_stop = page.locator(".workbench-live-view .live-word").all_inner_texts()
             assert page.get_attribute(".workbench-microphone", "data-state") == "recording"
             assert page.locator(".workbench-live-view .live-timeline").count() == 1
             # let the whole call play (the live view keeps growing), then Stop
-            time.sleep(max(0.0, seconds + 1.0 - (time.monotonic() - started)))
+            while time.monotonic() - started < seconds + 1.0:
+                look()
             extent = float(page.get_attribute(".live-timeline", "data-extent") or 0)
             page.click(".workbench-microphone button.mic-stop")
             recorded_for = time.monotonic() - started
             assert max(float(x) for x in levels if x) > -40, levels
+            assert len(clock) > seconds / 2, clock  # the clock ran: each reading a new time
 
             # ---- after Stop: the refined, speaker-attributed transcript in the player
             page.wait_for_selector(".dashboard-result[data-speakers]", timeout=300_000)

@@ -21,7 +21,6 @@ to ``events``, set as ``last_event`` (observe it) and handed to every
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -55,7 +54,7 @@ class Microphone(anywidget.AnyWidget):
     session_id = t.Unicode("").tag(sync=True)
     input_format = t.Unicode("").tag(sync=True)
     elapsed = t.Float(0.0).tag(sync=True)
-    level_db = t.Float(-math.inf).tag(sync=True)
+    level_db = t.Float(-120.0).tag(sync=True)  # dBFS RMS, twice a second (-120: silence)
     live_results = t.Bool(False).tag(sync=True)
     error = t.Unicode("").tag(sync=True)
     # Python only: the latest server message

@@ -189,6 +189,7 @@ class Recording {
     if (this.stream) for (const track of this.stream.getTracks()) track.stop();
     this.stream = null;
     this.ui.level(-Infinity);
+    if (this.model.get('level_db') !== -120) this.set({ level_db: -120 });
   }
 
   meter() {
