@@ -147,6 +147,9 @@ def test_record_live_words_then_the_refined_transcript(
             # ---- after Stop: the refined, speaker-attributed transcript in the player
             page.wait_for_selector(".dashboard-result[data-speakers]", timeout=300_000)
             sid = page.get_attribute(".dashboard-result", "data-session")
+            # the kernel saw the widget's state and session id (traitlets synced back)
+            page.wait_for_selector(f".dashboard-state-line[data-state='completed'][data-session='{sid}']",
+                                   timeout=30_000)
             run_id = page.get_attribute(".dashboard-result", "data-run")
             page.wait_for_selector(".workbench-player .player-word")
             shown = page.eval_on_selector_all(

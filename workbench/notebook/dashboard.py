@@ -78,6 +78,9 @@ class Dashboard:
 
         self.microphone = Microphone(self.browser_url, token=self.token, options=self.options)
         self.microphone.on_event(self.on_event)
+        self.recording_state = w.HTML()
+        self.recording_state.add_class("dashboard-state")
+        self.microphone.observe(self._on_state, names=["state", "session_id", "error"])
         self.live = LiveView()
         self.result_title = w.HTML("<i>no session yet: press Record</i>")
         self.result_title.add_class("dashboard-result-title")
@@ -89,13 +92,14 @@ class Dashboard:
         self.panel = SessionPanel(self.client, show_detail=False)
         self.panel.on_select(self._on_select)
         self.widget = w.VBox([
-            _section("Record"), self.microphone,
+            _section("Record"), self.microphone, self.recording_state,
             _section("Live"), self.live.widget,
             _section("Result"), self.result_title, self.player, self.downloads,
             self.comparison_html,
             _section("Sessions"), self.panel.sessions_box,
         ])
         self.widget.add_class("workbench-dashboard")
+        self._on_state()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -106,6 +110,17 @@ class Dashboard:
         self._work.shutdown(wait=True)
 
     # ------------------------------------------------------------------ recording
+    def _on_state(self, _change: Any = None) -> None:
+        """The microphone's traitlets as the kernel sees them (a line under the widget)."""
+        mic = self.microphone
+        error = f" · <span style='color:#b00'>{html.escape(mic.error)}</span>" if mic.error else ""
+        self.recording_state.value = (
+            f"<span class='dashboard-state-line' data-state='{html.escape(mic.state)}' "
+            f"data-session='{html.escape(mic.session_id)}' style='color:#666;font-size:85%'>"
+            f"kernel: {html.escape(mic.state)}"
+            + (f", session {html.escape(mic.session_id[:8])}" if mic.session_id else "")
+            + f"{error}</span>")
+
     def on_event(self, message: dict[str, Any]) -> None:
         """Handle one server message of the recording (from the microphone or `play`)."""
         self.events.append(message)
