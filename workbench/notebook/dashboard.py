@@ -61,6 +61,7 @@ class Dashboard:
         `options`: run options sent with every recording (e.g. ``num_speakers``);
         `reference`: a `CorpusItem` to score every recording against (e.g. a script read
         aloud; else a session's runs are compared with its refined run)."""
+        self._own_client = not isinstance(server, Client)
         self.client = server if isinstance(server, Client) else Client(server, token=token)
         self.token = token or self.client.aio.token
         self.browser_url = (browser_url or self.client.base_url).rstrip("/")
@@ -107,7 +108,12 @@ class Dashboard:
         display(self.widget)
 
     def close(self) -> None:
+        """Finish what is being shown, stop the session list's refreshes, close the client
+        the dashboard made."""
         self._work.shutdown(wait=True)
+        self.panel.stop_auto_refresh()
+        if self._own_client:
+            self.client.close()
 
     # ------------------------------------------------------------------ recording
     def _on_state(self, _change: Any = None) -> None:
