@@ -39,11 +39,16 @@ from workbench.engine.audio import (
     parse_wav_header,
 )
 
+from .finalise import signature_ok
+
 log = logging.getLogger("server.live_worker")
 
 Samples = Callable[[np.ndarray], None]
 
 POS_INTERVAL = 0.5
+# FFmpeg reading a pipe waits for more input on bytes it cannot make sense of: this much
+# fed without a sample out means the stream is not audio it can decode.
+UNDECODED_LIMIT = 1024 * 1024
 # FFmpeg demuxer per container (naming it: FFmpeg never probes client bytes as another
 # format); raw ADTS AAC declared as mp4 is read with the `aac` demuxer.
 DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
@@ -143,6 +148,7 @@ class FfmpegDecoder:
         self.out = out
         self._errors = tempfile.TemporaryFile()
         self._decoded = 0
+        self._fed = 0
         self.proc = subprocess.Popen(
             ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", demuxer,
              "-i", "pipe:0", "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE),
@@ -183,6 +189,10 @@ class FfmpegDecoder:
 
     def feed(self, data: bytes) -> None:
         self._check()
+        self._fed += len(data)
+        if self._fed > UNDECODED_LIMIT and self._decoded == 0:
+            raise AudioDecodeError(f"Audio could not be decoded for live results (no audio "
+                                   f"in the first {self._fed // 1024} KiB)")
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(data)
@@ -217,6 +227,10 @@ class StreamDecoder:
         self._inner: Any = None
 
     def _open(self, head: bytes) -> Any:
+        if self.container not in (None, "wav", "pcm_s16le") and not signature_ok(
+                head, self.container):
+            raise AudioDecodeError(f"Audio could not be decoded for live results: the bytes "
+                                   f"are not {self.container} (the declared input_format)")
         container = self.container or detect_container(head)
         if container == "pcm_s16le":
             return PcmDecoder(self.out, self.sample_rate, self.channels)
@@ -230,8 +244,8 @@ class StreamDecoder:
     def feed(self, data: bytes) -> None:
         if self._inner is None:
             self._head += data
-            if len(self._head) < 64 and self.container is None:
-                return  # detection needs the first bytes
+            if len(self._head) < 64 and self.container not in ("pcm_s16le", "wav"):
+                return  # detection and the signature check need the first bytes
             self._inner = self._open(self._head)
             data, self._head = self._head, b""
         self._inner.feed(data)

@@ -333,6 +333,30 @@ async def test_compressed_audio_resumed_continues_the_live_session(
     check_live_sequence(events, finals[0]["words"][0]["index"] if finals else 0)
 
 
+async def test_an_undecodable_stream_ends_live_results_not_the_recording(
+        live_server: LocalServer) -> None:
+    """Bytes that are not the declared WebM: the live worker says so (live results off),
+    every byte is still kept, and `stop` reports the undecodable audio as always."""
+    srv = live_server
+    await wait_no_live(srv)
+    junk = np.random.default_rng(2).integers(0, 256, 80000, dtype=np.uint8).tobytes()
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "webm", "live_results": True})
+        started = await recv(ws)
+        for i in range(0, len(junk), 4000):
+            await ws.send_bytes(junk[i:i + 4000])
+        paused, before = await recv_until(ws, "live_paused", timeout=120)
+        await ws.send_json({"action": "stop"})
+        stopped, _ = await recv_until(ws, "recording_stopped")
+        undecodable, _ = await recv_until(ws, "error")
+    assert started["live_results"] is True and not before
+    assert "could not be decoded" in paused["reason"] and "off for the rest" in paused["reason"]
+    assert stopped["live_run_id"] is None and undecodable["code"] == 4008
+    session = await get(f"{srv.url}/api/sessions/{started['session_id']}")
+    assert session["status"] == "failed" and session["bytes_received"] == len(junk)
+    await wait_no_live(srv)
+
+
 async def test_seed_clients_see_nothing_new(live_server: LocalServer, call_pcm: bytes) -> None:
     """Without `live_results` nothing changes: no new field, no live event, no live run."""
     srv = live_server
