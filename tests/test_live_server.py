@@ -384,7 +384,7 @@ async def test_live_results_off_and_bad_flag(start_server: ServerFactory,
     """--max-live-sessions 0: a clear refusal, the recording intact; a non-boolean flag is
     an invalid field."""
     srv = start_server("--max-live-sessions", "0")
-    assert (await get(srv.url + "/api/health"))["live"] == {"active": 0, "max": 0}
+    assert (await get(srv.url + "/api/health"))["live"] == {"active": 0, "max": 0, "warm": 0}
     pcm = call_pcm[: 4 * 32000]
     async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
         await ws.send_json({"action": "start", "input_format": "pcm_s16le",
@@ -466,3 +466,34 @@ def test_a_live_run_never_moves_its_session(tmp_path: Path) -> None:
             ("live", "failed", None), ("refined", "completed", live.id)]
     finally:
         store.close()
+
+
+async def test_a_worker_loaded_ahead_gives_words_within_seconds(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """--live-warm: a live worker waits with its models loaded, so a short utterance
+    streamed in real time has committed words before stop (a worker started at `start`
+    spends longer than the utterance loading its models on this machine)."""
+    srv = start_server("--max-live-sessions", "1", "--live-warm")
+    deadline = time.monotonic() + 180
+    while (await get(srv.url + "/api/health"))["live"] != {"active": 0, "max": 1, "warm": 1}:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        await asyncio.sleep(0.5)
+    pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(3 * 32000)  # + 3 s of silence
+    chunk = 8000  # 0.25 s
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": True})
+        started = await recv(ws)
+        assert started["live_results"] is True
+        assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), chunk)):
+            await asyncio.sleep(max(0.0, t0 + n * 0.25 - time.monotonic()))
+            await ws.send_bytes(pcm[i:i + chunk])
+        # a pass may still be running on this busy machine: wait for the first word a bit
+        first, early = await recv_until(ws, "transcript_final", timeout=30)
+        await ws.send_json({"action": "stop"})
+        stopped, _ = await recv_until(ws, "recording_stopped")
+    assert not [m for m in early if m["type"] == "live_paused"]
+    assert first["words"][0]["index"] == 0 and first["words"][0]["start"] < 3.0
+    assert isinstance(stopped["live_run_id"], str)
