@@ -333,6 +333,30 @@ async def test_compressed_audio_resumed_continues_the_live_session(
     check_live_sequence(events, finals[0]["words"][0]["index"] if finals else 0)
 
 
+async def test_an_undecodable_stream_ends_live_results_not_the_recording(
+        live_server: LocalServer) -> None:
+    """Bytes that are not the declared WebM: the live worker says so (live results off),
+    every byte is still kept, and `stop` reports the undecodable audio as always."""
+    srv = live_server
+    await wait_no_live(srv)
+    junk = np.random.default_rng(2).integers(0, 256, 80000, dtype=np.uint8).tobytes()
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "webm", "live_results": True})
+        started = await recv(ws)
+        for i in range(0, len(junk), 4000):
+            await ws.send_bytes(junk[i:i + 4000])
+        paused, before = await recv_until(ws, "live_paused", timeout=120)
+        await ws.send_json({"action": "stop"})
+        stopped, _ = await recv_until(ws, "recording_stopped")
+        undecodable, _ = await recv_until(ws, "error")
+    assert started["live_results"] is True and not before
+    assert "could not be decoded" in paused["reason"] and "off for the rest" in paused["reason"]
+    assert stopped["live_run_id"] is None and undecodable["code"] == 4008
+    session = await get(f"{srv.url}/api/sessions/{started['session_id']}")
+    assert session["status"] == "failed" and session["bytes_received"] == len(junk)
+    await wait_no_live(srv)
+
+
 async def test_seed_clients_see_nothing_new(live_server: LocalServer, call_pcm: bytes) -> None:
     """Without `live_results` nothing changes: no new field, no live event, no live run."""
     srv = live_server
@@ -360,7 +384,7 @@ async def test_live_results_off_and_bad_flag(start_server: ServerFactory,
     """--max-live-sessions 0: a clear refusal, the recording intact; a non-boolean flag is
     an invalid field."""
     srv = start_server("--max-live-sessions", "0")
-    assert (await get(srv.url + "/api/health"))["live"] == {"active": 0, "max": 0}
+    assert (await get(srv.url + "/api/health"))["live"] == {"active": 0, "max": 0, "warm": 0}
     pcm = call_pcm[: 4 * 32000]
     async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
         await ws.send_json({"action": "start", "input_format": "pcm_s16le",
@@ -442,3 +466,34 @@ def test_a_live_run_never_moves_its_session(tmp_path: Path) -> None:
             ("live", "failed", None), ("refined", "completed", live.id)]
     finally:
         store.close()
+
+
+async def test_a_worker_loaded_ahead_gives_words_within_seconds(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """--live-warm: a live worker waits with its models loaded, so a short utterance
+    streamed in real time has committed words before stop (a worker started at `start`
+    spends longer than the utterance loading its models on this machine)."""
+    srv = start_server("--max-live-sessions", "1", "--live-warm")
+    deadline = time.monotonic() + 180
+    while (await get(srv.url + "/api/health"))["live"] != {"active": 0, "max": 1, "warm": 1}:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        await asyncio.sleep(0.5)
+    pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(3 * 32000)  # + 3 s of silence
+    chunk = 8000  # 0.25 s
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": True})
+        started = await recv(ws)
+        assert started["live_results"] is True
+        assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), chunk)):
+            await asyncio.sleep(max(0.0, t0 + n * 0.25 - time.monotonic()))
+            await ws.send_bytes(pcm[i:i + chunk])
+        # a pass may still be running on this busy machine: wait for the first word a bit
+        first, early = await recv_until(ws, "transcript_final", timeout=30)
+        await ws.send_json({"action": "stop"})
+        stopped, _ = await recv_until(ws, "recording_stopped")
+    assert not [m for m in early if m["type"] == "live_paused"]
+    assert first["words"][0]["index"] == 0 and first["words"][0]["start"] < 3.0
+    assert isinstance(stopped["live_run_id"], str)
