@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${1:-8765}; DEMO_PORT=${2:-8866}; DATA=${3:-data}
 export HF_HUB_OFFLINE=1
-.venv/bin/python -m server --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" &
+# --live-warm: a live worker has its models loaded before Record is pressed
+.venv/bin/python -m server --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" --live-warm &
 server_pid=$!
 voila_pid=
 trap 'kill $server_pid $voila_pid 2>/dev/null; wait $server_pid $voila_pid 2>/dev/null' EXIT INT TERM
