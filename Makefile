@@ -4,9 +4,10 @@ export HF_HUB_OFFLINE := 1
 export PYANNOTE_METRICS_ENABLED := false
 PORT ?= 8765
 LAB_PORT ?= 8888
+DEMO_PORT ?= 8866
 DATA ?= data
 
-.PHONY: run serve lab test test-fast bench bootstrap bootstrap-test
+.PHONY: run demo serve lab test test-fast bench bootstrap bootstrap-test
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -17,6 +18,10 @@ bootstrap-test:
 ## Main job: recording server + JupyterLab on notebooks/ (Ctrl-C stops both).
 run: bootstrap
 	@scripts/run.sh $(PORT) $(LAB_PORT) $(DATA)
+
+## Demo: recording server + the Voilà dashboard (notebooks/dashboard.ipynb; Ctrl-C stops both).
+demo: bootstrap
+	@scripts/demo.sh $(PORT) $(DEMO_PORT) $(DATA)
 
 ## The recording server alone.
 serve: bootstrap

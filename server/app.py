@@ -288,6 +288,7 @@ async def _on_startup(app: web.Application) -> None:
     await asyncio.to_thread(requeue_orphans, state.store, state.run_config)
     await asyncio.to_thread(fail_live_runs, state.store)
     await state.jobs.start()
+    state.live.start()
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -322,7 +323,8 @@ def create_app(config: ServerConfig) -> web.Application:
                           dask_scheduler=config.dask_scheduler,
                           pipeline=config.pipeline, log_level=config.log_level)
     state.live = LiveHub(state.store, state.notify, max_streams=config.max_live_sessions,
-                         data_dir=str(config.data_dir), log_level=config.log_level)
+                         data_dir=str(config.data_dir), log_level=config.log_level,
+                         warm=config.live_warm)
     app[STATE] = state
     app.router.add_get(routes.HEALTH, health)
     app.router.add_post(routes.SESSIONS, create_session)

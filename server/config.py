@@ -53,6 +53,8 @@ class ServerConfig:
     workers: int = 1
     # Recordings with live results at once (each one live worker process; 0: off).
     max_live_sessions: int = field(default_factory=auto_live_sessions)
+    # Keep one live worker loaded ahead of the next live recording (first words sooner).
+    live_warm: bool = False
     # A Dask scheduler address ("tcp://host:8786"): runs go to that cluster instead
     # of local worker processes (its workers must see the data directory).
     dask_scheduler: Optional[str] = None
@@ -141,6 +143,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
                    default=_env("max_live_sessions", "auto"),
                    help="recordings with live results at once ('auto': cores - 1, at least 1; "
                         "0: live results off)")
+    p.add_argument("--live-warm", action="store_true", default=_env_flag("live_warm"),
+                   help="keep one live worker with its models loaded ahead of the next "
+                        "live recording")
     p.add_argument("--dask-scheduler", default=_env("dask_scheduler", None) or None,
                    help="run processing jobs on this Dask cluster (tcp://host:port)")
     p.add_argument("--max-duration", type=float,
@@ -215,6 +220,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
         pipeline=a.pipeline,
         workers=max(1, a.workers),
         max_live_sessions=a.max_live_sessions,
+        live_warm=a.live_warm,
         dask_scheduler=a.dask_scheduler,
         progress_every=max(1, a.progress_every),
         heartbeat=a.heartbeat,

@@ -213,7 +213,10 @@ class Connection:
         self.live_results, self.live = req.live_results, None
         hub = self.state.live
         if not req.live_results:
-            await hub.end(session.id)  # a live stream waiting for a resume: save it now
+            try:  # a live stream waiting for this session's resume: save it now
+                await hub.end(session.id)
+            except Exception:
+                log.exception("Saving the live results of session %s failed", session.id)
             return None
         try:
             self.live, refusal = await hub.attach(session.id, part.input_format,
@@ -223,6 +226,22 @@ class Connection:
             refusal = (f"Live results could not start ({safe_details(exc)}); recording "
                        "normally")
         return refusal
+
+    async def _end_live(self, sid: str, interrupted: bool) -> Optional[str]:
+        """The part ended: an interrupted recording's live worker waits a while for a
+        resume; otherwise it flushes and saves the live run (its id is returned) while
+        the audio is finalised. Never raises: the recording does not depend on it."""
+        if self.live is None:
+            return None
+        self.live = None
+        try:
+            if interrupted:
+                self.state.live.detach(sid)
+                return None
+            return await self.state.live.end(sid)
+        except Exception:
+            log.exception("Ending the live results of session %s failed", sid)
+            return None
 
     # ------------------------------------------------------------------ chunks
     async def on_chunk(self, data: bytes) -> None:
@@ -286,12 +305,7 @@ class Connection:
             part = await asyncio.to_thread(writer.close)
             await asyncio.to_thread(store.update_part, sid, part, chunks_received=self.chunks,
                                     bytes_received=self.bytes)
-            if self.live is not None:
-                self.live = None
-                if interrupted:  # its worker waits a while for a resume
-                    self.state.live.detach(sid)
-                else:  # it flushes and saves the live run while the audio is finalised
-                    live_run_id = await self.state.live.end(sid)
+            live_run_id = await self._end_live(sid, interrupted)
             session = await asyncio.to_thread(store.get_session, sid)
             assert session is not None
             decode_error: Optional[str] = None

@@ -37,7 +37,8 @@ _SIGNATURES: dict[str, tuple[bytes, ...]] = {
 }
 
 
-def _signature_ok(head: bytes, container: str) -> bool:
+def signature_ok(head: bytes, container: str) -> bool:
+    """Do the first bytes of a stream declared as `container` start as that container does?"""
     detected = detect_container(head)
     if container == "mp4":
         # MP4/M4A ('ftyp' box), or raw ADTS AAC (declared as "aac").
@@ -56,7 +57,7 @@ def check_signatures(parts: list[tuple[Path, InputFormat]]) -> None:
             continue  # detected from the bytes, or decoded without FFmpeg
         with open(path, "rb") as f:
             head = f.read(64)
-        if head and not _signature_ok(head, fmt.container):
+        if head and not signature_ok(head, fmt.container):
             raise AudioDecodeError(f"Audio could not be decoded: the bytes are not "
                                    f"{fmt.container} (the declared input_format)")
 

@@ -64,12 +64,13 @@ def next_word_index(session: Session) -> int:
 class LiveStream:
     """One recording's live worker and what the server knows of its progress."""
 
-    def __init__(self, hub: "LiveHub", session_id: str, offset: float, first_index: int) -> None:
+    def __init__(self, hub: "LiveHub", session_id: Optional[str] = None, offset: float = 0.0,
+                 first_index: int = 0) -> None:
         self.hub = hub
-        self.session_id = session_id
+        self.session_id = session_id  # None: a worker started ahead (`--live-warm`)
         self.offset = offset
         self.first_index = first_index
-        self.state = "starting"  # running, lingering, finishing, off, done
+        self.state = "starting"  # spare, running, lingering, finishing, off, done
         self.paused = False
         self.loaded = False  # the worker's models are loaded
         self.ready = False  # and it has reported its position since
@@ -147,6 +148,12 @@ class LiveStream:
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
+    def assign(self, session_id: str, offset: float, first_index: int) -> None:
+        """Tell the worker which recording it serves (its first message)."""
+        self.session_id, self.offset, self.first_index = session_id, offset, first_index
+        self._outbox.put(("session", {"session_id": session_id, "offset": offset,
+                                      "first_index": first_index}))
+
     def _kill(self) -> None:
         self._outbox.put(None)
         if self.process is not None and self.process.is_alive():
@@ -187,6 +194,8 @@ class LiveStream:
 
     # ------------------------------------------------------------------ events out
     async def _say(self, message: dict[str, Any]) -> None:
+        if self.session_id is None:
+            return
         await self.hub.notify(self.session_id, {**message, "session_id": self.session_id})
 
     async def pause(self, reason: str) -> None:
@@ -332,7 +341,7 @@ class LiveHub:
     """The server's live streams, one per recording with live results, within a budget."""
 
     def __init__(self, store: SessionStore, notify: Notify, *, max_streams: int,
-                 data_dir: str, log_level: str = "INFO") -> None:
+                 data_dir: str, log_level: str = "INFO", warm: bool = False) -> None:
         self.store = store
         self.notify = notify
         self.max_streams = max_streams
@@ -343,13 +352,51 @@ class LiveHub:
         self.alive: set[LiveStream] = set()
         self.saving: "set[asyncio.Task[None]]" = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.warm = warm
+        self.spare: Optional[LiveStream] = None
+        self.closing = False
 
     def active(self) -> int:
-        """Live worker processes alive (recording, waiting for a resume, or saving)."""
-        return sum(1 for s in self.alive if s.state not in ("off", "done"))
+        """Live worker processes serving a recording (recording, waiting for a resume, or
+        saving)."""
+        return sum(1 for s in self.alive if s.session_id is not None
+                   and s.state not in ("off", "done"))
 
     def status(self) -> dict[str, int]:
-        return {"active": self.active(), "max": self.max_streams}
+        spare = self.spare is not None and self.spare.loaded and self.spare.alive()
+        return {"active": self.active(), "max": self.max_streams, "warm": int(spare)}
+
+    def start(self) -> None:
+        """At server start: keep a live worker loaded ahead when `--live-warm` asks."""
+        self.loop = asyncio.get_running_loop()
+        self._refill()
+
+    def _refill(self) -> None:
+        """Start a spare live worker (models loaded, no recording yet) when warm workers
+        are on, none is there, and the budget has room for one more live recording."""
+        if (not self.warm or self.spare is not None or self.loop is None
+                or self.loop.is_closed() or self.active() >= self.max_streams):
+            return
+        self.spare = LiveStream(self)
+        self.alive.add(self.spare)
+        task = asyncio.ensure_future(self._spawn_spare(self.spare))
+        self.saving.add(task)
+        task.add_done_callback(self.saving.discard)
+
+    async def _spawn_spare(self, stream: LiveStream) -> None:
+        try:
+            await asyncio.to_thread(stream.spawn, self._spec())
+        except Exception:
+            log.exception("A live worker could not be started ahead")
+            stream.state = "done"
+            self.stream_ended(stream)
+            return
+        stream.state = "spare"
+        stream._task = asyncio.create_task(stream.run(), name="live-spare")
+        log.info("Live worker started ahead (pid %s)", stream.process.pid)
+
+    def _spec(self) -> dict[str, Any]:
+        return {"data_dir": self.data_dir, "log_level": self.log_level, "config": {}}
 
     def refusal(self) -> Optional[str]:
         """Why a new live stream cannot start now, or None."""
@@ -378,28 +425,43 @@ class LiveHub:
         reason = self.refusal()
         if reason is not None:
             return None, reason
-        stream = LiveStream(self, session_id, offset, first_index)
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.state == "spare" and spare.alive():
+            stream = spare  # models already loaded
+            stream.assign(session_id, offset, first_index)
+        else:
+            if spare is not None:
+                spare.close()
+                self.stream_ended(spare)
+            stream = LiveStream(self, session_id, offset, first_index)
+            self.alive.add(stream)
+            try:
+                await asyncio.to_thread(stream.spawn, self._spec())
+            except BaseException:
+                stream.state = "done"
+                self.stream_ended(stream)
+                raise
+            stream.assign(session_id, offset, first_index)
+            stream._task = asyncio.create_task(stream.run(), name=f"live-{session_id}")
         self.streams[session_id] = stream
-        self.alive.add(stream)
-        spec = {"session_id": session_id, "data_dir": self.data_dir, "offset": offset,
-                "first_index": first_index, "log_level": self.log_level, "config": {}}
-        try:
-            await asyncio.to_thread(stream.spawn, spec)
-        except BaseException:
-            stream.state = "done"
-            self.stream_ended(stream)
-            raise
         stream.state = "running"
         stream.begin_part(fmt)
-        stream._task = asyncio.create_task(stream.run(), name=f"live-{session_id}")
-        log.info("Live results for session %s (worker pid %s, offset %.1f s)", session_id,
-                 stream.process.pid, offset)
+        log.info("Live results for session %s (worker pid %s%s, offset %.1f s)", session_id,
+                 stream.process.pid, ", started ahead" if stream is spare else "", offset)
+        self._refill()
         return stream, None
 
     def stream_ended(self, stream: LiveStream) -> None:
         self.alive.discard(stream)
-        if self.streams.get(stream.session_id) is stream:
+        if self.spare is stream:
+            self.spare = None
+            if not stream.loaded and self.warm:  # it could not load its models: stop trying
+                log.warning("The live worker started ahead failed; no more are started ahead")
+                self.warm = False
+        if stream.session_id is not None and self.streams.get(stream.session_id) is stream:
             self.streams.pop(stream.session_id, None)
+        if not self.closing:
+            self._refill()
 
     def detach(self, session_id: str) -> None:
         """The recording was interrupted (disconnect, idle): keep its worker for a resume."""
@@ -422,8 +484,13 @@ class LiveHub:
         return await stream.finish(self.store)
 
     async def close(self, grace: float = 10.0) -> None:
-        """Server shutdown: live runs being saved get `grace` seconds, then every live
-        worker stops (a live run left unsaved is marked failed at the next start)."""
+        """Server shutdown: the live results of recordings it interrupted are saved (as
+        at `stop`) and live runs being saved get `grace` seconds, then every live worker
+        stops (a live run left unsaved is marked failed at the next start)."""
+        self.closing = True
+        for stream in list(self.alive):
+            if stream.state == "lingering":
+                await stream.finish(self.store)
         if self.saving:
             await asyncio.wait(list(self.saving), timeout=grace)
         for stream in list(self.alive):

@@ -8,8 +8,10 @@ it saves the live `Transcript` into the live run's folder. This is the only serv
 that uses `workbench.live` (and so torch): only inside this process, never in the
 server's.
 
-Messages from the server (a pipe): ``("part", container, sample_rate, channels)`` a new
-part of the recording begins; ``("bytes", data)``; ``("finish", run_dir)`` the recording
+Messages from the server (a pipe): ``("session", {session_id, offset, first_index})``
+first (the worker loads its models before it reads it, so a worker can be started ahead
+of a recording); ``("part", container, sample_rate, channels)`` a new part of the
+recording begins; ``("bytes", data)``; ``("finish", run_dir)`` the recording
 ended: flush, save, exit; ``("close",)`` exit without saving.
 
 Messages to the server: ``("ready",)`` models loaded; ``("event", dict)`` a live event
@@ -39,11 +41,16 @@ from workbench.engine.audio import (
     parse_wav_header,
 )
 
+from .finalise import signature_ok
+
 log = logging.getLogger("server.live_worker")
 
 Samples = Callable[[np.ndarray], None]
 
 POS_INTERVAL = 0.5
+# FFmpeg reading a pipe waits for more input on bytes it cannot make sense of: this much
+# fed without a sample out means the stream is not audio it can decode.
+UNDECODED_LIMIT = 1024 * 1024
 # FFmpeg demuxer per container (naming it: FFmpeg never probes client bytes as another
 # format); raw ADTS AAC declared as mp4 is read with the `aac` demuxer.
 DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
@@ -143,6 +150,7 @@ class FfmpegDecoder:
         self.out = out
         self._errors = tempfile.TemporaryFile()
         self._decoded = 0
+        self._fed = 0
         self.proc = subprocess.Popen(
             ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", demuxer,
              "-i", "pipe:0", "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE),
@@ -183,6 +191,10 @@ class FfmpegDecoder:
 
     def feed(self, data: bytes) -> None:
         self._check()
+        self._fed += len(data)
+        if self._fed > UNDECODED_LIMIT and self._decoded == 0:
+            raise AudioDecodeError(f"Audio could not be decoded for live results (no audio "
+                                   f"in the first {self._fed // 1024} KiB)")
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(data)
@@ -217,6 +229,10 @@ class StreamDecoder:
         self._inner: Any = None
 
     def _open(self, head: bytes) -> Any:
+        if self.container not in (None, "wav", "pcm_s16le") and not signature_ok(
+                head, self.container):
+            raise AudioDecodeError(f"Audio could not be decoded for live results: the bytes "
+                                   f"are not {self.container} (the declared input_format)")
         container = self.container or detect_container(head)
         if container == "pcm_s16le":
             return PcmDecoder(self.out, self.sample_rate, self.channels)
@@ -230,8 +246,8 @@ class StreamDecoder:
     def feed(self, data: bytes) -> None:
         if self._inner is None:
             self._head += data
-            if len(self._head) < 64 and self.container is None:
-                return  # detection needs the first bytes
+            if len(self._head) < 64 and self.container not in ("pcm_s16le", "wav"):
+                return  # detection and the signature check need the first bytes
             self._inner = self._open(self._head)
             data, self._head = self._head, b""
         self._inner.feed(data)
@@ -308,9 +324,9 @@ class _Outbox:
 
 def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None:
     """Entry point of a live worker process (see the module docstring). ``spec``:
-    ``session_id``, ``data_dir``, ``offset`` (seconds of the recording before this live
-    session), ``first_index`` (words committed before it), ``log_level``, ``config``
-    (`workbench.live.LiveConfig` as a dict)."""
+    ``data_dir``, ``log_level``, ``config`` (`workbench.live.LiveConfig` as a dict); the
+    ``session`` message then gives ``session_id``, ``offset`` (seconds of the recording
+    before this live session) and ``first_index`` (words committed before it)."""
     logging.basicConfig(level=spec.get("log_level", "INFO"),
                         format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -319,21 +335,34 @@ def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None
     except OSError:
         pass
     outbox = _Outbox(outbox_conn)
-    offset = float(spec.get("offset", 0.0))
-    first_index = int(spec.get("first_index", 0))
     try:
-        from workbench.live import LiveConfig, LiveSession
+        from workbench.live import LiveConfig, LiveSession, load_models
 
-        session = LiveSession(
-            LiveConfig.from_dict(spec.get("config") or {}), threaded=True,
-            hook=lambda e: outbox.send(("event", shift_event(e.serialize(), offset,
-                                                             first_index))),
-            data_dir=spec["data_dir"], uri=spec["session_id"])
+        config = LiveConfig.from_dict(spec.get("config") or {})
+        models = load_models(config, spec["data_dir"])
     except Exception as exc:  # noqa: BLE001 - reported; the recording goes on
         log.exception("Live models could not be loaded")
         outbox.send(("error", f"The live models could not be loaded ({type(exc).__name__})"))
         return
     outbox.send(("ready",))
+    try:
+        kind, which = inbox.recv()
+    except (EOFError, OSError, ValueError):
+        return  # the server is gone (or stopped a worker it kept ahead)
+    if kind != "session":
+        return
+    offset = float(which.get("offset", 0.0))
+    first_index = int(which.get("first_index", 0))
+    try:
+        session = LiveSession(
+            config, threaded=True, models=models, data_dir=spec["data_dir"],
+            uri=which["session_id"],
+            hook=lambda e: outbox.send(("event", shift_event(e.serialize(), offset,
+                                                             first_index))))
+    except Exception as exc:  # noqa: BLE001
+        log.exception("The live session could not start")
+        outbox.send(("error", f"The live session could not start ({type(exc).__name__})"))
+        return
     Worker(session, inbox, outbox, offset, first_index).run()
 
 

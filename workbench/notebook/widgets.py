@@ -65,8 +65,12 @@ class SessionPanel:
     """A live session table plus stream / stop / process-again / inspect controls."""
 
     def __init__(self, client: Union[Client, str, Any], *,
-                 audio_dir: Union[str, Path, None] = None) -> None:
+                 audio_dir: Union[str, Path, None] = None, show_detail: bool = True) -> None:
+        """`show_detail=False` leaves the selected session's display to whoever listens
+        with :meth:`on_select` (the dashboard shows it its own way)."""
         self.client = client if isinstance(client, Client) else Client(client)
+        self.show_detail = show_detail
+        self._on_select: list[Any] = []
         self.sessions: list[dict[str, Any]] = []
         self.selected: Optional[str] = None
         self.recording: Optional[str] = None
@@ -105,6 +109,14 @@ class SessionPanel:
         self.process_button.on_click(lambda _: self.process_again())
         self.refresh_button.on_click(lambda _: self.refresh())
         self.session_picker.observe(self._on_pick, names="value")
+        # the session list and "process again with ...", without streaming (the dashboard's part)
+        self.sessions_box = w.VBox([
+            w.HBox([self.refresh_button, self.status]),
+            self.table,
+            w.HBox([self.session_picker]),
+            w.HBox([self.asr_model, self.num_speakers, self.threshold, self.process_button]),
+            self.progress,
+        ])
         self.widget = w.VBox([
             w.HBox([self.refresh_button, self.status]),
             self.table,
@@ -244,6 +256,11 @@ class SessionPanel:
         if change.get("new") and change["new"] != self.selected:
             self.select(change["new"])
 
+    def on_select(self, callback: Any) -> None:
+        """Call ``callback(session_id)`` whenever a session is selected (picker, a
+        finished stream or run, or :meth:`select`)."""
+        self._on_select.append(callback)
+
     def select(self, session_id: str) -> None:
         """Show a session: audio player, speaker-coloured transcript, diarization timeline."""
         self.selected = session_id
@@ -251,6 +268,10 @@ class SessionPanel:
                 o[1] for o in self.session_picker.options]:
             self.session_picker.value = session_id
         self.table.value = sessions_table_html(self.sessions, self.selected)
+        for callback in list(self._on_select):
+            callback(session_id)
+        if not self.show_detail:
+            return
         self.detail.clear_output()
         with self.detail:
             from IPython.display import HTML, display

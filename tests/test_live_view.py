@@ -1,0 +1,152 @@
+"""The live view (workbench.notebook.live_view) drawn from the real events of a live run:
+`workbench.live.stream_file` on the pyannote sample call, every event sent through JSON
+as the server sends it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from workbench.live import JobCosts, LiveConfig, stream_file
+from workbench.live.asr import StreamingASRConfig
+from workbench.live.diarization import OnlineDiarizationConfig
+from workbench.notebook.analysis import SPEAKER_COLOURS
+from workbench.notebook.live_view import LiveView
+from workbench.research.datasets import sample_call
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(900)]
+
+COSTS = JobCosts(asr_pass=1.8, diarization_step=0.2)  # deterministic lags (test_live_pipeline)
+CONFIG = LiveConfig(asr=StreamingASRConfig(),
+                    diarization=OnlineDiarizationConfig(latency=2.0, step=1.0))
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[list[dict[str, Any]], float]:
+    """The wire events of the sample call streamed live, and the audio's duration."""
+    result = stream_file(sample_call().audio, config=CONFIG, costs=COSTS)
+    events = [json.loads(json.dumps(e.serialize())) for e in result.events]
+    return events, result.duration
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1] + 0.04:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(a, b) for a, b in out]
+
+
+def _seconds(spans: list[tuple[float, float]]) -> float:
+    return sum(b - a for a, b in _union(spans))
+
+
+def test_words_speakers_and_colours_follow_the_events(run) -> None:
+    events, _ = run
+    view = LiveView()
+    view.update({"type": "recording_started", "session_id": "s1", "live_results": True})
+    expected_words: dict[int, str] = {}
+    expected_speaker: dict[int, Any] = {}
+    first_seen: list[str] = []
+    for event in events:
+        assert view.update(event) is True
+        for word in event.get("words", []):
+            if event["type"] == "transcript_final":
+                expected_words[word["index"]] = word["word"]
+            expected_speaker[word["index"]] = word["speaker"]
+        speakers = [w["speaker"] for w in event.get("words", [])]
+        speakers += [t["speaker"] for t in event.get("turns", []) + event.get("tentative", [])]
+        for speaker in speakers:
+            if speaker is not None and speaker not in first_seen:
+                first_seen.append(speaker)
+
+    assert len(expected_words) > 40  # the sample call has ~80 words
+    assert sorted(view.words) == list(range(len(expected_words)))  # indexes 0..n-1, none lost
+    assert view.text == "".join(expected_words[i] for i in sorted(expected_words)).strip()
+    assert {i: w["speaker"] for i, w in view.words.items()} == expected_speaker
+    assert sum(s is not None for s in expected_speaker.values()) > 0.9 * len(expected_speaker)
+    # colours by order of appearance, and every drawn word in its speaker's colour
+    assert view.speakers == first_seen and len(first_seen) >= 2
+    assert view.colours == {s: SPEAKER_COLOURS[i] for i, s in enumerate(first_seen)}
+    drawn = re.findall(r"<span class='live-word' data-index='(\d+)' data-speaker='([^']*)' "
+                       r"data-start='[^']*' style='color:([^']+)'>", view.html())
+    assert len(drawn) == len(expected_words)
+    for index, speaker, colour in drawn:
+        assert speaker == (expected_speaker[int(index)] or "")
+        assert colour == (view.colours[speaker] if speaker else "#888")
+
+
+def test_the_timeline_grows_with_the_audio_and_keeps_every_final_turn(run) -> None:
+    events, duration = run
+    view = LiveView()
+    extents, raw = [], defaultdict(list)
+    for event in events:
+        view.update(event)
+        extents.append(view.extent)
+        assert view.extent >= event["at"] - 1e-9
+        for turn in event.get("turns", []):
+            raw[turn["speaker"]].append((turn["start"], turn["end"]))
+        svg = re.search(r"<svg class='live-timeline' data-extent='([\d.]+)' data-turns='(\d+)'",
+                        view.html())
+        assert svg and float(svg.group(1)) == pytest.approx(max(view.extent, 1.0), abs=1e-3)
+        assert int(svg.group(2)) == len(view.turns)
+    assert extents == sorted(extents)  # never shrinks
+    # from the first second to the whole call (`at` runs on past the end while the
+    # last simulated jobs finish)
+    assert extents[0] < duration / 3
+    assert duration - 1.0 <= extents[-1] <= max(e["at"] for e in events) + 1e-9
+    # joined turns cover exactly what the events made final, speaker by speaker
+    for speaker, spans in raw.items():
+        mine = [(t["start"], t["end"]) for t in view.turns if t["speaker"] == speaker]
+        assert _seconds(mine) == pytest.approx(_seconds(spans), abs=1e-6)
+    assert len(view.turns) < sum(len(s) for s in raw.values())  # turns across updates joined
+    drawn = re.findall(r"<rect class='live-turn' data-kind='final'", view.html())
+    assert len(drawn) == len(view.turns)
+
+
+def test_words_show_before_the_audio_ends_and_the_partial_comes_and_goes(run) -> None:
+    events, duration = run
+    view = LiveView()
+    partial_shown = partial_cleared = False
+    words_midway = 0
+    for event in events:
+        view.update(event)
+        if event["at"] < duration - 5:
+            words_midway = len(view.words)
+        if event["type"] == "transcript_partial":
+            shown = "class='live-partial'" in view.html()
+            assert shown == bool(event["text"])
+            if event["text"]:
+                partial_shown = True
+                assert event["text"].replace("'", "&#x27;") in view.html()
+            elif partial_shown:
+                partial_cleared = True
+    assert words_midway > 10  # live words well before the end of the recording
+    assert partial_shown and partial_cleared
+
+
+def test_a_new_recording_resets_a_resumed_one_does_not(run) -> None:
+    events, _ = run
+    view = LiveView()
+    view.update({"type": "recording_started", "session_id": "a", "live_results": True})
+    for event in events[:len(events) // 2]:
+        view.update(event)
+    words = len(view.words)
+    assert words > 0
+    view.update({"type": "recording_started", "session_id": "a", "resumed": True,
+                 "live_results": True})
+    assert len(view.words) == words
+    view.update({"type": "live_paused", "reason": "over budget", "session_id": "a"})
+    assert "live paused: over budget" in view.html()
+    view.update({"type": "live_resumed", "session_id": "a"})
+    assert "live paused" not in view.html()
+    view.update({"type": "recording_started", "session_id": "b", "live_results": False})
+    assert view.words == {} and view.turns == [] and view.extent == 0.0
+    assert "no live results" in view.html()
+    assert view.update({"type": "progress", "chunks_received": 100}) is False

@@ -1,0 +1,248 @@
+"""The demo dashboard: record, watch words and speakers appear, then the refined result.
+
+``Dashboard(server)`` puts together, top to bottom:
+
+1. the `Microphone` widget (the browser records and streams to the server with live
+   results on);
+2. the `LiveView` of that recording (words in speaker colours, a growing timeline);
+3. once processing is complete, the refined transcript in a `TranscriptPlayer` (click
+   a word to hear it), download links for every audio and transcript format (refined
+   and live runs), and a comparison of the session's runs with DER/WER
+   (`compare_session_runs`: against the session's reference when it has one, else
+   against the refined run);
+4. the session list and "process again with …" of `SessionPanel`; picking a session or
+   finishing a run shows it in part 3.
+
+Without a microphone (a test, a notebook under nbval) :meth:`Dashboard.play` sends a
+file through the same path: the recording protocol with ``live_results``, at the
+audio's pace, every server message going to the same handler the microphone feeds.
+``notebooks/dashboard.ipynb`` only builds one and displays it; ``make demo`` serves
+that notebook with Voilà.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import html
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+from urllib.parse import quote
+
+import ipywidgets as w
+
+from workbench.engine.formats import AUDIO_FORMATS, RESULT_FORMATS
+from workbench.engine.transcript import Transcript
+from workbench.notebook.client import Client, RecordingReport, ServerError
+from workbench.notebook.comparison import RunComparison, compare_session_runs, run_label
+from workbench.notebook.live_view import LiveView
+from workbench.notebook.microphone import Microphone
+from workbench.notebook.player import TranscriptPlayer
+from workbench.notebook.widgets import SessionPanel
+from workbench.research.datasets.items import CorpusItem
+
+__all__ = ["Dashboard"]
+
+
+def _section(title: str) -> w.HTML:
+    return w.HTML(f"<h3 style='margin:.8em 0 .2em'>{html.escape(title)}</h3>")
+
+
+class Dashboard:
+    """Microphone, live view, refined result with player, downloads and comparison, sessions."""
+
+    def __init__(self, server: Union[Client, str, Any], *, browser_url: Optional[str] = None,
+                 token: Optional[str] = None, options: Optional[dict[str, Any]] = None,
+                 reference: Optional[CorpusItem] = None,
+                 work_dir: Union[str, os.PathLike, None] = None) -> None:
+        """`server`: a `Client`, a URL or a `LocalServer` (for the kernel's REST calls);
+        `browser_url`: the server as the browser reaches it (default: the same URL);
+        `options`: run options sent with every recording (e.g. ``num_speakers``);
+        `reference`: a `CorpusItem` to score every recording against (e.g. a script read
+        aloud; else a session's runs are compared with its refined run)."""
+        self._own_client = not isinstance(server, Client)
+        self.client = server if isinstance(server, Client) else Client(server, token=token)
+        self.token = token or self.client.aio.token
+        self.browser_url = (browser_url or self.client.base_url).rstrip("/")
+        self.options = dict(options or {})
+        self.reference = reference
+        self.references: dict[str, CorpusItem] = {}  # by session
+        self._next_reference: Optional[CorpusItem] = None
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="workbench-dashboard-"))
+        self.events: list[dict[str, Any]] = []
+        self.session_id: Optional[str] = None
+        self.comparison: Optional[RunComparison] = None
+        self.transcripts: dict[str, Transcript] = {}
+        self.last_show: Optional[concurrent.futures.Future[Any]] = None
+        self._work = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dashboard")
+
+        self.microphone = Microphone(self.browser_url, token=self.token, options=self.options)
+        self.microphone.on_event(self.on_event)
+        self.recording_state = w.HTML()
+        self.recording_state.add_class("dashboard-state")
+        self.microphone.observe(self._on_state, names=["state", "session_id", "error"])
+        self.live = LiveView()
+        self.result_title = w.HTML("<i>no session yet: press Record</i>")
+        self.result_title.add_class("dashboard-result-title")
+        self.player = TranscriptPlayer()
+        self.downloads = w.HTML()
+        self.downloads.add_class("dashboard-downloads")
+        self.comparison_html = w.HTML()
+        self.comparison_html.add_class("dashboard-comparison")
+        self.panel = SessionPanel(self.client, show_detail=False)
+        self.panel.on_select(self._on_select)
+        self.widget = w.VBox([
+            _section("Record"), self.microphone, self.recording_state,
+            _section("Live"), self.live.widget,
+            _section("Result"), self.result_title, self.player, self.downloads,
+            self.comparison_html,
+            _section("Sessions"), self.panel.sessions_box,
+        ])
+        self.widget.add_class("workbench-dashboard")
+        self._on_state()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def close(self) -> None:
+        """Finish what is being shown, stop the session list's refreshes, close the client
+        the dashboard made."""
+        self._work.shutdown(wait=True)
+        self.panel.stop_auto_refresh()
+        if self._own_client:
+            self.client.close()
+
+    # ------------------------------------------------------------------ recording
+    def _on_state(self, _change: Any = None) -> None:
+        """The microphone's traitlets as the kernel sees them (a line under the widget)."""
+        mic = self.microphone
+        error = f" · <span style='color:#b00'>{html.escape(mic.error)}</span>" if mic.error else ""
+        self.recording_state.value = (
+            f"<span class='dashboard-state-line' data-state='{html.escape(mic.state)}' "
+            f"data-session='{html.escape(mic.session_id)}' style='color:#666;font-size:85%'>"
+            f"kernel: {html.escape(mic.state)}"
+            + (f", session {html.escape(mic.session_id[:8])}" if mic.session_id else "")
+            + f"{error}</span>")
+
+    def on_event(self, message: dict[str, Any]) -> None:
+        """Handle one server message of the recording (from the microphone or `play`)."""
+        self.events.append(message)
+        kind = message.get("type")
+        if kind == "recording_started":
+            self.events = [message]
+            self.session_id = message.get("session_id")
+            reference, self._next_reference = self._next_reference or self.reference, None
+            if reference is not None and self.session_id:
+                self.references[self.session_id] = reference
+            self.result_title.value = (f"<i>recording session {html.escape(str(self.session_id))[:8]}"
+                                       "…</i>")
+        self.live.update(message)
+        if kind == "recording_stopped":
+            self.result_title.value = "<i>recorded; the refined run is processing…</i>"
+        elif kind == "processing_complete":
+            sid = message.get("session_id") or self.session_id
+            if sid:
+                self.last_show = self._work.submit(self._show_and_list, sid)
+        elif kind == "processing_failed":
+            self.result_title.value = (f"<span style='color:#b00'>processing failed: "
+                                       f"{html.escape(str(message.get('message')))}</span>")
+
+    def play(self, audio: Union[str, os.PathLike], *, speed: float = 1.0,
+             reference: Optional[CorpusItem] = None, timeout: float = 900.0) -> RecordingReport:
+        """Send a file as if it were the microphone: live, at `speed` times its pace, with
+        live results, through :meth:`on_event`; returns once the result is shown.
+        `reference` (e.g. the `CorpusItem` the file comes from) scores this recording."""
+        self._next_reference = reference
+        report = self.client.record(Path(audio), realtime=True, speed=speed,
+                                    options=self.options, live_results=True,
+                                    on_event=self.on_event)
+        if self.last_show is not None:
+            self.last_show.result(timeout=timeout)
+        return report
+
+    # ------------------------------------------------------------------ results
+    def _show_and_list(self, session_id: str) -> Optional[RunComparison]:
+        """Show the result at once; once the session's other runs (the live run saving
+        its result) have ended, show it again with them in the comparison."""
+        comparison = self.show(session_id)
+        pending = [r for r in self.client.runs(session_id) if r["status"] in ("queued", "running")]
+        for run in pending:
+            self.client.wait_for_run(session_id, run["id"])
+        if pending:
+            comparison = self.show(session_id)
+        self.panel.refresh()
+        return comparison
+
+    def _on_select(self, session_id: str) -> None:
+        # a session picked in the list, or one whose "process again" run has ended
+        self.last_show = self._work.submit(self.show, session_id)
+
+    def url(self, session_id: str, what: str, format: str, run: Optional[str] = None) -> str:
+        """A link the browser can follow to the session's audio or transcript."""
+        query = f"format={format}" + (f"&run={quote(run)}" if run else "")
+        if self.token:
+            query += f"&token={quote(self.token, safe='')}"
+        return f"{self.browser_url}/api/sessions/{quote(session_id)}/{what}?{query}"
+
+    def show(self, session_id: str) -> Optional[RunComparison]:
+        """Show a session's refined result: player, downloads, comparison of its runs."""
+        self.session_id = session_id
+        runs = self.client.runs(session_id)
+        completed = [r for r in runs if r["status"] == "completed"]
+        self.transcripts = {}
+        for run in completed:
+            try:
+                self.transcripts[run["id"]] = self.client.transcript(session_id, run=run["id"])
+            except ServerError:
+                continue  # a run without a transcript (renditions only)
+        refined = [r for r in completed if r["id"] in self.transcripts
+                   and (r.get("kind") or "refined") == "refined"]
+        shown = refined[-1] if refined else next(
+            (r for r in reversed(completed) if r["id"] in self.transcripts), None)
+        if shown is None:
+            self.result_title.value = f"<i>session {session_id[:8]}: no transcript yet</i>"
+            self.player.show(None, self.url(session_id, "audio", "wav"))
+            self.downloads.value = self._downloads_html(session_id, completed)
+            self.comparison_html.value = ""
+            return None
+        transcript = self.transcripts[shown["id"]]
+        self.result_title.value = (
+            f"<div class='dashboard-result' data-session='{html.escape(session_id)}' "
+            f"data-run='{html.escape(shown['id'])}' data-speakers='{len(transcript.speakers)}'>"
+            f"<b>{html.escape(run_label(shown))}</b> of session <code>{html.escape(session_id[:8])}"
+            f"</code>: {len(transcript.speakers)} speaker(s), {len(transcript.words)} words, "
+            f"{transcript.duration:.1f} s</div>")
+        self.player.show(transcript, self.url(session_id, "audio", "wav"))
+        self.downloads.value = self._downloads_html(session_id, completed)
+        self.comparison = self._compare(session_id, completed)
+        waiting = [run_label(r) for r in runs if r["status"] in ("queued", "running")]
+        note = (f"<div class='dashboard-waiting' style='color:#888'>still running: "
+                f"{html.escape(', '.join(waiting))}</div>" if waiting else "")
+        self.comparison_html.value = (self.comparison.html() if self.comparison else "") + note
+        return self.comparison
+
+    def _compare(self, session_id: str, runs: list[dict[str, Any]]) -> Optional[RunComparison]:
+        reference = self.references.get(session_id)
+        if reference is None and len(self.transcripts) < 2:
+            return None
+        audio = self.client.download(session_id, "audio", "wav",
+                                     dest=self.work_dir / session_id / "audio.wav")
+        assert isinstance(audio, Path)
+        return compare_session_runs(runs, self.transcripts, audio=audio, reference=reference,
+                                    work_dir=self.work_dir / session_id)
+
+    def _downloads_html(self, session_id: str, runs: list[dict[str, Any]]) -> str:
+        audio = " ".join(f"<a href='{html.escape(self.url(session_id, 'audio', f))}' download>{f}</a>"
+                         for f in AUDIO_FORMATS)
+        lines = [f"<div>audio: {audio}</div>"]
+        for run in runs:
+            if run["id"] not in self.transcripts:
+                continue
+            links = " ".join(
+                f"<a class='dashboard-download' href='{html.escape(self.url(session_id, 'transcript', f, run['id']))}'"
+                f" download>{f}</a>" for f in RESULT_FORMATS)
+            lines.append(f"<div>{html.escape(run_label(run))}: {links}</div>")
+        return "".join(lines)
