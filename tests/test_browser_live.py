@@ -107,6 +107,11 @@ class Expected:
 
 
 @pytest.mark.timeout(600)
+def _health(srv: LocalServer) -> dict[str, Any]:
+    with urllib.request.urlopen(srv.url + "/api/health", timeout=10) as r:
+        return json.loads(r.read())
+
+
 def test_live_view_draws_the_librarys_events(pw: Any, server: LocalServer, sweep: Path,
                                              library_events: list[dict[str, Any]]) -> None:
     kinds = {e["type"] for e in library_events}
@@ -231,7 +236,14 @@ def words_of(text: str) -> list[str]:
 def test_live_words_before_stop_then_the_refined_transcript(
         pw: Any, sample_call_48k: tuple[Path, float], tmp_path: Path) -> None:
     wav, seconds = sample_call_48k
-    srv = LocalServer(tmp_path / "data", args=["--pipeline", "full", "--max-live-sessions", "1"]).start()
+    # --live-warm: a worker waits with its models loaded, so the page is measured, not the
+    # model loading (10-50 s on a busy 2-core box, longer than the call)
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "full", "--max-live-sessions", "1",
+                                               "--live-warm"]).start()
+    deadline = time.monotonic() + 180
+    while _health(srv)["live"].get("warm") != 1:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        time.sleep(0.5)
     browser = launch(pw, wav)
     try:
         page, errors = open_page(browser, srv, live=True)
@@ -256,7 +268,6 @@ def test_live_words_before_stop_then_the_refined_transcript(
 
         shown = [w for _, w, _ in before_stop["words"]]
         assert len(shown) >= 20, (first_words_after, shown)
-        # (the first words follow the live worker's model loading: 10-50 s on a busy 2-core box)
         print(f"first live words {first_words_after:.1f} s after start; {len(shown)} words before Stop")
         assert any(s for _, _, s in before_stop["words"])  # speakers while recording
 
