@@ -47,7 +47,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
     differ only after the embeddings share them (as `workbench.tuning.sweep_configs`)."""
     import torch
 
-    from workbench.engine.diarization.diarizer import Diarizer
+    from workbench.engine.diarization.diarizer import Diarizer, retune
     from workbench.research.tuning import _embedding_key
 
     groups: dict[tuple[Any, ...], list[str]] = {}
@@ -63,14 +63,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
                  for uri, w in waveforms.items()}
         for name in names:
             config, oracle = systems[name]
-            pipeline.instantiate(config.pipeline_parameters())
-            clustering = pipeline.clustering
-            if hasattr(clustering, "group_threshold"):
-                clustering.group_threshold = config.split_threshold
-                clustering.speaker_count = config.speaker_count
-                clustering.min_active_ratio = config.clustering_min_active
-                clustering.count_min_active_ratio = config.count_min_active
-                clustering.given_count_min_active_ratio = config.given_count_min_active
+            retune(pipeline, config)
             threads = torch.get_num_threads()
             torch.set_num_threads(config.num_threads or threads)
             try:
