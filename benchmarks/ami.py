@@ -40,6 +40,9 @@ AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     # the defaults before the AMI work of issue #14, side by side
     "before-ami": (BEFORE_AMI, False),
     "before-ami-oracle-count": (BEFORE_AMI, True),
+    # one change at a time against the default
+    "binarized-count": ({"powerset_count": False}, False),
+    "overlap-bias-0.1": ({"overlap_bias": 0.1}, False),
     # the best options on train (see DiarizationConfig): they fail on development
     "train-tuned": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
                      "count_min_active": 0.15}, False),

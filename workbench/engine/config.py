@@ -267,7 +267,7 @@ class DiarizationConfig:
     # one voice where two talk at once, and missed speech in overlap is the largest part
     # of the error on AMI (see BENCHMARKS.md, "Real meetings").
     powerset_count: bool = _option(True)
-    overlap_bias: float = _option(0.1, lo=0.0, hi=1.0)
+    overlap_bias: float = _option(0.3, lo=0.0, hi=1.0)
     # Share of a 10 s window a local speaker must speak alone for its embedding to form
     # the clusters (pyannote: 0.2, i.e. 2 s); count_min_active the same for the
     # embeddings that estimate the number of speakers (None: clustering_min_active).
