@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${1:-8765}; LAB_PORT=${2:-8888}; DATA=${3:-data}
 export HF_HUB_OFFLINE=1
-.venv/bin/python -m server --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" &
+.venv/bin/python -m server --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" --live-warm &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null' EXIT INT TERM
 export WORKBENCH_SERVER_URL="http://127.0.0.1:$PORT"
