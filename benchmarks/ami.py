@@ -38,7 +38,7 @@ AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "train-tuned-oracle-count": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
                                   "count_min_active": 0.15}, True),
 }
-_COMPONENTS = ("missed", "false_alarm", "confusion", "total")
+_COMPONENTS = ("missed", "false_alarm", "confusion", "total", "missed_overlap", "overlap")
 
 
 def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
@@ -47,7 +47,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
     differ only after the embeddings share them (as `workbench.tuning.sweep_configs`)."""
     import torch
 
-    from workbench.engine.diarization.diarizer import Diarizer
+    from workbench.engine.diarization.diarizer import Diarizer, retune
     from workbench.research.tuning import _embedding_key
 
     groups: dict[tuple[Any, ...], list[str]] = {}
@@ -63,14 +63,7 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
                  for uri, w in waveforms.items()}
         for name in names:
             config, oracle = systems[name]
-            pipeline.instantiate(config.pipeline_parameters())
-            clustering = pipeline.clustering
-            if hasattr(clustering, "group_threshold"):
-                clustering.group_threshold = config.split_threshold
-                clustering.speaker_count = config.speaker_count
-                clustering.min_active_ratio = config.clustering_min_active
-                clustering.count_min_active_ratio = config.count_min_active
-                clustering.given_count_min_active_ratio = config.given_count_min_active
+            retune(pipeline, config)
             threads = torch.get_num_threads()
             torch.set_num_threads(config.num_threads or threads)
             try:
@@ -90,15 +83,45 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
     return out
 
 
+def overlap_missed(reference: Any, hypothesis: Any, uem: Any, step: float = 0.01
+                   ) -> tuple[float, float]:
+    """(missed, present) seconds of speech where two or more reference speakers talk at
+    once, inside `uem`, on a grid of `step` s: present sums the reference speakers there,
+    missed the speakers the hypothesis lacks (``max(0, reference - hypothesis)`` per
+    frame, as the missed part of DER)."""
+    import numpy as np
+
+    end = max([s.end for s in uem] + [0.0])
+    frames = int(math.ceil(end / step))
+    centres = (np.arange(frames) + 0.5) * step
+
+    def count(annotation: Any) -> Any:
+        n = np.zeros(frames, dtype=int)
+        for segment, _, _ in annotation.itertracks(yield_label=True):
+            n[(centres >= segment.start) & (centres < segment.end)] += 1
+        return n
+
+    inside = np.zeros(frames, dtype=bool)
+    for segment in uem:
+        inside |= (centres >= segment.start) & (centres < segment.end)
+    ref, hyp = count(reference), count(hypothesis)
+    overlap = inside & (ref >= 2)
+    return (float(np.maximum(ref - hyp, 0)[overlap].sum() * step),
+            float(ref[overlap].sum() * step))
+
+
 def score_item(item: Any, hypothesis: Any) -> dict[str, Any]:
-    """DER components (seconds), JER and speaker counts of one file, inside its UEM."""
+    """DER components (seconds), missed speech in overlap (seconds), JER and speaker
+    counts of one file, inside its UEM."""
     from workbench.research.metrics import diarization_error, jaccard_error_rate
 
     reference, uem = item.reference(), item.annotated()
     der = diarization_error(reference, hypothesis, uem=uem)
     jer = jaccard_error_rate(reference, hypothesis, uem=uem)
+    missed_overlap, overlap = overlap_missed(reference, hypothesis, uem)
     return {"uri": item.uri, "missed": der.missed, "false_alarm": der.false_alarm,
             "confusion": der.confusion, "total": der.total, "der": der.der,
+            "missed_overlap": missed_overlap, "overlap": overlap,
             "jer": jer.jer, "jer_speakers": jer.speaker_count,
             "ref_speakers": len(reference.labels()),
             "hyp_speakers": len(hypothesis.labels())}
@@ -113,7 +136,9 @@ def pooled(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "files": len(rows),
         "der": (sums["missed"] + sums["false_alarm"] + sums["confusion"]) / total,
-        **{f"{k}_rate": sums[k] / total for k in ("missed", "false_alarm", "confusion")},
+        **{f"{k}_rate": sums[k] / total for k in ("missed", "false_alarm", "confusion",
+                                                  "missed_overlap")},
+        "overlap_missed_share": sums["missed_overlap"] / max(sums["overlap"], 1e-9),
         **{k: round(v, 3) for k, v in sums.items()},
         "jer": (sum(r["jer"] * r["jer_speakers"] for r in rows) / pairs) if pairs else math.nan,
         "counts_right": sum(r["ref_speakers"] == r["hyp_speakers"] for r in rows),

