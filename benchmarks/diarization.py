@@ -66,6 +66,8 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     # the defaults before issue #14 (AMI): binarized count, threshold 0.25, given-count 0.1
     "before-ami": {"powerset_count": False, "clustering_threshold": 0.25,
                    "given_count_min_active": 0.1},
+    # issue #15: the recording's CAM++ frame features computed once, pooled per run
+    "once": {"embedding_passes": "once"},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),

@@ -15,7 +15,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -179,6 +179,50 @@ class CAMPPlusEmbedding(Model):
         pooling and the embedding layer); ``pool(frame_features(f))`` embeds all of `f`."""
         stats = self.campplus.xvector.stats(features[None])
         return self.campplus.xvector.dense(stats)[0]
+
+    @property
+    def feature_step(self) -> int:
+        """Samples per frame feature: two fbank shifts (CAM++ strides its TDNN by 2)."""
+        return 2 * int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+
+    def recording_features(
+        self, waveform: torch.Tensor, block: float, context: float,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> torch.Tensor:
+        """Frame features of a whole ``(1, samples)`` recording, computed once.
+
+        The recording is cut into blocks of about `block` seconds (a whole number of
+        feature steps, so that the frames of every block fall on one grid); each block
+        goes through the network with `context` seconds of audio either side (fbanks
+        mean-normalised over block and context) and keeps the frames of its own span.
+        Frame ``m`` of the result starts at sample ``m * feature_step``. Returns
+        ``(channels, ceil(fbank_frames / 2))``; `progress(done, total)` after each block.
+        """
+        samples = waveform.reshape(-1)
+        step = self.feature_step
+        shift = step // 2
+        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        num_fbank = max(0, 1 + (samples.numel() - window) // shift)
+        num_features = (num_fbank + 1) // 2
+        block_steps = max(1, round(block * self.hparams.sample_rate / step))
+        context_steps = round(context * self.hparams.sample_rate / step)
+        starts = list(range(0, num_features, block_steps))
+        out: Optional[torch.Tensor] = None
+        for b, first in enumerate(starts):
+            last = min(num_features, first + block_steps)
+            a = max(0, first - context_steps)
+            z = min(num_features, last + context_steps)
+            # fbank frames 2a .. 2z-1 need samples 2a*shift .. (2z-2)*shift + window
+            piece = samples[a * step: (2 * z - 2) * shift + window]
+            features = self.frame_features(self.compute_fbank(piece[None]))
+            if out is None:
+                out = features.new_zeros((features.shape[0], num_features))
+            out[:, first:last] = features[:, first - a: last - a]
+            if progress is not None:
+                progress(b + 1, len(starts))
+        if out is None:
+            return torch.zeros((0, 0))
+        return out
 
     def _to_fbank_frames(self, masks: torch.Tensor, num_frames: int) -> torch.Tensor:
         # (frames, n) segmentation-frame masks -> (num_frames, n) fbank-frame masks

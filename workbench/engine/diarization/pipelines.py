@@ -164,9 +164,17 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         segmentation_onset: Optional[float] = None, min_active_ratio: float = 0.2,
         count_min_active_ratio: Optional[float] = None,
         given_count_min_active_ratio: Optional[float] = None, powerset_count: bool = False,
-        overlap_bias: float = 0.0, **kwargs: Any,
+        overlap_bias: float = 0.0, embedding_passes: str = "window",
+        embedding_block: float = 10.0, embedding_context: float = 1.0, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if embedding_passes not in ("window", "once"):
+            raise ValueError("embedding_passes must be 'window' or 'once'")
+        if embedding_passes == "once" and split_threshold is None:
+            raise ValueError("embedding_passes='once' needs split_threshold (runs)")
+        self.embedding_passes = embedding_passes
+        self.embedding_block = embedding_block
+        self.embedding_context = embedding_context
         self.powerset_count = powerset_count
         self.overlap_bias = overlap_bias
         self._class_probabilities: Optional[SlidingWindowFeature] = None
@@ -295,6 +303,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             use_clean = clean.sum(axis=1) > min_frames  # (chunks, speakers)
             embedded = np.where(use_clean[:, None, :], clean, activity)
         parts = runs > 0.5
+        if self.embedding_passes == "once":
+            return self._pool_runs(file, binary_segmentations, embedded, parts, owners, hook)
         out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
         if hook is not None:
             hook("embeddings", None, total=num_chunks, completed=0)
@@ -305,6 +315,49 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                                            owners[c]).cpu().numpy()
             if hook is not None:
                 hook("embeddings", None, total=num_chunks, completed=c + 1)
+        return out
+
+
+    def _pool_runs(self, file: Any, binary_segmentations: SlidingWindowFeature,
+                   embedded: np.ndarray, parts: np.ndarray, owners: list[list[int]],
+                   hook: Any) -> np.ndarray:
+        """``embedding_passes="once"``: the recording's frame features are computed once
+        (`CAMPPlusEmbedding.recording_features`) and each run pools those of the frames
+        where it speaks (and its local speaker is embedded), as `embed_parts` does within
+        a window. A run with fewer than two feature frames gets NaN."""
+        model: CAMPPlusEmbedding = self._embedding.model_
+        num_chunks, num_frames, num_parts = parts.shape
+        out = np.full((num_chunks, num_parts, model.dimension), np.nan, dtype=np.float32)
+        waveform, sample_rate = self._audio(file)
+
+        def progress(done: int, total: int) -> None:
+            if hook is not None:
+                hook("embeddings", None, total=total, completed=done)
+
+        progress(0, 1)
+        with torch.inference_mode():
+            features = model.recording_features(
+                waveform.to(model.device), self.embedding_block, self.embedding_context,
+                progress=progress)
+        if features.numel() == 0:
+            return out
+        num_features = features.shape[1]
+        # fbank frames of a chunk, as embed_parts maps segmentation frames onto them
+        shift = model.feature_step // 2
+        window = binary_segmentations.sliding_window
+        length = int(sample_rate * model.hparams.frame_length / 1000)
+        chunk_fbank = 1 + (round(window.duration * sample_rate) - length) // shift
+        with torch.inference_mode():
+            for c in range(num_chunks):
+                first = round(window[c].start * sample_rate / shift)  # its first fbank frame
+                speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
+                runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
+                for j, owner in enumerate(owners[c]):
+                    frames = torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
+                    index = torch.unique((first + frames) // 2)
+                    index = index[index < num_features]
+                    if len(index) >= 2:
+                        out[c, j] = model.pool(features[:, index]).cpu().numpy()
         return out
 
 
