@@ -58,6 +58,15 @@ def _run_config(args: argparse.Namespace) -> Any:
     return RunConfig.from_dict(options)
 
 
+def cli_pipeline(config: Any, data_dir: Any) -> Any:
+    """The command line's `Pipeline`: its models load lazily, on first use, so that
+    decoding (and its progress line) comes first and a half that is off never loads
+    (get_pipeline, for processes that run many times, loads them at once)."""
+    from workbench.engine.pipeline import Pipeline
+
+    return Pipeline(config, data_dir=data_dir)
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     from workbench.engine.config import ConfigError
 
@@ -70,10 +79,8 @@ def _transcribe(args: argparse.Namespace) -> int:
     if not audio.exists():
         print(f"error: no such file: {audio}", file=sys.stderr)
         return 2
-    from workbench.engine.pipeline import get_pipeline
-
     progress = _Progress()
-    pipeline = get_pipeline(config, data_dir=args.data_dir)
+    pipeline = cli_pipeline(config, args.data_dir)
     transcript = pipeline(audio, hook=progress)
     progress.close()
     paths = transcript.save(args.out)
