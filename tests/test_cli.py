@@ -112,3 +112,24 @@ def test_bad_flag_values_are_refused_before_any_model_loads(two_voices: Path,
         assert proc.returncode == 2, (flags, proc.stderr[-2000:])
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "out").exists()
+
+
+class _FirstProgress(Exception):
+    """Stops a run at its first progress call."""
+
+
+def test_first_progress_comes_before_any_model_loads(two_voices: Path) -> None:
+    """The command line's pipeline loads its models on first use: decoding reports
+    progress while neither the ASR model nor the diarization models are loaded."""
+    from workbench.__main__ import cli_pipeline, transcribe_config
+
+    pipeline = cli_pipeline(transcribe_config([str(two_voices), "--out", "unused"]), "data")
+    seen: list[tuple[str, bool, bool]] = []
+
+    def hook(stage: str, completed: float, total: float) -> None:
+        seen.append((stage, pipeline._transcriber is None, pipeline._diarizer is None))
+        raise _FirstProgress
+
+    with pytest.raises(_FirstProgress):
+        pipeline(two_voices, hook=hook)
+    assert seen == [("decode", True, True)]

@@ -111,6 +111,10 @@ BAD = [
     ({"merge": {"max_pause": 0}}, "'merge.max_pause' must be > 0"),
     ({"compute_type": "int4"}, "'compute_type' must be one of"),
     ({"diarization": {"clustering_method": "kmeans"}}, "'diarization.clustering_method' must be one of"),
+    ({"diarization": {"embedding_passes": "twice"}},
+     "'diarization.embedding_passes' must be one of"),
+    ({"diarization": {"embedding_block": 0.1}}, "'diarization.embedding_block' must be >= 0.5"),
+    ({"diarization": {"embedding_context": -1}}, "'diarization.embedding_context' must be >= 0"),
     ({"asr_model": " "}, "'asr_model' must not be empty"),
     ({"language": "x" * 10000}, "'language' is too long"),
     # unknown names

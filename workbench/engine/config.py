@@ -35,7 +35,7 @@ LINKAGE_METHODS = ("average", "centroid", "complete", "median", "single", "ward"
 # how workbench.engine.diarization.clustering.RunClustering picks the number of speakers
 SPEAKER_COUNT_RULES = ("silhouette", "threshold")
 # how often CAM++ sees each stretch of speech (workbench.engine.diarization.pipelines)
-EMBEDDING_PASSES = ("window", "once")
+EMBEDDING_PASSES = ("window", "shared", "once")
 MAX_SPEAKERS = 64
 MAX_TEXT = 1000
 
@@ -253,11 +253,15 @@ class DiarizationConfig:
     split_piece_duration: Optional[float] = _option(1.5, lo=0.0, lo_open=True, hi=3600.0)
     embedding_exclude_overlap: bool = _option(True)  # as pyannote: overlapped frames left out
     # embedding_passes "window": CAM++ runs on each local speaker of each 10 s window
-    # (each second of speech goes through it about 5 times at a 2 s step); "once": the
-    # frame features of the whole recording are computed once, in blocks of
+    # (each second of speech goes through it about 5 times at a 2 s step); "shared": only
+    # every embedding_share-th window gets those passes and the runs of the windows
+    # between pool the features of the nearest pass holding >= 90 % of their frames;
+    # "once": the frame features of the whole recording are computed once, in blocks of
     # embedding_block s with embedding_context s of audio either side, and each run
-    # pools the frames it covers (see BENCHMARKS.md, issue #15).
+    # pools the frames it covers (cheapest, but CAM++ sees ~2 s either side of a frame,
+    # so other voices leak into a run's features: see BENCHMARKS.md, issue #15).
     embedding_passes: str = _option("window", choices=EMBEDDING_PASSES)
+    embedding_share: int = _option(2, lo=1, hi=100)
     embedding_block: float = _option(10.0, lo=0.5, hi=3600.0)
     embedding_context: float = _option(1.0, lo=0.0, hi=60.0)
     # Options for real meetings, measured on the AMI excerpts (workbench.research.datasets

@@ -39,7 +39,8 @@ _EMBEDDING_FIELDS = ("segmentation_step", "segmentation_onset", "embedding_exclu
                      "split_min_gap",
                      "split_piece_duration", "embedding_batch_size",
                      "segmentation_batch_size", "device", "pipeline_path",
-                     "embedding_passes", "embedding_block", "embedding_context")
+                     "embedding_passes", "embedding_share", "embedding_block",
+                     "embedding_context")
 
 
 def _embedding_key(config: DiarizationConfig) -> tuple[Any, ...]:

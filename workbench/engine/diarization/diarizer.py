@@ -236,6 +236,7 @@ class Diarizer:
             embedding_passes=config.embedding_passes,
             embedding_block=config.embedding_block,
             embedding_context=config.embedding_context,
+            embedding_share=config.embedding_share,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
             embedding=CAMPPlusEmbedding.from_state_dict_file(),

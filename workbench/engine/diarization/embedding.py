@@ -242,24 +242,49 @@ class CAMPPlusEmbedding(Model):
         frame features over the part's frames; it is NaN when fewer than two feature
         frames (40 ms) remain. Returns ``(parts, dimension)``.
         """
-        fbank = self.compute_fbank(waveform.reshape(1, -1))
-        num_frames = fbank.shape[0]
-        speaker_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(speakers)), num_frames)
-        part_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(parts)), num_frames)
+        passes = self.speaker_passes(waveform, speakers, owners)
+        part_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(parts)),
+                                             self.num_fbank_frames(waveform.shape[-1]))
         out = torch.full((part_frames.shape[1], self.dimension), math.nan)
-        for k in dict.fromkeys(owners):
-            selected = speaker_frames[:, k]
-            if not selected.any():
-                continue
-            features = self.frame_features(fbank[selected])
-            position = torch.cumsum(selected.long(), 0) - 1  # fbank frame -> selected index
-            for j, owner in enumerate(owners):
-                if owner != k:
-                    continue
-                index = torch.unique(position[part_frames[:, j] & selected] // 2)
-                if len(index) >= 2:
-                    out[j] = self.pool(features[:, index])
+        for j, owner in enumerate(owners):
+            if owner in passes:
+                selected, features = passes[owner]
+                out[j] = self.pool_frames(selected, features, part_frames[:, j])
         return out
+
+    def num_fbank_frames(self, num_samples: int) -> int:
+        """Fbank frames of `num_samples` samples (kaldi's snip_edges)."""
+        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        shift = int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+        return max(0, 1 + (num_samples - window) // shift)
+
+    def speaker_passes(
+        self, waveform: torch.Tensor, speakers: np.ndarray, owners: Optional[list[int]] = None,
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """One network pass per speaker of a chunk (those in `owners`, default all): the
+        frame features of that speaker's frames alone, mean-normalised over them.
+
+        Returns ``{speaker: (selected, features)}``: the ``(fbank_frames,)`` mask of the
+        frames that went in and their ``(channels, ceil(selected / 2))`` features."""
+        fbank = self.compute_fbank(waveform.reshape(1, -1))
+        speaker_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(speakers)),
+                                               fbank.shape[0])
+        out = {}
+        for k in dict.fromkeys(range(speaker_frames.shape[1]) if owners is None else owners):
+            selected = speaker_frames[:, k]
+            if selected.any():
+                out[k] = (selected, self.frame_features(fbank[selected]))
+        return out
+
+    def pool_frames(self, selected: torch.Tensor, features: torch.Tensor,
+                    frames: torch.Tensor) -> torch.Tensor:
+        """The embedding of the selected `frames` (a fbank-frame mask) of one speaker pass
+        (`speaker_passes`); NaN when fewer than two feature frames (40 ms) remain."""
+        position = torch.cumsum(selected.long(), 0) - 1  # fbank frame -> selected index
+        index = torch.unique(position[frames & selected] // 2)
+        if len(index) < 2:
+            return torch.full((self.dimension,), math.nan)
+        return self.pool(features[:, index])
 
     def forward(
         self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None

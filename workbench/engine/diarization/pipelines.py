@@ -165,13 +165,15 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         count_min_active_ratio: Optional[float] = None,
         given_count_min_active_ratio: Optional[float] = None, powerset_count: bool = False,
         overlap_bias: float = 0.0, embedding_passes: str = "window",
-        embedding_block: float = 10.0, embedding_context: float = 1.0, **kwargs: Any,
+        embedding_block: float = 10.0, embedding_context: float = 1.0,
+        embedding_share: int = 2, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if embedding_passes not in ("window", "once"):
-            raise ValueError("embedding_passes must be 'window' or 'once'")
-        if embedding_passes == "once" and split_threshold is None:
-            raise ValueError("embedding_passes='once' needs split_threshold (runs)")
+        if embedding_passes not in ("window", "shared", "once"):
+            raise ValueError("embedding_passes must be 'window', 'shared' or 'once'")
+        if embedding_passes != "window" and split_threshold is None:
+            raise ValueError(f"embedding_passes={embedding_passes!r} needs split_threshold")
+        self.embedding_share = embedding_share
         self.embedding_passes = embedding_passes
         self.embedding_block = embedding_block
         self.embedding_context = embedding_context
@@ -305,6 +307,9 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         parts = runs > 0.5
         if self.embedding_passes == "once":
             return self._pool_runs(file, binary_segmentations, embedded, parts, owners, hook)
+        if self.embedding_passes == "shared":
+            return self._share_passes(file, binary_segmentations, embedded, parts, owners,
+                                      hook)
         out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
         if hook is not None:
             hook("embeddings", None, total=num_chunks, completed=0)
@@ -317,6 +322,73 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                 hook("embeddings", None, total=num_chunks, completed=c + 1)
         return out
 
+
+    def _share_passes(self, file: Any, binary_segmentations: SlidingWindowFeature,
+                      embedded: np.ndarray, parts: np.ndarray, owners: list[list[int]],
+                      hook: Any) -> np.ndarray:
+        """``embedding_passes="shared"``: the network passes of every
+        `embedding_share`-th window (and the last) serve the windows between them.
+
+        As in "window", a pass is one local speaker's frames of one window alone. A run of
+        a window without passes pools the frame features of the pass, among the two
+        nearest windows with passes, that holds most of its frames, if that pass holds at
+        least `SHARE_COVERAGE` of them; otherwise its own window gets passes."""
+        model: CAMPPlusEmbedding = self._embedding.model_
+        num_chunks, num_frames, num_parts = parts.shape
+        out = np.full((num_chunks, num_parts, model.dimension), np.nan, dtype=np.float32)
+        window = binary_segmentations.sliding_window
+        sample_rate = self._embedding.sample_rate
+        shift = model.feature_step // 2
+        chunk_fbank = model.num_fbank_frames(round(window.duration * sample_rate))
+        reach = math.ceil(window.duration / window.step)  # windows that overlap one
+        stride = max(1, int(self.embedding_share))
+        computed = sorted(set(range(0, num_chunks, stride)) | {num_chunks - 1})
+        cache: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+        def first_frame(c: int) -> int:
+            return round(window[c].start * sample_rate / shift)
+
+        def passes_of(c: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+            if c not in cache:
+                waveform, _ = self._audio.crop(file, window[c], mode="pad")
+                cache[c] = model.speaker_passes(waveform.to(model.device), embedded[c])
+            return cache[c]
+
+        if hook is not None:
+            hook("embeddings", None, total=num_chunks, completed=0)
+        with torch.inference_mode():
+            for c in range(num_chunks):
+                speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
+                runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
+                donors = sorted((d for d in computed if abs(d - c) < reach),
+                                key=lambda d: (abs(d - c), d))[:2]
+                for j, owner in enumerate(owners[c]):
+                    frames = first_frame(c) + torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
+                    if len(frames) == 0:
+                        continue
+                    best: tuple[int, int, int] = (0, c, owner)
+                    for d in ([c] if c in computed else donors):
+                        local = frames - first_frame(d)
+                        local = local[(local >= 0) & (local < chunk_fbank)]
+                        for k, (selected, _) in passes_of(d).items():
+                            covered = int(selected[local].sum())
+                            if covered > best[0]:
+                                best = (covered, d, k)
+                    covered, d, k = best
+                    if covered < SHARE_COVERAGE * len(frames):
+                        d, k = c, owner
+                    if k not in passes_of(d):
+                        continue
+                    selected, features = passes_of(d)[k]
+                    mask = torch.zeros(chunk_fbank, dtype=torch.bool)
+                    local = frames - first_frame(d)
+                    mask[local[(local >= 0) & (local < chunk_fbank)]] = True
+                    out[c, j] = model.pool_frames(selected, features, mask).cpu().numpy()
+                for d in [d for d in cache if d < c - reach]:
+                    del cache[d]
+                if hook is not None:
+                    hook("embeddings", None, total=num_chunks, completed=c + 1)
+        return out
 
     def _pool_runs(self, file: Any, binary_segmentations: SlidingWindowFeature,
                    embedded: np.ndarray, parts: np.ndarray, owners: list[list[int]],
@@ -362,6 +434,9 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
+SHARE_COVERAGE = 0.9
+"""``embedding_passes="shared"``: the least share of a run's frames that a pass of a
+nearby window must hold for the run to pool that pass's features."""
 _CLASSES_CACHE = "training_cache/workbench_powerset_classes"
 
 
