@@ -68,6 +68,8 @@ SYSTEMS: dict[str, dict[str, Any]] = {
                    "given_count_min_active": 0.1},
     # issue #15: the recording's CAM++ frame features computed once, pooled per run
     "once": {"embedding_passes": "once"},
+    # issue #15: every other window's per-speaker passes serve the windows between
+    "shared": {"embedding_passes": "shared"},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),

@@ -332,7 +332,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         As in "window", a pass is one local speaker's frames of one window alone. A run of
         a window without passes pools the frame features of the pass, among the two
         nearest windows with passes, that holds most of its frames, if that pass holds at
-        least `SHARE_COVERAGE` of them; otherwise its own window gets passes."""
+        least `SHARE_COVERAGE` of them and agrees with the run's local speaker where the
+        windows overlap (`_donor`); otherwise its own window gets passes."""
         model: CAMPPlusEmbedding = self._embedding.model_
         num_chunks, num_frames, num_parts = parts.shape
         out = np.full((num_chunks, num_parts, model.dimension), np.nan, dtype=np.float32)
@@ -344,15 +345,24 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         stride = max(1, int(self.embedding_share))
         computed = sorted(set(range(0, num_chunks, stride)) | {num_chunks - 1})
         cache: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        empty: set[tuple[int, int]] = set()  # (window, local speaker) without frames
 
         def first_frame(c: int) -> int:
             return round(window[c].start * sample_rate / shift)
 
-        def passes_of(c: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-            if c not in cache:
+        def passes_of(c: int, owner: Optional[int] = None
+                      ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+            # windows with passes: every local speaker; others: the one asked for
+            wanted = list(owners[c]) if owner is None else [owner]
+            have = cache.setdefault(c, {})
+            missing = [k for k in dict.fromkeys(wanted) if k not in have and
+                       (c, k) not in empty]
+            if missing:
                 waveform, _ = self._audio.crop(file, window[c], mode="pad")
-                cache[c] = model.speaker_passes(waveform.to(model.device), embedded[c])
-            return cache[c]
+                have.update(model.speaker_passes(waveform.to(model.device), embedded[c],
+                                                 missing))
+                empty.update((c, k) for k in missing if k not in have)
+            return have
 
         if hook is not None:
             hook("embeddings", None, total=num_chunks, completed=0)
@@ -366,20 +376,14 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                     frames = first_frame(c) + torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
                     if len(frames) == 0:
                         continue
-                    best: tuple[int, int, int] = (0, c, owner)
-                    for d in ([c] if c in computed else donors):
-                        local = frames - first_frame(d)
-                        local = local[(local >= 0) & (local < chunk_fbank)]
-                        for k, (selected, _) in passes_of(d).items():
-                            covered = int(selected[local].sum())
-                            if covered > best[0]:
-                                best = (covered, d, k)
-                    covered, d, k = best
-                    if covered < SHARE_COVERAGE * len(frames):
-                        d, k = c, owner
-                    if k not in passes_of(d):
+                    d, k = c, owner
+                    if c not in computed:
+                        d, k = self._donor(frames, speakers[:, owner], first_frame(c), [
+                            (d, first_frame(d), passes_of(d)) for d in donors]) or (c, owner)
+                    passes = passes_of(d, None if d in computed else k)
+                    if k not in passes:
                         continue
-                    selected, features = passes_of(d)[k]
+                    selected, features = passes[k]
                     mask = torch.zeros(chunk_fbank, dtype=torch.bool)
                     local = frames - first_frame(d)
                     mask[local[(local >= 0) & (local < chunk_fbank)]] = True
@@ -389,6 +393,36 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                 if hook is not None:
                     hook("embeddings", None, total=num_chunks, completed=c + 1)
         return out
+
+    @staticmethod
+    def _donor(frames: torch.Tensor, speaker: torch.Tensor, first: int,
+               donors: list[tuple[int, int, dict[int, tuple[torch.Tensor, torch.Tensor]]]]
+               ) -> Optional[tuple[int, int]]:
+        """The (window, local speaker) whose pass may serve a run: it holds at least
+        `SHARE_COVERAGE` of the run's frames (absolute fbank frames `frames`) and, where
+        the two windows overlap, the same frames as the run's own local speaker (`speaker`,
+        the fbank-frame mask of its window starting at frame `first`) up to
+        `SHARE_AGREEMENT` (intersection over union), so that a pass of a window where the
+        segmentation gave this voice to a mixture serves nothing."""
+        size = len(speaker)
+        own = first + torch.nonzero(speaker)[:, 0]
+        best: Optional[tuple[float, int, int]] = None
+        for d, d_first, passes in donors:
+            local = frames - d_first
+            local = local[(local >= 0) & (local < size)]
+            lo, hi = max(first, d_first), min(first, d_first) + size
+            mine = own[(own >= lo) & (own < hi)] - d_first
+            for k, (selected, _) in passes.items():
+                covered = int(selected[local].sum())
+                if covered < SHARE_COVERAGE * len(frames):
+                    continue
+                theirs = selected[lo - d_first: hi - d_first]
+                both = int(selected[mine].sum())
+                union = len(mine) + int(theirs.sum()) - both
+                if union and both / union >= SHARE_AGREEMENT and \
+                        (best is None or covered > best[0]):
+                    best = (covered, d, k)
+        return None if best is None else best[1:]
 
     def _pool_runs(self, file: Any, binary_segmentations: SlidingWindowFeature,
                    embedded: np.ndarray, parts: np.ndarray, owners: list[list[int]],
@@ -437,6 +471,9 @@ _RUNS_CACHE = "training_cache/workbench_runs"
 SHARE_COVERAGE = 0.9
 """``embedding_passes="shared"``: the least share of a run's frames that a pass of a
 nearby window must hold for the run to pool that pass's features."""
+SHARE_AGREEMENT = 0.8
+"""``embedding_passes="shared"``: the least intersection over union, where two windows
+overlap, of a run's local speaker and the local speaker of a pass that serves it."""
 _CLASSES_CACHE = "training_cache/workbench_powerset_classes"
 
 
