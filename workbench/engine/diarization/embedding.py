@@ -212,8 +212,9 @@ class CAMPPlusEmbedding(Model):
             last = min(num_features, first + block_steps)
             a = max(0, first - context_steps)
             z = min(num_features, last + context_steps)
-            # fbank frames 2a .. 2z-1 need samples 2a*shift .. (2z-2)*shift + window
-            piece = samples[a * step: (2 * z - 2) * shift + window]
+            # fbank frames 2a .. 2z-1 need samples 2a*shift .. (2z-1)*shift + window
+            # (the recording may end a frame earlier: its features are still z - a)
+            piece = samples[a * step: (2 * z - 1) * shift + window]
             features = self.frame_features(self.compute_fbank(piece[None]))
             if out is None:
                 out = features.new_zeros((features.shape[0], num_features))
