@@ -114,6 +114,8 @@ BAD = [
     ({"diarization": {"embedding_passes": "twice"}},
      "'diarization.embedding_passes' must be one of"),
     ({"diarization": {"embedding_block": 0.1}}, "'diarization.embedding_block' must be >= 0.5"),
+    ({"diarization": {"embedding_share": 0}}, "'diarization.embedding_share' must be >= 1"),
+    ({"diarization": {"embedding_share": 1.5}}, "'diarization.embedding_share' must be an integer"),
     ({"diarization": {"embedding_context": -1}}, "'diarization.embedding_context' must be >= 0"),
     ({"asr_model": " "}, "'asr_model' must not be empty"),
     ({"language": "x" * 10000}, "'language' is too long"),
