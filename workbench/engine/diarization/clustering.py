@@ -171,8 +171,10 @@ class RunClustering(AgglomerativeClustering):
         many trained the clustering), ``speakers``; for the silhouette rule also
         ``most`` (clusters apart at the threshold), ``silhouettes`` (per candidate
         count) and ``merge_distances`` (the dendrogram's last merges, highest last); with
-        a given count ``found`` (the clusters the silhouette kept) and, with
-        `count_min_active_ratio`, ``counted_embeddings``."""
+        a given count ``found`` (the clusters the silhouette kept) and
+        ``estimate_within_given`` (whether the count estimated without it met it, and
+        the estimate's training set was kept); with `count_min_active_ratio`,
+        ``counted_embeddings``."""
 
     # ------------------------------------------------------------------ training set
 
