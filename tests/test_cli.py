@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,20 @@ def test_first_progress_comes_before_any_model_loads(two_voices: Path) -> None:
     with pytest.raises(_FirstProgress):
         pipeline(two_voices, hook=hook)
     assert seen == [("decode", True, True)]
+
+
+def test_cli_reports_decoding_before_importing_torch(two_voices: Path, tmp_path: Path) -> None:
+    """The command line decodes (and says so) before the model libraries are imported:
+    with ``-X importtime`` the decode progress comes before torch's import line."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "workbench", "transcribe", str(two_voices),
+         "--out", str(tmp_path / "out"), "--no-diarization"],
+        cwd=REPO, capture_output=True, text=True, timeout=280,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    decode = proc.stderr.find("decode")
+    torch_import = re.search(r"^import time:.*\|\s+torch$", proc.stderr, re.MULTILINE)
+    assert decode != -1 and torch_import is not None
+    assert decode < torch_import.start()
+    assert (tmp_path / "out" / "transcript.json").is_file()

@@ -79,9 +79,16 @@ def _transcribe(args: argparse.Namespace) -> int:
     if not audio.exists():
         print(f"error: no such file: {audio}", file=sys.stderr)
         return 2
+    from workbench.engine.audio import load_audio  # torch-free
+
     progress = _Progress()
+    # decode before the pipeline's libraries (torch, pyannote, CTranslate2) are imported,
+    # so that the first progress line comes within a second or so
+    progress("decode", 0, 1)
+    samples = load_audio(audio)
+    progress("decode", 1, 1)
     pipeline = cli_pipeline(config, args.data_dir)
-    transcript = pipeline(audio, hook=progress)
+    transcript = pipeline(samples, hook=progress, uri=audio.stem)
     progress.close()
     paths = transcript.save(args.out)
     s = transcript.summary()
