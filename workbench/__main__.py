@@ -58,6 +58,15 @@ def _run_config(args: argparse.Namespace) -> Any:
     return RunConfig.from_dict(options)
 
 
+def cli_pipeline(config: Any, data_dir: Any) -> Any:
+    """The command line's `Pipeline`: its models load lazily, on first use, so that
+    decoding (and its progress line) comes first and a half that is off never loads
+    (get_pipeline, for processes that run many times, loads them at once)."""
+    from workbench.engine.pipeline import Pipeline
+
+    return Pipeline(config, data_dir=data_dir)
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     from workbench.engine.config import ConfigError
 
@@ -70,11 +79,16 @@ def _transcribe(args: argparse.Namespace) -> int:
     if not audio.exists():
         print(f"error: no such file: {audio}", file=sys.stderr)
         return 2
-    from workbench.engine.pipeline import get_pipeline
+    from workbench.engine.audio import load_audio  # torch-free
 
     progress = _Progress()
-    pipeline = get_pipeline(config, data_dir=args.data_dir)
-    transcript = pipeline(audio, hook=progress)
+    # decode before the pipeline's libraries (torch, pyannote, CTranslate2) are imported,
+    # so that the first progress line comes within a second or so
+    progress("decode", 0, 1)
+    samples = load_audio(audio)
+    progress("decode", 1, 1)
+    pipeline = cli_pipeline(config, args.data_dir)
+    transcript = pipeline(samples, hook=progress, uri=audio.stem)
     progress.close()
     paths = transcript.save(args.out)
     s = transcript.summary()

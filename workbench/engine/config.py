@@ -34,6 +34,8 @@ COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int
 LINKAGE_METHODS = ("average", "centroid", "complete", "median", "single", "ward", "weighted")
 # how workbench.engine.diarization.clustering.RunClustering picks the number of speakers
 SPEAKER_COUNT_RULES = ("silhouette", "threshold")
+# how often CAM++ sees each stretch of speech (workbench.engine.diarization.pipelines)
+EMBEDDING_PASSES = ("window", "shared", "once")
 MAX_SPEAKERS = 64
 MAX_TEXT = 1000
 
@@ -252,6 +254,18 @@ class DiarizationConfig:
     split_min_gap: float = _option(0.1, lo=0.0, lo_open=True, hi=3600.0)
     split_piece_duration: Optional[float] = _option(1.5, lo=0.0, lo_open=True, hi=3600.0)
     embedding_exclude_overlap: bool = _option(True)  # as pyannote: overlapped frames left out
+    # embedding_passes "window": CAM++ runs on each local speaker of each 10 s window
+    # (each second of speech goes through it about 5 times at a 2 s step); "shared": only
+    # every embedding_share-th window gets those passes and the runs of the windows
+    # between pool the features of the nearest pass holding >= 90 % of their frames;
+    # "once": the frame features of the whole recording are computed once, in blocks of
+    # embedding_block s with embedding_context s of audio either side, and each run
+    # pools the frames it covers (cheapest, but CAM++ sees ~2 s either side of a frame,
+    # so other voices leak into a run's features: see BENCHMARKS.md, issue #15).
+    embedding_passes: str = _option("window", choices=EMBEDDING_PASSES)
+    embedding_share: int = _option(2, lo=1, hi=100)
+    embedding_block: float = _option(10.0, lo=0.5, hi=3600.0)
+    embedding_context: float = _option(1.0, lo=0.0, hi=60.0)
     # Options for real meetings, measured on the AMI excerpts (workbench.research.datasets
     # .ami; python -m benchmarks diarization --sets ami) and off by default: the best of
     # them on AMI train (onset 0.3, clustering_min_active 0.1, count_min_active 0.15:

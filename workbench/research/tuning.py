@@ -38,7 +38,9 @@ from workbench.research.metrics import diarization_error
 _EMBEDDING_FIELDS = ("segmentation_step", "segmentation_onset", "embedding_exclude_overlap",
                      "split_min_gap",
                      "split_piece_duration", "embedding_batch_size",
-                     "segmentation_batch_size", "device", "pipeline_path")
+                     "segmentation_batch_size", "device", "pipeline_path",
+                     "embedding_passes", "embedding_share", "embedding_block",
+                     "embedding_context")
 
 
 def _embedding_key(config: DiarizationConfig) -> tuple[Any, ...]:

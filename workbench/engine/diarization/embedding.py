@@ -15,7 +15,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -180,6 +180,51 @@ class CAMPPlusEmbedding(Model):
         stats = self.campplus.xvector.stats(features[None])
         return self.campplus.xvector.dense(stats)[0]
 
+    @property
+    def feature_step(self) -> int:
+        """Samples per frame feature: two fbank shifts (CAM++ strides its TDNN by 2)."""
+        return 2 * int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+
+    def recording_features(
+        self, waveform: torch.Tensor, block: float, context: float,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> torch.Tensor:
+        """Frame features of a whole ``(1, samples)`` recording, computed once.
+
+        The recording is cut into blocks of about `block` seconds (a whole number of
+        feature steps, so that the frames of every block fall on one grid); each block
+        goes through the network with `context` seconds of audio either side (fbanks
+        mean-normalised over block and context) and keeps the frames of its own span.
+        Frame ``m`` of the result starts at sample ``m * feature_step``. Returns
+        ``(channels, ceil(fbank_frames / 2))``; `progress(done, total)` after each block.
+        """
+        samples = waveform.reshape(-1)
+        step = self.feature_step
+        shift = step // 2
+        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        num_fbank = max(0, 1 + (samples.numel() - window) // shift)
+        num_features = (num_fbank + 1) // 2
+        block_steps = max(1, round(block * self.hparams.sample_rate / step))
+        context_steps = round(context * self.hparams.sample_rate / step)
+        starts = list(range(0, num_features, block_steps))
+        out: Optional[torch.Tensor] = None
+        for b, first in enumerate(starts):
+            last = min(num_features, first + block_steps)
+            a = max(0, first - context_steps)
+            z = min(num_features, last + context_steps)
+            # fbank frames 2a .. 2z-1 need samples 2a*shift .. (2z-1)*shift + window
+            # (the recording may end a frame earlier: its features are still z - a)
+            piece = samples[a * step: (2 * z - 1) * shift + window]
+            features = self.frame_features(self.compute_fbank(piece[None]))
+            if out is None:
+                out = features.new_zeros((features.shape[0], num_features))
+            out[:, first:last] = features[:, first - a: last - a]
+            if progress is not None:
+                progress(b + 1, len(starts))
+        if out is None:
+            return torch.zeros((0, 0))
+        return out
+
     def _to_fbank_frames(self, masks: torch.Tensor, num_frames: int) -> torch.Tensor:
         # (frames, n) segmentation-frame masks -> (num_frames, n) fbank-frame masks
         return F.interpolate(masks.T[None].float(), size=num_frames, mode="nearest")[0].T > 0.5
@@ -198,24 +243,49 @@ class CAMPPlusEmbedding(Model):
         frame features over the part's frames; it is NaN when fewer than two feature
         frames (40 ms) remain. Returns ``(parts, dimension)``.
         """
-        fbank = self.compute_fbank(waveform.reshape(1, -1))
-        num_frames = fbank.shape[0]
-        speaker_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(speakers)), num_frames)
-        part_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(parts)), num_frames)
+        passes = self.speaker_passes(waveform, speakers, owners)
+        part_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(parts)),
+                                             self.num_fbank_frames(waveform.shape[-1]))
         out = torch.full((part_frames.shape[1], self.dimension), math.nan)
-        for k in dict.fromkeys(owners):
-            selected = speaker_frames[:, k]
-            if not selected.any():
-                continue
-            features = self.frame_features(fbank[selected])
-            position = torch.cumsum(selected.long(), 0) - 1  # fbank frame -> selected index
-            for j, owner in enumerate(owners):
-                if owner != k:
-                    continue
-                index = torch.unique(position[part_frames[:, j] & selected] // 2)
-                if len(index) >= 2:
-                    out[j] = self.pool(features[:, index])
+        for j, owner in enumerate(owners):
+            if owner in passes:
+                selected, features = passes[owner]
+                out[j] = self.pool_frames(selected, features, part_frames[:, j])
         return out
+
+    def num_fbank_frames(self, num_samples: int) -> int:
+        """Fbank frames of `num_samples` samples (kaldi's snip_edges)."""
+        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        shift = int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+        return max(0, 1 + (num_samples - window) // shift)
+
+    def speaker_passes(
+        self, waveform: torch.Tensor, speakers: np.ndarray, owners: Optional[list[int]] = None,
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """One network pass per speaker of a chunk (those in `owners`, default all): the
+        frame features of that speaker's frames alone, mean-normalised over them.
+
+        Returns ``{speaker: (selected, features)}``: the ``(fbank_frames,)`` mask of the
+        frames that went in and their ``(channels, ceil(selected / 2))`` features."""
+        fbank = self.compute_fbank(waveform.reshape(1, -1))
+        speaker_frames = self._to_fbank_frames(torch.from_numpy(np.asarray(speakers)),
+                                               fbank.shape[0])
+        out = {}
+        for k in dict.fromkeys(range(speaker_frames.shape[1]) if owners is None else owners):
+            selected = speaker_frames[:, k]
+            if selected.any():
+                out[k] = (selected, self.frame_features(fbank[selected]))
+        return out
+
+    def pool_frames(self, selected: torch.Tensor, features: torch.Tensor,
+                    frames: torch.Tensor) -> torch.Tensor:
+        """The embedding of the selected `frames` (a fbank-frame mask) of one speaker pass
+        (`speaker_passes`); NaN when fewer than two feature frames (40 ms) remain."""
+        position = torch.cumsum(selected.long(), 0) - 1  # fbank frame -> selected index
+        index = torch.unique(position[frames & selected] // 2)
+        if len(index) < 2:
+            return torch.full((self.dimension,), math.nan)
+        return self.pool(features[:, index])
 
     def forward(
         self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None

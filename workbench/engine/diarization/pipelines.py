@@ -164,9 +164,19 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         segmentation_onset: Optional[float] = None, min_active_ratio: float = 0.2,
         count_min_active_ratio: Optional[float] = None,
         given_count_min_active_ratio: Optional[float] = None, powerset_count: bool = False,
-        overlap_bias: float = 0.0, **kwargs: Any,
+        overlap_bias: float = 0.0, embedding_passes: str = "window",
+        embedding_block: float = 10.0, embedding_context: float = 1.0,
+        embedding_share: int = 2, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if embedding_passes not in ("window", "shared", "once"):
+            raise ValueError("embedding_passes must be 'window', 'shared' or 'once'")
+        if embedding_passes != "window" and split_threshold is None:
+            raise ValueError(f"embedding_passes={embedding_passes!r} needs split_threshold")
+        self.embedding_share = embedding_share
+        self.embedding_passes = embedding_passes
+        self.embedding_block = embedding_block
+        self.embedding_context = embedding_context
         self.powerset_count = powerset_count
         self.overlap_bias = overlap_bias
         self._class_probabilities: Optional[SlidingWindowFeature] = None
@@ -295,6 +305,11 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             use_clean = clean.sum(axis=1) > min_frames  # (chunks, speakers)
             embedded = np.where(use_clean[:, None, :], clean, activity)
         parts = runs > 0.5
+        if self.embedding_passes == "once":
+            return self._pool_runs(file, binary_segmentations, embedded, parts, owners, hook)
+        if self.embedding_passes == "shared":
+            return self._share_passes(file, binary_segmentations, embedded, parts, owners,
+                                      hook)
         out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
         if hook is not None:
             hook("embeddings", None, total=num_chunks, completed=0)
@@ -308,7 +323,157 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         return out
 
 
+    def _share_passes(self, file: Any, binary_segmentations: SlidingWindowFeature,
+                      embedded: np.ndarray, parts: np.ndarray, owners: list[list[int]],
+                      hook: Any) -> np.ndarray:
+        """``embedding_passes="shared"``: the network passes of every
+        `embedding_share`-th window (and the last) serve the windows between them.
+
+        As in "window", a pass is one local speaker's frames of one window alone. A run of
+        a window without passes pools the frame features of the pass, among the two
+        nearest windows with passes, that holds most of its frames, if that pass holds at
+        least `SHARE_COVERAGE` of them and agrees with the run's local speaker where the
+        windows overlap (`_donor`); otherwise its own window gets passes."""
+        model: CAMPPlusEmbedding = self._embedding.model_
+        num_chunks, num_frames, num_parts = parts.shape
+        out = np.full((num_chunks, num_parts, model.dimension), np.nan, dtype=np.float32)
+        window = binary_segmentations.sliding_window
+        sample_rate = self._embedding.sample_rate
+        shift = model.feature_step // 2
+        chunk_fbank = model.num_fbank_frames(round(window.duration * sample_rate))
+        reach = math.ceil(window.duration / window.step)  # windows that overlap one
+        stride = max(1, int(self.embedding_share))
+        computed = sorted(set(range(0, num_chunks, stride)) | {num_chunks - 1})
+        cache: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        empty: set[tuple[int, int]] = set()  # (window, local speaker) without frames
+
+        def first_frame(c: int) -> int:
+            return round(window[c].start * sample_rate / shift)
+
+        def passes_of(c: int, owner: Optional[int] = None
+                      ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+            # windows with passes: every local speaker; others: the one asked for
+            wanted = list(owners[c]) if owner is None else [owner]
+            have = cache.setdefault(c, {})
+            missing = [k for k in dict.fromkeys(wanted) if k not in have and
+                       (c, k) not in empty]
+            if missing:
+                waveform, _ = self._audio.crop(file, window[c], mode="pad")
+                have.update(model.speaker_passes(waveform.to(model.device), embedded[c],
+                                                 missing))
+                empty.update((c, k) for k in missing if k not in have)
+            return have
+
+        if hook is not None:
+            hook("embeddings", None, total=num_chunks, completed=0)
+        with torch.inference_mode():
+            for c in range(num_chunks):
+                speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
+                runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
+                donors = sorted((d for d in computed if abs(d - c) < reach),
+                                key=lambda d: (abs(d - c), d))[:2]
+                for j, owner in enumerate(owners[c]):
+                    frames = first_frame(c) + torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
+                    if len(frames) == 0:
+                        continue
+                    d, k = c, owner
+                    if c not in computed:
+                        d, k = self._donor(frames, speakers[:, owner], first_frame(c), [
+                            (d, first_frame(d), passes_of(d)) for d in donors]) or (c, owner)
+                    passes = passes_of(d, None if d in computed else k)
+                    if k not in passes:
+                        continue
+                    selected, features = passes[k]
+                    mask = torch.zeros(chunk_fbank, dtype=torch.bool)
+                    local = frames - first_frame(d)
+                    mask[local[(local >= 0) & (local < chunk_fbank)]] = True
+                    out[c, j] = model.pool_frames(selected, features, mask).cpu().numpy()
+                for d in [d for d in cache if d < c - reach]:
+                    del cache[d]
+                if hook is not None:
+                    hook("embeddings", None, total=num_chunks, completed=c + 1)
+        return out
+
+    @staticmethod
+    def _donor(frames: torch.Tensor, speaker: torch.Tensor, first: int,
+               donors: list[tuple[int, int, dict[int, tuple[torch.Tensor, torch.Tensor]]]]
+               ) -> Optional[tuple[int, int]]:
+        """The (window, local speaker) whose pass may serve a run: it holds at least
+        `SHARE_COVERAGE` of the run's frames (absolute fbank frames `frames`) and, where
+        the two windows overlap, the same frames as the run's own local speaker (`speaker`,
+        the fbank-frame mask of its window starting at frame `first`) up to
+        `SHARE_AGREEMENT` (intersection over union), so that a pass of a window where the
+        segmentation gave this voice to a mixture serves nothing."""
+        size = len(speaker)
+        own = first + torch.nonzero(speaker)[:, 0]
+        best: Optional[tuple[float, int, int]] = None
+        for d, d_first, passes in donors:
+            local = frames - d_first
+            local = local[(local >= 0) & (local < size)]
+            lo, hi = max(first, d_first), min(first, d_first) + size
+            mine = own[(own >= lo) & (own < hi)] - d_first
+            for k, (selected, _) in passes.items():
+                covered = int(selected[local].sum())
+                if covered < SHARE_COVERAGE * len(frames):
+                    continue
+                theirs = selected[lo - d_first: hi - d_first]
+                both = int(selected[mine].sum())
+                union = len(mine) + int(theirs.sum()) - both
+                if union and both / union >= SHARE_AGREEMENT and \
+                        (best is None or covered > best[0]):
+                    best = (covered, d, k)
+        return None if best is None else best[1:]
+
+    def _pool_runs(self, file: Any, binary_segmentations: SlidingWindowFeature,
+                   embedded: np.ndarray, parts: np.ndarray, owners: list[list[int]],
+                   hook: Any) -> np.ndarray:
+        """``embedding_passes="once"``: the recording's frame features are computed once
+        (`CAMPPlusEmbedding.recording_features`) and each run pools those of the frames
+        where it speaks (and its local speaker is embedded), as `embed_parts` does within
+        a window. A run with fewer than two feature frames gets NaN."""
+        model: CAMPPlusEmbedding = self._embedding.model_
+        num_chunks, num_frames, num_parts = parts.shape
+        out = np.full((num_chunks, num_parts, model.dimension), np.nan, dtype=np.float32)
+        waveform, sample_rate = self._audio(file)
+
+        def progress(done: int, total: int) -> None:
+            if hook is not None:
+                hook("embeddings", None, total=total, completed=done)
+
+        progress(0, 1)
+        with torch.inference_mode():
+            features = model.recording_features(
+                waveform.to(model.device), self.embedding_block, self.embedding_context,
+                progress=progress)
+        if features.numel() == 0:
+            return out
+        num_features = features.shape[1]
+        # fbank frames of a chunk, as embed_parts maps segmentation frames onto them
+        shift = model.feature_step // 2
+        window = binary_segmentations.sliding_window
+        length = int(sample_rate * model.hparams.frame_length / 1000)
+        chunk_fbank = 1 + (round(window.duration * sample_rate) - length) // shift
+        with torch.inference_mode():
+            for c in range(num_chunks):
+                first = round(window[c].start * sample_rate / shift)  # its first fbank frame
+                speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
+                runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
+                for j, owner in enumerate(owners[c]):
+                    frames = torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
+                    index = torch.unique((first + frames) // 2)
+                    index = index[index < num_features]
+                    if len(index) >= 2:
+                        out[c, j] = model.pool(features[:, index]).cpu().numpy()
+        return out
+
+
 _RUNS_CACHE = "training_cache/workbench_runs"
+SHARE_COVERAGE = 0.9
+"""``embedding_passes="shared"``: the least share of a run's frames that a pass of a
+nearby window must hold for the run to pool that pass's features."""
+SHARE_AGREEMENT = 0.8
+"""``embedding_passes="shared"``: the least intersection over union, where two windows
+overlap, of a run's local speaker and the local speaker of a pass that serves it."""
 _CLASSES_CACHE = "training_cache/workbench_powerset_classes"
 
 
