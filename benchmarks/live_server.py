@@ -188,11 +188,34 @@ async def record_one(client: Any, item: Any, live: bool, chunk_seconds: float) -
             sends.append(time.monotonic())  # sent right after this yield
             yield pcm[i : i + step]
 
+    # A second socket subscribed to the session hears the live events that come after
+    # the recording's connection closes (words flushed at stop, after the refined run).
+    session_id = (await client.create_session("wav"))["id"]
+    heard: list[tuple[float, dict[str, Any]]] = []
+
+    async def listen() -> None:
+        async for event in client.events(session_id):
+            heard.append((time.monotonic(), event))
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.2)
     rec = await client.record(
-        chunks(), realtime=True, input_format="pcm_s16le", chunk_seconds=chunk_seconds,
-        options={"sample_rate": SAMPLE_RATE, "channels": 1}, live_results=live,
-        on_event=lambda e: received.append((time.monotonic(), e)))
-    return {"item": item, "pcm": pcm, "sends": sends, "received": received, "report": rec}
+        chunks(), session_id=session_id, realtime=True, input_format="pcm_s16le",
+        chunk_seconds=chunk_seconds, options={"sample_rate": SAMPLE_RATE, "channels": 1},
+        live_results=live, on_event=lambda e: received.append((time.monotonic(), e)))
+    return {"item": item, "pcm": pcm, "sends": sends, "received": received, "heard": heard,
+            "listener": listener, "report": rec}
+
+
+def merged(received: list[tuple[float, dict[str, Any]]],
+           heard: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, dict[str, Any]]]:
+    """Replies and ``recording_stopped`` from the recording's connection, live words
+    from the subscribed socket (the recording's own when the subscriber heard none)."""
+    words = ("transcript_final", "speaker_labels")
+    if not any(e.get("type") in words for _, e in heard):
+        return received
+    return sorted([x for x in received if x[1].get("type") not in words]
+                  + [x for x in heard if x[1].get("type") in words], key=lambda x: x[0])
 
 
 def _pct(values: Sequence[float], q: float) -> Optional[float]:
@@ -253,6 +276,9 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
             rec = out["report"]
             if live and rec.live_run_id:
                 await client.wait_for_run(rec.session_id, rec.live_run_id)
+        await asyncio.sleep(0.5)
+        for out in outs:
+            out["listener"].cancel()
         pids = worker_pids(server.log_path, {o["report"].session_id for o in outs})
         for _ in range(60):  # each worker exits once its run is saved: its CPU is final
             if all(_gone(pid) for pid in pids):
@@ -263,7 +289,7 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
     rows = []
     for out in outs:
         item, rec = out["item"], out["report"]
-        t = timings(out["sends"], out["received"])
+        t = timings(out["sends"], merged(out["received"], out["heard"]))
         row: dict[str, Any] = {
             "uri": item.uri, "live": live, "streams": len(items),
             "duration": round(len(out["pcm"]) / 32000, 3), "session_id": rec.session_id,

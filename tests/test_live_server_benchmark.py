@@ -96,3 +96,14 @@ def test_summary_and_table_through_live_main(tmp_path: Path,
     assert "| sample | 1 | 1.00 / 2.50 |" in out
     assert "| sample (no live) | 1 |" in out
     assert "with p95 word latency ≤ 3 s: 1." in out
+
+
+def test_merged_takes_live_words_from_the_subscriber() -> None:
+    final = {"type": "transcript_final", "words": []}
+    received = [(1.0, {"type": "progress"}), (2.0, final), (3.0, {"type": "recording_stopped"})]
+    heard = [(2.1, final), (2.9, {"type": "recording_stopped"}), (9.0, final)]
+    merged = live_server.merged(received, heard)
+    assert [(t, e["type"]) for t, e in merged] == [
+        (1.0, "progress"), (2.1, "transcript_final"), (3.0, "recording_stopped"),
+        (9.0, "transcript_final")]
+    assert live_server.merged(received, heard[1:2]) == received
