@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -270,6 +271,7 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
     from workbench.research.evaluation import score
 
     warm_wait = await wait_warm(client) if live else None
+    load = [round(x, 2) for x in os.getloadavg()]
     with LiveCpu(server.process.pid) as cpu:
         outs = await asyncio.gather(*(record_one(client, it, live, chunk_seconds) for it in items))
         for out in outs:
@@ -293,6 +295,7 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
         row: dict[str, Any] = {
             "uri": item.uri, "live": live, "streams": len(items),
             "duration": round(len(out["pcm"]) / 32000, 3), "session_id": rec.session_id,
+            "load_average": load,
             "live_results_granted": bool((rec.last("recording_started") or {})
                                          .get("live_results")),
             "paused": [e.get("reason") for _, e in out["received"]
@@ -519,6 +522,7 @@ def main(argv: Sequence[str] = ()) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     results["summary"] = summarize(results["runs"])
     results["most_streams_within_target"] = most_streams(results["summary"])
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finish(args.out, results, markdown_table(results))
     return status
 
