@@ -204,6 +204,9 @@ def markdown_table(results: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks live",
                                      description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", action="store_true",
+                        help="measure the real server instead (benchmarks.live_server; "
+                             "`live --server --help` for its flags)")
     parser.add_argument("--quick", action="store_true",
                         help="the sample call at latencies 1 and 2 s")
     parser.add_argument("--latencies", default=",".join(f"{x:g}" for x in LATENCIES))
