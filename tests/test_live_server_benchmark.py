@@ -67,7 +67,7 @@ def _run(uri: str, streams: int, live: bool, lags: list[float]) -> dict:
         row.update(word_latencies=lags, speaker_latencies=[x + 1 for x in lags],
                    word_latency_p50=lags[0], word_latency_p95=lags[-1],
                    speaker_latency_p50=lags[0] + 1, speaker_latency_p95=lags[-1] + 1,
-                   first_word_delay=3.0, words_before_stop=6, before_stop_share=0.6,
+                   first_word_delay=3.0, words_before_stop=2, before_stop_share=0.2,
                    live_wer=0.2, live_der=0.1, live_cpu_per_audio_second=0.9)
     return row
 
@@ -81,7 +81,9 @@ def test_summary_and_table_through_live_main(tmp_path: Path,
     assert summary[0]["within_target"] and not summary[1]["within_target"]
     assert summary[0]["chunk_reply_p95_ms_without"] == 15.0
     assert summary[1]["chunk_reply_p95_ms_without"] is None
-    assert summary[1]["before_stop_share"] == pytest.approx(0.6)
+    assert summary[1]["before_stop_share"] == pytest.approx(0.2)
+    # the first `words_before_stop` latencies of each run came before stop
+    assert summary[1]["word_latency_before_stop_p95"] == 4.0  # of 2, 4, 1, 3.5
     assert live_server.most_streams(summary) == 1
     results = {"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx2"],
                            "date": "2026-12-03T05:00:00+00:00",
