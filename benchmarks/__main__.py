@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, str] = {
     "accuracy": "benchmarks.accuracy",
     "diarization": "benchmarks.diarization",
     "live": "benchmarks.live",
+    # the same as `live --server`: live results through the real server, in real time
+    "live-server": "benchmarks.live_server",
 }
 
 

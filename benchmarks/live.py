@@ -20,14 +20,16 @@ diarization step instead). Figures per run:
 
 Inputs: ``sample`` (the pyannote sample call, 30 s), ``conv2`` / ``conv3`` (generated
 60 s conversations of 2 and 3 voices, cached under ``--bench-dir``) and ``ami`` (AMI
-train excerpts through `workbench.ami.ami_items`, when that module exists). ``--quick``:
-the sample call at latencies 1 and 2 s.
+train excerpts through `workbench.research.datasets.ami.ami_items`, fetched into ``data/``
+on first use; never the test subset). ``--quick``: the sample call at latencies 1 and 2 s.
+
+``--server`` measures the real server instead (streams in real time over the protocol):
+see `benchmarks.live_server`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -65,12 +67,9 @@ def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
             else:
                 items.append(generate_conversation(bench_dir, uri=uri, **GENERATED[name]))
         elif name == "ami":
-            if importlib.util.find_spec("workbench.ami") is None:
-                print("ami: workbench.ami is not there yet; skipped", flush=True)
-                continue
-            from workbench.ami import ami_items  # type: ignore[import-not-found]
+            from workbench.research.datasets.ami import ami_items
 
-            items.extend(ami_items("train"))
+            items.extend(ami_items("train", REPO_ROOT / "data"))
     return items
 
 
@@ -205,6 +204,9 @@ def markdown_table(results: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks live",
                                      description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", action="store_true",
+                        help="measure the real server instead (benchmarks.live_server; "
+                             "`live --server --help` for its flags)")
     parser.add_argument("--quick", action="store_true",
                         help="the sample call at latencies 1 and 2 s")
     parser.add_argument("--latencies", default=",".join(f"{x:g}" for x in LATENCIES))
@@ -228,6 +230,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] = ()) -> int:
+    if "--server" in argv:
+        from benchmarks import live_server
+
+        return live_server.main([a for a in argv if a != "--server"])
     args = parse_args(argv)
     if args.table:
         print(markdown_table(json.loads(args.table.read_text())))

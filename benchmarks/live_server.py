@@ -1,0 +1,539 @@
+"""Live benchmark against the real server: live results streamed in real time over the protocol.
+
+``python -m benchmarks live --server [--streams 1,2] [--inputs sample,ami-train-2]
+[--chunk-seconds 0.25] [--no-baseline] [--out benchmarks/results/live-server.json]``
+
+One fresh server (``python -m server`` on a free 127.0.0.1 port, data in a temporary
+directory removed afterwards) with ``--live-warm``, ``--max-live-sessions`` = the largest
+``--streams`` and ``--progress-every 1``. Inputs: ``sample`` (the pyannote sample call,
+30 s, RTTM and STM references) and ``ami-train-N`` (the first N AMI train excerpts of
+`workbench.research.datasets.ami`, 30 s each, RTTM; never the test subset). For each
+stream count N the inputs are recorded in groups of N at once (the last group is filled
+from the start of the list, so every group has N streams), each through
+`workbench.notebook.client` with ``live_results: true``, 16 kHz mono PCM in
+``--chunk-seconds`` chunks on real-time deadlines; every group waits for its refined runs
+and live runs before the next one starts. Figures per recording:
+
+* word latency: receive time of a word's ``transcript_final`` minus (stream start + the
+  word's end), stream start = the send of the first chunk (p50, p95);
+* speaker-label latency: the same for the message that gave the word its speaker;
+* first-word delay: receive time of the first ``transcript_final`` after the first chunk;
+* words before stop (received before ``recording_stopped``) and their share of the
+  refined run's word count;
+* WER and DER (collar 0, overlap scored; `workbench.research.evaluation.score`) of the
+  saved live run and of the refined run;
+* CPU seconds per audio second of the live worker processes (the pids the server logs
+  for the group's sessions; psutil, sampled every 0.25 s, from the group's start to the
+  workers' exit), over the group's audio seconds;
+* chunk reply latency (``progress`` reply minus the send of the chunk it counts), and the
+  same for a group of N recordings of the first input without ``live_results``
+  (``--no-baseline`` skips it): the recording must not suffer;
+* bytes lost: the session's ``part-000.raw`` and ``audio.wav`` against the sent bytes.
+
+The answer: the most concurrent live streams whose p95 word latency (pooled over the
+level's recordings) is at most 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import psutil
+
+from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, write_results
+from benchmarks.measure import percentile
+
+NAME = "live-server"
+TARGET_P95 = 3.0
+SAMPLE_EVERY = 0.25
+LIVE_NICE = 10  # server.live_worker nices itself by 10
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def parse_inputs(spec: str) -> list[str]:
+    """``sample`` and ``ami-train-N`` (1 <= N <= 10) names, validated."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for name in names:
+        if name == "sample":
+            continue
+        if name.startswith("ami-train-") and name[len("ami-train-"):].isdigit() \
+                and 1 <= int(name[len("ami-train-"):]) <= 10:
+            continue
+        raise ValueError(f"unknown input {name!r}: use sample or ami-train-N (N from 1 to 10)")
+    if not names:
+        raise ValueError("no inputs")
+    return names
+
+
+def prepare_inputs(names: Sequence[str]) -> list[Any]:
+    from workbench.research.datasets import sample_call
+    from workbench.research.datasets.ami import ami_items
+
+    items: list[Any] = []
+    for name in names:
+        if name == "sample":
+            items.append(sample_call())
+        else:
+            items.extend(ami_items("train", REPO_ROOT / "data")[: int(name.rsplit("-", 1)[1])])
+    return items
+
+
+def groups(n_items: int, streams: int) -> list[list[int]]:
+    """Indexes of the items recorded together: every item once, every group ``streams`` long."""
+    count = math.ceil(n_items / streams)
+    return [[(g * streams + k) % n_items for k in range(streams)] for g in range(count)]
+
+
+# ---------------------------------------------------------------------------- live worker CPU
+
+
+class LiveCpu:
+    """CPU seconds of the server's niced children (live workers), sampled in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.server = psutil.Process(pid)
+        self.seen: dict[int, tuple[float, float]] = {}  # pid -> (cpu at first sight, last)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        try:
+            children = self.server.children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            try:
+                if child.nice() < LIVE_NICE:
+                    continue
+                t = child.cpu_times()
+                cpu = t.user + t.system
+            except psutil.Error:
+                continue
+            first = self.seen.get(child.pid, (cpu, cpu))[0]
+            self.seen[child.pid] = (first, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY):
+            self._sample()
+
+    def __enter__(self) -> "LiveCpu":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def of(self, pids: set[int]) -> float:
+        """CPU seconds of these workers since first seen in the window."""
+        return sum(last - first for pid, (first, last) in self.seen.items() if pid in pids)
+
+
+def worker_pids(log_path: Path, session_ids: set[str]) -> set[int]:
+    """The live worker of each session, as the server logs it when live results start."""
+    found = set()
+    text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    for m in re.finditer(r"Live results for session (\S+) \(worker pid (\d+)", text):
+        if m.group(1) in session_ids:
+            found.add(int(m.group(2)))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+async def wait_warm(client: Any, timeout: float = 180.0) -> float:
+    """Seconds waited until the server has a live worker loaded ahead (``--live-warm``)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if ((await client.health()).get("live") or {}).get("warm"):
+            break
+        await asyncio.sleep(0.5)
+    return round(time.monotonic() - t0, 1)
+
+
+# ---------------------------------------------------------------------------- one recording
+
+
+async def record_one(client: Any, item: Any, live: bool, chunk_seconds: float) -> dict[str, Any]:
+    """Stream ``item`` in real time; timestamps of every chunk and reply; the report."""
+    from workbench.engine.audio import SAMPLE_RATE, decode_file, to_int16
+
+    pcm = to_int16(decode_file(item.audio)).tobytes()
+    step = int(SAMPLE_RATE * chunk_seconds) * 2
+    sends: list[float] = []
+    received: list[tuple[float, dict[str, Any]]] = []
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for i in range(0, len(pcm), step):
+            sends.append(time.monotonic())  # sent right after this yield
+            yield pcm[i : i + step]
+
+    # A second socket subscribed to the session hears the live events that come after
+    # the recording's connection closes (words flushed at stop, after the refined run).
+    session_id = (await client.create_session("wav"))["id"]
+    heard: list[tuple[float, dict[str, Any]]] = []
+
+    async def listen() -> None:
+        async for event in client.events(session_id):
+            heard.append((time.monotonic(), event))
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.2)
+    rec = await client.record(
+        chunks(), session_id=session_id, realtime=True, input_format="pcm_s16le",
+        chunk_seconds=chunk_seconds, options={"sample_rate": SAMPLE_RATE, "channels": 1},
+        live_results=live, on_event=lambda e: received.append((time.monotonic(), e)))
+    return {"item": item, "pcm": pcm, "sends": sends, "received": received, "heard": heard,
+            "listener": listener, "report": rec}
+
+
+def merged(received: list[tuple[float, dict[str, Any]]],
+           heard: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, dict[str, Any]]]:
+    """Replies and ``recording_stopped`` from the recording's connection, live words
+    from the subscribed socket (the recording's own when the subscriber heard none)."""
+    words = ("transcript_final", "speaker_labels")
+    if not any(e.get("type") in words for _, e in heard):
+        return received
+    return sorted([x for x in received if x[1].get("type") not in words]
+                  + [x for x in heard if x[1].get("type") in words], key=lambda x: x[0])
+
+
+def _pct(values: Sequence[float], q: float) -> Optional[float]:
+    p = percentile(list(values), q)
+    return None if p is None else round(p, 3)
+
+
+def _num(value: Any, digits: int = 4) -> Optional[float]:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else round(value, digits)
+
+
+def timings(sends: list[float], received: list[tuple[float, dict[str, Any]]]
+            ) -> dict[str, Any]:
+    """Word and speaker latencies, first-word delay, words before stop, chunk replies."""
+    t0 = sends[0] if sends else 0.0
+    word_lags, speaker_lags, replies = [], [], []
+    first_word = None
+    stopped_at = math.inf
+    before_stop = 0
+    labelled: set[int] = set()
+    for at, event in received:
+        kind = event.get("type")
+        if kind == "recording_stopped":
+            stopped_at = min(stopped_at, at)
+        elif kind == "progress":
+            k = int(event.get("chunks_received", 0))
+            if 1 <= k <= len(sends):
+                replies.append(at - sends[k - 1])
+        elif kind in ("transcript_final", "speaker_labels"):
+            for word in event.get("words", []):
+                end = float(word["end"])
+                if kind == "transcript_final":
+                    word_lags.append(at - t0 - end)
+                    first_word = at - t0 if first_word is None else first_word
+                    before_stop += at < stopped_at
+                if word.get("speaker") is not None and word["index"] not in labelled:
+                    labelled.add(word["index"])
+                    speaker_lags.append(at - t0 - end)
+    return {"word_latencies": word_lags, "speaker_latencies": speaker_lags,
+            "chunk_replies": replies, "first_word_delay": first_word,
+            "words_before_stop": before_stop, "live_words": len(word_lags)}
+
+
+async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
+                        chunk_seconds: float) -> list[dict[str, Any]]:
+    """Record ``items`` at once; wait for refined and live runs; score and check bytes."""
+    from benchmarks.ingest import verify_on_disk
+    from workbench.research.evaluation import score
+
+    warm_wait = await wait_warm(client) if live else None
+    load = [round(x, 2) for x in os.getloadavg()]
+    with LiveCpu(server.process.pid) as cpu:
+        outs = await asyncio.gather(*(record_one(client, it, live, chunk_seconds) for it in items))
+        for out in outs:
+            rec = out["report"]
+            if live and rec.live_run_id:
+                await client.wait_for_run(rec.session_id, rec.live_run_id)
+        await asyncio.sleep(0.5)
+        for out in outs:
+            out["listener"].cancel()
+        pids = worker_pids(server.log_path, {o["report"].session_id for o in outs})
+        for _ in range(60):  # each worker exits once its run is saved: its CPU is final
+            if all(_gone(pid) for pid in pids):
+                break
+            await asyncio.sleep(SAMPLE_EVERY)
+    live_cpu = cpu.of(pids) if live else None
+    audio_seconds = sum(len(o["pcm"]) / 32000 for o in outs)
+    rows = []
+    for out in outs:
+        item, rec = out["item"], out["report"]
+        t = timings(out["sends"], merged(out["received"], out["heard"]))
+        row: dict[str, Any] = {
+            "uri": item.uri, "live": live, "streams": len(items),
+            "duration": round(len(out["pcm"]) / 32000, 3), "session_id": rec.session_id,
+            "load_average": load,
+            "live_results_granted": bool((rec.last("recording_started") or {})
+                                         .get("live_results")),
+            "paused": [e.get("reason") for _, e in out["received"]
+                       if e.get("type") == "live_paused"],
+            "chunk_reply_p50_ms": _ms(_pct(t["chunk_replies"], 50)),
+            "chunk_reply_p95_ms": _ms(_pct(t["chunk_replies"], 95)),
+            "chunk_replies": len(t["chunk_replies"]),
+            **verify_on_disk(server.data_dir / "sessions" / rec.session_id, out["pcm"]),
+        }
+        row.pop("extra_parts", None)
+        refined = await client.transcript(rec.session_id, run=rec.run_id) if rec.run_id else None
+        ref_row = score(item, refined) if refined is not None else {}
+        row.update(refined_words=len(refined.words) if refined is not None else None,
+                   refined_wer=_num(ref_row.get("wer")), refined_der=_num(ref_row.get("der")))
+        if live:
+            lt = await client.transcript(rec.session_id, run=rec.live_run_id) \
+                if rec.live_run_id else None
+            live_row = score(item, lt) if lt is not None else {}
+            row.update(
+                word_latency_p50=_pct(t["word_latencies"], 50),
+                word_latency_p95=_pct(t["word_latencies"], 95),
+                speaker_latency_p50=_pct(t["speaker_latencies"], 50),
+                speaker_latency_p95=_pct(t["speaker_latencies"], 95),
+                first_word_delay=_num(t["first_word_delay"], 3),
+                live_words=t["live_words"], words_before_stop=t["words_before_stop"],
+                before_stop_share=_num(t["words_before_stop"] / row["refined_words"])
+                if row["refined_words"] else None,
+                live_wer=_num(live_row.get("wer")), live_der=_num(live_row.get("der")),
+                live_run_id=rec.live_run_id, warm_wait_seconds=warm_wait,
+                live_cpu_per_audio_second=_num(live_cpu / audio_seconds),
+                word_latencies=[round(x, 3) for x in t["word_latencies"]],
+                speaker_latencies=[round(x, 3) for x in t["speaker_latencies"]])
+        rows.append(row)
+    return rows
+
+
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per stream count: pooled latencies over the level's live recordings."""
+    out = []
+    for n in sorted({r["streams"] for r in runs}):
+        live = [r for r in runs if r["streams"] == n and r["live"]]
+        base = [r for r in runs if r["streams"] == n and not r["live"]]
+        words = [x for r in live for x in r.get("word_latencies", [])]
+        # words arrive in order: the first `words_before_stop` came before recording_stopped
+        early = [x for r in live for x in r.get("word_latencies", [])[: r["words_before_stop"]]]
+        speakers = [x for r in live for x in r.get("speaker_latencies", [])]
+        refined = sum(r["refined_words"] or 0 for r in live)
+        out.append({
+            "streams": n, "recordings": len(live),
+            "word_latency_p50": _pct(words, 50), "word_latency_p95": _pct(words, 95),
+            "word_latency_before_stop_p50": _pct(early, 50),
+            "word_latency_before_stop_p95": _pct(early, 95),
+            "speaker_latency_p50": _pct(speakers, 50), "speaker_latency_p95": _pct(speakers, 95),
+            "first_word_delay_max": max((r["first_word_delay"] for r in live
+                                         if r.get("first_word_delay") is not None), default=None),
+            "before_stop_share": _num(sum(r["words_before_stop"] for r in live) / refined)
+            if refined else None,
+            "live_cpu_per_audio_second": _num(max((r["live_cpu_per_audio_second"] or 0
+                                                  for r in live), default=0)),
+            "chunk_reply_p95_ms_live": max((r["chunk_reply_p95_ms"] or 0 for r in live), default=None),
+            "chunk_reply_p95_ms_without": max((r["chunk_reply_p95_ms"] or 0 for r in base),
+                                              default=None) if base else None,
+            "lost_bytes": sum(r["lost_bytes"] for r in live + base),
+            "within_target": (p := _pct(words, 95)) is not None and p <= TARGET_P95,
+        })
+    return out
+
+
+def most_streams(summary: list[dict[str, Any]]) -> Optional[int]:
+    ok = [s["streams"] for s in summary if s["within_target"]]
+    return max(ok) if ok else None
+
+
+def _f(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    head = (f"Live results through the server ({machine_stamp(m)}; measured {m.get('date')}; "
+            f"load average {m.get('load_average_at_start')} at start, "
+            f"{m.get('load_average_at_end')} at end, from other jobs)\n\n")
+    lines = ["| input | streams | word lag p50 / p95 (s) | speaker lag p50 / p95 (s) | "
+             "first word (s) | words before stop / refined | WER live / refined | "
+             "DER live / refined | live CPU s / audio s | chunk reply p50 / p95 (ms) | "
+             "lost bytes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["runs"]:
+        if r["live"]:
+            lines.append(
+                f"| {r['uri']} | {r['streams']} "
+                f"| {_f(r['word_latency_p50'], '.2f')} / {_f(r['word_latency_p95'], '.2f')} "
+                f"| {_f(r['speaker_latency_p50'], '.2f')} / {_f(r['speaker_latency_p95'], '.2f')} "
+                f"| {_f(r['first_word_delay'], '.1f')} "
+                f"| {r['words_before_stop']} / {_f(r['refined_words'], 'd')} "
+                f"({_f(r['before_stop_share'], '.0%')}) "
+                f"| {_f(r['live_wer'], '.1%')} / {_f(r['refined_wer'], '.1%')} "
+                f"| {_f(r['live_der'], '.1%')} / {_f(r['refined_der'], '.1%')} "
+                f"| {_f(r['live_cpu_per_audio_second'], '.2f')} "
+                f"| {_f(r['chunk_reply_p50_ms'], '.0f')} / {_f(r['chunk_reply_p95_ms'], '.0f')} "
+                f"| {r['lost_bytes']} |")
+        else:
+            lines.append(
+                f"| {r['uri']} (no live) | {r['streams']} | | | | | – / "
+                f"{_f(r['refined_wer'], '.1%')} | – / {_f(r['refined_der'], '.1%')} | "
+                f"| {_f(r['chunk_reply_p50_ms'], '.0f')} / {_f(r['chunk_reply_p95_ms'], '.0f')} "
+                f"| {r['lost_bytes']} |")
+    lines += ["", "| streams | word lag p50 / p95 (s) | of words before stop p50 / p95 (s) | "
+              "speaker lag p50 / p95 (s) | "
+              "words before stop | live CPU s / audio s | chunk reply p95 (ms) live / without | "
+              f"p95 word lag ≤ {TARGET_P95:g} s |", "|---|---|---|---|---|---|---|---|"]
+    for s in results.get("summary", []):
+        lines.append(
+            f"| {s['streams']} | {_f(s['word_latency_p50'], '.2f')} / "
+            f"{_f(s['word_latency_p95'], '.2f')} "
+            f"| {_f(s.get('word_latency_before_stop_p50'), '.2f')} / "
+            f"{_f(s.get('word_latency_before_stop_p95'), '.2f')} "
+            f"| {_f(s['speaker_latency_p50'], '.2f')} / "
+            f"{_f(s['speaker_latency_p95'], '.2f')} | {_f(s['before_stop_share'], '.0%')} "
+            f"| {_f(s['live_cpu_per_audio_second'], '.2f')} "
+            f"| {_f(s['chunk_reply_p95_ms_live'], '.0f')} / "
+            f"{_f(s['chunk_reply_p95_ms_without'], '.0f')} | "
+            f"{'yes' if s['within_target'] else 'no'} |")
+    lines.append(f"\nMost concurrent live streams with p95 word latency ≤ {TARGET_P95:g} s: "
+                 f"{results.get('most_streams_within_target') or 'none of those tried'}.")
+    return head + "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks live --server",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", default="1,2",
+                        help="live streams at once, comma-separated (1 and 2 by default)")
+    parser.add_argument("--inputs", default="sample,ami-train-2",
+                        help="sample and/or ami-train-N (the first N AMI train excerpts)")
+    parser.add_argument("--chunk-seconds", type=float, default=0.25)
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the recordings without live results (chunk replies)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="re-print the table of an earlier results file and exit")
+    args = parser.parse_args(list(argv))
+    try:
+        args.stream_counts = sorted({int(x) for x in args.streams.split(",") if x.strip()})
+        args.input_names = parse_inputs(args.inputs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not args.stream_counts or min(args.stream_counts) < 1:
+        parser.error("--streams: positive counts")
+    if not args.chunk_seconds > 0:
+        parser.error("--chunk-seconds must be positive")
+    return args
+
+
+async def run_levels(args: argparse.Namespace, server: Any, items: list[Any],
+                     results: dict[str, Any]) -> None:
+    from workbench.notebook.client import AsyncClient
+
+    async with AsyncClient(server.url, timeout=900) as client:
+        for n in args.stream_counts:
+            if not args.no_baseline:
+                print(f"{n} stream(s) without live: {items[0].uri} ...", flush=True)
+                results["runs"] += await measure_group(client, server, [items[0]] * n, False,
+                                                       args.chunk_seconds)
+            for group in groups(len(items), n):
+                names = ", ".join(items[i].uri for i in group)
+                print(f"{n} live stream(s): {names} ...", end=" ", flush=True)
+                rows = await measure_group(client, server, [items[i] for i in group], True,
+                                           args.chunk_seconds)
+                results["runs"] += rows
+                print("; ".join(f"{r['uri']} word lag p95 {_f(r['word_latency_p95'], '.2f')} s"
+                                for r in rows), flush=True)
+                write_results(args.out, results)
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    args = parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
+    from benchmarks.ingest import server_env, server_source_digest
+    from workbench.notebook.local_server import LocalServer
+
+    server_args = ["--live-warm", "--max-live-sessions", str(max(args.stream_counts)),
+                   "--progress-every", "1"]
+    results: dict[str, Any] = {
+        "benchmark": NAME,
+        "command": ("python -m benchmarks live --server " + " ".join(argv)).strip(),
+        "machine": machine_info(),
+        "parameters": {"streams": args.stream_counts, "inputs": args.input_names,
+                       "chunk_seconds": args.chunk_seconds, "baseline": not args.no_baseline,
+                       "server_args": server_args, "target_p95_word_latency": TARGET_P95,
+                       "der": {"collar": 0.0, "skip_overlap": False},
+                       "server_source": server_source_digest()},
+        "caveats": [
+            "The machine runs other jobs (see the load averages): latencies and CPU include "
+            "their contention.",
+            "Live CPU: the group's live workers (pids from the server log), from the "
+            "group's start (a warm worker's model loading before it is left out) to their "
+            "exit; the per-recording figure is the group's total over the group's audio "
+            "seconds.",
+            "--live-warm keeps one worker loaded ahead: with 2 streams at once the second "
+            "one loads its models after start (a longer first-word delay).",
+            "Refined run: the server's default pipeline; live run: the live worker's "
+            "saved transcript. AMI train excerpts have no STM: no WER.",
+        ],
+        "runs": [],
+    }
+    status = 0
+    tmp = Path(tempfile.mkdtemp(prefix="bench-live-server-"))
+    try:
+        items = prepare_inputs(args.input_names)
+        with LocalServer(tmp / "data", args=server_args,
+                         env=server_env(max(args.stream_counts))) as server:
+            time.sleep(1.0)
+            asyncio.run(run_levels(args, server, items, results))
+    except Exception as exc:  # noqa: BLE001 - reported in the results file
+        status = 1
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["summary"] = summarize(results["runs"])
+    results["most_streams_within_target"] = most_streams(results["summary"])
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    finish(args.out, results, markdown_table(results))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,111 @@
+"""`python -m benchmarks live --server`: argument parsing, figures from timed events, table.
+
+No server runs here: the figures are computed from hand-made event timings (the code
+under test is the arithmetic and the writer), the measurement itself is the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import benchmarks.live as live_bench
+from benchmarks import live_server
+
+
+def test_arguments_defaults_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    args = live_server.parse_args([])
+    assert args.stream_counts == [1, 2]
+    assert args.input_names == ["sample", "ami-train-2"]
+    assert args.out.name == "live-server.json"
+    args = live_server.parse_args(["--streams", "2,1,2", "--inputs", "ami-train-3",
+                                   "--no-baseline"])
+    assert args.stream_counts == [1, 2] and args.input_names == ["ami-train-3"]
+    assert args.no_baseline
+    for bad in (["--inputs", "ami-test-1"], ["--inputs", "ami-train-11"], ["--inputs", "tst00"],
+                ["--streams", "0"], ["--streams", "x"], ["--chunk-seconds", "0"]):
+        with pytest.raises(SystemExit):
+            live_server.parse_args(bad)
+    assert "python -m benchmarks live --server" in capsys.readouterr().err
+
+
+def test_groups_fill_every_group() -> None:
+    assert live_server.groups(3, 1) == [[0], [1], [2]]
+    assert live_server.groups(3, 2) == [[0, 1], [2, 0]]
+    assert live_server.groups(1, 2) == [[0, 0]]
+
+
+def test_timings_from_events() -> None:
+    sends = [100.0 + 0.25 * k for k in range(8)]  # 8 chunks, first at t = 100
+    w = lambda i, end, spk=None: {"index": i, "word": f" w{i}", "start": end - 0.3,  # noqa: E731
+                                  "end": end, "probability": 0.9, "speaker": spk}
+    received = [
+        (100.02, {"type": "recording_started", "live_results": True}),
+        (100.03, {"type": "progress", "chunks_received": 1}),
+        (100.29, {"type": "progress", "chunks_received": 2}),
+        (102.0, {"type": "transcript_final", "words": [w(0, 0.5), w(1, 1.0, "SPEAKER_00")]}),
+        (103.0, {"type": "speaker_labels", "words": [w(0, 0.5, "SPEAKER_01")]}),
+        (103.5, {"type": "recording_stopped", "live_run_id": "r1"}),
+        (104.0, {"type": "transcript_final", "words": [w(2, 1.5, "SPEAKER_00")]}),
+    ]
+    t = live_server.timings(sends, received)
+    assert t["word_latencies"] == pytest.approx([1.5, 1.0, 2.5])
+    # word 1 had its speaker with its words, word 0 got it a second later
+    assert sorted(t["speaker_latencies"]) == pytest.approx([1.0, 2.5, 2.5])
+    assert t["first_word_delay"] == pytest.approx(2.0)
+    assert t["words_before_stop"] == 2 and t["live_words"] == 3
+    assert t["chunk_replies"] == pytest.approx([0.03, 0.04])
+
+
+def _run(uri: str, streams: int, live: bool, lags: list[float]) -> dict:
+    row = {"uri": uri, "live": live, "streams": streams, "refined_words": 10,
+           "refined_wer": 0.1, "refined_der": 0.05, "chunk_reply_p50_ms": 5.0,
+           "chunk_reply_p95_ms": 20.0 if live else 15.0, "lost_bytes": 0}
+    if live:
+        row.update(word_latencies=lags, speaker_latencies=[x + 1 for x in lags],
+                   word_latency_p50=lags[0], word_latency_p95=lags[-1],
+                   speaker_latency_p50=lags[0] + 1, speaker_latency_p95=lags[-1] + 1,
+                   first_word_delay=3.0, words_before_stop=2, before_stop_share=0.2,
+                   live_wer=0.2, live_der=0.1, live_cpu_per_audio_second=0.9)
+    return row
+
+
+def test_summary_and_table_through_live_main(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [_run("sample", 1, False, []), _run("sample", 1, True, [1.0, 2.0, 2.5]),
+            _run("sample", 2, True, [2.0, 4.0, 5.0]), _run("trn00", 2, True, [1.0, 3.5, 6.0])]
+    summary = live_server.summarize(runs)
+    assert [s["streams"] for s in summary] == [1, 2]
+    assert summary[0]["within_target"] and not summary[1]["within_target"]
+    assert summary[0]["chunk_reply_p95_ms_without"] == 15.0
+    assert summary[1]["chunk_reply_p95_ms_without"] is None
+    assert summary[1]["before_stop_share"] == pytest.approx(0.2)
+    # the first `words_before_stop` latencies of each run came before stop
+    assert summary[1]["word_latency_before_stop_p95"] == 4.0  # of 2, 4, 1, 3.5
+    assert live_server.most_streams(summary) == 1
+    results = {"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx2"],
+                           "date": "2026-12-03T05:00:00+00:00",
+                           "load_average_at_start": [5.0, 5.0, 5.0],
+                           "load_average_at_end": [6.0, 5.0, 5.0]},
+               "runs": runs, "summary": summary, "most_streams_within_target": 1}
+    path = tmp_path / "live-server.json"
+    path.write_text(json.dumps(results))
+    assert live_bench.main(["--server", "--table", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Test CPU, 2 cores, flags: avx2" in out and "load average [5.0, 5.0, 5.0]" in out
+    assert "| sample | 1 | 1.00 / 2.50 |" in out
+    assert "| sample (no live) | 1 |" in out
+    assert "with p95 word latency ≤ 3 s: 1." in out
+
+
+def test_merged_takes_live_words_from_the_subscriber() -> None:
+    final = {"type": "transcript_final", "words": []}
+    received = [(1.0, {"type": "progress"}), (2.0, final), (3.0, {"type": "recording_stopped"})]
+    heard = [(2.1, final), (2.9, {"type": "recording_stopped"}), (9.0, final)]
+    merged = live_server.merged(received, heard)
+    assert [(t, e["type"]) for t, e in merged] == [
+        (1.0, "progress"), (2.1, "transcript_final"), (3.0, "recording_stopped"),
+        (9.0, "transcript_final")]
+    assert live_server.merged(received, heard[1:2]) == received
