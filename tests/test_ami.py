@@ -24,15 +24,6 @@ TRAIN_SPEAKERS = {"trn00": 3, "trn01": 4, "trn02": 1, "trn03": 2, "trn04": 3, "t
 DEVELOPMENT_SPEAKERS = {"dev00": 2, "dev01": 2}
 
 
-@pytest.fixture(scope="module")
-def ami() -> Path:
-    """The excerpts in the repository's data folder (``pip download`` on first use)."""
-    try:
-        return fetch_ami(DATA_DIR)
-    except RuntimeError as exc:
-        if "could not download" in str(exc):
-            pytest.skip(f"the pyannote.audio source distribution is out of reach: {exc}")
-        raise
 
 
 def test_fetch_writes_files_manifest_and_licences(ami: Path) -> None:

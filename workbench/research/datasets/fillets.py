@@ -20,7 +20,6 @@ The game's data, voices included, is GNU GPL v2.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Union
 
+from workbench.engine.provenance import file_sha256
 from workbench.research.datasets.voices import RealClip, RealVoice
 
 __all__ = ["FILLETS_LANGUAGES", "FILLETS_VERSION", "fetch_fillets", "fillets_dir",
@@ -69,14 +69,6 @@ def read_dialogs(path: PathLike) -> list[tuple[str, str, str]]:
 def fillets_dir(lang: str, data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
     """Where `fetch_fillets` puts one language: ``data_dir/fillets/fillets-ng-<lang>-<version>``."""
     return Path(data_dir) / "fillets" / f"fillets-ng-{lang}-{FILLETS_VERSION}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _apt_download(package: str, into: Path) -> Path:
@@ -154,7 +146,7 @@ def fetch_fillets(lang: str, data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
         manifest = {
             "dataset": f"Fish Fillets NG acted dialogue, {lang}",
             "source": {"packages": {p: {"version": FILLETS_VERSION, "file": d.name,
-                                        "sha256": _sha256(d)} for p, d in debs.items()},
+                                        "sha256": file_sha256(d)} for p, d in debs.items()},
                        "fetched_with": "apt-get download " + " ".join(
                            f"{p}={FILLETS_VERSION}" for p in packages) + "; dpkg-deb -x"},
             "licences": {"audio and scripts": FILLETS_LICENCE},
