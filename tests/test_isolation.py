@@ -51,8 +51,12 @@ def test_an_interrupted_call_never_hands_its_reply_to_the_next_call() -> None:
     """Ctrl-C while the child works: the child goes, so the next calls get their own
     answers (a child left at work would answer the next call with the old result)."""
     import _thread
+    import signal
     import threading
 
+    # interrupt_main() acts through the SIGINT handler: make it Python's own for this test
+    # (a library used by an earlier test in the same process may have left another one)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with IsolatedProcess("interrupted") as child:
         first = child.call(os.getpid)
         timer = threading.Timer(0.3, _thread.interrupt_main)
@@ -62,6 +66,7 @@ def test_an_interrupted_call_never_hands_its_reply_to_the_next_call() -> None:
                 child.call(time.sleep, 2)
         finally:
             timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         assert child.pid is None  # the busy child was ended
         assert child.call(divmod, 7, 2) == (3, 1)
         assert child.call(abs, -5) == 5
