@@ -140,7 +140,10 @@ class IsolatedProcess:
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
-        self._conn.send(list(sys.path))
+        try:
+            self._conn.send(list(sys.path))
+        except (BrokenPipeError, ConnectionResetError):  # died at once (killed, or a crash)
+            raise self._crashed() from None
         self._finalizer = weakref.finalize(self, _stop, self._process, self._conn, self._log)
         return self
 
