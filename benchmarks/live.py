@@ -85,11 +85,12 @@ def _pct(values: np.ndarray, q: float) -> Optional[float]:
     return _num(np.percentile(values, q), 3) if len(values) else None
 
 
-def run_live(item: Any, latency: float, costs: Any, models: Any) -> dict[str, Any]:
+def run_live(item: Any, latency: float, costs: Any, models: Any,
+             asr_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     from workbench.research.evaluation import score
     from workbench.live import LiveConfig, stream_file
 
-    config = LiveConfig.for_latency(latency)
+    config = LiveConfig.for_latency(latency, **(asr_options or {}))
     t0 = time.perf_counter()
     result = stream_file(item.audio, config=config, costs=costs, models=models, uri=item.uri)
     wall = time.perf_counter() - t0
@@ -213,6 +214,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--inputs", default=",".join(INPUTS))
     parser.add_argument("--costs", default="measured",
                         help="'measured' or fixed 'ASR_PASS_SECONDS,DIARIZATION_STEP_SECONDS'")
+    parser.add_argument("--asr", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a StreamingASRConfig option for the live runs (repeatable), "
+                             "e.g. encoder_pad=none; values are JSON (none/null = None)")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline pipeline")
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
@@ -221,6 +225,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(list(argv))
     if args.quick:
         args.latencies, args.inputs = "1,2", "sample"
+    args.asr_options = {}
+    for option in args.asr:
+        key, sep, value = option.partition("=")
+        if not sep:
+            parser.error(f"--asr {option!r}: expected OPTION=VALUE")
+        try:
+            args.asr_options[key.strip()] = (None if value.strip().lower() == "none"
+                                              else json.loads(value))
+        except json.JSONDecodeError:
+            args.asr_options[key.strip()] = value.strip()
     args.latency_values = [float(x) for x in args.latencies.split(",") if x.strip()]
     args.input_names = [n.strip() for n in args.inputs.split(",") if n.strip()]
     unknown = [n for n in args.input_names if n not in INPUTS]
@@ -249,6 +263,7 @@ def main(argv: Sequence[str] = ()) -> int:
         "command": ("python -m benchmarks live " + " ".join(argv)).strip(),
         "machine": machine_info(),
         "parameters": {"latencies": args.latency_values, "inputs": args.input_names,
+                       "asr": args.asr_options,
                        "costs": args.costs, "generated_inputs": GENERATED,
                        "der": {"collar": 0.0, "skip_overlap": False},
                        "chunk_seconds": 0.25},
@@ -275,7 +290,7 @@ def main(argv: Sequence[str] = ()) -> int:
                 print(f"WER {_f(run['wer'], '.1%')} DER {_f(run['der'], '.1%')}", flush=True)
             for latency in args.latency_values:
                 print(f"{item.uri}: live, latency {latency:g} s ...", end=" ", flush=True)
-                run = run_live(item, latency, costs, models)
+                run = run_live(item, latency, costs, models, args.asr_options)
                 results["runs"].append(run)
                 print(f"WER {_f(run['wer'], '.1%')} DER {_f(run['der'], '.1%')} word lag p50 "
                       f"{_f(run['word_latency_p50'], '.2f')} s", flush=True)

@@ -67,3 +67,30 @@ def test_silence_and_low_noise_give_no_pass_and_no_words(transcriber) -> None:
     assert asr.flush() is None
     assert asr.committed == [] and asr.passes == 0
     assert asr.buffer_seconds < 1.0  # silence does not pile up in the buffer
+
+
+def test_a_short_encoder_window_sees_fewer_frames_and_keeps_the_words(
+        tmp_path: Path, transcriber) -> None:
+    """`Transcriber.decode(encoder_seconds=...)`: the encoder output covers that window
+    only (CTranslate2 accepts fewer than 3000 frames), and the streaming pass's way of
+    using it (the audio, then silence) still gives the words."""
+    audio = decode_file(espeak(SENTENCES[0], tmp_path / "a.wav"))
+    model = transcriber._model
+    features = model.feature_extractor(audio)[:, :3000]
+    padded = np.pad(features, ((0, 0), (0, 3000 - features.shape[1])))
+    assert model.encode(padded).shape[1] == 1500  # Whisper's 30 s window
+    model.encoder_frames = 800
+    try:
+        assert model.encode(padded).shape[1] == 400
+    finally:
+        model.encoder_frames = None
+    seconds = audio.size / SAMPLE_RATE
+    padded_audio = np.concatenate([audio, np.zeros(4 * SAMPLE_RATE, np.float32)])
+    segments = transcriber.decode(padded_audio, encoder_seconds=seconds + 4.02, language="en",
+                                  word_timestamps=True, beam_size=1)
+    assert model.encoder_frames is None  # restored
+    words = [w for s in segments for w in s.words]
+    assert word_error_rate(SENTENCES[0], "".join(w.word for w in words)).wer < 0.3
+    assert all(w.end <= seconds + 0.5 for w in words)
+    with pytest.raises(ValueError, match="encoder_seconds"):
+        transcriber.decode(audio, encoder_seconds=0)

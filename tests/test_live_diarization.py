@@ -62,6 +62,31 @@ def test_speaker_cap_is_a_parameter() -> None:
     assert clustering.num_speakers == 22
 
 
+def test_reclustering_splits_a_merged_speaker_and_merges_a_split_one() -> None:
+    rng = np.random.default_rng(2)
+    a, b, c = (_unit(rng.standard_normal(32)) for _ in range(3))
+    near = lambda v: _unit(v + 0.05 * rng.standard_normal(32))  # noqa: E731
+    clustering = OnlineSpeakerClustering(delta_new=0.5)
+    clustering.next_label = 3
+    # online, voices a and b were both given speaker 0; voice c was split into 1 and 2
+    items = [near(a) for _ in range(12)] + [near(b) for _ in range(6)] + \
+        [near(c) for _ in range(10)]
+    given = [0] * 18 + [1] * 6 + [2] * 4
+    clustering.remember(np.stack(items), np.full(len(items), 1.0), given)
+    assert clustering.recluster(threshold=0.4, min_speech=2.0) == {2: 1}
+    assert clustering.reclusterings == 1
+    # a (most of speaker 0's speech) keeps 0, b becomes a new speaker, c keeps the
+    # label with most of its speech, and the other one is no longer given
+    assert sorted(clustering.labels) == [0, 1, 3]
+    assert clustering.next_label == 4
+    assert clustering.speakers(np.stack([near(a), near(b), near(c)]),
+                               np.array([True, True, True])) == [0, 3, 1]
+    # what was remembered now carries the new speakers
+    clustering.remember(near(b)[None], np.array([1.0]), [3])
+    assert clustering.recluster(threshold=0.4, min_speech=2.0) == {}
+    assert sorted(clustering.labels) == [0, 1, 3]
+
+
 def _run(item, config: OnlineDiarizationConfig, models=None):
     audio = item.load_audio()
     diarizer = OnlineDiarizer(config, models=models)
