@@ -527,7 +527,10 @@ def main(argv: Sequence[str] = ()) -> int:
         results["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     results["summary"] = summarize(results["runs"])
     results["most_streams_within_target"] = most_streams(results["summary"])
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

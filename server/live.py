@@ -89,6 +89,7 @@ class LiveStream:
         self._threads: list[threading.Thread] = []
         self._task: Optional[asyncio.Task[None]] = None
         self._linger: Optional[asyncio.TimerHandle] = None
+        self._spawning: Optional["asyncio.Future[None]"] = None  # a spare's process start
         self._result: "asyncio.Future[tuple[Any, ...]]" = asyncio.get_running_loop().create_future()
 
     # ------------------------------------------------------------------ process
@@ -380,6 +381,7 @@ class LiveHub:
         self.spare = LiveStream(self)
         self.alive.add(self.spare)
         task = asyncio.ensure_future(self._spawn_spare(self.spare))
+        self.spare._spawning = task
         self.saving.add(task)
         task.add_done_callback(self.saving.discard)
 
@@ -391,7 +393,11 @@ class LiveHub:
             stream.state = "done"
             self.stream_ended(stream)
             return
-        stream.state = "spare"
+        if stream.state == "done":  # closed while its process was being started
+            stream._kill()
+            return
+        if stream.state == "starting":
+            stream.state = "spare"
         stream._task = asyncio.create_task(stream.run(), name="live-spare")
         log.info("Live worker started ahead (pid %s)", stream.process.pid)
 
@@ -426,8 +432,12 @@ class LiveHub:
         if reason is not None:
             return None, reason
         spare, self.spare = self.spare, None
+        if spare is not None and spare._spawning is not None and not spare._spawning.done():
+            # a worker started ahead is still being started: take it (starting one more
+            # next to it would load the models twice on the same cores)
+            await asyncio.shield(spare._spawning)
         if spare is not None and spare.state == "spare" and spare.alive():
-            stream = spare  # models already loaded
+            stream = spare  # models loaded, or loading since before this start
             stream.assign(session_id, offset, first_index)
         else:
             if spare is not None:

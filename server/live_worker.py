@@ -336,10 +336,11 @@ def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None
         pass
     outbox = _Outbox(outbox_conn)
     try:
-        from workbench.live import LiveConfig, LiveSession, load_models
+        from workbench.live import LiveConfig, LiveSession, load_models, warm_up
 
         config = LiveConfig.from_dict(spec.get("config") or {})
         models = load_models(config, spec["data_dir"])
+        warm_up(models, config)
     except Exception as exc:  # noqa: BLE001 - reported; the recording goes on
         log.exception("Live models could not be loaded")
         outbox.send(("error", f"The live models could not be loaded ({type(exc).__name__})"))

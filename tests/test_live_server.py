@@ -497,3 +497,45 @@ async def test_a_worker_loaded_ahead_gives_words_within_seconds(
     assert not [m for m in early if m["type"] == "live_paused"]
     assert first["words"][0]["index"] == 0 and first["words"][0]["start"] < 3.0
     assert isinstance(stopped["live_run_id"], str)
+
+
+async def test_two_live_starts_at_once_load_no_extra_workers(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """--max-live-sessions 2 --live-warm: two recordings with live results started
+    together take the worker loaded ahead and the one being started ahead after it; no
+    third worker loads its models next to them (measured before: three more workers
+    loaded at once and starved the live ones of CPU)."""
+    srv = start_server("--max-live-sessions", "2", "--live-warm")
+    deadline = time.monotonic() + 180
+    while (await get(srv.url + "/api/health"))["live"] != {"active": 0, "max": 2, "warm": 1}:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        await asyncio.sleep(0.5)
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+
+    def workers() -> set[int]:
+        return {p.pid for p in server.children(recursive=False)
+                if p.is_running() and p.nice() >= server.nice() + 10}
+
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    seen: set[int] = set(workers())
+    async with aiohttp.ClientSession() as s, \
+            s.ws_connect(f"{srv.ws_url}/ws/new") as a, s.ws_connect(f"{srv.ws_url}/ws/new") as b:
+        for ws in (a, b):
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                                "live_results": True})
+        assert (await recv(a))["live_results"] is True
+        assert (await recv(b))["live_results"] is True
+        for i in range(0, len(pcm), 16000):
+            for ws in (a, b):
+                await ws.send_bytes(pcm[i:i + 16000])
+            seen |= workers()
+            await asyncio.sleep(0.25)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            seen |= workers()
+            await asyncio.sleep(0.1)
+        assert len(seen) == 2, f"live worker processes seen: {sorted(seen)}"
+        for ws in (a, b):
+            await ws.send_json({"action": "stop"})
+            await recv_until(ws, "recording_stopped")

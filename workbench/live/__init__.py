@@ -25,8 +25,9 @@ from workbench.live.pipeline import (
     LiveSession,
     load_models,
     stream_file,
+    warm_up,
 )
 
 __all__ = ["DiarizationUpdate", "EventHook", "JobCosts", "LiveConfig", "LiveEvent",
            "LiveModels", "LiveResult", "LiveSession", "SpeakerLabels", "TranscriptFinal",
-           "TranscriptPartial", "load_models", "stream_file"]
+           "TranscriptPartial", "load_models", "stream_file", "warm_up"]

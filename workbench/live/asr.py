@@ -268,6 +268,10 @@ class StreamingTranscriber:
             language=self.language, beam_size=cfg.beam_size,
             word_timestamps=True, vad_filter=False, condition_on_previous_text=False,
             initial_prompt=prompt or None, max_new_tokens=max_new_tokens,
+            # the VAD decides what is speech: faster-whisper's no-speech skip (with no
+            # log-probability threshold it skips on no_speech_prob alone) dropped whole
+            # passes of real speech, and a full buffer without words is let go
+            no_speech_threshold=None,
             # greedy decoding can loop ("the the the ..."): optionally retry hotter, and
             # cut what still loops (dropping the whole segment lost 20 s of words once)
             temperature=(0.0, 0.2, 0.4, 0.6) if cfg.fallback else (0.0,),
