@@ -86,15 +86,26 @@ class StreamingASRConfig:
     # instead of Whisper's 30 s window (None: the whole window; `Transcriber.decode`);
     # a pass writes at most `max_tokens_per_second` x buffer + 32 tokens (None: no
     # bound); `fallback` retries a looping pass at temperatures 0.2, 0.4, 0.6.
-    # Measured 2026-12-03 (AVX-512 EPYC, one thread, simulated clock, latency 2 s), WER
-    # on the sample call / conv2 / conv3 and seconds per pass: 30 s window 18.5 / 15.7 /
-    # 30.9 %, 0.85-1.13 s; 4 s of silence + 6 tokens/s + fallback 21.0 / 21.5 / 26.1 %,
-    # 0.27-0.30 s (3.4x cheaper, word lag p95 4.8 / 2.3 / 4.2 s against 5.8 / 3.6 /
-    # 6.3 s). 2 s of zero features instead of silence made the decoder loop past the
-    # end (fallbacks of 5-9 s, 50 s of passes on the sample call against 19 s).
+    # Measured 2026-12-03 (AVX-512 EPYC, one thread, latency 2 s, fixed simulated costs
+    # so that passes fall at the same times), pooled WER of the sample call, conv2 and
+    # conv3 and the measured seconds per pass: 30 s window 23.2 %, 1.1-1.6 s; 4 s of
+    # silence + 6 tokens/s + fallback (+ the retry below) 23.2 %, 0.27-0.46 s. With
+    # measured costs the WER of one input moves by +-3 points from run to run (passes
+    # fall elsewhere). 2 s of zero features instead of silence made the decoder loop
+    # past the end (fallbacks of 5-9 s: 50 s of passes on the sample call against 19 s).
     encoder_pad: Optional[float] = 4.0
     max_tokens_per_second: Optional[float] = 6.0
     fallback: bool = True
+    # faster-whisper's no-speech skip (with no log-probability threshold: on
+    # no_speech_prob alone). Measured 2026-12-03, fixed costs 0.5 s per pass / 0.3 s per
+    # step (deterministic), WER pooled over the sample call, conv2 and conv3: 30 s window
+    # 23.2 %; short window with 0.6 23.2 %, with None (no skip) 27.8 %.
+    no_speech_threshold: Optional[float] = 0.6
+    # A short-window pass without a word over this much VAD speech runs again on the
+    # whole 30 s window: on a short window Whisper sometimes wrote nothing for seconds of
+    # speech, pass after pass (14 s of the sample call once, in the server; the buffer
+    # was then let go as noise when full).
+    retry_speech: float = 1.0
 
     def __post_init__(self) -> None:
         if self.min_step <= 0 or self.end_silence <= 0 or self.pause_commit <= 0:
@@ -109,6 +120,8 @@ class StreamingASRConfig:
             raise ValueError("encoder_pad must be None or in [0.5, 30] s")
         if self.max_tokens_per_second is not None and self.max_tokens_per_second <= 0:
             raise ValueError("max_tokens_per_second must be None or > 0")
+        if self.retry_speech <= 0:
+            raise ValueError("retry_speech must be > 0")
 
     def asr_config(self) -> ASRConfig:
         """The `ASRConfig` of the model (VAD is done here, not by faster-whisper)."""
@@ -182,6 +195,7 @@ class StreamingTranscriber:
         self._hypothesis: list[Word] = []  # uncommitted words of the last pass
         self.committed: list[Word] = []
         self.passes = 0
+        self.full_window_retries = 0
         self.pass_seconds = 0.0
         self.max_buffer_seen = 0.0
 
@@ -263,19 +277,21 @@ class StreamingTranscriber:
             # a decoder that does not find the end repeats itself: bound what that costs
             # (faster-whisper caps the prompt at 223 tokens, Whisper's length is 448)
             max_new_tokens = min(224, int(np.ceil(cfg.max_tokens_per_second * seconds)) + 32)
-        segments = self.transcriber.decode(
-            audio, encoder_seconds=encoder_seconds,
+        options = dict(
             language=self.language, beam_size=cfg.beam_size,
             word_timestamps=True, vad_filter=False, condition_on_previous_text=False,
             initial_prompt=prompt or None, max_new_tokens=max_new_tokens,
-            # the VAD decides what is speech: faster-whisper's no-speech skip (with no
-            # log-probability threshold it skips on no_speech_prob alone) dropped whole
-            # passes of real speech, and a full buffer without words is let go
-            no_speech_threshold=None,
+            no_speech_threshold=cfg.no_speech_threshold,
             # greedy decoding can loop ("the the the ..."): optionally retry hotter, and
             # cut what still loops (dropping the whole segment lost 20 s of words once)
             temperature=(0.0, 0.2, 0.4, 0.6) if cfg.fallback else (0.0,),
             compression_ratio_threshold=2.4, log_prob_threshold=None)
+        segments = self.transcriber.decode(audio, encoder_seconds=encoder_seconds, **options)
+        if (encoder_seconds is not None and not any(s.words for s in segments)
+                and self._speech_seconds(start / SAMPLE_RATE, start / SAMPLE_RATE + seconds)
+                >= cfg.retry_speech):
+            self.full_window_retries += 1
+            segments = self.transcriber.decode(audio[:int(seconds * SAMPLE_RATE)], **options)
         offset = start / SAMPLE_RATE
         words = [Word(start=round(offset + float(w.start), 3), end=round(offset + float(w.end), 3),
                       word=w.word, probability=float(w.probability))
@@ -360,6 +376,10 @@ class StreamingTranscriber:
         return [w if w.start >= last else Word(last, max(last, w.end), w.word, w.probability)
                 for w in kept]
 
+    def _speech_seconds(self, start: float, end: float) -> float:
+        return sum(min(b, end) - max(a, start) for a, b in self.vad.regions(start, end)
+                   if min(b, end) > max(a, start))
+
     def _pause_cut(self, words: list[Word], speech: list[tuple[float, float]], end_s: float) -> int:
         """Number of leading words that end before a committed-safe pause."""
         cfg = self.config
@@ -434,6 +454,7 @@ class StreamingTranscriber:
         return (self._buffer.received - self._buffer_start) / SAMPLE_RATE
 
     def stats(self) -> dict[str, Any]:
-        return {"passes": self.passes, "pass_seconds": round(self.pass_seconds, 3),
+        return {"passes": self.passes, "full_window_retries": self.full_window_retries,
+                "pass_seconds": round(self.pass_seconds, 3),
                 "max_buffer_seconds": round(self.max_buffer_seen, 3),
                 "vad_seconds": round(self.vad.seconds, 3)}
