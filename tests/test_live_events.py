@@ -35,6 +35,13 @@ def test_cut_loop_keeps_text_until_a_loop() -> None:
     assert [w.word.strip() for w in looped] == ["so", "I", "do"]
     plain = _words("no no way it is fine")
     assert _cut_loop(plain) == plain
+    # a repetition that speech goes on after is kept (the sample call's opening)
+    hello = _words("Hello. Hello. Hello. I didn't know you were there.")
+    assert _cut_loop(hello) == hello
+    # a loop ending in a partial n-gram is still a loop; a long run is one anywhere
+    assert [w.word for w in _cut_loop(_words("yes the cat the cat the cat the"))] == \
+        [w.word for w in _words("yes the cat")]
+    assert len(_cut_loop(_words("ok go go go go go go go then more"))) == 2
 
 
 def test_join_merges_touching_turns_of_one_speaker_only() -> None:

@@ -163,15 +163,27 @@ def _text(words: Any) -> str:
     return "".join(w.word for w in words).strip()
 
 
-def _cut_loop(words: list[Word], repeats: int = 3) -> list[Word]:
-    """`words` up to the first n-gram (n <= 4) said `repeats` times in a row (kept once)."""
+def _cut_loop(words: list[Word], repeats: int = 3, runaway: int = 6) -> list[Word]:
+    """`words` up to a decoding loop: an n-gram (n <= 4) said `repeats` times in a row up
+    to the end of the pass, or `runaway` times anywhere (kept once).
+
+    A repetition followed by other words is speech, not a loop: the sample call opens
+    with "Hello? Hello. Oh hello, I didn't know ..." and cutting after the first "Hello"
+    lost every word of the next 14 s, pass after pass.
+    """
     norm = [_norm(w.word) for w in words]
     for i in range(len(words)):
         for n in range(1, 5):
             if i + repeats * n > len(words):
                 break
             gram = norm[i:i + n]
-            if all(norm[i + r * n:i + (r + 1) * n] == gram for r in range(1, repeats)):
+            if not all(norm[i + r * n:i + (r + 1) * n] == gram for r in range(1, repeats)):
+                continue
+            j = i + repeats * n
+            while norm[j:j + n] == gram:
+                j += n
+            tail = norm[j:]
+            if (len(tail) < n and tail == gram[:len(tail)]) or (j - i) // n >= runaway:
                 return words[:i + n]
     return words
 
