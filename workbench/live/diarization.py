@@ -23,7 +23,11 @@ speaker when every centroid is further than ``delta_new``. Here:
 * when the worker falls behind it skips steps (never more than keeps every frame covered
   by a window) instead of queueing them, so its lag stays bounded;
 * output is turns that are final up to ``final_until`` (never revised), plus a tentative
-  tail. No speaker cap below `max_speakers` (default 20).
+  tail. No speaker cap below `max_speakers` (default 20);
+* optionally (`recluster_every`) all speech embedded so far is clustered again now and
+  then and mapped onto the speakers given so far, so that two voices merged early are
+  split (and a split voice merged) for what follows: it helped generated conversations,
+  not the AMI excerpts, so it is off by default (figures at `OnlineDiarizationConfig`).
 """
 
 from __future__ import annotations
