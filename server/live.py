@@ -396,8 +396,7 @@ class LiveHub:
         if stream.state == "done":  # closed while its process was being started
             stream._kill()
             return
-        if stream.state == "starting":
-            stream.state = "spare"
+        stream.state = "spare"
         stream._task = asyncio.create_task(stream.run(), name="live-spare")
         log.info("Live worker started ahead (pid %s)", stream.process.pid)
 
