@@ -65,22 +65,57 @@ LIVE_NICE = 10  # server.live_worker nices itself by 10
 # ---------------------------------------------------------------------------- inputs
 
 
+def _numbered(name: str, prefix: str, low: int, high: int) -> bool:
+    tail = name[len(prefix):]
+    return name.startswith(prefix) and tail.isdigit() and low <= int(tail) <= high
+
+
 def parse_inputs(spec: str) -> list[str]:
-    """``sample`` and ``ami-train-N`` (1 <= N <= 10) names, validated."""
+    """``sample``, ``ami-train-N`` (1 <= N <= 10) and ``meeting-M`` (1 <= M <= 30) names."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     for name in names:
-        if name == "sample":
+        if name == "sample" or _numbered(name, "ami-train-", 1, 10) \
+                or _numbered(name, "meeting-", 1, 30):
             continue
-        if name.startswith("ami-train-") and name[len("ami-train-"):].isdigit() \
-                and 1 <= int(name[len("ami-train-"):]) <= 10:
-            continue
-        raise ValueError(f"unknown input {name!r}: use sample or ami-train-N (N from 1 to 10)")
+        raise ValueError(f"unknown input {name!r}: use sample, ami-train-N (N from 1 to 10) "
+                         "or meeting-M (M minutes, 1 to 30)")
     if not names:
         raise ValueError("no inputs")
     return names
 
 
-def prepare_inputs(names: Sequence[str]) -> list[Any]:
+def long_meeting(minutes: int, out_dir: Path) -> Any:
+    """A ``minutes``-long recording: the AMI train excerpts and the sample call one after
+    the other (0.5 s apart), repeated; RTTM shifted along (AMI labels are people)."""
+    import numpy as np
+
+    from workbench.engine.audio import SAMPLE_RATE, decode_file, write_wav
+    from workbench.research.datasets import sample_call
+    from workbench.research.datasets.ami import ami_items
+    from workbench.research.datasets.items import CorpusItem
+
+    sources = ami_items("train", REPO_ROOT / "data") + [sample_call()]
+    gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    uri = f"meeting-{minutes}"
+    pieces, lines, offset, k = [], [], 0.0, 0
+    while offset < minutes * 60:
+        item = sources[k % len(sources)]
+        k += 1
+        audio = decode_file(item.audio)
+        for turn in item.reference_turns():
+            lines.append(f"SPEAKER {uri} 1 {offset + turn.start:.3f} "
+                         f"{turn.end - turn.start:.3f} <NA> <NA> {turn.speaker} <NA> <NA>\n")
+        pieces += [audio, gap]
+        offset += (audio.size + gap.size) / SAMPLE_RATE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    audio_path = write_wav(out_dir / f"{uri}.wav", np.concatenate(pieces))
+    rttm = out_dir / f"{uri}.rttm"
+    rttm.write_text("".join(lines))
+    return CorpusItem(uri, audio_path, rttm=rttm, info={
+        "source": f"{k} pieces: AMI train excerpts and the sample call, repeated"})
+
+
+def prepare_inputs(names: Sequence[str], work_dir: Optional[Path] = None) -> list[Any]:
     from workbench.research.datasets import sample_call
     from workbench.research.datasets.ami import ami_items
 
@@ -88,6 +123,9 @@ def prepare_inputs(names: Sequence[str]) -> list[Any]:
     for name in names:
         if name == "sample":
             items.append(sample_call())
+        elif name.startswith("meeting-"):
+            items.append(long_meeting(int(name.rsplit("-", 1)[1]),
+                                      work_dir or Path(tempfile.mkdtemp(prefix="meeting-"))))
         else:
             items.extend(ami_items("train", REPO_ROOT / "data")[: int(name.rsplit("-", 1)[1])])
     return items
@@ -236,7 +274,7 @@ def timings(sends: list[float], received: list[tuple[float, dict[str, Any]]]
             ) -> dict[str, Any]:
     """Word and speaker latencies, first-word delay, words before stop, chunk replies."""
     t0 = sends[0] if sends else 0.0
-    word_lags, speaker_lags, replies = [], [], []
+    word_lags, word_ends, speaker_lags, replies = [], [], [], []
     first_word = None
     stopped_at = math.inf
     before_stop = 0
@@ -254,12 +292,14 @@ def timings(sends: list[float], received: list[tuple[float, dict[str, Any]]]
                 end = float(word["end"])
                 if kind == "transcript_final":
                     word_lags.append(at - t0 - end)
+                    word_ends.append(end)
                     first_word = at - t0 if first_word is None else first_word
                     before_stop += at < stopped_at
                 if word.get("speaker") is not None and word["index"] not in labelled:
                     labelled.add(word["index"])
                     speaker_lags.append(at - t0 - end)
-    return {"word_latencies": word_lags, "speaker_latencies": speaker_lags,
+    return {"word_latencies": word_lags, "word_ends": word_ends,
+            "speaker_latencies": speaker_lags,
             "chunk_replies": replies, "first_word_delay": first_word,
             "words_before_stop": before_stop, "live_words": len(word_lags)}
 
@@ -326,10 +366,31 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
                 live_wer=_num(live_row.get("wer")), live_der=_num(live_row.get("der")),
                 live_run_id=rec.live_run_id, warm_wait_seconds=warm_wait,
                 live_cpu_per_audio_second=_num(live_cpu / audio_seconds),
+                lag_by_minute=lag_by_minute(t["word_ends"], t["word_latencies"]),
+                lag_slope_per_minute=lag_slope(t["word_ends"], t["word_latencies"]),
                 word_latencies=[round(x, 3) for x in t["word_latencies"]],
                 speaker_latencies=[round(x, 3) for x in t["speaker_latencies"]])
         rows.append(row)
     return rows
+
+
+def lag_by_minute(ends: Sequence[float], lags: Sequence[float]) -> list[dict[str, Any]]:
+    """Word latency p50/p95 per minute of the recording (by the word's end)."""
+    rows = []
+    for minute in range(int(max(ends, default=-1) // 60) + 1):
+        x = [lag for end, lag in zip(ends, lags) if minute * 60 <= end < (minute + 1) * 60]
+        rows.append({"minute": minute, "words": len(x), "p50": _pct(x, 50), "p95": _pct(x, 95)})
+    return rows
+
+
+def lag_slope(ends: Sequence[float], lags: Sequence[float]) -> Optional[float]:
+    """Least-squares slope of word latency over the recording (seconds of lag per
+    minute of audio): 0 when lag does not grow. None below 2 minutes of words."""
+    import numpy as np
+
+    if len(ends) < 10 or max(ends) - min(ends) < 120:
+        return None
+    return round(float(np.polyfit(np.asarray(ends) / 60.0, np.asarray(lags), 1)[0]), 4)
 
 
 def _ms(seconds: Optional[float]) -> Optional[float]:
@@ -426,6 +487,14 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {_f(s['chunk_reply_p95_ms_live'], '.0f')} / "
             f"{_f(s['chunk_reply_p95_ms_without'], '.0f')} | "
             f"{'yes' if s['within_target'] else 'no'} |")
+    for r in results["runs"]:
+        minutes = r.get("lag_by_minute") or []
+        if len(minutes) >= 3:
+            lines += ["", f"Word lag by minute, {r['uri']} ({r['streams']} stream(s); slope "
+                      f"{_f(r.get('lag_slope_per_minute'), '+.3f')} s per minute):", "",
+                      "| minute | words | p50 (s) | p95 (s) |", "|---|---|---|---|"]
+            lines += [f"| {m['minute']} | {m['words']} | {_f(m['p50'], '.2f')} | "
+                      f"{_f(m['p95'], '.2f')} |" for m in minutes]
     lines.append(f"\nMost concurrent live streams with p95 word latency ≤ {TARGET_P95:g} s: "
                  f"{results.get('most_streams_within_target') or 'none of those tried'}.")
     return head + "\n".join(lines)
@@ -440,7 +509,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--streams", default="1,2",
                         help="live streams at once, comma-separated (1 and 2 by default)")
     parser.add_argument("--inputs", default="sample,ami-train-2",
-                        help="sample and/or ami-train-N (the first N AMI train excerpts)")
+                        help="sample, ami-train-N (the first N AMI train excerpts) and/or "
+                             "meeting-M (an M-minute recording: the AMI train excerpts and "
+                             "the sample call one after the other, repeated)")
     parser.add_argument("--chunk-seconds", type=float, default=0.25)
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the recordings without live results (chunk replies)")
@@ -517,7 +588,7 @@ def main(argv: Sequence[str] = ()) -> int:
     status = 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-server-"))
     try:
-        items = prepare_inputs(args.input_names)
+        items = prepare_inputs(args.input_names, tmp / "inputs")
         with LocalServer(tmp / "data", args=server_args,
                          env=server_env(max(args.stream_counts))) as server:
             time.sleep(1.0)

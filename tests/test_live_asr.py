@@ -39,7 +39,9 @@ def test_committed_words_never_change_arrive_in_order_and_before_the_end(
     snapshots = []
     for i in range(0, audio.size, chunk):
         asr.append(audio[i:i + chunk])
-        asr.step()
+        result = asr.step()
+        if result is not None:  # no word ends after the audio the pass saw
+            assert all(w.end <= result.upto + 1e-6 for w in result.committed + result.partial)
         snapshots.append(list(asr.committed))
         assert asr.buffer_seconds <= config.max_buffer + 0.3 + 1e-6
     before_flush = len(asr.committed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from workbench.live.asr import _cut_loop
+from workbench.live.asr import _agreement, _cut_loop
 from workbench.live.events import DiarizationUpdate, SpeakerLabels, TranscriptFinal, TranscriptPartial
 from workbench.live.pipeline import _join
 from workbench.engine.transcript import Turn, Word
@@ -42,6 +42,25 @@ def test_cut_loop_keeps_text_until_a_loop() -> None:
     assert [w.word for w in _cut_loop(_words("yes the cat the cat the cat the"))] == \
         [w.word for w in _words("yes the cat")]
     assert len(_cut_loop(_words("ok go go go go go go go then more"))) == 2
+
+
+def test_agreement_strict_prefix_and_with_edits() -> None:
+    before = _words("I thought you know I heard a beat this is")
+    now = _words("Hey I thought you know I heard of deep this is")
+    now = [Word(w.start - 1.0, w.end - 1.0, w.word, w.probability) for w in now]  # aligned
+    assert _agreement(now, before) == 0  # strict LocalAgreement: "Hey" blocks it all
+    assert _agreement(now, before, edits=1) == 7  # "Hey I thought you know I heard"
+    assert _agreement(now, before, edits=2) == 7  # "of deep"/"a beat" would make 3 edits
+    assert _agreement(now, before, edits=3) == 11  # ... followed by 2 agreeing words
+    assert _agreement(_words("a b c d"), _words("a b c d e")) == 4
+    # a difference must be followed by `run` agreeing words
+    assert _agreement(_words("x a b y"), _words("a b y z"), edits=1, run=3) == 0
+    assert _agreement(_words("x a b y"), _words("a b y z"), edits=1, run=2) == 0  # times off
+    shifted = [Word(w.start - 1.0, w.end - 1.0, w.word, 0.9) for w in _words("x a b y")]
+    assert _agreement(shifted, _words("a b y z"), edits=1, run=3) == 4
+    # words that agree in text but not in time do not agree
+    late = [Word(w.start + 2.0, w.end + 2.0, w.word, 0.9) for w in _words("x a b y")]
+    assert _agreement(late, _words("a b y z"), edits=1) == 0
 
 
 def test_join_merges_touching_turns_of_one_speaker_only() -> None:
