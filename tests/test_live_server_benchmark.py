@@ -24,7 +24,9 @@ def test_arguments_defaults_and_errors(capsys: pytest.CaptureFixture[str]) -> No
                                    "--no-baseline"])
     assert args.stream_counts == [1, 2] and args.input_names == ["ami-train-3"]
     assert args.no_baseline
+    assert live_server.parse_args(["--inputs", "meeting-10"]).input_names == ["meeting-10"]
     for bad in (["--inputs", "ami-test-1"], ["--inputs", "ami-train-11"], ["--inputs", "tst00"],
+                ["--inputs", "meeting-0"], ["--inputs", "meeting-31"], ["--inputs", "meeting-x"],
                 ["--streams", "0"], ["--streams", "x"], ["--chunk-seconds", "0"]):
         with pytest.raises(SystemExit):
             live_server.parse_args(bad)
@@ -109,3 +111,39 @@ def test_merged_takes_live_words_from_the_subscriber() -> None:
         (1.0, "progress"), (2.1, "transcript_final"), (3.0, "recording_stopped"),
         (9.0, "transcript_final")]
     assert live_server.merged(received, heard[1:2]) == received
+
+
+def test_long_meeting_is_the_excerpts_in_a_row_with_shifted_references(tmp_path: Path) -> None:
+    """The ``meeting-M`` input on the real AMI train excerpts and the sample call."""
+    import soundfile as sf
+
+    from workbench.research.datasets import sample_call
+    from workbench.research.datasets.ami import ami_items
+
+    item = live_server.long_meeting(6, tmp_path)
+    info = sf.info(str(item.audio))
+    assert info.samplerate == 16000 and info.channels == 1
+    assert 360 <= info.duration < 360 + 31  # stops after the piece that reaches 6 min
+    turns = item.reference_turns()
+    sources = ami_items("train", live_server.REPO_ROOT / "data") + [sample_call()]
+    first = sources[0].reference_turns()
+    assert [(t.speaker, round(t.start, 3)) for t in turns[:len(first)]] == \
+        [(t.speaker, round(t.start, 3)) for t in first]
+    # the 12th piece is the first excerpt again, 11 pieces (+ 0.5 s gaps each) later
+    offset = sum(sf.info(str(s.audio)).duration + 0.5 for s in sources)
+    again = [t for t in turns if t.start >= offset - 1e-3][:len(first)]
+    assert [t.start - offset for t in again] == pytest.approx([t.start for t in first], abs=2e-3)
+    assert max(t.end for t in turns) <= info.duration + 1e-3
+
+
+def test_lag_by_minute_and_slope() -> None:
+    ends = [5.0 * k for k in range(1, 60)]  # one word every 5 s for ~5 minutes
+    flat = [2.0 + (0.5 if k % 2 else 0.0) for k in range(len(ends))]
+    rows = live_server.lag_by_minute(ends, flat)
+    assert [r["minute"] for r in rows] == [0, 1, 2, 3, 4]
+    assert sum(r["words"] for r in rows) == len(ends)
+    assert abs(live_server.lag_slope(ends, flat)) < 0.05
+    growing = [2.0 + e / 60.0 for e in ends]  # one more second of lag per minute
+    assert live_server.lag_slope(ends, growing) == pytest.approx(1.0, abs=1e-6)
+    assert live_server.lag_by_minute(ends, growing)[-1]["p50"] > rows[-1]["p50"]
+    assert live_server.lag_slope(ends[:10], growing[:10]) is None  # under 2 minutes
