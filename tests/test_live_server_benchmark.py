@@ -147,3 +147,5 @@ def test_lag_by_minute_and_slope() -> None:
     assert live_server.lag_slope(ends, growing) == pytest.approx(1.0, abs=1e-6)
     assert live_server.lag_by_minute(ends, growing)[-1]["p50"] > rows[-1]["p50"]
     assert live_server.lag_slope(ends[:10], growing[:10]) is None  # under 2 minutes
+    refined = live_server.lag_by_minute(ends[:3], flat[:3], refined_ends=[10.0, 70.0, 130.0])
+    assert [(r["words"], r["refined_words"]) for r in refined] == [(3, 1), (0, 1), (0, 1)]
