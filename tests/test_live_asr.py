@@ -96,3 +96,25 @@ def test_a_short_encoder_window_sees_fewer_frames_and_keeps_the_words(
     assert all(w.end <= seconds + 0.5 for w in words)
     with pytest.raises(ValueError, match="encoder_seconds"):
         transcriber.decode(audio, encoder_seconds=0)
+
+
+def test_a_pass_never_starts_on_leading_silence(tmp_path: Path, transcriber) -> None:
+    """5 s of silence, then a sentence: the first pass sees the speech (and ~0.3 s before
+    it), not the silence, and the words come out right."""
+    speech = decode_file(espeak(SENTENCES[0], tmp_path / "a.wav"))
+    audio = np.concatenate([np.zeros(5 * SAMPLE_RATE, np.float32), speech,
+                            np.zeros(SAMPLE_RATE, np.float32)])
+    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=transcriber)
+    passes = []
+    for i in range(0, audio.size, 4000):
+        asr.append(audio[i:i + 4000])
+        if asr.due():  # as `LiveSession` drives it: a step only when one is due
+            result = asr.step()  # None: the pass waits for min_step s after the silence
+            if result is not None:
+                passes.append(result)
+    asr.flush()
+    assert passes, "no pass while the sentence was arriving"
+    first = passes[0]
+    assert first.upto - first.buffer_seconds >= 4.5  # the buffer began near the speech
+    assert all(w.start >= 4.5 for w in asr.committed)
+    assert word_error_rate(SENTENCES[0], "".join(w.word for w in asr.committed)).wer < 0.3

@@ -299,7 +299,9 @@ class StreamingTranscriber:
         return self.received if upto is None else max(0.0, min(upto, self.received))
 
     def step(self, upto: Optional[float] = None) -> Optional[PassResult]:
-        """Run one pass on the buffer up to `upto` if `due`; None otherwise."""
+        """Run one pass on the buffer up to `upto` if `due`; None otherwise (also when a
+        due pass is put off because the leading silence it would have seen was dropped:
+        it runs once `min_step` s of audio follow the silence)."""
         end = self._clip(upto)
         # no pass over leading silence either: Whisper loops on it ("Hello. Hello. ...",
         # retried at higher temperatures: passes of ~2 s at a recording's start).
