@@ -97,11 +97,11 @@ def long_meeting(minutes: int, out_dir: Path) -> Any:
     sources = ami_items("train", REPO_ROOT / "data") + [sample_call()]
     gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
     uri = f"meeting-{minutes}"
+    decoded = [decode_file(item.audio) for item in sources]
     pieces, lines, offset, k = [], [], 0.0, 0
     while offset < minutes * 60:
-        item = sources[k % len(sources)]
+        item, audio = sources[k % len(sources)], decoded[k % len(sources)]
         k += 1
-        audio = decode_file(item.audio)
         for turn in item.reference_turns():
             lines.append(f"SPEAKER {uri} 1 {offset + turn.start:.3f} "
                          f"{turn.end - turn.start:.3f} <NA> <NA> {turn.speaker} <NA> <NA>\n")
@@ -115,7 +115,7 @@ def long_meeting(minutes: int, out_dir: Path) -> Any:
         "source": f"{k} pieces: AMI train excerpts and the sample call, repeated"})
 
 
-def prepare_inputs(names: Sequence[str], work_dir: Optional[Path] = None) -> list[Any]:
+def prepare_inputs(names: Sequence[str], work_dir: Path) -> list[Any]:
     from workbench.research.datasets import sample_call
     from workbench.research.datasets.ami import ami_items
 
@@ -124,8 +124,7 @@ def prepare_inputs(names: Sequence[str], work_dir: Optional[Path] = None) -> lis
         if name == "sample":
             items.append(sample_call())
         elif name.startswith("meeting-"):
-            items.append(long_meeting(int(name.rsplit("-", 1)[1]),
-                                      work_dir or Path(tempfile.mkdtemp(prefix="meeting-"))))
+            items.append(long_meeting(int(name.rsplit("-", 1)[1]), work_dir))
         else:
             items.extend(ami_items("train", REPO_ROOT / "data")[: int(name.rsplit("-", 1)[1])])
     return items

@@ -224,7 +224,7 @@ def _agreement(words: list[Word], previous: list[Word], edits: int = 0, run: int
             break
         gap = max(block.a - i, block.b - j)
         used += gap
-        if used > edits or (gap and block.size < run):
+        if used > edits:
             break
         size = 0
         while (size < block.size and abs(words[block.a + size].start
