@@ -1,7 +1,8 @@
 """Live benchmark: latency, accuracy and cost of `workbench.live` against the offline pipeline.
 
 ``python -m benchmarks live [--quick] [--latencies 0.5,1,2,5] [--inputs sample,conv2,conv3,ami]
-[--costs measured|ASR_SECONDS,DIAR_SECONDS] [--bench-dir data/bench] [--out benchmarks/results/live.json]``
+[--costs measured|ASR_SECONDS,DIAR_SECONDS] [--asr OPTION=VALUE] [--diarization OPTION=VALUE]
+[--bench-dir data/bench] [--out benchmarks/results/live.json]``
 
 Every input is streamed through `workbench.live.stream_file` once per latency (the
 diarization latency: `OnlineDiarizationConfig.for_latency`, 5 s windows, a 0.5 s step
@@ -86,11 +87,16 @@ def _pct(values: np.ndarray, q: float) -> Optional[float]:
 
 
 def run_live(item: Any, latency: float, costs: Any, models: Any,
-             asr_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+             asr_options: Optional[dict[str, Any]] = None,
+             diarization_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     from workbench.research.evaluation import score
     from workbench.live import LiveConfig, stream_file
+    from workbench.live.asr import StreamingASRConfig
+    from workbench.live.diarization import OnlineDiarizationConfig
 
-    config = LiveConfig.for_latency(latency, **(asr_options or {}))
+    config = LiveConfig(asr=StreamingASRConfig(**(asr_options or {})),
+                        diarization=OnlineDiarizationConfig.for_latency(
+                            latency, **(diarization_options or {})))
     t0 = time.perf_counter()
     result = stream_file(item.audio, config=config, costs=costs, models=models, uri=item.uri)
     wall = time.perf_counter() - t0
@@ -217,6 +223,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--asr", action="append", default=[], metavar="OPTION=VALUE",
                         help="a StreamingASRConfig option for the live runs (repeatable), "
                              "e.g. encoder_pad=none; values are JSON (none/null = None)")
+    parser.add_argument("--diarization", action="append", default=[], metavar="OPTION=VALUE",
+                        help="an OnlineDiarizationConfig option for the live runs "
+                             "(repeatable), e.g. adopt_distance=none")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline pipeline")
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
@@ -225,16 +234,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(list(argv))
     if args.quick:
         args.latencies, args.inputs = "1,2", "sample"
-    args.asr_options = {}
-    for option in args.asr:
-        key, sep, value = option.partition("=")
-        if not sep:
-            parser.error(f"--asr {option!r}: expected OPTION=VALUE")
-        try:
-            args.asr_options[key.strip()] = (None if value.strip().lower() == "none"
-                                              else json.loads(value))
-        except json.JSONDecodeError:
-            args.asr_options[key.strip()] = value.strip()
+    for flag in ("asr", "diarization"):
+        options: dict[str, Any] = {}
+        for option in getattr(args, flag):
+            key, sep, value = option.partition("=")
+            if not sep:
+                parser.error(f"--{flag} {option!r}: expected OPTION=VALUE")
+            try:
+                options[key.strip()] = (None if value.strip().lower() == "none"
+                                        else json.loads(value))
+            except json.JSONDecodeError:
+                options[key.strip()] = value.strip()
+        setattr(args, f"{flag}_options", options)
     args.latency_values = [float(x) for x in args.latencies.split(",") if x.strip()]
     args.input_names = [n.strip() for n in args.inputs.split(",") if n.strip()]
     unknown = [n for n in args.input_names if n not in INPUTS]
@@ -263,7 +274,7 @@ def main(argv: Sequence[str] = ()) -> int:
         "command": ("python -m benchmarks live " + " ".join(argv)).strip(),
         "machine": machine_info(),
         "parameters": {"latencies": args.latency_values, "inputs": args.input_names,
-                       "asr": args.asr_options,
+                       "asr": args.asr_options, "diarization": args.diarization_options,
                        "costs": args.costs, "generated_inputs": GENERATED,
                        "der": {"collar": 0.0, "skip_overlap": False},
                        "chunk_seconds": 0.25},
@@ -290,7 +301,8 @@ def main(argv: Sequence[str] = ()) -> int:
                 print(f"WER {_f(run['wer'], '.1%')} DER {_f(run['der'], '.1%')}", flush=True)
             for latency in args.latency_values:
                 print(f"{item.uri}: live, latency {latency:g} s ...", end=" ", flush=True)
-                run = run_live(item, latency, costs, models, args.asr_options)
+                run = run_live(item, latency, costs, models, args.asr_options,
+                               args.diarization_options)
                 results["runs"].append(run)
                 print(f"WER {_f(run['wer'], '.1%')} DER {_f(run['der'], '.1%')} word lag p50 "
                       f"{_f(run['word_latency_p50'], '.2f')} s", flush=True)

@@ -118,3 +118,30 @@ def test_a_pass_never_starts_on_leading_silence(tmp_path: Path, transcriber) -> 
     assert first.upto - first.buffer_seconds >= 4.5  # the buffer began near the speech
     assert all(w.start >= 4.5 for w in asr.committed)
     assert word_error_rate(SENTENCES[0], "".join(w.word for w in asr.committed)).wer < 0.3
+
+
+def _oldest_pending(asr: StreamingTranscriber, audio: np.ndarray) -> float:
+    """How far behind the audio a pass ever left an uncommitted word (s)."""
+    oldest = 0.0
+    for i in range(0, audio.size, 4000):
+        asr.append(audio[i:i + 4000])
+        result = asr.step()
+        if result is not None and result.partial:
+            oldest = max(oldest, result.upto - result.partial[0].end)
+    asr.flush()
+    return oldest
+
+
+def test_max_word_lag_commits_words_no_rule_confirmed(tmp_path: Path, transcriber) -> None:
+    """With strict agreement and passes every 0.5 s, words wait behind the audio; with
+    `max_word_lag` no pass leaves a word pending that ended that long before its audio."""
+    audio = _speech(tmp_path)
+    strict = dict(min_step=0.5, agreement_edits=0, pause_commit=5.0, end_silence=5.0)
+    unbounded = _oldest_pending(StreamingTranscriber(StreamingASRConfig(**strict),
+                                                     transcriber=transcriber), audio)
+    bounded = StreamingTranscriber(StreamingASRConfig(**strict, max_word_lag=1.0),
+                                   transcriber=transcriber)
+    assert unbounded > 1.0, "nothing to bound: every word was confirmed within 1 s"
+    assert _oldest_pending(bounded, audio) <= 1.0
+    text = "".join(w.word for w in bounded.committed)
+    assert word_error_rate(" ".join(SENTENCES[:2]), text).wer < 0.3, text

@@ -54,6 +54,23 @@ def test_a_new_voice_becomes_a_speaker_after_confirm_windows() -> None:
     assert clustering.num_speakers == 2
 
 
+def test_the_first_long_voice_takes_over_a_speaker_a_short_item_opened() -> None:
+    a, other, b = np.eye(16)[0], np.eye(16)[1], np.eye(16)[2]
+    hello = _unit(0.5 * a + np.sqrt(0.75) * other)  # a short "Hello?": cosine distance 0.5
+    for adopt, expected in ((0.8, [0, 0, 1]), (None, [0, 1, 2])):
+        clustering = OnlineSpeakerClustering(delta_new=0.3, adopt_distance=adopt)
+        got = [clustering.speakers(hello[None], np.array([False]))[0],  # opens the first
+               clustering.speakers(a[None], np.array([True]))[0],  # 0.5 away: adopts it
+               clustering.speakers(b[None], np.array([True]))[0]]  # 1.0 away: new
+        assert got == expected, adopt
+        if adopt is not None:  # the adopted centroid is the long voice's, not the hello's
+            assert clustering.distances(a[None])[0, 0] < 1e-6
+            # a centroid a long item joined is never taken over again: a long voice as
+            # far from it as the hello was opens a speaker
+            near_a = _unit(0.5 * a + np.sqrt(0.75) * np.eye(16)[3])
+            assert clustering.speakers(near_a[None], np.array([True])) == [2]
+
+
 def test_speaker_cap_is_a_parameter() -> None:
     rng = np.random.default_rng(1)
     clustering = OnlineSpeakerClustering(delta_new=0.5, max_speakers=25)

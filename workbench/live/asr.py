@@ -16,7 +16,7 @@ pass a second cannot keep up. `StreamingTranscriber` spends passes carefully:
 * **Adaptive step.** A pass is due once `min_step` s of new audio arrived; whoever drives
   the transcriber runs the next pass when the previous one finished, on all the audio
   that arrived meanwhile (steps merge instead of queueing: lag stays bounded).
-* **Four commit rules, all never retracted.** (1) LocalAgreement-2: the common prefix of
+* **Commit rules, all never retracted.** (1) LocalAgreement-2: the common prefix of
   this pass's and the previous pass's uncommitted words, allowing up to
   `agreement_edits` differing words when at least two agreeing words follow each
   difference (this pass's version is committed). (2) End of utterance: when the
@@ -27,6 +27,8 @@ pass a second cannot keep up. `StreamingTranscriber` spends passes carefully:
   words within one pass (as WhisperLiveKit's confidence validation): the leading
   uncommitted words whose probability is at least `confident_probability` and that end
   `confident_margin` s before the buffer end (None turns this rule off).
+* **Bounded lag** (optional, `max_word_lag`): words of a pass that end that long before
+  the audio it saw are committed without confirmation.
 * **Bounded buffer.** The buffer starts at the first uncommitted speech, is trimmed at
   committed sentence ends (or any committed word end past `trim_buffer` s) and never
   exceeds `max_buffer` s: before it would, the words of the current pass that end more
@@ -121,6 +123,17 @@ class StreamingASRConfig:
     agreement_edits: int = 3
     agreement_run: int = 2
     agreement_shift: float = 0.5
+    # Lag bound: the words of a pass that end at least this many seconds before the audio
+    # it saw are committed even when no rule above confirms them (None: no bound). Where
+    # speakers overlap, passes keep hearing one stretch differently and agreement holds
+    # the words after it back (the sample call's 10.8-17.8 s). Measured 2026-12-03 (AVX2
+    # caps, latency 2 s, fixed costs 0.4/0.6/0.8 s per pass; `python -m benchmarks live
+    # --latencies 2 --no-offline --inputs sample,conv2,conv3 --costs C,0.3 --asr
+    # max_word_lag=L`), sample call WER and p95 word lag: None 14.8 %, 3.88/4.08/4.28 s;
+    # 3 s 14.8 %, 3.70/3.90/4.10 s; 2.5 s 19.8 %, 3.77/3.97/4.17 s; 2 s 23.5 %,
+    # 3.22/3.42/3.62 s (pooled with conv2 + conv3 at 0.6 s: 19.1, 19.1, 20.1, 20.8 %).
+    # Unconfirmed words cost more than the lag they save, so it is off.
+    max_word_lag: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.min_step <= 0 or self.end_silence <= 0 or self.pause_commit <= 0:
@@ -140,6 +153,8 @@ class StreamingASRConfig:
         if self.agreement_edits < 0 or self.agreement_run < 1 or self.agreement_shift <= 0:
             raise ValueError("agreement_edits must be >= 0, agreement_run >= 1 and "
                              "agreement_shift > 0")
+        if self.max_word_lag is not None and not 0 < self.max_word_lag < self.max_buffer:
+            raise ValueError("max_word_lag must be None or in (0, max_buffer)")
 
     def asr_config(self) -> ASRConfig:
         """The `ASRConfig` of the model (VAD is done here, not by faster-whisper)."""
@@ -167,7 +182,7 @@ class PassResult:
     upto: float  # audio end the pass saw (s)
     buffer_seconds: float
     seconds: float  # wall time of the pass
-    rule: str  # which rules committed: "agreement", "pause", "utterance", "force", "flush"
+    rule: str  # rules that committed: "agreement", "pause", "utterance", "lag", "force", "flush"
 
 
 _NORMAL = re.compile(r"[^\w']+")
@@ -418,6 +433,13 @@ class StreamingTranscriber:
             k = self._pause_cut(words, speech, end_s)
             if k > n:
                 n, rules = k, rules + ["pause"]
+            # (5) no word waits longer than max_word_lag behind the audio
+            if cfg.max_word_lag is not None:
+                k = n
+                while k < len(words) and words[k].end <= end_s - cfg.max_word_lag:
+                    k += 1
+                if k > n:
+                    n, rules = k, rules + ["lag"]
             # keep the next buffer under max_buffer
             if (end_s + cfg.min_step - start / SAMPLE_RATE > cfg.max_buffer):
                 k = n
