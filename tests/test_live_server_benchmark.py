@@ -33,6 +33,15 @@ def test_arguments_defaults_and_errors(capsys: pytest.CaptureFixture[str]) -> No
     assert "python -m benchmarks live --server" in capsys.readouterr().err
 
 
+def test_simulated_clock_arguments_take_asr_and_diarization_options() -> None:
+    args = live_bench.parse_args(["--asr", "max_word_lag=3", "--diarization",
+                                  "adopt_distance=none", "--diarization", "delta_new=0.5"])
+    assert args.asr_options == {"max_word_lag": 3}
+    assert args.diarization_options == {"adopt_distance": None, "delta_new": 0.5}
+    with pytest.raises(SystemExit):
+        live_bench.parse_args(["--diarization", "adopt_distance"])
+
+
 def test_groups_fill_every_group() -> None:
     assert live_server.groups(3, 1) == [[0], [1], [2]]
     assert live_server.groups(3, 2) == [[0, 1], [2, 0]]
