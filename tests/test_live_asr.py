@@ -145,3 +145,6 @@ def test_max_word_lag_commits_words_no_rule_confirmed(tmp_path: Path, transcribe
     assert _oldest_pending(bounded, audio) <= 1.0
     text = "".join(w.word for w in bounded.committed)
     assert word_error_rate(" ".join(SENTENCES[:2]), text).wer < 0.3, text
+    for bad in (0.0, -1.0, 20.0):
+        with pytest.raises(ValueError, match="max_word_lag"):
+            StreamingASRConfig(max_word_lag=bad)

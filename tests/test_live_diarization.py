@@ -69,6 +69,9 @@ def test_the_first_long_voice_takes_over_a_speaker_a_short_item_opened() -> None
             # far from it as the hello was opens a speaker
             near_a = _unit(0.5 * a + np.sqrt(0.75) * np.eye(16)[3])
             assert clustering.speakers(near_a[None], np.array([True])) == [2]
+    for bad in (0.0, 2.5):
+        with pytest.raises(ValueError, match="adopt_distance"):
+            OnlineDiarizationConfig(adopt_distance=bad)
 
 
 def test_speaker_cap_is_a_parameter() -> None:
