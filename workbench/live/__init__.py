@@ -4,6 +4,7 @@
   VAD-gated passes, words committed by LocalAgreement-2, pauses and utterance ends;
 * `workbench.live.diarization` — `OnlineDiarizer`: segmentation-3.0 on a rolling window,
   CAM++ per local speaker, incremental clustering; turns final up to ``final_until``;
+* `workbench.live.clustering` — `OnlineSpeakerClustering`: the incremental clustering;
 * `workbench.live.pipeline` — `LiveSession` (``feed``/``finish``, events through a hook,
   threaded or on a simulated clock) and `stream_file`;
 * `workbench.live.events` — the event types (``serialize()`` gives the wire form).

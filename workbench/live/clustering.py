@@ -1,0 +1,198 @@
+"""Incremental clustering of speakers for online diarization (`workbench.live.diarization`).
+
+`OnlineSpeakerClustering` keeps global speakers as centroids (sums of unit CAM++
+embeddings) and assigns each window's items (local speakers or runs of them) to them, as
+diart does: join the nearest speaker within ``delta_new``, open a new one otherwise (long
+items only), never give two items that cannot share one the same speaker; plus a
+confirmation count for new voices, the take-over of a speaker only a short first item
+opened (``adopt_distance``), and an optional re-clustering of all speech so far.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["OnlineSpeakerClustering"]
+
+
+class OnlineSpeakerClustering:
+    """Global speakers as centroids (sums of unit CAM++ embeddings), assigned per window."""
+
+    def __init__(self, delta_new: float, max_speakers: int = 20, confirm_windows: int = 1,
+                 adopt_distance: Optional[float] = None) -> None:
+        self.delta_new = delta_new
+        self.max_speakers = max_speakers
+        self.confirm_windows = confirm_windows
+        self.adopt_distance = adopt_distance
+        self.centroids: list[np.ndarray] = []
+        self.learned_long: list[bool] = []  # has a long item joined the centroid yet?
+        self.hits: list[int] = []  # windows in which a long item joined each centroid
+        self.labels: list[Optional[int]] = []  # output speaker of each confirmed centroid
+        self.next_label = 0
+        # what `recluster` learns from: unit embeddings, their speech (s), their speaker
+        self._history: list[np.ndarray] = []
+        self._weights: list[float] = []
+        self._given: list[int] = []
+        self.reclusterings = 0
+
+    @property
+    def num_speakers(self) -> int:
+        """Speakers given so far (output labels used)."""
+        return self.next_label
+
+    def remember(self, embeddings: np.ndarray, seconds: np.ndarray, speakers: list[int],
+                 keep: int = 1500) -> None:
+        """Keep items and the speaker they were given for `recluster` (at most `keep`:
+        beyond, every other one of the older half is dropped)."""
+        for e, w, g in zip(embeddings, seconds, speakers):
+            if g >= 0 and np.isfinite(e).all():
+                self._history.append(e / np.linalg.norm(e))
+                self._weights.append(float(w))
+                self._given.append(int(g))
+        if len(self._history) > keep:
+            half = len(self._history) // 2
+            order = list(range(0, half, 2)) + list(range(half, len(self._history)))
+            self._history = [self._history[i] for i in order]
+            self._weights = [self._weights[i] for i in order]
+            self._given = [self._given[i] for i in order]
+
+    def recluster(self, threshold: float, min_speech: float) -> dict[int, int]:
+        """Cluster everything remembered again and make those clusters the centroids.
+
+        Average-linkage cosine clusters apart at `threshold`; a cluster with less than
+        `min_speech` s joins the nearest bigger one. Each cluster takes the speaker that
+        shares most of its speech with it (Hungarian matching, so two clusters never take
+        one speaker); a cluster left without one becomes a new speaker. Speakers that
+        no cluster takes stop being given (they were a split or a mix). Returns those,
+        each with the speaker most of its speech went to.
+        """
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.optimize import linear_sum_assignment
+
+        n = len(self._history)
+        if n < 4:
+            return {}
+        x = np.stack(self._history)
+        w = np.asarray(self._weights)
+        clusters = fcluster(linkage(x, method="average", metric="cosine"), threshold,
+                            criterion="distance") - 1
+        k = clusters.max() + 1
+        speech = np.bincount(clusters, weights=w, minlength=k)
+        big = np.flatnonzero(speech >= min_speech)
+        if big.size == 0:
+            big = np.array([int(np.argmax(speech))])
+        sums = np.stack([(x[clusters == c] * w[clusters == c, None]).sum(axis=0) for c in range(k)])
+        unit = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+        nearest = big[np.argmax(unit @ unit[big].T, axis=1)]
+        clusters = nearest[clusters]  # small clusters join the nearest big one
+        given = np.asarray(self._given)
+        labels = sorted(set(given.tolist()))
+        shared = np.array([[w[(clusters == c) & (given == g)].sum() for g in labels]
+                           for c in big])
+        rows, cols = linear_sum_assignment(-shared)
+        mapping = {int(big[r]): labels[c] for r, c in zip(rows, cols) if shared[r, c] > 0}
+        for c in big:
+            if int(c) not in mapping and self.next_label < self.max_speakers:
+                mapping[int(c)] = self.next_label
+                self.next_label += 1
+        kept = [int(c) for c in big if int(c) in mapping]
+        # as `assign` keeps them: sums of unit embeddings
+        self.centroids = [x[clusters == c].sum(axis=0) for c in kept]
+        self.learned_long = [True] * len(kept)
+        self.labels = [mapping[c] for c in kept]
+        self.hits = [self.confirm_windows] * len(kept)
+        new_given = [mapping.get(int(c), g) for c, g in zip(clusters, self._given)]
+        merged: dict[int, int] = {}
+        for g in set(labels) - set(self.labels):
+            went = [ng for og, ng in zip(self._given, new_given) if og == g and ng != g]
+            if went:
+                merged[g] = max(set(went), key=went.count)
+        self._given = new_given
+        self.reclusterings += 1
+        return merged
+
+    def distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """Cosine distances ``(local, global)``."""
+        if not self.centroids:
+            return np.zeros((len(embeddings), 0))
+        c = np.stack(self.centroids)
+        c = c / np.linalg.norm(c, axis=1, keepdims=True)
+        e = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+        return 1.0 - e @ c.T
+
+    def assign(self, embeddings: np.ndarray, long: np.ndarray,
+               cannot_link: Optional[np.ndarray] = None) -> list[int]:
+        """Global speaker of each item (a local speaker or a run of one).
+
+        Items go longest-first (``long`` ones before the others, then in order). Each
+        takes the nearest speaker not already given to an item it cannot share one with
+        (`cannot_link`, ``(k, k)`` bool; default: all pairs, diart's constraint for local
+        speakers of one window). Within `delta_new` it joins it (and, if long, moves its
+        centroid); farther, a long item takes over the nearest allowed centroid that only
+        short items joined so far if it is within `adopt_distance`, or else opens a new
+        speaker (up to `max_speakers`); a short one joins the nearest allowed speaker
+        anyway (or opens the first one).
+        """
+        k = len(embeddings)
+        if k == 0:
+            return []
+        if cannot_link is None:
+            cannot_link = ~np.eye(k, dtype=bool)
+        unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+        out = [-1] * k
+        for r in sorted(range(k), key=lambda i: (not long[i], i)):
+            banned = {out[j] for j in range(k) if cannot_link[r, j] and out[j] >= 0}
+            dist = self.distances(unit[r][None])[0]
+            allowed = [int(c) for c in np.argsort(dist) if int(c) not in banned]
+            weak = [c for c in allowed if not self.learned_long[c]]
+            if allowed and dist[allowed[0]] <= self.delta_new:
+                out[r] = allowed[0]
+            elif (long[r] and weak and self.adopt_distance is not None
+                  and dist[weak[0]] <= self.adopt_distance):
+                # a centroid that only a short item made (the first words, "Hello?")
+                # takes the first long voice near enough instead of a new speaker
+                out[r] = weak[0]
+                self.centroids[out[r]] = np.zeros_like(unit[r])
+            elif (long[r] or not self.centroids) and len(self.centroids) < 4 * self.max_speakers:
+                self.centroids.append(np.zeros_like(unit[r]))
+                self.learned_long.append(False)
+                self.hits.append(0)
+                self.labels.append(None)
+                out[r] = len(self.centroids) - 1
+            elif allowed:
+                out[r] = allowed[0]
+            else:
+                continue
+            # new speakers always learn their first embedding; others only from long items
+            if long[r] or not self.centroids[out[r]].any():
+                self.centroids[out[r]] = self.centroids[out[r]] + unit[r]
+            self.learned_long[out[r]] = self.learned_long[out[r]] or bool(long[r])
+        return out
+
+    def speakers(self, embeddings: np.ndarray, long: np.ndarray,
+                 cannot_link: Optional[np.ndarray] = None) -> list[int]:
+        """Output speaker (0, 1, ...) of each item: `assign`, then a centroid becomes a
+        speaker once long items joined it in `confirm_windows` windows (the first one at
+        once); until then its items go to the confirmed speaker nearest to it, so a
+        stray voice-like noise never shows up as a speaker. -1: none."""
+        centroid = self.assign(embeddings, long, cannot_link)
+        for c in set(centroid) - {-1}:
+            if any(long[i] for i, x in enumerate(centroid) if x == c):
+                self.hits[c] += 1
+            if (self.labels[c] is None and self.next_label < self.max_speakers
+                    and (self.hits[c] >= self.confirm_windows or self.next_label == 0)):
+                self.labels[c] = self.next_label
+                self.next_label += 1
+        out = []
+        for c in centroid:
+            if c < 0:
+                out.append(-1)
+            elif self.labels[c] is not None:
+                out.append(int(self.labels[c]))
+            else:
+                confirmed = [i for i, label in enumerate(self.labels) if label is not None]
+                d = self.distances(self.centroids[c][None])[0]
+                out.append(int(self.labels[min(confirmed, key=lambda i: d[i])]))
+        return out
