@@ -70,6 +70,8 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "once": {"embedding_passes": "once"},
     # issue #15: every other window's per-speaker passes serve the windows between
     "shared": {"embedding_passes": "shared"},
+    # issue #15: CAM++ on eager PyTorch instead of ONNX Runtime (the default since then)
+    "torch": {"embedding_runtime": "torch"},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),

@@ -36,6 +36,7 @@ LINKAGE_METHODS = ("average", "centroid", "complete", "median", "single", "ward"
 SPEAKER_COUNT_RULES = ("silhouette", "threshold")
 # how often CAM++ sees each stretch of speech (workbench.engine.diarization.pipelines)
 EMBEDDING_PASSES = ("window", "shared", "once")
+EMBEDDING_RUNTIMES = ("onnx", "torch")
 MAX_SPEAKERS = 64
 MAX_TEXT = 1000
 
@@ -266,6 +267,10 @@ class DiarizationConfig:
     embedding_share: int = _option(2, lo=1, hi=100)
     embedding_block: float = _option(10.0, lo=0.5, hi=3600.0)
     embedding_context: float = _option(1.0, lo=0.0, hi=60.0)
+    # What runs CAM++'s frame network: "onnx" (ONNX Runtime, exported once into the model
+    # cache; same embeddings within ~4e-6) or "torch" (eager PyTorch). See
+    # workbench.engine.diarization.runtime and BENCHMARKS.md, issue #15.
+    embedding_runtime: str = _option("onnx", choices=EMBEDDING_RUNTIMES)
     # Options for real meetings, measured on the AMI excerpts (workbench.research.datasets
     # .ami; python -m benchmarks diarization --sets ami) and off by default: the best of
     # them on AMI train (onset 0.3, clustering_min_active 0.1, count_min_active 0.15:

@@ -101,8 +101,14 @@ class OnlineDiarizationConfig:
     split_piece: Optional[float] = 1.5
     device: str = "cpu"
     num_threads: Optional[int] = 1
+    # what runs CAM++'s frame network (DiarizationConfig.embedding_runtime)
+    embedding_runtime: str = "onnx"
 
     def __post_init__(self) -> None:
+        from workbench.engine.config import EMBEDDING_RUNTIMES
+
+        if self.embedding_runtime not in EMBEDDING_RUNTIMES:
+            raise ValueError(f"embedding_runtime must be one of {', '.join(EMBEDDING_RUNTIMES)}")
         if not 0 < self.step <= self.window <= 10.0:
             raise ValueError("need 0 < step <= window <= 10 (segmentation-3.0 sees 10 s)")
         if not self.step <= self.latency <= self.window:
@@ -170,6 +176,7 @@ class OnlineDiarizer:
         if models is None:
             models = (load_segmentation_model(), CAMPPlusEmbedding.from_state_dict_file())
         self.segmentation, self.embedding = models
+        self.embedding.use_runtime(self.config.embedding_runtime)
         self.segmentation.to(torch.device(self.config.device))
         self.embedding.to(torch.device(self.config.device))
         from pyannote.audio.utils.powerset import Powerset

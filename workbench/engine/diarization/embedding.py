@@ -25,6 +25,7 @@ from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.diarization.runtime import EMBEDDING_RUNTIMES, OnnxFrameNetwork, network_key
 
 __all__ = [
     "EMBEDDING_ARCHITECTURE",
@@ -93,6 +94,27 @@ def load_segmentation_model(path: Optional[Path] = None) -> Model:
     return model
 
 
+class _FrameNetwork(torch.nn.Module):
+    """CAM++ from its input up to the statistics pooling (what `OnnxFrameNetwork`
+    exports)."""
+
+    def __init__(self, campplus: torch.nn.Module) -> None:
+        super().__init__()
+        self.campplus = campplus
+
+    @staticmethod
+    def run(campplus: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = campplus.head(x)
+        for name, layer in campplus.xvector.named_children():
+            if name == "stats":
+                break
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(self.campplus, x)
+
+
 class CAMPPlusEmbedding(Model):
     """CAM++ speaker embedding (192-dim) as a pyannote.audio `Model`.
 
@@ -129,14 +151,42 @@ class CAMPPlusEmbedding(Model):
         )
 
     @classmethod
-    def from_state_dict_file(cls, path: Optional[Path] = None) -> "CAMPPlusEmbedding":
-        """Build the model and load the CAM++ weights (default: the bundled file)."""
+    def from_state_dict_file(cls, path: Optional[Path] = None, *,
+                             runtime: str = "torch") -> "CAMPPlusEmbedding":
+        """Build the model and load the CAM++ weights (default: the bundled file); the
+        frame network runs on `runtime` (`use_runtime`)."""
         path = path or bundled_model_paths()["embedding"]
         model = cls()
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         model.campplus.load_state_dict(state)
         model.eval()
+        model.weights_path = Path(path)
+        model.use_runtime(runtime)
         return model
+
+    weights_path: Optional[Path] = None
+    _onnx: Optional[OnnxFrameNetwork] = None
+
+    @property
+    def runtime(self) -> str:
+        """What runs the frame network: ``"torch"`` or ``"onnx"`` (ONNX Runtime)."""
+        return "torch" if self._onnx is None else "onnx"
+
+    def use_runtime(self, runtime: str) -> None:
+        """Run the frame network (everything before the statistics pooling) on PyTorch
+        (``"torch"``) or ONNX Runtime (``"onnx"``, `runtime.OnnxFrameNetwork`: same
+        outputs within ~4e-6, 1.4-2.9x faster). The pooling and embedding layer stay in
+        PyTorch."""
+        if runtime not in EMBEDDING_RUNTIMES:
+            raise ValueError(f"unknown embedding runtime {runtime!r}; "
+                             f"expected one of {', '.join(EMBEDDING_RUNTIMES)}")
+        if runtime == "torch":
+            self._onnx = None
+        elif self._onnx is None:
+            paths = bundled_model_paths()
+            key = network_key(self.weights_path or paths["embedding"], paths["embedding_code"])
+            self._onnx = OnnxFrameNetwork(_FrameNetwork(self.campplus), key,
+                                          int(self.hparams.num_mel_bins))
 
     @property
     def dimension(self) -> int:
@@ -158,27 +208,29 @@ class CAMPPlusEmbedding(Model):
             use_energy=False,
         )
 
+    def _frame_network(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, mel_bins, frames) normalised fbanks -> (batch, channels, n)
+        return _FrameNetwork.run(self.campplus, x) if self._onnx is None else self._onnx(x)
+
     def embed_features(self, features: torch.Tensor) -> torch.Tensor:
         """Mean-normalise ``(batch, frames, mel_bins)`` fbanks and embed them."""
         features = features - features.mean(dim=1, keepdim=True)
-        return self.campplus(features)
+        return self._pool_batch(self._frame_network(features.transpose(1, 2)))
 
     def frame_features(self, fbank: torch.Tensor) -> torch.Tensor:
         """``(frames, mel_bins)`` raw log fbank -> ``(channels, ceil(frames / 2))`` frame
         features: the network up to its statistics pooling, on mean-normalised input."""
         x = (fbank - fbank.mean(dim=0, keepdim=True))[None].transpose(1, 2)
-        x = self.campplus.head(x)
-        for name, layer in self.campplus.xvector.named_children():
-            if name == "stats":
-                break
-            x = layer(x)
-        return x[0]
+        return self._frame_network(x)[0]
+
+    def _pool_batch(self, features: torch.Tensor) -> torch.Tensor:
+        stats = self.campplus.xvector.stats(features)
+        return self.campplus.xvector.dense(stats)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """``(channels, n)`` frame features -> ``(dimension,)`` embedding (statistics
         pooling and the embedding layer); ``pool(frame_features(f))`` embeds all of `f`."""
-        stats = self.campplus.xvector.stats(features[None])
-        return self.campplus.xvector.dense(stats)[0]
+        return self._pool_batch(features[None])[0]
 
     @property
     def feature_step(self) -> int:
