@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "benchmarks.ingest",
     "load": "benchmarks.load",
     "pipeline": "benchmarks.pipeline",
+    "embedding": "benchmarks.embedding",
     "accuracy": "benchmarks.accuracy",
     "diarization": "benchmarks.diarization",
     "live": "benchmarks.live",
