@@ -175,3 +175,15 @@ def test_sample_call_live(models) -> None:
         owner[s] = max(cover, key=cover.get)
     assert len(set(owner.values())) == 2, owner
     assert result.committed_before_end() > 0.5
+
+
+def test_warm_up_readies_the_embedding_runtime_the_steps_use(models) -> None:
+    """The live models run CAM++ on ONNX Runtime (the default), which makes one session
+    per torch thread count: warm-up must make the one the steps use, so that the first
+    step of a recording does not pay for it."""
+    from workbench.live.pipeline import warm_up
+
+    assert models.embedding.runtime == CONFIG.diarization.embedding_runtime == "onnx"
+    models.embedding._onnx._sessions.clear()
+    assert warm_up(models, CONFIG) > 0
+    assert set(models.embedding._onnx._sessions) == {CONFIG.diarization.num_threads}

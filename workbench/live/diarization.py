@@ -42,6 +42,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.provenance import torch_threads
 from workbench.live.buffer import AudioBuffer
 from workbench.live.clustering import OnlineSpeakerClustering
 from workbench.engine.transcript import Turn
@@ -174,7 +175,8 @@ class OnlineDiarizer:
 
         self.config = config or OnlineDiarizationConfig()
         if models is None:
-            models = (load_segmentation_model(), CAMPPlusEmbedding.from_state_dict_file())
+            models = (load_segmentation_model(), CAMPPlusEmbedding.from_state_dict_file(
+                runtime=self.config.embedding_runtime))
         self.segmentation, self.embedding = models
         self.embedding.use_runtime(self.config.embedding_runtime)
         self.segmentation.to(torch.device(self.config.device))
@@ -265,16 +267,10 @@ class OnlineDiarizer:
 
         cfg = self.config
         started = time.perf_counter()
-        threads = torch.get_num_threads()
-        if cfg.num_threads is not None:
-            torch.set_num_threads(cfg.num_threads)
-        try:
-            with torch.inference_mode():
-                audio, start = self._window(end)
-                active = self._segment(audio)  # (frames, local speakers) binary
-                runs, owners, embeddings, long, cannot = self._embed(audio, active)
-        finally:
-            torch.set_num_threads(threads)
+        with torch_threads(cfg.num_threads), torch.inference_mode():
+            audio, start = self._window(end)
+            active = self._segment(audio)  # (frames, local speakers) binary
+            runs, owners, embeddings, long, cannot = self._embed(audio, active)
         ok = np.isfinite(embeddings).all(axis=1) if len(owners) else np.zeros(0, bool)
         speakers = [-1] * len(owners)
         if (cfg.recluster_every is not None

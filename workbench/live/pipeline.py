@@ -121,7 +121,8 @@ def load_models(config: Optional[LiveConfig] = None, data_dir: Any = "data") -> 
         from workbench.engine.diarization.embedding import CAMPPlusEmbedding, load_segmentation_model
 
         models.segmentation = load_segmentation_model()
-        models.embedding = CAMPPlusEmbedding.from_state_dict_file()
+        models.embedding = CAMPPlusEmbedding.from_state_dict_file(
+            runtime=config.diarization.embedding_runtime)
     return models
 
 
@@ -143,7 +144,10 @@ def warm_up(models: LiveModels, config: Optional[LiveConfig] = None) -> float:
                                   models=(models.segmentation, models.embedding))
         diarizer.append(noise)
         diarizer.step()  # imports what a step needs, runs segmentation-3.0
-        with torch.inference_mode():
+        from workbench.engine.provenance import torch_threads
+
+        # on the thread count of the steps: ONNX Runtime makes a session per count
+        with torch_threads(config.diarization.num_threads), torch.inference_mode():
             frames = models.segmentation.num_frames(noise.size)
             mask = np.ones((frames, 1), dtype=bool)
             models.embedding.embed_parts(torch.from_numpy(noise)[None], mask, mask, [0])
