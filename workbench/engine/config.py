@@ -177,6 +177,11 @@ class ASRConfig:
     tiny.en WER 16.0 % with it, 18.5 % without; base 21.0 % with, 14.8 % without, but
     1.5x slower). `beam_size` 5 is faster-whisper's default. `cpu_threads` 0 lets
     CTranslate2 choose (``OMP_NUM_THREADS``, else 4). Word timestamps are always on.
+
+    `cpu_threads` is 1 by default: on a 2-core machine more threads made tiny.en slower,
+    not faster, alone as well as beside diarization (BENCHMARKS.md, "ASR threads": the
+    5-minute input, ASR alone, RTF 0.089 on 1 thread, 0.143 on 2, 0.160 on 4; the whole
+    pipeline 0.094 against 0.117 with CTranslate2's default of 4). Same words either way.
     """
 
     model: str = _option("tiny.en")
@@ -185,7 +190,7 @@ class ASRConfig:
     language: Optional[str] = _option(None, max_len=32)
     vad_filter: bool = _option(True)
     beam_size: int = _option(5, lo=1, hi=64)
-    cpu_threads: int = _option(0, lo=0, hi=1024)
+    cpu_threads: int = _option(1, lo=0, hi=1024)
 
     def __post_init__(self) -> None:
         _check_fields(self)
