@@ -3,9 +3,9 @@
 CAM++ is some 250 small operations per pass (52 densely connected TDNN layers, each with
 batch norms, a context-aware mask and a concatenation); PyTorch's eager mode pays its
 dispatch cost on every one of them, on inputs of a few hundred frames. ONNX Runtime runs
-the same graph with the batch norms folded and the element-wise operations fused: 1.4-2.9x
-faster on one or two threads, with outputs within ~4e-6 (relative) of PyTorch's
-(BENCHMARKS.md, "Speed on ordinary CPUs").
+the same graph with the batch norms folded and the element-wise operations fused: 1.5-1.9x
+faster on one thread (`python -m benchmarks embedding`), with outputs within ~4e-6
+(relative) of PyTorch's (BENCHMARKS.md, "CAM++ on ONNX Runtime").
 
 `OnnxFrameNetwork` exports the network from its input (mean-normalised fbanks,
 ``(batch, mel_bins, frames)``) up to the statistics pooling, once per set of weights and
