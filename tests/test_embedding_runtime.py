@@ -132,3 +132,33 @@ def test_the_runtime_is_part_of_the_model_identity() -> None:
     assert onnx["embedding"]["runtime"] == "onnx" and torch_["embedding"]["runtime"] == "torch"
     assert onnx["packages"]["onnxruntime"] and onnx["packages"]["onnx"]
     assert len(onnx["embedding"]["sha256"]) == 64
+
+
+def test_a_cached_file_that_does_not_load_is_exported_again(chunk, cache, one_thread) -> None:
+    reference = CAMPPlusEmbedding.from_state_dict_file(runtime="torch")
+    model = CAMPPlusEmbedding.from_state_dict_file(runtime="onnx")
+    path = model._onnx.cache_path
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an onnx model")  # e.g. a copy cut short
+    with pytest.warns(RuntimeWarning, match="exporting the embedding network again"), \
+            torch.inference_mode():
+        fbank = model.compute_fbank(chunk)
+        features = model.frame_features(fbank)
+    with torch.inference_mode():
+        assert _close(features, reference.frame_features(fbank))
+    assert path.stat().st_size > 1_000_000  # replaced by the export
+
+
+class _TracesDifferently(torch.nn.Module):
+    """Eager: the identity; traced for export: twice the input (an export that does not
+    reproduce the module, as a faulty exporter would)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if torch.jit.is_tracing() else x.clone()
+
+
+def test_an_export_that_does_not_match_torch_is_refused(cache) -> None:
+    network = OnnxFrameNetwork(_TracesDifferently(), key="faulty", num_mel_bins=80)
+    with pytest.raises(RuntimeError, match="does not match PyTorch"):
+        network(torch.zeros((1, 80, 120)))
+    assert not network.cache_path.exists()

@@ -11,8 +11,10 @@ faster on one thread (`python -m benchmarks embedding`), with outputs within ~4e
 ``(batch, mel_bins, frames)``) up to the statistics pooling, once per set of weights and
 package versions, into a cache folder (``$WORKBENCH_MODEL_CACHE``, default
 ``$XDG_CACHE_HOME/speech-workbench`` or ``~/.cache/speech-workbench``); later processes
-load the file (0.3 s instead of a 3 s export). It needs the ``onnx`` package only for
-the export.
+load the file (0.3 s instead of a 3 s export). An export is checked against PyTorch on
+two other input lengths before it is used or cached (a mismatch raises and names the
+``"torch"`` runtime); a cached file that does not load is exported again. It needs the
+``onnx`` package only for the export.
 """
 
 from __future__ import annotations
@@ -82,12 +84,20 @@ class OnnxFrameNetwork:
         return model_cache_dir() / f"campplus-frames-{self.key}.onnx"
 
     def model_bytes(self) -> bytes:
-        """The exported ONNX model (from the cache, or exported now and cached)."""
+        """The exported ONNX model (from the cache, or exported now and cached). A cached
+        file that ONNX Runtime cannot load is exported again."""
         if self._model is None:
             path = self.cache_path
             if path.is_file():
-                self._model = path.read_bytes()
-            else:
+                model = path.read_bytes()
+                try:
+                    self._sessions[1] = _new_session(model, 1)  # loads: keep it for use
+                    self._model = model
+                except Exception as error:  # a truncated or foreign file: export again
+                    warnings.warn(f"exporting the embedding network again: the cached "
+                                  f"{path} does not load ({error})", RuntimeWarning,
+                                  stacklevel=2)
+            if self._model is None:
                 self._model = self._export()
                 _write_atomically(path, self._model)
         return self._model
@@ -98,7 +108,8 @@ class OnnxFrameNetwork:
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             # the TorchScript exporter is deprecated in favour of torch.export, which does
-            # not export this network's dynamic segment pooling; its output is checked below
+            # not export this network's dynamic segment pooling; the export is checked
+            # against torch below
             warnings.simplefilter("ignore")
             with torch.inference_mode(False), torch.no_grad():
                 torch.onnx.export(
@@ -107,22 +118,29 @@ class OnnxFrameNetwork:
                     dynamic_axes={"fbank": {0: "batch", 2: "frames"},
                                   "features": {0: "batch", 2: "n"}},
                 )
-        return buffer.getvalue()
+        model = buffer.getvalue()
+        # two lengths other than the example's, one past the 100-frame segment pooling
+        generator = torch.Generator().manual_seed(0)
+        for frames in (97, 517):
+            x = torch.randn((2, self.num_mel_bins, frames), generator=generator)
+            with torch.no_grad():
+                expected = module(x)
+            (actual,) = _new_session(model, 1).run(None, {"fbank": x.numpy()})
+            error = float((torch.from_numpy(actual) - expected).abs().max()
+                          / expected.abs().max())
+            if actual.shape != tuple(expected.shape) or not error <= 1e-3:
+                raise RuntimeError(f"the ONNX export of the embedding network does not match "
+                                   f"PyTorch ({frames} frames: relative error {error:.2g}); "
+                                   f"use embedding_runtime 'torch'")
+        return model
 
     def _session(self) -> Any:
         threads = torch.get_num_threads()
         with self._lock:
             session = self._sessions.get(threads)
             if session is None:
-                import onnxruntime
-
-                options = onnxruntime.SessionOptions()
-                options.intra_op_num_threads = threads
-                options.inter_op_num_threads = 1
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                options.log_severity_level = 3
-                session = onnxruntime.InferenceSession(
-                    self.model_bytes(), options, providers=["CPUExecutionProvider"])
+                model = self.model_bytes()
+                session = self._sessions.get(threads) or _new_session(model, threads)
                 self._sessions[threads] = session
         return session
 
@@ -131,6 +149,17 @@ class OnnxFrameNetwork:
         array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         (out,) = self._session().run(None, {"fbank": array})
         return torch.from_numpy(out)
+
+
+def _new_session(model: bytes, threads: int) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def network_key(weights: Path, code: Path) -> str:
