@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from workbench.engine.config import EMBEDDING_RUNTIMES
-from workbench.engine.provenance import package_version
+from workbench.engine.provenance import file_sha256, package_version
 
 __all__ = ["EMBEDDING_RUNTIMES", "OnnxFrameNetwork", "model_cache_dir", "network_key"]
 
@@ -167,7 +167,7 @@ def network_key(weights: Path, code: Path) -> str:
     packages that make and run it."""
     digest = hashlib.sha256()
     for path in (weights, code):
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(file_sha256(path).encode())  # cached per file: no re-reading
     for name in ("torch", "onnx", "onnxruntime"):
         digest.update(f"{name}={package_version(name)};".encode())
     digest.update(f"opset={_OPSET}".encode())
