@@ -106,3 +106,82 @@ def test_shared_passes_diarize_the_sample_call(waveform: torch.Tensor) -> None:
     assert result.speakers == ["SPEAKER_00", "SPEAKER_01"]
     error = DiarizationErrorRate()(reference, result.annotation)
     assert error <= 0.08
+
+
+def test_embedding_workers_give_the_same_embeddings(window_diarizer: Diarizer,
+                                                    waveform: torch.Tensor,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two worker threads run the windows' passes (the network really runs on both, with
+    the caller's torch thread count) and give every run exactly the embedding of one."""
+    import threading
+
+    from workbench.engine.provenance import torch_threads
+
+    pipeline = window_diarizer.pipeline
+    file = {"waveform": waveform, "sample_rate": 16000, "uri": "sample"}
+    segmentations = pipeline.get_segmentations(file)
+    model = pipeline._embedding.model_
+    seen: list[tuple[str, int]] = []
+    embed_parts = model.embed_parts
+
+    def recorded(*args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return embed_parts(*args, **kwargs)
+
+    monkeypatch.setattr(model, "embed_parts", recorded)
+    embeddings = {}
+    for workers in (1, 2):
+        pipeline.embedding_workers = workers
+        try:
+            with torch_threads(1), torch.inference_mode():  # as Diarizer runs it
+                embeddings[workers] = pipeline.get_embeddings(
+                    file, SlidingWindowFeature(segmentations.data.copy(),
+                                               segmentations.sliding_window),
+                    exclude_overlap=True)
+        finally:
+            pipeline.embedding_workers = 1
+    chunks = segmentations.data.shape[0]
+    assert len(seen) == 2 * chunks
+    threads = {name for name, _ in seen[chunks:]}
+    assert len(threads) == 2 and all(name.startswith("embeddings") for name in threads)
+    assert {count for _, count in seen} == {1}  # the caller's, not torch's default 2
+    assert (~np.isnan(embeddings[1][..., 0])).sum() >= 20
+    np.testing.assert_array_equal(embeddings[1], embeddings[2])
+
+
+def test_segmentation_threads_apply_to_the_segmentation_only(
+        waveform: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``segmentation_threads`` 2 runs segmentation-3.0 on two torch threads and the
+    rest on `num_threads`; the sample call keeps its two speakers."""
+    from workbench.engine.diarization.pipelines import SplittingSpeakerDiarization
+
+    diarizer = Diarizer(replace(DiarizationConfig(), segmentation_threads=2,
+                                embedding_workers=2))
+    threads: dict[str, int] = {}
+    segment = SplittingSpeakerDiarization._class_probability_chunks
+    embed = SplittingSpeakerDiarization._embed_runs
+
+    def segment_recorded(self, *args, **kwargs):
+        threads["segmentation"] = torch.get_num_threads()
+        return segment(self, *args, **kwargs)
+
+    def embed_recorded(self, *args, **kwargs):
+        threads["embeddings"] = torch.get_num_threads()
+        return embed(self, *args, **kwargs)
+
+    monkeypatch.setattr(SplittingSpeakerDiarization, "_class_probability_chunks",
+                        segment_recorded)
+    monkeypatch.setattr(SplittingSpeakerDiarization, "_embed_runs", embed_recorded)
+    before = torch.get_num_threads()
+    result = diarizer(waveform[0].numpy(), 16000)
+    assert threads == {"segmentation": 2, "embeddings": 1}
+    assert torch.get_num_threads() == before
+    assert result.speakers == ["SPEAKER_00", "SPEAKER_01"]
+
+
+def test_embedding_workers_and_segmentation_threads_are_checked() -> None:
+    from workbench.engine.config import ConfigError
+
+    for bad in ({"embedding_workers": 0}, {"segmentation_threads": 0}):
+        with pytest.raises(ConfigError):
+            DiarizationConfig.from_dict(bad)

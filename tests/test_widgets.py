@@ -65,3 +65,18 @@ def test_panel_stream_stop_refresh_and_process_again(server: LocalServer, speech
         with pytest.raises(FileNotFoundError):
             panel.stream(speech_dir / "missing.wav")
         assert "no such file" in panel.status.value
+
+
+def test_dashboard_removes_the_work_folder_it_made(tmp_path: Path) -> None:
+    """A dashboard's temporary work folder goes with close(); a folder the caller gave
+    stays."""
+    from workbench.notebook.dashboard import Dashboard
+
+    made = Dashboard("http://127.0.0.1:9")  # nothing listens: no request is needed here
+    folder = made.work_dir
+    assert folder.is_dir()
+    made.close()
+    assert not folder.exists()
+    given = Dashboard("http://127.0.0.1:9", work_dir=tmp_path)
+    given.close()
+    assert tmp_path.is_dir()

@@ -25,7 +25,9 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Optional, Union
 from urllib.parse import quote
@@ -70,6 +72,9 @@ class Dashboard:
         self.references: dict[str, CorpusItem] = {}  # by session
         self._next_reference: Optional[CorpusItem] = None
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="workbench-dashboard-"))
+        # a folder the dashboard made goes on close() or, at the latest, when the kernel exits
+        self._remove_work_dir = (weakref.finalize(self, shutil.rmtree, self.work_dir, True)
+                                 if not work_dir else None)
         self.events: list[dict[str, Any]] = []
         self.session_id: Optional[str] = None
         self.comparison: Optional[RunComparison] = None
@@ -109,11 +114,13 @@ class Dashboard:
 
     def close(self) -> None:
         """Finish what is being shown, stop the session list's refreshes, close the client
-        the dashboard made."""
+        and remove the work folder the dashboard made."""
         self._work.shutdown(wait=True)
         self.panel.stop_auto_refresh()
         if self._own_client:
             self.client.close()
+        if self._remove_work_dir is not None:
+            self._remove_work_dir()
 
     # ------------------------------------------------------------------ recording
     def _on_state(self, _change: Any = None) -> None:

@@ -237,6 +237,8 @@ class Diarizer:
             embedding_block=config.embedding_block,
             embedding_context=config.embedding_context,
             embedding_share=config.embedding_share,
+            embedding_workers=config.embedding_workers,
+            segmentation_threads=config.segmentation_threads,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
             embedding=CAMPPlusEmbedding.from_state_dict_file(runtime=config.embedding_runtime),

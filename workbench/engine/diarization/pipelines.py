@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Optional
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ from pyannote.core import SlidingWindowFeature
 
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding
+from workbench.engine.provenance import torch_threads
 
 __all__ = ["SpeakerDiarizationWithoutPLDA", "SplittingSpeakerDiarization", "powerset_frame_count",
            "split_into_runs"]
@@ -166,9 +169,16 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         given_count_min_active_ratio: Optional[float] = None, powerset_count: bool = False,
         overlap_bias: float = 0.0, embedding_passes: str = "window",
         embedding_block: float = 10.0, embedding_context: float = 1.0,
-        embedding_share: int = 2, **kwargs: Any,
+        embedding_share: int = 2, embedding_workers: int = 1,
+        segmentation_threads: Optional[int] = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if embedding_workers < 1:
+            raise ValueError("embedding_workers must be at least 1")
+        if segmentation_threads is not None and segmentation_threads < 1:
+            raise ValueError("segmentation_threads must be at least 1")
+        self.embedding_workers = embedding_workers
+        self.segmentation_threads = segmentation_threads
         if embedding_passes not in ("window", "shared", "once"):
             raise ValueError("embedding_passes must be 'window', 'shared' or 'once'")
         if embedding_passes != "window" and split_threshold is None:
@@ -203,6 +213,12 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
+        # segmentation-3.0 runs batches of windows: two torch threads make it ~1.45x
+        # faster when nothing else needs the second core (`segmentation_threads`)
+        with torch_threads(self.segmentation_threads):
+            return self._segmentations(file, hook)
+
+    def _segmentations(self, file: Any, hook: Any) -> SlidingWindowFeature:
         self._class_probabilities = None
         if self.segmentation_onset is None and not self.powerset_count:
             segmentations = super().get_segmentations(file, hook=hook)
@@ -311,13 +327,20 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             return self._share_passes(file, binary_segmentations, embedded, parts, owners,
                                       hook)
         out = np.full((num_chunks, runs.shape[2], model.dimension), np.nan, dtype=np.float32)
+        window = binary_segmentations.sliding_window
         if hook is not None:
             hook("embeddings", None, total=num_chunks, completed=0)
-        for c, (chunk, _) in enumerate(binary_segmentations):
-            waveform, _ = self._audio.crop(file, chunk, mode="pad")
+
+        def embed(c: int) -> np.ndarray:
+            waveform, _ = self._audio.crop(file, window[c], mode="pad")
             with torch.inference_mode():
-                out[c] = model.embed_parts(waveform.to(model.device), embedded[c], parts[c],
-                                           owners[c]).cpu().numpy()
+                return model.embed_parts(waveform.to(model.device), embedded[c], parts[c],
+                                         owners[c]).cpu().numpy()
+
+        # audio read from a file (not a waveform in memory) is cropped by one thread
+        workers = self.embedding_workers if "waveform" in file else 1
+        for c, embeddings in enumerate(_in_workers(embed, num_chunks, workers)):
+            out[c] = embeddings
             if hook is not None:
                 hook("embeddings", None, total=num_chunks, completed=c + 1)
         return out
@@ -465,6 +488,36 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                     if len(index) >= 2:
                         out[c, j] = model.pool(features[:, index]).cpu().numpy()
         return out
+
+
+def _in_workers(work: Callable[[int], np.ndarray], count: int, workers: int
+                ) -> Iterator[np.ndarray]:
+    """``work(0) ... work(count - 1)`` in order, on `workers` threads at once.
+
+    The windows' CAM++ passes are independent and ONNX Runtime and torch release the GIL
+    while they compute, so two threads use two cores (`embedding_workers`). Each thread
+    runs torch with the caller's intra-op thread count, so that ONNX Runtime picks the
+    same session (`workbench.engine.diarization.runtime`) and results do not depend on
+    the number of workers."""
+    if workers <= 1 or count <= 1:
+        yield from map(work, range(count))
+        return
+    threads = torch.get_num_threads()
+
+    def run(c: int) -> np.ndarray:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return work(c)
+
+    with ThreadPoolExecutor(min(workers, count), thread_name_prefix="embeddings") as pool:
+        # at most two windows ahead per worker: the results are consumed in order
+        pending: deque[Future[np.ndarray]] = deque()
+        for c in range(count):
+            pending.append(pool.submit(run, c))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
