@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
+from pyannote.audio.core.inference import Inference
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.audio.utils.powerset import Powerset
@@ -274,6 +275,32 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             SlidingWindowFeature(counts[..., None], probabilities.sliding_window), frames,
             warm_up=warm_up)
 
+    def reconstruct(self, segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,
+                    count: SlidingWindowFeature) -> SlidingWindowFeature:
+        """pyannote's reconstruction, then each speaker made for a given count
+        (`RunClustering.forced_clusters`) that lost every frame takes the frames its own
+        runs cover, from the weakest speaker there: it holds one copy of a stretch of
+        speech that the windows' other copies give to another speaker, and the given count
+        is honoured at the cost of that stretch alone."""
+        discrete = super().reconstruct(segmentations, hard_clusters, count)
+        forced = getattr(self.clustering, "forced_clusters", [])
+        missing = [k for k in forced
+                   if k < discrete.data.shape[1] and not discrete.data[:, k].any()]
+        if not missing:
+            return discrete
+        activations = _cluster_activations(segmentations, hard_clusters, count)
+        if activations.shape != discrete.data.shape:
+            return discrete
+        others = np.ones(discrete.data.shape[1], dtype=bool)
+        others[forced] = False  # a forced speaker is never the one who gives way
+        for k in missing:
+            for t in np.nonzero(activations[:, k] > 0)[0]:
+                speaking = np.nonzero(discrete.data[t].astype(bool) & others)[0]
+                if len(speaking):
+                    weakest = speaking[np.argmin(activations[t, speaking])]
+                    discrete.data[t, weakest], discrete.data[t, k] = 0.0, 1.0
+        return discrete
+
     def get_embeddings(
         self,
         file: Any,
@@ -488,6 +515,24 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                     if len(index) >= 2:
                         out[c, j] = model.pool(features[:, index]).cpu().numpy()
         return out
+
+
+def _cluster_activations(segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,
+                         count: SlidingWindowFeature) -> np.ndarray:
+    """The ``(frames, clusters)`` activations that pyannote's `to_diarization` ranks,
+    on the frames of its output."""
+    num_chunks, num_frames, _ = segmentations.data.shape
+    num_clusters = int(np.max(hard_clusters)) + 1
+    clustered = np.full((num_chunks, num_frames, num_clusters), np.nan)
+    for c in range(num_chunks):
+        for k in np.unique(hard_clusters[c]):
+            if k >= 0:
+                clustered[c, :, k] = np.max(segmentations.data[c][:, hard_clusters[c] == k],
+                                            axis=1)
+    activations = Inference.aggregate(
+        SlidingWindowFeature(clustered, segmentations.sliding_window), count.sliding_window,
+        hamming=False, missing=0.0, skip_average=True)
+    return activations.crop(activations.extent & count.extent, return_data=False).data
 
 
 def _in_workers(work: Callable[[int], np.ndarray], count: int, workers: int
