@@ -149,39 +149,50 @@ def test_embedding_workers_give_the_same_embeddings(window_diarizer: Diarizer,
     np.testing.assert_array_equal(embeddings[1], embeddings[2])
 
 
-def test_segmentation_threads_apply_to_the_segmentation_only(
-        waveform: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``segmentation_threads`` 2 runs segmentation-3.0 on two torch threads and the
-    rest on `num_threads`; the sample call keeps its two speakers."""
-    from workbench.engine.diarization.pipelines import SplittingSpeakerDiarization
+def test_segmentation_workers_split_each_batch(window_diarizer: Diarizer,
+                                               waveform: torch.Tensor,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``segmentation_workers`` 2 runs each batch of windows as two halves on two threads
+    (with the caller's torch thread count) and gives the windows the segmentation of one
+    worker; the pipeline's own infer is back afterwards."""
+    import threading
 
-    diarizer = Diarizer(replace(DiarizationConfig(), segmentation_threads=2,
-                                embedding_workers=2))
-    threads: dict[str, int] = {}
-    segment = SplittingSpeakerDiarization._class_probability_chunks
-    embed = SplittingSpeakerDiarization._embed_runs
+    from pyannote.audio.core.inference import Inference
 
-    def segment_recorded(self, *args, **kwargs):
-        threads["segmentation"] = torch.get_num_threads()
-        return segment(self, *args, **kwargs)
+    from workbench.engine.provenance import torch_threads
 
-    def embed_recorded(self, *args, **kwargs):
-        threads["embeddings"] = torch.get_num_threads()
-        return embed(self, *args, **kwargs)
+    pipeline = window_diarizer.pipeline
+    file = {"waveform": waveform, "sample_rate": 16000, "uri": "sample"}
+    seen: list[tuple[str, int, int]] = []
+    infer = Inference.infer
 
-    monkeypatch.setattr(SplittingSpeakerDiarization, "_class_probability_chunks",
-                        segment_recorded)
-    monkeypatch.setattr(SplittingSpeakerDiarization, "_embed_runs", embed_recorded)
-    before = torch.get_num_threads()
-    result = diarizer(waveform[0].numpy(), 16000)
-    assert threads == {"segmentation": 2, "embeddings": 1}
-    assert torch.get_num_threads() == before
-    assert result.speakers == ["SPEAKER_00", "SPEAKER_01"]
+    def recorded(self, chunks):  # type: ignore[no-untyped-def]
+        seen.append((threading.current_thread().name, torch.get_num_threads(), len(chunks)))
+        return infer(self, chunks)
+
+    monkeypatch.setattr(Inference, "infer", recorded)
+    segmentations = {}
+    for workers in (1, 2):
+        pipeline.segmentation_workers = workers
+        try:
+            with torch_threads(1):
+                segmentations[workers] = pipeline.get_segmentations(file).data
+        finally:
+            pipeline.segmentation_workers = 1
+    assert "infer" not in vars(pipeline._segmentation)
+    single = [s for s in seen if not s[0].startswith("segmentation")]
+    split = [s for s in seen if s[0].startswith("segmentation")]
+    assert sum(n for _, _, n in single) == sum(n for _, _, n in split) == \
+        segmentations[1].shape[0]
+    assert len({name for name, _, _ in split}) == 2 and {t for _, t, _ in seen} == {1}
+    assert segmentations[1].shape == segmentations[2].shape
+    # the same model on batches of other sizes: equal up to float rounding
+    assert (segmentations[1] != segmentations[2]).mean() < 1e-3
 
 
-def test_embedding_workers_and_segmentation_threads_are_checked() -> None:
+def test_embedding_and_segmentation_workers_are_checked() -> None:
     from workbench.engine.config import ConfigError
 
-    for bad in ({"embedding_workers": 0}, {"segmentation_threads": 0}):
+    for bad in ({"embedding_workers": 0}, {"segmentation_workers": 0}):
         with pytest.raises(ConfigError):
             DiarizationConfig.from_dict(bad)

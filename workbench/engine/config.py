@@ -279,10 +279,11 @@ class DiarizationConfig:
     # Threads that run the windows' CAM++ passes at once (embedding_passes "window"; each
     # thread on num_threads torch threads). The embeddings do not depend on it.
     embedding_workers: int = _option(1, lo=1, hi=64)
-    # torch threads of the segmentation (None: num_threads). Diarization alone on an idle
-    # 2-core machine: embedding_workers 2 and segmentation_threads 2 use both cores
-    # (BENCHMARKS.md, "Diarization on both cores"); beside the ASR, 1 leaves it its core.
-    segmentation_threads: Optional[int] = _option(None, lo=1, hi=1024)
+    # Threads that each run a part of every batch of segmentation windows. Diarization
+    # alone on an idle 2-core machine: embedding_workers 2 and segmentation_workers 2 use
+    # both cores (BENCHMARKS.md, "Diarization on both cores"); beside the ASR, 1 leaves
+    # it its core.
+    segmentation_workers: int = _option(1, lo=1, hi=64)
     # Options for real meetings, measured on the AMI excerpts (workbench.research.datasets
     # .ami; python -m benchmarks diarization --sets ami) and off by default: the best of
     # them on AMI train (onset 0.3, clustering_min_active 0.1, count_min_active 0.15:

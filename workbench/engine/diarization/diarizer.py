@@ -238,7 +238,7 @@ class Diarizer:
             embedding_context=config.embedding_context,
             embedding_share=config.embedding_share,
             embedding_workers=config.embedding_workers,
-            segmentation_threads=config.segmentation_threads,
+            segmentation_workers=config.segmentation_workers,
             segmentation=load_segmentation_model(),
             segmentation_step=config.segmentation_step,
             embedding=CAMPPlusEmbedding.from_state_dict_file(runtime=config.embedding_runtime),

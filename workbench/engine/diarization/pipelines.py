@@ -24,7 +24,6 @@ from pyannote.core import SlidingWindowFeature
 
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding
-from workbench.engine.provenance import torch_threads
 
 __all__ = ["SpeakerDiarizationWithoutPLDA", "SplittingSpeakerDiarization", "powerset_frame_count",
            "split_into_runs"]
@@ -171,15 +170,15 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         overlap_bias: float = 0.0, embedding_passes: str = "window",
         embedding_block: float = 10.0, embedding_context: float = 1.0,
         embedding_share: int = 2, embedding_workers: int = 1,
-        segmentation_threads: Optional[int] = None, **kwargs: Any,
+        segmentation_workers: int = 1, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if embedding_workers < 1:
             raise ValueError("embedding_workers must be at least 1")
-        if segmentation_threads is not None and segmentation_threads < 1:
-            raise ValueError("segmentation_threads must be at least 1")
+        if segmentation_workers < 1:
+            raise ValueError("segmentation_workers must be at least 1")
         self.embedding_workers = embedding_workers
-        self.segmentation_threads = segmentation_threads
+        self.segmentation_workers = segmentation_workers
         if embedding_passes not in ("window", "shared", "once"):
             raise ValueError("embedding_passes must be 'window', 'shared' or 'once'")
         if embedding_passes != "window" and split_threshold is None:
@@ -214,10 +213,19 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
-        # segmentation-3.0 runs batches of windows: two torch threads make it ~1.45x
-        # faster when nothing else needs the second core (`segmentation_threads`)
-        with torch_threads(self.segmentation_threads):
+        inference = self._segmentation
+        if self.segmentation_workers <= 1:
             return self._segmentations(file, hook)
+        # each batch of windows is cut into `segmentation_workers` parts that run at once
+        # (the model releases the GIL): 2.1x faster on two cores, where two torch threads
+        # in one forward pass gave 1.6x for more CPU time
+        inference.infer = _BatchSplitter(type(inference).infer.__get__(inference),
+                                         self.segmentation_workers)
+        try:
+            return self._segmentations(file, hook)
+        finally:
+            inference.infer.close()
+            del inference.infer
 
     def _segmentations(self, file: Any, hook: Any) -> SlidingWindowFeature:
         self._class_probabilities = None
@@ -533,6 +541,35 @@ def _cluster_activations(segmentations: SlidingWindowFeature, hard_clusters: np.
         SlidingWindowFeature(clustered, segmentations.sliding_window), count.sliding_window,
         hamming=False, missing=0.0, skip_average=True)
     return activations.crop(activations.extent & count.extent, return_data=False).data
+
+
+class _BatchSplitter:
+    """`Inference.infer` on parts of each batch in worker threads, with the caller's torch
+    thread count; outputs concatenated in order."""
+
+    def __init__(self, infer: Callable[[torch.Tensor], Any], workers: int) -> None:
+        self.infer = infer
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="segmentation")
+
+    def __call__(self, chunks: torch.Tensor) -> Any:
+        parts = [part for part in torch.tensor_split(chunks, self.workers) if len(part)]
+        if len(parts) <= 1:
+            return self.infer(chunks)
+        threads = torch.get_num_threads()
+
+        def run(part: torch.Tensor) -> Any:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            return self.infer(part)
+
+        outputs = list(self.pool.map(run, parts))
+        if isinstance(outputs[0], tuple):
+            return tuple(np.concatenate(group) for group in zip(*outputs))
+        return np.concatenate(outputs)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 def _in_workers(work: Callable[[int], np.ndarray], count: int, workers: int
