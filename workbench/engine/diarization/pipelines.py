@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ from pyannote.core import SlidingWindowFeature
 
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding
+from workbench.engine.diarization.workers import BatchSplitter, in_workers
 
 __all__ = ["SpeakerDiarizationWithoutPLDA", "SplittingSpeakerDiarization", "powerset_frame_count",
            "split_into_runs"]
@@ -219,7 +218,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         # each batch of windows is cut into `segmentation_workers` parts that run at once
         # (the model releases the GIL): 2.1x faster on two cores, where two torch threads
         # in one forward pass gave 1.6x for more CPU time
-        inference.infer = _BatchSplitter(type(inference).infer.__get__(inference),
+        inference.infer = BatchSplitter(type(inference).infer.__get__(inference),
                                          self.segmentation_workers)
         try:
             return self._segmentations(file, hook)
@@ -374,7 +373,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
         # audio read from a file (not a waveform in memory) is cropped by one thread
         workers = self.embedding_workers if "waveform" in file else 1
-        for c, embeddings in enumerate(_in_workers(embed, num_chunks, workers)):
+        for c, embeddings in enumerate(in_workers(embed, num_chunks, workers)):
             out[c] = embeddings
             if hook is not None:
                 hook("embeddings", None, total=num_chunks, completed=c + 1)
@@ -541,65 +540,6 @@ def _cluster_activations(segmentations: SlidingWindowFeature, hard_clusters: np.
         SlidingWindowFeature(clustered, segmentations.sliding_window), count.sliding_window,
         hamming=False, missing=0.0, skip_average=True)
     return activations.crop(activations.extent & count.extent, return_data=False).data
-
-
-class _BatchSplitter:
-    """`Inference.infer` on parts of each batch in worker threads, with the caller's torch
-    thread count; outputs concatenated in order."""
-
-    def __init__(self, infer: Callable[[torch.Tensor], Any], workers: int) -> None:
-        self.infer = infer
-        self.workers = workers
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="segmentation")
-
-    def __call__(self, chunks: torch.Tensor) -> Any:
-        parts = [part for part in torch.tensor_split(chunks, self.workers) if len(part)]
-        if len(parts) <= 1:
-            return self.infer(chunks)
-        threads = torch.get_num_threads()
-
-        def run(part: torch.Tensor) -> Any:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-            return self.infer(part)
-
-        outputs = list(self.pool.map(run, parts))
-        if isinstance(outputs[0], tuple):
-            return tuple(np.concatenate(group) for group in zip(*outputs))
-        return np.concatenate(outputs)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
-def _in_workers(work: Callable[[int], np.ndarray], count: int, workers: int
-                ) -> Iterator[np.ndarray]:
-    """``work(0) ... work(count - 1)`` in order, on `workers` threads at once.
-
-    The windows' CAM++ passes are independent and ONNX Runtime and torch release the GIL
-    while they compute, so two threads use two cores (`embedding_workers`). Each thread
-    runs torch with the caller's intra-op thread count, so that ONNX Runtime picks the
-    same session (`workbench.engine.diarization.runtime`) and results do not depend on
-    the number of workers."""
-    if workers <= 1 or count <= 1:
-        yield from map(work, range(count))
-        return
-    threads = torch.get_num_threads()
-
-    def run(c: int) -> np.ndarray:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        return work(c)
-
-    with ThreadPoolExecutor(min(workers, count), thread_name_prefix="embeddings") as pool:
-        # at most two windows ahead per worker: the results are consumed in order
-        pending: deque[Future[np.ndarray]] = deque()
-        for c in range(count):
-            pending.append(pool.submit(run, c))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
