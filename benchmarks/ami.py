@@ -30,8 +30,10 @@ SUBSETS = ("train", "development")
 FINAL_SUBSETS = ("train", "development", "test")
 THRESHOLD_COUNT = {"speaker_count": "threshold", "clustering_method": "centroid",
                    "clustering_threshold": 0.6, "min_cluster_size": 6}
+# the defaults before issue #14 (AMI): binarized count, threshold 0.25, given-count 0.1,
+# each window's own CAM++ passes
 BEFORE_AMI = {"powerset_count": False, "clustering_threshold": 0.25,
-              "given_count_min_active": 0.1}
+              "given_count_min_active": 0.1, "embedding_passes": "window"}
 # name -> (changes to DiarizationConfig(), told the true speaker count)
 AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "default": ({}, False),

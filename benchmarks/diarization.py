@@ -51,11 +51,10 @@ from typing import Any, Sequence
 
 from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp,
                         write_results)
+from benchmarks.ami import BEFORE_AMI, THRESHOLD_COUNT
 
 NAME = "diarization"
 SETS = ("dev", "heldout", "ami")
-THRESHOLD_COUNT = {"speaker_count": "threshold", "clustering_method": "centroid",
-                   "clustering_threshold": 0.6, "min_cluster_size": 6}
 SYSTEMS: dict[str, dict[str, Any]] = {
     "default": {},
     "silences-only": {"split_piece_duration": None},
@@ -63,13 +62,13 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "previous-default": {**THRESHOLD_COUNT, "split_threshold": 0.4,
                          "split_piece_duration": None},
     "no-splitting": {**THRESHOLD_COUNT, "split_threshold": None},
-    # the defaults before issue #14 (AMI): binarized count, threshold 0.25, given-count 0.1
-    "before-ami": {"powerset_count": False, "clustering_threshold": 0.25,
-                   "given_count_min_active": 0.1},
+    "before-ami": BEFORE_AMI,
     # issue #15: the recording's CAM++ frame features computed once, pooled per run
     "once": {"embedding_passes": "once"},
     # issue #15: every other window's per-speaker passes serve the windows between
+    # ("shared", the default since 2026-12-03); "window": each window's own passes
     "shared": {"embedding_passes": "shared"},
+    "window": {"embedding_passes": "window"},
     # issue #15: CAM++ on eager PyTorch instead of ONNX Runtime (the default since then)
     "torch": {"embedding_runtime": "torch"},
 }

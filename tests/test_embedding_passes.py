@@ -108,11 +108,13 @@ def test_shared_passes_diarize_the_sample_call(waveform: torch.Tensor) -> None:
     assert error <= 0.08
 
 
+@pytest.mark.parametrize("passes", ["window", "shared"])
 def test_embedding_workers_give_the_same_embeddings(window_diarizer: Diarizer,
-                                                    waveform: torch.Tensor,
+                                                    waveform: torch.Tensor, passes: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two worker threads run the windows' passes (the network really runs on both, with
-    the caller's torch thread count) and give every run exactly the embedding of one."""
+    """Two worker threads run the network passes ("window": windows at once; "shared":
+    two ranges of windows at once), with the caller's torch thread count, and give every
+    run exactly the embedding of one worker."""
     import threading
 
     from workbench.engine.provenance import torch_threads
@@ -121,17 +123,16 @@ def test_embedding_workers_give_the_same_embeddings(window_diarizer: Diarizer,
     file = {"waveform": waveform, "sample_rate": 16000, "uri": "sample"}
     segmentations = pipeline.get_segmentations(file)
     model = pipeline._embedding.model_
-    seen: list[tuple[str, int]] = []
-    embed_parts = model.embed_parts
-
-    def recorded(*args, **kwargs):
-        seen.append((threading.current_thread().name, torch.get_num_threads()))
-        return embed_parts(*args, **kwargs)
-
-    monkeypatch.setattr(model, "embed_parts", recorded)
+    seen: dict[int, list[tuple[str, int]]] = {1: [], 2: []}
+    speaker_passes = model.speaker_passes
     embeddings = {}
     for workers in (1, 2):
-        pipeline.embedding_workers = workers
+        def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+            seen[workers].append((threading.current_thread().name, torch.get_num_threads()))
+            return speaker_passes(*args, **kwargs)
+
+        monkeypatch.setattr(model, "speaker_passes", recorded)
+        pipeline.embedding_workers, pipeline.embedding_passes = workers, passes
         try:
             with torch_threads(1), torch.inference_mode():  # as Diarizer runs it
                 embeddings[workers] = pipeline.get_embeddings(
@@ -139,12 +140,10 @@ def test_embedding_workers_give_the_same_embeddings(window_diarizer: Diarizer,
                                                segmentations.sliding_window),
                     exclude_overlap=True)
         finally:
-            pipeline.embedding_workers = 1
-    chunks = segmentations.data.shape[0]
-    assert len(seen) == 2 * chunks
-    threads = {name for name, _ in seen[chunks:]}
+            pipeline.embedding_workers, pipeline.embedding_passes = 1, "window"
+    threads = {name for name, _ in seen[2]}
     assert len(threads) == 2 and all(name.startswith("embeddings") for name in threads)
-    assert {count for _, count in seen} == {1}  # the caller's, not torch's default 2
+    assert {count for _, count in seen[1] + seen[2]} == {1}  # not torch's default 2
     assert (~np.isnan(embeddings[1][..., 0])).sum() >= 20
     np.testing.assert_array_equal(embeddings[1], embeddings[2])
 

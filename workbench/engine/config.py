@@ -268,7 +268,12 @@ class DiarizationConfig:
     # embedding_block s with embedding_context s of audio either side, and each run
     # pools the frames it covers (cheapest, but CAM++ sees ~2 s either side of a frame,
     # so other voices leak into a run's features: see BENCHMARKS.md, issue #15).
-    embedding_passes: str = _option("window", choices=EMBEDDING_PASSES)
+    # "shared" is the default since 2026-12-03: the same DER as "window" on the synthetic
+    # dev set (6.0 %), the held-out set (4.2 %) and AMI train / development (27.5 % /
+    # 23.1 %) for 12-17 % less CPU time (BENCHMARKS.md, "Diarization on both cores").
+    # Used when local speakers are split into runs (split_threshold set); with splitting
+    # off, pyannote's own embedding step runs.
+    embedding_passes: str = _option("shared", choices=EMBEDDING_PASSES)
     embedding_share: int = _option(2, lo=1, hi=100)
     embedding_block: float = _option(10.0, lo=0.5, hi=3600.0)
     embedding_context: float = _option(1.0, lo=0.0, hi=60.0)
@@ -276,8 +281,9 @@ class DiarizationConfig:
     # cache; same embeddings within ~4e-6) or "torch" (eager PyTorch). See
     # workbench.engine.diarization.runtime and BENCHMARKS.md, issue #15.
     embedding_runtime: str = _option("onnx", choices=EMBEDDING_RUNTIMES)
-    # Threads that run the windows' CAM++ passes at once (embedding_passes "window"; each
-    # thread on num_threads torch threads). The embeddings do not depend on it.
+    # Threads that run CAM++'s passes at once ("window": windows, "shared": ranges of
+    # windows; each thread on num_threads torch threads). The embeddings do not depend
+    # on it.
     embedding_workers: int = _option(1, lo=1, hi=64)
     # Threads that each run a part of every batch of segmentation windows. Diarization
     # alone on an idle 2-core machine: embedding_workers 2 and segmentation_workers 2 use

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Optional
+import threading
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -166,7 +167,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         segmentation_onset: Optional[float] = None, min_active_ratio: float = 0.2,
         count_min_active_ratio: Optional[float] = None,
         given_count_min_active_ratio: Optional[float] = None, powerset_count: bool = False,
-        overlap_bias: float = 0.0, embedding_passes: str = "window",
+        overlap_bias: float = 0.0, embedding_passes: str = "shared",
         embedding_block: float = 10.0, embedding_context: float = 1.0,
         embedding_share: int = 2, embedding_workers: int = 1,
         segmentation_workers: int = 1, **kwargs: Any,
@@ -180,8 +181,6 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         self.segmentation_workers = segmentation_workers
         if embedding_passes not in ("window", "shared", "once"):
             raise ValueError("embedding_passes must be 'window', 'shared' or 'once'")
-        if embedding_passes != "window" and split_threshold is None:
-            raise ValueError(f"embedding_passes={embedding_passes!r} needs split_threshold")
         self.embedding_share = embedding_share
         self.embedding_passes = embedding_passes
         self.embedding_block = embedding_block
@@ -299,12 +298,13 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         if activations.shape != discrete.data.shape:
             return discrete
         others = np.ones(discrete.data.shape[1], dtype=bool)
-        others[forced] = False  # a forced speaker is never the one who gives way
+        others[forced] = False  # a forced speaker gives way only if it keeps some frames
         for k in missing:
             for t in np.nonzero(activations[:, k] > 0)[0]:
-                speaking = np.nonzero(discrete.data[t].astype(bool) & others)[0]
-                if len(speaking):
-                    weakest = speaking[np.argmin(activations[t, speaking])]
+                speaking = np.nonzero(discrete.data[t])[0]
+                can = [j for j in speaking if others[j] or discrete.data[:, j].sum() > 1]
+                if can:
+                    weakest = can[int(np.argmin(activations[t, can]))]
                     discrete.data[t, weakest], discrete.data[t, k] = 0.0, 1.0
         return discrete
 
@@ -401,55 +401,85 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         reach = math.ceil(window.duration / window.step)  # windows that overlap one
         stride = max(1, int(self.embedding_share))
         computed = sorted(set(range(0, num_chunks, stride)) | {num_chunks - 1})
-        cache: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
-        empty: set[tuple[int, int]] = set()  # (window, local speaker) without frames
 
         def first_frame(c: int) -> int:
             return round(window[c].start * sample_rate / shift)
 
-        def passes_of(c: int, owner: Optional[int] = None
-                      ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-            # windows with passes: every local speaker; others: the one asked for
-            wanted = list(owners[c]) if owner is None else [owner]
-            have = cache.setdefault(c, {})
-            missing = [k for k in dict.fromkeys(wanted) if k not in have and
-                       (c, k) not in empty]
-            if missing:
-                waveform, _ = self._audio.crop(file, window[c], mode="pad")
-                have.update(model.speaker_passes(waveform.to(model.device), embedded[c],
-                                                 missing))
-                empty.update((c, k) for k in missing if k not in have)
-            return have
+        def share(first: int, last: int) -> None:
+            # windows first .. last - 1, with a cache of their own: the passes of a window
+            # are the same whichever range computes them, so ranges can run at once
+            cache: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+            empty: set[tuple[int, int]] = set()  # (window, local speaker) without frames
+
+            def passes_of(c: int, owner: Optional[int] = None
+                          ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+                # windows with passes: every local speaker; others: the one asked for
+                wanted = list(owners[c]) if owner is None else [owner]
+                have = cache.setdefault(c, {})
+                missing = [k for k in dict.fromkeys(wanted) if k not in have and
+                           (c, k) not in empty]
+                if missing:
+                    waveform, _ = self._audio.crop(file, window[c], mode="pad")
+                    have.update(model.speaker_passes(waveform.to(model.device), embedded[c],
+                                                     missing))
+                    empty.update((c, k) for k in missing if k not in have)
+                return have
+
+            with torch.inference_mode():
+                for c in range(first, last):
+                    self._share_window(c, model, embedded, parts, owners, out, chunk_fbank,
+                                       first_frame, passes_of, computed, reach)
+                    for d in [d for d in cache if d < c - reach]:
+                        del cache[d]
+                    progress()
+
+        lock = threading.Lock()
+        done = [0]
+
+        def progress() -> None:
+            with lock:
+                done[0] += 1
+                if hook is not None:
+                    hook("embeddings", None, total=num_chunks, completed=done[0])
 
         if hook is not None:
             hook("embeddings", None, total=num_chunks, completed=0)
-        with torch.inference_mode():
-            for c in range(num_chunks):
-                speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
-                runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
-                donors = sorted((d for d in computed if abs(d - c) < reach),
-                                key=lambda d: (abs(d - c), d))[:2]
-                for j, owner in enumerate(owners[c]):
-                    frames = first_frame(c) + torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
-                    if len(frames) == 0:
-                        continue
-                    d, k = c, owner
-                    if c not in computed:
-                        d, k = self._donor(frames, speakers[:, owner], first_frame(c), [
-                            (d, first_frame(d), passes_of(d)) for d in donors]) or (c, owner)
-                    passes = passes_of(d, None if d in computed else k)
-                    if k not in passes:
-                        continue
-                    selected, features = passes[k]
-                    mask = torch.zeros(chunk_fbank, dtype=torch.bool)
-                    local = frames - first_frame(d)
-                    mask[local[(local >= 0) & (local < chunk_fbank)]] = True
-                    out[c, j] = model.pool_frames(selected, features, mask).cpu().numpy()
-                for d in [d for d in cache if d < c - reach]:
-                    del cache[d]
-                if hook is not None:
-                    hook("embeddings", None, total=num_chunks, completed=c + 1)
+        # audio read from a file (not a waveform in memory) is cropped by one thread
+        workers = min(self.embedding_workers if "waveform" in file else 1, num_chunks)
+        bounds = np.linspace(0, num_chunks, max(workers, 1) + 1).round().astype(int)
+        ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        for _ in in_workers(lambda r: share(*ranges[r]), len(ranges), workers):
+            pass
         return out
+
+    @staticmethod
+    def _share_window(c: int, model: CAMPPlusEmbedding, embedded: np.ndarray,
+                      parts: np.ndarray, owners: list[list[int]], out: np.ndarray,
+                      chunk_fbank: int, first_frame: Callable[[int], int],
+                      passes_of: Callable[..., dict[int, tuple[torch.Tensor, torch.Tensor]]],
+                      computed: list[int], reach: int) -> None:
+        """The runs of window `c` in "shared": each pools a donor's pass or its own."""
+        speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
+        runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
+        donors = sorted((d for d in computed if abs(d - c) < reach),
+                        key=lambda d: (abs(d - c), d))[:2]
+        for j, owner in enumerate(owners[c]):
+            frames = first_frame(c) + torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
+            if len(frames) == 0:
+                continue
+            d, k = c, owner
+            if c not in computed:
+                d, k = SplittingSpeakerDiarization._donor(
+                    frames, speakers[:, owner], first_frame(c),
+                    [(d, first_frame(d), passes_of(d)) for d in donors]) or (c, owner)
+            passes = passes_of(d, None if d in computed else k)
+            if k not in passes:
+                continue
+            selected, features = passes[k]
+            mask = torch.zeros(chunk_fbank, dtype=torch.bool)
+            local = frames - first_frame(d)
+            mask[local[(local >= 0) & (local < chunk_fbank)]] = True
+            out[c, j] = model.pool_frames(selected, features, mask).cpu().numpy()
 
     @staticmethod
     def _donor(frames: torch.Tensor, speaker: torch.Tensor, first: int,
