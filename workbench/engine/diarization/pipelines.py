@@ -371,9 +371,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                 return model.embed_parts(waveform.to(model.device), embedded[c], parts[c],
                                          owners[c]).cpu().numpy()
 
-        # audio read from a file (not a waveform in memory) is cropped by one thread
-        workers = self.embedding_workers if "waveform" in file else 1
-        for c, embeddings in enumerate(in_workers(embed, num_chunks, workers)):
+        for c, embeddings in enumerate(in_workers(embed, num_chunks,
+                                                  self._embedding_workers_for(file))):
             out[c] = embeddings
             if hook is not None:
                 hook("embeddings", None, total=num_chunks, completed=c + 1)
@@ -444,13 +443,16 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
         if hook is not None:
             hook("embeddings", None, total=num_chunks, completed=0)
-        # audio read from a file (not a waveform in memory) is cropped by one thread
-        workers = min(self.embedding_workers if "waveform" in file else 1, num_chunks)
+        workers = min(self._embedding_workers_for(file), num_chunks)
         bounds = np.linspace(0, num_chunks, max(workers, 1) + 1).round().astype(int)
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
         for _ in in_workers(lambda r: share(*ranges[r]), len(ranges), workers):
             pass
         return out
+
+    def _embedding_workers_for(self, file: Any) -> int:
+        # audio read from a file (not a waveform in memory) is cropped by one thread
+        return self.embedding_workers if "waveform" in file else 1
 
     @staticmethod
     def _share_window(c: int, model: CAMPPlusEmbedding, embedded: np.ndarray,
