@@ -148,3 +148,23 @@ def test_max_word_lag_commits_words_no_rule_confirmed(tmp_path: Path, transcribe
     for bad in (0.0, -1.0, 20.0):
         with pytest.raises(ValueError, match="max_word_lag"):
             StreamingASRConfig(max_word_lag=bad)
+
+
+def test_a_burst_after_a_short_pass_keeps_its_words(tmp_path: Path, transcriber) -> None:
+    """A live worker that catches up after its models loaded sees 1.25 s, then everything
+    at once (as in the server when a whole recording arrived while it loaded): the pass
+    over the burst resumes mid-sentence after its prompt, where Whisper wrote no word (or
+    one) for 16 s of speech and the flush let them go. Such a pass runs again."""
+    once = decode_file(espeak(" ".join(SENTENCES), tmp_path / "s.wav"))
+    audio = np.concatenate([once, once])
+    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=transcriber)
+    cut = int(1.25 * SAMPLE_RATE)
+    asr.append(audio[:cut])
+    asr.step()
+    asr.append(audio[cut:12 * SAMPLE_RATE])
+    asr.step()
+    asr.append(audio[12 * SAMPLE_RATE:])
+    asr.flush()
+    text = "".join(w.word for w in asr.committed)
+    assert word_error_rate(" ".join(SENTENCES * 2), text).wer < 0.4, text
+    assert asr.stats()["retries"] >= 1

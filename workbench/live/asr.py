@@ -106,10 +106,11 @@ class StreamingASRConfig:
     # step (deterministic), WER pooled over the sample call, conv2 and conv3: 30 s window
     # 23.2 %; short window with 0.6 23.2 %, with None (no skip) 27.8 %.
     no_speech_threshold: Optional[float] = 0.6
-    # A short-window pass without a word over this much VAD speech runs again on the
-    # whole 30 s window: on a short window Whisper sometimes wrote nothing for seconds of
-    # speech, pass after pass (14 s of the sample call once, in the server; the buffer
-    # was then let go as noise when full).
+    # A pass that leaves this much VAD speech without a word (farther than 0.5 s from
+    # every word) runs again without prompt and no-speech skip, then on the whole 30 s
+    # window: Whisper sometimes wrote nothing for seconds of speech, pass after pass
+    # (14 s of the sample call once, in the server; the buffer was then let go as noise
+    # when full).
     retry_speech: float = 1.0
     # LocalAgreement with edits: the leading words of a pass agree with the previous
     # pass's hypothesis if the two differ by at most this many words (inserted, dropped
@@ -221,6 +222,17 @@ def _cut_loop(words: list[Word], repeats: int = 3, runaway: int = 6) -> list[Wor
     return words
 
 
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping (start, end) spans merged, in order."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
 def _agreement(words: list[Word], previous: list[Word], edits: int = 0, run: int = 2,
                shift: float = 0.5) -> int:
     """How many leading `words` the `previous` hypothesis confirms: the common prefix
@@ -274,7 +286,7 @@ class StreamingTranscriber:
         self._hypothesis: list[Word] = []  # uncommitted words of the last pass
         self.committed: list[Word] = []
         self.passes = 0
-        self.full_window_retries = 0
+        self.retries = 0
         self.pass_seconds = 0.0
         self.max_buffer_seen = 0.0
 
@@ -374,13 +386,33 @@ class StreamingTranscriber:
             # cut what still loops (dropping the whole segment lost 20 s of words once)
             temperature=(0.0, 0.2, 0.4, 0.6) if cfg.fallback else (0.0,),
             compression_ratio_threshold=2.4, log_prob_threshold=None)
-        segments = self.transcriber.decode(audio, encoder_seconds=encoder_seconds, **options)
-        if (encoder_seconds is not None and not any(s.words for s in segments)
-                and self._speech_seconds(start / SAMPLE_RATE, start / SAMPLE_RATE + seconds)
-                >= cfg.retry_speech):
-            self.full_window_retries += 1
-            segments = self.transcriber.decode(audio[:int(seconds * SAMPLE_RATE)], **options)
         offset = start / SAMPLE_RATE
+        words = self._whisper(audio, seconds, offset, encoder_seconds, options)
+        missed = self._missed_speech(words, offset, offset + seconds)
+        if missed >= cfg.retry_speech:
+            # Whisper sometimes writes nothing, or a word, for seconds of speech: after a
+            # prompt whose sentence the buffer resumes mid-word it ends the text at once,
+            # and its no-speech skip drops a whole window at no_speech_prob 0.57-0.73
+            # (a burst of 16 s of speech after a 1.25 s pass lost 53 of 56 words, in the
+            # server). Again without prompt and skip, then on the whole 30 s window.
+            self.retries += 1
+            bare = {**options, "initial_prompt": None, "no_speech_threshold": None}
+            windows = [encoder_seconds, None] if encoder_seconds is not None else [None]
+            for window in windows:
+                again = self._whisper(audio if window else audio[:int(seconds * SAMPLE_RATE)],
+                                      seconds, offset, window, bare)
+                again_missed = self._missed_speech(again, offset, offset + seconds)
+                if again_missed < missed:
+                    words, missed = again, again_missed
+                if missed < cfg.retry_speech:
+                    break
+        return words
+
+    def _whisper(self, audio: np.ndarray, seconds: float, offset: float,
+                 encoder_seconds: Optional[float], options: dict[str, Any]) -> list[Word]:
+        """One faster-whisper call: its words (times from the stream's start), up to a
+        decoding loop."""
+        segments = self.transcriber.decode(audio, encoder_seconds=encoder_seconds, **options)
         # a word's end can fall in the silence padded after the audio: clip it there (a
         # committed end past the audio made the next passes drop the words before it)
         words = [Word(start=round(offset + float(w.start), 3),
@@ -389,6 +421,17 @@ class StreamingTranscriber:
                  for s in segments for w in (s.words or ())
                  if float(w.start) < seconds]
         return _cut_loop(words)
+
+    def _missed_speech(self, words: list[Word], start: float, end: float,
+                       margin: float = 0.5) -> float:
+        """Seconds of VAD speech in [start, end] farther than `margin` s from every word."""
+        spans = [(w.start - margin, w.end + margin) for w in words]
+        missed = 0.0
+        for a, b in self.vad.regions(start, end):
+            a, b = max(a, start), min(b, end)
+            covered = sum(max(0.0, min(b, y) - max(a, x)) for x, y in _union(spans))
+            missed += max(0.0, b - a - covered)
+        return missed
 
     def _pass(self, end_s: float, final: bool) -> PassResult:
         cfg = self.config
@@ -551,7 +594,7 @@ class StreamingTranscriber:
         return (self._buffer.received - self._buffer_start) / SAMPLE_RATE
 
     def stats(self) -> dict[str, Any]:
-        return {"passes": self.passes, "full_window_retries": self.full_window_retries,
+        return {"passes": self.passes, "retries": self.retries,
                 "pass_seconds": round(self.pass_seconds, 3),
                 "max_buffer_seconds": round(self.max_buffer_seen, 3),
                 "vad_seconds": round(self.vad.seconds, 3)}
