@@ -522,10 +522,6 @@ class StreamingTranscriber:
         return [w if w.start >= last else Word(last, max(last, w.end), w.word, w.probability)
                 for w in kept]
 
-    def _speech_seconds(self, start: float, end: float) -> float:
-        return sum(min(b, end) - max(a, start) for a, b in self.vad.regions(start, end)
-                   if min(b, end) > max(a, start))
-
     def _pause_cut(self, words: list[Word], speech: list[tuple[float, float]], end_s: float) -> int:
         """Number of leading words that end before a committed-safe pause."""
         cfg = self.config
