@@ -133,13 +133,8 @@ class StreamingASRConfig:
     # max_word_lag=L`), sample call WER and p95 word lag: None 14.8 %, 3.88/4.08/4.28 s;
     # 3 s 14.8 %, 3.70/3.90/4.10 s; 2.5 s 19.8 %, 3.77/3.97/4.17 s; 2 s 23.5 %,
     # 3.22/3.42/3.62 s (pooled with conv2 + conv3 at 0.6 s: 19.1, 19.1, 20.1, 20.8 %).
-    # Through the server (`python -m benchmarks live --server --streams 1 --inputs
-    # sample,ami-train-2 --no-baseline`, AVX2 caps, two runs each, 2026-12-03) 3 s took
-    # the p95 word lag from 5.14-5.16 s to 3.76-3.79 s (the sample call's overlapped
-    # middle: 5.5 -> 3.8 s) at a live WER of the sample call of 22.2/23.5 % against
-    # 22.2/22.2 %; with fixed costs 0.4/0.8 s per pass the pooled WER went 17.7 -> 18.2 %
-    # and 20.1 -> 20.8 % (conv2: two words). 3 s is the default since; 2-2.5 s cost more
-    # words than the lag they save.
+    # Through the server 3 s took the 30 s set's p95 word lag from 5.1 to 3.8 s for +0.5-0.7
+    # point of pooled WER (BENCHMARKS.md, "`max_word_lag` 3 s by default"): the default.
     max_word_lag: Optional[float] = 3.0
 
     def __post_init__(self) -> None:
