@@ -426,11 +426,11 @@ class StreamingTranscriber:
     def _missed_speech(self, words: list[Word], start: float, end: float,
                        margin: float = 0.5) -> float:
         """Seconds of VAD speech in [start, end] farther than `margin` s from every word."""
-        spans = [(w.start - margin, w.end + margin) for w in words]
+        spans = _union([(w.start - margin, w.end + margin) for w in words])
         missed = 0.0
         for a, b in self.vad.regions(start, end):
             a, b = max(a, start), min(b, end)
-            covered = sum(max(0.0, min(b, y) - max(a, x)) for x, y in _union(spans))
+            covered = sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)
             missed += max(0.0, b - a - covered)
         return missed
 

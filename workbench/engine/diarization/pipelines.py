@@ -404,6 +404,31 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         def first_frame(c: int) -> int:
             return round(window[c].start * sample_rate / shift)
 
+        def share_window(c: int, passes_of: Callable[..., dict[int, tuple[torch.Tensor,
+                                                                         torch.Tensor]]]
+                         ) -> None:
+            # the runs of window c: each pools a donor's pass or its own
+            speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
+            runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
+            donors = sorted((d for d in computed if abs(d - c) < reach),
+                            key=lambda d: (abs(d - c), d))[:2]
+            for j, owner in enumerate(owners[c]):
+                frames = first_frame(c) + torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
+                if len(frames) == 0:
+                    continue
+                d, k = c, owner
+                if c not in computed:
+                    d, k = self._donor(frames, speakers[:, owner], first_frame(c), [
+                        (d, first_frame(d), passes_of(d)) for d in donors]) or (c, owner)
+                passes = passes_of(d, None if d in computed else k)
+                if k not in passes:
+                    continue
+                selected, features = passes[k]
+                mask = torch.zeros(chunk_fbank, dtype=torch.bool)
+                local = frames - first_frame(d)
+                mask[local[(local >= 0) & (local < chunk_fbank)]] = True
+                out[c, j] = model.pool_frames(selected, features, mask).cpu().numpy()
+
         def share(first: int, last: int) -> None:
             # windows first .. last - 1, with a cache of their own: the passes of a window
             # are the same whichever range computes them, so ranges can run at once
@@ -426,8 +451,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
             with torch.inference_mode():
                 for c in range(first, last):
-                    self._share_window(c, model, embedded, parts, owners, out, chunk_fbank,
-                                       first_frame, passes_of, computed, reach)
+                    share_window(c, passes_of)
                     for d in [d for d in cache if d < c - reach]:
                         del cache[d]
                     progress()
@@ -453,35 +477,6 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     def _embedding_workers_for(self, file: Any) -> int:
         # audio read from a file (not a waveform in memory) is cropped by one thread
         return self.embedding_workers if "waveform" in file else 1
-
-    @staticmethod
-    def _share_window(c: int, model: CAMPPlusEmbedding, embedded: np.ndarray,
-                      parts: np.ndarray, owners: list[list[int]], out: np.ndarray,
-                      chunk_fbank: int, first_frame: Callable[[int], int],
-                      passes_of: Callable[..., dict[int, tuple[torch.Tensor, torch.Tensor]]],
-                      computed: list[int], reach: int) -> None:
-        """The runs of window `c` in "shared": each pools a donor's pass or its own."""
-        speakers = model._to_fbank_frames(torch.from_numpy(embedded[c]), chunk_fbank)
-        runs = model._to_fbank_frames(torch.from_numpy(parts[c]), chunk_fbank)
-        donors = sorted((d for d in computed if abs(d - c) < reach),
-                        key=lambda d: (abs(d - c), d))[:2]
-        for j, owner in enumerate(owners[c]):
-            frames = first_frame(c) + torch.nonzero(runs[:, j] & speakers[:, owner])[:, 0]
-            if len(frames) == 0:
-                continue
-            d, k = c, owner
-            if c not in computed:
-                d, k = SplittingSpeakerDiarization._donor(
-                    frames, speakers[:, owner], first_frame(c),
-                    [(d, first_frame(d), passes_of(d)) for d in donors]) or (c, owner)
-            passes = passes_of(d, None if d in computed else k)
-            if k not in passes:
-                continue
-            selected, features = passes[k]
-            mask = torch.zeros(chunk_fbank, dtype=torch.bool)
-            local = frames - first_frame(d)
-            mask[local[(local >= 0) & (local < chunk_fbank)]] = True
-            out[c, j] = model.pool_frames(selected, features, mask).cpu().numpy()
 
     @staticmethod
     def _donor(frames: torch.Tensor, speaker: torch.Tensor, first: int,
