@@ -44,16 +44,21 @@ VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf1
                 "avx_vnni", "amx_tile")
 
 
-def cpu_flags() -> list[str]:
-    """The CPU's vector extensions among :data:`VECTOR_FLAGS` (from /proc/cpuinfo)."""
+def cpu_flag_set() -> set[str]:
+    """Every flag of the CPU's ``flags`` line in /proc/cpuinfo (empty if unread)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in VECTOR_FLAGS if f in have]
+                return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return []
+    return set()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector extensions among :data:`VECTOR_FLAGS` (from /proc/cpuinfo)."""
+    have = cpu_flag_set()
+    return [f for f in VECTOR_FLAGS if f in have]
 
 
 def machine_stamp(info: dict[str, Any] | None = None) -> str:

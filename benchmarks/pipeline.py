@@ -22,8 +22,11 @@ diarization baseline.  DER (collar 0, overlap scored) and WER come from
 JSON over ``--config``, run beside the default in the same benchmark run (e.g.
 ``--variant once='{"embedding_passes": "once"}'``), so that variants are compared under
 the same load. ``--isa native,avx2`` runs every system once per instruction-set setting,
-side by side: ``avx2`` caps the libraries at AVX2 (`AVX2_CAPS`: what a CPU without
-AVX-512 gets), ``native`` leaves them alone. The table names the CPU model and flags.
+side by side: ``avx2`` caps CTranslate2, ATen, oneDNN and MKL at AVX2 (`benchmarks.isa
+.AVX2_CAPS`; ONNX Runtime, which runs CAM++, has no cap and stays AVX-512),
+``avx2-cpuid`` also hides AVX-512 from CPUID so that every library takes its AVX2 path
+(`benchmarks.isa`: what a CPU without AVX-512 gets), ``native`` leaves them alone. The
+table names the CPU model and flags.
 
 A system that cannot run on this machine -- senko whose native library was built for
 another CPU (probed first), or a run killed by a signal -- gives a row marked unavailable
@@ -48,6 +51,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, write_results
+from benchmarks.isa import AVX2_CAPS, ISA_SETTINGS, IsaUnavailable, isa_environment
 from benchmarks.measure import MB, Timer, own_cpu_seconds, own_peak_rss_bytes
 
 NAME = "pipeline"
@@ -57,10 +61,6 @@ GENERATED = {  # name -> generate_conversation arguments
     "30min": {"num_speakers": 4, "duration": 1800.0, "overlap_ratio": 0.05, "seed": 30},
 }
 STAGE_COLUMNS = ("decode", "asr", "vad", "segmentation", "embeddings", "clustering", "merge")
-# environment that caps CTranslate2, ATen, oneDNN and MKL at AVX2 (--isa avx2)
-AVX2_CAPS = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-             "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-ISA_SETTINGS = ("native", "avx2")
 TARGETS = {"rtf_5min": 0.2, "peak_rss_mb_30min": 3000, "der_vs_senko": "<="}
 
 
@@ -170,8 +170,10 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path,
     if args.threads:
         command += ["--threads", str(args.threads)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if isa == "avx2":
-        env.update(AVX2_CAPS)
+    try:
+        env.update(isa_environment(isa))
+    except IsaUnavailable as error:
+        return _unavailable(system, str(error))
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -382,7 +384,7 @@ def main(argv: Sequence[str] = ()) -> int:
                 run = {"input": name, "uri": item.uri,
                        **run_one(worker, item, args, scratch, args.variants.get(system), isa,
                                  label=system),
-                       "system": system}
+                       "system": system, "isa": isa}
                 results["runs"].append(run)
                 if run.get("status") == "unavailable":
                     print(f"unavailable: {run['reason']}", flush=True)

@@ -1,0 +1,73 @@
+"""Instruction-set settings of the benchmarks (``--isa``): what a CPU without AVX-512
+gets, seen on one that has it.
+
+- ``native``: the libraries pick their kernels from the CPU as it is.
+- ``avx2``: environment caps (`AVX2_CAPS`) for CTranslate2, ATen, oneDNN and MKL. ONNX
+  Runtime has no such setting, so its kernels (CAM++ here) stay AVX-512: the figures are
+  optimistic for an AVX2-only CPU.
+- ``avx2-cpuid``: the caps, and the process sees a CPU without AVX-512, AVX-VNNI or AMX
+  (`native/avx2_cpuid.c`, preloaded: CPUID faulting answers every CPUID with those bits
+  cleared), so every library that dispatches at run time -- ONNX Runtime included --
+  takes its AVX2 path. Needs Linux CPUID faulting (the ``cpuid_fault`` CPU flag) and a C
+  compiler; code compiled with ``-march=native`` for this CPU keeps its AVX-512.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from benchmarks import cpu_flag_set
+
+__all__ = ["AVX2_CAPS", "ISA_SETTINGS", "IsaUnavailable", "isa_environment"]
+
+AVX2_CAPS = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+ISA_SETTINGS = ("native", "avx2", "avx2-cpuid")
+_SOURCE = Path(__file__).with_name("native") / "avx2_cpuid.c"
+
+
+class IsaUnavailable(RuntimeError):
+    """The setting cannot be made on this machine (the message says why)."""
+
+
+def isa_environment(isa: str, build_dir: Optional[Path] = None) -> dict[str, str]:
+    """Environment variables that put a child process under `isa` (empty for native).
+    Raises `IsaUnavailable` when ``avx2-cpuid`` cannot be had here."""
+    if isa not in ISA_SETTINGS:
+        raise ValueError(f"unknown ISA setting {isa!r}; choose from {', '.join(ISA_SETTINGS)}")
+    if isa == "native":
+        return {}
+    if isa == "avx2":
+        return dict(AVX2_CAPS)
+    library = cpuid_mask_library(build_dir)
+    preload = " ".join(p for p in (str(library), os.environ.get("LD_PRELOAD", "")) if p)
+    return {**AVX2_CAPS, "LD_PRELOAD": preload}
+
+
+def cpuid_mask_library(build_dir: Optional[Path] = None) -> Path:
+    """The preload library that hides AVX-512 from CPUID, compiled on first use (cached by
+    its source's hash)."""
+    if "cpuid_fault" not in cpu_flag_set():
+        raise IsaUnavailable("this CPU or kernel offers no CPUID faulting (no 'cpuid_fault' "
+                             "flag in /proc/cpuinfo), so CPUID cannot be masked")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise IsaUnavailable("no C compiler (cc or gcc) to build the CPUID mask")
+    source = _SOURCE.read_bytes()
+    folder = build_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+        / "speech-workbench"
+    library = folder / f"avx2-cpuid-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if not library.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = library.with_suffix(f".{os.getpid()}.tmp")
+        done = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp),
+                               str(_SOURCE), "-ldl"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise IsaUnavailable(f"building the CPUID mask failed: {done.stderr.strip()[-300:]}")
+        os.replace(tmp, library)
+    return library
