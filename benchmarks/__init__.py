@@ -61,13 +61,18 @@ def cpu_flags() -> list[str]:
     return [f for f in VECTOR_FLAGS if f in have]
 
 
-def machine_stamp(info: dict[str, Any] | None = None) -> str:
-    """One line naming the CPU, its vector flags and core count, for every table."""
+def machine_stamp(info: dict[str, Any] | None = None,
+                  caps: dict[str, str] | None = None) -> str:
+    """One line naming the CPU, its vector flags and core count, for every table, with
+    the ISA caps (`caps`, default: this process's environment) and CPUID mask."""
     info = info or machine_info()
     flags = " ".join(info.get("cpu_flags") or []) or "no flags read"
-    caps = {k: v for k, v in os.environ.items() if k in ISA_CAPS}
+    if caps is None:
+        caps = {k: v for k, v in os.environ.items() if k in ISA_CAPS}
     capped = (" (capped: " + " ".join(f"{k}={v}" for k, v in sorted(caps.items())) + ")"
               if caps else "")
+    if info.get("cpuid_mask"):
+        capped += f" (CPUID masked: {info['cpuid_mask']})"
     return (f"{info.get('cpu_model', 'unknown CPU')}, {info.get('cpu_count')} cores, "
             f"flags: {flags}{capped}")
 
@@ -110,6 +115,9 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_flags": cpu_flags(),
         "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
+        # benchmarks.isa's preloaded library: AVX-512 hidden from CPUID (--isa avx2-cpuid)
+        "cpuid_mask": ("no AVX-512" if "avx2-cpuid" in os.environ.get("LD_PRELOAD", "")
+                       else None),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),

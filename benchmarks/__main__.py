@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks import RUN_ID_ENV, machine_info, new_run_id
+from benchmarks import RUN_ID_ENV, machine_info, machine_stamp, new_run_id
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,21 +50,17 @@ def run(name: str, argv: Sequence[str]) -> int:
 
 
 def _machine_key(machine: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two machines' figures comparable: CPU model, cores, vector flags, ISA caps."""
+    """What makes two machines' figures comparable: CPU model, cores, vector flags, ISA
+    caps, CPUID mask."""
     return (machine.get("cpu_model"), machine.get("cpu_count"),
             tuple(machine.get("cpu_flags") or ()),
-            tuple(sorted((machine.get("isa_caps") or {}).items())))
+            tuple(sorted((machine.get("isa_caps") or {}).items())), machine.get("cpuid_mask"))
 
 
 def results_stamp(machine: dict[str, Any]) -> str:
-    """:func:`benchmarks.machine_stamp` of a results file's machine (its own ISA caps,
-    not those of the current environment)."""
-    flags = " ".join(machine.get("cpu_flags") or []) or "no flags recorded"
-    caps = machine.get("isa_caps") or {}
-    capped = (" (capped: " + " ".join(f"{k}={v}" for k, v in sorted(caps.items())) + ")"
-              if caps else "")
-    return (f"{machine.get('cpu_model', 'unknown CPU')}, {machine.get('cpu_count')} cores, "
-            f"flags: {flags}{capped}")
+    """:func:`benchmarks.machine_stamp` of a results file's machine (its own ISA caps and
+    CPUID mask, not those of the current environment)."""
+    return machine_stamp(machine, machine.get("isa_caps") or {})
 
 
 def _heading(results: dict[str, Any]) -> str:
