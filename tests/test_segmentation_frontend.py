@@ -71,6 +71,21 @@ def test_batches_the_shared_path_cannot_serve_run_the_plain_forward(model, call)
         assert torch.allclose(sliding(aligned), sliding.plain(aligned), atol=1e-4)
 
 
+def test_a_copied_or_pickled_model_keeps_both_paths(model, call) -> None:
+    import copy
+    import pickle
+
+    use_frontend(model, "shared")
+    views = call[:, : 16000 * 20].unfold(1, 160000, 32000).permute(1, 0, 2)
+    with torch.inference_mode():
+        expected = model(views)
+        for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            sliding = other.sincnet.__dict__["forward"]
+            assert isinstance(sliding, SlidingSincNet) and sliding.sincnet is other.sincnet
+            assert torch.allclose(other(views), expected, atol=1e-5)
+            assert torch.equal(other(views[:1]), model(views[:1]))  # the plain path
+
+
 def test_the_option_is_checked_echoed_and_installed() -> None:
     assert DiarizationConfig().segmentation_frontend == "shared"
     with pytest.raises(ConfigError):

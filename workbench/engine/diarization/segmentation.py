@@ -37,7 +37,11 @@ class SlidingSincNet:
 
     def __init__(self, sincnet: torch.nn.Module) -> None:
         self.sincnet = sincnet
-        self.plain = type(sincnet).forward.__get__(sincnet)
+
+    def plain(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """pyannote's forward pass (looked up on the class: the instance's ``forward`` is
+        this object, also after pickling or copying)."""
+        return type(self.sincnet).forward(self.sincnet, waveforms)
 
     def __call__(self, waveforms: torch.Tensor) -> torch.Tensor:
         step = self._step(waveforms)
@@ -80,6 +84,7 @@ class SlidingSincNet:
         norm = net.wav_norm1d
         if (waveforms.dim() != 3 or waveforms.shape[0] < 2 or waveforms.shape[1] != 1
                 or waveforms.stride(2) != 1 or not norm.affine or norm.track_running_stats
+                or not bool((norm.weight != 0).all())
                 or type(net.conv1d[0]).__name__ != "Encoder"
                 or getattr(net.conv1d[0], "padding", 0) != 0
                 or not getattr(net.conv1d[0], "as_conv1d", True)):
