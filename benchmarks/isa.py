@@ -10,6 +10,10 @@ gets, seen on one that has it.
   cleared), so every library that dispatches at run time -- ONNX Runtime included --
   takes its AVX2 path. Needs Linux CPUID faulting (the ``cpuid_fault`` CPU flag) and a C
   compiler; code compiled with ``-march=native`` for this CPU keeps its AVX-512.
+
+Any command can run under a setting: ``python -m benchmarks.isa avx2-cpuid python -m
+benchmarks live --server ...`` (the setting's variables added to the environment, then
+the command in place of this process).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -71,3 +76,22 @@ def cpuid_mask_library(build_dir: Optional[Path] = None) -> Path:
             raise IsaUnavailable(f"building the CPUID mask failed: {done.stderr.strip()[-300:]}")
         os.replace(tmp, library)
     return library
+
+
+def main(argv: list[str]) -> int:
+    """``python -m benchmarks.isa SETTING COMMAND [ARGS...]``: run COMMAND under SETTING."""
+    if len(argv) < 2 or argv[0] not in ISA_SETTINGS:
+        print(f"usage: python -m benchmarks.isa {{{','.join(ISA_SETTINGS)}}} COMMAND [ARGS...]",
+              file=sys.stderr)
+        return 2
+    try:
+        env = {**os.environ, **isa_environment(argv[0])}
+    except IsaUnavailable as error:
+        print(f"{argv[0]} is not available here: {error}", file=sys.stderr)
+        return 1
+    os.execvpe(argv[1], argv[1:], env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

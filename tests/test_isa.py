@@ -36,6 +36,9 @@ def test_settings_and_refusals(tmp_path: Path) -> None:
     assert isa_environment("avx2") == AVX2_CAPS
     with pytest.raises(ValueError, match="unknown ISA setting"):
         isa_environment("avx9")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.isa", "avx9", "true"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "usage" in done.stderr
 
 
 def test_avx2_cpuid_hides_avx512_and_keeps_avx2(tmp_path: Path) -> None:
@@ -51,6 +54,12 @@ def test_avx2_cpuid_hides_avx512_and_keeps_avx2(tmp_path: Path) -> None:
     assert masked["avx2"] == native["avx2"] and masked["fma"] == native["fma"]
     if native["avx2"]:
         assert masked["torch"] == "AVX2"
+    # the command-line form runs a command under the setting
+    done = subprocess.run([sys.executable, "-m", "benchmarks.isa", "avx2-cpuid",
+                           sys.executable, "-c", _FEATURES], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["avx512f"] is False
     # a segmentation fault that is not a CPUID still kills the process
     done = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"],
                           env={**os.environ, **env}, capture_output=True, timeout=60)
