@@ -9,7 +9,9 @@ than the call), mean-normalised as the diarizer feeds them. Per length and threa
 the median wall time of `repeats` passes after two warm-up passes for each runtime, their
 ratio, and the largest difference of the outputs relative to PyTorch's largest value.
 ONNX Runtime picks its kernels' instruction set from the CPU and has no setting to lower
-it, so the ISA caps of `--isa` benchmarks do not reach it: compare uncapped.
+it, so the environment caps (`--isa avx2` of the pipeline benchmark) do not reach it;
+``python -m benchmarks.isa avx2-cpuid python -m benchmarks embedding`` hides AVX-512 from
+CPUID and gives both runtimes' AVX2 figures (`benchmarks.isa`).
 """
 
 from __future__ import annotations
