@@ -107,6 +107,12 @@ def new_run_id() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+def _cpuid_mask() -> str | None:
+    from benchmarks.isa import cpuid_mask  # benchmarks.isa imports this package
+
+    return cpuid_mask()
+
+
 def machine_info() -> dict[str, Any]:
     """Where and when the figures were measured."""
     info: dict[str, Any] = {
@@ -116,8 +122,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_flags": cpu_flags(),
         "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
         # benchmarks.isa's preloaded library: AVX-512 hidden from CPUID (--isa avx2-cpuid)
-        "cpuid_mask": ("no AVX-512" if "avx2-cpuid" in os.environ.get("LD_PRELOAD", "")
-                       else None),
+        "cpuid_mask": _cpuid_mask(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),

@@ -27,13 +27,20 @@ from pathlib import Path
 from typing import Optional
 
 from benchmarks import cpu_flag_set
+from workbench.engine.provenance import model_cache_dir
 
-__all__ = ["AVX2_CAPS", "ISA_SETTINGS", "IsaUnavailable", "isa_environment"]
+__all__ = ["AVX2_CAPS", "ISA_SETTINGS", "IsaUnavailable", "cpuid_mask", "isa_environment"]
 
 AVX2_CAPS = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
              "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 ISA_SETTINGS = ("native", "avx2", "avx2-cpuid")
 _SOURCE = Path(__file__).with_name("native") / "avx2_cpuid.c"
+_PREFIX = "avx2-cpuid-"  # the library's file name: how a process tells it is masked
+
+
+def cpuid_mask() -> Optional[str]:
+    """What this process's CPUID hides (``"no AVX-512"``) when the mask is preloaded."""
+    return "no AVX-512" if _PREFIX in os.environ.get("LD_PRELOAD", "") else None
 
 
 class IsaUnavailable(RuntimeError):
@@ -55,8 +62,8 @@ def isa_environment(isa: str, build_dir: Optional[Path] = None) -> dict[str, str
 
 
 def cpuid_mask_library(build_dir: Optional[Path] = None) -> Path:
-    """The preload library that hides AVX-512 from CPUID, compiled on first use (cached by
-    its source's hash)."""
+    """The preload library that hides AVX-512 from CPUID, compiled on first use into
+    `build_dir` (default: the model cache folder), named by its source's hash."""
     if "cpuid_fault" not in cpu_flag_set():
         raise IsaUnavailable("this CPU or kernel offers no CPUID faulting (no 'cpuid_fault' "
                              "flag in /proc/cpuinfo), so CPUID cannot be masked")
@@ -64,9 +71,8 @@ def cpuid_mask_library(build_dir: Optional[Path] = None) -> Path:
     if compiler is None:
         raise IsaUnavailable("no C compiler (cc or gcc) to build the CPUID mask")
     source = _SOURCE.read_bytes()
-    folder = build_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
-        / "speech-workbench"
-    library = folder / f"avx2-cpuid-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    folder = build_dir or model_cache_dir()
+    library = folder / f"{_PREFIX}{hashlib.sha256(source).hexdigest()[:12]}.so"
     if not library.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = library.with_suffix(f".{os.getpid()}.tmp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 
 from benchmarks.measure import (
@@ -36,8 +37,11 @@ def test_memory_sampler_and_peak_window_see_this_process() -> None:
     assert first.rss > 0 and first.own_rss > 0 and first.threads >= 1
     assert sampler.peak(first.t, first.t)["rss_mb"] == mb(first.rss)
     with PeakWindow(os.getpid()) as window:
-        block = bytearray(64_000_000)
-        block[::4096] = b"\x01" * len(block[::4096])  # touch every page
+        # fresh pages from the kernel: a malloc'd block may reuse heap pages that earlier
+        # tests freed but glibc kept resident (then RSS does not grow)
+        block = mmap.mmap(-1, 64_000_000)
+        for offset in range(0, len(block), 4096):  # touch every page
+            block[offset] = 1
     figures = window.figures()
     assert figures["rss_growth_mb"] is not None and figures["rss_growth_mb"] >= 50
-    del block
+    block.close()

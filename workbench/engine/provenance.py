@@ -11,7 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
 
-__all__ = ["file_sha256", "package_version", "package_versions", "torch_threads"]
+__all__ = ["file_sha256", "model_cache_dir", "package_version", "package_versions",
+           "torch_threads"]
 
 
 @lru_cache(maxsize=64)
@@ -55,3 +56,13 @@ def torch_threads(threads: Optional[int]) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def model_cache_dir() -> Path:
+    """Where exported models are kept: ``$WORKBENCH_MODEL_CACHE``, else
+    ``$XDG_CACHE_HOME/speech-workbench``, else ``~/.cache/speech-workbench``."""
+    explicit = os.environ.get("WORKBENCH_MODEL_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "speech-workbench"

@@ -32,21 +32,11 @@ import numpy as np
 import torch
 
 from workbench.engine.config import EMBEDDING_RUNTIMES
-from workbench.engine.provenance import file_sha256, package_version
+from workbench.engine.provenance import file_sha256, model_cache_dir, package_version
 
 __all__ = ["EMBEDDING_RUNTIMES", "OnnxFrameNetwork", "model_cache_dir", "network_key"]
 
 _OPSET = 17
-
-
-def model_cache_dir() -> Path:
-    """Where exported models are kept: ``$WORKBENCH_MODEL_CACHE``, else
-    ``$XDG_CACHE_HOME/speech-workbench``, else ``~/.cache/speech-workbench``."""
-    explicit = os.environ.get("WORKBENCH_MODEL_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "speech-workbench"
 
 
 class OnnxFrameNetwork:
