@@ -75,6 +75,9 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     # issue #15: segmentation-3.0's SincNet per window (pyannote's forward pass) instead
     # of once per batch of overlapping windows (the default since 2026-12-04)
     "window-frontend": {"segmentation_frontend": "window"},
+    # issue #15: a longer step between segmentation windows (fewer windows, fewer passes)
+    "step-2.5": {"segmentation_step": 0.25},
+    "step-3": {"segmentation_step": 0.3},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),

@@ -74,6 +74,19 @@ def test_the_first_long_voice_takes_over_a_speaker_a_short_item_opened() -> None
             OnlineDiarizationConfig(adopt_distance=bad)
 
 
+def test_a_configuration_in_which_no_run_could_open_a_speaker_is_refused() -> None:
+    # runs are cut into pieces of under 1.5 x split_piece (2.25 s): a long run alone
+    # filling 30 % of a 10 s window could never be (every voice was one speaker)
+    with pytest.raises(ValueError, match="no run could ever open a speaker"):
+        OnlineDiarizationConfig(window=10.0, rho_update=0.3, long_run_min=None)
+    with pytest.raises(ValueError, match="no run could ever open a speaker"):
+        OnlineDiarizationConfig(long_run_min=2.5)
+    # through its local speaker (the default) the same window works
+    assert OnlineDiarizationConfig(window=10.0, rho_update=0.3).long_run_min == 1.0
+    assert OnlineDiarizationConfig(window=10.0, rho_update=0.3, split_piece=None,
+                                   long_run_min=None).window == 10.0
+
+
 def test_speaker_cap_is_a_parameter() -> None:
     rng = np.random.default_rng(1)
     clustering = OnlineSpeakerClustering(delta_new=0.5, max_speakers=25)
