@@ -5,7 +5,7 @@
 [--bench-dir data/bench] [--out benchmarks/results/live.json]``
 
 Every input is streamed through `workbench.live.stream_file` once per latency (the
-diarization latency: `OnlineDiarizationConfig.for_latency`, 5 s windows, a 0.5 s step
+diarization latency: `OnlineDiarizationConfig.for_latency`, 7.5 s windows, a 0.5 s step
 below 2 s of latency, 1 s from there), on the simulated clock: as fast as the machine
 goes, each job's events appearing its measured wall time later in audio time, as if ASR
 and diarization each had a core (``--costs A,D`` fixes the seconds per ASR pass and per
