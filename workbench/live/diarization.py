@@ -74,8 +74,9 @@ class OnlineDiarizationConfig:
     rho_update: float = 0.2
     # A run is long (may open or move a speaker) when it fills `rho_update` of the window
     # or its local speaker does and the run lasts `long_run_min` s; None: the run alone
-    # must (the rule before 2026-12-04, when runs cut into pieces of < 2.25 s meant no run
-    # of an 8 or 10 s window could ever open a speaker: one speaker for everything).
+    # must (the rule before 2026-12-04: with rho_update 0.3 and runs cut into pieces of
+    # < 2.25 s, no run of an 8 or 10 s window could ever open a speaker, so every voice
+    # was one speaker; such a configuration is now refused).
     # Measured 2026-12-04, OnlineDiarizer alone at latency 2 s (step 1 s), DER pooled:
     # sample call / conv2 + conv3 / AMI train / AMI development:
     #   5 s window, rho 0.3, run alone (before):      13.7 / 15.3 / 34.5 / 31.3 %
@@ -83,7 +84,8 @@ class OnlineDiarizationConfig:
     #   7.5 s window, rho 0.2, run alone:              13.7 /   -  / 31.5 / 22.7 %
     #   10 s window, rho 0.15, run alone:              12.4 /   -  / 33.6 / 28.4 %
     #   7.5 s, rho 0.2, long_run_min 0.3 / 0.75 / 1.0: 10.1 / 9.0 / 29.6, 29.9, 29.7 / 27.1 %
-    #   (step 0.5 s: 10.3 / - / 33.3 / 27.2 %; tau_active 0.4 / 0.6: 30.8 / 30.7 on train)
+    #   (with long_run_min 0.5: step 0.5 s 10.3 / - / 33.3 / 27.2 %; tau_active 0.4 / 0.6
+    #   30.8 / 30.7 % on train; 1 s / 0.75 s pieces (split_piece) 31.9 / 36.2 % on train)
     # 1.0 (tuned on AMI train, where 0.3-1.0 are level) keeps a generated 2-voice
     # dialogue's second voice one speaker where 0.3-0.75 split a 1.4 s piece off.
     long_run_min: Optional[float] = 1.0
