@@ -85,7 +85,8 @@ class OnlineDiarizationConfig:
     #   10 s window, rho 0.15, run alone:              12.4 /   -  / 33.6 / 28.4 %
     #   7.5 s, rho 0.2, long_run_min 0.3 / 0.75 / 1.0: 10.1 / 9.0 / 29.6, 29.9, 29.7 / 27.1 %
     #   (with long_run_min 0.5: step 0.5 s 10.3 / - / 33.3 / 27.2 %; tau_active 0.4 / 0.6
-    #   30.8 / 30.7 % on train; 1 s / 0.75 s pieces (split_piece) 31.9 / 36.2 % on train)
+    #   30.8 / 30.7 % on train; 0.75 s pieces (split_piece) 36.2 % on train, and 1 s
+    #   pieces with long_run_min 0.75 31.9 %)
     # 1.0 (tuned on AMI train, where 0.3-1.0 are level) keeps a generated 2-voice
     # dialogue's second voice one speaker where 0.3-0.75 split a 1.4 s piece off.
     long_run_min: Optional[float] = 1.0
