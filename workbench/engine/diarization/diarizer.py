@@ -239,6 +239,8 @@ class Diarizer:
             embedding_block=config.embedding_block,
             embedding_context=config.embedding_context,
             embedding_share=config.embedding_share,
+            embedding_share_coverage=config.embedding_share_coverage,
+            embedding_share_agreement=config.embedding_share_agreement,
             embedding_workers=config.embedding_workers,
             segmentation_workers=config.segmentation_workers,
             segmentation=load_segmentation_model(),

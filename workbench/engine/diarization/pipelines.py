@@ -169,7 +169,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         given_count_min_active_ratio: Optional[float] = None, powerset_count: bool = False,
         overlap_bias: float = 0.0, embedding_passes: str = "shared",
         embedding_block: float = 10.0, embedding_context: float = 1.0,
-        embedding_share: int = 2, embedding_workers: int = 1,
+        embedding_share: int = 2, embedding_share_coverage: float = 0.0,
+        embedding_share_agreement: float = 0.0, embedding_workers: int = 1,
         segmentation_workers: int = 1, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -182,6 +183,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         if embedding_passes not in ("window", "shared", "once"):
             raise ValueError("embedding_passes must be 'window', 'shared' or 'once'")
         self.embedding_share = embedding_share
+        self.embedding_share_coverage = embedding_share_coverage
+        self.embedding_share_agreement = embedding_share_agreement
         self.embedding_passes = embedding_passes
         self.embedding_block = embedding_block
         self.embedding_context = embedding_context
@@ -388,8 +391,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         As in "window", a pass is one local speaker's frames of one window alone. A run of
         a window without passes pools the frame features of the pass, among the two
         nearest windows with passes, that holds most of its frames, if that pass holds at
-        least `SHARE_COVERAGE` of them and agrees with the run's local speaker where the
-        windows overlap (`_donor`); otherwise its own window gets passes."""
+        least `embedding_share_coverage` of them and agrees with the run's local speaker
+        where the windows overlap (`_donor`); otherwise its own window gets passes."""
         model: CAMPPlusEmbedding = self._embedding.model_
         num_chunks, num_frames, num_parts = parts.shape
         out = np.full((num_chunks, num_parts, model.dimension), np.nan, dtype=np.float32)
@@ -478,16 +481,16 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         # audio read from a file (not a waveform in memory) is cropped by one thread
         return self.embedding_workers if "waveform" in file else 1
 
-    @staticmethod
-    def _donor(frames: torch.Tensor, speaker: torch.Tensor, first: int,
+    def _donor(self, frames: torch.Tensor, speaker: torch.Tensor, first: int,
                donors: list[tuple[int, int, dict[int, tuple[torch.Tensor, torch.Tensor]]]]
                ) -> Optional[tuple[int, int]]:
         """The (window, local speaker) whose pass may serve a run: it holds at least
-        `SHARE_COVERAGE` of the run's frames (absolute fbank frames `frames`) and, where
-        the two windows overlap, the same frames as the run's own local speaker (`speaker`,
-        the fbank-frame mask of its window starting at frame `first`) up to
-        `SHARE_AGREEMENT` (intersection over union), so that a pass of a window where the
-        segmentation gave this voice to a mixture serves nothing."""
+        `embedding_share_coverage` of the run's frames (absolute fbank frames `frames`)
+        and, where the two windows overlap, the same frames as the run's own local speaker
+        (`speaker`, the fbank-frame mask of its window starting at frame `first`) up to
+        `embedding_share_agreement` (intersection over union), so that a pass of a window
+        where the segmentation gave this voice to a mixture serves nothing; it never
+        serves a run none of whose frames it holds."""
         size = len(speaker)
         own = first + torch.nonzero(speaker)[:, 0]
         best: Optional[tuple[float, int, int]] = None
@@ -498,12 +501,12 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             mine = own[(own >= lo) & (own < hi)] - d_first
             for k, (selected, _) in passes.items():
                 covered = int(selected[local].sum())
-                if covered < SHARE_COVERAGE * len(frames):
+                if covered == 0 or covered < self.embedding_share_coverage * len(frames):
                     continue
                 theirs = selected[lo - d_first: hi - d_first]
                 both = int(selected[mine].sum())
                 union = len(mine) + int(theirs.sum()) - both
-                if union and both / union >= SHARE_AGREEMENT and \
+                if union and both / union >= self.embedding_share_agreement and \
                         (best is None or covered > best[0]):
                     best = (covered, d, k)
         return None if best is None else best[1:]
@@ -570,12 +573,6 @@ def _cluster_activations(segmentations: SlidingWindowFeature, hard_clusters: np.
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
-SHARE_COVERAGE = 0.9
-"""``embedding_passes="shared"``: the least share of a run's frames that a pass of a
-nearby window must hold for the run to pool that pass's features."""
-SHARE_AGREEMENT = 0.8
-"""``embedding_passes="shared"``: the least intersection over union, where two windows
-overlap, of a run's local speaker and the local speaker of a pass that serves it."""
 _CLASSES_CACHE = "training_cache/workbench_powerset_classes"
 
 
