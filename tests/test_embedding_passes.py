@@ -47,6 +47,14 @@ def campplus(window_diarizer: Diarizer) -> CAMPPlusEmbedding:
     return model
 
 
+def _embeddings(pipeline, file, segmentations) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The pipeline's run embeddings of `file` on a copy of its `segmentations`."""
+    with torch.inference_mode():
+        return pipeline.get_embeddings(
+            file, SlidingWindowFeature(segmentations.data.copy(), segmentations.sliding_window),
+            exclude_overlap=True)
+
+
 def test_recording_features_fall_on_one_grid(campplus: CAMPPlusEmbedding,
                                              waveform: torch.Tensor) -> None:
     """Blocks without context are the frame features of their own audio, side by side;
@@ -76,11 +84,7 @@ def test_once_embeds_runs_like_the_windows(window_diarizer: Diarizer,
     for passes in ("window", "once"):
         pipeline.embedding_passes = passes
         try:
-            with torch.inference_mode():
-                embeddings[passes] = pipeline.get_embeddings(
-                    file, SlidingWindowFeature(segmentations.data.copy(),
-                                               segmentations.sliding_window),
-                    exclude_overlap=True)
+            embeddings[passes] = _embeddings(pipeline, file, segmentations)
         finally:
             pipeline.embedding_passes = "window"
     window = embeddings["window"].reshape(-1, 192)
@@ -134,11 +138,7 @@ def test_looser_share_checks_run_fewer_frames_and_embed_the_same_runs(
         pipeline.embedding_passes = "shared"
         pipeline.embedding_share_coverage = pipeline.embedding_share_agreement = loose
         try:
-            with torch.inference_mode():
-                embeddings[loose] = pipeline.get_embeddings(
-                    file, SlidingWindowFeature(segmentations.data.copy(),
-                                               segmentations.sliding_window),
-                    exclude_overlap=True)
+            embeddings[loose] = _embeddings(pipeline, file, segmentations)
         finally:
             (pipeline.embedding_passes, pipeline.embedding_share_coverage,
              pipeline.embedding_share_agreement) = before
