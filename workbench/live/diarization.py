@@ -137,10 +137,10 @@ class OnlineDiarizationConfig:
             raise ValueError("tau_active must be in (0, 1), rho_update in [0, 1)")
         if not 0 < self.delta_new <= 2:
             raise ValueError("delta_new must be in (0, 2] (cosine distance)")
-        if self.long_run_min is not None and not 0 <= self.long_run_min <= self.window:
-            raise ValueError("long_run_min must be None or in [0, window] (seconds)")
-        # runs are cut into pieces of under 1.5 x split_piece
-        longest = 1.5 * self.split_piece if self.split_piece else self.window
+        if self.long_run_min is not None and self.long_run_min < 0:
+            raise ValueError("long_run_min must be None or >= 0 (seconds)")
+        # runs are cut into pieces of under 1.5 x split_piece, and none outlasts the window
+        longest = min(self.window, 1.5 * self.split_piece if self.split_piece else self.window)
         needed = (self.long_run_min if self.long_run_min is not None
                   else self.rho_update * self.window)
         if needed >= longest:
@@ -388,7 +388,7 @@ class OnlineDiarizer:
         long = lengths >= cfg.rho_update * frames
         if cfg.long_run_min is not None:
             # or its local speaker fills rho_update of the window and the run is no blip
-            total = np.array([lengths[owner == o].sum() for o in owner])
+            total = np.bincount(owner, weights=lengths)[owner]
             long |= ((total >= cfg.rho_update * frames)
                      & (lengths >= cfg.long_run_min / self.frame_step))
         overlap = (runs.T.astype(np.int32) @ runs.astype(np.int32)) > 0
