@@ -22,6 +22,9 @@ speaker when every centroid is further than ``delta_new``. Here:
   runs joined it in that many windows; until then its runs go to the nearest speaker;
 * embeddings skip overlapped frames when enough clean ones remain;
 * windows are weighted by a Hann-shaped profile when aggregated (edges count less);
+  from 2 s of latency the number of speakers of each frame comes from the powerset
+  classes, as in the offline pipeline (`count_speakers`), and the speakers with the most
+  votes take the frame;
 * when the worker falls behind it skips steps (never more than keeps every frame covered
   by a window) instead of queueing them, so its lag stays bounded;
 * output is turns that are final up to ``final_until`` (never revised), plus a tentative
@@ -59,7 +62,8 @@ class OnlineDiarizationConfig:
     the time a step takes. `delta_new`: CAM++ distance from every speaker beyond which a
     long local speaker is a new speaker. `rho_update`: fraction of the window a local
     speaker must fill to update a centroid or open a speaker. `tau_active`: activation
-    threshold of the aggregated, weighted votes of windows.
+    threshold of the aggregated, weighted votes of windows (when speakers are not
+    counted: `count_speakers`).
     """
 
     # 7.5 s windows and a 1 s step since 2026-12-04 (see `long_run_min` for the figures)
@@ -119,6 +123,22 @@ class OnlineDiarizationConfig:
     recluster_history: int = 1500  # embeddings kept for it (older ones thinned)
     split_min_gap: float = 0.1
     split_piece: Optional[float] = 1.5
+    # count_speakers: each frame's speakers are the `count` global speakers with the most
+    # votes, `count` being the windows' weighted mean of the number of speakers that
+    # segmentation-3.0's powerset classes give the frame, overlap winning within
+    # `overlap_bias` of the best number (the offline pipeline's `powerset_count`); False:
+    # a speaker is active where its weighted votes reach `tau_active`; None: from 2 s of
+    # latency on (where at least two windows vote on each frame's count).
+    # Measured 2026-12-04, OnlineDiarizer alone (fed 0.25 s chunks, every step run), DER
+    # pooled, votes -> count (overlap_bias 0.3): sample call / conv2 + conv3 / AMI train /
+    # AMI development at latency 2 s: 10.1 / 9.0 / 29.7 / 27.1 % -> 9.4 / 9.0 / 29.7 /
+    # 26.7 % (missed speech on AMI train 21.2 -> 20.1 %); at 5 s: 9.1 / 7.3 / 30.9 / 24.3 %
+    # -> 8.6 / 7.4 / 30.2 / 24.4 %; but at 1 s 11.2 / 9.7 / 32.5 / 34.5 % -> 11.4 / 9.8 /
+    # 32.3 / 35.5 % and at 0.5 s sample call 11.7 -> 12.8 %. overlap_bias at 2 s: 0 gives
+    # 10.2 / 8.8 / 30.1 / 26.9 %, 0.2 9.4 / 8.9 / 29.7 / 26.8 %, 0.5 9.7 / 9.1 / 29.5 /
+    # 26.3 % (false alarm on the sample call 1.08 -> 1.27 s).
+    count_speakers: Optional[bool] = None
+    overlap_bias: float = 0.3
     device: str = "cpu"
     num_threads: Optional[int] = 1
     # what runs CAM++'s frame network (DiarizationConfig.embedding_runtime)
@@ -133,6 +153,8 @@ class OnlineDiarizationConfig:
             raise ValueError("need 0 < step <= window <= 10 (segmentation-3.0 sees 10 s)")
         if not self.step <= self.latency <= self.window:
             raise ValueError("latency must be in [step, window]")
+        if not 0 <= self.overlap_bias <= 1:
+            raise ValueError("overlap_bias must be in [0, 1]")
         if not 0 < self.tau_active < 1 or not 0 <= self.rho_update < 1:
             raise ValueError("tau_active must be in (0, 1), rho_update in [0, 1)")
         if not 0 < self.delta_new <= 2:
@@ -157,6 +179,12 @@ class OnlineDiarizationConfig:
             raise ValueError("recluster_every must be None or > 0")
         if not 0 < self.recluster_threshold <= 2 or self.recluster_history < 10:
             raise ValueError("recluster_threshold must be in (0, 2], recluster_history >= 10")
+
+    @property
+    def counts_speakers(self) -> bool:
+        """Whether frames take their number of speakers from the powerset classes
+        (`count_speakers`, None: from 2 s of latency)."""
+        return self.latency >= 2.0 if self.count_speakers is None else self.count_speakers
 
     @classmethod
     def for_latency(cls, latency: float, **overrides: Any) -> "OnlineDiarizationConfig":
@@ -226,6 +254,7 @@ class OnlineDiarizer:
         self._base = 0
         self._sum = np.zeros((0, self.config.max_speakers), dtype=np.float64)
         self._weight = np.zeros(0, dtype=np.float64)
+        self._count = np.zeros(0, dtype=np.float64)  # weighted speaker counts
         self._last_end = 0.0  # end of the last window processed (s)
         self._last_recluster = 0.0
         self.final_until = 0.0
@@ -298,7 +327,7 @@ class OnlineDiarizer:
         started = time.perf_counter()
         with torch_threads(cfg.num_threads), torch.inference_mode():
             audio, start = self._window(end)
-            active = self._segment(audio)  # (frames, local speakers) binary
+            active, count = self._segment(audio)  # (frames, local speakers) binary
             runs, owners, embeddings, long, cannot = self._embed(audio, active)
         ok = np.isfinite(embeddings).all(axis=1) if len(owners) else np.zeros(0, bool)
         speakers = [-1] * len(owners)
@@ -329,7 +358,7 @@ class OnlineDiarizer:
         for i, g in enumerate(speakers):
             if g >= 0:
                 glob[:, g] = np.maximum(glob[:, g], runs[:, i])
-        self._accumulate(start, glob)
+        self._accumulate(start, glob, count)
         self._last_end = end
         self.steps += 1
         self.skipped += skipped
@@ -340,13 +369,20 @@ class OnlineDiarizer:
             return None
         return self._finalize(end, seconds, skipped, final)
 
-    def _segment(self, audio: np.ndarray) -> np.ndarray:
+    def _segment(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The window's local speakers ``(frames, speakers)`` (the most likely powerset
+        class) and the number of speakers of each frame (`powerset_frame_count`)."""
         import torch
+
+        from workbench.engine.diarization.pipelines import powerset_frame_count
 
         x = torch.from_numpy(np.ascontiguousarray(audio))[None, None]
         out = self.segmentation(x)
         multi = self._powerset.to_multilabel(out)[0].cpu().numpy()
-        return multi.astype(np.float64)
+        count = powerset_frame_count(torch.exp(out).cpu().numpy(),
+                                     self._powerset.cardinality.cpu().numpy(),
+                                     self.config.overlap_bias)[0]
+        return multi.astype(np.float64), count.astype(np.float64)
 
     def _embed(self, audio: np.ndarray, active: np.ndarray
                ) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]:
@@ -395,7 +431,7 @@ class OnlineDiarizer:
         cannot = overlap & (owner[:, None] != owner[None, :])
         return runs, owners_list, embeddings.cpu().numpy().astype(np.float64), long, cannot
 
-    def _accumulate(self, start: float, glob: np.ndarray) -> None:
+    def _accumulate(self, start: float, glob: np.ndarray, count: np.ndarray) -> None:
         first = int(round((start + self._frame_offset) / self.frame_step))
         n = glob.shape[0]
         profile = self._profile[:n] if n <= self._profile.size else np.ones(n)
@@ -406,12 +442,14 @@ class OnlineDiarizer:
             grow = need - self._weight.size
             self._sum = np.concatenate([self._sum, np.zeros((grow, self._sum.shape[1]))])
             self._weight = np.concatenate([self._weight, np.zeros(grow)])
+            self._count = np.concatenate([self._count, np.zeros(grow)])
         if hi <= lo:
             return
         src = slice(lo - first, hi - first)
         dst = slice(lo - self._base, hi - self._base)
         self._sum[dst] += glob[src] * profile[src, None]
         self._weight[dst] += profile[src]
+        self._count[dst] += count[src] * profile[src]
 
     def _forget(self, end: float) -> None:
         stop = int(round(end * SAMPLE_RATE)) - self._window_samples
@@ -422,13 +460,20 @@ class OnlineDiarizer:
         a, b = lo - self._base, hi - self._base
         weight = np.zeros(hi - lo)
         total = np.zeros((hi - lo, self.config.max_speakers))
+        counted = np.zeros(hi - lo)
         valid_a, valid_b = max(a, 0), min(b, self._weight.size)
         if valid_b > valid_a:
             weight[valid_a - a:valid_b - a] = self._weight[valid_a:valid_b]
             total[valid_a - a:valid_b - a] = self._sum[valid_a:valid_b]
+            counted[valid_a - a:valid_b - a] = self._count[valid_a:valid_b]
         with np.errstate(invalid="ignore", divide="ignore"):
             score = np.where(weight[:, None] > 0, total / weight[:, None], 0.0)
-        return score >= self.config.tau_active
+            count = np.rint(np.where(weight > 0, counted / weight, 0.0))
+        if not self.config.counts_speakers:
+            return score >= self.config.tau_active
+        # the `count` speakers with the most votes (and any at all) in each frame
+        rank = np.argsort(np.argsort(-score, axis=1, kind="stable"), axis=1, kind="stable")
+        return (rank < count[:, None]) & (score > 0)
 
     def _turns(self, active: np.ndarray, lo: int) -> list[Turn]:
         turns = []
@@ -461,6 +506,7 @@ class OnlineDiarizer:
         if keep_from > 0:
             self._sum = self._sum[keep_from:]
             self._weight = self._weight[keep_from:]
+            self._count = self._count[keep_from:]
             self._base = hi
         return StepResult(tuple(turns), until, tuple(tentative), end, seconds, skipped)
 
