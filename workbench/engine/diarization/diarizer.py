@@ -194,6 +194,7 @@ def retune(pipeline: SpeakerDiarization, config: DiarizationConfig) -> None:
     if isinstance(pipeline, SplittingSpeakerDiarization):
         pipeline.powerset_count = config.powerset_count
         pipeline.overlap_bias = config.overlap_bias
+        pipeline.recount_extra_speakers = config.recount_extra_speakers
 
 
 class Diarizer:
@@ -235,6 +236,7 @@ class Diarizer:
             given_count_min_active_ratio=config.given_count_min_active,
             powerset_count=config.powerset_count,
             overlap_bias=config.overlap_bias,
+            recount_extra_speakers=config.recount_extra_speakers,
             embedding_passes=config.embedding_passes,
             embedding_block=config.embedding_block,
             embedding_context=config.embedding_context,
@@ -316,6 +318,8 @@ class Diarizer:
                 max_speakers=max_speakers,
                 hook=clock,
             )
+        timings = clock.finish()
+        timings["clustering"] += getattr(self.pipeline, "recount_seconds", 0.0)
         annotation, exclusive, embeddings, speakers = _relabel_by_first_appearance(
             output.speaker_diarization,
             output.exclusive_speaker_diarization,
@@ -327,7 +331,7 @@ class Diarizer:
             turns=_turns(annotation),
             exclusive_turns=_turns(exclusive),
             speakers=speakers,
-            timings=clock.finish(),
+            timings=timings,
             speaker_embeddings=embeddings,
             speaker_count=dict(getattr(clustering, "count_evidence", None) or {}),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -171,9 +172,12 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         embedding_block: float = 10.0, embedding_context: float = 1.0,
         embedding_share: int = 2, embedding_share_coverage: float = 0.0,
         embedding_share_agreement: float = 0.0, embedding_workers: int = 1,
-        segmentation_workers: int = 1, **kwargs: Any,
+        segmentation_workers: int = 1, recount_extra_speakers: bool = False, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.recount_extra_speakers = recount_extra_speakers
+        self.recount_seconds = 0.0
+        """Time the last call spent clustering again (`recount_extra_speakers`)."""
         if embedding_workers < 1:
             raise ValueError("embedding_workers must be at least 1")
         if segmentation_workers < 1:
@@ -212,6 +216,41 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         model = getattr(self._embedding, "model_", None)
         if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
             raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
+
+    def apply(self, file: Any, num_speakers: Optional[int] = None,
+              min_speakers: Optional[int] = None, max_speakers: Optional[int] = None,
+              **kwargs: Any) -> Any:
+        """pyannote's pipeline; then, with `recount_extra_speakers` and no count given, if
+        the output holds more speakers than the clustering found (the reconstruction gives
+        the frames that count more speakers than there are clusters to an unclustered
+        extra speaker: padding in pyannote's ``to_diarization``), the clustering runs again
+        with the output's number as a given count, on the same segmentation and runs."""
+        self.recount_seconds = 0.0
+        recount = (self.recount_extra_speakers and isinstance(self.clustering, RunClustering)
+                   and num_speakers is None and min_speakers is None and max_speakers is None)
+        training, cached = self.training, set(file)
+        self.training = training or recount  # keeps segmentation and runs in `file`
+        try:
+            output = super().apply(file, num_speakers=num_speakers, min_speakers=min_speakers,
+                                   max_speakers=max_speakers, **kwargs)
+            found = self.clustering.count_evidence.get("speakers") if recount else None
+            labels = len(output.speaker_diarization.labels())
+            if found is None or labels <= found:
+                return output
+            estimate = dict(self.clustering.count_evidence)
+            started = time.perf_counter()
+            kwargs.pop("hook", None)  # the stages were reported; this is clustering again
+            output = super().apply(file, num_speakers=labels, **kwargs)
+            self.recount_seconds = time.perf_counter() - started
+            self.clustering.count_evidence = {**self.clustering.count_evidence,
+                                              "recounted_from": estimate}
+            return output
+        finally:
+            self.training = training
+            if recount and not training:
+                for key in set(file) - cached:
+                    if str(key).startswith("training_cache/"):
+                        del file[key]
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
         inference = self._segmentation
