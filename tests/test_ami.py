@@ -157,7 +157,7 @@ def test_powerset_count_finds_overlapped_speech(ami: Path, diarizer) -> None:  #
 def test_powerset_frame_count_with_overlap_bias() -> None:
     import numpy as np
 
-    from workbench.engine.diarization.pipelines import powerset_frame_count
+    from workbench.engine.diarization.local_speakers import powerset_frame_count
 
     # classes of segmentation-3.0: {}, {0}, {1}, {2}, {0,1}, {0,2}, {1,2}
     cardinality = np.array([0, 1, 1, 1, 2, 2, 2])

@@ -36,7 +36,8 @@ from workbench.engine.diarization.diarizer import (  # noqa: E402
     model_identity,
 )
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding, bundled_model_paths  # noqa: E402
-from workbench.engine.diarization.pipelines import SpeakerDiarizationWithoutPLDA, split_into_runs  # noqa: E402
+from workbench.engine.diarization.local_speakers import split_into_runs  # noqa: E402
+from workbench.engine.diarization.pipelines import SpeakerDiarizationWithoutPLDA  # noqa: E402
 from workbench.research.baselines import senko_fbank  # noqa: E402
 from workbench.research.datasets import generate_conversation  # noqa: E402
 from workbench.research.isolation import run_isolated  # noqa: E402

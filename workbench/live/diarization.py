@@ -374,7 +374,7 @@ class OnlineDiarizer:
         class) and the number of speakers of each frame (`powerset_frame_count`)."""
         import torch
 
-        from workbench.engine.diarization.pipelines import powerset_frame_count
+        from workbench.engine.diarization.local_speakers import powerset_frame_count
 
         x = torch.from_numpy(np.ascontiguousarray(audio))[None, None]
         out = self.segmentation(x)
@@ -400,7 +400,7 @@ class OnlineDiarizer:
         """
         import torch
 
-        from workbench.engine.diarization.pipelines import split_into_runs
+        from workbench.engine.diarization.local_speakers import split_into_runs
 
         cfg = self.config
         frames = active.shape[0]

@@ -86,7 +86,9 @@ class DiarizationResult:
     speaker_embeddings: Optional[np.ndarray] = field(default=None, repr=False)
     speaker_count: dict[str, Any] = field(default_factory=dict)
     """How the clustering chose the number of speakers (`RunClustering.count_evidence`;
-    empty for a local pyannote pipeline or audio without speech)."""
+    empty for a local pyannote pipeline or audio without speech). When
+    `DiarizationConfig.recount_extra_speakers` clustered again, that of the second
+    clustering (a given count), with the estimate's under ``recounted_from``."""
 
     @property
     def num_speakers(self) -> int:
