@@ -122,6 +122,19 @@ def test_a_given_count_keeps_the_estimated_speakers(ami: Path, diarizer, uri: st
     assert kept >= 0.85 * sum(estimated.label_duration(label) for label in estimated.labels())
 
 
+def _off_then_on(diarizer, option: str, audio):  # type: ignore[no-untyped-def]
+    """The diarizer's results with a pipeline option that is on by default turned off,
+    then on again."""
+    pipeline = diarizer.pipeline
+    assert getattr(pipeline, option) is True
+    try:
+        setattr(pipeline, option, False)
+        before = diarizer(audio)
+    finally:
+        setattr(pipeline, option, True)
+    return before, diarizer(audio)
+
+
 def _overlap_seconds(annotation) -> float:  # type: ignore[no-untyped-def]
     """Seconds during which two or more speakers of `annotation` talk."""
     return annotation.get_overlap().duration()
@@ -135,14 +148,7 @@ def test_powerset_count_finds_overlapped_speech(ami: Path, diarizer) -> None:  #
 
     item = next(i for i in ami_items("train", DATA_DIR) if i.uri == "trn04")
     audio, reference, uem = item.load_audio(), item.reference(), item.annotated()
-    pipeline = diarizer.pipeline
-    assert pipeline.powerset_count is True
-    try:
-        pipeline.powerset_count = False
-        before = diarizer(audio).annotation
-    finally:
-        pipeline.powerset_count = True
-    after = diarizer(audio).annotation
+    before, after = (r.annotation for r in _off_then_on(diarizer, "powerset_count", audio))
     missed_before, present = overlap_missed(reference, before, uem)
     missed_after, _ = overlap_missed(reference, after, uem)
     assert present > 4.0
@@ -201,14 +207,7 @@ def test_an_extra_speaker_of_the_reconstruction_is_clustered(ami: Path, diarizer
 
     item = next(i for i in ami_items("train", DATA_DIR) if i.uri == "trn03")
     audio, reference, uem = item.load_audio(), item.reference(), item.annotated()
-    pipeline = diarizer.pipeline
-    assert pipeline.recount_extra_speakers is True
-    try:
-        pipeline.recount_extra_speakers = False
-        before = diarizer(audio)
-    finally:
-        pipeline.recount_extra_speakers = True
-    after = diarizer(audio)
+    before, after = _off_then_on(diarizer, "recount_extra_speakers", audio)
     assert before.speaker_count["speakers"] == 1 and before.num_speakers == 2
     assert "recounted_from" not in before.speaker_count
     assert after.speaker_count["recounted_from"]["speakers"] == 1
