@@ -194,6 +194,7 @@ def test_counting_speakers_from_the_powerset_misses_less_of_the_sample_call() ->
         diarizer, results = _run(item, OnlineDiarizationConfig(latency=2.0, count_speakers=count),
                                  models)
         models = (diarizer.segmentation, diarizer.embedding)
+        assert diarizer.stats()["counts_speakers"] is count  # the rule used is echoed
         turns = [t for r in results for t in r.turns]
         scores[count] = diarization_error(item.reference_turns(), turns, uem=item.annotated())
     assert scores[True].missed < scores[False].missed - 0.15, scores

@@ -514,4 +514,5 @@ class OnlineDiarizer:
         return {"steps": self.steps, "skipped_steps": self.skipped,
                 "step_seconds": round(self.step_seconds, 3),
                 "speakers": self.clustering.num_speakers,
-                "reclusterings": self.clustering.reclusterings}
+                "reclusterings": self.clustering.reclusterings,
+                "counts_speakers": self.config.counts_speakers}
