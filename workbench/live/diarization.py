@@ -128,7 +128,8 @@ class OnlineDiarizationConfig:
     # segmentation-3.0's powerset classes give the frame, overlap winning within
     # `overlap_bias` of the best number (the offline pipeline's `powerset_count`); False:
     # a speaker is active where its weighted votes reach `tau_active`; None: from 2 s of
-    # latency on (where at least two windows vote on each frame's count).
+    # latency on (where two windows or more vote on each frame's count, unless the worker
+    # skips steps).
     # Measured 2026-12-04, OnlineDiarizer alone (fed 0.25 s chunks, every step run), DER
     # pooled, votes -> count (overlap_bias 0.3): sample call / conv2 + conv3 / AMI train /
     # AMI development at latency 2 s: 10.1 / 9.0 / 29.7 / 27.1 % -> 9.4 / 9.0 / 29.7 /
@@ -388,7 +389,7 @@ class OnlineDiarizer:
                ) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]:
         """Runs of the local speakers and their embeddings.
 
-        As the offline pipeline does (`workbench.engine.diarization.pipelines.split_into_runs`), each
+        As the offline pipeline does (`workbench.engine.diarization.local_speakers.split_into_runs`), each
         local speaker is cut into runs at silences >= `split_min_gap` and into pieces of
         about `split_piece` s, because segmentation-3.0 sometimes gives two voices one
         local speaker; each local speaker goes through CAM++ once and each run pools its

@@ -12,6 +12,7 @@ import functools
 import math
 import threading
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -164,22 +165,33 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         recount = (self.recount_extra_speakers and isinstance(self.clustering, RunClustering)
                    and num_speakers is None and min_speakers is None and max_speakers is None)
         training, cached = self.training, set(file)
-        self.training = training or recount  # keeps segmentation and runs in `file`
+        # keep segmentation and runs in `file` for the second clustering, unless it holds
+        # such caches already (from other settings: outside training they are not used)
+        stale = any(str(key).startswith("training_cache/") for key in cached)
+        self.training = training or (recount and not stale)
         try:
             output = super().apply(file, num_speakers=num_speakers, min_speakers=min_speakers,
                                    max_speakers=max_speakers, **kwargs)
             found = self.clustering.count_evidence.get("speakers") if recount else None
-            labels = len(output.speaker_diarization.labels())
+            annotation = getattr(output, "speaker_diarization", output)  # legacy: Annotation
+            labels = len(annotation.labels()) if found is not None else 0
             if found is None or labels <= found:
                 return output
             estimate = dict(self.clustering.count_evidence)
             started = time.perf_counter()
             kwargs.pop("hook", None)  # the stages were reported; this is clustering again
-            output = super().apply(file, num_speakers=labels, **kwargs)
+            with warnings.catch_warnings():
+                # our own count, not the caller's: pyannote's "outside the given bounds"
+                warnings.filterwarnings("ignore", r"\s*The detected number of speakers")
+                again = super().apply(file, num_speakers=labels, **kwargs)
             self.recount_seconds = time.perf_counter() - started
+            if self.clustering.count_evidence.get("speakers", 0) < labels:
+                # too few embeddings to cluster that many: the first output stands
+                self.clustering.count_evidence = estimate
+                return output
             self.clustering.count_evidence = {**self.clustering.count_evidence,
                                               "recounted_from": estimate}
-            return output
+            return again
         finally:
             self.training = training
             if recount and not training:
