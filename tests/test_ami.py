@@ -216,3 +216,36 @@ def test_an_extra_speaker_of_the_reconstruction_is_clustered(ami: Path, diarizer
     der_before = diarization_error(reference, before.annotation, uem=uem).der
     der_after = diarization_error(reference, after.annotation, uem=uem).der
     assert der_after < der_before - 0.02, (der_before, der_after)
+
+
+def _train_clip(uri: str, start: int, end: int):  # type: ignore[no-untyped-def]
+    item = next(i for i in ami_items("train", DATA_DIR) if i.uri == uri)
+    return item.load_audio()[start * 16000:end * 16000]
+
+
+@pytest.mark.models
+def test_speech_counted_where_no_local_speaker_talks_is_nobody_s(ami: Path, diarizer) -> None:  # type: ignore[no-untyped-def]
+    # trn02 at 15-18 s alone: the powerset classes count a speaker in some frames whose
+    # most likely class is silence, and no local speaker is active anywhere. pyannote's
+    # reconstruction failed there ("negative dimensions are not allowed"), so a short
+    # recording like this one got no diarization at all.
+    result = diarizer(_train_clip("trn02", 15, 18))
+    assert result.num_speakers == 0 and result.turns == []
+
+
+@pytest.mark.models
+def test_a_recount_that_cannot_make_that_many_speakers_keeps_the_first_output(
+        ami: Path, diarizer) -> None:  # type: ignore[no-untyped-def]
+    # trn06 at 0-3 s alone: no embedding of clean speech, one cluster, and an extra speaker
+    # where the frames count two. Clustered again as two, there is still one cluster: the
+    # first output stands, without pyannote's warning about a count nobody gave.
+    import warnings
+
+    clip = _train_clip("trn06", 0, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before, after = _off_then_on(diarizer, "recount_extra_speakers", clip)
+    assert after.num_speakers == 2 and after.speaker_count["speakers"] == 1
+    assert "recounted_from" not in after.speaker_count
+    assert after.turns == before.turns
+    assert not [w for w in caught if "detected number of speakers" in str(w.message)]

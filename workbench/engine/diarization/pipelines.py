@@ -276,7 +276,18 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         (`RunClustering.forced_clusters`) that lost every frame takes the frames its own
         runs cover, from the weakest speaker there: it holds one copy of a stretch of
         speech that the windows' other copies give to another speaker, and the given count
-        is honoured at the cost of that stretch alone."""
+        is honoured at the cost of that stretch alone.
+
+        With `powerset_count` a frame can count a speaker where no local speaker is
+        active (the most likely class is silence, the speech classes together are not):
+        when that is all the audio holds (AMI trn02 at 15-18 s alone), no speaker has a
+        cluster and pyannote's reconstruction fails ("negative dimensions"); nobody is
+        then given that speech."""
+        if hard_clusters.size == 0 or int(np.max(hard_clusters)) < 0:
+            return self.to_diarization(
+                SlidingWindowFeature(np.zeros((*segmentations.data.shape[:2], 1)),
+                                     segmentations.sliding_window),
+                SlidingWindowFeature(np.zeros_like(count.data), count.sliding_window))
         discrete = super().reconstruct(segmentations, hard_clusters, count)
         forced = getattr(self.clustering, "forced_clusters", [])
         missing = [k for k in forced
