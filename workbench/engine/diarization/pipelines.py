@@ -173,9 +173,11 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             output = super().apply(file, num_speakers=num_speakers, min_speakers=min_speakers,
                                    max_speakers=max_speakers, **kwargs)
             found = self.clustering.count_evidence.get("speakers") if recount else None
-            annotation = getattr(output, "speaker_diarization", output)  # legacy: Annotation
-            labels = len(annotation.labels()) if found is not None else 0
-            if found is None or labels <= found:
+            if found is None:
+                return output
+            # (a legacy pipeline returns the Annotation itself)
+            labels = len(getattr(output, "speaker_diarization", output).labels())
+            if labels <= found:
                 return output
             estimate = dict(self.clustering.count_evidence)
             started = time.perf_counter()
