@@ -155,6 +155,12 @@ def test_two_voices_get_two_labels_and_each_keeps_one(tmp_path: Path) -> None:
     for previous, r in zip([0.0] + finals, results):  # each update covers its own span only
         assert all(previous - 1e-6 <= t.start < t.end <= r.final_until + 1e-6 for t in r.turns)
     turns = [t for r in results for t in r.turns]
+    # updates tile: a turn that runs into a final boundary reaches it exactly (no sliver
+    # of the frame grid left unlabelled between one update and the next)
+    near = 0.4 * diarizer.frame_step
+    for boundary in finals[:-1]:
+        assert not [t for t in turns if 0 < boundary - t.end < near
+                    or 0 < t.start - boundary < near], boundary
     cover = _majority(item.reference_turns(), turns)
     assert len(cover) == 2
     labels = {ref: c.most_common(1)[0][0] for ref, c in cover.items()}

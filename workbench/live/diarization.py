@@ -495,8 +495,13 @@ class OnlineDiarizer:
         hi = int(round(until / self.frame_step))
         turns = self._turns(self._activations(lo, hi), lo) if hi > lo else []
         if turns:
-            # frame grid rounding: clip to the exact span
-            turns = [Turn(max(t.start, self.final_until), min(t.end, until), t.speaker)
+            # frames [lo, hi) stand for the span [final_until, until]: a turn at either
+            # edge of the block reaches that edge exactly (rounding to the frame grid
+            # would leave a sliver of up to a frame unlabelled, or labelled twice, at
+            # every step)
+            first, last = round(lo * self.frame_step, 3), round(hi * self.frame_step, 3)
+            turns = [Turn(self.final_until if t.start <= first else max(t.start, self.final_until),
+                          until if t.end >= last else min(t.end, until), t.speaker)
                      for t in turns]
             turns = [t for t in turns if t.end > t.start]
         now_hi = int(round(end / self.frame_step))
