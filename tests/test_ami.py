@@ -212,6 +212,8 @@ def test_an_extra_speaker_of_the_reconstruction_is_clustered(ami: Path, diarizer
     assert "recounted_from" not in before.speaker_count
     assert after.speaker_count["recounted_from"]["speakers"] == 1
     assert after.speaker_count["speakers"] == after.num_speakers == 2
+    # the segmentation told the two apart within one window (the count it vouches for)
+    assert after.speaker_count["most_local_speakers"] == 2
     assert after.timings["clustering"] > 0
     der_before = diarization_error(reference, before.annotation, uem=uem).der
     der_after = diarization_error(reference, after.annotation, uem=uem).der

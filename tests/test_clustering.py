@@ -8,7 +8,13 @@ from pyannote.audio.pipelines.clustering import AgglomerativeClustering
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering, group_runs, silhouette_score
+from workbench.engine.diarization.clustering import (
+    RUN_OWNERS,
+    RunClustering,
+    group_runs,
+    most_local_speakers,
+    silhouette_score,
+)
 
 
 def blobs(centres: list[np.ndarray], per: int, spread: float, seed: int = 0) -> np.ndarray:
@@ -199,3 +205,16 @@ def test_count_from_clean_embeddings_clusters_all() -> None:
     labels = c.cluster(x.copy(), min_clusters=1, max_clusters=len(x))
     assert len(set(labels.tolist())) == 2
     assert c.count_evidence["counted_embeddings"] == 8
+
+
+def test_most_local_speakers_counts_those_that_fill_a_share_of_one_window() -> None:
+    seg = np.zeros((2, 100, 3))
+    seg[0, :50, 0] = 1
+    seg[0, :3, 1] = 1  # 3 % of the window: a blip, not a speaker
+    seg[1, :10, 0] = seg[1, 10:20, 1] = 1
+    seg[1, 20:26, 2] = 1
+    assert most_local_speakers(seg) == 3
+    # runs of one local speaker count once (columns 0 and 1 of the second window: owner 0)
+    assert most_local_speakers(seg, owners=[[0, 1, 2], [0, 0, 1]]) == 2
+    assert most_local_speakers(seg, min_share=0.08) == 2
+    assert most_local_speakers(np.zeros((0, 100, 3))) == 0

@@ -486,8 +486,8 @@ class LiveSession:
 
 
 def _join(turns: Iterable[Turn], gap: float = 0.04) -> list[Turn]:
-    """Same-speaker turns that touch (final spans cut them; up to two 17 ms frames of
-    rounding apart) joined again."""
+    """Same-speaker turns that touch (each update's final span cuts them) or are within
+    `gap` s (two 17 ms frames) of each other joined again."""
     out: list[Turn] = []
     last: dict[str, int] = {}
     for t in sorted(turns, key=lambda t: (t.start, t.end, t.speaker)):

@@ -45,10 +45,35 @@ from scipy.spatial.distance import cdist
 from workbench.engine.config import SPEAKER_COUNT_RULES
 
 __all__ = ["RUN_OWNERS", "SPEAKER_COUNT_RULES", "RunClustering", "group_members", "group_runs",
-           "silhouette_score"]
+           "most_local_speakers", "silhouette_score"]
 
 RUN_OWNERS = "workbench/run_owners"
 """Key of the pipeline's file dict under which the local speaker of each run is kept."""
+LOCAL_SPEAKER_MIN_SHARE = 0.05
+"""Share of a window a local speaker must fill to count in `most_local_speakers` (0.5 s
+of a 10 s window)."""
+
+
+def most_local_speakers(segmentations: np.ndarray, owners: Optional[list[list[int]]] = None,
+                        min_share: float = LOCAL_SPEAKER_MIN_SHARE) -> int:
+    """The most local speakers that fill `min_share` of one window: how many speakers
+    the segmentation alone tells apart at once, a lower bound of the file's count.
+
+    `segmentations` is ``(chunks, frames, speakers)`` binary; with `owners` (per chunk,
+    the local speaker of each column: runs of `RUN_OWNERS`) columns count per owner."""
+    filled = np.nan_to_num(segmentations, nan=0.0).sum(axis=1)  # (chunks, columns)
+    if filled.size == 0:
+        return 0
+    needed = min_share * segmentations.shape[1]
+    if owners is None:
+        return int((filled >= needed).sum(axis=1).max())
+    most = 0
+    for chunk, chunk_owners in zip(filled, owners):
+        per_owner: dict[int, float] = {}
+        for column, owner in enumerate(chunk_owners):
+            per_owner[owner] = per_owner.get(owner, 0.0) + float(chunk[column])
+        most = max(most, sum(v >= needed for v in per_owner.values()))
+    return most
 
 
 def silhouette_score(distances: np.ndarray, labels: np.ndarray) -> float:
@@ -184,7 +209,8 @@ class RunClustering(AgglomerativeClustering):
         a given count ``found`` (the clusters the silhouette kept) and
         ``estimate_within_given`` (whether the count estimated without it met it, and
         the estimate's training set was kept); with `count_min_active_ratio`,
-        ``counted_embeddings``."""
+        ``counted_embeddings``; and ``most_local_speakers`` (`most_local_speakers`: the
+        most speakers the segmentation told apart in one window)."""
 
     # ------------------------------------------------------------------ training set
 
@@ -428,6 +454,17 @@ class RunClustering(AgglomerativeClustering):
         self._given_bounds = (self._wanted_clusters,
                               num_clusters or max_clusters or np.iinfo(np.int32).max)
         owners = file.get(RUN_OWNERS) if isinstance(file, Mapping) else None
+        hard, soft, centroids = self._cluster(embeddings, segmentations, owners, num_clusters,
+                                              min_clusters, max_clusters)
+        if segmentations is not None:
+            self.count_evidence["most_local_speakers"] = most_local_speakers(
+                segmentations.data, owners)
+        return hard, soft, centroids
+
+    def _cluster(self, embeddings: np.ndarray, segmentations: Optional[SlidingWindowFeature],
+                 owners: Optional[list[list[int]]], num_clusters: Optional[int],
+                 min_clusters: Optional[int], max_clusters: Optional[int]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if owners is None or self.group_threshold is None or segmentations is None:
             hard, soft, centroids = super().__call__(
                 embeddings, segmentations, num_clusters=num_clusters,
