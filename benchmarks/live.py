@@ -19,6 +19,10 @@ diarization step instead). Figures per run:
 * the fraction of the final words committed before the audio ended; ASR passes, and
   diarization steps skipped to keep up.
 
+Per latency the summary pools all inputs and each group (`input_group`: the sample call,
+the generated conversations, the AMI excerpts), with ``der_ratio``: live DER over the
+offline DER on the inputs that have both (the table's "DER live" column, in brackets).
+
 Inputs: ``sample`` (the pyannote sample call, 30 s), ``conv2`` / ``conv3`` (generated
 60 s conversations of 2 and 3 voices, cached under ``--bench-dir``) and ``ami`` (AMI
 train excerpts through `workbench.research.datasets.ami.ami_items`, fetched into ``data/``
@@ -147,30 +151,61 @@ def run_offline(item: Any) -> dict[str, Any]:
             "rtf": _num(transcript.timings["total"] / item.duration)}
 
 
-def _pooled(rows: list[dict[str, Any]], errors: str, total: str) -> Optional[float]:
+def _pooled(rows: list[dict[str, Any]], errors: str, total: str,
+            digits: Optional[int] = 4) -> Optional[float]:
     e = sum(r[errors] or 0 for r in rows if r.get(errors) is not None)
     t = sum(r[total] or 0 for r in rows if r.get(total) is not None)
-    return _num(e / t) if t else None
+    if not t:
+        return None
+    return e / t if digits is None else _num(e / t, digits)
+
+
+def input_group(uri: str) -> str:
+    """The group an input is pooled in besides "all": ``generated`` (conv2, conv3),
+    ``ami`` (the AMI excerpts) or the input itself (the sample call)."""
+    if uri.startswith("live_conv"):
+        return "generated"
+    if uri[:3] in ("trn", "dev"):
+        return "ami"
+    return uri
 
 
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per latency over all inputs: pooled WER/DER, latency percentiles of runs."""
+    """Per latency, one row over all inputs (``group`` "all") and, with more than one
+    group, one per `input_group`: pooled WER/DER live and offline, ``der_ratio`` (live
+    DER over offline DER, on the inputs that have both), medians of the runs' lag
+    percentiles."""
     live = [r for r in results["runs"] if r["system"] == "live"]
     offline = [r for r in results["runs"] if r["system"] == "offline"]
+    groups = sorted({input_group(r["uri"]) for r in live})
     rows = []
     for latency in sorted({r["latency"] for r in live}):
-        runs = [r for r in live if r["latency"] == latency]
-        rows.append({
-            "latency": latency, "inputs": len(runs),
-            "wer": _pooled(runs, "wer_errors", "ref_words"),
-            "der": _pooled(runs, "der_errors", "speech"),
-            "offline_wer": _pooled(offline, "wer_errors", "ref_words"),
-            "offline_der": _pooled(offline, "der_errors", "speech"),
-            **{k: _num(np.median([r[k] for r in runs if r[k] is not None]), 3)
-               for k in ("word_latency_p50", "word_latency_p95", "speaker_latency_p50",
-                         "speaker_latency_p95", "cpu_per_audio_second",
-                         "committed_before_end")},
-        })
+        for group in ["all"] + (groups if len(groups) > 1 else []):
+            def member(r: dict[str, Any]) -> bool:
+                return group == "all" or input_group(r["uri"]) == group
+
+            runs = [r for r in live if r["latency"] == latency and member(r)]
+            mine = [r for r in offline if member(r)]
+            der, offline_der = (_pooled(runs, "der_errors", "speech"),
+                                _pooled(mine, "der_errors", "speech"))
+            # the ratio on the inputs that have both runs
+            paired = _pooled([r for r in runs if r["uri"] in {o["uri"] for o in mine}],
+                             "der_errors", "speech", digits=None)
+            refined = _pooled(mine, "der_errors", "speech", digits=None)
+            rows.append({
+                "latency": latency, "group": group, "inputs": len(runs),
+                "wer": _pooled(runs, "wer_errors", "ref_words"),
+                "der": der,
+                "offline_wer": _pooled(mine, "wer_errors", "ref_words"),
+                "offline_der": offline_der,
+                "der_ratio": _num(paired / refined, 3) if paired is not None and refined
+                else None,
+                **{k: _num(np.median([r[k] for r in runs if r[k] is not None]), 3)
+                   if any(r[k] is not None for r in runs) else None
+                   for k in ("word_latency_p50", "word_latency_p95", "speaker_latency_p50",
+                             "speaker_latency_p95", "cpu_per_audio_second",
+                             "committed_before_end")},
+            })
     return rows
 
 
@@ -199,9 +234,11 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {_f(r['cpu_per_audio_second'], '.2f')} | {_f(r['committed_before_end'], '.0%')} "
             f"| {r['asr_passes']} | {r['diarization_skipped_steps']} |")
     for s in results.get("summary", []):
+        ratio = f" ({s['der_ratio']:.2f}x)" if s.get("der_ratio") is not None else ""
         lines.append(
-            f"| **all** | {s['latency']:g} | {_f(s['wer'], '.1%')} | {_f(s['offline_wer'], '.1%')} "
-            f"| {_f(s['der'], '.1%')} | {_f(s['offline_der'], '.1%')} "
+            f"| **{s.get('group', 'all')}** | {s['latency']:g} | {_f(s['wer'], '.1%')} "
+            f"| {_f(s['offline_wer'], '.1%')} | {_f(s['der'], '.1%')}{ratio} "
+            f"| {_f(s['offline_der'], '.1%')} "
             f"| {_f(s['word_latency_p50'], '.2f')} / {_f(s['word_latency_p95'], '.2f')} "
             f"| {_f(s['speaker_latency_p50'], '.2f')} / {_f(s['speaker_latency_p95'], '.2f')} "
             f"| {_f(s['cpu_per_audio_second'], '.2f')} | {_f(s['committed_before_end'], '.0%')} "
@@ -262,7 +299,9 @@ def main(argv: Sequence[str] = ()) -> int:
         return live_server.main([a for a in argv if a != "--server"])
     args = parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(args.table.read_text())))
+        results = json.loads(args.table.read_text())
+        results["summary"] = summarize(results)  # (older files: without the groups)
+        print(markdown_table(results))
         return 0
     from workbench.live import JobCosts, LiveConfig, load_models
 

@@ -158,3 +158,37 @@ def test_lag_by_minute_and_slope() -> None:
     assert live_server.lag_slope(ends[:10], growing[:10]) is None  # under 2 minutes
     refined = live_server.lag_by_minute(ends[:3], flat[:3], refined_ends=[10.0, 70.0, 130.0])
     assert [(r["words"], r["refined_words"]) for r in refined] == [(3, 1), (0, 1), (0, 1)]
+
+
+def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def run(uri: str, system: str, der_errors: float, speech: float) -> dict:
+        row = {"uri": uri, "system": system, "der_errors": der_errors, "speech": speech,
+               "der": der_errors / speech, "wer_errors": 1, "ref_words": 10, "wer": 0.1}
+        if system == "live":
+            row.update(latency=2.0, word_latency_p50=1.0, word_latency_p95=2.0,
+                       speaker_latency_p50=2.5, speaker_latency_p95=3.0,
+                       cpu_per_audio_second=0.5, committed_before_end=0.9, asr_passes=3,
+                       diarization_skipped_steps=0)
+        return row
+
+    runs = [run("sample", "offline", 1.0, 20.0), run("sample", "live", 2.0, 20.0),
+            run("trn00", "offline", 3.0, 10.0), run("trn00", "live", 3.3, 10.0),
+            run("dev01", "live", 1.0, 10.0)]  # no refined run: in the live pool only
+    summary = {s["group"]: s for s in live_bench.summarize({"runs": runs})}
+    assert summary["sample"]["der_ratio"] == pytest.approx(2.0)
+    assert summary["ami"]["der"] == pytest.approx(0.215)
+    assert summary["ami"]["offline_der"] == pytest.approx(0.3)
+    assert summary["all"]["der"] == pytest.approx(6.3 / 40)
+    assert summary["all"]["offline_der"] == pytest.approx(4.0 / 30, abs=1e-4)
+    # the ratio compares the same recordings: dev01 has no refined run
+    assert summary["ami"]["der_ratio"] == pytest.approx(1.1)
+    assert summary["all"]["der_ratio"] == pytest.approx((5.3 / 30) / (4.0 / 30), abs=1e-3)
+    assert live_bench.input_group("live_conv3") == "generated"
+    path = tmp_path / "live.json"
+    path.write_text(json.dumps({"machine": {"cpu_model": "Test CPU", "cpu_count": 2,
+                                            "cpu_flags": ["avx2"]},
+                                "parameters": {"costs": "0.6,0.3"}, "runs": runs}))
+    assert live_bench.main(["--table", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| **sample** | 2 | 10.0% | 10.0% | 10.0% (2.00x) | 5.0% |" in out
