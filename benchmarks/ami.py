@@ -92,9 +92,6 @@ def diarize_items(items: Sequence[Any], systems: Mapping[str, tuple[Any, bool]],
             torch.set_num_threads(config.num_threads or threads)
             try:
                 for item in items:
-                    if hasattr(pipeline.clustering, "count_evidence"):
-                        # audio without speech never reaches the clustering
-                        pipeline.clustering.count_evidence = {}
                     with torch.inference_mode(), warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         output = pipeline(

@@ -500,10 +500,8 @@ class OnlineDiarizer:
             # would leave a sliver of up to a frame unlabelled, or labelled twice, at
             # every step)
             first, last = round(lo * self.frame_step, 3), round(hi * self.frame_step, 3)
-            turns = [Turn(self.final_until if t.start <= first else max(t.start, self.final_until),
-                          until if t.end >= last else min(t.end, until), t.speaker)
-                     for t in turns]
-            turns = [t for t in turns if t.end > t.start]
+            turns = [Turn(self.final_until if t.start <= first else t.start,
+                          until if t.end >= last else t.end, t.speaker) for t in turns]
         now_hi = int(round(end / self.frame_step))
         tentative = self._turns(self._activations(hi, now_hi), hi) if now_hi > hi else []
         self.final_until = until

@@ -299,9 +299,6 @@ class Diarizer:
             "sample_rate": int(sample_rate),
             "uri": "waveform",
         }
-        clustering = self.pipeline.clustering
-        if isinstance(clustering, RunClustering):
-            clustering.count_evidence = {}  # audio without speech never reaches it
         with torch_threads(self.config.num_threads), torch.inference_mode(), \
                 warnings.catch_warnings():
             # When nobody speaks alone for 2 s in any 10 s window (very short speech),
@@ -335,7 +332,7 @@ class Diarizer:
             speakers=speakers,
             timings=timings,
             speaker_embeddings=embeddings,
-            speaker_count=dict(getattr(clustering, "count_evidence", None) or {}),
+            speaker_count=dict(getattr(self.pipeline.clustering, "count_evidence", None) or {}),
         )
 
 

@@ -162,6 +162,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         extra speaker: padding in pyannote's ``to_diarization``), the clustering runs again
         with the output's number as a given count, on the same segmentation and runs."""
         self.recount_seconds = 0.0
+        if isinstance(self.clustering, RunClustering):
+            self.clustering.count_evidence = {}  # audio without speech never reaches it
         recount = (self.recount_extra_speakers and isinstance(self.clustering, RunClustering)
                    and num_speakers is None and min_speakers is None and max_speakers is None)
         training, cached = self.training, set(file)
