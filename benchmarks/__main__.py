@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "embedding": "benchmarks.embedding",
     "accuracy": "benchmarks.accuracy",
     "diarization": "benchmarks.diarization",
+    "speakers": "benchmarks.speakers",
     "live": "benchmarks.live",
     # the same as `live --server`: live results through the real server, in real time
     "live-server": "benchmarks.live_server",
