@@ -63,13 +63,11 @@ def equal_error_rate(same: Sequence[float], different: Sequence[float]) -> tuple
     return float((rejected[best] + accepted[best]) / 2), float(thresholds[best])
 
 
-def solo_pieces(item: Any, seconds: float, audio: Optional[np.ndarray] = None
-                ) -> list[tuple[str, float, np.ndarray]]:
-    """``(speaker, start, samples)`` of back-to-back `seconds`-long pieces of each reference
-    speaker's solo speech in `item` (on a 10 ms grid, inside the UEM)."""
-    audio = item.load_audio() if audio is None else audio
+def solo_runs(item: Any, num_samples: int) -> dict[str, list[tuple[float, float]]]:
+    """Per reference speaker of `item`, the ``(start, end)`` stretches (s, on a 10 ms grid,
+    inside the UEM) where that speaker talks and nobody else does."""
     step = 0.01
-    grid = np.arange(0, len(audio) / SAMPLE_RATE, step)
+    grid = np.arange(0, num_samples / SAMPLE_RATE, step)
     inside = np.zeros(len(grid), bool)
     for segment in item.annotated():
         inside |= (grid >= segment.start) & (grid < segment.end)
@@ -78,16 +76,27 @@ def solo_pieces(item: Any, seconds: float, audio: Optional[np.ndarray] = None
         talking.setdefault(label, np.zeros(len(grid), bool))
         talking[label] |= (grid >= segment.start) & (grid < segment.end)
     count = sum((a.astype(int) for a in talking.values()), np.zeros(len(grid), int))
-    width = int(round(seconds / step))
-    pieces = []
+    runs = {}
     for label, active in sorted(talking.items()):
         solo = np.concatenate([[0], (active & (count == 1) & inside).astype(int), [0]])
         edges = np.flatnonzero(np.diff(solo))
-        for a, b in zip(edges[::2], edges[1::2]):
-            for first in range(a, b - width + 1, width):
-                start = round(first * step, 2)
-                begin = int(round(start * SAMPLE_RATE))
-                pieces.append((label, start, audio[begin:begin + int(seconds * SAMPLE_RATE)]))
+        runs[label] = [(round(a * step, 2), round(b * step, 2))
+                       for a, b in zip(edges[::2], edges[1::2])]
+    return runs
+
+
+def solo_pieces(item: Any, seconds: float, audio: Optional[np.ndarray] = None
+                ) -> list[tuple[str, float, np.ndarray]]:
+    """``(speaker, start, samples)`` of back-to-back `seconds`-long pieces of each reference
+    speaker's solo speech in `item` (`solo_runs`)."""
+    audio = item.load_audio() if audio is None else audio
+    width = int(round(seconds * SAMPLE_RATE))
+    pieces = []
+    for label, runs in solo_runs(item, len(audio)).items():
+        for start, end in runs:
+            for first in np.arange(start, end - seconds + 1e-6, seconds):
+                begin = int(round(first * SAMPLE_RATE))
+                pieces.append((label, round(float(first), 2), audio[begin:begin + width]))
     return pieces
 
 
@@ -187,12 +196,21 @@ EMBEDDERS: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
 
 
 def measure(models: Sequence[str], seconds: Sequence[float], subsets: Sequence[str],
-            data_dir: Optional[Path] = None) -> list[dict[str, Any]]:
+            data_dir: Optional[Path] = None, files: Optional[list[dict[str, Any]]] = None
+            ) -> list[dict[str, Any]]:
+    """Rows of figures per model and piece length; `files` (if given) gets, per file, each
+    reference speaker's longest solo stretch (``longest_solo``, s)."""
     from workbench.research.datasets.ami import ami_items
+
+    files = [] if files is None else files
 
     items = [item for subset in subsets
              for item in (ami_items(subset) if data_dir is None else ami_items(subset, data_dir))]
     audio = {item.uri: item.load_audio() for item in items}
+    for item in items:
+        longest = {label: max((end - start for start, end in runs), default=0.0)
+                   for label, runs in solo_runs(item, len(audio[item.uri])).items()}
+        files.append({"uri": item.uri, "longest_solo": {k: round(v, 2) for k, v in longest.items()}})
     embedders = {name: EMBEDDERS[name]() for name in models}
     rows = []
     for length in seconds:
@@ -231,6 +249,16 @@ def table(results: dict[str, Any]) -> str:
                      f"{r['different_pairs']} | {r['median_same']:.3f} / "
                      f"{r['median_different']:.3f} | **{100 * r['eer']:.1f} %** "
                      f"({r['eer_threshold']:.3f}) |")
+    files = results.get("files") or []
+    if files:
+        lines += ["", "Each reference speaker's longest solo stretch (s), per file:", "",
+                  "| file | speakers: longest solo stretch |", "|---|---|"]
+        lines += [f"| {f['uri']} | " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(
+            f["longest_solo"].items(), key=lambda kv: -kv[1])) + " |" for f in files]
+        for least in (1.0, 2.0):
+            every = sum(min(f["longest_solo"].values(), default=0.0) >= least for f in files)
+            lines.append(f"\nFiles whose every speaker talks alone for {least:g} s at a stretch: "
+                         f"**{every} of {len(files)}**.")
     return "\n".join(lines)
 
 
@@ -262,11 +290,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown subsets: {', '.join(unknown)} (known: {', '.join(SUBSETS)})")
     if not seconds or min(seconds) < 0.2:
         parser.error("--seconds must be at least 0.2 (CAM++ needs a few frames)")
+    files: list[dict[str, Any]] = []
     results = {"benchmark": NAME, "machine": machine_info(),
                "command": "python -m benchmarks speakers " + " ".join(argv or []),
                "parameters": {"seconds": seconds, "models": models, "subsets": subsets,
                               "resemblyzer": RESEMBLYZER},
-               "rows": measure(models, seconds, subsets)}
+               "files": files}
+    results["rows"] = measure(models, seconds, subsets, files=files)
     finish(args.out, results, table(results))
     return 0
 

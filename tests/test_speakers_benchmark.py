@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pyannote.core import Segment
 
-from benchmarks.speakers import equal_error_rate, main, measure, solo_pieces
+from benchmarks.speakers import equal_error_rate, main, measure, solo_pieces, solo_runs
 from workbench.research.datasets.ami import ami_items
 
 pytestmark = pytest.mark.timeout(300)
@@ -45,8 +45,25 @@ def test_solo_pieces_lie_in_one_speakers_solo_speech(ami: Path) -> None:
     assert np.all(np.diff(starts) >= 1.0 - 1e-9)  # back to back, never overlapping
 
 
+def test_solo_runs_of_a_meeting(ami: Path) -> None:
+    # trn03: MÉO069 talks for 28.9 s, MEE067 for 1.2 s, 1.1 s of it alone at a stretch
+    item = next(i for i in ami_items("train", DATA_DIR) if i.uri == "trn03")
+    runs = solo_runs(item, 30 * 16000)
+    longest = {k: max(e - s for s, e in v) for k, v in runs.items()}
+    assert sorted(longest) == ["MEE067", "MÉO069"]
+    assert longest["MEE067"] == pytest.approx(1.1, abs=0.011)
+    assert longest["MÉO069"] > 20
+    for speaker, stretches in runs.items():
+        other = [label for label in runs if label != speaker][0]
+        for start, end in stretches:
+            assert not item.reference().label_timeline(other).crop(
+                Segment(start + 0.011, end - 0.011)).duration()
+
+
 def test_campplus_tells_the_people_of_one_meeting_apart(ami: Path) -> None:
-    (row,) = measure(["cam++"], [2.0], ["train"], DATA_DIR)
+    files: list = []
+    (row,) = measure(["cam++"], [2.0], ["train"], DATA_DIR, files=files)
+    assert [f["uri"] for f in files] == [f"trn0{i}" for i in range(10)]
     assert row["same_pairs"] > 0 and row["different_pairs"] > 0
     assert row["median_same"] < row["median_different"]
     assert row["eer"] < 0.2
