@@ -2,7 +2,7 @@
 
 ``python -m benchmarks live [--quick] [--latencies 0.5,1,2,5] [--inputs sample,conv2,conv3,ami]
 [--costs measured|ASR_SECONDS,DIAR_SECONDS] [--asr OPTION=VALUE] [--diarization OPTION=VALUE]
-[--bench-dir data/bench] [--out benchmarks/results/live.json]``
+[--no-asr] [--no-offline] [--bench-dir data/bench] [--out benchmarks/results/live.json]``
 
 Every input is streamed through `workbench.live.stream_file` once per latency (the
 diarization latency: `OnlineDiarizationConfig.for_latency`, 7.5 s windows, a 0.5 s step
@@ -19,14 +19,20 @@ diarization step instead). Figures per run:
 * the fraction of the final words committed before the audio ended; ASR passes, and
   diarization steps skipped to keep up.
 
+``--no-asr`` streams the diarization alone (``LiveConfig(transcribe=False)``): DER and its
+components against latency in a few minutes, for DER-versus-latency curves (no WER or
+word lag then).
+
 Per latency the summary pools all inputs and each group (`input_group`: the sample call,
-the generated conversations, the AMI excerpts), with ``der_ratio``: live DER over the
-offline DER on the inputs that have both (the table's "DER live" column, in brackets).
+the generated conversations, the AMI train excerpts, the AMI development excerpts), with
+``der_ratio``: live DER over the offline DER on the inputs that have both (the table's
+"DER live" column, in brackets).
 
 Inputs: ``sample`` (the pyannote sample call, 30 s), ``conv2`` / ``conv3`` (generated
-60 s conversations of 2 and 3 voices, cached under ``--bench-dir``) and ``ami`` (AMI
+60 s conversations of 2 and 3 voices, cached under ``--bench-dir``), ``ami`` (the AMI
 train excerpts through `workbench.research.datasets.ami.ami_items`, fetched into ``data/``
-on first use; never the test subset). ``--quick``: the sample call at latencies 1 and 2 s.
+on first use) and ``ami-dev`` (the AMI development excerpts: a check, not in the
+defaults); never the test subset. ``--quick``: the sample call at latencies 1 and 2 s.
 
 ``--server`` measures the real server instead (streams in real time over the protocol):
 see `benchmarks.live_server`.
@@ -49,7 +55,8 @@ from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_sta
 
 NAME = "live"
 LATENCIES = (0.5, 1.0, 2.0, 5.0)
-INPUTS = ("sample", "conv2", "conv3", "ami")
+INPUTS = ("sample", "conv2", "conv3", "ami", "ami-dev")
+DEFAULT_INPUTS = ("sample", "conv2", "conv3", "ami")
 GENERATED = {
     "conv2": {"num_speakers": 2, "duration": 60.0, "overlap_ratio": 0.0, "seed": 21},
     "conv3": {"num_speakers": 3, "duration": 60.0, "overlap_ratio": 0.05, "seed": 31},
@@ -71,10 +78,11 @@ def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
                                         bench_dir / f"{uri}.stm", bench_dir / f"{uri}.uem"))
             else:
                 items.append(generate_conversation(bench_dir, uri=uri, **GENERATED[name]))
-        elif name == "ami":
+        elif name in ("ami", "ami-dev"):
             from workbench.research.datasets.ami import ami_items
 
-            items.extend(ami_items("train", REPO_ROOT / "data"))
+            subset = "train" if name == "ami" else "development"
+            items.extend(ami_items(subset, REPO_ROOT / "data"))
     return items
 
 
@@ -92,21 +100,28 @@ def _pct(values: np.ndarray, q: float) -> Optional[float]:
 
 def run_live(item: Any, latency: float, costs: Any, models: Any,
              asr_options: Optional[dict[str, Any]] = None,
-             diarization_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+             diarization_options: Optional[dict[str, Any]] = None,
+             transcribe: bool = True) -> dict[str, Any]:
+    """One live run of `item` at `latency`; with ``transcribe=False`` the diarization
+    alone (WER and word figures None)."""
     from workbench.research.evaluation import score
     from workbench.live import LiveConfig, stream_file
     from workbench.live.asr import StreamingASRConfig
     from workbench.live.diarization import OnlineDiarizationConfig
 
-    config = LiveConfig(asr=StreamingASRConfig(**(asr_options or {})),
+    config = LiveConfig(transcribe=transcribe, asr=StreamingASRConfig(**(asr_options or {})),
                         diarization=OnlineDiarizationConfig.for_latency(
                             latency, **(diarization_options or {})))
     t0 = time.perf_counter()
     result = stream_file(item.audio, config=config, costs=costs, models=models, uri=item.uri)
     wall = time.perf_counter() - t0
     row = score(item, result.transcript)
+    if not transcribe:  # no words: WER is not this run's figure
+        row.update(wer=None, wer_errors=None, ref_words=None)
     words, speakers = result.word_latencies(), result.speaker_latencies()
     stats = result.stats
+    asr = stats.get("asr") or {"passes": None, "retries": None, "pass_seconds": 0.0,
+                               "max_buffer_seconds": None}
     return {
         "uri": item.uri, "system": "live", "latency": latency,
         "duration": round(result.duration, 3),
@@ -114,16 +129,18 @@ def run_live(item: Any, latency: float, costs: Any, models: Any,
         "ref_words": _num(row["ref_words"]),
         "der": _num(row["der"]), "der_errors": _num(row["missed"] + row["false_alarm"]
                                                     + row["confusion"]),
+        "missed": _num(row["missed"]), "false_alarm": _num(row["false_alarm"]),
+        "confusion": _num(row["confusion"]),
         "speech": _num(row["speech"]), "hyp_speakers": _num(row["hyp_speakers"]),
         "ref_speakers": _num(row["ref_speakers"]),
         "word_latency_p50": _pct(words, 50), "word_latency_p95": _pct(words, 95),
         "speaker_latency_p50": _pct(speakers, 50), "speaker_latency_p95": _pct(speakers, 95),
         "cpu_per_audio_second": _num(stats["cpu_seconds"] / max(result.duration, 1e-9)),
         "committed_before_end": _num(result.committed_before_end()),
-        "asr_passes": stats["asr"]["passes"],
-        "asr_retries": stats["asr"]["retries"],
-        "asr_seconds_per_pass": _num(stats["asr"]["pass_seconds"] / max(1, stats["asr"]["passes"])),
-        "max_buffer_seconds": stats["asr"]["max_buffer_seconds"],
+        "asr_passes": asr["passes"],
+        "asr_retries": asr["retries"],
+        "asr_seconds_per_pass": _num(asr["pass_seconds"] / max(1, asr["passes"] or 0)),
+        "max_buffer_seconds": asr["max_buffer_seconds"],
         "diarization_steps": stats["diarization"]["steps"],
         "diarization_skipped_steps": stats["diarization"]["skipped_steps"],
         "diarization_seconds_per_step": _num(stats["diarization"]["step_seconds"]
@@ -162,11 +179,14 @@ def _pooled(rows: list[dict[str, Any]], errors: str, total: str,
 
 def input_group(uri: str) -> str:
     """The group an input is pooled in besides "all": ``generated`` (conv2, conv3),
-    ``ami`` (the AMI excerpts) or the input itself (the sample call)."""
+    ``ami`` (the AMI train excerpts), ``ami-dev`` (the development ones) or the input
+    itself (the sample call)."""
     if uri.startswith("live_conv"):
         return "generated"
-    if uri[:3] in ("trn", "dev"):
+    if uri[:3] == "trn":
         return "ami"
+    if uri[:3] == "dev":
+        return "ami-dev"
     return uri
 
 
@@ -202,6 +222,9 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "offline_der": offline_der,
                 "der_ratio": _num(paired / refined, 3) if paired is not None and refined
                 else None,
+                # DER's components, shares of the speech (runs that have them)
+                **{k: _pooled([r for r in runs if r.get(k) is not None], k, "speech")
+                   for k in ("missed", "false_alarm", "confusion")},
                 **{k: _num(np.median([r[k] for r in runs if r[k] is not None]), 3)
                    if any(r[k] is not None for r in runs) else None
                    for k in ("word_latency_p50", "word_latency_p95", "speaker_latency_p50",
@@ -234,7 +257,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {_f(r['word_latency_p50'], '.2f')} / {_f(r['word_latency_p95'], '.2f')} "
             f"| {_f(r['speaker_latency_p50'], '.2f')} / {_f(r['speaker_latency_p95'], '.2f')} "
             f"| {_f(r['cpu_per_audio_second'], '.2f')} | {_f(r['committed_before_end'], '.0%')} "
-            f"| {r['asr_passes']} | {r['diarization_skipped_steps']} |")
+            f"| {_f(r['asr_passes'], 'd')} | {r['diarization_skipped_steps']} |")
     for s in results.get("summary", []):
         ratio = f" ({s['der_ratio']:.2f}x)" if s.get("der_ratio") is not None else ""
         lines.append(
@@ -245,6 +268,14 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {_f(s['speaker_latency_p50'], '.2f')} / {_f(s['speaker_latency_p95'], '.2f')} "
             f"| {_f(s['cpu_per_audio_second'], '.2f')} | {_f(s['committed_before_end'], '.0%')} "
             f"| | |")
+    if any(r.get("missed") is not None for r in results["runs"] if r["system"] == "live"):
+        lines += ["", "DER of the live runs and its components (shares of the speech):", "",
+                  "| input | latency (s) | DER | missed | false alarm | confusion |",
+                  "|---|---|---|---|---|---|"]
+        for s in results.get("summary", []):
+            lines.append(f"| **{s.get('group', 'all')}** | {s['latency']:g} | "
+                         f"{_f(s['der'], '.1%')} | {_f(s.get('missed'), '.1%')} | "
+                         f"{_f(s.get('false_alarm'), '.1%')} | {_f(s.get('confusion'), '.1%')} |")
     return head + "\n".join(lines)
 
 
@@ -257,7 +288,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="the sample call at latencies 1 and 2 s")
     parser.add_argument("--latencies", default=",".join(f"{x:g}" for x in LATENCIES))
-    parser.add_argument("--inputs", default=",".join(INPUTS))
+    parser.add_argument("--inputs", default=",".join(DEFAULT_INPUTS),
+                        help=f"comma-separated, of {','.join(INPUTS)}")
     parser.add_argument("--costs", default="measured",
                         help="'measured' or fixed 'ASR_PASS_SECONDS,DIARIZATION_STEP_SECONDS'")
     parser.add_argument("--asr", action="append", default=[], metavar="OPTION=VALUE",
@@ -267,6 +299,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="an OnlineDiarizationConfig option for the live runs "
                              "(repeatable), e.g. adopt_distance=none")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline pipeline")
+    parser.add_argument("--no-asr", action="store_true",
+                        help="stream the diarization alone (DER against latency; no WER)")
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
     parser.add_argument("--table", type=Path, default=None,
@@ -316,6 +350,7 @@ def main(argv: Sequence[str] = ()) -> int:
         "command": ("python -m benchmarks live " + " ".join(argv)).strip(),
         "machine": machine_info(),
         "parameters": {"latencies": args.latency_values, "inputs": args.input_names,
+                       "transcribe": not args.no_asr,
                        "asr": args.asr_options, "diarization": args.diarization_options,
                        "costs": args.costs, "generated_inputs": GENERATED,
                        "der": {"collar": 0.0, "skip_overlap": False},
@@ -334,7 +369,7 @@ def main(argv: Sequence[str] = ()) -> int:
     try:
         args.bench_dir.mkdir(parents=True, exist_ok=True)
         items = prepare_inputs(args.input_names, args.bench_dir)
-        models = load_models(LiveConfig())
+        models = load_models(LiveConfig(transcribe=not args.no_asr))
         for item in items:
             if not args.no_offline:
                 print(f"{item.uri}: offline ...", end=" ", flush=True)
@@ -344,7 +379,7 @@ def main(argv: Sequence[str] = ()) -> int:
             for latency in args.latency_values:
                 print(f"{item.uri}: live, latency {latency:g} s ...", end=" ", flush=True)
                 run = run_live(item, latency, costs, models, args.asr_options,
-                               args.diarization_options)
+                               args.diarization_options, transcribe=not args.no_asr)
                 results["runs"].append(run)
                 print(f"WER {_f(run['wer'], '.1%')} DER {_f(run['der'], '.1%')} word lag p50 "
                       f"{_f(run['word_latency_p50'], '.2f')} s", flush=True)

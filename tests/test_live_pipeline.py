@@ -189,3 +189,16 @@ def test_warm_up_readies_the_embedding_runtime_the_steps_use(models) -> None:
     models.embedding._onnx._sessions.clear()
     assert warm_up(models, CONFIG) > 0
     assert set(models.embedding._onnx._sessions) == {CONFIG.diarization.num_threads}
+
+
+def test_the_live_benchmark_streams_the_diarization_alone(dialogue, models) -> None:
+    # `python -m benchmarks live --no-asr`: DER against latency without the ASR's cost
+    from benchmarks.live import run_live
+
+    row = run_live(dialogue, 2.0, COSTS, models, transcribe=False)
+    assert row["wer"] is None and row["asr_passes"] is None
+    assert row["word_latency_p50"] is None
+    assert row["config"]["transcribe"] is False
+    assert 0 <= row["der"] < 0.2 and row["hyp_speakers"] == 2
+    assert row["der_errors"] == pytest.approx(
+        row["missed"] + row["false_alarm"] + row["confusion"], abs=2e-4)

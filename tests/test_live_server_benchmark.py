@@ -174,8 +174,17 @@ def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
 
     runs = [run("sample", "offline", 1.0, 20.0), run("sample", "live", 2.0, 20.0),
             run("trn00", "offline", 3.0, 10.0), run("trn00", "live", 3.3, 10.0),
-            run("dev01", "live", 1.0, 10.0),  # no refined run: in the live pool only
-            run("dev00", "offline", 9.0, 10.0)]  # no live run: in the refined pool only
+            run("trn01", "live", 1.0, 10.0),  # no refined run: in the live pool only
+            run("trn02", "offline", 9.0, 10.0),  # no live run: in the refined pool only
+            # the development excerpts are a group of their own, with DER's components
+            {**run("dev00", "live", 2.0, 10.0), "missed": 1.0, "false_alarm": 0.5,
+             "confusion": 0.5}]
+    summary = {s["group"]: s for s in live_bench.summarize({"runs": runs})}
+    assert summary["ami-dev"]["der"] == pytest.approx(0.2)
+    assert summary["ami-dev"]["missed"] == pytest.approx(0.1)
+    assert summary["ami-dev"]["confusion"] == pytest.approx(0.05)
+    assert summary["ami-dev"]["der_ratio"] is None and summary["ami"]["missed"] is None
+    runs = runs[:-1]
     summary = {s["group"]: s for s in live_bench.summarize({"runs": runs})}
     assert summary["sample"]["der_ratio"] == pytest.approx(2.0)
     assert summary["ami"]["der"] == pytest.approx(0.215)
@@ -186,6 +195,7 @@ def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
     assert summary["ami"]["der_ratio"] == pytest.approx(1.1)
     assert summary["all"]["der_ratio"] == pytest.approx((5.3 / 30) / (4.0 / 30), abs=1e-3)
     assert live_bench.input_group("live_conv3") == "generated"
+    assert live_bench.input_group("dev01") == "ami-dev"
     path = tmp_path / "live.json"
     path.write_text(json.dumps({"machine": {"cpu_model": "Test CPU", "cpu_count": 2,
                                             "cpu_flags": ["avx2"]},
