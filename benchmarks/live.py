@@ -21,7 +21,8 @@ diarization step instead). Figures per run:
 
 ``--no-asr`` streams the diarization alone (``LiveConfig(transcribe=False)``): DER and its
 components against latency in a few minutes, for DER-versus-latency curves (no WER or
-word lag then).
+word lag then; the refined run is still the whole offline pipeline unless
+``--no-offline``).
 
 Per latency the summary pools all inputs and each group (`input_group`: the sample call,
 the generated conversations, the AMI train excerpts, the AMI development excerpts), with
@@ -139,7 +140,8 @@ def run_live(item: Any, latency: float, costs: Any, models: Any,
         "committed_before_end": _num(result.committed_before_end()),
         "asr_passes": asr["passes"],
         "asr_retries": asr["retries"],
-        "asr_seconds_per_pass": _num(asr["pass_seconds"] / max(1, asr["passes"] or 0)),
+        "asr_seconds_per_pass": (None if asr["passes"] is None
+                                 else _num(asr["pass_seconds"] / max(1, asr["passes"]))),
         "max_buffer_seconds": asr["max_buffer_seconds"],
         "diarization_steps": stats["diarization"]["steps"],
         "diarization_skipped_steps": stats["diarization"]["skipped_steps"],
@@ -193,8 +195,9 @@ def input_group(uri: str) -> str:
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per latency, one row over all inputs (``group`` "all") and, with more than one
     group, one per `input_group`: pooled WER/DER live and offline, ``der_ratio`` (live
-    DER over offline DER, on the inputs that have both), medians of the runs' lag
-    percentiles."""
+    DER over offline DER, on the inputs that have both), the live DER's ``missed``,
+    ``false_alarm`` and ``confusion`` (shares of the speech; None unless every run has
+    them), medians of the runs' lag percentiles."""
     live = [r for r in results["runs"] if r["system"] == "live"]
     offline = [r for r in results["runs"] if r["system"] == "offline"]
     groups = sorted({input_group(r["uri"]) for r in live})
@@ -222,8 +225,9 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "offline_der": offline_der,
                 "der_ratio": _num(paired / refined, 3) if paired is not None and refined
                 else None,
-                # DER's components, shares of the speech (runs that have them)
-                **{k: _pooled([r for r in runs if r.get(k) is not None], k, "speech")
+                # DER's components, shares of the speech (when every run has them)
+                **{k: _pooled(runs, k, "speech")
+                   if runs and all(r.get(k) is not None for r in runs) else None
                    for k in ("missed", "false_alarm", "confusion")},
                 **{k: _num(np.median([r[k] for r in runs if r[k] is not None]), 3)
                    if any(r[k] is not None for r in runs) else None

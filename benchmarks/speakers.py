@@ -154,7 +154,9 @@ def _resemblyzer() -> Callable[[np.ndarray], np.ndarray]:
     model.eval()
 
     def embed(samples: np.ndarray) -> np.ndarray:
-        # its preprocessing: volume raised (never lowered) to -30 dBFS; power mel spectrogram
+        # its preprocessing (preprocess_wav) without trim_long_silences, since a piece is
+        # solo speech already: volume raised (never lowered) to -30 dBFS; power mel
+        # spectrogram
         rms = float(np.sqrt(np.mean(np.square(samples * 32767.0))))
         gain_db = -30.0 - 20.0 * np.log10(max(rms, 1e-9) / 32767.0)
         if gain_db > 0:
@@ -203,7 +205,8 @@ def measure(models: Sequence[str], seconds: Sequence[float], subsets: Sequence[s
     from workbench.research.datasets.ami import ami_items
 
     files = [] if files is None else files
-
+    if "test" in subsets:
+        raise ValueError("the AMI test subset is kept for final figures")
     items = [item for subset in subsets
              for item in (ami_items(subset) if data_dir is None else ami_items(subset, data_dir))]
     audio = {item.uri: item.load_audio() for item in items}
@@ -214,27 +217,33 @@ def measure(models: Sequence[str], seconds: Sequence[float], subsets: Sequence[s
     embedders = {name: EMBEDDERS[name]() for name in models}
     rows = []
     for length in seconds:
-        per_file = {item.uri: solo_pieces(item, length, audio[item.uri]) for item in items}
+        # files with two speakers or more who talk alone that long: the others have no
+        # different-speaker pair
+        per_file = [pieces for pieces in (solo_pieces(item, length, audio[item.uri])
+                                          for item in items)
+                    if len({speaker for speaker, _, _ in pieces}) >= 2]
         for name, embed in embedders.items():
             same: list[float] = []
             different: list[float] = []
-            for pieces in per_file.values():
-                if len({speaker for speaker, _, _ in pieces}) < 2:
-                    continue  # a file with one speaker has no different-speaker pair
+            for pieces in per_file:
                 vectors = np.stack([embed(samples) for _, _, samples in pieces])
                 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
                 for i, j in itertools.combinations(range(len(pieces)), 2):
                     distance = 1.0 - float(vectors[i] @ vectors[j])
                     (same if pieces[i][0] == pieces[j][0] else different).append(distance)
-            rate, threshold = equal_error_rate(same, different)
-            rows.append({"model": name, "seconds": length,
-                         "files": sum(len({s for s, _, _ in p}) >= 2 for p in per_file.values()),
+            rate, threshold = (equal_error_rate(same, different) if same and different
+                               else (None, None))
+            rows.append({"model": name, "seconds": length, "files": len(per_file),
                          "same_pairs": len(same), "different_pairs": len(different),
-                         "median_same": float(np.median(same)),
-                         "median_different": float(np.median(different)),
+                         "median_same": float(np.median(same)) if same else None,
+                         "median_different": float(np.median(different)) if different else None,
                          "eer": rate, "eer_threshold": threshold})
-            print(f"{name} {length:g} s: EER {100 * rate:.1f} %", flush=True)
+            print(f"{name} {length:g} s: EER {_cell(rate, '.1f', 100)} %", flush=True)
     return rows
+
+
+def _cell(value: Optional[float], spec: str, scale: float = 1.0) -> str:
+    return "–" if value is None else format(scale * value, spec)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -246,14 +255,14 @@ def table(results: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(f"| {r['model']} | {r['seconds']:g} s | {r['files']} | {r['same_pairs']} / "
-                     f"{r['different_pairs']} | {r['median_same']:.3f} / "
-                     f"{r['median_different']:.3f} | **{100 * r['eer']:.1f} %** "
-                     f"({r['eer_threshold']:.3f}) |")
+                     f"{r['different_pairs']} | {_cell(r['median_same'], '.3f')} / "
+                     f"{_cell(r['median_different'], '.3f')} | "
+                     f"**{_cell(r['eer'], '.1f', 100)} %** ({_cell(r['eer_threshold'], '.3f')}) |")
     files = results.get("files") or []
     if files:
         lines += ["", "Each reference speaker's longest solo stretch (s), per file:", "",
                   "| file | speakers: longest solo stretch |", "|---|---|"]
-        lines += [f"| {f['uri']} | " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(
+        lines += [f"| {f['uri']} | " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(
             f["longest_solo"].items(), key=lambda kv: -kv[1])) + " |" for f in files]
         for least in (1.0, 2.0):
             every = sum(min(f["longest_solo"].values(), default=0.0) >= least for f in files)
@@ -288,11 +297,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("the AMI test subset is kept for final figures: use train, development")
     if unknown := sorted(set(subsets) - set(SUBSETS)):
         parser.error(f"unknown subsets: {', '.join(unknown)} (known: {', '.join(SUBSETS)})")
+    if not models or not subsets:
+        parser.error("--models and --subsets need at least one each")
     if not seconds or min(seconds) < 0.2:
         parser.error("--seconds must be at least 0.2 (CAM++ needs a few frames)")
     files: list[dict[str, Any]] = []
     results = {"benchmark": NAME, "machine": machine_info(),
-               "command": "python -m benchmarks speakers " + " ".join(argv or []),
+               "command": " ".join(["python -m benchmarks speakers", *(argv or [])]),
                "parameters": {"seconds": seconds, "models": models, "subsets": subsets,
                               "resemblyzer": RESEMBLYZER},
                "files": files}

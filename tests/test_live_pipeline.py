@@ -197,6 +197,7 @@ def test_the_live_benchmark_streams_the_diarization_alone(dialogue, models) -> N
 
     row = run_live(dialogue, 2.0, COSTS, models, transcribe=False)
     assert row["wer"] is None and row["asr_passes"] is None
+    assert row["asr_seconds_per_pass"] is None
     assert row["word_latency_p50"] is None
     assert row["config"]["transcribe"] is False
     assert 0 <= row["der"] < 0.2 and row["hyp_speakers"] == 2

@@ -184,6 +184,7 @@ def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
     assert summary["ami-dev"]["missed"] == pytest.approx(0.1)
     assert summary["ami-dev"]["confusion"] == pytest.approx(0.05)
     assert summary["ami-dev"]["der_ratio"] is None and summary["ami"]["missed"] is None
+    assert summary["all"]["missed"] is None  # not every run has the components
     runs = runs[:-1]
     summary = {s["group"]: s for s in live_bench.summarize({"runs": runs})}
     assert summary["sample"]["der_ratio"] == pytest.approx(2.0)
