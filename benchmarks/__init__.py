@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -166,5 +166,19 @@ def finish(path: str | os.PathLike[str], results: dict[str, Any], table: str) ->
     print(f"\nwritten to {path}")
 
 
+def output_arguments(parser: Any, name: str) -> None:
+    """``--out`` (default ``benchmarks/results/<name>.json``) and ``--table FILE``."""
+    parser.add_argument("--out", default=str(RESULTS_DIR / f"{name}.json"))
+    parser.add_argument("--table", help="re-print the table of an earlier results file and exit")
+
+
+def reprinted(args: Any, table: Callable[[dict[str, Any]], str]) -> bool:
+    """With ``--table FILE``: print that results file's `table` and say so."""
+    if not getattr(args, "table", None):
+        return False
+    print(table(json.loads(Path(args.table).read_text())))
+    return True
+
+
 __all__ = ["REPO_ROOT", "RESULTS_DIR", "RUN_ID_ENV", "cpu_flags", "finish", "machine_info",
-           "machine_stamp", "new_run_id", "write_results"]
+           "machine_stamp", "new_run_id", "output_arguments", "reprinted", "write_results"]

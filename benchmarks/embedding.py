@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks import RESULTS_DIR, finish, machine_info, machine_stamp
+from benchmarks import finish, machine_info, machine_stamp, output_arguments, reprinted
 
 NAME = "embedding"
 
@@ -87,19 +86,15 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import json
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks embedding",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--frames", default="150,400,1000,3000",
                         help="comma-separated input lengths in fbank frames (10 ms)")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=str(RESULTS_DIR / f"{NAME}.json"))
-    parser.add_argument("--table", help="re-print the table of an earlier results file and exit")
+    output_arguments(parser, NAME)
     args = parser.parse_args(argv)
-    if args.table:
-        print(table(json.loads(Path(args.table).read_text())))
+    if reprinted(args, table):
         return 0
     try:
         frames = [int(v) for v in args.frames.split(",")]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import subprocess
 import sys
 import zipfile
@@ -35,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp
+from benchmarks import REPO_ROOT, finish, machine_info, machine_stamp, output_arguments, reprinted
 
 NAME = "speakers"
 MODELS = ("cam++", "resemblyzer")
@@ -279,11 +278,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--subsets", default=",".join(SUBSETS),
                         help="comma-separated AMI subsets (train, development)")
-    parser.add_argument("--out", default=str(RESULTS_DIR / f"{NAME}.json"))
-    parser.add_argument("--table", help="re-print the table of an earlier results file and exit")
+    output_arguments(parser, NAME)
     args = parser.parse_args(argv)
-    if args.table:
-        print(table(json.loads(Path(args.table).read_text())))
+    if reprinted(args, table):
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
