@@ -32,8 +32,11 @@ the generated conversations, the AMI train excerpts, the AMI development excerpt
 Inputs: ``sample`` (the pyannote sample call, 30 s), ``conv2`` / ``conv3`` (generated
 60 s conversations of 2 and 3 voices, cached under ``--bench-dir``), ``ami`` (the AMI
 train excerpts through `workbench.research.datasets.ami.ami_items`, fetched into ``data/``
-on first use) and ``ami-dev`` (the AMI development excerpts: a check, not in the
-defaults); never the test subset. ``--quick``: the sample call at latencies 1 and 2 s.
+on first use), ``ami-dev`` (the AMI development excerpts: a check, not in the defaults)
+and ``meeting-M`` (an M-minute recording, 1 to 30: the AMI train excerpts and the sample
+call in a row, repeated, `benchmarks.live_server.long_meeting`; for what only long
+recordings show, such as labels that drift or merge); never the test subset.
+``--quick``: the sample call at latencies 1 and 2 s.
 
 ``--server`` measures the real server instead (streams in real time over the protocol):
 see `benchmarks.live_server`.
@@ -79,6 +82,10 @@ def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
                                         bench_dir / f"{uri}.stm", bench_dir / f"{uri}.uem"))
             else:
                 items.append(generate_conversation(bench_dir, uri=uri, **GENERATED[name]))
+        elif name.startswith("meeting-"):
+            from benchmarks.live_server import long_meeting
+
+            items.append(long_meeting(int(name.rsplit("-", 1)[1]), bench_dir))
         elif name in ("ami", "ami-dev"):
             from workbench.research.datasets.ami import ami_items
 
@@ -181,14 +188,16 @@ def _pooled(rows: list[dict[str, Any]], errors: str, total: str,
 
 def input_group(uri: str) -> str:
     """The group an input is pooled in besides "all": ``generated`` (conv2, conv3),
-    ``ami`` (the AMI train excerpts), ``ami-dev`` (the development ones) or the input
-    itself (the sample call)."""
+    ``ami`` (the AMI train excerpts), ``ami-dev`` (the development ones), ``meeting``
+    (the long recordings) or the input itself (the sample call)."""
     if uri.startswith("live_conv"):
         return "generated"
     if uri[:3] == "trn":
         return "ami"
     if uri[:3] == "dev":
         return "ami-dev"
+    if uri.startswith("meeting-"):
+        return "meeting"
     return uri
 
 
@@ -293,7 +302,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="the sample call at latencies 1 and 2 s")
     parser.add_argument("--latencies", default=",".join(f"{x:g}" for x in LATENCIES))
     parser.add_argument("--inputs", default=",".join(DEFAULT_INPUTS),
-                        help=f"comma-separated, of {','.join(INPUTS)}")
+                        help=f"comma-separated, of {','.join(INPUTS)} and meeting-M (M "
+                             "minutes, 1 to 30)")
     parser.add_argument("--costs", default="measured",
                         help="'measured' or fixed 'ASR_PASS_SECONDS,DIARIZATION_STEP_SECONDS'")
     parser.add_argument("--asr", action="append", default=[], metavar="OPTION=VALUE",
@@ -326,9 +336,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         setattr(args, f"{flag}_options", options)
     args.latency_values = [float(x) for x in args.latencies.split(",") if x.strip()]
     args.input_names = [n.strip() for n in args.inputs.split(",") if n.strip()]
-    unknown = [n for n in args.input_names if n not in INPUTS]
+    from benchmarks.live_server import numbered
+
+    unknown = [n for n in args.input_names
+               if n not in INPUTS and not numbered(n, "meeting-", 1, 30)]
     if unknown:
-        parser.error(f"--inputs: unknown {', '.join(unknown)}; choose from {','.join(INPUTS)}")
+        parser.error(f"--inputs: unknown {', '.join(unknown)}; choose from {','.join(INPUTS)} "
+                     "or meeting-M (M minutes, 1 to 30)")
     return args
 
 

@@ -65,7 +65,8 @@ LIVE_NICE = 10  # server.live_worker nices itself by 10
 # ---------------------------------------------------------------------------- inputs
 
 
-def _numbered(name: str, prefix: str, low: int, high: int) -> bool:
+def numbered(name: str, prefix: str, low: int, high: int) -> bool:
+    """Whether `name` is `prefix` and a whole number from `low` to `high`."""
     tail = name[len(prefix):]
     return name.startswith(prefix) and tail.isdigit() and low <= int(tail) <= high
 
@@ -74,8 +75,8 @@ def parse_inputs(spec: str) -> list[str]:
     """``sample``, ``ami-train-N`` (1 <= N <= 10) and ``meeting-M`` (1 <= M <= 30) names."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     for name in names:
-        if name == "sample" or _numbered(name, "ami-train-", 1, 10) \
-                or _numbered(name, "meeting-", 1, 30):
+        if name == "sample" or numbered(name, "ami-train-", 1, 10) \
+                or numbered(name, "meeting-", 1, 30):
             continue
         raise ValueError(f"unknown input {name!r}: use sample, ami-train-N (N from 1 to 10) "
                          "or meeting-M (M minutes, 1 to 30)")

@@ -40,6 +40,13 @@ def test_simulated_clock_arguments_take_asr_and_diarization_options() -> None:
     assert args.diarization_options == {"adopt_distance": None, "delta_new": 0.5}
     with pytest.raises(SystemExit):
         live_bench.parse_args(["--diarization", "adopt_distance"])
+    # the simulated clock takes long recordings and the development excerpts too
+    args = live_bench.parse_args(["--inputs", "sample,ami-dev,meeting-6", "--no-asr"])
+    assert args.input_names == ["sample", "ami-dev", "meeting-6"] and args.no_asr
+    assert live_bench.input_group("meeting-6") == "meeting"
+    for bad in ("meeting-0", "meeting-31", "ami-test", "tst00"):
+        with pytest.raises(SystemExit):
+            live_bench.parse_args(["--inputs", bad])
 
 
 def test_groups_fill_every_group() -> None:
