@@ -62,25 +62,16 @@ def equal_error_rate(same: Sequence[float], different: Sequence[float]) -> tuple
     return float((rejected[best] + accepted[best]) / 2), float(thresholds[best])
 
 
-def solo_runs(item: Any, num_samples: int) -> dict[str, list[tuple[float, float]]]:
-    """Per reference speaker of `item`, the ``(start, end)`` stretches (s, on a 10 ms grid,
-    inside the UEM) where that speaker talks and nobody else does."""
-    step = 0.01
-    grid = np.arange(0, num_samples / SAMPLE_RATE, step)
-    inside = np.zeros(len(grid), bool)
-    for segment in item.annotated():
-        inside |= (grid >= segment.start) & (grid < segment.end)
-    talking: dict[str, np.ndarray] = {}
-    for segment, _, label in item.reference().itertracks(yield_label=True):
-        talking.setdefault(label, np.zeros(len(grid), bool))
-        talking[label] |= (grid >= segment.start) & (grid < segment.end)
-    count = sum((a.astype(int) for a in talking.values()), np.zeros(len(grid), int))
+def solo_runs(item: Any) -> dict[str, list[tuple[float, float]]]:
+    """Per reference speaker of `item`, the ``(start, end)`` stretches (s, inside the UEM)
+    where that speaker talks and nobody else does."""
+    reference, uem = item.reference(), item.annotated()
     runs = {}
-    for label, active in sorted(talking.items()):
-        solo = np.concatenate([[0], (active & (count == 1) & inside).astype(int), [0]])
-        edges = np.flatnonzero(np.diff(solo))
-        runs[label] = [(round(a * step, 2), round(b * step, 2))
-                       for a, b in zip(edges[::2], edges[1::2])]
+    for label in sorted(reference.labels()):
+        others = reference.subset([x for x in reference.labels() if x != label])
+        solo = (reference.label_timeline(label).support()
+                .extrude(others.get_timeline().support()).crop(uem))
+        runs[label] = [(round(s.start, 3), round(s.end, 3)) for s in solo]
     return runs
 
 
@@ -91,11 +82,11 @@ def solo_pieces(item: Any, seconds: float, audio: Optional[np.ndarray] = None
     audio = item.load_audio() if audio is None else audio
     width = int(round(seconds * SAMPLE_RATE))
     pieces = []
-    for label, runs in solo_runs(item, len(audio)).items():
+    for label, runs in solo_runs(item).items():
         for start, end in runs:
             for first in np.arange(start, end - seconds + 1e-6, seconds):
                 begin = int(round(first * SAMPLE_RATE))
-                pieces.append((label, round(float(first), 2), audio[begin:begin + width]))
+                pieces.append((label, round(float(first), 3), audio[begin:begin + width]))
     return pieces
 
 
@@ -211,7 +202,7 @@ def measure(models: Sequence[str], seconds: Sequence[float], subsets: Sequence[s
     audio = {item.uri: item.load_audio() for item in items}
     for item in items:
         longest = {label: max((end - start for start, end in runs), default=0.0)
-                   for label, runs in solo_runs(item, len(audio[item.uri])).items()}
+                   for label, runs in solo_runs(item).items()}
         files.append({"uri": item.uri, "longest_solo": {k: round(v, 2) for k, v in longest.items()}})
     embedders = {name: EMBEDDERS[name]() for name in models}
     rows = []
