@@ -71,3 +71,23 @@ def test_an_interrupted_call_never_hands_its_reply_to_the_next_call() -> None:
         assert child.call(divmod, 7, 2) == (3, 1)
         assert child.call(abs, -5) == 5
         assert child.pid not in (None, first)
+
+
+def test_a_child_that_dies_before_reading_its_start_leaves_nothing_open(monkeypatch) -> None:
+    import gc
+    import sys
+    import warnings
+
+    # A payload larger than the socket's buffer: start() is still sending it when the
+    # child (whose Python cannot even start without its standard library) dies.
+    monkeypatch.setattr(sys, "path", [*sys.path, "x" * (16 << 20)])
+    child = IsolatedProcess("stillborn", env={"PYTHONHOME": "/nonexistent"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ChildCrashed, match="stillborn: the child process exited with status 1"):
+            child.start()
+        assert child.pid is None
+        del child
+        gc.collect()
+    unclosed = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, [str(w.message) for w in unclosed]

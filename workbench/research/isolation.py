@@ -140,11 +140,12 @@ class IsolatedProcess:
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
+        # before the first send: a child that dies at once leaves its socket and log closed
+        self._finalizer = weakref.finalize(self, _stop, self._process, self._conn, self._log)
         try:
             self._conn.send(list(sys.path))
         except (BrokenPipeError, ConnectionResetError):  # died at once (killed, or a crash)
             raise self._crashed() from None
-        self._finalizer = weakref.finalize(self, _stop, self._process, self._conn, self._log)
         return self
 
     def call(self, function: Callable[..., Any], /, *args: Any,
