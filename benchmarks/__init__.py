@@ -168,15 +168,16 @@ def finish(path: str | os.PathLike[str], results: dict[str, Any], table: str) ->
 
 def output_arguments(parser: Any, name: str) -> None:
     """``--out`` (default ``benchmarks/results/<name>.json``) and ``--table FILE``."""
-    parser.add_argument("--out", default=str(RESULTS_DIR / f"{name}.json"))
-    parser.add_argument("--table", help="re-print the table of an earlier results file and exit")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{name}.json")
+    parser.add_argument("--table", type=Path,
+                        help="re-print the table of an earlier results file and exit")
 
 
 def reprinted(args: Any, table: Callable[[dict[str, Any]], str]) -> bool:
     """With ``--table FILE``: print that results file's `table` and say so."""
     if not getattr(args, "table", None):
         return False
-    print(table(json.loads(Path(args.table).read_text())))
+    print(table(json.loads(args.table.read_text())))
     return True
 
 

@@ -27,7 +27,6 @@ aggregate and per-recording markdown tables and writes ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, write_results
+from benchmarks import REPO_ROOT, machine_info, output_arguments, reprinted, write_results
 
 NAME = "accuracy"
 SYSTEM_NAMES = ("default", "threshold-0.1", "threshold+0.1", "oracle", "asr-only", "senko")
@@ -107,9 +106,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         default=REPO_ROOT / "data" / "experiments" / "accuracy")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
-    parser.add_argument("--table", type=Path, default=None,
-                        help="re-print the tables of an earlier results file and exit")
+    output_arguments(parser, NAME)
     args = parser.parse_args(list(argv))
     if args.n < 1:
         parser.error("--n must be at least 1")
@@ -125,11 +122,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
-    if args.table:
-        results = json.loads(args.table.read_text())
-        print(results.get("markdown", {}).get("summary", ""))
-        print()
-        print(results.get("markdown", {}).get("recordings", ""))
+    if reprinted(args, lambda results: "\n\n".join(
+            results.get("markdown", {}).get(part, "") for part in ("summary", "recordings"))):
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from workbench.research.experiments import run_grid

@@ -54,7 +54,8 @@ import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, machine_info, machine_stamp, write_results
+from benchmarks import (REPO_ROOT, machine_info, machine_stamp, output_arguments,
+                        reprinted, write_results)
 from benchmarks.measure import (
     MB,
     MemorySampler,
@@ -753,13 +754,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--encoding", choices=("binary", "base64"), default="binary",
                    help="how the real-time clients send chunks (default: binary frames)")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json",
-                   help="results file (JSON)")
+    output_arguments(p, NAME)
     p.add_argument("--data-dir", type=Path, default=None,
                    help="parent of the servers' data directories (default: a temporary one)")
     p.add_argument("--keep-data", action="store_true", help="keep the servers' data directories")
-    p.add_argument("--table", type=Path, metavar="RESULTS_JSON",
-                   help="only print the markdown table of an earlier results file")
     a = p.parse_args(list(argv))
     if (a.streams < 0 or a.seconds <= 0 or a.fast_mb < 0 or not 1 <= a.fast_repeat <= 10
             or a.stop_seconds < 0):
@@ -772,8 +770,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
-    if args.table:
-        print(markdown_table(json.loads(args.table.read_text())))
+    if reprinted(args, markdown_table):
         return 0
     command = "python -m benchmarks ingest " + " ".join(argv) if argv else "python -m benchmarks"
     results: dict[str, Any] = {

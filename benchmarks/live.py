@@ -55,7 +55,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, write_results
+from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
+                        output_arguments, reprinted, write_results)
 
 NAME = "live"
 LATENCIES = (0.5, 1.0, 2.0, 5.0)
@@ -316,9 +317,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-asr", action="store_true",
                         help="stream the diarization alone (DER against latency; no WER)")
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
-    parser.add_argument("--table", type=Path, default=None,
-                        help="re-print the table of an earlier results file and exit")
+    output_arguments(parser, NAME)
     args = parser.parse_args(list(argv))
     if args.quick:
         args.latencies, args.inputs = "1,2", "sample"
@@ -352,10 +351,8 @@ def main(argv: Sequence[str] = ()) -> int:
 
         return live_server.main([a for a in argv if a != "--server"])
     args = parse_args(argv)
-    if args.table:
-        results = json.loads(args.table.read_text())
-        results["summary"] = summarize(results)  # (older files: without the groups)
-        print(markdown_table(results))
+    # (older files: without the groups, so the summary is made again)
+    if reprinted(args, lambda results: markdown_table({**results, "summary": summarize(results)})):
         return 0
     from workbench.live import JobCosts, LiveConfig, load_models
 

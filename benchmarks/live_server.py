@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import re
@@ -53,7 +52,8 @@ from typing import Any, Optional, Sequence
 
 import psutil
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, write_results
+from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
+                        output_arguments, reprinted, write_results)
 from benchmarks.measure import percentile
 
 NAME = "live-server"
@@ -521,9 +521,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--chunk-seconds", type=float, default=0.25)
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the recordings without live results (chunk replies)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
-    parser.add_argument("--table", type=Path, default=None,
-                        help="re-print the table of an earlier results file and exit")
+    output_arguments(parser, NAME)
     args = parser.parse_args(list(argv))
     try:
         args.stream_counts = sorted({int(x) for x in args.streams.split(",") if x.strip()})
@@ -560,8 +558,7 @@ async def run_levels(args: argparse.Namespace, server: Any, items: list[Any],
 
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
-    if args.table:
-        print(markdown_table(json.loads(args.table.read_text())))
+    if reprinted(args, markdown_table):
         return 0
     from benchmarks.ingest import server_env, server_source_digest
     from workbench.notebook.local_server import LocalServer

@@ -63,7 +63,7 @@ import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks import RESULTS_DIR, machine_info, machine_stamp, write_results
+from benchmarks import RESULTS_DIR, machine_info, machine_stamp, output_arguments, reprinted, write_results
 from benchmarks.measure import MB, MemorySampler, cpu_seconds, latency_summary
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.client import AsyncClient
@@ -436,7 +436,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--spread", type=float, default=None,
                    help="seconds over which stream start phases are spread "
                         "(default: progress-every x chunk-ms)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    output_arguments(p, NAME)
     p.add_argument("--keep-data", action="store_true", help="keep the server's data directory")
     p.add_argument("--stalls", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure reply gaps during a first REST run and a long stop")
@@ -445,11 +445,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--stall-seconds", type=float, default=3600.0,
                    help="seconds of 16 kHz PCM uploaded before the measured stop")
     p.add_argument("--probe-ms", type=float, default=15.0, help="ms between probe messages")
-    p.add_argument("--table", type=Path, default=None,
-                   help="print the markdown table of an earlier results file and exit")
     args = p.parse_args(list(argv) if argv is not None else None)
-    if args.table is not None:
-        print(markdown_table(json.loads(args.table.read_text())))
+    if reprinted(args, markdown_table):
         return 0
     if args.spread is None:
         args.spread = args.progress_every * args.chunk_ms / 1000
