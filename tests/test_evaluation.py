@@ -130,6 +130,20 @@ def test_the_uem_limits_what_is_scored(tmp_path: Path) -> None:
     assert row["wer"] == 0.0 and row["ref_words"] == 3  # words after 10 s are not scored
 
 
+def test_words_in_unscored_regions_count_on_neither_side(tmp_path: Path) -> None:
+    """STM ``ignore_time_segment_in_scoring`` lines mark regions scored on neither side
+    (as NIST sclite): hypothesis words there are no insertions."""
+    stm = [("A", 0, 4, "hello there"), ("excluded", 5, 10, "ignore_time_segment_in_scoring"),
+           ("B", 11, 14, "good morning")]
+    item = make_item(tmp_path, "skip", 15.0, stm=stm)
+    assert item.unscored_regions() == [(5.0, 10.0)]
+    hyp = transcript(segments=spoken(("s1", 0, 4, "hello there"), ("s1", 6, 7.5, "um yeah"),
+                                     ("s2", 11, 14, "good morning")))
+    row = score(item, hyp)
+    assert row["wer"] == 0.0 and row["insertions"] == 0 and row["hyp_words"] == 4
+    assert row["cpwer"] == 0.0
+
+
 # ----------------------------------------------------------------- WER / cpWER
 
 

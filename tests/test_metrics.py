@@ -50,6 +50,10 @@ SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
         ("", ""),
         ("?!", ""),
         ("ÉCOLE Straße", "école straße"),
+        # combining marks stay in their word (Devanagari, Thai, Arabic)
+        ("किताब पढ़ो", "किताब पढ़ो"),
+        ("ที่นี่", "ที่นี่"),
+        ("كَتَبَ!", "كَتَبَ"),
     ],
 )
 def test_normalize_text(text: str, expected: str) -> None:
@@ -210,6 +214,16 @@ def test_der_accepts_turns() -> None:
 def test_empty_reference_and_hypothesis() -> None:
     assert diarization_error(Annotation(uri="e"), Annotation(uri="e")).der == 0.0
     assert math.isinf(diarization_error(Annotation(uri="e"), annotation((0, 1, "x"), uri="e")).der)
+    # JER of speech where nobody speaks: all error, as pyannote.metrics says
+    speech = annotation((5, 10, "x"), uri="e")
+    assert jaccard_error_rate(Annotation(uri="e"), speech).jer == 1.0 == \
+        JaccardErrorRate()(Annotation(uri="e"), speech, uem=Timeline([Segment(0, 10)]))
+    assert jaccard_error_rate(Annotation(uri="e"), Annotation(uri="e")).jer == 0.0
+
+
+def test_wer_tells_words_apart_by_their_vowel_signs() -> None:
+    assert word_error_rate("किताब पढ़ो", "कीताब पढ़ो").wer == 0.5
+    assert word_error_rate("ที่นี่", "ทีนี").wer == 1.0
 
 
 # --------------------------------------------------------------------------- readers

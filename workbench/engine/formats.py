@@ -228,12 +228,13 @@ def format_rttm(uri: str, turns: Iterable[Turn]) -> str:
     )
 
 
-def read_stm(path: PathLike) -> list[tuple[str, TranscriptSegment]]:
+def read_stm(path: PathLike, *, unscored: bool = False) -> list[tuple[str, TranscriptSegment]]:
     """``(uri, utterance)`` of each line of an STM file
     (``uri channel speaker start end [<label>] text``), in file order.
 
     The optional ``<...>`` label is skipped; segments whose text is
-    ``ignore_time_segment_in_scoring`` are left out (they mark unscored regions).
+    ``ignore_time_segment_in_scoring`` are left out (they mark unscored regions) or, with
+    `unscored`, are all that is returned.
     """
     rows = []
     for where, fields in _records(_read_lines(path), path):
@@ -243,7 +244,7 @@ def read_stm(path: PathLike) -> list[tuple[str, TranscriptSegment]]:
         if words and words[0].startswith("<") and words[0].endswith(">"):
             words = words[1:]
         text = " ".join(words)
-        if text.lower() == IGNORED_STM_TEXT:
+        if (text.lower() == IGNORED_STM_TEXT) != unscored:
             continue
         rows.append((uri, TranscriptSegment(float(start), float(end), speaker, text)))
     return rows

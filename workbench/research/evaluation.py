@@ -219,6 +219,9 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
             units = _hypothesis_units(transcript)
             if item.uem is not None:
                 units = [u for u in units if _inside(uem, u[0], u[1])]
+            unscored = item.unscored_regions()  # as sclite: words there are not scored
+            units = [u for u in units
+                     if not any(a <= (u[0] + u[1]) / 2 <= b for a, b in unscored)]
             hypothesis_text = " ".join(u[3] for u in units)
             reference_text = " ".join(s.text for s in segments)
             wer = word_error_rate(reference_text, hypothesis_text)

@@ -66,6 +66,12 @@ _NOT_WORD = re.compile(r"[^\w\s\x01\x02\x03]|_")
 _SPACES = re.compile(r"\s+")
 
 
+def _space_unless_mark(match: "re.Match[str]") -> str:
+    """A space for a punctuation mark or symbol; a combining mark (a vowel sign, virama
+    or diacritic, which ``\\w`` does not match) stays with its letter."""
+    return match.group() if unicodedata.category(match.group())[0] == "M" else " "
+
+
 def normalize_text(text: str) -> str:
     """Normalise text for word error rates.
 
@@ -79,6 +85,8 @@ def normalize_text(text: str) -> str:
        characters (``didn't``, ``o'clock`` and ``sheila's`` are kept whole; the quotes
        in ``'hello'`` and the apostrophe of ``dogs'`` go) and a ``.`` or ``,`` between two
        digits (``3.5``, ``1,000``). So ``U.S.`` becomes ``u s`` and ``50%`` becomes ``50``.
+       Combining marks (Devanagari and Thai vowel signs, Arabic diacritics) are no
+       punctuation: they stay in their word.
     5. Numbers stay as they are written: ``20`` and ``twenty`` are different words.
     6. Runs of whitespace collapse to one space; leading/trailing space is removed.
 
@@ -90,7 +98,7 @@ def normalize_text(text: str) -> str:
     text = _INNER_APOSTROPHE.sub(_KEEP_APOSTROPHE, text)
     text = _DECIMAL_POINT.sub(_KEEP_POINT, text)
     text = _THOUSANDS_COMMA.sub(_KEEP_COMMA, text)
-    text = _NOT_WORD.sub(" ", text)
+    text = _NOT_WORD.sub(_space_unless_mark, text)
     text = text.replace(_KEEP_APOSTROPHE, "'").replace(_KEEP_POINT, ".").replace(_KEEP_COMMA, ",")
     return _SPACES.sub(" ", text).strip()
 
@@ -336,7 +344,10 @@ def jaccard_error_rate(
     metric = JaccardErrorRate(collar=collar, skip_overlap=skip_overlap)
     parts = metric(ref, hyp, uem=_as_uem(uem, ref, hyp), detailed=True)
     count = int(parts["speaker count"])
-    jer = float(parts["speaker error"]) / count if count else 0.0
+    if count:
+        jer = float(parts["speaker error"]) / count
+    else:  # no reference speaker: any hypothesis speech is all error (as pyannote.metrics)
+        jer = 1.0 if hyp.crop(_as_uem(uem, ref, hyp)).get_timeline().duration() > 0 else 0.0
     return JERResult(jer=jer, speaker_count=count, collar=collar, skip_overlap=skip_overlap)
 
 

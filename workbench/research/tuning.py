@@ -118,7 +118,7 @@ def _score_config(pipeline: Any, config: DiarizationConfig, items: Sequence[Corp
                                   min_speakers=config.min_speakers,
                                   max_speakers=config.max_speakers)
             hypothesis = output.speaker_diarization
-            der = diarization_error(ref, hypothesis, collar=collar)
+            der = diarization_error(ref, hypothesis, uem=item.annotated(), collar=collar)
             for key in totals:
                 totals[key] += getattr(der, key)
             row[f"der[{item.uri}]"] = der.der

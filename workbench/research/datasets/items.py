@@ -73,6 +73,16 @@ class CorpusItem:
         rows = _rows_for_uri(read_stm(self.stm), self.uri, self.stm)
         return sorted(rows, key=lambda s: (s.start, s.end))
 
+    def unscored_regions(self) -> list[tuple[float, float]]:
+        """(start, end) of the STM's ``ignore_time_segment_in_scoring`` lines: words
+        there count neither in the reference nor in the hypothesis."""
+        if self.stm is None:
+            return []
+        scored = {u for u, _ in read_stm(self.stm)}
+        uri = self.uri if self.uri in scored or len(scored) != 1 else next(iter(scored))
+        return sorted((s.start, s.end) for u, s in read_stm(self.stm, unscored=True)
+                      if u == uri)
+
     def reference_text(self) -> str:
         """The whole reference transcript, utterances joined in time order."""
         return " ".join(s.text for s in self.reference_segments() if s.text)
