@@ -71,6 +71,18 @@ def test_silence_and_low_noise_give_no_pass_and_no_words(transcriber) -> None:
     assert asr.buffer_seconds < 1.0  # silence does not pile up in the buffer
 
 
+def test_silence_does_not_pile_up_while_no_pass_is_due(transcriber) -> None:
+    """The drivers step only when a pass is due, and none is on silence: a minute of it
+    still leaves at most `max_buffer` s in the buffer."""
+    config = StreamingASRConfig()
+    asr = StreamingTranscriber(config, transcriber=transcriber)
+    silence = np.zeros(SAMPLE_RATE // 4, np.float32)
+    for _ in range(4 * 60):
+        asr.append(silence)
+        assert not asr.due()
+    assert asr.buffer_seconds <= config.max_buffer + 0.25
+
+
 def test_a_short_encoder_window_sees_fewer_frames_and_keeps_the_words(
         tmp_path: Path, transcriber) -> None:
     """`Transcriber.decode(encoder_seconds=...)`: the encoder output covers that window

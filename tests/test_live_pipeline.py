@@ -139,9 +139,15 @@ def test_silence_and_noise_give_no_words(models) -> None:
 
 
 def test_threaded_session_gives_the_words(speech: np.ndarray, models) -> None:
+    """Fed as a sound card's callback does: one buffer, refilled after each `feed`
+    returns (the queued audio must not change with it)."""
     session = LiveSession(CONFIG, threaded=True, models=models)
+    buffer = np.zeros(4000, dtype=np.float32)
     for i in range(0, speech.size, 4000):
-        assert session.feed(speech[i:i + 4000]) == []  # returns at once
+        chunk = speech[i:i + 4000]
+        buffer[:chunk.size] = chunk
+        assert session.feed(buffer[:chunk.size]) == []  # returns at once
+        buffer[:] = np.nan  # refilled with whatever comes next
     result = session.finish()
     assert result.transcript.words
     assert [e.at for e in result.events] == sorted(e.at for e in result.events)

@@ -299,8 +299,12 @@ class StreamingTranscriber:
         return self._buffer.seconds
 
     def append(self, samples: np.ndarray) -> None:
-        """Add 16 kHz mono float32 samples to the stream."""
+        """Add 16 kHz mono float32 samples to the stream.  Silence with nothing pending
+        is dropped here too once the buffer would pass `max_buffer` (no pass is due on
+        silence, so `step` would never drop it: an hour of it would stay)."""
         self.vad.append(self._buffer.append(samples))
+        if self._buffer.received - self._buffer_start > self.config.max_buffer * SAMPLE_RATE:
+            self._drop_silence(self.received)
 
     def _committed_end(self) -> float:
         return self.committed[-1].end if self.committed else 0.0
