@@ -174,14 +174,31 @@ class Connection:
         self._bind(session.id)
         self.state.recording[session.id] = self
         try:
+            # the status first: a run that started since the check above wins (one
+            # transaction each), and no part is added to a session that will not record
+            await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
+                                    options=options)
+        except TransitionError:
+            self.state.recording.pop(session.id, None)
+            now = await asyncio.to_thread(store.get_session, session.id)
+            raise ProtocolError(ErrorCode.SESSION_BUSY,
+                                f"Session is {now.status if now else 'gone'}; wait until it "
+                                "has finished") from None
+        except BaseException:
+            self.state.recording.pop(session.id, None)
+            raise
+        try:
             part = await asyncio.to_thread(store.add_part, session.id, req.input)
             writer = PartWriter(store.session_dir(session.id) / part.filename, part,
                                 self.state.config.fsync_interval)
             await asyncio.to_thread(writer.open)
-            await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
-                                    options=options)
         except BaseException:
             self.state.recording.pop(session.id, None)
+            try:  # recording it never was: as after a dropped connection
+                await asyncio.to_thread(store.set_status, session.id, "interrupted",
+                                        error="The recording could not start")
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                log.exception("Session %s could not be marked interrupted", session.id)
             raise
         self.writer = writer
         self.duration_limit_told = False

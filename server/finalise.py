@@ -19,10 +19,11 @@ from workbench.engine.audio import (
     InputFormat,
     decode_to_wav,
     detect_container,
+    is_adts,
     parse_wav_header,
 )
 
-from .sessions import Session, SessionStore, iter_part_paths
+from .sessions import Session, SessionStore
 
 log = logging.getLogger("server.finalise")
 
@@ -42,24 +43,23 @@ def signature_ok(head: bytes, container: str) -> bool:
     detected = detect_container(head)
     if container == "mp4":
         # MP4/M4A ('ftyp' box), or raw ADTS AAC (declared as "aac").
-        return detected == "mp4" or (len(head) >= 2 and head[0] == 0xFF
-                                     and (head[1] & 0xF6) == 0xF0)
+        return detected == "mp4" or is_adts(head)
     if container == "mp3":
         return detected == "mp3"
     prefixes = _SIGNATURES.get(container)
     return prefixes is None or head.startswith(prefixes)
 
 
-def check_signatures(parts: list[tuple[Path, InputFormat]]) -> None:
-    """Raise :class:`AudioDecodeError` when a part's bytes are not the container it declared."""
-    for path, fmt in parts:
-        if fmt.container in (None, "wav", "pcm_s16le"):
-            continue  # detected from the bytes, or decoded without FFmpeg
-        with open(path, "rb") as f:
-            head = f.read(64)
-        if head and not signature_ok(head, fmt.container):
-            raise AudioDecodeError(f"Audio could not be decoded: the bytes are not "
-                                   f"{fmt.container} (the declared input_format)")
+def signature_error(path: Path, fmt: InputFormat) -> Optional[str]:
+    """Why a part's bytes are not the container it declared (None: they may be)."""
+    if fmt.container in (None, "wav", "pcm_s16le"):
+        return None  # detected from the bytes, or decoded without FFmpeg
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head and not signature_ok(head, fmt.container):
+        return (f"Audio could not be decoded: the bytes are not {fmt.container} "
+                "(the declared input_format)")
+    return None
 
 
 def wav_intact(path: Path) -> bool:
@@ -86,19 +86,44 @@ def finalise_audio(store: SessionStore, session: Session,
 
     ``audio.wav`` holds at most ``max_seconds`` of audio (``truncated``, also stored
     as the session's ``audio_truncated``, tells when the parts hold more; they stay
-    on disk untouched).  Blocking (decoding): run it
-    in a thread or a worker.  Raises :class:`AudioDecodeError` with a client-safe
-    message when nothing decodes; the raw parts stay on disk either way.
+    on disk untouched).  A part that does not decode (a resumed connection that dropped
+    before its first audio, bytes of another format) is left out of ``audio.wav``,
+    the other parts go on, and the part's ``error`` says why (None for those that
+    decoded); a later stop tries it again.  Blocking (decoding): run it in a thread or a
+    worker.  Raises :class:`AudioDecodeError` with a client-safe message when nothing
+    decodes; the raw parts stay on disk either way.
     """
-    parts = [(p, f) for p, f in iter_part_paths(store, session) if p.exists()]
-    check_signatures(parts)
-    decoded = decode_to_wav(parts, store.audio_path(session.id, "wav"), max_seconds)
+    present = [(part, store.session_dir(session.id) / part.filename) for part in session.parts]
+    present = [(part, path) for part, path in present if path.exists()]
+    errors: dict[int, Optional[str]] = {}
+    decodable = []
+    for part, path in present:
+        errors[part.index] = signature_error(path, part.input_format)
+        if errors[part.index] is None:
+            decodable.append(part)
+    wav = store.audio_path(session.id, "wav")
+    if not decodable and present:
+        store.set_part_errors(session.id, errors)
+        raise AudioDecodeError(next(e for e in errors.values() if e))
+    try:
+        decoded = decode_to_wav([(store.session_dir(session.id) / p.filename, p.input_format)
+                                 for p in decodable], wav, max_seconds, skip_failed=True)
+    except AudioDecodeError as exc:
+        errors.update({p.index: errors[p.index] or str(exc) for p in decodable})
+        store.set_part_errors(session.id, errors)
+        raise
+    for position, message in decoded.failed:
+        errors[decodable[position].index] = message
+    store.set_part_errors(session.id, errors)
     store.audio_path(session.id, "mp4").unlink(missing_ok=True)  # stale rendition of older audio
     if decoded.truncated or session.audio_truncated:
         store.update_session(session.id, audio_truncated=decoded.truncated)
-    log.info("Finalised audio for session %s: %.2f s from %d part(s)%s", session.id,
-             decoded.duration_seconds, len(parts),
-             f", cut at the {max_seconds:g} s limit" if decoded.truncated else "")
+    skipped = sorted(i for i, e in errors.items() if e)
+    log.log(logging.WARNING if skipped else logging.INFO,
+            "Finalised audio for session %s: %.2f s from %d part(s)%s%s", session.id,
+            decoded.duration_seconds, len(present) - len(skipped),
+            f", cut at the {max_seconds:g} s limit" if decoded.truncated else "",
+            f"; part(s) {skipped} did not decode and were left out" if skipped else "")
     return decoded
 
 

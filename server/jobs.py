@@ -201,27 +201,38 @@ class JobQueue:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            await self._reap_dead_workers()
-            free = [w for w in self._workers if w.run_id is None]
-            if not free:
-                continue
-            queued = await asyncio.to_thread(self.store.runs_in, "queued")
-            for worker, run in zip(free, queued):
-                await self._assign(worker, run)
+            try:
+                await self._reap_dead_workers()
+                free = [w for w in self._workers if w.run_id is None]
+                if not free:
+                    continue
+                queued = await asyncio.to_thread(self.store.runs_in, "queued")
+                for run in queued:
+                    if not free:
+                        break
+                    if await self._assign(free[0], run):
+                        free.pop(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad run must not stop every later one
+                log.exception("Dispatching runs failed; trying again")
+                await asyncio.sleep(0.5)
 
-    async def _assign(self, worker: _Worker, run: Run) -> None:
+    async def _assign(self, worker: _Worker, run: Run) -> bool:
+        """Start `run` on `worker`; False when it must wait (its session is recording) or
+        cannot run (its session was deleted meanwhile)."""
         session = await asyncio.to_thread(self.store.get_session, run.session_id)
-        if session is None:  # deleted meanwhile
-            await asyncio.to_thread(self.store.update_run, run.id, status="failed",
-                                    error="Session was deleted")
-            return
+        try:
+            if session is None or not await asyncio.to_thread(self.store.begin_processing,
+                                                              run.session_id):
+                return False  # deleted (its runs went with it) or resumed: not now
+        except KeyError:  # deleted between the two reads
+            return False
+        except TransitionError:  # cannot happen from any state today; never fatal
+            log.warning("Run %s: session %s cannot move to processing", run.id, run.session_id)
         await asyncio.to_thread(self.store.update_run, run.id, status="running",
                                 started_at=time.time(), attempts=run.attempts + 1,
                                 stage="queued", progress=0.0)
-        try:
-            await asyncio.to_thread(self.store.set_status, run.session_id, "processing")
-        except TransitionError:
-            pass
         switch, options = split_run_config(run.config)
         task = {
             "run_id": run.id,
@@ -244,6 +255,7 @@ class JobQueue:
             asyncio.create_task(self._await_dask(run.id, future))
         else:
             worker.tasks.put(task)
+        return True
 
     async def _await_dask(self, run_id: str, future: Any) -> None:
         try:
@@ -277,7 +289,11 @@ class JobQueue:
     # ------------------------------------------------------------------ events
     def _read_events(self) -> None:
         while True:
-            event = self._events.get()
+            try:
+                event = self._events.get()
+            except Exception:  # noqa: BLE001 - e.g. a worker killed while it wrote one
+                log.exception("A worker event could not be read; reading on")
+                continue
             if event is None:
                 return
             assert self._loop is not None

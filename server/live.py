@@ -303,7 +303,12 @@ class LiveStream:
                 await self.off("The live worker stopped")
             return None
         self.state = "finishing"
-        run = await asyncio.to_thread(store.create_run, self.session_id, {}, kind="live")
+        try:
+            run = await asyncio.to_thread(store.create_run, self.session_id, {}, kind="live")
+        except Exception:  # noqa: BLE001 - e.g. the session was deleted meanwhile
+            log.exception("Live result of session %s not saved", self.session_id)
+            self.close()
+            return None
         self._outbox.put(("finish", str(store.run_dir(self.session_id, run.id))))
         self._outbox.put(None)
         task = asyncio.ensure_future(self._save(store, run.id))
@@ -483,6 +488,14 @@ class LiveHub:
             log.info("Session %s not resumed within %g s: saving its live result",
                      stream.session_id, LINGER_SECONDS)
             await stream.finish(self.store)
+
+    def discard(self, session_id: str) -> None:
+        """The session was deleted: its live worker (recording ended, waiting for a resume)
+        stops now, saving nothing, and its slot is free."""
+        stream = self.streams.get(session_id)
+        if stream is not None:
+            stream.close()
+            self.stream_ended(stream)
 
     async def end(self, session_id: str) -> Optional[str]:
         """The recording ended (stop, a limit) or will not continue live: save its live

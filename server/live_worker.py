@@ -38,6 +38,7 @@ from workbench.engine.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
     detect_container,
+    is_adts,
     parse_wav_header,
 )
 
@@ -145,7 +146,7 @@ class FfmpegDecoder:
 
     def __init__(self, out: Samples, container: str, head: bytes) -> None:
         demuxer = DEMUXERS[container]
-        if container == "mp4" and len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0:
+        if container == "mp4" and is_adts(head):
             demuxer = "aac"
         self.out = out
         self._errors = tempfile.TemporaryFile()

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from workbench.engine.audio import InputFormat
 # The renditions of a session's audio, each a file ``audio.<format>`` in its directory:
@@ -73,6 +73,7 @@ class Part:
     sample_rate: int
     channels: int
     bytes: int
+    error: Optional[str] = None  # why its bytes did not decode at the last stop (then skipped)
 
     @property
     def filename(self) -> str:
@@ -158,7 +159,8 @@ class Session:
             "error": self.error,
             "audio_truncated": self.audio_truncated,
             "parts": [
-                {"index": p.index, "container": p.container, "bytes": p.bytes} for p in self.parts
+                {"index": p.index, "container": p.container, "bytes": p.bytes, "error": p.error}
+                for p in self.parts
             ],
             "runs": [r.serialize() for r in self.runs],
             "speakers": (latest.summary.get("speakers") if latest else None),
@@ -205,6 +207,7 @@ CREATE TABLE IF NOT EXISTS parts (
     sample_rate INTEGER NOT NULL,
     channels INTEGER NOT NULL,
     bytes INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
     PRIMARY KEY (session_id, idx)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -257,6 +260,9 @@ class SessionStore:
         if "audio_truncated" not in columns:  # a store made before the column existed
             self._db.execute("ALTER TABLE sessions ADD COLUMN audio_truncated INTEGER NOT NULL "
                              "DEFAULT 0")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(parts)")}
+        if "error" not in columns:
+            self._db.execute("ALTER TABLE parts ADD COLUMN error TEXT")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "kind" not in columns:  # a store made before live runs: every run was refined
             self._db.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'refined'")
@@ -326,7 +332,7 @@ class SessionStore:
     def _load(self, row: sqlite3.Row) -> Session:
         sid = row["id"]
         parts = [
-            Part(p["idx"], p["container"], p["sample_rate"], p["channels"], p["bytes"])
+            Part(p["idx"], p["container"], p["sample_rate"], p["channels"], p["bytes"], p["error"])
             for p in self._db.execute(
                 "SELECT * FROM parts WHERE session_id = ? ORDER BY idx", (sid,)
             )
@@ -367,6 +373,23 @@ class SessionStore:
                 raise TransitionError(f"{row['status']} -> {status}")
             self._update(db, session_id, status=status, error=error, **fields)
 
+    def begin_processing(self, session_id: str) -> bool:
+        """Move a session to ``processing`` for a run about to start, unless it is
+        recording (then False: the run waits; a connection may have resumed it since the
+        run was queued).  One transaction, so a resume and a run never both win.
+        KeyError: no such session (deleted)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise KeyError(session_id)
+            if row["status"] == "recording":
+                return False
+            if row["status"] != "processing":
+                if "processing" not in TRANSITIONS[row["status"]]:
+                    raise TransitionError(f"{row['status']} -> processing")
+                self._update(db, session_id, status="processing", error=None)
+            return True
+
     def update_session(self, session_id: str, **fields: Any) -> None:
         with self._tx() as db:
             self._update(db, session_id, **fields)
@@ -405,6 +428,12 @@ class SessionStore:
                 (session_id, idx, fmt.container, fmt.sample_rate, fmt.channels),
             )
         return Part(idx, fmt.container, fmt.sample_rate, fmt.channels, 0)
+
+    def set_part_errors(self, session_id: str, errors: dict[int, Optional[str]]) -> None:
+        """Store why each part did (not) decode: its index -> message, or None."""
+        with self._tx() as db:
+            db.executemany("UPDATE parts SET error = ? WHERE session_id = ? AND idx = ?",
+                           [(message, session_id, idx) for idx, message in errors.items()])
 
     def update_part(self, session_id: str, part: Part, **session_fields: Any) -> None:
         """Store a part's size and format, and ``session_fields`` of its session, in one
@@ -537,9 +566,3 @@ class _Transaction:
         finally:
             self.store._lock.release()
 
-
-def iter_part_paths(store: SessionStore, session: Session) -> Iterator[tuple[Path, InputFormat]]:
-    """The on-disk files of a session's parts, in order, with their formats."""
-    directory = store.session_dir(session.id)
-    for part in session.parts:
-        yield directory / part.filename, part.input_format

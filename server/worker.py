@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -109,9 +110,12 @@ def execute(task: dict[str, Any], emit: Emit) -> tuple[Any, ...]:
 
 
 def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO") -> None:
-    """Entry point of a worker process: take runs from ``task_queue`` until ``None``."""
+    """Entry point of a worker process: take runs from ``task_queue`` until ``None``, or
+    until the server is gone (a killed server sends no ``None``: the process exits within
+    a second, even mid-run, whose run the restarted server queues again)."""
     logging.basicConfig(level=log_level, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _exit_with_parent(os.getppid())
     emit: Emit = event_queue.put
     while True:
         task = task_queue.get()
@@ -119,6 +123,17 @@ def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO") -> N
             return
         emit(("started", task["run_id"], os.getpid()))
         emit(execute(task, emit))
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """End this process once its parent `parent` has died (a thread polls the parent id:
+    an orphan is adopted by another process)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def run_on_dask(task: dict[str, Any]) -> tuple[Any, ...]:

@@ -66,6 +66,9 @@ CASES: dict[str, tuple[str, InputFormat, tuple[str, ...]]] = {
     "mp3": ("i.mp3", InputFormat("mp3"), ("-c:a", "libmp3lame", "-b:a", "96k")),
     "flac": ("j.flac", InputFormat("flac"), ("-ar", "44100", "-c:a", "flac")),
     "mp4_aac": ("k.m4a", InputFormat("mp4"), ("-c:a", "aac", "-b:a", "96k")),
+    # raw ADTS AAC: the protocol's input_format "aac" (container "mp4"), and undeclared
+    "adts_aac": ("l.aac", InputFormat("mp4"), ("-c:a", "aac", "-b:a", "96k", "-f", "adts")),
+    "adts_detected": ("m.aac", InputFormat(), ("-c:a", "aac", "-b:a", "96k", "-f", "adts")),
 }
 
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import sqlite3
 import struct
 import time
@@ -261,7 +262,18 @@ async def test_sigkill_during_processing_resumes_the_run(tmp_path: Path) -> None
 
             assert await wait_until(running, timeout=30, every=0.05)
             await asyncio.sleep(0.3)
-        srv.kill()
+        workers = children(srv.process.pid)
+        assert workers  # the job worker, busy with the run
+        os.kill(srv.process.pid, signal.SIGKILL)  # the server alone, not its process group
+        srv.process.wait(10)
+        # a killed server sends its workers nothing: they see their parent gone and exit
+        # (before, each kill left one behind, finishing the run the restart queues again)
+        gone = await wait_until(lambda: _none_alive(workers), timeout=10, every=0.1)
+        try:  # whatever is left of the group
+            os.killpg(srv.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        assert gone, f"worker process(es) {sorted(workers)} outlived the killed server"
         session = SessionStore(data_dir)
         try:
             assert session.get_run(run_id).status == "running"  # type: ignore[union-attr]
@@ -288,6 +300,30 @@ async def test_sigkill_during_processing_resumes_the_run(tmp_path: Path) -> None
     finally:
         srv.stop()
     integrity(data_dir)
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+async def _none_alive(pids: set[int]) -> bool:
+    return not any(Path(f"/proc/{pid}").exists() and "Z" != _state(pid) for pid in pids)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
 
 
 # ---------------------------------------------------------------------- SIGTERM

@@ -333,6 +333,40 @@ async def test_compressed_audio_resumed_continues_the_live_session(
     check_live_sequence(events, finals[0]["words"][0]["index"] if finals else 0)
 
 
+async def test_deleting_a_dropped_live_session_frees_its_worker(
+        live_server: LocalServer, call_pcm: bytes) -> None:
+    """A dropped recording's live worker waits for a resume; deleting the session ends it
+    at once and frees its live slot: the next recording gets live results. (Before, the
+    worker lived on until shutdown, counted against --max-live-sessions.)"""
+    srv = live_server
+    await wait_no_live(srv)
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                                "live_results": True})
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(call_pcm[:32000 * 3])
+            await ws.send_json({"action": "nop"})
+            await recv(ws)
+        deadline = time.monotonic() + 30
+        while (await get(f"{srv.url}/api/sessions/{sid}"))["status"] != "interrupted":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
+        async with s.delete(f"{srv.url}/api/sessions/{sid}") as r:
+            assert r.status == 204
+        await wait_no_live(srv, timeout=10)
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                                "live_results": True})
+            started = await recv(ws)
+            assert started["live_results"] is True, started
+            await ws.send_bytes(call_pcm[:32000 * 2])
+            await ws.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws, "recording_stopped", timeout=60)
+    await wait_live_run(srv, started["session_id"], stopped["live_run_id"])
+
+
 async def test_an_undecodable_stream_ends_live_results_not_the_recording(
         live_server: LocalServer) -> None:
     """Bytes that are not the declared WebM: the live worker says so (live results off),

@@ -216,3 +216,111 @@ def test_overall_progress_never_goes_down_when_stages_interleave() -> None:
     assert figures[-1] == pytest.approx(1.0)
     assert figures[3] == pytest.approx(STAGE_WEIGHTS["decode"] + 0.6 * STAGE_WEIGHTS["asr"]
                                        + 0.5 * STAGE_WEIGHTS["segmentation"])
+
+
+# ------------------------------------------------------- runs racing deletes and resumes
+
+
+class InProcessServer:
+    """The application in this process (renditions only), so a test can reach its store."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from server.app import create_app
+        from server.config import parse_args
+        from workbench.notebook.local_server import free_port
+
+        self.port = free_port()
+        self.app = create_app(parse_args(["--port", str(self.port), "--data-dir",
+                                          str(data_dir), "--pipeline", "renditions"]))
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> "InProcessServer":
+        from aiohttp import web
+
+        from server.state import STATE
+
+        self.runner = web.AppRunner(self.app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.state = self.app[STATE]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    async def record(self, s: aiohttp.ClientSession, path: str = "new",
+                     **start: Any) -> dict[str, Any]:
+        """One second of PCM recorded and stopped; the last message (processing's end, or
+        the error that refused the start)."""
+        async with s.ws_connect(f"{self.ws_url}/ws/{path}") as ws:
+            await ws.send_json({"action": "start", "format": "wav",
+                                "input_format": "pcm_s16le", **start})
+            first = await recv(ws)
+            if first["type"] == "error":
+                return first
+            await ws.send_bytes(b"\x01\x00" * 16000)
+            await ws.send_json({"action": "stop"})
+            end, _ = await recv_until(ws, "processing_complete", "processing_failed",
+                                      timeout=60)
+            return end
+
+
+async def test_a_session_deleted_as_its_run_starts_does_not_stop_processing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session of a queued run is deleted between the dispatcher's reads (here: as
+    soon as it has been read): that run is dropped with it, and the next recording is
+    processed. (Before, the dispatcher ended with a KeyError and no run ever started again
+    while /api/health still said ok.)"""
+    async with InProcessServer(tmp_path / "data") as srv:
+        store = srv.state.store
+        victim = await asyncio.to_thread(store.create_session, None, "wav", {})
+        read = store.get_session
+
+        def read_then_delete(session_id: str):  # type: ignore[no-untyped-def]
+            found = read(session_id)
+            if session_id == victim.id:
+                store.delete_session(session_id)
+            return found
+
+        monkeypatch.setattr(store, "get_session", read_then_delete)
+        await srv.state.jobs.submit(victim.id, {})
+        await asyncio.sleep(1.5)  # the dispatcher polls every 0.5 s
+        assert store.get_session(victim.id) is None
+        async with aiohttp.ClientSession() as s:
+            end = await srv.record(s)
+        assert end["type"] == "processing_complete", end
+
+
+async def test_a_resume_racing_a_run_gets_a_clear_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run begins (the session moves to processing) between a resume's check and its
+    start: the resume is refused as busy, adds no part, and the run goes on; a run whose
+    session is recording waits instead of taking it over. (Before: an internal error,
+    an empty part left behind, or a recording session marked processing, then completed
+    with its new audio never processed.)"""
+    async with InProcessServer(tmp_path / "data") as srv:
+        store = srv.state.store
+        async with aiohttp.ClientSession() as s:
+            first = await srv.record(s, "resumable")
+            assert first["type"] == "processing_complete", first
+            sid = first["session_id"]
+            parts = len(store.get_session(sid).parts)
+            set_status = store.set_status
+
+            def run_wins(session_id: str, status: str, **fields: Any) -> None:
+                if session_id == sid and status == "recording":  # the dispatcher, just before
+                    assert store.begin_processing(session_id)
+                set_status(session_id, status, **fields)
+
+            monkeypatch.setattr(store, "set_status", run_wins)
+            refused = await srv.record(s, sid)
+            monkeypatch.setattr(store, "set_status", set_status)
+        assert refused["type"] == "error" and refused["code"] == 4011, refused
+        assert refused["message"] == "Session is processing; wait until it has finished"
+        session = store.get_session(sid)
+        assert session.status == "processing" and len(session.parts) == parts
+        assert sid not in srv.state.recording
+        store.set_status(sid, "completed")
+        store.set_status(sid, "recording")
+        assert not store.begin_processing(sid)  # a run waits while the session records
+        assert store.get_session(sid).status == "recording"

@@ -358,6 +358,55 @@ async def test_disconnect_interrupts_and_start_resumes(server: LocalServer, spee
     np.testing.assert_array_equal(audio, np.frombuffer(pcm, "<i2"))
 
 
+async def test_a_part_that_does_not_decode_is_left_out_and_named(server: LocalServer,
+                                                                 speech_dir: Path) -> None:
+    """A resumed connection that dropped after bytes that are no audio (here 100 zero
+    bytes: no container) does not poison its session: the next stop decodes the other
+    parts into audio.wav, the session completes, and the bad part's `error` says why
+    (its bytes stay on disk). Before, every later stop failed with 4008, the duration
+    went to 0 and the old audio.wav stayed."""
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    first, last = pcm[:32000 * 2], pcm[32000 * 2:32000 * 5]
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{server.ws_url}/ws/poison") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await stream(ws, first, 3200, binary=True)
+            await ws.send_json({"action": "stop"})
+            await recv_until(ws, "processing_complete")
+        async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start"})  # the container is found from the bytes
+            assert (await recv(ws))["resumed"] is True
+            await ws.send_bytes(bytes(100))
+            await ws.send_json({"action": "nop"})
+            await recv(ws)
+        for _ in range(50):
+            status, session = await get_json(f"{server.url}/api/sessions/{sid}")
+            if session["status"] == "interrupted":
+                break
+            await asyncio.sleep(0.1)
+        assert session["status"] == "interrupted"
+        assert session["duration_seconds"] == pytest.approx(2.0, abs=0.001)
+        async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            await recv(ws)
+            await stream(ws, last, 3200, binary=True)
+            await ws.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws, "recording_stopped")
+            assert stopped["duration_seconds"] == pytest.approx(5.0, abs=0.001)
+            done, _ = await recv_until(ws, "processing_complete", "processing_failed", "error")
+            assert done["type"] == "processing_complete", done
+        status, session = await get_json(f"{server.url}/api/sessions/{sid}")
+        assert session["status"] == "completed"
+        assert [p["error"] is None for p in session["parts"]] == [True, False, True]
+        assert "unrecognised container" in session["parts"][1]["error"]
+        assert session["parts"][1]["bytes"] == 100
+        async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=wav") as r:
+            body = await r.read()
+    audio, _ = sf.read(io.BytesIO(body), dtype="int16")
+    np.testing.assert_array_equal(audio, np.frombuffer(first + last, "<i2"))
+
+
 async def test_second_connection_to_a_recording_session_is_busy(
         server: LocalServer, speech_dir: Path) -> None:
     """While one connection records a session, a `start` on it from another gets 4011;

@@ -53,6 +53,11 @@ class InputFormat:
         return None
 
 
+def is_adts(head: bytes) -> bool:
+    """Do these bytes start as raw ADTS AAC (an "aac" input, kept as container "mp4")?"""
+    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0
+
+
 def detect_container(head: bytes) -> Optional[str]:
     """Guess the container from the first bytes of a stream (None when unknown)."""
     if len(head) >= 12 and head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
@@ -65,6 +70,8 @@ def detect_container(head: bytes) -> Optional[str]:
         return "mp4"
     if head[:4] == b"fLaC":
         return "flac"
+    if is_adts(head):
+        return "mp4"  # raw AAC: the "aac" input format, decoded with FFmpeg's aac demuxer
     if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
                               and (head[1] & 0x06) != 0):
         return "mp3"
@@ -300,8 +307,13 @@ def _iter_ffmpeg(path: Path, container: Optional[str] = None) -> Iterator[np.nda
     truncated file."""
     import av
 
+    demuxer = _DEMUXERS.get(container or "")
+    if container == "mp4":
+        with open(path, "rb") as f:
+            if is_adts(f.read(2)):
+                demuxer = "aac"  # raw ADTS: no MP4 box to find
     try:
-        media = av.open(str(path), format=_DEMUXERS.get(container or ""))
+        media = av.open(str(path), format=demuxer)
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
     decoded = False
@@ -334,6 +346,8 @@ class DecodedWav:
 
     frames: int
     truncated: bool
+    # with ``skip_failed``: (position in `parts`, message) of each part that did not decode
+    failed: tuple[tuple[int, str], ...] = ()
 
     @property
     def duration_seconds(self) -> float:
@@ -342,19 +356,24 @@ class DecodedWav:
 
 def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os.PathLike],
                   max_seconds: Optional[float] = None,
-                  block_frames: int = BLOCK_FRAMES) -> DecodedWav:
+                  block_frames: int = BLOCK_FRAMES, skip_failed: bool = False) -> DecodedWav:
     """Decode the parts of a recording in order into one canonical WAV, block by block.
 
     The bytes are those of ``write_wav(path, decode_parts(parts))``, in memory
     independent of the recording's length.  With ``max_seconds`` the WAV holds at
     most that much audio (the rest is not decoded) and ``truncated`` says whether
-    anything was left out.  Atomic: on an error the previous ``path`` is untouched.
+    anything was left out.  With `skip_failed` a part that raises `AudioDecodeError`
+    keeps what it decoded before the error and the others go on (``failed`` lists it);
+    only when no part decodes at all is the first error raised.  Atomic: on an error
+    the previous ``path`` is untouched.
     """
     limit = None if max_seconds is None else max(0, int(max_seconds * SAMPLE_RATE))
     frames = 0
     truncated = False
+    failed: list[tuple[int, str]] = []
+    first_error: Optional[AudioDecodeError] = None
     with WavWriter(path) as out:
-        for part, fmt in parts:
+        for position, (part, fmt) in enumerate(parts):
             blocks = iter_decode(part, fmt, block_frames)
             try:
                 for block in blocks:
@@ -364,11 +383,18 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
                         break
                     out.write(block)
                     frames += len(block)
+            except AudioDecodeError as exc:
+                if not skip_failed:
+                    raise
+                failed.append((position, str(exc)))
+                first_error = first_error or exc
             finally:
                 blocks.close()  # closes the FFmpeg demuxer of a part left early
             if truncated:
                 break
-    return DecodedWav(frames, truncated)
+        if first_error is not None and frames == 0:
+            raise first_error
+    return DecodedWav(frames, truncated, tuple(failed))
 
 
 def load_audio(audio: AudioInput) -> np.ndarray:
