@@ -182,3 +182,37 @@ def test_a_burst_after_a_short_pass_keeps_its_words(tmp_path: Path, transcriber)
     text = "".join(w.word for w in asr.committed)
     assert word_error_rate(" ".join(SENTENCES * 2), text).wer < 0.4, text
     assert asr.stats()["retries"] >= 1
+
+
+def test_a_flush_longer_than_the_buffer_never_commits_a_word_cut_at_the_clip() -> None:
+    """A backlog longer than `max_buffer` (a recording that arrived whole, then stop) is
+    flushed in passes clipped at `max_buffer`; the word a clip cuts in two is not
+    committed from that pass but from the next, whole. The decoder is scripted (the
+    commit policy is under test, not Whisper): one word every 0.3 s of the sample call's
+    speech, and a word crossing the end of the decoded audio comes back cut ("~")."""
+    import types
+
+    from workbench.research.datasets import sample_call
+
+    audio = sample_call().load_audio()
+    script = [(t, t + 0.25, f" w{k}") for k, t in enumerate(np.arange(6.5, 29.5, 0.3))]
+
+    class ScriptedDecoder:
+        multilingual = False
+        model_identity: dict = {}
+
+        def decode(self, chunk: np.ndarray, encoder_seconds=None, **options):  # type: ignore[no-untyped-def]
+            start = asr._buffer_start / SAMPLE_RATE
+            end = start + chunk.size / SAMPLE_RATE - (asr.config.encoder_pad or 0.0)
+            words = [types.SimpleNamespace(start=a - start, end=min(b, end) - start,
+                                           word=w + ("~" if b > end else ""), probability=0.9)
+                     for a, b, w in script if start <= a < end]
+            return [types.SimpleNamespace(words=words)]
+
+    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=ScriptedDecoder())
+    asr.append(audio)
+    assert asr.flush() is not None and asr.passes >= 2  # 23 s of speech: two passes or more
+    words = [w.word for w in asr.committed]
+    assert words and not [w for w in words if w.endswith("~")], words
+    assert len(words) == len(set(words))  # none twice
+    assert [w.start for w in asr.committed] == sorted(w.start for w in asr.committed)

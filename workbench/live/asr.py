@@ -445,6 +445,7 @@ class StreamingTranscriber:
         # never more than max_buffer: a late pass takes the first max_buffer s (and the
         # force rule commits most of it), the rest waits for the next pass
         end = min(int(round(end_s * SAMPLE_RATE)), start + int(cfg.max_buffer * SAMPLE_RATE))
+        clipped = end < int(round(end_s * SAMPLE_RATE))
         end_s = end / SAMPLE_RATE
         words = self._decode(start, end)
         seconds = time.perf_counter() - started
@@ -460,6 +461,9 @@ class StreamingTranscriber:
         n = 0
         if final:
             n, rules = len(words), ["flush"]
+            if clipped:  # more audio follows the cut: a word at it may be cut in two
+                while n > 1 and words[n - 1].end > end_s - cfg.force_margin:
+                    n -= 1
         else:
             # (1) LocalAgreement-2
             n = _agreement(words, self._hypothesis, cfg.agreement_edits, cfg.agreement_run,
@@ -498,7 +502,11 @@ class StreamingTranscriber:
         commit = words[:n]
         self.committed.extend(commit)
         self._hypothesis = words[n:]
-        self._trim(end_s, speech, final, len(commit))
+        if final and self._hypothesis:  # the next final pass starts before those words
+            self._move_start(max(self._committed_end(), self._hypothesis[0].start - 0.2))
+            self._hypothesis = []
+        else:
+            self._trim(end_s, speech, final, len(commit))
         return PassResult(tuple(commit), tuple(self._hypothesis), end_s, buffer_seconds,
                           seconds, "+".join(rules))
 
