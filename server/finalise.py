@@ -86,44 +86,40 @@ def finalise_audio(store: SessionStore, session: Session,
 
     ``audio.wav`` holds at most ``max_seconds`` of audio (``truncated``, also stored
     as the session's ``audio_truncated``, tells when the parts hold more; they stay
-    on disk untouched).  A part that does not decode (a resumed connection that dropped
-    before its first audio, bytes of another format) is left out of ``audio.wav``,
-    the other parts go on, and the part's ``error`` says why (None for those that
-    decoded); a later stop tries it again.  Blocking (decoding): run it in a thread or a
-    worker.  Raises :class:`AudioDecodeError` with a client-safe message when nothing
-    decodes; the raw parts stay on disk either way.
+    on disk untouched).  A part that does not decode (bytes of another format, a resumed
+    connection that dropped inside its container's header) adds nothing to ``audio.wav``
+    beyond what decoded before its error, the other parts go on, and the part's ``error``
+    says why (None for those that decoded); a later stop tries it again.  Blocking
+    (decoding): run it in a thread or a worker.  Raises :class:`AudioDecodeError` with a
+    client-safe message (the first part's reason) when parts failed and nothing decoded;
+    the raw parts stay on disk either way, and ``audio.wav`` is then untouched.
     """
     present = [(part, store.session_dir(session.id) / part.filename) for part in session.parts]
     present = [(part, path) for part, path in present if path.exists()]
-    errors: dict[int, Optional[str]] = {}
-    decodable = []
-    for part, path in present:
-        errors[part.index] = signature_error(path, part.input_format)
-        if errors[part.index] is None:
-            decodable.append(part)
+    errors: dict[int, Optional[str]] = {
+        part.index: signature_error(path, part.input_format) for part, path in present}
+    decodable = [(part, path) for part, path in present if errors[part.index] is None]
     wav = store.audio_path(session.id, "wav")
-    if not decodable and present:
-        store.set_part_errors(session.id, errors)
-        raise AudioDecodeError(next(e for e in errors.values() if e))
-    try:
-        decoded = decode_to_wav([(store.session_dir(session.id) / p.filename, p.input_format)
-                                 for p in decodable], wav, max_seconds, skip_failed=True)
-    except AudioDecodeError as exc:
-        errors.update({p.index: errors[p.index] or str(exc) for p in decodable})
-        store.set_part_errors(session.id, errors)
-        raise
+    tmp = wav.with_name(".audio.decoding.wav")
+    decoded = decode_to_wav([(path, part.input_format) for part, path in decodable], tmp,
+                            max_seconds, skip_failed=True)
     for position, message in decoded.failed:
-        errors[decodable[position].index] = message
+        errors[decodable[position][0].index] = message
     store.set_part_errors(session.id, errors)
+    reasons = [e for e in errors.values() if e]
+    if decoded.frames == 0 and reasons:
+        tmp.unlink(missing_ok=True)
+        raise AudioDecodeError(reasons[0])
+    tmp.replace(wav)
     store.audio_path(session.id, "mp4").unlink(missing_ok=True)  # stale rendition of older audio
     if decoded.truncated or session.audio_truncated:
         store.update_session(session.id, audio_truncated=decoded.truncated)
     skipped = sorted(i for i, e in errors.items() if e)
     log.log(logging.WARNING if skipped else logging.INFO,
             "Finalised audio for session %s: %.2f s from %d part(s)%s%s", session.id,
-            decoded.duration_seconds, len(present) - len(skipped),
+            decoded.duration_seconds, len(present),
             f", cut at the {max_seconds:g} s limit" if decoded.truncated else "",
-            f"; part(s) {skipped} did not decode and were left out" if skipped else "")
+            f"; part(s) {skipped} did not decode" if skipped else "")
     return decoded
 
 

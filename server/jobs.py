@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import multiprocessing as mp
 import threading
 import time
@@ -148,7 +149,8 @@ class JobQueue:
     def _spawn(self) -> _Worker:
         """Start a worker process (fork + exec + handing it its queues: from a thread)."""
         tasks = self._ctx.Queue()
-        proc = self._ctx.Process(target=worker_main, args=(tasks, self._events, self.log_level),
+        proc = self._ctx.Process(target=worker_main,
+                                 args=(tasks, self._events, self.log_level, os.getpid()),
                                  name="workbench-worker", daemon=True)
         proc.start()
         return _Worker(proc, tasks)
@@ -210,11 +212,21 @@ class JobQueue:
                 for run in queued:
                     if not free:
                         break
-                    if await self._assign(free[0], run):
+                    try:
+                        started = await self._assign(free[0], run)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - that run fails, the rest go on
+                        log.exception("Run %s could not start", run.id)
+                        free[0].run_id = None
+                        await self._finish(run.id, ok=False, message="The run could not "
+                                           f"start: {type(exc).__name__}: {str(exc)[:200]}")
+                        continue
+                    if started:
                         free.pop(0)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one bad run must not stop every later one
+            except Exception:  # noqa: BLE001 - e.g. the store unreadable for a moment
                 log.exception("Dispatching runs failed; trying again")
                 await asyncio.sleep(0.5)
 
@@ -222,17 +234,8 @@ class JobQueue:
         """Start `run` on `worker`; False when it must wait (its session is recording) or
         cannot run (its session was deleted meanwhile)."""
         session = await asyncio.to_thread(self.store.get_session, run.session_id)
-        try:
-            if session is None or not await asyncio.to_thread(self.store.begin_processing,
-                                                              run.session_id):
-                return False  # deleted (its runs went with it) or resumed: not now
-        except KeyError:  # deleted between the two reads
-            return False
-        except TransitionError:  # cannot happen from any state today; never fatal
-            log.warning("Run %s: session %s cannot move to processing", run.id, run.session_id)
-        await asyncio.to_thread(self.store.update_run, run.id, status="running",
-                                started_at=time.time(), attempts=run.attempts + 1,
-                                stage="queued", progress=0.0)
+        if session is None:
+            return False  # deleted: its runs went with it
         switch, options = split_run_config(run.config)
         task = {
             "run_id": run.id,
@@ -246,6 +249,18 @@ class JobQueue:
             "pipeline": ("renditions" if self.pipeline == "renditions"
                          else switch or self.pipeline),
         }
+        try:
+            if not await asyncio.to_thread(self.store.begin_processing, run.session_id):
+                return False  # a connection resumed the recording: the run waits
+        except KeyError:  # deleted since it was read
+            return False
+        except TransitionError:  # an idle session has no audio to process
+            await self._finish(run.id, ok=False, message=f"Session is {session.status}: "
+                               "it has no recorded audio to process")
+            return False
+        await asyncio.to_thread(self.store.update_run, run.id, status="running",
+                                started_at=time.time(), attempts=run.attempts + 1,
+                                stage="queued", progress=0.0)
         worker.run_id = run.id
         if self._dask is not None:
             from .worker import run_on_dask

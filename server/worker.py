@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from workbench.engine.audio import AudioDecodeError, encode_mp4, wav_duration
 from workbench.engine.config import ConfigError, RunConfig
@@ -109,13 +109,14 @@ def execute(task: dict[str, Any], emit: Emit) -> tuple[Any, ...]:
         return ("failed", run_id, f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
-def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO") -> None:
+def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO",
+                parent: Optional[int] = None) -> None:
     """Entry point of a worker process: take runs from ``task_queue`` until ``None``, or
     until the server is gone (a killed server sends no ``None``: the process exits within
     a second, even mid-run, whose run the restarted server queues again)."""
     logging.basicConfig(level=log_level, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _exit_with_parent(os.getppid())
+    _exit_with_parent(parent or os.getppid())  # the server's pid, as it spawned us
     emit: Emit = event_queue.put
     while True:
         task = task_queue.get()
@@ -128,7 +129,7 @@ def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO") -> N
 def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
     """End this process once its parent `parent` has died (a thread polls the parent id:
     an orphan is adopted by another process)."""
-    def watch() -> None:
+    def watch() -> None:  # a server killed while this process started is gone already
         while os.getppid() == parent:
             time.sleep(interval)
         os._exit(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from workbench.live.asr import _agreement, _cut_loop
+from workbench.live.agreement import agreement as _agreement, cut_loop as _cut_loop, norm as _norm
 from workbench.live.events import DiarizationUpdate, SpeakerLabels, TranscriptFinal, TranscriptPartial
 from workbench.live.pipeline import _join
 from workbench.engine.transcript import Turn, Word
@@ -30,6 +30,13 @@ def test_events_serialize_to_json_with_lag() -> None:
     assert labels["words"][0] == {**labels["words"][0], "index": 3, "speaker": "SPEAKER_01"}
 
 
+def test_words_agree_only_with_the_same_vowel_signs() -> None:
+    """Two passes that differ in a vowel sign or diacritic give two words (the same rule
+    as the word error rates': `replace_non_word`)."""
+    assert _norm(" किताब,") == "किताब" != _norm(" कीताब")
+    assert _norm(" كَتَبَ") != _norm(" كتب") and _norm(" Didn't.") == "didn't"
+
+
 def test_cut_loop_keeps_text_until_a_loop() -> None:
     looped = _cut_loop(_words("so I do I do I do I do I do"))
     assert [w.word.strip() for w in looped] == ["so", "I", "do"]
@@ -41,7 +48,9 @@ def test_cut_loop_keeps_text_until_a_loop() -> None:
     # a loop ending in a partial n-gram is still a loop; a long run is one anywhere
     assert [w.word for w in _cut_loop(_words("yes the cat the cat the cat the"))] == \
         [w.word for w in _words("yes the cat")]
-    assert len(_cut_loop(_words("ok go go go go go go go then more"))) == 2
+    # a runaway is kept once; the words after it are speech (laughter, "no, no, no, ...")
+    assert [w.word for w in _cut_loop(_words("ok go go go go go go go then more"))] == \
+        [" ok", " go", " then", " more"]
 
 
 def test_agreement_strict_prefix_and_with_edits() -> None:

@@ -363,15 +363,14 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
     independent of the recording's length.  With ``max_seconds`` the WAV holds at
     most that much audio (the rest is not decoded) and ``truncated`` says whether
     anything was left out.  With `skip_failed` a part that raises `AudioDecodeError`
-    keeps what it decoded before the error and the others go on (``failed`` lists it);
-    only when no part decodes at all is the first error raised.  Atomic: on an error
-    the previous ``path`` is untouched.
+    keeps what it decoded before the error (mostly nothing) and the others go on
+    (``failed`` lists it, and nothing is raised).  Atomic: on an error the previous
+    ``path`` is untouched.
     """
     limit = None if max_seconds is None else max(0, int(max_seconds * SAMPLE_RATE))
     frames = 0
     truncated = False
     failed: list[tuple[int, str]] = []
-    first_error: Optional[AudioDecodeError] = None
     with WavWriter(path) as out:
         for position, (part, fmt) in enumerate(parts):
             blocks = iter_decode(part, fmt, block_frames)
@@ -387,13 +386,10 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
                 if not skip_failed:
                     raise
                 failed.append((position, str(exc)))
-                first_error = first_error or exc
             finally:
                 blocks.close()  # closes the FFmpeg demuxer of a part left early
             if truncated:
                 break
-        if first_error is not None and frames == 0:
-            raise first_error
     return DecodedWav(frames, truncated, tuple(failed))
 
 

@@ -6,7 +6,10 @@ ASR, diarization, merge and export code, the server and the notebooks.
 
 from __future__ import annotations
 
+import functools
 import heapq
+import re
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Optional, Sequence
 
@@ -240,3 +243,20 @@ class Transcript:
 def _clock(seconds: float) -> str:
     m, s = divmod(seconds, 60)
     return f"{int(m):02d}:{s:05.2f}"
+
+
+@functools.lru_cache(maxsize=8)
+def _non_word(keep: str) -> "re.Pattern[str]":
+    return re.compile(rf"[^\w{keep}]|_")
+
+
+def replace_non_word(text: str, replacement: str, keep: str = "") -> str:
+    """`text` with every character that is no part of a word replaced by `replacement`:
+    all but letters, digits, combining marks (vowel signs, viramas, diacritics, which
+    ``\\w`` does not match) and the characters of `keep` (a regex class fragment, e.g.
+    ``"'"`` or ``r"\\s"``).  Word error rates and the live ASR's word agreement compare
+    words so."""
+    def one(match: "re.Match[str]") -> str:
+        return match.group() if unicodedata.category(match.group())[0] == "M" else replacement
+
+    return _non_word(keep).sub(one, text)

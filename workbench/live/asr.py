@@ -40,9 +40,7 @@ Times are absolute (seconds since the start of the stream).
 
 from __future__ import annotations
 
-import re
 import time
-from difflib import SequenceMatcher
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Optional
 
@@ -54,6 +52,7 @@ from workbench.engine.audio import SAMPLE_RATE
 from workbench.live.buffer import AudioBuffer
 from workbench.live.vad import StreamingVAD
 from workbench.engine.transcript import Word
+from workbench.live.agreement import agreement, cut_loop, norm
 
 __all__ = ["PassResult", "StreamingASRConfig", "StreamingTranscriber"]
 
@@ -187,40 +186,8 @@ class PassResult:
     rule: str  # rules that committed: "agreement", "pause", "utterance", "lag", "force", "flush"
 
 
-_NORMAL = re.compile(r"[^\w']+")
-
-
-def _norm(word: str) -> str:
-    return _NORMAL.sub("", word.lower())
-
-
 def _text(words: Any) -> str:
     return "".join(w.word for w in words).strip()
-
-
-def _cut_loop(words: list[Word], repeats: int = 3, runaway: int = 6) -> list[Word]:
-    """`words` up to a decoding loop: an n-gram (n <= 4) said `repeats` times in a row up
-    to the end of the pass, or `runaway` times anywhere (kept once).
-
-    A repetition followed by other words is speech, not a loop: the sample call opens
-    with "Hello? Hello. Oh hello, I didn't know ..." and cutting after the first "Hello"
-    lost every word of the next 14 s, pass after pass.
-    """
-    norm = [_norm(w.word) for w in words]
-    for i in range(len(words)):
-        for n in range(1, 5):
-            if i + repeats * n > len(words):
-                break
-            gram = norm[i:i + n]
-            if not all(norm[i + r * n:i + (r + 1) * n] == gram for r in range(1, repeats)):
-                continue
-            j = i + repeats * n
-            while norm[j:j + n] == gram:
-                j += n
-            tail = norm[j:]
-            if (len(tail) < n and tail == gram[:len(tail)]) or (j - i) // n >= runaway:
-                return words[:i + n]
-    return words
 
 
 def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -232,40 +199,6 @@ def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
         else:
             out.append((a, b))
     return out
-
-
-def _agreement(words: list[Word], previous: list[Word], edits: int = 0, run: int = 2,
-               shift: float = 0.5) -> int:
-    """How many leading `words` the `previous` hypothesis confirms: the common prefix
-    (LocalAgreement), or with `edits` > 0 the prefix up to the last agreeing word when the
-    two differ by at most `edits` words (each difference followed by at least `run`
-    agreeing words whose start times are within `shift` s)."""
-    a, b = [_norm(w.word) for w in words], [_norm(w.word) for w in previous]
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    if edits <= 0:
-        return n
-    agreed, used, i, j = n, 0, 0, 0
-    for block in SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
-        if block.size == 0:
-            break
-        gap = max(block.a - i, block.b - j)
-        used += gap
-        if used > edits:
-            break
-        size = 0
-        while (size < block.size and abs(words[block.a + size].start
-                                         - previous[block.b + size].start) <= shift):
-            size += 1
-        if gap and size < run:
-            break
-        if size:
-            agreed = max(agreed, block.a + size)
-        if size < block.size:
-            break
-        i, j = block.a + block.size, block.b + block.size
-    return agreed
 
 
 class StreamingTranscriber:
@@ -425,7 +358,7 @@ class StreamingTranscriber:
                       word=w.word, probability=float(w.probability))
                  for s in segments for w in (s.words or ())
                  if float(w.start) < seconds]
-        return _cut_loop(words)
+        return cut_loop(words)
 
     def _missed_speech(self, words: list[Word], start: float, end: float,
                        margin: float = 0.5) -> float:
@@ -466,7 +399,7 @@ class StreamingTranscriber:
                     n -= 1
         else:
             # (1) LocalAgreement-2
-            n = _agreement(words, self._hypothesis, cfg.agreement_edits, cfg.agreement_run,
+            n = agreement(words, self._hypothesis, cfg.agreement_edits, cfg.agreement_run,
                            cfg.agreement_shift)
             if n:
                 rules.append("agreement")
@@ -519,8 +452,8 @@ class StreamingTranscriber:
         kept = [w for w in kept if w.end > last + 0.05 and w.start >= last - 0.3]
         # a word the buffer still holds may come again at its head: drop repeated n-grams
         if self.committed and kept:
-            tail = [_norm(w.word) for w in self.committed[-5:]]
-            head = [_norm(w.word) for w in kept[:5]]
+            tail = [norm(w.word) for w in self.committed[-5:]]
+            head = [norm(w.word) for w in kept[:5]]
             for size in range(min(len(tail), len(head)), 0, -1):
                 if tail[-size:] == head[:size] and kept[size - 1].start < last + 1.0:
                     kept = kept[size:]

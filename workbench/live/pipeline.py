@@ -264,7 +264,7 @@ class LiveSession:
             raise ValueError("audio contains NaN or infinite samples")
         self._raise_worker_error()
         if self.threaded:
-            if isinstance(samples, np.ndarray) and np.may_share_memory(x, samples):
+            if np.may_share_memory(x, samples):
                 x = x.copy()  # queued for later: the caller may refill its buffer meanwhile
             with self._lock:
                 self._samples += x.size

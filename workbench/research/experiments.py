@@ -208,16 +208,14 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "item"
 
 
-# The rooms whose code computes results; the notebook room (client, widgets, plots) and
-# the short entry-point modules do not, so editing them leaves every cached cell valid.
+# The rooms whose code computes results (editing notebook/ or the entry points keeps cells)
 RESULT_ROOMS = ("engine", "research")
 
 
 def code_version() -> str:
     """A short hash of the workbench code that computes results (`source_version` of the
-    package's `RESULT_ROOMS`), so that results computed by other code are told apart.
-    Hashed anew at every call (~2 ms): code edited while a kernel runs counts at once
-    (the workers a grid spawns import the files as they are now)."""
+    package's `RESULT_ROOMS`), anew at every call (~2 ms): code edited while a kernel runs
+    counts at once (the workers a grid spawns import the files as they are now)."""
     return source_version(Path(__file__).resolve().parent.parent)
 
 
@@ -240,9 +238,9 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
     """What besides its configuration determines `system`'s output here: the workbench
     code (`code_version`), the checksums of the models it loads and the versions of the
     packages that compute it (the pipeline's and those its models name, e.g. ONNX
-    Runtime for CAM++).  Part of every cell's key (see `cell_path`).  Found anew at
-    every call (~10 ms; a model file is hashed again only when its size or times change),
-    so an upgrade or an edit in a running kernel is seen."""
+    Runtime for CAM++); part of every cell's key (`cell_path`).  Found anew at every call
+    (~10 ms; a model file is hashed again only when its size or times change): `run_grid`
+    finds it once per system and call, so an upgrade or edit in a running kernel counts."""
     if system.config is not None:
         from workbench.engine.pipeline import Pipeline
 
@@ -256,7 +254,7 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
         models = {}
         packages = {name: _distribution_version(name)
                     for name in _BASELINE_PACKAGES[system.baseline]}
-    packages = {k: v for k, v in sorted(packages.items()) if k != "speech-workbench"}
+    packages = {k: v for k, v in packages.items() if k != "speech-workbench"}
     return {"code": code_version(), "models": models, "packages": packages}
 
 
@@ -275,12 +273,14 @@ def environment_key(env: Mapping[str, Any]) -> str:
 
 
 def cell_path(cache_dir: PathLike, item: CorpusItem, system: System,
-              data_dir: PathLike = DEFAULT_DATA_DIR) -> Path:
+              data_dir: PathLike = DEFAULT_DATA_DIR,
+              env: Optional[Mapping[str, Any]] = None) -> Path:
     """The folder that caches `system`'s result on `item`: ``cache_dir/<uri>-<audio
-    sha256[:12]>/<key of system.for_item(item)>/<environment_key(environment(...))>``."""
+    sha256[:12]>/<key of system.for_item(item)>/<environment_key(environment(...))>``
+    (`env`: that environment, when the caller has it already)."""
     resolved = system.for_item(item)
     return (_system_folder(cache_dir, item, resolved)
-            / environment_key(environment(resolved, data_dir)))
+            / environment_key(env if env is not None else environment(resolved, data_dir)))
 
 
 def _system_folder(cache_dir: PathLike, item: CorpusItem, system: System) -> Path:
@@ -497,11 +497,14 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     cells: dict[tuple[str, str], Path] = {}
     work: dict[Path, tuple[CorpusItem, System]] = {}  # one computation per distinct cell
     failures: list[str] = []
+    environments: dict[str, dict[str, Any]] = {}  # by system key, for this call
     for item in items:
         for system in systems:
             resolved = system.for_item(item)
             try:  # resolves the system's models: a missing one fails its cells alone
-                path = cell_path(cache, item, resolved, data_dir)
+                if resolved.key() not in environments:
+                    environments[resolved.key()] = environment(resolved, data_dir)
+                path = cell_path(cache, item, resolved, data_dir, environments[resolved.key()])
             except Exception as exc:  # noqa: BLE001 - reported with the cells below
                 failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
                 continue

@@ -29,7 +29,7 @@ from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
 from workbench.engine.formats import PathLike, read_rttm, read_stm, read_uem, to_annotation
-from workbench.engine.transcript import Turn
+from workbench.engine.transcript import Turn, replace_non_word
 
 __all__ = [
     "CPWERResult",
@@ -62,14 +62,7 @@ _KEEP_APOSTROPHE, _KEEP_POINT, _KEEP_COMMA = "\x01", "\x02", "\x03"
 _INNER_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d)")
-_NOT_WORD = re.compile(r"[^\w\s\x01\x02\x03]|_")
 _SPACES = re.compile(r"\s+")
-
-
-def _space_unless_mark(match: "re.Match[str]") -> str:
-    """A space for a punctuation mark or symbol; a combining mark (a vowel sign, virama
-    or diacritic, which ``\\w`` does not match) stays with its letter."""
-    return match.group() if unicodedata.category(match.group())[0] == "M" else " "
 
 
 def normalize_text(text: str) -> str:
@@ -98,7 +91,7 @@ def normalize_text(text: str) -> str:
     text = _INNER_APOSTROPHE.sub(_KEEP_APOSTROPHE, text)
     text = _DECIMAL_POINT.sub(_KEEP_POINT, text)
     text = _THOUSANDS_COMMA.sub(_KEEP_COMMA, text)
-    text = _NOT_WORD.sub(_space_unless_mark, text)
+    text = replace_non_word(text, " ", keep=r"\s\x01\x02\x03")
     text = text.replace(_KEEP_APOSTROPHE, "'").replace(_KEEP_POINT, ".").replace(_KEEP_COMMA, ",")
     return _SPACES.sub(" ", text).strip()
 
