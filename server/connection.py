@@ -371,6 +371,15 @@ class Connection:
                              "session_id": sid, "run_id": run.id})
         except TransitionError:
             log.exception("Unexpected state change on session %s", sid)
+        except BaseException as exc:
+            # e.g. a full disk while writing audio.wav: the session must not stay
+            # 'recording' with no connection (no resume, its runs waiting): as if dropped
+            try:
+                store.set_status(sid, "interrupted",
+                                 error=f"Finishing the recording failed: {type(exc).__name__}")
+            except Exception:  # noqa: BLE001 - it had moved on already
+                pass
+            raise
         finally:
             self.state.recording.pop(sid, None)
 

@@ -324,3 +324,34 @@ async def test_a_resume_racing_a_run_gets_a_clear_refusal(
         store.set_status(sid, "recording")
         assert not store.begin_processing(sid)  # a run waits while the session records
         assert store.get_session(sid).status == "recording"
+
+
+async def test_a_stop_that_fails_to_finish_leaves_the_session_resumable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error while a stop finishes the recording (here: audio.wav cannot be
+    written) leaves the session `interrupted`, as a dropped connection does, not
+    `recording` with no connection; a later start resumes it and completes."""
+    import server.connection as connection
+
+    async with InProcessServer(tmp_path / "data") as srv:
+        finalise = connection.finalise_async
+
+        async def disk_full(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(connection, "finalise_async", disk_full)
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"{srv.ws_url}/ws/full") as ws:
+                await ws.send_json({"action": "start", "format": "wav",
+                                    "input_format": "pcm_s16le"})
+                sid = (await recv(ws))["session_id"]
+                await ws.send_bytes(b"\x01\x00" * 16000)
+                await ws.send_json({"action": "stop"})
+                await ws.receive(timeout=20)  # the internal error, or the close
+            session = srv.state.store.get_session(sid)
+            assert session.status == "interrupted", session.status
+            assert "OSError" in session.error
+            monkeypatch.setattr(connection, "finalise_async", finalise)
+            end = await srv.record(s, sid)
+        assert end["type"] == "processing_complete", end
+        assert srv.state.store.get_session(sid).duration_seconds == pytest.approx(2.0)
