@@ -24,7 +24,7 @@ from workbench.research.datasets import sample_call
 
 from .conftest import ServerFactory
 from .test_export import check_exports_independently
-from .test_recording_functional import recv, recv_until
+from .test_recording_functional import interrupted, recv, recv_until
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(600)]
 
@@ -300,10 +300,7 @@ async def test_compressed_audio_resumed_continues_the_live_session(
             for i in range(0, len(webm), 4000):
                 await ws.send_bytes(webm[i:i + 4000])
         # dropped: the session is interrupted; its live worker waits for a resume
-        deadline = time.monotonic() + 30
-        while (await get(f"{srv.url}/api/sessions/{sid}"))["status"] != "interrupted":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await interrupted(srv, sid, timeout=30)
         assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
         async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
             await ws.send_json({"action": "start", "input_format": "webm", "live_results": True})
@@ -348,10 +345,7 @@ async def test_deleting_a_dropped_live_session_frees_its_worker(
             await ws.send_bytes(call_pcm[:32000 * 3])
             await ws.send_json({"action": "nop"})
             await recv(ws)
-        deadline = time.monotonic() + 30
-        while (await get(f"{srv.url}/api/sessions/{sid}"))["status"] != "interrupted":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await interrupted(srv, sid, timeout=30)
         assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
         async with s.delete(f"{srv.url}/api/sessions/{sid}") as r:
             assert r.status == 204
