@@ -19,7 +19,6 @@ from workbench.engine.audio import (
     InputFormat,
     decode_to_wav,
     detect_container,
-    is_adts,
     parse_wav_header,
 )
 
@@ -41,11 +40,8 @@ _SIGNATURES: dict[str, tuple[bytes, ...]] = {
 def signature_ok(head: bytes, container: str) -> bool:
     """Do the first bytes of a stream declared as `container` start as that container does?"""
     detected = detect_container(head)
-    if container == "mp4":
-        # MP4/M4A ('ftyp' box), or raw ADTS AAC (declared as "aac").
-        return detected == "mp4" or is_adts(head)
-    if container == "mp3":
-        return detected == "mp3"
+    if container in ("mp4", "mp3"):  # mp4: an 'ftyp' box, or raw ADTS AAC (input "aac")
+        return detected == container
     prefixes = _SIGNATURES.get(container)
     return prefixes is None or head.startswith(prefixes)
 

@@ -37,8 +37,9 @@ import numpy as np
 from workbench.engine.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
+    DEMUXERS,
     detect_container,
-    is_adts,
+    ffmpeg_demuxer,
     parse_wav_header,
 )
 
@@ -54,7 +55,6 @@ POS_INTERVAL = 0.5
 UNDECODED_LIMIT = 1024 * 1024
 # FFmpeg demuxer per container (naming it: FFmpeg never probes client bytes as another
 # format); raw ADTS AAC declared as mp4 is read with the `aac` demuxer.
-DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
 
 
 # ---------------------------------------------------------------------- decoders
@@ -145,9 +145,7 @@ class FfmpegDecoder:
     reads its 16 kHz mono float32 output."""
 
     def __init__(self, out: Samples, container: str, head: bytes) -> None:
-        demuxer = DEMUXERS[container]
-        if container == "mp4" and is_adts(head):
-            demuxer = "aac"
+        demuxer = ffmpeg_demuxer(container, head)
         self.out = out
         self._errors = tempfile.TemporaryFile()
         self._decoded = 0

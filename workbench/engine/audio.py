@@ -186,7 +186,15 @@ def _decode_pcm_file(path: Path, fmt: InputFormat) -> np.ndarray:
 
 # FFmpeg demuxer per container: naming it stops FFmpeg from probing the bytes as
 # something else (e.g. an `ffconcat` script that would open other files).
-_DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
+DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
+
+
+def ffmpeg_demuxer(container: Optional[str], head: bytes) -> Optional[str]:
+    """FFmpeg's demuxer for `container` whose stream starts with `head` (None: let FFmpeg
+    probe); raw ADTS AAC, kept as container "mp4", has no MP4 box to find."""
+    if container == "mp4" and is_adts(head):
+        return "aac"
+    return DEMUXERS.get(container or "")
 
 
 def _decode_with_ffmpeg(path: Path, container: Optional[str] = None) -> np.ndarray:
@@ -307,11 +315,8 @@ def _iter_ffmpeg(path: Path, container: Optional[str] = None) -> Iterator[np.nda
     truncated file."""
     import av
 
-    demuxer = _DEMUXERS.get(container or "")
-    if container == "mp4":
-        with open(path, "rb") as f:
-            if is_adts(f.read(2)):
-                demuxer = "aac"  # raw ADTS: no MP4 box to find
+    with open(path, "rb") as f:
+        demuxer = ffmpeg_demuxer(container, f.read(2))
     try:
         media = av.open(str(path), format=demuxer)
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
