@@ -371,12 +371,18 @@ class Connection:
                              "session_id": sid, "run_id": run.id})
         except TransitionError:
             log.exception("Unexpected state change on session %s", sid)
-        except BaseException as exc:
+        except Exception as exc:
             # e.g. a full disk while writing audio.wav: the session must not stay
-            # 'recording' with no connection (no resume, its runs waiting): as if dropped
-            try:
-                store.set_status(sid, "interrupted",
-                                 error=f"Finishing the recording failed: {type(exc).__name__}")
+            # 'recording' with no connection (no resume, its runs waiting): as if dropped.
+            # Its audio.wav may lack this part: it goes, and is rebuilt from the parts at
+            # the next stop or start-up (a run cannot take it meanwhile). (A cancelled
+            # finish leaves the session 'recording' for start-up recovery.)
+            try:  # only from 'recording': a session processing keeps its audio.wav
+                await asyncio.to_thread(
+                    store.set_status, sid, "interrupted",
+                    error=f"Finishing the recording failed ({type(exc).__name__}); its audio "
+                          "is rebuilt from the received bytes at the next stop")
+                await asyncio.to_thread(store.audio_path(sid).unlink, missing_ok=True)
             except Exception:  # noqa: BLE001 - it had moved on already
                 pass
             raise

@@ -95,18 +95,18 @@ def finalise_audio(store: SessionStore, session: Session,
     errors: dict[int, Optional[str]] = {
         part.index: signature_error(path, part.input_format) for part, path in present}
     decodable = [(part, path) for part, path in present if errors[part.index] is None]
-    wav = store.audio_path(session.id, "wav")
-    tmp = wav.with_name(".audio.decoding.wav")
-    decoded = decode_to_wav([(path, part.input_format) for part, path in decodable], tmp,
-                            max_seconds, skip_failed=True)
+    if present and not decodable:
+        store.set_part_errors(session.id, errors)
+        raise AudioDecodeError(next(e for e in errors.values() if e))
+    # (when parts fail and nothing decodes, decode_to_wav leaves audio.wav as it was)
+    decoded = decode_to_wav([(path, part.input_format) for part, path in decodable],
+                            store.audio_path(session.id, "wav"), max_seconds, skip_failed=True)
     for position, message in decoded.failed:
         errors[decodable[position][0].index] = message
     store.set_part_errors(session.id, errors)
     reasons = [e for e in errors.values() if e]
     if decoded.frames == 0 and reasons:
-        tmp.unlink(missing_ok=True)
         raise AudioDecodeError(reasons[0])
-    tmp.replace(wav)
     store.audio_path(session.id, "mp4").unlink(missing_ok=True)  # stale rendition of older audio
     if decoded.truncated or session.audio_truncated:
         store.update_session(session.id, audio_truncated=decoded.truncated)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import multiprocessing as mp
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -214,11 +215,10 @@ class JobQueue:
                         break
                     try:
                         started = await self._assign(free[0], run)
-                    except asyncio.CancelledError:
-                        raise
+                    except (asyncio.CancelledError, sqlite3.Error, OSError):
+                        raise  # the store or the system, not the run: all retried below
                     except Exception as exc:  # noqa: BLE001 - that run fails, the rest go on
                         log.exception("Run %s could not start", run.id)
-                        free[0].run_id = None
                         await self._finish(run.id, ok=False, message="The run could not "
                                            f"start: {type(exc).__name__}: {str(exc)[:200]}")
                         continue
@@ -227,7 +227,7 @@ class JobQueue:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - e.g. the store unreadable for a moment
-                log.exception("Dispatching runs failed; trying again")
+                log.exception("Dispatching runs failed; trying again in 0.5 s")
                 await asyncio.sleep(0.5)
 
     async def _assign(self, worker: _Worker, run: Run) -> bool:

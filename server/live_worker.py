@@ -53,8 +53,6 @@ POS_INTERVAL = 0.5
 # FFmpeg reading a pipe waits for more input on bytes it cannot make sense of: this much
 # fed without a sample out means the stream is not audio it can decode.
 UNDECODED_LIMIT = 1024 * 1024
-# FFmpeg demuxer per container (naming it: FFmpeg never probes client bytes as another
-# format); raw ADTS AAC declared as mp4 is read with the `aac` demuxer.
 
 
 # ---------------------------------------------------------------------- decoders
@@ -146,6 +144,7 @@ class FfmpegDecoder:
 
     def __init__(self, out: Samples, container: str, head: bytes) -> None:
         demuxer = ffmpeg_demuxer(container, head)
+        assert demuxer is not None, container  # decoder_for hands over DEMUXERS' containers
         self.out = out
         self._errors = tempfile.TemporaryFile()
         self._decoded = 0

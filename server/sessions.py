@@ -525,9 +525,10 @@ class SessionStore:
                 " AND status IN ('queued', 'running')", (sid,)).fetchone()
             current = db.execute("SELECT status FROM sessions WHERE id = ?", (sid,)).fetchone()
             status = "completed" if ok else "failed"
-            if pending or current is None or (status != current["status"]
-                                              and status not in TRANSITIONS[current["status"]]):
-                return False
+            if (pending or current is None or current["status"] == "recording"
+                    or (status != current["status"]
+                        and status not in TRANSITIONS[current["status"]])):
+                return False  # (a run's end never moves a session that records again)
             self._update(db, sid, status=status, error=None if ok else error)
             return True
 

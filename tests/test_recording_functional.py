@@ -689,3 +689,34 @@ async def test_mp4_rendition_is_shared_and_follows_a_resumed_recording(
     assert abs(seconds(first[0]) - 2.0) < 0.1
     await record(server, tone + tone, start=start, path_id=sid)
     assert abs(seconds(await fetch()) - 6.0) < 0.1
+
+
+def test_parts_that_all_fail_keep_their_own_reasons_and_the_old_audio(tmp_path: Path) -> None:
+    """Finalising a session whose parts all fail, each for its own reason, raises the first
+    reason, stores each part's, and leaves the audio.wav of an earlier stop untouched."""
+    from server.finalise import finalise_audio
+    from server.sessions import SessionStore
+    from workbench.engine.audio import AudioDecodeError, InputFormat
+
+    store = SessionStore(tmp_path)
+    try:
+        session = store.create_session(None, "wav", {})
+        for fmt, data in ((InputFormat("webm"), b"OggS" + bytes(60)),  # not what it declares
+                          (InputFormat(), bytes(100))):  # no container at all
+            part = store.add_part(session.id, fmt)
+            (store.session_dir(session.id) / part.filename).write_bytes(data)
+        wav = store.audio_path(session.id)
+        wav.write_bytes(b"earlier audio")
+        with pytest.raises(AudioDecodeError, match="the bytes are not webm"):
+            finalise_audio(store, store.get_session(session.id))
+        errors = [p.error for p in store.get_session(session.id).parts]
+        assert "the bytes are not webm" in errors[0] and "unrecognised container" in errors[1]
+        assert wav.read_bytes() == b"earlier audio"
+        # a part that decodes clears the verdict on the others' audio, not their reasons
+        good = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
+        (store.session_dir(session.id) / good.filename).write_bytes(b"\x01\x00" * 16000)
+        decoded = finalise_audio(store, store.get_session(session.id))
+        assert decoded.frames == 16000 and wav.read_bytes()[44:] == b"\x01\x00" * 16000
+        assert [p.error is None for p in store.get_session(session.id).parts] == [False, False, True]
+    finally:
+        store.close()

@@ -315,11 +315,11 @@ def _iter_ffmpeg(path: Path, container: Optional[str] = None) -> Iterator[np.nda
     truncated file."""
     import av
 
-    with open(path, "rb") as f:
-        demuxer = ffmpeg_demuxer(container, f.read(2))
     try:
+        with open(path, "rb") as f:
+            demuxer = ffmpeg_demuxer(container, f.read(2))
         media = av.open(str(path), format=demuxer)
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:  # (a part gone too)
         raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
     decoded = False
     with media:
@@ -364,13 +364,13 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
                   block_frames: int = BLOCK_FRAMES, skip_failed: bool = False) -> DecodedWav:
     """Decode the parts of a recording in order into one canonical WAV, block by block.
 
-    The bytes are those of ``write_wav(path, decode_parts(parts))``, in memory
-    independent of the recording's length.  With ``max_seconds`` the WAV holds at
+    The bytes are those of ``write_wav(path, decode_parts(parts))`` (without
+    `skip_failed`), in memory independent of the recording's length.  With ``max_seconds`` the WAV holds at
     most that much audio (the rest is not decoded) and ``truncated`` says whether
     anything was left out.  With `skip_failed` a part that raises `AudioDecodeError`
     keeps what it decoded before the error (mostly nothing) and the others go on
-    (``failed`` lists it, and nothing is raised).  Atomic: on an error the previous
-    ``path`` is untouched.
+    (``failed`` lists it, and nothing is raised; when parts failed and nothing decoded,
+    ``path`` is left as it was).  Atomic: on an error the previous ``path`` is untouched.
     """
     limit = None if max_seconds is None else max(0, int(max_seconds * SAMPLE_RATE))
     frames = 0
@@ -395,6 +395,8 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
                 blocks.close()  # closes the FFmpeg demuxer of a part left early
             if truncated:
                 break
+        if failed and frames == 0:
+            out.abort()  # nothing to show for it: the previous file stays
     return DecodedWav(frames, truncated, tuple(failed))
 
 
@@ -490,7 +492,7 @@ class WavWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
+        if exc_type is None and self._file is not None:  # not committed or aborted yet
             self.commit()
         else:
             self.abort()

@@ -395,8 +395,10 @@ class StreamingTranscriber:
         if final:
             n, rules = len(words), ["flush"]
             if clipped:  # more audio follows the cut: a word at it may be cut in two
-                while n > 1 and words[n - 1].end > end_s - cfg.force_margin:
+                while n > 0 and words[n - 1].end > end_s - cfg.force_margin:
                     n -= 1
+                if n == 0 and words and words[0].start - 0.2 <= start / SAMPLE_RATE + 0.05:
+                    n = 1  # the next pass would start where this one did
         else:
             # (1) LocalAgreement-2
             n = agreement(words, self._hypothesis, cfg.agreement_edits, cfg.agreement_run,
