@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -82,6 +85,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     srv.start()
     yield srv
     srv.stop()
+
+
+async def session_in(srv: LocalServer, sid: str, want: str, timeout: float = 10.0
+                     ) -> dict[str, Any]:
+    """The REST session once its status is `want` (an assertion error after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            async with s.get(f"{srv.url}/api/sessions/{sid}") as r:
+                session = await r.json()
+            if session["status"] == want:
+                return session
+            assert time.monotonic() < deadline, f"session {sid} is {session['status']}, not {want}"
+            await asyncio.sleep(0.05)
 
 
 def have(tool: str) -> bool:

@@ -22,9 +22,9 @@ from workbench.notebook.client import LIVE_EVENTS, AsyncClient
 from workbench.notebook.local_server import LocalServer
 from workbench.research.datasets import sample_call
 
-from .conftest import ServerFactory
+from .conftest import ServerFactory, session_in
 from .test_export import check_exports_independently
-from .test_recording_functional import interrupted, recv, recv_until
+from .test_recording_functional import recv, recv_until
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(600)]
 
@@ -300,7 +300,7 @@ async def test_compressed_audio_resumed_continues_the_live_session(
             for i in range(0, len(webm), 4000):
                 await ws.send_bytes(webm[i:i + 4000])
         # dropped: the session is interrupted; its live worker waits for a resume
-        await interrupted(srv, sid, timeout=30)
+        await session_in(srv, sid, "interrupted", timeout=30)
         assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
         async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
             await ws.send_json({"action": "start", "input_format": "webm", "live_results": True})
@@ -345,7 +345,7 @@ async def test_deleting_a_dropped_live_session_frees_its_worker(
             await ws.send_bytes(call_pcm[:32000 * 3])
             await ws.send_json({"action": "nop"})
             await recv(ws)
-        await interrupted(srv, sid, timeout=30)
+        await session_in(srv, sid, "interrupted", timeout=30)
         assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
         async with s.delete(f"{srv.url}/api/sessions/{sid}") as r:
             assert r.status == 204

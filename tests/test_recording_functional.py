@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import socket
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +18,8 @@ import soundfile as sf
 from server.protocol import ErrorCode
 from workbench.engine.audio import decode_file
 from workbench.notebook.local_server import LocalServer
+
+from .conftest import session_in
 
 TIMEOUT = 30
 
@@ -323,17 +324,6 @@ async def test_each_input_container(server: LocalServer, speech_dir: Path,
 # ---------------------------------------------------------------------- sessions
 
 
-async def interrupted(server: LocalServer, sid: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The session once its dropped connection has left it `interrupted`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        _, session = await get_json(f"{server.url}/api/sessions/{sid}")
-        if session["status"] == "interrupted":
-            return session
-        assert time.monotonic() < deadline, f"session {sid} is still {session['status']}"
-        await asyncio.sleep(0.1)
-
-
 async def test_disconnect_interrupts_and_start_resumes(server: LocalServer, speech_dir: Path) -> None:
     pcm = (speech_dir / "speech.pcm").read_bytes()
     half = 32000 * 2  # 2 s
@@ -345,7 +335,7 @@ async def test_disconnect_interrupts_and_start_resumes(server: LocalServer, spee
             await ws.send_json({"action": "nop"})  # round trip: all chunks are handled
             await recv(ws)
         # Connection dropped while recording.
-        session = await interrupted(server, sid)
+        session = await session_in(server, sid, "interrupted")
         assert session["duration_seconds"] == pytest.approx(2.0, abs=0.001)
         assert session["files"]["wav"].endswith("format=wav")
         # A later start on the same id appends.
@@ -387,7 +377,7 @@ async def test_a_part_that_does_not_decode_is_left_out_and_named(server: LocalSe
             await ws.send_bytes(bytes(100))
             await ws.send_json({"action": "nop"})
             await recv(ws)
-        session = await interrupted(server, sid)
+        session = await session_in(server, sid, "interrupted")
         assert session["duration_seconds"] == pytest.approx(2.0, abs=0.001)
         async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as ws:
             await ws.send_json({"action": "start", "input_format": "pcm_s16le"})

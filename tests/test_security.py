@@ -24,6 +24,8 @@ from server.protocol import ErrorCode
 from server.security import origin_allowed
 from workbench.notebook.local_server import REPO_ROOT, LocalServer, free_port
 
+from .conftest import session_in
+
 TIMEOUT = 20
 TOKEN = "s3cret-T0ken-for-tests"
 PCM_SECOND = b"\x01\x00" * 16000  # 1 s of 16 kHz mono s16le
@@ -54,15 +56,6 @@ async def http(method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
         except ValueError:
             body = None
         return r.status, body, r.headers
-
-
-async def session_status(srv: LocalServer, sid: str, want: str, timeout: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        _, session, _ = await http("GET", f"{srv.url}/api/sessions/{sid}")
-        if session["status"] == want or time.monotonic() > deadline:
-            return session
-        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------------- raw sockets
@@ -387,7 +380,7 @@ async def test_idle_recording_is_interrupted(start_server) -> None:  # type: ign
             await asyncio.sleep(1.5)
             await watcher.send_json({"action": "nop"})
             assert (await recv(watcher))["code"] == ErrorCode.UNKNOWN_ACTION
-    session = await session_status(srv, sid, "interrupted")
+    session = await session_in(srv, sid, "interrupted")
     assert session["status"] == "interrupted"
     assert session["duration_seconds"] == pytest.approx(1.0)
 
@@ -402,7 +395,7 @@ async def test_message_size_limit_closes_1009(start_server) -> None:  # type: ig
             await ws.send_bytes(bytes(70000))        # over the message limit
             msg = await ws.receive(timeout=TIMEOUT)
             assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1009
-        session = await session_status(srv, sid, "interrupted")
+        session = await session_in(srv, sid, "interrupted")
         assert session["status"] == "interrupted" and session["bytes_received"] == 32000
         async with s.ws_connect(f"{srv.ws_url}/ws/next") as ws:
             await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
@@ -537,7 +530,7 @@ async def test_heartbeat_drops_a_dead_peer_and_finalises_its_recording(
         for _ in range(3):
             ws.send(PCM_SECOND, opcode=0x2)
         # From here on the peer reads nothing and answers nothing.
-        session = await session_status(srv, sid, "interrupted", timeout=15)
+        session = await session_in(srv, sid, "interrupted", timeout=15)
         assert session["status"] == "interrupted"
         # The server closed the TCP connection itself: what is left to read ends in EOF.
         ws.sock.settimeout(10)
@@ -797,7 +790,7 @@ async def test_playlists_disguised_as_audio_are_refused(
     assert str(outside) not in message and "speech" not in message
     assert by_type(msgs, "recording_stopped")[0]["duration_seconds"] == 0
     assert not by_type(msgs, "processing_started")
-    session = await session_status(server, sid, "failed")
+    session = await session_in(server, sid, "failed")
     assert session["status"] == "failed" and session["duration_seconds"] == 0
     session_dir = server.data_dir / "sessions" / sid
     assert (session_dir / "part-000.raw").read_bytes() == payload
