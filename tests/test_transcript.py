@@ -85,3 +85,9 @@ def test_transcript_round_trip_and_speakers() -> None:
     again = Transcript.from_dict(t.serialize())
     assert again.serialize() == t.serialize()
     assert t.summary()["word_count"] == 2
+
+
+def test_notebook_clock_carries_rounded_seconds_into_the_minute() -> None:
+    t = Transcript(build_segments(assign_speakers([w(59.999, 119.999, "a")], [Turn(0, 200, "S0")])),
+                   [Turn(0, 200, "S0")], 200.0, "en", {}, {})
+    assert "[01:00.00–02:00.00]" in t._repr_html_()

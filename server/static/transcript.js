@@ -5,10 +5,11 @@ export const PALETTE = ['#2563eb', '#d9480f', '#0f9d58', '#9c36b5', '#c2255c', '
 
 /** 75.3 -> "1:15.3"; 3725 -> "1:02:05.0". */
 export function formatTime(seconds) {
-  const s = Math.max(0, seconds || 0);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const rest = (s % 60).toFixed(1).padStart(4, '0');
+  // whole tenths first, so that 59.96 s reads 1:00.0, not 0:60.0
+  const tenths = Math.round(Math.max(0, seconds || 0) * 10);
+  const h = Math.floor(tenths / 36000);
+  const m = Math.floor((tenths % 36000) / 600);
+  const rest = ((tenths % 600) / 10).toFixed(1).padStart(4, '0');
   return h ? `${h}:${String(m).padStart(2, '0')}:${rest}` : `${m}:${rest}`;
 }
 

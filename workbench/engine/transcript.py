@@ -241,8 +241,9 @@ class Transcript:
 
 
 def _clock(seconds: float) -> str:
-    m, s = divmod(seconds, 60)
-    return f"{int(m):02d}:{s:05.2f}"
+    """mm:ss.ss (hundredths rounded first: 59.999 s is 01:00.00, not 00:60.00)."""
+    m, hundredths = divmod(round(seconds * 100), 6000)
+    return f"{m:02d}:{hundredths / 100:05.2f}"
 
 
 @functools.lru_cache(maxsize=8)
