@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ import soundfile as sf
 
 from workbench.engine.audio import decode_file
 from workbench.engine.formats import read_rttm_turns, read_srt, read_vtt
+from workbench.notebook.client import Client
 from workbench.notebook.local_server import LocalServer
 
 from .conftest import espeak
@@ -360,6 +362,60 @@ def test_stop_during_an_outage_delivers_the_rest_later(pw: Any, sweep: Path, tmp
         srv.stop()
 
 
+@pytest.mark.timeout(150)
+def test_resume_refused_while_the_server_is_full_is_tried_again(pw: Any, sweep: Path,
+                                                                 tmp_path: Path) -> None:
+    """The server comes back full (its one recording slot taken by another client): the
+    page's `start` on reconnect is refused with 4012. The page keeps the audio since the
+    drop, tries again, and resumes once the slot is free; Stop pressed meanwhile waits
+    for that too (before: the recording failed, or froze in 'stopping' after a Stop)."""
+    args = ["--pipeline", "renditions", "--max-recordings", "1"]
+    srv = LocalServer(tmp_path / "data", args=args).start()
+    browser = launch(pw, sweep)
+    client: Optional[Client] = None
+    occupy = threading.Event()
+    try:
+        page, errors = open_page(browser, srv)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        time.sleep(2)
+        srv.stop()
+        page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+        # the page's attempts wait until another recording holds the only slot
+        page.evaluate("() => { const r = window.__recorder; r.__reconnect = r._reconnect;"
+                      " r._reconnect = () => {}; }")
+        srv = LocalServer(srv.data_dir, port=srv.port, args=args).start()
+        client = Client(srv)
+        other = client.submit(client.aio.record(np.zeros(16000 * 120, np.float32), realtime=True,
+                                                stop_event=occupy, wait=False))
+        deadline = time.monotonic() + 20
+        while not any(s["status"] == "recording" for s in get_json(f"{srv.url}/api/sessions")["sessions"]):
+            assert time.monotonic() < deadline and not other.done()
+            time.sleep(0.1)
+        page.evaluate("() => { const r = window.__recorder; r._reconnect = r.__reconnect;"
+                      " r._scheduleReconnect(null); }")
+        notice(page, "warning").wait_for(timeout=15_000)
+        assert "cannot take the recording back yet" in notice(page, "warning").inner_text()
+        assert recorder(page, "r.state") == "reconnecting"
+        assert recorder(page, "r.pendingBytes") > 0
+        page.click("#stop")
+        page.wait_for_function("window.__recorder.state === 'stopping'")
+        occupy.set()
+        assert other.result(timeout=30).run_id
+        wait_result(page, timeout=40)
+        assert errors == []
+        sid, wall = recorder(page, "[r.sessionId, r.elapsed]")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and len(session["parts"]) == 2
+        assert session["duration_seconds"] == pytest.approx(wall, abs=0.8)
+    finally:
+        occupy.set()
+        if client is not None:
+            client.close()
+        browser.close()
+        srv.stop()
+
+
 def _bytes_file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -382,6 +438,21 @@ def test_microphone_denied_is_explained(pw: Any, server: LocalServer, sweep: Pat
         assert page.get_attribute("#start", "disabled") is None  # one can try again
         assert page.is_hidden("#live")
         assert len(get_json(f"{server.url}/api/sessions")["sessions"]) == before
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_page_clock_rounds_into_the_next_minute(pw: Any, server: LocalServer, sweep: Path) -> None:
+    """Turn times, live line headers and talk times: 59.96 s is 1:00.0, not 0:60.0."""
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server)
+        shown = page.evaluate("""async () => {
+            const { formatTime } = await import('/static/transcript.js');
+            return [59.96, 119.97, 3599.97, 3661.04, 0].map(formatTime);
+        }""")
+        assert shown == ["1:00.0", "2:00.0", "1:00:00.0", "1:01:01.0", "0:00.0"]
         assert errors == []
     finally:
         browser.close()

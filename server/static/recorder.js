@@ -51,6 +51,9 @@ const TOTAL_SIZE_EXCEEDED = 4004;
 const DURATION_EXCEEDED = 4005;
 const UNDECODABLE_AUDIO = 4008;
 const SESSION_BUSY = 4011;
+// a refused `start` on reconnect worth trying again: the server is full for now, or failed
+const TOO_MANY_RECORDINGS = 4012;
+const INTERNAL_ERROR = 5000;
 
 /**
  * One recording from Start to its processing result.
@@ -384,6 +387,17 @@ export class LiveRecording extends EventTarget {
       }
     } else if (code === UNDECODABLE_AUDIO) {
       this._fail(`The server could not decode the recording: ${msg.message}`);
+    } else if (!this.ready && this.sessionId && ['reconnecting', 'stopping'].includes(this.state)) {
+      // Refused `start` on reconnect: the audio since the drop waits here.
+      if (code === TOO_MANY_RECORDINGS || code === INTERNAL_ERROR) {
+        this._emit('warning', { message: `The server cannot take the recording back yet: `
+          + `${msg.message}. Trying again; the audio since the drop is kept here.` });
+        this._closeSocket();
+        this._scheduleReconnect({ code: 1000, reason: msg.message });
+      } else {
+        this._fail(`The server refused to resume the recording: ${msg.message}. What reached `
+          + 'it before the drop is kept in the session.', { code });
+      }
     } else if (!this.ready && !['stopping', 'processing'].includes(this.state)) {
       this._fail(`The server refused to start the recording: ${msg.message}`, { code });
     } else {
