@@ -57,6 +57,7 @@ import numpy as np
 
 from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
                         output_arguments, reprinted, write_results)
+from benchmarks.measure import percentile
 
 NAME = "live"
 LATENCIES = (0.5, 1.0, 2.0, 5.0)
@@ -103,8 +104,22 @@ def _num(value: Any, digits: int = 4) -> Optional[float]:
     return None if math.isnan(value) else round(value, digits)
 
 
-def _pct(values: np.ndarray, q: float) -> Optional[float]:
-    return _num(np.percentile(values, q), 3) if len(values) else None
+def _pct(values: Sequence[float], q: float) -> Optional[float]:
+    """Nearest-rank percentile, as the server benchmark's (`benchmarks.measure.percentile`)."""
+    p = percentile([float(v) for v in values], q)
+    return None if p is None else _num(p, 3)
+
+
+def _lags(runs: list[dict[str, Any]], kind: str) -> dict[str, Optional[float]]:
+    """p50 / p95 of the ``kind`` ("word" / "speaker") latencies pooled over `runs`; a
+    results file from before the runs kept their latencies (2026-12-04) gives the
+    median of the runs' own percentiles instead."""
+    keys = (f"{kind}_latency_p50", f"{kind}_latency_p95")
+    if all(f"{kind}_latencies" in r for r in runs):
+        pooled = [x for r in runs for x in r[f"{kind}_latencies"]]
+        return {keys[0]: _pct(pooled, 50), keys[1]: _pct(pooled, 95)}
+    return {k: _num(np.median([r[k] for r in runs if r[k] is not None]), 3)
+            if any(r[k] is not None for r in runs) else None for k in keys}
 
 
 def run_live(item: Any, latency: float, costs: Any, models: Any,
@@ -144,6 +159,8 @@ def run_live(item: Any, latency: float, costs: Any, models: Any,
         "ref_speakers": _num(row["ref_speakers"]),
         "word_latency_p50": _pct(words, 50), "word_latency_p95": _pct(words, 95),
         "speaker_latency_p50": _pct(speakers, 50), "speaker_latency_p95": _pct(speakers, 95),
+        "word_latencies": [_num(x, 3) for x in words],
+        "speaker_latencies": [_num(x, 3) for x in speakers],
         "cpu_per_audio_second": _num(stats["cpu_seconds"] / max(result.duration, 1e-9)),
         "committed_before_end": _num(result.committed_before_end()),
         "asr_passes": asr["passes"],
@@ -207,7 +224,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     group, one per `input_group`: pooled WER/DER live and offline, ``der_ratio`` (live
     DER over offline DER, on the inputs that have both), the live DER's ``missed``,
     ``false_alarm`` and ``confusion`` (shares of the speech; None unless every run has
-    them), medians of the runs' lag percentiles."""
+    them), lag percentiles of the words pooled over the runs (`_lags`), medians of the
+    runs' CPU and committed shares."""
     live = [r for r in results["runs"] if r["system"] == "live"]
     offline = [r for r in results["runs"] if r["system"] == "offline"]
     groups = sorted({input_group(r["uri"]) for r in live})
@@ -239,11 +257,10 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
                 **{k: _pooled(runs, k, "speech")
                    if runs and all(r.get(k) is not None for r in runs) else None
                    for k in ("missed", "false_alarm", "confusion")},
+                **_lags(runs, "word"), **_lags(runs, "speaker"),
                 **{k: _num(np.median([r[k] for r in runs if r[k] is not None]), 3)
                    if any(r[k] is not None for r in runs) else None
-                   for k in ("word_latency_p50", "word_latency_p95", "speaker_latency_p50",
-                             "speaker_latency_p95", "cpu_per_audio_second",
-                             "committed_before_end")},
+                   for k in ("cpu_per_audio_second", "committed_before_end")},
             })
     return rows
 

@@ -132,7 +132,8 @@ def prepare_inputs(names: Sequence[str], work_dir: Path) -> list[Any]:
 
 
 def groups(n_items: int, streams: int) -> list[list[int]]:
-    """Indexes of the items recorded together: every item once, every group ``streams`` long."""
+    """Indexes of the items recorded together: every item once, every group ``streams`` long
+    (the last one filled up with the first items again)."""
     count = math.ceil(n_items / streams)
     return [[(g * streams + k) % n_items for k in range(streams)] for g in range(count)]
 
@@ -406,10 +407,11 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per stream count: pooled latencies over the level's live recordings."""
+    """One row per stream count: pooled latencies over the level's live recordings (each
+    input once: a recording that only filled the last group, ``repeat``, is left out)."""
     out = []
     for n in sorted({r["streams"] for r in runs}):
-        live = [r for r in runs if r["streams"] == n and r["live"]]
+        live = [r for r in runs if r["streams"] == n and r["live"] and not r.get("repeat")]
         base = [r for r in runs if r["streams"] == n and not r["live"]]
         words = [x for r in live for x in r.get("word_latencies", [])]
         # words arrive in order: the first `words_before_stop` came before recording_stopped
@@ -545,11 +547,16 @@ async def run_levels(args: argparse.Namespace, server: Any, items: list[Any],
                 print(f"{n} stream(s) without live: {items[0].uri} ...", flush=True)
                 results["runs"] += await measure_group(client, server, [items[0]] * n, False,
                                                        args.chunk_seconds)
+            recorded: set[int] = set()
             for group in groups(len(items), n):
                 names = ", ".join(items[i].uri for i in group)
                 print(f"{n} live stream(s): {names} ...", end=" ", flush=True)
                 rows = await measure_group(client, server, [items[i] for i in group], True,
                                            args.chunk_seconds)
+                for i, row in zip(group, rows):
+                    # a last group filled up with the first items: load, not figures
+                    row["repeat"] = i in recorded
+                    recorded.add(i)
                 results["runs"] += rows
                 print("; ".join(f"{r['uri']} word lag p95 {_f(r['word_latency_p95'], '.2f')} s"
                                 for r in rows), flush=True)

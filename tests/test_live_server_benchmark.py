@@ -211,3 +211,34 @@ def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
     assert live_bench.main(["--table", str(path)]) == 0
     out = capsys.readouterr().out
     assert "| **sample** | 2 | 10.0% | 10.0% | 10.0% (2.00x) | 5.0% |" in out
+
+
+def test_group_lags_are_percentiles_of_the_pooled_words() -> None:
+    """One slow input among fast ones: the group's p95 is that of all its words (nearest
+    rank), not the median of the runs' own p95s."""
+    slow = [6.0 + 0.06 * i for i in range(100)]  # 6-12 s
+    runs = [{"uri": "sample", "system": "live", "latency": 2.0, "der_errors": 1.0, "speech": 10.0,
+             "wer_errors": 1, "ref_words": 10, "word_latencies": slow, "speaker_latencies": slow,
+             "word_latency_p50": 9.0, "word_latency_p95": 11.7, "speaker_latency_p50": 9.0,
+             "speaker_latency_p95": 11.7, "cpu_per_audio_second": 0.5,
+             "committed_before_end": 0.9}]
+    for k in range(4):
+        fast = [1.0 + 0.01 * i for i in range(100)]  # 1-2 s
+        runs.append({**runs[0], "uri": f"trn0{k}", "word_latencies": fast,
+                     "speaker_latencies": fast, "word_latency_p50": 1.5,
+                     "word_latency_p95": 1.95})
+    (row,) = [s for s in live_bench.summarize({"runs": runs}) if s["group"] == "all"]
+    pooled = sorted(x for r in runs for x in r["word_latencies"])
+    assert row["word_latency_p95"] == pytest.approx(pooled[474]) and row["word_latency_p95"] > 10
+    assert row["word_latency_p50"] == pytest.approx(pooled[249])
+    old = [{k: v for k, v in r.items() if not k.endswith("_latencies")} for r in runs]
+    (row,) = [s for s in live_bench.summarize({"runs": old}) if s["group"] == "all"]
+    assert row["word_latency_p95"] == pytest.approx(1.95)  # older files: median of the runs'
+
+
+def test_a_recording_that_only_filled_the_last_group_is_not_pooled_twice() -> None:
+    assert live_server.groups(3, 2) == [[0, 1], [2, 0]]
+    runs = [_run("sample", 2, True, [1.0, 1.0]), _run("trn00", 2, True, [2.0, 2.0]),
+            _run("trn01", 2, True, [3.0, 3.0]), {**_run("sample", 2, True, [9.0, 9.0]), "repeat": True}]
+    (level,) = live_server.summarize(runs)
+    assert level["recordings"] == 3 and level["word_latency_p95"] == 3.0
