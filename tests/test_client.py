@@ -92,3 +92,89 @@ def test_start_run_and_wait(client: Client, speech_dir: Path) -> None:
     done = client.wait_for_run(rec.session_id, run["id"], on_event=seen.append)
     assert done["status"] == "completed"
     assert [r["id"] for r in client.runs(rec.session_id)][-1] == run["id"]
+
+
+def test_a_raising_callback_ends_record_with_its_error(client: Client, speech_dir: Path) -> None:
+    def broken(event: dict) -> None:
+        raise ValueError("bug in the callback")
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="bug in the callback"):
+        client.record(speech_dir / "speech.wav", on_event=broken)
+    assert time.monotonic() - t0 < 30  # at once, not after the client's 600 s timeout
+
+
+def test_an_idle_close_before_stop_raises_the_servers_reason(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server("--idle-timeout", "1")
+
+    def stalled():  # one chunk, then nothing for longer than the idle timeout
+        yield b"\0" * 3200
+        time.sleep(2.5)
+        yield b"\0" * 3200
+
+    with Client(srv, timeout=60) as client:
+        t0 = time.monotonic()
+        with pytest.raises(ServerError) as info:
+            client.record(stalled(), input_format="pcm_s16le")
+        assert time.monotonic() - t0 < 30
+        assert info.value.code == 4014 and "can be resumed" in str(info.value)
+        (session,) = client.list_sessions()
+        assert session["status"] == "interrupted"
+
+
+def test_decoded_audio_cut_at_the_limit_still_waits_for_processing(start_server,  # type: ignore[no-untyped-def]
+                                                                   speech_dir: Path) -> None:
+    # WebM Opus bytes: their count does not tell the length, so the limit shows at the
+    # stop (recording_stopped truncated, then 4005, then processing_started)
+    srv = start_server("--max-duration", "2")
+    data = (speech_dir / "speech.webm").read_bytes()  # ~5 s
+    with Client(srv, timeout=120) as client:
+        rec = client.record((data[i:i + 4000] for i in range(0, len(data), 4000)),
+                            input_format="webm")
+        assert rec.last("recording_stopped")["truncated"] is True
+        assert [e["code"] for e in rec.errors] == [4005]
+        assert rec.result is not None and rec.result["type"] == "processing_complete"
+
+
+def test_wait_for_run_polls_at_its_pace_once_the_socket_closed() -> None:
+    """A stand-in for the server whose event socket closes at once (as on a restart)
+    and whose run ends after 1.5 s: the REST polls keep to one per `poll`."""
+    import asyncio
+
+    from aiohttp import web
+
+    from workbench.notebook.client import AsyncClient
+
+    polls = 0
+
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close(code=1001, message=b"Server shutdown")
+        return ws
+
+    async def runs(request: web.Request) -> web.Response:
+        nonlocal polls
+        polls += 1
+        done = time.monotonic() - t0 > 1.5
+        return web.json_response({"runs": [{"id": "R", "status": "completed" if done else "running"}]})
+
+    async def main() -> dict:
+        app = web.Application()
+        app.router.add_get("/ws/{sid}", events)
+        app.router.add_get("/api/sessions/{sid}/runs", runs)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=30)
+        try:
+            return await aio.wait_for_run("S", "R", poll=0.5)
+        finally:
+            await aio.close()
+            await runner.cleanup()
+
+    t0 = time.monotonic()
+    assert asyncio.run(main())["status"] == "completed"
+    assert 3 <= polls <= 8, polls

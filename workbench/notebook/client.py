@@ -39,6 +39,10 @@ T = TypeVar("T")
 
 TERMINAL = ("processing_complete", "processing_failed")
 
+# codes of server.protocol.ErrorCode the client acts on (it does not import the server)
+DURATION_EXCEEDED = 4005
+UNDECODABLE_AUDIO = 4008
+
 LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diarization_update",
                "live_paused", "live_resumed")
 """Messages of a recording with ``live_results`` (README, "Live results over the protocol")."""
@@ -264,18 +268,24 @@ class AsyncClient:
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
             async def reader() -> None:
-                async for msg in ws:
-                    if msg.type == aiohttp.WSMsgType.TEXT:
-                        event = json.loads(msg.data)
-                        rec.messages.append(event)
-                        if event.get("type") in LIVE_EVENTS:
-                            rec.add_live(event)
-                            if on_live is not None:
-                                on_live(event)
-                        if on_event is not None:
-                            on_event(event)
-                        await inbox.put(event)
-                await inbox.put({"type": "closed"})
+                try:
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            event = json.loads(msg.data)
+                            rec.messages.append(event)
+                            if event.get("type") in LIVE_EVENTS:
+                                rec.add_live(event)
+                                if on_live is not None:
+                                    on_live(event)
+                            if on_event is not None:
+                                on_event(event)
+                            await inbox.put(event)
+                except Exception as exc:  # e.g. a callback raised: the caller hears of it
+                    await inbox.put({"type": "failed", "exception": exc})
+                await inbox.put({"type": "closed", "code": ws.close_code})
+
+            def ended() -> bool:
+                return ws.closed or any(m.get("type") == "recording_stopped" for m in rec.messages)
 
             reading = asyncio.create_task(reader())
             try:
@@ -289,13 +299,16 @@ class AsyncClient:
                 for chunk in chunks:
                     if stop_event is not None and stop_event.is_set():
                         break
-                    if ws.closed or any(m.get("type") == "recording_stopped" for m in rec.messages):
-                        break  # the server ended the recording (a limit)
-                    if binary:
-                        await ws.send_bytes(chunk)
-                    else:
-                        await ws.send_json({"action": "audio_chunk",
-                                            "data": base64.b64encode(chunk).decode()})
+                    if ended():
+                        break  # the server ended the recording (a limit) or went away
+                    try:
+                        if binary:
+                            await ws.send_bytes(chunk)
+                        else:
+                            await ws.send_json({"action": "audio_chunk",
+                                                "data": base64.b64encode(chunk).decode()})
+                    except ConnectionError:
+                        break  # closing under us: the reader tells why
                     rec.chunks_sent += 1
                     rec.bytes_sent += len(chunk)
                     if seconds_per_byte:
@@ -304,23 +317,50 @@ class AsyncClient:
                             delay = t0 + rec.seconds_sent / speed - time.monotonic()
                             if delay > 0:
                                 await asyncio.sleep(delay)
-                if not any(m.get("type") == "recording_stopped" for m in rec.messages):
-                    await ws.send_json({"action": "stop"})
-                await self._next(inbox, ("recording_stopped", "closed"), rec)
-                after = await self._next(inbox, ("processing_started", "error", "closed"), rec)
+                if not ended():
+                    try:
+                        await ws.send_json({"action": "stop"})
+                    except ConnectionError:
+                        pass
+                stopped = await self._next(inbox, ("recording_stopped", "closed"))
+                if stopped["type"] == "closed":
+                    # idle timeout, shutdown, a dropped connection: the session is
+                    # interrupted (its audio kept) and can be resumed
+                    told = rec.errors[-1] if rec.errors else {}
+                    raise ServerError(
+                        f"The connection closed before the recording stopped "
+                        f"(close code {stopped.get('code')}): "
+                        + told.get("message", "no reason given")
+                        + f". Session {rec.session_id} keeps its audio and can be resumed.",
+                        code=told.get("code"))
+                while True:
+                    after = await self._next(inbox, ("processing_started", "error", "closed"))
+                    # a 4005 here says the decoded audio was cut at the limit; processing follows
+                    if after.get("code") != DURATION_EXCEEDED:
+                        break
                 if wait and after["type"] == "processing_started":
-                    await self._next(inbox, TERMINAL + ("closed",), rec)
+                    await self._next(inbox, TERMINAL + ("closed",))
             finally:
                 reading.cancel()
             return rec
 
-    async def _next(self, inbox: "asyncio.Queue[dict[str, Any]]", kinds: tuple[str, ...],
-                    rec: Optional[RecordingReport] = None) -> dict[str, Any]:
-        """The next message of one of ``kinds`` (messages are consumed in order)."""
+    async def _next(self, inbox: "asyncio.Queue[dict[str, Any]]", kinds: tuple[str, ...]
+                    ) -> dict[str, Any]:
+        """The next message of one of ``kinds`` (messages are consumed in order; the end
+        of the connection, ``closed``, stays for every later wait). Raises what the
+        reader met (a callback's exception) and TimeoutError after the client's timeout."""
         deadline = time.monotonic() + self.timeout
         while True:
-            event = await asyncio.wait_for(inbox.get(), max(0.1, deadline - time.monotonic()))
-            if event.get("type") in kinds:
+            try:
+                event = await asyncio.wait_for(inbox.get(), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no {' / '.join(kinds)} from the server within "
+                                   f"{self.timeout:g} s") from None
+            if event["type"] == "failed":
+                raise event["exception"]
+            if event["type"] == "closed":
+                inbox.put_nowait(event)
+            if event["type"] in kinds:
                 return event
 
     async def events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
@@ -344,6 +384,9 @@ class AsyncClient:
                     raise ServerError(f"no run {run_id} in session {session_id}", status=404)
                 if run["status"] in ("completed", "failed"):
                     return run
+                if ws.closed:  # no more events (e.g. a server restart): the REST polls go on
+                    await asyncio.sleep(poll)
+                    continue
                 try:
                     msg = await ws.receive(timeout=poll)
                 except asyncio.TimeoutError:
@@ -374,8 +417,12 @@ class Client:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         self._run(self.aio.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     def __enter__(self) -> "Client":
         return self
