@@ -80,3 +80,18 @@ def test_dashboard_removes_the_work_folder_it_made(tmp_path: Path) -> None:
     given = Dashboard("http://127.0.0.1:9", work_dir=tmp_path)
     given.close()
     assert tmp_path.is_dir()
+
+
+def test_dashboard_says_when_a_recording_cannot_be_decoded(server: LocalServer) -> None:
+    """The real server's answer to bytes that are no WebM (recording_stopped, then 4008,
+    and no run): the dashboard shows the failure instead of "processing…" for ever."""
+    from workbench.notebook.dashboard import Dashboard
+
+    board = Dashboard(server)
+    try:
+        rec = board.client.record([b"not a webm file at all " * 40], input_format="webm",
+                                  on_event=board.on_event)
+        assert [e["code"] for e in rec.errors] == [4008] and rec.run_id is None
+        assert "could not be decoded" in board.result_title.value
+    finally:
+        board.close()

@@ -36,7 +36,7 @@ import ipywidgets as w
 
 from workbench.engine.formats import AUDIO_FORMATS, RESULT_FORMATS
 from workbench.engine.transcript import Transcript
-from workbench.notebook.client import Client, RecordingReport, ServerError
+from workbench.notebook.client import UNDECODABLE_AUDIO, Client, RecordingReport, ServerError
 from workbench.notebook.comparison import RunComparison, compare_session_runs, run_label
 from workbench.notebook.live_view import LiveView
 from workbench.notebook.microphone import Microphone
@@ -156,6 +156,10 @@ class Dashboard:
         elif kind == "processing_failed":
             self.result_title.value = (f"<span style='color:#b00'>processing failed: "
                                        f"{html.escape(str(message.get('message')))}</span>")
+        elif kind == "error" and message.get("code") == UNDECODABLE_AUDIO:
+            # no run follows: the received bytes are kept, nothing is processing
+            self.result_title.value = (f"<span style='color:#b00'>the recording could not be "
+                                       f"decoded: {html.escape(str(message.get('message')))}</span>")
 
     def play(self, audio: Union[str, os.PathLike], *, speed: float = 1.0,
              reference: Optional[CorpusItem] = None, timeout: float = 900.0) -> RecordingReport:

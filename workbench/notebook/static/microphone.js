@@ -245,7 +245,10 @@ class Recording {
         break;
       case 'error':
         if (!this.ready) this.fail(`The server refused to start the recording: ${msg.message}`);
-        else if (msg.code === 4004 || msg.code === 4005) { // a limit ended the recording
+        else if (msg.code === 4008) { // undecodable: no run follows (the bytes are kept)
+          this.set({ state: 'failed' });
+          this.ws.close(1000, 'done');
+        } else if (msg.code === 4004 || msg.code === 4005) { // a limit ended the recording
           if (this.recorder && this.recorder.state !== 'inactive') this.recorder.stop();
           this.queue = [];
           this.release();
