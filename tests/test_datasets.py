@@ -340,7 +340,9 @@ def test_pyannote_protocol(tmp_path: Path, conversations: dict[str, CorpusItem])
     assert loaded.reference_turns() == item.reference_turns()
     assert loaded.annotated().duration() == pytest.approx(25.0)
     with pytest.raises(ValueError, match="not available"):
-        load_pyannote_protocol("NoSuchDatabase.SpeakerDiarization.X")
+        load_pyannote_protocol("NoSuchDatabase.SpeakerDiarization.X", "development")
+    with pytest.raises(TypeError):  # the subset is always chosen, never "test" by default
+        load_pyannote_protocol("WorkbenchSynth.SpeakerDiarization.Tiny")  # type: ignore[call-arg]
 
 
 def test_command_line_builds_a_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

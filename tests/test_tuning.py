@@ -52,3 +52,7 @@ def test_config_sweep_shares_embeddings_and_matches_fresh_runs() -> None:
         assert row["der"] == pytest.approx(
             diarization_error(item.reference(), fresh.annotation).der, abs=1e-6)
         assert row["right_speaker_count"] == int(fresh.num_speakers == 2)
+    # every varied field of the best row, None included (split_piece_duration)
+    top = table.sort_values(["der", "right_speaker_count"], ascending=[True, False]).index[0]
+    assert best_config(table, base) == configs[top]
+    assert best_config(table.iloc[[2]], base) == configs[2]

@@ -160,12 +160,19 @@ def sweep_diarization(items: Sequence[CorpusItem], *, thresholds: Sequence[float
 
 def best_config(table: pd.DataFrame, base: Optional[DiarizationConfig] = None
                 ) -> DiarizationConfig:
-    """The configuration of the sweep's lowest pooled DER (ties: more right speaker counts)."""
+    """The configuration of the sweep's lowest pooled DER (ties: more right speaker counts):
+    `base` (default: the defaults) with every configuration field the table has a column
+    for (those the sweep varied: `sweep_diarization`'s two, or any of `sweep_configs`)."""
     ranked = table.sort_values(["der", "right_speaker_count"], ascending=[True, False])
     top = ranked.iloc[0]
-    return replace(base or DiarizationConfig(),
-                   clustering_threshold=float(top["clustering_threshold"]),
-                   min_duration_off=float(top["min_duration_off"]))
+    chosen = {}
+    for f in fields(DiarizationConfig):
+        if f.name in table.columns:
+            value = top[f.name]
+            value = value.item() if hasattr(value, "item") else value  # NumPy -> Python
+            # a column mixing None and numbers holds NaN for None
+            chosen[f.name] = None if isinstance(value, float) and math.isnan(value) else value
+    return replace(base or DiarizationConfig(), **chosen)
 
 
 def save_config(config: DiarizationConfig, path: Union[str, os.PathLike],

@@ -15,9 +15,11 @@ from workbench.research.datasets.items import CorpusItem
 # =========================================================================== pyannote protocols
 
 
-def load_pyannote_protocol(name: str, subset: str = "test",
+def load_pyannote_protocol(name: str, subset: str,
                            out_dir: Optional[PathLike] = None) -> list[CorpusItem]:
-    """Items of a pyannote.database protocol (e.g. ``"AMI.SpeakerDiarization.mini"``).
+    """Items of the `subset` (train, development or test: no default, so that nobody
+    tunes on a test subset by leaving it out) of a pyannote.database protocol (e.g.
+    ``"AMI.SpeakerDiarization.mini"``).
 
     The protocol's reference annotations are written as RTTM/UEM files into `out_dir`
     (default: a new temporary folder) so that each item looks like any other.  Needs
