@@ -70,20 +70,15 @@ GENERATED = {
 
 
 def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
-    from workbench.research.datasets import CorpusItem, generate_conversation, sample_call
+    from benchmarks.pipeline import generated_conversation
+    from workbench.research.datasets import sample_call
 
     items = []
     for name in names:
         if name == "sample":
             items.append(sample_call())
         elif name in GENERATED:
-            uri = f"live_{name}"
-            wav = bench_dir / f"{uri}.wav"
-            if wav.is_file() and (bench_dir / f"{uri}.stm").is_file():
-                items.append(CorpusItem(uri, wav, bench_dir / f"{uri}.rttm",
-                                        bench_dir / f"{uri}.stm", bench_dir / f"{uri}.uem"))
-            else:
-                items.append(generate_conversation(bench_dir, uri=uri, **GENERATED[name]))
+            items.append(generated_conversation(bench_dir, f"live_{name}", GENERATED[name]))
         elif name.startswith("meeting-"):
             from benchmarks.live_server import long_meeting
 

@@ -69,15 +69,20 @@ TARGETS = {"rtf_5min": 0.2, "peak_rss_mb_30min": 3000, "der_vs_senko": "<="}
 
 def prepare_input(name: str, bench_dir: Path) -> Any:
     """The `CorpusItem` of benchmark input `name` (generated once into `bench_dir`)."""
-    from workbench.research.datasets import GENERATOR_VERSION, CorpusItem, generate_conversation, \
-        sample_call
+    from workbench.research.datasets import sample_call
 
     if name == "30s":
         return sample_call()
     if name not in GENERATED:
         raise ValueError(f"unknown input {name!r} (known: {', '.join(INPUTS)})")
-    spec = GENERATED[name]
-    uri = f"bench_{name}"
+    return generated_conversation(bench_dir, f"bench_{name}", GENERATED[name])
+
+
+def generated_conversation(bench_dir: Path, uri: str, spec: dict[str, Any]) -> Any:
+    """The conversation `generate_conversation(**spec)` as `uri` in `bench_dir`: the files
+    there if this generator made them from this spec, else generated anew."""
+    from workbench.research.datasets import GENERATOR_VERSION, CorpusItem, generate_conversation
+
     paths = {ext: bench_dir / f"{uri}.{ext}" for ext in ("wav", "rttm", "stm", "uem", "json")}
     if all(p.is_file() for p in paths.values()):
         info = json.loads(paths["json"].read_text())
@@ -88,7 +93,7 @@ def prepare_input(name: str, bench_dir: Path) -> Any:
             return CorpusItem(uri, paths["wav"], paths["rttm"], paths["stm"], paths["uem"], info)
     t0 = time.perf_counter()
     item = generate_conversation(bench_dir, uri=uri, **spec)
-    print(f"generated {name} in {time.perf_counter() - t0:.1f} s: {item.audio}", flush=True)
+    print(f"generated {uri} in {time.perf_counter() - t0:.1f} s: {item.audio}", flush=True)
     return item
 
 

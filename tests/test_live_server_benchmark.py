@@ -242,3 +242,18 @@ def test_a_recording_that_only_filled_the_last_group_is_not_pooled_twice() -> No
             _run("trn01", 2, True, [3.0, 3.0]), {**_run("sample", 2, True, [9.0, 9.0]), "repeat": True}]
     (level,) = live_server.summarize(runs)
     assert level["recordings"] == 3 and level["word_latency_p95"] == 3.0
+
+
+def test_live_inputs_made_by_another_generator_or_spec_are_made_again(tmp_path: Path) -> None:
+    from workbench.research.datasets import GENERATOR_VERSION
+
+    for ext in ("wav", "rttm", "stm", "uem"):
+        (tmp_path / f"live_conv2.{ext}").write_text("stale")
+    (tmp_path / "live_conv2.json").write_text(json.dumps({"generator_version": "0", "seed": 999}))
+    (item,) = live_bench.prepare_inputs(["conv2"], tmp_path)
+    info = json.loads((tmp_path / "live_conv2.json").read_text())
+    assert info["generator_version"] == GENERATOR_VERSION and info["seed"] == 21
+    assert item.load_audio().size > 50 * 16000
+    made = item.audio.stat().st_mtime_ns
+    (again,) = live_bench.prepare_inputs(["conv2"], tmp_path)  # now reused as it is
+    assert again.audio.stat().st_mtime_ns == made and again.uri == "live_conv2"
