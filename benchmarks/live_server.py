@@ -15,9 +15,10 @@ from the start of the list, so every group has N streams), each through
 and live runs before the next one starts. Figures per recording:
 
 * word latency: receive time of a word's ``transcript_final`` minus (stream start + the
-  word's end), stream start = the send of the first chunk (p50, p95);
+  word's end), stream start = the send of the first chunk minus one chunk's duration (a
+  microphone hands the first chunk over once its audio is captured; p50, p95);
 * speaker-label latency: the same for the message that gave the word its speaker;
-* first-word delay: receive time of the first ``transcript_final`` after the first chunk;
+* first-word delay: receive time of the first ``transcript_final`` after the stream start;
 * words before stop (received before ``recording_stopped``) and their share of the
   refined run's word count;
 * WER and DER (collar 0, overlap scored; `workbench.research.evaluation.score`) of the
@@ -271,10 +272,15 @@ def _num(value: Any, digits: int = 4) -> Optional[float]:
     return None if math.isnan(value) else round(value, digits)
 
 
-def timings(sends: list[float], received: list[tuple[float, dict[str, Any]]]
-            ) -> dict[str, Any]:
-    """Word and speaker latencies, first-word delay, words before stop, chunk replies."""
-    t0 = sends[0] if sends else 0.0
+def timings(sends: list[float], received: list[tuple[float, dict[str, Any]]],
+            chunk_seconds: float) -> dict[str, Any]:
+    """Word and speaker latencies, first-word delay, words before stop, chunk replies.
+
+    The audio's clock starts `chunk_seconds` before the first send: chunk k (audio up to
+    (k + 1) x `chunk_seconds`) goes at start + k x `chunk_seconds`, as a microphone would
+    hand it over at start + (k + 1) x `chunk_seconds` (before 2026-12-04, session 20, the
+    clock started at the first send: lags 0.25 s too small with 0.25 s chunks)."""
+    t0 = (sends[0] - chunk_seconds) if sends else 0.0
     word_lags, word_ends, speaker_lags, replies = [], [], [], []
     first_word = None
     stopped_at = math.inf
@@ -332,7 +338,7 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
     rows = []
     for out in outs:
         item, rec = out["item"], out["report"]
-        t = timings(out["sends"], merged(out["received"], out["heard"]))
+        t = timings(out["sends"], merged(out["received"], out["heard"]), chunk_seconds)
         row: dict[str, Any] = {
             "uri": item.uri, "live": live, "streams": len(items),
             "duration": round(len(out["pcm"]) / 32000, 3), "session_id": rec.session_id,

@@ -68,11 +68,13 @@ def test_timings_from_events() -> None:
         (103.5, {"type": "recording_stopped", "live_run_id": "r1"}),
         (104.0, {"type": "transcript_final", "words": [w(2, 1.5, "SPEAKER_00")]}),
     ]
-    t = live_server.timings(sends, received)
-    assert t["word_latencies"] == pytest.approx([1.5, 1.0, 2.5])
+    t = live_server.timings(sends, received, 0.25)
+    # the audio's clock starts a chunk before the first send: word 0 (ends at 0.5 s of
+    # audio) is heard at 100 - 0.25 + 0.5 by a microphone's clock, received at 102
+    assert t["word_latencies"] == pytest.approx([1.75, 1.25, 2.75])
     # word 1 had its speaker with its words, word 0 got it a second later
-    assert sorted(t["speaker_latencies"]) == pytest.approx([1.0, 2.5, 2.5])
-    assert t["first_word_delay"] == pytest.approx(2.0)
+    assert sorted(t["speaker_latencies"]) == pytest.approx([1.25, 2.75, 2.75])
+    assert t["first_word_delay"] == pytest.approx(2.25)
     assert t["words_before_stop"] == 2 and t["live_words"] == 3
     assert t["chunk_replies"] == pytest.approx([0.03, 0.04])
 
