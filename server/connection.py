@@ -219,6 +219,8 @@ class Connection:
         if req.live_results:
             started["live_results"] = self.live is not None
         await self.send(started)
+        if self.live is not None and session.parts:
+            await self.live.replay()  # a resume: what its live stream said so far
         if refusal is not None:
             await self.send({"type": "live_paused", "session_id": session.id,
                              "reason": refusal})

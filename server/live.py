@@ -28,7 +28,7 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from workbench.engine.audio import InputFormat
 
@@ -61,6 +61,47 @@ def next_word_index(session: Session) -> int:
     return int(summary.get("first_index", 0)) + int(summary.get("word_count", 0))
 
 
+class FinalSoFar:
+    """What a live recording has said final so far, from its serialized events: the
+    committed words (by ``index``, with the speakers given since) and the final turns.
+
+    For a client that missed some of it (a dropped connection resumed), `replay` is one
+    ``live_replay`` message with all of it; clients keep what they lacked (words by
+    index, turns from their own ``final_until`` on).
+    """
+
+    def __init__(self, first_index: int = 0) -> None:
+        self.first_index = first_index
+        self.words: dict[int, dict[str, Any]] = {}
+        self.turns: list[dict[str, Any]] = []
+        self.final_until = 0.0
+        self.at = 0.0
+
+    @property
+    def next_index(self) -> int:
+        """The ``index`` the next committed word will take."""
+        return max(self.words, default=self.first_index - 1) + 1
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in ("transcript_final", "speaker_labels"):
+            for word in event.get("words", []):
+                index = int(word["index"])
+                self.words[index] = {**self.words.get(index, {}), **word}
+        elif kind == "diarization_update":
+            self.turns.extend(dict(t) for t in event.get("turns", []))
+            self.final_until = max(self.final_until, float(event.get("final_until", 0.0)))
+        self.at = max(self.at, float(event.get("at", 0.0)))
+
+    def replay(self) -> Optional[dict[str, Any]]:
+        """The ``live_replay`` message (None while nothing is final)."""
+        if not self.words and not self.turns:
+            return None
+        return {"type": "live_replay", "words": [dict(self.words[i]) for i in sorted(self.words)],
+                "turns": [dict(t) for t in self.turns], "final_until": round(self.final_until, 3),
+                "at": round(self.at, 3)}
+
+
 class LiveStream:
     """One recording's live worker and what the server knows of its progress."""
 
@@ -91,6 +132,7 @@ class LiveStream:
         self._linger: Optional[asyncio.TimerHandle] = None
         self._spawning: Optional["asyncio.Future[None]"] = None  # a spare's process start
         self._result: "asyncio.Future[tuple[Any, ...]]" = asyncio.get_running_loop().create_future()
+        self.said = FinalSoFar(first_index)  # for a resumed client (`replay`)
 
     # ------------------------------------------------------------------ process
     def spawn(self, spec: dict[str, Any]) -> None:
@@ -152,6 +194,7 @@ class LiveStream:
     def assign(self, session_id: str, offset: float, first_index: int) -> None:
         """Tell the worker which recording it serves (its first message)."""
         self.session_id, self.offset, self.first_index = session_id, offset, first_index
+        self.said = FinalSoFar(first_index)
         self._outbox.put(("session", {"session_id": session_id, "offset": offset,
                                       "first_index": first_index}))
 
@@ -194,6 +237,13 @@ class LiveStream:
         return pending * per_byte + max(0.0, self.decoded - self.engines)
 
     # ------------------------------------------------------------------ events out
+    async def replay(self) -> None:
+        """A resumed recording: its client missed what was said while it was away, so
+        everything final so far goes once more, as one ``live_replay``."""
+        message = self.said.replay()
+        if message is not None:
+            await self._say(message)
+
     async def _say(self, message: dict[str, Any]) -> None:
         if self.session_id is None:
             return
@@ -241,6 +291,7 @@ class LiveStream:
         kind = msg[0]
         if kind == "event":
             if self.state in ("running", "lingering", "finishing"):
+                self.said.add(msg[1])
                 await self._say(msg[1])
         elif kind == "pos":
             self.taken, self.decoded, self.engines = int(msg[1]), float(msg[2]), float(msg[3])
@@ -432,6 +483,9 @@ class LiveHub:
             return stream, None
         if stream is not None and stream.state == "lingering":
             await stream.finish(self.store)  # its worker died meanwhile
+        if stream is not None and stream.state in ("lingering", "finishing"):
+            # its live run is still being saved: next_word_index does not count it yet
+            first_index = max(first_index, stream.said.next_index)
         reason = self.refusal()
         if reason is not None:
             return None, reason

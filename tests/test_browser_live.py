@@ -210,6 +210,56 @@ def test_live_view_draws_the_librarys_events(pw: Any, server: LocalServer, sweep
         browser.close()
 
 
+@pytest.mark.timeout(300)
+def test_live_view_takes_what_it_missed_from_a_replay(pw: Any, server: LocalServer, sweep: Path,
+                                                      library_events: list[dict[str, Any]]) -> None:
+    """The page's socket missed the middle third of the events (a dropped connection); the
+    server's `live_replay` on resume (everything final so far) fills the gap: the page ends
+    with every word and speaker, as one that saw every event."""
+    from server.live import FinalSoFar
+
+    sid = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{server.url}/api/sessions", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"}), timeout=10).read())["id"]
+    k, m = len(library_events) // 3, 2 * len(library_events) // 3
+    said = FinalSoFar()
+    for event in library_events[:m]:
+        said.add(event)
+    replay = said.replay()
+    assert replay is not None
+    sent = library_events[:k] + [replay] + library_events[m:]
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server, live=True)
+        sockets: list[Any] = []
+
+        def fake_server(ws: Any) -> None:
+            def on_message(message: Any) -> None:
+                if isinstance(message, str) and json.loads(message)["action"] == "start":
+                    ws.send(json.dumps({"type": "recording_started", "session_id": sid,
+                                        "format": "wav", "part": 0, "resumed": False,
+                                        "live_results": True}))
+            ws.on_message(on_message)
+            sockets.append(ws)
+
+        page.route_web_socket("**/ws/**", fake_server)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        for event in sent:
+            sockets[0].send(json.dumps({**event, "session_id": sid}))
+        page.wait_for_function(
+            "n => Number(document.getElementById('live-view').dataset.events) === n", arg=len(sent))
+        expected = Expected()
+        for event in library_events:
+            expected.apply(event)
+        snap = page.evaluate(SNAPSHOT)
+        assert snap["words"] == expected.word_rows()
+        assert [s for s, *_ in snap["lanes"]] == expected.speakers
+        assert errors == []
+    finally:
+        browser.close()
+
+
 # ---------------------------------------------------------------------- against a real server
 
 

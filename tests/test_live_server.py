@@ -527,6 +527,65 @@ async def test_a_worker_loaded_ahead_gives_words_within_seconds(
     assert isinstance(stopped["live_run_id"], str)
 
 
+async def test_a_resumed_live_recording_replays_what_its_client_missed(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """The recording's connection drops while its live worker goes on (a subscriber hears
+    it): the resumed connection gets, right after `recording_started`, one `live_replay`
+    with every word and turn final so far; the word indexes then go on after it."""
+    srv = start_server("--max-live-sessions", "1", "--live-warm")
+    deadline = time.monotonic() + 180
+    while (await get(srv.url + "/api/health"))["live"] != {"active": 0, "max": 1, "warm": 1}:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        await asyncio.sleep(0.5)
+    pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(3 * 32000)  # + 3 s of silence
+    chunk = 8000  # 0.25 s
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
+        sid = (await recv(ws))["session_id"]
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as sub:
+            t0 = time.monotonic()
+            for n, i in enumerate(range(0, len(pcm), chunk)):
+                await asyncio.sleep(max(0.0, t0 + n * 0.25 - time.monotonic()))
+                await ws.send_bytes(pcm[i:i + chunk])
+            first, heard = await recv_until(sub, "transcript_final", timeout=30)
+            heard.append(first)
+            await ws.close()  # dropped: what the worker says from now on, its client misses
+            await session_in(srv, sid, "interrupted", timeout=30)
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+                await ws2.send_json({"action": "start", "input_format": "pcm_s16le",
+                                     "live_results": True})
+                started = await recv(ws2)
+                assert started["type"] == "recording_started" and started["resumed"] is True
+                assert started["live_results"] is True
+                replay = await recv(ws2)
+                assert replay["type"] == "live_replay", replay
+                # everything the subscriber heard is in it, as the subscriber has it
+                while True:  # what the subscriber got up to the replay
+                    m = await recv(sub, 30)
+                    heard.append(m)
+                    if m["type"] == "live_replay":
+                        break
+                said = check_live_sequence([e for e in heard if e["type"] in LIVE_EVENTS
+                                            and e["type"] != "live_replay"])
+                assert said and {w["index"]: w for w in replay["words"]} == said
+                turns = [t for e in heard if e["type"] == "diarization_update" for t in e["turns"]]
+                assert replay["turns"] == turns and turns
+                assert replay["final_until"] == max(e["final_until"] for e in heard
+                                                    if e["type"] == "diarization_update")
+                for i in range(0, len(pcm), chunk):
+                    await ws2.send_bytes(pcm[i:i + chunk])
+                await ws2.send_json({"action": "stop"})
+                stopped, _ = await recv_until(ws2, "recording_stopped", timeout=60)
+    run = await wait_live_run(srv, sid, stopped["live_run_id"])
+    assert run["status"] == "completed"
+    url = f"{srv.url}/api/sessions/{sid}/transcript?format=json&run={run['id']}"
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        doc = json.loads(await r.read())
+    words = [w for seg in doc["segments"] for w in seg["words"]]
+    assert len(words) > len(replay["words"])  # the second part's words follow the replayed ones
+
+
 async def test_two_live_starts_at_once_load_no_extra_workers(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """--max-live-sessions 2 --live-warm: two recordings with live results started

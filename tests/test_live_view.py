@@ -150,3 +150,32 @@ def test_a_new_recording_resets_a_resumed_one_does_not(run) -> None:
     assert view.words == {} and view.turns == [] and view.extent == 0.0
     assert "no live results" in view.html()
     assert view.update({"type": "progress", "chunks_received": 100}) is False
+
+
+def test_a_resumed_view_takes_what_it_missed_from_the_replay(run) -> None:
+    """A connection dropped after a third of the events and resumed after two thirds:
+    the server's `live_replay` (everything final so far) fills the gap, and the view ends
+    as one that saw every event."""
+    from server.live import FinalSoFar
+
+    events, _ = run
+    whole, resumed = LiveView(), LiveView()
+    for view in (whole, resumed):
+        view.update({"type": "recording_started", "session_id": "a", "live_results": True})
+    for event in events:
+        whole.update(event)
+    k, m = len(events) // 3, 2 * len(events) // 3
+    for event in events[:k]:
+        resumed.update(event)
+    said = FinalSoFar()
+    for event in events[:m]:
+        said.add(event)
+    replay = said.replay()
+    assert replay is not None and len(replay["words"]) > len(resumed.words)
+    resumed.update({"type": "recording_started", "session_id": "a", "resumed": True,
+                    "live_results": True})
+    resumed.update({**replay, "session_id": "a"})
+    for event in events[m:]:
+        resumed.update(event)
+    assert resumed.words == whole.words
+    assert resumed.turns == whole.turns and resumed.final_until == whole.final_until

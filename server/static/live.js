@@ -12,7 +12,7 @@ import { PALETTE, formatTime } from './transcript.js';
 
 /** The server messages a LiveTranscript draws. */
 export const LIVE_EVENTS = new Set(['transcript_partial', 'transcript_final', 'speaker_labels',
-  'diarization_update', 'live_paused', 'live_resumed']);
+  'diarization_update', 'live_paused', 'live_resumed', 'live_replay']);
 
 const PENDING = ''; // the line key of words without a speaker yet
 
@@ -82,6 +82,15 @@ export class LiveTranscript {
         break;
       case 'diarization_update':
         this._diarization(msg);
+        break;
+      case 'live_replay': // after a resume, everything final so far: what this page missed is new
+        this._commit(msg.words || []);
+        this._label(msg.words || []);
+        this._diarization({
+          turns: (msg.turns || []).filter((t) => t.start >= this.finalUntil - 0.001),
+          final_until: Math.max(this.finalUntil, msg.final_until ?? 0),
+          tentative: this.tentative,
+        });
         break;
       case 'live_paused':
         this.paused = msg.reason || 'paused';

@@ -44,7 +44,7 @@ DURATION_EXCEEDED = 4005
 UNDECODABLE_AUDIO = 4008
 
 LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diarization_update",
-               "live_paused", "live_resumed")
+               "live_paused", "live_resumed", "live_replay")
 """Messages of a recording with ``live_results`` (README, "Live results over the protocol")."""
 
 
@@ -74,7 +74,7 @@ class RecordingReport:
     def add_live(self, event: dict[str, Any]) -> None:
         """Take in one live event (in arrival order)."""
         self.live_events.append(event)
-        if event.get("type") not in ("transcript_final", "speaker_labels"):
+        if event.get("type") not in ("transcript_final", "speaker_labels", "live_replay"):
             return
         for word in event.get("words", []):
             i = word["index"]

@@ -6,7 +6,8 @@ timeline that grows with the audio, both built from the server's live events.
 retracted), ``speaker_labels`` gives speakers to words that had none,
 ``transcript_partial`` replaces the pending hypothesis, ``diarization_update`` adds
 final turns (joined with the same speaker's previous turn when they touch) and a
-tentative tail, ``live_paused`` / ``live_resumed`` say whether live work keeps up.
+tentative tail, ``live_paused`` / ``live_resumed`` say whether live work keeps up,
+``live_replay`` (after a resume) fills in what the view missed.
 Speakers are coloured in their order of appearance. The view needs no server: the
 events of `workbench.live.stream_file` (``event.serialize()``) drive it the same way::
 
@@ -95,6 +96,15 @@ class LiveView:
         elif kind == "transcript_partial":
             self.partial = {"text": message.get("text", ""), "start": message.get("start", 0.0),
                             "end": message.get("end", 0.0)}
+        elif kind == "live_replay":  # after a resume, everything final so far
+            for word in message.get("words", []):
+                known = self.words.setdefault(int(word["index"]), dict(word))
+                known["speaker"] = word.get("speaker") or known.get("speaker")
+                self._see(known["speaker"])
+            for turn in message.get("turns", []):
+                if float(turn["start"]) >= self.final_until - 1e-3:  # only what this view missed
+                    self._add_turn(turn)
+            self.final_until = max(self.final_until, float(message.get("final_until", 0.0)))
         elif kind == "diarization_update":
             for turn in message.get("turns", []):
                 self._add_turn(turn)
