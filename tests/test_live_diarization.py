@@ -209,3 +209,21 @@ def test_counting_speakers_from_the_powerset_misses_less_of_the_sample_call() ->
         scores[count] = diarization_error(item.reference_turns(), turns, uem=item.annotated())
     assert scores[True].missed < scores[False].missed - 0.15, scores
     assert scores[True].der < scores[False].der, scores
+
+
+@pytest.mark.models
+@pytest.mark.timeout(600)
+def test_updates_stay_inside_their_span_on_the_sample_call() -> None:
+    """Every update's turns lie within [previous final_until, final_until], to the
+    millisecond: at 0.5 s the sample call had an update end a turn at 24.502 s (NumPy's
+    rounding) against its final_until 24.5 (snapped from Python's 24.503), overlapping the
+    next update's turn by 2 ms."""
+    from workbench.research.datasets import sample_call
+
+    for latency in (0.5, 1.0):
+        _, results = _run(sample_call(), OnlineDiarizationConfig.for_latency(latency))
+        previous = 0.0
+        for r in results:
+            assert all(previous - 1e-9 <= t.start < t.end <= r.final_until + 1e-9
+                       for t in r.turns), (latency, previous, r.final_until, r.turns)
+            previous = r.final_until

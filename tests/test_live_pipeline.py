@@ -128,6 +128,28 @@ def test_int16_chunks_give_the_same_result_as_float(speech: np.ndarray, models) 
     assert _wire(a.events) == _wire(b.events)
 
 
+def test_a_stereo_array_is_refused_not_read_as_twice_the_audio(models) -> None:
+    session = LiveSession(CONFIG, costs=COSTS, models=models)
+    with pytest.raises(ValueError, match="mono"):
+        session.feed(np.zeros((SAMPLE_RATE, 2), np.float32))
+    session.feed(np.zeros((SAMPLE_RATE, 1), np.float32))  # one channel, as a column
+    assert session.received == pytest.approx(1.0)
+
+
+def test_a_word_takes_the_speaker_it_overlaps_most_over_the_cut_turn_pieces() -> None:
+    """Each update cuts turns at its final_until: the sample call's " I" (10.704-11.184 s)
+    overlaps SPEAKER_01's piece [10, 11] by 0.296 s and SPEAKER_00's two pieces by 0.48 s
+    in all (0.296 + 0.184): SPEAKER_00 (the largest single piece gave SPEAKER_01)."""
+    from workbench.engine.transcript import Turn, Word
+    from workbench.live.pipeline import speaker_of
+
+    word = Word(10.704, 11.184, " I")
+    pieces = [Turn(10.0, 11.0, "SPEAKER_01"), Turn(10.412, 11.0, "SPEAKER_00"),
+              Turn(11.0, 12.0, "SPEAKER_00")]
+    assert speaker_of(word, pieces, 12.0, 0.5).speaker == "SPEAKER_00"
+    assert speaker_of(word, pieces, 11.0, 0.5).speaker is None  # not final over it yet
+
+
 def test_silence_and_noise_give_no_words(models) -> None:
     rng = np.random.default_rng(0)
     audio = np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32),

@@ -484,8 +484,11 @@ class OnlineDiarizer:
                 continue
             edges = np.flatnonzero(np.diff(np.concatenate([[0], col, [0]])))
             for a, b in zip(edges[::2], edges[1::2]):
-                turns.append(Turn(round((lo + a) * self.frame_step, 3),
-                                  round((lo + b) * self.frame_step, 3), _label(g)))
+                # Python ints and round(), as _finalize rounds the block's edges: NumPy's
+                # rounding of 24.5025 (24.502) is not Python's (24.503), and a turn's end
+                # must match the edge it is snapped to
+                turns.append(Turn(round(int(lo + a) * self.frame_step, 3),
+                                  round(int(lo + b) * self.frame_step, 3), _label(g)))
         return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
 
     def _finalize(self, end: float, seconds: float, skipped: int, final: bool) -> StepResult:

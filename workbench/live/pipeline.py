@@ -156,6 +156,9 @@ def warm_up(models: LiveModels, config: Optional[LiveConfig] = None) -> float:
 
 def _as_float(samples: Any) -> np.ndarray:
     x = np.asarray(samples)
+    if x.ndim > 1 and x.size != x.shape[0]:  # (n, 1) or (1, n) is mono
+        raise ValueError(f"expected mono samples (one channel), got an array of shape "
+                         f"{x.shape}: mix it down first (e.g. samples.mean(axis=1))")
     if x.dtype == np.int16:
         return x.astype(np.float32).reshape(-1) / 32768.0
     if not np.issubdtype(x.dtype, np.floating):
@@ -419,17 +422,12 @@ class LiveSession:
         if self.diarizer is None:
             return word
         tol = self.config.speaker_tolerance
-        if not final and word.end > self.final_until:
-            return word
         nearby = [t for t in self.turns[-400:] if t.end >= word.start - tol
                   and t.start <= word.end + tol]
         if len(nearby) < 1 and len(self.turns) > 400:
             nearby = [t for t in self.turns if t.end >= word.start - tol
                       and t.start <= word.end + tol]
-        labelled = assign_speakers([word], nearby, tolerance=tol)[0]
-        if labelled.speaker is None and not final and word.end + tol > self.final_until:
-            return word  # a turn may still start close after it
-        return labelled
+        return speaker_of(word, nearby, self.final_until, tol, final)
 
     def _label_words(self, at: float, final: bool) -> None:
         if self.diarizer is None or not self._unlabelled:
@@ -485,6 +483,20 @@ class LiveSession:
         if self.diarizer is not None:
             out["diarization"] = self.diarizer.stats()
         return out
+
+
+def speaker_of(word: Word, turns: Iterable[Turn], final_until: float, tolerance: float,
+               final: bool = False) -> Word:
+    """`word` with the speaker it overlaps most in final `turns` (the pieces that the
+    updates cut at each ``final_until``, joined again first: a word's speaker is the one it
+    overlaps most in all, not the one of its largest piece); unchanged while diarization
+    is not final over it (`final`: the recording ended, label what can be)."""
+    if not final and word.end > final_until:
+        return word
+    labelled = assign_speakers([word], _join(turns), tolerance=tolerance)[0]
+    if labelled.speaker is None and not final and word.end + tolerance > final_until:
+        return word  # a turn may still start close after it
+    return labelled
 
 
 def _join(turns: Iterable[Turn], gap: float = 0.04) -> list[Turn]:
