@@ -231,3 +231,32 @@ def test_the_live_benchmark_streams_the_diarization_alone(dialogue, models) -> N
     assert 0 <= row["der"] < 0.2 and row["hyp_speakers"] == 2
     assert row["der_errors"] == pytest.approx(
         row["missed"] + row["false_alarm"] + row["confusion"], abs=2e-4)
+
+
+def test_speech_said_again_is_kept(models, tmp_path: Path) -> None:
+    """Words said again right after the committed ones ("Monday. Monday.", "go there, go
+    there") are kept, as the offline decode of the same audio keeps them: the rule that
+    drops committed words coming again at a pass's head applies only when the pass's
+    buffer still holds committed audio, and not when the pass heard those words where
+    they were committed (it dropped one of each repetition)."""
+    import re
+
+    def count(text: str, word: str) -> int:
+        return len(re.findall(rf"\b{word}\b", text.lower()))
+
+    for n, (text, words) in enumerate([
+            ("We will meet on Monday. Monday. Monday at noon. Thank you. Thank you. "
+             "Thank you very much.", ("monday", "thank")),
+            ("Go there, go there, go there. Come back, come back.", ("there", "back"))]):
+        audio = decode_file(espeak(text, tmp_path / f"again{n}.wav"))
+        audio = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), audio,
+                                np.zeros(2 * SAMPLE_RATE, np.float32)])
+        live = stream_file(audio, config=LiveConfig(diarize=False),
+                           costs=JobCosts(asr_pass=0.5, diarization_step=0.3), models=models)
+        live_text = " ".join(w.word for w in live.transcript.words)
+        segments = models.transcriber.decode(audio, language="en", beam_size=1,
+                                             word_timestamps=True, vad_filter=False)
+        offline_text = " ".join(w.word for s in segments for w in s.words)
+        for word in words:
+            assert count(offline_text, word) >= 2, offline_text
+            assert count(live_text, word) == count(offline_text, word), (live_text, offline_text)

@@ -452,13 +452,18 @@ class StreamingTranscriber:
                 if any(w.start < b + pad and w.end > a - pad for a, b in speech)]
         last = self._committed_end()
         kept = [w for w in kept if w.end > last + 0.05 and w.start >= last - 0.3]
-        # a word the buffer still holds may come again at its head: drop repeated n-grams
-        if self.committed and kept:
+        # Committed words the buffer still holds may come again at its head, their times
+        # stretched past `last`: drop such a repeated n-gram. Not when the buffer holds no
+        # committed audio (it starts at `last`), nor when the pass heard those words where
+        # they were committed: then the copy after them is speech said again.
+        if self.committed and kept and self._buffer_start / SAMPLE_RATE < last - 0.05:
             tail = [norm(w.word) for w in self.committed[-5:]]
             head = [norm(w.word) for w in kept[:5]]
+            heard = [norm(w.word) for w in words if w.end <= last + 0.05]
             for size in range(min(len(tail), len(head)), 0, -1):
                 if tail[-size:] == head[:size] and kept[size - 1].start < last + 1.0:
-                    kept = kept[size:]
+                    if heard[-size:] != tail[-size:]:
+                        kept = kept[size:]
                     break
         # a pass must not reach back before the committed words (monotonic times)
         return [w if w.start >= last else Word(last, max(last, w.end), w.word, w.probability)
