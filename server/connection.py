@@ -143,6 +143,18 @@ class Connection:
         finally:
             self.state.starting -= 1
 
+    def _checked_options(self, options: dict[str, Any], context: str) -> dict[str, Any]:
+        """`options` if they are a valid run configuration (each field was checked in
+        parse_start; here they meet each other and the server's defaults)."""
+        try:
+            check_run_config({**self.state.config.default_run_config, **options})
+            check_run_config(options, switch=False,
+                             local_models=self.state.config.allow_local_models)
+        except ConfigError as exc:
+            raise ProtocolError(ErrorCode.INVALID_FIELD,
+                                f"Invalid field in 'start': {exc}{context}") from None
+        return options
+
     async def _start(self, req: StartRequest) -> None:
         store = self.state.store
         candidate = self.session_id or self.path_id
@@ -150,6 +162,8 @@ class Connection:
         if valid_id(candidate):
             session = await asyncio.to_thread(store.get_session, candidate)
         if session is None:
+            # checked before the session exists: a refused start leaves no session behind
+            options = self._checked_options(req.options, "")
             session = await asyncio.to_thread(store.create_session, None, req.format, req.options)
             log.info("✅ Created session: %s", session.id)
         else:
@@ -159,18 +173,15 @@ class Connection:
             if session.status not in RESUMABLE:
                 raise ProtocolError(ErrorCode.SESSION_BUSY,
                                     f"Session is {session.status}; wait until it has finished")
-        options = {**session.options, **req.options}
-        try:  # each field was checked in parse_start; here they meet the session's options
-            check_run_config({**self.state.config.default_run_config, **options})
-            check_run_config(options, switch=False,
-                             local_models=self.state.config.allow_local_models)
-        except ConfigError as exc:
-            raise ProtocolError(ErrorCode.INVALID_FIELD,
-                                f"Invalid field in 'start': {exc} (with the session's "
-                                "options)") from None
+            options = self._checked_options({**session.options, **req.options},
+                                            " (with the session's options)")
         if self.state.limits_reached(session):
             raise ProtocolError(ErrorCode.TOTAL_SIZE_EXCEEDED,
                                 Messages.total_size_exceeded(self.limits))
+        max_seconds = self.limits.max_duration_seconds
+        if session.parts and max_seconds > 0 and session.duration_seconds >= max_seconds - 1e-6:
+            # a resume could add nothing: its audio would be cut at the limit, unheard
+            raise ProtocolError(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(self.limits))
         self._bind(session.id)
         self.state.recording[session.id] = self
         try:

@@ -397,6 +397,9 @@ async def test_clients_may_not_name_model_folders_unless_the_server_allows_it(
             await ws.send_json({**START_PCM, "asr_model": str(folder)})
             reply = await recv(ws)
             assert reply["code"] == ErrorCode.INVALID_FIELD and "asr_model" in reply["message"]
+            assert "session's options" not in reply["message"]  # there is no session
+            async with s.get(f"{srv.url}/api/sessions") as r:
+                assert (await r.json())["sessions"] == []  # a refused start leaves none behind
             # bundled names and owner/repo hub ids are no paths
             await ws.send_json({**START_PCM, "asr_model": "Systran/faster-whisper-tiny"})
             started = await recv(ws)

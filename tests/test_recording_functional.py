@@ -250,7 +250,7 @@ async def test_limits(start_server, speech_dir: Path) -> None:  # type: ignore[n
         # Duration: ends the recording gracefully at the limit, keeping what was accepted.
         async with s.ws_connect(f"{srv_short.ws_url}/ws/c") as ws:
             await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
-            await recv(ws)
+            short_sid = (await recv(ws))["session_id"]
             sent = 0
             for i in range(0, 8000 * 8, 8000):  # 0.25 s per chunk
                 await ws.send_bytes(pcm[i : i + 8000])
@@ -262,6 +262,18 @@ async def test_limits(start_server, speech_dir: Path) -> None:  # type: ignore[n
             assert stopped["duration_seconds"] == pytest.approx(1.5, abs=0.001)
             # The two chunks sent after the limit: not recording any more.
             assert (await recv_until(ws, "error"))[0]["code"] == ErrorCode.NOT_STARTED
+
+        # A session at the duration limit takes no resume: its audio would be cut away
+        # unheard, and every stop would process the same audio again.
+        await session_in(srv_short, short_sid, "completed")
+        async with s.ws_connect(f"{srv_short.ws_url}/ws/{short_sid}") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            assert await recv(ws) == {"type": "error", "code": ErrorCode.DURATION_EXCEEDED,
+                                      "message": "Recording duration exceeds limit (1.5 seconds)"}
+        async with s.get(f"{srv_short.url}/api/sessions/{short_sid}") as r:
+            session = await r.json()
+        assert session["status"] == "completed" and len(session["parts"]) == 1
+        assert len(session["runs"]) == 1
 
 
 def test_default_limit_messages_match_the_seed() -> None:
