@@ -89,7 +89,8 @@ class StreamingASRConfig:
     # Pass cost. The encoder sees the buffer and `encoder_pad` s of silence after it
     # instead of Whisper's 30 s window (None: the whole window; `Transcriber.decode`);
     # a pass writes at most `max_tokens_per_second` x buffer + 32 tokens (None: no
-    # bound); `fallback` retries a looping pass at temperatures 0.2, 0.4, 0.6.
+    # bound); `fallback` retries a looping pass with a beam of 5 (until 2026-12-04: at
+    # temperatures 0.2, 0.4, 0.6, which sample: the same audio gave other words run to run).
     # Measured 2026-12-03 (AVX-512 EPYC, one thread, latency 2 s, fixed simulated costs
     # so that passes fall at the same times), pooled WER of the sample call, conv2 and
     # conv3 and the measured seconds per pass: 30 s window 23.2 %, 1.1-1.6 s; 4 s of
@@ -320,10 +321,9 @@ class StreamingTranscriber:
             word_timestamps=True, vad_filter=False, condition_on_previous_text=False,
             initial_prompt=prompt or None, max_new_tokens=max_new_tokens,
             no_speech_threshold=cfg.no_speech_threshold,
-            # greedy decoding can loop ("the the the ..."): optionally retry hotter, and
-            # cut what still loops (dropping the whole segment lost 20 s of words once)
-            temperature=(0.0, 0.2, 0.4, 0.6) if cfg.fallback else (0.0,),
-            compression_ratio_threshold=2.4, log_prob_threshold=None)
+            # greedy decoding can loop ("the the the ..."): optionally retried (`_whisper`),
+            # what still loops is cut (dropping the whole segment lost 20 s of words once)
+            temperature=(0.0,), compression_ratio_threshold=2.4, log_prob_threshold=None)
         offset = start / SAMPLE_RATE
         words = self._whisper(audio, seconds, offset, encoder_seconds, options)
         missed = self._missed_speech(words, offset, offset + seconds)
@@ -351,6 +351,14 @@ class StreamingTranscriber:
         """One faster-whisper call: its words (times from the stream's start), up to a
         decoding loop."""
         segments = self.transcriber.decode(audio, encoder_seconds=encoder_seconds, **options)
+        if self.config.fallback and _loops(segments):
+            # Retried with a beam, not hotter: faster-whisper's temperature fallback
+            # samples, and CTranslate2's sampling cannot be seeded (its random generators
+            # live in its worker threads): the same audio gave other words from run to run
+            retry = self.transcriber.decode(audio, encoder_seconds=encoder_seconds,
+                                            **{**options, "beam_size": max(5, options["beam_size"])})
+            if _loops(retry) < _loops(segments):
+                segments = retry
         # a word's end can fall in the silence padded after the audio: clip it there (a
         # committed end past the audio made the next passes drop the words before it)
         words = [Word(start=round(offset + float(w.start), 3),
@@ -547,3 +555,10 @@ class StreamingTranscriber:
                 "pass_seconds": round(self.pass_seconds, 3),
                 "max_buffer_seconds": round(self.max_buffer_seen, 3),
                 "vad_seconds": round(self.vad.seconds, 3)}
+
+
+def _loops(segments: list[Any], threshold: float = 2.4) -> float:
+    """How far the most repetitive segment's text is past `threshold` (gzip compression
+    ratio, Whisper's own loop test; 0: none loops)."""
+    ratios = [float(getattr(s, "compression_ratio", 0.0)) for s in segments]
+    return max([r - threshold for r in ratios if r > threshold], default=0.0)
