@@ -174,6 +174,8 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="This session has no recorded audio yet")
     path = store.audio_path(session.id, fmt)
     if fmt == "mp4":
+        if session.duration_seconds <= 0:  # FFmpeg would write an empty file
+            raise web.HTTPUnprocessableEntity(text="The recording has no audio to encode")
         if not await asyncio.to_thread(_rendition_current, wav, path):
             encode = state.encoding.get(session.id)
             if encode is None:  # one encode per session, whoever asks meanwhile
@@ -184,6 +186,8 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
                 await asyncio.shield(encode)
             except AudioDecodeError as exc:
                 raise web.HTTPUnprocessableEntity(text=str(exc)) from None
+            except FileNotFoundError:  # deleted meanwhile
+                raise web.HTTPNotFound(text="Session not found") from None
     return web.FileResponse(path, headers={
         "Content-Type": f"audio/{fmt}",
         "Content-Disposition": f'attachment; filename="{session.id}.{fmt}"',
@@ -261,7 +265,12 @@ async def create_run(request: web.Request) -> web.Response:
         raise web.HTTPConflict(text="This session has no recorded audio to process")
     # Checked with workbench.engine.config, not the pipeline: the server never imports torch.
     config = _checked_run_config(request, config, "run configuration")
-    run = await state.jobs.submit(session.id, config)
+    try:
+        run = await state.jobs.submit(session.id, config)
+    except Exception:
+        if await asyncio.to_thread(state.store.get_session, session.id) is None:
+            raise web.HTTPNotFound(text="Session not found") from None  # deleted meanwhile
+        raise
     return web.json_response(run.serialize(), status=202)
 
 

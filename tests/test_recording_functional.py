@@ -722,3 +722,20 @@ def test_parts_that_all_fail_keep_their_own_reasons_and_the_old_audio(tmp_path: 
         assert [p.error is None for p in store.get_session(session.id).parts] == [False, False, True]
     finally:
         store.close()
+
+
+async def test_an_empty_recording_has_no_mp4(server: LocalServer) -> None:
+    """`start` then `stop` at once: the WAV is an empty file of the right kind, the MP4
+    a clear 422 (it was served as a 0-byte file, linked from processing_complete)."""
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{server.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await ws.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws, "recording_stopped")
+            assert stopped["duration_seconds"] == 0
+        await session_in(server, sid, "completed")
+        async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=mp4") as r:
+            assert r.status == 422 and "no audio" in await r.text()
+        async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=wav") as r:
+            assert r.status == 200 and (await r.read())[:4] == b"RIFF"
