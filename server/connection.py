@@ -195,6 +195,10 @@ class Connection:
             raise ProtocolError(ErrorCode.SESSION_BUSY,
                                 f"Session is {now.status if now else 'gone'}; wait until it "
                                 "has finished") from None
+        except KeyError:  # deleted since it was read
+            self.state.recording.pop(session.id, None)
+            raise ProtocolError(ErrorCode.SESSION_BUSY,
+                                "Session was deleted meanwhile; start a new recording") from None
         except BaseException:
             self.state.recording.pop(session.id, None)
             raise
