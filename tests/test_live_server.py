@@ -496,28 +496,38 @@ def test_a_live_run_never_moves_its_session(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_a_worker_loaded_ahead_gives_words_within_seconds(
-        start_server: ServerFactory, speech_dir: Path) -> None:
-    """--live-warm: a live worker waits with its models loaded, so a short utterance
-    streamed in real time has committed words before stop (a worker started at `start`
-    spends longer than the utterance loading its models on this machine)."""
+async def warm_server(start_server: ServerFactory) -> LocalServer:
+    """A server with one live slot whose worker is loaded ahead (--live-warm), once it is."""
     srv = start_server("--max-live-sessions", "1", "--live-warm")
     deadline = time.monotonic() + 180
     while (await get(srv.url + "/api/health"))["live"] != {"active": 0, "max": 1, "warm": 1}:
         assert time.monotonic() < deadline, "no live worker loaded ahead"
         await asyncio.sleep(0.5)
+    return srv
+
+
+async def send_in_real_time(ws: aiohttp.ClientWebSocketResponse, pcm: bytes) -> None:
+    """16 kHz s16le `pcm` in 0.25 s chunks, each when a microphone would have it."""
+    t0 = time.monotonic()
+    for n, i in enumerate(range(0, len(pcm), 8000)):
+        await asyncio.sleep(max(0.0, t0 + n * 0.25 - time.monotonic()))
+        await ws.send_bytes(pcm[i:i + 8000])
+
+
+async def test_a_worker_loaded_ahead_gives_words_within_seconds(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """--live-warm: a live worker waits with its models loaded, so a short utterance
+    streamed in real time has committed words before stop (a worker started at `start`
+    spends longer than the utterance loading its models on this machine)."""
+    srv = await warm_server(start_server)
     pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(3 * 32000)  # + 3 s of silence
-    chunk = 8000  # 0.25 s
     async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
         await ws.send_json({"action": "start", "input_format": "pcm_s16le",
                             "live_results": True})
         started = await recv(ws)
         assert started["live_results"] is True
         assert (await get(srv.url + "/api/health"))["live"]["active"] == 1
-        t0 = time.monotonic()
-        for n, i in enumerate(range(0, len(pcm), chunk)):
-            await asyncio.sleep(max(0.0, t0 + n * 0.25 - time.monotonic()))
-            await ws.send_bytes(pcm[i:i + chunk])
+        await send_in_real_time(ws, pcm)
         # a pass may still be running on this busy machine: wait for the first word a bit
         first, early = await recv_until(ws, "transcript_final", timeout=30)
         await ws.send_json({"action": "stop"})
@@ -532,22 +542,14 @@ async def test_a_resumed_live_recording_replays_what_its_client_missed(
     """The recording's connection drops while its live worker goes on (a subscriber hears
     it): the resumed connection gets, right after `recording_started`, one `live_replay`
     with every word and turn final so far; the word indexes then go on after it."""
-    srv = start_server("--max-live-sessions", "1", "--live-warm")
-    deadline = time.monotonic() + 180
-    while (await get(srv.url + "/api/health"))["live"] != {"active": 0, "max": 1, "warm": 1}:
-        assert time.monotonic() < deadline, "no live worker loaded ahead"
-        await asyncio.sleep(0.5)
+    srv = await warm_server(start_server)
     pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(3 * 32000)  # + 3 s of silence
-    chunk = 8000  # 0.25 s
     async with aiohttp.ClientSession() as s:
         ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
         await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
         sid = (await recv(ws))["session_id"]
         async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as sub:
-            t0 = time.monotonic()
-            for n, i in enumerate(range(0, len(pcm), chunk)):
-                await asyncio.sleep(max(0.0, t0 + n * 0.25 - time.monotonic()))
-                await ws.send_bytes(pcm[i:i + chunk])
+            await send_in_real_time(ws, pcm)
             first, heard = await recv_until(sub, "transcript_final", timeout=30)
             heard.append(first)
             await ws.close()  # dropped: what the worker says from now on, its client misses
@@ -573,8 +575,8 @@ async def test_a_resumed_live_recording_replays_what_its_client_missed(
                 assert replay["turns"] == turns and turns
                 assert replay["final_until"] == max(e["final_until"] for e in heard
                                                     if e["type"] == "diarization_update")
-                for i in range(0, len(pcm), chunk):
-                    await ws2.send_bytes(pcm[i:i + chunk])
+                for i in range(0, len(pcm), 8000):
+                    await ws2.send_bytes(pcm[i:i + 8000])
                 await ws2.send_json({"action": "stop"})
                 stopped, _ = await recv_until(ws2, "recording_stopped", timeout=60)
     run = await wait_live_run(srv, sid, stopped["live_run_id"])
