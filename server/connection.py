@@ -164,7 +164,8 @@ class Connection:
         if session is None:
             # checked before the session exists: a refused start leaves no session behind
             options = self._checked_options(req.options, "")
-            session = await asyncio.to_thread(store.create_session, None, req.format, req.options)
+            session = await asyncio.to_thread(store.create_session, None, req.format or "wav",
+                                              req.options)
             log.info("✅ Created session: %s", session.id)
         else:
             if session.id in self.state.recording:
@@ -187,8 +188,8 @@ class Connection:
         try:
             # the status first: a run that started since the check above wins (one
             # transaction each), and no part is added to a session that will not record
-            await asyncio.to_thread(store.set_status, session.id, "recording", format=req.format,
-                                    options=options)
+            await asyncio.to_thread(store.set_status, session.id, "recording",
+                                    format=req.format or session.format, options=options)
         except TransitionError:
             self.state.recording.pop(session.id, None)
             now = await asyncio.to_thread(store.get_session, session.id)
@@ -226,7 +227,7 @@ class Connection:
         log.info("▶️ Starting recording for session %s (part %d, input %s%s)", session.id,
                  part.index, part.container or "auto", ", live" if req.live else "")
         started: dict[str, Any] = {"type": "recording_started", "session_id": session.id,
-                                   "format": req.format, "part": part.index,
+                                   "format": req.format or session.format, "part": part.index,
                                    "resumed": bool(session.parts)}
         if req.ignored:
             started["ignored_fields"] = list(req.ignored)

@@ -19,7 +19,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Optional
 
 from workbench.engine.audio import CONTAINERS, SAMPLE_RATE, InputFormat
 from workbench.engine.config import FLAT_OPTIONS, ConfigError
@@ -166,7 +166,7 @@ MAX_REPORTED_FIELDS = 20
 class StartRequest:
     """A validated ``start`` action."""
 
-    format: str
+    format: Optional[str]  # None: not given (a new session records WAV, a resumed one keeps its own)
     input: InputFormat
     options: dict[str, Any] = field(default_factory=dict)
     live: bool = False
@@ -182,8 +182,8 @@ def _field_error(message: str) -> ProtocolError:
 
 def parse_start(msg: dict[str, Any]) -> StartRequest:
     """Validate a ``start`` message; raises :class:`ProtocolError` with a clear message."""
-    fmt = msg.get("format", "wav")
-    if fmt not in AUDIO_FORMATS:
+    fmt = msg.get("format")
+    if fmt is not None and fmt not in AUDIO_FORMATS:
         raise ProtocolError(ErrorCode.INVALID_FORMAT, Messages.INVALID_FORMAT)
 
     container = msg.get("input_format")

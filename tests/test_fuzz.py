@@ -237,7 +237,7 @@ def test_parse_start_only_raises_protocol_errors(msg: dict[str, Any]) -> None:
     except ProtocolError as exc:
         assert exc.code in KNOWN_CODES and exc.message and len(exc.message) < 200
         return
-    assert req.format in ("wav", "mp4")
+    assert req.format in ("wav", "mp4", None)  # None: not given (the session's, or WAV)
     assert 4000 <= req.input.sample_rate <= 192000 and 1 <= req.input.channels <= 8
     assert all(len(name) <= 40 for name in req.ignored)
 

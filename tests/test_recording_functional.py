@@ -480,6 +480,18 @@ async def test_precreated_session_is_used(server: LocalServer, speech_dir: Path)
                         start={"format": "mp4"})
     assert msgs[0]["session_id"] == created["id"]
     assert msgs[-1]["type"] == "processing_complete"
+    # a start that names no format keeps the session's (it reset an MP4 session to WAV)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{server.url}/api/sessions", json={"format": "mp4"}) as r:
+            sid = (await r.json())["id"]
+        async with s.ws_connect(f"{server.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+            started = await recv(ws)
+            assert started["format"] == "mp4", started
+            await ws.send_json({"action": "stop"})
+            await recv_until(ws, "recording_stopped")
+        async with s.get(f"{server.url}/api/sessions/{sid}") as r:
+            assert (await r.json())["format"] == "mp4"
 
 
 async def test_rest_api_and_downloads(server: LocalServer, speech_dir: Path) -> None:
