@@ -66,8 +66,8 @@ class FinalSoFar:
     committed words (by ``index``, with the speakers given since) and the final turns.
 
     For a client that missed some of it (a dropped connection resumed), `replay` is one
-    ``live_replay`` message with all of it; clients keep what they lacked (words by
-    index, turns from their own ``final_until`` on).
+    ``live_replay`` message with all of it; clients keep the words they lacked (by index)
+    and take its turns in place of their own.
     """
 
     def __init__(self, first_index: int = 0) -> None:
@@ -481,11 +481,12 @@ class LiveHub:
             stream.begin_part(fmt)
             log.info("Live results of session %s continue", session_id)
             return stream, None
+        if stream is not None:
+            # its words may not be in a saved live run yet (still saving, or its worker
+            # died): next_word_index does not count them
+            first_index = max(first_index, stream.said.next_index)
         if stream is not None and stream.state == "lingering":
             await stream.finish(self.store)  # its worker died meanwhile
-        if stream is not None and stream.state in ("lingering", "finishing"):
-            # its live run is still being saved: next_word_index does not count it yet
-            first_index = max(first_index, stream.said.next_index)
         reason = self.refusal()
         if reason is not None:
             return None, reason

@@ -83,11 +83,12 @@ export class LiveTranscript {
       case 'diarization_update':
         this._diarization(msg);
         break;
-      case 'live_replay': // after a resume, everything final so far: what this page missed is new
+      case 'live_replay': // after a resume: everything final until it was sent
         this._commit(msg.words || []);
         this._label(msg.words || []);
+        this.turns = []; // it holds every final turn, those the page had included
         this._diarization({
-          turns: (msg.turns || []).filter((t) => t.start >= this.finalUntil - 0.001),
+          turns: msg.turns || [],
           final_until: Math.max(this.finalUntil, msg.final_until ?? 0),
           tentative: this.tentative,
         });

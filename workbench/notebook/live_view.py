@@ -101,9 +101,9 @@ class LiveView:
                 known = self.words.setdefault(int(word["index"]), dict(word))
                 known["speaker"] = word.get("speaker") or known.get("speaker")
                 self._see(known["speaker"])
+            self.turns = []  # it holds every final turn until it was sent, ours included
             for turn in message.get("turns", []):
-                if float(turn["start"]) >= self.final_until - 1e-3:  # only what this view missed
-                    self._add_turn(turn)
+                self._add_turn(turn)
             self.final_until = max(self.final_until, float(message.get("final_until", 0.0)))
         elif kind == "diarization_update":
             for turn in message.get("turns", []):
