@@ -104,12 +104,29 @@ def test_a_raising_callback_ends_record_with_its_error(client: Client, speech_di
     assert time.monotonic() - t0 < 30  # at once, not after the client's 600 s timeout
 
 
+def test_a_callback_raising_mid_recording_stops_the_sending(start_server,  # type: ignore[no-untyped-def]
+                                                            speech_dir: Path) -> None:
+    """Raised on the first `progress` (after a chunk) of a 5 s real-time recording: the
+    error comes at once and no more audio goes (the rest was sent in real time, unheard)."""
+    srv = start_server("--progress-every", "1")
+
+    def broken(event: dict) -> None:
+        if event["type"] == "progress":
+            raise ValueError("bug in the callback")
+
+    with Client(srv, timeout=60) as client:
+        t0 = time.monotonic()
+        with pytest.raises(ValueError, match="bug in the callback"):
+            client.record(speech_dir / "speech.wav", realtime=True, on_event=broken)
+        assert time.monotonic() - t0 < 2.5  # the audio lasts ~5 s
+
+
 def test_an_idle_close_before_stop_raises_the_servers_reason(start_server) -> None:  # type: ignore[no-untyped-def]
     srv = start_server("--idle-timeout", "1")
 
     def stalled():  # one chunk, then nothing for longer than the idle timeout
         yield b"\0" * 3200
-        time.sleep(2.5)
+        time.sleep(4)
         yield b"\0" * 3200
 
     with Client(srv, timeout=60) as client:
@@ -168,6 +185,8 @@ def test_wait_for_run_polls_at_its_pace_once_the_socket_closed() -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        nonlocal t0
+        t0 = time.monotonic()  # the run ends 1.5 s from here
         aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=30)
         try:
             return await aio.wait_for_run("S", "R", poll=0.5)

@@ -266,6 +266,7 @@ class AsyncClient:
         async with http.ws_connect(self._ws_url(session_id), max_msg_size=0) as ws:
             rec = RecordingReport(session_id)
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            failed: list[BaseException] = []
 
             async def reader() -> None:
                 try:
@@ -281,11 +282,13 @@ class AsyncClient:
                                 on_event(event)
                             await inbox.put(event)
                 except Exception as exc:  # e.g. a callback raised: the caller hears of it
+                    failed.append(exc)
                     await inbox.put({"type": "failed", "exception": exc})
                 await inbox.put({"type": "closed", "code": ws.close_code})
 
-            def ended() -> bool:
-                return ws.closed or any(m.get("type") == "recording_stopped" for m in rec.messages)
+            def ended() -> bool:  # the server ended it or went away, or a callback raised
+                return (ws.closed or reading.done()
+                        or any(m.get("type") == "recording_stopped" for m in rec.messages))
 
             reading = asyncio.create_task(reader())
             try:
@@ -322,6 +325,8 @@ class AsyncClient:
                         await ws.send_json({"action": "stop"})
                     except ConnectionError:
                         pass
+                if failed:  # a callback raised: that comes first
+                    raise failed[0]
                 stopped = await self._next(inbox, ("recording_stopped", "closed"))
                 if stopped["type"] == "closed":
                     # idle timeout, shutdown, a dropped connection: the session is
@@ -336,7 +341,7 @@ class AsyncClient:
                 while True:
                     after = await self._next(inbox, ("processing_started", "error", "closed"))
                     # a 4005 here says the decoded audio was cut at the limit; processing follows
-                    if after.get("code") != DURATION_EXCEEDED:
+                    if after["type"] != "error" or after.get("code") != DURATION_EXCEEDED:
                         break
                 if wait and after["type"] == "processing_started":
                     await self._next(inbox, TERMINAL + ("closed",))
