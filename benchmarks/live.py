@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import traceback
@@ -57,7 +56,8 @@ import numpy as np
 
 from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
                         output_arguments, reprinted, write_results)
-from benchmarks.measure import percentile
+from benchmarks.measure import number as _num
+from benchmarks.measure import percentile_rounded as _pct
 
 NAME = "live"
 LATENCIES = (0.5, 1.0, 2.0, 5.0)
@@ -89,20 +89,6 @@ def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
             subset = "train" if name == "ami" else "development"
             items.extend(ami_items(subset, REPO_ROOT / "data"))
     return items
-
-
-def _num(value: Any, digits: int = 4) -> Optional[float]:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else round(value, digits)
-
-
-def _pct(values: Sequence[float], q: float) -> Optional[float]:
-    """Nearest-rank percentile, as the server benchmark's (`benchmarks.measure.percentile`)."""
-    p = percentile([float(v) for v in values], q)
-    return None if p is None else _num(p, 3)
 
 
 def _lags(runs: list[dict[str, Any]], kind: str) -> dict[str, Optional[float]]:

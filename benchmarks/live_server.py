@@ -55,7 +55,8 @@ import psutil
 
 from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
                         output_arguments, reprinted, write_results)
-from benchmarks.measure import percentile
+from benchmarks.measure import number as _num
+from benchmarks.measure import percentile_rounded as _pct
 
 NAME = "live-server"
 TARGET_P95 = 3.0
@@ -257,19 +258,6 @@ def merged(received: list[tuple[float, dict[str, Any]]],
         return received
     return sorted([x for x in received if x[1].get("type") not in words]
                   + [x for x in heard if x[1].get("type") in words], key=lambda x: x[0])
-
-
-def _pct(values: Sequence[float], q: float) -> Optional[float]:
-    p = percentile(list(values), q)
-    return None if p is None else round(p, 3)
-
-
-def _num(value: Any, digits: int = 4) -> Optional[float]:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else round(value, digits)
 
 
 def timings(sends: list[float], received: list[tuple[float, dict[str, Any]]],

@@ -36,6 +36,20 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     return s[k]
 
 
+def number(value: Any, digits: int = 4) -> Optional[float]:
+    """`value` as a float rounded to `digits` (None for None, NaN or no number)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else round(value, digits)
+
+
+def percentile_rounded(values: Sequence[float], q: float) -> Optional[float]:
+    """`percentile` (nearest rank) rounded to the millisecond; None for no values."""
+    return number(percentile([float(v) for v in values], q), 3)
+
+
 def ms(seconds: Optional[float]) -> Optional[float]:
     """Seconds as milliseconds rounded to 0.01 (None stays None)."""
     return None if seconds is None else round(seconds * 1000, 2)

@@ -133,7 +133,8 @@ def test_a_stereo_array_is_refused_not_read_as_twice_the_audio(models) -> None:
     with pytest.raises(ValueError, match="mono"):
         session.feed(np.zeros((SAMPLE_RATE, 2), np.float32))
     session.feed(np.zeros((SAMPLE_RATE, 1), np.float32))  # one channel, as a column
-    assert session.received == pytest.approx(1.0)
+    session.feed(np.zeros((1, SAMPLE_RATE), np.float32))  # or as a row
+    assert session.received == pytest.approx(2.0)
 
 
 def test_a_word_takes_the_speaker_it_overlaps_most_over_the_cut_turn_pieces() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from workbench.research.datasets import sample_call
@@ -56,3 +57,16 @@ def test_config_sweep_shares_embeddings_and_matches_fresh_runs() -> None:
     top = table.sort_values(["der", "right_speaker_count"], ascending=[True, False]).index[0]
     assert best_config(table, base) == configs[top]
     assert best_config(table.iloc[[2]], base) == configs[2]
+
+
+def test_best_config_reads_integers_and_nones_back_from_a_table() -> None:
+    """A sweep over num_speakers (None against 2) stores the column as floats (NaN, 2.0):
+    the best row gives back None or the integer 2 (2.0 was refused by the configuration)."""
+    import numpy as np
+
+    table = pd.DataFrame({"num_speakers": [np.nan, 2.0], "clustering_threshold": [0.3, 0.4],
+                          "der": [0.2, 0.1], "right_speaker_count": [0, 1]})
+    best = best_config(table)
+    assert best.num_speakers == 2 and isinstance(best.num_speakers, int)
+    assert best.clustering_threshold == 0.4
+    assert best_config(table.assign(der=[0.05, 0.1])).num_speakers is None

@@ -351,12 +351,12 @@ class StreamingTranscriber:
         """One faster-whisper call: its words (times from the stream's start), up to a
         decoding loop."""
         segments = self.transcriber.decode(audio, encoder_seconds=encoder_seconds, **options)
-        if self.config.fallback and _loops(segments):
+        if self.config.fallback and options["beam_size"] < 5 and _loops(segments):
             # Retried with a beam, not hotter: faster-whisper's temperature fallback
             # samples, and CTranslate2's sampling cannot be seeded (its random generators
             # live in its worker threads): the same audio gave other words from run to run
             retry = self.transcriber.decode(audio, encoder_seconds=encoder_seconds,
-                                            **{**options, "beam_size": max(5, options["beam_size"])})
+                                            **{**options, "beam_size": 5})
             if _loops(retry) < _loops(segments):
                 segments = retry
         # a word's end can fall in the silence padded after the audio: clip it there (a

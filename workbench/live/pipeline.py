@@ -156,9 +156,9 @@ def warm_up(models: LiveModels, config: Optional[LiveConfig] = None) -> float:
 
 def _as_float(samples: Any) -> np.ndarray:
     x = np.asarray(samples)
-    if x.ndim > 1 and x.size != x.shape[0]:  # (n, 1) or (1, n) is mono
+    if x.ndim > 1 and x.size != max(x.shape):  # (n, 1) or (1, n) is mono
         raise ValueError(f"expected mono samples (one channel), got an array of shape "
-                         f"{x.shape}: mix it down first (e.g. samples.mean(axis=1))")
+                         f"{x.shape}: mix it down first (average the channels)")
     if x.dtype == np.int16:
         return x.astype(np.float32).reshape(-1) / 32768.0
     if not np.issubdtype(x.dtype, np.floating):

@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import typing
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -165,13 +166,18 @@ def best_config(table: pd.DataFrame, base: Optional[DiarizationConfig] = None
     for (those the sweep varied: `sweep_diarization`'s two, or any of `sweep_configs`)."""
     ranked = table.sort_values(["der", "right_speaker_count"], ascending=[True, False])
     top = ranked.iloc[0]
+    hints = typing.get_type_hints(DiarizationConfig)
     chosen = {}
     for f in fields(DiarizationConfig):
         if f.name in table.columns:
             value = top[f.name]
             value = value.item() if hasattr(value, "item") else value  # NumPy -> Python
-            # a column mixing None and numbers holds NaN for None
-            chosen[f.name] = None if isinstance(value, float) and math.isnan(value) else value
+            if isinstance(value, float) and math.isnan(value):
+                value = None  # a column mixing None and numbers holds NaN for None
+            elif (isinstance(value, float) and value.is_integer()
+                  and int in (hints[f.name], *typing.get_args(hints[f.name]))):
+                value = int(value)  # and floats for the integers
+            chosen[f.name] = value
     return replace(base or DiarizationConfig(), **chosen)
 
 
