@@ -476,6 +476,12 @@ class OnlineDiarizer:
         rank = np.argsort(np.argsort(-score, axis=1, kind="stable"), axis=1, kind="stable")
         return (rank < count[:, None]) & (score > 0)
 
+    def _seconds(self, frame: Any) -> float:
+        """Global frame -> seconds, rounded to the millisecond one way for turn ends and
+        block edges alike (Python's round() of a Python int: NumPy rounds 24.5025 to 24.502,
+        Python to 24.503, and a turn's end must equal the edge it is snapped to)."""
+        return round(int(frame) * self.frame_step, 3)
+
     def _turns(self, active: np.ndarray, lo: int) -> list[Turn]:
         turns = []
         for g in range(active.shape[1]):
@@ -484,11 +490,7 @@ class OnlineDiarizer:
                 continue
             edges = np.flatnonzero(np.diff(np.concatenate([[0], col, [0]])))
             for a, b in zip(edges[::2], edges[1::2]):
-                # Python ints and round(), as _finalize rounds the block's edges: NumPy's
-                # rounding of 24.5025 (24.502) is not Python's (24.503), and a turn's end
-                # must match the edge it is snapped to
-                turns.append(Turn(round(int(lo + a) * self.frame_step, 3),
-                                  round(int(lo + b) * self.frame_step, 3), _label(g)))
+                turns.append(Turn(self._seconds(lo + a), self._seconds(lo + b), _label(g)))
         return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
 
     def _finalize(self, end: float, seconds: float, skipped: int, final: bool) -> StepResult:
@@ -502,7 +504,7 @@ class OnlineDiarizer:
             # edge of the block reaches that edge exactly (rounding to the frame grid
             # would leave a sliver of up to a frame unlabelled, or labelled twice, at
             # every step)
-            first, last = round(lo * self.frame_step, 3), round(hi * self.frame_step, 3)
+            first, last = self._seconds(lo), self._seconds(hi)
             turns = [Turn(self.final_until if t.start <= first else t.start,
                           until if t.end >= last else t.end, t.speaker) for t in turns]
         now_hi = int(round(end / self.frame_step))
