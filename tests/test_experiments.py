@@ -374,19 +374,73 @@ def test_code_version_changes_with_the_source(tmp_path: Path) -> None:
     assert source_version(copy) != changed  # a new module counts too
 
 
+WORKER_ON_OTHER_CODE = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import workbench
+assert Path(workbench.__file__).parent == Path(sys.argv[1]) / "workbench"
+from workbench.research.datasets import CorpusItem
+from workbench.research.experiments import EnvironmentMismatch, System, run_cell
+expected, audio, cells = json.loads(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+item = CorpusItem("w", audio)
+for name in ("other-code", "edited"):
+    if name == "edited":  # this process's own key, then its code edited on disk
+        expected = None
+        engine = Path(sys.argv[1]) / "workbench" / "engine" / "audio.py"
+        engine.write_text(engine.read_text() + "# edited after import\\n")
+    try:
+        run_cell(item, System.asr_only(), str(cells / name / "env"), sys.argv[5], 1, expected)
+    except EnvironmentMismatch as exc:
+        print(name, "refused:", exc, flush=True)
+    else:
+        print(name, "computed", flush=True)
+"""
+
+
+@pytest.mark.models
+def test_a_worker_on_other_code_is_refused(tmp_path: Path) -> None:
+    """A worker whose workbench code is not the code the cell's key names (a Dask worker
+    started on another checkout; a process whose code was edited after it imported it)
+    stores nothing under that key: it raises, saying which environment differs."""
+    import workbench
+    from workbench.engine.pipeline import DEFAULT_DATA_DIR
+    from workbench.research.experiments import environment
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(workbench.__file__).parent, checkout / "workbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    pipeline = checkout / "workbench" / "engine" / "pipeline.py"
+    pipeline.write_text(pipeline.read_text() + "\n# another version\n")
+    item = excerpt(sample_call(), 2.0, tmp_path / "item")
+    expected = environment(System.asr_only())
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_ON_OTHER_CODE, str(checkout), json.dumps(expected),
+         str(item.audio), str(tmp_path / "cells"), str(DEFAULT_DATA_DIR.resolve())],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("other-code refused:"), result.stdout
+    assert f"code: {expected['code']} / " in lines[0]
+    assert lines[1].startswith("edited refused:"), result.stdout
+    assert "changed after this process imported it" in lines[1]
+    assert not list((tmp_path / "cells").rglob("transcript.json"))
+
+
 def test_cell_key_follows_edits_and_the_embedding_runtime(monkeypatch) -> None:
     """The key is found anew at every call, so code edited (or a package upgraded) while a
     kernel runs gives new cells; and it names ONNX Runtime, which computes CAM++."""
+    import workbench.research.cells as cells
     import workbench.research.experiments as experiments
 
     system = System("diarization", PipelineConfig.from_dict({"transcribe": False}))
     before = experiments.environment(system)
     assert before["packages"]["onnxruntime"] and before["packages"]["onnx"]
     assert before["models"]["diarization"]["embedding"]["runtime"] == "onnx"
-    monkeypatch.setattr(experiments, "source_version", lambda package: "0123456789ab")
+    monkeypatch.setattr(cells, "source_version", lambda package: "0123456789ab")
     after = experiments.environment(system)
-    assert after["code"] == experiments.code_version() == "0123456789ab" != before["code"]
-    assert experiments.environment_key(after) != experiments.environment_key(before)
+    assert after["code"] == cells.code_version() == "0123456789ab" != before["code"]
+    assert cells.environment_key(after) != cells.environment_key(before)
 
 
 def test_cell_key_follows_the_models(tmp_path: Path) -> None:
@@ -414,6 +468,7 @@ def test_cell_key_follows_the_models(tmp_path: Path) -> None:
 
 @pytest.mark.models
 def test_stale_cells_are_rerun_or_reused_and_say_so(tmp_path: Path, monkeypatch) -> None:
+    import workbench.research.cells as cells
     import workbench.research.experiments as experiments
 
     item = excerpt(sample_call(), 4.0, tmp_path / "item")
@@ -431,7 +486,7 @@ def test_stale_cells_are_rerun_or_reused_and_say_so(tmp_path: Path, monkeypatch)
 
     # Other code: the cell's key changes, so it is computed again by default ...
     original = experiments.code_version()
-    monkeypatch.setattr(experiments, "code_version", lambda: "0123456789ab")
+    monkeypatch.setattr(cells, "code_version", lambda: "0123456789ab")
     assert cell_path(cache, item, system) != first_cell(cache)
     reused = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False,
                       stale="reuse")

