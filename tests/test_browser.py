@@ -416,6 +416,49 @@ def test_resume_refused_while_the_server_is_full_is_tried_again(pw: Any, sweep: 
         srv.stop()
 
 
+@pytest.mark.timeout(120)
+def test_resume_refused_at_a_limit_processes_what_was_kept(pw: Any, sweep: Path,
+                                                           tmp_path: Path) -> None:
+    """The server comes back with a lower duration limit than the session already holds:
+    the `start` on reconnect is refused with 4005. The page says that the audio since the
+    drop could not be added and has what reached the server processed (before: after a
+    Stop it failed, and the session stayed interrupted with nothing to start its run). The
+    card follows that run until it is done (before: a run asked for was queued while the
+    session still said interrupted, so the card showed the unprocessed session at once)."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        time.sleep(3)
+        srv.stop()
+        page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+        time.sleep(1)
+        page.click("#stop")
+        page.wait_for_function("window.__recorder.state === 'stopping'")
+        assert recorder(page, "r.pendingBytes") > 0
+        srv = LocalServer(srv.data_dir, port=srv.port,
+                          args=["--pipeline", "renditions", "--max-duration", "1"]).start()
+        box = notice(page, "limit")
+        box.wait_for(timeout=20_000)
+        text = box.inner_text()
+        assert "already at the server's limit" in text
+        assert "Recording duration exceeds limit (1 second)" in text
+        assert "were not added" in text and "being processed" in text
+        wait_result(page, timeout=30)
+        assert errors == []
+        sid, dropped = recorder(page, "[r.sessionId, r.bytesDropped]")
+        assert dropped > 0
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and len(session["parts"]) == 1
+        assert session["duration_seconds"] > 2
+        assert page.locator("#downloads a[data-format='wav']").count() == 1
+    finally:
+        browser.close()
+        srv.stop()
+
+
 def _bytes_file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

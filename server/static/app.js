@@ -141,9 +141,26 @@ function wire(rec) {
     log(`Connection lost${code ? ` (code ${code})` : ''}; reconnecting in ${(delay / 1000).toFixed(1)} s`,
       'warning');
   });
-  rec.addEventListener('limit', (ev) => {
-    notify('limit', 'warning', 'The server ended the recording at its limit.',
-      `${ev.detail.message}. Everything recorded up to the limit is kept and is being processed.`);
+  rec.addEventListener('limit', async (ev) => {
+    const { message, refused, lostBytes, sessionId } = ev.detail;
+    if (!refused) {
+      notify('limit', 'warning', 'The server ended the recording at its limit.',
+        `${message}. Everything recorded up to the limit is kept and is being processed.`);
+      return;
+    }
+    // A reconnect refused at a limit: the session keeps what reached it; process that.
+    notify('limit', 'warning', 'The session was already at the server\'s limit.',
+      `${message}. The recording could not be resumed after the connection came back, so the `
+      + `${(lostBytes / 1024).toFixed(0)} kB captured since the drop were not added. Everything `
+      + 'that reached the server before is kept and is being processed.');
+    log(`Resume refused at the limit: ${message}; processing what the server has`, 'warning');
+    let options = {};
+    try {
+      options = (await fetchSession(sessionId)).options || {};
+    } catch {
+      // the run then takes the server's defaults
+    }
+    processAgain(sessionId, options);
   });
   rec.addEventListener('warning', (ev) => {
     notify('warning', 'warning', 'Warning.', ev.detail.message);
@@ -365,6 +382,13 @@ function showProcessing(sessionId, label, overall, stage = '') {
 }
 
 /** Follow a session being processed over REST until it is done (used after a lost socket). */
+/** Processing, or a refined run queued or running (a run just asked for is queued while the
+ * session still says interrupted, completed or failed until a worker takes it). */
+function beingProcessed(session) {
+  return session.status === 'processing' || (session.runs || []).some(
+    (r) => (r.kind ?? 'refined') === 'refined' && ['queued', 'running'].includes(r.status));
+}
+
 async function watchSession(sessionId) {
   const token = ++watchToken;
   for (;;) {
@@ -377,7 +401,7 @@ async function watchSession(sessionId) {
       session = null;
     }
     if (token !== watchToken) return;
-    if (session && session.status !== 'processing') {
+    if (session && !beingProcessed(session)) {
       showResult(sessionId, { session });
       refreshSessions();
       return;
@@ -397,7 +421,7 @@ async function openSession(sessionId) {
     reportError(err, 'Opening the session', () => openSession(sessionId));
     return;
   }
-  if (session.status === 'processing') {
+  if (beingProcessed(session)) {
     showProcessing(sessionId, 'Processing', 0);
     watchSession(sessionId);
   } else {

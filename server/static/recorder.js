@@ -389,7 +389,18 @@ export class LiveRecording extends EventTarget {
       this._fail(`The server could not decode the recording: ${msg.message}`);
     } else if (!this.ready && this.sessionId && ['reconnecting', 'stopping'].includes(this.state)) {
       // Refused `start` on reconnect: the audio since the drop waits here.
-      if (code === TOO_MANY_RECORDINGS || code === INTERNAL_ERROR) {
+      if (code === TOTAL_SIZE_EXCEEDED || code === DURATION_EXCEEDED) {
+        // The session was at a limit already (the server came back with a lower one, or
+        // found the last part longer than it knew): it can take no more audio, but what
+        // reached it is kept. The page asks for it to be processed ('limit', refused).
+        const lostBytes = this.pendingBytes;
+        this.bytesDropped += lostBytes;
+        this._endCapture();
+        this._closeSocket();
+        this._setState('processing');
+        this._emit('limit', { code, message: msg.message, refused: true, lostBytes,
+          sessionId: this.sessionId });
+      } else if (code === TOO_MANY_RECORDINGS || code === INTERNAL_ERROR) {
         this._emit('warning', { message: `The server cannot take the recording back yet: `
           + `${msg.message}. Trying again; the audio since the drop is kept here.` });
         this._closeSocket();
