@@ -117,6 +117,7 @@ class JobQueue:
         self._reader: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._last_progress: dict[str, float] = {}
+        self._session_of: dict[str, str] = {}  # run id -> session id, while a worker has it
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._closing = False
         self.dask_scheduler = dask_scheduler
@@ -262,6 +263,7 @@ class JobQueue:
                                 started_at=time.time(), attempts=run.attempts + 1,
                                 stage="queued", progress=0.0)
         worker.run_id = run.id
+        self._session_of[run.id] = run.session_id
         if self._dask is not None:
             from .worker import run_on_dask
 
@@ -352,8 +354,11 @@ class JobQueue:
                 w.run_id = None
         self._last_progress.pop(run_id, None)
         self._wake.set()
+        session_id = self._session_of.pop(run_id, None)
         run = await asyncio.to_thread(self.store.get_run, run_id)
         if run is None:
+            if session_id is not None:  # deleted meanwhile: what the worker wrote goes too
+                await asyncio.to_thread(self.store.remove_leftovers, session_id)
             return
         sid = run.session_id
         await asyncio.to_thread(self.store.finish_run, run_id, ok=ok, summary=summary,

@@ -380,6 +380,7 @@ class LiveStream:
                                 error=None if ok else str(outcome[1]), finished_at=time.time())
         log.info("Live run %s of session %s %s", run_id, self.session_id,
                  "completed" if ok else f"failed: {outcome[1]}")
+        await asyncio.to_thread(store.remove_leftovers, self.session_id)  # if deleted since
         if self.process is not None:
             await asyncio.to_thread(self.process.join, 10)
             if self.process.is_alive():

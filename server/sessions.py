@@ -416,6 +416,16 @@ class SessionStore:
             shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
         return bool(cur.rowcount)
 
+    def remove_leftovers(self, session_id: str) -> bool:
+        """A session deleted while a worker still worked on it: remove what the worker
+        wrote since (a run's transcripts, in a folder made anew). True if it was gone."""
+        import shutil
+
+        if self.get_session(session_id) is not None:
+            return False
+        shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
+        return True
+
     # ------------------------------------------------------------------ parts
     def add_part(self, session_id: str, fmt: InputFormat) -> Part:
         with self._tx() as db:

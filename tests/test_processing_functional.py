@@ -130,6 +130,39 @@ async def get_json_status(url: str) -> tuple[str, dict[str, Any]]:
     return body["status"], body
 
 
+async def test_a_session_deleted_while_processed_leaves_nothing_on_disk(
+        full_server: LocalServer) -> None:
+    """DELETE while the session's run is in a worker: 204, and when the worker has
+    finished nothing of the session is left (before, the worker wrote the run's
+    transcripts into a folder made anew for the deleted session, kept for ever)."""
+    srv = full_server
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "wav",
+                                "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await stream(ws, to_int16(sample_call().load_audio()).tobytes(), 32000, binary=True)
+            await ws.send_json({"action": "stop"})
+            while True:  # the worker has read the audio and transcribes it
+                progress, _ = await recv_until(ws, "processing_progress", timeout=120)
+                if progress["stage"] not in ("renditions", "queued", "load"):
+                    break
+            async with s.delete(f"{srv.url}/api/sessions/{sid}") as r:
+                assert r.status == 204
+        folder = srv.data_dir / "sessions" / sid
+        assert not folder.exists()
+        deadline = time.monotonic() + 300
+        while True:  # until the worker is done with the run
+            _, health = await get_json_status(f"{srv.url}/api/health")
+            if health["busy_workers"] == 0:
+                break
+            assert time.monotonic() < deadline, health
+            await asyncio.sleep(0.2)
+        async with s.get(f"{srv.url}/api/sessions/{sid}") as r:
+            assert r.status == 404
+    assert not folder.exists(), sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
 async def test_a_run_that_fails_in_the_worker_is_reported_and_the_server_goes_on(
         full_server: LocalServer, speech_dir: Path) -> None:
     """An ASR model that does not exist passes validation but fails inside the worker:
