@@ -29,7 +29,7 @@ serve: bootstrap
 
 ## The whole test suite (unit, functional, models, notebooks, browser).
 test: bootstrap-test
-	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env tests notebooks
+	$(PY) -m pytest -p no:cacheprovider --durations=15 --nbval-lax --nbval-current-env tests notebooks
 
 ## Quick subset: no models, no notebooks, no browser.
 test-fast: bootstrap-test
