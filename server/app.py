@@ -12,7 +12,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
 
-from workbench.engine.audio import AudioDecodeError, encode_mp4
+from workbench.engine.audio import AudioDecodeError
+from workbench.engine.rendition import encode_mp4
 from workbench.engine.config import ConfigError
 
 from . import routes

@@ -15,7 +15,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from workbench.engine.audio import AudioDecodeError, encode_mp4, wav_duration
+from workbench.engine.audio import AudioDecodeError, wav_duration
+from workbench.engine.rendition import encode_mp4
 from workbench.engine.config import ConfigError, RunConfig
 
 Emit = Callable[[tuple[Any, ...]], None]

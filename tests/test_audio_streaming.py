@@ -33,11 +33,11 @@ from workbench.engine.audio import (
     decode_file,
     decode_parts,
     decode_to_wav,
-    encode_mp4,
     iter_decode,
     to_int16,
     write_wav,
 )
+from workbench.engine.rendition import encode_mp4
 
 from .conftest import have
 
@@ -172,7 +172,8 @@ _MEMORY_PROBE = textwrap.dedent("""
     import resource, struct, sys
     import numpy as np
     from pathlib import Path
-    from workbench.engine.audio import InputFormat, decode_to_wav, encode_mp4, write_wav
+    from workbench.engine.audio import InputFormat, decode_to_wav, write_wav
+    from workbench.engine.rendition import encode_mp4
 
     what, d = sys.argv[1], Path(sys.argv[2])
     rate, channels, seconds = (44100, 2, 600) if what == "decode" else (16000, 1, 600)
@@ -400,3 +401,73 @@ def test_streamed_decode_of_odd_pcm_matches_whole_file(tmp_path: Path, tag: int,
     with np.errstate(invalid="ignore"):
         expected = write_wav(tmp_path / "ref.wav", whole).read_bytes()
     assert (tmp_path / "audio.wav").read_bytes() == expected
+
+
+# ----------------------------------------------------------------- WAV files as they come
+
+def _wav_with(path: Path, samples: np.ndarray, *, trailer: bytes = b"", size: Any = None) -> Path:
+    """16 kHz mono 16-bit WAV of `samples`, its data chunk declaring `size` bytes (default:
+    the truth) and followed by `trailer` (e.g. a LIST chunk)."""
+    data = to_int16(samples).tobytes()
+    declared = len(data) if size is None else size
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 16000, 32000, 2, 16)
+    body = b"WAVE" + fmt + struct.pack("<4sI", b"data", declared) + data + trailer
+    path.write_bytes(struct.pack("<4sI", b"RIFF", len(body)) + body)
+    return path
+
+
+def test_wav_metadata_after_the_data_is_not_audio(tmp_path: Path) -> None:
+    """A LIST chunk after the data (what editors and recorders write) is not decoded as
+    audio: before, its bytes came out as 54 samples of a full-scale click at the end. A
+    data size that streamed writers leave wrong (0xFFFFFFFF, or stale with audio after
+    it) still reads to the end."""
+    from workbench.engine.audio import wav_duration
+
+    tone = (0.3 * np.sin(np.arange(1600) / 5)).astype(np.float32)
+    text = b"ISFT\x0e\x00\x00\x00Lavf60.16.100\x00" * 4
+    listed = _wav_with(tmp_path / "list.wav", tone,
+                       trailer=struct.pack("<4sI4s", b"LIST", len(text) + 4, b"INFO") + text)
+    for path in (listed, _wav_with(tmp_path / "plain.wav", tone)):
+        decoded = decode_file(path)
+        assert len(decoded) == 1600 and np.abs(decoded - tone).max() < 1e-4, path.name
+        assert np.array_equal(np.concatenate(list(iter_decode(path, block_frames=97))), decoded)
+        assert wav_duration(path) == pytest.approx(0.1)
+    for size in (0xFFFFFFFF, 0, 640):  # the declared size is not where the bytes end
+        path = _wav_with(tmp_path / f"streamed-{size}.wav", tone, size=size)
+        assert len(decode_file(path)) == 1600 and wav_duration(path) == pytest.approx(0.1)
+        assert len(np.concatenate(list(iter_decode(path)))) == 1600
+
+
+@pytest.mark.parametrize("codec,options", [("pcm_mulaw", {}), ("adpcm_ima_wav", {}),
+                                           ("pcm_s16le", {"rf64": "always"})])
+def test_wav_encodings_beyond_pcm_decode_with_ffmpeg(codec: str, options: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    """mu-law (telephony), IMA ADPCM and RF64 WAV files, refused before ("Unsupported WAV
+    encoding", "Not a RIFF/WAVE stream"), decode through FFmpeg's WAV demuxer."""
+    import av
+
+    path = tmp_path / f"{codec}.wav"
+    tone = (0.3 * np.sin(np.arange(8000) / 5)).astype(np.float32)
+    with av.open(str(path), "w", format="wav", options=options) as out:
+        stream = out.add_stream(codec, rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(to_int16(tone).reshape(1, -1), format="s16",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    decoded = decode_file(path)
+    assert abs(len(decoded) - 16000) <= 512 and 0.1 < np.abs(decoded).max() < 0.5
+    assert np.array_equal(np.concatenate(list(iter_decode(path))), decoded)
+
+
+def test_a_nan_sample_does_not_spread_through_resampling(tmp_path: Path) -> None:
+    """A float WAV at 44.1 kHz with one NaN sample: before, 544 samples (34 ms) of NaN at
+    16 kHz went to the models."""
+    import soundfile as sf
+
+    x = (0.3 * np.sin(np.arange(44100) / 7)).astype(np.float32)
+    x[20000] = np.nan
+    x[30000] = np.inf
+    sf.write(tmp_path / "nan.wav", x, 44100, subtype="FLOAT")
+    decoded = decode_file(tmp_path / "nan.wav")
+    assert np.isfinite(decoded).all() and len(decoded) == 16000

@@ -115,6 +115,26 @@ def test_bad_flag_values_are_refused_before_any_model_loads(two_voices: Path,
         assert not (tmp_path / "out").exists()
 
 
+def test_bad_inputs_and_outputs_are_refused_before_any_work(two_voices: Path,
+                                                          tmp_path: Path) -> None:
+    """A file that is no audio, a folder as the audio, and an --out that cannot be a folder
+    give "error: ..." and exit status 2 (before: tracebacks, the last one only after the
+    whole run)."""
+    (tmp_path / "notaudio.wav").write_text("hello")
+    (tmp_path / "a-file").write_text("")
+    cases = [(tmp_path / "notaudio.wav", tmp_path / "o1", "cannot decode"),
+             (tmp_path, tmp_path / "o2", "not a file"),
+             (two_voices, tmp_path / "a-file", "cannot write the results")]
+    for audio, out, message in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "workbench", "transcribe", str(audio), "--out", str(out),
+             "--no-diarization"], cwd=REPO, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 2, (audio, proc.stderr[-2000:])
+        assert f"error: {message}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert "input_format" not in proc.stderr  # a server's words, not the command line's
+
+
 class _FirstProgress(Exception):
     """Stops a run at its first progress call."""
 

@@ -183,3 +183,31 @@ def test_unknown_speakers_unicode_and_long_times_survive_independent_readers(
     assert doc["diarization"] == [] and {s["speaker"] for s in doc["segments"]} == {None}
     assert "00:00:01,001 --> " in (tmp_path / "transcript.srt").read_text(encoding="utf-8")
     assert "01:02:05,004 --> " in (tmp_path / "transcript.srt").read_text(encoding="utf-8")
+
+
+def test_reference_and_subtitle_lines_stay_one_record(tmp_path: Path) -> None:
+    """STM and UEM fields are split on white space: a uri or speaker with spaces (and an
+    unknown speaker) is written as RTTM writes it, a line break in text becomes a space;
+    a blank line inside a text no longer ends an SRT or VTT cue early; an RTTM turn's end
+    reads back as written (start and duration were rounded apart)."""
+    from workbench.engine.formats import format_rttm, format_stm, format_uem, read_stm, read_uem
+    from workbench.engine.transcript import TranscriptSegment
+
+    stm = tmp_path / "a.stm"
+    stm.write_text(format_stm("my call", [TranscriptSegment(0, 1, "John Smith", "hi\nthere"),
+                                          TranscriptSegment(1, 2, None, "bye")]))
+    assert [(u, s.speaker, s.text) for u, s in read_stm(stm)] == [
+        ("my_call", "John_Smith", "hi there"), ("my_call", "UNKNOWN", "bye")]
+    uem = tmp_path / "a.uem"
+    uem.write_text(format_uem("my call", [(0.0, 1.5)]))
+    assert read_uem(uem) == [("my_call", (0.0, 1.5))]
+    rttm = format_rttm("x", [Turn(0.0004, 0.0016, "A")])
+    assert [(t.start, t.end) for t in read_rttm_turns(rttm)] == [(0.0, 0.002)]
+
+    words = [Word(0.1, 0.4, " line one\n\nline two", 0.9)]
+    t = Transcript(build_segments(assign_speakers(words, [Turn(0, 1, "A")])), [Turn(0, 1, "A")],
+                   1.0, "en", {}, {}, uri="cue")
+    t.save(tmp_path / "cue")
+    for read, name in ((read_srt, "transcript.srt"), (read_vtt, "transcript.vtt")):
+        cues = read((tmp_path / "cue" / name).read_text(encoding="utf-8"))
+        assert [(speaker, text) for _, _, speaker, text in cues] == [("A", "line one line two")]

@@ -91,3 +91,16 @@ def test_notebook_clock_carries_rounded_seconds_into_the_minute() -> None:
     t = Transcript(build_segments(assign_speakers([w(59.999, 119.999, "a")], [Turn(0, 200, "S0")])),
                    [Turn(0, 200, "S0")], 200.0, "en", {}, {})
     assert "[01:00.00–02:00.00]" in t._repr_html_()
+
+
+def test_a_turn_met_for_an_earlier_long_word_is_no_nearer_than_it_is() -> None:
+    """A turn swept in for an earlier, longer word counted as distance 0 for every later
+    word: a word 2.8 s before it (tolerance 0.5) got its speaker."""
+    words = [w(0, 5, "long"), w(1.0, 1.2, "x")]
+    assert speakers(assign_speakers(words, [Turn(4, 6, "B")])) == ["B", None]
+    assert speakers(assign_speakers([w(1.0, 1.2)], [Turn(4, 6, "B")])) == [None]
+
+
+def test_a_segment_ends_with_its_latest_word() -> None:
+    segment, = build_segments([Word(0, 5, " a", speaker="A"), Word(1, 2, " b", speaker="A")])
+    assert (segment.start, segment.end) == (0, 5)

@@ -75,17 +75,30 @@ def _transcribe(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    audio = Path(args.audio)
-    if not audio.exists():
-        print(f"error: no such file: {audio}", file=sys.stderr)
+    audio, out = Path(args.audio), Path(args.out)
+    if not audio.is_file():
+        print(f"error: {'not a file' if audio.exists() else 'no such file'}: {audio}",
+              file=sys.stderr)
         return 2
-    from workbench.engine.audio import load_audio  # torch-free
+    try:  # where the results go is checked before any work
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot write the results to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    from workbench.engine.audio import AudioDecodeError, load_audio  # torch-free
 
     progress = _Progress()
     # decode before the pipeline's libraries (torch, pyannote, CTranslate2) are imported,
     # so that the first progress line comes within a second or so
     progress("decode", 0, 1)
-    samples = load_audio(audio)
+    try:
+        samples = load_audio(audio)
+    except (AudioDecodeError, OSError) as exc:
+        progress.close()
+        reason = ("not a WAV, WebM, Ogg, MP4/AAC, MP3 or FLAC file"
+                  if "unrecognised container" in str(exc) else str(exc))
+        print(f"error: cannot decode {audio}: {reason}", file=sys.stderr)
+        return 2
     progress("decode", 1, 1)
     pipeline = cli_pipeline(config, args.data_dir)
     transcript = pipeline(samples, hook=progress, uri=audio.stem)

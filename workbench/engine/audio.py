@@ -2,8 +2,8 @@
 
 The canonical form of every recording and every file the pipeline reads is
 16 kHz, mono, 16-bit PCM (:data:`SAMPLE_RATE`).  What counts as audio input is
-:data:`AudioInput`: a path to a file any FFmpeg build can decode, or a NumPy
-array already at 16 kHz.
+:data:`AudioInput`: a path to a file in one of the :data:`CONTAINERS` (WAV, WebM, Ogg,
+MP4/AAC, MP3, FLAC; found from its first bytes), or a NumPy array already at 16 kHz.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SAMPLE_RATE = 16000
 """Sample rate of canonical audio (Hz)."""
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
-"""Audio the workbench accepts: a file path (any container FFmpeg decodes) or a
+"""Audio the workbench accepts: a file path (WAV, WebM, Ogg, MP4/AAC, MP3 or FLAC) or a
 mono float32/int16 NumPy array sampled at :data:`SAMPLE_RATE`."""
 
 CONTAINERS = ("wav", "pcm_s16le", "webm", "ogg", "mp4", "mp3", "flac")
@@ -116,6 +116,8 @@ def _pcm_bytes_to_float(data: bytes, sample_width: int, channels: int, is_float:
         x = np.frombuffer(data, dtype="<i4").astype(np.float32) / 2147483648.0
     else:
         raise AudioDecodeError(f"Unsupported WAV sample width: {sample_width * 8} bits")
+    if is_float:  # a NaN would spread over the resampler's whole kernel
+        x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
     return x.reshape(-1, channels)
 
 
@@ -166,14 +168,30 @@ def parse_wav_header(head: bytes) -> Optional[WavHeader]:
     return None
 
 
+def _wav_payload(f: BinaryIO) -> tuple[WavHeader, Optional[int]]:
+    """The header of the WAV file `f` and its data chunk's size in bytes: the declared
+    size when another chunk follows it (a LIST or id3 trailer is no audio), else None:
+    the data runs to the end (streamed writers leave 0, 0xFFFFFFFF or a stale size)."""
+    f.seek(0)
+    header = parse_wav_header(f.read(1 << 16))
+    if header is None:
+        raise AudioDecodeError("WAV stream ended before its audio data began")
+    f.seek(header.data_offset - 4)
+    (size,) = struct.unpack("<I", f.read(4))
+    end = header.data_offset + size + (size & 1)
+    f.seek(end)
+    tail = f.read(8)
+    left = os.fstat(f.fileno()).st_size - end - 8
+    follows = (len(tail) == 8 and all(32 <= c < 127 for c in tail[:4])
+               and struct.unpack("<I", tail[4:])[0] <= left + 1)
+    f.seek(header.data_offset)
+    return header, size if follows else None
+
+
 def _decode_wav_file(path: Path) -> np.ndarray:
     with open(path, "rb") as f:
-        head = f.read(1 << 16)
-        header = parse_wav_header(head)
-        if header is None:
-            raise AudioDecodeError("WAV stream ended before its audio data began")
-        f.seek(header.data_offset)
-        data = f.read()  # the data chunk runs to the end of what was received
+        header, size = _wav_payload(f)
+        data = f.read() if size is None else f.read(size)
     x = _pcm_bytes_to_float(data, header.sample_width, header.channels, header.is_float)
     return _to_mono_16k(x, header.sample_rate)
 
@@ -186,7 +204,8 @@ def _decode_pcm_file(path: Path, fmt: InputFormat) -> np.ndarray:
 
 # FFmpeg demuxer per container: naming it stops FFmpeg from probing the bytes as
 # something else (e.g. an `ffconcat` script that would open other files).
-DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac"}
+DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac",
+            "wav": "wav"}
 
 
 def ffmpeg_demuxer(container: Optional[str], head: bytes) -> Optional[str]:
@@ -235,7 +254,10 @@ def decode_file(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None
     if container == "pcm_s16le":
         return _decode_pcm_file(path, fmt)
     if container == "wav":
-        return _decode_wav_file(path)
+        try:
+            return _decode_wav_file(path)
+        except AudioDecodeError:  # RF64, mu-law, ADPCM...: FFmpeg's WAV demuxer reads them
+            return _decode_with_ffmpeg(path, container)
     if container is None:
         raise AudioDecodeError(_UNRECOGNISED)
     return _decode_with_ffmpeg(path, container)
@@ -271,12 +293,15 @@ def iter_decode(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None
             yield from _iter_pcm(f, 2, fmt.channels, False, fmt.sample_rate, block_frames)
     elif container == "wav":
         with open(path, "rb") as f:
-            header = parse_wav_header(f.read(1 << 16))
-            if header is None:
-                raise AudioDecodeError("WAV stream ended before its audio data began")
-            f.seek(header.data_offset)
-            yield from _iter_pcm(f, header.sample_width, header.channels, header.is_float,
-                                 header.sample_rate, block_frames)
+            try:
+                header, size = _wav_payload(f)
+            except AudioDecodeError:  # RF64, mu-law, ADPCM...: as decode_file
+                header = None
+            if header is not None:
+                yield from _iter_pcm(f, header.sample_width, header.channels, header.is_float,
+                                     header.sample_rate, block_frames, size)
+        if header is None:
+            yield from _iter_ffmpeg(path, container)
     elif container is None:
         raise AudioDecodeError(_UNRECOGNISED)
     else:
@@ -284,8 +309,9 @@ def iter_decode(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None
 
 
 def _iter_pcm(f: BinaryIO, sample_width: int, channels: int, is_float: bool, sample_rate: int,
-              block_frames: int) -> Iterator[np.ndarray]:
-    """PCM from the current position of ``f`` to its end, as mono float32 blocks at 16 kHz."""
+              block_frames: int, size: Optional[int] = None) -> Iterator[np.ndarray]:
+    """PCM from the current position of ``f`` to its end (or `size` bytes on), as mono
+    float32 blocks at 16 kHz."""
     frame = sample_width * channels
     # A header may claim thousands of channels: bound the bytes read at once too.
     block_bytes = frame * max(1, min(block_frames, (1 << 22) // frame))
@@ -295,8 +321,11 @@ def _iter_pcm(f: BinaryIO, sample_width: int, channels: int, is_float: bool, sam
 
         resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32",
                                         quality="HQ")
+    left = size
     while True:
-        data = f.read(block_bytes)
+        data = f.read(block_bytes if left is None else min(block_bytes, left))
+        if left is not None:
+            left -= len(data)
         x = _pcm_bytes_to_float(data, sample_width, channels, is_float)
         mono = x.mean(axis=1).astype(np.float32, copy=False)
         if resampler is None:
@@ -515,60 +544,8 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 def wav_duration(path: Union[str, os.PathLike]) -> float:
     """Duration in seconds of a PCM WAV file, read from its header and size."""
     with open(path, "rb") as f:
-        header = parse_wav_header(f.read(1 << 16))
-    if header is None:
-        return 0.0
-    payload = Path(path).stat().st_size - header.data_offset
+        if parse_wav_header(f.read(1 << 16)) is None:
+            return 0.0
+        header, size = _wav_payload(f)
+        payload = os.fstat(f.fileno()).st_size - header.data_offset if size is None else size
     return payload / (header.sample_rate * header.channels * header.sample_width)
-
-
-def _blocks_of(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Re-cut a stream of 1-D blocks into blocks of exactly ``size`` (the last may be shorter)."""
-    pending: list[np.ndarray] = []
-    held = 0
-    for block in blocks:
-        pending.append(block)
-        held += len(block)
-        if held < size:
-            continue
-        joined = np.concatenate(pending)
-        cut = len(joined) - len(joined) % size
-        for i in range(0, cut, size):
-            yield joined[i : i + size]
-        pending, held = [joined[cut:]], len(joined) - cut
-    if held:
-        yield np.concatenate(pending)
-
-
-def encode_mp4(wav_path: Union[str, os.PathLike], mp4_path: Union[str, os.PathLike],
-               bitrate: int = 64000) -> Path:
-    """Encode a canonical WAV as MP4 (AAC-LC, mono, 16 kHz), atomically, block by block
-    (memory independent of the recording's length)."""
-    import av
-
-    mp4_path = Path(mp4_path)
-    frame_size = 1024
-    fd, name = tempfile.mkstemp(dir=mp4_path.parent, prefix=f".{mp4_path.stem}.", suffix=".tmp.mp4")
-    os.close(fd)
-    tmp = Path(name)  # unique: concurrent requests for one rendition never share a file
-    try:
-        with av.open(str(tmp), "w", format="mp4") as out:
-            stream = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-            stream.bit_rate = bitrate
-            pts = 0
-            for block in _blocks_of(iter_decode(wav_path), frame_size * 16):
-                frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
-                frame.sample_rate = SAMPLE_RATE
-                frame.pts = pts
-                pts += len(block)
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode(None):
-                out.mux(packet)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, mp4_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return mp4_path

@@ -47,7 +47,14 @@ def _timestamp(seconds: float, sep: str) -> str:
 
 
 def _speaker(label: object) -> str:
-    return str(label) if label is not None else "UNKNOWN"
+    return _one_line(str(label)) if label is not None else "UNKNOWN"
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line: a line break (a blank line ends an SRT/VTT cue) becomes a space."""
+    if len(text.splitlines()) <= 1:
+        return text
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def to_json(t: Transcript) -> str:
@@ -58,7 +65,7 @@ def to_srt(t: Transcript) -> str:
     blocks = []
     for i, s in enumerate(t.segments, 1):
         blocks.append(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n"
-                      f"[{_speaker(s.speaker)}] {s.text}\n")
+                      f"[{_speaker(s.speaker)}] {_one_line(s.text)}\n")
     return "\n".join(blocks)
 
 
@@ -70,13 +77,13 @@ def to_vtt(t: Transcript) -> str:
     out = ["WEBVTT", ""]
     for s in t.segments:
         out.append(f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}")
-        out.append(f"<v {_vtt_escape(_speaker(s.speaker))}>{_vtt_escape(s.text)}</v>")
+        out.append(f"<v {_vtt_escape(_speaker(s.speaker))}>{_vtt_escape(_one_line(s.text))}</v>")
         out.append("")
     return "\n".join(out)
 
 
 def to_txt(t: Transcript) -> str:
-    return "".join(f"[{_timestamp(s.start, '.')}] {_speaker(s.speaker)}: {s.text}\n"
+    return "".join(f"[{_timestamp(s.start, '.')}] {_speaker(s.speaker)}: {_one_line(s.text)}\n"
                    for s in t.segments)
 
 
@@ -222,7 +229,8 @@ def format_rttm(uri: str, turns: Iterable[Turn]) -> str:
     """RTTM ``SPEAKER`` lines of `turns` (white space in names becomes ``_``)."""
     uri = _token(uri)
     return "".join(
-        f"SPEAKER {uri} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> "
+        f"SPEAKER {uri} 1 {turn.start:.3f} {round(turn.end, 3) - round(turn.start, 3):.3f} "
+        "<NA> <NA> "
         f"{_token(turn.speaker)} <NA> <NA>\n"
         for turn in turns
     )
@@ -251,8 +259,10 @@ def read_stm(path: PathLike, *, unscored: bool = False) -> list[tuple[str, Trans
 
 
 def format_stm(uri: str, segments: Iterable[TranscriptSegment]) -> str:
-    """STM lines of `segments`."""
-    return "".join(f"{uri} 1 {s.speaker} {s.start:.3f} {s.end:.3f} {s.text}\n" for s in segments)
+    """STM lines of `segments` (fields split on whitespace: the uri and speakers as RTTM
+    writes them, an unknown speaker as UNKNOWN, the text on one line)."""
+    return "".join(f"{_token(uri)} 1 {_token(s.speaker) if s.speaker else 'UNKNOWN'} "
+                   f"{s.start:.3f} {s.end:.3f} {_one_line(s.text)}\n" for s in segments)
 
 
 def read_uem(path: PathLike) -> list[tuple[str, tuple[float, float]]]:
@@ -267,7 +277,7 @@ def read_uem(path: PathLike) -> list[tuple[str, tuple[float, float]]]:
 
 def format_uem(uri: str, spans: Iterable[tuple[float, float]]) -> str:
     """UEM lines of the scored regions `spans` (``(start, end)`` in seconds)."""
-    return "".join(f"{uri} 1 {start:.3f} {end:.3f}\n" for start, end in spans)
+    return "".join(f"{_token(uri)} 1 {start:.3f} {end:.3f}\n" for start, end in spans)
 
 
 # --------------------------------------------------------------- pyannote.core

@@ -107,8 +107,10 @@ def assign_speakers(words: Iterable[Word], turns: Iterable[Turn], *,
             candidates = []
             if last_ended is not None:
                 candidates.append((word.start - last_ended.end, last_ended))
-            for _, _, turn in active:  # zero-length word inside a turn
-                candidates.append((0.0, turn))
+            for _, _, turn in active:  # a zero-length word inside a turn, or a turn
+                # pushed for an earlier, longer word that starts after this one ends
+                candidates.append((max(0.0, turn.start - word.end, word.start - turn.end),
+                                   turn))
             if nxt < len(pending):
                 candidates.append((pending[nxt].start - word.end, pending[nxt]))
             candidates = [c for c in candidates if c[0] <= tolerance]
@@ -130,7 +132,7 @@ def build_segments(words: Sequence[Word], *, max_pause: float = 1.0,
             # faster-whisper words carry their leading space; others get one.
             text = "".join(w.word if w.word[:1].isspace() else " " + w.word
                            for w in current).strip()
-            segments.append(TranscriptSegment(current[0].start, current[-1].end,
+            segments.append(TranscriptSegment(current[0].start, max(w.end for w in current),
                                               current[0].speaker, text, tuple(current)))
             current.clear()
 
