@@ -155,6 +155,7 @@ def test_the_server_imports_no_model_library_module() -> None:
     graph = _graph()
     allowed = {"workbench", "workbench.engine", "workbench.engine.audio", "workbench.engine.config",
                "workbench.engine.formats", "workbench.engine.transcript",
+               "workbench.engine.rendition",  # PyAV (FFmpeg) only
                "workbench.engine.pipeline"}  # worker.py, inside the worker process
     used = {t for name, targets in graph.items() if name.startswith("server")
             and name != LIVE_WORKER for t in targets if t.startswith("workbench")}
