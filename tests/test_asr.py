@@ -142,6 +142,15 @@ def test_silence_and_empty_audio_give_no_words(tiny: Transcriber) -> None:
         assert result.words == [] and result.text == ""
 
 
+def test_progress_of_audio_under_a_second_ends_complete(tiny: Transcriber,
+                                                        reference_audio: np.ndarray) -> None:
+    """Before, audio under 1 s reported ("asr", 0, 0) to the end: a run's overall progress
+    ended at 0.62."""
+    calls: list[tuple[str, int, int]] = []
+    tiny.transcribe(reference_audio[:8000], hook=lambda *c: calls.append(c))
+    assert calls[0] == ("asr", 0, 1) and calls[-1] == ("asr", 1, 1)
+
+
 def test_bad_audio_is_refused_clearly(tiny: Transcriber) -> None:
     with pytest.raises(ValueError, match="mono"):
         tiny.transcribe(np.zeros((2, 1600), np.float32))

@@ -148,6 +148,10 @@ BAD = [
     ({"pipeline": "full"}, "'pipeline' is the server's switch"),
     # options that do not go together
     ({"min_speakers": 5, "max_speakers": 2}, "'min_speakers' must not exceed 'max_speakers'"),
+    ({"num_speakers": 5, "max_speakers": 2}, "'num_speakers' must not exceed 'max_speakers'"),
+    ({"num_speakers": 1, "min_speakers": 2}, "'num_speakers' must not be below 'min_speakers'"),
+    ({"diarization": {"segmentation_step": 1e-300}},
+     "'diarization.segmentation_step' must be >= 0.01 and <= 1"),
     ({"transcribe": False, "diarize": False}, "a run must transcribe, diarize or both"),
     ({"num_speakers": 2, "diarization": {"num_speakers": 3}}, "disagree"),
     ({"asr": {"word_timestamps": False}}, "'word_timestamps' cannot be turned off"),

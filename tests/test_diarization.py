@@ -231,6 +231,10 @@ def test_silence_and_empty_input(diarizer: Diarizer) -> None:
     assert torch.get_num_threads() == threads  # config.num_threads applies during the call only
     assert result.speakers == [] and result.turns == [] and result.exclusive_turns == []
     assert calls[-1] == ("clustering", 1, 1)
+    # every stage ends complete (before: embeddings never did, a run's progress ended at half)
+    assert ("segmentation", 1, 1) in calls or any(
+        c[0] == "segmentation" and c[1] == c[2] for c in calls)
+    assert ("embeddings", 1, 1) in calls
     assert diarizer(np.zeros(0, np.float32)).turns == []
     with pytest.raises(ValueError):
         diarizer(np.zeros((2, 16000), np.float32))
@@ -549,3 +553,51 @@ def test_one_voice_is_one_speaker(diarizer: Diarizer, tmp_path: Path) -> None:
     # every group of the one voice merges below the threshold: no count to choose
     assert result.speaker_count["most"] == 1
     assert result.speaker_count["merge_distances"][-1] < result.speaker_count["threshold"]
+
+
+def test_turns_end_within_the_audio(diarizer: Diarizer, sample_audio) -> None:
+    """The frames are 17 ms long: before, the last turn of 11.8 s of the call ended at
+    11.978 s, past the audio (in the JSON and RTTM)."""
+    waveform, rate, _ = sample_audio
+    cut = waveform[: int(11.8 * rate)]
+    result = diarizer(cut, rate)
+    assert result.turns and max(t.end for t in result.turns + result.exclusive_turns) <= 11.8
+
+
+def test_exclusive_turns_stay_exclusive_with_min_duration_off(sample_audio) -> None:
+    """pyannote fills each speaker's short gaps in its exclusive output too, over the other
+    speaker: with min_duration_off 2 s the call's exclusive turns overlapped for 3.3 s."""
+    waveform, rate, _ = sample_audio
+    result = Diarizer(DiarizationConfig(min_duration_off=2.0))(waveform, rate)
+    exclusive = sorted(result.exclusive_turns, key=lambda t: t.start)
+    assert len(exclusive) > 2 and len(result.speakers) == 2
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(exclusive, exclusive[1:]))
+    speech = sum(t.end - t.start for t in exclusive)
+    assert speech <= len(waveform) / rate
+    # what pyannote's turns of that speaker say, the exclusive ones do not contradict
+    assert result.annotation.get_timeline().support().duration() >= speech - 0.01
+
+
+def test_one_diarizer_called_from_two_threads(diarizer: Diarizer, sample_audio) -> None:
+    """A call swaps methods of the shared segmentation model: two calls at once (a Dask
+    worker's threads share a process's Diarizer) failed with "segmentation_onset and
+    powerset_count need pyannote's Powerset conversion"; now they take turns."""
+    import threading
+
+    waveform, rate, _ = sample_audio
+    halves = [waveform[: 15 * rate], waveform[15 * rate:]]
+    alone = [diarizer(h, rate).turns for h in halves]
+    together: list[Any] = [None, None]
+
+    def run(i: int) -> None:
+        try:
+            together[i] = diarizer(halves[i], rate).turns
+        except Exception as exc:  # noqa: BLE001 - compared below
+            together[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert together == alone

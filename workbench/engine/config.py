@@ -159,13 +159,18 @@ def _build(cls: type, data: Any, section: str, labels: Mapping[str, str]) -> Any
 
 def check_speaker_counts(num_speakers: Optional[int], min_speakers: Optional[int],
                          max_speakers: Optional[int]) -> None:
-    """Speaker-count hints: each >= 1, and min <= max."""
+    """Speaker-count hints: each >= 1, min <= max, and an exact count within them (the
+    exact count won silently: 5 speakers for a maximum of 2)."""
     for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
                         ("max_speakers", max_speakers)):
         if value is not None and value < 1:
             raise ConfigError(name, f"'{name}' must be >= 1")
     if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
         raise ConfigError("min_speakers", "'min_speakers' must not exceed 'max_speakers'")
+    if num_speakers is not None and min_speakers is not None and num_speakers < min_speakers:
+        raise ConfigError("num_speakers", "'num_speakers' must not be below 'min_speakers'")
+    if num_speakers is not None and max_speakers is not None and num_speakers > max_speakers:
+        raise ConfigError("num_speakers", "'num_speakers' must not exceed 'max_speakers'")
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,8 @@ class DiarizationConfig:
     min_cluster_size: int = _option(1, lo=1, hi=100000)
     min_duration_off: float = _option(0.0, lo=0.0, hi=3600.0)
     # 0.2 (a 2 s step for 10 s windows) halves the embedding work of pyannote's 0.1
-    segmentation_step: float = _option(0.2, lo=0.0, lo_open=True, hi=1.0)
+    # at least 0.01 (100 windows a window's length): at 1e-5 a run of 11 s did not end
+    segmentation_step: float = _option(0.2, lo=0.01, hi=1.0)
     # segmentation_frontend "shared": segmentation-3.0's first layer (80 sinc filters, a
     # quarter of its time) runs once over the audio a batch of overlapping windows covers,
     # each window scaled by its own normalisation (same outputs to float rounding:

@@ -225,7 +225,7 @@ class Transcriber:
         """
         samples = _as_waveform(waveform)
         duration = samples.size / SAMPLE_RATE
-        total = int(duration)
+        total = max(1, int(duration))  # whole seconds; audio under 1 s counts as one
 
         def report(done: float) -> None:
             if hook is not None:
@@ -268,7 +268,8 @@ class Transcriber:
                 report(offset + raw.end)
         assert info is not None
         elapsed = time.perf_counter() - started
-        report(duration)
+        if hook is not None:
+            hook("asr", total, total)
 
         timings = {"asr": elapsed}
         if not self._loaded_reported:

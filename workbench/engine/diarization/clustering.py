@@ -317,6 +317,13 @@ class RunClustering(AgglomerativeClustering):
                 counted, self._dendrogram(counted), min_clusters, max_clusters)
             self.count_evidence.update(counted_embeddings=len(counted))
             labels = self._forced_cut(embeddings, dendrogram, max(found, min_clusters))
+        elif num_clusters is None and self._estimate_agrees is False:
+            # bounds the estimate does not meet: the nearest count within them, the way a
+            # given count is made (the silhouette over the short speech they let in chose
+            # 7 speakers on a 2-speaker call for a minimum of 3)
+            low, high = self._given_bounds
+            wanted = min(max(self._estimate or 1, low, min_clusters), high, max_clusters)
+            labels = self._forced_cut(embeddings, dendrogram, wanted)
         elif num_clusters is None:
             num_clusters = self._best_count(embeddings, dendrogram, min_clusters, max_clusters)
             labels = np.unique(fcluster(dendrogram, num_clusters, criterion="maxclust"),

@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from pyannote.audio import Pipeline
 from pyannote.audio.pipelines import SpeakerDiarization
-from pyannote.core import Annotation
+from pyannote.core import Annotation, Segment, Timeline
 
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.config import DiarizationConfig
@@ -116,6 +117,7 @@ class _StageClock:
         self._last = self._start
         self.timings = {stage: 0.0 for stage in STAGES}
         self._clustered = False
+        self._embedded = False
 
     def _lap(self, stage: str) -> None:
         now = time.perf_counter()
@@ -144,6 +146,7 @@ class _StageClock:
             self._lap("segmentation")
         elif step_name == "embeddings":
             self._lap("embeddings")
+            self._embedded = True
             self._emit("clustering", 0, 1)
         elif step_name == "discrete_diarization":
             self._lap("clustering")
@@ -154,8 +157,28 @@ class _StageClock:
         """Report the end of the run and return seconds per stage plus ``total``."""
         if not self._clustered:
             # without speech pyannote stops after segmentation: close the progress anyway
+            # (every stage, or a run's overall progress ended at half)
+            if not self._embedded:
+                self._emit("embeddings", 1, 1)
             self._emit("clustering", 1, 1)
         return {**self.timings, "total": time.perf_counter() - self._start}
+
+
+def _exclusive(annotation: Annotation) -> Annotation:
+    """`annotation` with one speaker at a time: pyannote fills each speaker's gaps shorter
+    than ``min_duration_off`` in its exclusive output too, over the speaker who talked in
+    them; such a stretch goes back to the shorter of the turns that claim it (the one
+    that was there, not the one bridged over it)."""
+    if not annotation.get_overlap():
+        return annotation
+    tracks = sorted(annotation.itertracks(yield_label=True), key=lambda t: t[0].duration)
+    out = Annotation(uri=annotation.uri)
+    taken = Timeline()
+    for segment, track, label in tracks:
+        for piece in Timeline([segment]).extrude(taken.support()) if taken else [segment]:
+            out[piece, track] = label
+        taken.add(segment)
+    return out.support()
 
 
 def _relabel_by_first_appearance(
@@ -210,6 +233,10 @@ class Diarizer:
         self.config = config or DiarizationConfig()
         self.pipeline: SpeakerDiarization = self._build_pipeline(self.config)
         self.pipeline.to(torch.device(self.config.device))
+        # one call at a time: a call swaps methods of the shared segmentation model and
+        # keeps its clustering's state on the pipeline (a process shares one Diarizer per
+        # configuration, and a Dask worker may run two jobs in threads)
+        self._lock = threading.Lock()
 
     @staticmethod
     def _build_pipeline(config: DiarizationConfig) -> SpeakerDiarization:
@@ -299,6 +326,13 @@ class Diarizer:
             "sample_rate": int(sample_rate),
             "uri": "waveform",
         }
+        with self._lock:
+            return self._diarize(file, clock, num_speakers, min_speakers, max_speakers,
+                                 samples.size / sample_rate)
+
+    def _diarize(self, file: dict[str, Any], clock: "_StageClock", num_speakers: Optional[int],
+                 min_speakers: Optional[int], max_speakers: Optional[int], duration: float
+                 ) -> DiarizationResult:
         with torch_threads(self.config.num_threads), torch.inference_mode(), \
                 warnings.catch_warnings():
             # When nobody speaks alone for 2 s in any 10 s window (very short speech),
@@ -319,9 +353,10 @@ class Diarizer:
             )
         timings = clock.finish()
         timings["clustering"] += getattr(self.pipeline, "recount_seconds", 0.0)
+        audio = Segment(0.0, duration)  # frames are 17 ms: the last turn could end after it
         annotation, exclusive, embeddings, speakers = _relabel_by_first_appearance(
-            output.speaker_diarization,
-            output.exclusive_speaker_diarization,
+            output.speaker_diarization.crop(audio),
+            _exclusive(output.exclusive_speaker_diarization.crop(audio)),
             output.speaker_embeddings,
         )
         return DiarizationResult(

@@ -156,16 +156,18 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
     def apply(self, file: Any, num_speakers: Optional[int] = None,
               min_speakers: Optional[int] = None, max_speakers: Optional[int] = None,
               **kwargs: Any) -> Any:
-        """pyannote's pipeline; then, with `recount_extra_speakers` and no count given, if
-        the output holds more speakers than the clustering found (the reconstruction gives
-        the frames that count more speakers than there are clusters to an unclustered
-        extra speaker: padding in pyannote's ``to_diarization``), the clustering runs again
-        with the output's number as a given count, on the same segmentation and runs."""
+        """pyannote's pipeline; then, with `recount_extra_speakers` and no exact count
+        given, if the output holds more speakers than the clustering found (the
+        reconstruction gives the frames that count more speakers than there are clusters
+        to an unclustered extra speaker: padding in pyannote's ``to_diarization``), the
+        clustering runs again with the output's number as a given count, on the same
+        segmentation and runs, when that number is within `min_speakers`..`max_speakers`
+        (a right maximum kept the extra speaker: AMI trn03 2.4 -> 5.9 %)."""
         self.recount_seconds = 0.0
         if isinstance(self.clustering, RunClustering):
             self.clustering.count_evidence = {}  # audio without speech never reaches it
         recount = (self.recount_extra_speakers and isinstance(self.clustering, RunClustering)
-                   and num_speakers is None and min_speakers is None and max_speakers is None)
+                   and num_speakers is None)
         training, cached = self.training, set(file)
         # keep segmentation and runs in `file` for the second clustering, unless it holds
         # such caches already (from other settings: outside training they are not used)
@@ -179,7 +181,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                 return output
             # (a legacy pipeline returns the Annotation itself)
             labels = len(getattr(output, "speaker_diarization", output).labels())
-            if labels <= found:
+            if labels <= found or labels < (min_speakers or 1) \
+                    or labels > (max_speakers or labels):
                 return output
             estimate = dict(self.clustering.count_evidence)
             started = time.perf_counter()
