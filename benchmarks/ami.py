@@ -131,7 +131,8 @@ def overlap_missed(reference: Any, hypothesis: Any, uem: Any, step: float = 0.01
     inside = np.zeros(frames, dtype=bool)
     for segment in uem:
         inside |= (centres >= segment.start) & (centres < segment.end)
-    ref, hyp = count(reference), count(hypothesis)
+    # speakers, not turns: a speaker's overlapping turns are one voice
+    ref, hyp = count(reference.support()), count(hypothesis.support())
     overlap = inside & (ref >= 2)
     return (float(np.maximum(ref - hyp, 0)[overlap].sum() * step),
             float(ref[overlap].sum() * step))

@@ -280,3 +280,42 @@ def test_table_layout_display_and_highlighting(unequal_rows) -> None:
         compare(rows + rows[:1])
     with pytest.raises(ValueError, match="'system' column"):
         compare([{k: v for k, v in r.items() if k != "system"} for r in rows])
+
+
+def test_cpwer_charges_words_where_the_reference_says_nothing(tmp_path: Path) -> None:
+    """A recording whose STM has no scored utterance (one unscored line) while the
+    hypothesis says 5 words elsewhere: WER counts them as insertions, and so does cpWER
+    now (before: cpWER undefined there, so the pooled cpWER, 2/8, was below the pooled
+    WER, 5/8, on the same words)."""
+    clean = make_item(tmp_path, "g1", 10.0, stm=[("A", 0, 4, "one two three four"),
+                                                 ("B", 5, 9, "five six seven eight")])
+    empty = make_item(tmp_path, "g2", 10.0,
+                      stm=[("A", 0, 2, "ignore_time_segment_in_scoring")])
+    rows = [{"system": "s", **score(clean, transcript(segments=spoken(
+                ("X", 0, 4, "one two three four"), ("Y", 5, 9, "five six seven nine"))))},
+            {"system": "s", **score(empty, transcript(segments=spoken(
+                ("X", 3, 5, "la la la la la"))))}]
+    assert rows[1]["wer_errors"] == 5 and rows[1]["cpwer_errors"] == 5
+    summary = compare(rows).summary.loc["s"]
+    assert summary["wer"] == pytest.approx(6 / 8) and summary["cpwer"] == pytest.approx(6 / 8)
+
+
+def test_a_system_that_ran_on_fewer_recordings_is_not_crowned(unequal_rows) -> None:
+    """Its summary counts only the recordings it ran on, and no aggregate is marked best
+    against it (before: files and duration counted the unavailable rows, and its DER over
+    one recording was bolded against another's over all)."""
+    rows, _, _ = unequal_rows
+    rows = [dict(r, status="ok") for r in rows]
+    for r in rows:
+        if r["system"] == "neat" and r["uri"] == "long":
+            r.update({k: math.nan for k in ("der", "missed", "false_alarm", "confusion",
+                                             "speech", "jer", "wer", "cpwer")},
+                     status="unavailable", reason="cannot run here")
+    table = compare(rows)
+    neat = table.summary.loc["neat"]
+    assert neat["files"] == 1 and neat["duration"] == pytest.approx(4.0)
+    assert table.summary.loc["rough", "files"] == 2
+    marks = table.best(["der", "wer"])
+    aggregates = marks.xs(ALL, level="uri")
+    assert not aggregates.to_numpy().any()
+    assert marks.xs("short", level="uri").to_numpy().any()  # recordings still compared

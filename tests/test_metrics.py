@@ -54,6 +54,10 @@ SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
         ("किताब पढ़ो", "किताब पढ़ो"),
         ("ที่นี่", "ที่นี่"),
         ("كَتَبَ!", "كَتَبَ"),
+        # an acute accent as apostrophe (NFKC makes it a space and a combining mark)
+        ("Didn\u00b4t", "didn't"),
+        # zero-width non-joiner inside a Persian word
+        ("می\u200cخواهم بروم", "می\u200cخواهم بروم"),
     ],
 )
 def test_normalize_text(text: str, expected: str) -> None:
@@ -361,3 +365,14 @@ def test_load_uem(tmp_path: Path) -> None:
     assert loaded["rec"].uri == "rec"
     scored = diarization_error(annotation((0, 30, "A")), annotation((0, 30, "x")), uem=loaded["rec"])
     assert scored.total == pytest.approx(20)
+
+
+def test_a_speakers_overlapping_turns_are_one_voice() -> None:
+    """Turns of one speaker that overlap (repeated RTTM lines) are not speech counted
+    twice: md-eval and dscore score A 0-5, A 3-6, B 6-8 against x 0-6, y 6-8 as 0 % DER
+    over 8 s (pyannote counted 10 s, 2 of them missed)."""
+    ref = [Turn(0, 5, "A"), Turn(3, 6, "A"), Turn(6, 8, "B")]
+    hyp = [Turn(0, 6, "x"), Turn(6, 8, "y")]
+    der = diarization_error(ref, hyp, uem=Segment(0, 8))
+    assert (der.der, der.total, der.missed) == (0.0, 8.0, 0.0)
+    assert jaccard_error_rate(ref, hyp, uem=Segment(0, 8)).jer == 0.0

@@ -208,11 +208,17 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
                        jer=jer.jer, jer_speakers=jer.speaker_count)
 
     if item.stm is not None:
-        segments = _reference_segments(item)
+        every = _reference_segments(item)
+        segments = every
         if item.uem is not None:
             segments = [s for s in segments if _inside(uem, s.start, s.end)]
         speakers = {str(s.speaker) for s in segments if s.speaker is not None}
-        has_speakers = bool(speakers) and not all(s.lower() in _NO_SPEAKER for s in speakers)
+        # whether the STM names its speakers, from all of it: a scored region without a
+        # reference utterance still charges cpWER the words said there, as WER (before,
+        # cpWER was left undefined there and pooled lower than WER on the same words)
+        named = {str(s.speaker) for s in every if s.speaker is not None}
+        has_speakers = not every or bool(named) and not all(
+            s.lower() in _NO_SPEAKER for s in named)
         if item.rttm is None and has_speakers:
             row["ref_speakers"] = len(speakers)
         if _ran(transcript, "transcribe"):
@@ -255,7 +261,11 @@ def _pooled(errors: float, length: float) -> float:
 
 
 def _aggregate(group: pd.DataFrame) -> dict[str, Any]:
-    """One system's aggregate row; a figure pools only the rows where it is defined."""
+    """One system's aggregate row; a figure pools only the rows where it is defined, and
+    `files` and `duration` count only the recordings the system ran on (rows of a system
+    that could not run on some carry ``status == "unavailable"``)."""
+    if "status" in group:
+        group = group[group["status"].fillna("ok") == "ok"]
     out: dict[str, Any] = {"files": len(group)}
     for name, column in COLUMNS.items():
         if name not in group or column.aggregate is None:
@@ -413,6 +423,8 @@ class ComparisonTable:
             block = self.frame.xs(uri, level="uri", drop_level=False)
             if len(block) < 2:
                 continue
+            if "status" in block and (block["status"].fillna("ok") != "ok").any():
+                continue  # (aggregates) a system that ran on fewer recordings: no contest
             for c in cols:
                 direction = COLUMNS[c].lower_is_better if c in COLUMNS else None
                 if direction is None:

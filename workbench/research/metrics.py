@@ -70,8 +70,8 @@ def normalize_text(text: str) -> str:
 
     The steps, in order:
 
-    1. Unicode NFKC, then lower case.
-    2. Typographic apostrophes (``’ ‘ ʼ`` and backtick/acute accent) become ``'``.
+    1. Typographic apostrophes (``’ ‘ ʼ`` and backtick/acute accent) become ``'``.
+    2. Unicode NFKC, then lower case.
     3. Hyphens and dashes (``- ‐ ‑ ‒ – — ― −``) become spaces: ``well-known`` counts as
        two words, ``well known``.
     4. Punctuation and symbols become spaces, except an apostrophe between two word
@@ -86,12 +86,14 @@ def normalize_text(text: str) -> str:
     The same function is applied to references and hypotheses by `word_error_rate` and
     `cp_wer`, so scores compare wording, not casing or punctuation style.
     """
-    text = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES)
+    # the apostrophes first: NFKC makes an acute accent a space and a combining mark
+    text = unicodedata.normalize("NFKC", text.translate(_APOSTROPHES)).lower()
     text = _HYPHENS.sub(" ", text)
     text = _INNER_APOSTROPHE.sub(_KEEP_APOSTROPHE, text)
     text = _DECIMAL_POINT.sub(_KEEP_POINT, text)
     text = _THOUSANDS_COMMA.sub(_KEEP_COMMA, text)
-    text = replace_non_word(text, " ", keep=r"\s\x01\x02\x03")
+    # (zero-width joiners and non-joiners are part of Persian and Indic words)
+    text = replace_non_word(text, " ", keep=r"\s\x01\x02\x03\u200c\u200d")
     text = text.replace(_KEEP_APOSTROPHE, "'").replace(_KEEP_POINT, ".").replace(_KEEP_COMMA, ",")
     return _SPACES.sub(" ", text).strip()
 
@@ -267,6 +269,14 @@ class DERResult:
         return asdict(self)
 
 
+def _merged(reference: Turns, hypothesis: Turns) -> tuple[Annotation, Annotation]:
+    """Both sides as annotations whose turns of one speaker never overlap (pyannote counts
+    each track: a speaker's overlapping or repeated turns were speech counted twice, and
+    missed; md-eval and dscore merge them)."""
+    ref = as_annotation(reference).support()
+    return ref, as_annotation(hypothesis, uri=ref.uri).support()
+
+
 def diarization_error(
     reference: Turns,
     hypothesis: Turns,
@@ -282,8 +292,7 @@ def diarization_error(
     `collar` follows pyannote.metrics: the *total* width of the band removed around each
     reference boundary, half on each side (md-eval's ``-c 0.25`` equals ``collar=0.5``).
     """
-    ref = as_annotation(reference)
-    hyp = as_annotation(hypothesis, uri=ref.uri)
+    ref, hyp = _merged(reference, hypothesis)
     metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
     parts = metric(ref, hyp, uem=_as_uem(uem, ref, hyp), detailed=True)
     total = float(parts["total"])
@@ -332,8 +341,7 @@ def jaccard_error_rate(
 
     Arguments as in `diarization_error`.
     """
-    ref = as_annotation(reference)
-    hyp = as_annotation(hypothesis, uri=ref.uri)
+    ref, hyp = _merged(reference, hypothesis)
     metric = JaccardErrorRate(collar=collar, skip_overlap=skip_overlap)
     parts = metric(ref, hyp, uem=_as_uem(uem, ref, hyp), detailed=True)
     count = int(parts["speaker count"])
