@@ -157,8 +157,11 @@ async def delete_session(request: web.Request) -> web.Response:
     state = _state(request)
     if session.id in state.recording:
         raise web.HTTPConflict(text="Session is recording; stop it first")
+    if not await asyncio.to_thread(state.store.delete_session, session.id):
+        if await asyncio.to_thread(state.store.get_session, session.id) is not None:
+            raise web.HTTPConflict(text="Session is recording; stop it first")  # resumed
+        raise web.HTTPNotFound(text="Session not found")  # deleted by another request
     state.live.discard(session.id)  # a live worker waiting for a resume that cannot come
-    await asyncio.to_thread(state.store.delete_session, session.id)
     log.info("Deleted session %s", session.id)
     return web.Response(status=204)
 

@@ -309,7 +309,7 @@ class Connection:
             # the reply: the client does not wait for a SQLite commit.
             await asyncio.to_thread(self.state.store.update_part, self.session_id, writer.part,
                                     chunks_received=self.chunks, bytes_received=self.bytes)
-        if self.prior_duration + writer.elapsed() >= limits.max_duration_seconds:
+        if self.prior_duration + writer.elapsed() > limits.max_duration_seconds + 1e-9:
             self.duration_limit_told = True
             await self.send(error(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(limits)))
             await self.finish("limit")
@@ -369,6 +369,12 @@ class Connection:
                        "truncated": truncated}
             if self.live_results:
                 stopped["live_run_id"] = live_run_id
+            if decode_error is None:  # parts skipped while others decoded: say which, why
+                after = await asyncio.to_thread(store.get_session, sid)
+                skipped = [{"part": p.index, "error": p.error}
+                           for p in (after.parts if after else []) if p.error]
+                if skipped:
+                    stopped["undecoded_parts"] = skipped
             await self.send(stopped)
             # Audio whose byte count does not tell its length (compressed containers) can
             # decode to more than the limit; a wall-clock 4005 already told the client.

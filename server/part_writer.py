@@ -37,6 +37,7 @@ class PartWriter:
         self._last_sync = time.monotonic()
         self._dirty = False
         self._inspecting = True
+        self._size = 0
 
     @property
     def input_format(self) -> InputFormat:
@@ -44,14 +45,29 @@ class PartWriter:
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")
+        # unbuffered: a write that fails leaves nothing behind in a buffer for later
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = os.fstat(self._file.fileno()).st_size
 
     def append(self, data: bytes, sync: bool = False) -> None:
         """Append one chunk, on stable storage before returning when ``sync`` (blocking:
-        call from a thread)."""
+        call from a thread). A chunk that cannot be written whole (disk full) adds
+        nothing: the file is cut back to the chunks accepted before it."""
         assert self._file is not None, "part writer is closed"
-        self._file.write(data)
-        self._file.flush()
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._file.write(view)
+                if not written:
+                    raise OSError("the chunk could not be written")
+                view = view[written:]
+        except BaseException:
+            try:
+                os.ftruncate(self._file.fileno(), self._size)
+            except OSError:  # the chunk is refused either way; recovery trusts the file
+                pass
+            raise
+        self._size += len(data)
         self.part.bytes += len(data)
         self._dirty = True
         if self._inspecting:
@@ -67,6 +83,8 @@ class PartWriter:
                 return
             self.part = replace(self.part, container=detect_container(self._head))
         if self.part.container == "wav":
+            if len(self._head) < 12 and b"RIFF"[:len(self._head)] == self._head[:4]:
+                return  # the header comes in pieces: not yet a RIFF/WAVE head to read
             try:
                 header = parse_wav_header(self._head)
             except AudioDecodeError:

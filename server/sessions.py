@@ -408,10 +408,14 @@ class SessionStore:
         )
 
     def delete_session(self, session_id: str) -> bool:
+        """Delete a session and its files; False when there is none or it is recording
+        (checked in the same statement: a resume racing the delete either starts first,
+        and the session stays, or finds it gone)."""
         import shutil
 
         with self._tx() as db:
-            cur = db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            cur = db.execute("DELETE FROM sessions WHERE id = ? AND status != 'recording'",
+                             (session_id,))
         if cur.rowcount:
             shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
         return bool(cur.rowcount)

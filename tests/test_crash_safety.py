@@ -430,3 +430,47 @@ def test_the_last_run_ending_moves_its_session_in_the_same_transaction(tmp_path:
         assert store.finish_run("nosuchrun", ok=True) is False
     finally:
         store.close()
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from server.part_writer import PartWriter
+from server.sessions import Part
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+path = Path(sys.argv[1])
+writer = PartWriter(path, Part(0, "pcm_s16le", 16000, 1, 0))
+writer.open()
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100000, hard))  # room for 3 chunks and a bit
+refused = []
+for n in range(1, 7):
+    if n == 6:  # room again
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    try:
+        writer.append(bytes([n]) * 32000, sync=True)
+    except OSError:
+        refused.append(n)
+writer.close()
+data = path.read_bytes()
+print(repr((refused, writer.part.bytes, len(data), [data[i] for i in range(0, len(data), 32000)])))
+"""
+
+
+def test_a_chunk_that_cannot_be_written_adds_nothing(tmp_path: Path) -> None:
+    """A full disk (here the file-size limit) cuts a chunk's write short: the part keeps
+    the chunks accepted before it and the next one follows them (before: the refused
+    chunk's first bytes stayed in the file, and in audio.wav, between them)."""
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "part-000.raw"), repo],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    refused, counted, size, firsts = eval(out.stdout)  # noqa: S307 - our own print
+    assert refused == [4, 5]
+    assert counted == size == 4 * 32000
+    assert firsts == [1, 2, 3, 6]

@@ -276,6 +276,65 @@ async def test_limits(start_server, speech_dir: Path) -> None:  # type: ignore[n
         assert len(session["runs"]) == 1
 
 
+async def test_the_duration_limit_exactly_and_a_wav_header_in_pieces(
+        start_server, speech_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The limit is "<= max": exactly 2 s of a 2 s limit records and stops as usual
+    (before: 4005 and the client's own stop refused), a chunk beyond it ends the
+    recording. A declared WAV whose header comes in pieces under 12 bytes is still
+    measured while it arrives (before: the limit fell back to wall-clock time, so 5 s
+    sent at once got no 4005 until after stop)."""
+    import struct
+
+    srv = start_server("--max-duration", "2")
+    pcm = (speech_dir / "speech.pcm").read_bytes()[:32000 * 5]
+    async with aiohttp.ClientSession() as s:
+        for extra, name in ((0, "exact"), (1, "beyond")):
+            async with s.ws_connect(f"{srv.ws_url}/ws/{name}") as ws:
+                await ws.send_json({"action": "start", "input_format": "pcm_s16le"})
+                await recv(ws)
+                for i in range(0, 8000 * (8 + extra), 8000):
+                    await ws.send_bytes(pcm[i:i + 8000])
+                await ws.send_json({"action": "stop"})
+                first, _ = await recv_until(ws, "error", "recording_stopped")
+                if extra:
+                    assert first["code"] == ErrorCode.DURATION_EXCEEDED
+                    first, _ = await recv_until(ws, "recording_stopped")
+                else:
+                    assert first["type"] == "recording_stopped", first
+                    assert first["truncated"] is False
+                assert first["duration_seconds"] == pytest.approx(2.0, abs=0.001)
+        header = (b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt "
+                  + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+                  + b"data" + struct.pack("<I", len(pcm)))
+        async with s.ws_connect(f"{srv.ws_url}/ws/pieces") as ws:
+            await ws.send_json({"action": "start", "input_format": "wav"})
+            await recv(ws)
+            await ws.send_bytes(header[:8])
+            await ws.send_bytes(header[8:])
+            for i in range(0, len(pcm), 8000):
+                await ws.send_bytes(pcm[i:i + 8000])
+            err, _ = await recv_until(ws, "error", "recording_stopped")
+            assert err["type"] == "error" and err["code"] == ErrorCode.DURATION_EXCEEDED, err
+            stopped, _ = await recv_until(ws, "recording_stopped")
+            assert stopped["duration_seconds"] == pytest.approx(2.0, abs=0.001)
+
+
+def test_a_recording_session_is_never_deleted(tmp_path: Path) -> None:
+    """The store deletes a session only when it is not recording, in one statement: a
+    resume that set the status between DELETE's check and the delete kept its session
+    (before: deleted under it, the resume's part failed with a foreign-key 5000)."""
+    from server.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    session = store.create_session(None, "wav", {})
+    store.set_status(session.id, "recording")
+    assert store.delete_session(session.id) is False
+    assert store.get_session(session.id) is not None
+    store.set_status(session.id, "interrupted")
+    assert store.delete_session(session.id) is True
+    assert store.get_session(session.id) is None
+
+
 def test_default_limit_messages_match_the_seed() -> None:
     from server.limits import Limits
     from server.protocol import Messages
@@ -398,6 +457,9 @@ async def test_a_part_that_does_not_decode_is_left_out_and_named(server: LocalSe
             await ws.send_json({"action": "stop"})
             stopped, _ = await recv_until(ws, "recording_stopped")
             assert stopped["duration_seconds"] == pytest.approx(5.0, abs=0.001)
+            # the client hears of the part left out (before: only the REST API said so)
+            assert [u["part"] for u in stopped["undecoded_parts"]] == [1]
+            assert "unrecognised container" in stopped["undecoded_parts"][0]["error"]
             done, _ = await recv_until(ws, "processing_complete", "processing_failed", "error")
             assert done["type"] == "processing_complete", done
         status, session = await get_json(f"{server.url}/api/sessions/{sid}")
