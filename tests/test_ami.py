@@ -26,6 +26,23 @@ DEVELOPMENT_SPEAKERS = {"dev00": 2, "dev01": 2}
 
 
 
+def test_a_copied_folder_is_read_where_it_is(ami: Path, tmp_path: Path) -> None:
+    """database.yml names its files relative to itself: a copied data folder's protocol
+    reads the copy, and going back to the first folder reads that one again (before:
+    absolute paths of the fetch, and the registry stayed on the folder loaded last)."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(ami, ami_dir(copy))
+    first = ami_protocol_items("development", DATA_DIR)
+    copied = ami_protocol_items("development", copy)
+    again = ami_protocol_items("development", DATA_DIR)
+    assert [i.uri for i in copied] == [i.uri for i in first] == sorted(DEVELOPMENT_SPEAKERS)
+    assert all(Path(i.audio).resolve().is_relative_to(copy.resolve()) for i in copied)
+    assert all(Path(i.audio).resolve().is_relative_to(ami.resolve()) for i in first + again)
+    assert fetch_ami(copy, verify=True) == ami_dir(copy)
+
+
 def test_fetch_writes_files_manifest_and_licences(ami: Path) -> None:
     assert ami == ami_dir(DATA_DIR)
     manifest = json.loads((ami / "manifest.json").read_text(encoding="utf-8"))

@@ -402,3 +402,28 @@ def test_workbench_command_line_builds_a_corpus(tmp_path: Path) -> None:
     assert item.info["num_speakers"] == 2
     with pytest.raises(SystemExit):
         workbench_main(["transcribe", "x.wav", "--out", str(out), "--no-such-flag"])
+
+
+def test_conversations_of_other_voices_get_other_names(tmp_path: Path) -> None:
+    """The default uri named seed, speakers, duration and overlap only: a conversation
+    of other voices (or noise) in the same folder overwrote the first's files while its
+    item still described the first."""
+    first = generate_conversation(tmp_path, num_speakers=2, duration=12, seed=0,
+                                  voices=["ben", "fay"])
+    second = generate_conversation(tmp_path, num_speakers=2, duration=12, seed=0,
+                                   voices=["rob", "annie"], noise_db=10)
+    plain = generate_conversation(tmp_path, num_speakers=2, duration=12, seed=0)
+    assert len({first.uri, second.uri, plain.uri}) == 3
+    assert plain.uri == "synth_s0_2spk_12s_ov00"
+    assert first.uri == generate_conversation(tmp_path / "again", num_speakers=2, duration=12,
+                                              seed=0, voices=["ben", "fay"]).uri
+
+
+def test_a_sweep_refuses_items_that_share_a_uri(tmp_path: Path) -> None:
+    from workbench.engine.config import DiarizationConfig
+    from workbench.research.tuning import sweep_configs
+
+    a = generate_conversation(tmp_path / "a", num_speakers=2, duration=12, seed=0, uri="conv000")
+    b = generate_conversation(tmp_path / "b", num_speakers=2, duration=12, seed=1, uri="conv000")
+    with pytest.raises(ValueError, match="share a uri: conv000"):
+        sweep_configs([a, b], [DiarizationConfig()])

@@ -141,32 +141,10 @@ def test_reference_matches_the_measured_speech_and_the_ami_reference(
         own = [u for u in utterances if u["speaker"] == t.speaker
                and u["start"] < t.end and u["end"] > t.start]
         assert own, t
-        # Turns are tight: speech within 50 ms of each boundary (within 35 dB of the
-        # loudest frame of the turn, the detector's threshold).
-        inside = (times >= t.start) & (times <= t.end)
-        peak = energy[inside].max()
-        head = (times >= t.start) & (times <= t.start + 0.05)
-        tail = (times >= t.end - 0.05) & (times <= t.end)
-        assert energy[head].max() > peak - 35 and energy[tail].max() > peak - 35, t
-    # Each clip's turns agree with the AMI reference of the same stretch, moved to where
-    # the clip was put: a DER (no collar) against it, the AMI turns as reference.
-    ami = Annotation(uri=item.uri)
-    ours = Annotation(uri=item.uri)
-    for n, u in enumerate(utterances):
-        label = u["speaker"].split(":", 1)[1]
-        shift = u["start"] - u["source_start"]
-        for t in train_turns[u["source"]]:
-            s, e = max(t.start, u["source_start"]), min(t.end, u["source_end"])
-            if t.speaker == label and e > s:
-                ami[Segment(s + shift, e + shift), f"{n}a"] = u["speaker"]
-        for t in turns:
-            s, e = max(t.start, u["start"]), min(t.end, u["end"])
-            if t.speaker == u["speaker"] and e > s:
-                ours[Segment(s, e), f"{n}o"] = u["speaker"]
-    metric = DiarizationErrorRate(collar=0.0)
-    der = metric(ami, ours, uem=Timeline([Segment(0, 40)]), detailed=True)
+    # Each clip's turns are the AMI reference of the same stretch (see below)
+    der = _against_ami(item, turns, train_turns)
     assert der["confusion"] == pytest.approx(0.0, abs=1e-6)
-    assert der["diarization error rate"] < 0.1, der
+    assert der["diarization error rate"] < 0.01, der
     # and the measured reference is what the RTTM file says
     assert [(u, t) for u, t in read_rttm(item.rttm)] == [(item.uri, t) for t in turns]
 
@@ -302,3 +280,40 @@ def test_fillets_conversation_has_the_script_as_stm_and_tight_turns(
         tail = (times >= t.end - 0.05) & (times <= t.end)
         assert energy[head].max() > -60 and energy[tail].max() > -60, t
     assert measure_overlap_ratio(turns) == pytest.approx(0.1, abs=0.05)
+
+
+def _against_ami(item: CorpusItem, turns: list[Turn], train_turns: dict[str, list[Turn]]
+                 ) -> dict[str, float]:
+    """DER (no collar) of a conversation's turns against the AMI reference of the clips
+    laid in it, moved to where each clip was put (the AMI turns as reference)."""
+    ami = Annotation(uri=item.uri)
+    ours = Annotation(uri=item.uri)
+    for n, u in enumerate(item.info["utterances"]):
+        label = u["speaker"].split(":", 1)[1]
+        shift = u["start"] - u["source_start"]
+        for t in train_turns[u["source"]]:
+            s, e = max(t.start, u["source_start"]), min(t.end, u["source_end"])
+            if t.speaker == label and e > s:
+                ami[Segment(s + shift, e + shift), f"{n}a"] = u["speaker"]
+        for t in turns:
+            s, e = max(t.start, u["start"]), min(t.end, u["end"])
+            if t.speaker == u["speaker"] and e > s:
+                ours[Segment(s, e), f"{n}o"] = u["speaker"]
+    end = max(u["end"] for u in item.info["utterances"])
+    return DiarizationErrorRate(collar=0.0)(ami, ours, uem=Timeline([Segment(0, end)]),
+                                            detailed=True)
+
+
+def test_ami_voices_carry_their_human_reference(voices: dict[str, RealVoice],
+                                                train_turns: dict[str, list[Turn]],
+                                                tmp_path: Path) -> None:
+    """The turns of a conversation of AMI voices are the AMI annotation of the clips, not
+    the energy detector's: in these meeting rooms the noise floor lies 33-37 dB under the
+    speech, within the detector's 35 dB, so it took noise for speech (this conversation:
+    DER 3.4 % against the AMI reference, 1.3 s of false alarm, overlap declared where the
+    clips' margins were only noise)."""
+    item = generate_conversation(tmp_path, num_speakers=3, duration=60, overlap_ratio=0.1,
+                                 seed=4, voices=[voices[n] for n in
+                                                 ("ami:MEE068", "ami:MEE075", "ami:FEE078")])
+    der = _against_ami(item, item.reference_turns(), train_turns)
+    assert der["diarization error rate"] < 0.002 and der["false alarm"] < 0.01, der

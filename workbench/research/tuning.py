@@ -68,6 +68,11 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
 
     if any(c.pipeline_path is not None for c in configs):
         raise ValueError("sweeps tune the bundled pipeline; pipeline_path is not supported")
+    uris = [item.uri for item in items]
+    twice = sorted({u for u in uris if uris.count(u) > 1})
+    if twice:  # results are keyed by uri: one would silently replace the other
+        raise ValueError(f"items share a uri: {', '.join(twice)} (two corpora built with "
+                         "build_corpus both name theirs conv000...; give them other uris)")
     references = {item.uri: item.reference() for item in items}
     varying = [f.name for f in fields(DiarizationConfig)
                if len({json.dumps(getattr(c, f.name)) for c in configs}) > 1]

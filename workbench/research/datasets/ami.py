@@ -129,6 +129,7 @@ def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLik
     """
     root = ami_dir(data_dir)
     if _is_complete(root):
+        _relative_yml(root)
         if verify:
             files = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))["files"]
             bad = [name for name, digest in files.items() if file_sha256(root / name) != digest]
@@ -166,7 +167,7 @@ def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLik
         if bad:
             raise RuntimeError(f"{archive}: checksums differ for {', '.join(bad)}")
         _fix_names(staged)
-        (staged / "database.yml").write_text(_database_yml(root), encoding="utf-8")
+        (staged / "database.yml").write_text(_database_yml(), encoding="utf-8")
         files = {p.name: file_sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
         manifest = {
             "dataset": "AMI excerpts of pyannote.audio's tests/data",
@@ -202,16 +203,31 @@ def _uris(folder: Path, subset: str) -> list[str]:
     return (folder / f"debug.{subset}.lst").read_text(encoding="utf-8").split()
 
 
-def _database_yml(root: Path) -> str:
+def _database_yml() -> str:
+    """The protocol's ``database.yml``, its paths relative to its own folder (as
+    pyannote.database reads them): the folder can be moved or copied."""
     protocol = "\n".join(
         f"            {subset}:\n"
-        f"               uri: {root.resolve() / f'debug.{subset}.lst'}\n"
-        f"               annotation: {root.resolve() / f'debug.{subset}.rttm'}\n"
-        f"               annotated: {root.resolve() / f'debug.{subset}.uem'}"
+        f"               uri: debug.{subset}.lst\n"
+        f"               annotation: debug.{subset}.rttm\n"
+        f"               annotated: debug.{subset}.uem"
         for subset in AMI_SUBSETS)
     return ("Protocols:\n   Debug:\n      SpeakerDiarization:\n         Debug:\n"
             "            scope: database\n" + protocol + "\n\n"
-            f"Databases:\n   Debug: {root.resolve()}/{{uri}}.wav\n")
+            'Databases:\n   Debug: "{uri}.wav"\n')
+
+
+def _relative_yml(root: Path) -> None:
+    """A folder fetched before the paths were relative (they named the folder it was
+    fetched into, so a moved copy read the old one): its yml and manifest entry anew."""
+    yml, text = root / "database.yml", _database_yml()
+    if yml.read_text(encoding="utf-8") == text:
+        return
+    yml.write_text(text, encoding="utf-8")
+    manifest = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"]["database.yml"] = file_sha256(yml)
+    (root / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                  encoding="utf-8")
 
 
 def register_ami_protocol(data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) -> Path:
@@ -220,13 +236,13 @@ def register_ami_protocol(data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) 
     from pyannote.database import registry
 
     path = fetch_ami(data_dir, **fetch) / "database.yml"
-    if path.resolve() not in _REGISTERED:  # loading it again only warns that it replaces
+    if _REGISTERED.get("yml") != path.resolve():  # the last one loaded is the one used
         registry.load_database(str(path))
-        _REGISTERED.add(path.resolve())
+        _REGISTERED["yml"] = path.resolve()
     return path
 
 
-_REGISTERED: set[Path] = set()
+_REGISTERED: dict[str, Path] = {}
 
 
 def ami_items(subset: str, data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any

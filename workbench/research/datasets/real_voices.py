@@ -8,7 +8,8 @@ else speaks, widened by `STRETCH_MARGIN` on each side, and the whole widened spa
 at least `STRETCH_MARGIN` away from every other speaker's turn and inside the file; the
 speech itself lasts at least `MIN_STRETCH`. A voice is named ``ami:<AMI speaker label>``
 (e.g. ``ami:FEE083``) and has no transcript, so conversations made with it get RTTM and
-UEM only (DER, not WER)::
+UEM only (DER, not WER); each clip carries the speaker's reference turns inside it
+(`RealClip.speech`), which become the conversation's reference turns::
 
     voices = real_voices()                       # every AMI speaker with a stretch
     generate_conversation(out, num_speakers=3, voices=["ami:FEE083", "ami:MEE075", "ami:FEE078"])
@@ -30,7 +31,7 @@ from workbench.engine.formats import PathLike
 
 from workbench.research.datasets import ami
 from workbench.research.datasets.fillets import FILLETS_LANGUAGES, fillets_voices
-from workbench.research.datasets.speech import _speech_regions
+from workbench.research.datasets.speech import MAX_INTERNAL_PAUSE, _speech_regions
 from workbench.research.datasets.voices import RealClip, RealVoice, _recording
 
 __all__ = ["AMI_VOICE_URIS", "MIN_STRETCH", "REAL_VOICE_SOURCES", "RealClip", "RealVoice", "ami_stretches",
@@ -46,8 +47,9 @@ MIN_STRETCH = 1.5
 MERGE_GAP = 0.5
 """A speaker's turns closer than this (s) with nobody else between are one stretch."""
 MAX_CLIP = 8.0
-"""Longer stretches are cut into clips of at most this (s) in their pauses (measured by
-the speech detector; AMI references often make one turn of a long monologue)."""
+"""Longer stretches are cut into clips of at most this (s) in their pauses (gaps between
+the speaker's reference turns, or measured by the speech detector above the room's noise
+floor: AMI references often make one turn of a long monologue)."""
 _DEFAULT_DATA_DIR = Path("data")
 
 
@@ -97,22 +99,45 @@ def ami_stretches(data_dir: PathLike = _DEFAULT_DATA_DIR, *, margin: float = STR
                 if b - a < min_duration:
                     continue
                 a, b = a - margin, b + margin
-                cuts = _pause_cuts(_recording(str(item.audio)), a, b, min_duration)
+                spoken = sorted((t.start, t.end) for t in turns if t.speaker == speaker)
+                cuts = _pause_cuts(_recording(str(item.audio)), a, b, min_duration, spoken)
                 for lo, hi in zip([a, *cuts], [*cuts, b]):
+                    lo, hi = round(lo, 3), round(hi, 3)
                     out.setdefault(speaker, []).append(
-                        RealClip(item.uri, round(lo, 3), round(hi, 3)))
+                        RealClip(item.uri, lo, hi, speech=_speech_within(spoken, lo, hi)))
     return out
 
 
-def _pause_cuts(samples: np.ndarray, start: float, end: float, min_duration: float
-                ) -> list[float]:
+def _speech_within(spoken: list[tuple[float, float]], lo: float, hi: float
+                   ) -> tuple[tuple[float, float], ...]:
+    """The speaker's reference turns inside (lo, hi), in s from `lo`, pauses up to the
+    generator's MAX_INTERNAL_PAUSE bridged (as its detector bridges them)."""
+    regions: list[list[float]] = []
+    for s, e in spoken:
+        s, e = max(s, lo) - lo, min(e, hi) - lo
+        if e <= s:
+            continue
+        if regions and s - regions[-1][1] <= MAX_INTERNAL_PAUSE:
+            regions[-1][1] = max(regions[-1][1], e)
+        else:
+            regions.append([s, e])
+    return tuple((round(s, 3), round(e, 3)) for s, e in regions)
+
+
+def _pause_cuts(samples: np.ndarray, start: float, end: float, min_duration: float,
+                spoken: Sequence[tuple[float, float]] = ()) -> list[float]:
     """Times in (start, end) that split it into pieces of at most MAX_CLIP and at least
-    `min_duration` s, in the middle of the speech detector's pauses where it can."""
+    `min_duration` s, in the middle of a pause where it can: a gap between the speaker's
+    reference turns (`spoken`), or one the speech detector measures above the room's
+    noise floor."""
     if end - start <= MAX_CLIP:
         return []
     regions = _speech_regions(samples[int(round(start * SAMPLE_RATE)):
-                                      int(round(end * SAMPLE_RATE))])
+                                      int(round(end * SAMPLE_RATE))], noise_margin_db=10.0)
     pauses = [start + (e + s) / 2 for (_, e), (s, _) in zip(regions, regions[1:])]
+    inside = [(s, e) for s, e in spoken if e > start and s < end]
+    pauses = sorted(pauses + [(e + s) / 2 for (_, e), (s, _) in zip(inside, inside[1:])
+                              if s > e])
     cuts: list[float] = []
     last = start
     while end - last > MAX_CLIP:

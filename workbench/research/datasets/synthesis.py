@@ -3,6 +3,7 @@ amount of overlapped speech; the reference turns are measured from the rendered 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -60,9 +61,12 @@ def _utterance(voice: AnyVoice, index: int, level_dbfs: float) -> Optional[_Utte
     if isinstance(voice, RealVoice):
         clip = voice.clips[index]
         text, raw = clip.text, voice.clip_audio(index)
+        # a human reference of the speech (AMI) over the energy detector, which takes a
+        # meeting room's noise floor, 33-37 dB under the speech, for speech
+        regions = list(clip.speech) if clip.speech is not None else _speech_regions(raw)
     else:
         text, raw = SENTENCES[index], voice.render(SENTENCES[index])
-    regions = _speech_regions(raw)
+        regions = _speech_regions(raw)
     if not regions:
         return None
     # Cut on the sample grid at the first and last speech boundaries.
@@ -228,7 +232,10 @@ def generate_conversation(
     before the previous one ends so that `overlap_ratio` of the speech time has two or
     more speakers (see `measure_overlap_ratio`).  The reference turns are measured on
     each rendered utterance (frame energy; pauses longer than `MAX_INTERNAL_PAUSE` split
-    a turn).  `noise_db` adds white noise at that SNR (dB, relative to the speech power).
+    a turn), or, for AMI clips, taken from the AMI annotation.  `noise_db` adds white
+    noise at that SNR (dB, relative to the speech power).  `uri` defaults to
+    ``synth_s<seed>_<n>spk_<duration>s_ov<overlap %>``, with a short hash of `voices`,
+    `noise_db` and `pause` appended when any is given.
 
     Writes ``uri.wav`` (16 kHz 16-bit PCM, `duration` s), ``uri.rttm``, ``uri.stm`` (one
     line per utterance; only when every utterance has a text: real clips without a
@@ -248,6 +255,12 @@ def generate_conversation(
     if uri is None:
         uri = (f"synth_s{seed}_{num_speakers}spk_{int(round(duration))}s"
                f"_ov{int(round(overlap_ratio * 100)):02d}")
+        if voices is not None or noise_db is not None or tuple(pause) != (0.2, 1.0):
+            # other voices, noise or pauses make another conversation: another name (the
+            # default name alone let a second call overwrite the first's files)
+            named = [v if isinstance(v, str) else v.name for v in voices or ()]
+            blob = json.dumps([named, noise_db, list(pause)])
+            uri += "_" + hashlib.sha256(blob.encode()).hexdigest()[:6]
     if not uri or any(c.isspace() for c in uri) or "/" in uri:
         raise ValueError(f"invalid uri {uri!r}: no whitespace or '/'")
     pool = _resolve_pool(voices)

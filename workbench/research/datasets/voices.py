@@ -277,12 +277,15 @@ def _render_cached(voice: Voice, text: str) -> np.ndarray:
 class RealClip:
     """One cut of a recording: `source` (its path under the voice's ``audio_dir``, without
     extension: an AMI uri, a Fish Fillets ``sound/<level>/<lang>/<line>``) from `start` to
-    `end` (s, margins included), and its `text` when a transcript exists."""
+    `end` (s, margins included), its `text` when a transcript exists, and its `speech`
+    regions (s from `start`) when a human reference gives them (AMI); else the
+    conversation generator measures them in the audio."""
 
     source: str
     start: float
     end: float
     text: Optional[str] = None
+    speech: Optional[tuple[tuple[float, float], ...]] = None
 
     @property
     def duration(self) -> float:
