@@ -226,4 +226,8 @@ def test_updates_stay_inside_their_span_on_the_sample_call() -> None:
         for r in results:
             assert all(previous - 1e-9 <= t.start < t.end <= r.final_until + 1e-9
                        for t in r.turns), (latency, previous, r.final_until, r.turns)
+            # the tentative guess covers what is after final_until (it began up to a
+            # frame, 8 ms, before it)
+            assert all(r.final_until - 1e-9 <= t.start < t.end for t in r.tentative), (
+                latency, r.final_until, r.tentative)
             previous = r.final_until

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from workbench.live.agreement import agreement as _agreement, cut_loop as _cut_loop, norm as _norm
+from workbench.live.agreement import cut_squeezed_repeat
 from workbench.live.events import DiarizationUpdate, SpeakerLabels, TranscriptFinal, TranscriptPartial
 from workbench.live.pipeline import _join
 from workbench.engine.transcript import Turn, Word
@@ -75,3 +76,18 @@ def test_agreement_strict_prefix_and_with_edits() -> None:
 def test_join_merges_touching_turns_of_one_speaker_only() -> None:
     turns = [Turn(0.0, 0.996, "A"), Turn(1.0, 2.0, "A"), Turn(1.5, 2.5, "B"), Turn(3.0, 4.0, "A")]
     assert _join(turns) == [Turn(0.0, 2.0, "A"), Turn(1.5, 2.5, "B"), Turn(3.0, 4.0, "A")]
+
+
+def test_a_repeat_squeezed_to_no_length_at_the_end_of_a_pass_goes() -> None:
+    """Whisper says the last words again where the audio runs out, their times squeezed
+    to one point ("Thank you very much. Thank you very much.", the copy at 8.16 s): the
+    copy goes; words said again with lengths are speech and stay."""
+    said = [Word(6.94, 7.3, " Thank"), Word(7.3, 7.54, " you"), Word(7.54, 7.8, " very"),
+            Word(7.8, 8.16, " much.")]
+    squeezed = [Word(8.16, 8.16, " Thank"), Word(8.16, 8.16, " you"),
+                Word(8.16, 8.16, " very"), Word(8.16, 8.75, " much.")]
+    assert cut_squeezed_repeat(said + squeezed) == said
+    spoken = [Word(w.start + 1.3, w.end + 1.3, w.word) for w in said]
+    assert cut_squeezed_repeat(said + spoken) == said + spoken
+    go = [Word(1.0 + i * 0.3, 1.25 + i * 0.3, " go") for i in range(4)]
+    assert cut_squeezed_repeat(go) == go

@@ -245,22 +245,33 @@ def test_speech_said_again_is_kept(models, tmp_path: Path) -> None:
     def count(text: str, word: str) -> int:
         return len(re.findall(rf"\b{word}\b", text.lower()))
 
+    sentence = "The quick brown fox jumps over the lazy dog near the river bank."
     for n, (text, words) in enumerate([
             ("We will meet on Monday. Monday. Monday at noon. Thank you. Thank you. "
-             "Thank you very much.", ("monday", "thank")),
-            ("Go there, go there, go there. Come back, come back.", ("there", "back"))]):
-        audio = decode_file(espeak(text, tmp_path / f"again{n}.wav"))
-        audio = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), audio,
-                                np.zeros(2 * SAMPLE_RATE, np.float32)])
+             "Thank you very much.", {"monday": 3, "thank": 3}),
+            ("Go there, go there, go there. Come back, come back.", {"there": 3, "back": 2}),
+            # a word said over and over between two sentences: the repeat rule compared
+            # it with committed words the pass's buffer no longer held (two of the six
+            # "go" lost; the whole file decoded at once hears four)
+            ([sentence, "go go go go go go", sentence], {"go": 6})]):
+        parts = [text] if isinstance(text, str) else text
+        pieces = [np.zeros(SAMPLE_RATE, np.float32)]
+        for i, part in enumerate(parts):
+            pieces += [decode_file(espeak(part, tmp_path / f"again{n}-{i}.wav")),
+                       np.zeros(int(0.7 * SAMPLE_RATE), np.float32)]
+        audio = np.concatenate(pieces + [np.zeros(2 * SAMPLE_RATE, np.float32)])
         live = stream_file(audio, config=LiveConfig(diarize=False),
                            costs=JobCosts(asr_pass=0.5, diarization_step=0.3), models=models)
         live_text = " ".join(w.word for w in live.transcript.words)
         segments = models.transcriber.decode(audio, language="en", beam_size=1,
                                              word_timestamps=True, vad_filter=False)
         offline_text = " ".join(w.word for s in segments for w in s.words)
-        for word in words:
+        for word, said in words.items():
             assert count(offline_text, word) >= 2, offline_text
-            assert count(live_text, word) == count(offline_text, word), (live_text, offline_text)
+            # as many as the offline decode keeps, at most one fewer than said, and no
+            # copy of Whisper's own ("Thank you very much." squeezed again at the end)
+            assert max(count(offline_text, word), said - 1) <= count(live_text, word) <= said, (
+                live_text, offline_text)
 
 
 def test_the_same_audio_gives_the_same_words_every_time(models, tmp_path: Path) -> None:

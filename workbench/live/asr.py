@@ -52,7 +52,7 @@ from workbench.engine.audio import SAMPLE_RATE
 from workbench.live.buffer import AudioBuffer
 from workbench.live.vad import StreamingVAD
 from workbench.engine.transcript import Word
-from workbench.live.agreement import agreement, cut_loop, norm
+from workbench.live.agreement import agreement, cut_loop, cut_squeezed_repeat, norm
 
 __all__ = ["PassResult", "StreamingASRConfig", "StreamingTranscriber"]
 
@@ -366,7 +366,7 @@ class StreamingTranscriber:
                       word=w.word, probability=float(w.probability))
                  for s in segments for w in (s.words or ())
                  if float(w.start) < seconds]
-        return cut_loop(words)
+        return cut_squeezed_repeat(cut_loop(words))
 
     def _missed_speech(self, words: list[Word], start: float, end: float,
                        margin: float = 0.5) -> float:
@@ -464,8 +464,12 @@ class StreamingTranscriber:
         # stretched past `last`: drop such a repeated n-gram. Not when the buffer holds no
         # committed audio (it starts at `last`), nor when the pass heard those words where
         # they were committed: then the copy after them is speech said again.
-        if self.committed and kept and self._buffer_start / SAMPLE_RATE < last - 0.05:
-            tail = [norm(w.word) for w in self.committed[-5:]]
+        held = [w for w in self.committed[-5:]
+                if w.end > self._buffer_start / SAMPLE_RATE + 0.05]
+        if held and kept:
+            # (only the committed words the buffer holds: the pass cannot hear those
+            # before it, so they said nothing about a repeat: "go go go" lost three)
+            tail = [norm(w.word) for w in held]
             head = [norm(w.word) for w in kept[:5]]
             heard = [norm(w.word) for w in words if w.end <= last + 0.05]
             for size in range(min(len(tail), len(head)), 0, -1):

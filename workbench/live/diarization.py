@@ -509,6 +509,9 @@ class OnlineDiarizer:
                           until if t.end >= last else t.end, t.speaker) for t in turns]
         now_hi = int(round(end / self.frame_step))
         tentative = self._turns(self._activations(hi, now_hi), hi) if now_hi > hi else []
+        # the guess starts at the final boundary, not at its frame (up to 8 ms before)
+        tentative = [Turn(max(t.start, until), t.end, t.speaker) for t in tentative
+                     if t.end > until]
         self.final_until = until
         # frames before the final boundary are never needed again
         keep_from = hi - self._base
