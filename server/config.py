@@ -112,6 +112,19 @@ def check(config: ServerConfig) -> None:
             "'?token=<token>'), or pass --insecure to serve everyone on the network anyway.")
     if config.token is not None and not config.token.strip():
         raise ConfigError("The token must not be empty")
+    lim = config.limits
+    for flag, value in (("--max-duration", lim.max_duration_seconds),
+                        ("--max-chunk-bytes", lim.max_chunk_bytes),
+                        ("--max-total-bytes", lim.max_total_bytes),
+                        ("--max-message-bytes", lim.max_message_bytes)):
+        if not value > 0:  # (0 would cut every recording to nothing, not turn it off)
+            raise ConfigError(f"{flag} must be > 0, not {value:g}")
+    for flag, value in (("--max-recordings", lim.max_recordings),
+                        ("--max-connections-per-client", lim.max_connections_per_client),
+                        ("--idle-timeout", lim.idle_timeout_seconds),
+                        ("--live-max-speed", lim.live_max_speed)):
+        if not value >= 0:
+            raise ConfigError(f"{flag} must be >= 0 (0: no limit), not {value:g}")
 
 
 _ENV = "WORKBENCH_"

@@ -148,6 +148,25 @@ def test_loopback_detection_and_public_bind_check() -> None:
     assert ServerConfig(token=TOKEN).serialize()["token"] == "***"
 
 
+def test_limits_that_would_cut_every_recording_are_refused_at_start(capsys) -> None:  # type: ignore[no-untyped-def]
+    """--max-duration 0 was accepted and cut every recording to 0 s (the resume check
+    read 0 as "off"); negative "no limit" values likewise."""
+    from dataclasses import replace
+
+    from server.config import parse_args
+    from server.limits import Limits
+
+    for change, message in (({"max_duration_seconds": 0.0}, "--max-duration must be > 0"),
+                            ({"max_total_bytes": -1}, "--max-total-bytes must be > 0"),
+                            ({"idle_timeout_seconds": -5.0}, "--idle-timeout must be >= 0")):
+        with pytest.raises(ConfigError, match=message):
+            check(ServerConfig(limits=replace(Limits(), **change)))
+    check(ServerConfig(limits=replace(Limits(), max_recordings=0, idle_timeout_seconds=0.0)))
+    with pytest.raises(SystemExit):
+        parse_args(["--max-duration", "0"])
+    assert "--max-duration must be > 0" in capsys.readouterr().err
+
+
 def test_public_bind_without_token_is_refused(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.run(
