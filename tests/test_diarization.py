@@ -601,3 +601,29 @@ def test_one_diarizer_called_from_two_threads(diarizer: Diarizer, sample_audio) 
     for t in threads:
         t.join(300)
     assert together == alone
+
+
+def test_exclusive_turns_are_made_in_one_sweep() -> None:
+    """The shorter of two overlapping turns keeps the stretch they share; thousands of
+    overlapping turns take well under a second (the first version rebuilt the covered
+    time for every turn: 4000 turns 25.6 s)."""
+    import time as _time
+
+    from pyannote.core import Annotation, Segment
+
+    from workbench.engine.diarization.diarizer import _exclusive
+
+    small = Annotation()
+    small[Segment(0, 10), "a"] = "A"  # bridged over B's short turn
+    small[Segment(4, 5), "b"] = "B"
+    small[Segment(9, 12), "c"] = "C"
+    got = [(round(s.start, 3), round(s.end, 3), label)
+           for s, _, label in _exclusive(small).itertracks(yield_label=True)]
+    assert got == [(0, 4, "A"), (4, 5, "B"), (5, 9, "A"), (9, 12, "C")]
+    big = Annotation()
+    for i in range(4000):
+        big[Segment(i * 0.5, i * 0.5 + 0.8), i] = f"S{i % 3}"
+    started = _time.perf_counter()
+    exclusive = _exclusive(big)
+    assert _time.perf_counter() - started < 5.0
+    assert not exclusive.get_overlap()

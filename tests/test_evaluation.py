@@ -296,6 +296,7 @@ def test_cpwer_charges_words_where_the_reference_says_nothing(tmp_path: Path) ->
             {"system": "s", **score(empty, transcript(segments=spoken(
                 ("X", 3, 5, "la la la la la"))))}]
     assert rows[1]["wer_errors"] == 5 and rows[1]["cpwer_errors"] == 5
+    assert math.isnan(rows[1]["ref_speakers"])  # no speaker said anything scored
     summary = compare(rows).summary.loc["s"]
     assert summary["wer"] == pytest.approx(6 / 8) and summary["cpwer"] == pytest.approx(6 / 8)
 
@@ -317,5 +318,12 @@ def test_a_system_that_ran_on_fewer_recordings_is_not_crowned(unequal_rows) -> N
     assert table.summary.loc["rough", "files"] == 2
     marks = table.best(["der", "wer"])
     aggregates = marks.xs(ALL, level="uri")
-    assert not aggregates.to_numpy().any()
+    assert not aggregates.loc["neat"].to_numpy().any()
     assert marks.xs("short", level="uri").to_numpy().any()  # recordings still compared
+    # a third system that could run nowhere takes no highlight from the others
+    absent = [dict(r, system="absent", status="unavailable", reason="cannot run here",
+                   **{k: math.nan for k in ("der", "wer", "speech", "missed", "false_alarm",
+                                            "confusion", "jer", "cpwer")})
+              for r in rows if r["system"] == "rough"]
+    marks = compare(rows + absent).best(["der", "wer"])
+    assert marks.xs("short", level="uri").loc["neat"].to_numpy().any()

@@ -398,6 +398,45 @@ for name in ("other-code", "edited"):
 """
 
 
+EDITED_BEFORE_CELLS = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import workbench.engine.transcript  # the engine in use, as a kernel's first cells do
+engine = Path(sys.argv[1]) / "workbench" / "engine" / "transcript.py"
+engine.write_text(engine.read_text() + "# edited before the grid was imported\\n")
+from workbench.research.datasets import CorpusItem
+from workbench.research.experiments import EnvironmentMismatch, System, run_cell
+try:
+    run_cell(CorpusItem("w", Path(sys.argv[2])), System.asr_only(), sys.argv[3], sys.argv[4])
+except EnvironmentMismatch as exc:
+    print("refused:", exc)
+else:
+    print("computed")
+"""
+
+
+@pytest.mark.models
+def test_code_edited_before_the_grid_was_imported_is_refused(tmp_path: Path) -> None:
+    """The snapshot of the code is taken when the package is first imported, not when the
+    experiments are: an engine edited in between ran old code under the new key."""
+    import workbench
+    from workbench.engine.pipeline import DEFAULT_DATA_DIR
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(workbench.__file__).parent, checkout / "workbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    item = excerpt(sample_call(), 2.0, tmp_path / "item")
+    result = subprocess.run(
+        [sys.executable, "-c", EDITED_BEFORE_CELLS, str(checkout), str(item.audio),
+         str(tmp_path / "cell"), str(DEFAULT_DATA_DIR.resolve())],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("refused:"), result.stdout
+    assert "changed after this process imported it" in result.stdout
+    assert not (tmp_path / "cell" / "transcript.json").exists()
+
+
 @pytest.mark.models
 def test_a_worker_on_other_code_is_refused(tmp_path: Path) -> None:
     """A worker whose workbench code is not the code the cell's key names (a Dask worker

@@ -58,6 +58,9 @@ SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
         ("Didn\u00b4t", "didn't"),
         # zero-width non-joiner inside a Persian word
         ("می\u200cخواهم بروم", "می\u200cخواهم بروم"),
+        # ...but one that joins no two letters is no word
+        ("hello \u200c world", "hello world"),
+        ("hello\u200d.", "hello"),
     ],
 )
 def test_normalize_text(text: str, expected: str) -> None:

@@ -82,6 +82,8 @@ def _transcribe(args: argparse.Namespace) -> int:
         return 2
     try:  # where the results go is checked before any work
         out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
     except OSError as exc:
         print(f"error: cannot write the results to {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2

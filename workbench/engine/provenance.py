@@ -66,3 +66,20 @@ def model_cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "speech-workbench"
+
+
+RESULT_ROOMS = ("engine", "research")
+"""The rooms of the package whose code computes results (editing notebook/ or the entry
+points keeps experiment cells valid)."""
+
+
+def source_version(package: Path, rooms: Iterable[str] = RESULT_ROOMS) -> str:
+    """A short hash of every ``.py`` file in the `rooms` of `package`: its path in the
+    package and its bytes (~2 ms for the workbench)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for room in rooms for p in (package / room).rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(str(path.relative_to(package)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]

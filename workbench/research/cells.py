@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from workbench.engine.formats import PathLike
 from workbench.engine.pipeline import DEFAULT_DATA_DIR
-from workbench.engine.provenance import file_sha256, package_version as _distribution_version
+from workbench.engine.provenance import RESULT_ROOMS, file_sha256, source_version
+from workbench.engine.provenance import package_version as _distribution_version
 from workbench.research.datasets.items import CorpusItem
 
 if TYPE_CHECKING:
@@ -39,27 +40,11 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "item"
 
 
-# The rooms whose code computes results (editing notebook/ or the entry points keeps cells)
-RESULT_ROOMS = ("engine", "research")
-
-
 def code_version() -> str:
     """A short hash of the workbench code that computes results (`source_version` of the
     package's `RESULT_ROOMS`), anew at every call (~2 ms): code edited while a kernel runs
     counts at once (the workers a grid spawns import the files as they are now)."""
     return source_version(Path(__file__).resolve().parent.parent)
-
-
-def source_version(package: Path, rooms: Sequence[str] = RESULT_ROOMS) -> str:
-    """A short hash of every ``.py`` file in the `rooms` of `package`: its path in the
-    package and its bytes."""
-    digest = hashlib.sha256()
-    for path in sorted(p for room in rooms for p in (package / room).rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        digest.update(str(path.relative_to(package)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 _BASELINE_PACKAGES = {"senko": ("senko", "silero-vad", "torch", "numpy", "scikit-learn")}
@@ -160,8 +145,6 @@ def _read_provenance(folder: Path) -> dict[str, Any]:
 
 
 PACKAGE = Path(__file__).resolve().parent.parent
-IMPORTED_CODE = source_version(PACKAGE)
-"""`source_version` of the workbench code as this process imported it."""
 
 
 class EnvironmentMismatch(RuntimeError):
@@ -175,12 +158,15 @@ def check_environment(system: "System", data_dir: PathLike = DEFAULT_DATA_DIR,
     under the key of code it does not run), or when `expected` (the environment the
     caller keyed the cell with) differs from it: a Dask worker started on another
     checkout, other models or packages."""
+    import workbench
+
     now = source_version(PACKAGE)
+    imported = workbench.IMPORTED_CODE  # taken as the package was first imported
     where = f"{socket.gethostname()} pid {os.getpid()}"
-    if now != IMPORTED_CODE:
+    if now != imported:
         raise EnvironmentMismatch(
             f"{where}: the workbench code changed after this process imported it "
-            f"(imported {IMPORTED_CODE}, on disk {now}); restart it (a notebook: restart the "
+            f"(imported {imported}, on disk {now}); restart it (a notebook: restart the "
             "kernel; a Dask worker: restart the workers) so that cells are computed by the "
             "code their key names")
     here = environment(system, data_dir)

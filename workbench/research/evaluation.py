@@ -219,7 +219,7 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
         named = {str(s.speaker) for s in every if s.speaker is not None}
         has_speakers = not every or bool(named) and not all(
             s.lower() in _NO_SPEAKER for s in named)
-        if item.rttm is None and has_speakers:
+        if item.rttm is None and speakers and has_speakers:
             row["ref_speakers"] = len(speakers)
         if _ran(transcript, "transcribe"):
             units = _hypothesis_units(transcript)
@@ -421,10 +421,12 @@ class ComparisonTable:
         marks = pd.DataFrame(False, index=self.frame.index, columns=cols)
         for uri in dict.fromkeys(self.frame.index.get_level_values("uri")):
             block = self.frame.xs(uri, level="uri", drop_level=False)
+            if "status" in block:
+                # only systems that ran (on every recording, for the aggregates): one
+                # that ran on fewer is not measured on the same speech
+                block = block[block["status"].fillna("ok") == "ok"]
             if len(block) < 2:
                 continue
-            if "status" in block and (block["status"].fillna("ok") != "ok").any():
-                continue  # (aggregates) a system that ran on fewer recordings: no contest
             for c in cols:
                 direction = COLUMNS[c].lower_is_better if c in COLUMNS else None
                 if direction is None:

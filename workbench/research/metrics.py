@@ -63,6 +63,7 @@ _INNER_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _SPACES = re.compile(r"\s+")
+_STRAY_JOINER = re.compile(r"(?<!\w)[\u200c\u200d]|[\u200c\u200d](?!\w)")
 
 
 def normalize_text(text: str) -> str:
@@ -94,6 +95,7 @@ def normalize_text(text: str) -> str:
     text = _THOUSANDS_COMMA.sub(_KEEP_COMMA, text)
     # (zero-width joiners and non-joiners are part of Persian and Indic words)
     text = replace_non_word(text, " ", keep=r"\s\x01\x02\x03\u200c\u200d")
+    text = _STRAY_JOINER.sub("", text)  # one that joins no two letters is no word
     text = text.replace(_KEEP_APOSTROPHE, "'").replace(_KEEP_POINT, ".").replace(_KEEP_COMMA, ",")
     return _SPACES.sub(" ", text).strip()
 

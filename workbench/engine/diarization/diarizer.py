@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import heapq
 import json
 import threading
 import time
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from pyannote.audio import Pipeline
 from pyannote.audio.pipelines import SpeakerDiarization
-from pyannote.core import Annotation, Segment, Timeline
+from pyannote.core import Annotation, Segment
 
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.config import DiarizationConfig
@@ -168,16 +169,25 @@ def _exclusive(annotation: Annotation) -> Annotation:
     """`annotation` with one speaker at a time: pyannote fills each speaker's gaps shorter
     than ``min_duration_off`` in its exclusive output too, over the speaker who talked in
     them; such a stretch goes back to the shorter of the turns that claim it (the one
-    that was there, not the one bridged over it)."""
+    that was there, not the one bridged over it). One sweep over the turns' boundaries."""
     if not annotation.get_overlap():
         return annotation
-    tracks = sorted(annotation.itertracks(yield_label=True), key=lambda t: t[0].duration)
+    tracks = list(annotation.itertracks(yield_label=True))
+    points = sorted({t for segment, _, _ in tracks for t in (segment.start, segment.end)})
+    order = sorted(range(len(tracks)), key=lambda i: tracks[i][0].start)
+    claims: list[tuple[float, float, int]] = []  # (duration, start, track): shortest first
     out = Annotation(uri=annotation.uri)
-    taken = Timeline()
-    for segment, track, label in tracks:
-        for piece in Timeline([segment]).extrude(taken.support()) if taken else [segment]:
-            out[piece, track] = label
-        taken.add(segment)
+    k = 0
+    for a, b in zip(points, points[1:]):
+        while k < len(order) and tracks[order[k]][0].start <= a:
+            segment = tracks[order[k]][0]
+            heapq.heappush(claims, (segment.duration, segment.start, order[k]))
+            k += 1
+        while claims and tracks[claims[0][2]][0].end <= a:  # ended (the rest lazily)
+            heapq.heappop(claims)
+        if claims:
+            i = claims[0][2]
+            out[Segment(a, b), i] = tracks[i][2]
     return out.support()
 
 

@@ -219,15 +219,26 @@ def _database_yml() -> str:
 
 def _relative_yml(root: Path) -> None:
     """A folder fetched before the paths were relative (they named the folder it was
-    fetched into, so a moved copy read the old one): its yml and manifest entry anew."""
+    fetched into, so a moved copy read the old one): its yml, and the manifest's checksum
+    of it, anew (each written atomically; a folder this process cannot write stays as
+    it is)."""
     yml, text = root / "database.yml", _database_yml()
-    if yml.read_text(encoding="utf-8") == text:
+    manifest_path = root / _MANIFEST
+    if not os.access(root, os.W_OK):
         return
-    yml.write_text(text, encoding="utf-8")
-    manifest = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
-    manifest["files"]["database.yml"] = file_sha256(yml)
-    (root / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
-                                  encoding="utf-8")
+    if yml.read_text(encoding="utf-8") != text:
+        _write_atomic(yml, text)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    digest = file_sha256(yml)
+    if manifest["files"].get("database.yml") != digest:
+        manifest["files"]["database.yml"] = digest
+        _write_atomic(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def register_ami_protocol(data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) -> Path:
