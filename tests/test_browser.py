@@ -153,6 +153,19 @@ def wait_result(page: Any, timeout: float = 60) -> None:
     page.wait_for_selector("#result[data-state='ready']", timeout=timeout * 1000)
 
 
+def record_for(page: Any, seconds: float) -> None:
+    """Press Start and record for `seconds` once the server has taken the recording."""
+    page.click("#start")
+    page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+    time.sleep(seconds)
+
+
+def server_goes_away(page: Any, srv: LocalServer) -> None:
+    """Stop the server mid-recording and wait until the page is reconnecting."""
+    srv.stop()
+    page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+
+
 # ---------------------------------------------------------------------- end to end
 
 
@@ -282,9 +295,7 @@ def test_dropped_connection_resumes_without_losing_the_outage(pw: Any, sweep: Pa
     browser = launch(pw, sweep)
     try:
         page, errors = open_page(browser, srv)
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
-        time.sleep(3)
+        record_for(page, 3)
 
         outage_started = time.monotonic()
         srv.stop()  # SIGTERM: the server closes the socket (going away) and exits
@@ -339,11 +350,8 @@ def test_stop_during_an_outage_delivers_the_rest_later(pw: Any, sweep: Path, tmp
         page.check("input[name='format'][value='mp4']")
         page.click("#record-form details summary")
         page.select_option("#num-speakers", "2")
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
-        time.sleep(2)
-        srv.stop()
-        page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+        record_for(page, 2)
+        server_goes_away(page, srv)
         time.sleep(1)
         page.click("#stop")
         page.wait_for_function("window.__recorder.state === 'stopping'")
@@ -376,11 +384,8 @@ def test_resume_refused_while_the_server_is_full_is_tried_again(pw: Any, sweep: 
     occupy = threading.Event()
     try:
         page, errors = open_page(browser, srv)
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
-        time.sleep(2)
-        srv.stop()
-        page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+        record_for(page, 2)
+        server_goes_away(page, srv)
         # the page's attempts wait until another recording holds the only slot
         page.evaluate("() => { const r = window.__recorder; r.__reconnect = r._reconnect;"
                       " r._reconnect = () => {}; }")
@@ -429,11 +434,8 @@ def test_resume_refused_at_a_limit_processes_what_was_kept(pw: Any, sweep: Path,
     browser = launch(pw, sweep)
     try:
         page, errors = open_page(browser, srv)
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
-        time.sleep(3)
-        srv.stop()
-        page.wait_for_function("window.__recorder.state === 'reconnecting'", timeout=10_000)
+        record_for(page, 3)
+        server_goes_away(page, srv)
         time.sleep(1)
         page.click("#stop")
         page.wait_for_function("window.__recorder.state === 'stopping'")
@@ -589,9 +591,7 @@ def test_processing_failure_is_explained(pw: Any, server: LocalServer, sweep: Pa
         page.route_web_socket("**/ws/**", fake_server)
         page.goto(server.url + "/")
         page.wait_for_selector("body[data-ready='1']")
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
-        time.sleep(1)
+        record_for(page, 1)
         page.click("#stop")
         box = notice(page, "recording")
         box.wait_for()
@@ -622,9 +622,7 @@ def test_access_token_is_asked_for_and_used(pw: Any, sweep: Path, tmp_path: Path
         assert page.is_hidden("#auth")
         assert page.evaluate("sessionStorage.getItem('workbench.token')") == token
 
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
-        time.sleep(1.5)
+        record_for(page, 1.5)
         page.click("#stop")
         wait_result(page)
         assert errors == []
