@@ -197,3 +197,42 @@ def test_wait_for_run_polls_at_its_pace_once_the_socket_closed() -> None:
     t0 = time.monotonic()
     assert asyncio.run(main())["status"] == "completed"
     assert 3 <= polls <= 8, polls
+
+
+def test_stereo_and_int32_arrays_are_recorded_as_load_audio_reads_them(
+        client: Client, server: LocalServer, reference_audio: np.ndarray) -> None:
+    """A (n, 2) array went out interleaved as twice the audio, an int32 one clipped to
+    full scale (only int16 was scaled): both now as load_audio reads arrays."""
+    stereo = np.stack([reference_audio, reference_audio], axis=1)
+    rec = client.record(stereo, wait=False)
+    assert rec.seconds_sent == pytest.approx(len(reference_audio) / 16000, abs=0.01)
+    loud = (reference_audio * 0.5 * 2**31).astype(np.int32)
+    rec = client.record(loud, wait=False)
+    audio = decode_file(server.data_dir / "sessions" / rec.session_id / "audio.wav")
+    np.testing.assert_allclose(audio, reference_audio * 0.5, atol=2 / 32768)
+
+
+def test_a_local_server_on_a_taken_port_says_so(server: LocalServer, tmp_path: Path) -> None:
+    """Another server on the port answered the health check: start() returned as if its
+    own server ran, while that one had exited (address in use)."""
+    with pytest.raises(RuntimeError, match=f"port {server.port} is taken"):
+        LocalServer(tmp_path / "data", port=server.port).start()
+    assert server.healthy()
+
+
+def test_load_session_closes_the_client_it_made(client: Client, server: LocalServer,
+                                                reference_audio: np.ndarray,
+                                                tmp_path: Path) -> None:
+    """Given a URL, load_session made a client (a thread and a socket) every call and left
+    it open."""
+    import threading
+
+    from workbench.notebook.analysis import load_session
+
+    sid = client.record(reference_audio[:16000], wait=True).session_id
+    before = {t.ident for t in threading.enumerate()}
+    for _ in range(3):
+        data = load_session(sid, server=server.url, cache_dir=tmp_path)
+        assert data.session["id"] == sid
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []

@@ -95,3 +95,23 @@ def test_dashboard_says_when_a_recording_cannot_be_decoded(server: LocalServer) 
         assert "could not be decoded" in board.result_title.value
     finally:
         board.close()
+
+
+def test_a_panel_closes_its_thread_and_shows_a_refused_run(server: LocalServer) -> None:
+    """"Process again" refused by the server (here: no such session) showed nothing (the
+    error went to the widget's log only); a panel had no close(), so its action thread
+    outlived the dashboard that closed it."""
+    import threading
+
+    from workbench.notebook.client import ServerError
+
+    before = {t.ident for t in threading.enumerate()}
+    panel = SessionPanel(server.url)
+    with pytest.raises(ServerError):
+        panel.process_again("no-such-session")
+    assert "Session not found" in panel.status.value
+    panel.refresh()
+    panel._actions.submit(lambda: None).result(timeout=10)  # its worker thread starts
+    panel.close()
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []

@@ -433,10 +433,13 @@ def load_audio(audio: AudioInput) -> np.ndarray:
     """Return :data:`AudioInput` as mono float32 samples at :data:`SAMPLE_RATE`."""
     if isinstance(audio, np.ndarray):
         x = audio
-        if x.dtype == np.int16:
-            x = x.astype(np.float32) / 32768.0
-        if x.ndim == 2:
+        if np.issubdtype(x.dtype, np.integer):  # int16, int32...: full scale is 1.0
+            info = np.iinfo(x.dtype)
+            x = (x.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
+        if x.ndim == 2:  # channels last or first: mixed down
             x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
+        elif x.ndim > 2:
+            raise ValueError(f"audio arrays are (samples,) or (samples, channels), not {x.shape}")
         return np.ascontiguousarray(x, dtype=np.float32)
     return decode_file(audio)
 

@@ -151,15 +151,19 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
         from workbench.notebook.client import Client, ServerError
 
         client = server if isinstance(server, Client) else Client(server)
-        session = client.get_session(session_id)
-        cache = Path(cache_dir or Path("data") / "cache" / "sessions") / session_id
-        wav = client.download(session_id, "audio", "wav", dest=cache / "audio.wav")
-        assert isinstance(wav, Path)
         try:
-            transcript = client.transcript(session_id, run=run)
-        except ServerError as exc:
-            if exc.status not in (404, 409):
-                raise
+            session = client.get_session(session_id)
+            cache = Path(cache_dir or Path("data") / "cache" / "sessions") / session_id
+            wav = client.download(session_id, "audio", "wav", dest=cache / "audio.wav")
+            assert isinstance(wav, Path)
+            try:
+                transcript = client.transcript(session_id, run=run)
+            except ServerError as exc:
+                if exc.status not in (404, 409):
+                    raise
+        finally:
+            if client is not server:  # made here for a URL: its thread and socket go
+                client.close()
     elif data_dir is not None:
         # Read the files only (the store belongs to the server): runs by completion time.
         directory = Path(data_dir) / "sessions" / session_id

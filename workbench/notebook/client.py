@@ -27,11 +27,13 @@ from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Optional, 
 import aiohttp
 import numpy as np
 
-from workbench.engine.audio import SAMPLE_RATE, decode_file, to_int16
+from workbench.engine.audio import SAMPLE_RATE, decode_file, load_audio, to_int16
 from workbench.engine.transcript import Transcript
 
 Source = Union[str, os.PathLike, np.ndarray, Iterable[bytes]]
-"""What :meth:`AsyncClient.record` streams: a file, a 16 kHz mono array, or byte chunks."""
+"""What :meth:`AsyncClient.record` streams: a file, a 16 kHz array (float in [-1, 1] or any
+integer type at its full range; a (n, channels) or (channels, n) array is mixed down, as
+`workbench.engine.audio.load_audio` reads it), or byte chunks."""
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -120,10 +122,11 @@ def _prepare(source: Source, chunk_seconds: float, start: dict[str, Any]
              ) -> tuple[Iterable[bytes], Optional[float]]:
     """Chunks to send and the seconds of audio per byte (for real-time pacing) if known."""
     if isinstance(source, np.ndarray):
-        samples = source.astype(np.float32) / 32768.0 if source.dtype == np.int16 else source
+        # as load_audio reads arrays: any integer type scaled to its full range, a
+        # (n, 2) or (2, n) array mixed down (reshape(-1) sent stereo as twice the audio)
+        samples = load_audio(source)
         start.update(input_format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1)
-        return _pcm_chunks(np.asarray(samples, dtype=np.float32).reshape(-1), chunk_seconds), \
-            1 / (2 * SAMPLE_RATE)
+        return _pcm_chunks(samples, chunk_seconds), 1 / (2 * SAMPLE_RATE)
     if isinstance(source, (str, os.PathLike)):
         samples = decode_file(source)
         start.update(input_format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1)

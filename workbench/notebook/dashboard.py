@@ -116,7 +116,7 @@ class Dashboard:
         """Finish what is being shown, stop the session list's refreshes, close the client
         and remove the work folder the dashboard made."""
         self._work.shutdown(wait=True)
-        self.panel.stop_auto_refresh()
+        self.panel.close()  # (its client is the dashboard's: closed below if it made it)
         if self._own_client:
             self.client.close()
         if self._remove_work_dir is not None:

@@ -52,7 +52,17 @@ class LocalServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "LocalServer":
-        """Start the process and wait until it is healthy."""
+        """Start the process and wait until it is healthy (RuntimeError when the port is
+        taken: another server there would answer the health check for it)."""
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:  # as the server binds (SO_REUSEADDR): only a listening socket stops it
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", self.port))
+        except OSError as exc:
+            raise RuntimeError(f"port {self.port} is taken ({exc.strerror or exc}): another "
+                               "server may be running there") from None
+        finally:
+            probe.close()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))

@@ -68,6 +68,7 @@ class SessionPanel:
                  audio_dir: Union[str, Path, None] = None, show_detail: bool = True) -> None:
         """`show_detail=False` leaves the selected session's display to whoever listens
         with :meth:`on_select` (the dashboard shows it its own way)."""
+        self._own_client = not isinstance(client, Client)
         self.client = client if isinstance(client, Client) else Client(client)
         self.show_detail = show_detail
         self._on_select: list[Any] = []
@@ -166,6 +167,14 @@ class SessionPanel:
             self._auto.cancel()
             self._auto = None
 
+    def close(self) -> None:
+        """Stop the refreshes, finish the action under way (its thread ends) and close the
+        client when the panel made it from a URL."""
+        self.stop_auto_refresh()
+        self._actions.shutdown(wait=True)
+        if self._own_client:
+            self.client.close()
+
     def _say(self, text: str, error: bool = False) -> None:
         colour = "#b00" if error else "#333"
         self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
@@ -240,7 +249,11 @@ class SessionPanel:
             self._say("select a session first", error=True)
             raise ValueError("no session selected")
         self.progress.value = 0.0
-        run = self.client.start_run(sid, self._options())
+        try:
+            run = self.client.start_run(sid, self._options())
+        except ServerError as exc:  # the server's reason in the panel, not only a log line
+            self._say(str(exc), error=True)
+            raise
         self._say(f"run {run['id'][:8]} queued")
         def job() -> Any:
             done = self.client.wait_for_run(sid, run["id"], self._on_event)
