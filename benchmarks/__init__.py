@@ -12,6 +12,7 @@ unless a figure needs a raw socket.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -64,11 +65,14 @@ def cpu_flags() -> list[str]:
 def machine_stamp(info: dict[str, Any] | None = None,
                   caps: dict[str, str] | None = None) -> str:
     """One line naming the CPU, its vector flags and core count, for every table, with
-    the ISA caps (`caps`, default: this process's environment) and CPUID mask."""
+    the ISA caps (`caps`, default: those `info` recorded when it was measured, else this
+    process's environment: a table printed later from a results file must not take the
+    caps of the shell that prints it) and CPUID mask."""
     info = info or machine_info()
     flags = " ".join(info.get("cpu_flags") or []) or "no flags read"
     if caps is None:
-        caps = {k: v for k, v in os.environ.items() if k in ISA_CAPS}
+        caps = (dict(info["isa_caps"]) if "isa_caps" in info
+                else {k: v for k, v in os.environ.items() if k in ISA_CAPS})
     capped = (" (capped: " + " ".join(f"{k}={v}" for k, v in sorted(caps.items())) + ")"
               if caps else "")
     if info.get("cpuid_mask"):
@@ -183,3 +187,17 @@ def reprinted(args: Any, table: Callable[[dict[str, Any]], str]) -> bool:
 
 __all__ = ["REPO_ROOT", "RESULTS_DIR", "RUN_ID_ENV", "cpu_flags", "finish", "machine_info",
            "machine_stamp", "new_run_id", "output_arguments", "reprinted", "write_results"]
+
+
+def marks_partial(table: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    """A results file's table, headed by a warning when the run stopped early (its
+    ``error``): totals and group rows then pool only what finished, and looked complete."""
+    @functools.wraps(table)
+    def wrapped(results: dict[str, Any]) -> str:
+        text = table(results)
+        if results.get("error"):
+            text = (f"**Incomplete run** (stopped by {results['error']}): the figures below "
+                    "cover only the inputs that finished.\n\n" + text)
+        return text
+
+    return wrapped

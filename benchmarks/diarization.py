@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp,
-                        write_results)
+                        write_results, marks_partial)
 from benchmarks.ami import BEFORE_AMI, THRESHOLD_COUNT
 
 NAME = "diarization"
@@ -256,6 +256,7 @@ def separation(results: dict[str, Any], system: str = "default") -> str:
             f"{min(more)[0]:.3f} at least with more ({len(more)}, lowest {min(more)[1]}).")
 
 
+@marks_partial
 def markdown_table(results: dict[str, Any]) -> str:
     """Systems as rows; per set: pooled DER (confusion seconds) and speaker counts right."""
     ami = [r for r in results.get("runs", []) if r["set"] == "ami"]

@@ -55,7 +55,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
-                        output_arguments, reprinted, write_results)
+                        output_arguments, reprinted, write_results, marks_partial)
 from benchmarks.measure import number as _num
 from benchmarks.measure import percentile_rounded as _pct
 
@@ -250,6 +250,7 @@ def _f(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+@marks_partial
 def markdown_table(results: dict[str, Any]) -> str:
     head = (f"Live results ({machine_stamp(results['machine'])}; "
             f"costs: {results['parameters']['costs']}; load average at start "

@@ -54,7 +54,7 @@ from typing import Any, Optional, Sequence
 import psutil
 
 from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
-                        output_arguments, reprinted, write_results)
+                        output_arguments, reprinted, write_results, marks_partial)
 from benchmarks.measure import number as _num
 from benchmarks.measure import percentile_rounded as _pct
 
@@ -442,6 +442,7 @@ def _f(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+@marks_partial
 def markdown_table(results: dict[str, Any]) -> str:
     m = results["machine"]
     head = (f"Live results through the server ({machine_stamp(m)}; measured {m.get('date')}; "

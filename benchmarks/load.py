@@ -64,7 +64,7 @@ import numpy as np
 import psutil
 
 from benchmarks import RESULTS_DIR, machine_info, machine_stamp, output_arguments, reprinted, write_results
-from benchmarks.measure import MB, MemorySampler, cpu_seconds, latency_summary
+from benchmarks.measure import MB, MemorySampler, cpu_delta, cpu_seconds, cpu_snapshot, latency_summary
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.client import AsyncClient
 from workbench.notebook.local_server import LocalServer
@@ -196,14 +196,16 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
         time.sleep(1.0)
         baseline = sampler.sample()
         t0 = loop.time() + 3.0  # connect everyone first, then stream on the same clock
-        cpu0 = (cpu_seconds(server, False), cpu_seconds(server, True), cpu_seconds(me, False))
+        # per pid: workers that come or go in the window are not subtracted or lost
+        cpu0, me0 = cpu_snapshot(server), cpu_seconds(me, False)
         w0 = time.monotonic()
         tasks = [asyncio.create_task(run_stream(f"{srv.ws_url}/ws/load-{st.index}", st, args, t0,
                                                 args.spread * st.index / max(1, args.streams)))
                  for st in streams]
         # Window: to the scheduled end of the last stream.
         await asyncio.sleep(max(0.0, t0 + args.spread + args.seconds - loop.time()))
-        cpu1 = (cpu_seconds(server, False), cpu_seconds(server, True), cpu_seconds(me, False))
+        cpu1, me1 = cpu_snapshot(server), cpu_seconds(me, False)
+        used = cpu_delta(cpu0, cpu1)
         w1 = time.monotonic()
         streaming = [s for s in sampler.samples if s.t <= w1]
         await asyncio.gather(*tasks)
@@ -237,15 +239,15 @@ async def measure(args: argparse.Namespace, srv: LocalServer) -> dict[str, Any]:
         "server": {
             # The CPU window includes the 3 s of connecting and starting before t0, and the
             # start/end ramps of the spread.
-            "cpu_percent_of_one_core": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
-            "workers_cpu_percent_of_one_core": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
+            "cpu_percent_of_one_core": round(100 * used["server_cpu_s"] / wall, 1),
+            "workers_cpu_percent_of_one_core": round(100 * used["children_cpu_s"] / wall, 1),
             "rss_mb_before": round(baseline.rss / MB, 1),
             "rss_mb_peak_streaming": round(peak.rss / MB, 1),
             "rss_mb_per_stream": round((peak.rss - baseline.rss) / MB / max(1, args.streams), 3),
             "rss_mb_peak_with_stops": round(peak_all / MB, 1),
             "workers_rss_mb_peak": round(peak_kids / MB, 1),
         },
-        "client": {"cpu_percent_of_one_core": round(100 * (cpu1[2] - cpu0[2]) / wall, 1),
+        "client": {"cpu_percent_of_one_core": round(100 * (me1 - me0) / wall, 1),
                    "rss_mb_peak": round(peak_me / MB, 1)},
         "window_seconds": round(wall, 2),
     }
@@ -450,6 +452,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.spread is None:
         args.spread = args.progress_every * args.chunk_ms / 1000
+    machine = machine_info()  # before the run: its date and load average are the start's
+    argv = list(argv) if argv is not None else sys.argv[1:]
     if args.stalls_only and args.out == RESULTS_DIR / f"{NAME}.json":
         args.out = RESULTS_DIR / f"{NAME}-stalls.json"
 
@@ -474,7 +478,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
-    out = {"benchmark": NAME, "machine": machine_info(),
+    out = {"benchmark": NAME, "machine": machine,
+           "command": ("python -m benchmarks load " + " ".join(argv)).strip(),
            "parameters": {**{k: (str(v) if isinstance(v, Path) else v)
                              for k, v in vars(args).items()}, "server_args": server_args},
            "results": results}

@@ -119,14 +119,24 @@ def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
 
 
 def cpu_seconds(proc: psutil.Process, children: bool) -> float:
-    """CPU seconds (user + system) of ``proc``, or of its children summed; 0 when unreadable."""
+    """CPU seconds (user + system) of ``proc``, or of its children summed (a child gone
+    between listing and reading counts nothing, the others still count); 0 when
+    unreadable. A difference of two such sums is wrong when children come and go in
+    between: use `cpu_snapshot` / `cpu_delta` for that."""
     import psutil
 
     try:
         procs = proc.children(recursive=True) if children else [proc]
-        return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
     except psutil.Error:
         return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def own_cpu_seconds() -> float:

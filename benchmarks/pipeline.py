@@ -50,7 +50,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks import REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, write_results
+from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, marks_partial,
+                        write_results)
 from benchmarks.isa import AVX2_CAPS, ISA_SETTINGS, IsaUnavailable, isa_environment
 from benchmarks.measure import MB, Timer, own_cpu_seconds, own_peak_rss_bytes
 
@@ -236,6 +237,7 @@ def _fmt(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+@marks_partial
 def markdown_table(results: dict[str, Any]) -> str:
     """The runs as a markdown table: per-stage RTF, total RTF, memory, DER, WER."""
     head = ["input", "system", "ISA", "audio s", *STAGE_COLUMNS, "RTF", "CPU s / audio s", "load s",

@@ -45,3 +45,46 @@ def test_memory_sampler_and_peak_window_see_this_process() -> None:
     figures = window.figures()
     assert figures["rss_growth_mb"] is not None and figures["rss_growth_mb"] >= 50
     block.close()
+
+
+def test_a_table_printed_later_keeps_the_caps_of_its_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A results file's table took the ISA caps of the shell that printed it: a capped
+    run reprinted from a plain shell lost "(capped: ...)", and the reverse gained one."""
+    from benchmarks import machine_stamp
+
+    capped = {"cpu_model": "EPYC", "cpu_count": 2, "cpu_flags": ["avx2"],
+              "isa_caps": {"CT2_FORCE_CPU_ISA": "AVX2"}}
+    monkeypatch.delenv("CT2_FORCE_CPU_ISA", raising=False)
+    assert "(capped: CT2_FORCE_CPU_ISA=AVX2)" in machine_stamp(capped)
+    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")
+    assert "capped" not in machine_stamp({**capped, "isa_caps": {}})
+
+
+def test_an_incomplete_run_says_so_above_its_table() -> None:
+    from benchmarks import marks_partial
+
+    table = marks_partial(lambda results: "| all | 1.0 |")
+    assert table({}) == "| all | 1.0 |"
+    assert table({"error": "KeyboardInterrupt: "}).startswith(
+        "**Incomplete run** (stopped by KeyboardInterrupt: )")
+
+
+def test_children_cpu_counts_the_children_still_there() -> None:
+    """One child gone between listing and reading made the whole sum 0."""
+    import psutil
+
+    from benchmarks.measure import cpu_seconds
+
+    class Gone:
+        def cpu_times(self):  # type: ignore[no-untyped-def]
+            raise psutil.NoSuchProcess(1)
+
+    class Busy:
+        def cpu_times(self):  # type: ignore[no-untyped-def]
+            return type("T", (), {"user": 1.5, "system": 0.5})()
+
+    class Parent:
+        def children(self, recursive: bool = False) -> list:  # type: ignore[type-arg]
+            return [Gone(), Busy()]
+
+    assert cpu_seconds(Parent(), True) == 2.0  # type: ignore[arg-type]
