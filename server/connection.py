@@ -62,6 +62,7 @@ class Connection:
         self.duration_limit_told = False  # the wall-clock/byte-count 4005 was sent
         self.live_results = False  # the recording's `start` asked for live results
         self.live: Optional[LiveStream] = None  # its live stream, while it runs
+        self.saved_live_run: Optional[str] = None  # a live run its non-live start saved
 
     @property
     def limits(self) -> Limits:
@@ -245,14 +246,17 @@ class Connection:
                           ) -> Optional[str]:
         """Live results for this part when `start` asked for them: the session's live
         stream continues (a resume) or a new one starts; returns why not, or None."""
-        self.live_results, self.live = req.live_results, None
+        self.live_results, self.live, self.saved_live_run = req.live_results, None, None
         hub = self.state.live
         if not req.live_results:
-            try:  # a live stream waiting for this session's resume: save it now
-                await hub.end(session.id)
+            self.state.live_muted.add(self.ws)
+            try:  # a live stream waiting for this session's resume: save it now (the
+                # refined run of this recording supersedes it)
+                self.saved_live_run = await hub.end(session.id)
             except Exception:
                 log.exception("Saving the live results of session %s failed", session.id)
             return None
+        self.state.live_muted.discard(self.ws)
         try:
             self.live, refusal = await hub.attach(session.id, part.input_format,
                                                   self.prior_duration, next_word_index(session))
@@ -388,7 +392,7 @@ class Connection:
                                       f"{decode_error}. The received bytes are kept."))
                 return
             run = await self.state.jobs.submit(sid, self.state.run_config(session),
-                                               supersedes=live_run_id)
+                                               supersedes=live_run_id or self.saved_live_run)
             message = ("Transcription and diarization started" if self.state.config.pipeline == "full"
                        else "Audio processing started")
             await self.send({"type": "processing_started", "message": message,

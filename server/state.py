@@ -35,6 +35,9 @@ class AppState:
     live: "LiveHub" = field(init=False)
     sockets: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
     subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
+    # Sockets whose recording did not ask for live results: they get no live event (a
+    # live stream saved at their resume still sent its last words to everyone bound)
+    live_muted: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
     recording: dict[str, OpenRecording] = field(default_factory=dict)
     # Recordings being started (counted against the limit before their session is known).
     starting: int = 0
@@ -63,8 +66,12 @@ class AppState:
                 self.subscribers.pop(session_id, None)
 
     async def notify(self, session_id: str, message: dict[str, Any]) -> None:
-        """Push an event to every connection bound to ``session_id``."""
+        """Push an event to every connection bound to ``session_id`` (live events not to
+        one whose recording did not ask for them)."""
+        live = message.get("type") in LIVE_EVENTS
         for ws in list(self.subscribers.get(session_id, ())):
+            if live and ws in self.live_muted:
+                continue
             if not ws.closed:
                 try:
                     await ws.send_json(message)
@@ -78,6 +85,10 @@ class AppState:
         """Configuration of the run queued at ``stop``: server defaults + the session's options."""
         return {**self.config.default_run_config, **session.options}
 
+
+LIVE_EVENTS = frozenset({"transcript_partial", "transcript_final", "diarization_update",
+                         "speaker_labels", "live_paused", "live_resumed", "live_replay"})
+"""The events of live results (README, "Live results over the protocol")."""
 
 STATE = web.AppKey("state", AppState)
 

@@ -588,6 +588,39 @@ async def test_a_resumed_live_recording_replays_what_its_client_missed(
     assert len(words) > len(replay["words"])  # the second part's words follow the replayed ones
 
 
+async def test_a_resume_without_live_results_hears_none_and_supersedes_the_live_run(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """A live recording drops; its resume does not ask for live results: the live stream
+    is saved at that start, and its last words went to the resumed socket too (README:
+    a client that does not ask sees none of these); the refined run of that recording
+    now supersedes the live run saved then (it superseded nothing)."""
+    srv = await warm_server(start_server)
+    pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(2 * 32000)
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
+        sid = (await recv(ws))["session_id"]
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as sub:
+            await send_in_real_time(ws, pcm)
+            await recv_until(sub, "transcript_final", timeout=30)
+        await ws.close()
+        await session_in(srv, sid, "interrupted", timeout=30)
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+            await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+            for i in range(0, len(pcm), 8000):
+                await ws2.send_bytes(pcm[i:i + 8000])
+            await ws2.send_json({"action": "stop"})
+            done, seen = await recv_until(ws2, "processing_complete", "processing_failed",
+                                          timeout=120)
+    assert done["type"] == "processing_complete", done
+    assert [m["type"] for m in seen if m["type"] in LIVE_EVENTS] == []
+    runs = (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
+    live = [r for r in runs if r["kind"] == "live"]
+    assert len(live) == 1 and done.get("supersedes") == live[0]["id"]
+    refined = [r for r in runs if r["kind"] == "refined"]
+    assert refined[-1]["supersedes"] == live[0]["id"]
+
+
 async def test_two_live_starts_at_once_load_no_extra_workers(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """--max-live-sessions 2 --live-warm: two recordings with live results started
