@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,8 @@ def load_pyannote_protocol(name: str, subset: str,
     ``"AMI.SpeakerDiarization.mini"``).
 
     The protocol's reference annotations are written as RTTM/UEM files into `out_dir`
-    (default: a new temporary folder) so that each item looks like any other.  Needs
+    (default: ``<tmp>/workbench-protocol-<uid>-<name>-<subset>``, written again by each
+    call) so that each item looks like any other.  Needs
     pyannote.database with the protocol registered (``database.yml``).
     """
     try:
@@ -42,8 +44,10 @@ def load_pyannote_protocol(name: str, subset: str,
             f"pyannote.database protocol {name!r} is not available: {exc} (register it in a "
             "database.yml: pyannote.database.registry.load_database(path) or "
             "PYANNOTE_DATABASE_CONFIG)") from exc
-    out = Path(out_dir) if out_dir is not None else Path(
-        tempfile.mkdtemp(prefix="workbench-protocol-"))
+    # default: one folder per protocol and subset, written again by every call (a new
+    # temporary folder per call was never removed: notebooks and tests piled them up)
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / (
+        f"workbench-protocol-{os.getuid()}-{name}-{subset}")
     out.mkdir(parents=True, exist_ok=True)
     try:
         files = list(getattr(protocol, subset)())
