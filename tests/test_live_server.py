@@ -537,6 +537,21 @@ async def test_a_worker_loaded_ahead_gives_words_within_seconds(
     assert isinstance(stopped["live_run_id"], str)
 
 
+async def live_then_heard(s: aiohttp.ClientSession, srv: LocalServer, pcm: bytes
+                          ) -> tuple[aiohttp.ClientWebSocketResponse, str,
+                                     aiohttp.ClientWebSocketResponse, list[dict[str, Any]]]:
+    """A live recording of `pcm` in real time, with a second socket subscribed to it: the
+    recording's socket, the session id, the subscriber (left open) and what it heard up to
+    the first committed words."""
+    ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
+    await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
+    sid = (await recv(ws))["session_id"]
+    sub = await s.ws_connect(f"{srv.ws_url}/ws/{sid}")
+    await send_in_real_time(ws, pcm)
+    first, heard = await recv_until(sub, "transcript_final", timeout=30)
+    return ws, sid, sub, heard + [first]
+
+
 async def test_a_resumed_live_recording_replays_what_its_client_missed(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """The recording's connection drops while its live worker goes on (a subscriber hears
@@ -545,13 +560,8 @@ async def test_a_resumed_live_recording_replays_what_its_client_missed(
     srv = await warm_server(start_server)
     pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(3 * 32000)  # + 3 s of silence
     async with aiohttp.ClientSession() as s:
-        ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
-        await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
-        sid = (await recv(ws))["session_id"]
-        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as sub:
-            await send_in_real_time(ws, pcm)
-            first, heard = await recv_until(sub, "transcript_final", timeout=30)
-            heard.append(first)
+        ws, sid, sub, heard = await live_then_heard(s, srv, pcm)
+        async with sub:
             await ws.close()  # dropped: what the worker says from now on, its client misses
             await session_in(srv, sid, "interrupted", timeout=30)
             async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
@@ -597,12 +607,8 @@ async def test_a_resume_without_live_results_hears_none_and_supersedes_the_live_
     srv = await warm_server(start_server)
     pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(2 * 32000)
     async with aiohttp.ClientSession() as s:
-        ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
-        await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
-        sid = (await recv(ws))["session_id"]
-        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as sub:
-            await send_in_real_time(ws, pcm)
-            await recv_until(sub, "transcript_final", timeout=30)
+        ws, sid, sub, _ = await live_then_heard(s, srv, pcm)
+        await sub.close()
         await ws.close()
         await session_in(srv, sid, "interrupted", timeout=30)
         async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
