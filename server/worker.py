@@ -77,10 +77,13 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
         emit(("progress", run_id, stage, fraction, overall(stage, fraction)))
 
     hook("renditions", 0, 1)
-    if task.get("format") == "mp4" and not (session_dir / "audio.mp4").exists():
-        encode_mp4(wav, session_dir / "audio.mp4")
+    duration = wav_duration(wav)
+    # (no MP4 of nothing: FFmpeg wrote a 0-byte file, which the audio endpoint refuses)
+    mp4 = session_dir / "audio.mp4"
+    if task.get("format") == "mp4" and duration > 0 and not mp4.exists():
+        encode_mp4(wav, mp4)
     hook("renditions", 1, 1)
-    summary: dict[str, Any] = {"duration_seconds": round(wav_duration(wav), 3)}
+    summary: dict[str, Any] = {"duration_seconds": round(duration, 3)}
 
     if config is not None:
         from workbench.engine.pipeline import get_pipeline

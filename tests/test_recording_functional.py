@@ -813,3 +813,13 @@ async def test_an_empty_recording_has_no_mp4(server: LocalServer) -> None:
             assert r.status == 422 and "no audio" in await r.text()
         async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=wav") as r:
             assert r.status == 200 and (await r.read())[:4] == b"RIFF"
+        # an MP4 session's run makes no MP4 of nothing (it left a 0-byte audio.mp4)
+        async with s.ws_connect(f"{server.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "mp4", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await ws.send_json({"action": "stop"})
+            done, _ = await recv_until(ws, "processing_complete", "processing_failed")
+            assert done["type"] == "processing_complete", done
+        assert not (server.data_dir / "sessions" / sid / "audio.mp4").exists()
+        async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=mp4") as r:
+            assert r.status == 422
