@@ -337,6 +337,8 @@ class Connection:
         await asyncio.shield(task)
 
     async def _finish(self, writer: PartWriter, sid: str, reason: str) -> None:
+        # a recording without live results is muted until it ends, not as a watcher after
+        self.state.live_muted.discard(self.ws)
         store = self.state.store
         interrupted = reason in INTERRUPTIONS
         live_run_id: Optional[str] = None

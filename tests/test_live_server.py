@@ -663,3 +663,33 @@ async def test_two_live_starts_at_once_load_no_extra_workers(
         for ws in (a, b):
             await ws.send_json({"action": "stop"})
             await recv_until(ws, "recording_stopped")
+
+
+async def test_live_events_skip_the_sockets_muted_and_only_those(tmp_path: Path) -> None:
+    """AppState.notify: a socket whose recording did not ask for live results gets no live
+    event but every other message; a watcher bound to the session gets both."""
+    from server.config import ServerConfig
+    from server.sessions import SessionStore
+    from server.state import AppState
+
+    class Socket:
+        closed = False
+
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        async def send_json(self, message: dict[str, Any]) -> None:
+            self.got.append(message["type"])
+
+    state = AppState(ServerConfig(data_dir=tmp_path), SessionStore(tmp_path))
+    recorder, watcher = Socket(), Socket()
+    for ws in (recorder, watcher):
+        state.subscribe("s", ws)  # type: ignore[arg-type]
+    state.live_muted.add(recorder)  # type: ignore[arg-type]
+    for kind in ("transcript_final", "processing_started", "live_paused"):
+        await state.notify("s", {"type": kind})
+    assert recorder.got == ["processing_started"]
+    assert watcher.got == ["transcript_final", "processing_started", "live_paused"]
+    state.live_muted.discard(recorder)  # type: ignore[arg-type]
+    await state.notify("s", {"type": "transcript_final"})
+    assert recorder.got[-1] == "transcript_final"

@@ -61,6 +61,9 @@ SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
         # ...but one that joins no two letters is no word
         ("hello \u200c world", "hello world"),
         ("hello\u200d.", "hello"),
+        # after a virama (a mark, not \w) it is part of the word: half forms, chillus
+        ("क्\u200dष", "क्\u200dष"),
+        ("അവന്\u200d", "അവന്\u200d"),
     ],
 )
 def test_normalize_text(text: str, expected: str) -> None:

@@ -113,5 +113,8 @@ def test_a_panel_closes_its_thread_and_shows_a_refused_run(server: LocalServer) 
     panel.refresh()
     panel._actions.submit(lambda: None).result(timeout=10)  # its worker thread starts
     panel.close()
-    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
-    assert left == []
+
+    def left() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+
+    wait_until(lambda: not left(), timeout=10)

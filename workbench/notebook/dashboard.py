@@ -115,8 +115,8 @@ class Dashboard:
     def close(self) -> None:
         """Finish what is being shown, stop the session list's refreshes, close the client
         and remove the work folder the dashboard made."""
-        self._work.shutdown(wait=True)
-        self.panel.close()  # (its client is the dashboard's: closed below if it made it)
+        self.panel.close()  # first: a run it waits for no longer reaches the dashboard
+        self._work.shutdown(wait=True)  # (its client is the dashboard's: closed below)
         if self._own_client:
             self.client.close()
         if self._remove_work_dir is not None:

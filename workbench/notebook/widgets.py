@@ -168,10 +168,11 @@ class SessionPanel:
             self._auto = None
 
     def close(self) -> None:
-        """Stop the refreshes, finish the action under way (its thread ends) and close the
-        client when the panel made it from a URL."""
+        """Stop the refreshes and the panel's thread (an action not started is dropped; one
+        under way, e.g. waiting for a run, ends on its own without holding this up) and
+        close the client when the panel made it from a URL."""
         self.stop_auto_refresh()
-        self._actions.shutdown(wait=True)
+        self._actions.shutdown(wait=False, cancel_futures=True)
         if self._own_client:
             self.client.close()
 

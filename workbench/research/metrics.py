@@ -63,7 +63,18 @@ _INNER_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _SPACES = re.compile(r"\s+")
-_STRAY_JOINER = re.compile(r"(?<!\w)[\u200c\u200d]|[\u200c\u200d](?!\w)")
+_JOINER = re.compile(r"[\u200c\u200d]")
+
+
+def _stray_joiner(match: "re.Match[str]") -> str:
+    """A zero-width (non-)joiner stays between two letters, marks or digits, or after a
+    mark (a virama: Devanagari half forms, a Malayalam chillu ends a word so), else it
+    goes."""
+    text, i = match.string, match.start()
+    before = unicodedata.category(text[i - 1])[0] if i > 0 else ""
+    after = unicodedata.category(text[i + 1])[0] if i + 1 < len(text) else ""
+    keep = before in ("L", "M", "N") and (after in ("L", "M", "N") or before == "M")
+    return match.group() if keep else ""
 
 
 def normalize_text(text: str) -> str:
@@ -95,7 +106,7 @@ def normalize_text(text: str) -> str:
     text = _THOUSANDS_COMMA.sub(_KEEP_COMMA, text)
     # (zero-width joiners and non-joiners are part of Persian and Indic words)
     text = replace_non_word(text, " ", keep=r"\s\x01\x02\x03\u200c\u200d")
-    text = _STRAY_JOINER.sub("", text)  # one that joins no two letters is no word
+    text = _JOINER.sub(_stray_joiner, text)  # one that joins no two letters is no word
     text = text.replace(_KEEP_APOSTROPHE, "'").replace(_KEEP_POINT, ".").replace(_KEEP_COMMA, ",")
     return _SPACES.sub(" ", text).strip()
 

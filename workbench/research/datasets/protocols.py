@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -49,6 +50,10 @@ def load_pyannote_protocol(name: str, subset: str,
     out = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / (
         f"workbench-protocol-{os.getuid()}-{name}-{subset}")
     out.mkdir(parents=True, exist_ok=True)
+    if out_dir is None:  # a predictable name: only a real folder of this user's will do
+        info = os.lstat(out)
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+            out = Path(tempfile.mkdtemp(prefix="workbench-protocol-"))
     try:
         files = list(getattr(protocol, subset)())
     except Exception as exc:
@@ -64,11 +69,23 @@ def load_pyannote_protocol(name: str, subset: str,
         rttm = uem = None
         if "annotation" in file:
             rttm = out / f"{uri}.rttm"
-            rttm.write_text(format_rttm(uri, from_annotation(file["annotation"])), encoding="utf-8")
+            _write_if_changed(rttm, format_rttm(uri, from_annotation(file["annotation"])))
         if "annotated" in file:
             uem = out / f"{uri}.uem"
-            uem.write_text(format_uem(uri, [(s.start, s.end) for s in file["annotated"]]),
-                           encoding="utf-8")
+            _write_if_changed(uem, format_uem(uri, [(s.start, s.end) for s in file["annotated"]]))
         items.append(CorpusItem(uri, audio, rttm, None, uem,
                                 {"protocol": name, "subset": subset}))
     return items
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """`text` into `path` unless it holds it already, atomically (items of an earlier call,
+    or of another process, read the same file)."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
