@@ -36,7 +36,7 @@ from typing import Any, Optional, Union
 
 from workbench.engine.provenance import file_sha256
 from workbench.research.datasets.items import CorpusItem
-from workbench.research.datasets.protocols import load_pyannote_protocol
+from workbench.research.datasets.protocols import load_pyannote_protocol, write_if_changed
 
 __all__ = ["AMI_PROTOCOL", "AMI_SUBSETS", "ami_dir", "ami_items", "ami_protocol_items", "fetch_ami",
            "register_ami_protocol"]
@@ -226,19 +226,10 @@ def _relative_yml(root: Path) -> None:
     manifest_path = root / _MANIFEST
     if not os.access(root, os.W_OK):
         return
-    if yml.read_text(encoding="utf-8") != text:
-        _write_atomic(yml, text)
+    write_if_changed(yml, text)
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    digest = file_sha256(yml)
-    if manifest["files"].get("database.yml") != digest:
-        manifest["files"]["database.yml"] = digest
-        _write_atomic(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    manifest["files"]["database.yml"] = file_sha256(yml)
+    write_if_changed(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 def register_ami_protocol(data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any) -> Path:

@@ -69,16 +69,16 @@ def load_pyannote_protocol(name: str, subset: str,
         rttm = uem = None
         if "annotation" in file:
             rttm = out / f"{uri}.rttm"
-            _write_if_changed(rttm, format_rttm(uri, from_annotation(file["annotation"])))
+            write_if_changed(rttm, format_rttm(uri, from_annotation(file["annotation"])))
         if "annotated" in file:
             uem = out / f"{uri}.uem"
-            _write_if_changed(uem, format_uem(uri, [(s.start, s.end) for s in file["annotated"]]))
+            write_if_changed(uem, format_uem(uri, [(s.start, s.end) for s in file["annotated"]]))
         items.append(CorpusItem(uri, audio, rttm, None, uem,
                                 {"protocol": name, "subset": subset}))
     return items
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def write_if_changed(path: Path, text: str) -> None:
     """`text` into `path` unless it holds it already, atomically (items of an earlier call,
     or of another process, read the same file)."""
     try:
