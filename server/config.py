@@ -206,7 +206,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
                         "(scheme://host[:port|:*]; '*' for any)")
     p.add_argument("--allowed-hosts", type=_csv, default=_csv(_env("allowed_hosts", "")),
                    help="comma-separated Host header names accepted ('*' for any); default: "
-                        "loopback names when there is no token, any host with a token")
+                        "loopback names for a tokenless server on a loopback --host, any "
+                        "host with a token or on another --host")
     p.add_argument("--allow-local-models", action="store_true",
                    default=_env_flag("allow_local_models"),
                    help="let clients name model or pyannote pipeline folders on this machine "
