@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -117,14 +118,18 @@ def check(config: ServerConfig) -> None:
                         ("--max-chunk-bytes", lim.max_chunk_bytes),
                         ("--max-total-bytes", lim.max_total_bytes),
                         ("--max-message-bytes", lim.max_message_bytes)):
-        if not value > 0:  # (0 would cut every recording to nothing, not turn it off)
-            raise ConfigError(f"{flag} must be > 0, not {value:g}")
+        if not (value > 0 and math.isfinite(value)):  # (0 would cut every recording to
+            # nothing, not turn it off; infinity overflows the sample counts of the audio)
+            raise ConfigError(f"{flag} must be > 0 and finite, not {value:g}")
     for flag, value in (("--max-recordings", lim.max_recordings),
                         ("--max-connections-per-client", lim.max_connections_per_client),
                         ("--idle-timeout", lim.idle_timeout_seconds),
-                        ("--live-max-speed", lim.live_max_speed)):
-        if not value >= 0:
-            raise ConfigError(f"{flag} must be >= 0 (0: no limit), not {value:g}")
+                        ("--live-max-speed", lim.live_max_speed),
+                        ("--live-burst", lim.live_burst_seconds),
+                        ("--heartbeat", config.heartbeat)):
+        if not (value >= 0 and math.isfinite(value)):  # (a negative heartbeat closed every
+            # socket at once)
+            raise ConfigError(f"{flag} must be >= 0 and finite (0: off), not {value:g}")
 
 
 _ENV = "WORKBENCH_"

@@ -42,6 +42,10 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
             duration = finalise(store, store.get_session(session.id) or session, max_seconds)
         except AudioDecodeError as exc:
             duration, error = 0.0, str(exc)
+        except Exception as exc:  # (a full disk): this session waits, the server starts
+            log.exception("Session %s: its audio.wav could not be rebuilt at start-up", session.id)
+            duration, error = 0.0, (f"Rebuilding the recording's audio failed ({type(exc).__name__}: "
+                                    f"{exc}); its raw parts are kept")
         store.set_status(session.id, "interrupted", duration_seconds=duration,
                          bytes_received=total, error=error)
         log.warning("Recovered session %s after a crash: %.2f s kept, now interrupted",
@@ -56,6 +60,9 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
         except AudioDecodeError as exc:
             log.warning("Session %s: audio.wav is damaged and cannot be rebuilt: %s",
                         session.id, exc)
+            continue
+        except Exception:  # (a full disk): the next start-up tries again
+            log.exception("Session %s: its damaged audio.wav could not be rebuilt", session.id)
             continue
         store.update_session(session.id, duration_seconds=duration)
         log.warning("Rebuilt the damaged audio.wav of session %s from its raw parts", session.id)

@@ -342,6 +342,28 @@ def test_crash_recovery_applies_the_decoded_limit(tmp_path: Path) -> None:
     store.close()
 
 
+def test_crash_recovery_survives_a_session_it_cannot_rebuild(tmp_path: Path) -> None:
+    """An error other than undecodable audio (a full disk; here audio.wav is a folder, so
+    writing it fails with an OSError) stopped recovery, and with it the server's start-up."""
+    store = SessionStore(tmp_path)
+    pcm = to_int16(np.sin(np.arange(SAMPLE_RATE) / 10).astype(np.float32) * 0.5).tobytes()
+    ids = []
+    for _ in range(2):
+        session = store.create_session()
+        part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
+        store.set_status(session.id, "recording")
+        (store.session_dir(session.id) / part.filename).write_bytes(pcm)
+        ids.append(session.id)
+    (store.session_dir(ids[0]) / "audio.wav").mkdir()
+    assert sorted(recover(store, max_seconds=60.0)) == sorted(ids)
+    broken, fine = store.get_session(ids[0]), store.get_session(ids[1])
+    assert broken is not None and broken.status == "interrupted"
+    assert broken.error and "raw parts are kept" in broken.error
+    assert fine is not None and fine.status == "interrupted" and fine.duration_seconds == 1.0
+    assert (store.session_dir(ids[0]) / "part-000.raw").read_bytes() == pcm
+    store.close()
+
+
 def test_store_from_before_the_audio_truncated_column_opens(tmp_path: Path) -> None:
     SessionStore(tmp_path).close()
     db = sqlite3.connect(tmp_path / "workbench.sqlite3")

@@ -158,10 +158,17 @@ def test_limits_that_would_cut_every_recording_are_refused_at_start(capsys) -> N
 
     for change, message in (({"max_duration_seconds": 0.0}, "--max-duration must be > 0"),
                             ({"max_total_bytes": -1}, "--max-total-bytes must be > 0"),
-                            ({"idle_timeout_seconds": -5.0}, "--idle-timeout must be >= 0")):
+                            ({"idle_timeout_seconds": -5.0}, "--idle-timeout must be >= 0"),
+                            # infinity overflowed the sample count at every stop, and a crash
+                            # recovery with it stopped the server from starting
+                            ({"max_duration_seconds": float("inf")}, "--max-duration must be > 0 and finite"),
+                            ({"live_burst_seconds": float("nan")}, "--live-burst must be >= 0")):
         with pytest.raises(ConfigError, match=message):
             check(ServerConfig(limits=replace(Limits(), **change)))
     check(ServerConfig(limits=replace(Limits(), max_recordings=0, idle_timeout_seconds=0.0)))
+    with pytest.raises(ConfigError, match="--heartbeat must be >= 0"):  # closed every socket at once
+        check(ServerConfig(heartbeat=-1.0))
+    check(ServerConfig(heartbeat=0.0))
     with pytest.raises(SystemExit):
         parse_args(["--max-duration", "0"])
     assert "--max-duration must be > 0" in capsys.readouterr().err
