@@ -135,14 +135,16 @@ class Connection:
         if self.writer is not None:
             raise ProtocolError(ErrorCode.ALREADY_RECORDING,
                                 "Recording already started. Send 'stop' first")
+        self._claim_slot()
+        await self._start(req)
+
+    def _claim_slot(self) -> None:
+        """4012 unless a recording may start now. Checked again right before a slot is
+        taken (no await in between): a start that ends in 4011, 4010 or 4004 holds none
+        (eight concurrent starts of one session got five 4012s at --max-recordings 3)."""
         if not self.state.recording_slot_free():
             raise ProtocolError(ErrorCode.TOO_MANY_RECORDINGS,
                                 Messages.too_many_recordings(self.limits))
-        self.state.starting += 1  # holds a slot while the session is looked up
-        try:
-            await self._start(req)
-        finally:
-            self.state.starting -= 1
 
     def _checked_options(self, options: dict[str, Any], context: str) -> dict[str, Any]:
         """`options` if they are a valid run configuration (each field was checked in
@@ -160,13 +162,20 @@ class Connection:
         store = self.state.store
         candidate = self.session_id or self.path_id
         session: Optional[Session] = None
+        created = False
         if valid_id(candidate):
             session = await asyncio.to_thread(store.get_session, candidate)
         if session is None:
             # checked before the session exists: a refused start leaves no session behind
             options = self._checked_options(req.options, "")
-            session = await asyncio.to_thread(store.create_session, None, req.format or "wav",
-                                              req.options)
+            self._claim_slot()
+            self.state.starting += 1  # holds the slot while the session is created
+            try:
+                session = await asyncio.to_thread(store.create_session, None, req.format or "wav",
+                                                  req.options)
+            finally:
+                self.state.starting -= 1  # (taken below, with no await in between)
+            created = True
             log.info("✅ Created session: %s", session.id)
         else:
             if session.id in self.state.recording:
@@ -184,6 +193,8 @@ class Connection:
         if session.parts and max_seconds > 0 and session.duration_seconds >= max_seconds - 1e-6:
             # a resume could add nothing: its audio would be cut at the limit, unheard
             raise ProtocolError(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(self.limits))
+        if not created:
+            self._claim_slot()
         self._bind(session.id)
         self.state.recording[session.id] = self
         try:
@@ -483,6 +494,7 @@ async def _serve(request: web.Request, state: AppState) -> web.WebSocketResponse
         await conn.finish("shutdown" if state.closing else "disconnect")
         if conn.session_id:
             state.unsubscribe(conn.session_id, ws)
+        state.sockets.discard(ws)  # (the weak set let closed sockets count until collected)
         log.info("WebSocket disconnected: %s (close code %s)",
                  conn.session_id or printable(path_id), ws.close_code)
     return ws

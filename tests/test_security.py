@@ -386,6 +386,30 @@ async def test_max_concurrent_recordings(start_server) -> None:  # type: ignore[
             await ws.close()
 
 
+async def test_concurrent_starts_take_no_slot_they_do_not_use(start_server) -> None:  # type: ignore[no-untyped-def]
+    """Starts still being looked up held a slot each: eight concurrent starts of one session
+    at --max-recordings 3 got one recording_started, two 4011 and five 4012. And closed
+    sockets no longer count in /api/health's connections."""
+    srv = start_server("--max-recordings", "3")
+    status, session, _ = await http("POST", f"{srv.url}/api/sessions", json={})
+    assert status == 201, session
+    async with aiohttp.ClientSession() as s:
+        sockets = [await s.ws_connect(f"{srv.ws_url}/ws/{session['id']}") for _ in range(8)]
+        await asyncio.gather(*(ws.send_json(START_PCM) for ws in sockets))
+        replies = [await recv(ws) for ws in sockets]
+        started = [r for r in replies if r["type"] == "recording_started"]
+        assert len(started) == 1, replies
+        assert all(r.get("code") == ErrorCode.SESSION_BUSY for r in replies if r not in started), replies
+        for ws in sockets:
+            await ws.close()
+    for _ in range(50):
+        status, health, _ = await http("GET", f"{srv.url}/api/health")
+        if health["connections"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert health["connections"] == 0, health
+
+
 async def test_idle_recording_is_interrupted(start_server) -> None:  # type: ignore[no-untyped-def]
     srv = start_server("--idle-timeout", "1")
     async with aiohttp.ClientSession() as s:
