@@ -122,8 +122,14 @@ function formatClock(s) {
 }
 
 function wire(rec) {
+  // A recording still being processed when a new one starts keeps its socket until it is done;
+  // its messages (live words flushed after its stop, progress, its result) must not reach the
+  // card, the live view or the log of the recording now in progress: only the list follows it.
+  const superseded = () => rec !== current;
   rec.addEventListener('state', () => renderRecorder());
-  rec.addEventListener('server', (ev) => onServerMessage(rec, ev.detail));
+  rec.addEventListener('server', (ev) => {
+    if (!superseded()) onServerMessage(rec, ev.detail);
+  });
   rec.addEventListener('started', (ev) => {
     if (!ev.detail.resumed) refreshSessions();
     if (ev.detail.resumed && rec.reconnects) {
@@ -132,6 +138,7 @@ function wire(rec) {
     }
   });
   rec.addEventListener('reconnecting', (ev) => {
+    if (superseded()) return;
     const { delay, attempt, code, pendingBytes } = ev.detail;
     const kept = pendingBytes ? ` (${(pendingBytes / 1024).toFixed(0)} kB waiting to be sent)` : '';
     notify('connection', 'warning', 'Connection to the server lost.',
@@ -144,6 +151,7 @@ function wire(rec) {
   rec.addEventListener('limit', async (ev) => {
     const { message, refused, lostBytes, sessionId } = ev.detail;
     if (!refused) {
+      if (superseded()) return;
       notify('limit', 'warning', 'The server ended the recording at its limit.',
         `${message}. Everything recorded up to the limit is kept and is being processed.`);
       return;
@@ -163,16 +171,25 @@ function wire(rec) {
     processAgain(sessionId, options);
   });
   rec.addEventListener('warning', (ev) => {
+    if (superseded()) return;
     notify('warning', 'warning', 'Warning.', ev.detail.message);
     log(ev.detail.message, 'warning');
   });
   rec.addEventListener('complete', (ev) => {
+    if (superseded()) {
+      refreshSessions();
+      return;
+    }
     dismiss('connection');
     showResult(rec.sessionId, { runId: ev.detail.run_id, summary: ev.detail });
     refreshSessions();
   });
   rec.addEventListener('failed', async (ev) => {
     const { message, sessionId, connect, processing } = ev.detail;
+    if (superseded()) {
+      refreshSessions();
+      return;
+    }
     dismiss('connection');
     if (connect) {
       await explainConnectFailure(message);
@@ -186,6 +203,7 @@ function wire(rec) {
     refreshSessions();
   });
   rec.addEventListener('detached', (ev) => {
+    if (superseded()) return;
     log('Connection closed during processing; following it over the REST API');
     watchSession(ev.detail.sessionId);
   });
@@ -336,7 +354,8 @@ function supersedeLive(sessionId, run, liveRun) {
   if (note.hidden) return;
   note.textContent = `${shown ? 'The refined transcript replaces the live one shown while recording'
     : 'This refined transcript supersedes the live one made while recording'} (live run `
-    + `${shortId(liveRun.id)}: its files are under "Live transcript").`;
+    + `${shortId(liveRun.id)}: ${liveRun.status === 'completed' ? 'its files are under "Live transcript"'
+      : 'still being saved; open the session again for its files'}).`;
 }
 
 // ---------------------------------------------------------------------- processing and results
@@ -414,6 +433,12 @@ async function watchSession(sessionId) {
 }
 
 async function openSession(sessionId) {
+  if (current?.sessionId === sessionId && current.state !== 'completed' && current.state !== 'failed'
+      && !$('live-view').hidden && $('live-view').dataset.sessionId === sessionId) {
+    // The recording in progress, its live transcript on show: the card already is this session.
+    $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
+    return;
+  }
   let session;
   try {
     session = await fetchSession(sessionId);
@@ -536,7 +561,7 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   } else if (status === 'completed') {
     transcript.append(el('p', { className: 'muted', textContent: 'No transcript for this session.' }));
   }
-  if (liveRun && run && liveRun.id !== run.id) {
+  if (liveRun && run && liveRun.id !== run.id && liveRun.status === 'completed') {
     groups.push(el('div', { className: 'download-group live-run' },
       el('span', { className: 'group-label', textContent: 'Live transcript' }),
       ...RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, liveRun.id), f.toUpperCase(),

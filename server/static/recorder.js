@@ -409,7 +409,8 @@ export class LiveRecording extends EventTarget {
         this._fail(`The server refused to resume the recording: ${msg.message}. What reached `
           + 'it before the drop is kept in the session.', { code });
       }
-    } else if (!this.ready && !['stopping', 'processing'].includes(this.state)) {
+    } else if (!this.ready && (!this.sessionId || !['stopping', 'processing'].includes(this.state))) {
+      // (also after Stop was pressed before the first `start` was answered: no session exists)
       this._fail(`The server refused to start the recording: ${msg.message}`, { code });
     } else {
       this._emit('warning', { message: `Server: ${msg.message}` });

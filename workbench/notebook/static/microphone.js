@@ -47,8 +47,9 @@ function describe(msg) {
     case 'processing_started': return 'processing…';
     case 'processing_progress':
       return `${msg.stage} ${Math.round(100 * (msg.overall ?? msg.progress ?? 0))}%`;
-    case 'processing_complete':
-      return `done: ${msg.speakers} speaker(s), ${msg.word_count} words`;
+    case 'processing_complete': // counts are null for a run that made audio files only
+      return msg.word_count == null ? `done: ${Number(msg.duration_seconds).toFixed(1)} s of audio ready`
+        : `done: ${msg.speakers} speaker(s), ${msg.word_count} words`;
     case 'processing_failed': return `processing failed: ${msg.message}`;
     case 'live_paused': return `live results paused: ${msg.reason}`;
     case 'live_resumed': return 'live results resumed';
@@ -100,6 +101,7 @@ class Recording {
     this.ready = false;
     this.queue = [];
     this.stopSent = false;
+    this.limited = false;
     this.set({ state: 'connecting', error: '', session_id: '', live_results: false,
       input_format: format.inputFormat, elapsed: 0 });
     try {
@@ -110,6 +112,13 @@ class Recording {
       this.fail(`No microphone: ${err.message || err.name}`);
       return;
     }
+    if (this.state !== 'connecting') { // Stop pressed while the browser asked for the microphone
+      for (const track of this.stream.getTracks()) track.stop();
+      this.stream = null;
+      this.set({ state: 'idle' });
+      this.ui.say('stopped before the recording started');
+      return;
+    }
     this.startedAt = performance.now();
     this.stoppedAt = null;
     this.meter();
@@ -117,7 +126,7 @@ class Recording {
     this.recorder = new MediaRecorder(this.stream, { mimeType: format.mimeType });
     this.recorderStopped = new Promise((resolve) => this.recorder.addEventListener('stop', resolve, { once: true }));
     this.recorder.addEventListener('dataavailable', (ev) => {
-      if (!ev.data || ev.data.size === 0) return;
+      if (!ev.data || ev.data.size === 0 || this.limited) return; // a limit ended the recording
       if (this.ready && this.ws.readyState === WebSocket.OPEN) this.send(ev.data);
       else this.queue.push(ev.data);
     });
@@ -138,7 +147,10 @@ class Recording {
     });
     ws.addEventListener('close', (ev) => {
       if (this.ws !== ws) return;
-      if (['connecting', 'recording'].includes(this.state)) {
+      if (this.state === 'stopping' && !this.ready) { // no session was ever started
+        this.fail(`The connection to the server closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ''}) `
+          + 'before the recording started; nothing was recorded.');
+      } else if (['connecting', 'recording'].includes(this.state)) {
         this.fail(`The connection to the server closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ''}); `
           + 'what arrived is kept.');
       } else if (['stopping', 'processing'].includes(this.state)) {
@@ -249,6 +261,7 @@ class Recording {
           this.set({ state: 'failed' });
           this.ws.close(1000, 'done');
         } else if (msg.code === 4004 || msg.code === 4005) { // a limit ended the recording
+          this.limited = true; // the recorder's last chunk would only be refused (4002)
           if (this.recorder && this.recorder.state !== 'inactive') this.recorder.stop();
           this.queue = [];
           this.release();

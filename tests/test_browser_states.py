@@ -1,0 +1,268 @@
+"""Recording clients in Chromium when clicks and server replies cross: the recorder page
+(server/static) and the notebook's microphone widget (workbench/notebook/static).
+
+The recording socket is a scripted stand-in (`page.route_web_socket`), so that a reply
+can come exactly between two clicks; the REST API is a real server's (renditions only).
+
+* A second recording started while the first is still processed: the first one's late
+  messages (its live words flushed after stop, its progress and result) must not hide or
+  fill the second one's live transcript.
+* Stop pressed before the server answered the first `start`, then the start refused:
+  the page says so and can record again (it stayed "stopping" for good).
+* The widget: Stop pressed while the browser asks for the microphone cancels the start
+  (the recording began anyway); a socket closed before any session started is a failure,
+  not "processing goes on"; after a limit ended the recording, the recorder's last chunk
+  is not sent (the server can only refuse it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any, Callable
+
+import pytest
+
+from workbench.notebook.local_server import LocalServer, REPO_ROOT
+
+from .test_browser import CHROMIUM, launch, notice, open_page, pw, sweep  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(),
+                                 reason="Debian chromium is not installed")]
+
+MICROPHONE_JS = REPO_ROOT / "workbench" / "notebook" / "static" / "microphone.js"
+
+
+def new_session(srv: LocalServer) -> str:
+    req = urllib.request.Request(f"{srv.url}/api/sessions", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())["id"]
+
+
+def scripted(on_start: Callable[[Any, int], None], on_stop: Callable[[Any, int], None]
+             ) -> tuple[Callable[[Any], None], list[Any]]:
+    """A stand-in for the recording socket calling `on_start(ws, n)` / `on_stop(ws, n)` for
+    the n-th socket's `start` / `stop`; and the list of sockets it was given."""
+    sockets: list[Any] = []
+
+    def handler(ws: Any) -> None:
+        n = len(sockets)
+        sockets.append(ws)
+
+        def on_message(message: Any) -> None:
+            if isinstance(message, str):
+                action = json.loads(message).get("action")
+                (on_start if action == "start" else on_stop)(ws, n)
+        ws.on_message(on_message)
+    return handler, sockets
+
+
+def test_second_recording_keeps_its_live_view(pw: Any, server: LocalServer, sweep: Any) -> None:
+    first, second = new_session(server), new_session(server)
+    ids = [first, second]
+
+    def on_start(ws: Any, n: int) -> None:
+        ws.send(json.dumps({"type": "recording_started", "session_id": ids[n], "format": "wav",
+                            "part": 0, "resumed": False, "live_results": True}))
+
+    def on_stop(ws: Any, n: int) -> None:
+        for event in [{"type": "recording_stopped", "duration_seconds": 2.0},
+                      {"type": "processing_started", "message": "Transcription started"}]:
+            ws.send(json.dumps({**event, "session_id": ids[n]}))
+
+    handler, sockets = scripted(on_start, on_stop)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server, live=True)
+        page.route_web_socket("**/ws/**", handler)
+        page.click("#start")
+        page.wait_for_function("window.__recorder?.state === 'recording'")
+        page.click("#stop")
+        page.wait_for_function("window.__recorder.state === 'processing'")
+        page.wait_for_selector("#start:not([disabled])")
+
+        page.click("#start")  # the first recording is still being processed
+        page.wait_for_function(f"window.__recorder.sessionId === '{second}'"
+                               " && window.__recorder.state === 'recording'")
+        page.wait_for_selector("#live-view:not([hidden])")
+        word = {"word": " hello", "start": 0.2, "end": 0.6, "probability": 0.9, "speaker": None}
+        sockets[1].send(json.dumps({"type": "transcript_final", "session_id": second,
+                                    "words": [{**word, "index": 0}], "lag_seconds": 0.5}))
+        page.wait_for_function("document.querySelector('#live-view .word')?.textContent.includes('hello')")
+
+        # the first recording's late messages: a word flushed after its stop, progress, result
+        late = {"word": " stale", "start": 1.0, "end": 1.4, "probability": 0.9, "speaker": None}
+        for event in [{"type": "transcript_final", "words": [{**late, "index": 0}], "lag_seconds": 1.0},
+                      {"type": "processing_progress", "stage": "asr", "progress": 0.5, "overall": 0.3},
+                      {"type": "processing_complete", "duration_seconds": 2.0, "speakers": None,
+                       "word_count": None}]:
+            sockets[0].send(json.dumps({**event, "session_id": first}))
+        time.sleep(1.0)  # the page has had time to act on them
+        assert page.get_attribute("#result", "data-session-id") == second
+        assert page.is_visible("#live-view")
+        assert page.get_attribute("#result", "data-state") == "live"
+        words = page.eval_on_selector_all("#live-view .word", "els => els.map(e => e.textContent.trim())")
+        assert words == ["hello"]
+        assert "Processing" not in page.inner_text("#log") and "Done" not in page.inner_text("#log")
+
+        sockets[1].send(json.dumps({"type": "transcript_final", "session_id": second,
+                                    "words": [{**word, "word": " again", "start": 0.7, "end": 1.0,
+                                               "index": 1}], "lag_seconds": 0.5}))
+        page.wait_for_function("document.querySelectorAll('#live-view .word').length === 2")
+        assert page.is_visible("#live-view")
+        # the list still follows the first recording (its session is listed)
+        page.wait_for_selector(f"#session-list li[data-session-id='{first}']", state="attached")
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_stop_before_the_start_is_answered_then_refused(pw: Any, server: LocalServer,
+                                                        sweep: Any) -> None:
+    starts: list[Any] = []
+
+    def on_start(ws: Any, n: int) -> None:
+        starts.append(ws)  # answered below, after Stop
+
+    handler, _ = scripted(on_start, lambda ws, n: None)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server)
+        page.route_web_socket("**/ws/**", handler)
+        page.click("#start")
+        page.wait_for_function("window.__recorder?.state === 'connecting'")
+        deadline = time.monotonic() + 10
+        while not starts and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert starts, "the page sent no start"
+        page.click("#stop")
+        page.wait_for_function("window.__recorder.state === 'stopping'")
+        starts[0].send(json.dumps({"type": "error", "code": 4012, "message":
+                                   "Too many recordings in progress (limit 1); try again later"}))
+        page.wait_for_function("window.__recorder.state === 'failed'", timeout=5000)
+        box = notice(page, "recording")
+        box.wait_for()
+        assert "refused to start" in box.inner_text() and "Too many recordings" in box.inner_text()
+        assert page.is_enabled("#start")
+        assert errors == []
+    finally:
+        browser.close()
+
+
+# ---------------------------------------------------------------------- the notebook widget
+
+WIDGET_PAGE = """<!doctype html><html><body><div id="mic"></div><script type="module">
+import widget from '/microphone.js';
+const values = {state: 'idle', server_url: 'http://localhost:9', token: '', options: {},
+                format: 'wav', elapsed: 0, level_db: -120, session_id: '', live_results: false,
+                error: '', input_format: ''};
+const handlers = {};
+const model = {
+  get: (k) => values[k], set: (k, v) => { values[k] = v; (handlers['change:' + k] || []).forEach((f) => f()); },
+  save_changes() {}, send() {}, on: (name, f) => { (handlers[name] ||= []).push(f); },
+};
+window.__model = values;
+widget.render({model, el: document.getElementById('mic')});
+window.__ready = true;
+</script></body></html>"""
+
+# The browser's permission prompt, stood in for by a getUserMedia that answers after 1.5 s.
+SLOW_PROMPT = """(() => {
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (c) => new Promise((resolve, reject) =>
+    setTimeout(() => real(c).then(resolve, reject), window.__promptMs ?? 0));
+})();"""
+
+
+def widget_page(browser: Any, handler: Callable[[Any], None]) -> tuple[Any, list[str]]:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.add_init_script(SLOW_PROMPT)
+    page.route("http://localhost:9/", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=WIDGET_PAGE))
+    page.route("http://localhost:9/microphone.js", lambda route: route.fulfill(
+        status=200, content_type="text/javascript", body=MICROPHONE_JS.read_text()))
+    page.route_web_socket("ws://localhost:9/**", handler)
+    page.goto("http://localhost:9/")
+    page.wait_for_function("window.__ready === true")
+    return page, errors
+
+
+def sent(page: Any) -> list[Any]:
+    return page.evaluate("window.__workbenchMicrophones[0].sent")
+
+
+def test_widget_stop_during_the_microphone_prompt_cancels(pw: Any, sweep: Any) -> None:
+    handler, sockets = scripted(lambda ws, n: None, lambda ws, n: None)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = widget_page(browser, handler)
+        page.evaluate("window.__promptMs = 1500")
+        page.click(".mic-record")
+        page.wait_for_function("window.__model.state === 'connecting'")
+        page.click(".mic-stop")
+        page.wait_for_timeout(3000)  # the prompt answers after 1.5 s
+        assert page.evaluate("window.__model.state") == "idle"
+        assert sockets == [] and sent(page) == []
+        assert page.is_enabled(".mic-record") and page.is_disabled(".mic-stop")
+        # and it records normally afterwards
+        page.evaluate("window.__promptMs = 0")
+        page.click(".mic-record")
+        page.wait_for_function("window.__workbenchMicrophones[0].sent.length > 0")
+        assert sent(page)[0]["message"]["action"] == "start"
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_widget_socket_closed_before_any_session_is_a_failure(pw: Any, sweep: Any) -> None:
+    handler, sockets = scripted(lambda ws, n: None, lambda ws, n: None)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = widget_page(browser, handler)
+        page.click(".mic-record")
+        page.wait_for_function("window.__workbenchMicrophones[0].sent.length > 0")  # the start
+        page.click(".mic-stop")
+        page.wait_for_function("window.__model.state === 'stopping'")
+        sockets[0].close(code=1001, reason="going away")
+        page.wait_for_function("window.__model.state !== 'stopping'", timeout=5000)
+        assert page.evaluate("window.__model.state") == "failed"
+        assert "before the recording started" in page.evaluate("window.__model.error")
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_widget_sends_no_chunk_after_a_limit(pw: Any, sweep: Any) -> None:
+    def on_start(ws: Any, n: int) -> None:
+        ws.send(json.dumps({"type": "recording_started", "session_id": "s1", "format": "wav",
+                            "part": 0, "resumed": False, "live_results": False}))
+
+    handler, sockets = scripted(on_start, lambda ws, n: None)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = widget_page(browser, handler)
+        page.click(".mic-record")
+        page.wait_for_function("window.__model.state === 'recording'")
+        page.wait_for_function("window.__workbenchMicrophones[0].sent.length >= 3")
+        # frames sent from the moment the widget takes the limit's message
+        page.evaluate("""() => {
+          const log = window.__workbenchMicrophones[0];
+          const push = log.received.push.bind(log.received);
+          log.received.push = (m) => {
+            if (m.type === 'error') window.__sentAtLimit = log.sent.length;
+            return push(m);
+          };
+        }""")
+        sockets[0].send(json.dumps({"type": "error", "code": 4005, "message":
+                                    "Recording duration limit reached (2 seconds)"}))
+        page.wait_for_function("window.__sentAtLimit !== undefined")
+        page.wait_for_timeout(1000)  # four more timeslices, and the recorder's last chunk
+        count = page.evaluate("window.__sentAtLimit")
+        assert len(sent(page)) == count, sent(page)[count:]
+        assert errors == []
+    finally:
+        browser.close()
