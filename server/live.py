@@ -45,6 +45,9 @@ RESUME_BACKLOG = 3.0  # s: live_resumed
 OFF_BACKLOG = 120.0  # s: live results off for the rest of the recording
 LINGER_SECONDS = 30.0  # a dropped recording's live worker waits this long for a resume
 FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
+# s a new live stream waits for the session's previous one to flush its last words, so
+# that its word indexes follow theirs (and its events theirs)
+FLUSH_WAIT = 20.0
 CHECK_INTERVAL = 0.5
 # Bytes waiting for the worker beyond which live results end at once (a fast upload
 # outruns any live worker; memory stays bounded whatever the client sends).
@@ -413,6 +416,8 @@ class LiveHub:
         self.warm = warm
         self.spare: Optional[LiveStream] = None
         self.closing = False
+        # the next word index of each session whose live stream ended (saved or not)
+        self.said_until: dict[str, int] = {}
 
     def active(self) -> int:
         """Live worker processes serving a recording (recording, waiting for a resume, or
@@ -482,10 +487,18 @@ class LiveHub:
             stream.begin_part(fmt)
             log.info("Live results of session %s continue", session_id)
             return stream, None
+        if stream is not None and stream.state == "finishing":
+            try:  # its last words take the next indexes
+                await asyncio.wait_for(asyncio.shield(stream._result), FLUSH_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("The live stream of session %s is still flushing after %g s",
+                            session_id, FLUSH_WAIT)
         if stream is not None:
             # its words may not be in a saved live run yet (still saving, or its worker
             # died): next_word_index does not count them
             first_index = max(first_index, stream.said.next_index)
+        # nor those of an earlier stream that ended without saving one (its worker died)
+        first_index = max(first_index, self.said_until.get(session_id, 0))
         if stream is not None and stream.state == "lingering":
             await stream.finish(self.store)  # its worker died meanwhile
         reason = self.refusal()
@@ -528,6 +541,9 @@ class LiveHub:
             if not stream.loaded and self.warm:  # it could not load its models: stop trying
                 log.warning("The live worker started ahead failed; no more are started ahead")
                 self.warm = False
+        if stream.session_id is not None and stream.said.next_index:
+            self.said_until[stream.session_id] = max(self.said_until.get(stream.session_id, 0),
+                                                     stream.said.next_index)
         if stream.session_id is not None and self.streams.get(stream.session_id) is stream:
             self.streams.pop(stream.session_id, None)
         if not self.closing:
@@ -552,6 +568,7 @@ class LiveHub:
         if stream is not None:
             stream.close()
             self.stream_ended(stream)
+        self.said_until.pop(session_id, None)
 
     async def end(self, session_id: str) -> Optional[str]:
         """The recording ended (stop, a limit) or will not continue live: save its live

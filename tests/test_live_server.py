@@ -693,3 +693,95 @@ async def test_live_events_skip_the_sockets_muted_and_only_those(tmp_path: Path)
     state.live_muted.discard(recorder)  # type: ignore[arg-type]
     await state.notify("s", {"type": "transcript_final"})
     assert recorder.got[-1] == "transcript_final"
+
+
+async def drain(ws: aiohttp.ClientWebSocketResponse, quiet: float = 3.0) -> list[dict[str, Any]]:
+    """Every message until none comes for `quiet` seconds."""
+    got = []
+    while True:
+        try:
+            got.append(await recv(ws, quiet))
+        except asyncio.TimeoutError:
+            return got
+
+
+def committed_indexes(events: list[dict[str, Any]]) -> list[int]:
+    return [w["index"] for e in events if e["type"] == "transcript_final" for w in e["words"]]
+
+
+async def test_word_indexes_go_on_after_a_live_worker_died_while_waiting(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """A dropped live recording's worker dies while it waits for the resume: no live run
+    is saved, and the resumed recording's new live stream numbered its words from 0 again
+    (clients keep words by index: they took the new ones for repeats)."""
+    srv = await warm_server(start_server)
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    ahead = [p for p in server.children() if p.nice() >= server.nice() + 10]
+    assert len(ahead) == 1  # the worker loaded ahead: the recording below takes it
+    pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(2 * 32000)
+    async with aiohttp.ClientSession() as s:
+        ws, sid, sub, heard = await live_then_heard(s, srv, pcm)
+        async with sub:
+            await ws.close()
+            await session_in(srv, sid, "interrupted", timeout=30)
+            heard += await drain(sub)  # the first stream's words up to its drop
+            ahead[0].kill()
+            await wait_no_live(srv)  # its stream has ended, nothing saved
+            first_part = committed_indexes(heard)
+            assert first_part
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+                await ws2.send_json({"action": "start", "input_format": "pcm_s16le",
+                                     "live_results": True})
+                started, _ = await recv_until(ws2, "recording_started", timeout=60)
+                assert started["resumed"] is True and started["live_results"] is True
+                await send_in_real_time(ws2, pcm)
+                await ws2.send_json({"action": "stop"})
+                stopped, _ = await recv_until(ws2, "recording_stopped", timeout=60)
+            run = await wait_live_run(srv, sid, stopped["live_run_id"])
+            heard += await drain(sub)
+    indexes = committed_indexes(heard)
+    assert indexes == list(range(len(indexes))), indexes  # never a number twice
+    assert len(indexes) > len(first_part)
+    assert run["status"] == "completed" and run["summary"]["first_index"] == len(first_part)
+
+
+async def test_a_live_resume_waits_for_the_last_words_of_the_stream_being_saved(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """A resume without live results saves the session's live stream (it flushes its last
+    words in the background); a resume with live results right after started a new live
+    stream whose first indexes those last words then took again, and whose events came
+    before theirs in time: the two live runs overlapped."""
+    srv = await warm_server(start_server, slots=2)
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        ws, sid, sub, heard = await live_then_heard(s, srv, pcm)
+        async with sub:
+            await ws.close()
+            await session_in(srv, sid, "interrupted", timeout=30)
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+                await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+                await recv_until(ws2, "recording_started", timeout=60)  # the flush begins
+            for _ in range(200):  # at once, while the first stream flushes
+                async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws3:
+                    await ws3.send_json({"action": "start", "input_format": "pcm_s16le",
+                                         "live_results": True})
+                    reply, _ = await recv_until(ws3, "recording_started", "error", timeout=60)
+                    if reply["type"] == "error":  # 4011 while the last socket is let go
+                        assert reply["code"] == 4011, reply
+                        await asyncio.sleep(0.02)
+                        continue
+                    assert reply["live_results"] is True
+                    await send_in_real_time(ws3, pcm + bytes(2 * 32000))
+                    await ws3.send_json({"action": "stop"})
+                    stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
+                    break
+            await wait_live_run(srv, sid, stopped["live_run_id"])
+            heard += await drain(sub)
+    check_live_sequence([e for e in heard if e["type"] in LIVE_EVENTS])  # indexes, times
+    runs = [r for r in (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
+            if r["kind"] == "live"]
+    assert len(runs) == 2 and all(r["status"] == "completed" for r in runs)
+    first, second = (r["summary"] for r in runs)
+    assert second["first_index"] == first["first_index"] + first["word_count"]
+    assert second["word_count"] > 0
