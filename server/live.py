@@ -115,7 +115,7 @@ class LiveStream:
         self.offset = offset
         self.first_index = first_index
         self.state = "starting"  # spare, running, lingering, finishing, off, done
-        self.paused = False
+        self.paused, self.pause_reason = False, ""
         self.loaded = False  # the worker's models are loaded
         self.ready = False  # and it has reported its position since
         self.overflow = False
@@ -246,6 +246,8 @@ class LiveStream:
         message = self.said.replay()
         if message is not None:
             await self._say(message)
+        if self.paused:  # still behind: the resumed client was not there when it was said
+            await self._say({"type": "live_paused", "reason": self.pause_reason})
 
     async def _say(self, message: dict[str, Any]) -> None:
         if self.session_id is None:
@@ -253,7 +255,7 @@ class LiveStream:
         await self.hub.notify(self.session_id, {**message, "session_id": self.session_id})
 
     async def pause(self, reason: str) -> None:
-        self.paused = True
+        self.paused, self.pause_reason = True, reason
         await self._say({"type": "live_paused", "reason": reason})
 
     async def off(self, reason: str) -> None:

@@ -785,3 +785,33 @@ async def test_a_live_resume_waits_for_the_last_words_of_the_stream_being_saved(
     first, second = (r["summary"] for r in runs)
     assert second["first_index"] == first["first_index"] + first["word_count"]
     assert second["word_count"] > 0
+
+
+async def test_a_resumed_client_hears_that_live_work_is_still_paused(tmp_path: Path) -> None:
+    """A live stream paused (behind the audio) while its client was away: the resumed
+    client got the replay, then a `live_resumed` later, never a `live_paused` before it."""
+    from server.live import LiveHub, LiveStream
+    from server.sessions import SessionStore
+
+    said: list[dict[str, Any]] = []
+
+    async def notify(session_id: str, message: dict[str, Any]) -> None:
+        said.append(message)
+
+    store = SessionStore(tmp_path)
+    try:
+        hub = LiveHub(store, notify, max_streams=1, data_dir=str(tmp_path))
+        stream = LiveStream(hub, "s1")
+        stream.said.add({"type": "transcript_final", "words": [
+            {"index": 0, "word": " hello", "start": 0.1, "end": 0.5, "speaker": None}]})
+        await stream.pause("Live results are 12 s behind the audio")
+        said.clear()  # the client was away when that was said
+        await stream.replay()
+        assert [m["type"] for m in said] == ["live_replay", "live_paused"]
+        assert said[1]["reason"] == "Live results are 12 s behind the audio"
+        stream.paused = False
+        said.clear()
+        await stream.replay()
+        assert [m["type"] for m in said] == ["live_replay"]
+    finally:
+        store.close()
