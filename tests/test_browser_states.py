@@ -6,7 +6,7 @@ can come exactly between two clicks; the REST API is a real server's (renditions
 
 * A second recording started while the first is still processed: the first one's late
   messages (its live words flushed after stop, its progress and result) must not hide or
-  fill the second one's live transcript.
+  fill the second one's live transcript; nor must a click on its own entry in the list.
 * Stop pressed before the server answered the first `start`, then the start refused:
   the page says so and can record again (it stayed "stopping" for good).
 * The widget: Stop pressed while the browser asks for the microphone cancels the start
@@ -114,6 +114,10 @@ def test_second_recording_keeps_its_live_view(pw: Any, server: LocalServer, swee
         assert page.is_visible("#live-view")
         # the list still follows the first recording (its session is listed)
         page.wait_for_selector(f"#session-list li[data-session-id='{first}']", state="attached")
+        # the recording's own entry in the list, clicked: its live transcript stays in view
+        page.click(f"#session-list li[data-session-id='{second}'] button")
+        page.wait_for_timeout(1000)
+        assert page.is_visible("#live-view") and page.get_attribute("#result", "data-state") == "live"
         assert errors == []
     finally:
         browser.close()

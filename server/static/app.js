@@ -8,12 +8,13 @@ import {
   RESULT_FORMATS, AUDIO_FORMATS,
 } from './api.js';
 import { askForToken, fetchSession, request } from './auth.js';
-import { $, el, seconds, shortId, when } from './dom.js';
+import { $, el, formatClock, seconds, shortId, when } from './dom.js';
 import { LiveTranscript } from './live.js';
 import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
 import { MIC_KEY, microphoneProblem, refreshDevices } from './microphones.js';
 import { dismiss, notify, reportError } from './notices.js';
+import { beingProcessed, renderSessions } from './sessions.js';
 import { renderTranscript } from './transcript.js';
 
 const LIVE_KEY = 'workbench.liveResults';
@@ -51,7 +52,7 @@ async function startRecording() {
   try {
     // The server first: reachable, and the token if it wants one.
     try {
-      renderSessions((await request('/api/sessions')).sessions);
+      renderSessions((await request('/api/sessions')).sessions, openSession);
       dismiss('server');
     } catch (err) {
       reportError(err, 'Starting the recording', startRecording);
@@ -111,14 +112,6 @@ async function startRecording() {
     starting = false;
     renderRecorder();
   }
-}
-
-function formatClock(s) {
-  const total = Math.floor(s);
-  const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const sec = String(total % 60).padStart(2, '0');
-  return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
 }
 
 function wire(rec) {
@@ -401,13 +394,6 @@ function showProcessing(sessionId, label, overall, stage = '') {
 }
 
 /** Follow a session being processed over REST until it is done (used after a lost socket). */
-/** Processing, or a refined run queued or running (a run just asked for is queued while the
- * session still says interrupted, completed or failed until a worker takes it). */
-function beingProcessed(session) {
-  return session.status === 'processing' || (session.runs || []).some(
-    (r) => (r.kind ?? 'refined') === 'refined' && ['queued', 'running'].includes(r.status));
-}
-
 async function watchSession(sessionId) {
   const token = ++watchToken;
   for (;;) {
@@ -575,30 +561,11 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
 
 async function refreshSessions() {
   try {
-    renderSessions((await request('/api/sessions')).sessions);
+    renderSessions((await request('/api/sessions')).sessions, openSession);
     dismiss('server');
   } catch (err) {
     reportError(err, 'Loading the sessions', () => refreshSessions());
   }
-}
-
-function renderSessions(sessions) {
-  const list = $('session-list');
-  const open = $('result').hidden ? null : $('result').dataset.sessionId;
-  list.replaceChildren(...sessions.map((s) => {
-    const meta = [seconds(s.duration_seconds), s.speakers ? `${s.speakers} speakers` : '', s.format.toUpperCase()];
-    const button = el('button', { type: 'button', className: 'session', title: s.id },
-      el('span', { className: 'when', textContent: when(s.created_at) }),
-      el('span', { className: `badge status-${s.status}`, textContent: s.status }),
-      el('span', { className: 'meta', textContent: meta.filter(Boolean).join(' · ') }),
-      el('span', { className: 'id', textContent: shortId(s.id) }));
-    button.addEventListener('click', () => openSession(s.id));
-    const item = el('li', {}, button);
-    item.dataset.sessionId = s.id;
-    if (s.id === open) item.classList.add('current');
-    return item;
-  }));
-  $('sessions-empty').hidden = sessions.length > 0;
 }
 
 // ---------------------------------------------------------------------- start-up

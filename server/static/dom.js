@@ -25,3 +25,12 @@ export function when(iso) {
 export function seconds(value) {
   return value || value === 0 ? `${Number(value).toFixed(1)} s` : '';
 }
+
+/** Elapsed seconds as m:ss, or h:mm:ss from an hour on. */
+export function formatClock(s) {
+  const total = Math.floor(s);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = String(total % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}

@@ -1,0 +1,30 @@
+// The list of past sessions on the recorder page, and what a session's state means there.
+
+import { $, el, seconds, shortId, when } from './dom.js';
+
+/** Processing, or a refined run queued or running (a run just asked for is queued while the
+ * session still says interrupted, completed or failed until a worker takes it). */
+export function beingProcessed(session) {
+  return session.status === 'processing' || (session.runs || []).some(
+    (r) => (r.kind ?? 'refined') === 'refined' && ['queued', 'running'].includes(r.status));
+}
+
+/** The session list (the result card's session marked); `onOpen(id)` when one is clicked. */
+export function renderSessions(sessions, onOpen) {
+  const list = $('session-list');
+  const open = $('result').hidden ? null : $('result').dataset.sessionId;
+  list.replaceChildren(...sessions.map((s) => {
+    const meta = [seconds(s.duration_seconds), s.speakers ? `${s.speakers} speakers` : '', s.format.toUpperCase()];
+    const button = el('button', { type: 'button', className: 'session', title: s.id },
+      el('span', { className: 'when', textContent: when(s.created_at) }),
+      el('span', { className: `badge status-${s.status}`, textContent: s.status }),
+      el('span', { className: 'meta', textContent: meta.filter(Boolean).join(' · ') }),
+      el('span', { className: 'id', textContent: shortId(s.id) }));
+    button.addEventListener('click', () => onOpen(s.id));
+    const item = el('li', {}, button);
+    item.dataset.sessionId = s.id;
+    if (s.id === open) item.classList.add('current');
+    return item;
+  }));
+  $('sessions-empty').hidden = sessions.length > 0;
+}
