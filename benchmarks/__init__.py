@@ -70,9 +70,8 @@ def machine_stamp(info: dict[str, Any] | None = None,
     caps of the shell that prints it) and CPUID mask."""
     info = info or machine_info()
     flags = " ".join(info.get("cpu_flags") or []) or "no flags read"
-    if caps is None:
-        caps = (dict(info["isa_caps"]) if "isa_caps" in info
-                else {k: v for k, v in os.environ.items() if k in ISA_CAPS})
+    if caps is None:  # (a file from before isa_caps: none known, not this shell's)
+        caps = dict(info.get("isa_caps") or {})
     capped = (" (capped: " + " ".join(f"{k}={v}" for k, v in sorted(caps.items())) + ")"
               if caps else "")
     if info.get("cpuid_mask"):
@@ -92,7 +91,10 @@ def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # (results files are tracked: one benchmark's results made every later one in a
+        # `make bench` run look "+dirty")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!benchmarks/results"],
                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -177,7 +177,8 @@ def run_offline(item: Any) -> dict[str, Any]:
 
 
 def _pooled(rows: list[dict[str, Any]], errors: str, total: str,
-            digits: Optional[int] = 4) -> Optional[float]:
+            digits: Optional[int] = 6) -> Optional[float]:
+    # (6 digits: at 4, 2.204 s of errors in 24.35 s of speech, 9.0513 %, printed 9.0 %)
     e = sum(r[errors] or 0 for r in rows if r.get(errors) is not None)
     t = sum(r[total] or 0 for r in rows if r.get(total) is not None)
     if not t:
@@ -250,6 +251,15 @@ def _f(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _rate(run: dict[str, Any], key: str = "der") -> Optional[float]:
+    """A run's DER (or WER) from its sums when it has them (``der`` and ``wer`` are
+    rounded to 4 digits: 0.0905 printed 9.0 % for 9.05 %)."""
+    errors, total = ("der_errors", "speech") if key == "der" else ("wer_errors", "ref_words")
+    if run.get(errors) is not None and run.get(total):
+        return run[errors] / run[total]
+    return run.get(key)
+
+
 @marks_partial
 def markdown_table(results: dict[str, Any]) -> str:
     head = (f"Live results ({machine_stamp(results['machine'])}; "
@@ -265,8 +275,9 @@ def markdown_table(results: dict[str, Any]) -> str:
             continue
         o = offline.get(r["uri"], {})
         lines.append(
-            f"| {r['uri']} | {r['latency']:g} | {_f(r['wer'], '.1%')} | {_f(o.get('wer'), '.1%')} "
-            f"| {_f(r['der'], '.1%')} | {_f(o.get('der'), '.1%')} "
+            f"| {r['uri']} | {r['latency']:g} | {_f(_rate(r, 'wer'), '.1%')} "
+            f"| {_f(_rate(o, 'wer'), '.1%')} "
+            f"| {_f(_rate(r), '.1%')} | {_f(_rate(o), '.1%')} "
             f"| {_f(r['word_latency_p50'], '.2f')} / {_f(r['word_latency_p95'], '.2f')} "
             f"| {_f(r['speaker_latency_p50'], '.2f')} / {_f(r['speaker_latency_p95'], '.2f')} "
             f"| {_f(r['cpu_per_audio_second'], '.2f')} | {_f(r['committed_before_end'], '.0%')} "

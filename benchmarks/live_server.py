@@ -400,6 +400,21 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
 # ---------------------------------------------------------------------------- summary
 
 
+def marked_repeats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`runs` with ``repeat`` set where a file written before the field lacks it: a live
+    recording of an input already recorded at that stream count filled the last group."""
+    seen: set[tuple[int, str]] = set()
+    out = []
+    for r in runs:
+        key = (r["streams"], r["uri"])
+        if r["live"] and "repeat" not in r:
+            r = {**r, "repeat": key in seen}
+        if r["live"]:
+            seen.add(key)
+        out.append(r)
+    return out
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per stream count: pooled latencies over the level's live recordings (each
     input once: a recording that only filled the last group, ``repeat``, is left out)."""
@@ -427,7 +442,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "chunk_reply_p95_ms_live": max((r["chunk_reply_p95_ms"] or 0 for r in live), default=None),
             "chunk_reply_p95_ms_without": max((r["chunk_reply_p95_ms"] or 0 for r in base),
                                               default=None) if base else None,
-            "lost_bytes": sum(r["lost_bytes"] for r in live + base),
+            "lost_bytes": sum(r["lost_bytes"] for r in runs if r["streams"] == n),  # fillers too
             "within_target": (p := _pct(words, 95)) is not None and p <= TARGET_P95,
         })
     return out
@@ -445,6 +460,7 @@ def _f(value: Any, spec: str) -> str:
 @marks_partial
 def markdown_table(results: dict[str, Any]) -> str:
     m = results["machine"]
+    runs = marked_repeats(results["runs"])
     head = (f"Live results through the server ({machine_stamp(m)}; measured {m.get('date')}; "
             f"load average {m.get('load_average_at_start')} at start, "
             f"{m.get('load_average_at_end')} at end, from other jobs)\n\n")
@@ -453,10 +469,10 @@ def markdown_table(results: dict[str, Any]) -> str:
              "DER live / refined | live CPU s / audio s | chunk reply p50 / p95 (ms) | "
              "lost bytes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results["runs"]:
+    for r in runs:
         if r["live"]:
             lines.append(
-                f"| {r['uri']} | {r['streams']} "
+                f"| {r['uri']}{' (filler)' if r['repeat'] else ''} | {r['streams']} "
                 f"| {_f(r['word_latency_p50'], '.2f')} / {_f(r['word_latency_p95'], '.2f')} "
                 f"| {_f(r['speaker_latency_p50'], '.2f')} / {_f(r['speaker_latency_p95'], '.2f')} "
                 f"| {_f(r['first_word_delay'], '.1f')} "
@@ -477,7 +493,10 @@ def markdown_table(results: dict[str, Any]) -> str:
               "speaker lag p50 / p95 (s) | "
               "words before stop | live CPU s / audio s | chunk reply p95 (ms) live / without | "
               f"p95 word lag ≤ {TARGET_P95:g} s |", "|---|---|---|---|---|---|---|---|"]
-    for s in results.get("summary", []):
+    # from the runs (a file's saved summary may count a filler recording as a figure)
+    summary = summarize(runs) if all("word_latencies" in r for r in runs if r["live"]) \
+        else results.get("summary", [])
+    for s in summary:
         lines.append(
             f"| {s['streams']} | {_f(s['word_latency_p50'], '.2f')} / "
             f"{_f(s['word_latency_p95'], '.2f')} "

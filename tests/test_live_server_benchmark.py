@@ -244,6 +244,27 @@ def test_a_recording_that_only_filled_the_last_group_is_not_pooled_twice() -> No
             _run("trn01", 2, True, [3.0, 3.0]), {**_run("sample", 2, True, [9.0, 9.0]), "repeat": True}]
     (level,) = live_server.summarize(runs)
     assert level["recordings"] == 3 and level["word_latency_p95"] == 3.0
+    # a file from before the `repeat` field: its table reprinted the saved summary, which
+    # counted the filler (two-stream p95 3.03 s where the recordings give 2.94 s)
+    old = [{k: v for k, v in r.items() if k != "repeat"} for r in runs]
+    old[-1]["lost_bytes"] = 5  # a filler is a real recording: its bytes count
+    (level,) = live_server.summarize(live_server.marked_repeats(old))
+    assert level["recordings"] == 3 and level["word_latency_p95"] == 3.0
+    assert level["lost_bytes"] == 5
+    table = live_server.markdown_table({"machine": {}, "runs": old, "summary": [
+        {**level, "word_latency_p95": 9.0}]})
+    assert "| sample (filler) | 2 | 9.00 / 9.00 |" in table
+    assert "| 2 | 2.00 / 3.00 |" in table  # the summary from the runs, not the saved one
+
+
+def test_live_rates_print_from_their_sums() -> None:
+    """Rounded to 4 digits before printing, 2.204 s of errors in 24.35 s of speech (9.05 %)
+    printed 9.0 %."""
+    run = {"der": 0.0905, "der_errors": 2.204, "speech": 24.35, "wer": 0.1605,
+           "wer_errors": 13, "ref_words": 81}
+    assert format(live_bench._rate(run), ".1%") == "9.1%"
+    assert format(live_bench._rate(run, "wer"), ".1%") == "16.0%"
+    assert format(live_bench._pooled([run], "der_errors", "speech"), ".1%") == "9.1%"
 
 
 def test_live_inputs_made_by_another_generator_or_spec_are_made_again(tmp_path: Path) -> None:

@@ -59,6 +59,38 @@ def test_a_table_printed_later_keeps_the_caps_of_its_run(monkeypatch) -> None:  
     assert "(capped: CT2_FORCE_CPU_ISA=AVX2)" in machine_stamp(capped)
     monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")
     assert "capped" not in machine_stamp({**capped, "isa_caps": {}})
+    old = {k: v for k, v in capped.items() if k != "isa_caps"}  # a file from before the field
+    assert "capped" not in machine_stamp(old)
+
+
+def test_results_files_do_not_make_the_checkout_dirty(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Results files are tracked: once one benchmark of a `make bench` run wrote its file,
+    every later one was stamped "<commit>+dirty" on a clean checkout."""
+    import shutil
+    import subprocess
+
+    import benchmarks
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "benchmarks" / "results" / "x.json").write_text("{}")
+    (repo / "code.py").write_text("a = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    old = benchmarks.REPO_ROOT
+    try:
+        benchmarks.REPO_ROOT = repo
+        clean = benchmarks._git_commit()
+        assert clean and not clean.endswith("+dirty")
+        (repo / "benchmarks" / "results" / "x.json").write_text('{"new": 1}')
+        assert benchmarks._git_commit() == clean
+        (repo / "code.py").write_text("a = 2\n")
+        assert benchmarks._git_commit() == clean + "+dirty"
+    finally:
+        benchmarks.REPO_ROOT = old
+    shutil.rmtree(repo)
 
 
 def test_an_incomplete_run_says_so_above_its_table() -> None:
