@@ -236,3 +236,153 @@ def test_load_session_closes_the_client_it_made(client: Client, server: LocalSer
         assert data.session["id"] == sid
     left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert left == []
+
+
+def _stand_in(progress_for: float, every: float):  # type: ignore[no-untyped-def]
+    """A stand-in for the server's recording socket: it takes a recording, then sends
+    `processing_progress` every `every` seconds for `progress_for` seconds before
+    `processing_complete` (a long run on a busy server)."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type != web.WSMsgType.TEXT:
+                continue
+            action = msg.json().get("action")
+            if action == "start":
+                await ws.send_json({"type": "recording_started", "session_id": "S",
+                                    "format": "wav", "part": 0, "resumed": False})
+            elif action == "stop":
+                await ws.send_json({"type": "recording_stopped", "session_id": "S",
+                                    "duration_seconds": 1.0})
+                await ws.send_json({"type": "processing_started", "session_id": "S"})
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < progress_for:
+                    await asyncio.sleep(every)
+                    await ws.send_json({"type": "processing_progress", "session_id": "S",
+                                        "stage": "asr", "progress": 0.5, "overall": 0.5})
+                await ws.send_json({"type": "processing_complete", "session_id": "S",
+                                    "run_id": "R", "speakers": 1, "word_count": 0,
+                                    "duration_seconds": 1.0})
+                await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws/{sid}", socket)
+    return app
+
+
+def test_progress_keeps_a_long_run_s_wait_alive() -> None:
+    """The client's timeout was a deadline for the whole processing: a run sending
+    progress every 0.5 s for 3 s failed a client with timeout=2 while the server worked."""
+    import asyncio
+
+    from aiohttp import web
+
+    from workbench.notebook.client import AsyncClient
+
+    async def main(progress_for: float) -> object:
+        runner = web.AppRunner(_stand_in(progress_for, 0.5))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=2)
+        try:
+            return await aio.record(np.zeros(16000, np.float32))
+        finally:
+            await aio.close()
+            await runner.cleanup()
+
+    report = asyncio.run(main(3.0))
+    assert report.result and report.result["type"] == "processing_complete"  # type: ignore[attr-defined]
+
+
+def test_a_refused_socket_is_a_server_error_without_the_token(tmp_path: Path) -> None:
+    """A WebSocket refused at the upgrade (a wrong token, too many connections) raised
+    aiohttp's handshake error, whose message showed the token in the URL."""
+    with LocalServer(tmp_path / "data", args=["--pipeline", "renditions"],
+                     env={"WORKBENCH_TOKEN": "right-token"}) as srv, \
+            Client(srv, token="wrong-token") as c:
+        with pytest.raises(ServerError) as exc:
+            c.record(np.zeros(1600, np.float32))
+        assert exc.value.status == 401 and "token" in str(exc.value)
+        assert "wrong-token" not in str(exc.value)
+        with Client(srv, token="right-token") as ok:  # the header alone carries the token
+            assert ok.record(np.zeros(1600, np.float32)).result["type"] == "processing_complete"
+
+
+def test_close_cancels_a_recording_under_way(server: LocalServer) -> None:
+    """Work under way on a client when it closes (a panel or dashboard closed while it
+    waited) was left pending for ever: its caller's thread hung, and the interpreter with
+    it at exit."""
+    import threading
+
+    client = Client(server)
+    outcome: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            client.record(np.zeros(10 * 16000, np.float32), realtime=True)
+        except BaseException as exc:  # noqa: BLE001 - what ended it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=record)
+    worker.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    client.close()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and time.monotonic() - t0 < 10
+    assert outcome and type(outcome[0]).__name__ == "CancelledError", outcome
+
+
+def test_ctrl_c_stops_a_recording(server: LocalServer) -> None:
+    """Ctrl-C in a notebook stopped only the wait: the recording went on streaming in the
+    background to its end and was processed."""
+    import os
+    import signal
+    import threading
+
+    with Client(server) as client:
+        before = {s["id"] for s in client.list_sessions()}
+        timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            client.record(np.zeros(8 * 16000, np.float32), realtime=True)
+        assert time.monotonic() - t0 < 6
+        (sid,) = {s["id"] for s in client.list_sessions()} - before
+        deadline = time.monotonic() + 20
+        while (session := client.get_session(sid))["status"] == "recording":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert session["status"] == "interrupted" and session["duration_seconds"] < 4
+
+
+def test_a_local_server_goes_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A kernel that exited (restarted, a Voilà tab closed) without stop() left its server
+    running in its own session; the next start put a second server on the same data."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from workbench.notebook.local_server import REPO_ROOT
+
+    script = ("import sys; from workbench.notebook.local_server import LocalServer\n"
+              f"s = LocalServer({str(tmp_path / 'data')!r}, args=['--pipeline', 'renditions']).start()\n"
+              "print(s.process.pid, flush=True)\n")  # and exits without stop()
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120, env={**__import__("os").environ,
+                                                      "PYTHONPATH": str(REPO_ROOT)})
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the server outlived the process that started it"
+        time.sleep(0.2)

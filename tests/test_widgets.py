@@ -118,3 +118,70 @@ def test_a_panel_closes_its_thread_and_shows_a_refused_run(server: LocalServer) 
         return [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
 
     wait_until(lambda: not left(), timeout=10)
+
+
+def test_a_refresh_keeps_the_selected_session_and_selects_nothing(server: LocalServer) -> None:
+    """New sessions first in the picker moved its value to the newest and back: a refresh
+    selected (drew, downloaded) two sessions, and a dashboard ended on the old one."""
+    import numpy as np
+
+    with Client(server) as client:
+        older = client.record(np.zeros(1600, np.float32)).session_id
+        panel = SessionPanel(client)
+        panel.refresh()
+        panel.session_picker.value = older  # the user picks it
+        wait_until(lambda: panel.selected == older)
+        picked: list[str] = []
+        panel.on_select(picked.append)
+        client.record(np.zeros(1600, np.float32))  # a new session, listed first
+        panel.refresh()
+        time.sleep(0.5)
+        assert picked == [] and panel.selected == older
+        assert panel.session_picker.value == older
+        panel.close()
+
+
+def test_auto_refresh_stops_even_during_a_refresh(server: LocalServer) -> None:
+    """A refresh under way when auto-refresh was stopped scheduled the next one all the
+    same, for ever; and one under way when the panel closed its client raised in the timer
+    thread ("Event loop is closed")."""
+    import threading
+
+    errors: list[BaseException] = []
+    hook, threading.excepthook = threading.excepthook, lambda args: errors.append(args.exc_value)
+    try:
+        with Client(server) as client:
+            panel = SessionPanel(client)
+            refreshes: list[float] = []
+            refresh = panel.refresh
+
+            def slow_refresh() -> object:  # a busy server: each refresh takes 0.5 s
+                refreshes.append(time.monotonic())
+                time.sleep(0.5)
+                return refresh()
+
+            panel.refresh = slow_refresh  # type: ignore[method-assign]
+            panel.auto_refresh(0.2)
+            wait_until(lambda: len(refreshes) >= 2)
+            time.sleep(0.1)  # inside a refresh
+            panel.stop_auto_refresh()
+            stopped = time.monotonic()
+            time.sleep(2.0)
+            assert [t for t in refreshes if t > stopped] == []
+            panel.close()
+        own = SessionPanel(server.url)  # a panel that closes its own client
+        original, started = own.refresh, []
+
+        def slow_own() -> object:
+            started.append(time.monotonic())
+            time.sleep(0.5)
+            return original()
+
+        own.refresh = slow_own  # type: ignore[method-assign]
+        own.auto_refresh(0.2)
+        wait_until(lambda: started)  # inside its first refresh
+        own.close()
+        time.sleep(1.5)
+        assert errors == []
+    finally:
+        threading.excepthook = hook

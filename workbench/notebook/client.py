@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import threading
 import time
-from urllib.parse import quote
+from http import HTTPStatus
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Optional, TypeVar, Union
@@ -48,6 +49,17 @@ UNDECODABLE_AUDIO = 4008
 LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diarization_update",
                "live_paused", "live_resumed", "live_replay")
 """Messages of a recording with ``live_results`` (README, "Live results over the protocol")."""
+
+
+_REFUSALS = {401: "(missing or invalid token)", 403: "(origin or host not allowed)",
+             429: "(too many connections from this client)"}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 class ServerError(RuntimeError):
@@ -138,7 +150,9 @@ def _prepare(source: Source, chunk_seconds: float, start: dict[str, Any]
 
 
 class AsyncClient:
-    """Asyncio client for one server (``base_url`` like ``http://127.0.0.1:8765``)."""
+    """Asyncio client for one server (``base_url`` like ``http://127.0.0.1:8765``);
+    ``timeout``: how long a wait may hear nothing of what it waits for (a recording's
+    messages, a run's progress) before it gives up with TimeoutError."""
 
     def __init__(self, base_url: str, *, token: Optional[str] = None,
                  timeout: float = 600.0) -> None:
@@ -231,9 +245,21 @@ class AsyncClient:
         return Transcript.from_dict(json.loads(data))
 
     # ------------------------------------------------------------------ WebSocket
-    def _ws_url(self, session_id: str) -> str:
-        url = f"{self.ws_base}/ws/{session_id}"
-        return url + (f"?token={quote(self.token, safe='')}" if self.token else "")
+    @contextlib.asynccontextmanager
+    async def _socket(self, session_id: str, **kwargs: Any
+                      ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """The session's WebSocket (the token goes in the session's Authorization header,
+        not in the URL, where error messages showed it); a refused upgrade is a
+        `ServerError` with its HTTP status."""
+        http = await self._http()
+        try:
+            ws = await http.ws_connect(f"{self.ws_base}/ws/{session_id}", **kwargs)
+        except aiohttp.WSServerHandshakeError as exc:
+            why = _REFUSALS.get(exc.status) or _phrase(exc.status)
+            raise ServerError(f"The server refused the WebSocket connection: HTTP {exc.status} "
+                              f"{why}".rstrip(), status=exc.status) from None
+        async with ws:
+            yield ws
 
     async def record(self, source: Source, *, session_id: str = "new", format: str = "wav",
                      options: Optional[dict[str, Any]] = None, realtime: bool = False,
@@ -265,8 +291,7 @@ class AsyncClient:
         chunks, seconds_per_byte = _prepare(source, chunk_seconds, start)
         if realtime and seconds_per_byte:
             start.setdefault("live", True)
-        http = await self._http()
-        async with http.ws_connect(self._ws_url(session_id), max_msg_size=0) as ws:
+        async with self._socket(session_id, max_msg_size=0) as ws:
             rec = RecordingReport(session_id)
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             failed: list[BaseException] = []
@@ -356,14 +381,14 @@ class AsyncClient:
                     ) -> dict[str, Any]:
         """The next message of one of ``kinds`` (messages are consumed in order; the end
         of the connection, ``closed``, stays for every later wait). Raises what the
-        reader met (a callback's exception) and TimeoutError after the client's timeout."""
-        deadline = time.monotonic() + self.timeout
+        reader met (a callback's exception) and TimeoutError when the server has sent
+        nothing for the client's timeout (progress keeps a long run's wait alive)."""
         while True:
             try:
-                event = await asyncio.wait_for(inbox.get(), max(0.1, deadline - time.monotonic()))
+                event = await asyncio.wait_for(inbox.get(), self.timeout)
             except asyncio.TimeoutError:
-                raise TimeoutError(f"no {' / '.join(kinds)} from the server within "
-                                   f"{self.timeout:g} s") from None
+                raise TimeoutError(f"no {' / '.join(kinds)} from the server: nothing heard "
+                                   f"for {self.timeout:g} s") from None
             if event["type"] == "failed":
                 raise event["exception"]
             if event["type"] == "closed":
@@ -373,8 +398,7 @@ class AsyncClient:
 
     async def events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
         """Server events of an existing session (subscribe by connecting to its id)."""
-        http = await self._http()
-        async with http.ws_connect(self._ws_url(session_id)) as ws:
+        async with self._socket(session_id) as ws:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     yield json.loads(msg.data)
@@ -383,15 +407,18 @@ class AsyncClient:
                            on_event: Optional[EventCallback] = None,
                            poll: float = 0.5) -> dict[str, Any]:
         """Wait until run ``run_id`` ends; ``on_event`` sees its progress events."""
-        http = await self._http()
-        async with http.ws_connect(self._ws_url(session_id)) as ws:
+        async with self._socket(session_id) as ws:
             deadline = time.monotonic() + self.timeout
+            seen: Any = None
             while time.monotonic() < deadline:
                 run = next((r for r in await self.runs(session_id) if r["id"] == run_id), None)
                 if run is None:
                     raise ServerError(f"no run {run_id} in session {session_id}", status=404)
                 if run["status"] in ("completed", "failed"):
                     return run
+                if (run["status"], run.get("stage"), run.get("progress")) != seen:
+                    seen = (run["status"], run.get("stage"), run.get("progress"))
+                    deadline = time.monotonic() + self.timeout  # it moves: wait on
                 if ws.closed:  # no more events (e.g. a server restart): the REST polls go on
                     await asyncio.sleep(poll)
                     continue
@@ -403,7 +430,7 @@ class AsyncClient:
                     event = json.loads(msg.data)
                     if event.get("run_id") == run_id:
                         on_event(event)
-            raise TimeoutError(f"run {run_id} did not finish within {self.timeout} s")
+            raise TimeoutError(f"run {run_id} did not move for {self.timeout:g} s")
 
 
 class Client:
@@ -422,12 +449,27 @@ class Client:
         return self.aio.base_url
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:  # Ctrl-C in a notebook: the work stops too (a recording went
+            future.cancel()    # on streaming in the background; its socket now closes and
+            raise              # the session keeps what arrived, as after a disconnect)
 
     def close(self) -> None:
+        """Close the connections; work still under way on them (a recording, a wait for a
+        run) is cancelled, so whoever waits for it is not left waiting for ever."""
         if self._loop.is_closed():
             return
-        self._run(self.aio.close())
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.aio.close()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

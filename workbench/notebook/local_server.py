@@ -8,6 +8,7 @@ answers, and stops it cleanly.  ``connect_or_start()`` uses the server named by
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -74,14 +75,22 @@ class LocalServer:
             start_new_session=True,
         )
         log.close()
+        # The server goes with its owner: at the interpreter's exit (a kernel restarted, a
+        # script that never called stop(): it ran on in its own session, and a second one
+        # was started on the same data) and when the wait below is interrupted.
+        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with code {self.process.returncode}; "
-                                   f"see {self.log_path}")
-            if self.healthy():
-                return self
-            time.sleep(0.1)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with code {self.process.returncode}; "
+                                       f"see {self.log_path}")
+                if self.healthy():
+                    return self
+                time.sleep(0.1)
+        except BaseException:  # (Ctrl-C while it starts)
+            self.kill()
+            raise
         self.stop()
         raise TimeoutError(f"server did not become healthy within {timeout} s")
 
@@ -94,6 +103,7 @@ class LocalServer:
 
     def stop(self, timeout: float = 15.0) -> Optional[int]:
         """SIGTERM, wait for a clean exit (SIGKILL after ``timeout``); returns the exit code."""
+        atexit.unregister(self.stop)
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
         self.process.send_signal(signal.SIGTERM)

@@ -79,6 +79,10 @@ class SessionPanel:
         self.events: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._auto: Optional[threading.Timer] = None
+        self._auto_generation = 0  # bumped by stop_auto_refresh: a tick under way stops
+        self._lock = threading.Lock()
+        self._closed = False
+        self._refreshing = False  # the picker's options change: no selection follows
         # Long actions run here, off the notebook's thread and off the client's loop.
         self._actions = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="panel")
 
@@ -138,31 +142,52 @@ class SessionPanel:
     # ------------------------------------------------------------------ refresh
     def refresh(self) -> list[dict[str, Any]]:
         """Reload the session list (table and picker)."""
+        if self._closed:  # (a refresh under way when the panel closed its client)
+            return self.sessions
         try:
             self.sessions = self.client.list_sessions()
         except (ServerError, OSError) as exc:
             self._say(f"cannot reach the server: {exc}", error=True)
             return self.sessions
+        except RuntimeError:  # (ServerError is one too: it is taken above)
+            if self._closed:  # the client's loop closed meanwhile
+                return self.sessions
+            raise
         self.table.value = sessions_table_html(self.sessions, self.selected)
         options = [(f"{s['id'][:8]} · {s['status']} · {s['duration_seconds']:.1f}s", s["id"])
                    for s in self.sessions]
         current = self.session_picker.value
-        self.session_picker.options = options
-        if current in [o[1] for o in options]:
-            self.session_picker.value = current
+        # (new options move the picker's value to the first, the newest session, and
+        # back: each move selected, drew and downloaded a session, and the dashboard
+        # ended on the old one instead of the recording just made)
+        self._refreshing = True
+        try:
+            self.session_picker.options = options
+            if current in [o[1] for o in options]:
+                self.session_picker.value = current
+        finally:
+            self._refreshing = False
         return self.sessions
 
     def auto_refresh(self, every: float = 2.0) -> None:
         """Refresh the table every ``every`` seconds until :meth:`stop_auto_refresh`."""
-        def tick() -> None:
-            self.refresh()
-            self._auto = threading.Timer(every, tick)
-            self._auto.daemon = True
-            self._auto.start()
         self.stop_auto_refresh()
+        generation = self._auto_generation
+
+        def tick() -> None:
+            if generation != self._auto_generation:
+                return
+            self.refresh()
+            with self._lock:  # (stopped during the refresh: no next one)
+                if generation == self._auto_generation:
+                    self._auto = threading.Timer(every, tick)
+                    self._auto.daemon = True
+                    self._auto.start()
         tick()
 
     def stop_auto_refresh(self) -> None:
+        with self._lock:
+            self._auto_generation += 1
         if self._auto is not None:
             self._auto.cancel()
             self._auto = None
@@ -171,6 +196,7 @@ class SessionPanel:
         """Stop the refreshes and the panel's thread (an action not started is dropped; one
         under way, e.g. waiting for a run, ends on its own without holding this up) and
         close the client when the panel made it from a URL."""
+        self._closed = True
         self.stop_auto_refresh()
         self._actions.shutdown(wait=False, cancel_futures=True)
         if self._own_client:
@@ -267,6 +293,8 @@ class SessionPanel:
 
     # ------------------------------------------------------------------ details
     def _on_pick(self, change: dict[str, Any]) -> None:
+        if self._refreshing:
+            return
         if change.get("new") and change["new"] != self.selected:
             self.select(change["new"])
 
