@@ -242,7 +242,9 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="This run produced no transcript")
     return web.FileResponse(path, headers={
         "Content-Type": f"{CONTENT_TYPES[fmt]}; charset=utf-8",
-        "Content-Disposition": f'inline; filename="{session.id}.{fmt}"',
+        # a run asked for by id is named by it too (runs of one session clashed in a browser)
+        "Content-Disposition": (f'inline; filename="{session.id}.{fmt}"' if run_id is None
+                                else f'inline; filename="{session.id}.{run.id[:8]}.{fmt}"'),
     })
 
 

@@ -93,8 +93,12 @@ async def test_record_process_and_run_again(full_server: LocalServer, tmp_path: 
         assert [x["status"] for x in runs] == ["completed", "completed"]
         async with s.get(f"{srv.url}/api/sessions/{sid}/transcript?format=json&run={runs[0]['id']}") as r:
             assert (await r.json())["config"]["options"]["diarize"] is True
+            # a run named by id downloads under its own name (two runs clashed as <sid>.json)
+            assert r.headers["Content-Disposition"] == \
+                f'inline; filename="{sid}.{runs[0]["id"][:8]}.json"'
         async with s.get(f"{srv.url}/api/sessions/{sid}/transcript?format=json") as r:
             latest = await r.json()
+            assert r.headers["Content-Disposition"] == f'inline; filename="{sid}.json"'
         assert latest["config"]["options"]["diarize"] is False and latest["diarization"] == []
         # Bad configurations are refused up front.
         async with s.post(f"{srv.url}/api/sessions/{sid}/runs", json={"bogus": 1}) as r:
