@@ -65,3 +65,24 @@ def test_load_session_over_rest_and_from_data_dir(server: LocalServer, speech_di
     np.testing.assert_allclose(local.audio, remote.audio)
     with pytest.raises(ValueError, match="no completed transcript"):
         local.segments
+
+
+def test_load_session_from_data_dir_prefers_the_refined_run(tmp_path: Path) -> None:
+    """Read from the data folder, a live run saved after the refined run (its worker
+    flushing) was taken for the session's result; the server serves the refined one."""
+    import json
+    import os
+
+    directory = tmp_path / "sessions" / "S"
+    write_wav(directory / "audio.wav", np.zeros(16000 * 10, np.float32))
+    refined, live = make_transcript(), make_transcript()
+    refined.config, live.config = {"kind": "refined"}, {"kind": "live"}
+    live.segments = live.segments[:1]
+    for name, transcript, mtime in (("R", refined, 1000), ("L", live, 2000)):
+        (directory / "runs" / name).mkdir(parents=True)
+        path = directory / "runs" / name / "transcript.json"
+        path.write_text(json.dumps(transcript.serialize()))
+        os.utime(path, (mtime, mtime))
+    session = load_session("S", data_dir=tmp_path)
+    assert session.transcript is not None and len(session.transcript.segments) == 3
+    assert len(load_session("S", data_dir=tmp_path, run="L").transcript.segments) == 1  # type: ignore[union-attr]

@@ -174,8 +174,13 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
                          key=lambda p: p.stat().st_mtime)
         if run is not None:
             outputs = [p for p in outputs if p.parent.name == run]
-        if outputs:
-            transcript = Transcript.from_dict(json.loads(outputs[-1].read_text()))
+        documents = [json.loads(p.read_text()) for p in outputs]
+        # as the server serves it: the newest refined run before a live one (a live run
+        # saved after the refined run was taken for the session's result)
+        chosen = ([d for d in documents if (d.get("config") or {}).get("kind") != "live"]
+                  or documents)
+        if chosen:
+            transcript = Transcript.from_dict(chosen[-1])
         session = {"id": session_id, "status": "on disk",
                    "runs": [{"id": p.parent.name, "status": "completed"} for p in outputs]}
     else:
