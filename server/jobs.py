@@ -130,8 +130,9 @@ class JobQueue:
         for run in await asyncio.to_thread(self.store.runs_in, "running"):
             log.info("Requeueing run %s of session %s interrupted by a restart", run.id,
                      run.session_id)
+            # (the restart is not the run's attempt: it kept its retry for a worker crash)
             await asyncio.to_thread(self.store.update_run, run.id, status="queued", stage=None,
-                                    progress=0.0)
+                                    progress=0.0, attempts=max(0, run.attempts - 1))
         if self.dask_scheduler:
             # Runs go to a Dask cluster; `size` bounds how many are in flight.
             from distributed import Client

@@ -292,6 +292,12 @@ async def test_sigkill_during_processing_resumes_the_run(tmp_path: Path) -> None
         directory = data_dir / "sessions" / sid
         assert not list(directory.glob(".audio.*"))
         assert wav_data(directory / "audio.wav") == pcm
+        srv.stop()
+        store = SessionStore(data_dir)
+        try:  # the restart did not use up the run's retry (a worker crash now failed it)
+            assert store.get_run(run_id).attempts == 1  # type: ignore[union-attr]
+        finally:
+            store.close()
         import av
 
         with av.open(str(directory / "audio.mp4")) as c:
