@@ -45,9 +45,7 @@ RESUME_BACKLOG = 3.0  # s: live_resumed
 OFF_BACKLOG = 120.0  # s: live results off for the rest of the recording
 LINGER_SECONDS = 30.0  # a dropped recording's live worker waits this long for a resume
 FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
-# s a new live stream waits for the session's previous one to flush its last words, so
-# that its word indexes follow theirs (and its events theirs)
-FLUSH_WAIT = 20.0
+FLUSH_WAIT = 20.0  # s a new stream waits for the last one's flush (its indexes follow)
 CHECK_INTERVAL = 0.5
 # Bytes waiting for the worker beyond which live results end at once (a fast upload
 # outruns any live worker; memory stays bounded whatever the client sends).
@@ -537,13 +535,14 @@ class LiveHub:
         return stream, None
 
     def stream_ended(self, stream: LiveStream) -> None:
+        ended_now = stream in self.alive  # (a discarded stream's task ends it again later)
         self.alive.discard(stream)
         if self.spare is stream:
             self.spare = None
             if not stream.loaded and self.warm:  # it could not load its models: stop trying
                 log.warning("The live worker started ahead failed; no more are started ahead")
                 self.warm = False
-        if stream.session_id is not None and stream.said.next_index:
+        if ended_now and stream.session_id is not None and stream.said.next_index:
             self.said_until[stream.session_id] = max(self.said_until.get(stream.session_id, 0),
                                                      stream.said.next_index)
         if stream.session_id is not None and self.streams.get(stream.session_id) is stream:

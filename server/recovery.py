@@ -52,6 +52,8 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
                     session.id, duration)
         recovered.append(session.id)
     for session in store.sessions_in("interrupted", "processing", "completed"):
+        if session.id in recovered:  # rebuilt (or tried) just above
+            continue
         wav = store.audio_path(session.id)
         if not session.parts or (wav.exists() and wav_intact(wav)):
             continue

@@ -348,13 +348,26 @@ def test_ctrl_c_stops_a_recording(server: LocalServer) -> None:
     import signal
     import threading
 
+    armed = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:  # only while record() runs: a stray
+        if armed.is_set():                              # SIGINT must not end the test run
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
     with Client(server) as client:
         before = {s["id"] for s in client.list_sessions()}
-        timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        t0 = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            client.record(np.zeros(8 * 16000, np.float32), realtime=True)
+        try:
+            armed.set()
+            timer.start()
+            t0 = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                client.record(np.zeros(8 * 16000, np.float32), realtime=True)
+        finally:
+            armed.clear()
+            timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         assert time.monotonic() - t0 < 6
         (sid,) = {s["id"] for s in client.list_sessions()} - before
         deadline = time.monotonic() + 20

@@ -728,6 +728,7 @@ async def test_word_indexes_go_on_after_a_live_worker_died_while_waiting(
             heard += await drain(sub)  # the first stream's words up to its drop
             ahead[0].kill()
             await wait_no_live(srv)  # its stream has ended, nothing saved
+            heard += await drain(sub, quiet=1.0)  # (any word it said before the kill)
             first_part = committed_indexes(heard)
             assert first_part
             async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
@@ -813,5 +814,16 @@ async def test_a_resumed_client_hears_that_live_work_is_still_paused(tmp_path: P
         said.clear()
         await stream.replay()
         assert [m["type"] for m in said] == ["live_replay"]
+        # the session deleted: its next word index goes, and its stream's task ending
+        # afterwards (it calls stream_ended again) does not bring it back
+        hub.alive.add(stream)
+        hub.streams["s1"] = stream
+        hub.stream_ended(stream)
+        assert hub.said_until == {"s1": 1}
+        hub.alive.add(stream)
+        hub.streams["s1"] = stream
+        hub.discard("s1")
+        hub.stream_ended(stream)
+        assert hub.said_until == {}
     finally:
         store.close()

@@ -145,6 +145,7 @@ def test_auto_refresh_stops_even_during_a_refresh(server: LocalServer) -> None:
     """A refresh under way when auto-refresh was stopped scheduled the next one all the
     same, for ever; and one under way when the panel closed its client raised in the timer
     thread ("Event loop is closed")."""
+    import asyncio
     import threading
 
     errors: list[BaseException] = []
@@ -170,16 +171,15 @@ def test_auto_refresh_stops_even_during_a_refresh(server: LocalServer) -> None:
             assert [t for t in refreshes if t > stopped] == []
             panel.close()
         own = SessionPanel(server.url)  # a panel that closes its own client
-        original, started = own.refresh, []
+        listing = own.client.aio.list_sessions
 
-        def slow_own() -> object:
-            started.append(time.monotonic())
-            time.sleep(0.5)
-            return original()
+        async def busy() -> object:  # a busy server: the call is under way at close
+            await asyncio.sleep(1.0)
+            return await listing()
 
-        own.refresh = slow_own  # type: ignore[method-assign]
-        own.auto_refresh(0.2)
-        wait_until(lambda: started)  # inside its first refresh
+        own.client.aio.list_sessions = busy  # type: ignore[method-assign]
+        own.auto_refresh(0.2)  # (its first refresh runs here, the next in a timer thread)
+        time.sleep(0.6)
         own.close()
         time.sleep(1.5)
         assert errors == []

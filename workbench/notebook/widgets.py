@@ -149,8 +149,8 @@ class SessionPanel:
         except (ServerError, OSError) as exc:
             self._say(f"cannot reach the server: {exc}", error=True)
             return self.sessions
-        except RuntimeError:  # (ServerError is one too: it is taken above)
-            if self._closed:  # the client's loop closed meanwhile
+        except (RuntimeError, concurrent.futures.CancelledError):  # (ServerError is a
+            if self._closed:  # RuntimeError: taken above) the client closed meanwhile
                 return self.sessions
             raise
         self.table.value = sessions_table_html(self.sessions, self.selected)
