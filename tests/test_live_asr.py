@@ -216,3 +216,43 @@ def test_a_flush_longer_than_the_buffer_never_commits_a_word_cut_at_the_clip() -
     assert words and not [w for w in words if w.endswith("~")], words
     assert len(words) == len(set(words))  # none twice
     assert [w.start for w in asr.committed] == sorted(w.start for w in asr.committed)
+
+
+def _burst(seconds: float) -> np.ndarray:
+    """A 200 Hz tone, amplitude-modulated at 3 Hz: Silero calls it speech, Whisper hears
+    no word in it (or only punctuation)."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.5 * np.sin(2 * np.pi * 200 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+            ).astype(np.float32)
+
+
+def test_silence_after_a_wordless_burst_does_not_pile_up(transcriber) -> None:
+    """A noise burst VAD took for speech, one pass over it without a word, then silence:
+    the buffer kept every second of the silence (61 s after a minute), as no pass came."""
+    config = StreamingASRConfig()
+    asr = StreamingTranscriber(config, transcriber=transcriber)
+    audio = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), _burst(0.7),
+                            np.zeros(60 * SAMPLE_RATE, np.float32)])
+    for i in range(0, audio.size, SAMPLE_RATE // 4):
+        asr.append(audio[i:i + SAMPLE_RATE // 4])
+        while asr.due():
+            asr.step()
+    assert asr.passes >= 1 and [w.word for w in asr.committed] == []
+    assert asr.buffer_seconds <= config.max_buffer + 0.5
+
+
+def test_noise_commits_no_punctuation(transcriber) -> None:
+    """Twelve seconds of that burst: Whisper writes " ." now and then, and two of those
+    always "agreed" (they normalise to nothing): ". . . . . . ." was committed. (What
+    Whisper makes up on such noise, a word now and then, is the model's.)"""
+    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=transcriber)
+    audio = _burst(12.0)
+    for i in range(0, audio.size, 4000):
+        asr.append(audio[i:i + 4000])
+        while asr.due():
+            asr.step()
+    asr.flush()
+    from workbench.live.agreement import norm
+
+    assert [w.word for w in asr.committed if not norm(w.word)] == []
+

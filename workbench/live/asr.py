@@ -365,7 +365,7 @@ class StreamingTranscriber:
                       end=round(offset + min(float(w.end), seconds), 3),
                       word=w.word, probability=float(w.probability))
                  for s in segments for w in (s.words or ())
-                 if float(w.start) < seconds]
+                 if float(w.start) < seconds and norm(w.word)]  # (" ." alone: noise)
         return cut_squeezed_repeat(cut_loop(words))
 
     def _missed_speech(self, words: list[Word], start: float, end: float,
@@ -531,6 +531,11 @@ class StreamingTranscriber:
             return
         start_s = self._buffer_start / SAMPLE_RATE
         speech = [r for r in self._speech(start_s, end_s) if r[1] > start_s]
+        if end_s - start_s > self.config.max_buffer:
+            # speech a pass has heard already and gave no words for goes too, at the buffer's
+            # bound (a noise burst VAD took for speech kept all the silence after it)
+            seen = self._last_pass_end / SAMPLE_RATE + 0.05
+            speech = [r for r in speech if r[1] > seen]
         target = speech[0][0] - 0.3 if speech else end_s - 0.3
         if target > start_s:
             self._move_start(max(target, self._committed_end()))
