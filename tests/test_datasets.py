@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -417,6 +418,35 @@ def test_conversations_of_other_voices_get_other_names(tmp_path: Path) -> None:
     assert plain.uri == "synth_s0_2spk_12s_ov00"
     assert first.uri == generate_conversation(tmp_path / "again", num_speakers=2, duration=12,
                                               seed=0, voices=["ben", "fay"]).uri
+    # two voice sets named alike, and lengths that round alike, are other conversations too
+    from workbench.research.datasets.voices import Voice
+
+    a = [Voice("a", "espeak-ng", "en-us+f5", 60, 155), Voice("b", "espeak-ng", "en-gb+m3", 40, 150)]
+    b = [Voice("a", "espeak-ng", "en-us+Annie", 90, 220), Voice("b", "espeak-ng", "en-us+rob", 20, 120)]
+    names = {generate_conversation(tmp_path, num_speakers=2, duration=12, seed=1, voices=a).uri,
+             generate_conversation(tmp_path, num_speakers=2, duration=12, seed=1, voices=b).uri,
+             generate_conversation(tmp_path, num_speakers=2, duration=12.4, seed=1).uri,
+             generate_conversation(tmp_path, num_speakers=2, duration=11.6, seed=1).uri}
+    assert len(names) == 4
+
+
+def test_an_interrupted_build_leaves_no_manifest_to_reuse(tmp_path: Path) -> None:
+    """A build stopped half-way into a folder holding a corpus left the old manifest,
+    naming files the build had partly replaced: ensure_corpus reused a mix of two seeds."""
+    out = tmp_path / "corpus"
+    first = ensure_corpus(out, n=2, minutes=(0.25, 0.3), seed=0)
+    digests = [hashlib.sha256(Path(i.audio).read_bytes()).hexdigest() for i in first]
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(out, n=2, minutes=(0.25, 0.3), seed=1, hook=interrupt)
+    again = ensure_corpus(out, n=2, minutes=(0.25, 0.3), seed=0)
+    assert [hashlib.sha256(Path(i.audio).read_bytes()).hexdigest() for i in again] == digests
+    with pytest.raises(ValueError, match="1 <= min <= max"):
+        build_corpus(out, n=1, speakers=(5, 2))
 
 
 def test_a_sweep_refuses_items_that_share_a_uri(tmp_path: Path) -> None:

@@ -123,8 +123,13 @@ def build_corpus(
     item records the ``sources`` and licences of its real voices.
     `hook("conversations", done, n)` reports progress.
     """
+    if not speakers[0] <= speakers[1] or speakers[0] < 1:
+        raise ValueError(f"speakers must be (min, max) with 1 <= min <= max, not {tuple(speakers)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # the folder's old manifest goes first: a build stopped half-way (Ctrl-C, an error)
+    # left it naming files the build had partly replaced, and ensure_corpus took them
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
     items: list[CorpusItem] = []
     for i in range(n):

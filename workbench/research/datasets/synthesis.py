@@ -22,9 +22,9 @@ from workbench.research.datasets.voices import SENTENCES, Voice, _resolve_voices
 from workbench.research.datasets.speech import MAX_INTERNAL_PAUSE, SPEECH_LEVEL_DBFS, _speech_regions
 
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 """Version of the conversation generator; bumped whenever the same seed would give
-different files."""
+different files (3: AMI voices' reference turns from the AMI annotation)."""
 
 
 AnyVoice = Union[Voice, RealVoice]
@@ -255,11 +255,15 @@ def generate_conversation(
     if uri is None:
         uri = (f"synth_s{seed}_{num_speakers}spk_{int(round(duration))}s"
                f"_ov{int(round(overlap_ratio * 100)):02d}")
-        if voices is not None or noise_db is not None or tuple(pause) != (0.2, 1.0):
-            # other voices, noise or pauses make another conversation: another name (the
-            # default name alone let a second call overwrite the first's files)
-            named = [v if isinstance(v, str) else v.name for v in voices or ()]
-            blob = json.dumps([named, noise_db, list(pause)])
+        whole = (abs(duration - round(duration)) < 1e-9
+                 and abs(overlap_ratio * 100 - round(overlap_ratio * 100)) < 1e-9)
+        if voices is not None or noise_db is not None or tuple(pause) != (0.2, 1.0) or not whole:
+            # other voices, noise, pauses or lengths make another conversation: another
+            # name (the default name alone let a second call overwrite the first's files;
+            # voices are described whole: two sets named alike overwrote each other too)
+            described = [v if isinstance(v, str) else v.serialize() for v in voices or ()]
+            blob = json.dumps([described, noise_db, list(pause), duration, overlap_ratio],
+                              sort_keys=True, default=str)
             uri += "_" + hashlib.sha256(blob.encode()).hexdigest()[:6]
     if not uri or any(c.isspace() for c in uri) or "/" in uri:
         raise ValueError(f"invalid uri {uri!r}: no whitespace or '/'")

@@ -181,7 +181,10 @@ def _resolve_voices(voices: Optional[Sequence[Union[str, Voice]]]) -> list[Voice
     for v in voices:
         if isinstance(v, str):
             if v not in by_name:
-                raise ValueError(f"unknown voice {v!r}; known: {', '.join(by_name)}")
+                real = (" (a real voice is <source>:<speaker>, its source one of ami, "
+                        "fillets-cs, fillets-nl)" if ":" in v else "")
+                raise ValueError(f"unknown voice {v!r}{real}; synthetic voices: "
+                                 f"{', '.join(by_name)}")
             v = by_name[v]
         if not v.available():
             raise RuntimeError(f"voice {v.name!r} ({v.engine}) is not available here")
