@@ -361,6 +361,9 @@ class JobQueue:
             if session_id is not None:  # deleted meanwhile: what the worker wrote goes too
                 await asyncio.to_thread(self.store.remove_leftovers, session_id)
             return
+        if run.status in ("completed", "failed"):  # its end was handled already (a worker
+            log.warning("Run %s ended already; its second end is ignored", run_id)  # killed
+            return  # after `done`, its run queued again and ended twice)
         sid = run.session_id
         await asyncio.to_thread(self.store.finish_run, run_id, ok=ok, summary=summary,
                                 error=None if ok else message, finished_at=time.time())

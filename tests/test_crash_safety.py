@@ -438,6 +438,36 @@ def test_the_last_run_ending_moves_its_session_in_the_same_transaction(tmp_path:
         store.close()
 
 
+async def test_a_run_ends_once_whatever_its_worker_sends(tmp_path: Path) -> None:
+    """A worker killed just after sending `done` got its run queued again (its death was
+    seen before its event); the run then ended twice: two processing_complete, and its
+    second worker's outcome written over the first. The second end is ignored."""
+    from server.jobs import JobQueue
+
+    said: list[dict[str, Any]] = []
+
+    async def notify(session_id: str, message: dict[str, Any]) -> None:
+        said.append(message)
+
+    store = SessionStore(tmp_path / "data")
+    try:
+        sid = store.create_session().id
+        for status in ("recording", "processing"):
+            store.set_status(sid, status)
+        run = store.create_run(sid, {})
+        store.update_run(run.id, status="running")
+        jobs = JobQueue(store, notify)
+        await jobs._on_event(("done", run.id, {"speakers": 2, "word_count": 5}))
+        await jobs._on_event(("failed", run.id, "a second worker's outcome"))
+        await jobs._on_event(("done", run.id, {"speakers": 3, "word_count": 9}))
+        assert [m["type"] for m in said] == ["processing_complete"]
+        ended = store.get_run(run.id)
+        assert ended is not None and ended.status == "completed"
+        assert ended.summary == {"speakers": 2, "word_count": 5}
+    finally:
+        store.close()
+
+
 FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
