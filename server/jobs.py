@@ -361,10 +361,16 @@ class JobQueue:
             if session_id is not None:  # deleted meanwhile: what the worker wrote goes too
                 await asyncio.to_thread(self.store.remove_leftovers, session_id)
             return
-        if run.status in ("completed", "failed"):  # its end was handled already (a worker
-            log.warning("Run %s ended already; its second end is ignored", run_id)  # killed
-            return  # after `done`, its run queued again and ended twice)
         sid = run.session_id
+        if run.status == "completed" or (run.status == "failed" and not ok):
+            # its end was handled already (a worker killed after `done`: its run was queued
+            # again and ended twice, two processing_complete)
+            log.warning("Run %s ended already; its second end is ignored", run_id)
+            return
+        if run.status == "failed":  # a worker's result after the reaper failed its run
+            session = await asyncio.to_thread(self.store.get_session, sid)
+            if session is not None and session.status == "failed":
+                await asyncio.to_thread(self.store.set_status, sid, "processing")
         await asyncio.to_thread(self.store.finish_run, run_id, ok=ok, summary=summary,
                                 error=None if ok else message, finished_at=time.time())
         if ok:

@@ -464,6 +464,15 @@ async def test_a_run_ends_once_whatever_its_worker_sends(tmp_path: Path) -> None
         ended = store.get_run(run.id)
         assert ended is not None and ended.status == "completed"
         assert ended.summary == {"speakers": 2, "word_count": 5}
+        # the reaper failed a run whose worker had sent `done` before dying: the result wins
+        late = store.create_run(sid, {})
+        store.set_status(sid, "processing")
+        store.update_run(late.id, status="running")
+        await jobs._finish(late.id, ok=False, message="The worker process died while processing")
+        assert store.get_session(sid).status == "failed"  # type: ignore[union-attr]
+        await jobs._on_event(("done", late.id, {"speakers": 1, "word_count": 2}))
+        assert store.get_run(late.id).status == "completed"  # type: ignore[union-attr]
+        assert store.get_session(sid).status == "completed"  # type: ignore[union-attr]
     finally:
         store.close()
 

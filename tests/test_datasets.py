@@ -428,6 +428,8 @@ def test_conversations_of_other_voices_get_other_names(tmp_path: Path) -> None:
              generate_conversation(tmp_path, num_speakers=2, duration=12.4, seed=1).uri,
              generate_conversation(tmp_path, num_speakers=2, duration=11.6, seed=1).uri}
     assert len(names) == 4
+    assert generate_conversation(tmp_path, num_speakers=2, duration=12, seed=1, voices=a).uri == \
+        generate_conversation(tmp_path, num_speakers=2, duration=12.0, seed=1, voices=a).uri
 
 
 def test_an_interrupted_build_leaves_no_manifest_to_reuse(tmp_path: Path) -> None:
@@ -447,6 +449,9 @@ def test_an_interrupted_build_leaves_no_manifest_to_reuse(tmp_path: Path) -> Non
     assert [hashlib.sha256(Path(i.audio).read_bytes()).hexdigest() for i in again] == digests
     with pytest.raises(ValueError, match="1 <= min <= max"):
         build_corpus(out, n=1, speakers=(5, 2))
+    with pytest.raises(ValueError, match="unknown voice"):  # checked before the folder
+        build_corpus(out, n=2, minutes=(0.25, 0.3), voices=["bne", "fay"])
+    assert (out / "manifest.json").is_file()
 
 
 def test_a_sweep_refuses_items_that_share_a_uri(tmp_path: Path) -> None:

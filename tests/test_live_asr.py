@@ -256,3 +256,11 @@ def test_noise_commits_no_punctuation(transcriber) -> None:
 
     assert [w.word for w in asr.committed if not norm(w.word)] == []
 
+
+
+def test_only_punctuation_marks_alone_are_dropped() -> None:
+    """What Whisper writes alone on noise goes; symbols that are said stay ("Q & A", "50 %")."""
+    from workbench.live.asr import _punctuation
+
+    assert all(_punctuation(w) for w in (" .", " ...", " ?", " -", "。", " "))
+    assert not any(_punctuation(w) for w in (" %", " &", " €", " 42", " don't", " a."))

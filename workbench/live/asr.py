@@ -187,6 +187,15 @@ class PassResult:
     rule: str  # rules that committed: "agreement", "pause", "utterance", "lag", "force", "flush"
 
 
+_MARKS = set(".,!?;:…-–—\"'«»“”‘’()[]{}。、，？！；：")
+
+
+def _punctuation(word: str) -> bool:
+    """Only punctuation marks (" .", which Whisper writes on noise and which always
+    agreed); symbols that are said (" %", " &", " €") stay."""
+    return all(c in _MARKS for c in word.strip())
+
+
 def _text(words: Any) -> str:
     return "".join(w.word for w in words).strip()
 
@@ -365,7 +374,7 @@ class StreamingTranscriber:
                       end=round(offset + min(float(w.end), seconds), 3),
                       word=w.word, probability=float(w.probability))
                  for s in segments for w in (s.words or ())
-                 if float(w.start) < seconds and norm(w.word)]  # (" ." alone: noise)
+                 if float(w.start) < seconds and not _punctuation(w.word)]
         return cut_squeezed_repeat(cut_loop(words))
 
     def _missed_speech(self, words: list[Word], start: float, end: float,

@@ -444,16 +444,18 @@ class Client:
         self._thread.start()
         self.aio = AsyncClient(str(url), token=token, timeout=timeout)
         self._closed = False
+        self._closing = threading.Lock()
 
     @property
     def base_url(self) -> str:
         return self.aio.base_url
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._closed:  # (scheduled on a loop about to stop, it would wait for ever)
-            coro.close()
-            raise RuntimeError("this client is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        with self._closing:  # (scheduled on a loop about to stop, it would wait for ever)
+            if self._closed:
+                coro.close()
+                raise RuntimeError("this client is closed")
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result()
         except BaseException:  # Ctrl-C in a notebook: the work stops too (a recording went
@@ -463,9 +465,10 @@ class Client:
     def close(self) -> None:
         """Close the connections; work still under way on them (a recording, a wait for a
         run) is cancelled, so whoever waits for it is not left waiting for ever."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._closing:  # what is scheduled from now on is refused; what was, cancelled
+            if self._closed:
+                return
+            self._closed = True
 
         async def shutdown() -> None:
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

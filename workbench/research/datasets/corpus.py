@@ -19,7 +19,7 @@ from workbench.engine.formats import PathLike, format_rttm, format_uem
 from workbench.engine.transcript import Turn
 
 from workbench.research.datasets.items import CorpusItem
-from workbench.research.datasets.synthesis import GENERATOR_VERSION, generate_conversation
+from workbench.research.datasets.synthesis import GENERATOR_VERSION, _resolve_pool, generate_conversation
 
 
 # =========================================================================== sample call
@@ -125,6 +125,10 @@ def build_corpus(
     """
     if not speakers[0] <= speakers[1] or speakers[0] < 1:
         raise ValueError(f"speakers must be (min, max) with 1 <= min <= max, not {tuple(speakers)}")
+    pool = _resolve_pool(voices)  # checked before the folder is touched (a mistyped voice
+    if len(pool) < speakers[1]:   # removed the manifest of an intact corpus)
+        raise ValueError(f"up to {speakers[1]} speakers requested but only {len(pool)} voices "
+                         f"available ({', '.join(v.name for v in pool)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # the folder's old manifest goes first: a build stopped half-way (Ctrl-C, an error)

@@ -262,8 +262,8 @@ def generate_conversation(
             # name (the default name alone let a second call overwrite the first's files;
             # voices are described whole: two sets named alike overwrote each other too)
             described = [v if isinstance(v, str) else v.serialize() for v in voices or ()]
-            blob = json.dumps([described, noise_db, list(pause), duration, overlap_ratio],
-                              sort_keys=True, default=str)
+            blob = json.dumps([described, noise_db, [float(p) for p in pause], float(duration),
+                               float(overlap_ratio)], sort_keys=True, default=str)
             uri += "_" + hashlib.sha256(blob.encode()).hexdigest()[:6]
     if not uri or any(c.isspace() for c in uri) or "/" in uri:
         raise ValueError(f"invalid uri {uri!r}: no whitespace or '/'")
