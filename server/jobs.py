@@ -17,10 +17,9 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
-from workbench.engine.config import ConfigError, RunConfig
+from workbench.engine.config import ConfigError, RunConfig, names_local_folder
 
 from .routes import audio_links, result_links
 from .sessions import Run, SessionStore, TransitionError
@@ -74,17 +73,11 @@ def check_run_config(config: Any, *, switch: bool = True, local_models: bool = T
     return dict(config)
 
 
-def _names_a_path(name: str) -> bool:
-    # as workbench.engine.asr.models resolves names: a path unless a bundled name or an owner/repo hub id
-    return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-            or ("/" in name and Path(name).exists()))
-
-
 def local_model_fields(config: RunConfig) -> list[str]:
     """The options of `config` that name files on this machine: a pyannote pipeline
     folder, or an ASR model given by path (loading either runs code from that folder)."""
     fields = []
-    if config.transcribe and _names_a_path(config.asr.model):
+    if config.transcribe and names_local_folder(config.asr.model):
         fields.append("asr_model")
     if config.diarize and config.diarization.pipeline_path is not None:
         fields.append("pipeline_path")

@@ -389,7 +389,11 @@ async def test_clients_may_not_name_model_folders_unless_the_server_allows_it(
                ({"diarization": {"pipeline_path": "/etc"}}, "pipeline_path"),
                ({"asr_model": str(folder)}, "asr_model"),
                ({"asr_model": "./models/whisper"}, "asr_model"),
-               ({"asr_model": "~/whisper"}, "asr_model")]
+               ({"asr_model": "~/whisper"}, "asr_model"),
+               # the loader strips the name, and takes a name that exists here as a folder
+               # (the server's working directory is the repository): both went through
+               ({"asr_model": " " + str(folder)}, "asr_model"),
+               ({"asr_model": "server"}, "asr_model")]
     srv: LocalServer = start_server(data_dir=tmp_path / "closed")
     async with aiohttp.ClientSession() as s:
         for options, name in refused:

@@ -20,11 +20,12 @@ import math
 import numbers
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 __all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "MergeConfig",
            "RunConfig", "check_speaker_counts", "check_value", "flat_option_default",
-           "flat_option_type"]
+           "flat_option_type", "names_local_folder"]
 
 # faster-whisper / CTranslate2
 ASR_DEVICES = ("cpu", "cuda", "auto")
@@ -155,6 +156,18 @@ def _build(cls: type, data: Any, section: str, labels: Mapping[str, str]) -> Any
             raise ConfigError(labels[exc.field],
                               str(exc).replace(f"'{exc.field}'", f"'{labels[exc.field]}'"))
         raise
+
+
+def names_local_folder(model: str) -> bool:
+    """Whether an ASR model name makes the loader (`workbench.engine.asr.models`) read a
+    folder on this machine: a path, or a name that exists here (else a bundled name or an
+    ``owner/repo`` hub id). The server gates such names (``--allow-local-models``) with
+    this same rule: its own rule missed " /tmp" (the loader strips the name) and bare
+    names of folders in its working directory."""
+    name = model.strip()
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    return Path(name).expanduser().exists()
 
 
 def check_speaker_counts(num_speakers: Optional[int], min_speakers: Optional[int],

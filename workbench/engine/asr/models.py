@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from workbench.engine.formats import PathLike
-from workbench.engine.config import ASRConfig
+from workbench.engine.config import ASRConfig, names_local_folder
 from workbench.engine.provenance import file_sha256, package_versions
 
 __all__ = [
@@ -458,17 +458,7 @@ def _resolve_assembled(model: _BundledModel, data_dir: Path) -> ModelSource:
 # ------------------------------------------------------------------------ resolving
 
 
-def _looks_like_path(name: str) -> bool:
-    return (
-        name.startswith(("/", "./", "../", "~"))
-        or os.sep in name and not _hub_like(name)
-        or Path(name).expanduser().exists()
-    )
-
-
-def _hub_like(name: str) -> bool:
-    """``owner/repo``: one slash, not starting with a dot, no such folder here."""
-    return name.count("/") == 1 and not name.startswith(".") and not Path(name).exists()
+_looks_like_path = names_local_folder  # (one rule with the server's gate)
 
 
 def _hub_failure(name: str, exc: Exception) -> str:
