@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import is_loopback, parse_args
-from .security import RedactingAccessLogger
+from .security import MalformedRequestFilter, RedactingAccessLogger
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -21,6 +21,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.INFO if config.access_log
                                                  else logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     app = create_app(config)
     auth = "token required" if config.token else "no token"
     if not is_loopback(config.host) and not config.token:

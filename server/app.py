@@ -24,7 +24,7 @@ from .live import LiveHub
 from .protocol import safe_details
 from .recovery import fail_live_runs, recover, requeue_orphans
 from .routes import RESULT_FORMATS, session_json
-from .security import AUTHENTICATED, make_middleware
+from .security import AUTHENTICATED, add_security_headers, logged_path, make_middleware
 from .sessions import AUDIO_FORMATS, SessionStore, valid_id
 from .state import STATE, AppState
 
@@ -60,7 +60,7 @@ async def error_middleware(request: web.Request,
         return json_error(exc.status, exc.reason if exc.text is None or exc.text.startswith(
             f"{exc.status}:") else exc.text)
     except Exception as exc:
-        log.exception("Unhandled error on %s %s", request.method, request.path)
+        log.exception("Unhandled error on %s %s", request.method, logged_path(request))
         return json_error(500, f"Internal error: {safe_details(exc)}")
 
 
@@ -357,6 +357,7 @@ def create_app(config: ServerConfig) -> web.Application:
     if STATIC_DIR.exists():
         app.router.add_static(routes.STATIC, STATIC_DIR, follow_symlinks=False)
     app.on_startup.append(_on_startup)
+    app.on_response_prepare.append(add_security_headers)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app

@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import routes
 from .config import ServerConfig, is_loopback
@@ -145,7 +146,7 @@ def make_middleware(config: ServerConfig) -> Callable[[web.Request, Handler], Aw
             return _error(403, "Host not allowed (DNS rebinding protection); see --allowed-hosts")
         origin = request.headers.get("Origin")
         if origin is not None and not origin_allowed(origin, request.host, config.allowed_origins):
-            log.warning("Refused %s %s from origin %r", request.method, request.path,
+            log.warning("Refused %s %s from origin %r", request.method, logged_path(request),
                         origin[:100])
             return _error(403, "Origin not allowed; see --allowed-origins")
         authenticated = config.token is None or token_matches(presented_token(request),
@@ -159,10 +160,47 @@ def make_middleware(config: ServerConfig) -> Callable[[web.Request, Handler], Aw
     return security_middleware
 
 
+def logged_path(request: web.BaseRequest) -> str:
+    """The path as the client sent it, still percent-encoded: decoded, a "%0A" in it wrote
+    a line of the client's choosing into the log (no token needed)."""
+    return request.rel_url.raw_path[:300]
+
+
+class MalformedRequestFilter(logging.Filter):
+    """For aiohttp's own log of a request it could not parse: one line without the raw
+    request line, which may hold ``?token=`` (a non-ASCII session id typed into curl
+    logged the user's token with a traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "Refused a malformed request (%s, HTTP %s)", (
+                type(exc).__name__, getattr(exc, "code", "?"))
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+SECURITY_HEADERS = {
+    # no other site may frame the recorder page (its buttons could be clicked through:
+    # "Process again" starts CPU-heavy work); no content sniffing; no Referer to leave
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def add_security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """`SECURITY_HEADERS` on every response (``on_response_prepare``)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 def redacted_target(request: web.BaseRequest) -> str:
     """The request target for logs: path plus query, with every ``token`` value hidden."""
     query = [(k, "***" if k.lower() == "token" else v) for k, v in request.query.items()]
-    target = request.path
+    target = logged_path(request)
     if query:
         target += "?" + urlencode(query, safe="*")
     return target
@@ -177,5 +215,5 @@ class RedactingAccessLogger(AbstractAccessLogger):
                          request.version.minor, response.status, response.body_length, time)
 
 
-__all__ = ["AUTHENTICATED", "RedactingAccessLogger", "client_address", "host_allowed",
+__all__ = ["AUTHENTICATED", "MalformedRequestFilter", "SECURITY_HEADERS", "add_security_headers", "RedactingAccessLogger", "logged_path", "client_address", "host_allowed",
            "make_middleware", "origin_allowed", "presented_token", "token_matches"]

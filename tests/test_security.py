@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
@@ -255,11 +256,37 @@ async def test_token_required_on_rest_and_websocket(start_server) -> None:  # ty
                 await ws.send_json({"action": "stop"})
                 assert (await recv(ws))["type"] == "recording_stopped"
 
+    # No token needed to write a line of one's choosing (a %0A in the path), from the
+    # access log or the Origin refusal; nor does a request aiohttp cannot parse put its raw
+    # line, token and all, in the log.
+    forged = "/x%0A2026-01-01 00:00:00,000 - server.security - WARNING - FORGED".replace(" ", "%20")
+    for head in (f"GET {forged} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                 f"GET {forged} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
+                 "Connection: close\r\n\r\n"):
+        status, _ = raw_request(srv.port, head)
+        assert status in (401, 403)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(f"GET /api/sessions?token={TOKEN}&q=s\xc3\xa9ance\x01 HTTP/1.1\r\n"
+                     "Host: 127.0.0.1\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        assert b" 400 " in sock.recv(100)
+
     # The access log shows requests but never the token.
     srv.stop()
     log = srv.log_path.read_text()
     assert '"GET /api/sessions/' in log and "token=***" in log
     assert TOKEN not in log
+    assert not [line for line in log.splitlines() if line.startswith("2026-01-01")]
+    assert "Refused a malformed request" in log
+
+
+def test_every_answer_forbids_framing_and_sniffing(server: LocalServer) -> None:
+    """The recorder page could be framed by any site (its buttons clicked through)."""
+    for path in ("/", "/static/app.js", "/api/health", "/api/sessions"):
+        with urllib.request.urlopen(server.url + path, timeout=10) as r:
+            assert r.headers["X-Frame-Options"] == "DENY", path
+            assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            assert r.headers["Referrer-Policy"] == "no-referrer"
 
 
 async def test_token_from_environment(tmp_path: Path) -> None:
