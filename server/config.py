@@ -27,7 +27,11 @@ def auto_live_sessions() -> int:
     "Live results through the server"), two live recordings at once kept p95 word
     latency at 4.7 s with the refined runs after `stop` sharing the cores, chunk replies
     p95 12 ms and no byte lost."""
-    return max(1, os.cpu_count() or 1)
+    try:  # the cores this process may use (taskset, a container's cpuset), not the machine's
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores)
 
 
 def live_sessions(value: str) -> int:

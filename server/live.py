@@ -28,13 +28,14 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from workbench.engine.audio import InputFormat
 
 from .limits import chunk_seconds
 from .live_worker import live_worker_main
-from .sessions import Session, SessionStore
+from .live_said import FinalSoFar, next_word_index
+from .sessions import SessionStore
 
 log = logging.getLogger("server.live")
 
@@ -45,62 +46,12 @@ RESUME_BACKLOG = 3.0  # s: live_resumed
 OFF_BACKLOG = 120.0  # s: live results off for the rest of the recording
 LINGER_SECONDS = 30.0  # a dropped recording's live worker waits this long for a resume
 FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
+STALL_SECONDS = 30.0  # s of silence from a worker saving its result: it is stuck
 FLUSH_WAIT = 20.0  # s a new stream waits for the last one's flush (its indexes follow)
 CHECK_INTERVAL = 0.5
 # Bytes waiting for the worker beyond which live results end at once (a fast upload
 # outruns any live worker; memory stays bounded whatever the client sends).
 MAX_PENDING_BYTES = 32 * 1024 * 1024
-
-
-def next_word_index(session: Session) -> int:
-    """The ``index`` of the next committed word of a session whose earlier parts had
-    live results (0 when none was saved): indexes count over the whole recording."""
-    live = [r for r in session.runs if r.kind == "live" and r.status == "completed"]
-    if not live:
-        return 0
-    summary = live[-1].summary
-    return int(summary.get("first_index", 0)) + int(summary.get("word_count", 0))
-
-
-class FinalSoFar:
-    """What a live recording has said final so far, from its serialized events: the
-    committed words (by ``index``, with the speakers given since) and the final turns.
-
-    For a client that missed some of it (a dropped connection resumed), `replay` is one
-    ``live_replay`` message with all of it; clients keep the words they lacked (by index)
-    and take its turns in place of their own.
-    """
-
-    def __init__(self, first_index: int = 0) -> None:
-        self.first_index = first_index
-        self.words: dict[int, dict[str, Any]] = {}
-        self.turns: list[dict[str, Any]] = []
-        self.final_until = 0.0
-        self.at = 0.0
-
-    @property
-    def next_index(self) -> int:
-        """The ``index`` the next committed word will take."""
-        return max(self.words, default=self.first_index - 1) + 1
-
-    def add(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("type")
-        if kind in ("transcript_final", "speaker_labels"):
-            for word in event.get("words", []):
-                index = int(word["index"])
-                self.words[index] = {**self.words.get(index, {}), **word}
-        elif kind == "diarization_update":
-            self.turns.extend(dict(t) for t in event.get("turns", []))
-            self.final_until = max(self.final_until, float(event.get("final_until", 0.0)))
-        self.at = max(self.at, float(event.get("at", 0.0)))
-
-    def replay(self) -> Optional[dict[str, Any]]:
-        """The ``live_replay`` message (None while nothing is final)."""
-        if not self.words and not self.turns:
-            return None
-        return {"type": "live_replay", "words": [dict(self.words[i]) for i in sorted(self.words)],
-                "turns": [dict(t) for t in self.turns], "final_until": round(self.final_until, 3),
-                "at": round(self.at, 3)}
 
 
 class LiveStream:
@@ -114,6 +65,8 @@ class LiveStream:
         self.first_index = first_index
         self.state = "starting"  # spare, running, lingering, finishing, off, done
         self.paused, self.pause_reason = False, ""
+        self.load_failed = False  # it said it could not load its models
+        self.heard = time.monotonic()  # when it last said anything
         self.loaded = False  # the worker's models are loaded
         self.ready = False  # and it has reported its position since
         self.overflow = False
@@ -202,7 +155,8 @@ class LiveStream:
     def _kill(self) -> None:
         self._outbox.put(None)
         if self.process is not None and self.process.is_alive():
-            self.process.kill()
+            self.process.kill()  # and reaped (it stayed a zombie until the next spawn)
+            threading.Thread(target=self.process.join, args=(10,), daemon=True).start()
 
     # ------------------------------------------------------------------ audio in
     def begin_part(self, fmt: InputFormat) -> None:
@@ -291,7 +245,7 @@ class LiveStream:
             self.hub.stream_ended(self)
 
     async def _handle(self, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
+        kind, self.heard = msg[0], time.monotonic()
         if kind == "event":
             if self.state in ("running", "lingering", "finishing"):
                 self.said.add(msg[1])
@@ -304,6 +258,7 @@ class LiveStream:
             log.info("Live worker of session %s ready (pid %s)", self.session_id,
                      self.process.pid)
         elif kind == "error":
+            self.load_failed = not self.loaded
             await self.off(str(msg[1]))
         elif kind in ("done", "failed"):
             if not self._result.done():
@@ -352,6 +307,11 @@ class LiveStream:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        if self.state in ("starting", "running", "lingering") and self.alive() and (
+                self.overflow or self.backlog() > OFF_BACKLOG):  # as while recording: the
+            # worker would hold its slot for as long as it takes to catch up
+            await self.off(f"Live results fell {self.backlog():.0f} s behind the audio")
+            return None
         if self.state not in ("starting", "running", "lingering") or not self.alive():
             if self.state not in ("off", "done"):
                 await self.off("The live worker stopped")
@@ -372,11 +332,16 @@ class LiveStream:
         return run.id
 
     async def _save(self, store: SessionStore, run_id: str) -> None:
-        try:
-            outcome = await asyncio.wait_for(asyncio.shield(self._result), FINISH_TIMEOUT)
-        except asyncio.TimeoutError:
-            outcome = ("failed", f"The live worker did not finish within {FINISH_TIMEOUT:g} s")
-            self._kill()
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        while True:  # a worker that says nothing for STALL_SECONDS is stuck (it held its
+            try:     # live slot for the whole FINISH_TIMEOUT, 600 s)
+                outcome = await asyncio.wait_for(asyncio.shield(self._result), 1.0)
+                break
+            except asyncio.TimeoutError:
+                if time.monotonic() - self.heard > STALL_SECONDS or time.monotonic() > deadline:
+                    outcome = ("failed", "The live worker stopped answering while saving")
+                    self._kill()
+                    break
         ok = outcome[0] == "done"
         summary = outcome[1] if ok else None
         await asyncio.to_thread(store.finish_run, run_id, ok=ok, summary=summary,
@@ -418,6 +383,8 @@ class LiveHub:
         self.closing = False
         # the next word index of each session whose live stream ended (saved or not)
         self.said_until: dict[str, int] = {}
+        self._budget = asyncio.Lock()  # (two starts passed the budget of 1 at once)
+        self._spare_failures = 0  # spares in a row that died before their models loaded
 
     def active(self) -> int:
         """Live worker processes serving a recording (recording, waiting for a resume, or
@@ -501,6 +468,11 @@ class LiveHub:
         first_index = max(first_index, self.said_until.get(session_id, 0))
         if stream is not None and stream.state == "lingering":
             await stream.finish(self.store)  # its worker died meanwhile
+        async with self._budget:  # one decision at a time: a spare still being spawned
+            return await self._start(session_id, fmt, offset, first_index)  # counts nowhere
+
+    async def _start(self, session_id: str, fmt: InputFormat, offset: float,
+                     first_index: int) -> tuple[Optional[LiveStream], Optional[str]]:
         reason = self.refusal()
         if reason is not None:
             return None, reason
@@ -539,7 +511,9 @@ class LiveHub:
         self.alive.discard(stream)
         if self.spare is stream:
             self.spare = None
-            if not stream.loaded and self.warm:  # it could not load its models: stop trying
+            self._spare_failures = 0 if stream.loaded else self._spare_failures + 1
+            # it could not load its models (a kill, e.g. by the OOM killer, is tried again)
+            if self.warm and (stream.load_failed or self._spare_failures >= 3):
                 log.warning("The live worker started ahead failed; no more are started ahead")
                 self.warm = False
         if ended_now and stream.session_id is not None and stream.said.next_index:

@@ -827,3 +827,64 @@ async def test_a_resumed_client_hears_that_live_work_is_still_paused(tmp_path: P
         assert hub.said_until == {}
     finally:
         store.close()
+
+
+async def test_a_stuck_live_worker_frees_its_slot_soon_after_stop(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """A live worker that hangs (here SIGSTOP) before `stop` held its live slot, and the
+    live run stayed `running`, for FINISH_TIMEOUT (600 s); it now fails once the worker has
+    said nothing for STALL_SECONDS, and the killed worker is reaped (it stayed a zombie)."""
+    from server.live import STALL_SECONDS
+
+    srv = await warm_server(start_server)
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    (worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
+        sid = (await recv(ws))["session_id"]
+        await send_in_real_time(ws, pcm[: len(pcm) // 2])
+        worker.suspend()
+        await send_in_real_time(ws, pcm[len(pcm) // 2:])
+        await ws.send_json({"action": "stop"})
+        stopped, _ = await recv_until(ws, "recording_stopped", timeout=60)
+    t0 = time.monotonic()
+    run = await wait_live_run(srv, sid, stopped["live_run_id"], timeout=STALL_SECONDS + 60)
+    assert run["status"] == "failed" and time.monotonic() - t0 < STALL_SECONDS + 30
+    assert (await get(srv.url + "/api/health"))["live"]["active"] == 0
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(worker.pid):  # reaped, not a zombie
+        assert time.monotonic() < deadline, psutil.Process(worker.pid).status()
+        await asyncio.sleep(0.2)
+    assert await recorded_pcm(srv, sid) == pcm
+
+
+async def test_a_stop_far_behind_ends_live_results_at_once(start_server: ServerFactory) -> None:
+    """Fifteen minutes of audio sent at once with live results, then `stop`: the worker was
+    left to work through all of it (about 95 s here) while it held its live slot; `stop`
+    now applies the rule that applies while recording (off beyond 120 s behind)."""
+    srv = await warm_server(start_server)
+    pcm = bytes(900 * 32000)
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
+        sid = (await recv(ws))["session_id"]
+        for i in range(0, len(pcm), 1 << 20):
+            await ws.send_bytes(pcm[i:i + (1 << 20)])
+        await ws.send_json({"action": "stop"})
+        stopped, _ = await recv_until(ws, "recording_stopped", timeout=120)
+    assert stopped["live_run_id"] is None
+    await wait_no_live(srv, timeout=15)
+    assert await recorded_pcm(srv, sid) == pcm
+
+
+def test_the_live_budget_counts_the_cores_this_process_may_use() -> None:
+    import subprocess
+    import sys
+
+    from workbench.notebook.local_server import REPO_ROOT
+
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
+                          "from server.config import auto_live_sessions; print(auto_live_sessions())"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "1"

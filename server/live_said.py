@@ -1,0 +1,64 @@
+"""What a recording's live results have said so far, for the clients that missed some of
+it: `FinalSoFar` (the committed words and final turns of one live stream, replayed to a
+resumed connection as ``live_replay``) and `next_word_index` (where the word indexes of a
+session's next live stream go on)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from .sessions import Session
+
+
+def next_word_index(session: Session) -> int:
+    """The ``index`` of the next committed word of a session whose earlier parts had
+    live results (0 when none was saved): indexes count over the whole recording."""
+    live = [r for r in session.runs if r.kind == "live" and r.status == "completed"]
+    if not live:
+        return 0
+    summary = live[-1].summary
+    return int(summary.get("first_index", 0)) + int(summary.get("word_count", 0))
+
+
+class FinalSoFar:
+    """What a live recording has said final so far, from its serialized events: the
+    committed words (by ``index``, with the speakers given since) and the final turns.
+
+    For a client that missed some of it (a dropped connection resumed), `replay` is one
+    ``live_replay`` message with all of it; clients keep the words they lacked (by index)
+    and take its turns in place of their own.
+    """
+
+    def __init__(self, first_index: int = 0) -> None:
+        self.first_index = first_index
+        self.words: dict[int, dict[str, Any]] = {}
+        self.turns: list[dict[str, Any]] = []
+        self.final_until = 0.0
+        self.at = 0.0
+
+    @property
+    def next_index(self) -> int:
+        """The ``index`` the next committed word will take."""
+        return max(self.words, default=self.first_index - 1) + 1
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in ("transcript_final", "speaker_labels"):
+            for word in event.get("words", []):
+                index = int(word["index"])
+                self.words[index] = {**self.words.get(index, {}), **word}
+        elif kind == "diarization_update":
+            self.turns.extend(dict(t) for t in event.get("turns", []))
+            self.final_until = max(self.final_until, float(event.get("final_until", 0.0)))
+        self.at = max(self.at, float(event.get("at", 0.0)))
+
+    def replay(self) -> Optional[dict[str, Any]]:
+        """The ``live_replay`` message (None while nothing is final)."""
+        if not self.words and not self.turns:
+            return None
+        return {"type": "live_replay", "words": [dict(self.words[i]) for i in sorted(self.words)],
+                "turns": [dict(t) for t in self.turns], "final_until": round(self.final_until, 3),
+                "at": round(self.at, 3)}
+
+
+__all__ = ["FinalSoFar", "next_word_index"]
