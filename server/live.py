@@ -307,6 +307,7 @@ class LiveStream:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        self.heard = max(self.heard, time.monotonic())  # the stall clock starts at stop
         if self.state in ("starting", "running", "lingering") and self.alive() and (
                 self.overflow or self.backlog() > OFF_BACKLOG):  # as while recording: the
             # worker would hold its slot for as long as it takes to catch up
@@ -338,7 +339,8 @@ class LiveStream:
                 outcome = await asyncio.wait_for(asyncio.shield(self._result), 1.0)
                 break
             except asyncio.TimeoutError:
-                if time.monotonic() - self.heard > STALL_SECONDS or time.monotonic() > deadline:
+                stalled = self.loaded and time.monotonic() - self.heard > STALL_SECONDS
+                if stalled or time.monotonic() > deadline:  # (loading, it says nothing)
                     outcome = ("failed", "The live worker stopped answering while saving")
                     self._kill()
                     break
@@ -482,7 +484,7 @@ class LiveHub:
             # next to it would load the models twice on the same cores)
             await asyncio.shield(spare._spawning)
         if spare is not None and spare.state == "spare" and spare.alive():
-            stream = spare  # models loaded, or loading since before this start
+            stream, self._spare_failures = spare, 0  # models loaded, or loading since before
             stream.assign(session_id, offset, first_index)
         else:
             if spare is not None:
@@ -511,8 +513,9 @@ class LiveHub:
         self.alive.discard(stream)
         if self.spare is stream:
             self.spare = None
-            self._spare_failures = 0 if stream.loaded else self._spare_failures + 1
-            # it could not load its models (a kill, e.g. by the OOM killer, is tried again)
+            self._spare_failures += 1  # (reset when a recording takes a spare)
+            # it could not load its models; a kill (e.g. the OOM killer's) is tried again,
+            # twice: every spare that dies costs a model load
             if self.warm and (stream.load_failed or self._spare_failures >= 3):
                 log.warning("The live worker started ahead failed; no more are started ahead")
                 self.warm = False
