@@ -311,7 +311,7 @@ async def _on_shutdown(app: web.Application) -> None:
     state = app[STATE]
     state.closing = True
     # Concurrently: one client slow to answer the close must not hold up the others.
-    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
+    await asyncio.gather(*(state.close(ws, WSCloseCode.GOING_AWAY, b"Server shutdown")
                            for ws in list(state.sockets)), return_exceptions=True)
 
 

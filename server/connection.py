@@ -69,11 +69,7 @@ class Connection:
         return self.state.config.limits
 
     async def send(self, message: dict[str, Any]) -> None:
-        if not self.ws.closed:
-            try:
-                await self.ws.send_json(message)
-            except (ConnectionError, RuntimeError):
-                pass  # the client is gone; nothing accepted depends on this reply
+        await self.state.send(self.ws, message)
 
     async def bind_existing(self) -> None:
         """Subscribe to events of the path's session when it already exists."""
@@ -436,7 +432,7 @@ class Connection:
                     self.limits.idle_timeout_seconds)
         await self.send(error(ErrorCode.IDLE_TIMEOUT, Messages.idle_timeout(self.limits)))
         await self.finish("idle")
-        await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Idle timeout")
+        await self.state.close(self.ws, WSCloseCode.POLICY_VIOLATION, b"Idle timeout")
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -463,7 +459,7 @@ async def _serve(request: web.Request, state: AppState) -> web.WebSocketResponse
                                max_msg_size=cfg.limits.max_message_bytes)
     await ws.prepare(request)
     path_id = request.match_info.get("session_id", "")
-    state.sockets.add(ws)
+    state.sockets[ws] = request.transport
     conn = Connection(state, ws, path_id)
     log.info("WebSocket connected: %s", printable(path_id))
     idle = cfg.limits.idle_timeout_seconds
@@ -494,7 +490,7 @@ async def _serve(request: web.Request, state: AppState) -> web.WebSocketResponse
         await conn.finish("shutdown" if state.closing else "disconnect")
         if conn.session_id:
             state.unsubscribe(conn.session_id, ws)
-        state.sockets.discard(ws)  # (the weak set let closed sockets count until collected)
+        state.sockets.pop(ws, None)  # (weak keys let closed sockets count until collected)
         log.info("WebSocket disconnected: %s (close code %s)",
                  conn.session_id or printable(path_id), ws.close_code)
     return ws

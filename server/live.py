@@ -386,7 +386,7 @@ class LiveHub:
         # the next word index of each session whose live stream ended (saved or not)
         self.said_until: dict[str, int] = {}
         self._budget = asyncio.Lock()  # (two starts passed the budget of 1 at once)
-        self._spare_failures = 0  # spares in a row that died before their models loaded
+        self._spare_failures = 0  # spares that died since a recording last took one
 
     def active(self) -> int:
         """Live worker processes serving a recording (recording, waiting for a resume, or

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Protocol
 
 from aiohttp import web
 
@@ -16,6 +17,14 @@ from .sessions import Session, SessionStore
 if TYPE_CHECKING:
     from .jobs import JobQueue
     from .live import LiveHub
+
+log = logging.getLogger("server")
+
+SEND_TIMEOUT = 10.0
+"""Seconds a connection may take to accept one message before it is dropped. A client
+that stops reading fills its socket buffers, and a send to it then waits for ever (the
+heartbeat does not end that wait): every event of its session, and the job queue that
+hands events on one at a time, would wait with it."""
 
 
 class OpenRecording(Protocol):
@@ -33,7 +42,9 @@ class AppState:
     store: SessionStore
     jobs: "JobQueue" = field(init=False)
     live: "LiveHub" = field(init=False)
-    sockets: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
+    # Open sockets and their transports (to drop a client that stops reading).
+    sockets: "weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.BaseTransport]" = \
+        field(default_factory=weakref.WeakKeyDictionary)
     subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
     # Sockets whose recording did not ask for live results: they get no live event (a
     # live stream saved at their resume still sent its last words to everyone bound)
@@ -69,14 +80,32 @@ class AppState:
         """Push an event to every connection bound to ``session_id`` (live events not to
         one whose recording did not ask for them)."""
         live = message.get("type") in LIVE_EVENTS
-        for ws in list(self.subscribers.get(session_id, ())):
-            if live and ws in self.live_muted:
-                continue
-            if not ws.closed:
-                try:
-                    await ws.send_json(message)
-                except (ConnectionError, RuntimeError):
-                    pass
+        await asyncio.gather(*(self.send(ws, message)
+                               for ws in list(self.subscribers.get(session_id, ()))
+                               if not (live and ws in self.live_muted)))
+
+    async def send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+        """Send one message; a client gone is ignored (nothing accepted depends on a
+        message), one that takes nothing for `SEND_TIMEOUT` is dropped."""
+        if not ws.closed:
+            await self._bounded(ws, ws.send_json(message))
+
+    async def close(self, ws: web.WebSocketResponse, code: int, message: bytes) -> None:
+        """Close a socket, or drop it if its client takes nothing for `SEND_TIMEOUT`."""
+        await self._bounded(ws, ws.close(code=code, message=message))
+
+    async def _bounded(self, ws: web.WebSocketResponse, action: Awaitable[Any]) -> None:
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await action
+        except (ConnectionError, RuntimeError):
+            pass
+        except TimeoutError:
+            transport = self.sockets.get(ws)
+            if transport is not None and not transport.is_closing():
+                log.warning("A client took no message for %g s: its connection is dropped",
+                            SEND_TIMEOUT)
+                transport.abort()  # its handler then ends as on any disconnect
 
     def limits_reached(self, session: Session) -> bool:
         return session.bytes_received >= self.config.limits.max_total_bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -14,7 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 
 import aiohttp
 import pytest
@@ -48,6 +49,26 @@ async def sync(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
         if m.get("code") == ErrorCode.UNKNOWN_ACTION:
             return seen
         seen.append(m)
+
+
+@contextlib.asynccontextmanager
+async def in_process(tmp_path: Path) -> AsyncIterator[tuple[Any, int]]:
+    """The server's application in this process (its state at hand), on a free port."""
+    from aiohttp import web
+
+    from server.app import create_app
+    from server.config import parse_args
+
+    port = free_port()
+    app = create_app(parse_args(["--port", str(port), "--data-dir", str(tmp_path / "data"),
+                                 "--pipeline", "renditions"]))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield app, port
+    finally:
+        await runner.cleanup()
 
 
 async def http(method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
@@ -634,36 +655,21 @@ async def test_websocket_upgrade_gets_503_while_shutting_down(tmp_path: Path) ->
     The application runs in process: in a server process the listening socket closes
     before shutdown starts, so a late upgrade can only arrive on a connection that was
     already being served; here the shutdown is started while the site still listens."""
-    from aiohttp import web
-
-    from server.app import create_app
-    from server.config import parse_args
-
-    port = free_port()
-    app = create_app(parse_args(["--port", str(port), "--data-dir", str(tmp_path / "data"),
-                                 "--pipeline", "renditions"]))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        async with aiohttp.ClientSession() as s:
-            ws = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/open")
-            await ws.send_json(START_PCM)
-            sid = (await recv(ws))["session_id"]
-            await ws.send_bytes(PCM_SECOND)
-            await sync(ws)
-            await app.shutdown()  # what SIGTERM starts: state.closing, close every socket
-            closed = await ws.receive(timeout=TIMEOUT)
-            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1001
-            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
-                await s.ws_connect(f"ws://127.0.0.1:{port}/ws/late")
-            assert exc.value.status == 503
-            async with s.get(f"http://127.0.0.1:{port}/ws/late") as r:
-                assert r.status == 503
-                assert await r.json() == {"error": "Server is shutting down"}
-    finally:
-        await runner.cleanup()
+    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/open")
+        await ws.send_json(START_PCM)
+        sid = (await recv(ws))["session_id"]
+        await ws.send_bytes(PCM_SECOND)
+        await sync(ws)
+        await app.shutdown()  # what SIGTERM starts: state.closing, close every socket
+        closed = await ws.receive(timeout=TIMEOUT)
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1001
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await s.ws_connect(f"ws://127.0.0.1:{port}/ws/late")
+        assert exc.value.status == 503
+        async with s.get(f"http://127.0.0.1:{port}/ws/late") as r:
+            assert r.status == 503
+            assert await r.json() == {"error": "Server is shutting down"}
     wav = tmp_path / "data" / "sessions" / sid / "audio.wav"
     assert wav.read_bytes()[44:] == PCM_SECOND
     assert [p.name for p in (tmp_path / "data" / "sessions").iterdir()] == [sid]
@@ -881,3 +887,80 @@ def test_overlong_request_line_is_refused(server: LocalServer) -> None:
     status, _ = raw_request(server.port, "GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                          "Connection: close\r\n\r\n")
     assert status == 200
+
+
+async def stuck_recording(s: aiohttp.ClientSession, port: int
+                          ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    """A recording of 1 s whose client then reads nothing (a small receive buffer)."""
+    stuck = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/stuck")
+    stuck.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await stuck.send_json(START_PCM)
+    sid = (await recv(stuck))["session_id"]
+    await stuck.send_bytes(PCM_SECOND)
+    await sync(stuck)
+    return stuck, sid
+
+
+async def test_a_client_that_stops_reading_is_dropped_not_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that stops reading fills its socket buffers, and a send to it then
+    waits for ever (the heartbeat does not end it). Events go to a session's subscribers in
+    turn and the job queue hands its events on one at a time, so one such client froze the
+    events of every session (and its own recording held its slot for good). A connection
+    that takes no message for ``SEND_TIMEOUT`` is dropped; its recording is finalised as on
+    any disconnect, and the other subscribers get every event."""
+    import server.state
+
+    monkeypatch.setattr(server.state, "SEND_TIMEOUT", 1.0, raising=False)
+    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+        state = app[server.state.STATE]
+        _, sid = await stuck_recording(s, port)
+        reader = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/{sid}")
+        await sync(reader)  # (subscribed once its handler answers)
+        event = {"type": "processing_progress", "session_id": sid, "pad": "x" * 500_000}
+        got: list[dict[str, Any]] = []
+
+        async def read() -> None:
+            while len(got) < 40:
+                got.append(await recv(reader))
+
+        reading = asyncio.ensure_future(read())
+        for _ in range(40):  # 20 MB: more than the stuck socket's buffers hold
+            await asyncio.wait_for(state.notify(sid, event), 10)
+        await asyncio.wait_for(reading, TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while sid in state.recording and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert sid not in state.recording  # dropped, its recording finalised
+        session = state.store.get_session(sid)
+        assert session is not None and session.status == "interrupted"
+        await reader.close()
+    wav = tmp_path / "data" / "sessions" / sid / "audio.wav"
+    assert wav.read_bytes()[44:] == PCM_SECOND
+
+
+async def test_shutdown_does_not_wait_for_a_client_that_stops_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutdown closes every socket; the close of one whose buffers are full waited for
+    ever (the server never exited on SIGTERM). Such a socket is dropped after
+    ``SEND_TIMEOUT`` and its recording kept."""
+    import server.state
+
+    monkeypatch.setattr(server.state, "SEND_TIMEOUT", 1000.0, raising=False)
+    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+        state = app[server.state.STATE]
+        _, sid = await stuck_recording(s, port)
+        event = {"type": "processing_progress", "session_id": sid, "pad": "x" * 500_000}
+
+        async def flood() -> None:
+            for _ in range(40):
+                await state.notify(sid, event)
+
+        flooding = asyncio.ensure_future(flood())
+        await asyncio.sleep(2)
+        assert not flooding.done()  # the socket's buffers are full
+        monkeypatch.setattr(server.state, "SEND_TIMEOUT", 1.0)
+        await asyncio.wait_for(app.shutdown(), 10)
+        flooding.cancel()
+    wav = tmp_path / "data" / "sessions" / sid / "audio.wav"
+    assert wav.read_bytes()[44:] == PCM_SECOND
