@@ -130,6 +130,20 @@ def test_the_uem_limits_what_is_scored(tmp_path: Path) -> None:
     assert row["wer"] == 0.0 and row["ref_words"] == 3  # words after 10 s are not scored
 
 
+def test_speakers_are_counted_inside_the_uem(tmp_path: Path) -> None:
+    """As pyannote's speaker-count metrics: a speaker who talks only outside the UEM is
+    counted on neither side (before, one on either side made a count error of 1 with a
+    DER of 0, and the same layout as STM alone made none)."""
+    item = make_item(tmp_path, "counted", 30.0, [Turn(0, 10, "A"), Turn(20, 25, "B")],
+                     uem=(0.0, 10.0))
+    row = score(item, transcript([Turn(0, 10, "X")], duration=30))
+    assert row["der"] == 0.0
+    assert (row["ref_speakers"], row["hyp_speakers"], row["speaker_count_error"]) == (1, 1, 0)
+    item = make_item(tmp_path / "b", "counted", 30.0, [Turn(0, 10, "A")], uem=(0.0, 10.0))
+    row = score(item, transcript([Turn(0, 10, "X"), Turn(20, 25, "Y")], duration=30))
+    assert (row["ref_speakers"], row["hyp_speakers"], row["speaker_count_error"]) == (1, 1, 0)
+
+
 def test_words_in_unscored_regions_count_on_neither_side(tmp_path: Path) -> None:
     """STM ``ignore_time_segment_in_scoring`` lines mark regions scored on neither side
     (as NIST sclite): hypothesis words there are no insertions."""

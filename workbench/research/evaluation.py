@@ -196,7 +196,7 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
     diarized = _ran(transcript, "diarize")
     if item.rttm is not None:
         reference = item.reference()
-        row["ref_speakers"] = len(reference.labels())
+        row["ref_speakers"] = len(reference.crop(uem).labels())
         if diarized:
             hypothesis = as_annotation(transcript.turns, uri=item.uri)
             der = diarization_error(reference, hypothesis, uem=uem, collar=collar,
@@ -241,8 +241,9 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
                 row.update(cpwer=cp.cpwer, cpwer_errors=cp.errors,
                            cpwer_ref_words=cp.reference_words)
 
-    if diarized:
-        row["hyp_speakers"] = len(transcript.speakers)
+    if diarized:  # speakers inside the UEM on both sides, as pyannote counts them
+        row["hyp_speakers"] = len(as_annotation(transcript.turns, uri=item.uri)
+                                  .crop(uem).labels())
         if not math.isnan(row["ref_speakers"]):
             row["speaker_count_error"] = abs(row["hyp_speakers"] - row["ref_speakers"])
     total = transcript.timings.get("total") if transcript.timings else None
