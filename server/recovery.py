@@ -46,6 +46,9 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
             log.exception("Session %s: its audio.wav could not be rebuilt at start-up", session.id)
             duration, error = 0.0, (f"Rebuilding the recording's audio failed ({type(exc).__name__}: "
                                     f"{exc}); its raw parts are kept")
+            # an audio.wav of an earlier stop lacks the later parts: no run may take it,
+            # and without it the next start-up rebuilds the recording
+            store.audio_path(session.id).unlink(missing_ok=True)
         store.set_status(session.id, "interrupted", duration_seconds=duration,
                          bytes_received=total, error=error)
         log.warning("Recovered session %s after a crash: %.2f s kept, now interrupted",
@@ -57,6 +60,9 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
         wav = store.audio_path(session.id)
         if not session.parts or (wav.exists() and wav_intact(wav)):
             continue
+        if all(part.error for part in session.parts):
+            continue  # none decoded at its stop: there never was an audio.wav (a stop or
+            # resume tries again)
         try:
             duration = finalise(store, session, max_seconds)
         except AudioDecodeError as exc:
@@ -66,7 +72,8 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
         except Exception:  # (a full disk): the next start-up tries again
             log.exception("Session %s: its damaged audio.wav could not be rebuilt", session.id)
             continue
-        store.update_session(session.id, duration_seconds=duration)
+        store.update_session(session.id, duration_seconds=duration,
+                             error=None if session.status == "interrupted" else session.error)
         log.warning("Rebuilt the damaged audio.wav of session %s from its raw parts", session.id)
         recovered.append(session.id)
     return recovered

@@ -519,3 +519,82 @@ def test_a_chunk_that_cannot_be_written_adds_nothing(tmp_path: Path) -> None:
     assert refused == [4, 5]
     assert counted == size == 4 * 32000
     assert firsts == [1, 2, 3, 6]
+
+
+FULL_DISK_RECOVERY = """
+import resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+from server.recovery import recover
+from server.sessions import SessionStore
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+store = SessionStore(sys.argv[1])
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200000, hard))  # room for 6 s of audio
+print(repr(recover(store, max_seconds=60.0)))
+store.close()
+"""
+
+
+def test_a_recording_not_rebuilt_at_start_up_keeps_no_older_audio(tmp_path: Path) -> None:
+    """A resumed recording whose rebuild failed at start-up (a full disk; here the
+    file-size limit) kept the audio.wav of its first stop: the next start-up found it
+    intact and never rebuilt it, and a run then took it for the whole recording. It is
+    removed (no run can take it), and the next start-up rebuilds the recording."""
+    import subprocess
+    import sys
+
+    from server.finalise import finalise
+    from server.recovery import recover
+    from workbench.engine.audio import InputFormat
+
+    store = SessionStore(tmp_path)
+    session = store.create_session()
+    pcm = b"\x01\x00" * 16000
+    fmt = InputFormat("pcm_s16le", 16000, 1)
+    first = store.add_part(session.id, fmt)
+    (store.session_dir(session.id) / first.filename).write_bytes(pcm)
+    store.update_part(session.id, first.__class__(first.index, "pcm_s16le", 16000, 1, len(pcm)))
+    finalise(store, store.get_session(session.id))  # the first stop: 1 s
+    second = store.add_part(session.id, fmt)  # resumed: 10 s more, then the crash
+    (store.session_dir(session.id) / second.filename).write_bytes(pcm * 10)
+    store.set_status(session.id, "recording")
+    store.close()
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_RECOVERY, str(tmp_path), repo],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    store = SessionStore(tmp_path)
+    after = store.get_session(session.id)
+    assert after is not None and after.status == "interrupted"
+    assert after.error and "raw parts are kept" in after.error
+    assert not store.audio_path(session.id).exists()  # not the first stop's 1 s
+    assert recover(store, max_seconds=60.0) == [session.id]  # the next start-up
+    after = store.get_session(session.id)
+    assert after is not None and after.duration_seconds == 11.0 and after.error is None
+    assert store.audio_path(session.id).read_bytes()[44:] == pcm * 11
+    store.close()
+
+
+def test_a_recording_that_never_decoded_is_not_called_damaged(tmp_path: Path,
+                                                              caplog: Any) -> None:
+    """A recording whose only part never decoded has no audio.wav; every start-up decoded
+    it again and warned that its audio.wav "is damaged and cannot be rebuilt"."""
+    from server.recovery import recover
+    from workbench.engine.audio import InputFormat
+
+    store = SessionStore(tmp_path)
+    session = store.create_session()
+    part = store.add_part(session.id, InputFormat(None, 16000, 1))
+    (store.session_dir(session.id) / part.filename).write_bytes(b"not audio at all\n" * 20)
+    store.set_status(session.id, "recording")
+    assert recover(store) == [session.id]  # the crash's start-up: it cannot decode
+    after = store.get_session(session.id)
+    assert after is not None and after.status == "interrupted" and after.error
+    assert all(p.error for p in after.parts)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="server"):
+        assert recover(store) == []  # the next start-ups
+    assert not [r for r in caplog.records if session.id in r.getMessage()]
+    store.close()
