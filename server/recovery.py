@@ -48,7 +48,10 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
                                     f"{exc}); its raw parts are kept")
             # an audio.wav of an earlier stop lacks the later parts: no run may take it,
             # and without it the next start-up rebuilds the recording
-            store.audio_path(session.id).unlink(missing_ok=True)
+            try:
+                store.audio_path(session.id).unlink(missing_ok=True)
+            except OSError:  # (not a file: nothing a run could take either)
+                log.warning("Session %s: its audio.wav could not be removed", session.id)
         store.set_status(session.id, "interrupted", duration_seconds=duration,
                          bytes_received=total, error=error)
         log.warning("Recovered session %s after a crash: %.2f s kept, now interrupted",
