@@ -30,7 +30,8 @@ def check_exports_agree(directory: Path) -> Transcript:
         assert {"start", "end", "speaker", "text", "words"} <= set(seg)
         for w in seg["words"]:
             assert {"start", "end", "word", "probability", "speaker"} <= set(w)
-    expected = [(round(s.start, 3), round(s.end, 3), str(s.speaker), s.text) for s in t.segments]
+    expected = [(round(s.start, 3), _cue_end(s.start, s.end), str(s.speaker), s.text)
+                for s in t.segments]
     srt = read_srt((directory / "transcript.srt").read_text())
     assert [(a, b, c, d) for a, b, c, d in srt] == expected
     vtt = read_vtt((directory / "transcript.vtt").read_text())
@@ -90,6 +91,19 @@ def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
 
+def _cue_end_ms(start: float, end: float) -> int:
+    """A cue's end as SRT and WebVTT write it: at least 1 ms after its start."""
+    return max(_ms(end), _ms(start) + 1)
+
+
+def _cue_end(start: float, end: float) -> float:
+    """A cue's end in seconds, as `read_srt` and `read_vtt` give it back."""
+    if _ms(end) > _ms(start):
+        return round(end, 3)
+    ms = _cue_end_ms(start, end)
+    return ms // 1000 + ms % 1000 / 1000
+
+
 def check_exports_independently(directory: Path) -> dict:
     """Parse every transcript.* in `directory` with readers that are not the workbench's
     (pysubs2, webvtt-py, pyannote.database, pandas) and compare with transcript.json as the
@@ -102,16 +116,18 @@ def check_exports_independently(directory: Path) -> dict:
     srt = pysubs2.load(str(directory / "transcript.srt"), encoding="utf-8", format_="srt")
     assert len(srt) == len(segments)
     for event, seg, spk in zip(srt, segments, speaker):
-        assert (event.start, event.end) == (_ms(seg["start"]), _ms(seg["end"]))
+        assert (event.start, event.end) == (_ms(seg["start"]),
+                                            _cue_end_ms(seg["start"], seg["end"]))
         # SRT has no escaping: readers take anything in angle brackets for a tag.
         assert event.plaintext == re.sub(r"<[^>]*>", "", f"[{spk}] {seg['text']}")
 
     vtt = webvtt.read(str(directory / "transcript.vtt"))
     assert len(vtt.captions) == len(segments)
     for cue, seg, spk in zip(vtt.captions, segments, speaker):
-        for stamp, seconds in ((cue.start_time, seg["start"]), (cue.end_time, seg["end"])):
+        for stamp, ms in ((cue.start_time, _ms(seg["start"])),
+                          (cue.end_time, _cue_end_ms(seg["start"], seg["end"]))):
             assert ((stamp.hours * 60 + stamp.minutes) * 60 + stamp.seconds) * 1000 \
-                + stamp.milliseconds == _ms(seconds)
+                + stamp.milliseconds == ms
         assert cue.voice == spk
         assert html.unescape(cue.text) == seg["text"]
 
@@ -211,3 +227,46 @@ def test_reference_and_subtitle_lines_stay_one_record(tmp_path: Path) -> None:
     for read, name in ((read_srt, "transcript.srt"), (read_vtt, "transcript.vtt")):
         cues = read((tmp_path / "cue" / name).read_text(encoding="utf-8"))
         assert [(speaker, text) for _, _, speaker, text in cues] == [("A", "line one line two")]
+
+
+def test_a_line_break_ending_a_speaker_or_text_stays_out_of_the_cue(tmp_path: Path) -> None:
+    """A speaker or text ending with a line break kept it (``"x\\n".splitlines()`` is one
+    line): ``<v Alice\\n>hi\\n</v>`` in WebVTT, ``[Alice\\n]`` in SRT, two lines in TXT."""
+    from workbench.engine.transcript import TranscriptSegment
+
+    segments = [TranscriptSegment(0.5, 1.0, "Alice\n", "hi\r\n"),
+                TranscriptSegment(1.5, 2.0, "Bob\r\n", "bye\n")]
+    Transcript(segments, [], 2.0, "en", {}, {}, uri="breaks").save(tmp_path)
+    vtt = (tmp_path / "transcript.vtt").read_text(encoding="utf-8")
+    assert "<v Alice>hi</v>\n" in vtt and "<v Bob>bye</v>\n" in vtt
+    assert [(c.voice, c.text) for c in webvtt.read(str(tmp_path / "transcript.vtt")).captions
+            ] == [("Alice", "hi"), ("Bob", "bye")]
+    srt = (tmp_path / "transcript.srt").read_text(encoding="utf-8")
+    assert [(spk, text) for _, _, spk, text in read_srt(srt)] == [("Alice", "hi"), ("Bob", "bye")]
+    assert [e.plaintext for e in pysubs2.SSAFile.from_string(srt, format_="srt")] == [
+        "[Alice] hi", "[Bob] bye"]
+    assert (tmp_path / "transcript.txt").read_text(encoding="utf-8") == (
+        "[00:00:00.500] Alice: hi\n[00:00:01.500] Bob: bye\n")
+
+
+def test_a_zero_length_segment_gets_a_cue_one_millisecond_long(tmp_path: Path) -> None:
+    """Whisper rounds word times to 0.01 s: a segment of one word can start and end at
+    once, and its cue ended where it started (WebVTT requires end > start; players skip
+    it). Times that round to the same millisecond count as zero length too."""
+    words = [Word(0.5, 1.25, " Well,", 0.9, "A"), Word(2.0, 2.0, " yes.", 0.8, "A"),
+             Word(4.0, 4.0004, " No.", 0.7, "B"), Word(5.9996, 6.0004, " Fine.", 0.6, "A")]
+    t = Transcript(build_segments(words, max_pause=0.5), [], 7.0, "en", {"options": {}},
+                   {"asr": 0.1}, uri="instant")
+    assert [(s.start, s.end) for s in t.segments] == [(0.5, 1.25), (2.0, 2.0), (4.0, 4.0004),
+                                                       (5.9996, 6.0004)]
+    t.save(tmp_path)
+    srt = (tmp_path / "transcript.srt").read_text(encoding="utf-8")
+    assert re.findall(r"\S+ --> \S+", srt) == [
+        "00:00:00,500 --> 00:00:01,250", "00:00:02,000 --> 00:00:02,001",
+        "00:00:04,000 --> 00:00:04,001", "00:00:06,000 --> 00:00:06,001"]
+    vtt = (tmp_path / "transcript.vtt").read_text(encoding="utf-8")
+    assert re.findall(r"\S+ --> \S+", vtt) == [
+        "00:00:00.500 --> 00:00:01.250", "00:00:02.000 --> 00:00:02.001",
+        "00:00:04.000 --> 00:00:04.001", "00:00:06.000 --> 00:00:06.001"]
+    check_exports_agree(tmp_path)
+    assert check_exports_independently(tmp_path) == t.serialize()

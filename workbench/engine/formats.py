@@ -38,12 +38,27 @@ IGNORED_STM_TEXT = "ignore_time_segment_in_scoring"
 """STM text that marks a region left out of scoring (the segment is not speech)."""
 
 
+def _milliseconds(seconds: float) -> int:
+    return int(round(max(seconds, 0.0) * 1000))
+
+
 def _timestamp(seconds: float, sep: str) -> str:
-    ms = int(round(max(seconds, 0.0) * 1000))
+    return _clock(_milliseconds(seconds), sep)
+
+
+def _clock(ms: int, sep: str) -> str:
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _cue_timing(start: float, end: float, sep: str) -> str:
+    """``start --> end`` of an SRT or WebVTT cue, ending at least 1 ms after it starts:
+    WebVTT requires end > start, and players skip a cue of zero length (a segment of one
+    word whose times Whisper rounded to the same 0.01 s)."""
+    first = _milliseconds(start)
+    return f"{_clock(first, sep)} --> {_clock(max(_milliseconds(end), first + 1), sep)}"
 
 
 def _speaker(label: object) -> str:
@@ -51,10 +66,12 @@ def _speaker(label: object) -> str:
 
 
 def _one_line(text: str) -> str:
-    """`text` on one line: a line break (a blank line ends an SRT/VTT cue) becomes a space."""
-    if len(text.splitlines()) <= 1:
+    """`text` on one line: a line break (a blank line ends an SRT/VTT cue) becomes a
+    space, and line breaks at the end are dropped."""
+    lines = text.splitlines()
+    if lines == [text] or not text:  # no line break
         return text
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return " ".join(part.strip() for part in lines if part.strip())
 
 
 def to_json(t: Transcript) -> str:
@@ -64,7 +81,7 @@ def to_json(t: Transcript) -> str:
 def to_srt(t: Transcript) -> str:
     blocks = []
     for i, s in enumerate(t.segments, 1):
-        blocks.append(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n"
+        blocks.append(f"{i}\n{_cue_timing(s.start, s.end, ',')}\n"
                       f"[{_speaker(s.speaker)}] {_one_line(s.text)}\n")
     return "\n".join(blocks)
 
@@ -76,7 +93,7 @@ def _vtt_escape(text: str) -> str:
 def to_vtt(t: Transcript) -> str:
     out = ["WEBVTT", ""]
     for s in t.segments:
-        out.append(f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}")
+        out.append(_cue_timing(s.start, s.end, "."))
         out.append(f"<v {_vtt_escape(_speaker(s.speaker))}>{_vtt_escape(_one_line(s.text))}</v>")
         out.append("")
     return "\n".join(out)

@@ -120,23 +120,42 @@ def assign_speakers(words: Iterable[Word], turns: Iterable[Turn], *,
     return [w for w in out if w is not None]
 
 
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, CJK symbols
+# and punctuation, kana, Bopomofo, Han, fullwidth forms. faster-whisper cuts text in
+# zh, ja, th, lo, my and yue into words at token boundaries, with no space between them.
+_UNSPACED_SCRIPT = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u3100-\u312f"
+    "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua9e0-\ua9ff\uaa60-\uaa7f"
+    "\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]")
+
+
 def build_segments(words: Sequence[Word], *, max_pause: float = 1.0,
                    max_duration: float = 30.0) -> list[TranscriptSegment]:
     """Group speaker-attributed words into segments, split at speaker changes, pauses
-    longer than ``max_pause`` and segments longer than ``max_duration`` seconds."""
+    longer than ``max_pause`` and segments longer than ``max_duration`` seconds.
+
+    A segment's text is its words as faster-whisper writes them: each word carries the
+    space before it, if there is one (``" Hello"``, ``" 50"``, ``"%"``), so they are
+    joined as given; in Chinese, Japanese, Thai, Lao, Burmese and Cantonese no word
+    does (``"你好，"``, ``"世界。"``).  `words` are taken for faster-whisper's when any of
+    them starts with white space or holds a character of a script written without
+    spaces; otherwise they are bare words (``"Hello"``, ``"there."``, as other
+    recognisers and hand-made lists give them) and are joined with single spaces.
+    """
     segments: list[TranscriptSegment] = []
     current: list[Word] = []
+    ordered = sorted(words, key=lambda w: (w.start, w.end))
+    as_given = any(w.word[:1].isspace() or _UNSPACED_SCRIPT.search(w.word) for w in ordered)
+    separator = "" if as_given else " "
 
     def flush() -> None:
         if current:
-            # faster-whisper words carry their leading space; others get one.
-            text = "".join(w.word if w.word[:1].isspace() else " " + w.word
-                           for w in current).strip()
+            text = separator.join(w.word for w in current).strip()
             segments.append(TranscriptSegment(current[0].start, max(w.end for w in current),
                                               current[0].speaker, text, tuple(current)))
             current.clear()
 
-    for w in sorted(words, key=lambda w: (w.start, w.end)):
+    for w in ordered:
         if current and (w.speaker != current[-1].speaker
                         or w.start - current[-1].end > max_pause
                         or w.end - current[0].start > max_duration):
