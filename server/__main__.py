@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import is_loopback, parse_args
+from .lock import DataDirInUse
 from .security import MalformedRequestFilter, RedactingAccessLogger
 
 
@@ -28,10 +29,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger("server").warning(
             "--insecure: serving %s without authentication to everyone who can reach it",
             config.host)
-    print(f"Serving on http://{config.host}:{config.port} (data: {config.data_dir}, {auth})",
-          flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=5.0,
-                handle_signals=True, access_log_class=RedactingAccessLogger)
+    serving = f"Serving on http://{config.host}:{config.port} (data: {config.data_dir}, {auth})"
+    try:  # (printed once the port is bound and start-up is done)
+        web.run_app(app, host=config.host, port=config.port, shutdown_timeout=5.0,
+                    print=lambda _: print(serving, flush=True), handle_signals=True,
+                    access_log_class=RedactingAccessLogger)
+    except DataDirInUse as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -298,6 +298,7 @@ IO_THREADS = 32
 
 async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
+    state.lock.acquire()  # before recovery, which takes open recordings for crash leftovers
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
     await asyncio.to_thread(recover, state.store, state.config.limits.max_duration_seconds)
@@ -326,6 +327,7 @@ async def _on_cleanup(app: web.Application) -> None:
     await state.live.close()
     await state.jobs.close()
     state.store.close()
+    state.lock.release()
 
 
 def create_app(config: ServerConfig) -> web.Application:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .config import ServerConfig
 from .limits import ConnectionCounter
+from .lock import DataDirLock
 from .sessions import Session, SessionStore
 
 if TYPE_CHECKING:
@@ -57,10 +58,12 @@ class AppState:
     # MP4 renditions being encoded, by session: concurrent requests share one encode
     encoding: "dict[str, asyncio.Future[None]]" = field(default_factory=dict)
     connections: ConnectionCounter = field(init=False)
+    lock: DataDirLock = field(init=False)  # one server per data directory
     closing: bool = False
 
     def __post_init__(self) -> None:
         self.connections = ConnectionCounter(self.config.limits.max_connections_per_client)
+        self.lock = DataDirLock(self.config.data_dir)
 
     def recording_slot_free(self) -> bool:
         limit = self.config.limits.max_recordings

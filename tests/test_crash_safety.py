@@ -598,3 +598,40 @@ def test_a_recording_that_never_decoded_is_not_called_damaged(tmp_path: Path,
         assert recover(store) == []  # the next start-ups
     assert not [r for r in caplog.records if session.id in r.getMessage()]
     store.close()
+
+
+async def test_a_second_server_on_the_same_data_is_refused(tmp_path: Path) -> None:
+    """A second server on a data directory in use took the first one's open recording
+    for a crash leftover (marked it interrupted, then let a client resume it while the
+    first still wrote). It now exits at start-up naming the first one; the first goes on."""
+    import subprocess
+    import sys
+
+    from workbench.notebook.local_server import free_port
+
+    data_dir = tmp_path / "data"
+    srv = LocalServer(data_dir, args=server_args()).start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(f"{srv.ws_url}/ws/first")
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            sid = json.loads((await ws.receive(timeout=20)).data)["session_id"]
+            second = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "server", "--port", str(free_port()),
+                                 "--data-dir", str(data_dir), *server_args()],
+                capture_output=True, text=True, timeout=120)
+            assert second.returncode == 1, second.stderr[-2000:]
+            assert (f"Another server (pid {srv.process.pid}) is using the data directory "  # type: ignore[union-attr]
+                    f"{data_dir}") in second.stderr
+            assert "Serving on" not in second.stdout
+            await ws.send_bytes(b"\x01\x00" * 16000)
+            await ws.send_json({"action": "stop"})
+            while (reply := json.loads((await ws.receive(timeout=20)).data))["type"] != \
+                    "recording_stopped":
+                assert reply["type"] != "error", reply
+            async with s.get(f"{srv.url}/api/sessions/{sid}") as r:
+                assert (await r.json())["duration_seconds"] == 1.0
+            await ws.close()
+    finally:
+        srv.stop()
+    assert "Recovered session" not in srv.log_path.read_text()
