@@ -111,7 +111,7 @@ class JobQueue:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._last_progress: dict[str, float] = {}
         self._session_of: dict[str, str] = {}  # run id -> session id, while a worker has it
-        self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Optional[tuple[Any, ...]]] = asyncio.Queue()
         self._closing = False
         self.dask_scheduler = dask_scheduler
         self._dask: Any = None
@@ -152,10 +152,16 @@ class JobQueue:
         return _Worker(proc, tasks)
 
     async def close(self) -> None:
+        """Stop dispatching, let each worker end its run (5 s) and handle what they send
+        until they have stopped: a run ending meanwhile is saved, not done again at the
+        next start-up."""
         self._closing = True
-        for t in self._tasks:
-            t.cancel()
+        dispatch, consume = self._tasks or (None, None)
+        if dispatch is not None:
+            dispatch.cancel()
         if self._dask is not None:
+            if consume is not None:
+                consume.cancel()
             await self._dask.close()
             return
         for w in self._workers:
@@ -176,6 +182,12 @@ class JobQueue:
                 self._reader.join(2)
 
         await asyncio.to_thread(_join)
+        if consume is not None:  # (the reader's last events are in the inbox by now)
+            self._inbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(consume, 10)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
 
     # ------------------------------------------------------------------ submitting
     async def submit(self, session_id: str, config: dict[str, Any],
@@ -311,9 +323,10 @@ class JobQueue:
             self._loop.call_soon_threadsafe(self._inbox.put_nowait, event)
 
     async def _consume(self) -> None:
-        """Handle worker events one at a time, in the order the workers sent them."""
-        while True:
-            await self._on_event(await self._inbox.get())
+        """Handle worker events one at a time, in the order the workers sent them (until
+        ``None``, at close)."""
+        while (event := await self._inbox.get()) is not None:
+            await self._on_event(event)
 
     async def _on_event(self, event: tuple[Any, ...]) -> None:
         kind, run_id = event[0], event[1]

@@ -32,19 +32,35 @@ STAGE_WEIGHTS = {"renditions": 0.02, "decode": 0.01, "asr": 0.36, "segmentation"
                  "embeddings": 0.47, "clustering": 0.02, "merge": 0.02}
 
 
+def run_stages(config: Optional[RunConfig]) -> tuple[str, ...]:
+    """The stages a run goes through (``None``: renditions only)."""
+    if config is None:
+        return ("renditions",)
+    return ("renditions", "decode", *(("asr",) if config.transcribe else ()),
+            *(("segmentation", "embeddings", "clustering") if config.diarize else ()), "merge")
+
+
 class OverallProgress:
-    """One overall figure (0..1) from per-stage progress: the sum over stages of
-    ``weight x fraction done``. Stages may run concurrently (ASR and diarization do);
+    """One overall figure (0..1) from per-stage progress: the sum over the run's `stages`
+    of ``weight x fraction done``, over their total weight (a run without ASR or
+    diarization also ends at 1). Stages may run concurrently (ASR and diarization do);
     the figure never goes down."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: tuple[str, ...] = tuple(STAGE_WEIGHTS)) -> None:
+        self._weights = {name: STAGE_WEIGHTS[name] for name in stages}
         self._done: dict[str, float] = {}
 
     def __call__(self, stage: str, fraction: float) -> float:
-        if stage in STAGE_WEIGHTS:
+        if stage in self._weights:
             self._done[stage] = max(self._done.get(stage, 0.0), min(max(fraction, 0.0), 1.0))
-        total = sum(STAGE_WEIGHTS[name] * done for name, done in self._done.items())
-        return round(min(1.0, total), 4)
+        total = sum(self._weights[name] * done for name, done in self._done.items())
+        return round(min(1.0, total / sum(self._weights.values())), 4)
+
+    def finish(self) -> float:
+        """Every stage done (a stage with nothing to do, e.g. segmentation of silence,
+        may never report)."""
+        self._done = dict.fromkeys(self._weights, 1.0)
+        return 1.0
 
 
 class RunFailed(Exception):
@@ -70,7 +86,7 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
     # A bad configuration (one stored before it was checked) fails before any work.
     config = run_config(task) if task.get("pipeline", "full") == "full" else None
 
-    overall = OverallProgress()
+    overall = OverallProgress(run_stages(config))
 
     def hook(stage: str, completed: float = 0, total: float = 1) -> None:
         fraction = min(max((completed / total) if total else 0.0, 0.0), 1.0)
@@ -93,6 +109,8 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
         out_dir = Path(task["run_dir"])
         result.save(out_dir)
         summary.update(result.summary())
+    stage = "merge" if config is not None else "renditions"
+    emit(("progress", run_id, stage, 1.0, overall.finish()))
     return summary
 
 
@@ -109,6 +127,10 @@ def execute(task: dict[str, Any], emit: Emit) -> tuple[Any, ...]:
     except (RunFailed, AudioDecodeError) as exc:
         return ("failed", run_id, str(exc))
     except Exception as exc:  # report; the worker stays alive for the next run
+        from workbench.engine.asr.models import ModelNotFoundError  # (not in the server)
+
+        if isinstance(exc, ModelNotFoundError):  # written for clients, installable models
+            return ("failed", run_id, str(exc))  # listed after the first 200 characters
         log.error("Run %s failed:\n%s", run_id, traceback.format_exc())
         return ("failed", run_id, f"{type(exc).__name__}: {str(exc)[:200]}")
 

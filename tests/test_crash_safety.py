@@ -635,3 +635,35 @@ async def test_a_second_server_on_the_same_data_is_refused(tmp_path: Path) -> No
     finally:
         srv.stop()
     assert "Recovered session" not in srv.log_path.read_text()
+
+
+async def test_a_run_ending_during_shutdown_is_saved(tmp_path: Path) -> None:
+    """Shutdown gives workers 5 s to end their run, but stopped handling their events
+    first: a run that ended in those seconds stayed 'running', its files written, and was
+    done again at the next start-up. Here the run encodes the MP4 of 10 s of audio
+    and the server is told to stop once the run has begun."""
+    data_dir = tmp_path / "data"
+    srv = LocalServer(data_dir, args=server_args()).start()
+    pcm = (np.sin(np.arange(10 * 16000) / 9) * 8000).astype("<i2").tobytes()
+    try:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/long") as ws:
+            await ws.send_json({"action": "start", "format": "mp4", "input_format": "pcm_s16le"})
+            sid = json.loads((await ws.receive(timeout=20)).data)["session_id"]
+            for i in range(0, len(pcm), 64000):
+                await ws.send_bytes(pcm[i:i + 64000])
+            await ws.send_json({"action": "stop"})
+            while json.loads((await ws.receive(timeout=60)).data)["type"] != \
+                    "processing_progress":  # (the worker has it)
+                pass
+            assert await asyncio.to_thread(srv.stop) == 0
+    finally:
+        srv.kill()
+    store = SessionStore(data_dir)
+    try:
+        session = store.get_session(sid)
+        assert session is not None
+        assert [(r.status, r.attempts) for r in session.runs] == [("completed", 1)]
+        assert session.status == "completed"
+        assert (data_dir / "sessions" / sid / "audio.mp4").stat().st_size > 0
+    finally:
+        store.close()

@@ -156,7 +156,8 @@ def test_the_server_imports_no_model_library_module() -> None:
     allowed = {"workbench", "workbench.engine", "workbench.engine.audio", "workbench.engine.config",
                "workbench.engine.formats", "workbench.engine.transcript",
                "workbench.engine.rendition",  # PyAV (FFmpeg) only
-               "workbench.engine.pipeline"}  # worker.py, inside the worker process
+               "workbench.engine.pipeline",  # worker.py, inside the worker process
+               "workbench.engine.asr", "workbench.engine.asr.models"}  # (the same)
     used = {t for name, targets in graph.items() if name.startswith("server")
             and name != LIVE_WORKER for t in targets if t.startswith("workbench")}
     assert used <= allowed, used - allowed

@@ -14,7 +14,7 @@ from server.app import CONTENT_TYPES
 
 from workbench.engine.audio import to_int16
 from workbench.research.datasets import sample_call
-from server.worker import STAGE_WEIGHTS, OverallProgress
+from server.worker import STAGE_WEIGHTS, OverallProgress, run_stages
 from workbench.notebook.local_server import LocalServer
 
 from .test_export import check_exports_independently
@@ -208,6 +208,17 @@ async def test_a_run_that_fails_in_the_worker_is_reported_and_the_server_goes_on
     assert run["summary"]["word_count"] > 10
     status, _ = await get_json_status(f"{srv.url}/api/sessions/{sid}")
     assert status == "completed"
+    # A name that is no model: the whole message (it was cut at 200 characters, after
+    # the first installable model)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{srv.url}/api/sessions/{sid}/runs",
+                          json={"asr_model": "nonexistent-model", "diarize": False}) as r:
+            assert r.status == 202
+            bad = await r.json()
+    run = await wait_run(srv, sid, bad["id"])
+    assert run["status"] == "failed"
+    assert "tiny.en" in run["error"] and "base" in run["error"], run["error"]
+    assert run["error"].endswith("or pass the path of a local CTranslate2 Whisper folder.")
 
 
 async def test_two_workers_run_two_sessions_at_once(
@@ -253,6 +264,33 @@ def test_overall_progress_never_goes_down_when_stages_interleave() -> None:
     assert figures[-1] == pytest.approx(1.0)
     assert figures[3] == pytest.approx(STAGE_WEIGHTS["decode"] + 0.6 * STAGE_WEIGHTS["asr"]
                                        + 0.5 * STAGE_WEIGHTS["segmentation"])
+
+
+def test_overall_progress_ends_at_one_for_the_stages_a_run_does() -> None:
+    """The weights are the full pipeline's: a run without ASR ended at 0.64, one without
+    diarization at 0.41, renditions alone at 0.02."""
+    from workbench.engine.config import RunConfig
+
+    for options in ({"transcribe": False}, {"diarize": False}, None):
+        config = None if options is None else RunConfig.from_dict(options)
+        overall = OverallProgress(run_stages(config))
+        figures = [overall(stage, 1.0) for stage in run_stages(config)]
+        assert figures[-1] == pytest.approx(1.0) and figures == sorted(figures), options
+    overall = OverallProgress(run_stages(RunConfig.from_dict({})))
+    assert overall("asr", 1.0) < 1.0 and overall.finish() == 1.0  # silence: no segmentation
+
+
+async def test_a_renditions_run_reports_that_it_ended(start_server) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server()
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+        await recv(ws)
+        await ws.send_bytes(b"\x01\x00" * 16000)
+        await ws.send_json({"action": "stop"})
+        done, seen = await recv_until(ws, "processing_complete", "processing_failed")
+    assert done["type"] == "processing_complete", done
+    overall = [m["overall"] for m in seen if m["type"] == "processing_progress"]
+    assert overall and overall == sorted(overall) and overall[-1] == 1.0  # (was 0.02)
 
 
 # ------------------------------------------------------- runs racing deletes and resumes
