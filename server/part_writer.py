@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from workbench.engine.audio import AudioDecodeError, InputFormat, detect_container, parse_wav_header
+from workbench.engine.audio import AudioDecodeError, InputFormat, detect_container, wav_byte_rate
 
 from .limits import chunk_seconds
 from .sessions import Part
@@ -76,23 +76,24 @@ class PartWriter:
             self.sync()
 
     def _inspect(self, data: bytes) -> None:
-        """Detect the container and, for WAV, the byte rate from the first bytes."""
+        """Detect the container and, for WAV, the byte rate from the first bytes (of every
+        encoding with a fixed byte rate: PCM, but also A-law, mu-law, ADPCM, GSM)."""
         self._head += data[: (1 << 12) - len(self._head)]
         if self.part.container is None:
             if len(self._head) < _HEAD_BYTES:
                 return
             self.part = replace(self.part, container=detect_container(self._head))
         if self.part.container == "wav":
-            if len(self._head) < 12 and b"RIFF"[:len(self._head)] == self._head[:4]:
+            if len(self._head) < 12 and any(m[:len(self._head)] == self._head[:4]
+                                            for m in (b"RIFF", b"RF64")):
                 return  # the header comes in pieces: not yet a RIFF/WAVE head to read
             try:
-                header = parse_wav_header(self._head)
+                rate = wav_byte_rate(self._head)
             except AudioDecodeError:
-                header = None
+                rate = None
                 self._inspecting = False
-            if header is not None:
-                self._wav_bytes_per_second = header.sample_rate * header.channels * header.sample_width
-                self._wav_offset = header.data_offset
+            if rate is not None:
+                self._wav_bytes_per_second, self._wav_offset = rate
                 self._inspecting = False
             elif len(self._head) >= 1 << 12:
                 self._inspecting = False
@@ -114,7 +115,8 @@ class PartWriter:
         return self.part
 
     def audio_seconds(self) -> Optional[float]:
-        """Seconds of audio received, when the byte count tells (PCM and WAV), else None."""
+        """Seconds of audio received, when the byte count tells (PCM, WAV of a fixed byte
+        rate), else None."""
         rate = self.input_format.bytes_per_second
         if rate:
             return self.part.bytes / rate

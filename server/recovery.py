@@ -63,7 +63,7 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
         wav = store.audio_path(session.id)
         if not session.parts or (wav.exists() and wav_intact(wav)):
             continue
-        if all(part.error for part in session.parts):
+        if not wav.exists() and all(part.error for part in session.parts):
             continue  # none decoded at its stop: there never was an audio.wav (a stop or
             # resume tries again)
         try:

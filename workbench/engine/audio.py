@@ -8,12 +8,14 @@ MP4/AAC, MP3, FLAC; found from its first bytes), or a NumPy array already at 16 
 
 from __future__ import annotations
 
+import itertools
+import mmap
 import os
 import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Optional, Union
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -81,18 +83,6 @@ def detect_container(head: bytes) -> Optional[str]:
 # --------------------------------------------------------------------------- decoding
 
 
-def _to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(frames, channels) float32 -> mono float32 at SAMPLE_RATE."""
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    samples = samples.astype(np.float32, copy=False)
-    if sample_rate != SAMPLE_RATE and samples.size:
-        import soxr
-
-        samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    return samples
-
-
 def _pcm_bytes_to_float(data: bytes, sample_width: int, channels: int, is_float: bool) -> np.ndarray:
     frame = sample_width * channels
     data = data[: len(data) - len(data) % frame]
@@ -134,6 +124,34 @@ class WavHeader:
 
 # Sample sizes readable per WAV format tag: integer PCM (1) and IEEE float (3).
 _WAV_BITS = {1: (8, 16, 24, 32), 3: (32, 64)}
+# Encodings of a fixed byte rate: `block align` bytes per sample frame (PCM, float, A-law,
+# mu-law), or the header's byte rate for blocks of fixed samples (MS/IMA ADPCM, GSM 6.10).
+_WAV_FRAME_TAGS, _WAV_BLOCK_TAGS = (1, 3, 6, 7), (2, 0x11, 0x31)
+
+
+def _wav_fmt(head: bytes, magics: tuple = (b"RIFF",)) -> Optional[tuple[tuple[int, ...], int]]:
+    """The 'fmt ' fields (tag, channels, rate, byte rate, block align, bits) of a streamed
+    WAV and where its data begins; None while `head` does not reach the data chunk."""
+    if len(head) < 12 or head[:4] not in magics or head[8:12] != b"WAVE":
+        raise AudioDecodeError("Not a RIFF/WAVE stream")
+    pos = 12
+    fmt: Optional[tuple[int, ...]] = None
+    while pos + 8 <= len(head):
+        cid = head[pos : pos + 4]
+        (size,) = struct.unpack("<I", head[pos + 4 : pos + 8])
+        body = pos + 8
+        if cid == b"fmt ":
+            if body + 16 > len(head):
+                return None
+            fmt = struct.unpack("<HHIIHH", head[body : body + 16])
+            if fmt[0] == 0xFFFE and body + 26 <= len(head):  # WAVE_FORMAT_EXTENSIBLE
+                fmt = struct.unpack("<H", head[body + 24 : body + 26]) + fmt[1:]
+        elif cid == b"data":
+            if fmt is None:
+                raise AudioDecodeError("WAV stream has no 'fmt ' chunk before its data")
+            return fmt, body
+        pos = body + size + (size & 1)
+    return None
 
 
 def parse_wav_header(head: bytes) -> Optional[WavHeader]:
@@ -142,30 +160,30 @@ def parse_wav_header(head: bytes) -> Optional[WavHeader]:
     Returns None while ``head`` does not yet reach the ``data`` chunk; raises
     :class:`AudioDecodeError` for a header that cannot be PCM.
     """
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise AudioDecodeError("Not a RIFF/WAVE stream")
-    pos = 12
-    fmt: Optional[tuple[int, int, int, int]] = None
-    while pos + 8 <= len(head):
-        cid = head[pos : pos + 4]
-        (size,) = struct.unpack("<I", head[pos + 4 : pos + 8])
-        body = pos + 8
-        if cid == b"fmt ":
-            if body + 16 > len(head):
-                return None
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", head[body : body + 16])
-            if tag == 0xFFFE and body + 26 <= len(head):  # WAVE_FORMAT_EXTENSIBLE
-                (tag,) = struct.unpack("<H", head[body + 24 : body + 26])
-            fmt = (tag, channels, rate, bits)
-        elif cid == b"data":
-            if fmt is None:
-                raise AudioDecodeError("WAV stream has no 'fmt ' chunk before its data")
-            tag, channels, rate, bits = fmt
-            if channels < 1 or rate < 1000 or bits not in _WAV_BITS.get(tag, ()):
-                raise AudioDecodeError(f"Unsupported WAV encoding (format tag {tag}, {bits} bits)")
-            return WavHeader(rate, channels, bits // 8, tag == 3, body)
-        pos = body + size + (size & 1)
-    return None
+    found = _wav_fmt(head)
+    if found is None:
+        return None
+    (tag, channels, rate, _, _, bits), offset = found
+    if channels < 1 or rate < 1000 or bits not in _WAV_BITS.get(tag, ()):
+        raise AudioDecodeError(f"Unsupported WAV encoding (format tag {tag}, {bits} bits)")
+    return WavHeader(rate, channels, bits // 8, tag == 3, offset)
+
+
+def wav_byte_rate(head: bytes) -> Optional[tuple[int, int]]:
+    """Bytes per second and data offset of a streamed WAV (RIFF or RF64) of a fixed byte rate
+    (PCM, float, A-law, mu-law, ADPCM, GSM): its duration follows from its size.  None while
+    ``head`` does not reach the ``data`` chunk; :class:`AudioDecodeError` for the others."""
+    found = _wav_fmt(head, (b"RIFF", b"RF64"))
+    if found is None:
+        return None
+    (tag, channels, rate, byte_rate, align, bits), offset = found
+    if bits in _WAV_BITS.get(tag, ()):  # read as PCM (`parse_wav_header`), align or not
+        align = channels * bits // 8
+    if tag in _WAV_FRAME_TAGS and rate * align > 0:
+        return rate * align, offset
+    if tag in _WAV_BLOCK_TAGS and byte_rate > 0:
+        return byte_rate, offset
+    raise AudioDecodeError(f"WAV encoding without a fixed byte rate (format tag {tag})")
 
 
 def _wav_payload(f: BinaryIO) -> tuple[WavHeader, Optional[int]]:
@@ -188,20 +206,6 @@ def _wav_payload(f: BinaryIO) -> tuple[WavHeader, Optional[int]]:
     return header, size if follows else None
 
 
-def _decode_wav_file(path: Path) -> np.ndarray:
-    with open(path, "rb") as f:
-        header, size = _wav_payload(f)
-        data = f.read() if size is None else f.read(size)
-    x = _pcm_bytes_to_float(data, header.sample_width, header.channels, header.is_float)
-    return _to_mono_16k(x, header.sample_rate)
-
-
-def _decode_pcm_file(path: Path, fmt: InputFormat) -> np.ndarray:
-    data = Path(path).read_bytes()
-    x = _pcm_bytes_to_float(data, 2, fmt.channels, False)
-    return _to_mono_16k(x, fmt.sample_rate)
-
-
 # FFmpeg demuxer per container: naming it stops FFmpeg from probing the bytes as
 # something else (e.g. an `ffconcat` script that would open other files).
 DEMUXERS = {"webm": "matroska", "ogg": "ogg", "mp4": "mov", "mp3": "mp3", "flac": "flac",
@@ -214,11 +218,6 @@ def ffmpeg_demuxer(container: Optional[str], head: bytes) -> Optional[str]:
     if container == "mp4" and is_adts(head):
         return "aac"
     return DEMUXERS.get(container or "")
-
-
-def _decode_with_ffmpeg(path: Path, container: Optional[str] = None) -> np.ndarray:
-    """Decode any container with PyAV (FFmpeg), keeping what decodes from a truncated file."""
-    return np.concatenate(list(_iter_ffmpeg(path, container))).astype(np.float32)
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:
@@ -243,32 +242,20 @@ def _file_container(path: Union[str, os.PathLike], fmt: Optional[InputFormat]
 
 
 def decode_file(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None) -> np.ndarray:
-    """Decode one file to mono float32 at :data:`SAMPLE_RATE`.
+    """Decode one file to mono float32 at :data:`SAMPLE_RATE`: :func:`iter_decode`'s blocks
+    joined.
 
     ``fmt`` describes the bytes when known (raw PCM needs it); otherwise the
     container is detected from the first bytes.
     """
-    path, fmt, container = _file_container(path, fmt)
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype=np.float32)
-    if container == "pcm_s16le":
-        return _decode_pcm_file(path, fmt)
-    if container == "wav":
-        try:
-            return _decode_wav_file(path)
-        except AudioDecodeError:  # RF64, mu-law, ADPCM...: FFmpeg's WAV demuxer reads them
-            return _decode_with_ffmpeg(path, container)
-    if container is None:
-        raise AudioDecodeError(_UNRECOGNISED)
-    return _decode_with_ffmpeg(path, container)
+    blocks = list(iter_decode(path, fmt))
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def decode_parts(parts: Iterable[tuple[Path, InputFormat]]) -> np.ndarray:
     """Decode the parts of a recording (one per start..stop span) and join them in order."""
     decoded = [decode_file(path, fmt) for path, fmt in parts]
-    if not decoded:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(decoded)
+    return np.concatenate(decoded) if decoded else np.zeros(0, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- streamed decoding
@@ -278,12 +265,12 @@ BLOCK_FRAMES = 1 << 16
 
 
 def iter_decode(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None,
-                block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+                block_frames: int = BLOCK_FRAMES, notes: Optional[list[str]] = None
+                ) -> Iterator[np.ndarray]:
     """Decode one file block by block: mono float32 blocks at :data:`SAMPLE_RATE`.
 
-    Memory stays independent of the file's length, and the blocks joined are
-    exactly what :func:`decode_file` returns (soxr's streaming resampler gives
-    the same samples as its one-shot form; FFmpeg decodes frame by frame anyway).
+    Memory stays independent of the file's length (the blocks joined are :func:`decode_file`).
+    What FFmpeg left out of a file that decodes in part is told in ``notes``.
     """
     path, fmt, container = _file_container(path, fmt)
     if path.stat().st_size == 0:
@@ -295,17 +282,17 @@ def iter_decode(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None
         with open(path, "rb") as f:
             try:
                 header, size = _wav_payload(f)
-            except AudioDecodeError:  # RF64, mu-law, ADPCM...: as decode_file
+            except AudioDecodeError:  # RF64, mu-law, ADPCM...: FFmpeg reads them
                 header = None
             if header is not None:
                 yield from _iter_pcm(f, header.sample_width, header.channels, header.is_float,
                                      header.sample_rate, block_frames, size)
         if header is None:
-            yield from _iter_ffmpeg(path, container)
+            yield from _iter_ffmpeg(path, container, notes)
     elif container is None:
         raise AudioDecodeError(_UNRECOGNISED)
     else:
-        yield from _iter_ffmpeg(path, container)
+        yield from _iter_ffmpeg(path, container, notes)
 
 
 def _iter_pcm(f: BinaryIO, sample_width: int, channels: int, is_float: bool, sample_rate: int,
@@ -339,38 +326,91 @@ def _iter_pcm(f: BinaryIO, sample_width: int, channels: int, is_float: bool, sam
             return
 
 
-def _iter_ffmpeg(path: Path, container: Optional[str] = None) -> Iterator[np.ndarray]:
-    """Decode any container with PyAV (FFmpeg) frame by frame, keeping what decodes from a
-    truncated file."""
+def _iter_ffmpeg(path: Path, container: Optional[str] = None,
+                 notes: Optional[list[str]] = None) -> Iterator[np.ndarray]:
+    """Decode any container with PyAV (FFmpeg) to mono float32 blocks at 16 kHz: every
+    channel resampled, then averaged as the PCM path does (FFmpeg's own downmix keeps 0.707
+    of each of two channels: 3 dB louder, clipping).  What is left out beyond a torn last
+    packet is told in `notes`."""
     import av
 
+    report: dict[str, Any] = {"skipped": 0, "stopped": None, "failure": None}
+    frames = _audio_frames(path, container, report)
+    setup, resampler, done = None, None, 0
     try:
-        with open(path, "rb") as f:
-            demuxer = ffmpeg_demuxer(container, f.read(2))
-        media = av.open(str(path), format=demuxer)
-    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:  # (a part gone too)
-        raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
-    decoded = False
-    with media:
-        if not media.streams.audio:
-            raise AudioDecodeError("The stream contains no audio track")
-        stream = media.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        for frame in itertools.chain(frames, [None]):
+            key = frame and (frame.format.name, frame.layout.name, frame.sample_rate)
+            outs = resampler.resample(None) if resampler and key != setup else []
+            if key != setup:  # a resampler takes one format: flushed above, made anew
+                setup, resampler = key, frame and av.AudioResampler(
+                    format="fltp", layout=frame.layout, rate=SAMPLE_RATE)
+            for out in outs + (resampler.resample(frame) if frame else []):
+                done += out.samples
+                yield out.to_ndarray().mean(axis=0)
+    finally:
+        frames.close()
+        if done and notes is not None and report["skipped"]:
+            notes.append(f"{report['skipped']} packet(s) FFmpeg could not decode were left out")
+        if done and notes is not None and report["stopped"]:
+            notes.append(f"decoding stopped at {done / SAMPLE_RATE:.2f} s "
+                         f"({_ffmpeg_reason(report['stopped'])}); the rest was left out")
+    if not done:
+        failure = report["stopped"] or report["failure"]
+        raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(failure)})"
+                               if failure else "The stream contains no decodable audio")
+
+
+def _audio_frames(path: Path, container: Optional[str], report: dict[str, Any]) -> Iterator[Any]:
+    """The frames of the file's first audio stream, packet by packet as the ffmpeg command
+    decodes: a packet that does not decode is skipped (counted in ``report["skipped"]``
+    unless it is the last: a recording cut mid-packet); a demuxer that cannot go on ends it
+    (``report["stopped"]``) but at the next link of a chained Ogg, opened anew (FFmpeg's
+    Ogg demuxer stops at a link of another layout)."""
+    import av
+
+    start: Optional[int] = 0
+    while start is not None:
         try:
-            for frame in media.decode(stream):
-                for out in resampler.resample(frame):
-                    decoded = True
-                    yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-        except (av.error.FFmpegError, ValueError) as exc:
-            # A recording cut by a dropped connection or a crash ends mid-packet:
-            # keep everything decoded so far, fail only when nothing was.
-            if not decoded:
-                raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
-        for out in resampler.resample(None):
-            decoded = True
-            yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-    if not decoded:
-        raise AudioDecodeError("The stream contains no decodable audio")
+            with open(path, "rb") as f:
+                demuxer = ffmpeg_demuxer(container, f.read(2))
+            media = av.open(str(path), format=demuxer, options={"skip_initial_bytes": str(start)})
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:  # (a part gone too)
+            if start:
+                return
+            raise AudioDecodeError(f"Audio could not be decoded ({_ffmpeg_reason(exc)})") from None
+        with media:
+            if not media.streams.audio:
+                if start:
+                    return
+                raise AudioDecodeError("The stream contains no audio track")
+            stream, stuck, last, failed = media.streams.audio[0], 0, start, False
+            report["stopped"] = None
+            while stuck < 2:
+                try:
+                    for packet in media.demux(stream):
+                        if packet.size:
+                            stuck, last = 0, max(last, packet.pos or 0)
+                            report["skipped"] += failed  # a packet after it: a gap
+                        try:
+                            yield from packet.decode()
+                            failed = False
+                        except (av.error.FFmpegError, ValueError) as exc:
+                            failed, report["failure"] = bool(packet.size), exc
+                    break
+                except (av.error.FFmpegError, ValueError) as exc:  # resyncs, or fails again
+                    stuck += 1
+                    report["stopped"] = exc if stuck > 1 else None
+        start = _next_ogg_link(path, last) if report["stopped"] and demuxer == "ogg" else None
+
+
+def _next_ogg_link(path: Path, after: int) -> Optional[int]:
+    """Offset of the first Ogg page beginning a logical stream after byte `after`: the
+    next link of a chained Ogg."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        i = m.find(b"OggS\x00", after + 1)
+        while 0 <= i < len(m) - 5 and not m[i + 5] & 2:  # a page without the BOS flag
+            i = m.find(b"OggS\x00", i + 1)
+        return i if 0 <= i < len(m) - 5 else None
 
 
 @dataclass(frozen=True)
@@ -380,7 +420,8 @@ class DecodedWav:
 
     frames: int
     truncated: bool
-    # with ``skip_failed``: (position in `parts`, message) of each part that did not decode
+    # (position in `parts`, message) of each part that did not decode (with ``skip_failed``)
+    # or decoded in part (FFmpeg left packets out, or stopped before the part's end)
     failed: tuple[tuple[int, str], ...] = ()
 
     @property
@@ -399,7 +440,8 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
     anything was left out.  With `skip_failed` a part that raises `AudioDecodeError`
     keeps what it decoded before the error (mostly nothing) and the others go on
     (``failed`` lists it, and nothing is raised; when parts failed and nothing decoded,
-    ``path`` is left as it was).  Atomic: on an error the previous ``path`` is untouched.
+    ``path`` is left as it was).  A part FFmpeg decoded in part is in ``failed`` too, saying
+    what was left out.  Atomic: on an error the previous ``path`` is untouched.
     """
     limit = None if max_seconds is None else max(0, int(max_seconds * SAMPLE_RATE))
     frames = 0
@@ -407,7 +449,8 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
     failed: list[tuple[int, str]] = []
     with WavWriter(path) as out:
         for position, (part, fmt) in enumerate(parts):
-            blocks = iter_decode(part, fmt, block_frames)
+            notes: list[str] = []
+            blocks = iter_decode(part, fmt, block_frames, notes)
             try:
                 for block in blocks:
                     if limit is not None and frames + len(block) > limit:
@@ -422,6 +465,8 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
                 failed.append((position, str(exc)))
             finally:
                 blocks.close()  # closes the FFmpeg demuxer of a part left early
+            if notes and (not failed or failed[-1][0] != position):
+                failed.append((position, "Audio decoded in part: " + "; ".join(notes)))
             if truncated:
                 break
         if failed and frames == 0:
