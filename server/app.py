@@ -19,7 +19,7 @@ from workbench.engine.config import ConfigError
 from . import routes
 from .config import ServerConfig, check
 from .connection import websocket_handler
-from .jobs import JobQueue, check_run_config
+from .jobs import MAX_QUEUED_RUNS, JobQueue, check_run_config
 from .live import LiveHub
 from .protocol import safe_details
 from .recovery import fail_live_runs, recover, requeue_orphans
@@ -152,16 +152,28 @@ async def get_session(request: web.Request) -> web.Response:
     return web.json_response(session_json(session))
 
 
+def _refuse_if_recording(state: AppState, session_id: str) -> None:
+    recording = state.recording.get(session_id)
+    if recording is not None and recording.saving:  # (stop decodes the recording first)
+        raise web.HTTPConflict(text="Session is being saved after stop; try again in a moment")
+    if recording is not None:
+        raise web.HTTPConflict(text="Session is recording; stop it first")
+
+
 async def delete_session(request: web.Request) -> web.Response:
     session = await _session_or_404(request)
     state = _state(request)
-    if session.id in state.recording:
-        raise web.HTTPConflict(text="Session is recording; stop it first")
+    _refuse_if_recording(state, session.id)
     if not await asyncio.to_thread(state.store.delete_session, session.id):
         if await asyncio.to_thread(state.store.get_session, session.id) is not None:
             raise web.HTTPConflict(text="Session is recording; stop it first")  # resumed
         raise web.HTTPNotFound(text="Session not found")  # deleted by another request
     state.live.discard(session.id)  # a live worker waiting for a resume that cannot come
+    await state.jobs.forget(session.id)  # its run, if one is under way, stops
+    for run in session.runs:  # clients told processing_started hear that it ended
+        if run.kind == "refined" and run.status in ("queued", "running"):
+            await state.notify(session.id, {"type": "processing_failed", "session_id": session.id,
+                                            "run_id": run.id, "message": "The session was deleted"})
     log.info("Deleted session %s", session.id)
     return web.Response(status=204)
 
@@ -265,8 +277,13 @@ async def create_run(request: web.Request) -> web.Response:
     session = await _session_or_404(request)
     state = _state(request)
     config = await _json_body(request)
-    if session.id in state.recording or session.status == "recording":
+    _refuse_if_recording(state, session.id)
+    if session.status == "recording":
         raise web.HTTPConflict(text="Session is recording; stop it first")
+    queued = sum(1 for r in session.runs if r.kind == "refined" and r.status == "queued")
+    if queued >= MAX_QUEUED_RUNS:
+        raise web.HTTPTooManyRequests(text=f"{queued} runs of this session are waiting (at most "
+                                           f"{MAX_QUEUED_RUNS}); post more once some have ended")
     if not await asyncio.to_thread(state.store.audio_path(session.id).exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
     # Checked with workbench.engine.config, not the pipeline: the server never imports torch.

@@ -68,6 +68,11 @@ class Connection:
     def limits(self) -> Limits:
         return self.state.config.limits
 
+    @property
+    def saving(self) -> bool:
+        """Its recording ended and is being saved (still in ``state.recording``)."""
+        return self.writer is None
+
     async def send(self, message: dict[str, Any]) -> None:
         await self.state.send(self.ws, message)
 

@@ -30,6 +30,8 @@ log = logging.getLogger("server.jobs")
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_ATTEMPTS = 2
+MAX_QUEUED_RUNS = 16
+"""Runs a session may have waiting at once (more: 429); sessions take turns in the queue."""
 
 # A run's stored configuration is the pipeline's options (workbench.engine.config.RunConfig) plus
 # one server switch, `pipeline`: the work a run does ("renditions": audio renditions only).
@@ -89,6 +91,19 @@ class _Worker:
     process: Any
     tasks: Any
     run_id: Optional[str] = None
+    stopped: bool = False  # killed on purpose: its session was deleted
+
+
+def take_turns(queued: list[Run]) -> list[Run]:
+    """Queued runs in the order they start: each session's first before any session's
+    second, and so on, in queue order within a turn (a session with a backlog of runs
+    kept a fresh recording's run waiting behind all of them)."""
+    turn: dict[str, int] = {}
+    ranked = []
+    for position, run in enumerate(queued):
+        turn[run.session_id] = turn.get(run.session_id, -1) + 1
+        ranked.append((turn[run.session_id], position, run))
+    return [run for _, _, run in sorted(ranked, key=lambda r: r[:2])]
 
 
 class JobQueue:
@@ -200,6 +215,23 @@ class JobQueue:
         self._wake.set()
         return run
 
+    async def forget(self, session_id: str) -> None:
+        """The session was deleted: a worker processing one of its runs is stopped now
+        (it went on for the whole run, the queue waiting behind it) and replaced."""
+        for w in self._workers:
+            if (w.process is None or w.run_id is None
+                    or self._session_of.get(w.run_id) != session_id):
+                continue
+            log.info("Stopping the run of deleted session %s (worker %s)", session_id,
+                     w.process.pid)
+            w.stopped = True
+            w.process.kill()  # (its run_id stays: not free until the reaper replaces it)
+            await asyncio.to_thread(w.process.join, 5)
+            self._session_of.pop(w.run_id, None)
+            self._last_progress.pop(w.run_id, None)
+            await asyncio.to_thread(self.store.remove_leftovers, session_id)
+            self._wake.set()
+
     def busy(self) -> int:
         return sum(1 for w in self._workers if w.run_id is not None)
 
@@ -216,7 +248,7 @@ class JobQueue:
                 free = [w for w in self._workers if w.run_id is None]
                 if not free:
                     continue
-                queued = await asyncio.to_thread(self.store.runs_in, "queued")
+                queued = take_turns(await asyncio.to_thread(self.store.runs_in, "queued"))
                 for run in queued:
                     if not free:
                         break
@@ -292,7 +324,9 @@ class JobQueue:
         for i, w in enumerate(self._workers):
             if w.process is None or w.process.is_alive() or self._closing:
                 continue
-            log.error("Worker process %s died (exit code %s)", w.process.pid, w.process.exitcode)
+            log.log(logging.INFO if w.stopped else logging.ERROR, "Worker process %s %s (exit "
+                    "code %s)", w.process.pid, "stopped" if w.stopped else "died",
+                    w.process.exitcode)
             if w.run_id is not None:
                 run = await asyncio.to_thread(self.store.get_run, w.run_id)
                 if run is not None and run.status == "running":

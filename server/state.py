@@ -32,6 +32,11 @@ class OpenRecording(Protocol):
     """A connection that is recording (a :class:`server.connection.Connection`), as the
     state sees it: something to finish at shutdown."""
 
+    @property
+    def saving(self) -> bool:
+        """Ended (``stop``, a limit, a disconnect): its audio is being saved."""
+        ...
+
     async def finish(self, reason: str) -> None: ...
 
 

@@ -105,7 +105,12 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
         from workbench.engine.pipeline import get_pipeline
 
         pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
-        result = pipeline(wav, hook=hook)
+        try:
+            result = pipeline(wav, hook=hook)
+        except FileNotFoundError:
+            if wav.exists():
+                raise
+            raise RunFailed("The session's audio is gone (the session was deleted)") from None
         out_dir = Path(task["run_dir"])
         result.save(out_dir)
         summary.update(result.summary())

@@ -430,3 +430,61 @@ async def test_a_stop_that_fails_to_finish_leaves_the_session_resumable(
             end = await srv.record(s, sid)
         assert end["type"] == "processing_complete", end
         assert srv.state.store.get_session(sid).duration_seconds == pytest.approx(2.0)
+
+
+def test_sessions_take_turns_in_the_queue() -> None:
+    from server.jobs import take_turns
+    from server.sessions import Run
+
+    def run(i: int, sid: str) -> Run:
+        return Run(id=f"r{i}", session_id=sid, status="queued", config={}, created_at=0.0)
+
+    queued = [run(0, "a"), run(1, "a"), run(2, "a"), run(3, "b"), run(4, "a"), run(5, "c")]
+    assert [r.id for r in take_turns(queued)] == ["r0", "r3", "r5", "r1", "r2", "r4"]
+
+
+async def test_a_deleted_sessions_run_stops_and_a_backlog_is_bounded(start_server) -> None:  # type: ignore[no-untyped-def]
+    """A session deleted while its run ran kept its worker for the whole run (the queue
+    waiting behind it) and its client was never told the run ended; a session could
+    queue runs without bound."""
+    from server.jobs import MAX_QUEUED_RUNS
+
+    srv = start_server()
+    pcm = (b"\x01\x00\x40\x00" * 8000) * 600  # 10 minutes: its MP4 takes seconds to encode
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/long") as long:
+        await long.send_json({"action": "start", "format": "mp4", "input_format": "pcm_s16le"})
+        sid = (await recv(long))["session_id"]
+        for i in range(0, len(pcm), 1 << 19):
+            await long.send_bytes(pcm[i:i + (1 << 19)])
+        await long.send_json({"action": "stop"})
+        await recv_until(long, "processing_progress", timeout=60)  # its worker has it
+        async with s.ws_connect(f"{srv.ws_url}/ws/short") as short:
+            await short.send_json({"action": "start", "format": "wav",
+                                   "input_format": "pcm_s16le"})
+            other = (await recv(short))["session_id"]
+            await short.send_bytes(b"\x01\x00" * 16000)
+            await short.send_json({"action": "stop"})
+            await recv_until(short, "processing_started")
+        statuses = []
+        for _ in range(MAX_QUEUED_RUNS):  # its stop's run waits too: one less fits
+            async with s.post(f"{srv.url}/api/sessions/{other}/runs", json={}) as r:
+                statuses.append(r.status)
+                answer = await r.json()
+        assert statuses == [202] * (MAX_QUEUED_RUNS - 1) + [429], statuses
+        assert "at most 16" in answer["error"]
+        async with s.delete(f"{srv.url}/api/sessions/{sid}") as r:
+            assert r.status == 204
+        deleted = time.monotonic()
+        failed, _ = await recv_until(long, "processing_failed", "processing_complete",
+                                     timeout=10)
+        assert failed["type"] == "processing_failed", failed
+        assert failed["message"] == "The session was deleted"
+        while True:  # the other session's runs all go through at once
+            async with s.get(f"{srv.url}/api/sessions/{other}") as r:
+                runs = (await r.json())["runs"]
+            if all(run["status"] == "completed" for run in runs):
+                break
+            assert time.monotonic() - deleted < 5, [run["status"] for run in runs]
+            await asyncio.sleep(0.2)
+    assert not (srv.data_dir / "sessions" / sid).exists()
+    assert "Traceback" not in srv.log_path.read_text()
