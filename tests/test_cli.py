@@ -135,6 +135,27 @@ def test_bad_inputs_and_outputs_are_refused_before_any_work(two_voices: Path,
         assert "input_format" not in proc.stderr  # a server's words, not the command line's
 
 
+def test_models_that_cannot_be_had_are_refused_before_any_work(two_voices: Path,
+                                                              tmp_path: Path) -> None:
+    """A language the model cannot do, a model that is not there, a diarization pipeline
+    folder that is not there, and an empty file: "error: ..." and status 2 (before: a
+    traceback and status 1, the first three only after diarization had run to its end)."""
+    (tmp_path / "empty.wav").write_bytes(b"")
+    cases = [(two_voices, ["--language", "fr"], "English-only"),
+             (two_voices, ["--asr-model", "nosuchmodel"], "neither bundled nor a local folder"),
+             (two_voices, ["--pipeline-path", str(tmp_path / "none")], "does not exist"),
+             (tmp_path / "empty.wav", [], "the file is empty")]
+    for audio, flags, message in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "workbench", "transcribe", str(audio), "--out",
+             str(tmp_path / "out"), *flags], cwd=REPO, capture_output=True, text=True,
+            timeout=280, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 2, (flags, proc.stderr[-2000:])
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "segmentation" not in proc.stderr  # no work done
+        assert not list((tmp_path / "out").glob("transcript.*"))
+
+
 class _FirstProgress(Exception):
     """Stops a run at its first progress call."""
 
@@ -166,6 +187,8 @@ def test_cli_reports_decoding_before_importing_torch(two_voices: Path, tmp_path:
         env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    bars = re.findall(r"decode\s+(\d+)%", proc.stderr)
+    assert bars == sorted(bars, key=int), bars  # one bar (the pipeline's decode went back to 0)
     decode = proc.stderr.find("decode")
     torch_import = re.search(r"^import time:.*\|\s+torch$", proc.stderr, re.MULTILINE)
     assert decode != -1 and torch_import is not None

@@ -270,3 +270,23 @@ def test_a_zero_length_segment_gets_a_cue_one_millisecond_long(tmp_path: Path) -
         "00:00:04.000 --> 00:00:04.001", "00:00:06.000 --> 00:00:06.001"]
     check_exports_agree(tmp_path)
     assert check_exports_independently(tmp_path) == t.serialize()
+
+
+def test_saved_results_follow_the_umask_and_a_failed_save_leaves_nothing(
+        tmp_path: Path) -> None:
+    """mkstemp made every result 0600 whatever the umask; a result that could not be
+    written (here a folder of its name) left its temporary file behind."""
+    import os
+    import stat
+
+    t = Transcript(build_segments([Word(0.0, 0.5, " Hello", 0.9, "A")]), [], 1.0, "en", {}, {})
+    old = os.umask(0o022)
+    try:
+        paths = t.save(tmp_path / "ok")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in paths.values()} == {0o644}
+    (tmp_path / "bad" / "transcript.csv").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):
+        t.save(tmp_path / "bad")
+    assert sorted(p.name for p in (tmp_path / "bad").iterdir() if p.name.startswith(".")) == []

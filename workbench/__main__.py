@@ -89,6 +89,9 @@ def _transcribe(args: argparse.Namespace) -> int:
         return 2
     from workbench.engine.audio import AudioDecodeError, load_audio  # torch-free
 
+    if audio.stat().st_size == 0:  # (the library reads it as no audio at all)
+        print(f"error: cannot decode {audio}: the file is empty", file=sys.stderr)
+        return 2
     progress = _Progress()
     # decode before the pipeline's libraries (torch, pyannote, CTranslate2) are imported,
     # so that the first progress line comes within a second or so
@@ -103,9 +106,24 @@ def _transcribe(args: argparse.Namespace) -> int:
         return 2
     progress("decode", 1, 1)
     pipeline = cli_pipeline(config, args.data_dir)
-    transcript = pipeline(samples, hook=progress, uri=audio.stem)
+    try:  # the models, before any work: a model, language or compute type that cannot
+        # be had fails here, not after diarization (which runs beside the ASR) has ended
+        if config.transcribe:
+            _ = pipeline.transcriber
+        if config.diarize:
+            _ = pipeline.diarizer
+    except (ValueError, LookupError, OSError, RuntimeError) as exc:  # (ModelError too)
+        progress.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    transcript = pipeline(samples, uri=audio.stem, hook=lambda stage, done, total: (
+        None if stage == "decode" else progress(stage, done, total)))  # (decoded above)
     progress.close()
-    paths = transcript.save(args.out)
+    try:
+        paths = transcript.save(args.out)
+    except OSError as exc:  # (checked before the work, but e.g. a folder of a result's name)
+        print(f"error: cannot write the results to {out}: {exc}", file=sys.stderr)
+        return 1
     s = transcript.summary()
     print(f"{s['duration_seconds']:.1f} s, {s['speakers']} speaker(s), {s['word_count']} words "
           f"in {transcript.timings.get('total', 0):.1f} s -> {Path(args.out)}/transcript."

@@ -131,20 +131,40 @@ WRITERS: dict[str, Callable[[Transcript], str]] = {
 
 def save(t: Transcript, out_dir: Union[str, os.PathLike], formats: tuple[str, ...] = RESULT_FORMATS
          ) -> dict[str, Path]:
-    """Write ``out_dir/transcript.<fmt>`` for each format (each file atomically)."""
+    """Write ``out_dir/transcript.<fmt>`` for each format (each file atomically, with the
+    permissions the umask gives a new file; a write that fails leaves no temporary file)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
+    mode = 0o666 & ~_umask()
     for fmt in formats:
         path = out / f"transcript.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".transcript.{fmt}.")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(WRITERS[fmt](t))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".transcript.{fmt}.")  # (mode 0600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(WRITERS[fmt](t))
+                f.flush()
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         paths[fmt] = path
     return paths
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (``os.umask`` would change it for
+    every thread for a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def load(path: Union[str, os.PathLike]) -> Transcript:
