@@ -15,18 +15,21 @@ hook is never called from two threads at once.
 
 from __future__ import annotations
 
+import copy
 import ctypes
+import gc
 import json
 import os
 import platform
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Generic, Hashable, Optional, TypeVar, Union
 
 import numpy as np
 
@@ -34,14 +37,15 @@ from workbench.engine.asr.transcribe import Transcriber
 from workbench.engine.asr.models import model_identity as asr_identity
 from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
 from workbench.engine.config import ASRConfig, DiarizationConfig, MergeConfig, RunConfig
-from workbench.engine.diarization.diarizer import Diarizer
+from workbench.engine.diarization.diarizer import Diarizer, retune
 from workbench.engine.diarization.diarizer import model_identity as diarization_identity
 from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import package_versions
 from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 __all__ = ["ASRConfig", "CONCURRENT_MAX_SECONDS", "DEFAULT_DATA_DIR", "DiarizationConfig", "Hook",
-           "MergeConfig", "Pipeline", "PipelineConfig", "STAGES", "get_pipeline", "transcribe"]
+           "MAX_SHARED_LOADS", "MergeConfig", "Pipeline", "PipelineConfig", "STAGES",
+           "get_pipeline", "transcribe", "usable_cpus"]
 
 Hook = ProgressHook
 
@@ -121,13 +125,14 @@ class Pipeline:
     @property
     def transcriber(self) -> Transcriber:
         if self._transcriber is None:
-            self._transcriber = Transcriber(self.config.asr, data_dir=self.data_dir)
+            self._transcriber = Transcriber(_asr_options(self.config.asr),
+                                            data_dir=self.data_dir)
         return self._transcriber
 
     @property
     def diarizer(self) -> Diarizer:
         if self._diarizer is None:
-            self._diarizer = Diarizer(_without_counts(self.config.diarization))
+            self._diarizer = Diarizer(_diarization_options(self.config.diarization))
         return self._diarizer
 
     def provenance(self) -> dict[str, Any]:
@@ -210,37 +215,142 @@ class Pipeline:
         return Transcript(segments, turns, duration, language, self.provenance(), timings, uri)
 
 
-_TRANSCRIBERS: dict[tuple[Any, ...], Transcriber] = {}
-_DIARIZERS: dict[str, Diarizer] = {}
+MAX_SHARED_LOADS = 2
+"""Distinct model loads of each kind (a Whisper model; the diarization models) that
+`get_pipeline` keeps in a process for later runs; beyond that the least recently used one
+is let go before the next load. A load of tiny.en holds ~70 MB, one of segmentation-3.0
++ CAM++ ~105 MB (worker VmRSS): when each clustering threshold had a load of its own and
+none was let go, a sweep over 10 thresholds grew a worker from 1224 to 2196 MB."""
 
 
-def _asr_model_key(config: ASRConfig, data_dir: Union[str, Path]) -> tuple[Any, ...]:
-    return (json.dumps(config.serialize(), sort_keys=True), str(Path(data_dir).resolve()))
+def usable_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask where there is one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
 
 
-def _without_counts(config: DiarizationConfig) -> DiarizationConfig:
-    return replace(config, num_speakers=None, min_speakers=None, max_speakers=None)
+def _capped_threads(threads: Optional[int]) -> Optional[int]:
+    """`threads`, at most `usable_cpus` (0 and None, which let the library choose, kept).
+    Threads beyond the CPUs only wait for each other: 1024 CTranslate2 threads on 2 CPUs
+    took a 10 s run from ~1 s to 48 s, and the worker kept its 2057 threads."""
+    if threads is None or threads <= 0:
+        return threads
+    return min(threads, usable_cpus())
+
+
+def _asr_options(config: ASRConfig) -> ASRConfig:
+    return replace(config, cpu_threads=_capped_threads(config.cpu_threads))
+
+
+def _diarization_options(config: DiarizationConfig) -> DiarizationConfig:
+    # the speaker counts go to each call (Pipeline.__call__)
+    return replace(config, num_speakers=None, min_speakers=None, max_speakers=None,
+                   num_threads=_capped_threads(config.num_threads))
+
+
+Loaded = TypeVar("Loaded")
+
+
+class _SharedLoads(Generic[Loaded]):
+    """Loaded models by the options their load depends on, at most `MAX_SHARED_LOADS`."""
+
+    def __init__(self) -> None:
+        self._loads: OrderedDict[Hashable, Loaded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], Loaded]) -> Loaded:
+        """The load for `key`, made by `load()` if it is not kept."""
+        with self._lock:  # one load at a time: none made twice
+            if key in self._loads:
+                self._loads.move_to_end(key)
+                return self._loads[key]
+            if self._loads and len(self._loads) >= MAX_SHARED_LOADS:
+                while self._loads and len(self._loads) >= MAX_SHARED_LOADS:
+                    self._loads.popitem(last=False)  # (a run still holding it keeps it)
+                gc.collect()  # pyannote's pipelines hold reference cycles: free them now
+            loaded = self._loads[key] = load()
+            return loaded
+
+
+_WHISPER_MODELS: _SharedLoads[Transcriber] = _SharedLoads()
+_DIARIZATION_MODELS: _SharedLoads[Diarizer] = _SharedLoads()
+
+
+def _with_decoding_options(loaded: Transcriber, config: ASRConfig) -> Transcriber:
+    """A run's `Transcriber` on `loaded`'s model: faster-whisper takes the decoding options
+    of `config` (language, beam size, VAD) per call."""
+    language = config.language
+    if language is not None and language not in loaded.supported_languages:
+        # (Transcriber checks the language of its own configuration when it loads)
+        if loaded.multilingual:
+            raise ValueError(f"language {language!r} is not one Whisper knows")
+        raise ValueError(f"model {config.model!r} is English-only; use language 'en' or None, "
+                         "or a multilingual model such as 'base' or 'small'")
+    run = copy.copy(loaded)  # model and lock shared
+    run.config = config
+    return run
+
+
+_RETUNED = ("speaker_count", "clustering_threshold", "clustering_method", "min_cluster_size",
+            "min_duration_off", "split_threshold", "clustering_min_active", "count_min_active",
+            "given_count_min_active", "powerset_count", "overlap_bias",
+            "recount_extra_speakers")
+"""Options of the bundled diarization pipeline that `retune` gives a loaded one: they act
+after the embeddings (`split_threshold` only between values: None turns splitting off)."""
+
+
+def _diarization_load_key(config: DiarizationConfig) -> str:
+    options = config.to_dict()
+    for name in ("num_speakers", "min_speakers", "max_speakers", "num_threads"):
+        del options[name]  # given to each call
+    if config.pipeline_path is None:
+        for name in _RETUNED:
+            del options[name]
+        options["splits"] = config.split_threshold is not None
+    return json.dumps(options, sort_keys=True)
+
+
+class _RetunedDiarizer(Diarizer):
+    """A run's `Diarizer` on a shared load: `loaded`'s pipeline, given this run's options
+    (`retune`) at the start of each call, under the lock the runs on it share."""
+
+    def __init__(self, loaded: Diarizer, config: DiarizationConfig) -> None:
+        self.__dict__.update(loaded.__dict__)  # pipeline and lock shared: nothing loads
+        self.config = config
+
+    def _diarize(self, *args: Any, **kwargs: Any) -> Any:
+        if self.config.pipeline_path is None:  # (a local pipeline keeps its own parameters)
+            retune(self.pipeline, self.config)
+        return super()._diarize(*args, **kwargs)
 
 
 def get_pipeline(config: PipelineConfig, *, data_dir: Union[str, Path] = DEFAULT_DATA_DIR
                  ) -> Pipeline:
     """A :class:`Pipeline` whose models are shared process-wide, so they stay warm.
 
-    Configurations that differ only in options the models do not depend on
-    (speaker counts, language, merge settings...) share the loaded models.
+    Runs share loaded models whatever their options that apply per call: the ASR's
+    `language`, `beam_size` and `vad_filter`; the diarization's speaker counts,
+    `num_threads` and the options `retune` gives a loaded pipeline (clustering, the
+    speaker-count rule, `split_threshold` between values, `min_duration_off`, powerset
+    counting, recounting); the merge settings. Other options need loads of their own, of
+    which at most `MAX_SHARED_LOADS` of each kind are kept. Thread counts above
+    `usable_cpus` are lowered to it (`cpu_threads` when the model loads, `num_threads` at
+    each call).
     """
     pipeline = Pipeline(config, data_dir=data_dir)
     if config.transcribe:
-        key = _asr_model_key(config.asr, data_dir)
-        if key not in _TRANSCRIBERS:
-            _TRANSCRIBERS[key] = Transcriber(config.asr, data_dir=Path(data_dir))
-        pipeline._transcriber = _TRANSCRIBERS[key]
+        asr = _asr_options(config.asr)
+        key = (asr.model, asr.device, asr.compute_type, asr.cpu_threads,
+               str(Path(data_dir).resolve()))
+        transcriber = _WHISPER_MODELS.get(key, lambda: Transcriber(asr, data_dir=Path(data_dir)))
+        pipeline._transcriber = _with_decoding_options(transcriber, asr)
     if config.diarize:
-        shared = _without_counts(config.diarization)
-        dkey = json.dumps(shared.serialize(), sort_keys=True)
-        if dkey not in _DIARIZERS:
-            _DIARIZERS[dkey] = Diarizer(shared)
-        pipeline._diarizer = _DIARIZERS[dkey]
+        diarization = _diarization_options(config.diarization)
+        diarizer = _DIARIZATION_MODELS.get(_diarization_load_key(diarization),
+                                           lambda: Diarizer(diarization))
+        pipeline._diarizer = _RetunedDiarizer(diarizer, diarization)
     return pipeline
 
 
