@@ -19,7 +19,7 @@ from workbench.engine.config import ConfigError
 from . import routes
 from .config import ServerConfig, check
 from .connection import websocket_handler
-from .jobs import MAX_QUEUED_RUNS, JobQueue, check_run_config
+from .jobs import JobQueue, TooManyRuns, check_run_config
 from .live import LiveHub
 from .protocol import safe_details
 from .recovery import fail_live_runs, recover, requeue_orphans
@@ -280,16 +280,14 @@ async def create_run(request: web.Request) -> web.Response:
     _refuse_if_recording(state, session.id)
     if session.status == "recording":
         raise web.HTTPConflict(text="Session is recording; stop it first")
-    queued = sum(1 for r in session.runs if r.kind == "refined" and r.status == "queued")
-    if queued >= MAX_QUEUED_RUNS:
-        raise web.HTTPTooManyRequests(text=f"{queued} runs of this session are waiting (at most "
-                                           f"{MAX_QUEUED_RUNS}); post more once some have ended")
     if not await asyncio.to_thread(state.store.audio_path(session.id).exists):
         raise web.HTTPConflict(text="This session has no recorded audio to process")
     # Checked with workbench.engine.config, not the pipeline: the server never imports torch.
     config = _checked_run_config(request, config, "run configuration")
     try:
-        run = await state.jobs.submit(session.id, config)
+        run = await state.jobs.submit(session.id, config, waiting_limit=True)
+    except TooManyRuns as exc:
+        raise web.HTTPTooManyRequests(text=str(exc)) from None
     except Exception:
         if await asyncio.to_thread(state.store.get_session, session.id) is None:
             raise web.HTTPNotFound(text="Session not found") from None  # deleted meanwhile
@@ -316,13 +314,17 @@ IO_THREADS = 32
 async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
     state.lock.acquire()  # before recovery, which takes open recordings for crash leftovers
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
-    await asyncio.to_thread(recover, state.store, state.config.limits.max_duration_seconds)
-    await asyncio.to_thread(requeue_orphans, state.store, state.run_config)
-    await asyncio.to_thread(fail_live_runs, state.store)
-    await state.jobs.start()
-    state.live.start()
+    try:  # (a start-up that fails runs no cleanup: the lock must not outlive it)
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
+        await asyncio.to_thread(recover, state.store, state.config.limits.max_duration_seconds)
+        await asyncio.to_thread(requeue_orphans, state.store, state.run_config)
+        await asyncio.to_thread(fail_live_runs, state.store)
+        await state.jobs.start()
+        state.live.start()
+    except BaseException:
+        state.lock.release()
+        raise
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -341,10 +343,12 @@ async def _on_cleanup(app: web.Application) -> None:
     # Finalisations started by handlers that were cancelled meanwhile.
     while state.finishing:
         await asyncio.gather(*list(state.finishing), return_exceptions=True)
-    await state.live.close()
-    await state.jobs.close()
-    state.store.close()
-    state.lock.release()
+    try:
+        await state.live.close()
+        await state.jobs.close()
+        state.store.close()
+    finally:
+        state.lock.release()
 
 
 def create_app(config: ServerConfig) -> web.Application:

@@ -63,15 +63,11 @@ class Connection:
         self.live_results = False  # the recording's `start` asked for live results
         self.live: Optional[LiveStream] = None  # its live stream, while it runs
         self.saved_live_run: Optional[str] = None  # a live run its non-live start saved
+        self.saving = False  # its recording ended and is being saved (`finish`)
 
     @property
     def limits(self) -> Limits:
         return self.state.config.limits
-
-    @property
-    def saving(self) -> bool:
-        """Its recording ended and is being saved (still in ``state.recording``)."""
-        return self.writer is None
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.state.send(self.ws, message)
@@ -198,6 +194,7 @@ class Connection:
             self._claim_slot()
         self._bind(session.id)
         self.state.recording[session.id] = self
+        self.saving = False
         try:
             # the status first: a run that started since the check above wins (one
             # transaction each), and no part is added to a session that will not record
@@ -342,6 +339,7 @@ class Connection:
         if writer is None or self.session_id is None:
             return
         self.writer = None
+        self.saving = True
         self.pacer = None
         task = asyncio.ensure_future(self._finish(writer, self.session_id, reason))
         self.state.finishing.add(task)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import multiprocessing as mp
+import queue
 import sqlite3
 import threading
 import time
@@ -48,9 +49,10 @@ def split_run_config(config: dict[str, Any]) -> tuple[Optional[str], dict[str, A
 def _terminate_spawned(future: "asyncio.Future[_Worker]") -> None:
     """Stop a worker process whose start finished after the queue was closed."""
     if not future.cancelled() and future.exception() is None:
-        process = future.result().process
-        process.terminate()
-        process.join(5)
+        worker = future.result()
+        worker.reading = False
+        worker.process.terminate()
+        worker.process.join(5)
 
 
 def check_run_config(config: Any, *, switch: bool = True, local_models: bool = True
@@ -92,6 +94,19 @@ class _Worker:
     tasks: Any
     run_id: Optional[str] = None
     stopped: bool = False  # killed on purpose: its session was deleted
+    # Its own events queue and reader thread: a process killed while it wrote to a queue
+    # shared by all workers could leave that queue's lock taken, and every later event lost.
+    events: Any = None
+    reader: Optional[threading.Thread] = None
+    reading: bool = True  # False: the reader ends once the queue is empty
+
+
+class TooManyRuns(Exception):
+    """`MAX_QUEUED_RUNS` runs of the session wait already."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} runs of this session are waiting (at most "
+                         f"{MAX_QUEUED_RUNS}); post more once some have ended")
 
 
 def take_turns(queued: list[Run]) -> list[Run]:
@@ -118,15 +133,14 @@ class JobQueue:
         self.pipeline = pipeline
         self.log_level = log_level
         self._ctx = mp.get_context("spawn")
-        self._events: Any = None
         self._workers: list[_Worker] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._reader: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._last_progress: dict[str, float] = {}
         self._session_of: dict[str, str] = {}  # run id -> session id, while a worker has it
         self._inbox: asyncio.Queue[Optional[tuple[Any, ...]]] = asyncio.Queue()
+        self._submitting = asyncio.Lock()
         self._closing = False
         self.dask_scheduler = dask_scheduler
         self._dask: Any = None
@@ -134,7 +148,6 @@ class JobQueue:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._events = self._ctx.Queue()
         for run in await asyncio.to_thread(self.store.runs_in, "running"):
             log.info("Requeueing run %s of session %s interrupted by a restart", run.id,
                      run.session_id)
@@ -150,21 +163,22 @@ class JobQueue:
             self._workers = [_Worker(None, None) for _ in range(self.size)]
         else:
             self._workers = [await asyncio.to_thread(self._spawn) for _ in range(self.size)]
-            self._reader = threading.Thread(target=self._read_events, name="job-events",
-                                            daemon=True)
-            self._reader.start()
         self._tasks = [asyncio.create_task(self._dispatch(), name="job-dispatch"),
                        asyncio.create_task(self._consume(), name="job-events")]
         self._wake.set()
 
     def _spawn(self) -> _Worker:
         """Start a worker process (fork + exec + handing it its queues: from a thread)."""
-        tasks = self._ctx.Queue()
+        tasks, events = self._ctx.Queue(), self._ctx.Queue()
         proc = self._ctx.Process(target=worker_main,
-                                 args=(tasks, self._events, self.log_level, os.getpid()),
+                                 args=(tasks, events, self.log_level, os.getpid()),
                                  name="workbench-worker", daemon=True)
         proc.start()
-        return _Worker(proc, tasks)
+        worker = _Worker(proc, tasks, events=events)
+        worker.reader = threading.Thread(target=self._read_events, args=(worker,),
+                                         name="job-events", daemon=True)
+        worker.reader.start()
+        return worker
 
     async def close(self) -> None:
         """Stop dispatching, let each worker end its run (5 s) and handle what they send
@@ -192,9 +206,11 @@ class JobQueue:
                 if w.process.is_alive():
                     w.process.terminate()
                     w.process.join(2)
-            self._events.put(None)
-            if self._reader is not None:
-                self._reader.join(2)
+            for w in self._workers:
+                w.reading = False
+            for w in self._workers:
+                if w.reader is not None:
+                    w.reader.join(2)
 
         await asyncio.to_thread(_join)
         if consume is not None:  # (the reader's last events are in the inbox by now)
@@ -206,11 +222,20 @@ class JobQueue:
 
     # ------------------------------------------------------------------ submitting
     async def submit(self, session_id: str, config: dict[str, Any],
-                     supersedes: Optional[str] = None) -> Run:
+                     supersedes: Optional[str] = None, *, waiting_limit: bool = False) -> Run:
         """Queue a new run of ``session_id`` with ``config``; returns it (status ``queued``).
-        ``supersedes``: the live run it will replace (its ``processing_complete`` says so)."""
-        run = await asyncio.to_thread(self.store.create_run, session_id, config,
-                                      supersedes=supersedes)
+        ``supersedes``: the live run it will replace (its ``processing_complete`` says so);
+        ``waiting_limit``: raise :class:`TooManyRuns` when `MAX_QUEUED_RUNS` of the
+        session's runs wait already (counted and queued as one step)."""
+        async with self._submitting:
+            if waiting_limit:
+                session = await asyncio.to_thread(self.store.get_session, session_id)
+                waiting = sum(1 for r in (session.runs if session else ())
+                              if r.kind == "refined" and r.status == "queued")
+                if waiting >= MAX_QUEUED_RUNS:
+                    raise TooManyRuns(waiting)
+            run = await asyncio.to_thread(self.store.create_run, session_id, config,
+                                          supersedes=supersedes)
         log.info("Queued run %s for session %s", run.id, session_id)
         self._wake.set()
         return run
@@ -327,6 +352,7 @@ class JobQueue:
             log.log(logging.INFO if w.stopped else logging.ERROR, "Worker process %s %s (exit "
                     "code %s)", w.process.pid, "stopped" if w.stopped else "died",
                     w.process.exitcode)
+            w.reading = False  # (its reader hands on what it sent, then ends)
             if w.run_id is not None:
                 run = await asyncio.to_thread(self.store.get_run, w.run_id)
                 if run is not None and run.status == "running":
@@ -335,6 +361,11 @@ class JobQueue:
                     else:
                         await self._finish(run.id, ok=False,
                                            message="The worker process died while processing")
+                elif run is None:  # its session was deleted: what it wrote goes too
+                    self._last_progress.pop(w.run_id, None)
+                    session_id = self._session_of.pop(w.run_id, None)
+                    if session_id is not None:
+                        await asyncio.to_thread(self.store.remove_leftovers, session_id)
             spawning = asyncio.ensure_future(asyncio.to_thread(self._spawn))
             try:
                 self._workers[i] = await asyncio.shield(spawning)
@@ -344,15 +375,20 @@ class JobQueue:
             self._wake.set()
 
     # ------------------------------------------------------------------ events
-    def _read_events(self) -> None:
+    def _read_events(self, worker: _Worker) -> None:
+        """Hand `worker`'s events to the loop, in order, until it is replaced or closed."""
         while True:
             try:
-                event = self._events.get()
+                event = worker.events.get(timeout=0.2)
+            except queue.Empty:
+                if not worker.reading:
+                    return
+                continue
             except Exception:  # noqa: BLE001 - e.g. a worker killed while it wrote one
                 log.exception("A worker event could not be read; reading on")
+                if not worker.reading:
+                    return
                 continue
-            if event is None:
-                return
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._inbox.put_nowait, event)
 

@@ -354,7 +354,7 @@ class LiveStream:
         if self.process is not None:
             await asyncio.to_thread(self.process.join, 10)
             if self.process.is_alive():
-                self.process.kill()
+                self._kill()  # (and reaped: a zombie until the next spawn)
         self.state = "done"
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from workbench.engine.audio import AudioDecodeError
+from workbench.engine.audio import PARTLY_DECODED, AudioDecodeError
 
 from .finalise import finalise, wav_intact
 from .sessions import SessionStore
@@ -63,7 +63,8 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
         wav = store.audio_path(session.id)
         if not session.parts or (wav.exists() and wav_intact(wav)):
             continue
-        if not wav.exists() and all(part.error for part in session.parts):
+        if not wav.exists() and all(part.error and not part.error.startswith(PARTLY_DECODED)
+                                    for part in session.parts):
             continue  # none decoded at its stop: there never was an audio.wav (a stop or
             # resume tries again)
         try:

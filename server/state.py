@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("server")
 
 SEND_TIMEOUT = 10.0
-"""Seconds a connection may take to accept one message before it is dropped. A client
+"""Seconds a connection may take nothing of a message before it is dropped. A client
 that stops reading fills its socket buffers, and a send to it then waits for ever (the
 heartbeat does not end that wait): every event of its session, and the job queue that
 hands events on one at a time, would wait with it."""
+STALL_CHECK = 0.5  # s between looks at what a slow connection has taken
 
 
 class OpenRecording(Protocol):
@@ -103,17 +104,30 @@ class AppState:
         await self._bounded(ws, ws.close(code=code, message=message))
 
     async def _bounded(self, ws: web.WebSocketResponse, action: Awaitable[Any]) -> None:
+        """Await `action` (a send or a close). A client whose connection has taken nothing
+        for `SEND_TIMEOUT` (its transport's buffer did not shrink) is dropped; one that
+        reads slowly keeps its connection, however long a large message takes."""
+        task = asyncio.ensure_future(action)
+        transport = self.sockets.get(ws)
+        still, buffered = 0.0, None
         try:
-            async with asyncio.timeout(SEND_TIMEOUT):
-                await action
+            while not (await asyncio.wait({task}, timeout=STALL_CHECK))[0]:
+                size = transport.get_write_buffer_size() if transport is not None else None
+                moved = size is None or buffered is None or size < buffered
+                still, buffered = (0.0 if moved else still + STALL_CHECK), size
+                if still >= SEND_TIMEOUT:
+                    task.cancel()
+                    if not transport.is_closing():  # type: ignore[union-attr]
+                        log.warning("A client took nothing for %g s: its connection is "
+                                    "dropped", SEND_TIMEOUT)
+                        transport.abort()  # type: ignore[union-attr] # its handler then
+                    return  # ends as on any disconnect
+            task.result()
         except (ConnectionError, RuntimeError):
             pass
-        except TimeoutError:
-            transport = self.sockets.get(ws)
-            if transport is not None and not transport.is_closing():
-                log.warning("A client took no message for %g s: its connection is dropped",
-                            SEND_TIMEOUT)
-                transport.abort()  # its handler then ends as on any disconnect
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
 
     def limits_reached(self, session: Session) -> bool:
         return session.bytes_received >= self.config.limits.max_total_bytes

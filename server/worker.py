@@ -49,17 +49,20 @@ class OverallProgress:
     def __init__(self, stages: tuple[str, ...] = tuple(STAGE_WEIGHTS)) -> None:
         self._weights = {name: STAGE_WEIGHTS[name] for name in stages}
         self._done: dict[str, float] = {}
+        self.last = 0.0  # the figure last given
 
     def __call__(self, stage: str, fraction: float) -> float:
         if stage in self._weights:
             self._done[stage] = max(self._done.get(stage, 0.0), min(max(fraction, 0.0), 1.0))
         total = sum(self._weights[name] * done for name, done in self._done.items())
-        return round(min(1.0, total / sum(self._weights.values())), 4)
+        self.last = round(min(1.0, total / sum(self._weights.values())), 4)
+        return self.last
 
     def finish(self) -> float:
         """Every stage done (a stage with nothing to do, e.g. segmentation of silence,
         may never report)."""
         self._done = dict.fromkeys(self._weights, 1.0)
+        self.last = 1.0
         return 1.0
 
 
@@ -114,8 +117,9 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
         out_dir = Path(task["run_dir"])
         result.save(out_dir)
         summary.update(result.summary())
-    stage = "merge" if config is not None else "renditions"
-    emit(("progress", run_id, stage, 1.0, overall.finish()))
+    if overall.last < 1.0:  # (a stage with nothing to do said nothing)
+        stage = "merge" if config is not None else "renditions"
+        emit(("progress", run_id, stage, 1.0, overall.finish()))
     return summary
 
 

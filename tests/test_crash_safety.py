@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import aiohttp
 import numpy as np
+import pytest
 
 from server.finalise import wav_intact
 from server.sessions import SessionStore
@@ -667,3 +668,50 @@ async def test_a_run_ending_during_shutdown_is_saved(tmp_path: Path) -> None:
         assert (data_dir / "sessions" / sid / "audio.mp4").stat().st_size > 0
     finally:
         store.close()
+
+
+def test_a_part_kept_in_part_is_rebuilt_at_start_up(tmp_path: Path) -> None:
+    """A part that decoded only in part carries an error too: start-up took it for one
+    that never decoded and left its missing audio.wav missing."""
+    from server.recovery import recover
+    from workbench.engine.audio import PARTLY_DECODED, InputFormat
+
+    store = SessionStore(tmp_path)
+    session = store.create_session()
+    part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
+    (store.session_dir(session.id) / part.filename).write_bytes(b"\x01\x00" * 16000)
+    store.set_status(session.id, "recording")
+    store.set_status(session.id, "interrupted")
+    store.set_part_errors(session.id, {part.index: PARTLY_DECODED + "1 packet(s) left out"})
+    assert recover(store) == [session.id]
+    assert store.audio_path(session.id).read_bytes()[44:] == b"\x01\x00" * 16000
+    store.close()
+
+
+def test_a_start_up_that_fails_leaves_the_data_directory_free(tmp_path: Path) -> None:
+    """The lock is taken first in start-up; a start-up that failed after it (no cleanup
+    runs then) kept it, and the next server in this process was refused."""
+    from aiohttp import web
+
+    from server.app import create_app
+    from server.config import parse_args
+    from workbench.notebook.local_server import free_port
+
+    data_dir = tmp_path / "data"
+
+    async def start() -> None:
+        app = create_app(parse_args(["--port", str(free_port()), "--data-dir", str(data_dir),
+                                     "--pipeline", "renditions"]))
+        runner = web.AppRunner(app)
+        try:
+            await runner.setup()
+        finally:
+            await runner.cleanup()
+
+    stale = data_dir / "sessions" / "x" / ".audio.wav.tmp"
+    (stale / "in").mkdir(parents=True)  # recovery cannot remove it: start-up fails
+    with pytest.raises(OSError):
+        asyncio.run(start())
+    (stale / "in").rmdir()
+    stale.rmdir()
+    asyncio.run(start())  # not "Another server (pid <this one>) is using the data directory"

@@ -964,3 +964,42 @@ async def test_shutdown_does_not_wait_for_a_client_that_stops_reading(
         flooding.cancel()
     wav = tmp_path / "data" / "sessions" / sid / "audio.wav"
     assert wav.read_bytes()[44:] == PCM_SECOND
+
+
+async def test_a_client_that_reads_slowly_is_not_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a connection that takes nothing is dropped: one reading a large message more
+    slowly than ``SEND_TIMEOUT`` allows for the whole of it keeps its connection (a client
+    reading 1 MB at 400 kB/s was cut off after 164 kB). Here 12 MB at about 3 MB/s, through a
+    small receive buffer: what the server's socket cannot hold waits in its transport."""
+    import server.state
+
+    monkeypatch.setattr(server.state, "SEND_TIMEOUT", 1.0, raising=False)
+    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+        state = app[server.state.STATE]
+        ws = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/slow")
+        await ws.send_json(START_PCM)
+        sid = (await recv(ws))["session_id"]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # (before connecting)
+        sock.connect(("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(f"GET /ws/{sid} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        while len(state.subscribers.get(sid, ())) < 2:
+            await asyncio.sleep(0.05)
+        event = {"type": "processing_progress", "session_id": sid, "pad": "x" * 12_000_000}
+        sending = asyncio.ensure_future(state.notify(sid, event))
+        got, began = 0, time.monotonic()
+        while got < 12_000_000:
+            data = await asyncio.wait_for(reader.read(1 << 16), 5)
+            assert data, f"dropped after {got} bytes"
+            got += len(data)
+            await asyncio.sleep(max(0.0, began + got / 3e6 - time.monotonic()))
+        assert time.monotonic() - began > 2.5  # (the old limit was for the whole message)
+        await asyncio.wait_for(sending, 5)
+        writer.close()
+        await ws.close()

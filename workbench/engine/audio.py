@@ -258,8 +258,6 @@ def decode_parts(parts: Iterable[tuple[Path, InputFormat]]) -> np.ndarray:
     return np.concatenate(decoded) if decoded else np.zeros(0, dtype=np.float32)
 
 
-# --------------------------------------------------------------------------- streamed decoding
-
 BLOCK_FRAMES = 1 << 16
 """Input frames read per block when decoding a file block by block (:func:`iter_decode`)."""
 
@@ -413,6 +411,9 @@ def _next_ogg_link(path: Path, after: int) -> Optional[int]:
         return i if 0 <= i < len(m) - 5 else None
 
 
+PARTLY_DECODED = "Audio decoded in part: "  # begins the error of a part kept in part
+
+
 @dataclass(frozen=True)
 class DecodedWav:
     """What :func:`decode_to_wav` wrote: ``frames`` samples at :data:`SAMPLE_RATE`, and
@@ -466,7 +467,7 @@ def decode_to_wav(parts: Iterable[tuple[Path, InputFormat]], path: Union[str, os
             finally:
                 blocks.close()  # closes the FFmpeg demuxer of a part left early
             if notes and (not failed or failed[-1][0] != position):
-                failed.append((position, "Audio decoded in part: " + "; ".join(notes)))
+                failed.append((position, PARTLY_DECODED + "; ".join(notes)))
             if truncated:
                 break
         if failed and frames == 0:
@@ -488,8 +489,6 @@ def load_audio(audio: AudioInput) -> np.ndarray:
         return np.ascontiguousarray(x, dtype=np.float32)
     return decode_file(audio)
 
-
-# --------------------------------------------------------------------------- writing
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:
