@@ -171,6 +171,7 @@ class FfmpegDecoder:
                 self._wav.feed(data)
         except BaseException as exc:  # noqa: BLE001 - reported by feed()/close()
             self._failure = exc
+            self.proc.kill()  # no one reads its output now: a write to it would wait for ever
 
     def _check(self) -> None:
         if self._failure is not None:
@@ -200,14 +201,18 @@ class FfmpegDecoder:
 
     def close(self) -> None:
         try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        self._reader.join()
-        self.proc.wait()
-        self._check()
-        self._errors.close()
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            self._reader.join()
+            self.proc.wait()
+            self._check()
+        finally:  # (now, not when a collection finds the decoder and its WavDecoder)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self._errors.close()
 
 
 class StreamDecoder:

@@ -81,3 +81,31 @@ def test_times_and_indexes_shift_for_a_later_live_session() -> None:
     assert s.duration == 13.0 and s.turns == [Turn(10.5, 12.0, "SPEAKER_00")]
     assert s.segments[0].start == 11.0 and s.words == [Word(11.0, 11.5, " hi", 0.9,
                                                             "SPEAKER_00")]
+
+
+def test_a_failing_consumer_ends_ffmpeg_decoding_instead_of_hanging(speech_dir: Path) -> None:
+    """When what takes the samples fails, the reader stopped draining FFmpeg's output;
+    FFmpeg then stopped reading, and the next write blocked for ever (the worker never
+    reported its error)."""
+    import threading
+
+    def refuse(samples: np.ndarray) -> None:
+        raise ValueError("the session cannot take samples")
+
+    data = (speech_dir / "speech.webm").read_bytes() * 8
+    decoder = StreamDecoder(refuse, "webm", 16000, 1)
+    outcome: list[BaseException] = []
+
+    def feed_all() -> None:
+        try:
+            for i in range(0, len(data), 4000):
+                decoder.feed(data[i:i + 4000])
+            decoder.close()
+        except BaseException as exc:  # noqa: BLE001 - what the worker reports
+            outcome.append(exc)
+
+    thread = threading.Thread(target=feed_all, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "feeding hung"
+    assert outcome and "the session cannot take samples" in str(outcome[0])
