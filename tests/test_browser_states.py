@@ -9,6 +9,10 @@ can come exactly between two clicks; the REST API is a real server's (renditions
   fill the second one's live transcript; nor must a click on its own entry in the list.
 * Stop pressed before the server answered the first `start`, then the start refused:
   the page says so and can record again (it stayed "stopping" for good).
+* The session deleted while it is processed, told over the socket (`processing_failed`)
+  or met as a 404 by the REST polling that follows a socket lost during processing: the
+  page says it was deleted (not that its audio is kept), drops its card and its list
+  entry, and stops asking for it (it stayed "processing" and polled for good).
 * The widget: Stop pressed while the browser asks for the microphone cancels the start
   (the recording began anyway); a socket closed before any session started is a failure,
   not "processing goes on"; after a limit ended the recording, the recorder's last chunk
@@ -154,6 +158,89 @@ def test_stop_before_the_start_is_answered_then_refused(pw: Any, server: LocalSe
     finally:
         browser.close()
 
+
+
+def delete_session(srv: LocalServer, sid: str) -> None:
+    req = urllib.request.Request(f"{srv.url}/api/sessions/{sid}", method="DELETE")
+    assert urllib.request.urlopen(req, timeout=10).status == 204
+
+
+def processing(sid: str) -> tuple[Callable[[Any], None], list[Any]]:
+    """A socket stand-in recording session `sid`, whose processing, after stop, stays at 50 %."""
+    def on_start(ws: Any, n: int) -> None:
+        ws.send(json.dumps({"type": "recording_started", "session_id": sid, "format": "wav",
+                            "part": 0, "resumed": False, "live_results": False}))
+
+    def on_stop(ws: Any, n: int) -> None:
+        for event in [{"type": "recording_stopped", "duration_seconds": 2.0},
+                      {"type": "processing_started", "message": "Processing started"},
+                      {"type": "processing_progress", "stage": "renditions", "progress": 0.5,
+                       "overall": 0.5}]:
+            ws.send(json.dumps({**event, "session_id": sid}))
+    return scripted(on_start, on_stop)
+
+
+def record_until_processing(page: Any, sid: str) -> None:
+    page.wait_for_selector(f"#session-list li[data-session-id='{sid}']", state="attached")
+    page.click("#start")
+    page.wait_for_function("window.__recorder?.state === 'recording'")
+    page.click("#stop")
+    page.wait_for_function("window.__recorder.state === 'processing'"
+                           " && document.getElementById('percent').textContent === '50 %'")
+
+
+def assert_deleted(page: Any, sid: str) -> None:
+    """The page says `sid` was deleted, shows no card for it, and has it no more in its list."""
+    box = notice(page, "recording")
+    box.wait_for(timeout=8000)
+    page.wait_for_selector(f"#session-list li[data-session-id='{sid}']", state="detached")
+    page.wait_for_timeout(1500)  # late answers (a reopening, a list refresh) have come in
+    text = box.inner_text()
+    assert "deleted" in text and "kept" not in text, text
+    assert page.is_hidden("#result")
+    assert notice(page, "server").count() == 0, notice(page, "server").all_inner_texts()
+
+
+def test_processing_failed_because_the_session_was_deleted(pw: Any, server: LocalServer,
+                                                           sweep: Any) -> None:
+    sid = new_session(server)
+    handler, sockets = processing(sid)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server)
+        page.route_web_socket("**/ws/**", handler)
+        record_until_processing(page, sid)
+        delete_session(server, sid)  # from another page: the server tells this one
+        sockets[0].send(json.dumps({"type": "processing_failed", "session_id": sid, "run_id": "r1",
+                                    "message": "The session was deleted"}))
+        page.wait_for_function("window.__recorder.state === 'failed'")
+        assert_deleted(page, sid)
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_following_a_deleted_session_stops(pw: Any, server: LocalServer, sweep: Any) -> None:
+    sid = new_session(server)
+    handler, sockets = processing(sid)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server)
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if r.url.endswith(f"/api/sessions/{sid}")
+                else None)
+        page.route_web_socket("**/ws/**", handler)
+        record_until_processing(page, sid)
+        delete_session(server, sid)
+        sockets[0].close(code=1001, reason="going away")  # the page follows over REST now
+        assert_deleted(page, sid)
+        polls = len(asked)
+        assert polls >= 1
+        page.wait_for_timeout(3500)  # more than two polling intervals
+        assert len(asked) == polls
+        assert errors == []
+    finally:
+        browser.close()
 
 # ---------------------------------------------------------------------- the notebook widget
 

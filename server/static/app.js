@@ -9,12 +9,12 @@ import {
 } from './api.js';
 import { askForToken, fetchSession, request } from './auth.js';
 import { $, el, formatClock, seconds, shortId, when } from './dom.js';
-import { LiveTranscript } from './live.js';
+import { LiveTranscript, supersedeLive } from './live.js';
 import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
 import { MIC_KEY, microphoneProblem, refreshDevices } from './microphones.js';
 import { dismiss, notify, reportError } from './notices.js';
-import { beingProcessed, renderSessions } from './sessions.js';
+import { beingProcessed, isGone, renderSessions, reportDeleted } from './sessions.js';
 import { renderTranscript } from './transcript.js';
 
 const LIVE_KEY = 'workbench.liveResults';
@@ -186,6 +186,10 @@ function wire(rec) {
     dismiss('connection');
     if (connect) {
       await explainConnectFailure(message);
+    } else if (processing && /session was deleted/i.test(message)) {
+      log(message, 'error');
+      forgetSession(sessionId); // nothing is kept to download or process again
+      return;
     } else {
       notify('recording', 'error', processing ? 'Processing failed.' : 'The recording failed.',
         processing ? `${message.replace(/^Processing failed: /, '').replace(/\.$/, '')}. The audio is kept: download it `
@@ -337,20 +341,6 @@ function onLiveEvent(msg) {
   }
 }
 
-/** Hide the live transcript, saying that `run` (the refined one) supersedes it. */
-function supersedeLive(sessionId, run, liveRun) {
-  const view = $('live-view');
-  const shown = !view.hidden && view.dataset.sessionId === sessionId;
-  view.hidden = true;
-  const note = $('live-note');
-  note.hidden = !liveRun || !run || run.id === liveRun.id;
-  if (note.hidden) return;
-  note.textContent = `${shown ? 'The refined transcript replaces the live one shown while recording'
-    : 'This refined transcript supersedes the live one made while recording'} (live run `
-    + `${shortId(liveRun.id)}: ${liveRun.status === 'completed' ? 'its files are under "Live transcript"'
-      : 'still being saved; open the session again for its files'}).`;
-}
-
 // ---------------------------------------------------------------------- processing and results
 
 let watchToken = 0;
@@ -402,6 +392,8 @@ async function watchSession(sessionId) {
       session = await fetchSession(sessionId);
       dismiss('server');
     } catch (err) {
+      if (token !== watchToken) return;
+      if (isGone(err)) { forgetSession(sessionId); return; }
       reportError(err, 'Following the processing');
       session = null;
     }
@@ -418,6 +410,13 @@ async function watchSession(sessionId) {
   }
 }
 
+/** `sessionId` was deleted (elsewhere, or while it was processed): its card and entry go. */
+function forgetSession(sessionId) {
+  if ($('result').dataset.sessionId === sessionId) hideResult();
+  reportDeleted(sessionId);
+  refreshSessions();
+}
+
 async function openSession(sessionId) {
   if (current?.sessionId === sessionId && current.state !== 'completed' && current.state !== 'failed'
       && !$('live-view').hidden && $('live-view').dataset.sessionId === sessionId) {
@@ -429,7 +428,8 @@ async function openSession(sessionId) {
   try {
     session = await fetchSession(sessionId);
   } catch (err) {
-    reportError(err, 'Opening the session', () => openSession(sessionId));
+    if (isGone(err)) forgetSession(sessionId);
+    else reportError(err, 'Opening the session', () => openSession(sessionId));
     return;
   }
   if (beingProcessed(session)) {
@@ -471,7 +471,8 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   try {
     session ??= await fetchSession(sessionId);
   } catch (err) {
-    reportError(err, 'Loading the result', () => showResult(sessionId, { runId, summary }));
+    if (isGone(err)) forgetSession(sessionId);
+    else reportError(err, 'Loading the result', () => showResult(sessionId, { runId, summary }));
     return;
   }
   const runs = session.runs || [];

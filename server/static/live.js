@@ -7,7 +7,7 @@
 // drawn from `diarization_update` grow beside: final turns solid, the tentative guess
 // past `final_until` faint.  Speakers are coloured by their order of appearance.
 
-import { el } from './dom.js';
+import { $, el, shortId } from './dom.js';
 import { PALETTE, formatTime } from './transcript.js';
 
 /** The server messages a LiveTranscript draws. */
@@ -240,4 +240,18 @@ export class LiveTranscript {
     if (this.paused) facts.push(`paused: ${this.paused}`);
     this.statusNode.textContent = facts.join(' · ');
   }
+}
+
+/** Hide the page's live transcript, saying that `run` (the refined one) supersedes it. */
+export function supersedeLive(sessionId, run, liveRun) {
+  const view = $('live-view');
+  const shown = !view.hidden && view.dataset.sessionId === sessionId;
+  view.hidden = true;
+  const note = $('live-note');
+  note.hidden = !liveRun || !run || run.id === liveRun.id;
+  if (note.hidden) return;
+  note.textContent = `${shown ? 'The refined transcript replaces the live one shown while recording'
+    : 'This refined transcript supersedes the live one made while recording'} (live run `
+    + `${shortId(liveRun.id)}: ${liveRun.status === 'completed' ? 'its files are under "Live transcript"'
+      : 'still being saved; open the session again for its files'}).`;
 }

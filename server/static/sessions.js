@@ -1,6 +1,8 @@
 // The list of past sessions on the recorder page, and what a session's state means there.
 
+import { ApiError } from './api.js';
 import { $, el, seconds, shortId, when } from './dom.js';
+import { dismiss, notify } from './notices.js';
 
 /** Processing, or a refined run queued or running (a run just asked for is queued while the
  * session still says interrupted, completed or failed until a worker takes it). */
@@ -27,4 +29,17 @@ export function renderSessions(sessions, onOpen) {
     return item;
   }));
   $('sessions-empty').hidden = sessions.length > 0;
+}
+
+/** A REST error saying that the session asked for does not exist (any more). */
+export function isGone(err) {
+  return err instanceof ApiError && err.status === 404;
+}
+
+/** Say that `sessionId` was deleted, replacing what failed or was promised about it. */
+export function reportDeleted(sessionId) {
+  dismiss('server');
+  notify('recording', 'warning', 'The session was deleted.', `Session ${shortId(sessionId)} is no `
+    + 'longer on the server (deleted from another page or over the API): its audio and transcripts '
+    + 'went with it, and any processing of it has stopped.');
 }
