@@ -399,3 +399,104 @@ def test_a_local_server_goes_with_the_process_that_started_it(tmp_path: Path) ->
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the server outlived the process that started it"
         time.sleep(0.2)
+
+
+def test_wait_for_run_says_that_the_session_was_deleted(client: Client) -> None:
+    """A session deleted while its run was waited for: wait_for_run raised the REST 404 of
+    its runs ("Session not found"), as if the caller had asked for a wrong session."""
+    tone = (0.1 * np.sin(np.arange(600 * 16000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+    rec = client.record(tone, format="mp4", wait=False)  # 10 minutes: its MP4 takes a while
+    waiting = client.submit(client.aio.wait_for_run(rec.session_id, rec.run_id))
+    time.sleep(0.5)  # its socket and first poll; the run takes seconds
+    assert not waiting.done()
+    client.delete_session(rec.session_id)
+    with pytest.raises(ServerError) as info:
+        waiting.result(timeout=30)
+    assert info.value.status == 404 and f"Session {rec.session_id} was deleted" in str(info.value)
+
+
+def _dropping_stand_in(runs_status: int):  # type: ignore[no-untyped-def]
+    """A stand-in for the server that takes a recording, starts run R, sends progress and
+    then drops the connection (no close frame); over REST run R completes a second later
+    (`runs_status` 200) or the session is gone (404)."""
+    from aiohttp import web
+
+    dropped: list[float] = []
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:
+            action = msg.json().get("action") if msg.type == web.WSMsgType.TEXT else None
+            if action == "start":
+                await ws.send_json({"type": "recording_started", "session_id": "S",
+                                    "format": "wav", "part": 0, "resumed": False})
+            elif action == "stop":
+                for event in ({"type": "recording_stopped", "session_id": "S",
+                               "duration_seconds": 1.0},
+                              {"type": "processing_started", "session_id": "S", "run_id": "R"},
+                              {"type": "processing_progress", "session_id": "S", "run_id": "R",
+                               "stage": "asr", "progress": 0.5, "overall": 0.5}):
+                    await ws.send_json(event)
+                dropped.append(time.monotonic())
+                assert request.transport is not None
+                request.transport.abort()
+        return ws
+
+    async def runs(request: web.Request) -> web.Response:
+        if runs_status == 404:
+            return web.json_response({"error": "Session not found"}, status=404)
+        done = bool(dropped) and time.monotonic() - dropped[0] > 1.0
+        summary = {"speakers": 2, "duration_seconds": 1.0, "word_count": 7}
+        return web.json_response({"runs": [{"id": "R", "status": "completed" if done else "running",
+                                            "summary": summary if done else None}]})
+
+    app = web.Application()
+    app.router.add_get("/ws/{sid}", socket)
+    app.router.add_get("/api/sessions/{sid}/runs", runs)
+    return app
+
+
+@pytest.mark.parametrize("runs_status", [200, 404])
+def test_a_connection_dropped_during_processing_is_followed_over_rest(runs_status: int) -> None:
+    """The socket dropped (no close frame) after processing_started and progress: record()
+    returned quietly with no result, and a panel or dashboard showed the session as done."""
+    import asyncio
+
+    from aiohttp import web
+
+    from workbench.notebook.client import AsyncClient
+
+    events: list[dict] = []
+
+    async def main() -> object:
+        runner = web.AppRunner(_dropping_stand_in(runs_status))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=30)
+        try:
+            return await aio.record(np.zeros(16000, np.float32), on_event=events.append)
+        finally:
+            await aio.close()
+            await runner.cleanup()
+
+    if runs_status == 404:
+        with pytest.raises(ServerError, match="following run R failed: Session S was deleted"):
+            asyncio.run(main())
+        return
+    report = asyncio.run(main())
+    assert report.result == {"type": "processing_complete", "session_id": "S", "run_id": "R",  # type: ignore[attr-defined]
+                             "speakers": 2, "duration_seconds": 1.0, "word_count": 7}
+    assert events[-1] == report.result  # type: ignore[attr-defined]
+
+
+def test_a_local_server_that_exits_at_start_says_why(server: LocalServer) -> None:
+    """A second server on the same data exits at once: the error said only "exited with
+    code 1; see server.log", a log the running server shares."""
+    assert server.process is not None
+    with pytest.raises(RuntimeError, match=rf"code 1: error: Another server \(pid "
+                                           rf"{server.process.pid}\) is using the data"):
+        LocalServer(server.data_dir, args=["--pipeline", "renditions"]).start()
+    assert server.healthy()

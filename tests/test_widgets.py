@@ -185,3 +185,51 @@ def test_auto_refresh_stops_even_during_a_refresh(server: LocalServer) -> None:
         assert errors == []
     finally:
         threading.excepthook = hook
+
+
+def test_process_again_shows_that_the_session_was_deleted(server: LocalServer) -> None:
+    """The session deleted before "process again"'s run ended: the panel went on saying
+    "run … queued" (progress 0), the job's error unread."""
+    import threading
+
+    import numpy as np
+
+    from workbench.notebook.client import ServerError
+
+    with Client(server) as client:
+        sid = client.record(np.zeros(16000, np.float32)).session_id
+        panel = SessionPanel(client)
+        gate = threading.Event()
+        panel._actions.submit(gate.wait, 30)  # the panel's thread busy: the wait comes later
+        job = panel.process_again(sid)
+        client.delete_session(sid)
+        gate.set()
+        with pytest.raises(ServerError):
+            job.result(timeout=30)
+        assert f"Session {sid} was deleted" in panel.status.value
+        assert "queued" not in panel.status.value and panel.progress.description == "failed"
+        assert sid not in [s["id"] for s in panel.sessions]
+        panel.close()
+
+
+def test_dashboard_follows_a_detached_microphone(server: LocalServer) -> None:
+    """The browser's socket closed while the server processed (state "detached"): the
+    dashboard said "the refined run is processing…" for ever, the result never shown."""
+    import numpy as np
+
+    from workbench.notebook.dashboard import Dashboard
+
+    board = Dashboard(server)
+    try:  # the microphone's messages up to processing_started, then its socket closes
+        rec = board.client.record(np.zeros(5 * 16000, np.float32), wait=False,
+                                  on_event=board.on_event)
+        assert "processing" in board.result_title.value
+        board.microphone.session_id = rec.session_id
+        board.microphone.state = "detached"
+        assert board.last_show is not None
+        board.last_show.result(timeout=60)
+        assert [r["status"] for r in board.client.runs(rec.session_id)] == ["completed"]
+        assert f"session {rec.session_id[:8]}: no transcript yet" in board.result_title.value
+        assert board.url(rec.session_id, "audio", "wav") in board.downloads.value
+    finally:
+        board.close()

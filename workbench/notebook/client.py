@@ -124,6 +124,16 @@ class RecordingReport:
         return next((m for m in reversed(self.messages) if m.get("type") in TERMINAL), None)
 
 
+def _outcome(session_id: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The message that ends a run (``processing_complete`` / ``_failed``), from its REST form."""
+    if run["status"] == "completed":
+        summary = run.get("summary") or {}
+        return {"type": "processing_complete", "session_id": session_id, "run_id": run["id"],
+                **{k: summary.get(k) for k in ("speakers", "duration_seconds", "word_count")}}
+    return {"type": "processing_failed", "session_id": session_id, "run_id": run["id"],
+            "message": run.get("error") or "Processing failed"}
+
+
 def _pcm_chunks(samples: np.ndarray, chunk_seconds: float) -> Iterable[bytes]:
     pcm = to_int16(samples).tobytes()
     step = max(2, int(SAMPLE_RATE * chunk_seconds) * 2)
@@ -269,7 +279,8 @@ class AsyncClient:
                      stop_event: Optional[threading.Event] = None,
                      live_results: bool = False,
                      on_live: Optional[EventCallback] = None) -> RecordingReport:
-        """Stream ``source`` as one recording; with ``wait``, return once processing ended.
+        """Stream ``source`` as one recording; with ``wait``, return once processing ended
+        (a connection closed meanwhile: the run followed over REST, or a ServerError).
 
         ``live_results`` asks for words and speakers while recording: ``on_live`` sees each
         live event as it arrives, and the report keeps them (``live_events``,
@@ -295,6 +306,7 @@ class AsyncClient:
             rec = RecordingReport(session_id)
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             failed: list[BaseException] = []
+            dropped: Optional[dict[str, Any]] = None
 
             async def reader() -> None:
                 try:
@@ -372,10 +384,35 @@ class AsyncClient:
                     if after["type"] != "error" or after.get("code") != DURATION_EXCEEDED:
                         break
                 if wait and after["type"] == "processing_started":
-                    await self._next(inbox, TERMINAL + ("closed",))
+                    end = await self._next(inbox, TERMINAL + ("closed",))
+                    if end["type"] == "closed":
+                        dropped = end
             finally:
                 reading.cancel()
-            return rec
+        if dropped is not None:  # closed mid-run (dropped, a restart): the run goes on there
+            await self._follow(rec, dropped.get("code"), on_event)
+        return rec
+
+    async def _follow(self, rec: RecordingReport, code: Optional[int],
+                      on_event: Optional[EventCallback]) -> None:
+        """The connection closed during processing: follow the run over REST and add its
+        outcome to ``rec`` (and give it to ``on_event``) as the message it would have been;
+        a ServerError when that fails."""
+        def seen(event: dict[str, Any]) -> None:
+            rec.messages.append(event)
+            if on_event is not None:
+                on_event(event)
+
+        why = f"The connection closed during processing (close code {code})"
+        if rec.run_id is None:
+            raise ServerError(f"{why} and the server named no run to follow")
+        try:
+            run = await self.wait_for_run(rec.session_id, rec.run_id, seen)
+        except (ServerError, aiohttp.ClientError, OSError) as exc:  # (TimeoutError too)
+            raise ServerError(f"{why}; following run {rec.run_id} failed: {exc}",
+                              status=getattr(exc, "status", None)) from exc
+        if rec.result is None:  # (its own message came on the new socket, or not)
+            seen(_outcome(rec.session_id, run))
 
     async def _next(self, inbox: "asyncio.Queue[dict[str, Any]]", kinds: tuple[str, ...]
                     ) -> dict[str, Any]:
@@ -406,12 +443,20 @@ class AsyncClient:
     async def wait_for_run(self, session_id: str, run_id: str,
                            on_event: Optional[EventCallback] = None,
                            poll: float = 0.5) -> dict[str, Any]:
-        """Wait until run ``run_id`` ends; ``on_event`` sees its progress events."""
+        """Wait until run ``run_id`` ends; ``on_event`` sees its progress events. A
+        ServerError (status 404) says the session was deleted meanwhile."""
         async with self._socket(session_id) as ws:
             deadline = time.monotonic() + self.timeout
             seen: Any = None
             while time.monotonic() < deadline:
-                run = next((r for r in await self.runs(session_id) if r["id"] == run_id), None)
+                try:
+                    runs = await self.runs(session_id)
+                except ServerError as exc:  # (its sockets heard processing_failed, maybe not us)
+                    if exc.status != 404:
+                        raise
+                    raise ServerError(f"Session {session_id} was deleted: run {run_id} will "
+                                      f"not end ({exc})", status=404) from None
+                run = next((r for r in runs if r["id"] == run_id), None)
                 if run is None:
                     raise ServerError(f"no run {run_id} in session {session_id}", status=404)
                 if run["status"] in ("completed", "failed"):

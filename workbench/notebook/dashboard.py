@@ -27,9 +27,10 @@ import html
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 from urllib.parse import quote
 
 import ipywidgets as w
@@ -123,9 +124,15 @@ class Dashboard:
             self._remove_work_dir()
 
     # ------------------------------------------------------------------ recording
-    def _on_state(self, _change: Any = None) -> None:
-        """The microphone's traitlets as the kernel sees them (a line under the widget)."""
+    def _on_state(self, change: Any = None) -> None:
+        """The microphone's traitlets as the kernel sees them (a line under the widget); a
+        recording ``detached`` from the server (its connection closed while processing)
+        is followed over REST and its result shown, as after ``processing_complete``."""
         mic = self.microphone
+        if change is not None and change["name"] == "state" and change["new"] == "detached":
+            sid = mic.session_id or self.session_id
+            if sid:
+                self._submit(self._follow_detached, sid)
         error = f" · <span style='color:#b00'>{html.escape(mic.error)}</span>" if mic.error else ""
         self.recording_state.value = (
             f"<span class='dashboard-state-line' data-state='{html.escape(mic.state)}' "
@@ -152,7 +159,7 @@ class Dashboard:
         elif kind == "processing_complete":
             sid = message.get("session_id") or self.session_id
             if sid:
-                self.last_show = self._work.submit(self._show_and_list, sid)
+                self._submit(self._show_and_list, sid)
         elif kind == "processing_failed":
             self.result_title.value = (f"<span style='color:#b00'>processing failed: "
                                        f"{html.escape(str(message.get('message')))}</span>")
@@ -175,6 +182,45 @@ class Dashboard:
         return report
 
     # ------------------------------------------------------------------ results
+    def _submit(self, show: Callable[[str], Any], session_id: str) -> None:
+        """Run ``show(session_id)`` on the dashboard's thread; what it raises is shown too."""
+        def job() -> Any:
+            try:
+                return show(session_id)
+            except Exception as exc:
+                self.result_title.value = (f"<span style='color:#b00'>session "
+                                           f"{html.escape(session_id[:8])}: "
+                                           f"{html.escape(str(exc))}</span>")
+                raise
+
+        self.last_show = self._work.submit(job)
+
+    def _follow_detached(self, session_id: str) -> Optional[RunComparison]:
+        """Wait over REST until the session's runs have ended (its refined run queued once the
+        stop is saved), then show the result, or why processing failed."""
+        deadline = time.monotonic() + self.client.aio.timeout
+        while True:
+            session = self.client.get_session(session_id)
+            pending = [r for r in session["runs"] if r["status"] in ("queued", "running")]
+            for run in pending:
+                self.client.wait_for_run(session_id, run["id"])
+            if pending:
+                deadline = time.monotonic() + self.client.aio.timeout
+            elif session["status"] not in ("recording", "processing"):
+                break
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"session {session_id} stayed {session['status']} "
+                                   f"for {self.client.aio.timeout:g} s")
+            else:
+                time.sleep(0.2)
+        refined = [r for r in session["runs"] if (r.get("kind") or "refined") == "refined"]
+        if refined and refined[-1]["status"] == "failed":
+            self.result_title.value = (f"<span style='color:#b00'>processing failed: "
+                                       f"{html.escape(str(refined[-1].get('error')))}</span>")
+            self.panel.refresh()
+            return None
+        return self._show_and_list(session_id)
+
     def _show_and_list(self, session_id: str) -> Optional[RunComparison]:
         """Show the result at once; once the session's other runs (the live run saving
         its result) have ended, show it again with them in the comparison."""
@@ -189,7 +235,7 @@ class Dashboard:
 
     def _on_select(self, session_id: str) -> None:
         # a session picked in the list, or one whose "process again" run has ended
-        self.last_show = self._work.submit(self.show, session_id)
+        self._submit(self.show, session_id)
 
     def url(self, session_id: str, what: str, format: str, run: Optional[str] = None) -> str:
         """A link the browser can follow to the session's audio or transcript."""

@@ -68,6 +68,7 @@ class LocalServer:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         log = open(self.log_path, "ab")
+        logged = log.tell()  # (the log may be shared: what this start wrote comes after)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir), *self.args],
@@ -83,8 +84,8 @@ class LocalServer:
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited with code {self.process.returncode}; "
-                                       f"see {self.log_path}")
+                    raise RuntimeError(f"server exited with code {self.process.returncode}"
+                                       f"{self._why(logged)}; see {self.log_path}")
                 if self.healthy():
                     return self
                 time.sleep(0.1)
@@ -93,6 +94,17 @@ class LocalServer:
             raise
         self.stop()
         raise TimeoutError(f"server did not become healthy within {timeout} s")
+
+    def _why(self, offset: int) -> str:
+        """``: <its last "error:" line>`` of what the server wrote to its log after ``offset``."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line.strip() for line in lines if line.startswith("error:")]
+        return f": {errors[-1]}" if errors else ""
 
     def healthy(self) -> bool:
         try:

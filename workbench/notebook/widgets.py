@@ -282,8 +282,16 @@ class SessionPanel:
             self._say(str(exc), error=True)
             raise
         self._say(f"run {run['id'][:8]} queued")
+
         def job() -> Any:
-            done = self.client.wait_for_run(sid, run["id"], self._on_event)
+            try:
+                done = self.client.wait_for_run(sid, run["id"], self._on_event)
+            except Exception as exc:  # e.g. the session deleted meanwhile: said, not only raised
+                if not self._closed:
+                    self.refresh()
+                    self.progress.description = "failed"
+                    self._say(f"run {run['id'][:8]}: {exc}", error=True)
+                raise
             self.refresh()
             self.select(sid)
             return done
