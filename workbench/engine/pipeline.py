@@ -290,6 +290,7 @@ def _with_decoding_options(loaded: Transcriber, config: ASRConfig) -> Transcribe
                          "or a multilingual model such as 'base' or 'small'")
     run = copy.copy(loaded)  # model and lock shared
     run.config = config
+    loaded._loaded_reported = True  # its load time goes to the first run's timings only
     return run
 
 
