@@ -11,7 +11,8 @@ server_pid=; other_pid=
 # reach it too: a second signal during aiohttp's shutdown kills it halfway. The other runs
 # in the background (SIGINT ignored, stdin not the terminal: JupyterLab asks no "Shut down?"),
 # so that a signal to the script reaches the trap at once.
-trap 'kill $server_pid $other_pid 2>/dev/null; wait $server_pid $other_pid 2>/dev/null' EXIT
+# (`|| :`: with no pid yet, or a child ended by the kill, the script keeps its own status)
+trap 'kill $server_pid $other_pid 2>/dev/null || :; wait $server_pid $other_pid 2>/dev/null || :' EXIT
 trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
 
 start_server() {  # in the background (--live-warm: a live worker waits with its models

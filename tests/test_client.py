@@ -449,7 +449,8 @@ def _dropping_stand_in(runs_status: int):  # type: ignore[no-untyped-def]
         done = bool(dropped) and time.monotonic() - dropped[0] > 1.0
         summary = {"speakers": 2, "duration_seconds": 1.0, "word_count": 7}
         return web.json_response({"runs": [{"id": "R", "status": "completed" if done else "running",
-                                            "summary": summary if done else None}]})
+                                            "summary": summary if done else None,
+                                            "supersedes": "L"}]})
 
     app = web.Application()
     app.router.add_get("/ws/{sid}", socket)
@@ -488,7 +489,8 @@ def test_a_connection_dropped_during_processing_is_followed_over_rest(runs_statu
         return
     report = asyncio.run(main())
     assert report.result == {"type": "processing_complete", "session_id": "S", "run_id": "R",  # type: ignore[attr-defined]
-                             "speakers": 2, "duration_seconds": 1.0, "word_count": 7}
+                             "speakers": 2, "duration_seconds": 1.0, "word_count": 7,
+                             "supersedes": "L"}  # (the live run it replaces)
     assert events[-1] == report.result  # type: ignore[attr-defined]
 
 

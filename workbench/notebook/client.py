@@ -129,7 +129,8 @@ def _outcome(session_id: str, run: dict[str, Any]) -> dict[str, Any]:
     if run["status"] == "completed":
         summary = run.get("summary") or {}
         return {"type": "processing_complete", "session_id": session_id, "run_id": run["id"],
-                **{k: summary.get(k) for k in ("speakers", "duration_seconds", "word_count")}}
+                **{k: summary.get(k) for k in ("speakers", "duration_seconds", "word_count")},
+                **({"supersedes": run["supersedes"]} if run.get("supersedes") else {})}
     return {"type": "processing_failed", "session_id": session_id, "run_id": run["id"],
             "message": run.get("error") or "Processing failed"}
 
@@ -389,15 +390,16 @@ class AsyncClient:
                         dropped = end
             finally:
                 reading.cancel()
-        if dropped is not None:  # closed mid-run (dropped, a restart): the run goes on there
+        if dropped is not None:  # closed mid-run (the connection dropped): the run goes on
             await self._follow(rec, dropped.get("code"), on_event)
         return rec
 
     async def _follow(self, rec: RecordingReport, code: Optional[int],
                       on_event: Optional[EventCallback]) -> None:
         """The connection closed during processing: follow the run over REST and add its
-        outcome to ``rec`` (and give it to ``on_event``) as the message it would have been;
-        a ServerError when that fails."""
+        outcome to ``rec`` (and give it to ``on_event``) as a ``processing_complete`` /
+        ``processing_failed`` made from the run (speakers, duration, word count, supersedes;
+        no download links); a ServerError when that fails (e.g. the server is restarting)."""
         def seen(event: dict[str, Any]) -> None:
             rec.messages.append(event)
             if on_event is not None:
