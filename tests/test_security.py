@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import socket
@@ -15,7 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, AsyncIterator, Optional
+from typing import Any, Optional
 
 import aiohttp
 import pytest
@@ -27,6 +26,7 @@ from server.security import origin_allowed
 from workbench.notebook.local_server import REPO_ROOT, LocalServer, free_port
 
 from .conftest import session_in
+from .test_processing_functional import InProcessServer
 
 TIMEOUT = 20
 TOKEN = "s3cret-T0ken-for-tests"
@@ -49,26 +49,6 @@ async def sync(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
         if m.get("code") == ErrorCode.UNKNOWN_ACTION:
             return seen
         seen.append(m)
-
-
-@contextlib.asynccontextmanager
-async def in_process(tmp_path: Path) -> AsyncIterator[tuple[Any, int]]:
-    """The server's application in this process (its state at hand), on a free port."""
-    from aiohttp import web
-
-    from server.app import create_app
-    from server.config import parse_args
-
-    port = free_port()
-    app = create_app(parse_args(["--port", str(port), "--data-dir", str(tmp_path / "data"),
-                                 "--pipeline", "renditions"]))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield app, port
-    finally:
-        await runner.cleanup()
 
 
 async def http(method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
@@ -655,7 +635,8 @@ async def test_websocket_upgrade_gets_503_while_shutting_down(tmp_path: Path) ->
     The application runs in process: in a server process the listening socket closes
     before shutdown starts, so a late upgrade can only arrive on a connection that was
     already being served; here the shutdown is started while the site still listens."""
-    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+    async with InProcessServer(tmp_path / "data") as srv, aiohttp.ClientSession() as s:
+        app, port = srv.app, srv.port
         ws = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/open")
         await ws.send_json(START_PCM)
         sid = (await recv(ws))["session_id"]
@@ -912,7 +893,8 @@ async def test_a_client_that_stops_reading_is_dropped_not_waited_for(
     import server.state
 
     monkeypatch.setattr(server.state, "SEND_TIMEOUT", 1.0, raising=False)
-    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+    async with InProcessServer(tmp_path / "data") as srv, aiohttp.ClientSession() as s:
+        app, port = srv.app, srv.port
         state = app[server.state.STATE]
         _, sid = await stuck_recording(s, port)
         reader = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/{sid}")
@@ -947,7 +929,8 @@ async def test_shutdown_does_not_wait_for_a_client_that_stops_reading(
     import server.state
 
     monkeypatch.setattr(server.state, "SEND_TIMEOUT", 1000.0, raising=False)
-    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+    async with InProcessServer(tmp_path / "data") as srv, aiohttp.ClientSession() as s:
+        app, port = srv.app, srv.port
         state = app[server.state.STATE]
         _, sid = await stuck_recording(s, port)
         event = {"type": "processing_progress", "session_id": sid, "pad": "x" * 500_000}
@@ -975,7 +958,8 @@ async def test_a_client_that_reads_slowly_is_not_dropped(
     import server.state
 
     monkeypatch.setattr(server.state, "SEND_TIMEOUT", 1.0, raising=False)
-    async with in_process(tmp_path) as (app, port), aiohttp.ClientSession() as s:
+    async with InProcessServer(tmp_path / "data") as srv, aiohttp.ClientSession() as s:
+        app, port = srv.app, srv.port
         state = app[server.state.STATE]
         ws = await s.ws_connect(f"ws://127.0.0.1:{port}/ws/slow")
         await ws.send_json(START_PCM)
