@@ -103,3 +103,23 @@ def test_thread_counts_beyond_the_usable_cpus_are_lowered(call: np.ndarray,
     usable = get_pipeline(PipelineConfig.from_dict({"asr": {"cpu_threads": usable_cpus()}}),
                           data_dir=tmp_path)
     assert usable.transcriber._model is pipeline.transcriber._model
+
+
+def test_live_models_and_torch_take_no_threads_beyond_the_usable_cpus(tmp_path: Path) -> None:
+    import torch
+
+    from workbench.engine.provenance import torch_threads
+    from workbench.live import LiveConfig, load_models
+    from workbench.live.asr import StreamingASRConfig
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    models = load_models(LiveConfig(asr=StreamingASRConfig(cpu_threads=1024), diarize=False),
+                         data_dir=tmp_path)
+    models.transcriber.transcribe(np.zeros(16000, dtype=np.float32))
+    # CTranslate2 starts one thread per `cpu_threads` when the model loads
+    assert threads() - before <= 2 * usable_cpus() + 8
+    with torch_threads(1024):
+        assert torch.get_num_threads() <= usable_cpus()

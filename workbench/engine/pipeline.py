@@ -40,12 +40,12 @@ from workbench.engine.config import ASRConfig, DiarizationConfig, MergeConfig, R
 from workbench.engine.diarization.diarizer import Diarizer, retune
 from workbench.engine.diarization.diarizer import model_identity as diarization_identity
 from workbench.engine.progress import ProgressHook
-from workbench.engine.provenance import package_versions
+from workbench.engine.provenance import capped_threads, package_versions, usable_cpus
 from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
 
 __all__ = ["ASRConfig", "CONCURRENT_MAX_SECONDS", "DEFAULT_DATA_DIR", "DiarizationConfig", "Hook",
            "MAX_SHARED_LOADS", "MergeConfig", "Pipeline", "PipelineConfig", "STAGES",
-           "get_pipeline", "transcribe", "usable_cpus"]
+           "capped_threads", "get_pipeline", "transcribe", "usable_cpus"]
 
 Hook = ProgressHook
 
@@ -223,31 +223,14 @@ is let go before the next load. A load of tiny.en holds ~70 MB, one of segmentat
 none was let go, a sweep over 10 thresholds grew a worker from 1224 to 2196 MB."""
 
 
-def usable_cpus() -> int:
-    """The number of CPUs this process may run on (its affinity mask where there is one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # no affinity on this platform
-        return os.cpu_count() or 1
-
-
-def _capped_threads(threads: Optional[int]) -> Optional[int]:
-    """`threads`, at most `usable_cpus` (0 and None, which let the library choose, kept).
-    Threads beyond the CPUs only wait for each other: 1024 CTranslate2 threads on 2 CPUs
-    took a 10 s run from ~1 s to 48 s, and the worker kept its 2057 threads."""
-    if threads is None or threads <= 0:
-        return threads
-    return min(threads, usable_cpus())
-
-
 def _asr_options(config: ASRConfig) -> ASRConfig:
-    return replace(config, cpu_threads=_capped_threads(config.cpu_threads))
+    return replace(config, cpu_threads=capped_threads(config.cpu_threads))
 
 
 def _diarization_options(config: DiarizationConfig) -> DiarizationConfig:
     # the speaker counts go to each call (Pipeline.__call__)
     return replace(config, num_speakers=None, min_speakers=None, max_speakers=None,
-                   num_threads=_capped_threads(config.num_threads))
+                   num_threads=capped_threads(config.num_threads))
 
 
 Loaded = TypeVar("Loaded")
