@@ -218,6 +218,42 @@ def test_a_flush_longer_than_the_buffer_never_commits_a_word_cut_at_the_clip() -
     assert [w.start for w in asr.committed] == sorted(w.start for w in asr.committed)
 
 
+def test_a_flush_longer_than_the_buffer_keeps_the_words_held_back_at_the_clip() -> None:
+    """A backlog flushed at stop (the ASR 20 s or more behind, or a fast upload): the
+    first pass is clipped at `max_buffer` and holds back the words near the clip; the
+    buffer then still spans more than `max_buffer` (speech follows after a long pause),
+    and the speech of those words was dropped as heard without words: 8 words (22.4 to
+    24.5 s) never reached the live run. Scripted decoder as above."""
+    import types
+
+    from workbench.research.datasets import sample_call
+
+    call = sample_call().load_audio()
+    audio = np.concatenate([call[:25 * SAMPLE_RATE], np.zeros(22 * SAMPLE_RATE, np.float32),
+                            call[7 * SAMPLE_RATE:10 * SAMPLE_RATE]])
+    script = [(t, t + 0.25, f" w{k}") for k, t in enumerate(np.arange(6.5, 24.7, 0.3))]
+
+    class ScriptedDecoder:
+        multilingual = False
+        model_identity: dict = {}
+
+        def decode(self, chunk: np.ndarray, encoder_seconds=None, **options):  # type: ignore[no-untyped-def]
+            start = asr._buffer_start / SAMPLE_RATE
+            end = start + chunk.size / SAMPLE_RATE - (asr.config.encoder_pad or 0.0)
+            passes.append((start, end))
+            words = [types.SimpleNamespace(start=a - start, end=min(b, end) - start,
+                                           word=w + ("~" if b > end else ""), probability=0.9)
+                     for a, b, w in script if start <= a < end]
+            return [types.SimpleNamespace(words=words)]
+
+    passes: list[tuple[float, float]] = []
+    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=ScriptedDecoder())
+    asr.append(audio)
+    asr.flush()
+    assert passes[0][1] - passes[0][0] == pytest.approx(asr.config.max_buffer)  # clipped
+    assert [w.word for w in asr.committed] == [w for _, _, w in script]
+
+
 def _burst(seconds: float) -> np.ndarray:
     """A 200 Hz tone, amplitude-modulated at 3 Hz: Silero calls it speech, Whisper hears
     no word in it (or only punctuation)."""

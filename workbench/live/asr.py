@@ -456,6 +456,9 @@ class StreamingTranscriber:
         self._hypothesis = words[n:]
         if final and self._hypothesis:  # the next final pass starts before those words
             self._move_start(max(self._committed_end(), self._hypothesis[0].start - 0.2))
+            # their audio is not heard yet: `_drop_silence` would drop a buffer over
+            # `max_buffer` up to the clip as heard, and those words with it
+            self._last_pass_end = self._buffer_start
             self._hypothesis = []
         else:
             self._trim(end_s, speech, final, len(commit))
