@@ -47,6 +47,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from workbench.engine.asr.transcribe import Transcriber
+from workbench.engine.provenance import capped_threads
 from workbench.engine.config import ASRConfig
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.live.buffer import AudioBuffer
@@ -159,10 +160,11 @@ class StreamingASRConfig:
             raise ValueError("max_word_lag must be None or in (0, max_buffer)")
 
     def asr_config(self) -> ASRConfig:
-        """The `ASRConfig` of the model (VAD is done here, not by faster-whisper)."""
+        """The `ASRConfig` of the model (VAD is done here, not by faster-whisper; threads
+        at most the usable CPUs)."""
         return ASRConfig(model=self.model, compute_type=self.compute_type, device=self.device,
                          language=self.language, vad_filter=False, beam_size=self.beam_size,
-                         cpu_threads=self.cpu_threads)
+                         cpu_threads=capped_threads(self.cpu_threads))
 
     def serialize(self) -> dict[str, Any]:
         return asdict(self)

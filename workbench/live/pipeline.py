@@ -110,17 +110,13 @@ _MODELS: dict[tuple[Any, ...], LiveModels] = {}
 def load_models(config: Optional[LiveConfig] = None, data_dir: Any = "data") -> LiveModels:
     """Load (once per process) the models `config` needs."""
     from workbench.engine.asr.transcribe import Transcriber
-    from workbench.engine.provenance import capped_threads
 
     config = config or LiveConfig()
-    a = config.asr
-    # threads beyond the usable CPUs only wait for each other (see `capped_threads`)
-    threads = capped_threads(a.cpu_threads)
-    key = (a.model, a.compute_type, a.device, threads, str(Path(data_dir).resolve()))
+    a = config.asr.asr_config()  # threads at most the usable CPUs
+    key = (a.model, a.compute_type, a.device, a.cpu_threads, str(Path(data_dir).resolve()))
     models = _MODELS.setdefault(key, LiveModels())
     if config.transcribe and models.transcriber is None:
-        models.transcriber = Transcriber(replace(a.asr_config(), cpu_threads=threads),
-                                         data_dir=data_dir)
+        models.transcriber = Transcriber(a, data_dir=data_dir)
     if config.diarize and models.segmentation is None:
         from workbench.engine.diarization.embedding import CAMPPlusEmbedding, load_segmentation_model
 
