@@ -86,3 +86,18 @@ def test_load_session_from_data_dir_prefers_the_refined_run(tmp_path: Path) -> N
     session = load_session("S", data_dir=tmp_path)
     assert session.transcript is not None and len(session.transcript.segments) == 3
     assert len(load_session("S", data_dir=tmp_path, run="L").transcript.segments) == 1  # type: ignore[union-attr]
+
+
+def test_the_spectrogram_is_drawn_where_the_plot_starts(tmp_path: Path) -> None:
+    """With start > 0 the spectrogram (a QuadMesh, no extent to shift) was drawn from 0 to
+    end - start while the shared time axis showed start to end."""
+    from matplotlib.collections import QuadMesh
+
+    audio = (0.1 * np.sin(np.arange(16000 * 20) * 0.05)).astype(np.float32)
+    data = from_transcript(write_wav(tmp_path / "a.wav", audio), make_transcript())
+    fig = data.plot(10, 14)
+    meshes = [c for c in fig.axes[1].collections if isinstance(c, QuadMesh)]
+    assert len(meshes) == 1
+    x = meshes[0].get_coordinates()[..., 0]
+    assert x.min() == pytest.approx(10.0, abs=0.01) and x.max() == pytest.approx(14.0, abs=0.02)
+    assert fig.axes[1].get_xlim() == pytest.approx((10.0, 14.0))

@@ -316,6 +316,22 @@ def test_a_refused_socket_is_a_server_error_without_the_token(tmp_path: Path) ->
             assert ok.record(np.zeros(1600, np.float32)).result["type"] == "processing_complete"
 
 
+def test_the_token_comes_from_the_environment_unless_given(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With WORKBENCH_TOKEN exported, the server (its environment passed on) wanted it but
+    a Client built without a token (notebooks 01 and 02, a SessionPanel) never sent it:
+    401 on every request."""
+    monkeypatch.setenv("WORKBENCH_TOKEN", "exported-token")
+    with LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]) as srv, \
+            Client(srv) as c:
+        assert c.list_sessions() == []
+        assert c.record(np.zeros(1600, np.float32)).result["type"] == "processing_complete"
+        for token in ("wrong-token", ""):  # a token given wins, "" for none
+            with Client(srv, token=token) as other, pytest.raises(ServerError) as exc:
+                other.list_sessions()
+            assert exc.value.status == 401
+
+
 def test_close_cancels_a_recording_under_way(server: LocalServer) -> None:
     """Work under way on a client when it closes (a panel or dashboard closed while it
     waited) was left pending for ever: its caller's thread hung, and the interpreter with

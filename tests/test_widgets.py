@@ -233,3 +233,55 @@ def test_dashboard_follows_a_detached_microphone(server: LocalServer) -> None:
         assert board.url(rec.session_id, "audio", "wav") in board.downloads.value
     finally:
         board.close()
+
+
+def test_a_refused_play_leaves_no_reference_for_the_next_recording(server: LocalServer,
+                                                                   speech_dir: Path) -> None:
+    """play()'s reference was kept when the server refused the start: the next recording
+    (the microphone's) was scored against it."""
+    import numpy as np
+
+    from workbench.notebook.client import ServerError
+    from workbench.notebook.dashboard import Dashboard
+    from workbench.research.datasets.items import CorpusItem
+
+    board = Dashboard(server, options={"num_speakers": "two"})  # refused by the server
+    try:
+        item = CorpusItem(uri="script", audio=speech_dir / "reference.wav")
+        with pytest.raises(ServerError):
+            board.play(speech_dir / "reference.wav", speed=4.0, reference=item)
+        rec = board.client.record(np.zeros(1600, np.float32), on_event=board.on_event)
+        assert board.session_id == rec.session_id
+        assert rec.session_id not in board.references
+    finally:
+        board.close()
+
+
+def test_a_new_recording_clears_the_previous_result(server: LocalServer) -> None:
+    """On recording_started only the title changed: the player, downloads and comparison
+    went on showing the previous session under the new recording's title."""
+    import numpy as np
+
+    from workbench.notebook.dashboard import Dashboard
+
+    board = Dashboard(server)
+    try:
+        first = board.client.record(np.zeros(1600, np.float32), on_event=board.on_event)
+        assert board.last_show is not None
+        board.last_show.result(timeout=60)
+        assert first.session_id in board.player.src and first.session_id in board.downloads.value
+        board.comparison_html.value = "<div class='run-comparison'>previous</div>"
+        seen: dict[str, str] = {}
+
+        def on_event(message: dict) -> None:  # type: ignore[type-arg]
+            board.on_event(message)
+            if message["type"] == "recording_started":
+                seen.update(title=board.result_title.value, player=board.player.src,
+                            downloads=board.downloads.value, comparison=board.comparison_html.value)
+
+        second = board.client.record(np.zeros(1600, np.float32), on_event=on_event)
+        assert second.session_id[:8] in seen["title"]
+        assert seen["player"] == "" and board.player.words == []
+        assert first.session_id not in seen["downloads"] and seen["comparison"] == ""
+    finally:
+        board.close()

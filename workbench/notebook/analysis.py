@@ -246,15 +246,13 @@ def plot_session(data: SessionData, start: float = 0.0, end: Optional[float] = N
                              gridspec_kw={"height_ratios": [1, 1.4, 0.9]})
     librosa.display.waveshow(clip, sr=data.sample_rate, ax=axes[0], offset=start, color="#555")
     axes[0].set_ylabel("amplitude")
-    spec = librosa.amplitude_to_db(np.abs(librosa.stft(clip, n_fft=512, hop_length=160)),
+    hop = 160
+    spec = librosa.amplitude_to_db(np.abs(librosa.stft(clip, n_fft=512, hop_length=hop)),
                                    ref=np.max)
-    librosa.display.specshow(spec, sr=data.sample_rate, hop_length=160, x_axis="time",
-                             y_axis="hz", ax=axes[1], x_coords=None, cmap="magma")
-    # specshow draws from t=0: shift its extent to `start`
-    for img in axes[1].images + axes[1].collections:
-        if hasattr(img, "get_extent"):
-            x0, x1, y0, y1 = img.get_extent()
-            img.set_extent((x0 + start, x1 + start, y0, y1))
+    # frame times from where the clip starts (else specshow draws from t=0)
+    frames = a / data.sample_rate + np.arange(spec.shape[1]) * hop / data.sample_rate
+    librosa.display.specshow(spec, sr=data.sample_rate, hop_length=hop, x_axis="time",
+                             y_axis="hz", ax=axes[1], x_coords=frames, cmap="magma")
     axes[1].set_ylim(0, 8000)
     if data.transcript is not None:
         t = data.transcript

@@ -163,12 +163,14 @@ def _prepare(source: Source, chunk_seconds: float, start: dict[str, Any]
 class AsyncClient:
     """Asyncio client for one server (``base_url`` like ``http://127.0.0.1:8765``);
     ``timeout``: how long a wait may hear nothing of what it waits for (a recording's
-    messages, a run's progress) before it gives up with TimeoutError."""
+    messages, a run's progress) before it gives up with TimeoutError.  ``token``: the
+    server's token; by default ``$WORKBENCH_TOKEN`` (as the server reads it), ``""`` for
+    none."""
 
     def __init__(self, base_url: str, *, token: Optional[str] = None,
                  timeout: float = 600.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.token = (os.environ.get("WORKBENCH_TOKEN") if token is None else token) or None
         self.timeout = timeout
         self._session: Optional[aiohttp.ClientSession] = None
 
@@ -481,7 +483,8 @@ class AsyncClient:
 
 
 class Client:
-    """Synchronous facade of :class:`AsyncClient` (safe inside Jupyter's running loop)."""
+    """Synchronous facade of :class:`AsyncClient` (safe inside Jupyter's running loop);
+    its token, too, is ``$WORKBENCH_TOKEN`` unless one is given."""
 
     def __init__(self, base_url: Any, *, token: Optional[str] = None, timeout: float = 600.0):
         url = getattr(base_url, "url", base_url)  # accepts a LocalServer

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
+import pandas as pd
+
 from workbench.engine.formats import format_rttm, format_stm
 from workbench.engine.transcript import Transcript
 from workbench.research.datasets.items import CorpusItem
@@ -37,12 +40,22 @@ class RunComparison:
     against: str
 
     def html(self, columns: Sequence[str] = COLUMNS) -> str:
-        """The per-run rows of `COLUMNS`, best values highlighted, and what they are scored against."""
+        """The per-run rows of `COLUMNS`, the best value of each column among the runs
+        highlighted (`ComparisonTable.best`), and what they are scored against.  The run
+        labels are escaped: they carry the options a client gave the run."""
         shown = [c for c in columns if c in self.table.frame.columns
                  and self.table.frame[c].notna().any()]
-        rows = self.table.recordings[shown].droplevel("uri")
+        recordings = self.table.recordings
+        rows = recordings[shown].droplevel("uri")
+        best = self.table.best(shown).loc[recordings.index].to_numpy()
         formats = {c: EVALUATION_COLUMNS[c].format for c in shown}
-        styled = rows.style.format(formats, na_rep="–").to_html()
+
+        def highlight(frame: Any) -> Any:
+            return pd.DataFrame(np.where(best, "font-weight: bold; background-color: #c7e9c0;", ""),
+                                index=frame.index, columns=frame.columns)
+
+        styled = (rows.style.format(formats, na_rep="–").format_index(escape="html")
+                  .apply(highlight, axis=None).to_html())
         return (f"<div class='run-comparison'><div style='color:#555'>scored against "
                 f"{html.escape(self.against)}</div>{styled}</div>")
 

@@ -151,8 +151,12 @@ class Dashboard:
             reference, self._next_reference = self._next_reference or self.reference, None
             if reference is not None and self.session_id:
                 self.references[self.session_id] = reference
-            self.result_title.value = (f"<i>recording session {html.escape(str(self.session_id))[:8]}"
+            self.result_title.value = (f"<i>recording session {html.escape(str(self.session_id)[:8])}"
                                        "…</i>")
+            # what "Result" showed is another session's: not under this one's title
+            self.transcripts, self.comparison = {}, None
+            self.player.show(None, "")
+            self.downloads.value = self.comparison_html.value = ""
         self.live.update(message)
         if kind == "recording_stopped":
             self.result_title.value = "<i>recorded; the refined run is processing…</i>"
@@ -174,9 +178,12 @@ class Dashboard:
         live results, through :meth:`on_event`; returns once the result is shown.
         `reference` (e.g. the `CorpusItem` the file comes from) scores this recording."""
         self._next_reference = reference
-        report = self.client.record(Path(audio), realtime=True, speed=speed,
-                                    options=self.options, live_results=True,
-                                    on_event=self.on_event)
+        try:
+            report = self.client.record(Path(audio), realtime=True, speed=speed,
+                                        options=self.options, live_results=True,
+                                        on_event=self.on_event)
+        finally:  # a start refused or failed: not the next (microphone) recording's reference
+            self._next_reference = None
         if self.last_show is not None:
             self.last_show.result(timeout=timeout)
         return report

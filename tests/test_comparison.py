@@ -1,0 +1,47 @@
+"""The dashboard's comparison of a session's runs (hand-made transcripts, no models)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from workbench.engine.audio import write_wav
+from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.notebook.comparison import compare_session_runs
+
+
+def transcript(turns: list[Turn]) -> Transcript:
+    words = [Word(0.5, 1.0, " one"), Word(3.5, 4.0, " two"), Word(6.5, 7.0, " three")]
+    return Transcript(build_segments(assign_speakers(words, turns)), turns, 10.0)
+
+
+def test_run_options_are_escaped_and_the_best_values_highlighted(tmp_path: Path) -> None:
+    """A run's options (strings a client chose, which the server accepts) went unescaped
+    into the table's row labels, shown as HTML in the dashboard; and the "best values
+    highlighted" of its docstring were not."""
+    audio = write_wav(tmp_path / "audio.wav", np.zeros(16000 * 10, np.float32))
+    exact = [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "B"), Turn(6.0, 9.0, "A")]
+    worse = [Turn(0.0, 6.0, "A"), Turn(6.0, 9.0, "A")]
+    payload = "<img src=x onerror=alert(1)>"
+    runs = [  # scored against the latest refined run
+        {"id": "again-0001", "config": {"language": payload, "transcribe": False}},
+        {"id": "live-0002", "kind": "live", "config": {}},
+        {"id": "refined-0003", "kind": "refined", "config": {}},
+    ]
+    transcripts = {"again-0001": transcript(worse), "live-0002": transcript(exact),
+                   "refined-0003": transcript(exact)}
+    comparison = compare_session_runs(runs, transcripts, audio=audio, work_dir=tmp_path / "w")
+    assert comparison is not None
+    page = comparison.html()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    # the live run matches the reference: its DER cell (column 0) is the highlighted one
+    styled = re.search(r"<style[^>]*>(.*?)</style>", page, re.S)
+    assert styled is not None
+    rules = styled.group(1)
+    assert "background-color" in rules
+    highlighted = set(re.findall(r"#T_\w+?_(row\d+_col\d+)", rules))
+    assert "the refined run refined-" in page
+    again, live = (f"row{i}" for i in range(2))
+    assert f"{live}_col0" in highlighted and f"{again}_col0" not in highlighted
