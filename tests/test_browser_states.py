@@ -13,10 +13,17 @@ can come exactly between two clicks; the REST API is a real server's (renditions
   or met as a 404 by the REST polling that follows a socket lost during processing: the
   page says it was deleted (not that its audio is kept), drops its card and its list
   entry, and stops asking for it (it stayed "processing" and polled for good).
+* A past session opened while recording: the recording's own entry brings its live
+  transcript back, every word so far in it (it said "being recorded right now" and stayed
+  hidden), and at Stop the card follows the recording with its live words in view.
+* A live run that failed (the refined one completed): the note says it could not be saved,
+  at `processing_complete` and when the session is opened again (it said "still being
+  saved; open the session again", and opened again said nothing).
 * The widget: Stop pressed while the browser asks for the microphone cancels the start
   (the recording began anyway); a socket closed before any session started is a failure,
   not "processing goes on"; after a limit ended the recording, the recorder's last chunk
-  is not sent (the server can only refuse it).
+  is not sent (the server can only refuse it); a new recording started while the last one
+  is processed is not ended by that one's late result (which closed the new socket).
 """
 
 from __future__ import annotations
@@ -122,6 +129,127 @@ def test_second_recording_keeps_its_live_view(pw: Any, server: LocalServer, swee
         page.click(f"#session-list li[data-session-id='{second}'] button")
         page.wait_for_timeout(1000)
         assert page.is_visible("#live-view") and page.get_attribute("#result", "data-state") == "live"
+        assert errors == []
+    finally:
+        browser.close()
+
+
+LIVE_WORDS = "() => [...document.querySelectorAll('#live-view .word')].map((e) => e.textContent)"
+
+
+def test_past_session_opened_while_recording_gives_the_live_view_back(
+        pw: Any, server: LocalServer, sweep: Any) -> None:
+    old, sid = new_session(server), new_session(server)
+
+    def on_start(ws: Any, n: int) -> None:
+        ws.send(json.dumps({"type": "recording_started", "session_id": sid, "format": "wav",
+                            "part": 0, "resumed": False, "live_results": True}))
+
+    def on_stop(ws: Any, n: int) -> None:
+        for event in [{"type": "recording_stopped", "duration_seconds": 2.0, "live_run_id": "lr"},
+                      {"type": "processing_started", "message": "Processing started"}]:
+            ws.send(json.dumps({**event, "session_id": sid}))
+
+    def word(i: int, text: str) -> str:
+        return json.dumps({"type": "transcript_final", "session_id": sid, "lag_seconds": 0.5,
+                           "words": [{"index": i, "word": f" {text}", "start": i, "end": i + 0.5,
+                                      "probability": 0.9, "speaker": "SPEAKER_00"}]})
+
+    def open_old() -> None:
+        page.click(f"#session-list li[data-session-id='{old}'] button")
+        page.wait_for_selector(f"#result[data-session-id='{old}'][data-state='ready']")
+        assert page.is_hidden("#live-view")
+
+    handler, sockets = scripted(on_start, on_stop)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server, live=True)
+        page.route_web_socket("**/ws/**", handler)
+        page.click("#start")
+        page.wait_for_function("window.__recorder?.state === 'recording'")
+        page.wait_for_selector("#live-view:not([hidden])")
+        sockets[0].send(word(0, "hello"))
+        page.wait_for_function("document.getElementById('live-view').dataset.words === '1'")
+        page.wait_for_selector(f"#session-list li[data-session-id='{old}']", state="attached")
+        open_old()
+        sockets[0].send(word(1, "world"))  # said while the past session is on show
+        page.wait_for_function("document.getElementById('live-view').dataset.words === '2'")
+
+        # the recording's own entry: its live transcript again, with every word so far
+        page.click(f"#session-list li[data-session-id='{sid}'] button")
+        page.wait_for_selector("#live-view:not([hidden])", timeout=3000)
+        assert page.get_attribute("#result", "data-session-id") == sid
+        assert page.get_attribute("#result", "data-state") == "live"
+        assert page.evaluate(LIVE_WORDS) == ["hello", "world"]
+        assert "being recorded" not in page.inner_text("#result-actions")
+        page.wait_for_timeout(500)  # nothing late hides it again
+        assert page.is_visible("#live-view")
+
+        # a past session on show at Stop: the card follows the recording, its live words in view
+        open_old()
+        page.click("#stop")
+        page.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='processing']")
+        page.wait_for_selector("#live-view:not([hidden])", timeout=3000)
+        assert page.evaluate(LIVE_WORDS) == ["hello", "world"]
+        assert "live transcript; the refined one replaces it" in page.inner_text("#result-summary")
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_a_failed_live_run_is_not_said_to_be_still_saving(pw: Any, start_server: Any,
+                                                          sweep: Any, tmp_path: Any) -> None:
+    """The refined run completed, its live run failed (left `running` by a crash, failed by
+    the next start): the note says the live transcript could not be saved, at
+    `processing_complete` and when the session is opened again."""
+    from server.sessions import SessionStore
+
+    store = SessionStore(tmp_path / "data")
+    try:
+        sid = store.create_session().id
+        store.set_status(sid, "recording")
+        store.set_status(sid, "processing")
+        live = store.create_run(sid, {}, kind="live")  # `running`: the crash came before it was saved
+        refined = store.create_run(sid, {}, supersedes=live.id)
+        store.finish_run(refined.id, ok=True, summary={"speakers": 1, "word_count": 2})
+    finally:
+        store.close()
+    server = start_server()
+    runs = {r["id"]: r for r in json.loads(urllib.request.urlopen(
+        f"{server.url}/api/sessions/{sid}", timeout=10).read())["runs"]}
+    assert runs[live.id]["status"] == "failed" and runs[refined.id]["status"] == "completed"
+
+    def on_start(ws: Any, n: int) -> None:
+        ws.send(json.dumps({"type": "recording_started", "session_id": sid, "format": "wav",
+                            "part": 0, "resumed": False, "live_results": True}))
+
+    def on_stop(ws: Any, n: int) -> None:
+        for event in [{"type": "recording_stopped", "duration_seconds": 2.0, "live_run_id": live.id},
+                      {"type": "processing_complete", "run_id": refined.id, "duration_seconds": 2.0,
+                       "speakers": 1, "word_count": 2, "supersedes": live.id}]:
+            ws.send(json.dumps({**event, "session_id": sid}))
+
+    handler, _ = scripted(on_start, on_stop)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server, live=True)
+        page.route_web_socket("**/ws/**", handler)
+        page.click("#start")
+        page.wait_for_function("window.__recorder?.state === 'recording'")
+        page.click("#stop")
+        page.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='ready']")
+
+        def check(when: str) -> None:
+            note = page.inner_text("#live-note") if page.is_visible("#live-note") else ""
+            assert "could not be saved" in note, (when, note)
+            assert "still being saved" not in note and "open the session again" not in note, note
+            assert page.locator("#downloads .live-run").count() == 0  # no files to offer
+
+        check("at processing_complete")
+        page.evaluate("document.getElementById('result').dataset.state = ''")
+        page.click(f"#session-list li[data-session-id='{sid}'] button")
+        page.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='ready']")
+        check("opened again")
         assert errors == []
     finally:
         browser.close()
@@ -255,6 +383,7 @@ const model = {
   save_changes() {}, send() {}, on: (name, f) => { (handlers[name] ||= []).push(f); },
 };
 window.__model = values;
+window.__command = (command) => (handlers['msg:custom'] || []).forEach((f) => f({command}));
 widget.render({model, el: document.getElementById('mic')});
 window.__ready = true;
 </script></body></html>"""
@@ -354,6 +483,62 @@ def test_widget_sends_no_chunk_after_a_limit(pw: Any, sweep: Any) -> None:
         page.wait_for_timeout(1000)  # four more timeslices, and the recorder's last chunk
         count = page.evaluate("window.__sentAtLimit")
         assert len(sent(page)) == count, sent(page)[count:]
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_widget_new_recording_while_the_last_one_is_processed(pw: Any, sweep: Any) -> None:
+    """`Microphone.start()` while the previous recording is still processed: the previous
+    socket's late result neither ends the new recording nor closes its socket."""
+    sockets: list[Any] = []
+    closed: list[tuple[int, Any]] = []
+    actions: list[tuple[int, str]] = []
+
+    def handler(ws: Any) -> None:
+        n = len(sockets)
+        sockets.append(ws)
+
+        def on_message(message: Any) -> None:
+            if not isinstance(message, str):
+                return
+            action = json.loads(message)["action"]
+            actions.append((n, action))
+            events = ([{"type": "recording_started", "format": "wav", "part": 0, "resumed": False,
+                        "live_results": True}] if action == "start" else
+                      [{"type": "recording_stopped", "duration_seconds": 1.0},
+                       {"type": "processing_started", "message": "Processing started"}])
+            for event in events:
+                ws.send(json.dumps({**event, "session_id": f"session-{n}"}))
+        ws.on_message(on_message)
+        ws.on_close(lambda code, reason: closed.append((n, code)))
+
+    browser = launch(pw, sweep)
+    try:
+        page, errors = widget_page(browser, handler)
+        page.click(".mic-record")
+        page.wait_for_function("window.__model.state === 'recording'")
+        page.click(".mic-stop")
+        page.wait_for_function("window.__model.state === 'processing'")
+        page.evaluate("window.__command('start')")  # what Microphone.start() sends
+        page.wait_for_function("window.__model.state === 'recording'"
+                               " && window.__model.session_id === 'session-1'")
+        try:  # the first recording's result, late (its socket may be closed by now)
+            sockets[0].send(json.dumps({"type": "processing_complete", "session_id": "session-0",
+                                        "duration_seconds": 1.0, "speakers": None,
+                                        "word_count": None}))
+        except Exception:
+            pass
+        page.wait_for_timeout(1000)
+        assert page.evaluate("window.__model.state") == "recording"
+        assert closed == [(0, 1000)], closed  # the first socket closed, the new one open
+        assert "is still being processed on the server" in page.inner_text(".mic-messages")
+        frames = len(sent(page))
+        page.wait_for_timeout(600)
+        assert len(sent(page)) > frames  # the new recording's chunks still go out
+        page.click(".mic-stop")
+        page.wait_for_function("window.__model.state === 'processing'", timeout=5000)
+        assert actions == [(0, "start"), (0, "stop"), (1, "start"), (1, "stop")]
         assert errors == []
     finally:
         browser.close()

@@ -9,7 +9,7 @@ import {
 } from './api.js';
 import { askForToken, fetchSession, request } from './auth.js';
 import { $, el, formatClock, seconds, shortId, when } from './dom.js';
-import { LiveTranscript, supersedeLive } from './live.js';
+import { LiveTranscript, showLiveCard, supersedeLive } from './live.js';
 import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
 import { MIC_KEY, microphoneProblem, refreshDevices } from './microphones.js';
@@ -312,20 +312,15 @@ function startLive(msg, { keep = false } = {}) {
     return;
   }
   if (!msg.live_results) return; // refused (over budget): a live_paused {reason} says why
-  const card = $('result');
-  card.hidden = false;
-  card.dataset.sessionId = msg.session_id;
-  card.dataset.state = 'live';
-  $('result-status').textContent = 'live';
-  $('result-status').className = 'badge status-recording';
-  $('result-summary').textContent = `Session ${shortId(msg.session_id)} · live transcript while recording`;
-  for (const id of ['result-actions', 'downloads', 'transcript']) $(id).replaceChildren();
-  $('player').hidden = true;
-  $('processing').hidden = true;
   if (!keep) liveView.reset();
-  $('live-view').dataset.sessionId = msg.session_id;
-  $('live-view').hidden = false;
-  $('live-note').hidden = true;
+  showLiveCard(msg.session_id);
+}
+
+/** Whether the live view holds the words of `sessionId`, the recording in progress or just
+ * stopped (shown or hidden by a past session opened meanwhile). */
+function ownLive(sessionId) {
+  return !!sessionId && current?.sessionId === sessionId && !['completed', 'failed'].includes(current.state)
+    && $('live-view').dataset.sessionId === sessionId;
 }
 
 function onLiveEvent(msg) {
@@ -350,6 +345,7 @@ function hideResult() {
   $('result').hidden = true;
   $('player').removeAttribute('src');
   $('live-view').hidden = true;
+  delete $('live-view').dataset.sessionId;
   $('live-note').hidden = true;
   liveView.reset();
 }
@@ -365,7 +361,7 @@ function showProcessing(sessionId, label, overall, stage = '') {
     $('transcript').replaceChildren();
     $('player').hidden = true;
     $('player').removeAttribute('src');
-    $('live-view').hidden = true;
+    $('live-view').hidden = !ownLive(sessionId); // its words, if a past session was opened meanwhile
     $('live-note').hidden = true;
   }
   // A live transcript of this session stays in view until the refined one replaces it.
@@ -418,12 +414,16 @@ function forgetSession(sessionId) {
 }
 
 async function openSession(sessionId) {
-  if (current?.sessionId === sessionId && current.state !== 'completed' && current.state !== 'failed'
-      && !$('live-view').hidden && $('live-view').dataset.sessionId === sessionId) {
-    // The recording in progress, its live transcript on show: the card already is this session.
+  if (ownLive(sessionId) && (!$('live-view').hidden || [...CAPTURING, 'stopping'].includes(current.state))) {
+    // The recording in progress: its live transcript, hidden if a past session was opened since.
+    if ($('live-view').hidden) {
+      watchToken += 1; // that session's card, and its following, give way
+      showLiveCard(sessionId);
+    }
     $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
     return;
   }
+  const token = watchToken; // a session opened (or a card shown) meanwhile wins
   let session;
   try {
     session = await fetchSession(sessionId);
@@ -432,6 +432,7 @@ async function openSession(sessionId) {
     else reportError(err, 'Opening the session', () => openSession(sessionId));
     return;
   }
+  if (token !== watchToken) return;
   if (beingProcessed(session)) {
     showProcessing(sessionId, 'Processing', 0);
     watchSession(sessionId);
@@ -463,7 +464,7 @@ async function processAgain(sessionId, options = {}) {
 
 /** The result card for a session: summary, audio player, downloads and the transcript. */
 async function showResult(sessionId, { runId = null, summary = null, session = null } = {}) {
-  watchToken += 1;
+  const token = ++watchToken;
   const card = $('result');
   card.hidden = false;
   card.dataset.sessionId = sessionId;
@@ -475,12 +476,13 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
     else reportError(err, 'Loading the result', () => showResult(sessionId, { runId, summary }));
     return;
   }
+  if (token !== watchToken) return; // another card was asked for meanwhile
   const runs = session.runs || [];
   const done = [...runs].reverse().filter((r) => r.status === 'completed');
   // The refined run by default; the live run (kind "live") only when there is no other.
   const run = runId ? runs.find((r) => r.id === runId)
     : done.find((r) => r.kind !== 'live') || done[0];
-  const liveRun = runs.find((r) => r.id && r.id === summary?.supersedes)
+  const liveRun = runs.find((r) => r.id && r.id === (summary?.supersedes ?? run?.supersedes))
     || done.find((r) => r.kind === 'live');
   summary ??= run?.summary || {};
   const status = session.status;
@@ -530,6 +532,7 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   if (run && status !== 'recording') {
     try {
       const doc = await request(transcriptUrl(sessionId, 'json', run.id));
+      if (token !== watchToken) return;
       renderTranscript(transcript, doc, { onSeek: (t) => { player.currentTime = t; player.play().catch(() => {}); } });
       groups.push(el('div', { className: 'download-group' }, el('span', { className: 'group-label', textContent: 'Transcript' }),
         ...RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, run.id), f.toUpperCase(), `${sessionId}.${f}`, f))));

@@ -242,6 +242,26 @@ export class LiveTranscript {
   }
 }
 
+/** The result card as the live transcript of `sessionId`, the recording in progress (its words
+ * so far kept: a past session opened meanwhile only hid them). */
+export function showLiveCard(sessionId) {
+  const card = $('result');
+  card.hidden = false;
+  card.dataset.sessionId = sessionId;
+  card.dataset.state = 'live';
+  $('result-status').textContent = 'live';
+  $('result-status').className = 'badge status-recording';
+  $('result-summary').textContent = `Session ${shortId(sessionId)} · live transcript while recording`;
+  $('result-summary').title = sessionId;
+  for (const id of ['result-actions', 'downloads', 'transcript']) $(id).replaceChildren();
+  $('player').pause();
+  $('player').hidden = true;
+  $('processing').hidden = true;
+  $('live-view').dataset.sessionId = sessionId;
+  $('live-view').hidden = false;
+  $('live-note').hidden = true;
+}
+
 /** Hide the page's live transcript, saying that `run` (the refined one) supersedes it. */
 export function supersedeLive(sessionId, run, liveRun) {
   const view = $('live-view');
@@ -250,8 +270,12 @@ export function supersedeLive(sessionId, run, liveRun) {
   const note = $('live-note');
   note.hidden = !liveRun || !run || run.id === liveRun.id;
   if (note.hidden) return;
+  const why = liveRun.error ? ` (${String(liveRun.error).replace(/\.$/, '')})` : '';
+  const fate = {
+    completed: 'its files are under "Live transcript"',
+    failed: `it could not be saved and has no files${why}`,
+  }[liveRun.status] || 'still being saved; open the session again for its files';
   note.textContent = `${shown ? 'The refined transcript replaces the live one shown while recording'
     : 'This refined transcript supersedes the live one made while recording'} (live run `
-    + `${shortId(liveRun.id)}: ${liveRun.status === 'completed' ? 'its files are under "Live transcript"'
-      : 'still being saved; open the session again for its files'}).`;
+    + `${shortId(liveRun.id)}: ${fate}).`;
 }

@@ -96,12 +96,14 @@ class Recording {
 
   async start() {
     if (ACTIVE.includes(this.state)) return;
+    this.dropPrevious();
     const format = pickFormat();
     if (!format) { this.fail('This browser cannot record audio (no MediaRecorder).'); return; }
     this.ready = false;
     this.queue = [];
     this.stopSent = false;
     this.limited = false;
+    this.stage = null;
     this.set({ state: 'connecting', error: '', session_id: '', live_results: false,
       input_format: format.inputFormat, elapsed: 0 });
     try {
@@ -136,6 +138,7 @@ class Recording {
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
     ws.addEventListener('open', () => {
+      if (this.ws !== ws) return;
       const start = {
         ...this.model.get('options'), action: 'start', format: this.model.get('format') || 'wav',
         input_format: format.inputFormat, live_results: true,
@@ -143,7 +146,9 @@ class Recording {
       this.sendText(start);
     });
     ws.addEventListener('message', (ev) => {
-      if (typeof ev.data === 'string') this.onMessage(ev.data);
+      // Only this recording's socket: a previous one's late messages must not end this one.
+      if (this.ws !== ws) return;
+      if (typeof ev.data === 'string') this.onMessage(ev.data, ws);
     });
     ws.addEventListener('close', (ev) => {
       if (this.ws !== ws) return;
@@ -158,6 +163,23 @@ class Recording {
         this.ui.say('connection closed; processing goes on on the server');
       }
     });
+  }
+
+  /** A start while the previous recording is still being processed (`Microphone.start()`;
+   * the Record button waits for the result): its socket is closed, so that nothing of it (live
+   * words flushed after its stop, progress, its result) is taken for the new recording's.  The
+   * server goes on processing it; its result is in the session list (the widget follows one
+   * recording at a time). */
+  dropPrevious() {
+    const old = this.ws;
+    this.ws = null;
+    if (!old || old.readyState > WebSocket.OPEN) return;
+    old.close(1000, 'a new recording started');
+    const sid = this.model.get('session_id');
+    if (this.state === 'processing' && sid) {
+      this.ui.say(`session ${sid.slice(0, 8)} is still being processed on the server; its result will be in `
+        + 'the session list');
+    }
   }
 
   sendText(obj) {
@@ -229,7 +251,7 @@ class Recording {
     this.frame = requestAnimationFrame(draw);
   }
 
-  onMessage(text) {
+  onMessage(text, ws) {
     let msg;
     try { msg = JSON.parse(text); } catch { return; }
     if (!msg || typeof msg !== 'object') return;
@@ -253,13 +275,13 @@ class Recording {
       case 'processing_complete':
       case 'processing_failed':
         this.set({ state: msg.type === 'processing_complete' ? 'completed' : 'failed' });
-        this.ws.close(1000, 'done');
+        ws.close(1000, 'done');
         break;
       case 'error':
         if (!this.ready) this.fail(`The server refused to start the recording: ${msg.message}`);
         else if (msg.code === 4008) { // undecodable: no run follows (the bytes are kept)
           this.set({ state: 'failed' });
-          this.ws.close(1000, 'done');
+          ws.close(1000, 'done');
         } else if (msg.code === 4004 || msg.code === 4005) { // a limit ended the recording
           this.limited = true; // the recorder's last chunk would only be refused (4002)
           if (this.recorder && this.recorder.state !== 'inactive') this.recorder.stop();
