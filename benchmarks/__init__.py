@@ -62,13 +62,21 @@ def cpu_flags() -> list[str]:
     return [f for f in VECTOR_FLAGS if f in have]
 
 
-def machine_stamp(info: dict[str, Any] | None = None,
+_THIS_MACHINE: Any = object()  # machine_stamp()'s default: the machine running it
+
+
+def machine_stamp(info: dict[str, Any] | None = _THIS_MACHINE,
                   caps: dict[str, str] | None = None) -> str:
     """One line naming the CPU, its vector flags and core count, for every table, with
-    the ISA caps (`caps`, default: those `info` recorded when it was measured, else this
-    process's environment: a table printed later from a results file must not take the
-    caps of the shell that prints it) and CPUID mask."""
-    info = info or machine_info()
+    the ISA caps (`caps`, default: those `info` recorded when it was measured: a table
+    printed later from a results file must not take the caps of the shell that prints
+    it) and CPUID mask. Without `info`, this machine; with an empty or missing one (a
+    results file that recorded no machine), ``unknown machine`` -- never the machine of
+    the shell that prints the table."""
+    if info is _THIS_MACHINE:
+        info = machine_info()
+    if not info:
+        return "unknown machine"
     flags = " ".join(info.get("cpu_flags") or []) or "no flags read"
     if caps is None:  # (a file from before isa_caps: none known, not this shell's)
         caps = dict(info.get("isa_caps") or {})
@@ -179,6 +187,23 @@ def output_arguments(parser: Any, name: str) -> None:
                         help="re-print the table of an earlier results file and exit")
 
 
+def recorded_options(args: Any, leave_out: tuple[str, ...] = ("table",)) -> dict[str, Any]:
+    """Every option of a run as parsed (``vars(args)``, defaults and derived values
+    included; paths as text), for its results file: what was run, not only what was typed."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set)):
+            return [plain(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        return repr(value)
+
+    return {k: plain(v) for k, v in sorted(vars(args).items()) if k not in leave_out}
+
+
 def reprinted(args: Any, table: Callable[[dict[str, Any]], str]) -> bool:
     """With ``--table FILE``: print that results file's `table` and say so."""
     if not getattr(args, "table", None):
@@ -188,7 +213,8 @@ def reprinted(args: Any, table: Callable[[dict[str, Any]], str]) -> bool:
 
 
 __all__ = ["REPO_ROOT", "RESULTS_DIR", "RUN_ID_ENV", "cpu_flags", "finish", "machine_info",
-           "machine_stamp", "new_run_id", "output_arguments", "reprinted", "write_results"]
+           "machine_stamp", "marks_partial", "new_run_id", "output_arguments",
+           "recorded_options", "reprinted", "write_results"]
 
 
 def marks_partial(table: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:

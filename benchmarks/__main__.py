@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -83,15 +84,18 @@ def _load(path: Path) -> Optional[dict[str, Any]]:
 
 def tables(names: Sequence[str], run_id: Optional[str] = None,
            machine: Optional[dict[str, Any]] = None,
-           results_dir: Optional[Path] = None) -> str:
+           results_dir: Optional[Path] = None,
+           raised: Optional[dict[str, str]] = None) -> str:
     """Markdown tables of one run's results: ``results_dir/<name>.json`` for each name.
 
     Only files whose ``machine.run_id`` is ``run_id`` (default: the newest run id among
     the files) and whose machine matches ``machine`` (default: that of the run's first
     file) are shown, each headed by its machine stamp, date and parameters; every other
     file gets a line saying why it was left out, so a block never mixes runs or machines.
+    A benchmark that raised in the run (`raised`: name -> error) is left out with its error.
     """
     results_dir = RESULTS if results_dir is None else results_dir
+    raised = raised or {}
     loaded = {name: _load(results_dir / f"{name}.json") for name in names}
     if run_id is None:
         run_ids = [r["machine"].get("run_id") for r in loaded.values()
@@ -112,6 +116,10 @@ def tables(names: Sequence[str], run_id: Optional[str] = None,
     for name in names:
         results = loaded[name]
         path = f"`benchmarks/results/{name}.json`"
+        if name in raised:
+            left_out.append(f"- {name}: left out, the benchmark raised in this run "
+                            f"({raised[name]}).")
+            continue
         if results is None:
             left_out.append(f"- {name}: left out, {path} is missing or unreadable.")
             continue
@@ -144,11 +152,12 @@ def tables(names: Sequence[str], run_id: Optional[str] = None,
 
 def write_document(names: Sequence[str], document: Optional[Path] = None,
                    run_id: Optional[str] = None, machine: Optional[dict[str, Any]] = None,
-                   results_dir: Optional[Path] = None) -> None:
+                   results_dir: Optional[Path] = None,
+                   raised: Optional[dict[str, str]] = None) -> None:
     """Put one run's tables (see :func:`tables`) into the document between the run markers."""
     document = DOCUMENT if document is None else document
     text = document.read_text() if document.exists() else "# Benchmarks\n"
-    block = f"{START}\n{tables(names, run_id, machine, results_dir)}\n{END}"
+    block = f"{START}\n{tables(names, run_id, machine, results_dir, raised)}\n{END}"
     if START in text and END in text:
         text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text,
                       flags=re.S)
@@ -175,17 +184,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         machine = machine_info()
         before = os.environ.get(RUN_ID_ENV)
         os.environ[RUN_ID_ENV] = run_id  # machine_info() puts it into every results file
-        worst = 0
+        worst, failed = 0, {}
         try:
             for name in BENCHMARKS:
                 print(f"=== benchmark: {name} (run {run_id})", flush=True)
-                worst = max(worst, run(name, []))
+                try:
+                    worst = max(worst, run(name, []))
+                except SystemExit as exc:  # (an argparse error, a sys.exit(n) inside)
+                    if exc.code not in (None, 0):
+                        failed[name] = f"exited with {exc.code!r}"
+                except Exception as exc:  # noqa: BLE001 - one must not end the whole run
+                    failed[name] = f"{type(exc).__name__}: {exc}"
+                    traceback.print_exc()
+                    print(f"=== benchmark {name} raised {type(exc).__name__}: {exc}; "
+                          "going on with the others", file=sys.stderr, flush=True)
         finally:
             if before is None:
                 os.environ.pop(RUN_ID_ENV, None)
             else:
                 os.environ[RUN_ID_ENV] = before
-        write_document(list(BENCHMARKS), run_id=run_id, machine=machine)
+            # (also after an interrupt: the tables of the benchmarks that finished)
+            write_document(list(BENCHMARKS), run_id=run_id, machine=machine, raised=failed)
+        if failed:
+            print("benchmarks that raised:\n" + "\n".join(f"- {k}: {v}" for k, v in
+                                                       failed.items()), file=sys.stderr)
+            return max(worst, 1)
         return worst
     name, rest = args[0], args[1:]
     if name not in BENCHMARKS:

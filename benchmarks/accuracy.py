@@ -34,7 +34,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks import REPO_ROOT, machine_info, output_arguments, reprinted, write_results
+from benchmarks import (REPO_ROOT, machine_info, marks_partial, output_arguments, reprinted,
+                        write_results)
 
 NAME = "accuracy"
 SYSTEM_NAMES = ("default", "threshold-0.1", "threshold+0.1", "oracle", "asr-only", "senko")
@@ -120,10 +121,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+@marks_partial
+def reprint(results: dict[str, Any]) -> str:
+    """The tables a results file saved (headed by a warning when its run stopped early)."""
+    return "\n\n".join(results.get("markdown", {}).get(part, "")
+                       for part in ("summary", "recordings"))
+
+
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
-    if reprinted(args, lambda results: "\n\n".join(
-            results.get("markdown", {}).get(part, "") for part in ("summary", "recordings"))):
+    if reprinted(args, reprint):
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from workbench.research.experiments import run_grid

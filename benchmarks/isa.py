@@ -12,8 +12,8 @@ gets, seen on one that has it.
   compiler; code compiled with ``-march=native`` for this CPU keeps its AVX-512.
 
 Any command can run under a setting: ``python -m benchmarks.isa avx2-cpuid python -m
-benchmarks live --server ...`` (the setting's variables added to the environment, then
-the command in place of this process).
+benchmarks live --server ...`` (caps and a CPUID mask inherited from the shell removed,
+the setting's variables added, then the command in place of this process).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
-from benchmarks import cpu_flag_set
+from benchmarks import ISA_CAPS, cpu_flag_set
 from workbench.engine.provenance import model_cache_dir
 
-__all__ = ["AVX2_CAPS", "ISA_SETTINGS", "IsaUnavailable", "cpuid_mask", "isa_environment"]
+__all__ = ["AVX2_CAPS", "ISA_SETTINGS", "IsaUnavailable", "child_environment", "cpuid_mask",
+           "isa_environment"]
 
 AVX2_CAPS = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
              "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
@@ -59,6 +60,31 @@ def isa_environment(isa: str, build_dir: Optional[Path] = None) -> dict[str, str
     library = cpuid_mask_library(build_dir)
     preload = " ".join(p for p in (str(library), os.environ.get("LD_PRELOAD", "")) if p)
     return {**AVX2_CAPS, "LD_PRELOAD": preload}
+
+
+def _without_mask(preload: str) -> str:
+    """`LD_PRELOAD` without the CPUID mask library (entries split on spaces or colons)."""
+    kept = [p for p in preload.replace(":", " ").split() if _PREFIX not in Path(p).name]
+    return " ".join(kept)
+
+
+def child_environment(isa: str, base: Optional[Mapping[str, str]] = None,
+                      build_dir: Optional[Path] = None) -> dict[str, str]:
+    """The whole environment of a child process run under `isa`: `base` (default this
+    process's) without the ISA caps (`benchmarks.ISA_CAPS`) and the CPUID mask it may
+    have inherited from the calling shell, then `isa`'s own settings -- a ``native`` row
+    run from a capped or masked shell was native in name only. Raises `IsaUnavailable`
+    as :func:`isa_environment` does."""
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if k not in ISA_CAPS}
+    preload = _without_mask(env.pop("LD_PRELOAD", ""))
+    if preload:
+        env["LD_PRELOAD"] = preload
+    setting = isa_environment(isa, build_dir)
+    if "LD_PRELOAD" in setting:  # the mask (first), then the caller's own libraries
+        mask = setting["LD_PRELOAD"].split()[0]
+        setting["LD_PRELOAD"] = " ".join(p for p in (mask, preload) if p)
+    return {**env, **setting}
 
 
 def cpuid_mask_library(build_dir: Optional[Path] = None) -> Path:
@@ -91,7 +117,7 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     try:
-        env = {**os.environ, **isa_environment(argv[0])}
+        env = child_environment(argv[0])
     except IsaUnavailable as error:
         print(f"{argv[0]} is not available here: {error}", file=sys.stderr)
         return 1

@@ -54,8 +54,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
-                        output_arguments, reprinted, write_results, marks_partial)
+from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp, output_arguments,
+                        recorded_options, reprinted, write_results, marks_partial)
 from benchmarks.measure import number as _num
 from benchmarks.measure import percentile_rounded as _pct
 
@@ -375,11 +375,13 @@ def main(argv: Sequence[str] = ()) -> int:
         "command": ("python -m benchmarks live " + " ".join(argv)).strip(),
         "machine": machine_info(),
         "parameters": {"latencies": args.latency_values, "inputs": args.input_names,
-                       "transcribe": not args.no_asr,
+                       "transcribe": not args.no_asr, "offline": not args.no_offline,
+                       "bench_dir": str(args.bench_dir),
                        "asr": args.asr_options, "diarization": args.diarization_options,
                        "costs": args.costs, "generated_inputs": GENERATED,
                        "der": {"collar": 0.0, "skip_overlap": False},
                        "chunk_seconds": 0.25},
+        "options": recorded_options(args),
         "caveats": [
             "Simulated clock: ASR and diarization each act as a thread with a core of its "
             "own; each job's events appear its measured wall time later (in audio time). "

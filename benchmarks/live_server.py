@@ -53,13 +53,14 @@ from typing import Any, Optional, Sequence
 
 import psutil
 
-from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp,
-                        output_arguments, reprinted, write_results, marks_partial)
+from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp, output_arguments,
+                        recorded_options, reprinted, write_results, marks_partial)
 from benchmarks.measure import number as _num
 from benchmarks.measure import percentile_rounded as _pct
+from benchmarks.live_summary import (  # noqa: F401 - re-exported
+    TARGET_P95, marked_repeats, most_streams, most_streams_line, summarize)
 
 NAME = "live-server"
-TARGET_P95 = 3.0
 SAMPLE_EVERY = 0.25
 LIVE_NICE = 10  # server.live_worker nices itself by 10
 
@@ -397,60 +398,7 @@ def _ms(seconds: Optional[float]) -> Optional[float]:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-# ---------------------------------------------------------------------------- summary
-
-
-def marked_repeats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`runs` with ``repeat`` set where a file written before the field lacks it: a live
-    recording of an input already recorded at that stream count filled the last group."""
-    seen: set[tuple[int, str]] = set()
-    out = []
-    for r in runs:
-        key = (r["streams"], r["uri"])
-        if r["live"] and "repeat" not in r:
-            r = {**r, "repeat": key in seen}
-        if r["live"]:
-            seen.add(key)
-        out.append(r)
-    return out
-
-
-def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per stream count: pooled latencies over the level's live recordings (each
-    input once: a recording that only filled the last group, ``repeat``, is left out)."""
-    out = []
-    for n in sorted({r["streams"] for r in runs}):
-        live = [r for r in runs if r["streams"] == n and r["live"] and not r.get("repeat")]
-        base = [r for r in runs if r["streams"] == n and not r["live"]]
-        words = [x for r in live for x in r.get("word_latencies", [])]
-        # words arrive in order: the first `words_before_stop` came before recording_stopped
-        early = [x for r in live for x in r.get("word_latencies", [])[: r["words_before_stop"]]]
-        speakers = [x for r in live for x in r.get("speaker_latencies", [])]
-        refined = sum(r["refined_words"] or 0 for r in live)
-        out.append({
-            "streams": n, "recordings": len(live),
-            "word_latency_p50": _pct(words, 50), "word_latency_p95": _pct(words, 95),
-            "word_latency_before_stop_p50": _pct(early, 50),
-            "word_latency_before_stop_p95": _pct(early, 95),
-            "speaker_latency_p50": _pct(speakers, 50), "speaker_latency_p95": _pct(speakers, 95),
-            "first_word_delay_max": max((r["first_word_delay"] for r in live
-                                         if r.get("first_word_delay") is not None), default=None),
-            "before_stop_share": _num(sum(r["words_before_stop"] for r in live) / refined)
-            if refined else None,
-            "live_cpu_per_audio_second": _num(max((r["live_cpu_per_audio_second"] or 0
-                                                  for r in live), default=0)),
-            "chunk_reply_p95_ms_live": max((r["chunk_reply_p95_ms"] or 0 for r in live), default=None),
-            "chunk_reply_p95_ms_without": max((r["chunk_reply_p95_ms"] or 0 for r in base),
-                                              default=None) if base else None,
-            "lost_bytes": sum(r["lost_bytes"] for r in runs if r["streams"] == n),  # fillers too
-            "within_target": (p := _pct(words, 95)) is not None and p <= TARGET_P95,
-        })
-    return out
-
-
-def most_streams(summary: list[dict[str, Any]]) -> Optional[int]:
-    ok = [s["streams"] for s in summary if s["within_target"]]
-    return max(ok) if ok else None
+# ---------------------------------------------------------------------------- table
 
 
 def _f(value: Any, spec: str) -> str:
@@ -493,7 +441,8 @@ def markdown_table(results: dict[str, Any]) -> str:
               "speaker lag p50 / p95 (s) | "
               "words before stop | live CPU s / audio s | chunk reply p95 (ms) live / without | "
               f"p95 word lag ≤ {TARGET_P95:g} s |", "|---|---|---|---|---|---|---|---|"]
-    # from the runs (a file's saved summary may count a filler recording as a figure)
+    # from the runs (a file's saved summary, and its most_streams_within_target, may
+    # count a filler recording as a figure)
     summary = summarize(runs) if all("word_latencies" in r for r in runs if r["live"]) \
         else results.get("summary", [])
     for s in summary:
@@ -517,8 +466,7 @@ def markdown_table(results: dict[str, Any]) -> str:
                       "|---|---|---|---|---|"]
             lines += [f"| {m['minute']} | {m['words']} | {_f(m.get('refined_words'), 'd')} | "
                       f"{_f(m['p50'], '.2f')} | {_f(m['p95'], '.2f')} |" for m in minutes]
-    lines.append(f"\nMost concurrent live streams with p95 word latency ≤ {TARGET_P95:g} s: "
-                 f"{results.get('most_streams_within_target') or 'none of those tried'}.")
+    lines.append("\n" + most_streams_line(summary))
     return head + "\n".join(lines)
 
 
@@ -595,6 +543,7 @@ def main(argv: Sequence[str] = ()) -> int:
                        "server_args": server_args, "target_p95_word_latency": TARGET_P95,
                        "der": {"collar": 0.0, "skip_overlap": False},
                        "server_source": server_source_digest()},
+        "options": recorded_options(args),
         "caveats": [
             "The machine runs other jobs (see the load averages): latencies and CPU include "
             "their contention.",

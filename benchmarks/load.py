@@ -392,6 +392,17 @@ def run_stalls(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         srv.stop()
 
 
+def _count(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def passed(results: dict[str, Any], streams: int) -> bool:
+    """Whether a load run kept everything: no byte lost, no stream failed, and every
+    stream whole on disk (raw part and audio.wav byte-exact)."""
+    return (results.get("lost_bytes") == 0 and results.get("streams_failed") == 0
+            and (results.get("streams_ok") or 0) >= streams)
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """The figures of a results file as a markdown table."""
     r, prm = doc["results"], doc["parameters"]
@@ -400,8 +411,13 @@ def markdown_table(doc: dict[str, Any]) -> str:
         srv = r["server"]
         rows += [
         ("streams × seconds", f"{prm['streams']} × {prm['seconds']:g}"),
-        ("sent / lost", f"{r['sent_mb']} MB / {r['lost_bytes']} bytes "
-                        f"({r['raw_exact']}/{prm['streams']} byte-exact)"),
+        ("sent / lost", f"{r['sent_mb']} MB / {r['lost_bytes']} bytes"),
+        # a stream is whole when part-000.raw and audio.wav are both byte-exact and it
+        # did not fail: raw alone hid a truncated audio.wav
+        ("streams whole (no failure, both files byte-exact)",
+         f"**{_count(r.get('streams_ok'))}/{prm['streams']}** (part-000.raw exact "
+         f"{r['raw_exact']}/{prm['streams']}, audio.wav exact "
+         f"{_count(r.get('wav_exact'))}/{prm['streams']})"),
         ("chunk → progress (p50 / p99 / max)",
          "{p50_ms} / {p99_ms} / {max_ms} ms".format(**r["progress_latency"])),
         ("nop round trip (p50 / p99)", "{p50_ms} / {p99_ms} ms".format(**r["nop_round_trip"])),
@@ -495,7 +511,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{st['bad_run_status']}")
     if args.stalls_only:
         return 0
-    print(f"[load] {r['streams_ok']}/{args.streams} streams byte-exact, lost bytes "
+    print(f"[load] {r['streams_ok']}/{args.streams} streams whole, lost bytes "
           f"{r['lost_bytes']}; progress p50/p99 {r['progress_latency']['p50_ms']}/"
           f"{r['progress_latency']['p99_ms']} ms; nop p50/p99 {r['nop_round_trip']['p50_ms']}/"
           f"{r['nop_round_trip']['p99_ms']} ms; server CPU "
@@ -503,7 +519,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{r['server']['rss_mb_before']} -> {r['server']['rss_mb_peak_streaming']} MB "
           f"streaming ({r['server']['rss_mb_peak_with_stops']} MB with the stops); "
           f"written to {args.out}")
-    return 0 if r["lost_bytes"] == 0 and r["streams_failed"] == 0 else 1
+    return 0 if passed(r, args.streams) else 1
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ side by side: ``avx2`` caps CTranslate2, ATen, oneDNN and MKL at AVX2 (`benchmar
 table names the CPU model and flags.
 
 A system that cannot run on this machine -- senko whose native library was built for
-another CPU (probed first), or a run killed by a signal -- gives a row marked unavailable
-with the reason, and the benchmark goes on.
+another CPU (probed first), or whose run a signal killed -- gives a row marked unavailable
+with the reason, and the benchmark goes on. A workbench run killed by a signal (the OOM
+killer's SIGKILL, say) gives a row marked killed: its targets fail, as does a target whose
+run is missing.
 
 Targets: RTF <= 0.2 on the 5-minute input, peak memory <= 3 GB on the 30-minute input,
 DER no worse than senko's on every input with a reference.  Prints a markdown table and
@@ -51,8 +53,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, marks_partial,
-                        write_results)
-from benchmarks.isa import AVX2_CAPS, ISA_SETTINGS, IsaUnavailable, isa_environment
+                        recorded_options, write_results)
+from benchmarks.isa import AVX2_CAPS, ISA_SETTINGS, IsaUnavailable, child_environment
 from benchmarks.measure import MB, Timer, own_cpu_seconds, own_peak_rss_bytes
 
 NAME = "pipeline"
@@ -157,8 +159,11 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path,
     """One (input, system) measurement in a fresh subprocess, scored on the references.
 
     A system that cannot run here -- senko whose native library does not run on this CPU
-    (probed first), or a run whose process a signal killed -- gives a row with
-    ``status == "unavailable"`` and the ``reason``; other failures raise."""
+    (probed first), or whose process a signal killed -- gives a row with
+    ``status == "unavailable"`` and the ``reason``; a workbench run whose process a signal
+    killed (SIGKILL of the OOM killer, SIGSEGV) gives ``status == "killed"``, a failure of
+    its targets (:func:`verdicts`); other failures raise. The child's environment is
+    this one without inherited ISA caps or CPUID mask, then `isa`'s settings."""
     from workbench.research.baselines import crash_reason, senko_availability
     from workbench.research.evaluation import score
     from workbench.research.isolation import ChildCrashed, signal_description
@@ -175,22 +180,25 @@ def run_one(system: str, item: Any, args: argparse.Namespace, scratch: Path,
                "--data-dir", str(args.data_dir), "--config", config or args.config or "{}"]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    try:
-        env.update(isa_environment(isa))
+    try:  # (a capped or masked calling shell must not make a "native" row capped)
+        env = child_environment(isa, {**os.environ, "HF_HUB_OFFLINE": "1"})
     except IsaUnavailable as error:
         return _unavailable(system, str(error))
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if done.returncode < 0:  # killed by a signal: SIGILL, SIGSEGV, the OOM killer's SIGKILL
+        tail = "\n".join((done.stderr or "").strip().splitlines()[-5:])
         if system == "senko":
             reason = crash_reason("senko's diarizer process",
                                   ChildCrashed("", exitcode=done.returncode))
-        else:
-            reason = f"the run's process died of {signal_description(-done.returncode)}"
-        tail = "\n".join((done.stderr or "").strip().splitlines()[-5:])
-        return {**_unavailable(system, reason), "stderr_tail": tail}
+            return {**_unavailable(system, reason), "stderr_tail": tail}
+        # ours: not "unavailable" (a row verdicts() would skip) but a failed run, whose
+        # peak memory is unknown -- the OOM killer's SIGKILL is the memory target missed
+        return {"system": system, "isa": isa, "status": "killed",
+                "reason": f"the run's process died of {signal_description(-done.returncode)}",
+                "duration": round(item.duration, 3), "peak_rss_mb": None,
+                "process_wall_seconds": round(wall, 2), "stderr_tail": tail}
     if done.returncode != 0 or not out.is_file():
         tail = "\n".join((done.stderr or "").strip().splitlines()[-15:])
         raise RuntimeError(f"{system} on {item.uri} failed (exit {done.returncode}):\n{tail}")
@@ -255,6 +263,14 @@ def markdown_table(results: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
             notes.append(f"- {run['system']} on {run['input']} unavailable: {run['reason']}")
             continue
+        if run.get("status") == "killed":
+            cells = [run["input"], run["system"], run.get("isa", "native"),
+                     _fmt(run.get("duration"), ".0f"), *["–"] * len(STAGE_COLUMNS),
+                     "**killed**", "–", "–", "**killed**", "–", "–", "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+            notes.append(f"- {run['system']} on {run['input']} killed: {run['reason']} "
+                         "(RTF and peak memory unknown: its targets fail)")
+            continue
         stages = run.get("stage_rtf", {})
         cells = [run["input"], run["system"], run.get("isa", "native"), f"{run['duration']:.0f}",
                  *[_fmt(stages.get(s), ".3f") for s in STAGE_COLUMNS],
@@ -273,21 +289,36 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(runs: Sequence[dict[str, Any]]) -> dict[str, bool]:
+def verdicts(runs: Sequence[dict[str, Any]],
+             inputs: Optional[Sequence[str]] = None) -> dict[str, bool]:
+    """PASS/FAIL per target, from the native workbench runs of `inputs` (default: the
+    inputs of `runs`). A workbench run killed by a signal, or missing (an interrupted
+    run), fails the targets of its input; DER is judged where senko's run has a DER."""
     out: dict[str, bool] = {}
-    by = {(r["input"], r["system"]): r for r in runs
-          if r.get("status") != "unavailable" and r.get("isa", "native") == "native"}
-    if ("5min", "workbench") in by:
-        out[f"RTF <= {TARGETS['rtf_5min']} on 5min"] = by[("5min", "workbench")]["rtf"] <= \
-            TARGETS["rtf_5min"]
-    if ("30min", "workbench") in by:
+    native = [r for r in runs if r.get("isa", "native") == "native"]
+    by = {(r["input"], r["system"]): r for r in native if r.get("status") != "unavailable"}
+    asked = list(dict.fromkeys(inputs if inputs is not None else [r["input"] for r in native]))
+
+    def ours(name: str) -> Optional[dict[str, Any]]:
+        """The workbench run of `name` if it finished, else None (killed or missing)."""
+        run = by.get((name, "workbench"))
+        return run if run is not None and run.get("status", "ok") == "ok" else None
+
+    if "5min" in asked:
+        run = ours("5min")
+        out[f"RTF <= {TARGETS['rtf_5min']} on 5min"] = run is not None and \
+            run["rtf"] <= TARGETS["rtf_5min"]
+    if "30min" in asked:
+        run = ours("30min")
         out[f"peak memory <= {TARGETS['peak_rss_mb_30min']} MB on 30min"] = \
-            by[("30min", "workbench")]["peak_rss_mb"] <= TARGETS["peak_rss_mb_30min"]
-    for (name, system), run in by.items():
-        senko = by.get((name, "senko"))
-        if system == "workbench" and senko and run.get("der") is not None \
-                and senko.get("der") is not None:
-            out[f"DER <= senko's on {name}"] = run["der"] <= senko["der"] + 1e-9
+            run is not None and run["peak_rss_mb"] <= TARGETS["peak_rss_mb_30min"]
+    for name in asked:
+        senko, run = by.get((name, "senko")), ours(name)
+        if senko is None or senko.get("der") is None:
+            continue  # no baseline to be judged against
+        if run is None or run.get("der") is not None:
+            out[f"DER <= senko's on {name}"] = run is not None and \
+                run["der"] <= senko["der"] + 1e-9
     return out
 
 
@@ -363,9 +394,11 @@ def main(argv: Sequence[str] = ()) -> int:
                        "variants": {k: json.loads(v) for k, v in args.variants.items()},
                        "isa": args.isas, "avx2_caps": AVX2_CAPS,
                        "threads": args.threads, "systems": systems,
+                       "data_dir": str(args.data_dir), "bench_dir": str(args.bench_dir),
                        "generated_inputs": {k: v for k, v in GENERATED.items()
                                             if k in args.input_names},
                        "der": {"collar": 0.0, "skip_overlap": False}, "mb": MB},
+        "options": recorded_options(args, leave_out=("table", "worker")),
         "targets": TARGETS,
         "caveats": [
             "Each run is a fresh process: peak RSS includes the models; RTF excludes loading "
@@ -378,6 +411,9 @@ def main(argv: Sequence[str] = ()) -> int:
         ],
         "runs": [],
     }
+    # every run's process drops the shell's caps and CPUID mask (run_one): its ISA column
+    # says what it ran under, and the stamp must not claim this shell's caps for it
+    results["machine"].update(isa_caps={}, cpuid_mask=None)
     args.bench_dir.mkdir(parents=True, exist_ok=True)
     scratch = args.bench_dir / "runs"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -393,8 +429,8 @@ def main(argv: Sequence[str] = ()) -> int:
                                  label=system),
                        "system": system, "isa": isa}
                 results["runs"].append(run)
-                if run.get("status") == "unavailable":
-                    print(f"unavailable: {run['reason']}", flush=True)
+                if run.get("status") in ("unavailable", "killed"):
+                    print(f"{run['status']}: {run['reason']}", flush=True)
                 else:
                     print(f"RTF {run['rtf']:.3f}, peak {run['peak_rss_mb']:.0f} MB, "
                           f"DER {_fmt(run['der'], '.1%')}", flush=True)
@@ -403,7 +439,9 @@ def main(argv: Sequence[str] = ()) -> int:
         status = 1
         results["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
-    results["verdict"] = verdicts(results["runs"])
+    # targets are for the native runs: every input asked for has them (or fails them)
+    results["verdict"] = verdicts(results["runs"],
+                                  args.input_names if "native" in args.isas else [])
     finish(args.out, results, markdown_table(results))
     return status
 
