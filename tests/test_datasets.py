@@ -462,3 +462,32 @@ def test_a_sweep_refuses_items_that_share_a_uri(tmp_path: Path) -> None:
     b = generate_conversation(tmp_path / "b", num_speakers=2, duration=12, seed=1, uri="conv000")
     with pytest.raises(ValueError, match="share a uri: conv000"):
         sweep_configs([a, b], [DiarizationConfig()])
+
+
+def test_threads_writing_one_reference_file_leave_it_whole(tmp_path: Path) -> None:
+    """`write_if_changed` (protocol references, the AMI yml and manifest) from threads of
+    one process: each writes a temporary file of its own.  Before, they shared one named
+    after the pid, so a rename failed or a file held two writers' bytes."""
+    import threading
+
+    from workbench.research.datasets.protocols import write_if_changed
+
+    target = tmp_path / "ref.rttm"
+    texts = [f"{n}\n" * 100_000 for n in range(4)]
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for i in range(30):  # another text each time: each call writes
+                write_if_changed(target, texts[(n + i) % len(texts)])
+        except BaseException as exc:  # noqa: BLE001 - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert target.read_text() in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["ref.rttm"]

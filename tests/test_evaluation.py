@@ -158,6 +158,30 @@ def test_words_in_unscored_regions_count_on_neither_side(tmp_path: Path) -> None
     assert row["cpwer"] == 0.0
 
 
+def test_a_utterance_left_out_by_the_uem_takes_its_words_on_both_sides(tmp_path: Path) -> None:
+    """Reference utterances are kept or left out whole (by their midpoint); hypothesis
+    words follow the utterance they fall in.  Before, the words were cut one by one at
+    the UEM's edges: a perfect transcript of a 10 s utterance left out (its midpoint in a
+    gap of the UEM) kept the 4 words said inside the UEM as insertions, and a word past
+    the UEM's edge in a kept utterance was a deletion."""
+    stm = [("A", 0.0, 10.0, "one two three four five six seven eight nine ten"),
+           ("B", 10.5, 11.5, "eleven"), ("A", 13.0, 18.0, "twelve thirteen")]
+    item = make_item(tmp_path, "u", 20.0, stm=stm)
+    (tmp_path / "u.uem").write_text("u 1 0.000 4.000\nu 1 10.000 16.000\n")
+    item = CorpusItem(item.uri, item.audio, None, item.stm, tmp_path / "u.uem")
+    perfect = transcript(segments=spoken(*stm), diarize=False)
+    row = score(item, perfect)
+    assert (row["wer"], row["insertions"], row["deletions"]) == (0.0, 0, 0)
+    # "thirteen" (16.75 s) lies past the UEM in a kept utterance: scored
+    assert (row["ref_words"], row["hyp_words"]) == (3, 3)
+    assert row["cpwer"] == 0.0
+    # a word said where no utterance is still counts inside the UEM only
+    extra = transcript(segments=[*perfect.segments, *spoken(("A", 11.8, 12.2, "um"),
+                                                             ("A", 18.5, 19.5, "uh"))],
+                       diarize=False)
+    assert score(item, extra)["insertions"] == 1
+
+
 # ----------------------------------------------------------------- WER / cpWER
 
 

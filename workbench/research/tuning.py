@@ -29,7 +29,8 @@ from workbench.engine.config import DiarizationConfig
 from workbench.engine.diarization.diarizer import Diarizer, retune
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.progress import ProgressHook
-from workbench.engine.provenance import torch_threads
+from workbench.engine.provenance import file_sha256, torch_threads
+from workbench.research.datasets.ami import AMI_TEST_SHA256, AMI_TEST_URIS
 from workbench.research.metrics import diarization_error
 
 
@@ -43,6 +44,21 @@ _EMBEDDING_FIELDS = ("segmentation_step", "segmentation_onset", "embedding_exclu
                      "embedding_passes", "embedding_share", "embedding_share_coverage",
                      "embedding_share_agreement", "embedding_block",
                      "embedding_context", "embedding_runtime", "segmentation_frontend")
+
+
+def _final_figures_only(items: Sequence[CorpusItem]) -> list[str]:
+    """The uris of items of a test subset: labelled so (``info["subset"]``), or the AMI
+    test recordings by name (their uri, or the ``source`` a clip was cut from) or by the
+    sha256 of their audio (a copy renamed, or read from a list that lost the labels)."""
+    final = []
+    for item in items:
+        info = item.info or {}
+        if (info.get("subset") == "test" or item.uri in AMI_TEST_URIS
+                or info.get("source") in AMI_TEST_URIS
+                or (Path(item.audio).is_file()
+                    and file_sha256(item.audio) in AMI_TEST_SHA256)):
+            final.append(item.uri)
+    return sorted(final)
 
 
 def _embedding_key(config: DiarizationConfig) -> tuple[Any, ...]:
@@ -68,7 +84,7 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
 
     if any(c.pipeline_path is not None for c in configs):
         raise ValueError("sweeps tune the bundled pipeline; pipeline_path is not supported")
-    final = sorted(item.uri for item in items if item.info.get("subset") == "test")
+    final = _final_figures_only(items)
     if final:  # a sweep chooses: the test subset of a protocol is for final figures
         raise ValueError(f"items of a test subset ({', '.join(final)}) are for final figures "
                          "only: tune on train, check on development")

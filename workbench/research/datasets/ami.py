@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from workbench.engine.provenance import file_sha256
+from workbench.research.datasets.fetching import dataset_lock, install_staged
 from workbench.research.datasets.items import CorpusItem
 from workbench.research.datasets.protocols import load_pyannote_protocol, write_if_changed
 
-__all__ = ["AMI_PROTOCOL", "AMI_SUBSETS", "ami_dir", "ami_items", "ami_protocol_items", "fetch_ami",
-           "register_ami_protocol"]
+__all__ = ["AMI_PROTOCOL", "AMI_SUBSETS", "AMI_TEST_SHA256", "AMI_TEST_URIS", "ami_dir",
+           "ami_items", "ami_protocol_items", "fetch_ami", "register_ami_protocol"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -82,6 +83,10 @@ _SHIPPED: dict[str, str] = {
     "debug.test.rttm": "eae147d74d3f08002a5028183538eb35e6a7c7a77fe7d87c51eec95852d33161",
     "debug.test.uem": "97cfb6a474e1cb4a44b00e1acfc78e8d366527dd818bf367c09f23d68c74d559",
 }
+AMI_TEST_URIS = ("tst00", "tst01")
+"""The test subset's recordings (final figures only)."""
+AMI_TEST_SHA256 = frozenset(_SHIPPED[f"{uri}.wav"] for uri in AMI_TEST_URIS)
+"""sha256 of their audio: a copy under another name or outside the protocol is known too."""
 # The source ships trn00's audio as "trñ00.wav" and lists it so; its RTTM and UEM say trn00.
 _RENAMES = {"trñ00": "trn00"}
 _MANIFEST = "manifest.json"
@@ -109,14 +114,22 @@ def _download_sdist(into: Path) -> Path:
 
 
 def _is_complete(root: Path) -> bool:
+    """Every file of the manifest is there (at the size it names, for a manifest that
+    records sizes: a truncated copy is no finished fetch)."""
     manifest = root / _MANIFEST
     if not manifest.is_file():
         return False
     try:
-        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    except (ValueError, KeyError):
+        document = json.loads(manifest.read_text(encoding="utf-8"))
+        files, sizes = document["files"], document.get("sizes") or {}
+    except (OSError, ValueError, KeyError):
         return False
-    return all((root / name).is_file() for name in files)
+    try:
+        return all((root / name).is_file() and (name not in sizes or name == "database.yml"
+                                                 or (root / name).stat().st_size == sizes[name])
+                   for name in files)
+    except OSError:
+        return False
 
 
 def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLike] = None,
@@ -125,69 +138,89 @@ def fetch_ami(data_dir: PathLike = _DEFAULT_DATA_DIR, *, sdist: Optional[PathLik
 
     `sdist` is a local copy of ``pyannote_audio-4.0.7.tar.gz`` (default: ``pip download``
     it). Every extracted file must match its pinned sha256. With `verify`, the files of
-    an earlier fetch are checked against the manifest again.
+    an earlier fetch are checked against the manifest again (a fetch made before the
+    manifest recorded sizes is checked once, and its sizes recorded).  Processes that
+    fetch at once take turns (`dataset_lock`): the first installs the folder, the others
+    then use it; a complete folder is never replaced.
     """
     root = ami_dir(data_dir)
     if _is_complete(root):
-        _relative_yml(root)
-        if verify:
-            files = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))["files"]
-            bad = [name for name, digest in files.items() if file_sha256(root / name) != digest]
-            if bad:
-                raise RuntimeError(f"{root}: files differ from the manifest: {', '.join(bad)}")
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root.parent) as tmp:
-        work = Path(tmp)
-        archive = Path(sdist) if sdist is not None else _download_sdist(work / "download")
-        if file_sha256(archive) != SOURCE_SDIST_SHA256:
-            raise RuntimeError(f"{archive} is not the {SOURCE_PACKAGE} {SOURCE_VERSION} "
-                               "source distribution this module pins (sha256 differs)")
-        staged = work / "ami"
-        staged.mkdir()
-        prefix = f"pyannote_audio-{SOURCE_VERSION}/"
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
-                name = member.name[len(prefix):] if member.name.startswith(prefix) else ""
-                if name == "LICENSE":
-                    target = "LICENSE-pyannote.audio"
-                elif name.startswith("tests/data/") and name[len("tests/data/"):] in _SHIPPED:
-                    target = name[len("tests/data/"):]
-                else:
-                    continue
-                source = tar.extractfile(member)
-                if source is None or not member.isfile():
-                    continue
-                with source, open(staged / target, "wb") as out:
-                    shutil.copyfileobj(source, out)
-        missing = [name for name in _SHIPPED if not (staged / name).is_file()]
-        if missing:
-            raise RuntimeError(f"{archive} lacks {', '.join(missing)}")
-        bad = [name for name, digest in _SHIPPED.items() if file_sha256(staged / name) != digest]
-        if bad:
-            raise RuntimeError(f"{archive}: checksums differ for {', '.join(bad)}")
-        _fix_names(staged)
-        (staged / "database.yml").write_text(_database_yml(), encoding="utf-8")
-        files = {p.name: file_sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
-        manifest = {
-            "dataset": "AMI excerpts of pyannote.audio's tests/data",
-            "protocol": AMI_PROTOCOL,
-            "subsets": {subset: _uris(staged, subset) for subset in AMI_SUBSETS},
-            "source": {"package": SOURCE_PACKAGE, "version": SOURCE_VERSION,
-                       "file": SOURCE_SDIST, "sha256": SOURCE_SDIST_SHA256,
-                       "fetched_with": f"pip download --no-deps --no-binary {SOURCE_PACKAGE} "
-                                       f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"},
-            "licences": LICENCES,
-            "changes": "trñ00.wav renamed trn00.wav and trñ00 listed as trn00 in "
-                       "debug.train.lst (its RTTM and UEM say trn00); database.yml written",
-            "files": files,
-        }
-        (staged / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False)
-                                        + "\n", encoding="utf-8")
-        if root.exists():  # an incomplete earlier fetch
-            shutil.rmtree(root)
-        os.replace(staged, root)
+        return _reuse(root, verify)
+    with dataset_lock(root):
+        if _is_complete(root):  # another process fetched it while this one waited
+            return _reuse(root, verify)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root.parent) as tmp:
+            work = Path(tmp)
+            staged = _stage(work, Path(sdist) if sdist is not None
+                            else _download_sdist(work / "download"))
+            install_staged(staged, root, work / "incomplete")
     return root
+
+
+def _reuse(root: Path, verify: bool) -> Path:
+    _relative_yml(root)
+    manifest = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
+    files = manifest["files"]
+    if verify or "sizes" not in manifest:
+        bad = [name for name, digest in files.items() if file_sha256(root / name) != digest]
+        if bad:
+            raise RuntimeError(f"{root}: files differ from the manifest: {', '.join(bad)}")
+        if "sizes" not in manifest and os.access(root, os.W_OK):
+            manifest["sizes"] = {name: (root / name).stat().st_size for name in files}
+            write_if_changed(root / _MANIFEST,
+                             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return root
+
+
+def _stage(work: Path, archive: Path) -> Path:
+    """The excerpts extracted from `archive` into ``work/ami``, checked, renamed, with
+    their database.yml and manifest."""
+    if file_sha256(archive) != SOURCE_SDIST_SHA256:
+        raise RuntimeError(f"{archive} is not the {SOURCE_PACKAGE} {SOURCE_VERSION} "
+                           "source distribution this module pins (sha256 differs)")
+    staged = work / "ami"
+    staged.mkdir()
+    prefix = f"pyannote_audio-{SOURCE_VERSION}/"
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            name = member.name[len(prefix):] if member.name.startswith(prefix) else ""
+            if name == "LICENSE":
+                target = "LICENSE-pyannote.audio"
+            elif name.startswith("tests/data/") and name[len("tests/data/"):] in _SHIPPED:
+                target = name[len("tests/data/"):]
+            else:
+                continue
+            source = tar.extractfile(member)
+            if source is None or not member.isfile():
+                continue
+            with source, open(staged / target, "wb") as out:
+                shutil.copyfileobj(source, out)
+    missing = [name for name in _SHIPPED if not (staged / name).is_file()]
+    if missing:
+        raise RuntimeError(f"{archive} lacks {', '.join(missing)}")
+    bad = [name for name, digest in _SHIPPED.items() if file_sha256(staged / name) != digest]
+    if bad:
+        raise RuntimeError(f"{archive}: checksums differ for {', '.join(bad)}")
+    _fix_names(staged)
+    (staged / "database.yml").write_text(_database_yml(), encoding="utf-8")
+    paths = [p for p in sorted(staged.iterdir()) if p.is_file()]
+    manifest = {
+        "dataset": "AMI excerpts of pyannote.audio's tests/data",
+        "protocol": AMI_PROTOCOL,
+        "subsets": {subset: _uris(staged, subset) for subset in AMI_SUBSETS},
+        "source": {"package": SOURCE_PACKAGE, "version": SOURCE_VERSION,
+                   "file": SOURCE_SDIST, "sha256": SOURCE_SDIST_SHA256,
+                   "fetched_with": f"pip download --no-deps --no-binary {SOURCE_PACKAGE} "
+                                   f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"},
+        "licences": LICENCES,
+        "changes": "trñ00.wav renamed trn00.wav and trñ00 listed as trn00 in "
+                   "debug.train.lst (its RTTM and UEM say trn00); database.yml written",
+        "files": {p.name: file_sha256(p) for p in paths},
+        "sizes": {p.name: p.stat().st_size for p in paths},
+    }
+    (staged / _MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False)
+                                    + "\n", encoding="utf-8")
+    return staged
 
 
 def _fix_names(folder: Path) -> None:

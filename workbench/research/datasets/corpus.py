@@ -92,8 +92,10 @@ def speaker_clips(item: CorpusItem, out_dir: PathLike, gap: float = 0.5) -> list
         write_wav(paths["wav"], audio)
         paths["rttm"].write_text(format_rttm(uri, clip_turns), encoding="utf-8")
         paths["uem"].write_text(format_uem(uri, [(0.0, audio.size / SAMPLE_RATE)]), encoding="utf-8")
-        clips.append(CorpusItem(uri, paths["wav"], paths["rttm"], None, paths["uem"],
-                                {"source": item.uri, "speaker": speaker, "num_speakers": 1}))
+        # the protocol and subset go with the clips: a test subset's stay final-figures-only
+        clips.append(CorpusItem(uri, paths["wav"], paths["rttm"], None, paths["uem"], {
+            "source": item.uri, "speaker": speaker, "num_speakers": 1,
+            **{k: item.info[k] for k in ("protocol", "subset") if k in item.info}}))
     return clips
 
 
@@ -174,7 +176,9 @@ def ensure_corpus(out_dir: PathLike, n: int = 20, minutes: tuple[float, float] =
 
 
 _ITEM_KEYS = ("uri", "num_speakers", "duration", "overlap_ratio_requested",
-              "overlap_ratio_achieved", "seed", "noise_db", "generator_version", "sources")
+              "overlap_ratio_achieved", "seed", "noise_db", "generator_version", "sources",
+              # where an item comes from: a protocol's test subset stays final-figures-only
+              "protocol", "subset", "source", "speaker")
 
 
 def write_manifest(path: PathLike, items: Sequence[CorpusItem],

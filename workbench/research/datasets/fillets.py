@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from workbench.engine.provenance import file_sha256
+from workbench.research.datasets.fetching import dataset_lock, install_staged
 from workbench.research.datasets.voices import RealClip, RealVoice
 
 __all__ = ["FILLETS_LANGUAGES", "FILLETS_VERSION", "fetch_fillets", "fillets_dir",
@@ -92,11 +93,15 @@ def _extract(deb: Path, into: Path) -> None:
 
 
 def _is_complete(root: Path) -> bool:
+    """Every line's audio is there (at the size the manifest names, when it records
+    sizes: a truncated copy is no finished fetch)."""
     try:
-        lines = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))["lines"]
-    except (OSError, ValueError, KeyError):
+        document = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
+        lines, sizes = document["lines"], document.get("sizes") or {}
+        return all((root / f"{line['audio']}.ogg").is_file() for line in lines) and all(
+            (root / name).stat().st_size == size for name, size in sizes.items())
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    return all((root / f"{line['audio']}.ogg").is_file() for line in lines)
 
 
 def fetch_fillets(lang: str, data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
@@ -107,9 +112,15 @@ def fetch_fillets(lang: str, data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
     root = fillets_dir(lang, data_dir)
     if _is_complete(root):
         return root
+    with dataset_lock(root):  # processes that fetch at once take turns
+        if not _is_complete(root):  # (another one may have fetched it meanwhile)
+            _fetch(lang, root)
+    return root
+
+
+def _fetch(lang: str, root: Path) -> None:
     import soundfile
 
-    root.parent.mkdir(parents=True, exist_ok=True)
     packages = ("fillets-ng-data", f"fillets-ng-data-{lang}")
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root.parent) as tmp:
         work = Path(tmp)
@@ -153,13 +164,12 @@ def fetch_fillets(lang: str, data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
             "voices": {f"fillets-{lang}:{name}": f"the {name} fish ({font} lines)"
                        for font, name in CHARACTERS.items()},
             "lines": lines,
+            "sizes": {p.relative_to(staged).as_posix(): p.stat().st_size
+                      for p in sorted(staged.rglob("*")) if p.is_file()},
         }
         (staged / _MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False)
                                         + "\n", encoding="utf-8")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staged, root)
-    return root
+        install_staged(staged, root, work / "incomplete")
 
 
 def fillets_voices(lang: str, data_dir: PathLike = _DEFAULT_DATA_DIR) -> list[RealVoice]:
