@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing as mp
-import queue
-import threading
 import time
 from typing import Any, Awaitable, Callable, Optional
 
 from workbench.engine.audio import InputFormat
 
 from .limits import chunk_seconds
-from .live_worker import live_worker_main
-from .live_said import FinalSoFar, next_word_index
+from .live_process import WorkerProcess
+from .live_said import FinalSoFar, WordNumbers, next_word_index
 from .sessions import SessionStore
 
 log = logging.getLogger("server.live")
@@ -47,22 +44,24 @@ OFF_BACKLOG = 120.0  # s: live results off for the rest of the recording
 LINGER_SECONDS = 30.0  # a dropped recording's live worker waits this long for a resume
 FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
 STALL_SECONDS = 30.0  # s of silence from a worker saving its result: it is stuck
-FLUSH_WAIT = 20.0  # s a new stream waits for the last one's flush (its indexes follow)
+FLUSH_WAIT = 20.0  # s a new stream's words wait for the last one's (their indexes follow)
 CHECK_INTERVAL = 0.5
 # Bytes waiting for the worker beyond which live results end at once (a fast upload
 # outruns any live worker; memory stays bounded whatever the client sends).
 MAX_PENDING_BYTES = 32 * 1024 * 1024
 
 
-class LiveStream:
+class LiveStream(WorkerProcess):
     """One recording's live worker and what the server knows of its progress."""
 
     def __init__(self, hub: "LiveHub", session_id: Optional[str] = None, offset: float = 0.0,
-                 first_index: int = 0) -> None:
+                 first_index: Optional[int] = 0) -> None:
+        super().__init__()
         self.hub = hub
         self.session_id = session_id  # None: a worker started ahead (`--live-warm`)
         self.offset = offset
-        self.first_index = first_index
+        self.numbers = WordNumbers(first_index)  # None: known once the last stream's are
+        self.superseded = False  # a later stream took the next indexes: its words stay here
         self.state = "starting"  # spare, running, lingering, finishing, off, done
         self.paused, self.pause_reason = False, ""
         self.load_failed = False  # it said it could not load its models
@@ -70,93 +69,45 @@ class LiveStream:
         self.loaded = False  # the worker's models are loaded
         self.ready = False  # and it has reported its position since
         self.overflow = False
-        self.process: Any = None
         self.forwarded = 0  # bytes handed to the worker's queue
         self.taken = 0  # bytes the worker read
         self.decoded = 0.0  # s of audio it decoded
         self.engines = 0.0  # s of audio its live engines took up
         self.bytes_per_second: Optional[float] = None  # of the current part, when known
         self.container: Optional[str] = None
-        self._outbox: "queue.Queue[Optional[tuple[Any, ...]]]" = queue.Queue()
-        self._inbox: "asyncio.Queue[tuple[Any, ...]]" = asyncio.Queue()
-        self._conn_out: Any = None
-        self._conn_in: Any = None
-        self._threads: list[threading.Thread] = []
         self._task: Optional[asyncio.Task[None]] = None
         self._linger: Optional[asyncio.TimerHandle] = None
         self._spawning: Optional["asyncio.Future[None]"] = None  # a spare's process start
         self._result: "asyncio.Future[tuple[Any, ...]]" = asyncio.get_running_loop().create_future()
-        self.said = FinalSoFar(first_index)  # for a resumed client (`replay`)
+        self.said = FinalSoFar(first_index or 0)  # for a resumed client (`replay`)
 
-    # ------------------------------------------------------------------ process
-    def spawn(self, spec: dict[str, Any]) -> None:
-        """Start the worker process and its two pipe threads (blocking: from a thread)."""
-        ctx = mp.get_context("spawn")
-        to_child, from_server = ctx.Pipe(duplex=False)
-        from_child, to_server = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=live_worker_main, args=(to_child, to_server, spec),
-                                   name="workbench-live", daemon=True)
-        self.process.start()
-        to_child.close()  # the child's ends: EOF here when the child is gone
-        to_server.close()
-        self._conn_out, self._conn_in = from_server, from_child
-        loop = self.hub.loop
-        self._threads = [
-            threading.Thread(target=self._send_loop, name="live-send", daemon=True),
-            threading.Thread(target=self._recv_loop, args=(loop,), name="live-recv",
-                             daemon=True)]
-        for t in self._threads:
-            t.start()
+    def assign(self, session_id: str, offset: float, first_index: Optional[int]) -> None:
+        """Tell the worker which recording it serves (its first message); its words take
+        indexes from `first_index` on (None: from `number_after`)."""
+        self.session_id, self.offset = session_id, offset
+        self.numbers, self.said = WordNumbers(first_index), FinalSoFar(first_index or 0)
+        self._outbox.put(("session", {"session_id": session_id, "offset": offset}))
 
-    def _send_loop(self) -> None:
-        while True:
-            item = self._outbox.get()
-            if item is None:
-                break
+    async def number_after(self, before: Optional["LiveStream"], first_index: int) -> None:
+        """This stream's word indexes go on after those of the session's last live stream
+        once it has said its last words (at most FLUSH_WAIT s: a stream still saving then
+        says no more words to clients, they would take this one's indexes)."""
+        if before is not None:
             try:
-                self._conn_out.send(item)
-            except (BrokenPipeError, OSError):
-                break  # the worker is gone: the reader reports it
-        while True:  # drop what is left (the recording has it on disk)
-            try:
-                self._outbox.get_nowait()
-            except queue.Empty:
-                break
-        try:
-            self._conn_out.close()
-        except OSError:
-            pass
-
-    def _recv_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            try:
-                msg = self._conn_in.recv()
-            except (EOFError, OSError):
-                msg = ("eof",)
-            except Exception as exc:  # noqa: BLE001 - a garbled message: treat as gone
-                msg = ("error", f"The live worker sent an unreadable message ({exc!r})")
-            try:
-                loop.call_soon_threadsafe(self._inbox.put_nowait, msg)
-            except RuntimeError:  # the loop is closed: the server is gone
-                return
-            if msg[0] == "eof":
-                return
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
-
-    def assign(self, session_id: str, offset: float, first_index: int) -> None:
-        """Tell the worker which recording it serves (its first message)."""
-        self.session_id, self.offset, self.first_index = session_id, offset, first_index
+                await asyncio.wait_for(before.said_all(), FLUSH_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("The live stream of session %s is still flushing after %g s",
+                            self.session_id, FLUSH_WAIT)
+            before.superseded = True
+            first_index = max(first_index, before.said.next_index)
+        first_index = max(first_index, self.hub.said_until.get(self.session_id or "", 0))
         self.said = FinalSoFar(first_index)
-        self._outbox.put(("session", {"session_id": session_id, "offset": offset,
-                                      "first_index": first_index}))
+        await self.numbers.settle(first_index, self._tell)
+        self.hub.numbered(self)
 
-    def _kill(self) -> None:
-        self._outbox.put(None)
-        if self.process is not None and self.process.is_alive():
-            self.process.kill()  # and reaped (it stayed a zombie until the next spawn)
-            threading.Thread(target=self.process.join, args=(10,), daemon=True).start()
+    async def said_all(self) -> None:
+        await self.numbers.known.wait()
+        await asyncio.shield(self._result)
 
     # ------------------------------------------------------------------ audio in
     def begin_part(self, fmt: InputFormat) -> None:
@@ -206,6 +157,10 @@ class LiveStream:
             return
         await self.hub.notify(self.session_id, {**message, "session_id": self.session_id})
 
+    async def _tell(self, event: dict[str, Any]) -> None:
+        self.said.add(event)
+        await self._say(event)
+
     async def pause(self, reason: str) -> None:
         self.paused, self.pause_reason = True, reason
         await self._say({"type": "live_paused", "reason": reason})
@@ -245,11 +200,14 @@ class LiveStream:
             self.hub.stream_ended(self)
 
     async def _handle(self, msg: tuple[Any, ...]) -> None:
-        kind, self.heard = msg[0], time.monotonic()
+        kind = msg[0]
+        if kind != "pos" or (msg[1], msg[2], msg[3]) != (self.taken, self.decoded, self.engines):
+            self.heard = time.monotonic()  # (its `pos` go on while it hangs in its flush)
         if kind == "event":
-            if self.state in ("running", "lingering", "finishing"):
-                self.said.add(msg[1])
-                await self._say(msg[1])
+            if self.state in ("running", "lingering", "finishing") and not self.superseded:
+                event = self.numbers.take(msg[1])
+                if event is not None:
+                    await self._tell(event)
         elif kind == "pos":
             self.taken, self.decoded, self.engines = int(msg[1]), float(msg[2]), float(msg[3])
             self.ready = self.loaded
@@ -345,7 +303,9 @@ class LiveStream:
                     self._kill()
                     break
         ok = outcome[0] == "done"
-        summary = outcome[1] if ok else None
+        if ok:
+            await self.numbers.known.wait()
+        summary = {**outcome[1], "first_index": self.numbers.base} if ok else None
         await asyncio.to_thread(store.finish_run, run_id, ok=ok, summary=summary,
                                 error=None if ok else str(outcome[1]), finished_at=time.time())
         log.info("Live run %s of session %s %s", run_id, self.session_id,
@@ -385,6 +345,8 @@ class LiveHub:
         self.closing = False
         # the next word index of each session whose live stream ended (saved or not)
         self.said_until: dict[str, int] = {}
+        # the last live stream of each session until it ended with its words numbered
+        self.last: dict[str, LiveStream] = {}
         self._budget = asyncio.Lock()  # (two starts passed the budget of 1 at once)
         self._spare_failures = 0  # spares that died since a recording last took one
 
@@ -418,7 +380,7 @@ class LiveHub:
 
     async def _spawn_spare(self, stream: LiveStream) -> None:
         try:
-            await asyncio.to_thread(stream.spawn, self._spec())
+            await asyncio.to_thread(stream.spawn, self._spec(), self.loop)
         except Exception:
             log.exception("A live worker could not be started ahead")
             stream.state = "done"
@@ -449,32 +411,34 @@ class LiveHub:
                      first_index: int) -> tuple[Optional[LiveStream], Optional[str]]:
         """The live stream of a recording that begins a part: the one waiting for this
         session's resume, else a new one (time `offset`, word indexes from
-        `first_index`); or (None, reason) when over budget."""
+        `first_index`, or after those of its last live stream, at once or once that one
+        has said its last words); or (None, reason) when over budget."""
         self.loop = asyncio.get_running_loop()
         stream = self.streams.get(session_id)
         if stream is not None and stream.state == "lingering" and stream.alive():
             stream.begin_part(fmt)
             log.info("Live results of session %s continue", session_id)
             return stream, None
-        if stream is not None and stream.state == "finishing":
-            try:  # its last words take the next indexes
-                await asyncio.wait_for(asyncio.shield(stream._result), FLUSH_WAIT)
-            except asyncio.TimeoutError:
-                log.warning("The live stream of session %s is still flushing after %g s",
-                            session_id, FLUSH_WAIT)
-        if stream is not None:
-            # its words may not be in a saved live run yet (still saving, or its worker
-            # died): next_word_index does not count them
-            first_index = max(first_index, stream.said.next_index)
-        # nor those of an earlier stream that ended without saving one (its worker died)
-        first_index = max(first_index, self.said_until.get(session_id, 0))
         if stream is not None and stream.state == "lingering":
             await stream.finish(self.store)  # its worker died meanwhile
+        # the last live stream's words may not be in a saved live run yet (still saving,
+        # or its worker died): next_word_index does not count them, nor those of an
+        # earlier stream that ended without saving one (its worker died)
+        before = self.last.get(session_id)
+        if before is None:
+            first_index = max(first_index, self.said_until.get(session_id, 0))
         async with self._budget:  # one decision at a time: a spare still being spawned
-            return await self._start(session_id, fmt, offset, first_index)  # counts nowhere
+            stream, reason = await self._start(  # counts nowhere
+                session_id, fmt, offset, first_index if before is None else None)
+        if stream is not None and before is not None:
+            task = asyncio.ensure_future(stream.number_after(before, first_index))
+            self.saving.add(task)
+            task.add_done_callback(self.saving.discard)
+        return stream, reason
 
     async def _start(self, session_id: str, fmt: InputFormat, offset: float,
-                     first_index: int) -> tuple[Optional[LiveStream], Optional[str]]:
+                     first_index: Optional[int]
+                     ) -> tuple[Optional[LiveStream], Optional[str]]:
         reason = self.refusal()
         if reason is not None:
             return None, reason
@@ -493,14 +457,14 @@ class LiveHub:
             stream = LiveStream(self, session_id, offset, first_index)
             self.alive.add(stream)
             try:
-                await asyncio.to_thread(stream.spawn, self._spec())
+                await asyncio.to_thread(stream.spawn, self._spec(), self.loop)
             except BaseException:
                 stream.state = "done"
                 self.stream_ended(stream)
                 raise
             stream.assign(session_id, offset, first_index)
             stream._task = asyncio.create_task(stream.run(), name=f"live-{session_id}")
-        self.streams[session_id] = stream
+        self.streams[session_id] = self.last[session_id] = stream
         stream.state = "running"
         stream.begin_part(fmt)
         log.info("Live results for session %s (worker pid %s%s, offset %.1f s)", session_id,
@@ -522,10 +486,21 @@ class LiveHub:
         if ended_now and stream.session_id is not None and stream.said.next_index:
             self.said_until[stream.session_id] = max(self.said_until.get(stream.session_id, 0),
                                                      stream.said.next_index)
+        if stream.numbers.known.is_set():
+            self.numbered(stream)
         if stream.session_id is not None and self.streams.get(stream.session_id) is stream:
             self.streams.pop(stream.session_id, None)
         if not self.closing:
             self._refill()
+
+    def numbered(self, stream: LiveStream) -> None:
+        """A stream's words are numbered: once it has ended too, the session's next one
+        numbers on from said_until."""
+        sid = stream.session_id
+        if sid is not None and self.last.get(sid) is stream and stream not in self.alive:
+            del self.last[sid]
+            if stream.said.next_index:
+                self.said_until[sid] = max(self.said_until.get(sid, 0), stream.said.next_index)
 
     def detach(self, session_id: str) -> None:
         """The recording was interrupted (disconnect, idle): keep its worker for a resume."""
@@ -547,6 +522,7 @@ class LiveHub:
             stream.close()
             self.stream_ended(stream)
         self.said_until.pop(session_id, None)
+        self.last.pop(session_id, None)
 
     async def end(self, session_id: str) -> Optional[str]:
         """The recording ended (stop, a limit) or will not continue live: save its live

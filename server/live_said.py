@@ -1,12 +1,15 @@
 """What a recording's live results have said so far, for the clients that missed some of
 it: `FinalSoFar` (the committed words and final turns of one live stream, replayed to a
-resumed connection as ``live_replay``) and `next_word_index` (where the word indexes of a
-session's next live stream go on)."""
+resumed connection as ``live_replay``), and where the word indexes of a session's next
+live stream go on: `next_word_index` (after the saved live runs) and `WordNumbers` (a
+live stream's words numbered over the recording as they go out)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import asyncio
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
+from .live_worker import shift_event
 from .sessions import Session
 
 
@@ -61,4 +64,34 @@ class FinalSoFar:
                 "at": round(self.at, 3)}
 
 
-__all__ = ["FinalSoFar", "next_word_index"]
+class WordNumbers:
+    """A live stream's word indexes over the recording: its worker numbers its words from
+    0, they go out from `base` on. `base` is known at once, or (the session's last live
+    stream still saving: its last words come first) only later; meanwhile the stream's
+    events wait here, in order, and go out once it is known. So a resumed recording starts
+    at once, and its live words still follow the last stream's, in indexes and in time."""
+
+    def __init__(self, base: Optional[int] = 0) -> None:
+        self.base = base
+        self.held: list[dict[str, Any]] = []
+        self.known = asyncio.Event()  # base known, nothing held
+        if base is not None:
+            self.known.set()
+
+    def take(self, event: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """The event as it goes out now, or None: held until `settle`."""
+        if self.base is None:
+            self.held.append(event)
+            return None
+        return shift_event(event, 0.0, self.base)
+
+    async def settle(self, base: int, send: Callable[[dict[str, Any]], Awaitable[None]]
+                     ) -> None:
+        """`base` is known: the held events go out (before any that comes meanwhile)."""
+        while self.held:
+            await send(shift_event(self.held.pop(0), 0.0, base))
+        self.base = base
+        self.known.set()
+
+
+__all__ = ["FinalSoFar", "next_word_index", "WordNumbers"]

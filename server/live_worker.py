@@ -8,14 +8,15 @@ it saves the live `Transcript` into the live run's folder. This is the only serv
 that uses `workbench.live` (and so torch): only inside this process, never in the
 server's.
 
-Messages from the server (a pipe): ``("session", {session_id, offset, first_index})``
+Messages from the server (a pipe): ``("session", {session_id, offset})``
 first (the worker loads its models before it reads it, so a worker can be started ahead
 of a recording); ``("part", container, sample_rate, channels)`` a new part of the
 recording begins; ``("bytes", data)``; ``("finish", run_dir)`` the recording
 ended: flush, save, exit; ``("close",)`` exit without saving.
 
 Messages to the server: ``("ready",)`` models loaded; ``("event", dict)`` a live event
-(times from the recording's start); ``("pos", bytes_taken, decoded_seconds,
+(times from the recording's start, word indexes from 0: the server numbers them
+over the recording); ``("pos", bytes_taken, decoded_seconds,
 taken_seconds)`` twice a second (bytes read from the pipe, audio decoded, audio the live
 engines have taken up); ``("error", message)`` live results cannot go on; ``("done",
 summary)`` or ``("failed", message)`` after ``finish``.
@@ -326,7 +327,7 @@ def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None
     """Entry point of a live worker process (see the module docstring). ``spec``:
     ``data_dir``, ``log_level``, ``config`` (`workbench.live.LiveConfig` as a dict); the
     ``session`` message then gives ``session_id``, ``offset`` (seconds of the recording
-    before this live session) and ``first_index`` (words committed before it)."""
+    before this live session)."""
     logging.basicConfig(level=spec.get("log_level", "INFO"),
                         format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -353,26 +354,22 @@ def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None
     if kind != "session":
         return
     offset = float(which.get("offset", 0.0))
-    first_index = int(which.get("first_index", 0))
     try:
         session = LiveSession(
             config, threaded=True, models=models, data_dir=spec["data_dir"],
             uri=which["session_id"],
-            hook=lambda e: outbox.send(("event", shift_event(e.serialize(), offset,
-                                                             first_index))))
+            hook=lambda e: outbox.send(("event", shift_event(e.serialize(), offset, 0))))
     except Exception as exc:  # noqa: BLE001
         log.exception("The live session could not start")
         outbox.send(("error", f"The live session could not start ({type(exc).__name__})"))
         return
-    Worker(session, inbox, outbox, offset, first_index).run()
+    Worker(session, inbox, outbox, offset).run()
 
 
 class Worker:
     """The main loop of a live worker: bytes in, decoded audio into the session."""
 
-    def __init__(self, session: Any, inbox: Any, outbox: _Outbox, offset: float,
-                 first_index: int = 0) -> None:
-        self.first_index = first_index
+    def __init__(self, session: Any, inbox: Any, outbox: _Outbox, offset: float) -> None:
         self.session = session
         self.inbox = inbox
         self.outbox = outbox
@@ -423,9 +420,15 @@ class Worker:
             self._stop.set()
 
     def _close_decoder(self) -> None:
+        """The part ended. A part that decodes to nothing (e.g. only its container's header:
+        a drop right after a start) is left out, as the refined run leaves it out: the
+        parts before and after it keep their live results."""
         if self.decoder is not None:
             decoder, self.decoder = self.decoder, None
-            decoder.close()
+            try:
+                decoder.close()
+            except (AudioDecodeError, RuntimeError) as exc:
+                log.warning("A part of the recording left out of live results: %s", exc)
 
     def _finish(self, run_dir: str) -> None:
         started = time.monotonic()
@@ -436,7 +439,6 @@ class Worker:
             transcript.save(run_dir)
             summary = transcript.summary()
             summary["offset_seconds"] = round(self.offset, 3)
-            summary["first_index"] = self.first_index
             summary["finish_seconds"] = round(time.monotonic() - started, 3)
             summary["cpu_seconds"] = result.stats.get("cpu_seconds")
             self.outbox.send(("done", summary))

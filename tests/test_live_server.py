@@ -385,6 +385,87 @@ async def test_an_undecodable_stream_ends_live_results_not_the_recording(
     await wait_no_live(srv)
 
 
+async def test_a_part_that_decodes_to_nothing_keeps_the_live_words_of_the_others(
+        live_server: LocalServer, speech_dir: Path) -> None:
+    """Speech, then two resumes that each sent only the first bytes of a WebM (its header:
+    a drop right after a start, a stop right after a resume). Such a part's decoder failed
+    as it closed: at the next part that ended live results, at `stop` it failed the live
+    run (every earlier word lost). The refined run leaves such parts out; so do live
+    results now."""
+    srv = live_server
+    await wait_no_live(srv)
+    head = (speech_dir / "speech.webm").read_bytes()[:40]
+    parts = [("pcm_s16le", (speech_dir / "speech.pcm").read_bytes()), ("webm", head),
+             ("webm", head)]
+    said: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as s:
+        sid = "new"
+        for n, (container, data) in enumerate(parts):
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
+                await ws.send_json({"action": "start", "input_format": container,
+                                    "live_results": True})
+                started = await recv(ws)
+                assert started["live_results"] is True, started
+                sid = started["session_id"]
+                await ws.send_bytes(data)
+                if n == 0:  # (the worker has loaded its models: it takes each part now)
+                    said += (await recv_until(ws, "transcript_final", timeout=180))[1]
+                said += await drain(ws, quiet=1.0)
+                if n == len(parts) - 1:
+                    await ws.send_json({"action": "stop"})
+                    stopped, seen = await recv_until(ws, "recording_stopped", timeout=120)
+                    said += seen
+                    break
+            await session_in(srv, sid, "interrupted", timeout=30)  # dropped
+    assert not [m for m in said if m["type"] == "live_paused"], said
+    run = await wait_live_run(srv, sid, stopped["live_run_id"])
+    assert run["status"] == "completed", run
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{srv.url}/api/sessions/{sid}/transcript?format=txt&run={run['id']}"
+                         ) as r:
+            text = (await r.text()).lower()
+    assert "river" in text or "quick" in text, text
+
+
+async def test_a_live_worker_hung_in_its_flush_frees_its_slot_soon_after_stop(
+        live_server: LocalServer, speech_dir: Path) -> None:
+    """The live worker hangs while it saves (its FFmpeg decoder, stopped here, never ends)
+    but still reports its position twice a second: those reports kept the live run
+    `running` and the live slot held for FINISH_TIMEOUT (600 s). Reports of no progress
+    are no sign of life now: it fails once nothing moved for STALL_SECONDS."""
+    from server.live import STALL_SECONDS
+
+    srv = live_server
+    await wait_no_live(srv)
+    assert srv.process is not None
+    known = {p.pid for p in psutil.Process(srv.process.pid).children()}
+    webm = (speech_dir / "speech.webm").read_bytes()
+    assert len(webm) < 60000  # within a pipe's buffer: the worker never waits for FFmpeg
+    ffmpeg = None
+    try:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "input_format": "webm",
+                                "live_results": True})
+            sid = (await recv(ws))["session_id"]
+            worker = await live_worker(srv, known)
+            await ws.send_bytes(webm)
+            deadline = time.monotonic() + 180  # (its models load first)
+            while not (found := [p for p in worker.children() if p.name() == "ffmpeg"]):
+                assert time.monotonic() < deadline, "no FFmpeg decoder in the live worker"
+                await asyncio.sleep(0.1)
+            (ffmpeg,) = found
+            ffmpeg.suspend()
+            await ws.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws, "recording_stopped", timeout=60)
+        t0 = time.monotonic()
+        run = await wait_live_run(srv, sid, stopped["live_run_id"], timeout=STALL_SECONDS + 60)
+        assert run["status"] == "failed" and time.monotonic() - t0 < STALL_SECONDS + 30
+    finally:
+        if ffmpeg is not None and ffmpeg.is_running():
+            ffmpeg.kill()  # (orphaned, stopped: its worker was killed)
+    assert (await get(srv.url + "/api/health"))["live"]["active"] == 0
+
+
 async def test_seed_clients_see_nothing_new(live_server: LocalServer, call_pcm: bytes) -> None:
     """Without `live_results` nothing changes: no new field, no live event, no live run."""
     srv = live_server
@@ -747,36 +828,57 @@ async def test_word_indexes_go_on_after_a_live_worker_died_while_waiting(
     assert run["status"] == "completed" and run["summary"]["first_index"] == len(first_part)
 
 
-async def test_a_live_resume_waits_for_the_last_words_of_the_stream_being_saved(
+async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_saved(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """A resume without live results saves the session's live stream (it flushes its last
-    words in the background); a resume with live results right after started a new live
-    stream whose first indexes those last words then took again, and whose events came
-    before theirs in time: the two live runs overlapped."""
+    words in the background, held up here: its worker stopped for a while); a resume with
+    live results right after waited for that flush before `recording_started`, up to 20 s
+    (and the words it flushed later took the new stream's first indexes again). It starts
+    at once now; the new stream's words go out after the flushed ones, their indexes and
+    times following theirs."""
+    from server.live import FLUSH_WAIT
+
     srv = await warm_server(start_server, slots=2)
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    (first_worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
     pcm = (speech_dir / "speech.pcm").read_bytes()
+
+    async def let_it_flush() -> None:
+        await asyncio.sleep(6)  # (the new stream's first words wait meanwhile)
+        first_worker.resume()
+
     async with aiohttp.ClientSession() as s:
         ws, sid, sub, heard = await live_then_heard(s, srv, pcm)
         async with sub:
             await ws.close()
             await session_in(srv, sid, "interrupted", timeout=30)
-            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
-                await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
-                await recv_until(ws2, "recording_started", timeout=60)  # the flush begins
-            for _ in range(200):  # at once, while the first stream flushes
-                async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws3:
-                    await ws3.send_json({"action": "start", "input_format": "pcm_s16le",
-                                         "live_results": True})
-                    reply, _ = await recv_until(ws3, "recording_started", "error", timeout=60)
-                    if reply["type"] == "error":  # 4011 while the last socket is let go
-                        assert reply["code"] == 4011, reply
-                        await asyncio.sleep(0.02)
-                        continue
-                    assert reply["live_results"] is True
-                    await send_in_real_time(ws3, pcm + bytes(2 * 32000))
-                    await ws3.send_json({"action": "stop"})
-                    stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
-                    break
+            first_worker.suspend()
+            try:
+                async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+                    await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+                    await recv_until(ws2, "recording_started", timeout=60)  # flush begins
+                for _ in range(200):  # at once, while the first stream flushes
+                    async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws3:
+                        t0 = time.monotonic()
+                        await ws3.send_json({"action": "start", "input_format": "pcm_s16le",
+                                             "live_results": True})
+                        reply, _ = await recv_until(ws3, "recording_started", "error",
+                                                    timeout=60)
+                        if reply["type"] == "error":  # 4011 while the last socket is let go
+                            assert reply["code"] == 4011, reply
+                            await asyncio.sleep(0.02)
+                            continue
+                        assert time.monotonic() - t0 < FLUSH_WAIT / 4
+                        assert reply["live_results"] is True
+                        flushed = asyncio.ensure_future(let_it_flush())
+                        await send_in_real_time(ws3, pcm + bytes(2 * 32000))
+                        await flushed
+                        await ws3.send_json({"action": "stop"})
+                        stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
+                        break
+            finally:
+                first_worker.resume()
             await wait_live_run(srv, sid, stopped["live_run_id"])
             heard += await drain(sub)
     check_live_sequence([e for e in heard if e["type"] in LIVE_EVENTS])  # indexes, times
