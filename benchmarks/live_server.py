@@ -204,16 +204,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-async def wait_warm(client: Any, timeout: float = 180.0) -> float:
-    """Seconds waited until the server has a live worker loaded ahead (``--live-warm``)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if ((await client.health()).get("live") or {}).get("warm"):
-            break
-        await asyncio.sleep(0.5)
-    return round(time.monotonic() - t0, 1)
-
-
 # ---------------------------------------------------------------------------- one recording
 
 
@@ -306,7 +296,7 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
     from benchmarks.ingest import verify_on_disk
     from workbench.research.evaluation import score
 
-    warm_wait = await wait_warm(client) if live else None
+    warm_wait = await client.wait_live_warm() if live else None
     load = [round(x, 2) for x in os.getloadavg()]
     with LiveCpu(server.process.pid) as cpu:
         outs = await asyncio.gather(*(record_one(client, it, live, chunk_seconds) for it in items))

@@ -212,6 +212,16 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         return await self.request("GET", "/api/health")
 
+    async def wait_live_warm(self, timeout: float = 180.0) -> float:
+        """Seconds waited (at most `timeout`) until the server has a live worker loaded
+        ahead (``--live-warm``), so that a recording's live words start with it."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if ((await self.health()).get("live") or {}).get("warm"):
+                break
+            await asyncio.sleep(0.5)
+        return round(time.monotonic() - t0, 1)
+
     async def list_sessions(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/api/sessions"))["sessions"]
 
@@ -540,6 +550,9 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return self._run(self.aio.health())
+
+    def wait_live_warm(self, timeout: float = 180.0) -> float:
+        return self._run(self.aio.wait_live_warm(timeout))
 
     def list_sessions(self) -> list[dict[str, Any]]:
         return self._run(self.aio.list_sessions())
