@@ -8,6 +8,7 @@ from pyannote.audio.pipelines.clustering import AgglomerativeClustering
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 from scipy.cluster.hierarchy import fcluster, linkage
 
+from workbench.engine.config import MAX_SPEAKERS
 from workbench.engine.diarization.clustering import (
     RUN_OWNERS,
     RunClustering,
@@ -218,3 +219,62 @@ def test_most_local_speakers_counts_those_that_fill_a_share_of_one_window() -> N
     assert most_local_speakers(seg, owners=[[0, 1, 2], [0, 0, 1]]) == 2
     assert most_local_speakers(seg, min_share=0.08) == 2
     assert most_local_speakers(np.zeros((0, 100, 3))) == 0
+
+
+def many_voices(count: int = 200, n: int = 300) -> tuple[np.ndarray, SlidingWindowFeature,
+                                                          dict]:
+    """`n` one-run windows of `count` voices, one embedding each: noisy input on which
+    min_cluster_size 1 leaves more than a hundred clusters apart."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((count, 192))
+    embeddings = (centres[rng.integers(0, count, n)] + 0.3 * rng.standard_normal((n, 192)))
+    segmentation = SlidingWindowFeature(np.ones((n, 589, 1), np.float32),
+                                        SlidingWindow(start=0, duration=10, step=2))
+    return embeddings[:, None, :], segmentation, {RUN_OWNERS: [[0]] * n}
+
+
+def test_more_than_127_clusters_keep_their_labels() -> None:
+    # the hard labels were int8: cluster 128 became -128 and speakers merged silently
+    embeddings, segmentation, file = many_voices()
+    c = clustering("threshold", threshold=0.3)
+    hard, soft, centroids = c(embeddings, segmentation, file=file)
+    assert len(centroids) > 127 and c.count_evidence["speakers"] == len(centroids)
+    assert hard.min() >= 0
+    np.testing.assert_array_equal(hard, np.argmax(np.nan_to_num(soft, nan=-1.0), axis=2))
+
+
+def test_silhouette_search_stops_at_the_speaker_limit() -> None:
+    # every candidate count costs a pass over the n x n distances: the search goes up to
+    # MAX_SPEAKERS (the batch limit of num_speakers), not to every cluster apart
+    embeddings, segmentation, file = many_voices()
+    c = clustering(threshold=0.3)
+    hard, _, centroids = c(embeddings, segmentation, file=file)
+    evidence = c.count_evidence
+    assert evidence["most"] == MAX_SPEAKERS
+    assert max(evidence["silhouettes"]) == MAX_SPEAKERS
+    assert evidence["speakers"] == len(centroids) <= MAX_SPEAKERS
+    assert 0 <= hard.min() and hard.max() < len(centroids)
+
+
+def test_silhouettes_need_one_float32_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the distances stay float32 and are summed in float64 a block of rows at a time
+    # (a float64 copy of the n x n matrix doubled the peak), with the same scores
+    import tracemalloc
+
+    from workbench.engine.diarization import clustering as module
+
+    n = 2000
+    x = blobs(voices(6, dim=64), per=n // 6 + 1, spread=0.8)[:n]
+    c = clustering(threshold=0.3)
+    dendrogram = c._dendrogram(x)
+    expected = c._best_count(x, dendrogram, 1, 8)
+    scores = dict(c.count_evidence["silhouettes"])
+    monkeypatch.setattr(module, "SILHOUETTE_BLOCK", 1 << 16, raising=False)
+    tracemalloc.start()
+    try:
+        assert c._best_count(x, dendrogram, 1, 8) == expected
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert c.count_evidence["silhouettes"] == scores
+    assert peak < 1.3 * n * n * 4, peak / 2**20

@@ -139,6 +139,13 @@ BAD = [
      "'diarization.powerset_count' must be true or false"),
     ({"diarization": {"given_count_min_active": 2}},
      "'diarization.given_count_min_active' must be >= 0 and <= 1"),
+    # an onset of 1 keeps no frame (no probability exceeds it): empty output, no error
+    ({"diarization": {"segmentation_onset": 1.0}},
+     "'diarization.segmentation_onset' must be > 0 and < 1 (got 1.0)"),
+    # any text reached torch.device mid-run (after the ASR), with torch's message
+    ({"diarization": {"device": "gpu"}},
+     "'diarization.device' must be one of cpu, cuda, mps (got 'gpu')"),
+    ({"diarization": {"device": "meta"}}, "'diarization.device' must be one of"),
     ({"asr_model": " "}, "'asr_model' must not be empty"),
     ({"language": "x" * 10000}, "'language' is too long"),
     # unknown names

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from workbench.research.datasets import sample_call
@@ -176,3 +177,31 @@ def test_cli_turns_vad_off_and_echoes_it(tmp_path: Path, speech_dir: Path) -> No
     options = json.loads((out / "transcript.json").read_text())["config"]["options"]
     assert options["asr"]["vad_filter"] is False and options["diarize"] is False
     assert PipelineConfig.from_dict(options).asr.vad_filter is False
+
+
+@pytest.mark.parametrize("failing", ["asr", "segmentation"])
+def test_a_failed_half_stops_the_other_in_a_concurrent_run(tmp_path: Path, failing: str) -> None:
+    # ASR and diarization run at once: when one fails (here its progress hook raises, as
+    # a cancelled job's does), the run fails at once, with that error, and the other half
+    # stops at its next progress call instead of running to its end and reporting it
+    audio = np.tile(sample_call().load_audio(), 2)  # 60 s
+    pipeline = get_pipeline(PipelineConfig(), data_dir=tmp_path)
+    pipeline.concurrent = True
+    calls: list[tuple[str, float]] = []
+    failed_at: list[float] = []
+
+    def hook(stage: str, completed: float, total: float) -> None:
+        if stage == failing and completed > 0 and not failed_at:
+            failed_at.append(time.perf_counter())
+            raise RuntimeError(f"{stage} cancelled")
+        calls.append((stage, time.perf_counter()))
+
+    with pytest.raises(RuntimeError, match=f"{failing} cancelled"):
+        pipeline(audio, hook=hook)
+    returned = time.perf_counter()
+    assert failed_at
+    assert [stage for stage, at in calls if at > failed_at[0]] == []
+    assert returned - failed_at[0] < 3.0
+    assert "merge" not in {stage for stage, _ in calls}
+    time.sleep(0.5)  # (the stopped half reports nothing later either)
+    assert [stage for stage, at in calls if at > failed_at[0]] == []

@@ -29,6 +29,8 @@ __all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "Mer
 
 # faster-whisper / CTranslate2
 ASR_DEVICES = ("cpu", "cuda", "auto")
+# torch devices of the diarization models
+DIARIZATION_DEVICES = ("cpu", "cuda", "mps")
 COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16", "float16", "bfloat16", "float32")
 # linkage methods of pyannote's AgglomerativeClustering
@@ -52,11 +54,13 @@ class ConfigError(ValueError):
 
 
 def _option(default: Any, *, lo: Optional[float] = None, hi: Optional[float] = None,
-            lo_open: bool = False, choices: Optional[tuple[str, ...]] = None,
-            max_len: int = MAX_TEXT) -> Any:
-    """A dataclass field with its allowed range (numbers) or choices / length (text)."""
+            lo_open: bool = False, hi_open: bool = False,
+            choices: Optional[tuple[str, ...]] = None, max_len: int = MAX_TEXT) -> Any:
+    """A dataclass field with its allowed range (numbers; `lo_open` / `hi_open` leave a
+    bound out) or choices / length (text)."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open,
-                                            "choices": choices, "max_len": max_len})
+                                            "hi_open": hi_open, "choices": choices,
+                                            "max_len": max_len})
 
 
 def _show(value: Any) -> str:
@@ -110,10 +114,11 @@ def check_value(cls: type, name: str, value: Any, label: Optional[str] = None) -
         raise ConfigError(label, f"'{label}' must be a finite number (got {_show(value)})")
     if kind in (int, float):
         lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+        hi_open = meta.get("hi_open")
         if (lo is not None and (value <= lo if lo_open else value < lo)) or (
-                hi is not None and value > hi):
+                hi is not None and (value >= hi if hi_open else value > hi)):
             low = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
-            high = "" if hi is None else f"<= {hi:g}"
+            high = "" if hi is None else (f"< {hi:g}" if hi_open else f"<= {hi:g}")
             raise ConfigError(label, f"'{label}' must be {' and '.join(filter(None, (low, high)))}"
                                      f" (got {_show(value)})")
     if kind is str:
@@ -317,7 +322,8 @@ class DiarizationConfig:
     embedding_runtime: str = _option("onnx", choices=EMBEDDING_RUNTIMES)
     # Threads that run CAM++'s passes at once ("window": windows, "shared": ranges of
     # windows; each thread on num_threads torch threads). The embeddings do not depend
-    # on it.
+    # on it. At most `usable_cpus` workers of either kind start (32 on 2 cores doubled
+    # the CPU time); a run's provenance records the numbers that ran ("effective").
     embedding_workers: int = _option(1, lo=1, hi=64)
     # Threads that each run a part of every batch of segmentation windows. Diarization
     # alone on an idle 2-core machine: embedding_workers 2 and segmentation_workers 2 use
@@ -333,7 +339,9 @@ class DiarizationConfig:
     # over the powerset classes it is in) exceeds it, instead of where its class is the
     # most likely (None: pyannote's argmax). 0.3 on AMI train: missed 22.1 -> 16.7 % of
     # the speech, false alarm 1.4 -> 3.3 %; on the sample call false alarm 2.0 -> 7.0 %.
-    segmentation_onset: Optional[float] = _option(None, lo=0.0, lo_open=True, hi=1.0)
+    # (below 1: a probability never exceeds 1, and every frame would be silence)
+    segmentation_onset: Optional[float] = _option(None, lo=0.0, lo_open=True, hi=1.0,
+                                                  hi_open=True)
     # powerset_count: the speakers of each frame are counted from segmentation-3.0's
     # powerset class probabilities (summed per number of speakers; the most likely number
     # wins) instead of from the binarized local speakers, and overlap (two speakers) wins
@@ -378,7 +386,7 @@ class DiarizationConfig:
     max_speakers: Optional[int] = _option(None, lo=1, hi=MAX_SPEAKERS)
     embedding_batch_size: int = _option(32, lo=1, hi=4096)
     segmentation_batch_size: int = _option(32, lo=1, hi=4096)
-    device: str = _option("cpu", max_len=64)
+    device: str = _option("cpu", choices=DIARIZATION_DEVICES)
     # torch intra-op threads during a call (None: leave torch's setting). With 2 threads
     # on a 2-core machine that is busy elsewhere, CAM++ runs ~75x slower (threads spin at
     # barriers between its many small ops): 9.8 s instead of 0.13 s for a 5 s chunk.

@@ -10,7 +10,8 @@ Progress goes through ``hook(stage, completed, total)``; stages are ``decode``,
 ``asr``, ``segmentation``, ``embeddings``, ``clustering`` and ``merge``. ASR and
 diarization of audio up to `CONCURRENT_MAX_SECONDS` long run at the same time (two
 threads: CTranslate2 and torch release the GIL), so their stages' calls interleave; the
-hook is never called from two threads at once.
+hook is never called from two threads at once. When one half fails (or the hook raises),
+the run fails at once with that error and the other half stops at its next progress call.
 """
 
 from __future__ import annotations
@@ -138,11 +139,18 @@ class Pipeline:
     def provenance(self) -> dict[str, Any]:
         """The full configuration of a run: options, model identities, versions."""
         out: dict[str, Any] = {"options": self.config.serialize(), "key": self.config.key(),
-                               "versions": _versions(), "models": {}}
+                               "versions": _versions(), "models": {},
+                               "effective": {"usable_cpus": usable_cpus()}}
+        # (thread and worker counts are at most usable_cpus where they start)
         if self.config.transcribe:
             out["models"]["asr"] = asr_identity(self.config.asr, self.data_dir)
+            out["effective"]["asr"] = {"cpu_threads": _asr_options(self.config.asr).cpu_threads}
         if self.config.diarize:
             out["models"]["diarization"] = diarization_identity(self.config.diarization)
+            d = _diarization_options(self.config.diarization)
+            out["effective"]["diarization"] = {
+                name: getattr(d, name)
+                for name in ("num_threads", "embedding_workers", "segmentation_workers")}
         return out
 
     def __call__(self, audio: AudioInput, *, hook: Optional[Hook] = None,
@@ -150,10 +158,19 @@ class Pipeline:
         """Transcribe and diarize ``audio``; returns a speaker-attributed :class:`Transcript`."""
         user_hook: Hook = hook or (lambda stage, completed, total: None)
         lock = threading.Lock()
+        # when one half of a concurrent run fails, the other stops at its next progress
+        # call (this hook raises) instead of running on and reporting progress
+        failed = threading.Event()
 
         def emit(stage: str, completed: float, total: float) -> None:
             with lock:
-                user_hook(stage, completed, total)
+                if failed.is_set():
+                    raise _OtherHalfFailed("the other half of the run failed")
+                try:
+                    user_hook(stage, completed, total)
+                except BaseException:
+                    failed.set()
+                    raise
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -167,15 +184,23 @@ class Pipeline:
 
         def diarize() -> Any:
             d = self.config.diarization
-            return self.diarizer(samples, SAMPLE_RATE, num_speakers=d.num_speakers,
-                                 min_speakers=d.min_speakers, max_speakers=d.max_speakers,
-                                 hook=emit)
+            try:
+                return self.diarizer(samples, SAMPLE_RATE, num_speakers=d.num_speakers,
+                                     min_speakers=d.min_speakers, max_speakers=d.max_speakers,
+                                     hook=emit)
+            except BaseException:
+                failed.set()
+                raise
 
         def transcribe() -> tuple[list[Word], Optional[str]]:
             if not self.config.transcribe:
                 return [], None
             t = time.perf_counter()
-            asr = self.transcriber.transcribe(samples, hook=emit)
+            try:
+                asr = self.transcriber.transcribe(samples, hook=emit)
+            except BaseException:
+                failed.set()
+                raise
             timings["asr"] = time.perf_counter() - t
             return list(asr.words), asr.language
 
@@ -184,10 +209,24 @@ class Pipeline:
         diarization = None
         if self.config.transcribe and self.config.diarize and concurrent:
             _ = self.diarizer  # load the models here, not in the thread
-            with ThreadPoolExecutor(1, thread_name_prefix="diarization") as pool:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="diarization")
+            try:
                 pending = pool.submit(diarize)
-                words, language = transcribe()
+                try:
+                    words, language = transcribe()
+                except _OtherHalfFailed:
+                    # the diarization failed first: its error is the run's
+                    error = pending.exception()
+                    if error is None:
+                        raise
+                    raise error from None
                 diarization = pending.result()
+            except BaseException:
+                failed.set()  # (Ctrl-C while waiting for the diarization, too)
+                raise
+            finally:
+                # a failed run returns now; the other half stops at its next progress call
+                pool.shutdown(wait=False, cancel_futures=True)
         else:
             words, language = transcribe()
             if self.config.diarize:
@@ -215,6 +254,11 @@ class Pipeline:
         return Transcript(segments, turns, duration, language, self.provenance(), timings, uri)
 
 
+class _OtherHalfFailed(RuntimeError):
+    """Raised by the progress hook of one half of a concurrent run (ASR or diarization)
+    once the other half has failed."""
+
+
 MAX_SHARED_LOADS = 2
 """Distinct model loads of each kind (a Whisper model; the diarization models) that
 `get_pipeline` keeps in a process for later runs; beyond that the least recently used one
@@ -230,7 +274,9 @@ def _asr_options(config: ASRConfig) -> ASRConfig:
 def _diarization_options(config: DiarizationConfig) -> DiarizationConfig:
     # the speaker counts go to each call (Pipeline.__call__)
     return replace(config, num_speakers=None, min_speakers=None, max_speakers=None,
-                   num_threads=capped_threads(config.num_threads))
+                   num_threads=capped_threads(config.num_threads),
+                   embedding_workers=min(config.embedding_workers, usable_cpus()),
+                   segmentation_workers=min(config.segmentation_workers, usable_cpus()))
 
 
 Loaded = TypeVar("Loaded")
@@ -319,9 +365,10 @@ def get_pipeline(config: PipelineConfig, *, data_dir: Union[str, Path] = DEFAULT
     `num_threads` and the options `retune` gives a loaded pipeline (clustering, the
     speaker-count rule, `split_threshold` between values, `min_duration_off`, powerset
     counting, recounting); the merge settings. Other options need loads of their own, of
-    which at most `MAX_SHARED_LOADS` of each kind are kept. Thread counts above
-    `usable_cpus` are lowered to it (`cpu_threads` when the model loads, `num_threads` at
-    each call).
+    which at most `MAX_SHARED_LOADS` of each kind are kept. Thread and worker counts
+    above `usable_cpus` are lowered to it (`cpu_threads` when the model loads,
+    `num_threads` at each call, `embedding_workers` and `segmentation_workers` when the
+    diarization models load); the provenance's ``effective`` records them.
     """
     pipeline = Pipeline(config, data_dir=data_dir)
     if config.transcribe:

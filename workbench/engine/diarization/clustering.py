@@ -42,7 +42,7 @@ from pyannote.core import SlidingWindowFeature
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import cdist
 
-from workbench.engine.config import SPEAKER_COUNT_RULES
+from workbench.engine.config import MAX_SPEAKERS, SPEAKER_COUNT_RULES
 
 __all__ = ["RUN_OWNERS", "SPEAKER_COUNT_RULES", "RunClustering", "group_members", "group_runs",
            "most_local_speakers", "silhouette_score"]
@@ -76,6 +76,11 @@ def most_local_speakers(segmentations: np.ndarray, owners: Optional[list[list[in
     return most
 
 
+SILHOUETTE_BLOCK = 1 << 22
+"""Elements of the float64 rows `silhouette_score` sums at a time (32 MB): the square
+matrix of distances stays in its own precision (float32 in `RunClustering`)."""
+
+
 def silhouette_score(distances: np.ndarray, labels: np.ndarray) -> float:
     """Mean silhouette of a partition, from a square matrix of pairwise distances.
 
@@ -89,7 +94,12 @@ def silhouette_score(distances: np.ndarray, labels: np.ndarray) -> float:
     onehot = np.zeros((n, k))
     onehot[np.arange(n), labels] = 1.0
     sizes = onehot.sum(axis=0)
-    sums = distances @ onehot  # (n, k): summed distance from each point to each cluster
+    # (n, k): summed distance from each point to each cluster, in float64 a block of
+    # rows at a time (no float64 copy of the whole matrix)
+    rows = max(1, SILHOUETTE_BLOCK // max(n, 1))
+    sums = np.empty((n, k))
+    for first in range(0, n, rows):
+        sums[first:first + rows] = distances[first:first + rows].astype(np.float64) @ onehot
     own = sizes[labels]
     a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
     mean_to = sums / sizes
@@ -206,7 +216,8 @@ class RunClustering(AgglomerativeClustering):
         many trained the clustering), ``speakers``; for the silhouette rule also
         ``most`` (clusters apart at the threshold), ``silhouettes`` (per candidate
         count) and ``merge_distances`` (the dendrogram's last merges, highest last); with
-        a given count ``found`` (the clusters the silhouette kept) and
+        a given count ``requested`` (the count asked for), ``found`` (the clusters the
+        silhouette kept) and
         ``estimate_within_given`` (whether the count estimated without it met it, and
         the estimate's training set was kept); with `count_min_active_ratio`,
         ``counted_embeddings``; and ``most_local_speakers`` (`most_local_speakers`: the
@@ -433,7 +444,9 @@ class RunClustering(AgglomerativeClustering):
         min_size = min(self.min_cluster_size, max(1, round(0.1 * n)))
         apart = fcluster(dendrogram, self.threshold, criterion="distance")
         most = int((np.bincount(apart) >= min_size).sum())
-        most = max(min_clusters, min(most, max_clusters))
+        # at most MAX_SPEAKERS candidates (each costs a pass over the n x n distances;
+        # min_cluster_size 1 left every embedding of noisy input its own cluster)
+        most = max(min_clusters, min(most, max_clusters, MAX_SPEAKERS))
         self.count_evidence.update(threshold=float(self.threshold), most=most, silhouettes={})
         if most <= 1:
             return 1
@@ -441,7 +454,9 @@ class RunClustering(AgglomerativeClustering):
         if low >= most or n <= 2:
             return max(low, min(most, n))
         unit = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
-        distances = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+        distances = unit @ unit.T  # float32, made in place: one n x n array
+        np.subtract(1.0, distances, out=distances)
+        np.clip(distances, 0.0, 2.0, out=distances)
         np.fill_diagonal(distances, 0.0)
         scores = {k: silhouette_score(distances, fcluster(dendrogram, k, criterion="maxclust"))
                   for k in range(low, min(most, n - 1) + 1)}
@@ -463,6 +478,8 @@ class RunClustering(AgglomerativeClustering):
         owners = file.get(RUN_OWNERS) if isinstance(file, Mapping) else None
         hard, soft, centroids = self._cluster(embeddings, segmentations, owners, num_clusters,
                                               min_clusters, max_clusters)
+        if num_clusters:  # (fewer embeddings than that give fewer speakers)
+            self.count_evidence["requested"] = int(num_clusters)
         if segmentations is not None:
             self.count_evidence["most_local_speakers"] = most_local_speakers(
                 segmentations.data, owners)
@@ -479,7 +496,7 @@ class RunClustering(AgglomerativeClustering):
             members = self._forced_members(hard.shape)
             if members:
                 self._keep_forced_to_members(soft, members)
-                hard = np.argmax(np.nan_to_num(soft, nan=_UNREACHABLE), axis=2).astype(np.int8)
+                hard = np.argmax(np.nan_to_num(soft, nan=_UNREACHABLE), axis=2)
             if num_clusters and segmentations is not None:
                 hard = _every_cluster_used(hard, soft, segmentations.data)
             return hard, soft, centroids
@@ -504,7 +521,7 @@ class RunClustering(AgglomerativeClustering):
                         runs_of[k][c, j] = mask[c, g]
         self._keep_forced_to_members(soft, runs_of)
         filled = np.nan_to_num(soft, nan=np.nanmin(soft) if np.isfinite(soft).any() else 0.0)
-        hard = np.argmax(filled, axis=2).astype(np.int8)
+        hard = np.argmax(filled, axis=2)  # (not int8: more than 127 clusters wrapped)
         if num_clusters:
             hard = _every_cluster_used(hard, soft, segmentations.data)
         return hard, soft, centroids

@@ -119,6 +119,7 @@ class _StageClock:
         self.timings = {stage: 0.0 for stage in STAGES}
         self._clustered = False
         self._embedded = False
+        self._segmented = False
 
     def _lap(self, stage: str) -> None:
         now = time.perf_counter()
@@ -126,6 +127,7 @@ class _StageClock:
         self._last = now
 
     def _emit(self, stage: str, completed: int, total: int) -> None:
+        self._segmented = self._segmented or stage == "segmentation"
         if self._hook is not None:
             self._hook(stage, min(int(completed), int(total)), int(total))
 
@@ -156,6 +158,8 @@ class _StageClock:
 
     def finish(self) -> dict[str, float]:
         """Report the end of the run and return seconds per stage plus ``total``."""
+        if not self._segmented:  # no samples: nothing ran
+            self._emit("segmentation", 1, 1)
         if not self._clustered:
             # without speech pyannote stops after segmentation: close the progress anyway
             # (every stage, or a run's overall progress ended at half)
@@ -192,16 +196,21 @@ def _exclusive(annotation: Annotation) -> Annotation:
 
 
 def _relabel_by_first_appearance(
-    annotation: Annotation, exclusive: Annotation, embeddings: Optional[np.ndarray]
+    annotation: Annotation, exclusive: Annotation, embeddings: Optional[np.ndarray],
+    rows: Optional[list[Any]] = None,
 ) -> tuple[Annotation, Annotation, Optional[np.ndarray], list[str]]:
+    """Speakers renamed in order of first appearance, with their rows of `embeddings`.
+    `rows`: the labels of the embeddings' rows (pyannote orders them like the labels of
+    its output before `annotation` was cropped to the audio; default: its labels); the
+    rows of labels that are not in `annotation` are dropped."""
     first_seen: dict[str, float] = {}
     for segment, _, label in annotation.itertracks(yield_label=True):
         first_seen.setdefault(label, segment.start)
     old_labels = sorted(first_seen, key=lambda label: (first_seen[label], str(label)))
     mapping = {old: f"SPEAKER_{i:02d}" for i, old in enumerate(old_labels)}
-    if embeddings is not None and len(embeddings) >= len(annotation.labels()):
-        # pyannote orders embeddings rows like annotation.labels()
-        row = {label: i for i, label in enumerate(annotation.labels())}
+    rows = annotation.labels() if rows is None else rows
+    if embeddings is not None and len(embeddings) >= len(rows):
+        row = {label: i for i, label in enumerate(rows)}
         embeddings = embeddings[[row[old] for old in old_labels]]
     return (
         annotation.rename_labels(mapping=mapping),
@@ -367,8 +376,11 @@ class Diarizer:
         annotation, exclusive, embeddings, speakers = _relabel_by_first_appearance(
             output.speaker_diarization.crop(audio),
             _exclusive(output.exclusive_speaker_diarization.crop(audio)),
-            output.speaker_embeddings,
+            output.speaker_embeddings, output.speaker_diarization.labels(),
         )
+        speaker_count = dict(getattr(self.pipeline.clustering, "count_evidence", None) or {})
+        if speaker_count and not speakers:
+            speaker_count["speakers"] = 0  # (the clustering ran, nobody is in the output)
         return DiarizationResult(
             annotation=annotation,
             exclusive_annotation=exclusive,
@@ -377,7 +389,7 @@ class Diarizer:
             speakers=speakers,
             timings=timings,
             speaker_embeddings=embeddings,
-            speaker_count=dict(getattr(self.pipeline.clustering, "count_evidence", None) or {}),
+            speaker_count=speaker_count,
         )
 
 

@@ -27,6 +27,7 @@ from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding
 from workbench.engine.diarization.local_speakers import powerset_frame_count, split_into_runs
 from workbench.engine.diarization.workers import BatchSplitter, in_workers
+from workbench.engine.provenance import usable_cpus
 
 __all__ = ["SpeakerDiarizationWithoutPLDA", "SplittingSpeakerDiarization"]
 
@@ -196,8 +197,9 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                 # too few embeddings to cluster that many: the first output stands
                 self.clustering.count_evidence = estimate
                 return output
-            self.clustering.count_evidence = {**self.clustering.count_evidence,
-                                              "recounted_from": estimate}
+            again_evidence = self.clustering.count_evidence
+            again_evidence.pop("requested", None)  # (our count, not the caller's)
+            self.clustering.count_evidence = {**again_evidence, "recounted_from": estimate}
             return again
         finally:
             self.training = training
@@ -208,13 +210,13 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
         inference = self._segmentation
-        if self.segmentation_workers <= 1:
+        workers = min(self.segmentation_workers, usable_cpus())  # (more only wait)
+        if workers <= 1:
             return self._segmentations(file, hook)
         # each batch of windows is cut into `segmentation_workers` parts that run at once
         # (the model releases the GIL): 2.1x faster on two cores, where two torch threads
         # in one forward pass gave 1.6x for more CPU time
-        inference.infer = BatchSplitter(type(inference).infer.__get__(inference),
-                                         self.segmentation_workers)
+        inference.infer = BatchSplitter(type(inference).infer.__get__(inference), workers)
         try:
             return self._segmentations(file, hook)
         finally:
@@ -458,12 +460,14 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
             with torch.inference_mode():
                 for c in range(first, last):
+                    if stop.is_set():  # another range failed (in_workers)
+                        return
                     share_window(c, passes_of)
                     for d in [d for d in cache if d < c - reach]:
                         del cache[d]
                     progress()
 
-        lock = threading.Lock()
+        lock, stop = threading.Lock(), threading.Event()
         done = [0]
 
         def progress() -> None:
@@ -477,13 +481,14 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         workers = min(self._embedding_workers_for(file), num_chunks)
         bounds = np.linspace(0, num_chunks, max(workers, 1) + 1).round().astype(int)
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
-        for _ in in_workers(lambda r: share(*ranges[r]), len(ranges), workers):
+        for _ in in_workers(lambda r: share(*ranges[r]), len(ranges), workers, stop):
             pass
         return out
 
     def _embedding_workers_for(self, file: Any) -> int:
-        # audio read from a file (not a waveform in memory) is cropped by one thread
-        return self.embedding_workers if "waveform" in file else 1
+        # audio read from a file (not a waveform in memory) is cropped by one thread;
+        # workers beyond the CPUs only wait for each other
+        return min(self.embedding_workers, usable_cpus()) if "waveform" in file else 1
 
     def _donor(self, frames: torch.Tensor, speaker: torch.Tensor, first: int,
                donors: list[tuple[int, int, dict[int, tuple[torch.Tensor, torch.Tensor]]]]

@@ -6,9 +6,10 @@ workers (`DiarizationConfig.embedding_workers`, `segmentation_workers`; BENCHMAR
 
 from __future__ import annotations
 
+import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -38,28 +39,51 @@ class BatchSplitter:
         self.pool.shutdown(wait=True)
 
 
-def in_workers(work: Callable[[int], np.ndarray], count: int, workers: int
-               ) -> Iterator[np.ndarray]:
+def in_workers(work: Callable[[int], np.ndarray], count: int, workers: int,
+               stop: Optional[threading.Event] = None) -> Iterator[np.ndarray]:
     """``work(0) ... work(count - 1)`` in order, on `workers` threads at once.
 
     The windows' CAM++ passes are independent and ONNX Runtime and torch release the GIL
     while they compute, so two threads use two cores (`embedding_workers`). Each thread
     runs torch with the caller's intra-op thread count, so that ONNX Runtime picks the
     same session (`workbench.engine.diarization.runtime`) and results do not depend on
-    the number of workers."""
+    the number of workers.
+
+    A failed call fails the whole at once, not when its turn comes; then (and when the
+    caller stops early: its own error, Ctrl-C) the calls not started are cancelled and
+    `stop` is set, for a `work` that runs long to check (the ranges of windows of
+    ``embedding_passes="shared"`` stop at their next window); the calls running are
+    waited for, so that no thread outlives the call."""
     if workers <= 1 or count <= 1:
         yield from map(work, range(count))
         return
     run = _on_caller_threads(work)
-    with ThreadPoolExecutor(min(workers, count), thread_name_prefix="embeddings") as pool:
-        # at most two windows ahead per worker: the results are consumed in order
-        pending: deque[Future[np.ndarray]] = deque()
+    pool = ThreadPoolExecutor(min(workers, count), thread_name_prefix="embeddings")
+    # at most two windows ahead per worker: the results are consumed in order
+    pending: deque[Future[np.ndarray]] = deque()
+    try:
         for c in range(count):
             pending.append(pool.submit(run, c))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
+                yield _next_result(pending)
         while pending:
-            yield pending.popleft().result()
+            yield _next_result(pending)
+    finally:
+        if pending and stop is not None:
+            stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _next_result(pending: deque[Future[np.ndarray]]) -> np.ndarray:
+    """The result of the first of `pending` (taken off), or the error of any that failed
+    before it is done."""
+    while True:
+        for future in pending:
+            if future.done() and future.exception() is not None:
+                future.result()  # raises
+        if pending[0].done():
+            return pending.popleft().result()
+        wait([f for f in pending if not f.done()], return_when=FIRST_COMPLETED)
 
 
 def _on_caller_threads(work: Callable[[Any], Any]) -> Callable[[Any], Any]:
