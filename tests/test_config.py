@@ -144,7 +144,7 @@ BAD = [
      "'diarization.segmentation_onset' must be > 0 and < 1 (got 1.0)"),
     # any text reached torch.device mid-run (after the ASR), with torch's message
     ({"diarization": {"device": "gpu"}},
-     "'diarization.device' must be one of cpu, cuda, mps (got 'gpu')"),
+     "'diarization.device' must be one of cpu, cuda, mps, cuda:0, "),
     ({"diarization": {"device": "meta"}}, "'diarization.device' must be one of"),
     ({"asr_model": " "}, "'asr_model' must not be empty"),
     ({"language": "x" * 10000}, "'language' is too long"),
@@ -189,6 +189,7 @@ def test_sections_check_themselves_when_built_directly() -> None:
         MergeConfig(tolerance=-1)
     assert DiarizationConfig.from_dict(DiarizationConfig(num_speakers=2).to_dict()) == \
         DiarizationConfig(num_speakers=2)
+    assert DiarizationConfig(device="cuda:1").device == "cuda:1"  # a GPU by its index
 
 
 def test_config_module_imports_no_model_library() -> None:

@@ -29,8 +29,8 @@ __all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "Mer
 
 # faster-whisper / CTranslate2
 ASR_DEVICES = ("cpu", "cuda", "auto")
-# torch devices of the diarization models
-DIARIZATION_DEVICES = ("cpu", "cuda", "mps")
+# torch devices of the diarization models (a GPU by its index too)
+DIARIZATION_DEVICES = ("cpu", "cuda", "mps", *(f"cuda:{i}" for i in range(8)))
 COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16", "float16", "bfloat16", "float32")
 # linkage methods of pyannote's AgglomerativeClustering
