@@ -27,15 +27,9 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 if str(REPO_ROOT) not in sys.path:  # `server` and `workbench` from any working directory
     sys.path.insert(0, str(REPO_ROOT))
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+# the machine facts every results file and every cached cell records (one definition)
+from workbench.engine.provenance import (  # noqa: E402
+    ISA_CAPS, cpu_flag_set, cpu_model, cpuid_mask)
 
 
 # The vector extensions that decide which kernels CTranslate2, oneDNN and MKL pick: tables
@@ -43,17 +37,6 @@ def _cpu_model() -> str:
 # pipeline 3.6x slower than an AVX-512 one).
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
                 "avx_vnni", "amx_tile")
-
-
-def cpu_flag_set() -> set[str]:
-    """Every flag of the CPU's ``flags`` line in /proc/cpuinfo (empty if unread)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_flags() -> list[str]:
@@ -88,12 +71,6 @@ def machine_stamp(info: dict[str, Any] | None = _THIS_MACHINE,
             f"flags: {flags}{capped}")
 
 
-# Environment variables that cap the instruction set the libraries use (to see roughly
-# what an AVX2-only CPU gets on an AVX-512 machine); echoed into every stamp.
-ISA_CAPS = ("CT2_FORCE_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-            "MKL_ENABLE_INSTRUCTIONS")
-
-
 def _git_commit() -> str | None:
     """The checked-out commit (read-only ``git rev-parse``); None outside a checkout."""
     try:
@@ -121,22 +98,16 @@ def new_run_id() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _cpuid_mask() -> str | None:
-    from benchmarks.isa import cpuid_mask  # benchmarks.isa imports this package
-
-    return cpuid_mask()
-
-
 def machine_info() -> dict[str, Any]:
     """Where and when the figures were measured."""
     info: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
         "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
         # benchmarks.isa's preloaded library: AVX-512 hidden from CPUID (--isa avx2-cpuid)
-        "cpuid_mask": _cpuid_mask(),
+        "cpuid_mask": cpuid_mask(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from benchmarks import ISA_CAPS, cpu_flag_set
+from workbench.engine.provenance import CPUID_MASK_PREFIX as _PREFIX
+from workbench.engine.provenance import cpuid_mask
 from workbench.engine.provenance import model_cache_dir
 
 __all__ = ["AVX2_CAPS", "ISA_SETTINGS", "IsaUnavailable", "child_environment", "cpuid_mask",
@@ -36,12 +38,6 @@ AVX2_CAPS = {"CT2_FORCE_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
              "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 ISA_SETTINGS = ("native", "avx2", "avx2-cpuid")
 _SOURCE = Path(__file__).with_name("native") / "avx2_cpuid.c"
-_PREFIX = "avx2-cpuid-"  # the library's file name: how a process tells it is masked
-
-
-def cpuid_mask() -> Optional[str]:
-    """What this process's CPUID hides (``"no AVX-512"``) when the mask is preloaded."""
-    return "no AVX-512" if _PREFIX in os.environ.get("LD_PRELOAD", "") else None
 
 
 class IsaUnavailable(RuntimeError):

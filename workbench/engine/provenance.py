@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import platform
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
 
-__all__ = ["capped_threads", "file_sha256", "model_cache_dir", "package_version",
+__all__ = ["CPUID_MASK_PREFIX", "ISA_CAPS", "capped_threads", "cpu_flag_set", "cpu_model",
+           "cpuid_mask", "file_sha256", "model_cache_dir", "package_version",
            "package_versions", "torch_threads", "usable_cpus"]
 
 
@@ -41,6 +43,45 @@ def package_version(distribution: str) -> Optional[str]:
 def package_versions(distributions: Iterable[str]) -> dict[str, Optional[str]]:
     """`package_version` of each distribution."""
     return {name: package_version(name) for name in distributions}
+
+
+ISA_CAPS = ("CT2_FORCE_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+            "MKL_ENABLE_INSTRUCTIONS")
+"""Environment variables that cap the instruction sets of CTranslate2, ATen, oneDNN and
+MKL (to see roughly what an AVX2-only CPU gets on an AVX-512 machine)."""
+
+CPUID_MASK_PREFIX = "avx2-cpuid-"
+"""The file name of the benchmarks' preloaded library that hides AVX-512 from CPUID: how
+a process tells that it is masked."""
+
+
+def cpuid_mask() -> Optional[str]:
+    """What this process's CPUID hides (``"no AVX-512"``) when the mask is preloaded."""
+    return "no AVX-512" if CPUID_MASK_PREFIX in os.environ.get("LD_PRELOAD", "") else None
+
+
+def _cpuinfo_value(*keys: str) -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in keys:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine() \
+        or "unknown"
+
+
+def cpu_flag_set() -> set[str]:
+    """Every flag of the CPU (/proc/cpuinfo's ``flags`` or ``Features``; empty if unread)."""
+    return set((_cpuinfo_value("flags", "Features") or "").split())
 
 
 def usable_cpus() -> int:

@@ -20,16 +20,15 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import socket
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from workbench.engine.formats import PathLike
 from workbench.engine.pipeline import DEFAULT_DATA_DIR
-from workbench.engine.provenance import RESULT_ROOMS, file_sha256, source_version, usable_cpus
+from workbench.engine.provenance import (ISA_CAPS, RESULT_ROOMS, cpu_flag_set, cpu_model,
+                                         cpuid_mask, file_sha256, source_version, usable_cpus)
 from workbench.engine.provenance import package_version as _distribution_version
 from workbench.research.datasets.items import CorpusItem
 
@@ -193,32 +192,15 @@ def _read_provenance(folder: Path) -> dict[str, Any]:
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
-ISA_CAPS = ("CT2_FORCE_CPU_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-            "MKL_ENABLE_INSTRUCTIONS")
-"""Environment variables that cap the instruction sets of CTranslate2, ATen, oneDNN, MKL."""
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _VECTOR_FLAGS = ("sse", "ssse", "avx", "amx", "fma", "f16c", "bmi")
 _COMPARED = ("cpu_model", "cpu_flags", "isa_caps", "cpuid_mask", "threads")
 
 
-@lru_cache(maxsize=1)
 def _cpu() -> tuple[str, tuple[str, ...]]:
-    """(CPU model, its vector instruction flags) from /proc/cpuinfo."""
-    model, flags = "", ()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = tuple(sorted(f for f in value.split() if f.startswith(_VECTOR_FLAGS)))
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    return model or platform.processor() or platform.machine(), flags
+    """(CPU model, its vector instruction flags)."""
+    flags = tuple(sorted(f for f in cpu_flag_set() if f.startswith(_VECTOR_FLAGS)))
+    return cpu_model(), flags
 
 
 def machine(threads: Optional[int]) -> dict[str, Any]:
@@ -230,8 +212,7 @@ def machine(threads: Optional[int]) -> dict[str, Any]:
     return {"host": socket.gethostname(), "cpu_model": model, "cpu_flags": list(flags),
             "usable_cpus": usable_cpus(),
             "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
-            "cpuid_mask": ("no AVX-512" if "avx2-cpuid-" in os.environ.get("LD_PRELOAD", "")
-                           else None),
+            "cpuid_mask": cpuid_mask(),
             "threads": threads,
             "thread_variables": {k: os.environ[k] for k in _THREAD_VARIABLES if k in os.environ}}
 
