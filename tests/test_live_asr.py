@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -184,32 +185,50 @@ def test_a_burst_after_a_short_pass_keeps_its_words(tmp_path: Path, transcriber)
     assert asr.stats()["retries"] >= 1
 
 
+class ScriptedDecoder:
+    """Stands in for Whisper where the commit policy is under test: the words of `script`
+    ((start, end, word) in seconds of the stream) that begin inside the decoded audio, a
+    word crossing its end cut ("~"); `passes` records each pass's (start, end)."""
+
+    multilingual = False
+    model_identity: dict = {}
+
+    def __init__(self, script: list[tuple[float, float, str]]) -> None:
+        self.script = script
+        self.asr: Optional[StreamingTranscriber] = None
+        self.passes: list[tuple[float, float]] = []
+
+    def decode(self, chunk: np.ndarray, encoder_seconds=None, **options):  # type: ignore[no-untyped-def]
+        import types
+
+        asr = self.asr
+        assert asr is not None
+        start = asr._buffer_start / SAMPLE_RATE
+        end = start + chunk.size / SAMPLE_RATE - (asr.config.encoder_pad or 0.0)
+        self.passes.append((start, end))
+        words = [types.SimpleNamespace(start=a - start, end=min(b, end) - start,
+                                       word=w + ("~" if b > end else ""), probability=0.9)
+                 for a, b, w in self.script if start <= a < end]
+        return [types.SimpleNamespace(words=words)]
+
+
+def _scripted(script: list[tuple[float, float, str]]) -> tuple[StreamingTranscriber,
+                                                              ScriptedDecoder]:
+    decoder = ScriptedDecoder(script)
+    decoder.asr = StreamingTranscriber(StreamingASRConfig(), transcriber=decoder)
+    return decoder.asr, decoder
+
+
 def test_a_flush_longer_than_the_buffer_never_commits_a_word_cut_at_the_clip() -> None:
     """A backlog longer than `max_buffer` (a recording that arrived whole, then stop) is
     flushed in passes clipped at `max_buffer`; the word a clip cuts in two is not
     committed from that pass but from the next, whole. The decoder is scripted (the
     commit policy is under test, not Whisper): one word every 0.3 s of the sample call's
     speech, and a word crossing the end of the decoded audio comes back cut ("~")."""
-    import types
-
     from workbench.research.datasets import sample_call
 
     audio = sample_call().load_audio()
-    script = [(t, t + 0.25, f" w{k}") for k, t in enumerate(np.arange(6.5, 29.5, 0.3))]
-
-    class ScriptedDecoder:
-        multilingual = False
-        model_identity: dict = {}
-
-        def decode(self, chunk: np.ndarray, encoder_seconds=None, **options):  # type: ignore[no-untyped-def]
-            start = asr._buffer_start / SAMPLE_RATE
-            end = start + chunk.size / SAMPLE_RATE - (asr.config.encoder_pad or 0.0)
-            words = [types.SimpleNamespace(start=a - start, end=min(b, end) - start,
-                                           word=w + ("~" if b > end else ""), probability=0.9)
-                     for a, b, w in script if start <= a < end]
-            return [types.SimpleNamespace(words=words)]
-
-    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=ScriptedDecoder())
+    asr, _ = _scripted([(t, t + 0.25, f" w{k}") for k, t in enumerate(np.arange(6.5, 29.5, 0.3))])
     asr.append(audio)
     assert asr.flush() is not None and asr.passes >= 2  # 23 s of speech: two passes or more
     words = [w.word for w in asr.committed]
@@ -224,33 +243,17 @@ def test_a_flush_longer_than_the_buffer_keeps_the_words_held_back_at_the_clip() 
     buffer then still spans more than `max_buffer` (speech follows after a long pause),
     and the speech of those words was dropped as heard without words: 8 words (22.4 to
     24.5 s) never reached the live run. Scripted decoder as above."""
-    import types
-
     from workbench.research.datasets import sample_call
 
     call = sample_call().load_audio()
     audio = np.concatenate([call[:25 * SAMPLE_RATE], np.zeros(22 * SAMPLE_RATE, np.float32),
                             call[7 * SAMPLE_RATE:10 * SAMPLE_RATE]])
     script = [(t, t + 0.25, f" w{k}") for k, t in enumerate(np.arange(6.5, 24.7, 0.3))]
-
-    class ScriptedDecoder:
-        multilingual = False
-        model_identity: dict = {}
-
-        def decode(self, chunk: np.ndarray, encoder_seconds=None, **options):  # type: ignore[no-untyped-def]
-            start = asr._buffer_start / SAMPLE_RATE
-            end = start + chunk.size / SAMPLE_RATE - (asr.config.encoder_pad or 0.0)
-            passes.append((start, end))
-            words = [types.SimpleNamespace(start=a - start, end=min(b, end) - start,
-                                           word=w + ("~" if b > end else ""), probability=0.9)
-                     for a, b, w in script if start <= a < end]
-            return [types.SimpleNamespace(words=words)]
-
-    passes: list[tuple[float, float]] = []
-    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=ScriptedDecoder())
+    asr, decoder = _scripted(script)
     asr.append(audio)
     asr.flush()
-    assert passes[0][1] - passes[0][0] == pytest.approx(asr.config.max_buffer)  # clipped
+    first = decoder.passes[0]
+    assert first[1] - first[0] == pytest.approx(asr.config.max_buffer)  # clipped
     assert [w.word for w in asr.committed] == [w for _, _, w in script]
 
 
