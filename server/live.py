@@ -73,6 +73,7 @@ class LiveStream(WorkerProcess):
         self.taken = 0  # bytes the worker read
         self.decoded = 0.0  # s of audio it decoded
         self.engines = 0.0  # s of audio its live engines took up
+        self._pos: tuple[Any, ...] = ()  # its last `pos` message
         self.bytes_per_second: Optional[float] = None  # of the current part, when known
         self.container: Optional[str] = None
         self._task: Optional[asyncio.Task[None]] = None
@@ -201,14 +202,17 @@ class LiveStream(WorkerProcess):
 
     async def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
-        if kind != "pos" or (msg[1], msg[2], msg[3]) != (self.taken, self.decoded, self.engines):
-            self.heard = time.monotonic()  # (its `pos` go on while it hangs in its flush)
+        if kind != "pos" or tuple(msg[1:]) != self._pos:
+            # (a worker hung in its flush goes on sending the same `pos`; one that flushes
+            # counts its passes and steps in them)
+            self.heard = time.monotonic()
         if kind == "event":
             if self.state in ("running", "lingering", "finishing") and not self.superseded:
                 event = self.numbers.take(msg[1])
                 if event is not None:
                     await self._tell(event)
         elif kind == "pos":
+            self._pos = tuple(msg[1:])
             self.taken, self.decoded, self.engines = int(msg[1]), float(msg[2]), float(msg[3])
             self.ready = self.loaded
         elif kind == "ready":
@@ -427,6 +431,15 @@ class LiveHub:
         before = self.last.get(session_id)
         if before is None:
             first_index = max(first_index, self.said_until.get(session_id, 0))
+        elif (before.state == "finishing" and 0 < self.max_streams <= self.active()
+              and self.active() - 1 < self.max_streams):
+            # the budget is full with this session's own last stream, still saving: its
+            # slot comes free once it has saved (at most FLUSH_WAIT s); a budget of one
+            # refused every such resume at once
+            try:
+                await asyncio.wait_for(asyncio.shield(before._result), FLUSH_WAIT)
+            except asyncio.TimeoutError:
+                pass
         async with self._budget:  # one decision at a time: a spare still being spawned
             stream, reason = await self._start(  # counts nowhere
                 session_id, fmt, offset, first_index if before is None else None)

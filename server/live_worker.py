@@ -17,8 +17,8 @@ ended: flush, save, exit; ``("close",)`` exit without saving.
 Messages to the server: ``("ready",)`` models loaded; ``("event", dict)`` a live event
 (times from the recording's start, word indexes from 0: the server numbers them
 over the recording); ``("pos", bytes_taken, decoded_seconds,
-taken_seconds)`` twice a second (bytes read from the pipe, audio decoded, audio the live
-engines have taken up); ``("error", message)`` live results cannot go on; ``("done",
+taken_seconds, work)`` twice a second (bytes read from the pipe, audio decoded, audio the
+live engines have taken up, ASR passes + diarization steps done); ``("error", message)`` live results cannot go on; ``("done",
 summary)`` or ``("failed", message)`` after ``finish``.
 """
 
@@ -387,7 +387,10 @@ class Worker:
         engines = [e for e in (self.session.asr, self.session.diarizer) if e is not None]
         while not self._stop.wait(POS_INTERVAL):
             taken = min(e.received for e in engines)
-            self.outbox.send(("pos", self.taken_bytes, self.decoded / SAMPLE_RATE, taken))
+            # passes and steps done: a flush takes no audio up, they show it goes on
+            work = sum(getattr(e, "passes", 0) + getattr(e, "steps", 0) for e in engines)
+            self.outbox.send(("pos", self.taken_bytes, self.decoded / SAMPLE_RATE, taken,
+                              work))
 
     def run(self) -> None:
         reporter = threading.Thread(target=self._report, name="live-pos", daemon=True)
@@ -427,7 +430,7 @@ class Worker:
             decoder, self.decoder = self.decoder, None
             try:
                 decoder.close()
-            except (AudioDecodeError, RuntimeError) as exc:
+            except AudioDecodeError as exc:  # (not a failure of the live engines)
                 log.warning("A part of the recording left out of live results: %s", exc)
 
     def _finish(self, run_dir: str) -> None:

@@ -828,6 +828,15 @@ async def test_word_indexes_go_on_after_a_live_worker_died_while_waiting(
     assert run["status"] == "completed" and run["summary"]["first_index"] == len(first_part)
 
 
+def _resume(process: psutil.Process) -> None:
+    """Let a stopped worker go on, if it is still there (once let go, it may have saved
+    and exited already)."""
+    try:
+        process.resume()
+    except psutil.NoSuchProcess:
+        pass
+
+
 async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_saved(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """A resume without live results saves the session's live stream (it flushes its last
@@ -878,7 +887,7 @@ async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_s
                         stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
                         break
             finally:
-                first_worker.resume()
+                _resume(first_worker)
             await wait_live_run(srv, sid, stopped["live_run_id"])
             heard += await drain(sub)
     check_live_sequence([e for e in heard if e["type"] in LIVE_EVENTS])  # indexes, times
@@ -888,6 +897,51 @@ async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_s
     first, second = (r["summary"] for r in runs)
     assert second["first_index"] == first["first_index"] + first["word_count"]
     assert second["word_count"] > 0
+
+
+async def test_a_live_resume_with_one_slot_waits_for_its_own_stream_being_saved(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """With a budget of one live worker, the session's own last stream still saving held
+    the only slot: a resume with live results right after was refused at once ("Live
+    results are busy"). It waits for that save (at most FLUSH_WAIT s) and gets the slot."""
+    srv = await warm_server(start_server, slots=1)
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    (first_worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+
+    async def let_it_flush() -> None:
+        await asyncio.sleep(3)  # the resume below asks while the first stream still saves
+        first_worker.resume()
+
+    async with aiohttp.ClientSession() as s:
+        ws, sid, sub, _ = await live_then_heard(s, srv, pcm)
+        await sub.close()
+        await ws.close()
+        await session_in(srv, sid, "interrupted", timeout=30)
+        first_worker.suspend()
+        try:
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+                await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+                await recv_until(ws2, "recording_started", timeout=60)  # the save begins
+            flushed = asyncio.ensure_future(let_it_flush())
+            for _ in range(200):
+                async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws3:
+                    await ws3.send_json({"action": "start", "input_format": "pcm_s16le",
+                                         "live_results": True})
+                    reply, _ = await recv_until(ws3, "recording_started", "error", timeout=60)
+                    if reply["type"] == "error":  # 4011 while the last socket is let go
+                        assert reply["code"] == 4011, reply
+                        await asyncio.sleep(0.02)
+                        continue
+                    assert reply["live_results"] is True, reply
+                    await flushed
+                    await ws3.send_json({"action": "stop"})
+                    stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
+                    break
+        finally:
+            _resume(first_worker)
+        await wait_live_run(srv, sid, stopped["live_run_id"])
 
 
 async def test_a_resumed_client_hears_that_live_work_is_still_paused(tmp_path: Path) -> None:
