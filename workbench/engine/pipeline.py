@@ -27,6 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -61,6 +62,10 @@ below; one after the other then peaked at 3471 MB, and at 2188 MB with the fix a
 of 2026-12-01). Concurrency on long audio has not been re-measured since, so longer audio
 runs one stage after the other. BENCHMARKS.md ("Pipeline") has the figures and their
 machines."""
+
+OTHER_HALF_WAIT = 10.0
+"""Seconds a concurrent run whose one half failed waits for the other to stop (at its next
+progress call, about a batch of work) before it raises."""
 
 
 PipelineConfig = RunConfig
@@ -210,6 +215,7 @@ class Pipeline:
         if self.config.transcribe and self.config.diarize and concurrent:
             _ = self.diarizer  # load the models here, not in the thread
             pool = ThreadPoolExecutor(1, thread_name_prefix="diarization")
+            pending = None
             try:
                 pending = pool.submit(diarize)
                 try:
@@ -225,8 +231,12 @@ class Pipeline:
                 failed.set()  # (Ctrl-C while waiting for the diarization, too)
                 raise
             finally:
-                # a failed run returns now; the other half stops at its next progress call
+                # a failed run returns once the other half has stopped at its next progress
+                # call (it holds the diarizer and the CPU: the next run would share them),
+                # or after OTHER_HALF_WAIT s at most
                 pool.shutdown(wait=False, cancel_futures=True)
+                if failed.is_set() and pending is not None:
+                    wait_for_futures([pending], timeout=OTHER_HALF_WAIT)
         else:
             words, language = transcribe()
             if self.config.diarize:
