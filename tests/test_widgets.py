@@ -257,6 +257,32 @@ def test_a_refused_play_leaves_no_reference_for_the_next_recording(server: Local
         board.close()
 
 
+def test_a_result_shown_late_gives_way_to_a_newer_recording(server: LocalServer) -> None:
+    """The previous session's result, still to be shown on the dashboard's thread (busy
+    here) when a new recording starts, drew the old session under the new recording."""
+    import threading
+
+    import numpy as np
+
+    from workbench.notebook.dashboard import Dashboard
+
+    board = Dashboard(server)
+    try:
+        first = board.client.record(np.zeros(1600, np.float32))
+        busy = threading.Event()
+        board._work.submit(busy.wait, 60)
+        board.on_event({"type": "processing_complete", "session_id": first.session_id})
+        board.on_event({"type": "recording_started", "session_id": "0" * 32,
+                        "live_results": False})
+        busy.set()
+        assert board.last_show is not None
+        board.last_show.result(timeout=60)
+        assert board.session_id == "0" * 32
+        assert first.session_id not in (board.player.src or "") + board.downloads.value
+    finally:
+        board.close()
+
+
 def test_a_new_recording_clears_the_previous_result(server: LocalServer) -> None:
     """On recording_started only the title changed: the player, downloads and comparison
     went on showing the previous session under the new recording's title."""

@@ -212,15 +212,19 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         return await self.request("GET", "/api/health")
 
-    async def wait_live_warm(self, timeout: float = 180.0) -> float:
-        """Seconds waited (at most `timeout`) until the server has a live worker loaded
-        ahead (``--live-warm``), so that a recording's live words start with it."""
+    async def wait_live_warm(self, timeout: float = 180.0) -> Optional[float]:
+        """Seconds waited until the server has a live worker loaded ahead (``--live-warm``),
+        so that a recording's live words start with it; None when none came within
+        `timeout` or live results are off on the server."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            if ((await self.health()).get("live") or {}).get("warm"):
-                break
+            live = (await self.health()).get("live") or {}
+            if live.get("warm"):
+                return round(time.monotonic() - t0, 1)
+            if not live.get("max"):
+                return None
             await asyncio.sleep(0.5)
-        return round(time.monotonic() - t0, 1)
+        return None
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         return (await self.request("GET", "/api/sessions"))["sessions"]
@@ -551,7 +555,7 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._run(self.aio.health())
 
-    def wait_live_warm(self, timeout: float = 180.0) -> float:
+    def wait_live_warm(self, timeout: float = 180.0) -> Optional[float]:
         return self._run(self.aio.wait_live_warm(timeout))
 
     def list_sessions(self) -> list[dict[str, Any]]:

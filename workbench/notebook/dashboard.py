@@ -72,6 +72,7 @@ class Dashboard:
         self.reference = reference
         self.references: dict[str, CorpusItem] = {}  # by session
         self._next_reference: Optional[CorpusItem] = None
+        self._recordings = 0  # recordings started (a result shown late gives way to a newer one)
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="workbench-dashboard-"))
         # a folder the dashboard made goes on close() or, at the latest, when the kernel exits
         self._remove_work_dir = (weakref.finalize(self, shutil.rmtree, self.work_dir, True)
@@ -146,6 +147,7 @@ class Dashboard:
         self.events.append(message)
         kind = message.get("type")
         if kind == "recording_started":
+            self._recordings += 1
             self.events = [message]
             self.session_id = message.get("session_id")
             reference, self._next_reference = self._next_reference or self.reference, None
@@ -163,7 +165,8 @@ class Dashboard:
         elif kind == "processing_complete":
             sid = message.get("session_id") or self.session_id
             if sid:
-                self._submit(self._show_and_list, sid)
+                recordings = self._recordings
+                self._submit(lambda s: self._show_and_list(s, recordings), sid)
         elif kind == "processing_failed":
             self.result_title.value = (f"<span style='color:#b00'>processing failed: "
                                        f"{html.escape(str(message.get('message')))}</span>")
@@ -228,14 +231,20 @@ class Dashboard:
             return None
         return self._show_and_list(session_id)
 
-    def _show_and_list(self, session_id: str) -> Optional[RunComparison]:
+    def _show_and_list(self, session_id: str, recordings: Optional[int] = None
+                       ) -> Optional[RunComparison]:
         """Show the result at once; once the session's other runs (the live run saving
-        its result) have ended, show it again with them in the comparison."""
+        its result) have ended, show it again with them in the comparison. Not once a
+        recording after the `recordings`-th has started: "Result" is that one's then."""
+        recordings = self._recordings if recordings is None else recordings
+        if recordings != self._recordings:
+            self.panel.refresh()
+            return None
         comparison = self.show(session_id)
         pending = [r for r in self.client.runs(session_id) if r["status"] in ("queued", "running")]
         for run in pending:
             self.client.wait_for_run(session_id, run["id"])
-        if pending:
+        if pending and recordings == self._recordings:
             comparison = self.show(session_id)
         self.panel.refresh()
         return comparison
