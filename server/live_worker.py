@@ -18,8 +18,9 @@ Messages to the server: ``("ready",)`` models loaded; ``("event", dict)`` a live
 (times from the recording's start, word indexes from 0: the server numbers them
 over the recording); ``("pos", bytes_taken, decoded_seconds,
 taken_seconds, work)`` twice a second (bytes read from the pipe, audio decoded, audio the
-live engines have taken up, ASR passes + diarization steps done); ``("error", message)`` live results cannot go on; ``("done",
-summary)`` or ``("failed", message)`` after ``finish``.
+live engines have taken up, ASR passes + diarization steps done); ``("error", message)``
+live results cannot go on; ``("done", summary)`` or ``("failed", message)`` after
+``finish``.
 """
 
 from __future__ import annotations
