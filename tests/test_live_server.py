@@ -828,6 +828,24 @@ async def test_word_indexes_go_on_after_a_live_worker_died_while_waiting(
     assert run["status"] == "completed" and run["summary"]["first_index"] == len(first_part)
 
 
+async def resume_live(s: aiohttp.ClientSession, srv: LocalServer, sid: str
+                      ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any], float]:
+    """A resume of `sid` with live results, once the last socket is let go (4011 until
+    then): the open socket, its `recording_started` and the seconds that start took."""
+    for _ in range(200):
+        ws = await s.ws_connect(f"{srv.ws_url}/ws/{sid}")
+        t0 = time.monotonic()
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": True})
+        reply, _ = await recv_until(ws, "recording_started", "error", timeout=60)
+        if reply["type"] != "error":
+            return ws, reply, time.monotonic() - t0
+        await ws.close()
+        assert reply["code"] == 4011, reply
+        await asyncio.sleep(0.02)
+    raise AssertionError("the last socket of the session was never let go")
+
+
 def _resume(process: psutil.Process) -> None:
     """Let a stopped worker go on, if it is still there (once let go, it may have saved
     and exited already)."""
@@ -867,25 +885,15 @@ async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_s
                 async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
                     await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
                     await recv_until(ws2, "recording_started", timeout=60)  # flush begins
-                for _ in range(200):  # at once, while the first stream flushes
-                    async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws3:
-                        t0 = time.monotonic()
-                        await ws3.send_json({"action": "start", "input_format": "pcm_s16le",
-                                             "live_results": True})
-                        reply, _ = await recv_until(ws3, "recording_started", "error",
-                                                    timeout=60)
-                        if reply["type"] == "error":  # 4011 while the last socket is let go
-                            assert reply["code"] == 4011, reply
-                            await asyncio.sleep(0.02)
-                            continue
-                        assert time.monotonic() - t0 < FLUSH_WAIT / 4
-                        assert reply["live_results"] is True
-                        flushed = asyncio.ensure_future(let_it_flush())
-                        await send_in_real_time(ws3, pcm + bytes(2 * 32000))
-                        await flushed
-                        await ws3.send_json({"action": "stop"})
-                        stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
-                        break
+                ws3, reply, waited = await resume_live(s, srv, sid)  # while the first flushes
+                async with ws3:
+                    assert waited < FLUSH_WAIT / 4
+                    assert reply["live_results"] is True
+                    flushed = asyncio.ensure_future(let_it_flush())
+                    await send_in_real_time(ws3, pcm + bytes(2 * 32000))
+                    await flushed
+                    await ws3.send_json({"action": "stop"})
+                    stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
             finally:
                 _resume(first_worker)
             await wait_live_run(srv, sid, stopped["live_run_id"])
@@ -925,20 +933,12 @@ async def test_a_live_resume_with_one_slot_waits_for_its_own_stream_being_saved(
                 await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
                 await recv_until(ws2, "recording_started", timeout=60)  # the save begins
             flushed = asyncio.ensure_future(let_it_flush())
-            for _ in range(200):
-                async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws3:
-                    await ws3.send_json({"action": "start", "input_format": "pcm_s16le",
-                                         "live_results": True})
-                    reply, _ = await recv_until(ws3, "recording_started", "error", timeout=60)
-                    if reply["type"] == "error":  # 4011 while the last socket is let go
-                        assert reply["code"] == 4011, reply
-                        await asyncio.sleep(0.02)
-                        continue
-                    assert reply["live_results"] is True, reply
-                    await flushed
-                    await ws3.send_json({"action": "stop"})
-                    stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
-                    break
+            ws3, reply, _ = await resume_live(s, srv, sid)
+            async with ws3:
+                assert reply["live_results"] is True, reply
+                await flushed
+                await ws3.send_json({"action": "stop"})
+                stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
         finally:
             _resume(first_worker)
         await wait_live_run(srv, sid, stopped["live_run_id"])
