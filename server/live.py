@@ -31,7 +31,7 @@ from workbench.engine.audio import InputFormat
 
 from .limits import chunk_seconds
 from .live_process import WorkerProcess
-from .live_said import FinalSoFar, WordNumbers, next_word_index
+from .live_said import FinalSoFar, WordNumbers, known_speakers, next_word_index
 from .sessions import SessionStore
 
 log = logging.getLogger("server.live")
@@ -105,6 +105,20 @@ class LiveStream(WorkerProcess):
         self.said = FinalSoFar(first_index)
         await self.numbers.settle(first_index, self._tell)
         self.hub.numbered(self)
+
+    async def take_speakers(self, before: Optional["LiveStream"]) -> None:
+        """A new live session of a recording goes on with the speakers of its last saved
+        live run (once `before`, the session's last stream, has saved: at most FLUSH_WAIT
+        s), so a voice keeps its label across a resume. The worker takes them only if it
+        has given no speaker yet."""
+        if before is not None:
+            try:
+                await asyncio.wait_for(before.said_all(), FLUSH_WAIT)
+            except asyncio.TimeoutError:
+                return  # its speakers are not saved: this session's labels are its own
+        known = await asyncio.to_thread(known_speakers, self.hub.store, self.session_id or "")
+        if known and self.state in ("running", "lingering") and self.alive():
+            self._outbox.put(("speakers", known))
 
     async def said_all(self) -> None:
         await self.numbers.known.wait()
@@ -443,10 +457,14 @@ class LiveHub:
         async with self._budget:  # one decision at a time: a spare still being spawned
             stream, reason = await self._start(  # counts nowhere
                 session_id, fmt, offset, first_index if before is None else None)
-        if stream is not None and before is not None:
-            task = asyncio.ensure_future(stream.number_after(before, first_index))
-            self.saving.add(task)
-            task.add_done_callback(self.saving.discard)
+        if stream is not None:
+            tasks = [stream.take_speakers(before)]
+            if before is not None:
+                tasks.append(stream.number_after(before, first_index))
+            for coro in tasks:
+                task = asyncio.ensure_future(coro)
+                self.saving.add(task)
+                task.add_done_callback(self.saving.discard)
         return stream, reason
 
     async def _start(self, session_id: str, fmt: InputFormat, offset: float,

@@ -2,15 +2,20 @@
 it: `FinalSoFar` (the committed words and final turns of one live stream, replayed to a
 resumed connection as ``live_replay``), and where the word indexes of a session's next
 live stream go on: `next_word_index` (after the saved live runs) and `WordNumbers` (a
-live stream's words numbered over the recording as they go out)."""
+live stream's words numbered over the recording as they go out); and the speakers it
+gave, which the next live stream goes on with: `known_speakers`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
-from .live_worker import shift_event
-from .sessions import Session
+from .live_worker import SPEAKERS_FILE, shift_event
+from .sessions import Session, SessionStore
+
+log = logging.getLogger("server.live")
 
 
 def next_word_index(session: Session) -> int:
@@ -21,6 +26,27 @@ def next_word_index(session: Session) -> int:
         return 0
     summary = live[-1].summary
     return int(summary.get("first_index", 0)) + int(summary.get("word_count", 0))
+
+
+def known_speakers(store: SessionStore, session_id: str) -> Optional[dict[str, Any]]:
+    """The speakers of the session's newest saved live run that has them (its worker's
+    `SPEAKERS_FILE`), or None: the next live stream of the recording starts from them, so
+    a voice keeps its label across a resume."""
+    session = store.get_session(session_id)
+    for run in reversed(session.runs if session is not None else []):
+        if run.kind != "live":
+            continue
+        path = store.run_dir(session_id, run.id) / SPEAKERS_FILE
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue  # (a live run that failed, or saved before speakers were kept)
+        except (OSError, ValueError) as exc:
+            log.warning("%s unreadable: %s", path, exc)
+            continue
+        if isinstance(known, dict):
+            return known
+    return None
 
 
 class FinalSoFar:

@@ -11,8 +11,10 @@ server's.
 Messages from the server (a pipe): ``("session", {session_id, offset})``
 first (the worker loads its models before it reads it, so a worker can be started ahead
 of a recording); ``("part", container, sample_rate, channels)`` a new part of the
-recording begins; ``("bytes", data)``; ``("finish", run_dir)`` the recording
-ended: flush, save, exit; ``("close",)`` exit without saving.
+recording begins; ``("bytes", data)``; ``("speakers", known)`` the speakers of the
+recording's last live session, to go on with (`SPEAKERS_FILE`); ``("finish", run_dir)``
+the recording ended: flush, save (the transcript and `SPEAKERS_FILE`), exit;
+``("close",)`` exit without saving.
 
 Messages to the server: ``("ready",)`` models loaded; ``("event", dict)`` a live event
 (times from the recording's start, word indexes from 0: the server numbers them
@@ -25,6 +27,7 @@ live results cannot go on; ``("done", summary)`` or ``("failed", message)`` afte
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -32,6 +35,7 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -40,6 +44,7 @@ from workbench.engine.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
     DEMUXERS,
+    atomic_write,
     detect_container,
     ffmpeg_demuxer,
     parse_wav_header,
@@ -48,6 +53,10 @@ from workbench.engine.audio import (
 from .finalise import signature_ok
 
 log = logging.getLogger("server.live_worker")
+
+# A saved live run's speakers (`LiveSession.known_speakers`), beside its transcript: the
+# next live session of the same recording (a resume) goes on with them
+SPEAKERS_FILE = "live-speakers.json"
 
 Samples = Callable[[np.ndarray], None]
 
@@ -410,6 +419,11 @@ class Worker:
                 elif kind == "part":
                     self._close_decoder()
                     self.decoder = StreamDecoder(self._feed, msg[1], msg[2], msg[3])
+                elif kind == "speakers":  # an earlier live session's, to go on with
+                    try:
+                        self.session.seed_speakers(msg[1])
+                    except ValueError as exc:  # its labels start afresh then
+                        log.warning("Speakers of the earlier live session not taken: %s", exc)
                 elif kind == "finish":
                     self._finish(msg[1])
                     return
@@ -441,6 +455,8 @@ class Worker:
             result = self.session.finish()
             transcript = shift_transcript(result.transcript, self.offset)
             transcript.save(run_dir)
+            if result.speakers is not None:
+                atomic_write(Path(run_dir) / SPEAKERS_FILE, json.dumps(result.speakers).encode())
             summary = transcript.summary()
             summary["offset_seconds"] = round(self.offset, 3)
             summary["finish_seconds"] = round(time.monotonic() - started, 3)
@@ -451,5 +467,6 @@ class Worker:
             self.outbox.send(("failed", f"{type(exc).__name__}: {str(exc)[:200]}"))
 
 
-__all__ = ["FfmpegDecoder", "PcmDecoder", "StreamDecoder", "WavDecoder", "live_worker_main",
+__all__ = ["FfmpegDecoder", "PcmDecoder", "SPEAKERS_FILE", "StreamDecoder", "WavDecoder",
+           "live_worker_main",
            "shift_event", "shift_transcript"]

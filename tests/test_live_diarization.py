@@ -3,6 +3,7 @@ segmentation-3.0 + CAM++ models on generated espeak-ng conversations."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -120,9 +121,32 @@ def test_reclustering_splits_a_merged_speaker_and_merges_a_split_one() -> None:
     assert sorted(clustering.labels) == [0, 1, 3]
 
 
-def _run(item, config: OnlineDiarizationConfig, models=None):
+def test_seeded_speakers_keep_their_labels_and_new_voices_come_after() -> None:
+    """A resumed recording's new live session starts from the last one's speakers."""
+    a, b, c = np.eye(16)[0], np.eye(16)[1], np.eye(16)[2]
+    first = OnlineSpeakerClustering(delta_new=0.3)
+    assert first.speakers(np.stack([a, b]), np.array([True, True])) == [0, 1]
+    known = first.known()
+    assert [label for label, _, _ in known] == [0, 1]
+    later = OnlineSpeakerClustering(delta_new=0.3)
+    assert later.seed(known)
+    # b first: without the seed it would be speaker 0
+    assert later.speakers(b[None], np.array([True])) == [1]
+    assert later.speakers(np.stack([c, a]), np.array([True, True])) == [2, 0]
+    assert later.num_speakers == 3
+    assert not later.seed(known)  # labels are out: they stay
+    fresh = OnlineSpeakerClustering(delta_new=0.3)
+    assert fresh.speakers(b[None], np.array([True])) == [0]
+    assert not fresh.seed(known)  # (and once a session gave one, it keeps its own)
+    with pytest.raises(ValueError, match="distinct labels"):
+        OnlineSpeakerClustering(delta_new=0.3).seed([(0, a, True), (0, b, True)])
+
+
+def _run(item, config: OnlineDiarizationConfig, models=None, speakers=None):
     audio = item.load_audio()
     diarizer = OnlineDiarizer(config, models=models)
+    if speakers is not None:
+        assert diarizer.seed_speakers(speakers)
     results = []
     for i in range(0, audio.size, 4000):
         diarizer.append(audio[i:i + 4000])
@@ -171,6 +195,46 @@ def test_two_voices_get_two_labels_and_each_keeps_one(tmp_path: Path) -> None:
     assert len(set(labels.values())) == 2, cover  # two voices, two labels
     for ref, c in cover.items():  # one voice, (mostly) one label
         assert c[labels[ref]] >= 0.8 * sum(c.values()), cover
+
+
+@pytest.mark.models
+@pytest.mark.timeout(600)
+def test_a_later_session_seeded_with_the_speakers_gives_each_voice_its_label(
+        tmp_path: Path) -> None:
+    """Two sessions of one recording (a resume): the second, seeded with the first's
+    speakers, labels each voice as the first did, though the other voice speaks first."""
+    config = OnlineDiarizationConfig(latency=2.0)
+    before = generate_conversation(tmp_path, num_speakers=2, duration=20.0, seed=100,
+                                   voices=["rob", "fay"])
+    after = generate_conversation(tmp_path, num_speakers=2, duration=20.0, seed=101,
+                                  voices=["fay", "rob"])
+    first_turns = sorted(after.reference_turns(), key=lambda t: t.start)
+    assert first_turns[0].speaker != sorted(before.reference_turns(),
+                                            key=lambda t: t.start)[0].speaker
+    diarizer, results = _run(before, config)
+    known = diarizer.known_speakers()
+    assert [s["speaker"] for s in known["speakers"]] == ["SPEAKER_00", "SPEAKER_01"]
+    json.dumps(known)  # saved with the live run as JSON
+
+    def labels(item, results) -> dict[str, str]:
+        cover = _majority(item.reference_turns(), [t for r in results for t in r.turns])
+        return {ref: c.most_common(1)[0][0] for ref, c in cover.items()}
+
+    first = labels(before, results)
+    assert len(set(first.values())) == 2, first
+    models = (diarizer.segmentation, diarizer.embedding)
+    seeded = _run(after, config, models, speakers=known)[1]
+    assert labels(after, seeded) == first
+    unseeded = _run(after, config, models)[1]
+    assert labels(after, unseeded) != first  # (what a fresh session would have said)
+    # what another model made, or a damaged file, is refused before any audio
+    other = OnlineDiarizer(config, models=models)
+    for bad, match in (({**known, "dimension": 512}, "another embedding model"),
+                       ({**known, "speakers": [{"speaker": "SPEAKER_99", "centroid":
+                                                known["speakers"][0]["centroid"]}]},
+                        "can go on with")):
+        with pytest.raises(ValueError, match=match):
+            other.seed_speakers(bad)
 
 
 @pytest.mark.models

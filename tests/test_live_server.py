@@ -1044,3 +1044,63 @@ def test_the_live_budget_counts_the_cores_this_process_may_use() -> None:
                           "from server.config import auto_live_sessions; print(auto_live_sessions())"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "1"
+
+
+async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
+        start_server: ServerFactory, tmp_path: Path) -> None:
+    """A live recording drops and is resumed once its live run is saved: the new live
+    session's clustering started afresh, so whoever spoke first was SPEAKER_00 again. It
+    goes on with the saved run's speakers now: each voice keeps its label although the
+    other one speaks first in the second part."""
+    from workbench.research.datasets import generate_conversation
+
+    from server.live_worker import SPEAKERS_FILE
+
+    before = generate_conversation(tmp_path, num_speakers=2, duration=20.0, seed=100,
+                                   voices=["rob", "fay"])
+    after = generate_conversation(tmp_path, num_speakers=2, duration=20.0, seed=101,
+                                  voices=["fay", "rob"])
+    first_voice = [min(item.reference_turns(), key=lambda t: t.start).speaker
+                   for item in (before, after)]
+    assert first_voice[0] != first_voice[1]
+    pcm = [to_int16(item.load_audio()).tobytes() for item in (before, after)]
+    srv = await warm_server(start_server)
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": True})
+        sid = (await recv(ws))["session_id"]
+        await send_in_real_time(ws, pcm[0])
+        await ws.close()
+        await session_in(srv, sid, "interrupted", timeout=30)
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:  # saves the live run
+            await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+            await recv_until(ws2, "recording_started", timeout=60)
+        ws3, reply, _ = await resume_live(s, srv, sid)
+        async with ws3:
+            assert reply["live_results"] is True, reply
+            await send_in_real_time(ws3, pcm[1] + bytes(32000))
+            await ws3.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
+        await wait_live_run(srv, sid, stopped["live_run_id"])
+        runs = [r for r in (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
+                if r["kind"] == "live"]
+        assert [r["status"] for r in runs] == ["completed", "completed"], runs
+        labels = []
+        for item, run, offset in zip((before, after), runs, (0.0, len(pcm[0]) / 32000)):
+            url = f"{srv.url}/api/sessions/{sid}/transcript?format=json&run={run['id']}"
+            async with s.get(url) as r:
+                doc = json.loads(await r.read())
+            covered: dict[str, dict[str, float]] = {}
+            for ref in item.reference_turns():
+                for t in doc["diarization"]:
+                    shared = min(ref.end + offset, t["end"]) - max(ref.start + offset, t["start"])
+                    if shared > 0:
+                        per = covered.setdefault(ref.speaker, {})
+                        per[t["speaker"]] = per.get(t["speaker"], 0.0) + shared
+            labels.append({ref: max(per, key=per.__getitem__) for ref, per in covered.items()})
+    assert len(set(labels[0].values())) == 2, labels
+    assert labels[1] == labels[0]  # the same voice, the same label
+    saved = json.loads((srv.data_dir / "sessions" / sid / "runs" / runs[0]["id"] /
+                        SPEAKERS_FILE).read_text())
+    assert sorted(s["speaker"] for s in saved["speakers"]) == sorted(set(labels[0].values()))

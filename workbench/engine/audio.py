@@ -510,7 +510,7 @@ def write_wav(path: Union[str, os.PathLike], samples: np.ndarray, sample_rate: i
     path = Path(path)
     pcm = samples if samples.dtype == np.int16 else to_int16(samples)
     data = pcm.astype("<i2").tobytes()
-    _atomic_write(path, _wav_header(len(data), sample_rate) + data)
+    atomic_write(path, _wav_header(len(data), sample_rate) + data)
     return path
 
 
@@ -574,7 +574,9 @@ class WavWriter:
             self.abort()
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
+def atomic_write(path: Path, payload: bytes) -> None:
+    """Write `payload` at `path` whole or not at all: a temporary file of its own in the
+    same folder, fsynced, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

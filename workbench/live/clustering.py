@@ -113,6 +113,31 @@ class OnlineSpeakerClustering:
         self.reclusterings += 1
         return merged
 
+    def known(self) -> list[tuple[int, np.ndarray, bool]]:
+        """The speakers given so far: (label, centroid, whether a long item joined it),
+        in label order (what `seed` takes)."""
+        return sorted((label, c.copy(), learned)
+                      for c, label, learned in zip(self.centroids, self.labels, self.learned_long)
+                      if label is not None and c.any())
+
+    def seed(self, speakers: list[tuple[int, np.ndarray, bool]]) -> bool:
+        """Start from the speakers an earlier session of the same recording gave (`known`):
+        each keeps its label, and new voices are numbered after them. Only before any
+        speaker is given (labels already out cannot change): returns whether it seeded.
+        `recluster` learns from this session's speech only, so it drops seeded speakers
+        that no new speech joins."""
+        if self.centroids or self.next_label or not speakers:
+            return False
+        labels = [int(label) for label, _, _ in speakers]
+        if len(set(labels)) != len(labels) or min(labels) < 0 or max(labels) >= self.max_speakers:
+            raise ValueError("seeded speakers need distinct labels below max_speakers")
+        self.centroids = [np.asarray(c, dtype=np.float64).copy() for _, c, _ in speakers]
+        self.learned_long = [bool(learned) for _, _, learned in speakers]
+        self.hits = [self.confirm_windows] * len(speakers)
+        self.labels = list(labels)
+        self.next_label = max(labels) + 1
+        return True
+
     def distances(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine distances ``(local, global)``."""
         if not self.centroids:

@@ -522,6 +522,42 @@ class OnlineDiarizer:
             self._base = hi
         return StepResult(tuple(turns), until, tuple(tentative), end, seconds, skipped)
 
+    def known_speakers(self) -> dict[str, Any]:
+        """The speakers given so far, as JSON values for `seed_speakers` of a later session
+        of the same recording (a resume): each speaker's label and CAM++ centroid."""
+        return {"embedding": "cam++", "dimension": int(self.embedding.dimension),
+                "speakers": [{"speaker": _label(label), "centroid": [float(v) for v in c],
+                              "long": learned}
+                             for label, c, learned in self.clustering.known()]}
+
+    def seed_speakers(self, known: Mapping[str, Any]) -> bool:
+        """Go on with the speakers of an earlier session (`known_speakers`): a voice near
+        one of them takes its label, a new voice the next free one. Only before this
+        session has given a speaker; returns whether it seeded."""
+        return self.clustering.seed(self.read_known(known))
+
+    def read_known(self, known: Mapping[str, Any]) -> list[tuple[int, np.ndarray, bool]]:
+        """`known_speakers` JSON -> the clustering's (label, centroid, long) items;
+        ValueError for what this diarizer cannot use (another embedding model, a label
+        beyond `max_speakers`, a damaged centroid)."""
+        dim = self.embedding.dimension
+        if known.get("embedding") != "cam++" or known.get("dimension") != dim:
+            raise ValueError(f"speakers of another embedding model ({known.get('embedding')}, "
+                             f"{known.get('dimension')} dimensions; this one: cam++, {dim})")
+        speakers = []
+        for item in known.get("speakers") or []:
+            centroid = np.asarray(item.get("centroid"), dtype=np.float64)
+            name = str(item.get("speaker"))
+            if (not name.startswith("SPEAKER_") or not name[8:].isdigit()
+                    or int(name[8:]) >= self.config.max_speakers
+                    or centroid.shape != (dim,) or not np.isfinite(centroid).all()
+                    or not centroid.any()):
+                raise ValueError(f"not a speaker this diarizer can go on with: {name!r}")
+            speakers.append((int(name[8:]), centroid, bool(item.get("long", True))))
+        if len({label for label, _, _ in speakers}) != len(speakers):
+            raise ValueError("a speaker given twice")
+        return speakers
+
     def stats(self) -> dict[str, Any]:
         return {"steps": self.steps, "skipped_steps": self.skipped,
                 "step_seconds": round(self.step_seconds, 3),

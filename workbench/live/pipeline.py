@@ -23,6 +23,7 @@ Two ways to drive it:
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -48,6 +49,8 @@ from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers,
 
 __all__ = ["JobCosts", "LiveConfig", "LiveModels", "LiveResult", "LiveSession",
            "load_models", "stream_file", "warm_up"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class LiveResult:
     events: list[LiveEvent]
     transcript: Transcript
     stats: dict[str, Any]
+    # the speakers given (`LiveSession.known_speakers`): `speakers=` of a later session
+    speakers: Optional[dict[str, Any]] = None
 
     @property
     def duration(self) -> float:
@@ -201,7 +206,8 @@ class LiveResult:
 
     def serialize(self) -> dict[str, Any]:
         return {"events": [e.serialize() for e in self.events],
-                "transcript": self.transcript.serialize(), "stats": dict(self.stats)}
+                "transcript": self.transcript.serialize(), "stats": dict(self.stats),
+                "speakers": self.speakers}
 
 
 class LiveSession:
@@ -298,7 +304,35 @@ class LiveSession:
             self._simulate(float("inf"), end_of_audio=end)
         with self._lock:
             self._label_words(max(end, self._last_at()), final=True)
-        return LiveResult(list(self.events), self._transcript(end), self.stats())
+        return LiveResult(list(self.events), self._transcript(end), self.stats(),
+                          self.known_speakers())
+
+    def known_speakers(self) -> Optional[dict[str, Any]]:
+        """The speakers given so far (`OnlineDiarizer.known_speakers`; None without
+        diarization), for `seed_speakers` of a later session of the same recording."""
+        if self.diarizer is None:
+            return None
+        with self._lock:
+            return self.diarizer.known_speakers()
+
+    def seed_speakers(self, known: Optional[dict[str, Any]]) -> None:
+        """Go on with an earlier session's speakers (a resumed recording keeps its labels):
+        applied before the audio fed after this call, and only while this session has not
+        given a speaker yet (else its labels stay its own: they may be out already).
+        ValueError, at once, for speakers this diarizer cannot use (`read_known`)."""
+        if self.diarizer is None or not known:
+            return
+        speakers = self.diarizer.read_known(known)
+        if self.threaded:
+            self._queues["diarization"].put(("seed", speakers))
+        else:
+            self._seed(speakers)
+
+    def _seed(self, speakers: list[Any]) -> None:
+        with self._lock:
+            seeded = self.diarizer.clustering.seed(speakers)  # type: ignore[union-attr]
+        log.info("Live speakers: %d of an earlier session%s", len(speakers), "" if seeded
+                 else " not taken (this session has given speakers already)")
 
     # ---------------------------------------------------------------- simulated clock
 
@@ -358,6 +392,8 @@ class LiveSession:
                 for c in chunks:
                     if c is None:
                         ended = True
+                    elif isinstance(c, tuple):  # ("seed", known speakers), in its turn
+                        self._seed(c[1])
                     else:
                         engine.append(c)
                 while engine.due() and not ended:
@@ -528,12 +564,14 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
                 config: Optional[LiveConfig] = None, realtime: bool = False,
                 chunk_seconds: float = 0.25, costs: Optional[JobCosts] = None,
                 hook: Optional[EventHook] = None, models: Optional[LiveModels] = None,
-                data_dir: Any = "data", uri: Optional[str] = None) -> LiveResult:
+                data_dir: Any = "data", uri: Optional[str] = None,
+                speakers: Optional[dict[str, Any]] = None) -> LiveResult:
     """Stream a file (or a 16 kHz mono array) through a `LiveSession` in chunks.
 
     ``realtime=False``: as fast as possible on the simulated clock (measured job costs
     unless `costs` fixes them); ``realtime=True``: a threaded session fed at the audio's
     own pace. `latency` picks ``LiveConfig.for_latency(latency)`` unless `config` is given.
+    `speakers` (an earlier result's ``speakers``) continues that result's speaker labels.
     """
     if config is None:
         config = LiveConfig.for_latency(latency) if latency is not None else LiveConfig()
@@ -542,6 +580,7 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
         uri = Path(audio).stem if not isinstance(audio, np.ndarray) else "audio"
     session = LiveSession(config, hook=hook, threaded=realtime, costs=costs, models=models,
                           data_dir=data_dir, uri=uri)
+    session.seed_speakers(speakers)
     step = max(1, int(round(chunk_seconds * SAMPLE_RATE)))
     started = time.perf_counter()
     for i in range(0, samples.size, step):
