@@ -270,7 +270,7 @@ class LiveStream(WorkerProcess):
             await self._say({"type": "live_resumed"})
 
     # ------------------------------------------------------------------ the end
-    def linger(self, expire: Callable[[], None]) -> None:
+    def linger(self, expire: Callable[[], object]) -> None:
         """The recording was interrupted: wait `LINGER_SECONDS` for a resume."""
         if self.state == "running":
             self.state = "lingering"
@@ -289,26 +289,26 @@ class LiveStream(WorkerProcess):
             # worker would hold its slot for as long as it takes to catch up
             await self.off(f"Live results fell {self.backlog():.0f} s behind the audio")
             return None
-        if self.state not in ("starting", "running", "lingering") or not self.alive():
+        session_id = self.session_id
+        if (self.state not in ("starting", "running", "lingering") or not self.alive()
+                or session_id is None):  # (a spare serves no recording yet)
             if self.state not in ("off", "done"):
                 await self.off("The live worker stopped")
             return None
         self.state = "finishing"
         try:
-            run = await asyncio.to_thread(store.create_run, self.session_id, {}, kind="live")
+            run = await asyncio.to_thread(store.create_run, session_id, {}, kind="live")
         except Exception:  # noqa: BLE001 - e.g. the session was deleted meanwhile
             log.exception("Live result of session %s not saved", self.session_id)
             self.close()
             return None
-        self._outbox.put(("finish", str(store.run_dir(self.session_id, run.id))))
+        self._outbox.put(("finish", str(store.run_dir(session_id, run.id))))
         self._outbox.put(None)
-        task = asyncio.ensure_future(self._save(store, run.id))
-        self.hub.saving.add(task)
-        task.add_done_callback(self.hub.saving.discard)
+        self.hub.keep(self._save(store, session_id, run.id))
         log.info("Live run %s of session %s: saving", run.id, self.session_id)
         return run.id
 
-    async def _save(self, store: SessionStore, run_id: str) -> None:
+    async def _save(self, store: SessionStore, session_id: str, run_id: str) -> None:
         deadline = time.monotonic() + FINISH_TIMEOUT
         while True:  # a worker that says nothing for STALL_SECONDS is stuck (it held its
             try:     # live slot for the whole FINISH_TIMEOUT, 600 s)
@@ -328,7 +328,7 @@ class LiveStream(WorkerProcess):
                                 error=None if ok else str(outcome[1]), finished_at=time.time())
         log.info("Live run %s of session %s %s", run_id, self.session_id,
                  "completed" if ok else f"failed: {outcome[1]}")
-        await asyncio.to_thread(store.remove_leftovers, self.session_id)  # if deleted since
+        await asyncio.to_thread(store.remove_leftovers, session_id)  # if deleted since
         if self.process is not None:
             await asyncio.to_thread(self.process.join, 10)
             if self.process.is_alive():
@@ -368,6 +368,14 @@ class LiveHub:
         self._budget = asyncio.Lock()  # (two starts passed the budget of 1 at once)
         self._spare_failures = 0  # spares that died since a recording last took one
 
+    def keep(self, work: Awaitable[None]) -> "asyncio.Task[None]":
+        """Run `work` as a task the hub holds until it ends (the loop itself keeps only a
+        weak reference to a task) and that `close` waits for, then cancels."""
+        task = asyncio.ensure_future(work)
+        self.saving.add(task)
+        task.add_done_callback(self.saving.discard)
+        return task
+
     def active(self) -> int:
         """Live worker processes serving a recording (recording, waiting for a resume, or
         saving)."""
@@ -391,10 +399,7 @@ class LiveHub:
             return
         self.spare = LiveStream(self)
         self.alive.add(self.spare)
-        task = asyncio.ensure_future(self._spawn_spare(self.spare))
-        self.spare._spawning = task
-        self.saving.add(task)
-        task.add_done_callback(self.saving.discard)
+        self.spare._spawning = self.keep(self._spawn_spare(self.spare))
 
     async def _spawn_spare(self, stream: LiveStream) -> None:
         try:
@@ -458,13 +463,9 @@ class LiveHub:
             stream, reason = await self._start(  # counts nowhere
                 session_id, fmt, offset, first_index if before is None else None)
         if stream is not None:
-            tasks = [stream.take_speakers(before)]
+            self.keep(stream.take_speakers(before))
             if before is not None:
-                tasks.append(stream.number_after(before, first_index))
-            for coro in tasks:
-                task = asyncio.ensure_future(coro)
-                self.saving.add(task)
-                task.add_done_callback(self.saving.discard)
+                self.keep(stream.number_after(before, first_index))
         return stream, reason
 
     async def _start(self, session_id: str, fmt: InputFormat, offset: float,
@@ -537,7 +538,7 @@ class LiveHub:
         """The recording was interrupted (disconnect, idle): keep its worker for a resume."""
         stream = self.streams.get(session_id)
         if stream is not None:
-            stream.linger(lambda: asyncio.ensure_future(self._expire(stream)))
+            stream.linger(lambda: self.keep(self._expire(stream)))
 
     async def _expire(self, stream: LiveStream) -> None:
         if stream.state == "lingering":

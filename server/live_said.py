@@ -29,9 +29,10 @@ def next_word_index(session: Session) -> int:
 
 
 def known_speakers(store: SessionStore, session_id: str) -> Optional[dict[str, Any]]:
-    """The speakers of the session's newest saved live run that has them (its worker's
-    `SPEAKERS_FILE`), or None: the next live stream of the recording starts from them, so
-    a voice keeps its label across a resume."""
+    """The speakers of the session's newest saved live run that gave any (its worker's
+    `SPEAKERS_FILE`; runs without one, failed or silent, are passed over), or None: the
+    next live stream of the recording starts from them, so a voice keeps its label
+    across a resume."""
     session = store.get_session(session_id)
     for run in reversed(session.runs if session is not None else []):
         if run.kind != "live":
@@ -44,8 +45,8 @@ def known_speakers(store: SessionStore, session_id: str) -> Optional[dict[str, A
         except (OSError, ValueError) as exc:
             log.warning("%s unreadable: %s", path, exc)
             continue
-        if isinstance(known, dict):
-            return known
+        if isinstance(known, dict) and known.get("speakers"):
+            return known  # (a run that gave no speaker leaves the older runs' to go on with)
     return None
 
 

@@ -422,8 +422,9 @@ class Worker:
                 elif kind == "speakers":  # an earlier live session's, to go on with
                     try:
                         self.session.seed_speakers(msg[1])
-                    except ValueError as exc:  # its labels start afresh then
-                        log.warning("Speakers of the earlier live session not taken: %s", exc)
+                    except Exception as exc:  # noqa: BLE001 - labels start afresh then;
+                        # a bad file must not end live results
+                        log.warning("Speakers of the earlier live session not taken: %r", exc)
                 elif kind == "finish":
                     self._finish(msg[1])
                     return
@@ -456,7 +457,11 @@ class Worker:
             transcript = shift_transcript(result.transcript, self.offset)
             transcript.save(run_dir)
             if result.speakers is not None:
-                atomic_write(Path(run_dir) / SPEAKERS_FILE, json.dumps(result.speakers).encode())
+                try:  # (optional: the run is saved without it)
+                    atomic_write(Path(run_dir) / SPEAKERS_FILE,
+                                 json.dumps(result.speakers).encode())
+                except OSError as exc:
+                    log.warning("The live run's speakers were not saved: %s", exc)
             summary = transcript.summary()
             summary["offset_seconds"] = round(self.offset, 3)
             summary["finish_seconds"] = round(time.monotonic() - started, 3)

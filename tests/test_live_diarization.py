@@ -142,6 +142,23 @@ def test_seeded_speakers_keep_their_labels_and_new_voices_come_after() -> None:
         OnlineSpeakerClustering(delta_new=0.3).seed([(0, a, True), (0, b, True)])
 
 
+def test_reclustering_keeps_a_seeded_speaker_who_has_not_spoken_yet() -> None:
+    """`recluster` learns from this session's speech: a seeded speaker not heard yet was
+    dropped, and got a new label when that person spoke."""
+    a, b = np.eye(16)[0], np.eye(16)[1]
+    first = OnlineSpeakerClustering(delta_new=0.3)
+    first.speakers(np.stack([a, b]), np.array([True, True]))
+    later = OnlineSpeakerClustering(delta_new=0.3)
+    assert later.seed(first.known())
+    for _ in range(6):  # only b speaks
+        given = later.speakers(b[None], np.array([True]))
+        later.remember(b[None], np.array([1.0]), given)
+    assert later.recluster(threshold=0.4, min_speech=2.0) == {}
+    assert sorted(later.labels) == [0, 1]
+    assert later.speakers(a[None], np.array([True])) == [0]  # a keeps its label
+    assert [label for label, _, _ in later.known()] == [0, 1]
+
+
 def _run(item, config: OnlineDiarizationConfig, models=None, speakers=None):
     audio = item.load_audio()
     diarizer = OnlineDiarizer(config, models=models)
@@ -232,6 +249,10 @@ def test_a_later_session_seeded_with_the_speakers_gives_each_voice_its_label(
     for bad, match in (({**known, "dimension": 512}, "another embedding model"),
                        ({**known, "speakers": [{"speaker": "SPEAKER_99", "centroid":
                                                 known["speakers"][0]["centroid"]}]},
+                        "can go on with"),
+                       ({**known, "speakers": [None]}, "a list of"),
+                       ({**known, "speakers": "SPEAKER_00"}, "a list of"),
+                       ({**known, "speakers": [{"speaker": "SPEAKER_00", "centroid": {}}]},
                         "can go on with")):
         with pytest.raises(ValueError, match=match):
             other.seed_speakers(bad)

@@ -577,6 +577,34 @@ def test_a_live_run_never_moves_its_session(tmp_path: Path) -> None:
         store.close()
 
 
+def test_the_next_live_session_takes_the_newest_speakers_any_run_gave(tmp_path: Path) -> None:
+    """A live run that gave no speaker (silence, or a stream that started too late to be
+    seeded) saved an empty list, and that list hid the older run's speakers: the next
+    resume started its labels afresh. Runs without speakers (empty, failed with no file,
+    unreadable) are passed over now."""
+    from server.live_said import known_speakers
+    from server.live_worker import SPEAKERS_FILE
+    from server.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        assert known_speakers(store, sid) is None
+        said = {"embedding": "cam++", "dimension": 3,
+                "speakers": [{"speaker": "SPEAKER_00", "centroid": [1.0, 0.0, 0.0]}]}
+        contents = [json.dumps(said), json.dumps({**said, "speakers": []}), None, "{not json"]
+        for content in contents:  # oldest first
+            run = store.create_run(sid, {}, kind="live")
+            folder = store.run_dir(sid, run.id)
+            folder.mkdir(parents=True)
+            if content is not None:
+                (folder / SPEAKERS_FILE).write_text(content)
+        store.create_run(sid, {})  # (a refined run: never asked)
+        assert known_speakers(store, sid) == said
+    finally:
+        store.close()
+
+
 async def warm_server(start_server: ServerFactory, slots: int = 1) -> LocalServer:
     """A server with `slots` live slots and a worker loaded ahead (--live-warm), once it is."""
     srv = start_server("--max-live-sessions", str(slots), "--live-warm")

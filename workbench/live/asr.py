@@ -164,7 +164,7 @@ class StreamingASRConfig:
         at most the usable CPUs)."""
         return ASRConfig(model=self.model, compute_type=self.compute_type, device=self.device,
                          language=self.language, vad_filter=False, beam_size=self.beam_size,
-                         cpu_threads=capped_threads(self.cpu_threads))
+                         cpu_threads=capped_threads(self.cpu_threads) or 0)
 
     def serialize(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,6 +36,7 @@ class OnlineSpeakerClustering:
         self._weights: list[float] = []
         self._given: list[int] = []
         self.reclusterings = 0
+        self._seeded: list[tuple[int, np.ndarray, bool]] = []  # (label, centroid, long)
 
     @property
     def num_speakers(self) -> int:
@@ -110,6 +111,14 @@ class OnlineSpeakerClustering:
             if went:
                 merged[g] = max(set(went), key=went.count)
         self._given = new_given
+        # a seeded speaker (an earlier session's) not given in this one yet has no speech
+        # here to be clustered from: kept as it came, for when that person speaks
+        for label, centroid, learned in self._seeded:
+            if label not in self.labels and label not in labels:
+                self.centroids.append(centroid.copy())
+                self.learned_long.append(learned)
+                self.labels.append(label)
+                self.hits.append(self.confirm_windows)
         self.reclusterings += 1
         return merged
 
@@ -125,12 +134,15 @@ class OnlineSpeakerClustering:
         each keeps its label, and new voices are numbered after them. Only before any
         speaker is given (labels already out cannot change): returns whether it seeded.
         `recluster` learns from this session's speech only, so it drops seeded speakers
-        that no new speech joins."""
+        that no new speech joins, except those this session has not given yet (they keep
+        their label for when they speak)."""
         if self.centroids or self.next_label or not speakers:
             return False
         labels = [int(label) for label, _, _ in speakers]
         if len(set(labels)) != len(labels) or min(labels) < 0 or max(labels) >= self.max_speakers:
             raise ValueError("seeded speakers need distinct labels below max_speakers")
+        self._seeded = [(int(label), np.asarray(c, dtype=np.float64).copy(), bool(learned))
+                        for label, c, learned in speakers]
         self.centroids = [np.asarray(c, dtype=np.float64).copy() for _, c, _ in speakers]
         self.learned_long = [bool(learned) for _, _, learned in speakers]
         self.hits = [self.confirm_windows] * len(speakers)
@@ -212,12 +224,10 @@ class OnlineSpeakerClustering:
                 self.next_label += 1
         out = []
         for c in centroid:
-            if c < 0:
-                out.append(-1)
-            elif self.labels[c] is not None:
-                out.append(int(self.labels[c]))
-            else:
-                confirmed = [i for i, label in enumerate(self.labels) if label is not None]
+            label = self.labels[c] if c >= 0 else -1
+            if label is None:
+                confirmed = [i for i, g in enumerate(self.labels) if g is not None]
                 d = self.distances(self.centroids[c][None])[0]
-                out.append(int(self.labels[min(confirmed, key=lambda i: d[i])]))
+                label = self.labels[min(confirmed, key=lambda i: d[i])]
+            out.append(int(label) if label is not None else -1)
         return out

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, cast
 
 import numpy as np
 
@@ -232,10 +232,10 @@ class OnlineDiarizer:
         from workbench.engine.diarization.embedding import CAMPPlusEmbedding, load_segmentation_model
 
         self.config = config or OnlineDiarizationConfig()
-        if models is None:
-            models = (load_segmentation_model(), CAMPPlusEmbedding.from_state_dict_file(
-                runtime=self.config.embedding_runtime))
-        self.segmentation, self.embedding = models
+        pair: tuple[Any, Any] = models or (  # pyannote's Model, CAMPPlusEmbedding
+            load_segmentation_model(),
+            CAMPPlusEmbedding.from_state_dict_file(runtime=self.config.embedding_runtime))
+        self.segmentation, self.embedding = pair
         self.embedding.use_runtime(self.config.embedding_runtime)
         self.segmentation.to(torch.device(self.config.device))
         self.embedding.to(torch.device(self.config.device))
@@ -243,6 +243,8 @@ class OnlineDiarizer:
 
         spec = self.segmentation.specifications
         self._powerset = Powerset(len(spec.classes), spec.powerset_max_classes)
+        # speakers of each powerset class (a buffer: typed Tensor | Module by torch)
+        self._cardinality = cast(torch.Tensor, self._powerset.cardinality).cpu().numpy()
         rf = self.segmentation.receptive_field
         self.frame_step = float(rf.step)
         self._frame_offset = float(rf.duration) / 2
@@ -342,9 +344,9 @@ class OnlineDiarizer:
                     self._sum[:, old] = 0.0
         if ok.any():
             idx = np.flatnonzero(ok)
-            for i, g in zip(idx, self.clustering.speakers(embeddings[idx], long[idx],
+            for k, g in zip(idx, self.clustering.speakers(embeddings[idx], long[idx],
                                                           cannot[np.ix_(idx, idx)])):
-                speakers[i] = g
+                speakers[k] = g
             if cfg.recluster_every is not None:
                 self.clustering.remember(embeddings[idx], runs[:, idx].sum(axis=0) * self.frame_step,
                                          [speakers[i] for i in idx], cfg.recluster_history)
@@ -381,7 +383,7 @@ class OnlineDiarizer:
         out = self.segmentation(x)
         multi = self._powerset.to_multilabel(out)[0].cpu().numpy()
         count = powerset_frame_count(torch.exp(out).cpu().numpy(),
-                                     self._powerset.cardinality.cpu().numpy(),
+                                     self._cardinality,
                                      self.config.overlap_bias)[0]
         return multi.astype(np.float64), count.astype(np.float64)
 
@@ -544,9 +546,15 @@ class OnlineDiarizer:
         if known.get("embedding") != "cam++" or known.get("dimension") != dim:
             raise ValueError(f"speakers of another embedding model ({known.get('embedding')}, "
                              f"{known.get('dimension')} dimensions; this one: cam++, {dim})")
+        items = known.get("speakers")
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+            raise ValueError("known speakers are a list of {speaker, centroid, long}")
         speakers = []
-        for item in known.get("speakers") or []:
-            centroid = np.asarray(item.get("centroid"), dtype=np.float64)
+        for item in items:
+            try:
+                centroid = np.asarray(item.get("centroid"), dtype=np.float64)
+            except (TypeError, ValueError):
+                centroid = np.zeros(0)
             name = str(item.get("speaker"))
             if (not name.startswith("SPEAKER_") or not name[8:].isdigit()
                     or int(name[8:]) >= self.config.max_speakers

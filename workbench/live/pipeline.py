@@ -323,6 +323,8 @@ class LiveSession:
         if self.diarizer is None or not known:
             return
         speakers = self.diarizer.read_known(known)
+        if not speakers:
+            return
         if self.threaded:
             self._queues["diarization"].put(("seed", speakers))
         else:
