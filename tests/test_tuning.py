@@ -84,6 +84,29 @@ def test_a_sweep_refuses_a_test_subset() -> None:
         sweep_diarization([item], thresholds=[0.3], min_duration_offs=[0.0])
 
 
+def test_a_copy_of_a_test_recording_is_refused_by_its_checksum(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A test recording renamed and unlabelled is known by the sha256 of its audio. No
+    test reads the test subset: the sample call stands in for it here, its checksum put
+    in the list of the test recordings' checksums (which come from the list shipped with
+    the dataset: two sha256 digests)."""
+    import shutil
+
+    from workbench.research import tuning
+    from workbench.research.datasets import CorpusItem
+    from workbench.research.datasets.ami import AMI_TEST_SHA256
+    from workbench.engine.provenance import file_sha256
+
+    assert len(AMI_TEST_SHA256) == 2 and all(len(h) == 64 for h in AMI_TEST_SHA256)
+    copy = tmp_path / "meeting.wav"
+    shutil.copy(sample_call().audio, copy)
+    item = CorpusItem("meeting", copy)
+    assert tuning._final_figures_only([item]) == []  # an ordinary recording
+    monkeypatch.setattr(tuning, "AMI_TEST_SHA256", AMI_TEST_SHA256 | {file_sha256(copy)})
+    with pytest.raises(ValueError, match="final figures only"):
+        sweep_configs([item], [DiarizationConfig()])
+
+
 def test_a_test_subset_stays_refused_through_manifests_clips_and_copies(
         tmp_path: Path) -> None:
     """The label of a test subset survives a manifest round trip and the speaker clips
