@@ -268,6 +268,9 @@ class Diarizer:
                 raise TypeError(
                     f"{path} is a {type(pipeline).__name__}, not a SpeakerDiarization pipeline"
                 )
+            # the full output: a legacy pipeline (`legacy: true` in its config.yaml)
+            # returns the bare Annotation, which has no exclusive diarization or embeddings
+            pipeline.legacy = False
             pipeline.embedding_batch_size = config.embedding_batch_size
             pipeline.segmentation_batch_size = config.segmentation_batch_size
             use_frontend(pipeline._segmentation.model, config.segmentation_frontend)
