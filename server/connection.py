@@ -294,7 +294,7 @@ class Connection:
     # ------------------------------------------------------------------ chunks
     async def on_chunk(self, data: bytes) -> None:
         writer = self.writer
-        if writer is None:
+        if writer is None or self.session_id is None:  # (a recording has both)
             raise ProtocolError(ErrorCode.NOT_STARTED, Messages.NOT_STARTED)
         limits = self.limits
         if len(data) > limits.max_chunk_bytes:

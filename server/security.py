@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 
 from . import routes
 from .config import ServerConfig, is_loopback
@@ -135,7 +136,7 @@ def client_address(request: web.Request, trust_proxy: bool) -> str:
     return request.remote or "unknown"
 
 
-def make_middleware(config: ServerConfig) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_middleware(config: ServerConfig) -> Middleware:
     """The middleware enforcing Host, Origin and token checks for ``config``."""
 
     @web.middleware

@@ -50,7 +50,7 @@ class AppState:
     jobs: "JobQueue" = field(init=False)
     live: "LiveHub" = field(init=False)
     # Open sockets and their transports (to drop a client that stops reading).
-    sockets: "weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.BaseTransport]" = \
+    sockets: "weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.Transport | None]" = \
         field(default_factory=weakref.WeakKeyDictionary)
     subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
     # Sockets whose recording did not ask for live results: they get no live event (a

@@ -15,7 +15,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Optional, Union
+from typing import Any, BinaryIO, Generator, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -264,7 +264,7 @@ BLOCK_FRAMES = 1 << 16
 
 def iter_decode(path: Union[str, os.PathLike], fmt: Optional[InputFormat] = None,
                 block_frames: int = BLOCK_FRAMES, notes: Optional[list[str]] = None
-                ) -> Iterator[np.ndarray]:
+                ) -> Generator[np.ndarray, None, None]:
     """Decode one file block by block: mono float32 blocks at :data:`SAMPLE_RATE`.
 
     Memory stays independent of the file's length (the blocks joined are :func:`decode_file`).
@@ -338,11 +338,11 @@ def _iter_ffmpeg(path: Path, container: Optional[str] = None,
     try:
         for frame in itertools.chain(frames, [None]):
             key = frame and (frame.format.name, frame.layout.name, frame.sample_rate)
-            outs = resampler.resample(None) if resampler and key != setup else []
+            outs: list[Any] = resampler.resample(None) if resampler and key != setup else []
             if key != setup:  # a resampler takes one format: flushed above, made anew
                 setup, resampler = key, frame and av.AudioResampler(
                     format="fltp", layout=frame.layout, rate=SAMPLE_RATE)
-            for out in outs + (resampler.resample(frame) if frame else []):
+            for out in outs + (resampler.resample(frame) if frame and resampler else []):
                 done += out.samples
                 yield out.to_ndarray().mean(axis=0)
     finally:
@@ -358,7 +358,7 @@ def _iter_ffmpeg(path: Path, container: Optional[str] = None,
                                if failure else "The stream contains no decodable audio")
 
 
-def _audio_frames(path: Path, container: Optional[str], report: dict[str, Any]) -> Iterator[Any]:
+def _audio_frames(path: Path, container: Optional[str], report: dict[str, Any]) -> Generator[Any, None, None]:
     """The frames of the file's first audio stream, packet by packet as the ffmpeg command
     decodes: a packet that does not decode is skipped (counted in ``report["skipped"]``
     unless it is the last: a recording cut mid-packet); a demuxer that cannot go on ends it

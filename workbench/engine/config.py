@@ -21,7 +21,7 @@ import numbers
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Mapping, Optional, Union, cast, get_args, get_origin, get_type_hints
 
 __all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "MergeConfig",
            "RunConfig", "check_speaker_counts", "check_value", "flat_option_default",
@@ -71,7 +71,7 @@ def _show(value: Any) -> str:
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def _field_kind(cls: type, f: Field) -> tuple[type, bool]:  # type: ignore[type-arg]
+def _field_kind(cls: type, f: Field[Any]) -> tuple[type, bool]:
     """(bool|int|float|str, None allowed) of a field, from its annotation."""
     hint = _hints(cls)[f.name]
     optional = False
@@ -110,7 +110,7 @@ def check_value(cls: type, name: str, value: Any, label: Optional[str] = None) -
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ConfigError(label, f"'{label}' must be {_KIND_NAMES[kind]}"
                                  f"{' or null' if optional else ''} (got {_show(value)})")
-    if kind is float and not math.isfinite(value):
+    if kind is float and not math.isfinite(cast(float, value)):
         raise ConfigError(label, f"'{label}' must be a finite number (got {_show(value)})")
     if kind in (int, float):
         lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
@@ -122,12 +122,13 @@ def check_value(cls: type, name: str, value: Any, label: Optional[str] = None) -
             raise ConfigError(label, f"'{label}' must be {' and '.join(filter(None, (low, high)))}"
                                      f" (got {_show(value)})")
     if kind is str:
-        if meta.get("choices") and value not in meta["choices"]:
+        text = cast(str, value)
+        if meta.get("choices") and text not in meta["choices"]:
             raise ConfigError(label, f"'{label}' must be one of {', '.join(meta['choices'])} "
                                      f"(got {_show(value)})")
-        if not value.strip():
+        if not text.strip():
             raise ConfigError(label, f"'{label}' must not be empty")
-        if len(value) > meta.get("max_len", MAX_TEXT):
+        if len(text) > meta.get("max_len", MAX_TEXT):
             raise ConfigError(label, f"'{label}' is too long (at most "
                                      f"{meta.get('max_len', MAX_TEXT)} characters)")
     return value

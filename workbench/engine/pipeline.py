@@ -31,7 +31,7 @@ from concurrent.futures import wait as wait_for_futures
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Generic, Hashable, Optional, TypeVar, Union
+from typing import Any, Callable, Generic, Hashable, Optional, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
 from workbench.engine.config import ASRConfig, DiarizationConfig, MergeConfig, RunConfig
 from workbench.engine.diarization.diarizer import Diarizer, retune
 from workbench.engine.diarization.diarizer import model_identity as diarization_identity
+from workbench.engine.formats import PathLike
 from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import capped_threads, package_versions, usable_cpus
 from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
@@ -117,7 +118,7 @@ class Pipeline:
     """
 
     def __init__(self, config: Optional[PipelineConfig] = None, *,
-                 data_dir: Union[str, Path] = DEFAULT_DATA_DIR,
+                 data_dir: PathLike = DEFAULT_DATA_DIR,
                  concurrent: Optional[bool] = None) -> None:
         self.config = config or PipelineConfig()
         self.data_dir = Path(data_dir)
@@ -366,7 +367,7 @@ class _RetunedDiarizer(Diarizer):
         return super()._diarize(*args, **kwargs)
 
 
-def get_pipeline(config: PipelineConfig, *, data_dir: Union[str, Path] = DEFAULT_DATA_DIR
+def get_pipeline(config: PipelineConfig, *, data_dir: PathLike = DEFAULT_DATA_DIR
                  ) -> Pipeline:
     """A :class:`Pipeline` whose models are shared process-wide, so they stay warm.
 
@@ -396,7 +397,7 @@ def get_pipeline(config: PipelineConfig, *, data_dir: Union[str, Path] = DEFAULT
 
 
 def transcribe(audio: AudioInput, config: Optional[PipelineConfig] = None, *,
-               hook: Optional[Hook] = None, data_dir: Union[str, Path] = DEFAULT_DATA_DIR
+               hook: Optional[Hook] = None, data_dir: PathLike = DEFAULT_DATA_DIR
                ) -> Transcript:
     """Run the pipeline once on ``audio`` (a path or a 16 kHz mono array)."""
     return get_pipeline(config or PipelineConfig(), data_dir=data_dir)(audio, hook=hook)

@@ -10,7 +10,7 @@ import platform
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Union, overload
 
 __all__ = ["CPUID_MASK_PREFIX", "ISA_CAPS", "capped_threads", "cpu_flag_set", "cpu_model",
            "cpuid_mask", "file_sha256", "model_cache_dir", "package_version",
@@ -92,6 +92,10 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@overload
+def capped_threads(threads: int) -> int: ...
+@overload
+def capped_threads(threads: Optional[int]) -> Optional[int]: ...
 def capped_threads(threads: Optional[int]) -> Optional[int]:
     """`threads`, at most `usable_cpus` (0 and None, which let the library choose, kept).
     Threads beyond the CPUs only wait for each other: 1024 CTranslate2 threads on 2 CPUs

@@ -249,7 +249,7 @@ class Transcript:
         import html
 
         colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
-        index = {s: i for i, s in enumerate(self.speakers)}
+        index: dict[Optional[str], int] = {s: i for i, s in enumerate(self.speakers)}
         rows = "".join(
             f"<div><span style='color:#888'>[{_clock(s.start)}–{_clock(s.end)}]</span> "
             f"<b style='color:{colours[index.get(s.speaker, 0) % len(colours)]}'>"

@@ -28,7 +28,7 @@ class TranscriptPlayer(anywidget.AnyWidget):
     _esm = STATIC / "player.js"
 
     src = t.Unicode("").tag(sync=True)
-    words = t.List().tag(sync=True)
+    words: t.List[dict[str, Any]] = t.List().tag(sync=True)
     colours = t.Dict().tag(sync=True)
     clicked = t.Int(-1).tag(sync=True)
     current_time = t.Float(0.0).tag(sync=True)

@@ -23,7 +23,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, cast
 
 from workbench.engine.formats import PathLike
 from workbench.engine.pipeline import DEFAULT_DATA_DIR
@@ -85,10 +85,10 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
             if isinstance(identity, Mapping) and isinstance(identity.get("packages"), Mapping):
                 packages.update(identity["packages"])
         models = _checksums_only(provenance["models"])
-    else:
+    else:  # a baseline (a System has a config or a baseline)
         models = {}
         packages = {name: _distribution_version(name)
-                    for name in _BASELINE_PACKAGES[system.baseline]}
+                    for name in _BASELINE_PACKAGES[cast(str, system.baseline)]}
     packages = {k: v for k, v in packages.items() if k != "speech-workbench"}
     return {"code": code_version(), "models": models, "packages": packages}
 

@@ -414,11 +414,12 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     results: dict[Path, dict[str, Any]] = {}
     recompute: set[Path] = set()  # finished cells of another machine, computed again
     for path, (item, system) in work.items():
-        found, document = path, _read_transcript(path)
+        found: Optional[Path] = path
+        document = _read_transcript(path)
         if document is None and stale == "reuse":
             found = _stale_cell(cache, item, system, besides=path)
             document = _read_transcript(found) if found is not None else None
-        if document is None:
+        if document is None or found is None:  # (no document without a cell)
             continue
         provenance = _read_provenance(found)
         if other_machine == "rerun" and machine_differences(provenance.get("machine"), here):

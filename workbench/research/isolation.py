@@ -30,7 +30,7 @@ import time
 import traceback
 import weakref
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 __all__ = ["ChildCrashed", "IsolatedProcess", "run_isolated", "signal_description"]
 
@@ -243,7 +243,7 @@ class IsolatedProcess:
 def run_isolated(function: Callable[..., Any], /, *args: Any, timeout: Optional[float] = None,
                  name: Optional[str] = None, **kwargs: Any) -> Any:
     """``function(*args, **kwargs)`` in a fresh child process that ends afterwards."""
-    with IsolatedProcess(name or getattr(function, "__name__", "isolated")) as child:
+    with IsolatedProcess(name or cast(str, getattr(function, "__name__", "isolated"))) as child:
         return child.call(function, *args, timeout=timeout, **kwargs)
 
 

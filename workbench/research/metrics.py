@@ -21,7 +21,7 @@ import math
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union, cast
 
 import jiwer
 from meeteval.wer import cp_word_error_rate
@@ -393,7 +393,8 @@ def load_stm(path: PathLike, uri: Optional[str] = None) -> list[STMEntry]:
     after the times is skipped; segments whose text is ``ignore_time_segment_in_scoring``
     are dropped.
     """
-    entries = [STMEntry(segment.speaker, segment.start, segment.end, segment.text)
+    # (an STM line always names its speaker)
+    entries = [STMEntry(cast(str, segment.speaker), segment.start, segment.end, segment.text)
                for u, segment in read_stm(path) if uri is None or u == uri]
     entries.sort(key=lambda entry: (entry.start, entry.end))
     return entries

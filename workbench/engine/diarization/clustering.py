@@ -301,8 +301,9 @@ class RunClustering(AgglomerativeClustering):
             return linkage(embeddings, method=self.method, metric="euclidean")
         return linkage(embeddings, method=self.method, metric=self.metric)
 
-    def cluster(self, embeddings: np.ndarray, min_clusters: int, max_clusters: int,
-                num_clusters: Optional[int] = None) -> np.ndarray:
+    def cluster(  # type: ignore[override]  # (pyannote's __call__ always passes the bounds)
+            self, embeddings: np.ndarray, min_clusters: int, max_clusters: int,
+            num_clusters: Optional[int] = None) -> np.ndarray:
         """0-indexed cluster of each embedding (see the class docstring for the count)."""
         n = len(embeddings)
         if self.speaker_count == "threshold":
@@ -465,10 +466,12 @@ class RunClustering(AgglomerativeClustering):
 
     # ------------------------------------------------------------------ runs
 
-    def __call__(self, embeddings: np.ndarray, segmentations: Optional[SlidingWindowFeature] = None,
-                 num_clusters: Optional[int] = None, min_clusters: Optional[int] = None,
-                 max_clusters: Optional[int] = None, file: Any = None, **kwargs: Any
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # (pyannote annotates its __call__ as one array; it returns these three too)
+    def __call__(  # type: ignore[override]
+            self, embeddings: np.ndarray, segmentations: Optional[SlidingWindowFeature] = None,
+            num_clusters: Optional[int] = None, min_clusters: Optional[int] = None,
+            max_clusters: Optional[int] = None, file: Any = None, **kwargs: Any
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # pyannote skips the clustering with fewer than two embeddings or one speaker at most
         self.count_evidence = {"rule": "none", "embeddings": 0, "speakers": 1}
         self._forced_from, self._training, self._estimate = None, None, None
@@ -493,9 +496,9 @@ class RunClustering(AgglomerativeClustering):
             hard, soft, centroids = super().__call__(
                 embeddings, segmentations, num_clusters=num_clusters,
                 min_clusters=min_clusters, max_clusters=max_clusters)
-            members = self._forced_members(hard.shape)
-            if members:
-                self._keep_forced_to_members(soft, members)
+            forced = self._forced_members(hard.shape)
+            if forced:
+                self._keep_forced_to_members(soft, forced)
                 hard = np.argmax(np.nan_to_num(soft, nan=_UNREACHABLE), axis=2)
             if num_clusters and segmentations is not None:
                 hard = _every_cluster_used(hard, soft, segmentations.data)

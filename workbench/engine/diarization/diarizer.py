@@ -30,12 +30,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 import torch
 from pyannote.audio import Pipeline
 from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.core import Annotation, Segment
 
 from workbench.engine.audio import SAMPLE_RATE
@@ -366,13 +367,14 @@ class Diarizer:
             warnings.filterwarnings(
                 "ignore", "invalid value encountered", RuntimeWarning, r"numpy\._core\."
             )
-            output = self.pipeline(
+            # one file in, one DiarizeOutput out (no pipeline here is a legacy one)
+            output = cast(DiarizeOutput, self.pipeline(
                 file,
                 num_speakers=num_speakers,
                 min_speakers=min_speakers,
                 max_speakers=max_speakers,
                 hook=clock,
-            )
+            ))
         timings = clock.finish()
         timings["clustering"] += getattr(self.pipeline, "recount_seconds", 0.0)
         audio = Segment(0.0, duration)  # frames are 17 ms: the last turn could end after it

@@ -15,7 +15,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
 import numpy as np
 import torch
@@ -104,8 +104,9 @@ class _FrameNetwork(torch.nn.Module):
 
     @staticmethod
     def run(campplus: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        x = campplus.head(x)
-        for name, layer in campplus.xvector.named_children():
+        # CAM++'s layers, which torch types as `Tensor | Module` attributes
+        x = cast(torch.nn.Module, campplus.head)(x)
+        for name, layer in cast(torch.nn.Module, campplus.xvector).named_children():
             if name == "stats":
                 break
             x = layer(x)
@@ -186,12 +187,12 @@ class CAMPPlusEmbedding(Model):
             paths = bundled_model_paths()
             key = network_key(self.weights_path or paths["embedding"], paths["embedding_code"])
             self._onnx = OnnxFrameNetwork(_FrameNetwork(self.campplus), key,
-                                          int(self.hparams.num_mel_bins))
+                                          int(self.hparams["num_mel_bins"]))
 
     @property
     def dimension(self) -> int:
         """Embedding dimension."""
-        return int(self.hparams.embedding_size)
+        return int(self.hparams["embedding_size"])
 
     def compute_fbank(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(1, samples)`` or ``(samples,)`` waveform -> ``(frames, mel_bins)`` raw log fbank."""
@@ -199,11 +200,11 @@ class CAMPPlusEmbedding(Model):
             waveform = waveform[None]
         return kaldi.fbank(
             waveform,
-            num_mel_bins=self.hparams.num_mel_bins,
-            frame_length=self.hparams.frame_length,
-            frame_shift=self.hparams.frame_shift,
+            num_mel_bins=self.hparams["num_mel_bins"],
+            frame_length=self.hparams["frame_length"],
+            frame_shift=self.hparams["frame_shift"],
             dither=0.0,
-            sample_frequency=self.hparams.sample_rate,
+            sample_frequency=self.hparams["sample_rate"],
             window_type="povey",
             use_energy=False,
         )
@@ -237,7 +238,7 @@ class CAMPPlusEmbedding(Model):
     @property
     def feature_step(self) -> int:
         """Samples per frame feature: two fbank shifts (CAM++ strides its TDNN by 2)."""
-        return 2 * int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+        return 2 * int(self.hparams["sample_rate"] * self.hparams["frame_shift"] / 1000)
 
     def recording_features(
         self, waveform: torch.Tensor, block: float, context: float,
@@ -255,11 +256,11 @@ class CAMPPlusEmbedding(Model):
         samples = waveform.reshape(-1)
         step = self.feature_step
         shift = step // 2
-        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        window = int(self.hparams["sample_rate"] * self.hparams["frame_length"] / 1000)
         num_fbank = max(0, 1 + (samples.numel() - window) // shift)
         num_features = (num_fbank + 1) // 2
-        block_steps = max(1, round(block * self.hparams.sample_rate / step))
-        context_steps = round(context * self.hparams.sample_rate / step)
+        block_steps = max(1, round(block * self.hparams["sample_rate"] / step))
+        context_steps = round(context * self.hparams["sample_rate"] / step)
         starts = list(range(0, num_features, block_steps))
         out: Optional[torch.Tensor] = None
         for b, first in enumerate(starts):
@@ -309,8 +310,8 @@ class CAMPPlusEmbedding(Model):
 
     def num_fbank_frames(self, num_samples: int) -> int:
         """Fbank frames of `num_samples` samples (kaldi's snip_edges)."""
-        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
-        shift = int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+        window = int(self.hparams["sample_rate"] * self.hparams["frame_length"] / 1000)
+        shift = int(self.hparams["sample_rate"] * self.hparams["frame_shift"] / 1000)
         return max(0, 1 + (num_samples - window) // shift)
 
     def speaker_passes(
@@ -341,12 +342,12 @@ class CAMPPlusEmbedding(Model):
             return torch.full((self.dimension,), math.nan)
         return self.pool(features[:, index])
 
-    def forward(
+    def forward(  # type: ignore[override]  # Model.forward takes **kwargs, this only weights
         self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """``(batch, 1, samples)`` waveforms [+ ``(batch, frames)`` weights] -> ``(batch, 192)``."""
         # kaldi.fbank needs at least one 25 ms window
-        min_samples = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
+        min_samples = int(self.hparams["sample_rate"] * self.hparams["frame_length"] / 1000)
         if waveforms.shape[-1] < min_samples:
             waveforms = F.pad(waveforms, (0, min_samples - waveforms.shape[-1]))
         if weights is None:
@@ -354,8 +355,8 @@ class CAMPPlusEmbedding(Model):
             return self.embed_features(torch.stack(fbanks))
 
         # number of fbank frames kaldi.fbank gives (snip_edges): 1 + (n - window) // shift
-        window = int(self.hparams.sample_rate * self.hparams.frame_length / 1000)
-        shift = int(self.hparams.sample_rate * self.hparams.frame_shift / 1000)
+        window = int(self.hparams["sample_rate"] * self.hparams["frame_length"] / 1000)
+        shift = int(self.hparams["sample_rate"] * self.hparams["frame_shift"] / 1000)
         num_frames = 1 + (waveforms.shape[-1] - window) // shift
         masks = F.interpolate(weights[:, None].float(), size=num_frames, mode="nearest")[:, 0] > 0.5
         embeddings = torch.full(

@@ -33,7 +33,7 @@ def split_into_runs(
     num_chunks, num_frames, num_speakers = active.shape
     spans: list[list[tuple[int, int, int]]] = []
     for c in range(num_chunks):
-        chunk_spans = []
+        chunk_spans: list[tuple[int, int, int]] = []
         for k in range(num_speakers):
             frames = np.flatnonzero(active[c, :, k])
             if frames.size == 0:

@@ -13,12 +13,13 @@ import math
 import threading
 import time
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import numpy as np
 import torch
 from pyannote.audio.core.inference import Inference
 from pyannote.audio.core.plda import PLDA
+from pyannote.audio.core.task import Specifications
 from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.audio.utils.powerset import Powerset
 from pyannote.core import SlidingWindowFeature
@@ -59,14 +60,14 @@ class SpeakerDiarizationWithoutPLDA(SpeakerDiarization):
     ) -> None:
         if plda is None and clustering == "VBxClustering":
             raise ValueError("VBxClustering needs a PLDA; pass plda=... or another clustering")
-        super().__init__(
+        super().__init__(  # type: ignore[misc]  # (`args` end before plda: callers use keywords)
             *args,
             plda=_UnusedPLDA() if plda is None else plda,
             clustering=clustering,
             **kwargs,
         )
         if plda is None:
-            self.plda = None
+            self.plda = None  # type: ignore[assignment]  # (pyannote's type has no None)
             self._plda = None
 
 
@@ -145,7 +146,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                                         count_min_active_ratio=count_min_active_ratio,
                                         given_count_min_active_ratio=(
                                             given_count_min_active_ratio))
-        powerset = self._segmentation.model.specifications.powerset
+        powerset = cast(Specifications, self._segmentation.model.specifications).powerset
         if segmentation_onset is not None and not powerset:
             raise ValueError("segmentation_onset needs a powerset segmentation model")
         if powerset_count and not powerset:
@@ -154,9 +155,9 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         if split_threshold is not None and not isinstance(model, CAMPPlusEmbedding):
             raise TypeError("splitting local speakers needs the CAMPPlusEmbedding model")
 
-    def apply(self, file: Any, num_speakers: Optional[int] = None,
+    def apply(self, file: Any, num_speakers: Optional[int] = None,  # type: ignore[override]
               min_speakers: Optional[int] = None, max_speakers: Optional[int] = None,
-              **kwargs: Any) -> Any:
+              **kwargs: Any) -> Any:  # (`hook` is one of the `kwargs`)
         """pyannote's pipeline; then, with `recount_extra_speakers` and no exact count
         given, if the output holds more speakers than the clustering found (the
         reconstruction gives the frames that count more speakers than there are clusters
@@ -169,7 +170,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             self.clustering.count_evidence = {}  # audio without speech never reaches it
         recount = (self.recount_extra_speakers and isinstance(self.clustering, RunClustering)
                    and num_speakers is None)
-        training, cached = self.training, set(file)
+        training, cached = self.training, set(file)  # type: ignore[has-type]  # (untyped property)
         # keep segmentation and runs in `file` for the second clustering, unless it holds
         # such caches already (from other settings: outside training they are not used)
         stale = any(str(key).startswith("training_cache/") for key in cached)
@@ -181,7 +182,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             if found is None:
                 return output
             # (a legacy pipeline returns the Annotation itself)
-            labels = len(getattr(output, "speaker_diarization", output).labels())
+            diarization: Any = getattr(output, "speaker_diarization", output)
+            labels = len(diarization.labels())
             if labels <= found or labels < (min_speakers or 1) \
                     or labels > (max_speakers or labels):
                 return output
@@ -216,7 +218,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         # each batch of windows is cut into `segmentation_workers` parts that run at once
         # (the model releases the GIL): 2.1x faster on two cores, where two torch threads
         # in one forward pass gave 1.6x for more CPU time
-        inference.infer = BatchSplitter(type(inference).infer.__get__(inference), workers)
+        inference.infer = BatchSplitter(  # type: ignore[method-assign]  # (for this call)
+            type(inference).infer.__get__(inference), workers)
         try:
             return self._segmentations(file, hook)
         finally:
@@ -236,7 +239,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
             if self.training:
                 file[_CLASSES_CACHE] = probabilities
         self._class_probabilities = probabilities
-        mapping = self._powerset().mapping.cpu().numpy()  # (classes, speakers)
+        mapping = cast(torch.Tensor, self._powerset().mapping).cpu().numpy()  # (classes, speakers)
         if self.segmentation_onset is None:  # pyannote's: the speakers of the argmax class
             binary = mapping[np.argmax(probabilities.data, axis=-1)]
         else:
@@ -257,23 +260,24 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         likely one; per number of speakers they give `powerset_count`'s count."""
         inference = self._segmentation
         hard = self._powerset()
-        inference.conversion = _PowersetProbabilities()
+        inference.conversion = _PowersetProbabilities()  # type: ignore[assignment]  # (a Module)
         try:
             return inference(file, hook=None if hook is None
                              else functools.partial(hook, "segmentation", None))
         finally:
             inference.conversion = hard
 
-    def speaker_count(self, binarized_segmentations: SlidingWindowFeature, frames: Any,
-                      warm_up: tuple[float, float] = (0.1, 0.1)) -> SlidingWindowFeature:
+    def speaker_count(  # type: ignore[override]  # (not static: pyannote calls it on self)
+            self, binarized_segmentations: SlidingWindowFeature, frames: Any,
+            warm_up: tuple[float, float] = (0.1, 0.1)) -> SlidingWindowFeature:
         """pyannote's frame-level count, or with `powerset_count` the same aggregation of
         `powerset_frame_count` per chunk."""
         probabilities = self._class_probabilities
         if (not self.powerset_count or probabilities is None
                 or probabilities.data.shape[:2] != binarized_segmentations.data.shape[:2]):
             return super().speaker_count(binarized_segmentations, frames, warm_up=warm_up)
-        counts = powerset_frame_count(probabilities.data,
-                                      self._powerset().cardinality.cpu().numpy(),
+        cardinality = cast(torch.Tensor, self._powerset().cardinality).cpu().numpy()
+        counts = powerset_frame_count(probabilities.data, cardinality,
                                       self.overlap_bias).astype(np.float32)
         return super().speaker_count(
             SlidingWindowFeature(counts[..., None], probabilities.sliding_window), frames,
@@ -324,7 +328,8 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         exclude_overlap: bool = False,
         hook: Any = None,
     ) -> np.ndarray:
-        if self.split_threshold is None or not self._segmentation.model.specifications.powerset:
+        specifications = cast(Specifications, self._segmentation.model.specifications)
+        if self.split_threshold is None or not specifications.powerset:
             return super().get_embeddings(file, binary_segmentations, exclude_overlap, hook)
         window = binary_segmentations.sliding_window
         activity = np.nan_to_num(binary_segmentations.data, nan=0.0)
@@ -547,7 +552,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         # fbank frames of a chunk, as embed_parts maps segmentation frames onto them
         shift = model.feature_step // 2
         window = binary_segmentations.sliding_window
-        length = int(sample_rate * model.hparams.frame_length / 1000)
+        length = int(sample_rate * model.hparams["frame_length"] / 1000)
         chunk_fbank = 1 + (round(window.duration * sample_rate) - length) // shift
         with torch.inference_mode():
             for c in range(num_chunks):

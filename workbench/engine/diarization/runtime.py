@@ -102,8 +102,9 @@ class OnnxFrameNetwork:
             # against torch below
             warnings.simplefilter("ignore")
             with torch.inference_mode(False), torch.no_grad():
-                torch.onnx.export(
-                    module, (example,), buffer, input_names=["fbank"],
+                torch.onnx.export(  # (the TorchScript exporter also writes to a file object)
+                    module, (example,), buffer,  # type: ignore[arg-type]
+                    input_names=["fbank"],
                     output_names=["features"], opset_version=_OPSET, dynamo=False,
                     dynamic_axes={"fbank": {0: "batch", 2: "frames"},
                                   "features": {0: "batch", 2: "n"}},

@@ -21,7 +21,7 @@ goes through the plain forward pass.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +47,15 @@ class SlidingSincNet:
         step = self._step(waveforms)
         if step is None:
             return self.plain(waveforms)
-        net = self.sincnet
-        encoder, pool = net.conv1d[0], net.pool1d[0]
+        net: Any = self.sincnet  # torch types its layers as `Tensor | Module` attributes
+        encoder, pool = net.conv1d[0], cast(torch.nn.MaxPool1d, net.pool1d[0])
         filters = encoder.get_filters()  # (80, 1, 251)
         stride, k = int(encoder.stride), _size(pool.kernel_size)
         batch, _, window = waveforms.shape
         span = waveforms.as_strided((1, 1, (batch - 1) * step + window), (0, 0, 1))
         shared = F.conv1d(span, filters, stride=stride)  # (1, 80, frames of the span)
         # the window's normalisation as a scale and a shift of conv(x): a * conv(x) + b * S
-        norm = net.wav_norm1d
+        norm = cast(torch.nn.InstanceNorm1d, net.wav_norm1d)
         var, mean = torch.var_mean(waveforms, dim=-1, unbiased=False)  # (batch, 1)
         a = norm.weight / torch.sqrt(var + norm.eps)
         b = norm.bias - a * mean
@@ -66,11 +66,11 @@ class SlidingSincNet:
         lows = F.max_pool1d(-shared, k, 1)  # -minpool
         frames = ((window - filters.shape[-1]) // stride + 1) // k
         length = highs.shape[-1]
-        view = dict(size=(batch, highs.shape[1], frames), stride=(step // stride, length, k))
+        size, strides = (batch, highs.shape[1], frames), (step // stride, length, k)
         scale = a.abs()[..., None]  # (batch, 1, 1)
         offset = (torch.sign(a) * b)[..., None] * filters.sum(dim=-1)[None]  # |a| * c
-        outputs = torch.maximum(torch.addcmul(offset, highs.as_strided(**view), scale),
-                                torch.addcmul(-offset, lows.as_strided(**view), scale))
+        outputs = torch.maximum(torch.addcmul(offset, highs.as_strided(size, strides), scale),
+                                torch.addcmul(-offset, lows.as_strided(size, strides), scale))
         outputs = F.leaky_relu(net.norm1d[0](outputs))
         for conv1d, pool1d, norm1d in zip(net.conv1d[1:], net.pool1d[1:], net.norm1d[1:]):
             outputs = F.leaky_relu(norm1d(pool1d(conv1d(outputs))))
@@ -80,8 +80,8 @@ class SlidingSincNet:
         """The samples between windows when `waveforms` (batch, 1, samples) are evenly
         spaced overlapping views into one signal that the shared path can serve, else
         None."""
-        net = self.sincnet
-        norm = net.wav_norm1d
+        net: Any = self.sincnet  # as in __call__
+        norm = cast(torch.nn.InstanceNorm1d, net.wav_norm1d)
         if (waveforms.dim() != 3 or waveforms.shape[0] < 2 or waveforms.shape[1] != 1
                 or waveforms.stride(2) != 1 or not norm.affine or norm.track_running_stats
                 or not bool((norm.weight != 0).all())
@@ -89,7 +89,7 @@ class SlidingSincNet:
                 or getattr(net.conv1d[0], "padding", 0) != 0
                 or not getattr(net.conv1d[0], "as_conv1d", True)):
             return None
-        pool = net.pool1d[0]
+        pool = cast(torch.nn.MaxPool1d, net.pool1d[0])
         if (_size(pool.stride) != _size(pool.kernel_size) or _size(pool.padding) != 0
                 or _size(pool.dilation) != 1 or pool.ceil_mode):
             return None

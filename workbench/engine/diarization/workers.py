@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 import torch
 
 __all__ = ["BatchSplitter", "in_workers"]
+
+T = TypeVar("T")
 
 
 class BatchSplitter:
@@ -39,8 +41,8 @@ class BatchSplitter:
         self.pool.shutdown(wait=True)
 
 
-def in_workers(work: Callable[[int], np.ndarray], count: int, workers: int,
-               stop: Optional[threading.Event] = None) -> Iterator[np.ndarray]:
+def in_workers(work: Callable[[int], T], count: int, workers: int,
+               stop: Optional[threading.Event] = None) -> Iterator[T]:
     """``work(0) ... work(count - 1)`` in order, on `workers` threads at once.
 
     The windows' CAM++ passes are independent and ONNX Runtime and torch release the GIL
@@ -60,7 +62,7 @@ def in_workers(work: Callable[[int], np.ndarray], count: int, workers: int,
     run = _on_caller_threads(work)
     pool = ThreadPoolExecutor(min(workers, count), thread_name_prefix="embeddings")
     # at most two windows ahead per worker: the results are consumed in order
-    pending: deque[Future[np.ndarray]] = deque()
+    pending: deque[Future[T]] = deque()
     try:
         for c in range(count):
             pending.append(pool.submit(run, c))
@@ -74,7 +76,7 @@ def in_workers(work: Callable[[int], np.ndarray], count: int, workers: int,
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _next_result(pending: deque[Future[np.ndarray]]) -> np.ndarray:
+def _next_result(pending: deque[Future[T]]) -> T:
     """The result of the first of `pending` (taken off), or the error of any that failed
     before it is done."""
     while True:

@@ -56,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "build-corpus":
             t0 = time.perf_counter()
 
-            def progress(stage: str, completed: int, total: int) -> None:
+            def progress(stage: str, completed: float, total: float) -> None:
                 print(f"\r{stage}: {completed}/{total}", end="", file=sys.stderr, flush=True)
 
             manifest = build_corpus(args.out, n=args.n, speakers=tuple(args.speakers),
