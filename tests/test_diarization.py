@@ -405,6 +405,16 @@ def test_local_pipeline_folder(tmp_path: Path, campplus: CAMPPlusEmbedding, samp
     (folder / "config.yaml").write_text(yaml.safe_dump(yaml_config))
     split = Diarizer(config)(waveform, rate)
     assert len(split.speakers) > 2
+    # a pipeline that asks for pyannote's legacy output (a bare Annotation) failed every
+    # call: the Diarizer asks for the full output whatever the folder says
+    yaml_config["params"]["clustering"]["threshold"] = 1.9
+    yaml_config["pipeline"]["params"]["legacy"] = True
+    (folder / "config.yaml").write_text(yaml.safe_dump(yaml_config))
+    legacy = Diarizer(config)(waveform, rate)
+    assert [(t.start, t.end, t.speaker) for t in legacy.turns] == [
+        (t.start, t.end, t.speaker) for t in result.turns]
+    yaml_config["pipeline"]["params"].pop("legacy")
+    (folder / "config.yaml").write_text(yaml.safe_dump(yaml_config))
     identity = model_identity(config)
     files = identity["pipeline"]["files"]
     assert set(files) == {
