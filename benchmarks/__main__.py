@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, str] = {
     "diarization": "benchmarks.diarization",
     "speakers": "benchmarks.speakers",
     "live": "benchmarks.live",
+    # live diarization across a dropped and resumed recording, speakers kept or not
+    "live-resume": "benchmarks.live_resume",
     # the same as `live --server`: live results through the real server, in real time
     "live-server": "benchmarks.live_server",
 }

@@ -305,3 +305,27 @@ def test_a_results_file_without_a_machine_is_not_stamped_with_this_one() -> None
     assert machine_stamp({}) == machine_stamp(None) == "unknown machine"
     table = markdown_table({"machine": {}, "parameters": {}, "results": {}})
     assert table.startswith("Machine: unknown machine") and this not in table
+
+
+def test_live_resume_pools_each_system_over_the_speech_of_its_group() -> None:
+    """The live-resume table: DER per system pooled over the group's speech (not a mean of
+    the inputs' DER), the confusion beside it, a group per kind of input."""
+    from benchmarks.live_resume import SYSTEMS, summarize, table
+
+    def row(uri: str, system: str, errors: float, speech: float) -> dict[str, Any]:
+        return {"uri": uri, "system": system, "der_errors": errors, "speech": speech,
+                "confusion": errors / 2, "der": errors / speech}
+
+    runs = [row(uri, system, errors, speech)
+            for uri, speech in (("sample", 24.0), ("trn00", 10.0), ("trn03", 30.0))
+            for system, errors in zip(SYSTEMS, (1.0, 2.0, 6.0))]
+    summary = {r["group"]: r for r in summarize(runs)}
+    assert set(summary) == {"all", "sample", "ami"}
+    assert summary["ami"]["inputs"] == 2
+    assert summary["ami"]["resumed"] == pytest.approx(4.0 / 40.0)
+    assert summary["all"]["afresh"] == pytest.approx(18.0 / 64.0, abs=1e-4)
+    assert summary["all"]["afresh_confusion"] == pytest.approx(9.0 / 64.0, abs=1e-4)
+    text = table({"machine": {}, "parameters": {"at": 0.5}, "runs": runs})
+    assert "| ami | 2 | 5.0 % (2.5 %) | 10.0 % (5.0 %) | 30.0 % (15.0 %) |" in text
+    assert "Incomplete run" in table({"machine": {}, "parameters": {"at": 0.5}, "runs": runs,
+                                      "error": "KeyboardInterrupt"})
