@@ -87,7 +87,8 @@ class LiveStream(WorkerProcess):
         indexes from `first_index` on (None: from `number_after`)."""
         self.session_id, self.offset = session_id, offset
         self.numbers, self.said = WordNumbers(first_index), FinalSoFar(first_index or 0)
-        self._outbox.put(("session", {"session_id": session_id, "offset": offset}))
+        self._outbox.put(("session", {"session_id": session_id, "offset": offset,
+                                      "await_speakers": True}))  # see take_speakers
 
     async def number_after(self, before: Optional["LiveStream"], first_index: int) -> None:
         """This stream's word indexes go on after those of the session's last live stream
@@ -109,16 +110,23 @@ class LiveStream(WorkerProcess):
     async def take_speakers(self, before: Optional["LiveStream"]) -> None:
         """A new live session of a recording goes on with the speakers of its last saved
         live run (once `before`, the session's last stream, has saved: at most FLUSH_WAIT
-        s), so a voice keeps its label across a resume. The worker takes them only if it
-        has given no speaker yet."""
-        if before is not None:
-            try:
+        s), so a voice keeps its label across a resume. The worker's diarization waits
+        for this message (its words wait for `before`'s anyway: `number_after`), so no
+        label is given before; None: none to go on with."""
+        known = None
+        try:
+            if before is not None:
                 await asyncio.wait_for(before.said_all(), FLUSH_WAIT)
-            except asyncio.TimeoutError:
-                return  # its speakers are not saved: this session's labels are its own
-        known = await asyncio.to_thread(known_speakers, self.hub.store, self.session_id or "")
-        if known and self.state in ("running", "lingering") and self.alive():
-            self._outbox.put(("speakers", known))
+            known = await asyncio.to_thread(known_speakers, self.hub.store,
+                                            self.session_id or "")
+        except asyncio.TimeoutError:
+            log.warning("Session %s: the last live stream is still saving; this one's "
+                        "speakers are its own", self.session_id)
+        except Exception:  # noqa: BLE001 - (the store) the labels start afresh then
+            log.exception("Speakers of session %s not read", self.session_id)
+        finally:  # (after a stop the worker's flush goes on without them)
+            if self.state in ("running", "lingering") and self.alive():
+                self._outbox.put(("speakers", known))
 
     async def said_all(self) -> None:
         await self.numbers.known.wait()

@@ -8,11 +8,12 @@ it saves the live `Transcript` into the live run's folder. This is the only serv
 that uses `workbench.live` (and so torch): only inside this process, never in the
 server's.
 
-Messages from the server (a pipe): ``("session", {session_id, offset})``
+Messages from the server (a pipe): ``("session", {session_id, offset, await_speakers})``
 first (the worker loads its models before it reads it, so a worker can be started ahead
 of a recording); ``("part", container, sample_rate, channels)`` a new part of the
 recording begins; ``("bytes", data)``; ``("speakers", known)`` the speakers of the
-recording's last live session, to go on with (`SPEAKERS_FILE`); ``("finish", run_dir)``
+recording's last live session, to go on with (`SPEAKERS_FILE`), or None: the diarization
+waits for this message when the session message says ``await_speakers``; ``("finish", run_dir)``
 the recording ended: flush, save (the transcript and `SPEAKERS_FILE`), exit;
 ``("close",)`` exit without saving.
 
@@ -367,7 +368,7 @@ def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None
     try:
         session = LiveSession(
             config, threaded=True, models=models, data_dir=spec["data_dir"],
-            uri=which["session_id"],
+            uri=which["session_id"], await_speakers=bool(which.get("await_speakers")),
             hook=lambda e: outbox.send(("event", shift_event(e.serialize(), offset, 0))))
     except Exception as exc:  # noqa: BLE001
         log.exception("The live session could not start")

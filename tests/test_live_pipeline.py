@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,29 @@ def test_threaded_session_gives_the_words(speech: np.ndarray, models) -> None:
     assert word_error_rate(" ".join(SENTENCES), result.transcript.text).wer < 0.3
 
 
+def test_a_session_awaiting_speakers_gives_no_turn_before_they_come(speech: np.ndarray,
+                                                                     models) -> None:
+    """`await_speakers` (a resumed recording's new live session): the diarization makes
+    no step until `seed_speakers` says which speakers to go on with (None: none), so no
+    label can be given before they come; the words go on meanwhile."""
+    with pytest.raises(ValueError, match="threaded"):
+        LiveSession(CONFIG, models=models, await_speakers=True)
+    session = LiveSession(CONFIG, threaded=True, models=models, await_speakers=True)
+    half = speech.size // 2
+    session.feed(speech[:half])
+    deadline = time.monotonic() + 60
+    while not any(isinstance(e, TranscriptFinal) for e in list(session.events)):
+        assert time.monotonic() < deadline, "no words while the speakers were awaited"
+        time.sleep(0.2)
+    assert not [e for e in list(session.events) if isinstance(e, DiarizationUpdate)]
+    assert session.diarizer is not None and session.diarizer.steps == 0
+    session.seed_speakers(None)
+    session.feed(speech[half:])
+    result = session.finish()
+    assert result.transcript.turns and session.diarizer.steps > 0
+    assert {w.speaker for w in result.transcript.words} == {"SPEAKER_00"}
+
+
 def test_sample_call_live(models) -> None:
     item = sample_call()
     result = stream_file(item.audio, config=CONFIG, costs=COSTS, models=models)
@@ -212,7 +236,7 @@ def test_warm_up_readies_the_embedding_runtime_the_steps_use(models) -> None:
     """The live models run CAM++ on ONNX Runtime (the default), which makes one session
     per torch thread count: warm-up must make the one the steps use, so that the first
     step of a recording does not pay for it."""
-    from workbench.live.pipeline import warm_up
+    from workbench.live.models import warm_up
 
     assert models.embedding.runtime == CONFIG.diarization.embedding_runtime == "onnx"
     models.embedding._onnx._sessions.clear()

@@ -1074,12 +1074,16 @@ def test_the_live_budget_counts_the_cores_this_process_may_use() -> None:
     assert out.stdout.strip() == "1"
 
 
+@pytest.mark.parametrize("while_saving", [False, True], ids=["saved", "while-saving"])
 async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
-        start_server: ServerFactory, tmp_path: Path) -> None:
+        start_server: ServerFactory, tmp_path: Path, while_saving: bool) -> None:
     """A live recording drops and is resumed once its live run is saved: the new live
     session's clustering started afresh, so whoever spoke first was SPEAKER_00 again. It
     goes on with the saved run's speakers now: each voice keeps its label although the
-    other one speaks first in the second part."""
+    other one speaks first in the second part. `while_saving`: the resume comes while the
+    last live stream still saves (its worker stopped for 6 s): the new session gave its
+    first voice a label of its own before the speakers came; its diarization waits for
+    them now."""
     from workbench.research.datasets import generate_conversation
 
     from server.live_worker import SPEAKERS_FILE
@@ -1092,7 +1096,15 @@ async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
                    for item in (before, after)]
     assert first_voice[0] != first_voice[1]
     pcm = [to_int16(item.load_audio()).tobytes() for item in (before, after)]
-    srv = await warm_server(start_server)
+    srv = await warm_server(start_server, slots=2 if while_saving else 1)
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    (first_worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
+
+    async def let_it_save() -> None:
+        await asyncio.sleep(6)  # (the new session hears its first voice meanwhile)
+        first_worker.resume()
+
     async with aiohttp.ClientSession() as s:
         ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
         await ws.send_json({"action": "start", "input_format": "pcm_s16le",
@@ -1101,15 +1113,22 @@ async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
         await send_in_real_time(ws, pcm[0])
         await ws.close()
         await session_in(srv, sid, "interrupted", timeout=30)
-        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:  # saves the live run
-            await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
-            await recv_until(ws2, "recording_started", timeout=60)
-        ws3, reply, _ = await resume_live(s, srv, sid)
-        async with ws3:
-            assert reply["live_results"] is True, reply
-            await send_in_real_time(ws3, pcm[1] + bytes(32000))
-            await ws3.send_json({"action": "stop"})
-            stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
+        if while_saving:
+            first_worker.suspend()
+        try:
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:  # saves the live run
+                await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+                await recv_until(ws2, "recording_started", timeout=60)
+            ws3, reply, _ = await resume_live(s, srv, sid)
+            async with ws3:
+                assert reply["live_results"] is True, reply
+                saved = asyncio.ensure_future(let_it_save() if while_saving else asyncio.sleep(0))
+                await send_in_real_time(ws3, pcm[1] + bytes(32000))
+                await saved
+                await ws3.send_json({"action": "stop"})
+                stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
+        finally:
+            _resume(first_worker)
         await wait_live_run(srv, sid, stopped["live_run_id"])
         runs = [r for r in (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
                 if r["kind"] == "live"]

@@ -7,6 +7,8 @@
 * `workbench.live.clustering` — `OnlineSpeakerClustering`: the incremental clustering;
 * `workbench.live.pipeline` — `LiveSession` (``feed``/``finish``, events through a hook,
   threaded or on a simulated clock) and `stream_file`;
+* `workbench.live.config` — `LiveConfig`, everything that determines a live run;
+* `workbench.live.models` — `load_models` (once per process) and `warm_up`;
 * `workbench.live.events` — the event types (``serialize()`` gives the wire form).
 """
 
@@ -18,16 +20,9 @@ from workbench.live.events import (
     TranscriptFinal,
     TranscriptPartial,
 )
-from workbench.live.pipeline import (
-    JobCosts,
-    LiveConfig,
-    LiveModels,
-    LiveResult,
-    LiveSession,
-    load_models,
-    stream_file,
-    warm_up,
-)
+from workbench.live.models import LiveModels, load_models, warm_up
+from workbench.live.config import LiveConfig
+from workbench.live.pipeline import JobCosts, LiveResult, LiveSession, stream_file
 
 __all__ = ["DiarizationUpdate", "EventHook", "JobCosts", "LiveConfig", "LiveEvent",
            "LiveModels", "LiveResult", "LiveSession", "SpeakerLabels", "TranscriptFinal",

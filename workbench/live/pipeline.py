@@ -27,16 +27,16 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, AudioInput, load_audio
-from workbench.live.asr import PassResult, StreamingASRConfig, StreamingTranscriber
-from workbench.live.diarization import OnlineDiarizationConfig, OnlineDiarizer, StepResult
+from workbench.live.asr import PassResult, StreamingTranscriber
+from workbench.live.diarization import OnlineDiarizer, StepResult
 from workbench.live.events import (
     DiarizationUpdate,
     EventHook,
@@ -46,48 +46,12 @@ from workbench.live.events import (
     TranscriptPartial,
 )
 from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.live.config import LiveConfig
+from workbench.live.models import LiveModels, load_models
 
-__all__ = ["JobCosts", "LiveConfig", "LiveModels", "LiveResult", "LiveSession",
-           "load_models", "stream_file", "warm_up"]
+__all__ = ["JobCosts", "LiveResult", "LiveSession", "stream_file"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LiveConfig:
-    """Everything that determines a live run."""
-
-    asr: StreamingASRConfig = field(default_factory=StreamingASRConfig)
-    diarization: OnlineDiarizationConfig = field(default_factory=OnlineDiarizationConfig)
-    transcribe: bool = True
-    diarize: bool = True
-    speaker_tolerance: float = 0.5  # a word in a gap takes the nearest turn this close
-    max_pause: float = 1.0  # segments of the final transcript split at longer pauses
-
-    def __post_init__(self) -> None:
-        if not (self.transcribe or self.diarize):
-            raise ValueError("a live run must transcribe, diarize or both")
-
-    @classmethod
-    def for_latency(cls, latency: float, **asr_options: Any) -> "LiveConfig":
-        """Diarization final `latency` s after the audio (`OnlineDiarizationConfig.for_latency`)."""
-        return cls(asr=StreamingASRConfig(**asr_options),
-                   diarization=OnlineDiarizationConfig.for_latency(latency))
-
-    def serialize(self) -> dict[str, Any]:
-        return {"asr": self.asr.serialize(), "diarization": self.diarization.serialize(),
-                "transcribe": self.transcribe, "diarize": self.diarize,
-                "speaker_tolerance": self.speaker_tolerance, "max_pause": self.max_pause}
-
-    @classmethod
-    def from_dict(cls, data: Optional[Mapping[str, Any]] = None) -> "LiveConfig":
-        data = dict(data or {})
-        asr = StreamingASRConfig.from_dict(data.pop("asr", None) or {})
-        diar = OnlineDiarizationConfig.from_dict(data.pop("diarization", None) or {})
-        unknown = set(data) - {"transcribe", "diarize", "speaker_tolerance", "max_pause"}
-        if unknown:
-            raise ValueError(f"unknown live option(s): {', '.join(sorted(unknown))}")
-        return cls(asr=asr, diarization=diar, **data)
 
 
 @dataclass(frozen=True)
@@ -96,65 +60,6 @@ class JobCosts:
 
     asr_pass: float = 0.0
     diarization_step: float = 0.0
-
-
-@dataclass
-class LiveModels:
-    """Loaded models, shareable by sessions that run one after the other."""
-
-    transcriber: Any = None
-    segmentation: Any = None
-    embedding: Any = None
-
-
-_MODELS: dict[tuple[Any, ...], LiveModels] = {}
-
-
-def load_models(config: Optional[LiveConfig] = None, data_dir: Any = "data") -> LiveModels:
-    """Load (once per process) the models `config` needs."""
-    from workbench.engine.asr.transcribe import Transcriber
-
-    config = config or LiveConfig()
-    a = config.asr.asr_config()  # threads at most the usable CPUs
-    key = (a.model, a.compute_type, a.device, a.cpu_threads, str(Path(data_dir).resolve()))
-    models = _MODELS.setdefault(key, LiveModels())
-    if config.transcribe and models.transcriber is None:
-        models.transcriber = Transcriber(a, data_dir=data_dir)
-    if config.diarize and models.segmentation is None:
-        from workbench.engine.diarization.embedding import CAMPPlusEmbedding, load_segmentation_model
-
-        models.segmentation = load_segmentation_model()
-        models.embedding = CAMPPlusEmbedding.from_state_dict_file(
-            runtime=config.diarization.embedding_runtime)
-    return models
-
-
-def warm_up(models: LiveModels, config: Optional[LiveConfig] = None) -> float:
-    """Run each loaded model once on 5 s of noise, so that a recording's first pass and
-    step do not pay the libraries' first-call costs (measured: a diarization step
-    0.77 s the first time, 0.09 s after). Returns the seconds it took."""
-    import torch
-
-    config = config or LiveConfig()
-    started = time.perf_counter()
-    noise = (0.01 * np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE)).astype(np.float32)
-    if models.transcriber is not None:
-        models.transcriber.decode(noise, encoder_seconds=5.0 + (config.asr.encoder_pad or 25.0),
-                                  language="en" if not models.transcriber.multilingual else None,
-                                  beam_size=1, word_timestamps=True, max_new_tokens=8)
-    if models.segmentation is not None:
-        diarizer = OnlineDiarizer(config.diarization,
-                                  models=(models.segmentation, models.embedding))
-        diarizer.append(noise)
-        diarizer.step()  # imports what a step needs, runs segmentation-3.0
-        from workbench.engine.provenance import torch_threads
-
-        # on the thread count of the steps: ONNX Runtime makes a session per count
-        with torch_threads(config.diarization.num_threads), torch.inference_mode():
-            frames = models.segmentation.num_frames(noise.size)
-            mask = np.ones((frames, 1), dtype=bool)
-            models.embedding.embed_parts(torch.from_numpy(noise)[None], mask, mask, [0])
-    return time.perf_counter() - started
 
 
 def _as_float(samples: Any) -> np.ndarray:
@@ -216,8 +121,16 @@ class LiveSession:
     def __init__(self, config: Optional[LiveConfig] = None, *, hook: Optional[EventHook] = None,
                  threaded: bool = False, costs: Optional[JobCosts] = None,
                  models: Optional[LiveModels] = None, data_dir: Any = "data",
-                 uri: str = "live", poll: float = 0.1) -> None:
+                 uri: str = "live", poll: float = 0.1, await_speakers: bool = False) -> None:
         self.config = config or LiveConfig()
+        if await_speakers and not threaded:
+            raise ValueError("await_speakers is for threaded sessions (seed_speakers at once "
+                             "otherwise)")
+        # with `await_speakers`, the diarization makes no step until `seed_speakers` said
+        # which speakers to go on with (or none): no label can be given before they come
+        self._speakers_known = threading.Event()
+        if not await_speakers:
+            self._speakers_known.set()
         self.hook = hook
         self.threaded = threaded
         self.costs = costs
@@ -294,6 +207,7 @@ class LiveSession:
             raise RuntimeError("the session is already finished")
         self._finished = True
         end = self.received
+        self._speakers_known.set()  # (no speakers came: the flush goes on without them)
         if self.threaded:
             for q in self._queues.values():
                 q.put(None)
@@ -318,23 +232,27 @@ class LiveSession:
     def seed_speakers(self, known: Optional[dict[str, Any]]) -> None:
         """Go on with an earlier session's speakers (a resumed recording keeps its labels):
         applied before the audio fed after this call, and only while this session has not
-        given a speaker yet (else its labels stay its own: they may be out already).
-        ValueError, at once, for speakers this diarizer cannot use (`read_known`)."""
-        if self.diarizer is None or not known:
-            return
-        speakers = self.diarizer.read_known(known)
-        if not speakers:
-            return
-        if self.threaded:
-            self._queues["diarization"].put(("seed", speakers))
-        else:
-            self._seed(speakers)
+        given a speaker yet (else its labels stay its own: they may be out already). None:
+        no speakers to go on with. Either way a session made with `await_speakers` starts
+        its diarization then. ValueError, at once, for speakers this diarizer cannot use
+        (`read_known`; the diarization then starts without them)."""
+        speakers: list[Any] = []
+        try:
+            if self.diarizer is not None and known:
+                speakers = self.diarizer.read_known(known)
+        finally:  # (also when refused: the diarization must not wait for good)
+            if self.threaded and self.diarizer is not None:
+                self._queues["diarization"].put(("seed", speakers))
+            else:
+                self._seed(speakers)
 
     def _seed(self, speakers: list[Any]) -> None:
-        with self._lock:
-            seeded = self.diarizer.clustering.seed(speakers)  # type: ignore[union-attr]
-        log.info("Live speakers: %d of an earlier session%s", len(speakers), "" if seeded
-                 else " not taken (this session has given speakers already)")
+        if speakers:
+            with self._lock:
+                seeded = self.diarizer.clustering.seed(speakers)  # type: ignore[union-attr]
+            log.info("Live speakers: %d of an earlier session%s", len(speakers), "" if seeded
+                     else " not taken (this session has given speakers already)")
+        self._speakers_known.set()
 
     # ---------------------------------------------------------------- simulated clock
 
@@ -398,7 +316,8 @@ class LiveSession:
                         self._seed(c[1])
                     else:
                         engine.append(c)
-                while engine.due() and not ended:
+                while engine.due() and not ended and (
+                        name != "diarization" or self._speakers_known.is_set()):
                     result = engine.step()
                     if result is not None:
                         with self._lock:
