@@ -883,6 +883,44 @@ def _resume(process: psutil.Process) -> None:
         pass
 
 
+def first_live_worker(srv: LocalServer) -> psutil.Process:
+    """The live worker a warm server loaded ahead (the first recording's)."""
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    (worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
+    return worker
+
+
+async def resume_live_after_a_save(s: aiohttp.ClientSession, srv: LocalServer, sid: str,
+                                   worker: psutil.Process, pcm: bytes, hold: float
+                                   ) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """The interrupted `sid`'s live stream saved by a resume without live results (its
+    `worker` stopped for `hold` s from then on, if `hold`), then a resume with live results
+    right after that sends `pcm` in real time and stops: its `recording_started`, its
+    `recording_stopped` and the seconds its start took."""
+    if hold:
+        worker.suspend()
+
+    async def let_it_save() -> None:
+        await asyncio.sleep(hold)  # (the new stream hears its first words meanwhile)
+        _resume(worker)
+
+    try:
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+            await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+            await recv_until(ws2, "recording_started", timeout=60)  # the save begins
+        ws3, reply, waited = await resume_live(s, srv, sid)  # while it saves, if held
+        async with ws3:
+            saved = asyncio.ensure_future(let_it_save())
+            await send_in_real_time(ws3, pcm)
+            await saved
+            await ws3.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
+    finally:
+        _resume(worker)
+    return reply, stopped, waited
+
+
 async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_saved(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """A resume without live results saves the session's live stream (it flushes its last
@@ -894,36 +932,17 @@ async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_s
     from server.live import FLUSH_WAIT
 
     srv = await warm_server(start_server, slots=2)
-    assert srv.process is not None
-    server = psutil.Process(srv.process.pid)
-    (first_worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
+    first_worker = first_live_worker(srv)
     pcm = (speech_dir / "speech.pcm").read_bytes()
-
-    async def let_it_flush() -> None:
-        await asyncio.sleep(6)  # (the new stream's first words wait meanwhile)
-        first_worker.resume()
-
     async with aiohttp.ClientSession() as s:
         ws, sid, sub, heard = await live_then_heard(s, srv, pcm)
         async with sub:
             await ws.close()
             await session_in(srv, sid, "interrupted", timeout=30)
-            first_worker.suspend()
-            try:
-                async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
-                    await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
-                    await recv_until(ws2, "recording_started", timeout=60)  # flush begins
-                ws3, reply, waited = await resume_live(s, srv, sid)  # while the first flushes
-                async with ws3:
-                    assert waited < FLUSH_WAIT / 4
-                    assert reply["live_results"] is True
-                    flushed = asyncio.ensure_future(let_it_flush())
-                    await send_in_real_time(ws3, pcm + bytes(2 * 32000))
-                    await flushed
-                    await ws3.send_json({"action": "stop"})
-                    stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
-            finally:
-                _resume(first_worker)
+            reply, stopped, waited = await resume_live_after_a_save(
+                s, srv, sid, first_worker, pcm + bytes(2 * 32000), hold=6)
+            assert waited < FLUSH_WAIT / 4
+            assert reply["live_results"] is True
             await wait_live_run(srv, sid, stopped["live_run_id"])
             heard += await drain(sub)
     check_live_sequence([e for e in heard if e["type"] in LIVE_EVENTS])  # indexes, times
@@ -941,9 +960,7 @@ async def test_a_live_resume_with_one_slot_waits_for_its_own_stream_being_saved(
     the only slot: a resume with live results right after was refused at once ("Live
     results are busy"). It waits for that save (at most FLUSH_WAIT s) and gets the slot."""
     srv = await warm_server(start_server, slots=1)
-    assert srv.process is not None
-    server = psutil.Process(srv.process.pid)
-    (first_worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
+    first_worker = first_live_worker(srv)
     pcm = (speech_dir / "speech.pcm").read_bytes()
 
     async def let_it_flush() -> None:
@@ -1021,9 +1038,7 @@ async def test_a_stuck_live_worker_frees_its_slot_soon_after_stop(
     from server.live import STALL_SECONDS
 
     srv = await warm_server(start_server)
-    assert srv.process is not None
-    server = psutil.Process(srv.process.pid)
-    (worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
+    worker = first_live_worker(srv)
     pcm = (speech_dir / "speech.pcm").read_bytes()
     async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
         await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
@@ -1097,14 +1112,7 @@ async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
     assert first_voice[0] != first_voice[1]
     pcm = [to_int16(item.load_audio()).tobytes() for item in (before, after)]
     srv = await warm_server(start_server, slots=2 if while_saving else 1)
-    assert srv.process is not None
-    server = psutil.Process(srv.process.pid)
-    (first_worker,) = [p for p in server.children() if p.nice() >= server.nice() + 10]
-
-    async def let_it_save() -> None:
-        await asyncio.sleep(6)  # (the new session hears its first voice meanwhile)
-        first_worker.resume()
-
+    first_worker = first_live_worker(srv)
     async with aiohttp.ClientSession() as s:
         ws = await s.ws_connect(f"{srv.ws_url}/ws/new")
         await ws.send_json({"action": "start", "input_format": "pcm_s16le",
@@ -1113,22 +1121,9 @@ async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
         await send_in_real_time(ws, pcm[0])
         await ws.close()
         await session_in(srv, sid, "interrupted", timeout=30)
-        if while_saving:
-            first_worker.suspend()
-        try:
-            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:  # saves the live run
-                await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
-                await recv_until(ws2, "recording_started", timeout=60)
-            ws3, reply, _ = await resume_live(s, srv, sid)
-            async with ws3:
-                assert reply["live_results"] is True, reply
-                saved = asyncio.ensure_future(let_it_save() if while_saving else asyncio.sleep(0))
-                await send_in_real_time(ws3, pcm[1] + bytes(32000))
-                await saved
-                await ws3.send_json({"action": "stop"})
-                stopped, _ = await recv_until(ws3, "recording_stopped", timeout=60)
-        finally:
-            _resume(first_worker)
+        reply, stopped, _ = await resume_live_after_a_save(
+            s, srv, sid, first_worker, pcm[1] + bytes(32000), hold=6 if while_saving else 0)
+        assert reply["live_results"] is True, reply
         await wait_live_run(srv, sid, stopped["live_run_id"])
         runs = [r for r in (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
                 if r["kind"] == "live"]
