@@ -203,6 +203,20 @@ def test_a_session_awaiting_speakers_gives_no_turn_before_they_come(speech: np.n
     assert {w.speaker for w in result.transcript.words} == {"SPEAKER_00"}
 
 
+def test_speakers_refused_by_stream_file_leave_no_thread_behind(speech: np.ndarray,
+                                                                models) -> None:
+    """`stream_file(realtime=True, speakers=...)` with speakers of another model: the
+    refusal left the threaded session's two threads waiting for good."""
+    import threading
+
+    before = threading.active_count()
+    for realtime in (True, False):
+        with pytest.raises(ValueError, match="another embedding model"):
+            stream_file(speech[:SAMPLE_RATE], config=CONFIG, models=models, realtime=realtime,
+                        speakers={"embedding": "resemblyzer", "dimension": 256, "speakers": []})
+    assert threading.active_count() == before
+
+
 def test_sample_call_live(models) -> None:
     item = sample_call()
     result = stream_file(item.audio, config=CONFIG, costs=COSTS, models=models)

@@ -223,7 +223,9 @@ class LiveSession:
 
     def known_speakers(self) -> Optional[dict[str, Any]]:
         """The speakers given so far (`OnlineDiarizer.known_speakers`; None without
-        diarization), for `seed_speakers` of a later session of the same recording."""
+        diarization), for `seed_speakers` of a later session of the same recording. A
+        threaded session's diarization thread changes them between steps: call it after
+        `finish` there (`LiveResult.speakers`)."""
         if self.diarizer is None:
             return None
         with self._lock:
@@ -501,7 +503,11 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
         uri = Path(audio).stem if not isinstance(audio, np.ndarray) else "audio"
     session = LiveSession(config, hook=hook, threaded=realtime, costs=costs, models=models,
                           data_dir=data_dir, uri=uri)
-    session.seed_speakers(speakers)
+    try:
+        session.seed_speakers(speakers)
+    except ValueError:
+        session.finish()  # (a threaded session's two threads end)
+        raise
     step = max(1, int(round(chunk_seconds * SAMPLE_RATE)))
     started = time.perf_counter()
     for i in range(0, samples.size, step):
