@@ -136,11 +136,10 @@ class OnlineSpeakerClustering:
         `recluster` learns from this session's speech only, so it drops seeded speakers
         that no new speech joins, except those this session has not given yet (they keep
         their label for when they speak)."""
+        self.check_seed(speakers)
         if self.centroids or self.next_label or not speakers:
             return False
         labels = [int(label) for label, _, _ in speakers]
-        if len(set(labels)) != len(labels) or min(labels) < 0 or max(labels) >= self.max_speakers:
-            raise ValueError("seeded speakers need distinct labels below max_speakers")
         self._seeded = [(int(label), np.asarray(c, dtype=np.float64).copy(), bool(learned))
                         for label, c, learned in speakers]
         self.centroids = [np.asarray(c, dtype=np.float64).copy() for _, c, _ in speakers]
@@ -149,6 +148,14 @@ class OnlineSpeakerClustering:
         self.labels = list(labels)
         self.next_label = max(labels) + 1
         return True
+
+    def check_seed(self, speakers: list[tuple[int, np.ndarray, bool]]) -> None:
+        """ValueError unless the labels of `speakers` (for `seed`) are distinct and below
+        `max_speakers`."""
+        labels = [int(label) for label, _, _ in speakers]
+        if len(set(labels)) != len(labels) or any(not 0 <= g < self.max_speakers for g in labels):
+            raise ValueError(f"not speakers this clustering can go on with: {labels} are not "
+                             f"distinct labels below max_speakers ({self.max_speakers})")
 
     def distances(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine distances ``(local, global)``."""

@@ -541,7 +541,7 @@ class OnlineDiarizer:
     def read_known(self, known: Mapping[str, Any]) -> list[tuple[int, np.ndarray, bool]]:
         """`known_speakers` JSON -> the clustering's (label, centroid, long) items;
         ValueError for what this diarizer cannot use (another embedding model, a label
-        beyond `max_speakers`, a damaged centroid)."""
+        beyond `max_speakers` or given twice, a damaged centroid)."""
         dim = self.embedding.dimension
         if known.get("embedding") != "cam++" or known.get("dimension") != dim:
             raise ValueError(f"speakers of another embedding model ({known.get('embedding')}, "
@@ -557,13 +557,11 @@ class OnlineDiarizer:
                 centroid = np.zeros(0)
             name = str(item.get("speaker"))
             if (not name.startswith("SPEAKER_") or not name[8:].isdigit()
-                    or int(name[8:]) >= self.config.max_speakers
                     or centroid.shape != (dim,) or not np.isfinite(centroid).all()
                     or not centroid.any()):
                 raise ValueError(f"not a speaker this diarizer can go on with: {name!r}")
             speakers.append((int(name[8:]), centroid, bool(item.get("long", True))))
-        if len({label for label, _, _ in speakers}) != len(speakers):
-            raise ValueError("a speaker given twice")
+        self.clustering.check_seed(speakers)  # (labels: distinct, below max_speakers)
         return speakers
 
     def stats(self) -> dict[str, Any]:
