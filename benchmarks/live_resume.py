@@ -10,7 +10,9 @@ Each input is streamed through `workbench.live.stream_file` (the diarization alo
 simulated clock with fixed job costs, as ``python -m benchmarks live --no-asr``) three
 ways: ``whole``; ``resumed``: cut at ``--at`` of its duration (rounded down to a whole
 second) into two live sessions, the second given the first's speakers (``speakers=``);
-``afresh``: the same cut, the second session's labels its own. DER (collar 0, overlap
+``primed``: the same, and the second session's first windows also see the window's worth of
+audio before the cut (``context=``, as the server does); ``afresh``: the same cut, the
+second session's labels its own, no context. DER (collar 0, overlap
 scored, inside the reference's UEM) of the two sessions' turns joined, against the whole
 recording's reference; pooled per group (`benchmarks.live.input_group`) and over all.
 Inputs as ``python -m benchmarks live`` (never the AMI test subset).
@@ -29,7 +31,7 @@ from benchmarks import (REPO_ROOT, finish, machine_info, marks_partial, output_a
 from benchmarks.measure import number as _num
 
 NAME = "live-resume"
-SYSTEMS = ("whole", "resumed", "afresh")
+SYSTEMS = ("whole", "resumed", "primed", "afresh")
 
 
 def _scored(item: Any, turns: list[Any], system: str, cut: Optional[float]) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def _scored(item: Any, turns: list[Any], system: str, cut: Optional[float]) -> d
 
 
 def run_input(item: Any, config: Any, costs: Any, models: Any, at: float) -> list[dict[str, Any]]:
-    """The three rows (`SYSTEMS`) of one input."""
+    """The rows (`SYSTEMS`) of one input."""
     from workbench.engine.audio import SAMPLE_RATE, load_audio
     from workbench.engine.transcript import Turn
     from workbench.live import stream_file
@@ -54,14 +56,19 @@ def run_input(item: Any, config: Any, costs: Any, models: Any, at: float) -> lis
     cut = int(audio.size * at) // SAMPLE_RATE * SAMPLE_RATE
     offset = cut / SAMPLE_RATE
 
-    def live(samples: Any, speakers: Optional[dict[str, Any]] = None) -> Any:
+    def live(samples: Any, speakers: Optional[dict[str, Any]] = None,
+             context: Any = None) -> Any:
         return stream_file(samples, config=config, costs=costs, models=models, uri=item.uri,
-                           speakers=speakers)
+                           speakers=speakers, context=context)
 
     rows = [_scored(item, live(audio).transcript.turns, "whole", None)]
     first = live(audio[:cut])
-    for system, speakers in (("resumed", first.speakers), ("afresh", None)):
-        second = live(audio[cut:], speakers)
+    # the server's resume: the window's worth of audio before the cut (`LiveSession.prime`)
+    before = audio[max(0, cut - int(config.diarization.window * SAMPLE_RATE)):cut]
+    for system, speakers, context in (("resumed", first.speakers, None),
+                                      ("primed", first.speakers, before),
+                                      ("afresh", None, None)):
+        second = live(audio[cut:], speakers, context)
         turns = list(first.transcript.turns) + [
             Turn(round(t.start + offset, 3), round(t.end + offset, 3), t.speaker)
             for t in second.transcript.turns]
@@ -97,8 +104,8 @@ def table(results: dict[str, Any]) -> str:
     at = (results.get("parameters") or {}).get("at")
     lines = [f"Live DER (confusion) with the recording dropped at {at} of its duration and "
              "resumed in a new live session, pooled:", "",
-             "| recordings | inputs | not dropped | resumed, speakers kept | resumed, labels "
-             "afresh |", "|---|---:|---:|---:|---:|"]
+             "| recordings | inputs | not dropped | resumed, speakers kept | speakers kept, "
+             "audio before the cut seen | resumed, labels afresh |", "|---|---:|---:|---:|---:|---:|"]
     for row in summarize(results.get("runs") or []):
         cells = [f"{pct(row[s])} ({pct(row[f'{s}_confusion'])})" for s in SYSTEMS]
         lines.append(f"| {row['group']} | {row['inputs']} | " + " | ".join(cells) + " |")

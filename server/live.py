@@ -31,7 +31,7 @@ from workbench.engine.audio import InputFormat
 
 from .limits import chunk_seconds
 from .live_process import WorkerProcess
-from .live_said import FinalSoFar, WordNumbers, known_speakers, next_word_index
+from .live_said import FinalSoFar, WordNumbers, audio_before, known_speakers, next_word_index
 from .sessions import SessionStore
 
 log = logging.getLogger("server.live")
@@ -113,8 +113,11 @@ class LiveStream(WorkerProcess):
         s), so a voice keeps its label across a resume. The worker's diarization waits
         for this message (its words wait for `before`'s anyway: `number_after`), so no
         label is given before; None: none to go on with."""
-        known = None
+        known, context = None, b""
         try:
+            if self.offset > 0:  # and the audio before the resume, for its first windows
+                context = await asyncio.to_thread(audio_before, self.hub.store,
+                                                  self.session_id or "", self.offset)
             if before is not None:
                 await asyncio.wait_for(before.said_all(), FLUSH_WAIT)
             known = await asyncio.to_thread(known_speakers, self.hub.store,
@@ -126,6 +129,8 @@ class LiveStream(WorkerProcess):
             log.exception("Speakers of session %s not read", self.session_id)
         finally:  # (after a stop the worker's flush goes on without them)
             if self.state in ("running", "lingering") and self.alive():
+                if context:
+                    self._outbox.put(("context", context))
                 self._outbox.put(("speakers", known))
 
     async def said_all(self) -> None:

@@ -3,7 +3,8 @@ it: `FinalSoFar` (the committed words and final turns of one live stream, replay
 resumed connection as ``live_replay``), and where the word indexes of a session's next
 live stream go on: `next_word_index` (after the saved live runs) and `WordNumbers` (a
 live stream's words numbered over the recording as they go out); and the speakers it
-gave, which the next live stream goes on with: `known_speakers`."""
+gave, which the next live stream goes on with: `known_speakers`, with the recording's last
+seconds before the resume for its first windows: `audio_before`."""
 
 from __future__ import annotations
 
@@ -12,10 +13,16 @@ import json
 import logging
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
+from workbench.engine.audio import SAMPLE_RATE, AudioDecodeError, parse_wav_header
+
 from .live_worker import SPEAKERS_FILE, shift_event
 from .sessions import Session, SessionStore
 
 log = logging.getLogger("server.live")
+
+# Audio before a resume handed to the new live session (segmentation-3.0's longest window;
+# its diarization keeps the last window's worth: `OnlineDiarizer.prime`)
+CONTEXT_SECONDS = 10.0
 
 
 def next_word_index(session: Session) -> int:
@@ -48,6 +55,30 @@ def known_speakers(store: SessionStore, session_id: str) -> Optional[dict[str, A
         if isinstance(known, dict) and known.get("speakers"):
             return known  # (a run that gave no speaker leaves the older runs' to go on with)
     return None
+
+
+def audio_before(store: SessionStore, session_id: str, until: float,
+                 seconds: float = CONTEXT_SECONDS) -> bytes:
+    """The recording's last `seconds` before `until` (s from its start), 16 kHz mono 16-bit
+    PCM from its ``audio.wav`` (finalised when the part before the resume ended); b"" when
+    there is none to read (the resumed live session then starts without it)."""
+    path = store.audio_path(session_id, "wav")
+    try:
+        with open(path, "rb") as f:
+            header = parse_wav_header(f.read(1 << 12))
+            if header is None or (header.sample_rate, header.channels,
+                                  header.sample_width, header.is_float) != (SAMPLE_RATE, 1, 2, False):
+                raise AudioDecodeError("not the server's 16 kHz mono 16-bit WAV")
+            frames = (path.stat().st_size - header.data_offset) // 2
+            end = min(frames, int(round(until * SAMPLE_RATE)))
+            start = max(0, end - int(round(seconds * SAMPLE_RATE)))
+            f.seek(header.data_offset + 2 * start)
+            return f.read(2 * (end - start)) if end > start else b""
+    except FileNotFoundError:
+        return b""
+    except (OSError, AudioDecodeError) as exc:
+        log.warning("The audio before the resume of session %s not read: %s", session_id, exc)
+        return b""
 
 
 class FinalSoFar:

@@ -11,7 +11,9 @@ server's.
 Messages from the server (a pipe): ``("session", {session_id, offset, await_speakers})``
 first (the worker loads its models before it reads it, so a worker can be started ahead
 of a recording); ``("part", container, sample_rate, channels)`` a new part of the
-recording begins; ``("bytes", data)``; ``("speakers", known)`` the speakers of the
+recording begins; ``("bytes", data)``; ``("context", pcm)`` the recording's last seconds
+before this live session (a resume; 16 kHz mono 16-bit), for the diarization's first
+windows (`LiveSession.prime`), sent before ``speakers``; ``("speakers", known)`` the speakers of the
 recording's last live session, to go on with (`SPEAKERS_FILE`), or None: the diarization
 waits for this message when the session message says ``await_speakers``; ``("finish", run_dir)``
 the recording ended: flush, save (the transcript and `SPEAKERS_FILE`), exit;
@@ -420,6 +422,11 @@ class Worker:
                 elif kind == "part":
                     self._close_decoder()
                     self.decoder = StreamDecoder(self._feed, msg[1], msg[2], msg[3])
+                elif kind == "context":  # the recording's audio before this session
+                    try:
+                        self.session.prime(np.frombuffer(msg[1], dtype="<i2"))
+                    except Exception as exc:  # noqa: BLE001 - an aid, not a need
+                        log.warning("The audio before the resume not taken: %r", exc)
                 elif kind == "speakers":  # an earlier live session's, to go on with
                     try:
                         self.session.seed_speakers(msg[1])
@@ -465,6 +472,9 @@ class Worker:
                     log.warning("The live run's speakers were not saved: %s", exc)
             summary = transcript.summary()
             summary["offset_seconds"] = round(self.offset, 3)
+            # the audio before a resume that the diarization's first windows saw
+            summary["context_seconds"] = (result.stats.get("diarization") or {}).get(
+                "context_seconds")
             summary["finish_seconds"] = round(time.monotonic() - started, 3)
             summary["cpu_seconds"] = result.stats.get("cpu_seconds")
             self.outbox.send(("done", summary))

@@ -318,7 +318,7 @@ def test_live_resume_pools_each_system_over_the_speech_of_its_group() -> None:
 
     runs = [row(uri, system, errors, speech)
             for uri, speech in (("sample", 24.0), ("trn00", 10.0), ("trn03", 30.0))
-            for system, errors in zip(SYSTEMS, (1.0, 2.0, 6.0))]
+            for system, errors in zip(SYSTEMS, (1.0, 2.0, 1.5, 6.0), strict=True)]
     summary = {r["group"]: r for r in summarize(runs)}
     assert set(summary) == {"all", "sample", "ami"}
     assert summary["ami"]["inputs"] == 2
@@ -326,6 +326,8 @@ def test_live_resume_pools_each_system_over_the_speech_of_its_group() -> None:
     assert summary["all"]["afresh"] == pytest.approx(18.0 / 64.0, abs=1e-4)
     assert summary["all"]["afresh_confusion"] == pytest.approx(9.0 / 64.0, abs=1e-4)
     text = table({"machine": {}, "parameters": {"at": 0.5}, "runs": runs})
-    assert "| ami | 2 | 5.0 % (2.5 %) | 10.0 % (5.0 %) | 30.0 % (15.0 %) |" in text
+    assert summary["ami"]["primed"] == pytest.approx(3.0 / 40.0)
+    assert ("| ami | 2 | 5.0 % (2.5 %) | 10.0 % (5.0 %) | 7.5 % (3.8 %) | 30.0 % (15.0 %) |"
+            in text)
     assert "Incomplete run" in table({"machine": {}, "parameters": {"at": 0.5}, "runs": runs,
                                       "error": "KeyboardInterrupt"})

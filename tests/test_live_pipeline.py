@@ -217,6 +217,24 @@ def test_speakers_refused_by_stream_file_leave_no_thread_behind(speech: np.ndarr
     assert threading.active_count() == before
 
 
+def test_a_file_streamed_after_its_context(speech: np.ndarray, models) -> None:
+    """`stream_file(context=...)` (a recording resumed after a cut): the diarization's first
+    windows see the audio before it, on the simulated clock and in real time; given after
+    a diarization step it is left out, and bad samples are refused."""
+    config = LiveConfig(transcribe=False, diarization=CONFIG.diarization)
+    for realtime in (False, True):
+        result = stream_file(speech[SAMPLE_RATE:2 * SAMPLE_RATE], config=config,
+                             models=models, realtime=realtime, context=speech[:SAMPLE_RATE])
+        assert result.stats["diarization"]["context_seconds"] == 1.0
+    session = LiveSession(config, models=models)
+    session.feed(speech[:3 * SAMPLE_RATE])
+    assert session.diarizer is not None and session.diarizer.steps
+    session.prime(speech[:SAMPLE_RATE])  # too late: said about already
+    assert session.finish().stats["diarization"]["context_seconds"] == 0.0
+    with pytest.raises(ValueError, match="NaN"):
+        LiveSession(config, models=models).prime(np.full(100, np.nan, np.float32))
+
+
 def test_sample_call_live(models) -> None:
     item = sample_call()
     result = stream_file(item.audio, config=CONFIG, costs=COSTS, models=models)

@@ -1089,6 +1089,32 @@ def test_the_live_budget_counts_the_cores_this_process_may_use() -> None:
     assert out.stdout.strip() == "1"
 
 
+def test_the_audio_before_a_resume_comes_from_the_recordings_wav(tmp_path: Path) -> None:
+    """A resumed recording's new live session is handed the last seconds before the resume
+    (`audio_before`) from the audio.wav finalised when the part before it ended: exactly
+    those samples; nothing when there is no WAV or one the server did not write."""
+    from server.live_said import audio_before
+    from server.sessions import SessionStore
+    from workbench.engine.audio import write_wav
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        assert audio_before(store, sid, 5.0) == b""  # (no audio.wav yet)
+        ramp = (np.arange(12 * SAMPLE_RATE) % 20000).astype(np.int16)
+        write_wav(store.audio_path(sid, "wav"), ramp)
+        pcm = audio_before(store, sid, 11.5, seconds=10.0)
+        assert np.array_equal(np.frombuffer(pcm, "<i2"),
+                              ramp[int(1.5 * SAMPLE_RATE):int(11.5 * SAMPLE_RATE)])
+        assert np.array_equal(np.frombuffer(audio_before(store, sid, 3.0), "<i2"),
+                              ramp[:3 * SAMPLE_RATE])  # (less before: what there is)
+        assert len(audio_before(store, sid, 60.0)) == 2 * 10 * SAMPLE_RATE  # (the end)
+        write_wav(store.audio_path(sid, "wav"), np.zeros(8000, np.float32), sample_rate=8000)
+        assert audio_before(store, sid, 0.5) == b""  # (not the server's 16 kHz WAV)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("while_saving", [False, True], ids=["saved", "while-saving"])
 async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
         start_server: ServerFactory, tmp_path: Path, while_saving: bool) -> None:
@@ -1143,6 +1169,8 @@ async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
             labels.append({ref: max(per, key=per.__getitem__) for ref, per in covered.items()})
     assert len(set(labels[0].values())) == 2, labels
     assert labels[1] == labels[0]  # the same voice, the same label
+    # the second session's first windows saw the audio before the resume (7.5 s: one window)
+    assert [r["summary"]["context_seconds"] for r in runs] == [0.0, 7.5], runs
     saved = json.loads((srv.data_dir / "sessions" / sid / "runs" / runs[0]["id"] /
                         SPEAKERS_FILE).read_text())
     assert sorted(s["speaker"] for s in saved["speakers"]) == sorted(set(labels[0].values()))

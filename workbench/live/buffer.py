@@ -15,8 +15,9 @@ class AudioBuffer:
 
     def __init__(self) -> None:
         self._audio = np.zeros(0, dtype=np.float32)
-        self.start = 0  # absolute sample index of the first sample kept
+        self.start = 0  # absolute sample index of the first sample kept (< 0: `prepend`)
         self.received = 0  # samples appended in all
+        self._forgotten = False
 
     @property
     def seconds(self) -> float:
@@ -30,6 +31,15 @@ class AudioBuffer:
         self.received += samples.size
         return samples
 
+    def prepend(self, samples: np.ndarray) -> None:
+        """Put audio that preceded the stream before its first sample (negative indexes:
+        the context of a stream that continues an earlier one); not once any was forgotten."""
+        if self._forgotten:
+            raise ValueError("the buffer has forgotten samples: too late to prepend")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._audio = np.concatenate([samples, self._audio])
+        self.start -= samples.size
+
     def slice(self, lo: int, hi: int) -> np.ndarray:
         """Samples ``lo`` (at least `start`) up to ``hi`` (absolute indices)."""
         if lo < self.start:
@@ -42,3 +52,4 @@ class AudioBuffer:
         if drop > 0:
             self._audio = self._audio[drop:]
             self.start = before
+            self._forgotten = True

@@ -261,6 +261,7 @@ class OnlineDiarizer:
         self._last_end = 0.0  # end of the last window processed (s)
         self._last_recluster = 0.0
         self.final_until = 0.0
+        self.context_seconds = 0.0  # audio before the session its windows saw (`prime`)
         self.steps = 0
         self.skipped = 0
         self.step_seconds = 0.0
@@ -273,6 +274,17 @@ class OnlineDiarizer:
 
     def append(self, samples: np.ndarray) -> None:
         self._buffer.append(samples)
+
+    def prime(self, context: np.ndarray) -> bool:
+        """Audio that preceded this session (a resumed recording's last seconds before the
+        cut), for the first windows to see instead of silence; nothing is said about it
+        (its frames lie before 0). Only before the first step; returns whether it took."""
+        if self.steps or self._buffer.start != 0:
+            return False
+        context = np.asarray(context, dtype=np.float32).reshape(-1)[-self._window_samples:]
+        self._buffer.prepend(context)
+        self.context_seconds = context.size / SAMPLE_RATE
+        return bool(context.size)
 
     def _next_end(self, upto: float) -> Optional[float]:
         cfg = self.config
@@ -566,6 +578,7 @@ class OnlineDiarizer:
 
     def stats(self) -> dict[str, Any]:
         return {"steps": self.steps, "skipped_steps": self.skipped,
+                "context_seconds": round(self.context_seconds, 3),
                 "step_seconds": round(self.step_seconds, 3),
                 "speakers": self.clustering.num_speakers,
                 "reclusterings": self.clustering.reclusterings,

@@ -248,6 +248,29 @@ class LiveSession:
             else:
                 self._seed(speakers)
 
+    def prime(self, context: Any) -> None:
+        """Audio that preceded this session (a resumed recording's last seconds before the
+        cut, 16 kHz mono): the diarization's first windows see it instead of silence, so
+        the speech right after the cut is not judged alone; nothing is said about it.
+        Before the diarization's first step (with `await_speakers`: before
+        `seed_speakers`), else it is left out."""
+        x = _as_float(context)
+        if self.diarizer is None or not x.size:
+            return
+        if not np.isfinite(x).all():
+            raise ValueError("context contains NaN or infinite samples")
+        if self.threaded:
+            self._queues["diarization"].put(("prime", x.copy()))
+        else:
+            self._prime(x)
+
+    def _prime(self, context: np.ndarray) -> None:
+        with self._lock:
+            taken = self.diarizer.prime(context)  # type: ignore[union-attr]
+        log.log(logging.INFO if taken else logging.WARNING, "Live diarization: %.1f s of "
+                "audio before the session %s", context.size / SAMPLE_RATE,
+                "seen" if taken else "left out (a step was made already)")
+
     def _seed(self, speakers: list[Any]) -> None:
         if speakers:
             with self._lock:
@@ -314,8 +337,9 @@ class LiveSession:
                 for c in chunks:
                     if c is None:
                         ended = True
-                    elif isinstance(c, tuple):  # ("seed", known speakers), in its turn
-                        self._seed(c[1])
+                    elif isinstance(c, tuple):  # ("seed", known speakers) or ("prime",
+                        # audio before the session), in its turn
+                        (self._seed if c[0] == "seed" else self._prime)(c[1])
                     else:
                         engine.append(c)
                 while engine.due() and not ended and (
@@ -488,13 +512,16 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
                 chunk_seconds: float = 0.25, costs: Optional[JobCosts] = None,
                 hook: Optional[EventHook] = None, models: Optional[LiveModels] = None,
                 data_dir: Any = "data", uri: Optional[str] = None,
-                speakers: Optional[dict[str, Any]] = None) -> LiveResult:
+                speakers: Optional[dict[str, Any]] = None,
+                context: Optional[AudioInput] = None) -> LiveResult:
     """Stream a file (or a 16 kHz mono array) through a `LiveSession` in chunks.
 
     ``realtime=False``: as fast as possible on the simulated clock (measured job costs
     unless `costs` fixes them); ``realtime=True``: a threaded session fed at the audio's
     own pace. `latency` picks ``LiveConfig.for_latency(latency)`` unless `config` is given.
-    `speakers` (an earlier result's ``speakers``) continues that result's speaker labels.
+    `speakers` (an earlier result's ``speakers``) continues that result's speaker labels;
+    `context`, the audio just before this file's (a recording resumed after a cut), is
+    seen by the diarization's first windows (`LiveSession.prime`).
     """
     if config is None:
         config = LiveConfig.for_latency(latency) if latency is not None else LiveConfig()
@@ -504,6 +531,8 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
     session = LiveSession(config, hook=hook, threaded=realtime, costs=costs, models=models,
                           data_dir=data_dir, uri=uri)
     try:
+        if context is not None:
+            session.prime(load_audio(context))
         session.seed_speakers(speakers)
     except ValueError:
         session.finish()  # (a threaded session's two threads end)
