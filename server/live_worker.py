@@ -47,11 +47,11 @@ from workbench.engine.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
     DEMUXERS,
-    atomic_write,
     detect_container,
     ffmpeg_demuxer,
     parse_wav_header,
 )
+from workbench.engine.durable import atomic_write
 
 from .finalise import signature_ok
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Optional
 
 from workbench.engine.audio import AudioDecodeError, InputFormat, detect_container, wav_byte_rate
+from workbench.engine.durable import sync_folder
 
 from .limits import chunk_seconds
 from .sessions import Part
@@ -48,6 +49,10 @@ class PartWriter:
         # unbuffered: a write that fails leaves nothing behind in a buffer for later
         self._file = open(self.path, "ab", buffering=0)
         self._size = os.fstat(self._file.fileno()).st_size
+        # the part's name and its session's folder are on disk before any chunk is
+        # confirmed (the file's own fsyncs do not make its directory entry durable)
+        sync_folder(self.path.parent)
+        sync_folder(self.path.parent.parent)
 
     def append(self, data: bytes, sync: bool = False) -> None:
         """Append one chunk, on stable storage before returning when ``sync`` (blocking:

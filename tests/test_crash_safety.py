@@ -715,3 +715,48 @@ def test_a_start_up_that_fails_leaves_the_data_directory_free(tmp_path: Path) ->
     (stale / "in").rmdir()
     stale.rmdir()
     asyncio.run(start())  # not "Another server (pid <this one>) is using the data directory"
+
+
+def test_new_files_and_their_names_reach_the_disk(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's fsync does not make its name durable: after a power loss (not a process
+    crash) a new part file, a renamed audio.wav, its MP4 or a transcript could be missing,
+    or back to its old content. Each folder that names them is fsynced after them now."""
+    from server.part_writer import PartWriter
+    from server.sessions import Part
+    from workbench.engine.audio import WavWriter, write_wav
+    from workbench.engine.rendition import encode_mp4
+    from workbench.engine.transcript import Transcript, Turn
+
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    session = tmp_path / "sessions" / "s1"
+    writer = PartWriter(session / "part-000.raw", Part(0, None, 16000, 1, 0))
+    writer.open()
+    assert synced[-2:] == [str(session), str(session.parent)]  # before any chunk
+    writer.close()
+
+    def after(path: Path, write: Any) -> None:
+        """`write()` fsyncs the file that becomes `path`, then `path`'s folder."""
+        synced.clear()
+        write()
+        assert path.exists() and synced and synced[-1] == str(path.parent), synced
+        assert len(synced) >= 2  # (the file's own fsync first)
+
+    after(session / "audio.wav", lambda: write_wav(session / "audio.wav", np.zeros(1600, np.int16)))
+
+    def blocks() -> None:
+        with WavWriter(session / "audio.wav") as out:
+            out.write(np.zeros(1600, np.int16))
+
+    after(session / "audio.wav", blocks)
+    after(session / "audio.mp4", lambda: encode_mp4(session / "audio.wav", session / "audio.mp4"))
+    run = session / "runs" / "r1"
+    transcript = Transcript(language="en", duration=0.1, segments=[], turns=[Turn(0.0, 0.1, "A")])
+    after(run / "transcript.json", lambda: transcript.save(run))

@@ -156,6 +156,7 @@ def test_the_server_imports_no_model_library_module() -> None:
     allowed = {"workbench", "workbench.engine", "workbench.engine.audio", "workbench.engine.config",
                "workbench.engine.formats", "workbench.engine.transcript",
                "workbench.engine.rendition",  # PyAV (FFmpeg) only
+               "workbench.engine.durable",  # the standard library only
                "workbench.engine.pipeline",  # worker.py, inside the worker process
                "workbench.engine.asr", "workbench.engine.asr.models"}  # (the same)
     used = {t for name, targets in graph.items() if name.startswith("server")
@@ -177,4 +178,4 @@ def test_the_server_uses_the_live_room_only_inside_the_live_worker() -> None:
     assert users == {LIVE_WORKER}
     edges = _imports(LIVE_WORKER, modules[LIVE_WORKER], modules)
     top = {t for t, deferred in edges if not deferred and t.startswith("workbench")}
-    assert top <= {"workbench.engine.audio"}, top
+    assert top <= {"workbench.engine.audio", "workbench.engine.durable"}, top

@@ -19,6 +19,8 @@ from typing import Any, BinaryIO, Generator, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
+from workbench.engine.durable import atomic_write, replace_durably
+
 SAMPLE_RATE = 16000
 """Sample rate of canonical audio (Hz)."""
 
@@ -550,7 +552,7 @@ class WavWriter:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            os.replace(self._tmp, self.path)
+            replace_durably(self._tmp, self.path)
         except BaseException:
             f.close()
             self._tmp.unlink(missing_ok=True)
@@ -572,22 +574,6 @@ class WavWriter:
             self.commit()
         else:
             self.abort()
-
-
-def atomic_write(path: Path, payload: bytes) -> None:
-    """Write `payload` at `path` whole or not at all: a temporary file of its own in the
-    same folder, fsynced, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def wav_duration(path: Union[str, os.PathLike]) -> float:

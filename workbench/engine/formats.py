@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Union
 
+from workbench.engine.durable import replace_durably
 from workbench.engine.transcript import Transcript, TranscriptSegment, Turn
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def save(t: Transcript, out_dir: Union[str, os.PathLike], formats: tuple[str, ..
                 f.flush()
                 os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            replace_durably(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

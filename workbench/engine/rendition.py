@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, Union
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, iter_decode
+from workbench.engine.durable import replace_durably
 
 
 def _blocks_of(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -57,7 +58,7 @@ def encode_mp4(wav_path: Union[str, os.PathLike], mp4_path: Union[str, os.PathLi
                 out.mux(packet)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, mp4_path)
+        replace_durably(tmp, mp4_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

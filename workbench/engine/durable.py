@@ -1,0 +1,51 @@
+"""Files that outlive a crash of the machine, not only of the process: written whole or
+not at all (a temporary file beside the target, fsynced, renamed), and the folder that
+names them fsynced too, so the new name is on disk when the call returns (a file's fsync
+does not make its directory entry durable: after a power loss a renamed or new file can
+be missing, or back to its old content)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+__all__ = ["atomic_write", "replace_durably", "sync_folder"]
+
+
+def sync_folder(folder: Union[str, os.PathLike]) -> None:
+    """fsync a folder, so the entries created, renamed or removed in it are durable (a
+    no-op where the file system cannot sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # (EINVAL: a file system without folder fsync)
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: Union[str, os.PathLike], path: Union[str, os.PathLike]) -> None:
+    """`os.replace` of an fsynced `tmp` onto `path`, then the folder's fsync."""
+    os.replace(tmp, path)
+    sync_folder(Path(path).parent)
+
+
+def atomic_write(path: Path, payload: bytes) -> None:
+    """Write `payload` at `path` whole or not at all: a temporary file of its own in the
+    same folder, fsynced, then renamed (`replace_durably`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        replace_durably(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
