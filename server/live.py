@@ -115,9 +115,11 @@ class LiveStream(WorkerProcess):
         label is given before; None: none to go on with."""
         known, context = None, b""
         try:
-            if self.offset > 0:  # and the audio before the resume, for its first windows
+            try:  # and the audio before the resume, for its first windows (an aid)
                 context = await asyncio.to_thread(audio_before, self.hub.store,
                                                   self.session_id or "", self.offset)
+            except Exception:  # noqa: BLE001 - the speakers still count
+                log.exception("Audio before the resume of %s not read", self.session_id)
             if before is not None:
                 await asyncio.wait_for(before.said_all(), FLUSH_WAIT)
             known = await asyncio.to_thread(known_speakers, self.hub.store,

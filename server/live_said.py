@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from workbench.engine.audio import SAMPLE_RATE, AudioDecodeError, parse_wav_header
@@ -21,7 +22,7 @@ from .sessions import Session, SessionStore
 log = logging.getLogger("server.live")
 
 # Audio before a resume handed to the new live session (segmentation-3.0's longest window;
-# its diarization keeps the last window's worth: `OnlineDiarizer.prime`)
+# its diarization keeps what its first window can hold: `OnlineDiarizer.prime`)
 CONTEXT_SECONDS = 10.0
 
 
@@ -62,6 +63,8 @@ def audio_before(store: SessionStore, session_id: str, until: float,
     """The recording's last `seconds` before `until` (s from its start), 16 kHz mono 16-bit
     PCM from its ``audio.wav`` (finalised when the part before the resume ended); b"" when
     there is none to read (the resumed live session then starts without it)."""
+    if until <= 0:
+        return b""
     path = store.audio_path(session_id, "wav")
     try:
         with open(path, "rb") as f:
@@ -69,7 +72,7 @@ def audio_before(store: SessionStore, session_id: str, until: float,
             if header is None or (header.sample_rate, header.channels,
                                   header.sample_width, header.is_float) != (SAMPLE_RATE, 1, 2, False):
                 raise AudioDecodeError("not the server's 16 kHz mono 16-bit WAV")
-            frames = (path.stat().st_size - header.data_offset) // 2
+            frames = (os.fstat(f.fileno()).st_size - header.data_offset) // 2
             end = min(frames, int(round(until * SAMPLE_RATE)))
             start = max(0, end - int(round(seconds * SAMPLE_RATE)))
             f.seek(header.data_offset + 2 * start)

@@ -227,6 +227,12 @@ def test_a_file_streamed_after_its_context(speech: np.ndarray, models) -> None:
                              models=models, realtime=realtime, context=speech[:SAMPLE_RATE])
         assert result.stats["diarization"]["context_seconds"] == 1.0
     session = LiveSession(config, models=models)
+    session.prime(speech[:SAMPLE_RATE])
+    assert session.diarizer is not None
+    window, start = session.diarizer._window(config.diarization.step)  # (before any audio)
+    assert start < 0 and np.array_equal(window[-SAMPLE_RATE:], speech[:SAMPLE_RATE])
+    session.finish()
+    session = LiveSession(config, models=models)
     session.feed(speech[:3 * SAMPLE_RATE])
     assert session.diarizer is not None and session.diarizer.steps
     session.prime(speech[:SAMPLE_RATE])  # too late: said about already

@@ -1109,6 +1109,7 @@ def test_the_audio_before_a_resume_comes_from_the_recordings_wav(tmp_path: Path)
         assert np.array_equal(np.frombuffer(audio_before(store, sid, 3.0), "<i2"),
                               ramp[:3 * SAMPLE_RATE])  # (less before: what there is)
         assert len(audio_before(store, sid, 60.0)) == 2 * 10 * SAMPLE_RATE  # (the end)
+        assert audio_before(store, sid, 0.0) == b""  # (a new recording: nothing before)
         write_wav(store.audio_path(sid, "wav"), np.zeros(8000, np.float32), sample_rate=8000)
         assert audio_before(store, sid, 0.5) == b""  # (not the server's 16 kHz WAV)
     finally:
@@ -1169,8 +1170,9 @@ async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
             labels.append({ref: max(per, key=per.__getitem__) for ref, per in covered.items()})
     assert len(set(labels[0].values())) == 2, labels
     assert labels[1] == labels[0]  # the same voice, the same label
-    # the second session's first windows saw the audio before the resume (7.5 s: one window)
-    assert [r["summary"]["context_seconds"] for r in runs] == [0.0, 7.5], runs
+    # the second session's first windows had the audio before the resume (6.5 s: what the
+    # first 7.5 s window, ending 1 s in, holds)
+    assert [r["summary"]["context_seconds"] for r in runs] == [0.0, 6.5], runs
     saved = json.loads((srv.data_dir / "sessions" / sid / "runs" / runs[0]["id"] /
                         SPEAKERS_FILE).read_text())
     assert sorted(s["speaker"] for s in saved["speakers"]) == sorted(set(labels[0].values()))

@@ -261,7 +261,7 @@ class OnlineDiarizer:
         self._last_end = 0.0  # end of the last window processed (s)
         self._last_recluster = 0.0
         self.final_until = 0.0
-        self.context_seconds = 0.0  # audio before the session its windows saw (`prime`)
+        self.context_seconds = 0.0  # audio before the session kept for its windows (`prime`)
         self.steps = 0
         self.skipped = 0
         self.step_seconds = 0.0
@@ -278,10 +278,13 @@ class OnlineDiarizer:
     def prime(self, context: np.ndarray) -> bool:
         """Audio that preceded this session (a resumed recording's last seconds before the
         cut), for the first windows to see instead of silence; nothing is said about it
-        (its frames lie before 0). Only before the first step; returns whether it took."""
+        (its frames lie before 0). Of it, the last ``window - step`` s are kept: what the
+        first window, ending one step in, can hold (less when that step is skipped:
+        `step`). Only before the first step, once; returns whether it took."""
         if self.steps or self._buffer.start != 0:
             return False
-        context = np.asarray(context, dtype=np.float32).reshape(-1)[-self._window_samples:]
+        keep = self._window_samples - int(round(self.config.step * SAMPLE_RATE))
+        context = np.asarray(context, dtype=np.float32).reshape(-1)[-keep:]
         self._buffer.prepend(context)
         self.context_seconds = context.size / SAMPLE_RATE
         return bool(context.size)

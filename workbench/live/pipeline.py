@@ -269,7 +269,7 @@ class LiveSession:
             taken = self.diarizer.prime(context)  # type: ignore[union-attr]
         log.log(logging.INFO if taken else logging.WARNING, "Live diarization: %.1f s of "
                 "audio before the session %s", context.size / SAMPLE_RATE,
-                "seen" if taken else "left out (a step was made already)")
+                "kept" if taken else "left out (a step was made, or some was given before)")
 
     def _seed(self, speakers: list[Any]) -> None:
         if speakers:
