@@ -717,37 +717,53 @@ def test_a_start_up_that_fails_leaves_the_data_directory_free(tmp_path: Path) ->
     asyncio.run(start())  # not "Another server (pid <this one>) is using the data directory"
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 def test_new_files_and_their_names_reach_the_disk(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A file's fsync does not make its name durable: after a power loss (not a process
-    crash) a new part file, a renamed audio.wav, its MP4 or a transcript could be missing,
-    or back to its old content. Each folder that names them is fsynced after them now."""
+    crash) a new part file, a renamed audio.wav, its MP4, a transcript or a new run folder
+    could be missing, or back to its old content. Each folder that names them is fsynced
+    after they are named in it now."""
     from server.part_writer import PartWriter
     from server.sessions import Part
     from workbench.engine.audio import WavWriter, write_wav
     from workbench.engine.rendition import encode_mp4
     from workbench.engine.transcript import Transcript, Turn
 
-    synced: list[str] = []
-    fsync = os.fsync
+    events: list[tuple[str, str]] = []  # ("fsync", what) and ("named", folder), in order
+    fsync, replace = os.fsync, os.replace
 
-    def record(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+    def record_fsync(fd: Any) -> None:
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
         fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", record)
+    def record_replace(src: Any, dst: Any, **kw: Any) -> None:
+        replace(src, dst, **kw)
+        events.append(("named", str(Path(dst).parent)))
+
+    monkeypatch.setattr(os, "fsync", record_fsync)
+    monkeypatch.setattr(os, "replace", record_replace)
     session = tmp_path / "sessions" / "s1"
     writer = PartWriter(session / "part-000.raw", Part(0, None, 16000, 1, 0))
-    writer.open()
-    assert synced[-2:] == [str(session), str(session.parent)]  # before any chunk
-    writer.close()
+    try:
+        writer.open()
+        assert events[-2:] == [("fsync", str(session)), ("fsync", str(session.parent))]
+    finally:
+        writer.close()
 
-    def after(path: Path, write: Any) -> None:
-        """`write()` fsyncs the file that becomes `path`, then `path`'s folder."""
-        synced.clear()
+    def after(path: Path, write: Any, *folders: Path) -> None:
+        """`write()` makes `path`, fsyncs it, names it, then fsyncs its folder (and
+        `folders`, new folders' parents)."""
+        events.clear()
         write()
-        assert path.exists() and synced and synced[-1] == str(path.parent), synced
-        assert len(synced) >= 2  # (the file's own fsync first)
+        assert path.exists(), path
+        named = max(i for i, e in enumerate(events) if e == ("named", str(path.parent)))
+        assert ("fsync", str(path.parent)) in events[named + 1:], events
+        assert any(kind == "fsync" and what != str(path.parent) for kind, what in
+                   events[:named]), events  # (the file's own fsync first)
+        for folder in folders:
+            assert ("fsync", str(folder)) in events, (folder, events)
 
     after(session / "audio.wav", lambda: write_wav(session / "audio.wav", np.zeros(1600, np.int16)))
 
@@ -759,4 +775,25 @@ def test_new_files_and_their_names_reach_the_disk(tmp_path: Path,
     after(session / "audio.mp4", lambda: encode_mp4(session / "audio.wav", session / "audio.mp4"))
     run = session / "runs" / "r1"
     transcript = Transcript(language="en", duration=0.1, segments=[], turns=[Turn(0.0, 0.1, "A")])
-    after(run / "transcript.json", lambda: transcript.save(run))
+    after(run / "transcript.json", lambda: transcript.save(run), run.parent, session)
+
+
+def test_a_folder_that_cannot_be_synced_is_not_a_failed_write(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """`sync_folder` on a file system without folder fsync (EINVAL) goes on; a failed
+    write-back (EIO) is an error, not a durable name."""
+    import errno
+
+    from workbench.engine.durable import sync_folder
+
+    def failing(code: int) -> Any:
+        def fsync(fd: int) -> None:
+            raise OSError(code, os.strerror(code))
+        return fsync
+
+    monkeypatch.setattr(os, "fsync", failing(errno.EINVAL))
+    sync_folder(tmp_path)
+    monkeypatch.setattr(os, "fsync", failing(errno.EIO))
+    with pytest.raises(OSError, match="Input/output error"):
+        sync_folder(tmp_path)

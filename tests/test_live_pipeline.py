@@ -26,7 +26,7 @@ from workbench.live import (
     stream_file,
 )
 from workbench.live.asr import StreamingASRConfig
-from workbench.live.diarization import OnlineDiarizationConfig
+from workbench.live.diarization import OnlineDiarizationConfig, OnlineDiarizer
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(900)]
 
@@ -239,6 +239,10 @@ def test_a_file_streamed_after_its_context(speech: np.ndarray, models) -> None:
     assert session.finish().stats["diarization"]["context_seconds"] == 0.0
     with pytest.raises(ValueError, match="NaN"):
         LiveSession(config, models=models).prime(np.full(100, np.nan, np.float32))
+    # windows that never overlap (step = window): no window could hold any of it
+    whole = OnlineDiarizer(OnlineDiarizationConfig(window=5.0, step=5.0, latency=5.0),
+                           models=(models.segmentation, models.embedding))
+    assert not whole.prime(speech[:SAMPLE_RATE]) and whole.context_seconds == 0.0
 
 
 def test_sample_call_live(models) -> None:

@@ -6,27 +6,47 @@ be missing, or back to its old content)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Union
 
-__all__ = ["atomic_write", "replace_durably", "sync_folder"]
+__all__ = ["atomic_write", "make_folder", "replace_durably", "sync_folder"]
+
+# what fsync of a folder says on a file system that cannot sync one (not a failed write)
+_NO_FOLDER_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EOPNOTSUPP}
 
 
 def sync_folder(folder: Union[str, os.PathLike]) -> None:
     """fsync a folder, so the entries created, renamed or removed in it are durable (a
-    no-op where the file system cannot sync a folder)."""
+    no-op where the file system cannot sync a folder or the folder cannot be opened;
+    OSError for a failed write-back, e.g. EIO)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:  # (EINVAL: a file system without folder fsync)
-        pass
+    except OSError as exc:
+        if exc.errno not in _NO_FOLDER_SYNC:
+            raise
     finally:
         os.close(fd)
+
+
+def make_folder(folder: Union[str, os.PathLike]) -> Path:
+    """``mkdir -p`` whose new folders are named durably (each new one's parent fsynced)."""
+    folder = Path(folder)
+    missing = []
+    at = folder
+    while not at.exists() and at.parent != at:
+        missing.append(at)
+        at = at.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for new in reversed(missing):
+        sync_folder(new.parent)
+    return folder
 
 
 def replace_durably(tmp: Union[str, os.PathLike], path: Union[str, os.PathLike]) -> None:

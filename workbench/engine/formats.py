@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Union
 
-from workbench.engine.durable import replace_durably
+from workbench.engine.durable import make_folder, sync_folder
 from workbench.engine.transcript import Transcript, TranscriptSegment, Turn
 
 if TYPE_CHECKING:
@@ -133,9 +133,9 @@ WRITERS: dict[str, Callable[[Transcript], str]] = {
 def save(t: Transcript, out_dir: Union[str, os.PathLike], formats: tuple[str, ...] = RESULT_FORMATS
          ) -> dict[str, Path]:
     """Write ``out_dir/transcript.<fmt>`` for each format (each file atomically, with the
-    permissions the umask gives a new file; a write that fails leaves no temporary file)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    permissions the umask gives a new file; a write that fails leaves no temporary file;
+    the files and a new `out_dir` named durably: `workbench.engine.durable`)."""
+    out = make_folder(out_dir)
     paths = {}
     mode = 0o666 & ~_umask()
     for fmt in formats:
@@ -147,11 +147,12 @@ def save(t: Transcript, out_dir: Union[str, os.PathLike], formats: tuple[str, ..
                 f.flush()
                 os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
-            replace_durably(tmp, path)
+            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         paths[fmt] = path
+    sync_folder(out)  # (once for all the names)
     return paths
 
 

@@ -281,9 +281,9 @@ class OnlineDiarizer:
         (its frames lie before 0). Of it, the last ``window - step`` s are kept: what the
         first window, ending one step in, can hold (less when that step is skipped:
         `step`). Only before the first step, once; returns whether it took."""
-        if self.steps or self._buffer.start != 0:
-            return False
         keep = self._window_samples - int(round(self.config.step * SAMPLE_RATE))
+        if self.steps or self._buffer.start != 0 or keep <= 0:
+            return False
         context = np.asarray(context, dtype=np.float32).reshape(-1)[-keep:]
         self._buffer.prepend(context)
         self.context_seconds = context.size / SAMPLE_RATE

@@ -267,9 +267,11 @@ class LiveSession:
     def _prime(self, context: np.ndarray) -> None:
         with self._lock:
             taken = self.diarizer.prime(context)  # type: ignore[union-attr]
+            kept = self.diarizer.context_seconds  # type: ignore[union-attr]
         log.log(logging.INFO if taken else logging.WARNING, "Live diarization: %.1f s of "
-                "audio before the session %s", context.size / SAMPLE_RATE,
-                "kept" if taken else "left out (a step was made, or some was given before)")
+                "%.1f s of audio before the session kept%s", kept if taken else 0.0,
+                context.size / SAMPLE_RATE,
+                "" if taken else " (a step was made, or some was given before)")
 
     def _seed(self, speakers: list[Any]) -> None:
         if speakers:
