@@ -1,17 +1,20 @@
 """Live results across a resume: what a recording that drops mid-way and is resumed later
-costs the live diarization, when the new live session goes on with the last one's
-speakers (as the server does: `LiveSession.seed_speakers`) and when it starts afresh.
+costs the live diarization (and with `--asr` the live transcript), when the new live
+session goes on with the last one's speakers (as the server does:
+`LiveSession.seed_speakers`) and when it starts afresh.
 
     python -m benchmarks live-resume [--latency 2] [--at 0.5] [--inputs sample,conv2,conv3,ami]
-                                     [--costs 0.6,0.3] [--bench-dir data/bench]
+                                     [--costs 0.6,0.3] [--asr] [--bench-dir data/bench]
                                      [--out FILE] [--table FILE]
 
 Each input is streamed through `workbench.live.stream_file` (the diarization alone, on the
-simulated clock with fixed job costs, as ``python -m benchmarks live --no-asr``) three
-ways: ``whole``; ``resumed``: cut at ``--at`` of its duration (rounded down to a whole
+simulated clock with fixed job costs, as ``python -m benchmarks live --no-asr``; with
+``--asr`` transcribed too, and the live WER of the inputs with a reference transcript
+scored) four ways: ``whole``; ``resumed``: cut at ``--at`` of its duration (rounded down to a whole
 second) into two live sessions, the second given the first's speakers (``speakers=``);
-``primed``: the same, and the second session's first windows also see the window's worth of
-audio before the cut (``context=``, as the server does); ``afresh``: the same cut, the
+``primed``: the same, and the second session is given the 10 s of audio before the cut,
+which its first diarization windows see (``context=``), and the first session's text, which
+its ASR prompt starts with (``said=``), as the server does; ``afresh``: the same cut, the
 second session's labels its own, no context. DER (collar 0, overlap
 scored, inside the reference's UEM) of the two sessions' turns joined, against the whole
 recording's reference; pooled per group (`benchmarks.live.input_group`) and over all.
@@ -34,22 +37,31 @@ NAME = "live-resume"
 SYSTEMS = ("whole", "resumed", "primed", "afresh")
 
 
-def _scored(item: Any, turns: list[Any], system: str, cut: Optional[float]) -> dict[str, Any]:
+def _scored(item: Any, transcript: Any, system: str, cut: Optional[float]) -> dict[str, Any]:
+    from workbench.research.evaluation import score
     from workbench.research.metrics import diarization_error
 
+    turns = transcript.turns
     e = diarization_error(item.reference_turns(), turns, uem=item.annotated())
-    return {"uri": item.uri, "system": system, "cut_seconds": cut,
-            "der": _num(e.der), "missed": _num(e.missed, 6),
-            "false_alarm": _num(e.false_alarm, 6), "confusion": _num(e.confusion, 6),
-            "speech": _num(e.total, 6),
-            "der_errors": _num(e.missed + e.false_alarm + e.confusion, 6),
-            "speakers": len({t.speaker for t in turns})}
+    row = {"uri": item.uri, "system": system, "cut_seconds": cut,
+           "der": _num(e.der), "missed": _num(e.missed, 6),
+           "false_alarm": _num(e.false_alarm, 6), "confusion": _num(e.confusion, 6),
+           "speech": _num(e.total, 6),
+           "der_errors": _num(e.missed + e.false_alarm + e.confusion, 6),
+           "speakers": len({t.speaker for t in turns})}
+    if transcript.words and item.stm:  # (--asr: live WER where the input has an STM)
+        scored = score(item, transcript)
+        row.update(wer=_num(scored["wer"]), wer_errors=scored["wer_errors"],
+                   ref_words=scored["ref_words"])
+    return row
 
 
 def run_input(item: Any, config: Any, costs: Any, models: Any, at: float) -> list[dict[str, Any]]:
     """The rows (`SYSTEMS`) of one input."""
     from workbench.engine.audio import SAMPLE_RATE, load_audio
-    from workbench.engine.transcript import Turn
+    from dataclasses import replace
+
+    from workbench.engine.transcript import Transcript, Turn, build_segments
     from workbench.live import stream_file
 
     audio = load_audio(item.audio)
@@ -57,22 +69,29 @@ def run_input(item: Any, config: Any, costs: Any, models: Any, at: float) -> lis
     offset = cut / SAMPLE_RATE
 
     def live(samples: Any, speakers: Optional[dict[str, Any]] = None,
-             context: Any = None) -> Any:
+             context: Any = None, said: str = "") -> Any:
         return stream_file(samples, config=config, costs=costs, models=models, uri=item.uri,
-                           speakers=speakers, context=context)
+                           speakers=speakers, context=context, said=said)
 
-    rows = [_scored(item, live(audio).transcript.turns, "whole", None)]
+    rows = [_scored(item, live(audio).transcript, "whole", None)]
     first = live(audio[:cut])
-    # the server's resume: the window's worth of audio before the cut (`LiveSession.prime`)
-    before = audio[max(0, cut - int(config.diarization.window * SAMPLE_RATE)):cut]
-    for system, speakers, context in (("resumed", first.speakers, None),
-                                      ("primed", first.speakers, before),
-                                      ("afresh", None, None)):
-        second = live(audio[cut:], speakers, context)
+    # the server's resume: the 10 s before the cut and the text said before it
+    # (`LiveSession.prime`)
+    before = audio[max(0, cut - 10 * SAMPLE_RATE):cut]
+    for system, speakers, context, said in (("resumed", first.speakers, None, ""),
+                                            ("primed", first.speakers, before,
+                                             first.transcript.text),
+                                            ("afresh", None, None, "")):
+        second = live(audio[cut:], speakers, context, said).transcript
+        words = list(first.transcript.words) + [
+            replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3))
+            for w in second.words]
         turns = list(first.transcript.turns) + [
             Turn(round(t.start + offset, 3), round(t.end + offset, 3), t.speaker)
-            for t in second.transcript.turns]
-        rows.append(_scored(item, turns, system, offset))
+            for t in second.turns]
+        joined = Transcript(segments=build_segments(words), turns=turns,
+                            duration=audio.size / SAMPLE_RATE)
+        rows.append(_scored(item, joined, system, offset))
     return rows
 
 
@@ -92,6 +111,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[system] = _num(sum(r["der_errors"] for r in of) / speech) if speech else None
             row[f"{system}_confusion"] = (_num(sum(r["confusion"] for r in of) / speech)
                                           if speech else None)
+            words = sum(r.get("ref_words", 0) for r in of)  # (--asr, inputs with an STM)
+            row[f"{system}_wer"] = (_num(sum(r.get("wer_errors", 0) for r in of) / words)
+                                    if words else None)
         rows.append(row)
     return rows
 
@@ -106,9 +128,17 @@ def table(results: dict[str, Any]) -> str:
              "resumed in a new live session, pooled:", "",
              "| recordings | inputs | not dropped | resumed, speakers kept | speakers kept, "
              "audio before the cut seen | resumed, labels afresh |", "|---|---:|---:|---:|---:|---:|"]
-    for row in summarize(results.get("runs") or []):
+    rows = summarize(results.get("runs") or [])
+    for row in rows:
         cells = [f"{pct(row[s])} ({pct(row[f'{s}_confusion'])})" for s in SYSTEMS]
         lines.append(f"| {row['group']} | {row['inputs']} | " + " | ".join(cells) + " |")
+    if any(row[f"{s}_wer"] is not None for row in rows for s in SYSTEMS):
+        lines += ["", "Live WER (`--asr`; inputs with a reference transcript), pooled:", "",
+                  "| recordings | not dropped | resumed, speakers kept | speakers kept, audio "
+                  "and words before the cut given | resumed, labels afresh |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {row['group']} | " + " | ".join(pct(row[f"{s}_wer"]) for s in SYSTEMS)
+                  + " |" for row in rows if row[f"{SYSTEMS[0]}_wer"] is not None]
     return "\n".join(lines)
 
 
@@ -125,6 +155,10 @@ def main(argv: Sequence[str] = ()) -> int:
                         help="comma-separated, as `python -m benchmarks live --inputs`")
     parser.add_argument("--costs", default="0.6,0.3",
                         help="fixed 'ASR_PASS_SECONDS,DIARIZATION_STEP_SECONDS'")
+    parser.add_argument("--asr", action="store_true",
+                        help="transcribe too (live WER of the inputs with a reference "
+                             "transcript; the primed session's ASR prompt starts with the "
+                             "text said before the cut)")
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
     output_arguments(parser, NAME)
     args = parser.parse_args(list(argv))
@@ -142,7 +176,7 @@ def main(argv: Sequence[str] = ()) -> int:
     from workbench.live import JobCosts, LiveConfig, load_models
     from workbench.live.diarization import OnlineDiarizationConfig
 
-    config = LiveConfig(transcribe=False,
+    config = LiveConfig(transcribe=args.asr,
                         diarization=OnlineDiarizationConfig.for_latency(args.latency))
     results: dict[str, Any] = {
         "benchmark": NAME, "machine": machine_info(),

@@ -31,7 +31,8 @@ from workbench.engine.audio import InputFormat
 
 from .limits import chunk_seconds
 from .live_process import WorkerProcess
-from .live_said import FinalSoFar, WordNumbers, audio_before, known_speakers, next_word_index
+from .live_said import (FinalSoFar, WordNumbers, audio_before, known_speakers,
+                        next_word_index, said_before)
 from .sessions import SessionStore
 
 log = logging.getLogger("server.live")
@@ -110,18 +111,15 @@ class LiveStream(WorkerProcess):
     async def take_speakers(self, before: Optional["LiveStream"]) -> None:
         """A new live session of a recording goes on with the speakers of its last saved
         live run (once `before`, the session's last stream, has saved: at most FLUSH_WAIT
-        s), so a voice keeps its label across a resume. The worker's diarization waits
-        for this message (its words wait for `before`'s anyway: `number_after`), so no
-        label is given before; None: none to go on with."""
-        known, context = None, b""
+        s), so a voice keeps its label across a resume. The worker's diarization waits for
+        this message (its words wait for `before`'s anyway: `number_after`), so no label is
+        given before; None: none to go on with."""
+        known, where = None, (self.hub.store, self.session_id or "", self.offset)
         try:
-            try:  # and the audio before the resume, for its first windows (an aid)
-                context = await asyncio.to_thread(audio_before, self.hub.store,
-                                                  self.session_id or "", self.offset)
-            except Exception:  # noqa: BLE001 - the speakers still count
-                log.exception("Audio before the resume of %s not read", self.session_id)
+            self._give(await asyncio.to_thread(audio_before, *where))  # (the first windows)
             if before is not None:
                 await asyncio.wait_for(before.said_all(), FLUSH_WAIT)
+            self._give(await asyncio.to_thread(said_before, *where))  # (once it has saved)
             known = await asyncio.to_thread(known_speakers, self.hub.store,
                                             self.session_id or "")
         except asyncio.TimeoutError:
@@ -131,9 +129,13 @@ class LiveStream(WorkerProcess):
             log.exception("Speakers of session %s not read", self.session_id)
         finally:  # (after a stop the worker's flush goes on without them)
             if self.state in ("running", "lingering") and self.alive():
-                if context:
-                    self._outbox.put(("context", context))
                 self._outbox.put(("speakers", known))
+
+    def _give(self, before: Any) -> None:
+        """Hand the worker what came before a resume (an aid): the audio (`audio_before`:
+        its diarization's first windows) or the text (`said_before`: its ASR's prompt)."""
+        if before and self.state in ("running", "lingering") and self.alive():
+            self._outbox.put(("context" if isinstance(before, bytes) else "said", before))
 
     async def said_all(self) -> None:
         await self.numbers.known.wait()
@@ -392,8 +394,7 @@ class LiveHub:
         return task
 
     def active(self) -> int:
-        """Live worker processes serving a recording (recording, waiting for a resume, or
-        saving)."""
+        """Live worker processes serving a recording (recording, lingering or saving)."""
         return sum(1 for s in self.alive if s.session_id is not None
                    and s.state not in ("off", "done"))
 

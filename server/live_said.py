@@ -4,7 +4,8 @@ resumed connection as ``live_replay``), and where the word indexes of a session'
 live stream go on: `next_word_index` (after the saved live runs) and `WordNumbers` (a
 live stream's words numbered over the recording as they go out); and the speakers it
 gave, which the next live stream goes on with: `known_speakers`, with the recording's last
-seconds before the resume for its first windows: `audio_before`."""
+seconds before the resume for its first windows (`audio_before`) and what was said before
+it for its ASR's prompt (`said_before`)."""
 
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ def audio_before(store: SessionStore, session_id: str, until: float,
     try:
         with open(path, "rb") as f:
             header = parse_wav_header(f.read(1 << 12))
-            if header is None or (header.sample_rate, header.channels,
-                                  header.sample_width, header.is_float) != (SAMPLE_RATE, 1, 2, False):
+            form = None if header is None else (header.sample_rate, header.channels,
+                                                 header.sample_width, header.is_float)
+            if header is None or form != (SAMPLE_RATE, 1, 2, False):
                 raise AudioDecodeError("not the server's 16 kHz mono 16-bit WAV")
             frames = (os.fstat(f.fileno()).st_size - header.data_offset) // 2
             end = min(frames, int(round(until * SAMPLE_RATE)))
@@ -79,9 +81,30 @@ def audio_before(store: SessionStore, session_id: str, until: float,
             return f.read(2 * (end - start)) if end > start else b""
     except FileNotFoundError:
         return b""
-    except (OSError, AudioDecodeError) as exc:
-        log.warning("The audio before the resume of session %s not read: %s", session_id, exc)
+    except Exception as exc:  # noqa: BLE001 - an aid: the live session goes on without it
+        log.warning("The audio before the resume of session %s not read: %r", session_id, exc)
         return b""
+
+
+def said_before(store: SessionStore, session_id: str, until: float) -> str:
+    """The text of the session's newest saved live transcript if it ends at `until` (s:
+    where a resume begins; within 1 s), for the next live session's ASR prompt; "" when
+    there is none (the recording before the resume had no live results, or they failed)."""
+    try:
+        session = store.get_session(session_id)
+        saved = [path for r in (session.runs if session is not None and until > 0 else [])
+                 if r.kind == "live" and (path := store.run_dir(session_id, r.id)
+                                          / "transcript.json").exists()]
+        if not saved:  # (its worker writes it before it says it is done)
+            return ""
+        doc = json.loads(saved[-1].read_text(encoding="utf-8"))
+        if abs(float(doc["duration"]) - until) > 1.0:
+            return ""  # (a part without live results came after it)
+        return " ".join(str(s["text"]) for s in doc["segments"]).strip()
+    except Exception as exc:  # noqa: BLE001 - an aid: the live session goes on without it
+        log.warning("What was said before the resume of session %s not read: %r",
+                    session_id, exc)
+        return ""
 
 
 class FinalSoFar:

@@ -13,7 +13,8 @@ first (the worker loads its models before it reads it, so a worker can be starte
 of a recording); ``("part", container, sample_rate, channels)`` a new part of the
 recording begins; ``("bytes", data)``; ``("context", pcm)`` the recording's last seconds
 before this live session (a resume; 16 kHz mono 16-bit), for the diarization's first
-windows (`LiveSession.prime`), sent before ``speakers``; ``("speakers", known)`` the speakers of the
+windows, and ``("said", text)`` the text said before it, for the ASR's prompt
+(`LiveSession.prime`), both before ``speakers``; ``("speakers", known)`` the speakers of the
 recording's last live session, to go on with (`SPEAKERS_FILE`), or None: the diarization
 waits for this message when the session message says ``await_speakers``; ``("finish", run_dir)``
 the recording ended: flush, save (the transcript and `SPEAKERS_FILE`), exit;
@@ -422,11 +423,12 @@ class Worker:
                 elif kind == "part":
                     self._close_decoder()
                     self.decoder = StreamDecoder(self._feed, msg[1], msg[2], msg[3])
-                elif kind == "context":  # the recording's audio before this session
+                elif kind in ("context", "said"):  # what came before it (a resume)
                     try:
-                        self.session.prime(np.frombuffer(msg[1], dtype="<i2"))
+                        self.session.prime(np.frombuffer(msg[1], dtype="<i2"), "") \
+                            if kind == "context" else self.session.prime(None, msg[1])
                     except Exception as exc:  # noqa: BLE001 - an aid, not a need
-                        log.warning("The audio before the resume not taken: %r", exc)
+                        log.warning("What came before the resume not taken: %r", exc)
                 elif kind == "speakers":  # an earlier live session's, to go on with
                     try:
                         self.session.seed_speakers(msg[1])
@@ -475,6 +477,8 @@ class Worker:
             # the audio before a resume that the diarization's first windows saw
             summary["context_seconds"] = (result.stats.get("diarization") or {}).get(
                 "context_seconds")
+            summary["said_before_chars"] = (result.stats.get("asr") or {}).get(
+                "said_before_chars")  # (and the text before it its prompt started with)
             summary["finish_seconds"] = round(time.monotonic() - started, 3)
             summary["cpu_seconds"] = result.stats.get("cpu_seconds")
             self.outbox.send(("done", summary))

@@ -331,3 +331,11 @@ def test_live_resume_pools_each_system_over_the_speech_of_its_group() -> None:
             in text)
     assert "Incomplete run" in table({"machine": {}, "parameters": {"at": 0.5}, "runs": runs,
                                       "error": "KeyboardInterrupt"})
+    assert "Live WER" not in text  # (--asr only: WER pooled over the reference words)
+    for r in runs:
+        if r["uri"] == "sample":
+            r.update(wer_errors={"whole": 8, "resumed": 12, "primed": 9, "afresh": 12}[
+                r["system"]], ref_words=80)
+    text = table({"machine": {}, "parameters": {"at": 0.5}, "runs": runs})
+    assert "| all | 10.0 % | 15.0 % | 11.2 % | 15.0 % |" in text
+    assert summarize(runs)[0]["primed_wer"] == pytest.approx(9 / 80)

@@ -303,3 +303,34 @@ def test_only_punctuation_marks_alone_are_dropped() -> None:
 
     assert all(_punctuation(w) for w in (" .", " ...", " ?", " -", "。", " "))
     assert not any(_punctuation(w) for w in (" %", " &", " €", " 42", " don't", " a."))
+
+
+def test_the_text_said_before_a_resume_starts_every_prompt(tmp_path: Path,
+                                                           transcriber) -> None:
+    """A recording resumed after a cut: the new live session's ASR began without the
+    sentence it resumes (measured 2026-12-05, `python -m benchmarks live-resume --asr`: a
+    resume cost the sample call and two generated conversations live WER). With the text
+    said before (`prime`, its last `prompt_chars`), every pass's prompt holds it, the
+    committed words after it."""
+    audio = _speech(tmp_path)
+    asr = StreamingTranscriber(StreamingASRConfig(), transcriber=transcriber)
+    asr.prime("  and so   the " + "x" * 300 + " farmer said ")
+    assert asr.said_before.endswith(" farmer said") and len(asr.said_before) == 200
+    prompts: list[Optional[str]] = []
+    whisper = asr._whisper
+
+    def spy(audio: np.ndarray, seconds: float, offset: float, encoder: Optional[float],
+            options: dict) -> list:
+        prompts.append(options["initial_prompt"])
+        return whisper(audio, seconds, offset, encoder, options)
+
+    asr._whisper = spy  # type: ignore[method-assign]  # (calls through to Whisper)
+    for i in range(0, audio.size, 4800):
+        asr.append(audio[i:i + 4800])
+        asr.step()
+    asr.flush()
+    assert prompts[0] == asr.said_before  # (nothing committed yet)
+    assert all(prompts), prompts  # (never a pass without it: the committed words follow)
+    assert asr.stats()["said_before_chars"] == 200
+    assert word_error_rate(" ".join(SENTENCES[:2]), "".join(w.word for w in asr.committed)
+                           ).wer < 0.3  # (the words after the cut are still heard)

@@ -1116,6 +1116,35 @@ def test_the_audio_before_a_resume_comes_from_the_recordings_wav(tmp_path: Path)
         store.close()
 
 
+def test_what_was_said_before_a_resume_comes_from_the_live_run_that_ends_there(
+        tmp_path: Path) -> None:
+    """The next live session's ASR prompt starts with the text of the newest saved live
+    transcript (`said_before`), only when it ends where the resume begins (a part without
+    live results in between: nothing); live runs that saved none are passed over."""
+    from server.live_said import said_before
+    from server.sessions import SessionStore
+    from workbench.engine.transcript import Transcript, TranscriptSegment, Word
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        assert said_before(store, sid, 10.0) == ""
+        words = (Word(8.0, 8.4, " the", 0.9), Word(8.4, 9.0, " farmer", 0.9))
+        run = store.create_run(sid, {}, kind="live")
+        assert said_before(store, sid, 10.0) == ""  # (not saved yet)
+        Transcript([TranscriptSegment(8.0, 9.0, "SPEAKER_00", "the farmer", words)], [],
+                   duration=10.0).save(store.run_dir(sid, run.id))
+        assert said_before(store, sid, 10.0) == said_before(store, sid, 10.6) == "the farmer"
+        store.finish_run(run.id, ok=True, summary={})
+        assert said_before(store, sid, 12.0) == ""  # (audio without live results since)
+        assert said_before(store, sid, 0.0) == ""
+        failed = store.create_run(sid, {}, kind="live")
+        store.finish_run(failed.id, ok=False, error="the worker died")
+        assert said_before(store, sid, 10.0) == "the farmer"  # (the failed one passed over)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("while_saving", [False, True], ids=["saved", "while-saving"])
 async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
         start_server: ServerFactory, tmp_path: Path, while_saving: bool) -> None:
@@ -1171,8 +1200,10 @@ async def test_a_later_live_session_keeps_the_speaker_labels_of_the_last(
     assert len(set(labels[0].values())) == 2, labels
     assert labels[1] == labels[0]  # the same voice, the same label
     # the second session's first windows had the audio before the resume (6.5 s: what the
-    # first 7.5 s window, ending 1 s in, holds)
+    # first 7.5 s window, ending 1 s in, holds), and its ASR the first run's text
     assert [r["summary"]["context_seconds"] for r in runs] == [0.0, 6.5], runs
+    assert runs[0]["summary"]["said_before_chars"] == 0, runs
+    assert runs[1]["summary"]["said_before_chars"] > 20, runs
     saved = json.loads((srv.data_dir / "sessions" / sid / "runs" / runs[0]["id"] /
                         SPEAKERS_FILE).read_text())
     assert sorted(s["speaker"] for s in saved["speakers"]) == sorted(set(labels[0].values()))

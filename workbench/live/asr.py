@@ -231,6 +231,7 @@ class StreamingTranscriber:
         self._last_pass_end = 0  # absolute sample the last pass saw up to
         self._hypothesis: list[Word] = []  # uncommitted words of the last pass
         self.committed: list[Word] = []
+        self.said_before = ""  # text said before this stream (`prime`): the prompt's start
         self.passes = 0
         self.retries = 0
         self.pass_seconds = 0.0
@@ -250,6 +251,12 @@ class StreamingTranscriber:
         self.vad.append(self._buffer.append(samples))
         if self._buffer.received - self._buffer_start > self.config.max_buffer * SAMPLE_RATE:
             self._drop_silence(self.received)
+
+    def prime(self, said: str) -> None:
+        """The text said just before this stream (a recording resumed after a cut: the
+        earlier live session's last words), which the passes' prompt starts with, so the
+        first words after the cut are heard in their sentence."""
+        self.said_before = " ".join(said.split())[-self.config.prompt_chars:]
 
     def _committed_end(self) -> float:
         return self.committed[-1].end if self.committed else 0.0
@@ -311,7 +318,8 @@ class StreamingTranscriber:
 
     def _decode(self, start: int, end: int) -> list[Word]:
         audio = self._buffer.slice(start, end)
-        prompt = _text(w for w in self.committed if w.end <= start / SAMPLE_RATE + 0.01)
+        prompt = " ".join([self.said_before, _text(w for w in self.committed
+                                                   if w.end <= start / SAMPLE_RATE + 0.01)]).strip()
         prompt = prompt[-self.config.prompt_chars:] if self.config.prompt_chars else ""
         cfg = self.config
         seconds = audio.size / SAMPLE_RATE
@@ -577,6 +585,7 @@ class StreamingTranscriber:
         return {"passes": self.passes, "retries": self.retries,
                 "pass_seconds": round(self.pass_seconds, 3),
                 "max_buffer_seconds": round(self.max_buffer_seen, 3),
+                "said_before_chars": len(self.said_before),
                 "vad_seconds": round(self.vad.seconds, 3)}
 
 

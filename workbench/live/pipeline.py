@@ -248,30 +248,34 @@ class LiveSession:
             else:
                 self._seed(speakers)
 
-    def prime(self, context: Any) -> None:
-        """Audio that preceded this session (a resumed recording's last seconds before the
-        cut, 16 kHz mono): the diarization's first windows see it instead of silence, so
-        the speech right after the cut is not judged alone; nothing is said about it.
-        Before the diarization's first step (with `await_speakers`: before
-        `seed_speakers`), else it is left out."""
-        x = _as_float(context)
-        if self.diarizer is None or not x.size:
-            return
-        if not np.isfinite(x).all():
+    def prime(self, context: Any = None, said: str = "") -> None:
+        """What preceded this session (a recording resumed after a cut). `context`: its
+        last seconds of audio (16 kHz mono), which the diarization's first windows see
+        instead of silence, so the speech right after the cut is not judged alone (before
+        the diarization's first step, with `await_speakers` before `seed_speakers`; else
+        left out). `said`: the text said before the cut (the earlier live session's last
+        words), which the ASR's prompt starts with. Nothing is said about either again."""
+        x = _as_float(context if context is not None else np.zeros(0, np.float32))
+        if x.size and not np.isfinite(x).all():
             raise ValueError("context contains NaN or infinite samples")
-        if self.threaded:
-            self._queues["diarization"].put(("prime", x.copy()))
-        else:
-            self._prime(x)
+        for name, engine, value in (("diarization", self.diarizer, x.copy()),
+                                    ("asr", self.asr, said)):
+            if engine is None or not len(value):
+                continue
+            if self.threaded:
+                self._queues[name].put(("prime", value))
+            else:
+                self._prime(engine, value)
 
-    def _prime(self, context: np.ndarray) -> None:
+    def _prime(self, engine: Any, value: Any) -> None:
         with self._lock:
-            taken = self.diarizer.prime(context)  # type: ignore[union-attr]
-            kept = self.diarizer.context_seconds  # type: ignore[union-attr]
-        log.log(logging.INFO if taken else logging.WARNING, "Live diarization: %.1f s of "
-                "%.1f s of audio before the session kept%s", kept if taken else 0.0,
-                context.size / SAMPLE_RATE,
-                "" if taken else " (a step was made, or some was given before)")
+            taken = engine.prime(value)
+            if engine is self.diarizer:
+                kept = self.diarizer.context_seconds
+                log.log(logging.INFO if taken else logging.WARNING,
+                        "Live diarization: %.1f s of %.1f s of audio before the session "
+                        "kept%s", kept if taken else 0.0, value.size / SAMPLE_RATE,
+                        "" if taken else " (a step was made, or some was given before)")
 
     def _seed(self, speakers: list[Any]) -> None:
         if speakers:
@@ -340,8 +344,11 @@ class LiveSession:
                     if c is None:
                         ended = True
                     elif isinstance(c, tuple):  # ("seed", known speakers) or ("prime",
-                        # audio before the session), in its turn
-                        (self._seed if c[0] == "seed" else self._prime)(c[1])
+                        # what came before the session), in its turn
+                        if c[0] == "seed":
+                            self._seed(c[1])
+                        else:
+                            self._prime(engine, c[1])
                     else:
                         engine.append(c)
                 while engine.due() and not ended and (
@@ -515,7 +522,7 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
                 hook: Optional[EventHook] = None, models: Optional[LiveModels] = None,
                 data_dir: Any = "data", uri: Optional[str] = None,
                 speakers: Optional[dict[str, Any]] = None,
-                context: Optional[AudioInput] = None) -> LiveResult:
+                context: Optional[AudioInput] = None, said: str = "") -> LiveResult:
     """Stream a file (or a 16 kHz mono array) through a `LiveSession` in chunks.
 
     ``realtime=False``: as fast as possible on the simulated clock (measured job costs
@@ -523,7 +530,8 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
     own pace. `latency` picks ``LiveConfig.for_latency(latency)`` unless `config` is given.
     `speakers` (an earlier result's ``speakers``) continues that result's speaker labels;
     `context`, the audio just before this file's (a recording resumed after a cut), is
-    seen by the diarization's first windows (`LiveSession.prime`).
+    seen by the diarization's first windows, and `said`, the text said before it (e.g. the
+    earlier result's ``transcript.text``), starts the ASR's prompt (`LiveSession.prime`).
     """
     if config is None:
         config = LiveConfig.for_latency(latency) if latency is not None else LiveConfig()
@@ -533,8 +541,7 @@ def stream_file(audio: AudioInput, *, latency: Optional[float] = None,
     session = LiveSession(config, hook=hook, threaded=realtime, costs=costs, models=models,
                           data_dir=data_dir, uri=uri)
     try:
-        if context is not None:
-            session.prime(load_audio(context))
+        session.prime(None if context is None else load_audio(context), said)
         session.seed_speakers(speakers)
     except ValueError:
         session.finish()  # (a threaded session's two threads end)
