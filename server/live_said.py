@@ -25,6 +25,7 @@ log = logging.getLogger("server.live")
 # Audio before a resume handed to the new live session (segmentation-3.0's longest window;
 # its diarization keeps what its first window can hold: `OnlineDiarizer.prime`)
 CONTEXT_SECONDS = 10.0
+SAID_CHARS = 1000  # of the text said before it (its ASR's prompt keeps the last 200)
 
 
 def next_word_index(session: Session) -> int:
@@ -87,20 +88,22 @@ def audio_before(store: SessionStore, session_id: str, until: float,
 
 
 def said_before(store: SessionStore, session_id: str, until: float) -> str:
-    """The text of the session's newest saved live transcript if it ends at `until` (s:
-    where a resume begins; within 1 s), for the next live session's ASR prompt; "" when
-    there is none (the recording before the resume had no live results, or they failed)."""
+    """The text of the session's newest saved live transcript (of a run not failed) if it
+    ends at `until` (s: where a resume begins; within 1 s), its last `SAID_CHARS`, for the
+    next live session's ASR prompt; "" when there is none (the recording before the resume
+    had no live results, or they failed)."""
     try:
         session = store.get_session(session_id)
         saved = [path for r in (session.runs if session is not None and until > 0 else [])
-                 if r.kind == "live" and (path := store.run_dir(session_id, r.id)
-                                          / "transcript.json").exists()]
+                 if r.kind == "live" and r.status != "failed"
+                 and (path := store.run_dir(session_id, r.id) / "transcript.json").exists()]
         if not saved:  # (its worker writes it before it says it is done)
             return ""
         doc = json.loads(saved[-1].read_text(encoding="utf-8"))
         if abs(float(doc["duration"]) - until) > 1.0:
             return ""  # (a part without live results came after it)
-        return " ".join(str(s["text"]) for s in doc["segments"]).strip()
+        text = " ".join(str(s["text"]) for s in doc["segments"]).strip()
+        return text[-SAID_CHARS:]  # (the prompt takes the last 200 characters)
     except Exception as exc:  # noqa: BLE001 - an aid: the live session goes on without it
         log.warning("What was said before the resume of session %s not read: %r",
                     session_id, exc)

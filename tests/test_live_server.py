@@ -1138,9 +1138,18 @@ def test_what_was_said_before_a_resume_comes_from_the_live_run_that_ends_there(
         store.finish_run(run.id, ok=True, summary={})
         assert said_before(store, sid, 12.0) == ""  # (audio without live results since)
         assert said_before(store, sid, 0.0) == ""
-        failed = store.create_run(sid, {}, kind="live")
-        store.finish_run(failed.id, ok=False, error="the worker died")
+        failed = store.create_run(sid, {}, kind="live")  # (saved its text, then failed)
+        Transcript([TranscriptSegment(8.0, 9.0, "SPEAKER_00", "a stall", words)], [],
+                   duration=10.0).save(store.run_dir(sid, failed.id))
+        store.finish_run(failed.id, ok=False, error="the worker stopped answering")
         assert said_before(store, sid, 10.0) == "the farmer"  # (the failed one passed over)
+        later = store.create_run(sid, {}, kind="live")  # a later part's run, 20-40 s
+        Transcript([TranscriptSegment(38.0, 39.0, "SPEAKER_00", "x " * 800 + "the end",
+                                      words)], [], duration=40.0).save(
+            store.run_dir(sid, later.id))
+        assert said_before(store, sid, 10.0) == ""  # (the newest saved one only)
+        assert said_before(store, sid, 40.0).endswith("x the end")
+        assert len(said_before(store, sid, 40.0)) == 1000  # (what the prompt can use, and more)
     finally:
         store.close()
 

@@ -253,10 +253,14 @@ class StreamingTranscriber:
             self._drop_silence(self.received)
 
     def prime(self, said: str) -> None:
-        """The text said just before this stream (a recording resumed after a cut: the
-        earlier live session's last words), which the passes' prompt starts with, so the
-        first words after the cut are heard in their sentence."""
-        self.said_before = " ".join(said.split())[-self.config.prompt_chars:]
+        """The text said just before this stream (a recording resumed after a cut), which
+        the passes' prompt starts with: the first words after the cut are heard in context."""
+        text, cap = " ".join(said.split()), self.config.prompt_chars
+        if not cap:
+            text = ""
+        elif len(text) > cap:  # its last `prompt_chars`, no word cut in two at the start
+            text = text[-cap:] if text[-cap - 1] == " " else text[-cap:].partition(" ")[2]
+        self.said_before = text
 
     def _committed_end(self) -> float:
         return self.committed[-1].end if self.committed else 0.0

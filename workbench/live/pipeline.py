@@ -248,13 +248,16 @@ class LiveSession:
             else:
                 self._seed(speakers)
 
-    def prime(self, context: Any = None, said: str = "") -> None:
+    def prime(self, context: Any = None, said: Optional[str] = "") -> None:
         """What preceded this session (a recording resumed after a cut). `context`: its
         last seconds of audio (16 kHz mono), which the diarization's first windows see
         instead of silence, so the speech right after the cut is not judged alone (before
         the diarization's first step, with `await_speakers` before `seed_speakers`; else
         left out). `said`: the text said before the cut (the earlier live session's last
         words), which the ASR's prompt starts with. Nothing is said about either again."""
+        if self._finished:
+            raise RuntimeError("the session is finished")
+        said = said or ""
         x = _as_float(context if context is not None else np.zeros(0, np.float32))
         if x.size and not np.isfinite(x).all():
             raise ValueError("context contains NaN or infinite samples")
