@@ -425,8 +425,10 @@ class Worker:
                     self.decoder = StreamDecoder(self._feed, msg[1], msg[2], msg[3])
                 elif kind in ("context", "said"):  # what came before it (a resume)
                     try:
-                        self.session.prime(np.frombuffer(msg[1], dtype="<i2"), "") \
-                            if kind == "context" else self.session.prime(None, msg[1])
+                        if kind == "context":
+                            self.session.prime(np.frombuffer(msg[1], dtype="<i2"))
+                        else:
+                            self.session.prime(said=msg[1])
                     except Exception as exc:  # noqa: BLE001 - an aid, not a need
                         log.warning("What came before the resume not taken: %r", exc)
                 elif kind == "speakers":  # an earlier live session's, to go on with

@@ -57,8 +57,8 @@ def replace_durably(tmp: Union[str, os.PathLike], path: Union[str, os.PathLike])
 
 def atomic_write(path: Path, payload: bytes) -> None:
     """Write `payload` at `path` whole or not at all: a temporary file of its own in the
-    same folder, fsynced, then renamed (`replace_durably`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    same folder, fsynced, then renamed (`replace_durably`; a new folder: `make_folder`)."""
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
