@@ -39,7 +39,7 @@ THRESHOLD_COUNT = {"speaker_count": "threshold", "clustering_method": "centroid"
 # each window's own CAM++ passes, no recount
 BEFORE_AMI = {"powerset_count": False, "clustering_threshold": 0.25,
               "given_count_min_active": 0.1, "embedding_passes": "window",
-              "recount_extra_speakers": False}
+              "recount_extra_speakers": False, "fill_speech": False}
 # name -> (changes to DiarizationConfig(), told the true speaker count)
 AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "default": ({}, False),
@@ -52,6 +52,8 @@ AMI_SYSTEMS: dict[str, tuple[dict[str, Any], bool]] = {
     "binarized-count": ({"powerset_count": False}, False),
     "overlap-bias-0.1": ({"overlap_bias": 0.1}, False),
     "no-recount": ({"recount_extra_speakers": False}, False),
+    "no-fill": ({"fill_speech": False}, False),
+    "no-fill-oracle-count": ({"fill_speech": False}, True),
     # the best options on train (see DiarizationConfig): they fail on development
     "train-tuned": ({"segmentation_onset": 0.3, "clustering_min_active": 0.1,
                      "count_min_active": 0.15}, False),

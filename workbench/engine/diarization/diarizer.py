@@ -53,6 +53,7 @@ from workbench.engine.diarization.embedding import (
 )
 from workbench.engine.diarization.pipelines import SplittingSpeakerDiarization
 from workbench.engine.diarization.segmentation import use_frontend
+from workbench.engine.diarization.voice_activity import VoiceActivity
 from workbench.engine.formats import from_annotation
 from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import file_sha256, package_versions, torch_threads
@@ -240,6 +241,12 @@ def retune(pipeline: SpeakerDiarization, config: DiarizationConfig) -> None:
         pipeline.powerset_count = config.powerset_count
         pipeline.overlap_bias = config.overlap_bias
         pipeline.recount_extra_speakers = config.recount_extra_speakers
+        pipeline.voice_activity = _voice_activity(config)
+
+
+def _voice_activity(config: DiarizationConfig) -> Optional[VoiceActivity]:
+    return (VoiceActivity(config.fill_speech_threshold, config.fill_speech_step,
+                          config.fill_speech_window) if config.fill_speech else None)
 
 
 class Diarizer:
@@ -289,6 +296,7 @@ class Diarizer:
             powerset_count=config.powerset_count,
             overlap_bias=config.overlap_bias,
             recount_extra_speakers=config.recount_extra_speakers,
+            voice_activity=_voice_activity(config),
             embedding_passes=config.embedding_passes,
             embedding_block=config.embedding_block,
             embedding_context=config.embedding_context,
@@ -434,4 +442,7 @@ def model_identity(config: Optional[DiarizationConfig] = None) -> dict[str, Any]
         "runtime": config.embedding_runtime,
     }
     identity["clustering"] = "AgglomerativeClustering"
+    activity = _voice_activity(config)
+    if activity is not None:
+        identity["voice_activity"] = activity.identity()
     return identity

@@ -7,11 +7,11 @@ holds according to the powerset classes (`powerset_frame_count`). The offline pi
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["powerset_frame_count", "split_into_runs"]
+__all__ = ["cluster_activations", "powerset_frame_count", "split_into_runs"]
 
 
 def split_into_runs(
@@ -77,3 +77,24 @@ def powerset_frame_count(probabilities: np.ndarray, cardinality: np.ndarray,
         favoured = overlap.max(axis=-1) + overlap_bias >= best
         count = np.where(favoured, np.argmax(overlap, axis=-1) + 2, count)
     return count
+
+
+def cluster_activations(segmentations: Any, hard_clusters: np.ndarray,
+                         count: Any) -> np.ndarray:
+    """The ``(frames, clusters)`` activations that pyannote's `to_diarization` ranks,
+    on the frames of its output."""
+    from pyannote.audio.core.inference import Inference
+    from pyannote.core import SlidingWindowFeature
+
+    num_chunks, num_frames, _ = segmentations.data.shape
+    num_clusters = int(np.max(hard_clusters)) + 1
+    clustered = np.full((num_chunks, num_frames, num_clusters), np.nan)
+    for c in range(num_chunks):
+        for k in np.unique(hard_clusters[c]):
+            if k >= 0:
+                clustered[c, :, k] = np.max(segmentations.data[c][:, hard_clusters[c] == k],
+                                            axis=1)
+    activations = Inference.aggregate(
+        SlidingWindowFeature(clustered, segmentations.sliding_window), count.sliding_window,
+        hamming=False, missing=0.0, skip_average=True)
+    return activations.crop(activations.extent & count.extent, return_data=False).data

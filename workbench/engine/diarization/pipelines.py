@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional, cast
 
 import numpy as np
 import torch
-from pyannote.audio.core.inference import Inference
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.core.task import Specifications
 from pyannote.audio.pipelines import SpeakerDiarization
@@ -26,7 +25,11 @@ from pyannote.core import SlidingWindowFeature
 
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding
-from workbench.engine.diarization.local_speakers import powerset_frame_count, split_into_runs
+from workbench.engine.diarization.local_speakers import (cluster_activations, powerset_frame_count,
+                                                         split_into_runs)
+from workbench.engine.diarization.voice_activity import (SpeakerActivity, VoiceActivity,
+                                                         fill_silent_frames,
+                                                         segment_with_activity)
 from workbench.engine.diarization.workers import BatchSplitter, in_workers
 from workbench.engine.provenance import usable_cpus
 
@@ -110,9 +113,12 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         embedding_block: float = 10.0, embedding_context: float = 1.0,
         embedding_share: int = 2, embedding_share_coverage: float = 0.0,
         embedding_share_agreement: float = 0.0, embedding_workers: int = 1,
-        segmentation_workers: int = 1, recount_extra_speakers: bool = False, **kwargs: Any,
+        segmentation_workers: int = 1, recount_extra_speakers: bool = False,
+        voice_activity: Optional[VoiceActivity] = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.voice_activity = voice_activity
+        self._activity: Optional[SpeakerActivity] = None
         self.recount_extra_speakers = recount_extra_speakers
         self.recount_seconds = 0.0
         """Time the last call spent clustering again (`recount_extra_speakers`)."""
@@ -211,6 +217,16 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                         del file[key]
 
     def get_segmentations(self, file: Any, hook: Any = None) -> SlidingWindowFeature:
+        """pyannote's; with `voice_activity` also the second opinion on speech that
+        `speaker_count` fills silent frames from (`segment_with_activity`)."""
+        if self.voice_activity is None:
+            self._activity = None
+            return self._segment(file, hook)
+        segmentations, self._activity = segment_with_activity(
+            self.voice_activity, file, hook, self._segment, cache=self.training)
+        return segmentations
+
+    def _segment(self, file: Any, hook: Any) -> SlidingWindowFeature:
         inference = self._segmentation
         workers = min(self.segmentation_workers, usable_cpus())  # (more only wait)
         if workers <= 1:
@@ -275,13 +291,15 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
         probabilities = self._class_probabilities
         if (not self.powerset_count or probabilities is None
                 or probabilities.data.shape[:2] != binarized_segmentations.data.shape[:2]):
-            return super().speaker_count(binarized_segmentations, frames, warm_up=warm_up)
-        cardinality = cast(torch.Tensor, self._powerset().cardinality).cpu().numpy()
-        counts = powerset_frame_count(probabilities.data, cardinality,
-                                      self.overlap_bias).astype(np.float32)
-        return super().speaker_count(
-            SlidingWindowFeature(counts[..., None], probabilities.sliding_window), frames,
-            warm_up=warm_up)
+            count = super().speaker_count(binarized_segmentations, frames, warm_up=warm_up)
+        else:
+            cardinality = cast(torch.Tensor, self._powerset().cardinality).cpu().numpy()
+            counts = powerset_frame_count(probabilities.data, cardinality,
+                                          self.overlap_bias).astype(np.float32)
+            count = super().speaker_count(
+                SlidingWindowFeature(counts[..., None], probabilities.sliding_window), frames,
+                warm_up=warm_up)
+        return count if self._activity is None else fill_silent_frames(count, self._activity)
 
     def reconstruct(self, segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,
                     count: SlidingWindowFeature) -> SlidingWindowFeature:
@@ -307,7 +325,7 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                    if k < discrete.data.shape[1] and not discrete.data[:, k].any()]
         if not missing:
             return discrete
-        activations = _cluster_activations(segmentations, hard_clusters, count)
+        activations = cluster_activations(segmentations, hard_clusters, count)
         if activations.shape != discrete.data.shape:
             return discrete
         others = np.ones(discrete.data.shape[1], dtype=bool)
@@ -566,24 +584,6 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                     if len(index) >= 2:
                         out[c, j] = model.pool(features[:, index]).cpu().numpy()
         return out
-
-
-def _cluster_activations(segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,
-                         count: SlidingWindowFeature) -> np.ndarray:
-    """The ``(frames, clusters)`` activations that pyannote's `to_diarization` ranks,
-    on the frames of its output."""
-    num_chunks, num_frames, _ = segmentations.data.shape
-    num_clusters = int(np.max(hard_clusters)) + 1
-    clustered = np.full((num_chunks, num_frames, num_clusters), np.nan)
-    for c in range(num_chunks):
-        for k in np.unique(hard_clusters[c]):
-            if k >= 0:
-                clustered[c, :, k] = np.max(segmentations.data[c][:, hard_clusters[c] == k],
-                                            axis=1)
-    activations = Inference.aggregate(
-        SlidingWindowFeature(clustered, segmentations.sliding_window), count.sliding_window,
-        hamming=False, missing=0.0, skip_average=True)
-    return activations.crop(activations.extent & count.extent, return_data=False).data
 
 
 _RUNS_CACHE = "training_cache/workbench_runs"
