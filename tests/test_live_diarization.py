@@ -383,3 +383,28 @@ def test_updates_stay_inside_their_span_on_the_sample_call() -> None:
             assert all(r.final_until - 1e-9 <= t.start < t.end for t in r.tentative), (
                 latency, r.final_until, r.tentative)
             previous = r.final_until
+
+
+@pytest.mark.models
+@pytest.mark.timeout(600)
+def test_the_second_opinion_on_speech_keeps_more_of_a_meeting(ami: Path) -> None:
+    """pyannote/segmentation 2.x run on each window (`fill_speech`) gives the frames no
+    speaker would take to the speaker with the most votes where it hears speech, with the
+    count (2 s) and with the votes' threshold (1 s). AMI trn07 (4 speakers), measured
+    2026-12-05 with costs 0.6 / 0.3 s: missed at 2 s 7.87 -> 6.88 s, DER 65.3 -> 62.1 %."""
+    from workbench.research.datasets.ami import ami_items
+    from workbench.research.metrics import diarization_error
+
+    item = next(i for i in ami_items("train", ami.parent.parent) if i.uri == "trn07")
+    models = None
+    for latency in (2.0, 1.0):
+        scores = {}
+        for fill in (False, True):
+            config = OnlineDiarizationConfig.for_latency(latency, fill_speech=fill)
+            diarizer, results = _run(item, config, models)
+            models = (diarizer.segmentation, diarizer.embedding)
+            assert (diarizer.voice_activity is not None) is fill
+            turns = [t for r in results for t in r.turns]
+            scores[fill] = diarization_error(item.reference_turns(), turns, uem=item.annotated())
+        assert scores[True].missed < scores[False].missed - 0.3, (latency, scores)
+        assert scores[True].der < scores[False].der, (latency, scores)

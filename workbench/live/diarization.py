@@ -29,10 +29,10 @@ speaker when every centroid is further than ``delta_new``. Here:
   by a window) instead of queueing them, so its lag stays bounded;
 * output is turns that are final up to ``final_until`` (never revised), plus a tentative
   tail. No speaker cap below `max_speakers` (default 20);
-* optionally (`recluster_every`) all speech embedded so far is clustered again now and
-  then and mapped onto the speakers given so far, so that two voices merged early are
-  split (and a split voice merged) for what follows: it helped generated conversations,
-  not the AMI excerpts, so it is off by default (figures at `OnlineDiarizationConfig`).
+* a frame no speaker would take gets the one with the most votes where a second model,
+  pyannote/segmentation 2.x, hears speech there (`fill_speech`, as offline);
+* optionally (`recluster_every`, off) all speech embedded so far is clustered again now
+  and then and mapped onto the speakers given so far (figures at the option).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from typing import Any, Mapping, Optional, cast
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.diarization.voice_activity import VoiceActivity
 from workbench.engine.provenance import torch_threads
 from workbench.live.buffer import AudioBuffer
 from workbench.live.clustering import OnlineSpeakerClustering
@@ -71,33 +72,26 @@ class OnlineDiarizationConfig:
     step: float = 1.0
     latency: float = 2.0
     tau_active: float = 0.5
-    # measured 2026-12-02 (latency 2 s, step 0.5 s) on the sample call / a generated
-    # 3-voice conversation: delta 0.55, rho 0.1 -> DER 13 % / 52 % (2 voices found);
-    # 0.35 -> 37 % / 18 % (8 and 5 speakers); 0.45 + rho 0.3 -> 14.5 % / 18.5 % (3 voices);
-    # 0.5 + rho 0.3 -> 10 % / 30 %.
+    # measured 2026-12-02 (latency 2 s, step 0.5 s), sample call / a generated 3-voice
+    # conversation: delta 0.55, rho 0.1 -> DER 13 / 52 % (2 voices found); 0.35 -> 37 /
+    # 18 %; 0.45 + rho 0.3 -> 14.5 / 18.5 % (3 voices); 0.5 + rho 0.3 -> 10 / 30 %.
     rho_update: float = 0.2
     # A run is long (may open or move a speaker) when it fills `rho_update` of the window
     # or its local speaker does and the run lasts `long_run_min` s; None: the run alone
-    # must (the rule before 2026-12-04: with rho_update 0.3 and runs cut into pieces of
-    # < 2.25 s, no run of an 8 or 10 s window could ever open a speaker, so every voice
-    # was one speaker; such a configuration is now refused).
-    # Measured 2026-12-04, OnlineDiarizer alone at latency 2 s (step 1 s), DER pooled:
-    # sample call / conv2 + conv3 / AMI train / AMI development:
-    #   5 s window, rho 0.3, run alone (before):      13.7 / 15.3 / 34.5 / 31.3 %
-    #   same, step 0.5 s (the server's before):        13.8 / 13.1 / 35.0 / 32.7 %
-    #   7.5 s window, rho 0.2, run alone:              13.7 /   -  / 31.5 / 22.7 %
-    #   10 s window, rho 0.15, run alone:              12.4 /   -  / 33.6 / 28.4 %
-    #   7.5 s, rho 0.2, long_run_min 0.3 / 0.75 / 1.0: 10.1 / 9.0 / 29.6, 29.9, 29.7 / 27.1 %
-    #   (with long_run_min 0.5: step 0.5 s 10.3 / - / 33.3 / 27.2 %; tau_active 0.4 / 0.6
-    #   30.8 / 30.7 % on train; 0.75 s pieces (split_piece) 36.2 % on train, and 1 s
-    #   pieces with long_run_min 0.75 31.9 %)
-    # 1.0 (tuned on AMI train, where 0.3-1.0 are level) keeps a generated 2-voice
-    # dialogue's second voice one speaker where 0.3-0.75 split a 1.4 s piece off.
+    # must (the rule before 2026-12-04, with which no run of an 8 or 10 s window could
+    # ever open a speaker; such a configuration is refused). Measured 2026-12-04 at 2 s
+    # (step 1 s), DER pooled, sample call / conv2 + conv3 / AMI train / development:
+    #   5 s window, rho 0.3, run alone (before):  13.7 / 15.3 / 34.5 / 31.3 % (step 0.5 s:
+    #   13.8 / 13.1 / 35.0 / 32.7 %); 7.5 s, rho 0.2, run alone: 13.7 / - / 31.5 / 22.7 %;
+    #   10 s, rho 0.15: 12.4 / - / 33.6 / 28.4 %; 7.5 s, rho 0.2, long_run_min 0.3 / 0.75
+    #   / 1.0: 10.1 / 9.0 / 29.6, 29.9, 29.7 / 27.1 % (tau_active 0.4 / 0.6: 30.8 / 30.7 %
+    #   on train; 0.75 s pieces 36.2 %). 1.0 (AMI train: 0.3-1.0 level) keeps a generated
+    #   2-voice dialogue's second voice one speaker where 0.3-0.75 split a piece off.
     long_run_min: Optional[float] = 1.0
     delta_new: float = 0.45
     max_speakers: int = 20
-    # 3 (a new voice waits 3 windows before it is a speaker) measured worse on the sample
-    # call at latency 2 s, step 1 s: DER 29.5 % vs 16.0 % with 1 (3 speakers either way)
+    # 3 (a new voice waits 3 windows) measured worse on the sample call (2 s, step 1 s):
+    # DER 29.5 % against 16.0 % with 1
     confirm_windows: int = 1
     # The first speaker opens on the first item even if it is short ("Hello?"): its
     # centroid is then one noisy embedding. The first long item within `adopt_distance`
@@ -110,13 +104,10 @@ class OnlineDiarizationConfig:
     min_active: float = 0.2
     # every `recluster_every` s of audio, all speech embedded so far is clustered again
     # (average-linkage cosine, cut at `recluster_threshold`) and the clusters are mapped
-    # onto the speakers given so far (most shared speech), so a speaker wrongly merged
-    # or split early is set right for what follows; None (default): diart's scheme alone.
-    # Measured 2026-12-03 (latency 2 s, diarization alone), DER off / every 5 s at 0.45:
-    # sample call + conv2 + conv3 pooled 15.1 / 8.0 % (conv3 25.1 / 9.6 %: two voices
-    # merged early are split again), but AMI train 34.3 / 35.3 % (0.35: 42.1 %, 0.4:
-    # 38.6 %) and AMI development 31.1 / 44.9 % (one speaker split in three): it does
-    # not hold on real meetings, so it is off.
+    # onto the speakers given so far (most shared speech); None (default): off. Measured
+    # 2026-12-03 (latency 2 s), DER off / every 5 s at 0.45: sample call + conv2 + conv3
+    # 15.1 / 8.0 %, but AMI train 34.3 / 35.3 % (0.35: 42.1 %) and development 31.1 /
+    # 44.9 % (one speaker split in three): it does not hold on real meetings.
     recluster_every: Optional[float] = None
     recluster_threshold: float = 0.45
     recluster_min_speech: float = 2.0  # s of speech a new cluster needs to be a speaker
@@ -130,16 +121,22 @@ class OnlineDiarizationConfig:
     # a speaker is active where its weighted votes reach `tau_active`; None: from 2 s of
     # latency on (where two windows or more vote on each frame's count, unless the worker
     # skips steps).
-    # Measured 2026-12-04, OnlineDiarizer alone (fed 0.25 s chunks, every step run), DER
-    # pooled, votes -> count (overlap_bias 0.3): sample call / conv2 + conv3 / AMI train /
-    # AMI development at latency 2 s: 10.1 / 9.0 / 29.7 / 27.1 % -> 9.4 / 9.0 / 29.7 /
-    # 26.7 % (missed speech on AMI train 21.2 -> 20.1 %); at 5 s: 9.1 / 7.3 / 30.9 / 24.3 %
-    # -> 8.6 / 7.4 / 30.2 / 24.4 %; but at 1 s 11.2 / 9.7 / 32.5 / 34.5 % -> 11.4 / 9.8 /
-    # 32.3 / 35.5 % and at 0.5 s sample call 11.7 -> 12.8 %. overlap_bias at 2 s: 0 gives
-    # 10.2 / 8.8 / 30.1 / 26.9 %, 0.2 9.4 / 8.9 / 29.7 / 26.8 %, 0.5 9.7 / 9.1 / 29.5 /
-    # 26.3 % (false alarm on the sample call 1.08 -> 1.27 s).
+    # Measured 2026-12-04, OnlineDiarizer alone (every step run), DER pooled, votes ->
+    # count (overlap_bias 0.3), sample call / conv2 + conv3 / AMI train / development: at
+    # 2 s 10.1 / 9.0 / 29.7 / 27.1 % -> 9.4 / 9.0 / 29.7 / 26.7 %; at 5 s 9.1 / 7.3 / 30.9 /
+    # 24.3 % -> 8.6 / 7.4 / 30.2 / 24.4 %; at 1 s 11.2 / 9.7 / 32.5 / 34.5 % -> 11.4 / 9.8 /
+    # 32.3 / 35.5 %. overlap_bias at 2 s: 0 10.2 / 8.8 / 30.1 / 26.9 %, 0.5 9.7 / 9.1 /
+    # 29.5 / 26.3 %.
     count_speakers: Optional[bool] = None
     overlap_bias: float = 0.3
+    # fill_speech: a frame no speaker would take gets the one with the most votes (if any)
+    # where pyannote/segmentation 2.x, run on each window too, hears speech (offline:
+    # `fill_speech`, workbench.engine.diarization.voice_activity). Diarizer alone (costs
+    # 0.6 / 0.3 s), sample call / generated / AMI train / development, off -> on: at 2 s
+    # 9.1 / 8.6 / 29.4 / 26.5 % -> 9.1 / 8.5 / 28.9 / 26.2 %, at 5 s 8.5 / 7.0 / 30.0 /
+    # 24.1 % -> 8.6 / 7.0 / 28.9 / 23.6 % (BENCHMARKS.md, "A second opinion on speech").
+    fill_speech: bool = True
+    fill_speech_threshold: float = 0.6
     device: str = "cpu"
     num_threads: Optional[int] = 1
     # what runs CAM++'s frame network (DiarizationConfig.embedding_runtime)
@@ -154,8 +151,8 @@ class OnlineDiarizationConfig:
             raise ValueError("need 0 < step <= window <= 10 (segmentation-3.0 sees 10 s)")
         if not self.step <= self.latency <= self.window:
             raise ValueError("latency must be in [step, window]")
-        if not 0 <= self.overlap_bias <= 1:
-            raise ValueError("overlap_bias must be in [0, 1]")
+        if not 0 <= self.overlap_bias <= 1 or not 0 < self.fill_speech_threshold < 1:
+            raise ValueError("overlap_bias must be in [0, 1], fill_speech_threshold in (0, 1)")
         if not 0 < self.tau_active < 1 or not 0 <= self.rho_update < 1:
             raise ValueError("tau_active must be in (0, 1), rho_update in [0, 1)")
         if not 0 < self.delta_new <= 2:
@@ -189,9 +186,8 @@ class OnlineDiarizationConfig:
 
     @classmethod
     def for_latency(cls, latency: float, **overrides: Any) -> "OnlineDiarizationConfig":
-        """A configuration whose speaker labels are final `latency` s after the audio:
-        the default window, a 0.5 s step below 2 s of latency, 1 s from there (half the
-        work)."""
+        """Speaker labels final `latency` s after the audio: the default window, a 0.5 s
+        step below 2 s of latency, 1 s from there (half the work)."""
         step = 0.5 if latency < 2 else 1.0
         return cls(**{"step": min(step, latency), "latency": latency, **overrides})
 
@@ -236,6 +232,8 @@ class OnlineDiarizer:
             load_segmentation_model(),
             CAMPPlusEmbedding.from_state_dict_file(runtime=self.config.embedding_runtime))
         self.segmentation, self.embedding = pair
+        self.voice_activity = (VoiceActivity(self.config.fill_speech_threshold)
+                               if self.config.fill_speech else None)
         self.embedding.use_runtime(self.config.embedding_runtime)
         self.segmentation.to(torch.device(self.config.device))
         self.embedding.to(torch.device(self.config.device))
@@ -258,6 +256,7 @@ class OnlineDiarizer:
         self._sum = np.zeros((0, self.config.max_speakers), dtype=np.float64)
         self._weight = np.zeros(0, dtype=np.float64)
         self._count = np.zeros(0, dtype=np.float64)  # weighted speaker counts
+        self._heard = np.zeros(0, dtype=np.float64)  # the same, of `voice_activity`
         self._last_end = 0.0  # end of the last window processed (s)
         self._last_recluster = 0.0
         self.final_until = 0.0
@@ -346,6 +345,8 @@ class OnlineDiarizer:
         with torch_threads(cfg.num_threads), torch.inference_mode():
             audio, start = self._window(end)
             active, count = self._segment(audio)  # (frames, local speakers) binary
+            heard = (np.zeros(0) if self.voice_activity is None else
+                     self.voice_activity.frame_speakers(audio, torch.get_num_threads()))
             runs, owners, embeddings, long, cannot = self._embed(audio, active)
         ok = np.isfinite(embeddings).all(axis=1) if len(owners) else np.zeros(0, bool)
         speakers = [-1] * len(owners)
@@ -376,7 +377,7 @@ class OnlineDiarizer:
         for i, g in enumerate(speakers):
             if g >= 0:
                 glob[:, g] = np.maximum(glob[:, g], runs[:, i])
-        self._accumulate(start, glob, count)
+        self._accumulate(start, glob, count, heard)
         self._last_end = end
         self.steps += 1
         self.skipped += skipped
@@ -449,7 +450,8 @@ class OnlineDiarizer:
         cannot = overlap & (owner[:, None] != owner[None, :])
         return runs, owners_list, embeddings.cpu().numpy().astype(np.float64), long, cannot
 
-    def _accumulate(self, start: float, glob: np.ndarray, count: np.ndarray) -> None:
+    def _accumulate(self, start: float, glob: np.ndarray, count: np.ndarray,
+                    heard: np.ndarray) -> None:
         first = int(round((start + self._frame_offset) / self.frame_step))
         n = glob.shape[0]
         profile = self._profile[:n] if n <= self._profile.size else np.ones(n)
@@ -461,6 +463,7 @@ class OnlineDiarizer:
             self._sum = np.concatenate([self._sum, np.zeros((grow, self._sum.shape[1]))])
             self._weight = np.concatenate([self._weight, np.zeros(grow)])
             self._count = np.concatenate([self._count, np.zeros(grow)])
+            self._heard = np.concatenate([self._heard, np.zeros(grow)])
         if hi <= lo:
             return
         src = slice(lo - first, hi - first)
@@ -468,6 +471,8 @@ class OnlineDiarizer:
         self._sum[dst] += glob[src] * profile[src, None]
         self._weight[dst] += profile[src]
         self._count[dst] += count[src] * profile[src]
+        if heard.size == n:
+            self._heard[dst] += heard[src] * profile[src]
 
     def _forget(self, end: float) -> None:
         stop = int(round(end * SAMPLE_RATE)) - self._window_samples
@@ -478,19 +483,25 @@ class OnlineDiarizer:
         a, b = lo - self._base, hi - self._base
         weight = np.zeros(hi - lo)
         total = np.zeros((hi - lo, self.config.max_speakers))
-        counted = np.zeros(hi - lo)
+        counted, heard = np.zeros(hi - lo), np.zeros(hi - lo)
         valid_a, valid_b = max(a, 0), min(b, self._weight.size)
         if valid_b > valid_a:
             weight[valid_a - a:valid_b - a] = self._weight[valid_a:valid_b]
             total[valid_a - a:valid_b - a] = self._sum[valid_a:valid_b]
             counted[valid_a - a:valid_b - a] = self._count[valid_a:valid_b]
+            heard[valid_a - a:valid_b - a] = self._heard[valid_a:valid_b]
         with np.errstate(invalid="ignore", divide="ignore"):
             score = np.where(weight[:, None] > 0, total / weight[:, None], 0.0)
             count = np.rint(np.where(weight > 0, counted / weight, 0.0))
-        if not self.config.counts_speakers:
-            return score >= self.config.tau_active
-        # the `count` speakers with the most votes (and any at all) in each frame
+            hears = np.rint(np.where(weight > 0, heard / weight, 0.0)) >= 1
         rank = np.argsort(np.argsort(-score, axis=1, kind="stable"), axis=1, kind="stable")
+        if not self.config.counts_speakers:
+            active = score >= self.config.tau_active
+            # (fill_speech) a frame no speaker takes: the one with the most votes there
+            return active | ((rank == 0) & hears[:, None] & ~active.any(axis=1, keepdims=True)
+                             & (score > 0))
+        # the `count` speakers with the most votes (and any at all) in each frame
+        count = np.where((count == 0) & hears, 1, count)  # (fill_speech)
         return (rank < count[:, None]) & (score > 0)
 
     def _seconds(self, frame: Any) -> float:
@@ -536,6 +547,7 @@ class OnlineDiarizer:
             self._sum = self._sum[keep_from:]
             self._weight = self._weight[keep_from:]
             self._count = self._count[keep_from:]
+            self._heard = self._heard[keep_from:]
             self._base = hi
         return StepResult(tuple(turns), until, tuple(tentative), end, seconds, skipped)
 

