@@ -58,7 +58,7 @@ RESOLUTION = 0.01
 """Seconds between the points of a `SpeakerActivity`."""
 _FRAME_STEP = 270 / SAMPLE_RATE  # SincNet's frames: 270 samples apart, 991 wide
 _FRAME_MIDDLE = 991 / SAMPLE_RATE / 2
-_BATCH = 32
+_BATCH = 4  # windows per call: 32 of 10 s held ~900 MB of activations, 4 ~140 MB, and ran no faster
 _CACHE = "training_cache/workbench_voice_activity"
 _LOCK = threading.Lock()
 
