@@ -85,6 +85,10 @@ def test_every_point_takes_the_frames_of_the_windows_over_it() -> None:
     assert len(speakers) == 6100
     assert np.all(speakers[(times > 20.02) & (times < 29.98)] == 3)
     assert np.all(speakers[(times < 19.98) | (times > 30.02)] == 0)
+    # loud to the end, 4 ms past the last whole point: the last point (whose middle lies
+    # past the end) is still the last window's
+    tail = np.ones(int(16000 * 60.004), dtype=np.float32)
+    assert np.all(activity(tail).speakers == 3)
 
 
 def test_silent_frames_are_filled_where_speech_is_heard() -> None:

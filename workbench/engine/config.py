@@ -409,8 +409,9 @@ class DiarizationConfig:
     def __post_init__(self) -> None:
         _check_fields(self)
         check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
-        if self.fill_speech_step > self.fill_speech_window:
-            raise ConfigError("fill_speech_step", "'fill_speech_step' must be at most "
+        if self.fill_speech and self.fill_speech_step > self.fill_speech_window:
+            raise ConfigError("fill_speech_step", "'fill_speech_step' "
+                              f"({_show(self.fill_speech_step)} s) must be at most "
                               f"'fill_speech_window' ({_show(self.fill_speech_window)} s)")
 
     def to_dict(self) -> dict[str, Any]:

@@ -250,7 +250,7 @@ def _voice_activity(config: DiarizationConfig, load: bool = False) -> Optional[V
         return None
     activity = VoiceActivity(config.fill_speech_threshold, config.fill_speech_step,
                              config.fill_speech_window)
-    return activity.load(config.num_threads or 1) if load else activity
+    return activity.load(config.num_threads or torch.get_num_threads()) if load else activity
 
 
 class Diarizer:

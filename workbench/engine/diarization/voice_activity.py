@@ -60,7 +60,8 @@ _FRAME_STEP = 270 / SAMPLE_RATE  # SincNet's frames: 270 samples apart, 991 wide
 _FRAME_MIDDLE = 991 / SAMPLE_RATE / 2
 _BATCH = 4  # windows per call: 32 of 10 s held ~900 MB of activations, 4 ~140 MB, and ran no faster
 _CACHE = "training_cache/workbench_voice_activity"
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # the sessions
+_FETCH_LOCK = threading.Lock()  # a download (the sessions stay readable meanwhile)
 
 
 def voice_activity_model(cache: Optional[Path] = None) -> Path:
@@ -68,7 +69,7 @@ def voice_activity_model(cache: Optional[Path] = None) -> Path:
     it cannot be downloaded or a checksum differs."""
     folder = (cache or model_cache_dir()) / "pyannote-segmentation-2"
     model = folder / "segmentation.onnx"
-    with _LOCK:
+    with _FETCH_LOCK:
         if model.is_file() and file_sha256(model) == SOURCE["sha256"]:
             return model
         with tempfile.TemporaryDirectory(prefix="voice-activity-") as tmp:
@@ -219,7 +220,10 @@ class VoiceActivity:
                 # frames are 16.9 ms apart, the points 10 ms: mapping frames to points
                 # would leave points without a value)
                 lo = max(int(np.ceil(start / RESOLUTION - 0.5)), 0)
-                hi = min(int(np.ceil((start + self.window) / RESOLUTION - 0.5)), points)
+                # (the last window also takes a last point whose middle lies past the end)
+                last = start + self.window >= seconds - 1e-9
+                hi = points if last else min(
+                    int(np.ceil((start + self.window) / RESOLUTION - 0.5)), points)
                 middles = (np.arange(lo, hi) + 0.5) * RESOLUTION
                 nearest = np.clip(np.rint((middles - start - _FRAME_MIDDLE) / _FRAME_STEP),
                                   0, frames - 1).astype(int)
