@@ -309,6 +309,52 @@ async def test_sigkill_during_processing_resumes_the_run(tmp_path: Path) -> None
     integrity(data_dir)
 
 
+async def test_a_recording_follows_its_run_through_a_server_restart(tmp_path: Path) -> None:
+    """`record()` outlasts a server killed while its run processes: the client loses the
+    socket, then the server itself, polls until the restarted server (same port) answers,
+    and reports the outcome of the run the restart queued again under its id. Before,
+    the first refused poll ended the wait with "following run ... failed"."""
+    from workbench.notebook.client import AsyncClient
+
+    data_dir = tmp_path / "data"
+    srv = LocalServer(data_dir, args=server_args()).start()
+    port = srv.port
+    seconds = 600  # MP4 encoding of 10 min takes a few seconds: time enough to kill it
+    pcm = (np.random.default_rng(2).standard_normal(16000 * seconds) * 2000).astype("<i2").tobytes()
+    try:
+        async with AsyncClient(srv.url, timeout=120) as client:
+            recording = asyncio.ensure_future(client.record(
+                (pcm[i:i + (1 << 20)] for i in range(0, len(pcm), 1 << 20)),
+                format="mp4", input_format="pcm_s16le"))
+
+            async def renditions() -> Any:
+                sessions = (await get_json(f"{srv.url}/api/sessions"))["sessions"]
+                runs = sessions[0]["runs"] if sessions else []
+                return bool(runs) and runs[0]["status"] == "running" \
+                    and runs[0]["stage"] == "renditions"
+
+            assert await wait_until(renditions, timeout=60, every=0.05)
+            os.kill(srv.process.pid, signal.SIGKILL)
+            srv.process.wait(10)
+            await asyncio.sleep(1.0)  # the client meets a server that is not there
+            assert not recording.done()
+            try:  # the workers see their parent gone; whatever is left of the group goes
+                os.killpg(srv.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            srv = LocalServer(data_dir, port=port, args=server_args()).start()
+            rec = await asyncio.wait_for(recording, timeout=120)
+        assert rec.last("recording_stopped") is not None
+        assert rec.result is not None and rec.result["type"] == "processing_complete", rec.messages
+        assert rec.result["run_id"] == rec.run_id
+        session = await get_json(f"{srv.url}/api/sessions/{rec.session_id}")
+        assert session["status"] == "completed" and len(session["runs"]) == 1
+        assert wav_data(data_dir / "sessions" / rec.session_id / "audio.wav") == pcm
+    finally:
+        srv.stop()
+    integrity(data_dir)
+
+
 def children(pid: int) -> set[int]:
     """The processes whose parent is `pid` (from /proc)."""
     found = set()

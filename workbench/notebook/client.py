@@ -21,7 +21,6 @@ import os
 import threading
 import time
 from http import HTTPStatus
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Optional, TypeVar, Union
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, decode_file, load_audio, to_int16
 from workbench.engine.transcript import Transcript
+from workbench.notebook.report import TERMINAL, RecordingReport, run_outcome
 
 Source = Union[str, os.PathLike, np.ndarray, Iterable[bytes]]
 """What :meth:`AsyncClient.record` streams: a file, a 16 kHz array (float in [-1, 1] or any
@@ -40,8 +40,6 @@ EventCallback = Callable[[dict[str, Any]], None]
 
 T = TypeVar("T")
 
-TERMINAL = ("processing_complete", "processing_failed")
-
 # codes of server.protocol.ErrorCode the client acts on (it does not import the server)
 DURATION_EXCEEDED = 4005
 UNDECODABLE_AUDIO = 4008
@@ -51,6 +49,10 @@ LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diar
 """Messages of a recording with ``live_results`` (README, "Live results over the protocol")."""
 
 
+# HTTP statuses of a server (or a proxy before it) that is away for a moment
+_AWAY = (502, 503, 504)
+_ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+          aiohttp.WSMsgType.ERROR)
 _REFUSALS = {401: "(missing or invalid token)", 403: "(origin or host not allowed)",
              429: "(too many connections from this client)"}
 
@@ -69,70 +71,6 @@ class ServerError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.code = code
-
-
-@dataclass
-class RecordingReport:
-    """What happened during one :meth:`AsyncClient.record` call."""
-
-    session_id: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    chunks_sent: int = 0
-    bytes_sent: int = 0
-    seconds_sent: float = 0.0
-    live_events: list[dict[str, Any]] = field(default_factory=list)
-    # Committed live words by index, each with its speaker once known (a
-    # ``speaker_labels`` event fills in words committed without one).
-    live_words: list[dict[str, Any]] = field(default_factory=list)
-
-    def add_live(self, event: dict[str, Any]) -> None:
-        """Take in one live event (in arrival order)."""
-        self.live_events.append(event)
-        if event.get("type") not in ("transcript_final", "speaker_labels", "live_replay"):
-            return
-        for word in event.get("words", []):
-            i = word["index"]
-            if i >= len(self.live_words):
-                self.live_words.extend({} for _ in range(i + 1 - len(self.live_words)))
-            self.live_words[i] = {**self.live_words[i], **word}
-
-    @property
-    def live_run_id(self) -> Optional[str]:
-        """The run that stores the live result (``recording_stopped.live_run_id``)."""
-        stopped = self.last("recording_stopped")
-        return stopped.get("live_run_id") if stopped else None
-
-    @property
-    def live_text(self) -> str:
-        return "".join(w.get("word", "") for w in self.live_words).strip()
-
-    def last(self, kind: str) -> Optional[dict[str, Any]]:
-        return next((m for m in reversed(self.messages) if m.get("type") == kind), None)
-
-    @property
-    def run_id(self) -> Optional[str]:
-        started = self.last("processing_started")
-        return started.get("run_id") if started else None
-
-    @property
-    def errors(self) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m.get("type") == "error"]
-
-    @property
-    def result(self) -> Optional[dict[str, Any]]:
-        """The ``processing_complete`` or ``processing_failed`` event, if it arrived."""
-        return next((m for m in reversed(self.messages) if m.get("type") in TERMINAL), None)
-
-
-def _outcome(session_id: str, run: dict[str, Any]) -> dict[str, Any]:
-    """The message that ends a run (``processing_complete`` / ``_failed``), from its REST form."""
-    if run["status"] == "completed":
-        summary = run.get("summary") or {}
-        return {"type": "processing_complete", "session_id": session_id, "run_id": run["id"],
-                **{k: summary.get(k) for k in ("speakers", "duration_seconds", "word_count")},
-                **({"supersedes": run["supersedes"]} if run.get("supersedes") else {})}
-    return {"type": "processing_failed", "session_id": session_id, "run_id": run["id"],
-            "message": run.get("error") or "Processing failed"}
 
 
 def _pcm_chunks(samples: np.ndarray, chunk_seconds: float) -> Iterable[bytes]:
@@ -272,20 +210,23 @@ class AsyncClient:
         return Transcript.from_dict(json.loads(data))
 
     # ------------------------------------------------------------------ WebSocket
-    @contextlib.asynccontextmanager
-    async def _socket(self, session_id: str, **kwargs: Any
-                      ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    async def _connect(self, session_id: str, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
         """The session's WebSocket (the token goes in the session's Authorization header,
         not in the URL, where error messages showed it); a refused upgrade is a
         `ServerError` with its HTTP status."""
         http = await self._http()
         try:
-            ws = await http.ws_connect(f"{self.ws_base}/ws/{session_id}", **kwargs)
+            return await http.ws_connect(f"{self.ws_base}/ws/{session_id}", **kwargs)
         except aiohttp.WSServerHandshakeError as exc:
             why = _REFUSALS.get(exc.status) or _phrase(exc.status)
             raise ServerError(f"The server refused the WebSocket connection: HTTP {exc.status} "
                               f"{why}".rstrip(), status=exc.status) from None
-        async with ws:
+
+    @contextlib.asynccontextmanager
+    async def _socket(self, session_id: str, **kwargs: Any
+                      ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """`_connect`, closed on leaving."""
+        async with await self._connect(session_id, **kwargs) as ws:
             yield ws
 
     async def record(self, source: Source, *, session_id: str = "new", format: str = "wav",
@@ -415,7 +356,8 @@ class AsyncClient:
         """The connection closed during processing: follow the run over REST and add its
         outcome to ``rec`` (and give it to ``on_event``) as a ``processing_complete`` /
         ``processing_failed`` made from the run (speakers, duration, word count, supersedes;
-        no download links); a ServerError when that fails (e.g. the server is restarting)."""
+        no download links; through a server restart too, see `wait_for_run`); a
+        ServerError when that fails."""
         def seen(event: dict[str, Any]) -> None:
             rec.messages.append(event)
             if on_event is not None:
@@ -430,7 +372,7 @@ class AsyncClient:
             raise ServerError(f"{why}; following run {rec.run_id} failed: {exc}",
                               status=getattr(exc, "status", None)) from exc
         if rec.result is None:  # (its own message came on the new socket, or not)
-            seen(_outcome(rec.session_id, run))
+            seen(run_outcome(rec.session_id, run))
 
     async def _next(self, inbox: "asyncio.Queue[dict[str, Any]]", kinds: tuple[str, ...]
                     ) -> dict[str, Any]:
@@ -462,18 +404,36 @@ class AsyncClient:
                            on_event: Optional[EventCallback] = None,
                            poll: float = 0.5) -> dict[str, Any]:
         """Wait until run ``run_id`` ends; ``on_event`` sees its progress events. A
-        ServerError (status 404) says the session was deleted meanwhile."""
-        async with self._socket(session_id) as ws:
-            deadline = time.monotonic() + self.timeout
-            seen: Any = None
+        ServerError (status 404) says the session was deleted meanwhile.
+
+        The wait outlasts a server restart: while the server cannot be reached (or
+        answers 502-504) the REST polls go on, and the event socket is opened again once
+        it answers (a restart queues an interrupted run again under its id).
+        TimeoutError when the run has not moved for the client's timeout."""
+        deadline = time.monotonic() + self.timeout
+        seen: Any = None
+        away: Optional[BaseException] = None  # why the server could not be reached
+        ws: Optional[aiohttp.ClientWebSocketResponse] = None
+        try:
             while time.monotonic() < deadline:
                 try:
+                    if ws is None or ws.closed:  # (first, or after a restart)
+                        ws = await self._connect(session_id)
                     runs = await self.runs(session_id)
                 except ServerError as exc:  # (its sockets heard processing_failed, maybe not us)
-                    if exc.status != 404:
+                    if exc.status == 404:
+                        raise ServerError(f"Session {session_id} was deleted: run {run_id} "
+                                          f"will not end ({exc})", status=404) from None
+                    if exc.status not in _AWAY:
                         raise
-                    raise ServerError(f"Session {session_id} was deleted: run {run_id} will "
-                                      f"not end ({exc})", status=404) from None
+                    away = exc
+                except (aiohttp.ClientConnectionError, OSError) as exc:  # restarting
+                    away = exc
+                else:
+                    away = None
+                if away is not None:
+                    await asyncio.sleep(poll)
+                    continue
                 run = next((r for r in runs if r["id"] == run_id), None)
                 if run is None:
                     raise ServerError(f"no run {run_id} in session {session_id}", status=404)
@@ -482,18 +442,27 @@ class AsyncClient:
                 if (run["status"], run.get("stage"), run.get("progress")) != seen:
                     seen = (run["status"], run.get("stage"), run.get("progress"))
                     deadline = time.monotonic() + self.timeout  # it moves: wait on
-                if ws.closed:  # no more events (e.g. a server restart): the REST polls go on
+                assert ws is not None
+                if ws.closed:  # no more events (e.g. a server restart): poll, then reconnect
                     await asyncio.sleep(poll)
                     continue
                 try:
                     msg = await ws.receive(timeout=poll)
                 except asyncio.TimeoutError:
                     continue
-                if msg.type == aiohttp.WSMsgType.TEXT and on_event is not None:
+                if msg.type in _ENDED:  # (a socket that closes at once: one poll's pause)
+                    await asyncio.sleep(poll)
+                elif msg.type == aiohttp.WSMsgType.TEXT and on_event is not None:
                     event = json.loads(msg.data)
                     if event.get("run_id") == run_id:
                         on_event(event)
-            raise TimeoutError(f"run {run_id} did not move for {self.timeout:g} s")
+        finally:
+            if ws is not None:
+                await ws.close()
+        if away is not None:
+            raise TimeoutError(f"the server has not answered for {self.timeout:g} s while run "
+                               f"{run_id} was waited for: {away}")
+        raise TimeoutError(f"run {run_id} did not move for {self.timeout:g} s")
 
 
 class Client:
