@@ -21,6 +21,7 @@ from workbench.engine.audio import (
     detect_container,
     parse_wav_header,
 )
+from workbench.engine.durable import sync_folder
 
 from .sessions import Session, SessionStore
 
@@ -107,7 +108,7 @@ def finalise_audio(store: SessionStore, session: Session,
     reasons = [e for e in errors.values() if e]
     if decoded.frames == 0 and reasons:
         raise AudioDecodeError(reasons[0])
-    store.audio_path(session.id, "mp4").unlink(missing_ok=True)  # stale rendition of older audio
+    _remove_durably(store.audio_path(session.id, "mp4"))  # a rendition of older audio
     if decoded.truncated or session.audio_truncated:
         store.update_session(session.id, audio_truncated=decoded.truncated)
     skipped = sorted(i for i, e in errors.items() if e)
@@ -117,6 +118,16 @@ def finalise_audio(store: SessionStore, session: Session,
             f", cut at the {max_seconds:g} s limit" if decoded.truncated else "",
             f"; part(s) {skipped} did not decode" if skipped else "")
     return decoded
+
+
+def _remove_durably(path: Path) -> None:
+    """Remove `path` if present, its folder fsynced after: a power loss could otherwise
+    bring back an MP4 of older audio beside the new audio.wav, served as its rendition."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    sync_folder(path.parent)
 
 
 def finalise(store: SessionStore, session: Session, max_seconds: Optional[float] = None) -> float:

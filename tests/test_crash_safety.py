@@ -824,6 +824,46 @@ def test_new_files_and_their_names_reach_the_disk(tmp_path: Path,
     after(run / "transcript.json", lambda: transcript.save(run), run.parent, session)
 
 
+def test_the_removal_of_a_stale_mp4_reaches_the_disk(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop after a resume writes a new audio.wav and removes the MP4 of the older
+    audio; the session folder is fsynced after the removal (a power loss could bring the
+    old rendition back, served beside the new audio)."""
+    from server.finalise import finalise
+    from workbench.engine.audio import InputFormat
+
+    store = SessionStore(tmp_path)
+    session = store.create_session()
+    pcm = b"\x01\x00" * 16000
+    part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
+    folder = store.session_dir(session.id)
+    (folder / part.filename).write_bytes(pcm)
+    store.update_part(session.id, part.__class__(part.index, "pcm_s16le", 16000, 1, len(pcm)))
+    stale = store.audio_path(session.id, "mp4")
+    stale.write_bytes(b"an MP4 of older audio")
+    events: list[tuple[str, str]] = []
+    fsync, unlink = os.fsync, Path.unlink
+
+    def record_fsync(fd: Any) -> None:
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def record_unlink(path: Path, *args: Any, **kwargs: Any) -> None:
+        unlink(path, *args, **kwargs)
+        events.append(("removed", str(path)))
+
+    monkeypatch.setattr(os, "fsync", record_fsync)
+    monkeypatch.setattr(Path, "unlink", record_unlink)
+    try:
+        assert finalise(store, store.get_session(session.id)) == 1.0  # type: ignore[arg-type]
+    finally:
+        store.close()
+    assert not stale.exists()
+    removed = events.index(("removed", str(stale)))
+    assert ("fsync", str(folder)) in events[removed + 1:], events
+
+
 def test_a_folder_that_cannot_be_synced_is_not_a_failed_write(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
