@@ -99,6 +99,9 @@ def finalise_audio(store: SessionStore, session: Session,
     if present and not decodable:
         store.set_part_errors(session.id, errors)
         raise AudioDecodeError(next(e for e in errors.values() if e))
+    # the MP4 of older audio goes before a new audio.wav comes: a crash between the two
+    # would leave it beside the new audio, and a run would take it for a rendition of it
+    _remove_durably(store.audio_path(session.id, "mp4"))
     # (when parts fail and nothing decodes, decode_to_wav leaves audio.wav as it was)
     decoded = decode_to_wav([(path, part.input_format) for part, path in decodable],
                             store.audio_path(session.id, "wav"), max_seconds, skip_failed=True)
@@ -108,7 +111,6 @@ def finalise_audio(store: SessionStore, session: Session,
     reasons = [e for e in errors.values() if e]
     if decoded.frames == 0 and reasons:
         raise AudioDecodeError(reasons[0])
-    _remove_durably(store.audio_path(session.id, "mp4"))  # a rendition of older audio
     if decoded.truncated or session.audio_truncated:
         store.update_session(session.id, audio_truncated=decoded.truncated)
     skipped = sorted(i for i, e in errors.items() if e)
@@ -121,8 +123,8 @@ def finalise_audio(store: SessionStore, session: Session,
 
 
 def _remove_durably(path: Path) -> None:
-    """Remove `path` if present, its folder fsynced after: a power loss could otherwise
-    bring back an MP4 of older audio beside the new audio.wav, served as its rendition."""
+    """Remove `path` if present, its folder fsynced after (a power loss could otherwise
+    bring the file back)."""
     try:
         path.unlink()
     except FileNotFoundError:

@@ -199,6 +199,59 @@ def test_wait_for_run_polls_at_its_pace_once_the_socket_closed() -> None:
     assert 3 <= polls <= 8, polls
 
 
+def test_wait_for_run_waits_through_503_but_not_for_a_server_never_reached() -> None:
+    """Once the server has answered, 503s (a server going down, a proxy before it) are
+    waited through; a server that never answered (nothing listens there) is an error at
+    once, not a wait of the client's whole timeout."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from workbench.notebook.client import AsyncClient
+    from workbench.notebook.local_server import free_port
+
+    answers = ["running", 503, 503, "completed"]
+
+    async def runs(request: web.Request) -> web.Response:
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if answer == 503:
+            return web.json_response({"error": "restarting"}, status=503)
+        return web.json_response({"runs": [{"id": "R", "status": answer}]})
+
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()  # (open until the client leaves)
+        return ws
+
+    async def main() -> tuple[dict, float]:
+        app = web.Application()
+        app.router.add_get("/ws/{sid}", events)
+        app.router.add_get("/api/sessions/{sid}/runs", runs)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=30)
+        nowhere = AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=30)
+        try:
+            run = await aio.wait_for_run("S", "R", poll=0.1)
+            t0 = time.monotonic()
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await nowhere.wait_for_run("S", "R", poll=0.1)
+            return run, time.monotonic() - t0
+        finally:
+            await aio.close()
+            await nowhere.close()
+            await runner.cleanup()
+
+    run, refused_after = asyncio.run(main())
+    assert run["status"] == "completed" and answers == ["completed"]
+    assert refused_after < 5, refused_after
+
+
 def test_stereo_and_int32_arrays_are_recorded_as_load_audio_reads_them(
         client: Client, server: LocalServer, reference_audio: np.ndarray) -> None:
     """A (n, 2) array went out interleaved as twice the audio, an int32 one clipped to

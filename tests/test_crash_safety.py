@@ -827,8 +827,9 @@ def test_new_files_and_their_names_reach_the_disk(tmp_path: Path,
 def test_the_removal_of_a_stale_mp4_reaches_the_disk(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A stop after a resume writes a new audio.wav and removes the MP4 of the older
-    audio; the session folder is fsynced after the removal (a power loss could bring the
-    old rendition back, served beside the new audio)."""
+    audio: before the new audio.wav is named (a crash between the two left the old MP4
+    beside the new audio, and a run then kept it for its rendition), and durably (the
+    session folder fsynced after the removal: a power loss could bring it back)."""
     from server.finalise import finalise
     from workbench.engine.audio import InputFormat
 
@@ -842,7 +843,7 @@ def test_the_removal_of_a_stale_mp4_reaches_the_disk(tmp_path: Path,
     stale = store.audio_path(session.id, "mp4")
     stale.write_bytes(b"an MP4 of older audio")
     events: list[tuple[str, str]] = []
-    fsync, unlink = os.fsync, Path.unlink
+    fsync, unlink, replace = os.fsync, Path.unlink, os.replace
 
     def record_fsync(fd: Any) -> None:
         fd = fd if isinstance(fd, int) else fd.fileno()
@@ -853,8 +854,13 @@ def test_the_removal_of_a_stale_mp4_reaches_the_disk(tmp_path: Path,
         unlink(path, *args, **kwargs)
         events.append(("removed", str(path)))
 
+    def record_replace(src: Any, dst: Any, **kw: Any) -> None:
+        replace(src, dst, **kw)
+        events.append(("named", str(dst)))
+
     monkeypatch.setattr(os, "fsync", record_fsync)
     monkeypatch.setattr(Path, "unlink", record_unlink)
+    monkeypatch.setattr(os, "replace", record_replace)
     try:
         assert finalise(store, store.get_session(session.id)) == 1.0  # type: ignore[arg-type]
     finally:
@@ -862,6 +868,7 @@ def test_the_removal_of_a_stale_mp4_reaches_the_disk(tmp_path: Path,
     assert not stale.exists()
     removed = events.index(("removed", str(stale)))
     assert ("fsync", str(folder)) in events[removed + 1:], events
+    assert removed < events.index(("named", str(folder / "audio.wav"))), events
 
 
 def test_a_folder_that_cannot_be_synced_is_not_a_failed_write(tmp_path: Path,

@@ -367,7 +367,8 @@ class AsyncClient:
         if rec.run_id is None:
             raise ServerError(f"{why} and the server named no run to follow")
         try:
-            run = await self.wait_for_run(rec.session_id, rec.run_id, seen)
+            run = await self._wait_for_run(rec.session_id, rec.run_id, seen, 0.5,
+                                           reached=True)  # (it answered)
         except (ServerError, aiohttp.ClientError, OSError) as exc:  # (TimeoutError too)
             raise ServerError(f"{why}; following run {rec.run_id} failed: {exc}",
                               status=getattr(exc, "status", None)) from exc
@@ -406,31 +407,43 @@ class AsyncClient:
         """Wait until run ``run_id`` ends; ``on_event`` sees its progress events. A
         ServerError (status 404) says the session was deleted meanwhile.
 
-        The wait outlasts a server restart: while the server cannot be reached (or
-        answers 502-504) the REST polls go on, and the event socket is opened again once
-        it answers (a restart queues an interrupted run again under its id).
-        TimeoutError when the run has not moved for the client's timeout."""
+        The wait outlasts a server restart: once the server has answered, while it cannot
+        be reached (or answers 502-504) the REST polls go on, and the event socket is
+        opened again when it answers (a restart queues an interrupted run again under its
+        id); a server that never answered is an error at once. TimeoutError when the run
+        has not moved for the client's timeout."""
+        return await self._wait_for_run(session_id, run_id, on_event, poll, reached=False)
+
+    async def _wait_for_run(self, session_id: str, run_id: str,
+                            on_event: Optional[EventCallback], poll: float,
+                            reached: bool) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
         seen: Any = None
         away: Optional[BaseException] = None  # why the server could not be reached
+        away_since = 0.0
         ws: Optional[aiohttp.ClientWebSocketResponse] = None
         try:
-            while time.monotonic() < deadline:
-                try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:  # (each attempt within the time left: a silent network hangs too)
                     if ws is None or ws.closed:  # (first, or after a restart)
-                        ws = await self._connect(session_id)
-                    runs = await self.runs(session_id)
+                        ws = await asyncio.wait_for(self._connect(session_id), max(left, poll))
+                    runs = await asyncio.wait_for(self.runs(session_id), max(left, poll))
                 except ServerError as exc:  # (its sockets heard processing_failed, maybe not us)
                     if exc.status == 404:
                         raise ServerError(f"Session {session_id} was deleted: run {run_id} "
                                           f"will not end ({exc})", status=404) from None
-                    if exc.status not in _AWAY:
+                    if exc.status not in _AWAY or not reached:
                         raise
-                    away = exc
-                except (aiohttp.ClientConnectionError, OSError) as exc:  # restarting
-                    away = exc
+                    away, away_since = exc, away_since if away else time.monotonic()
+                except aiohttp.ClientSSLError:
+                    raise
+                except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+                        OSError) as exc:  # restarting (or killed mid-answer); timeouts too
+                    if not reached:
+                        raise
+                    away, away_since = exc, away_since if away else time.monotonic()
                 else:
-                    away = None
+                    reached, away = True, None
                 if away is not None:
                     await asyncio.sleep(poll)
                     continue
@@ -459,10 +472,11 @@ class AsyncClient:
         finally:
             if ws is not None:
                 await ws.close()
+        message = f"run {run_id} did not move for {self.timeout:g} s"
         if away is not None:
-            raise TimeoutError(f"the server has not answered for {self.timeout:g} s while run "
-                               f"{run_id} was waited for: {away}")
-        raise TimeoutError(f"run {run_id} did not move for {self.timeout:g} s")
+            message += (f", and the server has not answered for the last "
+                        f"{time.monotonic() - away_since:.0f} s ({away})")
+        raise TimeoutError(message)
 
 
 class Client:
