@@ -99,12 +99,15 @@ def finalise_audio(store: SessionStore, session: Session,
     if present and not decodable:
         store.set_part_errors(session.id, errors)
         raise AudioDecodeError(next(e for e in errors.values() if e))
-    # the MP4 of older audio goes before a new audio.wav comes: a crash between the two
-    # would leave it beside the new audio, and a run would take it for a rendition of it
-    _remove_durably(store.audio_path(session.id, "mp4"))
+    # the MP4 of older audio goes before a new audio.wav comes (a crash between the two
+    # would leave it beside the new audio, and a run would take it for a rendition of it)
+    # and again after (a download meanwhile may have encoded the older audio.wav again)
+    mp4 = store.audio_path(session.id, "mp4")
+    _remove_durably(mp4)
     # (when parts fail and nothing decodes, decode_to_wav leaves audio.wav as it was)
     decoded = decode_to_wav([(path, part.input_format) for part, path in decodable],
                             store.audio_path(session.id, "wav"), max_seconds, skip_failed=True)
+    _remove_durably(mp4)
     for position, message in decoded.failed:
         errors[decodable[position][0].index] = message
     store.set_part_errors(session.id, errors)

@@ -200,9 +200,10 @@ def test_wait_for_run_polls_at_its_pace_once_the_socket_closed() -> None:
 
 
 def test_wait_for_run_waits_through_503_but_not_for_a_server_never_reached() -> None:
-    """Once the server has answered, 503s (a server going down, a proxy before it) are
-    waited through; a server that never answered (nothing listens there) is an error at
-    once, not a wait of the client's whole timeout."""
+    """Once the server has answered (its socket opened), 503s (a server going down, a
+    proxy before it) are waited through, the first poll's too; a server that never
+    answered (nothing listens there) is an error at once, not a wait of the client's
+    whole timeout."""
     import asyncio
 
     import aiohttp
@@ -211,7 +212,7 @@ def test_wait_for_run_waits_through_503_but_not_for_a_server_never_reached() -> 
     from workbench.notebook.client import AsyncClient
     from workbench.notebook.local_server import free_port
 
-    answers = ["running", 503, 503, "completed"]
+    answers = [503, "running", 503, 503, "completed"]  # (the first after the socket opened)
 
     async def runs(request: web.Request) -> web.Response:
         answer = answers.pop(0) if len(answers) > 1 else answers[0]

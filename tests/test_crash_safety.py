@@ -871,6 +871,35 @@ def test_the_removal_of_a_stale_mp4_reaches_the_disk(tmp_path: Path,
     assert removed < events.index(("named", str(folder / "audio.wav"))), events
 
 
+def test_an_mp4_encoded_while_stop_decodes_does_not_stay(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download of the MP4 while a stop decodes encodes the older audio.wav again (no
+    MP4 is there): that file is removed once the new audio.wav is in place, or a run would
+    keep it for the rendition of the new audio."""
+    import server.finalise as finalise_module
+    from workbench.engine.audio import InputFormat
+
+    store = SessionStore(tmp_path)
+    session = store.create_session()
+    pcm = b"\x01\x00" * 16000
+    part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
+    (store.session_dir(session.id) / part.filename).write_bytes(pcm)
+    store.update_part(session.id, part.__class__(part.index, "pcm_s16le", 16000, 1, len(pcm)))
+    mp4 = store.audio_path(session.id, "mp4")
+    decode = finalise_module.decode_to_wav
+
+    def decode_while_downloaded(*args: Any, **kwargs: Any) -> Any:
+        mp4.write_bytes(b"an MP4 of the older audio.wav, encoded meanwhile")
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(finalise_module, "decode_to_wav", decode_while_downloaded)
+    try:
+        assert finalise_module.finalise(store, store.get_session(session.id)) == 1.0  # type: ignore[arg-type]
+    finally:
+        store.close()
+    assert not mp4.exists()
+
+
 def test_a_folder_that_cannot_be_synced_is_not_a_failed_write(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:

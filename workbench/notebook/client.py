@@ -410,8 +410,9 @@ class AsyncClient:
         The wait outlasts a server restart: once the server has answered, while it cannot
         be reached (or answers 502-504) the REST polls go on, and the event socket is
         opened again when it answers (a restart queues an interrupted run again under its
-        id); a server that never answered is an error at once. TimeoutError when the run
-        has not moved for the client's timeout."""
+        id); a server that never answered (nothing listens, or it refused the first
+        connection) is an error at once. TimeoutError when the run has not moved for the
+        client's timeout."""
         return await self._wait_for_run(session_id, run_id, on_event, poll, reached=False)
 
     async def _wait_for_run(self, session_id: str, run_id: str,
@@ -427,6 +428,7 @@ class AsyncClient:
                 try:  # (each attempt within the time left: a silent network hangs too)
                     if ws is None or ws.closed:  # (first, or after a restart)
                         ws = await asyncio.wait_for(self._connect(session_id), max(left, poll))
+                        reached = True  # (it answered: what fails from here may pass)
                     runs = await asyncio.wait_for(self.runs(session_id), max(left, poll))
                 except ServerError as exc:  # (its sockets heard processing_failed, maybe not us)
                     if exc.status == 404:
