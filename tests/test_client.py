@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,6 +154,21 @@ def test_decoded_audio_cut_at_the_limit_still_waits_for_processing(start_server,
         assert rec.result is not None and rec.result["type"] == "processing_complete"
 
 
+async def _serve_runs(events: Any, runs: Any) -> tuple[Any, int]:
+    """A stand-in for the server on a free loopback port: a session's event socket and
+    its runs (`events` and `runs` are aiohttp handlers); (runner, port)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/ws/{sid}", events)
+    app.router.add_get("/api/sessions/{sid}/runs", runs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 def test_wait_for_run_polls_at_its_pace_once_the_socket_closed() -> None:
     """A stand-in for the server whose event socket closes at once (as on a restart)
     and whose run ends after 1.5 s: the REST polls keep to one per `poll`."""
@@ -177,14 +193,7 @@ def test_wait_for_run_polls_at_its_pace_once_the_socket_closed() -> None:
         return web.json_response({"runs": [{"id": "R", "status": "completed" if done else "running"}]})
 
     async def main() -> dict:
-        app = web.Application()
-        app.router.add_get("/ws/{sid}", events)
-        app.router.add_get("/api/sessions/{sid}/runs", runs)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await _serve_runs(events, runs)
         nonlocal t0
         t0 = time.monotonic()  # the run ends 1.5 s from here
         aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=30)
@@ -227,14 +236,7 @@ def test_wait_for_run_waits_through_503_but_not_for_a_server_never_reached() -> 
         return ws
 
     async def main() -> tuple[dict, float]:
-        app = web.Application()
-        app.router.add_get("/ws/{sid}", events)
-        app.router.add_get("/api/sessions/{sid}/runs", runs)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await _serve_runs(events, runs)
         aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=30)
         nowhere = AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=30)
         try:
