@@ -104,6 +104,22 @@ def test_silent_frames_are_filled_where_speech_is_heard() -> None:
     assert filled.sliding_window is frames
 
 
+def test_filled_frames_take_the_speaker_of_the_nearest_active_frame() -> None:
+    """Frames the count fills where no cluster is active went to the first cluster
+    (pyannote ranks equal activations by index): they take the clusters of the nearest
+    frame where one is active; silence stays silence."""
+    from workbench.engine.diarization.local_speakers import speakers_from_nearest
+
+    activations = np.array([[0, 2], [0, 1], [0, 0], [0, 0], [1, 0], [0, 0], [0, 0]], float)
+    # pyannote's reconstruction: frames 2, 3 and 5 counted one speaker, ranked by index
+    discrete = np.array([[0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [1, 0], [0, 0]], float)
+    assert speakers_from_nearest(discrete, activations) == 1
+    # frame 2 is nearest frame 1 (cluster 1), frame 3 frame 4 (cluster 0), frame 5 frame 4
+    assert discrete.tolist() == [[0, 1], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 0]]
+    nothing = np.zeros((3, 2))
+    assert speakers_from_nearest(np.array([[1.0, 0.0]] * 3), nothing) == 0  # none to take
+
+
 @pytest.mark.models
 def test_the_diarization_misses_less_speech_with_it(ami: Path) -> None:
     # trn06 (3 speakers): the count of segmentation-3.0 calls 3.0 s of the reference's

@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["cluster_activations", "powerset_frame_count", "split_into_runs"]
+__all__ = ["cluster_activations", "powerset_frame_count", "split_into_runs",
+           "speakers_from_nearest"]
 
 
 def split_into_runs(
@@ -98,3 +99,29 @@ def cluster_activations(segmentations: Any, hard_clusters: np.ndarray,
         SlidingWindowFeature(clustered, segmentations.sliding_window), count.sliding_window,
         hamming=False, missing=0.0, skip_average=True)
     return activations.crop(activations.extent & count.extent, return_data=False).data
+
+
+def speakers_from_nearest(discrete: np.ndarray, activations: np.ndarray) -> int:
+    """Give the frames of `discrete` ``(frames, clusters)`` that hold speakers where no
+    cluster is active (`activations` all 0: the count says speech that no window's local
+    speaker covers, as `fill_speech` and the powerset count make) the clusters most active
+    at the nearest frame where one is, in place; pyannote ranks such a frame's clusters by
+    index, so they went to the first cluster. Returns how many frames changed."""
+    active = activations.max(axis=1) > 0
+    unranked = np.flatnonzero((discrete.sum(axis=1) > 0) & ~active)
+    ranked = np.flatnonzero(active)
+    if len(unranked) == 0 or len(ranked) == 0:
+        return 0
+    position = np.searchsorted(ranked, unranked)
+    after = ranked[np.clip(position, 0, len(ranked) - 1)]
+    before = ranked[np.clip(position - 1, 0, len(ranked) - 1)]
+    nearest = np.where(np.abs(unranked - before) <= np.abs(after - unranked), before, after)
+    changed = 0
+    for t, n in zip(unranked, nearest):
+        speakers = int(discrete[t].sum())
+        top = np.argsort(-activations[n], kind="stable")[:speakers]
+        row = np.zeros_like(discrete[t])
+        row[top] = 1
+        changed += int(not np.array_equal(row, discrete[t]))
+        discrete[t] = row
+    return changed

@@ -26,7 +26,7 @@ from pyannote.core import SlidingWindowFeature
 from workbench.engine.diarization.clustering import RUN_OWNERS, RunClustering
 from workbench.engine.diarization.embedding import CAMPPlusEmbedding
 from workbench.engine.diarization.local_speakers import (cluster_activations, powerset_frame_count,
-                                                         split_into_runs)
+                                                         speakers_from_nearest, split_into_runs)
 from workbench.engine.diarization.voice_activity import (SpeakerActivity, VoiceActivity,
                                                          fill_silent_frames,
                                                          segment_with_activity)
@@ -303,11 +303,12 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
 
     def reconstruct(self, segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,
                     count: SlidingWindowFeature) -> SlidingWindowFeature:
-        """pyannote's reconstruction, then each speaker made for a given count
-        (`RunClustering.forced_clusters`) that lost every frame takes the frames its own
-        runs cover, from the weakest speaker there: it holds one copy of a stretch of
-        speech that the windows' other copies give to another speaker, and the given count
-        is honoured at the cost of that stretch alone.
+        """pyannote's reconstruction; frames that count speech where no cluster is active
+        take the clusters of the nearest frame where one is (`speakers_from_nearest`); each
+        speaker made for a given count (`RunClustering.forced_clusters`) that lost every
+        frame takes the frames its own runs cover, from the weakest speaker there: it holds
+        one copy of a stretch of speech that the windows' other copies give to another
+        speaker, and the given count is honoured at the cost of that stretch alone.
 
         With `powerset_count` a frame can count a speaker where no local speaker is
         active (the most likely class is silence, the speech classes together are not):
@@ -320,13 +321,14 @@ class SplittingSpeakerDiarization(SpeakerDiarizationWithoutPLDA):
                                      segmentations.sliding_window),
                 SlidingWindowFeature(np.zeros_like(count.data), count.sliding_window))
         discrete = super().reconstruct(segmentations, hard_clusters, count)
+        activations = cluster_activations(segmentations, hard_clusters, count)
+        if activations.shape != discrete.data.shape:
+            return discrete
+        speakers_from_nearest(discrete.data, activations)
         forced = getattr(self.clustering, "forced_clusters", [])
         missing = [k for k in forced
                    if k < discrete.data.shape[1] and not discrete.data[:, k].any()]
         if not missing:
-            return discrete
-        activations = cluster_activations(segmentations, hard_clusters, count)
-        if activations.shape != discrete.data.shape:
             return discrete
         others = np.ones(discrete.data.shape[1], dtype=bool)
         others[forced] = False  # a forced speaker gives way only if it keeps some frames
