@@ -716,16 +716,26 @@ async def test_a_run_ending_during_shutdown_is_saved(tmp_path: Path) -> None:
         store.close()
 
 
+def _one_part_session(store: SessionStore, pcm: bytes) -> tuple[Any, Any]:
+    """A session of one 16 kHz mono PCM part holding `pcm` (as a recording leaves it):
+    the session and its part."""
+    from workbench.engine.audio import InputFormat
+
+    session = store.create_session()
+    part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
+    (store.session_dir(session.id) / part.filename).write_bytes(pcm)
+    store.update_part(session.id, part.__class__(part.index, "pcm_s16le", 16000, 1, len(pcm)))
+    return session, part
+
+
 def test_a_part_kept_in_part_is_rebuilt_at_start_up(tmp_path: Path) -> None:
     """A part that decoded only in part carries an error too: start-up took it for one
     that never decoded and left its missing audio.wav missing."""
     from server.recovery import recover
-    from workbench.engine.audio import PARTLY_DECODED, InputFormat
+    from workbench.engine.audio import PARTLY_DECODED
 
     store = SessionStore(tmp_path)
-    session = store.create_session()
-    part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
-    (store.session_dir(session.id) / part.filename).write_bytes(b"\x01\x00" * 16000)
+    session, part = _one_part_session(store, b"\x01\x00" * 16000)
     store.set_status(session.id, "recording")
     store.set_status(session.id, "interrupted")
     store.set_part_errors(session.id, {part.index: PARTLY_DECODED + "1 packet(s) left out"})
@@ -831,15 +841,10 @@ def test_the_removal_of_a_stale_mp4_reaches_the_disk(tmp_path: Path,
     beside the new audio, and a run then kept it for its rendition), and durably (the
     session folder fsynced after the removal: a power loss could bring it back)."""
     from server.finalise import finalise
-    from workbench.engine.audio import InputFormat
 
     store = SessionStore(tmp_path)
-    session = store.create_session()
-    pcm = b"\x01\x00" * 16000
-    part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
+    session, _ = _one_part_session(store, b"\x01\x00" * 16000)
     folder = store.session_dir(session.id)
-    (folder / part.filename).write_bytes(pcm)
-    store.update_part(session.id, part.__class__(part.index, "pcm_s16le", 16000, 1, len(pcm)))
     stale = store.audio_path(session.id, "mp4")
     stale.write_bytes(b"an MP4 of older audio")
     events: list[tuple[str, str]] = []
@@ -877,14 +882,9 @@ def test_an_mp4_encoded_while_stop_decodes_does_not_stay(tmp_path: Path,
     MP4 is there): that file is removed once the new audio.wav is in place, or a run would
     keep it for the rendition of the new audio."""
     import server.finalise as finalise_module
-    from workbench.engine.audio import InputFormat
 
     store = SessionStore(tmp_path)
-    session = store.create_session()
-    pcm = b"\x01\x00" * 16000
-    part = store.add_part(session.id, InputFormat("pcm_s16le", 16000, 1))
-    (store.session_dir(session.id) / part.filename).write_bytes(pcm)
-    store.update_part(session.id, part.__class__(part.index, "pcm_s16le", 16000, 1, len(pcm)))
+    session, _ = _one_part_session(store, b"\x01\x00" * 16000)
     mp4 = store.audio_path(session.id, "mp4")
     decode = finalise_module.decode_to_wav
 
