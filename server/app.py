@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from workbench.engine.audio import AudioDecodeError
 from workbench.engine.rendition import encode_mp4
@@ -81,7 +82,11 @@ async def _session_or_404(request: web.Request) -> Any:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError:  # e.g. a Content-Encoding its bytes are not in
+        raise web.HTTPBadRequest(text="Request body could not be read: it is not in its "
+                                      "Content-Encoding") from None
     try:  # in a thread: a body may be up to --max-body-bytes of JSON
         body = await asyncio.to_thread(json.loads, raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -97,13 +102,16 @@ async def _json_response(payload: Any, status: int = 200) -> web.Response:
     return web.json_response(text=text, status=status)
 
 
-def _checked_run_config(request: web.Request, config: Any, what: str) -> dict[str, Any]:
+def _checked_run_config(request: web.Request, config: Any, what: str, switch: bool = True
+                        ) -> dict[str, Any]:
     """The client's ``config`` over the server's default run configuration, checked with
     workbench.engine.config (no model library is imported), or a 400.  Model or pipeline folders
-    named by the client are refused unless the server runs with --allow-local-models."""
+    named by the client are refused unless the server runs with --allow-local-models.
+    ``switch``: the ``pipeline`` switch is allowed (a run's, not a session's options:
+    `start` refuses it there, so a session created with it could never record)."""
     state = _state(request)
     try:
-        check_run_config(config, local_models=state.config.allow_local_models)
+        check_run_config(config, switch=switch, local_models=state.config.allow_local_models)
         return check_run_config({**state.config.default_run_config, **config})
     except ConfigError as exc:
         raise web.HTTPBadRequest(text=f"Invalid {what}: {exc}") from None
@@ -136,7 +144,7 @@ async def create_session(request: web.Request) -> web.Response:
     options = body.get("options", {})
     if not isinstance(options, dict):
         raise web.HTTPBadRequest(text="'options' must be a JSON object")
-    _checked_run_config(request, options, "session options")
+    _checked_run_config(request, options, "session options", switch=False)
     session = await asyncio.to_thread(_state(request).store.create_session, None, fmt, options)
     log.info("✅ Created session: %s", session.id)
     return web.json_response(session_json(session), status=201)

@@ -19,6 +19,7 @@ from .protocol import (
     StartRequest,
     decode_chunk,
     error,
+    holds_action,
     parse_start,
     safe_details,
 )
@@ -90,7 +91,10 @@ class Connection:
     async def handle(self, msg: Any) -> None:
         try:
             if msg.type == WSMsgType.BINARY:
-                await self.on_chunk(bytes(msg.data))
+                data = bytes(msg.data)
+                if holds_action(data):
+                    raise ProtocolError(ErrorCode.INVALID_MESSAGE, Messages.ACTION_IN_BINARY)
+                await self.on_chunk(data)
             elif msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
         except ProtocolError as exc:

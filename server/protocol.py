@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -81,6 +82,9 @@ class Messages:
     INVALID_FORMAT = "Invalid format. Use 'wav' or 'mp4'"
     NOT_STARTED = "Recording not started. Send 'start' action first"
     INVALID_ENCODING = "Invalid audio data encoding"
+    # (4007) a binary frame that holds an action (`holds_action`): refused, not recorded
+    ACTION_IN_BINARY = ("Invalid message: a JSON message in a binary frame; send actions as "
+                        "text frames (binary frames are audio)")
 
     @staticmethod
     def chunk_too_large(limits: Limits) -> str:
@@ -113,6 +117,28 @@ class Messages:
     @staticmethod
     def internal(details: str) -> str:
         return f"Erro interno: {details}"
+
+
+MAX_ACTION_BYTES = 64 * 1024
+"""Binary frames up to this size are checked by `holds_action` (a control message is
+small; an ``audio_chunk`` action sent as binary by mistake up to 48 KiB of audio)."""
+
+
+def holds_action(data: bytes) -> bool:
+    """Whether a binary frame is a JSON object with an ``action`` (a client that sent its
+    control message as binary): taken as audio it went into the recording, and shifted
+    every later sample of a PCM recording by its odd length, while the ``stop`` in it
+    never stopped anything. Audio rarely starts with ``{`` and then fails to parse at once."""
+    if len(data) > MAX_ACTION_BYTES:  # (before strip: it copies an audio chunk)
+        return False
+    body = data.strip()
+    if body[:1] != b"{" or body[-1:] != b"}":
+        return False
+    try:
+        msg = json.loads(body)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+        return False
+    return isinstance(msg, dict) and "action" in msg
 
 
 class ProtocolError(Exception):

@@ -28,6 +28,7 @@ from workbench.engine.config import (
     MergeConfig,
     RunConfig,
     flat_option_type,
+    names_local_folder,
 )
 from workbench.notebook.local_server import REPO_ROOT, LocalServer
 
@@ -320,7 +321,10 @@ async def test_server_checks_every_entry_without_importing_torch(start_server) -
         for options, name in (({"num_speakers": 0}, "num_speakers"),
                               ({"vad_filter": "yes"}, "vad_filter"),
                               ({"diarization": {"bogus": 1}}, "bogus"),
-                              ({"pipeline": "fast"}, "pipeline")):
+                              ({"pipeline": "fast"}, "pipeline"),
+                              # a session's options go to `start`, which refuses the switch:
+                              # a session created with it could never record
+                              ({"pipeline": "renditions"}, "'pipeline' is the server's switch")):
             async with s.post(f"{srv.url}/api/sessions", json={"options": options}) as r:
                 body = await r.json()
                 assert r.status == 400 and name in body["error"], body
@@ -430,6 +434,12 @@ async def test_clients_may_not_name_model_folders_unless_the_server_allows_it(
         async with s.post(f"{srv.url}/api/sessions/{sid}/runs",
                           json={"asr_model": "base"}) as r:
             assert r.status == 202
+        # a name no file can have is no folder (Path.exists raised "File name too long":
+        # a 500 here, "Erro interno" at `start`)
+        assert not names_local_folder("a" * 300)
+        async with s.post(f"{srv.url}/api/sessions",
+                          json={"options": {"asr_model": "a" * 300}}) as r:
+            assert r.status == 201, await r.text()
     opened: LocalServer = start_server("--allow-local-models", data_dir=tmp_path / "open")
     async with aiohttp.ClientSession() as s:
         for options, _ in refused:

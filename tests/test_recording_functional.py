@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from server.protocol import ErrorCode
+from server.protocol import ErrorCode, Messages
 from workbench.engine.audio import decode_file
 from workbench.notebook.local_server import LocalServer
 
@@ -179,12 +179,20 @@ async def test_chunk_before_start_and_bad_encoding(server: LocalServer) -> None:
         assert (await recv(ws))["code"] == ErrorCode.INVALID_MESSAGE
         await ws.send_json({"action": "start"})
         assert (await recv(ws))["code"] == ErrorCode.ALREADY_RECORDING
+        # A control message sent as a binary frame: refused, not recorded as audio (its
+        # odd length shifted every later sample) and not obeyed
+        await ws.send_bytes(b' {"action": "stop"}\n')
+        assert await recv(ws) == {"type": "error", "code": ErrorCode.INVALID_MESSAGE,
+                                  "message": Messages.ACTION_IN_BINARY}
         # The recording went on through all of that.
         await ws.send_json({"action": "audio_chunk", "data": b64(b"\x01\x00" * 1600)})
+        await ws.send_bytes(b"{" + bytes(3199))  # (audio that starts with a brace is audio)
         await ws.send_json({"action": "stop"})
         stopped = await recv(ws)
         assert stopped["type"] == "recording_stopped"
-        assert stopped["duration_seconds"] == pytest.approx(0.1, abs=0.001)
+        assert stopped["duration_seconds"] == pytest.approx(0.2, abs=0.001)
+        session = await session_in(server, stopped["session_id"], "processing")
+        assert session["bytes_received"] == 6400
 
 
 async def test_internal_error_is_short_and_safe(server: LocalServer) -> None:

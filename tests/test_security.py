@@ -486,6 +486,10 @@ async def test_http_body_limit(start_server) -> None:  # type: ignore[no-untyped
     status, body, _ = await http("POST", f"{srv.url}/api/sessions", data=big,
                                  headers={"Content-Type": "application/json"})
     assert status == 413 and "error" in body
+    # a body that is not in the Content-Encoding it names: a 400, not a 500
+    status, body, _ = await http("POST", f"{srv.url}/api/sessions", data=b"{}", headers={
+        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert status == 400 and "not in its Content-Encoding" in body["error"], body
     status, body, _ = await http("POST", f"{srv.url}/api/sessions", json={"format": "wav"})
     assert status == 201
 

@@ -173,7 +173,10 @@ def names_local_folder(model: str) -> bool:
     name = model.strip()
     if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
         return True
-    return Path(name).expanduser().exists()
+    try:
+        return Path(name).expanduser().exists()
+    except OSError:  # a name no file can have (over 255 bytes): not a folder here
+        return False
 
 
 def check_speaker_counts(num_speakers: Optional[int], min_speakers: Optional[int],
