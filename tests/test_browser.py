@@ -225,6 +225,13 @@ def test_record_conversation_end_to_end(pw: Any, conversation: tuple[Path, float
         links = dict(page.eval_on_selector_all(
             "#downloads a.download", "els => els.map(a => [a.dataset.format, a.href])"))
         assert sorted(links) == sorted(["wav", "mp4", "json", "srt", "vtt", "txt", "rttm", "csv"])
+        # saved as the server names them: a run's files by its id (a run processed again,
+        # or the live run, gets names of its own)
+        names = dict(page.eval_on_selector_all(
+            "#downloads a.download", "els => els.map(a => [a.dataset.format, a.download])"))
+        (run,) = [r for r in get_json(f"{srv.url}/api/sessions/{sid}")["runs"]
+                  if r["kind"] == "refined"]
+        assert names["wav"] == f"{sid}.wav" and names["srt"] == f"{sid}.{run['id'][:8]}.srt"
         files = {fmt: fetch(url) for fmt, url in links.items()}
         assert all(status == 200 for status, _, _ in files.values())
         audio, rate = sf.read(io.BytesIO(files["wav"][2]))
@@ -365,6 +372,49 @@ def test_stop_during_an_outage_delivers_the_rest_later(pw: Any, sweep: Path, tmp
         assert session["status"] == "completed" and len(session["parts"]) == 2
         assert session["format"] == "mp4" and session["options"]["num_speakers"] == 2
         assert session["duration_seconds"] == pytest.approx(wall, abs=0.8)
+    finally:
+        browser.close()
+        srv.stop()
+
+
+@pytest.mark.timeout(150)
+def test_a_server_restart_while_stop_is_saved_processes_the_recording_once(
+        pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """The server stops right after the page sent `stop` and stays down a while. The page
+    asked over REST whether the stop had arrived only on its first attempt back; on the
+    next ones it resumed blindly, and the server, back, took the processed session's new
+    `start`: an empty second part and a second run. Now it asks until it gets an answer,
+    then follows the processing, and says nothing about a lost connection afterwards.
+    Then "Process again", clicked twice at once, makes one run."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        record_for(page, 2)
+        page.click("#stop")
+        page.wait_for_function("window.__recorder.stopSent")
+        srv.stop()  # (it finalises a stop that arrived: the restart processes the session)
+        time.sleep(4)  # the page's attempts back fail meanwhile
+        srv = LocalServer(srv.data_dir, port=srv.port, args=["--pipeline", "renditions"]).start()
+        wait_result(page, timeout=60)
+        sid = recorder(page, "r.sessionId")
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        refined = [r for r in session["runs"] if r["kind"] == "refined"]
+        assert len(refined) == 1 and session["status"] == "completed", session
+        assert not notice(page, "connection").is_visible()
+        page.evaluate("""() => { const b = [...document.querySelectorAll('#result-actions button')]
+                                   .find((e) => e.textContent === 'Process again');
+                                 b.click(); b.click(); }""")
+        page.wait_for_function(f"""async () => {{
+            const s = await (await fetch('/api/sessions/{sid}')).json();
+            return s.runs.filter((r) => r.kind === 'refined').length === 2
+              && s.runs.every((r) => r.status === 'completed'); }}""")
+        time.sleep(1)  # (a second run would be posted by now)
+        wait_result(page, timeout=30)
+        runs = [r for r in get_json(f"{srv.url}/api/sessions/{sid}")["runs"]
+                if r["kind"] == "refined"]
+        assert len(runs) == 2, runs
+        assert errors == []
     finally:
         browser.close()
         srv.stop()

@@ -1,14 +1,15 @@
 // The recorder page: microphone and options, a live recording, its live transcript,
 // its processing and result, and the list of past sessions.  Recording logic lives in
 // recorder.js, REST in api.js (the token form in auth.js), the live transcript view in
-// live.js, notices in notices.js; this module wires them to the page.
+// live.js, notices in notices.js, download links in downloads.js; this module wires them
+// to the page.
 
 import {
   api, ApiError, AuthRequired, withToken, recordingSocketUrl, audioUrl, transcriptUrl,
-  RESULT_FORMATS, AUDIO_FORMATS,
 } from './api.js';
 import { askForToken, fetchSession, request } from './auth.js';
 import { $, el, formatClock, seconds, shortId, when } from './dom.js';
+import { audioLinks, transcriptLinks } from './downloads.js';
 import { LiveTranscript, showLiveCard, supersedeLive } from './live.js';
 import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
@@ -201,6 +202,7 @@ function wire(rec) {
   });
   rec.addEventListener('detached', (ev) => {
     if (superseded()) return;
+    dismiss('connection'); // (the recording is over: nothing is waiting for the server)
     log('Connection closed during processing; following it over the REST API');
     watchSession(ev.detail.sessionId);
   });
@@ -248,6 +250,7 @@ function onServerMessage(rec, msg) {
     case 'processing_started':
       log(msg.message || 'Processing started');
       showProcessing(rec.sessionId, 'Queued', 0);
+      refreshSessions(); // (its entry said "recording" until the result)
       break;
     case 'processing_progress': {
       const label = STAGES[msg.stage] || msg.stage;
@@ -442,22 +445,22 @@ async function openSession(sessionId) {
   $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
 }
 
-function link(href, text, filename, format, kind = '') {
-  const a = el('a', { href: withToken(href), textContent: text, className: 'download' });
-  a.download = filename;
-  a.dataset.format = format;
-  if (kind) a.dataset.kind = kind;
-  return a;
-}
-
-async function processAgain(sessionId, options = {}) {
+async function processAgain(sessionId, options = {}, button = null) {
+  if (button) button.disabled = true; // one click, one run
   try {
     // The session's own options (e.g. num_speakers from Start) configure the new run too.
     await request(`/api/sessions/${encodeURIComponent(sessionId)}/runs`, { method: 'POST', body: options });
     dismiss('recording');
     showProcessing(sessionId, 'Queued', 0);
+    if ($('result').dataset.sessionId === sessionId) {
+      // until the new result: no button for yet another run, the old results marked old
+      $('result-actions').replaceChildren(el('p', { className: 'muted',
+        textContent: 'Processing again; the files below are the last result\'s until it is done.' }));
+    }
+    refreshSessions();
     watchSession(sessionId);
   } catch (err) {
+    if (button) button.disabled = false;
     reportError(err, 'Starting processing');
   }
 }
@@ -506,7 +509,7 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   if (['failed', 'interrupted', 'completed'].includes(status) && session.duration_seconds > 0) {
     const b = el('button', { type: 'button', className: 'small-button',
       textContent: status === 'completed' ? 'Process again' : 'Process now' });
-    b.addEventListener('click', () => processAgain(sessionId, session.options || {}));
+    b.addEventListener('click', () => processAgain(sessionId, session.options || {}, b));
     actions.push(b);
   }
   if (status === 'recording') actions.push(el('p', { className: 'muted', textContent: 'This session is being recorded right now.' }));
@@ -524,8 +527,7 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
 
   const groups = [];
   if (hasAudio) {
-    groups.push(el('div', { className: 'download-group' }, el('span', { className: 'group-label', textContent: 'Audio' }),
-      ...AUDIO_FORMATS.map((f) => link(audioUrl(sessionId, f), f.toUpperCase(), `${sessionId}.${f}`, f))));
+    groups.push(audioLinks(sessionId));
   }
   const transcript = $('transcript');
   transcript.replaceChildren();
@@ -534,8 +536,7 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
       const doc = await request(transcriptUrl(sessionId, 'json', run.id));
       if (token !== watchToken) return;
       renderTranscript(transcript, doc, { onSeek: (t) => { player.currentTime = t; player.play().catch(() => {}); } });
-      groups.push(el('div', { className: 'download-group' }, el('span', { className: 'group-label', textContent: 'Transcript' }),
-        ...RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, run.id), f.toUpperCase(), `${sessionId}.${f}`, f))));
+      groups.push(transcriptLinks(sessionId, run));
       if (run.kind === 'live') {
         transcript.prepend(el('p', { className: 'muted', textContent: 'This is the live transcript made while '
           + 'recording; there is no refined one (yet).' }));
@@ -552,10 +553,7 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
     transcript.append(el('p', { className: 'muted', textContent: 'No transcript for this session.' }));
   }
   if (liveRun && run && liveRun.id !== run.id && liveRun.status === 'completed') {
-    groups.push(el('div', { className: 'download-group live-run' },
-      el('span', { className: 'group-label', textContent: 'Live transcript' }),
-      ...RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, liveRun.id), f.toUpperCase(),
-        `${sessionId}.live.${f}`, f, 'live'))));
+    groups.push(transcriptLinks(sessionId, liveRun, { live: true }));
   }
   $('downloads').replaceChildren(...groups);
   card.dataset.state = 'ready';

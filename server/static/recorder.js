@@ -92,6 +92,9 @@ export class LiveRecording extends EventTarget {
     this.userStopped = false;
     this.recorderDone = false;
     this.stopSent = false;
+    // `stop` went out on a connection that was lost since: it may have arrived (the
+    // session is then processed or done) until a look-up over REST says otherwise
+    this.stopMayHaveArrived = false;
     this.attempt = 0;
     this.retryTimer = null;
 
@@ -263,13 +266,15 @@ export class LiveRecording extends EventTarget {
       }
       if (old && old.state !== 'inactive') old.stop();
     }
-    const stopWasSent = this.stopSent;
+    // (kept over every failed attempt: a resume of a session whose stop arrived
+    // recorded an empty part and processed it again)
+    this.stopMayHaveArrived ||= this.stopSent;
     this.stopSent = false;
     this._setState(this.userStopped ? 'stopping' : 'reconnecting');
-    this._scheduleReconnect(ev, stopWasSent);
+    this._scheduleReconnect(ev);
   }
 
-  _scheduleReconnect(ev, stopWasSent = false) {
+  _scheduleReconnect(ev) {
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     this.attempt += 1;
     this.reconnects += 1;
@@ -278,30 +283,38 @@ export class LiveRecording extends EventTarget {
       pendingBytes: this.pendingBytes,
     });
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this._reconnect(stopWasSent), delay);
+    this.retryTimer = setTimeout(() => this._reconnect(), delay);
   }
 
-  async _reconnect(stopWasSent) {
-    if (stopWasSent) {
-      // `stop` went out on the lost connection: if it arrived, processing has started.
-      const session = await this._lookUp();
+  async _reconnect() {
+    if (this.stopMayHaveArrived) {
+      // `stop` went out on a lost connection: if it arrived, processing has started.
+      const { session, error } = await this._lookUp();
       if (session && !['interrupted', 'recording', 'idle'].includes(session.status)) {
         this._detach();
         return;
       }
-      if (session && session.status === 'recording') {
-        this._scheduleReconnect(null, true); // the server has not noticed the drop yet
+      if (error?.status === 404) { // (a `start` now would open a new, empty session)
+        this._fail('The session was deleted on the server meanwhile.', { processing: true });
         return;
       }
+      if (session?.status === 'recording' || error) {
+        // the server has not noticed the drop yet, or cannot say: ask again, never resume
+        // blindly (a `start` on a session whose stop arrived adds a part and a run)
+        this._scheduleReconnect(null);
+        return;
+      }
+      if (session) this.stopMayHaveArrived = false; // interrupted: the stop never arrived
     }
     if (['reconnecting', 'stopping'].includes(this.state)) this._connect();
   }
 
+  /** The session over REST: `{session}`, or `{error}` (404: deleted; else unreachable...). */
   async _lookUp() {
     try {
-      return await this.fetchSession(this.sessionId);
-    } catch {
-      return null;
+      return { session: await this.fetchSession(this.sessionId) };
+    } catch (error) {
+      return { error };
     }
   }
 
@@ -377,7 +390,7 @@ export class LiveRecording extends EventTarget {
     } else if (code === SESSION_BUSY && !this.ready && this.sessionId) {
       // Refused `start` on reconnect: the server may still be closing the old connection,
       // or our `stop` did arrive and the session is being processed.
-      const session = await this._lookUp();
+      const { session } = await this._lookUp();
       if (session && ['processing', 'completed', 'failed'].includes(session.status)) {
         if (this.userStopped) this._detach();
         else this._fail(`The session is ${session.status} and cannot take more audio.`);
