@@ -340,7 +340,7 @@ async def measure_stalls(args: argparse.Namespace, srv: LocalServer) -> dict[str
     # A short recording to run on (its own run is renditions only: fast).
     async with AsyncClient(srv.url) as client:
         target = await client.record([next(chunk_source(0, BYTES_PER_SECOND))],
-                                     session_id="stall-target", input_format="pcm_s16le",
+                                     input_format="pcm_s16le",
                                      options={"sample_rate": SAMPLE_RATE, "channels": 1})
     sid = target.session_id
     # Raw requests: the figures are the answers' statuses and error text, which the
@@ -368,7 +368,7 @@ async def measure_stalls(args: argparse.Namespace, srv: LocalServer) -> dict[str
 
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             upload = await loop.run_in_executor(pool, upload_and_stop, srv.url,
-                                                "stall-upload", args.stall_seconds)
+                                                "new", args.stall_seconds)
         marks = upload.pop("marks")
         out["upload"] = {**upload, **probe.window(marks["upload"], marks["stop"])}
         out["stop"] = probe.window(marks["stop"], marks["stopped"])

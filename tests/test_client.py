@@ -574,3 +574,58 @@ def test_a_local_server_that_exits_at_start_says_why(server: LocalServer) -> Non
                                            rf"{server.process.pid}\) is using the data"):
         LocalServer(server.data_dir, args=["--pipeline", "renditions"]).start()
     assert server.healthy()
+
+
+def test_a_client_refuses_what_it_cannot_use(client: Client) -> None:
+    """A URL without a scheme was sent as "ws0.0.1:8765/ws/new"; a resume of a session the
+    server does not have made a new session without a word; a PCM sample rate of 0 was a
+    ZeroDivisionError before the server could say what is wrong."""
+    with pytest.raises(ValueError, match="must start with http:// or https://"):
+        Client("127.0.0.1:8765")
+    before = len(client.list_sessions())
+    with pytest.raises(ServerError, match="No session no-such-session on the server") as info:
+        client.record(np.zeros(1600, np.float32), session_id="no-such-session")
+    assert info.value.status == 404 and len(client.list_sessions()) == before
+    with pytest.raises(ServerError, match="sample_rate"):
+        client.record([bytes(1000)], input_format="pcm_s16le", realtime=True,
+                      options={"sample_rate": 0})
+
+
+def test_a_server_that_never_answers_is_a_timeout_naming_it() -> None:
+    """A server that takes the connection and says nothing: the client gave up after
+    aiohttp's 300 s, whatever its own timeout, with a bare TimeoutError."""
+    import asyncio
+    import threading
+
+    from workbench.notebook.local_server import free_port
+
+    port = free_port()
+    ready, done = threading.Event(), threading.Event()
+
+    def mute_server() -> None:
+        async def main() -> None:
+            async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await reader.read(1 << 16)  # (and never answers)
+                await asyncio.get_running_loop().run_in_executor(None, done.wait)
+                writer.close()
+            server = await asyncio.start_server(silent, "127.0.0.1", port)
+            ready.set()
+            async with server:
+                await asyncio.get_running_loop().run_in_executor(None, done.wait)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=mute_server, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    mute = Client(f"http://127.0.0.1:{port}", timeout=1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}/api/health: no answer within 1 s"):
+            mute.health()
+        with pytest.raises(TimeoutError, match=f"ws://127.0.0.1:{port}/ws/new: the WebSocket did not open"):
+            mute.record(np.zeros(1600, np.float32))
+        assert time.monotonic() - t0 < 10
+    finally:
+        mute.close()
+        done.set()
+        thread.join(10)

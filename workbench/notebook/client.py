@@ -22,19 +22,13 @@ import threading
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Optional, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, Coroutine, Optional, TypeVar, Union
 
 import aiohttp
-import numpy as np
 
-from workbench.engine.audio import SAMPLE_RATE, decode_file, load_audio, to_int16
 from workbench.engine.transcript import Transcript
 from workbench.notebook.report import TERMINAL, RecordingReport, run_outcome
-
-Source = Union[str, os.PathLike, np.ndarray, Iterable[bytes]]
-"""What :meth:`AsyncClient.record` streams: a file, a 16 kHz array (float in [-1, 1] or any
-integer type at its full range; a (n, channels) or (channels, n) array is mixed down, as
-`workbench.engine.audio.load_audio` reads it), or byte chunks."""
+from workbench.notebook.source import Source, prepare_source
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -73,31 +67,6 @@ class ServerError(RuntimeError):
         self.code = code
 
 
-def _pcm_chunks(samples: np.ndarray, chunk_seconds: float) -> Iterable[bytes]:
-    pcm = to_int16(samples).tobytes()
-    step = max(2, int(SAMPLE_RATE * chunk_seconds) * 2)
-    return (pcm[i : i + step] for i in range(0, len(pcm), step))
-
-
-def _prepare(source: Source, chunk_seconds: float, start: dict[str, Any]
-             ) -> tuple[Iterable[bytes], Optional[float]]:
-    """Chunks to send and the seconds of audio per byte (for real-time pacing) if known."""
-    if isinstance(source, np.ndarray):
-        # as load_audio reads arrays: any integer type scaled to its full range, a
-        # (n, 2) or (2, n) array mixed down (reshape(-1) sent stereo as twice the audio)
-        samples = load_audio(source)
-        start.update(input_format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1)
-        return _pcm_chunks(samples, chunk_seconds), 1 / (2 * SAMPLE_RATE)
-    if isinstance(source, (str, os.PathLike)):
-        samples = decode_file(source)
-        start.update(input_format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1)
-        return _pcm_chunks(samples, chunk_seconds), 1 / (2 * SAMPLE_RATE)
-    pace = None
-    if start.get("input_format") == "pcm_s16le":
-        pace = 1 / (2 * int(start.get("sample_rate", SAMPLE_RATE)) * int(start.get("channels", 1)))
-    return source, pace
-
-
 class AsyncClient:
     """Asyncio client for one server (``base_url`` like ``http://127.0.0.1:8765``);
     ``timeout``: how long a wait may hear nothing of what it waits for (a recording's
@@ -107,6 +76,11 @@ class AsyncClient:
 
     def __init__(self, base_url: str, *, token: Optional[str] = None,
                  timeout: float = 600.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"the server's URL must start with http:// or https:// (got "
+                             f"{base_url!r}; e.g. http://127.0.0.1:8765)")
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
         self.base_url = base_url.rstrip("/")
         self.token = (os.environ.get("WORKBENCH_TOKEN") if token is None else token) or None
         self.timeout = timeout
@@ -119,7 +93,12 @@ class AsyncClient:
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._session = aiohttp.ClientSession(headers=headers)
+            # `timeout` for a connection, a REST answer and a WebSocket's opening (aiohttp's
+            # own default waited 300 s for a server that took the connection and said
+            # nothing); an open WebSocket's waits are `_next`'s
+            limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
+                                          sock_read=self.timeout)
+            self._session = aiohttp.ClientSession(headers=headers, timeout=limit)
         return self._session
 
     async def close(self) -> None:
@@ -136,16 +115,20 @@ class AsyncClient:
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       expect_json: bool = True) -> Any:
         http = await self._http()
-        async with http.request(method, self.base_url + path, json=json_body) as r:
-            if r.status >= 400:
-                try:
-                    message = (await r.json()).get("error", r.reason)
-                except (aiohttp.ContentTypeError, ValueError):
-                    message = r.reason or "error"
-                raise ServerError(f"{method} {path}: {message}", status=r.status)
-            if r.status == 204 or not expect_json:
-                return await r.read()
-            return await r.json()
+        try:
+            async with http.request(method, self.base_url + path, json=json_body) as r:
+                if r.status >= 400:
+                    try:
+                        message = (await r.json()).get("error", r.reason)
+                    except (aiohttp.ContentTypeError, ValueError):
+                        message = r.reason or "error"
+                    raise ServerError(f"{method} {path}: {message}", status=r.status)
+                if r.status == 204 or not expect_json:
+                    return await r.read()
+                return await r.json()
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"{method} {self.base_url}{path}: no answer within "
+                               f"{self.timeout:g} s") from None
 
     async def health(self) -> dict[str, Any]:
         return await self.request("GET", "/api/health")
@@ -221,6 +204,9 @@ class AsyncClient:
             why = _REFUSALS.get(exc.status) or _phrase(exc.status)
             raise ServerError(f"The server refused the WebSocket connection: HTTP {exc.status} "
                               f"{why}".rstrip(), status=exc.status) from None
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"{self.ws_base}/ws/{session_id}: the WebSocket did not open "
+                               f"within {self.timeout:g} s") from None
 
     @contextlib.asynccontextmanager
     async def _socket(self, session_id: str, **kwargs: Any
@@ -240,6 +226,9 @@ class AsyncClient:
         """Stream ``source`` as one recording; with ``wait``, return once processing ended
         (a connection closed meanwhile: the run followed over REST, or a ServerError).
 
+        ``session_id``: ``"new"``, or a session to go on with (resume, or fill a created
+        one); one the server does not have is a ServerError (404), not a new session.
+
         ``live_results`` asks for words and speakers while recording: ``on_live`` sees each
         live event as it arrives, and the report keeps them (``live_events``,
         ``live_words``, ``live_run_id``).
@@ -257,9 +246,17 @@ class AsyncClient:
             start["input_format"] = input_format
         if live_results:
             start["live_results"] = True
-        chunks, seconds_per_byte = _prepare(source, chunk_seconds, start)
+        chunks, seconds_per_byte = prepare_source(source, chunk_seconds, start)
         if realtime and seconds_per_byte:
             start.setdefault("live", True)
+        if session_id != "new":  # (the server takes an id it does not know for "new")
+            try:
+                await self.get_session(session_id)
+            except ServerError as exc:
+                if exc.status == 404:
+                    raise ServerError(f"No session {session_id} on the server (deleted?): "
+                                      "session_id='new' records a new one", status=404) from None
+                raise
         async with self._socket(session_id, max_msg_size=0) as ws:
             rec = RecordingReport(session_id)
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
