@@ -262,6 +262,14 @@ def test_bad_requests_raise_clear_errors(tmp_path: Path) -> None:
         generate_conversation(tmp_path, num_speakers=5, duration=4)
     with pytest.raises(ValueError, match="overlap"):
         generate_conversation(tmp_path, num_speakers=1, overlap_ratio=0.1)
+    # NaN noise wrote a silent WAV beside references full of speech; an infinite
+    # duration was an OverflowError from the mixing
+    with pytest.raises(ValueError, match="noise_db must be a finite SNR"):
+        generate_conversation(tmp_path, noise_db=float("nan"))
+    for duration in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ValueError, match="duration must be a positive number"):
+            generate_conversation(tmp_path, duration=duration)
+    assert not list(tmp_path.iterdir())  # (all refused before anything was written)
 
 
 def test_the_neural_piper_voice_renders_offline_and_deterministically() -> None:

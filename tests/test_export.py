@@ -229,6 +229,25 @@ def test_reference_and_subtitle_lines_stay_one_record(tmp_path: Path) -> None:
         assert [(speaker, text) for _, _, speaker, text in cues] == [("A", "line one line two")]
 
 
+@pytest.mark.parametrize("name, text", [
+    ("a.uem", "call 1 30 0\n"),  # (scored nothing: an empty hypothesis scored 0 % DER)
+    ("a.uem", "call 1 0 nan\n"),
+    ("a.rttm", "SPEAKER call 1 2.0 -1.0 <NA> <NA> A <NA> <NA>\n"),  # (left out silently)
+    ("a.rttm", "SPEAKER call 1 2.0 nan <NA> <NA> A <NA> <NA>\n"),
+    ("a.rttm", "SPEAKER call 1 x 1.0 <NA> <NA> A <NA> <NA>\n"),  # (no file or line named)
+    ("a.stm", "call 1 A 5 4 hello\n"),
+])
+def test_a_reference_line_that_ends_before_it_starts_is_an_error_naming_it(
+        tmp_path: Path, name: str, text: str) -> None:
+    from workbench.engine.formats import read_rttm, read_stm, read_uem
+
+    path = tmp_path / name
+    path.write_text("# a comment\n" + text)
+    read = {".uem": read_uem, ".rttm": read_rttm, ".stm": read_stm}[path.suffix]
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))}:2: a {path.suffix[1:].upper()} line"):
+        read(path)
+
+
 def test_a_line_break_ending_a_speaker_or_text_stays_out_of_the_cue(tmp_path: Path) -> None:
     """A speaker or text ending with a line break kept it (``"x\\n".splitlines()`` is one
     line): ``<v Alice\\n>hi\\n</v>`` in WebVTT, ``[Alice\\n]`` in SRT, two lines in TXT."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -239,6 +240,23 @@ def _records(lines: Iterable[str], source: object) -> Iterator[tuple[str, list[s
             yield f"{source}:{number}", stripped.split()
 
 
+def _times(where: str, kind: str, start: str, end: str, *, duration: bool = False
+           ) -> tuple[float, float]:
+    """``(start, end)`` of a reference line (`end` is a duration with `duration`): finite
+    numbers that do not end before they start, or a ValueError naming the line (a UEM
+    region ending before its start scored nothing, so an empty hypothesis scored 0 %; a
+    turn of negative or NaN length was left out without a word)."""
+    try:
+        a, b = float(start), float(end)
+    except ValueError:
+        raise ValueError(f"{where}: a {kind} line's times must be numbers (got {start!r}, "
+                         f"{end!r})") from None
+    if not (math.isfinite(a) and math.isfinite(b)) or (b < 0 if duration else b < a):
+        raise ValueError(f"{where}: a {kind} line must not end before it starts and its "
+                         f"times must be finite (got {start}, {end})")
+    return a, a + b if duration else b
+
+
 def _read_lines(path: PathLike) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines()
 
@@ -250,8 +268,8 @@ def _parse_rttm(lines: Iterable[str], source: object) -> list[tuple[str, Turn]]:
             continue
         if len(fields) < 8:
             raise ValueError(f"{where}: an RTTM SPEAKER line has at least 8 fields")
-        start, duration = float(fields[3]), float(fields[4])
-        rows.append((fields[1], Turn(start, start + duration, fields[7])))
+        start, end = _times(where, "RTTM", fields[3], fields[4], duration=True)
+        rows.append((fields[1], Turn(start, end, fields[7])))
     return rows
 
 
@@ -293,7 +311,7 @@ def read_stm(path: PathLike, *, unscored: bool = False) -> list[tuple[str, Trans
         text = " ".join(words)
         if (text.lower() == IGNORED_STM_TEXT) != unscored:
             continue
-        rows.append((uri, TranscriptSegment(float(start), float(end), speaker, text)))
+        rows.append((uri, TranscriptSegment(*_times(where, "STM", start, end), speaker, text)))
     return rows
 
 
@@ -310,7 +328,7 @@ def read_uem(path: PathLike) -> list[tuple[str, tuple[float, float]]]:
     for where, fields in _records(_read_lines(path), path):
         if len(fields) < 4:
             raise ValueError(f"{where}: a UEM line has 4 fields")
-        rows.append((fields[0], (float(fields[2]), float(fields[3]))))
+        rows.append((fields[0], _times(where, "UEM", fields[2], fields[3])))
     return rows
 
 

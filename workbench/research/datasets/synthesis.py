@@ -250,8 +250,12 @@ def generate_conversation(
         raise ValueError("overlap_ratio must be in [0, 0.5)")
     if overlap_ratio > 0 and num_speakers < 2:
         raise ValueError("overlapped speech needs at least 2 speakers")
-    if not 0.0 <= pause[0] <= pause[1]:
-        raise ValueError("pause must be (min, max) with 0 <= min <= max")
+    if not 0.0 <= pause[0] <= pause[1] < math.inf:
+        raise ValueError("pause must be (min, max) with 0 <= min <= max, finite")
+    if not 0 < duration < math.inf:  # (inf or NaN: an OverflowError deep in the mixing)
+        raise ValueError(f"duration must be a positive number of seconds (got {duration})")
+    if noise_db is not None and not math.isfinite(noise_db):  # (NaN noise: a silent WAV)
+        raise ValueError(f"noise_db must be a finite SNR in dB (got {noise_db})")
     if uri is None:
         uri = (f"synth_s{seed}_{num_speakers}spk_{int(round(duration))}s"
                f"_ov{int(round(overlap_ratio * 100)):02d}")
