@@ -58,6 +58,9 @@ def test_load_session_over_rest_and_from_data_dir(server: LocalServer, speech_di
     with Client(server) as client:
         rec = client.record(speech_dir / "speech.wav")
         remote = load_session(rec.session_id, server=client, cache_dir=tmp_path)
+        # a run the session does not have was "no completed transcript yet"
+        with pytest.raises(KeyError, match=f"no run nosuch in session {rec.session_id}"):
+            load_session(rec.session_id, server=client, run="nosuch", cache_dir=tmp_path)
     assert remote.sample_rate == 16000 and remote.duration > 5
     assert remote.transcript is None  # this server makes renditions only
     assert len(remote.runs) == 1

@@ -142,7 +142,8 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
 
     Give ``server`` (a URL or :class:`~workbench.notebook.client.Client`) to load over
     REST (files are cached under ``cache_dir``), or ``data_dir`` to read the
-    server's data directory directly.
+    server's data directory directly. Over REST, a ``run`` the session does not have is
+    a KeyError (not a session "with no completed transcript yet").
     """
     import librosa
 
@@ -153,6 +154,8 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
         client = server if isinstance(server, Client) else Client(server)
         try:
             session = client.get_session(session_id)
+            if run is not None and run not in [r.get("id") for r in session.get("runs", [])]:
+                raise KeyError(f"no run {run} in session {session_id}")
             cache = Path(cache_dir or Path("data") / "cache" / "sessions") / session_id
             wav = client.download(session_id, "audio", "wav", dest=cache / "audio.wav")
             assert isinstance(wav, Path)
@@ -172,7 +175,7 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
             raise KeyError(f"no recorded audio for session {session_id} in {data_dir}")
         outputs = sorted((directory / "runs").glob("*/transcript.json"),
                          key=lambda p: p.stat().st_mtime)
-        if run is not None:
+        if run is not None:  # (a run without outputs, e.g. renditions only, has no folder)
             outputs = [p for p in outputs if p.parent.name == run]
         documents = [json.loads(p.read_text()) for p in outputs]
         # as the server serves it: the newest refined run before a live one (a live run
