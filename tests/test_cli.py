@@ -141,7 +141,15 @@ def test_models_that_cannot_be_had_are_refused_before_any_work(two_voices: Path,
     folder that is not there, and an empty file: "error: ..." and status 2 (before: a
     traceback and status 1, the first three only after diarization had run to its end)."""
     (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a pipeline\n")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.yaml").write_text("pipeline:\n  name: nosuch.Pipeline\n")
     cases = [(two_voices, ["--language", "fr"], "English-only"),
+             # (these were tracebacks: AttributeError, ModuleNotFoundError)
+             (two_voices, ["--pipeline-path", str(tmp_path / "notes.txt")],
+              "is not a pyannote pipeline folder"),
+             (two_voices, ["--pipeline-path", str(tmp_path / "odd")],
+              "is not a pyannote pipeline folder"),
              (two_voices, ["--asr-model", "nosuchmodel"], "neither bundled nor a local folder"),
              (two_voices, ["--pipeline-path", str(tmp_path / "none")], "does not exist"),
              (tmp_path / "empty.wav", [], "the file is empty")]

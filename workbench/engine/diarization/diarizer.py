@@ -275,7 +275,11 @@ class Diarizer:
             path = Path(config.pipeline_path).expanduser()
             if not path.exists():
                 raise FileNotFoundError(f"pipeline_path does not exist: {path}")
-            pipeline = Pipeline.from_pretrained(path)
+            try:
+                pipeline = Pipeline.from_pretrained(path)
+            except Exception as exc:  # a file, bad YAML, a class that is not there...
+                raise ValueError(f"{path} is not a pyannote pipeline folder: "
+                                 f"{type(exc).__name__}: {exc}") from exc
             if not isinstance(pipeline, SpeakerDiarization):
                 raise TypeError(
                     f"{path} is a {type(pipeline).__name__}, not a SpeakerDiarization pipeline"
