@@ -459,7 +459,20 @@ def test_an_interrupted_build_leaves_no_manifest_to_reuse(tmp_path: Path) -> Non
         build_corpus(out, n=1, speakers=(5, 2))
     with pytest.raises(ValueError, match="unknown voice"):  # checked before the folder
         build_corpus(out, n=2, minutes=(0.25, 0.3), voices=["bne", "fay"])
+    # so are these (-2 conversations were "built"; an overlap of 0.7 failed after some
+    # conversations, with the old manifest gone; NumPy said "high - low < 0")
+    for bad, message in (({"n": -2}, "n must be at least 1"),
+                         ({"minutes": (0.3, 0.1)}, "minutes must be"),
+                         ({"minutes": (0.0, 0.1)}, "minutes must be"),
+                         ({"overlap_choices": (0.0, 0.7)}, "overlap_choices must be"),
+                         ({"speakers": (1, 2), "overlap_choices": (0.1,)}, "at least 2 speakers"),
+                         ({"noise_db": float("nan")}, "noise_db must be a finite")):
+        with pytest.raises(ValueError, match=message):
+            build_corpus(out, **{"n": 2, "minutes": (0.25, 0.3), **bad})  # type: ignore[arg-type]
     assert (out / "manifest.json").is_file()
+    with pytest.raises(ValueError, match="expected a list of entries"):  # (was KeyError: 'items')
+        (out / "odd.json").write_text("{}")
+        load_manifest(out / "odd.json")
 
 
 def test_a_sweep_refuses_items_that_share_a_uri(tmp_path: Path) -> None:
@@ -470,6 +483,10 @@ def test_a_sweep_refuses_items_that_share_a_uri(tmp_path: Path) -> None:
     b = generate_conversation(tmp_path / "b", num_speakers=2, duration=12, seed=1, uri="conv000")
     with pytest.raises(ValueError, match="share a uri: conv000"):
         sweep_configs([a, b], [DiarizationConfig()])
+    from workbench.research.tuning import sweep_diarization
+
+    with pytest.raises(ValueError, match="nothing to sweep: 0 configuration"):  # (KeyError)
+        sweep_diarization([a], thresholds=[])
 
 
 def test_threads_writing_one_reference_file_leave_it_whole(tmp_path: Path) -> None:

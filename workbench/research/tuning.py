@@ -84,6 +84,9 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
 
     if any(c.pipeline_path is not None for c in configs):
         raise ValueError("sweeps tune the bundled pipeline; pipeline_path is not supported")
+    if not configs or not items:  # (a KeyError from pandas' columns said nothing)
+        raise ValueError(f"nothing to sweep: {len(configs)} configuration(s) (e.g. an empty "
+                         f"list of thresholds) over {len(items)} item(s)")
     final = _final_figures_only(items)
     if final:  # a sweep chooses: the test subset of a protocol is for final figures
         raise ValueError(f"items of a test subset ({', '.join(final)}) are for final figures "

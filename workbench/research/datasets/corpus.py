@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -127,6 +128,20 @@ def build_corpus(
     """
     if not speakers[0] <= speakers[1] or speakers[0] < 1:
         raise ValueError(f"speakers must be (min, max) with 1 <= min <= max, not {tuple(speakers)}")
+    # all checked before the folder is touched (a corpus of -2 conversations was "built";
+    # an overlap of 0.7 failed after some conversations, with the old manifest gone)
+    if n < 1:
+        raise ValueError(f"n must be at least 1 conversation, not {n}")
+    if not 1 / 60 <= minutes[0] <= minutes[1] < math.inf:  # (lengths are whole seconds)
+        raise ValueError(f"minutes must be (min, max) with 1 s (1/60) <= min <= max, finite, "
+                         f"not {tuple(minutes)}")
+    if not overlap_choices or not all(0.0 <= o < 0.5 for o in overlap_choices):
+        raise ValueError(f"overlap_choices must be ratios in [0, 0.5), not {list(overlap_choices)}")
+    if any(o > 0 for o in overlap_choices) and speakers[0] < 2:
+        raise ValueError("overlapped speech needs at least 2 speakers: speakers' min must be "
+                         "2 or more when an overlap ratio is above 0")
+    if noise_db is not None and not math.isfinite(noise_db):
+        raise ValueError(f"noise_db must be a finite SNR in dB (got {noise_db})")
     pool = _resolve_pool(voices)  # checked before the folder is touched (a mistyped voice
     if len(pool) < speakers[1]:   # removed the manifest of an intact corpus)
         raise ValueError(f"up to {speakers[1]} speakers requested but only {len(pool)} voices "
@@ -212,9 +227,10 @@ def load_manifest(path: PathLike) -> list[CorpusItem]:
         entries = [dict(row) for row in csv.DictReader(io.StringIO(text))]
     else:
         data = json.loads(text)
-        entries = data["items"] if isinstance(data, dict) else data
-        if not isinstance(entries, list):
+        listed = data.get("items") if isinstance(data, dict) else data
+        if not isinstance(listed, list):
             raise ValueError(f"{path}: expected a list of entries or {{'items': [...]}}")
+        entries = listed
     base = path.parent
     items = []
     for n, entry in enumerate(entries, 1):
