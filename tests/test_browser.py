@@ -421,6 +421,38 @@ def test_a_server_restart_while_stop_is_saved_processes_the_recording_once(
 
 
 @pytest.mark.timeout(150)
+def test_a_session_deleted_during_an_outage_is_said_to_be_gone(pw: Any, sweep: Path,
+                                                               tmp_path: Path) -> None:
+    """The session is deleted while the page is away: the server takes the page's
+    `start` for a new session. The page went on in it without a word (and kept saying
+    that the connection was lost); it says now that the old session is gone."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        record_for(page, 2)
+        old = recorder(page, "r.sessionId")
+        server_goes_away(page, srv)
+        srv = LocalServer(srv.data_dir, port=srv.port, args=["--pipeline", "renditions"]).start()
+        request = urllib.request.Request(f"{srv.url}/api/sessions/{old}", method="DELETE")
+        with urllib.request.urlopen(request, timeout=10) as r:  # (before the page is back)
+            assert r.status == 204
+        page.wait_for_function(
+            "window.__recorder.state === 'recording' && window.__recorder.parts === 2",
+            timeout=20_000)
+        new = recorder(page, "r.sessionId")
+        assert new != old
+        text = notice(page, "connection").inner_text()
+        assert "deleted" in text and old[:8] in text and new[:8] in text, text
+        page.click("#stop")
+        wait_result(page)
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
+
+
+@pytest.mark.timeout(150)
 def test_resume_refused_while_the_server_is_full_is_tried_again(pw: Any, sweep: Path,
                                                                  tmp_path: Path) -> None:
     """The server comes back full (its one recording slot taken by another client): the

@@ -126,7 +126,12 @@ function wire(rec) {
   });
   rec.addEventListener('started', (ev) => {
     if (!ev.detail.resumed) refreshSessions();
-    if (ev.detail.resumed && rec.reconnects) {
+    if (ev.detail.replaced) {
+      notify('connection', 'warning', 'The session was deleted meanwhile.', `Session `
+        + `${shortId(ev.detail.replaced)} was deleted on the server while the connection was down, `
+        + 'and what was recorded before the drop went with it. The recording goes on in a new '
+        + `session, ${shortId(ev.detail.session_id)}.`);
+    } else if (ev.detail.resumed && rec.reconnects) {
       notify('connection', 'info', 'Reconnected.', `Recording resumed as part ${ev.detail.part + 1} of `
         + 'the same session; the audio kept during the outage is being sent.', { timeout: 8000 });
     }

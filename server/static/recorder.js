@@ -347,15 +347,19 @@ export class LiveRecording extends EventTarget {
     if (!msg || typeof msg !== 'object') return;
     this._emit('server', msg);
     switch (msg.type) {
-      case 'recording_started':
+      case 'recording_started': {
+        // another id on a reconnect: the session was deleted while the connection was
+        // down, and the server made a new one for this `start` (`replaced`: the old id)
+        const replaced = this.sessionId && msg.session_id !== this.sessionId ? this.sessionId : null;
         this.sessionId = msg.session_id;
         this.ready = true;
         this.attempt = 0;
         this.parts += 1;
         if (this.state === 'connecting' || this.state === 'reconnecting') this._setState('recording');
-        this._emit('started', msg);
+        this._emit('started', { ...msg, replaced });
         this._flush();
         break;
+      }
       case 'processing_started':
         this._setState('processing');
         break;
