@@ -580,8 +580,17 @@ def test_a_client_refuses_what_it_cannot_use(client: Client) -> None:
     """A URL without a scheme was sent as "ws0.0.1:8765/ws/new"; a resume of a session the
     server does not have made a new session without a word; a PCM sample rate of 0 was a
     ZeroDivisionError before the server could say what is wrong."""
+    import threading
+
+    def loops() -> int:
+        return sum(t.name == "workbench-client" for t in threading.enumerate())
+
+    running = loops()
     with pytest.raises(ValueError, match="must start with http:// or https://"):
         Client("127.0.0.1:8765")
+    assert loops() == running  # (a refused client left its loop's thread running)
+    with Client(client.base_url, timeout=float("inf")) as patient:  # no bound: as before
+        assert patient.health()["status"] == "ok"
     before = len(client.list_sessions())
     with pytest.raises(ServerError, match="No session no-such-session on the server") as info:
         client.record(np.zeros(1600, np.float32), session_id="no-such-session")

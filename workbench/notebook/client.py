@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -96,8 +97,8 @@ class AsyncClient:
             # `timeout` for a connection, a REST answer and a WebSocket's opening (aiohttp's
             # own default waited 300 s for a server that took the connection and said
             # nothing); an open WebSocket's waits are `_next`'s
-            limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
-                                          sock_read=self.timeout)
+            bound = self.timeout if math.isfinite(self.timeout) else None  # (inf: no bound)
+            limit = aiohttp.ClientTimeout(total=None, sock_connect=bound, sock_read=bound)
             self._session = aiohttp.ClientSession(headers=headers, timeout=limit)
         return self._session
 
@@ -292,6 +293,11 @@ class AsyncClient:
                 if first["type"] != "recording_started":
                     raise ServerError(first.get("message", "connection closed"),
                                       code=first.get("code"))
+                if session_id != "new" and first["session_id"] != session_id:
+                    # deleted since the look-up above: the server took `start` for "new"
+                    raise ServerError(f"Session {session_id} was deleted before the recording "
+                                      f"started; the server opened {first['session_id']} "
+                                      "instead (left empty)", status=404)
                 rec.session_id = first["session_id"]
                 t0 = time.monotonic()
                 for chunk in chunks:
@@ -484,11 +490,11 @@ class Client:
 
     def __init__(self, base_url: Any, *, token: Optional[str] = None, timeout: float = 600.0):
         url = getattr(base_url, "url", base_url)  # accepts a LocalServer
+        self.aio = AsyncClient(str(url), token=token, timeout=timeout)  # (checks them first)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="workbench-client")
         self._thread.start()
-        self.aio = AsyncClient(str(url), token=token, timeout=timeout)
         self._closed = False
         self._closing = threading.Lock()
 
