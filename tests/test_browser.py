@@ -453,6 +453,37 @@ def test_a_session_deleted_during_an_outage_is_said_to_be_gone(pw: Any, sweep: P
 
 
 @pytest.mark.timeout(150)
+def test_a_server_back_with_a_token_asks_for_it_and_the_recording_resumes(
+        pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """The server comes back started with a token: the page's sockets were refused (401)
+    and it retried every 5 s for ever, never asking for the token (a reload, losing the
+    audio kept in the page, was the way out). It asks now, and resumes the same session."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        record_for(page, 2)
+        sid = recorder(page, "r.sessionId")
+        server_goes_away(page, srv)
+        token = "back with a token"
+        srv = LocalServer(srv.data_dir, port=srv.port, args=["--pipeline", "renditions"],
+                          env={"WORKBENCH_TOKEN": token}).start()
+        page.wait_for_selector("#auth:not([hidden])", timeout=20_000)
+        page.fill("#auth-token", token)
+        page.click("#auth button[type='submit']")
+        page.wait_for_function(
+            "window.__recorder.state === 'recording' && window.__recorder.parts === 2",
+            timeout=20_000)
+        assert recorder(page, "r.sessionId") == sid
+        page.click("#stop")
+        wait_result(page)
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
+
+
+@pytest.mark.timeout(150)
 def test_resume_refused_while_the_server_is_full_is_tried_again(pw: Any, sweep: Path,
                                                                  tmp_path: Path) -> None:
     """The server comes back full (its one recording slot taken by another client): the

@@ -95,6 +95,7 @@ export class LiveRecording extends EventTarget {
     // `stop` went out on a connection that was lost since: it may have arrived (the
     // session is then processed or done) until a look-up over REST says otherwise
     this.stopMayHaveArrived = false;
+    this.refused = false;        // the last socket closed without ever opening
     this.attempt = 0;
     this.retryTimer = null;
 
@@ -240,6 +241,7 @@ export class LiveRecording extends EventTarget {
   _onClose(ev, opened) {
     this.ws = null;
     this.ready = false;
+    this.refused = !opened; // (the next attempt asks REST why first: see `_reconnect`)
     if (['completed', 'failed', 'idle'].includes(this.state)) return;
     if (this.state === 'processing') {
       this._detach();
@@ -305,6 +307,11 @@ export class LiveRecording extends EventTarget {
         return;
       }
       if (session) this.stopMayHaveArrived = false; // interrupted: the stop never arrived
+    } else if (this.refused) {
+      // The socket did not even open: down, or (restarted with a token) refusing it. The
+      // look-up asks for the token on a 401 and waits for it (`fetchSession` is
+      // auth.js's `request`); without it the page retried every 5 s for ever.
+      await this._lookUp();
     }
     if (['reconnecting', 'stopping'].includes(this.state)) this._connect();
   }
