@@ -138,6 +138,16 @@ def test_a_stereo_array_is_refused_not_read_as_twice_the_audio(models) -> None:
     assert session.received == pytest.approx(2.0)
 
 
+def test_a_latency_that_is_no_positive_number_is_refused_by_name() -> None:
+    """`stream_file(latency=0)` said "need 0 < step <= window <= 10", naming no latency."""
+    from workbench.live.config import LiveConfig
+
+    for latency in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="latency must be a positive number of seconds"):
+            LiveConfig.for_latency(latency)
+    assert LiveConfig.for_latency(0.5).diarization.latency == 0.5
+
+
 def test_a_word_takes_the_speaker_it_overlaps_most_over_the_cut_turn_pieces() -> None:
     """Each update cuts turns at its final_until: the sample call's " I" (10.704-11.184 s)
     overlaps SPEAKER_01's piece [10, 11] by 0.296 s and SPEAKER_00's two pieces by 0.48 s

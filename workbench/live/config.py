@@ -30,6 +30,8 @@ class LiveConfig:
     @classmethod
     def for_latency(cls, latency: float, **asr_options: Any) -> "LiveConfig":
         """Diarization final `latency` s after the audio (`OnlineDiarizationConfig.for_latency`)."""
+        if not 0 < latency < float("inf"):  # (0 said "need 0 < step <= window <= 10")
+            raise ValueError(f"latency must be a positive number of seconds (got {latency})")
         return cls(asr=StreamingASRConfig(**asr_options),
                    diarization=OnlineDiarizationConfig.for_latency(latency))
 
