@@ -457,10 +457,10 @@ async function processAgain(sessionId, options = {}, button = null) {
     await request(`/api/sessions/${encodeURIComponent(sessionId)}/runs`, { method: 'POST', body: options });
     dismiss('recording');
     showProcessing(sessionId, 'Queued', 0);
-    if (button && $('result').dataset.sessionId === sessionId) {
+    if ($('result').dataset.sessionId === sessionId) {
       // until the new result: no button for yet another run, the old results marked old
       $('result-actions').replaceChildren(el('p', { className: 'muted',
-        textContent: button.textContent === 'Process again'
+        textContent: button?.textContent === 'Process again'
           ? 'Processing again; the files below are the last result\'s until it is done.'
           : 'Processing the recording…' }));
     }
