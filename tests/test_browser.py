@@ -160,6 +160,22 @@ def record_for(page: Any, seconds: float) -> None:
     time.sleep(seconds)
 
 
+def recording_again(page: Any) -> str:
+    """Wait until the page records its second part (back after an outage); the id of the
+    session it records in."""
+    page.wait_for_function(
+        "window.__recorder.state === 'recording' && window.__recorder.parts === 2",
+        timeout=20_000)
+    return str(recorder(page, "r.sessionId"))
+
+
+def stop_and_wait(page: Any, errors: list[str]) -> None:
+    """Press Stop and wait for the result, with no error in the page."""
+    page.click("#stop")
+    wait_result(page)
+    assert errors == []
+
+
 def server_goes_away(page: Any, srv: LocalServer) -> None:
     """Stop the server mid-recording and wait until the page is reconnecting."""
     srv.stop()
@@ -437,16 +453,11 @@ def test_a_session_deleted_during_an_outage_is_said_to_be_gone(pw: Any, sweep: P
         request = urllib.request.Request(f"{srv.url}/api/sessions/{old}", method="DELETE")
         with urllib.request.urlopen(request, timeout=10) as r:  # (before the page is back)
             assert r.status == 204
-        page.wait_for_function(
-            "window.__recorder.state === 'recording' && window.__recorder.parts === 2",
-            timeout=20_000)
-        new = recorder(page, "r.sessionId")
+        new = recording_again(page)
         assert new != old
         text = notice(page, "connection").inner_text()
         assert "deleted" in text and old[:8] in text and new[:8] in text, text
-        page.click("#stop")
-        wait_result(page)
-        assert errors == []
+        stop_and_wait(page, errors)
     finally:
         browser.close()
         srv.stop()
@@ -471,13 +482,8 @@ def test_a_server_back_with_a_token_asks_for_it_and_the_recording_resumes(
         page.wait_for_selector("#auth:not([hidden])", timeout=20_000)
         page.fill("#auth-token", token)
         page.click("#auth button[type='submit']")
-        page.wait_for_function(
-            "window.__recorder.state === 'recording' && window.__recorder.parts === 2",
-            timeout=20_000)
-        assert recorder(page, "r.sessionId") == sid
-        page.click("#stop")
-        wait_result(page)
-        assert errors == []
+        assert recording_again(page) == sid
+        stop_and_wait(page, errors)
     finally:
         browser.close()
         srv.stop()
