@@ -197,6 +197,56 @@ def test_past_session_opened_while_recording_gives_the_live_view_back(
         browser.close()
 
 
+def test_past_session_opened_after_stop_stays_in_view(pw: Any, server: LocalServer,
+                                                     sweep: Any) -> None:
+    """The recording's progress and result do not pull the card away from a session opened
+    after Stop: its result is announced with an Open button instead."""
+    old, sid = new_session(server), new_session(server)
+
+    def on_start(ws: Any, n: int) -> None:
+        ws.send(json.dumps({"type": "recording_started", "session_id": sid, "format": "wav",
+                            "part": 0, "resumed": False}))
+
+    def on_stop(ws: Any, n: int) -> None:
+        for event in [{"type": "recording_stopped", "duration_seconds": 2.0},
+                      {"type": "processing_started", "message": "Processing started"}]:
+            ws.send(json.dumps({**event, "session_id": sid}))
+
+    handler, sockets = scripted(on_start, on_stop)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server)
+        page.route_web_socket("**/ws/**", handler)
+        page.click("#start")
+        page.wait_for_function("window.__recorder?.state === 'recording'")
+        page.click("#stop")
+        page.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='processing']")
+        page.wait_for_selector(f"#session-list li[data-session-id='{old}']", state="attached")
+        page.click(f"#session-list li[data-session-id='{old}'] button")
+        page.wait_for_selector(f"#result[data-session-id='{old}'][data-state='ready']")
+
+        for event in [{"type": "processing_progress", "stage": "asr", "progress": 0.5, "overall": 0.3},
+                      {"type": "processing_complete", "duration_seconds": 2.0, "speakers": 2,
+                       "word_count": 7, "run_id": "r1"}]:
+            sockets[0].send(json.dumps({**event, "session_id": sid}))
+        page.wait_for_function("window.__recorder.state === 'completed'")
+        ready = notice(page, f"ready:{sid}")
+        ready.wait_for(timeout=3000)
+        assert sid[:8] in ready.inner_text()
+        page.wait_for_timeout(500)  # nothing late takes the card either
+        assert page.get_attribute("#result", "data-session-id") == old
+        assert page.get_attribute("#result", "data-state") == "ready"
+        assert page.is_hidden("#processing")
+        assert "Processing: " in page.inner_text("#log") and "Done: 2 speaker(s)" in page.inner_text("#log")
+
+        ready.get_by_role("button", name="Open").click()
+        page.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='ready']")
+        assert ready.count() == 0
+        assert errors == []
+    finally:
+        browser.close()
+
+
 def test_a_failed_live_run_is_not_said_to_be_still_saving(pw: Any, start_server: Any,
                                                           sweep: Any, tmp_path: Any) -> None:
     """The refined run completed, its live run failed (left `running` by a crash, failed by

@@ -1,20 +1,20 @@
 // The recorder page: microphone and options, a live recording, its live transcript,
 // its processing and result, and the list of past sessions.  Recording logic lives in
-// recorder.js, REST in api.js (the token form in auth.js), the live transcript view in
-// live.js, notices in notices.js, download links in downloads.js; this module wires them
-// to the page.
+// recorder.js, REST in api.js (the token form, and why a socket was refused, in auth.js),
+// the live transcript view in live.js, notices and the event log in notices.js, download
+// links in downloads.js; this module wires them to the page.
 
 import {
-  api, ApiError, AuthRequired, withToken, recordingSocketUrl, audioUrl, transcriptUrl,
+  ApiError, withToken, recordingSocketUrl, audioUrl, transcriptUrl,
 } from './api.js';
-import { askForToken, fetchSession, request } from './auth.js';
+import { explainConnectFailure, fetchSession, request } from './auth.js';
 import { $, el, formatClock, seconds, shortId, when } from './dom.js';
 import { audioLinks, transcriptLinks } from './downloads.js';
 import { LiveTranscript, showLiveCard, supersedeLive } from './live.js';
 import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
 import { MIC_KEY, microphoneProblem, refreshDevices } from './microphones.js';
-import { dismiss, notify, reportError } from './notices.js';
+import { dismiss, log, notify, reportError } from './notices.js';
 import { beingProcessed, isGone, renderSessions, reportDeleted } from './sessions.js';
 import { renderTranscript } from './transcript.js';
 
@@ -35,14 +35,6 @@ let clock = 0;
 
 function selectedFormat() {
   return document.querySelector('input[name="format"]:checked')?.value || 'wav';
-}
-
-function log(text, kind = '') {
-  const list = $('log');
-  const time = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-  list.append(el('li', { className: kind }, el('time', { textContent: time }), ` ${text}`));
-  while (list.children.length > 60) list.firstElementChild.remove();
-  list.scrollTop = list.scrollHeight;
 }
 
 async function startRecording() {
@@ -180,7 +172,12 @@ function wire(rec) {
       return;
     }
     dismiss('connection');
-    showResult(rec.sessionId, { runId: ev.detail.run_id, summary: ev.detail });
+    if (cardFollows(rec)) {
+      showResult(rec.sessionId, { runId: ev.detail.run_id, summary: ev.detail });
+    } else {
+      notify(`ready:${rec.sessionId}`, 'info', `Session ${shortId(rec.sessionId)} is ready.`, 'The recording you '
+        + 'stopped has been processed.', { actions: [{ label: 'Open', run: () => openSession(rec.sessionId) }] });
+    }
     refreshSessions();
   });
   rec.addEventListener('failed', async (ev) => {
@@ -191,7 +188,7 @@ function wire(rec) {
     }
     dismiss('connection');
     if (connect) {
-      await explainConnectFailure(message);
+      await explainConnectFailure(message, startRecording);
     } else if (processing && /session was deleted/i.test(message)) {
       log(message, 'error');
       forgetSession(sessionId); // nothing is kept to download or process again
@@ -202,32 +199,15 @@ function wire(rec) {
           + 'or process it again below.' : message);
       log(message, 'error');
     }
-    if (sessionId) openSession(sessionId);
+    if (sessionId && cardFollows(rec)) openSession(sessionId);
     refreshSessions();
   });
   rec.addEventListener('detached', (ev) => {
     if (superseded()) return;
     dismiss('connection'); // (the recording is over: nothing is waiting for the server)
     log('Connection closed during processing; following it over the REST API');
-    watchSession(ev.detail.sessionId);
+    if (cardFollows(rec)) watchSession(ev.detail.sessionId);
   });
-}
-
-/** The WebSocket would not open: ask REST why (down? token?) and say so. */
-async function explainConnectFailure(message) {
-  try {
-    await api('/api/sessions');
-    notify('recording', 'error', 'The server refused the recording connection.',
-      `${message} The REST API answers, so a proxy or the server's origin check may block `
-      + 'WebSockets from this page.');
-  } catch (err) {
-    if (err instanceof AuthRequired) {
-      notify('recording', 'error', 'The server wants an access token.', 'Enter it, then press Start again.');
-      askForToken(err.message);
-    } else {
-      reportError(err, 'Starting the recording', startRecording);
-    }
-  }
 }
 
 function onServerMessage(rec, msg) {
@@ -254,19 +234,19 @@ function onServerMessage(rec, msg) {
       break;
     case 'processing_started':
       log(msg.message || 'Processing started');
-      showProcessing(rec.sessionId, 'Queued', 0);
+      if (cardFollows(rec)) showProcessing(rec.sessionId, 'Queued', 0);
       refreshSessions(); // (its entry said "recording" until the result)
       break;
     case 'processing_progress': {
       const label = STAGES[msg.stage] || msg.stage;
       if ($('stage').dataset.stage !== msg.stage) log(`Processing: ${label}`);
-      showProcessing(rec.sessionId, label, msg.overall ?? 0, msg.stage);
+      if (cardFollows(rec)) showProcessing(rec.sessionId, label, msg.overall ?? 0, msg.stage);
       break;
     }
     case 'processing_complete':
       log(msg.word_count == null ? `Done: ${seconds(msg.duration_seconds)} of audio ready`
         : `Done: ${msg.speakers} speaker(s), ${msg.word_count} words, ${seconds(msg.duration_seconds)}`);
-      showProcessing(rec.sessionId, 'Done', 1, 'done');
+      if (cardFollows(rec)) showProcessing(rec.sessionId, 'Done', 1, 'done');
       break;
     case 'processing_failed':
       log(`Processing failed: ${msg.message}`, 'error');
@@ -277,6 +257,12 @@ function onServerMessage(rec, msg) {
     default:
       break;
   }
+}
+
+/** Whether the result card shows the recording `rec` (or nothing): a session opened after Stop
+ * keeps the card, the recording's progress goes to the log and its result to a notice. */
+function cardFollows(rec) {
+  return $('result').hidden || $('result').dataset.sessionId === rec.sessionId;
 }
 
 function renderRecorder() {
@@ -475,6 +461,7 @@ async function processAgain(sessionId, options = {}, button = null) {
 /** The result card for a session: summary, audio player, downloads and the transcript. */
 async function showResult(sessionId, { runId = null, summary = null, session = null } = {}) {
   const token = ++watchToken;
+  dismiss(`ready:${sessionId}`); // (its "is ready" notice)
   const card = $('result');
   card.hidden = false;
   card.dataset.sessionId = sessionId;

@@ -2,6 +2,7 @@
 
 import { api, AuthRequired, getToken, setToken } from './api.js';
 import { $ } from './dom.js';
+import { notify, reportError } from './notices.js';
 
 let tokenPrompt = null;
 
@@ -42,4 +43,21 @@ export async function request(path, options) {
 
 export function fetchSession(id) {
   return request(`/api/sessions/${encodeURIComponent(id)}`);
+}
+
+/** The WebSocket would not open: ask REST why (down? token?) and say so. */
+export async function explainConnectFailure(message, retry) {
+  try {
+    await api('/api/sessions');
+    notify('recording', 'error', 'The server refused the recording connection.',
+      `${message} The REST API answers, so a proxy or the server's origin check may block `
+      + 'WebSockets from this page.');
+  } catch (err) {
+    if (err instanceof AuthRequired) {
+      notify('recording', 'error', 'The server wants an access token.', 'Enter it, then press Start again.');
+      askForToken(err.message);
+    } else {
+      reportError(err, 'Starting the recording', retry);
+    }
+  }
 }

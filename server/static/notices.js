@@ -44,3 +44,12 @@ export function reportError(err, what, retry = null) {
     notify('server', 'error', `${what} failed.`, err.message || String(err), { actions });
   }
 }
+
+/** A line in the recording's event log (the last 60 are kept). */
+export function log(text, kind = '') {
+  const list = $('log');
+  const time = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  list.append(el('li', { className: kind }, el('time', { textContent: time }), ` ${text}`));
+  while (list.children.length > 60) list.firstElementChild.remove();
+  list.scrollTop = list.scrollHeight;
+}
