@@ -13,7 +13,7 @@ from typing import Any, Callable
 from workbench.engine.audio import PARTLY_DECODED, AudioDecodeError
 
 from .finalise import finalise, wav_intact
-from .sessions import SessionStore
+from .sessions import DELETED_PREFIX, SessionStore, valid_id
 
 log = logging.getLogger("server.recovery")
 
@@ -24,8 +24,18 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
     Part sizes are taken from the files (the store is updated on a cadence);
     the WAV is rebuilt from the raw parts, so a torn header cannot survive.  A
     finished session whose ``audio.wav`` is torn or missing gets it rebuilt too,
-    and half-written temporary files are removed.
+    and half-written temporary files are removed. Deletes a crash cut short are finished
+    (:func:`sweep_deleted`).
     """
+    removed, restored = sweep_deleted(store)
+    for sid in removed:
+        log.warning("Finished deleting session %s, cut short by a crash", sid)
+    for sid in restored:
+        log.warning("Session %s: its delete never committed; its folder is back", sid)
+    unknown = unknown_folders(store)
+    if unknown:  # (a database replaced or lost): kept, never removed on a guess
+        log.warning("%d folder(s) in %s belong to no session (left alone): %s", len(unknown),
+                    store.sessions_dir, ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""))
     recovered = []
     for stale in store.sessions_dir.glob("*/.audio.*"):
         stale.unlink(missing_ok=True)  # an atomic write cut short (audio.wav / audio.mp4)
@@ -83,6 +93,42 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
     return recovered
 
 
+def sweep_deleted(store: SessionStore) -> tuple[list[str], list[str]]:
+    """Finish deletes a crash cut short (see :meth:`SessionStore.delete_session`):
+    ``.deleted-<id>`` folders whose row is gone are removed; those whose row stayed (the
+    delete never committed) get their name back. Returns (ids removed, ids restored)."""
+    import shutil
+
+    from workbench.engine.durable import sync_folder
+
+    removed, restored = [], []
+    for doomed in sorted(store.sessions_dir.glob(f"{DELETED_PREFIX}*")):
+        sid = doomed.name[len(DELETED_PREFIX):]
+        if valid_id(sid) and store.get_session(sid) is not None:
+            folder = store.session_dir(sid)
+            if folder.exists():  # made anew meanwhile (a run's files): the rest joins it
+                for entry in doomed.iterdir():
+                    if not (folder / entry.name).exists():
+                        entry.rename(folder / entry.name)
+                sync_folder(folder)
+            else:
+                doomed.rename(folder)
+                sync_folder(store.sessions_dir)
+            restored.append(sid)
+        else:
+            removed.append(sid)
+        shutil.rmtree(doomed, ignore_errors=True)
+    return removed, restored
+
+
+def unknown_folders(store: SessionStore) -> list[str]:
+    """Names of the folders under sessions/ that no session owns (a database lost or
+    replaced): never removed on a guess."""
+    known = {s.id for s in store.list_sessions()}
+    return sorted(p.name for p in store.sessions_dir.iterdir() if p.is_dir()
+                  and p.name not in known and not p.name.startswith(DELETED_PREFIX))
+
+
 def requeue_orphans(store: SessionStore, config_for: Callable[[Any], dict[str, Any]]) -> list[str]:
     """Sessions left ``processing`` without a queued or running run get what the crash
     denied them: the outcome of their last run when it finished after the session entered
@@ -121,4 +167,4 @@ def fail_live_runs(store: SessionStore) -> list[str]:
     return failed
 
 
-__all__ = ["fail_live_runs", "recover", "requeue_orphans"]
+__all__ = ["fail_live_runs", "recover", "requeue_orphans", "sweep_deleted", "unknown_folders"]

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workbench.engine.audio import InputFormat
+from workbench.engine.durable import sync_folder
+
 # The renditions of a session's audio, each a file ``audio.<format>`` in its directory:
 # the canonical WAV (made at ``stop``) and an MP4 (AAC) made on demand.
 from workbench.engine.formats import AUDIO_FORMATS
@@ -41,6 +43,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "completed": frozenset({"processing", "recording"}),
     "failed": frozenset({"processing", "recording"}),
 }
+
+# A deleted session's folder while it is removed (no id starts with a dot)
+DELETED_PREFIX = ".deleted-"
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -410,14 +415,26 @@ class SessionStore:
     def delete_session(self, session_id: str) -> bool:
         """Delete a session and its files; False when there is none or it is recording
         (checked in the same statement: a resume racing the delete either starts first,
-        and the session stays, or finds it gone)."""
+        and the session stays, or finds it gone).
+
+        The folder is renamed to ``.deleted-<id>`` (durably) before the row's removal
+        commits, then removed: after a crash in between, start-up's `sweep_deleted` gives
+        a row's folder its name back or removes a folder whose row is gone (a crash during
+        the removal left the deleted audio on disk for good)."""
         import shutil
 
+        folder = self.session_dir(session_id)
+        doomed = self.sessions_dir / f"{DELETED_PREFIX}{session_id}"
         with self._tx() as db:
             cur = db.execute("DELETE FROM sessions WHERE id = ? AND status != 'recording'",
                              (session_id,))
+            if cur.rowcount and folder.exists():
+                if doomed.exists():  # (an earlier delete's, cut short)
+                    shutil.rmtree(doomed, ignore_errors=True)
+                folder.rename(doomed)  # failing: the row stays (rolled back)
+                sync_folder(self.sessions_dir)
         if cur.rowcount:
-            shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
+            shutil.rmtree(doomed, ignore_errors=True)
         return bool(cur.rowcount)
 
     def remove_leftovers(self, session_id: str) -> bool:

@@ -919,3 +919,76 @@ def test_a_folder_that_cannot_be_synced_is_not_a_failed_write(tmp_path: Path,
     monkeypatch.setattr(os, "fsync", failing(errno.EIO))
     with pytest.raises(OSError, match="Input/output error"):
         sync_folder(tmp_path)
+
+
+DELETE_CUT_SHORT = """
+import os, sys
+sys.path.insert(0, sys.argv[3])
+sys.argv[4] = sys.argv[4].replace("-made-anew", "")
+import server.sessions as sessions
+from server.sessions import SessionStore
+
+store = SessionStore(sys.argv[1])
+if sys.argv[4] == "after-commit":  # dies while the files are being removed
+    import shutil
+    shutil.rmtree = lambda *a, **k: os._exit(9)
+else:  # dies after the folder's rename, before the row's removal commits
+    sessions.sync_folder = lambda folder: os._exit(9)
+store.delete_session(sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("moment", ["after-commit", "before-commit", "before-commit-made-anew"])
+def test_a_delete_cut_short_is_finished_or_undone_at_start_up(tmp_path: Path, moment: str) -> None:
+    """The server dying in the middle of a DELETE (a real process, ended by os._exit at
+    that point): after the row's removal committed, start-up removes the files (they stayed
+    on disk for good, the API saying 404); before it, the session keeps its files."""
+    import subprocess
+    import sys
+
+    from server.recovery import recover, unknown_folders
+
+    store = SessionStore(tmp_path)
+    session, part = _one_part_session(store, b"\x01\x00" * 1600)
+    store.set_status(session.id, "recording")
+    store.set_status(session.id, "interrupted")
+    folder = store.session_dir(session.id)
+    store.close()
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", DELETE_CUT_SHORT, str(tmp_path), session.id, repo,
+                          moment], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 9, out.stderr[-2000:]
+    if moment.endswith("made-anew"):  # a worker's files written after the rename
+        (folder / "runs" / "r1").mkdir(parents=True)
+        (folder / "runs" / "r1" / "transcript.json").write_text("{}")
+
+    store = SessionStore(tmp_path)
+    try:
+        recover(store)
+        if moment == "after-commit":
+            assert store.get_session(session.id) is None
+            assert not folder.exists()
+        else:
+            assert store.get_session(session.id) is not None
+            assert (folder / part.filename).read_bytes() == b"\x01\x00" * 1600
+            assert (folder / "runs" / "r1" / "transcript.json").exists() == moment.endswith("anew")
+        assert sorted(p.name for p in store.sessions_dir.iterdir()) == (
+            [] if moment == "after-commit" else [session.id])
+        assert unknown_folders(store) == []
+    finally:
+        store.close()
+
+
+def test_folders_of_no_session_are_left_alone_and_named(tmp_path: Path, caplog: Any) -> None:
+    """A session folder without a row (a database lost or replaced) is never removed on a
+    guess: start-up names it in the log."""
+    from server.recovery import recover
+
+    store = SessionStore(tmp_path)
+    (store.sessions_dir / "orphan-1").mkdir()
+    (store.sessions_dir / "orphan-1" / "part-000.raw").write_bytes(b"\x00\x01")
+    with caplog.at_level("WARNING", logger="server.recovery"):
+        recover(store)
+    store.close()
+    assert (tmp_path / "sessions" / "orphan-1" / "part-000.raw").exists()
+    assert "belong to no session (left alone): orphan-1" in caplog.text
