@@ -13,6 +13,7 @@ from .app import create_app
 from .config import is_loopback, parse_args
 from .lock import DataDirInUse
 from .security import MalformedRequestFilter, RedactingAccessLogger
+from .sessions import StoreDamaged
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -23,7 +24,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.INFO if config.access_log
                                                  else logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except StoreDamaged as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
     auth = "token required" if config.token else "no token"
     if not is_loopback(config.host) and not config.token:
         logging.getLogger("server").warning(

@@ -351,6 +351,9 @@ async def _on_cleanup(app: web.Application) -> None:
     # Finalisations started by handlers that were cancelled meanwhile.
     while state.finishing:
         await asyncio.gather(*list(state.finishing), return_exceptions=True)
+    for task in list(state.retrying):
+        task.cancel()
+    await asyncio.gather(*list(state.retrying), return_exceptions=True)
     try:
         await state.live.close()
         await state.jobs.close()

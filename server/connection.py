@@ -47,6 +47,31 @@ def printable(text: str, limit: int = 80) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def _interrupt(store: Any, sid: str, why: str) -> None:
+    """A recording whose finish failed is `interrupted` (only from 'recording': a session
+    processing keeps its audio.wav), its audio.wav gone (it may lack the last part)."""
+    store.set_status(sid, "interrupted", error=why)
+    store.audio_path(sid).unlink(missing_ok=True)
+
+
+async def _interrupt_later(state: AppState, sid: str, why: str) -> None:
+    """`_interrupt` tried again, every 1 s then up to every 30 s, until it works (the disk
+    has room again) or the server stops (start-up recovery then does it)."""
+    delay = 1.0
+    while not state.closing:
+        await asyncio.sleep(delay)
+        try:
+            await asyncio.to_thread(_interrupt, state.store, sid, why)
+        except TransitionError:
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.warning("Session %s: still cannot be marked interrupted (%s)", sid, exc)
+            delay = min(2 * delay, 30.0)
+        else:
+            log.warning("Session %s is interrupted now (its finish had failed)", sid)
+            return
+
+
 class Connection:
     """State of one WebSocket connection: the session it is bound to and the part it writes."""
 
@@ -179,7 +204,11 @@ class Connection:
             created = True
             log.info("✅ Created session: %s", session.id)
         else:
-            if session.id in self.state.recording:
+            other = self.state.recording.get(session.id)
+            if other is not None and other.saving:  # (its connection dropped, or `stop`)
+                raise ProtocolError(ErrorCode.SESSION_BUSY,
+                                    "Session is being saved after stop; try again in a moment")
+            if other is not None:
                 raise ProtocolError(ErrorCode.SESSION_BUSY,
                                     "Session is already recording on another connection")
             if session.status not in RESUMABLE:
@@ -323,9 +352,15 @@ class Connection:
             await self.send({"type": "progress", "chunks_received": self.chunks,
                              "total_size_mb": round(self.bytes / (1024 * 1024), 2)})
             # Bookkeeping only (start-up recovery takes sizes from the files), so after
-            # the reply: the client does not wait for a SQLite commit.
-            await asyncio.to_thread(self.state.store.update_part, self.session_id, writer.part,
-                                    chunks_received=self.chunks, bytes_received=self.bytes)
+            # the reply: the client does not wait for a SQLite commit. Failing (a full
+            # disk), it is no error of the chunk, which is kept: a 5000 invited a resend.
+            try:
+                await asyncio.to_thread(self.state.store.update_part, self.session_id,
+                                        writer.part, chunks_received=self.chunks,
+                                        bytes_received=self.bytes)
+            except Exception as exc:  # noqa: BLE001 - counted again at the stop
+                log.warning("Session %s: its byte count could not be stored (%s: %s)",
+                            self.session_id, type(exc).__name__, exc)
         if self.prior_duration + writer.elapsed() > limits.max_duration_seconds + 1e-9:
             self.duration_limit_told = True
             await self.send(error(ErrorCode.DURATION_EXCEEDED, Messages.duration_exceeded(limits)))
@@ -421,14 +456,17 @@ class Connection:
             # Its audio.wav may lack this part: it goes, and is rebuilt from the parts at
             # the next stop or start-up (a run cannot take it meanwhile). (A cancelled
             # finish leaves the session 'recording' for start-up recovery.)
-            try:  # only from 'recording': a session processing keeps its audio.wav
-                await asyncio.to_thread(
-                    store.set_status, sid, "interrupted",
-                    error=f"Finishing the recording failed ({type(exc).__name__}); its audio "
-                          "is rebuilt from the received bytes at the next stop")
-                await asyncio.to_thread(store.audio_path(sid).unlink, missing_ok=True)
-            except Exception:  # noqa: BLE001 - it had moved on already
+            why = (f"Finishing the recording failed ({type(exc).__name__}); its audio is "
+                   "rebuilt from the received bytes at the next stop")
+            try:
+                await asyncio.to_thread(_interrupt, store, sid, why)
+            except TransitionError:  # it had moved on already
                 pass
+            except Exception:  # noqa: BLE001 - (the disk still full) tried again until it works:
+                # 'recording' with no connection refused every resume, delete and run
+                task = asyncio.ensure_future(_interrupt_later(self.state, sid, why))
+                self.state.retrying.add(task)
+                task.add_done_callback(self.state.retrying.discard)
             raise
         finally:
             self.state.recording.pop(sid, None)

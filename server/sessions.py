@@ -22,6 +22,8 @@ from typing import Any, Optional
 from workbench.engine.audio import InputFormat
 from workbench.engine.durable import sync_folder
 
+from .schema import DATABASE_NAME, open_database
+
 # The renditions of a session's audio, each a file ``audio.<format>`` in its directory:
 # the canonical WAV (made at ``stop``) and an MP4 (AAC) made on demand.
 from workbench.engine.formats import AUDIO_FORMATS
@@ -191,50 +193,8 @@ class Session:
         )
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    format TEXT NOT NULL DEFAULT 'wav',
-    duration_seconds REAL NOT NULL DEFAULT 0,
-    bytes_received INTEGER NOT NULL DEFAULT 0,
-    chunks_received INTEGER NOT NULL DEFAULT 0,
-    options TEXT NOT NULL DEFAULT '{}',
-    error TEXT,
-    audio_truncated INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS parts (
-    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    container TEXT,
-    sample_rate INTEGER NOT NULL,
-    channels INTEGER NOT NULL,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    PRIMARY KEY (session_id, idx)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    config TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    stage TEXT,
-    progress REAL NOT NULL DEFAULT 0,
-    error TEXT,
-    summary TEXT NOT NULL DEFAULT '{}',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    kind TEXT NOT NULL DEFAULT 'refined',
-    supersedes TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status, seq);
-CREATE INDEX IF NOT EXISTS runs_by_session ON runs(session_id, seq);
-"""
+class StoreDamaged(RuntimeError):
+    """The session database cannot be read (damaged, or not a database)."""
 
 
 class TransitionError(ValueError):
@@ -253,26 +213,17 @@ class SessionStore:
         self.sessions_dir = self.data_dir / "sessions"
         self.sessions_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.data_dir / "workbench.sqlite3", check_same_thread=False, isolation_level=None
-        )
+        path = self.data_dir / DATABASE_NAME
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
-        if "audio_truncated" not in columns:  # a store made before the column existed
-            self._db.execute("ALTER TABLE sessions ADD COLUMN audio_truncated INTEGER NOT NULL "
-                             "DEFAULT 0")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(parts)")}
-        if "error" not in columns:
-            self._db.execute("ALTER TABLE parts ADD COLUMN error TEXT")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        if "kind" not in columns:  # a store made before live runs: every run was refined
-            self._db.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'refined'")
-        if "supersedes" not in columns:
-            self._db.execute("ALTER TABLE runs ADD COLUMN supersedes TEXT")
+        try:
+            open_database(self._db)
+        except sqlite3.DatabaseError as exc:  # (a raw traceback, or every session gone)
+            self._db.close()
+            raise StoreDamaged(
+                f"the session database {path} is damaged ({exc}); the server cannot start on "
+                f"it. Keep a copy, then try: sqlite3 {path} .recover | sqlite3 recovered.sqlite3"
+                f" (and put recovered.sqlite3 in its place)") from exc
 
     def close(self) -> None:
         with self._lock:

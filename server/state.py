@@ -61,6 +61,9 @@ class AppState:
     starting: int = 0
     # Finalisations in flight; shutdown waits for them before closing the store.
     finishing: "set[asyncio.Task[None]]" = field(default_factory=set)
+    # Sessions whose finish failed, moved to `interrupted` again until it works (cancelled
+    # at shutdown: start-up recovery does it then)
+    retrying: "set[asyncio.Task[None]]" = field(default_factory=set)
     # MP4 renditions being encoded, by session: concurrent requests share one encode
     encoding: "dict[str, asyncio.Future[None]]" = field(default_factory=dict)
     connections: ConnectionCounter = field(init=False)

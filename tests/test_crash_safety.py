@@ -992,3 +992,160 @@ def test_folders_of_no_session_are_left_alone_and_named(tmp_path: Path, caplog: 
     store.close()
     assert (tmp_path / "sessions" / "orphan-1" / "part-000.raw").exists()
     assert "belong to no session (left alone): orphan-1" in caplog.text
+
+
+class DiskFull:
+    """The store's writes of `names` fail as SQLite's do on a full disk while `full` is
+    set (a collaborator's failure: the subject is how the connection copes)."""
+
+    def __init__(self, store: SessionStore, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+        self.full = False
+        self.failed: list[str] = []
+        for name in names:
+            real = getattr(store, name)
+
+            def failing(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+                if self.full:
+                    self.failed.append(_name)
+                    raise sqlite3.OperationalError("database or disk is full")
+                return _real(*args, **kw)
+            monkeypatch.setattr(store, name, failing)
+
+
+async def test_a_confirmed_chunk_is_not_an_error_when_its_count_cannot_be_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The byte count stored after a `progress` failing (a full disk) is no error of the
+    chunk, which is on disk and was confirmed (it got a 5000 too, inviting a resend that
+    would have doubled it); the recording goes on."""
+    from .test_processing_functional import InProcessServer
+    from .test_recording_functional import recv, recv_until
+
+    async with InProcessServer(tmp_path) as srv, aiohttp.ClientSession() as s:
+        disk = DiskFull(srv.state.store, monkeypatch, "update_part")
+        every = srv.state.config.progress_every
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            disk.full = True
+            for _ in range(every + 1):
+                await ws.send_bytes(b"\x01\x00" * 160)
+            progress, before = await recv_until(ws, "progress")
+            assert progress["chunks_received"] == every and before == []
+            for _ in range(100):  # (the count is stored after the reply)
+                if disk.failed:
+                    break
+                await asyncio.sleep(0.02)
+            disk.full = False
+            await ws.send_json({"action": "stop"})
+            stopped, before = await recv_until(ws, "recording_stopped")
+        assert disk.failed == ["update_part"]
+        assert [m for m in before if m["type"] == "error"] == []
+        assert stopped["chunks_received"] == every + 1
+        wav = srv.state.store.audio_path(sid).read_bytes()
+        assert len(wav) - 44 == (every + 1) * 320
+
+
+async def test_a_finish_that_failed_is_interrupted_once_the_disk_has_room(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop` on a full disk: the session was left `recording` with no connection until a
+    restart (every resume, delete and run refused). It becomes `interrupted` as soon as
+    the store can write again, and can be resumed."""
+    from .test_processing_functional import InProcessServer
+    from .test_recording_functional import recv
+
+    async with InProcessServer(tmp_path) as srv, aiohttp.ClientSession() as s:
+        store = srv.state.store
+        disk = DiskFull(store, monkeypatch, "update_part", "set_status")
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(b"\x01\x00" * 16000)
+            disk.full = True
+            await ws.send_json({"action": "stop"})
+            reply = await recv(ws)
+            assert reply["type"] == "error" and reply["code"] == 5000, reply
+        await asyncio.sleep(1.5)
+        assert store.get_session(sid).status == "recording"  # type: ignore[union-attr]
+        disk.full = False
+        for _ in range(40):
+            if store.get_session(sid).status == "interrupted":  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.25)
+        assert store.get_session(sid).status == "interrupted"  # type: ignore[union-attr]
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            started = await recv(ws)
+            assert started["type"] == "recording_started" and started["resumed"], started
+
+
+async def test_a_resume_while_the_last_connection_is_saved_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `start` on a session whose connection dropped and whose audio is still being saved
+    (a long WebM takes seconds) was told "already recording on another connection" though
+    no other connection existed."""
+    import server.connection as connection
+
+    from .test_processing_functional import InProcessServer
+    from .test_recording_functional import recv
+
+    release = asyncio.Event()
+    real = connection.finalise_async
+
+    async def slow(*args: Any, **kw: Any) -> Any:  # the decode, held until released
+        await release.wait()
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(connection, "finalise_async", slow)
+    async with InProcessServer(tmp_path) as srv, aiohttp.ClientSession() as s:
+        try:
+            async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+                await ws.send_json({"action": "start", "format": "wav",
+                                    "input_format": "pcm_s16le"})
+                sid = (await recv(ws))["session_id"]
+                await ws.send_bytes(b"\x01\x00" * 16000)
+            for _ in range(40):  # the drop seen: the recording is being saved
+                if getattr(srv.state.recording.get(sid), "saving", False):
+                    break
+                await asyncio.sleep(0.05)
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
+                await ws.send_json({"action": "start", "format": "wav",
+                                    "input_format": "pcm_s16le"})
+                refused = await recv(ws)
+        finally:
+            release.set()  # (a failure must not hold the server's shutdown)
+        assert refused["code"] == 4011
+        assert refused["message"] == "Session is being saved after stop; try again in a moment"
+        for _ in range(40):
+            if srv.state.store.get_session(sid).status == "interrupted":  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.1)
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            assert (await recv(ws))["type"] == "recording_started"
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "not-a-database"])
+def test_a_damaged_session_database_is_named_at_start_up(tmp_path: Path, damage: str) -> None:
+    """`python -m server` on a damaged workbench.sqlite3 says which file and what to do
+    (it ended in a raw traceback)."""
+    import subprocess
+    import sys
+
+    store = SessionStore(tmp_path)
+    for _ in range(40):
+        store.create_session(options={"note": "x" * 2000})
+    store.close()
+    db = tmp_path / "workbench.sqlite3"
+    data = bytearray(db.read_bytes())
+    if damage == "overwritten":
+        data[4096:12288] = b"\xa5" * 8192  # pages of the tables
+    else:
+        data[:100] = b"\x00" * 100  # the header
+    db.write_bytes(bytes(data))
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-m", "server", "--port", "0", "--data-dir", str(tmp_path),
+                          "--pipeline", "renditions"], capture_output=True, text=True, timeout=120,
+                         cwd=repo)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"error: the session database {db} is damaged"), out.stderr[-2000:]
+    assert "sqlite3 recovered.sqlite3" in out.stderr and "Traceback" not in out.stderr
