@@ -8,7 +8,7 @@ import concurrent.futures
 import json
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import WSCloseCode, web
 from aiohttp.web_protocol import RequestPayloadError
@@ -257,6 +257,12 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
         run = await asyncio.to_thread(latest)
         if run is None:
             raise web.HTTPNotFound(text="No completed transcript for this session yet")
+        if run.kind == "live":  # no refined transcript: every live run's, one after another
+            merged = await asyncio.to_thread(_live_runs_merged, store, session, fmt)
+            if merged is not None:
+                return web.Response(text=merged, headers={
+                    "Content-Type": f"{CONTENT_TYPES[fmt]}; charset=utf-8",
+                    "Content-Disposition": f'inline; filename="{session.id}.{fmt}"'})
     path = store.run_dir(session.id, run.id) / f"transcript.{fmt}"
     if not await asyncio.to_thread(path.exists):
         raise web.HTTPNotFound(text="This run produced no transcript")
@@ -266,6 +272,23 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": (f'inline; filename="{session.id}.{fmt}"' if run_id is None
                                 else f'inline; filename="{session.id}.{run.id[:8]}.{fmt}"'),
     })
+
+
+def _live_runs_merged(store: SessionStore, session: Any, fmt: str) -> Optional[str]:
+    """A session recorded in parts with live results has one live run per recording; with no
+    refined transcript, its transcript is all of them in order (the newest alone left the
+    earlier parts out). None when there is only one."""
+    from workbench.engine.formats import WRITERS
+    from workbench.engine.transcript import Transcript
+
+    runs = [r for r in session.runs if r.kind == "live" and r.status == "completed"
+            and (store.run_dir(session.id, r.id) / "transcript.json").exists()]
+    if len(runs) < 2:
+        return None
+    parts = [Transcript.from_dict(json.loads(
+        (store.run_dir(session.id, r.id) / "transcript.json").read_text(encoding="utf-8")))
+        for r in runs]
+    return WRITERS[fmt](Transcript.concatenate(parts, live_runs=[r.id for r in runs]))
 
 
 async def list_runs(request: web.Request) -> web.Response:

@@ -385,9 +385,24 @@ class Connection:
         task.add_done_callback(self.state.finishing.discard)
         await asyncio.shield(task)
 
+    def _unmute_when_quiet(self, sid: str) -> None:
+        """A recording without live results is muted until it ends, not as a watcher after;
+        but a live stream of the session that its start ended (a resume's) may still be
+        flushing its last words: those must not reach it either, so only once no stream of
+        the session is left (none can start while it records)."""
+        hub, ws = self.state.live, self.ws
+
+        async def unmute() -> None:
+            while any(s.session_id == sid for s in list(hub.alive)) and not ws.closed:
+                await asyncio.sleep(0.25)
+            if self.writer is None:  # (a recording started since mutes or not by itself)
+                self.state.live_muted.discard(ws)
+
+        if ws in self.state.live_muted:
+            hub.keep(unmute())
+
     async def _finish(self, writer: PartWriter, sid: str, reason: str) -> None:
-        # a recording without live results is muted until it ends, not as a watcher after
-        self.state.live_muted.discard(self.ws)
+        self._unmute_when_quiet(sid)
         store = self.state.store
         interrupted = reason in INTERRUPTIONS
         live_run_id: Optional[str] = None

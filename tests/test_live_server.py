@@ -736,6 +736,42 @@ async def test_a_resume_without_live_results_hears_none_and_supersedes_the_live_
     assert refined[-1]["supersedes"] == live[0]["id"]
 
 
+async def test_a_resume_without_live_results_hears_no_flush_after_its_stop(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """The live stream that a resume without live results ends flushes its last words in
+    the background (held here: its worker stopped); that recording stopped meanwhile, its
+    socket got them after its stop (it was unmuted at once), though it never asked."""
+    srv = await warm_server(start_server)
+    worker = first_live_worker(srv)
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        ws, sid, sub, _ = await live_then_heard(s, srv, pcm[:len(pcm) // 2])
+        await ws.close()
+        await session_in(srv, sid, "interrupted", timeout=30)
+        worker.suspend()
+        try:
+            async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws2:
+                await ws2.send_json({"action": "start", "input_format": "pcm_s16le"})
+                _, seen = await recv_until(ws2, "recording_started", timeout=60)  # saving
+                await ws2.send_bytes(pcm[:32000])
+                await ws2.send_json({"action": "stop"})
+                stopped, before = await recv_until(ws2, "recording_stopped", timeout=60)
+                seen += before + [stopped]
+                await asyncio.sleep(1.0)  # (unmuted at once, before)
+                _resume(worker)
+                live = [r for r in (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
+                        if r["kind"] == "live"]
+                assert len(live) == 1
+                await wait_live_run(srv, sid, live[0]["id"])
+                seen += await drain(ws2)
+            heard = await drain(sub)
+        finally:
+            _resume(worker)
+            await sub.close()
+    assert [m["type"] for m in seen if m["type"] in LIVE_EVENTS] == []
+    assert [m for m in heard if m["type"] == "transcript_final"]  # the watcher got the flush
+
+
 async def test_two_live_starts_at_once_load_no_extra_workers(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """--max-live-sessions 2 --live-warm: two recordings with live results started
@@ -952,6 +988,15 @@ async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_s
     first, second = (r["summary"] for r in runs)
     assert second["first_index"] == first["first_index"] + first["word_count"]
     assert second["word_count"] > 0
+    # no refined transcript (renditions): /transcript is both live runs' (it was the last
+    # one's alone)
+    doc = await get(f"{srv.url}/api/sessions/{sid}/transcript?format=json")
+    words = [w for seg in doc["segments"] for w in seg["words"]]
+    assert len(words) == first["word_count"] + second["word_count"]
+    assert doc["config"] == {"live_runs": [r["id"] for r in runs]}
+    async with aiohttp.ClientSession() as s, \
+            s.get(f"{srv.url}/api/sessions/{sid}/transcript?format=srt") as r:
+        assert r.status == 200 and r.headers["Content-Disposition"] == f'inline; filename="{sid}.srt"'
 
 
 async def test_a_live_resume_with_one_slot_waits_for_its_own_stream_being_saved(

@@ -245,6 +245,17 @@ class Transcript:
         return cls(segments, turns, doc.get("duration", 0.0), doc.get("language"),
                    doc.get("config", {}), doc.get("timings", {}), doc.get("uri", "audio"))
 
+    @classmethod
+    def concatenate(cls, parts: list["Transcript"], **config: Any) -> "Transcript":
+        """One transcript of consecutive ones (e.g. the live runs of a session recorded in
+        several parts, whose times already follow each other); `config` describes it."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        return cls([s for t in parts for s in t.segments], [u for t in parts for u in t.turns],
+                   max(t.duration for t in parts),
+                   next((t.language for t in parts if t.language), None), dict(config),
+                   {}, parts[0].uri)
+
     def _repr_html_(self) -> str:  # notebook display
         import html
 
