@@ -319,7 +319,10 @@ class Connection:
             if interrupted:
                 self.state.live.detach(sid)
                 return None
-            return await self.state.live.end(sid)
+            # cut at the duration limit: audio.wav stops there, the worker heard all of the
+            # last chunk
+            limit = self.limits.max_duration_seconds
+            return await self.state.live.end(sid, limit if limit > 0 else None)
         except Exception:
             log.exception("Ending the live results of session %s failed", sid)
             return None

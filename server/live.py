@@ -293,7 +293,7 @@ class LiveStream(WorkerProcess):
             self.state = "lingering"
             self._linger = self.hub.loop.call_later(LINGER_SECONDS, expire)
 
-    async def finish(self, store: SessionStore) -> Optional[str]:
+    async def finish(self, store: SessionStore, until: Optional[float] = None) -> Optional[str]:
         """The recording ended: the worker flushes and saves into a new live run, whose
         id is returned at once (None when live results were off); the run is completed
         or failed in the background."""
@@ -319,7 +319,7 @@ class LiveStream(WorkerProcess):
             log.exception("Live result of session %s not saved", self.session_id)
             self.close()
             return None
-        self._outbox.put(("finish", str(store.run_dir(session_id, run.id))))
+        self._outbox.put(("finish", str(store.run_dir(session_id, run.id)), until))
         self._outbox.put(None)
         self.hub.keep(self._save(store, session_id, run.id))
         log.info("Live run %s of session %s: saving", run.id, self.session_id)
@@ -572,13 +572,13 @@ class LiveHub:
         self.said_until.pop(session_id, None)
         self.last.pop(session_id, None)
 
-    async def end(self, session_id: str) -> Optional[str]:
+    async def end(self, session_id: str, until: Optional[float] = None) -> Optional[str]:
         """The recording ended (stop, a limit) or will not continue live: save its live
-        result; returns the live run's id or None."""
+        result (cut at `until` s: the duration limit); returns the live run's id or None."""
         stream = self.streams.get(session_id)
         if stream is None or stream.state in ("finishing", "off", "done"):
             return None
-        return await stream.finish(self.store)
+        return await stream.finish(self.store, until)
 
     async def close(self, grace: float = 10.0) -> None:
         """Server shutdown: the live results of recordings it interrupted are saved (as

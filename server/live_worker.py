@@ -16,8 +16,9 @@ before this live session (a resume; 16 kHz mono 16-bit), for the diarization's f
 windows, and ``("said", text)`` the text said before it, for the ASR's prompt
 (`LiveSession.prime`), both before ``speakers``; ``("speakers", known)`` the speakers of the
 recording's last live session, to go on with (`SPEAKERS_FILE`), or None: the diarization
-waits for this message when the session message says ``await_speakers``; ``("finish", run_dir)``
-the recording ended: flush, save (the transcript and `SPEAKERS_FILE`), exit;
+waits for this message when the session message says ``await_speakers``; ``("finish", run_dir,
+until)`` the recording ended: flush, save (the transcript, cut at `until` s when not None,
+and `SPEAKERS_FILE`), exit;
 ``("close",)`` exit without saving.
 
 Messages to the server: ``("ready",)`` models loaded; ``("event", dict)`` a live event
@@ -316,6 +317,27 @@ def shift_transcript(transcript: Any, offset: float) -> Any:
                    duration=transcript.duration + offset)
 
 
+def clip_transcript(transcript: Any, until: Optional[float]) -> Any:
+    """A `Transcript` of what lies before ``until`` s (the recording's duration limit: its
+    audio.wav stops there, while the live worker heard the whole last chunk): words that
+    start at or after it go, and times end there at the latest."""
+    if until is None or transcript.duration <= until:
+        return transcript
+
+    def word(w: Any) -> Any:
+        return replace(w, end=min(w.end, until))
+
+    segments = []
+    for s in transcript.segments:
+        words = tuple(word(w) for w in s.words if w.start < until)
+        if s.start >= until or (s.words and not words):
+            continue
+        text = "".join(w.word for w in words).strip() if len(words) < len(s.words) else s.text
+        segments.append(replace(s, end=min(s.end, until), words=words, text=text))
+    turns = [replace(t, end=min(t.end, until)) for t in transcript.turns if t.start < until]
+    return replace(transcript, segments=segments, turns=turns, duration=until)
+
+
 # ---------------------------------------------------------------------- the process
 
 
@@ -438,7 +460,7 @@ class Worker:
                         # a bad file must not end live results
                         log.warning("Speakers of the earlier live session not taken: %r", exc)
                 elif kind == "finish":
-                    self._finish(msg[1])
+                    self._finish(msg[1], msg[2] if len(msg) > 2 else None)
                     return
                 else:  # "close"
                     return
@@ -461,12 +483,12 @@ class Worker:
             except AudioDecodeError as exc:  # (not a failure of the live engines)
                 log.warning("A part of the recording left out of live results: %s", exc)
 
-    def _finish(self, run_dir: str) -> None:
+    def _finish(self, run_dir: str, until: Optional[float] = None) -> None:
         started = time.monotonic()
         try:
             self._close_decoder()
             result = self.session.finish()
-            transcript = shift_transcript(result.transcript, self.offset)
+            transcript = clip_transcript(shift_transcript(result.transcript, self.offset), until)
             transcript.save(run_dir)
             if result.speakers is not None:
                 try:  # (optional: the run is saved without it)
@@ -491,4 +513,4 @@ class Worker:
 
 __all__ = ["FfmpegDecoder", "PcmDecoder", "SPEAKERS_FILE", "StreamDecoder", "WavDecoder",
            "live_worker_main",
-           "shift_event", "shift_transcript"]
+           "clip_transcript", "shift_event", "shift_transcript"]

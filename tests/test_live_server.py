@@ -772,6 +772,34 @@ async def test_a_resume_without_live_results_hears_no_flush_after_its_stop(
     assert [m for m in heard if m["type"] == "transcript_final"]  # the watcher got the flush
 
 
+async def test_the_live_run_stops_at_the_duration_limit(start_server: ServerFactory,
+                                                       call_pcm: bytes) -> None:
+    """--max-duration 10, 1 s chunks: the chunk that crosses the limit ends the recording and
+    audio.wav stops at 10 s, but the live worker heard all of it: the live run's words and
+    turns ran on to 11 s, past the audio a player can seek to."""
+    srv = start_server("--max-live-sessions", "1", "--live-warm", "--max-duration", "10")
+    deadline = time.monotonic() + 180
+    while (await get(srv.url + "/api/health"))["live"]["warm"] != 1:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        await asyncio.sleep(0.5)
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le", "live_results": True})
+        sid = (await recv(ws))["session_id"]
+        t0 = time.monotonic()
+        for i in range(12):  # in real time, 1 s a chunk
+            await ws.send_bytes(call_pcm[i * 32000:(i + 1) * 32000])
+            await asyncio.sleep(max(0.0, t0 + i + 1 - time.monotonic()))
+        stopped, _ = await recv_until(ws, "recording_stopped", timeout=60)
+    assert stopped["duration_seconds"] == 10.0 and stopped["truncated"] is True
+    await wait_live_run(srv, sid, stopped["live_run_id"])
+    doc = await get(f"{srv.url}/api/sessions/{sid}/transcript?format=json&run={stopped['live_run_id']}")
+    words = [w for seg in doc["segments"] for w in seg["words"]]
+    assert words and doc["duration"] <= 10.0
+    assert max(w["end"] for w in words) <= 10.0
+    assert max(t["end"] for t in doc["diarization"]) <= 10.0
+    assert all(seg["end"] <= 10.0 for seg in doc["segments"])
+
+
 async def test_two_live_starts_at_once_load_no_extra_workers(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """--max-live-sessions 2 --live-warm: two recordings with live results started
