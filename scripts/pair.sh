@@ -21,11 +21,18 @@ start_server() {  # in the background (--live-warm: a live worker waits with its
   setsid .venv/bin/python -m server --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" \
     --live-warm &
   server_pid=$!
-  local deadline=$((SECONDS + 60))  # it answers in about 1 s
+  # It answers in about 1 s; after a crash, start-up recovery first rebuilds the audio of
+  # the recordings left open (about 7 s per 30-minute WebM here), so it may take minutes.
+  local deadline=$((SECONDS + 900)) told=$((SECONDS + 15))
   until .venv/bin/python -c "import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=1)" \
       "$WORKBENCH_SERVER_URL/api/health" 2>/dev/null; do
     kill -0 "$server_pid" 2>/dev/null || fail "the server exited before it answered (see above)"
-    ((SECONDS < deadline)) || fail "the server did not answer on $WORKBENCH_SERVER_URL within 60 s"
+    ((SECONDS < deadline)) || fail "the server did not answer on $WORKBENCH_SERVER_URL within 900 s"
+    if ((told && SECONDS >= told)); then
+      echo "$SCRIPT: the server is still starting (after a crash it rebuilds the recordings left" \
+        "open first; its log above says which); waiting up to 900 s" >&2
+      told=0
+    fi
     sleep 0.2
   done
 }

@@ -39,7 +39,11 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
     recovered = []
     for stale in store.sessions_dir.glob("*/.audio.*"):
         stale.unlink(missing_ok=True)  # an atomic write cut short (audio.wav / audio.mp4)
-    for session in store.sessions_in("recording"):
+    left_open = store.sessions_in("recording")
+    if left_open:  # (no requests are served meanwhile: say why start-up takes a while)
+        log.warning("Rebuilding the audio of %d recording(s) left open by a crash before "
+                    "serving", len(left_open))
+    for session in left_open:
         directory = store.session_dir(session.id)
         total = 0
         for part in session.parts:
