@@ -99,11 +99,20 @@ class Connection:
         await self.state.send(self.ws, message)
 
     async def bind_existing(self) -> None:
-        """Subscribe to events of the path's session when it already exists."""
+        """Subscribe to events of the path's session when it already exists (a live
+        recording's words so far come first, in a `live_replay`)."""
         if valid_id(self.path_id):
             session = await asyncio.to_thread(self.state.store.get_session, self.path_id)
             if session is not None:
                 self._bind(session.id)
+                # a watcher joining a live recording: what was said so far, once (as a
+                # resumed recording gets it), then the events as they come
+                # (not a lingering stream's: its resume gets it after `recording_started`)
+                stream = self.state.live.streams.get(session.id)
+                said = (stream.said.replay() if stream is not None and stream.state == "running"
+                        and session.id in self.state.recording else None)
+                if said is not None:
+                    await self.send({**said, "session_id": session.id})
 
     def _bind(self, session_id: str) -> None:
         if self.session_id != session_id:

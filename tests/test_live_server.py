@@ -800,6 +800,34 @@ async def test_the_live_run_stops_at_the_duration_limit(start_server: ServerFact
     assert all(seg["end"] <= 10.0 for seg in doc["segments"])
 
 
+async def test_a_watcher_joining_a_live_recording_gets_the_words_so_far(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """A socket that subscribes to a live recording under way (a dashboard opened late)
+    got the events from then on only: word indexes starting at 30 with nothing before
+    until the live run was saved. It now gets a `live_replay` of everything final so far
+    first; a resume's socket still gets its replay after `recording_started` only."""
+    srv = await warm_server(start_server)
+    pcm = (speech_dir / "speech.pcm").read_bytes()
+    async with aiohttp.ClientSession() as s:
+        ws, sid, sub, heard = await live_then_heard(s, srv, pcm + bytes(4 * 32000))
+        async with ws, sub, s.ws_connect(f"{srv.ws_url}/ws/{sid}") as late:
+            replay = await recv(late)
+            assert replay["type"] == "live_replay" and replay["session_id"] == sid
+            finals = [w for e in heard if e["type"] == "transcript_final" for w in e["words"]]
+            indexes = [w["index"] for w in replay["words"]]
+            assert indexes == list(range(len(indexes))) and len(indexes) >= len(finals)
+            assert [w["word"] for w in replay["words"][:len(finals)]] == [w["word"] for w in finals]
+            await ws.send_json({"action": "stop"})
+            stopped, _ = await recv_until(ws, "recording_stopped", timeout=60)
+        await wait_live_run(srv, sid, stopped["live_run_id"])
+        async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as after:  # nothing live any more
+            try:
+                got = await recv(after, timeout=2)
+            except asyncio.TimeoutError:
+                got = None
+            assert got is None, got
+
+
 async def test_two_live_starts_at_once_load_no_extra_workers(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """--max-live-sessions 2 --live-warm: two recordings with live results started
