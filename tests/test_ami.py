@@ -76,6 +76,23 @@ def test_items_have_audio_rttm_and_uem(ami: Path, subset: str, speakers: dict[st
         assert item.info["subset"] == subset and item.info["protocol"] == AMI_PROTOCOL
 
 
+def test_items_keep_absolute_paths_after_a_change_of_directory(
+        ami: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ami_items("development") gave paths relative to the current directory (data/ami/...),
+    which no longer led to the files after os.chdir; a relative data_dir is taken from
+    the directory current at the call, and the items carry absolute paths."""
+    monkeypatch.chdir(DATA_DIR.parent)
+    items = ami_items("development", "data")
+    assert ami_dir("data") == ami_dir(DATA_DIR) and ami_dir("data").is_absolute()
+    monkeypatch.chdir(tmp_path)
+    assert ami_dir("data") == tmp_path / "data" / "ami" / ami.name  # (relative: from here)
+    for item in items:
+        assert item.audio.is_absolute() and item.audio.is_file()
+        assert item.rttm is not None and item.rttm.is_file()
+        assert item.duration == pytest.approx(30.0, abs=0.01)
+        assert len(item.reference().labels()) == DEVELOPMENT_SPEAKERS[item.uri]
+
+
 def test_unknown_subset_is_refused(ami: Path) -> None:
     with pytest.raises(ValueError, match="subset"):
         ami_items("dev", DATA_DIR)

@@ -104,3 +104,75 @@ def test_the_spectrogram_is_drawn_where_the_plot_starts(tmp_path: Path) -> None:
     x = meshes[0].get_coordinates()[..., 0]
     assert x.min() == pytest.approx(10.0, abs=0.01) and x.max() == pytest.approx(14.0, abs=0.02)
     assert fig.axes[1].get_xlim() == pytest.approx((10.0, 14.0))
+
+
+def test_load_session_from_data_dir_picks_runs_as_the_server_and_refuses_unknown_ones(
+        tmp_path: Path) -> None:
+    """From a data folder an unknown run gave transcript=None (over REST a KeyError), and
+    the latest run was the one whose transcript.json was written last; with the server's
+    store readable its runs are taken in their creation order, as the server does."""
+    import json
+    import os
+
+    from server.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        first, second = (store.create_run(sid, {}) for _ in range(2))
+        for run in (first, second):
+            store.finish_run(run.id, ok=True)
+        write_wav(store.audio_path(sid), np.zeros(16000 * 10, np.float32))
+        older, newer = make_transcript(), make_transcript()
+        newer.segments = newer.segments[:1]
+        # the first run's file rewritten after the second run's (a copy, a re-export)
+        for run, transcript, mtime in ((second, newer, 1000), (first, older, 2000)):
+            path = store.run_dir(sid, run.id) / "transcript.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(transcript.serialize()))
+            os.utime(path, (mtime, mtime))
+        session = store.get_session(sid)
+        assert session is not None
+        served = session.latest_completed(  # what GET /transcript serves (server/app.py)
+            lambda r: (store.run_dir(sid, r.id) / "transcript.json").exists())
+    finally:
+        store.close()
+    assert served is not None and served.id == second.id
+    local = load_session(sid, data_dir=tmp_path)
+    assert local.transcript is not None and len(local.transcript.segments) == 1
+    assert [r["id"] for r in local.runs] == [first.id, second.id]
+    assert len(load_session(sid, data_dir=tmp_path, run=first.id).transcript.segments) == 3  # type: ignore[union-attr]
+    with pytest.raises(KeyError, match=f"no run nosuch in session {sid}"):
+        load_session(sid, data_dir=tmp_path, run="nosuch")
+    # without the store (the files alone) an unknown run is a KeyError too
+    os.remove(tmp_path / "workbench.sqlite3")
+    with pytest.raises(KeyError, match=f"no run nosuch in session {sid}"):
+        load_session(sid, data_dir=tmp_path, run="nosuch")
+    assert len(load_session(sid, data_dir=tmp_path).transcript.segments) == 3  # type: ignore[union-attr]
+
+
+def test_load_session_from_data_dir_joins_the_live_runs_of_a_session_in_parts(
+        tmp_path: Path) -> None:
+    """With no refined transcript, a session recorded in two parts with live results is
+    both live runs' transcripts, as GET /transcript serves it (the newest alone before)."""
+    import json
+
+    from server.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        first, second = (store.create_run(sid, {}, kind="live") for _ in range(2))
+        write_wav(store.audio_path(sid), np.zeros(16000 * 10, np.float32))
+        for run in (first, second):
+            store.finish_run(run.id, ok=True)
+            path = store.run_dir(sid, run.id) / "transcript.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(make_transcript().serialize()))
+    finally:
+        store.close()
+    one = len(make_transcript().segments)
+    local = load_session(sid, data_dir=tmp_path)
+    assert local.transcript is not None and len(local.transcript.segments) == 2 * one
+    assert local.transcript.config == {"live_runs": [first.id, second.id]}
+    assert len(load_session(sid, data_dir=tmp_path, run=first.id).transcript.segments) == one  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from workbench.engine.audio import write_wav
 from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
@@ -45,3 +46,40 @@ def test_run_options_are_escaped_and_the_best_values_highlighted(tmp_path: Path)
     assert "the refined run refined-" in page
     again, live = (f"row{i}" for i in range(2))
     assert f"{live}_col0" in highlighted and f"{again}_col0" not in highlighted
+
+
+def test_a_refined_run_that_did_not_transcribe_is_no_text_reference(tmp_path: Path) -> None:
+    """The newest refined run ran with {"transcribe": false}: its empty text was the WER
+    reference, and every other run got WER inf.  Now its turns stay the DER reference
+    and the words of the newest refined run that transcribed are the text reference
+    (that run's own row gets no WER); with no such run there is no WER at all."""
+    import math
+
+    audio = write_wav(tmp_path / "audio.wav", np.zeros(16000 * 10, np.float32))
+    turns = [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "B"), Turn(6.0, 9.0, "A")]
+    words_only = transcript(turns)
+    said = Transcript(build_segments(assign_speakers(
+        [Word(0.5, 1.0, " one"), Word(3.5, 4.0, " two"), Word(6.5, 7.0, " tree")], turns)),
+        turns, 10.0)
+    no_words = Transcript([], turns, 10.0, config={"options": {"transcribe": False}})
+    runs = [{"id": "refined-0001", "kind": "refined", "config": {}},
+            {"id": "live-0002", "kind": "live", "config": {}},
+            {"id": "refined-0003", "kind": "refined", "config": {"transcribe": False}}]
+    transcripts = {"refined-0001": words_only, "live-0002": said, "refined-0003": no_words}
+    comparison = compare_session_runs(runs, transcripts, audio=audio, work_dir=tmp_path / "a")
+    assert comparison is not None
+    rows = comparison.table.recordings.droplevel("uri")
+    live = rows[rows["run"] == "live-0002"].iloc[0]
+    assert live["wer"] == pytest.approx(1 / 3) and live["der"] == 0.0
+    text_run = rows[rows["run"] == "refined-0001"].iloc[0]
+    assert math.isnan(text_run["wer"]) and text_run["der"] == 0.0
+    assert "words: the refined run refined-" in comparison.against
+    assert not np.isinf(comparison.table.frame["wer"].astype(float)).any()
+
+    # no refined run transcribed: DER only, WER undefined ("–"), never inf
+    runs = [runs[1], runs[2]]
+    comparison = compare_session_runs(runs, transcripts, audio=audio, work_dir=tmp_path / "b")
+    assert comparison is not None
+    assert math.isnan(comparison.table.summary["wer"].iloc[0])
+    assert comparison.table.summary["der"].iloc[0] == 0.0
+    assert "no words" in comparison.against and ">inf<" not in comparison.html()

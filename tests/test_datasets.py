@@ -331,6 +331,19 @@ def test_load_manifest_reads_a_json_list(tmp_path: Path) -> None:
     assert items[1].uri == "b" and items[1].stm is None
 
 
+def test_corpus_item_paths_given_as_strings_are_paths() -> None:
+    """CorpusItem("x", "a.wav").duration raised AttributeError ('str' object has no
+    attribute 'suffix'): paths given as strings are kept as Path objects."""
+    sample = sample_call()
+    item = CorpusItem("call", str(sample.audio), str(sample.rttm), str(sample.stm))
+    assert isinstance(item.audio, Path) and isinstance(item.rttm, Path)
+    assert item.duration == pytest.approx(sample.duration)
+    assert item == CorpusItem("call", sample.audio, sample.rttm, sample.stm)
+    assert item.uem is None and len(item.reference_turns()) == len(sample.reference_turns())
+    with pytest.raises(TypeError, match="CorpusItem.audio must be a path"):
+        CorpusItem("x", None)  # type: ignore[arg-type]
+
+
 def test_pyannote_protocol(tmp_path: Path, conversations: dict[str, CorpusItem]) -> None:
     from pyannote.database import registry
 

@@ -365,3 +365,26 @@ def test_a_system_that_ran_on_fewer_recordings_is_not_crowned(unequal_rows) -> N
               for r in rows if r["system"] == "rough"]
     marks = compare(rows + absent).best(["der", "wer"])
     assert marks.xs("short", level="uri").loc["neat"].to_numpy().any()
+
+
+def test_an_aggregate_over_fewer_recordings_is_not_crowned() -> None:
+    """A system missing a recording (no row at all, no status column) had its ALL row
+    bolded against one pooled over every recording: B's 10 % DER over u2 alone beat
+    A's 25 % over u1 and u2.  Now only systems that ran on every recording compete
+    among the aggregates, and a note names the one with fewer."""
+    figures = ("der", "missed", "false_alarm", "confusion", "speech")
+    rows = [dict(zip(("system", "uri", *figures), r)) for r in (
+        ("A", "u1", 0.5, 5, 0, 0, 10), ("A", "u2", 0.0, 0, 0, 0, 10),
+        ("B", "u2", 0.1, 1, 0, 0, 10), ("C", "u1", 0.4, 4, 0, 0, 10),
+        ("C", "u2", 0.2, 2, 0, 0, 10))]
+    table = compare(rows)
+    aggregates = table.best(["der"]).xs(ALL, level="uri")["der"]
+    assert aggregates.to_dict() == {"A": True, "B": False, "C": False}  # 5/20 < 6/20
+    assert table.best(["der"]).loc[("u2", "A"), "der"]  # a recording still compares all
+    md = table.to_markdown(["der"])
+    assert "| ALL | B | 10.0% |" in md and "| ALL | A | **25.0%** |" in md
+    assert "B ran on 1 of 2 recordings" in md and "B ran on" in repr(table)
+    assert table.fewer_recordings == {"B": (1, 2)}
+    # with B alone beside A, no aggregate is compared at all
+    alone = compare(rows[:3])
+    assert not alone.best(["der"]).xs(ALL, level="uri").to_numpy().any()

@@ -506,6 +506,37 @@ def test_cell_key_follows_the_models(tmp_path: Path) -> None:
 
 
 @pytest.mark.models
+def test_cell_key_follows_every_file_of_a_local_model_folder(tmp_path: Path) -> None:
+    """The key of a local model folder was the sha256 of its model.bin alone: an edited
+    tokenizer.json served the cell of the old tokenizer as fresh.  Every file of the
+    folder is part of it now (as for a diarization pipeline_path)."""
+    from workbench.engine.asr.models import resolve_model
+    from workbench.research.cells import environment_key
+    from workbench.research.experiments import environment
+
+    folder = Path(shutil.copytree(resolve_model("tiny.en").path, tmp_path / "my-tiny"))
+    system = System("asr", PipelineConfig.from_dict({"asr_model": str(folder),
+                                                     "diarize": False}))
+
+    def key() -> str:
+        return environment_key(environment(system))
+
+    before = key()
+    assert key() == before  # (repeated calls agree; the files are hashed once)
+    weights = environment(system)["models"]["asr"]["sha256"]
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = tokenizer.get("added_tokens", [])[:-1]
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    edited = key()
+    assert edited != before
+    (folder / "preprocessor_config.json").write_text('{"feature_size": 80}')
+    assert key() not in (before, edited)  # a file added counts too
+    asr = environment(system)["models"]["asr"]
+    assert asr["sha256"] == weights  # (model.bin's, unchanged)
+    assert sorted(asr["files"]) == sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.models
 def test_stale_cells_are_rerun_or_reused_and_say_so(tmp_path: Path, monkeypatch) -> None:
     import workbench.research.cells as cells
     import workbench.research.experiments as experiments
@@ -558,6 +589,22 @@ def test_a_system_whose_model_is_missing_fails_its_cells_alone(tmp_path: Path) -
                  progress=False)
     assert "missing" in str(failure.value) and "none" in str(failure.value)
     assert (cell_path(tmp_path / "cache", item, good) / "transcript.json").is_file()
+
+
+@pytest.mark.models
+def test_an_oracle_without_a_reference_fails_its_cells_alone(tmp_path: Path) -> None:
+    """An oracle system on an item with no reference (no RTTM, no speaker count) raised
+    out of run_grid before any cell ran; it is one failed pair in the RuntimeError, after
+    the other cells are computed and stored."""
+    excerpted = excerpt(sample_call(), 3.0, tmp_path / "item")
+    item = CorpusItem("noref", excerpted.audio)
+    asr = System.asr_only()
+    with pytest.raises(RuntimeError, match=r"1 of 2 cell\(s\) failed") as failure:
+        run_grid([System.oracle(), asr], [item], cache_dir=tmp_path / "cache",
+                 executor="inline", progress=False)
+    assert "noref x oracle speakers: ValueError: noref: an oracle speaker count needs a " \
+           "reference" in str(failure.value)
+    assert (cell_path(tmp_path / "cache", item, asr) / "transcript.json").is_file()
 
 
 # ----------------------------------------------------------------- cells kept whole and honest
@@ -698,6 +745,31 @@ def test_a_damaged_cell_is_computed_again(tmp_path: Path) -> None:
     assert not again.recordings.iloc[0]["cached"]
     assert again.recordings.iloc[0]["wer"] == first.recordings.iloc[0]["wer"]
     assert json.loads((cell / "transcript.json").read_text())["config"]["key"] == system.key()
+
+
+@pytest.mark.models
+def test_a_cell_whose_transcript_is_no_transcript_is_computed_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A transcript.json of valid JSON that is no transcript (``{}``) was served as a
+    finished cell (cached, WER 1.0): it is logged and computed again, as a truncated one."""
+    import logging
+
+    item = excerpt(sample_call(), 3.0, tmp_path / "item")
+    system = System.asr_only()
+    cache = tmp_path / "cache"
+    first = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False)
+    cell = first_cell(cache)
+    for document in ("{}", '{"duration": 3.0, "segments": [{"text": "x"}], '
+                           '"diarization": [], "config": {}}'):
+        (cell / "transcript.json").write_text(document)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="workbench.research.cells"):
+            again = run_grid([system], [item], cache_dir=cache, executor="inline",
+                             progress=False)
+        assert not again.recordings.iloc[0]["cached"]
+        assert again.recordings.iloc[0]["wer"] == first.recordings.iloc[0]["wer"]
+        assert "holds no transcript" in caplog.text
+        assert json.loads((cell / "transcript.json").read_text())["config"]["key"] == system.key()
 
 
 @pytest.mark.models

@@ -311,3 +311,36 @@ def test_a_new_recording_clears_the_previous_result(server: LocalServer) -> None
         assert first.session_id not in seen["downloads"] and seen["comparison"] == ""
     finally:
         board.close()
+
+
+def test_stream_sends_the_given_options_over_the_panel_s(server: LocalServer,
+                                                         speech_dir: Path) -> None:
+    """Notebook 01 set only num_speakers of its OPTIONS on the panel and stream() sent
+    the panel's three settings alone; the speaker box stopped at 20 while a
+    configuration takes up to 64.  Now stream(options=...) sends them over the panel's,
+    and a count above the bound is refused before anything is streamed."""
+    from workbench.engine.config import MAX_SPEAKERS, ConfigError
+
+    with Client(server) as client:
+        panel = SessionPanel(client)
+        try:
+            assert panel.num_speakers.max == MAX_SPEAKERS
+            panel.num_speakers.value = 30
+            assert panel.num_speakers.value == 30
+            panel.threshold.value = 0.35
+            options = {"num_speakers": 3, "min_duration_off": 0.25, "language": "en"}
+            rec = panel.stream(speech_dir / "reference.wav", realtime=False,
+                               options=options).result(timeout=60)
+            assert rec.result["type"] == "processing_complete"
+            config = client.runs(rec.session_id)[0]["config"]
+            assert {k: config.get(k) for k in options} == options
+            assert config["clustering_threshold"] == pytest.approx(0.35)
+            assert config["asr_model"] == "tiny.en"
+            before = len(client.list_sessions())
+            with pytest.raises(ConfigError, match="num_speakers"):
+                panel.stream(speech_dir / "reference.wav", realtime=False,
+                             options={"num_speakers": MAX_SPEAKERS + 1})
+            assert "num_speakers" in panel.status.value
+            assert len(client.list_sessions()) == before
+        finally:
+            panel.close()

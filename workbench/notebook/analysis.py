@@ -142,8 +142,9 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
 
     Give ``server`` (a URL or :class:`~workbench.notebook.client.Client`) to load over
     REST (files are cached under ``cache_dir``), or ``data_dir`` to read the
-    server's data directory directly. Over REST, a ``run`` the session does not have is
-    a KeyError (not a session "with no completed transcript yet").
+    server's data directory directly (`_local_session`: the latest run as the server
+    picks it, from its store when that can be read). Either way a ``run`` the session
+    does not have is a KeyError (not a session "with no completed transcript yet").
     """
     import librosa
 
@@ -168,28 +169,86 @@ def load_session(session_id: str, *, server: Union[str, "Client", None] = None,
             if client is not server:  # made here for a URL: its thread and socket go
                 client.close()
     elif data_dir is not None:
-        # Read the files only (the store belongs to the server): runs by completion time.
-        directory = Path(data_dir) / "sessions" / session_id
-        wav = directory / "audio.wav"
-        if not wav.exists():
-            raise KeyError(f"no recorded audio for session {session_id} in {data_dir}")
-        outputs = sorted((directory / "runs").glob("*/transcript.json"),
-                         key=lambda p: p.stat().st_mtime)
-        if run is not None:  # (a run without outputs, e.g. renditions only, has no folder)
-            outputs = [p for p in outputs if p.parent.name == run]
-        documents = [json.loads(p.read_text()) for p in outputs]
-        # as the server serves it: the newest refined run before a live one (a live run
-        # saved after the refined run was taken for the session's result)
-        chosen = ([d for d in documents if (d.get("config") or {}).get("kind") != "live"]
-                  or documents)
-        if chosen:
-            transcript = Transcript.from_dict(chosen[-1])
-        session = {"id": session_id, "status": "on disk",
-                   "runs": [{"id": p.parent.name, "status": "completed"} for p in outputs]}
+        transcript, session = _local_session(Path(data_dir), session_id, run)
+        wav = Path(data_dir) / "sessions" / session_id / "audio.wav"
     else:
         raise ValueError("give server= or data_dir=")
     audio, sr = librosa.load(str(wav), sr=SAMPLE_RATE, mono=True)
     return SessionData(session_id, audio, int(sr), transcript, session, Path(wav))
+
+
+def _store_runs(data_dir: Path, session_id: str) -> Optional[tuple[str, list[dict[str, Any]]]]:
+    """(session status, its runs in creation order: id, status, kind) from the server's
+    store ``data_dir/workbench.sqlite3``, opened read-only; None when it cannot be read
+    (no store, another layout, locked or damaged) or does not know the session."""
+    import sqlite3
+
+    path = data_dir / "workbench.sqlite3"
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+        try:
+            row = db.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            runs = db.execute("SELECT id, status, kind FROM runs WHERE session_id = ? "
+                              "ORDER BY seq", (session_id,)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    if row is None:
+        return None
+    return str(row[0]), [{"id": r[0], "status": r[1], "kind": r[2]} for r in runs]
+
+
+def _local_session(data_dir: Path, session_id: str, run: Optional[str]
+                   ) -> tuple[Optional[Transcript], dict[str, Any]]:
+    """A session's transcript and runs read from the server's data directory.
+
+    With the server's store readable, runs are in their creation order and the latest
+    is picked as the server does: the newest completed refined run with a
+    ``transcript.json``, else every completed live run's, one after another.  Without it (the files
+    alone: a copied ``sessions/`` folder), runs are ordered by when their
+    ``transcript.json`` was written and the kind a transcript names (``config.kind``)
+    tells live from refined -- which can differ from the server's choice when a file was
+    rewritten later, and a run is known by its folder.  A `run` the session does not
+    have is a KeyError; one not completed or without a transcript gives None."""
+    directory = data_dir / "sessions" / session_id
+    if not (directory / "audio.wav").exists():
+        raise KeyError(f"no recorded audio for session {session_id} in {data_dir}")
+    runs_dir = directory / "runs"
+    stored = _store_runs(data_dir, session_id)
+    if stored is not None:
+        status, runs = stored
+        have = [r for r in runs if r["status"] == "completed"
+                and (runs_dir / r["id"] / "transcript.json").is_file()]
+        refined = [r for r in have if r["kind"] == "refined"]
+        latest = (refined or have)[-1:]
+        if not refined and len(have) > 1 and run is None:  # recorded in parts, live
+            # only: every live run's transcript in order, as the server serves it
+            return Transcript.concatenate(
+                [Transcript.from_dict(json.loads((runs_dir / r["id"] / "transcript.json")
+                                                 .read_text())) for r in have],
+                live_runs=[r["id"] for r in have]), {"id": session_id, "status": status,
+                                                     "runs": runs}
+    else:
+        status = "on disk"
+        outputs = sorted(runs_dir.glob("*/transcript.json"), key=lambda p: p.stat().st_mtime)
+        runs = [{"id": p.parent.name, "status": "completed"} for p in outputs]
+        kinds = {p.parent.name: (json.loads(p.read_text()).get("config") or {}).get("kind")
+                 for p in outputs}
+        # as the server serves it: the newest refined run before a live one
+        latest = ([r for r in runs if kinds[r["id"]] != "live"] or runs)[-1:]
+    session = {"id": session_id, "status": status, "runs": runs}
+    if run is not None:
+        named = next((r for r in runs if r["id"] == run), None)
+        if named is None and (stored is not None or not (runs_dir / run).is_dir()):
+            raise KeyError(f"no run {run} in session {session_id}")
+        latest = [] if named is not None and named["status"] != "completed" else [{"id": run}]
+    path = runs_dir / latest[0]["id"] / "transcript.json" if latest else None
+    if path is None or not path.is_file():
+        return None, session
+    return Transcript.from_dict(json.loads(path.read_text())), session
 
 
 def from_transcript(audio_path: Union[str, os.PathLike], transcript: Transcript,

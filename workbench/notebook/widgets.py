@@ -20,6 +20,7 @@ from typing import Any, Optional, Union
 
 import ipywidgets as w
 
+from workbench.engine.config import FLAT_OPTIONS, MAX_SPEAKERS, ConfigError, RunConfig
 from workbench.notebook.analysis import speaker_colours
 from workbench.notebook.client import Client, ServerError
 from workbench.engine.transcript import Transcript
@@ -97,7 +98,8 @@ class SessionPanel:
                                       button_style="primary")
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger")
         self.asr_model = w.Dropdown(options=ASR_MODELS, value="tiny.en", description="ASR model")
-        self.num_speakers = w.BoundedIntText(value=0, min=0, max=20,
+        # (the bound of RunConfig's num_speakers: a larger count is no configuration)
+        self.num_speakers = w.BoundedIntText(value=0, min=0, max=MAX_SPEAKERS,
                                              description="Speakers", tooltip="0 = automatic")
         # DiarizationConfig.clustering_threshold's default (not imported: it pulls in torch)
         self.threshold = w.FloatSlider(value=0.3, min=0.05, max=1.0, step=0.05,
@@ -230,16 +232,26 @@ class SessionPanel:
             self._say(event.get("message", "failed"), error=True)
 
     def stream(self, path: Optional[Union[str, Path]] = None, realtime: Optional[bool] = None,
-               speed: float = 1.0) -> "concurrent.futures.Future[Any]":
+               speed: float = 1.0, options: Optional[dict[str, Any]] = None
+               ) -> "concurrent.futures.Future[Any]":
         """Stream a WAV file as a new live session (returns a future of the RecordingReport);
-        in real time, ``speed`` times the audio's own pace."""
+        in real time, ``speed`` times the audio's own pace.  The run options sent are the
+        panel's (ASR model, speaker count, clustering threshold) with `options` (any of
+        `FLAT_OPTIONS`, e.g. ``{"num_speakers": 2, "language": "en"}``) over them; they are
+        checked first (`RunConfig.from_dict`): a bad one is a `ConfigError` naming it,
+        and nothing is streamed."""
         source = Path(path or self.file_picker.value)
         if not source.exists():
             self._say(f"no such file: {source}", error=True)
             raise FileNotFoundError(source)
+        options = {**self._options(), **(options or {})}
+        try:
+            RunConfig.from_dict({k: v for k, v in options.items() if k in FLAT_OPTIONS})
+        except ConfigError as exc:
+            self._say(f"not streamed: {exc}", error=True)
+            raise
         self._stop.clear()
         self.progress.value = 0.0
-        options = self._options()
         pace = self.realtime.value if realtime is None else realtime
 
         def job() -> Any:

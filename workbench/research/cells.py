@@ -23,13 +23,14 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union, cast
 
 from workbench.engine.formats import PathLike
 from workbench.engine.pipeline import DEFAULT_DATA_DIR
 from workbench.engine.provenance import (ISA_CAPS, RESULT_ROOMS, cpu_flag_set, cpu_model,
                                          cpuid_mask, file_sha256, source_version, usable_cpus)
 from workbench.engine.provenance import package_version as _distribution_version
+from workbench.engine.transcript import Transcript
 from workbench.research.datasets.items import CorpusItem
 
 if TYPE_CHECKING:
@@ -141,9 +142,33 @@ def _cell_code_version(folder: Path) -> Optional[str]:
     return (_read_provenance(folder).get("environment") or {}).get("code")
 
 
+# what `Transcript.serialize` always writes (a cell stores nothing else)
+_TRANSCRIPT_KEYS: dict[str, Union[type, tuple[type, ...]]] = {
+    "duration": (int, float), "segments": list, "diarization": list, "config": dict}
+
+
+def _not_a_transcript(document: Any) -> Optional[str]:
+    """Why `document` is no transcript document (None when it is one): a key
+    `Transcript.serialize` always writes is missing or of another type, or
+    `Transcript.from_dict` cannot read it."""
+    if not isinstance(document, dict):
+        return f"a JSON {type(document).__name__}, not an object"
+    for key, kind in _TRANSCRIPT_KEYS.items():
+        if key not in document:
+            return f"no {key!r}"
+        if not isinstance(document[key], kind) or isinstance(document[key], bool):
+            return f"{key!r} is a {type(document[key]).__name__}"
+    try:
+        Transcript.from_dict(document)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"unreadable as a transcript ({type(exc).__name__}: {exc})"
+    return None
+
+
 def _read_transcript(folder: Path) -> Optional[dict[str, Any]]:
-    """A cell's ``transcript.json``; None when there is none or it cannot be read (a cell
-    whose file is damaged is no finished cell: it is logged and computed again)."""
+    """A cell's ``transcript.json``; None when there is none, it cannot be read or it
+    holds no transcript (valid JSON such as ``{}`` included: `_not_a_transcript`).  A
+    cell whose file is damaged is no finished cell: it is logged and computed again."""
     path = folder / "transcript.json"
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -152,8 +177,9 @@ def _read_transcript(folder: Path) -> Optional[dict[str, Any]]:
     except (OSError, ValueError) as exc:
         log.warning("%s cannot be read (%s): the cell is computed again", path, exc)
         return None
-    if not isinstance(document, dict):
-        log.warning("%s holds no transcript: the cell is computed again", path)
+    problem = _not_a_transcript(document)
+    if problem is not None:
+        log.warning("%s holds no transcript (%s): the cell is computed again", path, problem)
         return None
     return document
 

@@ -375,7 +375,8 @@ class ComparisonTable:
     followed by one aggregate row per system (``uri == ALL``); `summary` is the
     aggregate rows alone, indexed by system; `recordings` the per-recording rows.  In a
     notebook the table shows itself styled, the best value of each column highlighted
-    within each recording (and among the aggregates).
+    within each recording (and among the aggregates of the systems that ran on every
+    recording, see `best`).
     """
 
     frame: pd.DataFrame
@@ -427,9 +428,33 @@ class ComparisonTable:
                             "machine_differences") if c in self.frame.columns]
         return self.recordings[cols]
 
+    def _coverage(self) -> tuple[dict[Any, set[str]], set[str]]:
+        """(the recordings each system ran on, every recording any system ran on); a row
+        of ``status == "unavailable"`` is no recording its system ran on."""
+        rows = self.recordings
+        if "status" in rows:
+            rows = rows[rows["status"].fillna("ok") == "ok"]
+        ran: dict[Any, set[str]] = {system: set() for system in self.systems}
+        for uri, system in rows.index:
+            ran[system].add(str(uri))
+        return ran, set().union(*ran.values())
+
+    @property
+    def fewer_recordings(self) -> dict[str, tuple[int, int]]:
+        """Systems that did not run on every recording some system ran on (a recording
+        is missing from their rows, or was unavailable to them): name -> (recordings it
+        ran on, recordings any system ran on).  Their aggregate rows pool other speech
+        than the others' and are never marked best."""
+        ran, every = self._coverage()
+        return {str(system): (len(uris), len(every)) for system, uris in ran.items()
+                if uris != every}
+
     def _notes(self) -> list[str]:
         notes = [f"{system} {self.summary.loc[system, 'status']}: {reason}"
                  for system, reason in self.unavailable.items()]
+        notes += [f"{system} ran on {ran} of {every} recordings: its {ALL} row pools those "
+                  "alone and is not compared with the others'"
+                  for system, (ran, every) in self.fewer_recordings.items() if ran]
         if "stale" in self.frame.columns:
             stale = self.recordings[self.recordings["stale"].fillna(False).astype(bool)]
             if len(stale):
@@ -451,15 +476,20 @@ class ComparisonTable:
 
     def best(self, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
         """Boolean frame: True where a value is the best of its column among the systems
-        on the same recording (or among the aggregates).  Only columns with a direction
-        (`Column.lower_is_better`) and groups of two or more systems are marked."""
+        that ran on the same recording, or among the aggregates of the systems that ran
+        on every recording (one that ran on fewer, `fewer_recordings`, is not measured
+        on the same speech: its aggregate is never marked).  Only columns with a
+        direction (`Column.lower_is_better`) and groups of two or more systems are
+        marked."""
         cols = self._columns(columns)
         marks = pd.DataFrame(False, index=self.frame.index, columns=cols)
+        fewer = set(self.fewer_recordings)
         for uri in dict.fromkeys(self.frame.index.get_level_values("uri")):
             block = self.frame.xs(uri, level="uri", drop_level=False)
-            if "status" in block:
-                # only systems that ran (on every recording, for the aggregates): one
-                # that ran on fewer is not measured on the same speech
+            if uri == ALL:
+                block = block[[str(s) not in fewer
+                               for s in block.index.get_level_values(self.by)]]
+            elif "status" in block:  # only systems that ran on this recording
                 block = block[block["status"].fillna("ok") == "ok"]
             if len(block) < 2:
                 continue

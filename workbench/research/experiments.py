@@ -219,8 +219,8 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     repaired set-up computes the cell.  `expected` is the `environment` the caller keyed
     the cell with: a process that would compute it in another one (other code, models or
     packages; code edited after it was imported) raises `EnvironmentMismatch` and
-    stores nothing (`check_environment`).  A ``transcript.json`` that cannot be read is
-    logged and computed again; with `recompute` a finished cell is computed again too
+    stores nothing (`check_environment`).  A ``transcript.json`` that cannot be read or
+    holds no transcript (``{}``) is logged and computed again; with `recompute` a finished cell is computed again too
     (its figures are the same, its timings and `machine` this process's).
     """
     folder = Path(cell)
@@ -353,7 +353,8 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     - any object with a ``concurrent.futures``-style ``submit``.
 
     Cells already in `cache_dir` are read back, never recomputed (one whose
-    ``transcript.json`` cannot be read is logged and computed again).  A cell's key covers
+    ``transcript.json`` cannot be read or holds no transcript is logged and computed
+    again).  A cell's key covers
     the audio, the configuration and the `environment` (model checksums, package
     versions, `code_version`): a cell computed by other code, models or packages is
     *stale*.  ``stale="rerun"`` (the default) computes it again; ``stale="reuse"`` serves
@@ -396,8 +397,9 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     environments: dict[str, dict[str, Any]] = {}  # by system key, for this call
     for item in items:
         for system in systems:
-            resolved = system.for_item(item)
-            try:  # resolves the system's models: a missing one fails its cells alone
+            try:  # an oracle's count and the system's models: a missing reference or
+                # model fails its cells alone
+                resolved = system.for_item(item)
                 if resolved.key() not in environments:
                     environments[resolved.key()] = environment(resolved, data_dir)
                 path = cell_path(cache, item, resolved, data_dir, environments[resolved.key()])

@@ -45,6 +45,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSource",
     "available_models",
+    "folder_checksums",
     "model_identity",
     "resolve_model",
     "runtime_versions",
@@ -144,7 +145,11 @@ class ModelSource:
     `origin` is ``package`` (a folder inside an installed package), ``assembled``
     (joined from package parts into the data directory), ``local`` (a folder given by
     path) or ``hub`` (faster-whisper's model hub cache). `sha256` is that of
-    ``model.bin``; `packages` lists ``name==version`` of the packages behind it.
+    ``model.bin``; `packages` lists ``name==version`` of the packages behind it. `files`
+    holds (relative path, sha256) of every file of a ``local`` folder (`folder_checksums`:
+    its tokenizer, vocabulary and configuration change the output as much as its
+    weights), empty for the other origins, whose files are checked against their
+    packages' RECORD or a manifest.
     """
 
     name: str
@@ -152,15 +157,19 @@ class ModelSource:
     origin: str
     sha256: str
     packages: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
 
     def serialize(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "path": str(self.path),
             "origin": self.origin,
             "sha256": self.sha256,
             "packages": list(self.packages),
         }
+        if self.files:
+            out["files"] = dict(self.files)
+        return out
 
 
 _sha256 = file_sha256
@@ -285,6 +294,16 @@ def verify_model_dir(path: PathLike) -> str:
     if bad:
         raise ModelIntegrityError(f"model folder {root} is corrupted: " + "; ".join(bad))
     return expected["model.bin"][1]
+
+
+def folder_checksums(path: PathLike) -> tuple[tuple[str, str], ...]:
+    """(path relative to `path`, sha256) of every file in a model folder, sorted: the
+    identity of a local folder, as the diarization's ``pipeline_path`` has
+    (`workbench.engine.diarization.diarizer.model_identity`).  Each file is hashed again
+    only when its size, times or inode change (`file_sha256`)."""
+    root = Path(path)
+    return tuple((file.relative_to(root).as_posix(), _sha256(file))
+                 for file in sorted(p for p in root.rglob("*") if p.is_file()))
 
 
 @contextlib.contextmanager
@@ -514,7 +533,8 @@ def resolve_model(name: str, data_dir: PathLike = "data") -> ModelSource:
         path = Path(name).expanduser()
         if not path.is_dir():
             raise ModelNotFoundError(f"no model folder at {name}")
-        return ModelSource(name, path.resolve(), "local", verify_model_dir(path))
+        return ModelSource(name, path.resolve(), "local", verify_model_dir(path),
+                           files=folder_checksums(path))
     return _resolve_hub(name)
 
 
@@ -537,7 +557,8 @@ def runtime_versions() -> dict[str, Optional[str]]:
 
 
 def model_identity(config: Optional[ASRConfig] = None, data_dir: PathLike = "data") -> dict[str, Any]:
-    """Name, path, origin, sha256 and package versions behind a configuration's model.
+    """Name, path, origin, sha256 and package versions behind a configuration's model
+    (and, for a local folder, the sha256 of each of its files: `ModelSource.files`).
 
     Resolves the model (and so may assemble a split model once).
     """

@@ -189,7 +189,8 @@ class Transcriber:
 
     @property
     def model_identity(self) -> dict[str, Any]:
-        """Name, path, origin, sha256 and faster-whisper/ctranslate2 versions."""
+        """Name, path, origin, sha256 (and a local folder's `files`) and
+        faster-whisper/ctranslate2 versions (`models.model_identity`)."""
         return {**self.source.serialize(), "versions": runtime_versions()}
 
     def decode(self, samples: np.ndarray, *, encoder_seconds: Optional[float] = None,

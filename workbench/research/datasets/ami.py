@@ -94,8 +94,11 @@ _DEFAULT_DATA_DIR = Path("data")
 
 
 def ami_dir(data_dir: PathLike = _DEFAULT_DATA_DIR) -> Path:
-    """Where `fetch_ami` puts the excerpts: ``data_dir/ami/pyannote-audio-4.0.7``."""
-    return Path(data_dir) / "ami" / f"pyannote-audio-{SOURCE_VERSION}"
+    """Where `fetch_ami` puts the excerpts: ``data_dir/ami/pyannote-audio-4.0.7``, as an
+    absolute path.  A relative `data_dir` (the default ``data`` too) is relative to the
+    current directory when this is called; the paths found then stay valid after a
+    change of directory."""
+    return Path(data_dir).expanduser().absolute() / "ami" / f"pyannote-audio-{SOURCE_VERSION}"
 
 
 def _download_sdist(into: Path) -> Path:
@@ -286,7 +289,8 @@ def ami_items(subset: str, data_dir: PathLike = _DEFAULT_DATA_DIR, **fetch: Any
     `CorpusItem`\\ s with RTTM and UEM (fetched on first use, see `fetch_ami`).
 
     ``info`` holds ``source``, ``protocol``, ``subset`` and ``num_speakers`` (from the
-    RTTM). The test subset is for final figures only.
+    RTTM). The items' paths are absolute (`ami_dir`: a relative `data_dir` is taken
+    from the current directory). The test subset is for final figures only.
     """
     if subset not in AMI_SUBSETS:
         raise ValueError(f"subset must be one of {', '.join(AMI_SUBSETS)}, not {subset!r}")

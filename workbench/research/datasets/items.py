@@ -28,7 +28,8 @@ class CorpusItem:
     `rttm` holds the reference speaker turns, `stm` the speaker-attributed reference
     text (one line per utterance), `uem` the region to score (the whole file when
     absent).  `info` carries whatever the source knows besides (generation
-    parameters, measured overlap ratio, ...).
+    parameters, measured overlap ratio, ...).  Paths may be given as strings: they
+    are kept as `Path` objects.
     """
 
     uri: str
@@ -37,6 +38,16 @@ class CorpusItem:
     stm: Optional[Path] = None
     uem: Optional[Path] = None
     info: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("audio", "rttm", "stm", "uem"):
+            value = getattr(self, name)
+            if value is None and name != "audio":
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{self.uri}: CorpusItem.{name} must be a path, not "
+                                f"{type(value).__name__}")
+            object.__setattr__(self, name, Path(value))
 
     @property
     def duration(self) -> float:
