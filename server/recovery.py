@@ -103,25 +103,17 @@ def sweep_deleted(store: SessionStore) -> tuple[list[str], list[str]]:
     delete never committed) get their name back. Returns (ids removed, ids restored)."""
     import shutil
 
-    from workbench.engine.durable import sync_folder
+    from workbench.engine.durable import move_back
 
     removed, restored = [], []
     for doomed in sorted(store.sessions_dir.glob(f"{DELETED_PREFIX}*")):
         sid = doomed.name[len(DELETED_PREFIX):]
         if valid_id(sid) and store.get_session(sid) is not None:
-            folder = store.session_dir(sid)
-            if folder.exists():  # made anew meanwhile (a run's files): the rest joins it
-                for entry in doomed.iterdir():
-                    if not (folder / entry.name).exists():
-                        entry.rename(folder / entry.name)
-                sync_folder(folder)
-            else:
-                doomed.rename(folder)
-                sync_folder(store.sessions_dir)
+            move_back(doomed, store.session_dir(sid))  # (into a folder made anew meanwhile)
             restored.append(sid)
         else:
             removed.append(sid)
-        shutil.rmtree(doomed, ignore_errors=True)
+            shutil.rmtree(doomed, ignore_errors=True)
     return removed, restored
 
 

@@ -52,6 +52,21 @@ CREATE INDEX IF NOT EXISTS runs_by_session ON runs(session_id, seq);
 """
 
 
+class Corrupt(sqlite3.DatabaseError):
+    """The database's pages fail SQLite's quick check."""
+
+
+# SQLite's primary result codes of a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+_DAMAGE_CODES = (11, 26)
+
+
+def damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether `exc` says the file is damaged or no database (not locked, not an I/O or
+    permission error: those leave an intact file)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, Corrupt) or (code is not None and code & 0xFF in _DAMAGE_CODES)
+
+
 def open_database(db: sqlite3.Connection) -> None:
     """Settings, tables and upgrades of a store just opened; a damaged file raises
     sqlite3.DatabaseError (a database whose pages were overwritten fails the quick check;
@@ -61,7 +76,7 @@ def open_database(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA foreign_keys=ON")
     (verdict,) = db.execute("PRAGMA quick_check").fetchone()
     if verdict != "ok":
-        raise sqlite3.DatabaseError(f"quick check: {verdict}")
+        raise Corrupt(f"quick check: {verdict}")
     db.executescript(SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
     if "audio_truncated" not in columns:  # a store made before the column existed
@@ -76,4 +91,4 @@ def open_database(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE runs ADD COLUMN supersedes TEXT")
 
 
-__all__ = ["DATABASE_NAME", "SCHEMA", "open_database"]
+__all__ = ["Corrupt", "DATABASE_NAME", "SCHEMA", "damaged", "open_database"]

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workbench.engine.audio import InputFormat
-from workbench.engine.durable import sync_folder
+from workbench.engine.durable import move_back, sync_folder
 
-from .schema import DATABASE_NAME, open_database
+from .schema import DATABASE_NAME, damaged, open_database
 
 # The renditions of a session's audio, each a file ``audio.<format>`` in its directory:
 # the canonical WAV (made at ``stop``) and an MP4 (AAC) made on demand.
@@ -220,6 +220,8 @@ class SessionStore:
             open_database(self._db)
         except sqlite3.DatabaseError as exc:  # (a raw traceback, or every session gone)
             self._db.close()
+            if not damaged(exc):  # locked, unreadable: as it is (no advice to replace it)
+                raise
             raise StoreDamaged(
                 f"the session database {path} is damaged ({exc}); the server cannot start on "
                 f"it. Keep a copy, then try: sqlite3 {path} .recover | sqlite3 recovered.sqlite3"
@@ -376,14 +378,21 @@ class SessionStore:
 
         folder = self.session_dir(session_id)
         doomed = self.sessions_dir / f"{DELETED_PREFIX}{session_id}"
-        with self._tx() as db:
-            cur = db.execute("DELETE FROM sessions WHERE id = ? AND status != 'recording'",
-                             (session_id,))
-            if cur.rowcount and folder.exists():
-                if doomed.exists():  # (an earlier delete's, cut short)
-                    shutil.rmtree(doomed, ignore_errors=True)
-                folder.rename(doomed)  # failing: the row stays (rolled back)
-                sync_folder(self.sessions_dir)
+        renamed = False
+        try:
+            with self._tx() as db:
+                cur = db.execute("DELETE FROM sessions WHERE id = ? AND status != 'recording'",
+                                 (session_id,))
+                if cur.rowcount and folder.exists():
+                    if doomed.exists():  # (an earlier delete's, cut short)
+                        shutil.rmtree(doomed, ignore_errors=True)
+                    folder.rename(doomed)
+                    renamed = True
+                    sync_folder(self.sessions_dir)
+        except BaseException:  # the row stays (rolled back, e.g. a full disk at COMMIT):
+            if renamed:        # so do its files
+                move_back(doomed, folder)
+            raise
         if cur.rowcount:
             shutil.rmtree(doomed, ignore_errors=True)
         return bool(cur.rowcount)

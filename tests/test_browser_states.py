@@ -197,22 +197,20 @@ def test_past_session_opened_while_recording_gives_the_live_view_back(
         browser.close()
 
 
+@pytest.mark.parametrize("end", ["result", "socket-closed"])
 def test_past_session_opened_after_stop_stays_in_view(pw: Any, server: LocalServer,
-                                                     sweep: Any) -> None:
-    """The recording's progress and result do not pull the card away from a session opened
-    after Stop: its result is announced with an Open button instead."""
+                                                     sweep: Any, end: str) -> None:
+    """The recording's `recording_stopped`, progress and result do not pull the card away
+    from a session opened after Stop (also before the server answered the stop): its
+    result is announced with an Open button instead, also when its socket closed during
+    processing (the page then follows it over REST without showing it)."""
     old, sid = new_session(server), new_session(server)
 
     def on_start(ws: Any, n: int) -> None:
         ws.send(json.dumps({"type": "recording_started", "session_id": sid, "format": "wav",
                             "part": 0, "resumed": False}))
 
-    def on_stop(ws: Any, n: int) -> None:
-        for event in [{"type": "recording_stopped", "duration_seconds": 2.0},
-                      {"type": "processing_started", "message": "Processing started"}]:
-            ws.send(json.dumps({**event, "session_id": sid}))
-
-    handler, sockets = scripted(on_start, on_stop)
+    handler, sockets = scripted(on_start, lambda ws, n: None)  # the stop answered below
     browser = launch(pw, sweep)
     try:
         page, errors = open_page(browser, server)
@@ -225,19 +223,28 @@ def test_past_session_opened_after_stop_stays_in_view(pw: Any, server: LocalServ
         page.click(f"#session-list li[data-session-id='{old}'] button")
         page.wait_for_selector(f"#result[data-session-id='{old}'][data-state='ready']")
 
-        for event in [{"type": "processing_progress", "stage": "asr", "progress": 0.5, "overall": 0.3},
-                      {"type": "processing_complete", "duration_seconds": 2.0, "speakers": 2,
-                       "word_count": 7, "run_id": "r1"}]:
+        events = [{"type": "recording_stopped", "duration_seconds": 2.0},
+                  {"type": "processing_started", "message": "Processing started"},
+                  {"type": "processing_progress", "stage": "asr", "progress": 0.5, "overall": 0.3}]
+        if end == "result":
+            events.append({"type": "processing_complete", "duration_seconds": 2.0,
+                           "speakers": 2, "word_count": 7, "run_id": "r1"})
+        for event in events:
             sockets[0].send(json.dumps({**event, "session_id": sid}))
-        page.wait_for_function("window.__recorder.state === 'completed'")
+        if end == "result":
+            page.wait_for_function("window.__recorder.state === 'completed'")
+        else:
+            page.wait_for_function("window.__recorder.state === 'processing'")
+            sockets[0].close()
         ready = notice(page, f"ready:{sid}")
-        ready.wait_for(timeout=3000)
+        ready.wait_for(timeout=10000)
         assert sid[:8] in ready.inner_text()
         page.wait_for_timeout(500)  # nothing late takes the card either
         assert page.get_attribute("#result", "data-session-id") == old
         assert page.get_attribute("#result", "data-state") == "ready"
         assert page.is_hidden("#processing")
-        assert "Processing: " in page.inner_text("#log") and "Done: 2 speaker(s)" in page.inner_text("#log")
+        assert "Recording stopped" in page.inner_text("#log")
+        assert "Processing: " in page.inner_text("#log")
 
         ready.get_by_role("button", name="Open").click()
         page.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='ready']")

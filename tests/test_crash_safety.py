@@ -953,6 +953,8 @@ def test_a_delete_cut_short_is_finished_or_undone_at_start_up(tmp_path: Path, mo
     store.set_status(session.id, "recording")
     store.set_status(session.id, "interrupted")
     folder = store.session_dir(session.id)
+    (folder / "runs" / "r0").mkdir(parents=True)  # a completed run's files
+    (folder / "runs" / "r0" / "transcript.json").write_text("{}")
     store.close()
     repo = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run([sys.executable, "-c", DELETE_CUT_SHORT, str(tmp_path), session.id, repo,
@@ -972,6 +974,7 @@ def test_a_delete_cut_short_is_finished_or_undone_at_start_up(tmp_path: Path, mo
             assert store.get_session(session.id) is not None
             assert (folder / part.filename).read_bytes() == b"\x01\x00" * 1600
             assert (folder / "runs" / "r1" / "transcript.json").exists() == moment.endswith("anew")
+            assert (folder / "runs" / "r0" / "transcript.json").exists()  # (lost when merged)
         assert sorted(p.name for p in store.sessions_dir.iterdir()) == (
             [] if moment == "after-commit" else [session.id])
         assert unknown_folders(store) == []
@@ -1149,3 +1152,49 @@ def test_a_damaged_session_database_is_named_at_start_up(tmp_path: Path, damage:
     assert out.returncode == 1
     assert out.stderr.startswith(f"error: the session database {db} is damaged"), out.stderr[-2000:]
     assert "sqlite3 recovered.sqlite3" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_delete_that_fails_after_the_rename_keeps_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder's rename synced, then the delete fails (here the folder's fsync: EIO; or
+    a full disk at COMMIT): the row is rolled back, and its files were left under
+    `.deleted-<id>` (audio 404 until a restart)."""
+    import errno
+
+    import server.sessions as sessions
+
+    store = SessionStore(tmp_path)
+    try:
+        session, part = _one_part_session(store, b"\x01\x00" * 1600)
+
+        def eio(folder: Any) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(sessions, "sync_folder", eio)
+        with pytest.raises(OSError):
+            store.delete_session(session.id)
+        assert store.get_session(session.id) is not None
+        assert (store.session_dir(session.id) / part.filename).read_bytes() == b"\x01\x00" * 1600
+        assert [p.name for p in store.sessions_dir.iterdir()] == [session.id]
+    finally:
+        store.close()
+
+
+def test_a_locked_session_database_is_not_called_damaged(tmp_path: Path) -> None:
+    """A healthy store locked by another process (a sqlite3 shell, a backup) was reported
+    damaged, with advice to replace it by a .recover output: it is the lock's error now."""
+    import sqlite3
+
+    from server.sessions import StoreDamaged
+
+    SessionStore(tmp_path).close()
+    holder = sqlite3.connect(tmp_path / "workbench.sqlite3", isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError, match="locked") as caught:
+            SessionStore(tmp_path)
+        assert not isinstance(caught.value, StoreDamaged)
+    finally:
+        holder.close()
+    SessionStore(tmp_path).close()  # intact once let go

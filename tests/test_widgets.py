@@ -341,6 +341,9 @@ def test_stream_sends_the_given_options_over_the_panel_s(server: LocalServer,
                 panel.stream(speech_dir / "reference.wav", realtime=False,
                              options={"num_speakers": MAX_SPEAKERS + 1})
             assert "num_speakers" in panel.status.value
+            with pytest.raises(ConfigError, match="unknown option.*num_speaker;"):
+                panel.stream(speech_dir / "reference.wav", realtime=False,
+                             options={"num_speaker": 2})  # (misspelt: the server ignored it)
             assert len(client.list_sessions()) == before
         finally:
             panel.close()

@@ -15,7 +15,9 @@ import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
 import { MIC_KEY, microphoneProblem, refreshDevices } from './microphones.js';
 import { dismiss, log, notify, reportError } from './notices.js';
-import { beingProcessed, isGone, renderSessions, reportDeleted } from './sessions.js';
+import {
+  announceDone, announceWhenDone, beingProcessed, isGone, renderSessions, reportDeleted,
+} from './sessions.js';
 import { renderTranscript } from './transcript.js';
 
 const LIVE_KEY = 'workbench.liveResults';
@@ -175,8 +177,7 @@ function wire(rec) {
     if (cardFollows(rec)) {
       showResult(rec.sessionId, { runId: ev.detail.run_id, summary: ev.detail });
     } else {
-      notify(`ready:${rec.sessionId}`, 'info', `Session ${shortId(rec.sessionId)} is ready.`, 'The recording you '
-        + 'stopped has been processed.', { actions: [{ label: 'Open', run: () => openSession(rec.sessionId) }] });
+      announceDone(rec.sessionId, 'completed', null, openSession);
     }
     refreshSessions();
   });
@@ -206,7 +207,9 @@ function wire(rec) {
     if (superseded()) return;
     dismiss('connection'); // (the recording is over: nothing is waiting for the server)
     log('Connection closed during processing; following it over the REST API');
-    if (cardFollows(rec)) watchSession(ev.detail.sessionId);
+    const sid = ev.detail.sessionId;
+    if (cardFollows(rec)) watchSession(sid);
+    else announceWhenDone(sid, () => cardFollows(rec), openSession); // (the card: another session)
   });
 }
 
@@ -230,7 +233,7 @@ function onServerMessage(rec, msg) {
     case 'recording_stopped':
       log(`Recording stopped: ${seconds(msg.duration_seconds)} of audio received`);
       if (msg.live_run_id) $('live-view').dataset.runId = msg.live_run_id;
-      showProcessing(rec.sessionId, 'Waiting for the server…', 0);
+      if (cardFollows(rec)) showProcessing(rec.sessionId, 'Waiting for the server…', 0);
       break;
     case 'processing_started':
       log(msg.message || 'Processing started');
@@ -290,6 +293,8 @@ function renderRecorder() {
 
 async function stopRecording() {
   if (!current) return;
+  // the card follows the recording from the click (a session opened after it keeps it)
+  if (current.sessionId) showProcessing(current.sessionId, 'Waiting for the server…', 0);
   await current.stop();
 }
 

@@ -1,6 +1,7 @@
 // The list of past sessions on the recorder page, and what a session's state means there.
 
 import { ApiError } from './api.js';
+import { fetchSession } from './auth.js';
 import { $, el, seconds, shortId, when } from './dom.js';
 import { dismiss, notify } from './notices.js';
 
@@ -42,4 +43,34 @@ export function reportDeleted(sessionId) {
   notify('recording', 'warning', 'The session was deleted.', `Session ${shortId(sessionId)} is no `
     + 'longer on the server (deleted from another page or over the API): its audio and transcripts '
     + 'went with it, and any processing of it has stopped.');
+}
+
+/** Say that the processing of `sessionId`, a recording stopped while another session is on
+ * show, is over (`status` completed or failed), with a button that opens it. */
+export function announceDone(sessionId, status, error, onOpen) {
+  const failed = status === 'failed';
+  notify(`ready:${sessionId}`, failed ? 'error' : 'info', `Session ${shortId(sessionId)} `
+    + (failed ? 'could not be processed.' : 'is ready.'), failed ? (error || '')
+    : 'The recording you stopped has been processed.', { actions: [{ label: 'Open', run: () => onOpen(sessionId) }] });
+}
+
+/** Follow `sessionId` over REST without showing it (its socket closed while another session
+ * was on show) until it is processed, then `announceDone`; stops when `shown()` (its card is
+ * back, and follows it) or when it was deleted. */
+export async function announceWhenDone(sessionId, shown, onOpen) {
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 2000));
+    if (shown()) return;
+    let session;
+    try {
+      session = await fetchSession(sessionId);
+    } catch (err) {
+      if (isGone(err)) return;
+      continue; // (the server away for a while: asked again)
+    }
+    if (!beingProcessed(session)) {
+      announceDone(sessionId, session.status, session.error, onOpen);
+      return;
+    }
+  }
 }

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-__all__ = ["atomic_write", "make_folder", "replace_durably", "sync_folder"]
+__all__ = ["atomic_write", "make_folder", "move_back", "replace_durably", "sync_folder"]
 
 # what fsync of a folder says on a file system that cannot sync one (not a failed write)
 _NO_FOLDER_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EOPNOTSUPP}
@@ -69,3 +69,25 @@ def atomic_write(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def move_back(moved: Union[str, os.PathLike], folder: Union[str, os.PathLike]) -> None:
+    """Give a renamed folder its name back: a rename, or, when `folder` was made anew
+    meanwhile (a writer that did not know), every entry of `moved` that `folder` lacks
+    moved into it, at any depth, so nothing of either is lost; `moved` is gone after."""
+    moved, folder = Path(moved), Path(folder)
+    if not folder.exists():
+        moved.rename(folder)
+        sync_folder(folder.parent)
+        return
+    for entry in list(moved.iterdir()):
+        target = folder / entry.name
+        if not target.exists():
+            entry.rename(target)
+        elif entry.is_dir() and target.is_dir():
+            move_back(entry, target)
+        # (a file in both: the newer one, in `folder`, stays)
+    sync_folder(folder)
+    import shutil
+
+    shutil.rmtree(moved, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 
 import ipywidgets as w
 
-from workbench.engine.config import FLAT_OPTIONS, MAX_SPEAKERS, ConfigError, RunConfig
+from workbench.engine.config import MAX_SPEAKERS, ConfigError, RunConfig
 from workbench.notebook.analysis import speaker_colours
 from workbench.notebook.client import Client, ServerError
 from workbench.engine.transcript import Transcript
@@ -246,7 +246,7 @@ class SessionPanel:
             raise FileNotFoundError(source)
         options = {**self._options(), **(options or {})}
         try:
-            RunConfig.from_dict({k: v for k, v in options.items() if k in FLAT_OPTIONS})
+            RunConfig.from_dict(options)  # (a misspelt name too: the server ignored it)
         except ConfigError as exc:
             self._say(f"not streamed: {exc}", error=True)
             raise
