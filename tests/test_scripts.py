@@ -146,6 +146,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, script:
 UI = {"run.sh": "jupyter-lab", "demo.sh": "voila"}
 
 
+def command_line(proc: psutil.Process) -> str:
+    """`proc`'s command line, or "" when it has ended since it was seen (a short-lived
+    child of JupyterLab's: CI failed on one gone between the two calls)."""
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return ""
+
+
 def started(start_script: Callable[..., Script], name: str) -> tuple[Script, int, int]:
     """The script with its server and its JupyterLab or Voilà both answering."""
     port, ui_port = free_port(), free_port()
@@ -153,7 +162,7 @@ def started(start_script: Callable[..., Script], name: str) -> tuple[Script, int
     wait_until(lambda: "Recorder page" in script.output, 20, "no 'Recorder page' line", script)
     wait_until(lambda: answers(ui_port), 30, f"{UI[name]} did not answer", script)
     script.note_children()
-    commands = [" ".join(p.cmdline()) for p in script.started]
+    commands = [command_line(p) for p in script.started]
     assert any(UI[name] in c for c in commands) and any("-m server" in c for c in commands)
     return script, port, ui_port
 
