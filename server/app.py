@@ -16,6 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from workbench.engine.audio import AudioDecodeError
 from workbench.engine.rendition import encode_mp4
 from workbench.engine.config import ConfigError
+from workbench.engine.transcript import Transcript, served_runs
 
 from . import routes
 from .config import ServerConfig, check
@@ -250,19 +251,20 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
         if run.status != "completed":
             raise web.HTTPConflict(text=f"Run is {run.status}")
     else:
-        def latest() -> Any:  # a refined result before a live one
-            return session.latest_completed(
-                lambda r: (store.run_dir(session.id, r.id) / "transcript.json").exists())
+        def served() -> list[Any]:  # the newest refined run, else every live run
+            return served_runs([r for r in session.runs if r.status == "completed" and (
+                store.run_dir(session.id, r.id) / "transcript.json").exists()],
+                lambda r: r.kind)
 
-        run = await asyncio.to_thread(latest)
-        if run is None:
+        runs = await asyncio.to_thread(served)
+        if not runs:
             raise web.HTTPNotFound(text="No completed transcript for this session yet")
-        if run.kind == "live":  # no refined transcript: every live run's, one after another
-            merged = await asyncio.to_thread(_live_runs_merged, store, session, fmt)
-            if merged is not None:
-                return web.Response(text=merged, headers={
-                    "Content-Type": f"{CONTENT_TYPES[fmt]}; charset=utf-8",
-                    "Content-Disposition": f'inline; filename="{session.id}.{fmt}"'})
+        if len(runs) > 1:  # recorded in parts, live results only: all of them in order
+            merged = await asyncio.to_thread(_joined, store, session.id, runs, fmt)
+            return web.Response(text=merged, headers={
+                "Content-Type": f"{CONTENT_TYPES[fmt]}; charset=utf-8",
+                "Content-Disposition": f'inline; filename="{session.id}.{fmt}"'})
+        run = runs[0]
     path = store.run_dir(session.id, run.id) / f"transcript.{fmt}"
     if not await asyncio.to_thread(path.exists):
         raise web.HTTPNotFound(text="This run produced no transcript")
@@ -274,21 +276,13 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
     })
 
 
-def _live_runs_merged(store: SessionStore, session: Any, fmt: str) -> Optional[str]:
-    """A session recorded in parts with live results has one live run per recording; with no
-    refined transcript, its transcript is all of them in order (the newest alone left the
-    earlier parts out). None when there is only one."""
-    from workbench.engine.formats import WRITERS
-    from workbench.engine.transcript import Transcript
+def _joined(store: SessionStore, session_id: str, runs: list[Any], fmt: str) -> str:
+    """The live runs of a session recorded in parts, one after another, in `fmt`."""
+    from workbench.engine.formats import WRITERS, load
 
-    runs = [r for r in session.runs if r.kind == "live" and r.status == "completed"
-            and (store.run_dir(session.id, r.id) / "transcript.json").exists()]
-    if len(runs) < 2:
-        return None
-    parts = [Transcript.from_dict(json.loads(
-        (store.run_dir(session.id, r.id) / "transcript.json").read_text(encoding="utf-8")))
-        for r in runs]
-    return WRITERS[fmt](Transcript.concatenate(parts, live_runs=[r.id for r in runs]))
+    return WRITERS[fmt](Transcript.concatenate(
+        [load(store.run_dir(session_id, r.id) / "transcript.json") for r in runs],
+        live_runs=[r.id for r in runs]))
 
 
 async def list_runs(request: web.Request) -> web.Response:

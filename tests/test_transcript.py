@@ -8,7 +8,8 @@ from importlib import resources
 
 import pytest
 
-from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments, \
+    served_runs
 
 
 def w(start: float, end: float, text: str = "x") -> Word:
@@ -143,3 +144,11 @@ def test_faster_whisper_words_join_back_into_their_text(language: str, text: str
     assert "".join(pieces) == text and len(pieces) > 5
     words = [Word(i * 0.1, i * 0.1 + 0.1, piece) for i, piece in enumerate(pieces)]
     assert [s.text for s in build_segments(words)] == [text.strip()]
+
+
+def test_a_session_serves_its_newest_refined_run_else_every_live_run() -> None:
+    runs = [("a", "live"), ("b", "refined"), ("c", "live"), ("d", "refined"), ("e", "live")]
+    assert served_runs(runs, lambda r: r[1]) == [("d", "refined")]
+    live = [r for r in runs if r[1] == "live"]
+    assert served_runs(live, lambda r: r[1]) == live  # recorded in parts: all, in order
+    assert served_runs([], lambda r: r[1]) == []

@@ -11,7 +11,9 @@ import heapq
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,15 @@ class Transcript:
         head = (f"<b>Transcript</b> — {self.duration:.1f} s, {len(self.speakers)} speaker(s), "
                 f"{len(self.words)} words")
         return head + rows
+
+
+def served_runs(runs: Sequence[R], kind: Callable[[R], str]) -> list[R]:
+    """Of a session's completed runs that have a transcript (in creation order), those
+    its transcript is made of, as GET /transcript without ``run`` and `load_session`
+    serve it: the newest refined run; with none, every live run in order (a session
+    recorded in parts with live results has one per part: `Transcript.concatenate`)."""
+    refined = [r for r in runs if kind(r) == "refined"]
+    return refined[-1:] if refined else [r for r in runs if kind(r) == "live"]
 
 
 def _clock(seconds: float) -> str:

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from workbench.engine.audio import SAMPLE_RATE
-from workbench.engine.formats import to_annotation
-from workbench.engine.transcript import Transcript, Turn
+from workbench.engine.formats import load, to_annotation
+from workbench.engine.transcript import Transcript, Turn, served_runs
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -220,17 +220,15 @@ def _local_session(data_dir: Path, session_id: str, run: Optional[str]
     stored = _store_runs(data_dir, session_id)
     if stored is not None:
         status, runs = stored
-        have = [r for r in runs if r["status"] == "completed"
-                and (runs_dir / r["id"] / "transcript.json").is_file()]
-        refined = [r for r in have if r["kind"] == "refined"]
-        latest = (refined or have)[-1:]
-        if not refined and len(have) > 1 and run is None:  # recorded in parts, live
-            # only: every live run's transcript in order, as the server serves it
+        latest = served_runs([r for r in runs if r["status"] == "completed"
+                              and (runs_dir / r["id"] / "transcript.json").is_file()],
+                             lambda r: r["kind"])
+        if len(latest) > 1 and run is None:  # recorded in parts, live only: every live
+            # run's transcript in order, as the server serves it
             return Transcript.concatenate(
-                [Transcript.from_dict(json.loads((runs_dir / r["id"] / "transcript.json")
-                                                 .read_text())) for r in have],
-                live_runs=[r["id"] for r in have]), {"id": session_id, "status": status,
-                                                     "runs": runs}
+                [load(runs_dir / r["id"] / "transcript.json") for r in latest],
+                live_runs=[r["id"] for r in latest]), {"id": session_id, "status": status,
+                                                       "runs": runs}
     else:
         status = "on disk"
         outputs = sorted(runs_dir.glob("*/transcript.json"), key=lambda p: p.stat().st_mtime)
@@ -248,7 +246,7 @@ def _local_session(data_dir: Path, session_id: str, run: Optional[str]
     path = runs_dir / latest[0]["id"] / "transcript.json" if latest else None
     if path is None or not path.is_file():
         return None, session
-    return Transcript.from_dict(json.loads(path.read_text())), session
+    return load(path), session
 
 
 def from_transcript(audio_path: Union[str, os.PathLike], transcript: Transcript,
