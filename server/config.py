@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .limits import Limits, MiB
+from .limits import Limits, MiB, message_room
 
 # Origins a browser page may connect from when --allowed-origins is not given
 # (besides the server's own origin, which is always allowed); "*" is any port.
@@ -125,6 +125,11 @@ def check(config: ServerConfig) -> None:
         if not (value > 0 and math.isfinite(value)):  # (0 would cut every recording to
             # nothing, not turn it off; infinity overflows the sample counts of the audio)
             raise ConfigError(f"{flag} must be > 0 and finite, not {value:g}")
+    room = message_room(lim.max_chunk_bytes)
+    if lim.max_message_bytes < room:  # (a chunk within its limit closed the socket: 1009)
+        raise ConfigError(f"--max-message-bytes ({lim.max_message_bytes}) must hold a chunk of "
+                          f"--max-chunk-bytes ({lim.max_chunk_bytes}) sent as base64 JSON: at "
+                          f"least {room} (left out, it follows the chunk limit)")
     for flag, value in (("--max-recordings", lim.max_recordings),
                         ("--max-connections-per-client", lim.max_connections_per_client),
                         ("--idle-timeout", lim.idle_timeout_seconds),
@@ -181,7 +186,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     p.add_argument("--max-total-bytes", type=int,
                    default=int(_env("max_total_bytes", lim.max_total_bytes)))
     p.add_argument("--max-message-bytes", type=int,
-                   default=int(_env("max_message_bytes", lim.max_message_bytes)))
+                   default=_env("max_message_bytes", None),
+                   help="largest WebSocket message (default: 4 MiB, more when a base64 "
+                        "chunk of --max-chunk-bytes needs it)")
     p.add_argument("--max-recordings", type=int,
                    default=int(_env("max_recordings", lim.max_recordings)),
                    help="recordings open at once (0: no limit)")
@@ -235,7 +242,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
             max_duration_seconds=a.max_duration,
             max_chunk_bytes=a.max_chunk_bytes,
             max_total_bytes=a.max_total_bytes,
-            max_message_bytes=a.max_message_bytes,
+            max_message_bytes=(max(lim.max_message_bytes, message_room(a.max_chunk_bytes))
+                               if a.max_message_bytes is None else a.max_message_bytes),
             max_recordings=max(0, a.max_recordings),
             max_connections_per_client=max(0, a.max_connections_per_client),
             idle_timeout_seconds=max(0.0, a.idle_timeout),

@@ -19,6 +19,7 @@ from .protocol import (
     StartRequest,
     decode_chunk,
     error,
+    given_options,
     holds_action,
     parse_start,
     safe_details,
@@ -202,12 +203,12 @@ class Connection:
             session = await asyncio.to_thread(store.get_session, candidate)
         if session is None:
             # checked before the session exists: a refused start leaves no session behind
-            options = self._checked_options(req.options, "")
+            options = self._checked_options(given_options(req.options), "")
             self._claim_slot()
             self.state.starting += 1  # holds the slot while the session is created
             try:
                 session = await asyncio.to_thread(store.create_session, None, req.format or "wav",
-                                                  req.options)
+                                                  options)
             finally:
                 self.state.starting -= 1  # (taken below, with no await in between)
             created = True
@@ -223,7 +224,7 @@ class Connection:
             if session.status not in RESUMABLE:
                 raise ProtocolError(ErrorCode.SESSION_BUSY,
                                     f"Session is {session.status}; wait until it has finished")
-            options = self._checked_options({**session.options, **req.options},
+            options = self._checked_options(given_options({**session.options, **req.options}),
                                             " (with the session's options)")
         if self.state.limits_reached(session):
             raise ProtocolError(ErrorCode.TOTAL_SIZE_EXCEEDED,

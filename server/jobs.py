@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Optional
 from workbench.engine.config import ConfigError, RunConfig, names_local_folder
 
 from .routes import audio_links, result_links
-from .sessions import Run, SessionStore, TransitionError
+from .sessions import AUDIO_FORMATS, Run, SessionStore, TransitionError
 from .worker import worker_main
 
 log = logging.getLogger("server.jobs")
@@ -452,13 +452,16 @@ class JobQueue:
         if ok:
             summary = summary or {}
             log.info("Run %s of session %s completed", run_id, sid)
+            session = await asyncio.to_thread(self.store.get_session, sid)
+            # no MP4 of a recording without audio (its link answered 422)
+            formats = AUDIO_FORMATS if session is None or session.duration_seconds > 0 else ("wav",)
             complete = {
                 "type": "processing_complete", "session_id": sid, "run_id": run_id,
                 "speakers": summary.get("speakers"),
                 "duration_seconds": summary.get("duration_seconds"),
                 "word_count": summary.get("word_count"),
                 "results": result_links(sid, run_id) if "word_count" in summary else {},
-                "audio": audio_links(sid),
+                "audio": audio_links(sid, formats),
             }
             if run.supersedes is not None:
                 complete["supersedes"] = run.supersedes

@@ -25,7 +25,8 @@ class Limits:
     max_total_bytes: int = 500 * MiB
     # Largest WebSocket message accepted at all; bigger frames close the
     # connection with 1009.  Room for a base64 chunk a little over the limit so
-    # that one gets the seed's "Chunk size exceeds limit" error instead.
+    # that one gets the seed's "Chunk size exceeds limit" error instead (at least
+    # `message_room(max_chunk_bytes)`; the command line's default follows the chunk limit).
     max_message_bytes: int = 4 * MiB
     # Recordings open at once on the whole server (0: no limit).
     max_recordings: int = 100
@@ -41,6 +42,12 @@ class Limits:
     live_max_speed: float = 2.0
     # Seconds of audio a live client may send ahead of that pace (its burst).
     live_burst_seconds: float = 10.0
+
+
+def message_room(max_chunk_bytes: int) -> int:
+    """The smallest `Limits.max_message_bytes` that carries a chunk of `max_chunk_bytes`
+    as a base64 ``audio_chunk`` JSON message (4/3 of it, and 1 KiB for the rest)."""
+    return 4 * -(-int(max_chunk_bytes) // 3) + 1024
 
 
 # Bytes per second of audio assumed for a compressed stream whose duration the

@@ -194,7 +194,7 @@ class StartRequest:
 
     format: Optional[str]  # None: not given (a new session records WAV, a resumed one keeps its own)
     input: InputFormat
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # a null: clear (`given_options`)
     live: bool = False
     # Words and speakers pushed while recording (`server.live`); a live run saved at the end.
     live_results: bool = False
@@ -204,6 +204,11 @@ class StartRequest:
 
 def _field_error(message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_FIELD, message)
+
+
+def given_options(options: dict[str, Any]) -> dict[str, Any]:
+    """`start`'s run options without the nulls (a null clears a stored option)."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def parse_start(msg: dict[str, Any]) -> StartRequest:
@@ -226,9 +231,10 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
     if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 8:
         raise _field_error("'channels' must be an integer between 1 and 8")
 
-    options = {name: msg[name] for name in RUN_OPTION_FIELDS if msg.get(name) is not None}
+    # null: not given, and on a resume it clears what the session stored (`given_options`)
+    options = {name: msg[name] for name in RUN_OPTION_FIELDS if name in msg}
     try:
-        options = check_run_config(options, switch=False)
+        check_run_config(given_options(options), switch=False)
     except ConfigError as exc:
         raise _field_error(f"Invalid field in 'start': {exc}") from None
     live = msg.get("live", False)

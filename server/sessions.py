@@ -152,7 +152,8 @@ class Session:
     def serialize(self) -> dict[str, Any]:
         """The session's data as JSON values (the REST object adds links: see
         :func:`server.routes.session_json`)."""
-        latest = self.latest_completed()
+        # the run whose transcript is served (a renditions run made none: speakers null)
+        latest = self.latest_completed(lambda r: "word_count" in r.summary)
         return {
             "id": self.id,
             "status": self.status,

@@ -109,7 +109,8 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
 
         pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
         try:
-            result = pipeline(wav, hook=hook)
+            # named by the session, as its live runs are (RTTM file ids)
+            result = pipeline(wav, hook=hook, uri=session_dir.name)
         except FileNotFoundError:
             if wav.exists():
                 raise

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from server.jobs import check_run_config, split_run_config
-from server.protocol import RUN_OPTION_FIELDS, ErrorCode, ProtocolError, parse_start
+from server.protocol import RUN_OPTION_FIELDS, ErrorCode, ProtocolError, given_options, \
+    parse_start
 from server.worker import execute
 from workbench.__main__ import build_parser, transcribe_config
 from workbench.engine.audio import write_wav
 from workbench.engine.config import (
     FLAT_OPTIONS,
+    WHISPER_LANGUAGES,
     ASRConfig,
     ConfigError,
     DiarizationConfig,
@@ -149,6 +151,12 @@ BAD = [
     ({"diarization": {"device": "meta"}}, "'diarization.device' must be one of"),
     ({"asr_model": " "}, "'asr_model' must not be empty"),
     ({"language": "x" * 10000}, "'language' is too long"),
+    # a language Whisper does not know, or one an English-only model cannot do (the run
+    # failed at the model's load, after the whole recording)
+    ({"language": "zz"}, "'language' must be a Whisper language code"),
+    ({"language": "EN"}, "'language' must be a Whisper language code"),
+    ({"language": "fr"}, "model 'tiny.en' is English-only: 'language' must be 'en' or null"),
+    ({"asr_model": "base.en", "language": "de"}, "model 'base.en' is English-only"),
     # unknown names
     ({"bogus": 1}, "unknown option(s): bogus"),
     ({"asr": {"temperature": 0.2}}, "unknown ASR option(s): temperature"),
@@ -193,6 +201,13 @@ def test_sections_check_themselves_when_built_directly() -> None:
     assert DiarizationConfig(device="cuda:1").device == "cuda:1"  # a GPU by its index
 
 
+def test_the_whisper_languages_are_faster_whispers() -> None:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    assert tuple(WHISPER_LANGUAGES) == tuple(_LANGUAGE_CODES)
+    assert RunConfig.from_dict({"asr_model": "base", "language": "yue"}).asr.language == "yue"
+
+
 def test_config_module_imports_no_model_library() -> None:
     code = ("import sys, workbench.engine.config, server.jobs, server.protocol, server.app; "
             "print(sorted(m for m in ('torch', 'pyannote', 'faster_whisper', 'ctranslate2') "
@@ -209,7 +224,10 @@ def test_protocol_start_fields_come_from_the_config() -> None:
     assert RUN_OPTION_FIELDS == tuple(FLAT_OPTIONS)
     req = parse_start({**START_PCM, "num_speakers": 2, "beam_size": 3, "vad_filter": False,
                        "language": None, "colour": "blue"})
-    assert req.options == {"num_speakers": 2, "beam_size": 3, "vad_filter": False}
+    # a null is kept (on a resume it clears the session's option), and is no option given
+    assert req.options == {"num_speakers": 2, "beam_size": 3, "vad_filter": False,
+                           "language": None}
+    assert given_options(req.options) == {"num_speakers": 2, "beam_size": 3, "vad_filter": False}
     assert req.ignored == ("colour",)
     for bad, name in (({"num_speakers": 0}, "num_speakers"), ({"vad_filter": "no"}, "vad_filter"),
                       ({"min_speakers": 4, "max_speakers": 2}, "min_speakers"),
@@ -356,6 +374,19 @@ async def test_server_checks_every_entry_without_importing_torch(start_server) -
             reply = await recv(ws)
             assert reply["code"] == ErrorCode.INVALID_FIELD
             assert "'min_speakers' must not exceed 'max_speakers'" in reply["message"]
+            # a language the model cannot do is refused before anything is recorded
+            await ws.send_json({**START_PCM, "language": "fr"})
+            reply = await recv(ws)
+            assert reply["code"] == ErrorCode.INVALID_FIELD and "English-only" in reply["message"]
+            # a null clears the stored option (it was dropped, so this start was refused)
+            await ws.send_json({**START_PCM, "min_speakers": None, "max_speakers": 2})
+            started = await recv(ws)
+            assert started["type"] == "recording_started", started
+            await ws.send_bytes(PCM_SECOND)
+            await ws.send_json({"action": "stop"})
+            await recv_until(ws, "processing_complete", "processing_failed")
+        async with s.get(f"{srv.url}/api/sessions/{precreated['id']}") as r:
+            assert (await r.json())["options"] == {"language": "en", "max_speakers": 2}
 
         async with s.get(f"{srv.url}/api/sessions/{sid}") as r:
             assert (await r.json())["options"] == {"num_speakers": 2, "beam_size": 2}
@@ -368,6 +399,7 @@ async def test_server_checks_every_entry_without_importing_torch(start_server) -
                                 ({"clustering_threshold": 5}, "'clustering_threshold' must be"),
                                 ({"clustering_threshold": 10 ** 400}, "must be a finite number"),
                                 ({"bogus": 1}, "unknown option(s): bogus"),
+                                ({"language": "zz"}, "a Whisper language code"),
                                 ({"pipeline": "x"}, "'pipeline' must be one of"),
                                 ({"transcribe": False, "diarize": False}, "transcribe, diarize")):
             async with s.post(f"{srv.url}/api/sessions/{sid}/runs", json=config) as r:

@@ -74,6 +74,10 @@ async def test_record_process_and_run_again(full_server: LocalServer, tmp_path: 
         assert len(words) == done["word_count"] and len(first["speakers"]) == done["speakers"]
         assert first["duration"] == pytest.approx(done["duration_seconds"], abs=0.01)
         assert first["config"]["options"]["diarization"]["num_speakers"] == 2
+        # the recording is named by its session, as a live run's is (it was "audio" for all)
+        assert first["uri"] == sid
+        rttm = (downloads / "transcript.rttm").read_text().splitlines()
+        assert rttm and {line.split()[1] for line in rttm} == {sid}
         assert {seg["speaker"] for seg in first["segments"]} == {"SPEAKER_00", "SPEAKER_01"}
         async with s.get(f"{srv.url}/api/sessions/{sid}/audio?format=mp4") as r:
             assert r.status == 200 and r.headers["Content-Type"] == "audio/mp4"

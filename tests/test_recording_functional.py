@@ -828,6 +828,7 @@ async def test_an_empty_recording_has_no_mp4(server: LocalServer) -> None:
             await ws.send_json({"action": "stop"})
             done, _ = await recv_until(ws, "processing_complete", "processing_failed")
             assert done["type"] == "processing_complete", done
+            assert list(done["audio"]) == ["wav"]  # (it linked the MP4 that answers 422)
         assert not (server.data_dir / "sessions" / sid / "audio.mp4").exists()
         async with s.get(f"{server.url}/api/sessions/{sid}/audio?format=mp4") as r:
             assert r.status == 422

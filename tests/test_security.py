@@ -174,6 +174,13 @@ def test_limits_that_would_cut_every_recording_are_refused_at_start(capsys) -> N
     with pytest.raises(SystemExit):
         parse_args(["--max-duration", "0"])
     assert "--max-duration must be > 0" in capsys.readouterr().err
+    # a chunk limit a message cannot carry (as base64): allowed chunks closed the socket
+    # with 1009 and left the session interrupted, with nothing of it kept
+    with pytest.raises(SystemExit):
+        parse_args(["--max-chunk-bytes", "5000000", "--max-message-bytes", "5000000"])
+    assert "at least 6667692 (left out, it follows the chunk limit)" in capsys.readouterr().err
+    assert parse_args(["--max-chunk-bytes", "5000000"]).limits.max_message_bytes == 6667692
+    assert parse_args([]).limits.max_message_bytes == 4 * 1024 * 1024
 
 
 def test_public_bind_without_token_is_refused(tmp_path: Path) -> None:
@@ -464,7 +471,7 @@ async def test_idle_recording_is_interrupted(start_server) -> None:  # type: ign
 
 
 async def test_message_size_limit_closes_1009(start_server) -> None:  # type: ignore[no-untyped-def]
-    srv = start_server("--max-message-bytes", "65536")
+    srv = start_server("--max-message-bytes", "65536", "--max-chunk-bytes", "40000")
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(f"{srv.ws_url}/ws/big") as ws:
             await ws.send_json(START_PCM)

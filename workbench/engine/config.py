@@ -42,6 +42,13 @@ EMBEDDING_PASSES = ("window", "shared", "once")
 EMBEDDING_RUNTIMES = ("onnx", "torch")
 SEGMENTATION_FRONTENDS = ("shared", "window")
 MAX_SPEAKERS = 64
+# Whisper's language codes (faster_whisper.tokenizer._LANGUAGE_CODES, kept equal by a test;
+# importing faster_whisper here would load CTranslate2 on the server's event loop)
+WHISPER_LANGUAGES = (
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha "
+    "haw he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr "
+    "ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg "
+    "th tk tl tr tt uk ur uz vi yi yo zh yue").split()
 MAX_TEXT = 1000
 
 
@@ -222,6 +229,14 @@ class ASRConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        # refused here, not after a whole recording (the run failed at the model's load)
+        if self.language is not None and self.language not in WHISPER_LANGUAGES:
+            raise ConfigError("language", "'language' must be a Whisper language code such "
+                                          f"as 'en', 'de' or 'fr', or null (got "
+                                          f"{_show(self.language)})")
+        if self.language not in (None, "en") and self.model.strip().endswith(".en"):
+            raise ConfigError("language", f"model {_show(self.model)} is English-only: "
+                                          "'language' must be 'en' or null")
 
     @property
     def word_timestamps(self) -> bool:
