@@ -145,7 +145,7 @@ def score_item(item: Any, hypothesis: Any, evidence: Optional[Mapping[str, Any]]
     """DER components (seconds), missed speech in overlap (seconds), JER and speaker
     counts of one file, inside its UEM; with the pipeline's count `evidence`, the most
     speakers its segmentation told apart in one window (``most_local_speakers``)."""
-    from workbench.research.metrics import diarization_error, jaccard_error_rate
+    from workbench.research.metrics import diarization_error, jaccard_error_rate, speakers_within
 
     reference, uem = item.reference(), item.annotated()
     der = diarization_error(reference, hypothesis, uem=uem)
@@ -155,8 +155,8 @@ def score_item(item: Any, hypothesis: Any, evidence: Optional[Mapping[str, Any]]
             "confusion": der.confusion, "total": der.total, "der": der.der,
             "missed_overlap": missed_overlap, "overlap": overlap,
             "jer": jer.jer, "jer_speakers": jer.speaker_count,
-            "ref_speakers": len(reference.labels()),
-            "hyp_speakers": len(hypothesis.labels()),
+            "ref_speakers": speakers_within(reference, uem),
+            "hyp_speakers": speakers_within(hypothesis, uem),
             "most_local_speakers": (evidence or {}).get("most_local_speakers")}
 
 

@@ -207,7 +207,7 @@ def run_senko(name: str, multi: Sequence[Any], single: Sequence[Any]) -> dict[st
     native library was built for another CPU: it runs in a child process, so a crash
     there does not end the benchmark)."""
     from workbench.research.experiments import BaselineUnavailable, SenkoBaseline
-    from workbench.research.metrics import diarization_error
+    from workbench.research.metrics import diarization_error, speakers_within
 
     try:
         senko = SenkoBaseline.shared()
@@ -222,7 +222,8 @@ def run_senko(name: str, multi: Sequence[Any], single: Sequence[Any]) -> dict[st
         except BaselineUnavailable as exc:
             return _senko_unavailable(name, f"{exc.reason} (on {item.uri})")
         der = diarization_error(item.reference_turns(), turns, uem=item.annotated())  # as the sweep
-        n_ref, n_hyp = len(item.reference().labels()), len({t.speaker for t in turns})
+        n_ref = speakers_within(item.reference(), item.annotated())  # as the sweep
+        n_hyp = speakers_within(turns, item.annotated())
         row["per_item_der"][item.uri] = round(der.der, 5)
         row["speakers"][item.uri] = n_hyp
         if n_hyp != n_ref:

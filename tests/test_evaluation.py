@@ -15,7 +15,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 from workbench.engine.audio import write_wav
 from workbench.research.datasets import CorpusItem, sample_call
 from workbench.research.evaluation import ALL, ComparisonTable, compare, score
-from workbench.engine.transcript import Transcript, TranscriptSegment, Turn, Word
+from workbench.engine.transcript import Transcript, TranscriptSegment, Turn, Word, build_segments
 
 # ----------------------------------------------------------------- helpers
 
@@ -203,6 +203,25 @@ def test_wer_hand_computed_after_normalisation(tmp_path: Path) -> None:
     assert row["cpwer"] == pytest.approx(3 / 11) and row["cpwer_errors"] == 3
 
 
+def test_faster_whispers_word_pieces_are_scored_as_the_words_they_make(tmp_path: Path) -> None:
+    """faster-whisper's words carry their spaces and break inside one written word (" 3"
+    ".5", " o" "'clock"); they were joined with spaces for scoring, so a transcript that
+    shows exactly the reference scored WER 50 %."""
+    ref = [("A", 0.0, 3.0, "It costs 3.5 dollars."), ("B", 3.0, 6.0, "See you at five o'clock.")]
+    item = make_item(tmp_path, "pieces", 6.0, stm=ref)
+    pieces = [("A", 0.0, " It"), ("A", 0.5, " costs"), ("A", 1.0, " 3"), ("A", 1.2, ".5"),
+              ("A", 1.5, " dollars."), ("B", 3.0, " See"), ("B", 3.5, " you"),
+              ("B", 4.0, " at"), ("B", 4.5, " five"), ("B", 5.0, " o"), ("B", 5.2, "'clock.")]
+    words = [Word(t, t + 0.2, w, 1.0, spk) for spk, t, w in pieces]
+    hyp = transcript(segments=build_segments(words))
+    assert [s.text for s in hyp.segments] == [r[3] for r in ref]  # what the transcript shows
+    row = score(item, hyp)
+    assert (row["wer"], row["cpwer"], row["hyp_words"]) == (0.0, 0.0, 9)
+    # bare words (other recognisers) are still joined with spaces
+    bare = [Word(w.start, w.end, w.word.strip(), 1.0, w.speaker) for w in words]
+    assert score(item, transcript(segments=build_segments(bare)))["hyp_words"] == 11
+
+
 def test_cpwer_charges_words_given_to_the_wrong_speaker(tmp_path: Path) -> None:
     item = make_item(tmp_path, "words", 8.0, stm=STM)
     hyp = transcript(segments=spoken(("s1", 0, 3, "the cat sat on a mat"),
@@ -313,6 +332,10 @@ def test_table_layout_display_and_highlighting(unequal_rows) -> None:
     md = table.to_markdown(["der", "wer"])
     assert md.splitlines()[0] == "| uri | system | der | wer |"
     assert "| ALL | rough | **2.0%** | **4.5%** |" in md
+    # how DER was scored is in every row and said under the table (it was in neither)
+    assert {r["collar"] for r in rows} == {0.0} and not any(r["skip_overlap"] for r in rows)
+    assert "- DER and JER with a collar of 0 s, overlapped speech scored" in md
+    assert "collar of 0 s, overlapped speech scored" in html
     assert table.records()[0]["uri"] == "short"
     with pytest.raises(ValueError, match="more than one row"):
         compare(rows + rows[:1])

@@ -131,6 +131,16 @@ _UNSPACED_SCRIPT = re.compile(
     "\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]")
 
 
+def word_separator(words: Iterable[Word]) -> str:
+    """What joins `words` into text (`build_segments`): ``""`` for faster-whisper's words,
+    which carry the space before them if there is one (any word starts with white space
+    or holds a character of a script written without spaces), else ``" "`` (bare words).
+    Joining faster-whisper's ``" 3"`` ``".5"`` or ``" o"`` ``"'clock"`` with spaces makes
+    two words of one."""
+    return "" if any(w.word[:1].isspace() or _UNSPACED_SCRIPT.search(w.word)
+                     for w in words) else " "
+
+
 def build_segments(words: Sequence[Word], *, max_pause: float = 1.0,
                    max_duration: float = 30.0) -> list[TranscriptSegment]:
     """Group speaker-attributed words into segments, split at speaker changes, pauses
@@ -147,8 +157,7 @@ def build_segments(words: Sequence[Word], *, max_pause: float = 1.0,
     segments: list[TranscriptSegment] = []
     current: list[Word] = []
     ordered = sorted(words, key=lambda w: (w.start, w.end))
-    as_given = any(w.word[:1].isspace() or _UNSPACED_SCRIPT.search(w.word) for w in ordered)
-    separator = "" if as_given else " "
+    separator = word_separator(ordered)
 
     def flush() -> None:
         if current:

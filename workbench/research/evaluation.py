@@ -38,9 +38,10 @@ from workbench.research.metrics import (
     concatenated_minimum_permutation_wer,
     diarization_error,
     jaccard_error_rate,
+    speakers_within,
     word_error_rate,
 )
-from workbench.engine.transcript import Transcript, TranscriptSegment
+from workbench.engine.transcript import Transcript, TranscriptSegment, word_separator
 
 if TYPE_CHECKING:  # pragma: no cover
     from pandas.io.formats.style import Styler
@@ -143,14 +144,12 @@ def _scored(uem: "Timeline", kept: Sequence[TranscriptSegment],
     """Is a hypothesis word scored under a UEM?  Reference utterances are kept or left
     out whole, by their midpoint; a word follows the utterance its midpoint falls in
     (kept: scored, even past the UEM's edge; left out: not scored, even inside the UEM),
-    and the UEM alone decides where no utterance is.  (A word by word cut against
-    utterances kept or dropped whole charged a perfect transcript insertions, or
-    deletions, wherever an utterance crossed the UEM's edge.)"""
+    and the UEM alone decides where no utterance is (a word by word cut charged a perfect
+    transcript errors wherever an utterance crossed the UEM's edge)."""
     middle = (start + end) / 2
-    if any(s.start <= middle <= s.end for s in kept):
-        return True
-    if any(s.start <= middle <= s.end for s in dropped):
-        return False
+    for spans, scored in ((kept, True), (dropped, False)):
+        if any(s.start <= middle <= s.end for s in spans):
+            return scored
     return any(s.start <= middle <= s.end for s in uem)
 
 
@@ -159,22 +158,27 @@ def _reference_segments(item: CorpusItem) -> list[TranscriptSegment]:
             if s.text and s.text.strip().lower() != "ignore_time_segment_in_scoring"]
 
 
-def _hypothesis_units(transcript: Transcript) -> list[tuple[float, float, Optional[str], str]]:
-    """(start, end, speaker, text) of each hypothesis word in time order; the segments
-    themselves for a transcript without word timings."""
+def _hypothesis_units(transcript: Transcript
+                      ) -> tuple[list[tuple[float, float, Optional[str], str]], str]:
+    """(start, end, speaker, text) of each hypothesis word in time order (the segments
+    without word timings), and what joins them (`word_separator`: ``" 3"`` ``".5"``
+    is the one word the transcript shows)."""
     words = transcript.words
     if words:
-        units = [(w.start, w.end, w.speaker, w.word.strip()) for w in words]
+        separator = word_separator(words)
+        units = [(w.start, w.end, w.speaker, w.word if separator == "" else w.word.strip())
+                 for w in words]
     else:
+        separator = " "
         units = [(s.start, s.end, s.speaker, s.text) for s in transcript.segments if s.text]
-    return sorted(units, key=lambda u: (u[0], u[1]))
+    return sorted(units, key=lambda u: (u[0], u[1])), separator
 
 
-def _by_speaker(pairs: Iterable[tuple[Optional[str], str]]) -> dict[str, str]:
+def _by_speaker(pairs: Iterable[tuple[Optional[str], str]], separator: str = " ") -> dict[str, str]:
     texts: dict[str, list[str]] = {}
     for speaker, text in pairs:
         texts.setdefault(UNATTRIBUTED if speaker is None else str(speaker), []).append(text)
-    return {speaker: " ".join(parts) for speaker, parts in texts.items()}
+    return {speaker: separator.join(parts) for speaker, parts in texts.items()}
 
 
 def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
@@ -182,7 +186,7 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
     """Score one system's `transcript` of `item` against the item's references.
 
     Returns one flat row (see `COLUMNS` for every key): ``uri``, ``duration``,
-    ``scored``; DER (``der``) and its components in seconds (``missed``,
+    ``scored``; ``collar`` and ``skip_overlap`` as given; DER (``der``) and its components in seconds (``missed``,
     ``false_alarm``, ``confusion``, ``speech`` = reference speech); JER (``jer``,
     ``jer_speakers``); WER (``wer`` and its counts, after `normalize_text`, reference
     from the STM); cpWER (``cpwer``, ``cpwer_errors``, ``cpwer_ref_words``; meeteval, when
@@ -206,7 +210,9 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
     duration = float(item.duration)
     uem = item.annotated()
     row: dict[str, Any] = {"uri": item.uri, "duration": duration,
-                           "scored": float(uem.duration())}
+                           "scored": float(uem.duration()),
+                           # how DER / JER were scored, echoed (`ComparisonTable` notes it)
+                           "collar": float(collar), "skip_overlap": bool(skip_overlap)}
     row.update(dict.fromkeys(
         ("der", "missed", "false_alarm", "confusion", "speech", "jer", "jer_speakers",
          "wer", "wer_errors", "substitutions", "deletions", "insertions", "ref_words",
@@ -216,7 +222,7 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
     diarized = _ran(transcript, "diarize")
     if item.rttm is not None:
         reference = item.reference()
-        row["ref_speakers"] = len(reference.crop(uem).labels())
+        row["ref_speakers"] = speakers_within(reference, uem)
         if diarized:
             hypothesis = as_annotation(transcript.turns, uri=item.uri)
             der = diarization_error(reference, hypothesis, uem=uem, collar=collar,
@@ -244,13 +250,13 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
         if item.rttm is None and speakers and has_speakers:
             row["ref_speakers"] = len(speakers)
         if _ran(transcript, "transcribe"):
-            units = _hypothesis_units(transcript)
+            units, separator = _hypothesis_units(transcript)
             if item.uem is not None:
                 units = [u for u in units if _scored(uem, segments, dropped, u[0], u[1])]
             unscored = item.unscored_regions()  # as sclite: words there are not scored
             units = [u for u in units
                      if not any(a <= (u[0] + u[1]) / 2 <= b for a, b in unscored)]
-            hypothesis_text = " ".join(u[3] for u in units)
+            hypothesis_text = separator.join(u[3] for u in units)
             reference_text = " ".join(s.text for s in segments)
             wer = word_error_rate(reference_text, hypothesis_text)
             row.update(wer=wer.wer, wer_errors=wer.errors, substitutions=wer.substitutions,
@@ -259,13 +265,12 @@ def score(item: CorpusItem, transcript: Transcript, *, collar: float = 0.0,
             if has_speakers:
                 cp = concatenated_minimum_permutation_wer(
                     _by_speaker((s.speaker, s.text) for s in segments),
-                    _by_speaker((u[2], u[3]) for u in units))
+                    _by_speaker(((u[2], u[3]) for u in units), separator))
                 row.update(cpwer=cp.cpwer, cpwer_errors=cp.errors,
                            cpwer_ref_words=cp.reference_words)
 
     if diarized:  # speakers inside the UEM on both sides, as pyannote counts them
-        row["hyp_speakers"] = len(as_annotation(transcript.turns, uri=item.uri)
-                                  .crop(uem).labels())
+        row["hyp_speakers"] = speakers_within(transcript.turns, uem)
         if not math.isnan(row["ref_speakers"]):
             row["speaker_count_error"] = abs(row["hyp_speakers"] - row["ref_speakers"])
     total = transcript.timings.get("total") if transcript.timings else None
@@ -452,6 +457,12 @@ class ComparisonTable:
     def _notes(self) -> list[str]:
         notes = [f"{system} {self.summary.loc[system, 'status']}: {reason}"
                  for system, reason in self.unavailable.items()]
+        if {"collar", "skip_overlap"} <= set(self.frame.columns) and "der" in self.frame:
+            scored = self.recordings[self.recordings["der"].notna()]
+            notes += [f"DER and JER with a collar of {c:g} s, overlapped speech "
+                      f"{'not scored' if o else 'scored'}" for c, o in sorted(
+                          {(float(c), bool(o)) for c, o in zip(scored["collar"],
+                                                               scored["skip_overlap"])})]
         notes += [f"{system} ran on {ran} of {every} recordings: its {ALL} row pools those "
                   "alone and is not compared with the others'"
                   for system, (ran, every) in self.fewer_recordings.items() if ran]

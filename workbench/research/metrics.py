@@ -46,6 +46,7 @@ __all__ = [
     "load_stm",
     "load_uem",
     "normalize_text",
+    "speakers_within",
     "stm_by_speaker",
     "stm_text",
     "word_error_rate",
@@ -366,6 +367,15 @@ def jaccard_error_rate(
 
 
 # --------------------------------------------------------------------------- readers
+
+
+def speakers_within(annotation: Turns,
+                    uem: Union[Timeline, Segment, None] = None) -> int:
+    """How many speakers `annotation` (or turns) has inside `uem` (all of it without
+    one): how every speaker count is compared (`evaluation.score`, the benchmarks), a
+    speaker who only speaks outside the scored region not counted on either side."""
+    annotation = as_annotation(annotation)
+    return len((annotation if uem is None else annotation.crop(uem)).labels())
 
 
 def load_rttm(path: PathLike) -> dict[str, Annotation]:

@@ -31,7 +31,7 @@ from workbench.engine.audio import SAMPLE_RATE
 from workbench.engine.progress import ProgressHook
 from workbench.engine.provenance import file_sha256, torch_threads
 from workbench.research.datasets.ami import AMI_TEST_SHA256, AMI_TEST_URIS
-from workbench.research.metrics import diarization_error
+from workbench.research.metrics import diarization_error, speakers_within
 
 
 
@@ -151,12 +151,15 @@ def _score_config(pipeline: Any, config: DiarizationConfig, items: Sequence[Corp
             for key in totals:
                 totals[key] += getattr(der, key)
             row[f"der[{item.uri}]"] = der.der
-            n_hyp = len(hypothesis.labels())
+            # speakers compared inside the UEM, as `evaluation.score` does (the given
+            # count is the whole file's: the pipeline hears all of it)
+            n_hyp = speakers_within(hypothesis, item.annotated())
             row[f"speakers[{item.uri}]"] = n_hyp
             merges = getattr(pipeline.clustering, "count_evidence", {}).get("merge_distances")
             row[f"last_merge[{item.uri}]"] = merges[-1] if merges else math.nan
-            row["right_speaker_count"] += int(n_hyp == n_ref)
-            row["speaker_count_error"] += abs(n_hyp - n_ref)
+            n_scored = speakers_within(ref, item.annotated())
+            row["right_speaker_count"] += int(n_hyp == n_scored)
+            row["speaker_count_error"] += abs(n_hyp - n_scored)
     row.update(totals)
     row["der"] = (totals["missed"] + totals["false_alarm"] + totals["confusion"]) / \
         max(totals["total"], 1e-9)
