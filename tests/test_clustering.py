@@ -278,3 +278,13 @@ def test_silhouettes_need_one_float32_matrix(monkeypatch: pytest.MonkeyPatch) ->
         tracemalloc.stop()
     assert c.count_evidence["silhouettes"] == scores
     assert peak < 1.3 * n * n * 4, peak / 2**20
+
+
+def test_the_pipeline_training_flag_is_not_the_clusterings_own_state() -> None:
+    """RunClustering kept the embeddings behind its clusters in `_training`, where
+    pyannote's Pipeline keeps its `training` flag: the flag read as None (or the arrays),
+    and a parent pipeline's `training = True` put a bool in their place."""
+    c = clustering()
+    assert c.training is False
+    c.training = True
+    assert c.training is True and c.forced_clusters == []

@@ -207,7 +207,9 @@ class RunClustering(AgglomerativeClustering):
         self._estimate: Optional[int] = None
         self._estimate_rows: Optional[np.ndarray] = None
         self._estimate_index: set[tuple[int, int]] = set()
-        self._training: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+        # (not `_training`: pyannote's Pipeline keeps its `training` flag there, and a
+        # parent pipeline's `training = ...` overwrote these arrays with a bool)
+        self._trained_on: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
         self._given_bounds: tuple[int, int] = (1, np.iinfo(np.int32).max)
         self._estimate_agrees: Optional[bool] = None
         self._count_rows: Optional[np.ndarray] = None
@@ -398,9 +400,9 @@ class RunClustering(AgglomerativeClustering):
     def forced_clusters(self) -> list[int]:
         """The clusters the last call made out of outlying embeddings for a given count
         (`_forced_cut`); the pipeline's reconstruction keeps each of them."""
-        if self._forced_from is None or self._training is None:
+        if self._forced_from is None or self._trained_on is None:
             return []
-        return list(range(self._forced_from, int(self._training[2].max()) + 1))
+        return list(range(self._forced_from, int(self._trained_on[2].max()) + 1))
 
     def assign_embeddings(self, embeddings: np.ndarray, train_chunk_idx: np.ndarray,
                           train_speaker_idx: np.ndarray, train_clusters: np.ndarray,
@@ -412,16 +414,16 @@ class RunClustering(AgglomerativeClustering):
             train_chunk_idx, train_speaker_idx, train_clusters = (
                 train_chunk_idx[keep], train_speaker_idx[keep], train_clusters[keep])
         # kept for _keep_forced_to_members: which embeddings formed each cluster
-        self._training = (train_chunk_idx, train_speaker_idx, train_clusters)
+        self._trained_on = (train_chunk_idx, train_speaker_idx, train_clusters)
         return super().assign_embeddings(embeddings, train_chunk_idx, train_speaker_idx,
                                          train_clusters, constrained=constrained)
 
     def _forced_members(self, shape: tuple[int, int]) -> dict[int, np.ndarray]:
         """Per cluster that `_forced_cut` made out of outlying embeddings, the ``(chunks,
         speakers)`` mask of the embeddings that formed it."""
-        if self._forced_from is None or self._training is None:
+        if self._forced_from is None or self._trained_on is None:
             return {}
-        chunk_idx, speaker_idx, clusters = self._training
+        chunk_idx, speaker_idx, clusters = self._trained_on
         out = {}
         for k in range(self._forced_from, int(clusters.max()) + 1):
             mask = np.zeros(shape, dtype=bool)
@@ -474,7 +476,7 @@ class RunClustering(AgglomerativeClustering):
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # pyannote skips the clustering with fewer than two embeddings or one speaker at most
         self.count_evidence = {"rule": "none", "embeddings": 0, "speakers": 1}
-        self._forced_from, self._training, self._estimate = None, None, None
+        self._forced_from, self._trained_on, self._estimate = None, None, None
         self._wanted_clusters = num_clusters or min_clusters or 1
         self._given_bounds = (self._wanted_clusters,
                               num_clusters or max_clusters or np.iinfo(np.int32).max)
