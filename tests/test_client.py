@@ -45,6 +45,52 @@ def test_record_file_array_and_generator(client: Client, server: LocalServer,
     assert raw == data
 
 
+def test_record_keeps_a_created_sessions_format(client: Client,
+                                                reference_audio: np.ndarray) -> None:
+    """`format` was always sent ("wav" by default): filling a created MP4 session, or
+    resuming one the recorder page made, turned it into a WAV one."""
+    sid = client.create_session(format="mp4")["id"]
+    rec = client.record(reference_audio[:16000], session_id=sid, wait=False)
+    assert rec.messages[0]["format"] == "mp4" and client.get_session(sid)["format"] == "mp4"
+    assert client.record(reference_audio[:16000], wait=False).messages[0]["format"] == "wav"
+
+
+def test_chunks_that_wait_for_their_data_leave_the_client_free(client: Client) -> None:
+    """A caller's chunks were taken on the client's loop: one that waited for its data
+    (a sound card) held every other call of the client, and the server's replies."""
+    import threading
+
+    def slow():  # type: ignore[no-untyped-def]
+        for _ in range(3):
+            time.sleep(1.0)
+            yield bytes(32000)
+
+    done = threading.Event()
+    recording = threading.Thread(target=lambda: (client.record(
+        slow(), input_format="pcm_s16le", wait=False), done.set()))
+    recording.start()
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert client.health()
+        assert time.monotonic() - t0 < 0.8 and not done.is_set()
+    finally:
+        recording.join(30)
+    assert done.is_set()
+
+
+def test_a_callback_that_calls_its_own_client_is_an_error_not_a_hang(
+        client: Client, reference_audio: np.ndarray) -> None:
+    def asks(event: dict) -> None:
+        if event["type"] == "recording_started":
+            client.get_session(event["session_id"])  # waited for itself for ever
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="cannot wait for it: use another Client"):
+        client.record(reference_audio[:16000], on_event=asks, wait=False)
+    assert time.monotonic() - t0 < 30
+
+
 def test_realtime_pacing(client: Client) -> None:
     tone = (0.1 * np.sin(np.arange(16000 * 2) * 2 * np.pi * 440 / 16000)).astype(np.float32)
     t0 = time.monotonic()

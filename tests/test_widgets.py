@@ -67,6 +67,77 @@ def test_panel_stream_stop_refresh_and_process_again(server: LocalServer, speech
         assert "no such file" in panel.status.value
 
 
+def test_stop_stops_the_stream_under_way_not_the_one_queued_behind_it(
+        server: LocalServer, speech_dir: Path) -> None:
+    """Stream clicked twice, then Stop: the second stream (queued) sent nothing and the
+    server processed an empty session (one stop event was shared by all streams)."""
+    with Client(server) as client:
+        panel = SessionPanel(client, audio_dir=speech_dir)
+        first = panel.stream(speech_dir / "speech.wav", realtime=True)
+        second = panel.stream(speech_dir / "speech.wav", realtime=False)
+        wait_until(lambda: panel.recording is not None)
+        time.sleep(1.5)
+        panel.stop()
+        cut = first.result(timeout=60).last("recording_stopped")["duration_seconds"]
+        whole = second.result(timeout=60).last("recording_stopped")["duration_seconds"]
+        assert 1.0 < cut < 4.0 and whole == pytest.approx(8.6, abs=0.3)
+
+
+def test_a_detached_recording_followed_to_its_end_leaves_a_newer_ones_result(
+        server: LocalServer, tmp_path: Path) -> None:
+    """Record is enabled while a recording is `detached`: the old session's result, once
+    its run ended, replaced the new recording's "Result" (title, session, player)."""
+    import threading
+
+    from workbench.notebook.dashboard import Dashboard
+
+    release = threading.Event()
+
+    def slow():  # type: ignore[no-untyped-def]  # recording until released
+        while not release.wait(0.2):
+            yield bytes(6400)
+
+    with Client(server) as client:
+        dashboard = Dashboard(client, work_dir=tmp_path)
+        old = client.submit(client.aio.record(slow(), input_format="pcm_s16le"))
+        try:
+            wait_until(lambda: any(s["status"] == "recording" for s in client.list_sessions()))
+            a = next(s["id"] for s in client.list_sessions() if s["status"] == "recording")
+            dashboard.microphone.session_id = a
+            dashboard.microphone.state = "detached"  # its socket closed: followed over REST
+            following = dashboard.last_show
+            b = client.create_session()["id"]
+            dashboard.microphone.state = "connecting"
+            dashboard.on_event({"type": "recording_started", "session_id": b, "format": "wav"})
+            dashboard.microphone.session_id, dashboard.microphone.state = b, "recording"
+        finally:
+            release.set()
+        old.result(timeout=60)
+        following.result(timeout=60)
+        assert dashboard.session_id == b and b[:8] in dashboard.result_title.value
+        dashboard.close()
+
+
+def test_a_recording_that_failed_is_no_longer_shown_as_recording(tmp_path: Path) -> None:
+    """The connection lost while recording (a server restart): "Result" went on saying
+    "recording session …"; a failed processing keeps its own message."""
+    from workbench.notebook.dashboard import Dashboard
+
+    dashboard = Dashboard("http://127.0.0.1:9", work_dir=tmp_path)  # no request is made
+    try:
+        for last, title in ((None, "ended early: what arrived is kept"),
+                            ({"type": "processing_failed", "message": "x"}, "processing failed: x")):
+            dashboard.microphone.state = "connecting"
+            dashboard.on_event({"type": "recording_started", "session_id": "s" * 36})
+            dashboard.microphone.session_id, dashboard.microphone.state = "s" * 36, "recording"
+            if last is not None:
+                dashboard.on_event(last)
+            dashboard.microphone.state = "failed"
+            assert title in dashboard.result_title.value
+    finally:
+        dashboard.close()
+
+
 def test_dashboard_removes_the_work_folder_it_made(tmp_path: Path) -> None:
     """A dashboard's temporary work folder goes with close(); a folder the caller gave
     stays."""

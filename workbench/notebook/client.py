@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Coroutine, Optional, TypeVar, Union
 
 import aiohttp
+import numpy as np
 
 from workbench.engine.transcript import Transcript
 from workbench.notebook.report import TERMINAL, RecordingReport, run_outcome
@@ -216,7 +217,8 @@ class AsyncClient:
         async with await self._connect(session_id, **kwargs) as ws:
             yield ws
 
-    async def record(self, source: Source, *, session_id: str = "new", format: str = "wav",
+    async def record(self, source: Source, *, session_id: str = "new",
+                     format: Optional[str] = None,
                      options: Optional[dict[str, Any]] = None, realtime: bool = False,
                      speed: float = 1.0, binary: bool = True, chunk_seconds: float = 0.25,
                      wait: bool = True, on_event: Optional[EventCallback] = None,
@@ -229,6 +231,7 @@ class AsyncClient:
 
         ``session_id``: ``"new"``, or a session to go on with (resume, or fill a created
         one); one the server does not have is a ServerError (404), not a new session.
+        ``format`` (``"wav"`` or ``"mp4"``): None keeps a session's own (WAV for a new one).
 
         ``live_results`` asks for words and speakers while recording: ``on_live`` sees each
         live event as it arrives, and the report keeps them (``live_events``,
@@ -242,7 +245,8 @@ class AsyncClient:
         """
         if not speed > 0:
             raise ValueError("speed must be positive")
-        start: dict[str, Any] = {"action": "start", "format": format, **(options or {})}
+        start: dict[str, Any] = {"action": "start", **(options or {})}
+        start.update({} if format is None else {"format": format})
         if input_format:
             start["input_format"] = input_format
         if live_results:
@@ -300,7 +304,13 @@ class AsyncClient:
                                       "instead (left empty)", status=404)
                 rec.session_id = first["session_id"]
                 t0 = time.monotonic()
-                for chunk in chunks:
+                # a caller's chunks may wait for their data: taken on a worker thread
+                pending, theirs = iter(chunks), not isinstance(source, (np.ndarray, str, os.PathLike))
+                while True:
+                    chunk = (await asyncio.to_thread(next, pending, None) if theirs
+                             else next(pending, None))
+                    if chunk is None:
+                        break
                     if stop_event is not None and stop_event.is_set():
                         break
                     if ended():
@@ -503,6 +513,10 @@ class Client:
         return self.aio.base_url
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:  # (it waited for itself for ever)
+            coro.close()
+            raise RuntimeError("a callback (on_event, on_live) runs on the Client's own "
+                               "thread and cannot wait for it: use another Client")
         with self._closing:  # (scheduled on a loop about to stop, it would wait for ever)
             if self._closed:
                 coro.close()

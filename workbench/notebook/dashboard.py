@@ -130,10 +130,19 @@ class Dashboard:
         recording ``detached`` from the server (its connection closed while processing)
         is followed over REST and its result shown, as after ``processing_complete``."""
         mic = self.microphone
-        if change is not None and change["name"] == "state" and change["new"] == "detached":
-            sid = mic.session_id or self.session_id
-            if sid:
-                self._submit(self._follow_detached, sid)
+        state = change["new"] if change is not None and change["name"] == "state" else None
+        sid = mic.session_id or self.session_id
+        if state == "detached" and sid:
+            recordings = self._recordings  # (a newer recording's "Result" is left alone)
+            self._submit(lambda s: self._follow_detached(s, recordings), sid)
+        elif state == "failed" and sid and mic.session_id and not any(
+                e.get("type") in ("recording_stopped", "processing_failed")
+                or e.get("code") == UNDECODABLE_AUDIO for e in self.events):
+            # the connection went while recording (it still said "recording session …")
+            self.result_title.value = (
+                f"<span style='color:#b00'>the recording of session {html.escape(sid[:8])} "
+                "ended early: what arrived is kept, and can be processed from the list"
+                "</span>")
         error = f" · <span style='color:#b00'>{html.escape(mic.error)}</span>" if mic.error else ""
         self.recording_state.value = (
             f"<span class='dashboard-state-line' data-state='{html.escape(mic.state)}' "
@@ -205,9 +214,11 @@ class Dashboard:
 
         self.last_show = self._work.submit(job)
 
-    def _follow_detached(self, session_id: str) -> Optional[RunComparison]:
+    def _follow_detached(self, session_id: str, recordings: Optional[int] = None
+                         ) -> Optional[RunComparison]:
         """Wait over REST until the session's runs have ended (its refined run queued once the
-        stop is saved), then show the result, or why processing failed."""
+        stop is saved), then show the result, or why processing failed: not once a
+        recording after the `recordings`-th has started ("Result" is that one's)."""
         deadline = time.monotonic() + self.client.aio.timeout
         while True:
             session = self.client.get_session(session_id)
@@ -224,12 +235,15 @@ class Dashboard:
             else:
                 time.sleep(0.2)
         refined = [r for r in session["runs"] if (r.get("kind") or "refined") == "refined"]
+        if recordings is not None and recordings != self._recordings:
+            self.panel.refresh()
+            return None
         if refined and refined[-1]["status"] == "failed":
             self.result_title.value = (f"<span style='color:#b00'>processing failed: "
                                        f"{html.escape(str(refined[-1].get('error')))}</span>")
             self.panel.refresh()
             return None
-        return self._show_and_list(session_id)
+        return self._show_and_list(session_id, recordings)
 
     def _show_and_list(self, session_id: str, recordings: Optional[int] = None
                        ) -> Optional[RunComparison]:

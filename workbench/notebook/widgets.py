@@ -250,14 +250,16 @@ class SessionPanel:
         except ConfigError as exc:
             self._say(f"not streamed: {exc}", error=True)
             raise
-        self._stop.clear()
         self.progress.value = 0.0
         pace = self.realtime.value if realtime is None else realtime
 
         def job() -> Any:
+            # each stream its own stop, made current when it starts (one shared event
+            # stopped a stream queued behind the one Stop was meant for, at its 0th chunk)
+            self._stop = stopped = threading.Event()
             try:
                 rec = self.client.record(source, realtime=pace, speed=speed, options=options,
-                                         on_event=self._on_event, stop_event=self._stop)
+                                         on_event=self._on_event, stop_event=stopped)
             except Exception as exc:
                 self._say(f"recording failed: {exc}", error=True)
                 raise

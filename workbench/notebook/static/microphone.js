@@ -152,7 +152,7 @@ class Recording {
     });
     ws.addEventListener('close', (ev) => {
       if (this.ws !== ws) return;
-      if (this.state === 'stopping' && !this.ready) { // no session was ever started
+      if (['stopping', 'connecting'].includes(this.state) && !this.ready) { // no session started
         this.fail(`The connection to the server closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ''}) `
           + 'before the recording started; nothing was recorded.');
       } else if (['connecting', 'recording'].includes(this.state)) {
