@@ -144,9 +144,11 @@ def configurations(system_names: Sequence[str], sweep_names: Sequence[str]
 
 
 def _counts(items: Sequence[Any], row: Any) -> tuple[dict[str, int], dict[str, list[int]]]:
-    found = {i.uri: int(row[f"speakers[{i.uri}]"]) for i in items}
-    wrong = {i.uri: [found[i.uri], len(i.reference().labels())] for i in items
-             if found[i.uri] != len(i.reference().labels())}
+    from workbench.research.metrics import speakers_within
+
+    found = {i.uri: int(row[f"speakers[{i.uri}]"]) for i in items}  # (inside the UEM)
+    present = {i.uri: speakers_within(i.reference(), i.annotated()) for i in items}
+    wrong = {uri: [found[uri], present[uri]] for uri in found if found[uri] != present[uri]}
     return found, wrong
 
 

@@ -113,7 +113,7 @@ def _checked_run_config(request: web.Request, config: Any, what: str, switch: bo
     state = _state(request)
     try:
         check_run_config(config, switch=switch, local_models=state.config.allow_local_models)
-        return check_run_config({**state.config.default_run_config, **config})
+        return check_run_config({**state.config.default_run_config, **config}, whole=True)
     except ConfigError as exc:
         raise web.HTTPBadRequest(text=f"Invalid {what}: {exc}") from None
 

@@ -242,8 +242,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
             max_duration_seconds=a.max_duration,
             max_chunk_bytes=a.max_chunk_bytes,
             max_total_bytes=a.max_total_bytes,
-            max_message_bytes=(max(lim.max_message_bytes, message_room(a.max_chunk_bytes))
-                               if a.max_message_bytes is None else a.max_message_bytes),
+            max_message_bytes=a.max_message_bytes,  # (None: as the chunk limit needs)
             max_recordings=max(0, a.max_recordings),
             max_connections_per_client=max(0, a.max_connections_per_client),
             idle_timeout_seconds=max(0.0, a.idle_timeout),

@@ -186,7 +186,7 @@ class Connection:
         """`options` if they are a valid run configuration (each field was checked in
         parse_start; here they meet each other and the server's defaults)."""
         try:
-            check_run_config({**self.state.config.default_run_config, **options})
+            check_run_config({**self.state.config.default_run_config, **options}, whole=True)
             check_run_config(options, switch=False,
                              local_models=self.state.config.allow_local_models)
         except ConfigError as exc:

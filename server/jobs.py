@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
-from workbench.engine.config import ConfigError, RunConfig, names_local_folder
+from workbench.engine.config import ConfigError, RunConfig, check_language, names_local_folder
 
 from .routes import audio_links, result_links
 from .sessions import AUDIO_FORMATS, Run, SessionStore, TransitionError
@@ -55,13 +55,14 @@ def _terminate_spawned(future: "asyncio.Future[_Worker]") -> None:
         worker.process.join(5)
 
 
-def check_run_config(config: Any, *, switch: bool = True, local_models: bool = True
-                     ) -> dict[str, Any]:
+def check_run_config(config: Any, *, switch: bool = True, local_models: bool = True,
+                     whole: bool = False) -> dict[str, Any]:
     """Check a run configuration where it enters the server (REST bodies, session options,
     ``start`` fields) without loading any model; returns a copy. ``switch``: the
     ``pipeline`` switch is allowed; ``local_models``: options may name model or pipeline
-    folders on this machine (`local_model_fields`). Raises `ConfigError` naming the bad
-    field."""
+    folders on this machine (`local_model_fields`); ``whole``: `config` is all of a run's
+    (merged with the server's defaults), so the language can meet its model
+    (`check_language`). Raises `ConfigError` naming the bad field."""
     if not isinstance(config, dict):
         raise ConfigError(None, "a run configuration must be a JSON object")
     pipeline, options = split_run_config(config) if switch else (None, config)
@@ -69,6 +70,8 @@ def check_run_config(config: Any, *, switch: bool = True, local_models: bool = T
         raise ConfigError(PIPELINE_SWITCH,
                           f"'{PIPELINE_SWITCH}' must be one of {', '.join(PIPELINES)}")
     parsed = RunConfig.from_dict(options)
+    if whole:
+        check_language(parsed)
     if not local_models:
         for name in local_model_fields(parsed):
             raise ConfigError(name, f"'{name}' names a folder on the server; clients may "

@@ -25,9 +25,9 @@ class Limits:
     max_total_bytes: int = 500 * MiB
     # Largest WebSocket message accepted at all; bigger frames close the
     # connection with 1009.  Room for a base64 chunk a little over the limit so
-    # that one gets the seed's "Chunk size exceeds limit" error instead (at least
-    # `message_room(max_chunk_bytes)`; the command line's default follows the chunk limit).
-    max_message_bytes: int = 4 * MiB
+    # that one gets the seed's "Chunk size exceeds limit" error instead: at least
+    # `message_room(max_chunk_bytes)`.  None (given so): 4 MiB, or that room if more.
+    max_message_bytes: int = None  # type: ignore[assignment]  # (an int once made)
     # Recordings open at once on the whole server (0: no limit).
     max_recordings: int = 100
     # Open WebSocket connections per client address (0: no limit).
@@ -42,6 +42,11 @@ class Limits:
     live_max_speed: float = 2.0
     # Seconds of audio a live client may send ahead of that pace (its burst).
     live_burst_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes is None:
+            room = message_room(self.max_chunk_bytes) if self.max_chunk_bytes > 0 else 0
+            object.__setattr__(self, "max_message_bytes", max(4 * MiB, room))
 
 
 def message_room(max_chunk_bytes: int) -> int:

@@ -24,6 +24,7 @@ from workbench.engine.audio import write_wav
 from workbench.engine.config import (
     FLAT_OPTIONS,
     WHISPER_LANGUAGES,
+    check_language,
     ASRConfig,
     ConfigError,
     DiarizationConfig,
@@ -155,8 +156,6 @@ BAD = [
     # failed at the model's load, after the whole recording)
     ({"language": "zz"}, "'language' must be a Whisper language code"),
     ({"language": "EN"}, "'language' must be a Whisper language code"),
-    ({"language": "fr"}, "model 'tiny.en' is English-only: 'language' must be 'en' or null"),
-    ({"asr_model": "base.en", "language": "de"}, "model 'base.en' is English-only"),
     # unknown names
     ({"bogus": 1}, "unknown option(s): bogus"),
     ({"asr": {"temperature": 0.2}}, "unknown ASR option(s): temperature"),
@@ -199,6 +198,19 @@ def test_sections_check_themselves_when_built_directly() -> None:
     assert DiarizationConfig.from_dict(DiarizationConfig(num_speakers=2).to_dict()) == \
         DiarizationConfig(num_speakers=2)
     assert DiarizationConfig(device="cuda:1").device == "cuda:1"  # a GPU by its index
+
+
+def test_an_english_only_model_takes_english_only() -> None:
+    """Checked on a run's whole configuration: options alone name no model until merged
+    with the server's defaults and the session's (a session of `base` refused 'de')."""
+    check_language(RunConfig.from_dict({"asr_model": "base", "language": "de"}))
+    check_language(RunConfig.from_dict({"language": "de", "transcribe": True,
+                                        "asr": {"model": "small"}}))
+    for options, model in (({"language": "fr"}, "tiny.en"),
+                           ({"asr_model": "base.en", "language": "de"}, "base.en")):
+        with pytest.raises(ConfigError, match=f"model '{model}' is English-only: 'language' "
+                                              "must be 'en' or null"):
+            check_language(RunConfig.from_dict(options))
 
 
 def test_the_whisper_languages_are_faster_whispers() -> None:
@@ -368,6 +380,14 @@ async def test_server_checks_every_entry_without_importing_torch(start_server) -
             await ws.send_json({"action": "stop"})
             done = await recv_until(ws, "processing_complete", "processing_failed")
             assert done["type"] == "processing_complete", done
+        # a language meets the session's model, not the default one (a session of `base`
+        # was refused 'de' as English-only)
+        async with s.post(f"{srv.url}/api/sessions",
+                          json={"options": {"asr_model": "base"}}) as r:
+            multilingual = (await r.json())["id"]
+        async with s.ws_connect(f"{srv.ws_url}/ws/{multilingual}") as ws:
+            await ws.send_json({**START_PCM, "language": "de"})
+            assert (await recv(ws))["type"] == "recording_started"
         # `start` options that clash with the session's stored ones are refused too.
         async with s.ws_connect(f"{srv.ws_url}/ws/{precreated['id']}") as ws:
             await ws.send_json({**START_PCM, "max_speakers": 2})

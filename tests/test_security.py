@@ -181,6 +181,11 @@ def test_limits_that_would_cut_every_recording_are_refused_at_start(capsys) -> N
     assert "at least 6667692 (left out, it follows the chunk limit)" in capsys.readouterr().err
     assert parse_args(["--max-chunk-bytes", "5000000"]).limits.max_message_bytes == 6667692
     assert parse_args([]).limits.max_message_bytes == 4 * 1024 * 1024
+    # made in code, too (only the command line followed the chunk limit: refused)
+    check(ServerConfig(limits=Limits(max_chunk_bytes=5_000_000)))
+    assert Limits(max_chunk_bytes=5_000_000).max_message_bytes == 6667692
+    with pytest.raises(ConfigError, match="at least 6667692"):
+        check(ServerConfig(limits=Limits(max_chunk_bytes=5_000_000, max_message_bytes=4 << 20)))
 
 
 def test_public_bind_without_token_is_refused(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union, cast, get_args, get_origin, get_type_hints
 
 __all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "MergeConfig",
-           "RunConfig", "check_speaker_counts", "check_value", "flat_option_default",
+           "RunConfig", "check_language", "check_speaker_counts", "check_value", "flat_option_default",
            "flat_option_type", "names_local_folder"]
 
 # faster-whisper / CTranslate2
@@ -42,8 +42,7 @@ EMBEDDING_PASSES = ("window", "shared", "once")
 EMBEDDING_RUNTIMES = ("onnx", "torch")
 SEGMENTATION_FRONTENDS = ("shared", "window")
 MAX_SPEAKERS = 64
-# Whisper's language codes (faster_whisper.tokenizer._LANGUAGE_CODES, kept equal by a test;
-# importing faster_whisper here would load CTranslate2 on the server's event loop)
+# faster_whisper.tokenizer._LANGUAGE_CODES (a test keeps them equal; no CTranslate2 here)
 WHISPER_LANGUAGES = (
     "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha "
     "haw he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr "
@@ -202,6 +201,16 @@ def check_speaker_counts(num_speakers: Optional[int], min_speakers: Optional[int
         raise ConfigError("num_speakers", "'num_speakers' must not exceed 'max_speakers'")
 
 
+def check_language(config: "RunConfig") -> None:
+    """ConfigError when a run's model is English-only by its name (``*.en``) and its
+    `language` another: on a run's whole configuration (options alone name the default
+    model until merged); the model's own check at its load stays the last word."""
+    asr = config.asr
+    if asr.language not in (None, "en") and asr.model.strip().endswith(".en"):
+        raise ConfigError("language", f"model {_show(asr.model)} is English-only: "
+                                      "'language' must be 'en' or null")
+
+
 @dataclass(frozen=True)
 class ASRConfig:
     """Everything that determines a transcription run.
@@ -229,14 +238,9 @@ class ASRConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        # refused here, not after a whole recording (the run failed at the model's load)
         if self.language is not None and self.language not in WHISPER_LANGUAGES:
-            raise ConfigError("language", "'language' must be a Whisper language code such "
-                                          f"as 'en', 'de' or 'fr', or null (got "
-                                          f"{_show(self.language)})")
-        if self.language not in (None, "en") and self.model.strip().endswith(".en"):
-            raise ConfigError("language", f"model {_show(self.model)} is English-only: "
-                                          "'language' must be 'en' or null")
+            raise ConfigError("language", "'language' must be a Whisper language code such as "
+                                          f"'en', 'de' or 'fr', or null (got {_show(self.language)})")
 
     @property
     def word_timestamps(self) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 
 from workbench.engine.transcript import Transcript
 from workbench.notebook.report import TERMINAL, RecordingReport, run_outcome
-from workbench.notebook.source import Source, prepare_source
+from workbench.notebook.source import END, Source, next_chunk, prepare_source
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -304,12 +304,11 @@ class AsyncClient:
                                       "instead (left empty)", status=404)
                 rec.session_id = first["session_id"]
                 t0 = time.monotonic()
-                # a caller's chunks may wait for their data: taken on a worker thread
+                # a caller's chunks may wait for their data: read on a thread (`next_chunk`)
                 pending, theirs = iter(chunks), not isinstance(source, (np.ndarray, str, os.PathLike))
                 while True:
-                    chunk = (await asyncio.to_thread(next, pending, None) if theirs
-                             else next(pending, None))
-                    if chunk is None:
+                    chunk: Any = await next_chunk(pending) if theirs else next(pending, END)
+                    if chunk is END:
                         break
                     if stop_event is not None and stop_event.is_set():
                         break

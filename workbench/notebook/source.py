@@ -3,14 +3,19 @@ array or byte chunks, as the chunks to send and how fast they play."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Any, Iterable, Optional, Union
+import threading
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, decode_file, load_audio, to_int16
 
-__all__ = ["Source", "prepare_source"]
+__all__ = ["END", "Source", "next_chunk", "prepare_source"]
+
+END = object()
+"""What `next_chunk` gives once the chunks are all sent."""
 
 Source = Union[str, os.PathLike, np.ndarray, Iterable[bytes]]
 """What :meth:`AsyncClient.record` streams: a file, a 16 kHz array (float in [-1, 1] or any
@@ -44,3 +49,29 @@ def prepare_source(source: Source, chunk_seconds: float, start: dict[str, Any]
             and isinstance(channels, int) and rate > 0 and channels > 0):
         pace = 1 / (2 * rate * channels)  # (other values: the server's `start` refuses them)
     return source, pace
+
+
+async def next_chunk(chunks: Iterator[bytes]) -> Any:
+    """The next of a caller's chunks (`END` after the last), read on a thread of its own,
+    a daemon: a source that waits for its data (a sound card) holds neither the client's
+    event loop nor, never answering, the interpreter's exit (a pool's threads are joined
+    there). What the source raises is raised here."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, failed: bool) -> None:
+        if not future.done():
+            (future.set_exception if failed else future.set_result)(value)
+
+    def read() -> None:
+        try:
+            value, failed = next(chunks, END), False
+        except BaseException as exc:  # (raised where the recording awaits it)
+            value, failed = exc, True
+        try:
+            loop.call_soon_threadsafe(settle, value, failed)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    threading.Thread(target=read, name="chunk source", daemon=True).start()
+    return await future

@@ -78,7 +78,8 @@ class SessionPanel:
         self.recording: Optional[str] = None
         self.last_action: Optional[concurrent.futures.Future[Any]] = None
         self.events: list[dict[str, Any]] = []
-        self._stop = threading.Event()
+        # one stop per stream asked for, oldest first (Stop stops the oldest not stopped)
+        self._stops: list[threading.Event] = []
         self._auto: Optional[threading.Timer] = None
         self._auto_generation = 0  # bumped by stop_auto_refresh: a tick under way stops
         self._lock = threading.Lock()
@@ -253,10 +254,12 @@ class SessionPanel:
         self.progress.value = 0.0
         pace = self.realtime.value if realtime is None else realtime
 
+        # its own stop (one shared by all stopped a stream queued behind the one Stop was
+        # meant for, at its first chunk)
+        stopped = threading.Event()
+        self._stops.append(stopped)
+
         def job() -> Any:
-            # each stream its own stop, made current when it starts (one shared event
-            # stopped a stream queued behind the one Stop was meant for, at its 0th chunk)
-            self._stop = stopped = threading.Event()
             try:
                 rec = self.client.record(source, realtime=pace, speed=speed, options=options,
                                          on_event=self._on_event, stop_event=stopped)
@@ -265,6 +268,7 @@ class SessionPanel:
                 raise
             finally:
                 self.recording = None
+                self._stops.remove(stopped)
             self.refresh()
             self.select(rec.session_id)
             return rec
@@ -273,8 +277,11 @@ class SessionPanel:
         return self.last_action
 
     def stop(self) -> None:
-        """Stop the recording in progress (the server finalises and processes it)."""
-        self._stop.set()
+        """Stop the recording in progress (the server finalises and processes it); with
+        none in progress, the oldest stream asked for, at its start."""
+        pending = [e for e in list(self._stops) if not e.is_set()]
+        if pending:
+            pending[0].set()
 
     def _options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"asr_model": self.asr_model.value,
