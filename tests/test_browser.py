@@ -449,10 +449,22 @@ def test_a_session_deleted_during_an_outage_is_said_to_be_gone(pw: Any, sweep: P
         record_for(page, 2)
         old = recorder(page, "r.sessionId")
         server_goes_away(page, srv)
+        # the page stays away until the session is deleted (it came back first now and
+        # then, resumed, and the DELETE was refused with 409: a race, not the case here)
+        deleted = False
+
+        def away_until_deleted(ws: Any) -> None:
+            if deleted:
+                ws.connect_to_server()
+            else:
+                ws.close(code=1001, reason="still away")
+
+        page.route_web_socket("**/ws/**", away_until_deleted)
         srv = LocalServer(srv.data_dir, port=srv.port, args=["--pipeline", "renditions"]).start()
         request = urllib.request.Request(f"{srv.url}/api/sessions/{old}", method="DELETE")
-        with urllib.request.urlopen(request, timeout=10) as r:  # (before the page is back)
+        with urllib.request.urlopen(request, timeout=10) as r:
             assert r.status == 204
+        deleted = True
         new = recording_again(page)
         assert new != old
         text = notice(page, "connection").inner_text()

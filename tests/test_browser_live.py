@@ -204,7 +204,10 @@ def test_live_view_draws_the_librarys_events(pw: Any, server: LocalServer, sweep
         page.click("#stop")
         page.wait_for_selector("#result[data-state='processing']")
         assert page.is_visible("#live-view")
-        assert page.get_attribute("#live-view", "data-run-id") == "live-run"
+        # (the card is the processing one from the click on; the run's id comes with
+        # recording_stopped, a moment later)
+        page.wait_for_selector("#live-view[data-run-id='live-run']", timeout=10_000)
+        assert page.is_visible("#live-view")
         assert errors == []
     finally:
         browser.close()

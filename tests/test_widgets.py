@@ -123,7 +123,7 @@ def test_a_recording_that_failed_is_no_longer_shown_as_recording(tmp_path: Path)
     "recording session …"; a failed processing keeps its own message."""
     from workbench.notebook.dashboard import Dashboard
 
-    dashboard = Dashboard("http://127.0.0.1:9", work_dir=tmp_path)  # no request is made
+    dashboard = Dashboard("http://127.0.0.1:9", work_dir=tmp_path)  # (nothing listens)
     try:
         for last, title in ((None, "ended early: what arrived is kept"),
                             ({"type": "processing_failed", "message": "x"}, "processing failed: x")):
