@@ -16,7 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from workbench.engine.audio import AudioDecodeError
 from workbench.engine.rendition import encode_mp4
 from workbench.engine.config import ConfigError
-from workbench.engine.transcript import Transcript, served_runs
+from workbench.engine.transcript import served_runs
 
 from . import routes
 from .config import ServerConfig, check
@@ -278,11 +278,9 @@ async def get_transcript(request: web.Request) -> web.StreamResponse:
 
 def _joined(store: SessionStore, session_id: str, runs: list[Any], fmt: str) -> str:
     """The live runs of a session recorded in parts, one after another, in `fmt`."""
-    from workbench.engine.formats import WRITERS, load
+    from workbench.engine.formats import WRITERS, load_served
 
-    return WRITERS[fmt](Transcript.concatenate(
-        [load(store.run_dir(session_id, r.id) / "transcript.json") for r in runs],
-        live_runs=[r.id for r in runs]))
+    return WRITERS[fmt](load_served(store.session_dir(session_id) / "runs", [r.id for r in runs]))
 
 
 async def list_runs(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from workbench.engine.audio import InputFormat
 from workbench.engine.durable import move_back, sync_folder
+from workbench.engine.transcript import served_runs
 
 from .schema import DATABASE_NAME, damaged, open_database
 
@@ -152,8 +153,6 @@ class Session:
     def serialize(self) -> dict[str, Any]:
         """The session's data as JSON values (the REST object adds links: see
         :func:`server.routes.session_json`)."""
-        # the run whose transcript is served (a renditions run made none: speakers null)
-        latest = self.latest_completed(lambda r: "word_count" in r.summary)
         return {
             "id": self.id,
             "status": self.status,
@@ -171,15 +170,21 @@ class Session:
                 for p in self.parts
             ],
             "runs": [r.serialize() for r in self.runs],
-            "speakers": (latest.summary.get("speakers") if latest else None),
+            "speakers": self.speakers(),
         }
 
-    def latest_completed(self, where: Any = None) -> Optional[Run]:
-        """The newest completed refined run (``where(run)`` true, if given), else the newest
-        completed live run: a refined result supersedes a live one."""
-        done = [r for r in reversed(self.runs) if r.status == "completed"
-                and (where is None or where(r))]
-        return next((r for r in done if r.kind == "refined"), done[0] if done else None)
+    def speakers(self) -> Optional[int]:
+        """How many speakers the session's transcript names: those of the runs that make it
+        (`served_runs` of the completed runs with a transcript; a renditions run has none),
+        one label counted once across the live runs of a session recorded in parts (the
+        labels carry over a resume); None without such a run."""
+        runs = served_runs([r for r in self.runs if r.status == "completed"
+                            and "word_count" in r.summary], lambda r: r.kind)
+        if not runs:
+            return None
+        if len(runs) == 1 or any("speaker_labels" not in r.summary for r in runs):
+            return max((r.summary.get("speakers") for r in runs), key=lambda n: n or 0)
+        return len({label for r in runs for label in r.summary["speaker_labels"]})
 
     def _repr_html_(self) -> str:  # pragma: no cover - notebook display
         rows = "".join(

@@ -15,7 +15,8 @@ from workbench.notebook.analysis import from_transcript, load_session, speaker_s
 from workbench.engine.audio import write_wav
 from workbench.notebook.client import Client
 from workbench.notebook.local_server import LocalServer
-from workbench.engine.transcript import Transcript, Turn, Word, assign_speakers, build_segments
+from workbench.engine.transcript import (Transcript, Turn, Word, assign_speakers, build_segments,
+                                         served_runs)
 
 
 def make_transcript() -> Transcript:
@@ -133,11 +134,12 @@ def test_load_session_from_data_dir_picks_runs_as_the_server_and_refuses_unknown
             os.utime(path, (mtime, mtime))
         session = store.get_session(sid)
         assert session is not None
-        served = session.latest_completed(  # what GET /transcript serves (server/app.py)
-            lambda r: (store.run_dir(sid, r.id) / "transcript.json").exists())
+        served = served_runs(  # what GET /transcript serves (server/app.py)
+            [r for r in session.runs if (store.run_dir(sid, r.id) / "transcript.json").exists()],
+            lambda r: r.kind)
     finally:
         store.close()
-    assert served is not None and served.id == second.id
+    assert [r.id for r in served] == [second.id]
     local = load_session(sid, data_dir=tmp_path)
     assert local.transcript is not None and len(local.transcript.segments) == 1
     assert [r["id"] for r in local.runs] == [first.id, second.id]

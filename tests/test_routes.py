@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Optional
 
 from server.routes import (
     RESULT_FORMATS,
@@ -10,7 +11,7 @@ from server.routes import (
     result_links,
     session_json,
 )
-from server.sessions import AUDIO_FORMATS, SessionStore
+from server.sessions import AUDIO_FORMATS, Run, Session, SessionStore
 from workbench.engine.formats import RESULT_FORMATS as FORMATS
 
 
@@ -36,3 +37,24 @@ def test_session_object_links_only_the_renditions_on_disk(tmp_path: Path) -> Non
             fmt: f"/api/sessions/{session.id}/audio?format={fmt}" for fmt in AUDIO_FORMATS}
     finally:
         store.close()
+
+
+def test_session_speakers_are_those_of_the_transcript_it_serves() -> None:
+    """A session recorded in parts with live results serves every live run's words
+    (`served_runs`); its `speakers` counted the last part's labels alone."""
+    def run(i: int, kind: str, labels: Optional[list[str]], status: str = "completed") -> Run:
+        summary: dict[str, Any] = {} if labels is None else {
+            "word_count": 3, "speakers": len(labels), "speaker_labels": labels}
+        return Run(f"r{i}", "s", status, {}, float(i), summary=summary, kind=kind)
+
+    session = Session("s", "completed", 0.0, 0.0)
+    assert session.serialize()["speakers"] is None
+    session.runs = [run(0, "live", ["A", "B"]), run(1, "live", ["B"]),
+                    run(2, "refined", None)]  # parts 1 and 2, then a renditions run
+    assert session.serialize()["speakers"] == 2
+    session.runs.append(run(3, "live", ["C"]))
+    assert session.serialize()["speakers"] == 3
+    session.runs.append(run(4, "refined", ["A", "B", "C", "D"], status="failed"))
+    assert session.serialize()["speakers"] == 3
+    session.runs.append(run(5, "refined", ["X"]))  # a refined run supersedes the live ones
+    assert session.serialize()["speakers"] == 1

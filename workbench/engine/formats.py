@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from workbench.engine.durable import make_folder, sync_folder
 from workbench.engine.transcript import Transcript, TranscriptSegment, Turn
@@ -173,6 +173,16 @@ def _umask() -> int:
 def load(path: Union[str, os.PathLike]) -> Transcript:
     """Read a ``transcript.json`` back."""
     return Transcript.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def load_served(runs_dir: Union[str, os.PathLike], run_ids: Sequence[str]) -> Transcript:
+    """A session's transcript from the ``transcript.json`` of the runs it is made of
+    (`served_runs`, folders of ``runs_dir``): one run's, or the live runs of a session
+    recorded in parts one after another (their ids in ``config.live_runs``)."""
+    parts = [load(Path(runs_dir) / r / "transcript.json") for r in run_ids]
+    if len(parts) == 1:
+        return parts[0]
+    return Transcript.concatenate(parts, live_runs=list(run_ids))
 
 
 # --------------------------------------------------------------------------- readers

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.engine.audio import SAMPLE_RATE
-from workbench.engine.formats import load, to_annotation
+from workbench.engine.formats import load, load_served, to_annotation
 from workbench.engine.transcript import Transcript, Turn, served_runs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -225,10 +225,8 @@ def _local_session(data_dir: Path, session_id: str, run: Optional[str]
                              lambda r: r["kind"])
         if len(latest) > 1 and run is None:  # recorded in parts, live only: every live
             # run's transcript in order, as the server serves it
-            return Transcript.concatenate(
-                [load(runs_dir / r["id"] / "transcript.json") for r in latest],
-                live_runs=[r["id"] for r in latest]), {"id": session_id, "status": status,
-                                                       "runs": runs}
+            return load_served(runs_dir, [r["id"] for r in latest]), {
+                "id": session_id, "status": status, "runs": runs}
     else:
         status = "on disk"
         outputs = sorted(runs_dir.glob("*/transcript.json"), key=lambda p: p.stat().st_mtime)
