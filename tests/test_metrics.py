@@ -52,7 +52,7 @@ SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
         ("ÉCOLE Straße", "école straße"),
         # combining marks stay in their word (Devanagari, Thai, Arabic)
         ("किताब पढ़ो", "किताब पढ़ो"),
-        ("ที่นี่", "ที่นี่"),
+        ("ที่นี่", "ที่ นี่"),  # (Thai is written without spaces: see below)
         ("كَتَبَ!", "كَتَبَ"),
         # an acute accent as apostrophe (NFKC makes it a space and a combining mark)
         ("Didn\u00b4t", "didn't"),
@@ -64,6 +64,13 @@ SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
         # after a virama (a mark, not \w) it is part of the word: half forms, chillus
         ("क्\u200dष", "क्\u200dष"),
         ("അവന്\u200d", "അവന്\u200d"),
+        # scripts written without spaces: each character is a word (the error rate is
+        # the character error rate), its combining marks with it; Korean keeps its words
+        ("今天天气很好。", "今 天 天 气 很 好"),
+        ("AIの研究だ", "ai の 研 究 だ"),
+        ("hello世界world", "hello 世 界 world"),
+        ("สวัสดีครับ", "ส วั ส ดี ค รั บ"),
+        ("서울에 갑니다", "서울에 갑니다"),
     ],
 )
 def test_normalize_text(text: str, expected: str) -> None:
@@ -91,6 +98,15 @@ def test_wer_deletions() -> None:
     result = word_error_rate("the quick brown fox", "the fox")
     assert (result.substitutions, result.deletions, result.insertions) == (0, 2, 0)
     assert result.wer == pytest.approx(0.5)
+
+
+def test_wer_of_an_unspaced_script_is_a_character_error_rate() -> None:
+    """Chinese has no spaces between words: a whole sentence was one "word", so one
+    wrong character made the WER 100 %."""
+    result = word_error_rate("今天天气很好。", "今天天气不好")
+    assert (result.substitutions, result.reference_words) == (1, 6)
+    assert result.wer == pytest.approx(1 / 6)
+    assert cp_wer({"A": "今天很好"}, {"x": "今天很好"}).cpwer == 0.0
 
 
 def test_wer_normalises_both_sides_unless_told_not_to() -> None:

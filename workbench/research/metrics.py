@@ -65,6 +65,29 @@ _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _SPACES = re.compile(r"\s+")
 _JOINER = re.compile(r"[\u200c\u200d]")
+# Scripts written without spaces between words (Thai, Lao, Burmese, Khmer, kana, CJK
+# ideographs): each character is a word, so their "WER" is the character error rate.
+_UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff"
+                       "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+                       "\U00020000-\U0003134f]")
+
+
+def _characters_apart(text: str) -> str:
+    """`text` with a space around each character of a script written without spaces
+    (`_UNSPACED`), its combining marks (Thai vowel signs and tones) kept with it."""
+    if not _UNSPACED.search(text):
+        return text
+    out, within = [], False
+    for ch in text:
+        if unicodedata.category(ch)[0] == "M":
+            out.append(ch)
+            continue
+        unspaced = _UNSPACED.match(ch) is not None
+        if unspaced or within:
+            out.append(" ")
+        out.append(ch)
+        within = unspaced
+    return "".join(out)
 
 
 def _stray_joiner(match: "re.Match[str]") -> str:
@@ -94,7 +117,11 @@ def normalize_text(text: str) -> str:
        Combining marks (Devanagari and Thai vowel signs, Arabic diacritics) are no
        punctuation: they stay in their word.
     5. Numbers stay as they are written: ``20`` and ``twenty`` are different words.
-    6. Runs of whitespace collapse to one space; leading/trailing space is removed.
+    6. In scripts written without spaces between words (Chinese, Japanese kana, Thai,
+       Lao, Burmese, Khmer) every character is a word, with its combining marks: the
+       error rate there is the character error rate (``今天很好`` is four words; Korean,
+       written with spaces, keeps its words).
+    7. Runs of whitespace collapse to one space; leading/trailing space is removed.
 
     The same function is applied to references and hypotheses by `word_error_rate` and
     `cp_wer`, so scores compare wording, not casing or punctuation style.
@@ -109,7 +136,7 @@ def normalize_text(text: str) -> str:
     text = replace_non_word(text, " ", keep=r"\s\x01\x02\x03\u200c\u200d")
     text = _JOINER.sub(_stray_joiner, text)  # one that joins no two letters is no word
     text = text.replace(_KEEP_APOSTROPHE, "'").replace(_KEEP_POINT, ".").replace(_KEEP_COMMA, ",")
-    return _SPACES.sub(" ", text).strip()
+    return _SPACES.sub(" ", _characters_apart(text)).strip()
 
 
 def _ratio(errors: int, length: int) -> float:
