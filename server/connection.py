@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -50,27 +50,54 @@ def printable(text: str, limit: int = 80) -> str:
 
 def _interrupt(store: Any, sid: str, why: str) -> None:
     """A recording whose finish failed is `interrupted` (only from 'recording': a session
-    processing keeps its audio.wav), its audio.wav gone (it may lack the last part)."""
-    store.set_status(sid, "interrupted", error=why)
+    processing keeps its audio.wav), its audio.wav gone (it may lack the last part), its
+    byte counts taken from the parts' files (the failed finish may not have stored them:
+    a resume then counted its limit from the older figure)."""
+    total = store.recount_parts(sid)
+    store.set_status(sid, "interrupted", error=why, bytes_received=total)
     store.audio_path(sid).unlink(missing_ok=True)
 
 
-async def _interrupt_later(state: AppState, sid: str, why: str) -> None:
-    """`_interrupt` tried again, every 1 s then up to every 30 s, until it works (the disk
-    has room again) or the server stops (start-up recovery then does it)."""
-    delay = 1.0
-    while not state.closing:
-        await asyncio.sleep(delay)
-        try:
-            await asyncio.to_thread(_interrupt, state.store, sid, why)
-        except TransitionError:
-            return
-        except Exception as exc:  # noqa: BLE001
-            log.warning("Session %s: still cannot be marked interrupted (%s)", sid, exc)
-            delay = min(2 * delay, 30.0)
-        else:
-            log.warning("Session %s is interrupted now (its finish had failed)", sid)
-            return
+def _until_it_works(state: AppState, sid: str, doing: str,
+                    attempt: Callable[[], Awaitable[None]]) -> None:
+    """`attempt` tried again in the background, every 1 s then up to every 30 s, until it
+    works (the disk has room again), ends with TransitionError (nothing left to do) or
+    the server stops (start-up recovery then does it)."""
+    async def retry() -> None:
+        delay = 1.0
+        while not state.closing:
+            await asyncio.sleep(delay)
+            try:
+                await attempt()
+                log.warning("Session %s: did %s at last (the store can write again)", sid, doing)
+                return
+            except TransitionError:
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.warning("Session %s: still cannot %s (%s)", sid, doing, exc)
+                delay = min(2 * delay, 30.0)
+
+    task = asyncio.ensure_future(retry())
+    state.retrying.add(task)
+    task.add_done_callback(state.retrying.discard)
+
+
+def processing_started(state: AppState, sid: str, run_id: str) -> dict[str, Any]:
+    """The message that says a session's refined run is queued."""
+    return {"type": "processing_started", "session_id": sid, "run_id": run_id,
+            "message": ("Transcription and diarization started" if state.config.pipeline == "full"
+                        else "Audio processing started")}
+
+
+async def _queue_run(state: AppState, sid: str, supersedes: Optional[str]) -> None:
+    """Queue the refined run of a session that `stop` left processing, unless it has one
+    (a POST /runs meanwhile) or has moved on; its subscribers hear `processing_started`."""
+    session = await asyncio.to_thread(state.store.get_session, sid)
+    if session is None or session.status != "processing" or any(
+            r.kind == "refined" and r.status in ("queued", "running") for r in session.runs):
+        return
+    run = await state.jobs.submit(sid, state.run_config(session), supersedes=supersedes)
+    await state.notify(sid, processing_started(state, sid, run.id))
 
 
 class Connection:
@@ -470,12 +497,15 @@ class Connection:
                 await self.send(error(ErrorCode.UNDECODABLE_AUDIO,
                                       f"{decode_error}. The received bytes are kept."))
                 return
-            run = await self.state.jobs.submit(sid, self.state.run_config(session),
-                                               supersedes=live_run_id or self.saved_live_run)
-            message = ("Transcription and diarization started" if self.state.config.pipeline == "full"
-                       else "Audio processing started")
-            await self.send({"type": "processing_started", "message": message,
-                             "session_id": sid, "run_id": run.id})
+            supersedes = live_run_id or self.saved_live_run
+            try:
+                run = await self.state.jobs.submit(sid, self.state.run_config(session),
+                                                   supersedes=supersedes)
+            except Exception:  # (a full disk) the recording is saved: the run waits for the store
+                _until_it_works(self.state, sid, "queue its refined run",
+                                lambda: _queue_run(self.state, sid, supersedes))
+                raise
+            await self.send(processing_started(self.state, sid, run.id))
         except TransitionError:
             log.exception("Unexpected state change on session %s", sid)
         except Exception as exc:
@@ -492,9 +522,8 @@ class Connection:
                 pass
             except Exception:  # noqa: BLE001 - (the disk still full) tried again until it works:
                 # 'recording' with no connection refused every resume, delete and run
-                task = asyncio.ensure_future(_interrupt_later(self.state, sid, why))
-                self.state.retrying.add(task)
-                task.add_done_callback(self.state.retrying.discard)
+                _until_it_works(self.state, sid, "mark it interrupted",
+                                lambda: asyncio.to_thread(_interrupt, store, sid, why))
             raise
         finally:
             self.state.recording.pop(sid, None)

@@ -44,13 +44,7 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
         log.warning("Rebuilding the audio of %d recording(s) left open by a crash before "
                     "serving", len(left_open))
     for session in left_open:
-        directory = store.session_dir(session.id)
-        total = 0
-        for part in session.parts:
-            path = directory / part.filename
-            part.bytes = path.stat().st_size if path.exists() else 0
-            total += part.bytes
-            store.update_part(session.id, part)
+        total = store.recount_parts(session.id)
         error = None
         try:
             duration = finalise(store, store.get_session(session.id) or session, max_seconds)

@@ -432,6 +432,22 @@ class SessionStore:
             db.executemany("UPDATE parts SET error = ? WHERE session_id = ? AND idx = ?",
                            [(message, session_id, idx) for idx, message in errors.items()])
 
+    def recount_parts(self, session_id: str) -> int:
+        """Each part's size taken from its file, stored, and their sum (the bytes the
+        session holds): a crash, or a failed write of the counts at `stop`, leaves the
+        stored sizes behind the files.  KeyError: no such session."""
+        session = self.get_session(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        directory = self.session_dir(session_id)
+        total = 0
+        for part in session.parts:
+            path = directory / part.filename
+            part.bytes = path.stat().st_size if path.exists() else 0
+            total += part.bytes
+            self.update_part(session_id, part)
+        return total
+
     def update_part(self, session_id: str, part: Part, **session_fields: Any) -> None:
         """Store a part's size and format, and ``session_fields`` of its session, in one
         transaction (one commit: the hot path while recording)."""

@@ -1074,11 +1074,48 @@ async def test_a_finish_that_failed_is_interrupted_once_the_disk_has_room(
             if store.get_session(sid).status == "interrupted":  # type: ignore[union-attr]
                 break
             await asyncio.sleep(0.25)
-        assert store.get_session(sid).status == "interrupted"  # type: ignore[union-attr]
+        session = store.get_session(sid)
+        assert session is not None and session.status == "interrupted"
+        # the counts the failed stop could not store come from the part's file (a resume
+        # counted --max-total-bytes from 0 and let the recording grow past it)
+        assert session.bytes_received == 32000 and session.parts[0].bytes == 32000
         async with s.ws_connect(f"{srv.ws_url}/ws/{sid}") as ws:
             await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
             started = await recv(ws)
             assert started["type"] == "recording_started" and started["resumed"], started
+
+
+async def test_a_run_that_could_not_be_queued_at_stop_is_queued_once_the_disk_has_room(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop` saved the recording (`recording_stopped`, the session `processing`), then
+    queueing its run failed (a full disk): the session stayed `processing` with no run
+    until a restart, every resume refused (4011). The run is queued as soon as the store
+    can write again, and the session's sockets hear `processing_started`."""
+    from .test_processing_functional import InProcessServer
+    from .test_recording_functional import recv, recv_until
+
+    async with InProcessServer(tmp_path) as srv, aiohttp.ClientSession() as s:
+        store = srv.state.store
+        disk = DiskFull(store, monkeypatch, "create_run")
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(b"\x01\x00" * 16000)
+            disk.full = True
+            await ws.send_json({"action": "stop"})
+            await recv_until(ws, "recording_stopped")
+            reply = await recv(ws)
+            assert reply["type"] == "error" and reply["code"] == 5000, reply
+            await asyncio.sleep(1.5)
+            session = store.get_session(sid)
+            assert session is not None and session.status == "processing" and not session.runs
+            disk.full = False
+            started, _ = await recv_until(ws, "processing_started", timeout=15)
+            ended, _ = await recv_until(ws, "processing_complete", timeout=60)
+        assert disk.failed[0] == "create_run"
+        session = store.get_session(sid)
+        assert session is not None and [r.id for r in session.runs] == [started["run_id"]]
+        assert ended["run_id"] == started["run_id"] and session.status == "completed"
 
 
 async def test_a_resume_while_the_last_connection_is_saved_says_so(
