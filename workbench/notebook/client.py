@@ -21,7 +21,6 @@ import math
 import os
 import threading
 import time
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Coroutine, Optional, TypeVar, Union
 
@@ -29,6 +28,7 @@ import aiohttp
 import numpy as np
 
 from workbench.engine.transcript import Transcript
+from workbench.notebook.errors import ServerError, refusal
 from workbench.notebook.report import TERMINAL, RecordingReport, run_outcome
 from workbench.notebook.source import END, Source, next_chunk, prepare_source
 
@@ -49,24 +49,6 @@ LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diar
 _AWAY = (502, 503, 504)
 _ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
           aiohttp.WSMsgType.ERROR)
-_REFUSALS = {401: "(missing or invalid token)", 403: "(origin or host not allowed)",
-             429: "(too many connections from this client)"}
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-class ServerError(RuntimeError):
-    """The server answered with an error (REST ``{"error"}`` or protocol ``error``)."""
-
-    def __init__(self, message: str, status: Optional[int] = None, code: Optional[int] = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class AsyncClient:
@@ -203,7 +185,7 @@ class AsyncClient:
         try:
             return await http.ws_connect(f"{self.ws_base}/ws/{session_id}", **kwargs)
         except aiohttp.WSServerHandshakeError as exc:
-            why = _REFUSALS.get(exc.status) or _phrase(exc.status)
+            why = refusal(exc.status)
             raise ServerError(f"The server refused the WebSocket connection: HTTP {exc.status} "
                               f"{why}".rstrip(), status=exc.status) from None
         except asyncio.TimeoutError:
@@ -235,7 +217,7 @@ class AsyncClient:
 
         ``live_results`` asks for words and speakers while recording: ``on_live`` sees each
         live event as it arrives, and the report keeps them (``live_events``,
-        ``live_words``, ``live_run_id``).
+        ``live_words``, ``live_run_id``; with ``wait``, up to the live run's last word).
 
         ``realtime`` paces chunks at the audio's own speed (when it is known), or
         ``speed`` times faster, and marks the recording ``live`` (the server refuses
@@ -357,11 +339,30 @@ class AsyncClient:
                     end = await self._next(inbox, TERMINAL + ("closed",))
                     if end["type"] == "closed":
                         dropped = end
+                    elif rec.live_run_id is not None:
+                        await self._live_tail(rec, reading)
             finally:
                 reading.cancel()
         if dropped is not None:  # closed mid-run (the connection dropped): the run goes on
             await self._follow(rec, dropped.get("code"), on_event)
         return rec
+
+    async def _live_tail(self, rec: RecordingReport, reading: "asyncio.Task[None]") -> None:
+        """Wait for the live words said after `stop` (perhaps after the refined run ended):
+        until the live run is saved and its words came (at most the timeout; not past the
+        connection's end or a failed REST request: the report then lacks them)."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline and not reading.done():
+            try:
+                run = next((r for r in await self.runs(rec.session_id) if r["id"] == rec.live_run_id), {})
+            except (ServerError, aiohttp.ClientError, OSError):
+                return
+            if run.get("status") == "completed" and not rec.live_said(run):
+                await asyncio.sleep(0.05)  # sent before the run was saved: arriving
+            elif run.get("status") == "running":
+                await asyncio.sleep(0.25)
+            else:
+                return
 
     async def _follow(self, rec: RecordingReport, code: Optional[int],
                       on_event: Optional[EventCallback]) -> None:
