@@ -83,8 +83,7 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
         extra = _PIPELINE_PACKAGES + (_TRANSCRIPTION_PACKAGES if system.transcribes else ())
         packages.update({name: _distribution_version(name) for name in extra})
         for identity in provenance["models"].values():
-            if isinstance(identity, Mapping) and isinstance(identity.get("packages"), Mapping):
-                packages.update(identity["packages"])
+            packages.update(_model_packages(identity))
         models = _checksums_only(provenance["models"])
     else:  # a baseline (a System has a config or a baseline)
         models = {}
@@ -92,6 +91,21 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
                     for name in _BASELINE_PACKAGES[cast(str, system.baseline)]}
     packages = {k: v for k, v in packages.items() if k != "speech-workbench"}
     return {"code": code_version(), "models": models, "packages": packages}
+
+
+def _model_packages(identity: Any) -> dict[str, str]:
+    """The package versions a model identity names: ``packages`` as a mapping (the
+    diarization models') or as ``name==version`` strings (a Whisper model's: the package
+    that ships its files, whose ``config.json`` and tokenizer only its version names),
+    and ``versions`` (the runtime computing it)."""
+    if not isinstance(identity, Mapping):
+        return {}
+    named = identity.get("packages")
+    out = dict(named) if isinstance(named, Mapping) else dict(
+        str(p).split("==", 1) for p in (named or ()) if "==" in str(p))
+    if isinstance(identity.get("versions"), Mapping):
+        out.update(identity["versions"])
+    return out
 
 
 def _checksums_only(identity: Any) -> Any:
