@@ -91,3 +91,14 @@ def test_a_repeat_squeezed_to_no_length_at_the_end_of_a_pass_goes() -> None:
     assert cut_squeezed_repeat(said + spoken) == said + spoken
     go = [Word(1.0 + i * 0.3, 1.25 + i * 0.3, " go") for i in range(4)]
     assert cut_squeezed_repeat(go) == go
+    # a copy of 7 words, one of them 0.06 s long (the live run said the sentence twice)
+    times = [(28.03, 28.51), (28.51, 28.75), (28.75, 28.93), (28.93, 29.21), (29.21, 29.39),
+             (29.39, 29.61), (29.61, 29.61), (29.61, 29.61), (29.61, 29.61), (29.61, 29.61),
+             (29.61, 29.61), (29.61, 29.61), (29.61, 29.67), (29.67, 30.0)]
+    sentence = [" I", " don't", " hear", " that", " New", " Jersey", " now."]
+    pass_ = [Word(a, b, w) for (a, b), w in zip(times, sentence * 2)]
+    assert cut_squeezed_repeat(pass_) == pass_[:7]
+    # said again at a speaker's pace, a little faster: speech
+    again = [Word(w.start + 1.6, w.start + 1.6 + 0.7 * (w.end - w.start), w.word)
+             for w in pass_[:7]]
+    assert cut_squeezed_repeat(pass_[:7] + again) == pass_[:7] + again

@@ -47,17 +47,22 @@ def cut_loop(words: list[Word], repeats: int = 3, runaway: int = 6) -> list[Word
     return words
 
 
-def cut_squeezed_repeat(words: list[Word], squeezed: float = 0.02) -> list[Word]:
-    """`words` without a copy of the n-gram (2 <= n <= 6) before it that ends the pass
-    with its words squeezed to no length (all but its last word shorter than `squeezed`
-    s): Whisper's way of saying the last words again where the audio has run out ("Thank
-    you very much. Thank you very much." with the copy at 8.16 s, 8.16 s, 8.16 s, 8.16-
-    8.75 s). A copy whose words have lengths is speech said again and stays."""
+def cut_squeezed_repeat(words: list[Word], squeezed: float = 0.02, share: float = 0.2
+                        ) -> list[Word]:
+    """`words` without a copy of the n-gram (n >= 2) before it that ends the pass with its
+    words squeezed to no length (all but its last word together shorter than `squeezed`
+    s a word, or than `share` of the same words the first time): Whisper's way of saying
+    the last words again where the audio has run out ("Thank you very much. Thank you
+    very much." with the copy at 8.16 s, 8.16 s, 8.16 s, 8.16-8.75 s; "I don't hear that
+    New Jersey now." again at 29.61 s with "Jersey" 0.06 s long). A copy whose words
+    have lengths is speech said again and stays."""
     said = [norm(w.word) for w in words]
-    for n in range(min(6, len(words) // 2), 1, -1):
-        copy = words[-n:]
-        if said[-n:] == said[-2 * n:-n] and all(w.end - w.start < squeezed
-                                                for w in copy[:-1]):
+    for n in range(len(words) // 2, 1, -1):
+        if said[-n:] != said[-2 * n:-n]:
+            continue
+        length = sum(w.end - w.start for w in words[-n:-1])
+        before = sum(w.end - w.start for w in words[-2 * n:-n - 1])
+        if length < max(squeezed * (n - 1), share * before):
             return words[:-n]
     return words
 
