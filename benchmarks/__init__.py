@@ -175,17 +175,35 @@ def recorded_options(args: Any, leave_out: tuple[str, ...] = ("table",)) -> dict
     return {k: plain(v) for k, v in sorted(vars(args).items()) if k not in leave_out}
 
 
-def reprinted(args: Any, table: Callable[[dict[str, Any]], str]) -> bool:
+def reprinted(args: Any, table: Callable[[dict[str, Any]], str], name: str) -> bool:
     """With ``--table FILE``: print that results file's `table` and say so."""
     if not getattr(args, "table", None):
         return False
-    print(table(json.loads(args.table.read_text())))
+    print(table(read_results(args.table, name)))
     return True
+
+
+def read_results(path: Path, name: str) -> dict[str, Any]:
+    """Benchmark `name`'s results file at `path` (``--table``); SystemExit saying why when
+    it cannot be read, is no JSON, or is no results file of `name` (a table of another
+    benchmark's file failed on a missing key, or printed nothing)."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SystemExit(f"--table {path}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise SystemExit(f"--table {path}: not a results file (no JSON: {exc})") from None
+    made_by = results.get("benchmark") if isinstance(results, dict) else None
+    if made_by != name:
+        raise SystemExit(f"--table {path}: not a results file of `python -m benchmarks {name}` "
+                         + (f"(it is one of `{made_by}`)" if isinstance(made_by, str)
+                            else "(it names no benchmark)"))
+    return results
 
 
 __all__ = ["REPO_ROOT", "RESULTS_DIR", "RUN_ID_ENV", "cpu_flags", "finish", "machine_info",
            "machine_stamp", "marks_partial", "new_run_id", "output_arguments",
-           "recorded_options", "reprinted", "write_results"]
+           "read_results", "recorded_options", "reprinted", "write_results"]
 
 
 def marks_partial(table: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:

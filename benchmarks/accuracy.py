@@ -130,7 +130,7 @@ def reprint(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
-    if reprinted(args, reprint):
+    if reprinted(args, reprint, NAME):
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from workbench.research.experiments import run_grid

@@ -49,7 +49,6 @@ Configurations that differ only after the embeddings share them
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp,
-                        recorded_options, write_results, marks_partial)
+                        marks_partial, read_results, recorded_options, write_results)
 from benchmarks.ami import BEFORE_AMI, THRESHOLD_COUNT
 
 NAME = "diarization"
@@ -393,7 +392,7 @@ def ami_extra_systems(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(args.table.read_text())))
+        print(markdown_table(read_results(args.table, NAME)))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configs = configurations(args.systems_list, args.sweeps_list)

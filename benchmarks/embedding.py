@@ -94,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     output_arguments(parser, NAME)
     args = parser.parse_args(argv)
-    if reprinted(args, table):
+    if reprinted(args, table, NAME):
         return 0
     try:
         frames = [int(v) for v in args.frames.split(",")]

@@ -771,7 +771,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
-    if reprinted(args, markdown_table):
+    if reprinted(args, markdown_table, NAME):
         return 0
     command = "python -m benchmarks ingest " + " ".join(argv)
     results: dict[str, Any] = {

@@ -362,7 +362,8 @@ def main(argv: Sequence[str] = ()) -> int:
         return live_server.main([a for a in argv if a != "--server"])
     args = parse_args(argv)
     # (older files: without the groups, so the summary is made again)
-    if reprinted(args, lambda results: markdown_table({**results, "summary": summarize(results)})):
+    if reprinted(args, lambda results: markdown_table({**results, "summary": summarize(results)}),
+                 NAME):
         return 0
     from workbench.live import JobCosts, LiveConfig, load_models, warm_up
 

@@ -162,7 +162,7 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--bench-dir", type=Path, default=REPO_ROOT / "data" / "bench")
     output_arguments(parser, NAME)
     args = parser.parse_args(list(argv))
-    if reprinted(args, table):
+    if reprinted(args, table, NAME):
         return 0
     names = [n.strip() for n in args.inputs.split(",") if n.strip()]
     if unknown := [n for n in names if n not in INPUTS]:

@@ -517,7 +517,7 @@ async def run_levels(args: argparse.Namespace, server: Any, items: list[Any],
 
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
-    if reprinted(args, markdown_table):
+    if reprinted(args, markdown_table, NAME):
         return 0
     from benchmarks.ingest import server_env, server_source_digest
     from workbench.notebook.local_server import LocalServer

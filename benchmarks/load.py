@@ -464,7 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="seconds of 16 kHz PCM uploaded before the measured stop")
     p.add_argument("--probe-ms", type=float, default=15.0, help="ms between probe messages")
     args = p.parse_args(list(argv) if argv is not None else None)
-    if reprinted(args, markdown_table):
+    if reprinted(args, markdown_table, NAME):
         return 0
     if args.spread is None:
         args.spread = args.progress_every * args.chunk_ms / 1000

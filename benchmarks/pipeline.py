@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from benchmarks import (REPO_ROOT, RESULTS_DIR, finish, machine_info, machine_stamp, marks_partial,
-                        recorded_options, write_results)
+                        read_results, recorded_options, write_results)
 from benchmarks.isa import AVX2_CAPS, ISA_SETTINGS, IsaUnavailable, child_environment
 from benchmarks.measure import MB, Timer, own_cpu_seconds, own_peak_rss_bytes
 
@@ -381,7 +381,7 @@ def main(argv: Sequence[str] = ()) -> int:
         return _worker(*args.worker, args.asr_model, args.threads, str(args.data_dir),
                        args.config)
     if args.table:
-        print(markdown_table(json.loads(args.table.read_text())))
+        print(markdown_table(read_results(args.table, NAME)))
         return 0
     command = "python -m benchmarks pipeline " + " ".join(argv)
     systems = ["workbench", *args.variants] + ([] if args.no_senko else ["senko"])

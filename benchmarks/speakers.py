@@ -271,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="comma-separated AMI subsets (train, development)")
     output_arguments(parser, NAME)
     args = parser.parse_args(argv)
-    if reprinted(args, table):
+    if reprinted(args, table, NAME):
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]

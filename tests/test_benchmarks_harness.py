@@ -272,11 +272,39 @@ def test_incomplete_ingest_and_accuracy_runs_say_so(
     stopped = {"error": "KeyboardInterrupt: ", "machine": {}, "command": "c",
                "markdown": {"summary": "| all | 1 |", "recordings": "| r | 1 |"}}
     path = tmp_path / "r.json"
-    path.write_text(json.dumps(stopped))
     for module in (ingest, accuracy):
+        path.write_text(json.dumps({**stopped, "benchmark": module.NAME}))
         assert module.main(["--table", str(path)]) == 0
         assert capsys.readouterr().out.startswith(
             "**Incomplete run** (stopped by KeyboardInterrupt: )")
+
+
+@pytest.mark.parametrize("module_name", ["accuracy", "diarization", "embedding", "ingest", "live",
+                                         "live_resume", "live_server", "load", "pipeline",
+                                         "speakers"])
+def test_a_table_of_a_file_that_is_not_the_benchmarks_says_why(
+        tmp_path: Path, module_name: str) -> None:
+    """--table FILE of a missing file, of text that is no JSON or of another benchmark's
+    results ended in a traceback (FileNotFoundError, JSONDecodeError, KeyError) or, for
+    some, an empty table and exit 0."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{module_name}")
+    other = "load" if module.NAME != "load" else "ingest"
+    cases = {"missing.json": (None, "cannot be read (No such file or directory)"),
+             "text.json": ("not json", "not a results file (no JSON: "),
+             "other.json": (json.dumps({"benchmark": other, "machine": {}}),
+                            f"not a results file of `python -m benchmarks {module.NAME}` "
+                            f"(it is one of `{other}`)"),
+             "empty.json": ("{}", "(it names no benchmark)")}
+    for name, (text, says) in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(SystemExit) as stopped:
+            module.main(["--table", str(path)])
+        assert isinstance(stopped.value.code, str) and stopped.value.code.startswith(
+            f"--table {path}: ") and says in stopped.value.code, stopped.value.code
 
 
 def test_live_records_the_options_it_ran_with(tmp_path: Path) -> None:
