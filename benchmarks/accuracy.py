@@ -111,6 +111,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(list(argv))
     if args.n < 1:
         parser.error("--n must be at least 1")
+    for flag, count in (("--workers", args.workers), ("--threads", args.threads)):
+        if count is not None and count < 1:
+            parser.error(f"{flag} must be at least 1")
     if not 0 < args.minutes[0] <= args.minutes[1]:
         parser.error("--minutes: 0 < MIN <= MAX")
     args.system_names = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -119,6 +122,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--systems: unknown {', '.join(unknown) or '(none given)'}; "
                      f"choose from {','.join(SYSTEM_NAMES)}")
     return args
+
+
+def computed_cells(rows: Any) -> int:
+    """How many cells of a table's rows (`ComparisonTable.recordings`) this run computed:
+    not read from the cache, nor of a system that cannot run here (it computed nothing,
+    and was counted)."""
+    return int(((~rows["cached"].astype(bool)) & (rows["status"] == "ok")).sum())
 
 
 @marks_partial
@@ -168,7 +178,7 @@ def main(argv: Sequence[str] = ()) -> int:
                          max_workers=args.workers, threads_per_worker=args.threads,
                          data_dir=args.data_dir, progress=not args.no_progress)
         results["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        results["cells_computed"] = int((~table.recordings["cached"].astype(bool)).sum())
+        results["cells_computed"] = computed_cells(table.recordings)
         results["unavailable"] = table.unavailable  # system -> reason
         results["summary"] = [r for r in table.records() if r["uri"] == "ALL"]
         results["rows"] = [r for r in table.records() if r["uri"] != "ALL"]

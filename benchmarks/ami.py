@@ -29,6 +29,8 @@ import warnings
 from dataclasses import replace
 from typing import Any, Mapping, Optional, Sequence
 
+from benchmarks import REPO_ROOT
+
 SUBSETS = ("train", "development")
 FINAL_SUBSETS = ("train", "development", "test")
 # pyannote's rule (which never clusters again for the reconstruction's extra speaker)
@@ -205,8 +207,10 @@ def run_ami(final: bool = False, systems: Optional[Sequence[str]] = None,
     from workbench.engine.config import DiarizationConfig
 
     subsets = FINAL_SUBSETS if final else SUBSETS
-    kwargs = {} if data_dir is None else {"data_dir": data_dir}
-    items = {subset: ami_items(subset, **kwargs) for subset in subsets}
+    # (the repository's data/, as the other benchmarks': the library's default is the
+    # working directory's, which fetched a second copy when run from elsewhere)
+    data_dir = REPO_ROOT / "data" if data_dir is None else data_dir
+    items = {subset: ami_items(subset, data_dir=data_dir) for subset in subsets}
     everything = [item for subset in subsets for item in items[subset]]
     base = DiarizationConfig()
     chosen = {name: AMI_SYSTEMS[name]

@@ -197,8 +197,8 @@ def measure(models: Sequence[str], seconds: Sequence[float], subsets: Sequence[s
     files = [] if files is None else files
     if "test" in subsets:
         raise ValueError("the AMI test subset is kept for final figures")
-    items = [item for subset in subsets
-             for item in (ami_items(subset) if data_dir is None else ami_items(subset, data_dir))]
+    data_dir = REPO_ROOT / "data" if data_dir is None else data_dir  # (not the working directory's)
+    items = [item for subset in subsets for item in ami_items(subset, data_dir)]
     audio = {item.uri: item.load_audio() for item in items}
     for item in items:
         longest = {label: max((end - start for start, end in runs), default=0.0)

@@ -279,6 +279,35 @@ def test_incomplete_ingest_and_accuracy_runs_say_so(
             "**Incomplete run** (stopped by KeyboardInterrupt: )")
 
 
+def test_accuracy_counts_only_the_cells_it_computed() -> None:
+    """A system that cannot run here (senko built for another CPU) computes nothing: its
+    cells were counted as computed ("1 cell(s) computed" when every other was cached)."""
+    import pandas as pd
+
+    from benchmarks.accuracy import computed_cells
+
+    rows = pd.DataFrame({"cached": [True, False, False, False],
+                         "status": ["ok", "ok", "unavailable", "ok"]})
+    assert computed_cells(rows) == 2
+    assert computed_cells(rows.iloc[[0, 2]]) == 0
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--threads"])
+def test_accuracy_refuses_no_workers_or_threads(
+        flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--threads 0 failed in every worker with an unexplained BrokenProcessPool (torch
+    cannot run on 0 threads) and --workers 0 meant the default."""
+    from benchmarks.accuracy import parse_args
+    from workbench.research.experiments import run_grid
+
+    with pytest.raises(SystemExit):
+        parse_args([flag, "0"])
+    assert f"{flag} must be at least 1" in capsys.readouterr().err
+    for option in ("max_workers", "threads_per_worker"):
+        with pytest.raises(ValueError, match=f"{option} must be a whole number of at least 1"):
+            run_grid([], [], cache_dir="unused", **{option: 0})
+
+
 @pytest.mark.parametrize("module_name", ["accuracy", "diarization", "embedding", "ingest", "live",
                                          "live_resume", "live_server", "load", "pipeline",
                                          "speakers"])
@@ -367,3 +396,30 @@ def test_live_resume_pools_each_system_over_the_speech_of_its_group() -> None:
     text = table({"machine": {}, "parameters": {"at": 0.5}, "runs": runs})
     assert "| all | 10.0 % | 15.0 % | 12.5 % | 15.0 % |" in text
     assert summarize(runs)[0]["primed_wer"] == pytest.approx(10 / 80)
+
+
+def test_the_ami_benchmarks_read_the_repositorys_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`diarization --sets ami` and `speakers` fetched the AMI excerpts into the working
+    directory's data/ (the library's default), a second copy when run from elsewhere;
+    the other benchmarks read the repository's."""
+    import workbench.research.datasets.ami as ami
+    from benchmarks import REPO_ROOT
+    from benchmarks.ami import run_ami
+    from benchmarks.speakers import measure
+
+    asked: list[Path] = []
+
+    class Asked(Exception):
+        pass
+
+    def ami_items(subset: str, data_dir: Path = Path("data"), **fetch: object) -> list[object]:
+        asked.append(Path(data_dir))
+        raise Asked  # (where it would fetch is all this test wants)
+
+    monkeypatch.setattr(ami, "ami_items", ami_items)
+    monkeypatch.chdir(tmp_path)
+    for run in (lambda: run_ami(senko=False), lambda: measure(["campplus"], [2.0], ["train"])):
+        with pytest.raises(Asked):
+            run()
+    assert asked == [REPO_ROOT / "data"] * 2

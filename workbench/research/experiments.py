@@ -379,6 +379,11 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     for name, value in (("stale", stale), ("other_machine", other_machine)):
         if value not in ("rerun", "reuse"):
             raise ValueError(f"{name} must be 'rerun' or 'reuse', not {value!r}")
+    for name, count in (("max_workers", max_workers), ("threads_per_worker", threads_per_worker)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 1):
+            raise ValueError(f"{name} must be a whole number of at least 1 (or None for "
+                             f"the default), not {count!r}")
     systems, items = list(systems), list(items)
     if not systems or not items:
         raise ValueError("run_grid needs at least one system and one item")
