@@ -463,6 +463,22 @@ def test_wav_metadata_after_the_data_is_not_audio(tmp_path: Path) -> None:
         assert len(np.concatenate(list(iter_decode(path)))) == 1600
 
 
+def test_the_pad_byte_of_an_odd_sized_wav_is_not_audio(tmp_path: Path) -> None:
+    """RIFF pads data of an odd size with a byte (libsndfile and sox write it): an 8-bit
+    WAV of 3 samples decoded to 4, the pad a full-scale click (-1.0)."""
+    import soundfile as sf
+
+    from workbench.engine.audio import wav_duration
+
+    for frames in (3, 4):
+        path = tmp_path / f"u8-{frames}.wav"
+        sf.write(path, np.full(frames, 0.5), 16000, subtype="PCM_U8")
+        decoded = decode_file(path)
+        assert len(decoded) == frames and np.allclose(decoded, 0.5, atol=0.01), decoded
+        assert wav_duration(path) * 16000 == pytest.approx(frames)
+        assert len(np.concatenate(list(iter_decode(path)))) == frames
+
+
 @pytest.mark.parametrize("codec,options", [("pcm_mulaw", {}), ("adpcm_ima_wav", {}),
                                            ("pcm_s16le", {"rf64": "always"})])
 def test_wav_encodings_beyond_pcm_decode_with_ffmpeg(codec: str, options: dict[str, str],

@@ -309,3 +309,71 @@ def test_saved_results_follow_the_umask_and_a_failed_save_leaves_nothing(
     with pytest.raises(IsADirectoryError):
         t.save(tmp_path / "bad")
     assert sorted(p.name for p in (tmp_path / "bad").iterdir() if p.name.startswith(".")) == []
+
+
+def test_reference_files_with_a_byte_order_mark_keep_their_first_record(tmp_path: Path) -> None:
+    """Windows tools start UTF-8 files with a BOM: the first RTTM line's type read
+    "\\ufeffSPEAKER" (the turn dropped), the first STM/UEM uri "\\ufeffcall" (that
+    utterance scored as missing) -- without a word."""
+    from workbench.engine.formats import read_rttm, read_stm, read_uem
+
+    bom = "\ufeff"
+    (tmp_path / "r.rttm").write_text(bom + "SPEAKER call 1 0.000 1.000 <NA> <NA> A <NA> <NA>\n"
+                                     "SPEAKER call 1 1.000 1.000 <NA> <NA> B <NA> <NA>\n")
+    (tmp_path / "s.stm").write_text(bom + "call 1 A 0.0 1.0 hello\ncall 1 B 1.0 2.0 bye\n")
+    (tmp_path / "u.uem").write_text(bom + "call 1 0.0 2.0\n")
+    assert [(u, t.speaker) for u, t in read_rttm(tmp_path / "r.rttm")] == [("call", "A"),
+                                                                          ("call", "B")]
+    assert [(u, s.text) for u, s in read_stm(tmp_path / "s.stm")] == [("call", "hello"),
+                                                                     ("call", "bye")]
+    assert read_uem(tmp_path / "u.uem") == [("call", (0.0, 2.0))]
+    assert [t.speaker for t in read_rttm_turns(bom + "SPEAKER c 1 0 1 <NA> <NA> A <NA> <NA>\n")] == ["A"]
+    assert read_vtt(bom + "WEBVTT\n\n00:01.000 --> 00:02.500\n<v A>hi</v>\n") == [(1.0, 2.5, "A", "hi")]
+
+
+def test_writers_and_their_readers_agree_on_odd_names_texts_and_times(tmp_path: Path) -> None:
+    """A speaker `Dr. [X]` read back from SRT as `Dr. [X` with text `] hi`; STM text
+    opening with `<unk>` lost it (read as the optional label); RTTM turns of no or
+    negative length were written with durations its reader refuses; a NaN time broke
+    SRT after transcript.json (with a bare NaN, no JSON) was written."""
+    from workbench.engine.formats import format_rttm, format_stm, read_stm, to_srt
+    from workbench.engine.transcript import TranscriptSegment
+
+    t = Transcript(build_segments([Word(0.0, 0.5, " hi", 0.9, "Dr. [X]"),
+                                   Word(1.0, 1.5, " [laughs] ok", 0.9, "B")]), [], 2.0, "en", {}, {})
+    assert [(s, w) for _, _, s, w in read_srt(to_srt(t))] == [("Dr. [X]", "hi"),
+                                                               ("B", "[laughs] ok")]
+    stm = tmp_path / "s.stm"
+    stm.write_text(format_stm("c", [TranscriptSegment(0.0, 1.0, "A", "<unk> yes"),
+                                    TranscriptSegment(1.0, 2.0, "B", "no <unk>")]))
+    assert [s.text for _, s in read_stm(stm)] == ["<unk> yes", "no <unk>"]
+    rttm = format_rttm("c", [Turn(1, 1, "A"), Turn(2.0004, 2.0001, "B"), Turn(4, 3.5, "C"),
+                             Turn(5, 5.5, "D")])
+    assert read_rttm_turns(rttm) == [Turn(5, 5.5, "D")]
+    t = Transcript(build_segments([Word(math.nan, 0.5, " hi", 0.9, "A")]), [], 2.0, "en", {}, {})
+    with pytest.raises(ValueError, match="a word's times must be finite numbers"):
+        t.save(tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
+
+
+def test_a_sessions_audio_follows_the_umask_as_its_transcripts(tmp_path: Path) -> None:
+    """audio.wav (WavWriter, atomic_write) and audio.mp4 came out 0600 whatever the umask,
+    while transcript.* beside them followed it (0644 under umask 022)."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from workbench.engine.audio import write_wav
+    from workbench.engine.durable import atomic_write
+    from workbench.engine.rendition import encode_mp4
+
+    old = os.umask(0o022)
+    try:
+        write_wav(tmp_path / "audio.wav", np.zeros(1600, np.float32))
+        encode_mp4(tmp_path / "audio.wav", tmp_path / "audio.mp4")
+        atomic_write(tmp_path / "note.json", b"{}")
+    finally:
+        os.umask(old)
+    for name in ("audio.wav", "audio.mp4", "note.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Generator, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from workbench.engine.durable import atomic_write, replace_durably
+from workbench.engine.durable import as_new_file, atomic_write, replace_durably
 
 SAMPLE_RATE = 16000
 """Sample rate of canonical audio (Hz)."""
@@ -190,8 +190,9 @@ def wav_byte_rate(head: bytes) -> Optional[tuple[int, int]]:
 
 def _wav_payload(f: BinaryIO) -> tuple[WavHeader, Optional[int]]:
     """The header of the WAV file `f` and its data chunk's size in bytes: the declared
-    size when another chunk follows it (a LIST or id3 trailer is no audio), else None:
-    the data runs to the end (streamed writers leave 0, 0xFFFFFFFF or a stale size)."""
+    size when another chunk follows it (a LIST or id3 trailer is no audio) or only the
+    pad byte of an odd size, else None: the data runs to the end (streamed writers leave
+    0, 0xFFFFFFFF or a stale size)."""
     f.seek(0)
     header = parse_wav_header(f.read(1 << 16))
     if header is None:
@@ -204,8 +205,11 @@ def _wav_payload(f: BinaryIO) -> tuple[WavHeader, Optional[int]]:
     left = os.fstat(f.fileno()).st_size - end - 8
     follows = (len(tail) == 8 and all(32 <= c < 127 for c in tail[:4])
                and struct.unpack("<I", tail[4:])[0] <= left + 1)
+    # the pad byte RIFF puts after data of an odd size, ending the file, is no audio
+    # (an 8-bit WAV of an odd length gained a full-scale click)
+    padded = size & 1 and left == -8
     f.seek(header.data_offset)
-    return header, size if follows else None
+    return header, size if follows or padded else None
 
 
 # FFmpeg demuxer per container: naming it stops FFmpeg from probing the bytes as
@@ -530,6 +534,7 @@ class WavWriter:
         self.data_bytes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        as_new_file(fd)
         self._tmp = Path(tmp)
         self._file: Optional[BinaryIO] = os.fdopen(fd, "wb")
         self._file.write(_wav_header(0, sample_rate))

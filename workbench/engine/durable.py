@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-__all__ = ["atomic_write", "make_folder", "move_back", "replace_durably", "sync_folder"]
+__all__ = ["as_new_file", "atomic_write", "make_folder", "move_back", "replace_durably",
+           "sync_folder"]
 
 # what fsync of a folder says on a file system that cannot sync one (not a failed write)
 _NO_FOLDER_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EOPNOTSUPP}
@@ -49,6 +50,26 @@ def make_folder(folder: Union[str, os.PathLike]) -> Path:
     return folder
 
 
+def as_new_file(fd: int) -> None:
+    """Give a temporary file of `tempfile.mkstemp` (mode 0600) the permissions the umask
+    gives a new file, as `open` would, before it takes its name: a session's audio was
+    0600 whatever the umask while its transcripts followed it."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (``os.umask`` would change it for
+    every thread for a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def replace_durably(tmp: Union[str, os.PathLike], path: Union[str, os.PathLike]) -> None:
     """`os.replace` of an fsynced `tmp` onto `path`, then the folder's fsync."""
     os.replace(tmp, path)
@@ -61,6 +82,7 @@ def atomic_write(path: Path, payload: bytes) -> None:
     make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        as_new_file(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from workbench.engine.durable import make_folder, sync_folder
+from workbench.engine.durable import as_new_file, make_folder, sync_folder
 from workbench.engine.transcript import Transcript, TranscriptSegment, Turn
 
 if TYPE_CHECKING:
@@ -76,7 +76,20 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in lines if part.strip())
 
 
+def check_times(t: Transcript) -> None:
+    """A ValueError naming the first time of `t` (a word's, a segment's, a turn's) that is
+    no finite number: no result format can hold it (JSON's ``NaN`` is no JSON)."""
+    for kind, items in (("word", t.words), ("segment", t.segments), ("turn", t.turns)):
+        for item in items:
+            if not (math.isfinite(item.start) and math.isfinite(item.end)):
+                raise ValueError(f"a {kind}'s times must be finite numbers, not "
+                                 f"{item.start!r}-{item.end!r} ({item!r:.80})")
+    if not math.isfinite(t.duration):
+        raise ValueError(f"a transcript's duration must be a finite number, not {t.duration!r}")
+
+
 def to_json(t: Transcript) -> str:
+    check_times(t)
     return json.dumps(t.serialize(), indent=2, ensure_ascii=False) + "\n"
 
 
@@ -136,17 +149,17 @@ def save(t: Transcript, out_dir: Union[str, os.PathLike], formats: tuple[str, ..
     """Write ``out_dir/transcript.<fmt>`` for each format (each file atomically, with the
     permissions the umask gives a new file; a write that fails leaves no temporary file;
     the files and a new `out_dir` named durably: `workbench.engine.durable`)."""
+    check_times(t)  # (before any file: a NaN broke SRT after the JSON was written)
     out = make_folder(out_dir)
     paths = {}
-    mode = 0o666 & ~_umask()
     for fmt in formats:
         path = out / f"transcript.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".transcript.{fmt}.")  # (mode 0600)
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".transcript.{fmt}.")
         try:
+            as_new_file(fd)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(WRITERS[fmt](t))
                 f.flush()
-                os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
@@ -157,17 +170,6 @@ def save(t: Transcript, out_dir: Union[str, os.PathLike], formats: tuple[str, ..
     return paths
 
 
-def _umask() -> int:
-    """This process's umask, read without setting it (``os.umask`` would change it for
-    every thread for a moment)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
 
 
 def load(path: Union[str, os.PathLike]) -> Transcript:
@@ -188,6 +190,7 @@ def load_served(runs_dir: Union[str, os.PathLike], run_ids: Sequence[str]) -> Tr
 # --------------------------------------------------------------------------- readers
 
 _CUE_TIME = re.compile(r"(\d+):(\d{2}):(\d{2})[,.](\d{3})\s*-->\s*(\d+):(\d{2}):(\d{2})[,.](\d{3})")
+_VTT_TIME = re.compile(r"(?:(\d+):)?(\d{2}):(\d{2})\.(\d{3})\s*-->\s*(?:(\d+):)?(\d{2}):(\d{2})\.(\d{3})")
 
 
 def _seconds(h: str, m: str, s: str, ms: str) -> float:
@@ -204,15 +207,29 @@ def read_srt(text: str) -> list[tuple[float, float, str, str]]:
         m = _CUE_TIME.search(lines[1])
         if not m:
             raise ValueError(f"bad SRT timing line: {lines[1]!r}")
-        body = " ".join(lines[2:])
-        sm = re.match(r"\[([^\]]*)\]\s?(.*)", body)
-        speaker, words = (sm.group(1), sm.group(2)) if sm else ("", body)
+        speaker, words = _bracketed(" ".join(lines[2:]))
         cues.append((_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:]), speaker, words))
     return cues
 
 
+def _bracketed(body: str) -> tuple[str, str]:
+    """(speaker, text) of an SRT cue's ``[speaker] text``: the speaker ends at the bracket
+    that closes the first (a name like ``Dr. [X]`` ended at its own ``]``); ("", body)
+    without one."""
+    depth = 0
+    for i, ch in enumerate(body):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if depth == 0:
+            if i == 0 or ch != "]":
+                return "", body
+            rest = body[i + 1:]
+            return body[1:i], rest[1:] if rest.startswith(" ") else rest
+    return "", body
+
+
 def read_vtt(text: str) -> list[tuple[float, float, str, str]]:
     """Parse WebVTT with ``<v Speaker>`` voice tags: (start, end, speaker, text) per cue."""
+    text = text.removeprefix("\ufeff")
     if not text.startswith("WEBVTT"):
         raise ValueError("not a WebVTT file")
     cues = []
@@ -221,21 +238,23 @@ def read_vtt(text: str) -> list[tuple[float, float, str, str]]:
         timing = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
         if timing is None:
             continue
-        m = _CUE_TIME.search(lines[timing])
+        m = _VTT_TIME.search(lines[timing])  # (hours may be left out)
         if not m:
             raise ValueError(f"bad WebVTT timing line: {lines[timing]!r}")
         body = " ".join(lines[timing + 1 :])
         vm = re.match(r"<v\s+([^>]*)>(.*?)(?:</v>)?$", body)
         speaker, words = (vm.group(1), vm.group(2)) if vm else ("", body)
         unescape = lambda x: x.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")  # noqa: E731
-        cues.append((_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:]), unescape(speaker),
+        hours = tuple(h or "0" for h in m.groups())
+        cues.append((_seconds(*hours[:4]), _seconds(*hours[4:]), unescape(speaker),
                      unescape(words)))
     return cues
 
 
 def read_rttm_turns(text: str) -> list[Turn]:
     """Turns of RTTM text (every file id), ends rounded to the millisecond as written."""
-    return [Turn(t.start, round(t.end, 3), t.speaker) for _, t in _parse_rttm(text.splitlines(), "<rttm>")]
+    return [Turn(t.start, round(t.end, 3), t.speaker)
+            for _, t in _parse_rttm(text.removeprefix("\ufeff").splitlines(), "<rttm>")]
 
 
 # --------------------------------------------------------------- reference files
@@ -268,7 +287,9 @@ def _times(where: str, kind: str, start: str, end: str, *, duration: bool = Fals
 
 
 def _read_lines(path: PathLike) -> list[str]:
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    # (a byte order mark, as Windows tools write, made the first line's uri or type
+    # another: its record was dropped without a word)
+    return Path(path).read_text(encoding="utf-8-sig").splitlines()
 
 
 def _parse_rttm(lines: Iterable[str], source: object) -> list[tuple[str, Turn]]:
@@ -293,13 +314,15 @@ def read_rttm(path: PathLike) -> list[tuple[str, Turn]]:
 
 
 def format_rttm(uri: str, turns: Iterable[Turn]) -> str:
-    """RTTM ``SPEAKER`` lines of `turns` (white space in names becomes ``_``)."""
+    """RTTM ``SPEAKER`` lines of `turns` (white space in names becomes ``_``); a turn of no
+    length at the millisecond is left out (RTTM durations are positive: one ending before
+    it started was written with a negative one, which `read_rttm` refuses)."""
     uri = _token(uri)
     return "".join(
         f"SPEAKER {uri} 1 {turn.start:.3f} {round(turn.end, 3) - round(turn.start, 3):.3f} "
         "<NA> <NA> "
         f"{_token(turn.speaker)} <NA> <NA>\n"
-        for turn in turns
+        for turn in turns if round(turn.end, 3) - round(turn.start, 3) >= 0.0005
     )
 
 
@@ -328,8 +351,13 @@ def read_stm(path: PathLike, *, unscored: bool = False) -> list[tuple[str, Trans
 def format_stm(uri: str, segments: Iterable[TranscriptSegment]) -> str:
     """STM lines of `segments` (fields split on whitespace: the uri and speakers as RTTM
     writes them, an unknown speaker as UNKNOWN, the text on one line)."""
+    def text(s: TranscriptSegment) -> str:  # text opening with <...> would read as a label
+        said = _one_line(s.text)
+        first = said.split(maxsplit=1)[0] if said.split() else ""
+        return f"<o> {said}" if first.startswith("<") and first.endswith(">") else said
+
     return "".join(f"{_token(uri)} 1 {_token(s.speaker) if s.speaker else 'UNKNOWN'} "
-                   f"{s.start:.3f} {s.end:.3f} {_one_line(s.text)}\n" for s in segments)
+                   f"{s.start:.3f} {s.end:.3f} {text(s)}\n" for s in segments)
 
 
 def read_uem(path: PathLike) -> list[tuple[str, tuple[float, float]]]:

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator, Union
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE, iter_decode
-from workbench.engine.durable import replace_durably
+from workbench.engine.durable import as_new_file, replace_durably
 
 
 def _blocks_of(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -40,6 +40,7 @@ def encode_mp4(wav_path: Union[str, os.PathLike], mp4_path: Union[str, os.PathLi
     mp4_path = Path(mp4_path)
     frame_size = 1024
     fd, name = tempfile.mkstemp(dir=mp4_path.parent, prefix=f".{mp4_path.stem}.", suffix=".tmp.mp4")
+    as_new_file(fd)
     os.close(fd)
     tmp = Path(name)  # unique: concurrent requests for one rendition never share a file
     try:
