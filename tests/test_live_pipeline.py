@@ -327,9 +327,13 @@ def test_speech_said_again_is_kept(models, tmp_path: Path) -> None:
              "Thank you very much.", {"monday": 3, "thank": 3}),
             ("Go there, go there, go there. Come back, come back.", {"there": 3, "back": 2}),
             # a word said over and over between two sentences: the repeat rule compared
-            # it with committed words the pass's buffer no longer held (two of the six
-            # "go" lost; the whole file decoded at once hears four)
-            ([sentence, "go go go go go go", sentence], {"go": 6})]):
+            # it with committed words the pass's buffer no longer held ("yes" x5 lost
+            # three, "go" x6 two). (On an AVX2-only EPYC, tiny.en hears "go" said six
+            # times as eight spread over the audio, a runaway to `cut_loop`, and said four
+            # times, then a pause, as a loop: one is kept. Letting a repetition that a
+            # pause follows stand kept five "Monday" of the three above: Whisper's loops
+            # have lengths and pauses too, and no rule tried tells them apart.)
+            ([sentence, "yes yes yes yes yes", sentence], {"yes": 5})]):
         parts = [text] if isinstance(text, str) else text
         pieces = [np.zeros(SAMPLE_RATE, np.float32)]
         for i, part in enumerate(parts):
@@ -344,10 +348,11 @@ def test_speech_said_again_is_kept(models, tmp_path: Path) -> None:
         offline_text = " ".join(w.word for s in segments for w in s.words)
         for word, said in words.items():
             assert count(offline_text, word) >= 2, offline_text
-            # as many as the offline decode keeps, at most one fewer than said, and no
-            # copy of Whisper's own ("Thank you very much." squeezed again at the end)
-            assert max(count(offline_text, word), said - 1) <= count(live_text, word) <= said, (
-                live_text, offline_text)
+            # as many as the offline decode keeps (up to what was said: it may hear more),
+            # at most one fewer than said, and no copy of Whisper's own ("Thank you very
+            # much." squeezed again at the end)
+            heard = min(count(offline_text, word), said)
+            assert max(heard, said - 1) <= count(live_text, word) <= said, (live_text, offline_text)
 
 
 def test_the_same_audio_gives_the_same_words_every_time(models, tmp_path: Path) -> None:

@@ -105,7 +105,8 @@ def test_summary_and_table_through_live_main(tmp_path: Path,
     # the first `words_before_stop` latencies of each run came before stop
     assert summary[1]["word_latency_before_stop_p95"] == 4.0  # of 2, 4, 1, 3.5
     assert live_server.most_streams(summary) == 1
-    results = {"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx2"],
+    results = {"benchmark": "live-server",
+               "machine": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": ["avx2"],
                            "date": "2026-12-03T05:00:00+00:00",
                            "load_average_at_start": [5.0, 5.0, 5.0],
                            "load_average_at_end": [6.0, 5.0, 5.0]},
@@ -207,7 +208,8 @@ def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
     assert live_bench.input_group("live_conv3") == "generated"
     assert live_bench.input_group("dev01") == "ami-dev"
     path = tmp_path / "live.json"
-    path.write_text(json.dumps({"machine": {"cpu_model": "Test CPU", "cpu_count": 2,
+    path.write_text(json.dumps({"benchmark": "live",
+                                "machine": {"cpu_model": "Test CPU", "cpu_count": 2,
                                             "cpu_flags": ["avx2"]},
                                 "parameters": {"costs": "0.6,0.3"}, "runs": runs}))
     assert live_bench.main(["--table", str(path)]) == 0
