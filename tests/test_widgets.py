@@ -418,3 +418,30 @@ def test_stream_sends_the_given_options_over_the_panel_s(server: LocalServer,
             assert len(client.list_sessions()) == before
         finally:
             panel.close()
+
+
+def test_the_panel_says_when_the_server_is_away_and_when_it_is_back(tmp_path: Path) -> None:
+    """Process again with the server away failed without a word in the panel (aiohttp's
+    connection error went to the widget log alone, which Voila does not show); and the
+    "cannot reach the server" of a refresh stayed after the server was back."""
+    import numpy as np
+
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    try:
+        with Client(srv) as client:
+            sid = client.record(np.zeros(16000, np.float32)).session_id
+            panel = SessionPanel(client)
+            try:
+                srv.stop()
+                panel.refresh()
+                assert "cannot reach the server" in panel.status.value
+                with pytest.raises(OSError):  # (aiohttp's ClientConnectorError)
+                    panel.process_again(sid)
+                assert "cannot reach the server" in panel.status.value, panel.status.value
+                srv.start()
+                assert [s["id"] for s in panel.refresh()] == [sid]
+                assert "cannot reach the server" not in panel.status.value
+            finally:
+                panel.close()
+    finally:
+        srv.stop()

@@ -147,15 +147,18 @@ class SessionPanel:
         """Reload the session list (table and picker)."""
         if self._closed:  # (a refresh under way when the panel closed its client)
             return self.sessions
+        unreachable = "cannot reach the server: "
         try:
             self.sessions = self.client.list_sessions()
         except (ServerError, OSError) as exc:
-            self._say(f"cannot reach the server: {exc}", error=True)
+            self._say(f"{unreachable}{exc}", error=True)
             return self.sessions
         except (RuntimeError, concurrent.futures.CancelledError):  # (ServerError is a
             if self._closed:  # RuntimeError: taken above) the client closed meanwhile
                 return self.sessions
             raise
+        if html.escape(unreachable) in self.status.value:  # (it stayed once the server was back)
+            self._say("")
         self.table.value = sessions_table_html(self.sessions, self.selected)
         options = [(f"{s['id'][:8]} · {s['status']} · {s['duration_seconds']:.1f}s", s["id"])
                    for s in self.sessions]
@@ -299,8 +302,10 @@ class SessionPanel:
         self.progress.value = 0.0
         try:
             run = self.client.start_run(sid, self._options())
-        except ServerError as exc:  # the server's reason in the panel, not only a log line
-            self._say(str(exc), error=True)
+        except Exception as exc:  # the reason in the panel, not only a log line (a server
+            # away: aiohttp's connection error, which only the widget log showed)
+            self._say(str(exc) if isinstance(exc, ServerError)
+                      else f"cannot reach the server: {exc}", error=True)
             raise
         self._say(f"run {run['id'][:8]} queued")
 
