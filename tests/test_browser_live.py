@@ -380,3 +380,44 @@ def test_live_results_over_budget_are_explained(pw: Any, sweep: Path, tmp_path: 
     finally:
         browser.close()
         srv.stop()
+
+
+@pytest.mark.timeout(600)
+def test_with_renditions_only_the_live_transcript_stays_the_sessions(
+        pw: Any, sample_call_48k: tuple[Path, float], tmp_path: Path) -> None:
+    """`--pipeline renditions`: its run makes no transcript, so the live run is the
+    session's. At processing_complete the page hid the live words and said "No
+    transcript: this server only made audio files"; opened again, it said so too. It
+    shows the live run's transcript once that is saved, with its downloads."""
+    wav, _ = sample_call_48k
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions", "--max-live-sessions", "1",
+                                               "--live-warm"]).start()
+    deadline = time.monotonic() + 180
+    while _health(srv)["live"].get("warm") != 1:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        time.sleep(0.5)
+    browser = launch(pw, wav)
+    try:
+        page, errors = open_page(browser, srv, live=True)
+        page.click("#start")
+        page.wait_for_function("Number(document.getElementById('live-view').dataset.words) >= 5",
+                               timeout=120_000)
+        page.click("#stop")
+        wait_result(page, timeout=120)
+        sid = page.get_attribute("#result", "data-session-id")
+        for _ in range(2):  # after Stop, then opened again from the list
+            text = page.inner_text("#transcript")
+            assert "live transcript made while recording" in text and "No transcript" not in text, text
+            live = [r for r in get_json(f"{srv.url}/api/sessions/{sid}/runs")["runs"]
+                    if r["kind"] == "live"]
+            assert len(live) == 1 and live[0]["status"] == "completed"
+            kinds = page.eval_on_selector_all(
+                "#downloads a.download", "els => els.map(a => a.href)")
+            assert any(f"run={live[0]['id']}" in href and "format=json" in href for href in kinds)
+            page.evaluate("document.getElementById('result').dataset.state = 'old'")
+            page.click(f"#session-list li[data-session-id='{sid}'] button")
+            wait_result(page, timeout=30)
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()

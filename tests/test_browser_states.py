@@ -197,6 +197,71 @@ def test_past_session_opened_while_recording_gives_the_live_view_back(
         browser.close()
 
 
+def test_a_resume_leaves_a_past_session_on_show(pw: Any, server: LocalServer, sweep: Any) -> None:
+    """A past session opened while recording with live results, then the socket dropped:
+    the resume (`resumed` with `live_results`) pulled the card back to the live view; only
+    the recording's own entry in the list brings it back (README)."""
+    old, sid = new_session(server), new_session(server)
+
+    def on_start(ws: Any, n: int) -> None:
+        ws.send(json.dumps({"type": "recording_started", "session_id": sid, "format": "wav",
+                            "part": n, "resumed": n > 0, "live_results": True}))
+
+    handler, sockets = scripted(on_start, lambda ws, n: None)
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server, live=True)
+        page.route_web_socket("**/ws/**", handler)
+        page.click("#start")
+        page.wait_for_selector("#live-view:not([hidden])")
+        page.wait_for_selector(f"#session-list li[data-session-id='{old}']", state="attached")
+        page.click(f"#session-list li[data-session-id='{old}'] button")
+        page.wait_for_selector(f"#result[data-session-id='{old}'][data-state='ready']")
+        page.evaluate("window.__recorder.ws.close()")  # the connection drops
+        page.wait_for_function("window.__recorder?.state === 'recording'", timeout=15_000)
+        deadline = time.monotonic() + 15
+        while len(sockets) < 2:
+            assert time.monotonic() < deadline, "no resume"
+            page.wait_for_timeout(100)
+        page.wait_for_timeout(1000)  # the resumed part's recording_started is taken in
+        assert page.get_attribute("#result", "data-session-id") == old
+        assert page.is_hidden("#live-view")
+        page.click(f"#session-list li[data-session-id='{sid}'] button")  # its own entry: back
+        page.wait_for_selector("#live-view:not([hidden])", timeout=3000)
+        assert errors == []
+    finally:
+        browser.close()
+
+
+def test_a_session_another_page_records_is_followed_to_its_result(
+        pw: Any, server: LocalServer, sweep: Any) -> None:
+    """Page B opened the session page A was recording ("being recorded right now"); A
+    stopped and the session completed, but B's card stayed as it was, with no player,
+    downloads or "Process again"."""
+    browser = launch(pw, sweep)
+    try:
+        a, errors_a = open_page(browser, server)
+        b, errors_b = open_page(browser, server)
+        a.click("#start")
+        a.wait_for_function("window.__recorder?.state === 'recording'")
+        sid = a.evaluate("window.__recorder.sessionId")
+        b.click("#refresh")
+        b.wait_for_selector(f"#session-list li[data-session-id='{sid}']", state="attached")
+        b.click(f"#session-list li[data-session-id='{sid}'] button")
+        b.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='ready']")
+        assert "being recorded right now" in b.inner_text("#result-actions")
+        a.wait_for_timeout(1500)
+        a.click("#stop")
+        b.wait_for_function(f"""() => document.getElementById('result').dataset.sessionId === '{sid}'
+            && document.getElementById('result-status').textContent === 'completed'
+            && document.getElementById('result').dataset.state === 'ready'""", timeout=60_000)
+        assert "Process again" in b.inner_text("#result-actions")
+        assert b.is_visible("#player")
+        assert errors_a == [] and errors_b == []
+    finally:
+        browser.close()
+
+
 @pytest.mark.parametrize("end", ["result", "socket-closed"])
 def test_past_session_opened_after_stop_stays_in_view(pw: Any, server: LocalServer,
                                                      sweep: Any, end: str) -> None:

@@ -222,8 +222,9 @@ function onServerMessage(rec, msg) {
     case 'recording_started':
       log(msg.resumed ? `Resumed: part ${msg.part + 1} of session ${shortId(msg.session_id)}`
         : `Recording started: session ${msg.session_id}`);
-      // A resumed part goes on in the same live view (word indexes continue the recording's).
-      if (rec.startFields.live_results && (!msg.resumed || (msg.live_results && $('live-view').hidden))) {
+      // A resumed part goes on in the same live view, also one a past session hides (indexes go on).
+      if (rec.startFields.live_results && (!msg.resumed || (msg.live_results && $('live-view').hidden
+        && $('live-view').dataset.sessionId !== msg.session_id))) {
         startLive(msg, { keep: msg.resumed });
       }
       break;
@@ -481,13 +482,20 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   if (token !== watchToken) return; // another card was asked for meanwhile
   const runs = session.runs || [];
   const done = [...runs].reverse().filter((r) => r.status === 'completed');
-  // The refined run by default; the live run (kind "live") only when there is no other.
-  const run = runId ? runs.find((r) => r.id === runId)
-    : done.find((r) => r.kind !== 'live') || done[0];
+  const said = (r) => r?.summary?.word_count != null; // (a renditions run made no transcript)
+  // The refined run by default; the live run (kind "live") when no other has a transcript.
+  let run = runId ? runs.find((r) => r.id === runId)
+    : done.find((r) => r.kind !== 'live' && said(r)) || done.find((r) => r.kind === 'live') || done[0];
   const liveRun = runs.find((r) => r.id && r.id === (summary?.supersedes ?? run?.supersedes))
     || done.find((r) => r.kind === 'live');
+  const again = (ms, then) => setTimeout(() => token === watchToken && then(sessionId), ms);
+  if (run && !said(run) && liveRun) { // the live run is the transcript: shown once saved
+    if (liveRun.status === 'running') return void again(1000, showResult);
+    if (liveRun.status === 'completed') [run, summary] = [liveRun, liveRun.summary];
+  }
   summary ??= run?.summary || {};
   const status = session.status;
+  if (status === 'recording') again(2000, watchSession); // (by another page: followed till done)
   $('processing').hidden = true;
   supersedeLive(sessionId, run, liveRun);
   $('result-status').textContent = status;
