@@ -283,6 +283,19 @@ def sample_call_48k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, flo
     return path, len(audio) / 48000
 
 
+def warm_live_server(data: Path, pipeline: str) -> LocalServer:
+    """A server of one live session with `pipeline`, once its worker loaded ahead
+    (--live-warm) is ready: the page is measured, not the model loading (10-50 s on a busy
+    2-core box, longer than the call)."""
+    srv = LocalServer(data, args=["--pipeline", pipeline, "--max-live-sessions", "1",
+                                  "--live-warm"]).start()
+    deadline = time.monotonic() + 180
+    while _health(srv)["live"].get("warm") != 1:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        time.sleep(0.5)
+    return srv
+
+
 def words_of(text: str) -> list[str]:
     return [w for w in (t.strip(".,?!;:\"'").lower() for t in text.split()) if w]
 
@@ -291,14 +304,7 @@ def words_of(text: str) -> list[str]:
 def test_live_words_before_stop_then_the_refined_transcript(
         pw: Any, sample_call_48k: tuple[Path, float], tmp_path: Path) -> None:
     wav, seconds = sample_call_48k
-    # --live-warm: a worker waits with its models loaded, so the page is measured, not the
-    # model loading (10-50 s on a busy 2-core box, longer than the call)
-    srv = LocalServer(tmp_path / "data", args=["--pipeline", "full", "--max-live-sessions", "1",
-                                               "--live-warm"]).start()
-    deadline = time.monotonic() + 180
-    while _health(srv)["live"].get("warm") != 1:
-        assert time.monotonic() < deadline, "no live worker loaded ahead"
-        time.sleep(0.5)
+    srv = warm_live_server(tmp_path / "data", "full")
     browser = launch(pw, wav)
     try:
         page, errors = open_page(browser, srv, live=True)
@@ -390,12 +396,7 @@ def test_with_renditions_only_the_live_transcript_stays_the_sessions(
     transcript: this server only made audio files"; opened again, it said so too. It
     shows the live run's transcript once that is saved, with its downloads."""
     wav, _ = sample_call_48k
-    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions", "--max-live-sessions", "1",
-                                               "--live-warm"]).start()
-    deadline = time.monotonic() + 180
-    while _health(srv)["live"].get("warm") != 1:
-        assert time.monotonic() < deadline, "no live worker loaded ahead"
-        time.sleep(0.5)
+    srv = warm_live_server(tmp_path / "data", "renditions")
     browser = launch(pw, wav)
     try:
         page, errors = open_page(browser, srv, live=True)
