@@ -50,9 +50,11 @@ def printable(text: str, limit: int = 80) -> str:
 
 def _interrupt(store: Any, sid: str, why: str) -> None:
     """A recording whose finish failed is `interrupted` (only from 'recording': a session
-    processing keeps its audio.wav), its audio.wav gone (it may lack the last part), its
-    byte counts taken from the parts' files (the failed finish may not have stored them:
-    a resume then counted its limit from the older figure)."""
+    processing keeps its audio.wav), its audio.wav gone (it may lack the last part), its byte
+    counts from the parts' files (a resume counted its limit from an older, unstored one)."""
+    session = store.get_session(sid)
+    if session is None or session.status != "recording":  # (moved on: nothing to write)
+        raise TransitionError(f"{session.status if session else 'deleted'} -> interrupted")
     total = store.recount_parts(sid)
     store.set_status(sid, "interrupted", error=why, bytes_received=total)
     store.audio_path(sid).unlink(missing_ok=True)
@@ -90,12 +92,12 @@ def processing_started(state: AppState, sid: str, run_id: str) -> dict[str, Any]
 
 
 async def _queue_run(state: AppState, sid: str, supersedes: Optional[str]) -> None:
-    """Queue the refined run of a session that `stop` left processing, unless it has one
-    (a POST /runs meanwhile) or has moved on; its subscribers hear `processing_started`."""
+    """Queue the refined run of a session `stop` left processing (its sockets hear it) unless
+    it has one (a POST /runs meanwhile) or moved on (TransitionError: nothing to do)."""
     session = await asyncio.to_thread(state.store.get_session, sid)
     if session is None or session.status != "processing" or any(
             r.kind == "refined" and r.status in ("queued", "running") for r in session.runs):
-        return
+        raise TransitionError("its run was queued or the session moved on meanwhile")
     run = await state.jobs.submit(sid, state.run_config(session), supersedes=supersedes)
     await state.notify(sid, processing_started(state, sid, run.id))
 

@@ -303,9 +303,14 @@ def test_accuracy_refuses_no_workers_or_threads(
     with pytest.raises(SystemExit):
         parse_args([flag, "0"])
     assert f"{flag} must be at least 1" in capsys.readouterr().err
+    import numpy as np
+
     for option in ("max_workers", "threads_per_worker"):
-        with pytest.raises(ValueError, match=f"{option} must be a whole number of at least 1"):
-            run_grid([], [], cache_dir="unused", **{option: 0})
+        for bad in (0, True, 1.5, "2"):
+            with pytest.raises(ValueError, match=f"{option} must be a whole number of at least 1"):
+                run_grid([], [], cache_dir="unused", **{option: bad})
+        with pytest.raises(ValueError, match="at least one system"):  # (numpy's whole numbers do)
+            run_grid([], [], cache_dir="unused", **{option: np.int64(2)})
 
 
 @pytest.mark.parametrize("module_name", ["accuracy", "diarization", "embedding", "ingest", "live",

@@ -329,6 +329,8 @@ def test_reference_files_with_a_byte_order_mark_keep_their_first_record(tmp_path
     assert read_uem(tmp_path / "u.uem") == [("call", (0.0, 2.0))]
     assert [t.speaker for t in read_rttm_turns(bom + "SPEAKER c 1 0 1 <NA> <NA> A <NA> <NA>\n")] == ["A"]
     assert read_vtt(bom + "WEBVTT\n\n00:01.000 --> 00:02.500\n<v A>hi</v>\n") == [(1.0, 2.5, "A", "hi")]
+    # (commas, as files converted from SRT have them)
+    assert read_vtt("WEBVTT\n\n00:00:01,000 --> 00:00:02,500\nhi\n") == [(1.0, 2.5, "", "hi")]
 
 
 def test_writers_and_their_readers_agree_on_odd_names_texts_and_times(tmp_path: Path) -> None:

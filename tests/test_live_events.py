@@ -102,3 +102,8 @@ def test_a_repeat_squeezed_to_no_length_at_the_end_of_a_pass_goes() -> None:
     again = [Word(w.start + 1.6, w.start + 1.6 + 0.7 * (w.end - w.start), w.word)
              for w in pass_[:7]]
     assert cut_squeezed_repeat(pass_[:7] + again) == pass_[:7] + again
+    # a short phrase said twice whose first word Whisper stretched over the pause before
+    # it: the share of one word's length is no sign of a squeeze (it went)
+    thanks = [Word(0.0, 1.2, " thank"), Word(1.2, 1.4, " you"), Word(1.4, 1.6, " thank"),
+              Word(1.6, 1.8, " you")]
+    assert cut_squeezed_repeat(thanks) == thanks

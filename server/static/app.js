@@ -482,17 +482,20 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   if (token !== watchToken) return; // another card was asked for meanwhile
   const runs = session.runs || [];
   const done = [...runs].reverse().filter((r) => r.status === 'completed');
-  const said = (r) => r?.summary?.word_count != null; // (a renditions run made no transcript)
-  // The refined run by default; the live run (kind "live") when no other has a transcript.
+  const said = (r) => r?.summary?.word_count != null; // the refined run, else the live one(s)
   let run = runId ? runs.find((r) => r.id === runId)
     : done.find((r) => r.kind !== 'live' && said(r)) || done.find((r) => r.kind === 'live') || done[0];
   const liveRun = runs.find((r) => r.id && r.id === (summary?.supersedes ?? run?.supersedes))
     || done.find((r) => r.kind === 'live');
   const again = (ms, then) => setTimeout(() => token === watchToken && then(sessionId), ms);
-  if (run && !said(run) && liveRun) { // the live run is the transcript: shown once saved
-    if (liveRun.status === 'running') return void again(1000, showResult);
-    if (liveRun.status === 'completed') [run, summary] = [liveRun, liveRun.summary];
+  if (run && !said(run) && liveRun?.status === 'running') { // (renditions) the live run is the
+    card.dataset.sessionId = ''; // transcript: shown once saved (no other session's card meanwhile)
+    showProcessing(sessionId, 'Saving the live transcript', 1, 'done');
+    return void again(1000, showResult);
   }
+  const lives = done.filter((r) => r.kind === 'live'); // several: a session recorded in parts
+  if (run && !said(run) && liveRun?.status === 'completed') [run, summary] = [liveRun, lives.length < 2 ? liveRun.summary
+    : { speakers: session.speakers, word_count: lives.reduce((n, r) => n + (r.summary?.word_count || 0), 0) }];
   summary ??= run?.summary || {};
   const status = session.status;
   if (status === 'recording') again(2000, watchSession); // (by another page: followed till done)
@@ -506,7 +509,6 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   if (session.created_at) facts.push(when(session.created_at));
   $('result-summary').textContent = facts.filter(Boolean).join(' · ');
   $('result-summary').title = sessionId;
-
   const actions = [];
   if (status === 'failed' || status === 'interrupted') {
     const why = status === 'failed' ? `Processing failed: ${session.error || 'unknown error'}.`
@@ -533,17 +535,16 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   }
 
   const groups = [];
-  if (hasAudio) {
-    groups.push(audioLinks(sessionId));
-  }
+  if (hasAudio) groups.push(audioLinks(sessionId));
   const transcript = $('transcript');
   transcript.replaceChildren();
   if (run && status !== 'recording') {
     try {
-      const doc = await request(transcriptUrl(sessionId, 'json', run.id));
+      const served = run.kind === 'live' ? null : run; // live: every part's, as the server joins them
+      const doc = await request(transcriptUrl(sessionId, 'json', served?.id));
       if (token !== watchToken) return;
       renderTranscript(transcript, doc, { onSeek: (t) => { player.currentTime = t; player.play().catch(() => {}); } });
-      groups.push(transcriptLinks(sessionId, run));
+      groups.push(transcriptLinks(sessionId, served));
       if (run.kind === 'live') {
         transcript.prepend(el('p', { className: 'muted', textContent: 'This is the live transcript made while '
           + 'recording; there is no refined one (yet).' }));

@@ -6,8 +6,8 @@ import { el } from './dom.js';
 
 /** A run's file name as the server names it (`<id>.<run id's first 8>.<format>`): runs of
  * one session (processed again, or its live run) never share a name. */
-function runFilename(sessionId, run, format) {
-  return `${sessionId}.${run.id.slice(0, 8)}.${format}`;
+function runFilename(sessionId, run, format) { // (no run: the session's transcript)
+  return run ? `${sessionId}.${run.id.slice(0, 8)}.${format}` : `${sessionId}.${format}`;
 }
 
 function link(href, text, filename, format, kind = '') {
@@ -31,7 +31,7 @@ export function audioLinks(sessionId) {
 /** `run`'s transcript, one link per format (`live`: the live run beside a refined one). */
 export function transcriptLinks(sessionId, run, { live = false } = {}) {
   return group(live ? 'Live transcript' : 'Transcript',
-    RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, run.id), f.toUpperCase(),
+    RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, run?.id), f.toUpperCase(),
       runFilename(sessionId, run, f), f, live ? 'live' : '')),
     live ? 'download-group live-run' : 'download-group');
 }

@@ -59,7 +59,8 @@ def as_new_file(fd: int) -> None:
 
 def _umask() -> int:
     """This process's umask, read without setting it (``os.umask`` would change it for
-    every thread for a moment)."""
+    every thread for a moment); 0o077 when it cannot be read (a kernel before 4.7: the
+    files stay the owner's, as mkstemp makes them)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -67,7 +68,7 @@ def _umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    return 0o022
+    return 0o077
 
 
 def replace_durably(tmp: Union[str, os.PathLike], path: Union[str, os.PathLike]) -> None:

@@ -190,7 +190,7 @@ def load_served(runs_dir: Union[str, os.PathLike], run_ids: Sequence[str]) -> Tr
 # --------------------------------------------------------------------------- readers
 
 _CUE_TIME = re.compile(r"(\d+):(\d{2}):(\d{2})[,.](\d{3})\s*-->\s*(\d+):(\d{2}):(\d{2})[,.](\d{3})")
-_VTT_TIME = re.compile(r"(?:(\d+):)?(\d{2}):(\d{2})\.(\d{3})\s*-->\s*(?:(\d+):)?(\d{2}):(\d{2})\.(\d{3})")
+_VTT_TIME = re.compile(r"(?:(\d+):)?(\d{2}):(\d{2})[,.](\d{3})\s*-->\s*(?:(\d+):)?(\d{2}):(\d{2})[,.](\d{3})")
 
 
 def _seconds(h: str, m: str, s: str, ms: str) -> float:

@@ -51,7 +51,8 @@ def cut_squeezed_repeat(words: list[Word], squeezed: float = 0.02, share: float 
                         ) -> list[Word]:
     """`words` without a copy of the n-gram (n >= 2) before it that ends the pass with its
     words squeezed to no length (all but its last word together shorter than `squeezed`
-    s a word, or than `share` of the same words the first time): Whisper's way of saying
+    s a word, or, for a copy of 4 words or more, than `share` of the same words the first
+    time): Whisper's way of saying
     the last words again where the audio has run out ("Thank you very much. Thank you
     very much." with the copy at 8.16 s, 8.16 s, 8.16 s, 8.16-8.75 s; "I don't hear that
     New Jersey now." again at 29.61 s with "Jersey" 0.06 s long). A copy whose words
@@ -62,7 +63,9 @@ def cut_squeezed_repeat(words: list[Word], squeezed: float = 0.02, share: float 
             continue
         length = sum(w.end - w.start for w in words[-n:-1])
         before = sum(w.end - w.start for w in words[-2 * n:-n - 1])
-        if length < max(squeezed * (n - 1), share * before):
+        # (a share of one to three words' lengths says nothing: Whisper stretches a first
+        # word over the pause before it, and "thank you, thank you" went)
+        if length < squeezed * (n - 1) or (n > 3 and length < share * before):
             return words[:-n]
     return words
 

@@ -349,20 +349,19 @@ class AsyncClient:
 
     async def _live_tail(self, rec: RecordingReport, reading: "asyncio.Task[None]") -> None:
         """Wait for the live words said after `stop` (perhaps after the refined run ended):
-        until the live run is saved and its words came (at most the timeout; not past the
-        connection's end or a failed REST request: the report then lacks them)."""
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline and not reading.done():
+        until the live run is saved (at most the timeout) and its words came (sent before:
+        at most 5 s more; not past the connection's end or a failed REST request)."""
+        deadline, run = time.monotonic() + self.timeout, {"status": "running"}
+        while run.get("status") == "running" and time.monotonic() < deadline and not reading.done():
             try:
                 run = next((r for r in await self.runs(rec.session_id) if r["id"] == rec.live_run_id), {})
             except (ServerError, aiohttp.ClientError, OSError):
                 return
-            if run.get("status") == "completed" and not rec.live_said(run):
-                await asyncio.sleep(0.05)  # sent before the run was saved: arriving
-            elif run.get("status") == "running":
-                await asyncio.sleep(0.25)
-            else:
-                return
+            await asyncio.sleep(0.25 if run.get("status") == "running" else 0)
+        late = time.monotonic() + 5.0
+        while (run.get("status") == "completed" and not rec.live_said(run)
+               and time.monotonic() < late and not reading.done()):
+            await asyncio.sleep(0.05)
 
     async def _follow(self, rec: RecordingReport, code: Optional[int],
                       on_event: Optional[EventCallback]) -> None:

@@ -304,8 +304,8 @@ class SessionPanel:
             run = self.client.start_run(sid, self._options())
         except Exception as exc:  # the reason in the panel, not only a log line (a server
             # away: aiohttp's connection error, which only the widget log showed)
-            self._say(str(exc) if isinstance(exc, ServerError)
-                      else f"cannot reach the server: {exc}", error=True)
+            self._say(f"cannot reach the server: {exc}" if isinstance(exc, OSError)
+                      else str(exc) or type(exc).__name__, error=True)
             raise
         self._say(f"run {run['id'][:8]} queued")
 

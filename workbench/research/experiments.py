@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import numbers
 import os
 import socket
 import time
@@ -380,8 +381,8 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
         if value not in ("rerun", "reuse"):
             raise ValueError(f"{name} must be 'rerun' or 'reuse', not {value!r}")
     for name, count in (("max_workers", max_workers), ("threads_per_worker", threads_per_worker)):
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
-                                  or count < 1):
+        whole = isinstance(count, numbers.Integral) and not isinstance(count, bool)
+        if count is not None and not (whole and count >= 1):
             raise ValueError(f"{name} must be a whole number of at least 1 (or None for "
                              f"the default), not {count!r}")
     systems, items = list(systems), list(items)
