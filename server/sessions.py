@@ -171,20 +171,30 @@ class Session:
             ],
             "runs": [r.serialize() for r in self.runs],
             "speakers": self.speakers(),
+            "transcript": self.transcript(),
         }
 
-    def speakers(self) -> Optional[int]:
-        """How many speakers the session's transcript names: those of the runs that make it
-        (`served_runs` of the completed runs with a transcript; a renditions run has none),
-        one label counted once across the live runs of a session recorded in parts (the
-        labels carry over a resume); None without such a run."""
+    def transcript(self) -> Optional[dict[str, Any]]:
+        """What the session's transcript is made of, as GET /transcript without ``run``
+        serves it: ``runs`` (ids, `served_runs` of the completed runs with a transcript; a
+        renditions run has none), their ``kind``, ``speakers`` (one label counted once
+        across the live runs of a session recorded in parts: the labels carry over a
+        resume) and ``word_count`` (summed); None without such a run."""
         runs = served_runs([r for r in self.runs if r.status == "completed"
                             and "word_count" in r.summary], lambda r: r.kind)
         if not runs:
             return None
         if len(runs) == 1 or any("speaker_labels" not in r.summary for r in runs):
-            return max((r.summary.get("speakers") for r in runs), key=lambda n: n or 0)
-        return len({label for r in runs for label in r.summary["speaker_labels"]})
+            speakers = max((r.summary.get("speakers") for r in runs), key=lambda n: n or 0)
+        else:
+            speakers = len({label for r in runs for label in r.summary["speaker_labels"]})
+        return {"runs": [r.id for r in runs], "kind": runs[-1].kind, "speakers": speakers,
+                "word_count": sum(int(r.summary["word_count"] or 0) for r in runs)}
+
+    def speakers(self) -> Optional[int]:
+        """How many speakers the session's transcript names (`transcript`); None without one."""
+        served = self.transcript()
+        return None if served is None else served["speakers"]
 
     def _repr_html_(self) -> str:  # pragma: no cover - notebook display
         rows = "".join(

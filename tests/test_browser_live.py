@@ -412,6 +412,9 @@ def test_with_renditions_only_the_live_transcript_stays_the_sessions(
             live = [r for r in get_json(f"{srv.url}/api/sessions/{sid}/runs")["runs"]
                     if r["kind"] == "live"]
             assert len(live) == 1 and live[0]["status"] == "completed"
+            served = get_json(f"{srv.url}/api/sessions/{sid}")["transcript"]
+            assert served["runs"] == [live[0]["id"]] and served["kind"] == "live"
+            assert f"{served['word_count']} words" in page.inner_text("#result-summary")
             hrefs = page.eval_on_selector_all("#downloads a.download", "els => els.map(a => a.href)")
             # the session's transcript (every live run's, as the server joins a recording
             # made in parts), not one run's

@@ -1069,6 +1069,9 @@ async def test_a_live_resume_starts_at_once_and_numbers_after_the_stream_being_s
     session = await session_in(srv, sid, "completed", timeout=60)
     assert session["speakers"] == len(set(first["speaker_labels"]) | set(second["speaker_labels"]))
     assert session["speakers"] >= 1
+    # and it says what its transcript is made of (the page took it from the runs itself)
+    assert session["transcript"] == {"runs": [r["id"] for r in runs], "kind": "live",
+                                     "speakers": session["speakers"], "word_count": len(words)}
 
 
 async def test_a_live_resume_with_one_slot_waits_for_its_own_stream_being_saved(

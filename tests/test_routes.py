@@ -48,7 +48,7 @@ def test_session_speakers_are_those_of_the_transcript_it_serves() -> None:
         return Run(f"r{i}", "s", status, {}, float(i), summary=summary, kind=kind)
 
     session = Session("s", "completed", 0.0, 0.0)
-    assert session.serialize()["speakers"] is None
+    assert session.serialize()["speakers"] is None and session.serialize()["transcript"] is None
     session.runs = [run(0, "live", ["A", "B"]), run(1, "live", ["B"]),
                     run(2, "refined", None)]  # parts 1 and 2, then a renditions run
     assert session.serialize()["speakers"] == 2
@@ -56,5 +56,9 @@ def test_session_speakers_are_those_of_the_transcript_it_serves() -> None:
     assert session.serialize()["speakers"] == 3
     session.runs.append(run(4, "refined", ["A", "B", "C", "D"], status="failed"))
     assert session.serialize()["speakers"] == 3
+    assert session.serialize()["transcript"] == {"runs": ["r0", "r1", "r3"], "kind": "live",
+                                                 "speakers": 3, "word_count": 9}
     session.runs.append(run(5, "refined", ["X"]))  # a refined run supersedes the live ones
     assert session.serialize()["speakers"] == 1
+    assert session.serialize()["transcript"] == {"runs": ["r5"], "kind": "refined",
+                                                 "speakers": 1, "word_count": 3}

@@ -482,20 +482,18 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   if (token !== watchToken) return; // another card was asked for meanwhile
   const runs = session.runs || [];
   const done = [...runs].reverse().filter((r) => r.status === 'completed');
-  const said = (r) => r?.summary?.word_count != null; // the refined run, else the live one(s)
-  let run = runId ? runs.find((r) => r.id === runId)
-    : done.find((r) => r.kind !== 'live' && said(r)) || done.find((r) => r.kind === 'live') || done[0];
+  const said = (r) => r?.summary?.word_count != null; // has a transcript (a renditions run has none)
+  const served = session.transcript; // what GET /transcript serves: {runs, kind, speakers, word_count}
+  let run = runId ? runs.find((r) => r.id === runId) : done[0];
   const liveRun = runs.find((r) => r.id && r.id === (summary?.supersedes ?? run?.supersedes))
     || done.find((r) => r.kind === 'live');
   const again = (ms, then) => setTimeout(() => token === watchToken && then(sessionId), ms);
-  if (run && !said(run) && liveRun?.status === 'running') { // (renditions) the live run is the
-    card.dataset.sessionId = ''; // transcript: shown once saved (no other session's card meanwhile)
+  if (!said(run) && liveRun?.status === 'running' && (runId || !served)) { // (renditions) the live
+    card.dataset.sessionId = ''; // run is the transcript: shown once saved (no other session's card meanwhile)
     showProcessing(sessionId, 'Saving the live transcript', 1, 'done');
     return void again(1000, showResult);
   }
-  const lives = done.filter((r) => r.kind === 'live'); // several: a session recorded in parts
-  if (run && !said(run) && liveRun?.status === 'completed') [run, summary] = [liveRun, lives.length < 2 ? liveRun.summary
-    : { speakers: session.speakers, word_count: lives.reduce((n, r) => n + (r.summary?.word_count || 0), 0) }];
+  if (served && !(runId && said(run))) [run, summary] = [runs.find((r) => r.id === served.runs.at(-1)), served];
   summary ??= run?.summary || {};
   const status = session.status;
   if (status === 'recording') again(2000, watchSession); // (by another page: followed till done)
