@@ -93,6 +93,9 @@ class ServerConfig:
         return out
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 class ConfigError(ValueError):
     """A configuration the server refuses to start with."""
 
@@ -139,6 +142,14 @@ def check(config: ServerConfig) -> None:
         if not (value >= 0 and math.isfinite(value)):  # (a negative heartbeat closed every
             # socket at once)
             raise ConfigError(f"{flag} must be >= 0 and finite (0: off), not {value:g}")
+    for flag, value, least in (("--max-body-bytes", lim.max_body_bytes, 1024),
+                               ("--workers", config.workers, 1),
+                               ("--progress-every", config.progress_every, 1)):
+        if value < least:  # (each was raised to it without a word)
+            raise ConfigError(f"{flag} must be at least {least}, not {value}")
+    if config.log_level not in LOG_LEVELS:  # (WORKBENCH_LOG_LEVEL=verbose: a traceback)
+        raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not "
+                          f"{config.log_level!r}")
 
 
 _ENV = "WORKBENCH_"
@@ -210,7 +221,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
                    help="seconds of audio a 'live' client may send ahead of that pace")
     p.add_argument("--progress-every", type=int, default=int(_env("progress_every", d.progress_every)))
     p.add_argument("--heartbeat", type=float, default=float(_env("heartbeat", d.heartbeat)))
-    p.add_argument("--log-level", default=_env("log_level", d.log_level))
+    p.add_argument("--log-level", type=str.upper, default=_env("log_level", d.log_level),
+                   choices=LOG_LEVELS)
     p.add_argument("--token", default=_env("token", None),
                    help="require this token on the REST API and the WebSocket (prefer the "
                         "WORKBENCH_TOKEN variable: flags show in process lists)")
@@ -243,19 +255,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
             max_chunk_bytes=a.max_chunk_bytes,
             max_total_bytes=a.max_total_bytes,
             max_message_bytes=a.max_message_bytes,  # (None: as the chunk limit needs)
-            max_recordings=max(0, a.max_recordings),
-            max_connections_per_client=max(0, a.max_connections_per_client),
-            idle_timeout_seconds=max(0.0, a.idle_timeout),
-            max_body_bytes=max(1024, a.max_body_bytes),
-            live_max_speed=max(0.0, a.live_max_speed),
-            live_burst_seconds=max(0.0, a.live_burst),
+            max_recordings=a.max_recordings,  # (checked: a negative one was taken for 0)
+            max_connections_per_client=a.max_connections_per_client,
+            idle_timeout_seconds=a.idle_timeout,
+            max_body_bytes=a.max_body_bytes,
+            live_max_speed=a.live_max_speed,
+            live_burst_seconds=a.live_burst,
         ),
         pipeline=a.pipeline,
-        workers=max(1, a.workers),
+        workers=a.workers,
         max_live_sessions=a.max_live_sessions,
         live_warm=a.live_warm,
         dask_scheduler=a.dask_scheduler,
-        progress_every=max(1, a.progress_every),
+        progress_every=a.progress_every,
         heartbeat=a.heartbeat,
         log_level=a.log_level.upper(),
         token=a.token or None,

@@ -481,12 +481,12 @@ class Connection:
                        "truncated": truncated}
             if self.live_results:
                 stopped["live_run_id"] = live_run_id
-            if decode_error is None:  # parts skipped while others decoded: say which, why
-                after = await asyncio.to_thread(store.get_session, sid)
-                skipped = [{"part": p.index, "error": p.error}
-                           for p in (after.parts if after else []) if p.error]
-                if skipped:
-                    stopped["undecoded_parts"] = skipped
+            # parts skipped (while others decoded, or none did): say which, why
+            after = await asyncio.to_thread(store.get_session, sid)
+            skipped = [{"part": p.index, "error": p.error}
+                       for p in (after.parts if after else []) if p.error]
+            if skipped:
+                stopped["undecoded_parts"] = skipped
             await self.send(stopped)
             # Audio whose byte count does not tell its length (compressed containers) can
             # decode to more than the limit; a wall-clock 4005 already told the client.

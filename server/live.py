@@ -8,16 +8,15 @@ streams by session; `LiveStream` is one recording's: it hands the worker
 waiting for it, and turns what the worker says into protocol messages:
 
 * the worker's events (``transcript_partial``, ``transcript_final``, ``speaker_labels``,
-  ``diarization_update``) with ``session_id``, in the order it made them;
-* ``live_paused {reason}`` when the audio received but not yet taken up by the live
-  engines exceeds `PAUSE_BACKLOG` seconds, ``live_resumed`` once it is back under
-  `RESUME_BACKLOG`;
-* ``live_paused {reason}`` that ends live results for the rest of the recording when
-  the worker dies, cannot decode the stream, or falls `OFF_BACKLOG` seconds behind.
+  ``diarization_update``) with ``session_id``, in the order it made them, and
+  ``live_run_saved`` after them once the live run is saved (or failed);
+* ``live_paused {reason}`` when the audio not yet taken up by the live engines exceeds
+  `PAUSE_BACKLOG` seconds, ``live_resumed`` once it is back under `RESUME_BACKLOG`, and
+  one that ends live results for the rest of the recording when the worker dies, cannot
+  decode the stream, or falls `OFF_BACKLOG` seconds behind.
 
-The recording never waits for live work and never depends on it: the bytes go to a queue
-a thread drains into the worker's pipe; if the worker is gone the bytes are dropped from
-the queue, never from the recording.
+The recording never waits for live work: its bytes go to a queue a thread drains into the worker's
+pipe; with the worker gone they are dropped from the queue, never from the recording.
 """
 
 from __future__ import annotations
@@ -341,10 +340,13 @@ class LiveStream(WorkerProcess):
         if ok:
             await self.numbers.known.wait()
         summary = {**outcome[1], "first_index": self.numbers.base} if ok else None
+        error = None if ok else str(outcome[1])
         await asyncio.to_thread(store.finish_run, run_id, ok=ok, summary=summary,
-                                error=None if ok else str(outcome[1]), finished_at=time.time())
-        log.info("Live run %s of session %s %s", run_id, self.session_id,
-                 "completed" if ok else f"failed: {outcome[1]}")
+                                error=error, finished_at=time.time())
+        log.info("Live run %s of session %s: %s", run_id, self.session_id, error or "completed")
+        await self.hub.notify(session_id, {"type": "live_run_saved", "session_id": session_id,
+                                           "run_id": run_id, "status": "completed" if ok else
+                                           "failed", "summary": summary, "error": error})
         await asyncio.to_thread(store.remove_leftovers, session_id)  # if deleted since
         if self.process is not None:
             await asyncio.to_thread(self.process.join, 10)
@@ -438,8 +440,7 @@ class LiveHub:
     def refusal(self) -> Optional[str]:
         """Why a new live stream cannot start now, or None."""
         if self.max_streams <= 0:
-            return "Live results are off on this server (--max-live-sessions 0); recording " \
-                   "normally"
+            return "Live results are off on this server (--max-live-sessions 0); recording normally"
         if self.active() >= self.max_streams:
             return (f"Live results are busy: {self.max_streams} live recording(s) at once on "
                     "this server (--max-live-sessions); recording normally, the refined "
@@ -485,8 +486,7 @@ class LiveHub:
         return stream, reason
 
     async def _start(self, session_id: str, fmt: InputFormat, offset: float,
-                     first_index: Optional[int]
-                     ) -> tuple[Optional[LiveStream], Optional[str]]:
+                     first_index: Optional[int]) -> tuple[Optional[LiveStream], Optional[str]]:
         reason = self.refusal()
         if reason is not None:
             return None, reason

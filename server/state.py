@@ -141,7 +141,8 @@ class AppState:
 
 
 LIVE_EVENTS = frozenset({"transcript_partial", "transcript_final", "diarization_update",
-                         "speaker_labels", "live_paused", "live_resumed", "live_replay"})
+                         "speaker_labels", "live_paused", "live_resumed", "live_replay",
+                         "live_run_saved"})
 """The events of live results (README, "Live results over the protocol")."""
 
 STATE = web.AppKey("state", AppState)

@@ -222,6 +222,13 @@ async def test_live_words_and_speakers_while_recording(live_server: LocalServer,
     # after stop, came after the (renditions) run's processing_complete and were lost
     assert [(w["word"], w["speaker"]) for w in report.live_words] == \
         [(w["word"], w["speaker"]) for w in saved]
+    # ... which the live run's live_run_saved follows (the client waits for it)
+    said = report.last("live_run_saved")
+    assert said is not None and (said["run_id"], said["status"]) == (live_id, "completed")
+    assert said["summary"] == live_run["summary"]
+    types = [m["type"] for m in report.messages]
+    assert max(i for i, t in enumerate(types) if t in LIVE_EVENTS and t != "live_run_saved") \
+        < types.index("live_run_saved") and said in report.live_events
     assert doc["duration"] == pytest.approx(len(call_pcm) / 32000, abs=0.05)
     assert len(doc["speakers"]) >= 2
 

@@ -141,6 +141,9 @@ async def test_seed_zeros_chunk_gives_clear_decode_error(server: LocalServer) ->
     sid = msgs[0]["session_id"]
     status, session = await get_json(f"{server.url}/api/sessions/{sid}")
     assert session["status"] == "failed" and session["bytes_received"] == 1024
+    # recording_stopped names the part (it did only when other parts decoded)
+    assert by_type(msgs, "recording_stopped")[0]["undecoded_parts"] == [
+        {"part": 0, "error": session["parts"][0]["error"]}] and session["parts"][0]["error"]
     raw = server.data_dir / "sessions" / sid / "part-000.raw"
     assert raw.read_bytes() == bytes(1024)
 

@@ -171,6 +171,20 @@ def test_limits_that_would_cut_every_recording_are_refused_at_start(capsys) -> N
     with pytest.raises(ConfigError, match="--heartbeat must be >= 0"):  # closed every socket at once
         check(ServerConfig(heartbeat=-1.0))
     check(ServerConfig(heartbeat=0.0))
+    # out of range on the command line: refused (a negative limit was taken for 0, "off";
+    # the body limit, workers and progress were raised without a word)
+    for argv, message in ((["--max-recordings", "-1"], "--max-recordings must be >= 0"),
+                          (["--idle-timeout", "-1"], "--idle-timeout must be >= 0"),
+                          (["--max-body-bytes", "10"], "--max-body-bytes must be at least 1024"),
+                          (["--workers", "0"], "--workers must be at least 1"),
+                          (["--progress-every", "0"], "--progress-every must be at least 1"),
+                          (["--log-level", "verbose"], "invalid choice: 'VERBOSE'")):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert message in capsys.readouterr().err, argv
+    assert parse_args(["--log-level", "debug"]).log_level == "DEBUG"
+    with pytest.raises(ConfigError, match="--log-level must be one of"):
+        check(ServerConfig(log_level="VERBOSE"))
     with pytest.raises(SystemExit):
         parse_args(["--max-duration", "0"])
     assert "--max-duration must be > 0" in capsys.readouterr().err

@@ -41,7 +41,7 @@ DURATION_EXCEEDED = 4005
 UNDECODABLE_AUDIO = 4008
 
 LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diarization_update",
-               "live_paused", "live_resumed", "live_replay")
+               "live_paused", "live_resumed", "live_replay", "live_run_saved")
 """Messages of a recording with ``live_results`` (README, "Live results over the protocol")."""
 
 
@@ -349,18 +349,11 @@ class AsyncClient:
 
     async def _live_tail(self, rec: RecordingReport, reading: "asyncio.Task[None]") -> None:
         """Wait for the live words said after `stop` (perhaps after the refined run ended):
-        until the live run is saved (at most the timeout) and its words came (sent before:
-        at most 5 s more; not past the connection's end or a failed REST request)."""
-        deadline, run = time.monotonic() + self.timeout, {"status": "running"}
-        while run.get("status") == "running" and time.monotonic() < deadline and not reading.done():
-            try:
-                run = next((r for r in await self.runs(rec.session_id) if r["id"] == rec.live_run_id), {})
-            except (ServerError, aiohttp.ClientError, OSError):
-                return
-            await asyncio.sleep(0.25 if run.get("status") == "running" else 0)
-        late = time.monotonic() + 5.0
-        while (run.get("status") == "completed" and not rec.live_said(run)
-               and time.monotonic() < late and not reading.done()):
+        until the live run is saved (its ``live_run_saved``, sent after its words; at most
+        the timeout, not past the connection's end)."""
+        deadline = time.monotonic() + self.timeout
+        while not any(m.get("type") == "live_run_saved" and m.get("run_id") == rec.live_run_id
+                      for m in rec.messages) and time.monotonic() < deadline and not reading.done():
             await asyncio.sleep(0.05)
 
     async def _follow(self, rec: RecordingReport, code: Optional[int],

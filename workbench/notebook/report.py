@@ -40,14 +40,6 @@ class RecordingReport:
         stopped = self.last("recording_stopped")
         return stopped.get("live_run_id") if stopped else None
 
-    def live_said(self, run: dict[str, Any]) -> bool:
-        """Every word of the saved live run `run` (its REST form) has come: its summary
-        counts them (``word_count``) from ``first_index``."""
-        summary = run.get("summary") or {}
-        count, last = int(summary.get("word_count") or 0), int(summary.get("first_index") or 0)
-        last += count - 1
-        return count == 0 or (last < len(self.live_words) and bool(self.live_words[last]))
-
     @property
     def live_text(self) -> str:
         return "".join(w.get("word", "") for w in self.live_words).strip()
