@@ -120,3 +120,52 @@ def ami() -> Path:
         if "could not download" in str(exc):
             pytest.skip(f"the pyannote.audio source distribution is out of reach: {exc}")
         raise
+
+
+async def cutting_proxy(upstream: str, after: str) -> tuple[Any, int]:
+    """A proxy before a real server that aborts the client's connection (no close frame)
+    right after forwarding the server's first `after` message; REST passes through.
+    (runner, port)."""
+    import json
+
+    from aiohttp import web
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async with aiohttp.ClientSession() as s, s.ws_connect(
+                "ws" + upstream[len("http"):] + request.path, max_msg_size=0) as up:
+            async def to_server() -> None:
+                async for m in ws:
+                    await (up.send_str(m.data) if m.type == web.WSMsgType.TEXT
+                           else up.send_bytes(m.data))
+
+            async def to_client() -> None:
+                async for m in up:
+                    await ws.send_str(m.data)
+                    if json.loads(m.data).get("type") == after:
+                        assert request.transport is not None
+                        request.transport.abort()
+                        return
+
+            tasks = {asyncio.ensure_future(to_server()), asyncio.ensure_future(to_client())}
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+        return ws
+
+    async def rest(request: web.Request) -> web.Response:
+        async with aiohttp.ClientSession() as s, s.request(
+                request.method, upstream + request.path_qs, data=await request.read(),
+                headers={"Content-Type": request.headers.get("Content-Type", "")}) as r:
+            return web.Response(body=await r.read(), status=r.status,
+                                content_type=r.content_type)
+
+    app = web.Application()
+    app.router.add_get("/ws/{sid}", socket)
+    app.router.add_route("*", "/{tail:.*}", rest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

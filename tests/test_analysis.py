@@ -158,6 +158,7 @@ def test_load_session_from_data_dir_joins_the_live_runs_of_a_session_in_parts(
     """With no refined transcript, a session recorded in two parts with live results is
     both live runs' transcripts, as GET /transcript serves it (the newest alone before)."""
     import json
+    import os
 
     from server.sessions import SessionStore
 
@@ -166,11 +167,14 @@ def test_load_session_from_data_dir_joins_the_live_runs_of_a_session_in_parts(
         sid = store.create_session().id
         first, second = (store.create_run(sid, {}, kind="live") for _ in range(2))
         write_wav(store.audio_path(sid), np.zeros(16000 * 10, np.float32))
-        for run in (first, second):
+        live = make_transcript()
+        live.config = {"kind": "live"}  # (as a live run's transcript says)
+        for mtime, run in enumerate((first, second), 1000):
             store.finish_run(run.id, ok=True)
             path = store.run_dir(sid, run.id) / "transcript.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(make_transcript().serialize()))
+            path.write_text(json.dumps(live.serialize()))
+            os.utime(path, (mtime, mtime))
     finally:
         store.close()
     one = len(make_transcript().segments)
@@ -178,3 +182,8 @@ def test_load_session_from_data_dir_joins_the_live_runs_of_a_session_in_parts(
     assert local.transcript is not None and len(local.transcript.segments) == 2 * one
     assert local.transcript.config == {"live_runs": [first.id, second.id]}
     assert len(load_session(sid, data_dir=tmp_path, run=first.id).transcript.segments) == one  # type: ignore[union-attr]
+    # the files alone (a copied sessions/ folder): the same (the newest live run's alone)
+    os.remove(tmp_path / "workbench.sqlite3")
+    copied = load_session(sid, data_dir=tmp_path)
+    assert copied.transcript is not None and len(copied.transcript.segments) == 2 * one
+    assert copied.transcript.config == {"live_runs": [first.id, second.id]}

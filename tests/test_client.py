@@ -13,6 +13,8 @@ from workbench.engine.audio import decode_file
 from workbench.notebook.client import Client, ServerError
 from workbench.notebook.local_server import LocalServer
 
+from .conftest import cutting_proxy
+
 
 @pytest.fixture(scope="module")
 def client(server: LocalServer):  # type: ignore[no-untyped-def]
@@ -684,3 +686,134 @@ def test_a_server_that_never_answers_is_a_timeout_naming_it() -> None:
         mute.close()
         done.set()
         thread.join(10)
+
+
+# ----------------------------------------------------------------- found in a review (real server)
+
+@pytest.mark.parametrize("session_id", ["new", "created"])
+def test_a_connection_dropped_before_processing_started_is_followed(
+        server: LocalServer, session_id: str) -> None:
+    """The connection dropped right after recording_stopped: record(wait=True) returned a
+    report without a result and without a word. It now finds the run `stop` queued (the
+    session's new one) and follows it over REST."""
+    import asyncio
+
+    from workbench.notebook.client import AsyncClient
+
+    async def main() -> Any:
+        runner, port = await cutting_proxy(server.url, "recording_stopped")
+        aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=60)
+        try:
+            sid = session_id
+            if sid == "created":  # one run of it before: not the one to follow
+                sid = (await aio.create_session())["id"]
+                first = await AsyncClient(server.url).record(np.zeros(16000, np.float32),
+                                                             session_id=sid)
+                assert first.result["type"] == "processing_complete"
+            return await aio.record(np.zeros(16000, np.float32), session_id=sid), sid
+        finally:
+            await aio.close()
+            await runner.cleanup()
+
+    report, sid = asyncio.run(main())
+    runs = Client(server).runs(report.session_id)
+    assert report.result is not None and report.result["type"] == "processing_complete"
+    assert report.run_id == runs[-1]["id"] and runs[-1]["status"] == "completed"
+    assert "processing_started" not in [m["type"] for m in report.messages]
+
+
+def test_stop_event_ends_a_recording_whose_source_waits(client: Client) -> None:
+    """A source waiting for its data held the recording: Stop (stop_event) was seen only
+    when the next chunk came, and the server's idle timeout interrupted the session."""
+    import threading
+
+    stop, release = threading.Event(), threading.Event()
+
+    def source():  # type: ignore[no-untyped-def]
+        for _ in range(4):
+            yield bytes(8000)
+        release.wait(60)  # (a sound card that stopped delivering)
+        yield bytes(8000)
+
+    threading.Timer(1.0, stop.set).start()
+    t0 = time.monotonic()
+    try:
+        rec = client.record(source(), input_format="pcm_s16le", stop_event=stop)
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 15
+    assert rec.chunks_sent == 4 and rec.result is not None
+    assert rec.result["type"] == "processing_complete"
+
+
+def test_the_duration_limit_ends_the_sending(start_server) -> None:  # type: ignore[no-untyped-def]
+    """After the server's 4005 the client went on sending the whole source: hundreds of
+    'Recording not started' errors, and chunks_sent counted what the server never took."""
+    srv = start_server("--max-duration", "2")
+    with Client(srv, timeout=60) as c:
+        rec = c.record(np.zeros(120 * 16000, np.float32))  # 480 chunks of 8000 bytes
+    assert [e["code"] for e in rec.errors][:1] == [4005]
+    # what the socket's buffers held when the 4005 came (measured 100-200) went on its way
+    assert rec.chunks_sent < 400, rec.chunks_sent
+    assert rec.result is not None and rec.result["type"] == "processing_complete"
+
+
+def test_closing_the_client_from_its_own_callback_is_an_error_at_once(
+        server: LocalServer) -> None:
+    """Client.close() from a callback waited 60 s for itself, then raised a bare
+    TimeoutError."""
+    c = Client(server)
+    raised: list[BaseException] = []
+
+    def closes(event: dict) -> None:
+        if event["type"] == "recording_started":
+            try:
+                c.close()
+            except RuntimeError as exc:
+                raised.append(exc)
+
+    t0 = time.monotonic()
+    try:
+        c.record(np.zeros(16000, np.float32), on_event=closes, wait=False)
+    finally:
+        c.close()
+    assert time.monotonic() - t0 < 20
+    assert raised and "cannot close its own Client" in str(raised[0])
+
+
+def test_wait_live_warm_with_a_wrong_token_is_a_401(start_server) -> None:  # type: ignore[no-untyped-def]
+    """With a wrong token /api/health says only 'ok', and wait_live_warm answered None
+    ('live results are off') at once."""
+    srv = start_server("--token", "right-token")
+    with Client(srv, token="wrong", timeout=30) as c:
+        with pytest.raises(ServerError) as info:
+            c.wait_live_warm(5)
+    assert info.value.status == 401
+
+
+def test_a_server_that_takes_no_audio_is_a_timeout(start_server) -> None:  # type: ignore[no-untyped-def]
+    """A server that stopped taking data (SIGSTOP here; a stalled network the same) held
+    record() for ever: its sends waited for the socket's buffer with no bound."""
+    import signal
+    import threading
+
+    srv = start_server()
+    go_on = threading.Event()
+
+    def endless():  # type: ignore[no-untyped-def]
+        sent = 0
+        while True:
+            yield bytes(32000)
+            sent += 1
+            if sent == 20:
+                srv.process.send_signal(signal.SIGSTOP)
+                go_on.set()
+
+    t0 = time.monotonic()
+    try:
+        with Client(srv, timeout=5) as c:
+            with pytest.raises(TimeoutError, match="the server took no audio for 5 s"):
+                c.record(endless(), input_format="pcm_s16le")
+    finally:
+        srv.process.send_signal(signal.SIGCONT)
+    assert go_on.is_set() and time.monotonic() - t0 < 40

@@ -22,7 +22,7 @@ from workbench.notebook.client import LIVE_EVENTS, AsyncClient
 from workbench.notebook.local_server import LocalServer
 from workbench.research.datasets import sample_call
 
-from .conftest import ServerFactory, session_in
+from .conftest import ServerFactory, cutting_proxy, session_in
 from .test_export import check_exports_independently
 from .test_recording_functional import recv, recv_until
 
@@ -246,6 +246,31 @@ async def test_silence_gives_no_words(live_server: LocalServer) -> None:
     assert run["status"] == "completed" and run["summary"]["word_count"] == 0
     assert run["summary"]["duration_seconds"] == pytest.approx(10.0, abs=0.05)
     assert not any(e["type"] == "transcript_final" for e in report.live_events)
+
+
+async def test_live_words_after_a_drop_at_the_end_come_from_the_saved_run(
+        live_server: LocalServer, call_pcm: bytes) -> None:
+    """The connection dropped right after processing_complete (renditions: quick) while
+    the live run was still saving: record() returned at once without the live words said
+    after `stop`, and without a word. It follows the live run over REST and takes the
+    words it lacks from the saved transcript."""
+    srv = live_server
+    await wait_no_live(srv)
+    runner, port = await cutting_proxy(srv.url, "processing_complete")
+    try:
+        async with AsyncClient(f"http://127.0.0.1:{port}", timeout=300) as client:
+            report = await client.record(np.frombuffer(call_pcm[:12 * 32000], np.int16),
+                                         live_results=True)  # (at once: most words after stop)
+    finally:
+        await runner.cleanup()
+    assert report.result is not None and report.live_run_id is not None
+    run = await wait_live_run(srv, report.session_id, report.live_run_id)
+    doc = await get(f"{srv.url}/api/sessions/{report.session_id}/transcript?format=json"
+                    f"&run={report.live_run_id}")
+    saved = [w for seg in doc["segments"] for w in seg["words"]]
+    assert run["summary"]["word_count"] == len(saved) >= 5
+    assert [(w["word"], w["speaker"]) for w in report.live_words] == \
+        [(w["word"], w["speaker"]) for w in saved]
 
 
 async def live_worker(srv: LocalServer, known: set[int]) -> psutil.Process:

@@ -223,19 +223,18 @@ def _local_session(data_dir: Path, session_id: str, run: Optional[str]
         latest = served_runs([r for r in runs if r["status"] == "completed"
                               and (runs_dir / r["id"] / "transcript.json").is_file()],
                              lambda r: r["kind"])
-        if len(latest) > 1 and run is None:  # recorded in parts, live only: every live
-            # run's transcript in order, as the server serves it
-            return load_served(runs_dir, [r["id"] for r in latest]), {
-                "id": session_id, "status": status, "runs": runs}
     else:
         status = "on disk"
         outputs = sorted(runs_dir.glob("*/transcript.json"), key=lambda p: p.stat().st_mtime)
         runs = [{"id": p.parent.name, "status": "completed"} for p in outputs]
         kinds = {p.parent.name: (json.loads(p.read_text()).get("config") or {}).get("kind")
                  for p in outputs}
-        # as the server serves it: the newest refined run before a live one
-        latest = ([r for r in runs if kinds[r["id"]] != "live"] or runs)[-1:]
+        # as the server serves it: the newest refined run, else every live one
+        latest = served_runs(runs, lambda r: "live" if kinds[r["id"]] == "live" else "refined")
     session = {"id": session_id, "status": status, "runs": runs}
+    if len(latest) > 1 and run is None:  # recorded in parts, live only: every live run's
+        # transcript in order, as the server serves it
+        return load_served(runs_dir, [r["id"] for r in latest]), session
     if run is not None:
         named = next((r for r in runs if r["id"] == run), None)
         if named is None and (stored is not None or not (runs_dir / run).is_dir()):

@@ -29,6 +29,7 @@ import numpy as np
 
 from workbench.engine.transcript import Transcript
 from workbench.notebook.errors import ServerError, refusal
+from workbench.notebook.following import follow_run
 from workbench.notebook.report import TERMINAL, RecordingReport, run_outcome
 from workbench.notebook.source import END, Source, next_chunk, prepare_source
 
@@ -43,12 +44,6 @@ UNDECODABLE_AUDIO = 4008
 LIVE_EVENTS = ("transcript_partial", "transcript_final", "speaker_labels", "diarization_update",
                "live_paused", "live_resumed", "live_replay", "live_run_saved")
 """Messages of a recording with ``live_results`` (README, "Live results over the protocol")."""
-
-
-# HTTP statuses of a server (or a proxy before it) that is away for a moment
-_AWAY = (502, 503, 504)
-_ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
-          aiohttp.WSMsgType.ERROR)
 
 
 class AsyncClient:
@@ -122,8 +117,14 @@ class AsyncClient:
         so that a recording's live words start with it; None when none came within
         `timeout` or live results are off on the server."""
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            live = (await self.health()).get("live") or {}
+        while (left := timeout - (time.monotonic() - t0)) > 0:
+            try:
+                health = await asyncio.wait_for(self.health(), left)
+            except asyncio.TimeoutError:
+                return None
+            if "live" not in health:  # (told only with the token: a wrong one is a 401 here)
+                await self.list_sessions()
+            live = health.get("live") or {}
             if live.get("warm"):
                 return round(time.monotonic() - t0, 1)
             if not live.get("max"):
@@ -236,9 +237,10 @@ class AsyncClient:
         chunks, seconds_per_byte = prepare_source(source, chunk_seconds, start)
         if realtime and seconds_per_byte:
             start.setdefault("live", True)
+        before: set[str] = set()  # the session's runs: the one `stop` queues is not among them
         if session_id != "new":  # (the server takes an id it does not know for "new")
             try:
-                await self.get_session(session_id)
+                before = {r["id"] for r in (await self.get_session(session_id))["runs"]}
             except ServerError as exc:
                 if exc.status == 404:
                     raise ServerError(f"No session {session_id} on the server (deleted?): "
@@ -268,9 +270,10 @@ class AsyncClient:
                     await inbox.put({"type": "failed", "exception": exc})
                 await inbox.put({"type": "closed", "code": ws.close_code})
 
-            def ended() -> bool:  # the server ended it or went away, or a callback raised
-                return (ws.closed or reading.done()
-                        or any(m.get("type") == "recording_stopped" for m in rec.messages))
+            def ended() -> bool:  # the server ended it (a limit) or went away, or a callback raised
+                return (ws.closed or reading.done() or any(
+                    m.get("type") == "recording_stopped" or m.get("code") == DURATION_EXCEEDED
+                    for m in rec.messages))
 
             reading = asyncio.create_task(reader())
             try:
@@ -288,22 +291,28 @@ class AsyncClient:
                 t0 = time.monotonic()
                 # a caller's chunks may wait for their data: read on a thread (`next_chunk`)
                 pending, theirs = iter(chunks), not isinstance(source, (np.ndarray, str, os.PathLike))
+                bound = self.timeout if math.isfinite(self.timeout) else None
+
+                def stopping() -> bool:
+                    return ended() or (stop_event is not None and stop_event.is_set())
+
                 while True:
-                    chunk: Any = await next_chunk(pending) if theirs else next(pending, END)
+                    chunk: Any = await next_chunk(pending, stopping) if theirs else next(pending, END)
                     if chunk is END:
                         break
                     if stop_event is not None and stop_event.is_set():
                         break
                     if ended():
                         break  # the server ended the recording (a limit) or went away
-                    try:
-                        if binary:
-                            await ws.send_bytes(chunk)
-                        else:
-                            await ws.send_json({"action": "audio_chunk",
-                                                "data": base64.b64encode(chunk).decode()})
+                    try:  # (a server or network that takes nothing: a TimeoutError)
+                        await asyncio.wait_for(ws.send_bytes(chunk) if binary else ws.send_json(
+                            {"action": "audio_chunk", "data": base64.b64encode(chunk).decode()}),
+                            bound)
                     except ConnectionError:
                         break  # closing under us: the reader tells why
+                    except asyncio.TimeoutError:
+                        raise TimeoutError(f"the server took no audio for {self.timeout:g} s; "
+                                           f"session {rec.session_id} keeps what arrived") from None
                     rec.chunks_sent += 1
                     rec.bytes_sent += len(chunk)
                     if seconds_per_byte:
@@ -335,29 +344,47 @@ class AsyncClient:
                     # a 4005 here says the decoded audio was cut at the limit; processing follows
                     if after["type"] != "error" or after.get("code") != DURATION_EXCEEDED:
                         break
+                end = after  # (closed before the server named its run: found over REST)
                 if wait and after["type"] == "processing_started":
                     end = await self._next(inbox, TERMINAL + ("closed",))
-                    if end["type"] == "closed":
-                        dropped = end
-                    elif rec.live_run_id is not None:
-                        await self._live_tail(rec, reading)
+                dropped = end if wait and end["type"] == "closed" else None
+                if wait and dropped is None and rec.live_run_id is not None:
+                    await self._live_tail(rec, reading)
             finally:
                 reading.cancel()
         if dropped is not None:  # closed mid-run (the connection dropped): the run goes on
-            await self._follow(rec, dropped.get("code"), on_event)
+            await self._follow(rec, dropped.get("code"), on_event, before)
+            if rec.live_run_id is not None:
+                await self._live_tail(rec, reading)
         return rec
 
     async def _live_tail(self, rec: RecordingReport, reading: "asyncio.Task[None]") -> None:
         """Wait for the live words said after `stop` (perhaps after the refined run ended):
         until the live run is saved (its ``live_run_saved``, sent after its words; at most
-        the timeout, not past the connection's end)."""
+        the timeout). When the connection ended first, the run is followed over REST and
+        the words the report lacks come from its transcript."""
         deadline = time.monotonic() + self.timeout
-        while not any(m.get("type") == "live_run_saved" and m.get("run_id") == rec.live_run_id
-                      for m in rec.messages) and time.monotonic() < deadline and not reading.done():
-            await asyncio.sleep(0.05)
+        run: dict[str, Any] = {"status": "running"}
+        while time.monotonic() < deadline and not any(
+                m.get("type") == "live_run_saved" and m.get("run_id") == rec.live_run_id
+                for m in rec.messages):
+            if reading.done():  # (no more messages; a REST request that fails ends it too)
+                try:
+                    run = next((r for r in await self.runs(rec.session_id)
+                                if r["id"] == rec.live_run_id), {})
+                    if run.get("status") == "completed":
+                        doc = await self.request("GET", f"/api/sessions/{rec.session_id}/"
+                                                 f"transcript?format=json&run={run['id']}")
+                        rec.add_saved([w for seg in doc["segments"] for w in seg["words"]],
+                                      int(run["summary"].get("first_index") or 0))
+                except (ServerError, aiohttp.ClientError, OSError):
+                    return
+                if run.get("status") != "running":
+                    return
+            await asyncio.sleep(0.25 if reading.done() else 0.05)
 
     async def _follow(self, rec: RecordingReport, code: Optional[int],
-                      on_event: Optional[EventCallback]) -> None:
+                      on_event: Optional[EventCallback], before: set[str]) -> None:
         """The connection closed during processing: follow the run over REST and add its
         outcome to ``rec`` (and give it to ``on_event``) as a ``processing_complete`` /
         ``processing_failed`` made from the run (speakers, duration, word count, supersedes;
@@ -369,16 +396,32 @@ class AsyncClient:
                 on_event(event)
 
         why = f"The connection closed during processing (close code {code})"
-        if rec.run_id is None:
-            raise ServerError(f"{why} and the server named no run to follow")
+        run_id = rec.run_id or await self._queued_run(rec.session_id, before)
+        if run_id is None:
+            raise ServerError(f"{why} and the session has no run to follow")
         try:
-            run = await self._wait_for_run(rec.session_id, rec.run_id, seen, 0.5,
-                                           reached=True)  # (it answered)
+            run = await follow_run(self, rec.session_id, run_id, seen, 0.5,
+                                   reached=True)  # (it answered)
         except (ServerError, aiohttp.ClientError, OSError) as exc:  # (TimeoutError too)
-            raise ServerError(f"{why}; following run {rec.run_id} failed: {exc}",
+            raise ServerError(f"{why}; following run {run_id} failed: {exc}",
                               status=getattr(exc, "status", None)) from exc
         if rec.result is None:  # (its own message came on the new socket, or not)
             seen(run_outcome(rec.session_id, run))
+
+    async def _queued_run(self, session_id: str, before: set[str]) -> Optional[str]:
+        """The refined run `stop` queued, not yet named when the connection dropped: the
+        session's newest one not among `before` (None: it will get none, or none came
+        within the timeout; a restart's recovery queues it too)."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError):  # (restarting)
+                session = await self.get_session(session_id)
+                new = [r["id"] for r in session["runs"] if r["id"] not in before
+                       and r.get("kind") != "live"]
+                if new or session["status"] != "processing":
+                    return new[-1] if new else None
+            await asyncio.sleep(0.5)
+        return None
 
     async def _next(self, inbox: "asyncio.Queue[dict[str, Any]]", kinds: tuple[str, ...]
                     ) -> dict[str, Any]:
@@ -418,73 +461,7 @@ class AsyncClient:
         id); a server that never answered (nothing listens, or it refused the first
         connection) is an error at once. TimeoutError when the run has not moved for the
         client's timeout."""
-        return await self._wait_for_run(session_id, run_id, on_event, poll, reached=False)
-
-    async def _wait_for_run(self, session_id: str, run_id: str,
-                            on_event: Optional[EventCallback], poll: float,
-                            reached: bool) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout
-        seen: Any = None
-        away: Optional[BaseException] = None  # why the server could not be reached
-        away_since = 0.0
-        ws: Optional[aiohttp.ClientWebSocketResponse] = None
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                try:  # (each attempt within the time left: a silent network hangs too)
-                    if ws is None or ws.closed:  # (first, or after a restart)
-                        ws = await asyncio.wait_for(self._connect(session_id), max(left, poll))
-                        reached = True  # (it answered: what fails from here may pass)
-                    runs = await asyncio.wait_for(self.runs(session_id), max(left, poll))
-                except ServerError as exc:  # (its sockets heard processing_failed, maybe not us)
-                    if exc.status == 404:
-                        raise ServerError(f"Session {session_id} was deleted: run {run_id} "
-                                          f"will not end ({exc})", status=404) from None
-                    if exc.status not in _AWAY or not reached:
-                        raise
-                    away, away_since = exc, away_since if away else time.monotonic()
-                except aiohttp.ClientSSLError:
-                    raise
-                except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
-                        OSError) as exc:  # restarting (or killed mid-answer); timeouts too
-                    if not reached:
-                        raise
-                    away, away_since = exc, away_since if away else time.monotonic()
-                else:
-                    reached, away = True, None
-                if away is not None:
-                    await asyncio.sleep(poll)
-                    continue
-                run = next((r for r in runs if r["id"] == run_id), None)
-                if run is None:
-                    raise ServerError(f"no run {run_id} in session {session_id}", status=404)
-                if run["status"] in ("completed", "failed"):
-                    return run
-                if (run["status"], run.get("stage"), run.get("progress")) != seen:
-                    seen = (run["status"], run.get("stage"), run.get("progress"))
-                    deadline = time.monotonic() + self.timeout  # it moves: wait on
-                assert ws is not None
-                if ws.closed:  # no more events (e.g. a server restart): poll, then reconnect
-                    await asyncio.sleep(poll)
-                    continue
-                try:
-                    msg = await ws.receive(timeout=poll)
-                except asyncio.TimeoutError:
-                    continue
-                if msg.type in _ENDED:  # (a socket that closes at once: one poll's pause)
-                    await asyncio.sleep(poll)
-                elif msg.type == aiohttp.WSMsgType.TEXT and on_event is not None:
-                    event = json.loads(msg.data)
-                    if event.get("run_id") == run_id:
-                        on_event(event)
-        finally:
-            if ws is not None:
-                await ws.close()
-        message = f"run {run_id} did not move for {self.timeout:g} s"
-        if away is not None:
-            message += (f", and the server has not answered for the last "
-                        f"{time.monotonic() - away_since:.0f} s ({away})")
-        raise TimeoutError(message)
-
+        return await follow_run(self, session_id, run_id, on_event, poll, reached=False)
 
 class Client:
     """Synchronous facade of :class:`AsyncClient` (safe inside Jupyter's running loop);
@@ -523,6 +500,8 @@ class Client:
     def close(self) -> None:
         """Close the connections; work still under way on them (a recording, a wait for a
         run) is cancelled, so whoever waits for it is not left waiting for ever."""
+        if threading.current_thread() is self._thread:  # (it waited 60 s for itself)
+            raise RuntimeError("a callback (on_event, on_live) cannot close its own Client")
         with self._closing:  # what is scheduled from now on is refused; what was, cancelled
             if self._closed:
                 return

@@ -34,6 +34,16 @@ class RecordingReport:
                 self.live_words.extend({} for _ in range(i + 1 - len(self.live_words)))
             self.live_words[i] = {**self.live_words[i], **word}
 
+    def add_saved(self, words: list[dict[str, Any]], first_index: int) -> None:
+        """The saved live run's `words` (its transcript's, from ``first_index``) in place of
+        those not heard (the connection ended before its last live events)."""
+        for i, word in enumerate(words, first_index):
+            if i >= len(self.live_words):
+                self.live_words.extend({} for _ in range(i + 1 - len(self.live_words)))
+            heard = self.live_words[i]
+            self.live_words[i] = {**word, **heard, "index": i,
+                                  "speaker": heard.get("speaker") or word.get("speaker")}
+
     @property
     def live_run_id(self) -> Optional[str]:
         """The run that stores the live result (``recording_stopped.live_run_id``)."""
@@ -49,7 +59,7 @@ class RecordingReport:
 
     @property
     def run_id(self) -> Optional[str]:
-        started = self.last("processing_started")
+        started = self.last("processing_started") or self.result  # (or followed over REST)
         return started.get("run_id") if started else None
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -51,11 +51,12 @@ def prepare_source(source: Source, chunk_seconds: float, start: dict[str, Any]
     return source, pace
 
 
-async def next_chunk(chunks: Iterator[bytes]) -> Any:
-    """The next of a caller's chunks (`END` after the last), read on a thread of its own,
-    a daemon: a source that waits for its data (a sound card) holds neither the client's
-    event loop nor, never answering, the interpreter's exit (a pool's threads are joined
-    there). What the source raises is raised here."""
+async def next_chunk(chunks: Iterator[bytes], stopped: Callable[[], bool] = lambda: False) -> Any:
+    """The next of a caller's chunks (`END` after the last, or once `stopped()` while it
+    waits), read on a thread of its own, a daemon: a source that waits for its data (a
+    sound card) holds neither the client's event loop nor, never answering, the
+    interpreter's exit (a pool's threads are joined there). What the source raises is
+    raised here."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -74,4 +75,7 @@ async def next_chunk(chunks: Iterator[bytes]) -> Any:
             pass
 
     threading.Thread(target=read, name="chunk source", daemon=True).start()
-    return await future
+    while not (await asyncio.wait({future}, timeout=0.1))[0]:
+        if stopped():  # (a source waiting for its data: a Stop or a limit ends it at once)
+            return END
+    return future.result()
