@@ -93,7 +93,7 @@ class ServerConfig:
         return out
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(ValueError):
@@ -147,6 +147,8 @@ def check(config: ServerConfig) -> None:
                                ("--progress-every", config.progress_every, 1)):
         if value < least:  # (each was raised to it without a word)
             raise ConfigError(f"{flag} must be at least {least}, not {value}")
+    if not 0 <= config.port <= 65535:  # (0: a free port)
+        raise ConfigError(f"--port must be between 0 and 65535, not {config.port}")
     if config.log_level not in LOG_LEVELS:  # (WORKBENCH_LOG_LEVEL=verbose: a traceback)
         raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not "
                           f"{config.log_level!r}")

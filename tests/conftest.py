@@ -122,10 +122,12 @@ def ami() -> Path:
         raise
 
 
-async def cutting_proxy(upstream: str, after: str) -> tuple[Any, int]:
+async def cutting_proxy(upstream: str, after: str, away: float = 0.0) -> tuple[Any, int]:
     """A proxy before a real server that aborts the client's connection (no close frame)
-    right after forwarding the server's first `after` message; REST passes through.
+    right after forwarding the server's first `after` message; REST passes through, but
+    for `away` s after the cut it answers 503 (a server restarting behind it).
     (runner, port)."""
+    cut: list[float] = []
     import json
 
     from aiohttp import web
@@ -145,6 +147,7 @@ async def cutting_proxy(upstream: str, after: str) -> tuple[Any, int]:
                     await ws.send_str(m.data)
                     if json.loads(m.data).get("type") == after:
                         assert request.transport is not None
+                        cut.append(time.monotonic())
                         request.transport.abort()
                         return
 
@@ -155,6 +158,8 @@ async def cutting_proxy(upstream: str, after: str) -> tuple[Any, int]:
         return ws
 
     async def rest(request: web.Request) -> web.Response:
+        if cut and time.monotonic() - cut[0] < away:
+            return web.json_response({"error": "restarting"}, status=503)
         async with aiohttp.ClientSession() as s, s.request(
                 request.method, upstream + request.path_qs, data=await request.read(),
                 headers={"Content-Type": request.headers.get("Content-Type", "")}) as r:

@@ -377,6 +377,59 @@ def test_a_failed_live_run_is_not_said_to_be_still_saving(pw: Any, start_server:
         browser.close()
 
 
+def test_a_live_transcript_in_parts_is_shown_once_every_part_is_saved(
+        pw: Any, start_server: Any, sweep: Any, tmp_path: Any) -> None:
+    """Renditions, a session in two parts: the first part's live run saved, the second's
+    still saving when its renditions run completed. Opened, the card showed the first
+    part's words alone for good (no second look), under notes that said both "the live
+    transcript" and "the refined transcript supersedes it". It waits for the second."""
+    import numpy as np
+
+    from server.sessions import SessionStore
+    from workbench.engine.audio import write_wav
+    from workbench.engine.transcript import Transcript, Turn, Word, build_segments
+
+    def said(words: list[tuple[float, str]], speaker: str) -> Transcript:
+        t = Transcript(build_segments([Word(s, s + 0.4, w, speaker=speaker) for s, w in words]),
+                       [Turn(0, 10, speaker)], 10.0)
+        t.config = {"kind": "live"}
+        return t
+
+    server = start_server()
+    store = SessionStore(server.data_dir)  # (beside the server, as its workers write)
+    try:
+        sid = store.create_session().id
+        write_wav(store.audio_path(sid), np.zeros(16000 * 10, np.float32))
+        first, second = store.create_run(sid, {}, kind="live"), None
+        one = said([(0.5, " part"), (1.0, " one")], "SPEAKER_00")
+        one.save(store.run_dir(sid, first.id))
+        store.finish_run(first.id, ok=True, summary={**one.summary(), "first_index": 0})
+        second = store.create_run(sid, {}, kind="live")  # saving
+        renditions = store.create_run(sid, {}, supersedes=second.id)
+        store.finish_run(renditions.id, ok=True, summary={"duration_seconds": 10.0})
+        store.update_session(sid, status="completed", duration_seconds=10.0)
+        browser = launch(pw, sweep)
+        try:
+            page, errors = open_page(browser, server)
+            page.click(f"#session-list li[data-session-id='{sid}'] button")
+            page.wait_for_selector("#processing:not([hidden])")  # "Saving the live transcript"
+            time.sleep(1.5)
+            assert "part one" not in page.inner_text("#transcript")
+            two = said([(5.5, " part"), (6.0, " two"), (6.5, " words")], "SPEAKER_01")
+            two.save(store.run_dir(sid, second.id))
+            store.finish_run(second.id, ok=True, summary={**two.summary(), "first_index": 2})
+            page.wait_for_selector(f"#result[data-session-id='{sid}'][data-state='ready']",
+                                   timeout=15_000)
+            text = page.inner_text("#transcript")
+            assert "part one" in text and "part two words" in text, text
+            assert "5 words" in page.inner_text("#result-summary")
+            assert errors == []
+        finally:
+            browser.close()
+    finally:
+        store.close()
+
+
 def test_stop_before_the_start_is_answered_then_refused(pw: Any, server: LocalServer,
                                                         sweep: Any) -> None:
     starts: list[Any] = []

@@ -690,18 +690,18 @@ def test_a_server_that_never_answers_is_a_timeout_naming_it() -> None:
 
 # ----------------------------------------------------------------- found in a review (real server)
 
-@pytest.mark.parametrize("session_id", ["new", "created"])
+@pytest.mark.parametrize("session_id,away", [("new", 0.0), ("created", 0.0), ("new", 2.0)])
 def test_a_connection_dropped_before_processing_started_is_followed(
-        server: LocalServer, session_id: str) -> None:
+        server: LocalServer, session_id: str, away: float) -> None:
     """The connection dropped right after recording_stopped: record(wait=True) returned a
     report without a result and without a word. It now finds the run `stop` queued (the
-    session's new one) and follows it over REST."""
+    session's new one) and follows it over REST, also through 503s meanwhile."""
     import asyncio
 
     from workbench.notebook.client import AsyncClient
 
     async def main() -> Any:
-        runner, port = await cutting_proxy(server.url, "recording_stopped")
+        runner, port = await cutting_proxy(server.url, "recording_stopped", away)
         aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=60)
         try:
             sid = session_id
@@ -720,6 +720,27 @@ def test_a_connection_dropped_before_processing_started_is_followed(
     assert report.result is not None and report.result["type"] == "processing_complete"
     assert report.run_id == runs[-1]["id"] and runs[-1]["status"] == "completed"
     assert "processing_started" not in [m["type"] for m in report.messages]
+
+
+def test_a_drop_after_stop_of_a_recording_that_did_not_decode_says_why(
+        server: LocalServer) -> None:
+    """Dropped after recording_stopped, nothing decoded: no run will come; the error says
+    the session failed, and why."""
+    import asyncio
+
+    from workbench.notebook.client import AsyncClient
+
+    async def main() -> Any:
+        runner, port = await cutting_proxy(server.url, "recording_stopped")
+        try:
+            async with AsyncClient(f"http://127.0.0.1:{port}", timeout=30) as aio:
+                return await aio.record(iter([b"not webm at all" * 100]), input_format="webm")
+        finally:
+            await runner.cleanup()
+
+    with pytest.raises(ServerError, match=r"The connection closed during processing .*; "
+                                          r"session \S+ is failed with no run to follow: .*webm"):
+        asyncio.run(main())
 
 
 def test_stop_event_ends_a_recording_whose_source_waits(client: Client) -> None:

@@ -273,6 +273,23 @@ async def test_live_words_after_a_drop_at_the_end_come_from_the_saved_run(
         [(w["word"], w["speaker"]) for w in saved]
 
 
+async def test_a_callback_raising_at_the_live_run_saved_is_raised(
+        live_server: LocalServer, call_pcm: bytes) -> None:
+    """A callback raising on an event after processing_complete (here the live run's
+    live_run_saved) ended the wait for the live run, and record() returned as if all was
+    well."""
+    await wait_no_live(live_server)
+
+    def fails(event: dict[str, Any]) -> None:
+        if event["type"] == "live_run_saved":
+            raise RuntimeError("the callback failed")
+
+    async with AsyncClient(live_server.url, timeout=300) as client:
+        with pytest.raises(RuntimeError, match="the callback failed"):
+            await client.record(np.frombuffer(call_pcm[:8 * 32000], np.int16),
+                                live_results=True, on_live=fails)
+
+
 async def live_worker(srv: LocalServer, known: set[int]) -> psutil.Process:
     """The server's new live worker process: a child that is not in `known` and that
     niced itself (it does so first thing)."""

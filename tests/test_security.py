@@ -178,11 +178,13 @@ def test_limits_that_would_cut_every_recording_are_refused_at_start(capsys) -> N
                           (["--max-body-bytes", "10"], "--max-body-bytes must be at least 1024"),
                           (["--workers", "0"], "--workers must be at least 1"),
                           (["--progress-every", "0"], "--progress-every must be at least 1"),
-                          (["--log-level", "verbose"], "invalid choice: 'VERBOSE'")):
+                          (["--log-level", "verbose"], "invalid choice: 'VERBOSE'"),
+                          (["--port", "-5"], "--port must be between 0 and 65535")):
         with pytest.raises(SystemExit):
             parse_args(argv)
         assert message in capsys.readouterr().err, argv
     assert parse_args(["--log-level", "debug"]).log_level == "DEBUG"
+    assert parse_args(["--log-level", "critical"]).log_level == "CRITICAL"  # (logging's)
     with pytest.raises(ConfigError, match="--log-level must be one of"):
         check(ServerConfig(log_level="VERBOSE"))
     with pytest.raises(SystemExit):

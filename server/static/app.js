@@ -488,8 +488,9 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   const liveRun = runs.find((r) => r.id && r.id === (summary?.supersedes ?? run?.supersedes))
     || done.find((r) => r.kind === 'live');
   const again = (ms, then) => setTimeout(() => token === watchToken && then(sessionId), ms);
-  if (!said(run) && liveRun?.status === 'running' && (runId || !served)) { // (renditions) the live
-    card.dataset.sessionId = ''; // run is the transcript: shown once saved (no other session's card meanwhile)
+  const saving = runs.some((r) => r.kind === 'live' && r.status === 'running'); // part of the live transcript
+  if (saving && served?.kind !== 'refined' && !(runId && said(run))) { // (renditions: the live runs are
+    card.dataset.sessionId = ''; // the transcript) shown once saved (no other session's card meanwhile)
     showProcessing(sessionId, 'Saving the live transcript', 1, 'done');
     return void again(1000, showResult);
   }

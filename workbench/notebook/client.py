@@ -29,7 +29,7 @@ import numpy as np
 
 from workbench.engine.transcript import Transcript
 from workbench.notebook.errors import ServerError, refusal
-from workbench.notebook.following import follow_run
+from workbench.notebook.following import AWAY, follow_run
 from workbench.notebook.report import TERMINAL, RecordingReport, run_outcome
 from workbench.notebook.source import END, Source, next_chunk, prepare_source
 
@@ -350,6 +350,8 @@ class AsyncClient:
                 dropped = end if wait and end["type"] == "closed" else None
                 if wait and dropped is None and rec.live_run_id is not None:
                     await self._live_tail(rec, reading)
+                    if failed:  # a callback raised meanwhile
+                        raise failed[0]
             finally:
                 reading.cancel()
         if dropped is not None:  # closed mid-run (the connection dropped): the run goes on
@@ -396,9 +398,12 @@ class AsyncClient:
                 on_event(event)
 
         why = f"The connection closed during processing (close code {code})"
-        run_id = rec.run_id or await self._queued_run(rec.session_id, before)
+        try:
+            run_id = rec.run_id or await self._queued_run(rec.session_id, before)
+        except ServerError as exc:
+            raise ServerError(f"{why}; {exc}", status=exc.status) from None
         if run_id is None:
-            raise ServerError(f"{why} and the session has no run to follow")
+            raise ServerError(f"{why} and no run of it was queued within {self.timeout:g} s")
         try:
             run = await follow_run(self, rec.session_id, run_id, seen, 0.5,
                                    reached=True)  # (it answered)
@@ -410,16 +415,25 @@ class AsyncClient:
 
     async def _queued_run(self, session_id: str, before: set[str]) -> Optional[str]:
         """The refined run `stop` queued, not yet named when the connection dropped: the
-        session's newest one not among `before` (None: it will get none, or none came
-        within the timeout; a restart's recovery queues it too)."""
+        session's newest one not among `before` (a restart's recovery queues it too);
+        None when none came within the timeout, a ServerError when none will."""
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError, OSError):  # (restarting)
+            try:
                 session = await self.get_session(session_id)
+            except ServerError as exc:
+                if exc.status not in AWAY:
+                    raise
+            except (aiohttp.ClientError, OSError):  # (restarting)
+                pass
+            else:
                 new = [r["id"] for r in session["runs"] if r["id"] not in before
                        and r.get("kind") != "live"]
-                if new or session["status"] != "processing":
-                    return new[-1] if new else None
+                if new:
+                    return new[-1]
+                if session["status"] != "processing":  # (e.g. failed: nothing decoded)
+                    raise ServerError(f"session {session_id} is {session['status']} with no "
+                                      f"run to follow: {session.get('error') or 'no error'}")
             await asyncio.sleep(0.5)
         return None
 

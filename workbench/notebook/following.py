@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from workbench.notebook.client import AsyncClient
 
 # HTTP statuses of a server (or a proxy before it) that is away for a moment
-_AWAY = (502, 503, 504)
+AWAY = (502, 503, 504)
 _ENDED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
           aiohttp.WSMsgType.ERROR)
 
@@ -43,7 +43,7 @@ async def follow_run(client: "AsyncClient", session_id: str, run_id: str,
                 if exc.status == 404:
                     raise ServerError(f"Session {session_id} was deleted: run {run_id} "
                                       f"will not end ({exc})", status=404) from None
-                if exc.status not in _AWAY or not reached:
+                if exc.status not in AWAY or not reached:
                     raise
                 away, away_since = exc, away_since if away else time.monotonic()
             except aiohttp.ClientSSLError:
@@ -90,4 +90,4 @@ async def follow_run(client: "AsyncClient", session_id: str, run_id: str,
     raise TimeoutError(message)
 
 
-__all__ = ["follow_run"]
+__all__ = ["AWAY", "follow_run"]

@@ -56,7 +56,8 @@ async def next_chunk(chunks: Iterator[bytes], stopped: Callable[[], bool] = lamb
     waits), read on a thread of its own, a daemon: a source that waits for its data (a
     sound card) holds neither the client's event loop nor, never answering, the
     interpreter's exit (a pool's threads are joined there). What the source raises is
-    raised here."""
+    raised here. A read `stopped` gives up on stays with its thread: the chunk it gets is
+    dropped, and the iterator is not for another recording."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
