@@ -153,6 +153,7 @@ class Session:
     def serialize(self) -> dict[str, Any]:
         """The session's data as JSON values (the REST object adds links: see
         :func:`server.routes.session_json`)."""
+        served = self.transcript()
         return {
             "id": self.id,
             "status": self.status,
@@ -170,8 +171,8 @@ class Session:
                 for p in self.parts
             ],
             "runs": [r.serialize() for r in self.runs],
-            "speakers": self.speakers(),
-            "transcript": self.transcript(),
+            "speakers": None if served is None else served["speakers"],
+            "transcript": served,
         }
 
     def transcript(self) -> Optional[dict[str, Any]]:
@@ -190,11 +191,6 @@ class Session:
             speakers = len({label for r in runs for label in r.summary["speaker_labels"]})
         return {"runs": [r.id for r in runs], "kind": runs[-1].kind, "speakers": speakers,
                 "word_count": sum(int(r.summary["word_count"] or 0) for r in runs)}
-
-    def speakers(self) -> Optional[int]:
-        """How many speakers the session's transcript names (`transcript`); None without one."""
-        served = self.transcript()
-        return None if served is None else served["speakers"]
 
     def _repr_html_(self) -> str:  # pragma: no cover - notebook display
         rows = "".join(
