@@ -95,29 +95,28 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
         fraction = min(max((completed / total) if total else 0.0, 0.0), 1.0)
         emit(("progress", run_id, stage, fraction, overall(stage, fraction)))
 
-    hook("renditions", 0, 1)
-    duration = wav_duration(wav)
-    # (no MP4 of nothing: FFmpeg wrote a 0-byte file, which the audio endpoint refuses)
-    mp4 = session_dir / "audio.mp4"
-    if task.get("format") == "mp4" and duration > 0 and not mp4.exists():
-        encode_mp4(wav, mp4)
-    hook("renditions", 1, 1)
-    summary: dict[str, Any] = {"duration_seconds": round(duration, 3)}
+    try:  # (the session may be deleted at any point: its folder goes, the server kills us)
+        hook("renditions", 0, 1)
+        duration = wav_duration(wav)
+        # (no MP4 of nothing: FFmpeg wrote a 0-byte file, which the audio endpoint refuses)
+        mp4 = session_dir / "audio.mp4"
+        if task.get("format") == "mp4" and duration > 0 and not mp4.exists():
+            encode_mp4(wav, mp4)
+        hook("renditions", 1, 1)
+        summary: dict[str, Any] = {"duration_seconds": round(duration, 3)}
 
-    if config is not None:
-        from workbench.engine.pipeline import get_pipeline
+        if config is not None:
+            from workbench.engine.pipeline import get_pipeline
 
-        pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
-        try:
+            pipeline = get_pipeline(config, data_dir=Path(task["data_dir"]))
             # named by the session, as its live runs are (RTTM file ids)
             result = pipeline(wav, hook=hook, uri=session_dir.name)
-        except FileNotFoundError:
-            if wav.exists():
-                raise
-            raise RunFailed("The session's audio is gone (the session was deleted)") from None
-        out_dir = Path(task["run_dir"])
-        result.save(out_dir)
-        summary.update(result.summary())
+            result.save(Path(task["run_dir"]))
+            summary.update(result.summary())
+    except FileNotFoundError:  # (av.error.FileNotFoundError too)
+        if wav.exists():
+            raise
+        raise RunFailed("The session's audio is gone (the session was deleted)") from None
     if overall.last < 1.0:  # (a stage with nothing to do said nothing)
         stage = "merge" if config is not None else "renditions"
         emit(("progress", run_id, stage, 1.0, overall.finish()))

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from server.app import CONTENT_TYPES
 
-from workbench.engine.audio import to_int16
+from workbench.engine.audio import to_int16, write_wav
 from workbench.research.datasets import sample_call
-from server.worker import STAGE_WEIGHTS, OverallProgress, run_stages
+from server.worker import STAGE_WEIGHTS, OverallProgress, execute, run_stages
 from workbench.notebook.local_server import LocalServer
 
 from .test_export import check_exports_independently
@@ -445,6 +447,28 @@ def test_sessions_take_turns_in_the_queue() -> None:
 
     queued = [run(0, "a"), run(1, "a"), run(2, "a"), run(3, "b"), run(4, "a"), run(5, "c")]
     assert [r.id for r in take_turns(queued)] == ["r0", "r3", "r5", "r1", "r2", "r4"]
+
+
+def test_a_run_whose_session_is_deleted_fails_quietly(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A session deleted while its worker reads its files (the server renames the folder,
+    then kills the worker): the run fails saying so, and no traceback is logged. Before,
+    only the pipeline's read was covered: a delete during the renditions (the MP4 encode,
+    the WAV's duration) logged a traceback and failed with FileNotFoundError."""
+    session = tmp_path / "sessions" / "s1"
+    session.mkdir(parents=True)
+    write_wav(session / "audio.wav", np.zeros(16000, dtype=np.float32))
+    task = {"run_id": "r1", "session_dir": str(session), "run_dir": str(session / "runs" / "r1"),
+            "data_dir": str(tmp_path), "format": "mp4", "pipeline": "full", "config": {}}
+
+    def emit(event: tuple[Any, ...]) -> None:  # the delete comes as the renditions begin
+        if event[:4] == ("progress", "r1", "renditions", 0.0) and session.exists():
+            session.rename(tmp_path / "sessions" / ".deleted-s1")
+
+    with caplog.at_level(logging.ERROR):
+        assert execute(task, emit) == \
+            ("failed", "r1", "The session's audio is gone (the session was deleted)")
+    assert caplog.records == []
 
 
 async def test_a_deleted_sessions_run_stops_and_a_backlog_is_bounded(start_server) -> None:  # type: ignore[no-untyped-def]
