@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -79,7 +80,30 @@ class Script:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the script still runs after {timeout} s:\n{self.output}")
+            pytest.fail(f"the script still runs after {timeout} s:\n{self.output}\n"
+                        f"{self.signal_state()}")
+
+    def signal_state(self) -> str:
+        """Why a signal may not have acted: the terminal's ISIG, and per process of the
+        script its group, session, the terminal's foreground group and its signal masks."""
+        lines = [f"terminal ISIG: {bool(termios.tcgetattr(self._master)[3] & termios.ISIG)}"]
+        try:
+            procs = [psutil.Process(self.process.pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            procs = []
+        for proc in procs:
+            try:
+                stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                masks = [line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                         if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))]
+                lines.append(f"{proc.pid} {command_line(proc)[:60]!r} state {stat[0]} pgrp "
+                             f"{stat[2]} session {stat[3]} foreground {stat[5]} wchan "
+                             f"{Path(f'/proc/{proc.pid}/wchan').read_text()} "
+                             + " ".join(m.replace(":\t", " ") for m in masks))
+            except (OSError, psutil.NoSuchProcess):
+                pass
+        return "\n".join(lines)
 
     def wait_until_stopped(self, timeout: float) -> tuple[int, list[psutil.Process]]:
         """The script's exit status, and what it started that still runs after it."""
