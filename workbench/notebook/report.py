@@ -30,19 +30,21 @@ class RecordingReport:
             return
         for word in event.get("words", []):
             i = word["index"]
-            if i >= len(self.live_words):
-                self.live_words.extend({} for _ in range(i + 1 - len(self.live_words)))
-            self.live_words[i] = {**self.live_words[i], **word}
+            self.live_words[i] = {**self._heard(i), **word}
 
     def add_saved(self, words: list[dict[str, Any]], first_index: int) -> None:
         """The saved live run's `words` (its transcript's, from ``first_index``) in place of
         those not heard (the connection ended before its last live events)."""
         for i, word in enumerate(words, first_index):
-            if i >= len(self.live_words):
-                self.live_words.extend({} for _ in range(i + 1 - len(self.live_words)))
-            heard = self.live_words[i]
+            heard = self._heard(i)
             self.live_words[i] = {**word, **heard, "index": i,
                                   "speaker": heard.get("speaker") or word.get("speaker")}
+
+    def _heard(self, index: int) -> dict[str, Any]:
+        """What was heard of live word `index` so far ({} if nothing; the list grows)."""
+        if index >= len(self.live_words):
+            self.live_words.extend({} for _ in range(index + 1 - len(self.live_words)))
+        return self.live_words[index]
 
     @property
     def live_run_id(self) -> Optional[str]:
