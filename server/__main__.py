@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -41,6 +42,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     access_log_class=RedactingAccessLogger)
     except DataDirInUse as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:  # the port or the address (start-up work was undone)
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        why = {errno.EADDRINUSE: "another program (another server?) listens there; pick "
+                                 "another --port",
+               errno.EADDRNOTAVAIL: "this machine has no such address; check --host",
+               errno.EACCES: "ports below 1024 need root; pick another --port"}[exc.errno]
+        print(f"error: cannot listen on {config.host}:{config.port}: "
+              f"{os.strerror(exc.errno)}: {why}", file=sys.stderr, flush=True)
         return 1
     return 0
 

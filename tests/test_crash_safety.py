@@ -684,6 +684,31 @@ async def test_a_second_server_on_the_same_data_is_refused(tmp_path: Path) -> No
     assert "Recovered session" not in srv.log_path.read_text()
 
 
+def test_a_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A port another program listens on gave a traceback (aiohttp's OSError); now one
+    line that says what to do. The same for a --host that is not this machine's."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for host, flags, said in (
+                ("127.0.0.1", [], f"error: cannot listen on 127.0.0.1:{port}: Address already "
+                                  "in use: another program (another server?) listens there; "
+                                  "pick another --port"),
+                ("192.0.2.1", ["--insecure"], f"error: cannot listen on 192.0.2.1:{port}: "
+                                              "Cannot assign requested address")):
+            run = subprocess.run(
+                [sys.executable, "-m", "server", "--host", host, "--port", str(port),
+                 "--data-dir", str(tmp_path / "data"), *flags, *server_args()],
+                capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+            assert run.returncode == 1 and said in run.stderr, run.stderr[-2000:]
+            assert "Traceback" not in run.stderr and "Serving on" not in run.stdout
+
+
 async def test_a_run_ending_during_shutdown_is_saved(tmp_path: Path) -> None:
     """Shutdown gives workers 5 s to end their run, but stopped handling their events
     first: a run that ended in those seconds stayed 'running', its files written, and was
