@@ -30,10 +30,13 @@ class Script:
     def __init__(self, name: str, port: int, ui_port: int, data: Path, env: dict[str, str]):
         master, terminal = os.openpty()
         # setsid --ctty: a session whose controlling terminal is the pty, so that the ^C
-        # written to it sends SIGINT to the foreground process group, as a keyboard does
+        # written to it sends SIGINT to the foreground process group, as a keyboard does.
+        # env --default-signal: the signals a terminal's shell leaves at their default for
+        # the command it runs (this process may ignore some: the script could then not
+        # trap them, and one Ctrl-C did nothing; seen with the suite on two workers)
         self.process = subprocess.Popen(
-            ["setsid", "--ctty", "bash", str(ROOT / "scripts" / name), str(port), str(ui_port),
-             str(data)],
+            ["env", "--default-signal=HUP,INT,QUIT,TERM", "setsid", "--ctty", "bash",
+             str(ROOT / "scripts" / name), str(port), str(ui_port), str(data)],
             stdin=terminal, stdout=terminal, stderr=terminal, cwd=ROOT, env=env)
         os.close(terminal)
         self._master = master
