@@ -27,13 +27,17 @@ demo: bootstrap
 serve: bootstrap
 	$(PY) -m server --host 127.0.0.1 --port $(PORT) --data-dir $(DATA)
 
-## The whole test suite (unit, functional, models, notebooks, browser).
+## The whole test suite (unit, functional, models, notebooks, browser), on TEST_WORKERS
+## pytest-xdist processes; a test file's tests, and a notebook's cells, stay on one.
+## `make test TEST_WORKERS=0`: everything in one process, in order.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 test: bootstrap-test
-	$(PY) -m pytest -p no:cacheprovider --durations=15 --nbval-lax --nbval-current-env tests notebooks
+	$(PYTEST) --durations=15 --nbval-lax --nbval-current-env tests notebooks
 
 ## Quick subset: no models, no notebooks, no browser.
 test-fast: bootstrap-test
-	$(PY) -m pytest -p no:cacheprovider -m "not models and not browser" tests
+	$(PYTEST) -m "not models and not browser" tests
 
 ## Benchmarks: print figures and write benchmarks/results/*.json
 bench: bootstrap-test
