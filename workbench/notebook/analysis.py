@@ -13,10 +13,8 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,18 +260,15 @@ def notebook_data_dir(name: str, path: Union[str, os.PathLike, None] = None) -> 
     """The folder a notebook writes its data to (server data, corpora, caches, results).
 
     ``path`` when given; else ``$WORKBENCH_NOTEBOOK_DATA/<name>`` when that variable is
-    set (the test suite and ``make run`` set it); else a new temporary directory, removed
-    when the process (the notebook's kernel) exits.  Never the repository's ``data/``
-    unless asked for.  The folder exists on return.
+    set (the test suite sets it); else a new temporary directory.  Never the
+    repository's ``data/`` unless asked for.  The folder exists on return.
     """
     if path is not None:
         folder = Path(path)
     elif os.environ.get("WORKBENCH_NOTEBOOK_DATA"):
         folder = Path(os.environ["WORKBENCH_NOTEBOOK_DATA"]) / name
     else:
-        folder = Path(tempfile.mkdtemp(prefix=f"workbench-{name}-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        return folder
+        return Path(tempfile.mkdtemp(prefix=f"workbench-{name}-"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
