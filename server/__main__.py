@@ -43,15 +43,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DataDirInUse as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    except OSError as exc:  # the port or the address (start-up work was undone)
-        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
-            raise
-        why = {errno.EADDRINUSE: "another program (another server?) listens there; pick "
+    except OSError as exc:  # binding the port or the address (start-up work was undone)
+        binding = (exc.strerror or "").startswith("error while attempting to bind")
+        if exc.errno is None or not binding:  # (asyncio's words for a failed bind)
+            raise  # another OSError, e.g. a data directory this user may not write
+        why = {errno.EADDRINUSE: ": another program (another server?) listens there; pick "
                                  "another --port",
-               errno.EADDRNOTAVAIL: "this machine has no such address; check --host",
-               errno.EACCES: "ports below 1024 need root; pick another --port"}[exc.errno]
-        print(f"error: cannot listen on {config.host}:{config.port}: "
-              f"{os.strerror(exc.errno)}: {why}", file=sys.stderr, flush=True)
+               errno.EADDRNOTAVAIL: ": this machine has no such address; check --host",
+               errno.EACCES: ": ports below 1024 need root; pick another --port"
+               if config.port < 1024 else ""}.get(exc.errno, "")
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        print(f"error: cannot listen on {host}:{config.port}: {os.strerror(exc.errno)}{why}",
+              file=sys.stderr, flush=True)
         return 1
     return 0
 
