@@ -324,6 +324,22 @@ def test_a_local_server_on_a_taken_port_says_so(server: LocalServer, tmp_path: P
     assert server.healthy()
 
 
+def test_a_local_server_moves_off_a_port_it_chose_that_was_taken(tmp_path: Path) -> None:
+    """A free port chosen for a server can be taken before the server binds it (by another
+    process that asked for a free port too, e.g. the suite's other worker): the start
+    failed, or took that other server's health answer for its own. A port it chose is
+    now replaced; a port it was given is not (the test above)."""
+    import socket
+
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", srv.port))
+        taken.listen()
+        with srv:
+            assert srv.port != taken.getsockname()[1] and srv.healthy()
+            assert f":{srv.port} (data: " in srv.log_path.read_text()
+
+
 def test_load_session_closes_the_client_it_made(client: Client, server: LocalServer,
                                                 reference_audio: np.ndarray,
                                                 tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ class LocalServer:
                  log_path: Optional[Union[str, os.PathLike]] = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
+        self._port_chosen = not port  # (a chosen port taken meanwhile: choose another)
         self.args = list(args)
         self.env = env or {}
         self.log_path = Path(log_path) if log_path else self.data_dir / "server.log"
@@ -53,13 +54,28 @@ class LocalServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "LocalServer":
-        """Start the process and wait until it is healthy (RuntimeError when the port is
-        taken: another server there would answer the health check for it)."""
+        """Start the process and wait until it says it serves and is healthy. A port given
+        that is taken is a RuntimeError (another server there would answer the health
+        check for it); a port chosen here that was taken meanwhile (by another process
+        that asked for a free port too) is replaced, up to three times."""
+        attempts = 3 if self._port_chosen else 1
+        for attempt in range(attempts):
+            if attempt:
+                self.port = free_port()
+            if self._launch(timeout, last=attempt == attempts - 1):
+                return self
+        raise RuntimeError(f"no free port in {attempts} tries")  # (the last one raises first)
+
+    def _launch(self, timeout: float, last: bool) -> bool:
+        """One start on ``self.port``; False when the port was taken and another may be
+        tried (not `last`)."""
         probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:  # as the server binds (SO_REUSEADDR): only a listening socket stops it
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", self.port))
         except OSError as exc:
+            if not last:
+                return False
             raise RuntimeError(f"port {self.port} is taken ({exc.strerror or exc}): another "
                                "server may be running there") from None
         finally:
@@ -80,14 +96,22 @@ class LocalServer:
         # script that never called stop(): it ran on in its own session, and a second one
         # was started on the same data) and when the wait below is interrupted.
         atexit.register(self.stop)
+        # Its own "Serving on" line first: a health answer alone may come from another
+        # server that took the port meanwhile (this one then exits: address in use).
+        serving = f":{self.port} (data: "  # (in "Serving on http://HOST:PORT (data: ...")
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
+                    why = self._why(logged)
+                    if not last and "Address already in use" in why:
+                        atexit.unregister(self.stop)
+                        return False
                     raise RuntimeError(f"server exited with code {self.process.returncode}"
-                                       f"{self._why(logged)}; see {self.log_path}")
-                if self.healthy():
-                    return self
+                                       f"{why}; see {self.log_path}")
+                if any(line.startswith("Serving on http://") and serving in line
+                       for line in self._written(logged).splitlines()) and self.healthy():
+                    return True
                 time.sleep(0.1)
         except BaseException:  # (Ctrl-C while it starts)
             self.kill()
@@ -95,15 +119,19 @@ class LocalServer:
         self.stop()
         raise TimeoutError(f"server did not become healthy within {timeout} s")
 
-    def _why(self, offset: int) -> str:
-        """``: <its last "error:" line>`` of what the server wrote to its log after ``offset``."""
+    def _written(self, offset: int) -> str:
+        """What the server wrote to its log after ``offset``."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                lines = f.read().decode("utf-8", "replace").splitlines()
+                return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        errors = [line.strip() for line in lines if line.startswith("error:")]
+
+    def _why(self, offset: int) -> str:
+        """``: <its last "error:" line>`` of what the server wrote to its log after ``offset``."""
+        errors = [line.strip() for line in self._written(offset).splitlines()
+                  if line.startswith("error:")]
         return f": {errors[-1]}" if errors else ""
 
     def healthy(self) -> bool:
