@@ -786,11 +786,14 @@ def test_stop_event_ends_a_recording_whose_source_waits(client: Client) -> None:
 def test_the_duration_limit_ends_the_sending(start_server) -> None:  # type: ignore[no-untyped-def]
     """After the server's 4005 the client went on sending the whole source: hundreds of
     'Recording not started' errors, and chunks_sent counted what the server never took."""
-    srv = start_server("--max-duration", "2")
+    srv = start_server("--max-duration", "2", "--live-max-speed", "0")
     with Client(srv, timeout=60) as c:
-        rec = c.record(np.zeros(120 * 16000, np.float32))  # 480 chunks of 8000 bytes
+        # 480 chunks of 8000 bytes, at 20 times real time (6 s): sent as fast as the
+        # socket took them, all 480 fitted in its buffers before a server short of CPU
+        # (the suite on two workers) read the first 2 s
+        rec = c.record(np.zeros(120 * 16000, np.float32), realtime=True, speed=20)
     assert [e["code"] for e in rec.errors][:1] == [4005]
-    # what the socket's buffers held when the 4005 came (measured 100-200) went on its way
+    # the 4005 comes after 2 s of audio (0.1 s); 400 chunks would take 5 s
     assert rec.chunks_sent < 400, rec.chunks_sent
     assert rec.result is not None and rec.result["type"] == "processing_complete"
 
