@@ -201,9 +201,32 @@ def read_results(path: Path, name: str) -> dict[str, Any]:
     return results
 
 
+def server_env(streams: int = 1) -> dict[str, str]:
+    """Limits switched off through WORKBENCH_* variables (ignored by servers without them).
+
+    Every benchmark client comes from 127.0.0.1, so the per-address connection limit
+    would refuse the real-time clients: it is switched off; the server-wide cap on open
+    recordings is raised only when ``streams`` exceeds its default (100)."""
+    env = {"WORKBENCH_MAX_CONNECTIONS_PER_CLIENT": "0"}
+    if streams > 100:
+        env["WORKBENCH_MAX_RECORDINGS"] = str(streams)
+    return env
+
+
+def server_source_digest() -> str:
+    """SHA-1 of server/*.py: which server code was measured (the tree may be uncommitted)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for path in sorted((REPO_ROOT / "server").glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 __all__ = ["REPO_ROOT", "RESULTS_DIR", "RUN_ID_ENV", "cpu_flags", "finish", "machine_info",
            "machine_stamp", "marks_partial", "new_run_id", "output_arguments",
-           "read_results", "recorded_options", "reprinted", "write_results"]
+           "read_results", "recorded_options", "reprinted", "server_env",
+           "server_source_digest", "write_results"]
 
 
 def marks_partial(table: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:

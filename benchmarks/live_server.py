@@ -293,7 +293,7 @@ def timings(sends: list[float], received: list[tuple[float, dict[str, Any]]],
 async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
                         chunk_seconds: float) -> list[dict[str, Any]]:
     """Record ``items`` at once; wait for refined and live runs; score and check bytes."""
-    from benchmarks.ingest import verify_on_disk
+    from benchmarks.timing_client import verify_on_disk
     from workbench.research.evaluation import score
 
     warm_wait = await client.wait_live_warm() if live else None
@@ -519,7 +519,7 @@ def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
     if reprinted(args, markdown_table, NAME):
         return 0
-    from benchmarks.ingest import server_env, server_source_digest
+    from benchmarks import server_env, server_source_digest
     from workbench.notebook.local_server import LocalServer
 
     server_args = ["--live-warm", "--max-live-sessions", str(max(args.stream_counts)),
