@@ -296,6 +296,28 @@ def warm_live_server(data: Path, pipeline: str) -> LocalServer:
     return srv
 
 
+LIVE_LINKS = "#downloads a.download[data-kind='live']"
+
+
+def wait_live_links(page: Any, timeout: float = 60) -> dict[str, str]:
+    """The live run's download links by format, once the card shows them (the live run may
+    be saved after the refined run ended: its links come then)."""
+    page.wait_for_function(f"document.querySelectorAll(\"{LIVE_LINKS}\").length >= 6",
+                           timeout=timeout * 1000)
+    links = page.eval_on_selector_all(LIVE_LINKS, "els => els.map(a => [a.dataset.format, a.href])")
+    return dict(links)
+
+
+def live_workers(srv: LocalServer) -> list[Any]:
+    """The server's live worker processes: its children that niced themselves (they do so
+    first thing; the processing workers do not)."""
+    import psutil
+
+    assert srv.process is not None
+    server = psutil.Process(srv.process.pid)
+    return [p for p in server.children() if p.nice() >= server.nice() + 10]
+
+
 def words_of(text: str) -> list[str]:
     return [w for w in (t.strip(".,?!;:\"'").lower() for t in text.split()) if w]
 
@@ -345,9 +367,7 @@ def test_live_words_before_stop_then_the_refined_transcript(
         assert live[0]["id"][:8] in note
 
         # Both transcripts download in every format; the live one holds the words shown live.
-        links = page.eval_on_selector_all(
-            "#downloads a.download", "els => els.map(a => [a.dataset.kind || '', a.dataset.format, a.href])")
-        live_links = {fmt: href for kind, fmt, href in links if kind == "live"}
+        live_links = wait_live_links(page)
         assert sorted(live_links) == sorted(["json", "srt", "vtt", "txt", "rttm", "csv"])
         assert all(f"run={live[0]['id']}" in href for href in live_links.values())
         live_doc = get_json(live_links["json"])
@@ -358,6 +378,54 @@ def test_live_words_before_stop_then_the_refined_transcript(
         assert sum(w in refined_text for w in set(shown_words)) >= 0.6 * len(set(shown_words))
         screenshot(page, "browser_live_refined.png")
     finally:
+        browser.close()
+        srv.stop()
+
+
+@pytest.mark.timeout(600)
+def test_the_live_downloads_come_once_the_live_run_is_saved_after_the_refined_one(
+        pw: Any, sample_call_48k: tuple[Path, float], tmp_path: Path) -> None:
+    """On a busy machine the refined run can end while the live run is still being saved.
+    The card then shows the refined transcript at once, and the live run's downloads join
+    it when the live run is saved (they were never shown). The live worker is stopped
+    (SIGSTOP) from Stop until the card is ready, which forces that order."""
+    wav, _ = sample_call_48k
+    srv = warm_live_server(tmp_path / "data", "full")
+    browser = launch(pw, wav)
+    stopped: list[Any] = []
+    try:
+        page, errors = open_page(browser, srv, live=True)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        page.wait_for_function("Number(document.getElementById('live-view').dataset.words) >= 3",
+                               timeout=120_000)
+        stopped = live_workers(srv)
+        assert stopped, "no live worker"
+        for worker in stopped:
+            worker.suspend()
+        page.click("#stop")
+        wait_result(page, timeout=300)
+        sid = page.get_attribute("#result", "data-session-id")
+        runs = get_json(f"{srv.url}/api/sessions/{sid}/runs")["runs"]
+        (live,) = [r for r in runs if r["kind"] == "live"]
+        (refined,) = [r for r in runs if r["kind"] == "refined"]
+        assert live["status"] == "running" and refined["status"] == "completed"
+        assert page.eval_on_selector_all(LIVE_LINKS, "els => els.length") == 0
+        assert page.eval_on_selector_all("#downloads a.download", "els => els.length") > 0
+        for worker in stopped:
+            worker.resume()
+        live_links = wait_live_links(page)
+        assert sorted(live_links) == sorted(["json", "srt", "vtt", "txt", "rttm", "csv"])
+        assert all(f"run={live['id']}" in href for href in live_links.values())
+        saved = {r["id"]: r for r in get_json(f"{srv.url}/api/sessions/{sid}/runs")["runs"]}
+        assert saved[live["id"]]["status"] == "completed"
+        assert errors == []
+    finally:
+        for worker in stopped:
+            try:
+                worker.resume()
+            except Exception:  # noqa: BLE001 - (gone)
+                pass
         browser.close()
         srv.stop()
 

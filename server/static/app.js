@@ -9,7 +9,7 @@ import {
 } from './api.js';
 import { explainConnectFailure, fetchSession, request } from './auth.js';
 import { $, el, formatClock, seconds, shortId, when } from './dom.js';
-import { audioLinks, transcriptLinks } from './downloads.js';
+import { audioLinks, liveLinksWhenSaved, transcriptLinks } from './downloads.js';
 import { LiveTranscript, showLiveCard, supersedeLive } from './live.js';
 import { LiveRecording, pickRecordingFormat } from './recorder.js';
 import { LevelMeter } from './meter.js';
@@ -559,10 +559,10 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   } else if (status === 'completed') {
     transcript.append(el('p', { className: 'muted', textContent: 'No transcript for this session.' }));
   }
-  if (liveRun && run && liveRun.id !== run.id && liveRun.status === 'completed') {
-    groups.push(transcriptLinks(sessionId, liveRun, { live: true }));
-  }
+  const beside = liveRun && run && liveRun.id !== run.id ? liveRun.status : null; // the live run's links
+  if (beside === 'completed') groups.push(transcriptLinks(sessionId, liveRun, { live: true }));
   $('downloads').replaceChildren(...groups);
+  if (beside === 'running') liveLinksWhenSaved($('downloads'), sessionId, liveRun.id, () => token === watchToken);
   card.dataset.state = 'ready';
 }
 

@@ -2,6 +2,7 @@
 // format, each saved under the name the server gives it.
 
 import { withToken, audioUrl, transcriptUrl, RESULT_FORMATS, AUDIO_FORMATS } from './api.js';
+import { fetchSession } from './auth.js';
 import { el } from './dom.js';
 
 /** A run's file name as the server names it (`<id>.<run id's first 8>.<format>`): runs of
@@ -34,4 +35,24 @@ export function transcriptLinks(sessionId, run, { live = false } = {}) {
     RESULT_FORMATS.map((f) => link(transcriptUrl(sessionId, f, run?.id), f.toUpperCase(),
       runFilename(sessionId, run, f), f, live ? 'live' : '')),
     live ? 'download-group live-run' : 'download-group');
+}
+
+/** The live run's links, added to `container` once the run is saved: the refined run can end
+ * while the live one is still being saved (a busy machine). Asks for the session every second
+ * while `wanted()` (the card still shows it), for at most `tries` s; a failed live run has none. */
+export async function liveLinksWhenSaved(container, sessionId, runId, wanted, tries = 120) {
+  for (let i = 0; i < tries; i += 1) {
+    await new Promise((resolve) => { setTimeout(resolve, 1000); });
+    if (!wanted()) return;
+    let run;
+    try {
+      run = (await fetchSession(sessionId)).runs?.find((r) => r.id === runId);
+    } catch {
+      continue; // (a deleted session's card goes anyway; a server restarting comes back)
+    }
+    if (!wanted() || run?.status !== 'running') {
+      if (wanted() && run?.status === 'completed') container.append(transcriptLinks(sessionId, run, { live: true }));
+      return;
+    }
+  }
 }
