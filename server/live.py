@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any, Awaitable, Callable, Optional
 
@@ -43,12 +44,11 @@ RESUME_BACKLOG = 3.0  # s: live_resumed
 OFF_BACKLOG = 120.0  # s: live results off for the rest of the recording
 LINGER_SECONDS = 30.0  # a dropped recording's live worker waits this long for a resume
 FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
-STALL_SECONDS = 30.0  # s of silence from a worker saving its result: it is stuck
+# s of silence from a worker saving its result: it is stuck (the variable: for tests)
+STALL_SECONDS = float(os.environ.get("WORKBENCH_LIVE_STALL_SECONDS") or 30.0)
 FLUSH_WAIT = 20.0  # s a new stream's words wait for the last one's (their indexes follow)
 CHECK_INTERVAL = 0.5
-# Bytes waiting for the worker beyond which live results end at once (a fast upload
-# outruns any live worker; memory stays bounded whatever the client sends).
-MAX_PENDING_BYTES = 32 * 1024 * 1024
+MAX_PENDING_BYTES = 32 * 1024 * 1024  # queued for the worker beyond which live results end
 
 
 class LiveStream(WorkerProcess):

@@ -499,7 +499,7 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   const status = session.status;
   if (status === 'recording') again(2000, watchSession); // (by another page: followed till done)
   $('processing').hidden = true;
-  supersedeLive(sessionId, run, liveRun);
+  const shownLive = supersedeLive(sessionId, run, liveRun);
   $('result-status').textContent = status;
   $('result-status').className = `badge status-${status}`;
   const facts = [`Session ${shortId(sessionId)}`, seconds(session.duration_seconds)];
@@ -562,7 +562,8 @@ async function showResult(sessionId, { runId = null, summary = null, session = n
   const beside = liveRun && run && liveRun.id !== run.id ? liveRun.status : null; // the live run's links
   if (beside === 'completed') groups.push(transcriptLinks(sessionId, liveRun, { live: true }));
   $('downloads').replaceChildren(...groups);
-  if (beside === 'running') liveLinksWhenSaved($('downloads'), sessionId, liveRun.id, () => token === watchToken);
+  if (beside === 'running') liveLinksWhenSaved($('downloads'), sessionId, liveRun.id, () => token === watchToken
+    && card.dataset.sessionId === sessionId && card.dataset.state === 'ready', (r) => supersedeLive(sessionId, run, r, shownLive));
   card.dataset.state = 'ready';
 }
 

@@ -38,21 +38,25 @@ export function transcriptLinks(sessionId, run, { live = false } = {}) {
 }
 
 /** The live run's links, added to `container` once the run is saved: the refined run can end
- * while the live one is still being saved (a busy machine). Asks for the session every second
- * while `wanted()` (the card still shows it), for at most `tries` s; a failed live run has none. */
-export async function liveLinksWhenSaved(container, sessionId, runId, wanted, tries = 120) {
-  for (let i = 0; i < tries; i += 1) {
-    await new Promise((resolve) => { setTimeout(resolve, 1000); });
+ * while the live one is still being saved (a busy machine). Asks for the session while
+ * `wanted()` (the card still shows it), every second at first, then less often, for as long as
+ * the server gives a save (10 minutes); `onSaved(run)` once the run is saved or failed. */
+export async function liveLinksWhenSaved(container, sessionId, runId, wanted, onSaved) {
+  const until = Date.now() + 600_000;
+  for (let wait = 1000; Date.now() < until; wait = Math.min(1.5 * wait, 10_000)) {
+    await new Promise((resolve) => { setTimeout(resolve, wait); });
     if (!wanted()) return;
     let run;
     try {
       run = (await fetchSession(sessionId)).runs?.find((r) => r.id === runId);
-    } catch {
-      continue; // (a deleted session's card goes anyway; a server restarting comes back)
+    } catch (err) {
+      if (err?.status === 404) return; // (deleted: its card goes)
+      continue; // (a server restarting comes back)
     }
-    if (!wanted() || run?.status !== 'running') {
-      if (wanted() && run?.status === 'completed') container.append(transcriptLinks(sessionId, run, { live: true }));
-      return;
-    }
+    if (!wanted() || !run) return;
+    if (run.status === 'running') continue;
+    if (run.status === 'completed') container.append(transcriptLinks(sessionId, run, { live: true }));
+    onSaved?.(run);
+    return;
   }
 }

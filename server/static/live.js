@@ -262,10 +262,11 @@ export function showLiveCard(sessionId) {
   $('live-note').hidden = true;
 }
 
-/** Hide the page's live transcript, saying that `run` (the refined one) supersedes it. */
-export function supersedeLive(sessionId, run, liveRun) {
+/** Hide the page's live transcript, saying that `run` (the refined one) supersedes it; returns
+ * whether the live words were on show (`shown`: as an earlier call found, when said again). */
+export function supersedeLive(sessionId, run, liveRun, shown = null) {
   const view = $('live-view');
-  const shown = !view.hidden && view.dataset.sessionId === sessionId;
+  shown ??= !view.hidden && view.dataset.sessionId === sessionId;
   view.hidden = true;
   const note = $('live-note');
   note.hidden = !liveRun || !run || run.id === liveRun.id;
@@ -274,8 +275,9 @@ export function supersedeLive(sessionId, run, liveRun) {
   const fate = {
     completed: 'its files are under "Live transcript"',
     failed: `it could not be saved and has no files${why}`,
-  }[liveRun.status] || 'still being saved; open the session again for its files';
+  }[liveRun.status] || 'still being saved; its files come here when it is';
   note.textContent = `${shown ? 'The refined transcript replaces the live one shown while recording'
     : 'This refined transcript supersedes the live one made while recording'} (live run `
     + `${shortId(liveRun.id)}: ${fate}).`;
+  return shown;
 }
