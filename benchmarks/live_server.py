@@ -409,8 +409,10 @@ def markdown_table(results: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         if r["live"]:
+            said = (" (filler)" if r["repeat"] else "") + (
+                f" (round {r['round'] + 1})" if r.get("round") else "")
             lines.append(
-                f"| {r['uri']}{' (filler)' if r['repeat'] else ''} | {r['streams']} "
+                f"| {r['uri']}{said} | {r['streams']} "
                 f"| {_f(r['word_latency_p50'], '.2f')} / {_f(r['word_latency_p95'], '.2f')} "
                 f"| {_f(r['speaker_latency_p50'], '.2f')} / {_f(r['speaker_latency_p95'], '.2f')} "
                 f"| {_f(r['first_word_delay'], '.1f')} "
@@ -430,7 +432,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines += ["", "| streams | word lag p50 / p95 (s) | of words before stop p50 / p95 (s) | "
               "speaker lag p50 / p95 (s) | "
               "words before stop | live CPU s / audio s | chunk reply p95 (ms) live / without | "
-              f"p95 word lag ≤ {TARGET_P95:g} s |", "|---|---|---|---|---|---|---|---|"]
+              f"p95 word lag ≤ {TARGET_P95:g} s | p95 word lag by round (s) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     # from the runs (a file's saved summary, and its most_streams_within_target, may
     # count a filler recording as a figure)
     summary = summarize(runs) if all("word_latencies" in r for r in runs if r["live"]) \
@@ -446,7 +449,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {_f(s['live_cpu_per_audio_second'], '.2f')} "
             f"| {_f(s['chunk_reply_p95_ms_live'], '.0f')} / "
             f"{_f(s['chunk_reply_p95_ms_without'], '.0f')} | "
-            f"{'yes' if s['within_target'] else 'no'} |")
+            f"{'yes' if s['within_target'] else 'no'} | {_by_round(s)} |")
     for r in results["runs"]:
         minutes = r.get("lag_by_minute") or []
         if len(minutes) >= 3:
@@ -458,6 +461,14 @@ def markdown_table(results: dict[str, Any]) -> str:
                       f"{_f(m['p50'], '.2f')} | {_f(m['p95'], '.2f')} |" for m in minutes]
     lines.append("\n" + most_streams_line(summary))
     return head + "\n".join(lines)
+
+
+def _by_round(level: dict[str, Any]) -> str:
+    rounds = level.get("word_latency_p95_by_round") or []  # "–" for one round
+    if len(rounds) < 2:
+        return "–"
+    return (", ".join(_f(p, ".2f") for p in rounds)
+            + f" (median {_f(level.get('word_latency_p95_median_of_rounds'), '.2f')})")
 
 
 # ---------------------------------------------------------------------------- main
@@ -475,6 +486,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--chunk-seconds", type=float, default=0.25)
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the recordings without live results (chunk replies)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="record each stream count's live groups this many times, one "
+                             "round after the other on the same server (fresh sessions): "
+                             "the figures pool every round, and the table gives each "
+                             "round's p95 word latency and their median (one run's p95 "
+                             "moves by a few tenths of a second)")
     output_arguments(parser, NAME)
     args = parser.parse_args(list(argv))
     try:
@@ -486,6 +503,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--streams: positive counts")
     if not args.chunk_seconds > 0:
         parser.error("--chunk-seconds must be positive")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -499,20 +518,24 @@ async def run_levels(args: argparse.Namespace, server: Any, items: list[Any],
                 print(f"{n} stream(s) without live: {items[0].uri} ...", flush=True)
                 results["runs"] += await measure_group(client, server, [items[0]] * n, False,
                                                        args.chunk_seconds)
-            recorded: set[int] = set()
-            for group in groups(len(items), n):
-                names = ", ".join(items[i].uri for i in group)
-                print(f"{n} live stream(s): {names} ...", end=" ", flush=True)
-                rows = await measure_group(client, server, [items[i] for i in group], True,
-                                           args.chunk_seconds)
-                for i, row in zip(group, rows):
-                    # a last group filled up with the first items: load, not figures
-                    row["repeat"] = i in recorded
-                    recorded.add(i)
-                results["runs"] += rows
-                print("; ".join(f"{r['uri']} word lag p95 {_f(r['word_latency_p95'], '.2f')} s"
-                                for r in rows), flush=True)
-                write_results(args.out, results)
+            for k in range(args.rounds):
+                recorded: set[int] = set()
+                for group in groups(len(items), n):
+                    names = ", ".join(items[i].uri for i in group)
+                    said = f" (round {k + 1} of {args.rounds})" if args.rounds > 1 else ""
+                    print(f"{n} live stream(s){said}: {names} ...", end=" ", flush=True)
+                    rows = await measure_group(client, server, [items[i] for i in group],
+                                               True, args.chunk_seconds)
+                    for i, row in zip(group, rows):
+                        # a last group filled up with the first items: load, not figures
+                        row["repeat"] = i in recorded
+                        row["round"] = k
+                        recorded.add(i)
+                    results["runs"] += rows
+                    print("; ".join(f"{r['uri']} word lag p95 "
+                                    f"{_f(r['word_latency_p95'], '.2f')} s" for r in rows),
+                          flush=True)
+                    write_results(args.out, results)
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -530,6 +553,7 @@ def main(argv: Sequence[str] = ()) -> int:
         "machine": machine_info(),
         "parameters": {"streams": args.stream_counts, "inputs": args.input_names,
                        "chunk_seconds": args.chunk_seconds, "baseline": not args.no_baseline,
+                       "rounds": args.rounds,
                        "server_args": server_args, "target_p95_word_latency": TARGET_P95,
                        "der": {"collar": 0.0, "skip_overlap": False},
                        "server_source": server_source_digest()},

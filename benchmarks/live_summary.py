@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
+
 from benchmarks.measure import number as _num
 from benchmarks.measure import percentile_rounded as _pct
 
@@ -15,10 +17,10 @@ TARGET_P95 = 3.0  # seconds: p95 word latency (pooled over a level's recordings)
 def marked_repeats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`runs` with ``repeat`` set where a file written before the field lacks it: a live
     recording of an input already recorded at that stream count filled the last group."""
-    seen: set[tuple[int, str]] = set()
+    seen: set[tuple[int, int, str]] = set()
     out = []
     for r in runs:
-        key = (r["streams"], r["uri"])
+        key = (r["streams"], r.get("round", 0), r["uri"])
         if r["live"] and "repeat" not in r:
             r = {**r, "repeat": key in seen}
         if r["live"]:
@@ -29,7 +31,9 @@ def marked_repeats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per stream count: pooled latencies over the level's live recordings (each
-    input once: a recording that only filled the last group, ``repeat``, is left out)."""
+    input once a round: a recording that only filled the last group, ``repeat``, is left
+    out), every round (``--rounds``) pooled, and each round's own p95 word latency and
+    their median (a file from before rounds: one round)."""
     out = []
     for n in sorted({r["streams"] for r in runs}):
         live = [r for r in runs if r["streams"] == n and r["live"] and not r.get("repeat")]
@@ -39,8 +43,15 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         early = [x for r in live for x in r.get("word_latencies", [])[: r["words_before_stop"]]]
         speakers = [x for r in live for x in r.get("speaker_latencies", [])]
         refined = sum(r["refined_words"] or 0 for r in live)
+        by_round = [_pct([x for r in live if r.get("round", 0) == k
+                          for x in r.get("word_latencies", [])], 95)
+                    for k in sorted({r.get("round", 0) for r in live})]
+        measured = sorted(p for p in by_round if p is not None)
         out.append({
-            "streams": n, "recordings": len(live),
+            "streams": n, "recordings": len(live), "rounds": len(by_round),
+            "word_latency_p95_by_round": by_round,
+            "word_latency_p95_median_of_rounds": _num(float(np.median(measured)))
+            if measured else None,
             "word_latency_p50": _pct(words, 50), "word_latency_p95": _pct(words, 95),
             "word_latency_before_stop_p50": _pct(early, 50),
             "word_latency_before_stop_p95": _pct(early, 95),

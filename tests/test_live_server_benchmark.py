@@ -259,6 +259,35 @@ def test_a_recording_that_only_filled_the_last_group_is_not_pooled_twice() -> No
     assert "| 2 | 2.00 / 3.00 |" in table  # the summary from the runs, not the saved one
 
 
+def test_rounds_pool_every_round_and_give_each_rounds_p95() -> None:
+    assert live_server.parse_args([]).rounds == 1
+    assert live_server.parse_args(["--rounds", "3"]).rounds == 3
+    with pytest.raises(SystemExit):
+        live_server.parse_args(["--rounds", "0"])
+    runs = [{**_run("sample", 1, True, [1.0, 4.0]), "repeat": False, "round": 0},
+            {**_run("trn00", 1, True, [2.0, 2.0]), "repeat": False, "round": 0},
+            {**_run("sample", 1, True, [1.0, 3.0]), "repeat": False, "round": 1},
+            {**_run("trn00", 1, True, [1.0, 1.0]), "repeat": False, "round": 1},
+            {**_run("sample", 1, True, [5.0, 5.0]), "repeat": False, "round": 2},
+            {**_run("trn00", 1, True, [5.0, 5.0]), "repeat": False, "round": 2}]
+    (level,) = live_server.summarize(runs)
+    assert level["recordings"] == 6 and level["rounds"] == 3
+    # each round's own p95 (nearest-rank over its 4 words), and the pooled one over all 12
+    assert level["word_latency_p95_by_round"] == [4.0, 3.0, 5.0]
+    assert level["word_latency_p95_median_of_rounds"] == 4.0
+    assert level["word_latency_p95"] == 5.0
+    # a recording of the second round is not a filler of the first, even in a file whose
+    # runs lack `repeat`
+    old = [{k: v for k, v in r.items() if k != "repeat"} for r in runs]
+    assert not any(r["repeat"] for r in live_server.marked_repeats(old))
+    table = live_server.markdown_table({"machine": {}, "runs": runs})
+    assert "| sample (round 2) | 1 | 1.00 / 3.00 |" in table
+    assert "| 4.00, 3.00, 5.00 (median 4.00) |" in table
+    (one,) = live_server.summarize(runs[:2])  # one round: no per-round column
+    assert one["rounds"] == 1 and one["word_latency_p95_by_round"] == [4.0]
+    assert "| no | – |" in live_server.markdown_table({"machine": {}, "runs": runs[:2]})
+
+
 def test_live_rates_print_from_their_sums() -> None:
     """Rounded to 4 digits before printing, 2.204 s of errors in 24.35 s of speech (9.05 %)
     printed 9.0 %."""
