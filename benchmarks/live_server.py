@@ -409,10 +409,8 @@ def markdown_table(results: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         if r["live"]:
-            said = (" (filler)" if r["repeat"] else "") + (
-                f" (round {r['round'] + 1})" if r.get("round") else "")
             lines.append(
-                f"| {r['uri']}{said} | {r['streams']} "
+                f"| {r['uri']}{' (filler)' if r['repeat'] else ''}{_round(r)} | {r['streams']} "
                 f"| {_f(r['word_latency_p50'], '.2f')} / {_f(r['word_latency_p95'], '.2f')} "
                 f"| {_f(r['speaker_latency_p50'], '.2f')} / {_f(r['speaker_latency_p95'], '.2f')} "
                 f"| {_f(r['first_word_delay'], '.1f')} "
@@ -453,14 +451,19 @@ def markdown_table(results: dict[str, Any]) -> str:
     for r in results["runs"]:
         minutes = r.get("lag_by_minute") or []
         if len(minutes) >= 3:
-            lines += ["", f"Word lag by minute, {r['uri']} ({r['streams']} stream(s); slope "
-                      f"{_f(r.get('lag_slope_per_minute'), '+.3f')} s per minute):", "",
+            lines += ["", f"Word lag by minute, {r['uri']}{_round(r)} ({r['streams']} "
+                      f"stream(s); slope {_f(r.get('lag_slope_per_minute'), '+.3f')} s per "
+                      "minute):", "",
                       "| minute | live words | refined words | p50 (s) | p95 (s) |",
                       "|---|---|---|---|---|"]
             lines += [f"| {m['minute']} | {m['words']} | {_f(m.get('refined_words'), 'd')} | "
                       f"{_f(m['p50'], '.2f')} | {_f(m['p95'], '.2f')} |" for m in minutes]
     lines.append("\n" + most_streams_line(summary))
     return head + "\n".join(lines)
+
+
+def _round(run: dict[str, Any]) -> str:
+    return f" (round {run['round'] + 1})" if run.get("round") else ""
 
 
 def _by_round(level: dict[str, Any]) -> str:

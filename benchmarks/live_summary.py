@@ -16,7 +16,8 @@ TARGET_P95 = 3.0  # seconds: p95 word latency (pooled over a level's recordings)
 
 def marked_repeats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`runs` with ``repeat`` set where a file written before the field lacks it: a live
-    recording of an input already recorded at that stream count filled the last group."""
+    recording of an input already recorded at that stream count (and round) filled the
+    last group."""
     seen: set[tuple[int, int, str]] = set()
     out = []
     for r in runs:

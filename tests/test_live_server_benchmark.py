@@ -283,6 +283,12 @@ def test_rounds_pool_every_round_and_give_each_rounds_p95() -> None:
     table = live_server.markdown_table({"machine": {}, "runs": runs})
     assert "| sample (round 2) | 1 | 1.00 / 3.00 |" in table
     assert "| 4.00, 3.00, 5.00 (median 4.00) |" in table
+    minutes = [{"minute": m, "words": 1, "refined_words": 1, "p50": 1.0, "p95": 1.0}
+               for m in range(3)]
+    table = live_server.markdown_table({"machine": {}, "runs": [
+        {**r, "lag_by_minute": minutes} for r in runs[:3]]})
+    assert "Word lag by minute, sample (round 2) (1 stream(s);" in table
+    assert "Word lag by minute, sample (1 stream(s);" in table
     (one,) = live_server.summarize(runs[:2])  # one round: no per-round column
     assert one["rounds"] == 1 and one["word_latency_p95_by_round"] == [4.0]
     assert "| no | – |" in live_server.markdown_table({"machine": {}, "runs": runs[:2]})
