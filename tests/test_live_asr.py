@@ -164,6 +164,45 @@ def test_max_word_lag_commits_words_no_rule_confirmed(tmp_path: Path, transcribe
             StreamingASRConfig(max_word_lag=bad)
 
 
+def test_words_past_the_lag_bound_go_between_passes(tmp_path: Path, transcriber) -> None:
+    """`overdue` commits, without a pass, the last pass's leading words that the audio
+    received has left `max_word_lag` s behind (the next pass would have, a step and a pass
+    later); they are the hypothesis's words, never taken back, and not committed twice."""
+    audio = _speech(tmp_path)
+    strict = dict(min_step=2.0, agreement_edits=0, pause_commit=5.0, end_silence=5.0,
+                  max_word_lag=1.5)
+    off = StreamingTranscriber(StreamingASRConfig(**strict, lag_between_passes=False),
+                               transcriber=transcriber)
+    asr = StreamingTranscriber(StreamingASRConfig(**strict), transcriber=transcriber)
+    chunk, early, late, snapshots = 2000, 0, 0.0, []
+    for i in range(0, audio.size, chunk):
+        for engine in (asr, off):
+            engine.append(audio[i:i + chunk])
+        assert off.overdue() is None  # (off: only passes commit, so words wait longer)
+        late = max([late] + [off.received - w.end for w in off.partial])
+        pending, passes = list(asr.partial), asr.passes
+        result = asr.overdue()
+        if result is not None:
+            early += len(result.committed)
+            assert result.seconds == 0.0 and asr.passes == passes  # no pass ran
+            assert list(result.committed) == pending[:len(result.committed)]
+            assert result.committed[-1].end <= asr.received - 1.5
+            assert list(result.partial) == pending[len(result.committed):]
+        assert all(w.end > asr.received - 1.5 for w in asr.partial)
+        if asr.step() is not None:
+            snapshots.append(list(asr.committed))
+        if off.due():
+            off.step()
+    assert early > 0 and late > 1.5 + 0.5, (early, late)
+    asr.flush()
+    for snap in snapshots:
+        assert asr.committed[:len(snap)] == snap
+    starts = [w.start for w in asr.committed]
+    assert starts == sorted(starts)
+    text = "".join(w.word for w in asr.committed)
+    assert word_error_rate(" ".join(SENTENCES[:2]), text).wer < 0.3, text
+
+
 def test_a_burst_after_a_short_pass_keeps_its_words(tmp_path: Path, transcriber) -> None:
     """A live worker that catches up after its models loaded sees 1.25 s, then everything
     at once (as in the server when a whole recording arrived while it loaded): the pass
@@ -299,10 +338,10 @@ def test_noise_commits_no_punctuation(transcriber) -> None:
 
 def test_only_punctuation_marks_alone_are_dropped() -> None:
     """What Whisper writes alone on noise goes; symbols that are said stay ("Q & A", "50 %")."""
-    from workbench.live.asr import _punctuation
+    from workbench.live.agreement import punctuation_only
 
-    assert all(_punctuation(w) for w in (" .", " ...", " ?", " -", "。", " "))
-    assert not any(_punctuation(w) for w in (" %", " &", " €", " 42", " don't", " a."))
+    assert all(punctuation_only(w) for w in (" .", " ...", " ?", " -", "。", " "))
+    assert not any(punctuation_only(w) for w in (" %", " &", " €", " 42", " don't", " a."))
 
 
 def test_the_text_said_before_a_resume_starts_every_prompt(tmp_path: Path,

@@ -1,19 +1,35 @@
-"""What two passes of the streaming ASR agree on, and decoding loops within one pass
-(`workbench.live.asr`): words compared as `norm` makes them (the word error rates'
-rule: `replace_non_word`)."""
+"""What two passes of the streaming ASR agree on, and what one pass wrote that is not
+speech: decoding loops and lone punctuation marks (`workbench.live.asr`). Words are
+compared as `norm` makes them (the word error rates' rule: `replace_non_word`)."""
 
 from __future__ import annotations
 
 from difflib import SequenceMatcher
+from typing import Any
 
 from workbench.engine.transcript import Word, replace_non_word
 
-__all__ = ["agreement", "cut_loop", "norm"]
+__all__ = ["agreement", "cut_loop", "loops", "norm", "punctuation_only"]
+
+_MARKS = set(".,!?;:…-–—\"'«»“”‘’()[]{}。、，？！；：")
 
 
 def norm(word: str) -> str:
     """A word as passes are compared: lower case, no punctuation (marks kept)."""
     return replace_non_word(word.lower(), "", keep="'")
+
+
+def punctuation_only(word: str) -> bool:
+    """Only punctuation marks (" .", which Whisper writes on noise and which always
+    agreed); symbols that are said (" %", " &", " €") stay."""
+    return all(c in _MARKS for c in word.strip())
+
+
+def loops(segments: list[Any], threshold: float = 2.4) -> float:
+    """How far the most repetitive segment's text is past `threshold` (gzip compression
+    ratio, Whisper's own loop test; 0: none loops)."""
+    ratios = [float(getattr(s, "compression_ratio", 0.0)) for s in segments]
+    return max([r - threshold for r in ratios if r > threshold], default=0.0)
 
 
 def cut_loop(words: list[Word], repeats: int = 3, runaway: int = 6) -> list[Word]:

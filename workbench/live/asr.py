@@ -28,7 +28,8 @@ pass a second cannot keep up. `StreamingTranscriber` spends passes carefully:
   uncommitted words whose probability is at least `confident_probability` and that end
   `confident_margin` s before the buffer end (None turns this rule off).
 * **Bounded lag** (optional, `max_word_lag`): words of a pass that end that long before
-  the audio it saw are committed without confirmation.
+  the audio it saw are committed without confirmation, and between passes (`overdue`)
+  those of the last pass as soon as the audio received is that far past them.
 * **Bounded buffer.** The buffer starts at the first uncommitted speech, is trimmed at
   committed sentence ends (or any committed word end past `trim_buffer` s) and never
   exceeds `max_buffer` s: before it would, the words of the current pass that end more
@@ -53,7 +54,8 @@ from workbench.engine.audio import SAMPLE_RATE
 from workbench.live.buffer import AudioBuffer
 from workbench.live.vad import StreamingVAD
 from workbench.engine.transcript import Word
-from workbench.live.agreement import agreement, cut_loop, cut_squeezed_repeat, norm
+from workbench.live.agreement import (agreement, cut_loop, cut_squeezed_repeat, loops, norm,
+                                      punctuation_only)
 
 __all__ = ["PassResult", "StreamingASRConfig", "StreamingTranscriber"]
 
@@ -117,26 +119,24 @@ class StreamingASRConfig:
     # pass's hypothesis if the two differ by at most this many words (inserted, dropped
     # or replaced, each gap followed by at least `agreement_run` agreeing words, times
     # within `agreement_shift` s); the pass's own version is committed. 0: strict prefix
-    # agreement (whisper_streaming), where one word that two passes hear differently
-    # holds back everything after it. Measured 2026-12-03 (AVX2 caps, latency 2 s, fixed
-    # costs of 0.4, 0.6 and 0.8 s per pass, the sample call, conv2 and conv3: 9 runs,
-    # 1254 reference words): edits 0: WER 22.6 %, p95 word latency 4.1-5.1 s; 1: 23.3 %,
-    # 4.4-5.0 s; 3: 22.1 %, 3.2-3.5 s.
+    # agreement (whisper_streaming). Measured 2026-12-03 (AVX2 caps, fixed costs of 0.4-0.8
+    # s per pass, the sample call, conv2 and conv3: 9 runs, 1254 reference words), WER and
+    # p95 word latency: edits 0 22.6 %, 4.1-5.1 s; 1 23.3 %, 4.4-5.0 s; 3 22.1 %, 3.2-3.5 s.
     agreement_edits: int = 3
     agreement_run: int = 2
     agreement_shift: float = 0.5
     # Lag bound: the words of a pass that end at least this many seconds before the audio
-    # it saw are committed even when no rule above confirms them (None: no bound). Where
-    # speakers overlap, passes keep hearing one stretch differently and agreement holds
-    # the words after it back (the sample call's 10.8-17.8 s). Measured 2026-12-03 (AVX2
-    # caps, latency 2 s, fixed costs 0.4/0.6/0.8 s per pass; `python -m benchmarks live
-    # --latencies 2 --no-offline --inputs sample,conv2,conv3 --costs C,0.3 --asr
-    # max_word_lag=L`), sample call WER and p95 word lag: None 14.8 %, 3.88/4.08/4.28 s;
-    # 3 s 14.8 %, 3.70/3.90/4.10 s; 2.5 s 19.8 %, 3.77/3.97/4.17 s; 2 s 23.5 %,
-    # 3.22/3.42/3.62 s (pooled with conv2 + conv3 at 0.6 s: 19.1, 19.1, 20.1, 20.8 %).
-    # Through the server 3 s took the 30 s set's p95 word lag from 5.1 to 3.8 s for +0.5-0.7
-    # point of pooled WER (BENCHMARKS.md, "`max_word_lag` 3 s by default"): the default.
+    # it saw are committed even when no rule above confirms them (None: no bound): where
+    # speakers overlap, passes keep hearing one stretch differently. 3 s took the server's
+    # p95 word lag from 5.1 to 3.8 s for +0.5-0.7 point of pooled WER; 2.5 and 2 s cost
+    # more WER (BENCHMARKS.md, "`max_word_lag` 3 s by default").
     max_word_lag: Optional[float] = 3.0
+    # The bound between passes too (`StreamingTranscriber.overdue`): the last pass's words
+    # go as soon as they are that far behind the audio received, not when the next pass
+    # ends (a step and a pass later). Fixed costs of 0.4-0.8 s per pass: the sample call's
+    # p95 -0.24 to -0.34 s for one word more wrong of 81; through the server: BENCHMARKS.md,
+    # "Words committed between passes".
+    lag_between_passes: bool = True
 
     def __post_init__(self) -> None:
         if self.min_step <= 0 or self.end_silence <= 0 or self.pause_commit <= 0:
@@ -185,21 +185,8 @@ class PassResult:
     partial: tuple[Word, ...]
     upto: float  # audio end the pass saw (s)
     buffer_seconds: float
-    seconds: float  # wall time of the pass
+    seconds: float  # wall time of the pass (0: words committed between passes, no pass)
     rule: str  # rules that committed: "agreement", "pause", "utterance", "lag", "force", "flush"
-
-
-_MARKS = set(".,!?;:…-–—\"'«»“”‘’()[]{}。、，？！；：")
-
-
-def _punctuation(word: str) -> bool:
-    """Only punctuation marks (" .", which Whisper writes on noise and which always
-    agreed); symbols that are said (" %", " &", " €") stay."""
-    return all(c in _MARKS for c in word.strip())
-
-
-def _text(words: Any) -> str:
-    return "".join(w.word for w in words).strip()
 
 
 def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -301,6 +288,23 @@ class StreamingTranscriber:
             return None
         return self._pass(end, final=False)
 
+    def overdue(self, upto: Optional[float] = None) -> Optional[PassResult]:
+        """Commit the last pass's leading words that end `max_word_lag` s or more before
+        `upto` (default: all received); None if none does. Runs no pass: ask at will."""
+        cfg = self.config
+        if not cfg.lag_between_passes or cfg.max_word_lag is None or not self._hypothesis:
+            return None
+        end = self._clip(upto)
+        k = 0
+        while k < len(self._hypothesis) and self._hypothesis[k].end <= end - cfg.max_word_lag:
+            k += 1
+        if not k:
+            return None
+        self.committed.extend(self._hypothesis[:k])
+        self._hypothesis = self._hypothesis[k:]
+        return PassResult(tuple(self.committed[-k:]), tuple(self._hypothesis), end,
+                          self.buffer_seconds, 0.0, "lag")
+
     def flush(self) -> Optional[PassResult]:
         """Commit everything (end of stream): last passes over the uncommitted speech."""
         results = []
@@ -322,8 +326,8 @@ class StreamingTranscriber:
 
     def _decode(self, start: int, end: int) -> list[Word]:
         audio = self._buffer.slice(start, end)
-        prompt = " ".join([self.said_before, _text(w for w in self.committed
-                                                   if w.end <= start / SAMPLE_RATE + 0.01)]).strip()
+        said = "".join(w.word for w in self.committed if w.end <= start / SAMPLE_RATE + 0.01)
+        prompt = " ".join([self.said_before, said.strip()]).strip()
         prompt = prompt[-self.config.prompt_chars:] if self.config.prompt_chars else ""
         cfg = self.config
         seconds = audio.size / SAMPLE_RATE
@@ -374,13 +378,13 @@ class StreamingTranscriber:
         """One faster-whisper call: its words (times from the stream's start), up to a
         decoding loop."""
         segments = self.transcriber.decode(audio, encoder_seconds=encoder_seconds, **options)
-        if self.config.fallback and options["beam_size"] < 5 and _loops(segments):
+        if self.config.fallback and options["beam_size"] < 5 and loops(segments):
             # Retried with a beam, not hotter: faster-whisper's temperature fallback
             # samples, and CTranslate2's sampling cannot be seeded (its random generators
             # live in its worker threads): the same audio gave other words from run to run
             retry = self.transcriber.decode(audio, encoder_seconds=encoder_seconds,
                                             **{**options, "beam_size": 5})
-            if _loops(retry) < _loops(segments):
+            if loops(retry) < loops(segments):
                 segments = retry
         # a word's end can fall in the silence padded after the audio: clip it there (a
         # committed end past the audio made the next passes drop the words before it)
@@ -388,7 +392,7 @@ class StreamingTranscriber:
                       end=round(offset + min(float(w.end), seconds), 3),
                       word=w.word, probability=float(w.probability))
                  for s in segments for w in (s.words or ())
-                 if float(w.start) < seconds and not _punctuation(w.word)]
+                 if float(w.start) < seconds and not punctuation_only(w.word)]
         return cut_squeezed_repeat(cut_loop(words))
 
     def _missed_speech(self, words: list[Word], start: float, end: float,
@@ -591,10 +595,3 @@ class StreamingTranscriber:
                 "max_buffer_seconds": round(self.max_buffer_seen, 3),
                 "said_before_chars": len(self.said_before),
                 "vad_seconds": round(self.vad.seconds, 3)}
-
-
-def _loops(segments: list[Any], threshold: float = 2.4) -> float:
-    """How far the most repetitive segment's text is past `threshold` (gzip compression
-    ratio, Whisper's own loop test; 0: none loops)."""
-    ratios = [float(getattr(s, "compression_ratio", 0.0)) for s in segments]
-    return max([r - threshold for r in ratios if r > threshold], default=0.0)

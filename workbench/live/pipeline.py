@@ -302,6 +302,8 @@ class LiveSession:
                     break
                 # the worker looks at the audio every `poll` s while idle
                 t = min(audio, t)
+                if engine is self.asr:  # words the lag bound lets go before the next pass
+                    self._overdue(t)
                 if engine.due(t):
                     self._job(name, engine, t, flush=False)
                     continue
@@ -314,6 +316,12 @@ class LiveSession:
         while self._pending and (self._pending[0][0] <= horizon):
             at, _, name, result = self._pending.pop(0)
             self._deliver(name, result, at)
+
+    def _overdue(self, t: float) -> None:
+        result = self.asr.overdue(t) if self.asr is not None else None
+        if result is not None:
+            self._seq += 1
+            self._pending.append((t, self._seq, "asr", result))
 
     def _job(self, name: str, engine: Any, t: float, flush: bool) -> None:
         started = time.perf_counter()
@@ -354,6 +362,11 @@ class LiveSession:
                             self._prime(engine, c[1])
                     else:
                         engine.append(c)
+                if engine is self.asr and not ended:  # (costs no pass: at every chunk)
+                    result = self.asr.overdue()
+                    if result is not None:
+                        with self._lock:
+                            self._deliver(name, result, self.received)
                 while engine.due() and not ended and (
                         name != "diarization" or self._speakers_known.is_set()):
                     result = engine.step()
