@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -187,13 +188,25 @@ def test_threaded_session_gives_the_words(speech: np.ndarray, models) -> None:
 
     for name, engine in (("asr", session.asr), ("diarization", session.diarizer)):
         engine.append = keeping(heard[name], engine.append)
+    asked: list[str] = []  # the ASR thread asks for words past the lag bound between passes
+    overdue = session.asr.overdue
+
+    def asking(upto: Any = None) -> Any:
+        asked.append(threading.current_thread().name)
+        return overdue(upto)
+
+    session.asr.overdue = asking  # type: ignore[method-assign]  # (calls through)
     buffer = np.zeros(4000, dtype=np.float32)
     for i in range(0, speech.size, 4000):
         chunk = speech[i:i + 4000]
         buffer[:chunk.size] = chunk
         assert session.feed(buffer[:chunk.size]) == []  # returns at once
         buffer[:] = np.nan  # refilled with whatever comes next
+    deadline = time.monotonic() + 120
+    while session.asr.received < session.received and time.monotonic() < deadline:
+        time.sleep(0.05)  # (the ASR thread has taken every chunk before `finish`)
     result = session.finish()
+    assert asked and set(asked) == {"live-asr"}, asked
     for name, chunks in heard.items():  # the audio fed, unchanged by the refills
         assert np.array_equal(np.concatenate(chunks), speech), name
     assert result.transcript.words
@@ -233,8 +246,6 @@ def test_speakers_refused_by_stream_file_leave_no_thread_behind(speech: np.ndarr
                                                                 models) -> None:
     """`stream_file(realtime=True, speakers=...)` with speakers of another model: the
     refusal left the threaded session's two threads waiting for good."""
-    import threading
-
     before = threading.active_count()
     for realtime in (True, False):
         with pytest.raises(ValueError, match="another embedding model"):
@@ -313,8 +324,11 @@ def test_no_word_waits_for_a_pass_past_the_lag_bound(models) -> None:
         live = stream_file(item.audio, config=config, costs=costs, models=models)
         waits[between] = float(live.word_latencies().max())
         assert score(item, live.transcript)["wer"] < 0.25
-    bound = config.asr.max_word_lag + costs.asr_pass + 0.1  # (0.1: an idle worker's poll)
-    assert waits[True] <= bound + 0.1 < waits[False], waits
+    # at most a pass and an idle worker's poll past the bound (a word that a pass writes
+    # for the first time when it is that old can come later: 0.3 s of room for other
+    # CPUs' Whisper), and well before the next pass would have let it go
+    bound = config.asr.max_word_lag + costs.asr_pass + 0.1
+    assert waits[True] <= bound + 0.3 and waits[True] + 0.5 < waits[False], waits
 
 
 def test_warm_up_readies_the_embedding_runtime_the_steps_use(models) -> None:

@@ -179,11 +179,11 @@ class StreamingASRConfig:
 
 @dataclass(frozen=True)
 class PassResult:
-    """What one pass (or the final flush) produced."""
+    """What one pass, the final flush or `overdue` (no pass) produced."""
 
     committed: tuple[Word, ...]
     partial: tuple[Word, ...]
-    upto: float  # audio end the pass saw (s)
+    upto: float  # audio end the pass saw (`overdue`: the audio received) (s)
     buffer_seconds: float
     seconds: float  # wall time of the pass (0: words committed between passes, no pass)
     rule: str  # rules that committed: "agreement", "pause", "utterance", "lag", "force", "flush"
@@ -290,20 +290,22 @@ class StreamingTranscriber:
 
     def overdue(self, upto: Optional[float] = None) -> Optional[PassResult]:
         """Commit the last pass's leading words that end `max_word_lag` s or more before
-        `upto` (default: all received); None if none does. Runs no pass: ask at will."""
+        `upto` (default: all received) and `pause_margin` s before that pass's audio did
+        (a word at its end may be cut there); None if none does. Runs no pass."""
         cfg = self.config
         if not cfg.lag_between_passes or cfg.max_word_lag is None or not self._hypothesis:
             return None
-        end = self._clip(upto)
+        bound = min(self._clip(upto) - cfg.max_word_lag,
+                    self._last_pass_end / SAMPLE_RATE - cfg.pause_margin)
         k = 0
-        while k < len(self._hypothesis) and self._hypothesis[k].end <= end - cfg.max_word_lag:
+        while k < len(self._hypothesis) and self._hypothesis[k].end <= bound:
             k += 1
         if not k:
             return None
         self.committed.extend(self._hypothesis[:k])
         self._hypothesis = self._hypothesis[k:]
-        return PassResult(tuple(self.committed[-k:]), tuple(self._hypothesis), end,
-                          self.buffer_seconds, 0.0, "lag")
+        return PassResult(tuple(self.committed[-k:]), tuple(self._hypothesis),
+                          self._clip(upto), self.buffer_seconds, 0.0, "lag")
 
     def flush(self) -> Optional[PassResult]:
         """Commit everything (end of stream): last passes over the uncommitted speech."""
