@@ -303,6 +303,33 @@ def markdown_table(results: dict[str, Any]) -> str:
     return head + "\n".join(lines)
 
 
+def option_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--asr OPTION=VALUE`` and ``--diarization OPTION=VALUE`` (repeatable)."""
+    parser.add_argument("--asr", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a StreamingASRConfig option for the live runs (repeatable), "
+                             "e.g. encoder_pad=none; values are JSON (none/null = None)")
+    parser.add_argument("--diarization", action="append", default=[], metavar="OPTION=VALUE",
+                        help="an OnlineDiarizationConfig option for the live runs "
+                             "(repeatable), e.g. adopt_distance=none")
+
+
+def live_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``args.asr_options`` and ``args.diarization_options`` from `option_arguments`' flags
+    (a value that is not JSON is a string; ``none`` is None)."""
+    for flag in ("asr", "diarization"):
+        options: dict[str, Any] = {}
+        for option in getattr(args, flag):
+            key, sep, value = option.partition("=")
+            if not sep:
+                parser.error(f"--{flag} {option!r}: expected OPTION=VALUE")
+            try:
+                options[key.strip()] = (None if value.strip().lower() == "none"
+                                        else json.loads(value))
+            except json.JSONDecodeError:
+                options[key.strip()] = value.strip()
+        setattr(args, f"{flag}_options", options)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks live",
                                      description=__doc__.split("\n\n")[0])
@@ -317,12 +344,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "minutes, 1 to 30)")
     parser.add_argument("--costs", default="measured",
                         help="'measured' or fixed 'ASR_PASS_SECONDS,DIARIZATION_STEP_SECONDS'")
-    parser.add_argument("--asr", action="append", default=[], metavar="OPTION=VALUE",
-                        help="a StreamingASRConfig option for the live runs (repeatable), "
-                             "e.g. encoder_pad=none; values are JSON (none/null = None)")
-    parser.add_argument("--diarization", action="append", default=[], metavar="OPTION=VALUE",
-                        help="an OnlineDiarizationConfig option for the live runs "
-                             "(repeatable), e.g. adopt_distance=none")
+    option_arguments(parser)
     parser.add_argument("--no-offline", action="store_true", help="skip the offline pipeline")
     parser.add_argument("--no-asr", action="store_true",
                         help="stream the diarization alone (DER against latency; no WER)")
@@ -331,18 +353,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(list(argv))
     if args.quick:
         args.latencies, args.inputs = "1,2", "sample"
-    for flag in ("asr", "diarization"):
-        options: dict[str, Any] = {}
-        for option in getattr(args, flag):
-            key, sep, value = option.partition("=")
-            if not sep:
-                parser.error(f"--{flag} {option!r}: expected OPTION=VALUE")
-            try:
-                options[key.strip()] = (None if value.strip().lower() == "none"
-                                        else json.loads(value))
-            except json.JSONDecodeError:
-                options[key.strip()] = value.strip()
-        setattr(args, f"{flag}_options", options)
+    live_options(parser, args)
     args.latency_values = [float(x) for x in args.latencies.split(",") if x.strip()]
     args.input_names = [n.strip() for n in args.inputs.split(",") if n.strip()]
     from benchmarks.live_server import numbered

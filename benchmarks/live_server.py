@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import re
@@ -53,8 +54,11 @@ from typing import Any, Optional, Sequence
 
 import psutil
 
+from server.config import ConfigError, check_live_config
+
 from benchmarks import (REPO_ROOT, finish, machine_info, machine_stamp, output_arguments,
                         recorded_options, reprinted, write_results, marks_partial)
+from benchmarks.live import live_options, option_arguments
 from benchmarks.measure import number as _num
 from benchmarks.measure import percentile_rounded as _pct
 from benchmarks.live_summary import (  # noqa: F401 - re-exported
@@ -495,8 +499,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "the figures pool every round, and the table gives each "
                              "round's p95 word latency and their median (one run's p95 "
                              "moves by a few tenths of a second)")
+    option_arguments(parser)  # (given to the server as --live-config)
     output_arguments(parser, NAME)
     args = parser.parse_args(list(argv))
+    live_options(parser, args)
+    args.live_config = {part: options for part, options in
+                        (("asr", args.asr_options), ("diarization", args.diarization_options))
+                        if options}
+    try:
+        check_live_config(args.live_config)
+    except ConfigError as exc:
+        parser.error(str(exc).replace("--live-config: ", "--asr / --diarization: "))
     try:
         args.stream_counts = sorted({int(x) for x in args.streams.split(",") if x.strip()})
         args.input_names = parse_inputs(args.inputs)
@@ -550,6 +563,8 @@ def main(argv: Sequence[str] = ()) -> int:
 
     server_args = ["--live-warm", "--max-live-sessions", str(max(args.stream_counts)),
                    "--progress-every", "1"]
+    if args.live_config:
+        server_args += ["--live-config", json.dumps(args.live_config)]
     results: dict[str, Any] = {
         "benchmark": NAME,
         "command": ("python -m benchmarks live --server " + " ".join(argv)).strip(),

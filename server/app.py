@@ -389,7 +389,7 @@ def create_app(config: ServerConfig) -> web.Application:
                           pipeline=config.pipeline, log_level=config.log_level)
     state.live = LiveHub(state.store, state.notify, max_streams=config.max_live_sessions,
                          data_dir=str(config.data_dir), log_level=config.log_level,
-                         warm=config.live_warm)
+                         warm=config.live_warm, config=config.live_config)
     app[STATE] = state
     app.router.add_get(routes.HEALTH, health)
     app.router.add_post(routes.SESSIONS, create_session)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +33,36 @@ def auto_live_sessions() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(1, cores)
+
+
+def live_config(value: str) -> dict[str, Any]:
+    """``--live-config``: a JSON object of `workbench.live.LiveConfig` options ('': none)."""
+    if not str(value).strip():
+        return {}
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    try:
+        check_live_config(options)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--live-config: ")) from None
+    return dict(options)
+
+
+def check_live_config(options: Any) -> None:
+    """ConfigError unless `options` is a JSON object `LiveConfig.from_dict` takes."""
+    from .live_worker import live_config_error
+
+    if not isinstance(options, dict):
+        raise ConfigError("--live-config: must be a JSON object of live options, e.g. "
+                          '{"diarization": {"latency": 5.0}}')
+    for part in ("asr", "diarization"):
+        if not isinstance(options.get(part, {}), dict):
+            raise ConfigError(f"--live-config: '{part}' must be a JSON object of options")
+    error = live_config_error(options)
+    if error:
+        raise ConfigError(f"--live-config: {error}")
 
 
 def live_sessions(value: str) -> int:
@@ -63,6 +94,9 @@ class ServerConfig:
     max_live_sessions: int = field(default_factory=auto_live_sessions)
     # Keep one live worker loaded ahead of the next live recording (first words sooner).
     live_warm: bool = False
+    # Options of every live recording's pipeline (`workbench.live.LiveConfig.from_dict`:
+    # e.g. {"diarization": {"latency": 5.0}}); {}: the defaults. Echoed into each live run.
+    live_config: dict[str, Any] = field(default_factory=dict)
     # A Dask scheduler address ("tcp://host:8786"): runs go to that cluster instead
     # of local worker processes (its workers must see the data directory).
     dask_scheduler: Optional[str] = None
@@ -147,6 +181,7 @@ def check(config: ServerConfig) -> None:
                                ("--progress-every", config.progress_every, 1)):
         if value < least:  # (each was raised to it without a word)
             raise ConfigError(f"{flag} must be at least {least}, not {value}")
+    check_live_config(config.live_config)
     if not 0 <= config.port <= 65535:  # (0: a free port)
         raise ConfigError(f"--port must be between 0 and 65535, not {config.port}")
     if config.log_level not in LOG_LEVELS:  # (WORKBENCH_LOG_LEVEL=verbose: a traceback)
@@ -189,6 +224,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     p.add_argument("--live-warm", action="store_true", default=_env_flag("live_warm"),
                    help="keep one live worker with its models loaded ahead of the next "
                         "live recording")
+    p.add_argument("--live-config", type=live_config, default=_env("live_config", None),
+                   metavar="JSON", help="options of every live recording's pipeline, as "
+                   "workbench.live.LiveConfig.from_dict takes them, e.g. "
+                   "'{\"diarization\": {\"latency\": 5.0}}' (default: none)")
     p.add_argument("--dask-scheduler", default=_env("dask_scheduler", None) or None,
                    help="run processing jobs on this Dask cluster (tcp://host:port)")
     p.add_argument("--max-duration", type=float,
@@ -268,6 +307,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
         workers=a.workers,
         max_live_sessions=a.max_live_sessions,
         live_warm=a.live_warm,
+        live_config=a.live_config or {},
         dask_scheduler=a.dask_scheduler,
         progress_every=a.progress_every,
         heartbeat=a.heartbeat,

@@ -143,8 +143,7 @@ class LiveStream(WorkerProcess):
     # ------------------------------------------------------------------ audio in
     def begin_part(self, fmt: InputFormat) -> None:
         """A part of the recording begins (at start and at each resume)."""
-        self.container = fmt.container
-        self.bytes_per_second = fmt.bytes_per_second
+        self.container, self.bytes_per_second = fmt.container, fmt.bytes_per_second
         if self.state == "lingering":
             self.state = "running"
             if self._linger is not None:
@@ -366,9 +365,10 @@ class LiveHub:
     """The server's live streams, one per recording with live results, within a budget."""
 
     def __init__(self, store: SessionStore, notify: Notify, *, max_streams: int,
-                 data_dir: str, log_level: str = "INFO", warm: bool = False) -> None:
-        self.store = store
-        self.notify = notify
+                 data_dir: str, log_level: str = "INFO", warm: bool = False,
+                 config: Optional[dict[str, Any]] = None) -> None:
+        self.store, self.notify = store, notify
+        self.config = dict(config or {})  # LiveConfig options of every live worker
         self.max_streams = max_streams
         self.data_dir = data_dir
         self.log_level = log_level
@@ -435,7 +435,7 @@ class LiveHub:
         log.info("Live worker started ahead (pid %s)", stream.process.pid)
 
     def _spec(self) -> dict[str, Any]:
-        return {"data_dir": self.data_dir, "log_level": self.log_level, "config": {}}
+        return {"data_dir": self.data_dir, "log_level": self.log_level, "config": self.config}
 
     def refusal(self) -> Optional[str]:
         """Why a new live stream cannot start now, or None."""

@@ -359,6 +359,20 @@ class _Outbox:
                 self.closed = True  # the server is gone; the main loop sees EOF
 
 
+def live_config_error(options: dict[str, Any]) -> Optional[str]:
+    """Why `workbench.live.LiveConfig.from_dict` refuses `options`, or None (the server
+    checks ``--live-config`` at start-up; the module imports no model library)."""
+    from workbench.live.config import LiveConfig
+
+    try:
+        LiveConfig.from_dict(options)
+    except ValueError as exc:
+        return str(exc)
+    except TypeError as exc:  # ("5" for a number: "'<=' not supported between ...")
+        return f"an option has the wrong type ({exc})"
+    return None
+
+
 def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None:
     """Entry point of a live worker process (see the module docstring). ``spec``:
     ``data_dir``, ``log_level``, ``config`` (`workbench.live.LiveConfig` as a dict); the

@@ -576,6 +576,56 @@ async def test_live_results_off_and_bad_flag(start_server: ServerFactory,
     assert await recorded_pcm(srv, started["session_id"]) == pcm
 
 
+def test_a_bad_live_config_is_refused_at_start(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--live-config (or WORKBENCH_LIVE_CONFIG) must be options LiveConfig takes: anything
+    else stops the server at start-up with one line saying what is wrong."""
+    from server.config import ConfigError, ServerConfig, check, parse_args
+
+    for value, said in (("nope", "not JSON (Expecting value at character 0)"),
+                        ("[1]", "must be a JSON object of live options"),
+                        ('{"asr": 5}', "'asr' must be a JSON object of options"),
+                        ('{"asr": {"nope": 1}}', "unknown streaming ASR option(s): nope"),
+                        ('{"diarization": {"latency": 20}}', "latency must be in [step, window]"),
+                        ('{"diarization": {"latency": "5"}}', "an option has the wrong type")):
+        with pytest.raises(SystemExit):
+            parse_args(["--live-config", value])
+        assert f"argument --live-config: {said}" in capsys.readouterr().err
+    assert parse_args([]).live_config == {}
+    options = {"asr": {"max_word_lag": 2.5}, "diarization": {"latency": 5.0}}
+    assert parse_args(["--live-config", json.dumps(options)]).live_config == options
+    monkeypatch.setenv("WORKBENCH_LIVE_CONFIG", '{"transcribe": false}')
+    assert parse_args([]).live_config == {"transcribe": False}
+    with pytest.raises(ConfigError, match="--live-config: unknown live option"):
+        check(ServerConfig(live_config={"latency": 5.0}))
+
+
+async def test_the_live_config_reaches_the_live_worker_and_its_run(
+        start_server: ServerFactory, speech_dir: Path) -> None:
+    """--live-config: the live worker (the one loaded ahead too) runs with those options,
+    and the live run's config echoes them."""
+    options = {"asr": {"max_word_lag": 2.5}, "diarization": {"latency": 5.0}}
+    srv = start_server("--max-live-sessions", "1", "--live-warm",
+                       "--live-config", json.dumps(options))
+    deadline = time.monotonic() + 180
+    while (await get(srv.url + "/api/health"))["live"]["warm"] != 1:
+        assert time.monotonic() < deadline, "no live worker loaded ahead"
+        await asyncio.sleep(0.5)
+    pcm = (speech_dir / "speech.pcm").read_bytes() + bytes(3 * 32000)
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+        await ws.send_json({"action": "start", "input_format": "pcm_s16le",
+                            "live_results": True})
+        sid = (await recv(ws))["session_id"]
+        await send_in_real_time(ws, pcm)
+        await ws.send_json({"action": "stop"})
+        stopped, _ = await recv_until(ws, "recording_stopped", timeout=60)
+    await wait_live_run(srv, sid, stopped["live_run_id"])
+    doc = await get(f"{srv.url}/api/sessions/{sid}/transcript?format=json&run={stopped['live_run_id']}")
+    live = doc["config"]["options"]
+    assert live["asr"]["max_word_lag"] == 2.5 and live["diarization"]["latency"] == 5.0
+    assert [w for seg in doc["segments"] for w in seg["words"]]
+
+
 def test_a_store_made_before_live_runs_gets_the_kind_column(tmp_path: Path) -> None:
     """An existing database (runs without `kind`/`supersedes`) opens with every run refined."""
     import sqlite3

@@ -49,6 +49,22 @@ def test_simulated_clock_arguments_take_asr_and_diarization_options() -> None:
             live_bench.parse_args(["--inputs", bad])
 
 
+def test_server_arguments_take_live_options_for_the_server(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--asr / --diarization go to the server it starts as --live-config (checked first)."""
+    assert live_server.parse_args([]).live_config == {}
+    args = live_server.parse_args(["--asr", "lag_between_passes=false",
+                                   "--diarization", "latency=5"])
+    assert args.live_config == {"asr": {"lag_between_passes": False},
+                                "diarization": {"latency": 5}}
+    for bad in (["--asr", "nope=1"], ["--diarization", "latency=20"], ["--asr", "x"]):
+        with pytest.raises(SystemExit):
+            live_server.parse_args(bad)
+    err = capsys.readouterr().err
+    assert "--asr / --diarization: unknown streaming ASR option(s): nope" in err
+    assert "latency must be in [step, window]" in err
+
+
 def test_groups_fill_every_group() -> None:
     assert live_server.groups(3, 1) == [[0], [1], [2]]
     assert live_server.groups(3, 2) == [[0, 1], [2, 0]]
