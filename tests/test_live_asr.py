@@ -210,6 +210,41 @@ def test_words_past_the_lag_bound_go_between_passes(tmp_path: Path, transcriber)
     assert word_error_rate(" ".join(SENTENCES[:2]), text).wer < 0.5, text
 
 
+def test_words_after_speech_the_last_pass_wrote_nothing_for_wait_for_a_pass(
+        tmp_path: Path, transcriber) -> None:
+    """Passes that hear overlapped speech differently sometimes drop a stretch of it (the
+    sample call streamed in real time on an AVX-512 CPU: "not going to need a design" gone
+    from the pass before the lag bound, and the words after it committed between passes
+    barred the next pass from it). `overdue` commits the leading words only up to the first
+    one after 0.5 s of speech the hypothesis has no word for; the next pass fills the gap.
+    Two engines, one pass each over the same speech; in one the pass's hypothesis loses
+    its words from the second on, as such a pass's did."""
+    audio = _speech(tmp_path)
+    # (no rule commits at the pass: max_word_lag 3 s over a 3.5 s pass, none confident)
+    strict = dict(min_step=2.0, agreement_edits=0, pause_commit=5.0, end_silence=5.0,
+                  confident_probability=None, pause_margin=0.3)
+    whole, holed = (StreamingTranscriber(StreamingASRConfig(**strict), transcriber=transcriber)
+                    for _ in range(2))
+    upto = int(3.5 * SAMPLE_RATE)
+    for engine in (whole, holed):
+        engine.append(audio[:upto])
+        assert engine.step() is not None and not engine.committed
+    pending = list(whole.partial)
+    assert pending == list(holed.partial)
+    # the first word after 1 s of words in speech
+    j = next(i for i, w in enumerate(pending) if w.start - pending[0].end >= 1.0)
+    assert holed.vad.uncovered([], pending[0].end, pending[j].start) >= 0.9  # (speech)
+    holed._hypothesis = pending[:1] + pending[j:]  # what the pass that dropped them left
+    for engine in (whole, holed):
+        engine.append(audio[upto:upto + 3 * SAMPLE_RATE])  # the bound is past pending[j]
+    assert pending[j].end <= min(whole.received - 3.0, 3.5 - 0.3)
+    full = whole.overdue()
+    assert full is not None and list(full.committed)[:j + 1] == pending[:j + 1]
+    cut = holed.overdue()
+    assert cut is not None and list(cut.committed) == pending[:1]
+    assert list(holed.partial) == pending[j:]  # for the next pass to agree on or replace
+
+
 def test_a_burst_after_a_short_pass_keeps_its_words(tmp_path: Path, transcriber) -> None:
     """A live worker that catches up after its models loaded sees 1.25 s, then everything
     at once (as in the server when a whole recording arrived while it loaded): the pass

@@ -189,17 +189,6 @@ class PassResult:
     rule: str  # rules that committed: "agreement", "pause", "utterance", "lag", "force", "flush"
 
 
-def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Overlapping (start, end) spans merged, in order."""
-    out: list[tuple[float, float]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
 class StreamingTranscriber:
     """Feed audio with `append`, ask `due`, run `step`; `flush` at the end.
 
@@ -291,21 +280,24 @@ class StreamingTranscriber:
     def overdue(self, upto: Optional[float] = None) -> Optional[PassResult]:
         """Commit the last pass's leading words that end `max_word_lag` s or more before
         `upto` (default: all received) and `pause_margin` s before that pass's audio did
-        (a word at its end may be cut there); None if none does. Runs no pass."""
-        cfg = self.config
-        if not cfg.lag_between_passes or cfg.max_word_lag is None or not self._hypothesis:
+        (a word at its end may be cut there), up to the first after 0.5 s of speech without
+        a word (passes that hear overlapped speech differently drop some: the next pass's
+        to fill); None if none. Runs no pass."""
+        cfg, words = self.config, self._hypothesis
+        if not cfg.lag_between_passes or cfg.max_word_lag is None or not words:
             return None
         bound = min(self._clip(upto) - cfg.max_word_lag,
                     self._last_pass_end / SAMPLE_RATE - cfg.pause_margin)
-        k = 0
-        while k < len(self._hypothesis) and self._hypothesis[k].end <= bound:
-            k += 1
+        k, last = 0, self.committed[-1:]  # (the word before words[k])
+        while k < len(words) and words[k].end <= bound and self._missed_speech(
+                last + words[k:k + 1], last[-1].end if last else 0.0, words[k].end, 0.2) < 0.5:
+            k, last = k + 1, words[k:k + 1]
         if not k:
             return None
-        self.committed.extend(self._hypothesis[:k])
-        self._hypothesis = self._hypothesis[k:]
-        return PassResult(tuple(self.committed[-k:]), tuple(self._hypothesis),
-                          self._clip(upto), self.buffer_seconds, 0.0, "lag")
+        self.committed.extend(words[:k])
+        self._hypothesis = words[k:]
+        return PassResult(tuple(words[:k]), tuple(self._hypothesis), self._clip(upto),
+                          self.buffer_seconds, 0.0, "lag")
 
     def flush(self) -> Optional[PassResult]:
         """Commit everything (end of stream): last passes over the uncommitted speech."""
@@ -400,13 +392,7 @@ class StreamingTranscriber:
     def _missed_speech(self, words: list[Word], start: float, end: float,
                        margin: float = 0.5) -> float:
         """Seconds of VAD speech in [start, end] farther than `margin` s from every word."""
-        spans = _union([(w.start - margin, w.end + margin) for w in words])
-        missed = 0.0
-        for a, b in self.vad.regions(start, end):
-            a, b = max(a, start), min(b, end)
-            covered = sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)
-            missed += max(0.0, b - a - covered)
-        return missed
+        return self.vad.uncovered([(w.start - margin, w.end + margin) for w in words], start, end)
 
     def _pass(self, end_s: float, final: bool) -> PassResult:
         cfg = self.config

@@ -107,6 +107,22 @@ class StreamingVAD:
         to_s = FRAME / SAMPLE_RATE
         return [(a * to_s, b * to_s) for a, b in regions if (b - a) * to_s >= self.min_speech]
 
+    def uncovered(self, spans: list[tuple[float, float]], start: float, end: float) -> float:
+        """Seconds of speech (`regions`) in ``[start, end]`` outside every (start, end) of
+        `spans` (they may overlap)."""
+        merged: list[tuple[float, float]] = []
+        for a, b in sorted(spans):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        missed = 0.0
+        for a, b in self.regions(start, end):
+            a, b = max(a, start), min(b, end)
+            covered = sum(max(0.0, min(b, y) - max(a, x)) for x, y in merged)
+            missed += max(0.0, b - a - covered)
+        return missed
+
     def speech_end(self, start: float = 0.0) -> Optional[float]:
         """End (s) of the last speech region after `start`, None without speech."""
         regions = self.regions(start)
