@@ -587,7 +587,12 @@ def test_a_bad_live_config_is_refused_at_start(capsys: pytest.CaptureFixture[str
                         ('{"asr": 5}', "'asr' must be a JSON object of options"),
                         ('{"asr": {"nope": 1}}', "unknown streaming ASR option(s): nope"),
                         ('{"diarization": {"latency": 20}}', "latency must be in [step, window]"),
-                        ('{"diarization": {"latency": "5"}}', "an option has the wrong type")):
+                        ('{"diarization": {"latency": "5"}}',
+                         "'diarization.latency' must be float, not \"5\""),
+                        # (a string is truthy: "false" would have turned the rule on)
+                        ('{"asr": {"lag_between_passes": "false"}}',
+                         "'asr.lag_between_passes' must be bool, not \"false\""),
+                        ('{"transcribe": 0}', "'transcribe' must be bool, not 0")):
         with pytest.raises(SystemExit):
             parse_args(["--live-config", value])
         assert f"argument --live-config: {said}" in capsys.readouterr().err

@@ -288,9 +288,11 @@ class StreamingTranscriber:
             return None
         bound = min(self._clip(upto) - cfg.max_word_lag,
                     self._last_pass_end / SAMPLE_RATE - cfg.pause_margin)
-        k, last = 0, self.committed[-1:]  # (the word before words[k])
+        k, last = 0, self.committed[-1:]  # (the word before words[k]; speech before the
+        # buffer is gone: no pass could fill a gap there)
         while k < len(words) and words[k].end <= bound and self._missed_speech(
-                last + words[k:k + 1], last[-1].end if last else 0.0, words[k].end, 0.2) < 0.5:
+                last + words[k:k + 1], max(last[-1].end if last else 0.0, self._buffer_start
+                                           / SAMPLE_RATE), words[k].end, 0.2) < 0.5:
             k, last = k + 1, words[k:k + 1]
         if not k:
             return None
