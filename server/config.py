@@ -7,6 +7,7 @@ import ipaddress
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -224,7 +225,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     p.add_argument("--live-warm", action="store_true", default=_env_flag("live_warm"),
                    help="keep one live worker with its models loaded ahead of the next "
                         "live recording")
-    p.add_argument("--live-config", type=live_config, default=_env("live_config", None),
+    p.add_argument("--live-config", default=_env("live_config", None),
                    metavar="JSON", help="options of every live recording's pipeline, as "
                    "workbench.live.LiveConfig.from_dict takes them, e.g. "
                    "'{\"diarization\": {\"latency\": 5.0}}' (default: none)")
@@ -287,6 +288,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     p.add_argument("--access-log", action="store_true", default=_env_flag("access_log"),
                    help="log every HTTP request (tokens redacted)")
     a = p.parse_args(argv)
+    try:  # (checked here, not as the flag's type: a bad environment variable is named)
+        a.live_config = live_config(a.live_config or "")
+    except argparse.ArgumentTypeError as exc:
+        flagged = any(x.split("=")[0] == "--live-config" for x in (
+            sys.argv[1:] if argv is None else argv))
+        p.error(f"{'argument --live-config' if flagged else 'WORKBENCH_LIVE_CONFIG'}: {exc}")
     config = ServerConfig(
         host=a.host,
         port=a.port,

@@ -601,6 +601,11 @@ def test_a_bad_live_config_is_refused_at_start(capsys: pytest.CaptureFixture[str
     assert parse_args(["--live-config", json.dumps(options)]).live_config == options
     monkeypatch.setenv("WORKBENCH_LIVE_CONFIG", '{"transcribe": false}')
     assert parse_args([]).live_config == {"transcribe": False}
+    assert parse_args(["--live-config", ""]).live_config == {}  # (the flag wins)
+    monkeypatch.setenv("WORKBENCH_LIVE_CONFIG", '{"transcribe": 0}')
+    with pytest.raises(SystemExit):  # (named: no --live-config was given)
+        parse_args([])
+    assert "WORKBENCH_LIVE_CONFIG: 'transcribe' must be bool, not 0" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--live-config: unknown live option"):
         check(ServerConfig(live_config={"latency": 5.0}))
 
