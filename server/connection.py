@@ -430,12 +430,12 @@ class Connection:
     def _unmute_when_quiet(self, sid: str) -> None:
         """A recording without live results is muted until it ends, not as a watcher after;
         but a live stream of the session that its start ended (a resume's) may still be
-        flushing its last words: those must not reach it either, so only once no stream of
-        the session is left (none can start while it records)."""
+        flushing its last words and saving its live run: those must not reach it either, so
+        only once no stream of the session is left (none can start while it records)."""
         hub, ws = self.state.live, self.ws
 
         async def unmute() -> None:
-            while any(s.session_id == sid for s in list(hub.alive)) and not ws.closed:
+            while any(s.session_id == sid for s in hub.alive | hub.unsaved) and not ws.closed:
                 await asyncio.sleep(0.25)
             if self.writer is None:  # (a recording started since mutes or not by itself)
                 self.state.live_muted.discard(ws)

@@ -44,8 +44,7 @@ RESUME_BACKLOG = 3.0  # s: live_resumed
 OFF_BACKLOG = 120.0  # s: live results off for the rest of the recording
 LINGER_SECONDS = 30.0  # a dropped recording's live worker waits this long for a resume
 FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
-# s of silence from a worker saving its result: it is stuck (the variable: for tests)
-STALL_SECONDS = float(os.environ.get("WORKBENCH_LIVE_STALL_SECONDS") or 30.0)
+STALL_SECONDS = float(os.environ.get("WORKBENCH_LIVE_STALL_SECONDS") or 30.0)  # (env: tests)
 FLUSH_WAIT = 20.0  # s a new stream's words wait for the last one's (their indexes follow)
 CHECK_INTERVAL = 0.5
 MAX_PENDING_BYTES = 32 * 1024 * 1024  # queued for the worker beyond which live results end
@@ -119,8 +118,7 @@ class LiveStream(WorkerProcess):
             if before is not None:
                 await asyncio.wait_for(before.said_all(), FLUSH_WAIT)
             self._give(await asyncio.to_thread(said_before, *where))  # (once it has saved)
-            known = await asyncio.to_thread(known_speakers, self.hub.store,
-                                            self.session_id or "")
+            known = await asyncio.to_thread(known_speakers, *where[:2])
         except asyncio.TimeoutError:
             log.warning("Session %s: the last live stream is still saving; this one's "
                         "speakers are its own", self.session_id)
@@ -319,7 +317,9 @@ class LiveStream(WorkerProcess):
             return None
         self._outbox.put(("finish", str(store.run_dir(session_id, run.id)), until))
         self._outbox.put(None)
-        self.hub.keep(self._save(store, session_id, run.id))
+        self.hub.unsaved.add(self)  # until it has said live_run_saved
+        self.hub.keep(self._save(store, session_id, run.id)).add_done_callback(
+            lambda _: self.hub.unsaved.discard(self))
         log.info("Live run %s of session %s: saving", run.id, self.session_id)
         return run.id
 
@@ -375,6 +375,7 @@ class LiveHub:
         # the current stream of each session, and every stream whose worker may be alive
         self.streams: dict[str, LiveStream] = {}
         self.alive: set[LiveStream] = set()
+        self.unsaved: set[LiveStream] = set()  # saving a live run, alive or not
         self.saving: "set[asyncio.Task[None]]" = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.warm = warm
@@ -563,8 +564,7 @@ class LiveHub:
             await stream.finish(self.store)
 
     def discard(self, session_id: str) -> None:
-        """The session was deleted: its live worker (recording ended, waiting for a resume)
-        stops now, saving nothing, and its slot is free."""
+        """The session was deleted: its live worker (if waiting for a resume) stops now."""
         stream = self.streams.get(session_id)
         if stream is not None:
             stream.close()
