@@ -114,7 +114,7 @@ def run_live(item: Any, latency: float, costs: Any, models: Any,
     from workbench.live.asr import StreamingASRConfig
     from workbench.live.diarization import OnlineDiarizationConfig
 
-    config = LiveConfig(transcribe=transcribe, asr=StreamingASRConfig(**(asr_options or {})),
+    config = LiveConfig(transcribe=transcribe, asr=StreamingASRConfig.from_dict(asr_options or {}),
                         diarization=OnlineDiarizationConfig.for_latency(
                             latency, **(diarization_options or {})))
     t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def test_server_arguments_take_live_options_for_the_server(
         with pytest.raises(SystemExit):
             live_server.parse_args(bad)
     err = capsys.readouterr().err
-    assert "--asr / --diarization: unknown streaming ASR option(s): nope" in err
+    assert "--asr / --diarization: unknown ASR option(s): nope" in err
     assert "latency must be in [step, window]" in err
 
 

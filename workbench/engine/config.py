@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union, cast, get_args, get_origin, get_type_hints
 
 __all__ = ["ASRConfig", "ConfigError", "DiarizationConfig", "FLAT_OPTIONS", "MergeConfig",
-           "RunConfig", "check_language", "check_speaker_counts", "check_value", "flat_option_default",
-           "flat_option_type", "names_local_folder"]
+           "RunConfig", "build_config", "check_language", "check_speaker_counts", "check_value",
+           "flat_option_default", "flat_option_type", "names_local_folder"]
 
 # faster-whisper / CTranslate2
 ASR_DEVICES = ("cpu", "cuda", "auto")
@@ -148,9 +148,9 @@ def _check_fields(obj: Any) -> None:
             object.__setattr__(obj, f.name, value)
 
 
-def _build(cls: type, data: Any, section: str, labels: Mapping[str, str]) -> Any:
-    """``cls`` from the mapping ``data``; unknown names and bad values raise ConfigError
-    naming the option as the caller spelled it (``labels``: field -> that spelling)."""
+def build_config(cls: type, data: Any, section: str, labels: Mapping[str, str]) -> Any:
+    """``cls`` (bool/int/float/str fields) from the mapping ``data``; unknown names and bad
+    values raise ConfigError naming the option (``labels``: field -> label, ``section.field``)."""
     if not isinstance(data, Mapping):
         raise ConfigError(section, f"'{section}' must be a JSON object (got {_show(data)})")
     known = {f.name for f in fields(cls)}
@@ -259,7 +259,7 @@ class ASRConfig:
         data = dict(data)
         if data.pop("word_timestamps", True) is not True:
             raise ConfigError("asr.word_timestamps", "'word_timestamps' cannot be turned off")
-        return _build(cls, data, "asr", {})
+        return build_config(cls, data, "asr", {})
 
 
 @dataclass(frozen=True)
@@ -456,7 +456,7 @@ class DiarizationConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DiarizationConfig":
         """Inverse of `to_dict`; unknown names and bad values raise `ConfigError`."""
-        return _build(cls, data, "diarization", {})
+        return build_config(cls, data, "diarization", {})
 
 
 @dataclass(frozen=True)
@@ -475,7 +475,7 @@ class MergeConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MergeConfig":
-        return _build(cls, data, "merge", {})
+        return build_config(cls, data, "merge", {})
 
 
 # Flat option names (the recording protocol's `start` fields, the command line's flags,
@@ -580,10 +580,10 @@ class RunConfig:
         asr = dict(sections["asr"])
         if asr.pop("word_timestamps", True) is not True:
             raise ConfigError("asr.word_timestamps", "'word_timestamps' cannot be turned off")
-        return cls(asr=_build(ASRConfig, asr, "asr", labels["asr"]),
-                   diarization=_build(DiarizationConfig, sections["diarization"], "diarization",
+        return cls(asr=build_config(ASRConfig, asr, "asr", labels["asr"]),
+                   diarization=build_config(DiarizationConfig, sections["diarization"], "diarization",
                                       labels["diarization"]),
-                   merge=_build(MergeConfig, sections["merge"], "merge", labels["merge"]),
+                   merge=build_config(MergeConfig, sections["merge"], "merge", labels["merge"]),
                    **switches)
 
     def to_dict(self) -> dict[str, Any]:

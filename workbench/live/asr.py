@@ -42,14 +42,14 @@ Times are absolute (seconds since the start of the stream).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Optional, cast
 
 import numpy as np
 
 from workbench.engine.asr.transcribe import Transcriber
 from workbench.engine.provenance import capped_threads
-from workbench.engine.config import ASRConfig
+from workbench.engine.config import ASRConfig, build_config
 from workbench.engine.audio import SAMPLE_RATE
 from workbench.live.buffer import AudioBuffer
 from workbench.live.vad import StreamingVAD
@@ -171,10 +171,8 @@ class StreamingASRConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StreamingASRConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown streaming ASR option(s): {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
+        """Unknown names and values of the wrong type raise `ConfigError` naming ``asr.NAME``."""
+        return cast(StreamingASRConfig, build_config(cls, data, "asr", {}))
 
 
 @dataclass(frozen=True)

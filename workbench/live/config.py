@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from workbench.engine.config import ConfigError, check_value
 from workbench.live.asr import StreamingASRConfig
 from workbench.live.diarization import OnlineDiarizationConfig
 
@@ -25,7 +26,7 @@ class LiveConfig:
 
     def __post_init__(self) -> None:
         if not (self.transcribe or self.diarize):
-            raise ValueError("a live run must transcribe, diarize or both")
+            raise ConfigError("transcribe", "a live run must transcribe, diarize or both")
 
     @classmethod
     def for_latency(cls, latency: float, **asr_options: Any) -> "LiveConfig":
@@ -42,10 +43,25 @@ class LiveConfig:
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]] = None) -> "LiveConfig":
-        data = dict(data or {})
-        asr = StreamingASRConfig.from_dict(data.pop("asr", None) or {})
-        diar = OnlineDiarizationConfig.from_dict(data.pop("diarization", None) or {})
-        unknown = set(data) - {"transcribe", "diarize", "speaker_tolerance", "max_pause"}
+        """The inverse of `serialize`, any option left out at its default. Unknown names,
+        wrong types and values out of range raise `ConfigError` (a ValueError) naming the
+        option (``asr.NAME``, ``diarization.NAME``, ``NAME``)."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(None, "live options must be a JSON object, e.g. "
+                                    f'{{"diarization": {{"latency": 5.0}}}} (got {data!r:.40})')
+        data = dict(data)
+        asr = StreamingASRConfig.from_dict(_section(data.pop("asr", None)))
+        diar = OnlineDiarizationConfig.from_dict(_section(data.pop("diarization", None)))
+        unknown = sorted(set(map(str, data)) - {"transcribe", "diarize", "speaker_tolerance",
+                                                "max_pause"})
         if unknown:
-            raise ValueError(f"unknown live option(s): {', '.join(sorted(unknown))}")
-        return cls(asr=asr, diarization=diar, **data)
+            raise ConfigError(unknown[0], f"unknown live option(s): {', '.join(unknown)}")
+        return cls(asr=asr, diarization=diar,
+                   **{name: check_value(cls, name, value) for name, value in data.items()})
+
+
+def _section(given: Any) -> Any:
+    """A section's options (None: none; anything else but a mapping: `build_config` says)."""
+    return {} if given is None else given

@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional, cast
 
 import numpy as np
 
 from workbench.engine.audio import SAMPLE_RATE
+from workbench.engine.config import build_config
 from workbench.engine.diarization.voice_activity import VoiceActivity
 from workbench.engine.provenance import torch_threads
 from workbench.live.buffer import AudioBuffer
@@ -195,10 +196,8 @@ class OnlineDiarizationConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "OnlineDiarizationConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown online diarization option(s): {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
+        """Unknown names and wrong types raise `ConfigError` naming ``diarization.NAME``."""
+        return cast(OnlineDiarizationConfig, build_config(cls, data, "diarization", {}))
 
 
 @dataclass(frozen=True)
