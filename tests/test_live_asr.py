@@ -217,16 +217,20 @@ def test_words_after_speech_the_last_pass_wrote_nothing_for_wait_for_a_pass(
     from the pass before the lag bound, and the words after it committed between passes
     barred the next pass from it). `overdue` commits the leading words only up to the first
     one after 0.5 s of speech the hypothesis has no word for; the next pass fills the gap.
-    Two engines, one pass each over the same speech; in one the pass's hypothesis loses
-    its words from the second on, as such a pass's did."""
+    Engines with one pass each over the same speech; in one the pass's hypothesis loses
+    its words from the second on, as such a pass's did; in one the first of them was
+    committed already (the gap counts from it); in one the gap is shorter than the rule's."""
     audio = _speech(tmp_path)
     # (no rule commits at the pass: max_word_lag 3 s over a 3.5 s pass, none confident)
     strict = dict(min_step=2.0, agreement_edits=0, pause_commit=5.0, end_silence=5.0,
                   confident_probability=None, pause_margin=0.3)
-    whole, holed = (StreamingTranscriber(StreamingASRConfig(**strict), transcriber=transcriber)
-                    for _ in range(2))
+    whole, holed, after = (StreamingTranscriber(StreamingASRConfig(**strict),
+                                                transcriber=transcriber) for _ in range(3))
+    lenient = StreamingTranscriber(StreamingASRConfig(**strict, gap_speech=5.0),
+                                   transcriber=transcriber)
     upto = int(3.5 * SAMPLE_RATE)
-    for engine in (whole, holed):
+    engines = (whole, holed, after, lenient)
+    for engine in engines:
         engine.append(audio[:upto])
         assert engine.step() is not None and not engine.committed
     pending = list(whole.partial)
@@ -234,8 +238,10 @@ def test_words_after_speech_the_last_pass_wrote_nothing_for_wait_for_a_pass(
     # the first word after 1 s of words in speech
     j = next(i for i, w in enumerate(pending) if w.start - pending[0].end >= 1.0)
     assert holed.vad.uncovered([], pending[0].end, pending[j].start) >= 0.9  # (speech)
-    holed._hypothesis = pending[:1] + pending[j:]  # what the pass that dropped them left
-    for engine in (whole, holed):
+    for engine in (holed, lenient):
+        engine._hypothesis = pending[:1] + pending[j:]  # what the pass that dropped them left
+    after.committed, after._hypothesis = pending[:1], pending[j:]
+    for engine in engines:
         engine.append(audio[upto:upto + 3 * SAMPLE_RATE])  # the bound is past pending[j]
     assert pending[j].end <= min(whole.received - 3.0, 3.5 - 0.3)
     full = whole.overdue()
@@ -243,6 +249,9 @@ def test_words_after_speech_the_last_pass_wrote_nothing_for_wait_for_a_pass(
     cut = holed.overdue()
     assert cut is not None and list(cut.committed) == pending[:1]
     assert list(holed.partial) == pending[j:]  # for the next pass to agree on or replace
+    assert after.overdue() is None and list(after.partial) == pending[j:]
+    gapped = lenient.overdue()  # (5 s of speech without a word: none here)
+    assert gapped is not None and list(gapped.committed)[:2] == pending[:1] + pending[j:j + 1]
 
 
 def test_a_burst_after_a_short_pass_keeps_its_words(tmp_path: Path, transcriber) -> None:

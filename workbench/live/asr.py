@@ -137,6 +137,11 @@ class StreamingASRConfig:
     # p95 -0.24 to -0.34 s for one word more wrong of 81; through the server: BENCHMARKS.md,
     # "Words committed between passes".
     lag_between_passes: bool = True
+    # ... up to the first word after `gap_speech` s of VAD speech that no word comes within
+    # `gap_margin` s of (a pass that hears overlapped speech differently may drop it: the
+    # next pass's to fill; BENCHMARKS.md, "A CPU with AVX-512 and AMX").
+    gap_speech: float = 0.5
+    gap_margin: float = 0.2
 
     def __post_init__(self) -> None:
         if self.min_step <= 0 or self.end_silence <= 0 or self.pause_commit <= 0:
@@ -158,6 +163,8 @@ class StreamingASRConfig:
                              "agreement_shift > 0")
         if self.max_word_lag is not None and not 0 < self.max_word_lag < self.max_buffer:
             raise ValueError("max_word_lag must be None or in (0, max_buffer)")
+        if self.gap_speech <= 0 or self.gap_margin < 0:
+            raise ValueError("gap_speech must be > 0 and gap_margin >= 0")
 
     def asr_config(self) -> ASRConfig:
         """The `ASRConfig` of the model (VAD is done here, not by faster-whisper; threads
@@ -278,9 +285,9 @@ class StreamingTranscriber:
     def overdue(self, upto: Optional[float] = None) -> Optional[PassResult]:
         """Commit the last pass's leading words that end `max_word_lag` s or more before
         `upto` (default: all received) and `pause_margin` s before that pass's audio did
-        (a word at its end may be cut there), up to the first after 0.5 s of speech without
-        a word (passes that hear overlapped speech differently drop some: the next pass's
-        to fill); None if none. Runs no pass."""
+        (a word at its end may be cut there), up to the first after `gap_speech` s of
+        speech without a word since the last committed one (passes that hear overlapped
+        speech differently drop some: the next pass's to fill); None if none. No pass."""
         cfg, words = self.config, self._hypothesis
         if not cfg.lag_between_passes or cfg.max_word_lag is None or not words:
             return None
@@ -290,7 +297,8 @@ class StreamingTranscriber:
         # buffer is gone: no pass could fill a gap there)
         while k < len(words) and words[k].end <= bound and self._missed_speech(
                 last + words[k:k + 1], max(last[-1].end if last else 0.0, self._buffer_start
-                                           / SAMPLE_RATE), words[k].end, 0.2) < 0.5:
+                                           / SAMPLE_RATE), words[k].end, cfg.gap_margin
+        ) < cfg.gap_speech:
             k, last = k + 1, words[k:k + 1]
         if not k:
             return None
