@@ -103,6 +103,19 @@ def _lags(runs: list[dict[str, Any]], kind: str) -> dict[str, Optional[float]]:
             if any(r[k] is not None for r in runs) else None for k in keys}
 
 
+def live_config(latency: float, asr_options: Optional[dict[str, Any]] = None,
+                diarization_options: Optional[dict[str, Any]] = None,
+                transcribe: bool = True) -> Any:
+    """The `LiveConfig` of a run at `latency` with these options (ConfigError if bad)."""
+    from workbench.live import LiveConfig
+    from workbench.live.asr import StreamingASRConfig
+    from workbench.live.diarization import OnlineDiarizationConfig
+
+    return LiveConfig(transcribe=transcribe, asr=StreamingASRConfig.from_dict(asr_options or {}),
+                      diarization=OnlineDiarizationConfig.for_latency(
+                          latency, **(diarization_options or {})))
+
+
 def run_live(item: Any, latency: float, costs: Any, models: Any,
              asr_options: Optional[dict[str, Any]] = None,
              diarization_options: Optional[dict[str, Any]] = None,
@@ -110,13 +123,9 @@ def run_live(item: Any, latency: float, costs: Any, models: Any,
     """One live run of `item` at `latency`; with ``transcribe=False`` the diarization
     alone (WER and word figures None)."""
     from workbench.research.evaluation import score
-    from workbench.live import LiveConfig, stream_file
-    from workbench.live.asr import StreamingASRConfig
-    from workbench.live.diarization import OnlineDiarizationConfig
+    from workbench.live import stream_file
 
-    config = LiveConfig(transcribe=transcribe, asr=StreamingASRConfig.from_dict(asr_options or {}),
-                        diarization=OnlineDiarizationConfig.for_latency(
-                            latency, **(diarization_options or {})))
+    config = live_config(latency, asr_options, diarization_options, transcribe)
     t0 = time.perf_counter()
     result = stream_file(item.audio, config=config, costs=costs, models=models, uri=item.uri)
     wall = time.perf_counter() - t0
@@ -355,6 +364,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.latencies, args.inputs = "1,2", "sample"
     live_options(parser, args)
     args.latency_values = [float(x) for x in args.latencies.split(",") if x.strip()]
+    for latency in args.latency_values:  # (checked before models load, inputs are made)
+        try:
+            live_config(latency, args.asr_options, args.diarization_options)
+        except ValueError as exc:
+            parser.error(f"--asr / --diarization at latency {latency:g} s: {exc}")
     args.input_names = [n.strip() for n in args.inputs.split(",") if n.strip()]
     from benchmarks.live_server import numbered
 

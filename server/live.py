@@ -129,8 +129,7 @@ class LiveStream(WorkerProcess):
                 self._outbox.put(("speakers", known))
 
     def _give(self, before: Any) -> None:
-        """Hand the worker what came before a resume (an aid): the audio (`audio_before`:
-        its diarization's first windows) or the text (`said_before`: its ASR's prompt)."""
+        """Hand the worker what came before a resume: audio (diarization) or text (prompt)."""
         if before and self.state in ("running", "lingering") and self.alive():
             self._outbox.put(("context" if isinstance(before, bytes) else "said", before))
 
@@ -309,15 +308,16 @@ class LiveStream(WorkerProcess):
                 await self.off("The live worker stopped")
             return None
         self.state = "finishing"
+        self.hub.unsaved.add(self)  # until it has said live_run_saved (or will not)
         try:
             run = await asyncio.to_thread(store.create_run, session_id, {}, kind="live")
         except Exception:  # noqa: BLE001 - e.g. the session was deleted meanwhile
             log.exception("Live result of session %s not saved", self.session_id)
+            self.hub.unsaved.discard(self)
             self.close()
             return None
         self._outbox.put(("finish", str(store.run_dir(session_id, run.id)), until))
         self._outbox.put(None)
-        self.hub.unsaved.add(self)  # until it has said live_run_saved
         self.hub.keep(self._save(store, session_id, run.id)).add_done_callback(
             lambda _: self.hub.unsaved.discard(self))
         log.info("Live run %s of session %s: saving", run.id, self.session_id)

@@ -140,46 +140,6 @@ def test_a_stereo_array_is_refused_not_read_as_twice_the_audio(models) -> None:
     assert session.received == pytest.approx(2.0)
 
 
-def test_a_latency_that_is_no_positive_number_is_refused_by_name() -> None:
-    """`stream_file(latency=0)` said "need 0 < step <= window <= 10", naming no latency."""
-    from workbench.live.config import LiveConfig
-
-    for latency in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="latency must be a positive number of seconds"):
-            LiveConfig.for_latency(latency)
-    assert LiveConfig.for_latency(0.5).diarization.latency == 0.5
-
-
-
-def test_live_options_of_the_wrong_type_are_refused_by_name() -> None:
-    """`LiveConfig.from_dict` (the server's --live-config, the benchmarks' --asr) checks
-    each option's type as the run configuration does: the string "false" for a switch was
-    truthy and passed, "5" for a latency failed later in a comparison naming nothing."""
-    from workbench.engine.config import ConfigError
-
-    for options, field, said in (
-            ({"asr": {"lag_between_passes": "false"}}, "asr.lag_between_passes",
-             "'asr.lag_between_passes' must be true or false"),
-            ({"diarization": {"latency": "5"}}, "diarization.latency",
-             "'diarization.latency' must be a number"),
-            ({"diarization": {"max_speakers": 2.5}}, "diarization.max_speakers",
-             "'diarization.max_speakers' must be an integer"),
-            ({"asr": {"model": None}}, "asr.model", "'asr.model' must be a string, not null"),
-            ({"diarize": "yes"}, "diarize", "'diarize' must be true or false"),
-            ({"asr": [1]}, "asr", "'asr' must be a JSON object"),
-            ({"asr": {"nope": 1}}, "asr.nope", "unknown ASR option"),
-            ({"nope": 1}, "nope", "unknown live option"),
-            ("{}", None, "live options must be a JSON object")):
-        with pytest.raises(ConfigError, match=said) as caught:
-            LiveConfig.from_dict(options)
-        assert caught.value.field == field
-    # an integer for a number, None where None is allowed, NumPy scalars: taken
-    config = LiveConfig.from_dict({"asr": {"max_word_lag": 2, "encoder_pad": None},
-                                   "diarization": {"latency": np.float32(5.0)},
-                                   "speaker_tolerance": 1})
-    assert config.asr.max_word_lag == 2.0 and isinstance(config.asr.max_word_lag, float)
-    assert config.diarization.latency == 5.0 and config.speaker_tolerance == 1.0
-    assert LiveConfig.from_dict(CONFIG.serialize()) == CONFIG
 def test_a_word_takes_the_speaker_it_overlaps_most_over_the_cut_turn_pieces() -> None:
     """Each update cuts turns at its final_until: the sample call's " I" (10.704-11.184 s)
     overlaps SPEAKER_01's piece [10, 11] by 0.296 s and SPEAKER_00's two pieces by 0.48 s

@@ -586,7 +586,8 @@ def test_a_bad_live_config_is_refused_at_start(capsys: pytest.CaptureFixture[str
                         ("[1]", "live options must be a JSON object"),
                         ('{"asr": 5}', "'asr' must be a JSON object (got 5)"),
                         ('{"asr": {"nope": 1}}', "unknown ASR option(s): nope (known: "),
-                        ('{"diarization": {"latency": 20}}', "latency must be in [step, window]"),
+                        ('{"diarization": {"latency": 20}}',
+                         "diarization: latency must be in [step, window]"),
                         ('{"diarization": {"latency": "5"}}',
                          "'diarization.latency' must be a number (got '5')"),
                         # (a string is truthy: "false" would have turned the rule on)

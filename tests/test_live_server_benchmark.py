@@ -33,13 +33,25 @@ def test_arguments_defaults_and_errors(capsys: pytest.CaptureFixture[str]) -> No
     assert "python -m benchmarks live --server" in capsys.readouterr().err
 
 
-def test_simulated_clock_arguments_take_asr_and_diarization_options() -> None:
+def test_simulated_clock_arguments_take_asr_and_diarization_options(
+        capsys: pytest.CaptureFixture[str]) -> None:
     args = live_bench.parse_args(["--asr", "max_word_lag=3", "--diarization",
                                   "adopt_distance=none", "--diarization", "delta_new=0.5"])
     assert args.asr_options == {"max_word_lag": 3}
     assert args.diarization_options == {"adopt_distance": None, "delta_new": 0.5}
+    assert live_bench.live_config(5.0, args.asr_options, args.diarization_options
+                                  ).diarization.delta_new == 0.5
     with pytest.raises(SystemExit):
         live_bench.parse_args(["--diarization", "adopt_distance"])
+    # refused before any model loads, at the latency that cannot take it
+    for bad in (["--diarization", "fill_speech=False"], ["--asr", "nope=1"],
+                ["--latencies", "2,5", "--diarization", "window=4"]):
+        with pytest.raises(SystemExit):
+            live_bench.parse_args(bad)
+    err = capsys.readouterr().err
+    assert "'diarization.fill_speech' must be true or false (got 'False')" in err
+    assert "unknown ASR option(s): nope" in err
+    assert "at latency 5 s: latency must be in [step, window]" in err
     # the simulated clock takes long recordings and the development excerpts too
     args = live_bench.parse_args(["--inputs", "sample,ami-dev,meeting-6", "--no-asr"])
     assert args.input_names == ["sample", "ami-dev", "meeting-6"] and args.no_asr

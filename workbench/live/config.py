@@ -52,16 +52,23 @@ class LiveConfig:
             raise ConfigError(None, "live options must be a JSON object, e.g. "
                                     f'{{"diarization": {{"latency": 5.0}}}} (got {data!r:.40})')
         data = dict(data)
-        asr = StreamingASRConfig.from_dict(_section(data.pop("asr", None)))
-        diar = OnlineDiarizationConfig.from_dict(_section(data.pop("diarization", None)))
-        unknown = sorted(set(map(str, data)) - {"transcribe", "diarize", "speaker_tolerance",
-                                                "max_pause"})
+        asr = _section(StreamingASRConfig, data.pop("asr", None), "asr")
+        diar = _section(OnlineDiarizationConfig, data.pop("diarization", None), "diarization")
+        own = ("transcribe", "diarize", "speaker_tolerance", "max_pause")
+        unknown = sorted(set(map(str, data)) - set(own))
         if unknown:
-            raise ConfigError(unknown[0], f"unknown live option(s): {', '.join(unknown)}")
+            raise ConfigError(unknown[0], f"unknown live option(s): {', '.join(unknown)} "
+                                          f"(known: asr, diarization, {', '.join(own)})")
         return cls(asr=asr, diarization=diar,
                    **{name: check_value(cls, name, value) for name, value in data.items()})
 
 
-def _section(given: Any) -> Any:
-    """A section's options (None: none; anything else but a mapping: `build_config` says)."""
-    return {} if given is None else given
+def _section(cls: Any, given: Any, section: str) -> Any:
+    """A section's configuration (None: the defaults); what its class refuses raises
+    ConfigError naming the section (a range `__post_init__` checks: a ValueError there)."""
+    try:
+        return cls.from_dict({} if given is None else given)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(section, f"{section}: {exc}") from None

@@ -189,7 +189,7 @@ class OnlineDiarizationConfig:
         """Speaker labels final `latency` s after the audio: the default window, a 0.5 s
         step below 2 s of latency, 1 s from there (half the work)."""
         step = 0.5 if latency < 2 else 1.0
-        return cls(**{"step": min(step, latency), "latency": latency, **overrides})
+        return cls.from_dict({"step": min(step, latency), "latency": latency, **overrides})
 
     def serialize(self) -> dict[str, Any]:
         return asdict(self)
