@@ -14,7 +14,44 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["OnlineSpeakerClustering"]
+__all__ = ["OnlineSpeakerClustering", "continuing"]
+
+
+def continuing(prev: tuple[float, np.ndarray], start: float, runs: np.ndarray,
+               owners: list[int], frame_step: float, threshold: float,
+               labels: list[Optional[int]]) -> np.ndarray:
+    """The centroid each run of a window goes on from, or -1: a run inside a stretch of
+    its local speaker without a pause that starts in the frames the last window saw too,
+    where the speaker that window gave most of those frames agrees with the stretch on at
+    least `threshold` of them (intersection over union). ``prev``: the last window's start
+    (s) and its speakers ``(frames, speakers)`` bool; ``runs`` ``(frames, runs)`` bool,
+    ``owners`` their local speakers; ``labels``: each centroid's speaker (`assign`'s
+    `fallback` takes the result)."""
+    prev_start, prev_active = prev
+    n = runs.shape[0]
+    shift = int(round((start - prev_start) / frame_step))
+    out = np.full(len(owners), -1)
+    if not 0 < shift < n or prev_active.shape[0] != n:
+        return out
+    owner = np.asarray(owners)
+    before = prev_active[shift:]  # (shared frames, speakers)
+    for o in set(owners):
+        mine = owner == o
+        full = runs[:, mine].any(axis=1)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], full.astype(np.int8), [0]])))
+        for s, e in zip(edges[::2], edges[1::2]):  # its stretches of speech without a pause
+            if s >= n - shift:
+                continue  # (all of it new: nothing to go on from)
+            act = np.zeros(n - shift, bool)
+            act[s:min(e, n - shift)] = True
+            inter = (act[:, None] & before).sum(axis=0)
+            union = (act[:, None] | before).sum(axis=0)
+            iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+            g = int(np.argmax(iou))
+            if iou[g] >= threshold and g in labels:
+                inside = mine & (runs[s:e].sum(axis=0) == runs.sum(axis=0))
+                out[inside] = labels.index(g)
+    return out
 
 
 class OnlineSpeakerClustering:
@@ -167,14 +204,16 @@ class OnlineSpeakerClustering:
         return 1.0 - e @ c.T
 
     def assign(self, embeddings: np.ndarray, long: np.ndarray,
-               cannot_link: Optional[np.ndarray] = None) -> list[int]:
+               cannot_link: Optional[np.ndarray] = None,
+               fallback: Optional[np.ndarray] = None) -> list[int]:
         """Global speaker of each item (a local speaker or a run of one).
 
         Items go longest-first (``long`` ones before the others, then in order). Each
         takes the nearest speaker not already given to an item it cannot share one with
         (`cannot_link`, ``(k, k)`` bool; default: all pairs, diart's constraint for local
         speakers of one window). Within `delta_new` it joins it (and, if long, moves its
-        centroid); farther, a long item takes over the nearest allowed centroid that only
+        centroid); farther, a long item joins its `fallback` centroid (a voice going on
+        from the last window: `continuing`; -1 none) if allowed, or takes over the nearest allowed centroid that only
         short items joined so far if it is within `adopt_distance`, or else opens a new
         speaker (up to `max_speakers`); a short one joins the nearest allowed speaker
         anyway (or opens the first one).
@@ -193,6 +232,9 @@ class OnlineSpeakerClustering:
             weak = [c for c in allowed if not self.learned_long[c]]
             if allowed and dist[allowed[0]] <= self.delta_new:
                 out[r] = allowed[0]
+            elif (long[r] and fallback is not None and fallback[r] >= 0
+                  and int(fallback[r]) not in banned):
+                out[r] = int(fallback[r])  # its local speaker goes on from the last window
             elif (long[r] and weak and self.adopt_distance is not None
                   and dist[weak[0]] <= self.adopt_distance):
                 # a centroid that only a short item made (the first words, "Hello?")
@@ -216,12 +258,13 @@ class OnlineSpeakerClustering:
         return out
 
     def speakers(self, embeddings: np.ndarray, long: np.ndarray,
-                 cannot_link: Optional[np.ndarray] = None) -> list[int]:
+                 cannot_link: Optional[np.ndarray] = None,
+                 fallback: Optional[np.ndarray] = None) -> list[int]:
         """Output speaker (0, 1, ...) of each item: `assign`, then a centroid becomes a
         speaker once long items joined it in `confirm_windows` windows (the first one at
         once); until then its items go to the confirmed speaker nearest to it, so a
         stray voice-like noise never shows up as a speaker. -1: none."""
-        centroid = self.assign(embeddings, long, cannot_link)
+        centroid = self.assign(embeddings, long, cannot_link, fallback)
         for c in set(centroid) - {-1}:
             if any(long[i] for i, x in enumerate(centroid) if x == c):
                 self.hits[c] += 1
