@@ -81,10 +81,14 @@ class Script:
 
     def exit_status(self, timeout: float) -> int:
         try:
-            return self.process.wait(timeout)
+            status = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the script still runs after {timeout} s:\n{self.output}\n"
                         f"{self.signal_state()}")
+        # what it wrote last may still be in the terminal: the reader ends once no process
+        # holds it (a CI run read '' from a script that had said why it stopped)
+        self._reader.join(5)
+        return status
 
     def signal_state(self) -> str:
         """Why a signal may not have acted: the terminal's ISIG, and per process of the
