@@ -60,6 +60,9 @@ def test_a_voice_going_on_from_the_last_window_keeps_its_speaker() -> None:
     assert continuing((0.0, prev), 0.2, runs, owners, step, 0.8, labels).tolist() == [1, 1, -1]
     # frames 0-7 shared: the stretch holds 0-7 there, speaker 3 0-6: IoU 7/8
     assert continuing((0.0, prev), 0.2, runs, owners, step, 0.9, labels).tolist() == [-1] * 3
+    gapped = runs.copy()
+    gapped[2:4, 0] = False  # (a gap too short to cut the run: the stretch goes on)
+    assert continuing((0.0, prev), 0.2, gapped, owners, step, 0.8, labels).tolist() == [1, 1, -1]
     paused = runs.copy()
     paused[4, 0] = paused[5, 1] = False  # a pause: the second piece is a stretch of its own
     paused[5:10, 1] = False
@@ -453,6 +456,8 @@ def test_a_voice_going_on_keeps_its_speaker_in_a_meeting(ami: Path) -> None:
         OnlineDiarizationConfig(continue_iou=1.5)
 
 
+@pytest.mark.models
+@pytest.mark.timeout(600)
 def test_the_second_opinion_on_speech_keeps_more_of_a_meeting(ami: Path) -> None:
     """pyannote/segmentation 2.x run on each window (`fill_speech`) gives the frames no
     speaker would take to the speaker with the most votes where it hears speech, with the

@@ -4,7 +4,9 @@
   VAD-gated passes, words committed by LocalAgreement-2, pauses and utterance ends;
 * `workbench.live.diarization` — `OnlineDiarizer`: segmentation-3.0 on a rolling window,
   CAM++ per local speaker, incremental clustering; turns final up to ``final_until``;
-* `workbench.live.clustering` — `OnlineSpeakerClustering`: the incremental clustering;
+* `workbench.live.diarization_config` — `OnlineDiarizationConfig`, its options;
+* `workbench.live.clustering` — `OnlineSpeakerClustering`: the incremental clustering,
+  and `continuing`, which links a voice going on across windows;
 * `workbench.live.pipeline` — `LiveSession` (``feed``/``finish``, events through a hook,
   threaded or on a simulated clock) and `stream_file`;
 * `workbench.live.config` — `LiveConfig`, everything that determines a live run;

@@ -21,10 +21,11 @@ def continuing(prev: tuple[float, np.ndarray], start: float, runs: np.ndarray,
                owners: list[int], frame_step: float, threshold: float,
                labels: list[Optional[int]]) -> np.ndarray:
     """The centroid each run of a window goes on from, or -1: a run inside a stretch of
-    its local speaker without a pause that starts in the frames the last window saw too,
-    where the speaker that window gave most of those frames agrees with the stretch on at
-    least `threshold` of them (intersection over union). ``prev``: the last window's start
-    (s) and its speakers ``(frames, speakers)`` bool; ``runs`` ``(frames, runs)`` bool,
+    its local speaker without a pause (its runs' extents: runs are cut at pauses) that
+    starts in the frames the last window saw too, where a speaker that window gave them
+    agrees with the stretch on at least `threshold` of them (intersection over union; the
+    best agreeing one). ``prev``: the last window's start (s) and the speakers it gave
+    ``(frames, speakers)`` bool; ``runs`` ``(frames, runs)`` bool,
     ``owners`` their local speakers; ``labels``: each centroid's speaker (`assign`'s
     `fallback` takes the result)."""
     prev_start, prev_active = prev
@@ -37,7 +38,11 @@ def continuing(prev: tuple[float, np.ndarray], start: float, runs: np.ndarray,
     before = prev_active[shift:]  # (shared frames, speakers)
     for o in set(owners):
         mine = owner == o
-        full = runs[:, mine].any(axis=1)
+        full = np.zeros(n, bool)
+        for j in np.flatnonzero(mine):  # (a gap too short to cut a run is inside it)
+            frames = np.flatnonzero(runs[:, j])
+            if frames.size:
+                full[frames[0]:frames[-1] + 1] = True
         edges = np.flatnonzero(np.diff(np.concatenate([[0], full.astype(np.int8), [0]])))
         for s, e in zip(edges[::2], edges[1::2]):  # its stretches of speech without a pause
             if s >= n - shift:

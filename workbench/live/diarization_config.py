@@ -95,17 +95,17 @@ class OnlineDiarizationConfig:
     fill_speech: bool = True
     fill_speech_threshold: float = 0.6
     # A voice going on: a stretch of a local speaker without a pause that starts in frames
-    # the last window saw, where that window's speaker agrees with it on `continue_iou` of
-    # them (intersection over union), keeps that speaker where its embedding would open
-    # a new one (CAM++ drifts within a voice in overlap more than segmentation loses it
-    # over one step); `continue_speakers` None: from 2 s of latency. Measured 2026-12-07
-    # (diarizer alone, costs 0.6 / 0.3 s), sample / generated / AMI train / development
-    # / train + development, off -> 0.8: at 5 s 8.6 / 7.0 / 28.9 / 23.6 / 28.0 % -> 8.6 /
-    # 7.0 / 28.2 / 20.8 / 26.9 %; at 2 s train 28.9 -> 28.5, development 26.2 -> 21.8 %;
-    # at 0.5 / 1 s train 32.7 / 31.1 -> 33.4 / 31.7 % (hence from 2 s); train at 5 s with
-    # 0.5 / 0.7 / 0.9 / 0.95: 29.7 / 29.0 / 28.2 / 28.8 % (stretches matched
-    # whole local speakers before: 29.9 %). A 6-minute meeting of 23 voices: 40.6 / 40.2
-    # -> 35.8 / 35.6 % at 2 / 5 s (BENCHMARKS.md, "A voice going on keeps its speaker").
+    # the last window saw, where a speaker that window gave them agrees with it on
+    # `continue_iou` of them (intersection over union), keeps that speaker where its
+    # embedding would open a new one (CAM++ drifts within a voice in overlap more than
+    # segmentation loses it over one step); `continue_speakers` None: from 2 s of
+    # latency. Measured 2026-12-07 (diarizer alone, costs 0.6 / 0.3 s), sample / generated
+    # / AMI train / development / train + development, off -> 0.8: at 5 s 8.6 / 7.0 / 28.9
+    # / 23.6 / 28.0 % -> 8.6 / 7.0 / 27.8 / 20.8 / 26.7 %; at 2 s train 28.9 -> 28.2,
+    # development 26.2 -> 21.8 %; at 0.5 / 1 s (an earlier form) train 32.7 / 31.1 -> 33.4
+    # / 31.7 % (hence from 2 s); train at 5 s with 0.7 / 0.9: 28.7 / 27.8 %. A 6-minute
+    # meeting of 23 voices: 40.6 / 40.2 -> 35.8 / 35.6 % at 2 / 5 s (BENCHMARKS.md, "A
+    # voice going on keeps its speaker").
     continue_iou: Optional[float] = 0.8
     continue_speakers: Optional[bool] = None
     device: str = "cpu"
