@@ -218,10 +218,10 @@ class OnlineSpeakerClustering:
         (`cannot_link`, ``(k, k)`` bool; default: all pairs, diart's constraint for local
         speakers of one window). Within `delta_new` it joins it (and, if long, moves its
         centroid); farther, a long item joins its `fallback` centroid (a voice going on
-        from the last window: `continuing`; -1 none) if allowed, or takes over the nearest allowed centroid that only
-        short items joined so far if it is within `adopt_distance`, or else opens a new
-        speaker (up to `max_speakers`); a short one joins the nearest allowed speaker
-        anyway (or opens the first one).
+        from the last window: `continuing`; -1 none) if allowed, or takes over the nearest
+        allowed centroid that only short items joined so far if it is within
+        `adopt_distance`, or else opens a new speaker (up to `max_speakers`); a short one
+        joins the nearest allowed speaker anyway (or opens the first one).
         """
         k = len(embeddings)
         if k == 0:
