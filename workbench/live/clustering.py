@@ -36,6 +36,7 @@ def continuing(prev: tuple[float, np.ndarray], start: float, runs: np.ndarray,
         return out
     owner = np.asarray(owners)
     before = prev_active[shift:]  # (shared frames, speakers)
+    lengths = runs.sum(axis=0)
     for o in set(owners):
         mine = owner == o
         full = np.zeros(n, bool)
@@ -54,7 +55,7 @@ def continuing(prev: tuple[float, np.ndarray], start: float, runs: np.ndarray,
             iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
             g = int(np.argmax(iou))
             if iou[g] >= threshold and g in labels:
-                inside = mine & (runs[s:e].sum(axis=0) == runs.sum(axis=0))
+                inside = mine & (runs[s:e].sum(axis=0) == lengths)
                 out[inside] = labels.index(g)
     return out
 
