@@ -104,12 +104,18 @@ SWEEPS: dict[str, tuple[float, ...]] = {
 # --------------------------------------------------------------------------- sets
 
 
+def dev_corpus(bench_dir: Path) -> list[Any]:
+    """The 8 generated conversations of the development set (1-5 min, 2-5 voices)."""
+    from workbench.research.datasets import ensure_corpus
+
+    return ensure_corpus(bench_dir / "corpus-dev", n=8, seed=0)
+
+
 def dev_set(bench_dir: Path) -> list[Any]:
     from benchmarks.pipeline import prepare_input
-    from workbench.research.datasets import ensure_corpus, sample_call
+    from workbench.research.datasets import sample_call
 
-    return [sample_call(), prepare_input("5min", bench_dir),
-            *ensure_corpus(bench_dir / "corpus-dev", n=8, seed=0)]
+    return [sample_call(), prepare_input("5min", bench_dir), *dev_corpus(bench_dir)]
 
 
 def heldout_set(bench_dir: Path) -> list[Any]:

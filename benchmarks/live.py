@@ -30,7 +30,9 @@ the generated conversations, the AMI train excerpts, the AMI development excerpt
 "DER live" column, in brackets).
 
 Inputs: ``sample`` (the pyannote sample call, 30 s), ``conv2`` / ``conv3`` (generated
-60 s conversations of 2 and 3 voices, cached under ``--bench-dir``), ``ami`` (the AMI
+60 s conversations of 2 and 3 voices, cached under ``--bench-dir``), ``corpus-dev`` (the 8
+generated conversations of the diarization benchmark's development set, 1-5 min, 2-5
+voices, `benchmarks.diarization.dev_corpus`: a check, not in the defaults), ``ami`` (the AMI
 train excerpts through `workbench.research.datasets.ami.ami_items`, fetched into ``data/``
 on first use), ``ami-dev`` (the AMI development excerpts: a check, not in the defaults)
 and ``meeting-M`` (an M-minute recording, 1 to 30: the AMI train excerpts and the sample
@@ -61,7 +63,7 @@ from benchmarks.measure import percentile_rounded as _pct
 
 NAME = "live"
 LATENCIES = (0.5, 1.0, 2.0, 5.0)
-INPUTS = ("sample", "conv2", "conv3", "ami", "ami-dev")
+INPUTS = ("sample", "conv2", "conv3", "corpus-dev", "ami", "ami-dev")
 DEFAULT_INPUTS = ("sample", "conv2", "conv3", "ami")
 GENERATED = {
     "conv2": {"num_speakers": 2, "duration": 60.0, "overlap_ratio": 0.0, "seed": 21},
@@ -79,6 +81,10 @@ def prepare_inputs(names: Sequence[str], bench_dir: Path) -> list[Any]:
             items.append(sample_call())
         elif name in GENERATED:
             items.append(generated_conversation(bench_dir, f"live_{name}", GENERATED[name]))
+        elif name == "corpus-dev":
+            from benchmarks.diarization import dev_corpus
+
+            items.extend(dev_corpus(bench_dir))
         elif name.startswith("meeting-"):
             from benchmarks.live_server import long_meeting
 
@@ -197,10 +203,12 @@ def _pooled(rows: list[dict[str, Any]], errors: str, total: str,
 
 def input_group(uri: str) -> str:
     """The group an input is pooled in besides "all": ``generated`` (conv2, conv3),
-    ``ami`` (the AMI train excerpts), ``ami-dev`` (the development ones), ``meeting``
+    ``corpus-dev`` (conv000-conv007), ``ami`` (the AMI train excerpts), ``ami-dev`` (the development ones), ``meeting``
     (the long recordings) or the input itself (the sample call)."""
     if uri.startswith("live_conv"):
         return "generated"
+    if uri.startswith("conv") and uri[4:].isdigit():
+        return "corpus-dev"
     if uri[:3] == "trn":
         return "ami"
     if uri[:3] == "dev":

@@ -53,8 +53,8 @@ def test_simulated_clock_arguments_take_asr_and_diarization_options(
     assert "unknown ASR option(s): nope" in err
     assert "at latency 5 s: latency must be in [step, window]" in err
     # the simulated clock takes long recordings and the development excerpts too
-    args = live_bench.parse_args(["--inputs", "sample,ami-dev,meeting-6", "--no-asr"])
-    assert args.input_names == ["sample", "ami-dev", "meeting-6"] and args.no_asr
+    args = live_bench.parse_args(["--inputs", "sample,ami-dev,corpus-dev,meeting-6", "--no-asr"])
+    assert args.input_names == ["sample", "ami-dev", "corpus-dev", "meeting-6"] and args.no_asr
     assert live_bench.input_group("meeting-6") == "meeting"
     for bad in ("meeting-0", "meeting-31", "ami-test", "tst00"):
         with pytest.raises(SystemExit):
@@ -234,6 +234,8 @@ def test_live_summary_pools_each_group_and_compares_it_with_the_refined_run(
     assert summary["ami"]["der_ratio"] == pytest.approx(1.1)
     assert summary["all"]["der_ratio"] == pytest.approx((5.3 / 30) / (4.0 / 30), abs=1e-3)
     assert live_bench.input_group("live_conv3") == "generated"
+    assert live_bench.input_group("conv005") == "corpus-dev"
+    assert live_bench.input_group("conversation") == "conversation"
     assert live_bench.input_group("dev01") == "ami-dev"
     path = tmp_path / "live.json"
     path.write_text(json.dumps({"benchmark": "live",
