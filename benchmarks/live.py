@@ -25,7 +25,8 @@ word lag then; the refined run is still the whole offline pipeline unless
 ``--no-offline``).
 
 Per latency the summary pools all inputs and each group (`input_group`: the sample call,
-the generated conversations, the AMI train excerpts, the AMI development excerpts), with
+the generated conversations, the generated development corpus, the AMI train excerpts, the
+AMI development excerpts, the long recordings), with
 ``der_ratio``: live DER over the offline DER on the inputs that have both (the table's
 "DER live" column, in brackets).
 
@@ -203,8 +204,9 @@ def _pooled(rows: list[dict[str, Any]], errors: str, total: str,
 
 def input_group(uri: str) -> str:
     """The group an input is pooled in besides "all": ``generated`` (conv2, conv3),
-    ``corpus-dev`` (conv000-conv007), ``ami`` (the AMI train excerpts), ``ami-dev`` (the development ones), ``meeting``
-    (the long recordings) or the input itself (the sample call)."""
+    ``corpus-dev`` (conv000-conv007), ``ami`` (the AMI train excerpts), ``ami-dev`` (the
+    development ones), ``meeting`` (the long recordings) or the input itself (the sample
+    call)."""
     if uri.startswith("live_conv"):
         return "generated"
     if uri.startswith("conv") and uri[4:].isdigit():
