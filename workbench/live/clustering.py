@@ -5,7 +5,9 @@ embeddings) and assigns each window's items (local speakers or runs of them) to 
 diart does: join the nearest speaker within ``delta_new``, open a new one otherwise (long
 items only), never give two items that cannot share one the same speaker; plus a
 confirmation count for new voices, the take-over of a speaker only a short first item
-opened (``adopt_distance``), and an optional re-clustering of all speech so far.
+opened (``adopt_distance``), the split of a speaker whose speech falls into two clear
+groups (`split`: two close voices merged early), and an optional re-clustering of all
+speech so far.
 """
 
 from __future__ import annotations
@@ -164,6 +166,50 @@ class OnlineSpeakerClustering:
                 self.hits.append(self.confirm_windows)
         self.reclusterings += 1
         return merged
+
+    def split(self, distance: float, min_speech: float) -> dict[int, int]:
+        """Split each speaker whose remembered items fall into two groups (average-linkage
+        cosine, cut into two) each with `min_speech` s of speech or more and at least
+        `distance` apart (cosine between the groups' mean directions): two voices close
+        enough to have been merged when the second one first spoke. The group with more
+        speech keeps the speaker; the other becomes a new speaker (up to
+        `max_speakers`), and both centroids are their groups' sums from then on. Labels
+        already given do not change. Returns ``{speaker: new speaker}``."""
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        out: dict[int, int] = {}
+        if len(self._history) < 6:
+            return out
+        x = np.stack(self._history)
+        w = np.asarray(self._weights)
+        for c, label in enumerate(list(self.labels)):
+            if label is None or self.next_label >= self.max_speakers:
+                continue
+            mine = np.flatnonzero(np.asarray(self._given) == label)
+            if len(mine) < 6 or w[mine].sum() < 2 * min_speech:
+                continue
+            groups = fcluster(linkage(x[mine], method="average", metric="cosine"), 2,
+                              criterion="maxclust") - 1
+            if groups.max() < 1:
+                continue
+            speech = [w[mine][groups == g].sum() for g in (0, 1)]
+            if min(speech) < min_speech:
+                continue
+            sums = [x[mine][groups == g].sum(axis=0) for g in (0, 1)]
+            unit = [v / np.linalg.norm(v) for v in sums]
+            if 1.0 - float(unit[0] @ unit[1]) < distance:
+                continue
+            keep = int(np.argmax(speech))
+            self.centroids[c] = sums[keep]
+            self.centroids.append(sums[1 - keep])
+            self.learned_long.append(True)
+            self.hits.append(self.confirm_windows)
+            self.labels.append(self.next_label)
+            for i in mine[groups != keep]:
+                self._given[i] = self.next_label
+            out[label] = self.next_label
+            self.next_label += 1
+        return out
 
     def known(self) -> list[tuple[int, np.ndarray, bool]]:
         """The speakers given so far: (label, centroid, whether a long item joined it),

@@ -34,6 +34,9 @@ speaker when every centroid is further than ``delta_new``. Here:
   tail. No speaker cap below `max_speakers` (default 20);
 * a frame no speaker would take gets the one with the most votes where a second model,
   pyannote/segmentation 2.x, hears speech there (`fill_speech`, as offline);
+* every `split_every` s a speaker whose speech falls into two clear groups (at least
+  `split_distance` apart, `split_min_speech` s each) is split in two from then on: two
+  close voices that joined one speaker when the second first spoke (diart never splits);
 * optionally (`recluster_every`, off) all speech embedded so far is clustered again now
   and then and mapped onto the speakers given so far (figures at the option).
 """
@@ -118,6 +121,8 @@ class OnlineDiarizer:
         # the last window's start and the speakers it gave each frame (`continuing`)
         self._prev: Optional[tuple[float, np.ndarray]] = None
         self._last_recluster = 0.0
+        self._last_split = 0.0
+        self.splits = 0  # speakers split in two (`split_distance`)
         self.final_until = 0.0
         self.context_seconds = 0.0  # audio before the session kept for its windows (`prime`)
         self.steps = 0
@@ -220,6 +225,10 @@ class OnlineDiarizer:
                     if self._prev is not None:  # (and what the last window gave it)
                         self._prev[1][:, new] |= self._prev[1][:, old]
                         self._prev[1][:, old] = False
+        if (cfg.split_distance is not None
+                and end - self._last_split >= cfg.split_every - 1e-6):
+            self.splits += len(self.clustering.split(cfg.split_distance, cfg.split_min_speech))
+            self._last_split = end
         fallback = np.full(len(owners), -1)
         if cfg.continues_speakers and self._prev is not None and len(owners):
             fallback = continuing(self._prev, start, runs, owners, self.frame_step,
@@ -230,7 +239,7 @@ class OnlineDiarizer:
                                                           cannot[np.ix_(idx, idx)],
                                                           fallback[idx])):
                 speakers[k] = g
-            if cfg.recluster_every is not None:
+            if cfg.recluster_every is not None or cfg.split_distance is not None:
                 self.clustering.remember(embeddings[idx], runs[:, idx].sum(axis=0) * self.frame_step,
                                          [speakers[i] for i in idx], cfg.recluster_history)
         # runs too short to embed follow the longest embedded run of their local speaker
@@ -466,5 +475,5 @@ class OnlineDiarizer:
                 "context_seconds": round(self.context_seconds, 3),
                 "step_seconds": round(self.step_seconds, 3),
                 "speakers": self.clustering.num_speakers,
-                "reclusterings": self.clustering.reclusterings,
+                "reclusterings": self.clustering.reclusterings, "splits": self.splits,
                 "counts_speakers": self.config.counts_speakers}
