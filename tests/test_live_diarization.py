@@ -174,22 +174,32 @@ def test_a_speaker_whose_speech_falls_into_two_groups_is_split() -> None:
         clustering = OnlineSpeakerClustering(delta_new=0.5)
         items = [near(a) for _ in range(first)] + [near(other) for _ in range(second)]
         clustering.speakers(np.stack(items[:1]), np.array([True]))
-        clustering.remember(np.stack(items), np.full(len(items), 1.0), [0] * len(items))
+        for item in items[1:]:  # (as `speakers` would have learnt them)
+            clustering.centroids[0] = clustering.centroids[0] + item
+        # (each item seen in 2 windows, as a 2 s window with a 1 s step sees it: scale 0.5)
+        clustering.remember(np.stack(items), np.full(len(items), 2.0), [0] * len(items),
+                            long=np.ones(len(items), bool))
         return clustering
 
     clustering = merged(4, 12, b)
-    assert clustering.split(distance=0.4, min_speech=3.0) == {0: 1}
-    # the voice with more speech (b, though a spoke first) keeps speaker 0
+    assert clustering.split(distance=0.4, min_speech=3.0, scale=0.5) == {0: 1}
+    # the voice with more speech (b, though a spoke first) keeps speaker 0, and what a
+    # taught its centroid left it: each centroid is one voice's
     assert clustering.speakers(np.stack([near(a), near(b)]),
                                np.array([True, True])) == [1, 0]
-    assert clustering.next_label == 2 and clustering.split(0.4, 3.0) == {}
-    assert merged(12, 2, b).split(0.4, 3.0) == {}  # 2 s of the second voice: too little
+    assert clustering.distances(np.stack([b, a]))[[0, 1], [0, 1]].max() < 0.05
+    assert clustering.next_label == 2 and clustering.split(0.4, 3.0, 0.5) == {}
+    assert merged(12, 2, b).split(0.4, 3.0, 0.5) == {}  # 2 s of the second voice: too little
+    assert merged(12, 4, b).split(0.4, 3.0, 0.5) == {0: 1}  # 4 s: enough
     close = _unit(a + 0.3 * _unit(rng.standard_normal(32)))  # 0.04 from a
-    assert merged(8, 8, close).split(0.4, 3.0) == {}
-    assert merged(16, 0, a).split(0.4, 3.0) == {}  # one voice
+    assert merged(8, 8, close).split(0.4, 3.0, 0.5) == {}
+    assert merged(16, 0, a).split(0.4, 3.0, 0.5) == {}  # one voice
     capped = merged(8, 8, b)
     capped.max_speakers = 1
-    assert capped.split(0.4, 3.0) == {}
+    assert capped.split(0.4, 3.0, 0.5) == {}
+    waiting = merged(8, 8, b)  # a centroid waiting for confirm_windows: no split now
+    waiting.labels.append(None)
+    assert waiting.split(0.4, 3.0, 0.5) == {}
 
 
 def test_seeded_speakers_keep_their_labels_and_new_voices_come_after() -> None:

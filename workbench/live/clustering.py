@@ -80,6 +80,7 @@ class OnlineSpeakerClustering:
         self._history: list[np.ndarray] = []
         self._weights: list[float] = []
         self._given: list[int] = []
+        self._long: list[bool] = []
         self.reclusterings = 0
         self._seeded: list[tuple[int, np.ndarray, bool]] = []  # (label, centroid, long)
 
@@ -89,20 +90,24 @@ class OnlineSpeakerClustering:
         return self.next_label
 
     def remember(self, embeddings: np.ndarray, seconds: np.ndarray, speakers: list[int],
-                 keep: int = 1500) -> None:
-        """Keep items and the speaker they were given for `recluster` (at most `keep`:
-        beyond, every other one of the older half is dropped)."""
-        for e, w, g in zip(embeddings, seconds, speakers):
+                 keep: int = 1500, long: Optional[np.ndarray] = None) -> None:
+        """Keep items, their seconds, the speaker they were given and whether they were
+        long (moved a centroid) for `recluster` and `split` (at most `keep`: beyond, every
+        other one of the older half is dropped)."""
+        flags = np.zeros(len(speakers), bool) if long is None else np.asarray(long, bool)
+        for e, w, g, f in zip(embeddings, seconds, speakers, flags):
             if g >= 0 and np.isfinite(e).all():
                 self._history.append(e / np.linalg.norm(e))
                 self._weights.append(float(w))
                 self._given.append(int(g))
+                self._long.append(bool(f))
         if len(self._history) > keep:
             half = len(self._history) // 2
             order = list(range(0, half, 2)) + list(range(half, len(self._history)))
             self._history = [self._history[i] for i in order]
             self._weights = [self._weights[i] for i in order]
             self._given = [self._given[i] for i in order]
+            self._long = [self._long[i] for i in order]
 
     def recluster(self, threshold: float, min_speech: float) -> dict[int, int]:
         """Cluster everything remembered again and make those clusters the centroids.
@@ -167,21 +172,26 @@ class OnlineSpeakerClustering:
         self.reclusterings += 1
         return merged
 
-    def split(self, distance: float, min_speech: float) -> dict[int, int]:
+    def split(self, distance: float, min_speech: float, scale: float = 1.0) -> dict[int, int]:
         """Split each speaker whose remembered items fall into two groups (average-linkage
         cosine, cut into two) each with `min_speech` s of speech or more and at least
         `distance` apart (cosine between the groups' mean directions): two voices close
-        enough to have been merged when the second one first spoke. The group with more
-        speech keeps the speaker; the other becomes a new speaker (up to
-        `max_speakers`), and both centroids are their groups' sums from then on. Labels
-        already given do not change. Returns ``{speaker: new speaker}``."""
+        enough to have been merged when the second one first spoke. An item's seconds
+        count `scale` times (the online diarizer remembers every run of every window, so
+        a second of speech about window / step times: scale = step / window). The group
+        with more speech keeps the speaker; the other becomes a new speaker (up to
+        `max_speakers`) whose centroid its long items make, and they leave the kept
+        speaker's centroid. Labels already given do not change; nothing is split while
+        a centroid waits for confirmation (`confirm_windows`). Returns ``{speaker: new
+        speaker}``."""
         from scipy.cluster.hierarchy import fcluster, linkage
 
         out: dict[int, int] = {}
-        if len(self._history) < 6:
+        if len(self._history) < 6 or None in self.labels:
             return out
         x = np.stack(self._history)
-        w = np.asarray(self._weights)
+        w = np.asarray(self._weights) * scale
+        long = np.asarray(self._long)
         for c, label in enumerate(list(self.labels)):
             if label is None or self.next_label >= self.max_speakers:
                 continue
@@ -200,12 +210,20 @@ class OnlineSpeakerClustering:
             if 1.0 - float(unit[0] @ unit[1]) < distance:
                 continue
             keep = int(np.argmax(speech))
-            self.centroids[c] = sums[keep]
-            self.centroids.append(sums[1 - keep])
+            moved = mine[groups != keep]
+            learned = x[moved[long[moved]]].sum(axis=0) if long[moved].any() else None
+            rest = self.centroids[c] - (learned if learned is not None else 0.0)
+            # (what the moved voice taught the centroid leaves it; if little would be left,
+            # the kept group's items are the centroid)
+            if np.linalg.norm(rest) > 0.5 and float(rest @ sums[keep]) > 0:
+                self.centroids[c] = rest
+            else:
+                self.centroids[c] = sums[keep]
+            self.centroids.append(learned if learned is not None else sums[1 - keep])
             self.learned_long.append(True)
             self.hits.append(self.confirm_windows)
             self.labels.append(self.next_label)
-            for i in mine[groups != keep]:
+            for i in moved:
                 self._given[i] = self.next_label
             out[label] = self.next_label
             self.next_label += 1

@@ -225,9 +225,10 @@ class OnlineDiarizer:
                     if self._prev is not None:  # (and what the last window gave it)
                         self._prev[1][:, new] |= self._prev[1][:, old]
                         self._prev[1][:, old] = False
-        if (cfg.split_distance is not None
+        if (cfg.split_distance is not None and cfg.recluster_every is None
                 and end - self._last_split >= cfg.split_every - 1e-6):
-            self.splits += len(self.clustering.split(cfg.split_distance, cfg.split_min_speech))
+            self.splits += len(self.clustering.split(cfg.split_distance, cfg.split_min_speech,
+                                                     cfg.step / cfg.window))
             self._last_split = end
         fallback = np.full(len(owners), -1)
         if cfg.continues_speakers and self._prev is not None and len(owners):
@@ -241,7 +242,8 @@ class OnlineDiarizer:
                 speakers[k] = g
             if cfg.recluster_every is not None or cfg.split_distance is not None:
                 self.clustering.remember(embeddings[idx], runs[:, idx].sum(axis=0) * self.frame_step,
-                                         [speakers[i] for i in idx], cfg.recluster_history)
+                                         [speakers[i] for i in idx], cfg.recluster_history,
+                                         long[idx])
         # runs too short to embed follow the longest embedded run of their local speaker
         for i, o in enumerate(owners):
             if speakers[i] < 0:

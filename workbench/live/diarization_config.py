@@ -110,21 +110,22 @@ class OnlineDiarizationConfig:
     continue_speakers: Optional[bool] = None
     # A speaker split in two: every `split_every` s, each speaker's remembered items are
     # cut into two groups (average-linkage cosine); when both hold `split_min_speech` s
-    # and their mean directions lie `split_distance` apart or more, the group with less
-    # speech becomes a new speaker from then on (None: off). Close voices (under
-    # `delta_new` apart) that segmentation-3.0 gives one local speaker join one label
-    # when the second first speaks; this parts them later. Measured 2026-12-07 (diarizer
-    # alone, costs 0.6 / 0.3 s), off -> 0.4: the 8 generated development conversations
-    # (`--inputs corpus-dev`) at 5 s 28.1 -> 15.5 %; sample call / conv2 + conv3 / AMI
-    # train / development at 5 s 8.6 / 7.0 / 27.8 / 20.8 % -> the same (train + development
-    # 26.7 -> 26.6 %), at 2 s 9.1 / 8.5 / 28.2 / 21.8 -> 9.1 / 8.5 / 28.0 / 21.8 %, at 0.5
-    # and 1 s AMI unchanged, conv2 + conv3 10.3 -> 9.6 % and 8.9 -> 8.3 %; a 6-minute
-    # meeting of 23 voices 35.8 / 35.6 -> 36.8 / 36.3 % at 2 / 5 s. 0.35: the same on AMI,
-    # corpus-dev 15.5 %, the meeting 37.9 / 37.7 %; 0.45: corpus-dev 24.4 %, the meeting
-    # 36.1 / 35.8 %; with the first item's group keeping the speaker, 0.30: AMI train 29.2
-    # % at 5 s (BENCHMARKS.md, "A speaker split in two").
+    # of speech (each run is remembered once per window that holds it: its seconds count
+    # step / window) and their mean directions lie `split_distance` apart or more, the
+    # group with less speech becomes a new speaker from then on, its long items leaving
+    # the kept speaker's centroid (None: off; not with `recluster_every`). Close voices
+    # (under `delta_new` apart) that segmentation-3.0 gives one local speaker join one
+    # label when the second first speaks; this parts them later. Measured 2026-12-07
+    # (diarizer alone, costs 0.6 / 0.3 s), off -> on: the 8 generated development
+    # conversations (`--inputs corpus-dev`) at 0.5 / 2 / 5 s 20.8 / 29.0 / 28.1 -> 18.6 /
+    # 16.5 / 15.5 %; the sample call, conv2 + conv3 and AMI development unchanged at 0.5,
+    # 1, 2 and 5 s; AMI train 28.2 -> 28.1 % at 2 s (train + development 27.1 -> 27.0 %),
+    # 27.8 -> 27.9 % at 5 s (26.7 % both); a 6-minute meeting of 23 voices 35.8 / 35.6 -> 36.7 / 36.9
+    # % at 2 / 5 s. `split_min_speech` 1 / 3 s: corpus-dev 21.9 / 24.4 % at 5 s; distance
+    # 0.35 / 0.45 (an earlier form): corpus-dev 15.5 / 24.4 %, the meeting 37.7 / 35.8 % at
+    # 5 s (BENCHMARKS.md, "A speaker split in two").
     split_distance: Optional[float] = 0.4
-    split_min_speech: float = 3.0
+    split_min_speech: float = 0.4
     split_every: float = 5.0
     device: str = "cpu"
     num_threads: Optional[int] = 1
