@@ -91,9 +91,12 @@ def test_a_new_voice_becomes_a_speaker_after_confirm_windows() -> None:
     near = lambda v: _unit(v + 0.05 * rng.standard_normal(16))  # noqa: E731
     clustering = OnlineSpeakerClustering(delta_new=0.5, confirm_windows=3)
     assert clustering.speakers(near(a)[None], np.array([True])) == [0]  # the first at once
+    assert clustering.borrowed == []
     assert clustering.speakers(near(c)[None], np.array([True])) == [0]  # not yet
+    assert clustering.borrowed == [0]  # (given 0 as a stand-in: not to be filed under it)
     assert clustering.speakers(near(c)[None], np.array([True])) == [0]
     assert clustering.speakers(near(c)[None], np.array([True])) == [1]  # third window
+    assert clustering.borrowed == []
     assert clustering.speakers(np.stack([near(c), near(a)]), np.array([True, True])) == [1, 0]
     assert clustering.num_speakers == 2
 

@@ -81,6 +81,7 @@ class OnlineSpeakerClustering:
         self._weights: list[float] = []
         self._given: list[int] = []
         self._long: list[bool] = []
+        self.borrowed: list[int] = []  # items the last `speakers` gave a stand-in speaker
         self.reclusterings = 0
         self._seeded: list[tuple[int, np.ndarray, bool]] = []  # (label, centroid, long)
 
@@ -219,7 +220,12 @@ class OnlineSpeakerClustering:
                 self.centroids[c] = rest
             else:
                 self.centroids[c] = sums[keep]
+                for i in mine[groups == keep]:  # (all of them in it now)
+                    self._long[i] = True
             self.centroids.append(learned if learned is not None else sums[1 - keep])
+            if learned is None:
+                for i in moved:
+                    self._long[i] = True
             self.learned_long.append(True)
             self.hits.append(self.confirm_windows)
             self.labels.append(self.next_label)
@@ -333,8 +339,11 @@ class OnlineSpeakerClustering:
         """Output speaker (0, 1, ...) of each item: `assign`, then a centroid becomes a
         speaker once long items joined it in `confirm_windows` windows (the first one at
         once); until then its items go to the confirmed speaker nearest to it, so a
-        stray voice-like noise never shows up as a speaker. -1: none."""
+        stray voice-like noise never shows up as a speaker. -1: none. `borrowed` then
+        lists the items given such a stand-in speaker (`remember` must not file them under
+        it: they taught another centroid)."""
         centroid = self.assign(embeddings, long, cannot_link, fallback)
+        self.borrowed = []
         for c in set(centroid) - {-1}:
             if any(long[i] for i, x in enumerate(centroid) if x == c):
                 self.hits[c] += 1
@@ -343,9 +352,10 @@ class OnlineSpeakerClustering:
                 self.labels[c] = self.next_label
                 self.next_label += 1
         out = []
-        for c in centroid:
+        for k, c in enumerate(centroid):
             label = self.labels[c] if c >= 0 else -1
             if label is None:
+                self.borrowed.append(k)
                 confirmed = [i for i, g in enumerate(self.labels) if g is not None]
                 d = self.distances(self.centroids[c][None])[0]
                 label = self.labels[min(confirmed, key=lambda i: d[i])]

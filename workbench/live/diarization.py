@@ -241,9 +241,11 @@ class OnlineDiarizer:
                                                           fallback[idx])):
                 speakers[k] = g
             if cfg.recluster_every is not None or cfg.split_distance is not None:
+                borrowed = set(self.clustering.borrowed)  # (their centroid waits: not theirs)
                 self.clustering.remember(embeddings[idx], runs[:, idx].sum(axis=0) * self.frame_step,
-                                         [speakers[i] for i in idx], cfg.recluster_history,
-                                         long[idx])
+                                         [-1 if j in borrowed else speakers[i]
+                                          for j, i in enumerate(idx)],
+                                         cfg.recluster_history, long[idx])
         # runs too short to embed follow the longest embedded run of their local speaker
         for i, o in enumerate(owners):
             if speakers[i] < 0:
