@@ -12,21 +12,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from workbench.engine.audio import AudioDecodeError
 from workbench.engine.config import ConfigError
 
-from .protocol import (
-    ErrorCode,
-    Messages,
-    ProtocolError,
-    StartRequest,
-    decode_chunk,
-    error,
-    given_options,
-    holds_action,
-    parse_start,
-    safe_details,
-)
+from .protocol import (ErrorCode, Messages, ProtocolError, StartRequest, decode_chunk, error,
+                       given_options, holds_action, parse_start, safe_details)
 from .jobs import check_run_config
 from .limits import Limits, LivePacer
-from .live import LiveStream, next_word_index
+from .live import LiveStream
+from .live_said import next_word_index
 from .part_writer import PartWriter
 from .finalise import finalise_async
 from .security import client_address

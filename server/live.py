@@ -31,8 +31,8 @@ from workbench.engine.audio import InputFormat
 
 from .limits import chunk_seconds
 from .live_process import WorkerProcess
-from .live_said import (FinalSoFar, WordNumbers, audio_before, known_speakers,
-                        next_word_index, said_before)
+from .live_said import FinalSoFar, WordNumbers, audio_before, known_speakers, said_before
+from .live_worker import live_run_options
 from .sessions import SessionStore
 
 log = logging.getLogger("server.live")
@@ -243,8 +243,7 @@ class LiveStream(WorkerProcess):
             self.ready = self.loaded
         elif kind == "ready":
             self.loaded = True
-            log.info("Live worker of session %s ready (pid %s)", self.session_id,
-                     self.process.pid)
+            log.info("Live worker of session %s ready (pid %s)", self.session_id, self.process.pid)
         elif kind == "error":
             self.load_failed = not self.loaded
             await self.off(str(msg[1]))
@@ -310,7 +309,8 @@ class LiveStream(WorkerProcess):
         self.state = "finishing"
         self.hub.unsaved.add(self)  # until it has said live_run_saved (or will not)
         try:
-            run = await asyncio.to_thread(store.create_run, session_id, {}, kind="live")
+            options = live_run_options(self.hub.config)  # (every option: the run's config)
+            run = await asyncio.to_thread(store.create_run, session_id, options, kind="live")
         except Exception:  # noqa: BLE001 - e.g. the session was deleted meanwhile
             log.exception("Live result of session %s not saved", self.session_id)
             self.hub.unsaved.discard(self)
@@ -596,5 +596,5 @@ class LiveHub:
             task.cancel()
 
 
-__all__ = ["LINGER_SECONDS", "LiveHub", "next_word_index", "LiveStream", "OFF_BACKLOG", "PAUSE_BACKLOG",
+__all__ = ["LINGER_SECONDS", "LiveHub", "LiveStream", "OFF_BACKLOG", "PAUSE_BACKLOG",
            "RESUME_BACKLOG"]

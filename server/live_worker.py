@@ -5,8 +5,9 @@ recording as they are written, and forwards the events it sends back. The worker
 the bytes itself (PCM and WAV here, WebM/Ogg/MP3/FLAC/MP4 through an FFmpeg process fed
 as they come) and runs a `workbench.live.LiveSession` (threaded) on the audio. At the end
 it saves the live `Transcript` into the live run's folder. This is the only server module
-that uses `workbench.live` (and so torch): only inside this process, never in the
-server's.
+that uses `workbench.live` (and so torch); the server's process imports it only to check
+and echo the options (`live_config_error`, `live_run_options`: no model library), the
+models run only inside this process.
 
 Messages from the server (a pipe): ``("session", {session_id, offset, await_speakers})``
 first (the worker loads its models before it reads it, so a worker can be started ahead
@@ -369,6 +370,14 @@ def live_config_error(options: Any) -> Optional[str]:
     except ValueError as exc:  # (ConfigError too: it names the option)
         return str(exc)
     return None
+
+
+def live_run_options(options: Any) -> dict[str, Any]:
+    """Every option of the live pipeline that `options` (``--live-config``, checked by
+    `live_config_error`) gives, defaults filled in: a live run's ``config``."""
+    from workbench.live.config import LiveConfig
+
+    return LiveConfig.from_dict(options).serialize()
 
 
 def live_worker_main(inbox: Any, outbox_conn: Any, spec: dict[str, Any]) -> None:

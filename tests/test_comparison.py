@@ -48,6 +48,22 @@ def test_run_options_are_escaped_and_the_best_values_highlighted(tmp_path: Path)
     assert f"{live}_col0" in highlighted and f"{again}_col0" not in highlighted
 
 
+def test_a_live_run_is_named_by_its_latency() -> None:
+    """A live run's config holds every option of its pipeline (as the server stores it,
+    `server.live_worker.live_run_options`): its name says the latency and what it left
+    out, not every flag."""
+    from server.live_worker import live_run_options
+    from workbench.notebook.comparison import run_label
+
+    run = {"id": "live-0002abcd", "kind": "live",
+           "config": live_run_options({"diarization": {"latency": 5.0}, "transcribe": False})}
+    assert run_label(run) == "live live-000 (latency=5.0, transcribe=False)"
+    run["config"] = live_run_options(None)
+    assert run_label(run) == "live live-000 (latency=2.0)"
+    assert run_label({"id": "refined-01", "config": {"language": "en"}}) == \
+        "refined refined- (language=en)"
+
+
 def test_a_refined_run_that_did_not_transcribe_is_no_text_reference(tmp_path: Path) -> None:
     """The newest refined run ran with {"transcribe": false}: its empty text was the WER
     reference, and every other run got WER inf.  Now its turns stay the DER reference

@@ -615,7 +615,7 @@ def test_a_bad_live_config_is_refused_at_start(capsys: pytest.CaptureFixture[str
 async def test_the_live_config_reaches_the_live_worker_and_its_run(
         start_server: ServerFactory, speech_dir: Path) -> None:
     """--live-config: the live worker (the one loaded ahead too) runs with those options,
-    and the live run's config echoes them."""
+    and the live run's config (its transcript's and the run's own) echoes them."""
     options = {"asr": {"max_word_lag": 2.5}, "diarization": {"latency": 5.0}}
     srv = start_server("--max-live-sessions", "1", "--live-warm",
                        "--live-config", json.dumps(options))
@@ -636,6 +636,9 @@ async def test_the_live_config_reaches_the_live_worker_and_its_run(
     live = doc["config"]["options"]
     assert live["asr"]["max_word_lag"] == 2.5 and live["diarization"]["latency"] == 5.0
     assert [w for seg in doc["segments"] for w in seg["words"]]
+    # and the run itself (GET .../runs) says so, every option with its value
+    runs = (await get(f"{srv.url}/api/sessions/{sid}/runs"))["runs"]
+    assert next(r for r in runs if r["id"] == stopped["live_run_id"])["config"] == live
 
 
 def test_a_store_made_before_live_runs_gets_the_kind_column(tmp_path: Path) -> None:

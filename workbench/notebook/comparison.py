@@ -67,9 +67,14 @@ class RunComparison:
 
 
 def run_label(run: Mapping[str, Any]) -> str:
-    """A short name for a run: its kind, its id and the options it was given."""
+    """A short name for a run: its kind, its id and the options it was given (of a live
+    run, whose config holds every option of its pipeline: its latency, and what it left
+    out)."""
     config = run.get("config") or {}
     kind = run.get("kind") or config.get("kind") or "refined"
+    if kind == "live" and isinstance(config.get("diarization"), Mapping):
+        config = {"latency": config["diarization"].get("latency"),
+                  **{k: False for k in ("transcribe", "diarize") if config.get(k) is False}}
     options = ", ".join(f"{k}={v}" for k, v in sorted(config.items())
                         if k not in ("kind", "pipeline") and not isinstance(v, (dict, list)))
     return f"{kind} {str(run['id'])[:8]}" + (f" ({options})" if options else "")
