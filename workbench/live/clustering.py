@@ -79,7 +79,6 @@ class OnlineSpeakerClustering:
         # what `recluster` learns from: unit embeddings, their speech (s), their speaker
         self._history: list[np.ndarray] = []
         self._weights: list[float] = []
-        self._speech: list[float] = []  # seconds of speech each stands for (`split`)
         self._given: list[int] = []
         self._long: list[bool] = []
         self.borrowed: list[int] = []  # items the last `speakers` gave a stand-in speaker
@@ -92,20 +91,15 @@ class OnlineSpeakerClustering:
         return self.next_label
 
     def remember(self, embeddings: np.ndarray, seconds: np.ndarray, speakers: list[int],
-                 keep: int = 1500, long: Optional[np.ndarray] = None,
-                 scale: float = 1.0) -> None:
+                 keep: int = 1500, long: Optional[np.ndarray] = None) -> None:
         """Keep items, their seconds, the speaker they were given and whether they were
         long (moved a centroid) for `recluster` and `split` (at most `keep`: beyond, every
-        other one of the older half is dropped). `scale`: the seconds of speech a second
-        of these items stands for, for `split` (the online diarizer sees each second of
-        speech in about window / advance windows, `advance` being the time since the
-        window before: scale = advance / window, so skipped steps count as much speech)."""
+        other one of the older half is dropped)."""
         flags = np.zeros(len(speakers), bool) if long is None else np.asarray(long, bool)
         for e, w, g, f in zip(embeddings, seconds, speakers, flags):
             if g >= 0 and np.isfinite(e).all():
                 self._history.append(e / np.linalg.norm(e))
                 self._weights.append(float(w))
-                self._speech.append(float(w) * scale)
                 self._given.append(int(g))
                 self._long.append(bool(f))
         if len(self._history) > keep:
@@ -113,7 +107,6 @@ class OnlineSpeakerClustering:
             order = list(range(0, half, 2)) + list(range(half, len(self._history)))
             self._history = [self._history[i] for i in order]
             self._weights = [self._weights[i] for i in order]
-            self._speech = [self._speech[i] for i in order]
             self._given = [self._given[i] for i in order]
             self._long = [self._long[i] for i in order]
 
@@ -180,13 +173,13 @@ class OnlineSpeakerClustering:
         self.reclusterings += 1
         return merged
 
-    def split(self, distance: float, min_speech: float) -> dict[int, int]:
+    def split(self, distance: float, min_speech: float, scale: float = 1.0) -> dict[int, int]:
         """Split each speaker whose remembered items fall into two groups (average-linkage
         cosine, cut into two) each with `min_speech` s of speech or more and at least
         `distance` apart (cosine between the groups' mean directions): two voices close
         enough to have been merged when the second one first spoke. An item's seconds
-        count as `remember`'s `scale` said (the online diarizer remembers every run of
-        every window, so a second of speech about window / step times). The group
+        count `scale` times (the online diarizer remembers every run of every window, so
+        a second of speech about window / step times: scale = step / window). The group
         with more speech keeps the speaker; the other becomes a new speaker (up to
         `max_speakers`) whose centroid its long items make, and they leave the kept
         speaker's centroid. Labels already given do not change; nothing is split while
@@ -198,7 +191,7 @@ class OnlineSpeakerClustering:
         if len(self._history) < 6 or None in self.labels:
             return out
         x = np.stack(self._history)
-        w = np.asarray(self._speech)
+        w = np.asarray(self._weights) * scale
         long = np.asarray(self._long)
         for c, label in enumerate(list(self.labels)):
             if label is None or self.next_label >= self.max_speakers:
@@ -241,14 +234,6 @@ class OnlineSpeakerClustering:
             out[label] = self.next_label
             self.next_label += 1
         return out
-
-    def speech(self) -> dict[int, float]:
-        """Seconds of speech each speaker's remembered items stand for (what `split`
-        weighs; items are remembered only with `split` or `recluster` on)."""
-        out: dict[int, float] = {}
-        for g, s in zip(self._given, self._speech):
-            out[g] = out.get(g, 0.0) + s
-        return dict(sorted(out.items()))
 
     def known(self) -> list[tuple[int, np.ndarray, bool]]:
         """The speakers given so far: (label, centroid, whether a long item joined it),

@@ -227,7 +227,8 @@ class OnlineDiarizer:
                         self._prev[1][:, old] = False
         if (cfg.split_distance is not None and cfg.recluster_every is None
                 and end - self._last_split >= cfg.split_every - 1e-6):
-            self.splits += len(self.clustering.split(cfg.split_distance, cfg.split_min_speech))
+            self.splits += len(self.clustering.split(cfg.split_distance, cfg.split_min_speech,
+                                                     cfg.step / cfg.window))
             self._last_split = end
         fallback = np.full(len(owners), -1)
         if cfg.continues_speakers and self._prev is not None and len(owners):
@@ -241,13 +242,10 @@ class OnlineDiarizer:
                 speakers[k] = g
             if cfg.recluster_every is not None or cfg.split_distance is not None:
                 borrowed = set(self.clustering.borrowed)  # (their centroid waits: not theirs)
-                # (a second of speech is in about window / advance windows: skipped steps
-                # make the advance longer, and each window's runs count for more)
-                advance = min(max(end - self._last_end, 0.0), cfg.window)
                 self.clustering.remember(embeddings[idx], runs[:, idx].sum(axis=0) * self.frame_step,
                                          [-1 if j in borrowed else speakers[i]
                                           for j, i in enumerate(idx)],
-                                         cfg.recluster_history, long[idx], advance / cfg.window)
+                                         cfg.recluster_history, long[idx])
         # runs too short to embed follow the longest embedded run of their local speaker
         for i, o in enumerate(owners):
             if speakers[i] < 0:
@@ -482,7 +480,4 @@ class OnlineDiarizer:
                 "step_seconds": round(self.step_seconds, 3),
                 "speakers": self.clustering.num_speakers,
                 "reclusterings": self.clustering.reclusterings, "splits": self.splits,
-                # (what a split weighs: the speech of each speaker's remembered runs)
-                "speech_seconds": {_label(g): round(s, 2)
-                                   for g, s in self.clustering.speech().items()},
                 "counts_speakers": self.config.counts_speakers}

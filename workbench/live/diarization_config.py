@@ -111,11 +111,9 @@ class OnlineDiarizationConfig:
     # A speaker split in two: every `split_every` s, each speaker's remembered items are
     # cut into two groups (average-linkage cosine); when both hold `split_min_speech` s
     # of speech (each run is remembered once per window that holds it: its seconds count
-    # advance / window, the advance being the time since the window before, so skipped
-    # steps count as much speech) and their mean directions lie `split_distance` apart
-    # or more, the group with less speech becomes a new speaker from then on, its long
-    # items leaving the kept speaker's centroid (None: off; not with `recluster_every`,
-    # which turns it off). Close voices
+    # step / window, so a worker that skips steps counts less and splits later) and their mean directions lie `split_distance` apart or more, the
+    # group with less speech becomes a new speaker from then on, its long items leaving
+    # the kept speaker's centroid (None: off; not with `recluster_every`). Close voices
     # (under `delta_new` apart) that segmentation-3.0 gives one local speaker join one
     # label when the second first speaks; this parts them later. Measured 2026-12-07
     # (diarizer alone, costs 0.6 / 0.3 s), off -> on: the 8 generated development
