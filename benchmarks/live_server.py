@@ -344,6 +344,8 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
             lt = await client.transcript(rec.session_id, run=rec.live_run_id) \
                 if rec.live_run_id else None
             live_row = score(item, lt) if lt is not None else {}
+            said = ((lt.config or {}).get("stats") or {}) if lt is not None else {}
+            diarized = said.get("diarization") or {}
             row.update(
                 word_latency_p50=_pct(t["word_latencies"], 50),
                 word_latency_p95=_pct(t["word_latencies"], 95),
@@ -355,6 +357,11 @@ async def measure_group(client: Any, server: Any, items: list[Any], live: bool,
                 if row["refined_words"] else None,
                 live_wer=_num(live_row.get("wer")), live_der=_num(live_row.get("der")),
                 live_run_id=rec.live_run_id, warm_wait_seconds=warm_wait,
+                # (a worker that falls behind skips diarization steps: BENCHMARKS.md, "A
+                # diarizer that falls behind")
+                diarization_steps=diarized.get("steps"),
+                diarization_skipped_steps=diarized.get("skipped_steps"),
+                asr_passes=(said.get("asr") or {}).get("passes"),
                 live_cpu_per_audio_second=_num(live_cpu / audio_seconds),
                 lag_by_minute=lag_by_minute(t["word_ends"], t["word_latencies"],
                                             [w.end for w in refined.words] if refined else ()),

@@ -118,6 +118,11 @@ def test_events_words_and_transcript(dialogue, models, tmp_path: Path) -> None:
     doc = json.loads(paths["json"].read_text())
     assert doc["config"]["kind"] == "live"
     assert doc["config"]["options"]["diarization"]["latency"] == 2.0
+    # what the pipeline did is echoed too: a live run says whether its diarizer kept up
+    said = doc["config"]["stats"]
+    assert said["diarization"] == result.stats["diarization"]
+    assert said["diarization"]["steps"] >= speech.size / SAMPLE_RATE - 2
+    assert said["diarization"]["skipped_steps"] == 0 and said["asr"]["passes"] >= 1
     assert len(paths["rttm"].read_text().splitlines()) == len(result.transcript.turns)
 
 

@@ -459,9 +459,9 @@ class LiveSession:
     def _transcript(self, duration: float) -> Transcript:
         segments = build_segments(self.words, max_pause=self.config.max_pause)
         turns = _join(self.turns)
+        stats = self.stats()  # (echoed: steps skipped, passes, CPU)
         config = {"kind": "live", "options": self.config.serialize(),
-                  "versions": _versions(), "models": self._models()}
-        stats = self.stats()
+                  "versions": _versions(), "models": self._models(), "stats": stats}
         timings = {"asr": stats.get("asr", {}).get("pass_seconds", 0.0),
                    "diarization": stats.get("diarization", {}).get("step_seconds", 0.0),
                    "total": round(time.perf_counter() - self._started_wall, 4),
