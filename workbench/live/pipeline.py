@@ -485,7 +485,7 @@ class LiveSession:
         out: dict[str, Any] = {"audio_seconds": round(self.received, 3),
                                "cpu_seconds": round(time.process_time() - self._started_cpu, 3),
                                "threaded": self.threaded,
-                               "costs": None if self.costs is None else vars(self.costs)}
+                               "costs": None if self.costs is None else dict(vars(self.costs))}
         if self.asr is not None:
             out["asr"] = self.asr.stats()
         if self.diarizer is not None:
