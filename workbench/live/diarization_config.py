@@ -111,19 +111,20 @@ class OnlineDiarizationConfig:
     # A speaker split in two: every `split_every` s, each speaker's remembered items are
     # cut into two groups (average-linkage cosine); when both hold `split_min_speech` s
     # of speech (each run is remembered once per window that holds it: its seconds count
-    # step / window, so a worker that skips steps counts less and splits later) and their mean directions lie `split_distance` apart or more, the
-    # group with less speech becomes a new speaker from then on, its long items leaving
-    # the kept speaker's centroid (None: off; not with `recluster_every`). Close voices
+    # step / window, so a worker that skips steps counts less and splits later) and their
+    # mean directions lie `split_distance` apart or more, the group with less speech
+    # becomes a new speaker from then on, its long items leaving the kept speaker's
+    # centroid (None: off; not with `recluster_every`). Close voices
     # (under `delta_new` apart) that segmentation-3.0 gives one local speaker join one
     # label when the second first speaks; this parts them later. Measured 2026-12-07
     # (diarizer alone, costs 0.6 / 0.3 s), off -> on: the 8 generated development
     # conversations (`--inputs corpus-dev`) at 0.5 / 2 / 5 s 20.8 / 29.0 / 28.1 -> 18.6 /
     # 16.5 / 15.5 %; the sample call, conv2 + conv3 and AMI development unchanged at 0.5,
     # 1, 2 and 5 s; AMI train 28.2 -> 28.1 % at 2 s (train + development 27.1 -> 27.0 %),
-    # 27.8 -> 27.9 % at 5 s (26.7 % both); a 6-minute meeting of 23 voices 35.8 / 35.6 -> 36.7 / 36.9
-    # % at 2 / 5 s. `split_min_speech` 1 / 3 s: corpus-dev 21.9 / 24.4 % at 5 s; distance
-    # 0.35 / 0.45 (an earlier form): corpus-dev 15.5 / 24.4 %, the meeting 37.7 / 35.8 % at
-    # 5 s (BENCHMARKS.md, "A speaker split in two").
+    # 27.8 -> 27.9 % at 5 s (26.7 % both); a 6-minute meeting of 23 voices 35.8 / 35.6 ->
+    # 36.7 / 36.9 % at 2 / 5 s. `split_min_speech` 1 / 3 s: corpus-dev 21.9 / 24.4 % at
+    # 5 s; distance 0.35 / 0.45 (an earlier form): corpus-dev 15.5 / 24.4 %, the meeting
+    # 37.7 / 35.8 % at 5 s (BENCHMARKS.md, "A speaker split in two").
     split_distance: Optional[float] = 0.4
     split_min_speech: float = 0.4
     split_every: float = 5.0
