@@ -409,3 +409,27 @@ def test_the_same_audio_gives_the_same_words_every_time(models, tmp_path: Path) 
         audio, config=LiveConfig(diarize=False), costs=JobCosts(asr_pass=0.5, diarization_step=0.3),
         models=models).transcript.words) for _ in range(4)}
     assert len(runs) == 1, runs
+
+
+def test_a_live_run_names_the_models_it_ran(speech: np.ndarray, models) -> None:
+    """A live transcript names the diarization models its run used: CAM++'s runtime and
+    the fill-speech model as the live options set them.  Before, it named the offline
+    defaults' (ONNX Runtime and the fill-speech model, with the offline front end), also
+    for a run on PyTorch without fill-speech."""
+    from dataclasses import replace
+
+    plain = LiveConfig(diarization=OnlineDiarizationConfig(
+        latency=2.0, step=1.0, embedding_runtime="torch", fill_speech=False), transcribe=False)
+    try:
+        said = stream_file(speech, config=plain, costs=COSTS,
+                           models=models).transcript.config["models"]["diarization"]
+    finally:
+        models.embedding.use_runtime(CONFIG.diarization.embedding_runtime)
+    assert said["embedding"]["runtime"] == "torch" and "voice_activity" not in said
+    assert "frontend" not in said["segmentation"] and len(said["segmentation"]["sha256"]) == 64
+    assert said["clustering"] == "workbench.live.OnlineSpeakerClustering"
+    default = stream_file(speech, config=replace(CONFIG, transcribe=False), costs=COSTS,
+                          models=models).transcript.config["models"]["diarization"]
+    assert default["embedding"]["runtime"] == "onnx"
+    assert default["voice_activity"]["threshold"] == CONFIG.diarization.fill_speech_threshold
+    assert default["embedding"]["sha256"] == said["embedding"]["sha256"]

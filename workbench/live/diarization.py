@@ -474,6 +474,21 @@ class OnlineDiarizer:
         self.clustering.check_seed(speakers)  # (labels: distinct, below max_speakers)
         return speakers
 
+    def identity(self) -> dict[str, Any]:
+        """The models this diarizer runs (names, sha256 checksums, package versions): the
+        bundled segmentation-3.0 (no offline front end), CAM++ on its embedding runtime,
+        the fill-speech model when `fill_speech` is on, and the online clustering."""
+        from workbench.engine.config import DiarizationConfig
+        from workbench.engine.diarization.diarizer import model_identity
+
+        out = model_identity(DiarizationConfig(embedding_runtime=self.config.embedding_runtime,
+                                               fill_speech=False))
+        out["segmentation"].pop("frontend", None)
+        out["clustering"] = "workbench.live.OnlineSpeakerClustering"
+        if self.voice_activity is not None:
+            out["voice_activity"] = self.voice_activity.identity()
+        return out
+
     def stats(self) -> dict[str, Any]:
         return {"steps": self.steps, "skipped_steps": self.skipped,
                 "context_seconds": round(self.context_seconds, 3),

@@ -474,11 +474,7 @@ class LiveSession:
         if self.asr is not None:
             out["asr"] = self.asr.transcriber.model_identity
         if self.diarizer is not None:
-            from workbench.engine.diarization.diarizer import model_identity
-
-            identity = model_identity()
-            identity["clustering"] = "workbench.live.OnlineSpeakerClustering"
-            out["diarization"] = identity
+            out["diarization"] = self.diarizer.identity()
         return out
 
     def stats(self) -> dict[str, Any]:
