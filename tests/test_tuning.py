@@ -59,6 +59,23 @@ def test_config_sweep_shares_embeddings_and_matches_fresh_runs() -> None:
     assert best_config(table.iloc[[2]], base) == configs[2]
 
 
+def test_a_sweep_row_says_how_it_was_scored_and_the_whole_configuration() -> None:
+    """Each row echoes its collar, whether the true count was given and the whole
+    configuration measured, and `best_config` gives that configuration back.  Before, a
+    row held only the fields that varied, so a sweep on another base came back as the
+    defaults (here speaker_count "silhouette" instead of "threshold")."""
+    item = sample_call()
+    base = replace(DiarizationConfig(), speaker_count="threshold", min_cluster_size=6)
+    table = sweep_diarization([item], thresholds=[0.5, 0.9], base=base, collar=0.25)
+    assert table["collar"].tolist() == [0.25, 0.25]
+    assert table["oracle_speakers"].tolist() == [False, False]
+    best = best_config(table)
+    assert best.speaker_count == "threshold" and best.min_cluster_size == 6
+    top = table.sort_values(["der", "right_speaker_count"], ascending=[True, False]).iloc[0]
+    assert best == replace(base, clustering_threshold=top["clustering_threshold"])
+    assert DiarizationConfig.from_dict(top["config"]) == best
+
+
 def test_best_config_reads_integers_and_nones_back_from_a_table() -> None:
     """A sweep over num_speakers (None against 2) stores the column as floats (NaN, 2.0):
     the best row gives back None or the integer 2 (2.0 was refused by the configuration)."""

@@ -78,7 +78,8 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
     speaker count was right, the items' summed speaker-count errors, and per item its DER
     (``der[URI]``), speaker count (``speakers[URI]``) and the distance of the last merge
     of the clustering's dendrogram (``last_merge[URI]``: where the two most different
-    groups of voices joined; NaN without one).
+    groups of voices joined; NaN without one); then how it was scored (``collar``,
+    ``oracle_speakers``) and the whole configuration (``config``, as `serialize` gives it).
     """
     import torch
 
@@ -121,6 +122,9 @@ def sweep_configs(items: Sequence[CorpusItem], configs: Sequence[DiarizationConf
             rows[i] = _score_config(pipeline, config, items, files, references, collar,
                                     oracle_speakers)
             rows[i].update({name: getattr(config, name) for name in varying})
+            # how it was scored, and the whole configuration measured (`best_config`)
+            rows[i].update(collar=collar, oracle_speakers=oracle_speakers,
+                           config=config.serialize())
             done += 1
     if hook:
         hook("sweep", len(configs), len(configs))
@@ -193,10 +197,13 @@ def sweep_diarization(items: Sequence[CorpusItem], *, thresholds: Sequence[float
 def best_config(table: pd.DataFrame, base: Optional[DiarizationConfig] = None
                 ) -> DiarizationConfig:
     """The configuration of the sweep's lowest pooled DER (ties: more right speaker counts):
-    `base` (default: the defaults) with every configuration field the table has a column
-    for (those the sweep varied: `sweep_diarization`'s two, or any of `sweep_configs`)."""
+    the whole configuration that row measured (its ``config``).  A table without that
+    column (saved before rows had it) gives `base` (default: the defaults) with every
+    configuration field the table has a column for (those the sweep varied)."""
     ranked = table.sort_values(["der", "right_speaker_count"], ascending=[True, False])
     top = ranked.iloc[0]
+    if "config" in table.columns and isinstance(top["config"], dict):
+        return DiarizationConfig.from_dict(top["config"])
     hints = typing.get_type_hints(DiarizationConfig)
     chosen = {}
     for f in fields(DiarizationConfig):
