@@ -212,8 +212,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
                    help="processing worker processes, or runs in flight on Dask (bounded)")
     p.add_argument("--max-live-sessions", type=live_sessions,
                    default=_env("max_live_sessions", "auto"),
-                   help="recordings with live results at once ('auto': one per core; "
-                        "0: live results off)")
+                   help="live streams at once, each counted until its live run is saved "
+                        "('auto': one per core; 0: live results off)")
     p.add_argument("--live-warm", action="store_true", default=_env_flag("live_warm"),
                    help="keep one live worker with its models loaded ahead of the next "
                         "live recording")

@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from workbench.engine.audio import InputFormat
 
-from .limits import chunk_seconds
+from .live_backlog import Backlog
 from .live_process import WorkerProcess
 from .live_said import FinalSoFar, WordNumbers, audio_before, known_speakers, said_before
 from .live_worker import live_run_options
@@ -47,7 +47,6 @@ FINISH_TIMEOUT = 600.0  # s for a live worker to flush and save after stop
 STALL_SECONDS = float(os.environ.get("WORKBENCH_LIVE_STALL_SECONDS") or 30.0)  # (env: tests)
 FLUSH_WAIT = 20.0  # s a new stream's words wait for the last one's (their indexes follow)
 CHECK_INTERVAL = 0.5
-MAX_PENDING_BYTES = 32 * 1024 * 1024  # queued for the worker beyond which live results end
 
 
 class LiveStream(WorkerProcess):
@@ -67,14 +66,8 @@ class LiveStream(WorkerProcess):
         self.heard = time.monotonic()  # when it last said anything
         self.loaded = False  # the worker's models are loaded
         self.ready = False  # and it has reported its position since
-        self.overflow = False
-        self.forwarded = 0  # bytes handed to the worker's queue
-        self.taken = 0  # bytes the worker read
-        self.decoded = 0.0  # s of audio it decoded
-        self.engines = 0.0  # s of audio its live engines took up
+        self.position = Backlog()  # bytes handed to the worker, what it did with them
         self._pos: tuple[Any, ...] = ()  # its last `pos` message
-        self.bytes_per_second: Optional[float] = None  # of the current part, when known
-        self.container: Optional[str] = None
         self._task: Optional[asyncio.Task[None]] = None
         self._linger: Optional[asyncio.TimerHandle] = None
         self._spawning: Optional["asyncio.Future[None]"] = None  # a spare's process start
@@ -140,7 +133,7 @@ class LiveStream(WorkerProcess):
     # ------------------------------------------------------------------ audio in
     def begin_part(self, fmt: InputFormat) -> None:
         """A part of the recording begins (at start and at each resume)."""
-        self.container, self.bytes_per_second = fmt.container, fmt.bytes_per_second
+        self.position.begin_part(fmt.container, fmt.bytes_per_second)
         if self.state == "lingering":
             self.state = "running"
             if self._linger is not None:
@@ -150,24 +143,14 @@ class LiveStream(WorkerProcess):
 
     def feed(self, data: bytes) -> None:
         """Hand an accepted (already written) chunk to the worker; never waits."""
-        if self.state != "running" or not data or self.overflow:
+        if self.state != "running" or not data or self.position.overflow:
             return
-        if self.forwarded - self.taken + len(data) > MAX_PENDING_BYTES:
-            self.overflow = True  # `_check` ends live results
-            return
-        self.forwarded += len(data)
-        self._outbox.put(("bytes", data))
+        if self.position.add(len(data)):  # (else `_check` ends live results)
+            self._outbox.put(("bytes", data))
 
     def backlog(self) -> float:
         """Seconds of audio received but not yet taken up by the live engines."""
-        pending = self.forwarded - self.taken
-        if self.taken and self.decoded:
-            per_byte = self.decoded / self.taken
-        elif self.bytes_per_second:
-            per_byte = 1.0 / self.bytes_per_second
-        else:  # compressed, nothing decoded yet: the server's ceiling for its codec
-            per_byte = chunk_seconds(1, None, self.container)
-        return pending * per_byte + max(0.0, self.decoded - self.engines)
+        return self.position.seconds()
 
     # ------------------------------------------------------------------ events out
     async def replay(self) -> None:
@@ -192,8 +175,9 @@ class LiveStream(WorkerProcess):
         self.paused, self.pause_reason = True, reason
         await self._say({"type": "live_paused", "reason": reason})
 
-    async def off(self, reason: str) -> None:
-        """Live results end for the rest of this recording (the recording goes on)."""
+    async def off(self, reason: str, ended: bool = False) -> None:
+        """Live results end for the rest of this recording (the recording goes on), or
+        at its end (`ended`: no live run is kept)."""
         if self.state in ("off", "done"):
             return
         was = self.state
@@ -203,8 +187,9 @@ class LiveStream(WorkerProcess):
             self._result.set_result(("failed", reason))
         log.warning("Live results off for session %s: %s", self.session_id, reason)
         if was in ("starting", "running"):
-            await self.pause(reason + ". Live results are off for the rest of this "
-                                      "recording; the recording goes on")
+            await self.pause(reason + (". No live run is kept for this recording" if ended
+                                       else ". Live results are off for the rest of this "
+                                       "recording; the recording goes on"))
 
     async def run(self) -> None:
         """Forward the worker's messages, in order, and watch its backlog and health."""
@@ -239,7 +224,7 @@ class LiveStream(WorkerProcess):
                     await self._tell(event)
         elif kind == "pos":
             self._pos = tuple(msg[1:])
-            self.taken, self.decoded, self.engines = int(msg[1]), float(msg[2]), float(msg[3])
+            self.position.position(int(msg[1]), float(msg[2]), float(msg[3]))
             self.ready = self.loaded
         elif kind == "ready":
             self.loaded = True
@@ -265,11 +250,8 @@ class LiveStream(WorkerProcess):
             await self.off(f"The live worker stopped (exit code {self.process.exitcode})")
             return
         behind = self.backlog()
-        if self.overflow:
-            await self.off(f"Live results fell too far behind the audio ({behind:.0f} s, "
-                           f"{(self.forwarded - self.taken) / 1048576:.0f} MiB waiting)")
-        elif behind > OFF_BACKLOG:
-            await self.off(f"Live results fell {behind:.0f} s behind the audio")
+        if self.position.overflow or behind > OFF_BACKLOG:
+            await self.off(self.position.reason())
         elif not self.ready:
             return  # models loading: the audio waits for them
         elif not self.paused and behind > PAUSE_BACKLOG:
@@ -296,9 +278,9 @@ class LiveStream(WorkerProcess):
             self._linger = None
         self.heard = max(self.heard, time.monotonic())  # the stall clock starts at stop
         if self.state in ("starting", "running", "lingering") and self.alive() and (
-                self.overflow or self.backlog() > OFF_BACKLOG):  # as while recording: the
+                self.position.overflow or self.backlog() > OFF_BACKLOG):  # as while recording: the
             # worker would hold its slot for as long as it takes to catch up
-            await self.off(f"Live results fell {self.backlog():.0f} s behind the audio")
+            await self.off(self.position.reason(), ended=True)
             return None
         session_id = self.session_id
         if (self.state not in ("starting", "running", "lingering") or not self.alive()
@@ -443,9 +425,10 @@ class LiveHub:
         if self.max_streams <= 0:
             return "Live results are off on this server (--max-live-sessions 0); recording normally"
         if self.active() >= self.max_streams:
-            return (f"Live results are busy: {self.max_streams} live recording(s) at once on "
-                    "this server (--max-live-sessions); recording normally, the refined "
-                    "transcript follows after stop")
+            return (f"Live results are busy: {self.max_streams} live stream(s) at once on "
+                    "this server (--max-live-sessions; a stream counts until its live run is "
+                    f"saved, or {LINGER_SECONDS:g} s after a drop); recording normally, the "
+                    "refined transcript follows after stop")
         return None
 
     async def attach(self, session_id: str, fmt: InputFormat, offset: float,
