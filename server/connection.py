@@ -436,6 +436,7 @@ class Connection:
 
     async def _finish(self, writer: PartWriter, sid: str, reason: str) -> None:
         self._unmute_when_quiet(sid)
+        self.state.live_held.setdefault(self.ws, [])  # (until recording_stopped)
         store = self.state.store
         interrupted = reason in INTERRUPTIONS
         live_run_id: Optional[str] = None
@@ -479,6 +480,7 @@ class Connection:
             if skipped:
                 stopped["undecoded_parts"] = skipped
             await self.send(stopped)
+            await self.state.release(self.ws)
             # Audio whose byte count does not tell its length (compressed containers) can
             # decode to more than the limit; a wall-clock 4005 already told the client.
             if truncated and not self.duration_limit_told:
@@ -520,6 +522,7 @@ class Connection:
             raise
         finally:
             self.state.recording.pop(sid, None)
+            await self.state.release(self.ws)
 
     async def on_idle(self) -> None:
         """No message for the idle timeout while recording: tell the client, finalise, close."""

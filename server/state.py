@@ -56,6 +56,10 @@ class AppState:
     # Sockets whose recording did not ask for live results: they get no live event (a
     # live stream saved at their resume still sent its last words to everyone bound)
     live_muted: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
+    # Sockets whose recording is stopping: `live_run_saved` waits for their
+    # `recording_stopped` (which gives them the run id first)
+    live_held: "weakref.WeakKeyDictionary[web.WebSocketResponse, list[dict[str, Any]]]" = \
+        field(default_factory=weakref.WeakKeyDictionary)
     recording: dict[str, OpenRecording] = field(default_factory=dict)
     # Recordings being started (counted against the limit before their session is known).
     starting: int = 0
@@ -90,11 +94,21 @@ class AppState:
 
     async def notify(self, session_id: str, message: dict[str, Any]) -> None:
         """Push an event to every connection bound to ``session_id`` (live events not to
-        one whose recording did not ask for them)."""
+        one whose recording did not ask for them; ``live_run_saved`` to one whose
+        recording is stopping once it has been told ``recording_stopped``)."""
         live = message.get("type") in LIVE_EVENTS
-        await asyncio.gather(*(self.send(ws, message)
-                               for ws in list(self.subscribers.get(session_id, ()))
-                               if not (live and ws in self.live_muted)))
+        to = [ws for ws in list(self.subscribers.get(session_id, ()))
+              if not (live and ws in self.live_muted)]
+        if message.get("type") == "live_run_saved":
+            for ws in [ws for ws in to if ws in self.live_held]:
+                self.live_held[ws].append(message)
+                to.remove(ws)
+        await asyncio.gather(*(self.send(ws, message) for ws in to))
+
+    async def release(self, ws: web.WebSocketResponse) -> None:
+        """What `notify` held for `ws` while its recording was stopping, in order."""
+        for message in self.live_held.pop(ws, []):
+            await self.send(ws, message)
 
     async def send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
         """Send one message; a client gone is ignored (nothing accepted depends on a

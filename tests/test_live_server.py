@@ -1020,6 +1020,42 @@ async def test_live_events_skip_the_sockets_muted_and_only_those(tmp_path: Path)
     assert recorder.got[-1] == "transcript_final"
 
 
+async def test_live_run_saved_waits_for_the_stopping_socket_s_recording_stopped(
+        tmp_path: Path) -> None:
+    """AppState.notify holds `live_run_saved` for a socket whose recording is stopping
+    (`live_held`, set by Connection._finish) until `release`, which it calls once it has
+    sent `recording_stopped` (the run id's first mention); other messages and watchers
+    are not held.  Before, a short recording's live run could be saved, and said so,
+    before its `recording_stopped`."""
+    from server.config import ServerConfig
+    from server.sessions import SessionStore
+    from server.state import AppState
+
+    class Socket:
+        closed = False
+
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        async def send_json(self, message: dict[str, Any]) -> None:
+            self.got.append(message["type"])
+
+    state = AppState(ServerConfig(data_dir=tmp_path), SessionStore(tmp_path))
+    recorder, watcher = Socket(), Socket()
+    for ws in (recorder, watcher):
+        state.subscribe("s", ws)  # type: ignore[arg-type]
+    state.live_held.setdefault(recorder, [])  # type: ignore[arg-type]
+    for kind in ("transcript_final", "live_run_saved"):
+        await state.notify("s", {"type": kind})
+    assert recorder.got == ["transcript_final"]
+    assert watcher.got == ["transcript_final", "live_run_saved"]
+    await state.send(recorder, {"type": "recording_stopped"})  # type: ignore[arg-type]
+    await state.release(recorder)  # type: ignore[arg-type]
+    assert recorder.got == ["transcript_final", "recording_stopped", "live_run_saved"]
+    await state.notify("s", {"type": "live_run_saved"})  # (nothing held any more)
+    assert recorder.got[-1] == "live_run_saved" and not state.live_held
+
+
 async def drain(ws: aiohttp.ClientWebSocketResponse, quiet: float = 3.0) -> list[dict[str, Any]]:
     """Every message until none comes for `quiet` seconds."""
     got = []
