@@ -990,23 +990,30 @@ async def test_two_live_starts_at_once_load_no_extra_workers(
             await recv_until(ws, "recording_stopped")
 
 
-async def test_live_events_skip_the_sockets_muted_and_only_those(tmp_path: Path) -> None:
-    """AppState.notify: a socket whose recording did not ask for live results gets no live
-    event but every other message; a watcher bound to the session gets both."""
+class Socket:
+    """What AppState.notify sends to: the types of the messages a socket got."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.got: list[str] = []
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        self.got.append(message["type"])
+
+
+def app_state(tmp_path: Path) -> Any:
     from server.config import ServerConfig
     from server.sessions import SessionStore
     from server.state import AppState
 
-    class Socket:
-        closed = False
+    return AppState(ServerConfig(data_dir=tmp_path), SessionStore(tmp_path))
 
-        def __init__(self) -> None:
-            self.got: list[str] = []
 
-        async def send_json(self, message: dict[str, Any]) -> None:
-            self.got.append(message["type"])
-
-    state = AppState(ServerConfig(data_dir=tmp_path), SessionStore(tmp_path))
+async def test_live_events_skip_the_sockets_muted_and_only_those(tmp_path: Path) -> None:
+    """AppState.notify: a socket whose recording did not ask for live results gets no live
+    event but every other message; a watcher bound to the session gets both."""
+    state = app_state(tmp_path)
     recorder, watcher = Socket(), Socket()
     for ws in (recorder, watcher):
         state.subscribe("s", ws)  # type: ignore[arg-type]
@@ -1027,20 +1034,7 @@ async def test_live_run_saved_waits_for_the_stopping_socket_s_recording_stopped(
     sent `recording_stopped` (the run id's first mention); other messages and watchers
     are not held.  Before, a short recording's live run could be saved, and said so,
     before its `recording_stopped`."""
-    from server.config import ServerConfig
-    from server.sessions import SessionStore
-    from server.state import AppState
-
-    class Socket:
-        closed = False
-
-        def __init__(self) -> None:
-            self.got: list[str] = []
-
-        async def send_json(self, message: dict[str, Any]) -> None:
-            self.got.append(message["type"])
-
-    state = AppState(ServerConfig(data_dir=tmp_path), SessionStore(tmp_path))
+    state = app_state(tmp_path)
     recorder, watcher = Socket(), Socket()
     for ws in (recorder, watcher):
         state.subscribe("s", ws)  # type: ignore[arg-type]
