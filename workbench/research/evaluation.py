@@ -424,7 +424,7 @@ class ComparisonTable:
     def cells(self) -> pd.DataFrame:
         """Where each recording x system row came from (the columns `run_grid` adds):
         ``cached`` (read back from an earlier run), ``stale`` (computed by other code,
-        models, packages or kernels and served because of ``stale="reuse"``), the
+        models or packages and served because of ``stale="reuse"``), the
         ``code_version`` of the workbench code that computed it (None: not recorded),
         ``other_machine`` (computed on another CPU or with other instruction-set caps or
         threads than this run: its timings are not this machine's) and
@@ -471,8 +471,8 @@ class ComparisonTable:
             if len(stale):
                 versions = ", ".join(sorted({"unknown" if _missing(v) else str(v)
                                              for v in stale["code_version"]}))
-                notes.append(f"{len(stale)} cell(s) stale: computed by other code, models, "
-                             f"packages or kernels (code {versions}); run_grid(stale='rerun') "
+                notes.append(f"{len(stale)} cell(s) stale: computed by other code, models or "
+                             f"packages (code {versions}); run_grid(stale='rerun') "
                              "computes them again")
         if "other_machine" in self.frame.columns:
             moved = self.recordings[self.recordings["other_machine"].fillna(False).astype(bool)]

@@ -20,15 +20,14 @@ transcript with its configuration, package versions and stage timings) next to
 logged to ``cache_dir/cells.jsonl``.  The key covers everything that can change a cell's
 output: the audio's checksum, the system's configuration, and its *environment*
 (`environment`): the checksums of the models it loads, the versions of the packages
-that compute it, the workbench code that runs in it (`code_version`, a hash of the
-source less the scoring and dataset modules no cell runs) and the kernels they choose
-(`cells.kernels`: the CPU's vector flags, ISA caps; int8 kernels round differently on
-AVX-512 and AVX2).  So after a code, model or package change, or on another kind of CPU,
-a cell is computed again instead of being served from older code or other kernels;
+that compute it and the workbench code that runs in it (`code_version`, a hash of the
+source less the scoring and dataset modules no cell runs).  So after a code, model or
+package change a cell is computed again instead of being served from older code;
 ``run_grid(..., stale="reuse")`` serves such stale cells anyway (marked ``stale`` with
-the ``code_version`` they came from).  Cells computed with the same kernels on another
-host, CPU model or thread count are served but marked ``other_machine`` (their timings
-are another machine's); ``other_machine="rerun"`` computes them again.  The keys and the
+the ``code_version`` they came from).  Cells computed on another CPU or with other
+instruction-set caps or threads are served (their figures are the same) but marked
+``other_machine`` (their timings are another machine's); ``other_machine="rerun"``
+computes them again.  The keys and the
 cells' storage are `workbench.research.cells`; a worker that would compute a cell in
 another environment than its key's is refused there (`check_environment`).  A run that is
 interrupted resumes where it stopped: cells whose ``transcript.json`` exists are read
@@ -219,11 +218,11 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     baseline that cannot run here (`BaselineUnavailable`) gives ``{"transcript": None,
     "unavailable": <reason>, "cached": False}`` and stores nothing, so a later run on a
     repaired set-up computes the cell.  `expected` is the `environment` the caller keyed
-    the cell with: a process that would compute it in another one (other code, models,
-    packages or kernels; code edited after it was imported) raises `EnvironmentMismatch` and
+    the cell with: a process that would compute it in another one (other code, models or
+    packages; code edited after it was imported) raises `EnvironmentMismatch` and
     stores nothing (`check_environment`).  A ``transcript.json`` that cannot be read or
     holds no transcript (``{}``) is logged and computed again; with `recompute` a finished cell is computed again too
-    (the same kernels, so the same figures; its timings and `machine` this process's).
+    (its figures are the same, its timings and `machine` this process's).
     """
     folder = Path(cell)
     system = system.for_item(item)
@@ -358,14 +357,14 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     ``transcript.json`` cannot be read or holds no transcript is logged and computed
     again).  A cell's key covers
     the audio, the configuration and the `environment` (model checksums, package
-    versions, `code_version`, the CPU's `kernels`): a cell computed by other code,
-    models, packages or kernels is *stale*.  ``stale="rerun"`` (the default) computes it again; ``stale="reuse"`` serves
+    versions, `code_version`): a cell computed by other code, models or packages is
+    *stale*.  ``stale="rerun"`` (the default) computes it again; ``stale="reuse"`` serves
     the newest stale cell instead (faster after a change known not to matter; its rows
     say ``stale`` and the ``code_version`` it came from, None when it recorded none).
-    The rest of the machine is no part of the key (timings depend on it): each cell
-    records the one it was computed on (`cells.machine`), and rows of cells computed on
-    another host, CPU model or thread settings than this call's (or, served stale, other
-    kernels; or that recorded none) say ``other_machine`` and ``machine_differences``;
+    The machine is no part of the key (figures do not depend on it, timings do): each
+    cell records the one it was computed on (`cells.machine`), and rows of cells computed
+    on another CPU, under other instruction-set caps or thread settings than this call's
+    (or that recorded none) say ``other_machine`` and ``machine_differences``;
     ``other_machine="rerun"`` computes them again here, ``"reuse"`` (the default) serves
     them.  All cells are attempted; if any failed a RuntimeError lists every (recording,
     system) pair that failed after the others are stored.
