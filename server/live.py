@@ -187,7 +187,7 @@ class LiveStream(WorkerProcess):
             self._result.set_result(("failed", reason))
         log.warning("Live results off for session %s: %s", self.session_id, reason)
         if was in ("starting", "running"):
-            await self.pause(reason + (". No live run is kept for this recording" if ended
+            await self.pause(reason + (". These live results are not saved as a run" if ended
                                        else ". Live results are off for the rest of this "
                                        "recording; the recording goes on"))
 
@@ -427,8 +427,8 @@ class LiveHub:
         if self.active() >= self.max_streams:
             return (f"Live results are busy: {self.max_streams} live stream(s) at once on "
                     "this server (--max-live-sessions; a stream counts until its live run is "
-                    f"saved, or {LINGER_SECONDS:g} s after a drop); recording normally, the "
-                    "refined transcript follows after stop")
+                    f"saved: after stop, or {LINGER_SECONDS:g} s after a drop); recording "
+                    "normally, the refined transcript follows after stop")
         return None
 
     async def attach(self, session_id: str, fmt: InputFormat, offset: float,

@@ -34,10 +34,12 @@ class Backlog:
 
     def begin_part(self, container: Optional[str], bytes_per_second: Optional[float]) -> None:
         """A part of the recording begins (at start and at each resume)."""
+        # A worker that has read every byte of a PCM part has decoded them: the new part
+        # starts there. A compressed part's last frames come out only once the worker
+        # hears of the new part: measured from its first report in the new part then.
+        known = self.taken == self.forwarded and (self.bytes_per_second or not self.forwarded)
         self.container, self.bytes_per_second = container, bytes_per_second
-        # (a worker that has read every byte so far decoded them: the part starts there)
-        caught_up = self.taken == self.forwarded
-        self._part = (self.forwarded, (self.taken, self.decoded) if caught_up else None)
+        self._part = (self.forwarded, (self.taken, self.decoded) if known else None)
 
     def add(self, size: int) -> bool:
         """`size` bytes go to the worker; False (and `overflow` from then on) when more

@@ -817,9 +817,10 @@ def test_every_pair_of_a_failed_cell_is_reported(tmp_path: Path) -> None:
 @pytest.mark.models
 def test_cells_of_another_machine_or_settings_are_marked_and_can_be_rerun(
         tmp_path: Path, monkeypatch) -> None:
-    """The machine is no part of a cell's key (the figures do not depend on it) but each
-    cell records it: rows of cells computed under other instruction-set caps or thread
-    counts (or on another CPU) say so, with what differs, and other_machine='rerun'
+    """The machine is no part of a cell's key (where a cell runs is not known when it is
+    keyed) but each cell records it: rows of cells computed under other instruction-set
+    caps or thread counts (or on another CPU) say so, with what differs (the note: their
+    timings, and with other flags or caps their words), and other_machine='rerun'
     computes them again here.  Before, their timings went out under this run's stamp."""
     item = excerpt(sample_call(), 3.0, tmp_path / "item")
     system = System.asr_only()
@@ -840,6 +841,7 @@ def test_cells_of_another_machine_or_settings_are_marked_and_can_be_rerun(
     assert "isa caps {} (here {'CT2_FORCE_CPU_ISA': 'AVX2'})" in row["machine_differences"]
     assert "threads 1 (here 2)" in row["machine_differences"]
     assert "other_machine='rerun'" in repr(capped)
+    assert "other CPU flags or ISA caps can change their words" in repr(capped)
     assert capped.cells["other_machine"].tolist() == [True]
 
     rerun = run_grid([system], [item], cache_dir=cache, executor="inline", progress=False,

@@ -54,6 +54,21 @@ def test_a_compressed_part_is_measured_on_its_own_bytes() -> None:
     assert b.seconds() == pytest.approx(2.5)
 
 
+def test_a_compressed_part_after_another_is_measured_past_the_last_one_s_tail() -> None:
+    """A WebM part's last frames come out of the worker's decoder only once it hears of
+    the next part: they are not the new part's audio (counted so, 3 s of the new part's
+    bytes at 4000 B/s read as 1.5 s waiting for 1 s here)."""
+    b = Backlog()
+    b.begin_part("webm", None)
+    b.add(40000)
+    b.position(40000, 9.0, 9.0)  # 10 s of audio sent, its last second not decoded yet
+    b.begin_part("webm", None)
+    b.add(12000)
+    b.position(44000, 11.0, 11.0)  # that second, and the new part's first
+    b.position(48000, 12.0, 12.0)
+    assert b.seconds() == pytest.approx(1.0)
+
+
 def test_more_than_the_queue_holds_is_an_overflow() -> None:
     b = Backlog()
     b.begin_part("pcm_s16le", PCM16)
@@ -64,8 +79,8 @@ def test_more_than_the_queue_holds_is_an_overflow() -> None:
 
 
 async def test_live_results_ended_at_stop_say_no_live_run_is_kept(tmp_path: Path) -> None:
-    """A recording that stops while its live work is more than OFF_BACKLOG s behind keeps
-    no live run, and `live_paused` says so.  Before, it said "Live results are off for the
+    """A recording that stops while its live work is more than OFF_BACKLOG s behind does
+    not save these live results as a run, and `live_paused` says so.  Before, it said "Live results are off for the
     rest of this recording; the recording goes on" although the recording had ended."""
     said: list[dict[str, Any]] = []
 
@@ -90,5 +105,5 @@ async def test_live_results_ended_at_stop_say_no_live_run_is_kept(tmp_path: Path
         stream.process.join(10)
     assert said == [{"type": "live_paused", "session_id": "s1",
                      "reason": f"Live results fell {seconds} s behind the audio. "
-                               "No live run is kept for this recording"}]
+                               "These live results are not saved as a run"}]
     assert stream.state == "off" and not hub.unsaved

@@ -229,6 +229,7 @@ async def test_live_words_and_speakers_while_recording(live_server: LocalServer,
     types = [m["type"] for m in report.messages]
     assert max(i for i, t in enumerate(types) if t in LIVE_EVENTS and t != "live_run_saved") \
         < types.index("live_run_saved") and said in report.live_events
+    assert types.index("recording_stopped") < types.index("live_run_saved")  # (its run id)
     assert doc["duration"] == pytest.approx(len(call_pcm) / 32000, abs=0.05)
     assert len(doc["speakers"]) >= 2
 

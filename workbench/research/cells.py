@@ -9,9 +9,12 @@ A process computes a cell only in the environment its key names (`check_environm
 a Dask worker started on other code, or a kernel whose code was edited after it was
 imported, is refused instead of storing its output under the new code's key.  The
 machine a cell was computed on (CPU model and vector flags, instruction-set caps, thread
-settings: `machine`) is no part of the key -- the figures do not depend on it, the
-timings do -- but is recorded in its provenance, so that a table can tell cells timed
-elsewhere apart (`machine_differences`).
+settings: `machine`) is no part of the key (where a cell will run, e.g. on which Dask
+worker, is not known when it is keyed) but is recorded in its provenance, so that a table
+can tell cells computed elsewhere apart (`machine_differences`): their timings are that
+machine's, and with other vector flags or caps their figures can differ too (int8
+kernels round differently on AVX-512 and AVX2: the sample call's refined WER is 9.9 %
+under ``ONEDNN_MAX_CPU_ISA=AVX2`` against 16.1 % without, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -247,7 +250,8 @@ def machine(threads: Optional[int]) -> dict[str, Any]:
     """Where and how a cell is computed: the host, the CPU model and its vector flags, the
     usable CPUs, the instruction-set caps (`ISA_CAPS`), whether CPUID hides AVX-512 (the
     benchmarks' preloaded mask), the torch `threads` of the cell and the thread
-    variables.  The figures of a cell do not depend on it; its timings do."""
+    variables.  The timings of a cell depend on it, and its figures on the vector flags
+    and caps (the kernels they choose)."""
     model, flags = _cpu()
     return {"host": socket.gethostname(), "cpu_model": model, "cpu_flags": list(flags),
             "usable_cpus": usable_cpus(),

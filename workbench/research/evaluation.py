@@ -481,8 +481,8 @@ class ComparisonTable:
                     "machine_differences", pd.Series(dtype=object)).dropna()}))
                 notes.append(f"{len(moved)} cell(s) computed on another machine or with other "
                              f"settings ({what or 'not recorded'}): their timings (rtf) are "
-                             "not this run's; run_grid(other_machine='rerun') computes them "
-                             "again here")
+                             "not this run's, and other CPU flags or ISA caps can change their "
+                             "words too; run_grid(other_machine='rerun') reruns them here")
         return notes
 
     def best(self, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:

@@ -25,9 +25,10 @@ source less the scoring and dataset modules no cell runs).  So after a code, mod
 package change a cell is computed again instead of being served from older code;
 ``run_grid(..., stale="reuse")`` serves such stale cells anyway (marked ``stale`` with
 the ``code_version`` they came from).  Cells computed on another CPU or with other
-instruction-set caps or threads are served (their figures are the same) but marked
-``other_machine`` (their timings are another machine's); ``other_machine="rerun"``
-computes them again.  The keys and the
+instruction-set caps or threads are served but marked ``other_machine`` (their timings
+are another machine's, and with other vector flags or caps their words can differ too:
+int8 kernels round differently on AVX-512 and AVX2); ``other_machine="rerun"`` computes
+them again.  The keys and the
 cells' storage are `workbench.research.cells`; a worker that would compute a cell in
 another environment than its key's is refused there (`check_environment`).  A run that is
 interrupted resumes where it stopped: cells whose ``transcript.json`` exists are read
@@ -222,7 +223,7 @@ def run_cell(item: CorpusItem, system: System, cell: str,
     packages; code edited after it was imported) raises `EnvironmentMismatch` and
     stores nothing (`check_environment`).  A ``transcript.json`` that cannot be read or
     holds no transcript (``{}``) is logged and computed again; with `recompute` a finished cell is computed again too
-    (its figures are the same, its timings and `machine` this process's).
+    (its timings and `machine` this process's).
     """
     folder = Path(cell)
     system = system.for_item(item)
@@ -361,7 +362,8 @@ def run_grid(systems: Sequence[System], items: Sequence[CorpusItem], *,
     *stale*.  ``stale="rerun"`` (the default) computes it again; ``stale="reuse"`` serves
     the newest stale cell instead (faster after a change known not to matter; its rows
     say ``stale`` and the ``code_version`` it came from, None when it recorded none).
-    The machine is no part of the key (figures do not depend on it, timings do): each
+    The machine is no part of the key (where a cell runs is not known when it is keyed;
+    its timings depend on it, and on other vector flags or caps its words can too): each
     cell records the one it was computed on (`cells.machine`), and rows of cells computed
     on another CPU, under other instruction-set caps or thread settings than this call's
     (or that recorded none) say ``other_machine`` and ``machine_differences``;
