@@ -177,7 +177,7 @@ class LiveStream(WorkerProcess):
 
     async def off(self, reason: str, ended: bool = False) -> None:
         """Live results end for the rest of this recording (the recording goes on), or
-        at its end (`ended`: no live run is kept)."""
+        at its end (`ended`: these live results are not saved as a run)."""
         if self.state in ("off", "done"):
             return
         was = self.state

@@ -53,7 +53,8 @@ class Backlog:
     def position(self, taken: int, decoded: float, engines: float) -> None:
         """What the worker says: bytes read, seconds decoded and taken up so far."""
         self.taken, self.decoded, self.engines = taken, decoded, engines
-        if self._part[1] is None and taken >= self._part[0]:
+        # (past the boundary: a report at it may come before the last part's tail is out)
+        if self._part[1] is None and taken > self._part[0]:
             self._part = (self._part[0], (taken, decoded))
 
     def seconds(self) -> float:

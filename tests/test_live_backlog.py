@@ -64,6 +64,7 @@ def test_a_compressed_part_after_another_is_measured_past_the_last_one_s_tail() 
     b.position(40000, 9.0, 9.0)  # 10 s of audio sent, its last second not decoded yet
     b.begin_part("webm", None)
     b.add(12000)
+    b.position(40000, 9.0, 9.0)  # a report at the boundary, before the tail is out
     b.position(44000, 11.0, 11.0)  # that second, and the new part's first
     b.position(48000, 12.0, 12.0)
     assert b.seconds() == pytest.approx(1.0)
@@ -78,7 +79,7 @@ def test_more_than_the_queue_holds_is_an_overflow() -> None:
         "Live results fell too far behind the audio")
 
 
-async def test_live_results_ended_at_stop_say_no_live_run_is_kept(tmp_path: Path) -> None:
+async def test_live_results_ended_at_stop_say_they_are_not_saved(tmp_path: Path) -> None:
     """A recording that stops while its live work is more than OFF_BACKLOG s behind does
     not save these live results as a run, and `live_paused` says so.  Before, it said "Live results are off for the
     rest of this recording; the recording goes on" although the recording had ended."""

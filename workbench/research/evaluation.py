@@ -426,8 +426,8 @@ class ComparisonTable:
         ``cached`` (read back from an earlier run), ``stale`` (computed by other code,
         models or packages and served because of ``stale="reuse"``), the
         ``code_version`` of the workbench code that computed it (None: not recorded),
-        ``other_machine`` (computed on another CPU or with other instruction-set caps or
-        threads than this run: its timings are not this machine's) and
+        ``other_machine`` (another CPU, instruction-set caps or threads than this run's:
+        its timings are not this machine's, other flags or caps can change its words) and
         ``machine_differences`` (what differs)."""
         cols = [c for c in ("status", "cached", "stale", "code_version", "other_machine",
                             "machine_differences") if c in self.frame.columns]
