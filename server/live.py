@@ -224,7 +224,7 @@ class LiveStream(WorkerProcess):
                     await self._tell(event)
         elif kind == "pos":
             self._pos = tuple(msg[1:])
-            self.position.position(int(msg[1]), float(msg[2]), float(msg[3]))
+            self.position.report(int(msg[1]), float(msg[2]), float(msg[3]))
             self.ready = self.loaded
         elif kind == "ready":
             self.loaded = True
@@ -250,7 +250,7 @@ class LiveStream(WorkerProcess):
             await self.off(f"The live worker stopped (exit code {self.process.exitcode})")
             return
         behind = self.backlog()
-        if self.position.overflow or behind > OFF_BACKLOG:
+        if self.position.too_far(OFF_BACKLOG):
             await self.off(self.position.reason())
         elif not self.ready:
             return  # models loading: the audio waits for them
@@ -278,7 +278,7 @@ class LiveStream(WorkerProcess):
             self._linger = None
         self.heard = max(self.heard, time.monotonic())  # the stall clock starts at stop
         if self.state in ("starting", "running", "lingering") and self.alive() and (
-                self.position.overflow or self.backlog() > OFF_BACKLOG):  # as while recording: the
+                self.position.too_far(OFF_BACKLOG)):  # as while recording: the
             # worker would hold its slot for as long as it takes to catch up
             await self.off(self.position.reason(), ended=True)
             return None

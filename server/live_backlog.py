@@ -50,7 +50,7 @@ class Backlog:
         self.forwarded += size
         return True
 
-    def position(self, taken: int, decoded: float, engines: float) -> None:
+    def report(self, taken: int, decoded: float, engines: float) -> None:
         """What the worker says: bytes read, seconds decoded and taken up so far."""
         self.taken, self.decoded, self.engines = taken, decoded, engines
         # (past the boundary: a report at it may come before the last part's tail is out)
@@ -67,6 +67,10 @@ class Backlog:
         else:  # compressed, nothing of this part decoded yet
             per_byte = chunk_seconds(1, None, self.container)
         return pending * per_byte + max(0.0, self.decoded - self.engines)
+
+    def too_far(self, limit: float) -> bool:
+        """Live results must end: the queue overflowed, or more than `limit` s wait."""
+        return self.overflow or self.seconds() > limit
 
     def reason(self) -> str:
         """Why live results end when they fall too far behind."""

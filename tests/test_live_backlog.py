@@ -26,14 +26,14 @@ def test_waiting_bytes_count_at_the_rate_of_the_part_they_belong_to() -> None:
     pcm = Backlog()
     pcm.begin_part("pcm_s16le", PCM16)
     assert pcm.add(60 * PCM16)
-    pcm.position(60 * PCM16, 60.0, 60.0)
+    pcm.report(60 * PCM16, 60.0, 60.0)
     pcm.begin_part("pcm_s16le", PCM48)
     assert pcm.add(3 * PCM48) and pcm.seconds() == pytest.approx(3.0)
 
     webm = Backlog()
     webm.begin_part("webm", None)
     webm.add(60 * 4000)  # 32 kbit/s
-    webm.position(60 * 4000, 60.0, 60.0)
+    webm.report(60 * 4000, 60.0, 60.0)
     webm.begin_part("pcm_s16le", PCM48)
     webm.add(3 * PCM48)
     assert webm.seconds() == pytest.approx(3.0)
@@ -45,12 +45,12 @@ def test_a_compressed_part_is_measured_on_its_own_bytes() -> None:
     b = Backlog()
     b.begin_part("pcm_s16le", PCM48)
     b.add(60 * PCM48)
-    b.position(60 * PCM48, 60.0, 60.0)
+    b.report(60 * PCM48, 60.0, 60.0)
     b.begin_part("webm", None)
     b.add(3 * 4000)
-    b.position(60 * PCM48 + 4000, 61.0, 61.0)  # one second of it decoded and taken up
+    b.report(60 * PCM48 + 4000, 61.0, 61.0)  # one second of it decoded and taken up
     assert b.seconds() == pytest.approx(2.0)
-    b.position(60 * PCM48 + 4000, 61.0, 60.5)  # and the engines half a second behind
+    b.report(60 * PCM48 + 4000, 61.0, 60.5)  # and the engines half a second behind
     assert b.seconds() == pytest.approx(2.5)
 
 
@@ -61,12 +61,12 @@ def test_a_compressed_part_after_another_is_measured_past_the_last_one_s_tail() 
     b = Backlog()
     b.begin_part("webm", None)
     b.add(40000)
-    b.position(40000, 9.0, 9.0)  # 10 s of audio sent, its last second not decoded yet
+    b.report(40000, 9.0, 9.0)  # 10 s of audio sent, its last second not decoded yet
     b.begin_part("webm", None)
     b.add(12000)
-    b.position(40000, 9.0, 9.0)  # a report at the boundary, before the tail is out
-    b.position(44000, 11.0, 11.0)  # that second, and the new part's first
-    b.position(48000, 12.0, 12.0)
+    b.report(40000, 9.0, 9.0)  # a report at the boundary, before the tail is out
+    b.report(44000, 11.0, 11.0)  # that second, and the new part's first
+    b.report(48000, 12.0, 12.0)
     assert b.seconds() == pytest.approx(1.0)
 
 
