@@ -178,6 +178,7 @@ async def delete_session(request: web.Request) -> web.Response:
             raise web.HTTPConflict(text="Session is recording; stop it first")  # resumed
         raise web.HTTPNotFound(text="Session not found")  # deleted by another request
     state.live.discard(session.id)  # a live worker waiting for a resume that cannot come
+    state.live_owed.pop(session.id, None)
     await state.jobs.forget(session.id)  # its run, if one is under way, stops
     for run in session.runs:  # clients told processing_started hear that it ended
         if run.kind == "refined" and run.status in ("queued", "running"):

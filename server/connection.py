@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -126,14 +127,15 @@ class Connection:
             session = await asyncio.to_thread(self.state.store.get_session, self.path_id)
             if session is not None:
                 self._bind(session.id)
-                # a watcher joining a live recording: what was said so far, once (as a
-                # resumed recording gets it), then the events as they come
-                # (not a lingering stream's: its resume gets it after `recording_started`)
+                # a watcher joining a live recording: what was said so far, once, then
+                # the events as they come (joining one waiting for its resume: with the
+                # resume's, since this socket may be the one that resumes)
                 stream = self.state.live.streams.get(session.id)
-                said = (stream.said.replay() if stream is not None and stream.state == "running"
-                        and session.id in self.state.recording else None)
-                if said is not None:
-                    await self.send({**said, "session_id": session.id})
+                if stream is not None and stream.state == "running":
+                    for message in stream.catch_up():
+                        await self.send(message)
+                elif stream is not None and stream.state == "lingering":
+                    self.state.live_owed.setdefault(session.id, weakref.WeakSet()).add(self.ws)
 
     def _bind(self, session_id: str) -> None:
         if self.session_id != session_id:
@@ -308,8 +310,12 @@ class Connection:
         if req.live_results:
             started["live_results"] = self.live is not None
         await self.send(started)
-        if self.live is not None and session.parts:
-            await self.live.replay()  # a resume: what its live stream said so far
+        owed = self.state.live_owed.pop(session.id, ())
+        if self.live is not None and session.parts:  # a resume: what its live stream said
+            said = self.live.catch_up()  # so far, to this socket and those owed it only
+            for ws in [self.ws, *(ws for ws in list(owed) if ws is not self.ws)]:
+                for message in said:
+                    await self.state.send(ws, message)
         if refusal is not None:
             await self.send({"type": "live_paused", "session_id": session.id,
                              "reason": refusal})
@@ -320,15 +326,15 @@ class Connection:
         stream continues (a resume) or a new one starts; returns why not, or None."""
         self.live_results, self.live, self.saved_live_run = req.live_results, None, None
         hub = self.state.live
-        if not req.live_results:
-            self.state.live_muted.add(self.ws)
+        if not req.live_results:  # (no stream of the session can start while it records)
+            self.state.mute(self.ws, hub.of(session.id))
             try:  # a live stream waiting for this session's resume: save it now (the
                 # refined run of this recording supersedes it)
                 self.saved_live_run = await hub.end(session.id)
             except Exception:
                 log.exception("Saving the live results of session %s failed", session.id)
             return None
-        self.state.live_muted.discard(self.ws)
+        self.state.live_muted.pop(self.ws, None)  # (its words follow a muted stream's)
         try:
             self.live, refusal = await hub.attach(session.id, part.input_format,
                                                   self.prior_duration, next_word_index(session))
@@ -418,24 +424,7 @@ class Connection:
         task.add_done_callback(self.state.finishing.discard)
         await asyncio.shield(task)
 
-    def _unmute_when_quiet(self, sid: str) -> None:
-        """A recording without live results is muted until it ends, not as a watcher after;
-        but a live stream of the session that its start ended (a resume's) may still be
-        flushing its last words and saving its live run: those must not reach it either, so
-        only once no stream of the session is left (none can start while it records)."""
-        hub, ws = self.state.live, self.ws
-
-        async def unmute() -> None:
-            while any(s.session_id == sid for s in hub.alive | hub.unsaved) and not ws.closed:
-                await asyncio.sleep(0.25)
-            if self.writer is None:  # (a recording started since mutes or not by itself)
-                self.state.live_muted.discard(ws)
-
-        if ws in self.state.live_muted:
-            hub.keep(unmute())
-
     async def _finish(self, writer: PartWriter, sid: str, reason: str) -> None:
-        self._unmute_when_quiet(sid)
         self.state.live_held.setdefault(self.ws, [])  # (until recording_stopped)
         store = self.state.store
         interrupted = reason in INTERRUPTIONS
@@ -521,6 +510,8 @@ class Connection:
                                 lambda: asyncio.to_thread(_interrupt, store, sid, why))
             raise
         finally:
+            await self._end_live(sid, True)  # (a stop that failed before: as a drop)
+            self.state.live.resumable(sid)  # the resume window opens now (refused until)
             self.state.recording.pop(sid, None)
             await self.state.release(self.ws)
 

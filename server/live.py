@@ -37,7 +37,9 @@ from .sessions import SessionStore
 
 log = logging.getLogger("server.live")
 
-Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+# AppState.notify(session_id, message, source=stream): an event to the session's sockets
+# (one whose recording did not ask for live results is muted for the stream it names)
+Notify = Callable[..., Awaitable[None]]
 
 PAUSE_BACKLOG = 10.0  # s of audio behind: live_paused
 RESUME_BACKLOG = 3.0  # s: live_resumed
@@ -72,13 +74,13 @@ class LiveStream(WorkerProcess):
         self._linger: Optional[asyncio.TimerHandle] = None
         self._spawning: Optional["asyncio.Future[None]"] = None  # a spare's process start
         self._result: "asyncio.Future[tuple[Any, ...]]" = asyncio.get_running_loop().create_future()
-        self.said = FinalSoFar(first_index or 0)  # for a resumed client (`replay`)
+        self.said = FinalSoFar(first_index or 0, offset)  # for one that missed it (`catch_up`)
 
     def assign(self, session_id: str, offset: float, first_index: Optional[int]) -> None:
         """Tell the worker which recording it serves (its first message); its words take
         indexes from `first_index` on (None: from `number_after`)."""
         self.session_id, self.offset = session_id, offset
-        self.numbers, self.said = WordNumbers(first_index), FinalSoFar(first_index or 0)
+        self.numbers, self.said = WordNumbers(first_index), FinalSoFar(first_index or 0, offset)
         self._outbox.put(("session", {"session_id": session_id, "offset": offset,
                                       "await_speakers": True}))  # see take_speakers
 
@@ -95,7 +97,7 @@ class LiveStream(WorkerProcess):
             before.superseded = True
             first_index = max(first_index, before.said.next_index)
         first_index = max(first_index, self.hub.said_until.get(self.session_id or "", 0))
-        self.said = FinalSoFar(first_index)
+        self.said = FinalSoFar(first_index, self.offset)
         await self.numbers.settle(first_index, self._tell)
         self.hub.numbered(self)
 
@@ -153,19 +155,21 @@ class LiveStream(WorkerProcess):
         return self.position.seconds()
 
     # ------------------------------------------------------------------ events out
-    async def replay(self) -> None:
-        """A resumed recording: its client missed what was said while it was away, so
-        everything final so far goes once more, as one ``live_replay``."""
-        message = self.said.replay()
-        if message is not None:
-            await self._say(message)
-        if self.paused:  # still behind: the resumed client was not there when it was said
-            await self._say({"type": "live_paused", "reason": self.pause_reason})
+    def catch_up(self) -> list[dict[str, Any]]:
+        """For one socket that missed what was said (a resumed recording's, a watcher
+        joining late): everything final so far, as one ``live_replay``, and a
+        ``live_paused`` while still behind. Sent to that socket only."""
+        said = self.said.replay()
+        messages = [said] if said is not None else []
+        if self.paused:
+            messages.append({"type": "live_paused", "reason": self.pause_reason})
+        return [{**m, "session_id": self.session_id} for m in messages]
 
     async def _say(self, message: dict[str, Any]) -> None:
         if self.session_id is None:
             return
-        await self.hub.notify(self.session_id, {**message, "session_id": self.session_id})
+        await self.hub.notify(self.session_id, {**message, "session_id": self.session_id},
+                              source=self)
 
     async def _tell(self, event: dict[str, Any]) -> None:
         self.said.add(event)
@@ -263,11 +267,11 @@ class LiveStream(WorkerProcess):
             await self._say({"type": "live_resumed"})
 
     # ------------------------------------------------------------------ the end
-    def linger(self, expire: Callable[[], object]) -> None:
-        """The recording was interrupted: wait `LINGER_SECONDS` for a resume."""
+    def linger(self) -> None:
+        """The recording was interrupted: its worker waits for a resume (for
+        `LINGER_SECONDS` from `LiveHub.resumable`, once the dropped part is saved)."""
         if self.state == "running":
             self.state = "lingering"
-            self._linger = self.hub.loop.call_later(LINGER_SECONDS, expire)
 
     async def finish(self, store: SessionStore, until: Optional[float] = None) -> Optional[str]:
         """The recording ended: the worker flushes and saves into a new live run, whose
@@ -327,7 +331,8 @@ class LiveStream(WorkerProcess):
         log.info("Live run %s of session %s: %s", run_id, self.session_id, error or "completed")
         await self.hub.notify(session_id, {"type": "live_run_saved", "session_id": session_id,
                                            "run_id": run_id, "status": "completed" if ok else
-                                           "failed", "summary": summary, "error": error})
+                                           "failed", "summary": summary, "error": error},
+                              source=self)
         await asyncio.to_thread(store.remove_leftovers, session_id)  # if deleted since
         if self.process is not None:
             await asyncio.to_thread(self.process.join, 10)
@@ -383,6 +388,10 @@ class LiveHub:
         return sum(1 for s in self.alive if s.session_id is not None
                    and s.state not in ("off", "done"))
 
+    def of(self, session_id: str) -> set[LiveStream]:
+        """The session's live streams whose workers may still say something."""
+        return {s for s in self.alive | self.unsaved if s.session_id == session_id}
+
     def status(self) -> dict[str, int]:
         spare = self.spare is not None and self.spare.loaded and self.spare.alive()
         return {"active": self.active(), "max": self.max_streams, "warm": int(spare)}
@@ -427,8 +436,8 @@ class LiveHub:
         if self.active() >= self.max_streams:
             return (f"Live results are busy: {self.max_streams} live stream(s) at once on "
                     "this server (--max-live-sessions; a stream counts until its live run is "
-                    f"saved: after stop, or {LINGER_SECONDS:g} s after a drop); recording "
-                    "normally, the refined transcript follows after stop")
+                    f"saved: after stop, or {LINGER_SECONDS:g} s after a dropped part is saved); "
+                    "recording normally, the refined transcript follows after stop")
         return None
 
     async def attach(self, session_id: str, fmt: InputFormat, offset: float,
@@ -538,7 +547,15 @@ class LiveHub:
         """The recording was interrupted (disconnect, idle): keep its worker for a resume."""
         stream = self.streams.get(session_id)
         if stream is not None:
-            stream.linger(lambda: self.keep(self._expire(stream)))
+            stream.linger()
+
+    def resumable(self, session_id: str) -> None:
+        """The interrupted recording's part is saved (until then a resume is refused): its
+        worker waits `LINGER_SECONDS` from now."""
+        stream = self.streams.get(session_id)
+        if stream is not None and stream.state == "lingering" and stream._linger is None:
+            stream._linger = self.loop.call_later(LINGER_SECONDS,
+                                                  lambda: self.keep(self._expire(stream)))
 
     async def _expire(self, stream: LiveStream) -> None:
         if stream.state == "lingering":

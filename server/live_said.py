@@ -116,11 +116,13 @@ class FinalSoFar:
 
     For a client that missed some of it (a dropped connection resumed), `replay` is one
     ``live_replay`` message with all of it; clients keep the words they lacked (by index)
-    and take its turns in place of their own.
+    and take its turns in place of their own from ``from`` on (where this stream's audio
+    begins: earlier turns are an earlier live stream's of the session).
     """
 
-    def __init__(self, first_index: int = 0) -> None:
+    def __init__(self, first_index: int = 0, start: float = 0.0) -> None:
         self.first_index = first_index
+        self.start = start
         self.words: dict[int, dict[str, Any]] = {}
         self.turns: list[dict[str, Any]] = []
         self.final_until = 0.0
@@ -148,7 +150,7 @@ class FinalSoFar:
             return None
         return {"type": "live_replay", "words": [dict(self.words[i]) for i in sorted(self.words)],
                 "turns": [dict(t) for t in self.turns], "final_until": round(self.final_until, 3),
-                "at": round(self.at, 3)}
+                "at": round(self.at, 3), "from": round(self.start, 3)}
 
 
 class WordNumbers:

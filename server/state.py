@@ -6,7 +6,7 @@ import asyncio
 import logging
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Iterable, Protocol
 
 from aiohttp import web
 
@@ -53,9 +53,14 @@ class AppState:
     sockets: "weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.Transport | None]" = \
         field(default_factory=weakref.WeakKeyDictionary)
     subscribers: dict[str, "weakref.WeakSet[web.WebSocketResponse]"] = field(default_factory=dict)
-    # Sockets whose recording did not ask for live results: they get no live event (a
-    # live stream saved at their resume still sent its last words to everyone bound)
-    live_muted: "weakref.WeakSet[web.WebSocketResponse]" = field(default_factory=weakref.WeakSet)
+    # Sockets whose recording did not ask for live results, and the live streams of their
+    # session at its start (one that start ended still says its last words, to everyone
+    # bound): they get no live event from those; a later stream's reach them as watchers
+    live_muted: "weakref.WeakKeyDictionary[web.WebSocketResponse, weakref.WeakSet[Any]]" = \
+        field(default_factory=weakref.WeakKeyDictionary)
+    # Sockets that subscribed while the session's live stream waited for a resume: its
+    # catch-up reaches them with the resume's (a resuming socket, bound first, got it twice)
+    live_owed: "dict[str, weakref.WeakSet[web.WebSocketResponse]]" = field(default_factory=dict)
     # Sockets whose recording is stopping: `live_run_saved` waits for their
     # `recording_stopped` (which gives them the run id first)
     live_held: "weakref.WeakKeyDictionary[web.WebSocketResponse, list[dict[str, Any]]]" = \
@@ -92,13 +97,18 @@ class AppState:
             if not subs:
                 self.subscribers.pop(session_id, None)
 
-    async def notify(self, session_id: str, message: dict[str, Any]) -> None:
-        """Push an event to every connection bound to ``session_id`` (live events not to
-        one whose recording did not ask for them; ``live_run_saved`` to one whose
+    def mute(self, ws: web.WebSocketResponse, streams: Iterable[Any]) -> None:
+        """`ws` records without live results: no live event of `streams` reaches it."""
+        self.live_muted.setdefault(ws, weakref.WeakSet()).update(streams)
+
+    async def notify(self, session_id: str, message: dict[str, Any],
+                     source: Any = None) -> None:
+        """Push an event to every connection bound to ``session_id`` (a live event of the
+        live stream `source` not to one muted for it; ``live_run_saved`` to one whose
         recording is stopping once it has been told ``recording_stopped``)."""
-        live = message.get("type") in LIVE_EVENTS
+        live = source is not None and message.get("type") in LIVE_EVENTS
         to = [ws for ws in list(self.subscribers.get(session_id, ()))
-              if not (live and ws in self.live_muted)]
+              if not (live and source in self.live_muted.get(ws, ()))]
         if message.get("type") == "live_run_saved":
             for ws in [ws for ws in to if ws in self.live_held]:
                 self.live_held[ws].append(message)

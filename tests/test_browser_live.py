@@ -265,6 +265,65 @@ def test_live_view_takes_what_it_missed_from_a_replay(pw: Any, server: LocalServ
         browser.close()
 
 
+@pytest.mark.timeout(300)
+def test_a_replay_keeps_an_earlier_live_stream_s_turns_and_ends_a_pause(
+        pw: Any, server: LocalServer, sweep: Path) -> None:
+    """A session's second live stream (its first was saved: a drop longer than 30 s)
+    replays its own turns, from the second its audio begins (`from`): the first stream's
+    turns before it stay on the lanes (the page emptied them all), and a pause said before
+    the replay is over (one still holding is said again after it; the page kept showing
+    it for the rest of the recording).  Then a resumed part clears a pause too."""
+    sid = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{server.url}/api/sessions", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"}), timeout=10).read())["id"]
+    word = {"index": 0, "word": " hello", "start": 0.5, "end": 0.9, "speaker": "SPEAKER_00"}
+    sent = [{"type": "transcript_final", "words": [word], "text": "hello", "lag_seconds": 1.0,
+             "at": 2.0},
+            {"type": "diarization_update", "turns": [{"start": 0.2, "end": 2.0,
+                                                     "speaker": "SPEAKER_00"}],
+             "final_until": 2.0, "tentative": [], "speakers": 1, "lag_seconds": 1.0, "at": 3.0},
+            {"type": "live_paused", "reason": "Live results are 12 s behind the audio"},
+            {"type": "live_replay", "words": [], "turns": [{"start": 41.0, "end": 43.0,
+                                                           "speaker": "SPEAKER_01"}],
+             "final_until": 43.0, "at": 44.0, "from": 40.0}]
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, server, live=True)
+        sockets: list[Any] = []
+
+        def fake_server(ws: Any) -> None:
+            def on_message(message: Any) -> None:
+                if isinstance(message, str) and json.loads(message)["action"] == "start":
+                    ws.send(json.dumps({"type": "recording_started", "session_id": sid,
+                                        "format": "wav", "part": 0, "resumed": False,
+                                        "live_results": True}))
+            ws.on_message(on_message)
+            sockets.append(ws)
+
+        page.route_web_socket("**/ws/**", fake_server)
+        page.click("#start")
+        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        for event in sent[:3]:
+            sockets[0].send(json.dumps({**event, "session_id": sid}))
+        page.wait_for_function("document.getElementById('live-view').dataset.paused === '1'")
+        sockets[0].send(json.dumps({**sent[3], "session_id": sid}))
+        page.wait_for_function(
+            "n => Number(document.getElementById('live-view').dataset.events) === n", arg=4)
+        snap = page.evaluate(SNAPSHOT)
+        assert [(s, final) for s, _, final, _ in snap["lanes"]] == [("SPEAKER_00", 1),
+                                                                   ("SPEAKER_01", 1)]
+        assert page.evaluate("document.getElementById('live-view').dataset.paused") == ""
+        sockets[0].send(json.dumps({**sent[2], "session_id": sid}))
+        page.wait_for_function("document.getElementById('live-view').dataset.paused === '1'")
+        sockets[0].send(json.dumps({"type": "recording_started", "session_id": sid,
+                                    "format": "wav", "part": 1, "resumed": True,
+                                    "live_results": True}))
+        page.wait_for_function("document.getElementById('live-view').dataset.paused === ''")
+        assert errors == []
+    finally:
+        browser.close()
+
+
 # ---------------------------------------------------------------------- against a real server
 
 

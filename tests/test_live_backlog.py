@@ -85,7 +85,7 @@ async def test_live_results_ended_at_stop_say_they_are_not_saved(tmp_path: Path)
     rest of this recording; the recording goes on" although the recording had ended."""
     said: list[dict[str, Any]] = []
 
-    async def notify(session_id: str, message: dict[str, Any]) -> None:
+    async def notify(session_id: str, message: dict[str, Any], source: Any = None) -> None:
         said.append(message)
 
     store = SessionStore(tmp_path)

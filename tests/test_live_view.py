@@ -184,3 +184,28 @@ def test_a_resumed_view_takes_what_it_missed_from_the_replay(run) -> None:
         resumed.update(event)
     assert resumed.words == whole.words
     assert resumed.turns == whole.turns and resumed.final_until == whole.final_until
+
+
+def test_a_replay_keeps_an_earlier_live_stream_s_turns_and_ends_a_pause() -> None:
+    """A session's second live stream (the first was saved: a drop longer than 30 s)
+    replays its own turns from the second its audio begins (`from`): the first stream's
+    turns before it stay (the view emptied them all), and a pause said before it is over
+    (one still holding is said again after it; the view kept it).  So does a resumed
+    part's `recording_started`."""
+    view = LiveView()
+    view.update({"type": "recording_started", "session_id": "a", "live_results": True})
+    view.update({"type": "diarization_update", "turns": [
+        {"start": 0.2, "end": 2.0, "speaker": "SPEAKER_00"}], "final_until": 2.0, "at": 3.0})
+    view.update({"type": "live_paused", "reason": "12 s behind"})
+    view.update({"type": "live_replay", "words": [], "final_until": 43.0, "at": 44.0,
+                 "from": 40.0, "turns": [{"start": 41.0, "end": 43.0, "speaker": "SPEAKER_01"}]})
+    assert view.turns == [{"start": 0.2, "end": 2.0, "speaker": "SPEAKER_00"},
+                          {"start": 41.0, "end": 43.0, "speaker": "SPEAKER_01"}]
+    assert view.paused is None
+    view.update({"type": "live_replay", "words": [], "final_until": 44.0, "at": 45.0,
+                 "from": 40.0, "turns": [{"start": 41.0, "end": 44.0, "speaker": "SPEAKER_01"}]})
+    assert view.turns[1:] == [{"start": 41.0, "end": 44.0, "speaker": "SPEAKER_01"}]
+    view.update({"type": "live_paused", "reason": "12 s behind"})
+    view.update({"type": "recording_started", "session_id": "a", "resumed": True,
+                 "live_results": True})
+    assert view.paused is None and len(view.turns) == 2

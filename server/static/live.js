@@ -49,6 +49,13 @@ export class LiveTranscript {
     this._renderStatus();
   }
 
+  /** A resumed part: a pause said before is said again if it still holds. */
+  unpause() {
+    this.paused = null;
+    this.root.dataset.paused = '';
+    this._renderStatus();
+  }
+
   /** Speaker -> colour, in order of first appearance. */
   colour(speaker) {
     if (!this.colours.has(speaker)) this.colours.set(speaker, PALETTE[this.colours.size % PALETTE.length]);
@@ -66,6 +73,9 @@ export class LiveTranscript {
 
   /** Draw `msg` if it is a live event; returns whether it was one. */
   handle(msg) {
+    // a resumed part of its recording: a pause said before is said again if it still holds
+    if (msg.type === 'recording_started' && msg.resumed
+      && msg.session_id === this.root.dataset.sessionId) this.unpause();
     if (!LIVE_EVENTS.has(msg.type)) return false;
     if (typeof msg.at === 'number') this.at = Math.max(this.at, msg.at);
     switch (msg.type) {
@@ -86,7 +96,10 @@ export class LiveTranscript {
       case 'live_replay': // after a resume: everything final until it was sent
         this._commit(msg.words || []);
         this._label(msg.words || []);
-        this.turns = []; // it holds every final turn, those the page had included
+        // it holds every final turn of its live stream from `from` on, those the page had
+        // included; earlier turns are an earlier live stream's of the session: they stay
+        this.turns = this.turns.filter((t) => t.start < (msg.from ?? 0));
+        this.paused = null; // a live_paused follows while still behind
         this._diarization({
           turns: msg.turns || [],
           final_until: Math.max(this.finalUntil, msg.final_until ?? 0),

@@ -78,6 +78,7 @@ class LiveView:
             if message.get("session_id") != self.session_id or not message.get("resumed"):
                 self.reset(message.get("session_id"))
             self.live_results = message.get("live_results")
+            self.paused = None  # (a pause that still holds is said again after it)
             self._render()
             return True
         if kind not in LIVE_EVENTS:
@@ -101,7 +102,11 @@ class LiveView:
                 known = self.words.setdefault(int(word["index"]), dict(word))
                 known["speaker"] = word.get("speaker") or known.get("speaker")
                 self._see(known["speaker"])
-            self.turns = []  # it holds every final turn until it was sent, ours included
+            # every final turn of its live stream from `from` on, ours included; earlier
+            # ones are an earlier live stream's of the session: they stay
+            start = float(message.get("from", 0.0))
+            self.turns = [t for t in self.turns if t["start"] < start]
+            self.paused = None  # (a `live_paused` follows while still behind)
             for turn in message.get("turns", []):
                 self._add_turn(turn)
             self.final_until = max(self.final_until, float(message.get("final_until", 0.0)))
