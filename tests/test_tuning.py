@@ -89,6 +89,28 @@ def test_best_config_reads_integers_and_nones_back_from_a_table() -> None:
     assert best_config(table.assign(der=[0.05, 0.1])).num_speakers is None
 
 
+def test_a_sweep_read_back_from_csv_or_json_gives_its_configuration(tmp_path: Path) -> None:
+    """A sweep saved as CSV holds each row's `config` as text: `best_config` reads it (it
+    fell back to the defaults plus the varied columns: speaker_count "threshold" came back
+    "silhouette"); `save_config` keeps the sweep's floats exactly (pandas' JSON kept 10
+    digits: 0.1 + 0.2 came back 0.3)."""
+    import json
+
+    base = replace(DiarizationConfig(), speaker_count="threshold", min_cluster_size=6)
+    configs = [replace(base, clustering_threshold=t) for t in (0.1 + 0.2, 0.7)]
+    table = pd.DataFrame({"clustering_threshold": [c.clustering_threshold for c in configs],
+                          "der": [0.1, 0.2], "right_speaker_count": [1, 1],
+                          "config": [c.serialize() for c in configs]})
+    table.to_csv(tmp_path / "sweep.csv", index=False)
+    assert best_config(pd.read_csv(tmp_path / "sweep.csv")) == configs[0]
+    path = save_config(configs[0], tmp_path / "best.json", evidence=table)
+    again = pd.DataFrame(json.loads(path.read_text())["sweep"])
+    assert again["clustering_threshold"].tolist() == [0.1 + 0.2, 0.7]
+    assert best_config(again) == configs[0]
+    with pytest.raises(ValueError, match="not a configuration"):
+        best_config(table.assign(config=["threshold 0.3", "?"]))
+
+
 def test_a_sweep_refuses_a_test_subset() -> None:
     """A sweep chooses a configuration: items of a protocol's test subset (final figures
     only) are refused before any work (here the sample call labelled as such; no test

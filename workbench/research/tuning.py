@@ -13,6 +13,7 @@ summed reference seconds), so long recordings weigh what they should::
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import math
@@ -197,13 +198,17 @@ def sweep_diarization(items: Sequence[CorpusItem], *, thresholds: Sequence[float
 def best_config(table: pd.DataFrame, base: Optional[DiarizationConfig] = None
                 ) -> DiarizationConfig:
     """The configuration of the sweep's lowest pooled DER (ties: more right speaker counts):
-    the whole configuration that row measured (its ``config``).  A table without that
-    column (saved before rows had it) gives `base` (default: the defaults) with every
-    configuration field the table has a column for (those the sweep varied)."""
+    the whole configuration that row measured (its ``config``: a dict, or its text as a
+    CSV file gives it back).  A row without one (saved before rows had it) gives `base`
+    (default: the defaults) with every configuration field the table has a column for
+    (those the sweep varied)."""
     ranked = table.sort_values(["der", "right_speaker_count"], ascending=[True, False])
     top = ranked.iloc[0]
-    if "config" in table.columns and isinstance(top["config"], dict):
-        return DiarizationConfig.from_dict(top["config"])
+    measured = top["config"] if "config" in table.columns else None
+    if isinstance(measured, str):
+        measured = _config_text(measured)
+    if isinstance(measured, dict):
+        return DiarizationConfig.from_dict(measured)
     hints = typing.get_type_hints(DiarizationConfig)
     chosen = {}
     for f in fields(DiarizationConfig):
@@ -219,6 +224,30 @@ def best_config(table: pd.DataFrame, base: Optional[DiarizationConfig] = None
     return replace(base or DiarizationConfig(), **chosen)
 
 
+def _config_text(text: str) -> dict[str, Any]:
+    """A row's ``config`` as a CSV file holds it: JSON, or the dict's Python repr (what
+    ``DataFrame.to_csv`` writes)."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, dict):
+            return value
+    raise ValueError(f"A sweep row's config is not a configuration: {text[:80]!r}")
+
+
+def _plain(value: Any) -> Any:
+    """`value` for JSON, exactly: NumPy scalars as Python's, NaN as null (pandas' own
+    ``to_json`` keeps 10 significant digits of a float)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def save_config(config: DiarizationConfig, path: Union[str, os.PathLike],
                 evidence: Optional[pd.DataFrame] = None) -> Path:
     """Write a diarization configuration (and the sweep that chose it) as JSON."""
@@ -226,7 +255,7 @@ def save_config(config: DiarizationConfig, path: Union[str, os.PathLike],
     path.parent.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"diarization": config.serialize()}
     if evidence is not None:
-        doc["sweep"] = json.loads(evidence.to_json(orient="records"))
+        doc["sweep"] = _plain(evidence.to_dict(orient="records"))
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
