@@ -577,7 +577,11 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.store._lock.acquire()
-        self.store._db.execute("BEGIN IMMEDIATE")
+        try:  # ("database is locked" by another process, an I/O error): no __exit__ then
+            self.store._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()
+            raise
         return self.store._db
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:

@@ -1245,6 +1245,47 @@ def test_a_delete_that_fails_after_the_rename_keeps_the_files(
         store.close()
 
 
+def test_a_write_refused_by_another_process_s_lock_lets_the_store_go_on(tmp_path: Path) -> None:
+    """Another process holds the database's write lock (a sqlite3 shell, a backup) longer
+    than SQLite waits: a write fails with "database is locked", and the store still serves
+    every other thread once the lock is let go.  The failed BEGIN kept the store's own
+    lock: every later call of any other thread (REST, chunk counts, stop) hung for ever."""
+    import sqlite3
+    import threading
+
+    store = SessionStore(tmp_path)
+    try:
+        sid = store.create_session().id
+        store._db.execute("PRAGMA busy_timeout = 200")  # (SQLite waits 5 s by default)
+        holder = sqlite3.connect(tmp_path / "workbench.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.set_status(sid, "recording")
+            except BaseException as exc:  # noqa: BLE001 - looked at below
+                failed.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(30)
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert len(failed) == 1 and "locked" in str(failed[0]), failed
+        seen: list[Any] = []
+        reader = threading.Thread(target=lambda: seen.append(store.set_status(sid, "recording")))
+        reader.daemon = True  # (it hung)
+        reader.start()
+        reader.join(10)
+        assert seen, "the store hangs after a write refused by another process's lock"
+        assert store.get_session(sid).status == "recording"  # type: ignore[union-attr]
+    finally:
+        if store._lock.acquire(timeout=1):  # (held by the failed write's thread: close hung)
+            store._lock.release()
+            store.close()
+
+
 def test_a_locked_session_database_is_not_called_damaged(tmp_path: Path) -> None:
     """A healthy store locked by another process (a sqlite3 shell, a backup) was reported
     damaged, with advice to replace it by a .recover output: it is the lock's error now."""
