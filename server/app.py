@@ -14,7 +14,7 @@ from aiohttp import WSCloseCode, web
 from aiohttp.web_protocol import RequestPayloadError
 
 from workbench.engine.audio import AudioDecodeError
-from workbench.engine.rendition import encode_mp4
+from workbench.engine.rendition import encode_mp4, rendition_current
 from workbench.engine.config import ConfigError
 from workbench.engine.transcript import served_runs
 
@@ -202,7 +202,7 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     if fmt == "mp4":
         if session.duration_seconds <= 0:  # FFmpeg would write an empty file
             raise web.HTTPUnprocessableEntity(text="The recording has no audio to encode")
-        if not await asyncio.to_thread(_rendition_current, wav, path):
+        if not await asyncio.to_thread(rendition_current, wav, path):
             encode = state.encoding.get(session.id)
             if encode is None:  # one encode per session, whoever asks meanwhile
                 encode = asyncio.ensure_future(asyncio.to_thread(_encode_current, wav, path))
@@ -220,20 +220,13 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     })
 
 
-def _rendition_current(wav: Path, rendition: Path) -> bool:
-    """The rendition exists and was made after the WAV was last written."""
-    try:
-        return rendition.stat().st_mtime_ns >= wav.stat().st_mtime_ns
-    except FileNotFoundError:
-        return False
-
-
 def _encode_current(wav: Path, rendition: Path) -> None:
     """Encode the MP4 rendition of `wav`; again if `wav` was rewritten meanwhile (a
-    resumed recording stopped during the encode), so a stale rendition never stays."""
+    resumed recording stopped during the encode). The encode of a WAV rewritten meanwhile
+    is dropped, never put in place: made after the new WAV, it would pass for current."""
     while True:
         before = wav.stat().st_mtime_ns
-        encode_mp4(wav, rendition)
+        encode_mp4(wav, rendition, keep=lambda: wav.stat().st_mtime_ns == before)
         if wav.stat().st_mtime_ns == before:
             return
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from workbench.engine.audio import AudioDecodeError, wav_duration
-from workbench.engine.rendition import encode_mp4
+from workbench.engine.rendition import encode_mp4, rendition_current
 from workbench.engine.config import ConfigError, RunConfig
 
 Emit = Callable[[tuple[Any, ...]], None]
@@ -100,7 +100,7 @@ def process_run(task: dict[str, Any], emit: Emit) -> dict[str, Any]:
         duration = wav_duration(wav)
         # (no MP4 of nothing: FFmpeg wrote a 0-byte file, which the audio endpoint refuses)
         mp4 = session_dir / "audio.mp4"
-        if task.get("format") == "mp4" and duration > 0 and not mp4.exists():
+        if task.get("format") == "mp4" and duration > 0 and not rendition_current(wav, mp4):
             encode_mp4(wav, mp4)
         hook("renditions", 1, 1)
         summary: dict[str, Any] = {"duration_seconds": round(duration, 3)}

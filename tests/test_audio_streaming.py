@@ -512,3 +512,33 @@ def test_a_nan_sample_does_not_spread_through_resampling(tmp_path: Path) -> None
     sf.write(tmp_path / "nan.wav", x, 44100, subtype="FLOAT")
     decoded = decode_file(tmp_path / "nan.wav")
     assert np.isfinite(decoded).all() and len(decoded) == 16000
+
+
+def test_the_mp4_of_a_wav_rewritten_during_its_encode_is_never_put_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download's MP4 encode reads audio.wav while a resumed recording's stop rewrites
+    it: that encode is dropped and the new WAV encoded.  It was put in place first, made
+    after the new WAV, so it passed for current (served to others meanwhile, and kept for
+    good when the second encode failed: the run's worker skipped an existing MP4)."""
+    import workbench.engine.rendition as rendition
+    from server.app import _encode_current
+
+    wav, mp4 = tmp_path / "audio.wav", tmp_path / "audio.mp4"
+    write_wav(wav, np.zeros(2 * SAMPLE_RATE, np.float32))
+    real, seen = rendition.iter_decode, []
+
+    def reading(path: Any, *args: Any) -> Any:
+        if seen:  # the encode of the new WAV: what was there when it began
+            seen.append((mp4.exists(), rendition.rendition_current(wav, mp4)))
+        yield from real(path, *args)
+        if not seen:  # the first encode has read the WAV: now a stop rewrites it
+            seen.append("rewritten")
+            write_wav(wav, np.zeros(3 * SAMPLE_RATE, np.float32))
+
+    monkeypatch.setattr(rendition, "iter_decode", reading)
+    _encode_current(wav, mp4)
+    assert seen == ["rewritten", (False, False)]
+    assert rendition.rendition_current(wav, mp4)
+    assert decode_file(mp4).size == pytest.approx(3 * SAMPLE_RATE, abs=2048)
+    assert encode_mp4(wav, tmp_path / "other.mp4", keep=lambda: False) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio.mp4", "audio.wav"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -31,10 +31,21 @@ def _blocks_of(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.concatenate(pending)
 
 
+def rendition_current(wav: Path, rendition: Path) -> bool:
+    """The rendition exists and was made after the WAV was last written."""
+    try:
+        return rendition.stat().st_mtime_ns >= wav.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+
+
 def encode_mp4(wav_path: Union[str, os.PathLike], mp4_path: Union[str, os.PathLike],
-               bitrate: int = 64000) -> Path:
+               bitrate: int = 64000, keep: Optional[Callable[[], bool]] = None
+               ) -> Optional[Path]:
     """Encode a canonical WAV as MP4 (AAC-LC, mono, 16 kHz), atomically, block by block
-    (memory independent of the recording's length)."""
+    (memory independent of the recording's length).  `keep` is asked just before the
+    encoded file replaces `mp4_path`: False (its WAV was rewritten meanwhile) drops it,
+    and None is returned."""
     import av
 
     mp4_path = Path(mp4_path)
@@ -59,6 +70,9 @@ def encode_mp4(wav_path: Union[str, os.PathLike], mp4_path: Union[str, os.PathLi
                 out.mux(packet)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if keep is not None and not keep():
+            tmp.unlink()
+            return None
         replace_durably(tmp, mp4_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
