@@ -142,6 +142,7 @@ class JobQueue:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._last_progress: dict[str, float] = {}
         self._session_of: dict[str, str] = {}  # run id -> session id, while a worker has it
+        self._end_delay: dict[str, float] = {}  # run id -> s before its end is tried again
         self._inbox: asyncio.Queue[Optional[tuple[Any, ...]]] = asyncio.Queue()
         self._submitting = asyncio.Lock()
         self._closing = False
@@ -361,9 +362,9 @@ class JobQueue:
                 if run is not None and run.status == "running":
                     if run.attempts < MAX_ATTEMPTS:
                         await asyncio.to_thread(self.store.update_run, run.id, status="queued")
-                    else:
-                        await self._finish(run.id, ok=False,
-                                           message="The worker process died while processing")
+                    else:  # (after what it sent before it died; tried again if not stored)
+                        await self._inbox.put(("failed", run.id,
+                                               "The worker process died while processing"))
                 elif run is None:  # its session was deleted: what it wrote goes too
                     self._last_progress.pop(w.run_id, None)
                     session_id = self._session_of.pop(w.run_id, None)
@@ -410,8 +411,20 @@ class JobQueue:
                 await self._finish(run_id, ok=True, summary=event[2])
             elif kind == "failed":
                 await self._finish(run_id, ok=False, message=event[2])
+            self._end_delay.pop(run_id, None)
         except Exception:  # keep the dispatcher alive whatever a bad event does
             log.exception("Handling job event %r failed", kind)
+            if kind in ("done", "failed"):
+                self._again(event)
+
+    def _again(self, event: tuple[Any, ...]) -> None:
+        """A run's end that could not be stored (a full disk, a locked database) is handled
+        again after 1 s, then up to every 30 s, until it works or the queue closes (start-up
+        then queues the run again): else its run stayed running, its session processing."""
+        run_id = event[1]
+        delay = self._end_delay[run_id] = min(2 * self._end_delay.get(run_id, 0.5), 30.0)
+        asyncio.get_running_loop().call_later(
+            delay, lambda: None if self._closing else self._inbox.put_nowait(event))
 
     async def _progress(self, run_id: str, stage: str, progress: float, overall: float) -> None:
         run = await asyncio.to_thread(self.store.get_run, run_id)

@@ -524,6 +524,49 @@ async def test_a_run_ends_once_whatever_its_worker_sends(tmp_path: Path) -> None
         store.close()
 
 
+async def test_a_run_s_end_that_could_not_be_stored_is_stored_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's `done` whose run could not be marked completed (a full disk, a database
+    locked by another process) is handled again a second later: the run completes, its
+    session too, and clients hear `processing_complete`.  It was only logged: the run
+    stayed running (its transcript answered 409) and the session processing (no resume)
+    until a restart."""
+    from server.jobs import JobQueue
+
+    said: list[dict[str, Any]] = []
+
+    async def notify(session_id: str, message: dict[str, Any]) -> None:
+        said.append(message)
+
+    store = SessionStore(tmp_path / "data")
+    try:
+        sid = store.create_session().id
+        for status in ("recording", "processing"):
+            store.set_status(sid, status)
+        run = store.create_run(sid, {})
+        store.update_run(run.id, status="running")
+        jobs = JobQueue(store, notify)
+        finish_run, failures = store.finish_run, []
+
+        def full_disk_once(*args: Any, **kwargs: Any) -> Any:
+            if not failures:
+                failures.append(1)
+                raise OSError(28, "No space left on device")
+            return finish_run(*args, **kwargs)
+
+        monkeypatch.setattr(store, "finish_run", full_disk_once)
+        await jobs._on_event(("done", run.id, {"speakers": 2, "word_count": 5}))
+        assert store.get_run(run.id).status == "running" and said == []  # type: ignore[union-attr]
+        again = await asyncio.wait_for(jobs._inbox.get(), 10)  # (what _consume takes)
+        assert again == ("done", run.id, {"speakers": 2, "word_count": 5})
+        await jobs._on_event(again)
+        assert store.get_run(run.id).status == "completed"  # type: ignore[union-attr]
+        assert store.get_session(sid).status == "completed"  # type: ignore[union-attr]
+        assert [m["type"] for m in said] == ["processing_complete"] and not jobs._end_delay
+    finally:
+        store.close()
+
+
 FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
