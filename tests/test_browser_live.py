@@ -213,6 +213,27 @@ def test_live_view_draws_the_librarys_events(pw: Any, server: LocalServer, sweep
         browser.close()
 
 
+def record_on_a_stand_in(page: Any, sid: str) -> list[Any]:
+    """Start recording on the page against a scripted stand-in for the recording socket,
+    which answers `start` with a live `recording_started` of session `sid`: the sockets
+    (send the live events to the first)."""
+    sockets: list[Any] = []
+
+    def fake_server(ws: Any) -> None:
+        def on_message(message: Any) -> None:
+            if isinstance(message, str) and json.loads(message)["action"] == "start":
+                ws.send(json.dumps({"type": "recording_started", "session_id": sid,
+                                    "format": "wav", "part": 0, "resumed": False,
+                                    "live_results": True}))
+        ws.on_message(on_message)
+        sockets.append(ws)
+
+    page.route_web_socket("**/ws/**", fake_server)
+    page.click("#start")
+    page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+    return sockets
+
+
 @pytest.mark.timeout(300)
 def test_live_view_takes_what_it_missed_from_a_replay(pw: Any, server: LocalServer, sweep: Path,
                                                       library_events: list[dict[str, Any]]) -> None:
@@ -236,20 +257,7 @@ def test_live_view_takes_what_it_missed_from_a_replay(pw: Any, server: LocalServ
     browser = launch(pw, sweep)
     try:
         page, errors = open_page(browser, server, live=True)
-        sockets: list[Any] = []
-
-        def fake_server(ws: Any) -> None:
-            def on_message(message: Any) -> None:
-                if isinstance(message, str) and json.loads(message)["action"] == "start":
-                    ws.send(json.dumps({"type": "recording_started", "session_id": sid,
-                                        "format": "wav", "part": 0, "resumed": False,
-                                        "live_results": True}))
-            ws.on_message(on_message)
-            sockets.append(ws)
-
-        page.route_web_socket("**/ws/**", fake_server)
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        sockets = record_on_a_stand_in(page, sid)
         for event in sent:
             sockets[0].send(json.dumps({**event, "session_id": sid}))
         page.wait_for_function(
@@ -289,20 +297,7 @@ def test_a_replay_keeps_an_earlier_live_stream_s_turns_and_ends_a_pause(
     browser = launch(pw, sweep)
     try:
         page, errors = open_page(browser, server, live=True)
-        sockets: list[Any] = []
-
-        def fake_server(ws: Any) -> None:
-            def on_message(message: Any) -> None:
-                if isinstance(message, str) and json.loads(message)["action"] == "start":
-                    ws.send(json.dumps({"type": "recording_started", "session_id": sid,
-                                        "format": "wav", "part": 0, "resumed": False,
-                                        "live_results": True}))
-            ws.on_message(on_message)
-            sockets.append(ws)
-
-        page.route_web_socket("**/ws/**", fake_server)
-        page.click("#start")
-        page.wait_for_function("window.__recorder && window.__recorder.state === 'recording'")
+        sockets = record_on_a_stand_in(page, sid)
         for event in sent[:3]:
             sockets[0].send(json.dumps({**event, "session_id": sid}))
         page.wait_for_function("document.getElementById('live-view').dataset.paused === '1'")

@@ -485,10 +485,9 @@ def test_the_last_run_ending_moves_its_session_in_the_same_transaction(tmp_path:
         store.close()
 
 
-async def test_a_run_ends_once_whatever_its_worker_sends(tmp_path: Path) -> None:
-    """A worker killed just after sending `done` got its run queued again (its death was
-    seen before its event); the run then ended twice: two processing_complete, and its
-    second worker's outcome written over the first. The second end is ignored."""
+def processing_run(tmp_path: Path) -> tuple[SessionStore, str, Any, Any, list[dict[str, Any]]]:
+    """A store whose one session is processing, its run running, and a job queue (not
+    started) on it: store, session id, run, queue, and the list of what it notified."""
     from server.jobs import JobQueue
 
     said: list[dict[str, Any]] = []
@@ -497,13 +496,20 @@ async def test_a_run_ends_once_whatever_its_worker_sends(tmp_path: Path) -> None
         said.append(message)
 
     store = SessionStore(tmp_path / "data")
+    sid = store.create_session().id
+    for status in ("recording", "processing"):
+        store.set_status(sid, status)
+    run = store.create_run(sid, {})
+    store.update_run(run.id, status="running")
+    return store, sid, run, JobQueue(store, notify), said
+
+
+async def test_a_run_ends_once_whatever_its_worker_sends(tmp_path: Path) -> None:
+    """A worker killed just after sending `done` got its run queued again (its death was
+    seen before its event); the run then ended twice: two processing_complete, and its
+    second worker's outcome written over the first. The second end is ignored."""
+    store, sid, run, jobs, said = processing_run(tmp_path)
     try:
-        sid = store.create_session().id
-        for status in ("recording", "processing"):
-            store.set_status(sid, status)
-        run = store.create_run(sid, {})
-        store.update_run(run.id, status="running")
-        jobs = JobQueue(store, notify)
         await jobs._on_event(("done", run.id, {"speakers": 2, "word_count": 5}))
         await jobs._on_event(("failed", run.id, "a second worker's outcome"))
         await jobs._on_event(("done", run.id, {"speakers": 3, "word_count": 9}))
@@ -531,21 +537,8 @@ async def test_a_run_s_end_that_could_not_be_stored_is_stored_later(
     session too, and clients hear `processing_complete`.  It was only logged: the run
     stayed running (its transcript answered 409) and the session processing (no resume)
     until a restart."""
-    from server.jobs import JobQueue
-
-    said: list[dict[str, Any]] = []
-
-    async def notify(session_id: str, message: dict[str, Any]) -> None:
-        said.append(message)
-
-    store = SessionStore(tmp_path / "data")
+    store, sid, run, jobs, said = processing_run(tmp_path)
     try:
-        sid = store.create_session().id
-        for status in ("recording", "processing"):
-            store.set_status(sid, status)
-        run = store.create_run(sid, {})
-        store.update_run(run.id, status="running")
-        jobs = JobQueue(store, notify)
         finish_run, failures = store.finish_run, []
 
         def full_disk_once(*args: Any, **kwargs: Any) -> Any:
