@@ -130,12 +130,13 @@ class Connection:
                 # a watcher joining a live recording: what was said so far, once, then
                 # the events as they come (joining one waiting for its resume: with the
                 # resume's, since this socket may be the one that resumes)
-                stream = self.state.live.streams.get(session.id)
+                hub = self.state.live
+                stream = hub.streams.get(session.id)
                 if stream is not None and stream.state == "running":
-                    for message in stream.catch_up():
-                        await self.send(message)
+                    await self.state.catch_up(stream.catch_up(), [self.ws])
                 elif stream is not None and stream.state == "lingering":
-                    self.state.live_owed.setdefault(session.id, weakref.WeakSet()).add(self.ws)
+                    self.state.owe(session.id, self.ws, {sid for sid, s in hub.streams.items()
+                                                          if s.state == "lingering"})
 
     def _bind(self, session_id: str) -> None:
         if self.session_id != session_id:
@@ -312,10 +313,9 @@ class Connection:
         await self.send(started)
         owed = self.state.live_owed.pop(session.id, ())
         if self.live is not None and session.parts:  # a resume: what its live stream said
-            said = self.live.catch_up()  # so far, to this socket and those owed it only
-            for ws in [self.ws, *(ws for ws in list(owed) if ws is not self.ws)]:
-                for message in said:
-                    await self.state.send(ws, message)
+            # so far, to this socket and those owed it only
+            await self.state.catch_up(self.live.catch_up(),
+                                      [self.ws, *(ws for ws in list(owed) if ws is not self.ws)])
         if refusal is not None:
             await self.send({"type": "live_paused", "session_id": session.id,
                              "reason": refusal})
@@ -511,7 +511,9 @@ class Connection:
             raise
         finally:
             await self._end_live(sid, True)  # (a stop that failed before: as a drop)
-            self.state.live.resumable(sid)  # the resume window opens now (refused until)
+            # the resume window opens now (refused until; a finalise that hangs keeps the
+            # live slot with its session, which cannot be resumed or processed either)
+            self.state.live.resumable(sid)
             self.state.recording.pop(sid, None)
             await self.state.release(self.ws)
 

@@ -362,7 +362,7 @@ class JobQueue:
                 if run is not None and run.status == "running":
                     if run.attempts < MAX_ATTEMPTS:
                         await asyncio.to_thread(self.store.update_run, run.id, status="queued")
-                    else:  # (after what it sent before it died; tried again if not stored)
+                    else:  # (as a worker's `failed`: tried again if it cannot be stored)
                         await self._inbox.put(("failed", run.id,
                                                "The worker process died while processing"))
                 elif run is None:  # its session was deleted: what it wrote goes too
@@ -412,10 +412,14 @@ class JobQueue:
             elif kind == "failed":
                 await self._finish(run_id, ok=False, message=event[2])
             self._end_delay.pop(run_id, None)
+        except (OSError, sqlite3.OperationalError) as exc:  # (a full disk, a locked database)
+            if kind not in ("done", "failed"):
+                log.warning("Job event %r of run %s not stored: %s", kind, run_id, exc)
+                return
+            log.warning("The end of run %s could not be stored (%s): tried again", run_id, exc)
+            self._again(event)
         except Exception:  # keep the dispatcher alive whatever a bad event does
             log.exception("Handling job event %r failed", kind)
-            if kind in ("done", "failed"):
-                self._again(event)
 
     def _again(self, event: tuple[Any, ...]) -> None:
         """A run's end that could not be stored (a full disk, a locked database) is handled
@@ -423,8 +427,14 @@ class JobQueue:
         then queues the run again): else its run stayed running, its session processing."""
         run_id = event[1]
         delay = self._end_delay[run_id] = min(2 * self._end_delay.get(run_id, 0.5), 30.0)
-        asyncio.get_running_loop().call_later(
-            delay, lambda: None if self._closing else self._inbox.put_nowait(event))
+
+        def again() -> None:  # (not once another worker has the run: its end will come)
+            if self._closing or any(w.run_id == run_id for w in self._workers):
+                self._end_delay.pop(run_id, None)
+            else:
+                self._inbox.put_nowait(event)
+
+        asyncio.get_running_loop().call_later(delay, again)
 
     async def _progress(self, run_id: str, stage: str, progress: float, overall: float) -> None:
         run = await asyncio.to_thread(self.store.get_run, run_id)

@@ -115,6 +115,21 @@ class AppState:
                 to.remove(ws)
         await asyncio.gather(*(self.send(ws, message) for ws in to))
 
+    def owe(self, session_id: str, ws: web.WebSocketResponse, waiting: set[str]) -> None:
+        """`ws` bound to `session_id` while its live stream waits for a resume: its
+        catch-up comes with the resume's (sessions no longer `waiting` are forgotten)."""
+        for sid in [sid for sid in self.live_owed if sid not in waiting]:
+            del self.live_owed[sid]
+        self.live_owed.setdefault(session_id, weakref.WeakSet()).add(ws)
+
+    async def catch_up(self, messages: list[dict[str, Any]],
+                       sockets: list[web.WebSocketResponse]) -> None:
+        """A live stream's `catch_up` to `sockets`, its sends all queued at once: ahead of
+        any event said after it was made (sent one by one, such an event could come first:
+        its turns were then dropped with the replay's, a `live_resumed` came before the
+        replay's `live_paused`)."""
+        await asyncio.gather(*(self.send(ws, m) for ws in sockets for m in messages))
+
     async def release(self, ws: web.WebSocketResponse) -> None:
         """What `notify` held for `ws` while its recording was stopping, in order."""
         for message in self.live_held.pop(ws, []):

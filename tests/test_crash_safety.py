@@ -556,6 +556,19 @@ async def test_a_run_s_end_that_could_not_be_stored_is_stored_later(
         assert store.get_run(run.id).status == "completed"  # type: ignore[union-attr]
         assert store.get_session(sid).status == "completed"  # type: ignore[union-attr]
         assert [m["type"] for m in said] == ["processing_complete"] and not jobs._end_delay
+        # a run given to another worker meanwhile (its first one was reaped): its end comes
+        # from that one, the old `done` is not tried again (it freed that worker, and ended
+        # the run under it)
+        from server.jobs import _Worker
+
+        later = store.create_run(sid, {})
+        store.update_run(later.id, status="running")
+        failures.clear()
+        await jobs._on_event(("done", later.id, {"speakers": 1, "word_count": 1}))
+        jobs._workers = [_Worker(None, None, run_id=later.id)]
+        await asyncio.sleep(1.5)
+        assert jobs._inbox.empty() and not jobs._end_delay
+        assert store.get_run(later.id).status == "running"  # type: ignore[union-attr]
     finally:
         store.close()
 

@@ -260,3 +260,30 @@ async def test_sockets_bound_while_a_stream_waits_for_its_resume_get_its_catch_u
         stream.process.kill()
         stream.process.join(10)
         stream.close()
+
+
+async def test_a_catch_up_reaches_each_socket_ahead_of_what_is_said_after_it(
+        state: AppState) -> None:
+    """The catch-up of a resume goes to the resuming socket and to those owed it; the
+    stream goes on speaking meanwhile.  Sent one socket and one message at a time, a
+    `diarization_update` said after it was made reached the second socket before its
+    replay (whose turns then replaced that update's), and a `live_resumed` before the
+    replay's `live_paused` (the client stayed paused)."""
+    hub = state.live
+    a, b = Socket(), Socket()
+    for ws in (a, b):
+        state.subscribe("s", ws)  # type: ignore[arg-type]
+    stream = running(hub, "s")
+    stream.said.add({"type": "diarization_update", "final_until": 2.0,
+                     "turns": [{"start": 0.0, "end": 2.0, "speaker": "SPEAKER_00"}]})
+    stream.paused, stream.pause_reason = True, "behind"
+    sending = asyncio.ensure_future(state.catch_up(stream.catch_up(), [a, b]))  # type: ignore[list-item]
+    await asyncio.sleep(0)  # (it began; the stream says more)
+    stream.paused = False
+    await stream._say({"type": "live_resumed"})
+    await sending
+    assert a.got == b.got == ["live_replay", "live_paused", "live_resumed"]
+    # sessions whose stream no longer waits for a resume are forgotten as sockets are owed
+    state.owe("gone", a, {"gone"})  # type: ignore[arg-type]
+    state.owe("s", b, {"s"})  # type: ignore[arg-type]
+    assert list(state.live_owed) == ["s"]
