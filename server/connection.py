@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import WSCloseCode, WSMsgType, web
