@@ -150,10 +150,6 @@ class LiveStream(WorkerProcess):
         if self.position.add(len(data)):  # (else `_check` ends live results)
             self._outbox.put(("bytes", data))
 
-    def backlog(self) -> float:
-        """Seconds of audio received but not yet taken up by the live engines."""
-        return self.position.seconds()
-
     # ------------------------------------------------------------------ events out
     def catch_up(self) -> list[dict[str, Any]]:
         """For one socket that missed what was said (a resumed recording's, a watcher
@@ -253,7 +249,7 @@ class LiveStream(WorkerProcess):
         if self.process is not None and not self.process.is_alive():
             await self.off(f"The live worker stopped (exit code {self.process.exitcode})")
             return
-        behind = self.backlog()
+        behind = self.position.seconds()  # (received, not yet taken up by the engines)
         if self.position.too_far(OFF_BACKLOG):
             await self.off(self.position.reason())
         elif not self.ready:
