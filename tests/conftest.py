@@ -87,15 +87,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     srv.stop()
 
 
-async def session_in(srv: LocalServer, sid: str, want: str, timeout: float = 10.0
-                     ) -> dict[str, Any]:
-    """The REST session once its status is `want` (an assertion error after `timeout` s)."""
+async def session_in(srv: LocalServer, sid: str, want: "str | tuple[str, ...]",
+                     timeout: float = 10.0) -> dict[str, Any]:
+    """The REST session once its status is `want` (or one of them: an assertion error after
+    `timeout` s)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while True:
             async with s.get(f"{srv.url}/api/sessions/{sid}") as r:
                 session = await r.json()
-            if session["status"] == want:
+            if session["status"] in ((want,) if isinstance(want, str) else want):
                 return session
             assert time.monotonic() < deadline, f"session {sid} is {session['status']}, not {want}"
             await asyncio.sleep(0.05)
