@@ -205,7 +205,8 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
         if not await asyncio.to_thread(rendition_current, wav, path):
             encode = state.encoding.get(session.id)
             if encode is None:  # one encode per session, whoever asks meanwhile
-                encode = asyncio.ensure_future(asyncio.to_thread(_encode_current, wav, path))
+                encode = asyncio.get_running_loop().run_in_executor(
+                    state.encoder, _encode_current, wav, path)
                 state.encoding[session.id] = encode
                 encode.add_done_callback(lambda _: state.encoding.pop(session.id, None))
             try:
@@ -326,6 +327,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 # cpu_count + 4 threads; with hundreds of recordings their fsyncs queue up behind each
 # other and reply latency suffers (benchmarks/load.py), so allow more to wait on the disk.
 IO_THREADS = 32
+# Threads for MP4 encodes (FFmpeg runs in each): apart from the I/O threads, so that
+# downloads of many sessions at once delay each other, not the recordings.
+ENCODE_THREADS = 2
 
 
 async def _on_startup(app: web.Application) -> None:
@@ -334,6 +338,8 @@ async def _on_startup(app: web.Application) -> None:
     try:  # (a start-up that fails runs no cleanup: the lock must not outlive it)
         asyncio.get_running_loop().set_default_executor(
             concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
+        state.encoder = concurrent.futures.ThreadPoolExecutor(ENCODE_THREADS,
+                                                              thread_name_prefix="encode")
         await asyncio.to_thread(recover, state.store, state.config.limits.max_duration_seconds)
         await asyncio.to_thread(requeue_orphans, state.store, state.run_config)
         await asyncio.to_thread(fail_live_runs, state.store)
@@ -364,6 +370,8 @@ async def _on_cleanup(app: web.Application) -> None:
         task.cancel()
     await asyncio.gather(*list(state.retrying), return_exceptions=True)
     try:
+        if state.encoder is not None:  # encodes under way end; waiting ones are dropped
+            await asyncio.to_thread(state.encoder.shutdown, True, cancel_futures=True)
         await state.live.close()
         await state.jobs.close()
         state.store.close()

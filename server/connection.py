@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import Any, Awaitable, Callable, Optional
@@ -428,6 +429,7 @@ class Connection:
         store = self.state.store
         interrupted = reason in INTERRUPTIONS
         live_run_id: Optional[str] = None
+        owed: Optional[Callable[[], Awaitable[None]]] = None  # a run `processing` waits for
         try:
             part = await asyncio.to_thread(writer.close)
             await asyncio.to_thread(store.update_part, sid, part, chunks_received=self.chunks,
@@ -455,6 +457,9 @@ class Connection:
             await asyncio.to_thread(store.set_status, sid,
                                     "failed" if decode_error is not None else "processing",
                                     duration_seconds=duration, error=decode_error)
+            supersedes = live_run_id or self.saved_live_run
+            if decode_error is None:  # from here on a failure queues the run later
+                owed = functools.partial(_queue_run, self.state, sid, supersedes)
             stopped = {"type": "recording_stopped", "duration_seconds": round(duration, 3),
                        "session_id": sid, "chunks_received": self.chunks,
                        "total_size_mb": round(self.bytes / (1024 * 1024), 2),
@@ -480,18 +485,18 @@ class Connection:
                 await self.send(error(ErrorCode.UNDECODABLE_AUDIO,
                                       f"{decode_error}. The received bytes are kept."))
                 return
-            supersedes = live_run_id or self.saved_live_run
-            try:
-                run = await self.state.jobs.submit(sid, self.state.run_config(session),
-                                                   supersedes=supersedes)
-            except Exception:  # (a full disk) the recording is saved: the run waits for the store
-                _until_it_works(self.state, sid, "queue its refined run",
-                                lambda: _queue_run(self.state, sid, supersedes))
-                raise
+            run = await self.state.jobs.submit(sid, self.state.run_config(session),
+                                               supersedes=supersedes)
+            owed = None
             await self.send(processing_started(self.state, sid, run.id))
         except TransitionError:
             log.exception("Unexpected state change on session %s", sid)
         except Exception as exc:
+            if owed is not None:  # (a full disk) the recording is saved and `processing`:
+                # its run is queued once the store can write (before, a failure between
+                # the status and the queueing left it processing with no run, no resume)
+                _until_it_works(self.state, sid, "queue its refined run", owed)
+                raise
             # e.g. a full disk while writing audio.wav: the session must not stay
             # 'recording' with no connection (no resume, its runs waiting): as if dropped.
             # Its audio.wav may lack this part: it goes, and is rebuilt from the parts at
@@ -521,7 +526,10 @@ class Connection:
         log.warning("Session %s idle for %.0f s: interrupting its recording", self.session_id,
                     self.limits.idle_timeout_seconds)
         await self.send(error(ErrorCode.IDLE_TIMEOUT, Messages.idle_timeout(self.limits)))
-        await self.finish("idle")
+        try:
+            await self.finish("idle")
+        except Exception:  # noqa: BLE001 - (a full disk) logged; retried in the background
+            log.exception("Session %s: finishing its recording failed", self.session_id)
         await self.state.close(self.ws, WSCloseCode.POLICY_VIOLATION, b"Idle timeout")
 
 
@@ -577,7 +585,10 @@ async def _serve(request: web.Request, state: AppState) -> web.WebSocketResponse
                 break
     finally:
         # Whatever ended the connection, everything accepted is finalised and kept.
-        await conn.finish("shutdown" if state.closing else "disconnect")
+        try:
+            await conn.finish("shutdown" if state.closing else "disconnect")
+        except Exception:  # noqa: BLE001 - (a full disk) logged; retried in the background
+            log.exception("Session %s: finishing its recording failed", conn.session_id)
         if conn.session_id:
             state.unsubscribe(conn.session_id, ws)
         state.sockets.pop(ws, None)  # (weak keys let closed sockets count until collected)

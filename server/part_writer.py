@@ -57,7 +57,9 @@ class PartWriter:
     def append(self, data: bytes, sync: bool = False) -> None:
         """Append one chunk, on stable storage before returning when ``sync`` (blocking:
         call from a thread). A chunk that cannot be written whole (disk full) adds
-        nothing: the file is cut back to the chunks accepted before it."""
+        nothing: the file is cut back to the chunks accepted before it. So does one whose
+        fsync fails (an I/O error, a quota met at fsync): refused, it is resent, and would
+        be in the file twice had it stayed."""
         assert self._file is not None, "part writer is closed"
         view = memoryview(data)
         try:
@@ -66,6 +68,9 @@ class PartWriter:
                 if not written:
                     raise OSError("the chunk could not be written")
                 view = view[written:]
+            self._dirty = True
+            if sync or time.monotonic() - self._last_sync >= self.fsync_interval:
+                self.sync()
         except BaseException:
             try:
                 os.ftruncate(self._file.fileno(), self._size)
@@ -74,11 +79,8 @@ class PartWriter:
             raise
         self._size += len(data)
         self.part.bytes += len(data)
-        self._dirty = True
         if self._inspecting:
             self._inspect(data)
-        if sync or time.monotonic() - self._last_sync >= self.fsync_interval:
-            self.sync()
 
     def _inspect(self, data: bytes) -> None:
         """Detect the container and, for WAV, the byte rate from the first bytes (of every
@@ -114,9 +116,11 @@ class PartWriter:
 
     def close(self) -> Part:
         if self._file is not None:
-            self.sync()
-            self._file.close()
-            self._file = None
+            try:
+                self.sync()
+            finally:  # (a failed fsync must not leave the file open)
+                self._file.close()
+                self._file = None
         return self.part
 
     def audio_seconds(self) -> Optional[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class AppState:
     retrying: "set[asyncio.Task[None]]" = field(default_factory=set)
     # MP4 renditions being encoded, by session: concurrent requests share one encode
     encoding: "dict[str, asyncio.Future[None]]" = field(default_factory=dict)
+    # Their threads (ENCODE_THREADS; made at start-up): an encode of a long recording
+    # takes seconds, and downloads of many sessions at once must not take the I/O
+    # threads that chunk writes and the store need (the rest wait their turn here)
+    encoder: "concurrent.futures.ThreadPoolExecutor | None" = None
     connections: ConnectionCounter = field(init=False)
     lock: DataDirLock = field(init=False)  # one server per data directory
     closing: bool = False

@@ -617,6 +617,43 @@ def test_a_chunk_that_cannot_be_written_adds_nothing(tmp_path: Path) -> None:
     assert firsts == [1, 2, 3, 6]
 
 
+def test_a_chunk_whose_fsync_fails_adds_nothing(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk written whole whose fsync then fails (an I/O error; a quota met at fsync
+    on network storage; here the disk's answer) is refused like one that could not be
+    written: before, its bytes stayed in the part, and the resend the refusal invites put
+    them there twice. A close whose fsync fails still closes the file."""
+    import errno
+
+    from server.part_writer import PartWriter
+    from server.sessions import Part
+
+    path = tmp_path / "part-000.raw"
+    writer = PartWriter(path, Part(0, "pcm_s16le", 16000, 1, 0))
+    writer.open()
+    writer.append(b"\x01" * 3200, sync=True)
+    fsync, failing = os.fsync, [True]
+
+    def disk(fd: Any) -> None:
+        if failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk)
+    with pytest.raises(OSError):
+        writer.append(b"\x02" * 3200, sync=True)
+    assert path.stat().st_size == writer.part.bytes == 3200
+    failing[0] = False
+    writer.append(b"\x02" * 3200, sync=True)  # the resend
+    assert path.read_bytes() == b"\x01" * 3200 + b"\x02" * 3200 and writer.part.bytes == 6400
+    writer.append(b"\x03" * 320)
+    failing[0] = True
+    file = writer._file
+    with pytest.raises(OSError):
+        writer.close()
+    assert file is not None and file.closed
+
+
 FULL_DISK_RECOVERY = """
 import resource, signal, sys
 sys.path.insert(0, sys.argv[2])
@@ -1193,6 +1230,75 @@ async def test_a_run_that_could_not_be_queued_at_stop_is_queued_once_the_disk_ha
         session = store.get_session(sid)
         assert session is not None and [r.id for r in session.runs] == [started["run_id"]]
         assert ended["run_id"] == started["run_id"] and session.status == "completed"
+
+
+async def test_a_stop_that_fails_once_the_session_is_processing_still_queues_its_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills just after `stop` stored the session `processing`, before its run
+    was queued (here the store's next read fails): the connection tried to mark it
+    interrupted, which a processing session refuses, so it stayed `processing` with no
+    run and no resume until a restart. Its run is queued once the store works again."""
+    from .test_processing_functional import InProcessServer
+    from .test_recording_functional import recv, recv_until
+
+    async with InProcessServer(tmp_path) as srv, aiohttp.ClientSession() as s:
+        store = srv.state.store
+        disk = DiskFull(store, monkeypatch, "get_session", "create_run")
+        set_status = store.set_status
+
+        def then_full(session_id: str, status: str, **fields: Any) -> None:
+            set_status(session_id, status, **fields)
+            disk.full = disk.full or status == "processing"
+
+        monkeypatch.setattr(store, "set_status", then_full)
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(b"\x01\x00" * 16000)
+            await ws.send_json({"action": "stop"})
+            reply = await recv(ws)
+            assert reply["type"] == "error" and reply["code"] == 5000, reply
+            await asyncio.sleep(1.5)
+            disk.full = False
+            session = store.get_session(sid)
+            assert session is not None and session.status == "processing" and not session.runs
+            started, _ = await recv_until(ws, "processing_started", timeout=15)
+            ended, _ = await recv_until(ws, "processing_complete", timeout=60)
+        assert disk.failed[0] == "get_session"
+        session = store.get_session(sid)
+        assert session is not None and [r.id for r in session.runs] == [started["run_id"]]
+        assert ended["run_id"] == started["run_id"] and session.status == "completed"
+
+
+async def test_an_idle_recording_whose_finish_fails_still_closes_its_socket(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle timeout ends a recording on a full disk: the finish's failure escaped the
+    handler before the socket was closed, so the client saw the connection drop (1006)
+    instead of the 1008 "Idle timeout" close; the session becomes interrupted later."""
+    from .test_processing_functional import InProcessServer
+    from .test_recording_functional import recv
+
+    async with InProcessServer(tmp_path, "--idle-timeout", "1") as srv, \
+            aiohttp.ClientSession() as s:
+        store = srv.state.store
+        disk = DiskFull(store, monkeypatch, "update_part", "set_status")
+        async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
+            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+            sid = (await recv(ws))["session_id"]
+            await ws.send_bytes(b"\x01\x00" * 16000)
+            disk.full = True
+            told = await recv(ws, timeout=10)
+            assert told["type"] == "error" and told["code"] == 4014, told
+            closing = await ws.receive(timeout=10)
+            assert closing.type == aiohttp.WSMsgType.CLOSE, closing
+            assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION, ws.close_code
+        assert "update_part" in disk.failed
+        disk.full = False
+        for _ in range(40):
+            if store.get_session(sid).status == "interrupted":  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.25)
+        assert store.get_session(sid).status == "interrupted"  # type: ignore[union-attr]
 
 
 async def test_a_resume_while_the_last_connection_is_saved_says_so(

@@ -305,14 +305,14 @@ async def test_a_renditions_run_reports_that_it_ended(start_server) -> None:  # 
 class InProcessServer:
     """The application in this process (renditions only), so a test can reach its store."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *args: str) -> None:
         from server.app import create_app
         from server.config import parse_args
         from workbench.notebook.local_server import free_port
 
         self.port = free_port()
         self.app = create_app(parse_args(["--port", str(self.port), "--data-dir",
-                                          str(data_dir), "--pipeline", "renditions"]))
+                                          str(data_dir), "--pipeline", "renditions", *args]))
         self.ws_url = f"ws://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> "InProcessServer":
@@ -436,6 +436,44 @@ async def test_a_stop_that_fails_to_finish_leaves_the_session_resumable(
             end = await srv.record(s, sid)
         assert end["type"] == "processing_complete", end
         assert srv.state.store.get_session(sid).duration_seconds == pytest.approx(2.0)
+
+
+async def test_mp4_encodes_wait_for_their_own_threads_not_the_recordings(
+        tmp_path: Path) -> None:
+    """MP4 encodes run on their own threads (`ENCODE_THREADS`). On the I/O threads, as
+    before, downloads of 32 long sessions at once held every thread that chunk writes
+    and the store need, and recordings waited. Here the encode threads are all busy: a
+    download waits for one, while a recording, a listing and the WAV go on."""
+    import threading
+
+    from server.app import ENCODE_THREADS
+
+    async with InProcessServer(tmp_path / "data") as srv, aiohttp.ClientSession() as s:
+        first = await srv.record(s)
+        assert first["type"] == "processing_complete", first
+        url = f"http://127.0.0.1:{srv.port}/api/sessions/{first['session_id']}/audio"
+        gate = threading.Event()
+        assert srv.state.encoder is not None
+        busy = [srv.state.encoder.submit(gate.wait, 60) for _ in range(ENCODE_THREADS)]
+
+        async def mp4() -> tuple[int, bytes]:
+            async with s.get(url + "?format=mp4") as r:
+                return r.status, await r.read()
+
+        download = asyncio.ensure_future(mp4())
+        try:
+            second = await asyncio.wait_for(srv.record(s), 30)
+            assert second["type"] == "processing_complete", second
+            async with s.get(f"http://127.0.0.1:{srv.port}/api/sessions") as r:
+                assert r.status == 200 and len((await r.json())["sessions"]) == 2
+            async with s.get(url + "?format=wav") as r:
+                assert r.status == 200 and len(await r.read()) == 44 + 32000
+            assert not download.done()  # its encode waits for a thread of its own
+        finally:
+            gate.set()
+        status, body = await asyncio.wait_for(download, 60)
+        assert all(f.result() for f in busy)
+    assert status == 200 and body[4:8] == b"ftyp", (status, body[:64])
 
 
 def test_sessions_take_turns_in_the_queue() -> None:
