@@ -1220,16 +1220,26 @@ async def test_a_run_that_could_not_be_queued_at_stop_is_queued_once_the_disk_ha
             await recv_until(ws, "recording_stopped")
             reply = await recv(ws)
             assert reply["type"] == "error" and reply["code"] == 5000, reply
-            await asyncio.sleep(1.5)
-            session = store.get_session(sid)
-            assert session is not None and session.status == "processing" and not session.runs
-            disk.full = False
-            started, _ = await recv_until(ws, "processing_started", timeout=15)
-            ended, _ = await recv_until(ws, "processing_complete", timeout=60)
+            await queued_once_the_disk_has_room(ws, store, sid, disk)
         assert disk.failed[0] == "create_run"
-        session = store.get_session(sid)
-        assert session is not None and [r.id for r in session.runs] == [started["run_id"]]
-        assert ended["run_id"] == started["run_id"] and session.status == "completed"
+
+
+async def queued_once_the_disk_has_room(ws: aiohttp.ClientWebSocketResponse,
+                                        store: SessionStore, sid: str, disk: DiskFull) -> None:
+    """A stop left `sid` processing with no run while the disk was full (the retry's
+    first attempt, after 1 s, failed too); once it has room, the run is queued, the socket
+    hears it, and it completes."""
+    from .test_recording_functional import recv_until
+
+    await asyncio.sleep(1.5)
+    disk.full = False  # (the next attempt comes 2 s after the first)
+    session = store.get_session(sid)
+    assert session is not None and session.status == "processing" and not session.runs
+    started, _ = await recv_until(ws, "processing_started", timeout=15)
+    ended, _ = await recv_until(ws, "processing_complete", timeout=60)
+    session = store.get_session(sid)
+    assert session is not None and [r.id for r in session.runs] == [started["run_id"]]
+    assert ended["run_id"] == started["run_id"] and session.status == "completed"
 
 
 async def test_a_stop_that_fails_once_the_session_is_processing_still_queues_its_run(
@@ -1239,7 +1249,7 @@ async def test_a_stop_that_fails_once_the_session_is_processing_still_queues_its
     interrupted, which a processing session refuses, so it stayed `processing` with no
     run and no resume until a restart. Its run is queued once the store works again."""
     from .test_processing_functional import InProcessServer
-    from .test_recording_functional import recv, recv_until
+    from .test_recording_functional import recv
 
     async with InProcessServer(tmp_path) as srv, aiohttp.ClientSession() as s:
         store = srv.state.store
@@ -1258,16 +1268,8 @@ async def test_a_stop_that_fails_once_the_session_is_processing_still_queues_its
             await ws.send_json({"action": "stop"})
             reply = await recv(ws)
             assert reply["type"] == "error" and reply["code"] == 5000, reply
-            await asyncio.sleep(1.5)
-            disk.full = False
-            session = store.get_session(sid)
-            assert session is not None and session.status == "processing" and not session.runs
-            started, _ = await recv_until(ws, "processing_started", timeout=15)
-            ended, _ = await recv_until(ws, "processing_complete", timeout=60)
+            await queued_once_the_disk_has_room(ws, store, sid, disk)
         assert disk.failed[0] == "get_session"
-        session = store.get_session(sid)
-        assert session is not None and [r.id for r in session.runs] == [started["run_id"]]
-        assert ended["run_id"] == started["run_id"] and session.status == "completed"
 
 
 async def test_an_idle_recording_whose_finish_fails_still_closes_its_socket(
