@@ -23,7 +23,7 @@ from .config import ServerConfig, check
 from .connection import websocket_handler
 from .jobs import JobQueue, TooManyRuns, check_run_config
 from .live import LiveHub
-from .protocol import safe_details
+from .worker import safe_details
 from .recovery import fail_live_runs, recover, requeue_orphans
 from .routes import RESULT_FORMATS, session_json
 from .security import AUTHENTICATED, add_security_headers, logged_path, make_middleware

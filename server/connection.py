@@ -14,7 +14,7 @@ from workbench.engine.audio import AudioDecodeError
 from workbench.engine.config import ConfigError
 
 from .protocol import (ErrorCode, Messages, ProtocolError, StartRequest, decode_chunk, error,
-                       given_options, holds_action, parse_start, safe_details)
+                       given_options, holds_action, parse_start)
 from .jobs import check_run_config
 from .limits import Limits, LivePacer
 from .live import LiveStream
@@ -23,6 +23,7 @@ from .part_writer import PartWriter
 from .finalise import finalise_async
 from .security import client_address
 from .sessions import Session, TransitionError, valid_id
+from .worker import safe_details
 from .state import AppState, STATE
 
 log = logging.getLogger("server.connection")

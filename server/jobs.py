@@ -10,6 +10,7 @@ event loop); a worker that dies is replaced and its run retried once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import multiprocessing as mp
@@ -18,13 +19,13 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Union
 
 from workbench.engine.config import ConfigError, RunConfig, check_language, names_local_folder
 
 from .routes import audio_links, result_links
 from .sessions import AUDIO_FORMATS, Run, SessionStore, TransitionError
-from .worker import worker_main
+from .worker import safe_details, worker_main
 
 log = logging.getLogger("server.jobs")
 
@@ -102,6 +103,7 @@ class _Worker:
     events: Any = None
     reader: Optional[threading.Thread] = None
     reading: bool = True  # False: the reader ends once the queue is empty
+    gone: bool = False  # reaped: what its reader hands on from now on is dropped
 
 
 class TooManyRuns(Exception):
@@ -143,7 +145,12 @@ class JobQueue:
         self._last_progress: dict[str, float] = {}
         self._session_of: dict[str, str] = {}  # run id -> session id, while a worker has it
         self._end_delay: dict[str, float] = {}  # run id -> s before its end is tried again
-        self._inbox: asyncio.Queue[Optional[tuple[Any, ...]]] = asyncio.Queue()
+        # worker events; a future: resolved once the events ahead of it are handled
+        self._inbox: asyncio.Queue[Union[tuple[Any, ...], asyncio.Future[None], None]] = \
+            asyncio.Queue()
+        # what clients are still to be told, by session (see `_tell`)
+        self._outbox: dict[str, collections.deque[dict[str, Any]]] = {}
+        self._telling: dict[str, asyncio.Task[None]] = {}
         self._submitting = asyncio.Lock()
         self._closing = False
         self.dask_scheduler = dask_scheduler
@@ -196,6 +203,7 @@ class JobQueue:
             if consume is not None:
                 consume.cancel()
             await self._dask.close()
+            await self._told(5)
             return
         for w in self._workers:
             try:
@@ -223,6 +231,16 @@ class JobQueue:
                 await asyncio.wait_for(consume, 10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 pass
+        await self._told(5)
+
+    async def _told(self, timeout: float) -> None:
+        """Give what clients are still to be told `timeout` s, then drop it."""
+        telling = list(self._telling.values())
+        if telling:
+            _, late = await asyncio.wait(telling, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # ------------------------------------------------------------------ submitting
     async def submit(self, session_id: str, config: dict[str, Any],
@@ -288,7 +306,7 @@ class JobQueue:
                     except Exception as exc:  # noqa: BLE001 - that run fails, the rest go on
                         log.exception("Run %s could not start", run.id)
                         await self._finish(run.id, ok=False, message="The run could not "
-                                           f"start: {type(exc).__name__}: {str(exc)[:200]}")
+                                           f"start: {safe_details(exc, 200)}")
                         continue
                     if started:
                         free.pop(0)
@@ -345,8 +363,7 @@ class JobQueue:
         try:
             event = await future
         except Exception as exc:  # the task or its worker failed
-            event = ("failed", run_id, f"Dask task failed: {type(exc).__name__}: "
-                     f"{str(exc)[:200]}")
+            event = ("failed", run_id, f"Dask task failed: {safe_details(exc, 200)}")
         await self._inbox.put(tuple(event))
 
     async def _reap_dead_workers(self) -> None:
@@ -356,7 +373,7 @@ class JobQueue:
             log.log(logging.INFO if w.stopped else logging.ERROR, "Worker process %s %s (exit "
                     "code %s)", w.process.pid, "stopped" if w.stopped else "died",
                     w.process.exitcode)
-            w.reading = False  # (its reader hands on what it sent, then ends)
+            await self._drain(w)
             if w.run_id is not None:
                 run = await asyncio.to_thread(self.store.get_run, w.run_id)
                 if run is not None and run.status == "running":
@@ -378,6 +395,19 @@ class JobQueue:
                 raise
             self._wake.set()
 
+    async def _drain(self, worker: _Worker) -> None:
+        """Handle what the dead `worker` sent before its run is looked at: a `done` sent
+        just before it was killed completes the run (else the run was queued again, given
+        to another worker and then ended under it by the old `done`: that worker was
+        booked twice, its progress told after processing_complete)."""
+        worker.reading = False  # (its reader hands on what it sent, then ends)
+        if worker.reader is not None:  # (one stuck on a message cut short is given up)
+            await asyncio.to_thread(worker.reader.join, 2)
+        worker.gone = True
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(handled)
+        await handled
+
     # ------------------------------------------------------------------ events
     def _read_events(self, worker: _Worker) -> None:
         """Hand `worker`'s events to the loop, in order, until it is replaced or closed."""
@@ -394,13 +424,25 @@ class JobQueue:
                     return
                 continue
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._inbox.put_nowait, event)
+            self._loop.call_soon_threadsafe(self._hand_on, worker, event)
+
+    def _hand_on(self, worker: _Worker, event: tuple[Any, ...]) -> None:
+        """Queue `worker`'s `event` for `_consume`, unless the worker was reaped already
+        (its run was decided on without it)."""
+        if worker.gone:
+            log.warning("Event %r of run %s from a reaped worker dropped", event[0], event[1])
+        else:
+            self._inbox.put_nowait(event)
 
     async def _consume(self) -> None:
         """Handle worker events one at a time, in the order the workers sent them (until
-        ``None``, at close)."""
+        ``None``, at close); clients are told without waiting for them (`_tell`)."""
         while (event := await self._inbox.get()) is not None:
-            await self._on_event(event)
+            if isinstance(event, asyncio.Future):
+                if not event.done():
+                    event.set_result(None)
+            else:
+                await self._on_event(event)
 
     async def _on_event(self, event: tuple[Any, ...]) -> None:
         kind, run_id = event[0], event[1]
@@ -412,6 +454,9 @@ class JobQueue:
             elif kind == "failed":
                 await self._finish(run_id, ok=False, message=event[2])
             self._end_delay.pop(run_id, None)
+            # (the clients' turn: one that takes a message at once has it before the next
+            # event is handled; a slow one is not waited for)
+            await asyncio.sleep(0)
         except (OSError, sqlite3.OperationalError) as exc:  # (a full disk, a locked database)
             if kind not in ("done", "failed"):
                 log.warning("Job event %r of run %s not stored: %s", kind, run_id, exc)
@@ -438,13 +483,13 @@ class JobQueue:
 
     async def _progress(self, run_id: str, stage: str, progress: float, overall: float) -> None:
         run = await asyncio.to_thread(self.store.get_run, run_id)
-        if run is None:
+        if run is None or run.status != "running":  # (ended, or queued again: not its figure)
             return
         now = time.monotonic()
         if now - self._last_progress.get(run_id, 0.0) >= 1.0 or progress >= 1.0:
             self._last_progress[run_id] = now
             await asyncio.to_thread(self.store.update_run, run_id, stage=stage, progress=overall)
-        await self.notify(run.session_id, {
+        self._tell(run.session_id, {
             "type": "processing_progress", "session_id": run.session_id, "run_id": run_id,
             "stage": stage, "progress": round(min(max(progress, 0.0), 1.0), 4),
             "overall": overall,
@@ -491,8 +536,36 @@ class JobQueue:
             }
             if run.supersedes is not None:
                 complete["supersedes"] = run.supersedes
-            await self.notify(sid, complete)
+            self._tell(sid, complete)
         else:
             log.warning("Run %s of session %s failed: %s", run_id, sid, message)
-            await self.notify(sid, {"type": "processing_failed", "session_id": sid,
-                                    "run_id": run_id, "message": message})
+            self._tell(sid, {"type": "processing_failed", "session_id": sid,
+                             "run_id": run_id, "message": message})
+
+    def _tell(self, session_id: str, message: dict[str, Any]) -> None:
+        """Tell the session's clients `message` after what they were told before, without
+        waiting for them: a slow client held every run's end and the dispatcher (events
+        are handled one at a time). A client behind hears a run's latest progress in a
+        stage, not every figure."""
+        pending = self._outbox.setdefault(session_id, collections.deque())
+        last = pending[-1] if len(pending) > 1 else None  # (the first is being told)
+        if (last is not None and message["type"] == last["type"] == "processing_progress"
+                and (message["run_id"], message["stage"]) == (last["run_id"], last["stage"])):
+            pending[-1] = message
+        else:
+            pending.append(message)
+        if session_id not in self._telling:
+            self._telling[session_id] = asyncio.create_task(self._tell_all(session_id),
+                                                            name="job-notify")
+
+    async def _tell_all(self, session_id: str) -> None:
+        pending = self._outbox[session_id]
+        try:
+            while pending:
+                try:
+                    await self.notify(session_id, pending[0])
+                except Exception:  # noqa: BLE001 - the next message is still told
+                    log.exception("Telling session %s's clients failed", session_id)
+                pending.popleft()
+        finally:
+            del self._outbox[session_id], self._telling[session_id]

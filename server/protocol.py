@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Optional
@@ -148,16 +147,6 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/'\"]+){2,}/?")
-
-
-def safe_details(exc: BaseException, limit: int = 120) -> str:
-    """A short description of an exception with file paths removed (for clients)."""
-    text = _PATHLIKE.sub("<path>", str(exc).splitlines()[0] if str(exc) else "")
-    text = text[:limit]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def error(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:

@@ -13,9 +13,15 @@ from typing import Any, Callable
 from workbench.engine.audio import PARTLY_DECODED, AudioDecodeError
 
 from .finalise import finalise, wav_intact
+from .live_worker import SPEAKERS_FILE
 from .sessions import DELETED_PREFIX, SessionStore, valid_id
 
 log = logging.getLogger("server.recovery")
+
+# Temporary files of atomic writes a crash or a killed worker cut short, under sessions/:
+# audio renditions (audio.wav, audio.mp4), a run's results (workbench.engine.formats.save)
+# and a live run's speakers (server.live_worker).
+TEMPORARY_FILES = ("*/.audio.*", "*/runs/*/.transcript.*", f"*/runs/*/.{SPEAKERS_FILE}.*")
 
 
 def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
@@ -37,8 +43,9 @@ def recover(store: SessionStore, max_seconds: float | None = None) -> list[str]:
         log.warning("%d folder(s) in %s belong to no session (left alone): %s", len(unknown),
                     store.sessions_dir, ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""))
     recovered = []
-    for stale in store.sessions_dir.glob("*/.audio.*"):
-        stale.unlink(missing_ok=True)  # an atomic write cut short (audio.wav / audio.mp4)
+    for pattern in TEMPORARY_FILES:
+        for stale in store.sessions_dir.glob(pattern):
+            stale.unlink(missing_ok=True)
     left_open = store.sessions_in("recording")
     if left_open:  # (no requests are served meanwhile: say why start-up takes a while)
         log.warning("Rebuilding the audio of %d recording(s) left open by a crash before "

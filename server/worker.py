@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import traceback
@@ -68,6 +69,17 @@ class OverallProgress:
 
 class RunFailed(Exception):
     """A run failed for a reason that is safe and useful to show the client."""
+
+
+_PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/'\"]+){2,}/?")
+
+
+def safe_details(exc: BaseException, limit: int = 120) -> str:
+    """A short description of an exception with file paths removed (for clients: a run's
+    ``error``, ``processing_failed``, an internal error's message)."""
+    text = _PATHLIKE.sub("<path>", str(exc).splitlines()[0] if str(exc) else "")
+    text = text[:limit]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_config(task: dict[str, Any]) -> RunConfig:
@@ -141,7 +153,7 @@ def execute(task: dict[str, Any], emit: Emit) -> tuple[Any, ...]:
         if isinstance(exc, ModelNotFoundError):  # written for clients, installable models
             return ("failed", run_id, str(exc))  # listed after the first 200 characters
         log.error("Run %s failed:\n%s", run_id, traceback.format_exc())
-        return ("failed", run_id, f"{type(exc).__name__}: {str(exc)[:200]}")
+        return ("failed", run_id, safe_details(exc, 200))
 
 
 def worker_main(task_queue: Any, event_queue: Any, log_level: str = "INFO",

@@ -1461,3 +1461,33 @@ def test_a_locked_session_database_is_not_called_damaged(tmp_path: Path) -> None
     finally:
         holder.close()
     SessionStore(tmp_path).close()  # intact once let go
+
+
+def test_result_files_a_killed_worker_left_half_written_are_removed_at_start_up(
+        tmp_path: Path) -> None:
+    """A worker killed while it wrote a run's results (`workbench.engine.formats.save`:
+    a temporary file, then a rename) left the temporary file for good: start-up removed
+    only those of the audio. The results written whole stay."""
+    import tempfile
+
+    from server.recovery import recover
+    from server.live_worker import SPEAKERS_FILE
+
+    store = SessionStore(tmp_path / "data")
+    try:
+        sid = store.create_session().id
+        run_dir = store.run_dir(sid, store.create_run(sid, {}).id)
+        run_dir.mkdir(parents=True)
+        (run_dir / "transcript.json").write_text('{"segments": []}')
+        left = []
+        for name in ("transcript.srt", "transcript.json", SPEAKERS_FILE):
+            fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.")  # (as `save` names it)
+            os.write(fd, b"1\n00:00:00,000 --> 00:0")
+            os.close(fd)
+            left.append(Path(tmp))
+        recover(store)
+        assert [path.name for path in left if path.exists()] == []
+        assert sorted(p.name for p in run_dir.iterdir()) == ["transcript.json"]
+        assert (run_dir / "transcript.json").read_text() == '{"segments": []}'
+    finally:
+        store.close()
