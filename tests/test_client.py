@@ -857,3 +857,113 @@ def test_a_server_that_takes_no_audio_is_a_timeout(start_server) -> None:  # typ
     finally:
         srv.process.send_signal(signal.SIGCONT)
     assert go_on.is_set() and time.monotonic() - t0 < 40
+
+
+def test_a_recording_that_does_not_decode_is_a_server_error(client: Client) -> None:
+    """The server answers the stop of bytes that do not decode with recording_stopped, then
+    error 4008, and queues no run: record(wait=True) returned as if processing had
+    ended, with no result."""
+    messages: list[dict[str, Any]] = []
+    with pytest.raises(ServerError, match="cannot be processed: .*The received bytes are kept") \
+            as info:
+        client.record([b"not a webm file at all " * 40], input_format="webm",
+                      on_event=messages.append)
+    assert info.value.code == 4008
+    assert [m["type"] for m in messages][-2:] == ["recording_stopped", "error"]
+    assert client.get_session(messages[0]["session_id"])["status"] == "failed"
+
+
+def _failing_stand_in(gives_up: bool):  # type: ignore[no-untyped-def]
+    """A stand-in for the server whose `stop` ends with an internal error instead of
+    processing_started (queueing the run failed): it queues run R half a second later,
+    which completes (REST), or it gives the session up (`interrupted`, no run)."""
+    from aiohttp import web
+
+    stopped: list[float] = []
+
+    def runs() -> list[dict[str, Any]]:
+        if gives_up or not stopped or time.monotonic() - stopped[0] < 0.5:
+            return []
+        return [{"id": "R", "kind": "refined", "status": "completed",
+                 "summary": {"speakers": 1, "duration_seconds": 1.0, "word_count": 3}}]
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:  # (the session's event socket, too: until the client closes it)
+            action = msg.json().get("action") if msg.type == web.WSMsgType.TEXT else None
+            if action == "start":
+                await ws.send_json({"type": "recording_started", "session_id": "S",
+                                    "format": "wav", "part": 0, "resumed": False})
+            elif action == "stop":
+                stopped.append(time.monotonic())
+                await ws.send_json({"type": "recording_stopped", "session_id": "S",
+                                    "duration_seconds": 1.0})
+                await ws.send_json({"type": "error", "code": 5000,
+                                    "message": "Internal server error: OSError"})
+        return ws
+
+    async def session(request: web.Request) -> web.Response:
+        status = "interrupted" if gives_up else "completed" if runs() else "processing"
+        error = "Finishing the recording failed (OSError)" if gives_up else None
+        return web.json_response({"id": "S", "status": status, "error": error, "runs": runs()})
+
+    async def session_runs(request: web.Request) -> web.Response:
+        return web.json_response({"runs": runs()})
+
+    app = web.Application()
+    app.router.add_get("/ws/{sid}", socket)
+    app.router.add_get("/api/sessions/{sid}", session)
+    app.router.add_get("/api/sessions/{sid}/runs", session_runs)
+    return app
+
+
+@pytest.mark.parametrize("gives_up", [False, True], ids=["queued-later", "given-up"])
+def test_an_error_instead_of_processing_started_is_followed_over_rest(gives_up: bool) -> None:
+    """An internal error after recording_stopped (the run could not be queued then; the
+    server tries again, or gives the session up): record(wait=True) returned with no
+    result. It now follows the session over REST to the run's end, or says why none came."""
+    import asyncio
+
+    from aiohttp import web
+
+    from workbench.notebook.client import AsyncClient
+
+    events: list[dict[str, Any]] = []
+
+    async def main() -> Any:
+        runner = web.AppRunner(_failing_stand_in(gives_up))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with AsyncClient(f"http://127.0.0.1:{port}", timeout=30) as aio:
+                return await aio.record(np.zeros(16000, np.float32), on_event=events.append)
+        finally:
+            await runner.cleanup()
+
+    if gives_up:
+        with pytest.raises(ServerError, match=r"failed after the recording stopped \(Internal "
+                                              r"server error: OSError\); session S is "
+                                              r"interrupted with no run to follow: Finishing"):
+            asyncio.run(main())
+        return
+    report = asyncio.run(main())
+    assert report.result == {"type": "processing_complete", "session_id": "S", "run_id": "R",
+                             "speakers": 1, "duration_seconds": 1.0, "word_count": 3}
+    assert events[-1] == report.result
+
+
+def test_a_closed_client_refuses_background_work(server: LocalServer) -> None:
+    """submit() lacked the closed-client check of the other calls: after close() it raised
+    the loop's "Event loop is closed" and left the coroutine never awaited; during close()
+    its work went to a loop about to stop, and its future never ended."""
+    import inspect
+
+    closed = Client(server)
+    closed.close()
+    work = closed.aio.health()
+    with pytest.raises(RuntimeError, match="this client is closed"):
+        closed.submit(work)
+    assert inspect.getcoroutinestate(work) == inspect.CORO_CLOSED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from workbench.notebook.client import Client
@@ -155,14 +156,18 @@ def test_dashboard_removes_the_work_folder_it_made(tmp_path: Path) -> None:
 
 def test_dashboard_says_when_a_recording_cannot_be_decoded(server: LocalServer) -> None:
     """The real server's answer to bytes that are no WebM (recording_stopped, then 4008,
-    and no run): the dashboard shows the failure instead of "processing…" for ever."""
+    and no run): the dashboard shows the failure instead of "processing…" for ever (and
+    the recording is a ServerError: no run follows)."""
+    from workbench.notebook.client import ServerError
     from workbench.notebook.dashboard import Dashboard
 
     board = Dashboard(server)
     try:
-        rec = board.client.record([b"not a webm file at all " * 40], input_format="webm",
-                                  on_event=board.on_event)
-        assert [e["code"] for e in rec.errors] == [4008] and rec.run_id is None
+        with pytest.raises(ServerError) as info:
+            board.client.record([b"not a webm file at all " * 40], input_format="webm",
+                                on_event=board.on_event)
+        assert info.value.code == 4008
+        assert [e.get("code") for e in board.events if e["type"] == "error"] == [4008]
         assert "could not be decoded" in board.result_title.value
     finally:
         board.close()
@@ -179,7 +184,7 @@ def test_a_panel_closes_its_thread_and_shows_a_refused_run(server: LocalServer) 
     before = {t.ident for t in threading.enumerate()}
     panel = SessionPanel(server.url)
     with pytest.raises(ServerError):
-        panel.process_again("no-such-session")
+        panel.process_again("no-such-session").result(timeout=30)
     assert "Session not found" in panel.status.value
     panel.refresh()
     panel._actions.submit(lambda: None).result(timeout=10)  # its worker thread starts
@@ -261,8 +266,6 @@ def test_auto_refresh_stops_even_during_a_refresh(server: LocalServer) -> None:
 def test_process_again_shows_that_the_session_was_deleted(server: LocalServer) -> None:
     """The session deleted before "process again"'s run ended: the panel went on saying
     "run … queued" (progress 0), the job's error unread."""
-    import threading
-
     import numpy as np
 
     from workbench.notebook.client import ServerError
@@ -270,11 +273,15 @@ def test_process_again_shows_that_the_session_was_deleted(server: LocalServer) -
     with Client(server) as client:
         sid = client.record(np.zeros(16000, np.float32)).session_id
         panel = SessionPanel(client)
-        gate = threading.Event()
-        panel._actions.submit(gate.wait, 30)  # the panel's thread busy: the wait comes later
+        start_run = client.start_run
+
+        def start_then_delete(session_id: str, config: dict) -> dict:  # type: ignore[type-arg]
+            run = start_run(session_id, config)
+            client.delete_session(session_id)  # before the panel waits for the run
+            return run
+
+        client.start_run = start_then_delete  # type: ignore[method-assign]
         job = panel.process_again(sid)
-        client.delete_session(sid)
-        gate.set()
         with pytest.raises(ServerError):
             job.result(timeout=30)
         assert f"Session {sid} was deleted" in panel.status.value
@@ -436,7 +443,7 @@ def test_the_panel_says_when_the_server_is_away_and_when_it_is_back(tmp_path: Pa
                 panel.refresh()
                 assert "cannot reach the server" in panel.status.value
                 with pytest.raises(OSError):  # (aiohttp's ClientConnectorError)
-                    panel.process_again(sid)
+                    panel.process_again(sid).result(timeout=30)
                 assert "cannot reach the server" in panel.status.value, panel.status.value
                 srv.start()
                 assert [s["id"] for s in panel.refresh()] == [sid]
@@ -445,3 +452,185 @@ def test_the_panel_says_when_the_server_is_away_and_when_it_is_back(tmp_path: Pa
                 panel.close()
     finally:
         srv.stop()
+
+
+# ----------------------------------------------------------------- found in a review
+
+def test_the_panel_asks_the_server_on_its_own_thread(server: LocalServer) -> None:
+    """Refresh, "Process again" and a pick (the detail shown) made their REST calls on the
+    notebook's thread: the kernel was held for as long as the server took."""
+    import threading
+
+    import ipywidgets as w
+    import numpy as np
+
+    with Client(server) as client:
+        older = client.record(np.zeros(16000, np.float32)).session_id
+        client.record(np.zeros(1600, np.float32))  # the newest: the picker's first
+        panel = SessionPanel(client)
+        try:
+            asked: dict[str, list[str]] = {}
+            for name in ("list_sessions", "start_run", "download"):
+                def on_its_thread(*args, _call=getattr(client, name), _name=name, **kwargs):  # type: ignore[no-untyped-def]
+                    asked.setdefault(_name, []).append(threading.current_thread().name)
+                    return _call(*args, **kwargs)
+
+                setattr(client, name, on_its_thread)
+            panel.refresh_button.click()
+            panel.session_picker.value = older  # the user picks it: its detail is fetched
+            assert panel.selected == older
+            panel.process_button.click()
+            assert panel.last_action is not None
+            assert panel.last_action.result(timeout=60)["status"] == "completed"
+            panel._actions.submit(lambda: None).result(timeout=60)  # what it queued has run
+            assert sorted(asked) == ["download", "list_sessions", "start_run"]
+            assert all(thread.startswith("panel") for threads in asked.values()
+                       for thread in threads), asked
+            assert any(isinstance(shown, w.Audio) for shown in panel.detail.children)
+        finally:
+            panel.close()
+
+
+def test_a_refresh_ending_on_another_thread_does_not_make_a_refresh_select(
+        server: LocalServer) -> None:
+    """The "no selection while the options change" flag was one for all threads: a
+    refresh on another thread (the panel's, the dashboard's, a timer) that ended while
+    this one put in new options cleared it, and the picker moved to the newest session
+    selected that session."""
+    import threading
+
+    with Client(server) as client:
+        first = client.record(np.zeros(1600, np.float32)).session_id
+        panel = SessionPanel(client)
+        try:
+            panel.session_picker.value = first  # the user picks it
+            assert panel.selected == first
+            client.record(np.zeros(1600, np.float32))  # newer: new options move the picker
+            picked: list[str] = []
+            panel.on_select(picked.append)
+            others: list[threading.Thread] = []
+
+            def meanwhile(change: dict) -> None:  # type: ignore[type-arg]
+                if not others:  # as the new options are taken in: another refresh, to its end
+                    others.append(threading.Thread(target=panel.refresh))
+                    others[0].start()
+                    others[0].join(30)
+
+            panel.session_picker.observe(meanwhile, names="_options_labels")
+            panel.refresh()
+            assert others and not others[0].is_alive()
+            assert picked == [] and panel.selected == first == panel.session_picker.value
+        finally:
+            panel.close()
+
+
+def test_a_result_fetched_when_a_newer_recording_started_is_not_written(
+        server: LocalServer) -> None:
+    """The previous recording's result, its fetching under way (here: the server slow to
+    answer its first request) when a new recording started, went on to write "Result",
+    `session_id`, transcripts and comparison of the old session under the new recording."""
+    import threading
+
+    import numpy as np
+
+    from workbench.notebook.dashboard import Dashboard
+
+    board = Dashboard(server)
+    try:
+        first = board.client.record(np.zeros(1600, np.float32))
+        inside, go_on = threading.Event(), threading.Event()
+        runs = board.client.runs
+
+        def slow_runs(session_id: str) -> list:  # type: ignore[type-arg]
+            inside.set()
+            assert go_on.wait(30)
+            return runs(session_id)
+
+        board.client.runs = slow_runs  # type: ignore[method-assign]
+        board.on_event({"type": "processing_complete", "session_id": first.session_id})
+        assert inside.wait(30)  # the result is being fetched
+        board.on_event({"type": "recording_started", "session_id": "0" * 32,
+                        "live_results": False})
+        go_on.set()
+        assert board.last_show is not None
+        board.last_show.result(timeout=60)
+        assert board.session_id == "0" * 32 and "0" * 8 in board.result_title.value
+        assert board.transcripts == {} and board.comparison is None
+        assert first.session_id not in (board.player.src or "") + board.downloads.value
+    finally:
+        board.close()
+
+
+TEN_MINUTES = (0.1 * np.sin(np.arange(600 * 16000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+"""A recording whose MP4 takes the server's worker seconds: runs after it wait in the queue."""
+
+
+def test_play_waits_for_no_result_of_a_previous_recording(server: LocalServer,
+                                                          tmp_path: Path) -> None:
+    """play() waited for `last_show`, whatever recording it was for: a recording whose
+    processing failed (here: its session deleted while its run waited) re-raised a
+    previous result's error instead of returning its report."""
+    from workbench.engine.audio import write_wav
+    from workbench.notebook.client import ServerError
+    from workbench.notebook.dashboard import Dashboard
+
+    board = Dashboard(server)
+    other = Client(server)
+    busy = None
+    try:
+        board.on_event({"type": "processing_complete", "session_id": "no-such-session"})
+        assert board.last_show is not None
+        with pytest.raises(ServerError):  # the previous result: its session is no more
+            board.last_show.result(timeout=30)
+        busy = board.client.record(TEN_MINUTES, format="mp4", wait=False).session_id
+        on_event = board.on_event
+
+        def delete_once_queued(message: dict) -> None:  # type: ignore[type-arg]
+            on_event(message)
+            if message["type"] == "processing_started":  # (its run waits behind the MP4)
+                wait_until(lambda: _deleted(other, message["session_id"]))
+
+        board.on_event = delete_once_queued  # type: ignore[method-assign]
+        write_wav(tmp_path / "short.wav", np.zeros(8000, np.float32))
+        report = board.play(tmp_path / "short.wav", speed=4.0)
+        assert report.result is not None and report.result["type"] == "processing_failed"
+        assert "processing failed: The session was deleted" in board.result_title.value
+    finally:
+        if busy is not None:
+            other.delete_session(busy)
+        other.close()
+        board.close()
+
+
+def _deleted(client: Client, session_id: str) -> bool:
+    """Delete a session; False while the server still saves its recording (409)."""
+    from workbench.notebook.client import ServerError
+
+    try:
+        client.delete_session(session_id)
+    except ServerError as exc:
+        if exc.status != 409:
+            raise
+        return False
+    return True
+
+
+def test_closing_a_dashboard_waits_for_no_run_and_a_run_ending_later_selects_nothing(
+        server: LocalServer, tmp_path: Path) -> None:
+    """close() waited for the result being shown, here waiting for a run that takes
+    seconds (minutes for a long recording); and a "process again" run that ended after
+    close() selected its session, whose showing went to the closed dashboard's thread:
+    "cannot schedule new futures after shutdown"."""
+    from workbench.notebook.dashboard import Dashboard
+
+    with Client(server) as client:
+        short = client.record(np.zeros(1600, np.float32)).session_id
+        long = client.record(TEN_MINUTES, format="mp4", wait=False).session_id  # (for seconds)
+        board = Dashboard(client, work_dir=tmp_path)
+        board.on_event({"type": "processing_complete", "session_id": long})  # (waits for its run)
+        again = board.panel.process_again(short)
+        wait_until(lambda: "queued" in board.panel.status.value)  # its job waits for the run
+        board.close()
+        assert client.get_session(long)["runs"][-1]["status"] in ("queued", "running")
+        assert again.result(timeout=120)["status"] == "completed"
+        assert board.panel.selected is None

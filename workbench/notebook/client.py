@@ -210,7 +210,9 @@ class AsyncClient:
                      live_results: bool = False,
                      on_live: Optional[EventCallback] = None) -> RecordingReport:
         """Stream ``source`` as one recording; with ``wait``, return once processing ended
-        (a connection closed meanwhile: the run followed over REST, or a ServerError).
+        (a connection closed meanwhile, or an error instead of the run's start: the run
+        followed over REST, or a ServerError). A recording of which nothing decodes is a
+        ServerError (``code`` 4008): no run follows.
 
         ``session_id``: ``"new"``, or a session to go on with (resume, or fill a created
         one); one the server does not have is a ServerError (404), not a new session.
@@ -250,7 +252,7 @@ class AsyncClient:
             rec = RecordingReport(session_id)
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             failed: list[BaseException] = []
-            dropped: Optional[dict[str, Any]] = None
+            lost: Optional[str] = None  # why the run is followed over REST
 
             async def reader() -> None:
                 try:
@@ -344,18 +346,26 @@ class AsyncClient:
                     # a 4005 here says the decoded audio was cut at the limit; processing follows
                     if after["type"] != "error" or after.get("code") != DURATION_EXCEEDED:
                         break
+                if after["type"] == "error" and after.get("code") == UNDECODABLE_AUDIO:
+                    # nothing of it decodes: the session failed, no run follows
+                    raise ServerError(f"Session {rec.session_id} cannot be processed: "
+                                      f"{after.get('message')}", code=UNDECODABLE_AUDIO)
                 end = after  # (closed before the server named its run: found over REST)
                 if wait and after["type"] == "processing_started":
                     end = await self._next(inbox, TERMINAL + ("closed",))
-                dropped = end if wait and end["type"] == "closed" else None
-                if wait and dropped is None and rec.live_run_id is not None:
+                if wait and end["type"] == "closed":
+                    lost = f"The connection closed during processing (close code {end.get('code')})"
+                elif wait and end["type"] == "error":  # (e.g. queueing the run failed: the
+                    # server may queue it later, or give the session up) found over REST
+                    lost = f"The server failed after the recording stopped ({end.get('message')})"
+                if wait and lost is None and rec.live_run_id is not None:
                     await self._live_tail(rec, reading)
                     if failed:  # a callback raised meanwhile
                         raise failed[0]
             finally:
                 reading.cancel()
-        if dropped is not None:  # closed mid-run (the connection dropped): the run goes on
-            await self._follow(rec, dropped.get("code"), on_event, before)
+        if lost is not None:  # e.g. closed mid-run (the connection dropped): the run goes on
+            await self._follow(rec, lost, on_event, before)
             if rec.live_run_id is not None:
                 await self._live_tail(rec, reading)
         return rec
@@ -385,19 +395,18 @@ class AsyncClient:
                     return
             await asyncio.sleep(0.25 if reading.done() else 0.05)
 
-    async def _follow(self, rec: RecordingReport, code: Optional[int],
+    async def _follow(self, rec: RecordingReport, why: str,
                       on_event: Optional[EventCallback], before: set[str]) -> None:
-        """The connection closed during processing: follow the run over REST and add its
+        """The socket tells no more of the run (`why`): follow it over REST and add its
         outcome to ``rec`` (and give it to ``on_event``) as a ``processing_complete`` /
         ``processing_failed`` made from the run (speakers, duration, word count, supersedes;
         no download links; through a server restart too, see `wait_for_run`); a
-        ServerError when that fails."""
+        ServerError when that fails or no run comes."""
         def seen(event: dict[str, Any]) -> None:
             rec.messages.append(event)
             if on_event is not None:
                 on_event(event)
 
-        why = f"The connection closed during processing (close code {code})"
         try:
             run_id = rec.run_id or await self._queued_run(rec.session_id, before)
         except ServerError as exc:
@@ -581,5 +590,10 @@ class Client:
         return self._run(self.aio.wait_for_run(session_id, run_id, on_event))
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Future[T]":
-        """Run a coroutine of :attr:`aio` in the background; returns a concurrent future."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[return-value]
+        """Run a coroutine of :attr:`aio` in the background; returns a concurrent future.
+        A closed (or closing) client refuses it with RuntimeError."""
+        with self._closing:  # (scheduled on a loop about to stop, it would never end)
+            if self._closed:
+                coro.close()
+                raise RuntimeError("this client is closed")
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[return-value]

@@ -27,8 +27,10 @@ import html
 import os
 import shutil
 import tempfile
+import threading
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 from urllib.parse import quote
@@ -52,6 +54,18 @@ def _section(title: str) -> w.HTML:
     return w.HTML(f"<h3 style='margin:.8em 0 .2em'>{html.escape(title)}</h3>")
 
 
+@dataclass
+class _Found:
+    """What :meth:`Dashboard.show` fetched of a session, to be written to "Result" at once."""
+
+    session_id: str
+    runs: list[dict[str, Any]]
+    completed: list[dict[str, Any]]
+    transcripts: dict[str, Transcript]  # by run
+    shown: Optional[dict[str, Any]]  # the run in the player (None: no transcript yet)
+    comparison: Optional[RunComparison]
+
+
 class Dashboard:
     """Microphone, live view, refined result with player, downloads and comparison, sessions."""
 
@@ -73,6 +87,9 @@ class Dashboard:
         self.references: dict[str, CorpusItem] = {}  # by session
         self._next_reference: Optional[CorpusItem] = None
         self._recordings = 0  # recordings started (a result shown late gives way to a newer one)
+        # held while "Result" and what it shows change: a recording starting, a result written
+        self._writing = threading.RLock()
+        self._closed = False
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="workbench-dashboard-"))
         # a folder the dashboard made goes on close() or, at the latest, when the kernel exits
         self._remove_work_dir = (weakref.finalize(self, shutil.rmtree, self.work_dir, True)
@@ -82,6 +99,8 @@ class Dashboard:
         self.comparison: Optional[RunComparison] = None
         self.transcripts: dict[str, Transcript] = {}
         self.last_show: Optional[concurrent.futures.Future[Any]] = None
+        self._last_show_of = 0  # the recording `last_show` was submitted under
+        self._jobs: set[concurrent.futures.Future[Any]] = set()  # not ended yet
         self._work = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dashboard")
 
         self.microphone = Microphone(self.browser_url, token=self.token, options=self.options)
@@ -115,14 +134,27 @@ class Dashboard:
         display(self.widget)
 
     def close(self) -> None:
-        """Finish what is being shown, stop the session list's refreshes, close the client
-        and remove the work folder the dashboard made."""
+        """Show nothing more, stop the session list's refreshes and the dashboard's thread
+        (a result not started is dropped; one under way is not waited for: it ends on its
+        own, at once when the dashboard made its client, closed here), and remove the work
+        folder the dashboard made (once that result has ended)."""
+        with self._writing:
+            self._closed = True
         self.panel.close()  # first: a run it waits for no longer reaches the dashboard
-        self._work.shutdown(wait=True)  # (its client is the dashboard's: closed below)
-        if self._own_client:
+        self._work.shutdown(wait=False, cancel_futures=True)
+        if self._own_client:  # (a wait on it under way, e.g. for a run, ends now)
             self.client.close()
-        if self._remove_work_dir is not None:
-            self._remove_work_dir()
+        remove = self._remove_work_dir
+        if remove is not None:
+            running = [job for job in list(self._jobs) if not job.done()]
+            if running:  # (it may be writing there)
+                running[-1].add_done_callback(lambda _: remove())
+            else:
+                remove()
+
+    def _current(self, recordings: int) -> bool:
+        """Whether "Result" is still the `recordings`-th recording's (and shown at all)."""
+        return not self._closed and recordings == self._recordings
 
     # ------------------------------------------------------------------ recording
     def _on_state(self, change: Any = None) -> None:
@@ -132,9 +164,8 @@ class Dashboard:
         mic = self.microphone
         state = change["new"] if change is not None and change["name"] == "state" else None
         sid = mic.session_id or self.session_id
-        if state == "detached" and sid:
-            recordings = self._recordings  # (a newer recording's "Result" is left alone)
-            self._submit(lambda s: self._follow_detached(s, recordings), sid)
+        if state == "detached" and sid:  # (a newer recording's "Result" is left alone)
+            self._submit(self._follow_detached, sid, self._recordings)
         elif state == "failed" and sid and mic.session_id and not any(
                 e.get("type") in ("recording_stopped", "processing_failed")
                 or e.get("code") == UNDECODABLE_AUDIO for e in self.events):
@@ -156,26 +187,26 @@ class Dashboard:
         self.events.append(message)
         kind = message.get("type")
         if kind == "recording_started":
-            self._recordings += 1
-            self.events = [message]
-            self.session_id = message.get("session_id")
-            reference, self._next_reference = self._next_reference or self.reference, None
-            if reference is not None and self.session_id:
-                self.references[self.session_id] = reference
-            self.result_title.value = (f"<i>recording session {html.escape(str(self.session_id)[:8])}"
-                                       "…</i>")
-            # what "Result" showed is another session's: not under this one's title
-            self.transcripts, self.comparison = {}, None
-            self.player.show(None, "")
-            self.downloads.value = self.comparison_html.value = ""
+            with self._writing:  # (a result being written ends first; later ones give way)
+                self._recordings += 1
+                self.events = [message]
+                self.session_id = message.get("session_id")
+                reference, self._next_reference = self._next_reference or self.reference, None
+                if reference is not None and self.session_id:
+                    self.references[self.session_id] = reference
+                self.result_title.value = ("<i>recording session "
+                                           f"{html.escape(str(self.session_id)[:8])}…</i>")
+                # what "Result" showed is another session's: not under this one's title
+                self.transcripts, self.comparison = {}, None
+                self.player.show(None, "")
+                self.downloads.value = self.comparison_html.value = ""
         self.live.update(message)
         if kind == "recording_stopped":
             self.result_title.value = "<i>recorded; the refined run is processing…</i>"
         elif kind == "processing_complete":
             sid = message.get("session_id") or self.session_id
             if sid:
-                recordings = self._recordings
-                self._submit(lambda s: self._show_and_list(s, recordings), sid)
+                self._submit(self._show_and_list, sid, self._recordings)
         elif kind == "processing_failed":
             self.result_title.value = (f"<span style='color:#b00'>processing failed: "
                                        f"{html.escape(str(message.get('message')))}</span>")
@@ -187,35 +218,53 @@ class Dashboard:
     def play(self, audio: Union[str, os.PathLike], *, speed: float = 1.0,
              reference: Optional[CorpusItem] = None, timeout: float = 900.0) -> RecordingReport:
         """Send a file as if it were the microphone: live, at `speed` times its pace, with
-        live results, through :meth:`on_event`; returns once the result is shown.
+        live results, through :meth:`on_event`; returns once its result is shown (at once
+        when there is none to show: its processing failed).
         `reference` (e.g. the `CorpusItem` the file comes from) scores this recording."""
+        mine: list[int] = []  # this recording's number
+
+        def on_event(message: dict[str, Any]) -> None:
+            self.on_event(message)
+            if message.get("type") == "recording_started":
+                mine.append(self._recordings)
+
         self._next_reference = reference
         try:
             report = self.client.record(Path(audio), realtime=True, speed=speed,
                                         options=self.options, live_results=True,
-                                        on_event=self.on_event)
+                                        on_event=on_event)
         finally:  # a start refused or failed: not the next (microphone) recording's reference
             self._next_reference = None
-        if self.last_show is not None:
-            self.last_show.result(timeout=timeout)
+        with self._writing:
+            shown, of = self.last_show, self._last_show_of
+        if shown is not None and mine and of == mine[-1]:  # (none: e.g. processing failed)
+            shown.result(timeout=timeout)
         return report
 
     # ------------------------------------------------------------------ results
-    def _submit(self, show: Callable[[str], Any], session_id: str) -> None:
-        """Run ``show(session_id)`` on the dashboard's thread; what it raises is shown too."""
+    def _submit(self, show: Callable[[str, int], Any], session_id: str, recordings: int) -> None:
+        """Run ``show(session_id, recordings)`` on the dashboard's thread (not once closed);
+        what it raises is shown too (while "Result" is the `recordings`-th recording's)."""
         def job() -> Any:
             try:
-                return show(session_id)
+                return show(session_id, recordings)
             except Exception as exc:
-                self.result_title.value = (f"<span style='color:#b00'>session "
-                                           f"{html.escape(session_id[:8])}: "
-                                           f"{html.escape(str(exc))}</span>")
+                with self._writing:
+                    if self._current(recordings):
+                        self.result_title.value = (f"<span style='color:#b00'>session "
+                                                   f"{html.escape(session_id[:8])}: "
+                                                   f"{html.escape(str(exc))}</span>")
                 raise
 
-        self.last_show = self._work.submit(job)
+        with self._writing:
+            if self._closed:
+                return
+            future = self._work.submit(job)
+            self.last_show, self._last_show_of = future, recordings
+        self._jobs.add(future)
+        future.add_done_callback(self._jobs.discard)
 
-    def _follow_detached(self, session_id: str, recordings: Optional[int] = None
-                         ) -> Optional[RunComparison]:
+    def _follow_detached(self, session_id: str, recordings: int) -> Optional[RunComparison]:
         """Wait over REST until the session's runs have ended (its refined run queued once the
         stop is saved), then show the result, or why processing failed: not once a
         recording after the `recordings`-th has started ("Result" is that one's)."""
@@ -235,37 +284,33 @@ class Dashboard:
             else:
                 time.sleep(0.2)
         refined = [r for r in session["runs"] if (r.get("kind") or "refined") == "refined"]
-        if recordings is not None and recordings != self._recordings:
-            self.panel.refresh()
-            return None
         if refined and refined[-1]["status"] == "failed":
-            self.result_title.value = (f"<span style='color:#b00'>processing failed: "
-                                       f"{html.escape(str(refined[-1].get('error')))}</span>")
+            with self._writing:
+                if self._current(recordings):
+                    self.result_title.value = (f"<span style='color:#b00'>processing failed: "
+                                               f"{html.escape(str(refined[-1].get('error')))}</span>")
             self.panel.refresh()
             return None
         return self._show_and_list(session_id, recordings)
 
-    def _show_and_list(self, session_id: str, recordings: Optional[int] = None
-                       ) -> Optional[RunComparison]:
+    def _show_and_list(self, session_id: str, recordings: int) -> Optional[RunComparison]:
         """Show the result at once; once the session's other runs (the live run saving
         its result) have ended, show it again with them in the comparison. Not once a
         recording after the `recordings`-th has started: "Result" is that one's then."""
-        recordings = self._recordings if recordings is None else recordings
-        if recordings != self._recordings:
-            self.panel.refresh()
-            return None
-        comparison = self.show(session_id)
-        pending = [r for r in self.client.runs(session_id) if r["status"] in ("queued", "running")]
-        for run in pending:
-            self.client.wait_for_run(session_id, run["id"])
-        if pending and recordings == self._recordings:
-            comparison = self.show(session_id)
+        comparison = self.show(session_id, recordings) if self._current(recordings) else None
+        if self._current(recordings):
+            pending = [r for r in self.client.runs(session_id)
+                       if r["status"] in ("queued", "running")]
+            for run in pending:
+                self.client.wait_for_run(session_id, run["id"])
+            if pending:
+                comparison = self.show(session_id, recordings)
         self.panel.refresh()
         return comparison
 
     def _on_select(self, session_id: str) -> None:
         # a session picked in the list, or one whose "process again" run has ended
-        self._submit(self.show, session_id)
+        self._submit(self.show, session_id, self._recordings)
 
     def url(self, session_id: str, what: str, format: str, run: Optional[str] = None) -> str:
         """A link the browser can follow to the session's audio or transcript."""
@@ -274,28 +319,50 @@ class Dashboard:
             query += f"&token={quote(self.token, safe='')}"
         return f"{self.browser_url}/api/sessions/{quote(session_id)}/{what}?{query}"
 
-    def show(self, session_id: str) -> Optional[RunComparison]:
-        """Show a session's refined result: player, downloads, comparison of its runs."""
-        self.session_id = session_id
+    def show(self, session_id: str, recordings: Optional[int] = None) -> Optional[RunComparison]:
+        """Show a session's refined result: player, downloads, comparison of its runs
+        (fetched first, then written at once; returns the comparison). Nothing is shown
+        once a recording after the `recordings`-th (default: the recordings started so
+        far) has started meanwhile: "Result" is that one's then."""
+        recordings = self._recordings if recordings is None else recordings
+        found = self._fetch(session_id)
+        with self._writing:
+            if not self._current(recordings):
+                return None
+            self._write(found)
+        return found.comparison
+
+    def _fetch(self, session_id: str) -> _Found:
+        """A session's runs, their transcripts and their comparison, from the server."""
         runs = self.client.runs(session_id)
         completed = [r for r in runs if r["status"] == "completed"]
-        self.transcripts = {}
+        transcripts: dict[str, Transcript] = {}
         for run in completed:
             try:
-                self.transcripts[run["id"]] = self.client.transcript(session_id, run=run["id"])
+                transcripts[run["id"]] = self.client.transcript(session_id, run=run["id"])
             except ServerError:
                 continue  # a run without a transcript (renditions only)
-        refined = [r for r in completed if r["id"] in self.transcripts
+        refined = [r for r in completed if r["id"] in transcripts
                    and (r.get("kind") or "refined") == "refined"]
         shown = refined[-1] if refined else next(
-            (r for r in reversed(completed) if r["id"] in self.transcripts), None)
-        if shown is None:
+            (r for r in reversed(completed) if r["id"] in transcripts), None)
+        comparison = (self._compare(session_id, completed, transcripts)
+                      if shown is not None else None)
+        return _Found(session_id, runs, completed, transcripts, shown, comparison)
+
+    def _write(self, found: _Found) -> None:
+        """Put what `_fetch` found in "Result" (and `session_id`, `transcripts`, `comparison`)."""
+        session_id = found.session_id
+        self.session_id, self.transcripts = session_id, found.transcripts
+        self.comparison = found.comparison
+        self.downloads.value = self._downloads_html(session_id, found.completed, found.transcripts)
+        if found.shown is None:
             self.result_title.value = f"<i>session {session_id[:8]}: no transcript yet</i>"
             self.player.show(None, self.url(session_id, "audio", "wav"))
-            self.downloads.value = self._downloads_html(session_id, completed)
             self.comparison_html.value = ""
-            return None
-        transcript = self.transcripts[shown["id"]]
+            return
+        shown = found.shown
+        transcript = found.transcripts[shown["id"]]
         self.result_title.value = (
             f"<div class='dashboard-result' data-session='{html.escape(session_id)}' "
             f"data-run='{html.escape(shown['id'])}' data-speakers='{len(transcript.speakers)}'>"
@@ -303,30 +370,29 @@ class Dashboard:
             f"</code>: {len(transcript.speakers)} speaker(s), {len(transcript.words)} words, "
             f"{transcript.duration:.1f} s</div>")
         self.player.show(transcript, self.url(session_id, "audio", "wav"))
-        self.downloads.value = self._downloads_html(session_id, completed)
-        self.comparison = self._compare(session_id, completed)
-        waiting = [run_label(r) for r in runs if r["status"] in ("queued", "running")]
+        waiting = [run_label(r) for r in found.runs if r["status"] in ("queued", "running")]
         note = (f"<div class='dashboard-waiting' style='color:#888'>still running: "
                 f"{html.escape(', '.join(waiting))}</div>" if waiting else "")
-        self.comparison_html.value = (self.comparison.html() if self.comparison else "") + note
-        return self.comparison
+        self.comparison_html.value = (found.comparison.html() if found.comparison else "") + note
 
-    def _compare(self, session_id: str, runs: list[dict[str, Any]]) -> Optional[RunComparison]:
+    def _compare(self, session_id: str, runs: list[dict[str, Any]],
+                 transcripts: dict[str, Transcript]) -> Optional[RunComparison]:
         reference = self.references.get(session_id)
-        if reference is None and len(self.transcripts) < 2:
+        if reference is None and len(transcripts) < 2:
             return None
         audio = self.client.download(session_id, "audio", "wav",
                                      dest=self.work_dir / session_id / "audio.wav")
         assert isinstance(audio, Path)
-        return compare_session_runs(runs, self.transcripts, audio=audio, reference=reference,
+        return compare_session_runs(runs, transcripts, audio=audio, reference=reference,
                                     work_dir=self.work_dir / session_id)
 
-    def _downloads_html(self, session_id: str, runs: list[dict[str, Any]]) -> str:
+    def _downloads_html(self, session_id: str, runs: list[dict[str, Any]],
+                        transcripts: dict[str, Transcript]) -> str:
         audio = " ".join(f"<a href='{html.escape(self.url(session_id, 'audio', f))}' download>{f}</a>"
                          for f in AUDIO_FORMATS)
         lines = [f"<div>audio: {audio}</div>"]
         for run in runs:
-            if run["id"] not in self.transcripts:
+            if run["id"] not in transcripts:
                 continue
             links = " ".join(
                 f"<a class='dashboard-download' href='{html.escape(self.url(session_id, 'transcript', f, run['id']))}'"

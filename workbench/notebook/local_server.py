@@ -57,7 +57,11 @@ class LocalServer:
         """Start the process and wait until it says it serves and is healthy. A port given
         that is taken is a RuntimeError (another server there would answer the health
         check for it); a port chosen here that was taken meanwhile (by another process
-        that asked for a free port too) is replaced, up to three times."""
+        that asked for a free port too) is replaced, up to three times. A server already
+        running is left as it is (a second process on its data would fail, and the first
+        one would no longer be stopped)."""
+        if self.process is not None and self.process.poll() is None:
+            return self
         attempts = 3 if self._port_chosen else 1
         for attempt in range(attempts):
             if attempt:

@@ -6,7 +6,8 @@ session again with other settings (ASR model, speaker count, clustering
 threshold) with a progress bar fed by the server's events; and shows the
 selected session's audio player, speaker-coloured transcript and timeline.
 Every button has a method of the same name, so the panel's logic can be driven
-(and tested) without a browser.
+(and tested) without a browser. What a button or a pick asks of the server runs on the
+panel's own thread, not the notebook's (a slow server does not hold up the kernel).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import html
 import io
 import threading
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import ipywidgets as w
 
@@ -26,6 +27,8 @@ from workbench.notebook.client import Client, ServerError
 from workbench.engine.transcript import Transcript
 
 ASR_MODELS = ["tiny.en", "base"]
+
+T = TypeVar("T")
 
 
 def _fmt_time(iso: Optional[str]) -> str:
@@ -77,6 +80,8 @@ class SessionPanel:
         self.selected: Optional[str] = None
         self.recording: Optional[str] = None
         self.last_action: Optional[concurrent.futures.Future[Any]] = None
+        # the selected session's detail (player, transcript, timeline) being fetched
+        self.last_detail: Optional[concurrent.futures.Future[Any]] = None
         self.events: list[dict[str, Any]] = []
         # one stop per stream asked for, oldest first (Stop stops the oldest not stopped)
         self._stops: list[threading.Event] = []
@@ -84,7 +89,9 @@ class SessionPanel:
         self._auto_generation = 0  # bumped by stop_auto_refresh: a tick under way stops
         self._lock = threading.Lock()
         self._closed = False
-        self._refreshing = False  # the picker's options change: no selection follows
+        # set while this thread's refresh changes the picker's options: no selection
+        # follows (per thread: a refresh on another thread ending does not clear it)
+        self._refreshing = threading.local()
         # Long actions run here, off the notebook's thread and off the client's loop.
         self._actions = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="panel")
 
@@ -110,12 +117,12 @@ class SessionPanel:
         self.refresh_button = w.Button(description="Refresh", icon="sync")
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress")
         self.status = w.HTML()
-        self.detail = w.Output()
+        self.detail = w.VBox()
 
         self.stream_button.on_click(lambda _: self.stream())
         self.stop_button.on_click(lambda _: self.stop())
         self.process_button.on_click(lambda _: self.process_again())
-        self.refresh_button.on_click(lambda _: self.refresh())
+        self.refresh_button.on_click(lambda _: self._later(self.refresh))
         self.session_picker.observe(self._on_pick, names="value")
         # the session list and "process again with ...", without streaming (the dashboard's part)
         self.sessions_box = w.VBox([
@@ -144,7 +151,8 @@ class SessionPanel:
 
     # ------------------------------------------------------------------ refresh
     def refresh(self) -> list[dict[str, Any]]:
-        """Reload the session list (table and picker)."""
+        """Reload the session list (table and picker), on this thread (the Refresh button
+        does it on the panel's)."""
         if self._closed:  # (a refresh under way when the panel closed its client)
             return self.sessions
         unreachable = "cannot reach the server: "
@@ -153,9 +161,10 @@ class SessionPanel:
         except (ServerError, OSError) as exc:
             self._say(f"{unreachable}{exc}", error=True)
             return self.sessions
-        except (RuntimeError, concurrent.futures.CancelledError):  # (ServerError is a
-            if self._closed:  # RuntimeError: taken above) the client closed meanwhile
+        except (RuntimeError, concurrent.futures.CancelledError) as exc:  # (ServerError is
+            if self._closed:  # a RuntimeError: taken above) the client closed meanwhile
                 return self.sessions
+            self._say(f"cannot refresh: {str(exc) or type(exc).__name__}", error=True)
             raise
         if html.escape(unreachable) in self.status.value:  # (it stayed once the server was back)
             self._say("")
@@ -166,13 +175,13 @@ class SessionPanel:
         # (new options move the picker's value to the first, the newest session, and
         # back: each move selected, drew and downloaded a session, and the dashboard
         # ended on the old one instead of the recording just made)
-        self._refreshing = True
+        was, self._refreshing.on = getattr(self._refreshing, "on", False), True
         try:
             self.session_picker.options = options
             if current in [o[1] for o in options]:
                 self.session_picker.value = current
         finally:
-            self._refreshing = False
+            self._refreshing.on = was  # (a refresh from an observer of this one: still on)
         return self.sessions
 
     def auto_refresh(self, every: float = 2.0) -> None:
@@ -207,6 +216,23 @@ class SessionPanel:
         self._actions.shutdown(wait=False, cancel_futures=True)
         if self._own_client:
             self.client.close()
+
+    def _later(self, job: Callable[..., T], *args: Any) -> Optional["concurrent.futures.Future[T]"]:
+        """``job(*args)`` on the panel's thread; None once the panel is closed."""
+        try:
+            return self._actions.submit(job, *args)
+        except RuntimeError:  # (shut down)
+            if self._closed:
+                return None
+            raise
+
+    def _action(self, job: Callable[[], T]) -> "concurrent.futures.Future[T]":
+        """A button's long action on the panel's thread, as :attr:`last_action`."""
+        future = self._later(job)
+        if future is None:
+            raise RuntimeError("this panel is closed")
+        self.last_action = future
+        return future
 
     def _say(self, text: str, error: bool = False) -> None:
         colour = "#b00" if error else "#333"
@@ -276,8 +302,11 @@ class SessionPanel:
             self.select(rec.session_id)
             return rec
 
-        self.last_action = self._actions.submit(job)
-        return self.last_action
+        try:
+            return self._action(job)
+        except RuntimeError:  # (closed)
+            self._stops.remove(stopped)
+            raise
 
     def stop(self) -> None:
         """Stop the recording in progress (the server finalises and processes it); with
@@ -294,22 +323,26 @@ class SessionPanel:
         return opts
 
     def process_again(self, session_id: Optional[str] = None) -> "concurrent.futures.Future[Any]":
-        """Queue a new run of the selected session with the panel's settings."""
+        """Queue a new run of the selected session with the panel's settings and wait for
+        it, on the panel's thread; returns a future of the ended run (what the server
+        refused, or a server away, is said in the panel and raised by the future)."""
         sid = session_id or self.selected
         if sid is None:
             self._say("select a session first", error=True)
             raise ValueError("no session selected")
         self.progress.value = 0.0
-        try:
-            run = self.client.start_run(sid, self._options())
-        except Exception as exc:  # the reason in the panel, not only a log line (a server
-            # away: aiohttp's connection error, which only the widget log showed)
-            self._say(f"cannot reach the server: {exc}" if isinstance(exc, OSError)
-                      else str(exc) or type(exc).__name__, error=True)
-            raise
-        self._say(f"run {run['id'][:8]} queued")
+        options = self._options()  # (the settings as they are when asked)
 
         def job() -> Any:
+            try:
+                run = self.client.start_run(sid, options)
+            except Exception as exc:  # the reason in the panel, not only a log line (a server
+                # away: aiohttp's connection error, which only the widget log showed)
+                if not self._closed:
+                    self._say(f"cannot reach the server: {exc}" if isinstance(exc, OSError)
+                              else str(exc) or type(exc).__name__, error=True)
+                raise
+            self._say(f"run {run['id'][:8]} queued")
             try:
                 done = self.client.wait_for_run(sid, run["id"], self._on_event)
             except Exception as exc:  # e.g. the session deleted meanwhile: said, not only raised
@@ -322,12 +355,11 @@ class SessionPanel:
             self.select(sid)
             return done
 
-        self.last_action = self._actions.submit(job)
-        return self.last_action
+        return self._action(job)
 
     # ------------------------------------------------------------------ details
     def _on_pick(self, change: dict[str, Any]) -> None:
-        if self._refreshing:
+        if getattr(self._refreshing, "on", False):
             return
         if change.get("new") and change["new"] != self.selected:
             self.select(change["new"])
@@ -338,7 +370,11 @@ class SessionPanel:
         self._on_select.append(callback)
 
     def select(self, session_id: str) -> None:
-        """Show a session: audio player, speaker-coloured transcript, diarization timeline."""
+        """Select a session (nothing once the panel is closed); with ``show_detail``, show
+        its audio player, speaker-coloured transcript and diarization timeline, fetched on
+        the panel's thread (:attr:`last_detail`)."""
+        if self._closed:  # (a stream or run that ended after close())
+            return
         self.selected = session_id
         if self.session_picker.value != session_id and session_id in [
                 o[1] for o in self.session_picker.options]:
@@ -346,32 +382,45 @@ class SessionPanel:
         self.table.value = sessions_table_html(self.sessions, self.selected)
         for callback in list(self._on_select):
             callback(session_id)
-        if not self.show_detail:
-            return
-        self.detail.clear_output()
-        with self.detail:
-            from IPython.display import HTML, display
+        if self.show_detail:
+            self.last_detail = self._later(self._show_detail, session_id)
 
+    def _show_detail(self, session_id: str) -> None:
+        """Fetch and show a selected session's detail (unless another was selected meanwhile)."""
+        shown: list[w.Widget] = []
+        try:
             try:
                 wav = self.client.download(session_id, "audio", "wav")
                 assert isinstance(wav, bytes)
-                display(w.Audio(value=wav, format="wav", autoplay=False))
+                shown.append(w.Audio(value=wav, format="wav", autoplay=False))
             except ServerError as exc:
-                display(HTML(f"<i>{html.escape(str(exc))}</i>"))
+                shown.append(w.HTML(f"<i>{html.escape(str(exc))}</i>"))
             try:
-                t = self.client.transcript(session_id)
+                t: Optional[Transcript] = self.client.transcript(session_id)
             except ServerError:
-                display(HTML("<i>no transcript yet</i>"))
+                t = None
+                shown.append(w.HTML("<i>no transcript yet</i>"))
+            if t is not None:
+                shown.append(w.HTML(transcript_html(t)))
+                if t.turns:
+                    shown.append(w.Image(value=_timeline_png(t), format="png"))
+        except Exception as exc:  # (e.g. the server away) said where the detail goes
+            if self._closed:
                 return
-            display(HTML(transcript_html(t)))
-            if t.turns:
-                import matplotlib.pyplot as plt
+            shown.append(w.HTML(f"<span style='color:#b00'>session {html.escape(session_id[:8])}: "
+                                f"{html.escape(str(exc) or type(exc).__name__)}</span>"))
+        if self.selected == session_id and not self._closed:
+            self.detail.children = tuple(shown)
 
-                from workbench.notebook.analysis import plot_timeline
 
-                fig, ax = plt.subplots(figsize=(12, 0.5 + 0.4 * len(t.speakers)))
-                plot_timeline(ax, t.turns, t.speakers, 0.0, t.duration)
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png", bbox_inches="tight")
-                plt.close(fig)
-                display(w.Image(value=buf.getvalue(), format="png"))
+def _timeline_png(t: Transcript) -> bytes:
+    """The transcript's speaker turns as a PNG timeline (no pyplot: drawn off the main thread)."""
+    from matplotlib.figure import Figure
+
+    from workbench.notebook.analysis import plot_timeline
+
+    fig = Figure(figsize=(12, 0.5 + 0.4 * len(t.speakers)))
+    plot_timeline(fig.subplots(), t.turns, t.speakers, 0.0, t.duration)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
