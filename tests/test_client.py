@@ -210,6 +210,13 @@ async def _serve_runs(events: Any, runs: Any) -> tuple[Any, int]:
     app = web.Application()
     app.router.add_get("/ws/{sid}", events)
     app.router.add_get("/api/sessions/{sid}/runs", runs)
+    return await _served(app)
+
+
+async def _served(app: Any) -> tuple[Any, int]:
+    """`app` (an aiohttp application) served on a free loopback port: (runner, port)."""
+    from aiohttp import web
+
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -401,16 +408,10 @@ def test_progress_keeps_a_long_run_s_wait_alive() -> None:
     progress every 0.5 s for 3 s failed a client with timeout=2 while the server worked."""
     import asyncio
 
-    from aiohttp import web
-
     from workbench.notebook.client import AsyncClient
 
     async def main(progress_for: float) -> object:
-        runner = web.AppRunner(_stand_in(progress_for, 0.5))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await _served(_stand_in(progress_for, 0.5))
         aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=2)
         try:
             return await aio.record(np.zeros(16000, np.float32))
@@ -600,18 +601,12 @@ def test_a_connection_dropped_during_processing_is_followed_over_rest(runs_statu
     returned quietly with no result, and a panel or dashboard showed the session as done."""
     import asyncio
 
-    from aiohttp import web
-
     from workbench.notebook.client import AsyncClient
 
     events: list[dict] = []
 
     async def main() -> object:
-        runner = web.AppRunner(_dropping_stand_in(runs_status))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await _served(_dropping_stand_in(runs_status))
         aio = AsyncClient(f"http://127.0.0.1:{port}", timeout=30)
         try:
             return await aio.record(np.zeros(16000, np.float32), on_event=events.append)
@@ -925,18 +920,12 @@ def test_an_error_instead_of_processing_started_is_followed_over_rest(gives_up: 
     result. It now follows the session over REST to the run's end, or says why none came."""
     import asyncio
 
-    from aiohttp import web
-
     from workbench.notebook.client import AsyncClient
 
     events: list[dict[str, Any]] = []
 
     async def main() -> Any:
-        runner = web.AppRunner(_failing_stand_in(gives_up))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await _served(_failing_stand_in(gives_up))
         try:
             async with AsyncClient(f"http://127.0.0.1:{port}", timeout=30) as aio:
                 return await aio.record(np.zeros(16000, np.float32), on_event=events.append)

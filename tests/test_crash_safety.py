@@ -1111,6 +1111,16 @@ def test_folders_of_no_session_are_left_alone_and_named(tmp_path: Path, caplog: 
     assert "belong to no session (left alone): orphan-1" in caplog.text
 
 
+async def started_with_a_second(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """A recording started on `ws` (WAV of PCM) with one second of audio sent: its session."""
+    from .test_recording_functional import recv
+
+    await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
+    sid = (await recv(ws))["session_id"]
+    await ws.send_bytes(b"\x01\x00" * 16000)
+    return str(sid)
+
+
 class DiskFull:
     """The store's writes of `names` fail as SQLite's do on a full disk while `full` is
     set (a collaborator's failure: the subject is how the connection copes)."""
@@ -1174,9 +1184,7 @@ async def test_a_finish_that_failed_is_interrupted_once_the_disk_has_room(
         store = srv.state.store
         disk = DiskFull(store, monkeypatch, "update_part", "set_status")
         async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
-            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
-            sid = (await recv(ws))["session_id"]
-            await ws.send_bytes(b"\x01\x00" * 16000)
+            sid = await started_with_a_second(ws)
             disk.full = True
             await ws.send_json({"action": "stop"})
             reply = await recv(ws)
@@ -1212,9 +1220,7 @@ async def test_a_run_that_could_not_be_queued_at_stop_is_queued_once_the_disk_ha
         store = srv.state.store
         disk = DiskFull(store, monkeypatch, "create_run")
         async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
-            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
-            sid = (await recv(ws))["session_id"]
-            await ws.send_bytes(b"\x01\x00" * 16000)
+            sid = await started_with_a_second(ws)
             disk.full = True
             await ws.send_json({"action": "stop"})
             await recv_until(ws, "recording_stopped")
@@ -1262,9 +1268,7 @@ async def test_a_stop_that_fails_once_the_session_is_processing_still_queues_its
 
         monkeypatch.setattr(store, "set_status", then_full)
         async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
-            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
-            sid = (await recv(ws))["session_id"]
-            await ws.send_bytes(b"\x01\x00" * 16000)
+            sid = await started_with_a_second(ws)
             await ws.send_json({"action": "stop"})
             reply = await recv(ws)
             assert reply["type"] == "error" and reply["code"] == 5000, reply
@@ -1285,9 +1289,7 @@ async def test_an_idle_recording_whose_finish_fails_still_closes_its_socket(
         store = srv.state.store
         disk = DiskFull(store, monkeypatch, "update_part", "set_status")
         async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
-            await ws.send_json({"action": "start", "format": "wav", "input_format": "pcm_s16le"})
-            sid = (await recv(ws))["session_id"]
-            await ws.send_bytes(b"\x01\x00" * 16000)
+            sid = await started_with_a_second(ws)
             disk.full = True
             told = await recv(ws, timeout=10)
             assert told["type"] == "error" and told["code"] == 4014, told
