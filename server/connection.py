@@ -468,7 +468,11 @@ class Connection:
             if self.live_results:
                 stopped["live_run_id"] = live_run_id
             # parts skipped (while others decoded, or none did): say which, why
-            after = await asyncio.to_thread(store.get_session, sid)
+            try:
+                after = await asyncio.to_thread(store.get_session, sid)
+            except Exception:  # noqa: BLE001 - (the store failing now) the stop is saved:
+                log.exception("Session %s: its parts could not be read", sid)  # said anyway
+                after = None
             skipped = [{"part": p.index, "error": p.error}
                        for p in (after.parts if after else []) if p.error]
             if skipped:
@@ -493,9 +497,7 @@ class Connection:
         except TransitionError:
             log.exception("Unexpected state change on session %s", sid)
         except Exception as exc:
-            if owed is not None:  # (a full disk) the recording is saved and `processing`:
-                # its run is queued once the store can write (before, a failure between
-                # the status and the queueing left it processing with no run, no resume)
+            if owed is not None:  # saved and `processing`: its run, once the store writes
                 _until_it_works(self.state, sid, "queue its refined run", owed)
                 raise
             # e.g. a full disk while writing audio.wav: the session must not stay

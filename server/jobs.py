@@ -264,7 +264,11 @@ class JobQueue:
 
     async def forget(self, session_id: str) -> None:
         """The session was deleted: a worker processing one of its runs is stopped now
-        (it went on for the whole run, the queue waiting behind it) and replaced."""
+        (it went on for the whole run, the queue waiting behind it) and replaced. What its
+        clients were still to be told goes (the deletion is told next: no progress after)."""
+        pending = self._outbox.get(session_id)
+        while pending is not None and len(pending) > 1:  # (the first is being told)
+            pending.pop()
         for w in self._workers:
             if (w.process is None or w.run_id is None
                     or self._session_of.get(w.run_id) != session_id):
@@ -454,9 +458,7 @@ class JobQueue:
             elif kind == "failed":
                 await self._finish(run_id, ok=False, message=event[2])
             self._end_delay.pop(run_id, None)
-            # (the clients' turn: one that takes a message at once has it before the next
-            # event is handled; a slow one is not waited for)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # (the clients' telling may start; it is not waited for)
         except (OSError, sqlite3.OperationalError) as exc:  # (a full disk, a locked database)
             if kind not in ("done", "failed"):
                 log.warning("Job event %r of run %s not stored: %s", kind, run_id, exc)

@@ -1251,9 +1251,10 @@ async def queued_once_the_disk_has_room(ws: aiohttp.ClientWebSocketResponse,
 async def test_a_stop_that_fails_once_the_session_is_processing_still_queues_its_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk fills just after `stop` stored the session `processing`, before its run
-    was queued (here the store's next read fails): the connection tried to mark it
-    interrupted, which a processing session refuses, so it stayed `processing` with no
-    run and no resume until a restart. Its run is queued once the store works again."""
+    was queued (here the store's next read fails, then the run's creation): the
+    connection tried to mark it interrupted, which a processing session refuses, so the
+    client heard only a 5000 and the session stayed `processing` with no run and no
+    resume until a restart. The stop is said, and the run queued once the store works."""
     from .test_processing_functional import InProcessServer
     from .test_recording_functional import recv
 
@@ -1270,10 +1271,11 @@ async def test_a_stop_that_fails_once_the_session_is_processing_still_queues_its
         async with s.ws_connect(f"{srv.ws_url}/ws/new") as ws:
             sid = await started_with_a_second(ws)
             await ws.send_json({"action": "stop"})
-            reply = await recv(ws)
+            stopped, reply = await recv(ws), await recv(ws)
+            assert stopped["type"] == "recording_stopped", stopped
             assert reply["type"] == "error" and reply["code"] == 5000, reply
             await queued_once_the_disk_has_room(ws, store, sid, disk)
-        assert disk.failed[0] == "get_session"
+        assert disk.failed[:2] == ["get_session", "create_run"]
 
 
 async def test_an_idle_recording_whose_finish_fails_still_closes_its_socket(

@@ -141,6 +141,31 @@ async def test_a_slow_client_holds_up_no_other_run(tmp_path: Path) -> None:
         store.close()
 
 
+async def test_a_deleted_session_s_clients_hear_nothing_more_of_its_runs(
+        tmp_path: Path) -> None:
+    """A DELETE tells the session's clients `processing_failed` itself; what the queue
+    still had to tell a slow one of its runs (progress, an end) came after that."""
+    store, said = SessionStore(tmp_path / "data"), []
+    sid = recorded_session(store)
+    awake = asyncio.Event()
+    jobs = job_queue(store, said, lambda s: awake.wait() if s == sid else None)
+    await jobs.start()
+    try:
+        run = await jobs.submit(sid, {})
+        assert await until(lambda: status(store, run.id) == "completed")
+        assert await until(lambda: [m["type"] for m in jobs._outbox.get(sid, ())][-1:]
+                           == ["processing_complete"])  # (behind the progress held)
+        assert store.delete_session(sid)
+        await jobs.forget(sid)
+        awake.set()
+        assert await until(lambda: sid not in jobs._telling)
+        assert len(said) == 1, said  # the one being told when the session went
+    finally:
+        awake.set()
+        await jobs.close()
+        store.close()
+
+
 async def test_a_failed_run_names_no_server_path(tmp_path: Path) -> None:
     """A run that failed on an unexpected error told clients (and stored) the error's text,
     which named files on the server: here its ``audio.wav`` cannot be read (a folder)."""

@@ -482,12 +482,36 @@ def test_the_panel_asks_the_server_on_its_own_thread(server: LocalServer) -> Non
             panel.process_button.click()
             assert panel.last_action is not None
             assert panel.last_action.result(timeout=60)["status"] == "completed"
-            panel._actions.submit(lambda: None).result(timeout=60)  # what it queued has run
+            for queued in (panel._actions, panel._asks):  # what it queued has run
+                queued.submit(lambda: None).result(timeout=60)
             assert sorted(asked) == ["download", "list_sessions", "start_run"]
             assert all(thread.startswith("panel") for threads in asked.values()
                        for thread in threads), asked
             assert any(isinstance(shown, w.Audio) for shown in panel.detail.children)
         finally:
+            panel.close()
+
+
+def test_a_refresh_and_a_pick_wait_for_no_stream_or_run(server: LocalServer) -> None:
+    """Refresh and a pick's detail went to the panel's one thread, behind a stream being
+    recorded or a run being waited for: the list and the detail came once those ended."""
+    import threading
+
+    with Client(server) as client:
+        sid = client.record(np.zeros(1600, np.float32)).session_id
+        panel = SessionPanel(client)
+        gate = threading.Event()
+        try:
+            long = panel._action(lambda: gate.wait(60))  # (a stream or a run under way)
+            listed = panel._later(panel.refresh)  # what the Refresh button does
+            assert listed is not None
+            assert sid in [s["id"] for s in listed.result(timeout=30)]
+            panel.select(sid)
+            assert panel.last_detail is not None
+            panel.last_detail.result(timeout=30)
+            assert panel.detail.children and not long.done()
+        finally:
+            gate.set()
             panel.close()
 
 

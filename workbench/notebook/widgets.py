@@ -7,7 +7,7 @@ threshold) with a progress bar fed by the server's events; and shows the
 selected session's audio player, speaker-coloured transcript and timeline.
 Every button has a method of the same name, so the panel's logic can be driven
 (and tested) without a browser. What a button or a pick asks of the server runs on the
-panel's own thread, not the notebook's (a slow server does not hold up the kernel).
+panel's own threads, not the notebook's (a slow server does not hold up the kernel).
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ class SessionPanel:
         self._refreshing = threading.local()
         # Long actions run here, off the notebook's thread and off the client's loop.
         self._actions = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="panel")
+        # Short requests (the list, a session's detail): not behind a stream or a run
+        self._asks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="panel-ask")
 
         files = sorted(str(p) for p in Path(audio_dir).glob("*.wav")) if audio_dir else []
         self.table = w.HTML()
@@ -208,19 +210,23 @@ class SessionPanel:
             self._auto = None
 
     def close(self) -> None:
-        """Stop the refreshes and the panel's thread (an action not started is dropped; one
+        """Stop the refreshes and the panel's threads (an action not started is dropped; one
         under way, e.g. waiting for a run, ends on its own without holding this up) and
         close the client when the panel made it from a URL."""
         self._closed = True
         self.stop_auto_refresh()
         self._actions.shutdown(wait=False, cancel_futures=True)
+        self._asks.shutdown(wait=False, cancel_futures=True)
         if self._own_client:
             self.client.close()
 
-    def _later(self, job: Callable[..., T], *args: Any) -> Optional["concurrent.futures.Future[T]"]:
-        """``job(*args)`` on the panel's thread; None once the panel is closed."""
+    def _later(self, job: Callable[..., T], *args: Any,
+               long: bool = False) -> Optional["concurrent.futures.Future[T]"]:
+        """``job(*args)`` on a thread of the panel's (`long`: the one for streams and runs;
+        else the one for short requests, which never wait behind them); None once the
+        panel is closed."""
         try:
-            return self._actions.submit(job, *args)
+            return (self._actions if long else self._asks).submit(job, *args)
         except RuntimeError:  # (shut down)
             if self._closed:
                 return None
@@ -228,7 +234,7 @@ class SessionPanel:
 
     def _action(self, job: Callable[[], T]) -> "concurrent.futures.Future[T]":
         """A button's long action on the panel's thread, as :attr:`last_action`."""
-        future = self._later(job)
+        future = self._later(job, long=True)
         if future is None:
             raise RuntimeError("this panel is closed")
         self.last_action = future
