@@ -362,6 +362,117 @@ def test_dropped_connection_resumes_without_losing_the_outage(pw: Any, sweep: Pa
         srv.stop()
 
 
+@pytest.mark.timeout(150)
+def test_a_stop_the_server_could_not_save_is_sent_again_once_it_can(
+        pw: Any, sweep: Path, tmp_path: Path) -> None:
+    """The server could not save the recording at `stop` (here audio.wav cannot be
+    written: a folder is in its place) and answered 5000 with no `recording_stopped`: the
+    page stayed "stopping" for good. It now asks over REST, as after a drop, and once the
+    server has marked the session interrupted, resumes it and stops it again (until the
+    server can save it): the recording is processed."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        record_for(page, 2)
+        sid = recorder(page, "r.sessionId")
+        in_the_way = srv.data_dir / "sessions" / sid / "audio.wav"
+        in_the_way.mkdir()
+        page.click("#stop")
+        page.wait_for_function("window.__recorder.reconnects > 0", timeout=20_000)
+        # (interrupted, or still recording while the server retries marking it so)
+        assert get_json(f"{srv.url}/api/sessions/{sid}")["status"] in ("recording",
+                                                                      "interrupted")
+        in_the_way.rmdir()  # room again: the page's next resume and stop are saved
+        wait_result(page, timeout=90)
+        assert errors == []
+        session = get_json(f"{srv.url}/api/sessions/{sid}")
+        assert session["status"] == "completed" and len(session["parts"]) >= 2, session
+        assert session["duration_seconds"] >= 1.5
+    finally:
+        browser.close()
+        srv.stop()
+
+
+def scripted_socket(page: Any, on_stop: list[dict[str, Any]]) -> list[Any]:
+    """A scripted stand-in for the recording socket: `start` is answered with a
+    `recording_started` of session s1, `stop` with the messages `on_stop`; the sockets."""
+    sockets: list[Any] = []
+
+    def stand_in(ws: Any) -> None:
+        def on_message(message: Any) -> None:
+            action = json.loads(message)["action"] if isinstance(message, str) else None
+            if action == "start":
+                ws.send(json.dumps({"type": "recording_started", "session_id": "s1",
+                                    "format": "wav", "part": 1, "resumed": True}))
+            elif action == "stop":
+                for reply in on_stop:
+                    ws.send(json.dumps(reply))
+        ws.on_message(on_message)
+        sockets.append(ws)
+
+    page.route_web_socket("**/ws/**", stand_in)
+    return sockets
+
+
+STOPPED = {"type": "recording_stopped", "session_id": "s1", "duration_seconds": 3.0,
+           "chunks_received": 3, "total_size_mb": 0.1, "truncated": False}
+
+
+@pytest.mark.timeout(120)
+def test_parts_left_out_of_the_recording_are_named_on_the_page(pw: Any, sweep: Path,
+                                                               tmp_path: Path) -> None:
+    """`recording_stopped` names the parts the server could not decode (`undecoded_parts`:
+    processing goes on without them); the page said nothing, and the result came with
+    part of the audio missing."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        scripted_socket(page, [{**STOPPED, "undecoded_parts": [
+            {"part": 1, "error": "Invalid data found"}]}])
+        record_for(page, 1)
+        page.click("#stop")
+        box = notice(page, "warning")
+        box.wait_for(timeout=20_000)
+        text = box.inner_text()
+        assert "1 part(s) of the recording could not be decoded" in text, text
+        assert "part 2: Invalid data found" in text and "kept on the server" in text, text
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_chunks_refused_after_a_limit_raise_no_warning(pw: Any, sweep: Path,
+                                                      tmp_path: Path) -> None:
+    """The server ends a recording at a limit (4005) and refuses the chunks the page sent
+    before that reached it (4002: no recording): each showed "Warning. Server: Recording
+    not started" beside "Everything recorded up to the limit is kept"."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        sockets = scripted_socket(page, [])
+        record_for(page, 1)
+        sockets[0].send(json.dumps({"type": "error", "code": 4005,
+                                    "message": "Recording duration exceeds limit (1 hour)"}))
+        notice(page, "limit").wait_for(timeout=20_000)
+        for _ in range(2):
+            sockets[0].send(json.dumps({"type": "error", "code": 4002, "message":
+                                        "Recording not started. Send 'start' action first"}))
+        sockets[0].send(json.dumps(STOPPED))  # (after them: once it is handled, so are they)
+        page.wait_for_function("[...document.querySelectorAll('#log *')].some("
+                               "e => e.textContent.includes('Recording stopped'))",
+                               timeout=20_000)
+        assert notice(page, "warning").count() == 0, notice(page, "warning").inner_text()
+        assert errors == []
+    finally:
+        browser.close()
+        srv.stop()
+
+
 @pytest.mark.timeout(120)
 def test_stop_during_an_outage_delivers_the_rest_later(pw: Any, sweep: Path, tmp_path: Path) -> None:
     """Stop pressed while the server is away: the audio waits in the page and is sent,

@@ -214,6 +214,17 @@ def test_der_and_jer_agree_with_pyannote_metrics(name: str, collar: float, skip_
     assert jer.speaker_count == 2
 
 
+def test_jer_pairs_speakers_as_dscore_does() -> None:
+    """dscore pairs reference and hypothesis speakers to minimise the JER; pyannote.metrics
+    pairs them by overlap time. Here X overlaps A for 2 s and B for 1 s: by overlap A-X,
+    leaving B unpaired (JER (5/7 + 1) / 2); dscore pairs B-X (JER 1 - 1/3) and A-Y
+    (nothing in common: 1), (2/3 + 1) / 2. Ours said pyannote's figure."""
+    reference = annotation((0, 6, "A"), (6, 7, "B"))
+    hypothesis = annotation((4, 7, "X"), (7, 8, "Y"))
+    assert JaccardErrorRate()(reference, hypothesis) == pytest.approx((5 / 7 + 1) / 2)
+    assert jaccard_error_rate(reference, hypothesis).jer == pytest.approx((2 / 3 + 1) / 2)
+
+
 def test_der_collar_is_the_total_width_around_each_reference_boundary() -> None:
     # Boundaries at 0, 10 and 20 lose 0.5 s on each side: 18 s are scored, and the
     # confusion from 10 to 12 shrinks to 10.5-12.

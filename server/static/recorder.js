@@ -46,6 +46,7 @@ export function pickRecordingFormat() {
 }
 
 // Protocol error codes the page reacts to (README table).
+const NOT_STARTED = 4002;
 const CHUNK_TOO_LARGE = 4003;
 const TOTAL_SIZE_EXCEEDED = 4004;
 const DURATION_EXCEEDED = 4005;
@@ -367,6 +368,14 @@ export class LiveRecording extends EventTarget {
         this._flush();
         break;
       }
+      case 'recording_stopped':
+        if (msg.undecoded_parts?.length) { // (processing goes on without them: say so)
+          this._emit('warning', { message: `${msg.undecoded_parts.length} part(s) of the `
+            + 'recording could not be decoded and are left out of the result ('
+            + `${msg.undecoded_parts.map((p) => `part ${p.part + 1}: ${p.error}`).join('; ')}); `
+            + 'their bytes are kept on the server.' });
+        }
+        break;
       case 'processing_started':
         this._setState('processing');
         break;
@@ -391,7 +400,9 @@ export class LiveRecording extends EventTarget {
 
   async _onError(msg) {
     const code = msg.code;
-    if (code === CHUNK_TOO_LARGE) {
+    if (code === NOT_STARTED && this.stopSent) {
+      // chunks sent before a limit (or our stop) reached the server: nothing to say
+    } else if (code === CHUNK_TOO_LARGE) {
       this._emit('warning', { message: `The server refused a piece of audio: ${msg.message}. `
         + 'The recording goes on.' });
     } else if ((code === TOTAL_SIZE_EXCEEDED || code === DURATION_EXCEEDED) && this.ready) {
@@ -433,6 +444,13 @@ export class LiveRecording extends EventTarget {
         this._fail(`The server refused to resume the recording: ${msg.message}. What reached `
           + 'it before the drop is kept in the session.', { code });
       }
+    } else if (code === INTERNAL_ERROR && this.ready && this.state === 'stopping') {
+      // The stop (or a limit's end) could not be saved (a full disk): no
+      // `recording_stopped` follows on this socket, which stayed 'stopping' for good. As
+      // after a drop: REST says whether it is processing (followed), else the session is
+      // resumed and stopped again once the server has marked it interrupted.
+      this._closeSocket();
+      this._onClose({ code: 1011, reason: msg.message }, true);
     } else if (!this.ready && (!this.sessionId || !['stopping', 'processing'].includes(this.state))) {
       // (also after Stop was pressed before the first `start` was answered: no session exists)
       this._fail(`The server refused to start the recording: ${msg.message}`, { code });
