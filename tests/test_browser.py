@@ -7,6 +7,7 @@ its pipeline, MediaRecorder, the WebSocket and the REST API.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -370,10 +371,7 @@ def test_a_stop_the_server_could_not_save_is_sent_again_once_it_can(
     page stayed "stopping" for good. It now asks over REST, as after a drop, and once the
     server has marked the session interrupted, resumes it and stops it again (until the
     server can save it): the recording is processed."""
-    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
-    browser = launch(pw, sweep)
-    try:
-        page, errors = open_page(browser, srv)
+    with page_on_a_new_server(pw, sweep, tmp_path) as (srv, page, errors):
         record_for(page, 2)
         sid = recorder(page, "r.sessionId")
         in_the_way = srv.data_dir / "sessions" / sid / "audio.wav"
@@ -389,6 +387,18 @@ def test_a_stop_the_server_could_not_save_is_sent_again_once_it_can(
         session = get_json(f"{srv.url}/api/sessions/{sid}")
         assert session["status"] == "completed" and len(session["parts"]) >= 2, session
         assert session["duration_seconds"] >= 1.5
+
+
+@contextlib.contextmanager
+def page_on_a_new_server(pw: Any, sweep: Path,
+                         tmp_path: Path) -> Iterator[tuple[LocalServer, Any, list[str]]]:
+    """A server doing renditions only, its data in `tmp_path`, and the recorder page on it
+    (recording `sweep`); both closed afterwards."""
+    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
+    browser = launch(pw, sweep)
+    try:
+        page, errors = open_page(browser, srv)
+        yield srv, page, errors
     finally:
         browser.close()
         srv.stop()
@@ -425,10 +435,7 @@ def test_parts_left_out_of_the_recording_are_named_on_the_page(pw: Any, sweep: P
     """`recording_stopped` names the parts the server could not decode (`undecoded_parts`:
     processing goes on without them); the page said nothing, and the result came with
     part of the audio missing."""
-    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
-    browser = launch(pw, sweep)
-    try:
-        page, errors = open_page(browser, srv)
+    with page_on_a_new_server(pw, sweep, tmp_path) as (srv, page, errors):
         scripted_socket(page, [{**STOPPED, "undecoded_parts": [
             {"part": 1, "error": "Invalid data found"}]}])
         record_for(page, 1)
@@ -439,9 +446,6 @@ def test_parts_left_out_of_the_recording_are_named_on_the_page(pw: Any, sweep: P
         assert "1 part(s) of the recording could not be decoded" in text, text
         assert "part 2: Invalid data found" in text and "kept on the server" in text, text
         assert errors == []
-    finally:
-        browser.close()
-        srv.stop()
 
 
 @pytest.mark.timeout(120)
@@ -450,10 +454,7 @@ def test_chunks_refused_after_a_limit_raise_no_warning(pw: Any, sweep: Path,
     """The server ends a recording at a limit (4005) and refuses the chunks the page sent
     before that reached it (4002: no recording): each showed "Warning. Server: Recording
     not started" beside "Everything recorded up to the limit is kept"."""
-    srv = LocalServer(tmp_path / "data", args=["--pipeline", "renditions"]).start()
-    browser = launch(pw, sweep)
-    try:
-        page, errors = open_page(browser, srv)
+    with page_on_a_new_server(pw, sweep, tmp_path) as (srv, page, errors):
         sockets = scripted_socket(page, [])
         record_for(page, 1)
         sockets[0].send(json.dumps({"type": "error", "code": 4005,
@@ -468,9 +469,6 @@ def test_chunks_refused_after_a_limit_raise_no_warning(pw: Any, sweep: Path,
                                timeout=20_000)
         assert notice(page, "warning").count() == 0, notice(page, "warning").inner_text()
         assert errors == []
-    finally:
-        browser.close()
-        srv.stop()
 
 
 @pytest.mark.timeout(120)
