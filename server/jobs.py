@@ -264,11 +264,15 @@ class JobQueue:
 
     async def forget(self, session_id: str) -> None:
         """The session was deleted: a worker processing one of its runs is stopped now
-        (it went on for the whole run, the queue waiting behind it) and replaced. What its
-        clients were still to be told goes (the deletion is told next: no progress after)."""
+        (it went on for the whole run, the queue waiting behind it) and replaced. The
+        progress its clients were still to be told goes (the deletion is told next: no
+        progress after it); a run's end stays (a run that ended gets no other)."""
         pending = self._outbox.get(session_id)
-        while pending is not None and len(pending) > 1:  # (the first is being told)
-            pending.pop()
+        if pending:  # (the first is being told)
+            kept = [m for m in list(pending)[1:] if m["type"] != "processing_progress"]
+            while len(pending) > 1:
+                pending.pop()
+            pending.extend(kept)
         for w in self._workers:
             if (w.process is None or w.run_id is None
                     or self._session_of.get(w.run_id) != session_id):

@@ -143,8 +143,9 @@ async def test_a_slow_client_holds_up_no_other_run(tmp_path: Path) -> None:
 
 async def test_a_deleted_session_s_clients_hear_nothing_more_of_its_runs(
         tmp_path: Path) -> None:
-    """A DELETE tells the session's clients `processing_failed` itself; what the queue
-    still had to tell a slow one of its runs (progress, an end) came after that."""
+    """A DELETE tells the session's clients `processing_failed` itself (for runs queued or
+    running); the progress the queue still had to tell a slow one came after that. A run
+    that had ended keeps its end: it gets no other."""
     store, said = SessionStore(tmp_path / "data"), []
     sid = recorded_session(store)
     awake = asyncio.Event()
@@ -159,7 +160,8 @@ async def test_a_deleted_session_s_clients_hear_nothing_more_of_its_runs(
         await jobs.forget(sid)
         awake.set()
         assert await until(lambda: sid not in jobs._telling)
-        assert len(said) == 1, said  # the one being told when the session went
+        # the one being told when the session went, then only the run's end
+        assert [m["type"] for _, m in said][1:] == ["processing_complete"], said
     finally:
         awake.set()
         await jobs.close()

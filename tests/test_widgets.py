@@ -548,6 +548,35 @@ def test_a_refresh_ending_on_another_thread_does_not_make_a_refresh_select(
             panel.close()
 
 
+def test_a_refresh_keeps_a_pick_made_while_it_ran(server: LocalServer) -> None:
+    """A refresh put back the picker's value it had read before the new options, so a
+    session selected meanwhile (a stream's end on the panel's other thread) was shown in
+    the table and detail while the picker showed the old one."""
+    import threading
+
+    with Client(server) as client:
+        first = client.record(np.zeros(1600, np.float32)).session_id
+        newer = client.record(np.zeros(1600, np.float32)).session_id
+        panel = SessionPanel(client, show_detail=False)
+        try:
+            panel.session_picker.value = first  # the user picks it
+            client.record(np.zeros(1600, np.float32))  # newer still: new options
+            done: list[threading.Thread] = []
+
+            def meanwhile(change: dict) -> None:  # type: ignore[type-arg]
+                if not done:  # as the new options are taken in: a pick on another thread
+                    done.append(threading.Thread(target=panel.select, args=(newer,)))
+                    done[0].start()
+                    done[0].join(30)
+
+            panel.session_picker.observe(meanwhile, names="_options_labels")
+            panel.refresh()
+            assert done and not done[0].is_alive()
+            assert panel.selected == newer == panel.session_picker.value
+        finally:
+            panel.close()
+
+
 def test_a_result_fetched_when_a_newer_recording_started_is_not_written(
         server: LocalServer) -> None:
     """The previous recording's result, its fetching under way (here: the server slow to

@@ -361,7 +361,7 @@ export class LiveRecording extends EventTarget {
         const replaced = this.sessionId && msg.session_id !== this.sessionId ? this.sessionId : null;
         this.sessionId = msg.session_id;
         this.ready = true;
-        this.attempt = 0;
+        if (!this.userStopped) this.attempt = 0; // (a stop sent again backs off further)
         this.parts += 1;
         if (this.state === 'connecting' || this.state === 'reconnecting') this._setState('recording');
         this._emit('started', { ...msg, replaced });
@@ -444,7 +444,7 @@ export class LiveRecording extends EventTarget {
         this._fail(`The server refused to resume the recording: ${msg.message}. What reached `
           + 'it before the drop is kept in the session.', { code });
       }
-    } else if (code === INTERNAL_ERROR && this.ready && this.state === 'stopping') {
+    } else if (code === INTERNAL_ERROR && this.ready && this.state === 'stopping' && this.stopSent) {
       // The stop (or a limit's end) could not be saved (a full disk): no
       // `recording_stopped` follows on this socket, which stayed 'stopping' for good. As
       // after a drop: REST says whether it is processing (followed), else the session is

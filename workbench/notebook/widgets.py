@@ -180,8 +180,12 @@ class SessionPanel:
         was, self._refreshing.on = getattr(self._refreshing, "on", False), True
         try:
             self.session_picker.options = options
-            if current in [o[1] for o in options]:
-                self.session_picker.value = current
+            ids = [o[1] for o in options]
+            # (the selection, not the value read above: a pick meanwhile, e.g. by a
+            # stream's end on another thread, is kept)
+            keep = self.selected if self.selected in ids else current
+            if keep in ids:
+                self.session_picker.value = keep
         finally:
             self._refreshing.on = was  # (a refresh from an observer of this one: still on)
         return self.sessions

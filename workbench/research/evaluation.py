@@ -18,8 +18,8 @@ over the sum of reference speech seconds, WER and cpWER the sum of errors over t
 of reference words, the real-time factor the sum of processing seconds over the sum of
 audio seconds.  JER is by definition a mean over reference speakers within a file; the
 aggregate is the mean over all (file, reference speaker) pairs, i.e. each file's JER
-weighted by its number of reference speakers -- what pyannote.metrics' accumulated
-`JaccardErrorRate` and DIHARD's ``dscore`` report for a whole set.
+weighted by its number of reference speakers -- what DIHARD's ``dscore`` reports for a
+whole set (speakers paired as dscore does: see `jaccard_error_rate`).
 """
 
 from __future__ import annotations

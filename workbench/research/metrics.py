@@ -4,7 +4,8 @@
   the concatenated minimum-permutation WER of speaker-attributed transcripts (`cp_wer`,
   meeteval).
 - Diarization: diarization error rate with its components (`diarization_error`) and
-  Jaccard error rate (`jaccard_error_rate`), both computed by pyannote.metrics.
+  Jaccard error rate (`jaccard_error_rate`), both computed by pyannote.metrics (JER with
+  dscore's pairing of speakers, the one with the smallest JER).
 - Reference files: RTTM (`load_rttm`), STM (`load_stm`, `stm_text`, `stm_by_speaker`) and
   UEM (`load_uem`).
 
